@@ -1,0 +1,158 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef PROV_BACKEND_H
+#define PROV_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+#include "keytype.h"
+#include "secret.h"
+
+/*
+ * The interface between the core and a key store (PKCS#11 token, TPM). The core never
+ * includes a backend header: it gets a const ops table from the registry (prov_backend_for)
+ * and calls through it. Every entry takes the device first so that a wrapper (tracing,
+ * fault injection) can stack on a real backend.
+ *
+ * All entries return 0 or a negative PROV_ERR_* and record the reason with prov_fail(),
+ * naming the token or TPM and keeping the raw backend code (CK_RV, TSS2_RC) in the text.
+ */
+
+struct prov_backend_ops;
+
+/* Where and how to open a device. Strings are borrowed for the duration of open(). */
+struct prov_device_params {
+    const char *module_path;  /* PKCS#11 module if the URI has no module-path; may be NULL */
+    bool read_only;           /* open a read-only session (ca show, check) */
+};
+
+/* An open device (token or TPM). Owned by whoever opened it; freed by ops->close. */
+struct prov_device {
+    const struct prov_backend_ops *ops;
+    char *name;  /* for messages: "token dev-0001" or "TPM swtpm:port=2321" */
+    void *priv;  /* backend state */
+};
+
+/* A key on a device. Freed with ops->free_key; the key object on the device stays. */
+struct prov_key {
+    struct prov_device *dev;
+    enum prov_key_type type;
+    unsigned char id[64];  /* CKA_ID, or the TPM persistent handle big-endian */
+    size_t id_len;
+    char *label;           /* CKA_LABEL or NULL */
+    EVP_PKEY *pub;         /* the public key as read from the device (owned) */
+    char *uri;             /* where the key lives, without any PIN: the content of key.uri */
+    void *priv;            /* backend state (object handles, TPM handle) */
+};
+
+/* What generate_key makes. */
+struct prov_keygen_params {
+    enum prov_key_type type;
+    const char *label;           /* CKA_LABEL / name; usually the device serial */
+    const unsigned char *id;     /* unique CKA_ID chosen by the caller (recorded first) */
+    size_t id_len;
+    uint32_t tpm_handle;         /* TPM persistent handle; 0 = backend default */
+};
+
+/* The properties the core insists on before it certifies or signs with a key. */
+struct prov_key_props {
+    bool is_private_token_object; /* CKA_TOKEN && CKA_PRIVATE / TPM persistent */
+    bool is_sensitive;            /* CKA_SENSITIVE / TPM: fixedTPM && sensitiveDataOrigin */
+    bool is_extractable;          /* CKA_EXTRACTABLE / TPM: !fixedTPM || !fixedParent */
+    bool is_never_extractable;    /* CKA_NEVER_EXTRACTABLE / TPM: fixedTPM && fixedParent */
+    bool is_local;                /* CKA_LOCAL / TPM: sensitiveDataOrigin */
+    bool can_sign;
+    bool can_decrypt;             /* decrypt, unwrap or derive allowed */
+};
+
+/* Signature mechanisms the core asks for. */
+enum prov_sig_mech {
+    PROV_SIG_ECDSA,     /* in: message digest; out: DER ECDSA-Sig-Value */
+    PROV_SIG_RSA_PKCS1, /* in: DER DigestInfo; out: PKCS#1 v1.5 signature */
+    PROV_SIG_RSA_RAW,   /* in: modulus-size block already padded (PSS); out: raw RSA */
+};
+
+struct prov_backend_ops {
+    const char *name; /* "pkcs11", "tpm2" */
+
+    /* Does this backend handle the device string ("pkcs11:...", "tpm2:...")? */
+    bool (*handles)(const char *device_uri);
+
+    /* Finds the token / connects to the TPM. PROV_ERR_NOT_FOUND when absent. */
+    int (*open)(const char *device_uri, const struct prov_device_params *params,
+                struct prov_device **out);
+    void (*close)(struct prov_device *dev);
+
+    /*
+     * Logs in with pin (may be NULL when the device needs none). Reads the token flags
+     * first and refuses (PROV_ERR_PIN_LOCKED) when the PIN is locked, on its final try or
+     * must be changed. Never resubmits a PIN that failed: after PROV_ERR_PIN_INCORRECT the
+     * device refuses further login attempts for the life of this object.
+     */
+    int (*login)(struct prov_device *dev, const struct prov_secret *pin);
+
+    /* A stable identity of the device (token serial, TPM EK digest) for station matching. */
+    int (*identity)(struct prov_device *dev, char *buf, size_t len);
+
+    /* Generates a signing-only, non-extractable key on the device (SPEC §4). */
+    int (*generate_key)(struct prov_device *dev, const struct prov_keygen_params *params,
+                        struct prov_key **out);
+
+    /*
+     * Finds an existing private key by URI (a key.uri, or the CA key URI, which may carry
+     * id= and/or object=). PROV_ERR_NOT_FOUND when no key matches; PROV_ERR_CONFIG when more
+     * than one does.
+     */
+    int (*find_key)(struct prov_device *dev, const char *key_uri, struct prov_key **out);
+
+    /* Finds a key by exact id; PROV_ERR_NOT_FOUND when absent. Used to resume and clean up. */
+    int (*find_key_by_id)(struct prov_device *dev, const unsigned char *id, size_t id_len,
+                          struct prov_key **out);
+
+    /*
+     * Finds the private key whose public key equals pub (install: the certificate names the
+     * key by its public key). PROV_ERR_NOT_FOUND when absent.
+     */
+    int (*find_key_by_public)(struct prov_device *dev, EVP_PKEY *pub, struct prov_key **out);
+
+    /* Reads back the key's protection attributes. */
+    int (*key_props)(struct prov_device *dev, struct prov_key *key, struct prov_key_props *out);
+
+    /* Signs with the key; *sig_len is the buffer size in, the signature size out. */
+    int (*sign)(struct prov_device *dev, struct prov_key *key, enum prov_sig_mech mech,
+                const unsigned char *in, size_t in_len, unsigned char *sig, size_t *sig_len);
+
+    /* Stores the certificate next to the key (CKO_CERTIFICATE with the key's id and label,
+     * or the TPM NV index). Replaces an earlier certificate for the same key. */
+    int (*store_certificate)(struct prov_device *dev, struct prov_key *key, X509 *cert);
+
+    /* Destroys the key (and its public half) on the device: cleanup after a failure. */
+    int (*delete_key)(struct prov_device *dev, struct prov_key *key);
+
+    void (*free_key)(struct prov_device *dev, struct prov_key *key);
+};
+
+/* The backend for a device string, or NULL (the caller reports the unknown scheme). */
+const struct prov_backend_ops *prov_backend_for(const char *device_uri);
+
+/*
+ * Registers a backend. The binary registers the real backends at start-up (cli/main.c);
+ * tests may register a mock instead. At most 8.
+ */
+void prov_backend_register(const struct prov_backend_ops *ops);
+
+/* Opens the device named by uri with the matching backend. */
+int prov_device_open(const char *uri, const struct prov_device_params *params,
+                     struct prov_device **out);
+
+/* Closes and frees; accepts NULL. */
+void prov_device_close(struct prov_device *dev);
+
+/* Frees a key handle through its device's backend; accepts NULL. */
+void prov_key_free(struct prov_key *key);
+
+#endif

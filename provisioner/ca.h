@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef PROV_CA_H
+#define PROV_CA_H
+
+#include <stdbool.h>
+
+#include "config.h"
+#include "issue.h"
+
+struct prov_ca_init_opts {
+    bool force;     /* replace an existing CA directory's files */
+    bool strict;    /* lint findings on the root config are errors (PROV_ERR_POLICY) */
+};
+
+/*
+ * ca init: makes (or imports) the root, generates the intermediate key inside the HSM token
+ * named by cfg->ca_key (sensitive, non-extractable), issues the intermediate (pathlen:0) and
+ * writes root.crt, intermediate.crt and chain.pem into cfg->ca_dir. Warns (prov_warn) about
+ * a root config that strict verifiers reject.
+ */
+int prov_ca_init(const struct prov_config *cfg, const struct prov_ca_init_opts *opts);
+
+/*
+ * Opens the CA: reads chain.pem from cfg->ca_dir and, when with_key, opens the HSM token,
+ * logs in with cfg->ca_pin and finds the intermediate key, refusing a key that is
+ * extractable or not sensitive (PROV_ERR_POLICY) or that does not match the certificate.
+ */
+int prov_ca_open(const struct prov_config *cfg, bool with_key, struct prov_ca **out);
+void prov_ca_close(struct prov_ca *ca);
+
+/*
+ * Lints the extensions a CA certificate carries against what strict verifiers require;
+ * one warning per finding through prov_warn, naming `what`. Returns the finding count.
+ */
+int prov_ca_lint(X509 *cert, const char *what);
+
+#endif

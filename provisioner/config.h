@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef PROV_CONFIG_H
+#define PROV_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <openssl/conf.h>
+
+#include "keytype.h"
+
+/*
+ * The config file is OpenSSL config syntax (NCONF), so X509v3 extension sections and the
+ * seed-style root.conf sections ([req], [dn], [v3_ca]) work unchanged. Sections the tool
+ * owns — [provisioner], [ca] and every [profile_NAME] — are checked strictly: an unknown key
+ * there is a config error (a typo must not silently change what gets issued). Relative paths
+ * are resolved against the directory of the config file. See README.md "Configuration".
+ */
+
+/* Bit for a key type in prov_profile.allowed_keys. */
+#define PROV_KEY_BIT(t) (1u << (unsigned)(t))
+
+struct prov_profile {
+    char *name;                 /* "device" for [profile_device] */
+    enum prov_key_type key_type;/* key = ec-p256 (default) */
+    unsigned allowed_keys;      /* allowed_keys = ec-p256,ec-p384 (default: key only... see .c) */
+    int days;                   /* days = 365 */
+    char *subject_section;      /* subject = SECTION of RDN lines whose values are templates;
+                                   NULL: CN = ${cn} */
+    char *extensions_section;   /* extensions = SECTION of X509v3 lines; NULL: the built-in
+                                   device set (CA:false, digitalSignature, clientAuth, SKI/AKI) */
+    char *san_dns;              /* templates, ';'-separated, used when the manifest row gives none */
+    char *san_uri;
+    char *san_email;
+    char *san_ip;
+};
+
+struct prov_config {
+    CONF *conf;                 /* the parsed file: extension and DN sections live here */
+    char *path;                 /* as given */
+    char *dir;                  /* directory of the file, for relative paths */
+
+    /* [provisioner] */
+    char *pkcs11_module;        /* pkcs11_module = PATH; NULL: URI's module-path, then default */
+    char *output_dir;           /* output_dir = DIR: default parent of device storage */
+    char *server_ca;            /* server_ca = FILE: installed as server-ca.pem */
+    char *device_pin;           /* device_pin = file:...|env:...|fd:N|prompt */
+    char *lot;                  /* lot = NAME, recorded in identity.json */
+
+    /* [ca] */
+    char *ca_dir;               /* dir = DIR: root.crt, intermediate.crt, chain.pem */
+    char *ca_key;               /* intermediate_key = pkcs11:... URI of the intermediate key */
+    char *ca_pin;               /* pin = PIN source for the CA token */
+    enum prov_key_type ca_key_type;   /* intermediate_key_type = ec-p256 */
+    char *ca_subject_section;   /* intermediate_subject = SECTION (RDN lines) */
+    int ca_days;                /* intermediate_days = 1825 */
+    char *root_config;          /* root_config = FILE in the seed's format ([req]/[dn]/[v3_ca]);
+                                   NULL: the [req] section of this file */
+    char *root_key;             /* root_key = pkcs11:... | file:PATH (encrypted PEM) */
+    char *root_key_pass;        /* root_key_pass = PIN/passphrase source for root_key */
+    char *root_cert;            /* root_cert = FILE: import an existing root (with root_key) */
+    enum prov_key_type root_key_type; /* root_key_type = ec-p384 */
+    int root_days;              /* root_days = 7300 */
+
+    struct prov_profile *profiles;
+    size_t n_profiles;
+};
+
+/*
+ * Loads and validates path. Errors: PROV_ERR_IO (cannot read), PROV_ERR_CONFIG (syntax, with
+ * line; unknown key with section and key; bad value). The error text names the file.
+ */
+int prov_config_load(const char *path, struct prov_config **out);
+
+/* The same from memory (tests, fuzzing); name is used in messages; base_dir may be NULL. */
+int prov_config_parse(const char *buf, size_t len, const char *name, const char *base_dir,
+                      struct prov_config **out);
+
+void prov_config_free(struct prov_config *cfg);
+
+/* The profile by name, or NULL. */
+const struct prov_profile *prov_config_profile(const struct prov_config *cfg, const char *name);
+
+/* Resolves a path from the config against cfg->dir (absolute paths unchanged). Caller frees. */
+char *prov_config_path(const struct prov_config *cfg, const char *path);
+
+#endif

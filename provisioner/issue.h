@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef PROV_ISSUE_H
+#define PROV_ISSUE_H
+
+#include <stdbool.h>
+
+#include <openssl/x509.h>
+
+#include "config.h"
+#include "template.h"
+
+/* Minimum random bits in a certificate serial (CA/B BR ask for 64; we use 159). */
+#define PROV_SERIAL_BYTES 20
+
+/* The CA that issues: the intermediate certificate, its chain and its HSM-held key. */
+struct prov_ca {
+    X509 *cert;             /* the intermediate */
+    STACK_OF(X509) *chain;  /* intermediate(s) then root, as chain.pem */
+    X509 *root;             /* the root (last of chain) */
+    EVP_PKEY *key;          /* private operations in the HSM (prov_signer_pkey); NULL when
+                               opened without the key */
+    struct prov_device *dev;/* the HSM token, owned */
+    struct prov_key *hsm_key;
+};
+
+/* What to certify for one device: the manifest row and the profile. Strings are borrowed. */
+struct prov_request {
+    const char *serial;     /* required, [A-Za-z0-9._-]{1,64} */
+    const char *cn;         /* NULL: the profile's subject template, whose default is ${serial} */
+    const char *san_dns;    /* ';'-separated; NULL: the profile's template (if any) */
+    const char *san_uri;
+    const char *san_email;
+    const char *san_ip;
+    const char *lot;
+    const struct prov_profile *profile;
+    struct prov_vars vars;  /* x_ columns for templates (serial/cn/lot filled in by issue) */
+};
+
+/* true when serial matches [A-Za-z0-9._-]{1,64}. */
+bool prov_serial_is_valid(const char *serial);
+
+/* A fresh positive random serial of PROV_SERIAL_BYTES bytes (top bit clear, first byte != 0). */
+int prov_serial_random(ASN1_INTEGER **out);
+
+/* The subject DN for the request: the profile's RDN template section, values expanded. */
+int prov_issue_subject(const struct prov_config *cfg, const struct prov_request *rq,
+                       X509_NAME **out);
+
+/*
+ * Policy checks on a CSR before anything is signed: the signature verifies (proof of
+ * possession), the key type is allowed by the profile (RSA >= 2048, allowed curves), no
+ * extension other than subjectAltName/keyUsage/extendedKeyUsage is requested and none asks
+ * for CA:true. Subject and SAN of the CSR are ignored (they come from the request).
+ * PROV_ERR_POLICY with the reason. *type_out (optional) gets the key type.
+ */
+int prov_issue_check_csr(const struct prov_profile *profile, X509_REQ *req,
+                         enum prov_key_type *type_out);
+
+/*
+ * Issues a certificate for req's public key: subject and SAN from rq (never the CSR), a fresh
+ * random serial, notBefore now (minus 5 minutes of clock skew), notAfter now + days but never
+ * after the issuer's notAfter, extensions from the profile (default: CA:false critical,
+ * digitalSignature critical, clientAuth, SKI/AKI), signed by ca->key. Runs
+ * prov_issue_check_csr first.
+ */
+int prov_issue_certificate(const struct prov_config *cfg, const struct prov_ca *ca,
+                           X509_REQ *req, const struct prov_request *rq, X509 **out);
+
+#endif

@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef PROV_STORAGE_H
+#define PROV_STORAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include <openssl/x509.h>
+
+#include "keytype.h"
+
+/* What goes into a device's storage directory (SPEC.md §8). Strings borrowed. */
+struct prov_identity {
+    const char *serial;
+    X509 *cert;
+    STACK_OF(X509) *chain;      /* intermediate(s) then root */
+    const char *server_ca_path; /* copied verbatim into server-ca.pem after checking it parses */
+    const char *key_uri;        /* the content of key.uri */
+    enum prov_key_type key_type;
+    const char *backend;        /* "pkcs11" | "tpm2" */
+    const char *profile;
+    const char *lot;            /* may be NULL */
+};
+
+/*
+ * Writes path atomically: a temp file in the same directory (O_EXCL|O_NOFOLLOW, mode),
+ * write, fsync, rename over path, fsync of the directory. Errors: PROV_ERR_STORAGE naming
+ * the file and errno text; no temp file is left behind.
+ */
+int prov_atomic_write_file(const char *path, const void *buf, size_t len, mode_t mode);
+
+/*
+ * Writes every file of SPEC §8 into dir (created 0755 if absent, parents too). All files are
+ * prepared in temp files first and renamed only when all are written, so a failure leaves
+ * either the previous content or nothing — never a partial identity.
+ */
+int prov_storage_write(const char *dir, const struct prov_identity *id);
+
+/* true when dir already holds an identity (client.crt exists). */
+bool prov_storage_has_identity(const char *dir);
+
+/* A written identity read back (check, install verification). */
+struct prov_stored_identity {
+    X509 *cert;                 /* client.crt */
+    STACK_OF(X509) *fullchain;  /* fullchain.pem */
+    STACK_OF(X509) *chain;      /* chain.pem */
+    STACK_OF(X509) *server_ca;  /* server-ca.pem */
+    char *key_uri;              /* key.uri, trailing newline stripped */
+    char *serial;               /* from identity.json */
+    char *backend;              /* from identity.json */
+};
+
+/* Reads dir; PROV_ERR_IO / PROV_ERR_INPUT naming the missing or unparsable file. */
+int prov_storage_read(const char *dir, struct prov_stored_identity **out);
+void prov_stored_identity_free(struct prov_stored_identity *s);
+
+/* Certificate facts used in identity.json, results and --json output. */
+struct prov_cert_facts {
+    char serial_hex[2 * 32 + 1]; /* lower-case hex, no colons */
+    char sha256_hex[65];         /* SHA-256 of the DER, lower-case hex */
+    char not_before[32];         /* RFC 3339 UTC, "2026-11-26T19:40:00Z" */
+    char not_after[32];
+    char issuer[512];            /* RFC 2253 one-line */
+    char subject[512];
+};
+int prov_cert_facts(X509 *cert, struct prov_cert_facts *f);
+
+#endif

@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef PROV_TEMPLATE_H
+#define PROV_TEMPLATE_H
+
+#include <stddef.h>
+
+/*
+ * Values a template may use: ${serial}, ${cn}, ${lot}, ${profile} and any ${x_NAME} column
+ * of the manifest row. "$$" is a literal "$". Expansion is textual into one attribute value;
+ * the result is never parsed again as a DN, so a cn of "x,O=evil" or "/CN=x" stays a value.
+ */
+struct prov_vars {
+    const char *serial;
+    const char *cn;
+    const char *lot;
+    const char *profile;
+    const char *const *x_names; /* "x_site", ... */
+    const char *const *x_values;
+    size_t n_x;
+};
+
+/*
+ * Expands tmpl. Errors: PROV_ERR_CONFIG for an unknown variable or unterminated "${"
+ * (the text names the template), PROV_ERR_NOMEM. *out is malloc'd.
+ */
+int prov_template_expand(const char *tmpl, const struct prov_vars *vars, char **out);
+
+#endif
