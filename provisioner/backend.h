@@ -28,6 +28,9 @@ struct prov_backend_ops;
 struct prov_device_params {
     const char *module_path;  /* PKCS#11 module if the URI has no module-path; may be NULL */
     bool read_only;           /* open a read-only session (ca show, check) */
+    uint32_t tpm_srk_handle;  /* TPM: persistent storage root key handle; 0 = default */
+    uint32_t tpm_key_handle;  /* TPM: persistent handle of the device key; 0 = default */
+    uint32_t tpm_nv_index;    /* TPM: NV index for the DER certificate; 0 = default */
 };
 
 /* An open device (token or TPM). Owned by whoever opened it; freed by ops->close. */

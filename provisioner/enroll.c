@@ -1,1 +1,634 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * One device end to end. The order is chosen so that a failure at any step leaves nothing
+ * behind: the key is deleted from the device unless the identity was completely written,
+ * the certificate is proven with the device key before anything is stored, and storage is
+ * written last, all files or none (storage.c).
+ */
+#include "enroll.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include "backend.h"
+#include "chain.h"
+#include "csr.h"
+#include "error.h"
+#include "log.h"
+#include "secret.h"
+#include "signer.h"
+
+#define KEY_ID_BYTES 16
+
+int prov_device_open_login(const struct prov_config *cfg, const char *uri, const char *pin_spec,
+                           const char *pin_what, bool read_only, struct prov_device **out)
+{
+    struct prov_device_params params = {
+        .module_path = cfg ? cfg->pkcs11_module : NULL,
+        .read_only = read_only,
+    };
+    struct prov_device *dev = NULL;
+    struct prov_secret *pin = NULL;
+    int r;
+
+    *out = NULL;
+    r = prov_device_open(uri, &params, &dev);
+    if (r < 0) {
+        goto out;
+    }
+    if (pin_spec != NULL) {
+        r = prov_secret_load(pin_spec, pin_what, &pin);
+        if (r < 0) {
+            goto out;
+        }
+    }
+    r = dev->ops->login(dev, pin);
+    if (r < 0) {
+        goto out;
+    }
+    *out = dev;
+    dev = NULL;
+out:
+    prov_secret_free(pin);
+    prov_device_close(dev);
+    return r;
+}
+
+int prov_check_key_protection(struct prov_key *key, const char *what)
+{
+    struct prov_key_props pr;
+    int r;
+
+    memset(&pr, 0, sizeof(pr));
+    r = key->dev->ops->key_props(key->dev, key, &pr);
+    if (r < 0) {
+        return r;
+    }
+    if (!pr.is_private_token_object) {
+        return prov_fail(PROV_ERR_POLICY, "%s on %s: not a private token object", what,
+                         key->dev->name);
+    }
+    if (!pr.is_sensitive || pr.is_extractable) {
+        return prov_fail(PROV_ERR_POLICY, "%s on %s: key is %s", what, key->dev->name,
+                         pr.is_extractable ? "extractable" : "not sensitive");
+    }
+    if (!pr.is_never_extractable || !pr.is_local) {
+        return prov_fail(PROV_ERR_POLICY,
+                         "%s on %s: key was not generated on the device (%s is false)", what,
+                         key->dev->name, pr.is_local ? "CKA_NEVER_EXTRACTABLE" : "CKA_LOCAL");
+    }
+    if (!pr.can_sign) {
+        return prov_fail(PROV_ERR_POLICY, "%s on %s: key cannot sign", what, key->dev->name);
+    }
+    if (pr.can_decrypt) {
+        return prov_fail(PROV_ERR_POLICY, "%s on %s: key also allows decrypt, unwrap or derive",
+                         what, key->dev->name);
+    }
+    return 0;
+}
+
+int prov_prove_key(struct prov_key *key, X509 *cert)
+{
+    unsigned char challenge[32];
+    unsigned char sig[1024];
+    size_t sig_len = sizeof(sig);
+    const EVP_MD *md = prov_key_type_digest(key->type);
+    EVP_PKEY *signer = NULL;
+    EVP_MD_CTX *ctx = NULL;
+    EVP_PKEY *cert_pub = X509_get0_pubkey(cert);
+    int r = PROV_ERR_CRYPTO;
+
+    if (cert_pub == NULL || RAND_bytes(challenge, sizeof(challenge)) != 1) {
+        return prov_fail_ossl(PROV_ERR_CRYPTO, "proof: no certificate key or no randomness");
+    }
+    r = prov_signer_pkey(key, &signer);
+    if (r < 0) {
+        goto out;
+    }
+    r = PROV_ERR_CRYPTO;
+    ctx = EVP_MD_CTX_new();
+    if (ctx == NULL || EVP_DigestSignInit(ctx, NULL, md, NULL, signer) != 1 ||
+        EVP_DigestSign(ctx, sig, &sig_len, challenge, sizeof(challenge)) != 1) {
+        r = prov_fail_ossl(PROV_ERR_DEVICE, "proof: %s could not sign the challenge",
+                           key->dev->name);
+        goto out;
+    }
+    EVP_MD_CTX_free(ctx);
+    ctx = EVP_MD_CTX_new();
+    if (ctx == NULL || EVP_DigestVerifyInit(ctx, NULL, md, NULL, cert_pub) != 1 ||
+        EVP_DigestVerify(ctx, sig, sig_len, challenge, sizeof(challenge)) != 1) {
+        r = prov_fail_ossl(PROV_ERR_VERIFY,
+                           "proof: the challenge signed on %s does not verify with the "
+                           "certificate's public key",
+                           key->dev->name);
+        goto out;
+    }
+    r = 0;
+out:
+    EVP_MD_CTX_free(ctx);
+    EVP_PKEY_free(signer);
+    return r;
+}
+
+char *prov_storage_dir_for(const struct prov_config *cfg, const char *dir, const char *serial)
+{
+    char *out = NULL;
+
+    if (dir != NULL) {
+        return strdup(dir);
+    }
+    if (asprintf(&out, "%s/%s", cfg->output_dir ? cfg->output_dir : "devices", serial) < 0) {
+        return NULL;
+    }
+    return out;
+}
+
+/* mkdir -p; the tool creates storage directories 0755 (the files in them are public). */
+static int make_dirs(const char *path)
+{
+    char *tmp = strdup(path);
+    int r = 0;
+
+    if (tmp == NULL) {
+        return PROV_ERR_NOMEM;
+    }
+    for (char *p = tmp + 1;; p++) {
+        if (*p == '/' || *p == '\0') {
+            char c = *p;
+
+            *p = '\0';
+            if (mkdir(tmp, 0755) < 0 && errno != EEXIST) {
+                r = prov_fail(PROV_ERR_STORAGE, "storage %s: cannot create %s: %s", path, tmp,
+                              strerror(errno));
+                break;
+            }
+            *p = c;
+            if (c == '\0') {
+                break;
+            }
+        }
+    }
+    free(tmp);
+    return r;
+}
+
+/*
+ * Before a key is generated: the storage directory must exist or be creatable and accept a
+ * new file. Catching this early means a read-only or mistyped storage path costs nothing on
+ * the device. (The real write is still checked: storage.c writes all files or none.)
+ */
+static int preflight_storage(const char *dir, bool *created)
+{
+    struct stat st;
+    char *probe = NULL;
+    int fd;
+    int r;
+
+    *created = stat(dir, &st) < 0;
+    r = make_dirs(dir);
+    if (r < 0) {
+        return r;
+    }
+    if (asprintf(&probe, "%s/.provisioner-probe.XXXXXX", dir) < 0) {
+        return PROV_ERR_NOMEM;
+    }
+    fd = mkstemp(probe);
+    if (fd < 0) {
+        r = prov_fail(PROV_ERR_STORAGE, "storage %s: not writable: %s", dir, strerror(errno));
+    } else {
+        close(fd);
+        unlink(probe);
+    }
+    free(probe);
+    return r;
+}
+
+static int check_request(const struct prov_config *cfg, const struct prov_enroll_params *p,
+                         enum prov_key_type *type)
+{
+    const struct prov_profile *prof = p->req.profile;
+
+    if (p->req.serial == NULL || !prov_serial_is_valid(p->req.serial)) {
+        return prov_fail(PROV_ERR_USAGE, "serial \"%s\": must match [A-Za-z0-9._-]{1,64}",
+                         p->req.serial ? p->req.serial : "");
+    }
+    if (prof == NULL) {
+        return prov_fail(PROV_ERR_CONFIG, "serial %s: no issuance profile", p->req.serial);
+    }
+    *type = p->key_type != PROV_KEY_NONE ? p->key_type : prof->key_type;
+    if (!(prof->allowed_keys & PROV_KEY_BIT(*type))) {
+        return prov_fail(PROV_ERR_POLICY, "serial %s: key type %s not allowed by profile %s",
+                         p->req.serial, prov_key_type_name(*type), prof->name);
+    }
+    if (cfg->server_ca == NULL) {
+        return prov_fail(PROV_ERR_CONFIG,
+                         "%s: [provisioner] server_ca is not set (the server CA bundle that "
+                         "devices must trust)",
+                         cfg->path);
+    }
+    return 0;
+}
+
+/* Deletes the identity key an earlier enrollment left, once the new one is stored. */
+static void retire_old_key(struct prov_device *dev, const char *old_uri, struct prov_key *key)
+{
+    struct prov_key *old = NULL;
+
+    if (old_uri == NULL || dev->ops->find_key(dev, old_uri, &old) < 0) {
+        prov_error_clear();
+        return;
+    }
+    if (old->id_len != key->id_len || memcmp(old->id, key->id, key->id_len) != 0) {
+        if (dev->ops->delete_key(dev, old) < 0) {
+            prov_warn("%s: could not delete the superseded key %s", dev->name, old_uri);
+            prov_error_clear();
+        }
+    }
+    prov_key_free(old);
+}
+
+static char *read_old_key_uri(const char *dir)
+{
+    struct prov_stored_identity *old = NULL;
+    char *uri = NULL;
+
+    if (prov_storage_read(dir, &old) == 0 && old->key_uri != NULL) {
+        uri = strdup(old->key_uri);
+    }
+    prov_stored_identity_free(old);
+    prov_error_clear();
+    return uri;
+}
+
+int prov_enroll(const struct prov_config *cfg, struct prov_ca *ca,
+                const struct prov_enroll_params *p, struct prov_enroll_result *res)
+{
+    unsigned char id[KEY_ID_BYTES];
+    struct prov_keygen_params kp;
+    enum prov_key_type type = PROV_KEY_NONE;
+    struct prov_device *dev = NULL;
+    struct prov_key *key = NULL;
+    EVP_PKEY *signer = NULL;
+    X509_NAME *subject = NULL;
+    X509_REQ *req = NULL;
+    X509 *cert = NULL;
+    char *dir = NULL;
+    char *old_uri = NULL;
+    bool keep_key = false;
+    bool created_dir = false;
+    int r;
+
+    memset(res, 0, sizeof(*res));
+    r = check_request(cfg, p, &type);
+    if (r < 0) {
+        goto out;
+    }
+    dir = prov_storage_dir_for(cfg, p->storage_dir, p->req.serial);
+    if (dir == NULL) {
+        r = PROV_ERR_NOMEM;
+        goto out;
+    }
+    if (prov_storage_has_identity(dir)) {
+        if (!p->reissue) {
+            r = prov_fail(PROV_ERR_ALREADY_ISSUED,
+                          "serial %s: %s already holds an identity (use --reissue to certify "
+                          "this device again)",
+                          p->req.serial, dir);
+            goto out;
+        }
+        old_uri = read_old_key_uri(dir);
+    }
+    r = prov_issue_subject(cfg, &p->req, &subject);
+    if (r < 0) {
+        goto out;
+    }
+    r = preflight_storage(dir, &created_dir);
+    if (r < 0) {
+        goto out;
+    }
+    r = prov_device_open_login(cfg, p->device_uri, p->pin_spec ? p->pin_spec : cfg->device_pin,
+                               "device PIN", false, &dev);
+    if (r < 0) {
+        goto out;
+    }
+
+    if (p->key_id != NULL) {
+        memcpy(id, p->key_id, p->key_id_len < sizeof(id) ? p->key_id_len : sizeof(id));
+    } else if (RAND_bytes(id, sizeof(id)) != 1) {
+        r = prov_fail_ossl(PROV_ERR_CRYPTO, "serial %s: no randomness for the key id",
+                           p->req.serial);
+        goto out;
+    }
+    kp = (struct prov_keygen_params){
+        .type = type,
+        .label = p->req.serial,
+        .id = id,
+        .id_len = p->key_id != NULL && p->key_id_len < sizeof(id) ? p->key_id_len : sizeof(id),
+    };
+    r = dev->ops->generate_key(dev, &kp, &key);
+    if (r < 0) {
+        goto out;
+    }
+    prov_debug("enroll", "serial %s: key generated on %s: %s", p->req.serial, dev->name,
+               key->uri);
+
+    r = prov_check_key_protection(key, "device key");
+    if (r < 0) {
+        goto out;
+    }
+    r = prov_signer_pkey(key, &signer);
+    if (r < 0) {
+        goto out;
+    }
+    r = prov_csr_create(signer, subject, prov_key_type_digest(type), &req);
+    if (r < 0) {
+        goto out;
+    }
+    /* PLATFORM pitfall 3: the CSR must carry this key, and verify, before anything is issued. */
+    r = prov_csr_verify(req, key->pub);
+    if (r < 0) {
+        goto out;
+    }
+    r = prov_issue_certificate(cfg, ca, req, &p->req, &cert);
+    if (r < 0) {
+        goto out;
+    }
+    r = prov_prove_key(key, cert);
+    if (r < 0) {
+        goto out;
+    }
+    r = dev->ops->store_certificate(dev, key, cert);
+    if (r < 0) {
+        goto out;
+    }
+    {
+        struct prov_identity ident = {
+            .serial = p->req.serial,
+            .cert = cert,
+            .chain = ca->chain,
+            .server_ca_path = cfg->server_ca,
+            .key_uri = key->uri,
+            .key_type = type,
+            .backend = dev->ops->name,
+            .profile = p->req.profile->name,
+            .lot = p->req.lot ? p->req.lot : cfg->lot,
+        };
+
+        r = prov_storage_write(dir, &ident);
+        if (r < 0) {
+            goto out;
+        }
+    }
+    keep_key = true;
+    if (old_uri != NULL) {
+        retire_old_key(dev, old_uri, key);
+    }
+
+    r = prov_cert_facts(cert, &res->facts);
+    if (r < 0) {
+        goto out;
+    }
+    res->key_uri = strdup(key->uri);
+    res->storage_dir = dir;
+    dir = NULL;
+    res->cert = cert;
+    res->key_type = type;
+    cert = NULL;
+    r = 0;
+out:
+    if (key != NULL && !keep_key) {
+        /* No orphan: a key that did not become a complete identity leaves the device. */
+        if (dev->ops->delete_key(dev, key) < 0) {
+            prov_warn("serial %s: could not delete the unused key %s from %s",
+                      p->req.serial, key->uri, dev->name);
+        }
+    }
+    if (r < 0 && created_dir) {
+        rmdir(dir); /* only if still empty: never removes anything that was written */
+    }
+    X509_free(cert);
+    X509_REQ_free(req);
+    X509_NAME_free(subject);
+    EVP_PKEY_free(signer);
+    prov_key_free(key);
+    prov_device_close(dev);
+    free(old_uri);
+    free(dir);
+    return r;
+}
+
+void prov_enroll_result_clear(struct prov_enroll_result *res)
+{
+    if (res == NULL) {
+        return;
+    }
+    X509_free(res->cert);
+    free(res->storage_dir);
+    free(res->key_uri);
+    memset(res, 0, sizeof(*res));
+}
+
+int prov_enroll_csr(const struct prov_config *cfg, const struct prov_enroll_params *p,
+                    X509_REQ **out)
+{
+    unsigned char id[KEY_ID_BYTES];
+    struct prov_keygen_params kp;
+    enum prov_key_type type = PROV_KEY_NONE;
+    const struct prov_profile *prof = p->req.profile;
+    struct prov_device *dev = NULL;
+    struct prov_key *key = NULL;
+    EVP_PKEY *signer = NULL;
+    X509_NAME *subject = NULL;
+    X509_REQ *req = NULL;
+    int r;
+
+    *out = NULL;
+    if (p->req.serial == NULL || !prov_serial_is_valid(p->req.serial) || prof == NULL) {
+        return prov_fail(PROV_ERR_USAGE, "serial \"%s\": must match [A-Za-z0-9._-]{1,64}",
+                         p->req.serial ? p->req.serial : "");
+    }
+    type = p->key_type != PROV_KEY_NONE ? p->key_type : prof->key_type;
+    if (!(prof->allowed_keys & PROV_KEY_BIT(type))) {
+        return prov_fail(PROV_ERR_POLICY, "serial %s: key type %s not allowed by profile %s",
+                         p->req.serial, prov_key_type_name(type), prof->name);
+    }
+    r = prov_issue_subject(cfg, &p->req, &subject);
+    if (r < 0) {
+        goto out;
+    }
+    r = prov_device_open_login(cfg, p->device_uri, p->pin_spec ? p->pin_spec : cfg->device_pin,
+                               "device PIN", false, &dev);
+    if (r < 0) {
+        goto out;
+    }
+    if (RAND_bytes(id, sizeof(id)) != 1) {
+        r = prov_fail_ossl(PROV_ERR_CRYPTO, "no randomness for the key id");
+        goto out;
+    }
+    kp = (struct prov_keygen_params){
+        .type = type, .label = p->req.serial, .id = id, .id_len = sizeof(id)};
+    r = dev->ops->generate_key(dev, &kp, &key);
+    if (r < 0) {
+        goto out;
+    }
+    r = prov_check_key_protection(key, "device key");
+    if (r < 0) {
+        goto out;
+    }
+    r = prov_signer_pkey(key, &signer);
+    if (r < 0) {
+        goto out;
+    }
+    r = prov_csr_create(signer, subject, prov_key_type_digest(type), &req);
+    if (r < 0) {
+        goto out;
+    }
+    r = prov_csr_verify(req, key->pub);
+    if (r < 0) {
+        goto out;
+    }
+    *out = req;
+    req = NULL;
+out:
+    if (r < 0 && key != NULL) {
+        dev->ops->delete_key(dev, key);
+    }
+    X509_REQ_free(req);
+    X509_NAME_free(subject);
+    EVP_PKEY_free(signer);
+    prov_key_free(key);
+    prov_device_close(dev);
+    return r;
+}
+
+int prov_install(const struct prov_config *cfg, const struct prov_install_params *p,
+                 struct prov_enroll_result *res)
+{
+    struct prov_chain_report rep = {0};
+    struct prov_device *dev = NULL;
+    struct prov_key *key = NULL;
+    STACK_OF(X509) *chain = NULL;
+    X509 *cert;
+    char *dir = NULL;
+    bool created_dir = false;
+    int r = PROV_ERR_NOMEM;
+
+    memset(res, 0, sizeof(*res));
+    if (p->serial == NULL || !prov_serial_is_valid(p->serial)) {
+        return prov_fail(PROV_ERR_USAGE, "serial \"%s\": must match [A-Za-z0-9._-]{1,64}",
+                         p->serial ? p->serial : "");
+    }
+    if (sk_X509_num(p->bundle) < 2) {
+        return prov_fail(PROV_ERR_INPUT,
+                         "serial %s: the certificate file must hold the certificate followed "
+                         "by its CA chain (as written by `provisioner sign`)",
+                         p->serial);
+    }
+    cert = sk_X509_value(p->bundle, 0);
+    r = prov_chain_verify(p->bundle, NULL, PROV_PURPOSE_CLIENT, time(NULL), &rep);
+    if (r < 0) {
+        if (r == PROV_ERR_VERIFY && rep.n > 0) {
+            r = prov_fail(PROV_ERR_VERIFY, "serial %s: certificate %d (%s): %s: %s", p->serial,
+                          rep.items[0].index, rep.items[0].subject ? rep.items[0].subject : "",
+                          rep.items[0].rule, rep.items[0].detail);
+        }
+        goto out;
+    }
+    dir = prov_storage_dir_for(cfg, p->storage_dir, p->serial);
+    if (dir == NULL) {
+        r = PROV_ERR_NOMEM;
+        goto out;
+    }
+    if (prov_storage_has_identity(dir) && !p->reissue) {
+        r = prov_fail(PROV_ERR_ALREADY_ISSUED,
+                      "serial %s: %s already holds an identity (use --reissue)", p->serial, dir);
+        goto out;
+    }
+    if ((p->server_ca_path ? p->server_ca_path : cfg->server_ca) == NULL) {
+        r = prov_fail(PROV_ERR_CONFIG, "serial %s: no server CA bundle (--server-ca or "
+                      "[provisioner] server_ca)", p->serial);
+        goto out;
+    }
+    r = preflight_storage(dir, &created_dir);
+    if (r < 0) {
+        goto out;
+    }
+    r = prov_device_open_login(cfg, p->device_uri, p->pin_spec ? p->pin_spec : cfg->device_pin,
+                               "device PIN", false, &dev);
+    if (r < 0) {
+        goto out;
+    }
+    r = dev->ops->find_key_by_public(dev, X509_get0_pubkey(cert), &key);
+    if (r < 0) {
+        if (r == PROV_ERR_NOT_FOUND) {
+            r = prov_fail(PROV_ERR_NOT_FOUND, "serial %s: no key on %s matches the certificate",
+                          p->serial, dev->name);
+        }
+        goto out;
+    }
+    r = prov_check_key_protection(key, "device key");
+    if (r < 0) {
+        goto out;
+    }
+    r = prov_prove_key(key, cert);
+    if (r < 0) {
+        goto out;
+    }
+    r = dev->ops->store_certificate(dev, key, cert);
+    if (r < 0) {
+        goto out;
+    }
+    chain = sk_X509_dup(p->bundle);
+    if (chain == NULL) {
+        r = PROV_ERR_NOMEM;
+        goto out;
+    }
+    (void)sk_X509_shift(chain); /* borrowed view: the chain without the leaf */
+    {
+        struct prov_identity ident = {
+            .serial = p->serial,
+            .cert = cert,
+            .chain = chain,
+            .server_ca_path = p->server_ca_path ? p->server_ca_path : cfg->server_ca,
+            .key_uri = key->uri,
+            .key_type = key->type,
+            .backend = dev->ops->name,
+            .profile = p->profile ? p->profile : "device",
+            .lot = cfg->lot,
+        };
+
+        r = prov_storage_write(dir, &ident);
+        if (r < 0) {
+            goto out;
+        }
+    }
+    r = prov_cert_facts(cert, &res->facts);
+    if (r < 0) {
+        goto out;
+    }
+    X509_up_ref(cert);
+    res->cert = cert;
+    res->key_uri = strdup(key->uri);
+    res->key_type = key->type;
+    res->storage_dir = dir;
+    dir = NULL;
+out:
+    if (r < 0 && created_dir && dir != NULL) {
+        rmdir(dir);
+    }
+    sk_X509_free(chain);
+    prov_chain_report_free(&rep);
+    prov_key_free(key);
+    prov_device_close(dev);
+    free(dir);
+    return r;
+}

@@ -18,6 +18,7 @@ struct prov_enroll_params {
     bool reissue;                /* certify again even though storage already holds an identity */
     const unsigned char *key_id; /* chosen key id (journal); NULL: random */
     size_t key_id_len;
+    const char *pin_spec;        /* device PIN source; NULL: cfg->device_pin */
 };
 
 struct prov_enroll_result {
@@ -42,13 +43,54 @@ int prov_enroll(const struct prov_config *cfg, struct prov_ca *ca,
 void prov_enroll_result_clear(struct prov_enroll_result *res);
 
 /*
+ * Checks the protection the core insists on (SPEC §4): a private, sensitive token object
+ * that is local, never-extractable, not extractable, signs and cannot decrypt, unwrap or
+ * derive. what names the key in the refusal (PROV_ERR_POLICY).
+ */
+int prov_check_key_protection(struct prov_key *key, const char *what);
+
+/* The storage directory for a serial: dir if given, else <output_dir>/<serial>. */
+char *prov_storage_dir_for(const struct prov_config *cfg, const char *dir, const char *serial);
+
+/*
+ * The device half of the split flow, step 1 (`csr`): generates the key on the device (label
+ * = serial), checks its protection, and makes a CSR signed by it whose subject is what the
+ * profile would issue. The key stays on the device for `install`; on failure it is deleted.
+ */
+int prov_enroll_csr(const struct prov_config *cfg, const struct prov_enroll_params *p,
+                    X509_REQ **out);
+
+/* What `install` needs: the certificate bundle from `sign` (leaf then chain). */
+struct prov_install_params {
+    const char *device_uri;
+    const char *pin_spec;       /* NULL: cfg->device_pin */
+    const char *serial;
+    const char *storage_dir;    /* NULL: <output_dir>/<serial> */
+    const char *server_ca_path; /* NULL: cfg->server_ca */
+    const char *profile;        /* recorded in identity.json; NULL: "device" */
+    STACK_OF(X509) *bundle;     /* leaf first, then intermediate(s) and root */
+    bool reissue;
+};
+
+/*
+ * The device half of the split flow, step 3 (`install`): finds the device key by the
+ * certificate's public key, checks the bundle by the chain rules (clientAuth), proves the key
+ * against the certificate, stores the certificate on the device and writes the storage.
+ */
+int prov_install(const struct prov_config *cfg, const struct prov_install_params *p,
+                 struct prov_enroll_result *res);
+
+/*
  * Proof of possession against a certificate: the key signs a fresh random challenge with
  * the certificate's key algorithm and it verifies with the certificate's public key.
  * PROV_ERR_VERIFY when it does not.
  */
 int prov_prove_key(struct prov_key *key, X509 *cert);
 
-/* Opens the device and logs in with the PIN source (NULL: no login). */
+/*
+ * Opens the device and logs in with the PIN source (NULL: no PIN; the backend refuses with
+ * PROV_ERR_PIN_SOURCE when the token needs one). The PIN is wiped before this returns.
+ */
 int prov_device_open_login(const struct prov_config *cfg, const char *uri, const char *pin_spec,
                            const char *pin_what, bool read_only, struct prov_device **out);
 

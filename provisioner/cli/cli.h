@@ -5,10 +5,12 @@
 #include <stdbool.h>
 
 #include "config.h"
+#include "issue.h"
 
 /* Global options, parsed by main before the command. */
 struct prov_cli {
     const char *config_path; /* --config, $PROVISIONER_CONFIG, ./provisioner.cnf */
+    bool config_path_is_explicit; /* named by --config or $PROVISIONER_CONFIG */
     int verbosity;
     bool quiet;
 };
@@ -22,6 +24,64 @@ int cli_load_config(struct prov_config **out);
 /* Prints the recorded error (or a fallback naming what failed) as one line on stderr and
  * returns the SPEC exit code for err. */
 int cli_fail(int err, const char *what);
+
+/* Options every issuing command shares (enroll, sign): what to put in the certificate. */
+struct cli_request {
+    const char *serial;
+    const char *profile;
+    const char *key;
+    const char *cn;
+    const char *san_dns;
+    const char *san_uri;
+    const char *san_email;
+    const char *san_ip;
+};
+
+enum cli_request_opt {
+    OPT_SERIAL = 0x100,
+    OPT_PROFILE,
+    OPT_KEY,
+    OPT_CN,
+    OPT_SAN_DNS,
+    OPT_SAN_URI,
+    OPT_SAN_EMAIL,
+    OPT_SAN_IP,
+};
+
+/* getopt_long entries for the request options, to splice into a command's table. */
+#define CLI_REQUEST_OPTIONS                                                                     \
+    {"serial", required_argument, NULL, OPT_SERIAL},                                            \
+    {"profile", required_argument, NULL, OPT_PROFILE},                                          \
+    {"key", required_argument, NULL, OPT_KEY},                                                  \
+    {"cn", required_argument, NULL, OPT_CN},                                                    \
+    {"san-dns", required_argument, NULL, OPT_SAN_DNS},                                          \
+    {"san-uri", required_argument, NULL, OPT_SAN_URI},                                          \
+    {"san-email", required_argument, NULL, OPT_SAN_EMAIL},                                      \
+    {"san-ip", required_argument, NULL, OPT_SAN_IP}
+
+#define CLI_REQUEST_HELP                                                                        \
+    "  --serial SN        device serial, [A-Za-z0-9._-]{1,64} (required)\n"                     \
+    "  --profile P        issuance profile from the config (default: device)\n"                 \
+    "  --key TYPE         ec-p256 (default), ec-p384, rsa-2048, rsa-3072\n"                     \
+    "  --cn CN            subject common name (default: the serial)\n"                          \
+    "  --san-dns LIST     subjectAltName DNS names, ';'-separated\n"                            \
+    "  --san-uri LIST     subjectAltName URIs, ';'-separated\n"                                 \
+    "  --san-email LIST   subjectAltName e-mail addresses, ';'-separated\n"                     \
+    "  --san-ip LIST      subjectAltName IP addresses, ';'-separated\n"
+
+/* Stores a request option; returns false when c is not one. */
+bool cli_request_opt(struct cli_request *rq, int c, const char *arg);
+
+/*
+ * Turns the request options into a prov_request (profile looked up, serial checked) and the
+ * key type (PROV_KEY_NONE when --key was not given). Prints the error; returns an exit code.
+ */
+int cli_request_build(const struct prov_config *cfg, const struct cli_request *in,
+                      struct prov_request *out, enum prov_key_type *key_type);
+
+/* Prints a JSON object on stdout (pretty) and releases it. */
+struct json_object;
+void cli_print_json(struct json_object *o);
 
 int cmd_ca(int argc, char **argv);
 int cmd_enroll(int argc, char **argv);

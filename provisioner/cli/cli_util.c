@@ -1,1 +1,89 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <stdio.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#include "cli.h"
+#include "error.h"
+
+int cli_load_config(struct prov_config **out)
+{
+    int r;
+
+    prov_error_clear();
+    r = prov_config_load(prov_cli.config_path, out);
+    if (r < 0) {
+        return cli_fail(r, prov_cli.config_path);
+    }
+    return 0;
+}
+
+int cli_fail(int err, const char *what)
+{
+    const char *msg = prov_error_message();
+
+    if (msg != NULL) {
+        fprintf(stderr, "provisioner: %s\n", msg);
+    } else {
+        fprintf(stderr, "provisioner: %s: %s\n", what ? what : "error", prov_strerror(err));
+    }
+    return prov_exit_code(err);
+}
+
+bool cli_request_opt(struct cli_request *rq, int c, const char *arg)
+{
+    switch (c) {
+    case OPT_SERIAL: rq->serial = arg; return true;
+    case OPT_PROFILE: rq->profile = arg; return true;
+    case OPT_KEY: rq->key = arg; return true;
+    case OPT_CN: rq->cn = arg; return true;
+    case OPT_SAN_DNS: rq->san_dns = arg; return true;
+    case OPT_SAN_URI: rq->san_uri = arg; return true;
+    case OPT_SAN_EMAIL: rq->san_email = arg; return true;
+    case OPT_SAN_IP: rq->san_ip = arg; return true;
+    default: return false;
+    }
+}
+
+int cli_request_build(const struct prov_config *cfg, const struct cli_request *in,
+                      struct prov_request *out, enum prov_key_type *key_type)
+{
+    const char *profile = in->profile ? in->profile : "device";
+
+    memset(out, 0, sizeof(*out));
+    *key_type = PROV_KEY_NONE;
+    if (in->serial == NULL) {
+        fprintf(stderr, "provisioner: --serial is required\n");
+        return PROV_EXIT_USAGE;
+    }
+    if (!prov_serial_is_valid(in->serial)) {
+        fprintf(stderr, "provisioner: serial \"%s\": must match [A-Za-z0-9._-]{1,64}\n",
+                in->serial);
+        return PROV_EXIT_USAGE;
+    }
+    out->profile = prov_config_profile(cfg, profile);
+    if (out->profile == NULL) {
+        fprintf(stderr, "provisioner: profile \"%s\": not in %s (no [profile_%s] section)\n",
+                profile, cfg->path, profile);
+        return PROV_EXIT_USAGE;
+    }
+    if (in->key != NULL && prov_key_type_parse(in->key, key_type) < 0) {
+        return cli_fail(PROV_ERR_USAGE, "--key");
+    }
+    out->serial = in->serial;
+    out->cn = in->cn;
+    out->san_dns = in->san_dns;
+    out->san_uri = in->san_uri;
+    out->san_email = in->san_email;
+    out->san_ip = in->san_ip;
+    out->lot = cfg->lot;
+    return 0;
+}
+
+void cli_print_json(struct json_object *o)
+{
+    printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
+                                                         JSON_C_TO_STRING_NOSLASHESCAPE));
+    json_object_put(o);
+}

@@ -1,1 +1,118 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#include "ca.h"
+#include "cli.h"
+#include "enroll.h"
+#include "error.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "Usage: provisioner enroll --serial SN --device URI [OPTIONS]\n\n"
+               "Enrolls one device end to end: generates the key inside the device's token,\n"
+               "makes a CSR signed by it, issues the certificate with the HSM-held intermediate,\n"
+               "stores the certificate on the token, writes the device storage (client.crt,\n"
+               "client.der, fullchain.pem, chain.pem, server-ca.pem, key.uri, identity.json)\n"
+               "and proves that the device key signs a challenge the certificate verifies.\n\n"
+               "  --device URI       the device token: pkcs11:token=...;serial=... (RFC 7512)\n"
+               CLI_REQUEST_HELP
+               "  --storage DIR      storage directory (default: <output_dir>/<serial>)\n"
+               "  --pin SOURCE       device PIN source: file:PATH, env:VAR, fd:N or prompt\n"
+               "                     (default: [provisioner] device_pin)\n"
+               "  --reissue          certify a device whose storage already holds an identity;\n"
+               "                     the superseded key is deleted from the token afterwards\n"
+               "  --json             print the result as JSON\n");
+}
+
+int cmd_enroll(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        CLI_REQUEST_OPTIONS,
+        {"device", required_argument, NULL, 'd'},
+        {"storage", required_argument, NULL, 's'},
+        {"pin", required_argument, NULL, 'p'},
+        {"reissue", no_argument, NULL, 'r'},
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct cli_request in = {0};
+    struct prov_enroll_params p = {0};
+    struct prov_enroll_result res = {0};
+    struct prov_config *cfg = NULL;
+    struct prov_ca *ca = NULL;
+    bool as_json = false;
+    int c;
+    int rc;
+    int r;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (cli_request_opt(&in, c, optarg)) {
+            continue;
+        }
+        switch (c) {
+        case 'd': p.device_uri = optarg; break;
+        case 's': p.storage_dir = optarg; break;
+        case 'p': p.pin_spec = optarg; break;
+        case 'r': p.reissue = true; break;
+        case 'j': as_json = true; break;
+        case 'h': usage(stdout); return PROV_EXIT_OK;
+        default: usage(stderr); return PROV_EXIT_USAGE;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "provisioner: enroll: unexpected argument \"%s\"\n", argv[optind]);
+        return PROV_EXIT_USAGE;
+    }
+    if (p.device_uri == NULL) {
+        fprintf(stderr, "provisioner: enroll: --device is required\n");
+        return PROV_EXIT_USAGE;
+    }
+    rc = cli_load_config(&cfg);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = cli_request_build(cfg, &in, &p.req, &p.key_type);
+    if (rc != 0) {
+        goto out;
+    }
+    prov_error_clear();
+    r = prov_ca_open(cfg, true, &ca);
+    if (r == 0) {
+        r = prov_enroll(cfg, ca, &p, &res);
+    }
+    if (r < 0) {
+        rc = cli_fail(r, p.req.serial);
+        goto out;
+    }
+    if (as_json) {
+        json_object *o = json_object_new_object();
+
+        json_object_object_add(o, "serial", json_object_new_string(p.req.serial));
+        json_object_object_add(o, "status", json_object_new_string("issued"));
+        json_object_object_add(o, "cert_serial", json_object_new_string(res.facts.serial_hex));
+        json_object_object_add(o, "sha256", json_object_new_string(res.facts.sha256_hex));
+        json_object_object_add(o, "not_before", json_object_new_string(res.facts.not_before));
+        json_object_object_add(o, "not_after", json_object_new_string(res.facts.not_after));
+        json_object_object_add(o, "subject", json_object_new_string(res.facts.subject));
+        json_object_object_add(o, "key_type",
+                               json_object_new_string(prov_key_type_name(res.key_type)));
+        json_object_object_add(o, "key_uri", json_object_new_string(res.key_uri));
+        json_object_object_add(o, "storage", json_object_new_string(res.storage_dir));
+        cli_print_json(o);
+    } else {
+        printf("%s issued cert_serial=%s sha256=%s not_after=%s storage=%s\n", p.req.serial,
+               res.facts.serial_hex, res.facts.sha256_hex, res.facts.not_after, res.storage_dir);
+    }
+    rc = PROV_EXIT_OK;
+out:
+    prov_enroll_result_clear(&res);
+    prov_ca_close(ca);
+    prov_config_free(cfg);
+    return rc;
+}

@@ -1,1 +1,89 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <getopt.h>
+#include <stdio.h>
+
+#include "chain.h"
+#include "cli.h"
+#include "enroll.h"
+#include "error.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "Usage: provisioner install --serial SN --device URI --cert FILE.pem [OPTIONS]\n\n"
+               "Device side of the split flow, last step: finds the device key whose public key\n"
+               "the certificate carries, checks the bundle by the chain rules, proves the key\n"
+               "against the certificate, stores the certificate on the token and writes the\n"
+               "device storage.\n\n"
+               "  --serial SN        device serial (required)\n"
+               "  --device URI       the device token: pkcs11:token=...\n"
+               "  --cert FILE        the bundle written by `provisioner sign`\n"
+               "  --storage DIR      storage directory (default: <output_dir>/<serial>)\n"
+               "  --server-ca FILE   server CA bundle to install (default: [provisioner] server_ca)\n"
+               "  --profile P        profile name recorded in identity.json (default: device)\n"
+               "  --pin SOURCE       device PIN source (default: [provisioner] device_pin)\n"
+               "  --reissue          replace an identity already in the storage directory\n");
+}
+
+int cmd_install(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"serial", required_argument, NULL, OPT_SERIAL},
+        {"profile", required_argument, NULL, OPT_PROFILE},
+        {"device", required_argument, NULL, 'd'},
+        {"cert", required_argument, NULL, 'c'},
+        {"storage", required_argument, NULL, 's'},
+        {"server-ca", required_argument, NULL, 'S'},
+        {"pin", required_argument, NULL, 'p'},
+        {"reissue", no_argument, NULL, 'r'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct prov_install_params p = {0};
+    struct prov_enroll_result res = {0};
+    struct prov_config *cfg = NULL;
+    const char *cert_path = NULL;
+    int c;
+    int rc;
+    int r;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case OPT_SERIAL: p.serial = optarg; break;
+        case OPT_PROFILE: p.profile = optarg; break;
+        case 'd': p.device_uri = optarg; break;
+        case 'c': cert_path = optarg; break;
+        case 's': p.storage_dir = optarg; break;
+        case 'S': p.server_ca_path = optarg; break;
+        case 'p': p.pin_spec = optarg; break;
+        case 'r': p.reissue = true; break;
+        case 'h': usage(stdout); return PROV_EXIT_OK;
+        default: usage(stderr); return PROV_EXIT_USAGE;
+        }
+    }
+    if (optind != argc || p.serial == NULL || p.device_uri == NULL || cert_path == NULL) {
+        fprintf(stderr, "provisioner: install: --serial, --device and --cert are required\n");
+        return PROV_EXIT_USAGE;
+    }
+    rc = cli_load_config(&cfg);
+    if (rc != 0) {
+        return rc;
+    }
+    prov_error_clear();
+    r = prov_chain_load_pem(cert_path, &p.bundle);
+    if (r == 0) {
+        r = prov_install(cfg, &p, &res);
+    }
+    if (r < 0) {
+        rc = cli_fail(r, p.serial);
+        goto out;
+    }
+    printf("%s installed cert_serial=%s sha256=%s not_after=%s storage=%s\n", p.serial,
+           res.facts.serial_hex, res.facts.sha256_hex, res.facts.not_after, res.storage_dir);
+    rc = PROV_EXIT_OK;
+out:
+    sk_X509_pop_free(p.bundle, X509_free);
+    prov_enroll_result_clear(&res);
+    prov_config_free(cfg);
+    return rc;
+}

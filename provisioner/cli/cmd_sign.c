@@ -1,1 +1,142 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <json-c/json.h>
+
+#include "ca.h"
+#include "chain.h"
+#include "cli.h"
+#include "csr.h"
+#include "error.h"
+#include "storage.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "Usage: provisioner sign --serial SN --csr FILE.csr --out FILE.pem [OPTIONS]\n\n"
+               "Station side of the split flow: checks the CSR against policy (signature, key\n"
+               "type and size, no CA or unknown extensions requested) and issues a certificate\n"
+               "with the HSM-held intermediate. Subject and subjectAltName come from the\n"
+               "options and the profile, never from the CSR. FILE.pem receives the certificate\n"
+               "followed by the CA chain (intermediate, root), ready for `provisioner install`.\n\n"
+               "  --csr FILE         the CSR (PEM or DER, at most 64 KiB)\n"
+               "  --out FILE         where to write the certificate bundle (PEM)\n"
+               CLI_REQUEST_HELP
+               "                     (--key restricts the accepted key type)\n"
+               "  --json             print the result as JSON\n");
+}
+
+int cmd_sign(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        CLI_REQUEST_OPTIONS,
+        {"csr", required_argument, NULL, 'c'},
+        {"out", required_argument, NULL, 'o'},
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct cli_request in = {0};
+    struct prov_request rq;
+    struct prov_profile prof;
+    struct prov_cert_facts facts;
+    enum prov_key_type key_type = PROV_KEY_NONE;
+    struct prov_config *cfg = NULL;
+    struct prov_ca *ca = NULL;
+    const char *csr_path = NULL;
+    const char *out_path = NULL;
+    STACK_OF(X509) *bundle = NULL;
+    X509_REQ *req = NULL;
+    X509 *cert = NULL;
+    char *pem = NULL;
+    size_t pem_len = 0;
+    bool as_json = false;
+    int c;
+    int rc;
+    int r;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (cli_request_opt(&in, c, optarg)) {
+            continue;
+        }
+        switch (c) {
+        case 'c': csr_path = optarg; break;
+        case 'o': out_path = optarg; break;
+        case 'j': as_json = true; break;
+        case 'h': usage(stdout); return PROV_EXIT_OK;
+        default: usage(stderr); return PROV_EXIT_USAGE;
+        }
+    }
+    if (optind != argc || csr_path == NULL || out_path == NULL) {
+        fprintf(stderr, "provisioner: sign: --serial, --csr and --out are required\n");
+        return PROV_EXIT_USAGE;
+    }
+    rc = cli_load_config(&cfg);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = cli_request_build(cfg, &in, &rq, &key_type);
+    if (rc != 0) {
+        goto out;
+    }
+    if (key_type != PROV_KEY_NONE) {
+        /* --key narrows what the profile accepts for this one CSR. */
+        prof = *rq.profile;
+        prof.allowed_keys &= PROV_KEY_BIT(key_type);
+        rq.profile = &prof;
+    }
+    prov_error_clear();
+    r = prov_csr_read(csr_path, &req);
+    if (r == 0) {
+        /* Policy first: a bad CSR is refused before the CA token is even opened. */
+        r = prov_issue_check_csr(rq.profile, req, NULL);
+    }
+    if (r == 0) {
+        r = prov_ca_open(cfg, true, &ca);
+    }
+    if (r == 0) {
+        r = prov_issue_certificate(cfg, ca, req, &rq, &cert);
+    }
+    if (r == 0) {
+        bundle = sk_X509_dup(ca->chain);
+        r = bundle && sk_X509_unshift(bundle, cert) ? 0 : PROV_ERR_NOMEM;
+    }
+    if (r == 0) {
+        r = prov_chain_to_pem(bundle, &pem, &pem_len);
+    }
+    if (r == 0) {
+        r = prov_atomic_write_file(out_path, pem, pem_len, 0644);
+    }
+    if (r == 0) {
+        r = prov_cert_facts(cert, &facts);
+    }
+    if (r < 0) {
+        rc = cli_fail(r, rq.serial);
+        goto out;
+    }
+    if (as_json) {
+        json_object *o = json_object_new_object();
+
+        json_object_object_add(o, "serial", json_object_new_string(rq.serial));
+        json_object_object_add(o, "status", json_object_new_string("issued"));
+        json_object_object_add(o, "cert_serial", json_object_new_string(facts.serial_hex));
+        json_object_object_add(o, "sha256", json_object_new_string(facts.sha256_hex));
+        json_object_object_add(o, "not_after", json_object_new_string(facts.not_after));
+        json_object_object_add(o, "out", json_object_new_string(out_path));
+        cli_print_json(o);
+    } else {
+        printf("%s issued cert_serial=%s sha256=%s not_after=%s out=%s\n", rq.serial,
+               facts.serial_hex, facts.sha256_hex, facts.not_after, out_path);
+    }
+    rc = PROV_EXIT_OK;
+out:
+    free(pem);
+    sk_X509_free(bundle);
+    X509_free(cert);
+    X509_REQ_free(req);
+    prov_ca_close(ca);
+    prov_config_free(cfg);
+    return rc;
+}

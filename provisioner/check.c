@@ -1,0 +1,151 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "check.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/x509v3.h>
+
+#include "backend.h"
+#include "chain.h"
+#include "enroll.h"
+#include "error.h"
+
+static void note(struct prov_check_result *res, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void note(struct prov_check_result *res, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (res->detail[0] != '\0') {
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(res->detail, sizeof(res->detail), fmt, ap);
+    va_end(ap);
+}
+
+/* fullchain.pem must be client.crt followed by chain.pem without its root. */
+static bool fullchain_matches(const struct prov_stored_identity *s)
+{
+    int n_full = sk_X509_num(s->fullchain);
+    int n_chain = sk_X509_num(s->chain);
+
+    if (n_full < 1 || X509_cmp(sk_X509_value(s->fullchain, 0), s->cert) != 0 ||
+        n_full != n_chain) {
+        return false;
+    }
+    for (int i = 1; i < n_full; i++) {
+        if (X509_cmp(sk_X509_value(s->fullchain, i), sk_X509_value(s->chain, i - 1)) != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static void check_chain(const struct prov_stored_identity *s, const char *dir,
+                        struct prov_check_result *res)
+{
+    struct prov_chain_report rep = {0};
+    STACK_OF(X509) *full = sk_X509_new_null();
+
+    if (full == NULL || !sk_X509_push(full, s->cert)) {
+        note(res, "%s: out of memory", dir);
+        goto out;
+    }
+    for (int i = 0; i < sk_X509_num(s->chain); i++) {
+        sk_X509_push(full, sk_X509_value(s->chain, i));
+    }
+    if (prov_chain_verify(full, NULL, PROV_PURPOSE_CLIENT, time(NULL), &rep) == 0) {
+        res->is_chain_ok = true;
+    } else if (rep.n > 0) {
+        note(res, "%s: chain: certificate %d (%s): %s: %s", dir, rep.items[0].index,
+             rep.items[0].subject ? rep.items[0].subject : "", rep.items[0].rule,
+             rep.items[0].detail);
+    } else {
+        note(res, "%s: chain: %s", dir, prov_error_message() ? prov_error_message() : "failed");
+    }
+out:
+    prov_chain_report_free(&rep);
+    sk_X509_free(full);
+}
+
+static void check_server_ca(const struct prov_stored_identity *s, const char *dir,
+                            struct prov_check_result *res)
+{
+    int n = sk_X509_num(s->server_ca);
+
+    if (n < 1) {
+        note(res, "%s/server-ca.pem: no certificate", dir);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        if (X509_check_ca(sk_X509_value(s->server_ca, i)) == 0) {
+            note(res, "%s/server-ca.pem: certificate %d is not a CA certificate", dir, i);
+            return;
+        }
+    }
+    res->is_server_ca_ok = true;
+}
+
+int prov_check_identity(const struct prov_config *cfg, const char *dir, const char *pin_spec,
+                        struct prov_check_result *res)
+{
+    struct prov_stored_identity *s = NULL;
+    struct prov_device *dev = NULL;
+    struct prov_key *key = NULL;
+    int r;
+
+    memset(res, 0, sizeof(*res));
+    r = prov_storage_read(dir, &s);
+    if (r < 0) {
+        note(res, "%s", prov_error_message() ? prov_error_message() : "storage unreadable");
+        r = PROV_ERR_VERIFY;
+        goto out;
+    }
+    prov_cert_facts(s->cert, &res->facts);
+    res->serial = s->serial ? strdup(s->serial) : NULL;
+    res->key_uri = strdup(s->key_uri);
+    res->is_storage_ok = fullchain_matches(s);
+    if (!res->is_storage_ok) {
+        note(res, "%s/fullchain.pem: is not client.crt followed by the intermediate(s)", dir);
+    }
+    check_chain(s, dir, res);
+    check_server_ca(s, dir, res);
+
+    r = prov_device_open_login(cfg, s->key_uri, pin_spec ? pin_spec : cfg->device_pin,
+                               "device PIN", true, &dev);
+    if (r < 0) {
+        goto out;
+    }
+    r = dev->ops->find_key(dev, s->key_uri, &key);
+    if (r < 0) {
+        goto out;
+    }
+    if (prov_prove_key(key, s->cert) == 0) {
+        res->is_key_proven = true;
+    } else {
+        note(res, "%s", prov_error_message());
+    }
+    r = res->is_storage_ok && res->is_key_proven && res->is_chain_ok && res->is_server_ca_ok
+            ? 0
+            : PROV_ERR_VERIFY;
+out:
+    prov_key_free(key);
+    prov_device_close(dev);
+    prov_stored_identity_free(s);
+    return r;
+}
+
+void prov_check_result_clear(struct prov_check_result *res)
+{
+    if (res != NULL) {
+        free(res->serial);
+        free(res->key_uri);
+        memset(res, 0, sizeof(*res));
+    }
+}
