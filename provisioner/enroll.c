@@ -269,15 +269,59 @@ static char *read_old_key_uri(const char *dir)
     return uri;
 }
 
+/*
+ * Generates the key on the device (id chosen by the caller or random), checks its protection
+ * and makes a CSR signed by it that verifies and carries exactly this key. *key_out is set as
+ * soon as the key exists, even on a later failure, so that the caller can delete it.
+ */
+static int keygen_csr(struct prov_device *dev, const struct prov_enroll_params *p,
+                      enum prov_key_type type, X509_NAME *subject, struct prov_key **key_out,
+                      X509_REQ **req_out)
+{
+    unsigned char id[KEY_ID_BYTES];
+    size_t id_len = sizeof(id);
+    struct prov_keygen_params kp;
+    EVP_PKEY *signer = NULL;
+    int r;
+
+    *key_out = NULL;
+    *req_out = NULL;
+    if (p->key_id != NULL) {
+        id_len = p->key_id_len < sizeof(id) ? p->key_id_len : sizeof(id);
+        memcpy(id, p->key_id, id_len);
+    } else if (RAND_bytes(id, sizeof(id)) != 1) {
+        return prov_fail_ossl(PROV_ERR_CRYPTO, "serial %s: no randomness for the key id",
+                              p->req.serial);
+    }
+    kp = (struct prov_keygen_params){
+        .type = type, .label = p->req.serial, .id = id, .id_len = id_len};
+    r = dev->ops->generate_key(dev, &kp, key_out);
+    if (r < 0) {
+        return r;
+    }
+    prov_debug("enroll", "serial %s: key generated on %s: %s", p->req.serial, dev->name,
+               (*key_out)->uri);
+    r = prov_check_key_protection(*key_out, "device key");
+    if (r == 0) {
+        r = prov_signer_pkey(*key_out, &signer);
+    }
+    if (r == 0) {
+        r = prov_csr_create(signer, subject, prov_key_type_digest(type), req_out);
+    }
+    /* PLATFORM pitfall 3: the CSR must carry this key, and verify, before anything is issued. */
+    if (r == 0) {
+        r = prov_csr_verify(*req_out, (*key_out)->pub);
+    }
+    EVP_PKEY_free(signer);
+    return r;
+}
+
 int prov_enroll(const struct prov_config *cfg, struct prov_ca *ca,
                 const struct prov_enroll_params *p, struct prov_enroll_result *res)
 {
-    unsigned char id[KEY_ID_BYTES];
-    struct prov_keygen_params kp;
     enum prov_key_type type = PROV_KEY_NONE;
     struct prov_device *dev = NULL;
     struct prov_key *key = NULL;
-    EVP_PKEY *signer = NULL;
     X509_NAME *subject = NULL;
     X509_REQ *req = NULL;
     X509 *cert = NULL;
@@ -321,40 +365,7 @@ int prov_enroll(const struct prov_config *cfg, struct prov_ca *ca,
         goto out;
     }
 
-    if (p->key_id != NULL) {
-        memcpy(id, p->key_id, p->key_id_len < sizeof(id) ? p->key_id_len : sizeof(id));
-    } else if (RAND_bytes(id, sizeof(id)) != 1) {
-        r = prov_fail_ossl(PROV_ERR_CRYPTO, "serial %s: no randomness for the key id",
-                           p->req.serial);
-        goto out;
-    }
-    kp = (struct prov_keygen_params){
-        .type = type,
-        .label = p->req.serial,
-        .id = id,
-        .id_len = p->key_id != NULL && p->key_id_len < sizeof(id) ? p->key_id_len : sizeof(id),
-    };
-    r = dev->ops->generate_key(dev, &kp, &key);
-    if (r < 0) {
-        goto out;
-    }
-    prov_debug("enroll", "serial %s: key generated on %s: %s", p->req.serial, dev->name,
-               key->uri);
-
-    r = prov_check_key_protection(key, "device key");
-    if (r < 0) {
-        goto out;
-    }
-    r = prov_signer_pkey(key, &signer);
-    if (r < 0) {
-        goto out;
-    }
-    r = prov_csr_create(signer, subject, prov_key_type_digest(type), &req);
-    if (r < 0) {
-        goto out;
-    }
-    /* PLATFORM pitfall 3: the CSR must carry this key, and verify, before anything is issued. */
-    r = prov_csr_verify(req, key->pub);
+    r = keygen_csr(dev, p, type, subject, &key, &req);
     if (r < 0) {
         goto out;
     }
@@ -418,7 +429,6 @@ out:
     X509_free(cert);
     X509_REQ_free(req);
     X509_NAME_free(subject);
-    EVP_PKEY_free(signer);
     prov_key_free(key);
     prov_device_close(dev);
     free(old_uri);
@@ -440,13 +450,10 @@ void prov_enroll_result_clear(struct prov_enroll_result *res)
 int prov_enroll_csr(const struct prov_config *cfg, const struct prov_enroll_params *p,
                     X509_REQ **out)
 {
-    unsigned char id[KEY_ID_BYTES];
-    struct prov_keygen_params kp;
     enum prov_key_type type = PROV_KEY_NONE;
     const struct prov_profile *prof = p->req.profile;
     struct prov_device *dev = NULL;
     struct prov_key *key = NULL;
-    EVP_PKEY *signer = NULL;
     X509_NAME *subject = NULL;
     X509_REQ *req = NULL;
     int r;
@@ -470,29 +477,7 @@ int prov_enroll_csr(const struct prov_config *cfg, const struct prov_enroll_para
     if (r < 0) {
         goto out;
     }
-    if (RAND_bytes(id, sizeof(id)) != 1) {
-        r = prov_fail_ossl(PROV_ERR_CRYPTO, "no randomness for the key id");
-        goto out;
-    }
-    kp = (struct prov_keygen_params){
-        .type = type, .label = p->req.serial, .id = id, .id_len = sizeof(id)};
-    r = dev->ops->generate_key(dev, &kp, &key);
-    if (r < 0) {
-        goto out;
-    }
-    r = prov_check_key_protection(key, "device key");
-    if (r < 0) {
-        goto out;
-    }
-    r = prov_signer_pkey(key, &signer);
-    if (r < 0) {
-        goto out;
-    }
-    r = prov_csr_create(signer, subject, prov_key_type_digest(type), &req);
-    if (r < 0) {
-        goto out;
-    }
-    r = prov_csr_verify(req, key->pub);
+    r = keygen_csr(dev, p, type, subject, &key, &req);
     if (r < 0) {
         goto out;
     }
@@ -504,7 +489,6 @@ out:
     }
     X509_REQ_free(req);
     X509_NAME_free(subject);
-    EVP_PKEY_free(signer);
     prov_key_free(key);
     prov_device_close(dev);
     return r;

@@ -1,1 +1,661 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include "issue.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/rand.h>
+#include <openssl/x509v3.h>
+
+#include "csr.h"
+#include "error.h"
+
+/* Clock skew allowed for devices whose clock is a little behind the station's. */
+#define BACKDATE_SECONDS 300
+
+bool prov_serial_is_valid(const char *serial)
+{
+    size_t len;
+
+    if (serial == NULL) {
+        return false;
+    }
+    len = strlen(serial);
+    if (len == 0 || len > 64) {
+        return false;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)serial[i];
+
+        if (!(isascii(c) && isalnum(c)) && c != '.' && c != '_' && c != '-') {
+            return false;
+        }
+    }
+    return true;
+}
+
+int prov_serial_random(ASN1_INTEGER **out)
+{
+    unsigned char buf[PROV_SERIAL_BYTES];
+    ASN1_INTEGER *serial = NULL;
+    BIGNUM *bn = NULL;
+    int r = PROV_ERR_CRYPTO;
+
+    *out = NULL;
+    /*
+     * Top bit clear keeps the DER INTEGER positive and exactly PROV_SERIAL_BYTES long; a zero
+     * first byte is redrawn so that the length never shrinks (some parsers assume 20 bytes).
+     */
+    do {
+        if (RAND_bytes(buf, sizeof(buf)) != 1) {
+            r = prov_fail_ossl(PROV_ERR_CRYPTO, "certificate serial: no randomness");
+            goto out;
+        }
+        buf[0] &= 0x7f;
+    } while (buf[0] == 0);
+    bn = BN_bin2bn(buf, sizeof(buf), NULL);
+    serial = bn != NULL ? BN_to_ASN1_INTEGER(bn, NULL) : NULL;
+    if (serial == NULL) {
+        r = prov_fail_ossl(PROV_ERR_NOMEM, "certificate serial: out of memory");
+        goto out;
+    }
+    *out = serial;
+    r = 0;
+out:
+    OPENSSL_cleanse(buf, sizeof(buf));
+    BN_free(bn);
+    return r;
+}
+
+/* The template variables of a request: the manifest's x_ columns plus the fixed names. */
+static struct prov_vars request_vars(const struct prov_request *rq)
+{
+    struct prov_vars v = rq->vars;
+
+    v.serial = rq->serial;
+    v.cn = rq->cn != NULL ? rq->cn : rq->serial;
+    v.lot = rq->lot;
+    v.profile = rq->profile != NULL ? rq->profile->name : NULL;
+    return v;
+}
+
+/*
+ * The attribute name of a subject line. Like `openssl req`, "0.OU" and "1.OU" name two OU
+ * values (a config section cannot repeat a key); a dotted OID such as "2.5.4.3" stays as is.
+ */
+static const char *attribute_name(const char *key)
+{
+    const char *p = key;
+
+    while (isdigit((unsigned char)*p)) {
+        p++;
+    }
+    if (p != key && (*p == '.' || *p == ',' || *p == ':') && isalpha((unsigned char)p[1])) {
+        return p + 1;
+    }
+    return key;
+}
+
+static int add_rdn(X509_NAME *name, const char *attr, const char *value, const char *serial)
+{
+    if (value[0] == '\0') {
+        return prov_fail(PROV_ERR_POLICY, "serial %s: subject attribute %s is empty", serial,
+                         attr);
+    }
+    if (OBJ_txt2nid(attr) == NID_undef) {
+        return prov_fail(PROV_ERR_CONFIG, "subject attribute \"%s\": unknown attribute name",
+                         attr);
+    }
+    /* The value goes in as one attribute value: it is never parsed as a DN. */
+    if (X509_NAME_add_entry_by_txt(name, attr, MBSTRING_UTF8, (const unsigned char *)value, -1,
+                                   -1, 0) != 1) {
+        return prov_fail_ossl(PROV_ERR_POLICY,
+                              "serial %s: subject attribute %s: value not allowed (too long?)",
+                              serial, attr);
+    }
+    return 0;
+}
+
+static int subject_from_section(const struct prov_config *cfg, const struct prov_request *rq,
+                                const struct prov_vars *vars, X509_NAME *name)
+{
+    const char *section = rq->profile->subject_section;
+    STACK_OF(CONF_VALUE) *lines = cfg->conf ? NCONF_get_section(cfg->conf, section) : NULL;
+    char *value = NULL;
+    int r = 0;
+
+    if (lines == NULL || sk_CONF_VALUE_num(lines) == 0) {
+        ERR_clear_error();
+        return prov_fail(PROV_ERR_CONFIG, "profile %s: subject section [%s] is missing or empty",
+                         rq->profile->name, section);
+    }
+    for (int i = 0; i < sk_CONF_VALUE_num(lines) && r == 0; i++) {
+        const CONF_VALUE *line = sk_CONF_VALUE_value(lines, i);
+
+        r = prov_template_expand(line->value, vars, &value);
+        if (r == 0) {
+            r = add_rdn(name, attribute_name(line->name), value, rq->serial);
+        }
+        free(value);
+        value = NULL;
+    }
+    return r;
+}
+
+int prov_issue_subject(const struct prov_config *cfg, const struct prov_request *rq,
+                       X509_NAME **out)
+{
+    struct prov_vars vars = request_vars(rq);
+    X509_NAME *name = NULL;
+    int r = PROV_ERR_NOMEM;
+
+    *out = NULL;
+    if (rq->serial == NULL || !prov_serial_is_valid(rq->serial)) {
+        return prov_fail(PROV_ERR_INPUT, "serial \"%s\": must match [A-Za-z0-9._-]{1,64}",
+                         rq->serial ? rq->serial : "");
+    }
+    name = X509_NAME_new();
+    if (name == NULL) {
+        return prov_fail(PROV_ERR_NOMEM, "serial %s: out of memory", rq->serial);
+    }
+    if (rq->profile != NULL && rq->profile->subject_section != NULL) {
+        r = subject_from_section(cfg, rq, &vars, name);
+    } else {
+        r = add_rdn(name, "CN", vars.cn, rq->serial);
+    }
+    if (r < 0) {
+        goto out;
+    }
+    *out = name;
+    name = NULL;
+out:
+    X509_NAME_free(name);
+    return r;
+}
+
+/* Names an unsupported public key for a refusal message. */
+static int refuse_key(EVP_PKEY *pub, const char *profile)
+{
+    char group[64] = "";
+    size_t len = 0;
+
+    if (EVP_PKEY_is_a(pub, "RSA")) {
+        if (EVP_PKEY_get_bits(pub) < 2048) {
+            return prov_fail(PROV_ERR_POLICY, "CSR key RSA-%d: weaker than RSA-2048",
+                             EVP_PKEY_get_bits(pub));
+        }
+        return prov_fail(PROV_ERR_POLICY, "CSR key RSA-%d: not a supported size (2048, 3072)",
+                         EVP_PKEY_get_bits(pub));
+    }
+    if (EVP_PKEY_is_a(pub, "EC")) {
+        if (!EVP_PKEY_get_group_name(pub, group, sizeof(group), &len)) {
+            snprintf(group, sizeof(group), "with explicit parameters");
+        }
+        ERR_clear_error();
+        return prov_fail(PROV_ERR_POLICY, "CSR key EC %s: curve not allowed (P-256, P-384)",
+                         group);
+    }
+    return prov_fail(PROV_ERR_POLICY, "CSR key %s: algorithm not allowed by profile %s",
+                     EVP_PKEY_get0_type_name(pub) ? EVP_PKEY_get0_type_name(pub) : "(unknown)",
+                     profile);
+}
+
+/* Only what a device may ask for harmlessly is tolerated; it is ignored either way. */
+static int check_requested_extensions(X509_REQ *req)
+{
+    STACK_OF(X509_EXTENSION) *exts = X509_REQ_get_extensions(req);
+    int r = 0;
+
+    if (exts == NULL && X509_REQ_get_attr_by_NID(req, NID_ext_req, -1) >= 0) {
+        return prov_fail_ossl(PROV_ERR_POLICY, "CSR: requested extensions are unreadable");
+    }
+    for (int i = 0; i < sk_X509_EXTENSION_num(exts) && r == 0; i++) {
+        X509_EXTENSION *ext = sk_X509_EXTENSION_value(exts, i);
+        int nid = OBJ_obj2nid(X509_EXTENSION_get_object(ext));
+        BASIC_CONSTRAINTS *bc;
+        char oid[80];
+
+        switch (nid) {
+        case NID_subject_alt_name:
+        case NID_key_usage:
+        case NID_ext_key_usage:
+        case NID_subject_key_identifier:
+            break;
+        case NID_basic_constraints:
+            bc = X509V3_EXT_d2i(ext);
+            if (bc == NULL || bc->ca) {
+                r = prov_fail(PROV_ERR_POLICY, "CSR requests basicConstraints CA:true");
+            }
+            BASIC_CONSTRAINTS_free(bc);
+            break;
+        default:
+            /* The short name when OpenSSL knows one, else the dotted OID. */
+            OBJ_obj2txt(oid, sizeof(oid), X509_EXTENSION_get_object(ext), 1);
+            r = prov_fail(PROV_ERR_POLICY, "CSR requests extension %s, which is not allowed",
+                          nid != NID_undef ? OBJ_nid2sn(nid) : oid);
+            break;
+        }
+    }
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    return r;
+}
+
+int prov_issue_check_csr(const struct prov_profile *profile, X509_REQ *req,
+                         enum prov_key_type *type_out)
+{
+    EVP_PKEY *pub;
+    enum prov_key_type type;
+    unsigned allowed;
+    int r;
+
+    if (type_out != NULL) {
+        *type_out = PROV_KEY_NONE;
+    }
+    r = prov_csr_verify(req, NULL);
+    if (r < 0) {
+        return r;
+    }
+    pub = X509_REQ_get0_pubkey(req);
+    type = prov_key_type_of(pub);
+    if (type == PROV_KEY_NONE) {
+        return refuse_key(pub, profile->name);
+    }
+    /* A profile that lists nothing allows its own key type only. */
+    allowed = profile->allowed_keys ? profile->allowed_keys : PROV_KEY_BIT(profile->key_type);
+    if (!(allowed & PROV_KEY_BIT(type))) {
+        return prov_fail(PROV_ERR_POLICY, "CSR key %s: not allowed by profile %s",
+                         prov_key_type_name(type), profile->name);
+    }
+    r = check_requested_extensions(req);
+    if (r < 0) {
+        return r;
+    }
+    if (type_out != NULL) {
+        *type_out = type;
+    }
+    return 0;
+}
+
+/* LDH labels (RFC 1123), an optional leading "*." wildcard label. */
+static bool is_dns_name(const char *s)
+{
+    size_t label = 0;
+    size_t total = strlen(s);
+
+    if (strncmp(s, "*.", 2) == 0) {
+        s += 2;
+    }
+    if (*s == '\0' || total > 253) {
+        return false;
+    }
+    for (const char *p = s;; p++) {
+        if (*p == '.' || *p == '\0') {
+            if (label == 0 || label > 63 || p[-1] == '-') {
+                return false;
+            }
+            if (*p == '\0') {
+                return true;
+            }
+            label = 0;
+            continue;
+        }
+        if (!(isascii((unsigned char)*p) && isalnum((unsigned char)*p)) &&
+            !(*p == '-' && label > 0)) {
+            return false;
+        }
+        label++;
+    }
+}
+
+/* IA5String content that is safe to print: visible ASCII, no spaces. */
+static bool is_visible_ascii(const char *s)
+{
+    for (; *s; s++) {
+        if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool is_email(const char *s)
+{
+    const char *at = strchr(s, '@');
+
+    return is_visible_ascii(s) && at != NULL && at != s && strchr(at + 1, '@') == NULL &&
+           at[1] != '\0';
+}
+
+/* RFC 3986: scheme ":" then something. */
+static bool is_uri(const char *s)
+{
+    const char *p = s;
+
+    if (!is_visible_ascii(s) || !isalpha((unsigned char)*p)) {
+        return false;
+    }
+    while (isalnum((unsigned char)*p) || *p == '+' || *p == '-' || *p == '.') {
+        p++;
+    }
+    return *p == ':' && p[1] != '\0';
+}
+
+static GENERAL_NAME *ia5_name(int type, const char *value)
+{
+    GENERAL_NAME *gen = GENERAL_NAME_new();
+    ASN1_IA5STRING *ia5 = ASN1_IA5STRING_new();
+
+    if (gen == NULL || ia5 == NULL || ASN1_STRING_set(ia5, value, (int)strlen(value)) != 1) {
+        GENERAL_NAME_free(gen);
+        ASN1_IA5STRING_free(ia5);
+        return NULL;
+    }
+    GENERAL_NAME_set0_value(gen, type, ia5);
+    return gen;
+}
+
+static const char *san_kind_name(int type)
+{
+    switch (type) {
+    case GEN_DNS: return "DNS";
+    case GEN_URI: return "URI";
+    case GEN_EMAIL: return "email";
+    default: return "IP";
+    }
+}
+
+/* One SAN entry, validated: a bad entry is a refusal naming it, never silently dropped. */
+static int add_san_entry(GENERAL_NAMES *gens, int type, const char *value, const char *serial)
+{
+    GENERAL_NAME *gen = NULL;
+    ASN1_OCTET_STRING *ip;
+    bool ok;
+
+    switch (type) {
+    case GEN_DNS: ok = is_dns_name(value); break;
+    case GEN_URI: ok = is_uri(value); break;
+    case GEN_EMAIL: ok = is_email(value); break;
+    default: ok = true; break;
+    }
+    if (type == GEN_IPADD) {
+        ip = a2i_IPADDRESS(value);
+        ERR_clear_error();
+        ok = ip != NULL;
+        if (ok) {
+            gen = GENERAL_NAME_new();
+            if (gen == NULL) {
+                ASN1_OCTET_STRING_free(ip);
+            } else {
+                GENERAL_NAME_set0_value(gen, GEN_IPADD, ip);
+            }
+        }
+    } else if (ok) {
+        gen = ia5_name(type, value);
+    }
+    if (!ok) {
+        return prov_fail(PROV_ERR_POLICY, "serial %s: subjectAltName %s entry \"%s\" is invalid",
+                         serial, san_kind_name(type), value);
+    }
+    if (gen == NULL || sk_GENERAL_NAME_push(gens, gen) <= 0) {
+        GENERAL_NAME_free(gen);
+        return prov_fail(PROV_ERR_NOMEM, "serial %s: out of memory", serial);
+    }
+    return 0;
+}
+
+/* Splits a ';'-separated list, trimming blanks around entries and skipping empty ones. */
+static int add_san_list(GENERAL_NAMES *gens, int type, const char *list, const char *serial)
+{
+    char *copy = strdup(list);
+    char *save = NULL;
+    int r = 0;
+
+    if (copy == NULL) {
+        return prov_fail(PROV_ERR_NOMEM, "serial %s: out of memory", serial);
+    }
+    for (char *tok = strtok_r(copy, ";", &save); tok != NULL && r == 0;
+         tok = strtok_r(NULL, ";", &save)) {
+        char *end = tok + strlen(tok);
+
+        while (*tok == ' ' || *tok == '\t') {
+            tok++;
+        }
+        while (end > tok && (end[-1] == ' ' || end[-1] == '\t')) {
+            *--end = '\0';
+        }
+        if (*tok != '\0') {
+            r = add_san_entry(gens, type, tok, serial);
+        }
+    }
+    free(copy);
+    return r;
+}
+
+/* The request's SAN lists (taken literally), else the profile's templates, expanded. */
+static int build_san(const struct prov_request *rq, GENERAL_NAMES **out)
+{
+    const struct prov_profile *pr = rq->profile;
+    struct prov_vars vars = request_vars(rq);
+    const struct {
+        int type;
+        const char *given;
+        const char *tmpl;
+    } kinds[] = {
+        {GEN_DNS, rq->san_dns, pr->san_dns},
+        {GEN_URI, rq->san_uri, pr->san_uri},
+        {GEN_EMAIL, rq->san_email, pr->san_email},
+        {GEN_IPADD, rq->san_ip, pr->san_ip},
+    };
+    GENERAL_NAMES *gens = sk_GENERAL_NAME_new_null();
+    char *expanded = NULL;
+    int r = 0;
+
+    *out = NULL;
+    if (gens == NULL) {
+        return prov_fail(PROV_ERR_NOMEM, "serial %s: out of memory", rq->serial);
+    }
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]) && r == 0; i++) {
+        if (kinds[i].given != NULL) {
+            r = add_san_list(gens, kinds[i].type, kinds[i].given, rq->serial);
+        } else if (kinds[i].tmpl != NULL) {
+            r = prov_template_expand(kinds[i].tmpl, &vars, &expanded);
+            if (r == 0) {
+                r = add_san_list(gens, kinds[i].type, expanded, rq->serial);
+            }
+            free(expanded);
+            expanded = NULL;
+        }
+    }
+    if (r < 0 || sk_GENERAL_NAME_num(gens) == 0) {
+        GENERAL_NAMES_free(gens);
+        return r;
+    }
+    *out = gens;
+    return 0;
+}
+
+/* notBefore a little in the past (but not before the issuer's), notAfter capped at the issuer's. */
+static int set_validity(X509 *cert, const X509 *issuer, int days, const char *serial)
+{
+    time_t now = time(NULL);
+    time_t start = now - BACKDATE_SECONDS;
+    const ASN1_TIME *issuer_nb = X509_get0_notBefore(issuer);
+    const ASN1_TIME *issuer_na = X509_get0_notAfter(issuer);
+    ASN1_TIME *na = NULL;
+    int r = PROV_ERR_CRYPTO;
+
+    if (days <= 0) {
+        return prov_fail(PROV_ERR_CONFIG, "serial %s: profile lifetime of %d days", serial, days);
+    }
+    if (X509_time_adj_ex(X509_getm_notBefore(cert), 0, 0, &start) == NULL) {
+        return prov_fail_ossl(PROV_ERR_CRYPTO, "serial %s: cannot set notBefore", serial);
+    }
+    if (ASN1_TIME_compare(X509_get0_notBefore(cert), issuer_nb) < 0 &&
+        X509_set1_notBefore(cert, issuer_nb) != 1) {
+        return prov_fail_ossl(PROV_ERR_CRYPTO, "serial %s: cannot set notBefore", serial);
+    }
+    na = X509_time_adj_ex(NULL, days, 0, &now);
+    if (na == NULL) {
+        return prov_fail_ossl(PROV_ERR_CRYPTO, "serial %s: cannot set notAfter", serial);
+    }
+    /* A certificate must not outlive its issuer (SPEC §7, validity nesting). */
+    if (ASN1_TIME_compare(na, issuer_na) > 0) {
+        ASN1_TIME_free(na);
+        na = ASN1_TIME_dup(issuer_na);
+    }
+    if (na == NULL || X509_set1_notAfter(cert, na) != 1) {
+        r = prov_fail_ossl(PROV_ERR_CRYPTO, "serial %s: cannot set notAfter", serial);
+        goto out;
+    }
+    if (X509_cmp_time(na, &now) <= 0) {
+        r = prov_fail(PROV_ERR_POLICY,
+                      "serial %s: no lifetime left: the issuing CA expires before now", serial);
+        goto out;
+    }
+    r = 0;
+out:
+    ASN1_TIME_free(na);
+    return r;
+}
+
+static int add_default_extensions(X509V3_CTX *ctx, X509 *cert)
+{
+    static const struct {
+        int nid;
+        const char *value;
+    } defaults[] = {
+        {NID_basic_constraints, "critical,CA:FALSE"},
+        {NID_key_usage, "critical,digitalSignature"},
+        {NID_ext_key_usage, "clientAuth"},
+        {NID_subject_key_identifier, "hash"},
+        {NID_authority_key_identifier, "keyid"},
+    };
+
+    for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++) {
+        X509_EXTENSION *ext = X509V3_EXT_nconf_nid(NULL, ctx, defaults[i].nid, defaults[i].value);
+        int ok = ext != NULL && X509_add_ext(cert, ext, -1) == 1;
+
+        X509_EXTENSION_free(ext);
+        if (!ok) {
+            return prov_fail_ossl(PROV_ERR_CRYPTO, "cannot add extension %s",
+                                  OBJ_nid2sn(defaults[i].nid));
+        }
+    }
+    return 0;
+}
+
+static int add_extensions(const struct prov_config *cfg, const struct prov_ca *ca,
+                          const struct prov_request *rq, X509 *cert)
+{
+    const struct prov_profile *pr = rq->profile;
+    GENERAL_NAMES *san = NULL;
+    X509V3_CTX ctx;
+    int r;
+
+    X509V3_set_ctx(&ctx, ca->cert, cert, NULL, NULL, 0);
+    if (pr->extensions_section != NULL) {
+        X509V3_set_nconf(&ctx, cfg->conf);
+        if (cfg->conf == NULL ||
+            X509V3_EXT_add_nconf(cfg->conf, &ctx, pr->extensions_section, cert) != 1) {
+            return prov_fail_ossl(PROV_ERR_CONFIG, "profile %s: extensions section [%s] is bad",
+                                  pr->name, pr->extensions_section);
+        }
+    } else {
+        r = add_default_extensions(&ctx, cert);
+        if (r < 0) {
+            return r;
+        }
+    }
+    r = build_san(rq, &san);
+    if (r < 0) {
+        return r;
+    }
+    /* The request's SAN replaces any the profile's section wrote. */
+    if (san != NULL &&
+        X509_add1_ext_i2d(cert, NID_subject_alt_name, san, 0, X509V3_ADD_REPLACE) != 1) {
+        r = prov_fail_ossl(PROV_ERR_CRYPTO, "serial %s: cannot add subjectAltName", rq->serial);
+    }
+    GENERAL_NAMES_free(san);
+    return r;
+}
+
+/* Subject, validity, key and extensions of the new certificate; nothing but the key is from req. */
+static int fill_certificate(const struct prov_config *cfg, const struct prov_ca *ca,
+                            X509_REQ *req, const struct prov_request *rq, X509 *cert)
+{
+    ASN1_INTEGER *serial = NULL;
+    X509_NAME *subject = NULL;
+    int r;
+
+    r = prov_serial_random(&serial);
+    if (r < 0) {
+        goto out;
+    }
+    r = prov_issue_subject(cfg, rq, &subject);
+    if (r < 0) {
+        goto out;
+    }
+    if (X509_set_version(cert, X509_VERSION_3) != 1 || X509_set_serialNumber(cert, serial) != 1 ||
+        X509_set_subject_name(cert, subject) != 1 ||
+        X509_set_issuer_name(cert, X509_get_subject_name(ca->cert)) != 1 ||
+        X509_set_pubkey(cert, X509_REQ_get0_pubkey(req)) != 1) {
+        r = prov_fail_ossl(PROV_ERR_CRYPTO, "serial %s: cannot fill in the certificate",
+                           rq->serial);
+        goto out;
+    }
+    r = set_validity(cert, ca->cert, rq->profile->days, rq->serial);
+    if (r < 0) {
+        goto out;
+    }
+    r = add_extensions(cfg, ca, rq, cert);
+out:
+    ASN1_INTEGER_free(serial);
+    X509_NAME_free(subject);
+    return r;
+}
+
+int prov_issue_certificate(const struct prov_config *cfg, const struct prov_ca *ca,
+                           X509_REQ *req, const struct prov_request *rq, X509 **out)
+{
+    enum prov_key_type ca_type;
+    X509 *cert = NULL;
+    int r;
+
+    *out = NULL;
+    if (rq->profile == NULL || ca->cert == NULL || ca->key == NULL) {
+        return prov_fail(PROV_ERR_INTERNAL, "serial %s: issuing without a profile or CA key",
+                         rq->serial ? rq->serial : "");
+    }
+    r = prov_issue_check_csr(rq->profile, req, NULL);
+    if (r < 0) {
+        return r;
+    }
+    cert = X509_new();
+    if (cert == NULL) {
+        return prov_fail(PROV_ERR_NOMEM, "serial %s: out of memory", rq->serial);
+    }
+    r = fill_certificate(cfg, ca, req, rq, cert);
+    if (r < 0) {
+        goto out;
+    }
+    /* The certificate's public key is the CA key's public half, and a plain OpenSSL key. */
+    ca_type = prov_key_type_of(X509_get0_pubkey(ca->cert));
+    if (X509_sign(cert, ca->key, prov_key_type_digest(ca_type)) <= 0) {
+        r = prov_fail_ossl(PROV_ERR_CRYPTO, "serial %s: signing with the CA key failed",
+                           rq->serial);
+        /* The HSM's own reason (and code: removed, PIN...) wins when it gave one. */
+        r = prov_error_code() < 0 ? prov_error_code() : r;
+        goto out;
+    }
+    *out = cert;
+    cert = NULL;
+    r = 0;
+out:
+    X509_free(cert);
+    return r;
+}

@@ -1,0 +1,534 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The SPEC §7 chain rules, each broken on purpose in an otherwise good root → intermediate →
+ * device chain built in memory. Every test asserts the exact set of (index, rule) findings, so
+ * a finding on the wrong certificate, under the wrong rule, or reported twice fails.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include <openssl/evp.h>
+#include <openssl/x509v3.h>
+
+#include "chain.h"
+#include "error.h"
+
+#define DAY 86400L
+
+static const char *const ca_exts[] = {
+    "basicConstraints", "critical,CA:TRUE",
+    "keyUsage", "critical,keyCertSign,cRLSign",
+    "subjectKeyIdentifier", "hash",
+    "authorityKeyIdentifier", "keyid",
+    NULL,
+};
+
+static const char *const leaf_exts[] = {
+    "basicConstraints", "critical,CA:FALSE",
+    "keyUsage", "critical,digitalSignature",
+    "extendedKeyUsage", "clientAuth",
+    "subjectKeyIdentifier", "hash",
+    "authorityKeyIdentifier", "keyid",
+    NULL,
+};
+
+struct keys {
+    EVP_PKEY *root;
+    EVP_PKEY *inter;
+    EVP_PKEY *leaf;
+    EVP_PKEY *other;
+};
+
+static struct keys keys;
+static time_t now;
+
+/* A certificate for key, issued by issuer/issuer_key (NULL: self-signed), valid [nb, na]. */
+static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key,
+                       long nb, long na, const char *const *exts)
+{
+    X509 *cert = X509_new();
+    X509V3_CTX ctx;
+    static long serial = 1;
+
+    assert_non_null(cert);
+    assert_int_equal(X509_set_version(cert, X509_VERSION_3), 1);
+    assert_int_equal(ASN1_INTEGER_set(X509_get_serialNumber(cert), serial++), 1);
+    assert_int_equal(X509_NAME_add_entry_by_txt(X509_get_subject_name(cert), "CN", MBSTRING_UTF8,
+                                                (const unsigned char *)cn, -1, -1, 0),
+                     1);
+    assert_int_equal(X509_set_issuer_name(cert, X509_get_subject_name(issuer ? issuer : cert)),
+                     1);
+    assert_non_null(X509_time_adj_ex(X509_getm_notBefore(cert), 0, nb, &now));
+    assert_non_null(X509_time_adj_ex(X509_getm_notAfter(cert), 0, na, &now));
+    assert_int_equal(X509_set_pubkey(cert, key), 1);
+    X509V3_set_ctx(&ctx, issuer ? issuer : cert, cert, NULL, NULL, 0);
+    for (size_t i = 0; exts != NULL && exts[i] != NULL; i += 2) {
+        X509_EXTENSION *ext = X509V3_EXT_nconf(NULL, &ctx, exts[i], exts[i + 1]);
+
+        assert_non_null(ext);
+        assert_int_equal(X509_add_ext(cert, ext, -1), 1);
+        X509_EXTENSION_free(ext);
+    }
+    assert_true(X509_sign(cert, issuer_key ? issuer_key : key, EVP_sha256()) > 0);
+    return cert;
+}
+
+/* The good chain: leaf (1 year), intermediate (5 years), root (10 years). */
+struct chain {
+    X509 *root;
+    X509 *inter;
+    X509 *leaf;
+};
+
+static void make_chain(struct chain *c, const char *const *inter_exts,
+                       const char *const *leaf_ext_list, long leaf_nb, long leaf_na)
+{
+    c->root = make_cert("Test Root", keys.root, NULL, NULL, -DAY, 3650 * DAY, ca_exts);
+    c->inter = make_cert("Test Intermediate", keys.inter, c->root, keys.root, -DAY, 1825 * DAY,
+                         inter_exts ? inter_exts : ca_exts);
+    c->leaf = make_cert("device-0001", keys.leaf, c->inter, keys.inter, leaf_nb, leaf_na,
+                        leaf_ext_list ? leaf_ext_list : leaf_exts);
+}
+
+static void free_chain(struct chain *c)
+{
+    X509_free(c->root);
+    X509_free(c->inter);
+    X509_free(c->leaf);
+}
+
+static STACK_OF(X509) *stack_of(X509 *a, X509 *b, X509 *c)
+{
+    STACK_OF(X509) *sk = sk_X509_new_null();
+    X509 *certs[] = {a, b, c};
+
+    for (size_t i = 0; i < 3; i++) {
+        if (certs[i] != NULL) {
+            assert_true(sk_X509_push(sk, certs[i]) > 0);
+        }
+    }
+    return sk;
+}
+
+struct expect {
+    int index;
+    const char *rule;
+};
+
+static bool has(const struct prov_chain_report *rep, int index, const char *rule)
+{
+    for (size_t i = 0; i < rep->n; i++) {
+        if (rep->items[i].index == index && strcmp(rep->items[i].rule, rule) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void print_report(const struct prov_chain_report *rep)
+{
+    for (size_t i = 0; i < rep->n; i++) {
+        print_message("  finding [%d] %s: %s: %s\n", rep->items[i].index,
+                      rep->items[i].subject ? rep->items[i].subject : "-", rep->items[i].rule,
+                      rep->items[i].detail);
+    }
+}
+
+/* Verifies sk and asserts that the findings are exactly want (n entries). */
+static void expect_exactly(STACK_OF(X509) *sk, enum prov_chain_purpose purpose,
+                           const struct expect *want, size_t n)
+{
+    struct prov_chain_report rep = {0};
+    int r = prov_chain_verify(sk, NULL, purpose, now, &rep);
+
+    print_report(&rep);
+    assert_int_equal(r, n == 0 ? 0 : PROV_ERR_VERIFY);
+    for (size_t i = 0; i < n; i++) {
+        if (!has(&rep, want[i].index, want[i].rule)) {
+            fail_msg("missing finding [%d] %s", want[i].index, want[i].rule);
+        }
+    }
+    for (size_t i = 0; i < rep.n; i++) {
+        bool is_expected = false;
+
+        for (size_t k = 0; k < n; k++) {
+            is_expected = is_expected || (rep.items[i].index == want[k].index &&
+                                          strcmp(rep.items[i].rule, want[k].rule) == 0);
+        }
+        if (!is_expected) {
+            fail_msg("unexpected finding [%d] %s: %s", rep.items[i].index, rep.items[i].rule,
+                     rep.items[i].detail);
+        }
+        assert_non_null(rep.items[i].subject);
+        assert_non_null(rep.items[i].detail);
+    }
+    /* Each (index, rule) once: the x509-strict cross-check must not repeat a rule finding. */
+    assert_int_equal(rep.n, n);
+    prov_chain_report_free(&rep);
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    now = time(NULL);
+    keys.root = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    keys.inter = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    keys.leaf = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    keys.other = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    return keys.root && keys.inter && keys.leaf && keys.other ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    EVP_PKEY_free(keys.root);
+    EVP_PKEY_free(keys.inter);
+    EVP_PKEY_free(keys.leaf);
+    EVP_PKEY_free(keys.other);
+    return 0;
+}
+
+static void test_good_chain(void **state)
+{
+    struct chain c;
+    STACK_OF(X509) *sk;
+
+    (void)state;
+    make_chain(&c, NULL, NULL, -60, 365 * DAY);
+    sk = stack_of(c.leaf, c.inter, c.root);
+    expect_exactly(sk, PROV_PURPOSE_CLIENT, NULL, 0);
+    sk_X509_free(sk);
+    /* The CA chain alone (intermediate then root) is good too. */
+    sk = stack_of(c.inter, c.root, NULL);
+    expect_exactly(sk, PROV_PURPOSE_ANY, NULL, 0);
+    sk_X509_free(sk);
+    free_chain(&c);
+}
+
+static void test_out_of_order(void **state)
+{
+    static const struct expect want[] = {{0, "order"}, {1, "order"}, {2, "order"}};
+    struct chain c;
+    STACK_OF(X509) *sk;
+
+    (void)state;
+    make_chain(&c, NULL, NULL, -60, 365 * DAY);
+    sk = stack_of(c.leaf, c.root, c.inter);
+    expect_exactly(sk, PROV_PURPOSE_CLIENT, want, 3);
+    sk_X509_free(sk);
+    free_chain(&c);
+}
+
+static void test_wrong_issuer_name(void **state)
+{
+    static const struct expect want[] = {{0, "issuer-name"}};
+    struct chain c;
+    X509_NAME *name = X509_NAME_new();
+    STACK_OF(X509) *sk;
+
+    (void)state;
+    make_chain(&c, NULL, NULL, -60, 365 * DAY);
+    /* Signed by the right key, but naming someone else as its issuer. */
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)"Someone Else",
+                               -1, -1, 0);
+    assert_int_equal(X509_set_issuer_name(c.leaf, name), 1);
+    assert_true(X509_sign(c.leaf, keys.inter, EVP_sha256()) > 0);
+    sk = stack_of(c.leaf, c.inter, c.root);
+    expect_exactly(sk, PROV_PURPOSE_CLIENT, want, 1);
+    sk_X509_free(sk);
+    X509_NAME_free(name);
+    free_chain(&c);
+}
+
+static void test_bad_signature(void **state)
+{
+    static const struct expect want[] = {{0, "signature"}};
+    struct chain c;
+    STACK_OF(X509) *sk;
+
+    (void)state;
+    make_chain(&c, NULL, NULL, -60, 365 * DAY);
+    assert_true(X509_sign(c.leaf, keys.other, EVP_sha256()) > 0);
+    sk = stack_of(c.leaf, c.inter, c.root);
+    expect_exactly(sk, PROV_PURPOSE_CLIENT, want, 1);
+    sk_X509_free(sk);
+    free_chain(&c);
+}
+
+static void test_ca_basic_constraints_not_critical(void **state)
+{
+    static const char *const exts[] = {
+        "basicConstraints", "CA:TRUE",
+        "keyUsage", "critical,keyCertSign,cRLSign",
+        "subjectKeyIdentifier", "hash",
+        "authorityKeyIdentifier", "keyid",
+        NULL,
+    };
+    static const struct expect want[] = {{1, "basic-constraints"}};
+    struct chain c;
+    STACK_OF(X509) *sk;
+
+    (void)state;
+    make_chain(&c, exts, NULL, -60, 365 * DAY);
+    sk = stack_of(c.leaf, c.inter, c.root);
+    expect_exactly(sk, PROV_PURPOSE_CLIENT, want, 1);
+    sk_X509_free(sk);
+    free_chain(&c);
+}
+
+static void test_ca_without_key_usage(void **state)
+{
+    static const char *const exts[] = {
+        "basicConstraints", "critical,CA:TRUE",
+        "subjectKeyIdentifier", "hash",
+        "authorityKeyIdentifier", "keyid",
+        NULL,
+    };
+    static const struct expect want[] = {{1, "key-usage"}};
+    struct chain c;
+    STACK_OF(X509) *sk;
+
+    (void)state;
+    make_chain(&c, exts, NULL, -60, 365 * DAY);
+    sk = stack_of(c.leaf, c.inter, c.root);
+    expect_exactly(sk, PROV_PURPOSE_CLIENT, want, 1);
+    sk_X509_free(sk);
+    free_chain(&c);
+}
+
+static void test_path_length(void **state)
+{
+    static const char *const root_exts[] = {
+        "basicConstraints", "critical,CA:TRUE,pathlen:0",
+        "keyUsage", "critical,keyCertSign,cRLSign",
+        "subjectKeyIdentifier", "hash",
+        NULL,
+    };
+    static const struct expect want[] = {{3, "path-length"}};
+    X509 *root = make_cert("Test Root", keys.root, NULL, NULL, -DAY, 3650 * DAY, root_exts);
+    X509 *i1 = make_cert("Issuing 1", keys.other, root, keys.root, -DAY, 1825 * DAY, ca_exts);
+    X509 *i2 = make_cert("Issuing 2", keys.inter, i1, keys.other, -DAY, 1000 * DAY, ca_exts);
+    X509 *leaf = make_cert("device-0001", keys.leaf, i2, keys.inter, -60, 365 * DAY, leaf_exts);
+    STACK_OF(X509) *sk = stack_of(leaf, i2, i1);
+
+    (void)state;
+    assert_true(sk_X509_push(sk, root) > 0);
+    expect_exactly(sk, PROV_PURPOSE_CLIENT, want, 1);
+    sk_X509_free(sk);
+    X509_free(root);
+    X509_free(i1);
+    X509_free(i2);
+    X509_free(leaf);
+}
+
+static void test_expired_leaf(void **state)
+{
+    static const struct expect want[] = {{0, "validity"}};
+    struct chain c;
+    STACK_OF(X509) *sk;
+
+    (void)state;
+    make_chain(&c, NULL, NULL, -10 * DAY, -DAY);
+    sk = stack_of(c.leaf, c.inter, c.root);
+    expect_exactly(sk, PROV_PURPOSE_CLIENT, want, 1);
+    sk_X509_free(sk);
+    free_chain(&c);
+}
+
+static void test_not_after_beyond_issuer(void **state)
+{
+    static const struct expect want[] = {{0, "validity-nesting"}};
+    struct chain c;
+    STACK_OF(X509) *sk;
+
+    (void)state;
+    make_chain(&c, NULL, NULL, -60, 1826 * DAY);
+    sk = stack_of(c.leaf, c.inter, c.root);
+    expect_exactly(sk, PROV_PURPOSE_CLIENT, want, 1);
+    sk_X509_free(sk);
+    free_chain(&c);
+}
+
+static void test_not_ending_in_root(void **state)
+{
+    static const struct expect want[] = {{1, "root"}};
+    struct prov_chain_report rep = {0};
+    STACK_OF(X509) *trust;
+    struct chain c;
+    STACK_OF(X509) *sk;
+
+    (void)state;
+    make_chain(&c, NULL, NULL, -60, 365 * DAY);
+    sk = stack_of(c.leaf, c.inter, NULL);
+    expect_exactly(sk, PROV_PURPOSE_CLIENT, want, 1);
+    /* The same chain is fine when its root is given as a --trust anchor ... */
+    trust = stack_of(c.root, NULL, NULL);
+    assert_int_equal(prov_chain_verify(sk, trust, PROV_PURPOSE_CLIENT, now, &rep), 0);
+    sk_X509_free(trust);
+    /* ... and when the intermediate is (a partial chain). */
+    trust = stack_of(c.inter, NULL, NULL);
+    assert_int_equal(prov_chain_verify(sk, trust, PROV_PURPOSE_CLIENT, now, &rep), 0);
+    print_report(&rep);
+    assert_int_equal(rep.n, 0);
+    sk_X509_free(trust);
+    sk_X509_free(sk);
+    free_chain(&c);
+}
+
+static void test_leaf_without_client_auth(void **state)
+{
+    static const char *const exts[] = {
+        "basicConstraints", "critical,CA:FALSE",
+        "keyUsage", "critical,digitalSignature",
+        "extendedKeyUsage", "serverAuth",
+        "subjectKeyIdentifier", "hash",
+        "authorityKeyIdentifier", "keyid",
+        NULL,
+    };
+    static const struct expect want[] = {{0, "purpose"}};
+    struct chain c;
+    STACK_OF(X509) *sk;
+
+    (void)state;
+    make_chain(&c, NULL, exts, -60, 365 * DAY);
+    sk = stack_of(c.leaf, c.inter, c.root);
+    expect_exactly(sk, PROV_PURPOSE_CLIENT, want, 1);
+    /* The same leaf is a fine server certificate. */
+    expect_exactly(sk, PROV_PURPOSE_SERVER, NULL, 0);
+    sk_X509_free(sk);
+    free_chain(&c);
+}
+
+/* What only `openssl verify -x509_strict` knows is still reported, under its own rule. */
+static void test_strict_only_finding(void **state)
+{
+    static const char *const exts[] = {
+        "basicConstraints", "critical,CA:TRUE",
+        "keyUsage", "critical,keyCertSign,cRLSign",
+        "authorityKeyIdentifier", "keyid",
+        NULL,
+    };
+    static const char *const no_akid[] = {
+        "basicConstraints", "critical,CA:FALSE",
+        "keyUsage", "critical,digitalSignature",
+        "extendedKeyUsage", "clientAuth",
+        NULL,
+    };
+    static const struct expect want[] = {{0, "x509-strict"}, {1, "x509-strict"}};
+    struct chain c;
+    STACK_OF(X509) *sk;
+
+    (void)state;
+    /* No subjectKeyIdentifier on the CA, hence no authorityKeyIdentifier on the leaf. */
+    make_chain(&c, exts, no_akid, -60, 365 * DAY);
+    sk = stack_of(c.leaf, c.inter, c.root);
+    expect_exactly(sk, PROV_PURPOSE_CLIENT, want, 2);
+    sk_X509_free(sk);
+    free_chain(&c);
+}
+
+/* The assertion helpers themselves must be able to fail: a wrong index or rule is not found. */
+static void test_guard_exact_index_and_rule(void **state)
+{
+    struct prov_chain_report rep = {0};
+    struct chain c;
+    STACK_OF(X509) *sk;
+
+    (void)state;
+    make_chain(&c, NULL, NULL, -10 * DAY, -DAY);
+    sk = stack_of(c.leaf, c.inter, c.root);
+    assert_int_equal(prov_chain_verify(sk, NULL, PROV_PURPOSE_CLIENT, now, &rep),
+                     PROV_ERR_VERIFY);
+    assert_true(has(&rep, 0, "validity"));
+    assert_false(has(&rep, 1, "validity"));
+    assert_false(has(&rep, 0, "validity-nesting"));
+    assert_false(has(&rep, 0, "x509-strict"));
+    assert_string_equal(rep.items[0].subject, "CN=device-0001");
+    prov_chain_report_free(&rep);
+    assert_int_equal(rep.n, 0);
+    assert_null(rep.items);
+    sk_X509_free(sk);
+    free_chain(&c);
+}
+
+static void test_empty(void **state)
+{
+    struct prov_chain_report rep = {0};
+    STACK_OF(X509) *sk = sk_X509_new_null();
+
+    (void)state;
+    assert_int_equal(prov_chain_verify(sk, NULL, PROV_PURPOSE_ANY, now, &rep), PROV_ERR_VERIFY);
+    assert_int_equal(rep.n, 1);
+    assert_int_equal(rep.items[0].index, -1);
+    assert_string_equal(rep.items[0].rule, "empty");
+    prov_chain_report_free(&rep);
+    sk_X509_free(sk);
+}
+
+static void test_pem_round_trip_and_parse_error(void **state)
+{
+    struct chain c;
+    STACK_OF(X509) *sk;
+    STACK_OF(X509) *back = NULL;
+    char *pem = NULL;
+    char *bad = NULL;
+    size_t len = 0;
+    const char *key_block = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+
+    (void)state;
+    make_chain(&c, NULL, NULL, -60, 365 * DAY);
+    sk = stack_of(c.leaf, c.inter, c.root);
+    assert_int_equal(prov_chain_to_pem(sk, &pem, &len), 0);
+    assert_int_equal(strlen(pem), len);
+    assert_int_equal(prov_chain_load_pem_buf((const unsigned char *)pem, len, &back), 0);
+    assert_int_equal(sk_X509_num(back), 3);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(X509_cmp(sk_X509_value(back, i), sk_X509_value(sk, i)), 0);
+    }
+    sk_X509_pop_free(back, X509_free);
+    back = NULL;
+
+    /* A key block in second place: refused, naming block 1. */
+    assert_true(asprintf(&bad, "%.*s%s", (int)(strstr(pem + 1, "-----BEGIN") - pem), pem,
+                         key_block) > 0);
+    prov_error_clear();
+    assert_int_equal(prov_chain_load_pem_buf((const unsigned char *)bad, strlen(bad), &back),
+                     PROV_ERR_INPUT);
+    assert_null(back);
+    assert_non_null(strstr(prov_error_message(), "block 1"));
+    free(bad);
+    free(pem);
+    sk_X509_free(sk);
+    free_chain(&c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_good_chain),
+        cmocka_unit_test(test_out_of_order),
+        cmocka_unit_test(test_wrong_issuer_name),
+        cmocka_unit_test(test_bad_signature),
+        cmocka_unit_test(test_ca_basic_constraints_not_critical),
+        cmocka_unit_test(test_ca_without_key_usage),
+        cmocka_unit_test(test_path_length),
+        cmocka_unit_test(test_expired_leaf),
+        cmocka_unit_test(test_not_after_beyond_issuer),
+        cmocka_unit_test(test_not_ending_in_root),
+        cmocka_unit_test(test_leaf_without_client_auth),
+        cmocka_unit_test(test_strict_only_finding),
+        cmocka_unit_test(test_guard_exact_index_and_rule),
+        cmocka_unit_test(test_empty),
+        cmocka_unit_test(test_pem_round_trip_and_parse_error),
+    };
+
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
