@@ -14,7 +14,19 @@
  * seed-style root.conf sections ([req], [dn], [v3_ca]) work unchanged. Sections the tool
  * owns — [provisioner], [ca] and every [profile_NAME] — are checked strictly: an unknown key
  * there is a config error (a typo must not silently change what gets issued). Relative paths
- * are resolved against the directory of the config file. See README.md "Configuration".
+ * are resolved against the directory of the config file (output_dir, server_ca, [ca] dir,
+ * root_config, root_cert, the PATH of file: PIN sources and of a file: root_key, and
+ * pkcs11_module when it contains a '/': a bare library name is left to the loader).
+ * See README.md "Configuration".
+ *
+ * Templates: users write ${serial} ${cn} ${lot} ${profile} ${x_NAME} (and "$$" for "$")
+ * directly in the config. NCONF would expand "${...}" itself at load time and fails on an
+ * undefined name, so before NCONF sees the text, exactly these braced names and "$$" are
+ * escaped ("\${cn}"); NCONF turns that back into the literal text, and the values in
+ * cfg->conf hold the template for prov_template_expand(). Writing "\${cn}" by hand works
+ * too. Every other "$name", "${name}", "${section::name}" is NCONF's own variable, as in
+ * any OpenSSL config; a literal "$" elsewhere is written "\$". ".include" is refused (it
+ * would read files relative to the working directory, and parsing must do no I/O).
  */
 
 /* Bit for a key type in prov_profile.allowed_keys. */
@@ -23,13 +35,13 @@
 struct prov_profile {
     char *name;                 /* "device" for [profile_device] */
     enum prov_key_type key_type;/* key = ec-p256 (default) */
-    unsigned allowed_keys;      /* allowed_keys = ec-p256,ec-p384 (default: key only... see .c) */
+    unsigned allowed_keys;      /* allowed_keys = ec-p256, ec-p384 (default: all four) */
     int days;                   /* days = 365 */
     char *subject_section;      /* subject = SECTION of RDN lines whose values are templates;
                                    NULL: CN = ${cn} */
     char *extensions_section;   /* extensions = SECTION of X509v3 lines; NULL: the built-in
                                    device set (CA:false, digitalSignature, clientAuth, SKI/AKI) */
-    char *san_dns;              /* templates, ';'-separated, used when the manifest row gives none */
+    char *san_dns;              /* templates, ';'-separated, used when the manifest row has none */
     char *san_uri;
     char *san_email;
     char *san_ip;

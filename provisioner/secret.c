@@ -1,1 +1,327 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include "secret.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "error.h"
+#include "log.h"
+
+/* PINs and passphrases are short; a longer source is the wrong file, not a secret. */
+#define SECRET_MAX 1024
+/* Room for the secret, a "\r\n" and one byte more to notice a source that is too long. */
+#define READ_BUF (SECRET_MAX + 3)
+
+/* Schemes whose prefix is safe to echo: a spec starting with one is not a PIN typo. */
+static const char *const schemes[] = {"file:", "env:", "fd:"};
+
+int prov_secret_parse_source(const char *spec, enum prov_secret_kind *kind, const char **arg)
+{
+    /* Records no error text: the caller knows which file/section/key the spec came from. */
+    if (spec == NULL) {
+        return PROV_ERR_CONFIG;
+    }
+    if (strncmp(spec, "file:", 5) == 0 && spec[5] != '\0') {
+        *kind = PROV_SECRET_FILE;
+        *arg = spec + 5;
+        return 0;
+    }
+    if (strncmp(spec, "env:", 4) == 0 && spec[4] != '\0' && strchr(spec + 4, '=') == NULL) {
+        *kind = PROV_SECRET_ENV;
+        *arg = spec + 4;
+        return 0;
+    }
+    if (strncmp(spec, "fd:", 3) == 0 && spec[3] != '\0' && strlen(spec + 3) <= 9 &&
+        strspn(spec + 3, "0123456789") == strlen(spec + 3)) {
+        *kind = PROV_SECRET_FD;
+        *arg = spec + 3;
+        return 0;
+    }
+    if (strcmp(spec, "prompt") == 0) {
+        *kind = PROV_SECRET_PROMPT;
+        *arg = NULL;
+        return 0;
+    }
+    return PROV_ERR_CONFIG;
+}
+
+static bool has_scheme_prefix(const char *spec)
+{
+    for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
+        if (strncmp(spec, schemes[i], strlen(schemes[i])) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+int prov_secret_from_buf(const char *buf, size_t len, struct prov_secret **out)
+{
+    struct prov_secret *s;
+
+    *out = NULL;
+    if (len > SIZE_MAX - sizeof(*s) - 1) {
+        return prov_fail(PROV_ERR_NOMEM, "secret of %zu bytes: too large", len);
+    }
+    s = malloc(sizeof(*s) + len + 1);
+    if (s == NULL) {
+        return prov_fail(PROV_ERR_NOMEM, "secret: out of memory");
+    }
+    s->len = len;
+    if (len > 0) {
+        memcpy(s->data, buf, len);
+    }
+    s->data[len] = '\0';
+    *out = s;
+    return 0;
+}
+
+void prov_secret_free(struct prov_secret *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    OPENSSL_cleanse(s, sizeof(*s) + s->len + 1);
+    free(s);
+}
+
+void prov_secret_protect_process(void)
+{
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+        prov_warn("cannot mark the process non-dumpable: %s", strerror(errno));
+    }
+}
+
+/*
+ * Turns the bytes read into the secret: one trailing "\n" or "\r\n" is stripped (PIN files
+ * are usually written by editors and `echo`). What remains must be one non-empty line without
+ * NUL bytes, because a wrong PIN costs a login attempt on the token.
+ */
+static int finish(char *buf, size_t len, const char *what, const char *source,
+                  struct prov_secret **out)
+{
+    if (len > 0 && buf[len - 1] == '\n') {
+        len--;
+        if (len > 0 && buf[len - 1] == '\r') {
+            len--;
+        }
+    }
+    if (len == 0) {
+        return prov_fail(PROV_ERR_PIN_SOURCE, "%s: %s is empty", what, source);
+    }
+    if (len > SECRET_MAX) {
+        return prov_fail(PROV_ERR_PIN_SOURCE, "%s: %s: longer than %d bytes", what, source,
+                         SECRET_MAX);
+    }
+    if (memchr(buf, '\n', len) != NULL || memchr(buf, '\0', len) != NULL) {
+        return prov_fail(PROV_ERR_PIN_SOURCE,
+                         "%s: %s holds more than one line or a NUL byte", what, source);
+    }
+    return prov_secret_from_buf(buf, len, out);
+}
+
+static int load_file(const char *path, const char *what, struct prov_secret **out)
+{
+    char buf[READ_BUF];
+    char source[PATH_MAX + 16];
+    size_t len = 0;
+    struct stat st;
+    int fd = -1;
+    int r = PROV_ERR_PIN_SOURCE;
+
+    snprintf(source, sizeof(source), "PIN file %s", path);
+    fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        prov_fail(r, "%s: %s: %s", what, source, strerror(errno));
+        goto out;
+    }
+    if (fstat(fd, &st) != 0 || S_ISDIR(st.st_mode)) {
+        prov_fail(r, "%s: %s: not a readable file", what, source);
+        goto out;
+    }
+    if (S_ISREG(st.st_mode) && (st.st_mode & (S_IRGRP | S_IROTH)) != 0) {
+        prov_warn("%s is readable by group or others (chmod 600 it)", source);
+    }
+    while (len < sizeof(buf)) {
+        ssize_t n = read(fd, buf + len, sizeof(buf) - len);
+
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            prov_fail(r, "%s: %s: %s", what, source, strerror(errno));
+            goto out;
+        }
+        if (n == 0) {
+            break;
+        }
+        len += (size_t)n;
+    }
+    r = finish(buf, len, what, source, out);
+out:
+    if (fd >= 0) {
+        close(fd);
+    }
+    OPENSSL_cleanse(buf, sizeof(buf));
+    return r;
+}
+
+static int load_env(const char *var, const char *what, struct prov_secret **out)
+{
+    char source[256];
+    const char *v = getenv(var);
+    size_t len;
+
+    snprintf(source, sizeof(source), "environment variable %s", var);
+    if (v == NULL) {
+        return prov_fail(PROV_ERR_PIN_SOURCE, "%s: %s is not set", what, source);
+    }
+    len = strlen(v);
+    if (len == 0) {
+        return prov_fail(PROV_ERR_PIN_SOURCE, "%s: %s is empty", what, source);
+    }
+    if (len > SECRET_MAX) {
+        return prov_fail(PROV_ERR_PIN_SOURCE, "%s: %s: longer than %d bytes", what, source,
+                         SECRET_MAX);
+    }
+    return prov_secret_from_buf(v, len, out);
+}
+
+/*
+ * Reads one line, a byte at a time so that nothing after the newline is consumed (a parent
+ * may pass several secrets through one pipe). The newline is kept for finish().
+ */
+static int read_line(int fd, char *buf, size_t cap, size_t *len)
+{
+    *len = 0;
+    while (*len < cap) {
+        ssize_t n = read(fd, buf + *len, 1);
+
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            return -errno;
+        }
+        if (n == 0) {
+            break;
+        }
+        *len += 1;
+        if (buf[*len - 1] == '\n') {
+            break;
+        }
+    }
+    return 0;
+}
+
+static int load_fd(const char *num, const char *what, struct prov_secret **out)
+{
+    char buf[READ_BUF];
+    char source[32];
+    size_t len = 0;
+    int fd = atoi(num);
+    int e;
+    int r = PROV_ERR_PIN_SOURCE;
+
+    snprintf(source, sizeof(source), "fd %d", fd);
+    e = read_line(fd, buf, sizeof(buf), &len);
+    if (e < 0) {
+        prov_fail(r, "%s: %s: %s", what, source, strerror(-e));
+        goto out;
+    }
+    r = finish(buf, len, what, source, out);
+out:
+    OPENSSL_cleanse(buf, sizeof(buf));
+    return r;
+}
+
+static int load_prompt(const char *what, struct prov_secret **out)
+{
+    char buf[READ_BUF];
+    char prompt[160];
+    struct termios saved;
+    struct termios quiet;
+    bool restore = false;
+    size_t len = 0;
+    int fd;
+    int e;
+    int r = PROV_ERR_PIN_SOURCE;
+
+    fd = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) {
+        prov_fail(r, "%s: prompt: no terminal (/dev/tty: %s); use file:, env: or fd:", what,
+                  strerror(errno));
+        goto out;
+    }
+    if (tcgetattr(fd, &saved) != 0) {
+        prov_fail(r, "%s: prompt: /dev/tty: %s", what, strerror(errno));
+        goto out;
+    }
+    quiet = saved;
+    quiet.c_lflag &= ~(tcflag_t)ECHO;
+    quiet.c_lflag |= ECHONL;
+    if (tcsetattr(fd, TCSAFLUSH, &quiet) != 0) {
+        prov_fail(r, "%s: prompt: cannot turn echo off: %s", what, strerror(errno));
+        goto out;
+    }
+    restore = true;
+    snprintf(prompt, sizeof(prompt), "Enter %s: ", what);
+    if (write(fd, prompt, strlen(prompt)) < 0) {
+        prov_fail(r, "%s: prompt: /dev/tty: %s", what, strerror(errno));
+        goto out;
+    }
+    e = read_line(fd, buf, sizeof(buf), &len);
+    if (e < 0) {
+        prov_fail(r, "%s: prompt: /dev/tty: %s", what, strerror(-e));
+        goto out;
+    }
+    r = finish(buf, len, what, "the answer", out);
+out:
+    if (restore) {
+        tcsetattr(fd, TCSAFLUSH, &saved);
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    OPENSSL_cleanse(buf, sizeof(buf));
+    return r;
+}
+
+int prov_secret_load(const char *spec, const char *what, struct prov_secret **out)
+{
+    enum prov_secret_kind kind;
+    const char *arg = NULL;
+
+    *out = NULL;
+    what = what ? what : "secret";
+    if (prov_secret_parse_source(spec, &kind, &arg) < 0) {
+        /* Echoed only when the text is clearly a malformed source, never a possible PIN. */
+        bool safe = spec == NULL || spec[0] == '\0' || has_scheme_prefix(spec);
+
+        return prov_fail(PROV_ERR_CONFIG,
+                         "%s: PIN source \"%s\": expected file:PATH, env:VAR, fd:N or prompt",
+                         what, safe ? (spec ? spec : "") : "[****]");
+    }
+    switch (kind) {
+    case PROV_SECRET_FILE:
+        return load_file(arg, what, out);
+    case PROV_SECRET_ENV:
+        return load_env(arg, what, out);
+    case PROV_SECRET_FD:
+        return load_fd(arg, what, out);
+    case PROV_SECRET_PROMPT:
+        return load_prompt(what, out);
+    }
+    return prov_fail(PROV_ERR_INTERNAL, "%s: unhandled PIN source", what);
+}

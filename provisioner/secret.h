@@ -14,7 +14,9 @@ struct prov_secret {
 };
 
 enum prov_secret_kind {
-    PROV_SECRET_FILE,   /* file:PATH — first line, one trailing "\n" or "\r\n" stripped */
+    PROV_SECRET_FILE,   /* file:PATH — exactly one trailing "\n" or "\r\n" stripped; what
+                           remains must be one line of at most 1 KiB. Opened O_NOFOLLOW; a
+                           file readable by group/others works but warns. */
     PROV_SECRET_ENV,    /* env:VAR — the variable's value */
     PROV_SECRET_FD,     /* fd:N — read to EOF (or first newline) from an inherited descriptor */
     PROV_SECRET_PROMPT, /* prompt — asked on /dev/tty without echo */
@@ -23,7 +25,8 @@ enum prov_secret_kind {
 /*
  * Parses a PIN source specification without touching anything. On success *kind is set and
  * *arg points into spec (NULL for prompt). Returns PROV_ERR_CONFIG for anything else — a
- * bare PIN in particular is refused, so that PINs never appear in argv or configs.
+ * bare PIN in particular is refused, so that PINs never appear in argv or configs. Records no
+ * error text (the caller names where the spec came from, and must not echo it: it may be a PIN).
  */
 int prov_secret_parse_source(const char *spec, enum prov_secret_kind *kind, const char **arg);
 

@@ -1,0 +1,430 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Config loading: strict checking of the tool's sections (every error names file, section and
+ * key, or the line), defaults, path resolution, the built-in device profile, and that the
+ * tool's ${...} templates survive OpenSSL's own variable expansion.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+#include "error.h"
+
+#define ALL_KEYS                                                                                   \
+    (PROV_KEY_BIT(PROV_KEY_EC_P256) | PROV_KEY_BIT(PROV_KEY_EC_P384) |                             \
+     PROV_KEY_BIT(PROV_KEY_RSA_2048) | PROV_KEY_BIT(PROV_KEY_RSA_3072))
+
+static struct prov_config *parse_ok(const char *text)
+{
+    struct prov_config *cfg = NULL;
+
+    prov_error_clear();
+    if (prov_config_parse(text, strlen(text), "t.cnf", "/etc/prov", &cfg) != 0) {
+        fail_msg("parse failed: %s", prov_error_message());
+    }
+    assert_non_null(cfg);
+    return cfg;
+}
+
+/* Parses text expecting PROV_ERR_CONFIG with every needle in the message. */
+static void parse_fail(const char *text, const char *needle1, const char *needle2)
+{
+    struct prov_config *cfg = (struct prov_config *)1;
+    const char *msg;
+
+    prov_error_clear();
+    assert_int_equal(prov_config_parse(text, strlen(text), "t.cnf", "/etc/prov", &cfg),
+                     PROV_ERR_CONFIG);
+    assert_null(cfg);
+    msg = prov_error_message();
+    assert_non_null(msg);
+    if (strstr(msg, "t.cnf") == NULL || strstr(msg, needle1) == NULL ||
+        (needle2 != NULL && strstr(msg, needle2) == NULL)) {
+        fail_msg("message \"%s\" lacks \"%s\" / \"%s\"", msg, needle1, needle2 ? needle2 : "");
+    }
+}
+
+static const char *conf_value(const struct prov_config *cfg, const char *section,
+                              const char *name)
+{
+    return NCONF_get_string(cfg->conf, section, name);
+}
+
+static void test_empty_gives_defaults(void **state)
+{
+    struct prov_config *cfg = parse_ok("");
+    const struct prov_profile *p;
+
+    (void)state;
+    assert_string_equal(cfg->output_dir, "/etc/prov/devices");
+    assert_string_equal(cfg->ca_dir, "/etc/prov/ca");
+    assert_int_equal(cfg->ca_key_type, PROV_KEY_EC_P256);
+    assert_int_equal(cfg->ca_days, 1825);
+    assert_int_equal(cfg->root_key_type, PROV_KEY_EC_P384);
+    assert_int_equal(cfg->root_days, 7300);
+    assert_null(cfg->server_ca);
+    assert_null(cfg->device_pin);
+    assert_null(cfg->lot);
+    assert_null(cfg->pkcs11_module);
+    assert_non_null(cfg->conf);
+    assert_int_equal(cfg->n_profiles, 1);
+    p = prov_config_profile(cfg, "device");
+    assert_non_null(p);
+    assert_int_equal(p->key_type, PROV_KEY_EC_P256);
+    assert_int_equal(p->days, 365);
+    assert_int_equal(p->allowed_keys, ALL_KEYS);
+    assert_null(p->subject_section);
+    assert_null(p->extensions_section);
+    assert_null(prov_config_profile(cfg, "other"));
+    prov_config_free(cfg);
+}
+
+static const char good[] =
+    "# a comment\n"
+    "[provisioner]\n"
+    "pkcs11_module = lib/softhsm.so\n"
+    "output_dir = out\n"
+    "server_ca = /abs/server-ca.pem\n"
+    "device_pin = file:pins/device.pin\n"
+    "lot = L7\n"
+    "[ca]\n"
+    "dir = myca\n"
+    "intermediate_key = pkcs11:token=ca;object=intermediate\n"
+    "pin = env:CA_PIN\n"
+    "intermediate_key_type = ec-p384\n"
+    "intermediate_subject = ca_dn\n"
+    "intermediate_days = 1000\n"
+    "root_config = root.conf\n"
+    "root_key = file:keys/root.pem\n"
+    "root_key_pass = fd:3\n"
+    "root_cert = root.crt\n"
+    "root_key_type = rsa-3072\n"
+    "root_days = 36500\n"
+    "[ca_dn]\n"
+    "CN = Issuing CA\n"
+    "[profile_device]\n"
+    "key = ec-p384\n"
+    "allowed_keys = ec-p384 , rsa-2048\n"
+    "days = 90\n"
+    "subject = device_dn\n"
+    "extensions = device_ext\n"
+    "san_dns = ${serial}.devices.example\n"
+    "san_uri = urn:dev:${x_site}:${serial}\n"
+    "san_email = ops@example.com\n"
+    "san_ip = 10.0.0.1\n"
+    "[profile_gateway-2]\n"
+    "days = 30\n"
+    "[device_dn]\n"
+    "O = Example $$ Devices\n"
+    "OU = ${lot}/${profile}\n"
+    "CN = ${cn}\n"
+    "serialNumber = \\${serial}\n"
+    "[device_ext]\n"
+    "basicConstraints = critical, CA:false\n";
+
+static void test_good_config(void **state)
+{
+    struct prov_config *cfg = parse_ok(good);
+    const struct prov_profile *p;
+
+    (void)state;
+    assert_string_equal(cfg->pkcs11_module, "/etc/prov/lib/softhsm.so");
+    assert_string_equal(cfg->output_dir, "/etc/prov/out");
+    assert_string_equal(cfg->server_ca, "/abs/server-ca.pem");
+    assert_string_equal(cfg->device_pin, "file:/etc/prov/pins/device.pin");
+    assert_string_equal(cfg->lot, "L7");
+    assert_string_equal(cfg->ca_dir, "/etc/prov/myca");
+    assert_string_equal(cfg->ca_key, "pkcs11:token=ca;object=intermediate");
+    assert_string_equal(cfg->ca_pin, "env:CA_PIN");
+    assert_int_equal(cfg->ca_key_type, PROV_KEY_EC_P384);
+    assert_string_equal(cfg->ca_subject_section, "ca_dn");
+    assert_int_equal(cfg->ca_days, 1000);
+    assert_string_equal(cfg->root_config, "/etc/prov/root.conf");
+    assert_string_equal(cfg->root_key, "file:/etc/prov/keys/root.pem");
+    assert_string_equal(cfg->root_key_pass, "fd:3");
+    assert_string_equal(cfg->root_cert, "/etc/prov/root.crt");
+    assert_int_equal(cfg->root_key_type, PROV_KEY_RSA_3072);
+    assert_int_equal(cfg->root_days, 36500);
+
+    assert_int_equal(cfg->n_profiles, 2);
+    p = prov_config_profile(cfg, "device");
+    assert_non_null(p);
+    assert_int_equal(p->key_type, PROV_KEY_EC_P384);
+    assert_int_equal(p->allowed_keys,
+                     PROV_KEY_BIT(PROV_KEY_EC_P384) | PROV_KEY_BIT(PROV_KEY_RSA_2048));
+    assert_int_equal(p->days, 90);
+    assert_string_equal(p->subject_section, "device_dn");
+    assert_string_equal(p->extensions_section, "device_ext");
+    assert_string_equal(p->san_dns, "${serial}.devices.example");
+    assert_string_equal(p->san_uri, "urn:dev:${x_site}:${serial}");
+    assert_string_equal(p->san_email, "ops@example.com");
+    assert_string_equal(p->san_ip, "10.0.0.1");
+
+    p = prov_config_profile(cfg, "gateway-2");
+    assert_non_null(p);
+    assert_int_equal(p->days, 30);
+    assert_int_equal(p->key_type, PROV_KEY_EC_P256);
+    assert_int_equal(p->allowed_keys, ALL_KEYS);
+    prov_config_free(cfg);
+}
+
+/* NCONF would expand (and reject) ${cn}; the tool's templates must reach the DN unexpanded. */
+static void test_templates_survive(void **state)
+{
+    struct prov_config *cfg = parse_ok(good);
+
+    (void)state;
+    assert_string_equal(conf_value(cfg, "device_dn", "CN"), "${cn}");
+    assert_string_equal(conf_value(cfg, "device_dn", "OU"), "${lot}/${profile}");
+    assert_string_equal(conf_value(cfg, "device_dn", "O"), "Example $$ Devices");
+    /* the escaped form is accepted too and means the same */
+    assert_string_equal(conf_value(cfg, "device_dn", "serialNumber"), "${serial}");
+    prov_config_free(cfg);
+}
+
+static void test_nconf_variables_still_work(void **state)
+{
+    struct prov_config *cfg = parse_ok("base = /srv/pki\n"
+                                       "[provisioner]\n"
+                                       "server_ca = $base/server-ca.pem\n"
+                                       "output_dir = ${base}/devices\n"
+                                       "[x]\n"
+                                       "serial = 7\n"
+                                       "a = $serial ${x::serial} \"${serial}\" '${cn}'\n"
+                                       "price = \\$5\n");
+
+    (void)state;
+    assert_string_equal(cfg->server_ca, "/srv/pki/server-ca.pem");
+    assert_string_equal(cfg->output_dir, "/srv/pki/devices");
+    assert_string_equal(conf_value(cfg, "x", "a"), "7 7 ${serial} ${cn}");
+    assert_string_equal(conf_value(cfg, "x", "price"), "$5");
+    prov_config_free(cfg);
+}
+
+static void test_unknown_keys(void **state)
+{
+    (void)state;
+    parse_fail("[provisioner]\nkye = 1\n", "[provisioner] key \"kye\": unknown key", NULL);
+    parse_fail("[ca]\ndir = ca\nintermediate_kye = x\n",
+               "[ca] key \"intermediate_kye\": unknown key", NULL);
+    parse_fail("[profile_device]\nday = 3\n", "[profile_device] key \"day\": unknown key", NULL);
+    parse_fail("[profile_x]\nkey = ec-p256\nsubjet = dn\n",
+               "[profile_x] key \"subjet\": unknown key", NULL);
+}
+
+static void test_default_section_does_not_leak(void **state)
+{
+    struct prov_config *cfg = parse_ok("lot = from-default\nkey = rsa-2048\n[provisioner]\n");
+
+    (void)state;
+    assert_null(cfg->lot);
+    assert_int_equal(prov_config_profile(cfg, "device")->key_type, PROV_KEY_EC_P256);
+    prov_config_free(cfg);
+}
+
+static void test_syntax_errors(void **state)
+{
+    (void)state;
+    parse_fail("[provisioner]\nlot = a\nthis line has no equals sign\n", "line 3", NULL);
+    parse_fail("[provisioner]\n\n\nlot = $undefined\n", "line 4", "no value");
+    parse_fail("[provisioner]\nlot = ${serial\n", "line 2", NULL);
+    parse_fail("[provisioner\nlot = a\n", "line 1", NULL);
+    parse_fail("[s]\na = 1\n.include /etc/passwd\n", "line 3", ".include");
+    parse_fail("[s]\na = 1 \\\n\n.inc\\\nlude = /etc/passwd\n", ".include", NULL);
+}
+
+static void test_nul_byte(void **state)
+{
+    static const char text[] = "[provisioner]\nlot = a\0b\n";
+    struct prov_config *cfg = NULL;
+
+    (void)state;
+    prov_error_clear();
+    assert_int_equal(prov_config_parse(text, sizeof(text) - 1, "t.cnf", NULL, &cfg),
+                     PROV_ERR_CONFIG);
+    assert_null(cfg);
+    assert_non_null(strstr(prov_error_message(), "line 2"));
+}
+
+static void test_bad_days(void **state)
+{
+    static const char *const bad[] = {"0", "-1", "36501", "abc", "10x", "99999999999999999999"};
+    char text[128];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(text, sizeof(text), "[profile_device]\ndays = %s\n", bad[i]);
+        parse_fail(text, "[profile_device] days", NULL);
+        snprintf(text, sizeof(text), "[ca]\nintermediate_days = %s\n", bad[i]);
+        parse_fail(text, "[ca] intermediate_days", NULL);
+        snprintf(text, sizeof(text), "[ca]\nroot_days = %s\n", bad[i]);
+        parse_fail(text, "[ca] root_days", NULL);
+    }
+}
+
+static void test_bad_key_types(void **state)
+{
+    (void)state;
+    parse_fail("[profile_device]\nkey = ec-p521\n", "[profile_device] key", "ec-p521");
+    parse_fail("[ca]\nintermediate_key_type = rsa-1024\n", "[ca] intermediate_key_type", NULL);
+    parse_fail("[ca]\nroot_key_type = ed25519\n", "[ca] root_key_type", NULL);
+    parse_fail("[profile_device]\nallowed_keys = ec-p256,,rsa-2048\n",
+               "[profile_device] allowed_keys", NULL);
+    parse_fail("[profile_device]\nallowed_keys = ec-p256, dsa\n",
+               "[profile_device] allowed_keys", NULL);
+    parse_fail("[profile_device]\nallowed_keys = rsa-2048\n", "[profile_device] key",
+               "not in allowed_keys");
+    parse_fail("[profile_d]\nkey = ec-p384\nallowed_keys = ec-p256\n", "[profile_d] key",
+               "not in allowed_keys");
+}
+
+static void test_missing_sections(void **state)
+{
+    (void)state;
+    parse_fail("[profile_device]\nsubject = nowhere\n", "[profile_device] subject", "[nowhere]");
+    parse_fail("[profile_device]\nextensions = noext\n", "[profile_device] extensions",
+               "[noext]");
+    parse_fail("[ca]\nintermediate_subject = ca_dn\n", "[ca] intermediate_subject", "[ca_dn]");
+}
+
+static void test_bad_values(void **state)
+{
+    (void)state;
+    parse_fail("[profile_]\ndays = 3\n", "[profile_]", "name");
+    parse_fail("[provisioner]\nlot =\n", "[provisioner] lot", "empty");
+    parse_fail("[ca]\nintermediate_key = /dev/key\n", "[ca] intermediate_key", "pkcs11:");
+    parse_fail("[ca]\nroot_key = key.pem\n", "[ca] root_key", "file:PATH");
+}
+
+/* A PIN written where a PIN source belongs must not end up in the error text. */
+static void test_pin_source_never_echoed(void **state)
+{
+    static const char *const keys[][2] = {
+        {"provisioner", "device_pin"}, {"ca", "pin"}, {"ca", "root_key_pass"}};
+    char text[128];
+    char needle[64];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        snprintf(text, sizeof(text), "[%s]\n%s = 735911\n", keys[i][0], keys[i][1]);
+        snprintf(needle, sizeof(needle), "[%s] %s", keys[i][0], keys[i][1]);
+        parse_fail(text, needle, "[****]");
+        assert_null(strstr(prov_error_message(), "735911"));
+    }
+}
+
+static void test_relative_without_base_dir(void **state)
+{
+    struct prov_config *cfg = NULL;
+    const char text[] = "[provisioner]\noutput_dir = out\npkcs11_module = libsofthsm2.so\n";
+
+    (void)state;
+    prov_error_clear();
+    assert_int_equal(prov_config_parse(text, strlen(text), "t.cnf", NULL, &cfg), 0);
+    assert_string_equal(cfg->output_dir, "out");
+    /* a bare library name is left to the loader's search path */
+    assert_string_equal(cfg->pkcs11_module, "libsofthsm2.so");
+    assert_null(prov_config_path(cfg, NULL));
+    prov_config_free(cfg);
+    prov_config_free(NULL);
+}
+
+static void test_load_file(void **state)
+{
+    char dir[] = "/tmp/test_config.XXXXXX";
+    char path[64];
+    struct prov_config *cfg = NULL;
+    FILE *f;
+    char *resolved;
+
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/p.cnf", dir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("[provisioner]\nserver_ca = ca.pem\n", f);
+    fclose(f);
+    prov_error_clear();
+    assert_int_equal(prov_config_load(path, &cfg), 0);
+    assert_string_equal(cfg->path, path);
+    assert_string_equal(cfg->dir, dir);
+    resolved = prov_config_path(cfg, "ca.pem");
+    assert_string_equal(cfg->server_ca, resolved);
+    free(resolved);
+    resolved = prov_config_path(cfg, "/abs");
+    assert_string_equal(resolved, "/abs");
+    free(resolved);
+    prov_config_free(cfg);
+    unlink(path);
+
+    prov_error_clear();
+    cfg = (struct prov_config *)1;
+    assert_int_equal(prov_config_load(path, &cfg), PROV_ERR_IO);
+    assert_null(cfg);
+    assert_non_null(strstr(prov_error_message(), path));
+    rmdir(dir);
+}
+
+/* The shipped example must always load (tests find it through the source tree). */
+static void test_example_config(void **state)
+{
+    const char *root = getenv("PROV_SOURCE_ROOT");
+    char path[4096];
+    struct prov_config *cfg = NULL;
+    const struct prov_profile *p;
+
+    (void)state;
+    if (root != NULL) {
+        snprintf(path, sizeof(path), "%s/examples/provisioner.cnf", root);
+    } else {
+        /* __FILE__ is tests/unit/test_config.c, relative to the build directory */
+        snprintf(path, sizeof(path), "%.*s/../../examples/provisioner.cnf",
+                 (int)(strrchr(__FILE__, '/') - __FILE__), __FILE__);
+    }
+    prov_error_clear();
+    if (prov_config_load(path, &cfg) != 0) {
+        fail_msg("%s: %s", path, prov_error_message());
+    }
+    assert_non_null(strstr(cfg->ca_dir, "/ca"));
+    assert_non_null(strstr(cfg->root_config, "/root.conf"));
+    assert_string_equal(cfg->pkcs11_module, "/usr/lib/softhsm/libsofthsm2.so");
+    assert_non_null(strstr(cfg->device_pin, "file:"));
+    p = prov_config_profile(cfg, "device");
+    assert_non_null(p);
+    assert_string_equal(p->subject_section, "device_dn");
+    assert_string_equal(p->extensions_section, "device_ext");
+    assert_string_equal(conf_value(cfg, "device_dn", "CN"), "${cn}");
+    prov_config_free(cfg);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_empty_gives_defaults),
+        cmocka_unit_test(test_good_config),
+        cmocka_unit_test(test_templates_survive),
+        cmocka_unit_test(test_nconf_variables_still_work),
+        cmocka_unit_test(test_unknown_keys),
+        cmocka_unit_test(test_default_section_does_not_leak),
+        cmocka_unit_test(test_syntax_errors),
+        cmocka_unit_test(test_nul_byte),
+        cmocka_unit_test(test_bad_days),
+        cmocka_unit_test(test_bad_key_types),
+        cmocka_unit_test(test_missing_sections),
+        cmocka_unit_test(test_bad_values),
+        cmocka_unit_test(test_pin_source_never_echoed),
+        cmocka_unit_test(test_relative_without_base_dir),
+        cmocka_unit_test(test_load_file),
+        cmocka_unit_test(test_example_config),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,622 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Device storage (SPEC §8): every file with the right content and mode; a failure part-way
+ * (a file size limit hit after some temp files were written, a directory where a file must
+ * go, an unreadable server CA) leaves the previous identity untouched and no temp files;
+ * identity.json parses back; prov_cert_facts values; atomic single-file writes.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <dirent.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <json-c/json.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+#include "error.h"
+#include "storage.h"
+
+#define KEY_URI "pkcs11:token=dev-0001;object=device;id=%01"
+
+struct fixture {
+    char dir[64];
+    char server_ca[96];
+    EVP_PKEY *root_key;
+    EVP_PKEY *inter_key;
+    EVP_PKEY *leaf_key;
+    X509 *root;
+    X509 *inter;
+    X509 *leaf;
+    STACK_OF(X509) *chain; /* inter, root */
+};
+
+static X509 *make_cert(const char *cn, long serial, EVP_PKEY *key, X509 *issuer,
+                       EVP_PKEY *issuer_key, bool is_ca)
+{
+    X509 *x = X509_new();
+    X509_NAME *name = X509_NAME_new();
+    X509V3_CTX ctx;
+    X509_EXTENSION *ext;
+
+    assert_non_null(x);
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), serial);
+    X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, (const unsigned char *)"Example", -1,
+                               -1, 0);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1, 0);
+    X509_set_subject_name(x, name);
+    X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : name);
+    X509_NAME_free(name);
+    assert_true(ASN1_TIME_set_string(X509_getm_notBefore(x), "20260101000000Z"));
+    assert_true(ASN1_TIME_set_string(X509_getm_notAfter(x), "20361231235959Z"));
+    X509_set_pubkey(x, key);
+    X509V3_set_ctx(&ctx, issuer ? issuer : x, x, NULL, NULL, 0);
+    ext = X509V3_EXT_conf_nid(NULL, &ctx, NID_basic_constraints,
+                              is_ca ? "critical,CA:true" : "critical,CA:false");
+    X509_add_ext(x, ext, -1);
+    X509_EXTENSION_free(ext);
+    assert_true(X509_sign(x, issuer_key, EVP_sha256()) > 0);
+    return x;
+}
+
+static void write_pem(const char *path, X509 *a, X509 *b)
+{
+    FILE *f = fopen(path, "w");
+
+    assert_non_null(f);
+    PEM_write_X509(f, a);
+    if (b != NULL) {
+        PEM_write_X509(f, b);
+    }
+    fclose(f);
+}
+
+static int setup(void **state)
+{
+    struct fixture *fx = calloc(1, sizeof(*fx));
+
+    strcpy(fx->dir, "/tmp/test_storage.XXXXXX");
+    if (mkdtemp(fx->dir) == NULL) {
+        return -1;
+    }
+    fx->root_key = EVP_EC_gen("P-256");
+    fx->inter_key = EVP_EC_gen("P-256");
+    fx->leaf_key = EVP_EC_gen("P-256");
+    fx->root = make_cert("Test Root", 1, fx->root_key, NULL, fx->root_key, true);
+    fx->inter = make_cert("Test Intermediate", 2, fx->inter_key, fx->root, fx->root_key, true);
+    fx->leaf = make_cert("SN-0001", 0x0102abcdefL, fx->leaf_key, fx->inter, fx->inter_key, false);
+    fx->chain = sk_X509_new_null();
+    sk_X509_push(fx->chain, fx->inter);
+    sk_X509_push(fx->chain, fx->root);
+    snprintf(fx->server_ca, sizeof(fx->server_ca), "%s/server-ca-src.pem", fx->dir);
+    write_pem(fx->server_ca, fx->root, fx->inter);
+    *state = fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *fx = *state;
+    char cmd[256];
+    int rc;
+
+    snprintf(cmd, sizeof(cmd), "chmod -R u+w '%s'; rm -rf '%s'", fx->dir, fx->dir);
+    rc = system(cmd);
+    sk_X509_free(fx->chain);
+    X509_free(fx->root);
+    X509_free(fx->inter);
+    X509_free(fx->leaf);
+    EVP_PKEY_free(fx->root_key);
+    EVP_PKEY_free(fx->inter_key);
+    EVP_PKEY_free(fx->leaf_key);
+    free(fx);
+    return rc == 0 ? 0 : -1;
+}
+
+static struct prov_identity identity(struct fixture *fx)
+{
+    struct prov_identity id = {
+        .serial = "SN-0001",
+        .cert = fx->leaf,
+        .chain = fx->chain,
+        .server_ca_path = fx->server_ca,
+        .key_uri = KEY_URI,
+        .key_type = PROV_KEY_EC_P256,
+        .backend = "pkcs11",
+        .profile = "device",
+        .lot = NULL,
+    };
+    return id;
+}
+
+/* The whole file; *len set. */
+static char *slurp(const char *dir, const char *name, size_t *len)
+{
+    char path[256];
+    FILE *f;
+    char *buf = malloc(65536);
+    size_t n;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    f = fopen(path, "rb");
+    if (f == NULL) {
+        fail_msg("%s: cannot open", path);
+    }
+    n = fread(buf, 1, 65535, f);
+    fclose(f);
+    buf[n] = '\0';
+    if (len != NULL) {
+        *len = n;
+    }
+    return buf;
+}
+
+static char *pem_of(X509 *a, X509 *b)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    char *data;
+    long n;
+    char *out;
+
+    PEM_write_bio_X509(bio, a);
+    if (b != NULL) {
+        PEM_write_bio_X509(bio, b);
+    }
+    n = BIO_get_mem_data(bio, &data);
+    out = strndup(data, (size_t)n);
+    BIO_free(bio);
+    return out;
+}
+
+static void assert_file_equals(const char *dir, const char *name, const char *want)
+{
+    char *got = slurp(dir, name, NULL);
+
+    assert_string_equal(got, want);
+    free(got);
+}
+
+static int count_temp_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+
+    if (d == NULL) {
+        return 0;
+    }
+    while ((e = readdir(d)) != NULL) {
+        n += strstr(e->d_name, ".tmp.") != NULL;
+    }
+    closedir(d);
+    return n;
+}
+
+static mode_t mode_of(const char *dir, const char *name)
+{
+    char path[256];
+    struct stat st;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    assert_int_equal(stat(path, &st), 0);
+    return st.st_mode & 07777;
+}
+
+static const char *const all_files[] = {"client.crt", "client.der", "fullchain.pem", "chain.pem",
+                                        "server-ca.pem", "key.uri", "identity.json"};
+
+static void test_write_all_files(void **state)
+{
+    struct fixture *fx = *state;
+    struct prov_identity id = identity(fx);
+    char dir[128];
+    char *want;
+    char *got;
+    size_t len;
+    unsigned char *der = NULL;
+    int der_len;
+
+    snprintf(dir, sizeof(dir), "%s/devices/nested/SN-0001", fx->dir);
+    assert_false(prov_storage_has_identity(dir));
+    prov_error_clear();
+    if (prov_storage_write(dir, &id) != 0) {
+        fail_msg("%s", prov_error_message());
+    }
+    assert_true(prov_storage_has_identity(dir));
+    assert_int_equal(mode_of(fx->dir, "devices/nested/SN-0001"), 0755);
+    for (size_t i = 0; i < sizeof(all_files) / sizeof(all_files[0]); i++) {
+        assert_int_equal(mode_of(dir, all_files[i]), 0644);
+    }
+    assert_int_equal(count_temp_files(dir), 0);
+
+    want = pem_of(fx->leaf, NULL);
+    assert_file_equals(dir, "client.crt", want);
+    free(want);
+    /* what the client presents: no root */
+    want = pem_of(fx->leaf, fx->inter);
+    assert_file_equals(dir, "fullchain.pem", want);
+    free(want);
+    want = pem_of(fx->inter, fx->root);
+    assert_file_equals(dir, "chain.pem", want);
+    free(want);
+    /* verbatim copy of the source file (root, then intermediate there) */
+    want = pem_of(fx->root, fx->inter);
+    assert_file_equals(dir, "server-ca.pem", want);
+    free(want);
+    assert_file_equals(dir, "key.uri", KEY_URI "\n");
+
+    der_len = i2d_X509(fx->leaf, &der);
+    got = slurp(dir, "client.der", &len);
+    assert_int_equal(len, (size_t)der_len);
+    assert_memory_equal(got, der, len);
+    free(got);
+    OPENSSL_free(der);
+}
+
+static const char *json_str(json_object *obj, const char *key)
+{
+    json_object *v = NULL;
+
+    assert_true(json_object_object_get_ex(obj, key, &v));
+    return v ? json_object_get_string(v) : NULL;
+}
+
+static void test_identity_json(void **state)
+{
+    struct fixture *fx = *state;
+    struct prov_identity id = identity(fx);
+    struct prov_cert_facts facts;
+    json_object *obj;
+    json_object *v = NULL;
+    char dir[128];
+    char *text;
+    size_t len;
+
+    snprintf(dir, sizeof(dir), "%s/json", fx->dir);
+    assert_int_equal(prov_storage_write(dir, &id), 0);
+    assert_int_equal(prov_cert_facts(fx->leaf, &facts), 0);
+    text = slurp(dir, "identity.json", &len);
+    assert_true(len > 2 && text[len - 1] == '\n' && text[len - 2] != '\n');
+    obj = json_tokener_parse(text);
+    assert_non_null(obj);
+    assert_string_equal(json_str(obj, "serial"), "SN-0001");
+    assert_string_equal(json_str(obj, "cert_serial"), "0102abcdef");
+    assert_string_equal(json_str(obj, "sha256"), facts.sha256_hex);
+    assert_string_equal(json_str(obj, "not_before"), "2026-01-01T00:00:00Z");
+    assert_string_equal(json_str(obj, "not_after"), "2036-12-31T23:59:59Z");
+    assert_string_equal(json_str(obj, "key_type"), "ec-p256");
+    assert_string_equal(json_str(obj, "backend"), "pkcs11");
+    assert_string_equal(json_str(obj, "profile"), "device");
+    assert_string_equal(json_str(obj, "issuer"), "CN=Test Intermediate,O=Example");
+    assert_string_equal(json_str(obj, "subject"), "CN=SN-0001,O=Example");
+    assert_string_equal(json_str(obj, "key_uri"), KEY_URI);
+    assert_true(json_object_object_get_ex(obj, "lot", &v));
+    assert_null(v);
+    json_object_put(obj);
+    free(text);
+
+    id.lot = "lot-7";
+    assert_int_equal(prov_storage_write(dir, &id), 0);
+    text = slurp(dir, "identity.json", NULL);
+    obj = json_tokener_parse(text);
+    assert_string_equal(json_str(obj, "lot"), "lot-7");
+    json_object_put(obj);
+    free(text);
+}
+
+static void test_read_back(void **state)
+{
+    struct fixture *fx = *state;
+    struct prov_identity id = identity(fx);
+    struct prov_stored_identity *s = NULL;
+    char dir[128];
+
+    snprintf(dir, sizeof(dir), "%s/readback", fx->dir);
+    assert_int_equal(prov_storage_write(dir, &id), 0);
+    prov_error_clear();
+    assert_int_equal(prov_storage_read(dir, &s), 0);
+    assert_int_equal(X509_cmp(s->cert, fx->leaf), 0);
+    assert_int_equal(sk_X509_num(s->fullchain), 2);
+    assert_int_equal(sk_X509_num(s->chain), 2);
+    assert_int_equal(X509_cmp(sk_X509_value(s->chain, 1), fx->root), 0);
+    assert_int_equal(sk_X509_num(s->server_ca), 2);
+    assert_string_equal(s->key_uri, KEY_URI);
+    assert_string_equal(s->serial, "SN-0001");
+    assert_string_equal(s->backend, "pkcs11");
+    prov_stored_identity_free(s);
+    prov_stored_identity_free(NULL);
+}
+
+static void expect_read_error(const char *dir, const char *needle)
+{
+    struct prov_stored_identity *s = (struct prov_stored_identity *)1;
+
+    prov_error_clear();
+    assert_int_equal(prov_storage_read(dir, &s), PROV_ERR_INPUT);
+    assert_null(s);
+    if (strstr(prov_error_message(), needle) == NULL) {
+        fail_msg("\"%s\" lacks \"%s\"", prov_error_message(), needle);
+    }
+}
+
+static void put_file(const char *dir, const char *name, const char *text)
+{
+    char path[256];
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    assert_int_equal(prov_atomic_write_file(path, text, strlen(text), 0644), 0);
+}
+
+static void test_read_errors(void **state)
+{
+    struct fixture *fx = *state;
+    struct prov_identity id = identity(fx);
+    char dir[128];
+
+    snprintf(dir, sizeof(dir), "%s/broken", fx->dir);
+    expect_read_error(dir, "client.crt");
+    assert_int_equal(prov_storage_write(dir, &id), 0);
+    put_file(dir, "identity.json", "{\"serial\": 5}\n");
+    expect_read_error(dir, "identity.json");
+    put_file(dir, "identity.json", "not json");
+    expect_read_error(dir, "identity.json");
+    put_file(dir, "key.uri", "\n");
+    expect_read_error(dir, "key.uri");
+    put_file(dir, "chain.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+    expect_read_error(dir, "chain.pem");
+    put_file(dir, "fullchain.pem", "");
+    expect_read_error(dir, "fullchain.pem");
+}
+
+/* Byte copies of every file, to prove a failed write changed nothing. */
+static void snapshot(const char *dir, char *copies[7])
+{
+    for (size_t i = 0; i < 7; i++) {
+        copies[i] = slurp(dir, all_files[i], NULL);
+    }
+}
+
+static void assert_unchanged(const char *dir, char *copies[7])
+{
+    for (size_t i = 0; i < 7; i++) {
+        assert_file_equals(dir, all_files[i], copies[i]);
+        free(copies[i]);
+    }
+    assert_int_equal(count_temp_files(dir), 0);
+}
+
+/* A file size limit makes a later temp file fail after earlier ones were written. */
+static void test_failure_midway_keeps_previous(void **state)
+{
+    struct fixture *fx = *state;
+    struct prov_identity id = identity(fx);
+    struct rlimit saved;
+    struct rlimit small = {.rlim_cur = 1000, .rlim_max = RLIM_INFINITY};
+    char *copies[7];
+    char dir[128];
+    char fresh[128];
+    int r;
+
+    snprintf(dir, sizeof(dir), "%s/midway", fx->dir);
+    snprintf(fresh, sizeof(fresh), "%s/midway-fresh", fx->dir);
+    assert_int_equal(prov_storage_write(dir, &id), 0);
+    snapshot(dir, copies);
+
+    id.serial = "SN-0002";
+    id.key_uri = "pkcs11:token=other";
+    id.chain = NULL;
+    {
+        STACK_OF(X509) *chain = sk_X509_new_null();
+
+        sk_X509_push(chain, fx->inter);
+        id.chain = chain;
+        assert_int_equal(getrlimit(RLIMIT_FSIZE, &saved), 0);
+        small.rlim_max = saved.rlim_max;
+        signal(SIGXFSZ, SIG_IGN);
+        assert_int_equal(setrlimit(RLIMIT_FSIZE, &small), 0);
+        prov_error_clear();
+        r = prov_storage_write(dir, &id);
+        assert_int_equal(prov_error_code(), PROV_ERR_STORAGE);
+        assert_non_null(strstr(prov_error_message(), "fullchain.pem"));
+        prov_error_clear();
+        assert_int_equal(prov_storage_write(fresh, &id), PROV_ERR_STORAGE);
+        assert_int_equal(setrlimit(RLIMIT_FSIZE, &saved), 0);
+        signal(SIGXFSZ, SIG_DFL);
+        sk_X509_free(chain);
+    }
+    assert_int_equal(r, PROV_ERR_STORAGE);
+    assert_unchanged(dir, copies);
+    assert_false(prov_storage_has_identity(fresh));
+    assert_int_equal(count_temp_files(fresh), 0);
+}
+
+static void test_directory_in_the_way(void **state)
+{
+    struct fixture *fx = *state;
+    struct prov_identity id = identity(fx);
+    char dir[128];
+    char path[160];
+
+    snprintf(dir, sizeof(dir), "%s/blocked", fx->dir);
+    snprintf(path, sizeof(path), "%s/chain.pem", dir);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    assert_int_equal(mkdir(path, 0755), 0);
+    prov_error_clear();
+    assert_int_equal(prov_storage_write(dir, &id), PROV_ERR_STORAGE);
+    assert_non_null(strstr(prov_error_message(), "chain.pem"));
+    assert_false(prov_storage_has_identity(dir));
+    assert_int_equal(count_temp_files(dir), 0);
+
+    /* over an existing identity: a directory where the new server-ca.pem must go */
+    snprintf(dir, sizeof(dir), "%s/blocked2", fx->dir);
+    assert_int_equal(prov_storage_write(dir, &id), 0);
+    snprintf(path, sizeof(path), "%s/server-ca.pem", dir);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(mkdir(path, 0755), 0);
+    prov_error_clear();
+    id.key_uri = "pkcs11:token=changed";
+    assert_int_equal(prov_storage_write(dir, &id), PROV_ERR_STORAGE);
+    assert_non_null(strstr(prov_error_message(), "server-ca.pem"));
+    assert_file_equals(dir, "key.uri", KEY_URI "\n");
+    assert_int_equal(count_temp_files(dir), 0);
+}
+
+/* The write into a read-only directory, checked by exit status (it may run in a child). */
+static int write_read_only(const char *dir, const struct prov_identity *id)
+{
+    prov_error_clear();
+    if (prov_storage_write(dir, id) != PROV_ERR_STORAGE) {
+        return 1;
+    }
+    if (prov_error_message() == NULL || strstr(prov_error_message(), dir) == NULL) {
+        return 2;
+    }
+    return count_temp_files(dir) == 0 ? 0 : 3;
+}
+
+static void test_read_only_dir(void **state)
+{
+    struct fixture *fx = *state;
+    struct prov_identity id = identity(fx);
+    char dir[128];
+    int status = 0;
+    pid_t pid;
+
+    snprintf(dir, sizeof(dir), "%s/ro", fx->dir);
+    assert_int_equal(mkdir(dir, 0555), 0);
+    if (geteuid() != 0) {
+        assert_int_equal(write_read_only(dir, &id), 0);
+        return;
+    }
+    /* root ignores directory modes: run the write as an unprivileged user instead. */
+    assert_int_equal(chmod(fx->dir, 0755), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (setgid(65534) != 0 || setuid(65534) != 0) {
+            _exit(10);
+        }
+        _exit(write_read_only(dir, &id));
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+static void test_bad_server_ca(void **state)
+{
+    struct fixture *fx = *state;
+    struct prov_identity id = identity(fx);
+    char dir[128];
+    char bad[128];
+    FILE *f;
+
+    snprintf(dir, sizeof(dir), "%s/badca", fx->dir);
+    snprintf(bad, sizeof(bad), "%s/not-a-cert.pem", fx->dir);
+    f = fopen(bad, "w");
+    fputs("hello\n", f);
+    fclose(f);
+    id.server_ca_path = bad;
+    prov_error_clear();
+    assert_int_equal(prov_storage_write(dir, &id), PROV_ERR_INPUT);
+    assert_non_null(strstr(prov_error_message(), bad));
+    assert_false(prov_storage_has_identity(dir));
+
+    snprintf(bad, sizeof(bad), "%s/missing.pem", fx->dir);
+    prov_error_clear();
+    assert_int_equal(prov_storage_write(dir, &id), PROV_ERR_INPUT);
+    assert_non_null(strstr(prov_error_message(), bad));
+}
+
+static void test_cert_facts(void **state)
+{
+    struct fixture *fx = *state;
+    struct prov_cert_facts f;
+    unsigned char *der = NULL;
+    unsigned char md[32];
+    char hex[65];
+    int len;
+
+    len = i2d_X509(fx->root, &der);
+    assert_true(EVP_Digest(der, (size_t)len, md, NULL, EVP_sha256(), NULL));
+    OPENSSL_free(der);
+    for (int i = 0; i < 32; i++) {
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    }
+    assert_int_equal(prov_cert_facts(fx->root, &f), 0);
+    assert_string_equal(f.serial_hex, "01");
+    assert_string_equal(f.sha256_hex, hex);
+    assert_string_equal(f.not_before, "2026-01-01T00:00:00Z");
+    assert_string_equal(f.not_after, "2036-12-31T23:59:59Z");
+    assert_string_equal(f.issuer, "CN=Test Root,O=Example");
+    assert_string_equal(f.subject, "CN=Test Root,O=Example");
+    assert_int_equal(prov_cert_facts(fx->leaf, &f), 0);
+    assert_string_equal(f.serial_hex, "0102abcdef");
+    prov_error_clear();
+    assert_int_equal(prov_cert_facts(NULL, &f), PROV_ERR_INPUT);
+}
+
+static void test_atomic_write_file(void **state)
+{
+    struct fixture *fx = *state;
+    char path[128];
+    mode_t old_umask;
+
+    snprintf(path, sizeof(path), "%s/single.txt", fx->dir);
+    old_umask = umask(077);
+    assert_int_equal(prov_atomic_write_file(path, "one", 3, 0644), 0);
+    umask(old_umask);
+    assert_int_equal(mode_of(fx->dir, "single.txt"), 0644);
+    assert_file_equals(fx->dir, "single.txt", "one");
+    assert_int_equal(prov_atomic_write_file(path, "two!", 4, 0600), 0);
+    assert_file_equals(fx->dir, "single.txt", "two!");
+    assert_int_equal(mode_of(fx->dir, "single.txt"), 0600);
+    assert_int_equal(prov_atomic_write_file(path, "", 0, 0644), 0);
+    assert_file_equals(fx->dir, "single.txt", "");
+
+    snprintf(path, sizeof(path), "%s/no-such-dir/x", fx->dir);
+    prov_error_clear();
+    assert_int_equal(prov_atomic_write_file(path, "x", 1, 0644), PROV_ERR_STORAGE);
+    assert_non_null(strstr(prov_error_message(), path));
+    assert_non_null(strstr(prov_error_message(), "No such file"));
+
+    /* a directory at the target: the rename fails, the temp file is removed */
+    snprintf(path, sizeof(path), "%s/adir", fx->dir);
+    assert_int_equal(mkdir(path, 0755), 0);
+    prov_error_clear();
+    assert_int_equal(prov_atomic_write_file(path, "x", 1, 0644), PROV_ERR_STORAGE);
+    assert_non_null(strstr(prov_error_message(), path));
+    assert_int_equal(count_temp_files(fx->dir), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_write_all_files),
+        cmocka_unit_test(test_identity_json),
+        cmocka_unit_test(test_read_back),
+        cmocka_unit_test(test_read_errors),
+        cmocka_unit_test(test_failure_midway_keeps_previous),
+        cmocka_unit_test(test_directory_in_the_way),
+        cmocka_unit_test(test_read_only_dir),
+        cmocka_unit_test(test_bad_server_ca),
+        cmocka_unit_test(test_cert_facts),
+        cmocka_unit_test(test_atomic_write_file),
+    };
+
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
