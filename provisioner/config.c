@@ -21,7 +21,8 @@
      PROV_KEY_BIT(PROV_KEY_RSA_2048) | PROV_KEY_BIT(PROV_KEY_RSA_3072))
 
 static const char *const provisioner_keys[] = {
-    "pkcs11_module", "output_dir", "server_ca", "device_pin", "lot", NULL,
+    "pkcs11_module", "output_dir", "server_ca", "device_pin", "lot",
+    "tpm_srk_handle", "tpm_key_handle", "tpm_nv_index", NULL,
 };
 
 static const char *const ca_keys[] = {
@@ -305,6 +306,30 @@ static int get_days(const struct section *s, const char *key, int *out)
     return 0;
 }
 
+/* A TPM handle in hex (0x...) within [lo, hi]: persistent objects or NV indices. */
+static int get_tpm_handle(const struct section *s, const char *key, uint32_t lo, uint32_t hi,
+                          uint32_t *out)
+{
+    const char *v = section_get(s, key);
+    unsigned long n = 0;
+    char *end = NULL;
+
+    if (v == NULL) {
+        return 0;
+    }
+    errno = 0;
+    if (strncmp(v, "0x", 2) == 0 && v[2] != '\0') {
+        n = strtoul(v + 2, &end, 16);
+    }
+    if (end == NULL || *end != '\0' || errno != 0 || n < lo || n > hi) {
+        return prov_fail(PROV_ERR_CONFIG, "%s: [%s] %s \"%s\": expected a hex handle from "
+                         "0x%08lx to 0x%08lx", s->cfg->path, s->name, key, v,
+                         (unsigned long)lo, (unsigned long)hi);
+    }
+    *out = (uint32_t)n;
+    return 0;
+}
+
 /* Key type by name without recording an error: the caller names section and key. */
 static bool key_type_lookup(const char *name, size_t n, enum prov_key_type *out)
 {
@@ -467,7 +492,13 @@ static int read_provisioner(struct prov_config *cfg)
         (r = get_path(&s, "output_dir", &cfg->output_dir)) < 0 ||
         (r = get_path(&s, "server_ca", &cfg->server_ca)) < 0 ||
         (r = get_pin_source(&s, "device_pin", &cfg->device_pin)) < 0 ||
-        (r = get_string(&s, "lot", &cfg->lot)) < 0) {
+        (r = get_string(&s, "lot", &cfg->lot)) < 0 ||
+        (r = get_tpm_handle(&s, "tpm_srk_handle", 0x81000000u, 0x81ffffffu,
+                            &cfg->tpm_srk_handle)) < 0 ||
+        (r = get_tpm_handle(&s, "tpm_key_handle", 0x81000000u, 0x81ffffffu,
+                            &cfg->tpm_key_handle)) < 0 ||
+        (r = get_tpm_handle(&s, "tpm_nv_index", 0x01000000u, 0x01ffffffu,
+                            &cfg->tpm_nv_index)) < 0) {
         return r;
     }
     return 0;
@@ -674,7 +705,8 @@ static int read_file(const char *path, char **out, size_t *out_len)
     *out = NULL;
     f = fopen(path, "re");
     if (f == NULL) {
-        prov_fail(r, "%s: cannot open: %s", path, strerror(errno));
+        /* A config that is not there is a config error (exit 2), not a storage fault. */
+        r = prov_fail(PROV_ERR_CONFIG, "%s: cannot open config: %s", path, strerror(errno));
         goto out;
     }
     buf = malloc(CONFIG_MAX_SIZE + 1);

@@ -63,6 +63,7 @@ int prov_exit_code(int err)
     }
 }
 
+__attribute__((format(printf, 2, 0)))
 static void vrecord(int err, const char *fmt, va_list ap)
 {
     if (err_msg[0] != '\0') {

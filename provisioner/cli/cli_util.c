@@ -23,7 +23,11 @@ int cli_fail(int err, const char *what)
 {
     const char *msg = prov_error_message();
 
-    if (msg != NULL) {
+    if (msg != NULL && what != NULL && strstr(msg, what) == NULL) {
+        /* The one error line must name the object it is about (the device serial, the
+         * file...): low layers describe the failure, the command knows what it was doing. */
+        fprintf(stderr, "provisioner: %s: %s\n", what, msg);
+    } else if (msg != NULL) {
         fprintf(stderr, "provisioner: %s\n", msg);
     } else {
         fprintf(stderr, "provisioner: %s: %s\n", what ? what : "error", prov_strerror(err));

@@ -270,6 +270,36 @@ static void test_bad_days(void **state)
     }
 }
 
+static void test_tpm_handles(void **state)
+{
+    static const char *const bad_persistent[] = {"81000101", "0x", "0x80ffffff", "0x82000000",
+                                                 "0x81000101x", "0x181000101", "-0x81000101"};
+    static const char *const bad_nv[] = {"0x00ffffff", "0x02000000", "1800101", "0x01zz"};
+    struct prov_config *cfg;
+    char text[160];
+
+    (void)state;
+    cfg = parse_ok("[provisioner]\ntpm_srk_handle = 0x81000002\ntpm_key_handle = 0x81ffffff\n"
+                   "tpm_nv_index = 0x01000000\n");
+    assert_int_equal(cfg->tpm_srk_handle, 0x81000002u);
+    assert_int_equal(cfg->tpm_key_handle, 0x81ffffffu);
+    assert_int_equal(cfg->tpm_nv_index, 0x01000000u);
+    prov_config_free(cfg);
+    cfg = parse_ok("");
+    assert_int_equal(cfg->tpm_key_handle, 0); /* 0: the backend's documented default */
+    prov_config_free(cfg);
+    for (size_t i = 0; i < sizeof(bad_persistent) / sizeof(bad_persistent[0]); i++) {
+        snprintf(text, sizeof(text), "[provisioner]\ntpm_key_handle = %s\n", bad_persistent[i]);
+        parse_fail(text, "[provisioner] tpm_key_handle", bad_persistent[i]);
+        snprintf(text, sizeof(text), "[provisioner]\ntpm_srk_handle = %s\n", bad_persistent[i]);
+        parse_fail(text, "[provisioner] tpm_srk_handle", "0x81000000");
+    }
+    for (size_t i = 0; i < sizeof(bad_nv) / sizeof(bad_nv[0]); i++) {
+        snprintf(text, sizeof(text), "[provisioner]\ntpm_nv_index = %s\n", bad_nv[i]);
+        parse_fail(text, "[provisioner] tpm_nv_index", "0x01ffffff");
+    }
+}
+
 static void test_bad_key_types(void **state)
 {
     (void)state;
@@ -365,9 +395,10 @@ static void test_load_file(void **state)
     prov_config_free(cfg);
     unlink(path);
 
+    /* A config that is not there is a config error (exit 2), naming the file. */
     prov_error_clear();
     cfg = (struct prov_config *)1;
-    assert_int_equal(prov_config_load(path, &cfg), PROV_ERR_IO);
+    assert_int_equal(prov_config_load(path, &cfg), PROV_ERR_CONFIG);
     assert_null(cfg);
     assert_non_null(strstr(prov_error_message(), path));
     rmdir(dir);
@@ -417,6 +448,7 @@ int main(void)
         cmocka_unit_test(test_syntax_errors),
         cmocka_unit_test(test_nul_byte),
         cmocka_unit_test(test_bad_days),
+        cmocka_unit_test(test_tpm_handles),
         cmocka_unit_test(test_bad_key_types),
         cmocka_unit_test(test_missing_sections),
         cmocka_unit_test(test_bad_values),
