@@ -59,6 +59,7 @@ struct prov_keygen_params {
     const unsigned char *id;     /* unique CKA_ID chosen by the caller (recorded first) */
     size_t id_len;
     uint32_t tpm_handle;         /* TPM persistent handle; 0 = backend default */
+    bool replace;                /* evict a key (and its certificate) already in that place */
 };
 
 /* The properties the core insists on before it certifies or signs with a key. */

@@ -1,0 +1,398 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "pkcs11.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <p11-kit/uri.h>
+
+#include "error.h"
+#include "log.h"
+#include "pkcs11_internal.h"
+#include "prov_build_config.h"
+
+/*
+ * Devices: open (find the token named by an RFC 7512 URI, exactly), login (token flags
+ * first, a rejected PIN never sent twice), identity, close. Key operations are in
+ * pkcs11_key.c, public key conversion in pkcs11_pub.c, the module cache in pkcs11_module.c.
+ */
+
+void prov_pkcs11_trim(const unsigned char *field, size_t field_len, char *buf, size_t len)
+{
+    size_t n = field_len < len - 1 ? field_len : len - 1;
+
+    memcpy(buf, field, n);
+    while (n > 0 && (buf[n - 1] == ' ' || buf[n - 1] == '\0')) {
+        n--;
+    }
+    buf[n] = '\0';
+}
+
+int prov_pkcs11_fail_rv(struct prov_device *dev, const char *fn, CK_RV rv)
+{
+    return prov_fail(prov_pkcs11_rv_to_err(rv), "%s: %s: %s (0x%08lx)", dev->name, fn,
+                     prov_pkcs11_rv_name(rv), (unsigned long)rv);
+}
+
+const char *prov_pkcs11_shown_uri(const char *uri)
+{
+    if (uri != NULL && strstr(uri, "pin-value") != NULL) {
+        return "(URI with pin-value, not shown)";
+    }
+    return uri ? uri : "";
+}
+
+static bool handles(const char *device_uri)
+{
+    return device_uri != NULL && strncmp(device_uri, "pkcs11:", 7) == 0;
+}
+
+/* What the URI asked for, for "not found" messages: token "x" serial y ... */
+static void describe_wanted(const CK_TOKEN_INFO *want, char *buf, size_t len)
+{
+    char label[33], serial[17], manuf[33], model[17];
+
+    prov_pkcs11_trim(want->label, sizeof(want->label), label, sizeof(label));
+    prov_pkcs11_trim(want->serialNumber, sizeof(want->serialNumber), serial, sizeof(serial));
+    prov_pkcs11_trim(want->manufacturerID, sizeof(want->manufacturerID), manuf, sizeof(manuf));
+    prov_pkcs11_trim(want->model, sizeof(want->model), model, sizeof(model));
+    snprintf(buf, len, "token%s%s%s%s%s%s%s%s%s", label[0] ? " \"" : "", label,
+             label[0] ? "\"" : "", serial[0] ? " serial=" : "", serial,
+             manuf[0] ? " manufacturer=" : "", manuf, model[0] ? " model=" : "", model);
+}
+
+static int get_slots(CK_FUNCTION_LIST *fl, const char *module, CK_SLOT_ID **out, CK_ULONG *n)
+{
+    CK_SLOT_ID *slots = NULL;
+    CK_RV rv;
+    int r = PROV_ERR_DEVICE;
+
+    *out = NULL;
+    /* The list can grow between the two calls (hotplug): retry a few times. */
+    for (int tries = 0; tries < 4; tries++) {
+        rv = fl->C_GetSlotList(CK_TRUE, NULL, n);
+        if (rv != CKR_OK) {
+            break;
+        }
+        free(slots);
+        slots = calloc(*n + 1, sizeof(*slots));
+        if (slots == NULL) {
+            r = prov_fail(PROV_ERR_NOMEM, "out of memory listing slots");
+            goto out;
+        }
+        rv = fl->C_GetSlotList(CK_TRUE, slots, n);
+        if (rv != CKR_BUFFER_TOO_SMALL) {
+            break;
+        }
+    }
+    if (rv != CKR_OK) {
+        r = prov_fail(prov_pkcs11_rv_to_err(rv), "PKCS#11 module %s: C_GetSlotList: %s (0x%08lx)",
+                      module, prov_pkcs11_rv_name(rv), (unsigned long)rv);
+        goto out;
+    }
+    *out = slots;
+    slots = NULL;
+    r = 0;
+out:
+    free(slots);
+    return r;
+}
+
+/*
+ * The one initialized token whose label/serial/manufacturer/model equal the URI's (p11-kit
+ * compares the padded fields whole: "dev-1" never matches "dev-10"). Slot ids are not used:
+ * they change on re-init and hotplug (PLATFORM.md pitfall 6).
+ */
+static int find_token(CK_FUNCTION_LIST *fl, const char *module, P11KitUri *uri, CK_SLOT_ID *slot,
+                      CK_TOKEN_INFO *info)
+{
+    CK_SLOT_ID *slots = NULL;
+    CK_ULONG n = 0, matches = 0;
+    CK_TOKEN_INFO ti;
+    char wanted[160];
+    int r;
+
+    r = get_slots(fl, module, &slots, &n);
+    if (r < 0) {
+        goto out;
+    }
+    for (CK_ULONG i = 0; i < n; i++) {
+        CK_RV rv = fl->C_GetTokenInfo(slots[i], &ti);
+
+        if (rv != CKR_OK) {
+            prov_debug("pkcs11", "slot %lu: C_GetTokenInfo: %s; skipped", (unsigned long)slots[i],
+                       prov_pkcs11_rv_name(rv));
+            continue;
+        }
+        if (!(ti.flags & CKF_TOKEN_INITIALIZED) || !p11_kit_uri_match_token_info(uri, &ti)) {
+            continue;
+        }
+        if (matches++ == 0) {
+            *slot = slots[i];
+            *info = ti;
+        }
+    }
+    describe_wanted(p11_kit_uri_get_token_info(uri), wanted, sizeof(wanted));
+    if (matches == 0) {
+        r = prov_fail(PROV_ERR_NOT_FOUND, "%s not found (module %s)", wanted, module);
+    } else if (matches > 1) {
+        r = prov_fail(PROV_ERR_CONFIG,
+                      "%s: %lu tokens match (module %s); add serial= to the URI to pick one",
+                      wanted, (unsigned long)matches, module);
+    }
+out:
+    free(slots);
+    return r;
+}
+
+static void device_free(struct prov_device *dev)
+{
+    struct p11_dev *d;
+
+    if (dev == NULL) {
+        return;
+    }
+    d = dev->priv;
+    if (d != NULL) {
+        if (d->session != CK_INVALID_HANDLE) {
+            CK_RV rv = d->fl->C_CloseSession(d->session);
+
+            if (rv != CKR_OK) {
+                prov_debug("pkcs11", "%s: C_CloseSession: %s", dev->name ? dev->name : "token",
+                           prov_pkcs11_rv_name(rv));
+            }
+        }
+        prov_pkcs11_module_put(d->fl);
+        free(d->module_path);
+        free(d);
+    }
+    free(dev->name);
+    free(dev);
+}
+
+int prov_pkcs11_parse_uri(const char *device_uri, const char *what, P11KitUri **out)
+{
+    P11KitUri *uri = p11_kit_uri_new();
+    int rc;
+
+    *out = NULL;
+    if (uri == NULL) {
+        return prov_fail(PROV_ERR_NOMEM, "out of memory parsing a PKCS#11 URI");
+    }
+    rc = p11_kit_uri_parse(device_uri, P11_KIT_URI_FOR_ANY, uri);
+    if (rc != P11_KIT_URI_OK) {
+        p11_kit_uri_free(uri);
+        return prov_fail(PROV_ERR_USAGE, "%s \"%s\": not a valid PKCS#11 URI (%s)", what,
+                         prov_pkcs11_shown_uri(device_uri), p11_kit_uri_message(rc));
+    }
+    if (p11_kit_uri_get_pin_value(uri) != NULL) {
+        p11_kit_uri_free(uri);
+        return prov_fail(PROV_ERR_USAGE,
+                         "%s %s: PKCS#11 URIs must not carry pin-value "
+                         "(give the PIN through a PIN source)",
+                         what, prov_pkcs11_shown_uri(device_uri));
+    }
+    if (p11_kit_uri_any_unrecognized(uri)) {
+        p11_kit_uri_free(uri);
+        return prov_fail(PROV_ERR_USAGE, "%s \"%s\": unknown attribute in PKCS#11 URI", what,
+                         prov_pkcs11_shown_uri(device_uri));
+    }
+    *out = uri;
+    return 0;
+}
+
+static int open_device(const char *device_uri, const struct prov_device_params *params,
+                       struct prov_device **out)
+{
+    struct prov_device *dev = NULL;
+    struct p11_dev *d = NULL;
+    P11KitUri *uri = NULL;
+    const char *module;
+    CK_FLAGS flags = CKF_SERIAL_SESSION;
+    CK_RV rv;
+    int r;
+
+    *out = NULL;
+    r = prov_pkcs11_parse_uri(device_uri, "device", &uri);
+    if (r < 0) {
+        goto out;
+    }
+    r = PROV_ERR_NOMEM;
+    dev = calloc(1, sizeof(*dev));
+    d = calloc(1, sizeof(*d));
+    if (dev == NULL || d == NULL) {
+        free(d);
+        goto out;
+    }
+    dev->ops = &prov_pkcs11_ops;
+    dev->priv = d;
+    d->session = CK_INVALID_HANDLE;
+    module = p11_kit_uri_get_module_path(uri);
+    d->is_module_from_uri = module != NULL;
+    if (module == NULL) {
+        module = params && params->module_path ? params->module_path : PROV_DEFAULT_PKCS11_MODULE;
+    }
+    d->module_path = strdup(module);
+    if (d->module_path == NULL) {
+        goto out;
+    }
+    r = prov_pkcs11_module_get(module, &d->fl);
+    if (r < 0) {
+        goto out;
+    }
+    r = find_token(d->fl, module, uri, &d->slot, &d->info);
+    if (r < 0) {
+        goto out;
+    }
+    prov_pkcs11_trim(d->info.label, sizeof(d->info.label), d->label, sizeof(d->label));
+    prov_pkcs11_trim(d->info.serialNumber, sizeof(d->info.serialNumber), d->serial,
+                     sizeof(d->serial));
+    if (asprintf(&dev->name, "token %s", d->label) < 0) {
+        dev->name = NULL;
+        r = prov_fail(PROV_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    d->is_read_only = params != NULL && params->read_only;
+    if (!d->is_read_only) {
+        flags |= CKF_RW_SESSION;
+    }
+    rv = d->fl->C_OpenSession(d->slot, flags, NULL, NULL, &d->session);
+    if (rv != CKR_OK) {
+        d->session = CK_INVALID_HANDLE;
+        r = prov_pkcs11_fail_rv(dev, "C_OpenSession", rv);
+        goto out;
+    }
+    prov_debug("pkcs11", "%s (serial %s, slot %lu, module %s): %s session open", dev->name,
+               d->serial, (unsigned long)d->slot, module,
+               flags & CKF_RW_SESSION ? "read-write" : "read-only");
+    *out = dev;
+    dev = NULL;
+    r = 0;
+out:
+    if (r == PROV_ERR_NOMEM) {
+        prov_fail(r, "out of memory opening %s", prov_pkcs11_shown_uri(device_uri));
+    }
+    device_free(dev);
+    p11_kit_uri_free(uri);
+    return r;
+}
+
+static void close_device(struct prov_device *dev)
+{
+    device_free(dev);
+}
+
+/* Refuses a login that could lock the token or that the token will not accept anyway. */
+static int check_pin_flags(struct prov_device *dev, CK_FLAGS flags)
+{
+    static const struct {
+        CK_FLAGS flag;
+        const char *name;
+        const char *what;
+    } refused[] = {
+        {CKF_USER_PIN_LOCKED, "CKF_USER_PIN_LOCKED", "the user PIN is locked"},
+        {CKF_USER_PIN_FINAL_TRY, "CKF_USER_PIN_FINAL_TRY", "the user PIN is on its final try"},
+        {CKF_USER_PIN_TO_BE_CHANGED, "CKF_USER_PIN_TO_BE_CHANGED",
+         "the user PIN must be changed first"},
+    };
+
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        if (flags & refused[i].flag) {
+            return prov_fail(PROV_ERR_PIN_LOCKED, "%s: %s (%s); login refused, PIN not sent",
+                             dev->name, refused[i].what, refused[i].name);
+        }
+    }
+    return 0;
+}
+
+static int login(struct prov_device *dev, const struct prov_secret *pin)
+{
+    struct p11_dev *d = dev->priv;
+    CK_TOKEN_INFO ti;
+    CK_SESSION_INFO si;
+    CK_RV rv;
+    int r;
+
+    rv = d->fl->C_GetTokenInfo(d->slot, &ti);
+    if (rv != CKR_OK) {
+        return prov_pkcs11_fail_rv(dev, "C_GetTokenInfo", rv);
+    }
+    r = check_pin_flags(dev, ti.flags);
+    if (r < 0) {
+        return r;
+    }
+    if (prov_pkcs11_pin_has_failed(d->module_path, d->serial, d->label)) {
+        return prov_fail(PROV_ERR_PIN_INCORRECT,
+                         "%s: a PIN was already rejected in this process; not retried", dev->name);
+    }
+    if (!(ti.flags & CKF_LOGIN_REQUIRED)) {
+        prov_debug("pkcs11", "%s: no login required", dev->name);
+        return 0;
+    }
+    /*
+     * Login state is per application and token: another open session may have logged in
+     * already. Skipping C_Login then is not only cheaper: SoftHSM2 2.6.1 rewrites its
+     * token.object in place on every successful C_Login, and a kill during that write
+     * leaves the token truncated and gone.
+     */
+    if (d->fl->C_GetSessionInfo(d->session, &si) == CKR_OK &&
+        (si.state == CKS_RO_USER_FUNCTIONS || si.state == CKS_RW_USER_FUNCTIONS)) {
+        prov_debug("pkcs11", "%s: already logged in", dev->name);
+        return 0;
+    }
+    if (ti.flags & CKF_PROTECTED_AUTHENTICATION_PATH) {
+        prov_debug("pkcs11", "%s: PIN entered on the reader (protected authentication path)",
+                   dev->name);
+        rv = d->fl->C_Login(d->session, CKU_USER, NULL, 0);
+    } else if (pin == NULL) {
+        return prov_fail(PROV_ERR_PIN_SOURCE, "%s: a user PIN is required and none was given",
+                         dev->name);
+    } else {
+        rv = d->fl->C_Login(d->session, CKU_USER, (CK_UTF8CHAR_PTR)pin->data, pin->len);
+    }
+    if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN) {
+        prov_debug("pkcs11", "%s: logged in", dev->name);
+        prov_pkcs11_keep_login(d->fl, d->slot);
+        return 0;
+    }
+    if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_INVALID || rv == CKR_PIN_LEN_RANGE) {
+        r = prov_pkcs11_pin_mark_failed(d->module_path, d->serial, d->label);
+        if (r < 0) {
+            return r;
+        }
+        return prov_fail(PROV_ERR_PIN_INCORRECT,
+                         "%s: C_Login: %s (0x%08lx); the PIN will not be tried again", dev->name,
+                         prov_pkcs11_rv_name(rv), (unsigned long)rv);
+    }
+    return prov_pkcs11_fail_rv(dev, "C_Login", rv);
+}
+
+static int identity(struct prov_device *dev, char *buf, size_t len)
+{
+    struct p11_dev *d = dev->priv;
+
+    if (buf == NULL || strlen(d->serial) >= len) {
+        return prov_fail(PROV_ERR_INTERNAL, "%s: identity buffer too small", dev->name);
+    }
+    memcpy(buf, d->serial, strlen(d->serial) + 1);
+    return 0;
+}
+
+const struct prov_backend_ops prov_pkcs11_ops = {
+    .name = "pkcs11",
+    .handles = handles,
+    .open = open_device,
+    .close = close_device,
+    .login = login,
+    .identity = identity,
+    .generate_key = prov_pkcs11_generate_key,
+    .find_key = prov_pkcs11_find_key,
+    .find_key_by_id = prov_pkcs11_find_key_by_id,
+    .find_key_by_public = prov_pkcs11_find_key_by_public,
+    .key_props = prov_pkcs11_key_props,
+    .sign = prov_pkcs11_sign,
+    .store_certificate = prov_pkcs11_store_certificate,
+    .delete_key = prov_pkcs11_delete_key,
+    .free_key = prov_pkcs11_free_key,
+};

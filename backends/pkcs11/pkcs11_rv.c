@@ -1,0 +1,167 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "pkcs11.h"
+
+#include <stdio.h>
+
+#include <p11-kit/pkcs11.h>
+
+#include "error.h"
+
+/* PKCS#11 3.0 return values that p11-kit 0.24's header does not define yet. */
+#ifndef CKR_TOKEN_RESOURCE_EXCEEDED
+#define CKR_TOKEN_RESOURCE_EXCEEDED 0x201UL
+#endif
+#ifndef CKR_OPERATION_CANCEL_FAILED
+#define CKR_OPERATION_CANCEL_FAILED 0x202UL
+#endif
+#ifndef CKR_KEY_EXHAUSTED
+#define CKR_KEY_EXHAUSTED 0x203UL
+#endif
+
+#define RV(name)                                                                                   \
+    {                                                                                              \
+        name, #name                                                                                \
+    }
+
+static const struct {
+    CK_RV rv;
+    const char *name;
+} rv_names[] = {
+    RV(CKR_OK),
+    RV(CKR_CANCEL),
+    RV(CKR_HOST_MEMORY),
+    RV(CKR_SLOT_ID_INVALID),
+    RV(CKR_GENERAL_ERROR),
+    RV(CKR_FUNCTION_FAILED),
+    RV(CKR_ARGUMENTS_BAD),
+    RV(CKR_NO_EVENT),
+    RV(CKR_NEED_TO_CREATE_THREADS),
+    RV(CKR_CANT_LOCK),
+    RV(CKR_ATTRIBUTE_READ_ONLY),
+    RV(CKR_ATTRIBUTE_SENSITIVE),
+    RV(CKR_ATTRIBUTE_TYPE_INVALID),
+    RV(CKR_ATTRIBUTE_VALUE_INVALID),
+    RV(CKR_ACTION_PROHIBITED),
+    RV(CKR_DATA_INVALID),
+    RV(CKR_DATA_LEN_RANGE),
+    RV(CKR_DEVICE_ERROR),
+    RV(CKR_DEVICE_MEMORY),
+    RV(CKR_DEVICE_REMOVED),
+    RV(CKR_ENCRYPTED_DATA_INVALID),
+    RV(CKR_ENCRYPTED_DATA_LEN_RANGE),
+    RV(CKR_FUNCTION_CANCELED),
+    RV(CKR_FUNCTION_NOT_PARALLEL),
+    RV(CKR_FUNCTION_NOT_SUPPORTED),
+    RV(CKR_KEY_HANDLE_INVALID),
+    RV(CKR_KEY_SIZE_RANGE),
+    RV(CKR_KEY_TYPE_INCONSISTENT),
+    RV(CKR_KEY_NOT_NEEDED),
+    RV(CKR_KEY_CHANGED),
+    RV(CKR_KEY_NEEDED),
+    RV(CKR_KEY_INDIGESTIBLE),
+    RV(CKR_KEY_FUNCTION_NOT_PERMITTED),
+    RV(CKR_KEY_NOT_WRAPPABLE),
+    RV(CKR_KEY_UNEXTRACTABLE),
+    RV(CKR_MECHANISM_INVALID),
+    RV(CKR_MECHANISM_PARAM_INVALID),
+    RV(CKR_OBJECT_HANDLE_INVALID),
+    RV(CKR_OPERATION_ACTIVE),
+    RV(CKR_OPERATION_NOT_INITIALIZED),
+    RV(CKR_PIN_INCORRECT),
+    RV(CKR_PIN_INVALID),
+    RV(CKR_PIN_LEN_RANGE),
+    RV(CKR_PIN_EXPIRED),
+    RV(CKR_PIN_LOCKED),
+    RV(CKR_SESSION_CLOSED),
+    RV(CKR_SESSION_COUNT),
+    RV(CKR_SESSION_HANDLE_INVALID),
+    RV(CKR_SESSION_PARALLEL_NOT_SUPPORTED),
+    RV(CKR_SESSION_READ_ONLY),
+    RV(CKR_SESSION_EXISTS),
+    RV(CKR_SESSION_READ_ONLY_EXISTS),
+    RV(CKR_SESSION_READ_WRITE_SO_EXISTS),
+    RV(CKR_SIGNATURE_INVALID),
+    RV(CKR_SIGNATURE_LEN_RANGE),
+    RV(CKR_TEMPLATE_INCOMPLETE),
+    RV(CKR_TEMPLATE_INCONSISTENT),
+    RV(CKR_TOKEN_NOT_PRESENT),
+    RV(CKR_TOKEN_NOT_RECOGNIZED),
+    RV(CKR_TOKEN_WRITE_PROTECTED),
+    RV(CKR_UNWRAPPING_KEY_HANDLE_INVALID),
+    RV(CKR_UNWRAPPING_KEY_SIZE_RANGE),
+    RV(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT),
+    RV(CKR_USER_ALREADY_LOGGED_IN),
+    RV(CKR_USER_NOT_LOGGED_IN),
+    RV(CKR_USER_PIN_NOT_INITIALIZED),
+    RV(CKR_USER_TYPE_INVALID),
+    RV(CKR_USER_ANOTHER_ALREADY_LOGGED_IN),
+    RV(CKR_USER_TOO_MANY_TYPES),
+    RV(CKR_WRAPPED_KEY_INVALID),
+    RV(CKR_WRAPPED_KEY_LEN_RANGE),
+    RV(CKR_WRAPPING_KEY_HANDLE_INVALID),
+    RV(CKR_WRAPPING_KEY_SIZE_RANGE),
+    RV(CKR_WRAPPING_KEY_TYPE_INCONSISTENT),
+    RV(CKR_RANDOM_SEED_NOT_SUPPORTED),
+    RV(CKR_RANDOM_NO_RNG),
+    RV(CKR_DOMAIN_PARAMS_INVALID),
+    RV(CKR_CURVE_NOT_SUPPORTED),
+    RV(CKR_BUFFER_TOO_SMALL),
+    RV(CKR_SAVED_STATE_INVALID),
+    RV(CKR_INFORMATION_SENSITIVE),
+    RV(CKR_STATE_UNSAVEABLE),
+    RV(CKR_CRYPTOKI_NOT_INITIALIZED),
+    RV(CKR_CRYPTOKI_ALREADY_INITIALIZED),
+    RV(CKR_MUTEX_BAD),
+    RV(CKR_MUTEX_NOT_LOCKED),
+    RV(CKR_NEW_PIN_MODE),
+    RV(CKR_NEXT_OTP),
+    RV(CKR_EXCEEDED_MAX_ITERATIONS),
+    RV(CKR_FIPS_SELF_TEST_FAILED),
+    RV(CKR_LIBRARY_LOAD_FAILED),
+    RV(CKR_PIN_TOO_WEAK),
+    RV(CKR_PUBLIC_KEY_INVALID),
+    RV(CKR_FUNCTION_REJECTED),
+    RV(CKR_TOKEN_RESOURCE_EXCEEDED),
+    RV(CKR_OPERATION_CANCEL_FAILED),
+    RV(CKR_KEY_EXHAUSTED),
+};
+
+const char *prov_pkcs11_rv_name(unsigned long rv)
+{
+    /* Per thread: batch workers format their own messages concurrently. */
+    static _Thread_local char unknown[32];
+
+    for (size_t i = 0; i < sizeof(rv_names) / sizeof(rv_names[0]); i++) {
+        if (rv_names[i].rv == rv) {
+            return rv_names[i].name;
+        }
+    }
+    snprintf(unknown, sizeof(unknown), "CKR_0x%08lx", rv);
+    return unknown;
+}
+
+int prov_pkcs11_rv_to_err(unsigned long rv)
+{
+    switch (rv) {
+    case CKR_OK: return PROV_OK;
+    case CKR_PIN_INCORRECT:
+    case CKR_PIN_INVALID:
+    case CKR_PIN_LEN_RANGE: return PROV_ERR_PIN_INCORRECT;
+    case CKR_PIN_LOCKED:
+    case CKR_PIN_EXPIRED: return PROV_ERR_PIN_LOCKED;
+    case CKR_DEVICE_REMOVED:
+    case CKR_TOKEN_NOT_PRESENT:
+    case CKR_SESSION_HANDLE_INVALID:
+    case CKR_SESSION_CLOSED: return PROV_ERR_DEVICE_REMOVED;
+    case CKR_TOKEN_NOT_RECOGNIZED:
+    case CKR_SLOT_ID_INVALID: return PROV_ERR_NOT_FOUND;
+    case CKR_MECHANISM_INVALID:
+    case CKR_MECHANISM_PARAM_INVALID:
+    case CKR_DOMAIN_PARAMS_INVALID:
+    case CKR_CURVE_NOT_SUPPORTED:
+    case CKR_KEY_SIZE_RANGE:
+    case CKR_TEMPLATE_INCONSISTENT:
+    case CKR_ATTRIBUTE_VALUE_INVALID: return PROV_ERR_UNSUPPORTED;
+    default: return PROV_ERR_DEVICE;
+    }
+}

@@ -1,0 +1,261 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <p11-kit/p11-kit.h>
+
+#include "error.h"
+#include "log.h"
+#include "pkcs11.h"
+#include "pkcs11_internal.h"
+
+/*
+ * Loaded modules. A module is loaded and C_Initialize'd once per path per process and stays
+ * loaded (SoftHSM2 reads every object of every token at C_Initialize: reloading per device
+ * would cost that each time). refs counts open devices so that unload_all never finalizes a
+ * module under an open session.
+ */
+struct module {
+    struct module *next;
+    char *path;
+    CK_FUNCTION_LIST *fl;
+    unsigned int refs;
+    bool is_ours_to_finalize; /* false when someone else had initialized it already */
+};
+
+/*
+ * Tokens on which a PIN was rejected. Process-wide, because the token's retry counter is:
+ * no later device object for the same token may send a PIN again (SPEC §4).
+ */
+struct failed_pin {
+    struct failed_pin *next;
+    char *module;
+    char *serial;
+    char *label;
+};
+
+/*
+ * One extra session per token this process logged in to, kept open until unload_all: the
+ * login state lives as long as any session of the application is open, so later devices on
+ * the same token find it logged in and send no PIN (each C_Login also rewrites SoftHSM2's
+ * token.object in place).
+ */
+struct login_anchor {
+    struct login_anchor *next;
+    CK_FUNCTION_LIST *fl;
+    CK_SLOT_ID slot;
+    CK_SESSION_HANDLE session;
+};
+
+static pthread_mutex_t modules_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct login_anchor *anchors; /* guarded by modules_lock */
+static struct module *modules;
+static pthread_mutex_t failed_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct failed_pin *failed_pins;
+
+static int load_module(const char *path, struct module **out)
+{
+    CK_C_INITIALIZE_ARGS args;
+    struct module *m = NULL;
+    CK_RV rv;
+    int r = PROV_ERR_NOMEM;
+
+    m = calloc(1, sizeof(*m));
+    if (m == NULL || (m->path = strdup(path)) == NULL) {
+        goto out;
+    }
+    /* Managed (flags 0): p11-kit keeps the module's own init count sane if another library
+     * in this process (libp11, the engine) loads the same module. */
+    m->fl = p11_kit_module_load(path, 0);
+    if (m->fl == NULL) {
+        r = prov_fail(PROV_ERR_CONFIG, "PKCS#11 module %s: cannot load (%s)", path,
+                      p11_kit_message() ? p11_kit_message() : "unknown reason");
+        goto out;
+    }
+    memset(&args, 0, sizeof(args));
+    args.flags = CKF_OS_LOCKING_OK;
+    rv = m->fl->C_Initialize(&args);
+    if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+        r = prov_fail(prov_pkcs11_rv_to_err(rv), "PKCS#11 module %s: C_Initialize: %s (0x%08lx)",
+                      path, prov_pkcs11_rv_name(rv), (unsigned long)rv);
+        goto out;
+    }
+    m->is_ours_to_finalize = rv == CKR_OK;
+    prov_debug("pkcs11", "module %s loaded and initialized", path);
+    *out = m;
+    m = NULL;
+    r = 0;
+out:
+    if (m != NULL) {
+        if (m->fl != NULL) {
+            p11_kit_module_release(m->fl);
+        }
+        free(m->path);
+        free(m);
+    }
+    return r;
+}
+
+int prov_pkcs11_module_get(const char *path, CK_FUNCTION_LIST **out)
+{
+    struct module *m;
+    int r = 0;
+
+    *out = NULL;
+    pthread_mutex_lock(&modules_lock);
+    for (m = modules; m != NULL; m = m->next) {
+        if (strcmp(m->path, path) == 0) {
+            break;
+        }
+    }
+    if (m == NULL) {
+        r = load_module(path, &m);
+        if (r < 0) {
+            goto out;
+        }
+        m->next = modules;
+        modules = m;
+    }
+    m->refs++;
+    *out = m->fl;
+out:
+    pthread_mutex_unlock(&modules_lock);
+    return r;
+}
+
+void prov_pkcs11_module_put(CK_FUNCTION_LIST *fl)
+{
+    if (fl == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&modules_lock);
+    for (struct module *m = modules; m != NULL; m = m->next) {
+        if (m->fl == fl && m->refs > 0) {
+            m->refs--;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&modules_lock);
+}
+
+void prov_pkcs11_keep_login(CK_FUNCTION_LIST *fl, CK_SLOT_ID slot)
+{
+    struct login_anchor *a;
+    CK_SESSION_INFO si;
+
+    pthread_mutex_lock(&modules_lock);
+    for (a = anchors; a != NULL; a = a->next) {
+        if (a->fl == fl && a->slot == slot) {
+            break;
+        }
+    }
+    if (a != NULL && fl->C_GetSessionInfo(a->session, &si) == CKR_OK) {
+        goto out; /* still open (hotplug would have invalidated it) */
+    }
+    if (a == NULL) {
+        a = calloc(1, sizeof(*a));
+        if (a == NULL) {
+            goto out; /* only an optimisation: the next device logs in again */
+        }
+        a->fl = fl;
+        a->slot = slot;
+        a->next = anchors;
+        anchors = a;
+    }
+    if (fl->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &a->session) != CKR_OK) {
+        a->session = CK_INVALID_HANDLE;
+    }
+out:
+    pthread_mutex_unlock(&modules_lock);
+}
+
+static void drop_anchors(CK_FUNCTION_LIST *fl)
+{
+    struct login_anchor **pa = &anchors;
+
+    while (*pa != NULL) {
+        struct login_anchor *a = *pa;
+
+        if (a->fl != fl) {
+            pa = &a->next;
+            continue;
+        }
+        *pa = a->next;
+        if (a->session != CK_INVALID_HANDLE) {
+            fl->C_CloseSession(a->session);
+        }
+        free(a);
+    }
+}
+
+void prov_pkcs11_unload_all(void)
+{
+    struct module **pm;
+
+    pthread_mutex_lock(&modules_lock);
+    pm = &modules;
+    while (*pm != NULL) {
+        struct module *m = *pm;
+
+        if (m->refs > 0) {
+            /* Finalizing would pull the session from under an open device. */
+            prov_debug("pkcs11", "module %s still has %u open device(s); left loaded", m->path,
+                       m->refs);
+            pm = &m->next;
+            continue;
+        }
+        *pm = m->next;
+        drop_anchors(m->fl);
+        if (m->is_ours_to_finalize) {
+            m->fl->C_Finalize(NULL);
+        }
+        p11_kit_module_release(m->fl);
+        prov_debug("pkcs11", "module %s finalized", m->path);
+        free(m->path);
+        free(m);
+    }
+    pthread_mutex_unlock(&modules_lock);
+}
+
+static bool same(const char *a, const char *b)
+{
+    return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
+bool prov_pkcs11_pin_has_failed(const char *module, const char *serial, const char *label)
+{
+    bool found = false;
+
+    pthread_mutex_lock(&failed_lock);
+    for (struct failed_pin *f = failed_pins; f != NULL && !found; f = f->next) {
+        found = same(f->module, module) && same(f->serial, serial) && same(f->label, label);
+    }
+    pthread_mutex_unlock(&failed_lock);
+    return found;
+}
+
+int prov_pkcs11_pin_mark_failed(const char *module, const char *serial, const char *label)
+{
+    struct failed_pin *f;
+
+    if (prov_pkcs11_pin_has_failed(module, serial, label)) {
+        return 0;
+    }
+    f = calloc(1, sizeof(*f));
+    if (f == NULL || (f->module = strdup(module ? module : "")) == NULL ||
+        (f->serial = strdup(serial ? serial : "")) == NULL ||
+        (f->label = strdup(label ? label : "")) == NULL) {
+        if (f != NULL) {
+            free(f->module);
+            free(f->serial);
+            free(f);
+        }
+        return prov_fail(PROV_ERR_NOMEM, "out of memory recording a rejected PIN");
+    }
+    pthread_mutex_lock(&failed_lock);
+    f->next = failed_pins;
+    failed_pins = f;
+    pthread_mutex_unlock(&failed_lock);
+    return 0;
+}

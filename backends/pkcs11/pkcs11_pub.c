@@ -1,0 +1,257 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/asn1.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/objects.h>
+#include <openssl/param_build.h>
+
+#include "error.h"
+#include "pkcs11_internal.h"
+
+/* Public keys between PKCS#11 attributes and OpenSSL 3 EVP_PKEYs (no deprecated APIs). */
+
+int prov_pkcs11_get_attr(struct prov_device *dev, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type,
+                         unsigned char **out, size_t *out_len)
+{
+    struct p11_dev *d = dev->priv;
+    CK_ATTRIBUTE a = {type, NULL, 0};
+    unsigned char *buf = NULL;
+    CK_RV rv;
+
+    *out = NULL;
+    *out_len = 0;
+    rv = d->fl->C_GetAttributeValue(d->session, h, &a, 1);
+    /* A missing attribute is the caller's to judge: no message recorded for it. */
+    if (rv == CKR_ATTRIBUTE_TYPE_INVALID ||
+        (rv == CKR_OK && a.ulValueLen == CK_UNAVAILABLE_INFORMATION)) {
+        return PROV_ERR_NOT_FOUND;
+    }
+    if (rv != CKR_OK) {
+        return prov_pkcs11_fail_rv(dev, "C_GetAttributeValue", rv);
+    }
+    buf = malloc(a.ulValueLen + 1);
+    if (buf == NULL) {
+        return prov_fail(PROV_ERR_NOMEM, "out of memory reading an attribute");
+    }
+    a.pValue = buf;
+    rv = d->fl->C_GetAttributeValue(d->session, h, &a, 1);
+    if (rv != CKR_OK) {
+        free(buf);
+        return prov_pkcs11_fail_rv(dev, "C_GetAttributeValue", rv);
+    }
+    buf[a.ulValueLen] = '\0';
+    *out = buf;
+    *out_len = a.ulValueLen;
+    return 0;
+}
+
+int prov_pkcs11_ec_params(int nid, unsigned char **out, size_t *out_len)
+{
+    const ASN1_OBJECT *obj = OBJ_nid2obj(nid);
+    unsigned char *buf = NULL, *p;
+    int len;
+
+    *out = NULL;
+    *out_len = 0;
+    len = obj != NULL ? i2d_ASN1_OBJECT(obj, NULL) : -1;
+    if (len <= 0) {
+        return prov_fail(PROV_ERR_INTERNAL, "no OID for curve %d", nid);
+    }
+    buf = malloc((size_t)len);
+    if (buf == NULL) {
+        return prov_fail(PROV_ERR_NOMEM, "out of memory");
+    }
+    p = buf;
+    if (i2d_ASN1_OBJECT(obj, &p) != len) {
+        free(buf);
+        return prov_fail_ossl(PROV_ERR_INTERNAL, "encoding the curve OID");
+    }
+    *out = buf;
+    *out_len = (size_t)len;
+    return 0;
+}
+
+/* The curve named by a DER OID (CKA_EC_PARAMS), or NID_undef. */
+static int curve_of_params(const unsigned char *der, size_t len)
+{
+    const unsigned char *p = der;
+    ASN1_OBJECT *obj = d2i_ASN1_OBJECT(NULL, &p, (long)len);
+    int nid = NID_undef;
+
+    if (obj != NULL && p == der + len) {
+        nid = OBJ_obj2nid(obj);
+    }
+    ASN1_OBJECT_free(obj);
+    return nid;
+}
+
+/*
+ * The EC point from CKA_EC_POINT. PKCS#11 says DER OCTET STRING (SoftHSM2 does so); some
+ * tokens return the raw point. The lengths tell them apart: a raw point on a curve of fb-byte
+ * field elements is 1 + fb or 1 + 2 fb bytes, its DER wrapping always 2 or 3 bytes more.
+ */
+static int ec_point_raw(const unsigned char *v, size_t len, size_t fb, const unsigned char **pt,
+                        size_t *pt_len)
+{
+    const unsigned char *p = v;
+    ASN1_OCTET_STRING *os = NULL;
+    int r = PROV_ERR_DEVICE;
+
+    if (len == 1 + fb || len == 1 + 2 * fb) {
+        *pt = v;
+        *pt_len = len;
+        return 0;
+    }
+    os = d2i_ASN1_OCTET_STRING(NULL, &p, (long)len);
+    if (os != NULL && p == v + len) {
+        size_t n = (size_t)ASN1_STRING_length(os);
+
+        if (n == 1 + fb || n == 1 + 2 * fb) {
+            /* The content sits at the end of the DER encoding. */
+            *pt = v + len - n;
+            *pt_len = n;
+            r = 0;
+        }
+    }
+    ASN1_OCTET_STRING_free(os);
+    return r;
+}
+
+static int field_bytes(int nid, size_t *fb)
+{
+    EC_GROUP *g = EC_GROUP_new_by_curve_name(nid);
+
+    if (g == NULL) {
+        return PROV_ERR_UNSUPPORTED;
+    }
+    *fb = ((size_t)EC_GROUP_get_degree(g) + 7) / 8;
+    EC_GROUP_free(g);
+    return 0;
+}
+
+static int pkey_fromdata(const char *alg, OSSL_PARAM_BLD *bld, EVP_PKEY **out)
+{
+    OSSL_PARAM *params = OSSL_PARAM_BLD_to_param(bld);
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, alg, NULL);
+    int r = PROV_ERR_CRYPTO;
+
+    if (params != NULL && ctx != NULL && EVP_PKEY_fromdata_init(ctx) == 1 &&
+        EVP_PKEY_fromdata(ctx, out, EVP_PKEY_PUBLIC_KEY, params) == 1) {
+        r = 0;
+    }
+    OSSL_PARAM_free(params);
+    EVP_PKEY_CTX_free(ctx);
+    return r;
+}
+
+static int read_ec(struct prov_device *dev, CK_OBJECT_HANDLE h, EVP_PKEY **out)
+{
+    unsigned char *params = NULL, *point = NULL;
+    size_t params_len, point_len, fb = 0, pt_len = 0;
+    const unsigned char *pt = NULL;
+    OSSL_PARAM_BLD *bld = NULL;
+    int nid, r;
+
+    r = prov_pkcs11_get_attr(dev, h, CKA_EC_PARAMS, &params, &params_len);
+    if (r == 0) {
+        r = prov_pkcs11_get_attr(dev, h, CKA_EC_POINT, &point, &point_len);
+    }
+    if (r < 0) {
+        r = prov_fail(r == PROV_ERR_NOT_FOUND ? PROV_ERR_DEVICE : r,
+                      "%s: EC public key without CKA_EC_PARAMS/CKA_EC_POINT", dev->name);
+        goto out;
+    }
+    nid = curve_of_params(params, params_len);
+    if (nid == NID_undef || field_bytes(nid, &fb) < 0) {
+        r = prov_fail(PROV_ERR_UNSUPPORTED, "%s: EC key on an unknown curve", dev->name);
+        goto out;
+    }
+    if (ec_point_raw(point, point_len, fb, &pt, &pt_len) < 0) {
+        r = prov_fail(PROV_ERR_DEVICE, "%s: malformed CKA_EC_POINT (%zu bytes)", dev->name,
+                      point_len);
+        goto out;
+    }
+    r = PROV_ERR_NOMEM;
+    bld = OSSL_PARAM_BLD_new();
+    if (bld == NULL ||
+        !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, OBJ_nid2sn(nid), 0) ||
+        !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pt, pt_len)) {
+        r = prov_fail_ossl(PROV_ERR_NOMEM, "%s: building the EC public key", dev->name);
+        goto out;
+    }
+    r = pkey_fromdata("EC", bld, out);
+    if (r < 0) {
+        r = prov_fail_ossl(PROV_ERR_DEVICE, "%s: the token's EC point is not on %s", dev->name,
+                           OBJ_nid2sn(nid));
+    }
+out:
+    OSSL_PARAM_BLD_free(bld);
+    free(params);
+    free(point);
+    return r;
+}
+
+static int read_rsa(struct prov_device *dev, CK_OBJECT_HANDLE h, EVP_PKEY **out)
+{
+    unsigned char *mod = NULL, *exp = NULL;
+    size_t mod_len, exp_len;
+    BIGNUM *n = NULL, *e = NULL;
+    OSSL_PARAM_BLD *bld = NULL;
+    int r;
+
+    r = prov_pkcs11_get_attr(dev, h, CKA_MODULUS, &mod, &mod_len);
+    if (r == 0) {
+        r = prov_pkcs11_get_attr(dev, h, CKA_PUBLIC_EXPONENT, &exp, &exp_len);
+    }
+    if (r < 0) {
+        r = prov_fail(r == PROV_ERR_NOT_FOUND ? PROV_ERR_DEVICE : r,
+                      "%s: RSA public key without CKA_MODULUS/CKA_PUBLIC_EXPONENT", dev->name);
+        goto out;
+    }
+    n = BN_bin2bn(mod, (int)mod_len, NULL);
+    e = BN_bin2bn(exp, (int)exp_len, NULL);
+    bld = OSSL_PARAM_BLD_new();
+    if (n == NULL || e == NULL || bld == NULL ||
+        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n) ||
+        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e)) {
+        r = prov_fail_ossl(PROV_ERR_NOMEM, "%s: building the RSA public key", dev->name);
+        goto out;
+    }
+    r = pkey_fromdata("RSA", bld, out);
+    if (r < 0) {
+        r = prov_fail_ossl(PROV_ERR_DEVICE, "%s: unusable RSA public key", dev->name);
+    }
+out:
+    OSSL_PARAM_BLD_free(bld);
+    BN_free(n);
+    BN_free(e);
+    free(mod);
+    free(exp);
+    return r;
+}
+
+int prov_pkcs11_read_public(struct prov_device *dev, CK_OBJECT_HANDLE h, EVP_PKEY **out)
+{
+    struct p11_dev *d = dev->priv;
+    CK_KEY_TYPE kt = (CK_KEY_TYPE)-1;
+    CK_ATTRIBUTE a = {CKA_KEY_TYPE, &kt, sizeof(kt)};
+    CK_RV rv;
+
+    *out = NULL;
+    rv = d->fl->C_GetAttributeValue(d->session, h, &a, 1);
+    if (rv != CKR_OK) {
+        return prov_pkcs11_fail_rv(dev, "C_GetAttributeValue(CKA_KEY_TYPE)", rv);
+    }
+    if (kt == CKK_EC) {
+        return read_ec(dev, h, out);
+    }
+    if (kt == CKK_RSA) {
+        return read_rsa(dev, h, out);
+    }
+    return prov_fail(PROV_ERR_UNSUPPORTED, "%s: key type 0x%lx is neither EC nor RSA", dev->name,
+                     (unsigned long)kt);
+}
