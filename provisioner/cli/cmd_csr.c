@@ -13,12 +13,13 @@ static void usage(FILE *f)
                "Device side of the split flow: generates the key inside the device (labelled\n"
                "with the serial) and writes a CSR signed by it. Take the CSR to the station\n"
                "(`provisioner sign`), then bring the result back (`provisioner install`).\n\n"
-               "  --device URI       the device token: pkcs11:token=...\n"
+               "  --device URI       the device: pkcs11:token=... or tpm2:TCTI (e.g. tpm2:device:/dev/tpmrm0)\n"
                "  --serial SN        device serial (required)\n"
                "  --profile P        profile whose subject the CSR carries (default: device)\n"
                "  --key TYPE         ec-p256 (default), ec-p384, rsa-2048, rsa-3072\n"
                "  --out FILE         where to write the CSR (PEM)\n"
-               "  --pin SOURCE       device PIN source (default: [provisioner] device_pin)\n");
+               "  --pin SOURCE       device PIN source (default: [provisioner] device_pin)\n"
+               "  --reissue          a TPM whose key handle or NV index is taken: replace them\n");
 }
 
 int cmd_csr(int argc, char **argv)
@@ -30,6 +31,7 @@ int cmd_csr(int argc, char **argv)
         {"device", required_argument, NULL, 'd'},
         {"out", required_argument, NULL, 'o'},
         {"pin", required_argument, NULL, 'p'},
+        {"reissue", no_argument, NULL, 'r'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -51,6 +53,7 @@ int cmd_csr(int argc, char **argv)
         case 'd': p.device_uri = optarg; break;
         case 'o': out_path = optarg; break;
         case 'p': p.pin_spec = optarg; break;
+        case 'r': p.reissue = true; break;
         case 'h': usage(stdout); return PROV_EXIT_OK;
         default: usage(stderr); return PROV_EXIT_USAGE;
         }

@@ -18,13 +18,15 @@ static void usage(FILE *f)
                "stores the certificate on the token, writes the device storage (client.crt,\n"
                "client.der, fullchain.pem, chain.pem, server-ca.pem, key.uri, identity.json)\n"
                "and proves that the device key signs a challenge the certificate verifies.\n\n"
-               "  --device URI       the device token: pkcs11:token=...;serial=... (RFC 7512)\n"
+               "  --device URI       the device: pkcs11:token=...;serial=... (RFC 7512) or a TPM,\n"
+               "                     tpm2:device:/dev/tpmrm0, tpm2:swtpm:host=H,port=P, ...\n"
                CLI_REQUEST_HELP
                "  --storage DIR      storage directory (default: <output_dir>/<serial>)\n"
                "  --pin SOURCE       device PIN source: file:PATH, env:VAR, fd:N or prompt\n"
                "                     (default: [provisioner] device_pin)\n"
                "  --reissue          certify a device whose storage already holds an identity;\n"
-               "                     the superseded key is deleted from the token afterwards\n"
+               "                     the superseded key is deleted from the token afterwards (a TPM\n"
+               "                     key handle and NV index are replaced)\n"
                "  --json             print the result as JSON\n");
 }
 

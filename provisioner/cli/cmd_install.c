@@ -15,7 +15,7 @@ static void usage(FILE *f)
                "against the certificate, stores the certificate on the token and writes the\n"
                "device storage.\n\n"
                "  --serial SN        device serial (required)\n"
-               "  --device URI       the device token: pkcs11:token=...\n"
+               "  --device URI       the device: pkcs11:token=... or tpm2:TCTI\n"
                "  --cert FILE        the bundle written by `provisioner sign`\n"
                "  --storage DIR      storage directory (default: <output_dir>/<serial>)\n"
                "  --server-ca FILE   server CA bundle to install (default: [provisioner] server_ca)\n"
