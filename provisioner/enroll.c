@@ -35,6 +35,9 @@ int prov_device_open_login(const struct prov_config *cfg, const char *uri, const
     struct prov_device_params params = {
         .module_path = cfg ? cfg->pkcs11_module : NULL,
         .read_only = read_only,
+        .tpm_srk_handle = cfg ? cfg->tpm_srk_handle : 0,
+        .tpm_key_handle = cfg ? cfg->tpm_key_handle : 0,
+        .tpm_nv_index = cfg ? cfg->tpm_nv_index : 0,
     };
     struct prov_device *dev = NULL;
     struct prov_secret *pin = NULL;
@@ -294,7 +297,7 @@ static int keygen_csr(struct prov_device *dev, const struct prov_enroll_params *
                               p->req.serial);
     }
     kp = (struct prov_keygen_params){
-        .type = type, .label = p->req.serial, .id = id, .id_len = id_len};
+        .type = type, .label = p->req.serial, .id = id, .id_len = id_len, .replace = p->reissue};
     r = dev->ops->generate_key(dev, &kp, key_out);
     if (r < 0) {
         return r;
@@ -369,9 +372,22 @@ int prov_enroll(const struct prov_config *cfg, struct prov_ca *ca,
     if (r < 0) {
         goto out;
     }
+    if (p->ca_lock != NULL) {
+        pthread_mutex_lock(p->ca_lock);
+    }
     r = prov_issue_certificate(cfg, ca, req, &p->req, &cert);
+    if (p->ca_lock != NULL) {
+        pthread_mutex_unlock(p->ca_lock);
+    }
     if (r < 0) {
         goto out;
+    }
+    if (p->on_issued != NULL) {
+        r = p->on_issued(p->hook_ctx, cert, key);
+        if (r < 0) {
+            goto out;
+        }
+        keep_key = true;
     }
     r = prov_prove_key(key, cert);
     if (r < 0) {

@@ -2,6 +2,7 @@
 #ifndef PROV_ENROLL_H
 #define PROV_ENROLL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 
 #include <openssl/x509.h>
@@ -19,6 +20,16 @@ struct prov_enroll_params {
     const unsigned char *key_id; /* chosen key id (journal); NULL: random */
     size_t key_id_len;
     const char *pin_spec;        /* device PIN source; NULL: cfg->device_pin */
+    /*
+     * Batch hooks (factory/batch.c), NULL when unused. ca_lock is held around the CA signing:
+     * the CA's HSM session is not safe for concurrent use. on_issued gets the certificate
+     * right after it is signed, before anything is stored (the journal records it there); its
+     * failure aborts the enrollment. Once it has succeeded the key stays on the device even if
+     * a later step fails: the journal owns the certificate and resumes from it.
+     */
+    pthread_mutex_t *ca_lock;
+    int (*on_issued)(void *ctx, X509 *cert, const struct prov_key *key);
+    void *hook_ctx;
 };
 
 struct prov_enroll_result {

@@ -12,6 +12,7 @@
 #include "log.h"
 #include "pkcs11.h"
 #include "prov_build_config.h"
+#include "tpm.h"
 
 struct prov_cli prov_cli;
 
@@ -27,6 +28,7 @@ static const struct {
     {"install", cmd_install, "device side of the split flow: store the certificate, write storage"},
     {"chain", cmd_chain, "chain verify FILE... | chain export: check PEM chains; write the CA set"},
     {"check", cmd_check, "re-prove a written identity: challenge signed by the device key, chain"},
+    {"batch", cmd_batch, "batch MANIFEST.csv | status | report: enroll a lot, resumably"},
 };
 
 static void usage(FILE *f)
@@ -100,6 +102,7 @@ int main(int argc, char **argv)
     }
     prov_log_init(prov_cli.verbosity, prov_cli.quiet);
     prov_backend_register(&prov_pkcs11_ops);
+    prov_backend_register(&prov_tpm_ops);
 
     for (size_t c = 0; c < sizeof(commands) / sizeof(commands[0]); c++) {
         if (strcmp(argv[i], commands[c].name) == 0) {

@@ -1,0 +1,658 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The batch run: validation pass, token groups, workers, results. What happens to one row
+ * lives in batch_row.c; the policy is described in batch.h.
+ */
+#include "batch.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <glob.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "ca.h"
+#include "error.h"
+#include "issue.h"
+#include "log.h"
+#include "manifest_value.h"
+#include "secret.h"
+#include "batch_internal.h"
+
+#define READ_CHUNK 65536
+#define MAX_JOBS 64
+
+/* ---- validation pass -------------------------------------------------------------------- */
+
+static void on_finding(void *ctx, const char *name, unsigned long line, unsigned long column,
+                       const char *reason)
+{
+    struct batch *b = ctx;
+
+    if (b->opts->on_finding != NULL) {
+        b->opts->on_finding(b->opts->finding_ctx, name, line, column, reason);
+    }
+}
+
+/* The config's view of a row: profile, key type, subject, a backend for the device. */
+static void validate_against_config(struct batch *b, struct prov_manifest_parser *p,
+                                    const struct prov_manifest_row *row)
+{
+    const char *pname = row->value[PROV_COL_PROFILE] ? row->value[PROV_COL_PROFILE] : "device";
+    const struct prov_manifest_pos *at =
+        row->value[PROV_COL_PROFILE] ? &row->pos[PROV_COL_PROFILE] : &row->pos[PROV_COL_SERIAL];
+    const struct prov_profile *prof = prov_config_profile(b->cfg, pname);
+    struct prov_request rq;
+    X509_NAME *subject = NULL;
+
+    if (prov_backend_for(row->value[PROV_COL_DEVICE]) == NULL) {
+        prov_manifest_report(p, &row->pos[PROV_COL_DEVICE],
+                             "device: no backend for this kind of device in this build");
+    }
+    if (prof == NULL) {
+        prov_manifest_report(p, at, "profile \"%s\": not in %s (no [profile_%s] section)", pname,
+                             b->cfg->path, pname);
+        return;
+    }
+    if (row->value[PROV_COL_KEY] != NULL) {
+        enum prov_key_type t = PROV_KEY_NONE;
+        unsigned allowed = prof->allowed_keys ? prof->allowed_keys : PROV_KEY_BIT(prof->key_type);
+
+        if (prov_key_type_parse(row->value[PROV_COL_KEY], &t) == 0 &&
+            !(allowed & PROV_KEY_BIT(t))) {
+            prov_manifest_report(p, &row->pos[PROV_COL_KEY], "key %s: not allowed by profile %s",
+                                 row->value[PROV_COL_KEY], prof->name);
+        }
+        prov_error_clear();
+    }
+    /* The subject as it will be issued: template variables, lengths, attribute names. */
+    batch_request(b, row, prof, &rq);
+    if (prov_issue_subject(b->cfg, &rq, &subject) < 0) {
+        const char *msg = prov_error_message();
+
+        prov_manifest_report(p, row->value[PROV_COL_CN] ? &row->pos[PROV_COL_CN] : at,
+                             "subject: %s", msg ? msg : "cannot be built");
+    }
+    prov_error_clear();
+    X509_NAME_free(subject);
+}
+
+static int add_group(struct batch *b, const char *uri, uint32_t *index)
+{
+    unsigned long found = 0;
+    bool is_new = false;
+
+    if (prov_strset_add(&b->group_index, uri, b->n_groups, &found, &is_new) < 0) {
+        return PROV_ERR_NOMEM;
+    }
+    if (is_new) {
+        if (b->n_groups == b->cap_groups) {
+            size_t cap = b->cap_groups ? b->cap_groups * 2 : 16;
+            struct batch_group *g = realloc(b->groups, cap * sizeof(*g));
+
+            if (g == NULL) {
+                return PROV_ERR_NOMEM;
+            }
+            b->groups = g;
+            b->cap_groups = cap;
+        }
+        memset(&b->groups[b->n_groups], 0, sizeof(b->groups[0]));
+        b->groups[b->n_groups].device_uri = strdup(uri);
+        b->groups[b->n_groups].first = BATCH_NO_ROW;
+        if (b->groups[b->n_groups].device_uri == NULL) {
+            return PROV_ERR_NOMEM;
+        }
+        b->n_groups++;
+    }
+    *index = (uint32_t)found;
+    return 0;
+}
+
+static int validate_row(void *ctx, struct prov_manifest_parser *p,
+                        const struct prov_manifest_row *row)
+{
+    struct batch *b = ctx;
+    struct batch_row *e;
+    struct batch_group *g;
+    uint32_t gi;
+
+    validate_against_config(b, p, row);
+    if (b->n_rows == b->cap_rows) {
+        size_t cap = b->cap_rows ? b->cap_rows * 2 : 1024;
+        struct batch_row *rows = realloc(b->rows, cap * sizeof(*rows));
+
+        if (rows == NULL) {
+            return prov_fail(PROV_ERR_NOMEM, "%s: out of memory", b->opts->manifest);
+        }
+        b->rows = rows;
+        b->cap_rows = cap;
+    }
+    if (add_group(b, row->value[PROV_COL_DEVICE], &gi) < 0) {
+        return prov_fail(PROV_ERR_NOMEM, "%s: out of memory", b->opts->manifest);
+    }
+    e = &b->rows[b->n_rows];
+    memset(e, 0, sizeof(*e));
+    e->offset = row->offset;
+    e->length = (uint32_t)row->length;
+    e->line = (uint32_t)row->line;
+    e->next = BATCH_NO_ROW;
+    for (size_t i = 0; i < b->opts->n_reissue; i++) {
+        if (strcmp(b->opts->reissue[i], row->value[PROV_COL_SERIAL]) == 0) {
+            e->is_reissue = true;
+            b->is_reissue_seen[i] = true;
+        }
+    }
+    g = &b->groups[gi];
+    if (g->first == BATCH_NO_ROW) {
+        g->first = (uint32_t)b->n_rows;
+    } else {
+        b->rows[g->last].next = (uint32_t)b->n_rows;
+    }
+    g->last = (uint32_t)b->n_rows;
+    g->count++;
+    b->n_rows++;
+    return 0;
+}
+
+static int validate(struct batch *b)
+{
+    struct prov_manifest_callbacks cb = {.row = validate_row, .error = on_finding, .ctx = b};
+    unsigned char *buf = NULL;
+    int r;
+
+    b->fd = open(b->opts->manifest, O_RDONLY | O_CLOEXEC);
+    if (b->fd < 0) {
+        return prov_fail(errno == ENOENT ? PROV_ERR_NOT_FOUND : PROV_ERR_IO, "%s: %s",
+                         b->opts->manifest, strerror(errno));
+    }
+    buf = malloc(READ_CHUNK);
+    r = buf ? prov_manifest_parser_new(b->opts->manifest, &cb, &b->parser) : PROV_ERR_NOMEM;
+    while (r == 0) {
+        ssize_t n = read(b->fd, buf, READ_CHUNK);
+
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            r = prov_fail(PROV_ERR_IO, "%s: %s", b->opts->manifest, strerror(errno));
+        } else if (n == 0) {
+            r = prov_manifest_parser_finish(b->parser);
+            break;
+        } else {
+            r = prov_manifest_parser_feed(b->parser, buf, (size_t)n);
+        }
+    }
+    free(buf);
+    return r;
+}
+
+static int check_reissue_list(struct batch *b)
+{
+    for (size_t i = 0; i < b->opts->n_reissue; i++) {
+        if (!b->is_reissue_seen[i]) {
+            return prov_fail(PROV_ERR_USAGE, "--reissue %s: serial not in %s", b->opts->reissue[i],
+                             b->opts->manifest);
+        }
+    }
+    return 0;
+}
+
+/* ---- workers ---------------------------------------------------------------------------- */
+
+/* Reads a row's bytes back and hands it to batch_row_handle through the parser. */
+static int run_row(struct batch *b, uint32_t index, prov_manifest_row_fn fn, void *ctx)
+{
+    const struct batch_row *e = &b->rows[index];
+    unsigned char *buf = malloc(e->length ? e->length : 1);
+    size_t done = 0;
+    int r = 0;
+
+    if (buf == NULL) {
+        return prov_fail(PROV_ERR_NOMEM, "%s:%u: out of memory", b->opts->manifest, e->line);
+    }
+    while (done < e->length) {
+        ssize_t n = pread(b->fd, buf + done, e->length - done, (off_t)(e->offset + done));
+
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            r = prov_fail(PROV_ERR_IO, "%s:%u: cannot read the row again: %s", b->opts->manifest,
+                          e->line, n < 0 ? strerror(errno) : "the file got shorter");
+            break;
+        }
+        done += (size_t)n;
+    }
+    if (r == 0) {
+        r = prov_manifest_parse_record(b->parser, buf, e->length, e->line, fn, ctx);
+    }
+    free(buf);
+    return r;
+}
+
+static void *worker(void *arg)
+{
+    struct batch *b = arg;
+
+    for (;;) {
+        struct batch_group *g;
+
+        pthread_mutex_lock(&b->queue_lock);
+        g = b->next_group < b->n_groups ? &b->groups[b->order[b->next_group++]] : NULL;
+        pthread_mutex_unlock(&b->queue_lock);
+        if (g == NULL) {
+            break;
+        }
+        for (uint32_t i = g->first; i != BATCH_NO_ROW; i = b->rows[i].next) {
+            struct batch_row_job job = {.b = b, .g = g, .index = i};
+
+            prov_error_clear();
+            if (run_row(b, i, batch_row_handle, &job) < 0) {
+                batch_row_unreadable(b, i);
+            }
+        }
+    }
+    return NULL;
+}
+
+/* A group in the sort: bigger groups first, since the lot ends when its longest queue ends. */
+struct group_size {
+    uint32_t count;
+    size_t index;
+};
+
+static int by_count_desc(const void *x, const void *y)
+{
+    const struct group_size *a = x;
+    const struct group_size *c = y;
+
+    return a->count < c->count ? 1 : a->count > c->count ? -1 : (a->index > c->index);
+}
+
+static int run_workers(struct batch *b)
+{
+    pthread_t threads[MAX_JOBS];
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    size_t n = b->opts->jobs > 0 ? (size_t)b->opts->jobs : (size_t)(cpus > 0 ? cpus : 1);
+    size_t started = 0;
+
+    struct group_size *sizes = calloc(b->n_groups ? b->n_groups : 1, sizeof(*sizes));
+
+    b->order = malloc((b->n_groups ? b->n_groups : 1) * sizeof(*b->order));
+    if (b->order == NULL || sizes == NULL) {
+        free(sizes);
+        return prov_fail(PROV_ERR_NOMEM, "batch: out of memory");
+    }
+    for (size_t i = 0; i < b->n_groups; i++) {
+        sizes[i] = (struct group_size){.count = b->groups[i].count, .index = i};
+    }
+    qsort(sizes, b->n_groups, sizeof(*sizes), by_count_desc);
+    for (size_t i = 0; i < b->n_groups; i++) {
+        b->order[i] = sizes[i].index;
+    }
+    free(sizes);
+    n = n > MAX_JOBS ? MAX_JOBS : n;
+    n = n > b->n_groups ? b->n_groups : n;
+    for (size_t i = 0; i < n; i++) {
+        if (pthread_create(&threads[i], NULL, worker, b) != 0) {
+            break;
+        }
+        started++;
+    }
+    if (started == 0 && b->n_groups > 0) {
+        worker(b);
+    }
+    for (size_t i = 0; i < started; i++) {
+        pthread_join(threads[i], NULL);
+    }
+    return 0;
+}
+
+/* ---- results ---------------------------------------------------------------------------- */
+
+struct results_ctx {
+    struct batch *b;
+    FILE *f;
+    uint32_t index;
+};
+
+static int results_row(void *ctx, struct prov_manifest_parser *p,
+                       const struct prov_manifest_row *row)
+{
+    struct results_ctx *rc = ctx;
+    struct batch *b = rc->b;
+    enum batch_status st = b->rows[rc->index].status;
+    struct prov_journal_device d;
+    bool has_cert;
+    char *dir = batch_storage_dir(b->cfg, row);
+    int r;
+
+    r = prov_journal_get(b->journal, b->lot_id, row->value[PROV_COL_SERIAL], &d);
+    if (r < 0) {
+        free(dir);
+        return r;
+    }
+    has_cert = st != BATCH_FAILED && d.cert_der != NULL;
+    prov_csv_field(rc->f, row->value[PROV_COL_SERIAL], false);
+    prov_csv_field(rc->f, batch_status_name(st), false);
+    prov_csv_field(rc->f, has_cert ? d.cert_serial : "", false);
+    prov_csv_field(rc->f, has_cert ? d.sha256 : "", false);
+    prov_csv_field(rc->f, has_cert ? d.not_after : "", false);
+    prov_csv_field(rc->f, dir ? dir : "", false);
+    prov_csv_field(rc->f, st == BATCH_FAILED ? (d.error ? d.error : "not processed") : "",
+                   row->n_x == 0);
+    for (size_t i = 0; i < row->n_x; i++) {
+        prov_csv_field(rc->f, row->x_values[i], i + 1 == row->n_x);
+    }
+    prov_journal_device_clear(&d);
+    free(dir);
+    return 0;
+}
+
+static int fsync_parent(const char *path)
+{
+    char *copy = strdup(path);
+    char *slash = copy ? strrchr(copy, '/') : NULL;
+    int fd;
+
+    if (copy == NULL) {
+        return PROV_ERR_NOMEM;
+    }
+    if (slash == NULL) {
+        strcpy(copy, ".");
+    } else if (slash == copy) {
+        slash[1] = '\0';
+    } else {
+        *slash = '\0';
+    }
+    fd = open(copy, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    free(copy);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+    return 0;
+}
+
+static const char *const result_columns[7] = {
+    "serial", "status", "cert_serial", "sha256", "not_after", "storage", "error",
+};
+
+/* Temp files of a results CSV that a killed run was writing ("RESULTS.tmp.XXXXXX"). */
+static void remove_stale_results(const char *tmp_template)
+{
+    char *pattern = strdup(tmp_template);
+    glob_t g;
+
+    if (pattern == NULL) {
+        return;
+    }
+    memcpy(pattern + strlen(pattern) - 6, "??????", 6);
+    if (glob(pattern, GLOB_NOSORT, NULL, &g) == 0) {
+        for (size_t i = 0; i < g.gl_pathc; i++) {
+            unlink(g.gl_pathv[i]);
+        }
+        globfree(&g);
+    }
+    free(pattern);
+}
+
+/* The results CSV in manifest order, written to a temp file and renamed into place. */
+static int write_results(struct batch *b, const char *path)
+{
+    const char *const *x_names = NULL;
+    size_t n_x = prov_manifest_x_columns(b->parser, &x_names);
+    struct results_ctx rc = {.b = b};
+    char *tmp = NULL;
+    int fd;
+    int r = 0;
+
+    if (asprintf(&tmp, "%s.tmp.XXXXXX", path) < 0) {
+        return prov_fail(PROV_ERR_NOMEM, "%s: out of memory", path);
+    }
+    remove_stale_results(tmp);
+    fd = mkostemp(tmp, O_CLOEXEC);
+    rc.f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (rc.f == NULL) {
+        r = prov_fail(PROV_ERR_STORAGE, "results %s: cannot create: %s", path, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+            unlink(tmp);
+        }
+        free(tmp);
+        return r;
+    }
+    fchmod(fd, 0644);
+    for (size_t i = 0; i < 7; i++) {
+        prov_csv_field(rc.f, result_columns[i], n_x == 0 && i == 6);
+    }
+    for (size_t i = 0; i < n_x; i++) {
+        prov_csv_field(rc.f, x_names[i], i + 1 == n_x);
+    }
+    for (uint32_t i = 0; i < b->n_rows && r == 0; i++) {
+        rc.index = i;
+        r = run_row(b, i, results_row, &rc);
+    }
+    if (fflush(rc.f) != 0 || fsync(fileno(rc.f)) != 0) {
+        r = r < 0 ? r : prov_fail(PROV_ERR_STORAGE, "results %s: %s", path, strerror(errno));
+    }
+    fclose(rc.f);
+    if (r == 0 && rename(tmp, path) != 0) {
+        r = prov_fail(PROV_ERR_STORAGE, "results %s: %s", path, strerror(errno));
+    }
+    if (r < 0) {
+        unlink(tmp);
+    } else {
+        fsync_parent(path);
+    }
+    free(tmp);
+    return r;
+}
+
+/* ---- the run ---------------------------------------------------------------------------- */
+
+char *prov_batch_default_path(const char *manifest, const char *suffix)
+{
+    size_t len = strlen(manifest);
+    char *out = NULL;
+
+    if (len > 4 && strcasecmp(manifest + len - 4, ".csv") == 0) {
+        len -= 4;
+    }
+    if (asprintf(&out, "%.*s%s", (int)len, manifest, suffix) < 0) {
+        return NULL;
+    }
+    return out;
+}
+
+char *prov_batch_lot_name(const struct prov_config *cfg, const char *manifest)
+{
+    const char *base = strrchr(manifest, '/');
+    size_t len;
+
+    if (cfg != NULL && cfg->lot != NULL) {
+        return strdup(cfg->lot);
+    }
+    base = base ? base + 1 : manifest;
+    len = strlen(base);
+    if (len > 4 && strcasecmp(base + len - 4, ".csv") == 0) {
+        len -= 4;
+    }
+    return strndup(base, len);
+}
+
+void prov_batch_summary_clear(struct prov_batch_summary *s)
+{
+    if (s != NULL) {
+        free(s->journal);
+        free(s->results);
+        memset(s, 0, sizeof(*s));
+    }
+}
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/*
+ * The device PIN is read once per device (prov_enroll loads its source each time): a prompt
+ * would ask hundreds of times and an fd: source is empty after the first read.
+ */
+static int check_pin_source(const struct batch *b)
+{
+    const char *spec = b->opts->pin_spec ? b->opts->pin_spec : b->cfg->device_pin;
+    enum prov_secret_kind kind;
+    const char *arg;
+
+    if (spec == NULL || prov_secret_parse_source(spec, &kind, &arg) < 0) {
+        return 0; /* no PIN, or a bad spec: the device login names the problem */
+    }
+    if (kind == PROV_SECRET_PROMPT || kind == PROV_SECRET_FD) {
+        return prov_fail(PROV_ERR_USAGE,
+                         "batch: the device PIN source %s is read once per device; use file: or "
+                         "env: (--pin or [provisioner] device_pin)",
+                         kind == PROV_SECRET_PROMPT ? "\"prompt\"" : "fd:");
+    }
+    return 0;
+}
+
+/* Everything after validation: journal, CA, workers, results. */
+static int enroll_lot(struct batch *b, struct prov_batch_summary *sum)
+{
+    char *reissue_list = NULL;
+    bool is_resumed = false;
+    size_t len = 1;
+    int r;
+
+    r = prov_journal_open(sum->journal, true, &b->journal);
+    if (r < 0) {
+        return r;
+    }
+    r = prov_ca_open(b->cfg, true, &b->ca);
+    if (r < 0) {
+        return r;
+    }
+    for (size_t i = 0; i < b->opts->n_reissue; i++) {
+        len += strlen(b->opts->reissue[i]) + 1;
+    }
+    reissue_list = calloc(1, len);
+    if (reissue_list == NULL) {
+        return PROV_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < b->opts->n_reissue; i++) {
+        strcat(reissue_list, i ? "," : "");
+        strcat(reissue_list, b->opts->reissue[i]);
+    }
+    r = prov_journal_lot(b->journal, b->lot, b->opts->manifest, &b->lot_id);
+    if (r == 0) {
+        r = prov_journal_run_begin(b->journal, b->lot_id, reissue_list, &b->run_id, &is_resumed);
+    }
+    free(reissue_list);
+    if (r < 0) {
+        return r;
+    }
+    if (is_resumed) {
+        prov_info("batch: resuming run %lld of lot %s", b->run_id, b->lot);
+    }
+    if (b->opts->show_progress) {
+        r = prov_progress_new(stderr, b->opts->is_tty, b->n_rows, &b->progress);
+        if (r < 0) {
+            return r;
+        }
+    }
+    r = run_workers(b);
+    if (b->progress != NULL) {
+        prov_progress_finish(b->progress);
+    }
+    if (r == 0) {
+        r = prov_journal_run_end(b->journal, b->run_id);
+    }
+    if (r == 0) {
+        r = write_results(b, sum->results);
+    }
+    return r;
+}
+
+static void batch_free(struct batch *b)
+{
+    prov_progress_free(b->progress);
+    prov_journal_close(b->journal);
+    prov_ca_close(b->ca);
+    prov_manifest_parser_free(b->parser);
+    for (size_t i = 0; i < b->n_groups; i++) {
+        free(b->groups[i].device_uri);
+    }
+    batch_tokens_free(b);
+    free(b->groups);
+    free(b->rows);
+    free(b->order);
+    free(b->is_reissue_seen);
+    free(b->lot);
+    prov_strset_free(&b->group_index);
+    pthread_mutex_destroy(&b->ca_lock);
+    pthread_mutex_destroy(&b->queue_lock);
+    pthread_mutex_destroy(&b->tokens_lock);
+    pthread_mutex_destroy(&b->stats_lock);
+    if (b->fd >= 0) {
+        close(b->fd);
+    }
+}
+
+int prov_batch_run(const struct prov_config *cfg, const struct prov_batch_opts *opts,
+                   struct prov_batch_summary *sum)
+{
+    struct batch b;
+    double start = now_seconds();
+    int r = PROV_ERR_NOMEM;
+
+    memset(sum, 0, sizeof(*sum));
+    memset(&b, 0, sizeof(b));
+    b.cfg = cfg;
+    b.opts = opts;
+    b.fd = -1;
+    pthread_mutex_init(&b.ca_lock, NULL);
+    pthread_mutex_init(&b.queue_lock, NULL);
+    pthread_mutex_init(&b.tokens_lock, NULL);
+    pthread_mutex_init(&b.stats_lock, NULL);
+    sum->journal = opts->journal ? strdup(opts->journal)
+                                 : prov_batch_default_path(opts->manifest, ".journal.sqlite");
+    sum->results = opts->results ? strdup(opts->results)
+                                 : prov_batch_default_path(opts->manifest, ".results.csv");
+    b.lot = prov_batch_lot_name(cfg, opts->manifest);
+    b.is_reissue_seen = calloc(opts->n_reissue + 1, sizeof(bool));
+    if (sum->journal == NULL || sum->results == NULL || b.lot == NULL ||
+        b.is_reissue_seen == NULL) {
+        goto out;
+    }
+    r = validate(&b);
+    sum->n_findings = b.parser ? prov_manifest_error_count(b.parser) : 0;
+    sum->n_rows = b.n_rows;
+    if (r == 0) {
+        r = check_reissue_list(&b);
+    }
+    if (r == 0) {
+        r = check_pin_source(&b);
+    }
+    if (r < 0 || opts->is_check_only) {
+        goto out;
+    }
+    r = enroll_lot(&b, sum);
+    sum->n_issued = b.n_issued;
+    sum->n_already = b.n_already;
+    sum->n_failed = b.n_failed;
+out:
+    sum->seconds = now_seconds() - start;
+    sum->devices_per_second = sum->seconds > 0 ? (double)sum->n_rows / sum->seconds : 0;
+    batch_free(&b);
+    return r;
+}

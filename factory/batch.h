@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef PROV_FACTORY_BATCH_H
+#define PROV_FACTORY_BATCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "config.h"
+#include "journal.h"
+#include "manifest.h"
+
+/*
+ * Batch enrollment of a manifest (SPEC §5, §6).
+ *
+ * The manifest is read twice and never held: a first pass validates every row (syntax,
+ * values, the profile and key type against the config, a dry run of the subject, a backend
+ * for the device) and keeps 24 bytes per row (where it is in the file, its line, its token
+ * group). Nothing is issued and no journal is written unless the whole manifest is valid.
+ * Then rows are grouped by device URI; --jobs workers each take a whole group, so one token
+ * sees one operation at a time, while different tokens work in parallel. Two URIs that name
+ * the same token (same identity: token serial, TPM EK) share one lock. CA signing is
+ * serialized with a mutex (the CA's HSM session is not safe for concurrent use).
+ *
+ * Per row, by its journal state (resume policy, factory/README.md):
+ *   none, superseded      intent (new random key id) → prov_enroll → issued (journal hook,
+ *                         before storage) → stored → proven (the written identity read back
+ *                         and verified; the key proved itself before anything was stored):
+ *                         status "issued".
+ *   intent, failed with a key id but no certificate
+ *                         the key of the recorded id is looked up on the token and deleted,
+ *                         then as above with a NEW key id (never reused: an id names one key
+ *                         for life, so a half-deleted object can never pass for the new key).
+ *   issued, failed with a certificate
+ *                         the certificate is in the journal: the key is found by its id,
+ *                         proven against it, and storage is written from the journal without
+ *                         issuing again: "issued".
+ *   stored, proven        storage is compared with the journal and rewritten from it when
+ *                         missing or different, then proven: "already-issued".
+ * --reissue SERIAL supersedes a stored/proven certificate once per run (a resumed run does
+ * not supersede again) and enrolls anew; the superseded key is deleted from the token.
+ */
+
+struct prov_batch_opts {
+    const char *manifest;       /* the manifest CSV file */
+    const char *journal;        /* NULL: MANIFEST.journal.sqlite (prov_batch_default_path) */
+    const char *results;        /* NULL: MANIFEST.results.csv */
+    const char *pin_spec;       /* device PIN source; NULL: cfg->device_pin */
+    int jobs;                   /* parallel workers; <= 0: the number of online CPUs */
+    const char *const *reissue; /* serials to certify again */
+    size_t n_reissue;
+    bool is_check_only;                /* validate the manifest and stop */
+    bool show_progress;                /* progress on stderr */
+    bool is_tty;                       /* a bar rather than lines */
+    prov_manifest_error_fn on_finding; /* each manifest finding; NULL: counted only */
+    void *finding_ctx;
+};
+
+struct prov_batch_summary {
+    unsigned long n_rows;
+    unsigned long n_issued;
+    unsigned long n_already;
+    unsigned long n_failed;
+    unsigned long n_findings; /* manifest findings (validation failed when > 0) */
+    double seconds;
+    double devices_per_second;
+    char *journal; /* owned */
+    char *results; /* owned */
+};
+
+void prov_batch_summary_clear(struct prov_batch_summary *s);
+
+/*
+ * Runs the batch. Returns 0 when the run completed (sum->n_failed says whether rows
+ * failed; each failure is in the results, the journal and one stderr line), PROV_ERR_INPUT
+ * when the manifest is invalid (nothing issued), PROV_ERR_USAGE for a --reissue serial not in
+ * the manifest, or the error that stopped the run as a whole (CA, journal).
+ */
+int prov_batch_run(const struct prov_config *cfg, const struct prov_batch_opts *opts,
+                   struct prov_batch_summary *sum);
+
+/* "DIR/NAME.csv" -> "DIR/NAME<suffix>" (".csv" replaced when present, else appended). */
+char *prov_batch_default_path(const char *manifest, const char *suffix);
+
+/* The lot a manifest's rows belong to: cfg->lot, else the manifest's file name without .csv. */
+char *prov_batch_lot_name(const struct prov_config *cfg, const char *manifest);
+
+enum prov_report_format { PROV_REPORT_CSV, PROV_REPORT_JSON };
+
+/* Counts per lot and state, the audit head, and the rows not yet proven; text or JSON. */
+int prov_batch_status(struct prov_journal *j, bool as_json, FILE *out);
+
+/* Every device row with its certificate facts, as CSV or a JSON array. */
+int prov_batch_report(struct prov_journal *j, enum prov_report_format fmt, FILE *out);
+
+/* One CSV field, quoted (RFC 4180) when it holds a comma, quote, CR or LF. */
+void prov_csv_field(FILE *f, const char *s, bool is_last);
+
+#endif

@@ -1,0 +1,197 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef PROV_FACTORY_JOURNAL_H
+#define PROV_FACTORY_JOURNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <openssl/x509.h>
+
+/*
+ * The batch journal (SPEC §6): an SQLite file in WAL mode with synchronous=FULL, so that a
+ * transition is on disk when its call returns. Each device row walks
+ *
+ *     intent --> issued --> stored --> proven
+ *       |          |          |          |
+ *       +----------+----------+----------+--> failed (the reason; keeps what was reached)
+ *     stored/proven --> superseded (--reissue) --> intent ...
+ *
+ * intent records the key id before the key is generated; issued records the certificate
+ * (DER) before anything is written to storage or to the token. The certificate table holds
+ * every certificate ever issued, current or superseded, with UNIQUE certificate serial and
+ * UNIQUE public-key SHA-256 across the whole journal: issuing a serial or a key twice is a
+ * constraint violation, not a convention. Device rows are UNIQUE per (lot, serial).
+ *
+ * Every change appends to an audit table in the same transaction. An audit record carries
+ * hash = SHA-256(prev_hash || record), and the newest (seq, hash) is kept in the meta table,
+ * so a deleted, altered or truncated record breaks verification (prov_journal_verify_audit).
+ * Triggers refuse UPDATE and DELETE on the audit table.
+ *
+ * One process writes a journal at a time: a writer holds an exclusive flock on
+ * "JOURNAL.lock" for as long as the journal is open. Readers (status, report) take no lock.
+ * All calls are safe from several threads; transitions are serialized inside.
+ *
+ * Test-only crash hook: PROVISIONER_TEST_CRASH_AT=<state>:<n> in the environment of a writer
+ * makes the process _exit(137) right after the n-th committed transition to <state> (intent,
+ * issued, stored, proven, failed or superseded). It is read from the environment only, never
+ * from a config or the command line, and exists so that the kill test can stop a run exactly
+ * at every state boundary.
+ */
+
+enum prov_journal_state {
+    PROV_JOURNAL_NONE = 0, /* no record yet */
+    PROV_JOURNAL_INTENT,
+    PROV_JOURNAL_ISSUED,
+    PROV_JOURNAL_STORED,
+    PROV_JOURNAL_PROVEN,
+    PROV_JOURNAL_FAILED,
+    PROV_JOURNAL_SUPERSEDED,
+    PROV_JOURNAL_STATE_COUNT,
+};
+
+/* "intent", ...; "none" for PROV_JOURNAL_NONE. */
+const char *prov_journal_state_name(enum prov_journal_state s);
+
+#define PROV_JOURNAL_KEY_ID_MAX 64
+
+/* One device row as read back; owned strings, released by prov_journal_device_clear(). */
+struct prov_journal_device {
+    char *lot;
+    char *serial;
+    char *device_uri;
+    enum prov_journal_state state;
+    unsigned char key_id[PROV_JOURNAL_KEY_ID_MAX];
+    size_t key_id_len;       /* 0: no key id recorded */
+    char *key_uri;           /* NULL until issued */
+    char *storage;           /* the storage directory */
+    char *error;             /* the last failure, or NULL */
+    int attempts;            /* intents recorded */
+    unsigned char *cert_der; /* the current certificate, NULL when none */
+    size_t cert_der_len;
+    char cert_serial[65];   /* lower-case hex, "" when none */
+    char sha256[65];        /* of the DER */
+    char pubkey_sha256[65]; /* of the SubjectPublicKeyInfo DER */
+    char not_after[32];     /* RFC 3339 */
+    int n_superseded;       /* earlier certificates of this row */
+    char updated[32];
+};
+
+void prov_journal_device_clear(struct prov_journal_device *d);
+
+struct prov_journal;
+
+/*
+ * Opens (creating when writable and absent) the journal at path. A writer takes the
+ * exclusive lock (PROV_ERR_JOURNAL "in use by another run" when it is held) and reads the
+ * crash hook. Errors: PROV_ERR_JOURNAL naming the file, PROV_ERR_NOT_FOUND when a reader
+ * finds no file.
+ */
+int prov_journal_open(const char *path, bool writable, struct prov_journal **out);
+
+/* Accepts NULL. */
+void prov_journal_close(struct prov_journal *j);
+
+/* The lot called name (created with its manifest path when new); *lot_id gets its id. */
+int prov_journal_lot(struct prov_journal *j, const char *name, const char *manifest,
+                     long long *lot_id);
+
+/*
+ * A batch run over a lot. A run that did not finish (crash, kill) and was started with the
+ * same reissue list is resumed rather than begun again (*is_resumed), so that a --reissue
+ * already carried out before the crash is not carried out twice.
+ */
+int prov_journal_run_begin(struct prov_journal *j, long long lot_id, const char *reissue_list,
+                           long long *run_id, bool *is_resumed);
+int prov_journal_run_end(struct prov_journal *j, long long run_id);
+
+/* The row for (lot, serial); state PROV_JOURNAL_NONE when there is none. */
+int prov_journal_get(struct prov_journal *j, long long lot_id, const char *serial,
+                     struct prov_journal_device *out);
+
+/*
+ * Transitions. Each is one transaction with its audit record; an illegal transition is
+ * refused with PROV_ERR_JOURNAL naming the serial and both states.
+ *
+ * intent: from none, intent (a retry after a crash; the caller has removed the earlier key),
+ * failed without a certificate, or superseded. Records the chosen key id before the key is
+ * generated, the device and the storage directory.
+ */
+int prov_journal_record_intent(struct prov_journal *j, long long lot_id, const char *serial,
+                               const char *device_uri, const char *storage,
+                               const unsigned char *key_id, size_t key_id_len);
+
+/*
+ * issued: from intent with the same key id. Records the certificate; PROV_ERR_ALREADY_ISSUED
+ * when its serial or its public key is already in the journal (any lot, current or
+ * superseded).
+ */
+int prov_journal_record_issued(struct prov_journal *j, long long lot_id, const char *serial,
+                               const unsigned char *key_id, size_t key_id_len, X509 *cert,
+                               const char *key_uri);
+
+/* stored: the storage holds the journal's certificate; from any state with a certificate. */
+int prov_journal_record_stored(struct prov_journal *j, long long lot_id, const char *serial);
+
+/* proven: the written identity was re-proven with the device key; from stored. */
+int prov_journal_record_proven(struct prov_journal *j, long long lot_id, const char *serial);
+
+/*
+ * failed: from any state (the row is created when new, with device_uri); keeps the key id
+ * and certificate reached so far, so that a later run resumes from them.
+ */
+int prov_journal_record_failed(struct prov_journal *j, long long lot_id, const char *serial,
+                               const char *device_uri, const char *reason);
+
+/*
+ * superseded (--reissue): the current certificate is marked superseded by run_id and the row
+ * waits for a new intent. From stored, proven, or failed with a certificate.
+ */
+int prov_journal_supersede(struct prov_journal *j, long long lot_id, const char *serial,
+                           long long run_id);
+
+/* Whether run_id already superseded a certificate of this row. */
+int prov_journal_superseded_in_run(struct prov_journal *j, long long lot_id, const char *serial,
+                                   long long run_id, bool *out);
+
+/*
+ * The key ids of this row's superseded certificates (their keys are retired once the new
+ * identity is proven). *ids is an array of n entries of PROV_JOURNAL_KEY_ID_MAX bytes with
+ * lengths in *lens; both freed by the caller.
+ */
+int prov_journal_superseded_keys(struct prov_journal *j, long long lot_id, const char *serial,
+                                 unsigned char (**ids)[PROV_JOURNAL_KEY_ID_MAX], size_t **lens,
+                                 size_t *n);
+
+/* Calls fn for every device row of the lot (lot_id 0: every lot), by lot then serial. */
+int prov_journal_foreach(struct prov_journal *j, long long lot_id,
+                         int (*fn)(void *ctx, const struct prov_journal_device *d), void *ctx);
+
+/* Rows per state, and the superseded certificates, of a lot (0: all lots). */
+int prov_journal_counts(struct prov_journal *j, long long lot_id,
+                        long long counts[PROV_JOURNAL_STATE_COUNT], long long *n_superseded);
+
+/* Calls fn for every lot, by name. */
+int prov_journal_foreach_lot(struct prov_journal *j,
+                             int (*fn)(void *ctx, long long lot_id, const char *name,
+                                       const char *manifest),
+                             void *ctx);
+
+/* The lot id for a name; PROV_ERR_NOT_FOUND when the journal has no such lot. */
+int prov_journal_find_lot(struct prov_journal *j, const char *name, long long *lot_id);
+
+struct prov_journal_audit {
+    long long n_records;
+    char head_hash[65]; /* hex of the newest record's hash: keep it outside to anchor */
+    long long bad_seq;  /* the first record that fails, 0 when none */
+    char reason[256];
+};
+
+/*
+ * Walks the audit chain: consecutive sequence numbers, each prev_hash equal to the hash
+ * before it, each hash recomputed, the newest record equal to the recorded head, and every
+ * device row's state and certificate equal to what its newest audit records say.
+ * Returns 0, or PROV_ERR_VERIFY with out->reason and out->bad_seq.
+ */
+int prov_journal_verify_audit(struct prov_journal *j, struct prov_journal_audit *out);
+
+#endif

@@ -1,0 +1,468 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* SQLite helpers of the journal and the reads: rows, lots, counts (journal_internal.h). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <sqlite3.h>
+
+#include "error.h"
+#include "journal.h"
+#include "journal_internal.h"
+
+static const char *const state_names[PROV_JOURNAL_STATE_COUNT] = {
+    "none", "intent", "issued", "stored", "proven", "failed", "superseded",
+};
+
+void journal_now(char *out, size_t cap)
+{
+    struct timespec ts;
+    struct tm tm;
+    size_t n;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    n = strftime(out, cap, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, cap - n, ".%03ldZ", ts.tv_nsec / 1000000);
+}
+
+void journal_hex(const unsigned char *in, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+int journal_db_fail(struct prov_journal *j, const char *what)
+{
+    return prov_fail(PROV_ERR_JOURNAL, "journal %s: %s: %s", j->path, what, sqlite3_errmsg(j->db));
+}
+
+/*
+ * Binds by a type string: 't' text (NULL binds NULL), 'i' long long, 'b' blob (pointer then
+ * size_t length).
+ */
+static int bind_args(sqlite3_stmt *st, const char *types, va_list ap)
+{
+    int rc = SQLITE_OK;
+
+    for (int i = 0; types[i] != '\0' && rc == SQLITE_OK; i++) {
+        if (types[i] == 't') {
+            const char *s = va_arg(ap, const char *);
+
+            rc = s ? sqlite3_bind_text(st, i + 1, s, -1, SQLITE_TRANSIENT)
+                   : sqlite3_bind_null(st, i + 1);
+        } else if (types[i] == 'i') {
+            rc = sqlite3_bind_int64(st, i + 1, va_arg(ap, long long));
+        } else {
+            const void *b = va_arg(ap, const void *);
+            size_t n = va_arg(ap, size_t);
+
+            rc = b ? sqlite3_bind_blob(st, i + 1, b, (int)n, SQLITE_TRANSIENT)
+                   : sqlite3_bind_null(st, i + 1);
+        }
+    }
+    return rc;
+}
+
+/* Prepares sql with its arguments bound; the caller steps and finalizes. */
+int journal_query(struct prov_journal *j, sqlite3_stmt **st, const char *sql, const char *types,
+                  ...)
+{
+    va_list ap;
+    int rc;
+
+    *st = NULL;
+    rc = sqlite3_prepare_v2(j->db, sql, -1, st, NULL);
+    if (rc == SQLITE_OK) {
+        va_start(ap, types);
+        rc = bind_args(*st, types, ap);
+        va_end(ap);
+    }
+    if (rc != SQLITE_OK) {
+        int r = journal_db_fail(j, "query");
+
+        sqlite3_finalize(*st);
+        *st = NULL;
+        return r;
+    }
+    return 0;
+}
+
+/* Runs a statement that returns no rows. Returns the SQLite code (SQLITE_DONE on success). */
+int journal_exec(struct prov_journal *j, const char *sql, const char *types, ...)
+{
+    sqlite3_stmt *st = NULL;
+    va_list ap;
+    int rc;
+
+    rc = sqlite3_prepare_v2(j->db, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        va_start(ap, types);
+        rc = bind_args(st, types, ap);
+        va_end(ap);
+    }
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(st);
+    }
+    /* finalize keeps the error so that sqlite3_errmsg still describes it. */
+    sqlite3_finalize(st);
+    return rc;
+}
+
+void journal_rollback(struct prov_journal *j)
+{
+    sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+int journal_begin(struct prov_journal *j)
+{
+    if (sqlite3_exec(j->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+        return journal_db_fail(j, "begin");
+    }
+    return 0;
+}
+
+int journal_commit(struct prov_journal *j)
+{
+    if (sqlite3_exec(j->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        int r = journal_db_fail(j, "commit");
+
+        journal_rollback(j);
+        return r;
+    }
+    return 0;
+}
+
+static char *col_strdup(sqlite3_stmt *st, int i)
+{
+    const unsigned char *s = sqlite3_column_text(st, i);
+
+    return s ? strdup((const char *)s) : NULL;
+}
+
+void journal_col_copy(sqlite3_stmt *st, int i, char *out, size_t cap)
+{
+    const unsigned char *s = sqlite3_column_text(st, i);
+
+    snprintf(out, cap, "%s", s ? (const char *)s : "");
+}
+
+#define DEVICE_COLUMNS                                                                             \
+    "SELECT d.id, l.name, d.serial, d.device_uri, d.state, d.key_id, d.key_uri, d.storage,"        \
+    " d.error, d.attempts, d.updated, d.cert_id, c.der, c.cert_serial, c.sha256,"                  \
+    " c.pubkey_sha256, c.not_after,"                                                               \
+    " (SELECT count(*) FROM certificate s WHERE s.device_id = d.id"                                \
+    "  AND s.superseded IS NOT NULL)"                                                              \
+    " FROM device d JOIN lot l ON l.id = d.lot_id"                                                 \
+    " LEFT JOIN certificate c ON c.id = d.cert_id "
+
+/* Fills d from a DEVICE_COLUMNS row; *dev_id and *cert_id (0: none) when asked for. */
+static int fill_device(sqlite3_stmt *st, struct prov_journal_device *d, long long *dev_id,
+                       long long *cert_id)
+{
+    const void *blob;
+    int n;
+
+    memset(d, 0, sizeof(*d));
+    if (dev_id != NULL) {
+        *dev_id = sqlite3_column_int64(st, 0);
+    }
+    if (cert_id != NULL) {
+        *cert_id = sqlite3_column_int64(st, 11);
+    }
+    d->lot = col_strdup(st, 1);
+    d->serial = col_strdup(st, 2);
+    d->device_uri = col_strdup(st, 3);
+    d->state = journal_state_parse((const char *)sqlite3_column_text(st, 4));
+    blob = sqlite3_column_blob(st, 5);
+    n = sqlite3_column_bytes(st, 5);
+    if (blob != NULL && n > 0 && n <= PROV_JOURNAL_KEY_ID_MAX) {
+        memcpy(d->key_id, blob, (size_t)n);
+        d->key_id_len = (size_t)n;
+    }
+    d->key_uri = col_strdup(st, 6);
+    d->storage = col_strdup(st, 7);
+    d->error = col_strdup(st, 8);
+    d->attempts = sqlite3_column_int(st, 9);
+    journal_col_copy(st, 10, d->updated, sizeof(d->updated));
+    blob = sqlite3_column_blob(st, 12);
+    n = sqlite3_column_bytes(st, 12);
+    if (blob != NULL && n > 0) {
+        d->cert_der = malloc((size_t)n);
+        if (d->cert_der == NULL) {
+            prov_journal_device_clear(d);
+            return PROV_ERR_NOMEM;
+        }
+        memcpy(d->cert_der, blob, (size_t)n);
+        d->cert_der_len = (size_t)n;
+    }
+    journal_col_copy(st, 13, d->cert_serial, sizeof(d->cert_serial));
+    journal_col_copy(st, 14, d->sha256, sizeof(d->sha256));
+    journal_col_copy(st, 15, d->pubkey_sha256, sizeof(d->pubkey_sha256));
+    journal_col_copy(st, 16, d->not_after, sizeof(d->not_after));
+    d->n_superseded = sqlite3_column_int(st, 17);
+    if (d->lot == NULL || d->serial == NULL || d->device_uri == NULL) {
+        prov_journal_device_clear(d);
+        return PROV_ERR_NOMEM;
+    }
+    return 0;
+}
+
+/* The row (without the lock: callers hold it or are readers). */
+int journal_read_device(struct prov_journal *j, long long lot_id, const char *serial,
+                        struct prov_journal_device *d, long long *dev_id, long long *cert_id)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+    int r;
+
+    memset(d, 0, sizeof(*d));
+    *dev_id = 0;
+    *cert_id = 0;
+    r = journal_query(j, &st, DEVICE_COLUMNS "WHERE d.lot_id = ? AND d.serial = ?", "it", lot_id,
+                      serial);
+    if (r < 0) {
+        return r;
+    }
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        r = fill_device(st, d, dev_id, cert_id);
+    } else if (rc != SQLITE_DONE) {
+        r = journal_db_fail(j, serial);
+    }
+    sqlite3_finalize(st);
+    return r;
+}
+
+int journal_lot_name(struct prov_journal *j, long long lot_id, char *out, size_t cap)
+{
+    sqlite3_stmt *st = NULL;
+    int r;
+
+    r = journal_query(j, &st, "SELECT name FROM lot WHERE id = ?", "i", lot_id);
+    if (r < 0) {
+        return r;
+    }
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        journal_col_copy(st, 0, out, cap);
+    } else {
+        r = prov_fail(PROV_ERR_JOURNAL, "journal %s: no lot %lld", j->path, lot_id);
+    }
+    sqlite3_finalize(st);
+    return r;
+}
+
+int prov_journal_get(struct prov_journal *j, long long lot_id, const char *serial,
+                     struct prov_journal_device *out)
+{
+    long long dev_id;
+    long long cert_id;
+    int r;
+
+    pthread_mutex_lock(&j->lock);
+    r = journal_read_device(j, lot_id, serial, out, &dev_id, &cert_id);
+    pthread_mutex_unlock(&j->lock);
+    return r;
+}
+
+int prov_journal_foreach_lot(struct prov_journal *j,
+                             int (*fn)(void *ctx, long long lot_id, const char *name,
+                                       const char *manifest),
+                             void *ctx)
+{
+    sqlite3_stmt *st = NULL;
+    int r;
+
+    r = journal_query(j, &st, "SELECT id, name, manifest FROM lot ORDER BY name", "");
+    while (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
+        const char *manifest = (const char *)sqlite3_column_text(st, 2);
+
+        r = fn(ctx, sqlite3_column_int64(st, 0), (const char *)sqlite3_column_text(st, 1),
+               manifest ? manifest : "");
+    }
+    sqlite3_finalize(st);
+    return r;
+}
+
+int prov_journal_find_lot(struct prov_journal *j, const char *name, long long *lot_id)
+{
+    sqlite3_stmt *st = NULL;
+    int r;
+
+    *lot_id = 0;
+    pthread_mutex_lock(&j->lock);
+    r = journal_query(j, &st, "SELECT id FROM lot WHERE name = ?", "t", name);
+    if (r == 0) {
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            *lot_id = sqlite3_column_int64(st, 0);
+        } else {
+            r = prov_fail(PROV_ERR_NOT_FOUND, "journal %s: no lot \"%s\"", j->path, name);
+        }
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&j->lock);
+    return r;
+}
+
+int prov_journal_superseded_in_run(struct prov_journal *j, long long lot_id, const char *serial,
+                                   long long run_id, bool *out)
+{
+    sqlite3_stmt *st = NULL;
+    int r;
+
+    *out = false;
+    pthread_mutex_lock(&j->lock);
+    r = journal_query(j, &st,
+                      "SELECT 1 FROM certificate c JOIN device d ON d.id = c.device_id"
+                      " WHERE d.lot_id = ? AND d.serial = ? AND c.superseded_run = ?",
+                      "iti", lot_id, serial, run_id);
+    if (r == 0) {
+        *out = sqlite3_step(st) == SQLITE_ROW;
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&j->lock);
+    return r;
+}
+
+int prov_journal_superseded_keys(struct prov_journal *j, long long lot_id, const char *serial,
+                                 unsigned char (**ids)[PROV_JOURNAL_KEY_ID_MAX], size_t **lens,
+                                 size_t *n)
+{
+    sqlite3_stmt *st = NULL;
+    size_t cap = 0;
+    int r;
+
+    *ids = NULL;
+    *lens = NULL;
+    *n = 0;
+    pthread_mutex_lock(&j->lock);
+    r = journal_query(j, &st,
+                      "SELECT c.key_id FROM certificate c JOIN device d ON d.id = c.device_id"
+                      " WHERE d.lot_id = ? AND d.serial = ? AND c.superseded IS NOT NULL",
+                      "it", lot_id, serial);
+    while (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
+        const void *b = sqlite3_column_blob(st, 0);
+        size_t len = (size_t)sqlite3_column_bytes(st, 0);
+
+        if (b == NULL || len == 0 || len > PROV_JOURNAL_KEY_ID_MAX) {
+            continue;
+        }
+        if (*n == cap) {
+            size_t ncap = cap ? cap * 2 : 4;
+            void *a = realloc(*ids, ncap * sizeof(**ids));
+            void *l = a ? realloc(*lens, ncap * sizeof(**lens)) : NULL;
+
+            if (a != NULL) {
+                *ids = a;
+            }
+            if (l == NULL) {
+                r = PROV_ERR_NOMEM;
+                break;
+            }
+            *lens = l;
+            cap = ncap;
+        }
+        memcpy((*ids)[*n], b, len);
+        (*lens)[(*n)++] = len;
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&j->lock);
+    if (r < 0) {
+        free(*ids);
+        free(*lens);
+        *ids = NULL;
+        *lens = NULL;
+        *n = 0;
+    }
+    return r;
+}
+
+int prov_journal_foreach(struct prov_journal *j, long long lot_id,
+                         int (*fn)(void *ctx, const struct prov_journal_device *d), void *ctx)
+{
+    struct prov_journal_device d;
+    sqlite3_stmt *st = NULL;
+    int r;
+
+    /* No lock held across the callbacks: a reader's statement sees one snapshot anyway. */
+    r = journal_query(j, &st,
+                      DEVICE_COLUMNS "WHERE ? = 0 OR d.lot_id = ? ORDER BY l.name, d.serial", "ii",
+                      lot_id, lot_id);
+    while (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
+        r = fill_device(st, &d, NULL, NULL);
+        if (r == 0) {
+            r = fn(ctx, &d);
+        }
+        prov_journal_device_clear(&d);
+    }
+    sqlite3_finalize(st);
+    return r;
+}
+
+int prov_journal_counts(struct prov_journal *j, long long lot_id,
+                        long long counts[PROV_JOURNAL_STATE_COUNT], long long *n_superseded)
+{
+    sqlite3_stmt *st = NULL;
+    int r;
+
+    memset(counts, 0, sizeof(long long) * PROV_JOURNAL_STATE_COUNT);
+    *n_superseded = 0;
+    pthread_mutex_lock(&j->lock);
+    r = journal_query(j, &st,
+                      "SELECT state, count(*) FROM device WHERE ? = 0 OR lot_id = ? GROUP BY state",
+                      "ii", lot_id, lot_id);
+    while (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
+        counts[journal_state_parse((const char *)sqlite3_column_text(st, 0))] =
+            sqlite3_column_int64(st, 1);
+    }
+    sqlite3_finalize(st);
+    if (r == 0) {
+        r = journal_query(j, &st,
+                          "SELECT count(*) FROM certificate c JOIN device d ON d.id = c.device_id"
+                          " WHERE c.superseded IS NOT NULL AND (? = 0 OR d.lot_id = ?)",
+                          "ii", lot_id, lot_id);
+    }
+    if (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
+        *n_superseded = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&j->lock);
+    return r;
+}
+
+void prov_journal_device_clear(struct prov_journal_device *d)
+{
+    if (d == NULL) {
+        return;
+    }
+    free(d->lot);
+    free(d->serial);
+    free(d->device_uri);
+    free(d->key_uri);
+    free(d->storage);
+    free(d->error);
+    free(d->cert_der);
+    memset(d, 0, sizeof(*d));
+}
+
+const char *prov_journal_state_name(enum prov_journal_state s)
+{
+    return (unsigned)s < PROV_JOURNAL_STATE_COUNT ? state_names[s] : "?";
+}
+
+enum prov_journal_state journal_state_parse(const char *s)
+{
+    for (int i = 1; i < PROV_JOURNAL_STATE_COUNT; i++) {
+        if (s != NULL && strcmp(s, state_names[i]) == 0) {
+            return (enum prov_journal_state)i;
+        }
+    }
+    return PROV_JOURNAL_NONE;
+}

@@ -1,0 +1,232 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "batch.h"
+#include "cli.h"
+#include "error.h"
+#include "journal.h"
+
+/* Findings printed before the rest are only counted (a broken export can have thousands). */
+#define MAX_FINDINGS_SHOWN 100
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "Usage: provisioner batch MANIFEST.csv [OPTIONS]\n"
+            "       provisioner batch status [MANIFEST.csv | --journal FILE] [--json]\n"
+            "       provisioner batch report [MANIFEST.csv | --journal FILE] [--csv | --json]\n"
+            "                                [--verify-audit]\n\n"
+            "Enrolls every row of a manifest (columns: serial, device, key, profile, cn,\n"
+            "san_dns, san_uri, san_email, san_ip, storage, x_NAME). The whole manifest is\n"
+            "validated first; every problem is printed as FILE:LINE:COLUMN: reason and nothing\n"
+            "is issued when there is any. Progress is journaled: after a crash or kill, run the\n"
+            "same command again and it resumes; every row is issued exactly once.\n\n"
+            "  --jobs N           tokens worked on in parallel (default: CPUs); rows of one\n"
+            "                     token are always one at a time\n"
+            "  --journal FILE     the journal (default: MANIFEST.journal.sqlite, .csv dropped)\n"
+            "  --results FILE     the results CSV (default: MANIFEST.results.csv):\n"
+            "                     serial,status,cert_serial,sha256,not_after,storage,error,x_...\n"
+            "  --reissue SERIAL   certify SERIAL again; its certificate is recorded as\n"
+            "                     superseded and its old key deleted (repeatable)\n"
+            "  --pin SOURCE       device PIN source, file:PATH or env:VAR (default: [provisioner]\n"
+            "                     device_pin); read once per device\n"
+            "  --check            validate the manifest against the config and stop\n"
+            "  --no-progress      no progress bar or progress lines on stderr\n\n"
+            "status: devices per state and the rows not yet proven. report: every row with its\n"
+            "certificate (CSV by default); --verify-audit checks the journal's hash-chained\n"
+            "audit trail and prints its head hash (keep it elsewhere to anchor the chain).\n\n"
+            "Exit: 0 all rows issued or already issued, 1 some rows failed, 2 invalid manifest\n"
+            "or usage, 6 journal error; other codes as for enroll when the CA cannot be used.\n"
+            "Test only: PROVISIONER_TEST_CRASH_AT=STATE:N exits (137) right after the N-th\n"
+            "journal transition to STATE.\n");
+}
+
+struct findings {
+    unsigned long n;
+};
+
+static void print_finding(void *ctx, const char *name, unsigned long line, unsigned long column,
+                          const char *reason)
+{
+    struct findings *f = ctx;
+
+    if (++f->n <= MAX_FINDINGS_SHOWN) {
+        fprintf(stderr, "%s:%lu:%lu: %s\n", name, line, column, reason);
+    }
+}
+
+/* The journal named by --journal, or the default one of the manifest. */
+static char *journal_path(const char *journal, const char *manifest)
+{
+    if (journal != NULL) {
+        return strdup(journal);
+    }
+    if (manifest != NULL) {
+        return prov_batch_default_path(manifest, ".journal.sqlite");
+    }
+    return NULL;
+}
+
+/* batch status / batch report: read-only views of the journal. */
+static int journal_view(int argc, char **argv, bool is_report)
+{
+    static const struct option opts[] = {
+        {"journal", required_argument, NULL, 'J'}, {"json", no_argument, NULL, 'j'},
+        {"csv", no_argument, NULL, 'c'},           {"verify-audit", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+    };
+    struct prov_journal_audit audit;
+    struct prov_journal *j = NULL;
+    const char *journal = NULL;
+    bool as_json = false;
+    bool verify = false;
+    char *path = NULL;
+    int c;
+    int r;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'J': journal = optarg; break;
+        case 'j': as_json = true; break;
+        case 'c': as_json = false; break;
+        case 'V': verify = true; break;
+        case 'h': usage(stdout); return PROV_EXIT_OK;
+        default: usage(stderr); return PROV_EXIT_USAGE;
+        }
+    }
+    path = journal_path(journal, optind < argc ? argv[optind] : NULL);
+    if (path == NULL || argc - optind > 1 || (verify && !is_report)) {
+        fprintf(stderr,
+                "provisioner: batch %s: name the journal: MANIFEST.csv or --journal "
+                "FILE\n",
+                argv[0]);
+        free(path);
+        return PROV_EXIT_USAGE;
+    }
+    prov_error_clear();
+    r = prov_journal_open(path, false, &j);
+    if (r == 0 && verify) {
+        r = prov_journal_verify_audit(j, &audit);
+        if (r == 0) {
+            fprintf(stderr,
+                    "provisioner: journal %s: audit chain verifies: %lld records, head "
+                    "%s\n",
+                    path, audit.n_records, audit.head_hash);
+        }
+    }
+    if (r == 0) {
+        r = is_report ? prov_batch_report(j, as_json ? PROV_REPORT_JSON : PROV_REPORT_CSV, stdout)
+                      : prov_batch_status(j, as_json, stdout);
+    }
+    prov_journal_close(j);
+    if (r < 0) {
+        r = cli_fail(r, path);
+        free(path);
+        return r;
+    }
+    free(path);
+    return PROV_EXIT_OK;
+}
+
+static int run(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"jobs", required_argument, NULL, 'n'},
+        {"journal", required_argument, NULL, 'J'},
+        {"results", required_argument, NULL, 'R'},
+        {"reissue", required_argument, NULL, 'r'},
+        {"pin", required_argument, NULL, 'p'},
+        {"check", no_argument, NULL, 'C'},
+        {"no-progress", no_argument, NULL, 'P'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct prov_batch_opts o = {.show_progress = !prov_cli.quiet, .is_tty = isatty(2) == 1};
+    struct prov_batch_summary sum;
+    struct prov_config *cfg = NULL;
+    struct findings found = {0};
+    const char **reissue = calloc((size_t)argc, sizeof(*reissue));
+    char *end = NULL;
+    int rc = PROV_EXIT_USAGE;
+    int c;
+    int r;
+
+    optind = 1;
+    while (reissue != NULL && (c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'n':
+            o.jobs = (int)strtol(optarg, &end, 10);
+            if (*end != '\0' || o.jobs < 1 || o.jobs > 64) {
+                fprintf(stderr, "provisioner: batch: --jobs %s: a number from 1 to 64\n", optarg);
+                goto out;
+            }
+            break;
+        case 'J': o.journal = optarg; break;
+        case 'R': o.results = optarg; break;
+        case 'r': reissue[o.n_reissue++] = optarg; break;
+        case 'p': o.pin_spec = optarg; break;
+        case 'C': o.is_check_only = true; break;
+        case 'P': o.show_progress = false; break;
+        case 'h':
+            usage(stdout);
+            rc = PROV_EXIT_OK;
+            goto out;
+        default: usage(stderr); goto out;
+        }
+    }
+    if (reissue == NULL || optind + 1 != argc) {
+        fprintf(stderr, "provisioner: batch: exactly one MANIFEST.csv expected\n");
+        goto out;
+    }
+    o.manifest = argv[optind];
+    o.reissue = reissue;
+    o.on_finding = print_finding;
+    o.finding_ctx = &found;
+    rc = cli_load_config(&cfg);
+    if (rc != 0) {
+        goto out;
+    }
+    prov_error_clear();
+    r = prov_batch_run(cfg, &o, &sum);
+    if (found.n > MAX_FINDINGS_SHOWN) {
+        fprintf(stderr, "%s: ... and %lu more problems\n", o.manifest,
+                found.n - MAX_FINDINGS_SHOWN);
+    }
+    if (r == PROV_ERR_INPUT && found.n > 0) {
+        fprintf(stderr, "provisioner: %s: %lu problem%s, nothing issued\n", o.manifest, found.n,
+                found.n == 1 ? "" : "s");
+        rc = PROV_EXIT_USAGE;
+    } else if (r < 0) {
+        rc = cli_fail(r, o.manifest);
+    } else if (o.is_check_only) {
+        printf("%s: %lu rows, valid\n", o.manifest, sum.n_rows);
+        rc = PROV_EXIT_OK;
+    } else {
+        printf("%lu rows: %lu issued, %lu already-issued, %lu failed in %.1f s (%.1f devices/s); "
+               "results %s, journal %s\n",
+               sum.n_rows, sum.n_issued, sum.n_already, sum.n_failed, sum.seconds,
+               sum.devices_per_second, sum.results, sum.journal);
+        rc = sum.n_failed > 0 ? PROV_EXIT_FAILED : PROV_EXIT_OK;
+    }
+    prov_batch_summary_clear(&sum);
+out:
+    prov_config_free(cfg);
+    free(reissue);
+    return rc;
+}
+
+int cmd_batch(int argc, char **argv)
+{
+    if (argc >= 2 && strcmp(argv[1], "status") == 0) {
+        return journal_view(argc - 1, argv + 1, false);
+    }
+    if (argc >= 2 && strcmp(argv[1], "report") == 0) {
+        return journal_view(argc - 1, argv + 1, true);
+    }
+    return run(argc, argv);
+}

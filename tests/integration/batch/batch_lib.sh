@@ -1,0 +1,67 @@
+# SPDX-License-Identifier: Apache-2.0
+# Helpers for the batch tests, on top of tests/integration/lib.sh (sourced first).
+
+# batch_ca: ca_fixture, plus a device profile whose subject has an O besides the CN (so that
+# a cn that looks like DN syntax could show up as an extra attribute if it were parsed).
+batch_ca() {
+    ca_fixture pkcs11
+    cat >>"$PROVISIONER_CONFIG" <<'EOC'
+
+[profile_device]
+key = ec-p256
+days = 30
+subject = device_dn
+
+[device_dn]
+O = Batch Test
+CN = ${cn}
+EOC
+}
+
+# make_lot MANIFEST TOKENS PER_TOKEN: device tokens dev-01.. and their rows
+# (serial,device,cn,x_token; cn empty: the default). Labels are two digits wide.
+make_lot() {
+    local m=$1 n=0 t r label
+    echo "serial,device,cn,x_token" >"$m"
+    for ((t = 1; t <= $2; t++)); do
+        label=$(printf 'dev-%02d' "$t")
+        token_init "$label"
+        for ((r = 1; r <= $3; r++)); do
+            n=$((n + 1))
+            printf 'SN-%05d,pkcs11:token=%s,,%s\n' "$n" "$label" "$label" >>"$m"
+        done
+    done
+}
+
+# token_objects LABEL: "TYPE ID" for every object on the token (privkey, pubkey, cert, data).
+token_objects() {
+    p11 "$1" "$DEV_PIN_VALUE" --list-objects 2>/dev/null | awk '
+        /^Private Key Object/ { t = "privkey" }
+        /^Public Key Object/ { t = "pubkey" }
+        /^Certificate Object/ { t = "cert" }
+        /^Data object/ { t = "data" }
+        /^ *ID:/ { print t, tolower($2) }'
+}
+
+# assert_token_matches_journal JOURNAL LABEL: the private keys, public keys and certificates
+# on the token are exactly the keys of the journal's current rows for that token: nothing
+# left over from an interrupted or superseded attempt, nothing missing.
+assert_token_matches_journal() {
+    local t
+    sqlite3 "$1" "SELECT lower(hex(key_id)) FROM device WHERE device_uri = 'pkcs11:token=$2'
+                  AND state = 'proven' ORDER BY 1" >"$WORK/log/want-$2"
+    token_objects "$2" >"$WORK/log/objects-$2"
+    for t in privkey pubkey cert; do
+        awk -v t=$t '$1 == t { print $2 }' "$WORK/log/objects-$2" | sort >"$WORK/log/got-$2-$t"
+        cmp -s "$WORK/log/got-$2-$t" "$WORK/log/want-$2" ||
+            fail "token $2: $t objects are not the journal's keys: $(diff "$WORK/log/got-$2-$t" "$WORK/log/want-$2" | grep '^[<>]' | head -n4 | tr '\n' ' ')"
+    done
+    if grep -q '^data ' "$WORK/log/objects-$2"; then
+        fail "token $2: unexpected data objects"
+    fi
+}
+
+# journal_q SQL: one query on the journal of this test ($JOURNAL).
+journal_q() {
+    sqlite3 "$JOURNAL" "$1"
+}

@@ -1,0 +1,469 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The journal: the state machine and its refusals, the uniqueness that makes double issuance
+ * impossible, --reissue bookkeeping, the hash-chained audit trail (and that deleting or
+ * altering a record is detected), the writer lock and the test-only crash hook.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+#include <sqlite3.h>
+
+#include "error.h"
+#include "journal.h"
+
+struct fixture {
+    char dir[64];
+    char path[128];
+    struct prov_journal *j;
+    long long lot;
+    EVP_PKEY *keys[4];
+};
+
+static const unsigned char id1[16] = {1};
+static const unsigned char id2[16] = {2};
+static const unsigned char id3[16] = {3};
+
+/* A self-signed certificate with the given serial number for key. */
+static X509 *make_cert(long serial, EVP_PKEY *key)
+{
+    X509 *c = X509_new();
+    X509_NAME *n = X509_NAME_new();
+
+    X509_set_version(c, X509_VERSION_3);
+    ASN1_INTEGER_set(X509_get_serialNumber(c), serial);
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8, (const unsigned char *)"dev", -1, -1, 0);
+    X509_set_subject_name(c, n);
+    X509_set_issuer_name(c, n);
+    X509_set_pubkey(c, key);
+    X509_gmtime_adj(X509_getm_notBefore(c), 0);
+    X509_gmtime_adj(X509_getm_notAfter(c), 86400);
+    assert_true(X509_sign(c, key, EVP_sha256()) > 0);
+    X509_NAME_free(n);
+    return c;
+}
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+
+    snprintf(f->dir, sizeof(f->dir), "/tmp/test_journal.XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->path, sizeof(f->path), "%s/j.sqlite", f->dir);
+    unsetenv("PROVISIONER_TEST_CRASH_AT");
+    assert_int_equal(prov_journal_open(f->path, true, &f->j), 0);
+    assert_int_equal(prov_journal_lot(f->j, "lot-a", "a.csv", &f->lot), 0);
+    for (int i = 0; i < 4; i++) {
+        f->keys[i] = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    }
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    char cmd[128];
+
+    prov_journal_close(f->j);
+    for (int i = 0; i < 4; i++) {
+        EVP_PKEY_free(f->keys[i]);
+    }
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+    assert_int_equal(system(cmd), 0);
+    free(f);
+    return 0;
+}
+
+static enum prov_journal_state state_of(struct fixture *f, const char *serial)
+{
+    struct prov_journal_device d;
+    enum prov_journal_state s;
+
+    assert_int_equal(prov_journal_get(f->j, f->lot, serial, &d), 0);
+    s = d.state;
+    prov_journal_device_clear(&d);
+    return s;
+}
+
+/* intent -> issued -> stored -> proven for serial with a certificate of (cert_serial, key). */
+static void walk_to_proven(struct fixture *f, const char *serial, const unsigned char *id,
+                           long cert_serial, EVP_PKEY *key)
+{
+    X509 *c = make_cert(cert_serial, key);
+
+    assert_int_equal(
+        prov_journal_record_intent(f->j, f->lot, serial, "pkcs11:token=t", "d", id, 16), 0);
+    assert_int_equal(prov_journal_record_issued(f->j, f->lot, serial, id, 16, c, "pkcs11:k"), 0);
+    assert_int_equal(prov_journal_record_stored(f->j, f->lot, serial), 0);
+    assert_int_equal(prov_journal_record_proven(f->j, f->lot, serial), 0);
+    X509_free(c);
+}
+
+static void test_state_machine(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_journal_device d;
+    X509 *c = make_cert(100, f->keys[0]);
+    long long counts[PROV_JOURNAL_STATE_COUNT];
+    long long superseded;
+
+    assert_int_equal(state_of(f, "A"), PROV_JOURNAL_NONE);
+    /* Nothing but intent (or failed) can start a row. */
+    prov_error_clear();
+    assert_int_equal(prov_journal_record_issued(f->j, f->lot, "A", id1, 16, c, "k"),
+                     PROV_ERR_JOURNAL);
+    assert_non_null(strstr(prov_error_message(), "no transition from none to issued"));
+    assert_int_equal(prov_journal_record_stored(f->j, f->lot, "A"), PROV_ERR_JOURNAL);
+
+    assert_int_equal(
+        prov_journal_record_intent(f->j, f->lot, "A", "pkcs11:token=t", "d/A", id1, 16), 0);
+    assert_int_equal(prov_journal_get(f->j, f->lot, "A", &d), 0);
+    assert_int_equal(d.state, PROV_JOURNAL_INTENT);
+    assert_int_equal(d.key_id_len, 16);
+    assert_memory_equal(d.key_id, id1, 16); /* the key id is on disk before any key exists */
+    assert_int_equal(d.attempts, 1);
+    prov_journal_device_clear(&d);
+
+    assert_int_equal(prov_journal_record_proven(f->j, f->lot, "A"), PROV_ERR_JOURNAL);
+    /* The certificate must be for the key the intent recorded. */
+    assert_int_equal(prov_journal_record_issued(f->j, f->lot, "A", id2, 16, c, "k"),
+                     PROV_ERR_JOURNAL);
+    assert_int_equal(prov_journal_record_issued(f->j, f->lot, "A", id1, 16, c, "pkcs11:k"), 0);
+    assert_int_equal(prov_journal_get(f->j, f->lot, "A", &d), 0);
+    assert_int_equal(d.state, PROV_JOURNAL_ISSUED);
+    assert_non_null(d.cert_der);
+    assert_string_equal(d.cert_serial, "64");
+    assert_string_equal(d.key_uri, "pkcs11:k");
+    prov_journal_device_clear(&d);
+
+    assert_int_equal(prov_journal_record_proven(f->j, f->lot, "A"), PROV_ERR_JOURNAL);
+    assert_int_equal(
+        prov_journal_record_intent(f->j, f->lot, "A", "pkcs11:token=t", "d/A", id2, 16),
+        PROV_ERR_JOURNAL);
+    assert_int_equal(prov_journal_record_stored(f->j, f->lot, "A"), 0);
+    assert_int_equal(prov_journal_record_proven(f->j, f->lot, "A"), 0);
+    /* Storage may be rewritten from the journal later: proven -> stored -> proven. */
+    assert_int_equal(prov_journal_record_stored(f->j, f->lot, "A"), 0);
+    assert_int_equal(prov_journal_record_proven(f->j, f->lot, "A"), 0);
+    assert_int_equal(
+        prov_journal_record_intent(f->j, f->lot, "A", "pkcs11:token=t", "d/A", id2, 16),
+        PROV_ERR_JOURNAL);
+
+    assert_int_equal(prov_journal_counts(f->j, f->lot, counts, &superseded), 0);
+    assert_int_equal(counts[PROV_JOURNAL_PROVEN], 1);
+    assert_int_equal(superseded, 0);
+    X509_free(c);
+}
+
+static void test_failed_keeps_progress(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_journal_device d;
+    X509 *c = make_cert(7, f->keys[1]);
+
+    /* A failure before any record creates the row. */
+    assert_int_equal(prov_journal_record_failed(f->j, f->lot, "B", "pkcs11:token=t", "no token"),
+                     0);
+    assert_int_equal(prov_journal_get(f->j, f->lot, "B", &d), 0);
+    assert_int_equal(d.state, PROV_JOURNAL_FAILED);
+    assert_string_equal(d.error, "no token");
+    assert_int_equal(d.key_id_len, 0);
+    prov_journal_device_clear(&d);
+
+    /* failed without a certificate: a new intent is allowed. */
+    assert_int_equal(
+        prov_journal_record_intent(f->j, f->lot, "B", "pkcs11:token=t", "d/B", id1, 16), 0);
+    assert_int_equal(prov_journal_record_failed(f->j, f->lot, "B", "pkcs11:token=t", "keygen"), 0);
+    assert_int_equal(prov_journal_get(f->j, f->lot, "B", &d), 0);
+    assert_memory_equal(d.key_id, id1, 16); /* kept: the key may exist and must be found */
+    prov_journal_device_clear(&d);
+    assert_int_equal(
+        prov_journal_record_intent(f->j, f->lot, "B", "pkcs11:token=t", "d/B", id2, 16), 0);
+    assert_int_equal(prov_journal_record_issued(f->j, f->lot, "B", id2, 16, c, "k"), 0);
+
+    /* failed with a certificate: it is kept, no new intent, storage may still be written. */
+    assert_int_equal(prov_journal_record_failed(f->j, f->lot, "B", "pkcs11:token=t", "disk"), 0);
+    assert_int_equal(prov_journal_get(f->j, f->lot, "B", &d), 0);
+    assert_non_null(d.cert_der);
+    assert_int_equal(d.attempts, 2);
+    prov_journal_device_clear(&d);
+    assert_int_equal(
+        prov_journal_record_intent(f->j, f->lot, "B", "pkcs11:token=t", "d/B", id3, 16),
+        PROV_ERR_JOURNAL);
+    assert_int_equal(prov_journal_record_stored(f->j, f->lot, "B"), 0);
+    assert_int_equal(prov_journal_record_proven(f->j, f->lot, "B"), 0);
+    X509_free(c);
+}
+
+static void test_unique_constraints(void **state)
+{
+    struct fixture *f = *state;
+    X509 *same_serial = make_cert(100, f->keys[1]);
+    X509 *same_key = make_cert(101, f->keys[0]);
+    X509 *fresh = make_cert(102, f->keys[2]);
+    long long lot_b;
+    sqlite3 *db = NULL;
+    char *err = NULL;
+
+    walk_to_proven(f, "A", id1, 100, f->keys[0]);
+    assert_int_equal(prov_journal_record_intent(f->j, f->lot, "B", "pkcs11:token=t", "d", id2, 16),
+                     0);
+    prov_error_clear();
+    assert_int_equal(prov_journal_record_issued(f->j, f->lot, "B", id2, 16, same_serial, "k"),
+                     PROV_ERR_ALREADY_ISSUED);
+    assert_non_null(strstr(prov_error_message(), "certificate serial 64"));
+    prov_error_clear();
+    assert_int_equal(prov_journal_record_issued(f->j, f->lot, "B", id2, 16, same_key, "k"),
+                     PROV_ERR_ALREADY_ISSUED);
+    assert_non_null(strstr(prov_error_message(), "public key"));
+    assert_int_equal(state_of(f, "B"), PROV_JOURNAL_INTENT); /* the refusal changed nothing */
+    assert_int_equal(prov_journal_record_issued(f->j, f->lot, "B", id2, 16, fresh, "k"), 0);
+
+    /* Across lots too: the certificate table is global. */
+    assert_int_equal(prov_journal_lot(f->j, "lot-b", "b.csv", &lot_b), 0);
+    assert_int_equal(prov_journal_record_intent(f->j, lot_b, "C", "pkcs11:token=u", "d", id3, 16),
+                     0);
+    assert_int_equal(prov_journal_record_issued(f->j, lot_b, "C", id3, 16, same_key, "k"),
+                     PROV_ERR_ALREADY_ISSUED);
+
+    /* The schema itself refuses a second row for a serial of a lot. */
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    assert_int_not_equal(sqlite3_exec(db,
+                                      "INSERT INTO device(lot_id, serial, device_uri, state, "
+                                      "updated) SELECT lot_id, serial, device_uri, 'intent', "
+                                      "'now' FROM device WHERE serial = 'A'",
+                                      NULL, NULL, &err),
+                         SQLITE_OK);
+    assert_non_null(strstr(err, "UNIQUE"));
+    sqlite3_free(err);
+    sqlite3_close(db);
+    X509_free(same_serial);
+    X509_free(same_key);
+    X509_free(fresh);
+}
+
+static void test_supersede_and_runs(void **state)
+{
+    struct fixture *f = *state;
+    unsigned char(*ids)[PROV_JOURNAL_KEY_ID_MAX] = NULL;
+    size_t *lens = NULL;
+    size_t n = 0;
+    long long run1;
+    long long run2;
+    bool is_resumed;
+    bool is_done;
+    long long counts[PROV_JOURNAL_STATE_COUNT];
+    long long superseded;
+
+    assert_int_equal(prov_journal_run_begin(f->j, f->lot, "A", &run1, &is_resumed), 0);
+    assert_false(is_resumed);
+    walk_to_proven(f, "A", id1, 200, f->keys[0]);
+    assert_int_equal(prov_journal_superseded_in_run(f->j, f->lot, "A", run1, &is_done), 0);
+    assert_false(is_done);
+    assert_int_equal(prov_journal_supersede(f->j, f->lot, "A", run1), 0);
+    assert_int_equal(state_of(f, "A"), PROV_JOURNAL_SUPERSEDED);
+    assert_int_equal(prov_journal_superseded_in_run(f->j, f->lot, "A", run1, &is_done), 0);
+    assert_true(is_done);
+    /* Not twice: a superseded row has no current certificate. */
+    assert_int_equal(prov_journal_supersede(f->j, f->lot, "A", run1), PROV_ERR_JOURNAL);
+    assert_int_equal(prov_journal_superseded_keys(f->j, f->lot, "A", &ids, &lens, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(lens[0], 16);
+    assert_memory_equal(ids[0], id1, 16);
+    free(ids);
+    free(lens);
+
+    /* The new certificate needs a new key: the old one stays certified (superseded). */
+    walk_to_proven(f, "A", id2, 201, f->keys[1]);
+    assert_int_equal(prov_journal_counts(f->j, f->lot, counts, &superseded), 0);
+    assert_int_equal(counts[PROV_JOURNAL_PROVEN], 1);
+    assert_int_equal(superseded, 1);
+
+    /* An unfinished run with the same --reissue list is resumed; another list is a new run. */
+    assert_int_equal(prov_journal_run_begin(f->j, f->lot, "A", &run2, &is_resumed), 0);
+    assert_true(is_resumed);
+    assert_int_equal(run2, run1);
+    assert_int_equal(prov_journal_run_begin(f->j, f->lot, "", &run2, &is_resumed), 0);
+    assert_false(is_resumed);
+    assert_int_not_equal(run2, run1);
+    assert_int_equal(prov_journal_run_end(f->j, run2), 0);
+    assert_int_equal(prov_journal_run_begin(f->j, f->lot, "", &run1, &is_resumed), 0);
+    assert_false(is_resumed);
+}
+
+/* Runs SQL on the journal file behind the API's back, as a tamperer would. */
+static void tamper(struct fixture *f, const char *sql)
+{
+    sqlite3 *db = NULL;
+    char *err = NULL;
+
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK) {
+        fail_msg("%s: %s", sql, err);
+    }
+    sqlite3_close(db);
+}
+
+static void fill(struct fixture *f)
+{
+    walk_to_proven(f, "A", id1, 300, f->keys[0]);
+    walk_to_proven(f, "B", id2, 301, f->keys[1]);
+    assert_int_equal(prov_journal_record_failed(f->j, f->lot, "C", "pkcs11:token=t", "x"), 0);
+}
+
+static void test_audit_verifies(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_journal_audit a;
+    sqlite3 *db = NULL;
+
+    fill(f);
+    assert_int_equal(prov_journal_verify_audit(f->j, &a), 0);
+    assert_int_equal(a.n_records, 10); /* lot + 4 + 4 + 1 */
+    assert_int_equal(strlen(a.head_hash), 64);
+    /* Append-only even for a plain SQL client. */
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_not_equal(sqlite3_exec(db, "UPDATE audit SET detail = 'x'", NULL, NULL, NULL),
+                         SQLITE_OK);
+    assert_int_not_equal(sqlite3_exec(db, "DELETE FROM audit", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+}
+
+static void test_audit_detects_altered(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_journal_audit a;
+
+    fill(f);
+    tamper(f, "DROP TRIGGER audit_no_update; UPDATE audit SET detail = 'cert_serial=1' "
+              "WHERE seq = 3");
+    prov_error_clear();
+    assert_int_equal(prov_journal_verify_audit(f->j, &a), PROV_ERR_VERIFY);
+    assert_int_equal(a.bad_seq, 3);
+    assert_non_null(strstr(a.reason, "altered"));
+}
+
+static void test_audit_detects_deleted(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_journal_audit a;
+
+    fill(f);
+    tamper(f, "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq = 4");
+    prov_error_clear();
+    assert_int_equal(prov_journal_verify_audit(f->j, &a), PROV_ERR_VERIFY);
+    assert_int_equal(a.bad_seq, 4);
+    assert_non_null(strstr(a.reason, "missing"));
+}
+
+static void test_audit_detects_truncated(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_journal_audit a;
+
+    fill(f);
+    tamper(f, "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq = 10");
+    prov_error_clear();
+    assert_int_equal(prov_journal_verify_audit(f->j, &a), PROV_ERR_VERIFY);
+    assert_non_null(strstr(a.reason, "removed from the end"));
+}
+
+static void test_audit_detects_row_edit(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_journal_audit a;
+
+    fill(f);
+    tamper(f, "UPDATE device SET state = 'proven' WHERE serial = 'C'");
+    prov_error_clear();
+    assert_int_equal(prov_journal_verify_audit(f->j, &a), PROV_ERR_VERIFY);
+    assert_non_null(strstr(a.reason, "serial C"));
+}
+
+static void test_writer_lock(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_journal *other = NULL;
+
+    prov_error_clear();
+    assert_int_equal(prov_journal_open(f->path, true, &other), PROV_ERR_JOURNAL);
+    assert_non_null(strstr(prov_error_message(), "in use by another batch run"));
+    assert_null(other);
+    assert_int_equal(prov_journal_open(f->path, false, &other), 0);
+    prov_journal_close(other);
+}
+
+/* The crash hook stops the process right after the n-th committed transition to a state. */
+static void test_crash_hook(void **state)
+{
+    struct fixture *f = *state;
+    int status = 0;
+    pid_t pid;
+
+    prov_journal_close(f->j);
+    f->j = NULL;
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct prov_journal *j = NULL;
+        static const char *const serials[] = {"S1", "S2", "S3"};
+
+        setenv("PROVISIONER_TEST_CRASH_AT", "stored:2", 1);
+        if (prov_journal_open(f->path, true, &j) < 0) {
+            _exit(1);
+        }
+        for (int i = 0; i < 3; i++) {
+            unsigned char id[16] = {(unsigned char)(0x10 + i)};
+            X509 *c = make_cert(400 + i, f->keys[i]);
+
+            if (prov_journal_record_intent(j, f->lot, serials[i], "pkcs11:token=t", "d", id, 16) <
+                    0 ||
+                prov_journal_record_issued(j, f->lot, serials[i], id, 16, c, "k") < 0 ||
+                prov_journal_record_stored(j, f->lot, serials[i]) < 0) {
+                _exit(2);
+            }
+            X509_free(c);
+        }
+        _exit(0);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 137);
+    assert_int_equal(prov_journal_open(f->path, true, &f->j), 0);
+    assert_int_equal(state_of(f, "S1"), PROV_JOURNAL_STORED);
+    assert_int_equal(state_of(f, "S2"), PROV_JOURNAL_STORED); /* committed before the exit */
+    assert_int_equal(state_of(f, "S3"), PROV_JOURNAL_NONE);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_state_machine, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_keeps_progress, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unique_constraints, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_supersede_and_runs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_audit_verifies, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_audit_detects_altered, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_audit_detects_deleted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_audit_detects_truncated, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_audit_detects_row_edit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_writer_lock, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_crash_hook, setup, teardown),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
