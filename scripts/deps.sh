@@ -1,0 +1,67 @@
+# SPDX-License-Identifier: Apache-2.0
+#
+# Installs the Debian 12 packages the project needs, and only the missing ones.
+#
+#   bash scripts/deps.sh          # as a command
+#   . scripts/deps.sh; prov_deps  # sourced by scripts/test.sh and scripts/demo.sh
+#
+# When everything is installed this only runs one dpkg-query (well under a second) and
+# touches nothing. When something is missing it runs `apt-get update` once and installs the
+# missing packages without recommends; it needs root for that and fails loudly otherwise.
+# PROV_DEPS_EXTRA="pkg ..." adds packages (e.g. a sanitizer runtime) to the list.
+
+PROV_DEPS_PACKAGES=(
+    # build
+    meson ninja-build pkg-config gcc libc6-dev
+    libssl-dev libp11-dev libp11-kit-dev libjson-c-dev libcsv-dev libsqlite3-dev
+    libtss2-dev libcurl4-openssl-dev libmosquitto-dev libcmocka-dev scdoc
+    # PKCS#11: SoftHSM2, the OpenSSL engine, pkcs11-tool / pkcs11-spy
+    softhsm2 libsofthsm2 libengine-pkcs11-openssl opensc
+    # TPM 2.0 (swtpm, tools, the OpenSSL provider, the resource manager)
+    swtpm swtpm-tools tpm2-tools tpm2-openssl tpm2-abrmd libtss2-tcti-tabrmd0 dbus
+    # tests and demo: brokers, clients, verifiers
+    openssl gnutls-bin nginx curl mosquitto mosquitto-clients sqlite3 e2fsprogs
+)
+
+prov_deps() {
+    local want=("${PROV_DEPS_PACKAGES[@]}")
+    local missing=()
+    local p status
+
+    if [ -n "${PROV_DEPS_EXTRA:-}" ]; then
+        # shellcheck disable=SC2206 # word splitting of a package list is intended
+        want+=(${PROV_DEPS_EXTRA})
+    fi
+    # One dpkg-query for the whole list; a package dpkg has never heard of prints nothing
+    # on stdout (its complaint goes to stderr), so compare by name.
+    declare -A installed=()
+    while read -r p status; do
+        [ "$status" = "installed" ] && installed[$p]=1
+    done < <(dpkg-query -W -f='${Package} ${db:Status-Status}\n' "${want[@]}" 2>/dev/null || true)
+    for p in "${want[@]}"; do
+        [ -n "${installed[$p]:-}" ] || missing+=("$p")
+    done
+    if [ "${#missing[@]}" -eq 0 ]; then
+        return 0
+    fi
+    echo "deps: missing Debian packages: ${missing[*]}" >&2
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "deps: ERROR: not root; install them with:" >&2
+        echo "deps:   sudo apt-get update && sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+        return 1
+    fi
+    if ! apt-get update; then
+        echo "deps: ERROR: apt-get update failed" >&2
+        return 1
+    fi
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"; then
+        echo "deps: ERROR: apt-get install failed for: ${missing[*]}" >&2
+        return 1
+    fi
+}
+
+# Run directly: install, exit non-zero on failure.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    set -euo pipefail
+    prov_deps
+fi

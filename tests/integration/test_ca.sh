@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+#
+# `provisioner ca init` / `ca show` against a real SoftHSM2 CA token, with the root key
+# (1) in the token, (2) in an encrypted PEM file, (3) imported (existing root cert + key);
+# (4) a seed-style root config: warned about, refused with --strict; (5) a second `ca init`
+# without --force refuses and leaves the CA intact.
+. "$(dirname "$0")/lib.sh"
+it_setup
+need pkcs11-tool
+
+# check_ca_dir: the files `ca init` writes, and what strict verifiers say about them.
+check_ca_dir() {
+    assert_file ca/root.crt ca/intermediate.crt ca/chain.pem
+    assert_eq "$(cert_count ca/root.crt)" 1 "certificates in ca/root.crt"
+    assert_eq "$(cert_count ca/intermediate.crt)" 1 "certificates in ca/intermediate.crt"
+    # chain.pem = intermediate then root (SPEC §3)
+    assert_eq "$(fingerprints ca/chain.pem | tr '\n' ' ')" \
+        "$(fingerprint ca/intermediate.crt) $(fingerprint ca/root.crt) " "ca/chain.pem order"
+    openssl verify -x509_strict -CAfile ca/root.crt ca/root.crt >"$WORK/log/verify-root" 2>&1 ||
+        fail "openssl verify -x509_strict rejects root.crt: $(tr '\n' ' ' <"$WORK/log/verify-root")"
+    openssl verify -x509_strict -CAfile ca/root.crt ca/intermediate.crt \
+        >"$WORK/log/verify-int" 2>&1 ||
+        fail "openssl verify -x509_strict rejects intermediate.crt: $(tr '\n' ' ' <"$WORK/log/verify-int")"
+    openssl x509 -in ca/intermediate.crt -noout -text >"$WORK/log/int.txt"
+    assert_grep "$WORK/log/int.txt" 'X509v3 Basic Constraints: critical' \
+        "intermediate basicConstraints is not critical"
+    assert_grep "$WORK/log/int.txt" 'CA:TRUE' "intermediate is not a CA"
+    assert_grep "$WORK/log/int.txt" 'X509v3 Key Usage: critical' "intermediate keyUsage not critical"
+    assert_grep "$WORK/log/int.txt" 'Certificate Sign' "intermediate keyUsage lacks keyCertSign"
+    assert_grep "$WORK/log/int.txt" 'Subject: .*CN ?= ?Test Intermediate CA' \
+        "intermediate subject is not [ca_dn]"
+}
+
+# check_intermediate_key: generated inside the CA token, sensitive, never extractable, and
+# the public key in intermediate.crt is the token's key.
+check_intermediate_key() {
+    local blk pub
+    blk=$(p11_object_by_label provisioner-ca "$CA_PIN_VALUE" privkey intermediate)
+    assert_hw_key "$blk" "intermediate key on token provisioner-ca" any-usage
+    printf '%s\n' "$blk" >"$WORK/log/intermediate-key.txt"
+    # Compare the certificate's key with the token's public key object when there is one.
+    pub=$(p11_object_by_label provisioner-ca "$CA_PIN_VALUE" pubkey intermediate)
+    if [ -n "$pub" ]; then
+        p11 provisioner-ca "$CA_PIN_VALUE" --read-object --type pubkey --label intermediate \
+            -o "$WORK/log/int-pub.der" >/dev/null 2>&1 || fail "cannot read the intermediate public key"
+        openssl x509 -in ca/intermediate.crt -pubkey -noout |
+            openssl pkey -pubin -outform DER >"$WORK/log/int-cert-pub.der"
+        assert_same_file "$WORK/log/int-pub.der" "$WORK/log/int-cert-pub.der" \
+            "intermediate.crt does not carry the token's intermediate public key"
+    fi
+}
+
+# ---- 1. root key in the CA token --------------------------------------------------------
+it_log "case 1: root key in the PKCS#11 token"
+mkdir -p "$WORK/p11-root" && cd "$WORK/p11-root"
+ca_fixture pkcs11
+check_ca_dir
+check_intermediate_key
+assert_hw_key "$(p11_object_by_label provisioner-ca "$CA_PIN_VALUE" privkey root)" \
+    "root key on token provisioner-ca" any-usage
+
+prov 0 ca show
+assert_grep "$PROV_OUT" 'Test Intermediate CA' "ca show does not print the intermediate"
+assert_grep "$PROV_OUT" 'Test Root CA' "ca show does not print the root"
+assert_grep "$PROV_OUT" 'pkcs11:token=provisioner-ca;object=intermediate' \
+    "ca show does not print the intermediate key URI"
+assert_grep "$PROV_OUT" 'pkcs11:token=provisioner-ca;object=root' \
+    "ca show does not print the root key URI"
+assert_no_grep "$PROV_OUT" '^lint: \[' "ca show reports lint findings on a strict CA"
+prov 0 ca show --json
+assert_grep "$PROV_OUT" '"chain"' "ca show --json has no chain"
+assert_grep "$PROV_OUT" "$(fingerprint ca/intermediate.crt)" \
+    "ca show --json does not carry the intermediate fingerprint"
+
+# ---- 5. a second ca init refuses and changes nothing --------------------------------------
+it_log "case 5: ca init again without --force"
+before=$(tree_digest ca)
+objs_before=$(p11 provisioner-ca "$CA_PIN_VALUE" --list-objects 2>/dev/null)
+prov 5 ca init
+assert_one_error "ca"
+assert_eq "$(tree_digest ca)" "$before" "the CA directory after a refused ca init"
+assert_eq "$(p11 provisioner-ca "$CA_PIN_VALUE" --list-objects 2>/dev/null)" "$objs_before" \
+    "the CA token's objects after a refused ca init"
+# --force replaces it: a new, valid chain
+old_fp=$(fingerprint ca/intermediate.crt)
+prov 0 ca init --force
+check_ca_dir
+check_intermediate_key
+[ "$(fingerprint ca/intermediate.crt)" != "$old_fp" ] || fail "ca init --force did not replace the intermediate"
+assert_eq "$(p11 provisioner-ca "$CA_PIN_VALUE" --list-objects --type privkey 2>/dev/null |
+    grep -c '^Private Key Object')" 2 "private keys on the CA token after --force (root + intermediate)"
+
+# ---- 2. root key in an encrypted PEM file -------------------------------------------------
+it_log "case 2: root key in an encrypted PEM file"
+mkdir -p "$WORK/file-root" && cd "$WORK/file-root"
+ca_prepare file
+assert_grep root.key 'BEGIN ENCRYPTED PRIVATE KEY' "root.key is not encrypted"
+key_digest=$(sha256sum root.key)
+prov 0 ca init
+check_ca_dir
+check_intermediate_key
+assert_eq "$(sha256sum root.key)" "$key_digest" "root.key after ca init"
+openssl pkey -in root.key -passin "file:$PWD/root.pass" -pubout >"$WORK/log/root-file-pub.pem" 2>/dev/null ||
+    fail "cannot read root.key with its passphrase"
+openssl x509 -in ca/root.crt -pubkey -noout >"$WORK/log/root-cert-pub.pem"
+assert_same_file "$WORK/log/root-file-pub.pem" "$WORK/log/root-cert-pub.pem" \
+    "root.crt does not carry root.key's public key"
+assert_eq "$(p11 provisioner-ca "$CA_PIN_VALUE" --list-objects --type privkey 2>/dev/null |
+    grep -c '^Private Key Object')" 1 "private keys on the CA token (intermediate only)"
+
+# ---- 3. import an existing root certificate and key ----------------------------------------
+it_log "case 3: import an existing root"
+mkdir -p "$WORK/import-root" && cd "$WORK/import-root"
+ca_prepare import
+prov 0 ca init
+check_ca_dir
+check_intermediate_key
+assert_eq "$(fingerprint ca/root.crt)" "$(fingerprint existing-root.crt)" \
+    "ca/root.crt is not the imported root"
+
+# ---- 4. seed-style root config: warning; --strict refuses and writes nothing ---------------
+it_log "case 4: seed-style root config"
+mkdir -p "$WORK/seed-root" && cd "$WORK/seed-root"
+ca_prepare pkcs11
+write_root_conf root.conf seed
+prov 5 ca init --strict
+assert_one_error_after_warnings "root.conf"
+assert_no_file ca/root.crt
+assert_no_file ca/intermediate.crt
+assert_no_file ca/chain.pem
+if [ -d ca ] && [ -n "$(ls -A ca)" ]; then
+    fail "ca init --strict left files in ca/: $(ls -A ca | tr '\n' ' ')"
+fi
+assert_eq "$(p11 provisioner-ca "$CA_PIN_VALUE" --list-objects 2>/dev/null | grep -c 'Object' || true)" 0 \
+    "objects on the CA token after a refused ca init --strict"
+prov 0 ca init
+assert_grep "$PROV_ERR" '^provisioner: .*root\.conf.*basicConstraints.*' \
+    "no warning about the non-critical basicConstraints"
+assert_grep "$PROV_ERR" '^provisioner: .*root\.conf.*keyUsage' "no warning about the missing keyUsage"
+assert_no_grep "$PROV_ERR" '^[^p]|^p[^r]' "stderr lines that do not start with 'provisioner: '"
+assert_file ca/root.crt ca/intermediate.crt ca/chain.pem
+# What it warned about is real: the strict verifier rejects this root.
+if openssl verify -x509_strict -CAfile ca/root.crt ca/intermediate.crt >/dev/null 2>&1; then
+    fail "openssl -x509_strict accepts the seed-style root; the warning would be wrong"
+fi
