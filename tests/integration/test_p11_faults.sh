@@ -6,8 +6,8 @@
 # fails one chosen call with one chosen CK_RV.
 #
 # How the sites are chosen: a normal `enroll` and a normal 3-row `batch --jobs 1` (one
-# token) are recorded first (FAULT_LOG: every call in order). For enroll EVERY call site (function, n-th call) is
-# failed once; the CK_RV rotates through the seven below, and C_Login, C_GenerateKeyPair,
+# token) are recorded first (FAULT_LOG: every call in order). For enroll EVERY call site
+# (function, n-th call) is failed once; the CK_RV rotates through the seven below, and C_Login, C_GenerateKeyPair,
 # C_CreateObject and C_Sign (first call) get all seven. For batch (about 160 calls) each
 # function is failed at its first, middle and last call, the CK_RV rotating, plus a few
 # "token pulled" runs where the failure stays (FAULT_STICKY). That covers every function
