@@ -340,7 +340,10 @@ out:
 static int sign_cert(X509 *cert, struct ca_key *k, const char *what)
 {
     if (X509_sign(cert, k->pkey, prov_key_type_digest(k->type)) <= 0) {
-        return prov_fail_ossl(PROV_ERR_CRYPTO, "%s: signing failed", what);
+        int r = prov_fail_ossl(PROV_ERR_CRYPTO, "%s: signing failed", what);
+
+        /* The HSM's own reason (and code: removed, PIN...) wins when it gave one. */
+        return prov_error_code() < 0 ? prov_error_code() : r;
     }
     return 0;
 }
@@ -594,7 +597,7 @@ static int ca_dir_ready(const struct prov_config *cfg, bool force)
     struct stat st;
     int r = 0;
 
-    if (mkdir(cfg->ca_dir, 0755) < 0 && errno != EEXIST) {
+    if (prov_mkdir_public(cfg->ca_dir) < 0 && errno != EEXIST) {
         return prov_fail(PROV_ERR_STORAGE, "CA directory %s: %s", cfg->ca_dir, strerror(errno));
     }
     if (asprintf(&chain, "%s/chain.pem", cfg->ca_dir) < 0) {

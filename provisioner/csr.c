@@ -81,7 +81,7 @@ static int read_bounded(const char *path, unsigned char *buf, size_t *len)
         goto out;
     }
     if (S_ISREG(st.st_mode) && st.st_size > PROV_CSR_MAX_BYTES) {
-        r = prov_fail(PROV_ERR_INPUT, "%s: %lld bytes, larger than the %d-byte CSR limit", path,
+        r = prov_fail(PROV_ERR_POLICY, "%s: %lld bytes, larger than the %d-byte CSR limit", path,
                       (long long)st.st_size, PROV_CSR_MAX_BYTES);
         goto out;
     }
@@ -102,7 +102,7 @@ static int read_bounded(const char *path, unsigned char *buf, size_t *len)
         have += (size_t)n;
     }
     if (have > PROV_CSR_MAX_BYTES) {
-        r = prov_fail(PROV_ERR_INPUT, "%s: larger than the %d-byte CSR limit", path,
+        r = prov_fail(PROV_ERR_POLICY, "%s: larger than the %d-byte CSR limit", path,
                       PROV_CSR_MAX_BYTES);
         goto out;
     }

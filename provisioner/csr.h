@@ -18,7 +18,8 @@ int prov_csr_create(EVP_PKEY *signer, const X509_NAME *subject, const EVP_MD *md
  */
 int prov_csr_verify(X509_REQ *req, const EVP_PKEY *expected_pub);
 
-/* Reads a PEM or DER CSR of at most PROV_CSR_MAX_BYTES. PROV_ERR_INPUT / PROV_ERR_IO. */
+/* Reads a PEM or DER CSR of at most PROV_CSR_MAX_BYTES (larger: PROV_ERR_POLICY, exit 5).
+ * PROV_ERR_INPUT / PROV_ERR_IO. */
 int prov_csr_read(const char *path, X509_REQ **out);
 
 /* Writes PEM atomically, mode 0644. */

@@ -123,6 +123,8 @@ int prov_prove_key(struct prov_key *key, X509 *cert)
         EVP_DigestSign(ctx, sig, &sig_len, challenge, sizeof(challenge)) != 1) {
         r = prov_fail_ossl(PROV_ERR_DEVICE, "proof: %s could not sign the challenge",
                            key->dev->name);
+        /* The device's own reason (and code: removed, PIN...) wins when it gave one. */
+        r = prov_error_code() < 0 ? prov_error_code() : r;
         goto out;
     }
     EVP_MD_CTX_free(ctx);
@@ -169,7 +171,7 @@ static int make_dirs(const char *path)
             char c = *p;
 
             *p = '\0';
-            if (mkdir(tmp, 0755) < 0 && errno != EEXIST) {
+            if (prov_mkdir_public(tmp) < 0 && errno != EEXIST) {
                 r = prov_fail(PROV_ERR_STORAGE, "storage %s: cannot create %s: %s", path, tmp,
                               strerror(errno));
                 break;

@@ -305,6 +305,12 @@ int prov_secret_load(const char *spec, const char *what, struct prov_secret **ou
 
     *out = NULL;
     what = what ? what : "secret";
+    /*
+     * From the first secret on, the process is not dumpable: no core file and no ptrace or
+     * /proc/PID/mem access by other users while a PIN is in memory (it stays so until exit;
+     * wiped copies may linger in freed pages).
+     */
+    prov_secret_protect_process();
     if (prov_secret_parse_source(spec, &kind, &arg) < 0) {
         /* Echoed only when the text is clearly a malformed source, never a possible PIN. */
         bool safe = spec == NULL || spec[0] == '\0' || has_scheme_prefix(spec);

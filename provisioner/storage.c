@@ -183,7 +183,7 @@ static int mkdir_p(const char *dir)
             continue;
         }
         *s = '\0';
-        if (mkdir(p, 0755) != 0 && errno != EEXIST) {
+        if (prov_mkdir_public(p) != 0 && errno != EEXIST) {
             prov_fail(r, "%s: cannot create directory (%s)", p, strerror(errno));
             goto out;
         }
@@ -775,4 +775,13 @@ int prov_cert_facts(X509 *cert, struct prov_cert_facts *f)
         return r;
     }
     return 0;
+}
+
+int prov_mkdir_public(const char *path)
+{
+    if (mkdir(path, 0755) != 0) {
+        return -1;
+    }
+    /* Only a directory this call created: an existing one keeps the mode its owner chose. */
+    return chmod(path, 0755);
 }

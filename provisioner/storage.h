@@ -31,6 +31,13 @@ struct prov_identity {
 int prov_atomic_write_file(const char *path, const void *buf, size_t len, mode_t mode);
 
 /*
+ * mkdir(path) for a directory of public files (device storage, the CA directory): mode 0755
+ * whatever the umask, because the tool runs under umask 077 (secrets) while device firmware
+ * and edge servers read these as other users. Returns mkdir's result (0, or -1 with errno).
+ */
+int prov_mkdir_public(const char *path);
+
+/*
  * Writes every file of SPEC §8 into dir (created 0755 if absent, parents too). All files are
  * prepared in temp files first and renamed only when all are written, so a failure leaves
  * either the previous content or nothing — never a partial identity.

@@ -76,6 +76,17 @@ int prov_tpm_rc_to_err(uint32_t rc)
 
 int prov_tpm_fail(struct prov_device *dev, const char *what, TSS2_RC rc)
 {
+    /*
+     * The tool calls ESAPI strictly in order; "wrong order" comes back when the transport
+     * failed in the middle of a command (seen with the TPM stopped mid-operation, after
+     * the TCTI lost the connection): the device is gone, not a failed operation.
+     */
+    if (rc == TSS2_ESYS_RC_BAD_SEQUENCE) {
+        return prov_fail(PROV_ERR_DEVICE_REMOVED,
+                         "%s: %s: the TPM stopped answering in the middle of a command (%s, "
+                         "TSS2_RC 0x%08x)",
+                         dev->name, what, Tss2_RC_Decode(rc), (unsigned)rc);
+    }
     return prov_fail(prov_tpm_rc_to_err(rc), "%s: %s: %s (TSS2_RC 0x%08x)", dev->name, what,
                      Tss2_RC_Decode(rc), (unsigned)rc);
 }

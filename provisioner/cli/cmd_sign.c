@@ -10,13 +10,15 @@
 #include "cli.h"
 #include "csr.h"
 #include "error.h"
+#include "keyindex.h"
 #include "storage.h"
 
 static void usage(FILE *f)
 {
     fprintf(f, "Usage: provisioner sign --serial SN --csr FILE.csr --out FILE.pem [OPTIONS]\n\n"
                "Station side of the split flow: checks the CSR against policy (signature, key\n"
-               "type and size, no CA or unknown extensions requested) and issues a certificate\n"
+               "type and size, no CA or unknown extensions requested, a public key this CA\n"
+               "has not certified before: <CA dir>/issued-keys) and issues a certificate\n"
                "with the HSM-held intermediate. Subject and subjectAltName come from the\n"
                "options and the profile, never from the CSR. FILE.pem receives the certificate\n"
                "followed by the CA chain (intermediate, root), ready for `provisioner install`.\n\n"
@@ -43,6 +45,7 @@ int cmd_sign(int argc, char **argv)
     struct prov_cert_facts facts;
     enum prov_key_type key_type = PROV_KEY_NONE;
     struct prov_config *cfg = NULL;
+    struct prov_keyindex *ix = NULL;
     struct prov_ca *ca = NULL;
     const char *csr_path = NULL;
     const char *out_path = NULL;
@@ -94,10 +97,24 @@ int cmd_sign(int argc, char **argv)
         r = prov_issue_check_csr(rq.profile, req, NULL);
     }
     if (r == 0) {
+        /* A key certified before by this CA is refused (SPEC §6: no key certified twice). */
+        r = prov_keyindex_open(cfg->ca_dir, &ix);
+    }
+    if (r == 0) {
+        r = prov_keyindex_check(ix, X509_REQ_get0_pubkey(req));
+    }
+    if (r == 0) {
         r = prov_ca_open(cfg, true, &ca);
     }
     if (r == 0) {
         r = prov_issue_certificate(cfg, ca, req, &rq, &cert);
+    }
+    if (r == 0) {
+        r = prov_cert_facts(cert, &facts);
+    }
+    if (r == 0) {
+        /* Recorded before the output is written: a certificate that exists is counted. */
+        r = prov_keyindex_add(ix, X509_REQ_get0_pubkey(req), facts.serial_hex, rq.serial);
     }
     if (r == 0) {
         bundle = sk_X509_dup(ca->chain);
@@ -108,9 +125,6 @@ int cmd_sign(int argc, char **argv)
     }
     if (r == 0) {
         r = prov_atomic_write_file(out_path, pem, pem_len, 0644);
-    }
-    if (r == 0) {
-        r = prov_cert_facts(cert, &facts);
     }
     if (r < 0) {
         rc = cli_fail(r, rq.serial);
@@ -136,6 +150,7 @@ out:
     sk_X509_free(bundle);
     X509_free(cert);
     X509_REQ_free(req);
+    prov_keyindex_close(ix);
     prov_ca_close(ca);
     prov_config_free(cfg);
     return rc;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "backend.h"
 #include "cli.h"
@@ -62,6 +63,12 @@ int main(int argc, char **argv)
 {
     int i;
 
+    /*
+     * Nothing this process creates is readable by others unless it says so: public files
+     * (certificates, storage, results) get explicit modes, anything else (journal, temp
+     * files, a file root key) stays 0600/0700 (STYLE.md "Secrets").
+     */
+    umask(077);
     prov_cli.config_path = getenv("PROVISIONER_CONFIG");
     for (i = 1; i < argc && argv[i][0] == '-'; i++) {
         const char *a = argv[i];

@@ -149,7 +149,7 @@ static void test_oversize_refused(void **state)
     assert_non_null(buf);
     memset(buf, 'A', len);
     write_bytes(path_in(f, "big.csr"), buf, len);
-    assert_int_equal(prov_csr_read(path_in(f, "big.csr"), &req), PROV_ERR_INPUT);
+    assert_int_equal(prov_csr_read(path_in(f, "big.csr"), &req), PROV_ERR_POLICY);
     assert_null(req);
     assert_non_null(strstr(prov_error_message(), path_in(f, "big.csr")));
     assert_non_null(strstr(prov_error_message(), "limit"));

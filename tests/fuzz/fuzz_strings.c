@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Fuzz target for the short strings a user types: a PIN source spec (prov_secret_parse_source)
+ * and a PKCS#11 device URI as the backend takes it (prov_pkcs11_parse_uri: RFC 7512 by
+ * p11-kit, plus the tool's refusals of pin-value and unknown attributes, and the shown form
+ * used in messages). TPM TCTI strings after "tpm2:" go to tpm2-tss's loader unparsed by the
+ * tool (and opening one does I/O), so they are not fuzzed here. No I/O: nothing is loaded.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "pkcs11_internal.h"
+#include "secret.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    char *s = malloc(size + 1);
+    enum prov_secret_kind kind;
+    const char *arg = NULL;
+    P11KitUri *uri = NULL;
+    size_t sink = 0;
+
+    if (s == NULL) {
+        return 0;
+    }
+    memcpy(s, data, size);
+    s[size] = '\0';
+    if (prov_secret_parse_source(s, &kind, &arg) == 0) {
+        if (kind != PROV_SECRET_PROMPT && (arg == NULL || arg < s || arg > s + size)) {
+            __builtin_trap(); /* the argument points into the spec */
+        }
+        sink += arg != NULL ? strlen(arg) : 0;
+    }
+    if (prov_pkcs11_parse_uri(s, "device", &uri) == 0) {
+        if (p11_kit_uri_get_pin_value(uri) != NULL) {
+            __builtin_trap(); /* a URI carrying a PIN is always refused */
+        }
+        p11_kit_uri_free(uri);
+    } else if (prov_error_message() == NULL) {
+        __builtin_trap();
+    }
+    sink += strlen(prov_pkcs11_shown_uri(s));
+    prov_error_clear();
+    free(s);
+    return sink == (size_t)-1;
+}

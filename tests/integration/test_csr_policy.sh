@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+#
+# `sign` refuses what a CSR must not get (exit 5, one line naming the CSR or serial, no output
+# file): a curve or algorithm outside the profile, CA:true or another extension requested, a
+# CSR over the 64 KiB bound, a public key this CA certified before (<CA dir>/issued-keys).
+# Subject and SAN a CSR asks for are not refused but never used (SPEC §5): the certificate
+# carries the request's. Broken signatures and RSA-1024 are in test_faults.sh.
+. "$(dirname "$0")/lib.sh"
+it_setup
+ca_fixture pkcs11
+
+# refused NAME ARGS...: `sign --serial SN-NAME --csr NAME.csr` exits 5, one line, no output.
+refused() {
+    local name=$1
+    shift
+    prov 5 sign --serial "SN-$name" --csr "$WORK/$name.csr" --out "$WORK/$name.pem" "$@"
+    assert_one_error_re "$name\\.csr|SN-$name"
+    assert_no_file "$WORK/$name.pem"
+}
+req() { # req NAME OPENSSL-REQ-ARGS...: a CSR made by openssl, key thrown away
+    local name=$1
+    shift
+    openssl req -new -nodes -keyout "$WORK/$name.key" -out "$WORK/$name.csr" "$@" \
+        >"$WORK/log/req-$name.log" 2>&1 || fail "openssl req $name: $(tail -n1 "$WORK/log/req-$name.log")"
+}
+
+it_log "case: curve not allowed (secp256k1), algorithm not allowed (Ed25519)"
+req k1 -newkey ec -pkeyopt ec_paramgen_curve:secp256k1 -subj /CN=SN-k1
+refused k1
+req ed -newkey ed25519 -subj /CN=SN-ed
+refused ed
+
+it_log "case: key type outside --key"
+req p384 -newkey ec -pkeyopt ec_paramgen_curve:P-384 -subj /CN=SN-p384
+refused p384 --key ec-p256
+
+it_log "case: CA:true requested, another extension requested"
+req catrue -newkey ec -pkeyopt ec_paramgen_curve:P-256 -subj /CN=SN-catrue \
+    -addext "basicConstraints=critical,CA:true"
+refused catrue
+req nc -newkey ec -pkeyopt ec_paramgen_curve:P-256 -subj /CN=SN-nc \
+    -addext "nameConstraints=permitted;DNS:example.com"
+refused nc
+
+it_log "case: a CSR larger than 64 KiB"
+req big -newkey ec -pkeyopt ec_paramgen_curve:P-256 -subj /CN=SN-big
+head -c 70000 /dev/zero | tr '\0' '#' >>"$WORK/big.csr"
+prov 5 sign --serial SN-big --csr "$WORK/big.csr" --out "$WORK/big.pem"
+assert_one_error big.csr
+assert_grep "$PROV_ERR" 'limit'
+assert_no_file "$WORK/big.pem"
+
+it_log "case: subject and SAN of the CSR are not used"
+req evil -newkey ec -pkeyopt ec_paramgen_curve:P-256 -subj "/O=Evil/CN=evil.example" \
+    -addext "subjectAltName=DNS:evil.example,IP:10.6.6.6"
+prov 0 sign --serial SN-SUBJ --csr "$WORK/evil.csr" --out "$WORK/evil.pem"
+openssl x509 -in "$WORK/evil.pem" -noout -subject -ext subjectAltName >"$WORK/log/evil.txt" 2>&1
+assert_no_grep "$WORK/log/evil.txt" 'evil|Evil|10\.6\.6\.6' "CSR subject/SAN in the certificate"
+assert_grep "$WORK/log/evil.txt" 'SN-SUBJ'
+
+it_log "case: a public key this CA certified before"
+assert_file ca/issued-keys
+assert_mode 600 ca/issued-keys
+prov 5 sign --serial SN-AGAIN --csr "$WORK/evil.csr" --out "$WORK/again.pem"
+assert_one_error SN-SUBJ "already certified"
+assert_no_file "$WORK/again.pem"
+# the same key under a new CSR (other subject) is the same key
+openssl req -new -key "$WORK/evil.key" -subj /CN=other -out "$WORK/rekey.csr" 2>/dev/null
+prov 5 sign --serial SN-REKEY --csr "$WORK/rekey.csr" --out "$WORK/rekey.pem"
+assert_one_error "already certified"
+assert_eq "$(wc -l <ca/issued-keys)" 1 "lines in issued-keys"
