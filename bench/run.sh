@@ -181,21 +181,24 @@ declare -A M
 floor_run() {
     local out
     scenario "$1" floor
-    out=$("$P11" --module "$MODULE" --token floor --pin-file "$work/device.pin" "$2" "$3") ||
-        die "bench_p11 $2 $3 failed"
+    out=$(/usr/bin/time -v -o time.txt "$P11" --module "$MODULE" --token floor \
+        --pin-file "$work/device.pin" "$2" "$3") || die "bench_p11 $2 $3 failed"
     M[$1]=$(sed -n 's/.* per_second=\([^ ]*\).*/\1/p' <<<"$out")
+    # SoftHSM2 keeps every object of its tokens in the calling process: the floor's RSS
+    # shows how much of the tool's is the token's
+    M[${1}_rss_kib]=$(sed -n 's/.*Maximum resident set size (kbytes): //p' time.txt)
     cd "$work"
     rm -rf "s-$1"
 }
 
-# The floor: C_GenerateKeyPair alone (SPEC §10), and keygen plus the rest of the token work
-# SPEC §4/§8 ask per device (attributes read back, CSR and proof signatures, certificate
-# object), each filling a fresh token to the same N as the batch it is compared with.
+# The floor: C_GenerateKeyPair alone (SPEC §10) at both N, each filling a fresh token to the
+# N of the batch it is compared with, and at the small N keygen plus the rest of the token
+# work SPEC §4/§8 ask per device (attributes read back, CSR and proof signatures, the
+# certificate object).
 measure_floor() {
     floor_run floor_keygen_s_small keygen "$N_SMALL"
     floor_run floor_device_s_small device "$N_SMALL"
     floor_run floor_keygen_s_large keygen "$N_LARGE"
-    floor_run floor_device_s_large device "$N_LARGE"
     floor_run floor_sign_s sign "$N_SIGN"
 }
 
@@ -330,11 +333,9 @@ V[large_ms]=$(ms "${V[large_dev_s]}")
 V[floor_ms_small]=$(ms "${V[floor_keygen_s_small]}")
 V[floor_ms_large]=$(ms "${V[floor_keygen_s_large]}")
 V[floor_device_ms_small]=$(ms "${V[floor_device_s_small]}")
-V[floor_device_ms_large]=$(ms "${V[floor_device_s_large]}")
 V[ratio_floor_small]=$(fdiv "${V[small_dev_s]}" "${V[floor_keygen_s_small]}")
 V[ratio_floor_large]=$(fdiv "${V[large_dev_s]}" "${V[floor_keygen_s_large]}")
 V[ratio_device_small]=$(fdiv "${V[small_dev_s]}" "${V[floor_device_s_small]}")
-V[ratio_device_large]=$(fdiv "${V[large_dev_s]}" "${V[floor_device_s_large]}")
 V[growth_tool]=$(fdiv "${V[large_ms]}" "${V[small_ms]}")
 V[growth_floor]=$(fdiv "${V[floor_ms_large]}" "${V[floor_ms_small]}")
 V[speedup_cli]=$(fdiv "${V[cli_ms_dev]}" "${V[mid_ms]}" 1)
@@ -343,6 +344,7 @@ for n in "${N_RSS[@]}"; do
     V[rss_check_mib_$n]=$(fdiv "${V[rss_check_kib_$n]}" 1024 1)
 done
 V[rss_batch_mib]=$(fdiv "${V[large_rss_kib]}" 1024 1)
+V[rss_floor_large_mib]=$(fdiv "${V[floor_keygen_s_large_rss_kib]}" 1024 1)
 V[tpm_key_ratio]=$(fdiv "${V[tpm_key_ms]}" "${V[tpm_floor_ms]}")
 V[tpm_enroll_ratio]=$(fdiv "${V[tpm_enroll_ms]}" "${V[tpm_floor_ms]}")
 
@@ -355,18 +357,18 @@ table() {
     echo "|---|---|---|"
     echo "| floor: C_GenerateKeyPair, P-256 token key, N=$N_SMALL / N=$N_LARGE keys | ${V[floor_keygen_s_small]} / ${V[floor_keygen_s_large]} keys/s (${V[floor_ms_small]} / ${V[floor_ms_large]} ms) | |"
     echo "| floor: C_Sign, ECDSA P-256 | ${V[floor_sign_s]} signs/s | |"
-    echo "| device floor: keygen + attributes + 2 signs + certificate object, N=$N_SMALL / N=$N_LARGE | ${V[floor_device_s_small]} / ${V[floor_device_s_large]} devices/s (${V[floor_device_ms_small]} / ${V[floor_device_ms_large]} ms) | |"
+    echo "| device floor: keygen + attributes + 2 signs + certificate object, N=$N_SMALL | ${V[floor_device_s_small]} devices/s (${V[floor_device_ms_small]} ms) | |"
     echo "| batch N=$N_SMALL, one token | ${V[small_dev_s]} devices/s (${V[small_ms]} ms/device) | |"
     echo "| batch N=$N_MID, one token | ${V[mid_dev_s]} devices/s (${V[mid_ms]} ms/device) | |"
     echo "| batch N=$N_LARGE, one token | ${V[large_dev_s]} devices/s (${V[large_ms]} ms/device) | |"
     echo "| batch ÷ keygen floor, same N (N=$N_SMALL / N=$N_LARGE) | ${V[ratio_floor_small]} / ${V[ratio_floor_large]} | ≥ 0.85 |"
-    echo "| batch ÷ device floor, same N (N=$N_SMALL / N=$N_LARGE) | ${V[ratio_device_small]} / ${V[ratio_device_large]} | |"
+    echo "| batch ÷ device floor, N=$N_SMALL | ${V[ratio_device_small]} | |"
     echo "| per-device cost N=$N_LARGE ÷ N=$N_SMALL: tool / floor | ${V[growth_tool]} / ${V[growth_floor]} | tool ≤ 1.2 |"
     echo "| command-line pipeline (pkcs11-tool, openssl req, openssl x509), N=$N_CLI | ${V[cli_ms_dev]} ms/device | |"
     echo "| speed-up of batch over the pipeline, N=$N_CLI | ${V[speedup_cli]}× | ≥ 15× |"
     echo "| $N_JOBS devices on two tokens: --jobs 1 / --jobs 2 | ${V[jobs1_dev_s]} / ${V[jobs2_dev_s]} devices/s (${V[jobs_speedup]}×) | ≥ 1.6× |"
     echo "| peak RSS, batch --check of ${N_RSS[0]} / ${N_RSS[1]} / ${N_RSS[2]} rows | ${V[rss_check_mib_${N_RSS[0]}]} / ${V[rss_check_mib_${N_RSS[1]}]} / ${V[rss_check_mib_${N_RSS[2]}]} MiB | < 32, flat |"
-    echo "| peak RSS, batch of $N_LARGE devices | ${V[rss_batch_mib]} MiB | < 32 |"
+    echo "| peak RSS, batch of $N_LARGE devices / keygen floor process at $N_LARGE keys (SoftHSM2 holds every token object in the process) | ${V[rss_batch_mib]} / ${V[rss_floor_large_mib]} MiB | < 32 |"
     echo "| TPM (swtpm): ESAPI floor Create+Load+EvictControl+Sign | ${V[tpm_floor_ms]} ms/device | |"
     echo "| TPM: backend key step (open, generate_key, key_props, sign) / floor | ${V[tpm_key_ms]} ms (${V[tpm_key_ratio]}×) | ≤ 1.3× |"
     echo "| TPM: full enrollment (+ CSR, CA, proof, NV write + read-back, storage) / floor | ${V[tpm_enroll_ms]} ms (${V[tpm_enroll_ratio]}×) | see bench/README.md |"
