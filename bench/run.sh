@@ -71,9 +71,8 @@ enginedir=$(openssl version -e | sed 's/^ENGINESDIR: "\(.*\)"$/\1/')
 [ -r "$enginedir/pkcs11.so" ] || die "the OpenSSL pkcs11 engine is missing (libengine-pkcs11-openssl)"
 
 # ---- build -------------------------------------------------------------------------------
-log_to=/dev/stderr
 if [ ! -f "$build/build.ninja" ]; then
-    meson setup "$build" "$repo" >"$log_to" 2>&1 || die "meson setup $build failed"
+    meson setup "$build" "$repo" >&2 || die "meson setup $build failed"
 fi
 meson compile -C "$build" provisioner bench/bench_p11 bench/bench_tpm >/dev/null ||
     die "meson compile -C $build failed"
