@@ -299,6 +299,9 @@ static int run_workers(struct batch *b)
     free(sizes);
     n = n > MAX_JOBS ? MAX_JOBS : n;
     n = n > b->n_groups ? b->n_groups : n;
+    if (batch_finisher_start(b) < 0) {
+        prov_error_clear(); /* rows are then finished by their worker, in line */
+    }
     for (size_t i = 0; i < n; i++) {
         if (pthread_create(&threads[i], NULL, worker, b) != 0) {
             break;
@@ -311,6 +314,7 @@ static int run_workers(struct batch *b)
     for (size_t i = 0; i < started; i++) {
         pthread_join(threads[i], NULL);
     }
+    batch_finisher_stop(b);
     return 0;
 }
 

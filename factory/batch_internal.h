@@ -76,6 +76,13 @@ struct batch {
     size_t *order; /* group indices, largest first */
     size_t next_group;
 
+    /*
+     * The storage stage (batch_row.c): a thread that writes the storage of an issued device,
+     * reads it back and records stored and proven, while the device's worker goes on with the
+     * next row on the token. Bounded, so at most FINISH_QUEUE identities wait.
+     */
+    struct batch_finisher *finisher;
+
     pthread_mutex_t stats_lock;
     unsigned long n_issued;
     unsigned long n_already;
@@ -107,5 +114,11 @@ char *batch_storage_dir(const struct prov_config *cfg, const struct prov_manifes
 const char *batch_status_name(enum batch_status st);
 
 void batch_tokens_free(struct batch *b);
+
+/* Starts the storage stage; without it (start failed) rows are finished in line. */
+int batch_finisher_start(struct batch *b);
+
+/* Waits until every queued identity is finished, then stops the stage; accepts none. */
+void batch_finisher_stop(struct batch *b);
 
 #endif

@@ -39,6 +39,32 @@ struct row_ctx {
     struct prov_journal_device d;
     struct batch_token *token; /* locked while set */
     unsigned char key_id[KEY_ID_BYTES];
+    bool is_deferred; /* handed to the storage stage, which concludes the row */
+};
+
+/* An issued identity waiting for the storage stage (everything owned). */
+struct finish_job {
+    uint32_t index; /* the row */
+    char *serial;
+    char *device_uri;
+    char *dir;
+    char *key_uri;
+    X509 *cert;
+    enum prov_key_type key_type;
+    const char *backend; /* static: the backend's name */
+    const char *profile; /* owned by the config */
+};
+
+#define FINISH_QUEUE 4
+
+struct batch_finisher {
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    struct finish_job *jobs[FINISH_QUEUE];
+    size_t head;
+    size_t n;
+    bool is_stopping;
 };
 
 static const char *const status_names[] = {"failed", "issued", "already-issued", "failed"};
@@ -332,6 +358,49 @@ static int reload(struct row_ctx *c)
     return prov_journal_get(c->b->journal, c->b->lot_id, c->serial, &c->d);
 }
 
+static void finish_job_free(struct finish_job *j)
+{
+    if (j != NULL) {
+        free(j->serial);
+        free(j->device_uri);
+        free(j->dir);
+        free(j->key_uri);
+        X509_free(j->cert);
+        free(j);
+    }
+}
+
+/* Queues the issued identity for the storage stage (waits while the queue is full). */
+static int defer_storage(struct row_ctx *c, struct prov_enroll_result *res)
+{
+    struct batch_finisher *f = c->b->finisher;
+    const struct prov_backend_ops *ops = prov_backend_for(c->device_uri);
+    struct finish_job *j = calloc(1, sizeof(*j));
+
+    if (j == NULL || (j->serial = strdup(c->serial)) == NULL ||
+        (j->device_uri = strdup(c->device_uri)) == NULL || (j->dir = strdup(c->dir)) == NULL ||
+        (j->key_uri = strdup(res->key_uri ? res->key_uri : "")) == NULL) {
+        finish_job_free(j);
+        return prov_fail(PROV_ERR_NOMEM, "serial %s: out of memory", c->serial);
+    }
+    j->index = (uint32_t)(c->e - c->b->rows);
+    j->cert = res->cert;
+    res->cert = NULL;
+    j->key_type = res->key_type;
+    j->backend = ops ? ops->name : "";
+    j->profile = c->rq.profile->name;
+    pthread_mutex_lock(&f->lock);
+    while (f->n == FINISH_QUEUE) {
+        pthread_cond_wait(&f->changed, &f->lock);
+    }
+    f->jobs[(f->head + f->n) % FINISH_QUEUE] = j;
+    f->n++;
+    pthread_cond_broadcast(&f->changed);
+    pthread_mutex_unlock(&f->lock);
+    c->is_deferred = true;
+    return 0;
+}
+
 /* intent (new key id) -> prov_enroll with the journal hook -> stored -> proven. */
 static int enroll_fresh(struct row_ctx *c)
 {
@@ -365,7 +434,13 @@ static int enroll_fresh(struct row_ctx *c)
     p.ca_lock = &c->b->ca_lock;
     p.on_issued = journal_issued;
     p.hook_ctx = c;
+    p.defer_storage = c->b->finisher != NULL && !p.reissue;
     r = prov_enroll(c->b->cfg, c->b->ca, &p, &res);
+    if (r == 0 && p.defer_storage) {
+        r = defer_storage(c, &res);
+        prov_enroll_result_clear(&res);
+        return r;
+    }
     if (r == 0) {
         r = prov_journal_record_stored(c->b->journal, c->b->lot_id, c->serial);
     }
@@ -633,6 +708,26 @@ static void report_failure(struct batch *b, uint32_t line, const char *serial, c
     }
 }
 
+/* The row's outcome: status, count, and for a failure the journal record and one line. */
+static void conclude(struct row_ctx *c, int r, enum batch_status st)
+{
+    if (r < 0) {
+        const char *msg = prov_error_message();
+        char reason[1024];
+
+        snprintf(reason, sizeof(reason), "%s", msg ? msg : prov_strerror(r));
+        st = BATCH_FAILED;
+        prov_error_clear();
+        if (prov_journal_record_failed(c->b->journal, c->b->lot_id, c->serial, c->device_uri,
+                                       reason) < 0) {
+            report_failure(c->b, c->e->line, c->serial, prov_error_message());
+        }
+        report_failure(c->b, c->e->line, c->serial, reason);
+    }
+    c->e->status = (uint8_t)st;
+    count(c->b, st);
+}
+
 int batch_row_handle(void *ctx, struct prov_manifest_parser *p, const struct prov_manifest_row *row)
 {
     struct batch_row_job *job = ctx;
@@ -663,24 +758,120 @@ int batch_row_handle(void *ctx, struct prov_manifest_parser *p, const struct pro
         r = do_row(&c, &st);
     }
     unlock_token(&c);
-    if (r < 0) {
-        const char *msg = prov_error_message();
-        char reason[1024];
-
-        snprintf(reason, sizeof(reason), "%s", msg ? msg : prov_strerror(r));
-        st = BATCH_FAILED;
-        prov_error_clear();
-        if (prov_journal_record_failed(c.b->journal, c.b->lot_id, c.serial, c.device_uri, reason) <
-            0) {
-            report_failure(c.b, c.e->line, c.serial, prov_error_message());
-        }
-        report_failure(c.b, c.e->line, c.serial, reason);
+    if (r < 0 || !c.is_deferred) {
+        conclude(&c, r, st);
     }
-    c.e->status = (uint8_t)st;
-    count(c.b, st);
     prov_journal_device_clear(&c.d);
     free(c.dir);
     return 0;
+}
+
+/* ---- the storage stage ------------------------------------------------------------------ */
+
+/*
+ * Storage, stored, read back, proven: what enroll_fresh does after prov_enroll, here on the
+ * stage's thread. A failure leaves the certificate in the journal; the next run rewrites the
+ * storage from it (complete_from_journal), as after a crash at the same point.
+ */
+static void finish(struct batch *b, struct finish_job *j)
+{
+    struct row_ctx c;
+    struct prov_identity ident = {
+        .serial = j->serial,
+        .cert = j->cert,
+        .chain = b->ca->chain,
+        .server_ca_path = b->cfg->server_ca,
+        .key_uri = j->key_uri,
+        .key_type = j->key_type,
+        .backend = j->backend,
+        .profile = j->profile,
+        .lot = b->lot,
+    };
+    int r;
+
+    memset(&c, 0, sizeof(c));
+    c.b = b;
+    c.e = &b->rows[j->index];
+    c.serial = j->serial;
+    c.device_uri = j->device_uri;
+    c.dir = j->dir;
+    prov_error_clear();
+    r = prov_storage_write(j->dir, &ident);
+    if (r == 0) {
+        r = prov_journal_record_stored(b->journal, b->lot_id, j->serial);
+    }
+    if (r == 0) {
+        r = prove_written(&c, j->cert, j->key_uri);
+    }
+    conclude(&c, r, BATCH_ISSUED);
+}
+
+static void *finisher_main(void *arg)
+{
+    struct batch *b = arg;
+    struct batch_finisher *f = b->finisher;
+
+    for (;;) {
+        struct finish_job *j;
+
+        pthread_mutex_lock(&f->lock);
+        while (f->n == 0 && !f->is_stopping) {
+            pthread_cond_wait(&f->changed, &f->lock);
+        }
+        if (f->n == 0) {
+            pthread_mutex_unlock(&f->lock);
+            break;
+        }
+        j = f->jobs[f->head];
+        pthread_mutex_unlock(&f->lock);
+        finish(b, j);
+        finish_job_free(j);
+        /* the slot is freed only now: a full queue bounds the identities not yet stored */
+        pthread_mutex_lock(&f->lock);
+        f->head = (f->head + 1) % FINISH_QUEUE;
+        f->n--;
+        pthread_cond_broadcast(&f->changed);
+        pthread_mutex_unlock(&f->lock);
+    }
+    return NULL;
+}
+
+int batch_finisher_start(struct batch *b)
+{
+    struct batch_finisher *f = calloc(1, sizeof(*f));
+
+    if (f == NULL) {
+        return prov_fail(PROV_ERR_NOMEM, "batch: out of memory");
+    }
+    pthread_mutex_init(&f->lock, NULL);
+    pthread_cond_init(&f->changed, NULL);
+    b->finisher = f;
+    if (pthread_create(&f->thread, NULL, finisher_main, b) != 0) {
+        b->finisher = NULL;
+        pthread_cond_destroy(&f->changed);
+        pthread_mutex_destroy(&f->lock);
+        free(f);
+        return prov_fail(PROV_ERR_NOMEM, "batch: cannot start the storage thread");
+    }
+    return 0;
+}
+
+void batch_finisher_stop(struct batch *b)
+{
+    struct batch_finisher *f = b->finisher;
+
+    if (f == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&f->lock);
+    f->is_stopping = true;
+    pthread_cond_broadcast(&f->changed);
+    pthread_mutex_unlock(&f->lock);
+    pthread_join(f->thread, NULL);
+    b->finisher = NULL;
+    pthread_cond_destroy(&f->changed);
+    pthread_mutex_destroy(&f->lock);
+    free(f);
 }
 
 void batch_row_unreadable(struct batch *b, uint32_t index)

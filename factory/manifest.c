@@ -416,9 +416,14 @@ static int process_row(struct prov_manifest_parser *p, unsigned long long next)
             x_values[n_x++] = field(p, i);
         }
     }
-    /* Without a storage value the row writes <output_dir>/<serial>: that must be unique too. */
+    /*
+     * Without a storage value the row writes <output_dir>/<serial>: that must be unique too,
+     * against the explicit storage values of other rows. Without a storage column there are
+     * none, and unique serials already make these unique: the set is not kept (half the
+     * memory of a big manifest).
+     */
     if (p->n_errors == before && row.value[PROV_COL_STORAGE] == NULL &&
-        row.value[PROV_COL_SERIAL] != NULL) {
+        row.value[PROV_COL_SERIAL] != NULL && p->fixed_index[PROV_COL_STORAGE] >= 0) {
         r = check_unique(p, &p->storages, row.value[PROV_COL_SERIAL], "storage directory",
                          &row.pos[PROV_COL_SERIAL]);
         if (r < 0) {

@@ -399,6 +399,9 @@ int prov_enroll(const struct prov_config *cfg, struct prov_ca *ca,
     if (r < 0) {
         goto out;
     }
+    if (p->defer_storage && p->on_issued != NULL && !p->reissue) {
+        goto done;
+    }
     {
         struct prov_identity ident = {
             .serial = p->req.serial,
@@ -421,14 +424,14 @@ int prov_enroll(const struct prov_config *cfg, struct prov_ca *ca,
     if (old_uri != NULL) {
         retire_old_key(dev, old_uri, key);
     }
-
+    res->storage_dir = dir;
+    dir = NULL;
+done:
     r = prov_cert_facts(cert, &res->facts);
     if (r < 0) {
         goto out;
     }
     res->key_uri = strdup(key->uri);
-    res->storage_dir = dir;
-    dir = NULL;
     res->cert = cert;
     res->key_type = type;
     cert = NULL;

@@ -30,6 +30,13 @@ struct prov_enroll_params {
     pthread_mutex_t *ca_lock;
     int (*on_issued)(void *ctx, X509 *cert, const struct prov_key *key);
     void *hook_ctx;
+    /*
+     * Batch only, with on_issued and without reissue (ignored otherwise): return once the
+     * certificate is proven and stored on the device, without writing the storage directory;
+     * res->storage_dir is not set. The caller writes it (prov_storage_write) off the device's
+     * critical path, and the journal, which holds the certificate, finishes or resumes it.
+     */
+    bool defer_storage;
 };
 
 struct prov_enroll_result {

@@ -666,6 +666,9 @@ int prov_pkcs11_generate_key(struct prov_device *dev, const struct prov_keygen_p
     }
     r = key_new(dev, hpriv, hpub, pub, params->id, params->id_len, params->label, out);
     pub = NULL;
+    if (r == 0) {
+        ((struct p11_key *)(*out)->priv)->has_no_cert = true;
+    }
 out:
     if (r < 0 && hpriv != CK_INVALID_HANDLE) {
         /* Never leave half a key behind: the caller records nothing for it. */
@@ -797,6 +800,7 @@ int prov_pkcs11_sign(struct prov_device *dev, struct prov_key *key, enum prov_si
 int prov_pkcs11_store_certificate(struct prov_device *dev, struct prov_key *key, X509 *cert)
 {
     struct p11_dev *d = dev->priv;
+    struct p11_key *k = key->priv;
     unsigned char *value = NULL, *subject = NULL, *issuer = NULL, *serial = NULL;
     int value_len, subject_len, issuer_len, serial_len;
     CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
@@ -839,8 +843,9 @@ int prov_pkcs11_store_certificate(struct prov_device *dev, struct prov_key *key,
         r = prov_pkcs11_fail_rv(dev, "C_CreateObject(certificate)", rv);
         goto out;
     }
-    r = destroy_by_id(dev, CKO_CERTIFICATE, key->id, key->id_len, h);
+    r = k->has_no_cert ? 0 : destroy_by_id(dev, CKO_CERTIFICATE, key->id, key->id_len, h);
     if (r == 0) {
+        k->has_no_cert = false;
         prov_debug("pkcs11", "%s: certificate stored for %s", dev->name, key->uri);
     }
 out:

@@ -1,0 +1,283 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The PKCS#11 floor (SPEC §10): what the token itself costs, with nothing of the tool around
+ * it. Raw PKCS#11 on the module's function list; one C_Initialize, one session, one C_Login.
+ *
+ *   bench_p11 --module SO --token LABEL --pin-file F keygen N
+ *       N x C_GenerateKeyPair of a token-resident P-256 key with the attributes the tool
+ *       uses (CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE true, CKA_EXTRACTABLE false, sign only,
+ *       a unique 16-byte CKA_ID and a label), filling the token from what it holds now;
+ *   bench_p11 --module SO --token LABEL --pin-file F device N
+ *       keygen plus the rest of the token work the SPEC asks for per device: the protection
+ *       attributes read back, two ECDSA signatures (CSR, proof of possession) and the
+ *       certificate stored on the token (C_CreateObject, CKO_CERTIFICATE, the key's CKA_ID);
+ *   bench_p11 --module SO --token LABEL --pin-file F sign N
+ *       one such key, then N x C_SignInit + C_Sign (CKM_ECDSA over a 32-byte digest).
+ *
+ * Prints one line of key=value pairs (seconds, per_second, ms_first100 / ms_last100 for
+ * keygen and device: the mean of the first and last 100, which shows how the cost grows with the
+ * number of objects on the token). bench/run.sh drives it; see bench/README.md.
+ */
+#include <dlfcn.h>
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <p11-kit/pkcs11.h>
+
+static CK_FUNCTION_LIST *fl;
+static CK_BBOOL yes = CK_TRUE;
+static CK_BBOOL no = CK_FALSE;
+/* DER OID of prime256v1 */
+static CK_BYTE p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
+
+static double now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int check(CK_RV rv, const char *what)
+{
+    if (rv != CKR_OK) {
+        fprintf(stderr, "bench_p11: %s: CK_RV 0x%08lx\n", what, (unsigned long)rv);
+        return -1;
+    }
+    return 0;
+}
+
+static int keygen(CK_SESSION_HANDLE s, unsigned long i, CK_OBJECT_HANDLE *priv)
+{
+    unsigned char id[16];
+    char label[32];
+    CK_OBJECT_HANDLE pub;
+    CK_MECHANISM mech = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
+
+    snprintf(label, sizeof(label), "FLOOR-%06lu", i);
+    /* unique per key and per run: the run's start time and the index */
+    uint64_t stamp = (uint64_t)time(NULL), index = i;
+
+    memcpy(id, &stamp, 8);
+    memcpy(id + 8, &index, 8);
+    CK_ATTRIBUTE pub_tmpl[] = {
+        {CKA_TOKEN, &yes, sizeof(yes)},     {CKA_PRIVATE, &no, sizeof(no)},
+        {CKA_VERIFY, &yes, sizeof(yes)},    {CKA_ENCRYPT, &no, sizeof(no)},
+        {CKA_WRAP, &no, sizeof(no)},        {CKA_DERIVE, &no, sizeof(no)},
+        {CKA_ID, id, sizeof(id)},           {CKA_EC_PARAMS, p256, sizeof(p256)},
+        {CKA_LABEL, label, strlen(label)},
+    };
+    CK_ATTRIBUTE priv_tmpl[] = {
+        {CKA_TOKEN, &yes, sizeof(yes)},   {CKA_PRIVATE, &yes, sizeof(yes)},
+        {CKA_SENSITIVE, &yes, sizeof(yes)}, {CKA_EXTRACTABLE, &no, sizeof(no)},
+        {CKA_SIGN, &yes, sizeof(yes)},    {CKA_DECRYPT, &no, sizeof(no)},
+        {CKA_UNWRAP, &no, sizeof(no)},    {CKA_DERIVE, &no, sizeof(no)},
+        {CKA_ID, id, sizeof(id)},         {CKA_LABEL, label, strlen(label)},
+    };
+
+    return check(fl->C_GenerateKeyPair(s, &mech, pub_tmpl, sizeof(pub_tmpl) / sizeof(pub_tmpl[0]),
+                                       priv_tmpl, sizeof(priv_tmpl) / sizeof(priv_tmpl[0]), &pub,
+                                       priv),
+                 "C_GenerateKeyPair");
+}
+
+/*
+ * The rest of the token work SPEC §4/§8 ask for per device, after the key exists: read back
+ * the protection attributes, two signatures (the CSR and the proof of possession) and the
+ * certificate stored on the token as a CKO_CERTIFICATE with the key's CKA_ID and label.
+ */
+static int device_rest(CK_SESSION_HANDLE s, unsigned long i, CK_OBJECT_HANDLE priv)
+{
+    CK_MECHANISM mech = {CKM_ECDSA, NULL, 0};
+    CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
+    CK_CERTIFICATE_TYPE ct = CKC_X_509;
+    CK_BBOOL v[6];
+    CK_ATTRIBUTE props[] = {
+        {CKA_TOKEN, &v[0], 1}, {CKA_PRIVATE, &v[1], 1},           {CKA_SENSITIVE, &v[2], 1},
+        {CKA_LOCAL, &v[3], 1}, {CKA_NEVER_EXTRACTABLE, &v[4], 1}, {CKA_SIGN, &v[5], 1},
+    };
+    unsigned char id[16], digest[32] = {2}, sig[128], value[560], name[64], serial[22];
+    char label[32];
+    CK_ULONG len;
+    CK_OBJECT_HANDLE cert;
+
+    CK_ATTRIBUTE idq = {CKA_ID, id, sizeof(id)};
+    if (check(fl->C_GetAttributeValue(s, priv, props, sizeof(props) / sizeof(props[0])),
+              "C_GetAttributeValue") < 0 ||
+        check(fl->C_GetAttributeValue(s, priv, &idq, 1), "C_GetAttributeValue(CKA_ID)") < 0) {
+        return -1;
+    }
+    for (int k = 0; k < 2; k++) {
+        len = sizeof(sig);
+        if (check(fl->C_SignInit(s, &mech, priv), "C_SignInit") < 0 ||
+            check(fl->C_Sign(s, digest, sizeof(digest), sig, &len), "C_Sign") < 0) {
+            return -1;
+        }
+    }
+    /* a certificate-sized value: the token stores bytes, it does not parse them */
+    memset(value, 0x30, sizeof(value));
+    memset(name, 0x31, sizeof(name));
+    memset(serial, 0x02, sizeof(serial));
+    snprintf(label, sizeof(label), "FLOOR-%06lu", i);
+    CK_ATTRIBUTE tmpl[] = {
+        {CKA_CLASS, &cls, sizeof(cls)},     {CKA_CERTIFICATE_TYPE, &ct, sizeof(ct)},
+        {CKA_TOKEN, &yes, sizeof(yes)},     {CKA_PRIVATE, &no, sizeof(no)},
+        {CKA_ID, id, sizeof(id)},           {CKA_SUBJECT, name, sizeof(name)},
+        {CKA_ISSUER, name, sizeof(name)},   {CKA_SERIAL_NUMBER, serial, sizeof(serial)},
+        {CKA_VALUE, value, sizeof(value)},  {CKA_LABEL, label, strlen(label)},
+    };
+    return check(fl->C_CreateObject(s, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), &cert),
+                 "C_CreateObject(certificate)");
+}
+
+static int run_keygen(CK_SESSION_HANDLE s, unsigned long n, bool is_device)
+{
+    double *t = calloc(n, sizeof(*t));
+    double start, first = 0, last = 0;
+    unsigned long k = n < 100 ? n : 100;
+    CK_OBJECT_HANDLE priv;
+
+    if (t == NULL) {
+        return -1;
+    }
+    start = now();
+    for (unsigned long i = 0; i < n; i++) {
+        double t0 = now();
+
+        if (keygen(s, i, &priv) < 0 || (is_device && device_rest(s, i, priv) < 0)) {
+            free(t);
+            return -1;
+        }
+        t[i] = now() - t0;
+    }
+    for (unsigned long i = 0; i < k; i++) {
+        first += t[i];
+        last += t[n - k + i];
+    }
+    printf("op=%s n=%lu seconds=%.3f per_second=%.2f ms_first100=%.3f ms_last100=%.3f\n",
+           is_device ? "device" : "keygen", n,
+           now() - start, (double)n / (now() - start), 1e3 * first / (double)k,
+           1e3 * last / (double)k);
+    free(t);
+    return 0;
+}
+
+static int run_sign(CK_SESSION_HANDLE s, unsigned long n)
+{
+    CK_MECHANISM mech = {CKM_ECDSA, NULL, 0};
+    CK_OBJECT_HANDLE priv;
+    unsigned char digest[32] = {1}, sig[128];
+    double start;
+
+    if (keygen(s, 999999, &priv) < 0) {
+        return -1;
+    }
+    start = now();
+    for (unsigned long i = 0; i < n; i++) {
+        CK_ULONG len = sizeof(sig);
+
+        digest[1] = (unsigned char)i;
+        if (check(fl->C_SignInit(s, &mech, priv), "C_SignInit") < 0 ||
+            check(fl->C_Sign(s, digest, sizeof(digest), sig, &len), "C_Sign") < 0) {
+            return -1;
+        }
+    }
+    printf("op=sign n=%lu seconds=%.3f per_second=%.2f\n", n, now() - start,
+           (double)n / (now() - start));
+    fl->C_DestroyObject(s, priv);
+    return 0;
+}
+
+/* The slot whose token label is exactly label (padded field compared whole). */
+static int find_slot(const char *label, CK_SLOT_ID *slot)
+{
+    CK_SLOT_ID slots[64];
+    CK_ULONG n = 64;
+    char want[32];
+
+    memset(want, ' ', sizeof(want));
+    memcpy(want, label, strlen(label) < 32 ? strlen(label) : 32);
+    if (check(fl->C_GetSlotList(CK_TRUE, slots, &n), "C_GetSlotList") < 0) {
+        return -1;
+    }
+    for (CK_ULONG i = 0; i < n; i++) {
+        CK_TOKEN_INFO ti;
+
+        if (fl->C_GetTokenInfo(slots[i], &ti) == CKR_OK && memcmp(ti.label, want, 32) == 0) {
+            *slot = slots[i];
+            return 0;
+        }
+    }
+    fprintf(stderr, "bench_p11: token \"%s\" not found\n", label);
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"module", required_argument, NULL, 'm'},
+        {"token", required_argument, NULL, 't'},
+        {"pin-file", required_argument, NULL, 'p'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *module = NULL, *token = NULL, *pin_file = NULL;
+    CK_RV (*get_list)(CK_FUNCTION_LIST **);
+    CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
+    CK_SESSION_HANDLE s;
+    CK_SLOT_ID slot;
+    char pin[256];
+    size_t pin_len;
+    unsigned long n;
+    FILE *f;
+    void *so;
+    int c, r;
+
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': module = optarg; break;
+        case 't': token = optarg; break;
+        case 'p': pin_file = optarg; break;
+        default: return 2;
+        }
+    }
+    if (module == NULL || token == NULL || pin_file == NULL || argc - optind != 2 ||
+        (strcmp(argv[optind], "keygen") != 0 && strcmp(argv[optind], "sign") != 0 &&
+         strcmp(argv[optind], "device") != 0) ||
+        (n = strtoul(argv[optind + 1], NULL, 10)) == 0) {
+        fprintf(stderr, "usage: bench_p11 --module SO --token LABEL --pin-file F keygen|device|sign N\n");
+        return 2;
+    }
+    f = fopen(pin_file, "r");
+    if (f == NULL || fgets(pin, sizeof(pin), f) == NULL) {
+        fprintf(stderr, "bench_p11: %s: cannot read the PIN\n", pin_file);
+        return 1;
+    }
+    fclose(f);
+    pin_len = strcspn(pin, "\r\n");
+    so = dlopen(module, RTLD_NOW | RTLD_LOCAL);
+    get_list = so ? (CK_RV(*)(CK_FUNCTION_LIST **))dlsym(so, "C_GetFunctionList") : NULL;
+    if (get_list == NULL || check(get_list(&fl), "C_GetFunctionList") < 0) {
+        fprintf(stderr, "bench_p11: %s: cannot load (%s)\n", module, dlerror());
+        return 1;
+    }
+    if (check(fl->C_Initialize(&args), "C_Initialize") < 0 || find_slot(token, &slot) < 0 ||
+        check(fl->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s),
+              "C_OpenSession") < 0 ||
+        check(fl->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)pin, pin_len), "C_Login") < 0) {
+        return 1;
+    }
+    if (strcmp(argv[optind], "sign") == 0) {
+        r = run_sign(s, n);
+    } else {
+        r = run_keygen(s, n, strcmp(argv[optind], "device") == 0);
+    }
+    fl->C_Logout(s);
+    fl->C_CloseSession(s);
+    fl->C_Finalize(NULL);
+    return r < 0 ? 1 : 0;
+}
