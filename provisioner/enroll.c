@@ -431,6 +431,15 @@ int prov_enroll(const struct prov_config *cfg, struct prov_ca *ca,
     res->key_type = type;
     cert = NULL;
     r = 0;
+    if (p->prove_url != NULL) {
+        res->is_proof_run = true;
+        r = prov_connect_prove(key, res->storage_dir, p->prove_url, &res->proof);
+        if (r < 0) {
+            prov_error_clear();
+            prov_fail(r, "serial %s: issued and stored, but the proof over %s failed: %s",
+                      p->req.serial, p->prove_url, res->proof.detail);
+        }
+    }
 out:
     if (key != NULL && !keep_key) {
         /* No orphan: a key that did not become a complete identity leaves the device. */
@@ -439,7 +448,7 @@ out:
                       p->req.serial, key->uri, dev->name);
         }
     }
-    if (r < 0 && created_dir) {
+    if (r < 0 && created_dir && dir != NULL) {
         rmdir(dir); /* only if still empty: never removes anything that was written */
     }
     X509_free(cert);
