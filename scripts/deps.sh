@@ -21,6 +21,8 @@ PROV_DEPS_PACKAGES=(
     swtpm swtpm-tools tpm2-tools tpm2-openssl tpm2-abrmd libtss2-tcti-tabrmd0 dbus
     # tests and demo: brokers, clients, verifiers
     openssl gnutls-bin nginx curl mosquitto mosquitto-clients sqlite3 e2fsprogs
+    # private network namespaces for tests with a websockets broker (ip, unshare)
+    iproute2 util-linux
 )
 
 prov_deps() {
