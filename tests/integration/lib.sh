@@ -625,6 +625,18 @@ EOF
     fail "mosquitto $name did not start: $(cat "$MOSQ_LOG" "$dir/stdout.log" 2>/dev/null | tail -n3 | tr '\n' ' ')"
 }
 
+# edge_start: the IoT edge of the proof tests, after ca_fixture: `chain export` as the
+# client-CA set, mosquitto (MQTT and WebSocket listeners) and nginx, all serving the server
+# CA's certificate. Sets MQTTS, WSS (path /mqtt) and HTTPS (path /) to their URLs.
+edge_start() {
+    prov 0 chain export --out "$WORK/client-ca.pem"
+    mosquitto_start edge "$WORK/server-ca/server.crt" "$WORK/server-ca/server.key" "$WORK/client-ca.pem"
+    nginx_start edge "$WORK/server-ca/server.crt" "$WORK/server-ca/server.key" "$WORK/client-ca.pem"
+    MQTTS=mqtts://127.0.0.1:$MQTT_PORT
+    WSS=wss://127.0.0.1:$WS_PORT/mqtt
+    HTTPS=https://127.0.0.1:$NGINX_PORT/
+}
+
 # engine_conf FILE: an OPENSSL_CONF that loads the libp11 pkcs11 engine on SoftHSM2.
 engine_conf() {
     local enginedir

@@ -19,14 +19,8 @@ token_init dev-conn-ec
 token_init dev-conn-rsa
 prov 0 enroll --serial SN-CONN-EC --device pkcs11:token=dev-conn-ec --key ec-p256
 prov 0 enroll --serial SN-CONN-RSA --device pkcs11:token=dev-conn-rsa --key rsa-2048
-prov 0 chain export --out "$WORK/client-ca.pem"
-
-SRV=$WORK/server-ca
-mosquitto_start edge "$SRV/server.crt" "$SRV/server.key" "$WORK/client-ca.pem"
-nginx_start edge "$SRV/server.crt" "$SRV/server.key" "$WORK/client-ca.pem"
-MQTTS=mqtts://127.0.0.1:$MQTT_PORT
-WSS=wss://127.0.0.1:$WS_PORT/mqtt
-HTTPS=https://127.0.0.1:$NGINX_PORT/devices/hello
+edge_start
+HTTPS=${HTTPS}devices/hello
 GOOD_WS_PORT=$WS_PORT
 
 # connect_ok SERIAL URL: `check --connect` passes, in text and in JSON.

@@ -13,18 +13,15 @@ it_setup
 need nginx mosquitto sqlite3
 
 ca_fixture pkcs11
-prov 0 chain export --out "$WORK/client-ca.pem"
 SRV=$WORK/server-ca
 make_server_ca "$WORK/other-server-ca"
 O=$WORK/other-server-ca
+edge_start
+EDGE_LOG=$MOSQ_LOG
 mosquitto_start other "$O/server.crt" "$O/server.key" "$WORK/client-ca.pem"
 BAD_MQTTS=mqtts://127.0.0.1:$MQTT_PORT
 BAD_LOG=$MOSQ_LOG
-mosquitto_start edge "$SRV/server.crt" "$SRV/server.key" "$WORK/client-ca.pem"
-MQTTS=mqtts://127.0.0.1:$MQTT_PORT
-WSS=wss://127.0.0.1:$WS_PORT/mqtt
-nginx_start edge "$SRV/server.crt" "$SRV/server.key" "$WORK/client-ca.pem"
-HTTPS=https://127.0.0.1:$NGINX_PORT/
+MOSQ_LOG=$EDGE_LOG
 
 # usernames SERIAL: MQTT sessions the edge broker opened with the certificate CN SERIAL.
 usernames() {

@@ -14,13 +14,8 @@ need swtpm nginx mosquitto
 . "$PROV_SOURCE_ROOT/tests/integration/tpm/tpm_lib.sh"
 
 ca_fixture pkcs11
-prov 0 chain export --out "$WORK/client-ca.pem"
-SRV=$WORK/server-ca
-mosquitto_start edge "$SRV/server.crt" "$SRV/server.key" "$WORK/client-ca.pem"
-nginx_start edge "$SRV/server.crt" "$SRV/server.key" "$WORK/client-ca.pem"
-MQTTS=mqtts://127.0.0.1:$MQTT_PORT
-WSS=wss://127.0.0.1:$WS_PORT/mqtt
-HTTPS=https://127.0.0.1:$NGINX_PORT/tpm
+edge_start
+HTTPS=${HTTPS}tpm
 
 swtpm_start c
 abrmd_start "$TCTI"
