@@ -208,7 +208,7 @@ void connect_classify(const struct connect_diag *d, const char *transport_error,
 }
 
 /* scheme://host[:port][/path]; no user info, query or fragment for mqtts. */
-static int parse_url(const char *url, struct connect_url *u)
+int connect_parse_url(const char *url, struct connect_url *u)
 {
     const char *p = strstr(url, "://");
     const char *host;
@@ -323,7 +323,7 @@ int prov_connect_url_check(const char *url)
 {
     struct connect_url u;
 
-    return parse_url(url, &u);
+    return connect_parse_url(url, &u);
 }
 
 /* The certificate's CN names the proof topic (brokers with use_identity_as_username take it
@@ -374,7 +374,7 @@ int prov_connect_prove(struct prov_key *key, const char *storage_dir, const char
     out->app_status = -1;
     out->outcome = PROV_CONNECT_HANDSHAKE;
     snprintf(out->url, sizeof(out->url), "%s", url);
-    r = parse_url(url, &u);
+    r = connect_parse_url(url, &u);
     if (r < 0) {
         snprintf(out->detail, sizeof(out->detail), "%s", prov_error_message());
         return r;

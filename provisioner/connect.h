@@ -74,6 +74,9 @@ struct connect_url {
     char host_port[300];    /* host:port (brackets around IPv6), for Host: headers */
 };
 
+/* Splits url (PROV_ERR_USAGE naming it when it is not one prov_connect_prove can use). */
+int connect_parse_url(const char *url, struct connect_url *u);
+
 /* Puts the hardware key, fullchain.pem, server-ca.pem as the only trust, hostname/IP checking
  * for host and the diagnosis callbacks on ctx (ours or libcurl's). */
 int connect_configure_ctx(SSL_CTX *ctx, EVP_PKEY *pkey, const char *storage_dir,
