@@ -7,10 +7,13 @@
  */
 #include "connect.h"
 
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -60,6 +63,23 @@ static int verify_cb(int ok, X509_STORE_CTX *sctx)
     return ok;
 }
 
+/*
+ * libmosquitto's mosquitto_connect runs SSL_connect on a blocking socket with no timeout: a
+ * server that accepts TCP and never answers would hang the station. Bounding each read and
+ * write turns that into WANT_READ, and the caller's deadline then applies. (libcurl's sockets
+ * are non-blocking and untouched; connect_ws sets the same bounds itself.)
+ */
+static void bound_blocking_socket(int fd)
+{
+    struct timeval tv = {.tv_sec = PROV_CONNECT_TIMEOUT_S};
+    int flags = fd >= 0 ? fcntl(fd, F_GETFL) : -1;
+
+    if (flags >= 0 && !(flags & O_NONBLOCK)) {
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    }
+}
+
 /* Alerts from the server, and the protocol version once the handshake is done. */
 static void info_cb(const SSL *ssl, int where, int ret)
 {
@@ -71,6 +91,9 @@ static void info_cb(const SSL *ssl, int where, int ret)
     if ((where & SSL_CB_READ_ALERT) == SSL_CB_READ_ALERT && (ret >> 8) == SSL3_AL_FATAL &&
         d->alert_received < 0) {
         d->alert_received = ret & 0xff;
+    }
+    if (where & SSL_CB_HANDSHAKE_START) {
+        bound_blocking_socket(SSL_get_fd(ssl));
     }
     if (where & SSL_CB_HANDSHAKE_DONE) {
         d->is_handshake_done = true;

@@ -74,6 +74,10 @@ static void ssl_error(struct ws *w, int ret)
         ERR_error_string_n(e, w->err, sizeof(w->err));
     } else if (se == SSL_ERROR_SYSCALL) {
         snprintf(w->err, sizeof(w->err), "%s", errno ? strerror(errno) : "connection closed");
+    } else if (se == SSL_ERROR_WANT_READ || se == SSL_ERROR_WANT_WRITE) {
+        /* the socket's timeout (connect_tcp) expired */
+        snprintf(w->err, sizeof(w->err), "no answer from the server within %d s",
+                 PROV_CONNECT_TIMEOUT_S);
     } else if (se == SSL_ERROR_ZERO_RETURN) {
         snprintf(w->err, sizeof(w->err), "the server closed the connection");
     } else {
