@@ -37,6 +37,9 @@
  *                         issuing again: "issued".
  *   stored, proven        storage is compared with the journal and rewritten from it when
  *                         missing or different, then proven: "already-issued".
+ * With --prove URL, proven also needs the mTLS proof (prov_connect_prove) to pass; a refused
+ * proof fails the row with the reason, keeping its certificate, so that a re-run retries the
+ * proof from the journal without issuing again. A row proven earlier is not connected again.
  * --reissue SERIAL supersedes a stored/proven certificate once per run (a resumed run does
  * not supersede again) and enrolls anew; the superseded key is deleted from the token.
  */
@@ -49,6 +52,7 @@ struct prov_batch_opts {
     int jobs;                   /* parallel workers; <= 0: the number of online CPUs */
     const char *const *reissue; /* serials to certify again */
     size_t n_reissue;
+    const char *prove_url;             /* mTLS proof as each row's last step; NULL: none */
     bool is_check_only;                /* validate the manifest and stop */
     bool show_progress;                /* progress on stderr */
     bool is_tty;                       /* a bar rather than lines */

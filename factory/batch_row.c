@@ -18,6 +18,7 @@
 #include "backend.h"
 #include "batch_internal.h"
 #include "chain.h"
+#include "connect.h"
 #include "enroll.h"
 #include "error.h"
 #include "log.h"
@@ -288,13 +289,49 @@ static int verify_written(struct row_ctx *c, X509 *cert, const char *key_uri)
     return r;
 }
 
-/* The written identity verified (verify_written), then proven is recorded. */
-static int prove_written(struct row_ctx *c, X509 *cert, const char *key_uri)
+/*
+ * --prove on the resume path: the key with the journal's id on the journal's device, against
+ * the written storage. (A fresh enrollment proves inside prov_enroll with the key it holds.)
+ */
+static int connect_from_journal(struct row_ctx *c)
 {
+    struct prov_connect_result res;
+    struct prov_device *dev = NULL;
+    struct prov_key *key = NULL;
+    int r;
+
+    r = prov_device_open_login(c->b->cfg, c->d.device_uri, pin_spec(c), "device PIN", true, &dev);
+    if (r == 0) {
+        r = dev->ops->find_key_by_id(dev, c->d.key_id, c->d.key_id_len, &key);
+    }
+    if (r == 0) {
+        r = prov_connect_prove(key, c->dir, c->b->opts->prove_url, &res);
+        if (r < 0) {
+            prov_error_clear();
+            prov_fail(r, "serial %s: stored, but the proof over %s failed: %s", c->serial,
+                      c->b->opts->prove_url, res.detail);
+        }
+    }
+    prov_key_free(key);
+    prov_device_close(dev);
+    return r;
+}
+
+/*
+ * The written identity verified (verify_written), with --prove the mTLS proof too (unless
+ * is_connected: prov_enroll has just done it), then proven is recorded.
+ */
+static int prove_written(struct row_ctx *c, X509 *cert, const char *key_uri, bool is_connected)
+{
+    const char *url = c->b->opts->prove_url;
     int r = verify_written(c, cert, key_uri);
 
+    if (r == 0 && url != NULL && !is_connected) {
+        r = connect_from_journal(c);
+    }
     if (r == 0) {
-        r = prov_journal_record_proven(c->b->journal, c->b->lot_id, c->serial);
+        r = url != NULL ? prov_journal_record_proven_over(c->b->journal, c->b->lot_id, c->serial, url)
+                        : prov_journal_record_proven(c->b->journal, c->b->lot_id, c->serial);
     }
     return r;
 }
@@ -434,7 +471,9 @@ static int enroll_fresh(struct row_ctx *c)
     p.ca_lock = &c->b->ca_lock;
     p.on_issued = journal_issued;
     p.hook_ctx = c;
-    p.defer_storage = c->b->finisher != NULL && !p.reissue;
+    /* --prove needs the written storage and the open key: no storage stage then */
+    p.defer_storage = c->b->finisher != NULL && !p.reissue && c->b->opts->prove_url == NULL;
+    p.prove_url = c->b->opts->prove_url;
     r = prov_enroll(c->b->cfg, c->b->ca, &p, &res);
     if (r == 0 && p.defer_storage) {
         r = defer_storage(c, &res);
@@ -445,7 +484,7 @@ static int enroll_fresh(struct row_ctx *c)
         r = prov_journal_record_stored(c->b->journal, c->b->lot_id, c->serial);
     }
     if (r == 0) {
-        r = prove_written(c, res.cert, res.key_uri);
+        r = prove_written(c, res.cert, res.key_uri, true);
     }
     prov_enroll_result_clear(&res);
     if (r == 0 && is_reissue) {
@@ -586,7 +625,7 @@ static int complete_from_journal(struct row_ctx *c, enum batch_status *st)
         r = prov_journal_record_stored(c->b->journal, c->b->lot_id, c->serial);
     }
     if (r == 0) {
-        r = prove_written(c, cert, written_uri ? written_uri : c->d.key_uri);
+        r = prove_written(c, cert, written_uri ? written_uri : c->d.key_uri, false);
     }
     if (r == 0 && c->d.n_superseded > 0) {
         r = retire_superseded(c, c->d.key_id, c->d.key_id_len);
@@ -801,7 +840,7 @@ static void finish(struct batch *b, struct finish_job *j)
         r = prov_journal_record_stored(b->journal, b->lot_id, j->serial);
     }
     if (r == 0) {
-        r = prove_written(&c, j->cert, j->key_uri);
+        r = prove_written(&c, j->cert, j->key_uri, false);
     }
     conclude(&c, r, BATCH_ISSUED);
 }

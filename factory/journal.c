@@ -519,10 +519,13 @@ static bool may_prove(const struct txn *t)
     return t->d.state == PROV_JOURNAL_STORED;
 }
 
-/* The transitions that change only the state (and clear the error). */
+/* The transitions that change only the state (and clear the error); the audit detail is the
+ * certificate serial, followed by note when given. */
 static int simple_transition(struct prov_journal *j, long long lot_id, const char *serial,
-                             enum prov_journal_state to, bool (*is_legal)(const struct txn *t))
+                             enum prov_journal_state to, bool (*is_legal)(const struct txn *t),
+                             const char *note)
 {
+    char detail[1024];
     struct txn t;
     int r;
 
@@ -539,19 +542,29 @@ static int simple_transition(struct prov_journal *j, long long lot_id, const cha
         r = journal_db_fail(j, serial);
         goto out;
     }
-    r = journal_audit_append(j, t.lot, serial, prov_journal_state_name(to), t.d.cert_serial);
+    snprintf(detail, sizeof(detail), "%s%s%s", t.d.cert_serial, note ? " " : "", note ? note : "");
+    r = journal_audit_append(j, t.lot, serial, prov_journal_state_name(to), detail);
 out:
     return txn_end(j, &t, r, to);
 }
 
 int prov_journal_record_stored(struct prov_journal *j, long long lot_id, const char *serial)
 {
-    return simple_transition(j, lot_id, serial, PROV_JOURNAL_STORED, may_store);
+    return simple_transition(j, lot_id, serial, PROV_JOURNAL_STORED, may_store, NULL);
 }
 
 int prov_journal_record_proven(struct prov_journal *j, long long lot_id, const char *serial)
 {
-    return simple_transition(j, lot_id, serial, PROV_JOURNAL_PROVEN, may_prove);
+    return simple_transition(j, lot_id, serial, PROV_JOURNAL_PROVEN, may_prove, NULL);
+}
+
+int prov_journal_record_proven_over(struct prov_journal *j, long long lot_id, const char *serial,
+                                    const char *url)
+{
+    char note[600];
+
+    snprintf(note, sizeof(note), "mtls=%s", url);
+    return simple_transition(j, lot_id, serial, PROV_JOURNAL_PROVEN, may_prove, note);
 }
 
 int prov_journal_record_failed(struct prov_journal *j, long long lot_id, const char *serial,

@@ -135,6 +135,10 @@ int prov_journal_record_stored(struct prov_journal *j, long long lot_id, const c
 /* proven: the written identity was re-proven with the device key; from stored. */
 int prov_journal_record_proven(struct prov_journal *j, long long lot_id, const char *serial);
 
+/* proven, after an mTLS proof as well: the audit record names the URL it passed against. */
+int prov_journal_record_proven_over(struct prov_journal *j, long long lot_id, const char *serial,
+                                    const char *url);
+
 /*
  * failed: from any state (the row is created when new, with device_uri); keeps the key id
  * and certificate reached so far, so that a later run resumes from them.

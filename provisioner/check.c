@@ -95,6 +95,13 @@ static void check_server_ca(const struct prov_stored_identity *s, const char *di
 int prov_check_identity(const struct prov_config *cfg, const char *dir, const char *pin_spec,
                         struct prov_check_result *res)
 {
+    return prov_check_identity_connect(cfg, dir, pin_spec, NULL, res);
+}
+
+int prov_check_identity_connect(const struct prov_config *cfg, const char *dir,
+                                const char *pin_spec, const char *url,
+                                struct prov_check_result *res)
+{
     struct prov_stored_identity *s = NULL;
     struct prov_device *dev = NULL;
     struct prov_key *key = NULL;
@@ -134,6 +141,23 @@ int prov_check_identity(const struct prov_config *cfg, const char *dir, const ch
     r = res->is_storage_ok && res->is_key_proven && res->is_chain_ok && res->is_server_ca_ok
             ? 0
             : PROV_ERR_VERIFY;
+    /*
+     * The connection runs even when a local rule failed (an expired certificate, a chain the
+     * edge may still accept): what the server says is the point of --connect, so its refusal
+     * is the reported failure. It needs the key to have proven itself and the files to parse.
+     */
+    if (url != NULL && res->is_key_proven) {
+        int rc;
+
+        prov_error_clear();
+        res->is_connect_run = true;
+        rc = prov_connect_prove(key, dir, url, &res->connect);
+        if (rc < 0) {
+            snprintf(res->detail, sizeof(res->detail), "%.200s: %.800s", dir,
+                     prov_error_message() ? prov_error_message() : res->connect.detail);
+            r = rc;
+        }
+    }
 out:
     prov_key_free(key);
     prov_device_close(dev);

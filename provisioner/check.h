@@ -5,6 +5,7 @@
 #include <stdbool.h>
 
 #include "config.h"
+#include "connect.h"
 #include "storage.h"
 
 /* The outcome of each re-proof step of `check DIR` (SPEC §8). */
@@ -17,6 +18,8 @@ struct prov_check_result {
     struct prov_cert_facts facts;
     char *serial;          /* owned */
     char *key_uri;         /* owned */
+    bool is_connect_run;   /* a --connect URL was given and the key proof let it run */
+    struct prov_connect_result connect; /* the mTLS proof, when is_connect_run */
 };
 
 /*
@@ -27,6 +30,15 @@ struct prov_check_result {
  */
 int prov_check_identity(const struct prov_config *cfg, const char *dir, const char *pin_spec,
                         struct prov_check_result *res);
+
+/*
+ * As prov_check_identity, then, when every step passed and url is not NULL, the mTLS proof
+ * with the same device key (prov_connect_prove): res->connect says which side refused and
+ * why. Returns PROV_ERR_VERIFY when the proof was refused, PROV_ERR_USAGE for a bad URL.
+ */
+int prov_check_identity_connect(const struct prov_config *cfg, const char *dir,
+                                const char *pin_spec, const char *url,
+                                struct prov_check_result *res);
 
 void prov_check_result_clear(struct prov_check_result *res);
 

@@ -399,7 +399,7 @@ int prov_enroll(const struct prov_config *cfg, struct prov_ca *ca,
     if (r < 0) {
         goto out;
     }
-    if (p->defer_storage && p->on_issued != NULL && !p->reissue) {
+    if (p->defer_storage && p->on_issued != NULL && !p->reissue && p->prove_url == NULL) {
         goto done;
     }
     {
@@ -436,6 +436,15 @@ done:
     res->key_type = type;
     cert = NULL;
     r = 0;
+    if (p->prove_url != NULL) {
+        res->is_proof_run = true;
+        r = prov_connect_prove(key, res->storage_dir, p->prove_url, &res->proof);
+        if (r < 0) {
+            prov_error_clear();
+            prov_fail(r, "serial %s: issued and stored, but the proof over %s failed: %s",
+                      p->req.serial, p->prove_url, res->proof.detail);
+        }
+    }
 out:
     if (key != NULL && !keep_key) {
         /* No orphan: a key that did not become a complete identity leaves the device. */
@@ -444,7 +453,7 @@ out:
                       p->req.serial, key->uri, dev->name);
         }
     }
-    if (r < 0 && created_dir) {
+    if (r < 0 && created_dir && dir != NULL) {
         rmdir(dir); /* only if still empty: never removes anything that was written */
     }
     X509_free(cert);

@@ -8,6 +8,7 @@
 #include <openssl/x509.h>
 
 #include "config.h"
+#include "connect.h"
 #include "issue.h"
 #include "storage.h"
 
@@ -20,6 +21,7 @@ struct prov_enroll_params {
     const unsigned char *key_id; /* chosen key id (journal); NULL: random */
     size_t key_id_len;
     const char *pin_spec;        /* device PIN source; NULL: cfg->device_pin */
+    const char *prove_url;       /* the last step: mTLS proof against this URL; NULL: none */
     /*
      * Batch hooks (factory/batch.c), NULL when unused. ca_lock is held around the CA signing:
      * the CA's HSM session is not safe for concurrent use. on_issued gets the certificate
@@ -31,7 +33,7 @@ struct prov_enroll_params {
     int (*on_issued)(void *ctx, X509 *cert, const struct prov_key *key);
     void *hook_ctx;
     /*
-     * Batch only, with on_issued and without reissue (ignored otherwise): return once the
+     * Batch only, with on_issued, without reissue and prove_url (ignored otherwise): return once the
      * certificate is proven and stored on the device, without writing the storage directory;
      * res->storage_dir is not set. The caller writes it (prov_storage_write) off the device's
      * critical path, and the journal, which holds the certificate, finishes or resumes it.
@@ -45,6 +47,8 @@ struct prov_enroll_result {
     char *storage_dir;           /* owned */
     char *key_uri;               /* owned */
     enum prov_key_type key_type;
+    bool is_proof_run;           /* prove_url was given and the identity was stored */
+    struct prov_connect_result proof;
 };
 
 /*
@@ -54,6 +58,11 @@ struct prov_enroll_result {
  * key signs a fresh challenge that verifies with the new certificate. On a failure after
  * key generation the new key is deleted from the device (no orphan) and storage is
  * untouched. Returns the PROV_ERR_* of the first failure.
+ *
+ * With p->prove_url, the last step is the mTLS proof (prov_connect_prove) with the same open
+ * key. Its failure returns PROV_ERR_VERIFY with res fully filled (res->is_proof_run, the
+ * certificate and storage): the identity stays issued and stored, only unproven, so that the
+ * proof can be repeated (`check --connect`, a batch re-run) without issuing again.
  */
 int prov_enroll(const struct prov_config *cfg, struct prov_ca *ca,
                 const struct prov_enroll_params *p, struct prov_enroll_result *res);

@@ -23,6 +23,8 @@ PROV_DEPS_PACKAGES=(
     openssl gnutls-bin nginx curl mosquitto mosquitto-clients sqlite3 e2fsprogs
     # bench/run.sh: peak RSS (/usr/bin/time -v)
     time
+    # private network namespaces for tests with a websockets broker (ip, unshare)
+    iproute2 util-linux
 )
 
 prov_deps() {

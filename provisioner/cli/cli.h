@@ -83,6 +83,10 @@ int cli_request_build(const struct prov_config *cfg, const struct cli_request *i
 struct json_object;
 void cli_print_json(struct json_object *o);
 
+/* The mTLS proof as a JSON object: url, ok, outcome, tls_version, status, detail. */
+struct prov_connect_result;
+struct json_object *cli_connect_json(const struct prov_connect_result *c);
+
 int cmd_ca(int argc, char **argv);
 int cmd_enroll(int argc, char **argv);
 int cmd_csr(int argc, char **argv);

@@ -5,6 +5,7 @@
 #include <json-c/json.h>
 
 #include "cli.h"
+#include "connect.h"
 #include "error.h"
 
 int cli_load_config(struct prov_config **out)
@@ -90,4 +91,20 @@ void cli_print_json(struct json_object *o)
     printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
                                                          JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(o);
+}
+
+json_object *cli_connect_json(const struct prov_connect_result *c)
+{
+    json_object *o = json_object_new_object();
+
+    json_object_object_add(o, "url", json_object_new_string(c->url));
+    json_object_object_add(o, "ok", json_object_new_boolean(c->outcome == PROV_CONNECT_OK));
+    json_object_object_add(o, "outcome",
+                           json_object_new_string(prov_connect_outcome_name(c->outcome)));
+    json_object_object_add(o, "tls_version",
+                           c->tls_version[0] ? json_object_new_string(c->tls_version) : NULL);
+    json_object_object_add(o, "status", c->app_status >= 0 ? json_object_new_int(c->app_status)
+                                                           : NULL);
+    json_object_object_add(o, "detail", json_object_new_string(c->detail));
+    return o;
 }

@@ -7,6 +7,7 @@
 
 #include "batch.h"
 #include "cli.h"
+#include "connect.h"
 #include "error.h"
 #include "journal.h"
 
@@ -34,6 +35,11 @@ static void usage(FILE *f)
             "                     superseded and its old key deleted (repeatable)\n"
             "  --pin SOURCE       device PIN source, file:PATH or env:VAR (default: [provisioner]\n"
             "                     device_pin); read once per device\n"
+            "  --prove URL        each device's last step: a real mutual-TLS proof with its new\n"
+            "                     identity (mqtts://, https:// or wss://, as `check --connect`);\n"
+            "                     a refused proof fails the row (journal: failed, with the\n"
+            "                     reason) and a re-run retries the proof without issuing again;\n"
+            "                     rows already proven earlier are not connected again\n"
             "  --check            validate the manifest against the config and stop\n"
             "  --no-progress      no progress bar or progress lines on stderr\n\n"
             "status: devices per state and the rows not yet proven. report: every row with its\n"
@@ -142,6 +148,7 @@ static int run(int argc, char **argv)
         {"reissue", required_argument, NULL, 'r'},
         {"pin", required_argument, NULL, 'p'},
         {"check", no_argument, NULL, 'C'},
+        {"prove", required_argument, NULL, 'X'},
         {"no-progress", no_argument, NULL, 'P'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -171,6 +178,7 @@ static int run(int argc, char **argv)
         case 'r': reissue[o.n_reissue++] = optarg; break;
         case 'p': o.pin_spec = optarg; break;
         case 'C': o.is_check_only = true; break;
+        case 'X': o.prove_url = optarg; break;
         case 'P': o.show_progress = false; break;
         case 'h':
             usage(stdout);
@@ -184,6 +192,10 @@ static int run(int argc, char **argv)
         goto out;
     }
     o.manifest = argv[optind];
+    if (o.prove_url != NULL && prov_connect_url_check(o.prove_url) < 0) {
+        rc = cli_fail(PROV_ERR_USAGE, "--prove");
+        goto out;
+    }
     o.reissue = reissue;
     o.on_finding = print_finding;
     o.finding_ctx = &found;

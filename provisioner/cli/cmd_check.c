@@ -11,7 +11,7 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "Usage: provisioner check [--pin SOURCE] [--json] DIR\n\n"
+    fprintf(f, "Usage: provisioner check [--pin SOURCE] [--connect URL] [--json] DIR\n\n"
                "Re-proves an identity written to a device's storage directory: every file is\n"
                "present and parses, fullchain.pem is client.crt plus the intermediate(s), the\n"
                "device key named by key.uri signs a fresh random challenge that verifies with\n"
@@ -19,6 +19,15 @@ static void usage(FILE *f)
                "clientAuth, and server-ca.pem holds CA certificates. Exit 0 when all pass, 1\n"
                "when one fails. The config file is optional here.\n"
                "  --pin SOURCE   device PIN source (default: [provisioner] device_pin)\n"
+               "  --connect URL  then a real mutual-TLS connection with the device key and\n"
+               "                 fullchain.pem, trusting only server-ca.pem:\n"
+               "                   mqtts://HOST[:PORT]        MQTT over TLS (CONNECT, one QoS 1\n"
+               "                                              PUBLISH to provisioner/proof/<CN>)\n"
+               "                   https://HOST[:PORT][/PATH] HTTP GET, a 2xx answer passes\n"
+               "                   wss://HOST[:PORT][/PATH]   MQTT over WebSocket, as mqtts\n"
+               "                 A refusal says which side refused: \"server did not trust our\n"
+               "                 certificate\", \"we did not trust the server\", or the TLS error;\n"
+               "                 refused or unreachable exits 1, a bad URL exits 2\n"
                "  --json         machine-readable output\n");
 }
 
@@ -31,6 +40,7 @@ int cmd_check(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"pin", required_argument, NULL, 'p'},
+        {"connect", required_argument, NULL, 'c'},
         {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -38,6 +48,7 @@ int cmd_check(int argc, char **argv)
     struct prov_check_result res = {0};
     struct prov_config *cfg = NULL;
     const char *pin_spec = NULL;
+    const char *url = NULL;
     const char *dir;
     bool as_json = false;
     struct stat st;
@@ -49,6 +60,7 @@ int cmd_check(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'p': pin_spec = optarg; break;
+        case 'c': url = optarg; break;
         case 'j': as_json = true; break;
         case 'h': usage(stdout); return PROV_EXIT_OK;
         default: usage(stderr); return PROV_EXIT_USAGE;
@@ -59,6 +71,9 @@ int cmd_check(int argc, char **argv)
         return PROV_EXIT_USAGE;
     }
     dir = argv[optind];
+    if (url != NULL && prov_connect_url_check(url) < 0) {
+        return cli_fail(PROV_ERR_USAGE, "--connect");
+    }
     /* On a device there may be no station config: only a PIN source is needed. */
     if (stat(prov_cli.config_path, &st) == 0 || prov_cli.config_path_is_explicit) {
         rc = cli_load_config(&cfg);
@@ -70,7 +85,7 @@ int cmd_check(int argc, char **argv)
         return rc;
     }
     prov_error_clear();
-    r = prov_check_identity(cfg, dir, pin_spec, &res);
+    r = prov_check_identity_connect(cfg, dir, pin_spec, url, &res);
     if (r < 0 && r != PROV_ERR_VERIFY) {
         rc = cli_fail(r, dir);
         goto out;
@@ -87,13 +102,23 @@ int cmd_check(int argc, char **argv)
         json_object_object_add(o, "server_ca", json_object_new_boolean(res.is_server_ca_ok));
         json_object_object_add(o, "cert_serial", json_object_new_string(res.facts.serial_hex));
         json_object_object_add(o, "not_after", json_object_new_string(res.facts.not_after));
+        json_object_object_add(o, "connect", url ? cli_connect_json(&res.connect) : NULL);
         json_object_object_add(o, "error", res.detail[0] ? json_object_new_string(res.detail)
                                                           : NULL);
         cli_print_json(o);
     } else {
-        printf("%s: %s storage=%s key-proof=%s chain=%s server-ca=%s\n", dir,
+        printf("%s: %s storage=%s key-proof=%s chain=%s server-ca=%s", dir,
                r == 0 ? "ok" : "FAILED", ok(res.is_storage_ok), ok(res.is_key_proven),
                ok(res.is_chain_ok), ok(res.is_server_ca_ok));
+        if (url != NULL) {
+            printf(" connect=%s", res.is_connect_run
+                                      ? prov_connect_outcome_name(res.connect.outcome)
+                                      : "not-run");
+            if (res.is_connect_run && res.connect.tls_version[0]) {
+                printf(" tls=%s", res.connect.tls_version);
+            }
+        }
+        printf("\n");
     }
     if (r < 0) {
         fprintf(stderr, "provisioner: %s\n", res.detail[0] ? res.detail : prov_strerror(r));

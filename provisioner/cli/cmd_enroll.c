@@ -7,6 +7,7 @@
 
 #include "ca.h"
 #include "cli.h"
+#include "connect.h"
 #include "enroll.h"
 #include "error.h"
 
@@ -27,6 +28,10 @@ static void usage(FILE *f)
                "  --reissue          certify a device whose storage already holds an identity;\n"
                "                     the superseded key is deleted from the token afterwards (a TPM\n"
                "                     key handle and NV index are replaced)\n"
+               "  --prove URL        the last step: a real mutual-TLS proof with the new identity\n"
+               "                     (mqtts://, https:// or wss://, as `check --connect`); when it\n"
+               "                     is refused the identity stays issued and stored, the result\n"
+               "                     says proof-failed and the exit code is 1\n"
                "  --json             print the result as JSON\n");
 }
 
@@ -38,6 +43,7 @@ int cmd_enroll(int argc, char **argv)
         {"storage", required_argument, NULL, 's'},
         {"pin", required_argument, NULL, 'p'},
         {"reissue", no_argument, NULL, 'r'},
+        {"prove", required_argument, NULL, 'P'},
         {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -47,6 +53,7 @@ int cmd_enroll(int argc, char **argv)
     struct prov_enroll_result res = {0};
     struct prov_config *cfg = NULL;
     struct prov_ca *ca = NULL;
+    const char *status;
     bool as_json = false;
     int c;
     int rc;
@@ -62,6 +69,7 @@ int cmd_enroll(int argc, char **argv)
         case 's': p.storage_dir = optarg; break;
         case 'p': p.pin_spec = optarg; break;
         case 'r': p.reissue = true; break;
+        case 'P': p.prove_url = optarg; break;
         case 'j': as_json = true; break;
         case 'h': usage(stdout); return PROV_EXIT_OK;
         default: usage(stderr); return PROV_EXIT_USAGE;
@@ -74,6 +82,9 @@ int cmd_enroll(int argc, char **argv)
     if (p.device_uri == NULL) {
         fprintf(stderr, "provisioner: enroll: --device is required\n");
         return PROV_EXIT_USAGE;
+    }
+    if (p.prove_url != NULL && prov_connect_url_check(p.prove_url) < 0) {
+        return cli_fail(PROV_ERR_USAGE, "--prove");
     }
     rc = cli_load_config(&cfg);
     if (rc != 0) {
@@ -88,15 +99,17 @@ int cmd_enroll(int argc, char **argv)
     if (r == 0) {
         r = prov_enroll(cfg, ca, &p, &res);
     }
-    if (r < 0) {
+    if (r < 0 && !(res.is_proof_run && res.storage_dir != NULL)) {
         rc = cli_fail(r, p.req.serial);
         goto out;
     }
+    /* A refused proof still prints the result: the certificate exists and is stored. */
+    status = r == 0 ? "issued" : "proof-failed";
     if (as_json) {
         json_object *o = json_object_new_object();
 
         json_object_object_add(o, "serial", json_object_new_string(p.req.serial));
-        json_object_object_add(o, "status", json_object_new_string("issued"));
+        json_object_object_add(o, "status", json_object_new_string(status));
         json_object_object_add(o, "cert_serial", json_object_new_string(res.facts.serial_hex));
         json_object_object_add(o, "sha256", json_object_new_string(res.facts.sha256_hex));
         json_object_object_add(o, "not_before", json_object_new_string(res.facts.not_before));
@@ -106,10 +119,19 @@ int cmd_enroll(int argc, char **argv)
                                json_object_new_string(prov_key_type_name(res.key_type)));
         json_object_object_add(o, "key_uri", json_object_new_string(res.key_uri));
         json_object_object_add(o, "storage", json_object_new_string(res.storage_dir));
+        json_object_object_add(o, "proof", res.is_proof_run ? cli_connect_json(&res.proof) : NULL);
         cli_print_json(o);
     } else {
-        printf("%s issued cert_serial=%s sha256=%s not_after=%s storage=%s\n", p.req.serial,
+        printf("%s %s cert_serial=%s sha256=%s not_after=%s storage=%s", p.req.serial, status,
                res.facts.serial_hex, res.facts.sha256_hex, res.facts.not_after, res.storage_dir);
+        if (res.is_proof_run) {
+            printf(" proof=%s", prov_connect_outcome_name(res.proof.outcome));
+        }
+        printf("\n");
+    }
+    if (r < 0) {
+        rc = cli_fail(r, p.req.serial);
+        goto out;
     }
     rc = PROV_EXIT_OK;
 out:

@@ -28,7 +28,7 @@ static const struct {
     {"sign", cmd_sign, "station side of the split flow: issue a certificate from a CSR under policy"},
     {"install", cmd_install, "device side of the split flow: store the certificate, write storage"},
     {"chain", cmd_chain, "chain verify FILE... | chain export: check PEM chains; write the CA set"},
-    {"check", cmd_check, "re-prove a written identity: challenge signed by the device key, chain"},
+    {"check", cmd_check, "re-prove a written identity: device-key challenge, chain; --connect URL"},
     {"batch", cmd_batch, "batch MANIFEST.csv | status | report: enroll a lot, resumably"},
 };
 
@@ -51,7 +51,7 @@ static void usage(FILE *f)
                "  --version      the version\n\n"
                "Exit codes:\n"
                "  0 ok\n"
-               "  1 operation failed (a device, a check or a chain failed)\n"
+               "  1 operation failed (a device, a check, a chain or an mTLS proof failed)\n"
                "  2 usage or config error\n"
                "  3 authentication error (PIN incorrect or locked, PIN source unreadable)\n"
                "  4 device or token not found, or removed\n"

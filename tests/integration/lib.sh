@@ -564,6 +564,79 @@ EOF
     fail "nginx $name did not start: $(tail -n3 "$dir/error.log" 2>/dev/null | tr '\n' ' ')"
 }
 
+# it_private_network "$@": re-runs the calling test (before it_setup) inside a network namespace
+# of its own whose only interface is loopback. mosquitto 2.0.11's websockets listener binds
+# every interface whatever its listener address or bind_interface says (checked with ss), so
+# a test that starts one must not share the machine's network.
+it_private_network() {
+    if [ "${IT_PRIVATE_NET:-}" != 1 ]; then
+        need unshare ip
+        IT_PRIVATE_NET=1 exec unshare --net -- bash "$0" "$@"
+    fi
+    ip link set lo up || fail "cannot bring up loopback in the private network namespace"
+}
+
+# mosquitto_start NAME CERT KEY CLIENT_CA: a broker on 127.0.0.1 with two TLS listeners that
+# require a client certificate under CLIENT_CA and take its CN as the username
+# (use_identity_as_username): MQTT on MQTT_PORT and MQTT over WebSocket on WS_PORT. Runs in the
+# foreground as root; config, log ($MOSQ_LOG, every message type) and nothing else, no
+# persistence, all in $WORK/mosquitto-NAME. Sets MOSQ_PID.
+mosquitto_start() {
+    local name=$1 cert=$2 key=$3 client_ca=$4 dir=$WORK/mosquitto-$1 try tls
+    need mosquitto
+    [ "${IT_PRIVATE_NET:-}" = 1 ] ||
+        fail "mosquitto_start: call it_private_network first (the websockets listener binds every interface)"
+    mkdir -p "$dir"
+    MOSQ_LOG=$dir/mosquitto.log
+    tls="cafile $client_ca
+certfile $cert
+keyfile $key
+require_certificate true
+use_identity_as_username true"
+    for try in 1 2 3; do
+        MQTT_PORT=$(free_port)
+        WS_PORT=$(free_port)
+        cat >"$dir/mosquitto.conf" <<EOF
+user root
+persistence false
+per_listener_settings false
+allow_anonymous false
+log_dest file $MOSQ_LOG
+log_type all
+connection_messages true
+listener $MQTT_PORT 127.0.0.1
+protocol mqtt
+$tls
+listener $WS_PORT 127.0.0.1
+protocol websockets
+$tls
+EOF
+        rm -f "$MOSQ_LOG"
+        mosquitto -c "$dir/mosquitto.conf" >"$dir/stdout.log" 2>&1 &
+        MOSQ_PID=$!
+        it_track "$MOSQ_PID"
+        if wait_port "$MQTT_PORT" "$MOSQ_PID" && wait_port "$WS_PORT" "$MOSQ_PID"; then
+            it_log "mosquitto $name pid $MOSQ_PID: mqtts 127.0.0.1:$MQTT_PORT, wss 127.0.0.1:$WS_PORT"
+            return 0
+        fi
+        stop_pid "$MOSQ_PID"
+        it_log "mosquitto $name did not start (try $try): $(cat "$MOSQ_LOG" "$dir/stdout.log" 2>/dev/null | tail -n2 | tr '\n' ' ')"
+    done
+    fail "mosquitto $name did not start: $(cat "$MOSQ_LOG" "$dir/stdout.log" 2>/dev/null | tail -n3 | tr '\n' ' ')"
+}
+
+# edge_start: the IoT edge of the proof tests, after ca_fixture: `chain export` as the
+# client-CA set, mosquitto (MQTT and WebSocket listeners) and nginx, all serving the server
+# CA's certificate. Sets MQTTS, WSS (path /mqtt) and HTTPS (path /) to their URLs.
+edge_start() {
+    prov 0 chain export --out "$WORK/client-ca.pem"
+    mosquitto_start edge "$WORK/server-ca/server.crt" "$WORK/server-ca/server.key" "$WORK/client-ca.pem"
+    nginx_start edge "$WORK/server-ca/server.crt" "$WORK/server-ca/server.key" "$WORK/client-ca.pem"
+    MQTTS=mqtts://127.0.0.1:$MQTT_PORT
+    WSS=wss://127.0.0.1:$WS_PORT/mqtt
+    HTTPS=https://127.0.0.1:$NGINX_PORT/
+}
+
 # engine_conf FILE: an OPENSSL_CONF that loads the libp11 pkcs11 engine on SoftHSM2.
 engine_conf() {
     local enginedir

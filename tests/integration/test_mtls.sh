@@ -69,11 +69,9 @@ if code=$(device_curl "$WORK/devices/SN-MTLS-EC"); then
 fi
 it_log "server outside server-ca.pem: refused by the client"
 
-# `check --connect` (SPEC §8) once the CLI has it.
-if "$PROVISIONER" check --help 2>&1 | grep -q -- '--connect'; then
-    prov 1 check --connect "$URL" "$WORK/devices/SN-MTLS-EC"
-    URL=https://127.0.0.1:$(sed -n 's/^ *listen 127.0.0.1:\([0-9]*\) ssl;/\1/p' "$WORK/nginx-edge/nginx.conf")/
-    prov 0 check --connect "$URL" "$WORK/devices/SN-MTLS-EC"
-else
-    it_log "check --connect is not implemented yet: skipped that part"
-fi
+# `check --connect` (SPEC §8): refused by the device against the other server, accepted by
+# the edge (tests/integration/test_connect.sh covers every transport and refusal).
+prov 1 check --connect "$URL" "$WORK/devices/SN-MTLS-EC"
+assert_one_error "we did not trust the server"
+URL=https://127.0.0.1:$(sed -n 's/^ *listen 127.0.0.1:\([0-9]*\) ssl;/\1/p' "$WORK/nginx-edge/nginx.conf")/
+prov 0 check --connect "$URL" "$WORK/devices/SN-MTLS-EC"

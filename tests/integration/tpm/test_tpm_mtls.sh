@@ -18,32 +18,7 @@ swtpm_start m
 TCTI_SW=$TCTI
 
 # ---- a private session bus and tpm2-abrmd on it --------------------------------------
-mkdir -p "$WORK/dbus"
-dbus-daemon --session --nofork --address="unix:path=$WORK/dbus/bus" \
-    >"$WORK/dbus/dbus.log" 2>&1 &
-it_track $!
-export DBUS_SESSION_BUS_ADDRESS="unix:path=$WORK/dbus/bus"
-for i in $(seq 1 100); do
-    [ -S "$WORK/dbus/bus" ] && break
-    sleep 0.1
-done
-[ -S "$WORK/dbus/bus" ] || fail "dbus-daemon did not start: $(cat "$WORK/dbus/dbus.log")"
-
-BUS_NAME=com.intel.tss2.Tabrmd.provtest$$
-# --allow-root: the factory station may run as root; the bus is private to this test.
-tpm2-abrmd --session --allow-root --dbus-name="$BUS_NAME" --tcti="$TCTI_SW" \
-    >"$WORK/log/abrmd.log" 2>&1 &
-ABRMD_PID=$!
-it_track "$ABRMD_PID"
-TCTI_RM="tabrmd:bus_name=$BUS_NAME,bus_type=session"
-for i in $(seq 1 100); do
-    TPM2TOOLS_TCTI=$TCTI_RM tpm2_getcap properties-fixed >/dev/null 2>&1 && break
-    kill -0 "$ABRMD_PID" 2>/dev/null || fail "tpm2-abrmd exited: $(tail -n3 "$WORK/log/abrmd.log" | tr '\n' ' ')"
-    sleep 0.1
-done
-TPM2TOOLS_TCTI=$TCTI_RM tpm2_getcap properties-fixed >/dev/null 2>&1 ||
-    fail "tpm2-abrmd does not answer on $TCTI_RM: $(tail -n3 "$WORK/log/abrmd.log" | tr '\n' ' ')"
-it_log "tpm2-abrmd pid $ABRMD_PID as $BUS_NAME in front of $TCTI_SW"
+abrmd_start "$TCTI_SW"
 
 # ---- enroll through the resource manager -------------------------------------------------
 prov 0 enroll --serial TPM-M1 --device "tpm2:$TCTI_RM" --san-dns tpm-m1.devices.example

@@ -92,3 +92,37 @@ assert_tpm_identity() {
     tpm "$tcti" tpm2_nvread "$NV_INDEX" -C "$NV_INDEX" -o "$WORK/log/nv.der"
     assert_same_file "$WORK/log/nv.der" "$d/client.der" "NV index $NV_INDEX is not client.der"
 }
+
+# abrmd_start TCTI: a private session D-Bus in $WORK/dbus and tpm2-abrmd on it in front of the
+# TPM at TCTI (PLATFORM pitfall 9: a TLS handshake with a TPM key needs a resource manager).
+# Exports DBUS_SESSION_BUS_ADDRESS; sets TCTI_RM (tabrmd:...) and ABRMD_PID.
+abrmd_start() {
+    local tcti=$1 i bus_name
+    need dbus-daemon tpm2-abrmd tpm2_getcap
+    mkdir -p "$WORK/dbus"
+    dbus-daemon --session --nofork --address="unix:path=$WORK/dbus/bus" \
+        >"$WORK/dbus/dbus.log" 2>&1 &
+    it_track $!
+    export DBUS_SESSION_BUS_ADDRESS="unix:path=$WORK/dbus/bus"
+    for i in $(seq 1 100); do
+        [ -S "$WORK/dbus/bus" ] && break
+        sleep 0.1
+    done
+    [ -S "$WORK/dbus/bus" ] || fail "dbus-daemon did not start: $(cat "$WORK/dbus/dbus.log")"
+
+    bus_name=com.intel.tss2.Tabrmd.provtest$$
+    # --allow-root: the factory station may run as root; the bus is private to this test.
+    tpm2-abrmd --session --allow-root --dbus-name="$bus_name" --tcti="$tcti" \
+        >"$WORK/log/abrmd.log" 2>&1 &
+    ABRMD_PID=$!
+    it_track "$ABRMD_PID"
+    TCTI_RM="tabrmd:bus_name=$bus_name,bus_type=session"
+    for i in $(seq 1 100); do
+        TPM2TOOLS_TCTI=$TCTI_RM tpm2_getcap properties-fixed >/dev/null 2>&1 && break
+        kill -0 "$ABRMD_PID" 2>/dev/null || fail "tpm2-abrmd exited: $(tail -n3 "$WORK/log/abrmd.log" | tr '\n' ' ')"
+        sleep 0.1
+    done
+    TPM2TOOLS_TCTI=$TCTI_RM tpm2_getcap properties-fixed >/dev/null 2>&1 ||
+        fail "tpm2-abrmd does not answer on $TCTI_RM: $(tail -n3 "$WORK/log/abrmd.log" | tr '\n' ' ')"
+    it_log "tpm2-abrmd pid $ABRMD_PID as $bus_name in front of $tcti"
+}
