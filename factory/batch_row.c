@@ -647,7 +647,7 @@ int batch_row_handle(void *ctx, struct prov_manifest_parser *p, const struct pro
     c.e = &job->b->rows[job->index];
     c.row = row;
     c.serial = row->value[PROV_COL_SERIAL];
-    c.device_uri = row->value[PROV_COL_DEVICE];
+    c.device_uri = job->device_uri ? job->device_uri : row->value[PROV_COL_DEVICE];
     batch_request(c.b, row, prov_config_profile(c.b->cfg, pname), &c.rq);
     if (row->value[PROV_COL_KEY] != NULL) {
         prov_key_type_parse(row->value[PROV_COL_KEY], &c.key_type);
@@ -676,6 +676,7 @@ int batch_row_handle(void *ctx, struct prov_manifest_parser *p, const struct pro
         }
         report_failure(c.b, c.e->line, c.serial, reason);
     }
+    job->err = r < 0 ? r : 0;
     c.e->status = (uint8_t)st;
     count(c.b, st);
     prov_journal_device_clear(&c.d);
