@@ -15,9 +15,9 @@ ACTION=="remove", GOTO="provisioner_station_end"
 SUBSYSTEM=="tpmrm", KERNEL=="tpmrm[0-9]*", GROUP="provisioner", MODE="0660", TAG+="systemd", ENV{SYSTEMD_WANTS}+="provisioner-station@%k.service"
 
 # USB / CCID tokens from the device table -> provisioner-station@usb-VVVV:PPPP-SERIAL.service
+# (a device without a USB serial gets nothing: the instance name needs one)
 SUBSYSTEM!="usb", GOTO="provisioner_station_end"
 ENV{DEVTYPE}!="usb_device", GOTO="provisioner_station_end"
-ATTR{serial}!="?*", GOTO="provisioner_station_end"
 EOH
 n=0
 while read -r vidpid module rest; do
@@ -29,7 +29,7 @@ while read -r vidpid module rest; do
     vid=${vidpid%:*}
     pid=${vidpid#*:}
     echo "# $vidpid $rest"
-    echo "ATTR{idVendor}==\"$vid\", ATTR{idProduct}==\"$pid\", GROUP=\"provisioner\", MODE=\"0660\", TAG+=\"systemd\", ENV{SYSTEMD_WANTS}+=\"provisioner-station@usb-$vid:$pid-\$attr{serial}.service\""
+    echo "ATTR{idVendor}==\"$vid\", ATTR{idProduct}==\"$pid\", ATTR{serial}==\"?*\", GROUP=\"provisioner\", MODE=\"0660\", TAG+=\"systemd\", ENV{SYSTEMD_WANTS}+=\"provisioner-station@usb-$vid:$pid-\$attr{serial}.service\""
 done <"$table"
 [ "$n" -gt 0 ] || echo "# (the device table lists no tokens)"
 echo
