@@ -5,9 +5,12 @@
  */
 #include "station.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include "backend.h"
@@ -329,6 +332,33 @@ static int enroll_row(struct station *s, size_t pick, struct prov_station_result
     return 0;
 }
 
+/*
+ * The CA token is shared by every station of the line. Opening it logs in, and SoftHSM2
+ * rewrites its token file on every C_Login (PLATFORM.md): the logins of station processes
+ * are serialized with "JOURNAL.ca.lock" (waiting, held only while the CA is opened).
+ */
+static int open_ca(struct station *s, const char *journal)
+{
+    char *path = NULL;
+    int fd;
+    int r;
+
+    if (asprintf(&path, "%s.ca.lock", journal) < 0) {
+        return PROV_ERR_NOMEM;
+    }
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0 || flock(fd, LOCK_EX) != 0) {
+        r = prov_fail(PROV_ERR_JOURNAL, "%s: %s", path, strerror(errno));
+    } else {
+        r = prov_ca_open(s->cfg, true, &s->b.ca);
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    free(path);
+    return r;
+}
+
 /* ---- the run ----------------------------------------------------------------------------- */
 
 static int setup(struct station *s, struct prov_station_result *res)
@@ -388,20 +418,17 @@ static int pick_and_enroll(struct station *s, struct prov_station_result *res)
     journal = s->bopts.journal ? strdup(s->bopts.journal)
                                : prov_batch_default_path(s->bopts.manifest, ".journal.sqlite");
     r = journal ? prov_journal_open_shared(journal, &s->b.journal) : PROV_ERR_NOMEM;
-    free(journal);
     r = r ? r : prov_journal_lot(s->b.journal, s->b.lot, s->bopts.manifest, &s->b.lot_id);
     r = r ? r : prov_journal_station_claim(s->b.journal, s->b.lot_id, res->identity,
                                            s->opts->instance, (const char *const *)s->serials,
                                            s->n_serials, s->is_next_free, &pick);
-    if (r < 0) {
-        return r;
+    res->serial = r == 0 ? strdup(s->serials[pick]) : NULL;
+    if (r == 0 && res->serial == NULL) {
+        r = PROV_ERR_NOMEM;
     }
-    res->serial = strdup(s->serials[pick]);
-    if (res->serial == NULL) {
-        return PROV_ERR_NOMEM;
-    }
-    r = prov_journal_row_lock(s->b.journal, s->b.lot_id, res->serial, &s->row_lock_fd);
-    r = r ? r : prov_ca_open(s->cfg, true, &s->b.ca);
+    r = r ? r : prov_journal_row_lock(s->b.journal, s->b.lot_id, res->serial, &s->row_lock_fd);
+    r = r ? r : open_ca(s, journal);
+    free(journal);
     return r ? r : enroll_row(s, pick, res);
 }
 
