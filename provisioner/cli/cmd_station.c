@@ -101,7 +101,7 @@ static void print_result(const struct prov_station_result *res, bool as_json)
         json_add(o, "storage", res->storage);
         json_add(o, "reason", res->reason);
         json_object_object_add(o, "exit", json_object_new_int(prov_exit_code(res->err)));
-        printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+        printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
         json_object_put(o);
     } else {
         printf("station");

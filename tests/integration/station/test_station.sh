@@ -53,6 +53,11 @@ echo "1209:0001  $SOFTHSM_MODULE  usb-serial  SoftHSM2 standing in for a USB tok
 JOURNAL=$WORK/lot.journal.sqlite
 jq_() { sqlite3 "$JOURNAL" "$1"; }
 
+# json1 FILE KEY: a string value of the one-line JSON object the station prints.
+json1() {
+    grep -o "\"$2\":\"[^\"]*\"" "$1" | head -n1 | cut -d'"' -f4
+}
+
 # token_keys LABEL: "TYPE ID" of the private keys, public keys and certificates on the
 # token, sorted.
 token_keys() {
@@ -99,6 +104,11 @@ first=$(field cert_serial)
 unit_run "usb-1209:0001-$SER_A" 0
 assert_result serial=SN-A status=already-issued cert_serial="$first"
 assert_eq "$(jq_ "SELECT count(*) FROM certificate")" 1 "certificates after a second arrival"
+prov 0 station --instance "usb-1209:0001-$SER_A" --json
+assert_eq "$(wc -l <"$PROV_OUT")" 1 "--json: lines on stdout"
+assert_eq "$(json1 "$PROV_OUT" status)" already-issued "--json status"
+assert_eq "$(json1 "$PROV_OUT" cert_serial)" "$first" "--json cert_serial"
+assert_eq "$(json1 "$PROV_OUT" storage)" "$WORK/devices/SN-A" "--json storage"
 
 # --- removal mid-enrollment ---------------------------------------------------------------
 # remove_at STATE LABEL TOKEN_SERIAL SERIAL: the station for the token pauses right after
