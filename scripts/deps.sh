@@ -21,6 +21,8 @@ PROV_DEPS_PACKAGES=(
     swtpm swtpm-tools tpm2-tools tpm2-openssl tpm2-abrmd libtss2-tcti-tabrmd0 dbus
     # tests and demo: brokers, clients, verifiers
     openssl gnutls-bin nginx curl mosquitto mosquitto-clients sqlite3 e2fsprogs
+    # station: udev rules evaluated offline (udevadm), private mount namespace (unshare)
+    udev util-linux
 )
 
 prov_deps() {
