@@ -5,6 +5,7 @@
  */
 #include "station.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -57,6 +58,8 @@ struct station {
     char **serials;        /* every row's serial (next-free), or the one matching row */
     size_t n_serials;
     uint32_t *rows;        /* the row index of serials[i] */
+    char *journal;         /* the journal's path */
+    bool is_ca_stage;      /* opening the CA (a PIN rejected now is the CA's) */
     size_t n_matching;     /* rows naming this device (row-by-identity) */
     int row_lock_fd;
 };
@@ -74,6 +77,7 @@ static void station_free(struct station *s)
     }
     free(s->serials);
     free(s->rows);
+    free(s->journal);
     free(s->backend);
     free(s->ident);
     prov_station_config_clear(&s->sc);
@@ -359,6 +363,66 @@ static int open_ca(struct station *s, const char *journal)
     return r;
 }
 
+/*
+ * Never lock a token (SPEC §4): the backend never sends a rejected PIN twice, but each
+ * arrival starts a new process. A PIN rejected in one station run is remembered next to the
+ * journal ("JOURNAL.pin-rejected.NAME", NAME = "ca" or the device identity), and later runs
+ * refuse to log in (PROV_ERR_PIN_LOCKED) until an operator has fixed the PIN source and
+ * removed the file.
+ */
+static char *pin_marker(const struct station *s, const char *name)
+{
+    char *path = NULL;
+
+    if (asprintf(&path, "%s.pin-rejected.%s", s->journal, name) < 0) {
+        return NULL;
+    }
+    for (char *p = path + strlen(s->journal) + 14; *p != '\0'; p++) {
+        if (!isalnum((unsigned char)*p) && *p != '.' && *p != '-') {
+            *p = '_';
+        }
+    }
+    return path;
+}
+
+static int pin_not_rejected_before(const struct station *s, const char *name, const char *what)
+{
+    char *path = pin_marker(s, name);
+    int r = 0;
+
+    if (path == NULL) {
+        return PROV_ERR_NOMEM;
+    }
+    if (access(path, F_OK) == 0) {
+        r = prov_fail(PROV_ERR_PIN_LOCKED,
+                      "%s was rejected in an earlier station run (%s); not trying it again: fix "
+                      "it, then remove that file",
+                      what, path);
+    }
+    free(path);
+    return r;
+}
+
+static void remember_rejected_pin(const struct station *s, const struct prov_station_result *res)
+{
+    char *path;
+    FILE *f;
+
+    if (res->err != PROV_ERR_PIN_INCORRECT || s->journal == NULL ||
+        (!s->is_ca_stage && res->identity == NULL)) {
+        return;
+    }
+    path = pin_marker(s, s->is_ca_stage ? "ca" : res->identity);
+    f = path ? fopen(path, "wx") : NULL;
+    if (f != NULL) {
+        fprintf(f, "%s\n", res->reason ? res->reason : "PIN rejected");
+        fclose(f);
+    } else if (path != NULL) {
+        prov_warn("%s: cannot record the rejected PIN: %s", path, strerror(errno));
+    }
+    free(path);
+}
+
 /* ---- the run ----------------------------------------------------------------------------- */
 
 static int setup(struct station *s, struct prov_station_result *res)
@@ -387,6 +451,11 @@ static int setup(struct station *s, struct prov_station_result *res)
         return prov_fail(PROV_ERR_USAGE, "station: no manifest (--manifest or [station] manifest "
                          "in %s)", s->cfg->path);
     }
+    s->journal = s->bopts.journal ? strdup(s->bopts.journal)
+                                  : prov_batch_default_path(s->bopts.manifest, ".journal.sqlite");
+    if (s->journal == NULL) {
+        return PROV_ERR_NOMEM;
+    }
     if (!station_prove_supported(s->prove_url)) {
         return prov_fail(PROV_ERR_UNSUPPORTED,
                          "--prove %s: the end-of-line mTLS proof is not in this build", s->prove_url);
@@ -398,7 +467,7 @@ static int setup(struct station *s, struct prov_station_result *res)
 
 static int pick_and_enroll(struct station *s, struct prov_station_result *res)
 {
-    char *journal = NULL;
+    const char *journal;
     size_t pick = 0;
     int r;
 
@@ -415,9 +484,13 @@ static int pick_and_enroll(struct station *s, struct prov_station_result *res)
     if (r < 0) {
         return r;
     }
-    journal = s->bopts.journal ? strdup(s->bopts.journal)
-                               : prov_batch_default_path(s->bopts.manifest, ".journal.sqlite");
-    r = journal ? prov_journal_open_shared(journal, &s->b.journal) : PROV_ERR_NOMEM;
+    r = pin_not_rejected_before(s, "ca", "[ca] pin");
+    r = r ? r : pin_not_rejected_before(s, res->identity, "the device PIN");
+    if (r < 0) {
+        return r;
+    }
+    journal = s->journal;
+    r = prov_journal_open_shared(journal, &s->b.journal);
     r = r ? r : prov_journal_lot(s->b.journal, s->b.lot, s->bopts.manifest, &s->b.lot_id);
     r = r ? r : prov_journal_station_claim(s->b.journal, s->b.lot_id, res->identity,
                                            s->opts->instance, (const char *const *)s->serials,
@@ -427,8 +500,11 @@ static int pick_and_enroll(struct station *s, struct prov_station_result *res)
         r = PROV_ERR_NOMEM;
     }
     r = r ? r : prov_journal_row_lock(s->b.journal, s->b.lot_id, res->serial, &s->row_lock_fd);
-    r = r ? r : open_ca(s, journal);
-    free(journal);
+    if (r == 0) {
+        s->is_ca_stage = true;
+        r = open_ca(s, journal);
+        s->is_ca_stage = r < 0;
+    }
     return r ? r : enroll_row(s, pick, res);
 }
 
@@ -464,6 +540,7 @@ int prov_station_run(const struct prov_config *cfg, const struct prov_station_op
             res->err = classify_removal(&s, res->device_uri, r);
         }
     }
+    remember_rejected_pin(&s, res);
     station_free(&s);
     return r;
 }

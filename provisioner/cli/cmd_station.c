@@ -39,6 +39,8 @@ static void usage(FILE *f)
             "  --pin SOURCE       device PIN source, file:PATH or env:VAR (default:\n"
             "                     [provisioner] device_pin)\n"
             "  --json             the result as one JSON object on one line\n\n"
+            "A PIN the token rejected is remembered next to the journal (JOURNAL.pin-rejected.*)\n"
+            "and not tried again by later runs until that file is removed.\n\n"
             "Exit: 0 issued or already issued, 1 failed, 2 usage/config/manifest, 3 PIN,\n"
             "4 device not found or removed mid-enrollment (run again to resume), 5 policy\n"
             "(no row for the device, lot full), 6 journal or storage.\n"

@@ -212,3 +212,27 @@ assert_grep "$PROV_ERR" "--prove mqtts://127.0.0.1:1"
 prov 2 station
 assert_one_error "--instance"
 assert_eq "$(tree_digest softhsm/tokens)" "$before" "tokens after refused stations"
+
+# --- a rejected PIN is never tried again by a later station run ---------------------------
+token_init dev-h
+SER_H=$(token_serial dev-h)
+echo "SN-H,pkcs11:serial=$SER_H," >>lot.csv
+write_secret "$WORK/bad.pin" "Wrong-Pin-Value"
+prov 3 station --instance "usb-1209:0001-$SER_H" --pin "file:$WORK/bad.pin"
+assert_grep "$PROV_OUT" "status=failed"
+marker=$WORK/lot.journal.sqlite.pin-rejected.pkcs11_$SER_H
+assert_file "$marker"
+prov 3 station --instance "usb-1209:0001-$SER_H"
+assert_one_error "rejected in an earlier station run" "$marker"
+rm -f "$marker"
+prov 0 station --instance "usb-1209:0001-$SER_H"
+assert_grep "$PROV_OUT" "serial=SN-H status=issued"
+# the same for the CA token's PIN, which every station of the line logs in with
+sed "s|^pin = file:ca.pin|pin = file:$WORK/bad.pin|" provisioner.cnf >badca.cnf
+PROVISIONER_CONFIG=$WORK/badca.cnf prov 3 station --instance "usb-1209:0001-$SER_A"
+assert_file "$WORK/lot.journal.sqlite.pin-rejected.ca"
+prov 3 station --instance "usb-1209:0001-$SER_A"
+assert_one_error "[ca] pin was rejected in an earlier station run"
+rm -f "$WORK/lot.journal.sqlite.pin-rejected.ca"
+prov 0 station --instance "usb-1209:0001-$SER_A"
+assert_grep "$PROV_OUT" "serial=SN-A status=already-issued"
