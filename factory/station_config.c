@@ -193,6 +193,19 @@ static bool is_serial_char(char c)
     return isalnum((unsigned char)c) || c == '.' || c == '_' || c == '-';
 }
 
+static bool is_number(const char *s)
+{
+    if (*s == '\0') {
+        return false;
+    }
+    for (; *s != '\0'; s++) {
+        if (!isdigit((unsigned char)*s)) {
+            return false;
+        }
+    }
+    return true;
+}
+
 static int tpm_device(const struct prov_station_config *sc, const char *instance, char **out)
 {
     const char *tmpl = sc->tpm_tcti ? sc->tpm_tcti : "device:/dev/%i";
@@ -228,8 +241,7 @@ int prov_station_device_for(const struct prov_config *cfg, const struct prov_sta
 
     *device_uri = NULL;
     *is_pkcs11_any = false;
-    if (strncmp(instance, "tpmrm", 5) == 0 && instance[5] != '\0' &&
-        strspn(instance + 5, "0123456789") == strlen(instance + 5)) {
+    if (strncmp(instance, "tpmrm", 5) == 0 && is_number(instance + 5)) {
         return tpm_device(sc, instance, device_uri);
     }
     if (strncmp(instance, "usb-", 4) != 0 || strlen(instance) < 15 || instance[13] != '-') {
