@@ -160,7 +160,7 @@ static int validate_row(void *ctx, struct prov_manifest_parser *p,
     return 0;
 }
 
-static int validate(struct batch *b)
+int batch_validate(struct batch *b)
 {
     struct prov_manifest_callbacks cb = {.row = validate_row, .error = on_finding, .ctx = b};
     unsigned char *buf = NULL;
@@ -206,7 +206,7 @@ static int check_reissue_list(struct batch *b)
 /* ---- workers ---------------------------------------------------------------------------- */
 
 /* Reads a row's bytes back and hands it to batch_row_handle through the parser. */
-static int run_row(struct batch *b, uint32_t index, prov_manifest_row_fn fn, void *ctx)
+int batch_run_row(struct batch *b, uint32_t index, prov_manifest_row_fn fn, void *ctx)
 {
     const struct batch_row *e = &b->rows[index];
     unsigned char *buf = malloc(e->length ? e->length : 1);
@@ -253,7 +253,7 @@ static void *worker(void *arg)
             struct batch_row_job job = {.b = b, .g = g, .index = i};
 
             prov_error_clear();
-            if (run_row(b, i, batch_row_handle, &job) < 0) {
+            if (batch_run_row(b, i, batch_row_handle, &job) < 0) {
                 batch_row_unreadable(b, i);
             }
         }
@@ -441,7 +441,7 @@ static int write_results(struct batch *b, const char *path)
     }
     for (uint32_t i = 0; i < b->n_rows && r == 0; i++) {
         rc.index = i;
-        r = run_row(b, i, results_row, &rc);
+        r = batch_run_row(b, i, results_row, &rc);
     }
     if (fflush(rc.f) != 0 || fsync(fileno(rc.f)) != 0) {
         r = r < 0 ? r : prov_fail(PROV_ERR_STORAGE, "results %s: %s", path, strerror(errno));
@@ -512,7 +512,7 @@ static double now_seconds(void)
  * The device PIN is read once per device (prov_enroll loads its source each time): a prompt
  * would ask hundreds of times and an fd: source is empty after the first read.
  */
-static int check_pin_source(const struct batch *b)
+int batch_check_pin_source(const struct batch *b)
 {
     const char *spec = b->opts->pin_spec ? b->opts->pin_spec : b->cfg->device_pin;
     enum prov_secret_kind kind;
@@ -587,7 +587,20 @@ static int enroll_lot(struct batch *b, struct prov_batch_summary *sum)
     return r;
 }
 
-static void batch_free(struct batch *b)
+void batch_init(struct batch *b, const struct prov_config *cfg,
+                const struct prov_batch_opts *opts)
+{
+    memset(b, 0, sizeof(*b));
+    b->cfg = cfg;
+    b->opts = opts;
+    b->fd = -1;
+    pthread_mutex_init(&b->ca_lock, NULL);
+    pthread_mutex_init(&b->queue_lock, NULL);
+    pthread_mutex_init(&b->tokens_lock, NULL);
+    pthread_mutex_init(&b->stats_lock, NULL);
+}
+
+void batch_free(struct batch *b)
 {
     prov_progress_free(b->progress);
     prov_journal_close(b->journal);
@@ -620,14 +633,7 @@ int prov_batch_run(const struct prov_config *cfg, const struct prov_batch_opts *
     int r = PROV_ERR_NOMEM;
 
     memset(sum, 0, sizeof(*sum));
-    memset(&b, 0, sizeof(b));
-    b.cfg = cfg;
-    b.opts = opts;
-    b.fd = -1;
-    pthread_mutex_init(&b.ca_lock, NULL);
-    pthread_mutex_init(&b.queue_lock, NULL);
-    pthread_mutex_init(&b.tokens_lock, NULL);
-    pthread_mutex_init(&b.stats_lock, NULL);
+    batch_init(&b, cfg, opts);
     sum->journal = opts->journal ? strdup(opts->journal)
                                  : prov_batch_default_path(opts->manifest, ".journal.sqlite");
     sum->results = opts->results ? strdup(opts->results)
@@ -638,14 +644,14 @@ int prov_batch_run(const struct prov_config *cfg, const struct prov_batch_opts *
         b.is_reissue_seen == NULL) {
         goto out;
     }
-    r = validate(&b);
+    r = batch_validate(&b);
     sum->n_findings = b.parser ? prov_manifest_error_count(b.parser) : 0;
     sum->n_rows = b.n_rows;
     if (r == 0) {
         r = check_reissue_list(&b);
     }
     if (r == 0) {
-        r = check_pin_source(&b);
+        r = batch_check_pin_source(&b);
     }
     if (r < 0 || opts->is_check_only) {
         goto out;

@@ -95,7 +95,22 @@ struct batch_row_job {
     struct batch *b;
     struct batch_group *g;
     uint32_t index;
+    const char *device_uri; /* the device to use instead of the row's (station); NULL: row's */
+    int err;                /* out: the PROV_ERR_* the row failed with, 0 when it did not */
 };
+
+/*
+ * The run's pieces, shared with the station (station.c), which enrolls one row of a
+ * validated manifest: init (zeroes b, sets up the locks), the validation pass over
+ * opts->manifest (every row kept as in a batch run), the PIN source check, reading one row
+ * back into a row callback, and freeing everything b holds (journal and CA included).
+ */
+void batch_init(struct batch *b, const struct prov_config *cfg,
+                const struct prov_batch_opts *opts);
+int batch_validate(struct batch *b);
+int batch_check_pin_source(const struct batch *b);
+int batch_run_row(struct batch *b, uint32_t index, prov_manifest_row_fn fn, void *ctx);
+void batch_free(struct batch *b);
 
 /* The row callback that enrolls (batch_row.c); never fails the parse for a row's failure. */
 int batch_row_handle(void *ctx, struct prov_manifest_parser *p,

@@ -781,7 +781,7 @@ int batch_row_handle(void *ctx, struct prov_manifest_parser *p, const struct pro
     c.e = &job->b->rows[job->index];
     c.row = row;
     c.serial = row->value[PROV_COL_SERIAL];
-    c.device_uri = row->value[PROV_COL_DEVICE];
+    c.device_uri = job->device_uri ? job->device_uri : row->value[PROV_COL_DEVICE];
     batch_request(c.b, row, prov_config_profile(c.b->cfg, pname), &c.rq);
     if (row->value[PROV_COL_KEY] != NULL) {
         prov_key_type_parse(row->value[PROV_COL_KEY], &c.key_type);
@@ -800,6 +800,7 @@ int batch_row_handle(void *ctx, struct prov_manifest_parser *p, const struct pro
     if (r < 0 || !c.is_deferred) {
         conclude(&c, r, st);
     }
+    job->err = r < 0 ? r : 0; /* a deferred row cannot fail later: station has no storage stage */
     prov_journal_device_clear(&c.d);
     free(c.dir);
     return 0;

@@ -78,6 +78,45 @@ static void crash_hook_init(struct prov_journal *j)
     j->crash_after = n;
 }
 
+/*
+ * Test-only pause hook: PROVISIONER_TEST_PAUSE_AT=<state>:<path> makes a writer, right after
+ * each committed transition to <state>, create <path> and wait (up to 120 s) until it has
+ * been removed. The station tests use it to remove a device, or hold one station, at an
+ * exact instant without timing guesses.
+ */
+static void pause_hook_init(struct prov_journal *j)
+{
+    const char *env = getenv("PROVISIONER_TEST_PAUSE_AT");
+    const char *colon = env ? strchr(env, ':') : NULL;
+    char name[32];
+
+    j->pause_state = PROV_JOURNAL_NONE;
+    if (colon == NULL || colon[1] == '\0' || (size_t)(colon - env) >= sizeof(name)) {
+        return;
+    }
+    memcpy(name, env, (size_t)(colon - env));
+    name[colon - env] = '\0';
+    j->pause_state = journal_state_parse(name);
+    j->pause_path = strdup(colon + 1);
+}
+
+/* Called after the lock is released: other threads and processes go on meanwhile. */
+static void pause_point(struct prov_journal *j, enum prov_journal_state s)
+{
+    int fd;
+
+    if (j->pause_path == NULL || s != j->pause_state) {
+        return;
+    }
+    fd = open(j->pause_path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd >= 0) {
+        close(fd);
+    }
+    for (int i = 0; i < 12000 && access(j->pause_path, F_OK) == 0; i++) {
+        usleep(10000);
+    }
+}
+
 /* Called with j->lock held, after the commit: the transition is durable when we die. */
 static void crash_point(struct prov_journal *j, enum prov_journal_state s)
 {
@@ -87,7 +126,7 @@ static void crash_point(struct prov_journal *j, enum prov_journal_state s)
     }
 }
 
-static int take_lock(struct prov_journal *j)
+static int take_lock(struct prov_journal *j, int how)
 {
     char *lock_path = NULL;
 
@@ -103,15 +142,18 @@ static int take_lock(struct prov_journal *j)
         return r;
     }
     free(lock_path);
-    if (flock(j->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    if (flock(j->lock_fd, how | LOCK_NB) != 0) {
         return prov_fail(PROV_ERR_JOURNAL,
-                         "journal %s: in use by another batch run (lock %s.lock is held)", j->path,
-                         j->path);
+                         how == LOCK_EX ? "journal %s: in use by another batch run or station "
+                                          "(lock %s.lock is held)"
+                                        : "journal %s: in use by a batch run (lock %s.lock is "
+                                          "held exclusively)",
+                         j->path, j->path);
     }
     return 0;
 }
 
-int prov_journal_open(const char *path, bool writable, struct prov_journal **out)
+static int journal_open(const char *path, bool writable, int lock_how, struct prov_journal **out)
 {
     struct prov_journal *j = NULL;
     int flags = writable ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY;
@@ -129,7 +171,7 @@ int prov_journal_open(const char *path, bool writable, struct prov_journal **out
     j->lock_fd = -1;
     pthread_mutex_init(&j->lock, NULL);
     if (writable) {
-        r = take_lock(j);
+        r = take_lock(j, lock_how);
         if (r < 0) {
             goto out;
         }
@@ -152,6 +194,7 @@ int prov_journal_open(const char *path, bool writable, struct prov_journal **out
     }
     if (writable) {
         crash_hook_init(j);
+        pause_hook_init(j);
     }
     *out = j;
     j = NULL;
@@ -159,6 +202,16 @@ int prov_journal_open(const char *path, bool writable, struct prov_journal **out
 out:
     prov_journal_close(j);
     return r;
+}
+
+int prov_journal_open(const char *path, bool writable, struct prov_journal **out)
+{
+    return journal_open(path, writable, LOCK_EX, out);
+}
+
+int prov_journal_open_shared(const char *path, struct prov_journal **out)
+{
+    return journal_open(path, true, LOCK_SH, out);
 }
 
 void prov_journal_close(struct prov_journal *j)
@@ -171,6 +224,7 @@ void prov_journal_close(struct prov_journal *j)
         close(j->lock_fd); /* releases the flock */
     }
     pthread_mutex_destroy(&j->lock);
+    free(j->pause_path);
     free(j->path);
     free(j);
 }
@@ -218,6 +272,9 @@ static int txn_end(struct prov_journal *j, struct txn *t, int r, enum prov_journ
         crash_point(j, to);
     }
     pthread_mutex_unlock(&j->lock);
+    if (r == 0) {
+        pause_point(j, to);
+    }
     prov_journal_device_clear(&t->d);
     return r;
 }

@@ -88,6 +88,15 @@ struct prov_journal;
  */
 int prov_journal_open(const char *path, bool writable, struct prov_journal **out);
 
+/*
+ * A writer that shares the journal with other station processes (factory/station.c): it
+ * takes the lock file shared, so that stations work side by side while a batch run (which
+ * takes it exclusively) and stations exclude each other. SQLite serializes the transitions
+ * across processes (BEGIN IMMEDIATE, busy timeout); the caller must make sure that no other
+ * process works on the same row (the station holds a per-row lock, prov_journal_row_lock).
+ */
+int prov_journal_open_shared(const char *path, struct prov_journal **out);
+
 /* Accepts NULL. */
 void prov_journal_close(struct prov_journal *j);
 
@@ -182,6 +191,26 @@ int prov_journal_foreach_lot(struct prov_journal *j,
 
 /* The lot id for a name; PROV_ERR_NOT_FOUND when the journal has no such lot. */
 int prov_journal_find_lot(struct prov_journal *j, const char *name, long long *lot_id);
+
+/*
+ * Station claims (journal_station.c): binds a device identity to a manifest row of the lot,
+ * once, in one transaction with a "claim" audit record. A device already bound goes back
+ * to its row (*index = its position in serials). Otherwise, with is_next_free, the first of
+ * serials (manifest order) that no device claimed and no batch run touched is claimed;
+ * without it serials holds the one row whose device names this identity and that row is
+ * claimed. Errors: PROV_ERR_POLICY when no row is free, PROV_ERR_ALREADY_ISSUED when the
+ * row belongs to another device or the bound row left the manifest.
+ */
+int prov_journal_station_claim(struct prov_journal *j, long long lot_id, const char *identity,
+                               const char *instance, const char *const *serials, size_t n,
+                               bool is_next_free, size_t *index);
+
+/*
+ * Takes the exclusive lock of one row, "JOURNAL.row-LOT-SERIAL.lock" (flock, not waiting),
+ * so that no two stations work on one row; *fd holds it until closed. PROV_ERR_JOURNAL when
+ * another process holds it.
+ */
+int prov_journal_row_lock(struct prov_journal *j, long long lot_id, const char *serial, int *fd);
 
 struct prov_journal_audit {
     long long n_records;

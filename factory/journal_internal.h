@@ -22,6 +22,9 @@ struct prov_journal {
     enum prov_journal_state crash_state;
     long crash_after;
     long crash_count;
+    /* Test-only pause hook (journal.c). */
+    enum prov_journal_state pause_state;
+    char *pause_path;
 };
 
 /* RFC 3339 UTC with milliseconds. */

@@ -25,6 +25,8 @@ PROV_DEPS_PACKAGES=(
     time
     # private network namespaces for tests with a websockets broker (ip, unshare)
     iproute2 util-linux
+    # station: udev rules evaluated offline (udevadm)
+    udev
 )
 
 prov_deps() {

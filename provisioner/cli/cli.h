@@ -95,5 +95,6 @@ int cmd_install(int argc, char **argv);
 int cmd_chain(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_batch(int argc, char **argv);
+int cmd_station(int argc, char **argv);
 
 #endif

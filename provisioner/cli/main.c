@@ -30,6 +30,7 @@ static const struct {
     {"chain", cmd_chain, "chain verify FILE... | chain export: check PEM chains; write the CA set"},
     {"check", cmd_check, "re-prove a written identity: device-key challenge, chain; --connect URL"},
     {"batch", cmd_batch, "batch MANIFEST.csv | status | report: enroll a lot, resumably"},
+    {"station", cmd_station, "fixture mode, started by udev/systemd: enroll the device that appeared"},
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,100 @@
+# SPDX-License-Identifier: Apache-2.0
+# Helpers for the station tests, on top of tests/integration/lib.sh (sourced first).
+
+UNIT=$PROV_SOURCE_ROOT/udev/provisioner-station@.service
+
+# unit_start INSTANCE: runs the station the way systemd runs provisioner-station@INSTANCE:
+# the unit's Environment= lines, then its EnvironmentFile (/etc/provisioner/station.env is
+# this test's $WORK/station.env), then its ExecStart with %i replaced by the instance and
+# /usr/bin/provisioner by the binary under test. In the background; sets UNIT_PID and
+# UNIT_OUT/UNIT_ERR (stdout, stderr). Extra environment: UNIT_EXTRA_ENV (array, VAR=VALUE).
+unit_start() {
+    local inst=$1 line exec_line envs=() f
+    while IFS= read -r line; do
+        case $line in
+        Environment=*) envs+=("${line#Environment=}") ;;
+        EnvironmentFile=*)
+            f=${line#EnvironmentFile=}
+            f=${f#-}
+            [ "$f" = /etc/provisioner/station.env ] || fail "unit: unexpected EnvironmentFile $f"
+            while IFS= read -r f; do
+                case $f in '' | '#'*) ;; *) envs+=("$f") ;; esac
+            done <"$WORK/station.env"
+            ;;
+        ExecStart=*) exec_line=${line#ExecStart=} ;;
+        esac
+    done <"$UNIT"
+    [ -n "${exec_line:-}" ] || fail "unit: no ExecStart in $UNIT"
+    exec_line=${exec_line//%i/$inst}
+    exec_line=${exec_line/\/usr\/bin\/provisioner/$PROVISIONER}
+    UNIT_OUT=$WORK/log/unit-$inst-$((++UNIT_RUNS)).out
+    UNIT_ERR=${UNIT_OUT%.out}.err
+    it_log "systemd: provisioner-station@$inst.service: $exec_line"
+    # shellcheck disable=SC2086 # the unit's ExecStart is split on spaces, like systemd does
+    env -i PATH="$PATH" "${envs[@]}" "${UNIT_EXTRA_ENV[@]}" $exec_line \
+        >"$UNIT_OUT" 2>"$UNIT_ERR" </dev/null &
+    UNIT_PID=$!
+    it_track "$UNIT_PID"
+}
+UNIT_RUNS=0
+UNIT_EXTRA_ENV=()
+
+# unit_wait EXPECTED_EXIT: waits for the last unit_start, checks its exit code, and that
+# stdout is exactly one result line; the line is in $RESULT.
+unit_wait() {
+    local rc=0
+    wait "$UNIT_PID" || rc=$?
+    sed 's/^/    out| /' "$UNIT_OUT"
+    sed 's/^/    err| /' "$UNIT_ERR"
+    assert_no_secret "$UNIT_OUT" "$UNIT_ERR"
+    [ "$rc" -eq "$1" ] || fail "station $UNIT_OUT: exit $rc, expected $1: $(head -c 300 "$UNIT_ERR")"
+    [ "$(wc -l <"$UNIT_OUT")" -eq 1 ] || fail "station $UNIT_OUT: not exactly one result line"
+    RESULT=$(cat "$UNIT_OUT")
+}
+
+# unit_run INSTANCE EXPECTED_EXIT: unit_start + unit_wait.
+unit_run() {
+    unit_start "$1"
+    unit_wait "$2"
+}
+
+# field NAME: the value of NAME= in $RESULT (unquoted).
+field() {
+    local v
+    v=$(printf '%s\n' "$RESULT" | grep -oE " $1=(\"([^\"\\\\]|\\\\.)*\"|[^ ]*)" | head -n1)
+    v=${v# $1=}
+    v=${v#\"}
+    printf '%s' "${v%\"}"
+}
+
+# assert_result KEY=VALUE...: each field of $RESULT has that value.
+assert_result() {
+    local kv
+    for kv in "$@"; do
+        [ "$(field "${kv%%=*}")" = "${kv#*=}" ] ||
+            fail "result: ${kv%%=*} is '$(field "${kv%%=*}")', expected '${kv#*=}' in: $RESULT"
+    done
+}
+
+# wait_file PATH PID: until PATH exists (60 s) while PID lives.
+wait_file() {
+    local i
+    for i in $(seq 1 600); do
+        [ -e "$1" ] && return 0
+        kill -0 "$2" 2>/dev/null || fail "process $2 ended before $1 appeared"
+        sleep 0.1
+    done
+    fail "$1 did not appear within 60 s"
+}
+
+# token_serial LABEL: the token's CK_TOKEN_INFO serial number, as pkcs11-tool shows it.
+token_serial() {
+    pkcs11-tool --module "$SOFTHSM_MODULE" -L 2>/dev/null | awk -v want="$1" '
+        /^  token label *:/ { l = $0; sub(/^  token label *: /, "", l) }
+        /^  serial num *:/ { if (l == want) { print $4; exit } }'
+}
+
+# token_dir LABEL: the SoftHSM2 directory holding that token.
+token_dir() {
+    grep -l "$1" "$WORK"/softhsm/tokens/*/token.object | head -n1 | xargs dirname
+}
