@@ -2,6 +2,7 @@
 #ifndef PROV_CLI_H
 #define PROV_CLI_H
 
+#include <getopt.h>
 #include <stdbool.h>
 
 #include "config.h"
@@ -83,6 +84,18 @@ int cli_request_build(const struct prov_config *cfg, const struct cli_request *i
 struct json_object;
 void cli_print_json(struct json_object *o);
 
+/*
+ * The getopt_long table of one command or subcommand, named as typed ("enroll", "ca init").
+ * Each cmd_<verb>.c exports cmd_<verb>_optsets[] (ended by {NULL, NULL}) and main.c's command
+ * table points at it: `provisioner --list-options` prints them, the bash completion reads
+ * that, and tests/install compares them with --help and the man page, so the parser is the
+ * single source of truth for which options exist.
+ */
+struct cli_optset {
+    const char *name;
+    const struct option *opts;
+};
+
 int cmd_ca(int argc, char **argv);
 int cmd_enroll(int argc, char **argv);
 int cmd_csr(int argc, char **argv);
@@ -91,5 +104,14 @@ int cmd_install(int argc, char **argv);
 int cmd_chain(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_batch(int argc, char **argv);
+
+extern const struct cli_optset cmd_ca_optsets[];
+extern const struct cli_optset cmd_enroll_optsets[];
+extern const struct cli_optset cmd_csr_optsets[];
+extern const struct cli_optset cmd_sign_optsets[];
+extern const struct cli_optset cmd_install_optsets[];
+extern const struct cli_optset cmd_chain_optsets[];
+extern const struct cli_optset cmd_check_optsets[];
+extern const struct cli_optset cmd_batch_optsets[];
 
 #endif

@@ -30,18 +30,19 @@ static void usage(FILE *f)
                "  --json             print the result as JSON\n");
 }
 
+static const struct option enroll_opts[] = {
+    CLI_REQUEST_OPTIONS,
+    {"device", required_argument, NULL, 'd'},
+    {"storage", required_argument, NULL, 's'},
+    {"pin", required_argument, NULL, 'p'},
+    {"reissue", no_argument, NULL, 'r'},
+    {"json", no_argument, NULL, 'j'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
 int cmd_enroll(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        CLI_REQUEST_OPTIONS,
-        {"device", required_argument, NULL, 'd'},
-        {"storage", required_argument, NULL, 's'},
-        {"pin", required_argument, NULL, 'p'},
-        {"reissue", no_argument, NULL, 'r'},
-        {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     struct cli_request in = {0};
     struct prov_enroll_params p = {0};
     struct prov_enroll_result res = {0};
@@ -53,7 +54,7 @@ int cmd_enroll(int argc, char **argv)
     int r;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", enroll_opts, NULL)) != -1) {
         if (cli_request_opt(&in, c, optarg)) {
             continue;
         }
@@ -118,3 +119,8 @@ out:
     prov_config_free(cfg);
     return rc;
 }
+
+const struct cli_optset cmd_enroll_optsets[] = {
+    {"enroll", enroll_opts},
+    {NULL, NULL},
+};

@@ -24,20 +24,21 @@ static void usage(FILE *f)
                "  --reissue          replace an identity already in the storage directory\n");
 }
 
+static const struct option install_opts[] = {
+    {"serial", required_argument, NULL, OPT_SERIAL},
+    {"profile", required_argument, NULL, OPT_PROFILE},
+    {"device", required_argument, NULL, 'd'},
+    {"cert", required_argument, NULL, 'c'},
+    {"storage", required_argument, NULL, 's'},
+    {"server-ca", required_argument, NULL, 'S'},
+    {"pin", required_argument, NULL, 'p'},
+    {"reissue", no_argument, NULL, 'r'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
 int cmd_install(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"serial", required_argument, NULL, OPT_SERIAL},
-        {"profile", required_argument, NULL, OPT_PROFILE},
-        {"device", required_argument, NULL, 'd'},
-        {"cert", required_argument, NULL, 'c'},
-        {"storage", required_argument, NULL, 's'},
-        {"server-ca", required_argument, NULL, 'S'},
-        {"pin", required_argument, NULL, 'p'},
-        {"reissue", no_argument, NULL, 'r'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     struct prov_install_params p = {0};
     struct prov_enroll_result res = {0};
     struct prov_config *cfg = NULL;
@@ -47,7 +48,7 @@ int cmd_install(int argc, char **argv)
     int r;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", install_opts, NULL)) != -1) {
         switch (c) {
         case OPT_SERIAL: p.serial = optarg; break;
         case OPT_PROFILE: p.profile = optarg; break;
@@ -87,3 +88,8 @@ out:
     prov_config_free(cfg);
     return rc;
 }
+
+const struct cli_optset cmd_install_optsets[] = {
+    {"install", install_opts},
+    {NULL, NULL},
+};
