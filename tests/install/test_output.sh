@@ -120,6 +120,18 @@ check_json "ca show"
 cd "$WORK"
 export SOFTHSM2_CONF=$WORK/softhsm/softhsm2.conf PROVISIONER_CONFIG=$WORK/provisioner.cnf
 
+# README.md carries the same schema, one line per command, as this awk writes it from the
+# man page (regenerate the README lines with it after changing JSON OUTPUT).
+awk '/^# / { top = $0 } /^## / { sub_ = substr($0, 4); if (top == "# JSON OUTPUT") printf "\n- `%s`:", sub_; n = 0 }
+     top == "# JSON OUTPUT" && /^- \*/ { line = $0; sub(/^- \*/, "", line); p = line; sub(/\*.*/, "", p)
+         t = line; sub(/^[^(]*\(/, "", t); sub(/\).*/, "", t); printf "%s `%s` %s", (n++ ? "," : ""), p, t }
+     END { print "" }' "$MAN1" | sed '1d' >readme-json
+while read -r line; do
+    grep -qxF -- "$line" "$PROV_SOURCE_ROOT/README.md" ||
+        fail "README.md (Machine output) lacks or differs from: $line"
+done <readme-json
+[ -s readme-json ] || fail "no JSON OUTPUT schema read from provisioner(1)"
+
 sort -u <(printf '%s\n' "${CHECKED[@]}") >json-checked
 cmp -s json-checked json-documented ||
     fail "JSON schemas not exercised here: $(comm -13 json-checked json-documented | tr '\n' ' ')"
