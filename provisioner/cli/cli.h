@@ -84,6 +84,11 @@ int cli_request_build(const struct prov_config *cfg, const struct cli_request *i
 struct json_object;
 void cli_print_json(struct json_object *o);
 
+/* Prints what enroll and install report with --json (schema: provisioner(1) JSON OUTPUT). */
+struct prov_enroll_result;
+void cli_print_identity_json(const char *serial, const char *status,
+                             const struct prov_enroll_result *res);
+
 /*
  * The getopt_long table of one command or subcommand, named as typed ("enroll", "ca init").
  * Each cmd_<verb>.c exports cmd_<verb>_optsets[] (ended by {NULL, NULL}) and main.c's command

@@ -5,6 +5,7 @@
 #include <json-c/json.h>
 
 #include "cli.h"
+#include "enroll.h"
 #include "error.h"
 
 int cli_load_config(struct prov_config **out)
@@ -90,4 +91,22 @@ void cli_print_json(struct json_object *o)
     printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
                                                          JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(o);
+}
+
+void cli_print_identity_json(const char *serial, const char *status,
+                             const struct prov_enroll_result *res)
+{
+    json_object *o = json_object_new_object();
+
+    json_object_object_add(o, "serial", json_object_new_string(serial));
+    json_object_object_add(o, "status", json_object_new_string(status));
+    json_object_object_add(o, "cert_serial", json_object_new_string(res->facts.serial_hex));
+    json_object_object_add(o, "sha256", json_object_new_string(res->facts.sha256_hex));
+    json_object_object_add(o, "not_before", json_object_new_string(res->facts.not_before));
+    json_object_object_add(o, "not_after", json_object_new_string(res->facts.not_after));
+    json_object_object_add(o, "subject", json_object_new_string(res->facts.subject));
+    json_object_object_add(o, "key_type", json_object_new_string(prov_key_type_name(res->key_type)));
+    json_object_object_add(o, "key_uri", json_object_new_string(res->key_uri));
+    json_object_object_add(o, "storage", json_object_new_string(res->storage_dir));
+    cli_print_json(o);
 }

@@ -3,8 +3,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <json-c/json.h>
-
 #include "ca.h"
 #include "cli.h"
 #include "enroll.h"
@@ -94,20 +92,7 @@ int cmd_enroll(int argc, char **argv)
         goto out;
     }
     if (as_json) {
-        json_object *o = json_object_new_object();
-
-        json_object_object_add(o, "serial", json_object_new_string(p.req.serial));
-        json_object_object_add(o, "status", json_object_new_string("issued"));
-        json_object_object_add(o, "cert_serial", json_object_new_string(res.facts.serial_hex));
-        json_object_object_add(o, "sha256", json_object_new_string(res.facts.sha256_hex));
-        json_object_object_add(o, "not_before", json_object_new_string(res.facts.not_before));
-        json_object_object_add(o, "not_after", json_object_new_string(res.facts.not_after));
-        json_object_object_add(o, "subject", json_object_new_string(res.facts.subject));
-        json_object_object_add(o, "key_type",
-                               json_object_new_string(prov_key_type_name(res.key_type)));
-        json_object_object_add(o, "key_uri", json_object_new_string(res.key_uri));
-        json_object_object_add(o, "storage", json_object_new_string(res.storage_dir));
-        cli_print_json(o);
+        cli_print_identity_json(p.req.serial, "issued", &res);
     } else {
         printf("%s issued cert_serial=%s sha256=%s not_after=%s storage=%s\n", p.req.serial,
                res.facts.serial_hex, res.facts.sha256_hex, res.facts.not_after, res.storage_dir);

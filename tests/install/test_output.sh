@@ -92,6 +92,9 @@ assert_eq "$(jq -r .ok "$PROV_OUT")" true "check --json ok"
 prov 0 csr --serial SN-J2 --device pkcs11:token=dev-c --out sn-j2.csr
 prov 0 sign --serial SN-J2 --csr sn-j2.csr --out sn-j2.pem --json
 check_json sign
+prov 0 install --serial SN-J2 --device pkcs11:token=dev-c --cert sn-j2.pem --json
+check_json install
+assert_eq "$(jq -r .status "$PROV_OUT")" installed "install --json status"
 # one valid chain and one out of order, so that findings are there to check
 split_pem devices/SN-J1/fullchain.pem part
 cat part1.pem part0.pem >reversed.pem
