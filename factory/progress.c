@@ -17,6 +17,7 @@ struct prov_progress {
     FILE *out;
     bool is_tty;
     bool is_bar_drawn;
+    int bar_len; /* characters of the bar line on screen, to blank it out */
     unsigned long total;
     unsigned long done;
     unsigned long failed;
@@ -90,8 +91,13 @@ static void draw_locked(struct prov_progress *p, double now)
         memset(bar, '#', fill);
         memset(bar + fill, '.', BAR_WIDTH - fill);
         bar[BAR_WIDTH] = '\0';
-        fprintf(p->out, "\r[%s] %lu/%lu %3u%%  %.1f devices/s  %s  %lu failed\033[K", bar, p->done,
-                p->total, pct, rate, eta, p->failed);
+        /* Plain text only, no escape sequences (no colour, no erase-line): a shorter line is
+         * padded with spaces over the previous one. */
+        int len = fprintf(p->out, "\r[%s] %lu/%lu %3u%%  %.1f devices/s  %s  %lu failed", bar,
+                          p->done, p->total, pct, rate, eta, p->failed) - 1;
+
+        fprintf(p->out, "%*s", p->bar_len > len ? p->bar_len - len : 0, "");
+        p->bar_len = len > p->bar_len ? len : p->bar_len;
         p->is_bar_drawn = true;
     } else {
         fprintf(p->out, "provisioner: batch: %lu/%lu done (%u%%), %lu failed, %.1f devices/s, %s\n",
@@ -125,8 +131,9 @@ void prov_progress_message(struct prov_progress *pr, const char *fmt, ...)
 
     pthread_mutex_lock(&pr->lock);
     if (pr->is_bar_drawn) {
-        fputs("\r\033[K", pr->out);
+        fprintf(pr->out, "\r%*s\r", pr->bar_len, "");
         pr->is_bar_drawn = false;
+        pr->bar_len = 0;
     }
     fputs("provisioner: ", pr->out);
     va_start(ap, fmt);

@@ -86,12 +86,14 @@ static int report_json_row(void *ctx, const struct prov_journal_device *d)
     json_object_object_add(o, "serial", json_object_new_string(d->serial));
     json_object_object_add(o, "state", json_object_new_string(prov_journal_state_name(d->state)));
     json_object_object_add(o, "device", json_object_new_string(d->device_uri));
-    if (d->cert_der != NULL) {
-        json_object_object_add(o, "cert_serial", json_object_new_string(d->cert_serial));
-        json_object_object_add(o, "sha256", json_object_new_string(d->sha256));
-        json_object_object_add(o, "pubkey_sha256", json_object_new_string(d->pubkey_sha256));
-        json_object_object_add(o, "not_after", json_object_new_string(d->not_after));
-    }
+    /* Every key is always there (null without a certificate): a stable schema. */
+#define CERT_FIELD(k, v) \
+    json_object_object_add(o, k, d->cert_der != NULL ? json_object_new_string(v) : NULL)
+    CERT_FIELD("cert_serial", d->cert_serial);
+    CERT_FIELD("sha256", d->sha256);
+    CERT_FIELD("pubkey_sha256", d->pubkey_sha256);
+    CERT_FIELD("not_after", d->not_after);
+#undef CERT_FIELD
     json_object_object_add(o, "storage", d->storage ? json_object_new_string(d->storage) : NULL);
     json_object_object_add(o, "key_uri", d->key_uri ? json_object_new_string(d->key_uri) : NULL);
     json_object_object_add(o, "attempts", json_object_new_int(d->attempts));

@@ -4,6 +4,7 @@
 #
 #   bash scripts/deps.sh          # as a command
 #   . scripts/deps.sh; prov_deps  # sourced by scripts/test.sh and scripts/demo.sh
+#   bash scripts/deps.sh deb      # also what the Debian package test needs (debhelper...)
 #
 # When everything is installed this only runs one dpkg-query (well under a second) and
 # touches nothing. When something is missing it runs `apt-get update` once and installs the
@@ -15,22 +16,31 @@ PROV_DEPS_PACKAGES=(
     meson ninja-build pkg-config gcc libc6-dev
     libssl-dev libp11-dev libp11-kit-dev libjson-c-dev libcsv-dev libsqlite3-dev
     libtss2-dev libcurl4-openssl-dev libmosquitto-dev libcmocka-dev scdoc
+    # install layout: pkg-config files that name Debian's directories; man pages checked
+    bash-completion udev systemd man-db groff-base
     # PKCS#11: SoftHSM2, the OpenSSL engine, pkcs11-tool / pkcs11-spy
     softhsm2 libsofthsm2 libengine-pkcs11-openssl opensc
     # TPM 2.0 (swtpm, tools, the OpenSSL provider, the resource manager)
     swtpm swtpm-tools tpm2-tools tpm2-openssl tpm2-abrmd libtss2-tcti-tabrmd0 dbus
     # tests and demo: brokers, clients, verifiers
-    openssl gnutls-bin nginx curl mosquitto mosquitto-clients sqlite3 e2fsprogs
+    openssl gnutls-bin nginx curl mosquitto mosquitto-clients sqlite3 e2fsprogs jq bsdutils
     # bench/run.sh: peak RSS (/usr/bin/time -v)
     time
     # private network namespaces for tests with a websockets broker (ip, unshare)
     iproute2 util-linux
-    # station: udev rules evaluated offline (udevadm)
-    udev
+    # (udev, in the install layout line, also gives the station tests udevadm)
+)
+
+# Only for the Debian package test (meson suite "deb"): `prov_deps deb` adds these.
+PROV_DEPS_DEB_PACKAGES=(
+    debhelper dpkg-dev build-essential fakeroot git adduser
 )
 
 prov_deps() {
     local want=("${PROV_DEPS_PACKAGES[@]}")
+    if [ "${1:-}" = deb ]; then
+        want+=("${PROV_DEPS_DEB_PACKAGES[@]}")
+    fi
     local missing=()
     local p status
 
@@ -69,5 +79,5 @@ prov_deps() {
 # Run directly: install, exit non-zero on failure.
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     set -euo pipefail
-    prov_deps
+    prov_deps "$@"
 fi

@@ -2,12 +2,13 @@
 # SPDX-License-Identifier: Apache-2.0
 #
 # README command 2: installs missing Debian packages, builds with -Werror and runs the whole
-# test suite (unit, then integration against real SoftHSM2 / nginx / curl), then the whole
-# suite again on an address/undefined-sanitizer build.
+# test suite (unit, then integration against real SoftHSM2 / nginx / curl), then the Debian
+# package suite (builds the .deb, installs, uses, removes and purges it on this machine), then
+# the whole suite again on an address/undefined-sanitizer build.
 #
 #   scripts/test.sh                    # from any directory
 #   BUILD_DIR=/tmp/b scripts/test.sh   # another build directory (default: <repo>/build)
-#   MESON_TEST_ARGS="--suite unit" scripts/test.sh
+#   MESON_TEST_ARGS="--suite unit" scripts/test.sh   # only those tests (no deb suite)
 #   SAN=0 scripts/test.sh              # skip the second, sanitizer pass (<build>-asan)
 #
 # Exits non-zero when anything fails to build or any test fails.
@@ -19,7 +20,7 @@ cd "$repo"
 
 # shellcheck source=scripts/deps.sh
 . "$repo/scripts/deps.sh"
-prov_deps
+prov_deps deb
 
 # configure_and_test DIR [meson setup options...]: one full pass in one build directory.
 configure_and_test() {
@@ -40,6 +41,15 @@ configure_and_test() {
 start=$(date +%s)
 echo "== build and test: $build"
 configure_and_test "$build"
+
+# == Debian package ==
+# Not in the default test setup (tests/install/meson.build): it builds the .deb from a copy
+# of the tree, installs it onto this machine, enrolls with it, removes and purges it
+# (~3 minutes). Once per full run, with the main build only.
+if [ -z "${MESON_TEST_ARGS:-}" ]; then
+    echo "== Debian package: meson test --suite deb"
+    meson test -C "$build" --print-errorlogs --suite deb
+fi
 
 # == Sanitizer pass ==
 # The whole suite again on an -fsanitize=address,undefined build (STYLE.md "Tests"). The

@@ -2,6 +2,7 @@
 #ifndef PROV_CLI_H
 #define PROV_CLI_H
 
+#include <getopt.h>
 #include <stdbool.h>
 
 #include "config.h"
@@ -87,6 +88,26 @@ void cli_print_json(struct json_object *o);
 struct prov_connect_result;
 struct json_object *cli_connect_json(const struct prov_connect_result *c);
 
+/*
+ * Prints what enroll and install report with --json (schema: provisioner(1) JSON OUTPUT);
+ * with_proof adds enroll's "proof" (the --prove outcome, null without it).
+ */
+struct prov_enroll_result;
+void cli_print_identity_json(const char *serial, const char *status,
+                             const struct prov_enroll_result *res, bool with_proof);
+
+/*
+ * The getopt_long table of one command or subcommand, named as typed ("enroll", "ca init").
+ * Each cmd_<verb>.c exports cmd_<verb>_optsets[] (ended by {NULL, NULL}) and main.c's command
+ * table points at it: `provisioner --list-options` prints them, the bash completion reads
+ * that, and tests/install compares them with --help and the man page, so the parser is the
+ * single source of truth for which options exist.
+ */
+struct cli_optset {
+    const char *name;
+    const struct option *opts;
+};
+
 int cmd_ca(int argc, char **argv);
 int cmd_enroll(int argc, char **argv);
 int cmd_csr(int argc, char **argv);
@@ -96,5 +117,15 @@ int cmd_chain(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_batch(int argc, char **argv);
 int cmd_station(int argc, char **argv);
+
+extern const struct cli_optset cmd_ca_optsets[];
+extern const struct cli_optset cmd_enroll_optsets[];
+extern const struct cli_optset cmd_csr_optsets[];
+extern const struct cli_optset cmd_sign_optsets[];
+extern const struct cli_optset cmd_install_optsets[];
+extern const struct cli_optset cmd_chain_optsets[];
+extern const struct cli_optset cmd_check_optsets[];
+extern const struct cli_optset cmd_batch_optsets[];
+extern const struct cli_optset cmd_station_optsets[];
 
 #endif

@@ -6,6 +6,7 @@
 
 #include "cli.h"
 #include "connect.h"
+#include "enroll.h"
 #include "error.h"
 
 int cli_load_config(struct prov_config **out)
@@ -107,4 +108,26 @@ json_object *cli_connect_json(const struct prov_connect_result *c)
                                                            : NULL);
     json_object_object_add(o, "detail", json_object_new_string(c->detail));
     return o;
+}
+
+void cli_print_identity_json(const char *serial, const char *status,
+                             const struct prov_enroll_result *res, bool with_proof)
+{
+    json_object *o = json_object_new_object();
+
+    json_object_object_add(o, "serial", json_object_new_string(serial));
+    json_object_object_add(o, "status", json_object_new_string(status));
+    json_object_object_add(o, "cert_serial", json_object_new_string(res->facts.serial_hex));
+    json_object_object_add(o, "sha256", json_object_new_string(res->facts.sha256_hex));
+    json_object_object_add(o, "not_before", json_object_new_string(res->facts.not_before));
+    json_object_object_add(o, "not_after", json_object_new_string(res->facts.not_after));
+    json_object_object_add(o, "subject", json_object_new_string(res->facts.subject));
+    json_object_object_add(o, "key_type", json_object_new_string(prov_key_type_name(res->key_type)));
+    json_object_object_add(o, "key_uri", json_object_new_string(res->key_uri));
+    json_object_object_add(o, "storage", json_object_new_string(res->storage_dir));
+    if (with_proof) {
+        json_object_object_add(o, "proof",
+                               res->is_proof_run ? cli_connect_json(&res->proof) : NULL);
+    }
+    cli_print_json(o);
 }

@@ -5,6 +5,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <json-c/json.h>
+
 #include "batch.h"
 #include "cli.h"
 #include "connect.h"
@@ -36,12 +38,13 @@ static void usage(FILE *f)
             "  --pin SOURCE       device PIN source, file:PATH or env:VAR (default: [provisioner]\n"
             "                     device_pin); read once per device\n"
             "  --prove URL        each device's last step: a real mutual-TLS proof with its new\n"
-            "                     identity (mqtts://, https:// or wss://, as `check --connect`);\n"
+            "                     identity (mqtts://, https:// or wss://, as `check` does);\n"
             "                     a refused proof fails the row (journal: failed, with the\n"
             "                     reason) and a re-run retries the proof without issuing again;\n"
             "                     rows already proven earlier are not connected again\n"
             "  --check            validate the manifest against the config and stop\n"
-            "  --no-progress      no progress bar or progress lines on stderr\n\n"
+            "  --no-progress      no progress bar or progress lines on stderr\n"
+            "  --json             print the summary as JSON (status/report: the journal)\n\n"
             "status: devices per state and the rows not yet proven. report: every row with its\n"
             "certificate (CSV by default); --verify-audit checks the journal's hash-chained\n"
             "audit trail and prints its head hash (keep it elsewhere to anchor the chain).\n\n"
@@ -78,13 +81,14 @@ static char *journal_path(const char *journal, const char *manifest)
 }
 
 /* batch status / batch report: read-only views of the journal. */
+static const struct option batch_view_opts[] = {
+    {"journal", required_argument, NULL, 'J'}, {"json", no_argument, NULL, 'j'},
+    {"csv", no_argument, NULL, 'c'},           {"verify-audit", no_argument, NULL, 'V'},
+    {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+};
+
 static int journal_view(int argc, char **argv, bool is_report)
 {
-    static const struct option opts[] = {
-        {"journal", required_argument, NULL, 'J'}, {"json", no_argument, NULL, 'j'},
-        {"csv", no_argument, NULL, 'c'},           {"verify-audit", no_argument, NULL, 'V'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
-    };
     struct prov_journal_audit audit;
     struct prov_journal *j = NULL;
     const char *journal = NULL;
@@ -95,7 +99,7 @@ static int journal_view(int argc, char **argv, bool is_report)
     int r;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", batch_view_opts, NULL)) != -1) {
         switch (c) {
         case 'J': journal = optarg; break;
         case 'j': as_json = true; break;
@@ -139,24 +143,45 @@ static int journal_view(int argc, char **argv, bool is_report)
     return PROV_EXIT_OK;
 }
 
+/* The run's summary for a program (schema in provisioner(1), JSON OUTPUT). */
+static void print_summary_json(const struct prov_batch_opts *o, const struct prov_batch_summary *s)
+{
+    json_object *j = json_object_new_object();
+
+    json_object_object_add(j, "manifest", json_object_new_string(o->manifest));
+    json_object_object_add(j, "check_only", json_object_new_boolean(o->is_check_only));
+    json_object_object_add(j, "rows", json_object_new_int64((int64_t)s->n_rows));
+    json_object_object_add(j, "issued", json_object_new_int64((int64_t)s->n_issued));
+    json_object_object_add(j, "already_issued", json_object_new_int64((int64_t)s->n_already));
+    json_object_object_add(j, "failed", json_object_new_int64((int64_t)s->n_failed));
+    json_object_object_add(j, "seconds", json_object_new_double(s->seconds));
+    json_object_object_add(j, "devices_per_second", json_object_new_double(s->devices_per_second));
+    json_object_object_add(j, "results", s->results ? json_object_new_string(s->results) : NULL);
+    json_object_object_add(j, "journal", s->journal ? json_object_new_string(s->journal) : NULL);
+    cli_print_json(j);
+}
+
+static const struct option batch_run_opts[] = {
+    {"jobs", required_argument, NULL, 'n'},
+    {"journal", required_argument, NULL, 'J'},
+    {"results", required_argument, NULL, 'R'},
+    {"reissue", required_argument, NULL, 'r'},
+    {"pin", required_argument, NULL, 'p'},
+    {"check", no_argument, NULL, 'C'},
+    {"prove", required_argument, NULL, 'X'},
+    {"no-progress", no_argument, NULL, 'P'},
+    {"json", no_argument, NULL, 'j'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
 static int run(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"jobs", required_argument, NULL, 'n'},
-        {"journal", required_argument, NULL, 'J'},
-        {"results", required_argument, NULL, 'R'},
-        {"reissue", required_argument, NULL, 'r'},
-        {"pin", required_argument, NULL, 'p'},
-        {"check", no_argument, NULL, 'C'},
-        {"prove", required_argument, NULL, 'X'},
-        {"no-progress", no_argument, NULL, 'P'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     struct prov_batch_opts o = {.show_progress = !prov_cli.quiet, .is_tty = isatty(2) == 1};
     struct prov_batch_summary sum;
     struct prov_config *cfg = NULL;
     struct findings found = {0};
+    bool as_json = false;
     const char **reissue = calloc((size_t)argc, sizeof(*reissue));
     char *end = NULL;
     int rc = PROV_EXIT_USAGE;
@@ -164,7 +189,7 @@ static int run(int argc, char **argv)
     int r;
 
     optind = 1;
-    while (reissue != NULL && (c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while (reissue != NULL && (c = getopt_long(argc, argv, "h", batch_run_opts, NULL)) != -1) {
         switch (c) {
         case 'n':
             o.jobs = (int)strtol(optarg, &end, 10);
@@ -180,6 +205,7 @@ static int run(int argc, char **argv)
         case 'C': o.is_check_only = true; break;
         case 'X': o.prove_url = optarg; break;
         case 'P': o.show_progress = false; break;
+        case 'j': as_json = true; break;
         case 'h':
             usage(stdout);
             rc = PROV_EXIT_OK;
@@ -215,6 +241,9 @@ static int run(int argc, char **argv)
         rc = PROV_EXIT_USAGE;
     } else if (r < 0) {
         rc = cli_fail(r, o.manifest);
+    } else if (as_json) {
+        print_summary_json(&o, &sum);
+        rc = sum.n_failed > 0 ? PROV_EXIT_FAILED : PROV_EXIT_OK;
     } else if (o.is_check_only) {
         printf("%s: %lu rows, valid\n", o.manifest, sum.n_rows);
         rc = PROV_EXIT_OK;
@@ -242,3 +271,10 @@ int cmd_batch(int argc, char **argv)
     }
     return run(argc, argv);
 }
+
+const struct cli_optset cmd_batch_optsets[] = {
+    {"batch", batch_run_opts},
+    {"batch status", batch_view_opts},
+    {"batch report", batch_view_opts},
+    {NULL, NULL},
+};

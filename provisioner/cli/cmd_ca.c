@@ -26,14 +26,15 @@ static void usage(FILE *f)
                "  --json    machine-readable output\n");
 }
 
+static const struct option ca_init_opts[] = {
+    {"force", no_argument, NULL, 'f'},
+    {"strict", no_argument, NULL, 's'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
 static int ca_init(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"force", no_argument, NULL, 'f'},
-        {"strict", no_argument, NULL, 's'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     struct prov_ca_init_opts o = {0};
     struct prov_config *cfg = NULL;
     int c;
@@ -41,7 +42,7 @@ static int ca_init(int argc, char **argv)
     int r;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", ca_init_opts, NULL)) != -1) {
         switch (c) {
         case 'f': o.force = true; break;
         case 's': o.strict = true; break;
@@ -88,13 +89,14 @@ static json_object *cert_json(X509 *cert, const char *role)
     return o;
 }
 
+static const struct option ca_show_opts[] = {
+    {"json", no_argument, NULL, 'j'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
 static int ca_show(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     struct prov_chain_report rep = {0};
     struct prov_config *cfg = NULL;
     struct prov_ca *ca = NULL;
@@ -108,7 +110,7 @@ static int ca_show(int argc, char **argv)
     int r;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", ca_show_opts, NULL)) != -1) {
         switch (c) {
         case 'j': as_json = true; break;
         case 'h': usage(stdout); return PROV_EXIT_OK;
@@ -208,3 +210,9 @@ int cmd_ca(int argc, char **argv)
     usage(stderr);
     return PROV_EXIT_USAGE;
 }
+
+const struct cli_optset cmd_ca_optsets[] = {
+    {"ca init", ca_init_opts},
+    {"ca show", ca_show_opts},
+    {NULL, NULL},
+};

@@ -43,15 +43,16 @@ static json_object *finding_json(const struct prov_chain_finding *f)
     return o;
 }
 
+static const struct option chain_verify_opts[] = {
+    {"trust", required_argument, NULL, 't'},
+    {"purpose", required_argument, NULL, 'p'},
+    {"json", no_argument, NULL, 'j'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
 static int chain_verify(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"trust", required_argument, NULL, 't'},
-        {"purpose", required_argument, NULL, 'p'},
-        {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     enum prov_chain_purpose purpose = PROV_PURPOSE_CLIENT;
     STACK_OF(X509) *trust = NULL;
     const char *trust_path = NULL;
@@ -61,7 +62,7 @@ static int chain_verify(int argc, char **argv)
     int c;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", chain_verify_opts, NULL)) != -1) {
         switch (c) {
         case 't': trust_path = optarg; break;
         case 'p':
@@ -154,13 +155,14 @@ static int chain_verify(int argc, char **argv)
     return rc;
 }
 
+static const struct option chain_export_opts[] = {
+    {"out", required_argument, NULL, 'o'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
 static int chain_export(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"out", required_argument, NULL, 'o'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     struct prov_chain_report rep = {0};
     struct prov_config *cfg = NULL;
     STACK_OF(X509) *chain = NULL;
@@ -173,7 +175,7 @@ static int chain_export(int argc, char **argv)
     int r;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", chain_export_opts, NULL)) != -1) {
         switch (c) {
         case 'o': out_path = optarg; break;
         case 'h': usage(stdout); return PROV_EXIT_OK;
@@ -235,3 +237,9 @@ int cmd_chain(int argc, char **argv)
     usage(stderr);
     return PROV_EXIT_USAGE;
 }
+
+const struct cli_optset cmd_chain_optsets[] = {
+    {"chain verify", chain_verify_opts},
+    {"chain export", chain_export_opts},
+    {NULL, NULL},
+};

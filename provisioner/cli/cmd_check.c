@@ -36,15 +36,16 @@ static const char *ok(bool b)
     return b ? "ok" : "FAILED";
 }
 
+static const struct option check_opts[] = {
+    {"pin", required_argument, NULL, 'p'},
+    {"connect", required_argument, NULL, 'c'},
+    {"json", no_argument, NULL, 'j'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
 int cmd_check(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"pin", required_argument, NULL, 'p'},
-        {"connect", required_argument, NULL, 'c'},
-        {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     struct prov_check_result res = {0};
     struct prov_config *cfg = NULL;
     const char *pin_spec = NULL;
@@ -57,7 +58,7 @@ int cmd_check(int argc, char **argv)
     int r;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", check_opts, NULL)) != -1) {
         switch (c) {
         case 'p': pin_spec = optarg; break;
         case 'c': url = optarg; break;
@@ -129,3 +130,8 @@ out:
     prov_config_free(cfg);
     return rc;
 }
+
+const struct cli_optset cmd_check_optsets[] = {
+    {"check", check_opts},
+    {NULL, NULL},
+};

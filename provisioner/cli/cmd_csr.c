@@ -22,19 +22,20 @@ static void usage(FILE *f)
                "  --reissue          a TPM whose key handle or NV index is taken: replace them\n");
 }
 
+static const struct option csr_opts[] = {
+    {"serial", required_argument, NULL, OPT_SERIAL},
+    {"profile", required_argument, NULL, OPT_PROFILE},
+    {"key", required_argument, NULL, OPT_KEY},
+    {"device", required_argument, NULL, 'd'},
+    {"out", required_argument, NULL, 'o'},
+    {"pin", required_argument, NULL, 'p'},
+    {"reissue", no_argument, NULL, 'r'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
 int cmd_csr(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"serial", required_argument, NULL, OPT_SERIAL},
-        {"profile", required_argument, NULL, OPT_PROFILE},
-        {"key", required_argument, NULL, OPT_KEY},
-        {"device", required_argument, NULL, 'd'},
-        {"out", required_argument, NULL, 'o'},
-        {"pin", required_argument, NULL, 'p'},
-        {"reissue", no_argument, NULL, 'r'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     struct cli_request in = {0};
     struct prov_enroll_params p = {0};
     struct prov_config *cfg = NULL;
@@ -45,7 +46,7 @@ int cmd_csr(int argc, char **argv)
     int r;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", csr_opts, NULL)) != -1) {
         if (cli_request_opt(&in, c, optarg)) {
             continue;
         }
@@ -86,3 +87,8 @@ out:
     prov_config_free(cfg);
     return rc;
 }
+
+const struct cli_optset cmd_csr_optsets[] = {
+    {"csr", csr_opts},
+    {NULL, NULL},
+};

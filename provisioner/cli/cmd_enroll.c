@@ -3,8 +3,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <json-c/json.h>
-
 #include "ca.h"
 #include "cli.h"
 #include "connect.h"
@@ -29,25 +27,26 @@ static void usage(FILE *f)
                "                     the superseded key is deleted from the token afterwards (a TPM\n"
                "                     key handle and NV index are replaced)\n"
                "  --prove URL        the last step: a real mutual-TLS proof with the new identity\n"
-               "                     (mqtts://, https:// or wss://, as `check --connect`); when it\n"
+               "                     (mqtts://, https:// or wss://, as `check` does); when it\n"
                "                     is refused the identity stays issued and stored, the result\n"
                "                     says proof-failed and the exit code is 1\n"
                "  --json             print the result as JSON\n");
 }
 
+static const struct option enroll_opts[] = {
+    CLI_REQUEST_OPTIONS,
+    {"device", required_argument, NULL, 'd'},
+    {"storage", required_argument, NULL, 's'},
+    {"pin", required_argument, NULL, 'p'},
+    {"reissue", no_argument, NULL, 'r'},
+    {"prove", required_argument, NULL, 'P'},
+    {"json", no_argument, NULL, 'j'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
 int cmd_enroll(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        CLI_REQUEST_OPTIONS,
-        {"device", required_argument, NULL, 'd'},
-        {"storage", required_argument, NULL, 's'},
-        {"pin", required_argument, NULL, 'p'},
-        {"reissue", no_argument, NULL, 'r'},
-        {"prove", required_argument, NULL, 'P'},
-        {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     struct cli_request in = {0};
     struct prov_enroll_params p = {0};
     struct prov_enroll_result res = {0};
@@ -60,7 +59,7 @@ int cmd_enroll(int argc, char **argv)
     int r;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", enroll_opts, NULL)) != -1) {
         if (cli_request_opt(&in, c, optarg)) {
             continue;
         }
@@ -106,21 +105,7 @@ int cmd_enroll(int argc, char **argv)
     /* A refused proof still prints the result: the certificate exists and is stored. */
     status = r == 0 ? "issued" : "proof-failed";
     if (as_json) {
-        json_object *o = json_object_new_object();
-
-        json_object_object_add(o, "serial", json_object_new_string(p.req.serial));
-        json_object_object_add(o, "status", json_object_new_string(status));
-        json_object_object_add(o, "cert_serial", json_object_new_string(res.facts.serial_hex));
-        json_object_object_add(o, "sha256", json_object_new_string(res.facts.sha256_hex));
-        json_object_object_add(o, "not_before", json_object_new_string(res.facts.not_before));
-        json_object_object_add(o, "not_after", json_object_new_string(res.facts.not_after));
-        json_object_object_add(o, "subject", json_object_new_string(res.facts.subject));
-        json_object_object_add(o, "key_type",
-                               json_object_new_string(prov_key_type_name(res.key_type)));
-        json_object_object_add(o, "key_uri", json_object_new_string(res.key_uri));
-        json_object_object_add(o, "storage", json_object_new_string(res.storage_dir));
-        json_object_object_add(o, "proof", res.is_proof_run ? cli_connect_json(&res.proof) : NULL);
-        cli_print_json(o);
+        cli_print_identity_json(p.req.serial, status, &res, true);
     } else {
         printf("%s %s cert_serial=%s sha256=%s not_after=%s storage=%s", p.req.serial, status,
                res.facts.serial_hex, res.facts.sha256_hex, res.facts.not_after, res.storage_dir);
@@ -140,3 +125,8 @@ out:
     prov_config_free(cfg);
     return rc;
 }
+
+const struct cli_optset cmd_enroll_optsets[] = {
+    {"enroll", enroll_opts},
+    {NULL, NULL},
+};

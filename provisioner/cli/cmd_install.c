@@ -21,33 +21,37 @@ static void usage(FILE *f)
                "  --server-ca FILE   server CA bundle to install (default: [provisioner] server_ca)\n"
                "  --profile P        profile name recorded in identity.json (default: device)\n"
                "  --pin SOURCE       device PIN source (default: [provisioner] device_pin)\n"
-               "  --reissue          replace an identity already in the storage directory\n");
+               "  --reissue          replace an identity already in the storage directory\n"
+               "  --json             print the result as JSON\n");
 }
+
+static const struct option install_opts[] = {
+    {"serial", required_argument, NULL, OPT_SERIAL},
+    {"profile", required_argument, NULL, OPT_PROFILE},
+    {"device", required_argument, NULL, 'd'},
+    {"cert", required_argument, NULL, 'c'},
+    {"storage", required_argument, NULL, 's'},
+    {"server-ca", required_argument, NULL, 'S'},
+    {"pin", required_argument, NULL, 'p'},
+    {"reissue", no_argument, NULL, 'r'},
+    {"json", no_argument, NULL, 'j'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
 
 int cmd_install(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"serial", required_argument, NULL, OPT_SERIAL},
-        {"profile", required_argument, NULL, OPT_PROFILE},
-        {"device", required_argument, NULL, 'd'},
-        {"cert", required_argument, NULL, 'c'},
-        {"storage", required_argument, NULL, 's'},
-        {"server-ca", required_argument, NULL, 'S'},
-        {"pin", required_argument, NULL, 'p'},
-        {"reissue", no_argument, NULL, 'r'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     struct prov_install_params p = {0};
     struct prov_enroll_result res = {0};
     struct prov_config *cfg = NULL;
     const char *cert_path = NULL;
+    bool as_json = false;
     int c;
     int rc;
     int r;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", install_opts, NULL)) != -1) {
         switch (c) {
         case OPT_SERIAL: p.serial = optarg; break;
         case OPT_PROFILE: p.profile = optarg; break;
@@ -57,6 +61,7 @@ int cmd_install(int argc, char **argv)
         case 'S': p.server_ca_path = optarg; break;
         case 'p': p.pin_spec = optarg; break;
         case 'r': p.reissue = true; break;
+        case 'j': as_json = true; break;
         case 'h': usage(stdout); return PROV_EXIT_OK;
         default: usage(stderr); return PROV_EXIT_USAGE;
         }
@@ -78,8 +83,12 @@ int cmd_install(int argc, char **argv)
         rc = cli_fail(r, p.serial);
         goto out;
     }
-    printf("%s installed cert_serial=%s sha256=%s not_after=%s storage=%s\n", p.serial,
-           res.facts.serial_hex, res.facts.sha256_hex, res.facts.not_after, res.storage_dir);
+    if (as_json) {
+        cli_print_identity_json(p.serial, "installed", &res, false);
+    } else {
+        printf("%s installed cert_serial=%s sha256=%s not_after=%s storage=%s\n", p.serial,
+               res.facts.serial_hex, res.facts.sha256_hex, res.facts.not_after, res.storage_dir);
+    }
     rc = PROV_EXIT_OK;
 out:
     sk_X509_pop_free(p.bundle, X509_free);
@@ -87,3 +96,8 @@ out:
     prov_config_free(cfg);
     return rc;
 }
+
+const struct cli_optset cmd_install_optsets[] = {
+    {"install", install_opts},
+    {NULL, NULL},
+};

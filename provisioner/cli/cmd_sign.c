@@ -29,16 +29,17 @@ static void usage(FILE *f)
                "  --json             print the result as JSON\n");
 }
 
+static const struct option sign_opts[] = {
+    CLI_REQUEST_OPTIONS,
+    {"csr", required_argument, NULL, 'c'},
+    {"out", required_argument, NULL, 'o'},
+    {"json", no_argument, NULL, 'j'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
 int cmd_sign(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        CLI_REQUEST_OPTIONS,
-        {"csr", required_argument, NULL, 'c'},
-        {"out", required_argument, NULL, 'o'},
-        {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     struct cli_request in = {0};
     struct prov_request rq;
     struct prov_profile prof;
@@ -60,7 +61,7 @@ int cmd_sign(int argc, char **argv)
     int r;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", sign_opts, NULL)) != -1) {
         if (cli_request_opt(&in, c, optarg)) {
             continue;
         }
@@ -155,3 +156,8 @@ out:
     prov_config_free(cfg);
     return rc;
 }
+
+const struct cli_optset cmd_sign_optsets[] = {
+    {"sign", sign_opts},
+    {NULL, NULL},
+};

@@ -78,11 +78,10 @@ static void print_pair(const char *key, const char *value, bool always_quote)
     putchar('"');
 }
 
+/* Every documented key is always there (null when unknown): provisioner(1) JSON OUTPUT. */
 static void json_add(struct json_object *o, const char *key, const char *value)
 {
-    if (value != NULL) {
-        json_object_object_add(o, key, json_object_new_string(value));
-    }
+    json_object_object_add(o, key, value != NULL ? json_object_new_string(value) : NULL);
 }
 
 static void print_result(const struct prov_station_result *res, bool as_json)
@@ -122,15 +121,20 @@ static void print_result(const struct prov_station_result *res, bool as_json)
     fflush(stdout);
 }
 
+static const struct option station_opts[] = {
+    {"instance", required_argument, NULL, 'i'},
+    {"manifest", required_argument, NULL, 'm'},
+    {"journal", required_argument, NULL, 'J'},
+    {"mode", required_argument, NULL, 'M'},
+    {"prove", required_argument, NULL, 'P'},
+    {"pin", required_argument, NULL, 'p'},
+    {"json", no_argument, NULL, 'j'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
 int cmd_station(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"instance", required_argument, NULL, 'i'}, {"manifest", required_argument, NULL, 'm'},
-        {"journal", required_argument, NULL, 'J'},  {"mode", required_argument, NULL, 'M'},
-        {"prove", required_argument, NULL, 'P'},    {"pin", required_argument, NULL, 'p'},
-        {"json", no_argument, NULL, 'j'},           {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     struct prov_station_opts o = {0};
     struct prov_station_result res;
     struct prov_config *cfg = NULL;
@@ -141,7 +145,7 @@ int cmd_station(int argc, char **argv)
     int r;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", station_opts, NULL)) != -1) {
         switch (c) {
         case 'i': o.instance = optarg; break;
         case 'm': o.manifest = optarg; break;
@@ -182,3 +186,8 @@ int cmd_station(int argc, char **argv)
     prov_config_free(cfg);
     return rc;
 }
+
+const struct cli_optset cmd_station_optsets[] = {
+    {"station", station_opts},
+    {NULL, NULL},
+};

@@ -17,21 +17,72 @@
 
 struct prov_cli prov_cli;
 
+/* One line per command: name, handler, its option tables (cli.h), one-line help. */
 static const struct {
     const char *name;
     int (*handler)(int argc, char **argv);
+    const struct cli_optset *optsets;
     const char *help;
 } commands[] = {
-    {"ca", cmd_ca, "ca init | ca show: create the root and the HSM-held intermediate; show them"},
-    {"enroll", cmd_enroll, "one device end to end: key on the device, CSR, issue, storage, proof"},
-    {"csr", cmd_csr, "device side of the split flow: generate the key on the device, write a CSR"},
-    {"sign", cmd_sign, "station side of the split flow: issue a certificate from a CSR under policy"},
-    {"install", cmd_install, "device side of the split flow: store the certificate, write storage"},
-    {"chain", cmd_chain, "chain verify FILE... | chain export: check PEM chains; write the CA set"},
-    {"check", cmd_check, "re-prove a written identity: device-key challenge, chain; --connect URL"},
-    {"batch", cmd_batch, "batch MANIFEST.csv | status | report: enroll a lot, resumably"},
-    {"station", cmd_station, "fixture mode, started by udev/systemd: enroll the device that appeared"},
+    {"ca", cmd_ca, cmd_ca_optsets,
+     "ca init | ca show: create the root and the HSM-held intermediate; show them"},
+    {"enroll", cmd_enroll, cmd_enroll_optsets,
+     "one device end to end: key on the device, CSR, issue, storage, proof"},
+    {"csr", cmd_csr, cmd_csr_optsets,
+     "device side of the split flow: generate the key on the device, write a CSR"},
+    {"sign", cmd_sign, cmd_sign_optsets,
+     "station side of the split flow: issue a certificate from a CSR under policy"},
+    {"install", cmd_install, cmd_install_optsets,
+     "device side of the split flow: store the certificate, write storage"},
+    {"chain", cmd_chain, cmd_chain_optsets,
+     "chain verify FILE... | chain export: check PEM chains; write the CA set"},
+    {"check", cmd_check, cmd_check_optsets,
+     "re-prove a written identity: device-key challenge, chain, optional mTLS proof"},
+    {"batch", cmd_batch, cmd_batch_optsets,
+     "batch MANIFEST.csv | status | report: enroll a lot, resumably"},
+    {"station", cmd_station, cmd_station_optsets,
+     "fixture mode, started by udev/systemd: enroll the device that appeared"},
 };
+
+#define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+enum { OPT_VERSION = 0x100, OPT_LIST_OPTIONS };
+
+static const struct option global_opts[] = {
+    {"config", required_argument, NULL, 'c'},
+    {"verbose", no_argument, NULL, 'v'},
+    {"quiet", no_argument, NULL, 'q'},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {"list-options", no_argument, NULL, OPT_LIST_OPTIONS},
+    {NULL, 0, NULL, 0},
+};
+
+/* One line per option table: NAME<TAB>--opt --opt= ... ("=" when it takes a value). */
+static void print_optset(const char *name, const struct option *opts)
+{
+    printf("%s\t", name);
+    for (size_t k = 0; opts[k].name != NULL; k++) {
+        printf("%s--%s%s", k ? " " : "", opts[k].name,
+               opts[k].has_arg == required_argument ? "=" : "");
+    }
+    printf("\n");
+}
+
+/* For the bash completion and the tests that hold --help and the man page to the parsers. */
+static void list_options(void)
+{
+    print_optset("global", global_opts);
+    for (size_t c = 0; c < N_COMMANDS; c++) {
+        if (commands[c].optsets == NULL) {
+            printf("%s\t(no option table)\n", commands[c].name);
+            continue;
+        }
+        for (size_t k = 0; commands[c].optsets[k].name != NULL; k++) {
+            print_optset(commands[c].optsets[k].name, commands[c].optsets[k].opts);
+        }
+    }
+}
 
 static void usage(FILE *f)
 {
@@ -41,7 +92,7 @@ static void usage(FILE *f)
                "inside the device's PKCS#11 token, the certificate is issued by an intermediate\n"
                "CA whose key is held in an HSM, and the identity is written to device storage.\n\n"
                "Commands:\n");
-    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+    for (size_t i = 0; i < N_COMMANDS; i++) {
         fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].help);
     }
     fprintf(f, "\nGlobal options:\n"
@@ -49,7 +100,8 @@ static void usage(FILE *f)
                "  -v, --verbose  more output on stderr (twice: debug; or PROVISIONER_DEBUG=pkcs11,ca)\n"
                "  -q, --quiet    only errors on stderr\n"
                "  -h, --help     this text\n"
-               "  --version      the version\n\n"
+               "  --version      the version\n"
+               "  --list-options every command's options, one table per line (for completion)\n\n"
                "Exit codes:\n"
                "  0 ok\n"
                "  1 operation failed (a device, a check, a chain or an mTLS proof failed)\n"
@@ -58,6 +110,36 @@ static void usage(FILE *f)
                "  4 device or token not found, or removed\n"
                "  5 refused by policy (bad CSR, weak key, already issued, lifetime, CA key)\n"
                "  6 journal or storage error\n");
+}
+
+/*
+ * Finds argument a ("--name", "--name=VALUE", "-x", "-vv") in global_opts; returns its val,
+ * '?' when unknown. Not getopt: glibc keeps getopt's ordering mode ("+") across calls, which
+ * would change how every command then parses its own options.
+ */
+static int global_option(const char *a, const char **value)
+{
+    *value = NULL;
+    if (strncmp(a, "--", 2) == 0) {
+        const char *eq = strchr(a, '=');
+        size_t len = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
+
+        for (size_t k = 0; global_opts[k].name != NULL; k++) {
+            if (strlen(global_opts[k].name) == len && strncmp(a + 2, global_opts[k].name, len) == 0 &&
+                (eq == NULL || global_opts[k].has_arg == required_argument)) {
+                *value = eq ? eq + 1 : NULL;
+                return global_opts[k].val;
+            }
+        }
+        return '?';
+    }
+    if (strcmp(a, "-vv") == 0) {
+        return 'V';
+    }
+    if (a[1] != '\0' && a[2] == '\0' && strchr("cvqh", a[1]) != NULL) {
+        return a[1];
+    }
+    return '?';
 }
 
 int main(int argc, char **argv)
@@ -72,30 +154,25 @@ int main(int argc, char **argv)
     umask(077);
     prov_cli.config_path = getenv("PROVISIONER_CONFIG");
     for (i = 1; i < argc && argv[i][0] == '-'; i++) {
-        const char *a = argv[i];
+        const char *value;
 
-        if (strcmp(a, "--config") == 0 || strcmp(a, "-c") == 0) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "provisioner: %s: missing FILE\n", a);
+        switch (global_option(argv[i], &value)) {
+        case 'c':
+            if (value == NULL && i + 1 >= argc) {
+                fprintf(stderr, "provisioner: %s: missing FILE\n", argv[i]);
                 return PROV_EXIT_USAGE;
             }
-            prov_cli.config_path = argv[++i];
-        } else if (strncmp(a, "--config=", 9) == 0) {
-            prov_cli.config_path = a + 9;
-        } else if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
-            prov_cli.verbosity++;
-        } else if (strcmp(a, "-vv") == 0) {
-            prov_cli.verbosity += 2;
-        } else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
-            prov_cli.quiet = true;
-        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            usage(stdout);
-            return PROV_EXIT_OK;
-        } else if (strcmp(a, "--version") == 0) {
-            printf("provisioner %s\n", PROV_VERSION);
-            return PROV_EXIT_OK;
-        } else {
-            fprintf(stderr, "provisioner: option \"%s\": unknown (see provisioner --help)\n", a);
+            prov_cli.config_path = value ? value : argv[++i];
+            break;
+        case 'v': prov_cli.verbosity++; break;
+        case 'V': prov_cli.verbosity += 2; break;
+        case 'q': prov_cli.quiet = true; break;
+        case 'h': usage(stdout); return PROV_EXIT_OK;
+        case OPT_VERSION: printf("provisioner %s\n", PROV_VERSION); return PROV_EXIT_OK;
+        case OPT_LIST_OPTIONS: list_options(); return PROV_EXIT_OK;
+        default:
+            fprintf(stderr, "provisioner: option \"%s\": unknown (see provisioner --help)\n",
+                    argv[i]);
             return PROV_EXIT_USAGE;
         }
     }
@@ -112,9 +189,9 @@ int main(int argc, char **argv)
     prov_backend_register(&prov_pkcs11_ops);
     prov_backend_register(&prov_tpm_ops);
 
-    for (size_t c = 0; c < sizeof(commands) / sizeof(commands[0]); c++) {
-        if (strcmp(argv[i], commands[c].name) == 0) {
-            int rc = commands[c].handler(argc - i, argv + i);
+    for (size_t k = 0; k < N_COMMANDS; k++) {
+        if (strcmp(argv[i], commands[k].name) == 0) {
+            int rc = commands[k].handler(argc - i, argv + i);
 
             prov_pkcs11_unload_all();
             return rc;

@@ -179,6 +179,13 @@ EOF
     export SOFTHSM2_CONF=$d/softhsm2.conf
 }
 
+# token_serial LABEL: the token's CK_TOKEN_INFO serial number, as pkcs11-tool shows it.
+token_serial() {
+    pkcs11-tool --module "$SOFTHSM_MODULE" -L 2>/dev/null | awk -v want="$1" '
+        /^  token label *:/ { l = $0; sub(/^  token label *: /, "", l) }
+        /^  serial num *:/ { if (l == want) { print $4; exit } }'
+}
+
 # token_init LABEL [PIN]: a fresh token in the first free slot (PIN default: device PIN).
 token_init() {
     softhsm2-util --init-token --free --label "$1" --pin "${2:-$DEV_PIN_VALUE}" \

@@ -10,13 +10,13 @@ prov 0 --help
 for code in 0 1 2 3 4 5 6; do
     assert_grep "$PROV_OUT" "^ +$code " "--help does not document exit code $code"
 done
-for c in ca enroll csr sign install chain check batch; do
+for c in ca enroll csr sign install chain check batch station; do
     assert_grep "$PROV_OUT" "^ +$c " "--help does not list the command $c"
 done
 prov 0 --version
 assert_grep "$PROV_OUT" '^provisioner [0-9]+\.[0-9]+' "--version"
 
-for c in ca enroll csr sign install chain check; do
+for c in ca enroll csr sign install chain check batch station; do
     prov 0 "$c" --help
     assert_grep "$PROV_OUT" 'Usage: provisioner' "$c --help"
 done

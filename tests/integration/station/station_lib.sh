@@ -87,13 +87,6 @@ wait_file() {
     fail "$1 did not appear within 60 s"
 }
 
-# token_serial LABEL: the token's CK_TOKEN_INFO serial number, as pkcs11-tool shows it.
-token_serial() {
-    pkcs11-tool --module "$SOFTHSM_MODULE" -L 2>/dev/null | awk -v want="$1" '
-        /^  token label *:/ { l = $0; sub(/^  token label *: /, "", l) }
-        /^  serial num *:/ { if (l == want) { print $4; exit } }'
-}
-
 # token_dir LABEL: the SoftHSM2 directory holding that token.
 token_dir() {
     grep -l "$1" "$WORK"/softhsm/tokens/*/token.object | head -n1 | xargs dirname
