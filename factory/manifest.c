@@ -223,7 +223,7 @@ static int check_value(struct prov_manifest_parser *p, enum prov_manifest_col co
     switch (col) {
     case PROV_COL_SERIAL:
         if (!prov_serial_is_valid(v)) {
-            prov_manifest_report(p, pos, "serial \"%.80s\": must match [A-Za-z0-9._-]{1,64}",
+            prov_manifest_report(p, pos, "serial \"%.80s\": must match " PROV_SERIAL_RULE,
                                  prov_manifest_find_control(v) ? "(control character)" : v);
             return 0;
         }

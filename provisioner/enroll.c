@@ -223,7 +223,7 @@ static int check_request(const struct prov_config *cfg, const struct prov_enroll
     const struct prov_profile *prof = p->req.profile;
 
     if (p->req.serial == NULL || !prov_serial_is_valid(p->req.serial)) {
-        return prov_fail(PROV_ERR_USAGE, "serial \"%s\": must match [A-Za-z0-9._-]{1,64}",
+        return prov_fail(PROV_ERR_USAGE, "serial \"%s\": must match " PROV_SERIAL_RULE,
                          p->req.serial ? p->req.serial : "");
     }
     if (prof == NULL) {
@@ -490,7 +490,7 @@ int prov_enroll_csr(const struct prov_config *cfg, const struct prov_enroll_para
 
     *out = NULL;
     if (p->req.serial == NULL || !prov_serial_is_valid(p->req.serial) || prof == NULL) {
-        return prov_fail(PROV_ERR_USAGE, "serial \"%s\": must match [A-Za-z0-9._-]{1,64}",
+        return prov_fail(PROV_ERR_USAGE, "serial \"%s\": must match " PROV_SERIAL_RULE,
                          p->req.serial ? p->req.serial : "");
     }
     type = p->key_type != PROV_KEY_NONE ? p->key_type : prof->key_type;
@@ -538,7 +538,7 @@ int prov_install(const struct prov_config *cfg, const struct prov_install_params
 
     memset(res, 0, sizeof(*res));
     if (p->serial == NULL || !prov_serial_is_valid(p->serial)) {
-        return prov_fail(PROV_ERR_USAGE, "serial \"%s\": must match [A-Za-z0-9._-]{1,64}",
+        return prov_fail(PROV_ERR_USAGE, "serial \"%s\": must match " PROV_SERIAL_RULE,
                          p->serial ? p->serial : "");
     }
     if (sk_X509_num(p->bundle) < 2) {

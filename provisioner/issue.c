@@ -26,7 +26,7 @@ bool prov_serial_is_valid(const char *serial)
         return false;
     }
     len = strlen(serial);
-    if (len == 0 || len > 64) {
+    if (len == 0 || len > 64 || strcmp(serial, ".") == 0 || strcmp(serial, "..") == 0) {
         return false;
     }
     for (size_t i = 0; i < len; i++) {
@@ -156,7 +156,7 @@ int prov_issue_subject(const struct prov_config *cfg, const struct prov_request 
 
     *out = NULL;
     if (rq->serial == NULL || !prov_serial_is_valid(rq->serial)) {
-        return prov_fail(PROV_ERR_INPUT, "serial \"%s\": must match [A-Za-z0-9._-]{1,64}",
+        return prov_fail(PROV_ERR_INPUT, "serial \"%s\": must match " PROV_SERIAL_RULE,
                          rq->serial ? rq->serial : "");
     }
     name = X509_NAME_new();

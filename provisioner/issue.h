@@ -25,7 +25,7 @@ struct prov_ca {
 
 /* What to certify for one device: the manifest row and the profile. Strings are borrowed. */
 struct prov_request {
-    const char *serial;     /* required, [A-Za-z0-9._-]{1,64} */
+    const char *serial;     /* required, PROV_SERIAL_RULE */
     const char *cn;         /* NULL: the profile's subject template, whose default is ${serial} */
     const char *san_dns;    /* ';'-separated; NULL: the profile's template (if any) */
     const char *san_uri;
@@ -36,7 +36,13 @@ struct prov_request {
     struct prov_vars vars;  /* x_ columns for templates (serial/cn/lot filled in by issue) */
 };
 
-/* true when serial matches [A-Za-z0-9._-]{1,64}. */
+/*
+ * The serial rule of SPEC §5, plus: not "." or ".." (those match the characters but would make
+ * the storage directory <output dir>/<serial> the output directory itself or its parent).
+ */
+#define PROV_SERIAL_RULE "[A-Za-z0-9._-]{1,64}, not \".\" or \"..\""
+
+/* true when serial follows PROV_SERIAL_RULE. */
 bool prov_serial_is_valid(const char *serial);
 
 /* A fresh positive random serial of PROV_SERIAL_BYTES bytes (top bit clear, first byte != 0). */

@@ -61,7 +61,7 @@ enum cli_request_opt {
     {"san-ip", required_argument, NULL, OPT_SAN_IP}
 
 #define CLI_REQUEST_HELP                                                                        \
-    "  --serial SN        device serial, [A-Za-z0-9._-]{1,64} (required)\n"                     \
+    "  --serial SN        device serial, [A-Za-z0-9._-]{1,64}, not . or .. (required)\n"      \
     "  --profile P        issuance profile from the config (default: device)\n"                 \
     "  --key TYPE         ec-p256 (default), ec-p384, rsa-2048, rsa-3072\n"                     \
     "  --cn CN            subject common name (default: the serial)\n"                          \

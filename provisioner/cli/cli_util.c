@@ -64,7 +64,7 @@ int cli_request_build(const struct prov_config *cfg, const struct cli_request *i
         return PROV_EXIT_USAGE;
     }
     if (!prov_serial_is_valid(in->serial)) {
-        fprintf(stderr, "provisioner: serial \"%s\": must match [A-Za-z0-9._-]{1,64}\n",
+        fprintf(stderr, "provisioner: serial \"%s\": must match " PROV_SERIAL_RULE "\n",
                 in->serial);
         return PROV_EXIT_USAGE;
     }

@@ -42,5 +42,14 @@ write_secret "$PWD/ca.pin" "$CA_PIN_VALUE"
 write_config "$PWD/provisioner.cnf" pkcs11
 prov 2 --config provisioner.cnf enroll --serial 'bad serial/../x' --device pkcs11:token=none
 assert_one_error 'bad serial'
+# "." and ".." match the characters but would name the output directory or its parent
+for s in . ..; do
+    prov 2 --config provisioner.cnf enroll --serial "$s" --device pkcs11:token=none
+    assert_one_error "serial \"$s\""
+    printf 'serial,device\n%s,pkcs11:token=none\n' "$s" >dots.csv
+    prov 2 --config provisioner.cnf batch dots.csv --check
+    assert_grep "$PROV_ERR" "dots.csv:2:1: serial \"$s\": must match"
+done
+[ ! -e devices ] || fail "a refused serial left $(ls devices)"
 prov 2 --config provisioner.cnf enroll --serial SN-1 --device pkcs11:token=none --key ec-p999
 assert_one_error ec-p999

@@ -176,8 +176,10 @@ static void test_serial_validity(void **state)
 {
     char longest[65];
     char too_long[66];
-    const char *good[] = {"A", "dev-0001", "a.b_c-D9", longest};
-    const char *bad[] = {"", "a b", "a/b", "a;b", "$x", "caf\xc3\xa9", "a\nb", "../x", too_long};
+    const char *good[] = {"A", "dev-0001", "a.b_c-D9", "...", ".a", "a..", longest};
+    /* "." and ".." match the character rule but would name the output directory or its parent */
+    const char *bad[] = {"", "a b", "a/b", "a;b", "$x", "caf\xc3\xa9", "a\nb", "../x", ".", "..",
+                         too_long};
 
     (void)state;
     memset(longest, 'x', 64);

@@ -298,18 +298,21 @@ static void test_all_findings_reported(void **state)
                                "A/2,pkcs11:x,\n"
                                "A3,nope,ec-p999\n"
                                "A1,pkcs11:x,\n"
-                               "A5,pkcs11:x,\n";
+                               "A5,pkcs11:x,\n"
+                               "..,pkcs11:x,\n";
     struct seen s;
 
     assert_int_equal(parse(text, sizeof(text) - 1, &s), PROV_ERR_INPUT);
-    assert_int_equal(s.n_findings, 4);
-    assert_string_equal(s.findings[0], "3:1: serial \"A/2\": must match [A-Za-z0-9._-]{1,64}");
+    assert_int_equal(s.n_findings, 5);
+    assert_string_equal(s.findings[0],
+                        "3:1: serial \"A/2\": must match [A-Za-z0-9._-]{1,64}, not \".\" or \"..\"");
     assert_true(strncmp(s.findings[1], "4:4: device", 11) == 0);
     assert_true(strncmp(s.findings[2], "4:9: key \"ec-p999\"", 18) == 0);
     assert_true(strncmp(s.findings[3], "5:1: serial \"A1\" is also used on line 2", 39) == 0);
+    assert_true(strncmp(s.findings[4], "7:1: serial \"..\": must match", 28) == 0);
     /* The good rows still reach the callback (the caller decides nothing runs). */
     assert_int_equal(s.n_rows, 2);
-    assert_non_null(strstr(prov_error_message(), "4 problems"));
+    assert_non_null(strstr(prov_error_message(), "5 problems"));
 }
 
 /* Limits: a field over 4 KiB, more than 128 fields. Memory stays bounded either way. */
