@@ -263,11 +263,7 @@ static int txn_begin(struct prov_journal *j, long long lot_id, const char *seria
 /* Commits (or rolls back when r < 0), releases the lock, then the crash hook. */
 static int txn_end(struct prov_journal *j, struct txn *t, int r, enum prov_journal_state to)
 {
-    if (r == 0) {
-        r = journal_commit(j);
-    } else {
-        journal_rollback(j);
-    }
+    r = journal_end(j, r);
     if (r == 0) {
         crash_point(j, to);
     }
@@ -314,11 +310,7 @@ int prov_journal_lot(struct prov_journal *j, const char *name, const char *manif
             r = journal_audit_append(j, name, "", "lot", manifest ? manifest : "");
         }
     }
-    if (r == 0) {
-        r = journal_commit(j);
-    } else {
-        journal_rollback(j);
-    }
+    r = journal_end(j, r);
 out:
     pthread_mutex_unlock(&j->lock);
     return r;
@@ -365,11 +357,7 @@ int prov_journal_run_begin(struct prov_journal *j, long long lot_id, const char 
         snprintf(detail, sizeof(detail), "run=%lld", *run_id);
         r = journal_audit_append(j, lot, "", *is_resumed ? "run-resumed" : "run-begin", detail);
     }
-    if (r == 0) {
-        r = journal_commit(j);
-    } else {
-        journal_rollback(j);
-    }
+    r = journal_end(j, r);
     pthread_mutex_unlock(&j->lock);
     return r;
 }
@@ -403,11 +391,7 @@ int prov_journal_run_end(struct prov_journal *j, long long run_id)
         snprintf(detail, sizeof(detail), "run=%lld", run_id);
         r = journal_audit_append(j, lot, "", "run-end", detail);
     }
-    if (r == 0) {
-        r = journal_commit(j);
-    } else {
-        journal_rollback(j);
-    }
+    r = journal_end(j, r);
     pthread_mutex_unlock(&j->lock);
     return r;
 }

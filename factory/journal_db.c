@@ -121,6 +121,15 @@ void journal_rollback(struct prov_journal *j)
     sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
+int journal_end(struct prov_journal *j, int r)
+{
+    if (r == 0) {
+        return journal_commit(j);
+    }
+    journal_rollback(j);
+    return r;
+}
+
 int journal_begin(struct prov_journal *j)
 {
     if (sqlite3_exec(j->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {

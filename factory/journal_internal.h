@@ -49,6 +49,8 @@ int journal_exec(struct prov_journal *j, const char *sql, const char *types, ...
 int journal_begin(struct prov_journal *j);
 int journal_commit(struct prov_journal *j);
 void journal_rollback(struct prov_journal *j);
+/* Ends the open transaction: commits when r is 0, else rolls back; returns the outcome. */
+int journal_end(struct prov_journal *j, int r);
 
 /* Text column i into out, "" for NULL. */
 void journal_col_copy(sqlite3_stmt *st, int i, char *out, size_t cap);

@@ -184,11 +184,7 @@ int prov_journal_station_claim(struct prov_journal *j, long long lot_id, const c
                           "serial %s: already claimed by another device in this lot", serials[0]);
         }
     }
-    if (r == 0) {
-        r = journal_commit(j);
-    } else {
-        journal_rollback(j);
-    }
+    r = journal_end(j, r);
     pthread_mutex_unlock(&j->lock);
     return r;
 }
