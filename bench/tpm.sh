@@ -7,6 +7,8 @@
 # free 127.0.0.1 port (stopped by its PID on exit), then runs bench_tpm. See bench/TPM.md.
 # bench_tpm is built by meson from bench/bench_tpm.c (BUILD_DIR/bench/bench_tpm).
 set -euo pipefail
+# shellcheck source=scripts/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/common.sh"
 
 build=$(cd "${1:-build}" && pwd)
 n=${2:-50}
@@ -92,11 +94,8 @@ EOF
 
 # swtpm on P and P+1, below the ephemeral port range (the swtpm TCTI connects per command and
 # leaves TIME-WAIT sockets on ephemeral ports behind).
-low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range)
 for try in $(seq 1 20); do
-    port=$((10000 + RANDOM % (low - 10002)))
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && continue
-    (exec 3<>"/dev/tcp/127.0.0.1/$((port + 1))") 2>/dev/null && continue
+    port=$(common_free_port pair) || continue
     swtpm socket --tpm2 --server "type=tcp,port=$port,bindaddr=127.0.0.1" \
         --ctrl "type=tcp,port=$((port + 1)),bindaddr=127.0.0.1" --tpmstate "dir=$work/tpm" \
         --flags not-need-init,startup-clear --pid "file=$work/swtpm.pid" >swtpm.log 2>&1 &

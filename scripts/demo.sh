@@ -88,20 +88,8 @@ stale_server() {
     fi
 }
 
-# tpm_port: P with P and P+1 free, below the ephemeral range (swtpm's TCTI opens a connection
-# per command; TIME-WAIT sockets on ephemeral ports must not collide with swtpm's ports).
 tpm_port() {
-    local low i p
-    low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range)
-    for i in $(seq 1 100); do
-        p=$((10000 + RANDOM % (low - 10002)))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null &&
-            ! (exec 3<>"/dev/tcp/127.0.0.1/$((p + 1))") 2>/dev/null; then
-            echo "$p"
-            return 0
-        fi
-    done
-    die "no free port pair below $low on 127.0.0.1"
+    common_free_port pair || die "no free port pair below the ephemeral range on 127.0.0.1"
 }
 
 # wait_for WHAT PID CMD...: until CMD succeeds (10 s), or die when PID has exited.
@@ -117,15 +105,7 @@ wait_for() {
 }
 
 free_port() {
-    local i p
-    for i in $(seq 1 100); do
-        p=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            echo "$p"
-            return 0
-        fi
-    done
-    die "no free TCP port on 127.0.0.1"
+    common_free_port || die "no free TCP port on 127.0.0.1"
 }
 
 # write_secret FILE: a fresh random PIN, no trailing newline, mode 0600.
@@ -146,6 +126,8 @@ csv_field() {
 step "packages"
 # shellcheck source=scripts/deps.sh
 . "$repo/scripts/deps.sh"
+# shellcheck source=scripts/common.sh
+. "$repo/scripts/common.sh"
 prov_deps
 
 step "build ($build)"
@@ -341,20 +323,9 @@ for i in $(seq 1 100); do
 done
 echo "  nginx pid ${PIDS[-1]} on https://127.0.0.1:$PORT/"
 
-enginedir=$(openssl version -e | sed 's/^ENGINESDIR: "\(.*\)"$/\1/')
-cat >engine.cnf <<EOF
 # OpenSSL config for the demo's TLS client: the libp11 pkcs11 engine on SoftHSM2
-openssl_conf = openssl_init
-[openssl_init]
-engines = engine_section
-[engine_section]
-pkcs11 = pkcs11_section
-[pkcs11_section]
-engine_id = pkcs11
-dynamic_path = $enginedir/pkcs11.so
-MODULE_PATH = $SOFTHSM_MODULE
-init = 0
-EOF
+common_engine_conf engine.cnf "$SOFTHSM_MODULE" ||
+    die "the libp11 pkcs11 engine is not installed (libengine-pkcs11-openssl)"
 
 step "check and mTLS handshake per device"
 declare -A CHECK=() MTLS=()

@@ -16,13 +16,14 @@
 # - a failed assertion prints ONE line "FAIL: <test>: <what>" and exits 1.
 
 set -euo pipefail
+# shellcheck source=scripts/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/common.sh"
 
 IT_NAME=$(basename "$0" .sh)
 IT_NAME=${IT_NAME#test_}
 IT_PIDS=()
 IT_IMMUTABLE=()
 IT_SECRETS=()
-IT_PORTS=()
 IT_NCALL=0
 
 SOFTHSM_MODULE=${SOFTHSM_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
@@ -495,17 +496,7 @@ corrupt_signature() {
 
 # free_port: a TCP port on 127.0.0.1 that nothing accepts on right now.
 free_port() {
-    local i p
-    for i in $(seq 1 100); do
-        p=$((20000 + RANDOM % 40000))
-        case " ${IT_PORTS[*]:-} " in *" $p "*) continue ;; esac
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            IT_PORTS+=("$p")
-            echo "$p"
-            return 0
-        fi
-    done
-    fail "no free TCP port found on 127.0.0.1"
+    common_free_port || fail "no free TCP port found on 127.0.0.1"
 }
 
 # wait_port PORT PID: until something accepts on 127.0.0.1:PORT (10 s), while PID lives.
@@ -646,21 +637,8 @@ edge_start() {
 
 # engine_conf FILE: an OPENSSL_CONF that loads the libp11 pkcs11 engine on SoftHSM2.
 engine_conf() {
-    local enginedir
-    enginedir=$(openssl version -e | sed 's/^ENGINESDIR: "\(.*\)"$/\1/')
-    need_file "$enginedir/pkcs11.so"
-    cat >"$1" <<EOF
-openssl_conf = openssl_init
-[openssl_init]
-engines = engine_section
-[engine_section]
-pkcs11 = pkcs11_section
-[pkcs11_section]
-engine_id = pkcs11
-dynamic_path = $enginedir/pkcs11.so
-MODULE_PATH = $SOFTHSM_MODULE
-init = 0
-EOF
+    common_engine_conf "$1" "$SOFTHSM_MODULE" ||
+        fail "the libp11 pkcs11 engine is not installed (libengine-pkcs11-openssl)"
 }
 
 # libdir_file NAME: NAME in the multiarch library directory (e.g. pkcs11-spy.so).

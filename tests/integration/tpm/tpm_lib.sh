@@ -10,19 +10,7 @@ NV_INDEX=0x01800101
 # connection per command, so a busy run leaves thousands of TIME-WAIT sockets on ephemeral
 # local ports, and swtpm cannot bind a port one of them holds.
 swtpm_port() {
-    local low i p
-    low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range)
-    for i in $(seq 1 100); do
-        p=$((10000 + RANDOM % (low - 10002)))
-        case " ${IT_PORTS[*]:-} " in *" $p "* | *" $((p + 1)) "*) continue ;; esac
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null &&
-            ! (exec 3<>"/dev/tcp/127.0.0.1/$((p + 1))") 2>/dev/null; then
-            IT_PORTS+=("$p" "$((p + 1))")
-            echo "$p"
-            return 0
-        fi
-    done
-    fail "no free port pair below $low on 127.0.0.1"
+    common_free_port pair || fail "no free port pair below the ephemeral range on 127.0.0.1"
 }
 
 # swtpm_start NAME: a fresh TPM in $WORK/tpm-NAME; sets TCTI (swtpm:host=...,port=...).
