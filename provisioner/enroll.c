@@ -157,35 +157,6 @@ char *prov_storage_dir_for(const struct prov_config *cfg, const char *dir, const
     return out;
 }
 
-/* mkdir -p; the tool creates storage directories 0755 (the files in them are public). */
-static int make_dirs(const char *path)
-{
-    char *tmp = strdup(path);
-    int r = 0;
-
-    if (tmp == NULL) {
-        return PROV_ERR_NOMEM;
-    }
-    for (char *p = tmp + 1;; p++) {
-        if (*p == '/' || *p == '\0') {
-            char c = *p;
-
-            *p = '\0';
-            if (prov_mkdir_public(tmp) < 0 && errno != EEXIST) {
-                r = prov_fail(PROV_ERR_STORAGE, "storage %s: cannot create %s: %s", path, tmp,
-                              strerror(errno));
-                break;
-            }
-            *p = c;
-            if (c == '\0') {
-                break;
-            }
-        }
-    }
-    free(tmp);
-    return r;
-}
-
 /*
  * Before a key is generated: the storage directory must exist or be creatable and accept a
  * new file. Catching this early means a read-only or mistyped storage path costs nothing on
@@ -199,7 +170,7 @@ static int preflight_storage(const char *dir, bool *created)
     int r;
 
     *created = stat(dir, &st) < 0;
-    r = make_dirs(dir);
+    r = prov_storage_mkdirs(dir);
     if (r < 0) {
         return r;
     }

@@ -167,7 +167,12 @@ out:
     return r;
 }
 
-static int mkdir_p(const char *dir)
+/*
+ * Creates dir and its missing parents (0755). Each directory that gains an entry is synced,
+ * so that what is created here survives a power cut together with the files written into it
+ * (the journal records "stored" only after prov_storage_write returns).
+ */
+int prov_storage_mkdirs(const char *dir)
 {
     char *p = strdup(dir);
     struct stat st;
@@ -183,7 +188,24 @@ static int mkdir_p(const char *dir)
             continue;
         }
         *s = '\0';
-        if (prov_mkdir_public(p) != 0 && errno != EEXIST) {
+        if (prov_mkdir_public(p) == 0) {
+            char *slash = strrchr(p, '/');
+            int rs;
+
+            /* the new entry lives in the parent: "/" for "/x", "." for a relative "x" */
+            if (slash == NULL) {
+                rs = fsync_dir(".");
+            } else if (slash == p) {
+                rs = fsync_dir("/");
+            } else {
+                *slash = '\0';
+                rs = fsync_dir(p);
+                *slash = '/';
+            }
+            if (rs < 0) {
+                goto out;
+            }
+        } else if (errno != EEXIST) {
             prov_fail(r, "%s: cannot create directory (%s)", p, strerror(errno));
             goto out;
         }
@@ -505,7 +527,7 @@ int prov_storage_write(const char *dir, const struct prov_identity *id)
     }
     r = read_all(id->server_ca_path, PROV_ERR_INPUT, &server_ca, &ca_len);
     if (r < 0 || (r = parse_pem_certs(server_ca, ca_len, id->server_ca_path, &ca_certs)) < 0 ||
-        (r = prepare(id, server_ca, ca_len, files)) < 0 || (r = mkdir_p(dir)) < 0 ||
+        (r = prepare(id, server_ca, ca_len, files)) < 0 || (r = prov_storage_mkdirs(dir)) < 0 ||
         (r = check_targets(dir)) < 0) {
         goto out;
     }

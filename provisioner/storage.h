@@ -38,6 +38,12 @@ int prov_atomic_write_file(const char *path, const void *buf, size_t len, mode_t
 int prov_mkdir_public(const char *path);
 
 /*
+ * mkdir -p with 0755 directories; each directory that gains an entry is fsynced, so that a
+ * new storage directory is as durable as the files later written into it.
+ */
+int prov_storage_mkdirs(const char *dir);
+
+/*
  * Writes every file of SPEC §8 into dir (created 0755 if absent, parents too). All files are
  * prepared in temp files first and renamed only when all are written, so a failure leaves
  * either the previous content or nothing — never a partial identity.

@@ -32,6 +32,35 @@
 
 #define KEY_URI "pkcs11:token=dev-0001;object=device;id=%01"
 
+/* Every fsync the code under test makes, by inode (linked with -Wl,--wrap=fsync). */
+int __real_fsync(int fd);
+int __wrap_fsync(int fd);
+static ino_t synced[4096];
+static size_t n_synced;
+
+int __wrap_fsync(int fd)
+{
+    struct stat st;
+
+    if (fstat(fd, &st) == 0 && n_synced < sizeof(synced) / sizeof(synced[0])) {
+        synced[n_synced++] = st.st_ino;
+    }
+    return __real_fsync(fd);
+}
+
+static bool was_synced(const char *path)
+{
+    struct stat st;
+
+    assert_int_equal(stat(path, &st), 0);
+    for (size_t i = 0; i < n_synced; i++) {
+        if (synced[i] == st.st_ino) {
+            return true;
+        }
+    }
+    return false;
+}
+
 struct fixture {
     char dir[64];
     char server_ca[96];
@@ -273,6 +302,34 @@ static const char *json_str(json_object *obj, const char *key)
 
     assert_true(json_object_object_get_ex(obj, key, &v));
     return v ? json_object_get_string(v) : NULL;
+}
+
+/*
+ * A storage directory created on the way is durable: the directory that received each new
+ * entry is synced (else a power cut after "stored" was journaled could lose the directory
+ * with every file in it), and so is the storage directory after the renames.
+ */
+static void test_new_directories_synced(void **state)
+{
+    struct fixture *fx = *state;
+    struct prov_identity id = identity(fx);
+    char dir[128];
+    char path[160];
+
+    snprintf(dir, sizeof(dir), "%s/sync/lot-7/SN-0001", fx->dir);
+    n_synced = 0;
+    prov_error_clear();
+    if (prov_storage_write(dir, &id) != 0) {
+        fail_msg("%s", prov_error_message());
+    }
+    assert_true(was_synced(fx->dir));
+    snprintf(path, sizeof(path), "%s/sync", fx->dir);
+    assert_true(was_synced(path));
+    snprintf(path, sizeof(path), "%s/sync/lot-7", fx->dir);
+    assert_true(was_synced(path));
+    assert_true(was_synced(dir));
+    snprintf(path, sizeof(path), "%s/client.crt", dir);
+    assert_true(was_synced(path));
 }
 
 static void test_identity_json(void **state)
@@ -607,6 +664,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_write_all_files),
+        cmocka_unit_test(test_new_directories_synced),
         cmocka_unit_test(test_identity_json),
         cmocka_unit_test(test_read_back),
         cmocka_unit_test(test_read_errors),
