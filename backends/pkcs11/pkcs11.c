@@ -108,7 +108,8 @@ static int find_token(CK_FUNCTION_LIST *fl, const char *module, P11KitUri *uri, 
                       CK_TOKEN_INFO *info)
 {
     CK_SLOT_ID *slots = NULL;
-    CK_ULONG n = 0, matches = 0;
+    CK_ULONG n = 0, matches = 0, unreadable = 0;
+    CK_RV unreadable_rv = CKR_OK;
     CK_TOKEN_INFO ti;
     char wanted[160];
     int r;
@@ -123,6 +124,8 @@ static int find_token(CK_FUNCTION_LIST *fl, const char *module, P11KitUri *uri, 
         if (rv != CKR_OK) {
             prov_debug("pkcs11", "slot %lu: C_GetTokenInfo: %s; skipped", (unsigned long)slots[i],
                        prov_pkcs11_rv_name(rv));
+            unreadable++;
+            unreadable_rv = rv;
             continue;
         }
         if (!(ti.flags & CKF_TOKEN_INITIALIZED) || !p11_kit_uri_match_token_info(uri, &ti)) {
@@ -134,7 +137,12 @@ static int find_token(CK_FUNCTION_LIST *fl, const char *module, P11KitUri *uri, 
         }
     }
     describe_wanted(p11_kit_uri_get_token_info(uri), wanted, sizeof(wanted));
-    if (matches == 0) {
+    if (matches == 0 && unreadable > 0) {
+        /* the token may be in a slot that could not be read: say so, it is not just absent */
+        r = prov_fail(PROV_ERR_NOT_FOUND, "%s not found (module %s; %lu slot%s unreadable: %s)",
+                      wanted, module, (unsigned long)unreadable, unreadable == 1 ? "" : "s",
+                      prov_pkcs11_rv_name(unreadable_rv));
+    } else if (matches == 0) {
         r = prov_fail(PROV_ERR_NOT_FOUND, "%s not found (module %s)", wanted, module);
     } else if (matches > 1) {
         r = prov_fail(PROV_ERR_CONFIG,
