@@ -88,7 +88,45 @@ it_setup() {
     trap 'exit 143' TERM
     # Nothing from the caller's environment may steer the tool or the tools we compare with.
     unset PROVISIONER_CONFIG PROVISIONER_DEBUG OPENSSL_CONF OPENSSL_ENGINES PKCS11SPY || true
+    if [ "${PROV_VALGRIND:-}" = 1 ]; then
+        valgrind_wrap
+    fi
     it_log "test $IT_NAME in $WORK"
+}
+
+# valgrind_wrap: PROV_VALGRIND=1 (the meson test setup "valgrind", scripts/valgrind.sh) runs
+# every invocation of the tool under memcheck: $PROVISIONER becomes a wrapper that exits 99
+# on any memory error or definite/indirect leak (so an exact exit code check fails), with one
+# log per process in $WORK/vg/. tests/valgrind.supp silences third-party libraries only.
+# it_cleanup fails the test if any log holds an error, even of a run whose exit was not checked.
+valgrind_wrap() {
+    need valgrind
+    local real=$PROVISIONER
+    mkdir -p "$WORK/vg"
+    {
+        echo '#!/bin/sh'
+        echo "exec valgrind --quiet --error-exitcode=99 --leak-check=full \\"
+        echo "    --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect \\"
+        echo "    --num-callers=40 --suppressions=$PROV_SOURCE_ROOT/tests/valgrind.supp \\"
+        echo "    --gen-suppressions=all --log-file=$WORK/vg/%p.log $real \"\$@\""
+    } >"$WORK/vg/provisioner"
+    chmod 0755 "$WORK/vg/provisioner"
+    PROVISIONER=$WORK/vg/provisioner
+    export PROVISIONER
+}
+
+# valgrind_verdict: with PROV_VALGRIND=1, the memcheck logs of every run of this test: 0 when
+# none holds an error, else prints the first report and returns 1.
+valgrind_verdict() {
+    local f bad=()
+    [ "${PROV_VALGRIND:-}" = 1 ] && [ -d "${WORK:-}/vg" ] || return 0
+    for f in "$WORK"/vg/*.log; do
+        [ -s "$f" ] && bad+=("$f")
+    done
+    [ "${#bad[@]}" -eq 0 ] && return 0
+    echo "FAIL: $IT_NAME: valgrind reported errors in ${#bad[@]} run(s); first: ${bad[0]}" >&2
+    head -n 60 "${bad[0]}" >&2
+    return 1
 }
 
 # it_track PID: stop PID (TERM, then KILL after 5 s) when the test exits.
@@ -120,6 +158,9 @@ it_cleanup() {
     for i in "${IT_IMMUTABLE[@]}"; do
         chattr -i "$i" 2>/dev/null
     done
+    if [ "$rc" -eq 0 ] && ! valgrind_verdict; then
+        rc=1
+    fi
     if [ "$rc" -eq 0 ]; then
         echo "PASS: $IT_NAME"
     else
