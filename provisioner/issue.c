@@ -619,6 +619,113 @@ out:
     return r;
 }
 
+/* A name from a CSR for an error line: printable ASCII only, at most size - 1 bytes. */
+static void printable(const unsigned char *s, size_t len, char *out, size_t size)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < len && n + 1 < size; i++) {
+        out[n++] = s[i] >= 0x20 && s[i] < 0x7f ? (char)s[i] : '?';
+    }
+    out[n] = '\0';
+}
+
+/* true when name holds an entry of entry's type with entry's value. */
+static bool name_has_entry(const X509_NAME *name, const X509_NAME_ENTRY *entry)
+{
+    int nid = OBJ_obj2nid(X509_NAME_ENTRY_get_object(entry));
+    const ASN1_STRING *want = X509_NAME_ENTRY_get_data(entry);
+
+    for (int i = X509_NAME_get_index_by_NID(name, nid, -1); i >= 0;
+         i = X509_NAME_get_index_by_NID(name, nid, i)) {
+        const ASN1_STRING *have = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i));
+
+        if (ASN1_STRING_length(have) == ASN1_STRING_length(want) &&
+            memcmp(ASN1_STRING_get0_data(have), ASN1_STRING_get0_data(want),
+                   (size_t)ASN1_STRING_length(want)) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * The names a CSR asks for must be names the certificate carries (they come from the request
+ * and the profile, never from the CSR; SPEC §5): every subject attribute, except that a CN
+ * equal to the serial is always fine (`csr` writes it; `sign --cn` may give another), and every
+ * subjectAltName entry. A CSR that names something else is another device's or a forgery.
+ */
+static int check_csr_names(X509_REQ *req, const struct prov_request *rq, X509 *cert)
+{
+    const X509_NAME *asked = X509_REQ_get_subject_name(req);
+    const X509_NAME *given = X509_get_subject_name(cert);
+    GENERAL_NAMES *asked_san = NULL;
+    GENERAL_NAMES *given_san = NULL;
+    STACK_OF(X509_EXTENSION) *exts;
+    int r = 0;
+
+    for (int i = 0; i < X509_NAME_entry_count(asked) && r == 0; i++) {
+        const X509_NAME_ENTRY *e = X509_NAME_get_entry(asked, i);
+        const ASN1_STRING *v = X509_NAME_ENTRY_get_data(e);
+        int nid = OBJ_obj2nid(X509_NAME_ENTRY_get_object(e));
+        bool is_serial = nid == NID_commonName &&
+                         (size_t)ASN1_STRING_length(v) == strlen(rq->serial) &&
+                         memcmp(ASN1_STRING_get0_data(v), rq->serial, strlen(rq->serial)) == 0;
+
+        if (!is_serial && !name_has_entry(given, e)) {
+            char text[129];
+
+            printable(ASN1_STRING_get0_data(v), (size_t)ASN1_STRING_length(v), text,
+                      sizeof(text));
+            r = prov_fail(PROV_ERR_POLICY,
+                          "serial %s: the CSR asks for subject %s=%s, which the manifest and "
+                          "profile do not give this device",
+                          rq->serial, nid != NID_undef ? OBJ_nid2sn(nid) : "?", text);
+        }
+    }
+    exts = r == 0 ? X509_REQ_get_extensions(req) : NULL;
+    for (int i = 0; i < sk_X509_EXTENSION_num(exts); i++) {
+        X509_EXTENSION *ext = sk_X509_EXTENSION_value(exts, i);
+
+        if (OBJ_obj2nid(X509_EXTENSION_get_object(ext)) == NID_subject_alt_name) {
+            asked_san = X509V3_EXT_d2i(ext);
+            break;
+        }
+    }
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    if (asked_san != NULL) {
+        given_san = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+    }
+    for (int i = 0; i < sk_GENERAL_NAME_num(asked_san) && r == 0; i++) {
+        GENERAL_NAME *a = sk_GENERAL_NAME_value(asked_san, i);
+        bool found = false;
+
+        for (int k = 0; k < sk_GENERAL_NAME_num(given_san) && !found; k++) {
+            found = GENERAL_NAME_cmp(a, sk_GENERAL_NAME_value(given_san, k)) == 0;
+        }
+        if (!found) {
+            BIO *b = BIO_new(BIO_s_mem());
+            char *data = NULL;
+            long len = 0;
+            char text[129] = "?";
+
+            if (b != NULL && GENERAL_NAME_print(b, a) == 1) {
+                len = BIO_get_mem_data(b, &data);
+                printable((const unsigned char *)data, len > 0 ? (size_t)len : 0, text,
+                          sizeof(text));
+            }
+            r = prov_fail(PROV_ERR_POLICY,
+                          "serial %s: the CSR asks for subjectAltName %s, which the manifest "
+                          "and profile do not give this device",
+                          rq->serial, text);
+            BIO_free(b);
+        }
+    }
+    GENERAL_NAMES_free(asked_san);
+    GENERAL_NAMES_free(given_san);
+    return r;
+}
+
 int prov_issue_certificate(const struct prov_config *cfg, const struct prov_ca *ca,
                            X509_REQ *req, const struct prov_request *rq, X509 **out)
 {
@@ -640,6 +747,10 @@ int prov_issue_certificate(const struct prov_config *cfg, const struct prov_ca *
         return prov_fail(PROV_ERR_NOMEM, "serial %s: out of memory", rq->serial);
     }
     r = fill_certificate(cfg, ca, req, rq, cert);
+    if (r < 0) {
+        goto out;
+    }
+    r = check_csr_names(req, rq, cert);
     if (r < 0) {
         goto out;
     }

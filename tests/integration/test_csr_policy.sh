@@ -3,9 +3,10 @@
 #
 # `sign` refuses what a CSR must not get (exit 5, one line naming the CSR or serial, no output
 # file): a curve or algorithm outside the profile, CA:true or another extension requested, a
-# CSR over the 64 KiB bound, a public key this CA certified before (<CA dir>/issued-keys).
-# Subject and SAN a CSR asks for are not refused but never used (SPEC §5): the certificate
-# carries the request's. Broken signatures and RSA-1024 are in test_faults.sh.
+# CSR over the 64 KiB bound, a public key this CA certified before (<CA dir>/issued-keys), a
+# subject or subjectAltName other than the certificate will carry (a CSR naming another
+# device: swapped CSR files). The certificate's names always come from the request and the
+# profile (SPEC §5). Broken signatures and RSA-1024 are in test_faults.sh.
 . "$(dirname "$0")/lib.sh"
 it_setup
 ca_fixture pkcs11
@@ -51,22 +52,40 @@ assert_one_error big.csr
 assert_grep "$PROV_ERR" 'limit'
 assert_no_file "$WORK/big.pem"
 
-it_log "case: subject and SAN of the CSR are not used"
-req evil -newkey ec -pkeyopt ec_paramgen_curve:P-256 -subj "/O=Evil/CN=evil.example" \
+it_log "case: a subject or SAN other than the certificate will carry"
+# another device's CSR (CN = its serial) presented for this serial
+req other -newkey ec -pkeyopt ec_paramgen_curve:P-256 -subj /CN=SN-NEIGHBOUR
+refused other
+assert_grep "$PROV_ERR" 'SN-NEIGHBOUR'
+req evilo -newkey ec -pkeyopt ec_paramgen_curve:P-256 -subj "/O=Evil/CN=SN-evilo"
+refused evilo
+assert_grep "$PROV_ERR" 'O=Evil'
+req evilsan -newkey ec -pkeyopt ec_paramgen_curve:P-256 -subj /CN=SN-evilsan \
     -addext "subjectAltName=DNS:evil.example,IP:10.6.6.6"
-prov 0 sign --serial SN-SUBJ --csr "$WORK/evil.csr" --out "$WORK/evil.pem"
-openssl x509 -in "$WORK/evil.pem" -noout -subject -ext subjectAltName >"$WORK/log/evil.txt" 2>&1
-assert_no_grep "$WORK/log/evil.txt" 'evil|Evil|10\.6\.6\.6' "CSR subject/SAN in the certificate"
-assert_grep "$WORK/log/evil.txt" 'SN-SUBJ'
+refused evilsan --san-dns evilsan.example
+assert_grep "$PROV_ERR" 'evil.example'
+
+it_log "case: the names the certificate will carry may be asked for; the request's are used"
+req okn -newkey ec -pkeyopt ec_paramgen_curve:P-256 -subj /CN=SN-OKN \
+    -addext "subjectAltName=DNS:okn.example"
+prov 0 sign --serial SN-OKN --csr "$WORK/okn.csr" --out "$WORK/okn.pem" --san-dns "okn.example;more.example"
+openssl x509 -in "$WORK/okn.pem" -noout -subject -ext subjectAltName >"$WORK/log/okn.txt" 2>&1
+assert_grep "$WORK/log/okn.txt" 'CN *= *SN-OKN'
+assert_grep "$WORK/log/okn.txt" 'DNS:okn.example, DNS:more.example'
+# a CSR naming the serial may get another CN (sign --cn): the serial is always acceptable
+req cn -newkey ec -pkeyopt ec_paramgen_curve:P-256 -subj /CN=SN-CN
+prov 0 sign --serial SN-CN --cn "Pump 7" --csr "$WORK/cn.csr" --out "$WORK/cn.pem"
+openssl x509 -in "$WORK/cn.pem" -noout -subject >"$WORK/log/cn.txt"
+assert_grep "$WORK/log/cn.txt" 'CN *= *Pump 7'
 
 it_log "case: a public key this CA certified before"
 assert_file ca/issued-keys
 assert_mode 600 ca/issued-keys
-prov 5 sign --serial SN-AGAIN --csr "$WORK/evil.csr" --out "$WORK/again.pem"
-assert_one_error SN-SUBJ "already certified"
+prov 5 sign --serial SN-AGAIN --csr "$WORK/okn.csr" --out "$WORK/again.pem"
+assert_one_error SN-OKN "already certified"
 assert_no_file "$WORK/again.pem"
 # the same key under a new CSR (other subject) is the same key
-openssl req -new -key "$WORK/evil.key" -subj /CN=other -out "$WORK/rekey.csr" 2>/dev/null
+openssl req -new -key "$WORK/okn.key" -subj /CN=SN-REKEY -out "$WORK/rekey.csr" 2>/dev/null
 prov 5 sign --serial SN-REKEY --csr "$WORK/rekey.csr" --out "$WORK/rekey.pem"
 assert_one_error "already certified"
-assert_eq "$(wc -l <ca/issued-keys)" 1 "lines in issued-keys"
+assert_eq "$(wc -l <ca/issued-keys)" 2 "lines in issued-keys"

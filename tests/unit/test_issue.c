@@ -307,7 +307,7 @@ static void test_default_extensions_and_chain(void **state)
     struct prov_ca *ca = ca_new(-DAY, 1825 * DAY);
     struct prov_profile prof = profile_device();
     struct prov_request rq = {.serial = "dev-0001", .profile = &prof};
-    X509_REQ *req = make_csr(device_key, "evil CN from the CSR", NULL);
+    X509_REQ *req = make_csr(device_key, "dev-0001", NULL);
     struct prov_chain_report rep = {0};
     STACK_OF(X509) *chain = sk_X509_new_null();
     X509 *cert = issue(ca, &rq, req, 0);
@@ -361,10 +361,48 @@ static void test_default_extensions_and_chain(void **state)
     ca_free(ca);
 }
 
-static void test_csr_san_ignored_request_san_used(void **state)
+/*
+ * A CSR may ask only for names the certificate will carry anyway: a CN other than the serial
+ * and the certificate's CN, another subject attribute, or a SAN entry the request does not
+ * give is refused (another device's CSR, or a forgery), naming what was asked for.
+ */
+static void test_csr_names_refused(void **state)
+{
+    static const char *const evil_san[] = {"subjectAltName", "DNS:evil.example", NULL};
+    static const char *const ok_san[] = {"subjectAltName", "DNS:dev-3.example.com", NULL};
+    struct prov_ca *ca = ca_new(-DAY, 1825 * DAY);
+    struct prov_profile prof = profile_device();
+    struct prov_request rq = {.serial = "dev-3", .san_dns = "dev-3.example.com",
+                              .profile = &prof};
+    struct prov_request cn_rq = {.serial = "dev-3", .cn = "Pump 3", .profile = &prof};
+    X509_REQ *other = make_csr(device_key, "dev-4", NULL);
+    X509_REQ *bad_san = make_csr(device_key, "dev-3", evil_san);
+    X509_REQ *good = make_csr(device_key, "dev-3", ok_san);
+    X509_REQ *serial_cn = make_csr(device_key, "dev-3", NULL);
+    X509 *cert;
+
+    (void)state;
+    issue(ca, &rq, other, PROV_ERR_POLICY);
+    assert_non_null(strstr(prov_error_message(), "CN=dev-4"));
+    issue(ca, &rq, bad_san, PROV_ERR_POLICY);
+    assert_non_null(strstr(prov_error_message(), "DNS:evil.example"));
+    cert = issue(ca, &rq, good, 0);
+    X509_free(cert);
+    /* the serial as CN is always acceptable, also when the certificate gets another CN */
+    cert = issue(ca, &cn_rq, serial_cn, 0);
+    assert_single_cn(X509_get_subject_name(cert), "Pump 3");
+    X509_free(cert);
+    X509_REQ_free(other);
+    X509_REQ_free(bad_san);
+    X509_REQ_free(good);
+    X509_REQ_free(serial_cn);
+    ca_free(ca);
+}
+
+static void test_request_san_used_not_csr_san(void **state)
 {
     static const char *const csr_exts[] = {
-        "subjectAltName", "DNS:evil.example",
+        "subjectAltName", "DNS:dev-2.example.com",
         "keyUsage", "digitalSignature",
         "extendedKeyUsage", "serverAuth",
         "subjectKeyIdentifier", "hash",
@@ -642,7 +680,8 @@ int main(void)
         cmocka_unit_test(test_subject_default_cn_is_serial),
         cmocka_unit_test(test_subject_section_templates),
         cmocka_unit_test(test_default_extensions_and_chain),
-        cmocka_unit_test(test_csr_san_ignored_request_san_used),
+        cmocka_unit_test(test_request_san_used_not_csr_san),
+        cmocka_unit_test(test_csr_names_refused),
         cmocka_unit_test(test_profile_san_template),
         cmocka_unit_test(test_san_validation),
         cmocka_unit_test(test_not_after_capped_at_issuer),
