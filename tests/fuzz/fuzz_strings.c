@@ -3,8 +3,10 @@
  * Fuzz target for the short strings a user types: a PIN source spec (prov_secret_parse_source)
  * and a PKCS#11 device URI as the backend takes it (prov_pkcs11_parse_uri: RFC 7512 by
  * p11-kit, plus the tool's refusals of pin-value and unknown attributes, and the shown form
- * used in messages). TPM TCTI strings after "tpm2:" go to tpm2-tss's loader unparsed by the
- * tool (and opening one does I/O), so they are not fuzzed here. No I/O: nothing is loaded.
+ * used in messages), and a TPM device string or key.uri (prov_tpm_uri_split: "tpm2:<TCTI>"
+ * with an optional ";handle=0x8......."; the TCTI configuration itself goes to tpm2-tss's
+ * loader, which opening a TPM would exercise with I/O, so it stops at the split). No I/O:
+ * nothing is loaded.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -14,6 +16,7 @@
 #include "error.h"
 #include "pkcs11_internal.h"
 #include "secret.h"
+#include "tpm.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -46,6 +49,31 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     sink += strlen(prov_pkcs11_shown_uri(s));
     prov_error_clear();
+    {
+        char *tcti = NULL;
+        char *again = NULL;
+        char *tcti2 = NULL;
+        uint32_t handle = 0;
+        uint32_t handle2 = 0;
+
+        if (prov_tpm_uri_split(s, &tcti, &handle) == 0) {
+            if (tcti == NULL || (handle != 0 && (handle & 0xff000000u) != 0x81000000u)) {
+                __builtin_trap(); /* a split gives a TCTI and 0 or a persistent handle */
+            }
+            /* what prov_tpm_key_uri writes splits back into the same parts */
+            again = prov_tpm_key_uri(tcti, handle ? handle : 0x81000101u);
+            if (again == NULL || prov_tpm_uri_split(again, &tcti2, &handle2) != 0 ||
+                strcmp(tcti, tcti2) != 0 || handle2 != (handle ? handle : 0x81000101u)) {
+                __builtin_trap();
+            }
+        } else if (tcti != NULL || handle != 0 || prov_error_message() == NULL) {
+            __builtin_trap(); /* a refusal leaves nothing behind and says why */
+        }
+        free(tcti);
+        free(tcti2);
+        free(again);
+        prov_error_clear();
+    }
     free(s);
     return sink == (size_t)-1;
 }
