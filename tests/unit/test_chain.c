@@ -263,6 +263,28 @@ static void test_bad_signature(void **state)
     free_chain(&c);
 }
 
+/*
+ * CA signatures are remembered once verified (chain.c, sig_memo): the memo must never vouch
+ * for a CA certificate that changed, so a verified chain's intermediate re-signed by another
+ * key fails as before.
+ */
+static void test_remembered_signature_is_exact(void **state)
+{
+    static const struct expect want[] = {{1, "signature"}};
+    struct chain c;
+    STACK_OF(X509) *sk;
+
+    (void)state;
+    make_chain(&c, NULL, NULL, -60, 365 * DAY);
+    sk = stack_of(c.leaf, c.inter, c.root);
+    expect_exactly(sk, PROV_PURPOSE_CLIENT, NULL, 0);
+    expect_exactly(sk, PROV_PURPOSE_CLIENT, NULL, 0); /* the second time from the memo */
+    assert_true(X509_sign(c.inter, keys.other, EVP_sha256()) > 0);
+    expect_exactly(sk, PROV_PURPOSE_CLIENT, want, 1);
+    sk_X509_free(sk);
+    free_chain(&c);
+}
+
 static void test_ca_basic_constraints_not_critical(void **state)
 {
     static const char *const exts[] = {
@@ -517,6 +539,7 @@ int main(void)
         cmocka_unit_test(test_out_of_order),
         cmocka_unit_test(test_wrong_issuer_name),
         cmocka_unit_test(test_bad_signature),
+        cmocka_unit_test(test_remembered_signature_is_exact),
         cmocka_unit_test(test_ca_basic_constraints_not_critical),
         cmocka_unit_test(test_ca_without_key_usage),
         cmocka_unit_test(test_path_length),
