@@ -3,6 +3,30 @@
 
 UNIT=$PROV_SOURCE_ROOT/udev/provisioner-station@.service
 
+# station_config [KEY=VALUE...]: the lot every station test serves: a [station] section
+# appended to provisioner.cnf (manifest lot.csv, journal lot.journal.sqlite, then each KEY =
+# VALUE given), a device table that maps USB id 1209:0001 to SoftHSM2, and the unit's
+# environment file station.env (the config and SOFTHSM2_CONF). Sets JOURNAL.
+station_config() {
+    local kv
+    echo "1209:0001  $SOFTHSM_MODULE  usb-serial  SoftHSM2 standing in for a USB token" >tokens.table
+    {
+        echo
+        echo "[station]"
+        echo "manifest = lot.csv"
+        echo "journal = lot.journal.sqlite"
+        for kv in "$@"; do
+            echo "${kv%%=*} = ${kv#*=}"
+        done
+    } >>provisioner.cnf
+    printf 'PROVISIONER_CONFIG=%s\nSOFTHSM2_CONF=%s\n' "$WORK/provisioner.cnf" "$SOFTHSM2_CONF" \
+        >station.env
+    JOURNAL=$WORK/lot.journal.sqlite
+}
+
+# jq_ SQL: a query on the station journal ($JOURNAL).
+jq_() { sqlite3 "$JOURNAL" "$1"; }
+
 # unit_start INSTANCE: runs the station the way systemd runs provisioner-station@INSTANCE:
 # the unit's Environment= lines, then its EnvironmentFile (/etc/provisioner/station.env is
 # this test's $WORK/station.env), then its ExecStart with %i replaced by the instance and

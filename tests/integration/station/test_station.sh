@@ -29,7 +29,6 @@ SER_C=$(token_serial dev-c)
 SER_D=$(token_serial dev-d)
 SER_E=$(token_serial dev-e)
 [ -n "$SER_A" ] && [ "$SER_A" != "$SER_B" ] || fail "token serials not readable"
-echo "1209:0001  $SOFTHSM_MODULE  usb-serial  SoftHSM2 standing in for a USB token" >tokens.table
 {
     echo "serial,device,cn"
     echo "SN-A,pkcs11:serial=$SER_A,Station A"
@@ -39,20 +38,7 @@ echo "1209:0001  $SOFTHSM_MODULE  usb-serial  SoftHSM2 standing in for a USB tok
     echo "SN-E,pkcs11:serial=$SER_E,"
     echo "SN-X,pkcs11:serial=0000000000000000,"
 } >lot.csv
-{
-    echo
-    echo "[station]"
-    echo "manifest = lot.csv"
-    echo "journal = lot.journal.sqlite"
-    echo "mode = row-by-identity"
-    echo "device_table = tokens.table"
-} >>provisioner.cnf
-{
-    echo "PROVISIONER_CONFIG=$WORK/provisioner.cnf"
-    echo "SOFTHSM2_CONF=$SOFTHSM2_CONF"
-} >station.env
-JOURNAL=$WORK/lot.journal.sqlite
-jq_() { sqlite3 "$JOURNAL" "$1"; }
+station_config mode=row-by-identity device_table=tokens.table
 
 # json1 FILE KEY: a string value of the one-line JSON object the station prints.
 json1() {

@@ -21,26 +21,12 @@ token_init dev-q
 SER_P=$(token_serial dev-p)
 SER_Q=$(token_serial dev-q)
 [ -n "$SER_P" ] && [ "$SER_P" != "$SER_Q" ] || fail "token serials not readable"
-echo "1209:0001  $SOFTHSM_MODULE  usb-serial  SoftHSM2 standing in for a USB token" >tokens.table
 {
     echo "serial,device"
     echo "SN-P,pkcs11:serial=$SER_P"
     echo "SN-Q,pkcs11:serial=$SER_Q"
 } >lot.csv
-{
-    echo
-    echo "[station]"
-    echo "manifest = lot.csv"
-    echo "journal = lot.journal.sqlite"
-    echo "device_table = tokens.table"
-    echo "prove = $MQTTS"
-} >>provisioner.cnf
-{
-    echo "PROVISIONER_CONFIG=$WORK/provisioner.cnf"
-    echo "SOFTHSM2_CONF=$SOFTHSM2_CONF"
-} >station.env
-JOURNAL=$WORK/lot.journal.sqlite
-jq_() { sqlite3 "$JOURNAL" "$1"; }
+station_config device_table=tokens.table "prove=$MQTTS"
 usernames() {
     grep -cE "New client connected from .* as proof-[0-9a-f]{8} \(p2, c1, k60, u'$1'\)" "$MOSQ_LOG" || true
 }

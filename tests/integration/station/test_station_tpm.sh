@@ -15,8 +15,6 @@ it_setup
 need sqlite3 swtpm tpm2_createek tpm2_getcap tpm2_nvread tpm2_readpublic
 . "$PROV_SOURCE_ROOT/tests/integration/tpm/tpm_lib.sh"
 ca_fixture pkcs11
-JOURNAL=$WORK/lot.journal.sqlite
-jq_() { sqlite3 "$JOURNAL" "$1"; }
 
 # swtpm_restart NAME: the TPM of swtpm_start NAME again, same state and same ports, after
 # stop_pid stopped it (a device plugged back in).
@@ -51,14 +49,7 @@ EK=$(openssl pkey -pubin -in "$WORK/log/ek.pub" -outform DER | sha256sum | cut -
     echo "SN-OTHER,tpm2:ek-sha256=$(printf '%064d' 0),ec-p256"
     echo "SN-T1,tpm2:ek-sha256=$EK,ec-p256"
 } >lot.csv
-{
-    echo
-    echo "[station]"
-    echo "manifest = lot.csv"
-    echo "journal = lot.journal.sqlite"
-    echo "tpm_tcti = $TCTI"
-} >>provisioner.cnf
-printf "PROVISIONER_CONFIG=%s\nSOFTHSM2_CONF=%s\n" "$WORK/provisioner.cnf" "$SOFTHSM2_CONF" >station.env
+station_config "tpm_tcti=$TCTI"
 
 # remove_at STATE: the station pauses right after the journal records STATE; the TPM is
 # stopped; exit 4, journal failed; the TPM comes back.
