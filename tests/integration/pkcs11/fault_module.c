@@ -1,5 +1,4 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-#include <dlfcn.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,6 +6,8 @@
 #include <unistd.h>
 
 #include <p11-kit/pkcs11.h>
+
+#include "forward.h"
 
 /*
  * A fault-injecting PKCS#11 module for tests (tests/integration/test_p11_faults.sh). Loaded
@@ -163,22 +164,13 @@ static void read_config(void)
 
 static CK_RV fault_get_function_list(CK_FUNCTION_LIST_PTR_PTR list)
 {
-    const char *path = getenv("FAULT_TARGET");
-    CK_RV (*get)(CK_FUNCTION_LIST_PTR_PTR);
-    void *dl;
     CK_RV rv;
 
     if (list == NULL) {
         return CKR_ARGUMENTS_BAD;
     }
     if (target == NULL) {
-        dl = path != NULL ? dlopen(path, RTLD_NOW | RTLD_LOCAL) : NULL;
-        get =
-            dl != NULL ? (CK_RV(*)(CK_FUNCTION_LIST_PTR_PTR))dlsym(dl, "C_GetFunctionList") : NULL;
-        if (get == NULL) {
-            return CKR_GENERAL_ERROR;
-        }
-        rv = get(&target);
+        rv = forward_load_target("FAULT_TARGET", &target);
         if (rv != CKR_OK) {
             return rv;
         }

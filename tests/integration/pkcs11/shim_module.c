@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-#include <dlfcn.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <p11-kit/pkcs11.h>
+
+#include "forward.h"
 
 /*
  * A PKCS#11 module for tests: forwards everything to the module named by $SHIM_TARGET
@@ -50,22 +51,13 @@ CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list)
 
 static CK_RV shim_get_function_list(CK_FUNCTION_LIST_PTR_PTR list)
 {
-    const char *path = getenv("SHIM_TARGET");
-    CK_RV (*get)(CK_FUNCTION_LIST_PTR_PTR);
-    void *dl;
     CK_RV rv;
 
     if (list == NULL) {
         return CKR_ARGUMENTS_BAD;
     }
     if (target == NULL) {
-        dl = path != NULL ? dlopen(path, RTLD_NOW | RTLD_LOCAL) : NULL;
-        get =
-            dl != NULL ? (CK_RV(*)(CK_FUNCTION_LIST_PTR_PTR))dlsym(dl, "C_GetFunctionList") : NULL;
-        if (get == NULL) {
-            return CKR_GENERAL_ERROR;
-        }
-        rv = get(&target);
+        rv = forward_load_target("SHIM_TARGET", &target);
         if (rv != CKR_OK) {
             return rv;
         }
