@@ -75,8 +75,41 @@ static char *dir_of(const char *path)
 }
 
 /*
+ * The synced file read back and compared with buf, byte for byte (a short or changed write is
+ * caught here, before anything is renamed into place). PROV_ERR_STORAGE naming path if not equal.
+ */
+static int read_back_differs(int fd, const unsigned char *buf, size_t len, const char *path)
+{
+    unsigned char chunk[4096];
+    size_t done = 0;
+
+    for (;;) {
+        ssize_t n = pread(fd, chunk, sizeof(chunk), (off_t)done);
+
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            return prov_fail(PROV_ERR_STORAGE, "%s: cannot read back (%s)", path, strerror(errno));
+        }
+        if (n == 0) {
+            break;
+        }
+        if ((size_t)n > len - done || memcmp(chunk, buf + done, (size_t)n) != 0) {
+            return prov_fail(PROV_ERR_STORAGE, "%s: reads back different from what was written",
+                             path);
+        }
+        done += (size_t)n;
+    }
+    if (done != len) {
+        return prov_fail(PROV_ERR_STORAGE, "%s: reads back %zu of %zu bytes", path, done, len);
+    }
+    return 0;
+}
+
+/*
  * Writes buf into a new "path.tmp.XXXXXX" (created exclusively by mkostemp, then given mode
- * regardless of the umask) and syncs it. On success *tmp_out names the temp file; on failure
+ * regardless of the umask), syncs it and reads it back. On success *tmp_out names the temp file; on failure
  * nothing is left behind.
  */
 static int write_temp(const char *path, const void *buf, size_t len, mode_t mode, char **tmp_out)
@@ -117,6 +150,9 @@ static int write_temp(const char *path, const void *buf, size_t len, mode_t mode
     }
     if (fsync(fd) != 0) {
         prov_fail(r, "%s: fsync failed (%s)", path, strerror(errno));
+        goto out;
+    }
+    if (read_back_differs(fd, p, len, path) < 0) {
         goto out;
     }
     if (close(fd) != 0) {

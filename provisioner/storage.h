@@ -25,7 +25,7 @@ struct prov_identity {
 
 /*
  * Writes path atomically: a temp file in the same directory (O_EXCL|O_NOFOLLOW, mode),
- * write, fsync, rename over path, fsync of the directory. Errors: PROV_ERR_STORAGE naming
+ * write, fsync, read back and compare, rename over path, fsync of the directory. Errors: PROV_ERR_STORAGE naming
  * the file and errno text; no temp file is left behind.
  */
 int prov_atomic_write_file(const char *path, const void *buf, size_t len, mode_t mode);
@@ -45,8 +45,9 @@ int prov_storage_mkdirs(const char *dir);
 
 /*
  * Writes every file of SPEC §8 into dir (created 0755 if absent, parents too). All files are
- * prepared in temp files first and renamed only when all are written, so a failure leaves
- * either the previous content or nothing — never a partial identity.
+ * prepared in temp files first (each synced and read back byte for byte) and renamed only
+ * when all are written, so a failure leaves either the previous content or nothing — never a
+ * partial identity.
  */
 int prov_storage_write(const char *dir, const struct prov_identity *id);
 

@@ -3,7 +3,8 @@
  * Device storage (SPEC §8): every file with the right content and mode; a failure part-way
  * (a file size limit hit after some temp files were written, a directory where a file must
  * go, an unreadable server CA) leaves the previous identity untouched and no temp files;
- * identity.json parses back; prov_cert_facts values; atomic single-file writes.
+ * identity.json parses back; a file whose bytes change between write and sync is caught by the
+ * read-back before anything is renamed; prov_cert_facts values; atomic single-file writes.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,6 +15,7 @@
 #include <string.h>
 
 #include <dirent.h>
+#include <limits.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -37,6 +39,8 @@ int __real_fsync(int fd);
 int __wrap_fsync(int fd);
 static ino_t synced[4096];
 static size_t n_synced;
+/* When set, the temp file whose name contains this gets its first byte changed before sync. */
+static const char *corrupt_temp;
 
 int __wrap_fsync(int fd)
 {
@@ -44,6 +48,18 @@ int __wrap_fsync(int fd)
 
     if (fstat(fd, &st) == 0 && n_synced < sizeof(synced) / sizeof(synced[0])) {
         synced[n_synced++] = st.st_ino;
+    }
+    if (corrupt_temp != NULL) {
+        char link[64];
+        char name[PATH_MAX];
+        ssize_t n;
+
+        snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+        n = readlink(link, name, sizeof(name) - 1);
+        name[n > 0 ? n : 0] = '\0';
+        if (strstr(name, corrupt_temp) != NULL) {
+            assert_int_equal(pwrite(fd, "X", 1, 0), 1);
+        }
     }
     return __real_fsync(fd);
 }
@@ -501,6 +517,40 @@ static void test_failure_midway_keeps_previous(void **state)
     assert_int_equal(count_temp_files(fresh), 0);
 }
 
+/*
+ * What is on disk is compared with what was meant, byte for byte, before any file is renamed:
+ * a change between write and sync fails the write, names the file, keeps the previous identity
+ * and leaves no temp file.
+ */
+static void test_read_back_differs(void **state)
+{
+    struct fixture *fx = *state;
+    struct prov_identity id = identity(fx);
+    char *copies[7];
+    char dir[128];
+    char fresh[128];
+    int r;
+
+    snprintf(dir, sizeof(dir), "%s/differs", fx->dir);
+    snprintf(fresh, sizeof(fresh), "%s/differs-fresh", fx->dir);
+    assert_int_equal(prov_storage_write(dir, &id), 0);
+    snapshot(dir, copies);
+    id.serial = "SN-0002";
+    corrupt_temp = "/chain.pem.tmp.";
+    prov_error_clear();
+    r = prov_storage_write(dir, &id);
+    assert_int_equal(r, PROV_ERR_STORAGE);
+    assert_non_null(strstr(prov_error_message(), "/chain.pem"));
+    assert_non_null(strstr(prov_error_message(), "reads back"));
+    prov_error_clear();
+    r = prov_storage_write(fresh, &id);
+    corrupt_temp = NULL;
+    assert_int_equal(r, PROV_ERR_STORAGE);
+    assert_unchanged(dir, copies);
+    assert_false(prov_storage_has_identity(fresh));
+    assert_int_equal(count_temp_files(fresh), 0);
+}
+
 static void test_directory_in_the_way(void **state)
 {
     struct fixture *fx = *state;
@@ -669,6 +719,7 @@ int main(void)
         cmocka_unit_test(test_read_back),
         cmocka_unit_test(test_read_errors),
         cmocka_unit_test(test_failure_midway_keeps_previous),
+        cmocka_unit_test(test_read_back_differs),
         cmocka_unit_test(test_directory_in_the_way),
         cmocka_unit_test(test_read_only_dir),
         cmocka_unit_test(test_bad_server_ca),
