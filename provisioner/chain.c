@@ -206,6 +206,12 @@ struct checker {
     time_t now;
     struct prov_chain_report *rep;
     size_t first; /* this call's findings start here in rep */
+    /* signatures verified in this call, by object: OpenSSL's cross-check asks again */
+    struct {
+        X509 *cert;
+        X509 *issuer;
+    } verified[16];
+    size_t n_verified;
 };
 
 static const char *time_text(const ASN1_TIME *t, char *buf, size_t len)
@@ -286,6 +292,27 @@ static bool signed_by(X509 *cert, X509 *issuer)
     return ok;
 }
 
+/* signed_by, remembered for this call by object (leaves too: the memo above keeps CAs only). */
+static bool link_verifies(struct checker *c, X509 *cert, X509 *issuer)
+{
+    size_t cap = sizeof(c->verified) / sizeof(c->verified[0]);
+
+    for (size_t k = 0; k < c->n_verified; k++) {
+        if (c->verified[k].cert == cert && c->verified[k].issuer == issuer) {
+            return true;
+        }
+    }
+    if (!signed_by(cert, issuer)) {
+        return false;
+    }
+    if (c->n_verified < cap) {
+        c->verified[c->n_verified].cert = cert;
+        c->verified[c->n_verified].issuer = issuer;
+        c->n_verified++;
+    }
+    return true;
+}
+
 static bool is_self_signed(X509 *cert)
 {
     return names_issuer(cert, cert) && signed_by(cert, cert);
@@ -309,7 +336,7 @@ static int find_issuer_elsewhere(struct checker *c, int index)
         if (j == index || j == index + 1 || !names_issuer(cert, cand)) {
             continue;
         }
-        if (signed_by(cert, cand)) {
+        if (link_verifies(c, cert, cand)) {
             return j;
         }
         by_name = by_name < 0 ? j : by_name;
@@ -323,7 +350,7 @@ static X509 *trusted_issuer(struct checker *c, X509 *cert)
     for (int j = 0; j < sk_X509_num(c->trust); j++) {
         X509 *t = sk_X509_value(c->trust, j);
 
-        if (X509_cmp(t, cert) == 0 || (names_issuer(cert, t) && signed_by(cert, t))) {
+        if (X509_cmp(t, cert) == 0 || (names_issuer(cert, t) && link_verifies(c, cert, t))) {
             return t;
         }
     }
@@ -345,7 +372,7 @@ static int check_link(struct checker *c, int i, X509 **issuer)
     *issuer = NULL;
     if (next != NULL && names_issuer(cert, next)) {
         *issuer = next;
-        if (!signed_by(cert, next)) {
+        if (!link_verifies(c, cert, next)) {
             return add_finding(c->rep, c->chain, i, "signature",
                                "signature does not verify with the key of certificate %d",
                                i + 1);
@@ -353,7 +380,7 @@ static int check_link(struct checker *c, int i, X509 **issuer)
         return 0;
     }
     if (self) {
-        if (!signed_by(cert, cert)) {
+        if (!link_verifies(c, cert, cert)) {
             return add_finding(c->rep, c->chain, i, "signature",
                                "self-signed certificate whose signature does not verify");
         }
@@ -385,7 +412,7 @@ static int check_link(struct checker *c, int i, X509 **issuer)
                     "issuer DN differs from the subject DN of certificate %d", i + 1) < 0) {
         return PROV_ERR_NOMEM;
     }
-    if (signed_by(cert, next)) {
+    if (link_verifies(c, cert, next)) {
         *issuer = next;
         return 0;
     }
@@ -545,6 +572,7 @@ struct verify_error {
 struct verify_errors {
     struct verify_error items[32];
     size_t n;
+    struct checker *c;
 };
 
 static int verify_errors_index = -1;
@@ -585,6 +613,67 @@ static int collect_error(int ok, X509_STORE_CTX *ctx)
     if (errs->n < sizeof(errs->items) / sizeof(errs->items[0])) {
         errs->items[errs->n++] = (struct verify_error){.err = err, .index = index};
     }
+    return 1;
+}
+
+/* One error as OpenSSL's own verifier reports it: to the callback, at a depth, for a cert. */
+static int report_verify_error(X509_STORE_CTX *ctx, X509 *cert, int depth, int err)
+{
+    X509_STORE_CTX_set_error_depth(ctx, depth);
+    X509_STORE_CTX_set_current_cert(ctx, cert);
+    X509_STORE_CTX_set_error(ctx, err);
+    return X509_STORE_CTX_get_verify_cb(ctx)(0, ctx);
+}
+
+/*
+ * The signature and validity step of OpenSSL's verification (X509_STORE_CTX_set_verify) on
+ * the chain OpenSSL built: each issuer may sign certificates (X509_check_issued: key usage),
+ * each signature verifies with the issuer's key, and every certificate is valid at the check
+ * time, as OpenSSL does it (the anchor's own signature is not checked). The difference is
+ * that a signature this call (or, for a CA certificate, this process) has already verified
+ * is not verified again: a batch checks the same intermediate and root for every device.
+ * Everything else (extensions under X509_STRICT, purpose, name constraints) stays OpenSSL's.
+ */
+static int verify_signatures_and_times(X509_STORE_CTX *ctx)
+{
+    struct verify_errors *errs = X509_STORE_CTX_get_ex_data(ctx, verify_errors_index);
+    STACK_OF(X509) *chain = X509_STORE_CTX_get0_chain(ctx);
+    int n = sk_X509_num(chain);
+
+    if (errs == NULL || errs->c == NULL) {
+        return 0;
+    }
+    for (int i = n - 1; i >= 0; i--) {
+        X509 *xs = sk_X509_value(chain, i);
+        X509 *xi = i + 1 < n ? sk_X509_value(chain, i + 1) : NULL;
+        time_t now = errs->c->now;
+        int err = X509_V_OK;
+        int when;
+
+        if (xi != NULL && (err = X509_check_issued(xi, xs)) != X509_V_OK &&
+            !report_verify_error(ctx, xi, i + 1, err)) {
+            return 0;
+        }
+        if (xi != NULL && !link_verifies(errs->c, xs, xi) &&
+            !report_verify_error(ctx, xs, i, X509_V_ERR_CERT_SIGNATURE_FAILURE)) {
+            return 0;
+        }
+        when = X509_cmp_time(X509_get0_notBefore(xs), &now);
+        err = when == 0 ? X509_V_ERR_ERROR_IN_CERT_NOT_BEFORE_FIELD
+              : when > 0 ? X509_V_ERR_CERT_NOT_YET_VALID
+                         : X509_V_OK;
+        if (err != X509_V_OK && !report_verify_error(ctx, xs, i, err)) {
+            return 0;
+        }
+        when = X509_cmp_time(X509_get0_notAfter(xs), &now);
+        err = when == 0 ? X509_V_ERR_ERROR_IN_CERT_NOT_AFTER_FIELD
+              : when < 0 ? X509_V_ERR_CERT_HAS_EXPIRED
+                         : X509_V_OK;
+        if (err != X509_V_OK && !report_verify_error(ctx, xs, i, err)) {
+            return 0;
+        }
+    }
+    ERR_clear_error();
     return 1;
 }
 
@@ -637,7 +726,7 @@ fail:
 
 static int strict_cross_check(struct checker *c)
 {
-    struct verify_errors errs = {0};
+    struct verify_errors errs = {.c = c};
     STACK_OF(X509) *untrusted = NULL;
     X509_STORE *store = NULL;
     X509_STORE_CTX *ctx = NULL;
@@ -674,6 +763,7 @@ static int strict_cross_check(struct checker *c)
                                             : X509_PURPOSE_SSL_SERVER);
     }
     X509_STORE_CTX_set_verify_cb(ctx, collect_error);
+    X509_STORE_CTX_set_verify(ctx, verify_signatures_and_times);
     if (X509_verify_cert(ctx) != 1 && errs.n == 0) {
         /* A failure that bypassed the callback (internal error): still one finding. */
         int err = X509_STORE_CTX_get_error(ctx);

@@ -457,6 +457,51 @@ static void test_strict_only_finding(void **state)
     free_chain(&c);
 }
 
+/*
+ * The cross-check verifies signatures on the chain OpenSSL builds, which need not be the
+ * file's: with a trusted certificate of the intermediate's name but another key, and a leaf
+ * without authorityKeyIdentifier, OpenSSL (trusted first) takes the trusted one as the leaf's
+ * issuer. The file's own links all verify; the signature on OpenSSL's path does not, and that
+ * is reported (OpenSSL's "certificate signature failure", verify error 7).
+ */
+static void test_strict_checks_signatures_on_its_own_path(void **state)
+{
+    static const char *const leaf_no_akid[] = {
+        "basicConstraints", "critical,CA:FALSE",
+        "keyUsage", "critical,digitalSignature",
+        "extendedKeyUsage", "clientAuth",
+        NULL,
+    };
+    struct prov_chain_report rep = {0};
+    STACK_OF(X509) *sk;
+    STACK_OF(X509) *trust;
+    struct chain c;
+    X509 *lookalike;
+    bool is_found = false;
+
+    (void)state;
+    make_chain(&c, NULL, leaf_no_akid, -60, 365 * DAY);
+    lookalike = make_cert("Test Intermediate", keys.other, c.root, keys.root, -DAY, 1825 * DAY,
+                          ca_exts);
+    sk = stack_of(c.leaf, c.inter, c.root);
+    trust = stack_of(lookalike, NULL, NULL);
+    assert_int_equal(prov_chain_verify(sk, trust, PROV_PURPOSE_CLIENT, now, &rep),
+                     PROV_ERR_VERIFY);
+    print_report(&rep);
+    assert_false(has(&rep, 0, "signature"));
+    for (size_t i = 0; i < rep.n; i++) {
+        is_found = is_found || (rep.items[i].index == 0 &&
+                                strcmp(rep.items[i].rule, "x509-strict") == 0 &&
+                                strstr(rep.items[i].detail, "(verify error 7)") != NULL);
+    }
+    assert_true(is_found);
+    prov_chain_report_free(&rep);
+    sk_X509_free(trust);
+    sk_X509_free(sk);
+    X509_free(lookalike);
+    free_chain(&c);
+}
+
 /* The assertion helpers themselves must be able to fail: a wrong index or rule is not found. */
 static void test_guard_exact_index_and_rule(void **state)
 {
@@ -548,6 +593,7 @@ int main(void)
         cmocka_unit_test(test_not_ending_in_root),
         cmocka_unit_test(test_leaf_without_client_auth),
         cmocka_unit_test(test_strict_only_finding),
+        cmocka_unit_test(test_strict_checks_signatures_on_its_own_path),
         cmocka_unit_test(test_guard_exact_index_and_rule),
         cmocka_unit_test(test_empty),
         cmocka_unit_test(test_pem_round_trip_and_parse_error),
