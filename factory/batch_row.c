@@ -242,27 +242,36 @@ static int journal_issued(void *ctx, X509 *cert, const struct prov_key *key)
 }
 
 /*
- * The identity as written, read back: every file parses, client.crt is the journal's
- * certificate, fullchain.pem starts with it, key.uri names the key the certificate was
- * proven with, and certificate plus chain.pem pass the chain rules (SPEC §7) for clientAuth.
+ * The identity as written: the certificate plus the CA chain pass the chain rules (SPEC §7) for
+ * clientAuth, and the files hold exactly that identity. When this row has just written them
+ * (is_just_written), prov_storage_write made them from cert, key_uri and the CA's chain and
+ * read every file back byte for byte before renaming it into place, so the chain is checked
+ * on those same objects. Otherwise (storage found complete on a re-run) the files are parsed:
+ * client.crt is the journal's certificate, fullchain.pem starts with it, identity.json names
+ * the serial, key.uri the key, and the chain checked is chain.pem's.
  * The key itself signed a fresh challenge that verified with this certificate before any of
  * it was stored (prov_enroll, write_from_journal); the device is not opened again, because
  * on SoftHSM2 every key lookup costs time in proportion to the objects on the token
  * (`provisioner check` repeats the device proof from storage at any time).
  */
-static int verify_written(struct row_ctx *c, X509 *cert, const char *key_uri)
+static int verify_written(struct row_ctx *c, X509 *cert, const char *key_uri,
+                          bool is_just_written)
 {
     struct prov_stored_identity *s = NULL;
     struct prov_chain_report rep = {0};
     STACK_OF(X509) *full = NULL;
     const char *what = NULL;
-    int r;
+    int r = 0;
 
-    r = prov_storage_read(c->dir, &s);
-    if (r < 0) {
-        return r;
+    if (!is_just_written) {
+        r = prov_storage_read(c->dir, &s);
+        if (r < 0) {
+            return r;
+        }
     }
-    if (X509_cmp(s->cert, cert) != 0) {
+    if (s == NULL) {
+        /* just written: nothing to compare */
+    } else if (X509_cmp(s->cert, cert) != 0) {
         what = "client.crt is not the certificate in the journal";
     } else if (s->serial == NULL || strcmp(s->serial, c->serial) != 0) {
         what = "identity.json names another serial";
@@ -271,7 +280,7 @@ static int verify_written(struct row_ctx *c, X509 *cert, const char *key_uri)
     } else if (sk_X509_num(s->fullchain) < 1 || X509_cmp(sk_X509_value(s->fullchain, 0), cert)) {
         what = "fullchain.pem does not start with the certificate";
     }
-    full = what == NULL ? sk_X509_dup(s->chain) : NULL;
+    full = what == NULL ? sk_X509_dup(s != NULL ? s->chain : c->b->ca->chain) : NULL;
     if (what == NULL && (full == NULL || !sk_X509_unshift(full, cert))) {
         r = prov_fail(PROV_ERR_NOMEM, "serial %s: out of memory", c->serial);
     } else if (what == NULL &&
@@ -321,10 +330,11 @@ static int connect_from_journal(struct row_ctx *c)
  * The written identity verified (verify_written), with --prove the mTLS proof too (unless
  * is_connected: prov_enroll has just done it), then proven is recorded.
  */
-static int prove_written(struct row_ctx *c, X509 *cert, const char *key_uri, bool is_connected)
+static int prove_written(struct row_ctx *c, X509 *cert, const char *key_uri, bool is_just_written,
+                         bool is_connected)
 {
     const char *url = c->b->opts->prove_url;
-    int r = verify_written(c, cert, key_uri);
+    int r = verify_written(c, cert, key_uri, is_just_written);
 
     if (r == 0 && url != NULL && !is_connected) {
         r = connect_from_journal(c);
@@ -484,7 +494,7 @@ static int enroll_fresh(struct row_ctx *c)
         r = prov_journal_record_stored(c->b->journal, c->b->lot_id, c->serial);
     }
     if (r == 0) {
-        r = prove_written(c, res.cert, res.key_uri, true);
+        r = prove_written(c, res.cert, res.key_uri, true, true);
     }
     prov_enroll_result_clear(&res);
     if (r == 0 && is_reissue) {
@@ -625,7 +635,8 @@ static int complete_from_journal(struct row_ctx *c, enum batch_status *st)
         r = prov_journal_record_stored(c->b->journal, c->b->lot_id, c->serial);
     }
     if (r == 0) {
-        r = prove_written(c, cert, written_uri ? written_uri : c->d.key_uri, false);
+        r = prove_written(c, cert, written_uri ? written_uri : c->d.key_uri, written_uri != NULL,
+                          false);
     }
     if (r == 0 && c->d.n_superseded > 0) {
         r = retire_superseded(c, c->d.key_id, c->d.key_id_len);
@@ -841,7 +852,7 @@ static void finish(struct batch *b, struct finish_job *j)
         r = prov_journal_record_stored(b->journal, b->lot_id, j->serial);
     }
     if (r == 0) {
-        r = prove_written(&c, j->cert, j->key_uri, false);
+        r = prove_written(&c, j->cert, j->key_uri, true, false);
     }
     conclude(&c, r, BATCH_ISSUED);
 }

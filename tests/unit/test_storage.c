@@ -540,7 +540,7 @@ static void test_read_back_differs(void **state)
     prov_error_clear();
     r = prov_storage_write(dir, &id);
     assert_int_equal(r, PROV_ERR_STORAGE);
-    assert_non_null(strstr(prov_error_message(), "/chain.pem"));
+    assert_non_null(strstr(prov_error_message(), "/chain.pem: "));
     assert_non_null(strstr(prov_error_message(), "reads back"));
     prov_error_clear();
     r = prov_storage_write(fresh, &id);
