@@ -24,8 +24,9 @@ PROV_DEPS_PACKAGES=(
     swtpm swtpm-tools tpm2-tools tpm2-openssl tpm2-abrmd libtss2-tcti-tabrmd0 dbus
     # tests and demo: brokers, clients, verifiers
     openssl gnutls-bin nginx curl mosquitto mosquitto-clients sqlite3 e2fsprogs jq bsdutils
-    # bench/run.sh: peak RSS (/usr/bin/time -v); scripts/valgrind.sh: memcheck
-    time valgrind
+    # bench/run.sh: peak RSS (/usr/bin/time -v), the token out of process (p11-kit server and
+    # its client module); scripts/valgrind.sh: memcheck
+    time p11-kit p11-kit-modules valgrind
     # private network namespaces for tests with a websockets broker (ip, unshare)
     iproute2 util-linux
     # (udev, in the install layout line, also gives the station tests udevadm)
