@@ -654,8 +654,13 @@ static int verify_signatures_and_times(X509_STORE_CTX *ctx)
             !report_verify_error(ctx, xi, i + 1, err)) {
             return 0;
         }
-        if (xi != NULL && !link_verifies(errs->c, xs, xi) &&
-            !report_verify_error(ctx, xs, i, X509_V_ERR_CERT_SIGNATURE_FAILURE)) {
+        if (xi != NULL && X509_get0_pubkey(xi) == NULL) {
+            if (!report_verify_error(ctx, xi, i + 1,
+                                     X509_V_ERR_UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY)) {
+                return 0;
+            }
+        } else if (xi != NULL && !link_verifies(errs->c, xs, xi) &&
+                   !report_verify_error(ctx, xs, i, X509_V_ERR_CERT_SIGNATURE_FAILURE)) {
             return 0;
         }
         when = X509_cmp_time(X509_get0_notBefore(xs), &now);

@@ -40,6 +40,23 @@ static const char *const leaf_exts[] = {
     NULL,
 };
 
+/*
+ * Every signature verification chain.c makes (linked with -Wl,--wrap=X509_verify; OpenSSL's
+ * own calls inside libcrypto are not seen), and how many were with the key "other".
+ */
+int __real_X509_verify(X509 *cert, EVP_PKEY *key);
+int __wrap_X509_verify(X509 *cert, EVP_PKEY *key);
+static int n_verifications;
+static int n_with_other;
+static EVP_PKEY *other_key;
+
+int __wrap_X509_verify(X509 *cert, EVP_PKEY *key)
+{
+    n_verifications++;
+    n_with_other += other_key != NULL && EVP_PKEY_eq(key, other_key) == 1;
+    return __real_X509_verify(cert, key);
+}
+
 struct keys {
     EVP_PKEY *root;
     EVP_PKEY *inter;
@@ -285,6 +302,39 @@ static void test_remembered_signature_is_exact(void **state)
     free_chain(&c);
 }
 
+/*
+ * What a batch does for every device: the same intermediate and root under a new leaf. Once
+ * the CA signatures are known good, a chain costs chain.c one verification, the leaf's, for
+ * the rules and the cross-check's signature step together (that the step is the one OpenSSL
+ * uses: test_strict_checks_signatures_on_its_own_path).
+ */
+static void test_each_signature_verified_once(void **state)
+{
+    struct chain c;
+    STACK_OF(X509) *sk;
+    X509 *other;
+    int first;
+
+    (void)state;
+    make_chain(&c, NULL, NULL, -60, 365 * DAY);
+    sk = stack_of(c.leaf, c.inter, c.root);
+    n_verifications = 0;
+    expect_exactly(sk, PROV_PURPOSE_CLIENT, NULL, 0);
+    first = n_verifications;
+    assert_in_range(first, 3, 4); /* leaf, intermediate, root (self-signed) */
+    n_verifications = 0;
+    expect_exactly(sk, PROV_PURPOSE_CLIENT, NULL, 0);
+    assert_int_equal(n_verifications, 1);
+    other = make_cert("device-0002", keys.other, c.inter, keys.inter, -60, 365 * DAY, leaf_exts);
+    assert_non_null(sk_X509_set(sk, 0, other));
+    n_verifications = 0;
+    expect_exactly(sk, PROV_PURPOSE_CLIENT, NULL, 0);
+    assert_int_equal(n_verifications, 1);
+    X509_free(other);
+    sk_X509_free(sk);
+    free_chain(&c);
+}
+
 static void test_ca_basic_constraints_not_critical(void **state)
 {
     static const char *const exts[] = {
@@ -458,6 +508,30 @@ static void test_strict_only_finding(void **state)
 }
 
 /*
+ * Verifies sk against trust, which must fail with an x509-strict finding at index whose detail
+ * names OpenSSL's verify error (err); the findings are printed.
+ */
+static void expect_strict_error(STACK_OF(X509) *sk, STACK_OF(X509) *trust, int index, int err)
+{
+    struct prov_chain_report rep = {0};
+    char text[32];
+    bool is_found = false;
+
+    snprintf(text, sizeof(text), "(verify error %d)", err);
+    assert_int_equal(prov_chain_verify(sk, trust, PROV_PURPOSE_CLIENT, now, &rep),
+                     PROV_ERR_VERIFY);
+    print_report(&rep);
+    for (size_t i = 0; i < rep.n; i++) {
+        is_found = is_found || (rep.items[i].index == index &&
+                                strcmp(rep.items[i].rule, "x509-strict") == 0 &&
+                                strstr(rep.items[i].detail, text) != NULL);
+    }
+    assert_true(is_found);
+    assert_false(has(&rep, index, "signature"));
+    prov_chain_report_free(&rep);
+}
+
+/*
  * The cross-check verifies signatures on the chain OpenSSL builds, which need not be the
  * file's: with a trusted certificate of the intermediate's name but another key, and a leaf
  * without authorityKeyIdentifier, OpenSSL (trusted first) takes the trusted one as the leaf's
@@ -472,12 +546,10 @@ static void test_strict_checks_signatures_on_its_own_path(void **state)
         "extendedKeyUsage", "clientAuth",
         NULL,
     };
-    struct prov_chain_report rep = {0};
     STACK_OF(X509) *sk;
     STACK_OF(X509) *trust;
     struct chain c;
     X509 *lookalike;
-    bool is_found = false;
 
     (void)state;
     make_chain(&c, NULL, leaf_no_akid, -60, 365 * DAY);
@@ -485,21 +557,48 @@ static void test_strict_checks_signatures_on_its_own_path(void **state)
                           ca_exts);
     sk = stack_of(c.leaf, c.inter, c.root);
     trust = stack_of(lookalike, NULL, NULL);
-    assert_int_equal(prov_chain_verify(sk, trust, PROV_PURPOSE_CLIENT, now, &rep),
-                     PROV_ERR_VERIFY);
-    print_report(&rep);
-    assert_false(has(&rep, 0, "signature"));
-    for (size_t i = 0; i < rep.n; i++) {
-        is_found = is_found || (rep.items[i].index == 0 &&
-                                strcmp(rep.items[i].rule, "x509-strict") == 0 &&
-                                strstr(rep.items[i].detail, "(verify error 7)") != NULL);
-    }
-    assert_true(is_found);
-    prov_chain_report_free(&rep);
+    other_key = keys.other;
+    n_with_other = 0;
+    expect_strict_error(sk, trust, 0, X509_V_ERR_CERT_SIGNATURE_FAILURE);
+    other_key = NULL;
+    /* checked by chain.c's own step, which OpenSSL called: the file's links never use it */
+    assert_int_equal(n_with_other, 1);
     sk_X509_free(trust);
     sk_X509_free(sk);
     X509_free(lookalike);
     free_chain(&c);
+}
+
+/*
+ * A --trust root that may not sign certificates (keyUsage without keyCertSign) is refused as
+ * OpenSSL refuses it: the anchor is not in the file, so only the cross-check sees it.
+ */
+static void test_strict_trusted_root_without_cert_sign(void **state)
+{
+    static const char *const root_exts[] = {
+        "basicConstraints", "critical,CA:TRUE",
+        "keyUsage", "critical,cRLSign",
+        "subjectKeyIdentifier", "hash",
+        NULL,
+    };
+    STACK_OF(X509) *sk;
+    STACK_OF(X509) *trust;
+    X509 *root;
+    X509 *inter;
+    X509 *leaf;
+
+    (void)state;
+    root = make_cert("Test Root", keys.root, NULL, NULL, -DAY, 3650 * DAY, root_exts);
+    inter = make_cert("Test Intermediate", keys.inter, root, keys.root, -DAY, 1825 * DAY, ca_exts);
+    leaf = make_cert("device-0001", keys.leaf, inter, keys.inter, -60, 365 * DAY, leaf_exts);
+    sk = stack_of(leaf, inter, NULL);
+    trust = stack_of(root, NULL, NULL);
+    expect_strict_error(sk, trust, -1, X509_V_ERR_KEYUSAGE_NO_CERTSIGN);
+    sk_X509_free(trust);
+    sk_X509_free(sk);
+    X509_free(leaf);
+    X509_free(inter);
+    X509_free(root);
 }
 
 /* The assertion helpers themselves must be able to fail: a wrong index or rule is not found. */
@@ -585,6 +684,7 @@ int main(void)
         cmocka_unit_test(test_wrong_issuer_name),
         cmocka_unit_test(test_bad_signature),
         cmocka_unit_test(test_remembered_signature_is_exact),
+        cmocka_unit_test(test_each_signature_verified_once),
         cmocka_unit_test(test_ca_basic_constraints_not_critical),
         cmocka_unit_test(test_ca_without_key_usage),
         cmocka_unit_test(test_path_length),
@@ -594,6 +694,7 @@ int main(void)
         cmocka_unit_test(test_leaf_without_client_auth),
         cmocka_unit_test(test_strict_only_finding),
         cmocka_unit_test(test_strict_checks_signatures_on_its_own_path),
+        cmocka_unit_test(test_strict_trusted_root_without_cert_sign),
         cmocka_unit_test(test_guard_exact_index_and_rule),
         cmocka_unit_test(test_empty),
         cmocka_unit_test(test_pem_round_trip_and_parse_error),
