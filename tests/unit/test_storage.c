@@ -529,7 +529,9 @@ static void test_read_back_differs(void **state)
     char *copies[7];
     char dir[128];
     char fresh[128];
+    char msg[512];
     int r;
+    int r2;
 
     snprintf(dir, sizeof(dir), "%s/differs", fx->dir);
     snprintf(fresh, sizeof(fresh), "%s/differs-fresh", fx->dir);
@@ -539,13 +541,14 @@ static void test_read_back_differs(void **state)
     corrupt_temp = "/chain.pem.tmp.";
     prov_error_clear();
     r = prov_storage_write(dir, &id);
-    assert_int_equal(r, PROV_ERR_STORAGE);
-    assert_non_null(strstr(prov_error_message(), "/chain.pem: "));
-    assert_non_null(strstr(prov_error_message(), "reads back"));
+    snprintf(msg, sizeof(msg), "%s", prov_error_message());
     prov_error_clear();
-    r = prov_storage_write(fresh, &id);
-    corrupt_temp = NULL;
+    r2 = prov_storage_write(fresh, &id);
+    corrupt_temp = NULL; /* before any assertion, so that a failure here spares later tests */
     assert_int_equal(r, PROV_ERR_STORAGE);
+    assert_non_null(strstr(msg, "/chain.pem: "));
+    assert_non_null(strstr(msg, "reads back"));
+    assert_int_equal(r2, PROV_ERR_STORAGE);
     assert_unchanged(dir, copies);
     assert_false(prov_storage_has_identity(fresh));
     assert_int_equal(count_temp_files(fresh), 0);
