@@ -92,6 +92,9 @@ now() { date +%s.%N; }
 # fdiv A B [DIGITS]
 fdiv() { awk -v a="$1" -v b="$2" -v d="${3:-2}" 'BEGIN { printf "%.*f", d, (b == 0 ? 0 : a / b) }'; }
 note() { printf '  %s\n' "$*" >&2; }
+# Before each timed measurement: the previous scenario's files (thousands of token objects,
+# written and then removed) are written back now, not during the next measurement.
+quiesce() { sync; }
 
 printf '%s' "$CA_PIN" >ca.pin
 printf '%s' "$DEV_PIN" >device.pin
@@ -182,6 +185,7 @@ declare -A M
 floor_run() {
     local out
     scenario "$1" floor
+    quiesce
     out=$(/usr/bin/time -v -o time.txt "$P11" --module "$MODULE" --token floor \
         --pin-file "$work/device.pin" "$2" "$3") || die "bench_p11 $2 $3 failed"
     M[$1]=$(sed -n 's/.* per_second=\([^ ]*\).*/\1/p' <<<"$out")
@@ -210,6 +214,7 @@ batch_run() {
     shift 3
     scenario "$name" "$@"
     manifest lot.csv "$n" "$@"
+    quiesce
     t0=$(now)
     /usr/bin/time -v -o time.txt "$PROV" --config provisioner.cnf batch lot.csv --jobs "$jobs" \
         >out.txt 2>err.txt || die "batch $name failed: $(tail -n2 err.txt)"
@@ -242,6 +247,7 @@ remote_batch_run() {
         sleep 0.05
     done
     [ -S p11.sock ] || die "p11-kit server: $PWD/p11.sock did not appear"
+    quiesce
     t0=$(now)
     P11_KIT_SERVER_ADDRESS=unix:path=$PWD/p11.sock /usr/bin/time -v -o time.txt \
         "$PROV" --config provisioner.cnf batch lot.csv --jobs 1 >out.txt 2>err.txt || rc=$?
@@ -284,6 +290,7 @@ subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 EOF
     slot=$(token_slot cli-dev)
+    quiesce
     t0=$(now)
     for i in $(seq 1 "$N_CLI"); do
         sn=$(printf 'CLI-%06d' "$i")
