@@ -78,7 +78,7 @@ static char *dir_of(const char *path)
  * The synced file read back and compared with buf, byte for byte (a short or changed write is
  * caught here, before anything is renamed into place). PROV_ERR_STORAGE naming path if not equal.
  */
-static int read_back_differs(int fd, const unsigned char *buf, size_t len, const char *path)
+static int check_read_back(int fd, const unsigned char *buf, size_t len, const char *path)
 {
     unsigned char chunk[4096];
     size_t done = 0;
@@ -109,8 +109,8 @@ static int read_back_differs(int fd, const unsigned char *buf, size_t len, const
 
 /*
  * Writes buf into a new "path.tmp.XXXXXX" (created exclusively by mkostemp, then given mode
- * regardless of the umask), syncs it and reads it back. On success *tmp_out names the temp file; on failure
- * nothing is left behind.
+ * regardless of the umask), syncs it and reads it back. On success *tmp_out names the temp
+ * file; on failure nothing is left behind.
  */
 static int write_temp(const char *path, const void *buf, size_t len, mode_t mode, char **tmp_out)
 {
@@ -152,7 +152,7 @@ static int write_temp(const char *path, const void *buf, size_t len, mode_t mode
         prov_fail(r, "%s: fsync failed (%s)", path, strerror(errno));
         goto out;
     }
-    if (read_back_differs(fd, p, len, path) < 0) {
+    if (check_read_back(fd, p, len, path) < 0) {
         goto out;
     }
     if (close(fd) != 0) {

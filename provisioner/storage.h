@@ -25,8 +25,8 @@ struct prov_identity {
 
 /*
  * Writes path atomically: a temp file in the same directory (O_EXCL|O_NOFOLLOW, mode),
- * write, fsync, read back and compare, rename over path, fsync of the directory. Errors: PROV_ERR_STORAGE naming
- * the file and errno text; no temp file is left behind.
+ * write, fsync, read back and compare, rename over path, fsync of the directory. Errors:
+ * PROV_ERR_STORAGE naming the file and errno text; no temp file is left behind.
  */
 int prov_atomic_write_file(const char *path, const void *buf, size_t len, mode_t mode);
 
