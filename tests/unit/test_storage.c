@@ -472,6 +472,33 @@ static void assert_unchanged(const char *dir, char *copies[7])
     assert_int_equal(count_temp_files(dir), 0);
 }
 
+/*
+ * A refused write: DIR (FX->dir/NAME) holds an identity written before, FRESH (NAME-fresh)
+ * none. refused_before writes DIR and snapshots it; refused_after asserts that DIR is
+ * unchanged and FRESH holds no identity and no temp file.
+ */
+struct refused {
+    char dir[128];
+    char fresh[128];
+    char *copies[7];
+};
+
+static void refused_before(struct fixture *fx, const char *name, const struct prov_identity *id,
+                           struct refused *t)
+{
+    snprintf(t->dir, sizeof(t->dir), "%s/%s", fx->dir, name);
+    snprintf(t->fresh, sizeof(t->fresh), "%s/%s-fresh", fx->dir, name);
+    assert_int_equal(prov_storage_write(t->dir, id), 0);
+    snapshot(t->dir, t->copies);
+}
+
+static void refused_after(struct refused *t)
+{
+    assert_unchanged(t->dir, t->copies);
+    assert_false(prov_storage_has_identity(t->fresh));
+    assert_int_equal(count_temp_files(t->fresh), 0);
+}
+
 /* A file size limit makes a later temp file fail after earlier ones were written. */
 static void test_failure_midway_keeps_previous(void **state)
 {
@@ -479,15 +506,10 @@ static void test_failure_midway_keeps_previous(void **state)
     struct prov_identity id = identity(fx);
     struct rlimit saved;
     struct rlimit small = {.rlim_cur = 1000, .rlim_max = RLIM_INFINITY};
-    char *copies[7];
-    char dir[128];
-    char fresh[128];
+    struct refused t;
     int r;
 
-    snprintf(dir, sizeof(dir), "%s/midway", fx->dir);
-    snprintf(fresh, sizeof(fresh), "%s/midway-fresh", fx->dir);
-    assert_int_equal(prov_storage_write(dir, &id), 0);
-    snapshot(dir, copies);
+    refused_before(fx, "midway", &id, &t);
 
     id.serial = "SN-0002";
     id.key_uri = "pkcs11:token=other";
@@ -502,19 +524,17 @@ static void test_failure_midway_keeps_previous(void **state)
         signal(SIGXFSZ, SIG_IGN);
         assert_int_equal(setrlimit(RLIMIT_FSIZE, &small), 0);
         prov_error_clear();
-        r = prov_storage_write(dir, &id);
+        r = prov_storage_write(t.dir, &id);
         assert_int_equal(prov_error_code(), PROV_ERR_STORAGE);
         assert_non_null(strstr(prov_error_message(), "fullchain.pem"));
         prov_error_clear();
-        assert_int_equal(prov_storage_write(fresh, &id), PROV_ERR_STORAGE);
+        assert_int_equal(prov_storage_write(t.fresh, &id), PROV_ERR_STORAGE);
         assert_int_equal(setrlimit(RLIMIT_FSIZE, &saved), 0);
         signal(SIGXFSZ, SIG_DFL);
         sk_X509_free(chain);
     }
     assert_int_equal(r, PROV_ERR_STORAGE);
-    assert_unchanged(dir, copies);
-    assert_false(prov_storage_has_identity(fresh));
-    assert_int_equal(count_temp_files(fresh), 0);
+    refused_after(&t);
 }
 
 /*
@@ -526,32 +546,25 @@ static void test_read_back_differs(void **state)
 {
     struct fixture *fx = *state;
     struct prov_identity id = identity(fx);
-    char *copies[7];
-    char dir[128];
-    char fresh[128];
+    struct refused t;
     char msg[512];
     int r;
     int r2;
 
-    snprintf(dir, sizeof(dir), "%s/differs", fx->dir);
-    snprintf(fresh, sizeof(fresh), "%s/differs-fresh", fx->dir);
-    assert_int_equal(prov_storage_write(dir, &id), 0);
-    snapshot(dir, copies);
+    refused_before(fx, "differs", &id, &t);
     id.serial = "SN-0002";
     corrupt_temp = "/chain.pem.tmp.";
     prov_error_clear();
-    r = prov_storage_write(dir, &id);
+    r = prov_storage_write(t.dir, &id);
     snprintf(msg, sizeof(msg), "%s", prov_error_message());
     prov_error_clear();
-    r2 = prov_storage_write(fresh, &id);
+    r2 = prov_storage_write(t.fresh, &id);
     corrupt_temp = NULL; /* before any assertion, so that a failure here spares later tests */
     assert_int_equal(r, PROV_ERR_STORAGE);
     assert_non_null(strstr(msg, "/chain.pem: "));
     assert_non_null(strstr(msg, "reads back"));
     assert_int_equal(r2, PROV_ERR_STORAGE);
-    assert_unchanged(dir, copies);
-    assert_false(prov_storage_has_identity(fresh));
-    assert_int_equal(count_temp_files(fresh), 0);
+    refused_after(&t);
 }
 
 static void test_directory_in_the_way(void **state)
