@@ -210,7 +210,7 @@ measure_floor() {
 # batch_run NAME N JOBS TOKEN...: one `provisioner batch` of N devices on fresh tokens; sets
 # M[NAME_dev_s] (devices per second, wall clock of the whole command) and M[NAME_rss_kib].
 batch_run() {
-    local name=$1 n=$2 jobs=$3 t0 t1 issued
+    local name=$1 n=$2 jobs=$3 t0 t1
     shift 3
     scenario "$name" "$@"
     manifest lot.csv "$n" "$@"
@@ -219,9 +219,16 @@ batch_run() {
     /usr/bin/time -v -o time.txt "$PROV" --config provisioner.cnf batch lot.csv --jobs "$jobs" \
         >out.txt 2>err.txt || die "batch $name failed: $(tail -n2 err.txt)"
     t1=$(now)
+    batch_figures "$name" "$n" "$t0" "$t1"
+}
+
+# batch_figures NAME N T0 T1: after a batch in the scenario directory (every device must be
+# issued), sets M[NAME_dev_s] and M[NAME_rss_kib] and removes the scenario.
+batch_figures() {
+    local name=$1 n=$2 issued
     issued=$(grep -c ',issued,' lot.results.csv || true)
     [ "$issued" = "$n" ] || die "batch $name: $issued of $n devices issued"
-    M[${name}_dev_s]=$(awk -v n="$n" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", n / (b - a) }')
+    M[${name}_dev_s]=$(awk -v n="$n" -v a="$3" -v b="$4" 'BEGIN { printf "%.2f", n / (b - a) }')
     M[${name}_rss_kib]=$(sed -n 's/.*Maximum resident set size (kbytes): //p' time.txt)
     cd "$work"
     rm -rf "s-$name"
@@ -254,11 +261,7 @@ remote_batch_run() {
     t1=$(now)
     stop_server
     [ "$rc" = 0 ] || die "batch $name failed: $(tail -n2 err.txt)"
-    [ "$(grep -c ',issued,' lot.results.csv || true)" = "$n" ] || die "batch $name: not all issued"
-    M[${name}_dev_s]=$(awk -v n="$n" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", n / (b - a) }')
-    M[${name}_rss_kib]=$(sed -n 's/.*Maximum resident set size (kbytes): //p' time.txt)
-    cd "$work"
-    rm -rf "s-$name"
+    batch_figures "$name" "$n" "$t0" "$t1"
 }
 
 # The p11-kit server of remote_batch_run, if one is running: stopped by its PID, and waited
