@@ -170,6 +170,7 @@ static int journal_open(const char *path, bool writable, int lock_how, struct pr
     }
     j->lock_fd = -1;
     pthread_mutex_init(&j->lock, NULL);
+    pthread_mutex_init(&j->stmt_lock, NULL);
     if (writable) {
         r = take_lock(j, lock_how);
         if (r < 0) {
@@ -219,11 +220,13 @@ void prov_journal_close(struct prov_journal *j)
     if (j == NULL) {
         return;
     }
+    journal_stmts_free(j);
     sqlite3_close(j->db);
     if (j->lock_fd >= 0) {
         close(j->lock_fd); /* releases the flock */
     }
     pthread_mutex_destroy(&j->lock);
+    pthread_mutex_destroy(&j->stmt_lock);
     free(j->pause_path);
     free(j->path);
     free(j);
@@ -299,7 +302,7 @@ int prov_journal_lot(struct prov_journal *j, const char *name, const char *manif
     if (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
         *lot_id = sqlite3_column_int64(st, 0);
     }
-    sqlite3_finalize(st);
+    journal_release(j, st);
     if (r == 0 && *lot_id == 0) {
         journal_now(now, sizeof(now));
         if (journal_exec(j, "INSERT INTO lot(name, manifest, created) VALUES (?, ?, ?)", "ttt",
@@ -343,7 +346,7 @@ int prov_journal_run_begin(struct prov_journal *j, long long lot_id, const char 
         *run_id = sqlite3_column_int64(st, 0);
         *is_resumed = true;
     }
-    sqlite3_finalize(st);
+    journal_release(j, st);
     if (r == 0 && *run_id == 0) {
         journal_now(now, sizeof(now));
         if (journal_exec(j, "INSERT INTO run(lot_id, reissue, started) VALUES (?, ?, ?)", "itt",
@@ -381,7 +384,7 @@ int prov_journal_run_end(struct prov_journal *j, long long run_id)
     if (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
         journal_col_copy(st, 0, lot, sizeof(lot));
     }
-    sqlite3_finalize(st);
+    journal_release(j, st);
     journal_now(now, sizeof(now));
     if (r == 0 && journal_exec(j, "UPDATE run SET finished = ? WHERE id = ?", "ti", now, run_id) !=
                       SQLITE_DONE) {

@@ -88,13 +88,13 @@ static int audit_head(struct prov_journal *j, long long *seq, char hash[65])
         const char *colon = v ? strchr(v, ':') : NULL;
 
         if (colon == NULL || strlen(colon + 1) != 64) {
-            sqlite3_finalize(st);
+            journal_release(j, st);
             return prov_fail(PROV_ERR_JOURNAL, "journal %s: audit head is corrupt", j->path);
         }
         *seq = strtoll(v, NULL, 10);
         memcpy(hash, colon + 1, 65);
     }
-    sqlite3_finalize(st);
+    journal_release(j, st);
     return 0;
 }
 
@@ -189,7 +189,7 @@ static int verify_chain(struct prov_journal *j, struct prov_journal_audit *out)
             expect++;
         }
     }
-    sqlite3_finalize(st);
+    journal_release(j, st);
     out->n_records = expect - 1;
     memcpy(out->head_hash, prev, sizeof(prev));
     if (r == 0 && (head_seq != expect - 1 || strcmp(head_hash, prev) != 0)) {
@@ -238,7 +238,7 @@ static int verify_rows(struct prov_journal *j, struct prov_journal_audit *out)
             }
         }
     }
-    sqlite3_finalize(st);
+    journal_release(j, st);
     return r;
 }
 

@@ -71,15 +71,94 @@ static int bind_args(sqlite3_stmt *st, const char *types, va_list ap)
     return rc;
 }
 
-/* Prepares sql with its arguments bound; the caller steps and finalizes. */
+/*
+ * A kept statement for sql that nobody is using, else a new one, kept while there is room.
+ * A slot being prepared is marked busy before the lock is dropped, so no other thread takes
+ * it meanwhile.
+ */
+static int stmt_acquire(struct prov_journal *j, const char *sql, sqlite3_stmt **out)
+{
+    struct journal_stmt *slot = NULL;
+    int rc;
+
+    *out = NULL;
+    pthread_mutex_lock(&j->stmt_lock);
+    for (size_t i = 0; i < JOURNAL_STMT_CACHE; i++) {
+        struct journal_stmt *e = &j->stmts[i];
+
+        if (e->st == NULL) {
+            if (slot == NULL && !e->busy) {
+                slot = e;
+            }
+        } else if (!e->busy && strcmp(sqlite3_sql(e->st), sql) == 0) {
+            e->busy = true;
+            *out = e->st;
+            pthread_mutex_unlock(&j->stmt_lock);
+            return SQLITE_OK;
+        }
+    }
+    if (slot != NULL) {
+        slot->busy = true;
+    }
+    pthread_mutex_unlock(&j->stmt_lock);
+    rc = sqlite3_prepare_v3(j->db, sql, -1, slot != NULL ? SQLITE_PREPARE_PERSISTENT : 0, out,
+                            NULL);
+    if (slot != NULL) {
+        pthread_mutex_lock(&j->stmt_lock);
+        if (rc == SQLITE_OK) {
+            slot->st = *out;
+        } else {
+            slot->busy = false;
+        }
+        pthread_mutex_unlock(&j->stmt_lock);
+    }
+    return rc;
+}
+
+int journal_release(struct prov_journal *j, sqlite3_stmt *st)
+{
+    struct journal_stmt *kept = NULL;
+    int rc;
+
+    if (st == NULL) {
+        return SQLITE_OK;
+    }
+    pthread_mutex_lock(&j->stmt_lock);
+    for (size_t i = 0; i < JOURNAL_STMT_CACHE && kept == NULL; i++) {
+        if (j->stmts[i].st == st) {
+            kept = &j->stmts[i];
+        }
+    }
+    pthread_mutex_unlock(&j->stmt_lock);
+    if (kept == NULL) {
+        return sqlite3_finalize(st);
+    }
+    /* reset ends the statement's read and reports a failed step as finalize would. */
+    rc = sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    pthread_mutex_lock(&j->stmt_lock);
+    kept->busy = false;
+    pthread_mutex_unlock(&j->stmt_lock);
+    return rc;
+}
+
+void journal_stmts_free(struct prov_journal *j)
+{
+    for (size_t i = 0; i < JOURNAL_STMT_CACHE; i++) {
+        sqlite3_finalize(j->stmts[i].st);
+        j->stmts[i].st = NULL;
+        j->stmts[i].busy = false;
+    }
+}
+
+/* Prepares sql with its arguments bound; the caller steps and calls journal_release. */
 int journal_query(struct prov_journal *j, sqlite3_stmt **st, const char *sql, const char *types,
                   ...)
 {
     va_list ap;
     int rc;
 
-    *st = NULL;
-    rc = sqlite3_prepare_v2(j->db, sql, -1, st, NULL);
+    rc = stmt_acquire(j, sql, st);
     if (rc == SQLITE_OK) {
         va_start(ap, types);
         rc = bind_args(*st, types, ap);
@@ -88,7 +167,7 @@ int journal_query(struct prov_journal *j, sqlite3_stmt **st, const char *sql, co
     if (rc != SQLITE_OK) {
         int r = journal_db_fail(j, "query");
 
-        sqlite3_finalize(*st);
+        journal_release(j, *st);
         *st = NULL;
         return r;
     }
@@ -102,7 +181,7 @@ int journal_exec(struct prov_journal *j, const char *sql, const char *types, ...
     va_list ap;
     int rc;
 
-    rc = sqlite3_prepare_v2(j->db, sql, -1, &st, NULL);
+    rc = stmt_acquire(j, sql, &st);
     if (rc == SQLITE_OK) {
         va_start(ap, types);
         rc = bind_args(st, types, ap);
@@ -111,8 +190,8 @@ int journal_exec(struct prov_journal *j, const char *sql, const char *types, ...
     if (rc == SQLITE_OK) {
         rc = sqlite3_step(st);
     }
-    /* finalize keeps the error so that sqlite3_errmsg still describes it. */
-    sqlite3_finalize(st);
+    /* release keeps the error so that sqlite3_errmsg still describes it. */
+    journal_release(j, st);
     return rc;
 }
 
@@ -132,7 +211,7 @@ int journal_end(struct prov_journal *j, int r)
 
 int journal_begin(struct prov_journal *j)
 {
-    if (sqlite3_exec(j->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+    if (journal_exec(j, "BEGIN IMMEDIATE", "") != SQLITE_DONE) {
         return journal_db_fail(j, "begin");
     }
     return 0;
@@ -140,7 +219,7 @@ int journal_begin(struct prov_journal *j)
 
 int journal_commit(struct prov_journal *j)
 {
-    if (sqlite3_exec(j->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+    if (journal_exec(j, "COMMIT", "") != SQLITE_DONE) {
         int r = journal_db_fail(j, "commit");
 
         journal_rollback(j);
@@ -246,7 +325,7 @@ int journal_read_device(struct prov_journal *j, long long lot_id, const char *se
     } else if (rc != SQLITE_DONE) {
         r = journal_db_fail(j, serial);
     }
-    sqlite3_finalize(st);
+    journal_release(j, st);
     return r;
 }
 
@@ -264,7 +343,7 @@ int journal_lot_name(struct prov_journal *j, long long lot_id, char *out, size_t
     } else {
         r = prov_fail(PROV_ERR_JOURNAL, "journal %s: no lot %lld", j->path, lot_id);
     }
-    sqlite3_finalize(st);
+    journal_release(j, st);
     return r;
 }
 
@@ -296,7 +375,7 @@ int prov_journal_foreach_lot(struct prov_journal *j,
         r = fn(ctx, sqlite3_column_int64(st, 0), (const char *)sqlite3_column_text(st, 1),
                manifest ? manifest : "");
     }
-    sqlite3_finalize(st);
+    journal_release(j, st);
     return r;
 }
 
@@ -315,7 +394,7 @@ int prov_journal_find_lot(struct prov_journal *j, const char *name, long long *l
             r = prov_fail(PROV_ERR_NOT_FOUND, "journal %s: no lot \"%s\"", j->path, name);
         }
     }
-    sqlite3_finalize(st);
+    journal_release(j, st);
     pthread_mutex_unlock(&j->lock);
     return r;
 }
@@ -335,7 +414,7 @@ int prov_journal_superseded_in_run(struct prov_journal *j, long long lot_id, con
     if (r == 0) {
         *out = sqlite3_step(st) == SQLITE_ROW;
     }
-    sqlite3_finalize(st);
+    journal_release(j, st);
     pthread_mutex_unlock(&j->lock);
     return r;
 }
@@ -381,7 +460,7 @@ int prov_journal_superseded_keys(struct prov_journal *j, long long lot_id, const
         memcpy((*ids)[*n], b, len);
         (*lens)[(*n)++] = len;
     }
-    sqlite3_finalize(st);
+    journal_release(j, st);
     pthread_mutex_unlock(&j->lock);
     if (r < 0) {
         free(*ids);
@@ -411,7 +490,7 @@ int prov_journal_foreach(struct prov_journal *j, long long lot_id,
         }
         prov_journal_device_clear(&d);
     }
-    sqlite3_finalize(st);
+    journal_release(j, st);
     return r;
 }
 
@@ -431,7 +510,7 @@ int prov_journal_counts(struct prov_journal *j, long long lot_id,
         counts[journal_state_parse((const char *)sqlite3_column_text(st, 0))] =
             sqlite3_column_int64(st, 1);
     }
-    sqlite3_finalize(st);
+    journal_release(j, st);
     if (r == 0) {
         r = journal_query(j, &st,
                           "SELECT count(*) FROM certificate c JOIN device d ON d.id = c.device_id"
@@ -441,7 +520,7 @@ int prov_journal_counts(struct prov_journal *j, long long lot_id,
     if (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
         *n_superseded = sqlite3_column_int64(st, 0);
     }
-    sqlite3_finalize(st);
+    journal_release(j, st);
     pthread_mutex_unlock(&j->lock);
     return r;
 }

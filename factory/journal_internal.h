@@ -8,16 +8,30 @@
  */
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 
 #include <sqlite3.h>
 
 #include "journal.h"
+
+/*
+ * Prepared statements kept for the connection's life: a batch runs the same two dozen
+ * statements for every device, and parsing them again was a tenth of its instructions.
+ */
+#define JOURNAL_STMT_CACHE 32
+
+struct journal_stmt {
+    sqlite3_stmt *st;
+    bool busy; /* handed out by journal_query, not yet given back by journal_release */
+};
 
 struct prov_journal {
     sqlite3 *db;
     char *path;
     int lock_fd;
     pthread_mutex_t lock; /* serializes transactions on the one connection */
+    pthread_mutex_t stmt_lock; /* guards stmts: reads may run outside a transaction */
+    struct journal_stmt stmts[JOURNAL_STMT_CACHE];
     /* Test-only crash hook (journal.h). */
     enum prov_journal_state crash_state;
     long crash_after;
@@ -38,10 +52,21 @@ int journal_db_fail(struct prov_journal *j, const char *what);
 
 /*
  * Prepares sql with its arguments bound by a type string: 't' text (NULL binds NULL), 'i'
- * long long, 'b' blob (pointer, then size_t length). The caller steps and finalizes.
+ * long long, 'b' blob (pointer, then size_t length). The caller steps, then gives the
+ * statement back with journal_release (never sqlite3_finalize: it may be a kept one).
  */
 int journal_query(struct prov_journal *j, sqlite3_stmt **st, const char *sql, const char *types,
                   ...);
+
+/*
+ * Gives back a statement of journal_query (NULL is fine): a kept one is reset for its next
+ * use, any other is finalized. Returns what sqlite3_reset/sqlite3_finalize returns, so the
+ * connection's error message still describes a failed step.
+ */
+int journal_release(struct prov_journal *j, sqlite3_stmt *st);
+
+/* Finalizes every kept statement: before the connection is closed. */
+void journal_stmts_free(struct prov_journal *j);
 
 /* Runs a statement that returns no rows; the SQLite code (SQLITE_DONE on success). */
 int journal_exec(struct prov_journal *j, const char *sql, const char *types, ...);

@@ -38,7 +38,7 @@ static int claimed_serial(struct prov_journal *j, long long lot_id, const char *
     if (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
         journal_col_copy(st, 0, out, cap);
     }
-    sqlite3_finalize(st);
+    journal_release(j, st);
     return r;
 }
 
@@ -95,8 +95,8 @@ static int first_free_row(struct prov_journal *j, long long lot_id, const char *
             break;
         }
     }
-    sqlite3_finalize(claimed);
-    sqlite3_finalize(known);
+    journal_release(j, claimed);
+    journal_release(j, known);
     return r;
 }
 

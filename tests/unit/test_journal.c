@@ -2,7 +2,8 @@
 /*
  * The journal: the state machine and its refusals, the uniqueness that makes double issuance
  * impossible, --reissue bookkeeping, the hash-chained audit trail (and that deleting or
- * altering a record is detected), the writer lock and the test-only crash hook.
+ * altering a record is detected), the writer lock, the test-only crash hook and the kept
+ * prepared statements.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -22,6 +23,7 @@
 
 #include "error.h"
 #include "journal.h"
+#include "journal_internal.h"
 
 struct fixture {
     char dir[64];
@@ -407,6 +409,59 @@ static void test_writer_lock(void **state)
     prov_journal_close(other);
 }
 
+/* The value of "SELECT ?" (NULL: -1) on a statement of journal_query. */
+static long long selected(sqlite3_stmt *st)
+{
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    return sqlite3_column_type(st, 0) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 0);
+}
+
+/*
+ * Statements are kept and reused, but never shared: the same text asked for twice while the
+ * first is in use gives a second statement; a reused one starts with no bindings; a failed
+ * step of a kept statement still explains itself; more statements than are kept still work
+ * and are finalized (the ASan run's leak check would see one that is not).
+ */
+static void test_kept_statements(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_journal *j = f->j;
+    sqlite3_stmt *a = NULL;
+    sqlite3_stmt *b = NULL;
+    sqlite3_stmt *again = NULL;
+    sqlite3_stmt *many[JOURNAL_STMT_CACHE + 8] = {NULL};
+    char sql[64];
+
+    assert_int_equal(journal_query(j, &a, "SELECT ?", "i", 7LL), 0);
+    assert_int_equal(journal_query(j, &b, "SELECT ?", "i", 8LL), 0);
+    assert_ptr_not_equal(a, b);
+    assert_int_equal(selected(a), 7);
+    assert_int_equal(selected(b), 8);
+    journal_release(j, a);
+    assert_int_equal(journal_query(j, &again, "SELECT ?", ""), 0);
+    assert_true(again == a || again == b);
+    assert_int_equal(selected(again), -1); /* the earlier binding is gone */
+    journal_release(j, again);
+    journal_release(j, b);
+
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(journal_exec(j, "INSERT INTO lot(name, manifest) VALUES (?, 'm')", "t",
+                                      "lot-b"),
+                         SQLITE_CONSTRAINT);
+        assert_string_equal(sqlite3_errmsg(j->db), "NOT NULL constraint failed: lot.created");
+    }
+
+    for (size_t i = 0; i < sizeof(many) / sizeof(many[0]); i++) {
+        snprintf(sql, sizeof(sql), "SELECT %zu + ?", i);
+        assert_int_equal(journal_query(j, &many[i], sql, "i", 1LL), 0);
+    }
+    for (size_t i = 0; i < sizeof(many) / sizeof(many[0]); i++) {
+        assert_int_equal(selected(many[i]), (long long)i + 1);
+        journal_release(j, many[i]);
+    }
+    assert_int_equal(state_of(f, "nobody"), PROV_JOURNAL_NONE);
+}
+
 /* The crash hook stops the process right after the n-th committed transition to a state. */
 static void test_crash_hook(void **state)
 {
@@ -463,6 +518,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_audit_detects_row_edit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_lock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_hook, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kept_statements, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
