@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -10,6 +11,7 @@
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 
 #include "error.h"
@@ -46,15 +48,64 @@ out:
     return r;
 }
 
+/*
+ * The CSRs this thread verified last, by SHA-256 of their DER encoding: enroll verifies the
+ * CSR the token has just signed and issuing then checks the same CSR as policy. The same bytes
+ * verify the same way, so the second check takes the first one's answer; another CSR, or this
+ * one changed since, has other bytes and is verified. Only successes are kept.
+ */
+#define CSR_MEMO 2
+
+struct csr_memo {
+    bool set;
+    unsigned char hash[32];
+};
+
+static _Thread_local struct csr_memo csr_memo[CSR_MEMO];
+static _Thread_local unsigned csr_memo_next;
+
+/* SHA-256 of req's DER into hash; false when it cannot be computed (then nothing is kept). */
+static bool csr_hash(X509_REQ *req, unsigned char hash[32])
+{
+    unsigned char *der = NULL;
+    unsigned int n = 0;
+    int len = i2d_X509_REQ(req, &der);
+    bool ok = len > 0 && EVP_Digest(der, (size_t)len, hash, &n, EVP_sha256(), NULL) == 1 &&
+              n == 32;
+
+    OPENSSL_free(der);
+    return ok;
+}
+
+static bool csr_memo_has(const unsigned char hash[32])
+{
+    for (size_t i = 0; i < CSR_MEMO; i++) {
+        if (csr_memo[i].set && memcmp(csr_memo[i].hash, hash, 32) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 int prov_csr_verify(X509_REQ *req, const EVP_PKEY *expected_pub)
 {
     EVP_PKEY *pub = X509_REQ_get0_pubkey(req);
+    unsigned char hash[32];
+    bool hashed;
 
     if (pub == NULL) {
         return prov_fail_ossl(PROV_ERR_POLICY, "CSR public key is unreadable or unsupported");
     }
-    if (X509_REQ_verify(req, pub) != 1) {
-        return prov_fail_ossl(PROV_ERR_POLICY, "CSR signature does not verify");
+    hashed = csr_hash(req, hash);
+    if (!hashed || !csr_memo_has(hash)) {
+        if (X509_REQ_verify(req, pub) != 1) {
+            return prov_fail_ossl(PROV_ERR_POLICY, "CSR signature does not verify");
+        }
+        if (hashed) {
+            csr_memo[csr_memo_next].set = true;
+            memcpy(csr_memo[csr_memo_next].hash, hash, 32);
+            csr_memo_next = (csr_memo_next + 1) % CSR_MEMO;
+        }
     }
     /* PLATFORM pitfall 3: a signature that verifies can still carry another key. */
     if (expected_pub != NULL && EVP_PKEY_eq(pub, expected_pub) != 1) {

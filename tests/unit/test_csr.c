@@ -18,6 +18,17 @@
 #include "csr.h"
 #include "error.h"
 
+/* Counts signature verifications (meson.build links with --wrap=X509_REQ_verify). */
+int __real_X509_REQ_verify(X509_REQ *req, EVP_PKEY *key);
+int __wrap_X509_REQ_verify(X509_REQ *req, EVP_PKEY *key);
+static int n_verifications;
+
+int __wrap_X509_REQ_verify(X509_REQ *req, EVP_PKEY *key)
+{
+    n_verifications++;
+    return __real_X509_REQ_verify(req, key);
+}
+
 struct fixture {
     char dir[64];
     EVP_PKEY *key;
@@ -98,6 +109,42 @@ static void test_create_and_verify(void **state)
     assert_int_equal(X509_NAME_cmp(X509_REQ_get_subject_name(req), f->subject), 0);
     assert_int_equal(prov_csr_verify(req, f->key), 0);
     assert_int_equal(prov_csr_verify(req, NULL), 0);
+    X509_REQ_free(req);
+}
+
+/*
+ * A CSR verified once in this thread is not verified again (enroll checks the token's CSR,
+ * issuing checks it again as policy); a changed CSR, or one that failed, is verified every
+ * time, and the expected key is compared every time.
+ */
+static void test_verified_once(void **state)
+{
+    struct fixture *f = *state;
+    X509_REQ *req = NULL;
+    X509_REQ *other = NULL;
+
+    assert_int_equal(prov_csr_create(f->key, f->subject, EVP_sha256(), &req), 0);
+    assert_int_equal(prov_csr_create(f->other, f->subject, EVP_sha256(), &other), 0);
+    n_verifications = 0;
+    assert_int_equal(prov_csr_verify(req, f->key), 0);
+    assert_int_equal(prov_csr_verify(req, NULL), 0);
+    assert_int_equal(n_verifications, 1);
+    assert_int_equal(prov_csr_verify(req, f->other), PROV_ERR_POLICY);
+    assert_string_equal(prov_error_message(), "CSR public key is not the device key");
+
+    assert_int_equal(prov_csr_verify(other, NULL), 0);
+    assert_int_equal(n_verifications, 2);
+    /* Changed after it was verified: other bytes, verified again, and the signature fails. */
+    assert_int_equal(X509_REQ_set_subject_name(req, X509_REQ_get_subject_name(other)), 1);
+    assert_true(X509_NAME_add_entry_by_txt(X509_REQ_get_subject_name(req), "O", MBSTRING_UTF8,
+                                           (const unsigned char *)"x", -1, -1, 0) == 1);
+    for (int i = 0; i < 2; i++) {
+        prov_error_clear();
+        assert_int_equal(prov_csr_verify(req, NULL), PROV_ERR_POLICY);
+        assert_non_null(strstr(prov_error_message(), "CSR signature does not verify"));
+    }
+    assert_int_equal(n_verifications, 4);
+    X509_REQ_free(other);
     X509_REQ_free(req);
 }
 
@@ -229,6 +276,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_create_and_verify, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_verified_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrong_expected_key_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tampered_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oversize_refused, setup, teardown),
