@@ -2,7 +2,6 @@
 #include "chain.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -15,6 +14,7 @@
 #include <openssl/x509v3.h>
 
 #include "error.h"
+#include "memo.h"
 
 /* A chain file is a handful of certificates; anything this large is not one. */
 #define CHAIN_MAX_BYTES (4 * 1024 * 1024)
@@ -235,59 +235,41 @@ static bool names_issuer(X509 *cert, X509 *issuer)
 }
 
 /*
- * CA certificate signatures this process has verified: (SHA-256 of the certificate's DER,
- * SHA-256 of the issuer's public key). A batch checks every device's written chain, which
- * is the same intermediate and root each time, and a P-384 verification costs about as many
- * instructions as a device's key generation in SoftHSM2 (callgrind). Only successes of CA
- * certificates are kept (leaves are new every time), in a small table that is replaced
- * oldest first; a certificate or key that differs in any bit hashes differently.
+ * CA certificate signatures this process has verified, by the digest of (SHA-256 of the
+ * certificate's DER, SHA-256 of the issuer's public key). A batch checks every device's
+ * written chain, which is the same intermediate and root each time, and a P-384 verification
+ * costs about as many instructions as a device's key generation in SoftHSM2 (callgrind).
+ * Leaves are new every time and are not kept.
  */
-#define SIG_MEMO 16
-static struct {
-    unsigned char cert[32];
-    unsigned char key[32];
-} sig_memo[SIG_MEMO];
-static size_t sig_memo_n;
-static size_t sig_memo_next;
-static pthread_mutex_t sig_memo_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct prov_memo sig_memo = PROV_MEMO_INIT;
 
-static bool sig_memo_key(X509 *cert, X509 *issuer, unsigned char c[32], unsigned char k[32])
+static bool sig_memo_key(X509 *cert, X509 *issuer, unsigned char d[32])
 {
+    unsigned char c[32];
+    unsigned char k[32];
     unsigned int n = 0;
     unsigned int m = 0;
 
     return X509_check_ca(cert) > 0 && X509_digest(cert, EVP_sha256(), c, &n) == 1 && n == 32 &&
-           X509_pubkey_digest(issuer, EVP_sha256(), k, &m) == 1 && m == 32;
+           X509_pubkey_digest(issuer, EVP_sha256(), k, &m) == 1 && m == 32 &&
+           prov_memo_digest(d, c, 32, k, 32);
 }
 
 static bool signed_by(X509 *cert, X509 *issuer)
 {
     EVP_PKEY *key = X509_get0_pubkey(issuer);
-    unsigned char c[32];
-    unsigned char k[32];
-    bool is_memo = sig_memo_key(cert, issuer, c, k);
-    bool ok = false;
+    unsigned char d[32];
+    bool is_memo = sig_memo_key(cert, issuer, d);
+    bool ok;
 
-    if (is_memo) {
-        pthread_mutex_lock(&sig_memo_lock);
-        for (size_t i = 0; i < sig_memo_n && !ok; i++) {
-            ok = memcmp(sig_memo[i].cert, c, 32) == 0 && memcmp(sig_memo[i].key, k, 32) == 0;
-        }
-        pthread_mutex_unlock(&sig_memo_lock);
-        if (ok) {
-            ERR_clear_error();
-            return true;
-        }
+    if (is_memo && prov_memo_has(&sig_memo, d)) {
+        ERR_clear_error();
+        return true;
     }
     ok = key != NULL && X509_verify(cert, key) == 1;
     ERR_clear_error();
     if (ok && is_memo) {
-        pthread_mutex_lock(&sig_memo_lock);
-        memcpy(sig_memo[sig_memo_next].cert, c, 32);
-        memcpy(sig_memo[sig_memo_next].key, k, 32);
-        sig_memo_next = (sig_memo_next + 1) % SIG_MEMO;
-        sig_memo_n = sig_memo_n < SIG_MEMO ? sig_memo_n + 1 : SIG_MEMO;
-        pthread_mutex_unlock(&sig_memo_lock);
+        prov_memo_add(&sig_memo, d);
     }
     return ok;
 }

@@ -11,10 +11,10 @@
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
-#include <openssl/evp.h>
 #include <openssl/pem.h>
 
 #include "error.h"
+#include "memo.h"
 #include "storage.h"
 
 int prov_csr_create(EVP_PKEY *signer, const X509_NAME *subject, const EVP_MD *md,
@@ -49,62 +49,37 @@ out:
 }
 
 /*
- * The CSRs this thread verified last, by SHA-256 of their DER encoding: enroll verifies the
- * CSR the token has just signed and issuing then checks the same CSR as policy. The same bytes
- * verify the same way, so the second check takes the first one's answer; another CSR, or this
- * one changed since, has other bytes and is verified. Only successes are kept.
+ * CSRs that verified, by the digest of their DER: enroll verifies the CSR the token has just
+ * signed, and issuing then checks the same CSR as policy.
  */
-#define CSR_MEMO 2
+static struct prov_memo csr_memo = PROV_MEMO_INIT;
 
-struct csr_memo {
-    bool set;
-    unsigned char hash[32];
-};
-
-static _Thread_local struct csr_memo csr_memo[CSR_MEMO];
-static _Thread_local unsigned csr_memo_next;
-
-/* SHA-256 of req's DER into hash; false when it cannot be computed (then nothing is kept). */
-static bool csr_hash(X509_REQ *req, unsigned char hash[32])
+static bool csr_digest(X509_REQ *req, unsigned char d[32])
 {
     unsigned char *der = NULL;
-    unsigned int n = 0;
     int len = i2d_X509_REQ(req, &der);
-    bool ok = len > 0 && EVP_Digest(der, (size_t)len, hash, &n, EVP_sha256(), NULL) == 1 &&
-              n == 32;
+    bool ok = len > 0 && prov_memo_digest(d, der, (size_t)len, NULL, 0);
 
     OPENSSL_free(der);
     return ok;
 }
 
-static bool csr_memo_has(const unsigned char hash[32])
-{
-    for (size_t i = 0; i < CSR_MEMO; i++) {
-        if (csr_memo[i].set && memcmp(csr_memo[i].hash, hash, 32) == 0) {
-            return true;
-        }
-    }
-    return false;
-}
-
 int prov_csr_verify(X509_REQ *req, const EVP_PKEY *expected_pub)
 {
     EVP_PKEY *pub = X509_REQ_get0_pubkey(req);
-    unsigned char hash[32];
-    bool hashed;
+    unsigned char d[32];
+    bool is_memo;
 
     if (pub == NULL) {
         return prov_fail_ossl(PROV_ERR_POLICY, "CSR public key is unreadable or unsupported");
     }
-    hashed = csr_hash(req, hash);
-    if (!hashed || !csr_memo_has(hash)) {
+    is_memo = csr_digest(req, d);
+    if (!is_memo || !prov_memo_has(&csr_memo, d)) {
         if (X509_REQ_verify(req, pub) != 1) {
             return prov_fail_ossl(PROV_ERR_POLICY, "CSR signature does not verify");
         }
-        if (hashed) {
-            csr_memo[csr_memo_next].set = true;
-            memcpy(csr_memo[csr_memo_next].hash, hash, 32);
-            csr_memo_next = (csr_memo_next + 1) % CSR_MEMO;
+        if (is_memo) {
+            prov_memo_add(&csr_memo, d);
         }
     }
     /* PLATFORM pitfall 3: a signature that verifies can still carry another key. */
