@@ -665,6 +665,33 @@ static void test_bad_server_ca(void **state)
     assert_non_null(strstr(prov_error_message(), bad));
 }
 
+/*
+ * A server CA file that parsed once is not parsed again for the next device, but the same
+ * path with other bytes is: appended garbage after a good write is still refused.
+ */
+static void test_server_ca_changed_after_use(void **state)
+{
+    struct fixture *fx = *state;
+    struct prov_identity id = identity(fx);
+    char dir[128];
+    FILE *f;
+
+    snprintf(dir, sizeof(dir), "%s/first", fx->dir);
+    assert_int_equal(prov_storage_write(dir, &id), 0);
+    snprintf(dir, sizeof(dir), "%s/second", fx->dir);
+    assert_int_equal(prov_storage_write(dir, &id), 0);
+    f = fopen(fx->server_ca, "a");
+    assert_non_null(f);
+    fputs("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n", f);
+    assert_int_equal(fclose(f), 0);
+    snprintf(dir, sizeof(dir), "%s/third", fx->dir);
+    prov_error_clear();
+    assert_int_equal(prov_storage_write(dir, &id), PROV_ERR_INPUT);
+    assert_non_null(strstr(prov_error_message(), "certificate 3 does not parse"));
+    assert_false(prov_storage_has_identity(dir));
+    write_pem(fx->server_ca, fx->root, fx->inter);
+}
+
 static void test_cert_facts(void **state)
 {
     struct fixture *fx = *state;
@@ -739,6 +766,7 @@ int main(void)
         cmocka_unit_test(test_directory_in_the_way),
         cmocka_unit_test(test_read_only_dir),
         cmocka_unit_test(test_bad_server_ca),
+        cmocka_unit_test(test_server_ca_changed_after_use),
         cmocka_unit_test(test_cert_facts),
         cmocka_unit_test(test_atomic_write_file),
     };
