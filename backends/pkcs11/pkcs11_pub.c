@@ -148,13 +148,41 @@ static int pkey_fromdata(const char *alg, OSSL_PARAM_BLD *bld, EVP_PKEY **out)
     return r;
 }
 
-static int read_ec(struct prov_device *dev, CK_OBJECT_HANDLE h, EVP_PKEY **out)
+/* The EVP_PKEY of an EC public key from its CKA_EC_PARAMS and CKA_EC_POINT values. */
+static int ec_from_attrs(struct prov_device *dev, const unsigned char *params, size_t params_len,
+                         const unsigned char *point, size_t point_len, EVP_PKEY **out)
 {
-    unsigned char *params = NULL, *point = NULL;
-    size_t params_len, point_len, fb = 0, pt_len = 0;
+    size_t fb = 0, pt_len = 0;
     const unsigned char *pt = NULL;
     OSSL_PARAM_BLD *bld = NULL;
     int nid, r;
+
+    nid = curve_of_params(params, params_len);
+    if (nid == NID_undef || field_bytes(nid, &fb) < 0) {
+        return prov_fail(PROV_ERR_UNSUPPORTED, "%s: EC key on an unknown curve", dev->name);
+    }
+    if (ec_point_raw(point, point_len, fb, &pt, &pt_len) < 0) {
+        return prov_fail(PROV_ERR_DEVICE, "%s: malformed CKA_EC_POINT (%zu bytes)", dev->name,
+                         point_len);
+    }
+    bld = OSSL_PARAM_BLD_new();
+    if (bld == NULL ||
+        !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, OBJ_nid2sn(nid), 0) ||
+        !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pt, pt_len)) {
+        r = prov_fail_ossl(PROV_ERR_NOMEM, "%s: building the EC public key", dev->name);
+    } else if ((r = pkey_fromdata("EC", bld, out)) < 0) {
+        r = prov_fail_ossl(PROV_ERR_DEVICE, "%s: the token's EC point is not on %s", dev->name,
+                           OBJ_nid2sn(nid));
+    }
+    OSSL_PARAM_BLD_free(bld);
+    return r;
+}
+
+static int read_ec(struct prov_device *dev, CK_OBJECT_HANDLE h, EVP_PKEY **out)
+{
+    unsigned char *params = NULL, *point = NULL;
+    size_t params_len, point_len;
+    int r;
 
     r = prov_pkcs11_get_attr(dev, h, CKA_EC_PARAMS, &params, &params_len);
     if (r == 0) {
@@ -163,33 +191,9 @@ static int read_ec(struct prov_device *dev, CK_OBJECT_HANDLE h, EVP_PKEY **out)
     if (r < 0) {
         r = prov_fail(r == PROV_ERR_NOT_FOUND ? PROV_ERR_DEVICE : r,
                       "%s: EC public key without CKA_EC_PARAMS/CKA_EC_POINT", dev->name);
-        goto out;
+    } else {
+        r = ec_from_attrs(dev, params, params_len, point, point_len, out);
     }
-    nid = curve_of_params(params, params_len);
-    if (nid == NID_undef || field_bytes(nid, &fb) < 0) {
-        r = prov_fail(PROV_ERR_UNSUPPORTED, "%s: EC key on an unknown curve", dev->name);
-        goto out;
-    }
-    if (ec_point_raw(point, point_len, fb, &pt, &pt_len) < 0) {
-        r = prov_fail(PROV_ERR_DEVICE, "%s: malformed CKA_EC_POINT (%zu bytes)", dev->name,
-                      point_len);
-        goto out;
-    }
-    r = PROV_ERR_NOMEM;
-    bld = OSSL_PARAM_BLD_new();
-    if (bld == NULL ||
-        !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, OBJ_nid2sn(nid), 0) ||
-        !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pt, pt_len)) {
-        r = prov_fail_ossl(PROV_ERR_NOMEM, "%s: building the EC public key", dev->name);
-        goto out;
-    }
-    r = pkey_fromdata("EC", bld, out);
-    if (r < 0) {
-        r = prov_fail_ossl(PROV_ERR_DEVICE, "%s: the token's EC point is not on %s", dev->name,
-                           OBJ_nid2sn(nid));
-    }
-out:
-    OSSL_PARAM_BLD_free(bld);
     free(params);
     free(point);
     return r;
@@ -234,15 +238,38 @@ out:
     return r;
 }
 
+/*
+ * Room for the EC attributes of any curve the tool knows (P-521: a 9-byte OID, a 133-byte
+ * point in a 3-byte DER header), so that an EC key is read in one C_GetAttributeValue: on a
+ * smart card each call is a round trip, and on SoftHSM2 each one opens and locks the object's
+ * file. A longer value (an unknown curve) makes the token refuse the call, and then the
+ * attributes are read one by one, lengths first, as for RSA.
+ */
+#define EC_PARAMS_ROOM 32
+#define EC_POINT_ROOM 160
+
 int prov_pkcs11_read_public(struct prov_device *dev, CK_OBJECT_HANDLE h, EVP_PKEY **out)
 {
     struct p11_dev *d = dev->priv;
     CK_KEY_TYPE kt = (CK_KEY_TYPE)-1;
-    CK_ATTRIBUTE a = {CKA_KEY_TYPE, &kt, sizeof(kt)};
+    unsigned char params[EC_PARAMS_ROOM];
+    unsigned char point[EC_POINT_ROOM];
+    CK_ATTRIBUTE t[] = {
+        {CKA_KEY_TYPE, &kt, sizeof(kt)},
+        {CKA_EC_PARAMS, params, sizeof(params)},
+        {CKA_EC_POINT, point, sizeof(point)},
+    };
     CK_RV rv;
 
     *out = NULL;
-    rv = d->fl->C_GetAttributeValue(d->session, h, &a, 1);
+    rv = d->fl->C_GetAttributeValue(d->session, h, t, 3);
+    if (rv == CKR_OK && kt == CKK_EC && t[1].ulValueLen <= sizeof(params) &&
+        t[2].ulValueLen <= sizeof(point)) {
+        return ec_from_attrs(dev, params, t[1].ulValueLen, point, t[2].ulValueLen, out);
+    }
+    /* Not EC, or a value that did not fit: the key type alone, then attribute by attribute. */
+    kt = (CK_KEY_TYPE)-1;
+    rv = d->fl->C_GetAttributeValue(d->session, h, t, 1);
     if (rv != CKR_OK) {
         return prov_pkcs11_fail_rv(dev, "C_GetAttributeValue(CKA_KEY_TYPE)", rv);
     }

@@ -74,6 +74,12 @@ FAULT_LOG=$WORK/log/rec-enroll.calls "$PROVISIONER" --config fault.cnf enroll --
     --device pkcs11:token=dev-e >"$WORK/log/rec-enroll.out" 2>&1 ||
     fail "recording enroll failed: $(tail -n2 "$WORK/log/rec-enroll.out")"
 mapfile -t ENROLL_SITES < <(awk '{ n[$1]++; print $1, n[$1] }' "$WORK/log/rec-enroll.calls")
+# The new key's public half and its protection attributes cost one C_GetAttributeValue each
+# (on a smart card every call is a round trip): the calls between the key's generation and
+# the CSR's signature.
+assert_eq "$(awk '$1 == "C_GenerateKeyPair" { on = 1; next } on && $1 ~ /^C_Sign/ { exit }
+        on && $1 == "C_GetAttributeValue" { n++ } END { print n + 0 }' \
+    "$WORK/log/rec-enroll.calls")" 2 "C_GetAttributeValue calls between keygen and the CSR"
 for f in C_Login C_GenerateKeyPair C_CreateObject C_Sign; do
     for rv in "${RVS[@]}"; do
         [ "$rv" != 0xa0 ] || [ "$f" = C_Login ] || continue
