@@ -204,6 +204,32 @@ out:
     return r;
 }
 
+/* Syncs the directory that holds path's last component ("." or "/" for a top-level one). */
+static int fsync_parent(const char *path)
+{
+    char *parent = dir_of(path);
+    int r;
+
+    if (parent == NULL) {
+        return prov_fail(PROV_ERR_NOMEM, "%s: out of memory", path);
+    }
+    r = fsync_dir(parent);
+    free(parent);
+    return r;
+}
+
+/* Makes dir; 1 when it already exists, 0 when made (and its parent synced), < 0 on error. */
+static int make_one(const char *dir)
+{
+    if (prov_mkdir_public(dir) == 0) {
+        return fsync_parent(dir);
+    }
+    if (errno == EEXIST) {
+        return 1;
+    }
+    return prov_fail(PROV_ERR_STORAGE, "%s: cannot create directory (%s)", dir, strerror(errno));
+}
+
 /*
  * Creates dir and its missing parents (0755). Each directory that gains an entry is synced,
  * so that what is created here survives a power cut together with the files written into it
@@ -211,54 +237,38 @@ out:
  */
 int prov_storage_mkdirs(const char *dir)
 {
-    char *p = strdup(dir);
+    size_t n = strlen(dir);
     struct stat st;
-    int r = PROV_ERR_STORAGE;
+    char *p = NULL;
+    int r = 0;
 
-    if (p == NULL) {
-        return prov_fail(PROV_ERR_NOMEM, "%s: out of memory", dir);
-    }
-    for (char *s = p + 1;; s++) {
-        bool end = *s == '\0';
+    /* Once a batch's first device has made the parents, only dir is new: one mkdir. */
+    if (n > 1 && dir[n - 1] != '/' && prov_mkdir_public(dir) == 0) {
+        r = fsync_parent(dir);
+    } else if (n > 1 && dir[n - 1] != '/' && errno == EEXIST) {
+        r = 0;
+    } else if ((p = strdup(dir)) == NULL) {
+        r = prov_fail(PROV_ERR_NOMEM, "%s: out of memory", dir);
+    } else {
+        for (char *s = p + 1; r >= 0; s++) {
+            bool end = *s == '\0';
 
-        if (*s != '/' && !end) {
-            continue;
-        }
-        *s = '\0';
-        if (prov_mkdir_public(p) == 0) {
-            char *slash = strrchr(p, '/');
-            int rs;
-
-            /* the new entry lives in the parent: "/" for "/x", "." for a relative "x" */
-            if (slash == NULL) {
-                rs = fsync_dir(".");
-            } else if (slash == p) {
-                rs = fsync_dir("/");
-            } else {
-                *slash = '\0';
-                rs = fsync_dir(p);
-                *slash = '/';
+            if (*s != '/' && !end) {
+                continue;
             }
-            if (rs < 0) {
-                goto out;
+            *s = '\0';
+            r = make_one(p);
+            if (end) {
+                break;
             }
-        } else if (errno != EEXIST) {
-            prov_fail(r, "%s: cannot create directory (%s)", p, strerror(errno));
-            goto out;
+            *s = '/';
         }
-        if (end) {
-            break;
-        }
-        *s = '/';
+        free(p);
     }
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        prov_fail(r, "%s: not a directory", dir);
-        goto out;
+    if (r >= 0 && (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))) {
+        r = prov_fail(PROV_ERR_STORAGE, "%s: not a directory", dir);
     }
-    r = 0;
-out:
-    free(p);
-    return r;
+    return r < 0 ? r : 0;
 }
 
 /* Reads a whole small file; err is the code for a missing or unreadable file. */

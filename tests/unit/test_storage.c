@@ -346,6 +346,21 @@ static void test_new_directories_synced(void **state)
     assert_true(was_synced(dir));
     snprintf(path, sizeof(path), "%s/client.crt", dir);
     assert_true(was_synced(path));
+
+    /* The next device of the lot: only its own directory is new, and lot-7 gains it. */
+    snprintf(dir, sizeof(dir), "%s/sync/lot-7/SN-0002", fx->dir);
+    n_synced = 0;
+    assert_int_equal(prov_storage_write(dir, &id), 0);
+    snprintf(path, sizeof(path), "%s/sync/lot-7", fx->dir);
+    assert_true(was_synced(path));
+    snprintf(path, sizeof(path), "%s/sync", fx->dir);
+    assert_false(was_synced(path));
+    /* Written again: no directory is new, lot-7 has nothing to sync. */
+    n_synced = 0;
+    assert_int_equal(prov_storage_write(dir, &id), 0);
+    snprintf(path, sizeof(path), "%s/sync/lot-7", fx->dir);
+    assert_false(was_synced(path));
+    assert_true(was_synced(dir));
 }
 
 static void test_identity_json(void **state)
