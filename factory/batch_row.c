@@ -241,6 +241,25 @@ static int journal_issued(void *ctx, X509 *cert, const struct prov_key *key)
                                       cert, key->uri);
 }
 
+/* What in the parsed storage s disagrees with the journal's certificate and the row, or NULL. */
+static const char *stored_mismatch(const struct prov_stored_identity *s, X509 *cert,
+                                   const char *serial, const char *key_uri)
+{
+    if (X509_cmp(s->cert, cert) != 0) {
+        return "client.crt is not the certificate in the journal";
+    }
+    if (s->serial == NULL || strcmp(s->serial, serial) != 0) {
+        return "identity.json names another serial";
+    }
+    if (key_uri != NULL && strcmp(s->key_uri, key_uri) != 0) {
+        return "key.uri does not name the device key";
+    }
+    if (sk_X509_num(s->fullchain) < 1 || X509_cmp(sk_X509_value(s->fullchain, 0), cert) != 0) {
+        return "fullchain.pem does not start with the certificate";
+    }
+    return NULL;
+}
+
 /*
  * The identity as written: the certificate plus the CA chain pass the chain rules (SPEC §7) for
  * clientAuth, and the files hold exactly that identity. When this row has just written them
@@ -268,17 +287,7 @@ static int verify_written(struct row_ctx *c, X509 *cert, const char *key_uri,
         if (r < 0) {
             return r;
         }
-    }
-    if (s == NULL) {
-        /* just written: nothing to compare */
-    } else if (X509_cmp(s->cert, cert) != 0) {
-        what = "client.crt is not the certificate in the journal";
-    } else if (s->serial == NULL || strcmp(s->serial, c->serial) != 0) {
-        what = "identity.json names another serial";
-    } else if (key_uri != NULL && strcmp(s->key_uri, key_uri) != 0) {
-        what = "key.uri does not name the device key";
-    } else if (sk_X509_num(s->fullchain) < 1 || X509_cmp(sk_X509_value(s->fullchain, 0), cert)) {
-        what = "fullchain.pem does not start with the certificate";
+        what = stored_mismatch(s, cert, c->serial, key_uri);
     }
     full = what == NULL ? sk_X509_dup(s != NULL ? s->chain : c->b->ca->chain) : NULL;
     if (what == NULL && (full == NULL || !sk_X509_unshift(full, cert))) {
