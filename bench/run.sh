@@ -39,8 +39,15 @@ while [ $# -gt 0 ]; do
     shift
 done
 case "$runs" in '' | *[!0-9]* | 0) echo "bench/run.sh: --runs takes a positive number" >&2; exit 2 ;; esac
+# Relative paths are the caller's (the run changes directory), and a JSON file that cannot be
+# written is an error now, not after the run.
+case "$json" in '' | - | /*) ;; *) json=$PWD/$json ;; esac
+case "$build" in /*) ;; *) build=$PWD/$build ;; esac
+if [ -n "$json" ] && [ "$json" != - ] && ! [ -d "$(dirname "$json")" ]; then
+    echo "bench/run.sh: --json $json: no such directory" >&2
+    exit 2
+fi
 
-# Sizes. The SPEC/issue sizes, or small ones for --quick.
 # Sizes: the SPEC/issue sizes, or small ones for --quick; N_SMALL, N_LARGE, N_CLI, N_JOBS and
 # N_TPM in the environment override either (e.g. on a machine too busy for the full run).
 if [ "$quick" = 1 ]; then
