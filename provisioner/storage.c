@@ -218,8 +218,11 @@ static int fsync_parent(const char *path)
     return r;
 }
 
-/* Makes dir; 1 when it already exists, 0 when made (and its parent synced), < 0 on error. */
-static int make_one(const char *dir)
+/*
+ * Makes dir: 1 when it already exists, 0 when made (and its parent synced), < 0 on error;
+ * PROV_ERR_NOT_FOUND, with nothing recorded, for a missing parent when is_quiet_if_no_parent.
+ */
+static int make_one(const char *dir, bool is_quiet_if_no_parent)
 {
     if (prov_mkdir_public(dir) == 0) {
         return fsync_parent(dir);
@@ -227,7 +230,36 @@ static int make_one(const char *dir)
     if (errno == EEXIST) {
         return 1;
     }
+    if (errno == ENOENT && is_quiet_if_no_parent) {
+        return PROV_ERR_NOT_FOUND;
+    }
     return prov_fail(PROV_ERR_STORAGE, "%s: cannot create directory (%s)", dir, strerror(errno));
+}
+
+/* Makes every component of dir from the root down (make_one each). */
+static int make_each(const char *dir)
+{
+    char *p = strdup(dir);
+    int r = 0;
+
+    if (p == NULL) {
+        return prov_fail(PROV_ERR_NOMEM, "%s: out of memory", dir);
+    }
+    for (char *s = p + 1; r >= 0; s++) {
+        bool end = *s == '\0';
+
+        if (*s != '/' && !end) {
+            continue;
+        }
+        *s = '\0';
+        r = make_one(p, false);
+        if (end) {
+            break;
+        }
+        *s = '/';
+    }
+    free(p);
+    return r;
 }
 
 /*
@@ -238,32 +270,20 @@ static int make_one(const char *dir)
 int prov_storage_mkdirs(const char *dir)
 {
     size_t n = strlen(dir);
+    bool is_walk = n <= 1 || dir[n - 1] == '/';
     struct stat st;
-    char *p = NULL;
     int r = 0;
 
-    /* Once a batch's first device has made the parents, only dir is new: one mkdir. */
-    if (n > 1 && dir[n - 1] != '/' && prov_mkdir_public(dir) == 0) {
-        r = fsync_parent(dir);
-    } else if (n > 1 && dir[n - 1] != '/' && errno == EEXIST) {
-        r = 0;
-    } else if ((p = strdup(dir)) == NULL) {
-        r = prov_fail(PROV_ERR_NOMEM, "%s: out of memory", dir);
-    } else {
-        for (char *s = p + 1; r >= 0; s++) {
-            bool end = *s == '\0';
-
-            if (*s != '/' && !end) {
-                continue;
-            }
-            *s = '\0';
-            r = make_one(p);
-            if (end) {
-                break;
-            }
-            *s = '/';
-        }
-        free(p);
+    /*
+     * Once a batch's first device has made the parents, only dir is new: one mkdir. A missing
+     * parent, or a path that ends in a slash, takes the walk from the root.
+     */
+    if (!is_walk) {
+        r = make_one(dir, true);
+        is_walk = r == PROV_ERR_NOT_FOUND;
+    }
+    if (is_walk) {
+        r = make_each(dir);
     }
     if (r >= 0 && (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))) {
         r = prov_fail(PROV_ERR_STORAGE, "%s: not a directory", dir);
