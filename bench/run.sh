@@ -100,8 +100,22 @@ now() { date +%s.%N; }
 fdiv() { awk -v a="$1" -v b="$2" -v d="${3:-2}" 'BEGIN { printf "%.*f", d, (b == 0 ? 0 : a / b) }'; }
 note() { printf '  %s\n' "$*" >&2; }
 # Before each timed measurement: the previous scenario's files (thousands of token objects,
-# written and then removed) are written back now, not during the next measurement.
-quiesce() { sync; }
+# written and then removed) are written back now, not during the next measurement; then up to
+# QUIESCE_MAX seconds (default 20) until the disk's stall share over the last 10 s
+# (/proc/pressure/io "some avg10") is under 5 %: on a disk the host shares, the removal of a
+# 4,000-object token directory goes on being felt after sync returns. The seconds waited
+# are added up in M[quiesce_s].
+QUIESCE_MAX=${QUIESCE_MAX:-20}
+quiesce() {
+    local i stall
+    sync
+    for ((i = 0; i < QUIESCE_MAX; i++)); do
+        stall=$(sed -n 's/^some avg10=\([0-9.]*\).*/\1/p' /proc/pressure/io 2>/dev/null)
+        [ -n "$stall" ] && awk -v s="$stall" 'BEGIN { exit !(s >= 5) }' || break
+        sleep 1
+    done
+    M[quiesce_s]=$((${M[quiesce_s]:-0} + i))
+}
 
 printf '%s' "$CA_PIN" >ca.pin
 printf '%s' "$DEV_PIN" >device.pin
