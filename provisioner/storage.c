@@ -176,10 +176,23 @@ out:
     return r;
 }
 
+/* Syncs the directory that holds path's last component ("." or "/" for a top-level one). */
+static int fsync_parent(const char *path)
+{
+    char *parent = dir_of(path);
+    int r;
+
+    if (parent == NULL) {
+        return prov_fail(PROV_ERR_NOMEM, "%s: out of memory", path);
+    }
+    r = fsync_dir(parent);
+    free(parent);
+    return r;
+}
+
 int prov_atomic_write_file(const char *path, const void *buf, size_t len, mode_t mode)
 {
     char *tmp = NULL;
-    char *dir = NULL;
     int r;
 
     r = write_temp(path, buf, len, mode, &tmp);
@@ -192,29 +205,9 @@ int prov_atomic_write_file(const char *path, const void *buf, size_t len, mode_t
         unlink(tmp);
         goto out;
     }
-    dir = dir_of(path);
-    if (dir == NULL) {
-        r = prov_fail(PROV_ERR_NOMEM, "%s: out of memory", path);
-        goto out;
-    }
-    r = fsync_dir(dir);
+    r = fsync_parent(path);
 out:
     free(tmp);
-    free(dir);
-    return r;
-}
-
-/* Syncs the directory that holds path's last component ("." or "/" for a top-level one). */
-static int fsync_parent(const char *path)
-{
-    char *parent = dir_of(path);
-    int r;
-
-    if (parent == NULL) {
-        return prov_fail(PROV_ERR_NOMEM, "%s: out of memory", path);
-    }
-    r = fsync_dir(parent);
-    free(parent);
     return r;
 }
 
