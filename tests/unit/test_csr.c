@@ -113,7 +113,7 @@ static void test_create_and_verify(void **state)
 }
 
 /*
- * A CSR verified once in this thread is not verified again (enroll checks the token's CSR,
+ * A CSR verified once in this process is not verified again (enroll checks the token's CSR,
  * issuing checks it again as policy); a changed CSR, or one that failed, is verified every
  * time, and the expected key is compared every time.
  */
