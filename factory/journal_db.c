@@ -151,6 +151,15 @@ void journal_stmts_free(struct prov_journal *j)
     }
 }
 
+/* A statement for sql with the arguments bound (*st may be set even when this fails). */
+static int stmt_bound(struct prov_journal *j, sqlite3_stmt **st, const char *sql,
+                      const char *types, va_list ap)
+{
+    int rc = stmt_acquire(j, sql, st);
+
+    return rc == SQLITE_OK ? bind_args(*st, types, ap) : rc;
+}
+
 /* Prepares sql with its arguments bound; the caller steps and calls journal_release. */
 int journal_query(struct prov_journal *j, sqlite3_stmt **st, const char *sql, const char *types,
                   ...)
@@ -158,12 +167,9 @@ int journal_query(struct prov_journal *j, sqlite3_stmt **st, const char *sql, co
     va_list ap;
     int rc;
 
-    rc = stmt_acquire(j, sql, st);
-    if (rc == SQLITE_OK) {
-        va_start(ap, types);
-        rc = bind_args(*st, types, ap);
-        va_end(ap);
-    }
+    va_start(ap, types);
+    rc = stmt_bound(j, st, sql, types, ap);
+    va_end(ap);
     if (rc != SQLITE_OK) {
         int r = journal_db_fail(j, "query");
 
@@ -181,12 +187,9 @@ int journal_exec(struct prov_journal *j, const char *sql, const char *types, ...
     va_list ap;
     int rc;
 
-    rc = stmt_acquire(j, sql, &st);
-    if (rc == SQLITE_OK) {
-        va_start(ap, types);
-        rc = bind_args(st, types, ap);
-        va_end(ap);
-    }
+    va_start(ap, types);
+    rc = stmt_bound(j, &st, sql, types, ap);
+    va_end(ap);
     if (rc == SQLITE_OK) {
         rc = sqlite3_step(st);
     }
