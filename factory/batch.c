@@ -578,11 +578,15 @@ static int enroll_lot(struct batch *b, struct prov_batch_summary *sum)
     if (b->progress != NULL) {
         prov_progress_finish(b->progress);
     }
-    if (r == 0) {
-        r = prov_journal_run_end(b->journal, b->run_id);
-    }
+    /*
+     * Results before the run's end: a run stopped in between has its results but is not
+     * finished, so the same command again resumes it and does not repeat its reissues.
+     */
     if (r == 0) {
         r = write_results(b, sum->results);
+    }
+    if (r == 0) {
+        r = prov_journal_run_end(b->journal, b->run_id);
     }
     return r;
 }

@@ -40,6 +40,8 @@ struct row_ctx {
     struct prov_journal_device d;
     struct batch_token *token; /* locked while set */
     unsigned char key_id[KEY_ID_BYTES];
+    const unsigned char *cur_id; /* the row's current key (kept when superseded keys go) */
+    size_t cur_id_len;
     bool is_deferred; /* handed to the storage stage, which concludes the row */
 };
 
@@ -308,54 +310,6 @@ static int verify_written(struct row_ctx *c, X509 *cert, const char *key_uri,
 }
 
 /*
- * --prove on the resume path: the key with the journal's id on the journal's device, against
- * the written storage. (A fresh enrollment proves inside prov_enroll with the key it holds.)
- */
-static int connect_from_journal(struct row_ctx *c)
-{
-    struct prov_connect_result res;
-    struct prov_device *dev = NULL;
-    struct prov_key *key = NULL;
-    int r;
-
-    r = prov_device_open_login(c->b->cfg, c->d.device_uri, pin_spec(c), "device PIN", true, &dev);
-    if (r == 0) {
-        r = dev->ops->find_key_by_id(dev, c->d.key_id, c->d.key_id_len, &key);
-    }
-    if (r == 0) {
-        r = prov_connect_prove(key, c->dir, c->b->opts->prove_url, &res);
-        if (r < 0) {
-            prov_error_clear();
-            prov_fail(r, "serial %s: stored, but the proof over %s failed: %s", c->serial,
-                      c->b->opts->prove_url, res.detail);
-        }
-    }
-    prov_key_free(key);
-    prov_device_close(dev);
-    return r;
-}
-
-/*
- * The written identity verified (verify_written), with --prove the mTLS proof too (unless
- * is_connected: prov_enroll has just done it), then proven is recorded.
- */
-static int prove_written(struct row_ctx *c, X509 *cert, const char *key_uri, bool is_just_written,
-                         bool is_connected)
-{
-    const char *url = c->b->opts->prove_url;
-    int r = verify_written(c, cert, key_uri, is_just_written);
-
-    if (r == 0 && url != NULL && !is_connected) {
-        r = connect_from_journal(c);
-    }
-    if (r == 0) {
-        r = url != NULL ? prov_journal_record_proven_over(c->b->journal, c->b->lot_id, c->serial, url)
-                        : prov_journal_record_proven(c->b->journal, c->b->lot_id, c->serial);
-    }
-    return r;
-}
-
-/*
  * Deletes the key with the recorded id from the device the journal names: the key of an
  * attempt that was interrupted (or failed) before its certificate was recorded. Absent is
  * fine. Any other failure stops the row: the id must stay in the journal until the key is
@@ -389,8 +343,8 @@ static int delete_key_by_id(struct row_ctx *c, const char *device_uri, const uns
     return r;
 }
 
-/* After a reissue: the superseded keys leave the token once the new identity is proven. */
-static int retire_superseded(struct row_ctx *c, const unsigned char *current, size_t current_len)
+/* After a reissue: the superseded keys leave the token once the new identity is verified. */
+static int retire_superseded(struct row_ctx *c)
 {
     unsigned char(*ids)[PROV_JOURNAL_KEY_ID_MAX] = NULL;
     size_t *lens = NULL;
@@ -399,12 +353,66 @@ static int retire_superseded(struct row_ctx *c, const unsigned char *current, si
 
     r = prov_journal_superseded_keys(c->b->journal, c->b->lot_id, c->serial, &ids, &lens, &n);
     for (size_t i = 0; i < n && r == 0; i++) {
-        if (lens[i] != current_len || memcmp(ids[i], current, lens[i]) != 0) {
+        if (lens[i] != c->cur_id_len || memcmp(ids[i], c->cur_id, lens[i]) != 0) {
             r = delete_key_by_id(c, c->device_uri, ids[i], lens[i], "the superseded");
         }
     }
     free(ids);
     free(lens);
+    return r;
+}
+
+/*
+ * --prove on the resume path: the key with the journal's id on the journal's device, against
+ * the written storage. (A fresh enrollment proves inside prov_enroll with the key it holds.)
+ */
+static int connect_from_journal(struct row_ctx *c)
+{
+    struct prov_connect_result res;
+    struct prov_device *dev = NULL;
+    struct prov_key *key = NULL;
+    int r;
+
+    r = prov_device_open_login(c->b->cfg, c->d.device_uri, pin_spec(c), "device PIN", true, &dev);
+    if (r == 0) {
+        r = dev->ops->find_key_by_id(dev, c->d.key_id, c->d.key_id_len, &key);
+    }
+    if (r == 0) {
+        r = prov_connect_prove(key, c->dir, c->b->opts->prove_url, &res);
+        if (r < 0) {
+            prov_error_clear();
+            prov_fail(r, "serial %s: stored, but the proof over %s failed: %s", c->serial,
+                      c->b->opts->prove_url, res.detail);
+        }
+    }
+    prov_key_free(key);
+    prov_device_close(dev);
+    return r;
+}
+
+/*
+ * The written identity verified (verify_written), with --prove the mTLS proof too (unless
+ * is_connected: prov_enroll has just done it), the keys of a reissued row's superseded
+ * certificates deleted, then proven is recorded. Deleting before proven makes proven mean
+ * "nothing superseded is left on the token": a run stopped in between deletes again (absent
+ * is fine), while a proven row with intact storage is not opened again.
+ */
+static int prove_written(struct row_ctx *c, X509 *cert, const char *key_uri, bool is_just_written,
+                         bool is_connected)
+{
+    const char *url = c->b->opts->prove_url;
+    int r = verify_written(c, cert, key_uri, is_just_written);
+
+    if (r == 0 && url != NULL && !is_connected) {
+        r = connect_from_journal(c);
+    }
+    if (r == 0 && (c->d.n_superseded > 0 || c->d.state == PROV_JOURNAL_SUPERSEDED)) {
+        r = retire_superseded(c);
+    }
+    if (r == 0) {
+        r = url != NULL ? prov_journal_record_proven_over(c->b->journal, c->b->lot_id, c->serial, url)
+                        : prov_journal_record_proven(c->b->journal, c->b->lot_id, c->serial);
+    }
     return r;
 }
 
@@ -471,6 +479,8 @@ static int enroll_fresh(struct row_ctx *c)
     }
     r = prov_journal_record_intent(c->b->journal, c->b->lot_id, c->serial, c->device_uri, c->dir,
                                    c->key_id, sizeof(c->key_id));
+    c->cur_id = c->key_id;
+    c->cur_id_len = sizeof(c->key_id);
     if (r < 0) {
         return r;
     }
@@ -506,9 +516,6 @@ static int enroll_fresh(struct row_ctx *c)
         r = prove_written(c, res.cert, res.key_uri, true, true);
     }
     prov_enroll_result_clear(&res);
-    if (r == 0 && is_reissue) {
-        r = retire_superseded(c, c->key_id, sizeof(c->key_id));
-    }
     return r;
 }
 
@@ -631,6 +638,8 @@ static int complete_from_journal(struct row_ctx *c, enum batch_status *st)
                               "parse",
                               c->serial);
     }
+    c->cur_id = c->d.key_id;
+    c->cur_id_len = c->d.key_id_len;
     remove_stale_temp_files(c->dir);
     if (!storage_matches(c, cert)) {
         if (from == PROV_JOURNAL_STORED || from == PROV_JOURNAL_PROVEN) {
@@ -646,9 +655,6 @@ static int complete_from_journal(struct row_ctx *c, enum batch_status *st)
     if (r == 0) {
         r = prove_written(c, cert, written_uri ? written_uri : c->d.key_uri, written_uri != NULL,
                           false);
-    }
-    if (r == 0 && c->d.n_superseded > 0) {
-        r = retire_superseded(c, c->d.key_id, c->d.key_id_len);
     }
     free(written_uri);
     X509_free(cert);

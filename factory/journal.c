@@ -74,6 +74,7 @@ static void crash_hook_init(struct prov_journal *j)
     if (env == NULL || sscanf(env, "%31[a-z]:%ld", name, &n) != 2 || n < 1) {
         return;
     }
+    j->is_crash_at_run_end = strcmp(name, "run") == 0 && n == 1;
     j->crash_state = journal_state_parse(name);
     j->crash_after = n;
 }
@@ -395,6 +396,9 @@ int prov_journal_run_end(struct prov_journal *j, long long run_id)
         r = journal_audit_append(j, lot, "", "run-end", detail);
     }
     r = journal_end(j, r);
+    if (r == 0 && j->is_crash_at_run_end) {
+        _exit(137);
+    }
     pthread_mutex_unlock(&j->lock);
     return r;
 }

@@ -33,7 +33,8 @@
  *
  * Test-only crash hook: PROVISIONER_TEST_CRASH_AT=<state>:<n> in the environment of a writer
  * makes the process _exit(137) right after the n-th committed transition to <state> (intent,
- * issued, stored, proven, failed or superseded). It is read from the environment only, never
+ * issued, stored, proven, failed or superseded); "run:1" right after the run's end is
+ * committed (prov_journal_run_end). It is read from the environment only, never
  * from a config or the command line, and exists so that the kill test can stop a run exactly
  * at every state boundary.
  */

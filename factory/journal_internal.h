@@ -36,6 +36,7 @@ struct prov_journal {
     enum prov_journal_state crash_state;
     long crash_after;
     long crash_count;
+    bool is_crash_at_run_end; /* "run:1": after the run's end is committed */
     /* Test-only pause hook (journal.c). */
     enum prov_journal_state pause_state;
     char *pause_path;

@@ -7,10 +7,11 @@
 # same command each time:
 # - at every journal state boundary through the test-only hook
 #   PROVISIONER_TEST_CRASH_AT=<state>:<n> (exit 137 right after the n-th transition),
-#   including "superseded" and the states after it during a --reissue;
+#   including "superseded" and the states after it during a --reissue, and a reissue whose
+#   old storage is gone stopped right after proven, and one stopped right after the run's end;
 # - with SIGKILL at random instants, at least 10 of them landing on a running batch.
 # At the end:
-# - every row proven, certified exactly once (plus the one reissue's superseded certificate);
+# - every row proven, certified exactly once (plus the three reissues' superseded certificates);
 # - every certificate serial and every public key distinct;
 # - every storage directory complete, holding the journal's certificate, and passing
 #   `provisioner check` (the key on the token signs a fresh challenge);
@@ -99,20 +100,39 @@ for spec in superseded:1 intent:1 issued:1 stored:1; do
     it_log "reissue crash hook $spec: stopped"
 done
 run ""
+assert_eq "$rc" 0 "reissue: completing run: exit"
+# A reissue whose old storage is gone (enroll then has no key.uri naming the old key), stopped
+# right after its proven: the next run must still take the superseded key off the token.
+rm -rf "$(journal_q "SELECT storage FROM device WHERE serial = 'SN-00002'")"
+extra=(--reissue SN-00002)
+run proven:1
+assert_eq "$rc" 137 "reissue without storage, crash hook proven:1: exit"
+run ""
+assert_eq "$rc" 0 "reissue without storage: completing run: exit"
+# A run stopped right after its end is recorded has written its results before: a finished
+# run whose results are missing would be run again by the operator, and would reissue again.
+rm -f kill.results.csv
+extra=(--reissue SN-00003)
+run run:1
+assert_eq "$rc" 137 "reissue, crash hook run:1: exit"
+assert_grep kill.results.csv '^SN-00003,issued,' "results of the run stopped after its end"
+extra=()
+run ""
 assert_eq "$rc" 0 "final run: exit"
 enroll_seconds=$((SECONDS - start))
 assert_no_grep "$WORK/log/runs.err" '.' "the runs wrote errors"
 
 assert_eq "$(proven)" "$total" "rows proven"
 assert_eq "$(journal_q 'SELECT count(*) FROM device')" "$total" "device rows"
-# Exactly once: one certificate per row, plus the one superseded by the single reissue,
-# which a resumed run did not repeat.
-assert_eq "$(journal_q 'SELECT count(*) FROM certificate')" $((total + 1)) "certificates"
+# Exactly once: one certificate per row, plus the one superseded by each of the three
+# reissues, which a resumed run did not repeat.
+assert_eq "$(journal_q 'SELECT count(*) FROM certificate')" $((total + 3)) "certificates"
 assert_eq "$(journal_q "SELECT count(*) FROM certificate c JOIN device d ON d.id = c.device_id
-            WHERE c.superseded IS NOT NULL AND d.serial = 'SN-00001'")" 1 "superseded"
-assert_eq "$(journal_q 'SELECT count(DISTINCT cert_serial) FROM certificate')" $((total + 1)) \
+            WHERE c.superseded IS NOT NULL AND d.serial IN ('SN-00001', 'SN-00002', 'SN-00003')
+            GROUP BY d.serial ORDER BY d.serial" | tr '\n' ' ')" "1 1 1 " "superseded, one per reissued serial"
+assert_eq "$(journal_q 'SELECT count(DISTINCT cert_serial) FROM certificate')" $((total + 3)) \
     "distinct certificate serials"
-assert_eq "$(journal_q 'SELECT count(DISTINCT pubkey_sha256) FROM certificate')" $((total + 1)) \
+assert_eq "$(journal_q 'SELECT count(DISTINCT pubkey_sha256) FROM certificate')" $((total + 3)) \
     "distinct public keys"
 assert_eq "$(grep -cE '^SN-[0-9]+,(issued|already-issued),[0-9a-f]+,' kill.results.csv)" "$total" \
     "results rows issued or already-issued"
@@ -144,4 +164,4 @@ for ((t = 1; t <= tokens; t++)); do
 done
 prov 0 batch report kill.csv --verify-audit
 assert_grep "$PROV_ERR" 'audit chain verifies'
-it_log "$total devices on $tokens tokens: 12 crash hooks, $landed SIGKILLs ($repaired SoftHSM2 token.object restored); enrollment phase ${enroll_seconds}s, total ${SECONDS}s"
+it_log "$total devices on $tokens tokens: 14 crash hooks, $landed SIGKILLs ($repaired SoftHSM2 token.object restored); enrollment phase ${enroll_seconds}s, total ${SECONDS}s"
