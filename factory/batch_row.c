@@ -154,9 +154,12 @@ static int resolve_token(struct row_ctx *c)
         return PROV_ERR_NOMEM;
     }
     pthread_mutex_lock(&b->tokens_lock);
-    r = prov_strset_add(&b->token_index, key, b->n_tokens, &index, &is_new);
-    if (r == 0 && is_new) {
-        struct batch_token *t = calloc(1, sizeof(*t));
+    /*
+     * Room and the entry first, the index last: an index entry always names a token that
+     * exists, even when memory runs out half way.
+     */
+    if (!prov_strset_get(&b->token_index, key, &index)) {
+        struct batch_token *t = NULL;
 
         if (b->n_tokens == b->cap_tokens) {
             size_t cap = b->cap_tokens ? b->cap_tokens * 2 : 16;
@@ -167,14 +170,18 @@ static int resolve_token(struct row_ctx *c)
                 b->cap_tokens = cap;
             }
         }
-        if (t == NULL || b->n_tokens == b->cap_tokens) {
-            free(t);
-            r = PROV_ERR_NOMEM;
-        } else {
+        if (b->n_tokens < b->cap_tokens) {
+            t = calloc(1, sizeof(*t));
+        }
+        r = t != NULL ? prov_strset_add(&b->token_index, key, b->n_tokens, &index, &is_new)
+                      : PROV_ERR_NOMEM;
+        if (r == 0) {
             t->identity = key;
             key = NULL;
             pthread_mutex_init(&t->lock, NULL);
             b->tokens[b->n_tokens++] = t;
+        } else {
+            free(t);
         }
     }
     if (r == 0) {
