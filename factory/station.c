@@ -190,7 +190,7 @@ static int collect_rows(struct station *s, const struct prov_station_result *res
         r = prov_fail(PROV_ERR_POLICY, "device %s: no row of %s names it (mode row-by-identity)",
                       res->identity, s->bopts.manifest);
     } else if (r == 0 && !s->is_next_free && s->n_matching > 1) {
-        r = prov_fail(PROV_ERR_INPUT, "device %s: %zu rows of %s name it", res->identity,
+        r = prov_fail(PROV_ERR_CONFIG, "device %s: %zu rows of %s name it", res->identity,
                       s->n_matching, s->bopts.manifest);
     }
     return r;

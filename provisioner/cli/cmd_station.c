@@ -84,6 +84,18 @@ static void json_add(struct json_object *o, const char *key, const char *value)
     json_object_object_add(o, key, value != NULL ? json_object_new_string(value) : NULL);
 }
 
+/* The exit code of a result: a manifest with problems is a usage error (2), as for batch. */
+static int result_exit(const struct prov_station_result *res)
+{
+    if (res->status != PROV_STATION_FAILED) {
+        return PROV_EXIT_OK;
+    }
+    if (res->err == PROV_ERR_INPUT && res->n_findings > 0) {
+        return PROV_EXIT_USAGE;
+    }
+    return prov_exit_code(res->err ? res->err : PROV_ERR_INTERNAL);
+}
+
 static void print_result(const struct prov_station_result *res, bool as_json)
 {
     const char *status = prov_station_status_name(res->status);
@@ -101,7 +113,7 @@ static void print_result(const struct prov_station_result *res, bool as_json)
         json_add(o, "not_after", res->not_after);
         json_add(o, "storage", res->storage);
         json_add(o, "reason", res->reason);
-        json_object_object_add(o, "exit", json_object_new_int(prov_exit_code(res->err)));
+        json_object_object_add(o, "exit", json_object_new_int(result_exit(res)));
         printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
         json_object_put(o);
     } else {
@@ -171,8 +183,9 @@ int cmd_station(int argc, char **argv)
     prov_error_clear();
     r = prov_station_run(cfg, &o, &res);
     if (r == PROV_ERR_INPUT && res.n_findings > 0) {
-        fprintf(stderr, "provisioner: %s: %lu problems; nothing issued\n",
-                o.manifest ? o.manifest : "manifest", res.n_findings);
+        fprintf(stderr, "provisioner: %s: %lu problem%s; nothing issued\n",
+                o.manifest ? o.manifest : "manifest", res.n_findings,
+                res.n_findings == 1 ? "" : "s");
     } else if (r < 0 && res.reason != NULL && strstr(res.reason, o.instance) != NULL) {
         fprintf(stderr, "provisioner: %s\n", res.reason);
     } else if (r < 0) {
@@ -180,8 +193,7 @@ int cmd_station(int argc, char **argv)
                 res.reason ? res.reason : prov_strerror(r));
     }
     print_result(&res, as_json);
-    rc = res.status == PROV_STATION_FAILED ? prov_exit_code(res.err ? res.err : PROV_ERR_INTERNAL)
-                                           : PROV_EXIT_OK;
+    rc = result_exit(&res);
     prov_station_result_clear(&res);
     prov_config_free(cfg);
     return rc;

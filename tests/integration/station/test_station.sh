@@ -13,8 +13,9 @@
 # - two stations at once, one held right after its intent: the other finishes meanwhile;
 # - next-free mode: rows handed out in manifest order, a returning token keeps its row, a
 #   token too many is refused (exit 5);
-# - bad instance names, unlisted tokens and a bad --prove URL: refused before any device is
-#   touched (the proof itself: test_station_prove.sh).
+# - bad instance names, unlisted tokens, a bad --prove URL, a manifest with a bad column and
+#   one naming the token twice: refused with exit 2 before any token is changed (the proof
+#   itself: test_station_prove.sh).
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/station_lib.sh"
 it_setup
@@ -198,6 +199,13 @@ prov 2 station --instance "usb-1209:0001-$SER_A" --prove "mqtt://127.0.0.1:1"
 assert_one_error "mqtt://127.0.0.1:1"
 prov 2 station
 assert_one_error "--instance"
+# a bad manifest, and two rows naming one device, are manifest errors: exit 2, as for batch
+printf 'serial,device,colour\nSN-X,pkcs11:serial=%s,red\n' "$SER_A" >bad.csv
+prov 2 station --instance "usb-1209:0001-$SER_A" --manifest bad.csv --journal bad.journal.sqlite
+assert_grep "$PROV_ERR" "bad.csv:1:"
+printf 'serial,device\nSN-X,pkcs11:serial=%s\nSN-Y,pkcs11:serial=%s\n' "$SER_A" "$SER_A" >twice.csv
+prov 2 station --instance "usb-1209:0001-$SER_A" --manifest twice.csv --journal twice.journal.sqlite
+assert_one_error "2 rows of"
 assert_eq "$(tree_digest softhsm/tokens)" "$before" "tokens after refused stations"
 
 # --- a rejected PIN is never tried again by a later station run ---------------------------
