@@ -329,33 +329,6 @@ static int enroll_row(struct station *s, size_t pick, struct prov_station_result
 }
 
 /*
- * The CA token is shared by every station of the line. Opening it logs in, and SoftHSM2
- * rewrites its token file on every C_Login (PLATFORM.md): the logins of station processes
- * are serialized with "JOURNAL.ca.lock" (waiting, held only while the CA is opened).
- */
-static int open_ca(struct station *s, const char *journal)
-{
-    char *path = NULL;
-    int fd;
-    int r;
-
-    if (asprintf(&path, "%s.ca.lock", journal) < 0) {
-        return PROV_ERR_NOMEM;
-    }
-    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0 || flock(fd, LOCK_EX) != 0) {
-        r = prov_fail(PROV_ERR_JOURNAL, "%s: %s", path, strerror(errno));
-    } else {
-        r = prov_ca_open(s->cfg, true, &s->b.ca);
-    }
-    if (fd >= 0) {
-        close(fd);
-    }
-    free(path);
-    return r;
-}
-
-/*
  * Never lock a token (SPEC §4): the backend never sends a rejected PIN twice, but each
  * arrival starts a new process. A PIN rejected in one station run is remembered next to the
  * journal ("JOURNAL.pin-rejected.NAME", NAME = "ca" or the device identity), and later runs
@@ -395,24 +368,57 @@ static int pin_not_rejected_before(const struct station *s, const char *name, co
     return r;
 }
 
-static void remember_rejected_pin(const struct station *s, const struct prov_station_result *res)
+/* The marker of a PIN that name's token rejected (reason: the error, never the PIN). */
+static void remember_rejected_pin(const struct station *s, const char *name, const char *reason)
 {
     char *path;
     FILE *f;
 
-    if (res->err != PROV_ERR_PIN_INCORRECT || s->journal == NULL ||
-        (!s->is_ca_stage && res->identity == NULL)) {
+    if (s->journal == NULL || name == NULL) {
         return;
     }
-    path = pin_marker(s, s->is_ca_stage ? "ca" : res->identity);
+    path = pin_marker(s, name);
     f = path ? fopen(path, "wx") : NULL;
     if (f != NULL) {
-        fprintf(f, "%s\n", res->reason ? res->reason : "PIN rejected");
+        fprintf(f, "%s\n", reason ? reason : "PIN rejected");
         fclose(f);
     } else if (path != NULL) {
         prov_warn("%s: cannot record the rejected PIN: %s", path, strerror(errno));
     }
     free(path);
+}
+
+/*
+ * The CA token is shared by every station of the line. Opening it logs in, and SoftHSM2
+ * rewrites its token file on every C_Login (PLATFORM.md): the logins of station processes
+ * are serialized with "JOURNAL.ca.lock" (waiting, held only while the CA is opened). The
+ * rejected-PIN marker is checked again and written under that lock: a station that waited
+ * while another one's login was refused must not send the same PIN.
+ */
+static int open_ca(struct station *s, const char *journal)
+{
+    char *path = NULL;
+    int fd;
+    int r;
+
+    if (asprintf(&path, "%s.ca.lock", journal) < 0) {
+        return PROV_ERR_NOMEM;
+    }
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0 || flock(fd, LOCK_EX) != 0) {
+        r = prov_fail(PROV_ERR_JOURNAL, "%s: %s", path, strerror(errno));
+    } else {
+        r = pin_not_rejected_before(s, "ca", "[ca] pin");
+        r = r ? r : prov_ca_open(s->cfg, true, &s->b.ca);
+        if (r == PROV_ERR_PIN_INCORRECT) {
+            remember_rejected_pin(s, "ca", prov_error_message());
+        }
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    free(path);
+    return r;
 }
 
 /* ---- the run ----------------------------------------------------------------------------- */
@@ -533,7 +539,10 @@ int prov_station_run(const struct prov_config *cfg, const struct prov_station_op
             res->err = classify_removal(&s, res->device_uri, r);
         }
     }
-    remember_rejected_pin(&s, res);
+    /* the CA's marker is written by open_ca, under the CA lock */
+    if (res->err == PROV_ERR_PIN_INCORRECT && !s.is_ca_stage) {
+        remember_rejected_pin(&s, res->identity, res->reason);
+    }
     station_free(&s);
     return r;
 }

@@ -13,6 +13,8 @@
 # - two stations at once, one held right after its intent: the other finishes meanwhile;
 # - next-free mode: rows handed out in manifest order, a returning token keeps its row, a
 #   token too many is refused (exit 5);
+# - a rejected device or CA PIN is not sent again by a later station, nor by one that was
+#   waiting for the CA at the same time;
 # - bad instance names, unlisted tokens, a bad --prove URL, a manifest with a bad column and
 #   one naming the token twice: refused with exit 2 before any token is changed (the proof
 #   itself: test_station_prove.sh).
@@ -228,6 +230,37 @@ PROVISIONER_CONFIG=$WORK/badca.cnf prov 3 station --instance "usb-1209:0001-$SER
 assert_file "$WORK/lot.journal.sqlite.pin-rejected.ca"
 prov 3 station --instance "usb-1209:0001-$SER_A"
 assert_one_error "[ca] pin was rejected in an earlier station run"
+rm -f "$WORK/lot.journal.sqlite.pin-rejected.ca"
+# Two stations that arrive together with a wrong CA PIN: one login is refused, the other
+# station must not try the same PIN (both wait on the CA lock, held here until both do).
+ca_lock=$WORK/lot.journal.sqlite.ca.lock
+: >>"$ca_lock"
+exec {lock_fd}>>"$ca_lock"
+flock "$lock_fd"
+pids=()
+for t in A B; do
+    ser=SER_$t
+    PROVISIONER_CONFIG=$WORK/badca.cnf "$PROVISIONER" station \
+        --instance "usb-1209:0001-${!ser}" >"$WORK/log/ca-race-$t.out" \
+        2>"$WORK/log/ca-race-$t.err" </dev/null {lock_fd}>&- &
+    pids+=($!)
+    it_track "$!"
+done
+inode=$(stat -c %i "$ca_lock")
+for ((i = 0; i < 200; i++)); do
+    [ "$(grep -c -- "-> FLOCK .*:$inode " /proc/locks)" -ge 2 ] && break
+    sleep 0.1
+done
+[ "$i" -lt 200 ] || fail "the two stations never both waited on $ca_lock"
+exec {lock_fd}>&-
+for pid in "${pids[@]}"; do
+    rc=0
+    wait "$pid" || rc=$?
+    assert_eq "$rc" 3 "station with a wrong CA PIN, arriving together: exit"
+done
+assert_eq "$(cat "$WORK"/log/ca-race-?.err | grep -c 'rejected in an earlier station run')" 1 \
+    "stations that did not send the rejected CA PIN again"
+assert_file "$WORK/lot.journal.sqlite.pin-rejected.ca"
 rm -f "$WORK/lot.journal.sqlite.pin-rejected.ca"
 prov 0 station --instance "usb-1209:0001-$SER_A"
 assert_grep "$PROV_OUT" "serial=SN-A status=already-issued"
