@@ -568,6 +568,24 @@ static int check_targets(const char *dir)
     return 0;
 }
 
+/* Removes dir/client.crt if there is one, and makes that durable before anything is renamed. */
+static int drop_old_certificate(const char *dir)
+{
+    char *path = join(dir, file_names[F_CRT]);
+    int r = 0;
+
+    if (path == NULL) {
+        return prov_fail(PROV_ERR_NOMEM, "%s: out of memory", dir);
+    }
+    if (unlink(path) == 0) {
+        r = fsync_dir(dir);
+    } else if (errno != ENOENT) {
+        r = prov_fail(PROV_ERR_STORAGE, "%s: cannot replace (%s)", path, strerror(errno));
+    }
+    free(path);
+    return r;
+}
+
 /*
  * Server CA files that parsed, by the digest of their bytes: a batch copies the same file into
  * every device's storage, and parsing it each time cost a tenth of the batch's instructions.
@@ -629,9 +647,15 @@ int prov_storage_write(const char *dir, const struct prov_identity *id)
         path = NULL;
     }
     /*
-     * Every temp file is complete and synced. Renames within one directory do not fail short
-     * of a race or an I/O error; if one does, client.crt (renamed last) is still the old one.
+     * Every temp file is complete and synced. client.crt, renamed last, commits the identity.
+     * When one is replaced, its old client.crt goes first (durably): a stop or an I/O error
+     * between the renames then leaves no identity, never the old certificate beside the new
+     * key.uri (the journal's resume writes it again).
      */
+    r = drop_old_certificate(dir);
+    if (r < 0) {
+        goto out;
+    }
     for (int i = 0; i < F_COUNT; i++) {
         path = join(dir, files[i].name);
         if (path == NULL) {

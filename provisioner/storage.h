@@ -46,8 +46,10 @@ int prov_storage_mkdirs(const char *dir);
 /*
  * Writes every file of SPEC §8 into dir (created 0755 if absent, parents too). All files are
  * prepared in temp files first (each synced and read back byte for byte) and renamed only
- * when all are written, so a failure leaves either the previous content or nothing — never a
- * partial identity.
+ * when all are written; client.crt is renamed last and commits the identity, and an old
+ * client.crt is removed (durably) before the first rename. A failure while preparing leaves
+ * the previous identity untouched; a stop or failure between the renames leaves no identity
+ * (no client.crt) — never an old certificate beside new files.
  */
 int prov_storage_write(const char *dir, const struct prov_identity *id);
 

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include <dirent.h>
+#include <errno.h>
 #include <limits.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -62,6 +63,20 @@ int __wrap_fsync(int fd)
         }
     }
     return __real_fsync(fd);
+}
+
+/* When > 0, the n-th rename from now on fails with EIO (linked with -Wl,--wrap=rename). */
+int __real_rename(const char *from, const char *to);
+int __wrap_rename(const char *from, const char *to);
+static int fail_rename_in;
+
+int __wrap_rename(const char *from, const char *to)
+{
+    if (fail_rename_in > 0 && --fail_rename_in == 0) {
+        errno = EIO;
+        return -1;
+    }
+    return __real_rename(from, to);
 }
 
 static bool was_synced(const char *path)
@@ -553,6 +568,37 @@ static void test_failure_midway_keeps_previous(void **state)
 }
 
 /*
+ * Replacing an identity, a rename fails after key.uri and four other files are in place (as a
+ * stop between the renames would): the directory must not hold the old client.crt beside the
+ * new key.uri. It holds no identity (client.crt gone), and the next write makes it whole.
+ */
+static void test_replacement_stopped_between_renames(void **state)
+{
+    struct fixture *fx = *state;
+    struct prov_identity id = identity(fx);
+    char dir[160];
+    char *uri;
+
+    snprintf(dir, sizeof(dir), "%s/replaced", fx->dir);
+    assert_int_equal(prov_storage_write(dir, &id), 0);
+    id.serial = "SN-0002";
+    id.key_uri = "pkcs11:token=other";
+    fail_rename_in = 6; /* der, fullchain, chain, server-ca, key.uri renamed; identity.json fails */
+    prov_error_clear();
+    assert_int_equal(prov_storage_write(dir, &id), PROV_ERR_STORAGE);
+    fail_rename_in = 0;
+    assert_non_null(strstr(prov_error_message(), "identity.json"));
+    uri = slurp(dir, "key.uri", NULL);
+    assert_non_null(strstr(uri, "pkcs11:token=other"));
+    free(uri);
+    assert_false(prov_storage_has_identity(dir));
+    prov_error_clear();
+    assert_int_equal(prov_storage_write(dir, &id), 0);
+    assert_true(prov_storage_has_identity(dir));
+    assert_int_equal(count_temp_files(dir), 0);
+}
+
+/*
  * What is on disk is compared with what was meant, byte for byte, before any file is renamed:
  * a change between write and sync fails the write, names the file, keeps the previous identity
  * and leaves no temp file.
@@ -777,6 +823,7 @@ int main(void)
         cmocka_unit_test(test_read_back),
         cmocka_unit_test(test_read_errors),
         cmocka_unit_test(test_failure_midway_keeps_previous),
+        cmocka_unit_test(test_replacement_stopped_between_renames),
         cmocka_unit_test(test_read_back_differs),
         cmocka_unit_test(test_directory_in_the_way),
         cmocka_unit_test(test_read_only_dir),
