@@ -207,6 +207,16 @@ int prov_journal_station_claim(struct prov_journal *j, long long lot_id, const c
                                bool is_next_free, size_t *index);
 
 /*
+ * The device with identity, which holds the claim of serial, now answers at device_uri: when
+ * the row names it by another URI (a TPM back on another /dev/tpmrmN), the row's device URI,
+ * and the key URI under it, move to device_uri in one transaction with a "device-moved"
+ * audit record. Nothing when the row is not in the journal yet or already names device_uri.
+ * PROV_ERR_ALREADY_ISSUED when the identity does not hold the claim of serial.
+ */
+int prov_journal_station_follow(struct prov_journal *j, long long lot_id, const char *serial,
+                                const char *identity, const char *device_uri);
+
+/*
  * Takes the exclusive lock of one row, "JOURNAL.row-LOT-SERIAL.lock" (flock, not waiting),
  * so that no two stations work on one row; *fd holds it until closed. PROV_ERR_JOURNAL when
  * another process holds it.

@@ -189,6 +189,73 @@ int prov_journal_station_claim(struct prov_journal *j, long long lot_id, const c
     return r;
 }
 
+/* key_uri with its leading old device URI (then ';') replaced by device_uri; else a copy. */
+static char *moved_key_uri(const char *key_uri, const char *old, const char *device_uri)
+{
+    size_t n = strlen(old);
+    char *out = NULL;
+
+    if (strncmp(key_uri, old, n) == 0 && key_uri[n] == ';') {
+        return asprintf(&out, "%s%s", device_uri, key_uri + n) < 0 ? NULL : out;
+    }
+    return strdup(key_uri);
+}
+
+int prov_journal_station_follow(struct prov_journal *j, long long lot_id, const char *serial,
+                                const char *identity, const char *device_uri)
+{
+    sqlite3_stmt *st = NULL;
+    char bound[128];
+    char lot[256];
+    char now[32];
+    char *old = NULL;
+    char *key_uri = NULL;
+    char *detail = NULL;
+    int r;
+
+    pthread_mutex_lock(&j->lock);
+    r = journal_begin(j);
+    r = r ? r : claimed_serial(j, lot_id, identity, bound, sizeof(bound));
+    if (r == 0 && strcmp(bound, serial) != 0) {
+        r = prov_fail(PROV_ERR_ALREADY_ISSUED, "device %s: serial %s is not claimed by it",
+                      identity, serial);
+    }
+    r = r ? r : journal_query(j, &st, "SELECT device_uri, key_uri FROM device"
+                                      " WHERE lot_id = ? AND serial = ?", "it", lot_id, serial);
+    if (r == 0 && sqlite3_step(st) == SQLITE_ROW &&
+        strcmp((const char *)sqlite3_column_text(st, 0), device_uri) != 0) {
+        old = strdup((const char *)sqlite3_column_text(st, 0));
+        key_uri = sqlite3_column_type(st, 1) == SQLITE_NULL
+                      ? NULL
+                      : moved_key_uri((const char *)sqlite3_column_text(st, 1),
+                                      old ? old : "", device_uri);
+        if (old == NULL || (sqlite3_column_type(st, 1) != SQLITE_NULL && key_uri == NULL) ||
+            asprintf(&detail, "from=%s to=%s", old, device_uri) < 0) {
+            detail = NULL;
+            r = PROV_ERR_NOMEM;
+        }
+    }
+    journal_release(j, st);
+    if (r == 0 && detail != NULL) {
+        journal_now(now, sizeof(now));
+        r = journal_lot_name(j, lot_id, lot, sizeof(lot));
+        if (r == 0 && journal_exec(j,
+                                   "UPDATE device SET device_uri = ?, key_uri = ?, updated = ?"
+                                   " WHERE lot_id = ? AND serial = ?",
+                                   "tttit", device_uri, key_uri, now, lot_id,
+                                   serial) != SQLITE_DONE) {
+            r = journal_db_fail(j, serial);
+        }
+        r = r ? r : journal_audit_append(j, lot, serial, "device-moved", detail);
+    }
+    r = journal_end(j, r);
+    pthread_mutex_unlock(&j->lock);
+    free(old);
+    free(key_uri);
+    free(detail);
+    return r;
+}
+
 int prov_journal_row_lock(struct prov_journal *j, long long lot_id, const char *serial, int *fd)
 {
     char *path = NULL;

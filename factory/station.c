@@ -499,6 +499,9 @@ static int pick_and_enroll(struct station *s, struct prov_station_result *res)
         r = PROV_ERR_NOMEM;
     }
     r = r ? r : prov_journal_row_lock(s->b.journal, s->b.lot_id, res->serial, &s->row_lock_fd);
+    /* the claim is by identity: a device found under a new name is still this row's */
+    r = r ? r : prov_journal_station_follow(s->b.journal, s->b.lot_id, res->serial,
+                                            res->identity, res->device_uri);
     if (r == 0) {
         s->is_ca_stage = true;
         r = open_ca(s, journal);

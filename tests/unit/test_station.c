@@ -73,18 +73,25 @@ static void test_shared_lock(void **state)
     prov_journal_close(x);
 }
 
+/* The fixture's journal, opened as a station opens it, with the lot "lot". */
+static struct prov_journal *open_lot(struct fixture *f, long long *lot)
+{
+    struct prov_journal *j = NULL;
+
+    assert_int_equal(prov_journal_open_shared(f->path, &j), 0);
+    assert_int_equal(prov_journal_lot(j, "lot", "lot.csv", lot), 0);
+    return j;
+}
+
 static void test_claims(void **state)
 {
     static const char *const serials[] = {"A", "B", "C"};
-    struct fixture *f = *state;
-    struct prov_journal *j = NULL;
+    long long lot = 0;
+    struct prov_journal *j = open_lot(*state, &lot);
     struct prov_journal_audit audit;
     unsigned char id[16] = {7};
-    long long lot = 0;
     size_t i = 99;
 
-    assert_int_equal(prov_journal_open_shared(f->path, &j), 0);
-    assert_int_equal(prov_journal_lot(j, "lot", "lot.csv", &lot), 0);
     /* a row a batch run already started is not free */
     assert_int_equal(
         prov_journal_record_intent(j, lot, "B", "pkcs11:token=t", "devices/B", id, sizeof(id)), 0);
@@ -116,6 +123,44 @@ static void test_claims(void **state)
     /* claims are in the audit chain, which still verifies with the device rows */
     assert_int_equal(prov_journal_verify_audit(j, &audit), 0);
     assert_true(audit.n_records >= 4);
+    prov_journal_close(j);
+}
+
+/* A claimed device found under a new URI takes its row with it; nobody else's row moves. */
+static void test_follow(void **state)
+{
+    static const char *const serials[] = {"A", "B"};
+    long long lot = 0;
+    struct prov_journal *j = open_lot(*state, &lot);
+    struct prov_journal_device d = {0};
+    struct prov_journal_audit audit;
+    unsigned char id[16] = {7};
+    size_t i = 99;
+
+    assert_int_equal(prov_journal_station_claim(j, lot, "tpm2:ek", "tpmrm0", serials, 1, true, &i),
+                     0);
+    /* no row yet: nothing to move */
+    assert_int_equal(prov_journal_station_follow(j, lot, "A", "tpm2:ek", "tpm2:device:/dev/tpmrm0"),
+                     0);
+    assert_int_equal(prov_journal_record_intent(j, lot, "A", "tpm2:device:/dev/tpmrm0",
+                                                "devices/A", id, sizeof(id)),
+                     0);
+    assert_int_equal(prov_journal_station_follow(j, lot, "A", "tpm2:ek", "tpm2:device:/dev/tpmrm1"),
+                     0);
+    assert_int_equal(prov_journal_get(j, lot, "A", &d), 0);
+    assert_string_equal(d.device_uri, "tpm2:device:/dev/tpmrm1");
+    prov_journal_device_clear(&d);
+    /* the same name again: no second move */
+    assert_int_equal(prov_journal_station_follow(j, lot, "A", "tpm2:ek", "tpm2:device:/dev/tpmrm1"),
+                     0);
+    /* a device that does not hold the claim moves nothing */
+    prov_error_clear();
+    assert_int_equal(prov_journal_station_follow(j, lot, "A", "tpm2:other", "tpm2:device:/dev/x"),
+                     PROV_ERR_ALREADY_ISSUED);
+    assert_int_equal(prov_journal_get(j, lot, "A", &d), 0);
+    assert_string_equal(d.device_uri, "tpm2:device:/dev/tpmrm1");
+    prov_journal_device_clear(&d);
+    assert_int_equal(prov_journal_verify_audit(j, &audit), 0);
     prov_journal_close(j);
 }
 
@@ -231,6 +276,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_shared_lock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_claims, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_follow, setup, teardown),
         cmocka_unit_test_setup_teardown(test_row_lock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_instances, setup, teardown),
         cmocka_unit_test_setup_teardown(test_row_names, setup, teardown),

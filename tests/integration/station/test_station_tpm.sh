@@ -8,7 +8,9 @@
 #   proven, reported in one result line; storage, key attributes and NV checked;
 # - removal mid-enrollment: swtpm stopped right after the intent, and again right after
 #   the certificate was recorded: exit 4, journal failed; with the TPM back (same state,
-#   same port) the unit succeeds, the certificate issued once, one key at the handle.
+#   same port, reached under an equivalent but different TCTI, as a TPM back on another
+#   /dev/tpmrmN) the unit succeeds, the journal follows the device to its new name, the
+#   certificate issued once, one key at the handle.
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/station_lib.sh"
 it_setup
@@ -73,9 +75,18 @@ remove_at issued
 issued=$(jq_ "SELECT cert_serial FROM certificate")
 [ -n "$issued" ] || fail "no certificate recorded before the second removal"
 
+# The TPM comes back under another TCTI (as on another /dev/tpmrmN after a hotplug): the
+# same EK, so the same row, and the journal follows the device to its new name.
+OLD_TCTI=$TCTI
+TCTI="swtpm:port=${OLD_TCTI##*port=},host=127.0.0.1"
+sed -i "s|^tpm_tcti = .*|tpm_tcti = $TCTI|" provisioner.cnf
 unit_run tpmrm0 0
 assert_result instance=tpmrm0 device="tpm2:$TCTI" identity="tpm2:$EK" serial=SN-T1 \
     status=issued cert_serial="$issued" storage="$WORK/devices/SN-T1"
+assert_eq "$(jq_ "SELECT device_uri || ' ' || key_uri FROM device WHERE serial = 'SN-T1'")" \
+    "tpm2:$TCTI tpm2:$TCTI;handle=$KEY_HANDLE" "journal device and key after the move"
+assert_eq "$(jq_ "SELECT count(*) FROM audit WHERE serial = 'SN-T1' AND event = 'device-moved'
+                  AND detail = 'from=tpm2:$OLD_TCTI to=tpm2:$TCTI'")" 1 "device-moved audit"
 assert_eq "$(jq_ "SELECT count(*) FROM certificate")" 1 "certificates (issued once across removals)"
 assert_eq "$(jq_ "SELECT state FROM device WHERE serial = 'SN-T1'")" proven "journal state"
 assert_tpm_identity "$TCTI" devices/SN-T1
