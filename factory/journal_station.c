@@ -208,7 +208,6 @@ int prov_journal_station_follow(struct prov_journal *j, long long lot_id, const 
     char bound[128];
     char lot[256];
     char now[32];
-    char *old = NULL;
     char *key_uri = NULL;
     char *detail = NULL;
     int r;
@@ -224,13 +223,12 @@ int prov_journal_station_follow(struct prov_journal *j, long long lot_id, const 
                                       " WHERE lot_id = ? AND serial = ?", "it", lot_id, serial);
     if (r == 0 && sqlite3_step(st) == SQLITE_ROW &&
         strcmp((const char *)sqlite3_column_text(st, 0), device_uri) != 0) {
-        old = strdup((const char *)sqlite3_column_text(st, 0));
-        key_uri = sqlite3_column_type(st, 1) == SQLITE_NULL
-                      ? NULL
-                      : moved_key_uri((const char *)sqlite3_column_text(st, 1),
-                                      old ? old : "", device_uri);
-        if (old == NULL || (sqlite3_column_type(st, 1) != SQLITE_NULL && key_uri == NULL) ||
-            asprintf(&detail, "from=%s to=%s", old, device_uri) < 0) {
+        const char *was = (const char *)sqlite3_column_text(st, 0);
+        const char *was_key = (const char *)sqlite3_column_text(st, 1); /* NULL before issued */
+
+        key_uri = was_key != NULL ? moved_key_uri(was_key, was, device_uri) : NULL;
+        if ((was_key != NULL && key_uri == NULL) ||
+            asprintf(&detail, "from=%s to=%s", was, device_uri) < 0) {
             detail = NULL;
             r = PROV_ERR_NOMEM;
         }
@@ -250,7 +248,6 @@ int prov_journal_station_follow(struct prov_journal *j, long long lot_id, const 
     }
     r = journal_end(j, r);
     pthread_mutex_unlock(&j->lock);
-    free(old);
     free(key_uri);
     free(detail);
     return r;
