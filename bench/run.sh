@@ -444,6 +444,8 @@ if want rss; then
     V[rss_remote_small_mib]=$(mib "${V[remote_small_rss_kib]}")
     V[rss_remote_large_mib]=$(mib "${V[remote_large_rss_kib]}")
     V[remote_large_ms]=$(ms "${V[remote_large_dev_s]}")
+    V[remote_small_ms]=$(ms "${V[remote_small_dev_s]}")
+    V[growth_remote_cpu]=$(fdiv "${V[remote_large_cpu_ms]}" "${V[remote_small_cpu_ms]}")
 fi
 if want device && [[ " ${stores[*]} " == *" tmpfs "* ]]; then
     V[rss_batch_inproc_mib]=$(mib "${V[batch_tmpfs_large_rss_kib]}")
@@ -536,7 +538,8 @@ table() {
     if want rss; then
         echo "| peak RSS, batch --check of ${N_RSS[0]} / ${N_RSS[1]} / ${N_RSS[2]} rows | ${V[rss_check_mib_${N_RSS[0]}]} / ${V[rss_check_mib_${N_RSS[1]}]} / ${V[rss_check_mib_${N_RSS[2]}]} MiB ($(met "${V[rss_check_mib_${N_RSS[2]}]}" '<=' 32)) | < 32 |"
         echo "| peak RSS of the tool with the token out of process (p11-kit server), batch of $N_REMOTE_SMALL / $N_REMOTE devices | ${V[rss_remote_small_mib]} / ${V[rss_remote_large_mib]} MiB ($(met "${V[rss_remote_large_mib]}" '<=' 32)) | < 32, flat |"
-        echo "| batch N=$N_REMOTE with the token out of process (tmpfs) | ${V[remote_large_dev_s]} devices/s (${V[remote_large_ms]} ms/device) | |"
+        echo "| batch with the token out of process (tmpfs), N=$N_REMOTE_SMALL / N=$N_REMOTE | ${V[remote_small_dev_s]} / ${V[remote_large_dev_s]} devices/s (${V[remote_small_ms]} / ${V[remote_large_ms]} ms/device) | |"
+        echo "| the tool's own CPU per device (token out of process), N=$N_REMOTE_SMALL / N=$N_REMOTE | ${V[remote_small_cpu_ms]} / ${V[remote_large_cpu_ms]} ms (${V[growth_remote_cpu]}×) | |"
     fi
     if want device && [[ " ${stores[*]} " == *" tmpfs "* ]]; then
         echo "| peak RSS, batch of $N_LARGE devices / keygen floor at $N_LARGE keys, SoftHSM2 in the process (it holds every token object) | ${V[rss_batch_inproc_mib]} / ${V[rss_floor_inproc_mib]} MiB | |"
