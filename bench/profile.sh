@@ -26,7 +26,7 @@ IT_NAME=bench-profile
 build=$repo/build-bench
 case "${1:-}" in
 --build) build=${2:?--build needs a directory}; shift 2 ;;
--h | --help) sed -n '3,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+-h | --help) sed -n '3,/^set -e/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 n1=${1:-10}
 n2=${2:-30}

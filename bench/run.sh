@@ -50,7 +50,7 @@ while [ $# -gt 0 ]; do
         esac
         shift ;;
     --only) only=${2:?--only needs a list}; shift ;;
-    -h | --help) sed -n '3,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '3,/^set -e/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
