@@ -1,16 +1,20 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The PKCS#11 floor (SPEC §10): what the token itself costs, with nothing of the tool around
- * it. Raw PKCS#11 on the module's function list; one C_Initialize, one session, one C_Login.
+ * The PKCS#11 floor: what the token itself costs, with nothing of the tool around it. Raw
+ * PKCS#11 on the module's function list; one C_Initialize, one session, one C_Login. The key
+ * and certificate templates are the tool's (backends/pkcs11/pkcs11_key.c: generate_key,
+ * store_certificate), so that the floor and the tool ask the token for the same work.
  *
- *   bench_p11 --module SO --token LABEL --pin-file F keygen N
+ *   bench_p11 --module SO --token LABEL --pin-file F [--cert DER] keygen N
  *       N x C_GenerateKeyPair of a token-resident P-256 key with the attributes the tool
  *       uses (CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE true, CKA_EXTRACTABLE false, sign only,
  *       a unique 16-byte CKA_ID and a label), filling the token from what it holds now;
- *   bench_p11 --module SO --token LABEL --pin-file F device N
- *       keygen plus the rest of the token work the SPEC asks for per device: the protection
- *       attributes read back, two ECDSA signatures (CSR, proof of possession) and the
- *       certificate stored on the token (C_CreateObject, CKO_CERTIFICATE, the key's CKA_ID);
+ *   bench_p11 --module SO --token LABEL --pin-file F --cert DER device N
+ *       the device floor: keygen plus the rest of the token work the tool must do per
+ *       device: the public key and the protection attributes read back (one
+ *       C_GetAttributeValue each), two ECDSA signatures (CSR, proof of possession) and the
+ *       certificate stored on the token (C_CreateObject, CKO_CERTIFICATE, the key's CKA_ID
+ *       and label; value, subject, issuer and serial from DER, a certificate the tool issued);
  *   bench_p11 --module SO --token LABEL --pin-file F sign N
  *       one such key, then N x C_SignInit + C_Sign (CKM_ECDSA over a 32-byte digest).
  *
@@ -27,9 +31,17 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/x509.h>
 #include <p11-kit/pkcs11.h>
 
+/* The certificate stored by the device floor: DER of the whole, its subject, issuer, serial. */
+struct cert_der {
+    unsigned char *value, *subject, *issuer, *serial;
+    int value_len, subject_len, issuer_len, serial_len;
+};
+
 static CK_FUNCTION_LIST *fl;
+static struct cert_der cert;
 static CK_BBOOL yes = CK_TRUE;
 static CK_BBOOL no = CK_FALSE;
 /* DER OID of prime256v1 */
@@ -52,11 +64,11 @@ static int check(CK_RV rv, const char *what)
     return 0;
 }
 
-static int keygen(CK_SESSION_HANDLE s, unsigned long i, CK_OBJECT_HANDLE *priv)
+/* A key pair as the tool makes it; id (16 bytes) is set to its unique CKA_ID. */
+static int keygen(CK_SESSION_HANDLE s, unsigned long i, unsigned char *id, CK_OBJECT_HANDLE *pub,
+                  CK_OBJECT_HANDLE *priv)
 {
-    unsigned char id[16];
     char label[32];
-    CK_OBJECT_HANDLE pub;
     CK_MECHANISM mech = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
 
     snprintf(label, sizeof(label), "FLOOR-%06lu", i);
@@ -69,7 +81,7 @@ static int keygen(CK_SESSION_HANDLE s, unsigned long i, CK_OBJECT_HANDLE *priv)
         {CKA_TOKEN, &yes, sizeof(yes)},     {CKA_PRIVATE, &no, sizeof(no)},
         {CKA_VERIFY, &yes, sizeof(yes)},    {CKA_ENCRYPT, &no, sizeof(no)},
         {CKA_WRAP, &no, sizeof(no)},        {CKA_DERIVE, &no, sizeof(no)},
-        {CKA_ID, id, sizeof(id)},           {CKA_EC_PARAMS, p256, sizeof(p256)},
+        {CKA_ID, id, 16},                   {CKA_EC_PARAMS, p256, sizeof(p256)},
         {CKA_LABEL, label, strlen(label)},
     };
     CK_ATTRIBUTE priv_tmpl[] = {
@@ -77,62 +89,100 @@ static int keygen(CK_SESSION_HANDLE s, unsigned long i, CK_OBJECT_HANDLE *priv)
         {CKA_SENSITIVE, &yes, sizeof(yes)}, {CKA_EXTRACTABLE, &no, sizeof(no)},
         {CKA_SIGN, &yes, sizeof(yes)},    {CKA_DECRYPT, &no, sizeof(no)},
         {CKA_UNWRAP, &no, sizeof(no)},    {CKA_DERIVE, &no, sizeof(no)},
-        {CKA_ID, id, sizeof(id)},         {CKA_LABEL, label, strlen(label)},
+        {CKA_ID, id, 16},                 {CKA_LABEL, label, strlen(label)},
     };
 
     return check(fl->C_GenerateKeyPair(s, &mech, pub_tmpl, sizeof(pub_tmpl) / sizeof(pub_tmpl[0]),
-                                       priv_tmpl, sizeof(priv_tmpl) / sizeof(priv_tmpl[0]), &pub,
+                                       priv_tmpl, sizeof(priv_tmpl) / sizeof(priv_tmpl[0]), pub,
                                        priv),
                  "C_GenerateKeyPair");
 }
 
 /*
- * The rest of the token work SPEC §4/§8 ask for per device, after the key exists: read back
- * the protection attributes, two signatures (the CSR and the proof of possession) and the
- * certificate stored on the token as a CKO_CERTIFICATE with the key's CKA_ID and label.
+ * The rest of the token work the tool does per device once the key exists: the public key
+ * read back (the CSR must carry it), the protection attributes read back (the tool refuses a
+ * key that is not local and never extractable), two signatures (the CSR and the proof of
+ * possession) and the certificate stored on the token under the key's CKA_ID and label.
  */
-static int device_rest(CK_SESSION_HANDLE s, unsigned long i, CK_OBJECT_HANDLE priv)
+static int device_rest(CK_SESSION_HANDLE s, unsigned long i, CK_OBJECT_HANDLE pub,
+                       CK_OBJECT_HANDLE priv, const unsigned char *id)
 {
     CK_MECHANISM mech = {CKM_ECDSA, NULL, 0};
     CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
     CK_CERTIFICATE_TYPE ct = CKC_X_509;
-    CK_BBOOL v[6];
+    CK_KEY_TYPE kt;
+    CK_BBOOL v[10];
     CK_ATTRIBUTE props[] = {
-        {CKA_TOKEN, &v[0], 1}, {CKA_PRIVATE, &v[1], 1},           {CKA_SENSITIVE, &v[2], 1},
-        {CKA_LOCAL, &v[3], 1}, {CKA_NEVER_EXTRACTABLE, &v[4], 1}, {CKA_SIGN, &v[5], 1},
+        {CKA_TOKEN, &v[0], 1},     {CKA_PRIVATE, &v[1], 1},           {CKA_SENSITIVE, &v[2], 1},
+        {CKA_EXTRACTABLE, &v[3], 1}, {CKA_NEVER_EXTRACTABLE, &v[4], 1}, {CKA_LOCAL, &v[5], 1},
+        {CKA_SIGN, &v[6], 1},      {CKA_DECRYPT, &v[7], 1},           {CKA_UNWRAP, &v[8], 1},
+        {CKA_DERIVE, &v[9], 1},
     };
-    unsigned char id[16], digest[32] = {2}, sig[128], value[560], name[64], serial[22];
+    unsigned char params[16], point[80], digest[32] = {2}, sig[128];
+    CK_ATTRIBUTE pubq[] = {
+        {CKA_KEY_TYPE, &kt, sizeof(kt)},
+        {CKA_EC_PARAMS, params, sizeof(params)},
+        {CKA_EC_POINT, point, sizeof(point)},
+    };
     char label[32];
     CK_ULONG len;
-    CK_OBJECT_HANDLE cert;
+    CK_OBJECT_HANDLE h;
 
-    CK_ATTRIBUTE idq = {CKA_ID, id, sizeof(id)};
-    if (check(fl->C_GetAttributeValue(s, priv, props, sizeof(props) / sizeof(props[0])),
-              "C_GetAttributeValue") < 0 ||
-        check(fl->C_GetAttributeValue(s, priv, &idq, 1), "C_GetAttributeValue(CKA_ID)") < 0) {
+    if (check(fl->C_GetAttributeValue(s, pub, pubq, sizeof(pubq) / sizeof(pubq[0])),
+              "C_GetAttributeValue(public key)") < 0 ||
+        check(fl->C_GetAttributeValue(s, priv, props, sizeof(props) / sizeof(props[0])),
+              "C_GetAttributeValue(protection)") < 0) {
         return -1;
     }
     for (int k = 0; k < 2; k++) {
         len = sizeof(sig);
+        digest[1] = (unsigned char)k;
         if (check(fl->C_SignInit(s, &mech, priv), "C_SignInit") < 0 ||
             check(fl->C_Sign(s, digest, sizeof(digest), sig, &len), "C_Sign") < 0) {
             return -1;
         }
     }
-    /* a certificate-sized value: the token stores bytes, it does not parse them */
-    memset(value, 0x30, sizeof(value));
-    memset(name, 0x31, sizeof(name));
-    memset(serial, 0x02, sizeof(serial));
     snprintf(label, sizeof(label), "FLOOR-%06lu", i);
     CK_ATTRIBUTE tmpl[] = {
-        {CKA_CLASS, &cls, sizeof(cls)},     {CKA_CERTIFICATE_TYPE, &ct, sizeof(ct)},
-        {CKA_TOKEN, &yes, sizeof(yes)},     {CKA_PRIVATE, &no, sizeof(no)},
-        {CKA_ID, id, sizeof(id)},           {CKA_SUBJECT, name, sizeof(name)},
-        {CKA_ISSUER, name, sizeof(name)},   {CKA_SERIAL_NUMBER, serial, sizeof(serial)},
-        {CKA_VALUE, value, sizeof(value)},  {CKA_LABEL, label, strlen(label)},
+        {CKA_CLASS, &cls, sizeof(cls)},
+        {CKA_CERTIFICATE_TYPE, &ct, sizeof(ct)},
+        {CKA_TOKEN, &yes, sizeof(yes)},
+        {CKA_PRIVATE, &no, sizeof(no)},
+        {CKA_ID, (void *)id, 16},
+        {CKA_SUBJECT, cert.subject, (CK_ULONG)cert.subject_len},
+        {CKA_ISSUER, cert.issuer, (CK_ULONG)cert.issuer_len},
+        {CKA_SERIAL_NUMBER, cert.serial, (CK_ULONG)cert.serial_len},
+        {CKA_VALUE, cert.value, (CK_ULONG)cert.value_len},
+        {CKA_LABEL, label, strlen(label)},
     };
-    return check(fl->C_CreateObject(s, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), &cert),
+    return check(fl->C_CreateObject(s, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), &h),
                  "C_CreateObject(certificate)");
+}
+
+/* The DER certificate in path, split as the certificate object wants it. */
+static int load_cert(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    X509 *x = f != NULL ? d2i_X509_fp(f, NULL) : NULL;
+
+    if (f != NULL) {
+        fclose(f);
+    }
+    if (x == NULL) {
+        fprintf(stderr, "bench_p11: %s: not a DER certificate\n", path);
+        return -1;
+    }
+    cert.value_len = i2d_X509(x, &cert.value);
+    cert.subject_len = i2d_X509_NAME(X509_get_subject_name(x), &cert.subject);
+    cert.issuer_len = i2d_X509_NAME(X509_get_issuer_name(x), &cert.issuer);
+    cert.serial_len = i2d_ASN1_INTEGER(X509_get0_serialNumber(x), &cert.serial);
+    X509_free(x);
+    if (cert.value_len <= 0 || cert.subject_len <= 0 || cert.issuer_len <= 0 ||
+        cert.serial_len <= 0) {
+        fprintf(stderr, "bench_p11: %s: cannot encode its parts\n", path);
+        return -1;
+    }
+    return 0;
 }
 
 static int run_keygen(CK_SESSION_HANDLE s, unsigned long n, bool is_device)
@@ -140,7 +190,8 @@ static int run_keygen(CK_SESSION_HANDLE s, unsigned long n, bool is_device)
     double *t = calloc(n, sizeof(*t));
     double start, first = 0, last = 0;
     unsigned long k = n < 100 ? n : 100;
-    CK_OBJECT_HANDLE priv;
+    CK_OBJECT_HANDLE pub, priv;
+    unsigned char id[16];
 
     if (t == NULL) {
         return -1;
@@ -149,7 +200,8 @@ static int run_keygen(CK_SESSION_HANDLE s, unsigned long n, bool is_device)
     for (unsigned long i = 0; i < n; i++) {
         double t0 = now();
 
-        if (keygen(s, i, &priv) < 0 || (is_device && device_rest(s, i, priv) < 0)) {
+        if (keygen(s, i, id, &pub, &priv) < 0 ||
+            (is_device && device_rest(s, i, pub, priv, id) < 0)) {
             free(t);
             return -1;
         }
@@ -170,11 +222,11 @@ static int run_keygen(CK_SESSION_HANDLE s, unsigned long n, bool is_device)
 static int run_sign(CK_SESSION_HANDLE s, unsigned long n)
 {
     CK_MECHANISM mech = {CKM_ECDSA, NULL, 0};
-    CK_OBJECT_HANDLE priv;
-    unsigned char digest[32] = {1}, sig[128];
+    CK_OBJECT_HANDLE pub, priv;
+    unsigned char id[16], digest[32] = {1}, sig[128];
     double start;
 
-    if (keygen(s, 999999, &priv) < 0) {
+    if (keygen(s, 999999, id, &pub, &priv) < 0) {
         return -1;
     }
     start = now();
@@ -190,6 +242,7 @@ static int run_sign(CK_SESSION_HANDLE s, unsigned long n)
     printf("op=sign n=%lu seconds=%.3f per_second=%.2f\n", n, now() - start,
            (double)n / (now() - start));
     fl->C_DestroyObject(s, priv);
+    fl->C_DestroyObject(s, pub);
     return 0;
 }
 
@@ -223,9 +276,10 @@ int main(int argc, char **argv)
         {"module", required_argument, NULL, 'm'},
         {"token", required_argument, NULL, 't'},
         {"pin-file", required_argument, NULL, 'p'},
+        {"cert", required_argument, NULL, 'c'},
         {NULL, 0, NULL, 0},
     };
-    const char *module = NULL, *token = NULL, *pin_file = NULL;
+    const char *module = NULL, *token = NULL, *pin_file = NULL, *cert_file = NULL;
     CK_RV (*get_list)(CK_FUNCTION_LIST **);
     CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
     CK_SESSION_HANDLE s;
@@ -242,15 +296,21 @@ int main(int argc, char **argv)
         case 'm': module = optarg; break;
         case 't': token = optarg; break;
         case 'p': pin_file = optarg; break;
+        case 'c': cert_file = optarg; break;
         default: return 2;
         }
     }
     if (module == NULL || token == NULL || pin_file == NULL || argc - optind != 2 ||
         (strcmp(argv[optind], "keygen") != 0 && strcmp(argv[optind], "sign") != 0 &&
          strcmp(argv[optind], "device") != 0) ||
-        (n = strtoul(argv[optind + 1], NULL, 10)) == 0) {
-        fprintf(stderr, "usage: bench_p11 --module SO --token LABEL --pin-file F keygen|device|sign N\n");
+        (n = strtoul(argv[optind + 1], NULL, 10)) == 0 ||
+        (strcmp(argv[optind], "device") == 0 && cert_file == NULL)) {
+        fprintf(stderr, "usage: bench_p11 --module SO --token LABEL --pin-file F [--cert DER] "
+                        "keygen|device|sign N (device needs --cert)\n");
         return 2;
+    }
+    if (cert_file != NULL && load_cert(cert_file) < 0) {
+        return 1;
     }
     f = fopen(pin_file, "r");
     if (f == NULL || fgets(pin, sizeof(pin), f) == NULL) {

@@ -1,44 +1,65 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 #
-# The benchmark of SPEC §10, measured in one run on this machine (details: bench/README.md):
+# The benchmark, measured in one run on this machine (what each figure is: bench/README.md):
 #
-#   bench/run.sh [--quick] [--runs K] [--json FILE] [--build DIR]
+#   bench/run.sh [--quick] [--runs K] [--json FILE] [--build DIR] [--store S] [--only LIST]
 #
-#   --quick      small sizes (a smoke run of a minute or so; figures are only indicative)
+#   --quick      small sizes: the smoke run of scripts/test.sh (about a minute; figures are
+#                only indicative)
 #   --runs K     run every measurement K times and print the median of each figure (default 1)
 #   --json FILE  also write the figures as JSON (FILE "-" = stdout, then the table goes to stderr)
 #   --build DIR  the build directory to use (default: <repo>/build-bench, set up with meson
-#                here if missing, and compiled)
+#                here if missing, and compiled); the disk store is DIR/bench-run
+#   --store S    tmpfs, disk or both (default): where the device figures are measured
+#   --only LIST  comma-separated groups to measure (default all): device (floors, batch and
+#                the command-line pipeline, per store), se (the line of secure elements),
+#                rss, tpm
 #
-# Everything lives under DIR/bench-run: its own SoftHSM2 token directories (one per scenario,
-# so that no scenario pays for another's objects: SoftHSM2 loads every token at C_Initialize),
-# a CA made by `provisioner ca init`, and, through bench/tpm.sh, one swtpm on 127.0.0.1 that is
-# stopped by its PID. Nothing here asserts a timing: it prints what it measured.
+# Every device figure is measured twice, in the same run with the same N and templates: with
+# the token store, the journal, the storage and the CA's records on tmpfs (/dev/shm: the
+# tool's own cost) and on the build directory's disk (a station's reality). Each scenario has
+# its own SoftHSM2 token directory, CA copy and journal; servers (swtpm, p11-kit server) are
+# stopped by their PID. Nothing here asserts a timing: it prints what it measured, and fails
+# only when something did not work (a device not issued, a figure not measured).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-# The integration harness's fixtures (engine_conf, write_root_conf, make_server_ca,
-# token_slot): the benchmark sets things up exactly as the tests do.
 # shellcheck source=tests/integration/lib.sh
 . "$repo/tests/integration/lib.sh"
+# shellcheck source=bench/lib.sh
+. "$repo/bench/lib.sh"
 IT_NAME=bench
 build=$repo/build-bench
 quick=0
 runs=1
 json=
+stores=(tmpfs disk)
+only=device,se,rss,tpm
 while [ $# -gt 0 ]; do
     case "$1" in
     --quick) quick=1 ;;
     --runs) runs=${2:?--runs needs a number}; shift ;;
     --json) json=${2:?--json needs a file (or -)}; shift ;;
     --build) build=${2:?--build needs a directory}; shift ;;
-    -h | --help) sed -n '3,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --store)
+        case "${2:-}" in
+        tmpfs | disk) stores=("$2") ;;
+        both) stores=(tmpfs disk) ;;
+        *) echo "bench/run.sh: --store takes tmpfs, disk or both" >&2; exit 2 ;;
+        esac
+        shift ;;
+    --only) only=${2:?--only needs a list}; shift ;;
+    -h | --help) sed -n '3,/^set -e/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
 case "$runs" in '' | *[!0-9]* | 0) echo "bench/run.sh: --runs takes a positive number" >&2; exit 2 ;; esac
+for g in ${only//,/ }; do
+    case "$g" in device | se | rss | tpm) ;; *) echo "bench/run.sh: --only: unknown group $g" >&2; exit 2 ;; esac
+done
+want() { [[ ",$only," == *",$1,"* ]]; }
 # Relative paths are the caller's (the run changes directory), and a JSON file that cannot be
 # written is an error now, not after the run.
 case "$json" in '' | - | /*) ;; *) json=$PWD/$json ;; esac
@@ -48,62 +69,43 @@ if [ -n "$json" ] && [ "$json" != - ] && ! [ -d "$(dirname "$json")" ]; then
     exit 2
 fi
 
-# Sizes: the SPEC/issue sizes, or small ones for --quick; N_SMALL, N_LARGE, N_CLI, N_JOBS and
+# Sizes: the issue's sizes, or small ones for --quick; N_SMALL, N_LARGE, N_CLI, N_SE, N_REMOTE,
 # N_TPM in the environment override either (e.g. on a machine too busy for the full run).
 if [ "$quick" = 1 ]; then
-    d_small=20 d_large=200 d_cli=20 d_jobs=40 d_tpm=10 N_SIGN=500
+    d_small=5 d_large=20 d_cli=3 d_se=16 d_remote=100 d_tpm=5 N_SIGN=500 N_SE_FLOOR=2
+    N_RSS=(1000 10000 100000) N_REMOTE_SMALL=20
+    QUIESCE_MAX=${QUIESCE_MAX:-0}
+    BENCH_DISK_MAY_BE_TMPFS=1
 else
-    d_small=100 d_large=2000 d_cli=500 d_jobs=200 d_tpm=50 N_SIGN=5000
+    d_small=100 d_large=2000 d_cli=500 d_se=256 d_remote=10000 d_tpm=50 N_SIGN=5000 N_SE_FLOOR=16
+    N_RSS=(1000 10000 100000) N_REMOTE_SMALL=100
 fi
 N_SMALL=${N_SMALL:-$d_small} N_LARGE=${N_LARGE:-$d_large} N_CLI=${N_CLI:-$d_cli}
-N_JOBS=${N_JOBS:-$d_jobs} N_TPM=${N_TPM:-$d_tpm}
-N_RSS=(1000 10000 100000)
+N_SE=${N_SE:-$d_se} N_REMOTE=${N_REMOTE:-$d_remote} N_TPM=${N_TPM:-$d_tpm}
 N_MID=$N_CLI # the tool is also run at the pipeline's N, so that the speed-up compares like N
+SE_TOKENS=16
+SE_JOBS=(1 4 16)
 
-MODULE=${SOFTHSM_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
-CA_PIN=bench-ca-PIN-2718
-DEV_PIN=bench-dev-PIN-3141
-SO_PIN=bench-so-PIN-1618
-
-die() {
-    echo "bench/run.sh: $*" >&2
-    exit 1
-}
-
-for t in meson ninja softhsm2-util pkcs11-tool openssl swtpm p11-kit /usr/bin/time awk; do
-    command -v "$t" >/dev/null 2>&1 || die "$t is not installed (run scripts/deps.sh)"
-done
-[ -r "$MODULE" ] || die "$MODULE is missing (run scripts/deps.sh)"
+bench_need meson ninja softhsm2-util pkcs11-tool openssl swtpm p11-kit /usr/bin/time awk
 CLIENT_MODULE=$(pkg-config --variable=p11_module_path p11-kit-1 2>/dev/null || true)/p11-kit-client.so
 [ -r "$CLIENT_MODULE" ] || die "$CLIENT_MODULE is missing (run scripts/deps.sh)"
 enginedir=$(openssl version -e | sed 's/^ENGINESDIR: "\(.*\)"$/\1/')
 [ -r "$enginedir/pkcs11.so" ] || die "the OpenSSL pkcs11 engine is missing (libengine-pkcs11-openssl)"
 
-# ---- build -------------------------------------------------------------------------------
-if [ ! -f "$build/build.ninja" ]; then
-    meson setup "$build" "$repo" >&2 || die "meson setup $build failed"
-fi
-meson compile -C "$build" provisioner bench/bench_p11 bench/bench_tpm >/dev/null ||
-    die "meson compile -C $build failed"
+bench_build "$repo" "$build"
 build=$(cd "$build" && pwd)
-PROV=$build/provisioner
-P11=$build/bench/bench_p11
-
 work=$build/bench-run
 rm -rf "$work"
 mkdir -p "$work"
-cd "$work"
-umask 022
+bench_stores "$work"
+trap bench_cleanup EXIT
+trap 'exit 143' TERM INT
 
-now() { date +%s.%N; }
-# fdiv A B [DIGITS]
-fdiv() { awk -v a="$1" -v b="$2" -v d="${3:-2}" 'BEGIN { printf "%.*f", d, (b == 0 ? 0 : a / b) }'; }
-note() { printf '  %s\n' "$*" >&2; }
 # Before each timed measurement: the previous scenario's files (thousands of token objects,
 # written and then removed) are written back now, not during the next measurement; then up to
-# QUIESCE_MAX seconds (default 20) until the disk's stall share over the last 10 s
-# (/proc/pressure/io "some avg10") is under 5 %: on a disk the host shares, the removal of a
-# 4,000-object token directory goes on being felt after sync returns. The seconds waited
+# QUIESCE_MAX seconds (default 20, 0 with --quick) until the disk's stall share over the last
+# 10 s (/proc/pressure/io "some avg10") is under 5 %: on a disk the host shares, the removal
+# of a 4,000-object token directory goes on being felt after sync returns. The seconds waited
 # are added up in M[quiesce_s].
 QUIESCE_MAX=${QUIESCE_MAX:-20}
 quiesce() {
@@ -117,194 +119,84 @@ quiesce() {
     M[quiesce_s]=$((${M[quiesce_s]:-0} + i))
 }
 
-printf '%s' "$CA_PIN" >ca.pin
-printf '%s' "$DEV_PIN" >device.pin
-chmod 600 ca.pin device.pin
-
-# ---- the CA (made once; its token directory is copied into every scenario) ---------------
-setup_ca() {
-    mkdir -p ca-tokens
-    cat >ca-softhsm.conf <<EOF
-directories.tokendir = $work/ca-tokens
-objectstore.backend = file
-log.level = ERROR
-slots.removable = false
-EOF
-    SOFTHSM2_CONF=$work/ca-softhsm.conf softhsm2-util --init-token --free --label provisioner-ca \
-        --pin "$CA_PIN" --so-pin "$SO_PIN" >/dev/null
-    make_server_ca "$work/server-ca"
-    write_root_conf "$work/root.conf" strict
-    write_config "$work"
-    SOFTHSM2_CONF=$work/ca-softhsm.conf "$PROV" --config "$work/provisioner.cnf" ca init >/dev/null ||
-        die "provisioner ca init failed"
-}
-
-# write_config DIR [MODULE]: DIR/provisioner.cnf, storage under DIR/devices, the shared CA.
-write_config() {
-    cat >"$1/provisioner.cnf" <<EOF
-[provisioner]
-pkcs11_module = ${2:-$MODULE}
-output_dir = $1/devices
-server_ca = $work/server-ca/ca.crt
-device_pin = file:$work/device.pin
-lot = bench
-
-[ca]
-dir = $work/ca
-intermediate_key = pkcs11:token=provisioner-ca;object=intermediate
-pin = file:$work/ca.pin
-intermediate_key_type = ec-p256
-intermediate_subject = ca_dn
-root_key = pkcs11:token=provisioner-ca;object=root
-root_key_type = ec-p384
-root_config = $work/root.conf
-
-[ca_dn]
-CN = Bench Intermediate CA
-EOF
-}
-
-# scenario NAME TOKEN...: a fresh directory with its own SoftHSM2 token directory holding a
-# copy of the CA token and new, empty device tokens; exports SOFTHSM2_CONF; cds into it.
-scenario() {
-    local name=$1 t
-    shift
-    cd "$work"
-    rm -rf "s-$name"
-    mkdir -p "s-$name/tokens" "s-$name/devices"
-    cp -a ca-tokens/. "s-$name/tokens/"
-    cat >"s-$name/softhsm.conf" <<EOF
-directories.tokendir = $work/s-$name/tokens
-objectstore.backend = file
-log.level = ERROR
-slots.removable = false
-EOF
-    export SOFTHSM2_CONF=$work/s-$name/softhsm.conf
-    for t in "$@"; do
-        softhsm2-util --init-token --free --label "$t" --pin "$DEV_PIN" --so-pin "$SO_PIN" \
-            >/dev/null || die "softhsm2-util --init-token $t failed"
-    done
-    write_config "$work/s-$name"
-    cd "s-$name"
-}
-
-# manifest FILE N TOKEN...: N rows, devices spread round-robin over the tokens.
-manifest() {
-    local f=$1 n=$2
-    shift 2
-    awk -v n="$n" -v toks="$*" 'BEGIN {
-        k = split(toks, t, " ")
-        print "serial,device"
-        for (i = 1; i <= n; i++) printf "BENCH-%06d,pkcs11:token=%s\n", i, t[(i - 1) % k + 1]
-    }' >"$f"
+rss_of() { sed -n 's/.*Maximum resident set size (kbytes): //p' "$1"; }
+# cpu_ms_of TIME_FILE N: user + system CPU time of the process and its children per item, ms
+cpu_ms_of() {
+    awk -v n="$2" -F': ' '/User time \(seconds\)|System time \(seconds\)/ { s += $2 }
+        END { printf "%.2f", 1000 * s / n }' "$1"
 }
 
 # ---- measurements (each sets M[name]=value) -----------------------------------------------
 declare -A M
 
-# floor_run NAME OP N: bench_p11 OP N on a fresh token; sets M[NAME] (operations per second).
+# floor_run NAME STORE OP N [MODULE [TOKEN]]: bench_p11 OP N on a fresh token; sets M[NAME]
+# (operations per second) and M[NAME_rss_kib].
 floor_run() {
-    local out
-    scenario "$1" floor
+    local name=$1 store=$2 op=$3 n=$4 module=${5:-$MODULE} token=${6:-floor} out
+    scenario "$name" "$store" "$MODULE" "$token"
     quiesce
-    out=$(/usr/bin/time -v -o time.txt "$P11" --module "$MODULE" --token floor \
-        --pin-file "$work/device.pin" "$2" "$3") || die "bench_p11 $2 $3 failed"
-    M[$1]=$(sed -n 's/.* per_second=\([^ ]*\).*/\1/p' <<<"$out")
+    out=$(/usr/bin/time -v -o time.txt "$P11" --module "$module" --token "$token" \
+        --pin-file device.pin --cert "$work/device-cert.der" "$op" "$n") ||
+        die "bench_p11 $op $n ($name) failed"
+    M[$name]=$(sed -n 's/.* per_second=\([^ ]*\).*/\1/p' <<<"$out")
     # SoftHSM2 keeps every object of its tokens in the calling process: the floor's RSS
     # shows how much of the tool's is the token's
-    M[${1}_rss_kib]=$(sed -n 's/.*Maximum resident set size (kbytes): //p' time.txt)
-    cd "$work"
-    rm -rf "s-$1"
+    M[${name}_rss_kib]=$(rss_of time.txt)
+    M[${name}_cpu_ms]=$(cpu_ms_of time.txt "$n")
+    scenario_done
 }
 
-# The floor: C_GenerateKeyPair alone (SPEC §10) at both N, each filling a fresh token to the
-# N of the batch it is compared with, and at the small N keygen plus the rest of the token
-# work SPEC §4/§8 ask per device (attributes read back, CSR and proof signatures, the
-# certificate object).
-measure_floor() {
-    floor_run floor_keygen_s_small keygen "$N_SMALL"
-    floor_run floor_device_s_small device "$N_SMALL"
-    floor_run floor_keygen_s_large keygen "$N_LARGE"
-    floor_run floor_sign_s sign "$N_SIGN"
-}
-
-# batch_run NAME N JOBS TOKEN...: one `provisioner batch` of N devices on fresh tokens; sets
+# run_batch NAME N JOBS [ENV...]: `provisioner batch` of lot.csv in the current scenario, with
+# ENV (VAR=value words) in its environment; every device must be issued. Sets
 # M[NAME_dev_s] (devices per second, wall clock of the whole command) and M[NAME_rss_kib].
-batch_run() {
-    local name=$1 n=$2 jobs=$3 t0 t1
+run_batch() {
+    local name=$1 n=$2 jobs=$3 t0 t1 issued
     shift 3
-    scenario "$name" "$@"
-    manifest lot.csv "$n" "$@"
     quiesce
     t0=$(now)
-    /usr/bin/time -v -o time.txt "$PROV" --config provisioner.cnf batch lot.csv --jobs "$jobs" \
-        >out.txt 2>err.txt || die "batch $name failed: $(tail -n2 err.txt)"
+    env "$@" /usr/bin/time -v -o time.txt "$PROV" --config provisioner.cnf batch lot.csv \
+        --jobs "$jobs" >out.txt 2>err.txt || die "batch $name failed: $(tail -n2 err.txt)"
     t1=$(now)
-    batch_figures "$name" "$n" "$t0" "$t1"
-}
-
-# batch_figures NAME N T0 T1: after a batch in the scenario directory (every device must be
-# issued), sets M[NAME_dev_s] and M[NAME_rss_kib] and removes the scenario.
-batch_figures() {
-    local name=$1 n=$2 issued
-    issued=$(grep -c ',issued,' lot.results.csv || true)
+    issued=$(issued_count lot.results.csv)
     [ "$issued" = "$n" ] || die "batch $name: $issued of $n devices issued"
-    M[${name}_dev_s]=$(awk -v n="$n" -v a="$3" -v b="$4" 'BEGIN { printf "%.2f", n / (b - a) }')
-    M[${name}_rss_kib]=$(sed -n 's/.*Maximum resident set size (kbytes): //p' time.txt)
-    cd "$work"
-    rm -rf "s-$name"
+    M[${name}_dev_s]=$(awk -v n="$n" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", n / (b - a) }')
+    M[${name}_rss_kib]=$(rss_of time.txt)
+    M[${name}_cpu_ms]=$(cpu_ms_of time.txt "$n")
 }
 
-# remote_batch_run NAME N: batch_run NAME N 1 dev-a with the tokens out of the tool's process,
-# as a USB token or network HSM would be: SoftHSM2 runs in a `p11-kit server` (stopped by its
-# PID) and the tool loads p11-kit's client module. SoftHSM2 keeps every object of a token in
-# the process that loads it, so this is the tool's own peak RSS; sets M[NAME_dev_s] and
-# M[NAME_rss_kib].
-remote_batch_run() {
-    local name=$1 n=$2 env t0 t1 rc=0
-    scenario "$name" dev-a
-    write_config "$PWD" "$CLIENT_MODULE"
-    manifest lot.csv "$n" dev-a
-    [ "${#PWD}" -lt 100 ] || die "$PWD/p11.sock: too long for a Unix socket path (use --build with a shorter path)"
-    env=$(p11-kit server -s --provider "$MODULE" -n "$PWD/p11.sock" "pkcs11:") ||
-        die "p11-kit server failed to start"
-    server_pid=$(sed -n 's/.*P11_KIT_SERVER_PID=\([0-9]*\);.*/\1/p' <<<"$env")
-    [ -n "$server_pid" ] || die "p11-kit server: no PID in its output: $env"
-    for _ in $(seq 1 100); do
-        [ -S p11.sock ] && break
-        sleep 0.05
-    done
-    [ -S p11.sock ] || die "p11-kit server: $PWD/p11.sock did not appear"
-    quiesce
-    t0=$(now)
-    P11_KIT_SERVER_ADDRESS=unix:path=$PWD/p11.sock /usr/bin/time -v -o time.txt \
-        "$PROV" --config provisioner.cnf batch lot.csv --jobs 1 >out.txt 2>err.txt || rc=$?
-    t1=$(now)
-    stop_server
-    [ "$rc" = 0 ] || die "batch $name failed: $(tail -n2 err.txt)"
-    batch_figures "$name" "$n" "$t0" "$t1"
+# batch_run NAME STORE N: a batch of N devices on one fresh token of the store, --jobs 1.
+batch_run() {
+    scenario "$1" "$2" "$MODULE" dev-a
+    manifest lot.csv "$3" dev-a
+    run_batch "$1" "$3" 1
+    scenario_done
 }
 
-# The p11-kit server of remote_batch_run, if one is running: stopped by its PID, and waited
-# for (it is not our child, so by polling) so that its directory can be removed. Also on exit.
-server_pid=
-stop_server() {
-    [ -n "$server_pid" ] || return 0
-    kill "$server_pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do
-        kill -0 "$server_pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    server_pid=
+# nosync_run NAME STORE N: batch_run with the tool's fsync/fdatasync turned into counted no-ops
+# (bench/nosync.c, preloaded for this run only): what the durable writes cost on this store.
+# Also sets M[NAME_syncs_dev], the syncs the tool asked for per device.
+nosync_run() {
+    local syncs
+    scenario "$1" "$2" "$MODULE" dev-a
+    manifest lot.csv "$3" dev-a
+    run_batch "$1" "$3" 1 LD_PRELOAD="$NOSYNC" NOSYNC_COUNT="$PWD/syncs.txt"
+    # one line per process that ran preloaded (/usr/bin/time too, with 0): the sum is the tool's
+    syncs=$(awk -F= '/^syncs=/ { n++; s += $2 } END { if (n) print s }' syncs.txt 2>/dev/null)
+    [ -n "$syncs" ] && [ "$syncs" -gt 0 ] ||
+        die "batch $1: bench_nosync.so counted no sync (was it preloaded?)"
+    M[${1}_syncs_dev]=$(fdiv "$syncs" "$3" 1)
+    scenario_done
 }
-trap stop_server EXIT
 
-# The pipeline a user would script by hand, one device after another: pkcs11-tool makes the
-# key (unique id), `openssl req` makes the CSR with it through the pkcs11 engine, and
-# `openssl x509 -req` issues with the intermediate key in the CA token through the engine.
+# The pipeline a user would script by hand, doing the tool's token work, one device after
+# another: pkcs11-tool makes the key (unique id, signing only), `openssl req` makes the CSR
+# with it through the pkcs11 engine, `openssl x509 -req` issues with the intermediate key in
+# the CA token through the engine, and pkcs11-tool writes the certificate onto the token
+# under the key's id and label. The last certificate must verify, and the token must hold N
+# certificates. Sets M[NAME_ms_dev].
 measure_cli() {
-    local slot i id t0 t1 sn
-    scenario cli cli-dev
+    local name=$1 store=$2 slot i id t0 t1 sn certs
+    scenario "$name" "$store" "$MODULE" cli-dev
     engine_conf engine.cnf
     cat >device.ext <<'EOF'
 basicConstraints = critical, CA:FALSE
@@ -319,45 +211,142 @@ EOF
     for i in $(seq 1 "$N_CLI"); do
         sn=$(printf 'CLI-%06d' "$i")
         id=$(printf '%032x' "$i")
-        pkcs11-tool --module "$MODULE" --slot "$slot" --login --pin "$DEV_PIN" --keypairgen \
+        pkcs11-tool --module "$MODULE" --slot "$slot" --login --pin "$BENCH_DEV_PIN" --keypairgen \
             --key-type EC:prime256v1 --id "$id" --label "$sn" --usage-sign >/dev/null 2>&1 ||
             die "cli: pkcs11-tool --keypairgen failed for $sn"
         OPENSSL_CONF=$PWD/engine.cnf openssl req -new -engine pkcs11 -keyform engine \
-            -key "pkcs11:token=cli-dev;id=$(sed 's/../%&/g' <<<"$id");type=private;pin-value=$DEV_PIN" \
+            -key "pkcs11:token=cli-dev;id=$(sed 's/../%&/g' <<<"$id");type=private;pin-value=$BENCH_DEV_PIN" \
             -subj "/CN=$sn" -out "devices/$sn.csr" >/dev/null 2>&1 ||
             die "cli: openssl req failed for $sn"
         OPENSSL_CONF=$PWD/engine.cnf openssl x509 -req -in "devices/$sn.csr" -engine pkcs11 \
             -CAkeyform engine \
-            -CAkey "pkcs11:token=provisioner-ca;object=intermediate;type=private;pin-value=$CA_PIN" \
+            -CAkey "pkcs11:token=provisioner-ca;object=intermediate;type=private;pin-value=$BENCH_CA_PIN" \
             -CA "$work/ca/intermediate.crt" -set_serial "0x$(openssl rand -hex 16)" -days 365 \
-            -extfile device.ext -out "devices/$sn.crt" >/dev/null 2>&1 ||
+            -extfile device.ext -outform DER -out "devices/$sn.der" >/dev/null 2>&1 ||
             die "cli: openssl x509 -req failed for $sn"
+        pkcs11-tool --module "$MODULE" --slot "$slot" --login --pin "$BENCH_DEV_PIN" \
+            --write-object "devices/$sn.der" --type cert --id "$id" --label "$sn" >/dev/null 2>&1 ||
+            die "cli: pkcs11-tool --write-object failed for $sn"
     done
     t1=$(now)
-    openssl verify -CAfile "$work/ca/root.crt" -untrusted "$work/ca/intermediate.crt" \
-        "devices/$sn.crt" >/dev/null 2>&1 || die "cli: the pipeline's last certificate does not verify"
-    M[cli_ms_dev]=$(awk -v n="$N_CLI" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", 1000 * (b - a) / n }')
-    cd "$work"
-    rm -rf s-cli
+    openssl x509 -inform DER -in "devices/$sn.der" -out last.pem 2>/dev/null &&
+        openssl verify -CAfile "$work/ca/root.crt" -untrusted "$work/ca/intermediate.crt" \
+            last.pem >/dev/null 2>&1 || die "cli: the pipeline's last certificate does not verify"
+    certs=$(pkcs11-tool --module "$MODULE" --slot "$slot" --login --pin "$BENCH_DEV_PIN" \
+        --list-objects --type cert 2>/dev/null | grep -c '^Certificate Object') || true
+    [ "$certs" = "$N_CLI" ] || die "cli: the token holds $certs certificates, not $N_CLI"
+    M[${name}_ms_dev]=$(awk -v n="$N_CLI" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", 1000 * (b - a) / n }')
+    scenario_done
+}
+
+# Every device figure of one store: the floors, the batch at three sizes, the pipeline, and on
+# disk the batch without its syncs.
+measure_store() {
+    local s=$1
+    note "[$s] ($((SECONDS - run_start)) s) floors: keygen and device x $N_SMALL and x $N_LARGE"
+    floor_run "floor_keygen_${s}_small" "$s" keygen "$N_SMALL"
+    floor_run "floor_device_${s}_small" "$s" device "$N_SMALL"
+    floor_run "floor_keygen_${s}_large" "$s" keygen "$N_LARGE"
+    floor_run "floor_device_${s}_large" "$s" device "$N_LARGE"
+    note "[$s] batch: N=1, N=$N_SMALL, N=$N_MID, N=$N_LARGE on one token"
+    batch_run "batch_${s}_one" "$s" 1
+    batch_run "batch_${s}_small" "$s" "$N_SMALL"
+    if [ "$s" = disk ]; then
+        # right after the batch it is compared with
+        note "[$s] batch N=$N_SMALL with the tool's syncs as no-ops (bench/nosync.c)"
+        nosync_run "nosync_${s}_small" "$s" "$N_SMALL"
+    fi
+    batch_run "batch_${s}_mid" "$s" "$N_MID"
+    batch_run "batch_${s}_large" "$s" "$N_LARGE"
+    note "[$s] command-line pipeline: N=$N_CLI"
+    measure_cli "cli_${s}" "$s"
+}
+
+# The line of secure elements: SE_TOKENS tokens on tmpfs behind the latency module
+# (tests/integration/pkcs11/latency_module.c, its default latencies unless LATENCY_* are set),
+# N_SE devices spread over them, --jobs 1, 4 and 16, each on fresh tokens; the modelled device
+# floor (bench_p11 device through the same module, one token); and --jobs 16 once more with a
+# module that answers token and slot queries only between a part's commands
+# (LATENCY_INFO_ON_CHIP=1), as modules that lock per slot do. The CA token stays at SoftHSM2's
+# speed.
+measure_se() {
+    local toks=() i
+    for i in $(seq 1 "$SE_TOKENS"); do
+        toks+=("$(printf 'se-%02d' "$i")")
+    done
+    export LATENCY_TARGET=$MODULE LATENCY_TOKENS=se-
+    floor_run se_floor tmpfs device "$N_SE_FLOOR" "$LATENCY" se-01
+    for i in "${SE_JOBS[@]}"; do
+        se_batch "se_jobs$i" "$i" "${toks[@]}"
+    done
+    LATENCY_INFO_ON_CHIP=1 se_batch se_jobs16_infolock 16 "${toks[@]}"
+    unset LATENCY_TARGET LATENCY_TOKENS
+}
+
+# se_batch NAME JOBS TOKEN...: one batch of the line; also sets M[NAME_modelled_ms_dev], the
+# time the module made the parts wait per device (its own count, not a clock).
+se_batch() {
+    local name=$1 jobs=$2 stats calls
+    shift 2
+    scenario "$name" tmpfs "$LATENCY" "$@"
+    manifest lot.csv "$N_SE" "$@"
+    run_batch "$name" "$N_SE" "$jobs" LATENCY_STATS="$PWD/latency.txt"
+    # Every device's key generation must have waited as on the part.
+    stats=$(tail -n1 latency.txt 2>/dev/null || true)
+    calls=$(sed -n 's/.*keygen=\([0-9]*\)\/.*/\1/p' <<<"$stats")
+    [ "$calls" = "$N_SE" ] ||
+        die "$name: the latency module made ${calls:-no} key generations wait, not $N_SE"
+    M[${name}_modelled_ms_dev]=$(fdiv "$(sed -n 's/.*total_ms=\([0-9.]*\).*/\1/p' <<<"$stats")" "$N_SE" 1)
+    scenario_done
 }
 
 # Peak RSS of `batch --check` on big manifests (validation only: no token is opened).
 measure_rss_check() {
-    local n
-    mkdir -p rss
-    write_config "$work/rss"
+    local n d=$work/rss
+    mkdir -p "$d"
+    cp -a "$work/ca.pin" "$work/device.pin" "$d/"
+    bench_config "$d" "$MODULE"
     for n in "${N_RSS[@]}"; do
         awk -v n="$n" 'BEGIN {
             print "serial,device,cn,san_dns,x_site"
             for (i = 1; i <= n; i++)
                 printf "BENCH-%07d,pkcs11:token=dev-%04d,Sensor %d,d%d.example.com,site-%d\n",
                     i, i % 1000, i, i, i % 7
-        }' >"rss/m$n.csv"
-        /usr/bin/time -v -o "rss/time$n.txt" "$PROV" --config rss/provisioner.cnf batch "rss/m$n.csv" \
-            --check >/dev/null 2>"rss/err$n.txt" || die "batch --check of $n rows failed: $(tail -n1 "rss/err$n.txt")"
-        M[rss_check_kib_$n]=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "rss/time$n.txt")
+        }' >"$d/m$n.csv"
+        /usr/bin/time -v -o "$d/time$n.txt" "$PROV" --config "$d/provisioner.cnf" batch \
+            "$d/m$n.csv" --check >/dev/null 2>"$d/err$n.txt" ||
+            die "batch --check of $n rows failed: $(tail -n1 "$d/err$n.txt")"
+        M[rss_check_kib_$n]=$(rss_of "$d/time$n.txt")
     done
-    rm -rf rss
+    rm -rf "$d"
+}
+
+# remote_batch_run NAME N: a batch of N devices with the tokens out of the tool's process, as a
+# USB token or network HSM would be: SoftHSM2 runs in a `p11-kit server` (stopped by its PID)
+# and the tool loads p11-kit's client module. SoftHSM2 keeps every object of a token in the
+# process that loads it, so this is the tool's own peak RSS. Devices go 2,000 to a token (so
+# that SoftHSM2's cost per object does not slow the large run), --jobs 1, on tmpfs.
+remote_batch_run() {
+    local name=$1 n=$2 env toks=() i
+    for ((i = 1; i <= (n + 1999) / 2000; i++)); do
+        toks+=("$(printf 'dev-%02d' "$i")")
+    done
+    scenario "$name" tmpfs "$CLIENT_MODULE" "${toks[@]}"
+    manifest lot.csv "$n" "${toks[@]}"
+    [ "${#PWD}" -lt 100 ] || die "$PWD/p11.sock: too long for a Unix socket path"
+    env=$(p11-kit server -s --provider "$MODULE" -n "$PWD/p11.sock" "pkcs11:") ||
+        die "p11-kit server failed to start"
+    server_pid=$(sed -n 's/.*P11_KIT_SERVER_PID=\([0-9]*\);.*/\1/p' <<<"$env")
+    [ -n "$server_pid" ] || die "p11-kit server: no PID in its output: $env"
+    for _ in $(seq 1 100); do
+        [ -S p11.sock ] && break
+        sleep 0.05
+    done
+    [ -S p11.sock ] || die "p11-kit server: $PWD/p11.sock did not appear"
+    # a failure exits through die, and the EXIT trap stops the server
+    run_batch "$name" "$n" 1 P11_KIT_SERVER_ADDRESS="unix:path=$PWD/p11.sock"
+    stop_server
+    scenario_done
 }
 
 measure_tpm() {
@@ -369,32 +358,38 @@ measure_tpm() {
 }
 
 measure_all() {
-    note "floor: keygen and device work x $N_SMALL and x $N_LARGE, C_Sign x $N_SIGN"
-    measure_floor
-    note "batch: N=$N_SMALL, N=$N_MID, N=$N_LARGE on one token"
-    batch_run small "$N_SMALL" 1 dev-a
-    batch_run mid "$N_MID" 1 dev-a
-    batch_run large "$N_LARGE" 1 dev-a
-    note "batch: $N_JOBS devices on two tokens, --jobs 1 and --jobs 2"
-    batch_run jobs1 "$N_JOBS" 1 dev-a dev-b
-    batch_run jobs2 "$N_JOBS" 2 dev-a dev-b
-    note "command-line pipeline: N=$N_CLI"
-    measure_cli
-    note "peak RSS of batch --check: ${N_RSS[*]} rows"
-    measure_rss_check
-    note "batch: N=$N_SMALL and N=$N_LARGE with the token out of process (p11-kit server)"
-    remote_batch_run remote_small "$N_SMALL"
-    remote_batch_run remote_large "$N_LARGE"
-    note "TPM on swtpm: N=$N_TPM (bench/tpm.sh)"
-    measure_tpm
+    local s
+    if want device; then
+        for s in "${stores[@]}"; do
+            measure_store "$s"
+        done
+        note "($((SECONDS - run_start)) s) C_Sign floor x $N_SIGN"
+        floor_run floor_sign_s tmpfs sign "$N_SIGN"
+    fi
+    if want se; then
+        note "($((SECONDS - run_start)) s) line of secure elements: $N_SE devices on $SE_TOKENS modelled tokens, --jobs ${SE_JOBS[*]}"
+        measure_se
+    fi
+    if want rss; then
+        note "($((SECONDS - run_start)) s) peak RSS: batch --check of ${N_RSS[*]} rows; batch of $N_REMOTE_SMALL and $N_REMOTE with the token out of process"
+        measure_rss_check
+        remote_batch_run remote_small "$N_REMOTE_SMALL"
+        remote_batch_run remote_large "$N_REMOTE"
+    fi
+    if want tpm; then
+        note "($((SECONDS - run_start)) s) TPM on swtpm: N=$N_TPM (bench/tpm.sh)"
+        measure_tpm
+    fi
+    note "($((SECONDS - run_start)) s) run done"
 }
 
 # ---- runs and medians --------------------------------------------------------------------
-setup_ca
+note "setting up the CA in $work"
+setup_ca "$work"
 declare -A ALL
-keys=()
 for run in $(seq 1 "$runs"); do
     note "run $run of $runs"
+    run_start=$SECONDS
     M=()
     measure_all
     for k in "${!M[@]}"; do
@@ -407,69 +402,166 @@ for k in "${!ALL[@]}"; do
     V[$k]=$(median "${ALL[$k]}")
 done
 
-# Derived figures, from the medians.
+# ---- derived figures, from the medians ---------------------------------------------------
 ms() { fdiv 1000 "$1" 2; }
-V[small_ms]=$(ms "${V[small_dev_s]}")
-V[mid_ms]=$(ms "${V[mid_dev_s]}")
-V[large_ms]=$(ms "${V[large_dev_s]}")
-V[floor_ms_small]=$(ms "${V[floor_keygen_s_small]}")
-V[floor_ms_large]=$(ms "${V[floor_keygen_s_large]}")
-V[floor_device_ms_small]=$(ms "${V[floor_device_s_small]}")
-V[ratio_floor_small]=$(fdiv "${V[small_dev_s]}" "${V[floor_keygen_s_small]}")
-V[ratio_floor_large]=$(fdiv "${V[large_dev_s]}" "${V[floor_keygen_s_large]}")
-V[ratio_device_small]=$(fdiv "${V[small_dev_s]}" "${V[floor_device_s_small]}")
-V[growth_tool]=$(fdiv "${V[large_ms]}" "${V[small_ms]}")
-V[growth_floor]=$(fdiv "${V[floor_ms_large]}" "${V[floor_ms_small]}")
-V[speedup_cli]=$(fdiv "${V[cli_ms_dev]}" "${V[mid_ms]}" 1)
-V[jobs_speedup]=$(fdiv "${V[jobs2_dev_s]}" "${V[jobs1_dev_s]}")
-for n in "${N_RSS[@]}"; do
-    V[rss_check_mib_$n]=$(fdiv "${V[rss_check_kib_$n]}" 1024 1)
+mib() { fdiv "$1" 1024 1; }
+if want device; then
+    for s in "${stores[@]}"; do
+        for z in small large; do
+            V[floor_keygen_${s}_${z}_ms]=$(ms "${V[floor_keygen_${s}_${z}]}")
+            V[floor_device_${s}_${z}_ms]=$(ms "${V[floor_device_${s}_${z}]}")
+            V[ratio_device_${s}_${z}]=$(fdiv "${V[batch_${s}_${z}_dev_s]}" "${V[floor_device_${s}_${z}]}")
+            V[ratio_keygen_${s}_${z}]=$(fdiv "${V[batch_${s}_${z}_dev_s]}" "${V[floor_keygen_${s}_${z}]}")
+        done
+        for z in one small mid large; do
+            V[batch_${s}_${z}_ms]=$(ms "${V[batch_${s}_${z}_dev_s]}")
+        done
+        V[growth_tool_${s}]=$(fdiv "${V[batch_${s}_large_ms]}" "${V[batch_${s}_small_ms]}")
+        V[growth_floor_${s}]=$(fdiv "${V[floor_device_${s}_large_ms]}" "${V[floor_device_${s}_small_ms]}")
+        V[speedup_cli_${s}]=$(fdiv "${V[cli_${s}_ms_dev]}" "${V[batch_${s}_mid_ms]}" 1)
+    done
+    if [ -n "${V[nosync_disk_small_dev_s]:-}" ]; then
+        V[nosync_disk_small_ms]=$(ms "${V[nosync_disk_small_dev_s]}")
+        V[ratio_device_nosync_disk_small]=$(fdiv "${V[nosync_disk_small_dev_s]}" "${V[floor_device_disk_small]}")
+        V[sync_cost_disk_ms_dev]=$(awk -v a="${V[batch_disk_small_ms]}" -v b="${V[nosync_disk_small_ms]}" \
+            'BEGIN { printf "%.2f", a - b }')
+    fi
+fi
+if want se; then
+    V[se_floor_ms]=$(ms "${V[se_floor]}")
+    for j in "${SE_JOBS[@]}"; do
+        V[se_jobs${j}_speedup]=$(fdiv "${V[se_jobs${j}_dev_s]}" "${V[se_jobs1_dev_s]}")
+        V[se_jobs${j}_cores]=$(awk -v c="${V[se_jobs${j}_cpu_ms]}" -v d="${V[se_jobs${j}_dev_s]}" 'BEGIN { printf "%.2f", c * d / 1000 }')
+        # what j sockets could do if nothing but the parts' own time counted
+        V[se_jobs${j}_of_ideal]=$(fdiv "${V[se_jobs${j}_dev_s]}" "$(awk -v j="$j" -v f="${V[se_floor]}" 'BEGIN { print j * f }')")
+    done
+    V[se_jobs16_infolock_speedup]=$(fdiv "${V[se_jobs16_infolock_dev_s]}" "${V[se_jobs1_dev_s]}")
+fi
+if want rss; then
+    for n in "${N_RSS[@]}"; do
+        V[rss_check_mib_$n]=$(mib "${V[rss_check_kib_$n]}")
+    done
+    V[rss_remote_small_mib]=$(mib "${V[remote_small_rss_kib]}")
+    V[rss_remote_large_mib]=$(mib "${V[remote_large_rss_kib]}")
+    V[remote_large_ms]=$(ms "${V[remote_large_dev_s]}")
+    V[remote_small_ms]=$(ms "${V[remote_small_dev_s]}")
+    V[growth_remote_cpu]=$(fdiv "${V[remote_large_cpu_ms]}" "${V[remote_small_cpu_ms]}")
+fi
+if want device && [[ " ${stores[*]} " == *" tmpfs "* ]]; then
+    V[rss_batch_inproc_mib]=$(mib "${V[batch_tmpfs_large_rss_kib]}")
+    V[rss_floor_inproc_mib]=$(mib "${V[floor_keygen_tmpfs_large_rss_kib]}")
+fi
+if want tpm; then
+    V[tpm_key_ratio]=$(fdiv "${V[tpm_key_ms]}" "${V[tpm_floor_ms]}")
+    V[tpm_enroll_ratio]=$(fdiv "${V[tpm_enroll_ms]}" "${V[tpm_floor_ms]}")
+fi
+
+# Every figure must have been measured: an empty or non-numeric one means a step broke (a
+# tool's output changed, a parse failed), and the smoke run must say so.
+for k in "${!V[@]}"; do
+    [[ "${V[$k]}" =~ ^-?[0-9]+(\.[0-9]+)?$ ]] || die "figure $k was not measured (got '${V[$k]}')"
 done
-V[rss_batch_mib]=$(fdiv "${V[large_rss_kib]}" 1024 1)
-V[rss_floor_large_mib]=$(fdiv "${V[floor_keygen_s_large_rss_kib]}" 1024 1)
-V[rss_remote_small_mib]=$(fdiv "${V[remote_small_rss_kib]}" 1024 1)
-V[rss_remote_large_mib]=$(fdiv "${V[remote_large_rss_kib]}" 1024 1)
-V[remote_large_ms]=$(ms "${V[remote_large_dev_s]}")
-V[tpm_key_ratio]=$(fdiv "${V[tpm_key_ms]}" "${V[tpm_floor_ms]}")
-V[tpm_enroll_ratio]=$(fdiv "${V[tpm_enroll_ms]}" "${V[tpm_floor_ms]}")
+
+# ---- output ------------------------------------------------------------------------------
+# met VALUE OP LIMIT: "yes" or "no" (a reading aid; nothing fails on it)
+met() { awk -v v="$1" -v l="$3" -v op="$2" 'BEGIN { r = (op == ">=" ? v >= l : v <= l); print (r ? "yes" : "no") }'; }
+# cell STORE FORMAT KEYS...: the figure of one store, or "–" when the store was not measured
+cell() {
+    local s=$1 fmt=$2
+    shift 2
+    [[ " ${stores[*]} " == *" $s "* ]] || { echo "–"; return; }
+    # shellcheck disable=SC2059 # the format is ours
+    printf "$fmt" "$@"
+}
+
+# n_of small|mid|large: the N of that size
+n_of() { case $1 in small) echo "$N_SMALL" ;; mid) echo "$N_MID" ;; large) echo "$N_LARGE" ;; esac; }
 
 table() {
-    local what
+    local what n z j tgt t=tmpfs d=disk
     what=$([ "$runs" -gt 1 ] && echo "median of $runs runs" || echo "one run")
     echo "provisioner benchmark ($what$([ "$quick" = 1 ] && echo ', --quick'); $(nproc) CPUs; $(date -u +%Y-%m-%dT%H:%MZ))"
-    echo
-    echo "| figure | value | target |"
-    echo "|---|---|---|"
-    echo "| floor: C_GenerateKeyPair, P-256 token key, N=$N_SMALL / N=$N_LARGE keys | ${V[floor_keygen_s_small]} / ${V[floor_keygen_s_large]} keys/s (${V[floor_ms_small]} / ${V[floor_ms_large]} ms) | |"
-    echo "| floor: C_Sign, ECDSA P-256 | ${V[floor_sign_s]} signs/s | |"
-    echo "| device floor: keygen + attributes + 2 signs + certificate object, N=$N_SMALL | ${V[floor_device_s_small]} devices/s (${V[floor_device_ms_small]} ms) | |"
-    echo "| batch N=$N_SMALL, one token | ${V[small_dev_s]} devices/s (${V[small_ms]} ms/device) | |"
-    echo "| batch N=$N_MID, one token | ${V[mid_dev_s]} devices/s (${V[mid_ms]} ms/device) | |"
-    echo "| batch N=$N_LARGE, one token | ${V[large_dev_s]} devices/s (${V[large_ms]} ms/device) | |"
-    echo "| batch ÷ keygen floor, same N (N=$N_SMALL / N=$N_LARGE) | ${V[ratio_floor_small]} / ${V[ratio_floor_large]} | ≥ 0.85 |"
-    echo "| batch ÷ device floor, N=$N_SMALL | ${V[ratio_device_small]} | |"
-    echo "| per-device cost N=$N_LARGE ÷ N=$N_SMALL: tool / floor | ${V[growth_tool]} / ${V[growth_floor]} | tool ≤ 1.2 |"
-    echo "| command-line pipeline (pkcs11-tool, openssl req, openssl x509), N=$N_CLI | ${V[cli_ms_dev]} ms/device | |"
-    echo "| speed-up of batch over the pipeline, N=$N_CLI | ${V[speedup_cli]}× | ≥ 15× |"
-    echo "| $N_JOBS devices on two tokens: --jobs 1 / --jobs 2 | ${V[jobs1_dev_s]} / ${V[jobs2_dev_s]} devices/s (${V[jobs_speedup]}×) | ≥ 1.6× |"
-    echo "| peak RSS, batch --check of ${N_RSS[0]} / ${N_RSS[1]} / ${N_RSS[2]} rows | ${V[rss_check_mib_${N_RSS[0]}]} / ${V[rss_check_mib_${N_RSS[1]}]} / ${V[rss_check_mib_${N_RSS[2]}]} MiB | < 32, flat |"
-    echo "| peak RSS, batch of $N_LARGE devices / keygen floor process at $N_LARGE keys (SoftHSM2 holds every token object in the process) | ${V[rss_batch_mib]} / ${V[rss_floor_large_mib]} MiB | < 32 |"
-    echo "| peak RSS of the tool with the token out of process (p11-kit server), batch of $N_SMALL / $N_LARGE devices | ${V[rss_remote_small_mib]} / ${V[rss_remote_large_mib]} MiB | < 32, flat |"
-    echo "| batch N=$N_LARGE with the token out of process | ${V[remote_large_dev_s]} devices/s (${V[remote_large_ms]} ms/device) | |"
-    echo "| TPM (swtpm): ESAPI floor Create+Load+EvictControl+Sign | ${V[tpm_floor_ms]} ms/device | |"
-    echo "| TPM: backend key step (open, generate_key, key_props, sign) / floor | ${V[tpm_key_ms]} ms (${V[tpm_key_ratio]}×) | ≤ 1.3× |"
-    echo "| TPM: full enrollment (+ CSR, CA, proof, NV write + read-back, storage) / floor | ${V[tpm_enroll_ms]} ms (${V[tpm_enroll_ratio]}×) | see bench/README.md |"
+    if want device; then
+        echo
+        echo "Device figures: the token store, journal, storage and CA records on tmpfs ($TMPFS_ROOT) and on disk ($DISK_ROOT, $(fs_type "$DISK_ROOT"))."
+        echo
+        echo "| figure | tmpfs | disk | target |"
+        echo "|---|---|---|---|"
+        for z in small large; do
+            n=$(n_of $z)
+            echo "| keygen floor, N=$n keys | $(cell $t '%s keys/s (%s ms)' "${V[floor_keygen_${t}_${z}]:-}" "${V[floor_keygen_${t}_${z}_ms]:-}") | $(cell $d '%s keys/s (%s ms)' "${V[floor_keygen_${d}_${z}]:-}" "${V[floor_keygen_${d}_${z}_ms]:-}") | |"
+        done
+        for z in small large; do
+            n=$(n_of $z)
+            echo "| device floor (key pair, attributes, CSR + proof signatures, certificate object), N=$n | $(cell $t '%s devices/s (%s ms)' "${V[floor_device_${t}_${z}]:-}" "${V[floor_device_${t}_${z}_ms]:-}") | $(cell $d '%s devices/s (%s ms)' "${V[floor_device_${d}_${z}]:-}" "${V[floor_device_${d}_${z}_ms]:-}") | |"
+        done
+        echo "| batch of one device: start-up, CA, journal, one device, results | $(cell $t '%s ms' "${V[batch_${t}_one_ms]:-}") | $(cell $d '%s ms' "${V[batch_${d}_one_ms]:-}") | |"
+        for z in small mid large; do
+            n=$(n_of $z)
+            echo "| batch N=$n, one token, --jobs 1 | $(cell $t '%s devices/s (%s ms)' "${V[batch_${t}_${z}_dev_s]:-}" "${V[batch_${t}_${z}_ms]:-}") | $(cell $d '%s devices/s (%s ms)' "${V[batch_${d}_${z}_dev_s]:-}" "${V[batch_${d}_${z}_ms]:-}") | |"
+        done
+        for z in small large; do
+            n=$(n_of $z)
+            echo "| batch ÷ device floor, N=$n | $(cell $t '%s (%s)' "${V[ratio_device_${t}_${z}]:-}" "$(met "${V[ratio_device_${t}_${z}]:-0}" '>=' 0.8)") | $(cell $d '%s (%s)' "${V[ratio_device_${d}_${z}]:-}" "$(met "${V[ratio_device_${d}_${z}]:-0}" '>=' 0.8)") | ≥ 0.8 |"
+        done
+        echo "| batch ÷ keygen floor, N=$N_SMALL / N=$N_LARGE | $(cell $t '%s / %s' "${V[ratio_keygen_${t}_small]:-}" "${V[ratio_keygen_${t}_large]:-}") | $(cell $d '%s / %s' "${V[ratio_keygen_${d}_small]:-}" "${V[ratio_keygen_${d}_large]:-}") | |"
+        echo "| per-device cost N=$N_LARGE ÷ N=$N_SMALL: batch (device floor) | $(cell $t '%s (%s) (%s)' "${V[growth_tool_${t}]:-}" "${V[growth_floor_${t}]:-}" "$(met "${V[growth_tool_${t}]:-9}" '<=' 1.2)") | $(cell $d '%s (%s) (%s)' "${V[growth_tool_${d}]:-}" "${V[growth_floor_${d}]:-}" "$(met "${V[growth_tool_${d}]:-9}" '<=' 1.2)") | ≤ 1.2 |"
+        echo "| command-line pipeline (pkcs11-tool keygen, openssl req, openssl x509, pkcs11-tool --write-object), N=$N_CLI | $(cell $t '%s ms/device' "${V[cli_${t}_ms_dev]:-}") | $(cell $d '%s ms/device' "${V[cli_${d}_ms_dev]:-}") | |"
+        echo "| speed-up of batch over the pipeline, N=$N_CLI | $(cell $t '%s× (%s)' "${V[speedup_cli_${t}]:-}" "$(met "${V[speedup_cli_${t}]:-0}" '>=' 40)") | $(cell $d '%s× (%s)' "${V[speedup_cli_${d}]:-}" "$(met "${V[speedup_cli_${d}]:-0}" '>=' 12)") | ≥ 40× tmpfs, ≥ 12× disk |"
+        if [ -n "${V[nosync_disk_small_dev_s]:-}" ]; then
+            echo "| batch N=$N_SMALL with the tool's syncs as no-ops (measurement only): ÷ device floor | – | ${V[nosync_disk_small_dev_s]} devices/s (${V[nosync_disk_small_ms]} ms): ${V[ratio_device_nosync_disk_small]} | |"
+            echo "| the tool's syncs (journal commits, storage files and directories): per device, and their cost | – | ${V[nosync_disk_small_syncs_dev]} syncs, ${V[sync_cost_disk_ms_dev]} ms | |"
+        fi
+        echo "| CPU per device (user + system, whole command ÷ N), N=$N_LARGE: batch / device floor | $(cell $t '%s / %s ms' "${V[batch_${t}_large_cpu_ms]:-}" "${V[floor_device_${t}_large_cpu_ms]:-}") | $(cell $d '%s / %s ms' "${V[batch_${d}_large_cpu_ms]:-}" "${V[floor_device_${d}_large_cpu_ms]:-}") | |"
+        echo "| C_Sign floor, ECDSA P-256 | $(cell $t '%s signs/s' "${V[floor_sign_s]:-}") | | |"
+    fi
+    if want se; then
+        echo
+        echo "A line of secure elements: $N_SE devices over $SE_TOKENS tokens on tmpfs behind the latency module (key generation ${LATENCY_KEYGEN_MS:-60} ms, sign ${LATENCY_SIGN_MS:-30} ms, object create ${LATENCY_CREATE_MS:-10} ms, login ${LATENCY_LOGIN_MS:-5} ms, other calls ${LATENCY_OTHER_MS:-0} ms)."
+        echo
+        echo "| figure | value | target |"
+        echo "|---|---|---|"
+        echo "| modelled device floor (bench_p11 device through the module, one token); its CPU per device (SoftHSM2 standing in for the part) | ${V[se_floor_ms]} ms/device (${V[se_floor]} devices/s); ${V[se_floor_cpu_ms]} ms | |"
+        echo "| time the parts were made to wait, per device (the module's count) | ${V[se_jobs1_modelled_ms_dev]} ms | |"
+        for j in "${SE_JOBS[@]}"; do
+            tgt=
+            case $j in 4) tgt="≥ 3.6×" ;; 16) tgt="≥ 12×" ;; esac
+            echo "| --jobs $j: devices/s, × --jobs 1, share of $j × the floor; CPU per device, cores busy | ${V[se_jobs${j}_dev_s]} devices/s, ${V[se_jobs${j}_speedup]}×$([ -n "$tgt" ] && echo " ($(met "${V[se_jobs${j}_speedup]}" '>=' "${tgt//[^0-9.]/}"))"), ${V[se_jobs${j}_of_ideal]}; ${V[se_jobs${j}_cpu_ms]} ms, ${V[se_jobs${j}_cores]} | $tgt |"
+        done
+        echo "| --jobs 16, the module answering token queries only between a part's commands (LATENCY_INFO_ON_CHIP=1) | ${V[se_jobs16_infolock_dev_s]} devices/s, ${V[se_jobs16_infolock_speedup]}× | |"
+    fi
+    if want rss || want tpm || { want device && [[ " ${stores[*]} " == *" tmpfs "* ]]; }; then
+        echo
+        echo "| figure | value | target |"
+        echo "|---|---|---|"
+    fi
+    if want rss; then
+        echo "| peak RSS, batch --check of ${N_RSS[0]} / ${N_RSS[1]} / ${N_RSS[2]} rows | ${V[rss_check_mib_${N_RSS[0]}]} / ${V[rss_check_mib_${N_RSS[1]}]} / ${V[rss_check_mib_${N_RSS[2]}]} MiB ($(met "${V[rss_check_mib_${N_RSS[2]}]}" '<=' 32)) | < 32 |"
+        echo "| peak RSS of the tool with the token out of process (p11-kit server), batch of $N_REMOTE_SMALL / $N_REMOTE devices | ${V[rss_remote_small_mib]} / ${V[rss_remote_large_mib]} MiB ($(met "${V[rss_remote_large_mib]}" '<=' 32)) | < 32, flat |"
+        echo "| batch with the token out of process (tmpfs), N=$N_REMOTE_SMALL / N=$N_REMOTE | ${V[remote_small_dev_s]} / ${V[remote_large_dev_s]} devices/s (${V[remote_small_ms]} / ${V[remote_large_ms]} ms/device) | |"
+        echo "| the tool's own CPU per device (token out of process), N=$N_REMOTE_SMALL / N=$N_REMOTE | ${V[remote_small_cpu_ms]} / ${V[remote_large_cpu_ms]} ms (${V[growth_remote_cpu]}×) | |"
+    fi
+    if want device && [[ " ${stores[*]} " == *" tmpfs "* ]]; then
+        echo "| peak RSS, batch of $N_LARGE devices / keygen floor at $N_LARGE keys, SoftHSM2 in the process (it holds every token object) | ${V[rss_batch_inproc_mib]} / ${V[rss_floor_inproc_mib]} MiB | |"
+    fi
+    if want tpm; then
+        echo "| TPM (swtpm): ESAPI floor Create+Load+EvictControl+Sign | ${V[tpm_floor_ms]} ms/device | |"
+        echo "| TPM: backend key step (open, generate_key, key_props, sign) / floor | ${V[tpm_key_ms]} ms (${V[tpm_key_ratio]}×, $(met "${V[tpm_key_ratio]}" '<=' 1.3)) | ≤ 1.3× |"
+        echo "| TPM: full enrollment (+ CSR, CA, proof, NV write + read-back, storage) / floor | ${V[tpm_enroll_ms]} ms (${V[tpm_enroll_ratio]}×) | see bench/TPM.md |"
+    fi
 }
 
 write_json() {
     local k first=1
-    printf '{\n  "quick": %s,\n  "runs": %s,\n  "cpus": %s,\n  "sizes": {"small": %s, "mid": %s, "large": %s, "cli": %s, "jobs": %s, "tpm": %s},\n  "figures": {' \
+    printf '{\n  "quick": %s,\n  "runs": %s,\n  "cpus": %s,\n  "stores": {"tmpfs": "%s", "disk": "%s"},\n' \
         "$([ "$quick" = 1 ] && echo true || echo false)" "$runs" "$(nproc)" \
-        "$N_SMALL" "$N_MID" "$N_LARGE" "$N_CLI" "$N_JOBS" "$N_TPM"
+        "$(fs_type "$TMPFS_ROOT")" "$(fs_type "$DISK_ROOT")"
+    printf '  "sizes": {"small": %s, "mid": %s, "large": %s, "cli": %s, "se": %s, "se_tokens": %s, "remote_small": %s, "remote": %s, "tpm": %s},\n  "figures": {' \
+        "$N_SMALL" "$N_MID" "$N_LARGE" "$N_CLI" "$N_SE" "$SE_TOKENS" "$N_REMOTE_SMALL" "$N_REMOTE" "$N_TPM"
     for k in $(printf '%s\n' "${!V[@]}" | sort); do
         [ "$first" = 1 ] || printf ','
         first=0
-        printf '\n    "%s": %s' "$k" "${V[$k]:-null}"
+        printf '\n    "%s": %s' "$k" "${V[$k]}"
     done
     printf '\n  }\n}\n'
 }

@@ -2,13 +2,14 @@
 # SPDX-License-Identifier: Apache-2.0
 #
 # README command 2: installs missing Debian packages, builds with -Werror and runs the whole
-# test suite (unit, then integration against real SoftHSM2 / nginx / curl), then the Debian
-# package suite (builds the .deb, installs, uses, removes and purges it on this machine), then
-# the whole suite again on an address/undefined-sanitizer build.
+# test suite (unit, then integration against real SoftHSM2 / nginx / curl), then the
+# benchmark's smoke run (bench/run.sh --quick), then the Debian package suite (builds the
+# .deb, installs, uses, removes and purges it on this machine), then the whole suite again on
+# an address/undefined-sanitizer build.
 #
 #   scripts/test.sh                    # from any directory
 #   BUILD_DIR=/tmp/b scripts/test.sh   # another build directory (default: <repo>/build)
-#   MESON_TEST_ARGS="--suite unit" scripts/test.sh   # only those tests (no deb suite)
+#   MESON_TEST_ARGS="--suite unit" scripts/test.sh   # only those tests (no bench, no deb suite)
 #   SAN=0 scripts/test.sh              # skip the second, sanitizer pass (<build>-asan)
 #
 # Exits non-zero when anything fails to build or any test fails.
@@ -41,6 +42,26 @@ configure_and_test() {
 start=$(date +%s)
 echo "== build and test: $build"
 configure_and_test "$build"
+
+# == Benchmark smoke run ==
+# Every measurement of bench/run.sh at small sizes (about a minute), so that the benchmark
+# cannot rot: it must complete, issue every device and emit its JSON with every figure a
+# number. No timing is asserted (bench/README.md). Once per full run, with the main build.
+if [ -z "${MESON_TEST_ARGS:-}" ]; then
+    echo "== benchmark smoke run: bench/run.sh --quick"
+    bench_json=$build/bench-quick.json
+    rm -f "$bench_json"
+    "$repo/bench/run.sh" --quick --build "$build" --json "$bench_json"
+    # one figure of each group, besides run.sh's own check that every figure is a number
+    jq -e '.figures as $f | ($f | length > 0) and ([$f[] | type == "number"] | all)
+           and ([ "batch_tmpfs_large_dev_s", "batch_disk_large_dev_s", "cli_disk_ms_dev",
+                  "nosync_disk_small_syncs_dev", "se_jobs16_speedup", "rss_check_kib_100000",
+                  "remote_large_rss_kib", "tpm_key_ratio" ] | all(. as $k | $f | has($k)))' \
+        "$bench_json" >/dev/null || {
+        echo "bench/run.sh --quick: $bench_json lacks figures" >&2
+        exit 1
+    }
+fi
 
 # == Debian package ==
 # Not in the default test setup (tests/install/meson.build): it builds the .deb from a copy
