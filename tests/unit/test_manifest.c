@@ -220,6 +220,8 @@ static const struct bad_case bad_cases[] = {
     {"missing required", "serial,cn\nA1,x\n", 0, "1:1: required column \"device\""},
     {"duplicate column", "serial,device,cn,cn\nA1,pkcs11:x,a,b\n", 0,
      "1:18: column \"cn\" appears twice"},
+    {"duplicate x_ column", "serial,device,x_site,x_site\nA1,pkcs11:x,a,b\n", 0,
+     "1:22: column \"x_site\" appears twice"},
     {"bad x_ name", "serial,device,x_\nA1,pkcs11:x,y\n", 0, "1:15: column \"x_\""},
     {"empty column name", "serial,,device\nA1,,pkcs11:x\n", 0, "1:8: empty column name"},
     {"duplicate serial", "serial,device\nA1,pkcs11:x\nA1,pkcs11:y\n", 0,
