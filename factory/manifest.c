@@ -100,7 +100,9 @@ struct prov_manifest_parser {
     const char *x_names[PROV_MANIFEST_COLUMNS_MAX];
     size_t n_x;
 
-    struct prov_strset serials; /* value: the line that used it first */
+    /* Value: the line that used it first. Case-folded: a serial names its default storage
+     * directory, and devices often read their storage from FAT. */
+    struct prov_strset serials;
     struct prov_strset storages;
     unsigned long n_errors;
     unsigned long n_records; /* data records, valid or not */
@@ -202,7 +204,18 @@ static int check_unique(struct prov_manifest_parser *p, struct prov_strset *set,
         return prov_fail(PROV_ERR_NOMEM, "%s: out of memory", p->name);
     }
     if (!is_new) {
-        prov_manifest_report(p, pos, "%s \"%.200s\" is also used on line %lu", what, key, first);
+        const char *spelled = prov_strset_key(set, key);
+
+        if (spelled != NULL && strcmp(spelled, key) != 0) {
+            prov_manifest_report(p, pos,
+                                 "%s \"%.200s\" differs only in letter case from \"%.200s\" on "
+                                 "line %lu (one directory on a case-insensitive file system "
+                                 "such as FAT)",
+                                 what, key, spelled, first);
+        } else {
+            prov_manifest_report(p, pos, "%s \"%.200s\" is also used on line %lu", what, key,
+                                 first);
+        }
     }
     return 0;
 }
@@ -805,6 +818,8 @@ static struct prov_manifest_parser *parser_alloc(const char *name)
     p->line = 1;
     p->column = 1;
     p->rec_line = 1;
+    p->serials.is_case_folded = true;
+    p->storages.is_case_folded = true;
     for (int k = 0; k < PROV_COL_FIXED_COUNT; k++) {
         p->fixed_index[k] = -1;
     }
