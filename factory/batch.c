@@ -40,10 +40,20 @@ static void on_finding(void *ctx, const char *name, unsigned long line, unsigned
     }
 }
 
-/* The config's view of a row: profile, key type, subject, a backend for the device. */
-static void validate_against_config(struct batch *b, struct prov_manifest_parser *p,
-                                    const struct prov_manifest_row *row)
+static bool is_bad(const struct prov_manifest_row *row, enum prov_manifest_col col)
 {
+    return (row->bad_columns & (1u << col)) != 0;
+}
+
+/*
+ * The config's view of a row: profile, key type, subject, a backend for the device. Called
+ * for every row, also one with findings of its own (their columns are skipped), so that one
+ * pass reports every problem.
+ */
+static int validate_against_config(void *ctx, struct prov_manifest_parser *p,
+                                   const struct prov_manifest_row *row)
+{
+    struct batch *b = ctx;
     const char *pname = row->value[PROV_COL_PROFILE] ? row->value[PROV_COL_PROFILE] : "device";
     const struct prov_manifest_pos *at =
         row->value[PROV_COL_PROFILE] ? &row->pos[PROV_COL_PROFILE] : &row->pos[PROV_COL_SERIAL];
@@ -51,14 +61,18 @@ static void validate_against_config(struct batch *b, struct prov_manifest_parser
     struct prov_request rq;
     X509_NAME *subject = NULL;
 
-    if (prov_backend_for(row->value[PROV_COL_DEVICE]) == NULL) {
+    if (row->value[PROV_COL_DEVICE] != NULL &&
+        prov_backend_for(row->value[PROV_COL_DEVICE]) == NULL) {
         prov_manifest_report(p, &row->pos[PROV_COL_DEVICE],
                              "device: no backend for this kind of device in this build");
+    }
+    if (is_bad(row, PROV_COL_PROFILE)) {
+        return 0; /* the profile's own finding says it; nothing below can be judged */
     }
     if (prof == NULL) {
         prov_manifest_report(p, at, "profile \"%s\": not in %s (no [profile_%s] section)", pname,
                              b->cfg->path, pname);
-        return;
+        return 0;
     }
     if (row->value[PROV_COL_KEY] != NULL) {
         enum prov_key_type t = PROV_KEY_NONE;
@@ -72,6 +86,9 @@ static void validate_against_config(struct batch *b, struct prov_manifest_parser
         prov_error_clear();
     }
     /* The subject as it will be issued: template variables, lengths, attribute names. */
+    if (row->value[PROV_COL_SERIAL] == NULL || is_bad(row, PROV_COL_CN)) {
+        return 0; /* built from values that have findings of their own */
+    }
     batch_request(b, row, prof, &rq);
     if (prov_issue_subject(b->cfg, &rq, &subject) < 0) {
         const char *msg = prov_error_message();
@@ -81,6 +98,7 @@ static void validate_against_config(struct batch *b, struct prov_manifest_parser
     }
     prov_error_clear();
     X509_NAME_free(subject);
+    return 0;
 }
 
 static int add_group(struct batch *b, const char *uri, uint32_t *index)
@@ -122,7 +140,6 @@ static int validate_row(void *ctx, struct prov_manifest_parser *p,
     struct batch_group *g;
     uint32_t gi;
 
-    validate_against_config(b, p, row);
     if (b->n_rows == b->cap_rows) {
         size_t cap = b->cap_rows ? b->cap_rows * 2 : 1024;
         struct batch_row *rows = realloc(b->rows, cap * sizeof(*rows));
@@ -162,7 +179,8 @@ static int validate_row(void *ctx, struct prov_manifest_parser *p,
 
 int batch_validate(struct batch *b)
 {
-    struct prov_manifest_callbacks cb = {.row = validate_row, .error = on_finding, .ctx = b};
+    struct prov_manifest_callbacks cb = {
+        .check = validate_against_config, .row = validate_row, .error = on_finding, .ctx = b};
     unsigned char *buf = NULL;
     int r;
 

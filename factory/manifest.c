@@ -418,12 +418,17 @@ static int process_row(struct prov_manifest_parser *p, unsigned long long next)
 
         if (kind >= 0) {
             const char *v = field(p, i);
+            unsigned long found = p->n_errors;
 
             r = check_value(p, (enum prov_manifest_col)kind, v, &p->field_pos[i]);
             if (r < 0) {
                 return r;
             }
-            row.value[kind] = v[0] != '\0' ? v : NULL;
+            if (p->n_errors != found) {
+                row.bad_columns |= 1u << kind;
+            } else {
+                row.value[kind] = v[0] != '\0' ? v : NULL;
+            }
             row.pos[kind] = p->field_pos[i];
         } else if (kind == COL_X) {
             x_values[n_x++] = field(p, i);
@@ -443,19 +448,27 @@ static int process_row(struct prov_manifest_parser *p, unsigned long long next)
             return r;
         }
     }
-    if (p->n_errors != before || p->is_header_bad) {
-        return 0;
-    }
-    p->n_rows++;
-    if (p->cb.row == NULL) {
-        return 0;
-    }
     row.line = p->rec_line;
     row.offset = p->rec_offset;
     row.length = (size_t)(next - p->rec_offset);
     row.n_x = n_x;
     row.x_names = p->x_names;
     row.x_values = x_values;
+    row.is_valid = p->n_errors == before && !p->is_header_bad;
+    if (p->cb.check != NULL) {
+        r = p->cb.check(p->cb.ctx, p, &row);
+        if (r < 0) {
+            return r;
+        }
+        row.is_valid = p->n_errors == before && !p->is_header_bad;
+    }
+    if (!row.is_valid) {
+        return 0;
+    }
+    p->n_rows++;
+    if (p->cb.row == NULL) {
+        return 0;
+    }
     return p->cb.row(p->cb.ctx, p, &row);
 }
 
