@@ -65,7 +65,12 @@ static int validate_against_config(void *ctx, struct prov_manifest_parser *p,
         prov_backend_for(row->value[PROV_COL_DEVICE]) == NULL) {
         prov_manifest_report(p, &row->pos[PROV_COL_DEVICE],
                              "device: no backend for this kind of device in this build");
+    } else if (row->value[PROV_COL_DEVICE] != NULL &&
+               prov_device_validate(row->value[PROV_COL_DEVICE]) < 0) {
+        /* Parsed by its backend now, not at its turn in the lot (after other rows issued). */
+        prov_manifest_report(p, &row->pos[PROV_COL_DEVICE], "%s", prov_error_message());
     }
+    prov_error_clear();
     if (is_bad(row, PROV_COL_PROFILE)) {
         return 0; /* the profile's own finding says it; nothing below can be judged */
     }

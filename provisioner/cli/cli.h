@@ -26,6 +26,12 @@ int cli_load_config(struct prov_config **out);
  * returns the SPEC exit code for err. */
 int cli_fail(int err, const char *what);
 
+/*
+ * Checks a --device string with its backend before anything is opened (syntax, refused
+ * attributes, a known TCTI). Prints the error and returns an exit code (2), or 0.
+ */
+int cli_check_device(const char *uri);
+
 /* Options every issuing command shares (enroll, sign): what to put in the certificate. */
 struct cli_request {
     const char *serial;

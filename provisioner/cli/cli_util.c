@@ -4,6 +4,7 @@
 
 #include <json-c/json.h>
 
+#include "backend.h"
 #include "cli.h"
 #include "connect.h"
 #include "enroll.h"
@@ -35,6 +36,15 @@ int cli_fail(int err, const char *what)
         fprintf(stderr, "provisioner: %s: %s\n", what ? what : "error", prov_strerror(err));
     }
     return prov_exit_code(err);
+}
+
+int cli_check_device(const char *uri)
+{
+    int r;
+
+    prov_error_clear();
+    r = prov_device_validate(uri);
+    return r < 0 ? cli_fail(r, "--device") : 0;
 }
 
 bool cli_request_opt(struct cli_request *rq, int c, const char *arg)

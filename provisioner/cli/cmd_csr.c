@@ -63,6 +63,10 @@ int cmd_csr(int argc, char **argv)
         fprintf(stderr, "provisioner: csr: --serial, --device and --out are required\n");
         return PROV_EXIT_USAGE;
     }
+    rc = cli_check_device(p.device_uri);
+    if (rc != 0) {
+        return rc;
+    }
     rc = cli_load_config(&cfg);
     if (rc != 0) {
         return rc;

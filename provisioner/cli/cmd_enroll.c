@@ -85,6 +85,10 @@ int cmd_enroll(int argc, char **argv)
     if (p.prove_url != NULL && prov_connect_url_check(p.prove_url) < 0) {
         return cli_fail(PROV_ERR_USAGE, "--prove");
     }
+    rc = cli_check_device(p.device_uri);
+    if (rc != 0) {
+        return rc;
+    }
     rc = cli_load_config(&cfg);
     if (rc != 0) {
         return rc;

@@ -70,6 +70,10 @@ int cmd_install(int argc, char **argv)
         fprintf(stderr, "provisioner: install: --serial, --device and --cert are required\n");
         return PROV_EXIT_USAGE;
     }
+    rc = cli_check_device(p.device_uri);
+    if (rc != 0) {
+        return rc;
+    }
     rc = cli_load_config(&cfg);
     if (rc != 0) {
         return rc;

@@ -53,3 +53,35 @@ done
 [ ! -e devices ] || fail "a refused serial left $(ls devices)"
 prov 2 --config provisioner.cnf enroll --serial SN-1 --device pkcs11:token=none --key ec-p999
 assert_one_error ec-p999
+
+# A device string is parsed by its backend before anything is opened: a malformed URI, a
+# slot-based, PIN-carrying or key-naming attribute, an unknown query attribute, an empty or
+# unknown TCTI are usage errors (exit 2, one line naming the string), for every command
+# that takes --device; the CA token is not opened (there is none here) and nothing is made.
+printf 'not a bundle\n' >bundle.pem
+bad_devices=(
+    'pkcs11:token=dev-a;id=%zz|not a valid PKCS#11 URI'
+    'pkcs11:slot-id=1|slot-id'
+    'pkcs11:token=dev-a;slot-description=x|slot-description'
+    'pkcs11:token=dev-a?pin-source=file:/dev/null|pin-source'
+    'pkcs11:token=dev-a;object=k|object'
+    'pkcs11:token=dev-a?bogus=1|"bogus"'
+    'pkcs11:token=dev-a;token=dev-b|"token" given twice'
+    'pkcs11:token=dev-a?module-name=softhsm2|module-name'
+    'pkcs11:library-description=x|library-description'
+    'tpm2:|no TCTI'
+    'tpm2:bogus-tcti:foo|"bogus-tcti"'
+    'tpm2:swtpm:port=2321;handle=0x81000101|handle'
+)
+for entry in "${bad_devices[@]}"; do
+    dev=${entry%%|*}
+    why=${entry#*|}
+    prov 2 --config provisioner.cnf enroll --serial SN-1 --device "$dev"
+    assert_one_error "$dev" "$why"
+    prov 2 --config provisioner.cnf csr --serial SN-1 --device "$dev" --out SN-1.csr
+    assert_one_error "$dev" "$why"
+    prov 2 --config provisioner.cnf install --serial SN-1 --device "$dev" --cert bundle.pem
+    assert_one_error "$dev" "$why"
+done
+assert_no_file SN-1.csr
+[ ! -e devices ] || fail "a refused device string left $(ls devices)"
