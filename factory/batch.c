@@ -45,6 +45,60 @@ static bool is_bad(const struct prov_manifest_row *row, enum prov_manifest_col c
     return (row->bad_columns & (1u << col)) != 0;
 }
 
+int batch_resolve_pin_spec(const char *manifest, const char *spec, char **out)
+{
+    const char *slash = strrchr(manifest, '/');
+
+    *out = NULL;
+    if (spec == NULL) {
+        return 0;
+    }
+    /* file:PATH relative to the manifest's directory, wherever the batch runs from */
+    if (strncmp(spec, "file:", 5) == 0 && spec[5] != '/' && slash != NULL) {
+        if (asprintf(out, "file:%.*s/%s", (int)(slash - manifest), manifest, spec + 5) < 0) {
+            *out = NULL;
+        }
+    } else {
+        *out = strdup(spec);
+    }
+    return *out != NULL ? 0 : prov_fail(PROV_ERR_NOMEM, "%s: out of memory", manifest);
+}
+
+/*
+ * A row's PIN source must be there before the lot starts: a PIN file that can be opened (it
+ * is not read here), a variable that is set. Otherwise the row would fail at its turn, after
+ * other rows were issued.
+ */
+static void check_pin_source(struct batch *b, struct prov_manifest_parser *p,
+                             const struct prov_manifest_row *row)
+{
+    const char *spec = row->value[PROV_COL_PIN];
+    char *resolved = NULL;
+    struct stat st;
+    int fd;
+
+    if (spec == NULL || batch_resolve_pin_spec(b->opts->manifest, spec, &resolved) < 0) {
+        return;
+    }
+    if (strncmp(resolved, "env:", 4) == 0) {
+        const char *v = getenv(resolved + 4);
+
+        if (v == NULL || v[0] == '\0') {
+            prov_manifest_report(p, &row->pos[PROV_COL_PIN], "pin: %s: not set", spec);
+        }
+    } else {
+        fd = open(resolved + 5, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+            prov_manifest_report(p, &row->pos[PROV_COL_PIN], "pin: %s: cannot read (%s)", spec,
+                                 fd < 0 ? strerror(errno) : "not a regular file");
+        }
+        if (fd >= 0) {
+            close(fd);
+        }
+    }
+    free(resolved);
+}
+
 /*
  * The config's view of a row: profile, key type, subject, a backend for the device. Called
  * for every row, also one with findings of its own (their columns are skipped), so that one
@@ -71,6 +125,7 @@ static int validate_against_config(void *ctx, struct prov_manifest_parser *p,
         prov_manifest_report(p, &row->pos[PROV_COL_DEVICE], "%s", prov_error_message());
     }
     prov_error_clear();
+    check_pin_source(b, p, row);
     if (is_bad(row, PROV_COL_PROFILE)) {
         return 0; /* the profile's own finding says it; nothing below can be judged */
     }
@@ -135,6 +190,27 @@ static int add_group(struct batch *b, const char *uri, uint32_t *index)
     }
     *index = (uint32_t)found;
     return 0;
+}
+
+static int take_row_pin_spec(void *ctx, struct prov_manifest_parser *p,
+                             const struct prov_manifest_row *row)
+{
+    struct batch_row_pin *rp = ctx;
+
+    return batch_resolve_pin_spec(rp->manifest, row->value[PROV_COL_PIN], &rp->spec);
+}
+
+int batch_row_pin_spec(struct batch *b, uint32_t index, char **out)
+{
+    struct batch_row_pin rp = {.manifest = b->opts->manifest};
+    int r;
+
+    r = batch_run_row(b, index, take_row_pin_spec, &rp);
+    *out = r == 0 ? rp.spec : NULL;
+    if (r < 0) {
+        free(rp.spec);
+    }
+    return r;
 }
 
 static int validate_row(void *ctx, struct prov_manifest_parser *p,

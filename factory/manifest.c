@@ -29,8 +29,8 @@
 #define COL_IGNORED (-2) /* unknown or duplicate column: already reported */
 
 static const char *const col_names[PROV_COL_FIXED_COUNT] = {
-    "serial",  "device",  "key",       "profile", "cn",
-    "san_dns", "san_uri", "san_email", "san_ip",  "storage",
+    "serial",  "device",  "key",       "profile", "cn",  "san_dns",
+    "san_uri", "san_email", "san_ip",  "storage", "pin",
 };
 
 struct column {
@@ -284,6 +284,13 @@ static int check_value(struct prov_manifest_parser *p, enum prov_manifest_col co
             return check_unique(p, &p->storages, norm, "storage directory", pos);
         }
         return 0;
+    case PROV_COL_PIN:
+        /* Never echoed: a value that is no PIN source may be the PIN itself. */
+        why = prov_manifest_pin_source_problem(v);
+        if (why != NULL) {
+            prov_manifest_report(p, pos, "pin: %s", why);
+        }
+        return 0;
     default: return 0;
     }
 }
@@ -355,7 +362,8 @@ static void header_column(struct prov_manifest_parser *p, size_t i)
     }
     prov_manifest_report(p, pos,
                          "unknown column \"%.64s\" (known: serial, device, key, profile, cn, "
-                         "san_dns, san_uri, san_email, san_ip, storage; x_NAME is passed through)",
+                         "san_dns, san_uri, san_email, san_ip, storage, pin; x_NAME is passed "
+                         "through)",
                          prov_manifest_find_control(name) ? "(control character)" : name);
 }
 

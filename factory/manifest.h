@@ -49,6 +49,7 @@ enum prov_manifest_col {
     PROV_COL_SAN_EMAIL,
     PROV_COL_SAN_IP,
     PROV_COL_STORAGE,
+    PROV_COL_PIN,
     PROV_COL_FIXED_COUNT,
 };
 
