@@ -258,6 +258,39 @@ static int validate_row(void *ctx, struct prov_manifest_parser *p,
     return 0;
 }
 
+/*
+ * The manifest is the operator's input: missing, unreadable or a directory is bad input
+ * (exit 2), never "not found" (exit 4 means a device) or a failed operation (exit 1).
+ */
+static int open_manifest(const char *manifest)
+{
+    struct stat st;
+    int fd = open(manifest, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0) {
+        return prov_fail(PROV_ERR_INPUT, "manifest %s: cannot open: %s", manifest,
+                         strerror(errno));
+    }
+    if (fstat(fd, &st) != 0 || S_ISDIR(st.st_mode)) {
+        int e = S_ISDIR(st.st_mode) ? EISDIR : errno;
+
+        close(fd);
+        return prov_fail(PROV_ERR_INPUT, "manifest %s: cannot read: %s", manifest, strerror(e));
+    }
+    return fd;
+}
+
+int prov_batch_manifest_check(const char *manifest)
+{
+    int fd = open_manifest(manifest);
+
+    if (fd < 0) {
+        return fd;
+    }
+    close(fd);
+    return 0;
+}
+
 int batch_validate(struct batch *b)
 {
     struct prov_manifest_callbacks cb = {
@@ -265,10 +298,11 @@ int batch_validate(struct batch *b)
     unsigned char *buf = NULL;
     int r;
 
-    b->fd = open(b->opts->manifest, O_RDONLY | O_CLOEXEC);
+    b->fd = open_manifest(b->opts->manifest);
     if (b->fd < 0) {
-        return prov_fail(errno == ENOENT ? PROV_ERR_NOT_FOUND : PROV_ERR_IO, "%s: %s",
-                         b->opts->manifest, strerror(errno));
+        r = b->fd;
+        b->fd = -1;
+        return r;
     }
     buf = malloc(READ_CHUNK);
     r = buf ? prov_manifest_parser_new(b->opts->manifest, &cb, &b->parser) : PROV_ERR_NOMEM;
@@ -279,7 +313,8 @@ int batch_validate(struct batch *b)
             continue;
         }
         if (n < 0) {
-            r = prov_fail(PROV_ERR_IO, "%s: %s", b->opts->manifest, strerror(errno));
+            r = prov_fail(PROV_ERR_INPUT, "manifest %s: cannot read: %s", b->opts->manifest,
+                          strerror(errno));
         } else if (n == 0) {
             r = prov_manifest_parser_finish(b->parser);
             break;

@@ -460,8 +460,12 @@ static int setup(struct station *s, struct prov_station_result *res)
     if (s->journal == NULL) {
         return PROV_ERR_NOMEM;
     }
-    /* a bad URL is a usage error before any device is touched */
+    /* a bad URL or an unreadable manifest is a usage error before any device is touched */
     if (s->prove_url != NULL && (r = prov_connect_url_check(s->prove_url)) < 0) {
+        return r;
+    }
+    r = prov_batch_manifest_check(s->bopts.manifest);
+    if (r < 0) {
         return r;
     }
     s->bopts.prove_url = s->prove_url;

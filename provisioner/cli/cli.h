@@ -32,6 +32,13 @@ int cli_fail(int err, const char *what);
  */
 int cli_check_device(const char *uri);
 
+/*
+ * An input file (or, with is_dir, a directory) named on the command line must be readable
+ * before anything else happens: missing, unreadable or of the wrong kind is a usage error.
+ * Prints one line naming it and returns 2, or returns 0.
+ */
+int cli_check_input(const char *path, bool is_dir);
+
 /* Options every issuing command shares (enroll, sign): what to put in the certificate. */
 struct cli_request {
     const char *serial;

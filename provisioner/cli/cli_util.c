@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <json-c/json.h>
 
@@ -36,6 +39,25 @@ int cli_fail(int err, const char *what)
         fprintf(stderr, "provisioner: %s: %s\n", what ? what : "error", prov_strerror(err));
     }
     return prov_exit_code(err);
+}
+
+int cli_check_input(const char *path, bool is_dir)
+{
+    struct stat st;
+    const char *why = NULL;
+
+    if (stat(path, &st) != 0 || access(path, is_dir ? R_OK | X_OK : R_OK) != 0) {
+        why = strerror(errno);
+    } else if (is_dir && !S_ISDIR(st.st_mode)) {
+        why = strerror(ENOTDIR);
+    } else if (!is_dir && S_ISDIR(st.st_mode)) {
+        why = strerror(EISDIR);
+    }
+    if (why != NULL) {
+        fprintf(stderr, "provisioner: %s: cannot read: %s\n", path, why);
+        return PROV_EXIT_USAGE;
+    }
+    return 0;
 }
 
 int cli_check_device(const char *uri)

@@ -49,8 +49,8 @@ static void usage(FILE *f)
             "status: devices per state and the rows not yet proven. report: every row with its\n"
             "certificate (CSV by default); --verify-audit checks the journal's hash-chained\n"
             "audit trail and prints its head hash (keep it elsewhere to anchor the chain).\n\n"
-            "Exit: 0 all rows issued or already issued, 1 some rows failed, 2 invalid manifest\n"
-            "or usage, 6 journal error; other codes as for enroll when the CA cannot be used.\n"
+            "Exit: 0 all rows issued or already issued, 1 some rows failed, 2 invalid, missing\n"
+            "or unreadable manifest, or usage, 6 journal error; other codes as for enroll when the CA cannot be used.\n"
             "Test only: PROVISIONER_TEST_CRASH_AT=STATE:N exits (137) right after the N-th\n"
             "journal transition to STATE.\n");
 }

@@ -75,6 +75,11 @@ int cmd_check(int argc, char **argv)
     if (url != NULL && prov_connect_url_check(url) < 0) {
         return cli_fail(PROV_ERR_USAGE, "--connect");
     }
+    /* A DIR that is not there is a mistyped argument (2), not a failed check (1). */
+    rc = cli_check_input(dir, true);
+    if (rc != 0) {
+        return rc;
+    }
     /* On a device there may be no station config: only a PIN source is needed. */
     if (stat(prov_cli.config_path, &st) == 0 || prov_cli.config_path_is_explicit) {
         rc = cli_load_config(&cfg);

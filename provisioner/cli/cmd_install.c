@@ -71,6 +71,9 @@ int cmd_install(int argc, char **argv)
         return PROV_EXIT_USAGE;
     }
     rc = cli_check_device(p.device_uri);
+    if (rc == 0) {
+        rc = cli_check_input(cert_path, false);
+    }
     if (rc != 0) {
         return rc;
     }
@@ -80,6 +83,12 @@ int cmd_install(int argc, char **argv)
     }
     prov_error_clear();
     r = prov_chain_load_pem(cert_path, &p.bundle);
+    if (r == 0 && sk_X509_num(p.bundle) < 2) {
+        r = prov_fail(PROV_ERR_INPUT,
+                      "%s: %d certificate(s); expected the certificate followed by its CA "
+                      "chain (as written by `provisioner sign`)",
+                      cert_path, sk_X509_num(p.bundle));
+    }
     if (r == 0) {
         r = prov_install(cfg, &p, &res);
     }

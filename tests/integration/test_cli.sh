@@ -85,3 +85,26 @@ for entry in "${bad_devices[@]}"; do
 done
 assert_no_file SN-1.csr
 [ ! -e devices ] || fail "a refused device string left $(ls devices)"
+
+# Input files named on the command line: missing, a directory, or garbage is a usage/input
+# error (exit 2, one line naming the file), never "not found" (4, a device) or "failed" (1).
+mkdir -p a-dir
+printf 'garbage\n' >garbage.csr
+printf 'garbage\n' >garbage.pem
+for args in "batch no-such.csv|no-such.csv" "batch a-dir|a-dir" \
+    "batch no-such.csv --check|no-such.csv" \
+    "sign --serial SN-1 --csr no-such.csr --out x.pem|no-such.csr" \
+    "sign --serial SN-1 --csr a-dir --out x.pem|a-dir" \
+    "sign --serial SN-1 --csr garbage.csr --out x.pem|garbage.csr" \
+    "install --serial SN-1 --device pkcs11:token=none --cert no-such.pem|no-such.pem" \
+    "install --serial SN-1 --device pkcs11:token=none --cert a-dir|a-dir" \
+    "install --serial SN-1 --device pkcs11:token=none --cert garbage.pem|garbage.pem" \
+    "check no-such-dir|no-such-dir" "check garbage.pem|garbage.pem" \
+    "chain verify no-such.pem|no-such.pem" "chain verify a-dir|a-dir" \
+    "chain verify --trust no-such.pem garbage.pem|no-such.pem" \
+    "station --instance tpmrm0 --manifest no-such.csv|no-such.csv"; do
+    # shellcheck disable=SC2086 # the arguments are split on purpose
+    prov 2 --config provisioner.cnf ${args%|*}
+    assert_one_error "${args#*|}"
+done
+assert_no_file x.pem
