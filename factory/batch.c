@@ -23,6 +23,7 @@
 #include "log.h"
 #include "manifest_value.h"
 #include "secret.h"
+#include "storage.h"
 #include "batch_internal.h"
 
 #define READ_CHUNK 65536
@@ -664,6 +665,27 @@ int batch_check_pin_source(const struct batch *b)
     return 0;
 }
 
+/*
+ * Everything the run will write, before the journal or any key exists: the results file
+ * (written last: a bad path would otherwise fail after every device was issued), the
+ * journal, and output_dir, under which every row's storage directory is made.
+ */
+static int check_outputs(const struct prov_config *cfg, const struct prov_batch_summary *sum)
+{
+    struct stat st;
+    int r;
+
+    r = prov_storage_check_output_file(sum->results, "results");
+    if (r == 0 && stat(sum->journal, &st) != 0) {
+        r = prov_storage_check_output_file(sum->journal, "journal");
+    }
+    if (r == 0) {
+        r = prov_storage_check_output_dir(cfg->output_dir ? cfg->output_dir : "devices",
+                                          "output_dir");
+    }
+    return r;
+}
+
 /* Everything after validation: journal, CA, workers, results. */
 static int enroll_lot(struct batch *b, struct prov_batch_summary *sum)
 {
@@ -790,6 +812,9 @@ int prov_batch_run(const struct prov_config *cfg, const struct prov_batch_opts *
     }
     if (r == 0) {
         r = batch_check_pin_source(&b);
+    }
+    if (r == 0) {
+        r = check_outputs(cfg, sum);
     }
     if (r < 0 || opts->is_check_only) {
         goto out;

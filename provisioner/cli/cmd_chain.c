@@ -195,6 +195,10 @@ static int chain_export(int argc, char **argv)
         fprintf(stderr, "provisioner: chain export: unexpected argument \"%s\"\n", argv[optind]);
         return PROV_EXIT_USAGE;
     }
+    prov_error_clear();
+    if (out_path != NULL && prov_storage_check_output_file(out_path, "--out") < 0) {
+        return cli_fail(PROV_ERR_STORAGE, out_path);
+    }
     rc = cli_load_config(&cfg);
     if (rc != 0) {
         return rc;

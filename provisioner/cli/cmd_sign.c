@@ -77,6 +77,11 @@ int cmd_sign(int argc, char **argv)
         fprintf(stderr, "provisioner: sign: --serial, --csr and --out are required\n");
         return PROV_EXIT_USAGE;
     }
+    /* The certificate is recorded as issued before it is written: --out must work first. */
+    prov_error_clear();
+    if (prov_storage_check_output_file(out_path, "--out") < 0) {
+        return cli_fail(PROV_ERR_STORAGE, out_path);
+    }
     rc = cli_load_config(&cfg);
     if (rc != 0) {
         return rc;

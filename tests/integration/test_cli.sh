@@ -108,3 +108,27 @@ for args in "batch no-such.csv|no-such.csv" "batch a-dir|a-dir" \
     assert_one_error "${args#*|}"
 done
 assert_no_file x.pem
+
+# Output paths are checked before anything is made or any token is touched: a directory that
+# is missing, a file where a directory must be, an output that is a directory: exit 6, one
+# line naming the path, no journal, no results.
+printf 'serial,device\nSN-1,pkcs11:token=none\n' >lot.csv
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout sw.key \
+    -subj /CN=SN-1 -out sw.csr 2>/dev/null || fail "openssl req"
+sed 's|^output_dir = .*|output_dir = garbage.pem/devices|' provisioner.cnf >badout.cnf
+for args in "batch lot.csv --results no-such-dir/r.csv|no-such-dir" \
+    "batch lot.csv --check --results no-such-dir/r.csv|no-such-dir" \
+    "batch lot.csv --results a-dir|a-dir" \
+    "batch lot.csv --journal no-such-dir/j.sqlite|no-such-dir" \
+    "sign --serial SN-1 --csr sw.csr --out no-such-dir/x.pem|no-such-dir" \
+    "sign --serial SN-1 --csr sw.csr --out a-dir|a-dir" \
+    "csr --serial SN-1 --device pkcs11:token=none --out no-such-dir/x.csr|no-such-dir" \
+    "chain export --out no-such-dir/chain.pem|no-such-dir"; do
+    # shellcheck disable=SC2086 # the arguments are split on purpose
+    prov 6 --config provisioner.cnf ${args%|*}
+    assert_one_error "${args#*|}"
+done
+prov 6 --config badout.cnf batch lot.csv
+assert_one_error garbage.pem/devices
+assert_no_file lot.journal.sqlite
+assert_no_file lot.results.csv
