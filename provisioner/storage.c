@@ -892,6 +892,54 @@ out:
     return r;
 }
 
+/* Keeps the first failure's reason (prov_fail keeps the first) and goes on. */
+static void note_bad(int r, int *n_bad)
+{
+    if (r < 0) {
+        (*n_bad)++;
+    }
+}
+
+int prov_storage_read_each(const char *dir, struct prov_stored_identity **out, int *n_bad)
+{
+    struct prov_stored_identity *s;
+    STACK_OF(X509) *crt = NULL;
+    int r;
+
+    *out = NULL;
+    *n_bad = 0;
+    s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        return prov_fail(PROV_ERR_NOMEM, "%s: out of memory", dir);
+    }
+    r = read_certs_file(dir, "client.crt", &crt);
+    if (r == 0 && sk_X509_num(crt) != 1) {
+        r = prov_fail(PROV_ERR_INPUT, "%s/client.crt: expected exactly one certificate", dir);
+    }
+    if (r == 0) {
+        s->cert = sk_X509_shift(crt);
+    }
+    note_bad(r, n_bad);
+    note_bad(read_certs_file(dir, "fullchain.pem", &s->fullchain), n_bad);
+    note_bad(read_certs_file(dir, "chain.pem", &s->chain), n_bad);
+    note_bad(read_certs_file(dir, "server-ca.pem", &s->server_ca), n_bad);
+    note_bad(read_key_uri(dir, &s->key_uri), n_bad);
+    r = read_identity_json(dir, s);
+    if (r < 0) {
+        free(s->serial);
+        free(s->backend);
+        s->serial = s->backend = NULL;
+    }
+    note_bad(r, n_bad);
+    sk_X509_pop_free(crt, X509_free);
+    if (prov_error_code() == PROV_ERR_NOMEM) {
+        prov_stored_identity_free(s);
+        return PROV_ERR_NOMEM;
+    }
+    *out = s;
+    return 0;
+}
+
 void prov_stored_identity_free(struct prov_stored_identity *s)
 {
     if (s == NULL) {

@@ -82,6 +82,14 @@ struct prov_stored_identity {
 
 /* Reads dir; PROV_ERR_IO / PROV_ERR_INPUT naming the missing or unparsable file. */
 int prov_storage_read(const char *dir, struct prov_stored_identity **out);
+/*
+ * As prov_storage_read, but file by file, for `check`, which runs each of its checks on its
+ * own: what could be read is set, what could not is NULL (serial and backend too when
+ * identity.json is bad), and *n_bad counts the files missing or unparsable; the first one's
+ * reason is recorded with prov_fail. Returns 0, or PROV_ERR_NOMEM.
+ */
+int prov_storage_read_each(const char *dir, struct prov_stored_identity **out, int *n_bad);
+
 void prov_stored_identity_free(struct prov_stored_identity *s);
 
 /* Certificate facts used in identity.json, results and --json output. */

@@ -92,6 +92,11 @@ assert_eq "$(jq -r .sha256 "$PROV_OUT" | tr -d : | tr A-F a-f)" \
 prov 0 check devices/SN-J1 --json
 check_json check
 assert_eq "$(jq -r .ok "$PROV_OUT")" true "check --json ok"
+# the same shape when the check cannot be carried out, carrying the error
+prov 2 check devices/no-such-device --json
+check_json check
+assert_eq "$(jq -r '"\(.ok) \(.exit)"' "$PROV_OUT")" "false 2" "check --json of no such DIR"
+[ "$(jq -r .error "$PROV_OUT")" != null ] || fail "check --json: no error for no such DIR"
 prov 0 csr --serial SN-J2 --device pkcs11:token=dev-c --out sn-j2.csr
 prov 0 sign --serial SN-J2 --csr sn-j2.csr --out sn-j2.pem --json
 check_json sign
