@@ -102,7 +102,9 @@ for args in "batch no-such.csv|no-such.csv" "batch a-dir|a-dir" \
     "check no-such-dir|no-such-dir" "check garbage.pem|garbage.pem" \
     "chain verify no-such.pem|no-such.pem" "chain verify a-dir|a-dir" \
     "chain verify --trust no-such.pem garbage.pem|no-such.pem" \
-    "station --instance tpmrm0 --manifest no-such.csv|no-such.csv"; do
+    "station --instance tpmrm0 --manifest no-such.csv|no-such.csv" \
+    "batch status --journal no-such.sqlite|no-such.sqlite" \
+    "batch report no-such.csv|no-such.journal.sqlite"; do
     # shellcheck disable=SC2086 # the arguments are split on purpose
     prov 2 --config provisioner.cnf ${args%|*}
     assert_one_error "${args#*|}"
