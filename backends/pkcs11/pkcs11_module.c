@@ -105,6 +105,15 @@ static int load_module(const char *path, struct module **out)
     if (m == NULL || (m->path = strdup(path)) == NULL) {
         goto out;
     }
+    /*
+     * p11-kit prints its own warnings on stderr (a registered module the proxy cannot load,
+     * a config it cannot parse): third-party lines beside the tool's one error line. Its
+     * reason still reaches our messages through p11_kit_message(); PROVISIONER_DEBUG=pkcs11
+     * keeps p11-kit talking.
+     */
+    if (!prov_log_debug_enabled("pkcs11")) {
+        p11_kit_be_quiet();
+    }
     /* Managed (flags 0): p11-kit keeps the module's own init count sane if another library
      * in this process (libp11, the engine) loads the same module. */
     m->fl = p11_kit_module_load(path, 0);

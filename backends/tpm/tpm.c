@@ -49,6 +49,38 @@ static char *tcti_loaded[MAX_TCTI_LIBS];
 static size_t n_tcti_loaded;
 
 /*
+ * The tabrmd TCTI logs through GLib (g_log), whose default handler writes "** CRITICAL **"
+ * lines to stderr, for example when the resource manager's D-Bus is gone: a third-party line
+ * beside the tool's own error, which already says the TPM is not reachable (SPEC §3: one
+ * line). Once GLib is in the process (it comes with that TCTI), its messages go to the "tpm"
+ * debug category instead. g_log_set_default_handler may be called at any time.
+ */
+typedef void (*glib_log_fn)(const char *domain, int level, const char *message, void *data);
+typedef glib_log_fn (*glib_set_default_handler_fn)(glib_log_fn handler, void *data);
+
+static void glib_log_to_debug(const char *domain, int level, const char *message, void *data)
+{
+    (void)data;
+    prov_debug("tpm", "TCTI log (%s, level %d): %s", domain ? domain : "GLib", level,
+               message ? message : "");
+}
+
+static void route_glib_log(void)
+{
+    void *glib = dlopen("libglib-2.0.so.0", RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
+    glib_set_default_handler_fn set_default;
+
+    if (glib == NULL) {
+        return; /* no GLib in the process: nothing can log through it */
+    }
+    set_default = (glib_set_default_handler_fn)dlsym(glib, "g_log_set_default_handler");
+    if (set_default != NULL) {
+        set_default(glib_log_to_debug, NULL);
+    }
+    dlclose(glib); /* the reference RTLD_NOLOAD took; the TCTI keeps GLib loaded */
+}
+
+/*
  * Loads (once) the library of the short TCTI name at the start of conf ("swtpm" of
  * "swtpm:host=..."), writing its file name into lib. False when conf does not start with a
  * short name or its library does not load.
@@ -73,6 +105,7 @@ static bool load_tcti_lib(const char *conf, char *lib, size_t lib_cap)
         tcti_loaded[n_tcti_loaded] = strdup(lib);
         is_loaded = tcti_loaded[n_tcti_loaded] != NULL;
         n_tcti_loaded += is_loaded ? 1 : 0;
+        route_glib_log();
     }
     pthread_mutex_unlock(&tcti_lock);
     return is_loaded;
@@ -101,6 +134,11 @@ static TSS2_RC load_tcti(struct tpm_dev *t)
     if (t->tcti_conf[0] != '\0') {
         resolved = resolve_tcti(t->tcti_conf);
         conf = resolved ? resolved : t->tcti_conf;
+    } else {
+        /* the loader's default tries tabrmd first: load it here so that its GLib is quiet */
+        char lib[96];
+
+        load_tcti_lib("tabrmd", lib, sizeof(lib));
     }
     rc = Tss2_TctiLdr_Initialize(conf, &t->tcti);
     free(resolved);

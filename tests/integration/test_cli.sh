@@ -134,3 +134,13 @@ prov 6 --config badout.cnf batch lot.csv
 assert_one_error garbage.pem/devices
 assert_no_file lot.journal.sqlite
 assert_no_file lot.results.csv
+
+# A TPM behind a resource manager that is gone (the demo's after it ended): exit 4 and one
+# line from the tool; the tabrmd TCTI's own GLib "** CRITICAL **" line must not reach stderr.
+(
+    export DBUS_SESSION_BUS_ADDRESS=unix:path=$WORK/no-such-bus
+    prov 4 --config provisioner.cnf csr --serial SN-1 --out tabrmd.csr \
+        --device 'tpm2:tabrmd:bus_name=com.intel.tss2.Tabrmd.gone,bus_type=session'
+    assert_one_error 'tabrmd:bus_name=com.intel.tss2.Tabrmd.gone'
+)
+assert_no_file tabrmd.csr
