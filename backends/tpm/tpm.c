@@ -167,7 +167,8 @@ static bool is_loadable_tcti_file(const char *tcti, size_t name_len)
 }
 
 /*
- * A device as an operator names it: "tpm2:" and a TCTI whose library this system has. The
+ * A device as an operator names it: "tpm2:" and a TCTI whose library this system has, or
+ * "tpm2:ek-sha256=HEX", a TPM by its identity (a station's manifest row). The
  * connection itself is not tried (that is open's job, and the TPM may not be there yet).
  * "tpm2:" alone would take the loader's default, whatever TPM (or resource manager) this host
  * happens to have, and a ";handle=" names a key, not a device: both are refused here.
@@ -190,6 +191,14 @@ static int validate_tpm(const char *device_uri)
                       "device \"%s\": ;handle= names a key, not a device (the device key's "
                       "handle is tpm_key_handle in the config)",
                       device_uri);
+    } else if (strncmp(tcti, "ek-sha256=", 10) == 0) {
+        /* a TPM named by its EK digest, which the station resolves to the TPM it serves */
+        if (strlen(tcti + 10) != 64 || strspn(tcti + 10, "0123456789abcdefABCDEF") != 64) {
+            r = prov_fail(PROV_ERR_USAGE,
+                          "device \"%s\": ek-sha256= takes the 64 hex digits of the SHA-256 of "
+                          "the TPM's endorsement key",
+                          device_uri);
+        }
     } else if (tcti[0] == '\0') {
         r = prov_fail(PROV_ERR_USAGE,
                       "device \"%s\": no TCTI: name the TPM, e.g. tpm2:device:/dev/tpmrm0, "
