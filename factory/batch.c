@@ -23,6 +23,7 @@
 #include "log.h"
 #include "manifest_value.h"
 #include "secret.h"
+#include "storage.h"
 #include "batch_internal.h"
 
 #define READ_CHUNK 65536
@@ -40,10 +41,74 @@ static void on_finding(void *ctx, const char *name, unsigned long line, unsigned
     }
 }
 
-/* The config's view of a row: profile, key type, subject, a backend for the device. */
-static void validate_against_config(struct batch *b, struct prov_manifest_parser *p,
-                                    const struct prov_manifest_row *row)
+static bool is_bad(const struct prov_manifest_row *row, enum prov_manifest_col col)
 {
+    return (row->bad_columns & (1u << col)) != 0;
+}
+
+int batch_resolve_pin_spec(const char *manifest, const char *spec, char **out)
+{
+    const char *slash = strrchr(manifest, '/');
+
+    *out = NULL;
+    if (spec == NULL) {
+        return 0;
+    }
+    /* file:PATH relative to the manifest's directory, wherever the batch runs from */
+    if (strncmp(spec, "file:", 5) == 0 && spec[5] != '/' && slash != NULL) {
+        if (asprintf(out, "file:%.*s/%s", (int)(slash - manifest), manifest, spec + 5) < 0) {
+            *out = NULL;
+        }
+    } else {
+        *out = strdup(spec);
+    }
+    return *out != NULL ? 0 : prov_fail(PROV_ERR_NOMEM, "%s: out of memory", manifest);
+}
+
+/*
+ * A row's PIN source must be there before the lot starts: a PIN file that can be opened (it
+ * is not read here), a variable that is set. Otherwise the row would fail at its turn, after
+ * other rows were issued.
+ */
+static void check_pin_source(struct batch *b, struct prov_manifest_parser *p,
+                             const struct prov_manifest_row *row)
+{
+    const char *spec = row->value[PROV_COL_PIN];
+    char *resolved = NULL;
+    struct stat st;
+    int fd;
+
+    if (spec == NULL || batch_resolve_pin_spec(b->opts->manifest, spec, &resolved) < 0) {
+        return;
+    }
+    if (strncmp(resolved, "env:", 4) == 0) {
+        const char *v = getenv(resolved + 4);
+
+        if (v == NULL || v[0] == '\0') {
+            prov_manifest_report(p, &row->pos[PROV_COL_PIN], "pin: %s: not set", spec);
+        }
+    } else {
+        fd = open(resolved + 5, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+            prov_manifest_report(p, &row->pos[PROV_COL_PIN], "pin: %s: cannot read (%s)", spec,
+                                 fd < 0 ? strerror(errno) : "not a regular file");
+        }
+        if (fd >= 0) {
+            close(fd);
+        }
+    }
+    free(resolved);
+}
+
+/*
+ * The config's view of a row: profile, key type, subject, a backend for the device. Called
+ * for every row, also one with findings of its own (their columns are skipped), so that one
+ * pass reports every problem.
+ */
+static int validate_against_config(void *ctx, struct prov_manifest_parser *p,
+                                   const struct prov_manifest_row *row)
+{
+    struct batch *b = ctx;
     const char *pname = row->value[PROV_COL_PROFILE] ? row->value[PROV_COL_PROFILE] : "device";
     const struct prov_manifest_pos *at =
         row->value[PROV_COL_PROFILE] ? &row->pos[PROV_COL_PROFILE] : &row->pos[PROV_COL_SERIAL];
@@ -51,14 +116,24 @@ static void validate_against_config(struct batch *b, struct prov_manifest_parser
     struct prov_request rq;
     X509_NAME *subject = NULL;
 
-    if (prov_backend_for(row->value[PROV_COL_DEVICE]) == NULL) {
+    if (row->value[PROV_COL_DEVICE] != NULL &&
+        prov_backend_for(row->value[PROV_COL_DEVICE]) == NULL) {
         prov_manifest_report(p, &row->pos[PROV_COL_DEVICE],
                              "device: no backend for this kind of device in this build");
+    } else if (row->value[PROV_COL_DEVICE] != NULL &&
+               prov_device_validate(row->value[PROV_COL_DEVICE]) < 0) {
+        /* Parsed by its backend now, not at its turn in the lot (after other rows issued). */
+        prov_manifest_report(p, &row->pos[PROV_COL_DEVICE], "%s", prov_error_message());
+    }
+    prov_error_clear();
+    check_pin_source(b, p, row);
+    if (is_bad(row, PROV_COL_PROFILE)) {
+        return 0; /* the profile's own finding says it; nothing below can be judged */
     }
     if (prof == NULL) {
         prov_manifest_report(p, at, "profile \"%s\": not in %s (no [profile_%s] section)", pname,
                              b->cfg->path, pname);
-        return;
+        return 0;
     }
     if (row->value[PROV_COL_KEY] != NULL) {
         enum prov_key_type t = PROV_KEY_NONE;
@@ -72,6 +147,9 @@ static void validate_against_config(struct batch *b, struct prov_manifest_parser
         prov_error_clear();
     }
     /* The subject as it will be issued: template variables, lengths, attribute names. */
+    if (row->value[PROV_COL_SERIAL] == NULL || is_bad(row, PROV_COL_CN)) {
+        return 0; /* built from values that have findings of their own */
+    }
     batch_request(b, row, prof, &rq);
     if (prov_issue_subject(b->cfg, &rq, &subject) < 0) {
         const char *msg = prov_error_message();
@@ -81,6 +159,7 @@ static void validate_against_config(struct batch *b, struct prov_manifest_parser
     }
     prov_error_clear();
     X509_NAME_free(subject);
+    return 0;
 }
 
 static int add_group(struct batch *b, const char *uri, uint32_t *index)
@@ -114,6 +193,27 @@ static int add_group(struct batch *b, const char *uri, uint32_t *index)
     return 0;
 }
 
+static int take_row_pin_spec(void *ctx, struct prov_manifest_parser *p,
+                             const struct prov_manifest_row *row)
+{
+    struct batch_row_pin *rp = ctx;
+
+    return batch_resolve_pin_spec(rp->manifest, row->value[PROV_COL_PIN], &rp->spec);
+}
+
+int batch_row_pin_spec(struct batch *b, uint32_t index, char **out)
+{
+    struct batch_row_pin rp = {.manifest = b->opts->manifest};
+    int r;
+
+    r = batch_run_row(b, index, take_row_pin_spec, &rp);
+    *out = r == 0 ? rp.spec : NULL;
+    if (r < 0) {
+        free(rp.spec);
+    }
+    return r;
+}
+
 static int validate_row(void *ctx, struct prov_manifest_parser *p,
                         const struct prov_manifest_row *row)
 {
@@ -122,7 +222,6 @@ static int validate_row(void *ctx, struct prov_manifest_parser *p,
     struct batch_group *g;
     uint32_t gi;
 
-    validate_against_config(b, p, row);
     if (b->n_rows == b->cap_rows) {
         size_t cap = b->cap_rows ? b->cap_rows * 2 : 1024;
         struct batch_row *rows = realloc(b->rows, cap * sizeof(*rows));
@@ -160,16 +259,51 @@ static int validate_row(void *ctx, struct prov_manifest_parser *p,
     return 0;
 }
 
+/*
+ * The manifest is the operator's input: missing, unreadable or a directory is bad input
+ * (exit 2), never "not found" (exit 4 means a device) or a failed operation (exit 1).
+ */
+static int open_manifest(const char *manifest)
+{
+    struct stat st;
+    int fd = open(manifest, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0) {
+        return prov_fail(PROV_ERR_INPUT, "manifest %s: cannot open: %s", manifest,
+                         strerror(errno));
+    }
+    if (fstat(fd, &st) != 0 || S_ISDIR(st.st_mode)) {
+        int e = S_ISDIR(st.st_mode) ? EISDIR : errno;
+
+        close(fd);
+        return prov_fail(PROV_ERR_INPUT, "manifest %s: cannot read: %s", manifest, strerror(e));
+    }
+    return fd;
+}
+
+int prov_batch_manifest_check(const char *manifest)
+{
+    int fd = open_manifest(manifest);
+
+    if (fd < 0) {
+        return fd;
+    }
+    close(fd);
+    return 0;
+}
+
 int batch_validate(struct batch *b)
 {
-    struct prov_manifest_callbacks cb = {.row = validate_row, .error = on_finding, .ctx = b};
+    struct prov_manifest_callbacks cb = {
+        .check = validate_against_config, .row = validate_row, .error = on_finding, .ctx = b};
     unsigned char *buf = NULL;
     int r;
 
-    b->fd = open(b->opts->manifest, O_RDONLY | O_CLOEXEC);
+    b->fd = open_manifest(b->opts->manifest);
     if (b->fd < 0) {
-        return prov_fail(errno == ENOENT ? PROV_ERR_NOT_FOUND : PROV_ERR_IO, "%s: %s",
-                         b->opts->manifest, strerror(errno));
+        r = b->fd;
+        b->fd = -1;
+        return r;
     }
     buf = malloc(READ_CHUNK);
     r = buf ? prov_manifest_parser_new(b->opts->manifest, &cb, &b->parser) : PROV_ERR_NOMEM;
@@ -180,7 +314,8 @@ int batch_validate(struct batch *b)
             continue;
         }
         if (n < 0) {
-            r = prov_fail(PROV_ERR_IO, "%s: %s", b->opts->manifest, strerror(errno));
+            r = prov_fail(PROV_ERR_INPUT, "manifest %s: cannot read: %s", b->opts->manifest,
+                          strerror(errno));
         } else if (n == 0) {
             r = prov_manifest_parser_finish(b->parser);
             break;
@@ -530,6 +665,27 @@ int batch_check_pin_source(const struct batch *b)
     return 0;
 }
 
+/*
+ * Everything the run will write, before the journal or any key exists: the results file
+ * (written last: a bad path would otherwise fail after every device was issued), the
+ * journal, and output_dir, under which every row's storage directory is made.
+ */
+static int check_outputs(const struct prov_config *cfg, const struct prov_batch_summary *sum)
+{
+    struct stat st;
+    int r;
+
+    r = prov_storage_check_output_file(sum->results, "results");
+    if (r == 0 && stat(sum->journal, &st) != 0) {
+        r = prov_storage_check_output_file(sum->journal, "journal");
+    }
+    if (r == 0) {
+        r = prov_storage_check_output_dir(cfg->output_dir ? cfg->output_dir : "devices",
+                                          "output_dir");
+    }
+    return r;
+}
+
 /* Everything after validation: journal, CA, workers, results. */
 static int enroll_lot(struct batch *b, struct prov_batch_summary *sum)
 {
@@ -656,6 +812,9 @@ int prov_batch_run(const struct prov_config *cfg, const struct prov_batch_opts *
     }
     if (r == 0) {
         r = batch_check_pin_source(&b);
+    }
+    if (r == 0) {
+        r = check_outputs(cfg, sum);
     }
     if (r < 0 || opts->is_check_only) {
         goto out;

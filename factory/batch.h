@@ -100,4 +100,10 @@ int prov_batch_report(struct prov_journal *j, enum prov_report_format fmt, FILE 
 /* One CSV field, quoted (RFC 4180) when it holds a comma, quote, CR or LF. */
 void prov_csv_field(FILE *f, const char *s, bool is_last);
 
+/*
+ * Checks that the manifest can be read (before any device is touched: the station looks at
+ * its device first). PROV_ERR_INPUT naming it when it is missing, unreadable or a directory.
+ */
+int prov_batch_manifest_check(const char *manifest);
+
 #endif

@@ -123,6 +123,20 @@ void batch_row_unreadable(struct batch *b, uint32_t index);
 void batch_request(const struct batch *b, const struct prov_manifest_row *row,
                    const struct prov_profile *prof, struct prov_request *rq);
 
+/*
+ * A row's PIN source as the run uses it (batch.c): a relative file: path is taken relative to
+ * the manifest's directory, anything else is copied. *out is NULL when spec is NULL (the row
+ * has none: the run's --pin, then [provisioner] device_pin). PROV_ERR_NOMEM.
+ */
+int batch_resolve_pin_spec(const char *manifest, const char *spec, char **out);
+
+/* The resolved PIN source of row index, read back from the manifest (station: its check). */
+struct batch_row_pin {
+    const char *manifest;
+    char *spec;
+};
+int batch_row_pin_spec(struct batch *b, uint32_t index, char **out);
+
 /* <output_dir>/<storage or serial>; malloc'd, NULL on NOMEM. */
 char *batch_storage_dir(const struct prov_config *cfg, const struct prov_manifest_row *row);
 

@@ -43,6 +43,7 @@ struct row_ctx {
     const unsigned char *cur_id; /* the row's current key (kept when superseded keys go) */
     size_t cur_id_len;
     bool is_deferred; /* handed to the storage stage, which concludes the row */
+    char *row_pin_spec; /* the row's pin column, resolved; NULL: the run's PIN source */
 };
 
 /* An issued identity waiting for the storage stage (everything owned). */
@@ -230,6 +231,9 @@ void batch_tokens_free(struct batch *b)
 
 static const char *pin_spec(const struct row_ctx *c)
 {
+    if (c->row_pin_spec != NULL) {
+        return c->row_pin_spec;
+    }
     return c->b->opts->pin_spec ? c->b->opts->pin_spec : c->b->cfg->device_pin;
 }
 
@@ -823,6 +827,9 @@ int batch_row_handle(void *ctx, struct prov_manifest_parser *p, const struct pro
     prov_error_clear();
     if (c.dir == NULL) {
         r = prov_fail(PROV_ERR_NOMEM, "serial %s: out of memory", c.serial);
+    } else if (batch_resolve_pin_spec(c.b->opts->manifest, row->value[PROV_COL_PIN],
+                                      &c.row_pin_spec) < 0) {
+        r = PROV_ERR_NOMEM;
     } else if (c.rq.profile == NULL) {
         r = prov_fail(PROV_ERR_CONFIG, "serial %s: profile %s is not in the config", c.serial,
                       pname);
@@ -835,6 +842,7 @@ int batch_row_handle(void *ctx, struct prov_manifest_parser *p, const struct pro
     }
     job->err = r < 0 ? r : 0; /* a deferred row cannot fail later: station has no storage stage */
     prov_journal_device_clear(&c.d);
+    free(c.row_pin_spec);
     free(c.dir);
     return 0;
 }

@@ -162,7 +162,8 @@ static int journal_open(const char *path, bool writable, int lock_how, struct pr
 
     *out = NULL;
     if (!writable && access(path, F_OK) != 0) {
-        return prov_fail(PROV_ERR_NOT_FOUND, "journal %s: %s", path, strerror(errno));
+        /* a journal to read (status, report) is the operator's input: exit 2, not 4 */
+        return prov_fail(PROV_ERR_INPUT, "journal %s: %s", path, strerror(errno));
     }
     j = calloc(1, sizeof(*j));
     if (j == NULL || (j->path = strdup(path)) == NULL) {

@@ -29,8 +29,8 @@
 #define COL_IGNORED (-2) /* unknown or duplicate column: already reported */
 
 static const char *const col_names[PROV_COL_FIXED_COUNT] = {
-    "serial",  "device",  "key",       "profile", "cn",
-    "san_dns", "san_uri", "san_email", "san_ip",  "storage",
+    "serial",  "device",  "key",       "profile", "cn",  "san_dns",
+    "san_uri", "san_email", "san_ip",  "storage", "pin",
 };
 
 struct column {
@@ -100,7 +100,9 @@ struct prov_manifest_parser {
     const char *x_names[PROV_MANIFEST_COLUMNS_MAX];
     size_t n_x;
 
-    struct prov_strset serials; /* value: the line that used it first */
+    /* Value: the line that used it first. Case-folded: a serial names its default storage
+     * directory, and devices often read their storage from FAT. */
+    struct prov_strset serials;
     struct prov_strset storages;
     unsigned long n_errors;
     unsigned long n_records; /* data records, valid or not */
@@ -202,7 +204,18 @@ static int check_unique(struct prov_manifest_parser *p, struct prov_strset *set,
         return prov_fail(PROV_ERR_NOMEM, "%s: out of memory", p->name);
     }
     if (!is_new) {
-        prov_manifest_report(p, pos, "%s \"%.200s\" is also used on line %lu", what, key, first);
+        const char *spelled = prov_strset_key(set, key);
+
+        if (spelled != NULL && strcmp(spelled, key) != 0) {
+            prov_manifest_report(p, pos,
+                                 "%s \"%.200s\" differs only in letter case from \"%.200s\" on "
+                                 "line %lu (one directory on a case-insensitive file system "
+                                 "such as FAT)",
+                                 what, key, spelled, first);
+        } else {
+            prov_manifest_report(p, pos, "%s \"%.200s\" is also used on line %lu", what, key,
+                                 first);
+        }
     }
     return 0;
 }
@@ -269,6 +282,13 @@ static int check_value(struct prov_manifest_parser *p, enum prov_manifest_col co
             prov_manifest_report(p, pos, "storage \"%.200s\": %s", v, why);
         } else {
             return check_unique(p, &p->storages, norm, "storage directory", pos);
+        }
+        return 0;
+    case PROV_COL_PIN:
+        /* Never echoed: a value that is no PIN source may be the PIN itself. */
+        why = prov_manifest_pin_source_problem(v);
+        if (why != NULL) {
+            prov_manifest_report(p, pos, "pin: %s", why);
         }
         return 0;
     default: return 0;
@@ -342,7 +362,8 @@ static void header_column(struct prov_manifest_parser *p, size_t i)
     }
     prov_manifest_report(p, pos,
                          "unknown column \"%.64s\" (known: serial, device, key, profile, cn, "
-                         "san_dns, san_uri, san_email, san_ip, storage; x_NAME is passed through)",
+                         "san_dns, san_uri, san_email, san_ip, storage, pin; x_NAME is passed "
+                         "through)",
                          prov_manifest_find_control(name) ? "(control character)" : name);
 }
 
@@ -405,12 +426,17 @@ static int process_row(struct prov_manifest_parser *p, unsigned long long next)
 
         if (kind >= 0) {
             const char *v = field(p, i);
+            unsigned long found = p->n_errors;
 
             r = check_value(p, (enum prov_manifest_col)kind, v, &p->field_pos[i]);
             if (r < 0) {
                 return r;
             }
-            row.value[kind] = v[0] != '\0' ? v : NULL;
+            if (p->n_errors != found) {
+                row.bad_columns |= 1u << kind;
+            } else {
+                row.value[kind] = v[0] != '\0' ? v : NULL;
+            }
             row.pos[kind] = p->field_pos[i];
         } else if (kind == COL_X) {
             x_values[n_x++] = field(p, i);
@@ -430,19 +456,27 @@ static int process_row(struct prov_manifest_parser *p, unsigned long long next)
             return r;
         }
     }
-    if (p->n_errors != before || p->is_header_bad) {
-        return 0;
-    }
-    p->n_rows++;
-    if (p->cb.row == NULL) {
-        return 0;
-    }
     row.line = p->rec_line;
     row.offset = p->rec_offset;
     row.length = (size_t)(next - p->rec_offset);
     row.n_x = n_x;
     row.x_names = p->x_names;
     row.x_values = x_values;
+    row.is_valid = p->n_errors == before && !p->is_header_bad;
+    if (p->cb.check != NULL) {
+        r = p->cb.check(p->cb.ctx, p, &row);
+        if (r < 0) {
+            return r;
+        }
+        row.is_valid = p->n_errors == before && !p->is_header_bad;
+    }
+    if (!row.is_valid) {
+        return 0;
+    }
+    p->n_rows++;
+    if (p->cb.row == NULL) {
+        return 0;
+    }
     return p->cb.row(p->cb.ctx, p, &row);
 }
 
@@ -805,6 +839,8 @@ static struct prov_manifest_parser *parser_alloc(const char *name)
     p->line = 1;
     p->column = 1;
     p->rec_line = 1;
+    p->serials.is_case_folded = true;
+    p->storages.is_case_folded = true;
     for (int k = 0; k < PROV_COL_FIXED_COUNT; k++) {
         p->fixed_index[k] = -1;
     }

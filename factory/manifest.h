@@ -49,6 +49,7 @@ enum prov_manifest_col {
     PROV_COL_SAN_EMAIL,
     PROV_COL_SAN_IP,
     PROV_COL_STORAGE,
+    PROV_COL_PIN,
     PROV_COL_FIXED_COUNT,
 };
 
@@ -60,8 +61,15 @@ struct prov_manifest_pos {
     unsigned long column;
 };
 
-/* One valid data row. Everything is borrowed and valid only during the row callback. */
+/* One data row. Everything is borrowed and valid only during the callback. */
 struct prov_manifest_row {
+    /*
+     * No finding so far in this row, nor in the header: the row callback gets only such rows.
+     * A check callback also sees the others; a fixed column with a finding of its own has its
+     * bit (1u << col) in bad_columns and its value NULL, so the check skips it.
+     */
+    bool is_valid;
+    unsigned bad_columns;
     unsigned long line;                      /* line of the record's first character */
     unsigned long long offset;               /* byte offset of the record in the input */
     size_t length;                           /* bytes of the record, its line break included */
@@ -75,9 +83,8 @@ struct prov_manifest_row {
 struct prov_manifest_parser;
 
 /*
- * Called for each data row that passed every check of the parser; it may add its own
- * findings with prov_manifest_report(). A negative return stops parsing and is returned by
- * feed/finish.
+ * A row callback; it may add its own findings with prov_manifest_report(). A negative return
+ * stops parsing and is returned by feed/finish.
  */
 typedef int (*prov_manifest_row_fn)(void *ctx, struct prov_manifest_parser *p,
                                     const struct prov_manifest_row *row);
@@ -87,7 +94,14 @@ typedef void (*prov_manifest_error_fn)(void *ctx, const char *name, unsigned lon
                                        unsigned long column, const char *reason);
 
 struct prov_manifest_callbacks {
-    prov_manifest_row_fn row;     /* may be NULL */
+    /*
+     * Every row whose record splits into the header's columns, valid or not, before row:
+     * checks beyond the parser's own (the config's view of a row) go here, so that one pass
+     * reports every problem of every row, whatever else is wrong in the file. May be NULL.
+     */
+    prov_manifest_row_fn check;
+    /* Each row with no finding at all (the parser's nor check's). May be NULL. */
+    prov_manifest_row_fn row;
     prov_manifest_error_fn error; /* may be NULL: findings are only counted */
     void *ctx;
 };

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "keytype.h"
+#include "secret.h"
 
 /* Decodes one code point of valid UTF-8 (the decoder let only valid text through). */
 static uint32_t next_cp(const char **s)
@@ -200,6 +201,32 @@ bool prov_manifest_is_profile_name(const char *s)
         }
     }
     return true;
+}
+
+/*
+ * A batch reads a device's PIN each time it opens the device (prov_enroll and every resume
+ * path load the source again), so only sources that can be read again and again serve a
+ * row: a descriptor is empty after its first read, and a prompt would ask per device.
+ */
+const char *prov_manifest_pin_source_problem(const char *v)
+{
+    enum prov_secret_kind kind;
+    const char *arg;
+
+    if (prov_secret_parse_source(v, &kind, &arg) < 0) {
+        return "not a PIN source (file:PATH or env:VAR; a manifest never holds a PIN)";
+    }
+    switch (kind) {
+    case PROV_SECRET_FILE:
+    case PROV_SECRET_ENV: return NULL;
+    case PROV_SECRET_FD:
+        return "fd: is refused in a manifest: the PIN is read each time the device is opened "
+               "and a descriptor can be read once; use file:PATH or env:VAR";
+    case PROV_SECRET_PROMPT:
+        return "prompt cannot serve a lot (it would ask for every device); use file:PATH or "
+               "env:VAR";
+    }
+    return "not a PIN source";
 }
 
 bool prov_manifest_is_key_type(const char *s)

@@ -26,6 +26,12 @@ bool prov_manifest_storage_normalize(const char *in, char *out, size_t cap, cons
 /* [A-Za-z0-9_.-]{1,64}: what a [profile_NAME] section can be called. */
 bool prov_manifest_is_profile_name(const char *s);
 
+/*
+ * NULL when v is a PIN source a row may name (file:PATH or env:VAR), else why not. The
+ * reason never repeats v: a value that is no source may be a PIN typed in by mistake.
+ */
+const char *prov_manifest_pin_source_problem(const char *v);
+
 /* One of the key type names of SPEC §4. */
 bool prov_manifest_is_key_type(const char *s);
 

@@ -220,6 +220,9 @@ int prov_batch_status(struct prov_journal *j, bool as_json, FILE *out)
         json_object *o = json_object_new_object();
 
         json_object_object_add(o, "lots", sc.lots);
+        /* as when the journal cannot be read (cmd_batch.c): the same shape, carrying it */
+        json_object_object_add(o, "error", NULL);
+        json_object_object_add(o, "exit", json_object_new_int(0));
         fprintf(out, "%s\n",
                 json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
                                                       JSON_C_TO_STRING_NOSLASHESCAPE));

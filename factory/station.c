@@ -275,6 +275,7 @@ static int enroll_row(struct station *s, size_t pick, struct prov_station_result
     struct batch_group g = {0};
     struct batch_row_job job = {0};
     uint32_t index = s->rows[pick];
+    char *row_pin = NULL;
     int r;
 
     g.device_uri = res->device_uri;
@@ -311,7 +312,12 @@ static int enroll_row(struct station *s, size_t pick, struct prov_station_result
                                                             : PROV_STATION_ISSUED;
     fill_from_journal(s, res);
     prov_error_clear();
-    r = station_prove(s->cfg, res->storage, s->bopts.pin_spec);
+    /* With the row's own PIN source (manifest column pin), as its enrollment used. */
+    r = batch_row_pin_spec(&s->b, index, &row_pin);
+    if (r == 0) {
+        r = station_prove(s->cfg, res->storage, row_pin ? row_pin : s->bopts.pin_spec);
+    }
+    free(row_pin);
     if (r < 0) {
         const char *msg = prov_error_message();
 
@@ -454,8 +460,12 @@ static int setup(struct station *s, struct prov_station_result *res)
     if (s->journal == NULL) {
         return PROV_ERR_NOMEM;
     }
-    /* a bad URL is a usage error before any device is touched */
+    /* a bad URL or an unreadable manifest is a usage error before any device is touched */
     if (s->prove_url != NULL && (r = prov_connect_url_check(s->prove_url)) < 0) {
+        return r;
+    }
+    r = prov_batch_manifest_check(s->bopts.manifest);
+    if (r < 0) {
         return r;
     }
     s->bopts.prove_url = s->prove_url;

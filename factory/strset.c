@@ -16,15 +16,34 @@ struct chunk {
     char data[];
 };
 
-static uint64_t hash_str(const char *s)
+static unsigned char fold(unsigned char c, bool is_case_folded)
+{
+    return is_case_folded && c >= 'A' && c <= 'Z' ? (unsigned char)(c - 'A' + 'a') : c;
+}
+
+static uint64_t hash_str(const char *s, bool is_case_folded)
 {
     uint64_t h = 0xcbf29ce484222325ULL;
 
     for (; *s; s++) {
-        h ^= (unsigned char)*s;
+        h ^= fold((unsigned char)*s, is_case_folded);
         h *= 0x100000001b3ULL;
     }
     return h;
+}
+
+/* strcmp, or equality but for ASCII letter case (not strcasecmp: it follows the locale). */
+static bool same_key(const char *a, const char *b, bool is_case_folded)
+{
+    if (!is_case_folded) {
+        return strcmp(a, b) == 0;
+    }
+    for (; *a && *b; a++, b++) {
+        if (fold((unsigned char)*a, true) != fold((unsigned char)*b, true)) {
+            return false;
+        }
+    }
+    return *a == *b;
 }
 
 static char *keep(struct prov_strset *s, const char *key)
@@ -61,7 +80,7 @@ static int grow(struct prov_strset *s)
     }
     for (size_t i = 0; i < s->cap; i++) {
         if (s->slots[i].key != NULL) {
-            size_t j = hash_str(s->slots[i].key) & (cap - 1);
+            size_t j = hash_str(s->slots[i].key, s->is_case_folded) & (cap - 1);
 
             while (slots[j].key != NULL) {
                 j = (j + 1) & (cap - 1);
@@ -77,9 +96,9 @@ static int grow(struct prov_strset *s)
 
 static size_t find_slot(const struct prov_strset *s, const char *key)
 {
-    size_t i = hash_str(key) & (s->cap - 1);
+    size_t i = hash_str(key, s->is_case_folded) & (s->cap - 1);
 
-    while (s->slots[i].key != NULL && strcmp(s->slots[i].key, key) != 0) {
+    while (s->slots[i].key != NULL && !same_key(s->slots[i].key, key, s->is_case_folded)) {
         i = (i + 1) & (s->cap - 1);
     }
     return i;
@@ -132,8 +151,17 @@ bool prov_strset_get(const struct prov_strset *s, const char *key, unsigned long
     return true;
 }
 
+const char *prov_strset_key(const struct prov_strset *s, const char *key)
+{
+    if (s->cap == 0) {
+        return NULL;
+    }
+    return s->slots[find_slot(s, key)].key;
+}
+
 void prov_strset_free(struct prov_strset *s)
 {
+    bool is_case_folded = s->is_case_folded;
     struct chunk *c = s->chunks;
 
     while (c != NULL) {
@@ -144,4 +172,5 @@ void prov_strset_free(struct prov_strset *s)
     }
     free(s->slots);
     memset(s, 0, sizeof(*s));
+    s->is_case_folded = is_case_folded;
 }

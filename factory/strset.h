@@ -21,6 +21,12 @@ struct prov_strset {
     size_t cap; /* 0 or a power of two */
     size_t n;
     void *chunks;
+    /*
+     * Keys equal but for ASCII letter case are one key (set before the first add): serials
+     * and storage directories that would be one directory on a case-insensitive file system
+     * (FAT, exFAT, as on many devices). The first spelling is kept (prov_strset_key).
+     */
+    bool is_case_folded;
 };
 
 /*
@@ -32,6 +38,9 @@ int prov_strset_add(struct prov_strset *s, const char *key, unsigned long value,
 
 /* The value of key, or false when absent. */
 bool prov_strset_get(const struct prov_strset *s, const char *key, unsigned long *value);
+
+/* The key as it was first added (its spelling in a case-folded set), or NULL when absent. */
+const char *prov_strset_key(const struct prov_strset *s, const char *key);
 
 /* Frees everything; the set is empty and reusable afterwards. */
 void prov_strset_free(struct prov_strset *s);

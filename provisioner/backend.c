@@ -37,6 +37,22 @@ const struct prov_backend_ops *prov_backend_for(const char *device_uri)
     return NULL;
 }
 
+static int unknown_scheme(const char *uri)
+{
+    return prov_fail(PROV_ERR_USAGE, "device \"%s\": unknown scheme (expected pkcs11: or tpm2:)",
+                     uri ? uri : "");
+}
+
+int prov_device_validate(const char *uri)
+{
+    const struct prov_backend_ops *ops = prov_backend_for(uri);
+
+    if (ops == NULL) {
+        return unknown_scheme(uri);
+    }
+    return ops->validate != NULL ? ops->validate(uri) : 0;
+}
+
 int prov_device_open(const char *uri, const struct prov_device_params *params,
                      struct prov_device **out)
 {
@@ -45,9 +61,7 @@ int prov_device_open(const char *uri, const struct prov_device_params *params,
     *out = NULL;
     ops = prov_backend_for(uri);
     if (ops == NULL) {
-        return prov_fail(PROV_ERR_USAGE,
-                         "device \"%s\": unknown scheme (expected pkcs11: or tpm2:)",
-                         uri ? uri : "");
+        return unknown_scheme(uri);
     }
     return ops->open(uri, params, out);
 }

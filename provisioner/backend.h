@@ -86,6 +86,14 @@ struct prov_backend_ops {
     /* Does this backend handle the device string ("pkcs11:...", "tpm2:...")? */
     bool (*handles)(const char *device_uri);
 
+    /*
+     * Checks a device string as an operator names a device (a manifest row, --device)
+     * without opening or loading anything for it: the syntax, every attribute either
+     * honoured or refused with its reason, a TCTI this system has. PROV_ERR_USAGE recorded
+     * with prov_fail, naming the string. NULL: nothing is checked before open().
+     */
+    int (*validate)(const char *device_uri);
+
     /* Finds the token / connects to the TPM. PROV_ERR_NOT_FOUND when absent. */
     int (*open)(const char *device_uri, const struct prov_device_params *params,
                 struct prov_device **out);
@@ -148,6 +156,12 @@ const struct prov_backend_ops *prov_backend_for(const char *device_uri);
  * tests may register a mock instead. At most 8.
  */
 void prov_backend_register(const struct prov_backend_ops *ops);
+
+/*
+ * Checks a device string with the matching backend's validate (see above). PROV_ERR_USAGE
+ * for an unknown scheme or a string the backend refuses.
+ */
+int prov_device_validate(const char *uri);
 
 /* Opens the device named by uri with the matching backend. */
 int prov_device_open(const char *uri, const struct prov_device_params *params,

@@ -105,25 +105,42 @@ int prov_check_identity_connect(const struct prov_config *cfg, const char *dir,
     struct prov_stored_identity *s = NULL;
     struct prov_device *dev = NULL;
     struct prov_key *key = NULL;
+    int n_bad = 0;
     int r;
 
     memset(res, 0, sizeof(*res));
-    r = prov_storage_read(dir, &s);
+    /*
+     * File by file, and every check on what it needs: a missing server-ca.pem fails the
+     * storage and server-ca checks, while the key still proves itself and the chain is
+     * still verified.
+     */
+    r = prov_storage_read_each(dir, &s, &n_bad);
     if (r < 0) {
-        note(res, "%s", prov_error_message() ? prov_error_message() : "storage unreadable");
-        r = PROV_ERR_VERIFY;
         goto out;
     }
-    prov_cert_facts(s->cert, &res->facts);
+    if (n_bad > 0) {
+        note(res, "%s", prov_error_message() ? prov_error_message() : "storage incomplete");
+    }
+    prov_error_clear();
+    if (s->cert != NULL) {
+        prov_cert_facts(s->cert, &res->facts);
+    }
     res->serial = s->serial ? strdup(s->serial) : NULL;
-    res->key_uri = strdup(s->key_uri);
-    res->is_storage_ok = fullchain_matches(s);
-    if (!res->is_storage_ok) {
+    res->key_uri = s->key_uri ? strdup(s->key_uri) : NULL;
+    res->is_storage_ok = n_bad == 0 && fullchain_matches(s);
+    if (n_bad == 0 && !res->is_storage_ok) {
         note(res, "%s/fullchain.pem: is not client.crt followed by the intermediate(s)", dir);
     }
-    check_chain(s, dir, res);
-    check_server_ca(s, dir, res);
-
+    if (s->cert != NULL && s->chain != NULL) {
+        check_chain(s, dir, res);
+    }
+    if (s->server_ca != NULL) {
+        check_server_ca(s, dir, res);
+    }
+    r = PROV_ERR_VERIFY;
+    if (s->cert == NULL || s->key_uri == NULL) {
+        goto out; /* no key to ask, or nothing to verify its signature with */
+    }
     r = prov_device_open_login(cfg, s->key_uri, pin_spec ? pin_spec : cfg->device_pin,
                                "device PIN", true, &dev);
     if (r < 0) {
@@ -159,6 +176,9 @@ int prov_check_identity_connect(const struct prov_config *cfg, const char *dir,
         }
     }
 out:
+    if (r == PROV_ERR_VERIFY) {
+        prov_error_clear(); /* the first failure is res->detail */
+    }
     prov_key_free(key);
     prov_device_close(dev);
     prov_stored_identity_free(s);

@@ -604,12 +604,15 @@ static int read_profile(struct prov_config *cfg, const char *section_name)
     return 0;
 }
 
+typedef int (*section_fn)(struct prov_config *cfg, const char *name, void *ctx);
+
 /*
- * OpenSSL 3.0 has no call that lists sections, but NCONF_dump_bio() writes one "[[name]]"
- * line per section. A value holding "\n[[x]]" can fake a line; such a name is only used when
- * NCONF really has the section, so a fake one is harmless.
+ * Calls fn for every section of the file, in NCONF's order. OpenSSL 3.0 has no call that
+ * lists sections, but NCONF_dump_bio() writes one "[[name]]" line per section. A value holding
+ * "\n[[x]]" can fake a line; such a name is only used when NCONF really has the section, so a
+ * fake one is harmless.
  */
-static int read_profiles(struct prov_config *cfg)
+static int for_each_section(struct prov_config *cfg, section_fn fn, void *ctx)
 {
     BIO *bio = BIO_new(BIO_s_mem());
     char *data = NULL;
@@ -630,17 +633,217 @@ static int read_profiles(struct prov_config *cfg)
             *nl = '\0';
         }
         len = strlen(line);
-        if (len > 4 + strlen(PROFILE_PREFIX) - 1 && strncmp(line, "[[" PROFILE_PREFIX, 10) == 0 &&
-            strcmp(line + len - 2, "]]") == 0) {
+        if (len > 4 && strncmp(line, "[[", 2) == 0 && strcmp(line + len - 2, "]]") == 0) {
             line[len - 2] = '\0';
             if (NCONF_get_section(cfg->conf, line + 2) != NULL) {
-                r = read_profile(cfg, line + 2);
+                r = fn(cfg, line + 2, ctx);
             }
         }
         line = nl ? nl + 1 : NULL;
     }
 out:
     BIO_free(bio);
+    return r;
+}
+
+static int profile_section(struct prov_config *cfg, const char *name, void *ctx)
+{
+    (void)ctx;
+    if (strncmp(name, PROFILE_PREFIX, strlen(PROFILE_PREFIX)) != 0) {
+        return 0;
+    }
+    return read_profile(cfg, name);
+}
+
+static int read_profiles(struct prov_config *cfg)
+{
+    return for_each_section(cfg, profile_section, NULL);
+}
+
+/* ---- sections nobody reads ------------------------------------------------------------- */
+
+/* Section names a config refers to: what each key names, and what those sections name. */
+struct section_refs {
+    const struct prov_config *cfg;
+    const char *text; /* the file as written: NCONF variables name sections there */
+    size_t len;
+    char **names;
+    size_t n;
+    size_t cap;
+};
+
+static bool refs_have(const struct section_refs *refs, const char *name, size_t len)
+{
+    for (size_t i = 0; i < refs->n; i++) {
+        if (strlen(refs->names[i]) == len && strncmp(refs->names[i], name, len) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Adds name (len bytes) when the file has such a section and it is not in the set yet. */
+static int refs_add(struct section_refs *refs, const char *name, size_t len)
+{
+    char *copy;
+
+    if (name == NULL || len == 0 || refs_have(refs, name, len)) {
+        return 0;
+    }
+    copy = strndup(name, len);
+    if (copy == NULL) {
+        return PROV_ERR_NOMEM;
+    }
+    if (NCONF_get_section(refs->cfg->conf, copy) == NULL) {
+        free(copy);
+        return 0;
+    }
+    if (refs->n == refs->cap) {
+        size_t cap = refs->cap ? 2 * refs->cap : 16;
+        char **grown = realloc(refs->names, cap * sizeof(*grown));
+
+        if (grown == NULL) {
+            free(copy);
+            return PROV_ERR_NOMEM;
+        }
+        refs->names = grown;
+        refs->cap = cap;
+    }
+    refs->names[refs->n++] = copy;
+    return 0;
+}
+
+static bool is_section_name_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '_' || c == '.' || c == '-';
+}
+
+/*
+ * What a value of an extension or name section refers to, as OpenSSL's X509V3 parser reads
+ * it: "@alt" (subjectAltName, certificatePolicies, crlDistributionPoints...), "dirName:sect",
+ * "ASN1:SEQUENCE:sect". Any "@NAME" or ":NAME" naming an existing section counts: being
+ * lenient here can only miss a typo, never refuse a working config.
+ */
+static int refs_scan_value(struct section_refs *refs, const char *v)
+{
+    for (const char *p = v; *p != '\0'; p++) {
+        if (*p == '@' || *p == ':') {
+            size_t len = 0;
+
+            while (is_section_name_char(p[1 + len])) {
+                len++;
+            }
+            if (refs_add(refs, p + 1, len) < 0) {
+                return PROV_ERR_NOMEM;
+            }
+        }
+    }
+    return 0;
+}
+
+/* NCONF variables "$sect::name" and "${sect::name}" name a section (read while loading). */
+static int refs_scan_variables(struct section_refs *refs)
+{
+    for (size_t i = 0; i + 1 < refs->len; i++) {
+        size_t start;
+        size_t len = 0;
+
+        if (refs->text[i] != '$') {
+            continue;
+        }
+        start = i + 1 + (refs->text[i + 1] == '{');
+        while (start + len < refs->len && is_section_name_char(refs->text[start + len])) {
+            len++;
+        }
+        if (start + len + 1 < refs->len && refs->text[start + len] == ':' &&
+            refs->text[start + len + 1] == ':' && refs_add(refs, refs->text + start, len) < 0) {
+            return PROV_ERR_NOMEM;
+        }
+    }
+    return 0;
+}
+
+static const char *const tool_sections[] = {"default", "provisioner", "ca", "station", "req",
+                                            NULL};
+
+static int check_section_known(struct prov_config *cfg, const char *name, void *ctx)
+{
+    const struct section_refs *refs = ctx;
+
+    for (size_t i = 0; tool_sections[i] != NULL; i++) {
+        if (strcmp(name, tool_sections[i]) == 0) {
+            return 0;
+        }
+    }
+    if (strncmp(name, PROFILE_PREFIX, strlen(PROFILE_PREFIX)) == 0 ||
+        refs_have(refs, name, strlen(name))) {
+        return 0;
+    }
+    return prov_fail(PROV_ERR_CONFIG,
+                     "%s: [%s]: unknown section: neither one the tool reads ([provisioner], "
+                     "[ca], [station], [req], [profile_NAME]) nor one a key names (subject, "
+                     "extensions, intermediate_subject, distinguished_name, x509_extensions, "
+                     "@NAME in an extension section); a typo?",
+                     cfg->path, name);
+}
+
+/*
+ * A section that is neither one the tool reads nor one a key refers to is an error: with a
+ * typo such as [profle_device] the intended profile would silently not be used. The sections
+ * referred to are collected from the tool's keys, then from what those sections refer to.
+ */
+static int check_sections(struct prov_config *cfg, const char *text, size_t len)
+{
+    struct section_refs refs = {.cfg = cfg, .text = text, .len = len};
+    const char *const req_keys[] = {"distinguished_name", "x509_extensions"};
+    int r = PROV_ERR_NOMEM;
+
+    if (refs_add(&refs, cfg->ca_subject_section,
+                 cfg->ca_subject_section ? strlen(cfg->ca_subject_section) : 0) < 0) {
+        goto out;
+    }
+    for (size_t i = 0; i < cfg->n_profiles; i++) {
+        const char *sub = cfg->profiles[i].subject_section;
+        const char *ext = cfg->profiles[i].extensions_section;
+
+        if (refs_add(&refs, sub, sub ? strlen(sub) : 0) < 0 ||
+            refs_add(&refs, ext, ext ? strlen(ext) : 0) < 0) {
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < sizeof(req_keys) / sizeof(req_keys[0]); i++) {
+        const char *v = NCONF_get_string(cfg->conf, "req", req_keys[i]);
+
+        ERR_clear_error();
+        if (refs_add(&refs, v, v ? strlen(v) : 0) < 0) {
+            goto out;
+        }
+    }
+    if (refs_scan_variables(&refs) < 0) {
+        goto out;
+    }
+    /* refs.n grows while the loop runs: every newly named section is scanned too */
+    for (size_t i = 0; i < refs.n; i++) {
+        STACK_OF(CONF_VALUE) *values = NCONF_get_section(cfg->conf, refs.names[i]);
+
+        for (int k = 0; values != NULL && k < sk_CONF_VALUE_num(values); k++) {
+            CONF_VALUE *cv = sk_CONF_VALUE_value(values, k);
+
+            if (cv->value != NULL && refs_scan_value(&refs, cv->value) < 0) {
+                goto out;
+            }
+        }
+    }
+    r = for_each_section(cfg, check_section_known, &refs);
+out:
+    if (r == PROV_ERR_NOMEM) {
+        prov_fail(r, "%s: out of memory", cfg->path);
+    }
+    for (size_t i = 0; i < refs.n; i++) {
+        free(refs.names[i]);
+    }
+    free(refs.names);
     return r;
 }
 
@@ -684,7 +887,8 @@ int prov_config_parse(const char *buf, size_t len, const char *name, const char 
     cfg->root_days = 7300;
     if ((r = load_conf(buf ? buf : "", buf ? len : 0, cfg->path, &cfg->conf)) < 0 ||
         (r = read_provisioner(cfg)) < 0 || (r = read_ca(cfg)) < 0 ||
-        (r = read_profiles(cfg)) < 0 || (r = set_defaults(cfg)) < 0) {
+        (r = read_profiles(cfg)) < 0 || (r = check_sections(cfg, buf ? buf : "", buf ? len : 0)) < 0 ||
+        (r = set_defaults(cfg)) < 0) {
         goto out;
     }
     *out = cfg;

@@ -14,10 +14,13 @@
  * The config file is OpenSSL config syntax (NCONF), so X509v3 extension sections and the
  * seed-style root.conf sections ([req], [dn], [v3_ca]) work unchanged. Sections the tool
  * owns — [provisioner], [ca] and every [profile_NAME] — are checked strictly: an unknown key
- * there is a config error (a typo must not silently change what gets issued). Relative paths
- * are resolved against the directory of the config file (output_dir, server_ca, [ca] dir,
- * root_config, root_cert, the PATH of file: PIN sources and of a file: root_key, and
- * pkcs11_module when it contains a '/': a bare library name is left to the loader).
+ * there is a config error (a typo must not silently change what gets issued), and so is a
+ * section that neither the tool reads nor anything refers to (config.c, check_sections: the
+ * keys naming sections, @NAME and dirName:NAME inside the sections named, NCONF variables
+ * ${NAME::var}). Relative paths are resolved against the directory of the config file
+ * (output_dir, server_ca, [ca] dir, root_config, root_cert, the PATH of file: PIN sources
+ * and of a file: root_key, and pkcs11_module when it contains a '/': a bare library name is
+ * left to the loader).
  * See README.md "Configuration".
  *
  * Templates: users write ${serial} ${cn} ${lot} ${profile} ${x_NAME} (and "$$" for "$")

@@ -96,14 +96,14 @@ static int read_bounded(const char *path, unsigned char *buf, size_t *len)
     struct stat st;
     size_t have = 0;
     int fd;
-    int r = PROV_ERR_IO;
+    int r = PROV_ERR_INPUT;
 
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        return prov_fail(PROV_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        return prov_fail(PROV_ERR_INPUT, "%s: cannot open: %s", path, strerror(errno));
     }
     if (fstat(fd, &st) != 0) {
-        r = prov_fail(PROV_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
+        r = prov_fail(PROV_ERR_INPUT, "%s: cannot stat: %s", path, strerror(errno));
         goto out;
     }
     if (S_ISREG(st.st_mode) && st.st_size > PROV_CSR_MAX_BYTES) {
@@ -119,7 +119,7 @@ static int read_bounded(const char *path, unsigned char *buf, size_t *len)
             continue;
         }
         if (n < 0) {
-            r = prov_fail(PROV_ERR_IO, "%s: cannot read: %s", path, strerror(errno));
+            r = prov_fail(PROV_ERR_INPUT, "%s: cannot read: %s", path, strerror(errno));
             goto out;
         }
         if (n == 0) {

@@ -44,6 +44,7 @@ int prov_exit_code(int err)
         return PROV_EXIT_OK;
     case PROV_ERR_USAGE:
     case PROV_ERR_CONFIG:
+    case PROV_ERR_INPUT: /* an input file given by the operator: missing, unreadable, garbage */
         return PROV_EXIT_USAGE;
     case PROV_ERR_PIN_INCORRECT:
     case PROV_ERR_PIN_LOCKED:

@@ -15,7 +15,8 @@ enum prov_err {
     PROV_ERR_NOMEM = -2,
     PROV_ERR_USAGE = -3,          /* bad command line */
     PROV_ERR_CONFIG = -4,         /* bad config file or value */
-    PROV_ERR_INPUT = -5,          /* bad input file (CSR, PEM, manifest) */
+    PROV_ERR_INPUT = -5,          /* bad input file (CSR, PEM, manifest): missing, unreadable,
+                                     a directory, or not what it should be (exit 2) */
     PROV_ERR_PIN_INCORRECT = -6,  /* the token said the PIN is wrong: never retried */
     PROV_ERR_PIN_LOCKED = -7,     /* locked, final try, or must be changed: login refused */
     PROV_ERR_PIN_SOURCE = -8,     /* the PIN source could not be read */

@@ -284,6 +284,81 @@ int prov_storage_mkdirs(const char *dir)
     return r < 0 ? r : 0;
 }
 
+/*
+ * access() rather than a probe file: it sees what the kernel would refuse (a read-only file
+ * system, an immutable directory, even for root), and leaves nothing behind if killed.
+ */
+static int check_writable_dir(const char *dir, const char *what, const char *path)
+{
+    struct stat st;
+
+    if (stat(dir, &st) != 0) {
+        return prov_fail(PROV_ERR_STORAGE, "%s %s: directory %s: %s", what, path, dir,
+                         strerror(errno));
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        return prov_fail(PROV_ERR_STORAGE, "%s %s: %s is not a directory", what, path, dir);
+    }
+    if (access(dir, W_OK | X_OK) != 0) {
+        return prov_fail(PROV_ERR_STORAGE, "%s %s: directory %s is not writable: %s", what,
+                         path, dir, strerror(errno));
+    }
+    return 0;
+}
+
+int prov_storage_check_output_file(const char *path, const char *what)
+{
+    const char *slash = strrchr(path, '/');
+    struct stat st;
+    char *dir;
+    int r;
+
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        return prov_fail(PROV_ERR_STORAGE, "%s %s: is a directory", what, path);
+    }
+    dir = slash == NULL ? strdup(".") : slash == path ? strdup("/")
+                                                      : strndup(path, (size_t)(slash - path));
+    if (dir == NULL) {
+        return prov_fail(PROV_ERR_NOMEM, "%s %s: out of memory", what, path);
+    }
+    r = check_writable_dir(dir, what, path);
+    free(dir);
+    return r;
+}
+
+int prov_storage_check_output_dir(const char *dir, const char *what)
+{
+    char *probe = strdup(dir);
+    struct stat st;
+    int r;
+
+    if (probe == NULL) {
+        return prov_fail(PROV_ERR_NOMEM, "%s %s: out of memory", what, dir);
+    }
+    /* the nearest ancestor that exists decides whether the rest can be made */
+    for (;;) {
+        char *slash;
+
+        if (stat(probe, &st) == 0 || errno != ENOENT) {
+            break;
+        }
+        slash = strrchr(probe, '/');
+        while (slash != NULL && slash > probe && slash[-1] == '/') {
+            slash--;
+        }
+        if (slash == NULL) {
+            strcpy(probe, ".");
+        } else if (slash == probe) {
+            probe[1] = '\0';
+        } else {
+            *slash = '\0';
+        }
+    }
+    r = check_writable_dir(probe, what, dir);
+    free(probe);
+    return r;
+}
+
 /* Reads a whole small file; err is the code for a missing or unreadable file. */
 static int read_all(const char *path, int err, unsigned char **out, size_t *out_len)
 {
@@ -815,6 +890,54 @@ out:
     sk_X509_pop_free(crt, X509_free);
     prov_stored_identity_free(s);
     return r;
+}
+
+/* Keeps the first failure's reason (prov_fail keeps the first) and goes on. */
+static void note_bad(int r, int *n_bad)
+{
+    if (r < 0) {
+        (*n_bad)++;
+    }
+}
+
+int prov_storage_read_each(const char *dir, struct prov_stored_identity **out, int *n_bad)
+{
+    struct prov_stored_identity *s;
+    STACK_OF(X509) *crt = NULL;
+    int r;
+
+    *out = NULL;
+    *n_bad = 0;
+    s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        return prov_fail(PROV_ERR_NOMEM, "%s: out of memory", dir);
+    }
+    r = read_certs_file(dir, "client.crt", &crt);
+    if (r == 0 && sk_X509_num(crt) != 1) {
+        r = prov_fail(PROV_ERR_INPUT, "%s/client.crt: expected exactly one certificate", dir);
+    }
+    if (r == 0) {
+        s->cert = sk_X509_shift(crt);
+    }
+    note_bad(r, n_bad);
+    note_bad(read_certs_file(dir, "fullchain.pem", &s->fullchain), n_bad);
+    note_bad(read_certs_file(dir, "chain.pem", &s->chain), n_bad);
+    note_bad(read_certs_file(dir, "server-ca.pem", &s->server_ca), n_bad);
+    note_bad(read_key_uri(dir, &s->key_uri), n_bad);
+    r = read_identity_json(dir, s);
+    if (r < 0) {
+        free(s->serial);
+        free(s->backend);
+        s->serial = s->backend = NULL;
+    }
+    note_bad(r, n_bad);
+    sk_X509_pop_free(crt, X509_free);
+    if (prov_error_code() == PROV_ERR_NOMEM) {
+        prov_stored_identity_free(s);
+        return PROV_ERR_NOMEM;
+    }
+    *out = s;
+    return 0;
 }
 
 void prov_stored_identity_free(struct prov_stored_identity *s)

@@ -44,6 +44,19 @@ int prov_mkdir_public(const char *path);
 int prov_storage_mkdirs(const char *dir);
 
 /*
+ * Before anything is made: path can be written as a file — its directory exists and accepts
+ * new files, and path itself is not a directory. what names it ("results", "--out"). Nothing
+ * is created. PROV_ERR_STORAGE naming what and path.
+ */
+int prov_storage_check_output_file(const char *path, const char *what);
+
+/*
+ * Before anything is made: dir is a writable directory, or can be created (its nearest
+ * existing ancestor is a writable directory). Nothing is created. PROV_ERR_STORAGE.
+ */
+int prov_storage_check_output_dir(const char *dir, const char *what);
+
+/*
  * Writes every file of SPEC §8 into dir (created 0755 if absent, parents too). All files are
  * prepared in temp files first (each synced and read back byte for byte) and renamed only
  * when all are written; client.crt is renamed last and commits the identity, and an old
@@ -69,6 +82,14 @@ struct prov_stored_identity {
 
 /* Reads dir; PROV_ERR_IO / PROV_ERR_INPUT naming the missing or unparsable file. */
 int prov_storage_read(const char *dir, struct prov_stored_identity **out);
+/*
+ * As prov_storage_read, but file by file, for `check`, which runs each of its checks on its
+ * own: what could be read is set, what could not is NULL (serial and backend too when
+ * identity.json is bad), and *n_bad counts the files missing or unparsable; the first one's
+ * reason is recorded with prov_fail. Returns 0, or PROV_ERR_NOMEM.
+ */
+int prov_storage_read_each(const char *dir, struct prov_stored_identity **out, int *n_bad);
+
 void prov_stored_identity_free(struct prov_stored_identity *s);
 
 /* Certificate facts used in identity.json, results and --json output. */

@@ -13,6 +13,9 @@
 #   demo/results.csv      serial,status,cert_serial,sha256,not_after,storage,error
 #   demo/env              `. demo/env` to go on by hand
 #
+# The TPMs and their resource managers stop with the demo; scripts/demo-tpm-up.sh brings
+# them back afterwards (same D-Bus names, same TPM state), --stop stops them again.
+#
 # Then `provisioner check` on every device and a real mTLS handshake per device against nginx
 # on 127.0.0.1 with ssl_verify_client on (curl with the key inside the token through the
 # pkcs11 engine; openssl s_client with the persistent TPM key through the tpm2 provider), and
@@ -88,22 +91,6 @@ stale_server() {
     fi
 }
 
-tpm_port() {
-    common_free_port pair || die "no free port pair below the ephemeral range on 127.0.0.1"
-}
-
-# wait_for WHAT PID CMD...: until CMD succeeds (10 s), or die when PID has exited.
-wait_for() {
-    local what=$1 pid=$2 i
-    shift 2
-    for i in $(seq 1 100); do
-        "$@" >/dev/null 2>&1 && return 0
-        kill -0 "$pid" 2>/dev/null || die "$what exited; see $DEMO/log/"
-        sleep 0.1
-    done
-    die "$what did not come up in 10 s; see $DEMO/log/"
-}
-
 free_port() {
     common_free_port || die "no free TCP port on 127.0.0.1"
 }
@@ -128,6 +115,9 @@ step "packages"
 . "$repo/scripts/deps.sh"
 # shellcheck source=scripts/common.sh
 . "$repo/scripts/common.sh"
+# shellcheck source=scripts/demo-tpm-up.sh
+DEMO_DIR=$DEMO . "$repo/scripts/demo-tpm-up.sh"
+export DEMO_DIR=$DEMO
 prov_deps
 
 step "build ($build)"
@@ -144,6 +134,7 @@ PROVISIONER=$build/provisioner
 
 step "fresh demo directory ($DEMO)"
 stale_server
+demo_tpm_stop_saved # TPMs that scripts/demo-tpm-up.sh brought back after an earlier run
 rm -rf "$DEMO"
 mkdir -p "$DEMO/log" "$DEMO/softhsm/tokens"
 cd "$DEMO"
@@ -232,31 +223,19 @@ done
 # (PLATFORM pitfall 9), so both enrollment and handshake go through tpm2-abrmd on a private
 # session D-Bus; swtpm is never shared with another client.
 step "TPM devices: ${#TPM_DEVICES[@]} swtpm, each behind tpm2-abrmd on a private D-Bus"
-mkdir -p tpm/dbus
-dbus-daemon --session --nofork --address="unix:path=$DEMO/tpm/dbus/bus" \
-    >log/dbus.log 2>&1 &
-PIDS+=($!)
-wait_for dbus-daemon "${PIDS[-1]}" test -S "$DEMO/tpm/dbus/bus"
-export DBUS_SESSION_BUS_ADDRESS="unix:path=$DEMO/tpm/dbus/bus"
+# The same functions and names as scripts/demo-tpm-up.sh, which brings these back later.
+DEMO_TPM_PIDS=()
+demo_tpm_start_bus || { PIDS+=("${DEMO_TPM_PIDS[@]}"); die "the demo D-Bus did not start"; }
+PIDS+=("${DEMO_TPM_PIDS[@]}")
+DBUS_SESSION_BUS_ADDRESS=$(demo_tpm_bus_address)
+export DBUS_SESSION_BUS_ADDRESS
 declare -A TCTI=()
 for d in "${TPM_DEVICES[@]}"; do
     read -r serial name <<<"$d"
-    mkdir -p "tpm/$name/state"
-    port=$(tpm_port)
-    swtpm socket --tpm2 --server "type=tcp,port=$port,bindaddr=127.0.0.1" \
-        --ctrl "type=tcp,port=$((port + 1)),bindaddr=127.0.0.1" \
-        --tpmstate "dir=$DEMO/tpm/$name/state" --flags not-need-init,startup-clear \
-        >"log/swtpm-$name.log" 2>&1 &
-    PIDS+=($!)
-    wait_for "swtpm $name" "${PIDS[-1]}" bash -c "exec 3<>/dev/tcp/127.0.0.1/$port"
-    bus="com.intel.tss2.Tabrmd.demo_${name//-/_}_$$"
-    tpm2-abrmd --session --allow-root --dbus-name="$bus" \
-        --tcti="swtpm:host=127.0.0.1,port=$port" >"log/abrmd-$name.log" 2>&1 &
-    PIDS+=($!)
-    TCTI[$serial]="tabrmd:bus_name=$bus,bus_type=session"
-    wait_for "tpm2-abrmd $name" "${PIDS[-1]}" \
-        env TPM2TOOLS_TCTI="${TCTI[$serial]}" tpm2_getcap properties-fixed
-    echo "  $name: swtpm on 127.0.0.1:$port behind tpm2-abrmd ($bus)"
+    DEMO_TPM_PIDS=()
+    demo_tpm_start "$name" || { PIDS+=("${DEMO_TPM_PIDS[@]}"); die "TPM $name did not start"; }
+    PIDS+=("${DEMO_TPM_PIDS[@]}")
+    TCTI[$serial]=$(demo_tpm_tcti "$name")
 done
 for d in "${TPM_DEVICES[@]}"; do
     read -r serial _ <<<"$d"
@@ -272,7 +251,8 @@ export PROVISIONER_CA_PIN_FILE=$DEMO/ca.pin
 export PROVISIONER_DEVICE_PIN_FILE=$DEMO/device.pin
 export PROVISIONER=$PROVISIONER
 export PATH=$(dirname "$PROVISIONER"):\$PATH
-# The TPM devices' resource managers (alive only while the demo runs; key.uri names them):
+# The TPM devices' resource managers run while the demo runs (key.uri names them); after it
+# ended, scripts/demo-tpm-up.sh brings them back (and scripts/demo-tpm-up.sh --stop stops them).
 export DBUS_SESSION_BUS_ADDRESS=$DBUS_SESSION_BUS_ADDRESS
 $(for d in "${TPM_DEVICES[@]}"; do
     read -r serial _ <<<"$d"
@@ -383,6 +363,7 @@ done
 echo
 echo "results: $DEMO/results.csv   storage: $DEMO/devices/   CA: $DEMO/ca/"
 echo "go on by hand:  . demo/env && provisioner ca show"
+echo "the TPM devices again after the demo:  scripts/demo-tpm-up.sh (then --stop)"
 if [ "$failures" -ne 0 ]; then
     die "$failures device step(s) failed"
 fi

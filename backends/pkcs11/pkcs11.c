@@ -179,6 +179,114 @@ static void device_free(struct prov_device *dev)
     free(dev);
 }
 
+/*
+ * Every RFC 7512 attribute is honoured or refused with its reason, never ignored: p11-kit
+ * parses slot and library attributes that nothing here would use, keeps an unknown query
+ * attribute as a "vendor query", and lets a repeated attribute replace the first.
+ */
+#define SLOT_REFUSAL                                                                               \
+    "is refused: slot ids and slot descriptions change on hotplug and re-init; name the token "  \
+    "with token=, serial=, manufacturer= or model="
+#define LIBRARY_REFUSAL                                                                            \
+    "is not supported: name the module with module-path= (or pkcs11_module in the config)"
+#define PIN_REFUSAL "is refused: a PIN never comes from a URI (give a PIN source instead)"
+
+struct uri_attr_rule {
+    const char *name;
+    bool is_query;
+    const char *refusal; /* NULL: honoured */
+};
+
+static const struct uri_attr_rule uri_attr_rules[] = {
+    /* The token, matched exactly at open(). */
+    {"token", false, NULL},
+    {"manufacturer", false, NULL},
+    {"serial", false, NULL},
+    {"model", false, NULL},
+    /* The key, matched by find_key (a device URI may not carry them: validate_uri). */
+    {"object", false, NULL},
+    {"id", false, NULL},
+    {"type", false, NULL},
+    {"slot-id", false, SLOT_REFUSAL},
+    {"slot-description", false, SLOT_REFUSAL},
+    {"slot-manufacturer", false, SLOT_REFUSAL},
+    {"library-description", false, LIBRARY_REFUSAL},
+    {"library-manufacturer", false, LIBRARY_REFUSAL},
+    {"library-version", false, LIBRARY_REFUSAL},
+    {"module-path", true, NULL},
+    {"module-name", true, LIBRARY_REFUSAL},
+    {"pin-source", true, PIN_REFUSAL},
+};
+
+/* Checks each attribute name of one part of the URI ("a=1;b=2" or "c=3&d=4"). */
+static int check_attribute_names(const char *uri, const char *what, const char *part, size_t len,
+                                 bool is_query)
+{
+    const char sep = is_query ? '&' : ';';
+    char seen[16][24];
+    size_t n_seen = 0;
+
+    for (size_t i = 0; i < len;) {
+        size_t end = i;
+        size_t name_len;
+        char name[24];
+        const struct uri_attr_rule *rule = NULL;
+
+        while (end < len && part[end] != sep) {
+            end++;
+        }
+        name_len = strcspn(part + i, is_query ? "=&" : "=;?");
+        name_len = name_len < end - i ? name_len : end - i;
+        snprintf(name, sizeof(name), "%.*s", (int)name_len, part + i);
+        i = end + 1;
+        if (name_len == 0) {
+            continue; /* "pkcs11:" alone, or a stray separator p11-kit accepted */
+        }
+        for (size_t k = 0; k < sizeof(uri_attr_rules) / sizeof(uri_attr_rules[0]); k++) {
+            if (name_len == strlen(uri_attr_rules[k].name) &&
+                strncmp(name, uri_attr_rules[k].name, name_len) == 0) {
+                rule = &uri_attr_rules[k];
+            }
+        }
+        if (rule == NULL || name_len >= sizeof(name)) {
+            return prov_fail(PROV_ERR_USAGE, "%s \"%s\": unknown %sattribute \"%s\"", what, uri,
+                             is_query ? "query " : "", name);
+        }
+        if (rule->is_query != is_query) {
+            return prov_fail(PROV_ERR_USAGE, "%s \"%s\": %s is a %s attribute (write it %s)", what,
+                             uri, name, rule->is_query ? "query" : "path",
+                             rule->is_query ? "after '?'" : "before '?'");
+        }
+        if (rule->refusal != NULL) {
+            return prov_fail(PROV_ERR_USAGE, "%s \"%s\": %s %s", what, uri, name, rule->refusal);
+        }
+        for (size_t k = 0; k < n_seen; k++) {
+            if (strcmp(seen[k], name) == 0) {
+                return prov_fail(PROV_ERR_USAGE, "%s \"%s\": attribute \"%s\" given twice", what,
+                                 uri, name);
+            }
+        }
+        if (n_seen < sizeof(seen) / sizeof(seen[0])) {
+            memcpy(seen[n_seen++], name, sizeof(name));
+        }
+    }
+    return 0;
+}
+
+static int check_attributes(const char *uri, const char *what)
+{
+    const char *path = uri + strlen("pkcs11:");
+    const char *query = strchr(path, '?');
+    size_t path_len = query ? (size_t)(query - path) : strlen(path);
+    int r;
+
+    r = check_attribute_names(uri, what, path, path_len, false);
+    if (r == 0 && query != NULL) {
+        r = check_attribute_names(uri, what, query + 1, strlen(query + 1), true);
+    }
+    return r;
+}
+
 int prov_pkcs11_parse_uri(const char *device_uri, const char *what, P11KitUri **out)
 {
     P11KitUri *uri = p11_kit_uri_new();
@@ -201,6 +309,11 @@ int prov_pkcs11_parse_uri(const char *device_uri, const char *what, P11KitUri **
                          "(give the PIN through a PIN source)",
                          what, prov_pkcs11_shown_uri(device_uri));
     }
+    rc = check_attributes(device_uri, what);
+    if (rc < 0) {
+        p11_kit_uri_free(uri);
+        return rc;
+    }
     if (p11_kit_uri_any_unrecognized(uri)) {
         p11_kit_uri_free(uri);
         return prov_fail(PROV_ERR_USAGE, "%s \"%s\": unknown attribute in PKCS#11 URI", what,
@@ -208,6 +321,30 @@ int prov_pkcs11_parse_uri(const char *device_uri, const char *what, P11KitUri **
     }
     *out = uri;
     return 0;
+}
+
+/*
+ * A device URI names a token: the key's id and label are the tool's choice (and the key is
+ * found by its public key on install), so object=, id= and type= would be ignored there.
+ */
+static int validate_uri(const char *device_uri)
+{
+    static const CK_ATTRIBUTE_TYPE key_attrs[] = {CKA_LABEL, CKA_ID, CKA_CLASS};
+    static const char *const key_names[] = {"object", "id", "type"};
+    P11KitUri *uri = NULL;
+    int r;
+
+    r = prov_pkcs11_parse_uri(device_uri, "device", &uri);
+    for (size_t i = 0; r == 0 && i < sizeof(key_attrs) / sizeof(key_attrs[0]); i++) {
+        if (p11_kit_uri_get_attribute(uri, key_attrs[i]) != NULL) {
+            r = prov_fail(PROV_ERR_USAGE,
+                          "device \"%s\": %s= names a key: a device URI names a token (the tool "
+                          "chooses the key's id and label)",
+                          device_uri, key_names[i]);
+        }
+    }
+    p11_kit_uri_free(uri);
+    return r;
 }
 
 static int open_device(const char *device_uri, const struct prov_device_params *params,
@@ -390,6 +527,7 @@ static int identity(struct prov_device *dev, char *buf, size_t len)
 const struct prov_backend_ops prov_pkcs11_ops = {
     .name = "pkcs11",
     .handles = handles,
+    .validate = validate_uri,
     .open = open_device,
     .close = close_device,
     .login = login,

@@ -6,7 +6,8 @@
 
 /*
  * The PKCS#11 backend: raw PKCS#11 through the module's function list (loaded with p11-kit,
- * one C_Initialize per module per process), RFC 7512 URIs parsed and matched with p11-kit.
+ * one C_Initialize per module per process; the p11-kit proxy, the default module, with dlopen
+ * as p11-kit wants it: pkcs11_module.c), RFC 7512 URIs parsed and matched with p11-kit.
  * Devices are named "pkcs11:token=...;serial=..." and keys "pkcs11:...;id=...;object=...".
  */
 extern const struct prov_backend_ops prov_pkcs11_ops;

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,7 @@ struct module {
     struct module *next;
     char *path;
     CK_FUNCTION_LIST *fl;
+    void *proxy_dl; /* the p11-kit proxy, loaded with dlopen (load_proxy); else NULL */
     unsigned int refs;
     bool is_ours_to_finalize; /* false when someone else had initialized it already */
 };
@@ -54,6 +56,44 @@ static struct module *modules;
 static pthread_mutex_t failed_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct failed_pin *failed_pins;
 
+/*
+ * p11-kit refuses to load its own proxy module (p11-kit-proxy.so, the documented default
+ * when neither a URI nor the config names a module) through p11_kit_module_load: "refusing
+ * to load the p11-kit-proxy.so module as a registered module". The proxy is meant to be
+ * loaded like any PKCS#11 library, with dlopen and C_GetFunctionList; it then loads every
+ * module registered with p11-kit (pkcs11.conf(5)) and shows their slots as its own. It is
+ * recognised by what only p11-kit's library exports, so a renamed or relocated proxy works
+ * too. Returns NULL (no error recorded) when path is not the proxy.
+ */
+static CK_FUNCTION_LIST *load_proxy(const char *path, void **dl)
+{
+    CK_C_GetFunctionList get_list;
+    CK_FUNCTION_LIST *fl = NULL;
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+
+    *dl = NULL;
+    if (h == NULL) {
+        return NULL;
+    }
+    get_list = (CK_C_GetFunctionList)dlsym(h, "C_GetFunctionList");
+    if (dlsym(h, "p11_kit_modules_load") == NULL || get_list == NULL ||
+        get_list(&fl) != CKR_OK || fl == NULL) {
+        dlclose(h);
+        return NULL;
+    }
+    *dl = h;
+    return fl;
+}
+
+static void release_module(struct module *m)
+{
+    if (m->proxy_dl != NULL) {
+        dlclose(m->proxy_dl);
+    } else if (m->fl != NULL) {
+        p11_kit_module_release(m->fl);
+    }
+}
+
 static int load_module(const char *path, struct module **out)
 {
     CK_C_INITIALIZE_ARGS args;
@@ -65,13 +105,31 @@ static int load_module(const char *path, struct module **out)
     if (m == NULL || (m->path = strdup(path)) == NULL) {
         goto out;
     }
+    /*
+     * p11-kit prints its own warnings on stderr (a registered module the proxy cannot load,
+     * a config it cannot parse): third-party lines beside the tool's one error line. Its
+     * reason still reaches our messages through p11_kit_message(); PROVISIONER_DEBUG=pkcs11
+     * keeps p11-kit talking.
+     */
+    if (!prov_log_debug_enabled("pkcs11")) {
+        p11_kit_be_quiet();
+    }
     /* Managed (flags 0): p11-kit keeps the module's own init count sane if another library
      * in this process (libp11, the engine) loads the same module. */
     m->fl = p11_kit_module_load(path, 0);
     if (m->fl == NULL) {
-        r = prov_fail(PROV_ERR_CONFIG, "PKCS#11 module %s: cannot load (%s)", path,
-                      p11_kit_message() ? p11_kit_message() : "unknown reason");
-        goto out;
+        char *why = strdup(p11_kit_message() ? p11_kit_message() : "unknown reason");
+
+        m->fl = load_proxy(path, &m->proxy_dl);
+        if (m->fl == NULL) {
+            r = prov_fail(PROV_ERR_CONFIG, "PKCS#11 module %s: cannot load (%s)", path,
+                          why ? why : "unknown reason");
+            free(why);
+            goto out;
+        }
+        free(why);
+        prov_debug("pkcs11", "module %s is the p11-kit proxy: its registered modules are used",
+                   path);
     }
     memset(&args, 0, sizeof(args));
     args.flags = CKF_OS_LOCKING_OK;
@@ -88,9 +146,7 @@ static int load_module(const char *path, struct module **out)
     r = 0;
 out:
     if (m != NULL) {
-        if (m->fl != NULL) {
-            p11_kit_module_release(m->fl);
-        }
+        release_module(m);
         free(m->path);
         free(m);
     }
@@ -210,7 +266,7 @@ void prov_pkcs11_unload_all(void)
         if (m->is_ours_to_finalize) {
             m->fl->C_Finalize(NULL);
         }
-        p11_kit_module_release(m->fl);
+        release_module(m);
         prov_debug("pkcs11", "module %s finalized", m->path);
         free(m->path);
         free(m);

@@ -48,20 +48,54 @@ static pthread_mutex_t tcti_lock = PTHREAD_MUTEX_INITIALIZER;
 static char *tcti_loaded[MAX_TCTI_LIBS];
 static size_t n_tcti_loaded;
 
-/* "swtpm:host=..." -> "libtss2-tcti-swtpm.so.0:host=..." when that library loads; else NULL. */
-static char *resolve_tcti(const char *conf)
+/*
+ * The tabrmd TCTI logs through GLib (g_log), whose default handler writes "** CRITICAL **"
+ * lines to stderr, for example when the resource manager's D-Bus is gone: a third-party line
+ * beside the tool's own error, which already says the TPM is not reachable (SPEC §3: one
+ * line). Once GLib is in the process (it comes with that TCTI), its messages go to the "tpm"
+ * debug category instead. g_log_set_default_handler may be called at any time.
+ */
+typedef void (*glib_log_fn)(const char *domain, int level, const char *message, void *data);
+typedef glib_log_fn (*glib_set_default_handler_fn)(glib_log_fn handler, void *data);
+
+static void glib_log_to_debug(const char *domain, int level, const char *message, void *data)
+{
+    (void)data;
+    prov_debug("tpm", "TCTI log (%s, level %d): %s", domain ? domain : "GLib", level,
+               message ? message : "");
+}
+
+static void route_glib_log(void)
+{
+    void *glib = dlopen("libglib-2.0.so.0", RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
+    glib_set_default_handler_fn set_default;
+
+    if (glib == NULL) {
+        return; /* no GLib in the process: nothing can log through it */
+    }
+    set_default = (glib_set_default_handler_fn)dlsym(glib, "g_log_set_default_handler");
+    if (set_default != NULL) {
+        set_default(glib_log_to_debug, NULL);
+    }
+    dlclose(glib); /* the reference RTLD_NOLOAD took; the TCTI keeps GLib loaded */
+}
+
+/*
+ * Loads (once) the library of the short TCTI name at the start of conf ("swtpm" of
+ * "swtpm:host=..."), writing its file name into lib. False when conf does not start with a
+ * short name or its library does not load.
+ */
+static bool load_tcti_lib(const char *conf, char *lib, size_t lib_cap)
 {
     size_t name_len = strcspn(conf, ":");
-    char lib[96];
-    char *out = NULL;
     bool is_loaded = false;
 
     if (name_len == 0 || name_len > 40 ||
         strspn(conf, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
             name_len) {
-        return NULL;
+        return false;
     }
-    snprintf(lib, sizeof(lib), "libtss2-tcti-%.*s.so.0", (int)name_len, conf);
+    snprintf(lib, lib_cap, "libtss2-tcti-%.*s.so.0", (int)name_len, conf);
     pthread_mutex_lock(&tcti_lock);
     for (size_t i = 0; i < n_tcti_loaded && !is_loaded; i++) {
         is_loaded = strcmp(tcti_loaded[i], lib) == 0;
@@ -71,9 +105,20 @@ static char *resolve_tcti(const char *conf)
         tcti_loaded[n_tcti_loaded] = strdup(lib);
         is_loaded = tcti_loaded[n_tcti_loaded] != NULL;
         n_tcti_loaded += is_loaded ? 1 : 0;
+        route_glib_log();
     }
     pthread_mutex_unlock(&tcti_lock);
-    if (is_loaded && asprintf(&out, "%s%s", lib, conf + name_len) < 0) {
+    return is_loaded;
+}
+
+/* "swtpm:host=..." -> "libtss2-tcti-swtpm.so.0:host=..." when that library loads; else NULL. */
+static char *resolve_tcti(const char *conf)
+{
+    char lib[96];
+    char *out = NULL;
+
+    if (load_tcti_lib(conf, lib, sizeof(lib)) &&
+        asprintf(&out, "%s%s", lib, conf + strcspn(conf, ":")) < 0) {
         out = NULL;
     }
     return out;
@@ -89,6 +134,11 @@ static TSS2_RC load_tcti(struct tpm_dev *t)
     if (t->tcti_conf[0] != '\0') {
         resolved = resolve_tcti(t->tcti_conf);
         conf = resolved ? resolved : t->tcti_conf;
+    } else {
+        /* the loader's default tries tabrmd first: load it here so that its GLib is quiet */
+        char lib[96];
+
+        load_tcti_lib("tabrmd", lib, sizeof(lib));
     }
     rc = Tss2_TctiLdr_Initialize(conf, &t->tcti);
     free(resolved);
@@ -98,6 +148,70 @@ static TSS2_RC load_tcti(struct tpm_dev *t)
 static bool handles(const char *device_uri)
 {
     return device_uri != NULL && strncmp(device_uri, "tpm2:", 5) == 0;
+}
+
+/* A TCTI named by its library file ("libtss2-tcti-foo.so.0" or a path), as the loader takes. */
+static bool is_loadable_tcti_file(const char *tcti, size_t name_len)
+{
+    char *file = strndup(tcti, name_len);
+    void *h = NULL;
+
+    if (file != NULL && (strchr(file, '/') != NULL || strstr(file, ".so") != NULL)) {
+        h = dlopen(file, RTLD_NOW | RTLD_LOCAL);
+    }
+    if (h != NULL) {
+        dlclose(h);
+    }
+    free(file);
+    return h != NULL;
+}
+
+/*
+ * A device as an operator names it: "tpm2:" and a TCTI whose library this system has, or
+ * "tpm2:ek-sha256=HEX", a TPM by its identity (a station's manifest row). The
+ * connection itself is not tried (that is open's job, and the TPM may not be there yet).
+ * "tpm2:" alone would take the loader's default, whatever TPM (or resource manager) this host
+ * happens to have, and a ";handle=" names a key, not a device: both are refused here.
+ */
+static int validate_tpm(const char *device_uri)
+{
+    uint32_t handle = 0;
+    char *tcti = NULL;
+    char lib[96];
+    size_t name_len;
+    int r;
+
+    r = prov_tpm_uri_split(device_uri, &tcti, &handle);
+    if (r < 0) {
+        return r == PROV_ERR_NOMEM ? prov_fail(r, "out of memory") : r;
+    }
+    name_len = strcspn(tcti, ":");
+    if (handle != 0) {
+        r = prov_fail(PROV_ERR_USAGE,
+                      "device \"%s\": ;handle= names a key, not a device (the device key's "
+                      "handle is tpm_key_handle in the config)",
+                      device_uri);
+    } else if (strncmp(tcti, "ek-sha256=", 10) == 0) {
+        /* a TPM named by its EK digest, which the station resolves to the TPM it serves */
+        if (strlen(tcti + 10) != 64 || strspn(tcti + 10, "0123456789abcdefABCDEF") != 64) {
+            r = prov_fail(PROV_ERR_USAGE,
+                          "device \"%s\": ek-sha256= takes the 64 hex digits of the SHA-256 of "
+                          "the TPM's endorsement key",
+                          device_uri);
+        }
+    } else if (tcti[0] == '\0') {
+        r = prov_fail(PROV_ERR_USAGE,
+                      "device \"%s\": no TCTI: name the TPM, e.g. tpm2:device:/dev/tpmrm0, "
+                      "tpm2:swtpm:host=127.0.0.1,port=2321 or tpm2:tabrmd:bus_type=session",
+                      device_uri);
+    } else if (!load_tcti_lib(tcti, lib, sizeof(lib)) && !is_loadable_tcti_file(tcti, name_len)) {
+        r = prov_fail(PROV_ERR_USAGE,
+                      "device \"%s\": unknown TCTI \"%.*s\" (no libtss2-tcti-%.*s.so.0 on this "
+                      "system; e.g. device, swtpm, mssim, tabrmd)",
+                      device_uri, (int)name_len, tcti, (int)name_len, tcti);
+    }
+    free(tcti);
+    return r;
 }
 
 static int check_params(struct prov_device *dev, const struct prov_device_params *params)
@@ -533,6 +647,7 @@ out:
 const struct prov_backend_ops prov_tpm_ops = {
     .name = "tpm2",
     .handles = handles,
+    .validate = validate_tpm,
     .open = open_tpm,
     .close = close_tpm,
     .login = login_tpm,

@@ -13,7 +13,9 @@
  *     tpm2:device:/dev/tpmrm0
  *     tpm2:swtpm:host=127.0.0.1,port=2321
  *     tpm2:tabrmd:bus_type=session
- * "tpm2:" alone uses the loader's default (tabrmd, then /dev/tpmrm0, /dev/tpm0, mssim).
+ * "tpm2:" alone uses the loader's default (tabrmd, then /dev/tpmrm0, /dev/tpm0, mssim) when
+ * opened, but validate() refuses it as a device an operator names (a manifest row, --device):
+ * it names no particular TPM. validate() also wants a TCTI whose library loads.
  * The TCTI library of a short name (swtpm, device, tabrmd, ...) is loaded once per process
  * and stays loaded; open() connects and sends TPM2_Startup(CLEAR) (TPM2_RC_INITIALIZE, "already
  * started", is fine). Each device object is one ESAPI context: not for concurrent use.

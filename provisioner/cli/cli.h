@@ -26,6 +26,30 @@ int cli_load_config(struct prov_config **out);
  * returns the SPEC exit code for err. */
 int cli_fail(int err, const char *what);
 
+/* The line cli_fail prints, without "provisioner: " (the error field of --json output). */
+void cli_error_text(int err, const char *what, char *buf, size_t len);
+
+/*
+ * cli_fail for a --json command: with as_json, o (the command's documented object, filled
+ * as far as known; owned and released here) gets "error" (that line) and "exit", and is
+ * printed on stdout before the line goes to stderr. Returns the exit code.
+ */
+struct json_object;
+int cli_fail_json(int err, const char *what, bool as_json, struct json_object *o);
+
+/*
+ * Checks a --device string with its backend before anything is opened (syntax, refused
+ * attributes, a known TCTI). Prints the error and returns an exit code (2), or 0.
+ */
+int cli_check_device(const char *uri);
+
+/*
+ * An input file (or, with is_dir, a directory) named on the command line must be readable
+ * before anything else happens: missing, unreadable or of the wrong kind is a usage error.
+ * Prints one line naming it and returns 2, or returns 0.
+ */
+int cli_check_input(const char *path, bool is_dir);
+
 /* Options every issuing command shares (enroll, sign): what to put in the certificate. */
 struct cli_request {
     const char *serial;
@@ -90,11 +114,18 @@ struct json_object *cli_connect_json(const struct prov_connect_result *c);
 
 /*
  * Prints what enroll and install report with --json (schema: provisioner(1) JSON OUTPUT);
- * with_proof adds enroll's "proof" (the --prove outcome, null without it).
+ * with_proof adds enroll's "proof" (the --prove outcome, null without it). On failure status
+ * is "failed", the fields not known are empty, error says why (NULL: null) and exit_code is
+ * the exit status.
  */
 struct prov_enroll_result;
 void cli_print_identity_json(const char *serial, const char *status,
-                             const struct prov_enroll_result *res, bool with_proof);
+                             const struct prov_enroll_result *res, bool with_proof,
+                             const char *error, int exit_code);
+
+/* A failed enroll or install: with as_json the object (status failed), then the error line. */
+int cli_identity_failed(const char *serial, const struct prov_enroll_result *res, int err,
+                        const char *what, bool with_proof, bool as_json);
 
 /*
  * The getopt_long table of one command or subcommand, named as typed ("enroll", "ca init").

@@ -1,9 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <json-c/json.h>
 
+#include "backend.h"
 #include "cli.h"
 #include "connect.h"
 #include "enroll.h"
@@ -21,20 +25,56 @@ int cli_load_config(struct prov_config **out)
     return 0;
 }
 
-int cli_fail(int err, const char *what)
+void cli_error_text(int err, const char *what, char *buf, size_t len)
 {
     const char *msg = prov_error_message();
 
     if (msg != NULL && what != NULL && strstr(msg, what) == NULL) {
         /* The one error line must name the object it is about (the device serial, the
          * file...): low layers describe the failure, the command knows what it was doing. */
-        fprintf(stderr, "provisioner: %s: %s\n", what, msg);
+        snprintf(buf, len, "%s: %s", what, msg);
     } else if (msg != NULL) {
-        fprintf(stderr, "provisioner: %s\n", msg);
+        snprintf(buf, len, "%s", msg);
     } else {
-        fprintf(stderr, "provisioner: %s: %s\n", what ? what : "error", prov_strerror(err));
+        snprintf(buf, len, "%s: %s", what ? what : "error", prov_strerror(err));
     }
+}
+
+int cli_fail(int err, const char *what)
+{
+    char line[1536];
+
+    cli_error_text(err, what, line, sizeof(line));
+    fprintf(stderr, "provisioner: %s\n", line);
     return prov_exit_code(err);
+}
+
+int cli_check_input(const char *path, bool is_dir)
+{
+    struct stat st;
+    const char *why = NULL;
+
+    if (stat(path, &st) != 0 || access(path, is_dir ? R_OK | X_OK : R_OK) != 0) {
+        why = strerror(errno);
+    } else if (is_dir && !S_ISDIR(st.st_mode)) {
+        why = strerror(ENOTDIR);
+    } else if (!is_dir && S_ISDIR(st.st_mode)) {
+        why = strerror(EISDIR);
+    }
+    if (why != NULL) {
+        fprintf(stderr, "provisioner: %s: cannot read: %s\n", path, why);
+        return PROV_EXIT_USAGE;
+    }
+    return 0;
+}
+
+int cli_check_device(const char *uri)
+{
+    int r;
+
+    prov_error_clear();
+    r = prov_device_validate(uri);
+    return r < 0 ? cli_fail(r, "--device") : 0;
 }
 
 bool cli_request_opt(struct cli_request *rq, int c, const char *arg)
@@ -110,24 +150,64 @@ json_object *cli_connect_json(const struct prov_connect_result *c)
     return o;
 }
 
+static json_object *string_or_empty(const char *s)
+{
+    return json_object_new_string(s != NULL ? s : "");
+}
+
 void cli_print_identity_json(const char *serial, const char *status,
-                             const struct prov_enroll_result *res, bool with_proof)
+                             const struct prov_enroll_result *res, bool with_proof,
+                             const char *error, int exit_code)
 {
     json_object *o = json_object_new_object();
 
-    json_object_object_add(o, "serial", json_object_new_string(serial));
+    json_object_object_add(o, "serial", string_or_empty(serial));
     json_object_object_add(o, "status", json_object_new_string(status));
     json_object_object_add(o, "cert_serial", json_object_new_string(res->facts.serial_hex));
     json_object_object_add(o, "sha256", json_object_new_string(res->facts.sha256_hex));
     json_object_object_add(o, "not_before", json_object_new_string(res->facts.not_before));
     json_object_object_add(o, "not_after", json_object_new_string(res->facts.not_after));
     json_object_object_add(o, "subject", json_object_new_string(res->facts.subject));
-    json_object_object_add(o, "key_type", json_object_new_string(prov_key_type_name(res->key_type)));
-    json_object_object_add(o, "key_uri", json_object_new_string(res->key_uri));
-    json_object_object_add(o, "storage", json_object_new_string(res->storage_dir));
+    json_object_object_add(o, "key_type",
+                           string_or_empty(res->key_type != PROV_KEY_NONE
+                                               ? prov_key_type_name(res->key_type)
+                                               : NULL));
+    json_object_object_add(o, "key_uri", string_or_empty(res->key_uri));
+    json_object_object_add(o, "storage", string_or_empty(res->storage_dir));
     if (with_proof) {
         json_object_object_add(o, "proof",
                                res->is_proof_run ? cli_connect_json(&res->proof) : NULL);
     }
+    json_object_object_add(o, "error", error ? json_object_new_string(error) : NULL);
+    json_object_object_add(o, "exit", json_object_new_int(exit_code));
     cli_print_json(o);
+}
+
+int cli_identity_failed(const char *serial, const struct prov_enroll_result *res, int err,
+                        const char *what, bool with_proof, bool as_json)
+{
+    char line[1536];
+
+    cli_error_text(err, what, line, sizeof(line));
+    if (as_json) {
+        cli_print_identity_json(serial, "failed", res, with_proof, line, prov_exit_code(err));
+    }
+    fprintf(stderr, "provisioner: %s\n", line);
+    return prov_exit_code(err);
+}
+
+int cli_fail_json(int err, const char *what, bool as_json, struct json_object *o)
+{
+    char line[1536];
+
+    cli_error_text(err, what, line, sizeof(line));
+    if (as_json && o != NULL) {
+        json_object_object_add(o, "error", json_object_new_string(line));
+        json_object_object_add(o, "exit", json_object_new_int(prov_exit_code(err)));
+        cli_print_json(o);
+    } else {
+        json_object_put(o);
+    }
+    fprintf(stderr, "provisioner: %s\n", line);
+    return prov_exit_code(err);
 }

@@ -24,7 +24,7 @@ static void usage(FILE *f)
             "       provisioner batch report [MANIFEST.csv | --journal FILE] [--csv | --json]\n"
             "                                [--verify-audit]\n\n"
             "Enrolls every row of a manifest (columns: serial, device, key, profile, cn,\n"
-            "san_dns, san_uri, san_email, san_ip, storage, x_NAME). The whole manifest is\n"
+            "san_dns, san_uri, san_email, san_ip, storage, pin, x_NAME). The whole manifest is\n"
             "validated first; every problem is printed as FILE:LINE:COLUMN: reason and nothing\n"
             "is issued when there is any. Progress is journaled: after a crash or kill, run the\n"
             "same command again and it resumes; every row is issued exactly once.\n\n"
@@ -35,8 +35,9 @@ static void usage(FILE *f)
             "                     serial,status,cert_serial,sha256,not_after,storage,error,x_...\n"
             "  --reissue SERIAL   certify SERIAL again; its certificate is recorded as\n"
             "                     superseded and its old key deleted (repeatable)\n"
-            "  --pin SOURCE       device PIN source, file:PATH or env:VAR (default: [provisioner]\n"
-            "                     device_pin); read once per device\n"
+            "  --pin SOURCE       device PIN source, file:PATH or env:VAR, for rows without a\n"
+            "                     pin column value (default: [provisioner] device_pin); read\n"
+            "                     once per device\n"
             "  --prove URL        each device's last step: a real mutual-TLS proof with its new\n"
             "                     identity (mqtts://, https:// or wss://, as `check` does);\n"
             "                     a refused proof fails the row (journal: failed, with the\n"
@@ -44,12 +45,14 @@ static void usage(FILE *f)
             "                     rows already proven earlier are not connected again\n"
             "  --check            validate the manifest against the config and stop\n"
             "  --no-progress      no progress bar or progress lines on stderr\n"
-            "  --json             print the summary as JSON (status/report: the journal)\n\n"
+            "  --json             print the summary as JSON (status/report: the journal), also\n"
+            "                     when the run fails (error and exit set)\n\n"
             "status: devices per state and the rows not yet proven. report: every row with its\n"
             "certificate (CSV by default); --verify-audit checks the journal's hash-chained\n"
             "audit trail and prints its head hash (keep it elsewhere to anchor the chain).\n\n"
-            "Exit: 0 all rows issued or already issued, 1 some rows failed, 2 invalid manifest\n"
-            "or usage, 6 journal error; other codes as for enroll when the CA cannot be used.\n"
+            "Exit: 0 all rows issued or already issued, 1 some rows failed, 2 invalid, missing\n"
+            "or unreadable manifest, or usage, 6 journal error or an output path that cannot be\n"
+            "written; other codes as for enroll when the CA cannot be used.\n"
             "Test only: PROVISIONER_TEST_CRASH_AT=STATE:N exits (137) right after the N-th\n"
             "journal transition to STATE.\n");
 }
@@ -135,7 +138,14 @@ static int journal_view(int argc, char **argv, bool is_report)
     }
     prov_journal_close(j);
     if (r < 0) {
-        r = cli_fail(r, path);
+        /* status --json keeps its shape on failure; report's is an array, which cannot */
+        json_object *o = NULL;
+
+        if (as_json && !is_report) {
+            o = json_object_new_object();
+            json_object_object_add(o, "lots", json_object_new_array());
+        }
+        r = cli_fail_json(r, path, o != NULL, o);
         free(path);
         return r;
     }
@@ -143,8 +153,13 @@ static int journal_view(int argc, char **argv, bool is_report)
     return PROV_EXIT_OK;
 }
 
-/* The run's summary for a program (schema in provisioner(1), JSON OUTPUT). */
-static void print_summary_json(const struct prov_batch_opts *o, const struct prov_batch_summary *s)
+/*
+ * The run's summary for a program (schema in provisioner(1), JSON OUTPUT), also when the run
+ * failed or never started: problems counts the manifest's findings, error says why (NULL:
+ * null), exit_code is the exit status.
+ */
+static void print_summary_json(const struct prov_batch_opts *o, const struct prov_batch_summary *s,
+                               unsigned long problems, const char *error, int exit_code)
 {
     json_object *j = json_object_new_object();
 
@@ -158,6 +173,9 @@ static void print_summary_json(const struct prov_batch_opts *o, const struct pro
     json_object_object_add(j, "devices_per_second", json_object_new_double(s->devices_per_second));
     json_object_object_add(j, "results", s->results ? json_object_new_string(s->results) : NULL);
     json_object_object_add(j, "journal", s->journal ? json_object_new_string(s->journal) : NULL);
+    json_object_object_add(j, "problems", json_object_new_int64((int64_t)problems));
+    json_object_object_add(j, "error", error ? json_object_new_string(error) : NULL);
+    json_object_object_add(j, "exit", json_object_new_int(exit_code));
     cli_print_json(j);
 }
 
@@ -178,7 +196,8 @@ static const struct option batch_run_opts[] = {
 static int run(int argc, char **argv)
 {
     struct prov_batch_opts o = {.show_progress = !prov_cli.quiet, .is_tty = isatty(2) == 1};
-    struct prov_batch_summary sum;
+    struct prov_batch_summary sum = {0};
+    char line[1536];
     struct prov_config *cfg = NULL;
     struct findings found = {0};
     bool as_json = false;
@@ -225,25 +244,33 @@ static int run(int argc, char **argv)
     o.reissue = reissue;
     o.on_finding = print_finding;
     o.finding_ctx = &found;
-    rc = cli_load_config(&cfg);
-    if (rc != 0) {
-        goto out;
-    }
     prov_error_clear();
-    r = prov_batch_run(cfg, &o, &sum);
+    r = prov_config_load(prov_cli.config_path, &cfg);
+    if (r == 0) {
+        prov_error_clear();
+        r = prov_batch_run(cfg, &o, &sum);
+    }
     if (found.n > MAX_FINDINGS_SHOWN) {
         fprintf(stderr, "%s: ... and %lu more problems\n", o.manifest,
                 found.n - MAX_FINDINGS_SHOWN);
     }
-    if (r == PROV_ERR_INPUT && found.n > 0) {
-        fprintf(stderr, "provisioner: %s: %lu problem%s, nothing issued\n", o.manifest, found.n,
-                found.n == 1 ? "" : "s");
-        rc = PROV_EXIT_USAGE;
-    } else if (r < 0) {
-        rc = cli_fail(r, o.manifest);
+    if (r < 0) {
+        if (r == PROV_ERR_INPUT && found.n > 0) {
+            snprintf(line, sizeof(line), "%s: %lu problem%s, nothing issued", o.manifest,
+                     found.n, found.n == 1 ? "" : "s");
+        } else {
+            cli_error_text(r, cfg ? o.manifest : prov_cli.config_path, line, sizeof(line));
+        }
+        rc = prov_exit_code(r);
+        if (as_json) {
+            print_summary_json(&o, &sum, found.n, line, rc);
+        }
+        fprintf(stderr, "provisioner: %s\n", line);
     } else if (as_json) {
-        print_summary_json(&o, &sum);
         rc = sum.n_failed > 0 ? PROV_EXIT_FAILED : PROV_EXIT_OK;
+        snprintf(line, sizeof(line), "%lu of %lu rows failed (reasons in %s)", sum.n_failed,
+                 sum.n_rows, sum.results ? sum.results : "the results");
+        print_summary_json(&o, &sum, 0, rc != 0 ? line : NULL, rc);
     } else if (o.is_check_only) {
         printf("%s: %lu rows, valid\n", o.manifest, sum.n_rows);
         rc = PROV_EXIT_OK;

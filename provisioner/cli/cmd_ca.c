@@ -95,6 +95,21 @@ static const struct option ca_show_opts[] = {
     {NULL, 0, NULL, 0},
 };
 
+/* ca show --json when the CA cannot be shown: the same shape (error and exit added). */
+static json_object *show_failed_json(const struct prov_config *cfg)
+{
+    json_object *o = json_object_new_object();
+
+    json_object_object_add(o, "ca_dir", json_object_new_string(cfg ? cfg->ca_dir : ""));
+    json_object_object_add(o, "intermediate_key",
+                           cfg && cfg->ca_key ? json_object_new_string(cfg->ca_key) : NULL);
+    json_object_object_add(o, "root_key",
+                           cfg && cfg->root_key ? json_object_new_string(cfg->root_key) : NULL);
+    json_object_object_add(o, "chain", json_object_new_array());
+    json_object_object_add(o, "lint", json_object_new_array());
+    return o;
+}
+
 static int ca_show(int argc, char **argv)
 {
     struct prov_chain_report rep = {0};
@@ -121,19 +136,20 @@ static int ca_show(int argc, char **argv)
         fprintf(stderr, "provisioner: ca show: unexpected argument \"%s\"\n", argv[optind]);
         return PROV_EXIT_USAGE;
     }
-    rc = cli_load_config(&cfg);
-    if (rc != 0) {
-        return rc;
+    prov_error_clear();
+    r = prov_config_load(prov_cli.config_path, &cfg);
+    if (r < 0) {
+        return cli_fail_json(r, prov_cli.config_path, as_json, show_failed_json(NULL));
     }
     prov_error_clear();
     r = prov_ca_open(cfg, false, &ca);
     if (r < 0) {
-        rc = cli_fail(r, "ca show");
+        rc = cli_fail_json(r, "ca show", as_json, show_failed_json(cfg));
         goto out;
     }
     r = prov_chain_verify(ca->chain, NULL, PROV_PURPOSE_ANY, time(NULL), &rep);
     if (r < 0 && r != PROV_ERR_VERIFY) {
-        rc = cli_fail(r, "ca show");
+        rc = cli_fail_json(r, "ca show", as_json, show_failed_json(cfg));
         goto out;
     }
     root = json_object_new_object();
@@ -161,6 +177,8 @@ static int ca_show(int argc, char **argv)
     json_object_object_add(root, "lint", lint);
 
     if (as_json) {
+        json_object_object_add(root, "error", NULL);
+        json_object_object_add(root, "exit", json_object_new_int(PROV_EXIT_OK));
         printf("%s\n", json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY |
                                                                 JSON_C_TO_STRING_NOSLASHESCAPE));
     } else {

@@ -89,6 +89,15 @@ static int chain_verify(int argc, char **argv)
         json_object_put(all);
         return PROV_EXIT_USAGE;
     }
+    /* Files that cannot be read are usage errors (2), before any verdict is printed. */
+    for (int i = optind - 1; i < argc; i++) {
+        const char *path = i < optind ? trust_path : argv[i];
+
+        if (path != NULL && cli_check_input(path, false) != 0) {
+            json_object_put(all);
+            return PROV_EXIT_USAGE;
+        }
+    }
     prov_error_clear();
     if (trust_path != NULL) {
         int r = prov_chain_load_pem(trust_path, &trust);
@@ -185,6 +194,10 @@ static int chain_export(int argc, char **argv)
     if (optind != argc) {
         fprintf(stderr, "provisioner: chain export: unexpected argument \"%s\"\n", argv[optind]);
         return PROV_EXIT_USAGE;
+    }
+    prov_error_clear();
+    if (out_path != NULL && prov_storage_check_output_file(out_path, "--out") < 0) {
+        return cli_fail(PROV_ERR_STORAGE, out_path);
     }
     rc = cli_load_config(&cfg);
     if (rc != 0) {

@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <json-c/json.h>
 
@@ -16,8 +19,9 @@ static void usage(FILE *f)
                "present and parses, fullchain.pem is client.crt plus the intermediate(s), the\n"
                "device key named by key.uri signs a fresh random challenge that verifies with\n"
                "the certificate's public key, client.crt + chain.pem pass the chain rules for\n"
-               "clientAuth, and server-ca.pem holds CA certificates. Exit 0 when all pass, 1\n"
-               "when one fails. The config file is optional here.\n"
+               "clientAuth, and server-ca.pem holds CA certificates; each check runs on its own\n"
+               "with the files it needs. Exit 0 when all pass, 1 when one fails, 2 when DIR is\n"
+               "not a readable directory. The config file is optional here.\n"
                "  --pin SOURCE   device PIN source (default: [provisioner] device_pin)\n"
                "  --connect URL  then a real mutual-TLS connection with the device key and\n"
                "                 fullchain.pem, trusting only server-ca.pem:\n"
@@ -28,7 +32,8 @@ static void usage(FILE *f)
                "                 A refusal says which side refused: \"server did not trust our\n"
                "                 certificate\", \"we did not trust the server\", or the TLS error;\n"
                "                 refused or unreachable exits 1, a bad URL exits 2\n"
-               "  --json         machine-readable output\n");
+               "  --json         machine-readable output, also when the check fails or cannot\n"
+               "                 be carried out (ok false, error set)\n");
 }
 
 static const char *ok(bool b)
@@ -43,6 +48,70 @@ static const struct option check_opts[] = {
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
+
+/*
+ * The result, also when the check could not be carried out (a wrong PIN, no such DIR): with
+ * --json the documented object, carrying the error; err is the PROV_ERR_* (0 when passed).
+ */
+static void print_result(const char *dir, const char *url, const struct prov_check_result *res,
+                         int err, const char *error, bool as_json)
+{
+    if (as_json) {
+        json_object *o = json_object_new_object();
+
+        json_object_object_add(o, "dir", json_object_new_string(dir));
+        json_object_object_add(o, "serial", res->serial ? json_object_new_string(res->serial)
+                                                        : NULL);
+        json_object_object_add(o, "ok", json_object_new_boolean(err == 0));
+        json_object_object_add(o, "storage", json_object_new_boolean(res->is_storage_ok));
+        json_object_object_add(o, "key_proof", json_object_new_boolean(res->is_key_proven));
+        json_object_object_add(o, "chain", json_object_new_boolean(res->is_chain_ok));
+        json_object_object_add(o, "server_ca", json_object_new_boolean(res->is_server_ca_ok));
+        json_object_object_add(o, "cert_serial", json_object_new_string(res->facts.serial_hex));
+        json_object_object_add(o, "not_after", json_object_new_string(res->facts.not_after));
+        json_object_object_add(o, "connect", url ? cli_connect_json(&res->connect) : NULL);
+        json_object_object_add(o, "error", error ? json_object_new_string(error) : NULL);
+        json_object_object_add(o, "exit", json_object_new_int(prov_exit_code(err)));
+        cli_print_json(o);
+        return;
+    }
+    if (err != 0 && err != PROV_ERR_VERIFY && !res->is_connect_run) {
+        return; /* the check did not run: the error line says why */
+    }
+    printf("%s: %s storage=%s key-proof=%s chain=%s server-ca=%s", dir, err == 0 ? "ok" : "FAILED",
+           ok(res->is_storage_ok), ok(res->is_key_proven), ok(res->is_chain_ok),
+           ok(res->is_server_ca_ok));
+    if (url != NULL) {
+        printf(" connect=%s", res->is_connect_run ? prov_connect_outcome_name(res->connect.outcome)
+                                                 : "not-run");
+        if (res->is_connect_run && res->connect.tls_version[0]) {
+            printf(" tls=%s", res->connect.tls_version);
+        }
+    }
+    printf("\n");
+}
+
+/* Prints the error line (and the --json object) for a check that failed or could not run. */
+static int fail_check(const char *dir, const char *url, const struct prov_check_result *res,
+                      int err, bool as_json)
+{
+    const char *msg = err == PROV_ERR_VERIFY && res->detail[0] ? res->detail
+                                                               : prov_error_message();
+    char line[1200];
+
+    if (msg == NULL) {
+        msg = res->detail[0] ? res->detail : prov_strerror(err);
+    }
+    /* one line that names the directory, as cli_fail would print it */
+    if (strstr(msg, dir) == NULL) {
+        snprintf(line, sizeof(line), "%s: %s", dir, msg);
+    } else {
+        snprintf(line, sizeof(line), "%s", msg);
+    }
+    print_result(dir, url, res, err, line, as_json);
+    fprintf(stderr, "provisioner: %s\n", line);
+    return err == PROV_ERR_VERIFY ? PROV_EXIT_FAILED : prov_exit_code(err);
+}
 
 int cmd_check(int argc, char **argv)
 {
@@ -72,60 +141,34 @@ int cmd_check(int argc, char **argv)
         return PROV_EXIT_USAGE;
     }
     dir = argv[optind];
+    prov_error_clear();
     if (url != NULL && prov_connect_url_check(url) < 0) {
-        return cli_fail(PROV_ERR_USAGE, "--connect");
+        return fail_check(dir, url, &res, PROV_ERR_USAGE, as_json);
+    }
+    /* A DIR that is not there is a mistyped argument (2), not a failed check (1). */
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || access(dir, R_OK | X_OK) != 0) {
+        int e = stat(dir, &st) != 0 || S_ISDIR(st.st_mode) ? errno : ENOTDIR;
+
+        prov_fail(PROV_ERR_INPUT, "%s: cannot read: %s", dir, strerror(e));
+        return fail_check(dir, url, &res, PROV_ERR_INPUT, as_json);
     }
     /* On a device there may be no station config: only a PIN source is needed. */
     if (stat(prov_cli.config_path, &st) == 0 || prov_cli.config_path_is_explicit) {
-        rc = cli_load_config(&cfg);
+        r = prov_config_load(prov_cli.config_path, &cfg);
     } else {
-        rc = prov_config_parse("", 0, "(no config)", NULL, &cfg) < 0 ? cli_fail(-1, "config")
-                                                                      : 0;
+        r = prov_config_parse("", 0, "(no config)", NULL, &cfg);
     }
-    if (rc != 0) {
-        return rc;
+    if (r < 0) {
+        return fail_check(dir, url, &res, r, as_json);
     }
     prov_error_clear();
     r = prov_check_identity_connect(cfg, dir, pin_spec, url, &res);
-    if (r < 0 && r != PROV_ERR_VERIFY) {
-        rc = cli_fail(r, dir);
-        goto out;
-    }
-    if (as_json) {
-        json_object *o = json_object_new_object();
-
-        json_object_object_add(o, "dir", json_object_new_string(dir));
-        json_object_object_add(o, "serial", res.serial ? json_object_new_string(res.serial) : NULL);
-        json_object_object_add(o, "ok", json_object_new_boolean(r == 0));
-        json_object_object_add(o, "storage", json_object_new_boolean(res.is_storage_ok));
-        json_object_object_add(o, "key_proof", json_object_new_boolean(res.is_key_proven));
-        json_object_object_add(o, "chain", json_object_new_boolean(res.is_chain_ok));
-        json_object_object_add(o, "server_ca", json_object_new_boolean(res.is_server_ca_ok));
-        json_object_object_add(o, "cert_serial", json_object_new_string(res.facts.serial_hex));
-        json_object_object_add(o, "not_after", json_object_new_string(res.facts.not_after));
-        json_object_object_add(o, "connect", url ? cli_connect_json(&res.connect) : NULL);
-        json_object_object_add(o, "error", res.detail[0] ? json_object_new_string(res.detail)
-                                                          : NULL);
-        cli_print_json(o);
-    } else {
-        printf("%s: %s storage=%s key-proof=%s chain=%s server-ca=%s", dir,
-               r == 0 ? "ok" : "FAILED", ok(res.is_storage_ok), ok(res.is_key_proven),
-               ok(res.is_chain_ok), ok(res.is_server_ca_ok));
-        if (url != NULL) {
-            printf(" connect=%s", res.is_connect_run
-                                      ? prov_connect_outcome_name(res.connect.outcome)
-                                      : "not-run");
-            if (res.is_connect_run && res.connect.tls_version[0]) {
-                printf(" tls=%s", res.connect.tls_version);
-            }
-        }
-        printf("\n");
-    }
     if (r < 0) {
-        fprintf(stderr, "provisioner: %s\n", res.detail[0] ? res.detail : prov_strerror(r));
+        rc = fail_check(dir, url, &res, r, as_json);
+    } else {
+        print_result(dir, url, &res, 0, NULL, as_json);
+        rc = PROV_EXIT_OK;
     }
-    rc = r == 0 ? PROV_EXIT_OK : PROV_EXIT_FAILED;
-out:
     prov_check_result_clear(&res);
     prov_config_free(cfg);
     return rc;

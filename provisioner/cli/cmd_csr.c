@@ -6,6 +6,7 @@
 #include "csr.h"
 #include "enroll.h"
 #include "error.h"
+#include "storage.h"
 
 static void usage(FILE *f)
 {
@@ -62,6 +63,15 @@ int cmd_csr(int argc, char **argv)
     if (optind != argc || p.device_uri == NULL || out_path == NULL) {
         fprintf(stderr, "provisioner: csr: --serial, --device and --out are required\n");
         return PROV_EXIT_USAGE;
+    }
+    rc = cli_check_device(p.device_uri);
+    if (rc != 0) {
+        return rc;
+    }
+    /* The key is made on the device before the CSR is written: --out must work first. */
+    prov_error_clear();
+    if (prov_storage_check_output_file(out_path, "--out") < 0) {
+        return cli_fail(PROV_ERR_STORAGE, out_path);
     }
     rc = cli_load_config(&cfg);
     if (rc != 0) {

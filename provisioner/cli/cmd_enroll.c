@@ -85,9 +85,15 @@ int cmd_enroll(int argc, char **argv)
     if (p.prove_url != NULL && prov_connect_url_check(p.prove_url) < 0) {
         return cli_fail(PROV_ERR_USAGE, "--prove");
     }
-    rc = cli_load_config(&cfg);
+    rc = cli_check_device(p.device_uri);
     if (rc != 0) {
         return rc;
+    }
+    prov_error_clear();
+    r = prov_config_load(prov_cli.config_path, &cfg);
+    if (r < 0) {
+        rc = cli_identity_failed(in.serial, &res, r, prov_cli.config_path, true, as_json);
+        goto out;
     }
     rc = cli_request_build(cfg, &in, &p.req, &p.key_type);
     if (rc != 0) {
@@ -99,13 +105,19 @@ int cmd_enroll(int argc, char **argv)
         r = prov_enroll(cfg, ca, &p, &res);
     }
     if (r < 0 && !(res.is_proof_run && res.storage_dir != NULL)) {
-        rc = cli_fail(r, p.req.serial);
+        rc = cli_identity_failed(p.req.serial, &res, r, p.req.serial, true, as_json);
         goto out;
     }
     /* A refused proof still prints the result: the certificate exists and is stored. */
     status = r == 0 ? "issued" : "proof-failed";
     if (as_json) {
-        cli_print_identity_json(p.req.serial, status, &res, true);
+        char line[1536];
+
+        if (r < 0) {
+            cli_error_text(r, p.req.serial, line, sizeof(line));
+        }
+        cli_print_identity_json(p.req.serial, status, &res, true, r < 0 ? line : NULL,
+                                prov_exit_code(r));
     } else {
         printf("%s %s cert_serial=%s sha256=%s not_after=%s storage=%s", p.req.serial, status,
                res.facts.serial_hex, res.facts.sha256_hex, res.facts.not_after, res.storage_dir);

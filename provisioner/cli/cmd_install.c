@@ -70,21 +70,36 @@ int cmd_install(int argc, char **argv)
         fprintf(stderr, "provisioner: install: --serial, --device and --cert are required\n");
         return PROV_EXIT_USAGE;
     }
-    rc = cli_load_config(&cfg);
+    rc = cli_check_device(p.device_uri);
+    if (rc == 0) {
+        rc = cli_check_input(cert_path, false);
+    }
     if (rc != 0) {
         return rc;
     }
     prov_error_clear();
+    r = prov_config_load(prov_cli.config_path, &cfg);
+    if (r < 0) {
+        rc = cli_identity_failed(p.serial, &res, r, prov_cli.config_path, false, as_json);
+        goto out;
+    }
+    prov_error_clear();
     r = prov_chain_load_pem(cert_path, &p.bundle);
+    if (r == 0 && sk_X509_num(p.bundle) < 2) {
+        r = prov_fail(PROV_ERR_INPUT,
+                      "%s: %d certificate(s); expected the certificate followed by its CA "
+                      "chain (as written by `provisioner sign`)",
+                      cert_path, sk_X509_num(p.bundle));
+    }
     if (r == 0) {
         r = prov_install(cfg, &p, &res);
     }
     if (r < 0) {
-        rc = cli_fail(r, p.serial);
+        rc = cli_identity_failed(p.serial, &res, r, p.serial, false, as_json);
         goto out;
     }
     if (as_json) {
-        cli_print_identity_json(p.serial, "installed", &res, false);
+        cli_print_identity_json(p.serial, "installed", &res, false, NULL, PROV_EXIT_OK);
     } else {
         printf("%s installed cert_serial=%s sha256=%s not_after=%s storage=%s\n", p.serial,
                res.facts.serial_hex, res.facts.sha256_hex, res.facts.not_after, res.storage_dir);

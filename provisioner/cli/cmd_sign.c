@@ -38,6 +38,21 @@ static const struct option sign_opts[] = {
     {NULL, 0, NULL, 0},
 };
 
+/* The --json result (provisioner(1) JSON OUTPUT); the caller adds error and exit. */
+static json_object *result_json(const char *serial, const char *status,
+                                const struct prov_cert_facts *facts, const char *out_path)
+{
+    json_object *o = json_object_new_object();
+
+    json_object_object_add(o, "serial", json_object_new_string(serial ? serial : ""));
+    json_object_object_add(o, "status", json_object_new_string(status));
+    json_object_object_add(o, "cert_serial", json_object_new_string(facts->serial_hex));
+    json_object_object_add(o, "sha256", json_object_new_string(facts->sha256_hex));
+    json_object_object_add(o, "not_after", json_object_new_string(facts->not_after));
+    json_object_object_add(o, "out", json_object_new_string(out_path));
+    return o;
+}
+
 int cmd_sign(int argc, char **argv)
 {
     struct cli_request in = {0};
@@ -77,9 +92,17 @@ int cmd_sign(int argc, char **argv)
         fprintf(stderr, "provisioner: sign: --serial, --csr and --out are required\n");
         return PROV_EXIT_USAGE;
     }
-    rc = cli_load_config(&cfg);
-    if (rc != 0) {
-        return rc;
+    memset(&facts, 0, sizeof(facts));
+    /* The certificate is recorded as issued before it is written: --out must work first. */
+    prov_error_clear();
+    if (prov_storage_check_output_file(out_path, "--out") < 0) {
+        return cli_fail_json(PROV_ERR_STORAGE, out_path, as_json,
+                             result_json(in.serial, "failed", &facts, out_path));
+    }
+    r = prov_config_load(prov_cli.config_path, &cfg);
+    if (r < 0) {
+        return cli_fail_json(r, prov_cli.config_path, as_json,
+                             result_json(in.serial, "failed", &facts, out_path));
     }
     rc = cli_request_build(cfg, &in, &rq, &key_type);
     if (rc != 0) {
@@ -128,18 +151,17 @@ int cmd_sign(int argc, char **argv)
         r = prov_atomic_write_file(out_path, pem, pem_len, 0644);
     }
     if (r < 0) {
-        rc = cli_fail(r, rq.serial);
+        struct prov_cert_facts none = {0};
+
+        rc = cli_fail_json(r, rq.serial, as_json,
+                           result_json(rq.serial, "failed", &none, out_path));
         goto out;
     }
     if (as_json) {
-        json_object *o = json_object_new_object();
+        json_object *o = result_json(rq.serial, "issued", &facts, out_path);
 
-        json_object_object_add(o, "serial", json_object_new_string(rq.serial));
-        json_object_object_add(o, "status", json_object_new_string("issued"));
-        json_object_object_add(o, "cert_serial", json_object_new_string(facts.serial_hex));
-        json_object_object_add(o, "sha256", json_object_new_string(facts.sha256_hex));
-        json_object_object_add(o, "not_after", json_object_new_string(facts.not_after));
-        json_object_object_add(o, "out", json_object_new_string(out_path));
+        json_object_object_add(o, "error", NULL);
+        json_object_object_add(o, "exit", json_object_new_int(PROV_EXIT_OK));
         cli_print_json(o);
     } else {
         printf("%s issued cert_serial=%s sha256=%s not_after=%s out=%s\n", rq.serial,

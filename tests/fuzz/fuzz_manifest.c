@@ -2,7 +2,8 @@
 /*
  * Fuzz target for the manifest parser. One input is parsed three ways: whole, in two
  * chunks split where the first byte says (state carried across feeds), and every valid
- * row parsed again from its recorded extent (the batch's second pass). Rows' values are
+ * row parsed again from its recorded extent (the batch's second pass). Every checked row
+ * must have no value in a column that has a finding. Rows' values are
  * read in full so that a bad pointer or a missing terminator shows up under ASan.
  */
 #include <stddef.h>
@@ -38,6 +39,21 @@ static int on_reparsed(void *ctx, struct prov_manifest_parser *p,
     return 0;
 }
 
+/* Every examinable row, valid or not: a column with a finding of its own has no value. */
+static int on_check(void *ctx, struct prov_manifest_parser *p, const struct prov_manifest_row *row)
+{
+    for (int i = 0; i < PROV_COL_FIXED_COUNT; i++) {
+        if ((row->bad_columns & (1u << i)) != 0 && row->value[i] != NULL) {
+            __builtin_trap();
+        }
+    }
+    if (row->is_valid && row->bad_columns != 0) {
+        __builtin_trap();
+    }
+    touch_row(ctx, row);
+    return 0;
+}
+
 static int on_row(void *ctx, struct prov_manifest_parser *p, const struct prov_manifest_row *row)
 {
     struct fuzz_ctx *c = ctx;
@@ -66,7 +82,8 @@ static void on_error(void *ctx, const char *name, unsigned long line, unsigned l
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct fuzz_ctx c = {.data = data, .size = size};
-    struct prov_manifest_callbacks cb = {.row = on_row, .error = on_error, .ctx = &c};
+    struct prov_manifest_callbacks cb = {
+        .check = on_check, .row = on_row, .error = on_error, .ctx = &c};
     struct prov_manifest_parser *p = NULL;
     size_t split = size > 0 ? data[0] % (size + 1) : 0;
     unsigned long whole_errors = 0;

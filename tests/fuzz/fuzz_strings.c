@@ -2,9 +2,9 @@
 /*
  * Fuzz target for the short strings a user types: a PIN source spec (prov_secret_parse_source)
  * and a PKCS#11 device URI as the backend takes it (prov_pkcs11_parse_uri: RFC 7512 by
- * p11-kit, plus the tool's refusals of pin-value and unknown attributes, and the shown form
- * used in messages), and a TPM device string or key.uri (prov_tpm_uri_split: "tpm2:<TCTI>"
- * with an optional ";handle=0x8......."; the TCTI configuration itself goes to tpm2-tss's
+ * p11-kit, plus the tool's refusals of PINs, slot, library and unknown attributes, and the
+ * shown form used in messages), and a TPM device string or key.uri (prov_tpm_uri_split:
+ * "tpm2:<TCTI>" with an optional ";handle=0x8......."; the TCTI configuration itself goes to tpm2-tss's
  * loader, which opening a TPM would exercise with I/O, so it stops at the split). No I/O:
  * nothing is loaded.
  */
@@ -40,8 +40,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         sink += arg != NULL ? strlen(arg) : 0;
     }
     if (prov_pkcs11_parse_uri(s, "device", &uri) == 0) {
-        if (p11_kit_uri_get_pin_value(uri) != NULL) {
+        if (p11_kit_uri_get_pin_value(uri) != NULL || p11_kit_uri_get_pin_source(uri) != NULL) {
             __builtin_trap(); /* a URI carrying a PIN is always refused */
+        }
+        if (p11_kit_uri_get_slot_id(uri) != (CK_SLOT_ID)-1 ||
+            p11_kit_uri_get_module_name(uri) != NULL) {
+            __builtin_trap(); /* nothing p11-kit parses is ignored: slots, names refused */
         }
         p11_kit_uri_free(uri);
     } else if (prov_error_message() == NULL) {

@@ -92,6 +92,11 @@ assert_eq "$(jq -r .sha256 "$PROV_OUT" | tr -d : | tr A-F a-f)" \
 prov 0 check devices/SN-J1 --json
 check_json check
 assert_eq "$(jq -r .ok "$PROV_OUT")" true "check --json ok"
+# the same shape when the check cannot be carried out, carrying the error
+prov 2 check devices/no-such-device --json
+check_json check
+assert_eq "$(jq -r '"\(.ok) \(.exit)"' "$PROV_OUT")" "false 2" "check --json of no such DIR"
+[ "$(jq -r .error "$PROV_OUT")" != null ] || fail "check --json: no error for no such DIR"
 prov 0 csr --serial SN-J2 --device pkcs11:token=dev-c --out sn-j2.csr
 prov 0 sign --serial SN-J2 --csr sn-j2.csr --out sn-j2.pem --json
 check_json sign
@@ -126,6 +131,33 @@ prov 0 station --instance "usb-1209:0001-$ser" --json
 check_json station
 assert_eq "$(jq -r '"\(.serial) \(.status) \(.exit) \(.reason)"' "$PROV_OUT")" "SN-S1 issued 0 null" \
     "station --json"
+
+# Every --json command prints its documented object when it fails too, carrying the error
+# (error set, exit = the exit status); the error line is still on stderr.
+json_failure() {
+    local name=$1 code=$2
+    check_json "$name"
+    assert_eq "$(jq -r .exit "$PROV_OUT")" "$code" "$name --json: exit field"
+    [ "$(jq -r .error "$PROV_OUT")" != null ] || fail "$name --json: no error on failure"
+    [ -s "$PROV_ERR" ] || fail "$name --json: no error line on stderr"
+}
+prov 4 enroll --serial SN-F1 --device pkcs11:token=no-such-token --json
+json_failure enroll 4
+assert_eq "$(jq -r '"\(.serial) \(.status)"' "$PROV_OUT")" "SN-F1 failed" "enroll --json failure"
+printf 'garbage\n' >garbage.csr
+prov 2 sign --serial SN-F2 --csr garbage.csr --out sn-f2.pem --json
+json_failure sign 2
+prov 4 install --serial SN-F3 --device pkcs11:token=no-such-token --cert sn-j2.pem --json
+json_failure install 4
+printf 'serial,device\nbad serial,pkcs11:token=dev-b\n' >badlot.csv
+prov 2 batch badlot.csv --json --no-progress
+json_failure batch 2
+assert_eq "$(jq -r .problems "$PROV_OUT")" 1 "batch --json problems"
+prov 2 batch status --journal no-such.journal.sqlite --json
+json_failure "batch status" 2
+sed 's|^dir = ca|dir = no-such-ca|' provisioner.cnf >noca.cnf
+prov 1 --config noca.cnf ca show --json
+json_failure "ca show" 1
 
 # the seed-style root: ca show has lint findings to show
 mkdir seed && cd seed

@@ -7,7 +7,7 @@
 # enroll a serial twice, and --reissue.
 . "$(dirname "$0")/lib.sh"
 it_setup
-need certtool pkcs11-tool
+need certtool pkcs11-tool jq
 
 ca_fixture pkcs11
 for t in dev-p256 dev-p384 dev-rsa; do
@@ -88,3 +88,26 @@ cp -a "$WORK/devices/SN-P256-0001" "$WORK/bad-server-ca"
 printf 'garbage\n' >"$WORK/bad-server-ca/server-ca.pem"
 prov 1 check "$WORK/bad-server-ca"
 assert_one_error server-ca.pem
+# each check runs on its own: a missing server-ca.pem fails storage and server-ca only;
+# the key still proves itself and the chain still verifies
+cp -a "$WORK/devices/SN-P256-0001" "$WORK/no-server-ca"
+rm "$WORK/no-server-ca/server-ca.pem"
+prov 1 check "$WORK/no-server-ca"
+assert_grep "$PROV_OUT" 'storage=FAILED key-proof=ok chain=ok server-ca=FAILED' \
+    "check without server-ca.pem: the other checks still run"
+assert_one_error server-ca.pem
+prov 1 check --json "$WORK/no-server-ca"
+assert_eq "$(jq -r '"\(.ok) \(.storage) \(.key_proof) \(.chain) \(.server_ca)"' "$PROV_OUT")" \
+    "false false true true false" "check --json without server-ca.pem"
+assert_grep "$PROV_OUT" '"error": *"[^"]*server-ca.pem'
+# --json also prints its object when the check cannot be carried out (here: a wrong PIN)
+write_secret "$WORK/wrong.pin" "dev-PIN-Wrong-1111"
+prov 3 check --json --pin "file:$WORK/wrong.pin" "$WORK/devices/SN-RSA-0003"
+assert_eq "$(jq -r '"\(.ok) \(.key_proof) \(.serial)"' "$PROV_OUT")" "false false SN-RSA-0003" \
+    "check --json with a wrong PIN"
+assert_grep "$PROV_OUT" '"error": *"[^"]*CKR_PIN_INCORRECT'
+assert_one_error dev-rsa
+prov 2 check --json "$WORK/no-such-dir"
+assert_eq "$(jq -r '"\(.ok) \(.dir)"' "$PROV_OUT")" "false $WORK/no-such-dir" "check --json of no dir"
+assert_grep "$PROV_OUT" '"error": *"[^"]*no-such-dir'
+assert_one_error no-such-dir

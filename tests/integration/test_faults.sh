@@ -133,6 +133,10 @@ assert_one_error intermediate_dayz
 { cat provisioner.cnf; printf '\n[profile_device]\ndays = 30\ncolour = blue\n'; } >typo-profile.cnf
 prov 2 --config typo-profile.cnf enroll --serial SN-FAULT-CFG --device pkcs11:token=dev-fault
 assert_one_error colour
+# a section name with a typo: the 30-day profile would be silently unused (365 days issued)
+{ cat provisioner.cnf; printf '\n[profle_device]\ndays = 30\n'; } >typo-section.cnf
+prov 2 --config typo-section.cnf enroll --serial SN-FAULT-CFG --device pkcs11:token=dev-fault
+assert_one_error profle_device typo-section.cnf
 prov 2 --config "$WORK/no-such.cnf" ca show
 assert_one_error no-such.cnf
 assert_eq "$(tree_digest devices/SN-FAULT-CFG)" "(absent)" "storage after config errors"

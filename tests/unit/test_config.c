@@ -220,6 +220,65 @@ static void test_unknown_keys(void **state)
                "[profile_x] key \"subjet\": unknown key", NULL);
 }
 
+/*
+ * A section the tool neither reads nor finds referred to is an error naming it: a typo such
+ * as [profle_device] must not leave the intended profile silently unused.
+ */
+static void test_unknown_sections(void **state)
+{
+    struct prov_config *cfg;
+
+    (void)state;
+    parse_fail("[profle_device]\ndays = 30\n", "[profle_device]", "unknown section");
+    parse_fail("[provisionr]\nlot = x\n", "[provisionr]", "unknown section");
+    parse_fail("[profile_device]\nsubject = dn\n[dn]\nCN = ${cn}\n[dn2]\nCN = x\n", "[dn2]",
+               "unknown section");
+    /* an extension section referred to by nothing (the profile names another) */
+    parse_fail("[profile_device]\nextensions = ext\n[ext]\nbasicConstraints = CA:false\n"
+               "[ext_old]\nkeyUsage = digitalSignature\n",
+               "[ext_old]", NULL);
+
+    /* Everything referred to, directly or through another referred section, is fine. */
+    cfg = parse_ok("base = /srv\n"
+                   "[paths]\n"
+                   "out = $base/devices\n"
+                   "[provisioner]\n"
+                   "output_dir = ${paths::out}\n"
+                   "[ca]\n"
+                   "intermediate_subject = ca_dn\n"
+                   "[ca_dn]\n"
+                   "CN = CA\n"
+                   "[profile_device]\n"
+                   "subject = dev_dn\n"
+                   "extensions = dev_ext\n"
+                   "[dev_dn]\n"
+                   "CN = ${cn}\n"
+                   "[dev_ext]\n"
+                   "basicConstraints = critical, CA:false\n"
+                   "subjectAltName = @alt\n"
+                   "certificatePolicies = ia5org, @pol\n"
+                   "issuerAltName = dirName:dir_sect\n"
+                   "[alt]\n"
+                   "DNS.1 = ${serial}.example\n"
+                   "[pol]\n"
+                   "policyIdentifier = 1.3.6.1.4.1.99999.1\n"
+                   "userNotice.1 = @notice\n"
+                   "[notice]\n"
+                   "explicitText = Example\n"
+                   "[dir_sect]\n"
+                   "CN = Issuer\n"
+                   "[req]\n"
+                   "distinguished_name = root_dn\n"
+                   "x509_extensions = v3_root\n"
+                   "[root_dn]\n"
+                   "CN = Root\n"
+                   "[v3_root]\n"
+                   "basicConstraints = critical, CA:true\n"
+                   "[station]\n"
+                   "mode = next-free\n");
+    prov_config_free(cfg);
+}
+
 static void test_default_section_does_not_leak(void **state)
 {
     struct prov_config *cfg = parse_ok("lot = from-default\nkey = rsa-2048\n[provisioner]\n");
@@ -444,6 +503,7 @@ int main(void)
         cmocka_unit_test(test_templates_survive),
         cmocka_unit_test(test_nconf_variables_still_work),
         cmocka_unit_test(test_unknown_keys),
+        cmocka_unit_test(test_unknown_sections),
         cmocka_unit_test(test_default_section_does_not_leak),
         cmocka_unit_test(test_syntax_errors),
         cmocka_unit_test(test_nul_byte),

@@ -246,7 +246,7 @@ static void test_read_errors(void **state)
     struct fixture *f = *state;
     X509_REQ *req = NULL;
 
-    assert_int_equal(prov_csr_read(path_in(f, "missing.csr"), &req), PROV_ERR_IO);
+    assert_int_equal(prov_csr_read(path_in(f, "missing.csr"), &req), PROV_ERR_INPUT);
     assert_null(req);
     prov_error_clear();
     write_bytes(path_in(f, "junk.csr"), "not a request\n", 14);

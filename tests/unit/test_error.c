@@ -25,7 +25,7 @@ static void test_exit_codes(void **state)
         {PROV_ERR_NOMEM, PROV_EXIT_FAILED},
         {PROV_ERR_USAGE, PROV_EXIT_USAGE},
         {PROV_ERR_CONFIG, PROV_EXIT_USAGE},
-        {PROV_ERR_INPUT, PROV_EXIT_FAILED},
+        {PROV_ERR_INPUT, PROV_EXIT_USAGE}, /* an input file: missing, a directory, garbage */
         {PROV_ERR_PIN_INCORRECT, PROV_EXIT_AUTH},
         {PROV_ERR_PIN_LOCKED, PROV_EXIT_AUTH},
         {PROV_ERR_PIN_SOURCE, PROV_EXIT_AUTH},

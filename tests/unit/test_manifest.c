@@ -220,10 +220,14 @@ static const struct bad_case bad_cases[] = {
     {"missing required", "serial,cn\nA1,x\n", 0, "1:1: required column \"device\""},
     {"duplicate column", "serial,device,cn,cn\nA1,pkcs11:x,a,b\n", 0,
      "1:18: column \"cn\" appears twice"},
+    {"duplicate x_ column", "serial,device,x_site,x_site\nA1,pkcs11:x,a,b\n", 0,
+     "1:22: column \"x_site\" appears twice"},
     {"bad x_ name", "serial,device,x_\nA1,pkcs11:x,y\n", 0, "1:15: column \"x_\""},
     {"empty column name", "serial,,device\nA1,,pkcs11:x\n", 0, "1:8: empty column name"},
     {"duplicate serial", "serial,device\nA1,pkcs11:x\nA1,pkcs11:y\n", 0,
      "3:1: serial \"A1\" is also used on line 2"},
+    {"serials differing in case", "serial,device\nhid-001,pkcs11:x\nHID-001,pkcs11:y\n", 0,
+     "3:1: serial \"HID-001\" differs only in letter case from \"hid-001\" on line 2"},
     {"bad serial", "serial,device\nA/1,pkcs11:x\n", 0, "2:1: serial \"A/1\": must match"},
     {"empty serial", "serial,device\n,pkcs11:x\n", 0, "2:1: serial: empty"},
     {"serial too long",
@@ -242,6 +246,8 @@ static const struct bad_case bad_cases[] = {
      "2:13: storage \"./\": the output directory itself"},
     {"storage duplicate", "serial,device,storage\nA1,pkcs11:x,\nA2,pkcs11:x,./A1/\n", 0,
      "3:13: storage directory \"A1\" is also used on line 2"},
+    {"storage differing in case", "serial,device,storage\nA1,pkcs11:x,\nA2,pkcs11:x,a1\n", 0,
+     "3:13: storage directory \"a1\" differs only in letter case from \"A1\" on line 2"},
     {"cn control", "serial,device,cn\nA1,pkcs11:x,\"a\nb\"\n", 0,
      "2:13: cn: control or direction-changing character U+000A"},
     {"cn bidi override",
@@ -313,6 +319,91 @@ static void test_all_findings_reported(void **state)
     /* The good rows still reach the callback (the caller decides nothing runs). */
     assert_int_equal(s.n_rows, 2);
     assert_non_null(strstr(prov_error_message(), "5 problems"));
+}
+
+/* What the callbacks saw; seen first, so that on_row and on_error take the same context. */
+struct seen_and_checked {
+    struct seen s;
+    int n;
+    unsigned long line[8];
+    unsigned bad[8];
+    bool is_valid[8];
+    bool has_profile[8];
+    bool has_san[8];
+};
+
+static int on_check(void *ctx, struct prov_manifest_parser *p, const struct prov_manifest_row *row)
+{
+    struct seen_and_checked *c = ctx;
+
+    assert_true(c->n < 8);
+    c->line[c->n] = row->line;
+    c->bad[c->n] = row->bad_columns;
+    c->is_valid[c->n] = row->is_valid;
+    c->has_profile[c->n] = row->value[PROV_COL_PROFILE] != NULL;
+    c->has_san[c->n] = row->value[PROV_COL_SAN_DNS] != NULL;
+    c->n++;
+    if (row->value[PROV_COL_PROFILE] != NULL && strcmp(row->value[PROV_COL_PROFILE], "nope") == 0) {
+        prov_manifest_report(p, &row->pos[PROV_COL_PROFILE], "profile nope: unknown");
+    }
+    return 0;
+}
+
+static int parse_checked(const char *text, struct seen_and_checked *c)
+{
+    struct prov_manifest_callbacks cb = {.check = on_check, .row = on_row, .error = on_error,
+                                         .ctx = c};
+
+    memset(c, 0, sizeof(*c));
+    prov_error_clear();
+    return prov_manifest_parse("m.csv", text, strlen(text), &cb, NULL);
+}
+
+/*
+ * The check callback sees every row that splits into the header's columns, also rows with
+ * findings and rows under a bad header, with their bad columns marked and NULL: one pass
+ * reports every problem. The row callback still gets only rows without any finding.
+ */
+static void test_check_sees_every_row(void **state)
+{
+    struct seen_and_checked c;
+
+    assert_int_equal(parse_checked("serial,device,profile,san_dns\n"
+                                   "A1,pkcs11:x,nope,bad_name\n"
+                                   "A2,pkcs11:x,,\n"
+                                   "A3,pkcs11:x,nope,\n"
+                                   "A4,pkcs11:x,\"a\"x,\n",
+                                   &c),
+                     PROV_ERR_INPUT);
+    /* Line 5 has a syntax finding: it never splits into columns and is not checked. */
+    assert_int_equal(c.n, 3);
+    assert_int_equal(c.line[0], 2);
+    assert_int_equal(c.bad[0], 1u << PROV_COL_SAN_DNS);
+    assert_false(c.is_valid[0]);
+    assert_true(c.has_profile[0]);
+    assert_false(c.has_san[0]);
+    assert_int_equal(c.bad[1], 0);
+    assert_true(c.is_valid[1]);
+    assert_true(c.is_valid[2]);
+    /* The check's findings come in line order with the parser's, also on the bad-SAN row. */
+    assert_int_equal(c.s.n_findings, 4);
+    assert_true(strncmp(c.s.findings[0], "2:18: san_dns", 13) == 0);
+    assert_string_equal(c.s.findings[1], "2:13: profile nope: unknown");
+    assert_string_equal(c.s.findings[2], "4:13: profile nope: unknown");
+    assert_true(strncmp(c.s.findings[3], "5:16: character after the closing quote", 39) == 0);
+    /* Only A2 is without findings; A3's finding came from the check. */
+    assert_int_equal(c.s.n_rows, 1);
+    assert_string_equal(c.s.serial[0], "A2");
+
+    /* A header with an unknown column: rows are still checked, none is valid. */
+    assert_int_equal(parse_checked("serial,device,profile,bogus\nA1,pkcs11:x,nope,\n", &c),
+                     PROV_ERR_INPUT);
+    assert_int_equal(c.n, 1);
+    assert_false(c.is_valid[0]);
+    assert_true(c.has_profile[0]);
+    assert_int_equal(c.s.n_findings, 2);
+    assert_string_equal(c.s.findings[1], "2:13: profile nope: unknown");
+    assert_int_equal(c.s.n_rows, 0);
 }
 
 /* Limits: a field over 4 KiB, more than 128 fields. Memory stays bounded either way. */
@@ -485,6 +576,7 @@ int main(void)
         cmocka_unit_test(test_reparse_record),
         cmocka_unit_test(test_bad_cases),
         cmocka_unit_test(test_all_findings_reported),
+        cmocka_unit_test(test_check_sees_every_row),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_many_serials),
         cmocka_unit_test(test_corpus),

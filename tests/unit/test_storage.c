@@ -701,6 +701,51 @@ static void test_read_only_dir(void **state)
     assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/* Output paths checked before anything is made: nothing is created by the check itself. */
+static void test_check_output_paths(void **state)
+{
+    struct fixture *fx = *state;
+    char path[256];
+    char file[160];
+    const char *msg;
+
+    snprintf(file, sizeof(file), "%s/a-file", fx->dir);
+    write_pem(file, fx->leaf, NULL);
+
+    snprintf(path, sizeof(path), "%s/results.csv", fx->dir);
+    assert_int_equal(prov_storage_check_output_file(path, "results"), 0);
+    assert_int_equal(access(path, F_OK), -1); /* nothing made */
+    assert_int_equal(prov_storage_check_output_file(file, "results"), 0); /* replaced later */
+    prov_error_clear();
+    snprintf(path, sizeof(path), "%s/missing/results.csv", fx->dir);
+    assert_int_equal(prov_storage_check_output_file(path, "results"), PROV_ERR_STORAGE);
+    msg = prov_error_message();
+    assert_non_null(strstr(msg, "results"));
+    assert_non_null(strstr(msg, path));
+    prov_error_clear();
+    assert_int_equal(prov_storage_check_output_file(fx->dir, "--out"), PROV_ERR_STORAGE);
+    assert_non_null(strstr(prov_error_message(), "is a directory"));
+    prov_error_clear();
+    snprintf(path, sizeof(path), "%s/x.pem", file);
+    assert_int_equal(prov_storage_check_output_file(path, "--out"), PROV_ERR_STORAGE);
+    assert_non_null(strstr(prov_error_message(), "not a directory"));
+    prov_error_clear();
+
+    /* directories: existing, or creatable under the nearest existing ancestor */
+    assert_int_equal(prov_storage_check_output_dir(fx->dir, "output_dir"), 0);
+    snprintf(path, sizeof(path), "%s/new/deeper/devices", fx->dir);
+    assert_int_equal(prov_storage_check_output_dir(path, "output_dir"), 0);
+    snprintf(path, sizeof(path), "%s/new", fx->dir);
+    assert_int_equal(access(path, F_OK), -1); /* nothing made */
+    snprintf(path, sizeof(path), "%s/devices", file);
+    assert_int_equal(prov_storage_check_output_dir(path, "output_dir"), PROV_ERR_STORAGE);
+    assert_non_null(strstr(prov_error_message(), path));
+    prov_error_clear();
+    assert_int_equal(prov_storage_check_output_dir(file, "output_dir"), PROV_ERR_STORAGE);
+    assert_non_null(strstr(prov_error_message(), "not a directory"));
+    prov_error_clear();
+}
+
 static void test_bad_server_ca(void **state)
 {
     struct fixture *fx = *state;
@@ -827,6 +872,7 @@ int main(void)
         cmocka_unit_test(test_read_back_differs),
         cmocka_unit_test(test_directory_in_the_way),
         cmocka_unit_test(test_read_only_dir),
+        cmocka_unit_test(test_check_output_paths),
         cmocka_unit_test(test_bad_server_ca),
         cmocka_unit_test(test_server_ca_changed_after_use),
         cmocka_unit_test(test_cert_facts),
