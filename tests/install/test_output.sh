@@ -28,7 +28,7 @@ observed() {
         | getpath($p) as $v
         | "\($n) \($v | type)\(if ($v | type) == "number" and ($v | floor) == $v then "/int" else "" end)",
           (if ($v | type) == "array" and ($v | length) == 0 then "\($n)[] empty" else empty end)' \
-        "$1" | grep -vE '\[\] (string|number|object|array|boolean|null)' || true
+        "$1" | filter_lines -vE '\[\] (string|number|object|array|boolean|null)'
 }
 
 CHECKED=()

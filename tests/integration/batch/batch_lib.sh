@@ -35,7 +35,9 @@ make_lot() {
 
 # token_objects LABEL: "TYPE ID" for every object on the token (privkey, pubkey, cert, data).
 token_objects() {
-    p11 "$1" "$DEV_PIN_VALUE" --list-objects 2>/dev/null | awk '
+    local out
+    out=$(token_list "$1" "$DEV_PIN_VALUE") || exit 1
+    printf '%s\n' "$out" | awk '
         /^Private Key Object/ { t = "privkey" }
         /^Public Key Object/ { t = "pubkey" }
         /^Certificate Object/ { t = "cert" }
@@ -48,8 +50,8 @@ token_objects() {
 # left over from an interrupted or superseded attempt, nothing missing.
 assert_token_matches_journal() {
     local t
-    sqlite3 "$1" "SELECT lower(hex(key_id)) FROM device WHERE device_uri = 'pkcs11:token=$2'
-                  AND state = 'proven' ORDER BY 1" >"$WORK/log/want-$2"
+    sql_q "$1" "SELECT lower(hex(key_id)) FROM device WHERE device_uri = 'pkcs11:token=$2'
+                AND state = 'proven' ORDER BY 1" >"$WORK/log/want-$2"
     token_objects "$2" >"$WORK/log/objects-$2"
     for t in privkey pubkey cert; do
         awk -v t=$t '$1 == t { print $2 }' "$WORK/log/objects-$2" | sort >"$WORK/log/got-$2-$t"
@@ -63,5 +65,5 @@ assert_token_matches_journal() {
 
 # journal_q SQL: one query on the journal of this test ($JOURNAL).
 journal_q() {
-    sqlite3 "$JOURNAL" "$1"
+    sql_q "$JOURNAL" "$1"
 }

@@ -144,7 +144,8 @@ while IFS='|' read -r dir sha; do
     done
     assert_eq "$(fingerprint "$dir/client.crt")" "$sha" "$dir: client.crt vs the journal"
 done < <(journal_q "SELECT d.storage, c.sha256 FROM device d JOIN certificate c ON c.id = d.cert_id")
-[ -z "$(find devices -name '*.tmp.*' -o -name '.provisioner-probe.*')" ] || fail "temp files left"
+temps=$(find devices -name '*.tmp.*' -o -name '.provisioner-probe.*') || fail "find in devices/ failed"
+[ -z "$temps" ] || fail "temp files left: $temps"
 # ... and proven by the key on the token: two tokens at a time, one device at a time per token.
 check_token() {
     local dir

@@ -51,7 +51,9 @@ json1() {
 # token_keys LABEL: "TYPE ID" of the private keys, public keys and certificates on the
 # token, sorted.
 token_keys() {
-    p11 "$1" "$DEV_PIN_VALUE" --list-objects 2>/dev/null | awk '
+    local out
+    out=$(token_list "$1" "$DEV_PIN_VALUE") || exit 1
+    printf '%s\n' "$out" | awk '
         /^Private Key Object/ { t = "privkey" } /^Public Key Object/ { t = "pubkey" }
         /^Certificate Object/ { t = "cert" } /^Data object/ { t = "data" }
         /^ *ID:/ { print t, tolower($2) }' | sort
@@ -258,7 +260,8 @@ for pid in "${pids[@]}"; do
     wait "$pid" || rc=$?
     assert_eq "$rc" 3 "station with a wrong CA PIN, arriving together: exit"
 done
-assert_eq "$(cat "$WORK"/log/ca-race-?.err | grep -c 'rejected in an earlier station run')" 1 \
+race_err=$(cat "$WORK"/log/ca-race-?.err) || fail "the racing stations left no stderr"
+assert_eq "$(count_re 'rejected in an earlier station run' <<<"$race_err")" 1 \
     "stations that did not send the rejected CA PIN again"
 assert_file "$WORK/lot.journal.sqlite.pin-rejected.ca"
 rm -f "$WORK/lot.journal.sqlite.pin-rejected.ca"

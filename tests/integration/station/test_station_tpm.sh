@@ -91,8 +91,7 @@ assert_eq "$(jq_ "SELECT count(*) FROM certificate")" 1 "certificates (issued on
 assert_eq "$(jq_ "SELECT state FROM device WHERE serial = 'SN-T1'")" proven "journal state"
 assert_tpm_identity "$TCTI" devices/SN-T1
 prov 0 check devices/SN-T1
-assert_eq "$(TPM2TOOLS_TCTI=$TCTI tpm2_getcap handles-persistent | grep -c '0x8101\|0x81000101')" \
-    1 "device keys at the handle (no leftover)"
+assert_eq "$(persistent_count "$TCTI" '0x8101|0x81000101')" 1 "device keys at the handle (no leftover)"
 unit_run tpmrm0 0
 assert_result serial=SN-T1 status=already-issued cert_serial="$issued"
 assert_eq "$(jq_ "SELECT count(*) FROM device WHERE serial = 'SN-OTHER'")" 0 "the other TPM's row"
