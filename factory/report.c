@@ -158,8 +158,45 @@ static int status_pending_row(void *ctx, const struct prov_journal_device *d)
     return 0;
 }
 
+/*
+ * The superseded keys of the lot still on the device they were generated on (it was not
+ * there when their row was finished): an operator plugs it in and runs the batch again, or
+ * deletes the key by hand.
+ */
+static int status_not_retired(struct status_ctx *sc, long long lot_id, json_object *array)
+{
+    struct prov_journal_old_key *keys = NULL;
+    char hex[2 * PROV_JOURNAL_KEY_ID_MAX + 1];
+    size_t n = 0;
+    int r;
+
+    r = prov_journal_unretired_keys(sc->j, lot_id, NULL, &keys, &n);
+    for (size_t i = 0; i < n && r == 0; i++) {
+        for (size_t b = 0; b < keys[i].key_id_len; b++) {
+            snprintf(hex + 2 * b, 3, "%02x", keys[i].key_id[b]);
+        }
+        hex[2 * keys[i].key_id_len] = '\0';
+        if (array != NULL) {
+            json_object *o = json_object_new_object();
+
+            json_object_object_add(o, "serial", json_object_new_string(keys[i].serial));
+            json_object_object_add(o, "cert_serial", json_object_new_string(keys[i].cert_serial));
+            json_object_object_add(o, "device", json_object_new_string(keys[i].device_uri));
+            json_object_object_add(o, "key_id", json_object_new_string(hex));
+            json_object_object_add(o, "superseded", json_object_new_string(keys[i].superseded));
+            json_object_array_add(array, o);
+        } else {
+            fprintf(sc->out, "  %-24s not retired: key id %s of superseded certificate %s on %s\n",
+                    keys[i].serial, hex, keys[i].cert_serial, keys[i].device_uri);
+        }
+    }
+    prov_journal_old_keys_free(keys, n);
+    return r;
+}
+
 static int status_lot(void *ctx, long long lot_id, const char *name, const char *manifest)
 {
+    json_object *not_retired = NULL;
     struct status_ctx *sc = ctx;
     long long counts[PROV_JOURNAL_STATE_COUNT];
     long long superseded = 0;
@@ -188,6 +225,8 @@ static int status_lot(void *ctx, long long lot_id, const char *name, const char 
         json_object_object_add(o, "superseded_certificates", json_object_new_int64(superseded));
         sc->pending = json_object_new_array();
         json_object_object_add(o, "not_proven", sc->pending);
+        not_retired = json_object_new_array();
+        json_object_object_add(o, "not_retired", not_retired);
         json_object_array_add(sc->lots, o);
     } else {
         fprintf(sc->out, "lot %s (%s): %lld devices:", name, manifest, total);
@@ -201,7 +240,7 @@ static int status_lot(void *ctx, long long lot_id, const char *name, const char 
     }
     r = prov_journal_foreach(sc->j, lot_id, status_pending_row, sc);
     sc->pending = NULL;
-    return r;
+    return r < 0 ? r : status_not_retired(sc, lot_id, not_retired);
 }
 
 int prov_batch_status(struct prov_journal *j, bool as_json, FILE *out)
