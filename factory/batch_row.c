@@ -864,8 +864,16 @@ static int do_row(struct row_ctx *c, enum batch_status *st)
             return complete_from_journal(c, st);
         }
         if (c->d.key_id_len > 0) {
-            r = delete_key_by_id(c, c->d.device_uri, c->d.key_id, c->d.key_id_len,
-                                 "the interrupted attempt's");
+            /*
+             * The interrupted key lives on the device its intent named, which the manifest
+             * may have changed since: deleted under that token's lock, then back to the
+             * row's own token for the new key.
+             */
+            r = hold_token(c, c->d.device_uri);
+            r = r ? r
+                  : delete_key_by_id(c, c->d.device_uri, c->d.key_id, c->d.key_id_len,
+                                     "the interrupted attempt's");
+            r = r ? r : lock_token(c);
         }
         return r < 0 ? r : enroll_fresh(c);
     default: return prov_fail(PROV_ERR_JOURNAL, "serial %s: unknown journal state", c->serial);

@@ -6,7 +6,10 @@
 #   on (the journal records the device per certificate), not on the row's new device;
 # - with that old token absent the reissue still completes, the key is named on stderr and
 #   listed by `batch status` as not retired, and a later run retires it when the token is
-#   back.
+#   back;
+# - a key left by an interrupted attempt on the token the manifest named before is deleted
+#   under that token's own lock (PROVISIONER_DEBUG=batch shows the locks), one lock at a
+#   time, then the row is enrolled on its new token.
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/batch_lib.sh"
 . "$(dirname "$0")/../station/station_lib.sh" # token_dir
@@ -68,5 +71,42 @@ prov 0 batch lot.csv --no-progress
 assert_grep "$PROV_OUT" '^3 rows: 0 issued, 3 already-issued, 0 failed '
 assert_eq "$(token_list dev-gone "$DEV_PIN_VALUE")" "" "objects on dev-gone once it is back"
 assert_eq "$(not_retired)" "" "keys not retired after dev-gone came back"
+
+# ---- an interrupted key on the token the manifest named before ---------------------------
+it_log "case: SN-D interrupted on dev-old, then moved to dev-new"
+echo 'SN-D,pkcs11:token=dev-old' >>lot.csv
+rc=0
+PROVISIONER_TEST_CRASH_AT=intent:1 "$PROVISIONER" -q batch lot.csv --no-progress \
+    >"$WORK/log/crash.out" 2>"$WORK/log/crash.err" </dev/null || rc=$?
+assert_eq "$rc" 137 "the run stopped by the crash hook"
+assert_eq "$(journal_q "SELECT state || ' ' || device_uri FROM device WHERE serial = 'SN-D'")" \
+    "intent pkcs11:token=dev-old" "SN-D in the journal"
+id_d=$(journal_q "SELECT lower(hex(key_id)) FROM device WHERE serial = 'SN-D'")
+# The process died between the intent and C_GenerateKeyPair; the key it was about to make
+# is made here with the recorded id, as if it had died just after.
+p11 dev-old "$DEV_PIN_VALUE" --keypairgen --key-type EC:prime256v1 --id "$id_d" --label SN-D \
+    >"$WORK/log/keygen-d.log" 2>&1 || fail "pkcs11-tool --keypairgen on dev-old: $(tail -n1 "$WORK/log/keygen-d.log")"
+assert_eq "$(token_objects dev-old | count_re " $id_d\$")" 2 "SN-D's interrupted key pair on dev-old"
+move_row SN-D dev-new
+PROVISIONER_DEBUG=batch prov 0 -v batch lot.csv --no-progress --jobs 1
+assert_grep "$PROV_OUT" '^4 rows: 1 issued, 3 already-issued, 0 failed '
+assert_eq "$(token_objects dev-old | count_re " $id_d\$")" 0 "SN-D's interrupted key on dev-old"
+assert_token_matches_journal "$JOURNAL" dev-old
+assert_token_matches_journal "$JOURNAL" dev-new
+ser_old=$(token_serial dev-old)
+ser_new=$(token_serial dev-new)
+filter_lines -E '^provisioner: (debug: )?serial SN-D: (holding|released|deleted)' "$PROV_ERR" |
+    sed 's/^provisioner: \(debug: \)\{0,1\}serial SN-D: //' >"$WORK/log/locks-d"
+cat >"$WORK/log/locks-d.want" <<EOF
+holding the lock of pkcs11:$ser_new
+released the lock of pkcs11:$ser_new
+holding the lock of pkcs11:$ser_old
+deleted the interrupted attempt's key id $id_d from token dev-old
+released the lock of pkcs11:$ser_old
+holding the lock of pkcs11:$ser_new
+released the lock of pkcs11:$ser_new
+EOF
+cmp -s "$WORK/log/locks-d" "$WORK/log/locks-d.want" ||
+    fail "SN-D: the token locks around the deletion: $(diff "$WORK/log/locks-d.want" "$WORK/log/locks-d" | filter_lines '^[<>]' | tr '\n' '|')"
 
 prov 0 batch report --journal "$JOURNAL" --verify-audit
