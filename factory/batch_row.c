@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509.h>
 
@@ -42,7 +43,8 @@ struct row_ctx {
     unsigned char key_id[KEY_ID_BYTES];
     const unsigned char *cur_id; /* the row's current key (kept when superseded keys go) */
     size_t cur_id_len;
-    bool is_deferred; /* handed to the storage stage, which concludes the row */
+    bool is_deferred;       /* handed to the storage stage, which concludes the row */
+    bool is_outside_change; /* the storage holds an identity the lot did not issue */
 };
 
 /* An issued identity waiting for the storage stage (everything owned). */
@@ -799,6 +801,54 @@ static int maybe_supersede(struct row_ctx *c)
 }
 
 /*
+ * The certificate in the row's storage (client.crt) when it is one the lot never issued for
+ * this row: not the journal's current certificate, nor one it superseded. Someone replaced
+ * the identity outside the lot (`enroll --reissue`, a restore from elsewhere): it is not
+ * rewritten from the journal (that would destroy a working identity, and the journal's key
+ * may be gone with it), the row's journal state stays what the lot did, and the row fails
+ * with the reason. `--reissue SERIAL` certifies it for the lot again. A client.crt that
+ * is missing or does not parse is the lot's own interrupted write: rewritten as before.
+ */
+static int refuse_outside_identity(struct row_ctx *c)
+{
+    char *path = NULL;
+    FILE *f = NULL;
+    X509 *found = NULL;
+    struct prov_cert_facts facts;
+    bool is_known = true;
+    int r = 0;
+
+    if (asprintf(&path, "%s/client.crt", c->dir) < 0) {
+        return prov_fail(PROV_ERR_NOMEM, "serial %s: out of memory", c->serial);
+    }
+    f = fopen(path, "r");
+    found = f != NULL ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+    if (f != NULL) {
+        fclose(f);
+    }
+    if (found != NULL && prov_cert_facts(found, &facts) == 0 &&
+        strcmp(facts.sha256_hex, c->d.sha256) != 0) {
+        r = prov_journal_row_has_cert(c->b->journal, c->b->lot_id, c->serial, facts.sha256_hex,
+                                      &is_known);
+    }
+    if (r == 0 && !is_known) {
+        c->is_outside_change = true;
+        r = prov_fail(PROV_ERR_POLICY,
+                      "serial %s: %s holds certificate %s, which this lot never issued for it (the "
+                      "journal's is %s): the identity was replaced outside the lot (enroll "
+                      "--reissue?); left as it is, journal unchanged; --reissue %s certifies it "
+                      "for the lot again",
+                      c->serial, path, facts.serial_hex, c->d.cert_serial, c->serial);
+    }
+    if (r == 0) {
+        prov_error_clear(); /* a client.crt that does not parse is rewritten, not an error */
+    }
+    X509_free(found);
+    free(path);
+    return r;
+}
+
+/*
  * A proven row whose superseded keys were not all retired (their device was not here when
  * the row was finished): retired now from the devices that are back. The identity is
  * complete whatever happens here, so a failure is a warning, never the row's.
@@ -828,6 +878,9 @@ static int do_row(struct row_ctx *c, enum batch_status *st)
     if (r < 0) {
         return r;
     }
+    if (c->d.cert_der != NULL && (r = refuse_outside_identity(c)) < 0) {
+        return r;
+    }
     if (c->d.cert_der != NULL && strcmp(c->d.device_uri, c->device_uri) != 0) {
         return prov_fail(PROV_ERR_ALREADY_ISSUED,
                          "serial %s: the journal has it certified on %s, the manifest names %s "
@@ -845,7 +898,10 @@ static int do_row(struct row_ctx *c, enum batch_status *st)
             remove_stale_temp_files(c->dir);
             *st = BATCH_ALREADY;
             retire_left_over(c);
-            return 0;
+            /* the lot's identity is back where an outside one was seen: the note goes */
+            return c->d.error == NULL ? 0
+                                      : prov_journal_record_outside_change(
+                                            c->b->journal, c->b->lot_id, c->serial, NULL);
         }
     }
     r = lock_token(c);
@@ -913,18 +969,26 @@ static void report_failure(struct batch *b, uint32_t line, const char *serial, c
     }
 }
 
-/* The row's outcome: status, count, and for a failure the journal record and one line. */
+/*
+ * The row's outcome: status, count, and for a failure the journal record and one line. An
+ * identity replaced outside the lot is not the lot's failure: the journal keeps the row's
+ * state and notes the reason beside it.
+ */
 static void conclude(struct row_ctx *c, int r, enum batch_status st)
 {
     if (r < 0) {
         const char *msg = prov_error_message();
         char reason[1024];
+        int jr;
 
         snprintf(reason, sizeof(reason), "%s", msg ? msg : prov_strerror(r));
         st = BATCH_FAILED;
         prov_error_clear();
-        if (prov_journal_record_failed(c->b->journal, c->b->lot_id, c->serial, c->device_uri,
-                                       reason) < 0) {
+        jr = c->is_outside_change ? prov_journal_record_outside_change(c->b->journal, c->b->lot_id,
+                                                                       c->serial, reason)
+                                  : prov_journal_record_failed(c->b->journal, c->b->lot_id,
+                                                               c->serial, c->device_uri, reason);
+        if (jr < 0) {
             report_failure(c->b, c->e->line, c->serial, prov_error_message());
         }
         report_failure(c->b, c->e->line, c->serial, reason);

@@ -770,6 +770,33 @@ out:
     return txn_end(j, &t, r, PROV_JOURNAL_FAILED);
 }
 
+int prov_journal_record_outside_change(struct prov_journal *j, long long lot_id, const char *serial,
+                                       const char *reason)
+{
+    struct txn t;
+    int r;
+
+    r = txn_begin(j, lot_id, serial, &t);
+    if (r < 0) {
+        return r;
+    }
+    if (t.cert_id == 0) {
+        r = prov_fail(PROV_ERR_JOURNAL, "journal %s: serial %s: no certificate to compare with",
+                      j->path, serial);
+        goto out;
+    }
+    if (journal_exec(j, "UPDATE device SET error = ?, updated = ? WHERE id = ?", "tti", reason,
+                     t.now, t.dev_id) != SQLITE_DONE) {
+        r = journal_db_fail(j, serial);
+        goto out;
+    }
+    r = journal_audit_append(j, t.lot, serial, "outside-change",
+                             reason ? reason : "storage holds the lot's identity again");
+out:
+    /* not a state: neither the crash nor the pause hook stops here */
+    return txn_end(j, &t, r, PROV_JOURNAL_NONE);
+}
+
 int prov_journal_supersede(struct prov_journal *j, long long lot_id, const char *serial,
                            long long run_id)
 {

@@ -158,6 +158,15 @@ int prov_journal_record_failed(struct prov_journal *j, long long lot_id, const c
                                const char *device_uri, const char *reason);
 
 /*
+ * Not a transition: the row's storage holds an identity the lot never issued for it (replaced
+ * outside the lot). The state and certificate stay what the lot did; reason goes into the
+ * row's error with an audit record "outside-change". reason NULL clears it (the lot's
+ * identity is in the storage again).
+ */
+int prov_journal_record_outside_change(struct prov_journal *j, long long lot_id,
+                                       const char *serial, const char *reason);
+
+/*
  * superseded (--reissue): the current certificate is marked superseded by run_id and the row
  * waits for a new intent. From stored, proven, or failed with a certificate.
  */
@@ -200,6 +209,13 @@ void prov_journal_old_keys_free(struct prov_journal_old_key *keys, size_t n);
  */
 int prov_journal_record_retired(struct prov_journal *j, long long lot_id, const char *serial,
                                 const char *cert_serial);
+
+/*
+ * Whether the row has (or had: superseded) the certificate whose SHA-256 (of the DER, hex)
+ * is sha256: an identity found in the row's storage is the lot's own, or someone else's.
+ */
+int prov_journal_row_has_cert(struct prov_journal *j, long long lot_id, const char *serial,
+                              const char *sha256, bool *out);
 
 /* The schema version of the open journal (meta "schema"); writers migrate to the newest. */
 int prov_journal_schema_version(const struct prov_journal *j);

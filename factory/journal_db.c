@@ -514,6 +514,26 @@ int prov_journal_unretired_keys(struct prov_journal *j, long long lot_id, const 
     return r;
 }
 
+int prov_journal_row_has_cert(struct prov_journal *j, long long lot_id, const char *serial,
+                              const char *sha256, bool *out)
+{
+    sqlite3_stmt *st = NULL;
+    int r;
+
+    *out = false;
+    pthread_mutex_lock(&j->lock);
+    r = journal_query(j, &st,
+                      "SELECT 1 FROM certificate c JOIN device d ON d.id = c.device_id"
+                      " WHERE d.lot_id = ? AND d.serial = ? AND c.sha256 = ?",
+                      "itt", lot_id, serial, sha256);
+    if (r == 0) {
+        *out = sqlite3_step(st) == SQLITE_ROW;
+    }
+    journal_release(j, st);
+    pthread_mutex_unlock(&j->lock);
+    return r;
+}
+
 int prov_journal_schema_version(const struct prov_journal *j)
 {
     return j->schema_version;

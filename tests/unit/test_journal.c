@@ -494,6 +494,59 @@ static void test_migrate_v1(void **state)
     sqlite3_close(db);
 }
 
+/*
+ * An identity replaced outside the lot: the row keeps its state and certificate, the reason
+ * is noted beside them (and cleared again), and the audit still verifies. Which certificates
+ * are the row's own: its current and superseded ones, no other row's.
+ */
+static void test_outside_change(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_journal_device d;
+    struct prov_journal_audit audit;
+    char sha_a1[65];
+    char sha_b[65];
+    long long run;
+    bool is_resumed;
+    bool is_known;
+
+    walk_to_proven(f, "A", id1, 500, f->keys[0]);
+    walk_to_proven(f, "B", id3, 502, f->keys[2]);
+    assert_int_equal(prov_journal_get(f->j, f->lot, "A", &d), 0);
+    memcpy(sha_a1, d.sha256, sizeof(sha_a1));
+    prov_journal_device_clear(&d);
+    assert_int_equal(prov_journal_get(f->j, f->lot, "B", &d), 0);
+    memcpy(sha_b, d.sha256, sizeof(sha_b));
+    prov_journal_device_clear(&d);
+    assert_int_equal(prov_journal_run_begin(f->j, f->lot, "A", &run, &is_resumed), 0);
+    assert_int_equal(prov_journal_supersede(f->j, f->lot, "A", run), 0);
+    walk_to_proven(f, "A", id2, 501, f->keys[1]);
+
+    assert_int_equal(prov_journal_row_has_cert(f->j, f->lot, "A", sha_a1, &is_known), 0);
+    assert_true(is_known); /* superseded, still the row's */
+    assert_int_equal(prov_journal_row_has_cert(f->j, f->lot, "A", sha_b, &is_known), 0);
+    assert_false(is_known); /* another row's */
+    assert_int_equal(prov_journal_row_has_cert(f->j, f->lot, "B", sha_b, &is_known), 0);
+    assert_true(is_known);
+
+    assert_int_equal(prov_journal_record_outside_change(f->j, f->lot, "A", "replaced"), 0);
+    assert_int_equal(prov_journal_get(f->j, f->lot, "A", &d), 0);
+    assert_int_equal(d.state, PROV_JOURNAL_PROVEN);
+    assert_string_equal(d.cert_serial, "01f5"); /* 501 */
+    assert_string_equal(d.error, "replaced");
+    prov_journal_device_clear(&d);
+    assert_int_equal(prov_journal_verify_audit(f->j, &audit), 0);
+    assert_int_equal(prov_journal_record_outside_change(f->j, f->lot, "A", NULL), 0);
+    assert_int_equal(prov_journal_get(f->j, f->lot, "A", &d), 0);
+    assert_null(d.error);
+    prov_journal_device_clear(&d);
+    /* a row without a certificate has nothing to compare with */
+    assert_int_equal(prov_journal_record_failed(f->j, f->lot, "C", "pkcs11:token=t", "x"), 0);
+    assert_int_equal(prov_journal_record_outside_change(f->j, f->lot, "C", "replaced"),
+                     PROV_ERR_JOURNAL);
+    assert_int_equal(prov_journal_verify_audit(f->j, &audit), 0);
+}
+
 /* A journal from a newer provisioner is not written by this one. */
 static void test_newer_schema_refused(void **state)
 {
@@ -723,6 +776,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_certificate_device, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migrate_v1, setup, teardown),
         cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_outside_change, setup, teardown),
         cmocka_unit_test_setup_teardown(test_audit_verifies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_audit_detects_altered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_audit_detects_deleted, setup, teardown),

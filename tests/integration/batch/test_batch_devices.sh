@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 #
-# Rows whose device changes between runs:
+# Rows whose device changes between runs, and identities changed outside the lot:
 # - --reissue onto a new device retires the superseded key on the token it was generated
 #   on (the journal records the device per certificate), not on the row's new device;
 # - with that old token absent the reissue still completes, the key is named on stderr and
@@ -9,7 +9,10 @@
 #   back;
 # - a key left by an interrupted attempt on the token the manifest named before is deleted
 #   under that token's own lock (PROVISIONER_DEBUG=batch shows the locks), one lock at a
-#   time, then the row is enrolled on its new token.
+#   time, then the row is enrolled on its new token;
+# - `enroll --reissue` of a serial the lot owns: the next batch run says the identity was
+#   replaced outside the lot, leaves the storage and the journal row as they are, and
+#   `batch --reissue` takes the serial back.
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/batch_lib.sh"
 . "$(dirname "$0")/../station/station_lib.sh" # token_dir
@@ -109,4 +112,32 @@ EOF
 cmp -s "$WORK/log/locks-d" "$WORK/log/locks-d.want" ||
     fail "SN-D: the token locks around the deletion: $(diff "$WORK/log/locks-d.want" "$WORK/log/locks-d" | filter_lines '^[<>]' | tr '\n' '|')"
 
+# ---- an identity replaced outside the lot ------------------------------------------------
+it_log "case: enroll --reissue SN-B outside the lot"
+lot_cert=$(journal_q "SELECT c.cert_serial FROM device d JOIN certificate c ON c.id = d.cert_id
+                      WHERE d.serial = 'SN-B'")
+prov 0 enroll --serial SN-B --device pkcs11:token=dev-old --reissue
+outside_cert=$(openssl x509 -in devices/SN-B/client.crt -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f')
+[ "$outside_cert" != "$lot_cert" ] || fail "enroll --reissue kept the certificate"
+before=$(tree_digest devices/SN-B)
+prov 1 batch lot.csv --no-progress
+assert_grep "$PROV_OUT" '^4 rows: 0 issued, 3 already-issued, 1 failed '
+assert_one_error "lot.csv:3: serial SN-B:" "holds certificate $outside_cert" \
+    "never issued for it" "journal's is $lot_cert" "replaced outside the lot" "--reissue SN-B"
+assert_no_grep "$PROV_ERR" 'missing or incomplete|rewriting'
+assert_grep lot.results.csv "^SN-B,failed,.*replaced outside the lot"
+assert_eq "$(tree_digest devices/SN-B)" "$before" "SN-B's storage after the batch run"
+assert_eq "$(journal_q "SELECT state FROM device WHERE serial = 'SN-B'")" proven \
+    "SN-B's journal state (what the lot did)"
+assert_eq "$(journal_q "SELECT count(*) FROM audit WHERE serial = 'SN-B' AND event = 'outside-change'
+             AND detail LIKE '%replaced outside the lot%'")" 1 "the journal's note of the outside change"
+prov 0 check devices/SN-B
+# --reissue takes it back for the lot
+prov 0 batch lot.csv --no-progress --reissue SN-B
+assert_grep "$PROV_OUT" '^4 rows: 1 issued, 3 already-issued, 0 failed '
+assert_eq "$(journal_q "SELECT c.cert_serial FROM device d JOIN certificate c ON c.id = d.cert_id
+                        WHERE d.serial = 'SN-B'")" \
+    "$(openssl x509 -in devices/SN-B/client.crt -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f')" \
+    "SN-B's storage holds the lot's new certificate"
+prov 0 check devices/SN-B
 prov 0 batch report --journal "$JOURNAL" --verify-audit
