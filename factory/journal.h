@@ -217,6 +217,29 @@ int prov_journal_record_retired(struct prov_journal *j, long long lot_id, const 
 int prov_journal_row_has_cert(struct prov_journal *j, long long lot_id, const char *serial,
                               const char *sha256, bool *out);
 
+/*
+ * A key the journal expects on a device: a row's current key ("current"), the key of an
+ * attempt interrupted before its certificate ("interrupted": the next run deletes it), or a
+ * superseded key not yet retired ("superseded"). Borrowed for the callback.
+ */
+struct prov_journal_key_ref {
+    const char *lot;
+    const char *serial;
+    const char *device_uri;
+    const unsigned char *key_id;
+    size_t key_id_len;
+    const char *role;
+};
+
+/*
+ * Calls fn for every key the journal expects on a device, every lot (batch status --tokens:
+ * an object on a token whose CKA_ID is none of these is explained by no row). In a journal
+ * older than schema version 2 a superseded key is expected on its row's device.
+ */
+int prov_journal_foreach_key(struct prov_journal *j,
+                             int (*fn)(void *ctx, const struct prov_journal_key_ref *k),
+                             void *ctx);
+
 /* The schema version of the open journal (meta "schema"); writers migrate to the newest. */
 int prov_journal_schema_version(const struct prov_journal *j);
 

@@ -534,6 +534,51 @@ int prov_journal_row_has_cert(struct prov_journal *j, long long lot_id, const ch
     return r;
 }
 
+int prov_journal_foreach_key(struct prov_journal *j,
+                             int (*fn)(void *ctx, const struct prov_journal_key_ref *k),
+                             void *ctx)
+{
+    static const char *const head =
+        "SELECT l.name, d.serial, d.device_uri, d.key_id,"
+        " CASE WHEN d.cert_id IS NULL AND d.state IN ('intent', 'failed') THEN 'interrupted'"
+        " ELSE 'current' END"
+        " FROM device d JOIN lot l ON l.id = d.lot_id WHERE d.key_id IS NOT NULL"
+        " UNION ALL SELECT l.name, d.serial, ";
+    static const char *const tail_v2 =
+        "c.device_uri, c.key_id, 'superseded'"
+        " FROM certificate c JOIN device d ON d.id = c.device_id JOIN lot l ON l.id = d.lot_id"
+        " WHERE c.superseded IS NOT NULL AND c.retired IS NULL";
+    static const char *const tail_v1 =
+        "d.device_uri, c.key_id, 'superseded'"
+        " FROM certificate c JOIN device d ON d.id = c.device_id JOIN lot l ON l.id = d.lot_id"
+        " WHERE c.superseded IS NOT NULL";
+    sqlite3_stmt *st = NULL;
+    char *sql = NULL;
+    int r;
+
+    if (asprintf(&sql, "%s%s", head, j->schema_version >= 2 ? tail_v2 : tail_v1) < 0) {
+        return prov_fail(PROV_ERR_NOMEM, "journal %s: out of memory", j->path);
+    }
+    r = journal_query(j, &st, sql, "");
+    while (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
+        struct prov_journal_key_ref k = {
+            .lot = (const char *)sqlite3_column_text(st, 0),
+            .serial = (const char *)sqlite3_column_text(st, 1),
+            .device_uri = (const char *)sqlite3_column_text(st, 2),
+            .key_id = sqlite3_column_blob(st, 3),
+            .key_id_len = (size_t)sqlite3_column_bytes(st, 3),
+            .role = (const char *)sqlite3_column_text(st, 4),
+        };
+
+        if (k.device_uri != NULL && k.key_id != NULL && k.key_id_len > 0) {
+            r = fn(ctx, &k);
+        }
+    }
+    journal_release(j, st);
+    free(sql);
+    return r;
+}
+
 int prov_journal_schema_version(const struct prov_journal *j)
 {
     return j->schema_version;

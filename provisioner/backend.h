@@ -73,6 +73,19 @@ struct prov_key_props {
     bool can_decrypt;             /* decrypt, unwrap or derive allowed */
 };
 
+/*
+ * One object on a device as list_objects reports it (borrowed for the callback). kind is
+ * "private-key", "public-key", "certificate", "data", "secret-key", "other", or "unknown"
+ * for an object whose class cannot be read (what an interrupted key generation can leave).
+ */
+struct prov_device_object {
+    unsigned long handle;    /* the backend's handle for it (PKCS#11 CK_OBJECT_HANDLE) */
+    const char *kind;
+    const unsigned char *id; /* CKA_ID; NULL when the object has none (or an empty one) */
+    size_t id_len;
+    const char *label;       /* CKA_LABEL; NULL when none */
+};
+
 /* Signature mechanisms the core asks for. */
 enum prov_sig_mech {
     PROV_SIG_ECDSA,     /* in: message digest; out: DER ECDSA-Sig-Value */
@@ -138,6 +151,14 @@ struct prov_backend_ops {
     int (*delete_key)(struct prov_device *dev, struct prov_key *key);
 
     void (*free_key)(struct prov_device *dev, struct prov_key *key);
+
+    /*
+     * Calls fn for every object the device shows this session: public objects without a
+     * login, private ones too after it. fn returning < 0 stops the walk with that value.
+     * NULL in a backend that cannot list its objects (TPM).
+     */
+    int (*list_objects)(struct prov_device *dev,
+                        int (*fn)(void *ctx, const struct prov_device_object *obj), void *ctx);
 };
 
 /* The backend for a device string, or NULL (the caller reports the unknown scheme). */

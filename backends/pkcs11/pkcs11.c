@@ -403,4 +403,5 @@ const struct prov_backend_ops prov_pkcs11_ops = {
     .store_certificate = prov_pkcs11_store_certificate,
     .delete_key = prov_pkcs11_delete_key,
     .free_key = prov_pkcs11_free_key,
+    .list_objects = prov_pkcs11_list_objects,
 };

@@ -98,6 +98,10 @@ int prov_pkcs11_store_certificate(struct prov_device *dev, struct prov_key *key,
 int prov_pkcs11_delete_key(struct prov_device *dev, struct prov_key *key);
 void prov_pkcs11_free_key(struct prov_device *dev, struct prov_key *key);
 
+/* Every object the session sees (pkcs11_objects.c); the ops table's list_objects. */
+int prov_pkcs11_list_objects(struct prov_device *dev,
+                             int (*fn)(void *ctx, const struct prov_device_object *obj), void *ctx);
+
 /* Public key conversion (pkcs11_pub.c). */
 
 /* Reads the public key object h (CKK_EC or CKK_RSA) into an EVP_PKEY. */

@@ -12,7 +12,11 @@
 #   time, then the row is enrolled on its new token;
 # - `enroll --reissue` of a serial the lot owns: the next batch run says the identity was
 #   replaced outside the lot, leaves the storage and the journal row as they are, and
-#   `batch --reissue` takes the serial back.
+#   `batch --reissue` takes the serial back;
+# - `batch status --tokens` lists what no journal row explains on the lot's tokens (a key
+#   pair made by hand, an object without a CKA_ID) by handle, class, id and label; plain status
+#   opens no token; `check` warns about the ID-less object; a rejected PIN stops the
+#   listing.
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/batch_lib.sh"
 . "$(dirname "$0")/../station/station_lib.sh" # token_dir
@@ -132,7 +136,7 @@ assert_eq "$(journal_q "SELECT state FROM device WHERE serial = 'SN-B'")" proven
 assert_eq "$(journal_q "SELECT count(*) FROM audit WHERE serial = 'SN-B' AND event = 'outside-change'
              AND detail LIKE '%replaced outside the lot%'")" 1 "the journal's note of the outside change"
 prov 0 check devices/SN-B
-# --reissue takes it back for the lot
+# --reissue takes it back for the lot (and, replacing that storage, deletes its key)
 prov 0 batch lot.csv --no-progress --reissue SN-B
 assert_grep "$PROV_OUT" '^4 rows: 1 issued, 3 already-issued, 0 failed '
 assert_eq "$(journal_q "SELECT c.cert_serial FROM device d JOIN certificate c ON c.id = d.cert_id
@@ -140,4 +144,56 @@ assert_eq "$(journal_q "SELECT c.cert_serial FROM device d JOIN certificate c ON
     "$(openssl x509 -in devices/SN-B/client.crt -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f')" \
     "SN-B's storage holds the lot's new certificate"
 prov 0 check devices/SN-B
+
+# ---- objects on the lot's tokens that no journal row explains ----------------------------
+it_log "case: batch status --tokens"
+# a key pair made on dev-old by hand, and an object without a CKA_ID, as an interrupted key
+# generation leaves them
+p11 dev-old "$DEV_PIN_VALUE" --keypairgen --key-type EC:prime256v1 --id cafe01 --label stray \
+    >"$WORK/log/stray.log" 2>&1 || fail "pkcs11-tool --keypairgen: $(tail -n1 "$WORK/log/stray.log")"
+printf 'junk' >"$WORK/junk.bin"
+p11 dev-old "$DEV_PIN_VALUE" --write-object "$WORK/junk.bin" --type data --label junk \
+    >"$WORK/log/junk.log" 2>&1 || fail "pkcs11-tool --write-object: $(tail -n1 "$WORK/log/junk.log")"
+# the harness's own check sees the object without an ID too
+assert_eq "$(token_objects dev-old | count_re '^data -$')" 1 "the ID-less object in token_objects"
+# plain status never opens a token: it needs no config, hence no module and no PIN
+PROVISIONER_CONFIG=$WORK/no-such.cnf prov 0 batch status lot.csv
+assert_no_grep "$PROV_OUT" 'not explained|tokens:'
+prov 0 batch status lot.csv --tokens
+# the tokens the journal names: dev-old and dev-new (dev-gone holds no key of the lot now)
+assert_grep "$PROV_OUT" '^tokens: 2$'
+assert_grep "$PROV_OUT" "^    not explained: handle 0x[0-9a-f]+ data id \(none\) label \"junk\"$"
+for kind in private-key public-key; do
+    assert_grep "$PROV_OUT" "^    not explained: handle 0x[0-9a-f]+ $kind id cafe01 label \"stray\"$"
+done
+assert_eq "$(count_re '^    not explained: ' "$PROV_OUT")" 3 "objects not explained"
+assert_grep "$PROV_OUT" '^    [0-9]+ objects, 3 that no journal row explains$'
+assert_eq "$(count_re '^    [0-9]+ objects, 0 that no journal row explains$' "$PROV_OUT")" 1 \
+    "tokens with nothing unexplained (dev-new)"
+prov 0 batch status lot.csv --tokens --json
+jq -e '.tokens | length == 2 and
+    ([.[] | select(.device == "pkcs11:token=dev-old")][0] | .present and .listed and
+     (.unexplained | length) == 3 and
+     ([.unexplained[] | select(.id == null and .kind == "data" and .label == "junk")] | length) == 1 and
+     ([.unexplained[] | select(.id == "cafe01" and .label == "stray")] | length) == 2)' \
+    "$PROV_OUT" >/dev/null || fail "status --tokens --json: $(jq -c .tokens "$PROV_OUT")"
+prov 0 batch status lot.csv --json
+assert_eq "$(jq -c .tokens "$PROV_OUT")" null "tokens without --tokens"
+# check names the ID-less object on the key's token
+prov 0 check devices/SN-B
+assert_one_error_re 'warning: token dev-old holds 1 object without a CKA_ID \(handle 0x[0-9a-f]+ data\)'
+# a rejected PIN stops the listing: exit 3, one line, no other token sent it
+write_secret "$WORK/wrong.pin" wrong-PIN-Marten-3131
+prov 3 batch status lot.csv --tokens --pin "file:$WORK/wrong.pin"
+assert_one_error "C_Login"
+# cleaned by hand, nothing is left unexplained and the token is the journal's again
+p11 dev-old "$DEV_PIN_VALUE" --delete-object --type data --label junk >/dev/null 2>&1 ||
+    fail "pkcs11-tool --delete-object junk"
+for t in privkey pubkey; do
+    p11 dev-old "$DEV_PIN_VALUE" --delete-object --type "$t" --id cafe01 >/dev/null 2>&1 ||
+        fail "pkcs11-tool --delete-object $t cafe01"
+done
+prov 0 batch status lot.csv --tokens
+assert_eq "$(count_re '^    not explained: ' "$PROV_OUT")" 0 "objects not explained after cleaning"
+assert_token_matches_journal "$JOURNAL" dev-old
 prov 0 batch report --journal "$JOURNAL" --verify-audit

@@ -20,6 +20,7 @@
 #   itself: test_station_prove.sh).
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/station_lib.sh"
+. "$(dirname "$0")/../batch/batch_lib.sh" # token_objects
 it_setup
 need sqlite3
 ca_fixture pkcs11
@@ -48,15 +49,12 @@ json1() {
     grep -o "\"$2\":\"[^\"]*\"" "$1" | head -n1 | cut -d'"' -f4
 }
 
-# token_keys LABEL: "TYPE ID" of the private keys, public keys and certificates on the
-# token, sorted.
+# token_keys LABEL: "TYPE ID" of every object on the token (batch_lib.sh's token_objects:
+# objects without an ID too), sorted.
 token_keys() {
     local out
-    out=$(token_list "$1" "$DEV_PIN_VALUE") || exit 1
-    printf '%s\n' "$out" | awk '
-        /^Private Key Object/ { t = "privkey" } /^Public Key Object/ { t = "pubkey" }
-        /^Certificate Object/ { t = "cert" } /^Data object/ { t = "data" }
-        /^ *ID:/ { print t, tolower($2) }' | sort
+    out=$(token_objects "$1") || exit 1
+    printf '%s\n' "$out" | sort
 }
 
 # assert_token_is_journal LABEL SERIAL: the token holds exactly the key (private, public,
