@@ -31,6 +31,13 @@ struct prov_device_params {
     uint32_t tpm_srk_handle;  /* TPM: persistent storage root key handle; 0 = default */
     uint32_t tpm_key_handle;  /* TPM: persistent handle of the device key; 0 = default */
     uint32_t tpm_nv_index;    /* TPM: NV index for the DER certificate; 0 = default */
+    /*
+     * Look for devices attached since the last open (a station waiting for a reader that
+     * the system has not attached yet): a PKCS#11 module that no open device uses is
+     * initialized again, since many modules (SoftHSM2 among them) fix their slot list at
+     * C_Initialize.
+     */
+    bool rescan;
 };
 
 /* An open device (token or TPM). Owned by whoever opened it; freed by ops->close. */

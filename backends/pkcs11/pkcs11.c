@@ -245,6 +245,9 @@ static int open_device(const char *device_uri, const struct prov_device_params *
     if (d->module_path == NULL) {
         goto out;
     }
+    if (params != NULL && params->rescan) {
+        prov_pkcs11_module_forget(module);
+    }
     r = prov_pkcs11_module_get(module, &d->fl);
     if (r < 0) {
         goto out;

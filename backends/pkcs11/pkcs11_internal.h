@@ -50,6 +50,13 @@ struct p11_key {
  */
 int prov_pkcs11_module_get(const char *path, CK_FUNCTION_LIST **out);
 
+/*
+ * Finalizes and unloads the module loaded from path when no open device uses it, so that the
+ * next prov_pkcs11_module_get initializes it again and sees slots attached since (rescan in
+ * prov_device_params). Nothing when it is in use or not loaded.
+ */
+void prov_pkcs11_module_forget(const char *path);
+
 /* Drops a reference taken by prov_pkcs11_module_get; the module stays loaded (cache). */
 void prov_pkcs11_module_put(CK_FUNCTION_LIST *fl);
 

@@ -26,7 +26,9 @@ static void usage(FILE *f)
             "one result line is printed on stdout:\n"
             "  station instance=NAME device=URI identity=ID serial=SN status=STATUS\n"
             "    cert_serial=HEX sha256=HEX not_after=TIME storage=DIR reason=\"TEXT\"\n"
-            "STATUS is issued, already-issued or failed; absent values are left out.\n\n"
+            "STATUS is issued, already-issued, failed, or excluded (exit 0) for a device that\n"
+            "[station] exclude lists (the station PC's own TPM); absent values are left out.\n"
+            "A device not there yet is waited for up to [station] device_wait seconds.\n\n"
             "  --instance NAME    the unit's instance name (%%i)\n"
             "  --manifest FILE    the lot's manifest (default: [station] manifest)\n"
             "  --journal FILE     the journal, shared by every station of the lot (default:\n"
@@ -41,9 +43,9 @@ static void usage(FILE *f)
             "  --json             the result as one JSON object on one line\n\n"
             "A PIN the token rejected is remembered next to the journal (JOURNAL.pin-rejected.*)\n"
             "and not tried again by later runs until that file is removed.\n\n"
-            "Exit: 0 issued or already issued, 1 failed, 2 usage/config/manifest, 3 PIN,\n"
-            "4 device not found or removed mid-enrollment (run again to resume), 5 policy\n"
-            "(no row for the device, lot full), 6 journal or storage.\n"
+            "Exit: 0 issued, already issued or excluded, 1 failed, 2 usage/config/manifest,\n"
+            "3 PIN, 4 device not found (after device_wait) or removed mid-enrollment (run again\n"
+            "to resume), 5 policy (no row for the device, lot full), 6 journal or storage.\n"
             "Test only: PROVISIONER_TEST_PAUSE_AT=STATE:FILE creates FILE after each journal\n"
             "transition to STATE and waits until FILE is removed.\n");
 }

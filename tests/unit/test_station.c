@@ -258,6 +258,53 @@ static void test_instances(void **state)
     prov_config_free(cfg);
 }
 
+/*
+ * [station] exclude (identities never served, such as the station PC's own TPM) and
+ * device_wait (seconds to wait for a device not attached yet; bounded; 0 does not wait).
+ */
+static void test_exclude_and_wait(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_station_config sc;
+    struct prov_config *cfg;
+
+    cfg = config_with(f->dir, "exclude = tpm2:ea06, pkcs11:0c4d2b11\tpkcs11:AB\n");
+    assert_int_equal(prov_station_config_load(cfg, &sc), 0);
+    assert_int_equal(sc.device_wait, PROV_STATION_DEVICE_WAIT);
+    assert_true(prov_station_is_excluded(&sc, "tpm2:ea06"));
+    assert_true(prov_station_is_excluded(&sc, "pkcs11:0c4d2b11"));
+    assert_true(prov_station_is_excluded(&sc, "pkcs11:AB"));
+    assert_false(prov_station_is_excluded(&sc, "tpm2:ea0"));   /* whole entries only */
+    assert_false(prov_station_is_excluded(&sc, "tpm2:ea06a")); /* ... both ways */
+    assert_false(prov_station_is_excluded(&sc, "pkcs11:A"));
+    assert_false(prov_station_is_excluded(&sc, NULL));
+    prov_station_config_clear(&sc);
+    prov_config_free(cfg);
+
+    cfg = config_with(f->dir, "device_wait = 0\n");
+    assert_int_equal(prov_station_config_load(cfg, &sc), 0);
+    assert_int_equal(sc.device_wait, 0);
+    assert_false(prov_station_is_excluded(&sc, "tpm2:ea06")); /* no list: nothing excluded */
+    prov_station_config_clear(&sc);
+    prov_config_free(cfg);
+    cfg = config_with(f->dir, "device_wait = 600\n");
+    assert_int_equal(prov_station_config_load(cfg, &sc), 0);
+    assert_int_equal(sc.device_wait, 600);
+    prov_station_config_clear(&sc);
+    prov_config_free(cfg);
+    for (int i = 0; i < 4; i++) {
+        static const char *const bad[] = {"601", "-1", "5s", "x"};
+        char line[64];
+
+        snprintf(line, sizeof(line), "device_wait = %s\n", bad[i]);
+        cfg = config_with(f->dir, line);
+        prov_error_clear();
+        assert_int_equal(prov_station_config_load(cfg, &sc), PROV_ERR_CONFIG);
+        assert_non_null(strstr(prov_error_message(), "device_wait"));
+        prov_config_free(cfg);
+    }
+}
+
 static void test_row_names(void **state)
 {
     (void)state;
@@ -280,6 +327,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_row_lock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_instances, setup, teardown),
         cmocka_unit_test_setup_teardown(test_row_names, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_exclude_and_wait, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
