@@ -17,6 +17,9 @@
 
 #include <cmocka.h>
 
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
 #include "config.h"
 #include "error.h"
 #include "journal.h"
@@ -126,6 +129,29 @@ static void test_claims(void **state)
     prov_journal_close(j);
 }
 
+/* A self-signed certificate for a fresh P-256 key. */
+static X509 *fresh_cert(long serial)
+{
+    EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *c = X509_new();
+
+    assert_non_null(key);
+    X509_set_version(c, X509_VERSION_3);
+    ASN1_INTEGER_set(X509_get_serialNumber(c), serial);
+    X509_set_pubkey(c, key);
+    X509_gmtime_adj(X509_getm_notBefore(c), 0);
+    X509_gmtime_adj(X509_getm_notAfter(c), 86400);
+    assert_true(X509_sign(c, key, EVP_sha256()) > 0);
+    EVP_PKEY_free(key);
+    return c;
+}
+
+static int key_device(void *ctx, const struct prov_journal_key_ref *k)
+{
+    snprintf(ctx, 64, "%s %s", k->role, k->device_uri);
+    return 0;
+}
+
 /* A claimed device found under a new URI takes its row with it; nobody else's row moves. */
 static void test_follow(void **state)
 {
@@ -135,6 +161,12 @@ static void test_follow(void **state)
     struct prov_journal_device d = {0};
     struct prov_journal_audit audit;
     unsigned char id[16] = {7};
+    char where[64] = "";
+    struct prov_journal_old_key *old = NULL;
+    size_t n_old = 0;
+    long long run = 0;
+    bool is_resumed = false;
+    X509 *cert;
     size_t i = 99;
 
     assert_int_equal(prov_journal_station_claim(j, lot, "tpm2:ek", "tpmrm0", serials, 1, true, &i),
@@ -160,6 +192,27 @@ static void test_follow(void **state)
     assert_int_equal(prov_journal_get(j, lot, "A", &d), 0);
     assert_string_equal(d.device_uri, "tpm2:device:/dev/tpmrm1");
     prov_journal_device_clear(&d);
+    /*
+     * The certificates made on the device move with it: a superseded key is looked for on
+     * the device its certificate records, under the name the device has now.
+     */
+    cert = fresh_cert(77);
+    assert_int_equal(prov_journal_record_issued(j, lot, "A", id, sizeof(id), cert,
+                                                "tpm2:device:/dev/tpmrm1;handle=0x81000101"),
+                     0);
+    X509_free(cert);
+    assert_int_equal(prov_journal_record_stored(j, lot, "A"), 0);
+    assert_int_equal(prov_journal_record_proven(j, lot, "A"), 0);
+    assert_int_equal(prov_journal_run_begin(j, lot, "A", &run, &is_resumed), 0);
+    assert_int_equal(prov_journal_supersede(j, lot, "A", run), 0);
+    assert_int_equal(prov_journal_station_follow(j, lot, "A", "tpm2:ek", "tpm2:device:/dev/tpmrm2"),
+                     0);
+    assert_int_equal(prov_journal_unretired_keys(j, lot, "A", &old, &n_old), 0);
+    assert_int_equal(n_old, 1);
+    assert_string_equal(old[0].device_uri, "tpm2:device:/dev/tpmrm2");
+    prov_journal_old_keys_free(old, n_old);
+    assert_int_equal(prov_journal_foreach_key(j, key_device, where), 0);
+    assert_string_equal(where, "superseded tpm2:device:/dev/tpmrm2");
     assert_int_equal(prov_journal_verify_audit(j, &audit), 0);
     prov_journal_close(j);
 }
