@@ -397,17 +397,16 @@ static bool is_key_with_pub(const struct prov_key *key, const char *hex)
  * token's lock. The key found by the recorded id must be the superseded certificate's key: a
  * TPM handle, or an id reused by hand, may hold another identity's key by now, which is left
  * alone (the superseded key is gone from there all the same). A device that is not here
- * keeps its key: *is_absent is set, the key stays listed as not retired (batch status), and
- * a later run retires it when the device is back.
+ * keeps its key: a warning names it, it stays listed as not retired (batch status), and a
+ * later run retires it when the device is back.
  */
-static int retire_key(struct row_ctx *c, const struct prov_journal_old_key *k, bool *is_absent)
+static int retire_key(struct row_ctx *c, const struct prov_journal_old_key *k)
 {
     struct prov_device *dev = NULL;
     struct prov_key *key = NULL;
     char hex[2 * PROV_JOURNAL_KEY_ID_MAX + 1];
     int r;
 
-    *is_absent = false;
     key_id_hex(k->key_id, k->key_id_len, hex);
     r = hold_token(c, k->device_uri);
     r = r ? r
@@ -419,7 +418,6 @@ static int retire_key(struct row_ctx *c, const struct prov_journal_old_key *k, b
                   c->serial, k->cert_serial, hex, k->device_uri,
                   prov_error_message() ? prov_error_message() : prov_strerror(r));
         prov_error_clear();
-        *is_absent = true;
         return 0;
     }
     if (r == 0) {
@@ -460,15 +458,13 @@ static int retire_superseded(struct row_ctx *c)
 
     r = prov_journal_unretired_keys(c->b->journal, c->b->lot_id, c->serial, &keys, &n);
     for (size_t i = 0; i < n && r == 0; i++) {
-        bool is_absent = false;
-
         if (keys[i].key_id_len == c->cur_id_len &&
             memcmp(keys[i].key_id, c->cur_id, c->cur_id_len) == 0 &&
             strcmp(keys[i].device_uri, c->device_uri) == 0) {
             r = prov_journal_record_retired(c->b->journal, c->b->lot_id, c->serial,
                                             keys[i].cert_serial);
         } else {
-            r = retire_key(c, &keys[i], &is_absent);
+            r = retire_key(c, &keys[i]);
         }
     }
     prov_journal_old_keys_free(keys, n);
