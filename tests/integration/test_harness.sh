@@ -5,6 +5,8 @@
 # read as "nothing found". Each case runs a small child test script on lib.sh and expects it
 # to stop with exit 1 and one FAIL line before it reaches its end; the control cases run the
 # same helpers on a good token, file and journal and must reach their end.
+# The child bodies are single-quoted on purpose: they expand in the child, not here.
+# shellcheck disable=SC2016
 . "$(dirname "$0")/lib.sh"
 it_setup
 need sqlite3

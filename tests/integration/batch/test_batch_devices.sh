@@ -95,7 +95,7 @@ p11 dev-old "$DEV_PIN_VALUE" --keypairgen --key-type EC:prime256v1 --id "$id_d" 
     >"$WORK/log/keygen-d.log" 2>&1 || fail "pkcs11-tool --keypairgen on dev-old: $(tail -n1 "$WORK/log/keygen-d.log")"
 assert_eq "$(token_objects dev-old | count_re " $id_d\$")" 2 "SN-D's interrupted key pair on dev-old"
 move_row SN-D dev-new
-PROVISIONER_DEBUG=batch prov 0 -v batch lot.csv --no-progress --jobs 1
+PROVISIONER_DEBUG='batch' prov 0 -v batch lot.csv --no-progress --jobs 1
 assert_grep "$PROV_OUT" '^4 rows: 1 issued, 3 already-issued, 0 failed '
 assert_eq "$(token_objects dev-old | count_re " $id_d\$")" 0 "SN-D's interrupted key on dev-old"
 assert_token_matches_journal "$JOURNAL" dev-old
