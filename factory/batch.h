@@ -91,8 +91,21 @@ char *prov_batch_lot_name(const struct prov_config *cfg, const char *manifest);
 
 enum prov_report_format { PROV_REPORT_CSV, PROV_REPORT_JSON };
 
-/* Counts per lot and state, the audit head, and the rows not yet proven; text or JSON. */
-int prov_batch_status(struct prov_journal *j, bool as_json, FILE *out);
+/* What `batch status --tokens` needs to open and log in to the journal's tokens. */
+struct prov_status_tokens {
+    const struct prov_config *cfg;
+    const char *pin_spec; /* NULL: cfg->device_pin; read once for every token */
+};
+
+/*
+ * Counts per lot and state, the rows not yet proven and the superseded keys not retired;
+ * text or JSON. With tokens, also every token the journal names, logged in to, and its
+ * objects that no journal row explains (handle, class, CKA_ID, label). A token that is not
+ * here is reported as such; a rejected PIN stops the listing (PROV_ERR_PIN_INCORRECT) so
+ * that no other token is sent it.
+ */
+int prov_batch_status(struct prov_journal *j, bool as_json, const struct prov_status_tokens *tokens,
+                      FILE *out);
 
 /* Every device row with its certificate facts, as CSV or a JSON array. */
 int prov_batch_report(struct prov_journal *j, enum prov_report_format fmt, FILE *out);

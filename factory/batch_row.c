@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509.h>
 
@@ -42,8 +43,9 @@ struct row_ctx {
     unsigned char key_id[KEY_ID_BYTES];
     const unsigned char *cur_id; /* the row's current key (kept when superseded keys go) */
     size_t cur_id_len;
-    bool is_deferred; /* handed to the storage stage, which concludes the row */
-    char *row_pin_spec; /* the row's pin column, resolved; NULL: the run's PIN source */
+    bool is_deferred;       /* handed to the storage stage, which concludes the row */
+    bool is_outside_change; /* the storage holds an identity the lot did not issue */
+    char *row_pin_spec;     /* the row's pin column, resolved; NULL: the run's PIN source */
 };
 
 /* An issued identity waiting for the storage stage (everything owned). */
@@ -118,12 +120,11 @@ char *batch_storage_dir(const struct prov_config *cfg, const struct prov_manifes
 /* ---- tokens ----------------------------------------------------------------------------- */
 
 /*
- * The token behind a group, found by its identity (token serial, TPM EK): the device is
- * opened once, without logging in. Two URIs for one token get one lock.
+ * The token behind uri, found by its identity (token serial, TPM EK): the device is opened
+ * once, read-only, without logging in. Two URIs for one token get one lock.
  */
-static int resolve_token(struct row_ctx *c)
+static int resolve_token(struct batch *b, const char *uri, struct batch_token **out)
 {
-    struct batch *b = c->b;
     struct prov_device_params params = {
         .module_path = b->cfg->pkcs11_module,
         .read_only = true,
@@ -138,14 +139,14 @@ static int resolve_token(struct row_ctx *c)
     bool is_new = false;
     int r;
 
-    r = prov_device_open(c->g->device_uri, &params, &dev);
+    r = prov_device_open(uri, &params, &dev);
     if (r < 0) {
         return r;
     }
     if (dev->ops->identity(dev, ident, sizeof(ident)) < 0) {
         /* No identity: the URI is the best name we have. */
         prov_error_clear();
-        snprintf(ident, sizeof(ident), "%s", c->g->device_uri);
+        snprintf(ident, sizeof(ident), "%s", uri);
     }
     if (asprintf(&key, "%s:%s", dev->ops->name, ident) < 0) {
         key = NULL;
@@ -186,34 +187,54 @@ static int resolve_token(struct row_ctx *c)
         }
     }
     if (r == 0) {
-        c->g->token = b->tokens[index];
+        *out = b->tokens[index];
     }
     pthread_mutex_unlock(&b->tokens_lock);
     free(key);
     return r;
 }
 
-static int lock_token(struct row_ctx *c)
-{
-    int r;
-
-    if (c->g->token == NULL) {
-        r = resolve_token(c);
-        if (r < 0) {
-            return r;
-        }
-    }
-    pthread_mutex_lock(&c->g->token->lock);
-    c->token = c->g->token;
-    return 0;
-}
-
 static void unlock_token(struct row_ctx *c)
 {
     if (c->token != NULL) {
+        prov_debug("batch", "serial %s: released the lock of %s", c->serial, c->token->identity);
         pthread_mutex_unlock(&c->token->lock);
         c->token = NULL;
     }
+}
+
+/*
+ * Holds the lock of the token behind uri, and only that one: a lock held before is released
+ * first. A row that works on two tokens (a key left on the device the manifest named before,
+ * a superseded key on the old device of a reissue) takes them one after the other, so two
+ * workers can never each hold a token the other waits for, and every operation on a token
+ * runs under that token's own lock.
+ */
+static int hold_token(struct row_ctx *c, const char *uri)
+{
+    struct batch_token *t = NULL;
+    int r;
+
+    if (c->g != NULL && strcmp(uri, c->g->device_uri) == 0) {
+        r = c->g->token != NULL ? 0 : resolve_token(c->b, uri, &c->g->token);
+        t = c->g->token;
+    } else {
+        r = resolve_token(c->b, uri, &t);
+    }
+    if (r < 0 || c->token == t) {
+        return r;
+    }
+    unlock_token(c);
+    pthread_mutex_lock(&t->lock);
+    c->token = t;
+    prov_debug("batch", "serial %s: holding the lock of %s", c->serial, t->identity);
+    return 0;
+}
+
+/* The lock of the row's own device. */
+static int lock_token(struct row_ctx *c)
+{
+    return hold_token(c, c->device_uri);
 }
 
 void batch_tokens_free(struct batch *b)
@@ -354,22 +375,103 @@ static int delete_key_by_id(struct row_ctx *c, const char *device_uri, const uns
     return r;
 }
 
-/* After a reissue: the superseded keys leave the token once the new identity is verified. */
+/* Whether the key's public key is the one whose SHA-256 (of the SubjectPublicKeyInfo) is hex. */
+static bool is_key_with_pub(const struct prov_key *key, const char *hex)
+{
+    unsigned char *der = NULL;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+    char got[2 * EVP_MAX_MD_SIZE + 1];
+    int len = key->pub != NULL ? i2d_PUBKEY(key->pub, &der) : -1;
+    bool is_same;
+
+    if (len <= 0 || EVP_Digest(der, (size_t)len, md, &md_len, EVP_sha256(), NULL) != 1) {
+        OPENSSL_free(der);
+        return false;
+    }
+    OPENSSL_free(der);
+    key_id_hex(md, md_len, got);
+    is_same = strcmp(got, hex) == 0;
+    return is_same;
+}
+
+/*
+ * Deletes the superseded key k from the device it was generated on (the journal records it
+ * per certificate: a reissue may have moved the serial to another device), under that
+ * token's lock. The key found by the recorded id must be the superseded certificate's key: a
+ * TPM handle, or an id reused by hand, may hold another identity's key by now, which is left
+ * alone (the superseded key is gone from there all the same). A device that is not here
+ * keeps its key: a warning names it, it stays listed as not retired (batch status), and a
+ * later run retires it when the device is back.
+ */
+static int retire_key(struct row_ctx *c, const struct prov_journal_old_key *k)
+{
+    struct prov_device *dev = NULL;
+    struct prov_key *key = NULL;
+    char hex[2 * PROV_JOURNAL_KEY_ID_MAX + 1];
+    int r;
+
+    key_id_hex(k->key_id, k->key_id_len, hex);
+    r = hold_token(c, k->device_uri);
+    r = r ? r
+          : prov_device_open_login(c->b->cfg, k->device_uri, pin_spec(c), "device PIN", false,
+                                   &dev);
+    if (r == PROV_ERR_NOT_FOUND || r == PROV_ERR_DEVICE_REMOVED) {
+        prov_warn("serial %s: the key of superseded certificate %s (id %s) stays on %s, which is "
+                  "not here: not retired (%s)",
+                  c->serial, k->cert_serial, hex, k->device_uri,
+                  prov_error_message() ? prov_error_message() : prov_strerror(r));
+        prov_error_clear();
+        return 0;
+    }
+    if (r == 0) {
+        r = dev->ops->find_key_by_id(dev, k->key_id, k->key_id_len, &key);
+    }
+    if (r == PROV_ERR_NOT_FOUND) {
+        prov_error_clear();
+        r = 0;
+    } else if (r == 0 && !is_key_with_pub(key, k->pubkey_sha256)) {
+        prov_info("serial %s: id %s on %s holds another key than superseded certificate %s; "
+                  "left alone",
+                  c->serial, hex, dev->name, k->cert_serial);
+    } else if (r == 0) {
+        r = dev->ops->delete_key(dev, key);
+        if (r == 0) {
+            prov_info("serial %s: deleted the superseded key id %s from %s", c->serial, hex,
+                      dev->name);
+        }
+    }
+    prov_key_free(key);
+    prov_device_close(dev);
+    if (r == 0) {
+        r = prov_journal_record_retired(c->b->journal, c->b->lot_id, c->serial, k->cert_serial);
+    }
+    return r;
+}
+
+/*
+ * After a reissue: the superseded keys leave their devices once the new identity is
+ * verified. The current key is never touched: on a TPM that reissued in place it sits at
+ * the superseded key's handle, whose old key the new one replaced.
+ */
 static int retire_superseded(struct row_ctx *c)
 {
-    unsigned char(*ids)[PROV_JOURNAL_KEY_ID_MAX] = NULL;
-    size_t *lens = NULL;
+    struct prov_journal_old_key *keys = NULL;
     size_t n = 0;
     int r;
 
-    r = prov_journal_superseded_keys(c->b->journal, c->b->lot_id, c->serial, &ids, &lens, &n);
+    r = prov_journal_unretired_keys(c->b->journal, c->b->lot_id, c->serial, &keys, &n);
     for (size_t i = 0; i < n && r == 0; i++) {
-        if (lens[i] != c->cur_id_len || memcmp(ids[i], c->cur_id, lens[i]) != 0) {
-            r = delete_key_by_id(c, c->device_uri, ids[i], lens[i], "the superseded");
+        if (keys[i].key_id_len == c->cur_id_len &&
+            memcmp(keys[i].key_id, c->cur_id, c->cur_id_len) == 0 &&
+            strcmp(keys[i].device_uri, c->device_uri) == 0) {
+            r = prov_journal_record_retired(c->b->journal, c->b->lot_id, c->serial,
+                                            keys[i].cert_serial);
+        } else {
+            r = retire_key(c, &keys[i]);
         }
     }
-    free(ids);
-    free(lens);
+    prov_journal_old_keys_free(keys, n);
     return r;
 }
 
@@ -404,9 +506,11 @@ static int connect_from_journal(struct row_ctx *c)
 /*
  * The written identity verified (verify_written), with --prove the mTLS proof too (unless
  * is_connected: prov_enroll has just done it), the keys of a reissued row's superseded
- * certificates deleted, then proven is recorded. Deleting before proven makes proven mean
- * "nothing superseded is left on the token": a run stopped in between deletes again (absent
- * is fine), while a proven row with intact storage is not opened again.
+ * certificates deleted from their devices, then proven is recorded. Deleting before proven
+ * makes proven mean "nothing superseded is left on a device that was here": a run stopped in
+ * between deletes again (absent is fine), a key on a device that is not here stays listed
+ * (batch status) and a later run retires it, while a proven row with intact storage and
+ * nothing left to retire is not opened again.
  */
 static int prove_written(struct row_ctx *c, X509 *cert, const char *key_uri, bool is_just_written,
                          bool is_connected)
@@ -417,7 +521,7 @@ static int prove_written(struct row_ctx *c, X509 *cert, const char *key_uri, boo
     if (r == 0 && url != NULL && !is_connected) {
         r = connect_from_journal(c);
     }
-    if (r == 0 && (c->d.n_superseded > 0 || c->d.state == PROV_JOURNAL_SUPERSEDED)) {
+    if (r == 0 && (c->d.n_unretired > 0 || c->d.state == PROV_JOURNAL_SUPERSEDED)) {
         r = retire_superseded(c);
     }
     if (r == 0) {
@@ -696,6 +800,72 @@ static int maybe_supersede(struct row_ctx *c)
     return r < 0 ? r : reload(c);
 }
 
+/*
+ * The certificate in the row's storage (client.crt) when it is one the lot never issued for
+ * this row: not the journal's current certificate, nor one it superseded. Someone replaced
+ * the identity outside the lot (`enroll --reissue`, a restore from elsewhere): it is not
+ * rewritten from the journal (that would destroy a working identity, and the journal's key
+ * may be gone with it), the row's journal state stays what the lot did, and the row fails
+ * with the reason. `--reissue SERIAL` certifies it for the lot again. A client.crt that
+ * is missing or does not parse is the lot's own interrupted write: rewritten as before.
+ */
+static int refuse_outside_identity(struct row_ctx *c)
+{
+    char *path = NULL;
+    FILE *f = NULL;
+    X509 *found = NULL;
+    struct prov_cert_facts facts;
+    bool is_known = true;
+    int r = 0;
+
+    if (asprintf(&path, "%s/client.crt", c->dir) < 0) {
+        return prov_fail(PROV_ERR_NOMEM, "serial %s: out of memory", c->serial);
+    }
+    f = fopen(path, "r");
+    found = f != NULL ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+    if (f != NULL) {
+        fclose(f);
+    }
+    if (found != NULL && prov_cert_facts(found, &facts) == 0 &&
+        strcmp(facts.sha256_hex, c->d.sha256) != 0) {
+        r = prov_journal_row_has_cert(c->b->journal, c->b->lot_id, c->serial, facts.sha256_hex,
+                                      &is_known);
+    }
+    if (r == 0 && !is_known) {
+        c->is_outside_change = true;
+        r = prov_fail(PROV_ERR_POLICY,
+                      "serial %s: %s holds certificate %s, which this lot never issued for it (the "
+                      "journal's is %s): the identity was replaced outside the lot (enroll "
+                      "--reissue?); left as it is, journal unchanged; --reissue %s certifies it "
+                      "for the lot again",
+                      c->serial, path, facts.serial_hex, c->d.cert_serial, c->serial);
+    }
+    if (r == 0) {
+        prov_error_clear(); /* a client.crt that does not parse is rewritten, not an error */
+    }
+    X509_free(found);
+    free(path);
+    return r;
+}
+
+/*
+ * A proven row whose superseded keys were not all retired (their device was not here when
+ * the row was finished): retired now from the devices that are back. The identity is
+ * complete whatever happens here, so a failure is a warning, never the row's.
+ */
+static void retire_left_over(struct row_ctx *c)
+{
+    if (c->d.n_unretired == 0) {
+        return;
+    }
+    c->cur_id = c->d.key_id;
+    c->cur_id_len = c->d.key_id_len;
+    if (retire_superseded(c) < 0) {
+        prov_warn("serial %s: %s", c->serial, prov_error_message());
+        prov_error_clear();
+    }
+}
+
 static int do_row(struct row_ctx *c, enum batch_status *st)
 {
     int r;
@@ -706,6 +876,9 @@ static int do_row(struct row_ctx *c, enum batch_status *st)
         r = maybe_supersede(c);
     }
     if (r < 0) {
+        return r;
+    }
+    if (c->d.cert_der != NULL && (r = refuse_outside_identity(c)) < 0) {
         return r;
     }
     if (c->d.cert_der != NULL && strcmp(c->d.device_uri, c->device_uri) != 0) {
@@ -724,7 +897,11 @@ static int do_row(struct row_ctx *c, enum batch_status *st)
         if (is_intact) {
             remove_stale_temp_files(c->dir);
             *st = BATCH_ALREADY;
-            return 0;
+            retire_left_over(c);
+            /* the lot's identity is back where an outside one was seen: the note goes */
+            return c->d.error == NULL ? 0
+                                      : prov_journal_record_outside_change(
+                                            c->b->journal, c->b->lot_id, c->serial, NULL);
         }
     }
     r = lock_token(c);
@@ -743,8 +920,16 @@ static int do_row(struct row_ctx *c, enum batch_status *st)
             return complete_from_journal(c, st);
         }
         if (c->d.key_id_len > 0) {
-            r = delete_key_by_id(c, c->d.device_uri, c->d.key_id, c->d.key_id_len,
-                                 "the interrupted attempt's");
+            /*
+             * The interrupted key lives on the device its intent named, which the manifest
+             * may have changed since: deleted under that token's lock, then back to the
+             * row's own token for the new key.
+             */
+            r = hold_token(c, c->d.device_uri);
+            r = r ? r
+                  : delete_key_by_id(c, c->d.device_uri, c->d.key_id, c->d.key_id_len,
+                                     "the interrupted attempt's");
+            r = r ? r : lock_token(c);
         }
         return r < 0 ? r : enroll_fresh(c);
     default: return prov_fail(PROV_ERR_JOURNAL, "serial %s: unknown journal state", c->serial);
@@ -784,18 +969,26 @@ static void report_failure(struct batch *b, uint32_t line, const char *serial, c
     }
 }
 
-/* The row's outcome: status, count, and for a failure the journal record and one line. */
+/*
+ * The row's outcome: status, count, and for a failure the journal record and one line. An
+ * identity replaced outside the lot is not the lot's failure: the journal keeps the row's
+ * state and notes the reason beside it.
+ */
 static void conclude(struct row_ctx *c, int r, enum batch_status st)
 {
     if (r < 0) {
         const char *msg = prov_error_message();
         char reason[1024];
+        int jr;
 
         snprintf(reason, sizeof(reason), "%s", msg ? msg : prov_strerror(r));
         st = BATCH_FAILED;
         prov_error_clear();
-        if (prov_journal_record_failed(c->b->journal, c->b->lot_id, c->serial, c->device_uri,
-                                       reason) < 0) {
+        jr = c->is_outside_change ? prov_journal_record_outside_change(c->b->journal, c->b->lot_id,
+                                                                       c->serial, reason)
+                                  : prov_journal_record_failed(c->b->journal, c->b->lot_id,
+                                                               c->serial, c->device_uri, reason);
+        if (jr < 0) {
             report_failure(c->b, c->e->line, c->serial, prov_error_message());
         }
         report_failure(c->b, c->e->line, c->serial, reason);

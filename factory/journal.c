@@ -64,6 +64,125 @@ static const char *const schema =
     " BEGIN SELECT RAISE(ABORT, 'the audit table is append-only'); END;"
     "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', '1');";
 
+/*
+ * Schema migrations. The tables above are version 1; each step takes a journal one version
+ * up. A writer that opens an older journal applies the steps it lacks, with the new version
+ * and an audit record, in one transaction (migrate); a reader never changes the file and
+ * reads what its version holds (j->schema_version, journal_db.c).
+ */
+struct migration {
+    int version; /* the version this step produces */
+    const char *sql;
+};
+
+static const struct migration migrations[] = {
+    /*
+     * 2: the device each certificate's key was generated on, and when a superseded
+     * certificate's key was deleted from it ("retired"). A reissue may move a serial to
+     * another device, so the row's device no longer says where an old key lives. Filled in:
+     * the current certificate is on the row's device (a station moves both together); a
+     * superseded one is on the device its intent audit record names (the record with its
+     * key id). Version 1 deleted superseded keys on the row's device before "proven", so a
+     * superseded key on that same device of a proven row is retired; any other is not.
+     */
+    {2, "ALTER TABLE certificate ADD COLUMN device_uri TEXT;"
+        "ALTER TABLE certificate ADD COLUMN retired TEXT;"
+        "UPDATE certificate SET device_uri = COALESCE("
+        " (SELECT d.device_uri FROM device d WHERE d.cert_id = certificate.id),"
+        " (SELECT substr(a.detail, length(p.prefix) + 1)"
+        "  FROM (SELECT 'key_id=' || lower(hex(certificate.key_id)) || ' device=' AS prefix) p,"
+        "  device d JOIN lot l ON l.id = d.lot_id"
+        "  JOIN audit a ON a.lot = l.name AND a.serial = d.serial AND a.event = 'intent'"
+        "  WHERE d.id = certificate.device_id"
+        "  AND substr(a.detail, 1, length(p.prefix)) = p.prefix"
+        "  ORDER BY a.seq DESC LIMIT 1),"
+        " (SELECT d.device_uri FROM device d WHERE d.id = certificate.device_id));"
+        "UPDATE certificate SET retired = (SELECT d.updated FROM device d"
+        "  WHERE d.id = certificate.device_id)"
+        " WHERE superseded IS NOT NULL AND EXISTS (SELECT 1 FROM device d"
+        "  WHERE d.id = certificate.device_id AND d.state = 'proven'"
+        "  AND d.device_uri = certificate.device_uri);"},
+};
+
+#define SCHEMA_NEWEST (migrations[sizeof(migrations) / sizeof(migrations[0]) - 1].version)
+
+/* meta "schema" of the open journal; 1 when absent (it is written with the tables). */
+static int read_schema_version(struct prov_journal *j, int *out)
+{
+    sqlite3_stmt *st = NULL;
+    int r;
+
+    *out = 1;
+    r = journal_query(j, &st, "SELECT value FROM meta WHERE key = 'schema'", "");
+    if (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
+        *out = sqlite3_column_int(st, 0);
+    }
+    journal_release(j, st);
+    return r;
+}
+
+static bool has_history(struct prov_journal *j)
+{
+    sqlite3_stmt *st = NULL;
+    bool is_any = false;
+
+    if (journal_query(j, &st, "SELECT 1 FROM audit LIMIT 1", "") == 0) {
+        is_any = sqlite3_step(st) == SQLITE_ROW;
+    }
+    journal_release(j, st);
+    return is_any;
+}
+
+/*
+ * Brings a writer's journal to SCHEMA_NEWEST: the missing steps, the version and an audit
+ * record ("schema", detail "FROM->TO") in one BEGIN IMMEDIATE transaction, so a crash leaves
+ * the old version whole and other stations opening the journal at the same time wait, then
+ * find it migrated. A journal just created (no audit record yet) has no history to note.
+ * A journal newer than this build is refused.
+ */
+static int migrate(struct prov_journal *j)
+{
+    char detail[32];
+    char version[16];
+    int from;
+    int r;
+
+    r = read_schema_version(j, &from);
+    if (r == 0 && from == SCHEMA_NEWEST) {
+        j->schema_version = from;
+        return 0;
+    }
+    r = r ? r : journal_begin(j);
+    r = r ? r : read_schema_version(j, &from); /* again: another writer may have migrated */
+    if (r == 0 && from > SCHEMA_NEWEST) {
+        r = prov_fail(PROV_ERR_JOURNAL,
+                      "journal %s: schema version %d is newer than this provisioner's (%d)",
+                      j->path, from, SCHEMA_NEWEST);
+    }
+    for (size_t i = 0; r == 0 && i < sizeof(migrations) / sizeof(migrations[0]); i++) {
+        if (migrations[i].version > from &&
+            sqlite3_exec(j->db, migrations[i].sql, NULL, NULL, NULL) != SQLITE_OK) {
+            r = journal_db_fail(j, "cannot migrate the schema");
+        }
+    }
+    if (r == 0 && from < SCHEMA_NEWEST) {
+        snprintf(version, sizeof(version), "%d", SCHEMA_NEWEST);
+        snprintf(detail, sizeof(detail), "%d->%d", from, SCHEMA_NEWEST);
+        if (journal_exec(j, "UPDATE meta SET value = ? WHERE key = 'schema'", "t", version) !=
+            SQLITE_DONE) {
+            r = journal_db_fail(j, "cannot migrate the schema");
+        }
+        if (r == 0 && has_history(j)) {
+            r = journal_audit_append(j, "", "", "schema", detail);
+        }
+    }
+    r = journal_end(j, r);
+    if (r == 0) {
+        j->schema_version = from > SCHEMA_NEWEST ? from : SCHEMA_NEWEST;
+    }
+    return r;
+}
+
 static void crash_hook_init(struct prov_journal *j)
 {
     const char *env = getenv("PROVISIONER_TEST_CRASH_AT");
@@ -106,7 +225,7 @@ static void pause_point(struct prov_journal *j, enum prov_journal_state s)
 {
     int fd;
 
-    if (j->pause_path == NULL || s != j->pause_state) {
+    if (j->pause_path == NULL || s == PROV_JOURNAL_NONE || s != j->pause_state) {
         return;
     }
     fd = open(j->pause_path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -193,6 +312,10 @@ static int journal_open(const char *path, bool writable, int lock_how, struct pr
     }
     if (sqlite3_exec(j->db, "PRAGMA foreign_keys=ON", NULL, NULL, NULL) != SQLITE_OK) {
         r = journal_db_fail(j, "cannot set up");
+        goto out;
+    }
+    r = writable ? migrate(j) : read_schema_version(j, &j->schema_version);
+    if (r < 0) {
         goto out;
     }
     if (writable) {
@@ -525,11 +648,13 @@ int prov_journal_record_issued(struct prov_journal *j, long long lot_id, const c
                       j->path, serial);
         goto out;
     }
+    /* the intent's device: where this key lives, even after a reissue moves the row */
     rc = journal_exec(j,
                       "INSERT INTO certificate(device_id, cert_serial, pubkey_sha256, sha256,"
-                      " not_after, key_id, der, issued) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                      "ittttbbt", t.dev_id, f.serial_hex, pub, f.sha256_hex, f.not_after, key_id,
-                      key_id_len, der, (size_t)len, t.now);
+                      " not_after, key_id, der, issued, device_uri)"
+                      " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                      "ittttbbtt", t.dev_id, f.serial_hex, pub, f.sha256_hex, f.not_after, key_id,
+                      key_id_len, der, (size_t)len, t.now, t.d.device_uri);
     if (rc == SQLITE_CONSTRAINT) {
         r = refuse_duplicate(j, serial, &f, pub);
         goto out;
@@ -646,6 +771,33 @@ out:
     return txn_end(j, &t, r, PROV_JOURNAL_FAILED);
 }
 
+int prov_journal_record_outside_change(struct prov_journal *j, long long lot_id, const char *serial,
+                                       const char *reason)
+{
+    struct txn t;
+    int r;
+
+    r = txn_begin(j, lot_id, serial, &t);
+    if (r < 0) {
+        return r;
+    }
+    if (t.cert_id == 0) {
+        r = prov_fail(PROV_ERR_JOURNAL, "journal %s: serial %s: no certificate to compare with",
+                      j->path, serial);
+        goto out;
+    }
+    if (journal_exec(j, "UPDATE device SET error = ?, updated = ? WHERE id = ?", "tti", reason,
+                     t.now, t.dev_id) != SQLITE_DONE) {
+        r = journal_db_fail(j, serial);
+        goto out;
+    }
+    r = journal_audit_append(j, t.lot, serial, "outside-change",
+                             reason ? reason : "storage holds the lot's identity again");
+out:
+    /* not a state: neither the crash nor the pause hook stops here */
+    return txn_end(j, &t, r, PROV_JOURNAL_NONE);
+}
+
 int prov_journal_supersede(struct prov_journal *j, long long lot_id, const char *serial,
                            long long run_id)
 {
@@ -675,4 +827,53 @@ int prov_journal_supersede(struct prov_journal *j, long long lot_id, const char 
     r = journal_audit_append(j, t.lot, serial, "superseded", detail);
 out:
     return txn_end(j, &t, r, PROV_JOURNAL_SUPERSEDED);
+}
+
+int prov_journal_record_retired(struct prov_journal *j, long long lot_id, const char *serial,
+                                const char *cert_serial)
+{
+    sqlite3_stmt *st = NULL;
+    char *detail = NULL;
+    char key_hex[2 * PROV_JOURNAL_KEY_ID_MAX + 1] = "";
+    const char *device = NULL;
+    struct txn t;
+    int r;
+
+    r = txn_begin(j, lot_id, serial, &t);
+    if (r < 0) {
+        return r;
+    }
+    r = journal_query(j, &st,
+                      "SELECT c.key_id, c.device_uri FROM certificate c"
+                      " WHERE c.device_id = ? AND c.cert_serial = ? AND c.superseded IS NOT NULL"
+                      " AND c.retired IS NULL",
+                      "it", t.dev_id, cert_serial);
+    if (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
+        int n = sqlite3_column_bytes(st, 0);
+
+        if (n > 0 && n <= PROV_JOURNAL_KEY_ID_MAX) {
+            journal_hex(sqlite3_column_blob(st, 0), (size_t)n, key_hex);
+        }
+        device = (const char *)sqlite3_column_text(st, 1);
+        if (asprintf(&detail, "cert_serial=%s key_id=%s device=%s", cert_serial, key_hex,
+                     device ? device : "") < 0) {
+            detail = NULL;
+            r = PROV_ERR_NOMEM;
+        }
+    } else if (r == 0) {
+        r = prov_fail(PROV_ERR_JOURNAL,
+                      "journal %s: serial %s: no superseded certificate %s waiting to be retired",
+                      j->path, serial, cert_serial);
+    }
+    journal_release(j, st);
+    if (r == 0 && journal_exec(j,
+                               "UPDATE certificate SET retired = ? WHERE device_id = ?"
+                               " AND cert_serial = ?",
+                               "tit", t.now, t.dev_id, cert_serial) != SQLITE_DONE) {
+        r = journal_db_fail(j, serial);
+    }
+    r = r ? r : journal_audit_append(j, t.lot, serial, "retired", detail);
+    free(detail);
+    /* not a state: neither the crash nor the pause hook stops here */
+    return txn_end(j, &t, r, PROV_JOURNAL_NONE);
 }

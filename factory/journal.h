@@ -74,6 +74,7 @@ struct prov_journal_device {
     char pubkey_sha256[65]; /* of the SubjectPublicKeyInfo DER */
     char not_after[32];     /* RFC 3339 */
     int n_superseded;       /* earlier certificates of this row */
+    int n_unretired;        /* of those, the ones whose key was not deleted from its device */
     char updated[32];
 };
 
@@ -157,6 +158,15 @@ int prov_journal_record_failed(struct prov_journal *j, long long lot_id, const c
                                const char *device_uri, const char *reason);
 
 /*
+ * Not a transition: the row's storage holds an identity the lot never issued for it (replaced
+ * outside the lot). The state and certificate stay what the lot did; reason goes into the
+ * row's error with an audit record "outside-change". reason NULL clears it (the lot's
+ * identity is in the storage again).
+ */
+int prov_journal_record_outside_change(struct prov_journal *j, long long lot_id,
+                                       const char *serial, const char *reason);
+
+/*
  * superseded (--reissue): the current certificate is marked superseded by run_id and the row
  * waits for a new intent. From stored, proven, or failed with a certificate.
  */
@@ -168,13 +178,70 @@ int prov_journal_superseded_in_run(struct prov_journal *j, long long lot_id, con
                                    long long run_id, bool *out);
 
 /*
- * The key ids of this row's superseded certificates (their keys are retired once the new
- * identity is proven). *ids is an array of n entries of PROV_JOURNAL_KEY_ID_MAX bytes with
- * lengths in *lens; both freed by the caller.
+ * A superseded certificate whose key has not been deleted ("retired") from the device it was
+ * generated on. Every certificate records that device (schema version 2): a reissue may have
+ * moved the serial to another device since.
  */
-int prov_journal_superseded_keys(struct prov_journal *j, long long lot_id, const char *serial,
-                                 unsigned char (**ids)[PROV_JOURNAL_KEY_ID_MAX], size_t **lens,
-                                 size_t *n);
+struct prov_journal_old_key {
+    char *lot;
+    char *serial;
+    char *device_uri;       /* where the key was generated */
+    unsigned char key_id[PROV_JOURNAL_KEY_ID_MAX];
+    size_t key_id_len;
+    char cert_serial[65];
+    char pubkey_sha256[65]; /* of the certificate's key: a key found by id must be this one */
+    char superseded[32];
+};
+
+/*
+ * The superseded keys not yet retired: of one row (serial), or of every row of the lot
+ * (serial NULL; lot_id 0: every lot), by lot, serial and certificate. *keys is freed with
+ * prov_journal_old_keys_free. A journal older than schema version 2 (opened by a reader)
+ * records no devices per certificate: none are listed.
+ */
+int prov_journal_unretired_keys(struct prov_journal *j, long long lot_id, const char *serial,
+                                struct prov_journal_old_key **keys, size_t *n);
+void prov_journal_old_keys_free(struct prov_journal_old_key *keys, size_t n);
+
+/*
+ * The key of the row's superseded certificate cert_serial is gone from its device (deleted,
+ * or found replaced by another key): recorded with an audit record "retired". Not a state.
+ */
+int prov_journal_record_retired(struct prov_journal *j, long long lot_id, const char *serial,
+                                const char *cert_serial);
+
+/*
+ * Whether the row has (or had: superseded) the certificate whose SHA-256 (of the DER, hex)
+ * is sha256: an identity found in the row's storage is the lot's own, or someone else's.
+ */
+int prov_journal_row_has_cert(struct prov_journal *j, long long lot_id, const char *serial,
+                              const char *sha256, bool *out);
+
+/*
+ * A key the journal expects on a device: a row's current key ("current"), the key of an
+ * attempt interrupted before its certificate ("interrupted": the next run deletes it), or a
+ * superseded key not yet retired ("superseded"). Borrowed for the callback.
+ */
+struct prov_journal_key_ref {
+    const char *lot;
+    const char *serial;
+    const char *device_uri;
+    const unsigned char *key_id;
+    size_t key_id_len;
+    const char *role;
+};
+
+/*
+ * Calls fn for every key the journal expects on a device, every lot (batch status --tokens:
+ * an object on a token whose CKA_ID is none of these is explained by no row). In a journal
+ * older than schema version 2 a superseded key is expected on its row's device.
+ */
+int prov_journal_foreach_key(struct prov_journal *j,
+                             int (*fn)(void *ctx, const struct prov_journal_key_ref *k),
+                             void *ctx);
+
+/* The schema version of the open journal (meta "schema"); writers migrate to the newest. */
+int prov_journal_schema_version(const struct prov_journal *j);
 
 /* Calls fn for every device row of the lot (lot_id 0: every lot), by lot then serial. */
 int prov_journal_foreach(struct prov_journal *j, long long lot_id,

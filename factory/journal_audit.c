@@ -202,8 +202,9 @@ static int verify_chain(struct prov_journal *j, struct prov_journal_audit *out)
 }
 
 /*
- * Each device row must be what its newest audit records say it is (a station's claim and a
- * device found under a new name are not states).
+ * Each device row must be what its newest audit records say it is (a station's claim, a
+ * device found under a new name, a retired superseded key and an identity seen replaced
+ * outside the lot are not states).
  */
 static int verify_rows(struct prov_journal *j, struct prov_journal_audit *out)
 {
@@ -213,7 +214,8 @@ static int verify_rows(struct prov_journal *j, struct prov_journal_audit *out)
     r = journal_query(j, &st,
                       "SELECT l.name, d.serial, d.state, c.sha256,"
                       " (SELECT a.event FROM audit a WHERE a.lot = l.name AND a.serial = d.serial"
-                      "  AND a.event NOT IN ('claim', 'device-moved') ORDER BY a.seq DESC LIMIT 1),"
+                      "  AND a.event NOT IN ('claim', 'device-moved', 'retired', 'outside-change')"
+                      "  ORDER BY a.seq DESC LIMIT 1),"
                       " (SELECT a.detail FROM audit a WHERE a.lot = l.name AND a.serial = d.serial"
                       "  AND a.event = 'issued' ORDER BY a.seq DESC LIMIT 1)"
                       " FROM device d JOIN lot l ON l.id = d.lot_id"

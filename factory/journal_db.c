@@ -245,16 +245,31 @@ void journal_col_copy(sqlite3_stmt *st, int i, char *out, size_t cap)
     snprintf(out, cap, "%s", s ? (const char *)s : "");
 }
 
-#define DEVICE_COLUMNS                                                                             \
+#define DEVICE_COLUMNS_HEAD                                                                        \
     "SELECT d.id, l.name, d.serial, d.device_uri, d.state, d.key_id, d.key_uri, d.storage,"        \
     " d.error, d.attempts, d.updated, d.cert_id, c.der, c.cert_serial, c.sha256,"                  \
     " c.pubkey_sha256, c.not_after,"                                                               \
     " (SELECT count(*) FROM certificate s WHERE s.device_id = d.id"                                \
-    "  AND s.superseded IS NOT NULL)"                                                              \
+    "  AND s.superseded IS NOT NULL),"
+#define DEVICE_COLUMNS_TAIL                                                                        \
     " FROM device d JOIN lot l ON l.id = d.lot_id"                                                 \
     " LEFT JOIN certificate c ON c.id = d.cert_id "
+/* certificate.retired is schema version 2: an older journal (read only) counts none */
+#define UNRETIRED_V2                                                                               \
+    " (SELECT count(*) FROM certificate s WHERE s.device_id = d.id"                                \
+    "  AND s.superseded IS NOT NULL AND s.retired IS NULL)"
 
-/* Fills d from a DEVICE_COLUMNS row; *dev_id and *cert_id (0: none) when asked for. */
+static const char *device_select(const struct prov_journal *j, const char *where_v1,
+                                 const char *where_v2)
+{
+    return j->schema_version >= 2 ? where_v2 : where_v1;
+}
+
+#define DEVICE_SELECT(j, where)                                                                    \
+    device_select((j), DEVICE_COLUMNS_HEAD " 0" DEVICE_COLUMNS_TAIL where,                         \
+                  DEVICE_COLUMNS_HEAD UNRETIRED_V2 DEVICE_COLUMNS_TAIL where)
+
+/* Fills d from a DEVICE_SELECT row; *dev_id and *cert_id (0: none) when asked for. */
 static int fill_device(sqlite3_stmt *st, struct prov_journal_device *d, long long *dev_id,
                        long long *cert_id)
 {
@@ -299,6 +314,7 @@ static int fill_device(sqlite3_stmt *st, struct prov_journal_device *d, long lon
     journal_col_copy(st, 15, d->pubkey_sha256, sizeof(d->pubkey_sha256));
     journal_col_copy(st, 16, d->not_after, sizeof(d->not_after));
     d->n_superseded = sqlite3_column_int(st, 17);
+    d->n_unretired = sqlite3_column_int(st, 18);
     if (d->lot == NULL || d->serial == NULL || d->device_uri == NULL) {
         prov_journal_device_clear(d);
         return PROV_ERR_NOMEM;
@@ -317,7 +333,7 @@ int journal_read_device(struct prov_journal *j, long long lot_id, const char *se
     memset(d, 0, sizeof(*d));
     *dev_id = 0;
     *cert_id = 0;
-    r = journal_query(j, &st, DEVICE_COLUMNS "WHERE d.lot_id = ? AND d.serial = ?", "it", lot_id,
+    r = journal_query(j, &st, DEVICE_SELECT(j, "WHERE d.lot_id = ? AND d.serial = ?"), "it", lot_id,
                       serial);
     if (r < 0) {
         return r;
@@ -422,57 +438,150 @@ int prov_journal_superseded_in_run(struct prov_journal *j, long long lot_id, con
     return r;
 }
 
-int prov_journal_superseded_keys(struct prov_journal *j, long long lot_id, const char *serial,
-                                 unsigned char (**ids)[PROV_JOURNAL_KEY_ID_MAX], size_t **lens,
-                                 size_t *n)
+void prov_journal_old_keys_free(struct prov_journal_old_key *keys, size_t n)
+{
+    for (size_t i = 0; keys != NULL && i < n; i++) {
+        free(keys[i].lot);
+        free(keys[i].serial);
+        free(keys[i].device_uri);
+    }
+    free(keys);
+}
+
+static int fill_old_key(sqlite3_stmt *st, struct prov_journal_old_key *k)
+{
+    const void *id = sqlite3_column_blob(st, 3);
+    int n = sqlite3_column_bytes(st, 3);
+
+    memset(k, 0, sizeof(*k));
+    k->lot = col_strdup(st, 0);
+    k->serial = col_strdup(st, 1);
+    k->device_uri = col_strdup(st, 2);
+    if (id != NULL && n > 0 && n <= PROV_JOURNAL_KEY_ID_MAX) {
+        memcpy(k->key_id, id, (size_t)n);
+        k->key_id_len = (size_t)n;
+    }
+    journal_col_copy(st, 4, k->cert_serial, sizeof(k->cert_serial));
+    journal_col_copy(st, 5, k->pubkey_sha256, sizeof(k->pubkey_sha256));
+    journal_col_copy(st, 6, k->superseded, sizeof(k->superseded));
+    return k->lot && k->serial && k->device_uri ? 0 : PROV_ERR_NOMEM;
+}
+
+int prov_journal_unretired_keys(struct prov_journal *j, long long lot_id, const char *serial,
+                                struct prov_journal_old_key **keys, size_t *n)
 {
     sqlite3_stmt *st = NULL;
     size_t cap = 0;
-    int r;
+    int r = 0;
 
-    *ids = NULL;
-    *lens = NULL;
+    *keys = NULL;
     *n = 0;
+    if (j->schema_version < 2) {
+        return 0;
+    }
     pthread_mutex_lock(&j->lock);
     r = journal_query(j, &st,
-                      "SELECT c.key_id FROM certificate c JOIN device d ON d.id = c.device_id"
-                      " WHERE d.lot_id = ? AND d.serial = ? AND c.superseded IS NOT NULL",
-                      "it", lot_id, serial);
+                      "SELECT l.name, d.serial, c.device_uri, c.key_id, c.cert_serial,"
+                      " c.pubkey_sha256, c.superseded"
+                      " FROM certificate c JOIN device d ON d.id = c.device_id"
+                      " JOIN lot l ON l.id = d.lot_id"
+                      " WHERE c.superseded IS NOT NULL AND c.retired IS NULL"
+                      " AND (? = 0 OR d.lot_id = ?) AND (? IS NULL OR d.serial = ?)"
+                      " ORDER BY l.name, d.serial, c.id",
+                      "iitt", lot_id, lot_id, serial, serial);
     while (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
-        const void *b = sqlite3_column_blob(st, 0);
-        size_t len = (size_t)sqlite3_column_bytes(st, 0);
-
-        if (b == NULL || len == 0 || len > PROV_JOURNAL_KEY_ID_MAX) {
-            continue;
-        }
         if (*n == cap) {
             size_t ncap = cap ? cap * 2 : 4;
-            void *a = realloc(*ids, ncap * sizeof(**ids));
-            void *l = a ? realloc(*lens, ncap * sizeof(**lens)) : NULL;
+            struct prov_journal_old_key *a = realloc(*keys, ncap * sizeof(*a));
 
-            if (a != NULL) {
-                *ids = a;
-            }
-            if (l == NULL) {
+            if (a == NULL) {
                 r = PROV_ERR_NOMEM;
                 break;
             }
-            *lens = l;
+            *keys = a;
             cap = ncap;
         }
-        memcpy((*ids)[*n], b, len);
-        (*lens)[(*n)++] = len;
+        r = fill_old_key(st, &(*keys)[*n]);
+        (*n)++;
     }
     journal_release(j, st);
     pthread_mutex_unlock(&j->lock);
     if (r < 0) {
-        free(*ids);
-        free(*lens);
-        *ids = NULL;
-        *lens = NULL;
+        prov_journal_old_keys_free(*keys, *n);
+        *keys = NULL;
         *n = 0;
     }
     return r;
+}
+
+int prov_journal_row_has_cert(struct prov_journal *j, long long lot_id, const char *serial,
+                              const char *sha256, bool *out)
+{
+    sqlite3_stmt *st = NULL;
+    int r;
+
+    *out = false;
+    pthread_mutex_lock(&j->lock);
+    r = journal_query(j, &st,
+                      "SELECT 1 FROM certificate c JOIN device d ON d.id = c.device_id"
+                      " WHERE d.lot_id = ? AND d.serial = ? AND c.sha256 = ?",
+                      "itt", lot_id, serial, sha256);
+    if (r == 0) {
+        *out = sqlite3_step(st) == SQLITE_ROW;
+    }
+    journal_release(j, st);
+    pthread_mutex_unlock(&j->lock);
+    return r;
+}
+
+int prov_journal_foreach_key(struct prov_journal *j,
+                             int (*fn)(void *ctx, const struct prov_journal_key_ref *k),
+                             void *ctx)
+{
+    static const char *const head =
+        "SELECT l.name, d.serial, d.device_uri, d.key_id,"
+        " CASE WHEN d.cert_id IS NULL AND d.state IN ('intent', 'failed') THEN 'interrupted'"
+        " ELSE 'current' END"
+        " FROM device d JOIN lot l ON l.id = d.lot_id WHERE d.key_id IS NOT NULL"
+        " UNION ALL SELECT l.name, d.serial, ";
+    static const char *const tail_v2 =
+        "c.device_uri, c.key_id, 'superseded'"
+        " FROM certificate c JOIN device d ON d.id = c.device_id JOIN lot l ON l.id = d.lot_id"
+        " WHERE c.superseded IS NOT NULL AND c.retired IS NULL";
+    static const char *const tail_v1 =
+        "d.device_uri, c.key_id, 'superseded'"
+        " FROM certificate c JOIN device d ON d.id = c.device_id JOIN lot l ON l.id = d.lot_id"
+        " WHERE c.superseded IS NOT NULL";
+    sqlite3_stmt *st = NULL;
+    char *sql = NULL;
+    int r;
+
+    if (asprintf(&sql, "%s%s", head, j->schema_version >= 2 ? tail_v2 : tail_v1) < 0) {
+        return prov_fail(PROV_ERR_NOMEM, "journal %s: out of memory", j->path);
+    }
+    r = journal_query(j, &st, sql, "");
+    while (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
+        struct prov_journal_key_ref k = {
+            .lot = (const char *)sqlite3_column_text(st, 0),
+            .serial = (const char *)sqlite3_column_text(st, 1),
+            .device_uri = (const char *)sqlite3_column_text(st, 2),
+            .key_id = sqlite3_column_blob(st, 3),
+            .key_id_len = (size_t)sqlite3_column_bytes(st, 3),
+            .role = (const char *)sqlite3_column_text(st, 4),
+        };
+
+        if (k.device_uri != NULL && k.key_id != NULL && k.key_id_len > 0) {
+            r = fn(ctx, &k);
+        }
+    }
+    journal_release(j, st);
+    free(sql);
+    return r;
+}
+
+int prov_journal_schema_version(const struct prov_journal *j)
+{
+    return j->schema_version;
 }
 
 int prov_journal_foreach(struct prov_journal *j, long long lot_id,
@@ -484,8 +593,8 @@ int prov_journal_foreach(struct prov_journal *j, long long lot_id,
 
     /* No lock held across the callbacks: a reader's statement sees one snapshot anyway. */
     r = journal_query(j, &st,
-                      DEVICE_COLUMNS "WHERE ? = 0 OR d.lot_id = ? ORDER BY l.name, d.serial", "ii",
-                      lot_id, lot_id);
+                      DEVICE_SELECT(j, "WHERE ? = 0 OR d.lot_id = ? ORDER BY l.name, d.serial"),
+                      "ii", lot_id, lot_id);
     while (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
         r = fill_device(st, &d, NULL, NULL);
         if (r == 0) {

@@ -31,6 +31,7 @@ struct prov_journal {
     int lock_fd;
     pthread_mutex_t lock; /* serializes transactions on the one connection */
     pthread_mutex_t stmt_lock; /* guards stmts: reads may run outside a transaction */
+    int schema_version;        /* meta "schema": what the reads may ask for */
     struct journal_stmt stmts[JOURNAL_STMT_CACHE];
     /* Test-only crash hook (journal.h). */
     enum prov_journal_state crash_state;

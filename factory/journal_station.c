@@ -209,6 +209,7 @@ int prov_journal_station_follow(struct prov_journal *j, long long lot_id, const 
     char lot[256];
     char now[32];
     char *key_uri = NULL;
+    char *old_uri = NULL;
     char *detail = NULL;
     int r;
 
@@ -227,7 +228,8 @@ int prov_journal_station_follow(struct prov_journal *j, long long lot_id, const 
         const char *was_key = (const char *)sqlite3_column_text(st, 1); /* NULL before issued */
 
         key_uri = was_key != NULL ? moved_key_uri(was_key, was, device_uri) : NULL;
-        if ((was_key != NULL && key_uri == NULL) ||
+        old_uri = strdup(was);
+        if ((was_key != NULL && key_uri == NULL) || old_uri == NULL ||
             asprintf(&detail, "from=%s to=%s", was, device_uri) < 0) {
             detail = NULL;
             r = PROV_ERR_NOMEM;
@@ -237,11 +239,17 @@ int prov_journal_station_follow(struct prov_journal *j, long long lot_id, const 
     if (r == 0 && detail != NULL) {
         journal_now(now, sizeof(now));
         r = journal_lot_name(j, lot_id, lot, sizeof(lot));
-        if (r == 0 && journal_exec(j,
-                                   "UPDATE device SET device_uri = ?, key_uri = ?, updated = ?"
-                                   " WHERE lot_id = ? AND serial = ?",
-                                   "tttit", device_uri, key_uri, now, lot_id,
-                                   serial) != SQLITE_DONE) {
+        /* the row's certificates generated on this device move with it (schema 2) */
+        if (r == 0 &&
+            (journal_exec(j,
+                          "UPDATE certificate SET device_uri = ? WHERE device_uri = ?"
+                          " AND device_id = (SELECT id FROM device"
+                          " WHERE lot_id = ? AND serial = ?)",
+                          "ttit", device_uri, old_uri, lot_id, serial) != SQLITE_DONE ||
+             journal_exec(j,
+                          "UPDATE device SET device_uri = ?, key_uri = ?, updated = ?"
+                          " WHERE lot_id = ? AND serial = ?",
+                          "tttit", device_uri, key_uri, now, lot_id, serial) != SQLITE_DONE)) {
             r = journal_db_fail(j, serial);
         }
         r = r ? r : journal_audit_append(j, lot, serial, "device-moved", detail);
@@ -249,6 +257,7 @@ int prov_journal_station_follow(struct prov_journal *j, long long lot_id, const 
     r = journal_end(j, r);
     pthread_mutex_unlock(&j->lock);
     free(key_uri);
+    free(old_uri);
     free(detail);
     return r;
 }

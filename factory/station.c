@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "backend.h"
@@ -23,11 +24,11 @@
 #include "journal.h"
 #include "log.h"
 
-static const char *const status_names[] = {"failed", "issued", "already-issued"};
+static const char *const status_names[] = {"failed", "issued", "already-issued", "excluded"};
 
 const char *prov_station_status_name(enum prov_station_status st)
 {
-    return status_names[st <= PROV_STATION_ALREADY ? st : PROV_STATION_FAILED];
+    return status_names[st <= PROV_STATION_EXCLUDED ? st : PROV_STATION_FAILED];
 }
 
 void prov_station_result_clear(struct prov_station_result *res)
@@ -86,6 +87,58 @@ static void station_free(struct station *s)
 
 /* ---- identify ---------------------------------------------------------------------------- */
 
+static double seconds_now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/*
+ * Opens the device, waiting up to [station] device_wait seconds for it to show up: udev
+ * starts the unit when the USB device appears, which can be before pcscd has attached the
+ * reader (or the TPM driver its node), and the oneshot unit would otherwise fail with exit
+ * 4 and not run again until the device is plugged in again. Each new attempt asks the
+ * backend to look for newly attached devices (rescan). Any other error is not waited out.
+ */
+static int open_waiting(struct station *s, const char *uri, struct prov_device_params *params,
+                        struct prov_device **dev)
+{
+    double deadline = seconds_now() + (double)s->sc.device_wait;
+    char *first = NULL;
+    int attempts = 0;
+    int r;
+
+    for (;;) {
+        params->rescan = attempts++ > 0;
+        r = prov_device_open(uri, params, dev);
+        if ((r != PROV_ERR_NOT_FOUND && r != PROV_ERR_DEVICE_REMOVED) ||
+            seconds_now() >= deadline) {
+            break;
+        }
+        if (first == NULL && prov_error_message() != NULL) {
+            first = strdup(prov_error_message());
+        }
+        prov_debug("station", "%s: not there yet (attempt %d): %s; looking again in 1 s", uri,
+                   attempts, prov_error_message() ? prov_error_message() : prov_strerror(r));
+        prov_error_clear();
+        sleep(1);
+    }
+    if ((r == PROV_ERR_NOT_FOUND || r == PROV_ERR_DEVICE_REMOVED) && attempts > 1) {
+        char *last = strdup(prov_error_message() ? prov_error_message() : prov_strerror(r));
+
+        prov_error_clear();
+        r = prov_fail(r, "%s (still after waiting %ld s for it: [station] device_wait)",
+                      last ? last : prov_strerror(r), s->sc.device_wait);
+        free(last);
+    } else if (r == 0 && attempts > 1) {
+        prov_info("%s: there after %d attempts (%s)", uri, attempts, first ? first : "");
+    }
+    free(first);
+    return r;
+}
+
 /*
  * Opens the device read-only and reads its identity. An only-token entry ("pkcs11:" with
  * just the module) is pinned to the token it found: the device string becomes
@@ -104,7 +157,7 @@ static int identify(struct station *s, struct prov_station_result *res, bool is_
     char ident[512];
     int r;
 
-    r = prov_device_open(res->device_uri, &params, &dev);
+    r = open_waiting(s, res->device_uri, &params, &dev);
     if (r == 0) {
         r = dev->ops->identity(dev, ident, sizeof(ident));
     }
@@ -536,6 +589,13 @@ int prov_station_run(const struct prov_config *cfg, const struct prov_station_op
         return PROV_ERR_NOMEM;
     }
     r = setup(&s, res);
+    if (r == 0 && prov_station_is_excluded(&s.sc, res->identity)) {
+        /* the station PC's own TPM (or any device listed): no row, no journal, no PIN */
+        res->status = PROV_STATION_EXCLUDED;
+        res->reason = strdup("[station] exclude lists this device; not served");
+        station_free(&s);
+        return res->reason != NULL ? 0 : PROV_ERR_NOMEM;
+    }
     if (r == 0) {
         r = pick_and_enroll(&s, res);
     }

@@ -48,6 +48,7 @@ enum prov_station_status {
     PROV_STATION_FAILED = 0,
     PROV_STATION_ISSUED,
     PROV_STATION_ALREADY,
+    PROV_STATION_EXCLUDED, /* [station] exclude names the device (the station PC's own TPM) */
 };
 
 /* One device's outcome; owned strings, released by prov_station_result_clear. */
@@ -90,7 +91,13 @@ struct prov_station_config {
     char *device_table; /* device_table = FILE (vendor:product -> PKCS#11 module) */
     char *tpm_tcti;     /* tpm_tcti = TCTI template, %i = the instance; default device:/dev/%i */
     char *prove;        /* prove = URL of the end-of-line mTLS proof */
+    char *exclude;      /* exclude = identities never served, space or comma separated */
+    long device_wait;   /* device_wait = seconds to wait for a device not there yet */
 };
+
+/* How long a station waits by default for a device it was started for to show up. */
+#define PROV_STATION_DEVICE_WAIT 20
+#define PROV_STATION_DEVICE_WAIT_MAX 600
 
 int prov_station_config_load(const struct prov_config *cfg, struct prov_station_config *out);
 void prov_station_config_clear(struct prov_station_config *sc);
@@ -105,6 +112,13 @@ void prov_station_config_clear(struct prov_station_config *sc);
  */
 int prov_station_device_for(const struct prov_config *cfg, const struct prov_station_config *sc,
                             const char *instance, char **device_uri, bool *is_pkcs11_any);
+
+/*
+ * Whether identity ("pkcs11:SERIAL", "tpm2:EK-SHA256", as the result line shows it) is one of
+ * the [station] exclude list: a device the station must never claim a row for, such as the
+ * station PC's own TPM, whose tpmrm node the udev rule matches like any other.
+ */
+bool prov_station_is_excluded(const struct prov_station_config *sc, const char *identity);
 
 /*
  * Whether a manifest row's device names the device with this identity (row-by-identity):

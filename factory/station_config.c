@@ -22,7 +22,8 @@
 #define TABLE_LINE_MAX 1024
 
 static const char *const station_keys[] = {
-    "manifest", "journal", "mode", "device_table", "tpm_tcti", "prove", NULL,
+    "manifest", "journal", "mode",        "device_table", "tpm_tcti",
+    "prove",    "exclude", "device_wait", NULL,
 };
 
 void prov_station_config_clear(struct prov_station_config *sc)
@@ -33,6 +34,7 @@ void prov_station_config_clear(struct prov_station_config *sc)
     free(sc->device_table);
     free(sc->tpm_tcti);
     free(sc->prove);
+    free(sc->exclude);
     memset(sc, 0, sizeof(*sc));
 }
 
@@ -59,12 +61,36 @@ static int take(const struct prov_config *cfg, const char *name, bool is_path, c
     return *out ? 0 : PROV_ERR_NOMEM;
 }
 
+/* device_wait: whole seconds, 0 (do not wait) to PROV_STATION_DEVICE_WAIT_MAX. */
+static int take_wait(const struct prov_config *cfg, long *out)
+{
+    const char *v = NCONF_get_string(cfg->conf, "station", "device_wait");
+    char *end = NULL;
+    long n;
+
+    ERR_clear_error();
+    *out = PROV_STATION_DEVICE_WAIT;
+    if (v == NULL || v[0] == '\0') {
+        return 0;
+    }
+    errno = 0;
+    n = strtol(v, &end, 10);
+    if (errno != 0 || *end != '\0' || !isdigit((unsigned char)v[0]) ||
+        n > PROV_STATION_DEVICE_WAIT_MAX) {
+        return prov_fail(PROV_ERR_CONFIG, "%s: [station] device_wait \"%s\": seconds from 0 to %d",
+                         cfg->path, v, PROV_STATION_DEVICE_WAIT_MAX);
+    }
+    *out = n;
+    return 0;
+}
+
 int prov_station_config_load(const struct prov_config *cfg, struct prov_station_config *out)
 {
     STACK_OF(CONF_VALUE) *values = cfg->conf ? NCONF_get_section(cfg->conf, "station") : NULL;
     int r = 0;
 
     memset(out, 0, sizeof(*out));
+    out->device_wait = PROV_STATION_DEVICE_WAIT;
     ERR_clear_error();
     for (int i = 0; values != NULL && i < sk_CONF_VALUE_num(values); i++) {
         const CONF_VALUE *v = sk_CONF_VALUE_value(values, i);
@@ -83,6 +109,8 @@ int prov_station_config_load(const struct prov_config *cfg, struct prov_station_
     r = r ? r : take(cfg, "device_table", true, &out->device_table);
     r = r ? r : take(cfg, "tpm_tcti", false, &out->tpm_tcti);
     r = r ? r : take(cfg, "prove", false, &out->prove);
+    r = r ? r : take(cfg, "exclude", false, &out->exclude);
+    r = r ? r : take_wait(cfg, &out->device_wait);
     if (r < 0) {
         prov_station_config_clear(out);
     }
@@ -322,6 +350,24 @@ bool prov_station_row_names(const char *row_device, const char *backend, const c
     }
     if (strcmp(backend, "tpm2") == 0 && strncmp(row_device, "tpm2:ek-sha256=", 15) == 0) {
         return strcasecmp(row_device + 15, identity) == 0;
+    }
+    return false;
+}
+
+bool prov_station_is_excluded(const struct prov_station_config *sc, const char *identity)
+{
+    const char *p = sc->exclude;
+    size_t n = identity != NULL ? strlen(identity) : 0;
+
+    while (p != NULL && n > 0 && *p != '\0') {
+        size_t len;
+
+        p += strspn(p, " \t,");
+        len = strcspn(p, " \t,");
+        if (len == n && strncmp(p, identity, n) == 0) {
+            return true;
+        }
+        p += len;
     }
     return false;
 }

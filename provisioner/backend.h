@@ -31,6 +31,13 @@ struct prov_device_params {
     uint32_t tpm_srk_handle;  /* TPM: persistent storage root key handle; 0 = default */
     uint32_t tpm_key_handle;  /* TPM: persistent handle of the device key; 0 = default */
     uint32_t tpm_nv_index;    /* TPM: NV index for the DER certificate; 0 = default */
+    /*
+     * Look for devices attached since the last open (a station waiting for a reader that
+     * the system has not attached yet): a PKCS#11 module that no open device uses is
+     * initialized again, since many modules (SoftHSM2 among them) fix their slot list at
+     * C_Initialize.
+     */
+    bool rescan;
 };
 
 /* An open device (token or TPM). Owned by whoever opened it; freed by ops->close. */
@@ -71,6 +78,19 @@ struct prov_key_props {
     bool is_local;                /* CKA_LOCAL / TPM: sensitiveDataOrigin */
     bool can_sign;
     bool can_decrypt;             /* decrypt, unwrap or derive allowed */
+};
+
+/*
+ * One object on a device as list_objects reports it (borrowed for the callback). kind is
+ * "private-key", "public-key", "certificate", "data", "secret-key", "other", or "unknown"
+ * for an object whose class cannot be read (what an interrupted key generation can leave).
+ */
+struct prov_device_object {
+    unsigned long handle;    /* the backend's handle for it (PKCS#11 CK_OBJECT_HANDLE) */
+    const char *kind;
+    const unsigned char *id; /* CKA_ID; NULL when the object has none (or an empty one) */
+    size_t id_len;
+    const char *label;       /* CKA_LABEL; NULL when none */
 };
 
 /* Signature mechanisms the core asks for. */
@@ -146,6 +166,14 @@ struct prov_backend_ops {
     int (*delete_key)(struct prov_device *dev, struct prov_key *key);
 
     void (*free_key)(struct prov_device *dev, struct prov_key *key);
+
+    /*
+     * Calls fn for every object the device shows this session: public objects without a
+     * login, private ones too after it. fn returning < 0 stops the walk with that value.
+     * NULL in a backend that cannot list its objects (TPM).
+     */
+    int (*list_objects)(struct prov_device *dev,
+                        int (*fn)(void *ctx, const struct prov_device_object *obj), void *ctx);
 };
 
 /* The backend for a device string, or NULL (the caller reports the unknown scheme). */

@@ -13,6 +13,7 @@
 #include "chain.h"
 #include "enroll.h"
 #include "error.h"
+#include "log.h"
 
 static void note(struct prov_check_result *res, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -92,6 +93,47 @@ static void check_server_ca(const struct prov_stored_identity *s, const char *di
     res->is_server_ca_ok = true;
 }
 
+struct no_id {
+    size_t n;
+    char handles[96]; /* the first few, for the message */
+};
+
+static int count_no_id(void *ctx, const struct prov_device_object *o)
+{
+    struct no_id *c = ctx;
+    size_t used = strlen(c->handles);
+
+    if (o->id != NULL) {
+        return 0;
+    }
+    if (++c->n <= 4 && used + 24 < sizeof(c->handles)) {
+        snprintf(c->handles + used, sizeof(c->handles) - used, "%s0x%lx %s", used ? ", " : "",
+                 o->handle, o->kind);
+    }
+    return 0;
+}
+
+/*
+ * Objects without a CKA_ID on the key's token: every key this tool makes has a unique one,
+ * so they are left over from something else; a key generation killed half way leaves such
+ * objects, with no key material, on SoftHSM2. A warning only: the identity is what check
+ * proves, and `batch status --tokens` lists every object no journal row explains.
+ */
+static void warn_objects_without_id(struct prov_device *dev)
+{
+    struct no_id c = {0};
+
+    if (dev->ops->list_objects == NULL || dev->ops->list_objects(dev, count_no_id, &c) < 0) {
+        prov_error_clear();
+        return;
+    }
+    if (c.n > 0) {
+        prov_warn("%s holds %zu object%s without a CKA_ID (handle %s%s): not a key of this tool; "
+                  "left by an interrupted key generation? `batch status --tokens` lists them",
+                  dev->name, c.n, c.n == 1 ? "" : "s", c.handles, c.n > 4 ? ", ..." : "");
+    }
+}
+
 int prov_check_identity(const struct prov_config *cfg, const char *dir, const char *pin_spec,
                         struct prov_check_result *res)
 {
@@ -155,6 +197,7 @@ int prov_check_identity_connect(const struct prov_config *cfg, const char *dir,
     } else {
         note(res, "%s", prov_error_message());
     }
+    warn_objects_without_id(dev);
     r = res->is_storage_ok && res->is_key_proven && res->is_chain_ok && res->is_server_ca_ok
             ? 0
             : PROV_ERR_VERIFY;

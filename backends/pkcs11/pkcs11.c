@@ -382,6 +382,9 @@ static int open_device(const char *device_uri, const struct prov_device_params *
     if (d->module_path == NULL) {
         goto out;
     }
+    if (params != NULL && params->rescan) {
+        prov_pkcs11_module_forget(module);
+    }
     r = prov_pkcs11_module_get(module, &d->fl);
     if (r < 0) {
         goto out;
@@ -541,4 +544,5 @@ const struct prov_backend_ops prov_pkcs11_ops = {
     .store_certificate = prov_pkcs11_store_certificate,
     .delete_key = prov_pkcs11_delete_key,
     .free_key = prov_pkcs11_free_key,
+    .list_objects = prov_pkcs11_list_objects,
 };

@@ -50,6 +50,13 @@ struct p11_key {
  */
 int prov_pkcs11_module_get(const char *path, CK_FUNCTION_LIST **out);
 
+/*
+ * Finalizes and unloads the module loaded from path when no open device uses it, so that the
+ * next prov_pkcs11_module_get initializes it again and sees slots attached since (rescan in
+ * prov_device_params). Nothing when it is in use or not loaded.
+ */
+void prov_pkcs11_module_forget(const char *path);
+
 /* Drops a reference taken by prov_pkcs11_module_get; the module stays loaded (cache). */
 void prov_pkcs11_module_put(CK_FUNCTION_LIST *fl);
 
@@ -97,6 +104,10 @@ int prov_pkcs11_sign(struct prov_device *dev, struct prov_key *key, enum prov_si
 int prov_pkcs11_store_certificate(struct prov_device *dev, struct prov_key *key, X509 *cert);
 int prov_pkcs11_delete_key(struct prov_device *dev, struct prov_key *key);
 void prov_pkcs11_free_key(struct prov_device *dev, struct prov_key *key);
+
+/* Every object the session sees (pkcs11_objects.c); the ops table's list_objects. */
+int prov_pkcs11_list_objects(struct prov_device *dev,
+                             int (*fn)(void *ctx, const struct prov_device_object *obj), void *ctx);
 
 /* Public key conversion (pkcs11_pub.c). */
 

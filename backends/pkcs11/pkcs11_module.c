@@ -245,15 +245,18 @@ static void drop_anchors(CK_FUNCTION_LIST *fl)
     }
 }
 
-void prov_pkcs11_unload_all(void)
+/* Unloads the modules (path NULL: every one) that no open device uses; modules_lock held. */
+static void unload_idle(const char *path)
 {
-    struct module **pm;
+    struct module **pm = &modules;
 
-    pthread_mutex_lock(&modules_lock);
-    pm = &modules;
     while (*pm != NULL) {
         struct module *m = *pm;
 
+        if (path != NULL && strcmp(m->path, path) != 0) {
+            pm = &m->next;
+            continue;
+        }
         if (m->refs > 0) {
             /* Finalizing would pull the session from under an open device. */
             prov_debug("pkcs11", "module %s still has %u open device(s); left loaded", m->path,
@@ -271,6 +274,19 @@ void prov_pkcs11_unload_all(void)
         free(m->path);
         free(m);
     }
+}
+
+void prov_pkcs11_unload_all(void)
+{
+    pthread_mutex_lock(&modules_lock);
+    unload_idle(NULL);
+    pthread_mutex_unlock(&modules_lock);
+}
+
+void prov_pkcs11_module_forget(const char *path)
+{
+    pthread_mutex_lock(&modules_lock);
+    unload_idle(path);
     pthread_mutex_unlock(&modules_lock);
 }
 

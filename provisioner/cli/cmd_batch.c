@@ -21,6 +21,7 @@ static void usage(FILE *f)
     fprintf(f,
             "Usage: provisioner batch MANIFEST.csv [OPTIONS]\n"
             "       provisioner batch status [MANIFEST.csv | --journal FILE] [--json]\n"
+            "                                [--tokens [--pin SOURCE]]\n"
             "       provisioner batch report [MANIFEST.csv | --journal FILE] [--csv | --json]\n"
             "                                [--verify-audit]\n\n"
             "Enrolls every row of a manifest (columns: serial, device, key, profile, cn,\n"
@@ -34,7 +35,8 @@ static void usage(FILE *f)
             "  --results FILE     the results CSV (default: MANIFEST.results.csv):\n"
             "                     serial,status,cert_serial,sha256,not_after,storage,error,x_...\n"
             "  --reissue SERIAL   certify SERIAL again; its certificate is recorded as\n"
-            "                     superseded and its old key deleted (repeatable)\n"
+            "                     superseded and its old key deleted from the device it was\n"
+            "                     made on, even when the manifest now names another (repeatable)\n"
             "  --pin SOURCE       device PIN source, file:PATH or env:VAR, for rows without a\n"
             "                     pin column value (default: [provisioner] device_pin); read\n"
             "                     once per device\n"
@@ -47,7 +49,12 @@ static void usage(FILE *f)
             "  --no-progress      no progress bar or progress lines on stderr\n"
             "  --json             print the summary as JSON (status/report: the journal), also\n"
             "                     when the run fails (error and exit set)\n\n"
-            "status: devices per state and the rows not yet proven. report: every row with its\n"
+            "status: devices per state, the rows not yet proven, and superseded keys not yet\n"
+            "deleted from their device (not retired). With --tokens it also opens every token\n"
+            "the journal names, logs in (--pin, else [provisioner] device_pin; read once, and\n"
+            "a rejected PIN is sent to no other token) and lists each object no journal row\n"
+            "explains by handle, class, CKA_ID and label; without it no token is touched.\n"
+            "report: every row with its\n"
             "certificate (CSV by default); --verify-audit checks the journal's hash-chained\n"
             "audit trail and prints its head hash (keep it elsewhere to anchor the chain).\n\n"
             "Exit: 0 all rows issued or already issued, 1 some rows failed, 2 invalid, missing\n"
@@ -83,10 +90,16 @@ static char *journal_path(const char *journal, const char *manifest)
     return NULL;
 }
 
-/* batch status / batch report: read-only views of the journal. */
-static const struct option batch_view_opts[] = {
+/* batch status / batch report: read-only views of the journal (status may list tokens). */
+static const struct option batch_report_opts[] = {
     {"journal", required_argument, NULL, 'J'}, {"json", no_argument, NULL, 'j'},
     {"csv", no_argument, NULL, 'c'},           {"verify-audit", no_argument, NULL, 'V'},
+    {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+};
+static const struct option batch_status_opts[] = {
+    {"journal", required_argument, NULL, 'J'}, {"json", no_argument, NULL, 'j'},
+    {"csv", no_argument, NULL, 'c'},           {"verify-audit", no_argument, NULL, 'V'},
+    {"tokens", no_argument, NULL, 'T'},        {"pin", required_argument, NULL, 'p'},
     {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
 };
 
@@ -94,25 +107,36 @@ static int journal_view(int argc, char **argv, bool is_report)
 {
     struct prov_journal_audit audit;
     struct prov_journal *j = NULL;
+    struct prov_status_tokens tokens = {0};
+    struct prov_config *cfg = NULL;
     const char *journal = NULL;
     bool as_json = false;
     bool verify = false;
+    bool is_tokens = false;
     char *path = NULL;
     int c;
     int r;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", batch_view_opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", is_report ? batch_report_opts : batch_status_opts,
+                            NULL)) != -1) {
         switch (c) {
         case 'J': journal = optarg; break;
         case 'j': as_json = true; break;
         case 'c': as_json = false; break;
         case 'V': verify = true; break;
+        case 'T': is_tokens = true; break;
+        case 'p': tokens.pin_spec = optarg; break;
         case 'h': usage(stdout); return PROV_EXIT_OK;
         default: usage(stderr); return PROV_EXIT_USAGE;
         }
     }
     path = journal_path(journal, optind < argc ? argv[optind] : NULL);
+    if (tokens.pin_spec != NULL && !is_tokens) {
+        fprintf(stderr, "provisioner: batch status: --pin is used only with --tokens\n");
+        free(path);
+        return PROV_EXIT_USAGE;
+    }
     if (path == NULL || argc - optind > 1 || (verify && !is_report)) {
         fprintf(stderr,
                 "provisioner: batch %s: name the journal: MANIFEST.csv or --journal "
@@ -121,6 +145,12 @@ static int journal_view(int argc, char **argv, bool is_report)
         free(path);
         return PROV_EXIT_USAGE;
     }
+    /* the tokens need the module and the PIN source of the config; status alone does not */
+    if (is_tokens && (r = cli_load_config(&cfg)) != 0) {
+        free(path);
+        return r;
+    }
+    tokens.cfg = cfg;
     prov_error_clear();
     r = prov_journal_open(path, false, &j);
     if (r == 0 && verify) {
@@ -134,9 +164,10 @@ static int journal_view(int argc, char **argv, bool is_report)
     }
     if (r == 0) {
         r = is_report ? prov_batch_report(j, as_json ? PROV_REPORT_JSON : PROV_REPORT_CSV, stdout)
-                      : prov_batch_status(j, as_json, stdout);
+                      : prov_batch_status(j, as_json, is_tokens ? &tokens : NULL, stdout);
     }
     prov_journal_close(j);
+    prov_config_free(cfg);
     if (r < 0) {
         /* status --json keeps its shape on failure; report's is an array, which cannot */
         json_object *o = NULL;
@@ -301,7 +332,7 @@ int cmd_batch(int argc, char **argv)
 
 const struct cli_optset cmd_batch_optsets[] = {
     {"batch", batch_run_opts},
-    {"batch status", batch_view_opts},
-    {"batch report", batch_view_opts},
+    {"batch status", batch_status_opts},
+    {"batch report", batch_report_opts},
     {NULL, NULL},
 };

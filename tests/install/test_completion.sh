@@ -35,7 +35,7 @@ while read -r c; do
     case "$c" in
     ca | chain | batch)
         # options belong to the subcommands: their union is what --help lists
-        complete_words "$c" "" | grep -v '^[^a-z]' | grep -v '\.' >"subs-$c" || true
+        complete_words "$c" "" | filter_lines -v '^[^a-z]' | filter_lines -v '\.' >"subs-$c"
         [ -s "subs-$c" ] || fail "no subcommands offered for $c"
         : >"offered-$c"
         while read -r s; do
@@ -45,7 +45,7 @@ while read -r c; do
         ;;
     *) complete_words "$c" -- >"offered-$c" ;;
     esac
-    sort -u "offered-$c" | grep -vx -- --help >"offered-$c.s" || true
+    sort -u "offered-$c" | filter_lines -vx -- --help >"offered-$c.s"
     expect_same "options offered for '$c' vs provisioner $c --help" "offered-$c.s" "help-$c"
 done <commands
 complete_words ca "" >offered-ca-sub

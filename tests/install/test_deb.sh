@@ -104,11 +104,13 @@ while read -r f; do
 done <files-installed
 [ ! -e /usr/share/doc/provisioner ] || fail "/usr/share/doc/provisioner is left after remove"
 if [ "$(pkg_status)" = config-files ]; then
-    # what dpkg still lists ("does not contain any files" is not a path)
+    # what dpkg still lists ("does not contain any files" is not a path); a failing dpkg -L
+    # must not read as "lists nothing"
+    listed=$(dpkg -L "$PKG" 2>&1) || fail "dpkg -L $PKG failed: $listed"
     while read -r f; do
         [ -d "$f" ] && continue
         printf '%s\n' "$conffiles" | grep -qxF "$f" || fail "dpkg -L lists $f after remove"
-    done < <(dpkg -L "$PKG" 2>/dev/null | grep '^/' || true)
+    done < <(printf '%s\n' "$listed" | filter_lines '^/')
 fi
 getent group provisioner >/dev/null || fail "remove (not purge) deleted the provisioner group"
 

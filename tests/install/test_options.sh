@@ -21,7 +21,7 @@ done <table
 
 # long_opts: the --options in stdin, one per line, sorted, without --help.
 long_opts() {
-    grep -oE -- '--[a-z][a-z0-9-]*' | grep -vx -- '--help' | sort -u || true
+    filter_lines -oE -- '--[a-z][a-z0-9-]*' | filter_lines -vx -- '--help' | sort -u
 }
 # table_opts NAME-ERE: the options of the table lines whose name matches, as long_opts.
 table_opts() {

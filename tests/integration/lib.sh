@@ -43,10 +43,17 @@ it_log() {
 }
 
 # fail MESSAGE: one clear line, then exit 1 (the EXIT trap stops what the test started).
+# Called in a subshell - inside $(...), a pipeline or ( ) - exit alone would end only that
+# subshell, and a caller such as assert_eq "$(token_count ...)" 0 would go on with whatever
+# the subshell printed: so the test's own shell is told to stop too (the USR1 trap below).
 fail() {
     printf 'FAIL: %s: %s\n' "$IT_NAME" "$*" >&2
+    if [ "$BASHPID" != "$$" ]; then
+        kill -USR1 "$$" 2>/dev/null || true
+    fi
     exit 1
 }
+trap 'exit 1' USR1
 
 # need TOOL...: every tool must be installed; a missing one fails the test.
 need() {
@@ -254,8 +261,62 @@ token_slot() {
 p11() {
     local label=$1 pin=$2 slot
     shift 2
-    slot=$(token_slot "$label")
+    slot=$(token_slot "$label") || exit 1
     pkcs11-tool --module "$SOFTHSM_MODULE" --slot "$slot" --login --pin "$pin" "$@"
+}
+
+# token_list LABEL PIN [ARGS...]: pkcs11-tool --list-objects, logged in to exactly that
+# token, with ARGS (e.g. --type privkey). A listing that fails fails the test: it must never
+# read as "no objects".
+token_list() {
+    local label=$1 pin=$2 slot out
+    shift 2
+    slot=$(token_slot "$label") || exit 1
+    out=$(pkcs11-tool --module "$SOFTHSM_MODULE" --slot "$slot" --login --pin "$pin" \
+        --list-objects "$@" 2>"$WORK/log/token-list.err") ||
+        fail "pkcs11-tool --list-objects on token $label failed: $(tr '\n' ' ' <"$WORK/log/token-list.err")"
+    [ -z "$out" ] || printf '%s\n' "$out"
+}
+
+# token_count LABEL PIN TYPE: the number of objects of TYPE (privkey, pubkey, cert, data)
+# on the token; fails the test when the token cannot be listed.
+token_count() {
+    local out
+    out=$(token_list "$1" "$2" --type "$3") || exit 1
+    printf '%s\n' "$out" | count_re '^(Private Key|Public Key|Certificate) Object|^Data object'
+}
+
+# filter_lines GREP-ARGS...: grep where selecting nothing is a result, not a failure (exit 1
+# becomes 0); grep's own failure (exit 2: a missing file, a bad pattern) fails the test, so
+# that it never reads as "nothing found". Replaces "grep ... || true".
+filter_lines() {
+    local rc=0
+    grep "$@" || rc=$?
+    [ "$rc" -le 1 ] || fail "grep $* failed (exit $rc)"
+}
+
+# dir_entries DIR: the names in DIR (ls -A), one a line; a directory that cannot be listed
+# (missing, not a directory) fails the test rather than reading as empty.
+dir_entries() {
+    local out
+    out=$(ls -A "$1") || fail "cannot list the directory $1"
+    [ -z "$out" ] || printf '%s\n' "$out"
+}
+
+# count_re RE [FILE]: the number of lines matching the extended regex RE in FILE (which must
+# exist) or on stdin; no match is 0.
+count_re() {
+    filter_lines -cE -- "$@"
+}
+
+# sql_q DB SQL: one query with sqlite3; a failed query fails the test (it must never read as
+# an empty result).
+sql_q() {
+    local out
+    [ -f "$1" ] || fail "sqlite3: no journal at $1"
+    out=$(sqlite3 "$1" "$2" 2>"$WORK/log/sql.err") ||
+        fail "sqlite3 $1 failed: $(tail -n1 "$WORK/log/sql.err"): $2"
+    [ -z "$out" ] || printf '%s\n' "$out"
 }
 
 # p11_object_block LABEL PIN TYPE ID_HEX: the --list-objects block of the object of TYPE
@@ -416,7 +477,7 @@ assert_one_error_re() {
 assert_one_error_after_warnings() {
     local n s last
     assert_no_grep "$PROV_ERR" '^([^p]|p[^r])' "stderr lines not starting with 'provisioner: '"
-    n=$(grep -vc '^provisioner: warning: ' "$PROV_ERR" || true)
+    n=$(filter_lines -vc '^provisioner: warning: ' "$PROV_ERR")
     [ "$n" -eq 1 ] || fail "expected exactly one error line on stderr, got $n: $(tr '\n' '|' <"$PROV_ERR")"
     last=$(tail -n1 "$PROV_ERR")
     case "$last" in
@@ -492,7 +553,7 @@ json_str() {
 
 # cert_count FILE: number of PEM certificates in FILE.
 cert_count() {
-    grep -c -- '-----BEGIN CERTIFICATE-----' "$1" || true
+    count_re '^-----BEGIN CERTIFICATE-----' "$1"
 }
 
 # split_pem FILE PREFIX: PREFIX0.pem, PREFIX1.pem ... one certificate each.
@@ -950,7 +1011,9 @@ assert_storage() {
         assert_mode 644 "$d/$f"
     done
     # No temp files left behind by the atomic writer.
-    local extra
-    extra=$(cd "$d" && ls -A | grep -vxE 'client\.crt|client\.der|fullchain\.pem|chain\.pem|server-ca\.pem|key\.uri|identity\.json' || true)
+    local names extra
+    names=$(dir_entries "$d") || exit 1
+    extra=$(printf '%s\n' "$names" |
+        filter_lines -vxE 'client\.crt|client\.der|fullchain\.pem|chain\.pem|server-ca\.pem|key\.uri|identity\.json')
     [ -z "$extra" ] || fail "$d holds unexpected files: $(printf "%s " $extra)"
 }

@@ -76,11 +76,11 @@ assert_grep "$PROV_OUT" "$(fingerprint ca/intermediate.crt)" \
 # ---- 5. a second ca init refuses and changes nothing --------------------------------------
 it_log "case 5: ca init again without --force"
 before=$(tree_digest ca)
-objs_before=$(p11 provisioner-ca "$CA_PIN_VALUE" --list-objects 2>/dev/null)
+objs_before=$(token_list provisioner-ca "$CA_PIN_VALUE")
 prov 5 ca init
 assert_one_error "ca"
 assert_eq "$(tree_digest ca)" "$before" "the CA directory after a refused ca init"
-assert_eq "$(p11 provisioner-ca "$CA_PIN_VALUE" --list-objects 2>/dev/null)" "$objs_before" \
+assert_eq "$(token_list provisioner-ca "$CA_PIN_VALUE")" "$objs_before" \
     "the CA token's objects after a refused ca init"
 # --force replaces it: a new, valid chain
 old_fp=$(fingerprint ca/intermediate.crt)
@@ -88,8 +88,8 @@ prov 0 ca init --force
 check_ca_dir
 check_intermediate_key
 [ "$(fingerprint ca/intermediate.crt)" != "$old_fp" ] || fail "ca init --force did not replace the intermediate"
-assert_eq "$(p11 provisioner-ca "$CA_PIN_VALUE" --list-objects --type privkey 2>/dev/null |
-    grep -c '^Private Key Object')" 2 "private keys on the CA token after --force (root + intermediate)"
+assert_eq "$(token_count provisioner-ca "$CA_PIN_VALUE" privkey)" 2 \
+    "private keys on the CA token after --force (root + intermediate)"
 
 # ---- 2. root key in an encrypted PEM file -------------------------------------------------
 it_log "case 2: root key in an encrypted PEM file"
@@ -106,8 +106,8 @@ openssl pkey -in root.key -passin "file:$PWD/root.pass" -pubout >"$WORK/log/root
 openssl x509 -in ca/root.crt -pubkey -noout >"$WORK/log/root-cert-pub.pem"
 assert_same_file "$WORK/log/root-file-pub.pem" "$WORK/log/root-cert-pub.pem" \
     "root.crt does not carry root.key's public key"
-assert_eq "$(p11 provisioner-ca "$CA_PIN_VALUE" --list-objects --type privkey 2>/dev/null |
-    grep -c '^Private Key Object')" 1 "private keys on the CA token (intermediate only)"
+assert_eq "$(token_count provisioner-ca "$CA_PIN_VALUE" privkey)" 1 \
+    "private keys on the CA token (intermediate only)"
 
 # ---- 3. import an existing root certificate and key ----------------------------------------
 it_log "case 3: import an existing root"
@@ -132,7 +132,7 @@ assert_no_file ca/chain.pem
 if [ -d ca ] && [ -n "$(ls -A ca)" ]; then
     fail "ca init --strict left files in ca/: $(ls -A ca | tr '\n' ' ')"
 fi
-assert_eq "$(p11 provisioner-ca "$CA_PIN_VALUE" --list-objects 2>/dev/null | grep -c 'Object' || true)" 0 \
+assert_eq "$(token_list provisioner-ca "$CA_PIN_VALUE")" "" \
     "objects on the CA token after a refused ca init --strict"
 prov 0 ca init
 assert_grep "$PROV_ERR" '^provisioner: .*root\.conf.*basicConstraints.*' \

@@ -45,8 +45,8 @@ done
 # The broker saw the certificate's CN as the username (the client sends none: its id is a
 # random proof-XXXXXXXX), on both listeners, and acknowledged the proof message.
 for sn in SN-CONN-EC SN-CONN-RSA; do
-    n=$(grep -cE "New client connected from (::ffff:)?127\.0\.0\.1:[0-9]+ as proof-[0-9a-f]{8} \(p2, c1, k60, u'$sn'\)" "$MOSQ_LOG" || true)
-    [ "$n" -eq 4 ] || fail "$sn: mosquitto logged $n connections with username '$sn', expected 4 (2 mqtts, 2 wss): $(grep -c 'New client' "$MOSQ_LOG") in all"
+    n=$(count_re "New client connected from (::ffff:)?127\.0\.0\.1:[0-9]+ as proof-[0-9a-f]{8} \(p2, c1, k60, u'$sn'\)" "$MOSQ_LOG")
+    [ "$n" -eq 4 ] || fail "$sn: mosquitto logged $n connections with username '$sn', expected 4 (2 mqtts, 2 wss): $(count_re 'New client' "$MOSQ_LOG") in all"
     assert_grep "$MOSQ_LOG" "Received PUBLISH from proof-[0-9a-f]{8} \(d0, q1, r0, m[0-9]+, 'provisioner/proof/$sn'" \
         "$sn: the broker did not receive the proof message"
 done

@@ -14,9 +14,6 @@ for t in dev-p256 dev-p384 dev-rsa; do
     token_init "$t"
 done
 
-privkeys_on() {
-    p11 "$1" "$DEV_PIN_VALUE" --list-objects --type privkey 2>/dev/null | grep -c '^Private Key Object' || true
-}
 
 # ---- three devices; config from $PROVISIONER_CONFIG, --config, ./provisioner.cnf ---------
 prov 0 enroll --serial SN-P256-0001 --device pkcs11:token=dev-p256 --key ec-p256 \
@@ -49,17 +46,17 @@ assert_no_file "$WORK/devices/SN-P384-0002"
 )
 assert_device_identity SN-RSA-0003 dev-rsa "$WORK/devices/SN-RSA-0003" rsa-2048
 for t in dev-p256 dev-p384 dev-rsa; do
-    assert_eq "$(privkeys_on "$t")" 1 "private keys on token $t"
+    assert_eq "$(token_count "$t" "$DEV_PIN_VALUE" privkey)" 1 "private keys on token $t"
 done
 
 # ---- the same serial again: refused, storage and token untouched ----------------------
 d=$WORK/devices/SN-P256-0001
 before=$(tree_digest "$d")
-objs_before=$(p11 dev-p256 "$DEV_PIN_VALUE" --list-objects 2>/dev/null)
+objs_before=$(token_list dev-p256 "$DEV_PIN_VALUE")
 prov 5 enroll --serial SN-P256-0001 --device pkcs11:token=dev-p256
 assert_one_error SN-P256-0001
 assert_eq "$(tree_digest "$d")" "$before" "storage of SN-P256-0001 after a refused enroll"
-assert_eq "$(p11 dev-p256 "$DEV_PIN_VALUE" --list-objects 2>/dev/null)" "$objs_before" \
+assert_eq "$(token_list dev-p256 "$DEV_PIN_VALUE")" "$objs_before" \
     "objects on token dev-p256 after a refused enroll (no orphaned key)"
 
 # ---- --reissue: a new certificate (and key) for the same serial ------------------------
@@ -72,7 +69,7 @@ assert_grep "$PROV_OUT" '^SN-P256-0001 issued ' "reissue result line"
     fail "--reissue reused the certificate serial"
 assert_device_identity SN-P256-0001 dev-p256 "$d" ec-p256
 # `enroll --help`: the superseded key is deleted from the token afterwards.
-assert_eq "$(privkeys_on dev-p256)" 1 "private keys on token dev-p256 after --reissue"
+assert_eq "$(token_count dev-p256 "$DEV_PIN_VALUE" privkey)" 1 "private keys on token dev-p256 after --reissue"
 
 # ---- check refuses a storage that does not prove itself (exit 1) ------------------------
 # another device's certificate next to this device's key: the challenge does not verify

@@ -13,10 +13,6 @@ need pkcs11-tool
 ca_fixture pkcs11
 token_init dev-fault
 
-privkeys_on() {
-    p11 "$1" "$DEV_PIN_VALUE" --list-objects --type privkey 2>/dev/null | grep -c '^Private Key Object' || true
-}
-
 # ---- wrong device PIN: exit 3, one C_Login, nothing written ------------------------------
 it_log "case: wrong device PIN"
 SPY=$(libdir_file pkcs11-spy.so)
@@ -29,8 +25,8 @@ prov 3 --config spy.cnf enroll --serial SN-FAULT-PIN --device pkcs11:token=dev-f
 unset PKCS11SPY PKCS11SPY_OUTPUT
 assert_one_error dev-fault
 assert_file "$WORK/log/spy.log"
-n_incorrect=$(grep -c 'CKR_PIN_INCORRECT' "$WORK/log/spy.log" || true)
-n_login=$(grep -cE '^[0-9]+: C_Login$' "$WORK/log/spy.log" || true)
+n_incorrect=$(count_re 'CKR_PIN_INCORRECT' "$WORK/log/spy.log")
+n_login=$(count_re '^[0-9]+: C_Login$' "$WORK/log/spy.log")
 it_log "pkcs11-spy: $n_login C_Login call(s), $n_incorrect CKR_PIN_INCORRECT"
 assert_eq "$n_incorrect" 1 "C_Login attempts with the wrong PIN (pkcs11-spy log)"
 # nothing after the failed login may be another C_Login
@@ -108,14 +104,15 @@ mkdir -p "$WORK/ro"
 make_immutable "$WORK/ro"
 prov 6 enroll --serial SN-FAULT-RO --device pkcs11:token=dev-fault --storage "$WORK/ro/SN-FAULT-RO"
 assert_one_error "$WORK/ro"
-[ -z "$(ls -A "$WORK/ro")" ] || fail "files left in the read-only parent: $(ls -A "$WORK/ro")"
+left=$(dir_entries "$WORK/ro")
+[ -z "$left" ] || fail "files left in the read-only parent: $left"
 it_log "case: storage directory immutable"
 mkdir -p "$WORK/ro2/SN-FAULT-RO2"
 make_immutable "$WORK/ro2/SN-FAULT-RO2"
 prov 6 enroll --serial SN-FAULT-RO2 --device pkcs11:token=dev-fault --storage "$WORK/ro2/SN-FAULT-RO2"
 assert_one_error SN-FAULT-RO2
-[ -z "$(ls -A "$WORK/ro2/SN-FAULT-RO2")" ] ||
-    fail "partial files in the storage dir: $(ls -A "$WORK/ro2/SN-FAULT-RO2")"
+left=$(dir_entries "$WORK/ro2/SN-FAULT-RO2")
+[ -z "$left" ] || fail "partial files in the storage dir: $left"
 it_log "case: a file where the storage directory should be"
 printf 'not a directory\n' >"$WORK/afile"
 prov 6 enroll --serial SN-FAULT-FILE --device pkcs11:token=dev-fault --storage "$WORK/afile/SN-FAULT-FILE"
@@ -184,7 +181,7 @@ export PROVISIONER_CONFIG=$PWD/provisioner.cnf
 prov 5 enroll --serial SN-FAULT-XCA --device pkcs11:token=dev-xca
 assert_one_error_re "provisioner-ca|intermediate"
 assert_eq "$(tree_digest devices/SN-FAULT-XCA)" "(absent)" "storage after an extractable CA key"
-assert_eq "$(privkeys_on dev-xca)" 0 "keys generated on the device before the CA was checked"
+assert_eq "$(token_count dev-xca "$DEV_PIN_VALUE" privkey)" 0 "keys generated on the device before the CA was checked"
 cp "$WORK/good.csr" good.csr
 prov 5 sign --serial SN-FAULT-CSR --csr good.csr --out xca.pem
 assert_one_error_re "provisioner-ca|intermediate"

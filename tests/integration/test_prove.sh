@@ -25,7 +25,7 @@ MOSQ_LOG=$EDGE_LOG
 
 # usernames SERIAL: MQTT sessions the edge broker opened with the certificate CN SERIAL.
 usernames() {
-    grep -cE "New client connected from .* as proof-[0-9a-f]{8} \(p2, c1, k60, u'$1'\)" "$MOSQ_LOG" || true
+    count_re "New client connected from .* as proof-[0-9a-f]{8} \(p2, c1, k60, u'$1'\)" "$MOSQ_LOG"
 }
 
 # ---- enroll --prove -------------------------------------------------------------------------
@@ -73,7 +73,7 @@ token_init dev-p5
 prov 2 enroll --serial SN-P5 --device pkcs11:token=dev-p5 --prove "mqtt://127.0.0.1:1883"
 assert_one_error "--prove" "mqtt://127.0.0.1:1883"
 assert_no_file "$WORK/devices/SN-P5"
-assert_eq "$(token_objects dev-p5 | wc -l)" 0 "objects on dev-p5 after a usage error"
+assert_eq "$(token_list dev-p5 "$DEV_PIN_VALUE")" "" "objects on dev-p5 after a usage error"
 
 # ---- batch --prove -------------------------------------------------------------------------
 M=$WORK/lot.csv
@@ -91,7 +91,7 @@ for sn in SN-B1 SN-B2; do
     esac
     assert_grep "$WORK/lot.results.csv" "^$sn,failed,.*we did not trust the server" "$sn: results"
 done
-assert_eq "$(grep -c 'we did not trust the server' "$PROV_ERR")" 2 "one error line per device"
+assert_eq "$(count_re 'we did not trust the server' "$PROV_ERR")" 2 "one error line per device"
 certs_before=$(journal_q "SELECT cert_serial FROM certificate ORDER BY cert_serial" | tr '\n' ' ')
 assert_eq "$(journal_q 'SELECT count(*) FROM certificate')" 2 "certificates after the refused run"
 

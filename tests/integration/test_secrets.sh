@@ -93,8 +93,8 @@ export FAULT_TARGET=$SOFTHSM_MODULE FAULT_LOG=$WORK/log/wrongca.calls
 prov 3 --config wrongca.cnf batch lot2/m.csv --no-progress
 unset FAULT_LOG
 assert_one_error provisioner-ca
-assert_eq "$(grep -c '^C_Login ' "$WORK/log/wrongca.calls")" 1 "C_Login calls with a wrong CA PIN"
-assert_eq "$(grep -c '^C_GenerateKeyPair ' "$WORK/log/wrongca.calls" || true)" 0 \
+assert_eq "$(count_re '^C_Login ' "$WORK/log/wrongca.calls")" 1 "C_Login calls with a wrong CA PIN"
+assert_eq "$(count_re '^C_GenerateKeyPair ' "$WORK/log/wrongca.calls")" 0 \
     "keys generated after the CA PIN was refused"
 assert_eq "$(tree_digest devices)" "$before" "storage after a wrong CA PIN"
 
@@ -109,7 +109,7 @@ export FAULT_LOG=$WORK/log/wrongdev.calls
 prov 1 --config fault.cnf batch one.csv --no-progress --pin "file:$WORK/wrong-dev.pin"
 unset FAULT_LOG
 # one C_Login for the CA, one (refused) for dev-one, none after the refusal
-assert_eq "$(grep -c '^C_Login 0xa0' "$WORK/log/wrongdev.calls")" 1 "refused C_Login calls"
+assert_eq "$(count_re '^C_Login 0xa0' "$WORK/log/wrongdev.calls")" 1 "refused C_Login calls"
 assert_eq "$(awk '$1 == "C_Login" && $2 == "0xa0" { bad = 1; next } bad && $1 == "C_Login" { n++ } END { print n + 0 }' \
     "$WORK/log/wrongdev.calls")" 0 "C_Login calls after the device PIN was refused"
-assert_eq "$(grep -c '^SN-ONE-[123],failed,' one.results.csv)" 3 "rows failed"
+assert_eq "$(count_re '^SN-ONE-[123],failed,' one.results.csv)" 3 "rows failed"

@@ -21,10 +21,8 @@ assert_file "$WORK/xfer/SN-SPLIT-A.csr"
 openssl req -in "$WORK/xfer/SN-SPLIT-A.csr" -noout -verify >"$WORK/log/csr-verify" 2>&1 || true
 assert_grep "$WORK/log/csr-verify" 'self-signature verify OK' "the CSR's self-signature does not verify"
 # Only the key is on the token so far; no certificate yet.
-assert_eq "$(p11 dev-split-a "$DEV_PIN_VALUE" --list-objects --type privkey 2>/dev/null | grep -c '^Private Key Object' || true)" \
-    1 "private keys on dev-split-a after csr"
-assert_eq "$(p11 dev-split-a "$DEV_PIN_VALUE" --list-objects --type cert 2>/dev/null | grep -c '^Certificate Object' || true)" \
-    0 "certificates on dev-split-a after csr"
+assert_eq "$(token_count dev-split-a "$DEV_PIN_VALUE" privkey)" 1 "private keys on dev-split-a after csr"
+assert_eq "$(token_count dev-split-a "$DEV_PIN_VALUE" cert)" 0 "certificates on dev-split-a after csr"
 assert_no_file "$WORK/devices/SN-SPLIT-A"
 
 prov 0 sign --serial SN-SPLIT-A --csr "$WORK/xfer/SN-SPLIT-A.csr" --out "$WORK/xfer/SN-SPLIT-A.pem"

@@ -99,6 +99,19 @@ static enum prov_journal_state state_of(struct fixture *f, const char *serial)
     return s;
 }
 
+/* The same on device. */
+static void walk_to_proven_on(struct fixture *f, const char *serial, const char *device,
+                              const unsigned char *id, long cert_serial, EVP_PKEY *key)
+{
+    X509 *c = make_cert(cert_serial, key);
+
+    assert_int_equal(prov_journal_record_intent(f->j, f->lot, serial, device, "d", id, 16), 0);
+    assert_int_equal(prov_journal_record_issued(f->j, f->lot, serial, id, 16, c, "pkcs11:k"), 0);
+    assert_int_equal(prov_journal_record_stored(f->j, f->lot, serial), 0);
+    assert_int_equal(prov_journal_record_proven(f->j, f->lot, serial), 0);
+    X509_free(c);
+}
+
 /* intent -> issued -> stored -> proven for serial with a certificate of (cert_serial, key). */
 static void walk_to_proven(struct fixture *f, const char *serial, const unsigned char *id,
                            long cert_serial, EVP_PKEY *key)
@@ -260,8 +273,7 @@ static void test_unique_constraints(void **state)
 static void test_supersede_and_runs(void **state)
 {
     struct fixture *f = *state;
-    unsigned char(*ids)[PROV_JOURNAL_KEY_ID_MAX] = NULL;
-    size_t *lens = NULL;
+    struct prov_journal_old_key *keys = NULL;
     size_t n = 0;
     long long run1;
     long long run2;
@@ -281,12 +293,11 @@ static void test_supersede_and_runs(void **state)
     assert_true(is_done);
     /* Not twice: a superseded row has no current certificate. */
     assert_int_equal(prov_journal_supersede(f->j, f->lot, "A", run1), PROV_ERR_JOURNAL);
-    assert_int_equal(prov_journal_superseded_keys(f->j, f->lot, "A", &ids, &lens, &n), 0);
+    assert_int_equal(prov_journal_unretired_keys(f->j, f->lot, "A", &keys, &n), 0);
     assert_int_equal(n, 1);
-    assert_int_equal(lens[0], 16);
-    assert_memory_equal(ids[0], id1, 16);
-    free(ids);
-    free(lens);
+    assert_int_equal(keys[0].key_id_len, 16);
+    assert_memory_equal(keys[0].key_id, id1, 16);
+    prov_journal_old_keys_free(keys, n);
 
     /* The new certificate needs a new key: the old one stays certified (superseded). */
     walk_to_proven(f, "A", id2, 201, f->keys[1]);
@@ -304,6 +315,257 @@ static void test_supersede_and_runs(void **state)
     assert_int_equal(prov_journal_run_end(f->j, run2), 0);
     assert_int_equal(prov_journal_run_begin(f->j, f->lot, "", &run1, &is_resumed), 0);
     assert_false(is_resumed);
+}
+
+/*
+ * A reissue onto another device: each certificate keeps the device its key was generated on,
+ * so the superseded key is looked for where it is (the old token), not on the row's new
+ * device; it stays listed until recorded as retired, and retiring leaves the audit
+ * verifiable.
+ */
+static void test_certificate_device(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_journal_old_key *keys = NULL;
+    struct prov_journal_device d;
+    struct prov_journal_audit audit;
+    size_t n = 0;
+    long long run;
+    bool is_resumed;
+
+    assert_int_equal(prov_journal_schema_version(f->j), 2);
+    walk_to_proven_on(f, "A", "pkcs11:token=old", id1, 400, f->keys[0]);
+    walk_to_proven_on(f, "B", "pkcs11:token=old", id3, 402, f->keys[2]);
+    assert_int_equal(prov_journal_run_begin(f->j, f->lot, "A", &run, &is_resumed), 0);
+    assert_int_equal(prov_journal_supersede(f->j, f->lot, "A", run), 0);
+    walk_to_proven_on(f, "A", "pkcs11:token=new", id2, 401, f->keys[1]);
+
+    assert_int_equal(prov_journal_get(f->j, f->lot, "A", &d), 0);
+    assert_string_equal(d.device_uri, "pkcs11:token=new");
+    assert_int_equal(d.n_superseded, 1);
+    assert_int_equal(d.n_unretired, 1);
+    prov_journal_device_clear(&d);
+    assert_int_equal(prov_journal_unretired_keys(f->j, f->lot, "A", &keys, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(keys[0].device_uri, "pkcs11:token=old");
+    assert_string_equal(keys[0].serial, "A");
+    assert_string_equal(keys[0].lot, "lot-a");
+    assert_memory_equal(keys[0].key_id, id1, 16);
+    assert_string_equal(keys[0].cert_serial, "0190"); /* 400 */
+    assert_int_equal(strlen(keys[0].pubkey_sha256), 64);
+    assert_true(keys[0].superseded[0] != '\0');
+    prov_journal_old_keys_free(keys, n);
+    /* the whole lot: the same one key (B was never reissued) */
+    assert_int_equal(prov_journal_unretired_keys(f->j, f->lot, NULL, &keys, &n), 0);
+    assert_int_equal(n, 1);
+    prov_journal_old_keys_free(keys, n);
+
+    /* only a superseded certificate of that row can be retired, and only once */
+    prov_error_clear();
+    assert_int_equal(prov_journal_record_retired(f->j, f->lot, "A", "0191"), PROV_ERR_JOURNAL);
+    assert_int_equal(prov_journal_record_retired(f->j, f->lot, "B", "0190"), PROV_ERR_JOURNAL);
+    assert_int_equal(prov_journal_record_retired(f->j, f->lot, "A", "0190"), 0);
+    assert_int_equal(prov_journal_record_retired(f->j, f->lot, "A", "0190"), PROV_ERR_JOURNAL);
+    assert_int_equal(prov_journal_unretired_keys(f->j, f->lot, NULL, &keys, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(prov_journal_get(f->j, f->lot, "A", &d), 0);
+    assert_int_equal(d.n_unretired, 0);
+    assert_int_equal(d.state, PROV_JOURNAL_PROVEN);
+    prov_journal_device_clear(&d);
+    assert_int_equal(prov_journal_verify_audit(f->j, &audit), 0);
+}
+
+static sqlite3 *open_raw(const char *path)
+{
+    sqlite3 *db = NULL;
+
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    return db;
+}
+
+static char *query_text(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    char *out = NULL;
+
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0) != NULL) {
+        out = strdup((const char *)sqlite3_column_text(st, 0));
+    }
+    sqlite3_finalize(st);
+    return out;
+}
+
+static void assert_query(sqlite3 *db, const char *sql, const char *want)
+{
+    char *got = query_text(db, sql);
+
+    if (got == NULL || strcmp(got, want) != 0) {
+        fail_msg("%s: got %s, expected %s", sql, got ? got : "NULL", want);
+    }
+    free(got);
+}
+
+/*
+ * A journal written by schema version 1 (tests/data/journals/v1-reissue-moved.sql, a real
+ * one): a reader reads it unchanged (no device per certificate, nothing listed, the file
+ * still version 1); a writer migrates it in one step to version 2 with every certificate's
+ * device filled in from the rows and the intent audit records, and the one superseded key
+ * that version 1 left on the old token (SN-A's, reissued onto dev-new) not retired while
+ * SN-B's (reissued on its own token) is; the audit still verifies, with the migration
+ * recorded.
+ */
+static void test_migrate_v1(void **state)
+{
+    struct fixture *f = *state;
+    const char *root = getenv("PROV_SOURCE_ROOT");
+    struct prov_journal *r = NULL;
+    struct prov_journal *w = NULL;
+    struct prov_journal_old_key *keys = NULL;
+    struct prov_journal_device d;
+    struct prov_journal_audit audit;
+    char path[192];
+    char old_path[128];
+    char *sql = NULL;
+    long long lot;
+    size_t n = 0;
+    size_t len = 0;
+    FILE *in;
+    sqlite3 *db;
+
+    assert_non_null(root);
+    snprintf(path, sizeof(path), "%s/tests/data/journals/v1-reissue-moved.sql", root);
+    in = fopen(path, "r");
+    assert_non_null(in);
+    assert_true(getdelim(&sql, &len, '\0', in) > 0);
+    fclose(in);
+    snprintf(old_path, sizeof(old_path), "%s/v1.sqlite", f->dir);
+    db = open_raw(old_path);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    free(sql);
+
+    assert_int_equal(prov_journal_open(old_path, false, &r), 0);
+    assert_int_equal(prov_journal_schema_version(r), 1);
+    assert_int_equal(prov_journal_find_lot(r, "LOT-IT-1", &lot), 0);
+    assert_int_equal(prov_journal_get(r, lot, "SN-A", &d), 0);
+    assert_int_equal(d.state, PROV_JOURNAL_PROVEN);
+    assert_int_equal(d.n_superseded, 1);
+    assert_int_equal(d.n_unretired, 0);
+    prov_journal_device_clear(&d);
+    assert_int_equal(prov_journal_unretired_keys(r, lot, NULL, &keys, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(prov_journal_verify_audit(r, &audit), 0);
+    prov_journal_close(r);
+    db = open_raw(old_path);
+    assert_query(db, "SELECT value FROM meta WHERE key = 'schema'", "1");
+    sqlite3_close(db);
+
+    assert_int_equal(prov_journal_open(old_path, true, &w), 0);
+    assert_int_equal(prov_journal_schema_version(w), 2);
+    assert_int_equal(prov_journal_unretired_keys(w, lot, NULL, &keys, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(keys[0].serial, "SN-A");
+    assert_string_equal(keys[0].device_uri, "pkcs11:token=dev-old");
+    assert_string_equal(keys[0].cert_serial, "14bd979ccb129538f1bfe16855b8e0bb79540567");
+    prov_journal_old_keys_free(keys, n);
+    assert_int_equal(prov_journal_verify_audit(w, &audit), 0);
+    prov_journal_close(w);
+
+    db = open_raw(old_path);
+    assert_query(db, "SELECT value FROM meta WHERE key = 'schema'", "2");
+    assert_query(db,
+                 "SELECT group_concat(cert_serial || '=' || device_uri || ':' ||"
+                 " (retired IS NOT NULL), ' ') FROM (SELECT * FROM certificate ORDER BY id)",
+                 "6aaa66f7a1f04b4d874a2965710c9a7bb900b07f=pkcs11:token=dev-new:0 "
+                 "14bd979ccb129538f1bfe16855b8e0bb79540567=pkcs11:token=dev-old:0 "
+                 "051ee5e128aba1b2bcac82c5504da3939679cfe3=pkcs11:token=dev-old:1 "
+                 "6169960eab33116575310220109703bcfda3aca1=pkcs11:token=dev-old:0 "
+                 "289842c1dda32fdd4612cffd948356d00b82cb02=pkcs11:token=dev-new:0");
+    assert_query(db, "SELECT detail FROM audit WHERE event = 'schema'", "1->2");
+    sqlite3_close(db);
+
+    /* once: a second writer finds it current and adds nothing */
+    assert_int_equal(prov_journal_open(old_path, true, &w), 0);
+    prov_journal_close(w);
+    db = open_raw(old_path);
+    assert_query(db, "SELECT count(*) FROM audit WHERE event = 'schema'", "1");
+    sqlite3_close(db);
+}
+
+/*
+ * An identity replaced outside the lot: the row keeps its state and certificate, the reason
+ * is noted beside them (and cleared again), and the audit still verifies. Which certificates
+ * are the row's own: its current and superseded ones, no other row's.
+ */
+static void test_outside_change(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_journal_device d;
+    struct prov_journal_audit audit;
+    char sha_a1[65];
+    char sha_b[65];
+    long long run;
+    bool is_resumed;
+    bool is_known;
+
+    walk_to_proven(f, "A", id1, 500, f->keys[0]);
+    walk_to_proven(f, "B", id3, 502, f->keys[2]);
+    assert_int_equal(prov_journal_get(f->j, f->lot, "A", &d), 0);
+    memcpy(sha_a1, d.sha256, sizeof(sha_a1));
+    prov_journal_device_clear(&d);
+    assert_int_equal(prov_journal_get(f->j, f->lot, "B", &d), 0);
+    memcpy(sha_b, d.sha256, sizeof(sha_b));
+    prov_journal_device_clear(&d);
+    assert_int_equal(prov_journal_run_begin(f->j, f->lot, "A", &run, &is_resumed), 0);
+    assert_int_equal(prov_journal_supersede(f->j, f->lot, "A", run), 0);
+    walk_to_proven(f, "A", id2, 501, f->keys[1]);
+
+    assert_int_equal(prov_journal_row_has_cert(f->j, f->lot, "A", sha_a1, &is_known), 0);
+    assert_true(is_known); /* superseded, still the row's */
+    assert_int_equal(prov_journal_row_has_cert(f->j, f->lot, "A", sha_b, &is_known), 0);
+    assert_false(is_known); /* another row's */
+    assert_int_equal(prov_journal_row_has_cert(f->j, f->lot, "B", sha_b, &is_known), 0);
+    assert_true(is_known);
+
+    assert_int_equal(prov_journal_record_outside_change(f->j, f->lot, "A", "replaced"), 0);
+    assert_int_equal(prov_journal_get(f->j, f->lot, "A", &d), 0);
+    assert_int_equal(d.state, PROV_JOURNAL_PROVEN);
+    assert_string_equal(d.cert_serial, "01f5"); /* 501 */
+    assert_string_equal(d.error, "replaced");
+    prov_journal_device_clear(&d);
+    assert_int_equal(prov_journal_verify_audit(f->j, &audit), 0);
+    assert_int_equal(prov_journal_record_outside_change(f->j, f->lot, "A", NULL), 0);
+    assert_int_equal(prov_journal_get(f->j, f->lot, "A", &d), 0);
+    assert_null(d.error);
+    prov_journal_device_clear(&d);
+    /* a row without a certificate has nothing to compare with */
+    assert_int_equal(prov_journal_record_failed(f->j, f->lot, "C", "pkcs11:token=t", "x"), 0);
+    assert_int_equal(prov_journal_record_outside_change(f->j, f->lot, "C", "replaced"),
+                     PROV_ERR_JOURNAL);
+    assert_int_equal(prov_journal_verify_audit(f->j, &audit), 0);
+}
+
+/* A journal from a newer provisioner is not written by this one. */
+static void test_newer_schema_refused(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_journal *w = NULL;
+    sqlite3 *db;
+
+    prov_journal_close(f->j);
+    f->j = NULL;
+    db = open_raw(f->path);
+    assert_int_equal(
+        sqlite3_exec(db, "UPDATE meta SET value = '99' WHERE key = 'schema'", NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+    prov_error_clear();
+    assert_int_equal(prov_journal_open(f->path, true, &w), PROV_ERR_JOURNAL);
+    assert_non_null(strstr(prov_error_message(), "schema version 99 is newer"));
+    assert_int_equal(prov_journal_open(f->path, true, &f->j), PROV_ERR_JOURNAL);
+    f->j = NULL;
 }
 
 /* Runs SQL on the journal file behind the API's back, as a tamperer would. */
@@ -511,6 +773,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failed_keeps_progress, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unique_constraints, setup, teardown),
         cmocka_unit_test_setup_teardown(test_supersede_and_runs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_certificate_device, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migrate_v1, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_outside_change, setup, teardown),
         cmocka_unit_test_setup_teardown(test_audit_verifies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_audit_detects_altered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_audit_detects_deleted, setup, teardown),

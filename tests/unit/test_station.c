@@ -17,6 +17,9 @@
 
 #include <cmocka.h>
 
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
 #include "config.h"
 #include "error.h"
 #include "journal.h"
@@ -126,6 +129,29 @@ static void test_claims(void **state)
     prov_journal_close(j);
 }
 
+/* A self-signed certificate for a fresh P-256 key. */
+static X509 *fresh_cert(long serial)
+{
+    EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *c = X509_new();
+
+    assert_non_null(key);
+    X509_set_version(c, X509_VERSION_3);
+    ASN1_INTEGER_set(X509_get_serialNumber(c), serial);
+    X509_set_pubkey(c, key);
+    X509_gmtime_adj(X509_getm_notBefore(c), 0);
+    X509_gmtime_adj(X509_getm_notAfter(c), 86400);
+    assert_true(X509_sign(c, key, EVP_sha256()) > 0);
+    EVP_PKEY_free(key);
+    return c;
+}
+
+static int key_device(void *ctx, const struct prov_journal_key_ref *k)
+{
+    snprintf(ctx, 64, "%s %s", k->role, k->device_uri);
+    return 0;
+}
+
 /* A claimed device found under a new URI takes its row with it; nobody else's row moves. */
 static void test_follow(void **state)
 {
@@ -135,6 +161,12 @@ static void test_follow(void **state)
     struct prov_journal_device d = {0};
     struct prov_journal_audit audit;
     unsigned char id[16] = {7};
+    char where[64] = "";
+    struct prov_journal_old_key *old = NULL;
+    size_t n_old = 0;
+    long long run = 0;
+    bool is_resumed = false;
+    X509 *cert;
     size_t i = 99;
 
     assert_int_equal(prov_journal_station_claim(j, lot, "tpm2:ek", "tpmrm0", serials, 1, true, &i),
@@ -160,6 +192,27 @@ static void test_follow(void **state)
     assert_int_equal(prov_journal_get(j, lot, "A", &d), 0);
     assert_string_equal(d.device_uri, "tpm2:device:/dev/tpmrm1");
     prov_journal_device_clear(&d);
+    /*
+     * The certificates made on the device move with it: a superseded key is looked for on
+     * the device its certificate records, under the name the device has now.
+     */
+    cert = fresh_cert(77);
+    assert_int_equal(prov_journal_record_issued(j, lot, "A", id, sizeof(id), cert,
+                                                "tpm2:device:/dev/tpmrm1;handle=0x81000101"),
+                     0);
+    X509_free(cert);
+    assert_int_equal(prov_journal_record_stored(j, lot, "A"), 0);
+    assert_int_equal(prov_journal_record_proven(j, lot, "A"), 0);
+    assert_int_equal(prov_journal_run_begin(j, lot, "A", &run, &is_resumed), 0);
+    assert_int_equal(prov_journal_supersede(j, lot, "A", run), 0);
+    assert_int_equal(prov_journal_station_follow(j, lot, "A", "tpm2:ek", "tpm2:device:/dev/tpmrm2"),
+                     0);
+    assert_int_equal(prov_journal_unretired_keys(j, lot, "A", &old, &n_old), 0);
+    assert_int_equal(n_old, 1);
+    assert_string_equal(old[0].device_uri, "tpm2:device:/dev/tpmrm2");
+    prov_journal_old_keys_free(old, n_old);
+    assert_int_equal(prov_journal_foreach_key(j, key_device, where), 0);
+    assert_string_equal(where, "superseded tpm2:device:/dev/tpmrm2");
     assert_int_equal(prov_journal_verify_audit(j, &audit), 0);
     prov_journal_close(j);
 }
@@ -258,6 +311,53 @@ static void test_instances(void **state)
     prov_config_free(cfg);
 }
 
+/*
+ * [station] exclude (identities never served, such as the station PC's own TPM) and
+ * device_wait (seconds to wait for a device not attached yet; bounded; 0 does not wait).
+ */
+static void test_exclude_and_wait(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_station_config sc;
+    struct prov_config *cfg;
+
+    cfg = config_with(f->dir, "exclude = tpm2:ea06, pkcs11:0c4d2b11\tpkcs11:AB\n");
+    assert_int_equal(prov_station_config_load(cfg, &sc), 0);
+    assert_int_equal(sc.device_wait, PROV_STATION_DEVICE_WAIT);
+    assert_true(prov_station_is_excluded(&sc, "tpm2:ea06"));
+    assert_true(prov_station_is_excluded(&sc, "pkcs11:0c4d2b11"));
+    assert_true(prov_station_is_excluded(&sc, "pkcs11:AB"));
+    assert_false(prov_station_is_excluded(&sc, "tpm2:ea0"));   /* whole entries only */
+    assert_false(prov_station_is_excluded(&sc, "tpm2:ea06a")); /* ... both ways */
+    assert_false(prov_station_is_excluded(&sc, "pkcs11:A"));
+    assert_false(prov_station_is_excluded(&sc, NULL));
+    prov_station_config_clear(&sc);
+    prov_config_free(cfg);
+
+    cfg = config_with(f->dir, "device_wait = 0\n");
+    assert_int_equal(prov_station_config_load(cfg, &sc), 0);
+    assert_int_equal(sc.device_wait, 0);
+    assert_false(prov_station_is_excluded(&sc, "tpm2:ea06")); /* no list: nothing excluded */
+    prov_station_config_clear(&sc);
+    prov_config_free(cfg);
+    cfg = config_with(f->dir, "device_wait = 600\n");
+    assert_int_equal(prov_station_config_load(cfg, &sc), 0);
+    assert_int_equal(sc.device_wait, 600);
+    prov_station_config_clear(&sc);
+    prov_config_free(cfg);
+    for (int i = 0; i < 4; i++) {
+        static const char *const bad[] = {"601", "-1", "5s", "x"};
+        char line[64];
+
+        snprintf(line, sizeof(line), "device_wait = %s\n", bad[i]);
+        cfg = config_with(f->dir, line);
+        prov_error_clear();
+        assert_int_equal(prov_station_config_load(cfg, &sc), PROV_ERR_CONFIG);
+        assert_non_null(strstr(prov_error_message(), "device_wait"));
+        prov_config_free(cfg);
+    }
+}
+
 static void test_row_names(void **state)
 {
     (void)state;
@@ -280,6 +380,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_row_lock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_instances, setup, teardown),
         cmocka_unit_test_setup_teardown(test_row_names, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_exclude_and_wait, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -69,27 +69,51 @@ int __wrap_fsync(int fd)
 int __real_rename(const char *from, const char *to);
 int __wrap_rename(const char *from, const char *to);
 static int fail_rename_in;
+/* n_synced when the last rename succeeded: the syncs after it are synced[synced_at_rename..]. */
+static size_t synced_at_rename;
 
 int __wrap_rename(const char *from, const char *to)
 {
+    int r;
+
     if (fail_rename_in > 0 && --fail_rename_in == 0) {
         errno = EIO;
         return -1;
     }
-    return __real_rename(from, to);
+    r = __real_rename(from, to);
+    if (r == 0) {
+        synced_at_rename = n_synced;
+    }
+    return r;
 }
 
-static bool was_synced(const char *path)
+static bool synced_between(const char *path, size_t from, size_t to)
 {
     struct stat st;
 
     assert_int_equal(stat(path, &st), 0);
-    for (size_t i = 0; i < n_synced; i++) {
+    for (size_t i = from; i < to && i < n_synced; i++) {
         if (synced[i] == st.st_ino) {
             return true;
         }
     }
     return false;
+}
+
+static bool was_synced(const char *path)
+{
+    return synced_between(path, 0, SIZE_MAX);
+}
+
+/* Synced after the last successful rename: what makes a renamed entry survive a power cut. */
+static bool synced_after_rename(const char *path)
+{
+    return synced_between(path, synced_at_rename, SIZE_MAX);
+}
+
+static bool synced_before_rename(const char *path)
+{
+    return synced_between(path, 0, synced_at_rename);
 }
 
 struct fixture {
@@ -834,11 +858,24 @@ static void test_atomic_write_file(void **state)
 
     snprintf(path, sizeof(path), "%s/single.txt", fx->dir);
     old_umask = umask(077);
+    n_synced = 0;
+    synced_at_rename = SIZE_MAX;
     assert_int_equal(prov_atomic_write_file(path, "one", 3, 0644), 0);
     umask(old_umask);
+    /*
+     * Durable: the data was synced before the rename, and the directory after it, else a power
+     * cut could bring back the old file or no file at all although the call returned 0.
+     */
+    assert_true(synced_at_rename != SIZE_MAX);
+    assert_true(synced_before_rename(path));
+    assert_true(synced_after_rename(fx->dir));
     assert_int_equal(mode_of(fx->dir, "single.txt"), 0644);
     assert_file_equals(fx->dir, "single.txt", "one");
+    n_synced = 0;
+    synced_at_rename = SIZE_MAX;
     assert_int_equal(prov_atomic_write_file(path, "two!", 4, 0600), 0);
+    assert_true(synced_at_rename != SIZE_MAX);
+    assert_true(synced_after_rename(fx->dir));
     assert_file_equals(fx->dir, "single.txt", "two!");
     assert_int_equal(mode_of(fx->dir, "single.txt"), 0600);
     assert_int_equal(prov_atomic_write_file(path, "", 0, 0644), 0);

@@ -36,7 +36,8 @@ for m in "$data"/bad/*.csv; do
     n=$((n + 1))
 done
 [ "$n" -ge 30 ] || fail "only $n malformed manifests in the corpus"
-[ -z "$(token_objects dev-a)" ] || fail "an object appeared on the device token"
+objects=$(token_objects dev-a)
+[ -z "$objects" ] || fail "an object appeared on the device token: $objects"
 
 for m in "$data"/good/*.csv; do
     rc=0
@@ -44,7 +45,7 @@ for m in "$data"/good/*.csv; do
     # A build without the TPM backend names the tpm2: rows instead (and only those).
     if [ "$rc" -ne 0 ]; then
         grep -q tpm2: "$m" && [ "$rc" -eq 2 ] &&
-            [ "$(grep -c 'no backend' "$WORK/log/good.err")" -eq "$(grep -c '^[^,]*,"*tpm2:' "$m")" ] ||
+            [ "$(count_re 'no backend' "$WORK/log/good.err")" -eq "$(count_re '^[^,]*,"*tpm2:' "$m")" ] ||
             fail "$(basename "$m"): --check exit $rc: $(head -c 300 "$WORK/log/good.err")"
     fi
 done
@@ -54,6 +55,6 @@ done
     for ((i = 0; i < 150; i++)); do echo "bad/$i,pkcs11:token=dev-a"; done
 } >many.csv
 prov 2 batch many.csv
-assert_eq "$(grep -c '^many.csv:[0-9]*:1: serial' "$PROV_ERR")" 100 "problems printed"
+assert_eq "$(count_re '^many.csv:[0-9]*:1: serial' "$PROV_ERR")" 100 "problems printed"
 assert_grep "$PROV_ERR" '^many.csv: \.\.\. and 50 more problems$'
 it_log "$n malformed manifests refused"

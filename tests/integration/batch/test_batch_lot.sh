@@ -62,9 +62,9 @@ assert_eq "$n_checked" 22 "rows checked against client.crt"
 for pair in "SN-90001|/CN=x" "SN-90002|,O=evil"; do
     serial=${pair%%|*}
     subj=$(openssl x509 -in "devices/$serial/client.crt" -noout -subject -nameopt multiline)
-    assert_eq "$(grep -c commonName <<<"$subj")" 1 "$serial: CN attributes"
+    assert_eq "$(count_re commonName <<<"$subj")" 1 "$serial: CN attributes"
     assert_eq "$(sed -n 's/^ *commonName *= //p' <<<"$subj")" "${pair#*|}" "$serial: CN value"
-    assert_eq "$(grep -c organizationName <<<"$subj")" 1 "$serial: O attributes"
+    assert_eq "$(count_re organizationName <<<"$subj")" 1 "$serial: O attributes"
     assert_eq "$(sed -n 's/^ *organizationName *= //p' <<<"$subj")" "Batch Test" "$serial: O value"
 done
 

@@ -638,6 +638,97 @@ static void test_read_only_session(void **state)
     prov_pkcs11_ops.close(dev);
 }
 
+struct seen {
+    int n;
+    int n_with_id;  /* objects with the test's id, by kind below */
+    int n_priv;
+    int n_pub;
+    int n_cert;
+    int n_no_id;    /* data objects without a CKA_ID labelled "no-id" */
+    bool is_label_ok;
+};
+
+static int see_object(void *ctx, const struct prov_device_object *o)
+{
+    static const unsigned char id[] = {0x6c, 0x69};
+    struct seen *s = ctx;
+
+    s->n++;
+    if (o->id != NULL && o->id_len == sizeof(id) && memcmp(o->id, id, sizeof(id)) == 0) {
+        s->n_with_id++;
+        s->n_priv += strcmp(o->kind, "private-key") == 0;
+        s->n_pub += strcmp(o->kind, "public-key") == 0;
+        s->n_cert += strcmp(o->kind, "certificate") == 0;
+        s->is_label_ok = o->label != NULL && strcmp(o->label, "listed") == 0;
+    }
+    if (o->id == NULL && o->label != NULL && strcmp(o->label, "no-id") == 0) {
+        s->n_no_id += strcmp(o->kind, "data") == 0;
+    }
+    return 0;
+}
+
+static int stop_at_first(void *ctx, const struct prov_device_object *o)
+{
+    (*(int *)ctx)++;
+    return prov_fail(PROV_ERR_INTERNAL, "stop");
+}
+
+/*
+ * list_objects (batch status --tokens, check): every object, with its class, CKA_ID and label;
+ * an object without a CKA_ID is reported without one; private objects only after a login;
+ * a callback's error stops the walk and is returned.
+ */
+static void test_list_objects(void **state)
+{
+    const unsigned char id[] = {0x6c, 0x69};
+    struct prov_keygen_params kp = {
+        .type = PROV_KEY_EC_P256, .label = "listed", .id = id, .id_len = sizeof(id)};
+    struct prov_device *dev = open_login("pkcs11:token=keys-0001");
+    struct prov_device *ro = NULL;
+    struct prov_key *key = NULL;
+    struct seen s = {0};
+    char cmd[640];
+    X509 *cert;
+    int calls = 0;
+
+    assert_int_equal(dev->ops->generate_key(dev, &kp, &key), 0);
+    cert = make_cert("listed", 11, key->pub);
+    assert_int_equal(dev->ops->store_certificate(dev, key, cert), 0);
+    X509_free(cert);
+    snprintf(cmd, sizeof(cmd),
+             "printf x >/tmp/prov-no-id.$$ && pkcs11-tool --module '%s' --token-label keys-0001 "
+             "--login --pin '%s' --write-object /tmp/prov-no-id.$$ --type data --label no-id "
+             ">/dev/null 2>&1; r=$?; rm -f /tmp/prov-no-id.$$; exit $r",
+             module, pin_text);
+    assert_int_equal(system(cmd), 0);
+    prov_pkcs11_ops.close(dev);
+
+    dev = open_login("pkcs11:token=keys-0001");
+    assert_non_null(dev->ops->list_objects);
+    assert_int_equal(dev->ops->list_objects(dev, see_object, &s), 0);
+    assert_int_equal(s.n_with_id, 3);
+    assert_int_equal(s.n_priv, 1);
+    assert_int_equal(s.n_pub, 1);
+    assert_int_equal(s.n_cert, 1);
+    assert_true(s.is_label_ok);
+    assert_int_equal(s.n_no_id, 1);
+    prov_error_clear();
+    assert_int_equal(dev->ops->list_objects(dev, stop_at_first, &calls), PROV_ERR_INTERNAL);
+    assert_int_equal(calls, 1);
+    dev->ops->free_key(dev, key);
+    prov_pkcs11_ops.close(dev);
+
+    /* without a login the private key is not seen: only the public objects */
+    prov_pkcs11_unload_all();
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(open_dev("pkcs11:token=keys-0001", true, &ro), 0);
+    assert_int_equal(ro->ops->list_objects(ro, see_object, &s), 0);
+    assert_int_equal(s.n_priv, 0);
+    assert_int_equal(s.n_pub, 1);
+    assert_int_equal(s.n_cert, 1);
+    prov_pkcs11_ops.close(ro);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -655,6 +746,7 @@ int main(void)
         cmocka_unit_test(test_public_from_certificate),
         cmocka_unit_test(test_half_key_removed),
         cmocka_unit_test(test_read_only_session),
+        cmocka_unit_test(test_list_objects),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -25,7 +25,7 @@ station_config() {
 }
 
 # jq_ SQL: a query on the station journal ($JOURNAL).
-jq_() { sqlite3 "$JOURNAL" "$1"; }
+jq_() { sql_q "$JOURNAL" "$1"; }
 
 # unit_start INSTANCE: runs the station the way systemd runs provisioner-station@INSTANCE:
 # the unit's Environment= lines, then its EnvironmentFile (/etc/provisioner/station.env is

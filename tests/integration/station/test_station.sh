@@ -15,11 +15,16 @@
 #   token too many is refused (exit 5);
 # - a rejected device or CA PIN is not sent again by a later station, nor by one that was
 #   waiting for the CA at the same time;
+# - a token not attached yet when the unit starts: waited for within [station] device_wait
+#   (exit 4 saying so when it never comes), enrolled when it comes meanwhile;
+# - a device in [station] exclude (the station PC's own TPM): status excluded, exit 0,
+#   nothing claimed or touched;
 # - bad instance names, unlisted tokens, a bad --prove URL, a manifest with a bad column and
 #   one naming the token twice: refused with exit 2 before any token is changed (the proof
 #   itself: test_station_prove.sh).
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/station_lib.sh"
+. "$(dirname "$0")/../batch/batch_lib.sh" # token_objects
 it_setup
 need sqlite3
 ca_fixture pkcs11
@@ -48,13 +53,12 @@ json1() {
     grep -o "\"$2\":\"[^\"]*\"" "$1" | head -n1 | cut -d'"' -f4
 }
 
-# token_keys LABEL: "TYPE ID" of the private keys, public keys and certificates on the
-# token, sorted.
+# token_keys LABEL: "TYPE ID" of every object on the token (batch_lib.sh's token_objects:
+# objects without an ID too), sorted.
 token_keys() {
-    p11 "$1" "$DEV_PIN_VALUE" --list-objects 2>/dev/null | awk '
-        /^Private Key Object/ { t = "privkey" } /^Public Key Object/ { t = "pubkey" }
-        /^Certificate Object/ { t = "cert" } /^Data object/ { t = "data" }
-        /^ *ID:/ { print t, tolower($2) }' | sort
+    local out
+    out=$(token_objects "$1") || exit 1
+    printf '%s\n' "$out" | sort
 }
 
 # assert_token_is_journal LABEL SERIAL: the token holds exactly the key (private, public,
@@ -258,9 +262,51 @@ for pid in "${pids[@]}"; do
     wait "$pid" || rc=$?
     assert_eq "$rc" 3 "station with a wrong CA PIN, arriving together: exit"
 done
-assert_eq "$(cat "$WORK"/log/ca-race-?.err | grep -c 'rejected in an earlier station run')" 1 \
+race_err=$(cat "$WORK"/log/ca-race-?.err) || fail "the racing stations left no stderr"
+assert_eq "$(count_re 'rejected in an earlier station run' <<<"$race_err")" 1 \
     "stations that did not send the rejected CA PIN again"
 assert_file "$WORK/lot.journal.sqlite.pin-rejected.ca"
 rm -f "$WORK/lot.journal.sqlite.pin-rejected.ca"
 prov 0 station --instance "usb-1209:0001-$SER_A"
 assert_grep "$PROV_OUT" "serial=SN-A status=already-issued"
+
+# --- a token the system has not attached yet: the station waits for it, within a bound -----
+JOURNAL=$WORK/lot.journal.sqlite
+token_init dev-w
+SER_W=$(token_serial dev-w)
+echo "SN-W,pkcs11:serial=$SER_W," >>lot.csv
+w_dir=$(token_dir dev-w)
+mv "$w_dir" "$WORK/not-attached"
+# it never comes within [station] device_wait = 1: exit 4 saying so, nothing claimed
+sed '/^\[station\]$/a device_wait = 1' provisioner.cnf >wait1.cnf
+PROVISIONER_CONFIG=$WORK/wait1.cnf prov 4 station --instance "usb-1209:0001-$SER_W"
+assert_one_error "serial=$SER_W" "still after waiting 1 s for it: [station] device_wait"
+assert_grep "$PROV_OUT" "status=failed"
+assert_eq "$(jq_ "SELECT count(*) FROM station_claim WHERE serial = 'SN-W'")" 0 "SN-W claims"
+# it comes while the unit waits (the default bound, raised here for a loaded machine): the
+# station sees it without being started again, and enrolls it
+sed '/^\[station\]$/a device_wait = 120' provisioner.cnf >wait120.cnf
+UNIT_EXTRA_ENV=("PROVISIONER_CONFIG=$WORK/wait120.cnf" "PROVISIONER_DEBUG=station")
+unit_start "usb-1209:0001-$SER_W"
+UNIT_EXTRA_ENV=()
+for ((i = 0; i < 600; i++)); do
+    grep -q 'not there yet' "$UNIT_ERR" && break
+    kill -0 "$UNIT_PID" 2>/dev/null || break
+    sleep 0.1
+done
+grep -q 'not there yet' "$UNIT_ERR" || fail "the station did not wait for the token: $(head -c 300 "$UNIT_ERR")"
+mv "$WORK/not-attached" "$w_dir"
+unit_wait 0
+assert_result serial=SN-W status=issued
+assert_token_is_journal dev-w SN-W
+
+# --- a device the station must never serve: the station PC's own TPM, or a listed token ----
+sed "/^\[station\]$/a exclude = tpm2:0123abcd, pkcs11:$SER_W" provisioner.cnf >exclude.cnf
+before=$(tree_digest softhsm/tokens)
+claims=$(jq_ "SELECT count(*) FROM station_claim")
+PROVISIONER_CONFIG=$WORK/exclude.cnf prov 0 station --instance "usb-1209:0001-$SER_W"
+assert_grep "$PROV_OUT" "^station instance=usb-1209:0001-$SER_W .*identity=pkcs11:$SER_W status=excluded reason=\"\[station\] exclude lists this device; not served\"$"
+[ ! -s "$PROV_ERR" ] || fail "an excluded device is not an error: $(head -c 300 "$PROV_ERR")"
+assert_eq "$(jq_ "SELECT count(*) FROM station_claim")" "$claims" "claims after an excluded device"
+assert_eq "$(tree_digest softhsm/tokens)" "$before" "tokens after an excluded device"
+

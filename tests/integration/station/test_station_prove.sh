@@ -28,7 +28,7 @@ SER_Q=$(token_serial dev-q)
 } >lot.csv
 station_config device_table=tokens.table "prove=$MQTTS"
 usernames() {
-    grep -cE "New client connected from .* as proof-[0-9a-f]{8} \(p2, c1, k60, u'$1'\)" "$MOSQ_LOG" || true
+    count_re "New client connected from .* as proof-[0-9a-f]{8} \(p2, c1, k60, u'$1'\)" "$MOSQ_LOG"
 }
 
 # --- bad URL: a usage error, nothing touched ------------------------------------------------

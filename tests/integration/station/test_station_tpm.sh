@@ -10,7 +10,9 @@
 #   the certificate was recorded: exit 4, journal failed; with the TPM back (same state,
 #   same port, reached under an equivalent but different TCTI, as a TPM back on another
 #   /dev/tpmrmN) the unit succeeds, the journal follows the device to its new name, the
-#   certificate issued once, one key at the handle.
+#   certificate issued once, one key at the handle;
+# - the station PC's own TPM, listed in [station] exclude: a next-free station reports
+#   status=excluded (exit 0), claims no row and makes no key on it.
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/station_lib.sh"
 it_setup
@@ -91,9 +93,33 @@ assert_eq "$(jq_ "SELECT count(*) FROM certificate")" 1 "certificates (issued on
 assert_eq "$(jq_ "SELECT state FROM device WHERE serial = 'SN-T1'")" proven "journal state"
 assert_tpm_identity "$TCTI" devices/SN-T1
 prov 0 check devices/SN-T1
-assert_eq "$(TPM2TOOLS_TCTI=$TCTI tpm2_getcap handles-persistent | grep -c '0x8101\|0x81000101')" \
-    1 "device keys at the handle (no leftover)"
+assert_eq "$(persistent_count "$TCTI" '0x8101|0x81000101')" 1 "device keys at the handle (no leftover)"
 unit_run tpmrm0 0
 assert_result serial=SN-T1 status=already-issued cert_serial="$issued"
 assert_eq "$(jq_ "SELECT count(*) FROM device WHERE serial = 'SN-OTHER'")" 0 "the other TPM's row"
 prov 0 batch report --journal "$JOURNAL" --verify-audit
+
+# --- the station PC's own TPM: its tpmrm node starts a unit too; [station] exclude -------
+it_log "case: the host TPM is excluded"
+T1_TCTI=$TCTI
+swtpm_start host
+HOST_TCTI=$TCTI
+TCTI=$T1_TCTI
+TPM2TOOLS_TCTI=$HOST_TCTI tpm2_createek -G ecc -c "$WORK/log/host-ek.ctx" -u "$WORK/log/host-ek.pub" \
+    -f pem >"$WORK/log/host-createek.log" 2>&1 ||
+    fail "tpm2_createek (host): $(tail -n1 "$WORK/log/host-createek.log")"
+TPM2TOOLS_TCTI=$HOST_TCTI tpm2_flushcontext -t >/dev/null 2>&1 || true
+HOST_EK=$(openssl pkey -pubin -in "$WORK/log/host-ek.pub" -outform DER | sha256sum | cut -c1-64)
+# next-free would hand the host TPM the first free row (SN-OTHER); excluded, it gets none
+sed -e "s|^tpm_tcti = .*|tpm_tcti = $HOST_TCTI|" \
+    -e "/^\[station\]$/a mode = next-free\nexclude = pkcs11:0000, tpm2:$HOST_EK" provisioner.cnf >host.cnf
+claims=$(jq_ "SELECT count(*) FROM station_claim")
+rows=$(jq_ "SELECT count(*) FROM device")
+PROVISIONER_CONFIG=$WORK/host.cnf prov 0 station --instance tpmrm1
+assert_grep "$PROV_OUT" "^station instance=tpmrm1 device=\"tpm2:$HOST_TCTI\" identity=tpm2:$HOST_EK status=excluded "
+[ ! -s "$PROV_ERR" ] || fail "an excluded TPM is not an error: $(head -c 300 "$PROV_ERR")"
+assert_eq "$(jq_ "SELECT count(*) FROM station_claim")" "$claims" "claims after the host TPM"
+assert_eq "$(jq_ "SELECT count(*) FROM device")" "$rows" "journal rows after the host TPM"
+has_persistent "$HOST_TCTI" "$KEY_HANDLE" && fail "a key was made on the host TPM"
+prov 0 batch report --journal "$JOURNAL" --verify-audit
+

@@ -33,12 +33,12 @@ prov 0 check --json devices/TPM-0001
 assert_grep "$PROV_OUT" '"key_proof": ?true' "check --json: key proven inside the TPM"
 
 # ---- a second identity on the same TPM is refused: handle taken ------------------------
-before_nv=$(TPM2TOOLS_TCTI=$TCTI_A tpm2_nvread "$NV_INDEX" -C "$NV_INDEX" 2>/dev/null | sha256sum)
+before_nv=$(tpm_sha256 "$TCTI_A" tpm2_nvread "$NV_INDEX" -C "$NV_INDEX")
 prov 5 enroll --serial TPM-0002 --device "tpm2:$TCTI_A"
 assert_one_error "0x81000101" "--reissue"
 assert_no_file "$WORK/devices/TPM-0002"
-assert_eq "$(TPM2TOOLS_TCTI=$TCTI_A tpm2_nvread "$NV_INDEX" -C "$NV_INDEX" 2>/dev/null | sha256sum)" \
-    "$before_nv" "NV content after a refused enrollment"
+assert_eq "$(tpm_sha256 "$TCTI_A" tpm2_nvread "$NV_INDEX" -C "$NV_INDEX")" "$before_nv" \
+    "NV content after a refused enrollment"
 prov 0 check devices/TPM-0001
 
 # ---- --reissue replaces key and NV on the same TPM: a new certificate, proven ------------
@@ -71,12 +71,12 @@ prov 0 install --serial TPM-S1 --device "tpm2:$TCTI_B" --cert "$WORK/s1.pem" \
     --storage "$WORK/devices/TPM-S1-again"
 assert_tpm_identity "$TCTI_B" "$WORK/devices/TPM-S1-again"
 # csr on a TPM that holds an identity: refused, and the key stays; --reissue replaces it
-s1_pub=$(TPM2TOOLS_TCTI=$TCTI_B tpm2_readpublic -c "$KEY_HANDLE" 2>/dev/null | sha256sum)
+s1_pub=$(tpm_sha256 "$TCTI_B" tpm2_readpublic -c "$KEY_HANDLE")
 prov 5 csr --serial TPM-S2 --device "tpm2:$TCTI_B" --out "$WORK/s2.csr"
 assert_one_error "0x81000101" "--reissue"
 assert_no_file "$WORK/s2.csr"
-assert_eq "$(TPM2TOOLS_TCTI=$TCTI_B tpm2_readpublic -c "$KEY_HANDLE" 2>/dev/null | sha256sum)" \
-    "$s1_pub" "key at $KEY_HANDLE after a refused csr"
+assert_eq "$(tpm_sha256 "$TCTI_B" tpm2_readpublic -c "$KEY_HANDLE")" "$s1_pub" \
+    "key at $KEY_HANDLE after a refused csr"
 prov 0 check devices/TPM-S1
 prov 0 csr --serial TPM-S2 --device "tpm2:$TCTI_B" --out "$WORK/s2.csr" --reissue
 prov 0 sign --serial TPM-S2 --csr "$WORK/s2.csr" --out "$WORK/s2.pem"

@@ -30,7 +30,7 @@ for url in "$MQTTS" "$WSS" "$HTTPS"; do
     assert_grep "$PROV_OUT" '"outcome": ?"ok"' "TPM key over $url"
     assert_grep "$PROV_OUT" '"tls_version": ?"TLSv1\.3"' "TPM key over $url: TLS 1.3"
 done
-n=$(grep -cE "New client connected from .* as proof-[0-9a-f]{8} \(p2, c1, k60, u'TPM-C1'\)" "$MOSQ_LOG" || true)
+n=$(count_re "New client connected from .* as proof-[0-9a-f]{8} \(p2, c1, k60, u'TPM-C1'\)" "$MOSQ_LOG")
 assert_eq "$n" 3 "broker sessions with the TPM device's CN as username (enroll, mqtts, wss)"
 assert_grep "$WORK/nginx-edge/access.log" '"GET /tpm HTTP/1.1" 200' "nginx did not answer the TPM device"
 

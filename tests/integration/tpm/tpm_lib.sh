@@ -45,6 +45,23 @@ tpm() {
         fail "$*: $(tail -n3 "$WORK/log/tpm.out" | tr '\n' ' ')"
 }
 
+# tpm_sha256 TCTI CMD ARGS...: the SHA-256 of what a tpm2-tools command prints; the command
+# failing fails the test (two failed reads must never compare equal).
+tpm_sha256() {
+    local tcti=$1
+    shift
+    TPM2TOOLS_TCTI=$tcti "$@" >"$WORK/log/tpm-sha.out" 2>"$WORK/log/tpm-sha.err" ||
+        fail "$*: $(tail -n3 "$WORK/log/tpm-sha.err" | tr '\n' ' ')"
+    sha256sum <"$WORK/log/tpm-sha.out" | cut -d' ' -f1
+}
+
+# persistent_count TCTI RE: how many persistent handles match the extended regex RE.
+persistent_count() {
+    local out
+    out=$(TPM2TOOLS_TCTI=$1 tpm2_getcap handles-persistent) || fail "tpm2_getcap on $1 failed"
+    printf '%s\n' "$out" | count_re "$2"
+}
+
 # has_persistent TCTI PATTERN / has_nv TCTI PATTERN (output captured first: with pipefail,
 # grep -q closing the pipe early would make the pipeline fail)
 has_persistent() {
