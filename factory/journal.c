@@ -28,11 +28,24 @@
 #include <sqlite3.h>
 
 #include "error.h"
+#include "log.h"
 #include "storage.h"
 
 #define BUSY_TIMEOUT_MS 10000
 
-static const char *const schema =
+/*
+ * The schema, one step per version; meta "schema" holds the version a journal has. Every
+ * open brings a journal up to date with schema_update(), which runs the steps it lacks and
+ * records the new version in ONE transaction: a process killed while it creates or upgrades
+ * a journal leaves the journal as it was, never half-made. Step 1 says IF NOT EXISTS so that
+ * it also completes a journal an older provisioner left half-made (it ran these statements
+ * one by one, and a kill in between left, for example, no audit table).
+ *
+ * A change of the schema is a new step at the end of this list, never an edit of an earlier
+ * one: journals in the field have run the earlier steps already.
+ */
+static const char *const schema_steps[] = {
+    /* 1: lots, runs, devices, certificates and the audit chain */
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
     "CREATE TABLE IF NOT EXISTS lot(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
     " manifest TEXT, created TEXT NOT NULL);"
@@ -61,8 +74,104 @@ static const char *const schema =
     "CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit"
     " BEGIN SELECT RAISE(ABORT, 'the audit table is append-only'); END;"
     "CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit"
-    " BEGIN SELECT RAISE(ABORT, 'the audit table is append-only'); END;"
-    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', '1');";
+    " BEGIN SELECT RAISE(ABORT, 'the audit table is append-only'); END;",
+    /*
+     * 2: station claims (journal_station.c), which stations used to create on their first
+     * claim (hence IF NOT EXISTS): a device identity bound to one row of a lot.
+     */
+    "CREATE TABLE IF NOT EXISTS station_claim(lot_id INTEGER NOT NULL REFERENCES lot(id),"
+    " serial TEXT NOT NULL, identity TEXT NOT NULL, instance TEXT NOT NULL,"
+    " claimed TEXT NOT NULL, PRIMARY KEY (lot_id, serial), UNIQUE (lot_id, identity));",
+};
+
+#define SCHEMA_VERSION ((long long)(sizeof(schema_steps) / sizeof(schema_steps[0])))
+
+/*
+ * The schema version recorded in meta; 0 when there is no meta table or no version in it
+ * (a new file, or one whose creation was interrupted before the version was recorded).
+ */
+static int schema_version(struct prov_journal *j, long long *version)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+    int r = 0;
+
+    *version = 0;
+    rc = sqlite3_prepare_v2(j->db, "SELECT value FROM meta WHERE key = 'schema'", -1, &st, NULL);
+    if (rc != SQLITE_OK) {
+        bool is_no_meta = strstr(sqlite3_errmsg(j->db), "no such table") != NULL;
+
+        sqlite3_finalize(st);
+        return is_no_meta ? 0 : journal_db_fail(j, "cannot read its schema version");
+    }
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *version = sqlite3_column_int64(st, 0);
+    } else if (rc != SQLITE_DONE) {
+        r = journal_db_fail(j, "cannot read its schema version");
+    }
+    sqlite3_finalize(st);
+    return r;
+}
+
+/* Runs the schema steps the journal lacks, and records the version, in one transaction. */
+static int schema_update(struct prov_journal *j)
+{
+    long long version = 0;
+    int r;
+
+    r = journal_begin(j);
+    if (r < 0) {
+        return r;
+    }
+    /* read again inside the transaction: another process may have just done it */
+    r = schema_version(j, &version);
+    if (r == 0 && version > SCHEMA_VERSION) {
+        r = prov_fail(PROV_ERR_JOURNAL,
+                      "journal %s: schema version %lld is newer than this provisioner's (%lld); "
+                      "use the provisioner that wrote it",
+                      j->path, version, SCHEMA_VERSION);
+    }
+    for (long long i = version; r == 0 && i < SCHEMA_VERSION; i++) {
+        if (sqlite3_exec(j->db, schema_steps[i], NULL, NULL, NULL) != SQLITE_OK) {
+            r = journal_db_fail(j, "cannot set up its schema");
+        }
+    }
+    if (r == 0 && version < SCHEMA_VERSION &&
+        journal_exec(j, "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema', ?)", "i",
+                     SCHEMA_VERSION) != SQLITE_DONE) {
+        r = journal_db_fail(j, "cannot record its schema version");
+    }
+    return journal_end(j, r);
+}
+
+/*
+ * Brings the schema up to date (schema_update) unless it is. A journal that has tables but no
+ * version was left half-made by an interrupted creation: it is completed, and said so.
+ */
+static int schema_ensure(struct prov_journal *j)
+{
+    long long version = 0;
+    bool has_tables = false;
+    sqlite3_stmt *st = NULL;
+    int r;
+
+    r = schema_version(j, &version);
+    if (r < 0 || version == SCHEMA_VERSION) {
+        return r;
+    }
+    if (version == 0 && sqlite3_prepare_v2(j->db, "SELECT 1 FROM sqlite_master", -1, &st,
+                                           NULL) == SQLITE_OK) {
+        has_tables = sqlite3_step(st) == SQLITE_ROW;
+    }
+    sqlite3_finalize(st);
+    r = schema_update(j);
+    if (r == 0 && has_tables) {
+        prov_warn("journal %s: its creation had been interrupted; its schema is now complete",
+                  j->path);
+    }
+    return r;
+}
 
 static void crash_hook_init(struct prov_journal *j)
 {
@@ -154,6 +263,35 @@ static int take_lock(struct prov_journal *j, int how)
     return 0;
 }
 
+/*
+ * A reader needs the current schema too: a journal left half-made, or made by an older
+ * provisioner, is completed (schema_ensure, one transaction, no data touched) through a
+ * connection that may write; a reader that may not write it is told why.
+ */
+static int reader_schema(struct prov_journal *j)
+{
+    long long version = 0;
+    int r;
+
+    r = schema_version(j, &version);
+    if (r < 0 || version == SCHEMA_VERSION) {
+        return r;
+    }
+    sqlite3_close(j->db);
+    j->db = NULL;
+    if (sqlite3_open_v2(j->path, &j->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, NULL) !=
+            SQLITE_OK ||
+        sqlite3_exec(j->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL) != SQLITE_OK) {
+        return prov_fail(PROV_ERR_JOURNAL,
+                         "journal %s: its schema is %s (version %lld of %lld) and it cannot be "
+                         "opened for writing to complete it: %s",
+                         j->path, version == 0 ? "incomplete" : "older", version,
+                         SCHEMA_VERSION, j->db ? sqlite3_errmsg(j->db) : "out of memory");
+    }
+    sqlite3_busy_timeout(j->db, BUSY_TIMEOUT_MS);
+    return schema_ensure(j);
+}
+
 static int journal_open(const char *path, bool writable, int lock_how, struct prov_journal **out)
 {
     struct prov_journal *j = NULL;
@@ -185,9 +323,12 @@ static int journal_open(const char *path, bool writable, int lock_how, struct pr
     sqlite3_busy_timeout(j->db, BUSY_TIMEOUT_MS);
     if (writable &&
         (sqlite3_exec(j->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) != SQLITE_OK ||
-         sqlite3_exec(j->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL) != SQLITE_OK ||
-         sqlite3_exec(j->db, schema, NULL, NULL, NULL) != SQLITE_OK)) {
+         sqlite3_exec(j->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL) != SQLITE_OK)) {
         r = journal_db_fail(j, "cannot set up");
+        goto out;
+    }
+    r = writable ? schema_ensure(j) : reader_schema(j);
+    if (r < 0) {
         goto out;
     }
     if (sqlite3_exec(j->db, "PRAGMA foreign_keys=ON", NULL, NULL, NULL) != SQLITE_OK) {

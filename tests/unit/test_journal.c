@@ -22,6 +22,7 @@
 #include <sqlite3.h>
 
 #include "error.h"
+#include "batch.h"
 #include "journal.h"
 #include "journal_internal.h"
 
@@ -504,6 +505,128 @@ static void test_crash_hook(void **state)
     assert_int_equal(state_of(f, "S3"), PROV_JOURNAL_NONE);
 }
 
+/* The tables the first provisioner release created, one autocommitted statement each. */
+static const char *const v1_tables =
+    "PRAGMA journal_mode=WAL;"
+    "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "CREATE TABLE lot(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, manifest TEXT,"
+    " created TEXT NOT NULL);"
+    "CREATE TABLE run(id INTEGER PRIMARY KEY, lot_id INTEGER NOT NULL REFERENCES lot(id),"
+    " reissue TEXT NOT NULL, started TEXT NOT NULL, finished TEXT);"
+    "CREATE TABLE device(id INTEGER PRIMARY KEY, lot_id INTEGER NOT NULL REFERENCES lot(id),"
+    " serial TEXT NOT NULL, device_uri TEXT NOT NULL, state TEXT NOT NULL CHECK (state IN"
+    "  ('intent','issued','stored','proven','failed','superseded')),"
+    " key_id BLOB, key_uri TEXT, storage TEXT, cert_id INTEGER REFERENCES certificate(id),"
+    " error TEXT, attempts INTEGER NOT NULL DEFAULT 0, updated TEXT NOT NULL,"
+    " UNIQUE (lot_id, serial));"
+    "CREATE TABLE certificate(id INTEGER PRIMARY KEY,"
+    " device_id INTEGER NOT NULL REFERENCES device(id),"
+    " cert_serial TEXT NOT NULL UNIQUE, pubkey_sha256 TEXT NOT NULL UNIQUE,"
+    " sha256 TEXT NOT NULL, not_after TEXT NOT NULL, key_id BLOB NOT NULL,"
+    " der BLOB NOT NULL, issued TEXT NOT NULL, superseded TEXT,"
+    " superseded_run INTEGER REFERENCES run(id));";
+
+/* Makes path an SQLite file holding sql (statements autocommitted one by one). */
+static void make_db(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    char *err = NULL;
+
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK) {
+        fail_msg("%s: %s", sql, err);
+    }
+    sqlite3_close(db);
+}
+
+/* Whether the SQLite file at path has a table called name. */
+static bool has_table(const char *path, const char *name)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    bool found;
+
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND"
+                                        " name = ?",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    found = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return found;
+}
+
+/* What prov_batch_status prints (text), malloc'd. */
+static char *status_text(struct prov_journal *j)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+
+    assert_non_null(f);
+    assert_int_equal(prov_batch_status(j, false, f), 0);
+    fclose(f);
+    return buf;
+}
+
+/*
+ * A journal whose creation was killed half way (an older provisioner created its tables one
+ * statement at a time: here every table but the audit trail): readers recognise it and
+ * complete it instead of failing on the missing table or reporting it as empty, and a writer
+ * carries on with it.
+ */
+static void test_half_made_journal(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_journal_audit a;
+    struct prov_journal *j = NULL;
+    char path[160];
+    char *text;
+
+    snprintf(path, sizeof(path), "%s/half.sqlite", f->dir);
+    make_db(path, v1_tables);
+    prov_error_clear();
+    assert_int_equal(prov_journal_open(path, false, &j), 0);
+    assert_int_equal(prov_journal_verify_audit(j, &a), 0);
+    assert_int_equal(a.n_records, 0);
+    text = status_text(j);
+    assert_non_null(strstr(text, "no lot"));
+    free(text);
+    prov_journal_close(j);
+    assert_true(has_table(path, "audit"));
+
+    assert_int_equal(prov_journal_open(path, true, &j), 0);
+    prov_journal_close(f->j);
+    f->j = j;
+    assert_int_equal(prov_journal_lot(f->j, "lot-h", "h.csv", &f->lot), 0);
+    walk_to_proven(f, "H", id1, 700, f->keys[0]);
+    assert_int_equal(prov_journal_verify_audit(f->j, &a), 0);
+    assert_int_equal(a.n_records, 5);
+}
+
+/*
+ * The schema is made in one transaction: when any part of it cannot be made (here an "audit"
+ * table of another shape is in the way), nothing of it is left behind.
+ */
+static void test_schema_all_or_nothing(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_journal *j = NULL;
+    char path[160];
+
+    snprintf(path, sizeof(path), "%s/clash.sqlite", f->dir);
+    make_db(path, "CREATE TABLE audit(x);");
+    prov_error_clear();
+    assert_int_equal(prov_journal_open(path, true, &j), PROV_ERR_JOURNAL);
+    assert_null(j);
+    assert_non_null(strstr(prov_error_message(), path));
+    assert_false(has_table(path, "lot"));
+    assert_false(has_table(path, "meta"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -519,6 +642,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_writer_lock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_hook, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kept_statements, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_half_made_journal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_schema_all_or_nothing, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
