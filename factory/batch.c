@@ -194,6 +194,10 @@ int batch_validate(struct batch *b)
 
 static int check_reissue_list(struct batch *b)
 {
+    if (b->opts->is_again && b->opts->n_reissue == 0) {
+        return prov_fail(PROV_ERR_USAGE, "--again: only with --reissue SERIAL (it makes those "
+                         "reissues a new request)");
+    }
     for (size_t i = 0; i < b->opts->n_reissue; i++) {
         if (!b->is_reissue_seen[i]) {
             return prov_fail(PROV_ERR_USAGE, "--reissue %s: serial not in %s", b->opts->reissue[i],
@@ -530,12 +534,45 @@ int batch_check_pin_source(const struct batch *b)
     return 0;
 }
 
+static int by_string(const void *x, const void *y)
+{
+    return strcmp(*(const char *const *)x, *(const char *const *)y);
+}
+
+/*
+ * The --reissue serials sorted, without repeats, comma-separated: the request's name in the
+ * journal, the same however the command line orders them. malloc'd; NULL on NOMEM.
+ */
+static char *reissue_request_list(const struct prov_batch_opts *o)
+{
+    const char **sorted = malloc((o->n_reissue + 1) * sizeof(*sorted));
+    size_t len = 1;
+    char *list = NULL;
+
+    if (sorted == NULL) {
+        return NULL;
+    }
+    for (size_t i = 0; i < o->n_reissue; i++) {
+        sorted[i] = o->reissue[i];
+        len += strlen(o->reissue[i]) + 1;
+    }
+    qsort(sorted, o->n_reissue, sizeof(*sorted), by_string);
+    list = calloc(1, len);
+    for (size_t i = 0; list != NULL && i < o->n_reissue; i++) {
+        if (i == 0 || strcmp(sorted[i], sorted[i - 1]) != 0) {
+            strcat(list, list[0] ? "," : "");
+            strcat(list, sorted[i]);
+        }
+    }
+    free(sorted);
+    return list;
+}
+
 /* Everything after validation: journal, CA, workers, results. */
 static int enroll_lot(struct batch *b, struct prov_batch_summary *sum)
 {
+    struct prov_journal_run run;
     char *reissue_list = NULL;
-    bool is_resumed = false;
-    size_t len = 1;
     int r;
 
     r = prov_journal_open(sum->journal, true, &b->journal);
@@ -546,27 +583,25 @@ static int enroll_lot(struct batch *b, struct prov_batch_summary *sum)
     if (r < 0) {
         return r;
     }
-    for (size_t i = 0; i < b->opts->n_reissue; i++) {
-        len += strlen(b->opts->reissue[i]) + 1;
-    }
-    reissue_list = calloc(1, len);
+    reissue_list = reissue_request_list(b->opts);
     if (reissue_list == NULL) {
         return PROV_ERR_NOMEM;
     }
-    for (size_t i = 0; i < b->opts->n_reissue; i++) {
-        strcat(reissue_list, i ? "," : "");
-        strcat(reissue_list, b->opts->reissue[i]);
-    }
     r = prov_journal_lot(b->journal, b->lot, b->opts->manifest, &b->lot_id);
     if (r == 0) {
-        r = prov_journal_run_begin(b->journal, b->lot_id, reissue_list, &b->run_id, &is_resumed);
+        r = prov_journal_run_begin(b->journal, b->lot_id, reissue_list, b->opts->is_again, &run);
     }
     free(reissue_list);
     if (r < 0) {
         return r;
     }
-    if (is_resumed) {
-        prov_info("batch: resuming run %lld of lot %s", b->run_id, b->lot);
+    b->run_id = run.id;
+    b->request_id = run.request;
+    if (run.is_resumed) {
+        prov_info("batch: resuming run %lld of lot %s", run.id, b->lot);
+    } else if (run.is_continued && b->opts->n_reissue > 0) {
+        prov_info("batch: run %lld continues reissue request %lld of lot %s", run.id,
+                  run.request, b->lot);
     }
     if (b->opts->show_progress) {
         r = prov_progress_new(stderr, b->opts->is_tty, b->n_rows, &b->progress);

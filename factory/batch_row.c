@@ -670,12 +670,17 @@ static int complete_from_journal(struct row_ctx *c, enum batch_status *st)
 }
 
 /*
- * --reissue: supersedes the current certificate, once per run. A row still on its way
- * (intent, issued) is resumed instead: that is the interrupted reissue itself.
+ * --reissue: supersedes the current certificate, once per request (every run of it, see
+ * prov_journal_run_begin). A row still on its way (intent, issued) is resumed instead: that
+ * is the interrupted reissue itself.
  */
+#define ALREADY_REISSUED                                                                          \
+    "already reissued by this request (run %lld); not reissued again (--again makes a new "      \
+    "request)"
+
 static int maybe_supersede(struct row_ctx *c)
 {
-    bool is_done = false;
+    long long by_run = 0;
     int r;
 
     if (c->d.cert_der == NULL ||
@@ -683,10 +688,19 @@ static int maybe_supersede(struct row_ctx *c)
           c->d.state == PROV_JOURNAL_FAILED)) {
         return 0;
     }
-    r = prov_journal_superseded_in_run(c->b->journal, c->b->lot_id, c->serial, c->b->run_id,
-                                       &is_done);
-    if (r < 0 || is_done) {
+    r = prov_journal_superseded_in_request(c->b->journal, c->b->lot_id, c->serial,
+                                           c->b->request_id, &by_run);
+    if (r < 0) {
         return r;
+    }
+    if (by_run != 0 && c->b->progress != NULL) {
+        prov_progress_message(c->b->progress, "warning: serial %s: " ALREADY_REISSUED,
+                              c->serial, by_run);
+    } else if (by_run != 0) {
+        prov_warn("serial %s: " ALREADY_REISSUED, c->serial, by_run);
+    }
+    if (by_run != 0) {
+        return 0;
     }
     r = prov_journal_supersede(c->b->journal, c->b->lot_id, c->serial, c->b->run_id);
     return r < 0 ? r : reload(c);

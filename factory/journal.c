@@ -82,6 +82,13 @@ static const char *const schema_steps[] = {
     "CREATE TABLE IF NOT EXISTS station_claim(lot_id INTEGER NOT NULL REFERENCES lot(id),"
     " serial TEXT NOT NULL, identity TEXT NOT NULL, instance TEXT NOT NULL,"
     " claimed TEXT NOT NULL, PRIMARY KEY (lot_id, serial), UNIQUE (lot_id, identity));",
+    /*
+     * 3: reissue requests. A run serves the request of its --reissue list: request is the id
+     * of the request's first run (NULL in runs made before: each was its own request). Every
+     * run of a request counts as one when a serial's reissue is looked up, so running the
+     * same command again never reissues a serial twice (prov_journal_run_begin).
+     */
+    "ALTER TABLE run ADD COLUMN request INTEGER REFERENCES run(id);",
 };
 
 #define SCHEMA_VERSION ((long long)(sizeof(schema_steps) / sizeof(schema_steps[0])))
@@ -461,46 +468,106 @@ out:
     return r;
 }
 
-int prov_journal_run_begin(struct prov_journal *j, long long lot_id, const char *reissue_list,
-                           long long *run_id, bool *is_resumed)
+/* Whether every serial of list (comma-separated) was reissued by request and is proven since. */
+static int request_is_complete(struct prov_journal *j, long long lot_id, const char *list,
+                               long long request, bool *out)
+{
+    char *copy = strdup(list);
+    char *save = NULL;
+    int r = copy ? 0 : PROV_ERR_NOMEM;
+
+    *out = true;
+    for (char *s = copy ? strtok_r(copy, ",", &save) : NULL; s != NULL && r == 0 && *out;
+         s = strtok_r(NULL, ",", &save)) {
+        sqlite3_stmt *st = NULL;
+
+        r = journal_query(j, &st,
+                          "SELECT 1 FROM certificate c JOIN device d ON d.id = c.device_id"
+                          " JOIN run r ON r.id = c.superseded_run WHERE d.lot_id = ? AND"
+                          " d.serial = ? AND d.state = 'proven' AND coalesce(r.request, r.id) = ?",
+                          "iti", lot_id, s, request);
+        *out = r == 0 && sqlite3_step(st) == SQLITE_ROW;
+        journal_release(j, st);
+    }
+    free(copy);
+    return r;
+}
+
+/*
+ * The newest run of the lot with this reissue list decides (inside the transaction): its
+ * request is continued, by taking that run up again when it did not finish, else by a new
+ * run of the same request. With is_again a request that has reissued and proven every
+ * serial of its list is not continued: a new request begins. Nothing found: a new request.
+ */
+static int pick_run(struct prov_journal *j, long long lot_id, const char *reissue_list,
+                    bool is_again, struct prov_journal_run *run)
 {
     sqlite3_stmt *st = NULL;
+    long long newest = 0;
+    long long request = 0;
+    bool is_unfinished = false;
+    bool is_complete = false;
+    int r;
+
+    r = journal_query(j, &st,
+                      "SELECT id, coalesce(request, id), finished IS NULL FROM run"
+                      " WHERE lot_id = ? AND reissue = ? ORDER BY id DESC LIMIT 1",
+                      "it", lot_id, reissue_list);
+    if (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
+        newest = sqlite3_column_int64(st, 0);
+        request = sqlite3_column_int64(st, 1);
+        is_unfinished = sqlite3_column_int(st, 2) != 0;
+    }
+    journal_release(j, st);
+    if (r == 0 && newest != 0 && is_again) {
+        r = request_is_complete(j, lot_id, reissue_list, request, &is_complete);
+    }
+    if (r < 0 || newest == 0 || is_complete) {
+        return r;
+    }
+    run->request = request;
+    run->is_resumed = is_unfinished;
+    run->is_continued = !is_unfinished;
+    run->id = is_unfinished ? newest : 0;
+    return 0;
+}
+
+int prov_journal_run_begin(struct prov_journal *j, long long lot_id, const char *reissue_list,
+                           bool is_again, struct prov_journal_run *run)
+{
     char lot[256];
-    char detail[64];
+    char detail[128];
     char now[32];
     int r;
 
-    *run_id = 0;
-    *is_resumed = false;
+    memset(run, 0, sizeof(*run));
     pthread_mutex_lock(&j->lock);
     r = journal_begin(j);
     if (r == 0) {
         r = journal_lot_name(j, lot_id, lot, sizeof(lot));
     }
     if (r == 0) {
-        r = journal_query(j, &st,
-                          "SELECT id, reissue, finished FROM run WHERE lot_id = ? "
-                          "ORDER BY id DESC LIMIT 1",
-                          "i", lot_id);
+        r = pick_run(j, lot_id, reissue_list, is_again, run);
     }
-    if (r == 0 && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 2) == SQLITE_NULL &&
-        strcmp((const char *)sqlite3_column_text(st, 1), reissue_list) == 0) {
-        *run_id = sqlite3_column_int64(st, 0);
-        *is_resumed = true;
-    }
-    journal_release(j, st);
-    if (r == 0 && *run_id == 0) {
+    if (r == 0 && run->id == 0) {
         journal_now(now, sizeof(now));
         if (journal_exec(j, "INSERT INTO run(lot_id, reissue, started) VALUES (?, ?, ?)", "itt",
                          lot_id, reissue_list, now) != SQLITE_DONE) {
             r = journal_db_fail(j, "run");
         } else {
-            *run_id = sqlite3_last_insert_rowid(j->db);
+            run->id = sqlite3_last_insert_rowid(j->db);
+            run->request = run->request ? run->request : run->id;
+        }
+        if (r == 0 && journal_exec(j, "UPDATE run SET request = ? WHERE id = ?", "ii",
+                                   run->request, run->id) != SQLITE_DONE) {
+            r = journal_db_fail(j, "run");
         }
     }
     if (r == 0) {
-        snprintf(detail, sizeof(detail), "run=%lld", *run_id);
-        r = journal_audit_append(j, lot, "", *is_resumed ? "run-resumed" : "run-begin", detail);
+        snprintf(detail, sizeof(detail), "run=%lld request=%lld%s", run->id, run->request,
+                 is_again && run->request == run->id ? " again" : "");
+        r = journal_audit_append(j, lot, "", run->is_resumed ? "run-resumed" : "run-begin",
+                                 detail);
     }
     r = journal_end(j, r);
     pthread_mutex_unlock(&j->lock);

@@ -105,13 +105,26 @@ void prov_journal_close(struct prov_journal *j);
 int prov_journal_lot(struct prov_journal *j, const char *name, const char *manifest,
                      long long *lot_id);
 
+/* A batch run, and the reissue request it serves (prov_journal_run_begin). */
+struct prov_journal_run {
+    long long id;      /* the run */
+    long long request; /* the request: the id of its first run */
+    bool is_resumed;   /* a run that did not finish (crash, kill, signal), taken up again */
+    bool is_continued; /* a new run of an earlier request with the same --reissue list */
+};
+
 /*
- * A batch run over a lot. A run that did not finish (crash, kill) and was started with the
- * same reissue list is resumed rather than begun again (*is_resumed), so that a --reissue
- * already carried out before the crash is not carried out twice.
+ * A batch run over a lot. reissue_list is the run's --reissue serials, sorted and
+ * comma-separated ("" for none): a request. The same list again continues the newest request
+ * with that list: the unfinished run itself is resumed (*is_resumed), or a new run of that
+ * request begins (*is_continued), whether the earlier runs finished, failed rows or were
+ * killed, so that a serial the request reissued already is not reissued again
+ * (prov_journal_superseded_in_request). With is_again a new request begins instead, unless the
+ * newest one with this list has not yet reissued and proven every serial of it: then that
+ * one is continued, so that running an --again command again resumes it as well.
  */
 int prov_journal_run_begin(struct prov_journal *j, long long lot_id, const char *reissue_list,
-                           long long *run_id, bool *is_resumed);
+                           bool is_again, struct prov_journal_run *run);
 int prov_journal_run_end(struct prov_journal *j, long long run_id);
 
 /* The row for (lot, serial); state PROV_JOURNAL_NONE when there is none. */
@@ -163,9 +176,12 @@ int prov_journal_record_failed(struct prov_journal *j, long long lot_id, const c
 int prov_journal_supersede(struct prov_journal *j, long long lot_id, const char *serial,
                            long long run_id);
 
-/* Whether run_id already superseded a certificate of this row. */
-int prov_journal_superseded_in_run(struct prov_journal *j, long long lot_id, const char *serial,
-                                   long long run_id, bool *out);
+/*
+ * Whether a run of request already superseded a certificate of this row: *by_run is that run,
+ * 0 when none did.
+ */
+int prov_journal_superseded_in_request(struct prov_journal *j, long long lot_id,
+                                       const char *serial, long long request, long long *by_run);
 
 /*
  * The key ids of this row's superseded certificates (their keys are retired once the new

@@ -402,20 +402,21 @@ int prov_journal_find_lot(struct prov_journal *j, const char *name, long long *l
     return r;
 }
 
-int prov_journal_superseded_in_run(struct prov_journal *j, long long lot_id, const char *serial,
-                                   long long run_id, bool *out)
+int prov_journal_superseded_in_request(struct prov_journal *j, long long lot_id,
+                                       const char *serial, long long request, long long *by_run)
 {
     sqlite3_stmt *st = NULL;
     int r;
 
-    *out = false;
+    *by_run = 0;
     pthread_mutex_lock(&j->lock);
     r = journal_query(j, &st,
-                      "SELECT 1 FROM certificate c JOIN device d ON d.id = c.device_id"
-                      " WHERE d.lot_id = ? AND d.serial = ? AND c.superseded_run = ?",
-                      "iti", lot_id, serial, run_id);
-    if (r == 0) {
-        *out = sqlite3_step(st) == SQLITE_ROW;
+                      "SELECT r.id FROM certificate c JOIN device d ON d.id = c.device_id"
+                      " JOIN run r ON r.id = c.superseded_run WHERE d.lot_id = ? AND"
+                      " d.serial = ? AND coalesce(r.request, r.id) = ? ORDER BY r.id LIMIT 1",
+                      "iti", lot_id, serial, request);
+    if (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
+        *by_run = sqlite3_column_int64(st, 0);
     }
     journal_release(j, st);
     pthread_mutex_unlock(&j->lock);

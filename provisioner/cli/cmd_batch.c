@@ -34,7 +34,11 @@ static void usage(FILE *f)
             "  --results FILE     the results CSV (default: MANIFEST.results.csv):\n"
             "                     serial,status,cert_serial,sha256,not_after,storage,error,x_...\n"
             "  --reissue SERIAL   certify SERIAL again; its certificate is recorded as\n"
-            "                     superseded and its old key deleted (repeatable)\n"
+            "                     superseded and its old key deleted (repeatable). The list is\n"
+            "                     one request: the same command again (in any order) resumes\n"
+            "                     it and never reissues a serial it has reissued already\n"
+            "  --again            with --reissue: a new request, so that serials an earlier\n"
+            "                     request with the same list reissued are reissued once more\n"
             "  --pin SOURCE       device PIN source, file:PATH or env:VAR (default: [provisioner]\n"
             "                     device_pin); read once per device\n"
             "  --prove URL        each device's last step: a real mutual-TLS proof with its new\n"
@@ -166,6 +170,7 @@ static const struct option batch_run_opts[] = {
     {"journal", required_argument, NULL, 'J'},
     {"results", required_argument, NULL, 'R'},
     {"reissue", required_argument, NULL, 'r'},
+    {"again", no_argument, NULL, 'A'},
     {"pin", required_argument, NULL, 'p'},
     {"check", no_argument, NULL, 'C'},
     {"prove", required_argument, NULL, 'X'},
@@ -201,6 +206,7 @@ static int run(int argc, char **argv)
         case 'J': o.journal = optarg; break;
         case 'R': o.results = optarg; break;
         case 'r': reissue[o.n_reissue++] = optarg; break;
+        case 'A': o.is_again = true; break;
         case 'p': o.pin_spec = optarg; break;
         case 'C': o.is_check_only = true; break;
         case 'X': o.prove_url = optarg; break;

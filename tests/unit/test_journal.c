@@ -264,24 +264,27 @@ static void test_supersede_and_runs(void **state)
     unsigned char(*ids)[PROV_JOURNAL_KEY_ID_MAX] = NULL;
     size_t *lens = NULL;
     size_t n = 0;
-    long long run1;
-    long long run2;
-    bool is_resumed;
-    bool is_done;
+    struct prov_journal_run run1;
+    struct prov_journal_run run2;
+    long long by_run;
     long long counts[PROV_JOURNAL_STATE_COUNT];
     long long superseded;
 
-    assert_int_equal(prov_journal_run_begin(f->j, f->lot, "A", &run1, &is_resumed), 0);
-    assert_false(is_resumed);
+    assert_int_equal(prov_journal_run_begin(f->j, f->lot, "A", false, &run1), 0);
+    assert_false(run1.is_resumed);
+    assert_false(run1.is_continued);
+    assert_int_equal(run1.request, run1.id);
     walk_to_proven(f, "A", id1, 200, f->keys[0]);
-    assert_int_equal(prov_journal_superseded_in_run(f->j, f->lot, "A", run1, &is_done), 0);
-    assert_false(is_done);
-    assert_int_equal(prov_journal_supersede(f->j, f->lot, "A", run1), 0);
+    assert_int_equal(prov_journal_superseded_in_request(f->j, f->lot, "A", run1.request, &by_run),
+                     0);
+    assert_int_equal(by_run, 0);
+    assert_int_equal(prov_journal_supersede(f->j, f->lot, "A", run1.id), 0);
     assert_int_equal(state_of(f, "A"), PROV_JOURNAL_SUPERSEDED);
-    assert_int_equal(prov_journal_superseded_in_run(f->j, f->lot, "A", run1, &is_done), 0);
-    assert_true(is_done);
+    assert_int_equal(prov_journal_superseded_in_request(f->j, f->lot, "A", run1.request, &by_run),
+                     0);
+    assert_int_equal(by_run, run1.id);
     /* Not twice: a superseded row has no current certificate. */
-    assert_int_equal(prov_journal_supersede(f->j, f->lot, "A", run1), PROV_ERR_JOURNAL);
+    assert_int_equal(prov_journal_supersede(f->j, f->lot, "A", run1.id), PROV_ERR_JOURNAL);
     assert_int_equal(prov_journal_superseded_keys(f->j, f->lot, "A", &ids, &lens, &n), 0);
     assert_int_equal(n, 1);
     assert_int_equal(lens[0], 16);
@@ -295,16 +298,39 @@ static void test_supersede_and_runs(void **state)
     assert_int_equal(counts[PROV_JOURNAL_PROVEN], 1);
     assert_int_equal(superseded, 1);
 
-    /* An unfinished run with the same --reissue list is resumed; another list is a new run. */
-    assert_int_equal(prov_journal_run_begin(f->j, f->lot, "A", &run2, &is_resumed), 0);
-    assert_true(is_resumed);
-    assert_int_equal(run2, run1);
-    assert_int_equal(prov_journal_run_begin(f->j, f->lot, "", &run2, &is_resumed), 0);
-    assert_false(is_resumed);
-    assert_int_not_equal(run2, run1);
-    assert_int_equal(prov_journal_run_end(f->j, run2), 0);
-    assert_int_equal(prov_journal_run_begin(f->j, f->lot, "", &run1, &is_resumed), 0);
-    assert_false(is_resumed);
+    /* An unfinished run with the same --reissue list is resumed ... */
+    assert_int_equal(prov_journal_run_begin(f->j, f->lot, "A", false, &run2), 0);
+    assert_true(run2.is_resumed);
+    assert_int_equal(run2.id, run1.id);
+    /* ... and a finished one continued: a new run of the same request. */
+    assert_int_equal(prov_journal_run_end(f->j, run1.id), 0);
+    assert_int_equal(prov_journal_run_begin(f->j, f->lot, "A", false, &run2), 0);
+    assert_false(run2.is_resumed);
+    assert_true(run2.is_continued);
+    assert_int_not_equal(run2.id, run1.id);
+    assert_int_equal(run2.request, run1.request);
+    assert_int_equal(prov_journal_superseded_in_request(f->j, f->lot, "A", run2.request, &by_run),
+                     0);
+    assert_int_equal(by_run, run1.id); /* the request did it already: not again */
+    assert_int_equal(prov_journal_run_end(f->j, run2.id), 0);
+    /* --again, once the request reissued and proved every serial: a new request */
+    assert_int_equal(prov_journal_run_begin(f->j, f->lot, "A", true, &run2), 0);
+    assert_false(run2.is_continued);
+    assert_int_equal(run2.request, run2.id);
+    assert_int_equal(prov_journal_superseded_in_request(f->j, f->lot, "A", run2.request, &by_run),
+                     0);
+    assert_int_equal(by_run, 0);
+    assert_int_equal(prov_journal_supersede(f->j, f->lot, "A", run2.id), 0);
+    /* --again again while that request has not proven its reissue: it is continued */
+    assert_int_equal(prov_journal_run_end(f->j, run2.id), 0);
+    assert_int_equal(prov_journal_run_begin(f->j, f->lot, "A", true, &run1), 0);
+    assert_true(run1.is_continued);
+    assert_int_equal(run1.request, run2.request);
+    /* another list is another request */
+    assert_int_equal(prov_journal_run_begin(f->j, f->lot, "", false, &run2), 0);
+    assert_false(run2.is_resumed);
+    assert_false(run2.is_continued);
+    assert_int_not_equal(run2.request, run1.request);
 }
 
 /* Runs SQL on the journal file behind the API's back, as a tamperer would. */
