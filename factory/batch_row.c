@@ -472,6 +472,29 @@ static int defer_storage(struct row_ctx *c, struct prov_enroll_result *res)
     return 0;
 }
 
+/*
+ * The certificate a reissue replaces, from the journal: the storage directory may be gone,
+ * and a TPM key at the device's handle may be replaced only when it is this one's.
+ */
+static int reissued_cert(struct row_ctx *c, X509 **out)
+{
+    unsigned char *der = NULL;
+    const unsigned char *p;
+    size_t len = 0;
+    int r;
+
+    *out = NULL;
+    r = prov_journal_last_superseded(c->b->journal, c->b->lot_id, c->serial, &der, &len);
+    p = der;
+    if (r == 0 && der != NULL && (*out = d2i_X509(NULL, &p, (long)len)) == NULL) {
+        r = prov_fail_ossl(PROV_ERR_JOURNAL,
+                           "serial %s: the journal's superseded certificate does not parse",
+                           c->serial);
+    }
+    free(der);
+    return r;
+}
+
 /* intent (new key id) -> prov_enroll with the journal hook -> stored -> proven. */
 static int enroll_fresh(struct row_ctx *c)
 {
@@ -501,6 +524,12 @@ static int enroll_fresh(struct row_ctx *c)
      * know when --reissue names the serial; any other existing identity is refused.
      */
     p.reissue = is_reissue || c->e->is_reissue;
+    if (is_reissue) {
+        r = reissued_cert(c, &p.reissued_cert);
+        if (r < 0) {
+            return r;
+        }
+    }
     p.key_id = c->key_id;
     p.key_id_len = sizeof(c->key_id);
     p.pin_spec = pin_spec(c);
@@ -511,6 +540,7 @@ static int enroll_fresh(struct row_ctx *c)
     p.defer_storage = c->b->finisher != NULL && !p.reissue && c->b->opts->prove_url == NULL;
     p.prove_url = c->b->opts->prove_url;
     r = prov_enroll(c->b->cfg, c->b->ca, &p, &res);
+    X509_free(p.reissued_cert);
     if (r == 0 && p.defer_storage) {
         r = defer_storage(c, &res);
         prov_enroll_result_clear(&res);

@@ -183,6 +183,10 @@ int prov_journal_supersede(struct prov_journal *j, long long lot_id, const char 
 int prov_journal_superseded_in_request(struct prov_journal *j, long long lot_id,
                                        const char *serial, long long request, long long *by_run);
 
+/* The DER of this row's newest superseded certificate (malloc'd), *der NULL when none. */
+int prov_journal_last_superseded(struct prov_journal *j, long long lot_id, const char *serial,
+                                 unsigned char **der, size_t *len);
+
 /*
  * The key ids of this row's superseded certificates (their keys are retired once the new
  * identity is proven). *ids is an array of n entries of PROV_JOURNAL_KEY_ID_MAX bytes with

@@ -423,6 +423,35 @@ int prov_journal_superseded_in_request(struct prov_journal *j, long long lot_id,
     return r;
 }
 
+int prov_journal_last_superseded(struct prov_journal *j, long long lot_id, const char *serial,
+                                 unsigned char **der, size_t *len)
+{
+    sqlite3_stmt *st = NULL;
+    int r;
+
+    *der = NULL;
+    *len = 0;
+    pthread_mutex_lock(&j->lock);
+    r = journal_query(j, &st,
+                      "SELECT c.der FROM certificate c JOIN device d ON d.id = c.device_id"
+                      " WHERE d.lot_id = ? AND d.serial = ? AND c.superseded IS NOT NULL"
+                      " ORDER BY c.id DESC LIMIT 1",
+                      "it", lot_id, serial);
+    if (r == 0 && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 0) > 0) {
+        *len = (size_t)sqlite3_column_bytes(st, 0);
+        *der = malloc(*len);
+        if (*der == NULL) {
+            r = PROV_ERR_NOMEM;
+            *len = 0;
+        } else {
+            memcpy(*der, sqlite3_column_blob(st, 0), *len);
+        }
+    }
+    journal_release(j, st);
+    pthread_mutex_unlock(&j->lock);
+    return r;
+}
+
 int prov_journal_superseded_keys(struct prov_journal *j, long long lot_id, const char *serial,
                                  unsigned char (**ids)[PROV_JOURNAL_KEY_ID_MAX], size_t **lens,
                                  size_t *n)
