@@ -22,6 +22,7 @@
 #include "error.h"
 #include "journal.h"
 #include "log.h"
+#include "secret.h"
 
 static const char *const status_names[] = {"failed", "issued", "already-issued"};
 
@@ -454,6 +455,8 @@ static int setup(struct station *s, struct prov_station_result *res)
     if (s->journal == NULL) {
         return PROV_ERR_NOMEM;
     }
+    /* a PIN source one station's token rejected is not sent by the next station of the lot */
+    prov_secret_rejections_persist(s->journal);
     /* a bad URL is a usage error before any device is touched */
     if (s->prove_url != NULL && (r = prov_connect_url_check(s->prove_url)) < 0) {
         return r;

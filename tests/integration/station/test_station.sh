@@ -224,13 +224,29 @@ assert_one_error "rejected in an earlier station run" "$marker"
 rm -f "$marker"
 prov 0 station --instance "usb-1209:0001-$SER_H"
 assert_grep "$PROV_OUT" "serial=SN-H status=issued"
+# The PIN source dev-h rejected is not sent to the next station's token either: that station
+# fails (exit 3) naming the marker, and its token spends no try. An operator fixes the PIN
+# file, removes the marker, and the station enrolls.
+token_init dev-i
+SER_I=$(token_serial dev-i)
+echo "SN-I,pkcs11:serial=$SER_I," >>lot.csv
+prov 3 station --instance "usb-1209:0001-$SER_I" --pin "file:$WORK/bad.pin"
+assert_one_error "not tried" "file:$WORK/bad.pin" "dev-h" "$WORK/lot.journal.sqlite.pin-rejected.source-"
+pkcs11-tool --module "$SOFTHSM_MODULE" -L 2>/dev/null | grep -A8 'token label *: dev-i' >"$WORK/log/dev-i.flags"
+assert_no_grep "$WORK/log/dev-i.flags" 'count low' "dev-i spent a PIN try"
+write_secret "$WORK/bad.pin" "$DEV_PIN_VALUE"
+prov 3 station --instance "usb-1209:0001-$SER_I" --pin "file:$WORK/bad.pin"
+assert_one_error "not tried" "remove that file"
+rm -f "$WORK"/lot.journal.sqlite.pin-rejected.source-*
+prov 0 station --instance "usb-1209:0001-$SER_I" --pin "file:$WORK/bad.pin"
+assert_grep "$PROV_OUT" "serial=SN-I status=issued"
 # the same for the CA token's PIN, which every station of the line logs in with
 sed "s|^pin = file:ca.pin|pin = file:$WORK/bad.pin|" provisioner.cnf >badca.cnf
 PROVISIONER_CONFIG=$WORK/badca.cnf prov 3 station --instance "usb-1209:0001-$SER_A"
 assert_file "$WORK/lot.journal.sqlite.pin-rejected.ca"
 prov 3 station --instance "usb-1209:0001-$SER_A"
 assert_one_error "[ca] pin was rejected in an earlier station run"
-rm -f "$WORK/lot.journal.sqlite.pin-rejected.ca"
+rm -f "$WORK"/lot.journal.sqlite.pin-rejected.*
 # Two stations that arrive together with a wrong CA PIN: one login is refused, the other
 # station must not try the same PIN (both wait on the CA lock, held here until both do).
 ca_lock=$WORK/lot.journal.sqlite.ca.lock
@@ -261,6 +277,6 @@ done
 assert_eq "$(cat "$WORK"/log/ca-race-?.err | grep -c 'rejected in an earlier station run')" 1 \
     "stations that did not send the rejected CA PIN again"
 assert_file "$WORK/lot.journal.sqlite.pin-rejected.ca"
-rm -f "$WORK/lot.journal.sqlite.pin-rejected.ca"
+rm -f "$WORK"/lot.journal.sqlite.pin-rejected.*
 prov 0 station --instance "usb-1209:0001-$SER_A"
 assert_grep "$PROV_OUT" "serial=SN-A status=already-issued"
