@@ -19,6 +19,7 @@
 #include "backend.h"
 #include "ca.h"
 #include "error.h"
+#include "interrupt.h"
 #include "issue.h"
 #include "log.h"
 #include "manifest_value.h"
@@ -256,6 +257,10 @@ static void *worker(void *arg)
         for (uint32_t i = g->first; i != BATCH_NO_ROW; i = b->rows[i].next) {
             struct batch_row_job job = {.b = b, .g = g, .index = i};
 
+            /* SIGINT/SIGTERM: no new row; the rows not started stay pending (interrupt.h) */
+            if (prov_interrupt_signal() != 0) {
+                break;
+            }
             prov_error_clear();
             if (batch_run_row(b, i, batch_row_handle, &job) < 0) {
                 batch_row_unreadable(b, i);
@@ -353,7 +358,11 @@ static int results_row(void *ctx, struct prov_manifest_parser *p,
     prov_csv_field(rc->f, has_cert ? d.sha256 : "", false);
     prov_csv_field(rc->f, has_cert ? d.not_after : "", false);
     prov_csv_field(rc->f, dir ? dir : "", false);
-    prov_csv_field(rc->f, st == BATCH_FAILED ? (d.error ? d.error : "not processed") : "",
+    prov_csv_field(rc->f,
+                   st == BATCH_FAILED    ? (d.error ? d.error : "not processed")
+                   : st == BATCH_PENDING ? "not started: the run was interrupted; run the same "
+                                           "command to resume"
+                                         : "",
                    row->n_x == 0);
     for (size_t i = 0; i < row->n_x; i++) {
         prov_csv_field(rc->f, row->x_values[i], i + 1 == row->n_x);
@@ -568,6 +577,28 @@ static char *reissue_request_list(const struct prov_batch_opts *o)
     return list;
 }
 
+/*
+ * PROV_ERR_INTERRUPTED, one line for the whole run, when a signal left rows not started or
+ * rolled back (interrupt.h); 0 when every row was done (a signal during the results is moot).
+ */
+static int interrupted(struct batch *b)
+{
+    unsigned long n_pending = 0;
+
+    for (size_t i = 0; i < b->n_rows; i++) {
+        n_pending += b->rows[i].status == BATCH_PENDING;
+    }
+    if (n_pending == 0 && b->n_interrupted == 0) {
+        return 0;
+    }
+    return prov_fail(PROV_ERR_INTERRUPTED,
+                     "%s: interrupted by %s: %lu of %zu rows not started, %lu stopped before "
+                     "their certificate and rolled back, the others done; run the same command "
+                     "to resume",
+                     b->opts->manifest, prov_interrupt_name(prov_interrupt_signal()), n_pending,
+                     b->n_rows, b->n_interrupted);
+}
+
 /* Everything after validation: journal, CA, workers, results. */
 static int enroll_lot(struct batch *b, struct prov_batch_summary *sum)
 {
@@ -615,10 +646,14 @@ static int enroll_lot(struct batch *b, struct prov_batch_summary *sum)
     }
     /*
      * Results before the run's end: a run stopped in between has its results but is not
-     * finished, so the same command again resumes it and does not repeat its reissues.
+     * finished, so the same command again resumes it. A run a signal stopped has its results
+     * too, and stays unfinished.
      */
     if (r == 0) {
         r = write_results(b, sum->results);
+    }
+    if (r == 0) {
+        r = interrupted(b);
     }
     if (r == 0) {
         r = prov_journal_run_end(b->journal, b->run_id);

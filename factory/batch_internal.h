@@ -88,6 +88,7 @@ struct batch {
     unsigned long n_issued;
     unsigned long n_already;
     unsigned long n_failed;
+    unsigned long n_interrupted; /* of n_failed: rows a signal stopped (interrupt.h) */
     struct prov_progress *progress;
 };
 

@@ -838,7 +838,20 @@ static void conclude(struct row_ctx *c, int r, enum batch_status st)
                                        reason) < 0) {
             report_failure(c->b, c->e->line, c->serial, prov_error_message());
         }
-        report_failure(c->b, c->e->line, c->serial, reason);
+        /* a row the signal rolled back is in the journal and the results; the run's one
+         * "interrupted" line speaks for it (batch.c) */
+        if (r == PROV_ERR_INTERRUPTED) {
+            pthread_mutex_lock(&c->b->stats_lock);
+            c->b->n_interrupted++;
+            pthread_mutex_unlock(&c->b->stats_lock);
+        } else {
+            report_failure(c->b, c->e->line, c->serial, reason);
+        }
+        /* no empty storage directory stays behind a failed row (one it made, or one a
+         * killed run or a full disk left): rmdir removes nothing that holds a file */
+        if (c->dir != NULL) {
+            rmdir(c->dir);
+        }
     }
     c->e->status = (uint8_t)st;
     count(c->b, st);

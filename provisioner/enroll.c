@@ -23,6 +23,7 @@
 #include "chain.h"
 #include "csr.h"
 #include "error.h"
+#include "interrupt.h"
 #include "log.h"
 #include "secret.h"
 #include "signer.h"
@@ -64,6 +65,18 @@ out:
     prov_secret_free(pin);
     prov_device_close(dev);
     return r;
+}
+
+/* A signal asked to stop (interrupt.h): PROV_ERR_INTERRUPTED naming the serial and the step. */
+static int stop_if_interrupted(const char *serial, const char *step)
+{
+    char what[96];
+
+    if (prov_interrupt_signal() == 0) {
+        return 0;
+    }
+    snprintf(what, sizeof(what), "serial %s", serial);
+    return prov_interrupt_check(what, step);
 }
 
 int prov_check_key_protection(struct prov_key *key, const char *what)
@@ -357,11 +370,22 @@ int prov_enroll(const struct prov_config *cfg, struct prov_ca *ca,
     }
     r = prov_device_open_login(cfg, p->device_uri, p->pin_spec ? p->pin_spec : cfg->device_pin,
                                "device PIN", false, &dev);
+    if (r == 0) {
+        r = stop_if_interrupted(p->req.serial, "its key was generated; nothing was issued: run "
+                                                    "the same command again");
+    }
     if (r < 0) {
         goto out;
     }
 
     r = keygen_csr(dev, p, type, subject, old_pub, &key, &req);
+    if (r < 0) {
+        goto out;
+    }
+    /* the last point to stop at: once the CA signed, the identity is finished (interrupt.h) */
+    r = stop_if_interrupted(p->req.serial, "the CA signed its certificate; its new key is "
+                                           "deleted, nothing was issued: run the same command "
+                                           "again");
     if (r < 0) {
         goto out;
     }
@@ -499,6 +523,10 @@ int prov_enroll_csr(const struct prov_config *cfg, const struct prov_enroll_para
     }
     r = prov_device_open_login(cfg, p->device_uri, p->pin_spec ? p->pin_spec : cfg->device_pin,
                                "device PIN", false, &dev);
+    if (r == 0) {
+        r = stop_if_interrupted(p->req.serial, "its key was generated; nothing was issued: run "
+                                                    "the same command again");
+    }
     if (r < 0) {
         goto out;
     }

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@
 #include <openssl/sha.h>
 
 #include "error.h"
+#include "interrupt.h"
 #include "log.h"
 
 /* PINs and passphrases are short; a longer source is the wrong file, not a secret. */
@@ -205,13 +207,25 @@ static int load_env(const char *var, const char *what, struct prov_secret **out)
 
 /*
  * Reads one line, a byte at a time so that nothing after the newline is consumed (a parent
- * may pass several secrets through one pipe). The newline is kept for finish().
+ * may pass several secrets through one pipe). The newline is kept for finish(). Waiting for
+ * input (a prompt, an fd: pipe) is the one wait SIGINT/SIGTERM must end: poll(2) returns
+ * EINTR whatever SA_RESTART says (interrupt.h), and -EINTR is returned when a signal asked
+ * the process to stop.
  */
 static int read_line(int fd, char *buf, size_t cap, size_t *len)
 {
     *len = 0;
     while (*len < cap) {
-        ssize_t n = read(fd, buf + *len, 1);
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        ssize_t n;
+
+        if (poll(&pfd, 1, -1) < 0 && errno == EINTR) {
+            if (prov_interrupt_signal() != 0) {
+                return -EINTR;
+            }
+            continue;
+        }
+        n = read(fd, buf + *len, 1);
 
         if (n < 0 && errno == EINTR) {
             continue;
@@ -241,6 +255,10 @@ static int load_fd(const char *num, const char *what, struct prov_secret **out)
 
     snprintf(source, sizeof(source), "fd %d", fd);
     e = read_line(fd, buf, sizeof(buf), &len);
+    if (e == -EINTR) {
+        r = prov_interrupt_check(what, "it was read");
+        goto out;
+    }
     if (e < 0) {
         prov_fail(r, "%s: %s: %s", what, source, strerror(-e));
         goto out;
@@ -287,6 +305,10 @@ static int load_prompt(const char *what, struct prov_secret **out)
         goto out;
     }
     e = read_line(fd, buf, sizeof(buf), &len);
+    if (e == -EINTR) {
+        r = prov_interrupt_check(what, "it was entered");
+        goto out;
+    }
     if (e < 0) {
         prov_fail(r, "%s: prompt: /dev/tty: %s", what, strerror(-e));
         goto out;

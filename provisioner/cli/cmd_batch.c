@@ -54,6 +54,9 @@ static void usage(FILE *f)
             "audit trail and prints its head hash (keep it elsewhere to anchor the chain).\n\n"
             "Exit: 0 all rows issued or already issued, 1 some rows failed, 2 invalid manifest\n"
             "or usage, 6 journal error; other codes as for enroll when the CA cannot be used.\n"
+            "SIGINT, SIGTERM or SIGHUP: no new row starts, rows in progress are finished (or\n"
+            "rolled back before their certificate), the results are written, and the run\n"
+            "exits 1 with one line: interrupted; run the same command to resume.\n"
             "Test only: PROVISIONER_TEST_CRASH_AT=STATE:N exits (137) right after the N-th\n"
             "journal transition to STATE.\n");
 }
@@ -245,7 +248,7 @@ static int run(int argc, char **argv)
         fprintf(stderr, "provisioner: %s: %lu problem%s, nothing issued\n", o.manifest, found.n,
                 found.n == 1 ? "" : "s");
         rc = PROV_EXIT_USAGE;
-    } else if (r < 0) {
+    } else if (r < 0 && r != PROV_ERR_INTERRUPTED) {
         rc = cli_fail(r, o.manifest);
     } else if (as_json) {
         print_summary_json(&o, &sum);
@@ -259,6 +262,10 @@ static int run(int argc, char **argv)
                sum.n_rows, sum.n_issued, sum.n_already, sum.n_failed, sum.seconds,
                sum.devices_per_second, sum.results, sum.journal);
         rc = sum.n_failed > 0 ? PROV_EXIT_FAILED : PROV_EXIT_OK;
+    }
+    /* stopped by a signal: the summary of what was done, then how to resume (exit 1) */
+    if (r == PROV_ERR_INTERRUPTED) {
+        rc = cli_fail(r, o.manifest);
     }
     prov_batch_summary_clear(&sum);
 out:

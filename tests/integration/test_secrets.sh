@@ -52,10 +52,11 @@ it_track "$pid"
 owner=""
 for _ in $(seq 1 100); do
     kill -0 "$pid" 2>/dev/null || break
-    # the fd of the PIN pipe is being read: the tool is inside the PIN source
+    # the fd of the PIN pipe is being waited on (poll, so that SIGINT/SIGTERM can end the
+    # wait) or read: the tool is inside the PIN source
     if [ "$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null)" = S ] &&
         grep -q '^pos:' "/proc/$pid/fdinfo/3" 2>/dev/null &&
-        grep -q pipe_read "/proc/$pid/wchan" 2>/dev/null; then
+        grep -qE 'pipe_read|poll_schedule' "/proc/$pid/wchan" 2>/dev/null; then
         owner=$(stat -c %u "/proc/$pid/environ")
         break
     fi

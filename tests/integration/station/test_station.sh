@@ -14,7 +14,10 @@
 # - next-free mode: rows handed out in manifest order, a returning token keeps its row, a
 #   token too many is refused (exit 5);
 # - a rejected device or CA PIN is not sent again by a later station, nor by one that was
-#   waiting for the CA at the same time;
+#   waiting for the CA at the same time, and a rejected PIN source not to the next station's
+#   token either;
+# - SIGTERM (systemctl stop) right after the row's intent: exit 1, no key made, the next
+#   arrival enrolls;
 # - bad instance names, unlisted tokens, a bad --prove URL, a manifest with a bad column and
 #   one naming the token twice: refused with exit 2 before any token is changed (the proof
 #   itself: test_station_prove.sh).
@@ -280,3 +283,22 @@ assert_file "$WORK/lot.journal.sqlite.pin-rejected.ca"
 rm -f "$WORK"/lot.journal.sqlite.pin-rejected.*
 prov 0 station --instance "usb-1209:0001-$SER_A"
 assert_grep "$PROV_OUT" "serial=SN-A status=already-issued"
+
+# --- systemctl stop (SIGTERM) right after the row's intent: stopped before the key is made --
+token_init dev-j
+SER_J=$(token_serial dev-j)
+echo "SN-J,pkcs11:serial=$SER_J," >>lot.csv
+UNIT_EXTRA_ENV=("PROVISIONER_TEST_PAUSE_AT=intent:$WORK/hold-j")
+unit_start "usb-1209:0001-$SER_J"
+UNIT_EXTRA_ENV=()
+wait_file "$WORK/hold-j" "$UNIT_PID"
+kill -TERM "$UNIT_PID"
+rm -f "$WORK/hold-j"
+unit_wait 1
+assert_result serial=SN-J status=failed
+assert_grep "$UNIT_ERR" "^provisioner: serial SN-J: interrupted by SIGTERM before its key was generated"
+assert_eq "$(wc -l <"$UNIT_ERR")" 1 "stderr lines of the stopped station"
+assert_eq "$(token_keys dev-j | wc -l)" 0 "objects on dev-j after the stop"
+unit_run "usb-1209:0001-$SER_J" 0
+assert_result serial=SN-J status=issued
+assert_eq "$(token_keys dev-j | wc -l)" 3 "objects on dev-j (key pair, certificate)"
