@@ -4,7 +4,6 @@
  * operation goes through the core (prov_enroll, prov_check_identity, prov_device_open_login)
  * or the backend ops table; nothing here knows PKCS#11 or ESAPI.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -570,29 +569,6 @@ static bool storage_matches(const struct row_ctx *c, X509 *cert)
 }
 
 /*
- * Temp files a crash left in the storage directory (storage.c writes "NAME.tmp.XXXXXX",
- * enroll.c probes with ".provisioner-probe.XXXXXX"): never part of an identity.
- */
-static void remove_stale_temp_files(const char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *ent;
-
-    if (d == NULL) {
-        return;
-    }
-    while ((ent = readdir(d)) != NULL) {
-        const char *tmp = strstr(ent->d_name, ".tmp.");
-
-        if ((tmp != NULL && strlen(tmp) == 11) ||
-            strncmp(ent->d_name, ".provisioner-probe.", 19) == 0) {
-            unlinkat(dirfd(d), ent->d_name, 0);
-        }
-    }
-    closedir(d);
-}
-
-/*
  * Storage from the journal, without issuing: the key is found by its recorded id on the
  * recorded device, must be the certificate's key and still protected, proves, and gets the
  * certificate stored next to it; then all files are written.
@@ -677,7 +653,6 @@ static int complete_from_journal(struct row_ctx *c, enum batch_status *st)
     }
     c->cur_id = c->d.key_id;
     c->cur_id_len = c->d.key_id_len;
-    remove_stale_temp_files(c->dir);
     if (!storage_matches(c, cert)) {
         if (from == PROV_JOURNAL_STORED || from == PROV_JOURNAL_PROVEN) {
             prov_warn("serial %s: storage %s is missing or incomplete; rewriting it from the "
@@ -741,6 +716,11 @@ static int do_row(struct row_ctx *c, enum batch_status *st)
     int r;
 
     *st = BATCH_ISSUED;
+    /*
+     * What a killed run left in the storage directory (temp files, the pre-check's probe)
+     * goes with the first run that comes back to the row, whatever the row then needs.
+     */
+    prov_storage_remove_stale(c->dir);
     r = prov_journal_get(c->b->journal, c->b->lot_id, c->serial, &c->d);
     if (r == 0 && c->e->is_reissue) {
         r = maybe_supersede(c);
@@ -762,7 +742,6 @@ static int do_row(struct row_ctx *c, enum batch_status *st)
 
         X509_free(cert);
         if (is_intact) {
-            remove_stale_temp_files(c->dir);
             *st = BATCH_ALREADY;
             return 0;
         }

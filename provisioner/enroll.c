@@ -183,6 +183,10 @@ static int preflight_storage(const char *dir, bool *created)
     int r;
 
     *created = stat(dir, &st) < 0;
+    /* a probe or temp file an earlier, killed run left here goes now, not in a later run */
+    if (!*created) {
+        prov_storage_remove_stale(dir);
+    }
     r = prov_storage_mkdirs(dir);
     if (r < 0) {
         return r;

@@ -88,3 +88,9 @@ cp -a "$WORK/devices/SN-P256-0001" "$WORK/bad-server-ca"
 printf 'garbage\n' >"$WORK/bad-server-ca/server-ca.pem"
 prov 1 check "$WORK/bad-server-ca"
 assert_one_error server-ca.pem
+
+# ---- a probe file a killed enroll left in the storage directory goes with the next one --
+mkdir -p "$WORK/devices/SN-PROBE-1"
+: >"$WORK/devices/SN-PROBE-1/.provisioner-probe.Zz99Yy"
+prov 0 enroll --serial SN-PROBE-1 --device pkcs11:token=dev-p256
+assert_no_file "$WORK/devices/SN-PROBE-1/.provisioner-probe.Zz99Yy"

@@ -110,3 +110,19 @@ prov 0 batch report --journal half.journal.sqlite --verify-audit
 assert_grep "$PROV_ERR" 'audit chain verifies: 0 records'
 prov 0 batch status --journal half.journal.sqlite
 assert_grep "$PROV_OUT" '^no lot recorded yet$'
+
+# A probe file a kill left inside the storage pre-check (right after the row's intent) goes
+# with the next run, the one that completes the row; a failed row's storage directory keeps
+# no probe and, empty, is removed.
+printf 'serial,device\nPR-1,pkcs11:token=dev-01\nPR-2,pkcs11:token=no-such-token\n' >probe.csv
+rc=0
+PROVISIONER_TEST_CRASH_AT=intent:1 "$PROVISIONER" -q batch probe.csv --no-progress \
+    >"$WORK/log/probe-crash.out" 2>&1 </dev/null || rc=$?
+assert_eq "$rc" 137 "probe.csv stopped right after PR-1's intent"
+mkdir -p devices/PR-1 devices/PR-2
+: >devices/PR-1/.provisioner-probe.Ab12Cd
+: >devices/PR-2/.provisioner-probe.Ef34Gh
+prov 1 batch probe.csv --no-progress
+assert_grep probe.results.csv '^PR-1,issued,' "PR-1 completed"
+assert_no_file devices/PR-1/.provisioner-probe.Ab12Cd
+assert_no_file devices/PR-2
