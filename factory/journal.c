@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -243,31 +244,69 @@ static void crash_point(struct prov_journal *j, enum prov_journal_state s)
     }
 }
 
+/*
+ * The writer lock, "JOURNAL.lock". The last holder removes the file when it closes the
+ * journal (release_lock), so that a finished run leaves nothing but the journal; a lock file
+ * can only be removed safely because every taker checks, once it holds the lock, that the
+ * file it locked is still the one at the path - else it locked a file being removed, and
+ * takes the new one instead.
+ */
 static int take_lock(struct prov_journal *j, int how)
 {
     char *lock_path = NULL;
+    int r = 0;
 
     if (asprintf(&lock_path, "%s.lock", j->path) < 0) {
         return PROV_ERR_NOMEM;
     }
-    j->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (j->lock_fd < 0) {
-        int r = prov_fail(PROV_ERR_JOURNAL, "journal %s: cannot open %s: %s", j->path, lock_path,
-                          strerror(errno));
+    for (int tries = 0; r == 0; tries++) {
+        struct stat held;
+        struct stat now;
 
-        free(lock_path);
-        return r;
+        j->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (j->lock_fd < 0) {
+            r = prov_fail(PROV_ERR_JOURNAL, "journal %s: cannot open %s: %s", j->path,
+                          lock_path, strerror(errno));
+        } else if (flock(j->lock_fd, how | LOCK_NB) != 0) {
+            r = prov_fail(PROV_ERR_JOURNAL,
+                          how == LOCK_EX ? "journal %s: in use by another batch run or station "
+                                           "(lock %s.lock is held)"
+                                         : "journal %s: in use by a batch run (lock %s.lock is "
+                                           "held exclusively)",
+                          j->path, j->path);
+        } else if (fstat(j->lock_fd, &held) == 0 && stat(lock_path, &now) == 0 &&
+                   held.st_dev == now.st_dev && held.st_ino == now.st_ino) {
+            break;
+        } else if (tries == 100) {
+            r = prov_fail(PROV_ERR_JOURNAL, "journal %s: %s keeps being replaced", j->path,
+                          lock_path);
+        } else {
+            close(j->lock_fd); /* removed by its last holder meanwhile: take the new one */
+            j->lock_fd = -1;
+        }
     }
     free(lock_path);
-    if (flock(j->lock_fd, how | LOCK_NB) != 0) {
-        return prov_fail(PROV_ERR_JOURNAL,
-                         how == LOCK_EX ? "journal %s: in use by another batch run or station "
-                                          "(lock %s.lock is held)"
-                                        : "journal %s: in use by a batch run (lock %s.lock is "
-                                          "held exclusively)",
-                         j->path, j->path);
+    return r;
+}
+
+/*
+ * Removes the lock file when nobody else holds it (a station asks for the lock exclusively,
+ * without waiting, which fails while another station holds it shared), then lets it go.
+ */
+static void release_lock(struct prov_journal *j)
+{
+    char *lock_path = NULL;
+
+    if (j->lock_fd < 0) {
+        return;
     }
-    return 0;
+    if (flock(j->lock_fd, LOCK_EX | LOCK_NB) == 0 &&
+        asprintf(&lock_path, "%s.lock", j->path) >= 0) {
+        unlink(lock_path);
+        free(lock_path);
+    }
+    close(j->lock_fd); /* releases the flock */
+    j->lock_fd = -1;
 }
 
 /*
@@ -371,9 +410,7 @@ void prov_journal_close(struct prov_journal *j)
     }
     journal_stmts_free(j);
     sqlite3_close(j->db);
-    if (j->lock_fd >= 0) {
-        close(j->lock_fd); /* releases the flock */
-    }
+    release_lock(j); /* after the close: the WAL is checkpointed and gone by then */
     pthread_mutex_destroy(&j->lock);
     pthread_mutex_destroy(&j->stmt_lock);
     free(j->pause_path);

@@ -28,6 +28,10 @@ prov 1 batch lot.csv --jobs 2 --no-progress
 assert_grep "$PROV_OUT" '^23 rows: 22 issued, 0 already-issued, 1 failed '
 assert_grep "$PROV_ERR" '^provisioner: lot\.csv:24: .*SN-99999.*no-such-token' "failed row not named"
 assert_eq "$(wc -l <"$PROV_ERR")" 1 "stderr lines"
+# a run that ended leaves its journal and nothing beside it: no lock file, no SQLite WAL
+for f in lot.journal.sqlite.lock lot.journal.sqlite-wal lot.journal.sqlite-shm; do
+    assert_no_file "$f"
+done
 
 prov 0 batch report lot.csv --json
 cp "$PROV_OUT" report.json
