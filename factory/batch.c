@@ -19,6 +19,7 @@
 #include "backend.h"
 #include "ca.h"
 #include "error.h"
+#include "interrupt.h"
 #include "issue.h"
 #include "log.h"
 #include "manifest_value.h"
@@ -329,6 +330,10 @@ int batch_validate(struct batch *b)
 
 static int check_reissue_list(struct batch *b)
 {
+    if (b->opts->is_again && b->opts->n_reissue == 0) {
+        return prov_fail(PROV_ERR_USAGE, "--again: only with --reissue SERIAL (it makes those "
+                         "reissues a new request)");
+    }
     for (size_t i = 0; i < b->opts->n_reissue; i++) {
         if (!b->is_reissue_seen[i]) {
             return prov_fail(PROV_ERR_USAGE, "--reissue %s: serial not in %s", b->opts->reissue[i],
@@ -387,6 +392,10 @@ static void *worker(void *arg)
         for (uint32_t i = g->first; i != BATCH_NO_ROW; i = b->rows[i].next) {
             struct batch_row_job job = {.b = b, .g = g, .index = i};
 
+            /* SIGINT/SIGTERM: no new row; the rows not started stay pending (interrupt.h) */
+            if (prov_interrupt_signal() != 0) {
+                break;
+            }
             prov_error_clear();
             if (batch_run_row(b, i, batch_row_handle, &job) < 0) {
                 batch_row_unreadable(b, i);
@@ -484,7 +493,11 @@ static int results_row(void *ctx, struct prov_manifest_parser *p,
     prov_csv_field(rc->f, has_cert ? d.sha256 : "", false);
     prov_csv_field(rc->f, has_cert ? d.not_after : "", false);
     prov_csv_field(rc->f, dir ? dir : "", false);
-    prov_csv_field(rc->f, st == BATCH_FAILED ? (d.error ? d.error : "not processed") : "",
+    prov_csv_field(rc->f,
+                   st == BATCH_FAILED    ? (d.error ? d.error : "not processed")
+                   : st == BATCH_PENDING ? "not started: the run was interrupted; run the same "
+                                           "command to resume"
+                                         : "",
                    row->n_x == 0);
     for (size_t i = 0; i < row->n_x; i++) {
         prov_csv_field(rc->f, row->x_values[i], i + 1 == row->n_x);
@@ -686,12 +699,67 @@ static int check_outputs(const struct prov_config *cfg, const struct prov_batch_
     return r;
 }
 
+static int by_string(const void *x, const void *y)
+{
+    return strcmp(*(const char *const *)x, *(const char *const *)y);
+}
+
+/*
+ * The --reissue serials sorted, without repeats, comma-separated: the request's name in the
+ * journal, the same however the command line orders them. malloc'd; NULL on NOMEM.
+ */
+static char *reissue_request_list(const struct prov_batch_opts *o)
+{
+    const char **sorted = malloc((o->n_reissue + 1) * sizeof(*sorted));
+    size_t len = 1;
+    char *list = NULL;
+
+    if (sorted == NULL) {
+        return NULL;
+    }
+    for (size_t i = 0; i < o->n_reissue; i++) {
+        sorted[i] = o->reissue[i];
+        len += strlen(o->reissue[i]) + 1;
+    }
+    qsort(sorted, o->n_reissue, sizeof(*sorted), by_string);
+    list = calloc(1, len);
+    for (size_t i = 0; list != NULL && i < o->n_reissue; i++) {
+        if (i == 0 || strcmp(sorted[i], sorted[i - 1]) != 0) {
+            strcat(list, list[0] ? "," : "");
+            strcat(list, sorted[i]);
+        }
+    }
+    free(sorted);
+    return list;
+}
+
+/*
+ * PROV_ERR_INTERRUPTED, one line for the whole run, when a signal left rows not started or
+ * rolled back (interrupt.h); 0 when every row was done (a signal during the results is moot).
+ */
+static int interrupted(struct batch *b)
+{
+    unsigned long n_pending = 0;
+
+    for (size_t i = 0; i < b->n_rows; i++) {
+        n_pending += b->rows[i].status == BATCH_PENDING;
+    }
+    if (n_pending == 0 && b->n_interrupted == 0) {
+        return 0;
+    }
+    return prov_fail(PROV_ERR_INTERRUPTED,
+                     "%s: interrupted by %s: %lu of %zu rows not started, %lu stopped before "
+                     "their certificate and rolled back, the others done; run the same command "
+                     "to resume",
+                     b->opts->manifest, prov_interrupt_name(prov_interrupt_signal()), n_pending,
+                     b->n_rows, b->n_interrupted);
+}
+
 /* Everything after validation: journal, CA, workers, results. */
 static int enroll_lot(struct batch *b, struct prov_batch_summary *sum)
 {
+    struct prov_journal_run run;
     char *reissue_list = NULL;
-    bool is_resumed = false;
-    size_t len = 1;
     int r;
 
     r = prov_journal_open(sum->journal, true, &b->journal);
@@ -702,27 +770,25 @@ static int enroll_lot(struct batch *b, struct prov_batch_summary *sum)
     if (r < 0) {
         return r;
     }
-    for (size_t i = 0; i < b->opts->n_reissue; i++) {
-        len += strlen(b->opts->reissue[i]) + 1;
-    }
-    reissue_list = calloc(1, len);
+    reissue_list = reissue_request_list(b->opts);
     if (reissue_list == NULL) {
         return PROV_ERR_NOMEM;
     }
-    for (size_t i = 0; i < b->opts->n_reissue; i++) {
-        strcat(reissue_list, i ? "," : "");
-        strcat(reissue_list, b->opts->reissue[i]);
-    }
     r = prov_journal_lot(b->journal, b->lot, b->opts->manifest, &b->lot_id);
     if (r == 0) {
-        r = prov_journal_run_begin(b->journal, b->lot_id, reissue_list, &b->run_id, &is_resumed);
+        r = prov_journal_run_begin(b->journal, b->lot_id, reissue_list, b->opts->is_again, &run);
     }
     free(reissue_list);
     if (r < 0) {
         return r;
     }
-    if (is_resumed) {
-        prov_info("batch: resuming run %lld of lot %s", b->run_id, b->lot);
+    b->run_id = run.id;
+    b->request_id = run.request;
+    if (run.is_resumed) {
+        prov_info("batch: resuming run %lld of lot %s", run.id, b->lot);
+    } else if (run.is_continued && b->opts->n_reissue > 0) {
+        prov_info("batch: run %lld continues reissue request %lld of lot %s", run.id,
+                  run.request, b->lot);
     }
     if (b->opts->show_progress) {
         r = prov_progress_new(stderr, b->opts->is_tty, b->n_rows, &b->progress);
@@ -736,10 +802,14 @@ static int enroll_lot(struct batch *b, struct prov_batch_summary *sum)
     }
     /*
      * Results before the run's end: a run stopped in between has its results but is not
-     * finished, so the same command again resumes it and does not repeat its reissues.
+     * finished, so the same command again resumes it. A run a signal stopped has its results
+     * too, and stays unfinished.
      */
     if (r == 0) {
         r = write_results(b, sum->results);
+    }
+    if (r == 0) {
+        r = interrupted(b);
     }
     if (r == 0) {
         r = prov_journal_run_end(b->journal, b->run_id);

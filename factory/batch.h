@@ -40,8 +40,11 @@
  * With --prove URL, proven also needs the mTLS proof (prov_connect_prove) to pass; a refused
  * proof fails the row with the reason, keeping its certificate, so that a re-run retries the
  * proof from the journal without issuing again. A row proven earlier is not connected again.
- * --reissue SERIAL supersedes a stored/proven certificate once per run (a resumed run does
- * not supersede again) and enrolls anew; the superseded key is deleted from the token.
+ * --reissue SERIAL supersedes a stored/proven certificate and enrolls anew; the superseded
+ * key is deleted from the token. The --reissue list is a request: running the same command
+ * again (after a crash, a kill, a signal, or failed rows) continues that request, and a
+ * serial it has already reissued is not reissued again. is_again makes a new request
+ * (prov_journal_run_begin has the rule).
  */
 
 struct prov_batch_opts {
@@ -50,8 +53,9 @@ struct prov_batch_opts {
     const char *results;        /* NULL: MANIFEST.results.csv */
     const char *pin_spec;       /* device PIN source; NULL: cfg->device_pin */
     int jobs;                   /* parallel workers; <= 0: the number of online CPUs */
-    const char *const *reissue; /* serials to certify again */
+    const char *const *reissue; /* serials to certify again: one request (see below) */
     size_t n_reissue;
+    bool is_again;              /* a new reissue request even when one with the list exists */
     const char *prove_url;             /* mTLS proof as each row's last step; NULL: none */
     bool is_check_only;                /* validate the manifest and stop */
     bool show_progress;                /* progress on stderr */

@@ -65,6 +65,7 @@ struct batch {
     struct prov_journal *journal;
     long long lot_id;
     long long run_id;
+    long long request_id; /* the reissue request the run serves (journal.h) */
 
     pthread_mutex_t tokens_lock;
     struct prov_strset token_index; /* identity -> tokens[] */
@@ -87,6 +88,7 @@ struct batch {
     unsigned long n_issued;
     unsigned long n_already;
     unsigned long n_failed;
+    unsigned long n_interrupted; /* of n_failed: rows a signal stopped (interrupt.h) */
     struct prov_progress *progress;
 };
 

@@ -4,7 +4,6 @@
  * operation goes through the core (prov_enroll, prov_check_identity, prov_device_open_login)
  * or the backend ops table; nothing here knows PKCS#11 or ESAPI.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -580,6 +579,29 @@ static int defer_storage(struct row_ctx *c, struct prov_enroll_result *res)
     return 0;
 }
 
+/*
+ * The certificate a reissue replaces, from the journal: the storage directory may be gone,
+ * and a TPM key at the device's handle may be replaced only when it is this one's.
+ */
+static int reissued_cert(struct row_ctx *c, X509 **out)
+{
+    unsigned char *der = NULL;
+    const unsigned char *p;
+    size_t len = 0;
+    int r;
+
+    *out = NULL;
+    r = prov_journal_last_superseded(c->b->journal, c->b->lot_id, c->serial, &der, &len);
+    p = der;
+    if (r == 0 && der != NULL && (*out = d2i_X509(NULL, &p, (long)len)) == NULL) {
+        r = prov_fail_ossl(PROV_ERR_JOURNAL,
+                           "serial %s: the journal's superseded certificate does not parse",
+                           c->serial);
+    }
+    free(der);
+    return r;
+}
+
 /* intent (new key id) -> prov_enroll with the journal hook -> stored -> proven. */
 static int enroll_fresh(struct row_ctx *c)
 {
@@ -609,6 +631,12 @@ static int enroll_fresh(struct row_ctx *c)
      * know when --reissue names the serial; any other existing identity is refused.
      */
     p.reissue = is_reissue || c->e->is_reissue;
+    if (is_reissue) {
+        r = reissued_cert(c, &p.reissued_cert);
+        if (r < 0) {
+            return r;
+        }
+    }
     p.key_id = c->key_id;
     p.key_id_len = sizeof(c->key_id);
     p.pin_spec = pin_spec(c);
@@ -619,6 +647,7 @@ static int enroll_fresh(struct row_ctx *c)
     p.defer_storage = c->b->finisher != NULL && !p.reissue && c->b->opts->prove_url == NULL;
     p.prove_url = c->b->opts->prove_url;
     r = prov_enroll(c->b->cfg, c->b->ca, &p, &res);
+    X509_free(p.reissued_cert);
     if (r == 0 && p.defer_storage) {
         r = defer_storage(c, &res);
         prov_enroll_result_clear(&res);
@@ -645,29 +674,6 @@ static bool storage_matches(const struct row_ctx *c, X509 *cert)
     prov_stored_identity_free(s);
     prov_error_clear();
     return ok;
-}
-
-/*
- * Temp files a crash left in the storage directory (storage.c writes "NAME.tmp.XXXXXX",
- * enroll.c probes with ".provisioner-probe.XXXXXX"): never part of an identity.
- */
-static void remove_stale_temp_files(const char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *ent;
-
-    if (d == NULL) {
-        return;
-    }
-    while ((ent = readdir(d)) != NULL) {
-        const char *tmp = strstr(ent->d_name, ".tmp.");
-
-        if ((tmp != NULL && strlen(tmp) == 11) ||
-            strncmp(ent->d_name, ".provisioner-probe.", 19) == 0) {
-            unlinkat(dirfd(d), ent->d_name, 0);
-        }
-    }
-    closedir(d);
 }
 
 /*
@@ -755,7 +761,6 @@ static int complete_from_journal(struct row_ctx *c, enum batch_status *st)
     }
     c->cur_id = c->d.key_id;
     c->cur_id_len = c->d.key_id_len;
-    remove_stale_temp_files(c->dir);
     if (!storage_matches(c, cert)) {
         if (from == PROV_JOURNAL_STORED || from == PROV_JOURNAL_PROVEN) {
             prov_warn("serial %s: storage %s is missing or incomplete; rewriting it from the "
@@ -778,12 +783,17 @@ static int complete_from_journal(struct row_ctx *c, enum batch_status *st)
 }
 
 /*
- * --reissue: supersedes the current certificate, once per run. A row still on its way
- * (intent, issued) is resumed instead: that is the interrupted reissue itself.
+ * --reissue: supersedes the current certificate, once per request (every run of it, see
+ * prov_journal_run_begin). A row still on its way (intent, issued) is resumed instead: that
+ * is the interrupted reissue itself.
  */
+#define ALREADY_REISSUED                                                                          \
+    "already reissued by this request (run %lld); not reissued again (--again makes a new "      \
+    "request)"
+
 static int maybe_supersede(struct row_ctx *c)
 {
-    bool is_done = false;
+    long long by_run = 0;
     int r;
 
     if (c->d.cert_der == NULL ||
@@ -791,10 +801,19 @@ static int maybe_supersede(struct row_ctx *c)
           c->d.state == PROV_JOURNAL_FAILED)) {
         return 0;
     }
-    r = prov_journal_superseded_in_run(c->b->journal, c->b->lot_id, c->serial, c->b->run_id,
-                                       &is_done);
-    if (r < 0 || is_done) {
+    r = prov_journal_superseded_in_request(c->b->journal, c->b->lot_id, c->serial,
+                                           c->b->request_id, &by_run);
+    if (r < 0) {
         return r;
+    }
+    if (by_run != 0 && c->b->progress != NULL) {
+        prov_progress_message(c->b->progress, "warning: serial %s: " ALREADY_REISSUED,
+                              c->serial, by_run);
+    } else if (by_run != 0) {
+        prov_warn("serial %s: " ALREADY_REISSUED, c->serial, by_run);
+    }
+    if (by_run != 0) {
+        return 0;
     }
     r = prov_journal_supersede(c->b->journal, c->b->lot_id, c->serial, c->b->run_id);
     return r < 0 ? r : reload(c);
@@ -871,6 +890,11 @@ static int do_row(struct row_ctx *c, enum batch_status *st)
     int r;
 
     *st = BATCH_ISSUED;
+    /*
+     * What a killed run left in the storage directory (temp files, the pre-check's probe)
+     * goes with the first run that comes back to the row, whatever the row then needs.
+     */
+    prov_storage_remove_stale(c->dir);
     r = prov_journal_get(c->b->journal, c->b->lot_id, c->serial, &c->d);
     if (r == 0 && c->e->is_reissue) {
         r = maybe_supersede(c);
@@ -895,7 +919,6 @@ static int do_row(struct row_ctx *c, enum batch_status *st)
 
         X509_free(cert);
         if (is_intact) {
-            remove_stale_temp_files(c->dir);
             *st = BATCH_ALREADY;
             retire_left_over(c);
             /* the lot's identity is back where an outside one was seen: the note goes */
@@ -991,7 +1014,20 @@ static void conclude(struct row_ctx *c, int r, enum batch_status st)
         if (jr < 0) {
             report_failure(c->b, c->e->line, c->serial, prov_error_message());
         }
-        report_failure(c->b, c->e->line, c->serial, reason);
+        /* a row the signal rolled back is in the journal and the results; the run's one
+         * "interrupted" line speaks for it (batch.c) */
+        if (r == PROV_ERR_INTERRUPTED) {
+            pthread_mutex_lock(&c->b->stats_lock);
+            c->b->n_interrupted++;
+            pthread_mutex_unlock(&c->b->stats_lock);
+        } else {
+            report_failure(c->b, c->e->line, c->serial, reason);
+        }
+        /* no empty storage directory stays behind a failed row (one it made, or one a
+         * killed run or a full disk left): rmdir removes nothing that holds a file */
+        if (c->dir != NULL) {
+            rmdir(c->dir);
+        }
     }
     c->e->status = (uint8_t)st;
     count(c->b, st);

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -28,11 +29,24 @@
 #include <sqlite3.h>
 
 #include "error.h"
+#include "log.h"
 #include "storage.h"
 
 #define BUSY_TIMEOUT_MS 10000
 
-static const char *const schema =
+/*
+ * The schema, one step per version; meta "schema" holds the version a journal has. Every
+ * open brings a journal up to date with schema_update(), which runs the steps it lacks and
+ * records the new version in ONE transaction: a process killed while it creates or upgrades
+ * a journal leaves the journal as it was, never half-made. Step 1 says IF NOT EXISTS so that
+ * it also completes a journal an older provisioner left half-made (it ran these statements
+ * one by one, and a kill in between left, for example, no audit table).
+ *
+ * A change of the schema is a new step at the end of this list, never an edit of an earlier
+ * one: journals in the field have run the earlier steps already.
+ */
+static const char *const schema_steps[] = {
+    /* 1: lots, runs, devices, certificates and the audit chain */
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
     "CREATE TABLE IF NOT EXISTS lot(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
     " manifest TEXT, created TEXT NOT NULL);"
@@ -61,23 +75,23 @@ static const char *const schema =
     "CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit"
     " BEGIN SELECT RAISE(ABORT, 'the audit table is append-only'); END;"
     "CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit"
-    " BEGIN SELECT RAISE(ABORT, 'the audit table is append-only'); END;"
-    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', '1');";
-
-/*
- * Schema migrations. The tables above are version 1; each step takes a journal one version
- * up. A writer that opens an older journal applies the steps it lacks, with the new version
- * and an audit record, in one transaction (migrate); a reader never changes the file and
- * reads what its version holds (j->schema_version, journal_db.c).
- */
-struct migration {
-    int version; /* the version this step produces */
-    const char *sql;
-};
-
-static const struct migration migrations[] = {
+    " BEGIN SELECT RAISE(ABORT, 'the audit table is append-only'); END;",
     /*
-     * 2: the device each certificate's key was generated on, and when a superseded
+     * 2: station claims (journal_station.c), which stations used to create on their first
+     * claim (hence IF NOT EXISTS): a device identity bound to one row of a lot.
+     */
+    "CREATE TABLE IF NOT EXISTS station_claim(lot_id INTEGER NOT NULL REFERENCES lot(id),"
+    " serial TEXT NOT NULL, identity TEXT NOT NULL, instance TEXT NOT NULL,"
+    " claimed TEXT NOT NULL, PRIMARY KEY (lot_id, serial), UNIQUE (lot_id, identity));",
+    /*
+     * 3: reissue requests. A run serves the request of its --reissue list: request is the id
+     * of the request's first run (NULL in runs made before: each was its own request). Every
+     * run of a request counts as one when a serial's reissue is looked up, so running the
+     * same command again never reissues a serial twice (prov_journal_run_begin).
+     */
+    "ALTER TABLE run ADD COLUMN request INTEGER REFERENCES run(id);",
+    /*
+     * 4: the device each certificate's key was generated on, and when a superseded
      * certificate's key was deleted from it ("retired"). A reissue may move a serial to
      * another device, so the row's device no longer says where an old key lives. Filled in:
      * the current certificate is on the row's device (a station moves both together); a
@@ -85,39 +99,52 @@ static const struct migration migrations[] = {
      * key id). Version 1 deleted superseded keys on the row's device before "proven", so a
      * superseded key on that same device of a proven row is retired; any other is not.
      */
-    {2, "ALTER TABLE certificate ADD COLUMN device_uri TEXT;"
-        "ALTER TABLE certificate ADD COLUMN retired TEXT;"
-        "UPDATE certificate SET device_uri = COALESCE("
-        " (SELECT d.device_uri FROM device d WHERE d.cert_id = certificate.id),"
-        " (SELECT substr(a.detail, length(p.prefix) + 1)"
-        "  FROM (SELECT 'key_id=' || lower(hex(certificate.key_id)) || ' device=' AS prefix) p,"
-        "  device d JOIN lot l ON l.id = d.lot_id"
-        "  JOIN audit a ON a.lot = l.name AND a.serial = d.serial AND a.event = 'intent'"
-        "  WHERE d.id = certificate.device_id"
-        "  AND substr(a.detail, 1, length(p.prefix)) = p.prefix"
-        "  ORDER BY a.seq DESC LIMIT 1),"
-        " (SELECT d.device_uri FROM device d WHERE d.id = certificate.device_id));"
-        "UPDATE certificate SET retired = (SELECT d.updated FROM device d"
-        "  WHERE d.id = certificate.device_id)"
-        " WHERE superseded IS NOT NULL AND EXISTS (SELECT 1 FROM device d"
-        "  WHERE d.id = certificate.device_id AND d.state = 'proven'"
-        "  AND d.device_uri = certificate.device_uri);"},
+    "ALTER TABLE certificate ADD COLUMN device_uri TEXT;"
+    "ALTER TABLE certificate ADD COLUMN retired TEXT;"
+    "UPDATE certificate SET device_uri = COALESCE("
+    " (SELECT d.device_uri FROM device d WHERE d.cert_id = certificate.id),"
+    " (SELECT substr(a.detail, length(p.prefix) + 1)"
+    "  FROM (SELECT 'key_id=' || lower(hex(certificate.key_id)) || ' device=' AS prefix) p,"
+    "  device d JOIN lot l ON l.id = d.lot_id"
+    "  JOIN audit a ON a.lot = l.name AND a.serial = d.serial AND a.event = 'intent'"
+    "  WHERE d.id = certificate.device_id"
+    "  AND substr(a.detail, 1, length(p.prefix)) = p.prefix"
+    "  ORDER BY a.seq DESC LIMIT 1),"
+    " (SELECT d.device_uri FROM device d WHERE d.id = certificate.device_id));"
+    "UPDATE certificate SET retired = (SELECT d.updated FROM device d"
+    "  WHERE d.id = certificate.device_id)"
+    " WHERE superseded IS NOT NULL AND EXISTS (SELECT 1 FROM device d"
+    "  WHERE d.id = certificate.device_id AND d.state = 'proven'"
+    "  AND d.device_uri = certificate.device_uri);",
 };
 
-#define SCHEMA_NEWEST (migrations[sizeof(migrations) / sizeof(migrations[0]) - 1].version)
+#define SCHEMA_VERSION ((long long)(sizeof(schema_steps) / sizeof(schema_steps[0])))
 
-/* meta "schema" of the open journal; 1 when absent (it is written with the tables). */
-static int read_schema_version(struct prov_journal *j, int *out)
+/*
+ * The schema version recorded in meta; 0 when there is no meta table or no version in it
+ * (a new file, or one whose creation was interrupted before the version was recorded).
+ */
+static int schema_version(struct prov_journal *j, long long *version)
 {
     sqlite3_stmt *st = NULL;
-    int r;
+    int rc;
+    int r = 0;
 
-    *out = 1;
-    r = journal_query(j, &st, "SELECT value FROM meta WHERE key = 'schema'", "");
-    if (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
-        *out = sqlite3_column_int(st, 0);
+    *version = 0;
+    rc = sqlite3_prepare_v2(j->db, "SELECT value FROM meta WHERE key = 'schema'", -1, &st, NULL);
+    if (rc != SQLITE_OK) {
+        bool is_no_meta = strstr(sqlite3_errmsg(j->db), "no such table") != NULL;
+
+        sqlite3_finalize(st);
+        return is_no_meta ? 0 : journal_db_fail(j, "cannot read its schema version");
     }
-    journal_release(j, st);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *version = sqlite3_column_int64(st, 0);
+    } else if (rc != SQLITE_DONE) {
+        r = journal_db_fail(j, "cannot read its schema version");
+    }
+    sqlite3_finalize(st);
     return r;
 }
 
@@ -133,52 +160,73 @@ static bool has_history(struct prov_journal *j)
     return is_any;
 }
 
-/*
- * Brings a writer's journal to SCHEMA_NEWEST: the missing steps, the version and an audit
- * record ("schema", detail "FROM->TO") in one BEGIN IMMEDIATE transaction, so a crash leaves
- * the old version whole and other stations opening the journal at the same time wait, then
- * find it migrated. A journal just created (no audit record yet) has no history to note.
- * A journal newer than this build is refused.
- */
-static int migrate(struct prov_journal *j)
+/* Runs the schema steps the journal lacks, and records the version, in one transaction. */
+static int schema_update(struct prov_journal *j)
 {
-    char detail[32];
-    char version[16];
-    int from;
+    long long version = 0;
     int r;
 
-    r = read_schema_version(j, &from);
-    if (r == 0 && from == SCHEMA_NEWEST) {
-        j->schema_version = from;
-        return 0;
+    r = journal_begin(j);
+    if (r < 0) {
+        return r;
     }
-    r = r ? r : journal_begin(j);
-    r = r ? r : read_schema_version(j, &from); /* again: another writer may have migrated */
-    if (r == 0 && from > SCHEMA_NEWEST) {
+    /* read again inside the transaction: another process may have just done it */
+    r = schema_version(j, &version);
+    if (r == 0 && version > SCHEMA_VERSION) {
         r = prov_fail(PROV_ERR_JOURNAL,
-                      "journal %s: schema version %d is newer than this provisioner's (%d)",
-                      j->path, from, SCHEMA_NEWEST);
+                      "journal %s: schema version %lld is newer than this provisioner's (%lld); "
+                      "use the provisioner that wrote it",
+                      j->path, version, SCHEMA_VERSION);
     }
-    for (size_t i = 0; r == 0 && i < sizeof(migrations) / sizeof(migrations[0]); i++) {
-        if (migrations[i].version > from &&
-            sqlite3_exec(j->db, migrations[i].sql, NULL, NULL, NULL) != SQLITE_OK) {
-            r = journal_db_fail(j, "cannot migrate the schema");
+    for (long long i = version; r == 0 && i < SCHEMA_VERSION; i++) {
+        if (sqlite3_exec(j->db, schema_steps[i], NULL, NULL, NULL) != SQLITE_OK) {
+            r = journal_db_fail(j, "cannot set up its schema");
         }
     }
-    if (r == 0 && from < SCHEMA_NEWEST) {
-        snprintf(version, sizeof(version), "%d", SCHEMA_NEWEST);
-        snprintf(detail, sizeof(detail), "%d->%d", from, SCHEMA_NEWEST);
-        if (journal_exec(j, "UPDATE meta SET value = ? WHERE key = 'schema'", "t", version) !=
-            SQLITE_DONE) {
-            r = journal_db_fail(j, "cannot migrate the schema");
-        }
-        if (r == 0 && has_history(j)) {
-            r = journal_audit_append(j, "", "", "schema", detail);
-        }
+    if (r == 0 && version < SCHEMA_VERSION &&
+        journal_exec(j, "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema', ?)", "i",
+                     SCHEMA_VERSION) != SQLITE_DONE) {
+        r = journal_db_fail(j, "cannot record its schema version");
+    }
+    /* an upgrade of a journal with records is part of its history (a new one has none) */
+    if (r == 0 && version > 0 && version < SCHEMA_VERSION && has_history(j)) {
+        char detail[48];
+
+        snprintf(detail, sizeof(detail), "%lld->%lld", version, SCHEMA_VERSION);
+        r = journal_audit_append(j, "", "", "schema", detail);
     }
     r = journal_end(j, r);
     if (r == 0) {
-        j->schema_version = from > SCHEMA_NEWEST ? from : SCHEMA_NEWEST;
+        j->schema_version = (int)SCHEMA_VERSION;
+    }
+    return r;
+}
+
+/*
+ * Brings the schema up to date (schema_update) unless it is. A journal that has tables but no
+ * version was left half-made by an interrupted creation: it is completed, and said so.
+ */
+static int schema_ensure(struct prov_journal *j)
+{
+    long long version = 0;
+    bool has_tables = false;
+    sqlite3_stmt *st = NULL;
+    int r;
+
+    r = schema_version(j, &version);
+    if (r < 0 || version == SCHEMA_VERSION) {
+        j->schema_version = (int)version;
+        return r;
+    }
+    if (version == 0 && sqlite3_prepare_v2(j->db, "SELECT 1 FROM sqlite_master", -1, &st,
+                                           NULL) == SQLITE_OK) {
+        has_tables = sqlite3_step(st) == SQLITE_ROW;
+    }
+    sqlite3_finalize(st);
+    r = schema_update(j);
+    if (r == 0 && has_tables) {
+        prov_warn("journal %s: its creation had been interrupted; its schema is now complete",
+                  j->path);
     }
     return r;
 }
@@ -246,31 +294,110 @@ static void crash_point(struct prov_journal *j, enum prov_journal_state s)
     }
 }
 
+/*
+ * The writer lock, "JOURNAL.lock". The last holder removes the file when it closes the
+ * journal (release_lock), so that a finished run leaves nothing but the journal; a lock file
+ * can only be removed safely because every taker checks, once it holds the lock, that the
+ * file it locked is still the one at the path - else it locked a file being removed, and
+ * takes the new one instead.
+ */
 static int take_lock(struct prov_journal *j, int how)
 {
     char *lock_path = NULL;
+    int r = 0;
 
     if (asprintf(&lock_path, "%s.lock", j->path) < 0) {
         return PROV_ERR_NOMEM;
     }
-    j->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (j->lock_fd < 0) {
-        int r = prov_fail(PROV_ERR_JOURNAL, "journal %s: cannot open %s: %s", j->path, lock_path,
-                          strerror(errno));
+    for (int tries = 0; r == 0; tries++) {
+        struct stat held;
+        struct stat now;
 
-        free(lock_path);
-        return r;
+        j->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (j->lock_fd < 0) {
+            r = prov_fail(PROV_ERR_JOURNAL, "journal %s: cannot open %s: %s", j->path,
+                          lock_path, strerror(errno));
+        } else if (flock(j->lock_fd, how | LOCK_NB) != 0) {
+            r = prov_fail(PROV_ERR_JOURNAL,
+                          how == LOCK_EX ? "journal %s: in use by another batch run or station "
+                                           "(lock %s.lock is held)"
+                                         : "journal %s: in use by a batch run (lock %s.lock is "
+                                           "held exclusively)",
+                          j->path, j->path);
+        } else if (fstat(j->lock_fd, &held) == 0 && stat(lock_path, &now) == 0 &&
+                   held.st_dev == now.st_dev && held.st_ino == now.st_ino) {
+            break;
+        } else if (tries == 100) {
+            r = prov_fail(PROV_ERR_JOURNAL, "journal %s: %s keeps being replaced", j->path,
+                          lock_path);
+        } else {
+            close(j->lock_fd); /* removed by its last holder meanwhile: take the new one */
+            j->lock_fd = -1;
+        }
     }
     free(lock_path);
-    if (flock(j->lock_fd, how | LOCK_NB) != 0) {
-        return prov_fail(PROV_ERR_JOURNAL,
-                         how == LOCK_EX ? "journal %s: in use by another batch run or station "
-                                          "(lock %s.lock is held)"
-                                        : "journal %s: in use by a batch run (lock %s.lock is "
-                                          "held exclusively)",
-                         j->path, j->path);
+    return r;
+}
+
+/*
+ * Removes the lock file when nobody else holds it (a station asks for the lock exclusively,
+ * without waiting, which fails while another station holds it shared), then lets it go.
+ */
+static void release_lock(struct prov_journal *j)
+{
+    char *lock_path = NULL;
+
+    if (j->lock_fd < 0) {
+        return;
     }
-    return 0;
+    if (flock(j->lock_fd, LOCK_EX | LOCK_NB) == 0 &&
+        asprintf(&lock_path, "%s.lock", j->path) >= 0) {
+        unlink(lock_path);
+        free(lock_path);
+    }
+    close(j->lock_fd); /* releases the flock */
+    j->lock_fd = -1;
+}
+
+/*
+ * A reader (status, report) never changes a journal it can read: one made by an older
+ * provisioner is read as its version holds (j->schema_version, journal_db.c), so that a
+ * station still running that provisioner can go on writing it. Only a journal left half-made
+ * by an interrupted creation (tables, no version: no records either) is completed
+ * (schema_ensure, one transaction) through a connection that may write; a reader that may
+ * not write it is told why. A journal newer than this provisioner is refused.
+ */
+static int reader_schema(struct prov_journal *j)
+{
+    long long version = 0;
+    int r;
+
+    r = schema_version(j, &version);
+    if (r < 0) {
+        return r;
+    }
+    if (version > SCHEMA_VERSION) {
+        return prov_fail(PROV_ERR_JOURNAL,
+                         "journal %s: schema version %lld is newer than this provisioner's "
+                         "(%lld); use the provisioner that wrote it",
+                         j->path, version, SCHEMA_VERSION);
+    }
+    if (version > 0) {
+        j->schema_version = (int)version;
+        return 0;
+    }
+    sqlite3_close(j->db);
+    j->db = NULL;
+    if (sqlite3_open_v2(j->path, &j->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, NULL) !=
+            SQLITE_OK ||
+        sqlite3_exec(j->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL) != SQLITE_OK) {
+        return prov_fail(PROV_ERR_JOURNAL,
+                         "journal %s: its schema is incomplete and it cannot be opened for "
+                         "writing to complete it: %s",
+                         j->path, j->db ? sqlite3_errmsg(j->db) : "out of memory");
+    }
+    sqlite3_busy_timeout(j->db, BUSY_TIMEOUT_MS);
+    return schema_ensure(j);
 }
 
 static int journal_open(const char *path, bool writable, int lock_how, struct prov_journal **out)
@@ -305,17 +432,16 @@ static int journal_open(const char *path, bool writable, int lock_how, struct pr
     sqlite3_busy_timeout(j->db, BUSY_TIMEOUT_MS);
     if (writable &&
         (sqlite3_exec(j->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) != SQLITE_OK ||
-         sqlite3_exec(j->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL) != SQLITE_OK ||
-         sqlite3_exec(j->db, schema, NULL, NULL, NULL) != SQLITE_OK)) {
+         sqlite3_exec(j->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL) != SQLITE_OK)) {
         r = journal_db_fail(j, "cannot set up");
+        goto out;
+    }
+    r = writable ? schema_ensure(j) : reader_schema(j);
+    if (r < 0) {
         goto out;
     }
     if (sqlite3_exec(j->db, "PRAGMA foreign_keys=ON", NULL, NULL, NULL) != SQLITE_OK) {
         r = journal_db_fail(j, "cannot set up");
-        goto out;
-    }
-    r = writable ? migrate(j) : read_schema_version(j, &j->schema_version);
-    if (r < 0) {
         goto out;
     }
     if (writable) {
@@ -347,9 +473,7 @@ void prov_journal_close(struct prov_journal *j)
     }
     journal_stmts_free(j);
     sqlite3_close(j->db);
-    if (j->lock_fd >= 0) {
-        close(j->lock_fd); /* releases the flock */
-    }
+    release_lock(j); /* after the close: the WAL is checkpointed and gone by then */
     pthread_mutex_destroy(&j->lock);
     pthread_mutex_destroy(&j->stmt_lock);
     free(j->pause_path);
@@ -444,46 +568,106 @@ out:
     return r;
 }
 
-int prov_journal_run_begin(struct prov_journal *j, long long lot_id, const char *reissue_list,
-                           long long *run_id, bool *is_resumed)
+/* Whether every serial of list (comma-separated) was reissued by request and is proven since. */
+static int request_is_complete(struct prov_journal *j, long long lot_id, const char *list,
+                               long long request, bool *out)
+{
+    char *copy = strdup(list);
+    char *save = NULL;
+    int r = copy ? 0 : PROV_ERR_NOMEM;
+
+    *out = true;
+    for (char *s = copy ? strtok_r(copy, ",", &save) : NULL; s != NULL && r == 0 && *out;
+         s = strtok_r(NULL, ",", &save)) {
+        sqlite3_stmt *st = NULL;
+
+        r = journal_query(j, &st,
+                          "SELECT 1 FROM certificate c JOIN device d ON d.id = c.device_id"
+                          " JOIN run r ON r.id = c.superseded_run WHERE d.lot_id = ? AND"
+                          " d.serial = ? AND d.state = 'proven' AND coalesce(r.request, r.id) = ?",
+                          "iti", lot_id, s, request);
+        *out = r == 0 && sqlite3_step(st) == SQLITE_ROW;
+        journal_release(j, st);
+    }
+    free(copy);
+    return r;
+}
+
+/*
+ * The newest run of the lot with this reissue list decides (inside the transaction): its
+ * request is continued, by taking that run up again when it did not finish, else by a new
+ * run of the same request. With is_again a request that has reissued and proven every
+ * serial of its list is not continued: a new request begins. Nothing found: a new request.
+ */
+static int pick_run(struct prov_journal *j, long long lot_id, const char *reissue_list,
+                    bool is_again, struct prov_journal_run *run)
 {
     sqlite3_stmt *st = NULL;
+    long long newest = 0;
+    long long request = 0;
+    bool is_unfinished = false;
+    bool is_complete = false;
+    int r;
+
+    r = journal_query(j, &st,
+                      "SELECT id, coalesce(request, id), finished IS NULL FROM run"
+                      " WHERE lot_id = ? AND reissue = ? ORDER BY id DESC LIMIT 1",
+                      "it", lot_id, reissue_list);
+    if (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
+        newest = sqlite3_column_int64(st, 0);
+        request = sqlite3_column_int64(st, 1);
+        is_unfinished = sqlite3_column_int(st, 2) != 0;
+    }
+    journal_release(j, st);
+    if (r == 0 && newest != 0 && is_again) {
+        r = request_is_complete(j, lot_id, reissue_list, request, &is_complete);
+    }
+    if (r < 0 || newest == 0 || is_complete) {
+        return r;
+    }
+    run->request = request;
+    run->is_resumed = is_unfinished;
+    run->is_continued = !is_unfinished;
+    run->id = is_unfinished ? newest : 0;
+    return 0;
+}
+
+int prov_journal_run_begin(struct prov_journal *j, long long lot_id, const char *reissue_list,
+                           bool is_again, struct prov_journal_run *run)
+{
     char lot[256];
-    char detail[64];
+    char detail[128];
     char now[32];
     int r;
 
-    *run_id = 0;
-    *is_resumed = false;
+    memset(run, 0, sizeof(*run));
     pthread_mutex_lock(&j->lock);
     r = journal_begin(j);
     if (r == 0) {
         r = journal_lot_name(j, lot_id, lot, sizeof(lot));
     }
     if (r == 0) {
-        r = journal_query(j, &st,
-                          "SELECT id, reissue, finished FROM run WHERE lot_id = ? "
-                          "ORDER BY id DESC LIMIT 1",
-                          "i", lot_id);
+        r = pick_run(j, lot_id, reissue_list, is_again, run);
     }
-    if (r == 0 && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 2) == SQLITE_NULL &&
-        strcmp((const char *)sqlite3_column_text(st, 1), reissue_list) == 0) {
-        *run_id = sqlite3_column_int64(st, 0);
-        *is_resumed = true;
-    }
-    journal_release(j, st);
-    if (r == 0 && *run_id == 0) {
+    if (r == 0 && run->id == 0) {
         journal_now(now, sizeof(now));
         if (journal_exec(j, "INSERT INTO run(lot_id, reissue, started) VALUES (?, ?, ?)", "itt",
                          lot_id, reissue_list, now) != SQLITE_DONE) {
             r = journal_db_fail(j, "run");
         } else {
-            *run_id = sqlite3_last_insert_rowid(j->db);
+            run->id = sqlite3_last_insert_rowid(j->db);
+            run->request = run->request ? run->request : run->id;
+        }
+        if (r == 0 && journal_exec(j, "UPDATE run SET request = ? WHERE id = ?", "ii",
+                                   run->request, run->id) != SQLITE_DONE) {
+            r = journal_db_fail(j, "run");
         }
     }
     if (r == 0) {
-        snprintf(detail, sizeof(detail), "run=%lld", *run_id);
-        r = journal_audit_append(j, lot, "", *is_resumed ? "run-resumed" : "run-begin", detail);
+        snprintf(detail, sizeof(detail), "run=%lld request=%lld%s", run->id, run->request,
+                 is_again && run->request == run->id ? " again" : "");
+        r = journal_audit_append(j, lot, "", run->is_resumed ? "run-resumed" : "run-begin",
+                                 detail);
     }
     r = journal_end(j, r);
     pthread_mutex_unlock(&j->lock);

@@ -106,13 +106,26 @@ void prov_journal_close(struct prov_journal *j);
 int prov_journal_lot(struct prov_journal *j, const char *name, const char *manifest,
                      long long *lot_id);
 
+/* A batch run, and the reissue request it serves (prov_journal_run_begin). */
+struct prov_journal_run {
+    long long id;      /* the run */
+    long long request; /* the request: the id of its first run */
+    bool is_resumed;   /* a run that did not finish (crash, kill, signal), taken up again */
+    bool is_continued; /* a new run of an earlier request with the same --reissue list */
+};
+
 /*
- * A batch run over a lot. A run that did not finish (crash, kill) and was started with the
- * same reissue list is resumed rather than begun again (*is_resumed), so that a --reissue
- * already carried out before the crash is not carried out twice.
+ * A batch run over a lot. reissue_list is the run's --reissue serials, sorted and
+ * comma-separated ("" for none): a request. The same list again continues the newest request
+ * with that list: the unfinished run itself is resumed (*is_resumed), or a new run of that
+ * request begins (*is_continued), whether the earlier runs finished, failed rows or were
+ * killed, so that a serial the request reissued already is not reissued again
+ * (prov_journal_superseded_in_request). With is_again a new request begins instead, unless the
+ * newest one with this list has not yet reissued and proven every serial of it: then that
+ * one is continued, so that running an --again command again resumes it as well.
  */
 int prov_journal_run_begin(struct prov_journal *j, long long lot_id, const char *reissue_list,
-                           long long *run_id, bool *is_resumed);
+                           bool is_again, struct prov_journal_run *run);
 int prov_journal_run_end(struct prov_journal *j, long long run_id);
 
 /* The row for (lot, serial); state PROV_JOURNAL_NONE when there is none. */
@@ -173,13 +186,20 @@ int prov_journal_record_outside_change(struct prov_journal *j, long long lot_id,
 int prov_journal_supersede(struct prov_journal *j, long long lot_id, const char *serial,
                            long long run_id);
 
-/* Whether run_id already superseded a certificate of this row. */
-int prov_journal_superseded_in_run(struct prov_journal *j, long long lot_id, const char *serial,
-                                   long long run_id, bool *out);
+/*
+ * Whether a run of request already superseded a certificate of this row: *by_run is that run,
+ * 0 when none did.
+ */
+int prov_journal_superseded_in_request(struct prov_journal *j, long long lot_id,
+                                       const char *serial, long long request, long long *by_run);
+
+/* The DER of this row's newest superseded certificate (malloc'd), *der NULL when none. */
+int prov_journal_last_superseded(struct prov_journal *j, long long lot_id, const char *serial,
+                                 unsigned char **der, size_t *len);
 
 /*
  * A superseded certificate whose key has not been deleted ("retired") from the device it was
- * generated on. Every certificate records that device (schema version 2): a reissue may have
+ * generated on. Every certificate records that device (schema version 4): a reissue may have
  * moved the serial to another device since.
  */
 struct prov_journal_old_key {
@@ -196,7 +216,7 @@ struct prov_journal_old_key {
 /*
  * The superseded keys not yet retired: of one row (serial), or of every row of the lot
  * (serial NULL; lot_id 0: every lot), by lot, serial and certificate. *keys is freed with
- * prov_journal_old_keys_free. A journal older than schema version 2 (opened by a reader)
+ * prov_journal_old_keys_free. A journal older than schema version 4 (opened by a reader)
  * records no devices per certificate: none are listed.
  */
 int prov_journal_unretired_keys(struct prov_journal *j, long long lot_id, const char *serial,
@@ -234,7 +254,7 @@ struct prov_journal_key_ref {
 /*
  * Calls fn for every key the journal expects on a device, every lot (batch status --tokens:
  * an object on a token whose CKA_ID is none of these is explained by no row). In a journal
- * older than schema version 2 a superseded key is expected on its row's device.
+ * older than schema version 4 a superseded key is expected on its row's device.
  */
 int prov_journal_foreach_key(struct prov_journal *j,
                              int (*fn)(void *ctx, const struct prov_journal_key_ref *k),

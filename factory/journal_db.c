@@ -254,7 +254,7 @@ void journal_col_copy(sqlite3_stmt *st, int i, char *out, size_t cap)
 #define DEVICE_COLUMNS_TAIL                                                                        \
     " FROM device d JOIN lot l ON l.id = d.lot_id"                                                 \
     " LEFT JOIN certificate c ON c.id = d.cert_id "
-/* certificate.retired is schema version 2: an older journal (read only) counts none */
+/* certificate.retired is JOURNAL_SCHEMA_CERT_DEVICE: an older journal (read only) counts none */
 #define UNRETIRED_V2                                                                               \
     " (SELECT count(*) FROM certificate s WHERE s.device_id = d.id"                                \
     "  AND s.superseded IS NOT NULL AND s.retired IS NULL)"
@@ -262,7 +262,7 @@ void journal_col_copy(sqlite3_stmt *st, int i, char *out, size_t cap)
 static const char *device_select(const struct prov_journal *j, const char *where_v1,
                                  const char *where_v2)
 {
-    return j->schema_version >= 2 ? where_v2 : where_v1;
+    return j->schema_version >= JOURNAL_SCHEMA_CERT_DEVICE ? where_v2 : where_v1;
 }
 
 #define DEVICE_SELECT(j, where)                                                                    \
@@ -418,20 +418,50 @@ int prov_journal_find_lot(struct prov_journal *j, const char *name, long long *l
     return r;
 }
 
-int prov_journal_superseded_in_run(struct prov_journal *j, long long lot_id, const char *serial,
-                                   long long run_id, bool *out)
+int prov_journal_superseded_in_request(struct prov_journal *j, long long lot_id,
+                                       const char *serial, long long request, long long *by_run)
 {
     sqlite3_stmt *st = NULL;
     int r;
 
-    *out = false;
+    *by_run = 0;
     pthread_mutex_lock(&j->lock);
     r = journal_query(j, &st,
-                      "SELECT 1 FROM certificate c JOIN device d ON d.id = c.device_id"
-                      " WHERE d.lot_id = ? AND d.serial = ? AND c.superseded_run = ?",
-                      "iti", lot_id, serial, run_id);
-    if (r == 0) {
-        *out = sqlite3_step(st) == SQLITE_ROW;
+                      "SELECT r.id FROM certificate c JOIN device d ON d.id = c.device_id"
+                      " JOIN run r ON r.id = c.superseded_run WHERE d.lot_id = ? AND"
+                      " d.serial = ? AND coalesce(r.request, r.id) = ? ORDER BY r.id LIMIT 1",
+                      "iti", lot_id, serial, request);
+    if (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
+        *by_run = sqlite3_column_int64(st, 0);
+    }
+    journal_release(j, st);
+    pthread_mutex_unlock(&j->lock);
+    return r;
+}
+
+int prov_journal_last_superseded(struct prov_journal *j, long long lot_id, const char *serial,
+                                 unsigned char **der, size_t *len)
+{
+    sqlite3_stmt *st = NULL;
+    int r;
+
+    *der = NULL;
+    *len = 0;
+    pthread_mutex_lock(&j->lock);
+    r = journal_query(j, &st,
+                      "SELECT c.der FROM certificate c JOIN device d ON d.id = c.device_id"
+                      " WHERE d.lot_id = ? AND d.serial = ? AND c.superseded IS NOT NULL"
+                      " ORDER BY c.id DESC LIMIT 1",
+                      "it", lot_id, serial);
+    if (r == 0 && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 0) > 0) {
+        *len = (size_t)sqlite3_column_bytes(st, 0);
+        *der = malloc(*len);
+        if (*der == NULL) {
+            r = PROV_ERR_NOMEM;
+            *len = 0;
+        } else {
+            memcpy(*der, sqlite3_column_blob(st, 0), *len);
+        }
     }
     journal_release(j, st);
     pthread_mutex_unlock(&j->lock);
@@ -476,7 +506,7 @@ int prov_journal_unretired_keys(struct prov_journal *j, long long lot_id, const 
 
     *keys = NULL;
     *n = 0;
-    if (j->schema_version < 2) {
+    if (j->schema_version < JOURNAL_SCHEMA_CERT_DEVICE) {
         return 0;
     }
     pthread_mutex_lock(&j->lock);
@@ -556,7 +586,8 @@ int prov_journal_foreach_key(struct prov_journal *j,
     char *sql = NULL;
     int r;
 
-    if (asprintf(&sql, "%s%s", head, j->schema_version >= 2 ? tail_v2 : tail_v1) < 0) {
+    if (asprintf(&sql, "%s%s", head,
+                 j->schema_version >= JOURNAL_SCHEMA_CERT_DEVICE ? tail_v2 : tail_v1) < 0) {
         return prov_fail(PROV_ERR_NOMEM, "journal %s: out of memory", j->path);
     }
     r = journal_query(j, &st, sql, "");

@@ -25,6 +25,13 @@ struct journal_stmt {
     bool busy; /* handed out by journal_query, not yet given back by journal_release */
 };
 
+/*
+ * The schema version (journal.c, schema_steps) from which certificates record the device
+ * their key was made on and when a superseded key was retired; a reader of an older journal
+ * asks for neither.
+ */
+#define JOURNAL_SCHEMA_CERT_DEVICE 4
+
 struct prov_journal {
     sqlite3 *db;
     char *path;

@@ -20,11 +20,6 @@
 
 #include "error.h"
 
-static const char *const claim_schema =
-    "CREATE TABLE IF NOT EXISTS station_claim(lot_id INTEGER NOT NULL REFERENCES lot(id),"
-    " serial TEXT NOT NULL, identity TEXT NOT NULL, instance TEXT NOT NULL,"
-    " claimed TEXT NOT NULL, PRIMARY KEY (lot_id, serial), UNIQUE (lot_id, identity));";
-
 /* The serial the identity is bound to in this lot, into out ("" when none). */
 static int claimed_serial(struct prov_journal *j, long long lot_id, const char *identity,
                           char *out, size_t cap)
@@ -147,11 +142,6 @@ int prov_journal_station_claim(struct prov_journal *j, long long lot_id, const c
 
     *index = n;
     pthread_mutex_lock(&j->lock);
-    if (sqlite3_exec(j->db, claim_schema, NULL, NULL, NULL) != SQLITE_OK) {
-        r = journal_db_fail(j, "station claims");
-        pthread_mutex_unlock(&j->lock);
-        return r;
-    }
     r = journal_begin(j);
     if (r == 0) {
         r = claimed_serial(j, lot_id, identity, bound, sizeof(bound));

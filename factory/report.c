@@ -460,6 +460,7 @@ static int status_tokens(struct prov_journal *j, const struct prov_status_tokens
 struct status_ctx {
     struct prov_journal *j;
     FILE *out;
+    long long n_lots;
     json_object *lots;    /* JSON: the array of lots */
     json_object *pending; /* JSON: rows of the current lot not proven */
 };
@@ -531,6 +532,7 @@ static int status_lot(void *ctx, long long lot_id, const char *name, const char 
     long long total = 0;
     int r;
 
+    sc->n_lots++;
     r = prov_journal_counts(sc->j, lot_id, counts, &superseded);
     if (r < 0) {
         return r;
@@ -588,6 +590,10 @@ int prov_batch_status(struct prov_journal *j, bool as_json, const struct prov_st
     r = prov_journal_foreach_lot(j, status_lot, &sc);
     if (r == 0 && tokens != NULL) {
         r = status_tokens(j, tokens, token_array, out);
+    }
+    /* an empty answer would read like a failure, or like a journal that lost its records */
+    if (r == 0 && !as_json && sc.n_lots == 0) {
+        fprintf(out, "no lot recorded yet\n");
     }
     if (r == 0 && as_json) {
         json_object *o = json_object_new_object();

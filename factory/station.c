@@ -21,8 +21,10 @@
 #include "check.h"
 #include "connect.h"
 #include "error.h"
+#include "interrupt.h"
 #include "journal.h"
 #include "log.h"
+#include "secret.h"
 
 static const char *const status_names[] = {"failed", "issued", "already-issued", "excluded"};
 
@@ -287,7 +289,7 @@ static int classify_removal(const struct station *s, const char *device_uri, int
 
     if (err == PROV_ERR_DEVICE_REMOVED || err == PROV_ERR_POLICY ||
         err == PROV_ERR_ALREADY_ISSUED || err == PROV_ERR_PIN_INCORRECT ||
-        err == PROV_ERR_PIN_LOCKED || err == PROV_ERR_JOURNAL) {
+        err == PROV_ERR_PIN_LOCKED || err == PROV_ERR_JOURNAL || err == PROV_ERR_INTERRUPTED) {
         return err;
     }
     r = prov_device_open(device_uri, &params, &dev);
@@ -349,6 +351,10 @@ static int enroll_row(struct station *s, size_t pick, struct prov_station_result
         res->status = PROV_STATION_FAILED;
         res->err = classify_removal(s, res->device_uri, seen);
         fill_from_journal(s, res);
+        /* the batch rules leave a row the signal rolled back to one line for the run */
+        if (res->err == PROV_ERR_INTERRUPTED && res->reason != NULL) {
+            prov_err("%s", res->reason);
+        }
         /* the backend may already have said "removed" (a TPM connection lost mid-command) */
         if (res->err == PROV_ERR_DEVICE_REMOVED && res->reason != NULL &&
             strncmp(res->reason, "device removed", 14) != 0) {
@@ -365,6 +371,17 @@ static int enroll_row(struct station *s, size_t pick, struct prov_station_result
                                                             : PROV_STATION_ISSUED;
     fill_from_journal(s, res);
     prov_error_clear();
+    /* enrolled and proven in the journal: a signal skips only the end-of-line check, which
+     * the next arrival (already-issued) makes */
+    r = prov_interrupt_check("the station", "the end-of-line check; the next arrival makes it");
+    if (r < 0) {
+        res->status = PROV_STATION_FAILED;
+        res->err = r;
+        res->reason = strdup(prov_error_message());
+        prov_err("serial %s: %s", res->serial, res->reason ? res->reason : "interrupted");
+        prov_error_clear();
+        return 0;
+    }
     /* With the row's own PIN source (manifest column pin), as its enrollment used. */
     r = batch_row_pin_spec(&s->b, index, &row_pin);
     if (r == 0) {
@@ -513,6 +530,8 @@ static int setup(struct station *s, struct prov_station_result *res)
     if (s->journal == NULL) {
         return PROV_ERR_NOMEM;
     }
+    /* a PIN source one station's token rejected is not sent by the next station of the lot */
+    prov_secret_rejections_persist(s->journal);
     /* a bad URL or an unreadable manifest is a usage error before any device is touched */
     if (s->prove_url != NULL && (r = prov_connect_url_check(s->prove_url)) < 0) {
         return r;
@@ -565,11 +584,14 @@ static int pick_and_enroll(struct station *s, struct prov_station_result *res)
     /* the claim is by identity: a device found under a new name is still this row's */
     r = r ? r : prov_journal_station_follow(s->b.journal, s->b.lot_id, res->serial,
                                             res->identity, res->device_uri);
+    r = r ? r : prov_interrupt_check("the station", "the CA login; the next arrival resumes");
     if (r == 0) {
         s->is_ca_stage = true;
         r = open_ca(s, journal);
         s->is_ca_stage = r < 0;
     }
+    r = r ? r : prov_interrupt_check("the station",
+                                      "the row's enrollment; the next arrival resumes");
     return r ? r : enroll_row(s, pick, res);
 }
 

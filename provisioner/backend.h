@@ -67,6 +67,16 @@ struct prov_keygen_params {
     size_t id_len;
     uint32_t tpm_handle;         /* TPM persistent handle; 0 = backend default */
     bool replace;                /* evict a key (and its certificate) already in that place */
+    /*
+     * With replace, what is known of the identity being certified again: the public key of
+     * its current certificate (NULL when unknown) and the subject about to be issued. A key
+     * in that place is replaced only when it is that key, when the certificate the device
+     * keeps for it has that subject, or when no certificate on the device names it (an
+     * attempt that never became an identity); the key of another identity is refused
+     * (PROV_ERR_POLICY) and stays.
+     */
+    EVP_PKEY *replaceable_pub;
+    const X509_NAME *replaceable_subject;
 };
 
 /* The properties the core insists on before it certifies or signs with a key. */

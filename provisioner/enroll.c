@@ -23,6 +23,7 @@
 #include "chain.h"
 #include "csr.h"
 #include "error.h"
+#include "interrupt.h"
 #include "log.h"
 #include "secret.h"
 #include "signer.h"
@@ -64,6 +65,18 @@ out:
     prov_secret_free(pin);
     prov_device_close(dev);
     return r;
+}
+
+/* A signal asked to stop (interrupt.h): PROV_ERR_INTERRUPTED naming the serial and the step. */
+static int stop_if_interrupted(const char *serial, const char *step)
+{
+    char what[96];
+
+    if (prov_interrupt_signal() == 0) {
+        return 0;
+    }
+    snprintf(what, sizeof(what), "serial %s", serial);
+    return prov_interrupt_check(what, step);
 }
 
 int prov_check_key_protection(struct prov_key *key, const char *what)
@@ -170,6 +183,10 @@ static int preflight_storage(const char *dir, bool *created)
     int r;
 
     *created = stat(dir, &st) < 0;
+    /* a probe or temp file an earlier, killed run left here goes now, not in a later run */
+    if (!*created) {
+        prov_storage_remove_stale(dir);
+    }
     r = prov_storage_mkdirs(dir);
     if (r < 0) {
         return r;
@@ -232,17 +249,27 @@ static void retire_old_key(struct prov_device *dev, const char *old_uri, struct 
     prov_key_free(old);
 }
 
-static char *read_old_key_uri(const char *dir)
+/*
+ * The identity a reissue replaces, from the storage directory: the key.uri of the old key
+ * (deleted once the new identity is stored) and, when identity.json names this serial, the
+ * old certificate's public key (a TPM key at the same handle may be replaced only when it is
+ * that key: struct prov_keygen_params.replaceable_pub). Either is NULL when unknown.
+ */
+static void read_old_identity(const char *dir, const char *serial, char **uri, EVP_PKEY **pub)
 {
     struct prov_stored_identity *old = NULL;
-    char *uri = NULL;
 
-    if (prov_storage_read(dir, &old) == 0 && old->key_uri != NULL) {
-        uri = strdup(old->key_uri);
+    *uri = NULL;
+    *pub = NULL;
+    if (prov_storage_read(dir, &old) == 0) {
+        *uri = old->key_uri != NULL ? strdup(old->key_uri) : NULL;
+        if (old->serial != NULL && strcmp(old->serial, serial) == 0 &&
+            (*pub = X509_get0_pubkey(old->cert)) != NULL) {
+            EVP_PKEY_up_ref(*pub);
+        }
     }
     prov_stored_identity_free(old);
     prov_error_clear();
-    return uri;
 }
 
 /*
@@ -251,8 +278,8 @@ static char *read_old_key_uri(const char *dir)
  * soon as the key exists, even on a later failure, so that the caller can delete it.
  */
 static int keygen_csr(struct prov_device *dev, const struct prov_enroll_params *p,
-                      enum prov_key_type type, X509_NAME *subject, struct prov_key **key_out,
-                      X509_REQ **req_out)
+                      enum prov_key_type type, X509_NAME *subject, EVP_PKEY *replaceable_pub,
+                      struct prov_key **key_out, X509_REQ **req_out)
 {
     unsigned char id[KEY_ID_BYTES];
     size_t id_len = sizeof(id);
@@ -269,8 +296,13 @@ static int keygen_csr(struct prov_device *dev, const struct prov_enroll_params *
         return prov_fail_ossl(PROV_ERR_CRYPTO, "serial %s: no randomness for the key id",
                               p->req.serial);
     }
-    kp = (struct prov_keygen_params){
-        .type = type, .label = p->req.serial, .id = id, .id_len = id_len, .replace = p->reissue};
+    kp = (struct prov_keygen_params){.type = type,
+                                     .label = p->req.serial,
+                                     .id = id,
+                                     .id_len = id_len,
+                                     .replace = p->reissue,
+                                     .replaceable_pub = replaceable_pub,
+                                     .replaceable_subject = subject};
     r = dev->ops->generate_key(dev, &kp, key_out);
     if (r < 0) {
         return r;
@@ -303,6 +335,7 @@ int prov_enroll(const struct prov_config *cfg, struct prov_ca *ca,
     X509 *cert = NULL;
     char *dir = NULL;
     char *old_uri = NULL;
+    EVP_PKEY *old_pub = NULL;
     bool keep_key = false;
     bool created_dir = false;
     int r;
@@ -325,7 +358,11 @@ int prov_enroll(const struct prov_config *cfg, struct prov_ca *ca,
                           p->req.serial, dir);
             goto out;
         }
-        old_uri = read_old_key_uri(dir);
+        read_old_identity(dir, p->req.serial, &old_uri, &old_pub);
+    }
+    if (old_pub == NULL && p->reissued_cert != NULL &&
+        (old_pub = X509_get0_pubkey(p->reissued_cert)) != NULL) {
+        EVP_PKEY_up_ref(old_pub);
     }
     r = prov_issue_subject(cfg, &p->req, &subject);
     if (r < 0) {
@@ -337,11 +374,22 @@ int prov_enroll(const struct prov_config *cfg, struct prov_ca *ca,
     }
     r = prov_device_open_login(cfg, p->device_uri, p->pin_spec ? p->pin_spec : cfg->device_pin,
                                "device PIN", false, &dev);
+    if (r == 0) {
+        r = stop_if_interrupted(p->req.serial, "its key was generated; nothing was issued: run "
+                                                    "the same command again");
+    }
     if (r < 0) {
         goto out;
     }
 
-    r = keygen_csr(dev, p, type, subject, &key, &req);
+    r = keygen_csr(dev, p, type, subject, old_pub, &key, &req);
+    if (r < 0) {
+        goto out;
+    }
+    /* the last point to stop at: once the CA signed, the identity is finished (interrupt.h) */
+    r = stop_if_interrupted(p->req.serial, "the CA signed its certificate; its new key is "
+                                           "deleted, nothing was issued: run the same command "
+                                           "again");
     if (r < 0) {
         goto out;
     }
@@ -432,6 +480,7 @@ out:
     X509_NAME_free(subject);
     prov_key_free(key);
     prov_device_close(dev);
+    EVP_PKEY_free(old_pub);
     free(old_uri);
     free(dir);
     return r;
@@ -457,6 +506,9 @@ int prov_enroll_csr(const struct prov_config *cfg, const struct prov_enroll_para
     struct prov_key *key = NULL;
     X509_NAME *subject = NULL;
     X509_REQ *req = NULL;
+    EVP_PKEY *old_pub = NULL;
+    char *old_uri = NULL;
+    char *dir = NULL;
     int r;
 
     *out = NULL;
@@ -475,10 +527,21 @@ int prov_enroll_csr(const struct prov_config *cfg, const struct prov_enroll_para
     }
     r = prov_device_open_login(cfg, p->device_uri, p->pin_spec ? p->pin_spec : cfg->device_pin,
                                "device PIN", false, &dev);
+    if (r == 0) {
+        r = stop_if_interrupted(p->req.serial, "its key was generated; nothing was issued: run "
+                                                    "the same command again");
+    }
     if (r < 0) {
         goto out;
     }
-    r = keygen_csr(dev, p, type, subject, &key, &req);
+    /* a reissue on a device whose storage holds this serial's identity may replace its key */
+    if (p->reissue) {
+        dir = prov_storage_dir_for(cfg, p->storage_dir, p->req.serial);
+        if (dir != NULL) {
+            read_old_identity(dir, p->req.serial, &old_uri, &old_pub);
+        }
+    }
+    r = keygen_csr(dev, p, type, subject, old_pub, &key, &req);
     if (r < 0) {
         goto out;
     }
@@ -488,6 +551,9 @@ out:
     if (r < 0 && key != NULL) {
         dev->ops->delete_key(dev, key);
     }
+    EVP_PKEY_free(old_pub);
+    free(old_uri);
+    free(dir);
     X509_REQ_free(req);
     X509_NAME_free(subject);
     prov_key_free(key);

@@ -18,6 +18,13 @@ struct prov_enroll_params {
     struct prov_request req;     /* serial, profile, cn, SANs */
     enum prov_key_type key_type; /* PROV_KEY_NONE: the profile's */
     bool reissue;                /* certify again even though storage already holds an identity */
+    /*
+     * reissue: the certificate being replaced, when the storage directory may no longer hold
+     * it (batch: the journal's); NULL: read from the storage directory. A TPM key at the
+     * device's key handle is replaced only when it is this certificate's key or certified by
+     * nothing (struct prov_keygen_params.replaceable_pub).
+     */
+    X509 *reissued_cert;
     const unsigned char *key_id; /* chosen key id (journal); NULL: random */
     size_t key_id_len;
     const char *pin_spec;        /* device PIN source; NULL: cfg->device_pin */

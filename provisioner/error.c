@@ -33,6 +33,7 @@ const char *prov_strerror(int err)
     case PROV_ERR_CRYPTO: return "cryptographic operation failed";
     case PROV_ERR_VERIFY: return "verification failed";
     case PROV_ERR_IO: return "I/O error";
+    case PROV_ERR_INTERRUPTED: return "interrupted";
     default: return "unknown error";
     }
 }

@@ -31,6 +31,7 @@ enum prov_err {
     PROV_ERR_CRYPTO = -17,        /* an OpenSSL operation failed */
     PROV_ERR_VERIFY = -18,        /* a chain, signature or proof did not verify */
     PROV_ERR_IO = -19,            /* reading a file failed */
+    PROV_ERR_INTERRUPTED = -20,   /* SIGINT/SIGTERM/SIGHUP: stopped at a safe point (exit 1) */
 };
 
 /* Process exit codes, SPEC.md §3. */

@@ -4,18 +4,23 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <openssl/sha.h>
 
 #include "error.h"
+#include "interrupt.h"
 #include "log.h"
 
 /* PINs and passphrases are short; a longer source is the wrong file, not a secret. */
@@ -78,6 +83,7 @@ int prov_secret_from_buf(const char *buf, size_t len, struct prov_secret **out)
     if (s == NULL) {
         return prov_fail(PROV_ERR_NOMEM, "secret: out of memory");
     }
+    s->source = NULL;
     s->len = len;
     if (len > 0) {
         memcpy(s->data, buf, len);
@@ -92,6 +98,7 @@ void prov_secret_free(struct prov_secret *s)
     if (s == NULL) {
         return;
     }
+    free(s->source);
     OPENSSL_cleanse(s, sizeof(*s) + s->len + 1);
     free(s);
 }
@@ -200,13 +207,25 @@ static int load_env(const char *var, const char *what, struct prov_secret **out)
 
 /*
  * Reads one line, a byte at a time so that nothing after the newline is consumed (a parent
- * may pass several secrets through one pipe). The newline is kept for finish().
+ * may pass several secrets through one pipe). The newline is kept for finish(). Waiting for
+ * input (a prompt, an fd: pipe) is the one wait SIGINT/SIGTERM must end: poll(2) returns
+ * EINTR whatever SA_RESTART says (interrupt.h), and -EINTR is returned when a signal asked
+ * the process to stop.
  */
 static int read_line(int fd, char *buf, size_t cap, size_t *len)
 {
     *len = 0;
     while (*len < cap) {
-        ssize_t n = read(fd, buf + *len, 1);
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        ssize_t n;
+
+        if (poll(&pfd, 1, -1) < 0 && errno == EINTR) {
+            if (prov_interrupt_signal() != 0) {
+                return -EINTR;
+            }
+            continue;
+        }
+        n = read(fd, buf + *len, 1);
 
         if (n < 0 && errno == EINTR) {
             continue;
@@ -236,6 +255,10 @@ static int load_fd(const char *num, const char *what, struct prov_secret **out)
 
     snprintf(source, sizeof(source), "fd %d", fd);
     e = read_line(fd, buf, sizeof(buf), &len);
+    if (e == -EINTR) {
+        r = prov_interrupt_check(what, "it was read");
+        goto out;
+    }
     if (e < 0) {
         prov_fail(r, "%s: %s: %s", what, source, strerror(-e));
         goto out;
@@ -282,6 +305,10 @@ static int load_prompt(const char *what, struct prov_secret **out)
         goto out;
     }
     e = read_line(fd, buf, sizeof(buf), &len);
+    if (e == -EINTR) {
+        r = prov_interrupt_check(what, "it was entered");
+        goto out;
+    }
     if (e < 0) {
         prov_fail(r, "%s: prompt: /dev/tty: %s", what, strerror(-e));
         goto out;
@@ -302,6 +329,7 @@ int prov_secret_load(const char *spec, const char *what, struct prov_secret **ou
 {
     enum prov_secret_kind kind;
     const char *arg = NULL;
+    int r;
 
     *out = NULL;
     what = what ? what : "secret";
@@ -321,13 +349,218 @@ int prov_secret_load(const char *spec, const char *what, struct prov_secret **ou
     }
     switch (kind) {
     case PROV_SECRET_FILE:
-        return load_file(arg, what, out);
     case PROV_SECRET_ENV:
-        return load_env(arg, what, out);
+        r = kind == PROV_SECRET_FILE ? load_file(arg, what, out) : load_env(arg, what, out);
+        /* the same source again gives the same PIN: it is what prov_secret_send_* key on */
+        if (r == 0 && ((*out)->source = strdup(spec)) == NULL) {
+            prov_secret_free(*out);
+            *out = NULL;
+            r = prov_fail(PROV_ERR_NOMEM, "%s: out of memory", what);
+        }
+        return r;
     case PROV_SECRET_FD:
         return load_fd(arg, what, out);
     case PROV_SECRET_PROMPT:
         return load_prompt(what, out);
     }
     return prov_fail(PROV_ERR_INTERNAL, "%s: unhandled PIN source", what);
+}
+
+/* ---- one rejection per PIN source ---------------------------------------------------------- */
+
+/* A source some token answered: accepted, or rejected (by rejected_by). */
+struct sent_source {
+    struct sent_source *next;
+    char *source;
+    char *rejected_by;
+    bool is_accepted;
+};
+
+static pthread_mutex_t sources_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct sent_source *sources;          /* guarded by sources_lock */
+static pthread_mutex_t first_send = PTHREAD_MUTEX_INITIALIZER;
+static char *persist_prefix;                 /* set before any thread starts */
+
+void prov_secret_rejections_persist(const char *prefix)
+{
+    free(persist_prefix);
+    persist_prefix = prefix != NULL ? strdup(prefix) : NULL;
+}
+
+/* The entry of source (created when is_create), or NULL. Called with sources_lock held. */
+static struct sent_source *find_source(const char *source, bool is_create)
+{
+    struct sent_source *e;
+
+    for (e = sources; e != NULL; e = e->next) {
+        if (strcmp(e->source, source) == 0) {
+            return e;
+        }
+    }
+    if (!is_create || (e = calloc(1, sizeof(*e))) == NULL) {
+        return NULL;
+    }
+    if ((e->source = strdup(source)) == NULL) {
+        free(e);
+        return NULL;
+    }
+    e->next = sources;
+    sources = e;
+    return e;
+}
+
+/* The rejection refusal when source was rejected in this process; 0 otherwise. */
+static int refuse_if_rejected(const char *source, const char *token)
+{
+    struct sent_source *e;
+    int r = 0;
+
+    pthread_mutex_lock(&sources_lock);
+    e = find_source(source, false);
+    if (e != NULL && e->rejected_by != NULL) {
+        r = prov_fail(PROV_ERR_PIN_LOCKED,
+                      "%s: PIN from %s rejected by %s; not tried on the others (fix the PIN "
+                      "source and run again)",
+                      token, source, e->rejected_by);
+    }
+    pthread_mutex_unlock(&sources_lock);
+    return r;
+}
+
+/*
+ * PREFIX.pin-rejected.source-HASH, HASH the hex of the first 8 bytes of SHA-256(source): a
+ * name of fixed length for any source text (the file names the source itself). malloc'd,
+ * NULL on NOMEM.
+ */
+static char *persist_path(const char *source)
+{
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    char hex[17];
+    char *path = NULL;
+
+    SHA256((const unsigned char *)source, strlen(source), md);
+    for (int i = 0; i < 8; i++) {
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    }
+    if (asprintf(&path, "%s.pin-rejected.source-%s", persist_prefix, hex) < 0) {
+        return NULL;
+    }
+    return path;
+}
+
+/* Under PREFIX.pin.lock: refuses when an earlier process recorded source as rejected. */
+static int persisted_lock_and_check(const char *source, const char *token, int *lock_fd)
+{
+    char *lock_path = NULL;
+    char *marker = NULL;
+    char line[512] = "";
+    FILE *f;
+    int r = 0;
+
+    *lock_fd = -1;
+    if (asprintf(&lock_path, "%s.pin.lock", persist_prefix) < 0) {
+        return prov_fail(PROV_ERR_NOMEM, "%s: out of memory", token);
+    }
+    *lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (*lock_fd < 0 || flock(*lock_fd, LOCK_EX) != 0) {
+        r = prov_fail(PROV_ERR_JOURNAL, "%s: %s", lock_path, strerror(errno));
+    }
+    free(lock_path);
+    marker = r == 0 ? persist_path(source) : NULL;
+    if (r == 0 && marker == NULL) {
+        r = prov_fail(PROV_ERR_NOMEM, "%s: out of memory", token);
+    }
+    if (r == 0 && (f = fopen(marker, "re")) != NULL) {
+        if (fgets(line, sizeof(line), f) != NULL) {
+            line[strcspn(line, "\n")] = '\0';
+        }
+        fclose(f);
+        r = prov_fail(PROV_ERR_PIN_LOCKED,
+                      "%s: not tried: %s (%s); fix the PIN source, then remove that file", token,
+                      line[0] ? line : "the PIN source was rejected in an earlier run", marker);
+    }
+    free(marker);
+    return r;
+}
+
+/* Records a rejection for later processes (file: "PIN from SOURCE rejected by TOKEN"). */
+static void persist_rejection(const char *source, const char *token)
+{
+    char *marker = persist_path(source);
+    int fd = marker ? open(marker, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600)
+                    : -1;
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+
+    if (f != NULL) {
+        fprintf(f, "PIN from %s rejected by %s in an earlier run\n", source, token);
+        fclose(f);
+    } else if (fd >= 0) {
+        close(fd);
+    } else if (marker != NULL && errno != EEXIST) {
+        prov_warn("%s: cannot record the rejected PIN source: %s", marker, strerror(errno));
+    }
+    free(marker);
+}
+
+int prov_secret_send_begin(const struct prov_secret *pin, const char *token,
+                           struct prov_secret_send *send)
+{
+    struct sent_source *e;
+    bool is_accepted;
+    int r;
+
+    send->is_exclusive = false;
+    send->lock_fd = -1;
+    if (pin == NULL || pin->source == NULL) {
+        return 0;
+    }
+    r = refuse_if_rejected(pin->source, token);
+    if (r < 0) {
+        return r;
+    }
+    pthread_mutex_lock(&sources_lock);
+    e = find_source(pin->source, false);
+    is_accepted = e != NULL && e->is_accepted;
+    pthread_mutex_unlock(&sources_lock);
+    if (!is_accepted) {
+        /* the first try of a source is alone: the others wait for its verdict */
+        pthread_mutex_lock(&first_send);
+        send->is_exclusive = true;
+        r = refuse_if_rejected(pin->source, token);
+    }
+    if (r == 0 && persist_prefix != NULL) {
+        r = persisted_lock_and_check(pin->source, token, &send->lock_fd);
+    }
+    if (r < 0) {
+        prov_secret_send_end(pin, token, PROV_SECRET_UNKNOWN, send);
+    }
+    return r;
+}
+
+void prov_secret_send_end(const struct prov_secret *pin, const char *token,
+                          enum prov_secret_verdict verdict, struct prov_secret_send *send)
+{
+    struct sent_source *e;
+
+    if (pin != NULL && pin->source != NULL && verdict != PROV_SECRET_UNKNOWN) {
+        pthread_mutex_lock(&sources_lock);
+        e = find_source(pin->source, true);
+        if (e != NULL && verdict == PROV_SECRET_ACCEPTED) {
+            e->is_accepted = true;
+        } else if (e != NULL && e->rejected_by == NULL) {
+            e->rejected_by = strdup(token);
+        }
+        pthread_mutex_unlock(&sources_lock);
+        if (verdict == PROV_SECRET_REJECTED && persist_prefix != NULL) {
+            persist_rejection(pin->source, token);
+        }
+    }
+    if (send->lock_fd >= 0) {
+        close(send->lock_fd); /* releases the flock */
+        send->lock_fd = -1;
+    }
+    if (send->is_exclusive) {
+        send->is_exclusive = false;
+        pthread_mutex_unlock(&first_send);
+    }
 }

@@ -2,6 +2,7 @@
 #ifndef PROV_SECRET_H
 #define PROV_SECRET_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /*
@@ -9,6 +10,7 @@
  * prov_secret_free(), which wipes before freeing.
  */
 struct prov_secret {
+    char *source; /* the file: or env: source it was read from (not secret), or NULL */
     size_t len;
     char data[];
 };
@@ -43,5 +45,44 @@ void prov_secret_free(struct prov_secret *s);
 
 /* Marks the process non-dumpable while secrets are held (prctl PR_SET_DUMPABLE 0). */
 void prov_secret_protect_process(void);
+
+/*
+ * Never lock a token, across tokens: one PIN source (a lot's device_pin, --pin) often serves
+ * many tokens, and a PIN one token rejected would be wrong for the others too. A backend
+ * brackets every PIN it sends to a token (token: its name for messages):
+ *
+ *     r = prov_secret_send_begin(pin, token, &send);     refuses, nothing sent, when a token
+ *     ... C_Login ...                                     rejected pin->source in this process
+ *     prov_secret_send_end(pin, token, verdict, &send);
+ *
+ * The refusal is PROV_ERR_PIN_LOCKED ("rejected by token X; not tried on the others"). A
+ * source no token has accepted yet is sent by one caller at a time, so that parallel batch
+ * workers do not each spend a try on a wrong PIN; once a token accepted it, sends run in
+ * parallel. Secrets without a source (fd:, prompt: read afresh each time) pass unchecked.
+ */
+enum prov_secret_verdict {
+    PROV_SECRET_ACCEPTED, /* the token logged in with it */
+    PROV_SECRET_REJECTED, /* the token said the PIN is wrong */
+    PROV_SECRET_UNKNOWN,  /* no answer about the PIN (device gone, other error) */
+};
+
+struct prov_secret_send {
+    bool is_exclusive; /* holds the first-send lock */
+    int lock_fd;       /* holds PREFIX.pin.lock (persisted rejections), else -1 */
+};
+
+int prov_secret_send_begin(const struct prov_secret *pin, const char *token,
+                           struct prov_secret_send *send);
+void prov_secret_send_end(const struct prov_secret *pin, const char *token,
+                          enum prov_secret_verdict verdict, struct prov_secret_send *send);
+
+/*
+ * For processes that follow each other on one lot (stations): a rejection is also recorded in
+ * "PREFIX.pin-rejected.source-HASH" (HASH: of the source's text; the file names the source
+ * and the token, never the PIN) and every send checks for it, under an exclusive flock of
+ * "PREFIX.pin.lock" held around the send. An operator fixes the PIN source, then removes the
+ * file. prefix is copied; NULL turns it off.
+ */
+void prov_secret_rejections_persist(const char *prefix);
 
 #endif

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "storage.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -759,6 +760,25 @@ out:
     free(path);
     free(server_ca);
     return r;
+}
+
+void prov_storage_remove_stale(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *ent;
+
+    if (d == NULL) {
+        return;
+    }
+    while ((ent = readdir(d)) != NULL) {
+        const char *tmp = strstr(ent->d_name, ".tmp.");
+
+        if ((tmp != NULL && strlen(tmp) == 11) ||
+            strncmp(ent->d_name, ".provisioner-probe.", 19) == 0) {
+            unlinkat(dirfd(d), ent->d_name, 0);
+        }
+    }
+    closedir(d);
 }
 
 bool prov_storage_has_identity(const char *dir)

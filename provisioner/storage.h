@@ -69,6 +69,13 @@ int prov_storage_write(const char *dir, const struct prov_identity *id);
 /* true when dir already holds an identity (client.crt exists). */
 bool prov_storage_has_identity(const char *dir);
 
+/*
+ * Removes what a killed process left in dir and no identity contains: the temp files of
+ * prov_storage_write ("NAME.tmp.XXXXXX") and the probe of the storage pre-check
+ * (".provisioner-probe.XXXXXX", enroll.c). For the one process working on dir.
+ */
+void prov_storage_remove_stale(const char *dir);
+
 /* A written identity read back (check, install verification). */
 struct prov_stored_identity {
     X509 *cert;                 /* client.crt */

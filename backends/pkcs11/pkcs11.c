@@ -497,7 +497,21 @@ static int login(struct prov_device *dev, const struct prov_secret *pin)
         return prov_fail(PROV_ERR_PIN_SOURCE, "%s: a user PIN is required and none was given",
                          dev->name);
     } else {
+        /* a PIN source another token rejected in this run is not sent here either */
+        struct prov_secret_send send;
+        enum prov_secret_verdict verdict = PROV_SECRET_UNKNOWN;
+
+        r = prov_secret_send_begin(pin, dev->name, &send);
+        if (r < 0) {
+            return r;
+        }
         rv = d->fl->C_Login(d->session, CKU_USER, (CK_UTF8CHAR_PTR)pin->data, pin->len);
+        if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_INVALID || rv == CKR_PIN_LEN_RANGE) {
+            verdict = PROV_SECRET_REJECTED;
+        } else if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN) {
+            verdict = PROV_SECRET_ACCEPTED;
+        }
+        prov_secret_send_end(pin, dev->name, verdict, &send);
     }
     if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN) {
         prov_debug("pkcs11", "%s: logged in", dev->name);

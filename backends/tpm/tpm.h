@@ -61,7 +61,10 @@
  *
  * generate_key() refuses (PROV_ERR_ALREADY_ISSUED) when the key handle holds a key or the NV
  * index holds anything, unless params->replace: then both are cleared first (the earlier
- * identity is gone even if the new enrollment later fails). store_certificate() overwrites
+ * identity is gone even if the new enrollment later fails) - provided the key there is
+ * params->replaceable_pub, the NV index certifies it under params->replaceable_subject, or no
+ * certificate in the NV index names it; the key of another identity is refused
+ * (PROV_ERR_POLICY) and nothing is touched. store_certificate() overwrites
  * the NV index only when it is empty, holds a certificate of this very key, or the key was
  * made with replace. delete_key() evicts the key and undefines the NV index if it holds this
  * key's certificate.

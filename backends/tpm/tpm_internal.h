@@ -96,6 +96,9 @@ int prov_tpm_nv_clear(struct prov_device *dev, EVP_PKEY *pub);
 /* tpm_nv.c: ops->store_certificate. */
 int prov_tpm_store_certificate(struct prov_device *dev, struct prov_key *key, X509 *cert);
 
+/* tpm_nv.c: the certificate of pub in the NV index, *out NULL when it holds none. */
+int prov_tpm_nv_cert_of(struct prov_device *dev, EVP_PKEY *pub, X509 **out);
+
 /* tpm_key.c: the key operations of the ops table. */
 int prov_tpm_generate_key(struct prov_device *dev, const struct prov_keygen_params *params,
                           struct prov_key **out);

@@ -149,16 +149,61 @@ static int evict(struct prov_device *dev, ESYS_TR *tr, uint32_t handle)
 }
 
 /*
- * The key handle and the NV index must be free for a new identity: without replace this only
- * reads, and refuses; with replace the key there is evicted, then the NV index undefined.
+ * --reissue may evict the key at handle only when it belongs to the identity being certified
+ * again: it is params->replaceable_pub (that identity's certificate), or the certificate the
+ * NV index holds for it has the subject being issued now (the same name: a reissue whose
+ * storage was never written), or no certificate in the NV index names it (an attempt that
+ * never became an identity, or a split-flow key still waiting for `install`). A key the NV
+ * index certifies for another name stays (PROV_ERR_POLICY): evicting it would silently
+ * destroy another device's identity.
  */
-static int make_room(struct prov_device *dev, uint32_t handle, bool replace)
+static int check_replaceable(struct prov_device *dev, uint32_t handle, const TPMT_PUBLIC *pub,
+                             const struct prov_keygen_params *params)
+{
+    enum prov_key_type type = PROV_KEY_NONE;
+    EVP_PKEY *there = NULL;
+    X509 *cert = NULL;
+    char subject[256];
+    int r;
+
+    if (params->replaceable_pub != NULL && prov_tpm_public_matches(pub, params->replaceable_pub)) {
+        return 0;
+    }
+    /* a key of a kind this tool never makes cannot be one its certificates name */
+    if (prov_tpm_public_to_pkey(dev, pub, &there, &type) < 0) {
+        prov_error_clear();
+        return 0;
+    }
+    r = prov_tpm_nv_cert_of(dev, there, &cert);
+    if (r == 0 && cert != NULL &&
+        (params->replaceable_subject == NULL ||
+         X509_NAME_cmp(X509_get_subject_name(cert), params->replaceable_subject) != 0)) {
+        X509_NAME_oneline(X509_get_subject_name(cert), subject, sizeof(subject));
+        r = prov_fail(PROV_ERR_POLICY,
+                      "%s: persistent handle 0x%08x holds the key of another identity (NV index "
+                      "0x%08x certifies it: %s); reissuing serial %s does not evict it",
+                      dev->name, (unsigned)handle, (unsigned)tpm_dev(dev)->nv_index, subject,
+                      params->label ? params->label : "?");
+    }
+    X509_free(cert);
+    EVP_PKEY_free(there);
+    return r;
+}
+
+/*
+ * The key handle and the NV index must be free for a new identity: without replace this only
+ * reads, and refuses; with replace the key there is evicted (if check_replaceable allows),
+ * then the NV index undefined.
+ */
+static int make_room(struct prov_device *dev, uint32_t handle,
+                     const struct prov_keygen_params *params, bool replace)
 {
     struct tpm_dev *t = tpm_dev(dev);
+    TPM2B_PUBLIC *pub = NULL;
     ESYS_TR tr = ESYS_TR_NONE;
     int r;
 
-    r = prov_tpm_open_handle(dev, handle, &tr, NULL);
+    r = prov_tpm_open_handle(dev, handle, &tr, replace ? &pub : NULL);
     if (r < 0) {
         return r;
     }
@@ -173,6 +218,9 @@ static int make_room(struct prov_device *dev, uint32_t handle, bool replace)
         }
     } else {
         if (tr != ESYS_TR_NONE) {
+            r = check_replaceable(dev, handle, &pub->publicArea, params);
+        }
+        if (r == 0 && tr != ESYS_TR_NONE) {
             r = evict(dev, &tr, handle);
             if (r == 0) {
                 prov_info("%s: evicted the earlier key at 0x%08x", dev->name, (unsigned)handle);
@@ -185,6 +233,7 @@ static int make_room(struct prov_device *dev, uint32_t handle, bool replace)
     if (tr != ESYS_TR_NONE) {
         Esys_TR_Close(t->esys, &tr);
     }
+    Esys_Free(pub);
     return r;
 }
 
@@ -272,13 +321,13 @@ int prov_tpm_generate_key(struct prov_device *dev, const struct prov_keygen_para
      */
     r = key_template(dev, params, &tmpl);
     if (r == 0 && !params->replace) {
-        r = make_room(dev, handle, false);
+        r = make_room(dev, handle, params, false);
     }
     if (r == 0) {
         r = prov_tpm_srk(dev, &srk);
     }
     if (r == 0 && params->replace) {
-        r = make_room(dev, handle, true);
+        r = make_room(dev, handle, params, true);
     }
     if (r == 0) {
         r = create_persistent(dev, &tmpl, handle, &persistent, &pub);

@@ -256,6 +256,23 @@ int prov_tpm_nv_clear(struct prov_device *dev, EVP_PKEY *pub)
     return r;
 }
 
+int prov_tpm_nv_cert_of(struct prov_device *dev, EVP_PKEY *pub, X509 **out)
+{
+    struct nv_state st;
+    int r;
+
+    *out = NULL;
+    r = nv_state_read(dev, &st);
+    if (r == 0 && holds_cert_of(&st, pub)) {
+        const unsigned char *p = st.data;
+
+        *out = d2i_X509(NULL, &p, st.size);
+        r = *out != NULL ? 0 : PROV_ERR_NOMEM;
+    }
+    nv_state_clear(dev, &st);
+    return r;
+}
+
 static int nv_define(struct prov_device *dev, uint16_t size, ESYS_TR *tr)
 {
     struct tpm_dev *t = tpm_dev(dev);

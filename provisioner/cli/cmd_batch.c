@@ -36,7 +36,11 @@ static void usage(FILE *f)
             "                     serial,status,cert_serial,sha256,not_after,storage,error,x_...\n"
             "  --reissue SERIAL   certify SERIAL again; its certificate is recorded as\n"
             "                     superseded and its old key deleted from the device it was\n"
-            "                     made on, even when the manifest now names another (repeatable)\n"
+            "                     made on, even when the manifest now names another (repeatable).\n"
+            "                     The list is one request: the same command again (in any\n"
+            "                     order) resumes it and never reissues a serial it has reissued\n"
+            "  --again            with --reissue: a new request, so that serials an earlier\n"
+            "                     request with the same list reissued are reissued once more\n"
             "  --pin SOURCE       device PIN source, file:PATH or env:VAR, for rows without a\n"
             "                     pin column value (default: [provisioner] device_pin); read\n"
             "                     once per device\n"
@@ -60,6 +64,9 @@ static void usage(FILE *f)
             "Exit: 0 all rows issued or already issued, 1 some rows failed, 2 invalid, missing\n"
             "or unreadable manifest, or usage, 6 journal error or an output path that cannot be\n"
             "written; other codes as for enroll when the CA cannot be used.\n"
+            "SIGINT, SIGTERM or SIGHUP: no new row starts, rows in progress are finished (or\n"
+            "rolled back before their certificate), the results are written, and the run\n"
+            "exits 1 with one line: interrupted; run the same command to resume.\n"
             "Test only: PROVISIONER_TEST_CRASH_AT=STATE:N exits (137) right after the N-th\n"
             "journal transition to STATE.\n");
 }
@@ -175,6 +182,7 @@ static int journal_view(int argc, char **argv, bool is_report)
         if (as_json && !is_report) {
             o = json_object_new_object();
             json_object_object_add(o, "lots", json_object_new_array());
+            json_object_object_add(o, "tokens", NULL);
         }
         r = cli_fail_json(r, path, o != NULL, o);
         free(path);
@@ -215,6 +223,7 @@ static const struct option batch_run_opts[] = {
     {"journal", required_argument, NULL, 'J'},
     {"results", required_argument, NULL, 'R'},
     {"reissue", required_argument, NULL, 'r'},
+    {"again", no_argument, NULL, 'A'},
     {"pin", required_argument, NULL, 'p'},
     {"check", no_argument, NULL, 'C'},
     {"prove", required_argument, NULL, 'X'},
@@ -251,6 +260,7 @@ static int run(int argc, char **argv)
         case 'J': o.journal = optarg; break;
         case 'R': o.results = optarg; break;
         case 'r': reissue[o.n_reissue++] = optarg; break;
+        case 'A': o.is_again = true; break;
         case 'p': o.pin_spec = optarg; break;
         case 'C': o.is_check_only = true; break;
         case 'X': o.prove_url = optarg; break;
@@ -285,7 +295,7 @@ static int run(int argc, char **argv)
         fprintf(stderr, "%s: ... and %lu more problems\n", o.manifest,
                 found.n - MAX_FINDINGS_SHOWN);
     }
-    if (r < 0) {
+    if (r < 0 && r != PROV_ERR_INTERRUPTED) {
         if (r == PROV_ERR_INPUT && found.n > 0) {
             snprintf(line, sizeof(line), "%s: %lu problem%s, nothing issued", o.manifest,
                      found.n, found.n == 1 ? "" : "s");
@@ -311,6 +321,10 @@ static int run(int argc, char **argv)
                sum.n_rows, sum.n_issued, sum.n_already, sum.n_failed, sum.seconds,
                sum.devices_per_second, sum.results, sum.journal);
         rc = sum.n_failed > 0 ? PROV_EXIT_FAILED : PROV_EXIT_OK;
+    }
+    /* stopped by a signal: the summary of what was done, then how to resume (exit 1) */
+    if (r == PROV_ERR_INTERRUPTED) {
+        rc = cli_fail(r, o.manifest);
     }
     prov_batch_summary_clear(&sum);
 out:

@@ -20,7 +20,8 @@ static void usage(FILE *f)
                "  --key TYPE         ec-p256 (default), ec-p384, rsa-2048, rsa-3072\n"
                "  --out FILE         where to write the CSR (PEM)\n"
                "  --pin SOURCE       device PIN source (default: [provisioner] device_pin)\n"
-               "  --reissue          a TPM whose key handle or NV index is taken: replace them\n");
+               "  --reissue          a TPM whose key handle or NV index is taken: replace them,\n"
+               "                     unless the key there is another identity's (exit 5)\n");
 }
 
 static const struct option csr_opts[] = {

@@ -24,13 +24,17 @@ static void usage(FILE *f)
                "  --pin SOURCE       device PIN source: file:PATH, env:VAR, fd:N or prompt\n"
                "                     (default: [provisioner] device_pin)\n"
                "  --reissue          certify a device whose storage already holds an identity;\n"
-               "                     the superseded key is deleted from the token afterwards (a TPM\n"
-               "                     key handle and NV index are replaced)\n"
+               "                     the superseded key is deleted from the token afterwards (a\n"
+               "                     TPM key handle and NV index are replaced, unless the key\n"
+               "                     there is another identity's: exit 5)\n"
                "  --prove URL        the last step: a real mutual-TLS proof with the new identity\n"
                "                     (mqtts://, https:// or wss://, as `check` does); when it\n"
                "                     is refused the identity stays issued and stored, the result\n"
                "                     says proof-failed and the exit code is 1\n"
-               "  --json             print the result as JSON\n");
+               "  --json             print the result as JSON\n\n"
+               "SIGINT/SIGTERM before the key is made or the CA signs: rolled back (the new\n"
+               "key deleted), exit 1, run the same command again; later, the enrollment\n"
+               "finishes.\n");
 }
 
 static const struct option enroll_opts[] = {

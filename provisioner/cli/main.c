@@ -6,10 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "backend.h"
 #include "cli.h"
 #include "error.h"
+#include "interrupt.h"
 #include "log.h"
 #include "pkcs11.h"
 #include "prov_build_config.h"
@@ -104,7 +106,9 @@ static void usage(FILE *f)
                "  --list-options every command's options, one table per line (for completion)\n\n"
                "Exit codes:\n"
                "  0 ok\n"
-               "  1 operation failed (a device, a check, a chain or an mTLS proof failed)\n"
+               "  1 operation failed (a device, a check, a chain or an mTLS proof failed), or\n"
+               "    interrupted by SIGINT/SIGTERM/SIGHUP: the tool stops between token operations,\n"
+               "    never inside one; run the same command again to resume\n"
                "  2 usage, config or input error (an input file missing, unreadable or\n"
                "    malformed: manifest, CSR, certificate bundle, chain, storage directory)\n"
                "  3 authentication error (PIN incorrect or locked, PIN source unreadable)\n"
@@ -147,6 +151,8 @@ int main(int argc, char **argv)
 {
     int i;
 
+    /* first: from here on SIGINT/SIGTERM/SIGHUP never land inside a token call (interrupt.h) */
+    prov_interrupt_install(false);
     /*
      * Nothing this process creates is readable by others unless it says so: public files
      * (certificates, storage, results) get explicit modes, anything else (journal, temp
@@ -187,6 +193,7 @@ int main(int argc, char **argv)
         return PROV_EXIT_USAGE;
     }
     prov_log_init(prov_cli.verbosity, prov_cli.quiet);
+    prov_interrupt_install(!prov_cli.quiet && isatty(STDERR_FILENO) == 1);
     prov_backend_register(&prov_pkcs11_ops);
     prov_backend_register(&prov_tpm_ops);
 

@@ -231,10 +231,12 @@ EOF
 }
 
 # token_serial LABEL: the token's CK_TOKEN_INFO serial number, as pkcs11-tool shows it.
+# awk reads to the end: leaving early would end pkcs11-tool by SIGPIPE when more tokens
+# follow, and pipefail would fail the test.
 token_serial() {
     pkcs11-tool --module "$SOFTHSM_MODULE" -L 2>/dev/null | awk -v want="$1" '
         /^  token label *:/ { l = $0; sub(/^  token label *: /, "", l) }
-        /^  serial num *:/ { if (l == want) { print $4; exit } }'
+        /^  serial num *:/ { if (l == want && !done) { print $4; done = 1 } }'
 }
 
 # token_init LABEL [PIN]: a fresh token in the first free slot (PIN default: device PIN).

@@ -108,3 +108,9 @@ prov 2 check --json "$WORK/no-such-dir"
 assert_eq "$(jq -r '"\(.ok) \(.dir)"' "$PROV_OUT")" "false $WORK/no-such-dir" "check --json of no dir"
 assert_grep "$PROV_OUT" '"error": *"[^"]*no-such-dir'
 assert_one_error no-such-dir
+
+# ---- a probe file a killed enroll left in the storage directory goes with the next one --
+mkdir -p "$WORK/devices/SN-PROBE-1"
+: >"$WORK/devices/SN-PROBE-1/.provisioner-probe.Zz99Yy"
+prov 0 enroll --serial SN-PROBE-1 --device pkcs11:token=dev-p256
+assert_no_file "$WORK/devices/SN-PROBE-1/.provisioner-probe.Zz99Yy"

@@ -5,8 +5,10 @@
 # (checked in /proc/PID/status while the tool waits for the PIN on an fd); what it creates is
 # private unless public by design (umask 077; storage and certificates 0644/0755); a PIN the
 # token refused is never sent again in that run - a batch with a wrong CA PIN stops at the
-# first C_Login, a wrong device PIN for three rows on one token costs one C_Login
-# (C_Login calls counted by the fault module, pkcs11/fault_module.c, with no fault set).
+# first C_Login, a wrong device PIN for three rows on one token costs one C_Login, and so
+# does one PIN source shared by three tokens worked on in parallel: the other two tokens
+# never see it (C_Login calls counted by the fault module, pkcs11/fault_module.c, with no
+# fault set; "user PIN count low" on one token only).
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/batch/batch_lib.sh"
 it_setup
@@ -50,10 +52,11 @@ it_track "$pid"
 owner=""
 for _ in $(seq 1 100); do
     kill -0 "$pid" 2>/dev/null || break
-    # the fd of the PIN pipe is being read: the tool is inside the PIN source
+    # the fd of the PIN pipe is being waited on (poll, so that SIGINT/SIGTERM can end the
+    # wait) or read: the tool is inside the PIN source
     if [ "$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null)" = S ] &&
         grep -q '^pos:' "/proc/$pid/fdinfo/3" 2>/dev/null &&
-        grep -q pipe_read "/proc/$pid/wchan" 2>/dev/null; then
+        grep -qE 'pipe_read|poll_schedule' "/proc/$pid/wchan" 2>/dev/null; then
         owner=$(stat -c %u "/proc/$pid/environ")
         break
     fi
@@ -113,3 +116,30 @@ assert_eq "$(count_re '^C_Login 0xa0' "$WORK/log/wrongdev.calls")" 1 "refused C_
 assert_eq "$(awk '$1 == "C_Login" && $2 == "0xa0" { bad = 1; next } bad && $1 == "C_Login" { n++ } END { print n + 0 }' \
     "$WORK/log/wrongdev.calls")" 0 "C_Login calls after the device PIN was refused"
 assert_eq "$(count_re '^SN-ONE-[123],failed,' one.results.csv)" 3 "rows failed"
+
+# ---- a wrong device PIN shared by three tokens: one C_Login in the whole lot --------------
+it_log "case: wrong device PIN, three tokens, --jobs 3"
+for t in w1 w2 w3; do
+    token_init "dev-$t"
+done
+printf 'serial,device\nSN-W1,pkcs11:token=dev-w1\nSN-W2,pkcs11:token=dev-w2\nSN-W3,pkcs11:token=dev-w3\n' \
+    >three.csv
+export FAULT_LOG=$WORK/log/three.calls
+prov 1 --config fault.cnf batch three.csv --jobs 3 --no-progress --pin "file:$WORK/wrong-dev.pin"
+unset FAULT_LOG
+assert_eq "$(count_re '^C_Login 0xa0' "$WORK/log/three.calls")" 1 "refused C_Login calls"
+# one C_Login for the CA, one (refused) for the first token; none sent to the others
+assert_eq "$(count_re '^C_Login ' "$WORK/log/three.calls")" 2 "C_Login calls in the lot"
+assert_eq "$(count_re '^SN-W[123],failed,' three.results.csv)" 3 "rows failed"
+assert_eq "$(count_re 'not tried on' "$PROV_ERR")" 2 "rows refused without sending the PIN"
+slots=$(pkcs11-tool --module "$SOFTHSM_MODULE" -L 2>"$WORK/log/slots.err") ||
+    fail "pkcs11-tool -L failed: $(tr '\n' ' ' <"$WORK/log/slots.err")"
+low=$(filter_lines -A8 'token label *: dev-w' <<<"$slots" | count_re 'user PIN count low')
+assert_eq "$low" 1 "tokens that spent a PIN try"
+for t in w1 w2 w3; do
+    p11 "dev-$t" "$DEV_PIN_VALUE" -I >"$WORK/log/tokeninfo-$t" 2>&1 ||
+        fail "dev-$t: no login with the right PIN"
+done
+# with the right PIN the same command completes every row
+prov 0 --config fault.cnf batch three.csv --jobs 3 --no-progress
+assert_eq "$(count_re '^SN-W[123],issued,' three.results.csv)" 3 "rows issued after the PIN was fixed"

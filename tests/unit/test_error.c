@@ -40,6 +40,7 @@ static void test_exit_codes(void **state)
         {PROV_ERR_CRYPTO, PROV_EXIT_FAILED},
         {PROV_ERR_VERIFY, PROV_EXIT_FAILED},
         {PROV_ERR_IO, PROV_EXIT_FAILED},
+        {PROV_ERR_INTERRUPTED, PROV_EXIT_FAILED},
     };
 
     (void)state;
@@ -52,7 +53,7 @@ static void test_exit_codes(void **state)
 static void test_strerror_never_null(void **state)
 {
     (void)state;
-    for (int err = 0; err >= PROV_ERR_IO - 1; err--) {
+    for (int err = 0; err >= PROV_ERR_INTERRUPTED; err--) {
         assert_non_null(prov_strerror(err));
         assert_true(strlen(prov_strerror(err)) > 0);
     }

@@ -22,6 +22,7 @@
 #include <sqlite3.h>
 
 #include "error.h"
+#include "batch.h"
 #include "journal.h"
 #include "journal_internal.h"
 
@@ -275,24 +276,27 @@ static void test_supersede_and_runs(void **state)
     struct fixture *f = *state;
     struct prov_journal_old_key *keys = NULL;
     size_t n = 0;
-    long long run1;
-    long long run2;
-    bool is_resumed;
-    bool is_done;
+    struct prov_journal_run run1;
+    struct prov_journal_run run2;
+    long long by_run;
     long long counts[PROV_JOURNAL_STATE_COUNT];
     long long superseded;
 
-    assert_int_equal(prov_journal_run_begin(f->j, f->lot, "A", &run1, &is_resumed), 0);
-    assert_false(is_resumed);
+    assert_int_equal(prov_journal_run_begin(f->j, f->lot, "A", false, &run1), 0);
+    assert_false(run1.is_resumed);
+    assert_false(run1.is_continued);
+    assert_int_equal(run1.request, run1.id);
     walk_to_proven(f, "A", id1, 200, f->keys[0]);
-    assert_int_equal(prov_journal_superseded_in_run(f->j, f->lot, "A", run1, &is_done), 0);
-    assert_false(is_done);
-    assert_int_equal(prov_journal_supersede(f->j, f->lot, "A", run1), 0);
+    assert_int_equal(prov_journal_superseded_in_request(f->j, f->lot, "A", run1.request, &by_run),
+                     0);
+    assert_int_equal(by_run, 0);
+    assert_int_equal(prov_journal_supersede(f->j, f->lot, "A", run1.id), 0);
     assert_int_equal(state_of(f, "A"), PROV_JOURNAL_SUPERSEDED);
-    assert_int_equal(prov_journal_superseded_in_run(f->j, f->lot, "A", run1, &is_done), 0);
-    assert_true(is_done);
+    assert_int_equal(prov_journal_superseded_in_request(f->j, f->lot, "A", run1.request, &by_run),
+                     0);
+    assert_int_equal(by_run, run1.id);
     /* Not twice: a superseded row has no current certificate. */
-    assert_int_equal(prov_journal_supersede(f->j, f->lot, "A", run1), PROV_ERR_JOURNAL);
+    assert_int_equal(prov_journal_supersede(f->j, f->lot, "A", run1.id), PROV_ERR_JOURNAL);
     assert_int_equal(prov_journal_unretired_keys(f->j, f->lot, "A", &keys, &n), 0);
     assert_int_equal(n, 1);
     assert_int_equal(keys[0].key_id_len, 16);
@@ -305,16 +309,39 @@ static void test_supersede_and_runs(void **state)
     assert_int_equal(counts[PROV_JOURNAL_PROVEN], 1);
     assert_int_equal(superseded, 1);
 
-    /* An unfinished run with the same --reissue list is resumed; another list is a new run. */
-    assert_int_equal(prov_journal_run_begin(f->j, f->lot, "A", &run2, &is_resumed), 0);
-    assert_true(is_resumed);
-    assert_int_equal(run2, run1);
-    assert_int_equal(prov_journal_run_begin(f->j, f->lot, "", &run2, &is_resumed), 0);
-    assert_false(is_resumed);
-    assert_int_not_equal(run2, run1);
-    assert_int_equal(prov_journal_run_end(f->j, run2), 0);
-    assert_int_equal(prov_journal_run_begin(f->j, f->lot, "", &run1, &is_resumed), 0);
-    assert_false(is_resumed);
+    /* An unfinished run with the same --reissue list is resumed ... */
+    assert_int_equal(prov_journal_run_begin(f->j, f->lot, "A", false, &run2), 0);
+    assert_true(run2.is_resumed);
+    assert_int_equal(run2.id, run1.id);
+    /* ... and a finished one continued: a new run of the same request. */
+    assert_int_equal(prov_journal_run_end(f->j, run1.id), 0);
+    assert_int_equal(prov_journal_run_begin(f->j, f->lot, "A", false, &run2), 0);
+    assert_false(run2.is_resumed);
+    assert_true(run2.is_continued);
+    assert_int_not_equal(run2.id, run1.id);
+    assert_int_equal(run2.request, run1.request);
+    assert_int_equal(prov_journal_superseded_in_request(f->j, f->lot, "A", run2.request, &by_run),
+                     0);
+    assert_int_equal(by_run, run1.id); /* the request did it already: not again */
+    assert_int_equal(prov_journal_run_end(f->j, run2.id), 0);
+    /* --again, once the request reissued and proved every serial: a new request */
+    assert_int_equal(prov_journal_run_begin(f->j, f->lot, "A", true, &run2), 0);
+    assert_false(run2.is_continued);
+    assert_int_equal(run2.request, run2.id);
+    assert_int_equal(prov_journal_superseded_in_request(f->j, f->lot, "A", run2.request, &by_run),
+                     0);
+    assert_int_equal(by_run, 0);
+    assert_int_equal(prov_journal_supersede(f->j, f->lot, "A", run2.id), 0);
+    /* --again again while that request has not proven its reissue: it is continued */
+    assert_int_equal(prov_journal_run_end(f->j, run2.id), 0);
+    assert_int_equal(prov_journal_run_begin(f->j, f->lot, "A", true, &run1), 0);
+    assert_true(run1.is_continued);
+    assert_int_equal(run1.request, run2.request);
+    /* another list is another request */
+    assert_int_equal(prov_journal_run_begin(f->j, f->lot, "", false, &run2), 0);
+    assert_false(run2.is_resumed);
+    assert_false(run2.is_continued);
+    assert_int_not_equal(run2.request, run1.request);
 }
 
 /*
@@ -330,14 +357,13 @@ static void test_certificate_device(void **state)
     struct prov_journal_device d;
     struct prov_journal_audit audit;
     size_t n = 0;
-    long long run;
-    bool is_resumed;
+    struct prov_journal_run run;
 
-    assert_int_equal(prov_journal_schema_version(f->j), 2);
+    assert_int_equal(prov_journal_schema_version(f->j), 4);
     walk_to_proven_on(f, "A", "pkcs11:token=old", id1, 400, f->keys[0]);
     walk_to_proven_on(f, "B", "pkcs11:token=old", id3, 402, f->keys[2]);
-    assert_int_equal(prov_journal_run_begin(f->j, f->lot, "A", &run, &is_resumed), 0);
-    assert_int_equal(prov_journal_supersede(f->j, f->lot, "A", run), 0);
+    assert_int_equal(prov_journal_run_begin(f->j, f->lot, "A", false, &run), 0);
+    assert_int_equal(prov_journal_supersede(f->j, f->lot, "A", run.id), 0);
     walk_to_proven_on(f, "A", "pkcs11:token=new", id2, 401, f->keys[1]);
 
     assert_int_equal(prov_journal_get(f->j, f->lot, "A", &d), 0);
@@ -463,7 +489,7 @@ static void test_migrate_v1(void **state)
     sqlite3_close(db);
 
     assert_int_equal(prov_journal_open(old_path, true, &w), 0);
-    assert_int_equal(prov_journal_schema_version(w), 2);
+    assert_int_equal(prov_journal_schema_version(w), 4);
     assert_int_equal(prov_journal_unretired_keys(w, lot, NULL, &keys, &n), 0);
     assert_int_equal(n, 1);
     assert_string_equal(keys[0].serial, "SN-A");
@@ -474,7 +500,7 @@ static void test_migrate_v1(void **state)
     prov_journal_close(w);
 
     db = open_raw(old_path);
-    assert_query(db, "SELECT value FROM meta WHERE key = 'schema'", "2");
+    assert_query(db, "SELECT value FROM meta WHERE key = 'schema'", "4");
     assert_query(db,
                  "SELECT group_concat(cert_serial || '=' || device_uri || ':' ||"
                  " (retired IS NOT NULL), ' ') FROM (SELECT * FROM certificate ORDER BY id)",
@@ -483,7 +509,7 @@ static void test_migrate_v1(void **state)
                  "051ee5e128aba1b2bcac82c5504da3939679cfe3=pkcs11:token=dev-old:1 "
                  "6169960eab33116575310220109703bcfda3aca1=pkcs11:token=dev-old:0 "
                  "289842c1dda32fdd4612cffd948356d00b82cb02=pkcs11:token=dev-new:0");
-    assert_query(db, "SELECT detail FROM audit WHERE event = 'schema'", "1->2");
+    assert_query(db, "SELECT detail FROM audit WHERE event = 'schema'", "1->4");
     sqlite3_close(db);
 
     /* once: a second writer finds it current and adds nothing */
@@ -506,8 +532,7 @@ static void test_outside_change(void **state)
     struct prov_journal_audit audit;
     char sha_a1[65];
     char sha_b[65];
-    long long run;
-    bool is_resumed;
+    struct prov_journal_run run;
     bool is_known;
 
     walk_to_proven(f, "A", id1, 500, f->keys[0]);
@@ -518,8 +543,8 @@ static void test_outside_change(void **state)
     assert_int_equal(prov_journal_get(f->j, f->lot, "B", &d), 0);
     memcpy(sha_b, d.sha256, sizeof(sha_b));
     prov_journal_device_clear(&d);
-    assert_int_equal(prov_journal_run_begin(f->j, f->lot, "A", &run, &is_resumed), 0);
-    assert_int_equal(prov_journal_supersede(f->j, f->lot, "A", run), 0);
+    assert_int_equal(prov_journal_run_begin(f->j, f->lot, "A", false, &run), 0);
+    assert_int_equal(prov_journal_supersede(f->j, f->lot, "A", run.id), 0);
     walk_to_proven(f, "A", id2, 501, f->keys[1]);
 
     assert_int_equal(prov_journal_row_has_cert(f->j, f->lot, "A", sha_a1, &is_known), 0);
@@ -766,6 +791,128 @@ static void test_crash_hook(void **state)
     assert_int_equal(state_of(f, "S3"), PROV_JOURNAL_NONE);
 }
 
+/* The tables the first provisioner release created, one autocommitted statement each. */
+static const char *const v1_tables =
+    "PRAGMA journal_mode=WAL;"
+    "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "CREATE TABLE lot(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, manifest TEXT,"
+    " created TEXT NOT NULL);"
+    "CREATE TABLE run(id INTEGER PRIMARY KEY, lot_id INTEGER NOT NULL REFERENCES lot(id),"
+    " reissue TEXT NOT NULL, started TEXT NOT NULL, finished TEXT);"
+    "CREATE TABLE device(id INTEGER PRIMARY KEY, lot_id INTEGER NOT NULL REFERENCES lot(id),"
+    " serial TEXT NOT NULL, device_uri TEXT NOT NULL, state TEXT NOT NULL CHECK (state IN"
+    "  ('intent','issued','stored','proven','failed','superseded')),"
+    " key_id BLOB, key_uri TEXT, storage TEXT, cert_id INTEGER REFERENCES certificate(id),"
+    " error TEXT, attempts INTEGER NOT NULL DEFAULT 0, updated TEXT NOT NULL,"
+    " UNIQUE (lot_id, serial));"
+    "CREATE TABLE certificate(id INTEGER PRIMARY KEY,"
+    " device_id INTEGER NOT NULL REFERENCES device(id),"
+    " cert_serial TEXT NOT NULL UNIQUE, pubkey_sha256 TEXT NOT NULL UNIQUE,"
+    " sha256 TEXT NOT NULL, not_after TEXT NOT NULL, key_id BLOB NOT NULL,"
+    " der BLOB NOT NULL, issued TEXT NOT NULL, superseded TEXT,"
+    " superseded_run INTEGER REFERENCES run(id));";
+
+/* Makes path an SQLite file holding sql (statements autocommitted one by one). */
+static void make_db(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    char *err = NULL;
+
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK) {
+        fail_msg("%s: %s", sql, err);
+    }
+    sqlite3_close(db);
+}
+
+/* Whether the SQLite file at path has a table called name. */
+static bool has_table(const char *path, const char *name)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    bool found;
+
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND"
+                                        " name = ?",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    found = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return found;
+}
+
+/* What prov_batch_status prints (text), malloc'd. */
+static char *status_text(struct prov_journal *j)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+
+    assert_non_null(f);
+    assert_int_equal(prov_batch_status(j, false, NULL, f), 0);
+    fclose(f);
+    return buf;
+}
+
+/*
+ * A journal whose creation was killed half way (an older provisioner created its tables one
+ * statement at a time: here every table but the audit trail): readers recognise it and
+ * complete it instead of failing on the missing table or reporting it as empty, and a writer
+ * carries on with it.
+ */
+static void test_half_made_journal(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_journal_audit a;
+    struct prov_journal *j = NULL;
+    char path[160];
+    char *text;
+
+    snprintf(path, sizeof(path), "%s/half.sqlite", f->dir);
+    make_db(path, v1_tables);
+    prov_error_clear();
+    assert_int_equal(prov_journal_open(path, false, &j), 0);
+    assert_int_equal(prov_journal_verify_audit(j, &a), 0);
+    assert_int_equal(a.n_records, 0);
+    text = status_text(j);
+    assert_non_null(strstr(text, "no lot"));
+    free(text);
+    prov_journal_close(j);
+    assert_true(has_table(path, "audit"));
+
+    assert_int_equal(prov_journal_open(path, true, &j), 0);
+    prov_journal_close(f->j);
+    f->j = j;
+    assert_int_equal(prov_journal_lot(f->j, "lot-h", "h.csv", &f->lot), 0);
+    walk_to_proven(f, "H", id1, 700, f->keys[0]);
+    assert_int_equal(prov_journal_verify_audit(f->j, &a), 0);
+    assert_int_equal(a.n_records, 5);
+}
+
+/*
+ * The schema is made in one transaction: when any part of it cannot be made (here an "audit"
+ * table of another shape is in the way), nothing of it is left behind.
+ */
+static void test_schema_all_or_nothing(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_journal *j = NULL;
+    char path[160];
+
+    snprintf(path, sizeof(path), "%s/clash.sqlite", f->dir);
+    make_db(path, "CREATE TABLE audit(x);");
+    prov_error_clear();
+    assert_int_equal(prov_journal_open(path, true, &j), PROV_ERR_JOURNAL);
+    assert_null(j);
+    assert_non_null(strstr(prov_error_message(), path));
+    assert_false(has_table(path, "lot"));
+    assert_false(has_table(path, "meta"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -785,6 +932,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_writer_lock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_hook, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kept_statements, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_half_made_journal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_schema_all_or_nothing, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -341,6 +342,111 @@ static void test_protect_process(void **state)
     assert_int_equal(prctl(PR_GET_DUMPABLE, 0, 0, 0, 0), 0);
 }
 
+/* Sends pin to token: the verdict when the guard lets it through, else the refusal. */
+static int send(const struct prov_secret *pin, const char *token, enum prov_secret_verdict v)
+{
+    struct prov_secret_send send;
+    int r;
+
+    prov_error_clear();
+    r = prov_secret_send_begin(pin, token, &send);
+    if (r == 0) {
+        prov_secret_send_end(pin, token, v, &send);
+    }
+    return r;
+}
+
+/*
+ * One PIN source, many tokens: once a token rejected it, no other token gets it (nothing is
+ * sent: the refusal names the token that rejected it); a source accepted by one token and
+ * secrets without a source (fd:, from a buffer) are not held back.
+ */
+static void test_rejected_source_not_sent_again(void **state)
+{
+    struct prov_secret *good = NULL;
+    struct prov_secret *bad = NULL;
+    struct prov_secret *raw = NULL;
+    char good_spec[300];
+    char bad_spec[300];
+
+    (void)state;
+    file_spec("good-pin", "Good-PIN-1", 10, good_spec, sizeof(good_spec));
+    file_spec("bad-pin", "Bad-PIN-1", 9, bad_spec, sizeof(bad_spec));
+    assert_int_equal(prov_secret_load(good_spec, "device PIN", &good), 0);
+    assert_int_equal(prov_secret_load(bad_spec, "device PIN", &bad), 0);
+    assert_string_equal(bad->source, bad_spec);
+    assert_int_equal(prov_secret_from_buf("Raw-PIN-1", 9, &raw), 0);
+    assert_null(raw->source);
+
+    assert_int_equal(send(good, "token t1", PROV_SECRET_ACCEPTED), 0);
+    assert_int_equal(send(bad, "token t1", PROV_SECRET_UNKNOWN), 0); /* no verdict: try again */
+    assert_int_equal(send(bad, "token t2", PROV_SECRET_REJECTED), 0);
+    assert_int_equal(send(bad, "token t3", PROV_SECRET_ACCEPTED), PROV_ERR_PIN_LOCKED);
+    assert_non_null(strstr(prov_error_message(), "token t3"));
+    assert_non_null(strstr(prov_error_message(), "rejected by token t2"));
+    assert_non_null(strstr(prov_error_message(), bad_spec));
+    assert_null(strstr(prov_error_message(), "Bad-PIN-1"));
+    assert_int_equal(send(good, "token t3", PROV_SECRET_ACCEPTED), 0);
+    assert_int_equal(send(raw, "token t3", PROV_SECRET_REJECTED), 0);
+    assert_int_equal(send(raw, "token t4", PROV_SECRET_ACCEPTED), 0);
+    prov_secret_free(good);
+    prov_secret_free(bad);
+    prov_secret_free(raw);
+}
+
+/*
+ * Persisted (stations): a rejection in one process leaves PREFIX.pin-rejected.source-HASH,
+ * naming source and token, never the PIN; the next process refuses to send that source and
+ * names the file; a fixed source gets through once the file is removed.
+ */
+static void test_rejection_persisted(void **state)
+{
+    struct prov_secret *pin = NULL;
+    char spec[300];
+    char prefix[300];
+    char cmd[700];
+    char line[512] = "";
+    int status = 0;
+    pid_t pid;
+    FILE *f;
+
+    (void)state;
+    snprintf(prefix, sizeof(prefix), "%s/lot.journal.sqlite", tmpdir);
+    prov_secret_rejections_persist(prefix);
+    file_spec("station-pin", "Station-PIN-2", 13, spec, sizeof(spec));
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        /* the first station: its token rejects the PIN */
+        _exit(prov_secret_load(spec, "device PIN", &pin) == 0 &&
+                      send(pin, "token s1", PROV_SECRET_REJECTED) == 0
+                  ? 0
+                  : 1);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    snprintf(cmd, sizeof(cmd), "cat %s.pin-rejected.source-*", prefix);
+    f = popen(cmd, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(line, sizeof(line), f));
+    pclose(f);
+    assert_non_null(strstr(line, spec));
+    assert_non_null(strstr(line, "token s1"));
+    assert_null(strstr(line, "Station-PIN-2"));
+
+    /* the next station: nothing sent, the marker named */
+    assert_int_equal(prov_secret_load(spec, "device PIN", &pin), 0);
+    assert_int_equal(send(pin, "token s2", PROV_SECRET_ACCEPTED), PROV_ERR_PIN_LOCKED);
+    assert_non_null(strstr(prov_error_message(), "token s2: not tried"));
+    assert_non_null(strstr(prov_error_message(), ".pin-rejected.source-"));
+    assert_non_null(strstr(prov_error_message(), "token s1"));
+    snprintf(cmd, sizeof(cmd), "rm %s.pin-rejected.source-*", prefix);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(send(pin, "token s2", PROV_SECRET_ACCEPTED), 0);
+    prov_secret_free(pin);
+    prov_secret_rejections_persist(NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -354,6 +460,8 @@ int main(void)
         cmocka_unit_test(test_parse_source),
         cmocka_unit_test(test_wiped_on_success_and_failure),
         cmocka_unit_test(test_protect_process),
+        cmocka_unit_test(test_rejected_source_not_sent_again),
+        cmocka_unit_test(test_rejection_persisted),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

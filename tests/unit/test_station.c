@@ -164,8 +164,7 @@ static void test_follow(void **state)
     char where[64] = "";
     struct prov_journal_old_key *old = NULL;
     size_t n_old = 0;
-    long long run = 0;
-    bool is_resumed = false;
+    struct prov_journal_run run;
     X509 *cert;
     size_t i = 99;
 
@@ -203,8 +202,8 @@ static void test_follow(void **state)
     X509_free(cert);
     assert_int_equal(prov_journal_record_stored(j, lot, "A"), 0);
     assert_int_equal(prov_journal_record_proven(j, lot, "A"), 0);
-    assert_int_equal(prov_journal_run_begin(j, lot, "A", &run, &is_resumed), 0);
-    assert_int_equal(prov_journal_supersede(j, lot, "A", run), 0);
+    assert_int_equal(prov_journal_run_begin(j, lot, "A", false, &run), 0);
+    assert_int_equal(prov_journal_supersede(j, lot, "A", run.id), 0);
     assert_int_equal(prov_journal_station_follow(j, lot, "A", "tpm2:ek", "tpm2:device:/dev/tpmrm2"),
                      0);
     assert_int_equal(prov_journal_unretired_keys(j, lot, "A", &old, &n_old), 0);

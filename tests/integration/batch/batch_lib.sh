@@ -81,3 +81,30 @@ assert_token_matches_journal() {
 journal_q() {
     sql_q "$JOURNAL" "$1"
 }
+
+# SoftHSM2 2.6.1 rewrites a token's token.object in place (truncate, then write) on every
+# C_Login. The backend logs in once per token and process, and SIGINT/SIGTERM never cut a
+# module call short, but a SIGKILL can still land in that window and leave the file empty:
+# the token (label, PIN) is gone, which a real token never suffers from a host process being
+# killed. softhsm_backup copies every token.object (call it after the tokens are made);
+# softhsm_repair, after each SIGKILL, puts back a file whose size changed (only the PIN-count
+# flags differ after a login) and counts it in SOFTHSM_REPAIRED, and the test says so.
+SOFTHSM_REPAIRED=0
+softhsm_backup() {
+    local d
+    mkdir -p "$WORK/token-backup"
+    for d in "$WORK"/softhsm/tokens/*/; do
+        cp "$d/token.object" "$WORK/token-backup/$(basename "$d")"
+    done
+}
+softhsm_repair() {
+    local d b
+    for d in "$WORK"/softhsm/tokens/*/; do
+        b=$WORK/token-backup/$(basename "$d")
+        if [ -f "$b" ] && [ "$(stat -c %s "$d/token.object")" != "$(stat -c %s "$b")" ]; then
+            cp "$b" "$d/token.object"
+            SOFTHSM_REPAIRED=$((SOFTHSM_REPAIRED + 1))
+            it_log "SoftHSM2 token.object of $(basename "$d") was cut short by the kill: restored"
+        fi
+    done
+}

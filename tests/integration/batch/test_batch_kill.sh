@@ -35,28 +35,7 @@ JOURNAL=$WORK/kill.journal.sqlite
 start=$SECONDS
 extra=()
 
-# SoftHSM2 2.6.1 rewrites a token's token.object in place (truncate, then write) on every
-# C_Login. The backend logs in once per token and process, but a SIGKILL can still land in
-# that window and leave the file empty: the token (label, PIN) is gone, which a real token
-# never suffers from a host process being killed. Such a file is put back from a copy taken
-# at token init (only the PIN-count flags differ after a login) and the test says so.
-repaired=0
-mkdir -p "$WORK/token-backup"
-for d in "$WORK"/softhsm/tokens/*/; do
-    cp "$d/token.object" "$WORK/token-backup/$(basename "$d")"
-done
-repair_softhsm() {
-    local d b
-    for d in "$WORK"/softhsm/tokens/*/; do
-        b=$WORK/token-backup/$(basename "$d")
-        if [ "$(stat -c %s "$d/token.object")" != "$(stat -c %s "$b")" ]; then
-            cp "$b" "$d/token.object"
-            repaired=$((repaired + 1))
-            it_log "SoftHSM2 token.object of $(basename "$d") was cut short by the kill: restored"
-        fi
-    done
-}
-
+softhsm_backup
 # run HOOK: the same command once more ("" for no crash hook); its exit code in $rc.
 run() {
     rc=0
@@ -87,7 +66,7 @@ for ((attempt = 1; landed < kills_wanted && attempt <= 3 * kills_wanted; attempt
     fi
     rc=0
     wait "$pid" 2>/dev/null || rc=$?
-    repair_softhsm
+    softhsm_repair
     it_log "kill $attempt: exit $rc, $(proven)/$total proven"
 done
 [ "$landed" -ge 10 ] || fail "only $landed SIGKILLs landed on a running batch"
@@ -187,4 +166,4 @@ for ((t = 1; t <= tokens; t++)); do
 done
 prov 0 batch report kill.csv --verify-audit
 assert_grep "$PROV_ERR" 'audit chain verifies'
-it_log "$total devices on $tokens tokens: 14 crash hooks, $landed SIGKILLs ($repaired SoftHSM2 token.object restored, $idless objects without a CKA_ID left by kills inside key generation, each listed by batch status --tokens); enrollment phase ${enroll_seconds}s, total ${SECONDS}s"
+it_log "$total devices on $tokens tokens: 14 crash hooks, $landed SIGKILLs ($SOFTHSM_REPAIRED SoftHSM2 token.object restored, $idless objects without a CKA_ID left by kills inside key generation, each listed by batch status --tokens); enrollment phase ${enroll_seconds}s, total ${SECONDS}s"

@@ -28,6 +28,10 @@ prov 1 batch lot.csv --jobs 2 --no-progress
 assert_grep "$PROV_OUT" '^23 rows: 22 issued, 0 already-issued, 1 failed '
 assert_grep "$PROV_ERR" '^provisioner: lot\.csv:24: .*SN-99999.*no-such-token' "failed row not named"
 assert_eq "$(wc -l <"$PROV_ERR")" 1 "stderr lines"
+# a run that ended leaves its journal and nothing beside it: no lock file, no SQLite WAL
+for f in lot.journal.sqlite.lock lot.journal.sqlite-wal lot.journal.sqlite-shm; do
+    assert_no_file "$f"
+done
 
 prov 0 batch report lot.csv --json
 cp "$PROV_OUT" report.json
@@ -96,3 +100,33 @@ jq -e '.lots[0].states.proven == 22 and .lots[0].states.failed == 1 and
 prov 0 batch report --journal "$JOURNAL" --verify-audit
 assert_grep "$PROV_ERR" 'audit chain verifies: [0-9]+ records, head [0-9a-f]{64}$'
 assert_grep "$PROV_OUT" '^lot,serial,state,device,cert_serial,sha256,not_after,storage,'
+
+# A journal whose first run was killed while it made the tables (an older provisioner made
+# them one statement at a time: here all but the audit trail) is completed by the readers,
+# never reported as empty or broken.
+sqlite3 half.journal.sqlite <<'EOSQL'
+PRAGMA journal_mode=WAL;
+CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE lot(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, manifest TEXT, created TEXT NOT NULL);
+CREATE TABLE run(id INTEGER PRIMARY KEY, lot_id INTEGER NOT NULL REFERENCES lot(id), reissue TEXT NOT NULL, started TEXT NOT NULL, finished TEXT);
+EOSQL
+prov 0 batch report --journal half.journal.sqlite --verify-audit
+assert_grep "$PROV_ERR" 'audit chain verifies: 0 records'
+prov 0 batch status --journal half.journal.sqlite
+assert_grep "$PROV_OUT" '^no lot recorded yet$'
+
+# A probe file a kill left inside the storage pre-check (right after the row's intent) goes
+# with the next run, the one that completes the row; a failed row's storage directory keeps
+# no probe and, empty, is removed.
+printf 'serial,device\nPR-1,pkcs11:token=dev-01\nPR-2,pkcs11:token=no-such-token\n' >probe.csv
+rc=0
+PROVISIONER_TEST_CRASH_AT=intent:1 "$PROVISIONER" -q batch probe.csv --no-progress \
+    >"$WORK/log/probe-crash.out" 2>&1 </dev/null || rc=$?
+assert_eq "$rc" 137 "probe.csv stopped right after PR-1's intent"
+mkdir -p devices/PR-1 devices/PR-2
+: >devices/PR-1/.provisioner-probe.Ab12Cd
+: >devices/PR-2/.provisioner-probe.Ef34Gh
+prov 1 batch probe.csv --no-progress
+assert_grep probe.results.csv '^PR-1,issued,' "PR-1 completed"
+assert_no_file devices/PR-1/.provisioner-probe.Ab12Cd
+assert_no_file devices/PR-2

@@ -14,11 +14,14 @@
 # - next-free mode: rows handed out in manifest order, a returning token keeps its row, a
 #   token too many is refused (exit 5);
 # - a rejected device or CA PIN is not sent again by a later station, nor by one that was
-#   waiting for the CA at the same time;
+#   waiting for the CA at the same time, and a rejected PIN source not to the next station's
+#   token either;
 # - a token not attached yet when the unit starts: waited for within [station] device_wait
 #   (exit 4 saying so when it never comes), enrolled when it comes meanwhile;
 # - a device in [station] exclude (the station PC's own TPM): status excluded, exit 0,
 #   nothing claimed or touched;
+# - SIGTERM (systemctl stop) right after the row's intent: exit 1, no key made, the next
+#   arrival enrolls;
 # - bad instance names, unlisted tokens, a bad --prove URL, a manifest with a bad column and
 #   one naming the token twice: refused with exit 2 before any token is changed (the proof
 #   itself: test_station_prove.sh).
@@ -228,13 +231,29 @@ assert_one_error "rejected in an earlier station run" "$marker"
 rm -f "$marker"
 prov 0 station --instance "usb-1209:0001-$SER_H"
 assert_grep "$PROV_OUT" "serial=SN-H status=issued"
+# The PIN source dev-h rejected is not sent to the next station's token either: that station
+# fails (exit 3) naming the marker, and its token spends no try. An operator fixes the PIN
+# file, removes the marker, and the station enrolls.
+token_init dev-i
+SER_I=$(token_serial dev-i)
+echo "SN-I,pkcs11:serial=$SER_I," >>lot.csv
+prov 3 station --instance "usb-1209:0001-$SER_I" --pin "file:$WORK/bad.pin"
+assert_one_error "not tried" "file:$WORK/bad.pin" "dev-h" "$WORK/lot.journal.sqlite.pin-rejected.source-"
+pkcs11-tool --module "$SOFTHSM_MODULE" -L 2>/dev/null | grep -A8 'token label *: dev-i' >"$WORK/log/dev-i.flags"
+assert_no_grep "$WORK/log/dev-i.flags" 'count low' "dev-i spent a PIN try"
+write_secret "$WORK/bad.pin" "$DEV_PIN_VALUE"
+prov 3 station --instance "usb-1209:0001-$SER_I" --pin "file:$WORK/bad.pin"
+assert_one_error "not tried" "remove that file"
+rm -f "$WORK"/lot.journal.sqlite.pin-rejected.source-*
+prov 0 station --instance "usb-1209:0001-$SER_I" --pin "file:$WORK/bad.pin"
+assert_grep "$PROV_OUT" "serial=SN-I status=issued"
 # the same for the CA token's PIN, which every station of the line logs in with
 sed "s|^pin = file:ca.pin|pin = file:$WORK/bad.pin|" provisioner.cnf >badca.cnf
 PROVISIONER_CONFIG=$WORK/badca.cnf prov 3 station --instance "usb-1209:0001-$SER_A"
 assert_file "$WORK/lot.journal.sqlite.pin-rejected.ca"
 prov 3 station --instance "usb-1209:0001-$SER_A"
 assert_one_error "[ca] pin was rejected in an earlier station run"
-rm -f "$WORK/lot.journal.sqlite.pin-rejected.ca"
+rm -f "$WORK"/lot.journal.sqlite.pin-rejected.*
 # Two stations that arrive together with a wrong CA PIN: one login is refused, the other
 # station must not try the same PIN (both wait on the CA lock, held here until both do).
 ca_lock=$WORK/lot.journal.sqlite.ca.lock
@@ -266,7 +285,7 @@ race_err=$(cat "$WORK"/log/ca-race-?.err) || fail "the racing stations left no s
 assert_eq "$(count_re 'rejected in an earlier station run' <<<"$race_err")" 1 \
     "stations that did not send the rejected CA PIN again"
 assert_file "$WORK/lot.journal.sqlite.pin-rejected.ca"
-rm -f "$WORK/lot.journal.sqlite.pin-rejected.ca"
+rm -f "$WORK"/lot.journal.sqlite.pin-rejected.*
 prov 0 station --instance "usb-1209:0001-$SER_A"
 assert_grep "$PROV_OUT" "serial=SN-A status=already-issued"
 
@@ -310,3 +329,21 @@ assert_grep "$PROV_OUT" "^station instance=usb-1209:0001-$SER_W .*identity=pkcs1
 assert_eq "$(jq_ "SELECT count(*) FROM station_claim")" "$claims" "claims after an excluded device"
 assert_eq "$(tree_digest softhsm/tokens)" "$before" "tokens after an excluded device"
 
+# --- systemctl stop (SIGTERM) right after the row's intent: stopped before the key is made --
+token_init dev-j
+SER_J=$(token_serial dev-j)
+echo "SN-J,pkcs11:serial=$SER_J," >>lot.csv
+UNIT_EXTRA_ENV=("PROVISIONER_TEST_PAUSE_AT=intent:$WORK/hold-j")
+unit_start "usb-1209:0001-$SER_J"
+UNIT_EXTRA_ENV=()
+wait_file "$WORK/hold-j" "$UNIT_PID"
+kill -TERM "$UNIT_PID"
+rm -f "$WORK/hold-j"
+unit_wait 1
+assert_result serial=SN-J status=failed
+assert_grep "$UNIT_ERR" "^provisioner: serial SN-J: interrupted by SIGTERM before its key was generated"
+assert_eq "$(wc -l <"$UNIT_ERR")" 1 "stderr lines of the stopped station"
+assert_eq "$(token_keys dev-j | wc -l)" 0 "objects on dev-j after the stop"
+unit_run "usb-1209:0001-$SER_J" 0
+assert_result serial=SN-J status=issued
+assert_eq "$(token_keys dev-j | wc -l)" 3 "objects on dev-j (key pair, certificate)"

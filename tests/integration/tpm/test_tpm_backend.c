@@ -724,9 +724,11 @@ static void test_nv_occupied(void **state)
 }
 
 /*
- * replace: the earlier key and its certificate go. Without replace, a certificate left by an
- * evicted key still blocks a new key, and store_certificate will not overwrite another key's
- * certificate (the install path, which finds the key instead of making it).
+ * replace: the earlier key and its certificate go - only for the identity being reissued
+ * (replaceable_pub): a key the NV index certifies under another name stays. Without replace,
+ * a certificate left by an evicted key still blocks a new key, and store_certificate will not
+ * overwrite another key's certificate (the install path, which finds the key instead of
+ * making it).
  */
 static void test_replace(void **state)
 {
@@ -742,8 +744,22 @@ static void test_replace(void **state)
     X509 *cert;
 
     assert_int_equal(dev->ops->store_certificate(dev, old, old_cert), 0);
-    key = generate(dev, PROV_KEY_EC_P256, 0, true);
+    /* certified in NV under another name, and not the identity being reissued: it stays */
+    kp.label = "SN-TPM-2";
+    kp.replace = true;
+    prov_error_clear();
+    assert_int_equal(dev->ops->generate_key(dev, &kp, &none), PROV_ERR_POLICY);
+    assert_message_has("holds the key of another identity");
+    assert_null(none);
+    key = find_uri(dev, KEY_HANDLE);
+    assert_int_equal(EVP_PKEY_eq(key->pub, old->pub), 1);
+    prov_key_free(key);
+    /* the identity being reissued: its key goes */
+    kp.replaceable_pub = old->pub;
+    prov_error_clear();
+    assert_int_equal(dev->ops->generate_key(dev, &kp, &key), 0);
     assert_int_equal(EVP_PKEY_eq(key->pub, old->pub), 0);
+    kp = (struct prov_keygen_params){.type = PROV_KEY_EC_P256, .id = key_id, .id_len = 16};
     prov_key_free(old);
     prov_key_free(key);
     prov_device_close(dev);

@@ -5,7 +5,9 @@
 # ports and stopped by PID): enroll, check (challenge signed inside the TPM), the storage of
 # SPEC §8 with key.uri naming the handle, the NV index holding exactly client.der, the
 # attributes tpm2_readpublic shows, the split flow csr/sign/install, and the faults:
-# unreachable TPM, occupied handle, occupied NV index, a key with the wrong attributes.
+# unreachable TPM, occupied handle, occupied NV index, a key with the wrong attributes; and
+# --reissue (enroll, csr, batch) under another serial refused (exit 5) without touching the
+# identity whose key is at the handle, while the same serial's --reissue replaces it.
 # The CA is the usual SoftHSM2 fixture (lib.sh). No special case for TPM above the backend.
 . "$PROV_SOURCE_ROOT/tests/integration/lib.sh"
 it_setup
@@ -39,6 +41,23 @@ assert_one_error "0x81000101" "--reissue"
 assert_no_file "$WORK/devices/TPM-0002"
 assert_eq "$(tpm_sha256 "$TCTI_A" tpm2_nvread "$NV_INDEX" -C "$NV_INDEX")" "$before_nv" \
     "NV content after a refused enrollment"
+prov 0 check devices/TPM-0001
+
+# ---- --reissue under another serial never evicts this identity's key ---------------------
+before_pub=$(TPM2TOOLS_TCTI=$TCTI_A tpm2_readpublic -c "$KEY_HANDLE" 2>/dev/null | sha256sum)
+prov 5 enroll --serial TPM-0002 --device "tpm2:$TCTI_A" --reissue
+assert_one_error "0x81000101" "another identity" "TPM-0001"
+assert_no_file "$WORK/devices/TPM-0002"
+assert_eq "$(TPM2TOOLS_TCTI=$TCTI_A tpm2_readpublic -c "$KEY_HANDLE" 2>/dev/null | sha256sum)" \
+    "$before_pub" "key at $KEY_HANDLE after a reissue under another serial"
+assert_eq "$(TPM2TOOLS_TCTI=$TCTI_A tpm2_nvread "$NV_INDEX" -C "$NV_INDEX" 2>/dev/null | sha256sum)" \
+    "$before_nv" "NV content after a reissue under another serial"
+# ... nor does a batch row of another serial on this TPM with --reissue
+printf 'serial,device\nTPM-B1,"tpm2:%s"\n' "$TCTI_A" >b.csv
+prov 1 batch b.csv --reissue TPM-B1 --no-progress
+assert_grep "$PROV_ERR" 'another identity.*TPM-B1' "the batch row's refusal"
+assert_eq "$(TPM2TOOLS_TCTI=$TCTI_A tpm2_readpublic -c "$KEY_HANDLE" 2>/dev/null | sha256sum)" \
+    "$before_pub" "key at $KEY_HANDLE after a batch reissue under another serial"
 prov 0 check devices/TPM-0001
 
 # ---- --reissue replaces key and NV on the same TPM: a new certificate, proven ------------
@@ -78,10 +97,17 @@ assert_no_file "$WORK/s2.csr"
 assert_eq "$(tpm_sha256 "$TCTI_B" tpm2_readpublic -c "$KEY_HANDLE")" "$s1_pub" \
     "key at $KEY_HANDLE after a refused csr"
 prov 0 check devices/TPM-S1
-prov 0 csr --serial TPM-S2 --device "tpm2:$TCTI_B" --out "$WORK/s2.csr" --reissue
-prov 0 sign --serial TPM-S2 --csr "$WORK/s2.csr" --out "$WORK/s2.pem"
-prov 0 install --serial TPM-S2 --device "tpm2:$TCTI_B" --cert "$WORK/s2.pem"
-assert_tpm_identity "$TCTI_B" "$WORK/devices/TPM-S2"
+# --reissue replaces the key only for the serial whose identity it is (devices/TPM-S1)
+prov 5 csr --serial TPM-S2 --device "tpm2:$TCTI_B" --out "$WORK/s2.csr" --reissue
+assert_one_error "0x81000101" "another identity" "TPM-S1"
+assert_no_file "$WORK/s2.csr"
+assert_eq "$(TPM2TOOLS_TCTI=$TCTI_B tpm2_readpublic -c "$KEY_HANDLE" 2>/dev/null | sha256sum)" \
+    "$s1_pub" "key at $KEY_HANDLE after a reissue under another serial"
+prov 0 check devices/TPM-S1
+prov 0 csr --serial TPM-S1 --device "tpm2:$TCTI_B" --out "$WORK/s1b.csr" --reissue
+prov 0 sign --serial TPM-S1 --csr "$WORK/s1b.csr" --out "$WORK/s1b.pem"
+prov 0 install --serial TPM-S1 --device "tpm2:$TCTI_B" --cert "$WORK/s1b.pem" --reissue
+assert_tpm_identity "$TCTI_B" "$WORK/devices/TPM-S1"
 
 # ---- the TPM of an identity is gone: check says so (exit 4) ----------------------------
 cp -r devices/TPM-S1 "$WORK/moved"
