@@ -61,7 +61,7 @@ json1() {
 token_keys() {
     local out
     out=$(token_objects "$1") || exit 1
-    printf '%s\n' "$out" | sort
+    [ -z "$out" ] || printf '%s\n' "$out" | sort
 }
 
 # assert_token_is_journal LABEL SERIAL: the token holds exactly the key (private, public,

@@ -44,19 +44,19 @@ assert_eq "$(tpm_sha256 "$TCTI_A" tpm2_nvread "$NV_INDEX" -C "$NV_INDEX")" "$bef
 prov 0 check devices/TPM-0001
 
 # ---- --reissue under another serial never evicts this identity's key ---------------------
-before_pub=$(TPM2TOOLS_TCTI=$TCTI_A tpm2_readpublic -c "$KEY_HANDLE" 2>/dev/null | sha256sum)
+before_pub=$(tpm_sha256 "$TCTI_A" tpm2_readpublic -c "$KEY_HANDLE")
 prov 5 enroll --serial TPM-0002 --device "tpm2:$TCTI_A" --reissue
 assert_one_error "0x81000101" "another identity" "TPM-0001"
 assert_no_file "$WORK/devices/TPM-0002"
-assert_eq "$(TPM2TOOLS_TCTI=$TCTI_A tpm2_readpublic -c "$KEY_HANDLE" 2>/dev/null | sha256sum)" \
+assert_eq "$(tpm_sha256 "$TCTI_A" tpm2_readpublic -c "$KEY_HANDLE")" \
     "$before_pub" "key at $KEY_HANDLE after a reissue under another serial"
-assert_eq "$(TPM2TOOLS_TCTI=$TCTI_A tpm2_nvread "$NV_INDEX" -C "$NV_INDEX" 2>/dev/null | sha256sum)" \
+assert_eq "$(tpm_sha256 "$TCTI_A" tpm2_nvread "$NV_INDEX" -C "$NV_INDEX")" \
     "$before_nv" "NV content after a reissue under another serial"
 # ... nor does a batch row of another serial on this TPM with --reissue
 printf 'serial,device\nTPM-B1,"tpm2:%s"\n' "$TCTI_A" >b.csv
 prov 1 batch b.csv --reissue TPM-B1 --no-progress
 assert_grep "$PROV_ERR" 'another identity.*TPM-B1' "the batch row's refusal"
-assert_eq "$(TPM2TOOLS_TCTI=$TCTI_A tpm2_readpublic -c "$KEY_HANDLE" 2>/dev/null | sha256sum)" \
+assert_eq "$(tpm_sha256 "$TCTI_A" tpm2_readpublic -c "$KEY_HANDLE")" \
     "$before_pub" "key at $KEY_HANDLE after a batch reissue under another serial"
 prov 0 check devices/TPM-0001
 
@@ -101,7 +101,7 @@ prov 0 check devices/TPM-S1
 prov 5 csr --serial TPM-S2 --device "tpm2:$TCTI_B" --out "$WORK/s2.csr" --reissue
 assert_one_error "0x81000101" "another identity" "TPM-S1"
 assert_no_file "$WORK/s2.csr"
-assert_eq "$(TPM2TOOLS_TCTI=$TCTI_B tpm2_readpublic -c "$KEY_HANDLE" 2>/dev/null | sha256sum)" \
+assert_eq "$(tpm_sha256 "$TCTI_B" tpm2_readpublic -c "$KEY_HANDLE")" \
     "$s1_pub" "key at $KEY_HANDLE after a reissue under another serial"
 prov 0 check devices/TPM-S1
 prov 0 csr --serial TPM-S1 --device "tpm2:$TCTI_B" --out "$WORK/s1b.csr" --reissue
