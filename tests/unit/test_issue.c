@@ -172,6 +172,44 @@ static void test_serial_random_properties(void **state)
     }
 }
 
+/*
+ * Every bit of the serial but the sign bit is random: over the draws each one is seen both
+ * set and clear. Distinct serials alone would pass with 8 random bytes and 12 constant ones
+ * (64 bits); a constant bit stays constant in every draw, while a random bit is constant in
+ * 500 draws with probability 2^-499.
+ */
+static void test_serial_random_every_bit_varies(void **state)
+{
+    enum { DRAWS = 500 };
+    unsigned char ones[PROV_SERIAL_BYTES] = {0};
+    unsigned char zeros[PROV_SERIAL_BYTES] = {0};
+
+    (void)state;
+    for (int i = 0; i < DRAWS; i++) {
+        ASN1_INTEGER *serial = NULL;
+        const unsigned char *data;
+
+        assert_int_equal(prov_serial_random(&serial), 0);
+        assert_int_equal(ASN1_STRING_length(serial), PROV_SERIAL_BYTES);
+        data = ASN1_STRING_get0_data(serial);
+        for (int b = 0; b < PROV_SERIAL_BYTES; b++) {
+            ones[b] |= data[b];
+            zeros[b] |= (unsigned char)~data[b];
+        }
+        ASN1_INTEGER_free(serial);
+    }
+    for (int b = 0; b < PROV_SERIAL_BYTES; b++) {
+        /* The top bit of the first byte is the sign: always clear. */
+        unsigned char want = b == 0 ? 0x7f : 0xff;
+
+        if ((ones[b] & want) != want || (zeros[b] & want) != want) {
+            fail_msg("serial byte %d: bits %02x never set, %02x never clear over %d draws", b,
+                     (unsigned)(want & ~ones[b]), (unsigned)(want & ~zeros[b]), DRAWS);
+        }
+    }
+    assert_int_equal(ones[0] & 0x80, 0);
+}
+
 static void test_serial_validity(void **state)
 {
     char longest[65];
@@ -675,6 +713,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_serial_random_properties),
+        cmocka_unit_test(test_serial_random_every_bit_varies),
         cmocka_unit_test(test_serial_validity),
         cmocka_unit_test(test_subject_injection_stays_one_cn),
         cmocka_unit_test(test_subject_default_cn_is_serial),
