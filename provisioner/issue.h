@@ -63,11 +63,22 @@ int prov_issue_check_csr(const struct prov_profile *profile, X509_REQ *req,
                          enum prov_key_type *type_out);
 
 /*
+ * What a profile issues must be a device's end entity that the chain rules accept (the
+ * clientAuth leaf of provisioner/chain.c): not a CA, no keyCertSign or cRLSign, keyUsage (if
+ * any) with digitalSignature, extendedKeyUsage (if any) with clientAuth, and nothing else
+ * the chain rules refuse. Checked by issuing a probe certificate under the profile's
+ * extension section with a throwaway in-memory CA. PROV_ERR_CONFIG naming the config file,
+ * the section and key (or the profile and the chain rule). The built-in set passes as is.
+ */
+int prov_issue_check_profile(const struct prov_config *cfg, const struct prov_profile *pr);
+
+/*
  * Issues a certificate for req's public key: subject and SAN from rq (never the CSR), a fresh
  * random serial, notBefore now (minus 5 minutes of clock skew), notAfter now + days but never
  * after the issuer's notAfter, extensions from the profile (default: CA:false critical,
  * digitalSignature critical, clientAuth, SKI/AKI), signed by ca->key. Runs
- * prov_issue_check_csr first.
+ * prov_issue_check_csr first. A certificate that would not be a device end entity (see
+ * prov_issue_check_profile) is refused with PROV_ERR_CONFIG before it is signed.
  */
 int prov_issue_certificate(const struct prov_config *cfg, const struct prov_ca *ca,
                            X509_REQ *req, const struct prov_request *rq, X509 **out);

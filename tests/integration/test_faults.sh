@@ -136,7 +136,31 @@ prov 2 --config typo-profile.cnf enroll --serial SN-FAULT-CFG --device pkcs11:to
 assert_one_error colour
 prov 2 --config "$WORK/no-such.cnf" ca show
 assert_one_error no-such.cnf
+# A device profile must issue end entities that the chain rules accept: a profile whose
+# extensions make a CA (or leave out what a TLS client certificate needs) is a config error
+# naming the section and key, before any token is touched.
+it_log "case: a device profile that would issue a CA"
+keys_before=$(privkeys_on dev-fault)
+{
+    cat provisioner.cnf
+    printf '\n[profile_leafca]\nextensions = leafca_ext\n'
+    printf '[leafca_ext]\nbasicConstraints = critical, CA:true\nkeyUsage = keyCertSign\n'
+} >leafca.cnf
+prov 2 --config leafca.cnf enroll --serial SN-FAULT-CFG --device pkcs11:token=dev-fault \
+    --profile leafca
+assert_one_error leafca.cnf "[leafca_ext] basicConstraints" "profile_leafca"
+prov 2 --config leafca.cnf ca show
+assert_one_error leafca.cnf "[leafca_ext] basicConstraints"
+{
+    cat provisioner.cnf
+    printf '\n[profile_device]\nextensions = server_ext\n'
+    printf '[server_ext]\nbasicConstraints = critical, CA:false\nkeyUsage = critical, digitalSignature\n'
+    printf 'extendedKeyUsage = serverAuth\nsubjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n'
+} >server-profile.cnf
+prov 2 --config server-profile.cnf enroll --serial SN-FAULT-CFG --device pkcs11:token=dev-fault
+assert_one_error server-profile.cnf "[server_ext] extendedKeyUsage" clientAuth
 assert_eq "$(tree_digest devices/SN-FAULT-CFG)" "(absent)" "storage after config errors"
+assert_eq "$(privkeys_on dev-fault)" "$keys_before" "keys on the device after config errors"
 
 # ---- CA key not fit to sign: exit 5 -------------------------------------------------------
 # A CA assembled by hand (openssl + a key made on the token): the intermediate key is on the

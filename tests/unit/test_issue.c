@@ -709,6 +709,41 @@ static void test_profile_extensions_section(void **state)
     ca_free(ca);
 }
 
+/*
+ * A profile that was never through the config loader (its checks are in test_config) still
+ * cannot make the CA sign a leaf the chain rules would refuse: nothing is signed.
+ */
+static void test_non_end_entity_never_signed(void **state)
+{
+    static const char *const sections[] = {
+        "[ext]\nbasicConstraints = critical, CA:true\nkeyUsage = keyCertSign\n",
+        "[ext]\nkeyUsage = critical, digitalSignature, keyCertSign\n"
+        "authorityKeyIdentifier = keyid\n",
+        "[ext]\nextendedKeyUsage = serverAuth\nauthorityKeyIdentifier = keyid\n",
+    };
+    struct prov_ca *ca = ca_new(-DAY, 1825 * DAY);
+    struct prov_profile prof = profile_device();
+    struct prov_request rq = {.serial = "dev-11", .profile = &prof};
+    X509_REQ *req = make_csr(device_key, "dev-11", NULL);
+
+    (void)state;
+    prof.extensions_section = "ext";
+    for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); i++) {
+        struct prov_config cfg = {0};
+        X509 *cert = (X509 *)1;
+
+        cfg.conf = conf_from(sections[i]);
+        prov_error_clear();
+        assert_int_equal(prov_issue_certificate(&cfg, ca, req, &rq, &cert), PROV_ERR_CONFIG);
+        assert_null(cert);
+        assert_non_null(strstr(prov_error_message(), "dev-11"));
+        assert_non_null(strstr(prov_error_message(), "end entity"));
+        NCONF_free(cfg.conf);
+    }
+    X509_REQ_free(req);
+    ca_free(ca);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -729,6 +764,7 @@ int main(void)
         cmocka_unit_test(test_weak_and_disallowed_keys_refused),
         cmocka_unit_test(test_tampered_csr_refused),
         cmocka_unit_test(test_profile_extensions_section),
+        cmocka_unit_test(test_non_end_entity_never_signed),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
