@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -676,6 +677,94 @@ out:
     return r;
 }
 
+/* How long until t, for a message: "12 days", "23 hours" (rounded down). */
+static void time_left(const ASN1_TIME *t, time_t now, char *buf, size_t len)
+{
+    ASN1_TIME *from = ASN1_TIME_set(NULL, now);
+    int days = 0;
+    int secs = 0;
+
+    if (from == NULL || ASN1_TIME_diff(&days, &secs, from, t) != 1) {
+        days = secs = 0;
+    }
+    ASN1_TIME_free(from);
+    if (days > 0 || secs < 0) {
+        snprintf(buf, len, "%d days", days);
+    } else {
+        snprintf(buf, len, "%d hours", secs / 3600);
+    }
+}
+
+int prov_ca_lint_lifetime(const struct prov_config *cfg, const struct prov_ca *ca, time_t now,
+                          struct prov_chain_report *rep)
+{
+    const ASN1_TIME *end = X509_get0_notAfter(ca->cert);
+    struct prov_cert_facts f;
+    int r;
+
+    if (X509_cmp_time(end, &now) <= 0) {
+        return 0; /* expired: the chain rules' "validity" says so */
+    }
+    r = prov_cert_facts(ca->cert, &f);
+    for (size_t i = 0; r == 0 && i < cfg->n_profiles; i++) {
+        const struct prov_profile *p = &cfg->profiles[i];
+        time_t until = now;
+        ASN1_TIME *want = X509_time_adj_ex(NULL, p->days, 0, &until);
+
+        if (want == NULL) {
+            return prov_fail_ossl(PROV_ERR_NOMEM, "CA lifetime check: out of memory");
+        }
+        if (ASN1_TIME_compare(want, end) > 0) {
+            char left[32];
+
+            time_left(end, now, left, sizeof(left));
+            r = prov_chain_report_add(rep, ca->chain, 0, "lifetime",
+                                      "expires %s (%s left), before the %d days of profile %s: "
+                                      "its certificates are capped at that date",
+                                      f.not_after, left, p->days, p->name);
+        }
+        ASN1_TIME_free(want);
+    }
+    return r;
+}
+
+/*
+ * A CA that cannot issue now is refused before its token is opened (no PIN is spent, no row
+ * of a lot starts): every certificate of its chain must be valid at now. What can still be
+ * issued, but capped, is a warning (prov_ca_lint_lifetime).
+ */
+static int check_issuing_time(const struct prov_config *cfg, const struct prov_ca *ca,
+                              const char *path, time_t now)
+{
+    struct prov_chain_report rep = {0};
+    int r = 0;
+
+    for (int i = 0; i < sk_X509_num(ca->chain); i++) {
+        X509 *cert = sk_X509_value(ca->chain, i);
+        const char *role = i == sk_X509_num(ca->chain) - 1 ? "root" : "intermediate";
+        bool is_early = X509_cmp_time(X509_get0_notBefore(cert), &now) > 0;
+        struct prov_cert_facts f;
+
+        if (!is_early && X509_cmp_time(X509_get0_notAfter(cert), &now) > 0) {
+            continue;
+        }
+        r = prov_cert_facts(cert, &f);
+        if (r == 0) {
+            r = prov_fail(PROV_ERR_POLICY,
+                          "%s: the %s %s %s %s; nothing can be issued with this CA", path, role,
+                          f.subject, is_early ? "is not valid before" : "expired at",
+                          is_early ? f.not_before : f.not_after);
+        }
+        return r;
+    }
+    r = prov_ca_lint_lifetime(cfg, ca, now, &rep);
+    for (size_t i = 0; r == 0 && i < rep.n; i++) {
+        prov_warn("%s: the intermediate %s %s", path, rep.items[i].subject, rep.items[i].detail);
+    }
+    prov_chain_report_free(&rep);
+    return r;
+}
+
 int prov_ca_open(const struct prov_config *cfg, bool with_key, struct prov_ca **out)
 {
     struct prov_ca *ca = calloc(1, sizeof(*ca));
@@ -701,6 +790,10 @@ int prov_ca_open(const struct prov_config *cfg, bool with_key, struct prov_ca **
 
         if (cfg->ca_key == NULL) {
             r = prov_fail(PROV_ERR_CONFIG, "%s: [ca] intermediate_key is not set", cfg->path);
+            goto out;
+        }
+        r = check_issuing_time(cfg, ca, path, time(NULL));
+        if (r < 0) {
             goto out;
         }
         r = hsm_open(cfg, cfg->ca_key, cfg->ca_pin, "CA key", &k);

@@ -155,21 +155,18 @@ static char *one_line_subject(X509 *cert)
     return s;
 }
 
-static int add_finding(struct prov_chain_report *rep, STACK_OF(X509) *chain, int index,
-                       const char *rule, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
+static int add_finding_v(struct prov_chain_report *rep, STACK_OF(X509) *chain, int index,
+                         const char *rule, const char *fmt, va_list ap)
+    __attribute__((format(printf, 5, 0)));
 
-static int add_finding(struct prov_chain_report *rep, STACK_OF(X509) *chain, int index,
-                       const char *rule, const char *fmt, ...)
+static int add_finding_v(struct prov_chain_report *rep, STACK_OF(X509) *chain, int index,
+                         const char *rule, const char *fmt, va_list ap)
 {
     struct prov_chain_finding *items;
     struct prov_chain_finding f = {.index = index, .rule = rule};
-    va_list ap;
     int n;
 
-    va_start(ap, fmt);
     n = vasprintf(&f.detail, fmt, ap);
-    va_end(ap);
     if (n < 0) {
         return prov_fail(PROV_ERR_NOMEM, "chain check: out of memory");
     }
@@ -185,6 +182,34 @@ static int add_finding(struct prov_chain_report *rep, STACK_OF(X509) *chain, int
     rep->items = items;
     rep->items[rep->n++] = f;
     return 0;
+}
+
+static int add_finding(struct prov_chain_report *rep, STACK_OF(X509) *chain, int index,
+                       const char *rule, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+static int add_finding(struct prov_chain_report *rep, STACK_OF(X509) *chain, int index,
+                       const char *rule, const char *fmt, ...)
+{
+    va_list ap;
+    int r;
+
+    va_start(ap, fmt);
+    r = add_finding_v(rep, chain, index, rule, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+int prov_chain_report_add(struct prov_chain_report *rep, STACK_OF(X509) *chain, int index,
+                          const char *rule, const char *fmt, ...)
+{
+    va_list ap;
+    int r;
+
+    va_start(ap, fmt);
+    r = add_finding_v(rep, chain, index, rule, fmt, ap);
+    va_end(ap);
+    return r;
 }
 
 /* Is there a finding of rule (since from) on certificate index; index ANY_INDEX: on any. */

@@ -71,6 +71,14 @@ int prov_chain_verify(STACK_OF(X509) *chain, STACK_OF(X509) *trust,
 void prov_chain_report_free(struct prov_chain_report *rep);
 
 /*
+ * Adds a finding of another check on the same certificates (`ca show` adds its own lint):
+ * certificate index in chain (its subject is taken from there), a rule name, the detail.
+ */
+int prov_chain_report_add(struct prov_chain_report *rep, STACK_OF(X509) *chain, int index,
+                          const char *rule, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+/*
  * The purpose to check a chain for when the caller names none (`chain verify` without
  * --purpose): a chain whose first certificate is a CA (basicConstraints CA:TRUE, such as a CA
  * directory's chain.pem) is checked as CA certificates, by the CA rules and no TLS purpose

@@ -132,6 +132,9 @@ static int ca_show(int argc, char **argv)
         goto out;
     }
     r = prov_chain_verify(ca->chain, NULL, PROV_PURPOSE_ANY, time(NULL), &rep);
+    if (r == 0 || r == PROV_ERR_VERIFY) {
+        r = prov_ca_lint_lifetime(cfg, ca, time(NULL), &rep);
+    }
     if (r < 0 && r != PROV_ERR_VERIFY) {
         rc = cli_fail(r, "ca show");
         goto out;
