@@ -689,9 +689,9 @@ static void time_left(const ASN1_TIME *t, time_t now, char *buf, size_t len)
     }
     ASN1_TIME_free(from);
     if (days > 0 || secs < 0) {
-        snprintf(buf, len, "%d days", days);
+        snprintf(buf, len, "%d day%s", days, days == 1 ? "" : "s");
     } else {
-        snprintf(buf, len, "%d hours", secs / 3600);
+        snprintf(buf, len, "%d hour%s", secs / 3600, secs / 3600 == 1 ? "" : "s");
     }
 }
 

@@ -157,7 +157,7 @@ token_init dev-short
 prov 0 enroll --serial SN-SHORT-1 --device pkcs11:token=dev-short
 assert_grep "$PROV_OUT" '^SN-SHORT-1 issued ' "enroll under a short-lived intermediate"
 assert_eq "$(grep -c . "$PROV_ERR")" 1 "stderr lines of enroll under a short-lived intermediate"
-assert_grep "$PROV_ERR" '^provisioner: warning: .*Test Intermediate CA.*hours left.*365 days of profile device.*capped' \
+assert_grep "$PROV_ERR" '^provisioner: warning: .*Test Intermediate CA.* left\), before the 365 days of profile device.*capped' \
     "enroll: no warning that certificates are capped"
 assert_eq "$(openssl x509 -in devices/SN-SHORT-1/client.crt -noout -enddate)" \
     "$(openssl x509 -in ca/intermediate.crt -noout -enddate)" "notAfter of a capped certificate"
