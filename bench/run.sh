@@ -188,14 +188,16 @@ EOF
     cd "s-$name"
 }
 
-# manifest FILE N TOKEN...: N rows, devices spread round-robin over the tokens.
+# manifest FILE N TOKEN...: N rows, devices spread round-robin over the tokens. The serials
+# carry the scenario's name: scenarios share the CA, whose index (provisioner/ca_index.h)
+# refuses a serial another lot certified.
 manifest() {
     local f=$1 n=$2
     shift 2
-    awk -v n="$n" -v toks="$*" 'BEGIN {
+    awk -v n="$n" -v toks="$*" -v p="$(basename "$PWD")" 'BEGIN {
         k = split(toks, t, " ")
         print "serial,device"
-        for (i = 1; i <= n; i++) printf "BENCH-%06d,pkcs11:token=%s\n", i, t[(i - 1) % k + 1]
+        for (i = 1; i <= n; i++) printf "BENCH-%s-%06d,pkcs11:token=%s\n", p, i, t[(i - 1) % k + 1]
     }' >"$f"
 }
 

@@ -17,6 +17,7 @@
 
 #include "backend.h"
 #include "batch_internal.h"
+#include "ca_index.h"
 #include "chain.h"
 #include "connect.h"
 #include "enroll.h"
@@ -92,6 +93,10 @@ void batch_request(const struct batch *b, const struct prov_manifest_row *row,
     rq->vars.x_names = row->x_names;
     rq->vars.x_values = row->x_values;
     rq->vars.n_x = row->n_x;
+    /* The CA index leaves this lot's serials to its journal (provisioner/ca_index.h). */
+    rq->record.issued_by = "batch";
+    rq->record.lot = b->lot;
+    rq->record.journal = prov_journal_path(b->journal);
 }
 
 char *batch_storage_dir(const struct prov_config *cfg, const struct prov_manifest_row *row)
@@ -410,6 +415,10 @@ static int prove_written(struct row_ctx *c, X509 *cert, const char *key_uri, boo
     const char *url = c->b->opts->prove_url;
     int r = verify_written(c, cert, key_uri, is_just_written);
 
+    /* The identity is in its storage: the CA index counts the certificate delivered. */
+    if (r == 0) {
+        r = prov_ca_index_delivered(c->b->ca->index, cert);
+    }
     if (r == 0 && url != NULL && !is_connected) {
         r = connect_from_journal(c);
     }

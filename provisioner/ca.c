@@ -796,7 +796,17 @@ int prov_ca_open(const struct prov_config *cfg, bool with_key, struct prov_ca **
         if (r < 0) {
             goto out;
         }
+        /* Whatever it signs is recorded there first (issue.c): no index, no issuing. */
+        r = prov_ca_index_open(cfg->ca_dir, &ca->index);
+        if (r < 0) {
+            goto out;
+        }
+        r = prov_ca_index_token_lock(ca->index);
+        if (r < 0) {
+            goto out;
+        }
         r = hsm_open(cfg, cfg->ca_key, cfg->ca_pin, "CA key", &k);
+        prov_ca_index_token_unlock(ca->index);
         ca->dev = k.dev;
         ca->hsm_key = k.key;
         ca->key = k.pkey;
@@ -823,6 +833,7 @@ void prov_ca_close(struct prov_ca *ca)
     if (ca == NULL) {
         return;
     }
+    prov_ca_index_close(ca->index);
     EVP_PKEY_free(ca->key);
     prov_key_free(ca->hsm_key);
     prov_device_close(ca->dev);

@@ -296,6 +296,7 @@ int prov_enroll(const struct prov_config *cfg, struct prov_ca *ca,
                 const struct prov_enroll_params *p, struct prov_enroll_result *res)
 {
     enum prov_key_type type = PROV_KEY_NONE;
+    struct prov_request rq = p->req;
     struct prov_device *dev = NULL;
     struct prov_key *key = NULL;
     X509_NAME *subject = NULL;
@@ -308,6 +309,9 @@ int prov_enroll(const struct prov_config *cfg, struct prov_ca *ca,
     int r;
 
     memset(res, 0, sizeof(*res));
+    /* What the CA index records with the certificate, and whether it may supersede one. */
+    rq.record.device_uri = p->device_uri;
+    rq.record.is_reissue = p->reissue || p->req.record.is_reissue;
     r = check_request(cfg, p, &type);
     if (r < 0) {
         goto out;
@@ -327,7 +331,14 @@ int prov_enroll(const struct prov_config *cfg, struct prov_ca *ca,
         }
         old_uri = read_old_key_uri(dir);
     }
-    r = prov_issue_subject(cfg, &p->req, &subject);
+    /* The CA index's serial rule before the device is touched (checked again at issuance). */
+    if (ca->index != NULL) {
+        r = prov_ca_index_check(ca->index, rq.serial, &rq.record, NULL);
+        if (r < 0) {
+            goto out;
+        }
+    }
+    r = prov_issue_subject(cfg, &rq, &subject);
     if (r < 0) {
         goto out;
     }
@@ -345,10 +356,11 @@ int prov_enroll(const struct prov_config *cfg, struct prov_ca *ca,
     if (r < 0) {
         goto out;
     }
+    rq.record.key_uri = key->uri;
     if (p->ca_lock != NULL) {
         pthread_mutex_lock(p->ca_lock);
     }
-    r = prov_issue_certificate(cfg, ca, req, &p->req, &cert);
+    r = prov_issue_certificate(cfg, ca, req, &rq, &cert);
     if (p->ca_lock != NULL) {
         pthread_mutex_unlock(p->ca_lock);
     }

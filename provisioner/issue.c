@@ -945,6 +945,13 @@ int prov_issue_certificate(const struct prov_config *cfg, const struct prov_ca *
                       rq->serial, rq->profile->name, OBJ_nid2sn(nid), why);
         goto out;
     }
+    /* The index's rules and the record, locked around the signing (ca_index.h). */
+    if (ca->index != NULL) {
+        r = prov_ca_index_begin(ca->index, rq->serial, &rq->record, X509_REQ_get0_pubkey(req));
+        if (r < 0) {
+            goto out;
+        }
+    }
     /* The certificate's public key is the CA key's public half, and a plain OpenSSL key. */
     ca_type = prov_key_type_of(X509_get0_pubkey(ca->cert));
     if (X509_sign(cert, ca->key, prov_key_type_digest(ca_type)) <= 0) {
@@ -952,7 +959,17 @@ int prov_issue_certificate(const struct prov_config *cfg, const struct prov_ca *
                            rq->serial);
         /* The HSM's own reason (and code: removed, PIN...) wins when it gave one. */
         r = prov_error_code() < 0 ? prov_error_code() : r;
+        if (ca->index != NULL) {
+            prov_ca_index_abort(ca->index);
+        }
         goto out;
+    }
+    if (ca->index != NULL) {
+        r = prov_ca_index_record(ca->index, rq->serial, &rq->record, rq->profile->name, cert,
+                                 ca->cert);
+        if (r < 0) {
+            goto out; /* signed but not recorded: never handed out */
+        }
     }
     *out = cert;
     cert = NULL;

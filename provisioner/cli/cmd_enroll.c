@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "ca.h"
+#include "ca_index.h"
 #include "cli.h"
 #include "connect.h"
 #include "enroll.h"
@@ -97,6 +98,11 @@ int cmd_enroll(int argc, char **argv)
     r = prov_ca_open(cfg, true, &ca);
     if (r == 0) {
         r = prov_enroll(cfg, ca, &p, &res);
+    }
+    /* Stored (a refused --prove too): the CA index counts the certificate delivered. */
+    if (res.cert != NULL && res.storage_dir != NULL &&
+        prov_ca_index_delivered(ca->index, res.cert) < 0 && r == 0) {
+        r = prov_error_code();
     }
     if (r < 0 && !(res.is_proof_run && res.storage_dir != NULL)) {
         rc = cli_fail(r, p.req.serial);
