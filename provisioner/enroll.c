@@ -434,6 +434,7 @@ out:
         if (dev->ops->delete_key(dev, key) < 0) {
             prov_warn("serial %s: could not delete the unused key %s from %s",
                       p->req.serial, key->uri, dev->name);
+            res->has_orphan_key = true;
         }
     }
     if (r < 0 && created_dir && dir != NULL) {

@@ -49,6 +49,7 @@ struct prov_enroll_result {
     enum prov_key_type key_type;
     bool is_proof_run;           /* prove_url was given and the identity was stored */
     struct prov_connect_result proof;
+    bool has_orphan_key;         /* on failure: a key was made and could not be deleted */
 };
 
 /*

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "storage.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -684,6 +685,29 @@ out:
     free(path);
     free(server_ca);
     return r;
+}
+
+int prov_storage_remove_temp_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *ent;
+    int n = 0;
+
+    if (d == NULL) {
+        return 0;
+    }
+    while ((ent = readdir(d)) != NULL) {
+        const char *tmp = strstr(ent->d_name, ".tmp.");
+
+        /* "NAME.tmp.XXXXXX" (write_temp) and ".provisioner-probe.XXXXXX" (enroll.c) */
+        if (((tmp != NULL && strlen(tmp) == 11) ||
+             strncmp(ent->d_name, ".provisioner-probe.", 19) == 0) &&
+            unlinkat(dirfd(d), ent->d_name, 0) == 0) {
+            n++;
+        }
+    }
+    closedir(d);
+    return n;
 }
 
 bool prov_storage_has_identity(const char *dir)

@@ -53,6 +53,13 @@ int prov_storage_mkdirs(const char *dir);
  */
 int prov_storage_write(const char *dir, const struct prov_identity *id);
 
+/*
+ * Removes the temp files a stopped write or probe left in dir ("NAME.tmp.XXXXXX",
+ * ".provisioner-probe.XXXXXX"): never part of an identity. Returns how many; a missing dir
+ * has none. Only for a directory no running write uses.
+ */
+int prov_storage_remove_temp_files(const char *dir);
+
 /* true when dir already holds an identity (client.crt exists). */
 bool prov_storage_has_identity(const char *dir);
 

@@ -4,10 +4,10 @@
 #include <string.h>
 
 #include "ca.h"
-#include "ca_index.h"
 #include "cli.h"
 #include "connect.h"
 #include "enroll.h"
+#include "enroll_attempt.h"
 #include "error.h"
 
 static void usage(FILE *f)
@@ -97,12 +97,8 @@ int cmd_enroll(int argc, char **argv)
     prov_error_clear();
     r = prov_ca_open(cfg, true, &ca);
     if (r == 0) {
-        r = prov_enroll(cfg, ca, &p, &res);
-    }
-    /* Stored (a refused --prove too): the CA index counts the certificate delivered. */
-    if (res.cert != NULL && res.storage_dir != NULL &&
-        prov_ca_index_delivered(ca->index, res.cert) < 0 && r == 0) {
-        r = prov_error_code();
+        /* Recorded in the CA index: an interrupted enroll is settled by the next one. */
+        r = prov_enroll_attempt(cfg, ca, &p, &res);
     }
     if (r < 0 && !(res.is_proof_run && res.storage_dir != NULL)) {
         rc = cli_fail(r, p.req.serial);

@@ -6,15 +6,22 @@
 # - a serial certified by `enroll` is refused (exit 5) when enrolled again into other
 #   storage on another token, until --reissue, which supersedes the first certificate;
 # - `batch` refuses a row whose serial enroll or another lot certified, until --reissue;
+# - a certificate signed before the storage write fails (a full disk) is recorded and shown;
+# - an interrupted enroll (test crash hooks, then SIGKILL at random instants) is settled by
+#   the next enroll of the serial or on the device: no orphan key, public key or certificate
+#   object on the token, no temp file in storage, every serial with one delivered certificate
+#   that is its storage's, nothing undelivered left in the index;
 # - two enrolls of one serial at once: exactly one certifies it;
 # - an older CA's issued-keys file is imported on first use and refused keys stay refused;
-# - `ca show` reports the counts.
+# - `ca show` (text and --json) reports the counts and the undelivered certificates.
+# ENROLL_KILLS changes how many kills land on a running enroll (16).
 . "$(dirname "$0")/lib.sh"
 it_setup
-need sqlite3 pkcs11-tool
+need sqlite3 unshare pkcs11-tool jq
+kills_wanted=${ENROLL_KILLS:-16}
 
 ca_fixture pkcs11
-for t in dev-a dev-b dev-c; do
+for t in dev-a dev-b dev-c dev-kill; do
     token_init "$t"
 done
 
@@ -29,6 +36,13 @@ cert_serial_of() { # the lower-case hex serial of a PEM certificate
 ids_on() {
     p11 "$1" "$DEV_PIN_VALUE" --list-objects --type "$2" 2>/dev/null |
         awk '/^ *ID:/ { print tolower($2) }' | sort
+}
+# storage_ids DIR...: the key ids the identities in DIR... name (key.uri), sorted
+storage_ids() {
+    local d
+    for d in "$@"; do
+        [ -f "$d/key.uri" ] && pct_to_hex "$(uri_attr "$(cat "$d/key.uri")" id)"
+    done | sort
 }
 
 # ---- 1. a serial certified by enroll is not certified again without --reissue ---------------
@@ -68,8 +82,155 @@ prov 1 batch lot2.csv --no-progress
 assert_grep lot2.results.csv '^SN-LOT-1,failed,.*already certified.*lot LOT-IT-1' "lot2: SN-LOT-1 refused"
 assert_eq "$(ids_on dev-c privkey | wc -l)" 2 "keys on dev-c after lot2 (SN-DUP, SN-LOT-1)"
 
-# ---- 3. two enrolls of one serial at once --------------------------------------------------
-it_log "case 3: two enrolls of one serial at the same time"
+# ---- 3. a full disk after signing: the certificate is recorded and shown ------------------
+it_log "case 3: storage on a full filesystem"
+mkdir -p "$WORK/full"
+real=$PROVISIONER
+cat >"$WORK/full-disk" <<EOF
+#!/bin/sh
+# the storage filesystem: 8 KiB of tmpfs, in a mount namespace of this run only
+exec unshare --mount -- sh -c 'mount -t tmpfs -o size=8k tmpfs "\$0" && exec "\$@"' \
+    "$WORK/full" "$real" "\$@"
+EOF
+chmod 0755 "$WORK/full-disk"
+PROVISIONER=$WORK/full-disk prov 6 enroll --serial SN-FULL --device pkcs11:token=dev-a \
+    --storage "$WORK/full/SN-FULL"
+assert_one_error SN-FULL
+assert_eq "$(index_q "SELECT status || ' ' || issued_by FROM certificate WHERE serial = 'SN-FULL'")" \
+    "abandoned enroll" "the certificate signed before the full disk"
+full_serial=$(index_q "SELECT cert_serial FROM certificate WHERE serial = 'SN-FULL'")
+[ -n "$full_serial" ] || fail "no certificate serial recorded for SN-FULL"
+prov 0 ca show
+assert_grep "$PROV_OUT" "^undelivered: SN-FULL cert_serial=$full_serial abandoned \\(issued by enroll at " \
+    "ca show: the lost certificate"
+assert_eq "$(ids_on dev-a privkey | wc -l)" 1 "keys on dev-a after the full disk (SN-DUP's first)"
+# the certificate is abandoned, not current: the serial can be enrolled when the disk is fixed
+prov 0 enroll --serial SN-FULL --device pkcs11:token=dev-a
+
+# ---- 4. interrupted enrolls at fixed points, settled by the next enroll ---------------------
+it_log "case 4: an enroll stopped right after its certificate was recorded"
+rc=0
+PROVISIONER_TEST_CRASH_AT=ca-issued:1 "$PROVISIONER" enroll --serial SN-CRASH-1 \
+    --device pkcs11:token=dev-kill >"$WORK/log/crash1.out" 2>"$WORK/log/crash1.err" || rc=$?
+assert_eq "$rc" 137 "enroll stopped by the crash hook"
+crash1=$(index_q "SELECT cert_serial FROM certificate WHERE serial = 'SN-CRASH-1' AND status = 'issued'")
+[ -n "$crash1" ] || fail "the interrupted enroll's certificate is not recorded as issued"
+assert_eq "$(index_q "SELECT count(*) FROM attempt WHERE finished_at IS NULL")" 1 "open attempts"
+prov 0 ca show --json
+assert_eq "$(jq -r '.index.undelivered[] | select(.serial == "SN-CRASH-1") | .status' "$PROV_OUT")" \
+    issued "ca show --json: the interrupted enroll's certificate"
+assert_eq "$(jq -r '.index.open_attempts' "$PROV_OUT")" 1 "ca show --json: open attempts"
+# another serial on that device settles it: its key deleted, its certificate abandoned
+prov 0 enroll --serial SN-NEXT-0 --device pkcs11:token=dev-kill
+assert_eq "$(index_q "SELECT status FROM certificate WHERE cert_serial = '$crash1'")" abandoned \
+    "the interrupted certificate after the next enroll on the device"
+assert_eq "$(ids_on dev-kill privkey)" "$(storage_ids devices/SN-NEXT-0)" "keys on dev-kill"
+prov 0 enroll --serial SN-CRASH-1 --device pkcs11:token=dev-kill
+
+it_log "case 4b: an enroll stopped with its identity stored, before the delivery was recorded"
+rc=0
+PROVISIONER_TEST_CRASH_AT=enroll-stored:1 "$PROVISIONER" enroll --serial SN-CRASH-2 \
+    --device pkcs11:token=dev-kill >"$WORK/log/crash2.out" 2>"$WORK/log/crash2.err" || rc=$?
+assert_eq "$rc" 137 "enroll stopped by the crash hook"
+assert_file devices/SN-CRASH-2/client.crt
+prov 5 enroll --serial SN-CRASH-2 --device pkcs11:token=dev-kill
+assert_one_error SN-CRASH-2 "already certified" "$(cert_serial_of devices/SN-CRASH-2/client.crt)"
+assert_eq "$(index_q "SELECT status FROM certificate WHERE serial = 'SN-CRASH-2'")" delivered \
+    "the stored identity's certificate once settled"
+prov 0 check devices/SN-CRASH-2
+
+it_log "case 4c: a --reissue stopped after signing: the old identity is current again"
+prov 0 enroll --serial SN-CRASH-3 --device pkcs11:token=dev-kill
+old3=$(cert_serial_of devices/SN-CRASH-3/client.crt)
+rc=0
+PROVISIONER_TEST_CRASH_AT=ca-issued:1 "$PROVISIONER" enroll --serial SN-CRASH-3 --reissue \
+    --device pkcs11:token=dev-kill >"$WORK/log/crash3.out" 2>"$WORK/log/crash3.err" || rc=$?
+assert_eq "$rc" 137 "enroll --reissue stopped by the crash hook"
+assert_eq "$(index_q "SELECT status FROM certificate WHERE cert_serial = '$old3'")" superseded \
+    "the old certificate while the reissue is interrupted"
+prov 5 enroll --serial SN-CRASH-3 --device pkcs11:token=dev-kill
+assert_one_error SN-CRASH-3 "$old3" "already certified"
+assert_eq "$(index_q "SELECT status FROM certificate WHERE serial = 'SN-CRASH-3' ORDER BY id")" \
+    "$(printf 'delivered\nabandoned')" "SN-CRASH-3 once the interrupted reissue is settled"
+prov 0 check devices/SN-CRASH-3
+prov 0 enroll --serial SN-CRASH-3 --reissue --device pkcs11:token=dev-kill
+assert_eq "$(index_q "SELECT status FROM certificate WHERE serial = 'SN-CRASH-3' ORDER BY id")" \
+    "$(printf 'superseded\nabandoned\ndelivered')" "SN-CRASH-3 after a completed reissue"
+
+# ---- 5. SIGKILL at random instants -------------------------------------------------------
+# SoftHSM2 2.6.1 rewrites token.object in place on C_Login; a SIGKILL in that window empties
+# it (the token is gone), which no real token suffers from a host process being killed.
+# Such a file is put back from a copy taken now (only the PIN-count flags differ).
+kill_token=$(grep -l 'dev-kill' "$WORK"/softhsm/tokens/*/token.object | head -n1)
+[ -n "$kill_token" ] || fail "cannot find the token directory of dev-kill"
+kill_token=$(dirname "$kill_token")
+cp "$kill_token/token.object" "$WORK/dev-kill.token.object"
+repaired=0
+repair_softhsm() {
+    if [ "$(stat -c %s "$kill_token/token.object")" != "$(stat -c %s "$WORK/dev-kill.token.object")" ]; then
+        cp "$WORK/dev-kill.token.object" "$kill_token/token.object"
+        repaired=$((repaired + 1))
+        it_log "token.object of dev-kill was cut short by the kill: restored"
+    fi
+}
+it_log "case 5: enroll killed at random instants, $kills_wanted kills on a running enroll"
+landed=0
+serials=()
+for ((i = 1; landed < kills_wanted && i <= 4 * kills_wanted; i++)); do
+    sn=SN-KILL-$i
+    serials+=("$sn")
+    "$PROVISIONER" enroll --serial "$sn" --device pkcs11:token=dev-kill \
+        >>"$WORK/log/kills.out" 2>>"$WORK/log/kills.err" </dev/null &
+    pid=$!
+    # an enroll takes about 0.1 s here: anywhere in it, or just after it
+    sleep "$(printf '0.%03d' $((RANDOM % 160)))"
+    if kill -KILL "$pid" 2>/dev/null; then
+        landed=$((landed + 1))
+    fi
+    wait "$pid" 2>/dev/null || true
+    repair_softhsm
+    # every other time another serial on the device comes first and settles it
+    if [ $((i % 2)) -eq 0 ]; then
+        serials+=("SN-NEXT-$i")
+        prov 0 enroll --serial "SN-NEXT-$i" --device pkcs11:token=dev-kill
+    fi
+    rc=0
+    "$PROVISIONER" enroll --serial "$sn" --device pkcs11:token=dev-kill \
+        >"$WORK/log/rerun-$i.out" 2>"$WORK/log/rerun-$i.err" </dev/null || rc=$?
+    case $rc in
+    0) ;;
+    5) grep -q "already certified" "$WORK/log/rerun-$i.err" ||
+        fail "enroll $sn after a kill: exit 5 for another reason: $(cat "$WORK/log/rerun-$i.err")" ;;
+    *) fail "enroll $sn after a kill: exit $rc: $(cat "$WORK/log/rerun-$i.err")" ;;
+    esac
+done
+it_log "$landed kills landed in $((i - 1)) enrolls; $repaired token file(s) restored"
+[ "$landed" -ge "$kills_wanted" ] || fail "only $landed of $kills_wanted kills landed on a running enroll"
+
+it_log "checking dev-kill, the storage directories and the CA index"
+dirs=()
+for sn in SN-NEXT-0 SN-CRASH-1 SN-CRASH-2 SN-CRASH-3 "${serials[@]}"; do
+    dirs+=("$WORK/devices/$sn")
+done
+want=$(storage_ids "${dirs[@]}")
+for type in privkey pubkey cert; do
+    assert_eq "$(ids_on dev-kill "$type" | tr '\n' ' ')" "$(printf '%s\n' "$want" | tr '\n' ' ')" \
+        "$type objects on dev-kill are exactly the stored identities' keys"
+done
+leftovers=$(find "$WORK/devices" \( -name '*.tmp.*' -o -name '.provisioner-probe.*' \) -print)
+[ -z "$leftovers" ] || fail "temp files left in storage: $leftovers"
+assert_eq "$(index_q "SELECT count(*) FROM attempt WHERE finished_at IS NULL")" 0 "open attempts"
+assert_eq "$(index_q "SELECT count(*) FROM certificate WHERE status = 'issued'")" 0 \
+    "certificates neither delivered nor abandoned"
+for d in "${dirs[@]}"; do
+    sn=$(basename "$d")
+    assert_eq "$(index_q "SELECT cert_serial FROM certificate WHERE serial = '$sn' AND status = 'delivered'")" \
+        "$(cert_serial_of "$d/client.crt")" "$sn: its one delivered certificate is its storage's"
+    prov 0 check "$d"
+done
+
+# ---- 6. two enrolls of one serial at once --------------------------------------------------
+it_log "case 6: two enrolls of one serial at the same time"
 "$PROVISIONER" enroll --serial SN-RACE --device pkcs11:token=dev-a --storage "$WORK/race-a" \
     >"$WORK/log/race-a.out" 2>"$WORK/log/race-a.err" </dev/null &
 pid_a=$!
@@ -86,8 +247,8 @@ assert_eq "$(index_q "SELECT count(*) FROM certificate WHERE serial = 'SN-RACE'"
 [ -e "$WORK/race-a/client.crt" ] && [ -e "$WORK/race-b/client.crt" ] &&
     fail "both enrolls of SN-RACE stored an identity"
 
-# ---- 4. an older CA's issued-keys file -----------------------------------------------------
-it_log "case 4: issued-keys of a CA from before the index"
+# ---- 7. an older CA's issued-keys file -----------------------------------------------------
+it_log "case 7: issued-keys of a CA from before the index"
 mkdir -p "$WORK/old-ca" && cd "$WORK/old-ca"
 ca_fixture pkcs11
 openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout old.key \
