@@ -55,6 +55,11 @@ static void validate_against_config(struct batch *b, struct prov_manifest_parser
         prov_manifest_report(p, &row->pos[PROV_COL_DEVICE],
                              "device: no backend for this kind of device in this build");
     }
+    /* The CA's own token is never a device (its identity is checked again when opened). */
+    if (prov_ca_check_device_uri(b->cfg, row->value[PROV_COL_DEVICE]) < 0) {
+        prov_manifest_report(p, &row->pos[PROV_COL_DEVICE], "%s", prov_error_message());
+        prov_error_clear();
+    }
     if (prof == NULL) {
         prov_manifest_report(p, at, "profile \"%s\": not in %s (no [profile_%s] section)", pname,
                              b->cfg->path, pname);

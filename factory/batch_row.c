@@ -335,7 +335,7 @@ static int delete_key_by_id(struct row_ctx *c, const char *device_uri, const uns
     char hex[2 * PROV_JOURNAL_KEY_ID_MAX + 1];
     int r;
 
-    r = prov_device_open_login(c->b->cfg, device_uri, pin_spec(c), "device PIN", false, &dev);
+    r = prov_device_open_for_key(c->b->cfg, c->b->ca, device_uri, pin_spec(c), false, &dev);
     if (r < 0) {
         return r;
     }

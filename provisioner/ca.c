@@ -677,6 +677,81 @@ out:
     return r;
 }
 
+int prov_ca_check_device_uri(const struct prov_config *cfg, const char *device_uri)
+{
+    const struct prov_backend_ops *ops = device_uri ? prov_backend_for(device_uri) : NULL;
+
+    if (cfg->ca_key == NULL || ops == NULL || ops != prov_backend_for(cfg->ca_key) ||
+        ops->names_same_device == NULL ||
+        !ops->names_same_device(device_uri, cfg->ca_key, cfg->pkcs11_module)) {
+        return 0;
+    }
+    return prov_fail(PROV_ERR_USAGE,
+                     "device %s names the CA's token ([ca] intermediate_key = %s): a device key "
+                     "is never made on the CA token",
+                     device_uri, cfg->ca_key);
+}
+
+/* The identity of the CA's token, read without a login; "" when there is none to read. */
+static int ca_token_identity(const struct prov_config *cfg, const struct prov_ca *ca,
+                             const struct prov_backend_ops **ops, char *buf, size_t len)
+{
+    struct prov_device_params params = {.module_path = cfg->pkcs11_module, .read_only = true};
+    struct prov_device *dev = NULL;
+    int lock_fd = -1;
+    int r;
+
+    buf[0] = '\0';
+    *ops = NULL;
+    if (ca != NULL && ca->dev != NULL) {
+        *ops = ca->dev->ops;
+        return ca->dev->ops->identity(ca->dev, buf, len);
+    }
+    if (cfg->ca_key == NULL) {
+        return 0;
+    }
+    r = prov_ca_index_token_lock(cfg->ca_dir, &lock_fd);
+    if (r == 0) {
+        r = prov_device_open(cfg->ca_key, &params, &dev);
+        if (r == 0) {
+            *ops = dev->ops;
+            r = dev->ops->identity(dev, buf, len);
+        } else if (r == PROV_ERR_NOT_FOUND) {
+            prov_error_clear(); /* not on this host: it cannot be the device */
+            r = 0;
+        }
+    }
+    prov_device_close(dev);
+    prov_ca_index_token_unlock(lock_fd);
+    return r;
+}
+
+int prov_ca_check_device(const struct prov_config *cfg, const struct prov_ca *ca,
+                         struct prov_device *dev)
+{
+    const struct prov_backend_ops *ca_ops = NULL;
+    char ca_ident[256];
+    char ident[256];
+    int r;
+
+    /* Another kind of device (a TPM) cannot be the CA's token: nothing to open for it. */
+    if (cfg->ca_key == NULL || prov_backend_for(cfg->ca_key) != dev->ops) {
+        return 0;
+    }
+    r = ca_token_identity(cfg, ca, &ca_ops, ca_ident, sizeof(ca_ident));
+    if (r < 0 || ca_ops != dev->ops || ca_ident[0] == '\0') {
+        return r;
+    }
+    r = dev->ops->identity(dev, ident, sizeof(ident));
+    if (r == 0 && strcmp(ident, ca_ident) == 0) {
+        r = prov_fail(PROV_ERR_POLICY,
+                      "%s is the CA's token ([ca] intermediate_key = %s): a device key is never "
+                      "made on the CA token, nor is it logged in to as a device",
+                      dev->name, cfg->ca_key);
+    }
+    return r;
+}
+
 /* How long until t, for a message: "12 days", "23 hours" (rounded down). */
 static void time_left(const ASN1_TIME *t, time_t now, char *buf, size_t len)
 {
@@ -769,6 +844,7 @@ int prov_ca_open(const struct prov_config *cfg, bool with_key, struct prov_ca **
 {
     struct prov_ca *ca = calloc(1, sizeof(*ca));
     char *path = NULL;
+    int lock_fd = -1;
     int r = PROV_ERR_NOMEM;
 
     *out = NULL;
@@ -801,12 +877,12 @@ int prov_ca_open(const struct prov_config *cfg, bool with_key, struct prov_ca **
         if (r < 0) {
             goto out;
         }
-        r = prov_ca_index_token_lock(ca->index);
+        r = prov_ca_index_token_lock(cfg->ca_dir, &lock_fd);
         if (r < 0) {
             goto out;
         }
         r = hsm_open(cfg, cfg->ca_key, cfg->ca_pin, "CA key", &k);
-        prov_ca_index_token_unlock(ca->index);
+        prov_ca_index_token_unlock(lock_fd);
         ca->dev = k.dev;
         ca->hsm_key = k.key;
         ca->key = k.pkey;

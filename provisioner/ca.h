@@ -33,6 +33,23 @@ int prov_ca_open(const struct prov_config *cfg, bool with_key, struct prov_ca **
 void prov_ca_close(struct prov_ca *ca);
 
 /*
+ * The CA's own token is never a device (no login as one, no key made on it). By the strings
+ * alone, before anything is opened: PROV_ERR_USAGE when device_uri names the token of [ca]
+ * intermediate_key (the backend's names_same_device). Nothing configured: 0.
+ */
+int prov_ca_check_device_uri(const struct prov_config *cfg, const char *device_uri);
+
+/*
+ * ...and by identity, once the device is open and before anyone logs in to it:
+ * PROV_ERR_POLICY when dev is the CA's token. The CA's identity comes from ca's open token,
+ * or (ca NULL) from opening the token of [ca] intermediate_key read-only, without a login;
+ * when that is not configured or not found, there is nothing to compare.
+ */
+struct prov_device;
+int prov_ca_check_device(const struct prov_config *cfg, const struct prov_ca *ca,
+                         struct prov_device *dev);
+
+/*
  * The intermediate's remaining life against the profiles: one finding in rep (certificate 0,
  * rule "lifetime") per profile of cfg whose days reach past the intermediate's notAfter at
  * now, because its certificates are then capped at that date. None once it has expired (the

@@ -433,24 +433,36 @@ void prov_ca_index_close(struct prov_ca_index *ix)
 }
 
 /* Byte 0 of the lock file: attempts lock their ids, which start at 1. */
-int prov_ca_index_token_lock(struct prov_ca_index *ix)
+int prov_ca_index_token_lock(const char *ca_dir, int *fd)
 {
     struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+    char *path = NULL;
+    int r = 0;
 
-    while (fcntl(ix->lock_fd, F_OFD_SETLKW, &fl) != 0) {
+    *fd = -1;
+    if (asprintf(&path, "%s/" PROV_CA_INDEX_FILE ".lock", ca_dir) < 0) {
+        return prov_fail(PROV_ERR_NOMEM, "CA index: out of memory");
+    }
+    *fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (*fd < 0) {
+        r = errno == ENOENT ? 0 : prov_fail(PROV_ERR_JOURNAL, "%s: %s", path, strerror(errno));
+    }
+    while (*fd >= 0 && fcntl(*fd, F_OFD_SETLKW, &fl) != 0) {
         if (errno != EINTR) {
-            return prov_fail(PROV_ERR_JOURNAL, "CA index %s.lock: cannot lock: %s", ix->path,
-                             strerror(errno));
+            r = prov_fail(PROV_ERR_JOURNAL, "%s: cannot lock: %s", path, strerror(errno));
+            close(*fd);
+            *fd = -1;
         }
     }
-    return 0;
+    free(path);
+    return r;
 }
 
-void prov_ca_index_token_unlock(struct prov_ca_index *ix)
+void prov_ca_index_token_unlock(int fd)
 {
-    struct flock fl = {.l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
-
-    fcntl(ix->lock_fd, F_OFD_SETLK, &fl);
+    if (fd >= 0) {
+        close(fd); /* releases the lock */
+    }
 }
 
 /* ---- the rules and issuance --------------------------------------------------------------- */

@@ -51,12 +51,14 @@ int prov_ca_index_open(const char *ca_dir, struct prov_ca_index **out);
 void prov_ca_index_close(struct prov_ca_index *ix);
 
 /*
- * Serializes opening the CA token (the login) across the processes that use this CA: waits
- * for byte 0 of <ca dir>/index.sqlite.lock. SoftHSM2 rewrites its token file on every
- * C_Login, and another process reading the token meanwhile finds no token (CKR_GENERAL_ERROR).
+ * Serializes opening the CA token (the login, or reading its identity) across the processes
+ * that use this CA: waits for byte 0 of <ca_dir>/index.sqlite.lock (made 0600 if missing).
+ * SoftHSM2 rewrites its token file on every C_Login, and another process reading the token
+ * meanwhile finds no token (CKR_GENERAL_ERROR). *fd is -1 when ca_dir does not exist (a
+ * device-side host: nothing to serialize with). unlock closes the descriptor; -1 is fine.
  */
-int prov_ca_index_token_lock(struct prov_ca_index *ix);
-void prov_ca_index_token_unlock(struct prov_ca_index *ix);
+int prov_ca_index_token_lock(const char *ca_dir, int *fd);
+void prov_ca_index_token_unlock(int fd);
 
 /* Who asks for a certificate, as the index records it and applies its rules (strings borrowed). */
 struct prov_ca_record {

@@ -20,6 +20,7 @@
 #include <openssl/rand.h>
 
 #include "backend.h"
+#include "ca.h"
 #include "chain.h"
 #include "csr.h"
 #include "error.h"
@@ -29,8 +30,13 @@
 
 #define KEY_ID_BYTES 16
 
-int prov_device_open_login(const struct prov_config *cfg, const char *uri, const char *pin_spec,
-                           const char *pin_what, bool read_only, struct prov_device **out)
+/*
+ * Opens the device and logs in. check_ca: a device for a device key, never the CA's token:
+ * refused by its identity before the login (prov_ca_check_device; ca may be NULL).
+ */
+static int open_login(const struct prov_config *cfg, bool check_ca, const struct prov_ca *ca,
+                      const char *uri, const char *pin_spec, const char *pin_what,
+                      bool read_only, struct prov_device **out)
 {
     struct prov_device_params params = {
         .module_path = cfg ? cfg->pkcs11_module : NULL,
@@ -48,6 +54,12 @@ int prov_device_open_login(const struct prov_config *cfg, const char *uri, const
     if (r < 0) {
         goto out;
     }
+    if (check_ca && cfg != NULL) {
+        r = prov_ca_check_device(cfg, ca, dev);
+        if (r < 0) {
+            goto out;
+        }
+    }
     if (pin_spec != NULL) {
         r = prov_secret_load(pin_spec, pin_what, &pin);
         if (r < 0) {
@@ -64,6 +76,19 @@ out:
     prov_secret_free(pin);
     prov_device_close(dev);
     return r;
+}
+
+int prov_device_open_login(const struct prov_config *cfg, const char *uri, const char *pin_spec,
+                           const char *pin_what, bool read_only, struct prov_device **out)
+{
+    return open_login(cfg, false, NULL, uri, pin_spec, pin_what, read_only, out);
+}
+
+int prov_device_open_for_key(const struct prov_config *cfg, const struct prov_ca *ca,
+                             const char *uri, const char *pin_spec, bool read_only,
+                             struct prov_device **out)
+{
+    return open_login(cfg, true, ca, uri, pin_spec, "device PIN", read_only, out);
 }
 
 int prov_check_key_protection(struct prov_key *key, const char *what)
@@ -313,6 +338,9 @@ int prov_enroll(const struct prov_config *cfg, struct prov_ca *ca,
     rq.record.device_uri = p->device_uri;
     rq.record.is_reissue = p->reissue || p->req.record.is_reissue;
     r = check_request(cfg, p, &type);
+    if (r == 0) {
+        r = prov_ca_check_device_uri(cfg, p->device_uri);
+    }
     if (r < 0) {
         goto out;
     }
@@ -346,8 +374,8 @@ int prov_enroll(const struct prov_config *cfg, struct prov_ca *ca,
     if (r < 0) {
         goto out;
     }
-    r = prov_device_open_login(cfg, p->device_uri, p->pin_spec ? p->pin_spec : cfg->device_pin,
-                               "device PIN", false, &dev);
+    r = open_login(cfg, true, ca, p->device_uri, p->pin_spec ? p->pin_spec : cfg->device_pin,
+                   "device PIN", false, &dev);
     if (r < 0) {
         goto out;
     }
@@ -482,12 +510,16 @@ int prov_enroll_csr(const struct prov_config *cfg, const struct prov_enroll_para
         return prov_fail(PROV_ERR_POLICY, "serial %s: key type %s not allowed by profile %s",
                          p->req.serial, prov_key_type_name(type), prof->name);
     }
+    r = prov_ca_check_device_uri(cfg, p->device_uri);
+    if (r < 0) {
+        goto out;
+    }
     r = prov_issue_subject(cfg, &p->req, &subject);
     if (r < 0) {
         goto out;
     }
-    r = prov_device_open_login(cfg, p->device_uri, p->pin_spec ? p->pin_spec : cfg->device_pin,
-                               "device PIN", false, &dev);
+    r = open_login(cfg, true, NULL, p->device_uri, p->pin_spec ? p->pin_spec : cfg->device_pin,
+                   "device PIN", false, &dev);
     if (r < 0) {
         goto out;
     }
@@ -556,12 +588,16 @@ int prov_install(const struct prov_config *cfg, const struct prov_install_params
                       "[provisioner] server_ca)", p->serial);
         goto out;
     }
+    r = prov_ca_check_device_uri(cfg, p->device_uri);
+    if (r < 0) {
+        goto out;
+    }
     r = preflight_storage(dir, &created_dir);
     if (r < 0) {
         goto out;
     }
-    r = prov_device_open_login(cfg, p->device_uri, p->pin_spec ? p->pin_spec : cfg->device_pin,
-                               "device PIN", false, &dev);
+    r = open_login(cfg, true, NULL, p->device_uri, p->pin_spec ? p->pin_spec : cfg->device_pin,
+                   "device PIN", false, &dev);
     if (r < 0) {
         goto out;
     }

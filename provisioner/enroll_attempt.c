@@ -151,8 +151,7 @@ static int settle(const struct prov_config *cfg, struct prov_ca *ca,
         goto out;
     }
     if (needs_device) {
-        r = prov_device_open_login(cfg, a->device_uri, pin[0] ? pin : NULL, "device PIN", false,
-                                   &dev);
+        r = prov_device_open_for_key(cfg, ca, a->device_uri, pin[0] ? pin : NULL, false, &dev);
         if (r < 0 && !is_own_device &&
             (r == PROV_ERR_NOT_FOUND || r == PROV_ERR_DEVICE_REMOVED)) {
             prov_warn("serial %s: enroll attempt %lld on %s was interrupted; the device is not "

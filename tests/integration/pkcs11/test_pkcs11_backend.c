@@ -156,6 +156,26 @@ static void test_handles(void **state)
     assert_false(prov_pkcs11_ops.handles(NULL));
 }
 
+/* What the URIs alone show about naming one token (the CA token check, provisioner/ca.c). */
+static void test_names_same_device(void **state)
+{
+    bool (*same)(const char *, const char *, const char *) = prov_pkcs11_ops.names_same_device;
+
+    assert_non_null(same);
+    assert_true(same("pkcs11:token=ca", "pkcs11:token=ca;object=intermediate", module));
+    assert_true(same("pkcs11:token=ca;manufacturer=SoftHSM%20project",
+                     "pkcs11:token=ca;object=intermediate", module));
+    assert_true(same("pkcs11:serial=0011", "pkcs11:token=ca;serial=0011;object=k", module));
+    /* a URI's module-path, else the default module */
+    assert_true(same("pkcs11:token=ca?module-path=/m.so", "pkcs11:token=ca", "/m.so"));
+    assert_false(same("pkcs11:token=ca?module-path=/other.so", "pkcs11:token=ca", "/m.so"));
+    /* nothing in common, or something that differs: cannot say they are one */
+    assert_false(same("pkcs11:serial=0011", "pkcs11:token=ca;object=intermediate", module));
+    assert_false(same("pkcs11:token=dev-1", "pkcs11:token=ca", module));
+    assert_false(same("pkcs11:token=ca;serial=0011", "pkcs11:token=ca;serial=0022", module));
+    assert_false(same("pkcs11:token=ca", "not a uri", module));
+}
+
 static void test_open_by_label_and_serial(void **state)
 {
     struct prov_device *dev = NULL, *again = NULL;
@@ -726,6 +746,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_handles),
+        cmocka_unit_test(test_names_same_device),
         cmocka_unit_test(test_open_by_label_and_serial),
         cmocka_unit_test(test_exact_match),
         cmocka_unit_test(test_not_found_and_ambiguous),
