@@ -5,7 +5,8 @@
 # issued, on real SoftHSM2 tokens:
 # - a serial certified by `enroll` is refused (exit 5) when enrolled again into other
 #   storage on another token, until --reissue, which supersedes the first certificate;
-# - `batch` refuses a row whose serial enroll or another lot certified, until --reissue;
+# - `batch` refuses a row whose serial enroll or another lot certified, until --reissue; a
+#   lot stopped between the index and its journal resumes, superseding in the index;
 # - a certificate signed before the storage write fails (a full disk) is recorded and shown;
 # - an interrupted enroll (test crash hooks, then SIGKILL at random instants) is settled by
 #   the next enroll of the serial or on the device: no orphan key, public key or certificate
@@ -81,6 +82,28 @@ printf 'serial,device,storage\nSN-LOT-1,pkcs11:token=dev-c,lot2-sn\n' >lot2.csv
 prov 1 batch lot2.csv --no-progress
 assert_grep lot2.results.csv '^SN-LOT-1,failed,.*already certified.*lot LOT-IT-1' "lot2: SN-LOT-1 refused"
 assert_eq "$(ids_on dev-c privkey | wc -l)" 2 "keys on dev-c after lot2 (SN-DUP, SN-LOT-1)"
+
+# A lot stopped right after a certificate reached the index, before its journal knew it: the
+# same command resumes the row, and its new certificate supersedes that one (the journal is
+# the authority within its lot).
+it_log "case 2b: a lot stopped between the CA index and its journal"
+printf 'serial,device\nSN-RES-1,pkcs11:token=dev-c\nSN-RES-2,pkcs11:token=dev-c\nSN-RES-3,pkcs11:token=dev-c\n' >resume.csv
+rc=0
+PROVISIONER_TEST_CRASH_AT=ca-issued:2 "$PROVISIONER" batch resume.csv --no-progress \
+    >"$WORK/log/resume-crash.out" 2>"$WORK/log/resume-crash.err" || rc=$?
+assert_eq "$rc" 137 "batch stopped by the crash hook"
+orphan=$(index_q "SELECT cert_serial FROM certificate WHERE serial = 'SN-RES-2'")
+[ -n "$orphan" ] || fail "the certificate signed before the stop is not in the CA index"
+prov 0 batch resume.csv --no-progress
+assert_eq "$(sqlite3 resume.journal.sqlite "SELECT count(*) FROM device WHERE state = 'proven'")" 3 \
+    "rows proven after the resume"
+assert_eq "$(index_q "SELECT status FROM certificate WHERE cert_serial = '$orphan'")" superseded \
+    "the certificate signed before the stop"
+for sn in SN-RES-1 SN-RES-2 SN-RES-3; do
+    assert_eq "$(index_q "SELECT cert_serial FROM certificate WHERE serial = '$sn' AND status = 'delivered'")" \
+        "$(sqlite3 resume.journal.sqlite "SELECT c.cert_serial FROM certificate c JOIN device d ON d.cert_id = c.id WHERE d.serial = '$sn'")" \
+        "$sn: the CA index's current certificate is the journal's"
+done
 
 # ---- 3. a full disk after signing: the certificate is recorded and shown ------------------
 it_log "case 3: storage on a full filesystem"
