@@ -153,9 +153,10 @@ static int settle(const struct prov_config *cfg, struct prov_ca *ca,
     if (needs_device) {
         r = prov_device_open_for_key(cfg, ca, a->device_uri, pin[0] ? pin : NULL, false, &dev);
         if (r < 0 && !is_own_device &&
-            (r == PROV_ERR_NOT_FOUND || r == PROV_ERR_DEVICE_REMOVED)) {
-            prov_warn("serial %s: enroll attempt %lld on %s was interrupted; the device is not "
-                      "here, so it is left for later: %s",
+            (r == PROV_ERR_NOT_FOUND || r == PROV_ERR_DEVICE_REMOVED ||
+             r == PROV_ERR_PIN_SOURCE)) {
+            prov_warn("serial %s: enroll attempt %lld on %s was interrupted; the device or its "
+                      "PIN is not here, so it is left for later: %s",
                       a->serial, a->id, a->device_uri, prov_error_message());
             prov_error_clear();
             r = 1;

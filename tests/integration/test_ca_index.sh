@@ -180,6 +180,20 @@ prov 0 enroll --serial SN-CRASH-3 --reissue --device pkcs11:token=dev-kill
 assert_eq "$(index_q "SELECT status FROM certificate WHERE serial = 'SN-CRASH-3' ORDER BY id")" \
     "$(printf 'superseded\nabandoned\ndelivered')" "SN-CRASH-3 after a completed reissue"
 
+it_log "case 4d: the serial enrolled on another device settles the interrupted attempt"
+rc=0
+PROVISIONER_TEST_CRASH_AT=ca-issued:1 "$PROVISIONER" enroll --serial SN-CRASH-4 \
+    --device pkcs11:token=dev-kill >"$WORK/log/crash4.out" 2>"$WORK/log/crash4.err" || rc=$?
+assert_eq "$rc" 137 "enroll stopped by the crash hook"
+crash4=$(index_q "SELECT cert_serial FROM certificate WHERE serial = 'SN-CRASH-4'")
+# its device is opened with the PIN source that attempt was given ([provisioner] device_pin)
+prov 0 enroll --serial SN-CRASH-4 --device pkcs11:token=dev-b
+assert_eq "$(index_q "SELECT status FROM certificate WHERE cert_serial = '$crash4'")" abandoned \
+    "the interrupted certificate after the serial was enrolled on another device"
+assert_eq "$(ids_on dev-kill privkey)" \
+    "$(storage_ids devices/SN-NEXT-0 devices/SN-CRASH-1 devices/SN-CRASH-2 devices/SN-CRASH-3)" \
+    "keys on dev-kill: the interrupted attempt's key deleted"
+
 # ---- 5. SIGKILL at random instants -------------------------------------------------------
 # SoftHSM2 2.6.1 rewrites token.object in place on C_Login; a SIGKILL in that window empties
 # it (the token is gone), which no real token suffers from a host process being killed.
