@@ -54,8 +54,9 @@ void prov_ca_index_close(struct prov_ca_index *ix);
  * Serializes opening the CA token (the login, or reading its identity) across the processes
  * that use this CA: waits for byte 0 of <ca_dir>/index.sqlite.lock (made 0600 if missing).
  * SoftHSM2 rewrites its token file on every C_Login, and another process reading the token
- * meanwhile finds no token (CKR_GENERAL_ERROR). *fd is -1 when ca_dir does not exist (a
- * device-side host: nothing to serialize with). unlock closes the descriptor; -1 is fine.
+ * meanwhile finds no token (CKR_GENERAL_ERROR). *fd is -1 when the lock file cannot be
+ * opened (no CA directory here, or one this user may not write: a device-side host, where
+ * nobody logs in to the CA token); then nothing is locked. unlock closes; -1 is fine.
  */
 int prov_ca_index_token_lock(const char *ca_dir, int *fd);
 void prov_ca_index_token_unlock(int fd);
