@@ -131,6 +131,11 @@ static int validate_against_config(void *ctx, struct prov_manifest_parser *p,
     if (is_bad(row, PROV_COL_PROFILE)) {
         return 0; /* the profile's own finding says it; nothing below can be judged */
     }
+    /* The CA's own token is never a device (its identity is checked again when opened). */
+    if (prov_ca_check_device_uri(b->cfg, row->value[PROV_COL_DEVICE]) < 0) {
+        prov_manifest_report(p, &row->pos[PROV_COL_DEVICE], "%s", prov_error_message());
+        prov_error_clear();
+    }
     if (prof == NULL) {
         prov_manifest_report(p, at, "profile \"%s\": not in %s (no [profile_%s] section)", pname,
                              b->cfg->path, pname);

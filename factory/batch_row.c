@@ -17,6 +17,7 @@
 
 #include "backend.h"
 #include "batch_internal.h"
+#include "ca_index.h"
 #include "chain.h"
 #include "connect.h"
 #include "enroll.h"
@@ -94,6 +95,10 @@ void batch_request(const struct batch *b, const struct prov_manifest_row *row,
     rq->vars.x_names = row->x_names;
     rq->vars.x_values = row->x_values;
     rq->vars.n_x = row->n_x;
+    /* The CA index leaves this lot's serials to its journal (provisioner/ca_index.h). */
+    rq->record.issued_by = "batch";
+    rq->record.lot = b->lot;
+    rq->record.journal = prov_journal_path(b->journal);
 }
 
 char *batch_storage_dir(const struct prov_config *cfg, const struct prov_manifest_row *row)
@@ -354,7 +359,7 @@ static int delete_key_by_id(struct row_ctx *c, const char *device_uri, const uns
     char hex[2 * PROV_JOURNAL_KEY_ID_MAX + 1];
     int r;
 
-    r = prov_device_open_login(c->b->cfg, device_uri, pin_spec(c), "device PIN", false, &dev);
+    r = prov_device_open_for_key(c->b->cfg, c->b->ca, device_uri, pin_spec(c), false, &dev);
     if (r < 0) {
         return r;
     }
@@ -517,6 +522,10 @@ static int prove_written(struct row_ctx *c, X509 *cert, const char *key_uri, boo
     const char *url = c->b->opts->prove_url;
     int r = verify_written(c, cert, key_uri, is_just_written);
 
+    /* The identity is in its storage: the CA index counts the certificate delivered. */
+    if (r == 0) {
+        r = prov_ca_index_delivered(c->b->ca->index, cert);
+    }
     if (r == 0 && url != NULL && !is_connected) {
         r = connect_from_journal(c);
     }
@@ -894,7 +903,7 @@ static int do_row(struct row_ctx *c, enum batch_status *st)
      * What a killed run left in the storage directory (temp files, the pre-check's probe)
      * goes with the first run that comes back to the row, whatever the row then needs.
      */
-    prov_storage_remove_stale(c->dir);
+    prov_storage_remove_temp_files(c->dir);
     r = prov_journal_get(c->b->journal, c->b->lot_id, c->serial, &c->d);
     if (r == 0 && c->e->is_reissue) {
         r = maybe_supersede(c);

@@ -466,6 +466,11 @@ int prov_journal_open_shared(const char *path, struct prov_journal **out)
     return journal_open(path, true, LOCK_SH, out);
 }
 
+const char *prov_journal_path(const struct prov_journal *j)
+{
+    return j != NULL ? j->path : NULL;
+}
+
 void prov_journal_close(struct prov_journal *j)
 {
     if (j == NULL) {

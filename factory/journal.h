@@ -102,6 +102,9 @@ int prov_journal_open_shared(const char *path, struct prov_journal **out);
 /* Accepts NULL. */
 void prov_journal_close(struct prov_journal *j);
 
+/* The path it was opened with; NULL for NULL. The CA index names a lot's journal by it. */
+const char *prov_journal_path(const struct prov_journal *j);
+
 /* The lot called name (created with its manifest path when new); *lot_id gets its id. */
 int prov_journal_lot(struct prov_journal *j, const char *name, const char *manifest,
                      long long *lot_id);

@@ -160,6 +160,10 @@ static int identify(struct station *s, struct prov_station_result *res, bool is_
     int r;
 
     r = open_waiting(s, res->device_uri, &params, &dev);
+    /* The CA's own token is never a device: refused before a row is claimed for it. */
+    if (r == 0) {
+        r = prov_ca_check_device(s->cfg, NULL, dev);
+    }
     if (r == 0) {
         r = dev->ops->identity(dev, ident, sizeof(ident));
     }

@@ -140,6 +140,15 @@ struct prov_backend_ops {
     /* A stable identity of the device (token serial, TPM EK digest) for station matching. */
     int (*identity)(struct prov_device *dev, char *buf, size_t len);
 
+    /*
+     * Optional (NULL: cannot tell). Whether two device strings of this backend name the same
+     * device as far as the strings alone show: for PKCS#11, the same module (default_module
+     * for a URI without module-path) and no token attribute that both give differs, with at
+     * least one given by both. Used to refuse the CA's own token as a device before anything
+     * is opened; the opened devices' identities decide the rest.
+     */
+    bool (*names_same_device)(const char *a, const char *b, const char *default_module);
+
     /* Generates a signing-only, non-extractable key on the device (SPEC §4). */
     int (*generate_key)(struct prov_device *dev, const struct prov_keygen_params *params,
                         struct prov_key **out);

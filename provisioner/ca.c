@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -676,10 +677,174 @@ out:
     return r;
 }
 
+int prov_ca_check_device_uri(const struct prov_config *cfg, const char *device_uri)
+{
+    const struct prov_backend_ops *ops = device_uri ? prov_backend_for(device_uri) : NULL;
+
+    if (cfg->ca_key == NULL || ops == NULL || ops != prov_backend_for(cfg->ca_key) ||
+        ops->names_same_device == NULL ||
+        !ops->names_same_device(device_uri, cfg->ca_key, cfg->pkcs11_module)) {
+        return 0;
+    }
+    return prov_fail(PROV_ERR_USAGE,
+                     "device %s names the CA's token ([ca] intermediate_key = %s): a device key "
+                     "is never made on the CA token",
+                     device_uri, cfg->ca_key);
+}
+
+/* The identity of the CA's token, read without a login; "" when there is none to read. */
+static int ca_token_identity(const struct prov_config *cfg, const struct prov_ca *ca,
+                             const struct prov_backend_ops **ops, char *buf, size_t len)
+{
+    struct prov_device_params params = {.module_path = cfg->pkcs11_module, .read_only = true};
+    struct prov_device *dev = NULL;
+    int lock_fd = -1;
+    int r;
+
+    buf[0] = '\0';
+    *ops = NULL;
+    if (ca != NULL && ca->dev != NULL) {
+        *ops = ca->dev->ops;
+        return ca->dev->ops->identity(ca->dev, buf, len);
+    }
+    if (cfg->ca_key == NULL) {
+        return 0;
+    }
+    r = prov_ca_index_token_lock(cfg->ca_dir, &lock_fd);
+    if (r == 0) {
+        r = prov_device_open(cfg->ca_key, &params, &dev);
+        if (r == 0) {
+            *ops = dev->ops;
+            r = dev->ops->identity(dev, buf, len);
+        } else if (r == PROV_ERR_NOT_FOUND) {
+            prov_error_clear(); /* not on this host: it cannot be the device */
+            r = 0;
+        }
+    }
+    prov_device_close(dev);
+    prov_ca_index_token_unlock(lock_fd);
+    return r;
+}
+
+int prov_ca_check_device(const struct prov_config *cfg, const struct prov_ca *ca,
+                         struct prov_device *dev)
+{
+    const struct prov_backend_ops *ca_ops = NULL;
+    char ca_ident[256];
+    char ident[256];
+    int r;
+
+    /* Another kind of device (a TPM) cannot be the CA's token: nothing to open for it. */
+    if (cfg->ca_key == NULL || prov_backend_for(cfg->ca_key) != dev->ops) {
+        return 0;
+    }
+    r = ca_token_identity(cfg, ca, &ca_ops, ca_ident, sizeof(ca_ident));
+    if (r < 0 || ca_ops != dev->ops || ca_ident[0] == '\0') {
+        return r;
+    }
+    r = dev->ops->identity(dev, ident, sizeof(ident));
+    if (r == 0 && strcmp(ident, ca_ident) == 0) {
+        r = prov_fail(PROV_ERR_POLICY,
+                      "%s is the CA's token ([ca] intermediate_key = %s): a device key is never "
+                      "made on the CA token, nor is it logged in to as a device",
+                      dev->name, cfg->ca_key);
+    }
+    return r;
+}
+
+/* How long until t, for a message: "12 days", "23 hours" (rounded down). */
+static void time_left(const ASN1_TIME *t, time_t now, char *buf, size_t len)
+{
+    ASN1_TIME *from = ASN1_TIME_set(NULL, now);
+    int days = 0;
+    int secs = 0;
+
+    if (from == NULL || ASN1_TIME_diff(&days, &secs, from, t) != 1) {
+        days = secs = 0;
+    }
+    ASN1_TIME_free(from);
+    if (days > 0 || secs < 0) {
+        snprintf(buf, len, "%d day%s", days, days == 1 ? "" : "s");
+    } else {
+        snprintf(buf, len, "%d hour%s", secs / 3600, secs / 3600 == 1 ? "" : "s");
+    }
+}
+
+int prov_ca_lint_lifetime(const struct prov_config *cfg, const struct prov_ca *ca, time_t now,
+                          struct prov_chain_report *rep)
+{
+    const ASN1_TIME *end = X509_get0_notAfter(ca->cert);
+    struct prov_cert_facts f;
+    int r;
+
+    if (X509_cmp_time(end, &now) <= 0) {
+        return 0; /* expired: the chain rules' "validity" says so */
+    }
+    r = prov_cert_facts(ca->cert, &f);
+    for (size_t i = 0; r == 0 && i < cfg->n_profiles; i++) {
+        const struct prov_profile *p = &cfg->profiles[i];
+        time_t until = now;
+        ASN1_TIME *want = X509_time_adj_ex(NULL, p->days, 0, &until);
+
+        if (want == NULL) {
+            return prov_fail_ossl(PROV_ERR_NOMEM, "CA lifetime check: out of memory");
+        }
+        if (ASN1_TIME_compare(want, end) > 0) {
+            char left[32];
+
+            time_left(end, now, left, sizeof(left));
+            r = prov_chain_report_add(rep, ca->chain, 0, "lifetime",
+                                      "expires %s (%s left), before the %d days of profile %s: "
+                                      "its certificates are capped at that date",
+                                      f.not_after, left, p->days, p->name);
+        }
+        ASN1_TIME_free(want);
+    }
+    return r;
+}
+
+/*
+ * A CA that cannot issue now is refused before its token is opened (no PIN is spent, no row
+ * of a lot starts): every certificate of its chain must be valid at now. What can still be
+ * issued, but capped, is a warning (prov_ca_lint_lifetime).
+ */
+static int check_issuing_time(const struct prov_config *cfg, const struct prov_ca *ca,
+                              const char *path, time_t now)
+{
+    struct prov_chain_report rep = {0};
+    int r = 0;
+
+    for (int i = 0; i < sk_X509_num(ca->chain); i++) {
+        X509 *cert = sk_X509_value(ca->chain, i);
+        const char *role = i == sk_X509_num(ca->chain) - 1 ? "root" : "intermediate";
+        bool is_early = X509_cmp_time(X509_get0_notBefore(cert), &now) > 0;
+        struct prov_cert_facts f;
+
+        if (!is_early && X509_cmp_time(X509_get0_notAfter(cert), &now) > 0) {
+            continue;
+        }
+        r = prov_cert_facts(cert, &f);
+        if (r == 0) {
+            r = prov_fail(PROV_ERR_POLICY,
+                          "%s: the %s %s %s %s; nothing can be issued with this CA", path, role,
+                          f.subject, is_early ? "is not valid before" : "expired at",
+                          is_early ? f.not_before : f.not_after);
+        }
+        return r;
+    }
+    r = prov_ca_lint_lifetime(cfg, ca, now, &rep);
+    for (size_t i = 0; r == 0 && i < rep.n; i++) {
+        prov_warn("%s: the intermediate %s %s", path, rep.items[i].subject, rep.items[i].detail);
+    }
+    prov_chain_report_free(&rep);
+    return r;
+}
+
 int prov_ca_open(const struct prov_config *cfg, bool with_key, struct prov_ca **out)
 {
     struct prov_ca *ca = calloc(1, sizeof(*ca));
     char *path = NULL;
+    int lock_fd = -1;
     int r = PROV_ERR_NOMEM;
 
     *out = NULL;
@@ -703,7 +868,21 @@ int prov_ca_open(const struct prov_config *cfg, bool with_key, struct prov_ca **
             r = prov_fail(PROV_ERR_CONFIG, "%s: [ca] intermediate_key is not set", cfg->path);
             goto out;
         }
+        r = check_issuing_time(cfg, ca, path, time(NULL));
+        if (r < 0) {
+            goto out;
+        }
+        /* Whatever it signs is recorded there first (issue.c): no index, no issuing. */
+        r = prov_ca_index_open(cfg->ca_dir, &ca->index);
+        if (r < 0) {
+            goto out;
+        }
+        r = prov_ca_index_token_lock(cfg->ca_dir, &lock_fd);
+        if (r < 0) {
+            goto out;
+        }
         r = hsm_open(cfg, cfg->ca_key, cfg->ca_pin, "CA key", &k);
+        prov_ca_index_token_unlock(lock_fd);
         ca->dev = k.dev;
         ca->hsm_key = k.key;
         ca->key = k.pkey;
@@ -730,6 +909,7 @@ void prov_ca_close(struct prov_ca *ca)
     if (ca == NULL) {
         return;
     }
+    prov_ca_index_close(ca->index);
     EVP_PKEY_free(ca->key);
     prov_key_free(ca->hsm_key);
     prov_device_close(ca->dev);

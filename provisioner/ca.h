@@ -3,6 +3,7 @@
 #define PROV_CA_H
 
 #include <stdbool.h>
+#include <time.h>
 
 #include "config.h"
 #include "issue.h"
@@ -24,9 +25,39 @@ int prov_ca_init(const struct prov_config *cfg, const struct prov_ca_init_opts *
  * Opens the CA: reads chain.pem from cfg->ca_dir and, when with_key, opens the HSM token,
  * logs in with cfg->ca_pin and finds the intermediate key, refusing a key that is
  * extractable or not sensitive (PROV_ERR_POLICY) or that does not match the certificate.
+ * With with_key, a chain with a certificate that is expired or not yet valid is refused
+ * first (PROV_ERR_POLICY, before the token is opened), and every "lifetime" finding of
+ * prov_ca_lint_lifetime is a warning.
  */
 int prov_ca_open(const struct prov_config *cfg, bool with_key, struct prov_ca **out);
 void prov_ca_close(struct prov_ca *ca);
+
+/*
+ * The CA's own token is never a device (no login as one, no key made on it). By the strings
+ * alone, before anything is opened: PROV_ERR_USAGE when device_uri names the token of [ca]
+ * intermediate_key (the backend's names_same_device). Nothing configured: 0.
+ */
+int prov_ca_check_device_uri(const struct prov_config *cfg, const char *device_uri);
+
+/*
+ * ...and by identity, once the device is open and before anyone logs in to it:
+ * PROV_ERR_POLICY when dev is the CA's token. The CA's identity comes from ca's open token,
+ * or (ca NULL) from opening the token of [ca] intermediate_key read-only, without a login;
+ * when that is not configured or not found, there is nothing to compare.
+ */
+struct prov_device;
+int prov_ca_check_device(const struct prov_config *cfg, const struct prov_ca *ca,
+                         struct prov_device *dev);
+
+/*
+ * The intermediate's remaining life against the profiles: one finding in rep (certificate 0,
+ * rule "lifetime") per profile of cfg whose days reach past the intermediate's notAfter at
+ * now, because its certificates are then capped at that date. None once it has expired (the
+ * chain rules report that as "validity").
+ */
+struct prov_chain_report;
+int prov_ca_lint_lifetime(const struct prov_config *cfg, const struct prov_ca *ca, time_t now,
+                          struct prov_chain_report *rep);
 
 /*
  * Lints the extensions a CA certificate carries against what strict verifiers require;

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "chain.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -87,14 +88,15 @@ int prov_chain_load_pem_buf(const unsigned char *buf, size_t len, STACK_OF(X509)
     return load_pem(buf, len, "chain", out);
 }
 
-int prov_chain_load_pem(const char *path, STACK_OF(X509) **out)
+/* The whole file, at most CHAIN_MAX_BYTES + 1 bytes (load_pem refuses more). */
+static int read_chain_file(const char *path, unsigned char **out, size_t *out_len)
 {
     FILE *f = NULL;
     unsigned char *buf = NULL;
-    size_t len;
     int r = PROV_ERR_IO;
 
     *out = NULL;
+    *out_len = 0;
     f = fopen(path, "rb");
     if (f == NULL) {
         return prov_fail(PROV_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
@@ -104,15 +106,32 @@ int prov_chain_load_pem(const char *path, STACK_OF(X509) **out)
         r = prov_fail(PROV_ERR_NOMEM, "%s: out of memory", path);
         goto out;
     }
-    len = fread(buf, 1, CHAIN_MAX_BYTES + 1, f);
+    *out_len = fread(buf, 1, CHAIN_MAX_BYTES + 1, f);
     if (ferror(f)) {
         r = prov_fail(PROV_ERR_IO, "%s: cannot read: %s", path, strerror(errno));
         goto out;
     }
-    r = load_pem(buf, len, path, out);
+    *out = buf;
+    buf = NULL;
+    r = 0;
 out:
     free(buf);
     fclose(f);
+    return r;
+}
+
+int prov_chain_load_pem(const char *path, STACK_OF(X509) **out)
+{
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    int r;
+
+    *out = NULL;
+    r = read_chain_file(path, &buf, &len);
+    if (r == 0) {
+        r = load_pem(buf, len, path, out);
+    }
+    free(buf);
     return r;
 }
 
@@ -136,21 +155,18 @@ static char *one_line_subject(X509 *cert)
     return s;
 }
 
-static int add_finding(struct prov_chain_report *rep, STACK_OF(X509) *chain, int index,
-                       const char *rule, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
+static int add_finding_v(struct prov_chain_report *rep, STACK_OF(X509) *chain, int index,
+                         const char *rule, const char *fmt, va_list ap)
+    __attribute__((format(printf, 5, 0)));
 
-static int add_finding(struct prov_chain_report *rep, STACK_OF(X509) *chain, int index,
-                       const char *rule, const char *fmt, ...)
+static int add_finding_v(struct prov_chain_report *rep, STACK_OF(X509) *chain, int index,
+                         const char *rule, const char *fmt, va_list ap)
 {
     struct prov_chain_finding *items;
     struct prov_chain_finding f = {.index = index, .rule = rule};
-    va_list ap;
     int n;
 
-    va_start(ap, fmt);
     n = vasprintf(&f.detail, fmt, ap);
-    va_end(ap);
     if (n < 0) {
         return prov_fail(PROV_ERR_NOMEM, "chain check: out of memory");
     }
@@ -166,6 +182,34 @@ static int add_finding(struct prov_chain_report *rep, STACK_OF(X509) *chain, int
     rep->items = items;
     rep->items[rep->n++] = f;
     return 0;
+}
+
+static int add_finding(struct prov_chain_report *rep, STACK_OF(X509) *chain, int index,
+                       const char *rule, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+static int add_finding(struct prov_chain_report *rep, STACK_OF(X509) *chain, int index,
+                       const char *rule, const char *fmt, ...)
+{
+    va_list ap;
+    int r;
+
+    va_start(ap, fmt);
+    r = add_finding_v(rep, chain, index, rule, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+int prov_chain_report_add(struct prov_chain_report *rep, STACK_OF(X509) *chain, int index,
+                          const char *rule, const char *fmt, ...)
+{
+    va_list ap;
+    int r;
+
+    va_start(ap, fmt);
+    r = add_finding_v(rep, chain, index, rule, fmt, ap);
+    va_end(ap);
+    return r;
 }
 
 /* Is there a finding of rule (since from) on certificate index; index ANY_INDEX: on any. */
@@ -195,6 +239,169 @@ void prov_chain_report_free(struct prov_chain_report *rep)
     free(rep->items);
     rep->items = NULL;
     rep->n = 0;
+}
+
+/* ---- chain files in any form (chain verify) ------------------------------------------------ */
+
+static bool is_blank(const unsigned char *buf, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (!isspace(buf[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* DER certificates back to back; the reason in why (no path) when it is not that. */
+static int load_der(const unsigned char *buf, size_t len, STACK_OF(X509) **out, char *why,
+                    size_t why_len)
+{
+    STACK_OF(X509) *certs = sk_X509_new_null();
+    const unsigned char *p = buf;
+    int r = PROV_ERR_INPUT;
+
+    *out = NULL;
+    if (certs == NULL) {
+        return prov_fail(PROV_ERR_NOMEM, "chain: out of memory");
+    }
+    while (p < buf + len) {
+        const unsigned char *start = p;
+        X509 *cert = d2i_X509(NULL, &p, (long)(buf + len - start));
+
+        if (cert == NULL) {
+            size_t rest = (size_t)(buf + len - start);
+
+            if (start == buf) {
+                snprintf(why, why_len, "DER data (%zu bytes), but not a certificate", len);
+            } else {
+                snprintf(why, why_len, "DER certificate %d is followed by %zu bytes that are "
+                         "not a certificate", sk_X509_num(certs) - 1, rest);
+            }
+            ERR_clear_error();
+            goto out;
+        }
+        if (sk_X509_push(certs, cert) <= 0) {
+            X509_free(cert);
+            r = prov_fail(PROV_ERR_NOMEM, "chain: out of memory");
+            goto out;
+        }
+    }
+    *out = certs;
+    certs = NULL;
+    r = 0;
+out:
+    sk_X509_pop_free(certs, X509_free);
+    return r;
+}
+
+/* What a file that is neither PEM nor DER holds, for the finding: its start, made printable. */
+static void describe_other(const unsigned char *buf, size_t len, char *why, size_t why_len)
+{
+    char text[40];
+    size_t n = 0;
+    size_t printable = 0;
+
+    for (size_t i = 0; i < len && i < 256; i++) {
+        printable += buf[i] == '\t' || buf[i] == '\n' || buf[i] == '\r' ||
+                     (buf[i] >= 0x20 && buf[i] < 0x7f);
+    }
+    if (printable < (len < 256 ? len : 256)) {
+        snprintf(why, why_len, "neither PEM nor DER: %zu bytes of binary data starting %02x %02x",
+                 len, buf[0], len > 1 ? buf[1] : 0);
+        return;
+    }
+    while (n < len && n + 1 < sizeof(text) && buf[n] != '\n' && buf[n] != '\r') {
+        text[n] = buf[n] == '\t' ? ' ' : (char)buf[n];
+        n++;
+    }
+    text[n] = '\0';
+    snprintf(why, why_len, "neither PEM nor DER: text starting \"%s%s\"", text,
+             n < len && buf[n] != '\n' && buf[n] != '\r' ? "..." : "");
+}
+
+/*
+ * The recorded reason without its leading "PATH: ": a finding on a file is printed after the
+ * file's name already.
+ */
+static const char *reason_without(const char *path, const char *fallback)
+{
+    const char *msg = prov_error_message();
+    size_t skip = strlen(path);
+
+    if (msg == NULL) {
+        return fallback;
+    }
+    if (strncmp(msg, path, skip) == 0 && strncmp(msg + skip, ": ", 2) == 0) {
+        msg += skip + 2;
+    }
+    return msg;
+}
+
+static int load_any(const unsigned char *buf, size_t len, const char *path, STACK_OF(X509) **out,
+                    struct prov_chain_report *rep)
+{
+    static const char begin[] = "-----BEGIN ";
+    char why[160];
+    int r;
+
+    *out = NULL;
+    if (len == 0) {
+        r = add_finding(rep, NULL, -1, "empty", "the file is empty (0 bytes)");
+        return r < 0 ? r : PROV_ERR_VERIFY;
+    }
+    if (is_blank(buf, len)) {
+        r = add_finding(rep, NULL, -1, "empty",
+                        "the file holds only whitespace (%zu bytes), no certificate", len);
+        return r < 0 ? r : PROV_ERR_VERIFY;
+    }
+    if (memmem(buf, len, begin, sizeof(begin) - 1) != NULL) {
+        r = load_pem(buf, len, path, out);
+        if (r != PROV_ERR_INPUT) {
+            return r;
+        }
+        r = add_finding(rep, NULL, -1, "parse", "%s", reason_without(path, "not a PEM chain"));
+        return r < 0 ? r : PROV_ERR_VERIFY;
+    }
+    if (len > CHAIN_MAX_BYTES) {
+        snprintf(why, sizeof(why), "too large for a chain (more than %d bytes)", CHAIN_MAX_BYTES);
+        r = PROV_ERR_INPUT;
+    } else if (buf[0] == 0x30) {
+        r = load_der(buf, len, out, why, sizeof(why));
+    } else {
+        describe_other(buf, len, why, sizeof(why));
+        r = PROV_ERR_INPUT;
+    }
+    if (r == PROV_ERR_INPUT) {
+        r = add_finding(rep, NULL, -1, "parse", "%s", why);
+        return r < 0 ? r : PROV_ERR_VERIFY;
+    }
+    return r;
+}
+
+int prov_chain_load_any_buf(const unsigned char *buf, size_t len, STACK_OF(X509) **out,
+                            struct prov_chain_report *rep)
+{
+    return load_any(buf, len, "chain", out, rep);
+}
+
+int prov_chain_load_file(const char *path, STACK_OF(X509) **out, struct prov_chain_report *rep)
+{
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    int r;
+
+    *out = NULL;
+    r = read_chain_file(path, &buf, &len);
+    if (r == PROV_ERR_IO) {
+        r = add_finding(rep, NULL, -1, "parse", "%s", reason_without(path, "cannot read"));
+        return r < 0 ? r : PROV_ERR_VERIFY;
+    }
+    if (r == 0) {
+        r = load_any(buf, len, path, out, rep);
+    }
+    free(buf);
+    return r;
 }
 
 /* ---- the rules --------------------------------------------------------------------------- */
@@ -772,6 +979,14 @@ out:
     X509_STORE_free(store);
     sk_X509_free(untrusted);
     return r;
+}
+
+enum prov_chain_purpose prov_chain_purpose_of(STACK_OF(X509) *chain)
+{
+    X509 *first = sk_X509_num(chain) > 0 ? sk_X509_value(chain, 0) : NULL;
+
+    return first != NULL && (X509_get_extension_flags(first) & EXFLAG_CA) ? PROV_PURPOSE_ANY
+                                                                           : PROV_PURPOSE_CLIENT;
 }
 
 /*

@@ -49,6 +49,18 @@ int prov_chain_load_pem(const char *path, STACK_OF(X509) **out);
 int prov_chain_load_pem_buf(const unsigned char *buf, size_t len, STACK_OF(X509) **out);
 
 /*
+ * Reads a chain file as `chain verify` takes it: PEM (text around the blocks is fine) or DER
+ * (one certificate, or several back to back). A file that yields no certificate is reported
+ * as one finding on the file as a whole (index -1) that says what the file holds, without
+ * repeating its path: rule "empty" for an empty or blank file, "parse" for anything else (an
+ * unreadable file, a PEM block that is not a certificate, DER that is not one, other data).
+ * Returns 0, PROV_ERR_VERIFY with that finding in rep, or PROV_ERR_NOMEM.
+ */
+int prov_chain_load_file(const char *path, STACK_OF(X509) **out, struct prov_chain_report *rep);
+int prov_chain_load_any_buf(const unsigned char *buf, size_t len, STACK_OF(X509) **out,
+                            struct prov_chain_report *rep);
+
+/*
  * Checks chain (leaf first) by every rule, collecting all findings into rep. trust (may be
  * NULL) are extra anchors. now is the check time. Returns 0 when there are no findings,
  * PROV_ERR_VERIFY when there are, another error on failure to check.
@@ -57,6 +69,22 @@ int prov_chain_verify(STACK_OF(X509) *chain, STACK_OF(X509) *trust,
                       enum prov_chain_purpose purpose, time_t now, struct prov_chain_report *rep);
 
 void prov_chain_report_free(struct prov_chain_report *rep);
+
+/*
+ * Adds a finding of another check on the same certificates (`ca show` adds its own lint):
+ * certificate index in chain (its subject is taken from there), a rule name, the detail.
+ */
+int prov_chain_report_add(struct prov_chain_report *rep, STACK_OF(X509) *chain, int index,
+                          const char *rule, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+/*
+ * The purpose to check a chain for when the caller names none (`chain verify` without
+ * --purpose): a chain whose first certificate is a CA (basicConstraints CA:TRUE, such as a CA
+ * directory's chain.pem) is checked as CA certificates, by the CA rules and no TLS purpose
+ * (PROV_PURPOSE_ANY); any other chain as a device's (PROV_PURPOSE_CLIENT).
+ */
+enum prov_chain_purpose prov_chain_purpose_of(STACK_OF(X509) *chain);
 
 /* Writes certificates as concatenated PEM to a memory buffer (caller frees). */
 int prov_chain_to_pem(STACK_OF(X509) *certs, char **out, size_t *out_len);

@@ -20,6 +20,7 @@
 #include <openssl/rand.h>
 
 #include "backend.h"
+#include "ca.h"
 #include "chain.h"
 #include "csr.h"
 #include "error.h"
@@ -30,8 +31,13 @@
 
 #define KEY_ID_BYTES 16
 
-int prov_device_open_login(const struct prov_config *cfg, const char *uri, const char *pin_spec,
-                           const char *pin_what, bool read_only, struct prov_device **out)
+/*
+ * Opens the device and logs in. check_ca: a device for a device key, never the CA's token:
+ * refused by its identity before the login (prov_ca_check_device; ca may be NULL).
+ */
+static int open_login(const struct prov_config *cfg, bool check_ca, const struct prov_ca *ca,
+                      const char *uri, const char *pin_spec, const char *pin_what,
+                      bool read_only, struct prov_device **out)
 {
     struct prov_device_params params = {
         .module_path = cfg ? cfg->pkcs11_module : NULL,
@@ -49,6 +55,12 @@ int prov_device_open_login(const struct prov_config *cfg, const char *uri, const
     if (r < 0) {
         goto out;
     }
+    if (check_ca && cfg != NULL) {
+        r = prov_ca_check_device(cfg, ca, dev);
+        if (r < 0) {
+            goto out;
+        }
+    }
     if (pin_spec != NULL) {
         r = prov_secret_load(pin_spec, pin_what, &pin);
         if (r < 0) {
@@ -65,6 +77,19 @@ out:
     prov_secret_free(pin);
     prov_device_close(dev);
     return r;
+}
+
+int prov_device_open_login(const struct prov_config *cfg, const char *uri, const char *pin_spec,
+                           const char *pin_what, bool read_only, struct prov_device **out)
+{
+    return open_login(cfg, false, NULL, uri, pin_spec, pin_what, read_only, out);
+}
+
+int prov_device_open_for_key(const struct prov_config *cfg, const struct prov_ca *ca,
+                             const char *uri, const char *pin_spec, bool read_only,
+                             struct prov_device **out)
+{
+    return open_login(cfg, true, ca, uri, pin_spec, "device PIN", read_only, out);
 }
 
 /* A signal asked to stop (interrupt.h): PROV_ERR_INTERRUPTED naming the serial and the step. */
@@ -185,7 +210,7 @@ static int preflight_storage(const char *dir, bool *created)
     *created = stat(dir, &st) < 0;
     /* a probe or temp file an earlier, killed run left here goes now, not in a later run */
     if (!*created) {
-        prov_storage_remove_stale(dir);
+        prov_storage_remove_temp_files(dir);
     }
     r = prov_storage_mkdirs(dir);
     if (r < 0) {
@@ -328,6 +353,7 @@ int prov_enroll(const struct prov_config *cfg, struct prov_ca *ca,
                 const struct prov_enroll_params *p, struct prov_enroll_result *res)
 {
     enum prov_key_type type = PROV_KEY_NONE;
+    struct prov_request rq = p->req;
     struct prov_device *dev = NULL;
     struct prov_key *key = NULL;
     X509_NAME *subject = NULL;
@@ -341,7 +367,13 @@ int prov_enroll(const struct prov_config *cfg, struct prov_ca *ca,
     int r;
 
     memset(res, 0, sizeof(*res));
+    /* What the CA index records with the certificate, and whether it may supersede one. */
+    rq.record.device_uri = p->device_uri;
+    rq.record.is_reissue = p->reissue || p->req.record.is_reissue;
     r = check_request(cfg, p, &type);
+    if (r == 0) {
+        r = prov_ca_check_device_uri(cfg, p->device_uri);
+    }
     if (r < 0) {
         goto out;
     }
@@ -364,7 +396,14 @@ int prov_enroll(const struct prov_config *cfg, struct prov_ca *ca,
         (old_pub = X509_get0_pubkey(p->reissued_cert)) != NULL) {
         EVP_PKEY_up_ref(old_pub);
     }
-    r = prov_issue_subject(cfg, &p->req, &subject);
+    /* The CA index's serial rule before the device is touched (checked again at issuance). */
+    if (ca->index != NULL) {
+        r = prov_ca_index_check(ca->index, rq.serial, &rq.record, NULL);
+        if (r < 0) {
+            goto out;
+        }
+    }
+    r = prov_issue_subject(cfg, &rq, &subject);
     if (r < 0) {
         goto out;
     }
@@ -372,8 +411,8 @@ int prov_enroll(const struct prov_config *cfg, struct prov_ca *ca,
     if (r < 0) {
         goto out;
     }
-    r = prov_device_open_login(cfg, p->device_uri, p->pin_spec ? p->pin_spec : cfg->device_pin,
-                               "device PIN", false, &dev);
+    r = open_login(cfg, true, ca, p->device_uri, p->pin_spec ? p->pin_spec : cfg->device_pin,
+                   "device PIN", false, &dev);
     if (r == 0) {
         r = stop_if_interrupted(p->req.serial, "its key was generated; nothing was issued: run "
                                                     "the same command again");
@@ -393,10 +432,11 @@ int prov_enroll(const struct prov_config *cfg, struct prov_ca *ca,
     if (r < 0) {
         goto out;
     }
+    rq.record.key_uri = key->uri;
     if (p->ca_lock != NULL) {
         pthread_mutex_lock(p->ca_lock);
     }
-    r = prov_issue_certificate(cfg, ca, req, &p->req, &cert);
+    r = prov_issue_certificate(cfg, ca, req, &rq, &cert);
     if (p->ca_lock != NULL) {
         pthread_mutex_unlock(p->ca_lock);
     }
@@ -470,6 +510,7 @@ out:
         if (dev->ops->delete_key(dev, key) < 0) {
             prov_warn("serial %s: could not delete the unused key %s from %s",
                       p->req.serial, key->uri, dev->name);
+            res->has_orphan_key = true;
         }
     }
     if (r < 0 && created_dir && dir != NULL) {
@@ -521,12 +562,16 @@ int prov_enroll_csr(const struct prov_config *cfg, const struct prov_enroll_para
         return prov_fail(PROV_ERR_POLICY, "serial %s: key type %s not allowed by profile %s",
                          p->req.serial, prov_key_type_name(type), prof->name);
     }
+    r = prov_ca_check_device_uri(cfg, p->device_uri);
+    if (r < 0) {
+        goto out;
+    }
     r = prov_issue_subject(cfg, &p->req, &subject);
     if (r < 0) {
         goto out;
     }
-    r = prov_device_open_login(cfg, p->device_uri, p->pin_spec ? p->pin_spec : cfg->device_pin,
-                               "device PIN", false, &dev);
+    r = open_login(cfg, true, NULL, p->device_uri, p->pin_spec ? p->pin_spec : cfg->device_pin,
+                   "device PIN", false, &dev);
     if (r == 0) {
         r = stop_if_interrupted(p->req.serial, "its key was generated; nothing was issued: run "
                                                     "the same command again");
@@ -609,12 +654,16 @@ int prov_install(const struct prov_config *cfg, const struct prov_install_params
                       "[provisioner] server_ca)", p->serial);
         goto out;
     }
+    r = prov_ca_check_device_uri(cfg, p->device_uri);
+    if (r < 0) {
+        goto out;
+    }
     r = preflight_storage(dir, &created_dir);
     if (r < 0) {
         goto out;
     }
-    r = prov_device_open_login(cfg, p->device_uri, p->pin_spec ? p->pin_spec : cfg->device_pin,
-                               "device PIN", false, &dev);
+    r = open_login(cfg, true, NULL, p->device_uri, p->pin_spec ? p->pin_spec : cfg->device_pin,
+                   "device PIN", false, &dev);
     if (r < 0) {
         goto out;
     }

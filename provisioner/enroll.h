@@ -56,6 +56,7 @@ struct prov_enroll_result {
     enum prov_key_type key_type;
     bool is_proof_run;           /* prove_url was given and the identity was stored */
     struct prov_connect_result proof;
+    bool has_orphan_key;         /* on failure: a key was made and could not be deleted */
 };
 
 /*
@@ -127,5 +128,14 @@ int prov_prove_key(struct prov_key *key, X509 *cert);
  */
 int prov_device_open_login(const struct prov_config *cfg, const char *uri, const char *pin_spec,
                            const char *pin_what, bool read_only, struct prov_device **out);
+
+/*
+ * The same for a device that holds (or is to hold) a device key: the CA's own token is
+ * refused by its identity before the login (prov_ca_check_device; ca, the open CA, may be
+ * NULL). PROV_ERR_POLICY for the CA's token.
+ */
+int prov_device_open_for_key(const struct prov_config *cfg, const struct prov_ca *ca,
+                             const char *uri, const char *pin_spec, bool read_only,
+                             struct prov_device **out);
 
 #endif

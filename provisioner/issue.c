@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <openssl/bn.h>
@@ -12,6 +13,7 @@
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
+#include "chain.h"
 #include "csr.h"
 #include "error.h"
 
@@ -584,26 +586,22 @@ static int add_extensions(const struct prov_config *cfg, const struct prov_ca *c
     return r;
 }
 
-/* Subject, validity, key and extensions of the new certificate; nothing but the key is from req. */
+/* Serial, names, validity, key and extensions of a new certificate (the subject is given). */
 static int fill_certificate(const struct prov_config *cfg, const struct prov_ca *ca,
-                            X509_REQ *req, const struct prov_request *rq, X509 *cert)
+                            EVP_PKEY *pub, const X509_NAME *subject,
+                            const struct prov_request *rq, X509 *cert)
 {
     ASN1_INTEGER *serial = NULL;
-    X509_NAME *subject = NULL;
     int r;
 
     r = prov_serial_random(&serial);
     if (r < 0) {
         goto out;
     }
-    r = prov_issue_subject(cfg, rq, &subject);
-    if (r < 0) {
-        goto out;
-    }
     if (X509_set_version(cert, X509_VERSION_3) != 1 || X509_set_serialNumber(cert, serial) != 1 ||
         X509_set_subject_name(cert, subject) != 1 ||
         X509_set_issuer_name(cert, X509_get_subject_name(ca->cert)) != 1 ||
-        X509_set_pubkey(cert, X509_REQ_get0_pubkey(req)) != 1) {
+        X509_set_pubkey(cert, pub) != 1) {
         r = prov_fail_ossl(PROV_ERR_CRYPTO, "serial %s: cannot fill in the certificate",
                            rq->serial);
         goto out;
@@ -615,7 +613,183 @@ static int fill_certificate(const struct prov_config *cfg, const struct prov_ca 
     r = add_extensions(cfg, ca, rq, cert);
 out:
     ASN1_INTEGER_free(serial);
+    return r;
+}
+
+/*
+ * Why cert is not the end entity a device profile must issue, or NULL: the chain rules check
+ * a device certificate for clientAuth and take a leaf that claims CA:TRUE for a CA (chain.c
+ * check_purpose, is_ca_position), and -x509_strict refuses keyCertSign without CA:TRUE.
+ * *nid is the extension that says so. The extensions are decoded here rather than through
+ * X509_get_extension_flags(): that caches facts of the certificate (its hash among them),
+ * which must not happen before it is signed.
+ */
+static const char *end_entity_problem(X509 *cert, int *nid)
+{
+    BASIC_CONSTRAINTS *bc = X509_get_ext_d2i(cert, NID_basic_constraints, NULL, NULL);
+    ASN1_BIT_STRING *ku = X509_get_ext_d2i(cert, NID_key_usage, NULL, NULL);
+    EXTENDED_KEY_USAGE *eku = X509_get_ext_d2i(cert, NID_ext_key_usage, NULL, NULL);
+    const char *why = NULL;
+    bool has_client_auth = false;
+
+    for (int i = 0; i < sk_ASN1_OBJECT_num(eku); i++) {
+        has_client_auth = has_client_auth ||
+                          OBJ_obj2nid(sk_ASN1_OBJECT_value(eku, i)) == NID_client_auth;
+    }
+    /* keyUsage bits (RFC 5280 4.2.1.3): digitalSignature 0, keyCertSign 5, cRLSign 6. */
+    if (bc != NULL && bc->ca) {
+        *nid = NID_basic_constraints;
+        why = "CA:true would make every device a CA; a device profile issues end entities "
+              "(CA:false)";
+    } else if (ku != NULL && (ASN1_BIT_STRING_get_bit(ku, 5) || ASN1_BIT_STRING_get_bit(ku, 6))) {
+        *nid = NID_key_usage;
+        why = "allows keyCertSign or cRLSign, which only a CA may have; a device profile issues "
+              "end entities";
+    } else if (ku != NULL && !ASN1_BIT_STRING_get_bit(ku, 0)) {
+        *nid = NID_key_usage;
+        why = "lacks digitalSignature, which a TLS client key signs the handshake with";
+    } else if (eku != NULL && !has_client_auth) {
+        *nid = NID_ext_key_usage;
+        why = "lacks clientAuth, which the chain rules require of a device certificate";
+    }
+    BASIC_CONSTRAINTS_free(bc);
+    ASN1_BIT_STRING_free(ku);
+    EXTENDED_KEY_USAGE_free(eku);
+    ERR_clear_error();
+    return why;
+}
+
+/* The line of an extension section that sets nid, as the user spelled its name, or NULL. */
+static const char *section_key(const struct prov_config *cfg, const char *section, int nid)
+{
+    STACK_OF(CONF_VALUE) *lines = cfg->conf ? NCONF_get_section(cfg->conf, section) : NULL;
+
+    for (int i = 0; i < sk_CONF_VALUE_num(lines); i++) {
+        const char *name = sk_CONF_VALUE_value(lines, i)->name;
+
+        if (strcasecmp(name, OBJ_nid2sn(nid)) == 0 || strcasecmp(name, OBJ_nid2ln(nid)) == 0) {
+            return name;
+        }
+    }
+    ERR_clear_error();
+    return NULL;
+}
+
+/* A throwaway CA the way `ca init` makes the intermediate, for prov_issue_check_profile. */
+static int probe_ca(struct prov_ca *ca)
+{
+    static const struct {
+        int nid;
+        const char *value;
+    } exts[] = {
+        {NID_basic_constraints, "critical,CA:TRUE,pathlen:0"},
+        {NID_key_usage, "critical,keyCertSign,cRLSign"},
+        {NID_subject_key_identifier, "hash"},
+    };
+    X509 *cert = X509_new();
+    X509V3_CTX ctx;
+
+    memset(ca, 0, sizeof(*ca));
+    ca->key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    if (cert == NULL || ca->key == NULL || X509_set_version(cert, X509_VERSION_3) != 1 ||
+        ASN1_INTEGER_set(X509_get_serialNumber(cert), 1) != 1 ||
+        X509_NAME_add_entry_by_txt(X509_get_subject_name(cert), "CN", MBSTRING_UTF8,
+                                   (const unsigned char *)"profile probe CA", -1, -1, 0) != 1 ||
+        X509_set_issuer_name(cert, X509_get_subject_name(cert)) != 1 ||
+        X509_gmtime_adj(X509_getm_notBefore(cert), -86400) == NULL ||
+        X509_gmtime_adj(X509_getm_notAfter(cert), 86400L * 36500) == NULL ||
+        X509_set_pubkey(cert, ca->key) != 1) {
+        X509_free(cert);
+        return prov_fail_ossl(PROV_ERR_CRYPTO, "profile check: cannot make a probe CA");
+    }
+    X509V3_set_ctx(&ctx, cert, cert, NULL, NULL, 0);
+    for (size_t i = 0; i < sizeof(exts) / sizeof(exts[0]); i++) {
+        X509_EXTENSION *ext = X509V3_EXT_nconf_nid(NULL, &ctx, exts[i].nid, exts[i].value);
+        int ok = ext != NULL && X509_add_ext(cert, ext, -1) == 1;
+
+        X509_EXTENSION_free(ext);
+        if (!ok) {
+            X509_free(cert);
+            return prov_fail_ossl(PROV_ERR_CRYPTO, "profile check: cannot make a probe CA");
+        }
+    }
+    if (X509_sign(cert, ca->key, EVP_sha256()) <= 0) {
+        X509_free(cert);
+        return prov_fail_ossl(PROV_ERR_CRYPTO, "profile check: cannot make a probe CA");
+    }
+    ca->cert = cert;
+    return 0;
+}
+
+int prov_issue_check_profile(const struct prov_config *cfg, const struct prov_profile *pr)
+{
+    /* No SAN from the request (""), so only the profile's own extension lines count. */
+    struct prov_request rq = {.serial = "probe", .san_dns = "", .san_uri = "", .san_email = "",
+                              .san_ip = "", .profile = pr};
+    struct prov_chain_report rep = {0};
+    struct prov_ca ca = {0};
+    STACK_OF(X509) *chain = NULL;
+    X509_NAME *subject = X509_NAME_new();
+    EVP_PKEY *key = NULL;
+    X509 *cert = X509_new();
+    const char *why;
+    int nid = NID_undef;
+    int r;
+
+    if (pr->extensions_section == NULL) {
+        r = 0; /* the built-in device set (add_default_extensions) */
+        goto out;
+    }
+    r = probe_ca(&ca);
+    if (r < 0) {
+        goto out;
+    }
+    key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    chain = sk_X509_new_null();
+    if (key == NULL || subject == NULL || cert == NULL || chain == NULL ||
+        X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_UTF8,
+                                   (const unsigned char *)"profile probe", -1, -1, 0) != 1) {
+        r = prov_fail_ossl(PROV_ERR_NOMEM, "profile %s: out of memory", pr->name);
+        goto out;
+    }
+    r = fill_certificate(cfg, &ca, key, subject, &rq, cert);
+    if (r < 0) {
+        prov_error_clear();
+        r = prov_fail_ossl(PROV_ERR_CONFIG, "%s: [profile_%s] extensions: section [%s] is bad",
+                           cfg->path, pr->name, pr->extensions_section);
+        goto out;
+    }
+    why = end_entity_problem(cert, &nid);
+    if (why != NULL) {
+        const char *key_name = section_key(cfg, pr->extensions_section, nid);
+
+        r = prov_fail(PROV_ERR_CONFIG, "%s: [%s] %s (extensions of [profile_%s]): %s", cfg->path,
+                      pr->extensions_section, key_name ? key_name : OBJ_nid2sn(nid), pr->name,
+                      why);
+        goto out;
+    }
+    if (X509_sign(cert, ca.key, EVP_sha256()) <= 0 || sk_X509_push(chain, cert) <= 0 ||
+        sk_X509_push(chain, ca.cert) <= 0) {
+        r = prov_fail_ossl(PROV_ERR_CRYPTO, "profile %s: cannot sign a probe", pr->name);
+        goto out;
+    }
+    /* Anything else the chain rules refuse, as they name it. */
+    r = prov_chain_verify(chain, NULL, PROV_PURPOSE_CLIENT, time(NULL), &rep);
+    if (r == PROV_ERR_VERIFY) {
+        r = prov_fail(PROV_ERR_CONFIG,
+                      "%s: [profile_%s] extensions = %s: a certificate it issues fails the chain "
+                      "rules: %s: %s",
+                      cfg->path, pr->name, pr->extensions_section,
+                      rep.n > 0 ? rep.items[0].rule : "?", rep.n > 0 ? rep.items[0].detail : "");
+    }
+out:
+    prov_chain_report_free(&rep);
+    sk_X509_free(chain); /* borrowed */
+    X509_free(cert);
     X509_NAME_free(subject);
+    EVP_PKEY_free(key);
+    X509_free(ca.cert);
+    EVP_PKEY_free(ca.key);
     return r;
 }
 
@@ -730,7 +904,10 @@ int prov_issue_certificate(const struct prov_config *cfg, const struct prov_ca *
                            X509_REQ *req, const struct prov_request *rq, X509 **out)
 {
     enum prov_key_type ca_type;
+    X509_NAME *subject = NULL;
     X509 *cert = NULL;
+    const char *why;
+    int nid = NID_undef;
     int r;
 
     *out = NULL;
@@ -742,17 +919,38 @@ int prov_issue_certificate(const struct prov_config *cfg, const struct prov_ca *
     if (r < 0) {
         return r;
     }
+    r = prov_issue_subject(cfg, rq, &subject);
+    if (r < 0) {
+        return r;
+    }
     cert = X509_new();
     if (cert == NULL) {
-        return prov_fail(PROV_ERR_NOMEM, "serial %s: out of memory", rq->serial);
+        r = prov_fail(PROV_ERR_NOMEM, "serial %s: out of memory", rq->serial);
+        goto out;
     }
-    r = fill_certificate(cfg, ca, req, rq, cert);
+    r = fill_certificate(cfg, ca, X509_REQ_get0_pubkey(req), subject, rq, cert);
     if (r < 0) {
         goto out;
     }
     r = check_csr_names(req, rq, cert);
     if (r < 0) {
         goto out;
+    }
+    /* The config refuses such a profile; a profile made any other way is not signed either. */
+    why = end_entity_problem(cert, &nid);
+    if (why != NULL) {
+        r = prov_fail(PROV_ERR_CONFIG,
+                      "serial %s: profile %s would issue a certificate that is not a device end "
+                      "entity: %s %s",
+                      rq->serial, rq->profile->name, OBJ_nid2sn(nid), why);
+        goto out;
+    }
+    /* The index's rules and the record, locked around the signing (ca_index.h). */
+    if (ca->index != NULL) {
+        r = prov_ca_index_begin(ca->index, rq->serial, &rq->record, X509_REQ_get0_pubkey(req));
+        if (r < 0) {
+            goto out;
+        }
     }
     /* The certificate's public key is the CA key's public half, and a plain OpenSSL key. */
     ca_type = prov_key_type_of(X509_get0_pubkey(ca->cert));
@@ -761,12 +959,23 @@ int prov_issue_certificate(const struct prov_config *cfg, const struct prov_ca *
                            rq->serial);
         /* The HSM's own reason (and code: removed, PIN...) wins when it gave one. */
         r = prov_error_code() < 0 ? prov_error_code() : r;
+        if (ca->index != NULL) {
+            prov_ca_index_abort(ca->index);
+        }
         goto out;
+    }
+    if (ca->index != NULL) {
+        r = prov_ca_index_record(ca->index, rq->serial, &rq->record, rq->profile->name, cert,
+                                 ca->cert);
+        if (r < 0) {
+            goto out; /* signed but not recorded: never handed out */
+        }
     }
     *out = cert;
     cert = NULL;
     r = 0;
 out:
+    X509_NAME_free(subject);
     X509_free(cert);
     return r;
 }

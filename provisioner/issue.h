@@ -6,6 +6,7 @@
 
 #include <openssl/x509.h>
 
+#include "ca_index.h"
 #include "config.h"
 #include "template.h"
 
@@ -21,6 +22,8 @@ struct prov_ca {
                                opened without the key */
     struct prov_device *dev;/* the HSM token, owned */
     struct prov_key *hsm_key;
+    struct prov_ca_index *index; /* the record of what this CA issued (opened with the key);
+                                    NULL: nothing is recorded (unit tests) */
 };
 
 /* What to certify for one device: the manifest row and the profile. Strings are borrowed. */
@@ -34,6 +37,7 @@ struct prov_request {
     const char *lot;
     const struct prov_profile *profile;
     struct prov_vars vars;  /* x_ columns for templates (serial/cn/lot filled in by issue) */
+    struct prov_ca_record record; /* how the CA index records it, and its serial rule */
 };
 
 /*
@@ -63,11 +67,25 @@ int prov_issue_check_csr(const struct prov_profile *profile, X509_REQ *req,
                          enum prov_key_type *type_out);
 
 /*
+ * What a profile issues must be a device's end entity that the chain rules accept (the
+ * clientAuth leaf of provisioner/chain.c): not a CA, no keyCertSign or cRLSign, keyUsage (if
+ * any) with digitalSignature, extendedKeyUsage (if any) with clientAuth, and nothing else
+ * the chain rules refuse. Checked by issuing a probe certificate under the profile's
+ * extension section with a throwaway in-memory CA. PROV_ERR_CONFIG naming the config file,
+ * the section and key (or the profile and the chain rule). The built-in set passes as is.
+ */
+int prov_issue_check_profile(const struct prov_config *cfg, const struct prov_profile *pr);
+
+/*
  * Issues a certificate for req's public key: subject and SAN from rq (never the CSR), a fresh
  * random serial, notBefore now (minus 5 minutes of clock skew), notAfter now + days but never
  * after the issuer's notAfter, extensions from the profile (default: CA:false critical,
  * digitalSignature critical, clientAuth, SKI/AKI), signed by ca->key. Runs
- * prov_issue_check_csr first.
+ * prov_issue_check_csr first. A certificate that would not be a device end entity (see
+ * prov_issue_check_profile) is refused with PROV_ERR_CONFIG before it is signed.
+ * With ca->index, the index's rules (ca_index.h: a serial with a current certificate, a key
+ * certified before) are applied and the certificate is recorded in one transaction around the
+ * signing: it is in the index before it is returned, or it is not returned.
  */
 int prov_issue_certificate(const struct prov_config *cfg, const struct prov_ca *ca,
                            X509_REQ *req, const struct prov_request *rq, X509 **out);

@@ -762,23 +762,27 @@ out:
     return r;
 }
 
-void prov_storage_remove_stale(const char *dir)
+int prov_storage_remove_temp_files(const char *dir)
 {
     DIR *d = opendir(dir);
     struct dirent *ent;
+    int n = 0;
 
     if (d == NULL) {
-        return;
+        return 0;
     }
     while ((ent = readdir(d)) != NULL) {
         const char *tmp = strstr(ent->d_name, ".tmp.");
 
-        if ((tmp != NULL && strlen(tmp) == 11) ||
-            strncmp(ent->d_name, ".provisioner-probe.", 19) == 0) {
-            unlinkat(dirfd(d), ent->d_name, 0);
+        /* "NAME.tmp.XXXXXX" (write_temp) and ".provisioner-probe.XXXXXX" (enroll.c) */
+        if (((tmp != NULL && strlen(tmp) == 11) ||
+             strncmp(ent->d_name, ".provisioner-probe.", 19) == 0) &&
+            unlinkat(dirfd(d), ent->d_name, 0) == 0) {
+            n++;
         }
     }
     closedir(d);
+    return n;
 }
 
 bool prov_storage_has_identity(const char *dir)

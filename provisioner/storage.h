@@ -66,15 +66,15 @@ int prov_storage_check_output_dir(const char *dir, const char *what);
  */
 int prov_storage_write(const char *dir, const struct prov_identity *id);
 
+/*
+ * Removes the temp files a stopped write or probe left in dir ("NAME.tmp.XXXXXX",
+ * ".provisioner-probe.XXXXXX"): never part of an identity. Returns how many; a missing dir
+ * has none. Only for a directory no running write uses.
+ */
+int prov_storage_remove_temp_files(const char *dir);
+
 /* true when dir already holds an identity (client.crt exists). */
 bool prov_storage_has_identity(const char *dir);
-
-/*
- * Removes what a killed process left in dir and no identity contains: the temp files of
- * prov_storage_write ("NAME.tmp.XXXXXX") and the probe of the storage pre-check
- * (".provisioner-probe.XXXXXX", enroll.c). For the one process working on dir.
- */
-void prov_storage_remove_stale(const char *dir);
 
 /* A written identity read back (check, install verification). */
 struct prov_stored_identity {

@@ -541,6 +541,63 @@ static int identity(struct prov_device *dev, char *buf, size_t len)
     return 0;
 }
 
+/* A token attribute of a URI: given when its field is not all zero bytes (p11-kit's unset). */
+static bool field_given(const unsigned char *f, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (f[i] != 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool names_same_device(const char *a, const char *b, const char *default_module)
+{
+    P11KitUri *ua = p11_kit_uri_new();
+    P11KitUri *ub = p11_kit_uri_new();
+    const char *ma;
+    const char *mb;
+    bool same = false;
+
+    if (ua == NULL || ub == NULL ||
+        p11_kit_uri_parse(a, P11_KIT_URI_FOR_ANY, ua) != P11_KIT_URI_OK ||
+        p11_kit_uri_parse(b, P11_KIT_URI_FOR_ANY, ub) != P11_KIT_URI_OK) {
+        goto out;
+    }
+    ma = p11_kit_uri_get_module_path(ua);
+    mb = p11_kit_uri_get_module_path(ub);
+    ma = ma ? ma : default_module ? default_module : PROV_DEFAULT_PKCS11_MODULE;
+    mb = mb ? mb : default_module ? default_module : PROV_DEFAULT_PKCS11_MODULE;
+    if (strcmp(ma, mb) == 0) {
+        const CK_TOKEN_INFO *ta = p11_kit_uri_get_token_info(ua);
+        const CK_TOKEN_INFO *tb = p11_kit_uri_get_token_info(ub);
+        const struct {
+            const unsigned char *a, *b;
+            size_t n;
+        } fields[] = {
+            {ta->label, tb->label, sizeof(ta->label)},
+            {ta->serialNumber, tb->serialNumber, sizeof(ta->serialNumber)},
+            {ta->manufacturerID, tb->manufacturerID, sizeof(ta->manufacturerID)},
+            {ta->model, tb->model, sizeof(ta->model)},
+        };
+        int n_compared = 0;
+        bool differs = false;
+
+        for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+            if (field_given(fields[i].a, fields[i].n) && field_given(fields[i].b, fields[i].n)) {
+                n_compared++;
+                differs = differs || memcmp(fields[i].a, fields[i].b, fields[i].n) != 0;
+            }
+        }
+        same = n_compared > 0 && !differs;
+    }
+out:
+    p11_kit_uri_free(ua);
+    p11_kit_uri_free(ub);
+    return same;
+}
+
 const struct prov_backend_ops prov_pkcs11_ops = {
     .name = "pkcs11",
     .handles = handles,
@@ -549,6 +606,7 @@ const struct prov_backend_ops prov_pkcs11_ops = {
     .close = close_device,
     .login = login,
     .identity = identity,
+    .names_same_device = names_same_device,
     .generate_key = prov_pkcs11_generate_key,
     .find_key = prov_pkcs11_find_key,
     .find_key_by_id = prov_pkcs11_find_key_by_id,

@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include <json-c/json.h>
 
 #include "ca.h"
+#include "ca_index.h"
 #include "chain.h"
 #include "cli.h"
 #include "error.h"
@@ -22,7 +24,9 @@ static void usage(FILE *f)
                "root.crt, intermediate.crt and chain.pem (intermediate then root) into [ca] dir.\n"
                "  --force   replace an existing CA directory and existing CA keys\n"
                "  --strict  refuse a root config that strict verifiers reject (exit 5)\n\n"
-               "ca show prints the chain, the key locations, validity and lint findings.\n"
+               "ca show prints the chain, the key locations, validity, lint findings and the CA\n"
+               "index (<dir>/index.sqlite): certificates issued, delivered, superseded and\n"
+               "abandoned, and every one not delivered, by serial.\n"
                "  --json    machine-readable output\n");
 }
 
@@ -89,6 +93,48 @@ static json_object *cert_json(X509 *cert, const char *role)
     return o;
 }
 
+/* The CA index as `ca show` reports it (JSON; the text form is printed from it). */
+static json_object *index_json(const char *path, const struct prov_ca_index_stats *st)
+{
+    json_object *o = json_object_new_object();
+    json_object *counts = json_object_new_object();
+    json_object *list = json_object_new_array();
+
+    json_object_object_add(o, "path", json_object_new_string(path));
+    json_object_object_add(counts, "issued", json_object_new_int64(st->issued));
+    json_object_object_add(counts, "delivered", json_object_new_int64(st->delivered));
+    json_object_object_add(counts, "superseded", json_object_new_int64(st->superseded));
+    json_object_object_add(counts, "abandoned", json_object_new_int64(st->abandoned));
+    json_object_object_add(o, "certificates", counts);
+    for (size_t i = 0; i < st->n_undelivered; i++) {
+        const struct prov_ca_index_undelivered *u = &st->undelivered[i];
+        json_object *e = json_object_new_object();
+
+        json_object_object_add(e, "serial", json_object_new_string(u->serial));
+        json_object_object_add(e, "cert_serial", json_object_new_string(u->cert_serial));
+        json_object_object_add(e, "status", json_object_new_string(u->status));
+        json_object_object_add(e, "issued_at", json_object_new_string(u->issued_at));
+        json_object_object_add(e, "issued_by", json_object_new_string(u->issued_by));
+        json_object_array_add(list, e);
+    }
+    json_object_object_add(o, "undelivered", list);
+    json_object_object_add(o, "open_attempts", json_object_new_int64(st->attempts_open));
+    return o;
+}
+
+static void print_index(const char *path, const struct prov_ca_index_stats *st)
+{
+    printf("index:            %s: %lld delivered, %lld issued not delivered, %lld superseded, "
+           "%lld abandoned; %lld enroll attempt(s) open\n",
+           path, st->delivered, st->issued, st->superseded, st->abandoned, st->attempts_open);
+    for (size_t i = 0; i < st->n_undelivered; i++) {
+        const struct prov_ca_index_undelivered *u = &st->undelivered[i];
+
+        printf("undelivered: %s cert_serial=%s %s (issued by %s at %s)\n", u->serial,
+               u->cert_serial, u->status, u->issued_by, u->issued_at);
+    }
+}
+
 static const struct option ca_show_opts[] = {
     {"json", no_argument, NULL, 'j'},
     {"help", no_argument, NULL, 'h'},
@@ -113,8 +159,11 @@ static json_object *show_failed_json(const struct prov_config *cfg)
 static int ca_show(int argc, char **argv)
 {
     struct prov_chain_report rep = {0};
+    struct prov_ca_index_stats stats = {0};
     struct prov_config *cfg = NULL;
+    struct prov_ca_index *ix = NULL;
     struct prov_ca *ca = NULL;
+    char *index_path = NULL;
     json_object *root = NULL;
     json_object *certs;
     json_object *lint;
@@ -148,8 +197,21 @@ static int ca_show(int argc, char **argv)
         goto out;
     }
     r = prov_chain_verify(ca->chain, NULL, PROV_PURPOSE_ANY, time(NULL), &rep);
+    if (r == 0 || r == PROV_ERR_VERIFY) {
+        r = prov_ca_lint_lifetime(cfg, ca, time(NULL), &rep);
+    }
     if (r < 0 && r != PROV_ERR_VERIFY) {
         rc = cli_fail_json(r, "ca show", as_json, show_failed_json(cfg));
+        goto out;
+    }
+    /* What the CA issued (opening it the first time imports an older issued-keys file). */
+    prov_error_clear();
+    r = prov_ca_index_open(cfg->ca_dir, &ix);
+    if (r == 0) {
+        r = prov_ca_index_stats(ix, &stats);
+    }
+    if (r < 0 || asprintf(&index_path, "%s/" PROV_CA_INDEX_FILE, cfg->ca_dir) < 0) {
+        rc = cli_fail(r < 0 ? r : PROV_ERR_NOMEM, "ca show");
         goto out;
     }
     root = json_object_new_object();
@@ -175,6 +237,7 @@ static int ca_show(int argc, char **argv)
         json_object_array_add(lint, f);
     }
     json_object_object_add(root, "lint", lint);
+    json_object_object_add(root, "index", index_json(index_path, &stats));
 
     if (as_json) {
         json_object_object_add(root, "error", NULL);
@@ -203,11 +266,15 @@ static int ca_show(int argc, char **argv)
             printf("lint: [%d] %s: %s\n", rep.items[i].index, rep.items[i].rule,
                    rep.items[i].detail);
         }
+        print_index(index_path, &stats);
     }
     rc = PROV_EXIT_OK;
 out:
     json_object_put(root);
     prov_chain_report_free(&rep);
+    prov_ca_index_stats_clear(&stats);
+    prov_ca_index_close(ix);
+    free(index_path);
     prov_ca_close(ca);
     prov_config_free(cfg);
     return rc;

@@ -24,8 +24,11 @@ static void usage(FILE *f)
                "everything `openssl verify -x509_strict` rejects. Every failure names the\n"
                "certificate (index, subject) and the rule. Exit 0 when all files are valid, 1\n"
                "when any is not.\n"
+               "FILE may be PEM or DER (DER certificates back to back).\n"
                "  --trust FILE     extra trust anchors (PEM)\n"
-               "  --purpose P      client (default: the leaf must allow clientAuth), server, any\n"
+               "  --purpose P      client (the leaf must allow clientAuth), server or any;\n"
+               "                   default: client, but a chain whose first certificate is a\n"
+               "                   CA (a CA directory's chain.pem) is checked as CAs (any)\n"
                "  --json           machine-readable output\n\n"
                "chain export writes the client-CA trust set to upload to an edge or CDN: the\n"
                "intermediate then the root, from [ca] dir/chain.pem, after verifying it.\n"
@@ -54,6 +57,7 @@ static const struct option chain_verify_opts[] = {
 static int chain_verify(int argc, char **argv)
 {
     enum prov_chain_purpose purpose = PROV_PURPOSE_CLIENT;
+    bool is_purpose_given = false;
     STACK_OF(X509) *trust = NULL;
     const char *trust_path = NULL;
     json_object *all = json_object_new_array();
@@ -66,6 +70,7 @@ static int chain_verify(int argc, char **argv)
         switch (c) {
         case 't': trust_path = optarg; break;
         case 'p':
+            is_purpose_given = true;
             if (strcmp(optarg, "client") == 0) {
                 purpose = PROV_PURPOSE_CLIENT;
             } else if (strcmp(optarg, "server") == 0) {
@@ -115,12 +120,14 @@ static int chain_verify(int argc, char **argv)
         int r;
 
         prov_error_clear();
-        r = prov_chain_load_pem(argv[i], &chain);
-        if (r == 0 || r == PROV_ERR_INPUT) {
-            r = chain ? prov_chain_verify(chain, trust, purpose, time(NULL), &rep) : r;
+        r = prov_chain_load_file(argv[i], &chain, &rep);
+        if (r == 0) {
+            r = prov_chain_verify(chain, trust,
+                                  is_purpose_given ? purpose : prov_chain_purpose_of(chain),
+                                  time(NULL), &rep);
         }
         if (r < 0 && rep.n == 0) {
-            /* Unreadable file: reported as a finding on the file as a whole. */
+            /* A failure to check at all (out of memory): still a finding on the file. */
             struct prov_chain_finding f = {
                 .index = -1,
                 .rule = "parse",
@@ -130,12 +137,18 @@ static int chain_verify(int argc, char **argv)
 
             json_object_array_add(findings, finding_json(&f));
             if (!as_json) {
-                printf("%s: invalid: %s\n", argv[i], f.detail);
+                printf("%s: invalid: %s: %s\n", argv[i], f.rule, f.detail);
             }
         }
         for (size_t k = 0; k < rep.n; k++) {
             json_object_array_add(findings, finding_json(&rep.items[k]));
-            if (!as_json) {
+            if (as_json) {
+                continue;
+            }
+            if (rep.items[k].index < 0) {
+                /* The file as a whole: it holds no certificate to name. */
+                printf("%s: invalid: %s: %s\n", argv[i], rep.items[k].rule, rep.items[k].detail);
+            } else {
                 printf("%s: invalid: certificate %d (%s): %s: %s\n", argv[i], rep.items[k].index,
                        rep.items[k].subject ? rep.items[k].subject : "-", rep.items[k].rule,
                        rep.items[k].detail);

@@ -7,6 +7,7 @@
 #include "cli.h"
 #include "connect.h"
 #include "enroll.h"
+#include "enroll_attempt.h"
 #include "error.h"
 
 static void usage(FILE *f)
@@ -106,7 +107,8 @@ int cmd_enroll(int argc, char **argv)
     prov_error_clear();
     r = prov_ca_open(cfg, true, &ca);
     if (r == 0) {
-        r = prov_enroll(cfg, ca, &p, &res);
+        /* Recorded in the CA index: an interrupted enroll is settled by the next one. */
+        r = prov_enroll_attempt(cfg, ca, &p, &res);
     }
     if (r < 0 && !(res.is_proof_run && res.storage_dir != NULL)) {
         rc = cli_identity_failed(p.req.serial, &res, r, p.req.serial, true, as_json);

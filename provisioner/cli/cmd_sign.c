@@ -10,7 +10,7 @@
 #include "cli.h"
 #include "csr.h"
 #include "error.h"
-#include "keyindex.h"
+#include "ca_index.h"
 #include "storage.h"
 
 static void usage(FILE *f)
@@ -18,14 +18,17 @@ static void usage(FILE *f)
     fprintf(f, "Usage: provisioner sign --serial SN --csr FILE.csr --out FILE.pem [OPTIONS]\n\n"
                "Station side of the split flow: checks the CSR against policy (signature, key\n"
                "type and size, no CA or unknown extensions requested, a public key this CA\n"
-               "has not certified before: <CA dir>/issued-keys) and issues a certificate\n"
-               "with the HSM-held intermediate. Subject and subjectAltName come from the\n"
+               "has never certified, a serial without a current certificate: the CA index\n"
+               "<CA dir>/index.sqlite) and issues a certificate with the HSM-held\n"
+               "intermediate, recorded in the index. Subject and subjectAltName come from the\n"
                "options and the profile, never from the CSR. FILE.pem receives the certificate\n"
                "followed by the CA chain (intermediate, root), ready for `provisioner install`.\n\n"
                "  --csr FILE         the CSR (PEM or DER, at most 64 KiB)\n"
                "  --out FILE         where to write the certificate bundle (PEM)\n"
                CLI_REQUEST_HELP
                "                     (--key restricts the accepted key type)\n"
+               "  --reissue          certify a serial that already has a current certificate;\n"
+               "                     the index records the earlier one as superseded\n"
                "  --json             print the result as JSON\n");
 }
 
@@ -33,6 +36,7 @@ static const struct option sign_opts[] = {
     CLI_REQUEST_OPTIONS,
     {"csr", required_argument, NULL, 'c'},
     {"out", required_argument, NULL, 'o'},
+    {"reissue", no_argument, NULL, 'r'},
     {"json", no_argument, NULL, 'j'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -61,7 +65,7 @@ int cmd_sign(int argc, char **argv)
     struct prov_cert_facts facts;
     enum prov_key_type key_type = PROV_KEY_NONE;
     struct prov_config *cfg = NULL;
-    struct prov_keyindex *ix = NULL;
+    struct prov_ca_index *ix = NULL;
     struct prov_ca *ca = NULL;
     const char *csr_path = NULL;
     const char *out_path = NULL;
@@ -71,6 +75,7 @@ int cmd_sign(int argc, char **argv)
     char *pem = NULL;
     size_t pem_len = 0;
     bool as_json = false;
+    bool is_reissue = false;
     int c;
     int rc;
     int r;
@@ -83,6 +88,7 @@ int cmd_sign(int argc, char **argv)
         switch (c) {
         case 'c': csr_path = optarg; break;
         case 'o': out_path = optarg; break;
+        case 'r': is_reissue = true; break;
         case 'j': as_json = true; break;
         case 'h': usage(stdout); return PROV_EXIT_OK;
         default: usage(stderr); return PROV_EXIT_USAGE;
@@ -114,6 +120,9 @@ int cmd_sign(int argc, char **argv)
         prof.allowed_keys &= PROV_KEY_BIT(key_type);
         rq.profile = &prof;
     }
+    rq.record.issued_by = "sign";
+    rq.record.lot = NULL; /* a lot's serials are its journal's; sign answers for itself */
+    rq.record.is_reissue = is_reissue;
     prov_error_clear();
     r = prov_csr_read(csr_path, &req);
     if (r == 0) {
@@ -121,24 +130,23 @@ int cmd_sign(int argc, char **argv)
         r = prov_issue_check_csr(rq.profile, req, NULL);
     }
     if (r == 0) {
-        /* A key certified before by this CA is refused (SPEC §6: no key certified twice). */
-        r = prov_keyindex_open(cfg->ca_dir, &ix);
+        /* The CA index's rules too (a key certified before, a serial certified already). */
+        r = prov_ca_index_open(cfg->ca_dir, &ix);
     }
     if (r == 0) {
-        r = prov_keyindex_check(ix, X509_REQ_get0_pubkey(req));
+        r = prov_ca_index_check(ix, rq.serial, &rq.record, X509_REQ_get0_pubkey(req));
     }
+    prov_ca_index_close(ix);
+    ix = NULL;
     if (r == 0) {
         r = prov_ca_open(cfg, true, &ca);
     }
     if (r == 0) {
+        /* Recorded in the CA index before it comes back (issue.c). */
         r = prov_issue_certificate(cfg, ca, req, &rq, &cert);
     }
     if (r == 0) {
         r = prov_cert_facts(cert, &facts);
-    }
-    if (r == 0) {
-        /* Recorded before the output is written: a certificate that exists is counted. */
-        r = prov_keyindex_add(ix, X509_REQ_get0_pubkey(req), facts.serial_hex, rq.serial);
     }
     if (r == 0) {
         bundle = sk_X509_dup(ca->chain);
@@ -149,6 +157,9 @@ int cmd_sign(int argc, char **argv)
     }
     if (r == 0) {
         r = prov_atomic_write_file(out_path, pem, pem_len, 0644);
+    }
+    if (r == 0) {
+        r = prov_ca_index_delivered(ca->index, cert);
     }
     if (r < 0) {
         struct prov_cert_facts none = {0};
@@ -173,7 +184,7 @@ out:
     sk_X509_free(bundle);
     X509_free(cert);
     X509_REQ_free(req);
-    prov_keyindex_close(ix);
+    prov_ca_index_close(ix);
     prov_ca_close(ca);
     prov_config_free(cfg);
     return rc;

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Fuzz target for `chain verify` input: a PEM file of certificates, loaded and checked by
- * every rule of SPEC §7 for each purpose. The report's findings are read in full; a chain
+ * Fuzz target for `chain verify` input: a chain file (PEM or DER), loaded and checked by
+ * every rule of SPEC §7 for each purpose; a file that yields no certificate must be explained
+ * by exactly one finding on the file. The report's findings are read in full; a chain
  * that loads must either verify or explain itself with at least one finding.
  */
 #include <stddef.h>
@@ -19,9 +20,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const enum prov_chain_purpose purposes[] = {PROV_PURPOSE_ANY, PROV_PURPOSE_CLIENT};
     STACK_OF(X509) *chain = NULL;
+    struct prov_chain_report loaded;
     size_t sink = 0;
 
-    if (prov_chain_load_pem_buf(data, size, &chain) == 0) {
+    memset(&loaded, 0, sizeof(loaded));
+    if (prov_chain_load_any_buf(data, size, &chain, &loaded) != 0 &&
+        (loaded.n != 1 || loaded.items[0].index != -1 || chain != NULL)) {
+        __builtin_trap();
+    }
+    prov_chain_report_free(&loaded);
+    prov_error_clear();
+    if (chain != NULL) {
         for (size_t p = 0; p < sizeof(purposes) / sizeof(purposes[0]); p++) {
             struct prov_chain_report rep;
             int r;

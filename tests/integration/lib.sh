@@ -259,6 +259,22 @@ token_slot() {
     echo $((slot))
 }
 
+# token_info LABEL: the slot listing block (`pkcs11-tool -L`) of exactly that token, with its
+# flags ("user PIN count low", "final try", "locked"); fails the test when the listing fails or
+# the token is not in it, so that a flag's absence never reads from an empty listing.
+token_info() {
+    local out block
+    out=$(pkcs11-tool --module "$SOFTHSM_MODULE" -L 2>"$WORK/log/token-info.err") ||
+        fail "pkcs11-tool -L failed: $(tr '\n' ' ' <"$WORK/log/token-info.err")"
+    block=$(awk -v want="$1" '
+        /^Slot [0-9]+/ { if (found) exit; blk = "" }
+        { blk = blk $0 "\n" }
+        /^  token label *:/ { l = $0; sub(/^  token label *: /, "", l); if (l == want) found = 1 }
+        END { if (found) printf "%s", blk }' <<<"$out")
+    [ -n "$block" ] || fail "token '$1' not listed by pkcs11-tool -L"
+    printf '%s' "$block"
+}
+
 # p11 LABEL PIN ARGS...: pkcs11-tool logged in to exactly that token.
 p11() {
     local label=$1 pin=$2 slot

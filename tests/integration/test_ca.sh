@@ -4,7 +4,9 @@
 # `provisioner ca init` / `ca show` against a real SoftHSM2 CA token, with the root key
 # (1) in the token, (2) in an encrypted PEM file, (3) imported (existing root cert + key);
 # (4) a seed-style root config: warned about, refused with --strict; (5) a second `ca init`
-# without --force refuses and leaves the CA intact.
+# without --force refuses and leaves the CA intact; (6) an intermediate that ends before a
+# profile's lifetime is warned about and caps certificates; (7) an expired one is refused
+# before anything starts.
 . "$(dirname "$0")/lib.sh"
 it_setup
 need pkcs11-tool
@@ -144,3 +146,79 @@ assert_file ca/root.crt ca/intermediate.crt ca/chain.pem
 if openssl verify -x509_strict -CAfile ca/root.crt ca/intermediate.crt >/dev/null 2>&1; then
     fail "openssl -x509_strict accepts the seed-style root; the warning would be wrong"
 fi
+
+# ---- 6. an intermediate that ends before a profile's lifetime: warned, certificates capped --
+it_log "case 6: an intermediate with one day left"
+mkdir -p "$WORK/short" && cd "$WORK/short"
+ca_prepare file
+sed -i 's/^\[ca\]$/[ca]\nintermediate_days = 1/' provisioner.cnf
+prov 0 ca init
+token_init dev-short
+prov 0 enroll --serial SN-SHORT-1 --device pkcs11:token=dev-short
+assert_grep "$PROV_OUT" '^SN-SHORT-1 issued ' "enroll under a short-lived intermediate"
+assert_eq "$(grep -c . "$PROV_ERR")" 1 "stderr lines of enroll under a short-lived intermediate"
+assert_grep "$PROV_ERR" '^provisioner: warning: .*Test Intermediate CA.* left\), before the 365 days of profile device.*capped' \
+    "enroll: no warning that certificates are capped"
+assert_eq "$(openssl x509 -in devices/SN-SHORT-1/client.crt -noout -enddate)" \
+    "$(openssl x509 -in ca/intermediate.crt -noout -enddate)" "notAfter of a capped certificate"
+prov 0 ca show
+assert_grep "$PROV_OUT" '^lint: \[0\] lifetime: .*365 days of profile device' "ca show: no lifetime finding"
+prov 0 ca show --json
+assert_grep "$PROV_OUT" '"rule": ?"lifetime"' "ca show --json: no lifetime finding"
+
+# ---- 7. an expired intermediate: refused before anything starts -----------------------------
+# The same HSM key, certified again by the file root with dates in the past (openssl ca).
+it_log "case 7: an expired intermediate"
+engine_conf "$PWD/engine.cnf"
+OPENSSL_CONF=$PWD/engine.cnf openssl req -new -engine pkcs11 -keyform engine \
+    -key "pkcs11:token=provisioner-ca;object=intermediate;type=private;pin-value=$CA_PIN_VALUE" \
+    -subj "/O=Provisioner Integration Test/CN=Test Intermediate CA" -out int.csr \
+    >"$WORK/log/expired-csr" 2>&1 || fail "openssl req -engine pkcs11: $(tail -n1 "$WORK/log/expired-csr")"
+: >index.txt
+openssl rand -hex 8 >serial
+cat >old-ca.cnf <<'EOF2'
+# SPDX-License-Identifier: Apache-2.0
+[ca]
+default_ca = old
+[old]
+database = index.txt
+new_certs_dir = .
+serial = serial
+default_md = sha256
+policy = any
+[any]
+organizationName = optional
+commonName = supplied
+[int_ext]
+basicConstraints = critical, CA:true, pathlen:0
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+EOF2
+openssl ca -batch -notext -config old-ca.cnf -extensions int_ext -cert ca/root.crt \
+    -keyfile root.key -passin "file:$PWD/root.pass" -startdate 20200101000000Z \
+    -enddate 20200201000000Z -in int.csr -out old-int.crt >"$WORK/log/expired-ca" 2>&1 ||
+    fail "openssl ca (expired intermediate): $(tail -n2 "$WORK/log/expired-ca" | tr '\n' ' ')"
+cp old-int.crt ca/intermediate.crt
+cat old-int.crt ca/root.crt >ca/chain.pem
+token_init dev-expired
+keys_on_expired() {
+    token_list dev-expired "$DEV_PIN_VALUE" | count_re Object
+}
+prov 5 enroll --serial SN-EXPIRED-1 --device pkcs11:token=dev-expired
+assert_one_error "Test Intermediate CA" "expired"
+assert_no_file devices/SN-EXPIRED-1
+assert_eq "$(keys_on_expired)" 0 "objects on the device after an expired CA"
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout /dev/null \
+    -subj /CN=SN-EXPIRED-2 -out expired.csr 2>/dev/null
+prov 5 sign --serial SN-EXPIRED-2 --csr expired.csr --out expired.pem
+assert_one_error "Test Intermediate CA" "expired"
+assert_no_file expired.pem
+printf 'serial,device\nSN-EXPIRED-3,pkcs11:token=dev-expired\nSN-EXPIRED-4,pkcs11:token=dev-expired\n' >expired-lot.csv
+prov 5 batch expired-lot.csv --no-progress
+assert_one_error "Test Intermediate CA" "expired"
+assert_no_file expired-lot.results.csv
+assert_eq "$(keys_on_expired)" 0 "objects on the device after a batch under an expired CA"
+# ca show still shows it, with the finding
+prov 0 ca show
+assert_grep "$PROV_OUT" '^lint: \[0\] validity: expired' "ca show: no validity finding"

@@ -162,11 +162,58 @@ prov 1 chain verify --json bad-signature.pem
 assert_grep "$PROV_OUT" '"rule": ?"signature"' "--json rule"
 assert_grep "$PROV_OUT" '"index": ?0' "--json index"
 
-# An unreadable file is an invalid chain, reported, never a crash.
+# A CA chain (the first certificate a CA, as in a CA directory's chain.pem) is checked as a
+# CA chain when no --purpose is given: a CA has no clientAuth to offer.
+cat int.crt root.crt >ca-chain.pem
+prov 0 chain verify ca-chain.pem
+assert_grep "$PROV_OUT" '^ca-chain.pem: ok \(2 certificates\)' "a CA chain checked as one"
+expect_rule ca-chain.pem 0 'CN=Chain Test Intermediate' purpose --purpose client
+# ...and still by the CA rules: a CA chain whose first CA lacks keyUsage is invalid.
+cat int_noku.crt root.crt >ca-chain-noku.pem
+expect_rule ca-chain-noku.pem 0 'CN=Chain Test Intermediate' key-usage
+
+# DER is read as well as PEM: one certificate, or several back to back.
+openssl x509 -in root.crt -outform DER -out root.der
+prov 0 chain verify root.der
+assert_grep "$PROV_OUT" '^root.der: ok \(1 certificates\)' "a DER root"
+for c in leaf int root; do openssl x509 -in "$c.crt" -outform DER; done >good.der
+prov 0 chain verify good.der
+assert_grep "$PROV_OUT" '^good.der: ok \(3 certificates\)' "a DER chain"
+openssl x509 -in leaf_badsig.crt -outform DER >bad.der
+openssl x509 -in int.crt -outform DER >>bad.der
+openssl x509 -in root.crt -outform DER >>bad.der
+expect_rule bad.der 0 'CN=Chain Test Leaf' signature
+
+# A file without a certificate is an invalid chain: the line names the file and what it
+# holds, never a "certificate -1"; exit 1, nothing on stderr.
+# expect_file_rule FILE RULE DETAIL_ERE
+expect_file_rule() {
+    prov 1 chain verify "$1"
+    assert_eq "$(wc -l <"$PROV_OUT")" 1 "chain verify $1: result lines"
+    assert_grep "$PROV_OUT" "^$1: invalid: $2: $3" "chain verify $1: what the file holds"
+    assert_no_grep "$PROV_OUT" 'certificate -1|\(-\)' "chain verify $1: a certificate index"
+    [ ! -s "$PROV_ERR" ] || fail "chain verify $1 wrote on stderr: $(head -n2 "$PROV_ERR")"
+    prov 1 chain verify --json "$1"
+    assert_grep "$PROV_OUT" '"index": ?-1' "chain verify --json $1: index"
+    assert_grep "$PROV_OUT" "\"rule\": ?\"$2\"" "chain verify --json $1: rule"
+}
+: >empty.pem
+expect_file_rule empty.pem empty 'the file is empty'
+printf '\n  \n' >blank.pem
+expect_file_rule blank.pem empty 'the file holds only whitespace'
 printf 'not a certificate\n' >garbage.pem
-rc=0
-"$PROVISIONER" chain verify garbage.pem >"$WORK/log/garbage.out" 2>"$WORK/log/garbage.err" || rc=$?
-[ "$rc" -eq 1 ] || [ "$rc" -eq 2 ] || fail "chain verify garbage.pem: exit $rc, expected 1 (or 2)"
+expect_file_rule garbage.pem parse 'neither PEM nor DER.*"not a certificate"'
+head -c 64 /dev/urandom | tr '\060' '\061' >binary.bin
+expect_file_rule binary.bin parse 'neither PEM nor DER.*64 bytes'
+openssl req -in leaf.csr -outform DER -out leaf-csr.der
+expect_file_rule leaf-csr.der parse 'DER.*not a certificate'
+openssl x509 -in root.crt -outform DER >trailing.der
+printf 'junk' >>trailing.der
+expect_file_rule trailing.der parse 'DER certificate 0 is followed by 4 bytes'
+cp leaf.key key.pem
+expect_file_rule key.pem parse 'PEM block 0 is "PRIVATE KEY", not a certificate'
+prov 1 chain verify "$WORK/no-such.pem"
+assert_grep "$PROV_OUT" 'no-such.pem: invalid: parse: cannot open: No such file' "a missing file"
 
 # ---- chain export ------------------------------------------------------------------------
 mkdir -p "$WORK/ca-case" && cd "$WORK/ca-case"

@@ -3,12 +3,13 @@
 #
 # `sign` refuses what a CSR must not get (exit 5, one line naming the CSR or serial, no output
 # file): a curve or algorithm outside the profile, CA:true or another extension requested, a
-# CSR over the 64 KiB bound, a public key this CA certified before (<CA dir>/issued-keys), a
+# CSR over the 64 KiB bound, a public key this CA certified before (the CA index), a
 # subject or subjectAltName other than the certificate will carry (a CSR naming another
 # device: swapped CSR files). The certificate's names always come from the request and the
 # profile (SPEC §5). Broken signatures and RSA-1024 are in test_faults.sh.
 . "$(dirname "$0")/lib.sh"
 it_setup
+need sqlite3
 ca_fixture pkcs11
 
 # refused NAME ARGS...: `sign --serial SN-NAME --csr NAME.csr` exits 5, one line, no output.
@@ -79,8 +80,16 @@ openssl x509 -in "$WORK/cn.pem" -noout -subject >"$WORK/log/cn.txt"
 assert_grep "$WORK/log/cn.txt" 'CN *= *Pump 7'
 
 it_log "case: a public key this CA certified before"
-assert_file ca/issued-keys
-assert_mode 600 ca/issued-keys
+# Both certificates are in the CA index (0600), delivered (their output files were written).
+assert_file ca/index.sqlite
+assert_mode 600 ca/index.sqlite
+assert_no_file ca/issued-keys
+index_q() { sqlite3 -batch -noheader ca/index.sqlite "$1" || fail "sqlite3 on ca/index.sqlite failed: $1"; }
+assert_eq "$(index_q "SELECT serial || ' ' || issued_by || ' ' || status FROM certificate ORDER BY id")" \
+    "$(printf 'SN-OKN sign delivered\nSN-CN sign delivered')" "the CA index after two signs"
+assert_eq "$(index_q "SELECT cert_serial FROM certificate WHERE serial = 'SN-OKN'")" \
+    "$(openssl x509 -in "$WORK/okn.pem" -noout -serial | sed 's/^serial=//' | tr 'A-F' 'a-f')" \
+    "the recorded certificate serial of SN-OKN"
 prov 5 sign --serial SN-AGAIN --csr "$WORK/okn.csr" --out "$WORK/again.pem"
 assert_one_error SN-OKN "already certified"
 assert_no_file "$WORK/again.pem"
@@ -88,4 +97,4 @@ assert_no_file "$WORK/again.pem"
 openssl req -new -key "$WORK/okn.key" -subj /CN=SN-REKEY -out "$WORK/rekey.csr" 2>/dev/null
 prov 5 sign --serial SN-REKEY --csr "$WORK/rekey.csr" --out "$WORK/rekey.pem"
 assert_one_error "already certified"
-assert_eq "$(wc -l <ca/issued-keys)" 2 "lines in issued-keys"
+assert_eq "$(index_q "SELECT count(*) FROM certificate")" 2 "certificates in the CA index"

@@ -3,8 +3,9 @@
 #
 # Faults a factory line meets, and the exit code + single stderr line for each (SPEC §3):
 # wrong PIN (3, and exactly one C_Login: a station must never lock a token), unreadable PIN
-# source (3), token not found (4), extractable CA key (5), CSR with a broken signature or a
-# weak key (5), storage not writable (6, no partial files), unknown config key (2).
+# source (3), token not found (4), a CA key that is extractable, allows derive or was
+# extractable once (5), CSR with a broken signature or a weak key (5), storage not writable
+# (6, no partial files), unknown config key (2).
 # No output may carry a PIN (checked on every run by `prov`).
 . "$(dirname "$0")/lib.sh"
 it_setup
@@ -35,7 +36,7 @@ after=$(awk '/CKR_PIN_INCORRECT/ { seen = 1; next } seen && /^[0-9]+: C_Login$/ 
 assert_eq "$after" 0 "C_Login calls after the PIN was refused"
 assert_eq "$(tree_digest devices/SN-FAULT-PIN)" "(absent)" "storage after a wrong PIN"
 # The token is not locked and not at its final try: the right PIN still works.
-pkcs11-tool --module "$SOFTHSM_MODULE" -T 2>/dev/null | grep -A6 'token label *: dev-fault$' >"$WORK/log/flags"
+token_info dev-fault >"$WORK/log/flags" || exit 1
 assert_no_grep "$WORK/log/flags" 'final try|locked' "token flags after one wrong PIN"
 prov 0 enroll --serial SN-FAULT-OK --device pkcs11:token=dev-fault
 assert_storage devices/SN-FAULT-OK
@@ -136,53 +137,95 @@ prov 2 --config typo-section.cnf enroll --serial SN-FAULT-CFG --device pkcs11:to
 assert_one_error profle_device typo-section.cnf
 prov 2 --config "$WORK/no-such.cnf" ca show
 assert_one_error no-such.cnf
+# A device profile must issue end entities that the chain rules accept: a profile whose
+# extensions make a CA (or leave out what a TLS client certificate needs) is a config error
+# naming the section and key, before any token is touched.
+it_log "case: a device profile that would issue a CA"
+keys_before=$(token_count dev-fault "$DEV_PIN_VALUE" privkey)
+{
+    cat provisioner.cnf
+    printf '\n[profile_leafca]\nextensions = leafca_ext\n'
+    printf '[leafca_ext]\nbasicConstraints = critical, CA:true\nkeyUsage = keyCertSign\n'
+} >leafca.cnf
+prov 2 --config leafca.cnf enroll --serial SN-FAULT-CFG --device pkcs11:token=dev-fault \
+    --profile leafca
+assert_one_error leafca.cnf "[leafca_ext] basicConstraints" "profile_leafca"
+prov 2 --config leafca.cnf ca show
+assert_one_error leafca.cnf "[leafca_ext] basicConstraints"
+{
+    cat provisioner.cnf
+    printf '\n[profile_device]\nextensions = server_ext\n'
+    printf '[server_ext]\nbasicConstraints = critical, CA:false\nkeyUsage = critical, digitalSignature\n'
+    printf 'extendedKeyUsage = serverAuth\nsubjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n'
+} >server-profile.cnf
+prov 2 --config server-profile.cnf enroll --serial SN-FAULT-CFG --device pkcs11:token=dev-fault
+assert_one_error server-profile.cnf "[server_ext] extendedKeyUsage" clientAuth
 assert_eq "$(tree_digest devices/SN-FAULT-CFG)" "(absent)" "storage after config errors"
+assert_eq "$(token_count dev-fault "$DEV_PIN_VALUE" privkey)" "$keys_before" "keys on the device after config errors"
 
-# ---- CA key extractable: exit 5 -------------------------------------------------------
-# A CA assembled by hand (openssl + pkcs11-tool): the intermediate key is on the token but
-# was generated extractable. The tool must refuse to sign with it.
-it_log "case: extractable CA key"
-mkdir -p "$WORK/xca" && cd "$WORK/xca"
-softhsm_setup
-token_init provisioner-ca "$CA_PIN_VALUE"
-token_init dev-xca
-write_secret "$PWD/ca.pin" "$CA_PIN_VALUE"
-write_secret "$PWD/device.pin" "$DEV_PIN_VALUE"
-cp "$IT_SERVER_CA" server-ca.pem
-write_root_conf root.conf strict
-make_root_key root.key
-p11 provisioner-ca "$CA_PIN_VALUE" --keypairgen --key-type EC:prime256v1 --id 4242 \
-    --label intermediate --usage-sign --extractable >"$WORK/log/xca-keygen" 2>&1 ||
-    fail "pkcs11-tool --keypairgen --extractable: $(tail -n1 "$WORK/log/xca-keygen")"
-assert_grep <(p11_object_by_label provisioner-ca "$CA_PIN_VALUE" privkey intermediate) \
-    ', extractable' "fixture: the hand-made intermediate key is not extractable"
-engine_conf "$PWD/engine.cnf"
-mkdir -p ca
-openssl req -x509 -new -key root.key -passin "file:$PWD/root.pass" -config root.conf -days 3650 \
-    -out ca/root.crt >"$WORK/log/xca-root" 2>&1 || fail "openssl: root: $(tail -n1 "$WORK/log/xca-root")"
-OPENSSL_CONF=$PWD/engine.cnf openssl req -new -engine pkcs11 -keyform engine \
-    -key "pkcs11:token=provisioner-ca;object=intermediate;type=private;pin-value=$CA_PIN_VALUE" \
-    -subj "/O=Provisioner Integration Test/CN=Test Intermediate CA" -out int.csr \
-    >"$WORK/log/xca-csr" 2>&1 || fail "openssl req -engine pkcs11: $(tail -n1 "$WORK/log/xca-csr")"
-cat >int.ext <<'EOF'
+# ---- CA key not fit to sign: exit 5 -------------------------------------------------------
+# A CA assembled by hand (openssl + a key made on the token): the intermediate key is on the
+# token but was generated extractable, or allows CKA_DERIVE, or was extractable once
+# (CKA_NEVER_EXTRACTABLE false; pkcs11-make-key, pkcs11/make_key.c, makes the last two with
+# exactly that one flaw). The tool must refuse to sign with it.
+[ -x "${PROV_MAKE_KEY:-}" ] || fail "PROV_MAKE_KEY is not set (run through meson test)"
+hand_made_ca() {
+    local flaw=$1
+    mkdir -p "$WORK/xca-$flaw" && cd "$WORK/xca-$flaw"
+    softhsm_setup
+    token_init provisioner-ca "$CA_PIN_VALUE"
+    token_init dev-xca
+    write_secret "$PWD/ca.pin" "$CA_PIN_VALUE"
+    write_secret "$PWD/device.pin" "$DEV_PIN_VALUE"
+    cp "$IT_SERVER_CA" server-ca.pem
+    write_root_conf root.conf strict
+    make_root_key root.key
+    if [ "$flaw" = extractable ]; then
+        p11 provisioner-ca "$CA_PIN_VALUE" --keypairgen --key-type EC:prime256v1 --id 4242 \
+            --label intermediate --usage-sign --extractable >"$WORK/log/xca-keygen" 2>&1 ||
+            fail "pkcs11-tool --keypairgen --extractable: $(tail -n1 "$WORK/log/xca-keygen")"
+        assert_grep <(p11_object_by_label provisioner-ca "$CA_PIN_VALUE" privkey intermediate) \
+            ', extractable' "fixture: the hand-made intermediate key is not extractable"
+    else
+        "$PROV_MAKE_KEY" "$SOFTHSM_MODULE" provisioner-ca "$PWD/ca.pin" 4242 intermediate \
+            "$flaw" || fail "pkcs11-make-key $flaw failed"
+    fi
+    engine_conf "$PWD/engine.cnf"
+    mkdir -p ca
+    openssl req -x509 -new -key root.key -passin "file:$PWD/root.pass" -config root.conf -days 3650 \
+        -out ca/root.crt >"$WORK/log/xca-root" 2>&1 || fail "openssl: root: $(tail -n1 "$WORK/log/xca-root")"
+    OPENSSL_CONF=$PWD/engine.cnf openssl req -new -engine pkcs11 -keyform engine \
+        -key "pkcs11:token=provisioner-ca;object=intermediate;type=private;pin-value=$CA_PIN_VALUE" \
+        -subj "/O=Provisioner Integration Test/CN=Test Intermediate CA" -out int.csr \
+        >"$WORK/log/xca-csr" 2>&1 || fail "openssl req -engine pkcs11: $(tail -n1 "$WORK/log/xca-csr")"
+    cat >int.ext <<'EOF2'
 basicConstraints = critical, CA:true, pathlen:0
 keyUsage = critical, keyCertSign, cRLSign
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid:always
-EOF
-openssl x509 -req -in int.csr -CA ca/root.crt -CAkey root.key -passin "file:$PWD/root.pass" \
-    -CAcreateserial -days 1000 -extfile int.ext -out ca/intermediate.crt >"$WORK/log/xca-int" 2>&1 ||
-    fail "openssl x509 -req (intermediate): $(tail -n1 "$WORK/log/xca-int")"
-cat ca/intermediate.crt ca/root.crt >ca/chain.pem
-openssl verify -x509_strict -CAfile ca/root.crt ca/intermediate.crt >/dev/null ||
-    fail "fixture: the hand-made intermediate does not verify"
-write_config "$PWD/provisioner.cnf" file
-export PROVISIONER_CONFIG=$PWD/provisioner.cnf
-prov 5 enroll --serial SN-FAULT-XCA --device pkcs11:token=dev-xca
-assert_one_error_re "provisioner-ca|intermediate"
-assert_eq "$(tree_digest devices/SN-FAULT-XCA)" "(absent)" "storage after an extractable CA key"
-assert_eq "$(token_count dev-xca "$DEV_PIN_VALUE" privkey)" 0 "keys generated on the device before the CA was checked"
-cp "$WORK/good.csr" good.csr
-prov 5 sign --serial SN-FAULT-CSR --csr good.csr --out xca.pem
-assert_one_error_re "provisioner-ca|intermediate"
-assert_no_file xca.pem
+EOF2
+    openssl x509 -req -in int.csr -CA ca/root.crt -CAkey root.key -passin "file:$PWD/root.pass" \
+        -CAcreateserial -days 1000 -extfile int.ext -out ca/intermediate.crt >"$WORK/log/xca-int" 2>&1 ||
+        fail "openssl x509 -req (intermediate): $(tail -n1 "$WORK/log/xca-int")"
+    cat ca/intermediate.crt ca/root.crt >ca/chain.pem
+    openssl verify -x509_strict -CAfile ca/root.crt ca/intermediate.crt >/dev/null ||
+        fail "fixture: the hand-made intermediate does not verify"
+    write_config "$PWD/provisioner.cnf" file
+    export PROVISIONER_CONFIG=$PWD/provisioner.cnf
+}
+for flaw in extractable derive was-extractable; do
+    it_log "case: CA key $flaw"
+    hand_made_ca "$flaw"
+    prov 5 enroll --serial SN-FAULT-XCA --device pkcs11:token=dev-xca
+    assert_one_error_re "provisioner-ca|intermediate"
+    case $flaw in
+    derive) assert_one_error "decrypt, unwrap or derive" ;;
+    was-extractable) assert_one_error CKA_NEVER_EXTRACTABLE ;;
+    esac
+    assert_eq "$(tree_digest devices/SN-FAULT-XCA)" "(absent)" "storage after a $flaw CA key"
+    assert_eq "$(token_count dev-xca "$DEV_PIN_VALUE" privkey)" 0 "keys generated on the device before the CA was checked"
+    cp "$WORK/good.csr" good.csr
+    prov 5 sign --serial SN-FAULT-CSR --csr good.csr --out xca.pem
+    assert_one_error_re "provisioner-ca|intermediate"
+    assert_no_file xca.pem
+done

@@ -151,13 +151,15 @@ done
 
 # ---- batch: first, middle and last call of each function ---------------------------------
 # One token, three rows (serialized on it like rows of one token always are): the CA and
-# device call sites are all there, at a third of the token setup and listing cost.
+# device call sites are all there, at a third of the token setup and listing cost. Each
+# site is a lot of its own devices: its serials carry the site's name (the CA index refuses
+# a serial another lot certified), and its storage is its own directory under output_dir.
 batch_tokens() {
     softhsm2-util --delete-token --token dev-01 >/dev/null 2>&1 || true
     make_lot "$1.lot" 1 3
-    # each site's storage in its own directory under output_dir
     awk -F, -v d="$(dirname "$1")" -v OFS=, \
-        'NR == 1 { print $0, "storage"; next } { print $0, d "/" $1 }' "$1.lot" >"$1"
+        'NR == 1 { print $0, "storage"; next } { st = d "/" $1; $1 = d "-" $1; print $0, st }' \
+        "$1.lot" >"$1"
 }
 [[ " $PARTS " == *" batch "* ]] || { sed 's/^/    /' "$TABLE"; exit 0; }
 mkdir -p b-rec

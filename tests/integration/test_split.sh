@@ -75,3 +75,30 @@ rc=0
     2>"$WORK/log/tampered.err" || rc=$?
 [ "$rc" -ne 0 ] || fail "install accepted a tampered certificate bundle"
 assert_eq "$(tree_digest "$WORK/tampered")" "(absent)" "storage after a tampered install"
+
+# ---- install refuses a device key that is not signing-only and never-extractable ---------
+# Keys made on the token with exactly one flaw each (pkcs11-make-key, pkcs11/make_key.c): one
+# that also allows CKA_DERIVE, one that was extractable once (CKA_NEVER_EXTRACTABLE false).
+# `sign` certifies them (a CSR carries no key attributes); `install` reads the attributes back
+# and refuses (exit 5), writing nothing.
+[ -x "${PROV_MAKE_KEY:-}" ] || fail "PROV_MAKE_KEY is not set (run through meson test)"
+token_init dev-split-c
+engine_conf "$WORK/engine.cnf"
+id=10
+for flaw in derive was-extractable; do
+    sn=SN-SPLIT-$flaw
+    id=$((id + 1))
+    "$PROV_MAKE_KEY" "$SOFTHSM_MODULE" dev-split-c "$WORK/device.pin" "c0$id" "$sn" "$flaw" ||
+        fail "pkcs11-make-key $flaw failed"
+    OPENSSL_CONF=$WORK/engine.cnf openssl req -new -engine pkcs11 -keyform engine \
+        -key "pkcs11:token=dev-split-c;id=%c0%$id;type=private;pin-value=$DEV_PIN_VALUE" \
+        -subj "/CN=$sn" -out "$WORK/xfer/$sn.csr" >"$WORK/log/$sn-csr" 2>&1 ||
+        fail "openssl req -engine pkcs11 ($flaw key): $(tail -n1 "$WORK/log/$sn-csr")"
+    prov 0 sign --serial "$sn" --csr "$WORK/xfer/$sn.csr" --out "$WORK/xfer/$sn.pem"
+    prov 5 install --serial "$sn" --device pkcs11:token=dev-split-c --cert "$WORK/xfer/$sn.pem"
+    case $flaw in
+    derive) assert_one_error dev-split-c "decrypt, unwrap or derive" ;;
+    was-extractable) assert_one_error dev-split-c CKA_NEVER_EXTRACTABLE ;;
+    esac
+    assert_eq "$(tree_digest "$WORK/devices/$sn")" "(absent)" "storage after installing a $flaw key"
+done

@@ -672,6 +672,95 @@ static void test_pem_round_trip_and_parse_error(void **state)
     free_chain(&c);
 }
 
+/* DER back to back, and what a file without a certificate holds, as a finding on the file. */
+static void test_load_any_der_and_nothing(void **state)
+{
+    struct chain c;
+    struct prov_chain_report rep = {0};
+    STACK_OF(X509) *back = NULL;
+    unsigned char der[8192];
+    unsigned char *p = der;
+    int n = 0;
+    static const struct {
+        const char *data;
+        const char *rule;
+        const char *detail;
+    } nothing[] = {
+        {"", "empty", "the file is empty (0 bytes)"},
+        {" \n\t\n", "empty", "the file holds only whitespace (4 bytes), no certificate"},
+        {"hello world\nmore", "parse", "neither PEM nor DER: text starting \"hello world\""},
+        {"\x01\x02\x03", "parse", "neither PEM nor DER: 3 bytes of binary data starting 01 02"},
+        {"\x30\x03\x02\x01\x05", "parse", "DER data (5 bytes), but not a certificate"},
+        {"-----BEGIN X-----\nAAAA\n-----END X-----\n", "parse",
+         "PEM block 0 is \"X\", not a certificate"},
+    };
+
+    (void)state;
+    make_chain(&c, NULL, NULL, -60, 365 * DAY);
+    n += i2d_X509(c.leaf, &p);
+    n += i2d_X509(c.inter, &p);
+    n += i2d_X509(c.root, &p);
+    assert_int_equal(prov_chain_load_any_buf(der, (size_t)n, &back, &rep), 0);
+    assert_int_equal(rep.n, 0);
+    assert_int_equal(sk_X509_num(back), 3);
+    assert_int_equal(X509_cmp(sk_X509_value(back, 0), c.leaf), 0);
+    assert_int_equal(X509_cmp(sk_X509_value(back, 2), c.root), 0);
+    assert_int_equal(prov_chain_verify(back, NULL, PROV_PURPOSE_CLIENT, now, &rep), 0);
+    sk_X509_pop_free(back, X509_free);
+    back = NULL;
+
+    /* a certificate then bytes that are not one */
+    der[n] = 0x30;
+    assert_int_equal(prov_chain_load_any_buf(der, (size_t)n + 1, &back, &rep), PROV_ERR_VERIFY);
+    assert_null(back);
+    assert_int_equal(rep.n, 1);
+    assert_int_equal(rep.items[0].index, -1);
+    assert_string_equal(rep.items[0].detail,
+                        "DER certificate 2 is followed by 1 bytes that are not a certificate");
+    prov_chain_report_free(&rep);
+
+    for (size_t i = 0; i < sizeof(nothing) / sizeof(nothing[0]); i++) {
+        prov_error_clear();
+        assert_int_equal(prov_chain_load_any_buf((const unsigned char *)nothing[i].data,
+                                                 strlen(nothing[i].data), &back, &rep),
+                         PROV_ERR_VERIFY);
+        assert_null(back);
+        assert_int_equal(rep.n, 1);
+        assert_int_equal(rep.items[0].index, -1);
+        assert_null(rep.items[0].subject);
+        assert_string_equal(rep.items[0].rule, nothing[i].rule);
+        assert_string_equal(rep.items[0].detail, nothing[i].detail);
+        prov_chain_report_free(&rep);
+    }
+    prov_error_clear();
+    free_chain(&c);
+}
+
+/* Without a named purpose: a chain that starts with a CA is checked as CAs, others as clients. */
+static void test_purpose_of_first_certificate(void **state)
+{
+    struct chain c;
+    struct prov_chain_report rep = {0};
+    STACK_OF(X509) *device;
+    STACK_OF(X509) *ca;
+
+    (void)state;
+    make_chain(&c, NULL, NULL, -60, 365 * DAY);
+    device = stack_of(c.leaf, c.inter, c.root);
+    ca = stack_of(c.inter, c.root, NULL);
+    assert_int_equal(prov_chain_purpose_of(device), PROV_PURPOSE_CLIENT);
+    assert_int_equal(prov_chain_purpose_of(ca), PROV_PURPOSE_ANY);
+    assert_int_equal(prov_chain_verify(ca, NULL, prov_chain_purpose_of(ca), now, &rep), 0);
+    /* as a client chain the CA fails: it has no digitalSignature to offer */
+    assert_int_equal(prov_chain_verify(ca, NULL, PROV_PURPOSE_CLIENT, now, &rep),
+                     PROV_ERR_VERIFY);
+    assert_true(has(&rep, 0, "purpose"));
+    prov_chain_report_free(&rep);
+    sk_X509_free(device);
+    sk_X509_free(ca);
+    free_chain(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -694,6 +783,8 @@ int main(void)
         cmocka_unit_test(test_guard_exact_index_and_rule),
         cmocka_unit_test(test_empty),
         cmocka_unit_test(test_pem_round_trip_and_parse_error),
+        cmocka_unit_test(test_load_any_der_and_nothing),
+        cmocka_unit_test(test_purpose_of_first_certificate),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

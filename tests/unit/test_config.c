@@ -128,7 +128,8 @@ static const char good[] =
     "CN = ${cn}\n"
     "serialNumber = \\${serial}\n"
     "[device_ext]\n"
-    "basicConstraints = critical, CA:false\n";
+    "basicConstraints = critical, CA:false\n"
+    "authorityKeyIdentifier = keyid\n";
 
 static void test_good_config(void **state)
 {
@@ -384,6 +385,42 @@ static void test_missing_sections(void **state)
     parse_fail("[ca]\nintermediate_subject = ca_dn\n", "[ca] intermediate_subject", "[ca_dn]");
 }
 
+/*
+ * A device profile issues end entities that the chain rules accept (clientAuth): a profile
+ * whose extensions make a CA, or leave out what a TLS client certificate needs, is refused
+ * when the config is loaded, naming the extension section and key.
+ */
+static void test_profile_must_issue_end_entities(void **state)
+{
+    (void)state;
+    /* the shape of a CA: CA:true, keyCertSign, no EKU, no key identifiers */
+    parse_fail("[profile_leaf]\nextensions = leaf_ext\n"
+               "[leaf_ext]\nbasicConstraints = critical, CA:true\nkeyUsage = keyCertSign\n",
+               "[leaf_ext] basicConstraints (extensions of [profile_leaf])", "end entit");
+    parse_fail("[profile_leaf]\nextensions = leaf_ext\n"
+               "[leaf_ext]\nkeyUsage = critical, digitalSignature, cRLSign\n"
+               "authorityKeyIdentifier = keyid\n",
+               "[leaf_ext] keyUsage", "cRLSign");
+    parse_fail("[profile_leaf]\nextensions = leaf_ext\n"
+               "[leaf_ext]\nkeyUsage = critical, keyEncipherment\n"
+               "authorityKeyIdentifier = keyid\n",
+               "[leaf_ext] keyUsage", "digitalSignature");
+    parse_fail("[profile_device]\nextensions = srv\n"
+               "[srv]\nextendedKeyUsage = serverAuth\nauthorityKeyIdentifier = keyid\n",
+               "[srv] extendedKeyUsage", "clientAuth");
+    /* anything else the chain rules reject, as they name it (strict: no AKI) */
+    parse_fail("[profile_device]\nextensions = no_aki\n"
+               "[no_aki]\nbasicConstraints = critical, CA:false\n",
+               "[profile_device] extensions = no_aki", "Authority Key Identifier");
+    /* the profile names what it issues, and a section used by no profile is not checked */
+    prov_config_free(parse_ok("[profile_device]\nextensions = ee\n"
+                              "[ee]\nbasicConstraints = critical, CA:false\n"
+                              "keyUsage = critical, digitalSignature\n"
+                              "extendedKeyUsage = clientAuth, serverAuth\n"
+                              "authorityKeyIdentifier = keyid\n"
+                              "[v3_ca]\nbasicConstraints = critical, CA:true\n"));
+}
+
 static void test_bad_values(void **state)
 {
     (void)state;
@@ -511,6 +548,7 @@ int main(void)
         cmocka_unit_test(test_tpm_handles),
         cmocka_unit_test(test_bad_key_types),
         cmocka_unit_test(test_missing_sections),
+        cmocka_unit_test(test_profile_must_issue_end_entities),
         cmocka_unit_test(test_bad_values),
         cmocka_unit_test(test_pin_source_never_echoed),
         cmocka_unit_test(test_relative_without_base_dir),

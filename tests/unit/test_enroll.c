@@ -30,6 +30,8 @@
 static struct {
     bool is_extractable;     /* report the generated key as extractable */
     bool is_not_local;
+    bool was_extractable;    /* not extractable now, but CKA_NEVER_EXTRACTABLE false */
+    bool can_decrypt;        /* the backend reports decrypt, unwrap or derive allowed */
     int fail_store_cert;     /* error returned by store_certificate, 0 = ok */
     int fail_login;
     bool sign_with_other_key;/* the device signs with a different key than it reports */
@@ -141,10 +143,10 @@ static int mock_props(struct prov_device *d, struct prov_key *k, struct prov_key
         .is_private_token_object = true,
         .is_sensitive = true,
         .is_extractable = mock.is_extractable,
-        .is_never_extractable = !mock.is_extractable,
+        .is_never_extractable = !mock.is_extractable && !mock.was_extractable,
         .is_local = !mock.is_not_local,
         .can_sign = true,
-        .can_decrypt = false,
+        .can_decrypt = mock.can_decrypt,
     };
     return 0;
 }
@@ -383,6 +385,24 @@ static void test_not_local_key_refused(void **state)
     assert_non_null(strstr(prov_error_message(), "CKA_LOCAL"));
 }
 
+/*
+ * Generated on the device (local) and not extractable now, but extractable once: it may have
+ * been copied out then. Only CKA_NEVER_EXTRACTABLE says so.
+ */
+static void test_once_extractable_key_refused(void **state)
+{
+    mock.was_extractable = true;
+    expect_cleanup(*state, "SN-E", PROV_ERR_POLICY);
+    assert_non_null(strstr(prov_error_message(), "CKA_NEVER_EXTRACTABLE"));
+}
+
+static void test_decrypting_key_refused(void **state)
+{
+    mock.can_decrypt = true;
+    expect_cleanup(*state, "SN-D", PROV_ERR_POLICY);
+    assert_non_null(strstr(prov_error_message(), "decrypt, unwrap or derive"));
+}
+
 static void test_wrong_key_signature_refused(void **state)
 {
     /* The device reports one public key but signs with another (PLATFORM pitfall 3). */
@@ -429,6 +449,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_enroll_ok, setup, teardown),
         cmocka_unit_test_setup_teardown(test_extractable_key_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_local_key_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_once_extractable_key_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_decrypting_key_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrong_key_signature_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_failure_cleans_up, setup, teardown),
         cmocka_unit_test_setup_teardown(test_login_failure_generates_nothing, setup, teardown),

@@ -172,6 +172,44 @@ static void test_serial_random_properties(void **state)
     }
 }
 
+/*
+ * Every bit of the serial but the sign bit is random: over the draws each one is seen both
+ * set and clear. Distinct serials alone would pass with 8 random bytes and 12 constant ones
+ * (64 bits); a constant bit stays constant in every draw, while a random bit is constant in
+ * 500 draws with probability 2^-499.
+ */
+static void test_serial_random_every_bit_varies(void **state)
+{
+    enum { DRAWS = 500 };
+    unsigned char ones[PROV_SERIAL_BYTES] = {0};
+    unsigned char zeros[PROV_SERIAL_BYTES] = {0};
+
+    (void)state;
+    for (int i = 0; i < DRAWS; i++) {
+        ASN1_INTEGER *serial = NULL;
+        const unsigned char *data;
+
+        assert_int_equal(prov_serial_random(&serial), 0);
+        assert_int_equal(ASN1_STRING_length(serial), PROV_SERIAL_BYTES);
+        data = ASN1_STRING_get0_data(serial);
+        for (int b = 0; b < PROV_SERIAL_BYTES; b++) {
+            ones[b] |= data[b];
+            zeros[b] |= (unsigned char)~data[b];
+        }
+        ASN1_INTEGER_free(serial);
+    }
+    for (int b = 0; b < PROV_SERIAL_BYTES; b++) {
+        /* The top bit of the first byte is the sign: always clear. */
+        unsigned char want = b == 0 ? 0x7f : 0xff;
+
+        if ((ones[b] & want) != want || (zeros[b] & want) != want) {
+            fail_msg("serial byte %d: bits %02x never set, %02x never clear over %d draws", b,
+                     (unsigned)(want & ~ones[b]), (unsigned)(want & ~zeros[b]), DRAWS);
+        }
+    }
+    assert_int_equal(ones[0] & 0x80, 0);
+}
+
 static void test_serial_validity(void **state)
 {
     char longest[65];
@@ -671,10 +709,46 @@ static void test_profile_extensions_section(void **state)
     ca_free(ca);
 }
 
+/*
+ * A profile that was never through the config loader (its checks are in test_config) still
+ * cannot make the CA sign a leaf the chain rules would refuse: nothing is signed.
+ */
+static void test_non_end_entity_never_signed(void **state)
+{
+    static const char *const sections[] = {
+        "[ext]\nbasicConstraints = critical, CA:true\nkeyUsage = keyCertSign\n",
+        "[ext]\nkeyUsage = critical, digitalSignature, keyCertSign\n"
+        "authorityKeyIdentifier = keyid\n",
+        "[ext]\nextendedKeyUsage = serverAuth\nauthorityKeyIdentifier = keyid\n",
+    };
+    struct prov_ca *ca = ca_new(-DAY, 1825 * DAY);
+    struct prov_profile prof = profile_device();
+    struct prov_request rq = {.serial = "dev-11", .profile = &prof};
+    X509_REQ *req = make_csr(device_key, "dev-11", NULL);
+
+    (void)state;
+    prof.extensions_section = "ext";
+    for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); i++) {
+        struct prov_config cfg = {0};
+        X509 *cert = (X509 *)1;
+
+        cfg.conf = conf_from(sections[i]);
+        prov_error_clear();
+        assert_int_equal(prov_issue_certificate(&cfg, ca, req, &rq, &cert), PROV_ERR_CONFIG);
+        assert_null(cert);
+        assert_non_null(strstr(prov_error_message(), "dev-11"));
+        assert_non_null(strstr(prov_error_message(), "end entity"));
+        NCONF_free(cfg.conf);
+    }
+    X509_REQ_free(req);
+    ca_free(ca);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_serial_random_properties),
+        cmocka_unit_test(test_serial_random_every_bit_varies),
         cmocka_unit_test(test_serial_validity),
         cmocka_unit_test(test_subject_injection_stays_one_cn),
         cmocka_unit_test(test_subject_default_cn_is_serial),
@@ -690,6 +764,7 @@ int main(void)
         cmocka_unit_test(test_weak_and_disallowed_keys_refused),
         cmocka_unit_test(test_tampered_csr_refused),
         cmocka_unit_test(test_profile_extensions_section),
+        cmocka_unit_test(test_non_end_entity_never_signed),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -16,6 +16,7 @@
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
+#include "enroll.h"
 #include "error.h"
 #include "pkcs11.h"
 
@@ -153,6 +154,26 @@ static void test_handles(void **state)
     assert_false(prov_pkcs11_ops.handles("tpm2:device:/dev/tpmrm0"));
     assert_false(prov_pkcs11_ops.handles("PKCS11x"));
     assert_false(prov_pkcs11_ops.handles(NULL));
+}
+
+/* What the URIs alone show about naming one token (the CA token check, provisioner/ca.c). */
+static void test_names_same_device(void **state)
+{
+    bool (*same)(const char *, const char *, const char *) = prov_pkcs11_ops.names_same_device;
+
+    assert_non_null(same);
+    assert_true(same("pkcs11:token=ca", "pkcs11:token=ca;object=intermediate", module));
+    assert_true(same("pkcs11:token=ca;manufacturer=SoftHSM%20project",
+                     "pkcs11:token=ca;object=intermediate", module));
+    assert_true(same("pkcs11:serial=0011", "pkcs11:token=ca;serial=0011;object=k", module));
+    /* a URI's module-path, else the default module */
+    assert_true(same("pkcs11:token=ca?module-path=/m.so", "pkcs11:token=ca", "/m.so"));
+    assert_false(same("pkcs11:token=ca?module-path=/other.so", "pkcs11:token=ca", "/m.so"));
+    /* nothing in common, or something that differs: cannot say they are one */
+    assert_false(same("pkcs11:serial=0011", "pkcs11:token=ca;object=intermediate", module));
+    assert_false(same("pkcs11:token=dev-1", "pkcs11:token=ca", module));
+    assert_false(same("pkcs11:token=ca;serial=0011", "pkcs11:token=ca;serial=0022", module));
+    assert_false(same("pkcs11:token=ca", "not a uri", module));
 }
 
 static void test_open_by_label_and_serial(void **state)
@@ -729,10 +750,94 @@ static void test_list_objects(void **state)
     prov_pkcs11_ops.close(ro);
 }
 
+/*
+ * A key made outside the tool by pkcs11-make-key (make_key.c) with exactly one flaw, found by
+ * id: the props the backend reads back, and the refusal of the core's protection check
+ * (prov_check_key_protection, used for device keys and the CA key). "none" is the control: the
+ * same key without a flaw passes, so a refusal is the flaw's doing.
+ */
+static void check_made_key(const char *flaw, const char *idhex, const unsigned char *id,
+                           size_t id_len, struct prov_key_props *props)
+{
+    char cmd[1024], pin_path[512];
+    struct prov_device *dev = open_login("pkcs11:token=keys-0001");
+    struct prov_key *key = NULL;
+    const char *tool = getenv("PROV_MAKE_KEY");
+    const char *work = getenv("PROV_TEST_WORKDIR");
+    FILE *f;
+
+    assert_non_null(tool);
+    assert_non_null(work);
+    snprintf(pin_path, sizeof(pin_path), "%s/user.pin", work);
+    f = fopen(pin_path, "w");
+    assert_non_null(f);
+    fputs(pin_text, f);
+    fclose(f);
+    snprintf(cmd, sizeof(cmd), "'%s' '%s' keys-0001 '%s' %s made-%s %s", tool, module, pin_path,
+             idhex, flaw, strcmp(flaw, "none") == 0 ? "" : flaw);
+    assert_int_equal(system(cmd), 0);
+
+    prov_error_clear();
+    assert_int_equal(dev->ops->find_key_by_id(dev, id, id_len, &key), 0);
+    assert_int_equal(dev->ops->key_props(dev, key, props), 0);
+    prov_error_clear();
+    if (strcmp(flaw, "none") == 0) {
+        assert_int_equal(prov_check_key_protection(key, "made key"), 0);
+    } else {
+        assert_int_equal(prov_check_key_protection(key, "made key"), PROV_ERR_POLICY);
+    }
+    assert_int_equal(dev->ops->delete_key(dev, key), 0);
+    dev->ops->free_key(dev, key);
+    prov_pkcs11_ops.close(dev);
+}
+
+static void test_made_key_without_flaw_accepted(void **state)
+{
+    const unsigned char id[] = {0x6d, 0x00};
+    struct prov_key_props props;
+
+    check_made_key("none", "6d00", id, sizeof(id), &props);
+    assert_true(props.is_never_extractable);
+    assert_false(props.can_decrypt);
+}
+
+/* SPEC §4: signing only. CKA_DERIVE alone (decrypt and unwrap false) must be refused. */
+static void test_key_allowing_derive_refused(void **state)
+{
+    const unsigned char id[] = {0x6d, 0x01};
+    struct prov_key_props props;
+
+    check_made_key("derive", "6d01", id, sizeof(id), &props);
+    assert_true(props.can_decrypt);
+    assert_true(props.is_never_extractable);
+    assert_true(props.is_local);
+    assert_message_has("allows decrypt, unwrap or derive");
+}
+
+/*
+ * Not extractable now, but it was: CKA_EXTRACTABLE false, CKA_NEVER_EXTRACTABLE false, and
+ * CKA_LOCAL true (it was generated on the token). The key may have been copied out while it
+ * was extractable, so it is refused; only CKA_NEVER_EXTRACTABLE shows it.
+ */
+static void test_key_once_extractable_refused(void **state)
+{
+    const unsigned char id[] = {0x6d, 0x02};
+    struct prov_key_props props;
+
+    check_made_key("was-extractable", "6d02", id, sizeof(id), &props);
+    assert_false(props.is_extractable);
+    assert_false(props.is_never_extractable);
+    assert_true(props.is_local);
+    assert_true(props.is_sensitive);
+    assert_false(props.can_decrypt);
+    assert_message_has("CKA_NEVER_EXTRACTABLE is false");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_handles),
+        cmocka_unit_test(test_names_same_device),
         cmocka_unit_test(test_open_by_label_and_serial),
         cmocka_unit_test(test_exact_match),
         cmocka_unit_test(test_not_found_and_ambiguous),
@@ -747,6 +852,9 @@ int main(void)
         cmocka_unit_test(test_half_key_removed),
         cmocka_unit_test(test_read_only_session),
         cmocka_unit_test(test_list_objects),
+        cmocka_unit_test(test_made_key_without_flaw_accepted),
+        cmocka_unit_test(test_key_allowing_derive_refused),
+        cmocka_unit_test(test_key_once_extractable_refused),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -239,7 +239,7 @@ SER_I=$(token_serial dev-i)
 echo "SN-I,pkcs11:serial=$SER_I," >>lot.csv
 prov 3 station --instance "usb-1209:0001-$SER_I" --pin "file:$WORK/bad.pin"
 assert_one_error "not tried" "file:$WORK/bad.pin" "dev-h" "$WORK/lot.journal.sqlite.pin-rejected.source-"
-pkcs11-tool --module "$SOFTHSM_MODULE" -L 2>/dev/null | grep -A8 'token label *: dev-i' >"$WORK/log/dev-i.flags"
+token_info dev-i >"$WORK/log/dev-i.flags" || exit 1
 assert_no_grep "$WORK/log/dev-i.flags" 'count low' "dev-i spent a PIN try"
 write_secret "$WORK/bad.pin" "$DEV_PIN_VALUE"
 prov 3 station --instance "usb-1209:0001-$SER_I" --pin "file:$WORK/bad.pin"

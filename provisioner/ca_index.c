@@ -1,0 +1,1083 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The CA's record of what it issued (ca_index.h). */
+#include "ca_index.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/sha.h>
+#include <sqlite3.h>
+
+#include "error.h"
+#include "log.h"
+#include "storage.h"
+
+#define BUSY_TIMEOUT_MS 10000
+#define SCHEMA_VERSION 1
+
+/*
+ * Schema version 1, created in one transaction with the import of issued-keys. A later
+ * version adds a numbered step here and raises SCHEMA_VERSION; an index newer than the tool
+ * is refused.
+ */
+static const char *const schema_v1 =
+    "CREATE TABLE meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "CREATE TABLE attempt(id INTEGER PRIMARY KEY, serial TEXT NOT NULL,"
+    " device_uri TEXT NOT NULL, key_id BLOB NOT NULL, storage TEXT NOT NULL,"
+    " old_key_uri TEXT, pin_source TEXT, started_at TEXT NOT NULL, finished_at TEXT,"
+    " outcome TEXT CHECK (outcome IN ('delivered', 'failed', 'cleaned')));"
+    "CREATE INDEX attempt_open_by_serial ON attempt(serial) WHERE finished_at IS NULL;"
+    "CREATE INDEX attempt_open_by_device ON attempt(device_uri) WHERE finished_at IS NULL;"
+    "CREATE TABLE certificate(id INTEGER PRIMARY KEY,"
+    " cert_serial TEXT NOT NULL UNIQUE,"
+    " pubkey_sha256 TEXT NOT NULL UNIQUE,"
+    " serial TEXT NOT NULL, issued_by TEXT NOT NULL, lot TEXT, journal TEXT, device_uri TEXT,"
+    " key_uri TEXT,"
+    " profile TEXT, issuer_sha256 TEXT, not_before TEXT, not_after TEXT, der BLOB,"
+    " issued_at TEXT NOT NULL,"
+    " status TEXT NOT NULL"
+    "  CHECK (status IN ('issued', 'delivered', 'superseded', 'abandoned')),"
+    " superseded_by INTEGER REFERENCES certificate(id),"
+    " attempt_id INTEGER REFERENCES attempt(id),"
+    " revoked_at TEXT, revocation_reason INTEGER, invalidity_date TEXT);"
+    "CREATE INDEX certificate_by_serial ON certificate(serial, id);"
+    "CREATE INDEX certificate_by_attempt ON certificate(attempt_id)"
+    " WHERE attempt_id IS NOT NULL;"
+    "CREATE INDEX certificate_undelivered ON certificate(id)"
+    " WHERE status IN ('issued', 'abandoned');"
+    "INSERT INTO meta(name, value) VALUES ('schema_version', '1');";
+
+enum stmt {
+    ST_CURRENT,    /* the serial's current certificate */
+    ST_BY_PUBKEY,  /* a certificate of this public key */
+    ST_INSERT,
+    ST_SUPERSEDE,
+    ST_DELIVERED,
+    ST_COUNT,
+};
+
+static const char *const stmt_sql[ST_COUNT] = {
+    "SELECT cert_serial, issued_by, lot, issued_at, status, journal FROM certificate"
+    " WHERE serial = ? AND status IN ('issued', 'delivered') ORDER BY id DESC LIMIT 1",
+    "SELECT serial, cert_serial FROM certificate WHERE pubkey_sha256 = ?",
+    "INSERT INTO certificate(cert_serial, pubkey_sha256, serial, issued_by, lot, device_uri,"
+    " key_uri, profile, issuer_sha256, not_before, not_after, der, issued_at, status,"
+    " attempt_id, journal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'issued', ?, ?)",
+    "UPDATE certificate SET status = 'superseded', superseded_by = ?"
+    " WHERE serial = ? AND status IN ('issued', 'delivered') AND id <> ?",
+    "UPDATE certificate SET status = 'delivered' WHERE cert_serial = ? AND status = 'issued'",
+};
+
+struct prov_ca_index {
+    sqlite3 *db;
+    char *path;
+    int lock_fd;           /* index.sqlite.lock: one byte per running attempt (OFD locks) */
+    pthread_mutex_t lock;  /* one transaction at a time on the connection */
+    sqlite3_stmt *st[ST_COUNT];
+    bool is_in_issue;      /* between begin and record/abort (lock held) */
+    long crash_after;      /* test-only crash hook (see crash_point) */
+    long crash_count;
+};
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+static int db_fail(struct prov_ca_index *ix, const char *what)
+{
+    return prov_fail(PROV_ERR_JOURNAL, "CA index %s: %s: %s", ix->path, what,
+                     sqlite3_errmsg(ix->db));
+}
+
+static void now_text(char *out, size_t cap)
+{
+    struct timespec ts;
+    struct tm tm;
+    size_t n;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    n = strftime(out, cap, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, cap - n, ".%03ldZ", ts.tv_nsec / 1000000);
+}
+
+static void to_hex(const unsigned char *in, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+int prov_ca_index_spki_sha256(EVP_PKEY *pub, char out[65])
+{
+    unsigned char *der = NULL;
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    int len = i2d_PUBKEY(pub, &der);
+
+    if (len <= 0) {
+        return prov_fail_ossl(PROV_ERR_CRYPTO, "public key: cannot encode");
+    }
+    SHA256(der, (size_t)len, md);
+    OPENSSL_free(der);
+    to_hex(md, sizeof(md), out);
+    return 0;
+}
+
+static const char *col_text(sqlite3_stmt *st, int i)
+{
+    const unsigned char *t = sqlite3_column_text(st, i);
+
+    return t != NULL ? (const char *)t : "";
+}
+
+static int exec(struct prov_ca_index *ix, const char *sql)
+{
+    return sqlite3_exec(ix->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : db_fail(ix, sql);
+}
+
+/*
+ * One statement, bound by a type string ('t' text or NULL, 'i' long long, 'b' blob + size_t),
+ * run to its first row or the end: SQLITE_ROW (the caller reads and finalizes *out),
+ * SQLITE_DONE (finalized), or an error (finalized, recorded).
+ */
+static int run(struct prov_ca_index *ix, const char *sql, sqlite3_stmt **out, const char *types,
+               ...)
+{
+    sqlite3_stmt *st = NULL;
+    va_list ap;
+    int rc;
+
+    *out = NULL;
+    rc = sqlite3_prepare_v2(ix->db, sql, -1, &st, NULL);
+    va_start(ap, types);
+    for (int i = 0; rc == SQLITE_OK && types[i] != '\0'; i++) {
+        if (types[i] == 't') {
+            const char *s = va_arg(ap, const char *);
+
+            rc = s ? sqlite3_bind_text(st, i + 1, s, -1, SQLITE_TRANSIENT)
+                   : sqlite3_bind_null(st, i + 1);
+        } else if (types[i] == 'i') {
+            rc = sqlite3_bind_int64(st, i + 1, va_arg(ap, long long));
+        } else {
+            const void *b = va_arg(ap, const void *);
+            size_t n = va_arg(ap, size_t);
+
+            rc = sqlite3_bind_blob(st, i + 1, b, (int)n, SQLITE_TRANSIENT);
+        }
+    }
+    va_end(ap);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(st);
+    }
+    if (rc == SQLITE_ROW) {
+        *out = st;
+        return rc;
+    }
+    if (rc != SQLITE_DONE) {
+        db_fail(ix, "query failed");
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? rc : PROV_ERR_JOURNAL;
+}
+
+/* Test-only: PROVISIONER_TEST_CRASH_AT=ca-issued:N exits (137) right after the N-th commit. */
+static void crash_point(struct prov_ca_index *ix)
+{
+    if (ix->crash_after > 0 && ++ix->crash_count == ix->crash_after) {
+        _exit(137);
+    }
+}
+
+static void crash_hook_init(struct prov_ca_index *ix)
+{
+    const char *env = getenv("PROVISIONER_TEST_CRASH_AT");
+    long n = 0;
+
+    if (env != NULL && sscanf(env, "ca-issued:%ld", &n) == 1 && n > 0) {
+        ix->crash_after = n;
+    }
+}
+
+/* ---- open: schema and import -------------------------------------------------------------- */
+
+/* One "SPKI-SHA256 CERT-SERIAL DEVICE-SERIAL" line of issued-keys into the new index. */
+static int import_line(struct prov_ca_index *ix, const char *path, unsigned line_no, char *line,
+                       const char *at, long *n)
+{
+    char hash[80], cert_serial[80], serial[80];
+    sqlite3_stmt *st = NULL;
+    int rc;
+
+    line[strcspn(line, "\r\n")] = '\0';
+    if (line[0] == '\0') {
+        return 0;
+    }
+    if (sscanf(line, "%79s %79s %79s", hash, cert_serial, serial) != 3 || strlen(hash) != 64 ||
+        strspn(hash, "0123456789abcdef") != 64) {
+        prov_warn("%s:%u: not \"SPKI-SHA256 CERT-SERIAL DEVICE-SERIAL\"; not imported", path,
+                  line_no);
+        return 0;
+    }
+    rc = run(ix,
+             "INSERT OR IGNORE INTO certificate(cert_serial, pubkey_sha256, serial, issued_by,"
+             " issued_at, status) VALUES (?, ?, ?, 'issued-keys', ?, 'delivered')",
+             &st, "tttt", cert_serial, hash, serial, at);
+    if (rc != SQLITE_DONE) {
+        sqlite3_finalize(st);
+        return PROV_ERR_JOURNAL;
+    }
+    if (sqlite3_changes(ix->db) == 0) {
+        prov_warn("%s:%u: key or certificate serial already imported; line skipped", path,
+                  line_no);
+    } else {
+        (*n)++;
+    }
+    return 0;
+}
+
+/*
+ * issued-keys of a CA from before the index (`sign` wrote it): every line becomes a
+ * delivered certificate (the output was written after the line), with what the line holds.
+ */
+static int import_issued_keys(struct prov_ca_index *ix, const char *ca_dir)
+{
+    char *path = NULL;
+    char line[512];
+    char at[32];
+    char count[32];
+    sqlite3_stmt *st = NULL;
+    unsigned line_no = 0;
+    long n = 0;
+    FILE *f;
+    int r = 0;
+
+    if (asprintf(&path, "%s/issued-keys", ca_dir) < 0) {
+        return prov_fail(PROV_ERR_NOMEM, "CA index: out of memory");
+    }
+    f = fopen(path, "r");
+    if (f == NULL) {
+        r = errno == ENOENT ? 0 : prov_fail(PROV_ERR_JOURNAL, "%s: %s", path, strerror(errno));
+        free(path);
+        return r;
+    }
+    now_text(at, sizeof(at));
+    while (r == 0 && fgets(line, sizeof(line), f) != NULL) {
+        r = import_line(ix, path, ++line_no, line, at, &n);
+    }
+    if (r == 0 && ferror(f)) {
+        r = prov_fail(PROV_ERR_JOURNAL, "%s: read error", path);
+    }
+    fclose(f);
+    snprintf(count, sizeof(count), "%ld", n);
+    if (r == 0 && run(ix, "INSERT INTO meta(name, value) VALUES ('issued_keys_imported', ?)",
+                      &st, "t", count) != SQLITE_DONE) {
+        sqlite3_finalize(st);
+        r = PROV_ERR_JOURNAL;
+    }
+    if (r == 0 && n > 0) {
+        prov_info("CA index %s: imported %ld certified keys from %s (left in place, no longer "
+                  "written)",
+                  ix->path, n, path);
+    }
+    free(path);
+    return r;
+}
+
+/* The schema version, 0 when the index is new (no meta table yet). */
+static int schema_version(struct prov_ca_index *ix, int *version)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+
+    *version = 0;
+    rc = run(ix, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+             &st, "");
+    if (rc != SQLITE_ROW) {
+        return PROV_ERR_JOURNAL;
+    }
+    rc = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if (rc == 0) {
+        return 0;
+    }
+    rc = run(ix, "SELECT value FROM meta WHERE name = 'schema_version'", &st, "");
+    if (rc == SQLITE_ROW) {
+        *version = atoi(col_text(st, 0));
+        sqlite3_finalize(st);
+    }
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : PROV_ERR_JOURNAL;
+}
+
+static int set_up_schema(struct prov_ca_index *ix, const char *ca_dir)
+{
+    int version = 0;
+    int r;
+
+    r = schema_version(ix, &version);
+    if (r == 0 && version == 0) {
+        /* Two first opens at once: the write lock makes the second find the first's schema. */
+        r = exec(ix, "BEGIN IMMEDIATE");
+        if (r == 0) {
+            r = schema_version(ix, &version);
+        }
+        if (r == 0 && version == 0) {
+            r = exec(ix, schema_v1);
+            if (r == 0) {
+                r = import_issued_keys(ix, ca_dir);
+            }
+            version = SCHEMA_VERSION;
+        }
+        r = r == 0 ? exec(ix, "COMMIT") : r;
+        if (r < 0) {
+            sqlite3_exec(ix->db, "ROLLBACK", NULL, NULL, NULL);
+        }
+    }
+    if (r == 0 && version != SCHEMA_VERSION) {
+        r = prov_fail(PROV_ERR_JOURNAL,
+                      "CA index %s: schema version %d; this provisioner knows version %d",
+                      ix->path, version, SCHEMA_VERSION);
+    }
+    return r;
+}
+
+int prov_ca_index_open(const char *ca_dir, struct prov_ca_index **out)
+{
+    struct prov_ca_index *ix = calloc(1, sizeof(*ix));
+    char *lock_path = NULL;
+    int fd;
+    int r = PROV_ERR_NOMEM;
+
+    *out = NULL;
+    if (ix == NULL || asprintf(&ix->path, "%s/" PROV_CA_INDEX_FILE, ca_dir) < 0 ||
+        asprintf(&lock_path, "%s.lock", ix->path) < 0) {
+        free(ix);
+        return prov_fail(PROV_ERR_NOMEM, "CA index: out of memory");
+    }
+    ix->lock_fd = -1;
+    pthread_mutex_init(&ix->lock, NULL);
+    /* 0600 whatever the umask: the index is the CA's bookkeeping, not for device users. */
+    fd = open(ix->path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        r = prov_fail(PROV_ERR_JOURNAL, "CA index %s: %s", ix->path, strerror(errno));
+        goto out;
+    }
+    close(fd);
+    ix->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (ix->lock_fd < 0) {
+        r = prov_fail(PROV_ERR_JOURNAL, "CA index %s: %s", lock_path, strerror(errno));
+        goto out;
+    }
+    if (sqlite3_open_v2(ix->path, &ix->db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX | SQLITE_OPEN_NOFOLLOW,
+                        NULL) != SQLITE_OK) {
+        r = db_fail(ix, "cannot open");
+        goto out;
+    }
+    sqlite3_busy_timeout(ix->db, BUSY_TIMEOUT_MS);
+    r = exec(ix, "PRAGMA journal_mode=WAL");
+    if (r == 0) {
+        r = exec(ix, "PRAGMA synchronous=FULL");
+    }
+    if (r == 0) {
+        r = exec(ix, "PRAGMA foreign_keys=ON");
+    }
+    if (r == 0) {
+        r = set_up_schema(ix, ca_dir);
+    }
+    for (int i = 0; r == 0 && i < ST_COUNT; i++) {
+        if (sqlite3_prepare_v3(ix->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &ix->st[i],
+                               NULL) != SQLITE_OK) {
+            r = db_fail(ix, "cannot prepare");
+        }
+    }
+    if (r < 0) {
+        goto out;
+    }
+    crash_hook_init(ix);
+    *out = ix;
+    ix = NULL;
+out:
+    free(lock_path);
+    prov_ca_index_close(ix);
+    return r;
+}
+
+void prov_ca_index_close(struct prov_ca_index *ix)
+{
+    if (ix == NULL) {
+        return;
+    }
+    if (ix->is_in_issue) {
+        prov_ca_index_abort(ix);
+    }
+    for (int i = 0; i < ST_COUNT; i++) {
+        sqlite3_finalize(ix->st[i]);
+    }
+    sqlite3_close(ix->db);
+    if (ix->lock_fd >= 0) {
+        close(ix->lock_fd); /* releases every attempt lock of this handle */
+    }
+    pthread_mutex_destroy(&ix->lock);
+    free(ix->path);
+    free(ix);
+}
+
+/* Byte 0 of the lock file: attempts lock their ids, which start at 1. */
+int prov_ca_index_token_lock(const char *ca_dir, int *fd)
+{
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+    char *path = NULL;
+    int r = 0;
+
+    *fd = -1;
+    if (asprintf(&path, "%s/" PROV_CA_INDEX_FILE ".lock", ca_dir) < 0) {
+        return prov_fail(PROV_ERR_NOMEM, "CA index: out of memory");
+    }
+    *fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (*fd < 0) {
+        /* Not the CA's host, or not its operator (a device-side csr reading the CA token's
+         * identity): nobody here logs in to the CA token, so there is nothing to wait for. */
+        prov_debug("ca", "%s: %s; the CA token is opened without the lock", path,
+                   strerror(errno));
+    }
+    while (*fd >= 0 && fcntl(*fd, F_OFD_SETLKW, &fl) != 0) {
+        if (errno != EINTR) {
+            r = prov_fail(PROV_ERR_JOURNAL, "%s: cannot lock: %s", path, strerror(errno));
+            close(*fd);
+            *fd = -1;
+        }
+    }
+    free(path);
+    return r;
+}
+
+void prov_ca_index_token_unlock(int fd)
+{
+    if (fd >= 0) {
+        close(fd); /* releases the lock */
+    }
+}
+
+/* ---- the rules and issuance --------------------------------------------------------------- */
+
+static sqlite3_stmt *stmt(struct prov_ca_index *ix, enum stmt which)
+{
+    sqlite3_reset(ix->st[which]);
+    sqlite3_clear_bindings(ix->st[which]);
+    return ix->st[which];
+}
+
+/* Where a certificate was issued, for messages: "enroll", "sign", "lot NAME". */
+static void issued_where(const char *issued_by, const char *lot, char *out, size_t cap)
+{
+    if (lot != NULL && lot[0] != '\0') {
+        snprintf(out, cap, "lot %s", lot);
+    } else {
+        snprintf(out, cap, "%s", issued_by);
+    }
+}
+
+/* A lot's journal as recorded: its resolved path (the path as given when it cannot be). */
+static char *journal_identity(const char *journal)
+{
+    char *real;
+
+    if (journal == NULL) {
+        return NULL;
+    }
+    real = realpath(journal, NULL);
+    return real != NULL ? real : strdup(journal);
+}
+
+/* The serial rule and the key rule of ca_index.h; the caller holds ix->lock. */
+static int check_rules(struct prov_ca_index *ix, const char *serial,
+                       const struct prov_ca_record *rec, EVP_PKEY *pub)
+{
+    sqlite3_stmt *st = stmt(ix, ST_CURRENT);
+    char hash[65];
+    int rc;
+    int r;
+
+    sqlite3_bind_text(st, 1, serial, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        const char *lot = (const char *)sqlite3_column_text(st, 2);
+        const char *journal = (const char *)sqlite3_column_text(st, 5);
+        char *mine = journal_identity(rec->journal);
+        bool is_same_lot = lot != NULL && rec->lot != NULL && strcmp(lot, rec->lot) == 0 &&
+                           journal != NULL && mine != NULL && strcmp(journal, mine) == 0;
+
+        free(mine);
+
+        if (!rec->is_reissue && !is_same_lot) {
+            char where[128];
+
+            issued_where(col_text(st, 1), lot, where, sizeof(where));
+            r = prov_fail(PROV_ERR_ALREADY_ISSUED,
+                          "serial %s: already certified: certificate %s, issued by %s at %s%s "
+                          "(--reissue certifies it again)",
+                          serial, col_text(st, 0), where, col_text(st, 3),
+                          strcmp(col_text(st, 4), "issued") == 0 ? ", not delivered" : "");
+            sqlite3_reset(st);
+            return r;
+        }
+    } else if (rc != SQLITE_DONE) {
+        sqlite3_reset(st);
+        return db_fail(ix, "reading the serial's certificate");
+    }
+    sqlite3_reset(st);
+    if (pub == NULL) {
+        return 0;
+    }
+    r = prov_ca_index_spki_sha256(pub, hash);
+    if (r < 0) {
+        return r;
+    }
+    st = stmt(ix, ST_BY_PUBKEY);
+    sqlite3_bind_text(st, 1, hash, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        r = prov_fail(PROV_ERR_ALREADY_ISSUED,
+                      "serial %s: the public key was already certified (for %s, certificate %s; "
+                      "%s): a key is never certified twice",
+                      serial, col_text(st, 0), col_text(st, 1), ix->path);
+    } else if (rc != SQLITE_DONE) {
+        r = db_fail(ix, "reading the key's certificate");
+    }
+    sqlite3_reset(st);
+    return r;
+}
+
+int prov_ca_index_check(struct prov_ca_index *ix, const char *serial,
+                        const struct prov_ca_record *rec, EVP_PKEY *pub)
+{
+    int r;
+
+    pthread_mutex_lock(&ix->lock);
+    r = check_rules(ix, serial, rec, pub);
+    pthread_mutex_unlock(&ix->lock);
+    return r;
+}
+
+int prov_ca_index_begin(struct prov_ca_index *ix, const char *serial,
+                        const struct prov_ca_record *rec, EVP_PKEY *pub)
+{
+    int r;
+
+    pthread_mutex_lock(&ix->lock);
+    r = exec(ix, "BEGIN IMMEDIATE");
+    if (r == 0) {
+        r = check_rules(ix, serial, rec, pub);
+        if (r < 0) {
+            sqlite3_exec(ix->db, "ROLLBACK", NULL, NULL, NULL);
+        }
+    }
+    if (r < 0) {
+        pthread_mutex_unlock(&ix->lock);
+        return r;
+    }
+    ix->is_in_issue = true;
+    return 0;
+}
+
+void prov_ca_index_abort(struct prov_ca_index *ix)
+{
+    if (!ix->is_in_issue) {
+        return;
+    }
+    sqlite3_exec(ix->db, "ROLLBACK", NULL, NULL, NULL);
+    ix->is_in_issue = false;
+    pthread_mutex_unlock(&ix->lock);
+}
+
+/* RFC 3339 times and the hex fingerprint of what is recorded with a certificate. */
+struct cert_columns {
+    struct prov_cert_facts facts;
+    char pubkey[65];
+    char issuer[65];
+    unsigned char *der;
+    int der_len;
+};
+
+static int cert_columns(X509 *cert, X509 *issuer, struct cert_columns *c)
+{
+    unsigned char md[32];
+    unsigned int n = 0;
+    int r;
+
+    memset(c, 0, sizeof(*c));
+    c->issuer[0] = '\0';
+    r = prov_cert_facts(cert, &c->facts);
+    if (r == 0) {
+        r = prov_ca_index_spki_sha256(X509_get0_pubkey(cert), c->pubkey);
+    }
+    if (r == 0 && issuer != NULL) {
+        if (X509_digest(issuer, EVP_sha256(), md, &n) != 1 || n != sizeof(md)) {
+            r = prov_fail_ossl(PROV_ERR_CRYPTO, "CA index: cannot hash the issuer");
+        } else {
+            to_hex(md, n, c->issuer);
+        }
+    }
+    if (r == 0) {
+        c->der_len = i2d_X509(cert, &c->der);
+        r = c->der_len > 0 ? 0 : prov_fail_ossl(PROV_ERR_CRYPTO, "CA index: cannot encode");
+    }
+    return r;
+}
+
+int prov_ca_index_record(struct prov_ca_index *ix, const char *serial,
+                         const struct prov_ca_record *rec, const char *profile, X509 *cert,
+                         X509 *issuer)
+{
+    struct cert_columns c;
+    sqlite3_stmt *st;
+    char *journal = NULL;
+    char at[32];
+    long long id;
+    int r;
+
+    if (!ix->is_in_issue) {
+        return prov_fail(PROV_ERR_INTERNAL, "CA index: record without begin");
+    }
+    now_text(at, sizeof(at));
+    journal = journal_identity(rec->journal);
+    r = cert_columns(cert, issuer, &c);
+    if (r < 0) {
+        goto out;
+    }
+    st = stmt(ix, ST_INSERT);
+    sqlite3_bind_text(st, 1, c.facts.serial_hex, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, c.pubkey, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, serial, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, rec->issued_by ? rec->issued_by : "enroll", -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, rec->lot, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 6, rec->device_uri, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 7, rec->key_uri, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 8, profile, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 9, c.issuer[0] ? c.issuer : NULL, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 10, c.facts.not_before, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 11, c.facts.not_after, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 12, c.der, c.der_len, SQLITE_STATIC);
+    sqlite3_bind_text(st, 13, at, -1, SQLITE_STATIC);
+    if (rec->attempt_id > 0) {
+        sqlite3_bind_int64(st, 14, rec->attempt_id);
+    }
+    sqlite3_bind_text(st, 15, journal, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE) {
+        r = db_fail(ix, "cannot record the certificate");
+        sqlite3_reset(st);
+        goto out;
+    }
+    sqlite3_reset(st);
+    id = sqlite3_last_insert_rowid(ix->db);
+    /* What begin let through: a reissue, or the same lot again. */
+    st = stmt(ix, ST_SUPERSEDE);
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_text(st, 2, serial, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, id);
+    if (sqlite3_step(st) != SQLITE_DONE) {
+        r = db_fail(ix, "cannot supersede the earlier certificate");
+        sqlite3_reset(st);
+        goto out;
+    }
+    sqlite3_reset(st);
+    r = exec(ix, "COMMIT");
+out:
+    OPENSSL_free(c.der);
+    free(journal);
+    if (r < 0) {
+        sqlite3_exec(ix->db, "ROLLBACK", NULL, NULL, NULL);
+    }
+    ix->is_in_issue = false;
+    pthread_mutex_unlock(&ix->lock);
+    if (r == 0) {
+        crash_point(ix);
+    }
+    return r;
+}
+
+int prov_ca_index_delivered(struct prov_ca_index *ix, X509 *cert)
+{
+    struct prov_cert_facts f;
+    sqlite3_stmt *st;
+    int r;
+
+    if (ix == NULL) {
+        return 0; /* a CA opened without its index records nothing (unit tests) */
+    }
+    r = prov_cert_facts(cert, &f);
+    if (r < 0) {
+        return r;
+    }
+    pthread_mutex_lock(&ix->lock);
+    st = stmt(ix, ST_DELIVERED);
+    sqlite3_bind_text(st, 1, f.serial_hex, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE) {
+        r = db_fail(ix, "cannot record the delivery");
+    }
+    sqlite3_reset(st);
+    pthread_mutex_unlock(&ix->lock);
+    return r;
+}
+
+/* ---- enroll attempts ---------------------------------------------------------------------- */
+
+/* Locks (F_WRLCK) or unlocks (F_UNLCK) the attempt's byte; false when another holds it. */
+static bool attempt_lock(struct prov_ca_index *ix, long long id, short type)
+{
+    struct flock fl = {.l_type = type, .l_whence = SEEK_SET, .l_start = id, .l_len = 1};
+
+    /* Open file description locks: held by this handle, released when it is closed or the
+     * process dies (kill -9 included), and not shared with another handle of this process. */
+    return fcntl(ix->lock_fd, F_OFD_SETLK, &fl) == 0;
+}
+
+void prov_ca_attempt_clear(struct prov_ca_attempt *a)
+{
+    if (a == NULL) {
+        return;
+    }
+    free(a->serial);
+    free(a->device_uri);
+    free(a->storage);
+    free(a->old_key_uri);
+    free(a->pin_source);
+    memset(a, 0, sizeof(*a));
+}
+
+int prov_ca_index_attempt_begin(struct prov_ca_index *ix, struct prov_ca_attempt *a)
+{
+    sqlite3_stmt *st = NULL;
+    char at[32];
+    int r;
+
+    now_text(at, sizeof(at));
+    pthread_mutex_lock(&ix->lock);
+    r = exec(ix, "BEGIN IMMEDIATE");
+    if (r < 0) {
+        goto out;
+    }
+    if (run(ix,
+            "INSERT INTO attempt(serial, device_uri, key_id, storage, old_key_uri, pin_source,"
+            " started_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            &st, "ttbtttt", a->serial, a->device_uri, a->key_id, a->key_id_len, a->storage,
+            a->old_key_uri, a->pin_source, at) != SQLITE_DONE) {
+        sqlite3_finalize(st);
+        r = PROV_ERR_JOURNAL;
+        goto out;
+    }
+    a->id = sqlite3_last_insert_rowid(ix->db);
+    /* Locked before the commit makes the row visible: nobody takes it for interrupted. */
+    if (!attempt_lock(ix, a->id, F_WRLCK)) {
+        r = prov_fail(PROV_ERR_JOURNAL, "CA index %s.lock: cannot lock attempt %lld: %s",
+                      ix->path, a->id, strerror(errno));
+        goto out;
+    }
+    r = exec(ix, "COMMIT");
+    if (r < 0) {
+        attempt_lock(ix, a->id, F_UNLCK);
+    }
+out:
+    if (r < 0) {
+        sqlite3_exec(ix->db, "ROLLBACK", NULL, NULL, NULL);
+    }
+    pthread_mutex_unlock(&ix->lock);
+    return r;
+}
+
+int prov_ca_index_attempt_finish(struct prov_ca_index *ix, long long id, bool is_delivered,
+                                 const char *outcome)
+{
+    sqlite3_stmt *st = NULL;
+    char at[32];
+    int r;
+
+    now_text(at, sizeof(at));
+    pthread_mutex_lock(&ix->lock);
+    r = exec(ix, "BEGIN IMMEDIATE");
+    if (r == 0 &&
+        run(ix,
+            is_delivered ? "UPDATE certificate SET status = 'delivered'"
+                           " WHERE attempt_id = ? AND status = 'issued'"
+                         : "UPDATE certificate SET status = 'abandoned'"
+                           " WHERE attempt_id = ? AND status = 'issued'",
+            &st, "i", id) != SQLITE_DONE) {
+        r = PROV_ERR_JOURNAL;
+    }
+    if (r == 0 && run(ix, "UPDATE attempt SET finished_at = ?, outcome = ? WHERE id = ?", &st,
+                      "tti", at, outcome, id) != SQLITE_DONE) {
+        r = PROV_ERR_JOURNAL;
+    }
+    sqlite3_finalize(st);
+    r = r == 0 ? exec(ix, "COMMIT") : r;
+    if (r < 0) {
+        sqlite3_exec(ix->db, "ROLLBACK", NULL, NULL, NULL);
+    } else {
+        attempt_lock(ix, id, F_UNLCK);
+    }
+    pthread_mutex_unlock(&ix->lock);
+    return r;
+}
+
+void prov_ca_index_attempt_release(struct prov_ca_index *ix, long long id)
+{
+    attempt_lock(ix, id, F_UNLCK);
+}
+
+static char *dup_col(sqlite3_stmt *st, int i)
+{
+    const unsigned char *t = sqlite3_column_text(st, i);
+
+    return t != NULL ? strdup((const char *)t) : NULL;
+}
+
+/* Reads the attempt row st is on. */
+static int attempt_from_row(sqlite3_stmt *st, struct prov_ca_attempt *a)
+{
+    const void *id = sqlite3_column_blob(st, 3);
+    int id_len = sqlite3_column_bytes(st, 3);
+
+    memset(a, 0, sizeof(*a));
+    a->id = sqlite3_column_int64(st, 0);
+    a->serial = dup_col(st, 1);
+    a->device_uri = dup_col(st, 2);
+    a->storage = dup_col(st, 4);
+    a->old_key_uri = dup_col(st, 5);
+    a->pin_source = dup_col(st, 6);
+    if (id != NULL && id_len > 0 && id_len <= PROV_CA_INDEX_KEY_ID_MAX) {
+        memcpy(a->key_id, id, (size_t)id_len);
+        a->key_id_len = (size_t)id_len;
+    }
+    if (a->serial == NULL || a->device_uri == NULL || a->storage == NULL) {
+        prov_ca_attempt_clear(a);
+        return prov_fail(PROV_ERR_NOMEM, "CA index: out of memory");
+    }
+    return 0;
+}
+
+/* Whether attempt id is still unfinished (read again once it is claimed). */
+static bool is_unfinished(struct prov_ca_index *ix, long long id)
+{
+    sqlite3_stmt *st = NULL;
+    bool yes = run(ix, "SELECT 1 FROM attempt WHERE id = ? AND finished_at IS NULL", &st, "i",
+                   id) == SQLITE_ROW;
+
+    sqlite3_finalize(st);
+    return yes;
+}
+
+int prov_ca_index_interrupted(struct prov_ca_index *ix, const char *serial,
+                              const char *device_uri, struct prov_ca_attempt **out, size_t *n,
+                              size_t *n_busy)
+{
+    struct prov_ca_attempt *list = NULL;
+    size_t count = 0;
+    sqlite3_stmt *st = NULL;
+    int rc;
+    int r = 0;
+
+    *out = NULL;
+    *n = 0;
+    *n_busy = 0;
+    pthread_mutex_lock(&ix->lock);
+    rc = run(ix,
+             "SELECT id, serial, device_uri, key_id, storage, old_key_uri, pin_source"
+             " FROM attempt WHERE finished_at IS NULL AND (serial = ? OR device_uri = ?)"
+             " ORDER BY id",
+             &st, "tt", serial, device_uri);
+    for (; rc == SQLITE_ROW && r == 0; rc = sqlite3_step(st)) {
+        long long id = sqlite3_column_int64(st, 0);
+        struct prov_ca_attempt *grown;
+
+        if (!attempt_lock(ix, id, F_WRLCK)) {
+            /* A live enroll holds it (or cleans it up): not interrupted. */
+            *n_busy += strcmp(col_text(st, 1), serial) == 0;
+            continue;
+        }
+        grown = realloc(list, (count + 1) * sizeof(*list));
+        if (grown == NULL) {
+            attempt_lock(ix, id, F_UNLCK);
+            r = prov_fail(PROV_ERR_NOMEM, "CA index: out of memory");
+            break;
+        }
+        list = grown;
+        r = attempt_from_row(st, &list[count]);
+        if (r < 0) {
+            attempt_lock(ix, id, F_UNLCK);
+            break;
+        }
+        count++;
+    }
+    if (r == 0 && rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        r = db_fail(ix, "reading attempts");
+    }
+    sqlite3_finalize(st);
+    /* One that finished between the read and the claim is not interrupted. */
+    for (size_t i = 0; r == 0 && i < count;) {
+        if (is_unfinished(ix, list[i].id)) {
+            i++;
+            continue;
+        }
+        attempt_lock(ix, list[i].id, F_UNLCK);
+        prov_ca_attempt_clear(&list[i]);
+        memmove(&list[i], &list[i + 1], (count - i - 1) * sizeof(*list));
+        count--;
+    }
+    pthread_mutex_unlock(&ix->lock);
+    if (r < 0) {
+        for (size_t i = 0; i < count; i++) {
+            attempt_lock(ix, list[i].id, F_UNLCK);
+            prov_ca_attempt_clear(&list[i]);
+        }
+        free(list);
+        return r;
+    }
+    *out = list;
+    *n = count;
+    return 0;
+}
+
+int prov_ca_index_attempt_certificate(struct prov_ca_index *ix, long long id, X509 **out)
+{
+    sqlite3_stmt *st = NULL;
+    const unsigned char *der;
+    int rc;
+    int r = 0;
+
+    *out = NULL;
+    pthread_mutex_lock(&ix->lock);
+    rc = run(ix,
+             "SELECT der FROM certificate WHERE attempt_id = ? AND status = 'issued'"
+             " ORDER BY id DESC LIMIT 1",
+             &st, "i", id);
+    if (rc == SQLITE_ROW) {
+        der = sqlite3_column_blob(st, 0);
+        *out = der ? d2i_X509(NULL, &der, sqlite3_column_bytes(st, 0)) : NULL;
+        if (*out == NULL) {
+            r = prov_fail_ossl(PROV_ERR_JOURNAL, "CA index %s: attempt %lld: the certificate "
+                               "does not parse", ix->path, id);
+        }
+    } else if (rc != SQLITE_DONE) {
+        r = PROV_ERR_JOURNAL;
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&ix->lock);
+    return r;
+}
+
+int prov_ca_index_attempt_restore(struct prov_ca_index *ix, long long id, X509 *stored,
+                                  bool *restored)
+{
+    struct prov_cert_facts f;
+    sqlite3_stmt *st = NULL;
+    int rc;
+    int r;
+
+    *restored = false;
+    r = prov_cert_facts(stored, &f);
+    if (r < 0) {
+        return r;
+    }
+    pthread_mutex_lock(&ix->lock);
+    rc = run(ix,
+             "UPDATE certificate SET status = 'delivered', superseded_by = NULL"
+             " WHERE cert_serial = ? AND status = 'superseded' AND superseded_by IN"
+             " (SELECT id FROM certificate WHERE attempt_id = ?)",
+             &st, "ti", f.serial_hex, id);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        r = PROV_ERR_JOURNAL;
+    } else {
+        *restored = sqlite3_changes(ix->db) > 0;
+    }
+    pthread_mutex_unlock(&ix->lock);
+    return r;
+}
+
+/* ---- ca show ------------------------------------------------------------------------------ */
+
+void prov_ca_index_stats_clear(struct prov_ca_index_stats *s)
+{
+    if (s != NULL) {
+        free(s->undelivered);
+        memset(s, 0, sizeof(*s));
+    }
+}
+
+int prov_ca_index_stats(struct prov_ca_index *ix, struct prov_ca_index_stats *out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+    int r = 0;
+
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&ix->lock);
+    for (rc = run(ix, "SELECT status, count(*) FROM certificate GROUP BY status", &st, "");
+         rc == SQLITE_ROW; rc = sqlite3_step(st)) {
+        const char *s = col_text(st, 0);
+        long long n = sqlite3_column_int64(st, 1);
+
+        if (strcmp(s, "issued") == 0) {
+            out->issued = n;
+        } else if (strcmp(s, "delivered") == 0) {
+            out->delivered = n;
+        } else if (strcmp(s, "superseded") == 0) {
+            out->superseded = n;
+        } else if (strcmp(s, "abandoned") == 0) {
+            out->abandoned = n;
+        }
+    }
+    sqlite3_finalize(st);
+    r = rc == SQLITE_DONE ? 0 : db_fail(ix, "counting certificates");
+    for (rc = r == 0 ? run(ix, "SELECT serial, cert_serial, issued_at, issued_by, lot, status"
+                               " FROM certificate WHERE status IN ('issued', 'abandoned')"
+                               " ORDER BY id",
+                           &st, "")
+                     : SQLITE_DONE;
+         rc == SQLITE_ROW && r == 0; rc = sqlite3_step(st)) {
+        struct prov_ca_index_undelivered *grown =
+            realloc(out->undelivered, (out->n_undelivered + 1) * sizeof(*grown));
+        struct prov_ca_index_undelivered *u;
+
+        if (grown == NULL) {
+            r = prov_fail(PROV_ERR_NOMEM, "CA index: out of memory");
+            break;
+        }
+        out->undelivered = grown;
+        u = &grown[out->n_undelivered++];
+        snprintf(u->serial, sizeof(u->serial), "%s", col_text(st, 0));
+        snprintf(u->cert_serial, sizeof(u->cert_serial), "%s", col_text(st, 1));
+        snprintf(u->issued_at, sizeof(u->issued_at), "%s", col_text(st, 2));
+        snprintf(u->status, sizeof(u->status), "%s", col_text(st, 5));
+        issued_where(col_text(st, 3), (const char *)sqlite3_column_text(st, 4), u->issued_by,
+                     sizeof(u->issued_by));
+    }
+    sqlite3_finalize(st);
+    if (r == 0 && rc != SQLITE_DONE) {
+        r = db_fail(ix, "listing undelivered certificates");
+    }
+    if (r == 0) {
+        rc = run(ix, "SELECT count(*) FROM attempt WHERE finished_at IS NULL", &st, "");
+        if (rc == SQLITE_ROW) {
+            out->attempts_open = sqlite3_column_int64(st, 0);
+        } else {
+            r = PROV_ERR_JOURNAL;
+        }
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&ix->lock);
+    if (r < 0) {
+        prov_ca_index_stats_clear(out);
+    }
+    return r;
+}

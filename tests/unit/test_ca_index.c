@@ -1,0 +1,441 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The CA index (provisioner/ca_index.h) on a temp directory: the serial and key rules, the
+ * same-lot exception (name and journal file), supersede links, a rolled-back issuance,
+ * delivery, enroll attempts (claimed only when nobody holds them: two handles stand for two
+ * processes), the import of issued-keys, the stats of `ca show`, and an index from a newer
+ * tool refused.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include <openssl/evp.h>
+#include <openssl/x509v3.h>
+#include <sqlite3.h>
+
+#include "ca_index.h"
+#include "error.h"
+
+struct fixture {
+    char dir[64];
+    EVP_PKEY *ca_key;
+    X509 *ca_cert;
+    long next_serial;
+};
+
+static X509 *make_cert(struct fixture *f, EVP_PKEY *subject_key)
+{
+    X509 *c = X509_new();
+
+    X509_set_version(c, X509_VERSION_3);
+    ASN1_INTEGER_set(X509_get_serialNumber(c), ++f->next_serial);
+    X509_NAME_add_entry_by_txt(X509_get_subject_name(c), "CN", MBSTRING_UTF8,
+                               (const unsigned char *)"device", -1, -1, 0);
+    X509_set_issuer_name(c, X509_get_subject_name(f->ca_cert ? f->ca_cert : c));
+    X509_gmtime_adj(X509_getm_notBefore(c), 0);
+    X509_gmtime_adj(X509_getm_notAfter(c), 86400);
+    X509_set_pubkey(c, subject_key);
+    assert_true(X509_sign(c, f->ca_key, EVP_sha256()) > 0);
+    return c;
+}
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+
+    snprintf(f->dir, sizeof(f->dir), "/tmp/test_ca_index.XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    f->ca_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    f->ca_cert = make_cert(f, f->ca_key);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    char cmd[160];
+
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+    assert_int_equal(system(cmd), 0);
+    X509_free(f->ca_cert);
+    EVP_PKEY_free(f->ca_key);
+    free(f);
+    return 0;
+}
+
+static struct prov_ca_index *open_index(struct fixture *f)
+{
+    struct prov_ca_index *ix = NULL;
+
+    prov_error_clear();
+    if (prov_ca_index_open(f->dir, &ix) != 0) {
+        fail_msg("open: %s", prov_error_message());
+    }
+    return ix;
+}
+
+/* Issues a certificate for a fresh key under rec through begin/record; returns it or NULL. */
+static X509 *issue(struct fixture *f, struct prov_ca_index *ix, const char *serial,
+                   const struct prov_ca_record *rec, int want)
+{
+    EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *cert = NULL;
+    int r;
+
+    prov_error_clear();
+    r = prov_ca_index_begin(ix, serial, rec, key);
+    assert_int_equal(r, want);
+    if (r == 0) {
+        cert = make_cert(f, key);
+        assert_int_equal(prov_ca_index_record(ix, serial, rec, "device", cert, f->ca_cert), 0);
+    }
+    EVP_PKEY_free(key);
+    return cert;
+}
+
+/* One value of a query on the index file, as text ("" for none). */
+static char *query(struct fixture *f, const char *sql)
+{
+    static char out[1024];
+    char path[128];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+
+    snprintf(path, sizeof(path), "%s/index.sqlite", f->dir);
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    out[0] = '\0';
+    for (int rc = sqlite3_step(st); rc == SQLITE_ROW; rc = sqlite3_step(st)) {
+        const unsigned char *t = sqlite3_column_text(st, 0);
+
+        if (out[0] != '\0') {
+            strncat(out, ",", sizeof(out) - strlen(out) - 1);
+        }
+        strncat(out, t ? (const char *)t : "NULL", sizeof(out) - strlen(out) - 1);
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return out;
+}
+
+static void assert_message(const char *a, const char *b)
+{
+    const char *msg = prov_error_message();
+
+    if (msg == NULL || strstr(msg, a) == NULL || (b != NULL && strstr(msg, b) == NULL)) {
+        fail_msg("message \"%s\" lacks \"%s\" / \"%s\"", msg ? msg : "(none)", a, b ? b : "");
+    }
+}
+
+static void test_created_private_with_schema(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_ca_index *ix = open_index(f);
+    char path[128];
+    struct stat st;
+
+    snprintf(path, sizeof(path), "%s/index.sqlite", f->dir);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'schema_version'"), "1");
+    assert_string_equal(query(f, "PRAGMA journal_mode"), "wal");
+    prov_ca_index_close(ix);
+    /* a second open finds the schema and changes nothing */
+    ix = open_index(f);
+    assert_string_equal(query(f, "SELECT count(*) FROM meta"), "1");
+    prov_ca_index_close(ix);
+}
+
+static void test_serial_rule_and_reissue(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_ca_index *ix = open_index(f);
+    struct prov_ca_record enroll = {.issued_by = "enroll"};
+    struct prov_ca_record again = {.issued_by = "enroll", .is_reissue = true};
+    X509 *first = issue(f, ix, "SN-1", &enroll, 0);
+    X509 *second;
+
+    assert_non_null(first);
+    assert_string_equal(query(f, "SELECT status FROM certificate"), "issued");
+    assert_int_equal(prov_ca_index_delivered(ix, first), 0);
+    assert_string_equal(query(f, "SELECT status FROM certificate"), "delivered");
+    /* refused before anything is made, and at issuance, naming the earlier certificate */
+    prov_error_clear();
+    assert_int_equal(prov_ca_index_check(ix, "SN-1", &enroll, NULL), PROV_ERR_ALREADY_ISSUED);
+    assert_message("SN-1", "issued by enroll");
+    assert_null(issue(f, ix, "SN-1", &enroll, PROV_ERR_ALREADY_ISSUED));
+    assert_int_equal(prov_ca_index_check(ix, "SN-2", &enroll, NULL), 0);
+    /* a reissue supersedes it, and the link names the successor */
+    second = issue(f, ix, "SN-1", &again, 0);
+    assert_non_null(second);
+    assert_string_equal(query(f, "SELECT status FROM certificate ORDER BY id"),
+                        "superseded,issued");
+    assert_string_equal(query(f, "SELECT a.superseded_by = b.id FROM certificate a, certificate b"
+                                 " WHERE a.id = 1 AND b.id = 2"),
+                        "1");
+    X509_free(first);
+    X509_free(second);
+    prov_ca_index_close(ix);
+}
+
+static void test_key_never_twice(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_ca_index *ix = open_index(f);
+    struct prov_ca_record sign = {.issued_by = "sign", .is_reissue = true};
+    EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *cert;
+
+    assert_int_equal(prov_ca_index_begin(ix, "SN-K", &sign, key), 0);
+    cert = make_cert(f, key);
+    assert_int_equal(prov_ca_index_record(ix, "SN-K", &sign, NULL, cert, f->ca_cert), 0);
+    /* even as a reissue, even for another serial */
+    prov_error_clear();
+    assert_int_equal(prov_ca_index_check(ix, "SN-K", &sign, key), PROV_ERR_ALREADY_ISSUED);
+    assert_message("already certified (for SN-K", NULL);
+    prov_error_clear();
+    assert_int_equal(prov_ca_index_begin(ix, "SN-OTHER", &sign, key), PROV_ERR_ALREADY_ISSUED);
+    assert_string_equal(query(f, "SELECT count(*) FROM certificate"), "1");
+    X509_free(cert);
+    EVP_PKEY_free(key);
+    prov_ca_index_close(ix);
+}
+
+/* Within one lot (same name, same journal) the journal decides; another journal is another lot. */
+static void test_same_lot_exception(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_ca_index *ix = open_index(f);
+    char journal[128], other[128];
+    struct prov_ca_record lot = {.issued_by = "batch", .lot = "L1", .journal = journal};
+    struct prov_ca_record same_name = {.issued_by = "batch", .lot = "L1", .journal = other};
+    struct prov_ca_record enroll = {.issued_by = "enroll"};
+    X509 *a;
+    X509 *b;
+
+    snprintf(journal, sizeof(journal), "%s/lot.journal.sqlite", f->dir);
+    snprintf(other, sizeof(other), "%s/./other.journal.sqlite", f->dir);
+    fclose(fopen(journal, "w"));
+    fclose(fopen(other, "w"));
+    a = issue(f, ix, "SN-L", &lot, 0);
+    b = issue(f, ix, "SN-L", &lot, 0); /* a resumed row: supersedes the lot's own */
+    assert_string_equal(query(f, "SELECT status FROM certificate ORDER BY id"),
+                        "superseded,issued");
+    prov_error_clear();
+    assert_int_equal(prov_ca_index_check(ix, "SN-L", &same_name, NULL), PROV_ERR_ALREADY_ISSUED);
+    assert_message("issued by lot L1", NULL);
+    assert_int_equal(prov_ca_index_check(ix, "SN-L", &enroll, NULL), PROV_ERR_ALREADY_ISSUED);
+    /* the journal is compared as a resolved path */
+    snprintf(journal, sizeof(journal), "%s/./lot.journal.sqlite", f->dir);
+    assert_int_equal(prov_ca_index_check(ix, "SN-L", &lot, NULL), 0);
+    X509_free(a);
+    X509_free(b);
+    prov_ca_index_close(ix);
+}
+
+static void test_abort_records_nothing(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_ca_index *ix = open_index(f);
+    struct prov_ca_record enroll = {.issued_by = "enroll"};
+    struct prov_ca_record again = {.issued_by = "enroll", .is_reissue = true};
+    EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *first = issue(f, ix, "SN-A", &enroll, 0);
+
+    assert_int_equal(prov_ca_index_begin(ix, "SN-A", &again, key), 0);
+    prov_ca_index_abort(ix); /* the signing failed */
+    assert_string_equal(query(f, "SELECT status FROM certificate"), "issued");
+    /* the lock is free again */
+    assert_int_equal(prov_ca_index_check(ix, "SN-B", &enroll, NULL), 0);
+    X509_free(first);
+    EVP_PKEY_free(key);
+    prov_ca_index_close(ix);
+}
+
+static void test_attempts(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_ca_index *mine = open_index(f);
+    struct prov_ca_index *other = open_index(f); /* another process, as the locks see it */
+    struct prov_ca_attempt a = {.serial = "SN-T", .device_uri = "pkcs11:token=t",
+                                .storage = "/nowhere", .key_id = {1, 2, 3}, .key_id_len = 3};
+    struct prov_ca_record rec = {.issued_by = "enroll"};
+    struct prov_ca_attempt *list = NULL;
+    size_t n = 0;
+    size_t busy = 0;
+    X509 *cert;
+    X509 *back = NULL;
+
+    assert_int_equal(prov_ca_index_attempt_begin(mine, &a), 0);
+    assert_true(a.id > 0);
+    rec.attempt_id = a.id;
+    cert = issue(f, mine, "SN-T", &rec, 0);
+    /* running: not interrupted, and busy for its serial */
+    assert_int_equal(prov_ca_index_interrupted(other, "SN-T", "pkcs11:token=x", &list, &n, &busy),
+                     0);
+    assert_int_equal(n, 0);
+    assert_int_equal(busy, 1);
+    /* its holder gone (the lock released), the other claims it, by serial or by device */
+    prov_ca_index_attempt_release(mine, a.id);
+    assert_int_equal(prov_ca_index_interrupted(other, "SN-X", "pkcs11:token=t", &list, &n, &busy),
+                     0);
+    assert_int_equal(n, 1);
+    assert_int_equal(busy, 0);
+    assert_string_equal(list[0].serial, "SN-T");
+    assert_int_equal(list[0].key_id_len, 3);
+    assert_memory_equal(list[0].key_id, a.key_id, 3);
+    /* claimed by the other handle: busy for a third one */
+    {
+        struct prov_ca_index *third = open_index(f);
+        struct prov_ca_attempt *none = NULL;
+        size_t n3 = 0;
+        size_t busy3 = 0;
+
+        assert_int_equal(prov_ca_index_interrupted(third, "SN-T", "-", &none, &n3, &busy3), 0);
+        assert_int_equal(n3, 0);
+        assert_int_equal(busy3, 1);
+        free(none);
+        prov_ca_index_close(third);
+    }
+    assert_int_equal(prov_ca_index_attempt_certificate(other, a.id, &back), 0);
+    assert_non_null(back);
+    assert_int_equal(X509_cmp(back, cert), 0);
+    X509_free(back);
+    assert_int_equal(prov_ca_index_attempt_finish(other, a.id, false, "cleaned"), 0);
+    assert_string_equal(query(f, "SELECT status FROM certificate"), "abandoned");
+    assert_string_equal(query(f, "SELECT outcome FROM attempt"), "cleaned");
+    prov_ca_attempt_clear(&list[0]);
+    free(list);
+    X509_free(cert);
+    prov_ca_index_close(other);
+    prov_ca_index_close(mine);
+}
+
+/* An older CA's issued-keys: imported once, with the bad and repeated lines left out. */
+static void test_import_issued_keys(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_ca_record sign = {.issued_by = "sign"};
+    EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    struct prov_ca_index *ix;
+    char hash[65];
+    char path[128];
+    FILE *fp;
+
+    assert_int_equal(prov_ca_index_spki_sha256(key, hash), 0);
+    snprintf(path, sizeof(path), "%s/issued-keys", f->dir);
+    fp = fopen(path, "w");
+    fprintf(fp, "%s 0a0b SN-OLD-1\n", hash);
+    fprintf(fp, "%s 0c0d SN-OLD-2\n", "1111111111111111111111111111111111111111111111111111111111111111");
+    fprintf(fp, "%s 0e0f SN-OLD-3\n", hash); /* the same key again */
+    fprintf(fp, "short 0a SN-BAD\n");
+    fclose(fp);
+    ix = open_index(f);
+    assert_string_equal(query(f, "SELECT serial || ' ' || cert_serial || ' ' || status FROM "
+                                 "certificate ORDER BY id"),
+                        "SN-OLD-1 0a0b delivered,SN-OLD-2 0c0d delivered");
+    assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'issued_keys_imported'"),
+                        "2");
+    prov_error_clear();
+    assert_int_equal(prov_ca_index_check(ix, "SN-NEW", &sign, key), PROV_ERR_ALREADY_ISSUED);
+    assert_message("for SN-OLD-1", NULL);
+    assert_int_equal(prov_ca_index_check(ix, "SN-OLD-2", &sign, NULL), PROV_ERR_ALREADY_ISSUED);
+    prov_ca_index_close(ix);
+    /* not imported twice; the file stays */
+    ix = open_index(f);
+    assert_string_equal(query(f, "SELECT count(*) FROM certificate"), "2");
+    fp = fopen(path, "r");
+    assert_non_null(fp);
+    fclose(fp);
+    prov_ca_index_close(ix);
+    EVP_PKEY_free(key);
+}
+
+static void test_stats(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_ca_index *ix = open_index(f);
+    struct prov_ca_record enroll = {.issued_by = "enroll"};
+    struct prov_ca_record again = {.issued_by = "enroll", .is_reissue = true};
+    struct prov_ca_record lot = {.issued_by = "batch", .lot = "L9"};
+    struct prov_ca_attempt a = {.serial = "SN-S3", .device_uri = "pkcs11:token=s",
+                                .storage = "/nowhere", .key_id = {9}, .key_id_len = 1};
+    struct prov_ca_index_stats st;
+    X509 *c[4];
+
+    c[0] = issue(f, ix, "SN-S1", &enroll, 0);
+    c[1] = issue(f, ix, "SN-S1", &again, 0); /* supersedes c[0] */
+    prov_ca_index_delivered(ix, c[1]);
+    c[2] = issue(f, ix, "SN-S2", &lot, 0);   /* not delivered */
+    assert_int_equal(prov_ca_index_attempt_begin(ix, &a), 0);
+    enroll.attempt_id = a.id;
+    c[3] = issue(f, ix, "SN-S3", &enroll, 0);
+    assert_int_equal(prov_ca_index_attempt_finish(ix, a.id, false, "failed"), 0);
+    assert_int_equal(prov_ca_index_stats(ix, &st), 0);
+    assert_int_equal(st.delivered, 1);
+    assert_int_equal(st.issued, 1);
+    assert_int_equal(st.superseded, 1);
+    assert_int_equal(st.abandoned, 1);
+    assert_int_equal(st.attempts_open, 0);
+    assert_int_equal(st.n_undelivered, 2);
+    assert_string_equal(st.undelivered[0].serial, "SN-S2");
+    assert_string_equal(st.undelivered[0].status, "issued");
+    assert_string_equal(st.undelivered[0].issued_by, "lot L9");
+    assert_string_equal(st.undelivered[1].serial, "SN-S3");
+    assert_string_equal(st.undelivered[1].status, "abandoned");
+    assert_string_equal(st.undelivered[1].issued_by, "enroll");
+    prov_ca_index_stats_clear(&st);
+    for (int i = 0; i < 4; i++) {
+        X509_free(c[i]);
+    }
+    prov_ca_index_close(ix);
+}
+
+/* An index written by a newer tool (a higher schema version) is not used. */
+static void test_newer_schema_refused(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_ca_index *ix = open_index(f);
+    char path[128];
+    sqlite3 *db = NULL;
+
+    prov_ca_index_close(ix);
+    snprintf(path, sizeof(path), "%s/index.sqlite", f->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "UPDATE meta SET value = '2' WHERE name = "
+                                      "'schema_version'", NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    ix = (struct prov_ca_index *)1;
+    prov_error_clear();
+    assert_int_equal(prov_ca_index_open(f->dir, &ix), PROV_ERR_JOURNAL);
+    assert_null(ix);
+    assert_message("schema version 2", "index.sqlite");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_created_private_with_schema, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_serial_rule_and_reissue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_key_never_twice, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_same_lot_exception, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_abort_records_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_attempts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_import_issued_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
