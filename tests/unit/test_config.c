@@ -256,6 +256,7 @@ static void test_unknown_sections(void **state)
                    "CN = ${cn}\n"
                    "[dev_ext]\n"
                    "basicConstraints = critical, CA:false\n"
+                   "authorityKeyIdentifier = keyid\n"
                    "subjectAltName = @alt\n"
                    "certificatePolicies = ia5org, @pol\n"
                    "issuerAltName = dirName:dir_sect\n"
@@ -412,8 +413,12 @@ static void test_profile_must_issue_end_entities(void **state)
     parse_fail("[profile_device]\nextensions = no_aki\n"
                "[no_aki]\nbasicConstraints = critical, CA:false\n",
                "[profile_device] extensions = no_aki", "Authority Key Identifier");
-    /* the profile names what it issues, and a section used by no profile is not checked */
-    prov_config_free(parse_ok("[profile_device]\nextensions = ee\n"
+    /*
+     * the profile names what it issues, and a section no profile uses is not checked as a
+     * leaf (here the root's extensions, which [req] names: an unnamed one is an error)
+     */
+    prov_config_free(parse_ok("[req]\nx509_extensions = v3_ca\n"
+                              "[profile_device]\nextensions = ee\n"
                               "[ee]\nbasicConstraints = critical, CA:false\n"
                               "keyUsage = critical, digitalSignature\n"
                               "extendedKeyUsage = clientAuth, serverAuth\n"
