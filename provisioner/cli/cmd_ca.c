@@ -153,6 +153,7 @@ static json_object *show_failed_json(const struct prov_config *cfg)
                            cfg && cfg->root_key ? json_object_new_string(cfg->root_key) : NULL);
     json_object_object_add(o, "chain", json_object_new_array());
     json_object_object_add(o, "lint", json_object_new_array());
+    json_object_object_add(o, "index", NULL); /* not read: the command failed before */
     return o;
 }
 

@@ -212,8 +212,10 @@ printf 'junk' >>trailing.der
 expect_file_rule trailing.der parse 'DER certificate 0 is followed by 4 bytes'
 cp leaf.key key.pem
 expect_file_rule key.pem parse 'PEM block 0 is "PRIVATE KEY", not a certificate'
-prov 1 chain verify "$WORK/no-such.pem"
-assert_grep "$PROV_OUT" 'no-such.pem: invalid: parse: cannot open: No such file' "a missing file"
+# a file that cannot be read at all is a usage error (exit 2, README "Exit codes"), before any
+# other file is checked; one that holds no certificate is a finding (exit 1, above)
+prov 2 chain verify "$WORK/no-such.pem"
+assert_one_error no-such.pem "No such file"
 
 # ---- chain export ------------------------------------------------------------------------
 mkdir -p "$WORK/ca-case" && cd "$WORK/ca-case"

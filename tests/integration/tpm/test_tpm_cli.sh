@@ -105,7 +105,7 @@ assert_eq "$(tpm_sha256 "$TCTI_B" tpm2_readpublic -c "$KEY_HANDLE")" \
     "$s1_pub" "key at $KEY_HANDLE after a reissue under another serial"
 prov 0 check devices/TPM-S1
 prov 0 csr --serial TPM-S1 --device "tpm2:$TCTI_B" --out "$WORK/s1b.csr" --reissue
-prov 0 sign --serial TPM-S1 --csr "$WORK/s1b.csr" --out "$WORK/s1b.pem"
+prov 0 sign --serial TPM-S1 --csr "$WORK/s1b.csr" --out "$WORK/s1b.pem" --reissue
 prov 0 install --serial TPM-S1 --device "tpm2:$TCTI_B" --cert "$WORK/s1b.pem" --reissue
 assert_tpm_identity "$TCTI_B" "$WORK/devices/TPM-S1"
 
