@@ -16,6 +16,7 @@
 #include <openssl/x509.h>
 
 #include "backend.h"
+#include "device.h"
 #include "batch_internal.h"
 #include "ca_index.h"
 #include "chain.h"
@@ -95,7 +96,7 @@ void batch_request(const struct batch *b, const struct prov_manifest_row *row,
     rq->vars.x_names = row->x_names;
     rq->vars.x_values = row->x_values;
     rq->vars.n_x = row->n_x;
-    /* The CA index leaves this lot's serials to its journal (provisioner/ca_index.h). */
+    /* The CA index leaves this lot's serials to its journal (provisioner/pki/ca_index.h). */
     rq->record.issued_by = "batch";
     rq->record.lot = b->lot;
     rq->record.journal = prov_journal_path(b->journal);
@@ -129,13 +130,7 @@ char *batch_storage_dir(const struct prov_config *cfg, const struct prov_manifes
  */
 static int resolve_token(struct batch *b, const char *uri, struct batch_token **out)
 {
-    struct prov_device_params params = {
-        .module_path = b->cfg->pkcs11_module,
-        .read_only = true,
-        .tpm_srk_handle = b->cfg->tpm_srk_handle,
-        .tpm_key_handle = b->cfg->tpm_key_handle,
-        .tpm_nv_index = b->cfg->tpm_nv_index,
-    };
+    struct prov_device_params params;
     struct prov_device *dev = NULL;
     char ident[512];
     char *key = NULL;
@@ -143,6 +138,7 @@ static int resolve_token(struct batch *b, const char *uri, struct batch_token **
     bool is_new = false;
     int r;
 
+    prov_device_params_from_config(b->cfg, true, &params);
     r = prov_device_open(uri, &params, &dev);
     if (r < 0) {
         return r;

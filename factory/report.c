@@ -7,6 +7,7 @@
 #include <json-c/json.h>
 
 #include "backend.h"
+#include "device.h"
 #include "batch.h"
 #include "error.h"
 #include "journal.h"
@@ -213,18 +214,13 @@ static struct token *token_for(struct tokens_ctx *tc, const char *identity)
 static int identify(const struct tokens_ctx *tc, const char *uri, char **out)
 {
     const struct prov_config *cfg = tc->opts->cfg;
-    struct prov_device_params params = {
-        .module_path = cfg->pkcs11_module,
-        .read_only = true,
-        .tpm_srk_handle = cfg->tpm_srk_handle,
-        .tpm_key_handle = cfg->tpm_key_handle,
-        .tpm_nv_index = cfg->tpm_nv_index,
-    };
+    struct prov_device_params params;
     struct prov_device *dev = NULL;
     char ident[512];
     int r;
 
     *out = NULL;
+    prov_device_params_from_config(cfg, true, &params);
     r = prov_device_open(uri, &params, &dev);
     if (r == PROV_ERR_NOT_FOUND || r == PROV_ERR_DEVICE_REMOVED) {
         prov_error_clear();
@@ -366,13 +362,7 @@ static int report_token(struct tokens_ctx *tc, const struct token *t,
                         const struct prov_secret *pin)
 {
     const struct prov_config *cfg = tc->opts->cfg;
-    struct prov_device_params params = {
-        .module_path = cfg->pkcs11_module,
-        .read_only = true,
-        .tpm_srk_handle = cfg->tpm_srk_handle,
-        .tpm_key_handle = cfg->tpm_key_handle,
-        .tpm_nv_index = cfg->tpm_nv_index,
-    };
+    struct prov_device_params params;
     struct listing l = {.tc = tc, .t = t, .out = tc->out};
     struct prov_device *dev = NULL;
     json_object *o = NULL;
@@ -380,6 +370,7 @@ static int report_token(struct tokens_ctx *tc, const struct token *t,
     int r = 0;
 
     if (t->identity != NULL) {
+        prov_device_params_from_config(cfg, true, &params);
         r = prov_device_open(t->uris[0], &params, &dev);
         r = r ? r : dev->ops->login(dev, pin);
         is_listed = r == 0 && dev->ops->list_objects != NULL;

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "device.h"
 #include "batch_internal.h"
 #include "ca.h"
 #include "check.h"
@@ -148,17 +149,12 @@ static int open_waiting(struct station *s, const char *uri, struct prov_device_p
  */
 static int identify(struct station *s, struct prov_station_result *res, bool is_pkcs11_any)
 {
-    struct prov_device_params params = {
-        .module_path = s->cfg->pkcs11_module,
-        .read_only = true,
-        .tpm_srk_handle = s->cfg->tpm_srk_handle,
-        .tpm_key_handle = s->cfg->tpm_key_handle,
-        .tpm_nv_index = s->cfg->tpm_nv_index,
-    };
+    struct prov_device_params params;
     struct prov_device *dev = NULL;
     char ident[512];
     int r;
 
+    prov_device_params_from_config(s->cfg, true, &params);
     r = open_waiting(s, res->device_uri, &params, &dev);
     /* The CA's own token is never a device: refused before a row is claimed for it. */
     if (r == 0) {
@@ -287,7 +283,7 @@ static int station_prove(const struct prov_config *cfg, const char *dir, const c
  */
 static int classify_removal(const struct station *s, const char *device_uri, int err)
 {
-    struct prov_device_params params = {.module_path = s->cfg->pkcs11_module, .read_only = true};
+    struct prov_device_params params;
     struct prov_device *dev = NULL;
     int r;
 
@@ -296,6 +292,7 @@ static int classify_removal(const struct station *s, const char *device_uri, int
         err == PROV_ERR_PIN_LOCKED || err == PROV_ERR_JOURNAL || err == PROV_ERR_INTERRUPTED) {
         return err;
     }
+    prov_device_params_from_config(s->cfg, true, &params);
     r = prov_device_open(device_uri, &params, &dev);
     prov_device_close(dev);
     prov_error_clear();

@@ -5,7 +5,7 @@
 # `provisioner --list-options`. Every command's --help must list exactly the options its
 # parser accepts, the man page must document exactly those per command and subcommand, the
 # commands in `provisioner --help` must be the commands the binary has, and
-# provisioner.cnf(5) must list exactly the keys provisioner/config.c accepts.
+# provisioner.cnf(5) must list exactly the keys provisioner/support/config.c accepts.
 . "$PROV_SOURCE_ROOT/tests/integration/lib.sh"
 it_setup
 
@@ -74,12 +74,12 @@ while IFS=$'\t' read -r name _; do
     same "provisioner(1) '## $name' vs its parser" "man-$name" "parser-$name"
 done <table
 
-# provisioner.cnf(5) vs the key lists in provisioner/config.c.
+# provisioner.cnf(5) vs the key lists in provisioner/support/config.c.
 for s in provisioner ca profile; do
     sed -n "/^static const char \*const ${s}_keys\[\] = {/,/};/p" \
         "$PROV_SOURCE_ROOT/provisioner/config.c" | grep -oE '"[a-z0-9_]+"' | tr -d '"' |
         sort >"config-$s"
-    [ -s "config-$s" ] || fail "no ${s}_keys[] in provisioner/config.c"
+    [ -s "config-$s" ] || fail "no ${s}_keys[] in provisioner/support/config.c"
     case $s in profile) hdr='## [profile_NAME]' ;; *) hdr="## [$s]" ;; esac
     awk -v want="$hdr" '/^#/ { in_ = ($0 == want); next } in_ && /^\*[a-z0-9_]+\* =/' "$CNF5" |
         sed 's/^\*\([a-z0-9_]*\)\*.*/\1/' | sort >"man-cnf-$s"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 #
-# The CA index (<CA dir>/index.sqlite, provisioner/ca_index.h), the CA's record of what it
+# The CA index (<CA dir>/index.sqlite, provisioner/pki/ca_index.h), the CA's record of what it
 # issued, on real SoftHSM2 tokens:
 # - a serial certified by `enroll` is refused (exit 5) when enrolled again into other
 #   storage on another token, until --reissue, which supersedes the first certificate;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 #
-# SIGINT and SIGTERM never cut a token operation short (provisioner/interrupt.h). SoftHSM2
+# SIGINT and SIGTERM never cut a token operation short (provisioner/support/interrupt.h). SoftHSM2
 # rewrites token.object in place on every C_Login, and a process killed in that instant loses
 # the token - the CA token too. Real signals are sent to a real batch (20 rows on 4 tokens,
 # --jobs 2) and to real enrollments, each at a random instant once the process has installed

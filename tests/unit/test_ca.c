@@ -23,6 +23,7 @@
 #include "ca.h"
 #include "chain.h"
 #include "config.h"
+#include "issue.h"
 #include "error.h"
 
 #define DAY 86400L
@@ -81,7 +82,7 @@ static struct prov_config *ca_dir_with(struct fixture *f, long nb, long na, cons
     snprintf(text, sizeof(text),
              "[ca]\ndir = %s\nintermediate_key = pkcs11:token=no-such-ca;object=intermediate\n%s",
              f->dir, profiles);
-    assert_int_equal(prov_config_parse(text, strlen(text), "t.cnf", f->dir, &cfg), 0);
+    assert_int_equal(prov_issue_parse_config(text, strlen(text), "t.cnf", f->dir, &cfg), 0);
     return cfg;
 }
 

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The CA index (provisioner/ca_index.h) on a temp directory: the serial and key rules, the
+ * The CA index (provisioner/pki/ca_index.h) on a temp directory: the serial and key rules, the
  * same-lot exception (name and journal file), supersede links, a rolled-back issuance,
  * delivery, enroll attempts (claimed only when nobody holds them: two handles stand for two
  * processes), the import of issued-keys, the stats of `ca show`, and an index from a newer

@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "config.h"
+#include "issue.h"
 #include "error.h"
 
 #define ALL_KEYS                                                                                   \
@@ -27,7 +28,7 @@ static struct prov_config *parse_ok(const char *text)
     struct prov_config *cfg = NULL;
 
     prov_error_clear();
-    if (prov_config_parse(text, strlen(text), "t.cnf", "/etc/prov", &cfg) != 0) {
+    if (prov_issue_parse_config(text, strlen(text), "t.cnf", "/etc/prov", &cfg) != 0) {
         fail_msg("parse failed: %s", prov_error_message());
     }
     assert_non_null(cfg);
@@ -41,7 +42,7 @@ static void parse_fail(const char *text, const char *needle1, const char *needle
     const char *msg;
 
     prov_error_clear();
-    assert_int_equal(prov_config_parse(text, strlen(text), "t.cnf", "/etc/prov", &cfg),
+    assert_int_equal(prov_issue_parse_config(text, strlen(text), "t.cnf", "/etc/prov", &cfg),
                      PROV_ERR_CONFIG);
     assert_null(cfg);
     msg = prov_error_message();
@@ -309,7 +310,7 @@ static void test_nul_byte(void **state)
 
     (void)state;
     prov_error_clear();
-    assert_int_equal(prov_config_parse(text, sizeof(text) - 1, "t.cnf", NULL, &cfg),
+    assert_int_equal(prov_issue_parse_config(text, sizeof(text) - 1, "t.cnf", NULL, &cfg),
                      PROV_ERR_CONFIG);
     assert_null(cfg);
     assert_non_null(strstr(prov_error_message(), "line 2"));
@@ -459,7 +460,7 @@ static void test_relative_without_base_dir(void **state)
 
     (void)state;
     prov_error_clear();
-    assert_int_equal(prov_config_parse(text, strlen(text), "t.cnf", NULL, &cfg), 0);
+    assert_int_equal(prov_issue_parse_config(text, strlen(text), "t.cnf", NULL, &cfg), 0);
     assert_string_equal(cfg->output_dir, "out");
     /* a bare library name is left to the loader's search path */
     assert_string_equal(cfg->pkcs11_module, "libsofthsm2.so");
@@ -484,7 +485,7 @@ static void test_load_file(void **state)
     fputs("[provisioner]\nserver_ca = ca.pem\n", f);
     fclose(f);
     prov_error_clear();
-    assert_int_equal(prov_config_load(path, &cfg), 0);
+    assert_int_equal(prov_issue_load_config(path, &cfg), 0);
     assert_string_equal(cfg->path, path);
     assert_string_equal(cfg->dir, dir);
     resolved = prov_config_path(cfg, "ca.pem");
@@ -499,7 +500,7 @@ static void test_load_file(void **state)
     /* A config that is not there is a config error (exit 2), naming the file. */
     prov_error_clear();
     cfg = (struct prov_config *)1;
-    assert_int_equal(prov_config_load(path, &cfg), PROV_ERR_CONFIG);
+    assert_int_equal(prov_issue_load_config(path, &cfg), PROV_ERR_CONFIG);
     assert_null(cfg);
     assert_non_null(strstr(prov_error_message(), path));
     rmdir(dir);
@@ -522,7 +523,7 @@ static void test_example_config(void **state)
                  (int)(strrchr(__FILE__, '/') - __FILE__), __FILE__);
     }
     prov_error_clear();
-    if (prov_config_load(path, &cfg) != 0) {
+    if (prov_issue_load_config(path, &cfg) != 0) {
         fail_msg("%s: %s", path, prov_error_message());
     }
     assert_non_null(strstr(cfg->ca_dir, "/ca"));

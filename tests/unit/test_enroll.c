@@ -278,7 +278,7 @@ static int setup(void **state)
     fclose(fp);
     snprintf(f->cfg_text, sizeof(f->cfg_text),
              "[provisioner]\noutput_dir = %s/devices\nserver_ca = %s\n", f->dir, path);
-    assert_int_equal(prov_config_parse(f->cfg_text, strlen(f->cfg_text), "test.cnf", f->dir,
+    assert_int_equal(prov_issue_parse_config(f->cfg_text, strlen(f->cfg_text), "test.cnf", f->dir,
                                        &f->cfg),
                      0);
     *state = f;

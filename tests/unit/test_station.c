@@ -21,6 +21,7 @@
 #include <openssl/x509.h>
 
 #include "config.h"
+#include "issue.h"
 #include "error.h"
 #include "journal.h"
 #include "station.h"
@@ -244,7 +245,7 @@ static struct prov_config *config_with(const char *dir, const char *station)
     struct prov_config *cfg = NULL;
 
     snprintf(text, sizeof(text), "[provisioner]\noutput_dir = devices\n\n[station]\n%s", station);
-    assert_int_equal(prov_config_parse(text, strlen(text), "t.cnf", dir, &cfg), 0);
+    assert_int_equal(prov_issue_parse_config(text, strlen(text), "t.cnf", dir, &cfg), 0);
     return cfg;
 }
 

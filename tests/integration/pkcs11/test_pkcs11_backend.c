@@ -156,7 +156,7 @@ static void test_handles(void **state)
     assert_false(prov_pkcs11_ops.handles(NULL));
 }
 
-/* What the URIs alone show about naming one token (the CA token check, provisioner/ca.c). */
+/* What the URIs alone show about naming one token (the CA token check, provisioner/pki/ca.c). */
 static void test_names_same_device(void **state)
 {
     bool (*same)(const char *, const char *, const char *) = prov_pkcs11_ops.names_same_device;

@@ -8,6 +8,7 @@
 #include <openssl/x509.h>
 
 #include "config.h"
+#include "device.h"
 #include "connect.h"
 #include "issue.h"
 #include "storage.h"
@@ -77,13 +78,6 @@ int prov_enroll(const struct prov_config *cfg, struct prov_ca *ca,
 
 void prov_enroll_result_clear(struct prov_enroll_result *res);
 
-/*
- * Checks the protection the core insists on (SPEC §4): a private, sensitive token object
- * that is local, never-extractable, not extractable, signs and cannot decrypt, unwrap or
- * derive. what names the key in the refusal (PROV_ERR_POLICY).
- */
-int prov_check_key_protection(struct prov_key *key, const char *what);
-
 /* The storage directory for a serial: dir if given, else <output_dir>/<serial>. */
 char *prov_storage_dir_for(const struct prov_config *cfg, const char *dir, const char *serial);
 
@@ -114,20 +108,6 @@ struct prov_install_params {
  */
 int prov_install(const struct prov_config *cfg, const struct prov_install_params *p,
                  struct prov_enroll_result *res);
-
-/*
- * Proof of possession against a certificate: the key signs a fresh random challenge with
- * the certificate's key algorithm and it verifies with the certificate's public key.
- * PROV_ERR_VERIFY when it does not.
- */
-int prov_prove_key(struct prov_key *key, X509 *cert);
-
-/*
- * Opens the device and logs in with the PIN source (NULL: no PIN; the backend refuses with
- * PROV_ERR_PIN_SOURCE when the token needs one). The PIN is wiped before this returns.
- */
-int prov_device_open_login(const struct prov_config *cfg, const char *uri, const char *pin_spec,
-                           const char *pin_what, bool read_only, struct prov_device **out);
 
 /*
  * The same for a device that holds (or is to hold) a device key: the CA's own token is

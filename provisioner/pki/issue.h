@@ -68,13 +68,23 @@ int prov_issue_check_csr(const struct prov_profile *profile, X509_REQ *req,
 
 /*
  * What a profile issues must be a device's end entity that the chain rules accept (the
- * clientAuth leaf of provisioner/chain.c): not a CA, no keyCertSign or cRLSign, keyUsage (if
+ * clientAuth leaf of provisioner/pki/chain.c): not a CA, no keyCertSign or cRLSign, keyUsage (if
  * any) with digitalSignature, extendedKeyUsage (if any) with clientAuth, and nothing else
  * the chain rules refuse. Checked by issuing a probe certificate under the profile's
  * extension section with a throwaway in-memory CA. PROV_ERR_CONFIG naming the config file,
  * the section and key (or the profile and the chain rule). The built-in set passes as is.
  */
 int prov_issue_check_profile(const struct prov_config *cfg, const struct prov_profile *pr);
+
+/*
+ * prov_config_load / prov_config_parse (support/config.h) and then prov_issue_check_profile
+ * on every profile: what every command loads, so that a profile that would not issue device
+ * end entities is refused (PROV_ERR_CONFIG) before any token is touched. The parse alone
+ * stays in support/ (which knows no PKI), for the fuzz target and the syntax tests.
+ */
+int prov_issue_load_config(const char *path, struct prov_config **out);
+int prov_issue_parse_config(const char *buf, size_t len, const char *name, const char *base_dir,
+                            struct prov_config **out);
 
 /*
  * Issues a certificate for req's public key: subject and SAN from rq (never the CSR), a fresh

@@ -286,7 +286,7 @@ static int run(int argc, char **argv)
     o.on_finding = print_finding;
     o.finding_ctx = &found;
     prov_error_clear();
-    r = prov_config_load(prov_cli.config_path, &cfg);
+    r = prov_issue_load_config(prov_cli.config_path, &cfg);
     if (r == 0) {
         prov_error_clear();
         r = prov_batch_run(cfg, &o, &sum);

@@ -18,7 +18,7 @@ int cli_load_config(struct prov_config **out)
     int r;
 
     prov_error_clear();
-    r = prov_config_load(prov_cli.config_path, out);
+    r = prov_issue_load_config(prov_cli.config_path, out);
     if (r < 0) {
         return cli_fail(r, prov_cli.config_path);
     }

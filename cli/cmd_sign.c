@@ -105,7 +105,7 @@ int cmd_sign(int argc, char **argv)
         return cli_fail_json(PROV_ERR_STORAGE, out_path, as_json,
                              result_json(in.serial, "failed", &facts, out_path));
     }
-    r = prov_config_load(prov_cli.config_path, &cfg);
+    r = prov_issue_load_config(prov_cli.config_path, &cfg);
     if (r < 0) {
         return cli_fail_json(r, prov_cli.config_path, as_json,
                              result_json(in.serial, "failed", &facts, out_path));

@@ -979,3 +979,33 @@ out:
     X509_free(cert);
     return r;
 }
+
+/* Every profile of a loaded config issues device end entities; frees cfg when not. */
+static int check_profiles(struct prov_config **cfg)
+{
+    for (size_t i = 0; i < (*cfg)->n_profiles; i++) {
+        int r = prov_issue_check_profile(*cfg, &(*cfg)->profiles[i]);
+
+        if (r < 0) {
+            prov_config_free(*cfg);
+            *cfg = NULL;
+            return r;
+        }
+    }
+    return 0;
+}
+
+int prov_issue_load_config(const char *path, struct prov_config **out)
+{
+    int r = prov_config_load(path, out);
+
+    return r < 0 ? r : check_profiles(out);
+}
+
+int prov_issue_parse_config(const char *buf, size_t len, const char *name, const char *base_dir,
+                            struct prov_config **out)
+{
+    int r = prov_config_parse(buf, len, name, base_dir, out);
+
+    return r < 0 ? r : check_profiles(out);
+}

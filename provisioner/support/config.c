@@ -10,7 +10,6 @@
 #include <openssl/err.h>
 
 #include "error.h"
-#include "issue.h"
 #include "secret.h"
 
 /* A config is a few KiB; anything near this is a mistake (or a fuzzer), not a config. */
@@ -891,13 +890,6 @@ int prov_config_parse(const char *buf, size_t len, const char *name, const char 
         (r = read_profiles(cfg)) < 0 || (r = check_sections(cfg, buf ? buf : "", buf ? len : 0)) < 0 ||
         (r = set_defaults(cfg)) < 0) {
         goto out;
-    }
-    /* Every profile issues device end entities, refused here before any token is touched. */
-    for (size_t i = 0; i < cfg->n_profiles; i++) {
-        r = prov_issue_check_profile(cfg, &cfg->profiles[i]);
-        if (r < 0) {
-            goto out;
-        }
     }
     *out = cfg;
     cfg = NULL;

@@ -31,65 +31,30 @@
 
 #define KEY_ID_BYTES 16
 
-/*
- * Opens the device and logs in. check_ca: a device for a device key, never the CA's token:
- * refused by its identity before the login (prov_ca_check_device; ca may be NULL).
- */
-static int open_login(const struct prov_config *cfg, bool check_ca, const struct prov_ca *ca,
-                      const char *uri, const char *pin_spec, const char *pin_what,
-                      bool read_only, struct prov_device **out)
-{
-    struct prov_device_params params = {
-        .module_path = cfg ? cfg->pkcs11_module : NULL,
-        .read_only = read_only,
-        .tpm_srk_handle = cfg ? cfg->tpm_srk_handle : 0,
-        .tpm_key_handle = cfg ? cfg->tpm_key_handle : 0,
-        .tpm_nv_index = cfg ? cfg->tpm_nv_index : 0,
-    };
-    struct prov_device *dev = NULL;
-    struct prov_secret *pin = NULL;
-    int r;
-
-    *out = NULL;
-    r = prov_device_open(uri, &params, &dev);
-    if (r < 0) {
-        goto out;
-    }
-    if (check_ca && cfg != NULL) {
-        r = prov_ca_check_device(cfg, ca, dev);
-        if (r < 0) {
-            goto out;
-        }
-    }
-    if (pin_spec != NULL) {
-        r = prov_secret_load(pin_spec, pin_what, &pin);
-        if (r < 0) {
-            goto out;
-        }
-    }
-    r = dev->ops->login(dev, pin);
-    if (r < 0) {
-        goto out;
-    }
-    *out = dev;
-    dev = NULL;
-out:
-    prov_secret_free(pin);
-    prov_device_close(dev);
-    return r;
-}
-
-int prov_device_open_login(const struct prov_config *cfg, const char *uri, const char *pin_spec,
-                           const char *pin_what, bool read_only, struct prov_device **out)
-{
-    return open_login(cfg, false, NULL, uri, pin_spec, pin_what, read_only, out);
-}
-
 int prov_device_open_for_key(const struct prov_config *cfg, const struct prov_ca *ca,
                              const char *uri, const char *pin_spec, bool read_only,
                              struct prov_device **out)
 {
-    return open_login(cfg, true, ca, uri, pin_spec, "device PIN", read_only, out);
+    struct prov_device_params params;
+    struct prov_device *dev = NULL;
+    int r;
+
+    *out = NULL;
+    prov_device_params_from_config(cfg, read_only, &params);
+    r = prov_device_open(uri, &params, &dev);
+    /* a device for a device key is never the CA's own token: refused before the login */
+    if (r == 0 && cfg != NULL) {
+        r = prov_ca_check_device(cfg, ca, dev);
+    }
+    if (r == 0) {
+        r = prov_device_login(dev, pin_spec, "device PIN");
+    }
+    if (r == 0) {
+        *out = dev;
+        dev = NULL;
+    }
+    prov_device_close(dev);
+    return r;
 }
 
 /* A signal asked to stop (interrupt.h): PROV_ERR_INTERRUPTED naming the serial and the step. */
@@ -104,83 +69,6 @@ static int stop_if_interrupted(const char *serial, const char *step)
     return prov_interrupt_check(what, step);
 }
 
-int prov_check_key_protection(struct prov_key *key, const char *what)
-{
-    struct prov_key_props pr;
-    int r;
-
-    memset(&pr, 0, sizeof(pr));
-    r = key->dev->ops->key_props(key->dev, key, &pr);
-    if (r < 0) {
-        return r;
-    }
-    if (!pr.is_private_token_object) {
-        return prov_fail(PROV_ERR_POLICY, "%s on %s: not a private token object", what,
-                         key->dev->name);
-    }
-    if (!pr.is_sensitive || pr.is_extractable) {
-        return prov_fail(PROV_ERR_POLICY, "%s on %s: key is %s", what, key->dev->name,
-                         pr.is_extractable ? "extractable" : "not sensitive");
-    }
-    if (!pr.is_never_extractable || !pr.is_local) {
-        return prov_fail(PROV_ERR_POLICY,
-                         "%s on %s: key was not generated on the device (%s is false)", what,
-                         key->dev->name, pr.is_local ? "CKA_NEVER_EXTRACTABLE" : "CKA_LOCAL");
-    }
-    if (!pr.can_sign) {
-        return prov_fail(PROV_ERR_POLICY, "%s on %s: key cannot sign", what, key->dev->name);
-    }
-    if (pr.can_decrypt) {
-        return prov_fail(PROV_ERR_POLICY, "%s on %s: key also allows decrypt, unwrap or derive",
-                         what, key->dev->name);
-    }
-    return 0;
-}
-
-int prov_prove_key(struct prov_key *key, X509 *cert)
-{
-    unsigned char challenge[32];
-    unsigned char sig[1024];
-    size_t sig_len = sizeof(sig);
-    const EVP_MD *md = prov_key_type_digest(key->type);
-    EVP_PKEY *signer = NULL;
-    EVP_MD_CTX *ctx = NULL;
-    EVP_PKEY *cert_pub = X509_get0_pubkey(cert);
-    int r = PROV_ERR_CRYPTO;
-
-    if (cert_pub == NULL || RAND_bytes(challenge, sizeof(challenge)) != 1) {
-        return prov_fail_ossl(PROV_ERR_CRYPTO, "proof: no certificate key or no randomness");
-    }
-    r = prov_signer_pkey(key, &signer);
-    if (r < 0) {
-        goto out;
-    }
-    r = PROV_ERR_CRYPTO;
-    ctx = EVP_MD_CTX_new();
-    if (ctx == NULL || EVP_DigestSignInit(ctx, NULL, md, NULL, signer) != 1 ||
-        EVP_DigestSign(ctx, sig, &sig_len, challenge, sizeof(challenge)) != 1) {
-        r = prov_fail_ossl(PROV_ERR_DEVICE, "proof: %s could not sign the challenge",
-                           key->dev->name);
-        /* The device's own reason (and code: removed, PIN...) wins when it gave one. */
-        r = prov_error_code() < 0 ? prov_error_code() : r;
-        goto out;
-    }
-    EVP_MD_CTX_free(ctx);
-    ctx = EVP_MD_CTX_new();
-    if (ctx == NULL || EVP_DigestVerifyInit(ctx, NULL, md, NULL, cert_pub) != 1 ||
-        EVP_DigestVerify(ctx, sig, sig_len, challenge, sizeof(challenge)) != 1) {
-        r = prov_fail_ossl(PROV_ERR_VERIFY,
-                           "proof: the challenge signed on %s does not verify with the "
-                           "certificate's public key",
-                           key->dev->name);
-        goto out;
-    }
-    r = 0;
-out:
-    EVP_MD_CTX_free(ctx);
-    EVP_PKEY_free(signer);
-    return r;
-}
 
 char *prov_storage_dir_for(const struct prov_config *cfg, const char *dir, const char *serial)
 {
@@ -411,8 +299,8 @@ int prov_enroll(const struct prov_config *cfg, struct prov_ca *ca,
     if (r < 0) {
         goto out;
     }
-    r = open_login(cfg, true, ca, p->device_uri, p->pin_spec ? p->pin_spec : cfg->device_pin,
-                   "device PIN", false, &dev);
+    r = prov_device_open_for_key(cfg, ca, p->device_uri,
+                                 p->pin_spec ? p->pin_spec : cfg->device_pin, false, &dev);
     if (r == 0) {
         r = stop_if_interrupted(p->req.serial, "its key was generated; nothing was issued: run "
                                                     "the same command again");
@@ -570,8 +458,8 @@ int prov_enroll_csr(const struct prov_config *cfg, const struct prov_enroll_para
     if (r < 0) {
         goto out;
     }
-    r = open_login(cfg, true, NULL, p->device_uri, p->pin_spec ? p->pin_spec : cfg->device_pin,
-                   "device PIN", false, &dev);
+    r = prov_device_open_for_key(cfg, NULL, p->device_uri,
+                                 p->pin_spec ? p->pin_spec : cfg->device_pin, false, &dev);
     if (r == 0) {
         r = stop_if_interrupted(p->req.serial, "its key was generated; nothing was issued: run "
                                                     "the same command again");
@@ -662,8 +550,8 @@ int prov_install(const struct prov_config *cfg, const struct prov_install_params
     if (r < 0) {
         goto out;
     }
-    r = open_login(cfg, true, NULL, p->device_uri, p->pin_spec ? p->pin_spec : cfg->device_pin,
-                   "device PIN", false, &dev);
+    r = prov_device_open_for_key(cfg, NULL, p->device_uri,
+                                 p->pin_spec ? p->pin_spec : cfg->device_pin, false, &dev);
     if (r < 0) {
         goto out;
     }

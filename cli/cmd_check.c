@@ -154,9 +154,9 @@ int cmd_check(int argc, char **argv)
     }
     /* On a device there may be no station config: only a PIN source is needed. */
     if (stat(prov_cli.config_path, &st) == 0 || prov_cli.config_path_is_explicit) {
-        r = prov_config_load(prov_cli.config_path, &cfg);
+        r = prov_issue_load_config(prov_cli.config_path, &cfg);
     } else {
-        r = prov_config_parse("", 0, "(no config)", NULL, &cfg);
+        r = prov_issue_parse_config("", 0, "(no config)", NULL, &cfg);
     }
     if (r < 0) {
         return fail_check(dir, url, &res, r, as_json);

@@ -23,7 +23,7 @@
 
 #include "backend.h"
 #include "chain.h"
-#include "enroll.h"
+#include "device.h"
 #include "error.h"
 #include "log.h"
 #include "secret.h"
@@ -696,7 +696,7 @@ int prov_ca_check_device_uri(const struct prov_config *cfg, const char *device_u
 static int ca_token_identity(const struct prov_config *cfg, const struct prov_ca *ca,
                              const struct prov_backend_ops **ops, char *buf, size_t len)
 {
-    struct prov_device_params params = {.module_path = cfg->pkcs11_module, .read_only = true};
+    struct prov_device_params params;
     struct prov_device *dev = NULL;
     int lock_fd = -1;
     int r;
@@ -712,6 +712,7 @@ static int ca_token_identity(const struct prov_config *cfg, const struct prov_ca
     }
     r = prov_ca_index_token_lock(cfg->ca_dir, &lock_fd);
     if (r == 0) {
+        prov_device_params_from_config(cfg, true, &params);
         r = prov_device_open(cfg->ca_key, &params, &dev);
         if (r == 0) {
             *ops = dev->ops;

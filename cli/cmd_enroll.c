@@ -95,7 +95,7 @@ int cmd_enroll(int argc, char **argv)
         return rc;
     }
     prov_error_clear();
-    r = prov_config_load(prov_cli.config_path, &cfg);
+    r = prov_issue_load_config(prov_cli.config_path, &cfg);
     if (r < 0) {
         rc = cli_identity_failed(in.serial, &res, r, prov_cli.config_path, true, as_json);
         goto out;

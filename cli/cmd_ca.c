@@ -187,7 +187,7 @@ static int ca_show(int argc, char **argv)
         return PROV_EXIT_USAGE;
     }
     prov_error_clear();
-    r = prov_config_load(prov_cli.config_path, &cfg);
+    r = prov_issue_load_config(prov_cli.config_path, &cfg);
     if (r < 0) {
         return cli_fail_json(r, prov_cli.config_path, as_json, show_failed_json(NULL));
     }
