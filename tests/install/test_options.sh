@@ -77,7 +77,7 @@ done <table
 # provisioner.cnf(5) vs the key lists in provisioner/support/config.c.
 for s in provisioner ca profile; do
     sed -n "/^static const char \*const ${s}_keys\[\] = {/,/};/p" \
-        "$PROV_SOURCE_ROOT/provisioner/config.c" | grep -oE '"[a-z0-9_]+"' | tr -d '"' |
+        "$PROV_SOURCE_ROOT/provisioner/support/config.c" | grep -oE '"[a-z0-9_]+"' | tr -d '"' |
         sort >"config-$s"
     [ -s "config-$s" ] || fail "no ${s}_keys[] in provisioner/support/config.c"
     case $s in profile) hdr='## [profile_NAME]' ;; *) hdr="## [$s]" ;; esac
