@@ -197,18 +197,25 @@ assert_eq "$(ids_on dev-kill privkey)" \
 # ---- 5. SIGKILL at random instants -------------------------------------------------------
 # SoftHSM2 2.6.1 rewrites token.object in place on C_Login; a SIGKILL in that window empties
 # it (the token is gone), which no real token suffers from a host process being killed.
-# Such a file is put back from a copy taken now (only the PIN-count flags differ).
-kill_token=$(grep -l 'dev-kill' "$WORK"/softhsm/tokens/*/token.object | head -n1)
-[ -n "$kill_token" ] || fail "cannot find the token directory of dev-kill"
-kill_token=$(dirname "$kill_token")
-cp "$kill_token/token.object" "$WORK/dev-kill.token.object"
+# The kill can land in the device token's login or in the CA token's: each token's file is
+# put back from a copy taken now (only the PIN-count flags differ).
+token_files=("$WORK"/softhsm/tokens/*/token.object)
+[ -e "${token_files[0]}" ] || fail "cannot find the SoftHSM2 token directories"
+mkdir -p "$WORK/token-copies"
+token_copy() { printf '%s/token-copies/%s' "$WORK" "$(basename "$(dirname "$1")")"; }
+for f in "${token_files[@]}"; do
+    cp "$f" "$(token_copy "$f")"
+done
 repaired=0
 repair_softhsm() {
-    if [ "$(stat -c %s "$kill_token/token.object")" != "$(stat -c %s "$WORK/dev-kill.token.object")" ]; then
-        cp "$WORK/dev-kill.token.object" "$kill_token/token.object"
-        repaired=$((repaired + 1))
-        it_log "token.object of dev-kill was cut short by the kill: restored"
-    fi
+    local f
+    for f in "${token_files[@]}"; do
+        if [ "$(stat -c %s "$f")" != "$(stat -c %s "$(token_copy "$f")")" ]; then
+            cp "$(token_copy "$f")" "$f"
+            repaired=$((repaired + 1))
+            it_log "$f was cut short by the kill: restored"
+        fi
+    done
 }
 it_log "case 5: enroll killed at random instants, $kills_wanted kills on a running enroll"
 landed=0
