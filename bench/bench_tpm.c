@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * TPM enrollment against the ESAPI floor (SPEC §10), in one run on one swtpm:
+ * TPM enrollment against the ESAPI floor (bench/TPM.md), in one run on one swtpm:
  *
  *   floor   Create (under the persistent SRK) + Load + EvictControl + one Sign, raw ESAPI on a
  *           connection opened once: the least any tool must ask of the TPM per device;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 #
-# TPM enrollment on swtpm against the ESAPI floor (SPEC §10), one run, same machine:
+# TPM enrollment on swtpm against the ESAPI floor (bench/TPM.md), one run, same machine:
 #   bench/tpm.sh [BUILD_DIR [N]]        (defaults: build, 50 devices)
 # Sets up in BUILD_DIR/bench-tpm: a SoftHSM2 CA token and `provisioner ca init`, one swtpm on a
 # free 127.0.0.1 port (stopped by its PID on exit), then runs bench_tpm. See bench/TPM.md.

@@ -23,7 +23,7 @@ extern struct prov_cli prov_cli;
 int cli_load_config(struct prov_config **out);
 
 /* Prints the recorded error (or a fallback naming what failed) as one line on stderr and
- * returns the SPEC exit code for err. */
+ * returns the exit code for err (doc/exit-codes.md). */
 int cli_fail(int err, const char *what);
 
 /* The line cli_fail prints, without "provisioner: " (the error field of --json output). */

@@ -261,7 +261,7 @@ static int ca_show(int argc, char **argv)
 #undef F
         }
         if (rep.n == 0) {
-            printf("lint: no findings (chain passes the SPEC §7 rules and -x509_strict)\n");
+            printf("lint: no findings (chain passes the rules of chain verify and -x509_strict)\n");
         }
         for (size_t i = 0; i < rep.n; i++) {
             printf("lint: [%d] %s: %s\n", rep.items[i].index, rep.items[i].rule,

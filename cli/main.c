@@ -156,7 +156,7 @@ int main(int argc, char **argv)
     /*
      * Nothing this process creates is readable by others unless it says so: public files
      * (certificates, storage, results) get explicit modes, anything else (journal, temp
-     * files, a file root key) stays 0600/0700 (STYLE.md "Secrets").
+     * files, a file root key) stays 0600/0700 (doc/style.md, "Secrets").
      */
     umask(077);
     prov_cli.config_path = getenv("PROVISIONER_CONFIG");

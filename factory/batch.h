@@ -11,7 +11,7 @@
 #include "manifest.h"
 
 /*
- * Batch enrollment of a manifest (SPEC §5, §6).
+ * Batch enrollment of a manifest (factory/README.md, doc/journal.md).
  *
  * The manifest is read twice and never held: a first pass validates every row (syntax,
  * values, the profile and key type against the config, a dry run of the subject, a backend

@@ -295,8 +295,8 @@ static const char *stored_mismatch(const struct prov_stored_identity *s, X509 *c
 }
 
 /*
- * The identity as written: the certificate plus the CA chain pass the chain rules (SPEC §7) for
- * clientAuth, and the files hold exactly that identity. When this row has just written them
+ * The identity as written: the certificate plus the CA chain pass the chain rules
+ * (doc/chains.md) for clientAuth, and the files hold exactly that identity. When this row has just written them
  * (is_just_written), prov_storage_write made them from cert, key_uri and the CA's chain and
  * read every file back byte for byte before renaming it into place, so the chain is checked
  * on those same objects. Otherwise (storage found complete on a re-run) the files are parsed:

@@ -8,7 +8,7 @@
 #include <openssl/x509.h>
 
 /*
- * The batch journal (SPEC §6): an SQLite file in WAL mode with synchronous=FULL, so that a
+ * The batch journal (doc/journal.md): an SQLite file in WAL mode with synchronous=FULL, so that a
  * transition is on disk when its call returns. Each device row walks
  *
  *     intent --> issued --> stored --> proven

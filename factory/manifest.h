@@ -6,7 +6,8 @@
 #include <stddef.h>
 
 /*
- * The manifest CSV, version 1 (SPEC §5): UTF-8, RFC 4180, a header row naming fixed columns.
+ * The manifest CSV, version 1 (factory/README.md): UTF-8, RFC 4180, a header row naming fixed
+ * columns.
  *
  * The parser is a push parser: feed it the bytes in chunks of any size, then finish. It keeps
  * one record at a time, so memory is bounded however long the file is, except for the sets

@@ -32,7 +32,7 @@ bool prov_manifest_is_profile_name(const char *s);
  */
 const char *prov_manifest_pin_source_problem(const char *v);
 
-/* One of the key type names of SPEC §4. */
+/* One of the key type names of doc/keys.md. */
 bool prov_manifest_is_key_type(const char *s);
 
 #endif

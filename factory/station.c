@@ -255,8 +255,8 @@ static int collect_rows(struct station *s, const struct prov_station_result *res
 
 /*
  * The end-of-line check of a written identity: the challenge proof of `check` (the device key
- * signs a fresh challenge that verifies with client.crt, the chain passes the SPEC §7 rules,
- * server-ca.pem holds CA certificates). The mTLS proof (`--prove URL`, SPEC §8) is the batch
+ * signs a fresh challenge that verifies with client.crt, the chain passes doc/chains.md's rules,
+ * server-ca.pem holds CA certificates). The mTLS proof (`--prove URL`, doc/storage.md) is the batch
  * row's last step (prov_batch_opts.prove_url), so its outcome is in the journal
  * (proven with mtls=URL, or failed with the side that refused) before this runs.
  */
@@ -406,7 +406,7 @@ static int enroll_row(struct station *s, size_t pick, struct prov_station_result
 }
 
 /*
- * Never lock a token (SPEC §4): the backend never sends a rejected PIN twice, but each
+ * Never lock a token (doc/keys.md): the backend never sends a rejected PIN twice, but each
  * arrival starts a new process. A PIN rejected in one station run is remembered next to the
  * journal ("JOURNAL.pin-rejected.NAME", NAME = "ca" or the device identity), and later runs
  * refuse to log in (PROV_ERR_PIN_LOCKED) until an operator has fixed the PIN source and
@@ -467,7 +467,7 @@ static void remember_rejected_pin(const struct station *s, const char *name, con
 
 /*
  * The CA token is shared by every station of the line. Opening it logs in, and SoftHSM2
- * rewrites its token file on every C_Login (PLATFORM.md): the logins of station processes
+ * rewrites its token file on every C_Login (doc/platform.md): the logins of station processes
  * are serialized with "JOURNAL.ca.lock" (waiting, held only while the CA is opened). The
  * rejected-PIN marker is checked again and written under that lock: a station that waited
  * while another one's login was refused must not send the same PIN.

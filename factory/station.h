@@ -9,7 +9,7 @@
 #include "manifest.h"
 
 /*
- * The fixture station (SPEC §6): one process per arriving device, started by udev through
+ * The fixture station (udev/README.md): one process per arriving device, started by udev through
  * the systemd template unit provisioner-station@INSTANCE.service (udev/). It
  *   1. turns the instance name into a device: "tpmrmN" -> the TPM behind /dev/tpmrmN
  *      ([station] tpm_tcti, default "device:/dev/%i"), "usb-VVVV:PPPP-SERIAL" -> the PKCS#11

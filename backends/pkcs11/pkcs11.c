@@ -102,7 +102,8 @@ out:
 /*
  * The one initialized token whose label/serial/manufacturer/model equal the URI's (p11-kit
  * compares the padded fields whole: "dev-1" never matches "dev-10"). Slot ids are not used:
- * they change on re-init and hotplug (PLATFORM.md pitfall 6).
+ * they change on re-init and hotplug (doc/platform.md, "Token labels match by prefix; slot ids
+ * change").
  */
 static int find_token(CK_FUNCTION_LIST *fl, const char *module, P11KitUri *uri, CK_SLOT_ID *slot,
                       CK_TOKEN_INFO *info)

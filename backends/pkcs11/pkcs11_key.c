@@ -17,7 +17,7 @@
 /*
  * Keys on a token. Every lookup is one C_FindObjects over an attribute template (class plus
  * CKA_ID, CKA_LABEL or the public key value): the cost per device must not grow with the
- * number of keys on the token (PLATFORM.md pitfall 4).
+ * number of keys on the token (doc/platform.md, "Finding a key by listing the token").
  */
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
@@ -566,7 +566,8 @@ int prov_pkcs11_find_key_by_public(struct prov_device *dev, EVP_PKEY *pub, struc
     if (r < 0) {
         goto out;
     }
-    /* Two keys sharing a CKA_ID would pair the wrong halves (PLATFORM.md pitfall 3). */
+    /* Two keys sharing a CKA_ID would pair the wrong halves (doc/platform.md, "Keys without a
+     * unique CKA_ID"). */
     if (EVP_PKEY_eq((*out)->pub, pub) != 1) {
         r = prov_fail(PROV_ERR_CONFIG, "%s: key %s: CKA_ID is shared by more than one key",
                       dev->name, (*out)->uri);
@@ -601,7 +602,8 @@ int prov_pkcs11_generate_key(struct prov_device *dev, const struct prov_keygen_p
         {CKA_PUBLIC_EXPONENT, exponent, sizeof(exponent)},
         {CKA_LABEL, (void *)params->label, label_len}, /* last: left out without a label */
     };
-    /* Signing only: decrypt/unwrap/derive are off explicitly (PLATFORM.md pitfall 5). */
+    /* Signing only: decrypt/unwrap/derive are off explicitly (doc/platform.md, "Usage flags a
+     * token leaves on"). */
     CK_ATTRIBUTE priv_tmpl[] = {
         {CKA_TOKEN, &ck_true, sizeof(CK_BBOOL)},
         {CKA_PRIVATE, &ck_true, sizeof(CK_BBOOL)},

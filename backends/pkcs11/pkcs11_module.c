@@ -28,7 +28,7 @@ struct module {
 
 /*
  * Tokens on which a PIN was rejected. Process-wide, because the token's retry counter is:
- * no later device object for the same token may send a PIN again (SPEC §4).
+ * no later device object for the same token may send a PIN again (doc/keys.md, "PINs").
  */
 struct failed_pin {
     struct failed_pin *next;

@@ -25,8 +25,9 @@ static pthread_once_t tss_log_once = PTHREAD_ONCE_INIT;
 
 /*
  * tpm2-tss logs its own warnings to stderr (a refused connection alone gives three lines),
- * which would break "one line per error" (SPEC §3): every failure is reported once, decoded,
- * by this backend. TSS2_LOG set by the user, or PROVISIONER_DEBUG=tpm, keeps the library's log.
+ * which would break "one line per error" (doc/exit-codes.md): every failure is reported once,
+ * decoded, by this backend. TSS2_LOG set by the user, or PROVISIONER_DEBUG=tpm, keeps the
+ * library's log.
  */
 static void quiet_tss_log(void)
 {
@@ -51,8 +52,8 @@ static size_t n_tcti_loaded;
 /*
  * The tabrmd TCTI logs through GLib (g_log), whose default handler writes "** CRITICAL **"
  * lines to stderr, for example when the resource manager's D-Bus is gone: a third-party line
- * beside the tool's own error, which already says the TPM is not reachable (SPEC §3: one
- * line). Once GLib is in the process (it comes with that TCTI), its messages go to the "tpm"
+ * beside the tool's own error, which already says the TPM is not reachable (doc/exit-codes.md:
+ * one line). Once GLib is in the process (it comes with that TCTI), its messages go to the "tpm"
  * debug category instead. g_log_set_default_handler may be called at any time.
  */
 typedef void (*glib_log_fn)(const char *domain, int level, const char *message, void *data);
@@ -482,7 +483,7 @@ static int create_srk(struct prov_device *dev)
     r = 0;
 out:
     if (primary != ESYS_TR_NONE) {
-        Esys_FlushContext(t->esys, primary); /* PLATFORM pitfall 8: 3 slots without an RM */
+        Esys_FlushContext(t->esys, primary); /* 3 slots without an RM: doc/platform.md */
     }
     return r;
 }

@@ -20,7 +20,7 @@
  * and stays loaded; open() connects and sends TPM2_Startup(CLEAR) (TPM2_RC_INITIALIZE, "already
  * started", is fine). Each device object is one ESAPI context: not for concurrent use.
  *
- * A key is named (key.uri, SPEC §8) by the device string plus its persistent handle:
+ * A key is named (key.uri, doc/storage.md) by the device string plus its persistent handle:
  *     tpm2:swtpm:host=127.0.0.1,port=2321;handle=0x81000101
  * The handle is always the LAST ";handle=0x<hex>" of the string, so a TCTI configuration that
  * itself contains ';' (possible for the cmd TCTI) still parses. open() accepts this form and

@@ -2,7 +2,7 @@
 /*
  * Device keys: created under the SRK, made persistent at the configured handle, found again by
  * key.uri, id or public key, read back, used to sign, evicted. Every transient object is
- * flushed on every path (PLATFORM pitfall 8: swtpm without a resource manager has 3 slots).
+ * flushed on every path (doc/platform.md, "swtpm has three transient slots").
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +29,7 @@ static void put_be32(unsigned char *p, uint32_t v)
     p[3] = (unsigned char)v;
 }
 
-/* SPEC §4: fixedTPM, fixedParent, sensitiveDataOrigin, userWithAuth, sign; noDA (tpm.h). */
+/* doc/keys.md: fixedTPM, fixedParent, sensitiveDataOrigin, userWithAuth, sign; noDA (tpm.h). */
 static int key_template(struct prov_device *dev, const struct prov_keygen_params *params,
                         TPM2B_PUBLIC *tmpl)
 {

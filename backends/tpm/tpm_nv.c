@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The device certificate in an NV index (SPEC §8): defined with exactly the DER's size,
+ * The device certificate in an NV index (doc/storage.md): defined with exactly the DER's size,
  * written in chunks no larger than TPM2_PT_NV_BUFFER_MAX, read back and compared. What an
  * occupied index may be overwritten with is decided here (see tpm.h).
  */

@@ -149,7 +149,7 @@ struct prov_backend_ops {
      */
     bool (*names_same_device)(const char *a, const char *b, const char *default_module);
 
-    /* Generates a signing-only, non-extractable key on the device (SPEC §4). */
+    /* Generates a signing-only, non-extractable key on the device (doc/keys.md). */
     int (*generate_key)(struct prov_device *dev, const struct prov_keygen_params *params,
                         struct prov_key **out);
 

@@ -8,11 +8,11 @@
 #include "connect.h"
 #include "storage.h"
 
-/* The outcome of each re-proof step of `check DIR` (SPEC §8). */
+/* The outcome of each re-proof step of `check DIR` (doc/storage.md). */
 struct prov_check_result {
     bool is_storage_ok;    /* every file present and parsable, fullchain = cert + chain */
     bool is_key_proven;    /* the device key signed a fresh challenge that verified */
-    bool is_chain_ok;      /* client.crt + chain.pem pass the §7 rules for clientAuth */
+    bool is_chain_ok;      /* client.crt + chain.pem pass doc/chains.md, clientAuth */
     bool is_server_ca_ok;  /* server-ca.pem holds CA certificates that parse */
     char detail[1024];     /* the first failure, one line; empty when all passed */
     struct prov_cert_facts facts;

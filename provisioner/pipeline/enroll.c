@@ -229,7 +229,7 @@ static int keygen_csr(struct prov_device *dev, const struct prov_enroll_params *
     if (r == 0) {
         r = prov_csr_create(signer, subject, prov_key_type_digest(type), req_out);
     }
-    /* PLATFORM pitfall 3: the CSR must carry this key, and verify, before anything is issued. */
+    /* The CSR must carry this key, and verify, before anything is issued (doc/platform.md). */
     if (r == 0) {
         r = prov_csr_verify(*req_out, (*key_out)->pub);
     }

@@ -325,7 +325,7 @@ static int new_cert(X509_NAME *subject, X509 *issuer, EVP_PKEY *pub, int days, X
         r = prov_fail_ossl(PROV_ERR_CRYPTO, "building a CA certificate");
         goto out;
     }
-    /* Validity periods nest (SPEC §7): never outlive the issuer. */
+    /* Validity periods nest (doc/chains.md): never outlive the issuer. */
     if (issuer != NULL && ASN1_TIME_compare(X509_get0_notAfter(cert), X509_get0_notAfter(issuer)) > 0) {
         X509_set1_notAfter(cert, X509_get0_notAfter(issuer));
     }

@@ -9,7 +9,7 @@
 #include <openssl/x509.h>
 
 /*
- * The chain rules of SPEC.md §7, checked one by one so that every failure names the
+ * The chain rules of doc/chains.md, checked one by one so that every failure names the
  * certificate (index in the file, 0 first, and subject) and the rule. Rule names are stable
  * (they appear in --json output and tests):
  *   "parse"          a PEM block is not a certificate

@@ -82,7 +82,7 @@ int prov_csr_verify(X509_REQ *req, const EVP_PKEY *expected_pub)
             prov_memo_add(&csr_memo, d);
         }
     }
-    /* PLATFORM pitfall 3: a signature that verifies can still carry another key. */
+    /* A signature that verifies can still carry another key (doc/platform.md). */
     if (expected_pub != NULL && EVP_PKEY_eq(pub, expected_pub) != 1) {
         ERR_clear_error();
         return prov_fail(PROV_ERR_POLICY, "CSR public key is not the device key");

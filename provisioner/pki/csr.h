@@ -13,7 +13,8 @@ int prov_csr_create(EVP_PKEY *signer, const X509_NAME *subject, const EVP_MD *md
 
 /*
  * Proof of possession: the CSR's signature verifies with its own public key and, when
- * expected_pub is given, that key equals expected_pub (PLATFORM pitfall 3). PROV_ERR_POLICY
+ * expected_pub is given, that key equals expected_pub (doc/platform.md, "Keys without a unique
+ * CKA_ID"). PROV_ERR_POLICY
  * otherwise, naming what failed.
  */
 int prov_csr_verify(X509_REQ *req, const EVP_PKEY *expected_pub);

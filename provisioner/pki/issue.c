@@ -505,7 +505,7 @@ static int set_validity(X509 *cert, const X509 *issuer, int days, const char *se
     if (na == NULL) {
         return prov_fail_ossl(PROV_ERR_CRYPTO, "serial %s: cannot set notAfter", serial);
     }
-    /* A certificate must not outlive its issuer (SPEC §7, validity nesting). */
+    /* A certificate must not outlive its issuer (doc/chains.md, validity nesting). */
     if (ASN1_TIME_compare(na, issuer_na) > 0) {
         ASN1_TIME_free(na);
         na = ASN1_TIME_dup(issuer_na);
@@ -825,9 +825,9 @@ static bool name_has_entry(const X509_NAME *name, const X509_NAME_ENTRY *entry)
 
 /*
  * The names a CSR asks for must be names the certificate carries (they come from the request
- * and the profile, never from the CSR; SPEC §5): every subject attribute, except that a CN
- * equal to the serial is always fine (`csr` writes it; `sign --cn` may give another), and every
- * subjectAltName entry. A CSR that names something else is another device's or a forgery.
+ * and the profile, never from the CSR; doc/architecture.md, step 4): every subject attribute,
+ * except that a CN equal to the serial is always fine (`csr` writes it; `sign --cn` may give
+ * another), and every subjectAltName entry. A CSR that names something else is another device's or a forgery.
  */
 static int check_csr_names(X509_REQ *req, const struct prov_request *rq, X509 *cert)
 {

@@ -41,8 +41,9 @@ struct prov_request {
 };
 
 /*
- * The serial rule of SPEC §5, plus: not "." or ".." (those match the characters but would make
- * the storage directory <output dir>/<serial> the output directory itself or its parent).
+ * The serial rule of a manifest (factory/README.md), plus: not "." or ".." (those match the
+ * characters but would make the storage directory <output dir>/<serial> the output directory
+ * itself or its parent).
  */
 #define PROV_SERIAL_RULE "[A-Za-z0-9._-]{1,64}, not \".\" or \"..\""
 

@@ -9,9 +9,9 @@
 #include "backend.h"
 
 /*
- * The end-of-line proof (SPEC §1 step 5, §8): a real mutual-TLS connection to the edge with
- * the device's hardware key, presenting fullchain.pem and trusting only server-ca.pem of the
- * device's storage directory. Three transports:
+ * The end-of-line proof (doc/architecture.md, step 6; doc/storage.md): a real mutual-TLS
+ * connection to the edge with the device's hardware key, presenting fullchain.pem and trusting
+ * only server-ca.pem of the device's storage directory. Three transports:
  *
  *   mqtts://HOST[:PORT]        MQTT 3.1.1 over TLS through libmosquitto (default port 8883)
  *   https://HOST[:PORT][/PATH] an HTTP GET through libcurl; a 2xx answer passes (443)

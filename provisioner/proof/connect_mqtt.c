@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * mqtts:// through libmosquitto, given our own SSL_CTX (MOSQ_OPT_SSL_CTX without the library's
- * defaults: mosquitto_pub 2.0.11 cannot load an engine key, PLATFORM.md pitfall 11), and the
+ * defaults: mosquitto_pub 2.0.11 cannot load an engine key, doc/platform.md), and the
  * few MQTT 3.1.1 packets the WebSocket transport writes itself.
  */
 #include "connect.h"

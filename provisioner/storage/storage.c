@@ -32,7 +32,7 @@ struct staged {
     char *tmp;          /* temp file path once written, NULL before */
 };
 
-/* The files of SPEC §8; client.crt is renamed last because it marks "identity present". */
+/* The files of doc/storage.md; client.crt is renamed last: it marks "identity present". */
 enum { F_DER, F_FULLCHAIN, F_CHAIN, F_SERVER_CA, F_KEY_URI, F_JSON, F_CRT, F_COUNT };
 static const char *const file_names[F_COUNT] = {
     "client.der", "fullchain.pem", "chain.pem", "server-ca.pem", "key.uri", "identity.json",

@@ -10,7 +10,7 @@
 
 #include "keytype.h"
 
-/* What goes into a device's storage directory (SPEC.md §8). Strings borrowed. */
+/* What goes into a device's storage directory (doc/storage.md). Strings borrowed. */
 struct prov_identity {
     const char *serial;
     X509 *cert;
@@ -57,7 +57,7 @@ int prov_storage_check_output_file(const char *path, const char *what);
 int prov_storage_check_output_dir(const char *dir, const char *what);
 
 /*
- * Writes every file of SPEC §8 into dir (created 0755 if absent, parents too). All files are
+ * Writes every file of doc/storage.md into dir (created 0755 if absent, parents too). All files are
  * prepared in temp files first (each synced and read back byte for byte) and renamed only
  * when all are written; client.crt is renamed last and commits the identity, and an old
  * client.crt is removed (durably) before the first rename. A failure while preparing leaves

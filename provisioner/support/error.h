@@ -34,7 +34,7 @@ enum prov_err {
     PROV_ERR_INTERRUPTED = -20,   /* SIGINT/SIGTERM/SIGHUP: stopped at a safe point (exit 1) */
 };
 
-/* Process exit codes, SPEC.md §3. */
+/* Process exit codes (doc/exit-codes.md). */
 enum prov_exit {
     PROV_EXIT_OK = 0,
     PROV_EXIT_FAILED = 1,
@@ -48,7 +48,7 @@ enum prov_exit {
 /* Short fixed text for a code ("PIN incorrect"); never NULL. */
 const char *prov_strerror(int err);
 
-/* The SPEC exit code for an error code. */
+/* The exit code for an error code (doc/exit-codes.md). */
 int prov_exit_code(int err);
 
 /*
