@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 #
-# README command 1 (SPEC §9): installs missing Debian packages, builds, and runs a demo lot
+# README command 1 (README.md, "The two commands"): installs missing Debian packages, builds,
+# and runs a demo lot
 # under ./demo/ (git-ignored; recreated on every run):
 #
 #   demo/softhsm/         SoftHSM2 token dir: "provisioner-ca" and six device tokens
@@ -9,7 +10,7 @@
 #   demo/provisioner.cnf  the config (examples/provisioner.cnf), ca.pin, device.pin
 #   demo/ca/              root.crt, intermediate.crt, chain.pem (`provisioner ca init`)
 #   demo/server-ca/       a separate server CA and the local TLS endpoint's certificate
-#   demo/devices/<serial> each device's storage (SPEC §8)
+#   demo/devices/<serial> each device's storage (doc/storage.md)
 #   demo/results.csv      serial,status,cert_serial,sha256,not_after,storage,error
 #   demo/env              `. demo/env` to go on by hand
 #
@@ -220,7 +221,7 @@ done
 
 # ---- TPM devices: two swtpm, each behind its own tpm2-abrmd -----------------------------
 # The key is used for TLS through the tpm2 OpenSSL provider, which needs a resource manager
-# (PLATFORM pitfall 9), so both enrollment and handshake go through tpm2-abrmd on a private
+# (doc/platform.md), so both enrollment and handshake go through tpm2-abrmd on a private
 # session D-Bus; swtpm is never shared with another client.
 step "TPM devices: ${#TPM_DEVICES[@]} swtpm, each behind tpm2-abrmd on a private D-Bus"
 # The same functions and names as scripts/demo-tpm-up.sh, which brings these back later.

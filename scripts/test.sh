@@ -73,7 +73,7 @@ if [ -z "${MESON_TEST_ARGS:-}" ]; then
 fi
 
 # == Sanitizer pass ==
-# The whole suite again on an -fsanitize=address,undefined build (STYLE.md "Tests"). The
+# The whole suite again on an -fsanitize=address,undefined build (doc/style.md, "Tests"). The
 # options every test runs with (halt on the first UBSan finding, leaks fail at exit,
 # tests/lsan.supp for third-party libraries only) come from the meson test setup in
 # tests/meson.build, so `meson test -C build-asan` alone behaves the same. Long workloads

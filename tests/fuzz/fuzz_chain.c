@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Fuzz target for `chain verify` input: a chain file (PEM or DER), loaded and checked by
- * every rule of SPEC §7 for each purpose; a file that yields no certificate must be explained
+ * every rule of doc/chains.md for each purpose; a file that yields no certificate must be explained
  * by exactly one finding on the file. The report's findings are read in full; a chain
  * that loads must either verify or explain itself with at least one finding.
  */

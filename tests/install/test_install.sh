@@ -23,7 +23,7 @@ expect=(
     "$PROV_EXAMPLESDIR/root.conf"
     "$PROV_EXAMPLESDIR/tokens.table"
 )
-# udev/ (SPEC §2): whatever rules and units the source tree has must be installed.
+# udev/ (udev/README.md): whatever rules and units the source tree has must be installed.
 ls "$PROV_SOURCE_ROOT"/udev/*.rules "$PROV_SOURCE_ROOT"/udev/*.service >/dev/null ||
     fail "udev/ has no rules or no unit"
 for f in "$PROV_SOURCE_ROOT"/udev/*.rules; do

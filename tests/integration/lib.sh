@@ -188,7 +188,8 @@ make_immutable() {
 # Secrets
 
 # write_secret FILE VALUE: a PIN/passphrase file as other tools expect it: no trailing
-# newline (PLATFORM pitfall 15), mode 0600, and VALUE remembered for leak checks.
+# newline (doc/platform.md, "PIN files and trailing newlines"), mode 0600, and VALUE
+# remembered for leak checks.
 write_secret() {
     local old
     old=$(umask)
@@ -216,7 +217,8 @@ assert_no_secret() {
 # ---------------------------------------------------------------------------------------
 # SoftHSM2 and tokens
 
-# softhsm_setup [DIR]: a private token directory (PLATFORM pitfall 7) in DIR/softhsm
+# softhsm_setup [DIR]: a private token directory (doc/platform.md, "SoftHSM2 and many tokens")
+# in DIR/softhsm
 # (default: the current directory); exports SOFTHSM2_CONF.
 softhsm_setup() {
     local d=${1:-$PWD}/softhsm
@@ -247,7 +249,7 @@ token_init() {
 }
 
 # token_slot LABEL: the slot id of the token whose label is exactly LABEL. pkcs11-tool's
-# --token-label matches by prefix and slot ids are random (PLATFORM pitfall 6).
+# --token-label matches by prefix and slot ids are random (doc/platform.md).
 token_slot() {
     local slot
     slot=$(pkcs11-tool --module "$SOFTHSM_MODULE" -L 2>/dev/null | awk -v want="$1" '
@@ -363,7 +365,7 @@ p11_object_by_label() {
 }
 
 # assert_hw_key BLOCK WHAT [any-usage]: a private key generated on the token that can never
-# leave it, and (unless any-usage) allowed to sign only (SPEC §4, PLATFORM pitfall 5).
+# leave it, and (unless any-usage) allowed to sign only (doc/keys.md, doc/platform.md).
 # pkcs11-tool prints e.g. "  Access:     sensitive, always sensitive, never extractable, local".
 assert_hw_key() {
     local blk=$1 what=$2 access usage
@@ -798,7 +800,7 @@ EOF
 }
 
 # write_root_conf FILE [strict|seed]: the root request config; "seed" is the style strict
-# verifiers reject (basicConstraints not critical, no keyUsage; PLATFORM pitfall 1).
+# verifiers reject (basicConstraints not critical, no keyUsage; doc/platform.md).
 write_root_conf() {
     {
         cat <<'EOF'
@@ -911,8 +913,9 @@ make_root_key() {
 }
 
 # assert_device_identity SERIAL TOKEN DIR KEYTYPE [SAN...]: everything a PKCS#11 device's
-# identity must be (SPEC §4, §8), checked with OpenSSL, GnuTLS and pkcs11-tool, then proven
-# by `provisioner check`. Uses the CA made by ca_fixture ($IT_CA_DIR, $IT_SERVER_CA).
+# identity must be (doc/keys.md, doc/storage.md), checked with OpenSSL, GnuTLS and
+# pkcs11-tool, then proven by `provisioner check`. Uses the CA made by ca_fixture
+# ($IT_CA_DIR, $IT_SERVER_CA).
 assert_device_identity() {
     local sn=$1 tok=$2 d=$3 kt=$4 uri id blk n
     shift 4
@@ -975,7 +978,7 @@ assert_device_identity() {
     blk=$(p11_object_block "$tok" "$DEV_PIN_VALUE" privkey "$id")
     printf '%s\n' "$blk" >"$log/privkey"
     assert_hw_key "$blk" "$sn: device key (token $tok, id $id)"
-    # The certificate is on the token too, with the key's CKA_ID (SPEC §8).
+    # The certificate is on the token too, with the key's CKA_ID (doc/storage.md).
     local key_label
     key_label=$(sed -n 's/^  label: *//p' "$log/privkey")
     blk=$(p11_object_block "$tok" "$DEV_PIN_VALUE" cert "$id")
@@ -989,7 +992,7 @@ assert_device_identity() {
     # The certificate certifies the token's key.
     assert_token_pub_is_cert "$tok" "$DEV_PIN_VALUE" "$id" "$d/client.crt" "$sn"
 
-    # identity.json (SPEC §8): serial, certificate serial, SHA-256 fingerprint, validity, key
+    # identity.json (doc/storage.md): serial, certificate serial, SHA-256 fingerprint, validity, key
     # type, backend, profile, lot, issuer
     local j=$d/identity.json cs na
     assert_eq "$(json_str "$j" serial)" "$sn" "$sn: identity.json serial"
@@ -1015,7 +1018,7 @@ assert_device_identity() {
     assert_grep "$PROV_OUT" 'ok' "$sn: check did not say ok"
 }
 
-# storage_files DIR: the SPEC §8 files a PKCS#11 device's storage holds.
+# storage_files DIR: the doc/storage.md files a PKCS#11 device's storage holds.
 STORAGE_FILES=(client.crt client.der fullchain.pem chain.pem server-ca.pem key.uri identity.json)
 
 assert_storage() {
@@ -1023,7 +1026,7 @@ assert_storage() {
     for f in "${STORAGE_FILES[@]}"; do
         assert_file "$d/$f"
     done
-    # Certificates are public: 0644 (SPEC §8); key.uri and identity.json hold no secret
+    # Certificates are public: 0644 (doc/storage.md); key.uri and identity.json hold no secret
     # either and are read by unprivileged device firmware.
     for f in "${STORAGE_FILES[@]}"; do
         assert_mode 644 "$d/$f"

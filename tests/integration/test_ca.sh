@@ -16,7 +16,7 @@ check_ca_dir() {
     assert_file ca/root.crt ca/intermediate.crt ca/chain.pem
     assert_eq "$(cert_count ca/root.crt)" 1 "certificates in ca/root.crt"
     assert_eq "$(cert_count ca/intermediate.crt)" 1 "certificates in ca/intermediate.crt"
-    # chain.pem = intermediate then root (SPEC §3)
+    # chain.pem = intermediate then root (README.md, "Create the CA")
     assert_eq "$(fingerprints ca/chain.pem | tr '\n' ' ')" \
         "$(fingerprint ca/intermediate.crt) $(fingerprint ca/root.crt) " "ca/chain.pem order"
     openssl verify -x509_strict -CAfile ca/root.crt ca/root.crt >"$WORK/log/verify-root" 2>&1 ||

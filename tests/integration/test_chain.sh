@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 #
 # `provisioner chain verify` on a good chain and on chains broken one rule at a time, all
-# built here with the openssl CLI (SPEC §7): each failure must name the certificate index,
+# built here with the openssl CLI (doc/chains.md): each failure must name the certificate index,
 # its subject and the rule. Then `chain export` = intermediate + root of the configured CA.
 . "$(dirname "$0")/lib.sh"
 it_setup

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 #
-# The command line itself (SPEC §3): --help / --version, every command's --help, and usage
-# errors: exit 2 with one stderr line, nothing on stdout. Needs no token.
+# The command line itself (doc/provisioner.1.scd, doc/exit-codes.md): --help / --version,
+# every command's --help, and usage errors: exit 2 with one stderr line, nothing on stdout.
+# Needs no token.
 . "$(dirname "$0")/lib.sh"
 it_setup
 

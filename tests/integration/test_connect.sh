@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 #
-# `check --connect` (SPEC §8): a real mutual-TLS proof with the device key inside SoftHSM2
+# `check --connect` (doc/storage.md): a real mutual-TLS proof with the device key inside SoftHSM2
 # against mosquitto (MQTT over TLS and MQTT over WebSocket over TLS, require_certificate,
 # use_identity_as_username) and nginx (ssl_verify_client on), all on 127.0.0.1, serving
 # certificates of a separate server CA that the devices hold as server-ca.pem and trusting

@@ -6,7 +6,7 @@
 # CSR over the 64 KiB bound, a public key this CA certified before (the CA index), a
 # subject or subjectAltName other than the certificate will carry (a CSR naming another
 # device: swapped CSR files). The certificate's names always come from the request and the
-# profile (SPEC §5). Broken signatures and RSA-1024 are in test_faults.sh.
+# profile (doc/architecture.md, step 4). Broken signatures and RSA-1024 are in test_faults.sh.
 . "$(dirname "$0")/lib.sh"
 it_setup
 need sqlite3

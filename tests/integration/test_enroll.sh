@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 #
 # `provisioner enroll` end to end on real SoftHSM2 device tokens (EC P-256, EC P-384,
-# RSA-2048): storage files (SPEC §8), strict verification by OpenSSL and GnuTLS, the key's
+# RSA-2048): storage files (doc/storage.md), strict verification by OpenSSL and GnuTLS, the key's
 # protection on the token, the certificate object next to it, `check`, the refusal to
 # enroll a serial twice, and --reissue.
 . "$(dirname "$0")/lib.sh"
@@ -39,7 +39,7 @@ assert_no_file "$WORK/devices/SN-P384-0002"
 (
     unset PROVISIONER_CONFIG
     cd "$WORK"
-    # a station with a tight umask still writes certificates 0644 (SPEC §8)
+    # a station with a tight umask still writes certificates 0644 (doc/storage.md)
     umask 077
     prov 0 enroll --serial SN-RSA-0003 --device pkcs11:token=dev-rsa --key rsa-2048 \
         --pin "file:$WORK/device.pin"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 #
-# Faults a factory line meets, and the exit code + single stderr line for each (SPEC §3):
+# Faults a factory line meets, and the exit code + single stderr line for each (doc/exit-codes.md):
 # wrong PIN (3, and exactly one C_Login: a station must never lock a token), unreadable PIN
 # source (3), token not found (4), a CA key that is extractable, allows derive or was
 # extractable once (5), CSR with a broken signature or a weak key (5), storage not writable

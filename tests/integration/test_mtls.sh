@@ -69,7 +69,7 @@ if code=$(device_curl "$WORK/devices/SN-MTLS-EC"); then
 fi
 it_log "server outside server-ca.pem: refused by the client"
 
-# `check --connect` (SPEC §8): refused by the device against the other server, accepted by
+# `check --connect` (doc/storage.md): refused by the device against the other server, accepted by
 # the edge (tests/integration/test_connect.sh covers every transport and refusal).
 prov 1 check --connect "$URL" "$WORK/devices/SN-MTLS-EC"
 assert_one_error "we did not trust the server"

@@ -39,7 +39,7 @@ declare -A RV_NAME=([0x32]=CKR_DEVICE_REMOVED [0x30]=CKR_DEVICE_ERROR [0xe0]=CKR
 TABLE=$WORK/fault-table.txt
 : >"$TABLE"
 
-# expected_rc RV: SPEC §3 for what the token said: removed/absent/lost session 4, PIN 3,
+# expected_rc RV: doc/exit-codes.md for what the token said: removed/absent/lost session 4, PIN 3,
 # any other device failure 1.
 expected_rc() {
     case "$1" in

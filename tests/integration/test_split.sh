@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 #
-# The split flow (SPEC §3): `csr` on the device, `sign` on the station, `install` on the
+# The split flow (doc/architecture.md): `csr` on the device, `sign` on the station, `install` on the
 # device, then `check`. The station's CA token and the device tokens share nothing but files.
 . "$(dirname "$0")/lib.sh"
 it_setup
@@ -57,7 +57,7 @@ prov 4 install --serial SN-SPLIT-B --device pkcs11:token=dev-split-a \
 assert_one_error dev-split-a
 assert_eq "$(tree_digest "$WORK/wrong")" "(absent)" "storage after installing on the wrong device"
 
-# PIN sources other than file: (SPEC §4): fd:N for install, env:VAR for check
+# PIN sources other than file: (doc/keys.md): fd:N for install, env:VAR for check
 prov 0 install --serial SN-SPLIT-B --device pkcs11:token=dev-split-b \
     --cert "$WORK/xfer/SN-SPLIT-B.pem" --storage "$WORK/storage-b" --server-ca "$IT_SERVER_CA" \
     --pin fd:3 3<"$WORK/device.pin"

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The SPEC §7 chain rules, each broken on purpose in an otherwise good root → intermediate →
- * device chain built in memory. Every test asserts the exact set of (index, rule) findings, so
- * a finding on the wrong certificate, under the wrong rule, or reported twice fails.
+ * The chain rules of doc/chains.md, each broken on purpose in an otherwise good root →
+ * intermediate → device chain built in memory. Every test asserts the exact set of (index,
+ * rule) findings, so a finding on the wrong certificate, under the wrong rule, or reported
+ * twice fails.
  */
 #include <setjmp.h>
 #include <stdarg.h>

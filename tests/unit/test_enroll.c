@@ -405,7 +405,7 @@ static void test_decrypting_key_refused(void **state)
 
 static void test_wrong_key_signature_refused(void **state)
 {
-    /* The device reports one public key but signs with another (PLATFORM pitfall 3). */
+    /* The device reports one public key but signs with another (doc/platform.md). */
     mock.sign_with_other_key = true;
     expect_cleanup(*state, "SN-W", PROV_ERR_POLICY);
 }

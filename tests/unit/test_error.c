@@ -13,7 +13,7 @@
 
 #include "error.h"
 
-/* SPEC §3: every code maps to the exit code a station acts on. */
+/* doc/exit-codes.md: every code maps to the exit code a station acts on. */
 static void test_exit_codes(void **state)
 {
     static const struct {

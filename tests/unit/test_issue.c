@@ -661,7 +661,7 @@ static void test_tampered_csr_refused(void **state)
     EVP_PKEY *other = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
 
     (void)state;
-    /* Another key swapped in after signing (PLATFORM pitfall 3). */
+    /* Another key swapped in after signing (doc/platform.md). */
     assert_int_equal(X509_REQ_set_pubkey(req, other), 1);
     issue(ca, &rq, req, PROV_ERR_POLICY);
     assert_non_null(strstr(prov_error_message(), "CSR signature does not verify"));

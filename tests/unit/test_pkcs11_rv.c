@@ -12,7 +12,7 @@
 #include "error.h"
 #include "pkcs11.h"
 
-/* The codes a station acts on (SPEC §4): a wrong PIN is never retried, a lock stops. */
+/* The codes a station acts on (doc/keys.md): a wrong PIN is never retried, a lock stops. */
 static void test_rv_to_err(void **state)
 {
     static const struct {

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Device storage (SPEC §8): every file with the right content and mode; a failure part-way
+ * Device storage (doc/storage.md): every file with the right content and mode; a failure part-way
  * (a file size limit hit after some temp files were written, a directory where a file must
  * go, an unreadable server CA) leaves the previous identity untouched and no temp files;
  * identity.json parses back; a file whose bytes change between write and sync is caught by the

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 #
-# The kill test (SPEC §6). A lot of a few hundred SoftHSM2 devices over many small tokens
-# (SoftHSM2 reads every object of every token at start-up and slows down with the objects on
-# a token: small tokens keep the test fast) is stopped again and again and resumed with the
-# same command each time:
+# The kill test (doc/journal.md, "The promise"). A lot of a few hundred SoftHSM2 devices over
+# many small tokens (SoftHSM2 reads every object of every token at start-up and slows down
+# with the objects on a token: small tokens keep the test fast) is stopped again and again and
+# resumed with the same command each time:
 # - at every journal state boundary through the test-only hook
 #   PROVISIONER_TEST_CRASH_AT=<state>:<n> (exit 137 right after the n-th transition),
 #   including "superseded" and the states after it during a --reissue, and a reissue whose

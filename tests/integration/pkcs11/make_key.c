@@ -5,7 +5,7 @@
  *
  *   pkcs11-make-key MODULE TOKEN-LABEL PIN-FILE ID-HEX LABEL [FLAW...]
  *
- * Without a FLAW the key is what the tool itself generates (SPEC §4): token, private,
+ * Without a FLAW the key is what the tool itself generates (doc/keys.md): token, private,
  * sensitive, not extractable, sign only. Each FLAW changes one thing:
  *   derive           CKA_DERIVE true (decrypt and unwrap stay false)
  *   was-extractable  generated with CKA_EXTRACTABLE true, then set to false: the key is not

@@ -22,7 +22,7 @@
 
 /*
  * The PKCS#11 backend against real SoftHSM2 tokens made by softhsm-env.sh: token lookup,
- * login, key generation with the SPEC §4 attributes (checked through the backend and,
+ * login, key generation with the doc/keys.md attributes (checked through the backend and,
  * independently, with pkcs11-tool), signing verified by OpenSSL, lookups, certificates, delete.
  */
 
@@ -197,7 +197,7 @@ static void test_open_by_label_and_serial(void **state)
     prov_pkcs11_ops.close(NULL);
 }
 
-/* PLATFORM.md pitfall 6: "dev-1" must not pick "dev-10", nor "dev" either of them. */
+/* doc/platform.md: "dev-1" must not pick "dev-10", nor "dev" either of them. */
 static void test_exact_match(void **state)
 {
     struct prov_device *d1 = NULL, *d10 = NULL, *none = NULL;
@@ -401,7 +401,7 @@ static void key_roundtrip(enum prov_key_type type, unsigned char tag)
     assert_null(strstr(key->uri, "module-path"));
     assert_null(strstr(key->uri, "pin"));
 
-    /* SPEC §4 attributes, as the backend reads them... */
+    /* doc/keys.md attributes, as the backend reads them... */
     assert_int_equal(dev->ops->key_props(dev, key, &props), 0);
     assert_true(props.is_private_token_object);
     assert_true(props.is_sensitive);
@@ -801,7 +801,7 @@ static void test_made_key_without_flaw_accepted(void **state)
     assert_false(props.can_decrypt);
 }
 
-/* SPEC §4: signing only. CKA_DERIVE alone (decrypt and unwrap false) must be refused. */
+/* doc/keys.md: signing only. CKA_DERIVE alone (decrypt and unwrap false) must be refused. */
 static void test_key_allowing_derive_refused(void **state)
 {
     const unsigned char id[] = {0x6d, 0x01};

@@ -17,7 +17,7 @@
 #include "pkcs11.h"
 
 /*
- * SPEC §4, "a station must never lock a token": PIN flags are read before C_Login, and a
+ * doc/keys.md, "Never lock a token": PIN flags are read before C_Login, and a
  * rejected PIN is never sent again in this process. The backend is driven through
  * shim_module.so, which forwards to SoftHSM2 but counts C_Login calls (the proof that no
  * second C_Login happens) and can add PIN flags SoftHSM2 itself never sets.

@@ -143,7 +143,7 @@ static bool nv_index_exists(uint32_t index)
     return found;
 }
 
-/* PLATFORM pitfall 8: nothing transient may stay loaded after an operation. */
+/* doc/platform.md, swtpm's three slots: nothing transient may stay loaded after an operation. */
 static void assert_no_transient(void)
 {
     char *out = run_ok("tpm2_getcap handles-transient");
@@ -366,7 +366,7 @@ static void test_device_strings(void **state)
     prov_error_clear();
 }
 
-/* The first key creates the SRK at 0x81000001; the key gets the SPEC §4 attributes. */
+/* The first key creates the SRK at 0x81000001; the key gets the doc/keys.md attributes. */
 static void test_generate_creates_srk_and_key(void **state)
 {
     struct prov_device *dev;

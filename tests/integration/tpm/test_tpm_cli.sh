@@ -3,7 +3,7 @@
 #
 # The real binary on TPM devices (swtpm, one per simulated device, started here on free
 # ports and stopped by PID): enroll, check (challenge signed inside the TPM), the storage of
-# SPEC §8 with key.uri naming the handle, the NV index holding exactly client.der, the
+# doc/storage.md with key.uri naming the handle, the NV index holding exactly client.der, the
 # attributes tpm2_readpublic shows, the split flow csr/sign/install, and the faults:
 # unreachable TPM, occupied handle, occupied NV index, a key with the wrong attributes; and
 # --reissue (enroll, csr, batch) under another serial refused (exit 5) without touching the

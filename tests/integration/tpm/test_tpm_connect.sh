@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 #
 # The end-of-line proof with a TPM key: swtpm behind tpm2-abrmd on a private session D-Bus
-# (PLATFORM pitfall 9), the device enrolled with `enroll --prove` through the tabrmd TCTI, then
+# (doc/platform.md), the device enrolled with `enroll --prove` through the tabrmd TCTI, then
 # `check --connect` over MQTT over TLS, MQTT over WebSocket and HTTPS against mosquitto and
 # nginx on 127.0.0.1 (a private network namespace, see it_private_network), the key signing
 # every handshake inside the TPM through the core's signer. The broker must see the

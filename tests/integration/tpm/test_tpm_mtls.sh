@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 #
-# A real mutual-TLS handshake with the persistent TPM key (issue 3): swtpm behind tpm2-abrmd
-# on a private session D-Bus (PLATFORM pitfall 9: TLS 1.3 through the tpm2 OpenSSL provider
+# A real mutual-TLS handshake with the persistent TPM key: swtpm behind tpm2-abrmd
+# on a private session D-Bus (doc/platform.md: TLS 1.3 through the tpm2 OpenSSL provider
 # needs a resource manager), the device enrolled by the real binary through the tabrmd TCTI,
 # then `openssl s_client` with the key `handle:0x81000101` in the tpm2 provider against
 # `openssl s_server -Verify` on 127.0.0.1 that trusts only the device CA chain.

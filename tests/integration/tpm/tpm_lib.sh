@@ -99,7 +99,7 @@ assert_tpm_identity() {
 }
 
 # abrmd_start TCTI: a private session D-Bus in $WORK/dbus and tpm2-abrmd on it in front of the
-# TPM at TCTI (PLATFORM pitfall 9: a TLS handshake with a TPM key needs a resource manager).
+# TPM at TCTI (doc/platform.md: a TLS handshake with a TPM key needs a resource manager).
 # Exports DBUS_SESSION_BUS_ADDRESS; sets TCTI_RM (tabrmd:...) and ABRMD_PID.
 abrmd_start() {
     local tcti=$1 i bus_name
