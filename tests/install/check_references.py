@@ -27,7 +27,7 @@ import sys
 
 # Spelled in pieces so that this file does not cite what it looks for.
 OLD_DOCS = ["SP" + "EC", "STY" + "LE", "PLAT" + "FORM"]
-CITATION = re.compile(r"\b(" + "|".join(OLD_DOCS) + r")\b(\.md)?")
+CITATION = re.compile(r"\b(" + "|".join(OLD_DOCS) + r")\b(\.md)?|\b[Pp]itfalls? \d+")
 SECTION = "\u00a7"
 # A section sign is fine after a standard's name: "RFC 8017 <sign>9.2", "MQTT 3.1.1 <sign>3.1".
 STANDARD_BEFORE = re.compile(r"(RFC ?\d+|PKCS ?#? ?\d*|MQTT|OASIS|X\.509|ISO|FIPS|NIST|TCG|"
