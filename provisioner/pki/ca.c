@@ -349,7 +349,8 @@ static int sign_cert(X509 *cert, struct ca_key *k, const char *what)
     return 0;
 }
 
-/* The seed-style root config: [req] distinguished_name and x509_extensions. */
+/* An `openssl req`-style root config (examples/root.conf): [req] distinguished_name and
+ * x509_extensions. */
 static int root_conf_sections(CONF *conf, const char **dn, const char **ext)
 {
     *dn = NCONF_get_string(conf, "req", "distinguished_name");

@@ -73,7 +73,7 @@ struct prov_config {
     enum prov_key_type ca_key_type;   /* intermediate_key_type = ec-p256 */
     char *ca_subject_section;   /* intermediate_subject = SECTION (RDN lines) */
     int ca_days;                /* intermediate_days = 1825 */
-    char *root_config;          /* root_config = FILE in the seed's format ([req]/[dn]/[v3_ca]);
+    char *root_config;          /* root_config = FILE in `openssl req` format ([req]/[dn]/[v3_ca]);
                                    NULL: the [req] section of this file */
     char *root_key;             /* root_key = pkcs11:... | file:PATH (encrypted PEM) */
     char *root_key_pass;        /* root_key_pass = PIN/passphrase source for root_key */
