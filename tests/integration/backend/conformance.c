@@ -629,8 +629,8 @@ static void test_second_key(void **state)
 
 /*
  * The certificate stored next to the key reads back byte for byte with the platform's tool,
- * a renewal replaces it, and the key proves possession against it, not against a certificate
- * of another key.
+ * a renewal replaces it, and the key proves possession against it. A certificate of another
+ * key is refused (PROV_ERR_INPUT) and the one stored stays.
  */
 static void test_store_certificate(void **state)
 {
@@ -651,6 +651,9 @@ static void test_store_certificate(void **state)
     dev = open_login();
     key = find_by_id(dev);
     assert_int_equal(dev->ops->store_certificate(dev, key, renewed), 0);
+    prov_error_clear();
+    assert_int_equal(dev->ops->store_certificate(dev, key, wrong), PROV_ERR_INPUT);
+    assert_message_has(dev->name);
     prov_error_clear();
     assert_int_equal(prov_prove_key(key, renewed), 0);
     assert_int_equal(prov_prove_key(key, wrong), PROV_ERR_VERIFY);

@@ -450,10 +450,10 @@ static void key_roundtrip(enum prov_key_type type, unsigned char tag)
     found = NULL;
 
     /* Certificates: stored under the key's id and label, replaced by the next one. */
-    cert = make_cert("cert-one", 1001, NULL);
+    cert = make_cert("cert-one", 1001, key->pub);
     assert_int_equal(dev->ops->store_certificate(dev, key, cert), 0);
     X509_free(cert);
-    cert = make_cert("cert-two", 1002, NULL);
+    cert = make_cert("cert-two", 1002, key->pub);
     assert_int_equal(dev->ops->store_certificate(dev, key, cert), 0);
     X509_free(cert);
     listing = list_objects();
