@@ -704,17 +704,98 @@ static void test_delete(void **state)
     assert_null(der);
 }
 
-/* After the delete the place is free again: a new key is made, and retired in turn. */
-static void test_generate_after_delete(void **state)
+/*
+ * A reissue (generate_key with replace) names the identity whose key it renews: the public
+ * key and subject of its certificate. Where a device keeps one key per place
+ * (one_key_per_place) the renewed identity's key and certificate go, and the key of another
+ * identity is refused (PROV_ERR_POLICY) and stays. A token keeps every key under its own id:
+ * the new key is made beside the old one, which the caller retires with delete_key. Runs after
+ * test_delete, so it also shows the place free again.
+ */
+static void test_reissue(void **state)
 {
     struct prov_device *dev = open_login();
-    struct prov_key *key = generate_ok(dev, key_id);
+    unsigned char old_id[sizeof(key_id)], new_id[sizeof(key_id)];
+    struct prov_key *old = generate_ok(dev, old_id);
+    struct prov_key *fresh = NULL, *found = NULL;
+    X509 *cert = certificate_for(old->pub, 4);
+    EVP_PKEY *stranger = test_pki_ec_key("P-256");
+    X509_NAME *other = X509_NAME_new();
+    struct prov_keygen_params kp = {
+        .type = PROV_KEY_EC_P256,
+        .label = "CONF-0001",
+        .id = new_id,
+        .id_len = sizeof(new_id),
+        .replace = true,
+        .replaceable_pub = stranger,
+    };
+    unsigned char *der = NULL;
+    size_t len = 0;
+    int r;
 
     (void)state;
-    assert_int_not_equal(EVP_PKEY_eq(key->pub, key_pub), 1);
-    assert_int_equal(dev->ops->delete_key(dev, key), 0);
-    prov_key_free(key);
+    assert_non_null(other);
+    assert_int_equal(X509_NAME_add_entry_by_txt(other, "CN", MBSTRING_UTF8,
+                                                (const unsigned char *)"CONF-0002", -1, -1, 0),
+                     1);
+    kp.replaceable_subject = other;
+    assert_int_equal(dev->ops->store_certificate(dev, old, cert), 0);
+
+    /* Another identity's reissue. */
+    assert_int_equal(RAND_bytes(new_id, sizeof(new_id)), 1);
+    prov_error_clear();
+    r = dev->ops->generate_key(dev, &kp, &fresh);
+    if (prof.one_key_per_place) {
+        assert_int_equal(r, PROV_ERR_POLICY);
+        assert_null(fresh);
+    } else {
+        assert_int_equal(r, 0);
+        assert_int_equal(dev->ops->delete_key(dev, fresh), 0);
+        prov_key_free(fresh);
+        fresh = NULL;
+    }
+    prov_error_clear();
+    assert_int_equal(dev->ops->find_key_by_id(dev, old_id, sizeof(old_id), &found), 0);
+    assert_int_equal(EVP_PKEY_eq(found->pub, old->pub), 1);
+    prov_key_free(found);
+    found = NULL;
+
+    /* This identity's reissue. */
+    kp.replaceable_pub = old->pub;
+    kp.replaceable_subject = X509_get_subject_name(cert);
+    assert_int_equal(RAND_bytes(new_id, sizeof(new_id)), 1);
+    r = dev->ops->generate_key(dev, &kp, &fresh);
+    if (r != 0) {
+        fail_msg("generate_key with replace: %d %s", r, prov_error_message());
+    }
+    assert_int_not_equal(EVP_PKEY_eq(fresh->pub, old->pub), 1);
+    r = dev->ops->find_key_by_id(dev, old_id, sizeof(old_id), &found);
+    if (prof.one_key_per_place) {
+        assert_int_equal(r, PROV_ERR_NOT_FOUND);
+    } else {
+        assert_int_equal(r, 0);
+        assert_int_equal(dev->ops->delete_key(dev, found), 0);
+        prov_key_free(found);
+    }
+    found = NULL;
+    prov_error_clear();
+    assert_int_equal(dev->ops->find_key_by_id(dev, new_id, sizeof(new_id), &found), 0);
+    assert_int_equal(EVP_PKEY_eq(found->pub, fresh->pub), 1);
+    prov_key_free(found);
+    prov_key_free(old);
+    prov_key_free(fresh);
     prov_device_close(dev);
+    /* The renewed identity's certificate went with its key. */
+    assert_int_equal(read_certificate(old_id, sizeof(old_id), &der, &len), 1);
+
+    dev = open_login();
+    assert_int_equal(dev->ops->find_key_by_id(dev, new_id, sizeof(new_id), &fresh), 0);
+    assert_int_equal(dev->ops->delete_key(dev, fresh), 0);
+    prov_key_free(fresh);
+    prov_device_close(dev);
+    X509_NAME_free(other);
+    X509_free(cert);
+    EVP_PKEY_free(stranger);
 }
 
 static int group_setup(void **state)
@@ -766,7 +847,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_second_key),
         cmocka_unit_test(test_store_certificate),
         cmocka_unit_test(test_delete),
-        cmocka_unit_test(test_generate_after_delete),
+        cmocka_unit_test(test_reissue),
     };
     int r;
 
