@@ -17,9 +17,11 @@
 #include <openssl/x509.h>
 
 #include "backend.h"
+#include "csr.h"
 #include "device.h"
 #include "error.h"
 #include "pkcs11.h"
+#include "signer.h"
 #include "test_pki.h"
 #include "tpm.h"
 
@@ -555,6 +557,36 @@ static void test_sign_digest_verifies(void **state)
     prov_device_close(dev);
 }
 
+/* The pipeline's next step on the device key: a CSR signed through the core's signer
+ * (prov_signer_pkey) verifies and carries exactly this key. */
+static void test_csr_signed_on_device(void **state)
+{
+    struct prov_device *dev = open_login();
+    struct prov_key *key = find_by_id(dev);
+    X509_NAME *subject = X509_NAME_new();
+    EVP_PKEY *signer = NULL;
+    EVP_PKEY *stranger = test_pki_ec_key("P-256");
+    X509_REQ *req = NULL;
+
+    (void)state;
+    assert_non_null(subject);
+    assert_int_equal(X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_UTF8,
+                                                (const unsigned char *)"CONF-0001", -1, -1, 0),
+                     1);
+    prov_error_clear();
+    assert_int_equal(prov_signer_pkey(key, &signer), 0);
+    assert_int_equal(prov_csr_create(signer, subject, prov_key_type_digest(key->type), &req), 0);
+    assert_int_equal(prov_csr_verify(req, key_pub), 0);
+    assert_int_equal(prov_csr_verify(req, stranger), PROV_ERR_POLICY);
+    prov_error_clear();
+    X509_REQ_free(req);
+    EVP_PKEY_free(signer);
+    EVP_PKEY_free(stranger);
+    X509_NAME_free(subject);
+    prov_key_free(key);
+    prov_device_close(dev);
+}
+
 /* The key comes back by id, by its key.uri and by its public key; strangers are not found. */
 static void test_find(void **state)
 {
@@ -843,6 +875,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_generate_with_template),
         cmocka_unit_test(test_key_properties),
         cmocka_unit_test(test_sign_digest_verifies),
+        cmocka_unit_test(test_csr_signed_on_device),
         cmocka_unit_test(test_find),
         cmocka_unit_test(test_second_key),
         cmocka_unit_test(test_store_certificate),
