@@ -815,6 +815,11 @@ int prov_pkcs11_store_certificate(struct prov_device *dev, struct prov_key *key,
         return prov_fail(PROV_ERR_CONFIG, "%s: key %s has no CKA_ID to store a certificate under",
                          dev->name, key->uri);
     }
+    /* Stored under the key's CKA_ID, it would replace the key's own certificate. */
+    if (key->pub != NULL && EVP_PKEY_eq(X509_get0_pubkey(cert), key->pub) != 1) {
+        return prov_fail(PROV_ERR_INPUT, "%s: the certificate is not for key %s", dev->name,
+                         key->uri);
+    }
     /* i2d with a NULL output pointer allocates (OPENSSL_malloc). */
     value_len = i2d_X509(cert, &value);
     subject_len = i2d_X509_NAME(X509_get_subject_name(cert), &subject);

@@ -178,7 +178,8 @@ struct prov_backend_ops {
                 const unsigned char *in, size_t in_len, unsigned char *sig, size_t *sig_len);
 
     /* Stores the certificate next to the key (CKO_CERTIFICATE with the key's id and label,
-     * or the TPM NV index). Replaces an earlier certificate for the same key. */
+     * or the TPM NV index). Replaces an earlier certificate for the same key; a certificate
+     * of another key is refused (PROV_ERR_INPUT) and the stored one stays. */
     int (*store_certificate)(struct prov_device *dev, struct prov_key *key, X509 *cert);
 
     /* Destroys the key (and its public half) on the device: cleanup after a failure. */

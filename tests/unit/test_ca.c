@@ -25,6 +25,7 @@
 #include "config.h"
 #include "issue.h"
 #include "error.h"
+#include "test_pki.h"
 
 #define DAY 86400L
 
@@ -34,49 +35,17 @@ struct fixture {
     EVP_PKEY *inter_key;
 };
 
-static X509 *make_ca_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key,
-                          long nb, long na)
-{
-    X509 *c = X509_new();
-    time_t now = time(NULL);
-    X509V3_CTX ctx;
-    X509_EXTENSION *e;
-
-    X509_set_version(c, X509_VERSION_3);
-    ASN1_INTEGER_set(X509_get_serialNumber(c), 1);
-    X509_NAME_add_entry_by_txt(X509_get_subject_name(c), "CN", MBSTRING_UTF8,
-                               (const unsigned char *)cn, -1, -1, 0);
-    X509_set_issuer_name(c, X509_get_subject_name(issuer ? issuer : c));
-    X509_time_adj_ex(X509_getm_notBefore(c), 0, nb, &now);
-    X509_time_adj_ex(X509_getm_notAfter(c), 0, na, &now);
-    X509_set_pubkey(c, key);
-    X509V3_set_ctx(&ctx, issuer ? issuer : c, c, NULL, NULL, 0);
-    e = X509V3_EXT_conf_nid(NULL, &ctx, NID_basic_constraints, "critical,CA:TRUE");
-    X509_add_ext(c, e, -1);
-    X509_EXTENSION_free(e);
-    e = X509V3_EXT_conf_nid(NULL, &ctx, NID_key_usage, "critical,keyCertSign,cRLSign");
-    X509_add_ext(c, e, -1);
-    X509_EXTENSION_free(e);
-    assert_true(X509_sign(c, issuer_key, EVP_sha256()) > 0);
-    return c;
-}
-
 /* ca/chain.pem with an intermediate valid [now + nb, now + na]; a config for that dir. */
 static struct prov_config *ca_dir_with(struct fixture *f, long nb, long na, const char *profiles)
 {
-    X509 *root = make_ca_cert("Test Root", f->root_key, NULL, f->root_key, -DAY, 3650 * DAY);
-    X509 *inter = make_ca_cert("Test Intermediate", f->inter_key, root, f->root_key, nb, na);
+    X509 *root = test_pki_ca_cert("Test Root", f->root_key, NULL, f->root_key, -DAY, 3650 * DAY);
+    X509 *inter = test_pki_ca_cert("Test Intermediate", f->inter_key, root, f->root_key, nb, na);
     struct prov_config *cfg = NULL;
     char path[128];
     char text[1024];
-    FILE *fp;
 
     snprintf(path, sizeof(path), "%s/chain.pem", f->dir);
-    fp = fopen(path, "w");
-    assert_non_null(fp);
-    PEM_write_X509(fp, inter);
-    PEM_write_X509(fp, root);
-    fclose(fp);
+    test_pki_write_pem(path, inter, root);
     X509_free(inter);
     X509_free(root);
     snprintf(text, sizeof(text),
@@ -92,8 +61,8 @@ static int setup(void **state)
 
     snprintf(f->dir, sizeof(f->dir), "/tmp/test_ca.XXXXXX");
     assert_non_null(mkdtemp(f->dir));
-    f->root_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-    f->inter_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    f->root_key = test_pki_ec_key("P-256");
+    f->inter_key = test_pki_ec_key("P-256");
     *state = f;
     return 0;
 }

@@ -24,6 +24,7 @@
 
 #include "ca_index.h"
 #include "error.h"
+#include "test_pki.h"
 
 struct fixture {
     char dir[64];
@@ -34,18 +35,14 @@ struct fixture {
 
 static X509 *make_cert(struct fixture *f, EVP_PKEY *subject_key)
 {
-    X509 *c = X509_new();
-
-    X509_set_version(c, X509_VERSION_3);
-    ASN1_INTEGER_set(X509_get_serialNumber(c), ++f->next_serial);
-    X509_NAME_add_entry_by_txt(X509_get_subject_name(c), "CN", MBSTRING_UTF8,
-                               (const unsigned char *)"device", -1, -1, 0);
-    X509_set_issuer_name(c, X509_get_subject_name(f->ca_cert ? f->ca_cert : c));
-    X509_gmtime_adj(X509_getm_notBefore(c), 0);
-    X509_gmtime_adj(X509_getm_notAfter(c), 86400);
-    X509_set_pubkey(c, subject_key);
-    assert_true(X509_sign(c, f->ca_key, EVP_sha256()) > 0);
-    return c;
+    return test_pki_cert(&(struct test_cert_spec){
+        .cn = "device",
+        .serial = ++f->next_serial,
+        .key = subject_key,
+        .issuer = f->ca_cert,
+        .issuer_key = f->ca_key,
+        .not_after = TEST_PKI_DAY,
+    });
 }
 
 static int setup(void **state)
@@ -54,7 +51,7 @@ static int setup(void **state)
 
     snprintf(f->dir, sizeof(f->dir), "/tmp/test_ca_index.XXXXXX");
     assert_non_null(mkdtemp(f->dir));
-    f->ca_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    f->ca_key = test_pki_ec_key("P-256");
     f->ca_cert = make_cert(f, f->ca_key);
     *state = f;
     return 0;
@@ -88,7 +85,7 @@ static struct prov_ca_index *open_index(struct fixture *f)
 static X509 *issue(struct fixture *f, struct prov_ca_index *ix, const char *serial,
                    const struct prov_ca_record *rec, int want)
 {
-    EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    EVP_PKEY *key = test_pki_ec_key("P-256");
     X509 *cert = NULL;
     int r;
 
@@ -193,7 +190,7 @@ static void test_key_never_twice(void **state)
     struct fixture *f = *state;
     struct prov_ca_index *ix = open_index(f);
     struct prov_ca_record sign = {.issued_by = "sign", .is_reissue = true};
-    EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    EVP_PKEY *key = test_pki_ec_key("P-256");
     X509 *cert;
 
     assert_int_equal(prov_ca_index_begin(ix, "SN-K", &sign, key), 0);
@@ -249,7 +246,7 @@ static void test_abort_records_nothing(void **state)
     struct prov_ca_index *ix = open_index(f);
     struct prov_ca_record enroll = {.issued_by = "enroll"};
     struct prov_ca_record again = {.issued_by = "enroll", .is_reissue = true};
-    EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    EVP_PKEY *key = test_pki_ec_key("P-256");
     X509 *first = issue(f, ix, "SN-A", &enroll, 0);
 
     assert_int_equal(prov_ca_index_begin(ix, "SN-A", &again, key), 0);
@@ -326,7 +323,7 @@ static void test_import_issued_keys(void **state)
 {
     struct fixture *f = *state;
     struct prov_ca_record sign = {.issued_by = "sign"};
-    EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    EVP_PKEY *key = test_pki_ec_key("P-256");
     struct prov_ca_index *ix;
     char hash[65];
     char path[128];

@@ -21,25 +21,12 @@
 
 #include "chain.h"
 #include "error.h"
+#include "test_pki.h"
 
 #define DAY 86400L
 
-static const char *const ca_exts[] = {
-    "basicConstraints", "critical,CA:TRUE",
-    "keyUsage", "critical,keyCertSign,cRLSign",
-    "subjectKeyIdentifier", "hash",
-    "authorityKeyIdentifier", "keyid",
-    NULL,
-};
-
-static const char *const leaf_exts[] = {
-    "basicConstraints", "critical,CA:FALSE",
-    "keyUsage", "critical,digitalSignature",
-    "extendedKeyUsage", "clientAuth",
-    "subjectKeyIdentifier", "hash",
-    "authorityKeyIdentifier", "keyid",
-    NULL,
-};
+static const char *const *const ca_exts = test_pki_ca_exts;
+static const char *const *const leaf_exts = test_pki_leaf_exts;
 
 /*
  * Every signature verification chain.c makes (linked with -Wl,--wrap=X509_verify; OpenSSL's
@@ -80,31 +67,19 @@ static time_t now;
 static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key,
                        long nb, long na, const char *const *exts)
 {
-    X509 *cert = X509_new();
-    X509V3_CTX ctx;
     static long serial = 1;
 
-    assert_non_null(cert);
-    assert_int_equal(X509_set_version(cert, X509_VERSION_3), 1);
-    assert_int_equal(ASN1_INTEGER_set(X509_get_serialNumber(cert), serial++), 1);
-    assert_int_equal(X509_NAME_add_entry_by_txt(X509_get_subject_name(cert), "CN", MBSTRING_UTF8,
-                                                (const unsigned char *)cn, -1, -1, 0),
-                     1);
-    assert_int_equal(X509_set_issuer_name(cert, X509_get_subject_name(issuer ? issuer : cert)),
-                     1);
-    assert_non_null(X509_time_adj_ex(X509_getm_notBefore(cert), 0, nb, &now));
-    assert_non_null(X509_time_adj_ex(X509_getm_notAfter(cert), 0, na, &now));
-    assert_int_equal(X509_set_pubkey(cert, key), 1);
-    X509V3_set_ctx(&ctx, issuer ? issuer : cert, cert, NULL, NULL, 0);
-    for (size_t i = 0; exts != NULL && exts[i] != NULL; i += 2) {
-        X509_EXTENSION *ext = X509V3_EXT_nconf(NULL, &ctx, exts[i], exts[i + 1]);
-
-        assert_non_null(ext);
-        assert_int_equal(X509_add_ext(cert, ext, -1), 1);
-        X509_EXTENSION_free(ext);
-    }
-    assert_true(X509_sign(cert, issuer_key ? issuer_key : key, EVP_sha256()) > 0);
-    return cert;
+    return test_pki_cert(&(struct test_cert_spec){
+        .cn = cn,
+        .serial = serial++,
+        .key = key,
+        .issuer = issuer,
+        .issuer_key = issuer_key,
+        .not_before = nb,
+        .not_after = na,
+        .now = &now,
+        .exts = exts,
+    });
 }
 
 /* The good chain: leaf (1 year), intermediate (5 years), root (10 years). */
@@ -205,10 +180,10 @@ static int group_setup(void **state)
 {
     (void)state;
     now = time(NULL);
-    keys.root = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-    keys.inter = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-    keys.leaf = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-    keys.other = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    keys.root = test_pki_ec_key("P-256");
+    keys.inter = test_pki_ec_key("P-256");
+    keys.leaf = test_pki_ec_key("P-256");
+    keys.other = test_pki_ec_key("P-256");
     return keys.root && keys.inter && keys.leaf && keys.other ? 0 : -1;
 }
 

@@ -25,6 +25,7 @@
 #include "error.h"
 #include "issue.h"
 #include "storage.h"
+#include "test_pki.h"
 
 /* What the mock does, and what it saw. */
 static struct {
@@ -219,63 +220,28 @@ struct fixture {
     EVP_PKEY *root_key;
 };
 
-static X509 *make_ca_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key)
-{
-    X509 *c = X509_new();
-    X509_NAME *n = X509_NAME_new();
-    X509V3_CTX ctx;
-    X509_EXTENSION *e;
-
-    X509_set_version(c, X509_VERSION_3);
-    ASN1_INTEGER_set(X509_get_serialNumber(c), 1);
-    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1, 0);
-    X509_set_subject_name(c, n);
-    X509_set_issuer_name(c, issuer ? X509_get_subject_name(issuer) : n);
-    X509_set_pubkey(c, key);
-    X509_gmtime_adj(X509_getm_notBefore(c), -3600);
-    X509_gmtime_adj(X509_getm_notAfter(c), 86400L * 30);
-    X509V3_set_ctx(&ctx, issuer ? issuer : c, c, NULL, NULL, 0);
-    e = X509V3_EXT_conf_nid(NULL, &ctx, NID_basic_constraints, "critical,CA:TRUE");
-    X509_add_ext(c, e, -1);
-    X509_EXTENSION_free(e);
-    e = X509V3_EXT_conf_nid(NULL, &ctx, NID_key_usage, "critical,keyCertSign,cRLSign");
-    X509_add_ext(c, e, -1);
-    X509_EXTENSION_free(e);
-    e = X509V3_EXT_conf_nid(NULL, &ctx, NID_subject_key_identifier, "hash");
-    X509_add_ext(c, e, -1);
-    X509_EXTENSION_free(e);
-    X509_sign(c, issuer_key, EVP_sha256());
-    X509_NAME_free(n);
-    return c;
-}
-
 static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
     char path[128];
     X509 *root;
     X509 *inter;
-    FILE *fp;
+    EVP_PKEY *inter_key;
 
     memset(&mock, 0, sizeof(mock));
     prov_backend_register(&mock_ops);
     snprintf(f->dir, sizeof(f->dir), "/tmp/test_enroll.XXXXXX");
     assert_non_null(mkdtemp(f->dir));
 
-    f->root_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-    f->ca.key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-    root = make_ca_cert("Test Root", f->root_key, NULL, f->root_key);
-    inter = make_ca_cert("Test Intermediate", f->ca.key, root, f->root_key);
-    f->ca.chain = sk_X509_new_null();
-    sk_X509_push(f->ca.chain, inter);
-    sk_X509_push(f->ca.chain, root);
-    f->ca.cert = inter;
-    f->ca.root = root;
+    f->root_key = test_pki_ec_key("P-256");
+    inter_key = test_pki_ec_key("P-256");
+    root = test_pki_ca_cert("Test Root", f->root_key, NULL, f->root_key, -3600, 30 * TEST_PKI_DAY);
+    inter = test_pki_ca_cert("Test Intermediate", inter_key, root, f->root_key, -3600,
+                             30 * TEST_PKI_DAY);
+    test_pki_prov_ca(&f->ca, inter, root, inter_key);
 
     snprintf(path, sizeof(path), "%s/server-ca.pem", f->dir);
-    fp = fopen(path, "w");
-    PEM_write_X509(fp, root);
-    fclose(fp);
+    test_pki_write_pem(path, root, NULL);
     snprintf(f->cfg_text, sizeof(f->cfg_text),
              "[provisioner]\noutput_dir = %s/devices\nserver_ca = %s\n", f->dir, path);
     assert_int_equal(prov_issue_parse_config(f->cfg_text, strlen(f->cfg_text), "test.cnf", f->dir,
@@ -292,8 +258,8 @@ static int teardown(void **state)
 
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
     assert_int_equal(system(cmd), 0);
-    sk_X509_pop_free(f->ca.chain, X509_free);
     EVP_PKEY_free(f->ca.key);
+    test_pki_prov_ca_clear(&f->ca);
     EVP_PKEY_free(f->root_key);
     prov_config_free(f->cfg);
     free(f);

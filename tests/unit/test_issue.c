@@ -24,67 +24,30 @@
 #include "csr.h"
 #include "error.h"
 #include "issue.h"
+#include "test_pki.h"
 
 #define DAY 86400L
-
-static const char *const ca_exts[] = {
-    "basicConstraints", "critical,CA:TRUE",
-    "keyUsage", "critical,keyCertSign,cRLSign",
-    "subjectKeyIdentifier", "hash",
-    "authorityKeyIdentifier", "keyid",
-    NULL,
-};
 
 static EVP_PKEY *root_key;
 static EVP_PKEY *inter_key;
 static EVP_PKEY *device_key;
 
-static X509 *make_ca_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key,
-                          long nb, long na)
-{
-    X509 *cert = X509_new();
-    time_t now = time(NULL);
-    X509V3_CTX ctx;
-
-    assert_int_equal(X509_set_version(cert, X509_VERSION_3), 1);
-    assert_int_equal(ASN1_INTEGER_set(X509_get_serialNumber(cert), 7), 1);
-    X509_NAME_add_entry_by_txt(X509_get_subject_name(cert), "CN", MBSTRING_UTF8,
-                               (const unsigned char *)cn, -1, -1, 0);
-    X509_set_issuer_name(cert, X509_get_subject_name(issuer ? issuer : cert));
-    X509_time_adj_ex(X509_getm_notBefore(cert), 0, nb, &now);
-    X509_time_adj_ex(X509_getm_notAfter(cert), 0, na, &now);
-    X509_set_pubkey(cert, key);
-    X509V3_set_ctx(&ctx, issuer ? issuer : cert, cert, NULL, NULL, 0);
-    for (size_t i = 0; ca_exts[i] != NULL; i += 2) {
-        X509_EXTENSION *ext = X509V3_EXT_nconf(NULL, &ctx, ca_exts[i], ca_exts[i + 1]);
-
-        assert_non_null(ext);
-        X509_add_ext(cert, ext, -1);
-        X509_EXTENSION_free(ext);
-    }
-    assert_true(X509_sign(cert, issuer_key ? issuer_key : key, EVP_sha256()) > 0);
-    return cert;
-}
-
 /* A CA whose intermediate is valid [now + inter_nb, now + inter_na]. */
 static struct prov_ca *ca_new(long inter_nb, long inter_na)
 {
     struct prov_ca *ca = calloc(1, sizeof(*ca));
-    X509 *root = make_ca_cert("Test Root", root_key, NULL, NULL, -30 * DAY, 3650 * DAY);
+    X509 *root = test_pki_ca_cert("Test Root", root_key, NULL, NULL, -30 * DAY, 3650 * DAY);
 
     assert_non_null(ca);
-    ca->cert = make_ca_cert("Test Issuing CA", inter_key, root, root_key, inter_nb, inter_na);
-    ca->root = root;
-    ca->chain = sk_X509_new_null();
-    sk_X509_push(ca->chain, ca->cert);
-    sk_X509_push(ca->chain, root);
-    ca->key = inter_key;
+    test_pki_prov_ca(ca, test_pki_ca_cert("Test Issuing CA", inter_key, root, root_key, inter_nb,
+                                          inter_na),
+                     root, inter_key);
     return ca;
 }
 
 static void ca_free(struct prov_ca *ca)
 {
-    sk_X509_pop_free(ca->chain, X509_free);
+    test_pki_prov_ca_clear(ca);
     free(ca);
 }
 
@@ -98,42 +61,12 @@ static struct prov_profile profile_device(void)
     };
 }
 
-/* A CSR for key, subject CN=cn, with the requested extensions (name/value pairs) if any. */
-static X509_REQ *make_csr(EVP_PKEY *key, const char *cn, const char *const *exts)
-{
-    X509_NAME *name = X509_NAME_new();
-    X509_REQ *req = NULL;
-
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1, 0);
-    req = X509_REQ_new();
-    X509_REQ_set_version(req, X509_REQ_VERSION_1);
-    X509_REQ_set_subject_name(req, name);
-    X509_REQ_set_pubkey(req, key);
-    if (exts != NULL) {
-        STACK_OF(X509_EXTENSION) *sk = sk_X509_EXTENSION_new_null();
-        X509V3_CTX ctx;
-
-        X509V3_set_ctx(&ctx, NULL, NULL, req, NULL, 0);
-        for (size_t i = 0; exts[i] != NULL; i += 2) {
-            X509_EXTENSION *ext = X509V3_EXT_nconf(NULL, &ctx, exts[i], exts[i + 1]);
-
-            assert_non_null(ext);
-            sk_X509_EXTENSION_push(sk, ext);
-        }
-        assert_int_equal(X509_REQ_add_extensions(req, sk), 1);
-        sk_X509_EXTENSION_pop_free(sk, X509_EXTENSION_free);
-    }
-    assert_true(X509_REQ_sign(req, key, EVP_sha256()) > 0);
-    X509_NAME_free(name);
-    return req;
-}
-
 static int group_setup(void **state)
 {
     (void)state;
-    root_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-    inter_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-    device_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    root_key = test_pki_ec_key("P-256");
+    inter_key = test_pki_ec_key("P-256");
+    device_key = test_pki_ec_key("P-256");
     return root_key && inter_key && device_key ? 0 : -1;
 }
 
@@ -345,7 +278,7 @@ static void test_default_extensions_and_chain(void **state)
     struct prov_ca *ca = ca_new(-DAY, 1825 * DAY);
     struct prov_profile prof = profile_device();
     struct prov_request rq = {.serial = "dev-0001", .profile = &prof};
-    X509_REQ *req = make_csr(device_key, "dev-0001", NULL);
+    X509_REQ *req = test_pki_csr(device_key, "dev-0001", NULL);
     struct prov_chain_report rep = {0};
     STACK_OF(X509) *chain = sk_X509_new_null();
     X509 *cert = issue(ca, &rq, req, 0);
@@ -413,10 +346,10 @@ static void test_csr_names_refused(void **state)
     struct prov_request rq = {.serial = "dev-3", .san_dns = "dev-3.example.com",
                               .profile = &prof};
     struct prov_request cn_rq = {.serial = "dev-3", .cn = "Pump 3", .profile = &prof};
-    X509_REQ *other = make_csr(device_key, "dev-4", NULL);
-    X509_REQ *bad_san = make_csr(device_key, "dev-3", evil_san);
-    X509_REQ *good = make_csr(device_key, "dev-3", ok_san);
-    X509_REQ *serial_cn = make_csr(device_key, "dev-3", NULL);
+    X509_REQ *other = test_pki_csr(device_key, "dev-4", NULL);
+    X509_REQ *bad_san = test_pki_csr(device_key, "dev-3", evil_san);
+    X509_REQ *good = test_pki_csr(device_key, "dev-3", ok_san);
+    X509_REQ *serial_cn = test_pki_csr(device_key, "dev-3", NULL);
     X509 *cert;
 
     (void)state;
@@ -456,7 +389,7 @@ static void test_request_san_used_not_csr_san(void **state)
         .san_uri = "urn:dev:2;https://example.com/dev/2",
         .profile = &prof,
     };
-    X509_REQ *req = make_csr(device_key, "dev-2", csr_exts);
+    X509_REQ *req = test_pki_csr(device_key, "dev-2", csr_exts);
     X509 *cert = issue(ca, &rq, req, 0);
     GENERAL_NAMES *san = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
 
@@ -483,7 +416,7 @@ static void test_profile_san_template(void **state)
     struct prov_ca *ca = ca_new(-DAY, 1825 * DAY);
     struct prov_profile prof = profile_device();
     struct prov_request rq = {.serial = "dev-3", .profile = &prof};
-    X509_REQ *req = make_csr(device_key, "dev-3", NULL);
+    X509_REQ *req = test_pki_csr(device_key, "dev-3", NULL);
     X509 *cert;
     GENERAL_NAMES *san;
     int type;
@@ -528,7 +461,7 @@ static void test_san_validation(void **state)
     };
     struct prov_ca *ca = ca_new(-DAY, 1825 * DAY);
     struct prov_profile prof = profile_device();
-    X509_REQ *req = make_csr(device_key, "dev-4", NULL);
+    X509_REQ *req = test_pki_csr(device_key, "dev-4", NULL);
     char label64[80];
 
     (void)state;
@@ -561,7 +494,7 @@ static void test_not_after_capped_at_issuer(void **state)
     struct prov_ca *ca = ca_new(-DAY, 10 * DAY);
     struct prov_profile prof = profile_device();
     struct prov_request rq = {.serial = "dev-5", .profile = &prof};
-    X509_REQ *req = make_csr(device_key, "dev-5", NULL);
+    X509_REQ *req = test_pki_csr(device_key, "dev-5", NULL);
     X509 *cert = issue(ca, &rq, req, 0);
     time_t now = time(NULL);
     time_t soon = now - 290;
@@ -583,7 +516,7 @@ static void test_lifetime_refused_when_issuer_expired(void **state)
     struct prov_ca *ca = ca_new(-30 * DAY, -DAY);
     struct prov_profile prof = profile_device();
     struct prov_request rq = {.serial = "dev-6", .profile = &prof};
-    X509_REQ *req = make_csr(device_key, "dev-6", NULL);
+    X509_REQ *req = test_pki_csr(device_key, "dev-6", NULL);
 
     (void)state;
     issue(ca, &rq, req, PROV_ERR_POLICY);
@@ -598,20 +531,20 @@ static void test_csr_ca_true_refused(void **state)
     static const char *const ca_false[] = {"basicConstraints", "CA:FALSE", NULL};
     static const char *const other[] = {"crlDistributionPoints", "URI:http://x/crl", NULL};
     struct prov_profile prof = profile_device();
-    X509_REQ *req = make_csr(device_key, "dev-7", ca_true);
+    X509_REQ *req = test_pki_csr(device_key, "dev-7", ca_true);
 
     (void)state;
     prov_error_clear();
     assert_int_equal(prov_issue_check_csr(&prof, req, NULL), PROV_ERR_POLICY);
     assert_non_null(strstr(prov_error_message(), "CA:true"));
     X509_REQ_free(req);
-    req = make_csr(device_key, "dev-7", other);
+    req = test_pki_csr(device_key, "dev-7", other);
     prov_error_clear();
     assert_int_equal(prov_issue_check_csr(&prof, req, NULL), PROV_ERR_POLICY);
     assert_non_null(strstr(prov_error_message(), "crlDistributionPoints"));
     X509_REQ_free(req);
     /* CA:FALSE asks for nothing and is tolerated (some CSR tools always add it). */
-    req = make_csr(device_key, "dev-7", ca_false);
+    req = test_pki_csr(device_key, "dev-7", ca_false);
     assert_int_equal(prov_issue_check_csr(&prof, req, NULL), 0);
     X509_REQ_free(req);
 }
@@ -626,14 +559,14 @@ static void test_weak_and_disallowed_keys_refused(void **state)
     X509_REQ *req;
 
     (void)state;
-    req = make_csr(rsa1024, "dev-8", NULL);
+    req = test_pki_csr(rsa1024, "dev-8", NULL);
     prov_error_clear();
     assert_int_equal(prov_issue_check_csr(&prof, req, &type), PROV_ERR_POLICY);
     assert_non_null(strstr(prov_error_message(), "RSA-1024"));
     assert_int_equal(type, PROV_KEY_NONE);
     X509_REQ_free(req);
 
-    req = make_csr(p384, "dev-8", NULL);
+    req = test_pki_csr(p384, "dev-8", NULL);
     prov_error_clear();
     assert_int_equal(prov_issue_check_csr(&prof, req, &type), PROV_ERR_POLICY);
     assert_non_null(strstr(prov_error_message(), "ec-p384"));
@@ -642,7 +575,7 @@ static void test_weak_and_disallowed_keys_refused(void **state)
     assert_int_equal(type, PROV_KEY_EC_P384);
     X509_REQ_free(req);
 
-    req = make_csr(p521, "dev-8", NULL);
+    req = test_pki_csr(p521, "dev-8", NULL);
     prov_error_clear();
     assert_int_equal(prov_issue_check_csr(&prof, req, &type), PROV_ERR_POLICY);
     assert_non_null(strstr(prov_error_message(), "secp521r1"));
@@ -657,7 +590,7 @@ static void test_tampered_csr_refused(void **state)
     struct prov_ca *ca = ca_new(-DAY, 1825 * DAY);
     struct prov_profile prof = profile_device();
     struct prov_request rq = {.serial = "dev-9", .profile = &prof};
-    X509_REQ *req = make_csr(device_key, "dev-9", NULL);
+    X509_REQ *req = test_pki_csr(device_key, "dev-9", NULL);
     EVP_PKEY *other = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
 
     (void)state;
@@ -676,7 +609,7 @@ static void test_profile_extensions_section(void **state)
     struct prov_profile prof = profile_device();
     struct prov_request rq = {.serial = "dev-10", .san_dns = "dev-10.example.com",
                               .profile = &prof};
-    X509_REQ *req = make_csr(device_key, "dev-10", NULL);
+    X509_REQ *req = test_pki_csr(device_key, "dev-10", NULL);
     struct prov_config cfg = {0};
     X509 *cert = NULL;
     GENERAL_NAMES *san;
@@ -724,7 +657,7 @@ static void test_non_end_entity_never_signed(void **state)
     struct prov_ca *ca = ca_new(-DAY, 1825 * DAY);
     struct prov_profile prof = profile_device();
     struct prov_request rq = {.serial = "dev-11", .profile = &prof};
-    X509_REQ *req = make_csr(device_key, "dev-11", NULL);
+    X509_REQ *req = test_pki_csr(device_key, "dev-11", NULL);
 
     (void)state;
     prof.extensions_section = "ext";

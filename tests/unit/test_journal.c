@@ -25,6 +25,7 @@
 #include "batch.h"
 #include "journal.h"
 #include "journal_internal.h"
+#include "test_pki.h"
 
 struct fixture {
     char dir[64];
@@ -41,20 +42,7 @@ static const unsigned char id3[16] = {3};
 /* A self-signed certificate with the given serial number for key. */
 static X509 *make_cert(long serial, EVP_PKEY *key)
 {
-    X509 *c = X509_new();
-    X509_NAME *n = X509_NAME_new();
-
-    X509_set_version(c, X509_VERSION_3);
-    ASN1_INTEGER_set(X509_get_serialNumber(c), serial);
-    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8, (const unsigned char *)"dev", -1, -1, 0);
-    X509_set_subject_name(c, n);
-    X509_set_issuer_name(c, n);
-    X509_set_pubkey(c, key);
-    X509_gmtime_adj(X509_getm_notBefore(c), 0);
-    X509_gmtime_adj(X509_getm_notAfter(c), 86400);
-    assert_true(X509_sign(c, key, EVP_sha256()) > 0);
-    X509_NAME_free(n);
-    return c;
+    return test_pki_self_signed("dev", serial, key);
 }
 
 static int setup(void **state)
@@ -68,7 +56,7 @@ static int setup(void **state)
     assert_int_equal(prov_journal_open(f->path, true, &f->j), 0);
     assert_int_equal(prov_journal_lot(f->j, "lot-a", "a.csv", &f->lot), 0);
     for (int i = 0; i < 4; i++) {
-        f->keys[i] = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+        f->keys[i] = test_pki_ec_key("P-256");
     }
     *state = f;
     return 0;

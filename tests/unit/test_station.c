@@ -25,6 +25,7 @@
 #include "error.h"
 #include "journal.h"
 #include "station.h"
+#include "test_pki.h"
 
 struct fixture {
     char dir[64];
@@ -133,16 +134,9 @@ static void test_claims(void **state)
 /* A self-signed certificate for a fresh P-256 key. */
 static X509 *fresh_cert(long serial)
 {
-    EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-    X509 *c = X509_new();
+    EVP_PKEY *key = test_pki_ec_key("P-256");
+    X509 *c = test_pki_self_signed(NULL, serial, key);
 
-    assert_non_null(key);
-    X509_set_version(c, X509_VERSION_3);
-    ASN1_INTEGER_set(X509_get_serialNumber(c), serial);
-    X509_set_pubkey(c, key);
-    X509_gmtime_adj(X509_getm_notBefore(c), 0);
-    X509_gmtime_adj(X509_getm_notAfter(c), 86400);
-    assert_true(X509_sign(c, key, EVP_sha256()) > 0);
     EVP_PKEY_free(key);
     return c;
 }

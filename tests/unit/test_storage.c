@@ -32,6 +32,7 @@
 
 #include "error.h"
 #include "storage.h"
+#include "test_pki.h"
 
 #define KEY_URI "pkcs11:token=dev-0001;object=device;id=%01"
 
@@ -131,42 +132,20 @@ struct fixture {
 static X509 *make_cert(const char *cn, long serial, EVP_PKEY *key, X509 *issuer,
                        EVP_PKEY *issuer_key, bool is_ca)
 {
-    X509 *x = X509_new();
-    X509_NAME *name = X509_NAME_new();
-    X509V3_CTX ctx;
-    X509_EXTENSION *ext;
+    static const char *const ca_exts[] = {"basicConstraints", "critical,CA:true", NULL};
+    static const char *const leaf_exts[] = {"basicConstraints", "critical,CA:false", NULL};
 
-    assert_non_null(x);
-    X509_set_version(x, 2);
-    ASN1_INTEGER_set(X509_get_serialNumber(x), serial);
-    X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, (const unsigned char *)"Example", -1,
-                               -1, 0);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1, 0);
-    X509_set_subject_name(x, name);
-    X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : name);
-    X509_NAME_free(name);
-    assert_true(ASN1_TIME_set_string(X509_getm_notBefore(x), "20260101000000Z"));
-    assert_true(ASN1_TIME_set_string(X509_getm_notAfter(x), "20361231235959Z"));
-    X509_set_pubkey(x, key);
-    X509V3_set_ctx(&ctx, issuer ? issuer : x, x, NULL, NULL, 0);
-    ext = X509V3_EXT_conf_nid(NULL, &ctx, NID_basic_constraints,
-                              is_ca ? "critical,CA:true" : "critical,CA:false");
-    X509_add_ext(x, ext, -1);
-    X509_EXTENSION_free(ext);
-    assert_true(X509_sign(x, issuer_key, EVP_sha256()) > 0);
-    return x;
-}
-
-static void write_pem(const char *path, X509 *a, X509 *b)
-{
-    FILE *f = fopen(path, "w");
-
-    assert_non_null(f);
-    PEM_write_X509(f, a);
-    if (b != NULL) {
-        PEM_write_X509(f, b);
-    }
-    fclose(f);
+    return test_pki_cert(&(struct test_cert_spec){
+        .org = "Example",
+        .cn = cn,
+        .serial = serial,
+        .key = key,
+        .issuer = issuer,
+        .issuer_key = issuer_key,
+        .not_before_text = "20260101000000Z",
+        .not_after_text = "20361231235959Z",
+        .exts = is_ca ? ca_exts : leaf_exts,
+    });
 }
 
 static int setup(void **state)
@@ -187,7 +166,7 @@ static int setup(void **state)
     sk_X509_push(fx->chain, fx->inter);
     sk_X509_push(fx->chain, fx->root);
     snprintf(fx->server_ca, sizeof(fx->server_ca), "%s/server-ca-src.pem", fx->dir);
-    write_pem(fx->server_ca, fx->root, fx->inter);
+    test_pki_write_pem(fx->server_ca, fx->root, fx->inter);
     *state = fx;
     return 0;
 }
@@ -734,7 +713,7 @@ static void test_check_output_paths(void **state)
     const char *msg;
 
     snprintf(file, sizeof(file), "%s/a-file", fx->dir);
-    write_pem(file, fx->leaf, NULL);
+    test_pki_write_pem(file, fx->leaf, NULL);
 
     snprintf(path, sizeof(path), "%s/results.csv", fx->dir);
     assert_int_equal(prov_storage_check_output_file(path, "results"), 0);
@@ -819,7 +798,7 @@ static void test_server_ca_changed_after_use(void **state)
     assert_int_equal(prov_storage_write(dir, &id), PROV_ERR_INPUT);
     assert_non_null(strstr(prov_error_message(), "certificate 3 does not parse"));
     assert_false(prov_storage_has_identity(dir));
-    write_pem(fx->server_ca, fx->root, fx->inter);
+    test_pki_write_pem(fx->server_ca, fx->root, fx->inter);
 }
 
 static void test_cert_facts(void **state)

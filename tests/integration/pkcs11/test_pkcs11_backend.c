@@ -19,6 +19,7 @@
 #include "enroll.h"
 #include "error.h"
 #include "pkcs11.h"
+#include "test_pki.h"
 
 /*
  * The PKCS#11 backend against real SoftHSM2 tokens made by softhsm-env.sh: token lookup,
@@ -350,24 +351,15 @@ static void check_rsa(struct prov_device *dev, struct prov_key *key)
 /* A self-signed certificate; its subject key is subject_key when given. */
 static X509 *make_cert(const char *cn, long serial, EVP_PKEY *subject_key)
 {
-    EVP_PKEY *ca = EVP_EC_gen("P-256");
-    X509 *cert = X509_new();
-    X509_NAME *name = X509_NAME_new();
+    EVP_PKEY *ca = test_pki_ec_key("P-256");
+    X509 *cert = test_pki_cert(&(struct test_cert_spec){
+        .cn = cn,
+        .serial = serial,
+        .key = subject_key ? subject_key : ca,
+        .issuer_key = ca,
+        .not_after = 3600,
+    });
 
-    assert_non_null(ca);
-    assert_non_null(cert);
-    assert_int_equal(
-        X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0),
-        1);
-    assert_int_equal(X509_set_version(cert, 2), 1);
-    assert_int_equal(ASN1_INTEGER_set(X509_get_serialNumber(cert), serial), 1);
-    assert_int_equal(X509_set_subject_name(cert, name), 1);
-    assert_int_equal(X509_set_issuer_name(cert, name), 1);
-    assert_non_null(X509_gmtime_adj(X509_getm_notBefore(cert), 0));
-    assert_non_null(X509_gmtime_adj(X509_getm_notAfter(cert), 3600));
-    assert_int_equal(X509_set_pubkey(cert, subject_key ? subject_key : ca), 1);
-    assert_true(X509_sign(cert, ca, EVP_sha256()) > 0);
-    X509_NAME_free(name);
     EVP_PKEY_free(ca);
     return cert;
 }
@@ -450,10 +442,10 @@ static void key_roundtrip(enum prov_key_type type, unsigned char tag)
     found = NULL;
 
     /* Certificates: stored under the key's id and label, replaced by the next one. */
-    cert = make_cert("cert-one", 1001, NULL);
+    cert = make_cert("cert-one", 1001, key->pub);
     assert_int_equal(dev->ops->store_certificate(dev, key, cert), 0);
     X509_free(cert);
-    cert = make_cert("cert-two", 1002, NULL);
+    cert = make_cert("cert-two", 1002, key->pub);
     assert_int_equal(dev->ops->store_certificate(dev, key, cert), 0);
     X509_free(cert);
     listing = list_objects();

@@ -21,6 +21,7 @@
 #include "enroll.h"
 #include "error.h"
 #include "signer.h"
+#include "test_pki.h"
 #include "tpm.h"
 
 /*
@@ -196,38 +197,25 @@ static void assert_nv_holds(X509 *cert)
 /* A certificate for pub issued by the test CA; n_san DNS names make it as large as needed. */
 static X509 *make_cert(EVP_PKEY *pub, int n_san)
 {
-    X509 *c = X509_new();
-    X509_NAME *name = X509_NAME_new();
-    char *san = NULL;
+    size_t cap = (size_t)n_san * 40 + 1, len = 0;
+    char *san = calloc(1, cap);
+    const char *exts[] = {"subjectAltName", san, NULL};
+    X509 *c;
 
-    assert_non_null(c);
-    assert_int_equal(X509_set_version(c, X509_VERSION_3), 1);
-    ASN1_INTEGER_set(X509_get_serialNumber(c), next_serial++);
-    X509_gmtime_adj(X509_getm_notBefore(c), 0);
-    X509_gmtime_adj(X509_getm_notAfter(c), 86400);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"tpm-test", -1, -1,
-                               0);
-    X509_set_subject_name(c, name);
-    X509_set_issuer_name(c, name);
-    X509_NAME_free(name);
-    assert_int_equal(X509_set_pubkey(c, pub), 1);
-    if (n_san > 0) {
-        size_t cap = (size_t)n_san * 40 + 1, len = 0;
-        X509_EXTENSION *ext;
-
-        san = calloc(1, cap);
-        assert_non_null(san);
-        for (int i = 0; i < n_san; i++) {
-            len += (size_t)snprintf(san + len, cap - len, "%sDNS:device-%04d.factory.example",
-                                    i ? "," : "", i);
-        }
-        ext = X509V3_EXT_conf_nid(NULL, NULL, NID_subject_alt_name, san);
-        assert_non_null(ext);
-        assert_int_equal(X509_add_ext(c, ext, -1), 1);
-        X509_EXTENSION_free(ext);
-        free(san);
+    assert_non_null(san);
+    for (int i = 0; i < n_san; i++) {
+        len += (size_t)snprintf(san + len, cap - len, "%sDNS:device-%04d.factory.example",
+                                i ? "," : "", i);
     }
-    assert_true(X509_sign(c, ca_key, EVP_sha256()) > 0);
+    c = test_pki_cert(&(struct test_cert_spec){
+        .cn = "tpm-test",
+        .serial = next_serial++,
+        .key = pub,
+        .issuer_key = ca_key,
+        .not_after = TEST_PKI_DAY,
+        .exts = n_san > 0 ? exts : NULL,
+    });
+    free(san);
     return c;
 }
 
