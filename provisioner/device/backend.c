@@ -71,6 +71,7 @@ const char *prov_backend_schemes(char *buf, size_t len)
         k++;
         w = snprintf(buf + o, len - o, "%s%s", sep, backends[i]->scheme);
         if (w < 0 || (size_t)w >= len - o) {
+            buf[o] = '\0'; /* only whole schemes */
             break;
         }
         o += (size_t)w;
