@@ -171,11 +171,9 @@ int prov_key_uri_label_id(const char *key_uri, char **label, unsigned char *id, 
 
     *label = NULL;
     if (ops == NULL || ops->key_uri_label_id == NULL) {
-        char schemes[128];
-
         *id_len = 0;
-        return prov_fail(PROV_ERR_CONFIG, "key URI \"%s\": names no key label or id (expected %s)",
-                         key_uri ? key_uri : "", prov_backend_schemes(schemes, sizeof(schemes)));
+        return prov_fail(PROV_ERR_CONFIG, "key URI \"%s\": no backend reads a key label or id "
+                         "from it", key_uri ? key_uri : "");
     }
     return ops->key_uri_label_id(key_uri, label, id, id_len);
 }

@@ -299,7 +299,7 @@ static void test_key_label_id(void **state)
     id_len = sizeof(id);
     assert_fails_with(prov_key_uri_label_id("tpm2:device:/dev/tpmrm0;handle=0x81000101", &label,
                                             id, &id_len),
-                      PROV_ERR_CONFIG, "names no key label or id");
+                      PROV_ERR_CONFIG, "no backend reads a key label or id");
     assert_null(label);
     assert_int_equal(id_len, 0);
 }
