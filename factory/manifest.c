@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h"
 #include "error.h"
 #include "issue.h"
 #include "manifest_value.h"
@@ -242,8 +243,11 @@ static int check_value(struct prov_manifest_parser *p, enum prov_manifest_col co
         }
         return check_unique(p, &p->serials, v, "serial", pos);
     case PROV_COL_DEVICE:
-        if (strncmp(v, "pkcs11:", 7) != 0 && strncmp(v, "tpm2:", 5) != 0) {
-            prov_manifest_report(p, pos, "device: must start with pkcs11: or tpm2:");
+        if (!prov_backend_scheme_known(v)) {
+            char schemes[128];
+
+            prov_manifest_report(p, pos, "device: must start with %s",
+                                 prov_backend_schemes(schemes, sizeof(schemes)));
         } else {
             check_no_control(p, col, v, pos);
         }

@@ -144,8 +144,9 @@ static int open_waiting(struct station *s, const char *uri, struct prov_device_p
 
 /*
  * Opens the device read-only and reads its identity. An only-token entry ("pkcs11:" with
- * just the module) is pinned to the token it found: the device string becomes
- * "pkcs11:serial=SERIAL?module-path=...", so every later open names exactly this token.
+ * just the module) is pinned to the token it found: its backend rebuilds the device string
+ * with that token's serial ("pkcs11:serial=SERIAL?module-path=...", both values
+ * percent-encoded), so every later open names exactly this token.
  */
 static int identify(struct station *s, struct prov_station_result *res, bool is_pkcs11_any)
 {
@@ -174,9 +175,8 @@ static int identify(struct station *s, struct prov_station_result *res, bool is_
     if (r == 0 && is_pkcs11_any) {
         char *pinned = NULL;
 
-        if (asprintf(&pinned, "pkcs11:serial=%s%s", ident, strchr(res->device_uri, '?')) < 0) {
-            r = PROV_ERR_NOMEM;
-        } else {
+        r = prov_device_uri_pin(res->device_uri, ident, &pinned);
+        if (r == 0) {
             free(res->device_uri);
             res->device_uri = pinned;
         }

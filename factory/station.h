@@ -14,7 +14,7 @@
  *   1. turns the instance name into a device: "tpmrmN" -> the TPM behind /dev/tpmrmN
  *      ([station] tpm_tcti, default "device:/dev/%i"), "usb-VVVV:PPPP-SERIAL" -> the PKCS#11
  *      token of a USB token listed in the device table (module by vendor:product);
- *   2. identifies it: token serial (CK_TOKEN_INFO.serialNumber) or TPM EK digest, never a
+ *   2. identifies it: token serial (the PKCS#11 serialNumber) or TPM EK digest, never a
  *      slot id;
  *   3. validates the whole manifest like batch and picks the device's row: the row whose
  *      device names this identity (row-by-identity), or the first row no device has
@@ -107,8 +107,10 @@ void prov_station_config_clear(struct prov_station_config *sc);
  * "usb-VVVV:PPPP-SERIAL" -> the device table's module for VVVV:PPPP and, by the entry's
  * match rule, "pkcs11:serial=SERIAL?module-path=MODULE" (usb-serial: the token serial is the
  * USB serial) or "pkcs11:?module-path=MODULE" (only-token: the one token the module shows).
- * PROV_ERR_USAGE for an instance of neither form, PROV_ERR_CONFIG for a vendor:product the
- * table does not list (or no table). *is_pkcs11_any is set for only-token entries.
+ * The backends build the strings (values percent-encoded as RFC 7512 wants; a TCTI that
+ * would not read back as itself is refused). PROV_ERR_USAGE for an instance of neither form,
+ * PROV_ERR_CONFIG for a vendor:product the table does not list (or no table).
+ * *is_pkcs11_any is set for only-token entries.
  */
 int prov_station_device_for(const struct prov_config *cfg, const struct prov_station_config *sc,
                             const char *instance, char **device_uri, bool *is_pkcs11_any);
@@ -121,9 +123,10 @@ int prov_station_device_for(const struct prov_config *cfg, const struct prov_sta
 bool prov_station_is_excluded(const struct prov_station_config *sc, const char *identity);
 
 /*
- * Whether a manifest row's device names the device with this identity (row-by-identity):
- * a pkcs11: URI by its serial attribute ("pkcs11:serial=..."), a tpm2: row written
- * "tpm2:ek-sha256=HEX" by the EK digest. backend is "pkcs11" or "tpm2".
+ * Whether a manifest row's device names the device with this identity (row-by-identity),
+ * as the row's backend reads it (prov_device_names_identity): a pkcs11: URI by its serial
+ * attribute ("pkcs11:serial=..."), a tpm2: row written "tpm2:ek-sha256=HEX" by the EK
+ * digest. backend is "pkcs11" or "tpm2".
  */
 bool prov_station_row_names(const char *row_device, const char *backend, const char *identity);
 

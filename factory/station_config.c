@@ -15,8 +15,8 @@
 
 #include <openssl/conf.h>
 #include <openssl/err.h>
-#include <p11-kit/uri.h>
 
+#include "backend.h"
 #include "error.h"
 
 #define TABLE_LINE_MAX 1024
@@ -234,28 +234,30 @@ static bool is_number(const char *s)
     return true;
 }
 
+/* "tpm2:" and the TCTI template with %i replaced by the instance name (tpmrmN). */
 static int tpm_device(const struct prov_station_config *sc, const char *instance, char **out)
 {
     const char *tmpl = sc->tpm_tcti ? sc->tpm_tcti : "device:/dev/%i";
     size_t cap = strlen(tmpl) + strlen(instance) * 4 + 8;
-    char *s = malloc(cap);
+    struct prov_device_name name = {.tcti = malloc(cap)};
     size_t o = 0;
+    int r;
 
-    if (s == NULL) {
+    if (name.tcti == NULL) {
         return PROV_ERR_NOMEM;
     }
-    o += (size_t)snprintf(s, cap, "tpm2:");
     for (const char *p = tmpl; *p != '\0'; p++) {
         if (p[0] == '%' && p[1] == 'i') {
-            o += (size_t)snprintf(s + o, cap - o, "%s", instance);
+            o += (size_t)snprintf(name.tcti + o, cap - o, "%s", instance);
             p++;
         } else {
-            s[o++] = *p;
+            name.tcti[o++] = *p;
         }
     }
-    s[o] = '\0';
-    *out = s;
-    return 0;
+    name.tcti[o] = '\0';
+    r = prov_device_uri_build("tpm2", &name, out);
+    prov_device_name_clear(&name);
+    return r;
 }
 
 int prov_station_device_for(const struct prov_config *cfg, const struct prov_station_config *sc,
@@ -296,16 +298,15 @@ int prov_station_device_for(const struct prov_config *cfg, const struct prov_sta
                          cfg->path);
     }
     r = table_lookup(sc->device_table, vid_pid, &module, &match);
-    if (r == 0 && strcmp(match, "only-token") == 0) {
-        *is_pkcs11_any = true;
-        r = asprintf(device_uri, "pkcs11:?module-path=%s", module) < 0 ? PROV_ERR_NOMEM : 0;
-    } else if (r == 0) {
-        r = asprintf(device_uri, "pkcs11:serial=%s?module-path=%s", usb_serial, module) < 0
-                ? PROV_ERR_NOMEM
-                : 0;
-    }
-    if (r == PROV_ERR_NOMEM) {
-        *device_uri = NULL;
+    if (r == 0) {
+        /* only-token: whichever token the module shows; else the token with the USB serial */
+        const struct prov_device_name name = {
+            .identity = strcmp(match, "only-token") == 0 ? NULL : (char *)usb_serial,
+            .module_path = module,
+        };
+
+        *is_pkcs11_any = name.identity == NULL;
+        r = prov_device_uri_build("pkcs11", &name, device_uri);
     }
     free(module);
     free(match);
@@ -314,44 +315,9 @@ int prov_station_device_for(const struct prov_config *cfg, const struct prov_sta
 
 /* ---- manifest rows ---------------------------------------------------------------------- */
 
-/* The serial attribute of a pkcs11: URI, space-trimmed; false when it has none. */
-static bool pkcs11_uri_serial(const char *uri, char *out, size_t cap)
-{
-    P11KitUri *u = p11_kit_uri_new();
-    CK_TOKEN_INFO *ti;
-    size_t n;
-
-    if (u == NULL || p11_kit_uri_parse(uri, P11_KIT_URI_FOR_TOKEN, u) != P11_KIT_URI_OK) {
-        p11_kit_uri_free(u);
-        return false;
-    }
-    ti = p11_kit_uri_get_token_info(u);
-    n = sizeof(ti->serialNumber);
-    while (n > 0 && (ti->serialNumber[n - 1] == ' ' || ti->serialNumber[n - 1] == '\0')) {
-        n--;
-    }
-    if (n == 0 || n >= cap) {
-        p11_kit_uri_free(u);
-        return false;
-    }
-    memcpy(out, ti->serialNumber, n);
-    out[n] = '\0';
-    p11_kit_uri_free(u);
-    return true;
-}
-
 bool prov_station_row_names(const char *row_device, const char *backend, const char *identity)
 {
-    char serial[32];
-
-    if (strcmp(backend, "pkcs11") == 0 && strncmp(row_device, "pkcs11:", 7) == 0) {
-        return pkcs11_uri_serial(row_device, serial, sizeof(serial)) &&
-               strcmp(serial, identity) == 0;
-    }
-    if (strcmp(backend, "tpm2") == 0 && strncmp(row_device, "tpm2:ek-sha256=", 15) == 0) {
-        return strcasecmp(row_device + 15, identity) == 0;
-    }
-    return false;
+    return prov_device_names_identity(row_device, backend, identity);
 }
 
 bool prov_station_is_excluded(const struct prov_station_config *sc, const char *identity)

@@ -601,6 +601,7 @@ out:
 
 const struct prov_backend_ops prov_pkcs11_ops = {
     .name = "pkcs11",
+    .scheme = "pkcs11:",
     .handles = handles,
     .validate = validate_uri,
     .open = open_device,
@@ -608,6 +609,10 @@ const struct prov_backend_ops prov_pkcs11_ops = {
     .login = login,
     .identity = identity,
     .names_same_device = names_same_device,
+    .parse_uri = prov_pkcs11_parse_name,
+    .build_uri = prov_pkcs11_build_uri,
+    .names_identity = prov_pkcs11_names_identity,
+    .key_uri_label_id = prov_pkcs11_key_uri_label_id,
     .generate_key = prov_pkcs11_generate_key,
     .find_key = prov_pkcs11_find_key,
     .find_key_by_id = prov_pkcs11_find_key_by_id,

@@ -91,6 +91,13 @@ const char *prov_pkcs11_shown_uri(const char *uri);
  */
 int prov_pkcs11_parse_uri(const char *uri, const char *what, P11KitUri **out);
 
+/* Device strings without a token (pkcs11_uri.c): the entries of struct prov_backend_ops. */
+int prov_pkcs11_parse_name(const char *device_uri, struct prov_device_name *out);
+int prov_pkcs11_build_uri(const struct prov_device_name *name, char **out);
+bool prov_pkcs11_names_identity(const char *device_uri, const char *identity);
+int prov_pkcs11_key_uri_label_id(const char *key_uri, char **label, unsigned char *id,
+                                 size_t *id_len);
+
 /* Key operations (pkcs11_key.c): the ops table entries, contracts as in backend.h. */
 int prov_pkcs11_generate_key(struct prov_device *dev, const struct prov_keygen_params *params,
                              struct prov_key **out);

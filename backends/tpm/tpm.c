@@ -647,12 +647,16 @@ out:
 
 const struct prov_backend_ops prov_tpm_ops = {
     .name = "tpm2",
+    .scheme = "tpm2:",
     .handles = handles,
     .validate = validate_tpm,
     .open = open_tpm,
     .close = close_tpm,
     .login = login_tpm,
     .identity = identity_tpm,
+    .parse_uri = prov_tpm_parse_name,
+    .build_uri = prov_tpm_build_uri,
+    .names_identity = prov_tpm_names_identity,
     .generate_key = prov_tpm_generate_key,
     .find_key = prov_tpm_find_key,
     .find_key_by_id = prov_tpm_find_key_by_id,

@@ -112,4 +112,9 @@ int prov_tpm_sign(struct prov_device *dev, struct prov_key *key, enum prov_sig_m
 int prov_tpm_delete_key(struct prov_device *dev, struct prov_key *key);
 void prov_tpm_free_key(struct prov_device *dev, struct prov_key *key);
 
+/* Device strings without a TPM (tpm_uri.c): the entries of struct prov_backend_ops. */
+int prov_tpm_parse_name(const char *device_uri, struct prov_device_name *out);
+int prov_tpm_build_uri(const struct prov_device_name *name, char **out);
+bool prov_tpm_names_identity(const char *device_uri, const char *identity);
+
 #endif

@@ -110,8 +110,21 @@ enum prov_sig_mech {
     PROV_SIG_RSA_RAW,   /* in: modulus-size block already padded (PSS); out: raw RSA */
 };
 
+/*
+ * What a device string says about the device it names, as far as the core and the factory need
+ * to know it (parse_uri fills it, build_uri makes a device string from it). Fields are NULL
+ * when the string does not give them; parse_uri's are malloc'd (prov_device_name_clear).
+ */
+struct prov_device_name {
+    char *identity;    /* what identity() of that device returns: PKCS#11 token serial,
+                        * TPM EK SHA-256 (hex) */
+    char *module_path; /* PKCS#11 module; NULL: the configured default */
+    char *tcti;        /* TPM: the TCTI configuration, as the TCTI loader takes it */
+};
+
 struct prov_backend_ops {
-    const char *name; /* "pkcs11", "tpm2" */
+    const char *name;   /* "pkcs11", "tpm2" */
+    const char *scheme; /* what its device strings start with: "pkcs11:", "tpm2:" */
 
     /* Does this backend handle the device string ("pkcs11:...", "tpm2:...")? */
     bool (*handles)(const char *device_uri);
@@ -148,6 +161,35 @@ struct prov_backend_ops {
      * is opened; the opened devices' identities decide the rest.
      */
     bool (*names_same_device)(const char *a, const char *b, const char *default_module);
+
+    /*
+     * The device string's identity, module and TCTI, unescaped (struct prov_device_name).
+     * PROV_ERR_USAGE, recorded, for a string this backend cannot parse. Nothing is opened.
+     */
+    int (*parse_uri)(const char *device_uri, struct prov_device_name *out);
+
+    /*
+     * A device string from its parts, every value escaped as the backend's syntax wants
+     * (RFC 7512 percent-encoding for PKCS#11), so parse_uri gives the same parts back.
+     * *out is malloc'd. PROV_ERR_USAGE for parts this backend cannot name.
+     */
+    int (*build_uri)(const struct prov_device_name *name, char **out);
+
+    /*
+     * Whether the device string names the device whose identity() is identity, from the
+     * string alone: a PKCS#11 URI by its serial attribute, a TPM by "tpm2:ek-sha256=HEX"
+     * (hex digits in either case). False for a string that names no identity.
+     */
+    bool (*names_identity)(const char *device_uri, const char *identity);
+
+    /*
+     * Optional (NULL: the backend's key URIs name no label or id). The label and id a key URI
+     * names (PKCS#11 object= and id=), unescaped: *label malloc'd or NULL when none; id gets at
+     * most *id_len bytes (in) and *id_len is their number, 0 when none (out).
+     * PROV_ERR_CONFIG, recorded, for a string that is not a key URI of this backend.
+     */
+    int (*key_uri_label_id)(const char *key_uri, char **label, unsigned char *id,
+                            size_t *id_len);
 
     /* Generates a signing-only, non-extractable key on the device (doc/keys.md). */
     int (*generate_key)(struct prov_device *dev, const struct prov_keygen_params *params,
@@ -204,6 +246,53 @@ const struct prov_backend_ops *prov_backend_for(const char *device_uri);
  * tests may register a mock instead. At most 8.
  */
 void prov_backend_register(const struct prov_backend_ops *ops);
+
+/* The registered backend of that name ("pkcs11", "tpm2"), or NULL. */
+const struct prov_backend_ops *prov_backend_named(const char *name);
+
+/*
+ * The schemes a device string may start with, one per registered backend in the order they
+ * were registered, written into buf as "pkcs11: or tpm2:" (for messages). Returns buf.
+ */
+const char *prov_backend_schemes(char *buf, size_t len);
+
+/* Whether the device string starts with the scheme of a registered backend. */
+bool prov_backend_scheme_known(const char *device_uri);
+
+/* Frees a prov_device_name's fields and zeroes it; accepts NULL. */
+void prov_device_name_clear(struct prov_device_name *name);
+
+/*
+ * Parses a device string with its backend's parse_uri. PROV_ERR_USAGE for an unknown scheme
+ * or a backend that cannot parse it.
+ */
+int prov_device_uri_parse(const char *device_uri, struct prov_device_name *out);
+
+/*
+ * Builds a device string for the named backend ("pkcs11", "tpm2") with its build_uri.
+ * PROV_ERR_USAGE for a backend not registered or one that cannot build.
+ */
+int prov_device_uri_build(const char *backend, const struct prov_device_name *name, char **out);
+
+/*
+ * The device string naming exactly the device whose identity is identity, reached as
+ * device_uri names it: device_uri parsed, its identity replaced, built again (a station pins
+ * an "any token of this module" string to the token it found).
+ */
+int prov_device_uri_pin(const char *device_uri, const char *identity, char **out);
+
+/*
+ * Whether the device string names the device of that backend ("pkcs11", "tpm2") with that
+ * identity (the backend's names_identity); false for a string of another backend.
+ */
+bool prov_device_names_identity(const char *device_uri, const char *backend,
+                                const char *identity);
+
+/*
+ * The label and id a key URI names, through its backend's key_uri_label_id (see above).
+ * PROV_ERR_CONFIG for an unknown scheme or a backend whose key URIs name neither.
+ */
+int prov_key_uri_label_id(const char *key_uri, char **label, unsigned char *id, size_t *id_len);
 
 /*
  * Checks a device string with the matching backend's validate (see above). PROV_ERR_USAGE

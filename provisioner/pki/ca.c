@@ -19,7 +19,6 @@
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
-#include <p11-kit/uri.h>
 
 #include "backend.h"
 #include "chain.h"
@@ -78,40 +77,29 @@ int prov_ca_lint(X509 *cert, const char *what)
     return findings;
 }
 
-/* Label and id of a key URI (object=, id=); the id is random when the URI names none. */
+/*
+ * Label and id of a key URI (its backend reads them: object=, id= for PKCS#11); the id is
+ * random when the URI names none.
+ */
 static int key_uri_label_id(const char *uri, char **label, unsigned char *id, size_t *id_len)
 {
-    P11KitUri *p = p11_kit_uri_new();
-    CK_ATTRIBUTE *a;
-    int r = PROV_ERR_CONFIG;
+    int r = prov_key_uri_label_id(uri, label, id, id_len);
 
-    *label = NULL;
-    if (p == NULL) {
-        return PROV_ERR_NOMEM;
-    }
-    if (p11_kit_uri_parse(uri, P11_KIT_URI_FOR_ANY, p) != P11_KIT_URI_OK) {
-        r = prov_fail(PROV_ERR_CONFIG, "key URI \"%s\": not a valid PKCS#11 URI", uri);
-        goto out;
-    }
-    a = p11_kit_uri_get_attribute(p, CKA_LABEL);
-    if (a == NULL || a->ulValueLen == 0) {
+    if (r == 0 && *label == NULL) {
         r = prov_fail(PROV_ERR_CONFIG, "key URI \"%s\": needs object= to name the new key", uri);
-        goto out;
     }
-    *label = strndup(a->pValue, a->ulValueLen);
-    a = p11_kit_uri_get_attribute(p, CKA_ID);
-    if (a != NULL && a->ulValueLen > 0 && a->ulValueLen <= *id_len) {
-        memcpy(id, a->pValue, a->ulValueLen);
-        *id_len = a->ulValueLen;
-    } else if (RAND_bytes(id, CA_KEY_ID_BYTES) == 1) {
-        *id_len = CA_KEY_ID_BYTES;
-    } else {
-        r = prov_fail_ossl(PROV_ERR_CRYPTO, "key URI \"%s\": no randomness for the key id", uri);
-        goto out;
+    if (r == 0 && *id_len == 0) {
+        if (RAND_bytes(id, CA_KEY_ID_BYTES) == 1) {
+            *id_len = CA_KEY_ID_BYTES;
+        } else {
+            r = prov_fail_ossl(PROV_ERR_CRYPTO, "key URI \"%s\": no randomness for the key id",
+                               uri);
+        }
     }
-    r = *label ? 0 : PROV_ERR_NOMEM;
-out:
-    p11_kit_uri_free(p);
+    if (r < 0) {
+        free(*label);
+        *label = NULL;
+    }
     return r;
 }
 

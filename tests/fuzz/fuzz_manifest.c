@@ -10,8 +10,11 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "backend.h"
 #include "error.h"
 #include "manifest.h"
+#include "pkcs11.h"
+#include "tpm.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -88,6 +91,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t split = size > 0 ? data[0] % (size + 1) : 0;
     unsigned long whole_errors = 0;
 
+    /* a row's device schemes are the registered backends' (registering again changes nothing) */
+    prov_backend_register(&prov_pkcs11_ops);
+    prov_backend_register(&prov_tpm_ops);
     prov_manifest_parse("fuzz.csv", data, size, &cb, &whole_errors);
     prov_error_clear();
     if (prov_manifest_parser_new("fuzz.csv", &cb, &p) == 0) {

@@ -15,8 +15,11 @@
 
 #include <dirent.h>
 
+#include "backend.h"
 #include "error.h"
 #include "manifest.h"
+#include "pkcs11.h"
+#include "tpm.h"
 
 #define MAX_SEEN 16
 
@@ -566,6 +569,14 @@ static void test_corpus(void **state)
     assert_true(n_bad >= 30);
 }
 
+/* The device schemes and device strings come from the registered backends, as in the binary. */
+static int register_backends(void **state)
+{
+    prov_backend_register(&prov_pkcs11_ops);
+    prov_backend_register(&prov_tpm_ops);
+    return 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -582,5 +593,5 @@ int main(void)
         cmocka_unit_test(test_corpus),
     };
 
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, register_backends, NULL);
 }

@@ -20,12 +20,15 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
+#include "backend.h"
 #include "config.h"
 #include "issue.h"
 #include "error.h"
 #include "journal.h"
+#include "pkcs11.h"
 #include "station.h"
 #include "test_pki.h"
+#include "tpm.h"
 
 struct fixture {
     char dir[64];
@@ -365,6 +368,14 @@ static void test_row_names(void **state)
     assert_false(prov_station_row_names("tpm2:device:/dev/tpmrm0", "tpm2", "abcdef"));
 }
 
+/* The device schemes and device strings come from the registered backends, as in the binary. */
+static int register_backends(void **state)
+{
+    prov_backend_register(&prov_pkcs11_ops);
+    prov_backend_register(&prov_tpm_ops);
+    return 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -377,5 +388,5 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_exclude_and_wait, setup, teardown),
     };
 
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, register_backends, NULL);
 }
