@@ -100,6 +100,7 @@ int prov_connect_prove(struct prov_key *key, const char *storage_dir, const char
     struct connect_diag diag = {.alert_received = -1};
     struct connect_url u;
     const struct connect_transport *t = NULL;
+    struct connect_session session;
     EVP_PKEY *pkey = NULL;
     SSL_CTX *ctx = NULL;
     int r;
@@ -128,9 +129,9 @@ int prov_connect_prove(struct prov_key *key, const char *storage_dir, const char
             goto out;
         }
     }
-    r = t->prove(&(struct connect_session){.u = &u, .pkey = pkey, .storage_dir = storage_dir,
-                                           .ctx = ctx},
-                 &diag, out);
+    session = (struct connect_session){.u = &u, .pkey = pkey, .storage_dir = storage_dir,
+                                       .ctx = ctx};
+    r = t->prove(&session, &diag, out);
     if (r == PROV_ERR_VERIFY && out->outcome == PROV_CONNECT_HANDSHAKE && diag.is_handshake_done &&
         diag.alert_received < 0 && diag.verify_error == 0) {
         char transport[sizeof(out->detail)];
