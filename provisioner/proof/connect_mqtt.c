@@ -162,7 +162,6 @@ void connect_mqtt_id_make(const char *storage_dir, struct connect_mqtt_id *id)
     ERR_clear_error();
 }
 
-
 /* ---- MQTT 3.1.1 packets (OASIS MQTT 3.1.1 §3.1, §3.3) ------------------------------------ */
 
 static size_t put_remaining_length(unsigned char *p, size_t n)
