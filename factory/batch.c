@@ -512,31 +512,6 @@ static int results_row(void *ctx, struct prov_manifest_parser *p,
     return 0;
 }
 
-static int fsync_parent(const char *path)
-{
-    char *copy = strdup(path);
-    char *slash = copy ? strrchr(copy, '/') : NULL;
-    int fd;
-
-    if (copy == NULL) {
-        return PROV_ERR_NOMEM;
-    }
-    if (slash == NULL) {
-        strcpy(copy, ".");
-    } else if (slash == copy) {
-        slash[1] = '\0';
-    } else {
-        *slash = '\0';
-    }
-    fd = open(copy, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    free(copy);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-    return 0;
-}
-
 static const char *const result_columns[7] = {
     "serial", "status", "cert_serial", "sha256", "not_after", "storage", "error",
 };
@@ -560,32 +535,26 @@ static void remove_stale_results(const char *tmp_template)
     free(pattern);
 }
 
-/* The results CSV in manifest order, written to a temp file and renamed into place. */
+/* The results CSV in manifest order, written atomically (prov_atomic_write_file). */
 static int write_results(struct batch *b, const char *path)
 {
     const char *const *x_names = NULL;
     size_t n_x = prov_manifest_x_columns(b->parser, &x_names);
     struct results_ctx rc = {.b = b};
     char *tmp = NULL;
-    int fd;
+    char *text = NULL;
+    size_t len = 0;
     int r = 0;
 
     if (asprintf(&tmp, "%s.tmp.XXXXXX", path) < 0) {
         return prov_fail(PROV_ERR_NOMEM, "%s: out of memory", path);
     }
     remove_stale_results(tmp);
-    fd = mkostemp(tmp, O_CLOEXEC);
-    rc.f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    free(tmp);
+    rc.f = open_memstream(&text, &len);
     if (rc.f == NULL) {
-        r = prov_fail(PROV_ERR_STORAGE, "results %s: cannot create: %s", path, strerror(errno));
-        if (fd >= 0) {
-            close(fd);
-            unlink(tmp);
-        }
-        free(tmp);
-        return r;
+        return prov_fail(PROV_ERR_NOMEM, "results %s: out of memory", path);
     }
-    fchmod(fd, 0644);
     for (size_t i = 0; i < 7; i++) {
         prov_csv_field(rc.f, result_columns[i], n_x == 0 && i == 6);
     }
@@ -596,19 +565,13 @@ static int write_results(struct batch *b, const char *path)
         rc.index = i;
         r = batch_run_row(b, i, results_row, &rc);
     }
-    if (fflush(rc.f) != 0 || fsync(fileno(rc.f)) != 0) {
-        r = r < 0 ? r : prov_fail(PROV_ERR_STORAGE, "results %s: %s", path, strerror(errno));
+    if (fclose(rc.f) != 0) {
+        r = r < 0 ? r : prov_fail(PROV_ERR_NOMEM, "results %s: out of memory", path);
     }
-    fclose(rc.f);
-    if (r == 0 && rename(tmp, path) != 0) {
-        r = prov_fail(PROV_ERR_STORAGE, "results %s: %s", path, strerror(errno));
+    if (r == 0) {
+        r = prov_atomic_write_file(path, text, len, 0644);
     }
-    if (r < 0) {
-        unlink(tmp);
-    } else {
-        fsync_parent(path);
-    }
-    free(tmp);
+    free(text);
     return r;
 }
 

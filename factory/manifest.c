@@ -1,15 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The manifest parser: a strict RFC 4180 state machine written here rather than libcsv.
- * libcsv (Debian libcsv-dev) reports neither the line nor the column of a field or of an
- * error, stops at the first error, and has no notion of UTF-8, NUL bytes or line-ending
- * consistency; wrapping it would mean tracking every position a second time. The machine
- * below is a few states over code points and reports all findings with their position.
- *
- * Layers, from bytes up: UTF-8 decoding (feed_byte) gives code points with their position;
- * the CSV machine (on_char) splits them into fields and records; end_record hands a record
- * to the header or row checks. Only the current record is held (at most
- * PROV_MANIFEST_RECORD_MAX bytes), plus the uniqueness sets.
+ * The manifest schema: the header's columns, the checks on each value, uniqueness of serials
+ * and storage directories, and the rows handed to the callbacks. The bytes are split into
+ * records and fields by the CSV tokenizer (manifest_csv.c), which reports its findings here.
  */
 #include "manifest.h"
 
@@ -23,6 +16,7 @@
 #include "backend.h"
 #include "error.h"
 #include "issue.h"
+#include "manifest_csv.h"
 #include "manifest_value.h"
 #include "strset.h"
 
@@ -39,56 +33,11 @@ struct column {
     char *name;
 };
 
-enum csv_state {
-    ST_FIELD_START,
-    ST_UNQUOTED,
-    ST_QUOTED,
-    ST_QUOTE_SEEN, /* a quote inside a quoted field: doubled quote or the end of the field */
-    ST_CR,         /* a CR outside quotes: a LF must follow */
-};
-
-enum eol_style { EOL_NONE, EOL_LF, EOL_CRLF };
-
 struct prov_manifest_parser {
     char *name;
     struct prov_manifest_callbacks cb;
     bool is_record_mode; /* prov_manifest_parse_record: header known, no uniqueness */
-    bool is_fatal;       /* the input is not UTF-8 at all: the rest is not examined */
-
-    /* Position of the next byte. */
-    unsigned long long offset;
-    unsigned long line;
-    unsigned long column;
-    unsigned long long char_off; /* where the code point being handled starts */
-
-    /* UTF-8 decoding of a multi-byte sequence in progress. */
-    unsigned utf8_need;
-    uint32_t utf8_cp;
-    uint32_t utf8_min;
-    struct prov_manifest_pos utf8_pos;
-    unsigned long long utf8_off;
-
-    /* The record being read. */
-    enum csv_state st;
-    unsigned long long rec_offset;
-    unsigned long rec_line;
-    bool is_rec_bad; /* a syntax finding: the values are not examined */
-    bool is_rec_overlong;
-    bool is_field_overlong;
-    bool is_field_quoted;
-    bool is_too_many_fields;
-    struct prov_manifest_pos quote_pos;
-    struct prov_manifest_pos cr_pos;
-    struct prov_manifest_pos eol_pos; /* where the record ended */
-    char *buf;                        /* the fields, each NUL-terminated */
-    size_t buf_len;
-    size_t rec_bytes; /* content bytes of the record, against the record cap */
-    size_t field_len;
-    size_t n_fields; /* fields seen, may exceed what is stored */
-    size_t field_off[PROV_MANIFEST_COLUMNS_MAX];
-    struct prov_manifest_pos field_pos[PROV_MANIFEST_COLUMNS_MAX + 1];
-    enum eol_style eol;
-    unsigned long eol_line; /* the line whose ending decided the style */
+    struct manifest_csv csv; /* the bytes, records and fields */
 
     /* The header. */
     bool has_header;
@@ -130,17 +79,10 @@ void prov_manifest_report(struct prov_manifest_parser *p, const struct prov_mani
     }
 }
 
-static struct prov_manifest_pos here(const struct prov_manifest_parser *p)
+/* The tokenizer's findings are the parser's. */
+static void on_finding(void *ctx, const struct prov_manifest_pos *pos, const char *reason)
 {
-    return (struct prov_manifest_pos){.line = p->line, .column = p->column};
-}
-
-/* A syntax finding in the current record: its values will not be examined. */
-static void syntax_error(struct prov_manifest_parser *p, const struct prov_manifest_pos *pos,
-                         const char *reason)
-{
-    prov_manifest_report(p, pos, "%s", reason);
-    p->is_rec_bad = true;
+    prov_manifest_report(ctx, pos, "%s", reason);
 }
 
 /* ---- values ---------------------------------------------------------------------------- */
@@ -301,15 +243,10 @@ static int check_value(struct prov_manifest_parser *p, enum prov_manifest_col co
 
 /* ---- records --------------------------------------------------------------------------- */
 
-static const char *field(const struct prov_manifest_parser *p, size_t i)
-{
-    return p->buf + p->field_off[i];
-}
-
 static void header_column(struct prov_manifest_parser *p, size_t i)
 {
-    const char *name = field(p, i);
-    const struct prov_manifest_pos *pos = &p->field_pos[i];
+    const char *name = manifest_csv_field(&p->csv, i);
+    const struct prov_manifest_pos *pos = &p->csv.field_pos[i];
     struct column *c = &p->cols[i];
 
     c->kind = COL_IGNORED;
@@ -322,7 +259,7 @@ static void header_column(struct prov_manifest_parser *p, size_t i)
         if (strcmp(name, col_names[k]) == 0) {
             if (p->fixed_index[k] >= 0) {
                 prov_manifest_report(p, pos, "column \"%s\" appears twice (also column %lu)", name,
-                                     p->field_pos[p->fixed_index[k]].column);
+                                     p->csv.field_pos[p->fixed_index[k]].column);
             } else {
                 p->fixed_index[k] = (int)i;
                 c->kind = k;
@@ -374,20 +311,20 @@ static void header_column(struct prov_manifest_parser *p, size_t i)
 static void process_header(struct prov_manifest_parser *p)
 {
     unsigned long before = p->n_errors;
-    struct prov_manifest_pos start = {p->rec_line, 1};
+    struct prov_manifest_pos start = {p->csv.rec_line, 1};
 
     p->has_header = true;
-    if (p->n_fields == 1 && p->field_len == 0 && !p->is_field_quoted) {
+    if (p->csv.n_fields == 1 && p->csv.field_len == 0 && !p->csv.is_field_quoted) {
         prov_manifest_report(p, &start, "empty line where the header row should be");
         p->is_header_bad = p->is_header_unusable = true;
         return;
     }
-    if (p->is_too_many_fields) {
+    if (p->csv.is_too_many_fields) {
         p->is_header_bad = p->is_header_unusable = true;
         return;
     }
-    p->n_cols = p->n_fields;
-    for (size_t i = 0; i < p->n_fields; i++) {
+    p->n_cols = p->csv.n_fields;
+    for (size_t i = 0; i < p->csv.n_fields; i++) {
         header_column(p, i);
     }
     for (int k = PROV_COL_SERIAL; k <= PROV_COL_DEVICE; k++) {
@@ -396,7 +333,7 @@ static void process_header(struct prov_manifest_parser *p)
                                  col_names[k]);
         }
     }
-    p->is_header_bad = p->n_errors != before || p->is_rec_bad;
+    p->is_header_bad = p->n_errors != before || p->csv.is_rec_bad;
 }
 
 static int process_row(struct prov_manifest_parser *p, unsigned long long next)
@@ -408,20 +345,22 @@ static int process_row(struct prov_manifest_parser *p, unsigned long long next)
     int r;
 
     p->n_records++;
-    if (p->is_rec_bad || p->is_header_unusable) {
+    if (p->csv.is_rec_bad || p->is_header_unusable) {
         return 0;
     }
-    if (p->n_fields == 1 && p->field_len == 0 && !p->is_field_quoted && p->n_cols > 1) {
-        prov_manifest_report(p, &p->field_pos[0], "empty line (a row has %zu fields)", p->n_cols);
+    if (p->csv.n_fields == 1 && p->csv.field_len == 0 && !p->csv.is_field_quoted &&
+        p->n_cols > 1) {
+        prov_manifest_report(p, &p->csv.field_pos[0], "empty line (a row has %zu fields)",
+                             p->n_cols);
         return 0;
     }
-    if (p->n_fields != p->n_cols) {
+    if (p->csv.n_fields != p->n_cols) {
         /* The first extra field, or the end of the line where a field is missing. */
         const struct prov_manifest_pos *pos =
-            p->n_fields > p->n_cols ? &p->field_pos[p->n_cols] : &p->eol_pos;
+            p->csv.n_fields > p->n_cols ? &p->csv.field_pos[p->n_cols] : &p->csv.eol_pos;
 
-        prov_manifest_report(p, pos, "row has %zu fields, the header has %zu", p->n_fields,
-                             p->n_cols);
+        prov_manifest_report(p, pos, "row has %zu fields, the header has %zu",
+                             p->csv.n_fields, p->n_cols);
         return 0;
     }
     memset(&row, 0, sizeof(row));
@@ -429,10 +368,10 @@ static int process_row(struct prov_manifest_parser *p, unsigned long long next)
         int kind = p->cols[i].kind;
 
         if (kind >= 0) {
-            const char *v = field(p, i);
+            const char *v = manifest_csv_field(&p->csv, i);
             unsigned long found = p->n_errors;
 
-            r = check_value(p, (enum prov_manifest_col)kind, v, &p->field_pos[i]);
+            r = check_value(p, (enum prov_manifest_col)kind, v, &p->csv.field_pos[i]);
             if (r < 0) {
                 return r;
             }
@@ -441,9 +380,9 @@ static int process_row(struct prov_manifest_parser *p, unsigned long long next)
             } else {
                 row.value[kind] = v[0] != '\0' ? v : NULL;
             }
-            row.pos[kind] = p->field_pos[i];
+            row.pos[kind] = p->csv.field_pos[i];
         } else if (kind == COL_X) {
-            x_values[n_x++] = field(p, i);
+            x_values[n_x++] = manifest_csv_field(&p->csv, i);
         }
     }
     /*
@@ -460,9 +399,9 @@ static int process_row(struct prov_manifest_parser *p, unsigned long long next)
             return r;
         }
     }
-    row.line = p->rec_line;
-    row.offset = p->rec_offset;
-    row.length = (size_t)(next - p->rec_offset);
+    row.line = p->csv.rec_line;
+    row.offset = p->csv.rec_offset;
+    row.length = (size_t)(next - p->csv.rec_offset);
     row.n_x = n_x;
     row.x_names = p->x_names;
     row.x_values = x_values;
@@ -484,333 +423,34 @@ static int process_row(struct prov_manifest_parser *p, unsigned long long next)
     return p->cb.row(p->cb.ctx, p, &row);
 }
 
-static void start_field(struct prov_manifest_parser *p, const struct prov_manifest_pos *pos)
+/* A record from the tokenizer: the header first, then the rows. */
+static int on_record(void *ctx, unsigned long long next)
 {
-    p->field_len = 0;
-    p->is_field_overlong = false;
-    p->is_field_quoted = false;
-    if (p->n_fields < PROV_MANIFEST_COLUMNS_MAX) {
-        p->field_off[p->n_fields] = p->buf_len;
-        p->field_pos[p->n_fields] = *pos;
-    } else if (p->n_fields == PROV_MANIFEST_COLUMNS_MAX) {
-        p->field_pos[p->n_fields] = *pos;
-        if (!p->is_too_many_fields) {
-            syntax_error(p, pos, "more than 128 fields in one record");
-            p->is_too_many_fields = true;
-        }
-    }
-    p->n_fields++;
-}
+    struct prov_manifest_parser *p = ctx;
 
-static void end_field(struct prov_manifest_parser *p)
-{
-    if (p->n_fields <= PROV_MANIFEST_COLUMNS_MAX) {
-        p->buf[p->buf_len++] = '\0';
-    }
-}
-
-/*
- * Ends the record at eol_pos; the next one starts at byte next (after the line break, or at
- * the character after a bare CR), which also ends this row's extent for a second pass.
- */
-static int end_record(struct prov_manifest_parser *p, enum eol_style eol,
-                      const struct prov_manifest_pos *eol_pos, unsigned long long next)
-{
-    int r = 0;
-
-    end_field(p);
-    p->eol_pos = *eol_pos;
-    if (eol != EOL_NONE && p->eol == EOL_NONE) {
-        p->eol = eol;
-        p->eol_line = eol_pos->line;
-    } else if (eol != EOL_NONE && eol != p->eol) {
-        prov_manifest_report(p, eol_pos,
-                             "line ends with %s but line %lu ends with %s (mixed "
-                             "line endings)",
-                             eol == EOL_LF ? "LF" : "CRLF", p->eol_line,
-                             p->eol == EOL_LF ? "LF" : "CRLF");
-    }
     if (!p->has_header) {
         process_header(p);
-    } else {
-        r = process_row(p, next);
-    }
-    p->rec_offset = next;
-    p->rec_line = p->line;
-    p->st = ST_FIELD_START;
-    p->buf_len = 0;
-    p->rec_bytes = 0;
-    p->n_fields = 0;
-    p->is_rec_bad = false;
-    p->is_rec_overlong = false;
-    p->is_too_many_fields = false;
-    p->is_field_quoted = false;
-    p->field_len = 0;
-    return r;
-}
-
-/* Appends a code point to the current field, enforcing the field and record caps. */
-static void append(struct prov_manifest_parser *p, uint32_t cp)
-{
-    unsigned char enc[4];
-    size_t n;
-
-    if (cp < 0x80) {
-        enc[0] = (unsigned char)cp;
-        n = 1;
-    } else if (cp < 0x800) {
-        enc[0] = (unsigned char)(0xc0 | (cp >> 6));
-        enc[1] = (unsigned char)(0x80 | (cp & 0x3f));
-        n = 2;
-    } else if (cp < 0x10000) {
-        enc[0] = (unsigned char)(0xe0 | (cp >> 12));
-        enc[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
-        enc[2] = (unsigned char)(0x80 | (cp & 0x3f));
-        n = 3;
-    } else {
-        enc[0] = (unsigned char)(0xf0 | (cp >> 18));
-        enc[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3f));
-        enc[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
-        enc[3] = (unsigned char)(0x80 | (cp & 0x3f));
-        n = 4;
-    }
-    if (p->n_fields > PROV_MANIFEST_COLUMNS_MAX || p->is_field_overlong || p->is_rec_overlong) {
-        return;
-    }
-    if (p->field_len + n > PROV_MANIFEST_FIELD_MAX) {
-        syntax_error(p, &p->field_pos[p->n_fields - 1], "field longer than 4096 bytes");
-        p->is_field_overlong = true;
-        return;
-    }
-    if (p->rec_bytes + n > PROV_MANIFEST_RECORD_MAX) {
-        struct prov_manifest_pos start = {p->rec_line, 1};
-
-        syntax_error(p, &start, "record longer than 65536 bytes");
-        p->is_rec_overlong = true;
-        return;
-    }
-    memcpy(p->buf + p->buf_len, enc, n);
-    p->buf_len += n;
-    p->field_len += n;
-    p->rec_bytes += n;
-}
-
-/* The CSV machine, one code point at a time; pos is where cp is. */
-static int on_char(struct prov_manifest_parser *p, uint32_t cp, const struct prov_manifest_pos *pos)
-{
-    int r;
-
-    if (p->st == ST_CR) {
-        if (cp == '\n') {
-            return end_record(p, EOL_CRLF, &p->cr_pos, p->offset);
-        }
-        /* A bare CR ends the record (it is not data), then cp starts the next one. */
-        syntax_error(p, &p->cr_pos, "carriage return (CR) not followed by a line feed");
-        r = end_record(p, EOL_NONE, &p->cr_pos, p->char_off);
-        if (r < 0) {
-            return r;
-        }
-    }
-    switch (p->st) {
-    case ST_FIELD_START:
-        start_field(p, pos);
-        if (cp == '"') {
-            p->is_field_quoted = true;
-            p->quote_pos = *pos;
-            p->st = ST_QUOTED;
-        } else if (cp == ',') {
-            end_field(p);
-        } else if (cp == '\n') {
-            return end_record(p, EOL_LF, pos, p->offset);
-        } else if (cp == '\r') {
-            p->cr_pos = *pos;
-            p->st = ST_CR;
-        } else {
-            append(p, cp);
-            p->st = ST_UNQUOTED;
-        }
-        return 0;
-    case ST_UNQUOTED:
-        if (cp == ',') {
-            end_field(p);
-            p->st = ST_FIELD_START;
-        } else if (cp == '\n') {
-            return end_record(p, EOL_LF, pos, p->offset);
-        } else if (cp == '\r') {
-            p->cr_pos = *pos;
-            p->st = ST_CR;
-        } else {
-            if (cp == '"') {
-                syntax_error(p, pos,
-                             "quote inside an unquoted field (quote the whole field "
-                             "and double the quote: \"a\"\"b\")");
-            }
-            append(p, cp);
-        }
-        return 0;
-    case ST_QUOTED:
-        if (cp == '"') {
-            p->st = ST_QUOTE_SEEN;
-        } else {
-            append(p, cp);
-        }
-        return 0;
-    case ST_QUOTE_SEEN:
-        if (cp == '"') {
-            append(p, cp);
-            p->st = ST_QUOTED;
-        } else if (cp == ',') {
-            end_field(p);
-            p->st = ST_FIELD_START;
-        } else if (cp == '\n') {
-            return end_record(p, EOL_LF, pos, p->offset);
-        } else if (cp == '\r') {
-            p->cr_pos = *pos;
-            p->st = ST_CR;
-        } else {
-            syntax_error(p, pos,
-                         "character after the closing quote of a field (a quote "
-                         "inside a quoted field is written \"\")");
-            append(p, cp);
-            p->st = ST_UNQUOTED;
-        }
-        return 0;
-    case ST_CR: break;
-    }
-    return 0;
-}
-
-/* A decoded code point: the file-level checks, then the CSV machine. */
-static int on_code_point(struct prov_manifest_parser *p, uint32_t cp,
-                         const struct prov_manifest_pos *pos, unsigned long long start_offset)
-{
-    if (cp == 0xfeff) {
-        if (start_offset == 0) {
-            return 0; /* the UTF-8 byte-order mark: skipped, and it takes no column */
-        }
-        p->column++;
-        syntax_error(p, pos,
-                     "byte-order mark (U+FEFF) inside the file (files joined "
-                     "together?)");
         return 0;
     }
-    if (cp == '\n') {
-        p->line++;
-        p->column = 1;
-    } else {
-        p->column++;
-    }
-    if (cp == 0) {
-        syntax_error(p, pos, "NUL byte");
-        return 0;
-    }
-    p->char_off = start_offset;
-    return on_char(p, cp, pos);
-}
-
-static void utf8_error(struct prov_manifest_parser *p, const struct prov_manifest_pos *pos,
-                       const char *what)
-{
-    p->column++;
-    syntax_error(p, pos, what);
-}
-
-static int feed_byte(struct prov_manifest_parser *p, unsigned char b)
-{
-    struct prov_manifest_pos pos = here(p);
-    unsigned long long off = p->offset++;
-
-    if (p->utf8_need > 0) {
-        if ((b & 0xc0) == 0x80) {
-            p->utf8_cp = (p->utf8_cp << 6) | (b & 0x3f);
-            if (--p->utf8_need > 0) {
-                return 0;
-            }
-            if (p->utf8_cp < p->utf8_min || p->utf8_cp > 0x10ffff ||
-                (p->utf8_cp >= 0xd800 && p->utf8_cp <= 0xdfff)) {
-                utf8_error(p, &p->utf8_pos,
-                           "invalid UTF-8 (overlong form, surrogate or "
-                           "beyond U+10FFFF)");
-                return 0;
-            }
-            return on_code_point(p, p->utf8_cp, &p->utf8_pos, p->utf8_off);
-        }
-        p->utf8_need = 0;
-        utf8_error(p, &p->utf8_pos, "invalid UTF-8 (truncated multi-byte sequence)");
-        pos = here(p);
-    }
-    if (b < 0x80) {
-        return on_code_point(p, b, &pos, off);
-    }
-    if (off == 0 && (b == 0xff || b == 0xfe)) {
-        prov_manifest_report(p, &pos,
-                             "UTF-16 or UTF-32 byte-order mark: the manifest must be "
-                             "UTF-8 (save as \"CSV UTF-8\")");
-        p->is_fatal = true;
-        return 0;
-    }
-    p->utf8_pos = pos;
-    p->utf8_off = off;
-    if (b >= 0xc2 && b <= 0xdf) {
-        p->utf8_need = 1;
-        p->utf8_cp = b & 0x1f;
-        p->utf8_min = 0x80;
-    } else if (b >= 0xe0 && b <= 0xef) {
-        p->utf8_need = 2;
-        p->utf8_cp = b & 0x0f;
-        p->utf8_min = 0x800;
-    } else if (b >= 0xf0 && b <= 0xf4) {
-        p->utf8_need = 3;
-        p->utf8_cp = b & 0x07;
-        p->utf8_min = 0x10000;
-    } else {
-        char what[64];
-
-        snprintf(what, sizeof(what), "invalid UTF-8 (byte 0x%02X)", b);
-        utf8_error(p, &pos, what);
-    }
-    return 0;
+    return process_row(p, next);
 }
 
 int prov_manifest_parser_feed(struct prov_manifest_parser *p, const void *buf, size_t len)
 {
-    const unsigned char *b = buf;
-
-    for (size_t i = 0; i < len && !p->is_fatal; i++) {
-        int r = feed_byte(p, b[i]);
-
-        if (r < 0) {
-            return r;
-        }
-    }
-    return 0;
+    return manifest_csv_feed(&p->csv, buf, len);
 }
 
 int prov_manifest_parser_finish(struct prov_manifest_parser *p)
 {
-    struct prov_manifest_pos pos = here(p);
-    int r = 0;
+    struct prov_manifest_pos pos;
+    int r;
 
-    if (!p->is_fatal) {
-        if (p->utf8_need > 0) {
-            p->utf8_need = 0;
-            utf8_error(p, &p->utf8_pos, "invalid UTF-8 (truncated multi-byte sequence)");
-        }
-        if (p->st == ST_QUOTED) {
-            syntax_error(p, &p->quote_pos,
-                         "unterminated quoted field (this quote is never "
-                         "closed)");
-        }
-        if (p->st == ST_CR) {
-            syntax_error(p, &p->cr_pos, "carriage return (CR) not followed by a line feed");
-            r = end_record(p, EOL_NONE, &p->cr_pos, p->offset);
-        } else if (p->n_fields > 0) {
-            r = end_record(p, EOL_NONE, &pos, p->offset);
-        }
+    if (!p->csv.is_fatal) {
+        r = manifest_csv_finish(&p->csv);
         if (r < 0) {
             return r;
         }
-        pos = here(p);
+        pos = manifest_csv_here(&p->csv);
         if (!p->has_header) {
             prov_manifest_report(p, &pos, "empty manifest: no header row");
         } else if (p->n_records == 0 && !p->is_record_mode) {
@@ -832,17 +472,15 @@ static struct prov_manifest_parser *parser_alloc(const char *name)
         return NULL;
     }
     p->name = strdup(name ? name : "manifest");
-    /* One record: its bytes plus a NUL per stored field. */
-    p->buf = malloc(PROV_MANIFEST_RECORD_MAX + PROV_MANIFEST_COLUMNS_MAX + 1);
-    if (p->name == NULL || p->buf == NULL) {
+    if (p->name == NULL || manifest_csv_init(&p->csv) < 0) {
         free(p->name);
-        free(p->buf);
+        manifest_csv_free(&p->csv);
         free(p);
         return NULL;
     }
-    p->line = 1;
-    p->column = 1;
-    p->rec_line = 1;
+    p->csv.on_finding = on_finding;
+    p->csv.on_record = on_record;
+    p->csv.ctx = p;
     p->serials.is_case_folded = true;
     p->storages.is_case_folded = true;
     for (int k = 0; k < PROV_COL_FIXED_COUNT; k++) {
@@ -909,10 +547,10 @@ int prov_manifest_parse_record(const struct prov_manifest_parser *header, const 
     memcpy(p->fixed_index, header->fixed_index, sizeof(p->fixed_index));
     memcpy(p->x_names, header->x_names, sizeof(p->x_names));
     p->n_x = header->n_x;
-    p->eol = header->eol;
-    p->eol_line = header->eol_line;
-    p->line = line;
-    p->rec_line = line;
+    p->csv.eol = header->csv.eol;
+    p->csv.eol_line = header->csv.eol_line;
+    p->csv.line = line;
+    p->csv.rec_line = line;
     r = prov_manifest_parser_feed(p, buf, len);
     if (r == 0) {
         r = prov_manifest_parser_finish(p);
@@ -941,7 +579,7 @@ void prov_manifest_parser_free(struct prov_manifest_parser *p)
     }
     prov_strset_free(&p->serials);
     prov_strset_free(&p->storages);
-    free(p->buf);
+    manifest_csv_free(&p->csv);
     free(p->name);
     free(p);
 }

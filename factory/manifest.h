@@ -34,10 +34,9 @@
  *   output directory.
  */
 
-/* Limits: a longer field, record or header is an error, never a bigger allocation. */
-#define PROV_MANIFEST_FIELD_MAX 4096
-#define PROV_MANIFEST_RECORD_MAX (64 * 1024)
-#define PROV_MANIFEST_COLUMNS_MAX 128
+/* The limits (PROV_MANIFEST_FIELD_MAX, _RECORD_MAX, _COLUMNS_MAX) and struct prov_manifest_pos
+ * come with the tokenizer. */
+#include "manifest_csv.h"
 
 enum prov_manifest_col {
     PROV_COL_SERIAL,
@@ -56,11 +55,6 @@ enum prov_manifest_col {
 
 /* The header name of a fixed column ("san_dns"). */
 const char *prov_manifest_col_name(enum prov_manifest_col col);
-
-struct prov_manifest_pos {
-    unsigned long line;
-    unsigned long column;
-};
 
 /* One data row. Everything is borrowed and valid only during the callback. */
 struct prov_manifest_row {

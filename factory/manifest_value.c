@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The value rules of the manifest columns, apart from the CSV machine (manifest.c). The SAN
+ * The value rules of the manifest columns, apart from the CSV machine (manifest_csv.c). The SAN
  * rules are the ones issue.c applies when it builds the certificate: checking them while the
  * manifest is validated means a bad entry stops the lot before anything is issued.
  */

@@ -39,10 +39,8 @@ static inline struct tpm_dev *tpm_dev(struct prov_device *dev)
     return dev->priv;
 }
 
-static inline bool tpm_is_persistent(uint32_t handle)
-{
-    return (handle >> 24) == 0x81;
-}
+/* tpm_rc.c, beside the handle syntax of a device string: is handle a persistent one? */
+bool tpm_is_persistent(uint32_t handle);
 
 /* Records "<dev>: <what>: <decoded> (TSS2_RC 0x...)" with the mapped code; returns it. */
 int prov_tpm_fail(struct prov_device *dev, const char *what, TSS2_RC rc);

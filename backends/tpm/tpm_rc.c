@@ -19,6 +19,11 @@
 
 #define HANDLE_ATTR ";handle="
 
+bool tpm_is_persistent(uint32_t handle)
+{
+    return (handle >> 24) == 0x81; /* TPM2_HT_PERSISTENT */
+}
+
 TSS2_RC prov_tpm_rc_base(TSS2_RC rc)
 {
     TSS2_RC layer = rc & TSS2_RC_LAYER_MASK;

@@ -7,6 +7,7 @@
 #include <openssl/ssl.h>
 
 #include "backend.h"
+#include "connect_result.h"
 
 /*
  * The end-of-line proof (doc/architecture.md, step 6; doc/storage.md): a real mutual-TLS
@@ -21,23 +22,6 @@
  * use_identity_as_username takes the certificate's CN), CONNACK must accept, one QoS 1
  * PUBLISH to provisioner/proof/<CN> acknowledged by the broker, DISCONNECT.
  */
-
-enum prov_connect_outcome {
-    PROV_CONNECT_OK = 0,
-    PROV_CONNECT_UNREACHABLE,    /* name resolution or TCP connect failed, or timed out */
-    PROV_CONNECT_SERVER_REFUSED, /* the server did not trust our certificate */
-    PROV_CONNECT_CLIENT_REFUSED, /* we did not trust the server (verification failed) */
-    PROV_CONNECT_HANDSHAKE,      /* another TLS handshake or transport failure */
-    PROV_CONNECT_PROTOCOL,       /* TLS fine, the application refused (CONNACK, HTTP status) */
-};
-
-struct prov_connect_result {
-    enum prov_connect_outcome outcome;
-    char url[512];
-    char tls_version[16];   /* "TLSv1.3" once a handshake completed, else "" */
-    int app_status;         /* HTTP status or MQTT CONNACK return code; -1 when none */
-    char detail[1024];      /* one line: what happened, naming the side that refused */
-};
 
 /* "ok", "unreachable", "server-refused", "client-refused", "handshake", "protocol". */
 const char *prov_connect_outcome_name(enum prov_connect_outcome o);
@@ -55,58 +39,9 @@ int prov_connect_prove(struct prov_key *key, const char *storage_dir, const char
 /* Checks that url is one prov_connect_prove can use; PROV_ERR_USAGE naming it when not. */
 int prov_connect_url_check(const char *url);
 
-/* ---- shared by the transports (connect*.c); not for other layers ------------------------ */
-
-struct connect_diag {
-    int verify_error;       /* our verification of the server: first X509_V_ERR_*, 0 if none */
-    int verify_depth;
-    char verify_subject[256];
-    int alert_received;     /* a fatal alert the server sent (SSL_AD_*), -1 when none */
-    bool is_handshake_done;
-    char tls_version[16];
-};
-
-struct connect_url {
-    char scheme[8];
-    char host[256];
-    int port;
-    char path[512];
-    char host_port[300];    /* host:port (brackets around IPv6), for Host: headers */
-};
-
-/* Splits url (PROV_ERR_USAGE naming it when it is not one prov_connect_prove can use). */
+/* Splits url by the transports table (PROV_ERR_USAGE naming it when no row can use it); the
+ * parts are in connect_transport.h, for the proof's own files and its unit test. */
+struct connect_url;
 int connect_parse_url(const char *url, struct connect_url *u);
-
-/* Puts the hardware key, fullchain.pem, server-ca.pem as the only trust, hostname/IP checking
- * for host and the diagnosis callbacks on ctx (ours or libcurl's). */
-int connect_configure_ctx(SSL_CTX *ctx, EVP_PKEY *pkey, const char *storage_dir,
-                          const char *host, struct connect_diag *diag);
-
-/* Classifies a failure from the diagnosis and fills out (outcome, detail). */
-void connect_classify(const struct connect_diag *diag, const char *transport_error,
-                      struct prov_connect_result *out);
-
-/* The MQTT identity of a proof: a fresh client id and the topic for the certificate's CN. */
-struct connect_mqtt_id {
-    char client_id[24];
-    char topic[200];
-};
-
-int connect_mqtt(SSL_CTX *ctx, const struct connect_url *u, const struct connect_mqtt_id *id,
-                 struct connect_diag *diag, struct prov_connect_result *out);
-int connect_ws(SSL_CTX *ctx, const struct connect_url *u, const struct connect_mqtt_id *id,
-               struct connect_diag *diag, struct prov_connect_result *out);
-int connect_https(EVP_PKEY *pkey, const char *storage_dir, const struct connect_url *u,
-                  struct connect_diag *diag, struct prov_connect_result *out);
-
-/* A TCP connection with PROV_CONNECT_TIMEOUT_S send/receive timeouts; -1 and err on failure. */
-int connect_tcp(const struct connect_url *u, char *err, size_t len);
-
-/* MQTT 3.1.1 packets for the WebSocket transport (connect_mqtt.c); return the length. */
-size_t connect_mqtt_connect_packet(const char *client_id, unsigned char *buf, size_t cap);
-size_t connect_mqtt_publish_packet(const char *topic, const char *payload, unsigned short id,
-                                   unsigned char *buf, size_t cap);
-
-#define PROV_CONNECT_TIMEOUT_S 20
 
 #endif

@@ -4,7 +4,7 @@
  * to us before the handshake and we put the same recipe on it as on our own (hardware key,
  * fullchain.pem, server-ca.pem as the only trust), replacing the store libcurl loaded.
  */
-#include "connect.h"
+#include "connect_transport.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -68,10 +68,12 @@ static void body_line(const char *body, char *out, size_t len)
     out[i] = '\0';
 }
 
-int connect_https(EVP_PKEY *pkey, const char *storage_dir, const struct connect_url *u,
-                  struct connect_diag *diag, struct prov_connect_result *out)
+int connect_https(const struct connect_session *ses, struct connect_diag *diag,
+                  struct prov_connect_result *out)
 {
-    struct https_state s = {.pkey = pkey, .storage_dir = storage_dir, .u = u, .diag = diag};
+    const struct connect_url *u = ses->u;
+    const char *storage_dir = ses->storage_dir;
+    struct https_state s = {.pkey = ses->pkey, .storage_dir = storage_dir, .u = u, .diag = diag};
     char errbuf[CURL_ERROR_SIZE] = "";
     char server_ca[4096];
     char text[256];

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * mqtts:// through libmosquitto, given our own SSL_CTX (MOSQ_OPT_SSL_CTX without the library's
- * defaults: mosquitto_pub 2.0.11 cannot load an engine key, doc/platform.md), and the
- * few MQTT 3.1.1 packets the WebSocket transport writes itself.
+ * defaults: mosquitto_pub 2.0.11 cannot load an engine key, doc/platform.md), and what
+ * the WebSocket transport shares with it: the proof's MQTT identity and the few MQTT 3.1.1
+ * packets it writes itself.
  */
-#include "connect.h"
+#include "connect_transport.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -13,6 +14,10 @@
 #include <time.h>
 
 #include <mosquitto.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
 
 #include "error.h"
 
@@ -54,22 +59,25 @@ static void on_publish(struct mosquitto *m, void *arg, int mid)
     }
 }
 
-int connect_mqtt(SSL_CTX *ctx, const struct connect_url *u, const struct connect_mqtt_id *id,
-                 struct connect_diag *diag, struct prov_connect_result *out)
+int connect_mqtt(const struct connect_session *ses, struct connect_diag *diag,
+                 struct prov_connect_result *out)
 {
-    struct mqtt_state s = {.topic = id->topic, .connack = -1, .mid = -1};
+    const struct connect_url *u = ses->u;
+    struct connect_mqtt_id id;
+    struct mqtt_state s = {.topic = id.topic, .connack = -1, .mid = -1};
     struct mosquitto *m = NULL;
     time_t deadline = time(NULL) + PROV_CONNECT_TIMEOUT_S;
     char why[256];
     int rc;
 
+    connect_mqtt_id_make(ses->storage_dir, &id);
     pthread_once(&lib_once, lib_init);
-    m = mosquitto_new(id->client_id, true, &s);
+    m = mosquitto_new(id.client_id, true, &s);
     if (m == NULL) {
         return prov_fail(PROV_ERR_NOMEM, "%s: cannot make an MQTT client", out->url);
     }
     mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
-    if (mosquitto_void_option(m, MOSQ_OPT_SSL_CTX, ctx) != MOSQ_ERR_SUCCESS ||
+    if (mosquitto_void_option(m, MOSQ_OPT_SSL_CTX, ses->ctx) != MOSQ_ERR_SUCCESS ||
         mosquitto_int_option(m, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0) != MOSQ_ERR_SUCCESS) {
         mosquitto_destroy(m);
         return prov_fail(PROV_ERR_UNSUPPORTED, "%s: libmosquitto is built without TLS",
@@ -118,6 +126,40 @@ int connect_mqtt(SSL_CTX *ctx, const struct connect_url *u, const struct connect
 out:
     mosquitto_destroy(m);
     return out->outcome == PROV_CONNECT_OK ? 0 : PROV_ERR_VERIFY;
+}
+
+/* The certificate's CN names the proof topic (brokers with use_identity_as_username take it
+ * as the username); the client id is fresh, so a proof never takes over a device session. */
+void connect_mqtt_id_make(const char *storage_dir, struct connect_mqtt_id *id)
+{
+    unsigned char rnd[4] = {0};
+    char path[4096];
+    char cn[128];
+    FILE *f;
+    X509 *x = NULL;
+
+    RAND_bytes(rnd, sizeof(rnd));
+    snprintf(id->client_id, sizeof(id->client_id), "proof-%02x%02x%02x%02x", rnd[0], rnd[1],
+             rnd[2], rnd[3]);
+    snprintf(cn, sizeof(cn), "unnamed");
+    snprintf(path, sizeof(path), "%s/fullchain.pem", storage_dir);
+    f = fopen(path, "r");
+    if (f != NULL) {
+        x = PEM_read_X509(f, NULL, NULL, NULL);
+        fclose(f);
+    }
+    if (x != NULL) {
+        X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn, (int)sizeof(cn));
+        X509_free(x);
+    }
+    /* MQTT topic levels: '+', '#' and '/' in a CN would change what the topic means. */
+    for (char *p = cn; *p != '\0'; p++) {
+        if (*p == '+' || *p == '#' || *p == '/') {
+            *p = '_';
+        }
+    }
+    snprintf(id->topic, sizeof(id->topic), "provisioner/proof/%s", cn);
+    ERR_clear_error();
 }
 
 /* ---- MQTT 3.1.1 packets (OASIS MQTT 3.1.1 §3.1, §3.3) ------------------------------------ */

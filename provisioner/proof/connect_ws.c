@@ -6,16 +6,13 @@
  * by default), which would hide who refused whom. The client needs one upgrade request, one
  * masked frame per MQTT packet and the reading of a few small frames.
  */
-#include "connect.h"
+#include "connect_transport.h"
 
 #include <errno.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -31,39 +28,6 @@ struct ws {
     int fd;
     char err[256]; /* the transport failure, for the classification */
 };
-
-int connect_tcp(const struct connect_url *u, char *err, size_t len)
-{
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
-    struct addrinfo *res = NULL;
-    struct timeval tv = {.tv_sec = PROV_CONNECT_TIMEOUT_S};
-    char port[8];
-    int fd = -1;
-    int rc;
-
-    snprintf(port, sizeof(port), "%d", u->port);
-    rc = getaddrinfo(u->host, port, &hints, &res);
-    if (rc != 0) {
-        snprintf(err, len, "%s", gai_strerror(rc));
-        return -1;
-    }
-    for (struct addrinfo *a = res; a != NULL; a = a->ai_next) {
-        fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
-        if (fd < 0) {
-            continue;
-        }
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-        if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
-            break;
-        }
-        snprintf(err, len, "%s", strerror(errno));
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    return fd;
-}
 
 static void ssl_error(struct ws *w, int ret)
 {
@@ -328,12 +292,15 @@ static int mqtt_session(struct ws *w, const struct connect_mqtt_id *id,
     return 0;
 }
 
-int connect_ws(SSL_CTX *ctx, const struct connect_url *u, const struct connect_mqtt_id *id,
-               struct connect_diag *diag, struct prov_connect_result *out)
+int connect_ws(const struct connect_session *ses, struct connect_diag *diag,
+               struct prov_connect_result *out)
 {
+    const struct connect_url *u = ses->u;
+    struct connect_mqtt_id id;
     struct ws w = {.fd = -1};
     int rc;
 
+    connect_mqtt_id_make(ses->storage_dir, &id);
     w.fd = connect_tcp(u, w.err, sizeof(w.err));
     if (w.fd < 0) {
         out->outcome = PROV_CONNECT_UNREACHABLE;
@@ -341,7 +308,7 @@ int connect_ws(SSL_CTX *ctx, const struct connect_url *u, const struct connect_m
                  w.err);
         return PROV_ERR_VERIFY;
     }
-    w.ssl = SSL_new(ctx);
+    w.ssl = SSL_new(ses->ctx);
     if (w.ssl == NULL || SSL_set_fd(w.ssl, w.fd) != 1 ||
         (strchr(u->host, ':') == NULL && SSL_set_tlsext_host_name(w.ssl, u->host) != 1)) {
         rc = prov_fail_ossl(PROV_ERR_CRYPTO, "%s: cannot set up TLS", out->url);
@@ -354,7 +321,7 @@ int connect_ws(SSL_CTX *ctx, const struct connect_url *u, const struct connect_m
     } else {
         rc = upgrade(&w, u, out);
         if (rc == 0) {
-            rc = mqtt_session(&w, id, out);
+            rc = mqtt_session(&w, &id, out);
         }
     }
     if (rc < 0) {

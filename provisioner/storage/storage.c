@@ -1,15 +1,17 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * A device's storage directory: the identity's files prepared, written together through
+ * durable.c and committed by client.crt, and read back for check and install.
+ */
 #include "storage.h"
 
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <json-c/json.h>
@@ -19,9 +21,6 @@
 
 #include "error.h"
 #include "memo.h"
-
-/* Certificates and JSON are a few KiB; a bigger file is not what it claims to be. */
-#define READ_MAX (4 * 1024 * 1024)
 
 /* One file of the identity, prepared in memory and then in a temp file. */
 struct staged {
@@ -47,377 +46,6 @@ static char *join(const char *dir, const char *name)
         return NULL;
     }
     return p;
-}
-
-static int fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int r = 0;
-
-    if (fd < 0 || fsync(fd) != 0) {
-        r = prov_fail(PROV_ERR_STORAGE, "%s: cannot sync directory (%s)", dir, strerror(errno));
-    }
-    if (fd >= 0) {
-        close(fd);
-    }
-    return r;
-}
-
-static char *dir_of(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-
-    if (slash == NULL) {
-        return strdup(".");
-    }
-    if (slash == path) {
-        return strdup("/");
-    }
-    return strndup(path, (size_t)(slash - path));
-}
-
-/*
- * The synced file read back and compared with buf, byte for byte (a short or changed write is
- * caught here, before anything is renamed into place). PROV_ERR_STORAGE naming path if not equal.
- */
-static int check_read_back(int fd, const unsigned char *buf, size_t len, const char *path)
-{
-    unsigned char chunk[4096];
-    size_t done = 0;
-
-    for (;;) {
-        ssize_t n = pread(fd, chunk, sizeof(chunk), (off_t)done);
-
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0) {
-            return prov_fail(PROV_ERR_STORAGE, "%s: cannot read back (%s)", path, strerror(errno));
-        }
-        if (n == 0) {
-            break;
-        }
-        if ((size_t)n > len - done || memcmp(chunk, buf + done, (size_t)n) != 0) {
-            return prov_fail(PROV_ERR_STORAGE, "%s: reads back different from what was written",
-                             path);
-        }
-        done += (size_t)n;
-    }
-    if (done != len) {
-        return prov_fail(PROV_ERR_STORAGE, "%s: reads back %zu of %zu bytes", path, done, len);
-    }
-    return 0;
-}
-
-/*
- * Writes buf into a new "path.tmp.XXXXXX" (created exclusively by mkostemp, then given mode
- * regardless of the umask), syncs it and reads it back. On success *tmp_out names the temp
- * file; on failure nothing is left behind.
- */
-static int write_temp(const char *path, const void *buf, size_t len, mode_t mode, char **tmp_out)
-{
-    const unsigned char *p = buf;
-    char *tmp = NULL;
-    int fd = -1;
-    int r = PROV_ERR_STORAGE;
-
-    *tmp_out = NULL;
-    if (asprintf(&tmp, "%s.tmp.XXXXXX", path) < 0) {
-        tmp = NULL;
-        r = prov_fail(PROV_ERR_NOMEM, "%s: out of memory", path);
-        goto out;
-    }
-    fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0) {
-        prov_fail(r, "%s: cannot create temp file (%s)", path, strerror(errno));
-        free(tmp);
-        tmp = NULL;
-        goto out;
-    }
-    if (fchmod(fd, mode) != 0) {
-        prov_fail(r, "%s: cannot set mode (%s)", path, strerror(errno));
-        goto out;
-    }
-    for (size_t done = 0; done < len;) {
-        ssize_t n = write(fd, p + done, len - done);
-
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0) {
-            prov_fail(r, "%s: write failed (%s)", path, strerror(errno));
-            goto out;
-        }
-        done += (size_t)n;
-    }
-    if (fsync(fd) != 0) {
-        prov_fail(r, "%s: fsync failed (%s)", path, strerror(errno));
-        goto out;
-    }
-    if (check_read_back(fd, p, len, path) < 0) {
-        goto out;
-    }
-    if (close(fd) != 0) {
-        fd = -1;
-        prov_fail(r, "%s: close failed (%s)", path, strerror(errno));
-        goto out;
-    }
-    fd = -1;
-    *tmp_out = tmp;
-    tmp = NULL;
-    r = 0;
-out:
-    if (fd >= 0) {
-        close(fd);
-    }
-    if (tmp != NULL) {
-        unlink(tmp);
-        free(tmp);
-    }
-    return r;
-}
-
-/* Syncs the directory that holds path's last component ("." or "/" for a top-level one). */
-static int fsync_parent(const char *path)
-{
-    char *parent = dir_of(path);
-    int r;
-
-    if (parent == NULL) {
-        return prov_fail(PROV_ERR_NOMEM, "%s: out of memory", path);
-    }
-    r = fsync_dir(parent);
-    free(parent);
-    return r;
-}
-
-int prov_atomic_write_file(const char *path, const void *buf, size_t len, mode_t mode)
-{
-    char *tmp = NULL;
-    int r;
-
-    r = write_temp(path, buf, len, mode, &tmp);
-    if (r < 0) {
-        goto out;
-    }
-    if (rename(tmp, path) != 0) {
-        r = prov_fail(PROV_ERR_STORAGE, "%s: cannot rename into place (%s)", path,
-                      strerror(errno));
-        unlink(tmp);
-        goto out;
-    }
-    r = fsync_parent(path);
-out:
-    free(tmp);
-    return r;
-}
-
-/*
- * Makes dir: 1 when it already exists, 0 when made (and its parent synced), < 0 on error;
- * PROV_ERR_NOT_FOUND, with nothing recorded, for a missing parent when is_quiet_if_no_parent.
- */
-static int make_one(const char *dir, bool is_quiet_if_no_parent)
-{
-    if (prov_mkdir_public(dir) == 0) {
-        return fsync_parent(dir);
-    }
-    if (errno == EEXIST) {
-        return 1;
-    }
-    if (errno == ENOENT && is_quiet_if_no_parent) {
-        return PROV_ERR_NOT_FOUND;
-    }
-    return prov_fail(PROV_ERR_STORAGE, "%s: cannot create directory (%s)", dir, strerror(errno));
-}
-
-/* Makes every component of dir from the root down (make_one each). */
-static int make_each(const char *dir)
-{
-    char *p = strdup(dir);
-    int r = 0;
-
-    if (p == NULL) {
-        return prov_fail(PROV_ERR_NOMEM, "%s: out of memory", dir);
-    }
-    for (char *s = p + 1; r >= 0; s++) {
-        bool end = *s == '\0';
-
-        if (*s != '/' && !end) {
-            continue;
-        }
-        *s = '\0';
-        r = make_one(p, false);
-        if (end) {
-            break;
-        }
-        *s = '/';
-    }
-    free(p);
-    return r;
-}
-
-/*
- * Creates dir and its missing parents (0755). Each directory that gains an entry is synced,
- * so that what is created here survives a power cut together with the files written into it
- * (the journal records "stored" only after prov_storage_write returns).
- */
-int prov_storage_mkdirs(const char *dir)
-{
-    size_t n = strlen(dir);
-    bool is_walk = n <= 1 || dir[n - 1] == '/';
-    struct stat st;
-    int r = 0;
-
-    /*
-     * Once a batch's first device has made the parents, only dir is new: one mkdir. A missing
-     * parent, or a path that ends in a slash, takes the walk from the root.
-     */
-    if (!is_walk) {
-        r = make_one(dir, true);
-        is_walk = r == PROV_ERR_NOT_FOUND;
-    }
-    if (is_walk) {
-        r = make_each(dir);
-    }
-    if (r >= 0 && (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))) {
-        r = prov_fail(PROV_ERR_STORAGE, "%s: not a directory", dir);
-    }
-    return r < 0 ? r : 0;
-}
-
-/*
- * access() rather than a probe file: it sees what the kernel would refuse (a read-only file
- * system, an immutable directory, even for root), and leaves nothing behind if killed.
- */
-static int check_writable_dir(const char *dir, const char *what, const char *path)
-{
-    struct stat st;
-
-    if (stat(dir, &st) != 0) {
-        return prov_fail(PROV_ERR_STORAGE, "%s %s: directory %s: %s", what, path, dir,
-                         strerror(errno));
-    }
-    if (!S_ISDIR(st.st_mode)) {
-        return prov_fail(PROV_ERR_STORAGE, "%s %s: %s is not a directory", what, path, dir);
-    }
-    if (access(dir, W_OK | X_OK) != 0) {
-        return prov_fail(PROV_ERR_STORAGE, "%s %s: directory %s is not writable: %s", what,
-                         path, dir, strerror(errno));
-    }
-    return 0;
-}
-
-int prov_storage_check_output_file(const char *path, const char *what)
-{
-    const char *slash = strrchr(path, '/');
-    struct stat st;
-    char *dir;
-    int r;
-
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
-        return prov_fail(PROV_ERR_STORAGE, "%s %s: is a directory", what, path);
-    }
-    dir = slash == NULL ? strdup(".") : slash == path ? strdup("/")
-                                                      : strndup(path, (size_t)(slash - path));
-    if (dir == NULL) {
-        return prov_fail(PROV_ERR_NOMEM, "%s %s: out of memory", what, path);
-    }
-    r = check_writable_dir(dir, what, path);
-    free(dir);
-    return r;
-}
-
-int prov_storage_check_output_dir(const char *dir, const char *what)
-{
-    char *probe = strdup(dir);
-    struct stat st;
-    int r;
-
-    if (probe == NULL) {
-        return prov_fail(PROV_ERR_NOMEM, "%s %s: out of memory", what, dir);
-    }
-    /* the nearest ancestor that exists decides whether the rest can be made */
-    for (;;) {
-        char *slash;
-
-        if (stat(probe, &st) == 0 || errno != ENOENT) {
-            break;
-        }
-        slash = strrchr(probe, '/');
-        while (slash != NULL && slash > probe && slash[-1] == '/') {
-            slash--;
-        }
-        if (slash == NULL) {
-            strcpy(probe, ".");
-        } else if (slash == probe) {
-            probe[1] = '\0';
-        } else {
-            *slash = '\0';
-        }
-    }
-    r = check_writable_dir(probe, what, dir);
-    free(probe);
-    return r;
-}
-
-/* Reads a whole small file; err is the code for a missing or unreadable file. */
-static int read_all(const char *path, int err, unsigned char **out, size_t *out_len)
-{
-    unsigned char *buf = NULL;
-    size_t len = 0;
-    size_t cap = 0;
-    int fd;
-    int r = err;
-
-    *out = NULL;
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        return prov_fail(err, "%s: %s", path, strerror(errno));
-    }
-    for (;;) {
-        ssize_t n;
-
-        if (len == cap) {
-            unsigned char *grown;
-
-            if (cap >= READ_MAX) {
-                prov_fail(err, "%s: larger than %d bytes", path, READ_MAX);
-                goto out;
-            }
-            cap = cap ? cap * 2 : 4096;
-            grown = realloc(buf, cap + 1);
-            if (grown == NULL) {
-                r = prov_fail(PROV_ERR_NOMEM, "%s: out of memory", path);
-                goto out;
-            }
-            buf = grown;
-        }
-        n = read(fd, buf + len, cap - len);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0) {
-            prov_fail(err, "%s: %s", path, strerror(errno));
-            goto out;
-        }
-        if (n == 0) {
-            break;
-        }
-        len += (size_t)n;
-    }
-    if (buf == NULL && (buf = malloc(1)) == NULL) {
-        r = prov_fail(PROV_ERR_NOMEM, "%s: out of memory", path);
-        goto out;
-    }
-    buf[len] = '\0';
-    *out = buf;
-    *out_len = len;
-    buf = NULL;
-    r = 0;
-out:
-    close(fd);
-    free(buf);
-    return r;
 }
 
 /* Every certificate of a PEM buffer in order; at least one, and no trailing garbage block. */
@@ -470,7 +98,7 @@ static int load_certs(const char *path, STACK_OF(X509) **out)
     int r;
 
     *out = NULL;
-    r = read_all(path, PROV_ERR_INPUT, &buf, &len);
+    r = prov_read_small_file(path, PROV_ERR_INPUT, &buf, &len);
     if (r == 0) {
         r = parse_pem_certs(buf, len, path, out);
     }
@@ -654,7 +282,7 @@ static int drop_old_certificate(const char *dir)
         return prov_fail(PROV_ERR_NOMEM, "%s: out of memory", dir);
     }
     if (unlink(path) == 0) {
-        r = fsync_dir(dir);
+        r = prov_fsync_dir(dir);
     } else if (errno != ENOENT) {
         r = prov_fail(PROV_ERR_STORAGE, "%s: cannot replace (%s)", path, strerror(errno));
     }
@@ -703,7 +331,7 @@ int prov_storage_write(const char *dir, const struct prov_identity *id)
     if ((r = check_identity(id)) < 0) {
         goto out;
     }
-    r = read_all(id->server_ca_path, PROV_ERR_INPUT, &server_ca, &ca_len);
+    r = prov_read_small_file(id->server_ca_path, PROV_ERR_INPUT, &server_ca, &ca_len);
     if (r < 0 || (r = check_server_ca(server_ca, ca_len, id->server_ca_path)) < 0 ||
         (r = prepare(id, server_ca, ca_len, files)) < 0 || (r = prov_storage_mkdirs(dir)) < 0 ||
         (r = check_targets(dir)) < 0) {
@@ -715,7 +343,7 @@ int prov_storage_write(const char *dir, const struct prov_identity *id)
             r = prov_fail(PROV_ERR_NOMEM, "%s: out of memory", dir);
             goto out;
         }
-        r = write_temp(path, files[i].data, files[i].len, files[i].mode, &files[i].tmp);
+        r = prov_write_temp_file(path, files[i].data, files[i].len, files[i].mode, &files[i].tmp);
         if (r < 0) {
             goto out;
         }
@@ -748,7 +376,7 @@ int prov_storage_write(const char *dir, const struct prov_identity *id)
         free(path);
         path = NULL;
     }
-    r = fsync_dir(dir);
+    r = prov_fsync_dir(dir);
 out:
     for (int i = 0; i < F_COUNT; i++) {
         if (files[i].tmp != NULL) {
@@ -774,7 +402,7 @@ int prov_storage_remove_temp_files(const char *dir)
     while ((ent = readdir(d)) != NULL) {
         const char *tmp = strstr(ent->d_name, ".tmp.");
 
-        /* "NAME.tmp.XXXXXX" (write_temp) and ".provisioner-probe.XXXXXX" (enroll.c) */
+        /* "NAME.tmp.XXXXXX" (prov_write_temp_file) and ".provisioner-probe.XXXXXX" (enroll.c) */
         if (((tmp != NULL && strlen(tmp) == 11) ||
              strncmp(ent->d_name, ".provisioner-probe.", 19) == 0) &&
             unlinkat(dirfd(d), ent->d_name, 0) == 0) {
@@ -822,7 +450,7 @@ static int read_key_uri(const char *dir, char **out)
     if (path == NULL) {
         return prov_fail(PROV_ERR_NOMEM, "%s: out of memory", dir);
     }
-    r = read_all(path, PROV_ERR_INPUT, &buf, &len);
+    r = prov_read_small_file(path, PROV_ERR_INPUT, &buf, &len);
     if (r == 0) {
         if (len > 0 && buf[len - 1] == '\n') {
             buf[--len] = '\0';
@@ -864,7 +492,7 @@ static int read_identity_json(const char *dir, struct prov_stored_identity *s)
     if (path == NULL) {
         return prov_fail(PROV_ERR_NOMEM, "%s: out of memory", dir);
     }
-    r = read_all(path, PROV_ERR_INPUT, &buf, &len);
+    r = prov_read_small_file(path, PROV_ERR_INPUT, &buf, &len);
     if (r < 0) {
         goto out;
     }
@@ -977,87 +605,4 @@ void prov_stored_identity_free(struct prov_stored_identity *s)
     free(s->serial);
     free(s->backend);
     free(s);
-}
-
-static void to_hex(const unsigned char *in, size_t n, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[in[i] >> 4];
-        out[2 * i + 1] = digits[in[i] & 0x0f];
-    }
-    out[2 * n] = '\0';
-}
-
-static int rfc3339(const ASN1_TIME *t, char *out, size_t cap)
-{
-    struct tm tm;
-
-    if (t == NULL || !ASN1_TIME_to_tm(t, &tm) ||
-        strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
-        return prov_fail(PROV_ERR_INPUT, "certificate: unreadable validity time");
-    }
-    return 0;
-}
-
-static int name_line(const X509_NAME *name, char *out, size_t cap)
-{
-    BIO *bio = BIO_new(BIO_s_mem());
-    char *data = NULL;
-    long len;
-
-    /* RFC 2253 order and escaping, but UTF-8 kept as is: the JSON is UTF-8 anyway. */
-    if (bio == NULL ||
-        X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253 & ~(unsigned long)ASN1_STRFLGS_ESC_MSB) <
-            0) {
-        BIO_free(bio);
-        return prov_fail_ossl(PROV_ERR_CRYPTO, "certificate: cannot print name");
-    }
-    len = BIO_get_mem_data(bio, &data);
-    snprintf(out, cap, "%.*s", (int)len, data);
-    BIO_free(bio);
-    return 0;
-}
-
-int prov_cert_facts(X509 *cert, struct prov_cert_facts *f)
-{
-    const ASN1_INTEGER *serial;
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int md_len = 0;
-    int n;
-    int r;
-
-    memset(f, 0, sizeof(*f));
-    if (cert == NULL) {
-        return prov_fail(PROV_ERR_INPUT, "certificate: none given");
-    }
-    serial = X509_get0_serialNumber(cert);
-    n = serial ? ASN1_STRING_length(serial) : 0;
-    if (n <= 0 || (size_t)n * 2 >= sizeof(f->serial_hex) ||
-        ASN1_STRING_type(serial) == V_ASN1_NEG_INTEGER) {
-        return prov_fail(PROV_ERR_INPUT, "certificate: serial number missing, negative or longer "
-                         "than 32 bytes");
-    }
-    to_hex(ASN1_STRING_get0_data(serial), (size_t)n, f->serial_hex);
-    if (!X509_digest(cert, EVP_sha256(), md, &md_len) || md_len != 32) {
-        return prov_fail_ossl(PROV_ERR_CRYPTO, "certificate: cannot hash");
-    }
-    to_hex(md, md_len, f->sha256_hex);
-    if ((r = rfc3339(X509_get0_notBefore(cert), f->not_before, sizeof(f->not_before))) < 0 ||
-        (r = rfc3339(X509_get0_notAfter(cert), f->not_after, sizeof(f->not_after))) < 0 ||
-        (r = name_line(X509_get_issuer_name(cert), f->issuer, sizeof(f->issuer))) < 0 ||
-        (r = name_line(X509_get_subject_name(cert), f->subject, sizeof(f->subject))) < 0) {
-        return r;
-    }
-    return 0;
-}
-
-int prov_mkdir_public(const char *path)
-{
-    if (mkdir(path, 0755) != 0) {
-        return -1;
-    }
-    /* Only a directory this call created: an existing one keeps the mode its owner chose. */
-    return chmod(path, 0755);
 }

@@ -8,7 +8,14 @@
 
 #include <openssl/x509.h>
 
+#include "cert_facts.h"
+#include "durable.h"
 #include "keytype.h"
+
+/*
+ * A device's storage directory, the identity in it (storage.c). It builds on durable file
+ * I/O (durable.h) and certificate facts (cert_facts.h), which come with this header.
+ */
 
 /* What goes into a device's storage directory (doc/storage.md). Strings borrowed. */
 struct prov_identity {
@@ -22,39 +29,6 @@ struct prov_identity {
     const char *profile;
     const char *lot;            /* may be NULL */
 };
-
-/*
- * Writes path atomically: a temp file in the same directory (O_EXCL|O_NOFOLLOW, mode),
- * write, fsync, read back and compare, rename over path, fsync of the directory. Errors:
- * PROV_ERR_STORAGE naming the file and errno text; no temp file is left behind.
- */
-int prov_atomic_write_file(const char *path, const void *buf, size_t len, mode_t mode);
-
-/*
- * mkdir(path) for a directory of public files (device storage, the CA directory): mode 0755
- * whatever the umask, because the tool runs under umask 077 (secrets) while device firmware
- * and edge servers read these as other users. Returns mkdir's result (0, or -1 with errno).
- */
-int prov_mkdir_public(const char *path);
-
-/*
- * mkdir -p with 0755 directories; each directory that gains an entry is fsynced, so that a
- * new storage directory is as durable as the files later written into it.
- */
-int prov_storage_mkdirs(const char *dir);
-
-/*
- * Before anything is made: path can be written as a file — its directory exists and accepts
- * new files, and path itself is not a directory. what names it ("results", "--out"). Nothing
- * is created. PROV_ERR_STORAGE naming what and path.
- */
-int prov_storage_check_output_file(const char *path, const char *what);
-
-/*
- * Before anything is made: dir is a writable directory, or can be created (its nearest
- * existing ancestor is a writable directory). Nothing is created. PROV_ERR_STORAGE.
- */
-int prov_storage_check_output_dir(const char *dir, const char *what);
 
 /*
  * Writes every file of doc/storage.md into dir (created 0755 if absent, parents too). All files are
@@ -98,16 +72,5 @@ int prov_storage_read(const char *dir, struct prov_stored_identity **out);
 int prov_storage_read_each(const char *dir, struct prov_stored_identity **out, int *n_bad);
 
 void prov_stored_identity_free(struct prov_stored_identity *s);
-
-/* Certificate facts used in identity.json, results and --json output. */
-struct prov_cert_facts {
-    char serial_hex[2 * 32 + 1]; /* lower-case hex, no colons */
-    char sha256_hex[65];         /* SHA-256 of the DER, lower-case hex */
-    char not_before[32];         /* RFC 3339 UTC, "2026-11-26T19:40:00Z" */
-    char not_after[32];
-    char issuer[512];            /* RFC 2253 one-line */
-    char subject[512];
-};
-int prov_cert_facts(X509 *cert, struct prov_cert_facts *f);
 
 #endif

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "connect.h"
+#include "connect_transport.h"
 #include "error.h"
 
 static void test_urls(void **state)
