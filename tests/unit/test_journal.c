@@ -25,6 +25,7 @@
 #include "batch.h"
 #include "journal.h"
 #include "journal_internal.h"
+#include "journal_sqlite.h"
 
 struct fixture {
     char dir[64];
@@ -720,7 +721,7 @@ static long long selected(sqlite3_stmt *st)
 static void test_kept_statements(void **state)
 {
     struct fixture *f = *state;
-    struct prov_journal *j = f->j;
+    struct journal_sqlite *j = (struct journal_sqlite *)f->j->store; /* the SQLite store */
     sqlite3_stmt *a = NULL;
     sqlite3_stmt *b = NULL;
     sqlite3_stmt *again = NULL;
@@ -740,9 +741,9 @@ static void test_kept_statements(void **state)
     journal_release(j, b);
 
     for (int i = 0; i < 2; i++) {
-        assert_int_equal(journal_exec(j, "INSERT INTO lot(name, manifest) VALUES (?, 'm')", "t",
-                                      "lot-b"),
-                         SQLITE_CONSTRAINT);
+        assert_int_equal(
+            journal_exec(j, "INSERT INTO lot(name, manifest) VALUES (?, 'm')", "t", "lot-b"),
+            SQLITE_CONSTRAINT);
         assert_string_equal(sqlite3_errmsg(j->db), "NOT NULL constraint failed: lot.created");
     }
 
