@@ -12,7 +12,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,262 +28,6 @@
 
 #define BUSY_TIMEOUT_MS 10000
 
-static struct journal_sqlite *sq(struct journal_store *s)
-{
-    return (struct journal_sqlite *)s;
-}
-
-/* Records "journal PATH: what: <sqlite message>" (PROV_ERR_JOURNAL). */
-static int journal_db_fail(struct journal_sqlite *j, const char *what)
-{
-    return prov_fail(PROV_ERR_JOURNAL, "journal %s: %s: %s", j->base.name, what,
-                     sqlite3_errmsg(j->db));
-}
-/*
- * Binds by a type string: 't' text (NULL binds NULL), 'i' long long, 'b' blob (pointer then
- * size_t length).
- */
-static int bind_args(sqlite3_stmt *st, const char *types, va_list ap)
-{
-    int rc = SQLITE_OK;
-
-    for (int i = 0; types[i] != '\0' && rc == SQLITE_OK; i++) {
-        if (types[i] == 't') {
-            const char *s = va_arg(ap, const char *);
-
-            rc = s ? sqlite3_bind_text(st, i + 1, s, -1, SQLITE_TRANSIENT)
-                   : sqlite3_bind_null(st, i + 1);
-        } else if (types[i] == 'i') {
-            rc = sqlite3_bind_int64(st, i + 1, va_arg(ap, long long));
-        } else {
-            const void *b = va_arg(ap, const void *);
-            size_t n = va_arg(ap, size_t);
-
-            rc = b ? sqlite3_bind_blob(st, i + 1, b, (int)n, SQLITE_TRANSIENT)
-                   : sqlite3_bind_null(st, i + 1);
-        }
-    }
-    return rc;
-}
-
-/*
- * A kept statement for sql that nobody is using, else a new one, kept while there is room.
- * A slot being prepared is marked busy before the lock is dropped, so no other thread takes
- * it meanwhile.
- */
-static int stmt_acquire(struct journal_sqlite *j, const char *sql, sqlite3_stmt **out)
-{
-    struct journal_stmt *slot = NULL;
-    int rc;
-
-    *out = NULL;
-    pthread_mutex_lock(&j->stmt_lock);
-    for (size_t i = 0; i < JOURNAL_STMT_CACHE; i++) {
-        struct journal_stmt *e = &j->stmts[i];
-
-        if (e->st == NULL) {
-            if (slot == NULL && !e->busy) {
-                slot = e;
-            }
-        } else if (!e->busy && strcmp(sqlite3_sql(e->st), sql) == 0) {
-            e->busy = true;
-            *out = e->st;
-            pthread_mutex_unlock(&j->stmt_lock);
-            return SQLITE_OK;
-        }
-    }
-    if (slot != NULL) {
-        slot->busy = true;
-    }
-    pthread_mutex_unlock(&j->stmt_lock);
-    rc =
-        sqlite3_prepare_v3(j->db, sql, -1, slot != NULL ? SQLITE_PREPARE_PERSISTENT : 0, out, NULL);
-    if (slot != NULL) {
-        pthread_mutex_lock(&j->stmt_lock);
-        if (rc == SQLITE_OK) {
-            slot->st = *out;
-        } else {
-            slot->busy = false;
-        }
-        pthread_mutex_unlock(&j->stmt_lock);
-    }
-    return rc;
-}
-
-int journal_release(struct journal_sqlite *j, sqlite3_stmt *st)
-{
-    struct journal_stmt *kept = NULL;
-    int rc;
-
-    if (st == NULL) {
-        return SQLITE_OK;
-    }
-    pthread_mutex_lock(&j->stmt_lock);
-    for (size_t i = 0; i < JOURNAL_STMT_CACHE && kept == NULL; i++) {
-        if (j->stmts[i].st == st) {
-            kept = &j->stmts[i];
-        }
-    }
-    pthread_mutex_unlock(&j->stmt_lock);
-    if (kept == NULL) {
-        return sqlite3_finalize(st);
-    }
-    /* reset ends the statement's read and reports a failed step as finalize would. */
-    rc = sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    pthread_mutex_lock(&j->stmt_lock);
-    kept->busy = false;
-    pthread_mutex_unlock(&j->stmt_lock);
-    return rc;
-}
-
-static void journal_stmts_free(struct journal_sqlite *j)
-{
-    for (size_t i = 0; i < JOURNAL_STMT_CACHE; i++) {
-        sqlite3_finalize(j->stmts[i].st);
-        j->stmts[i].st = NULL;
-        j->stmts[i].busy = false;
-    }
-}
-
-/* A statement for sql with the arguments bound (*st may be set even when this fails). */
-static int stmt_bound(struct journal_sqlite *j, sqlite3_stmt **st, const char *sql,
-                      const char *types, va_list ap)
-{
-    int rc = stmt_acquire(j, sql, st);
-
-    return rc == SQLITE_OK ? bind_args(*st, types, ap) : rc;
-}
-
-/* Prepares sql with its arguments bound; the caller steps and calls journal_release. */
-int journal_query(struct journal_sqlite *j, sqlite3_stmt **st, const char *sql, const char *types,
-                  ...)
-{
-    va_list ap;
-    int rc;
-
-    va_start(ap, types);
-    rc = stmt_bound(j, st, sql, types, ap);
-    va_end(ap);
-    if (rc != SQLITE_OK) {
-        int r = journal_db_fail(j, "query");
-
-        journal_release(j, *st);
-        *st = NULL;
-        return r;
-    }
-    return 0;
-}
-
-/* Runs a statement that returns no rows. Returns the SQLite code (SQLITE_DONE on success). */
-int journal_exec(struct journal_sqlite *j, const char *sql, const char *types, ...)
-{
-    sqlite3_stmt *st = NULL;
-    va_list ap;
-    int rc;
-
-    va_start(ap, types);
-    rc = stmt_bound(j, &st, sql, types, ap);
-    va_end(ap);
-    if (rc == SQLITE_OK) {
-        rc = sqlite3_step(st);
-    }
-    /* release keeps the error so that sqlite3_errmsg still describes it. */
-    journal_release(j, st);
-    return rc;
-}
-
-static char *col_strdup(sqlite3_stmt *st, int i)
-{
-    const unsigned char *s = sqlite3_column_text(st, i);
-
-    return s ? strdup((const char *)s) : NULL;
-}
-
-static void journal_col_copy(sqlite3_stmt *st, int i, char *out, size_t cap)
-{
-    const unsigned char *s = sqlite3_column_text(st, i);
-
-    snprintf(out, cap, "%s", s ? (const char *)s : "");
-}
-
-#define DEVICE_COLUMNS_HEAD                                                                        \
-    "SELECT d.id, l.name, d.serial, d.device_uri, d.state, d.key_id, d.key_uri, d.storage,"        \
-    " d.error, d.attempts, d.updated, d.cert_id, c.der, c.cert_serial, c.sha256,"                  \
-    " c.pubkey_sha256, c.not_after,"                                                               \
-    " (SELECT count(*) FROM certificate s WHERE s.device_id = d.id"                                \
-    "  AND s.superseded IS NOT NULL),"
-#define DEVICE_COLUMNS_TAIL                                                                        \
-    " FROM device d JOIN lot l ON l.id = d.lot_id"                                                 \
-    " LEFT JOIN certificate c ON c.id = d.cert_id "
-/* certificate.retired is JOURNAL_SCHEMA_CERT_DEVICE: an older journal (read only) counts none */
-#define UNRETIRED_V2                                                                               \
-    " (SELECT count(*) FROM certificate s WHERE s.device_id = d.id"                                \
-    "  AND s.superseded IS NOT NULL AND s.retired IS NULL)"
-
-static const char *device_select(const struct journal_sqlite *j, const char *where_v1,
-                                 const char *where_v2)
-{
-    return j->schema_version >= JOURNAL_SCHEMA_CERT_DEVICE ? where_v2 : where_v1;
-}
-
-#define DEVICE_SELECT(j, where)                                                                    \
-    device_select((j), DEVICE_COLUMNS_HEAD " 0" DEVICE_COLUMNS_TAIL where,                         \
-                  DEVICE_COLUMNS_HEAD UNRETIRED_V2 DEVICE_COLUMNS_TAIL where)
-
-/* Fills d from a DEVICE_SELECT row; *dev_id and *cert_id (0: none) when asked for. */
-static int fill_device(sqlite3_stmt *st, struct prov_journal_device *d, long long *dev_id,
-                       long long *cert_id)
-{
-    const void *blob;
-    int n;
-
-    memset(d, 0, sizeof(*d));
-    if (dev_id != NULL) {
-        *dev_id = sqlite3_column_int64(st, 0);
-    }
-    if (cert_id != NULL) {
-        *cert_id = sqlite3_column_int64(st, 11);
-    }
-    d->lot = col_strdup(st, 1);
-    d->serial = col_strdup(st, 2);
-    d->device_uri = col_strdup(st, 3);
-    d->state = journal_state_parse((const char *)sqlite3_column_text(st, 4));
-    blob = sqlite3_column_blob(st, 5);
-    n = sqlite3_column_bytes(st, 5);
-    if (blob != NULL && n > 0 && n <= PROV_JOURNAL_KEY_ID_MAX) {
-        memcpy(d->key_id, blob, (size_t)n);
-        d->key_id_len = (size_t)n;
-    }
-    d->key_uri = col_strdup(st, 6);
-    d->storage = col_strdup(st, 7);
-    d->error = col_strdup(st, 8);
-    d->attempts = sqlite3_column_int(st, 9);
-    journal_col_copy(st, 10, d->updated, sizeof(d->updated));
-    blob = sqlite3_column_blob(st, 12);
-    n = sqlite3_column_bytes(st, 12);
-    if (blob != NULL && n > 0) {
-        d->cert_der = malloc((size_t)n);
-        if (d->cert_der == NULL) {
-            prov_journal_device_clear(d);
-            return PROV_ERR_NOMEM;
-        }
-        memcpy(d->cert_der, blob, (size_t)n);
-        d->cert_der_len = (size_t)n;
-    }
-    journal_col_copy(st, 13, d->cert_serial, sizeof(d->cert_serial));
-    journal_col_copy(st, 14, d->sha256, sizeof(d->sha256));
-    journal_col_copy(st, 15, d->pubkey_sha256, sizeof(d->pubkey_sha256));
-    journal_col_copy(st, 16, d->not_after, sizeof(d->not_after));
-    d->n_superseded = sqlite3_column_int(st, 17);
-    d->n_unretired = sqlite3_column_int(st, 18);
-    if (d->lot == NULL || d->serial == NULL || d->device_uri == NULL) {
-        prov_journal_device_clear(d);
-        return PROV_ERR_NOMEM;
-    }
-    return 0;
-}
-
 /* Transactions: BEGIN IMMEDIATE takes SQLite's write lock at once, so reads see the newest. */
 static void sqlite_rollback(struct journal_sqlite *j)
 {
@@ -293,7 +36,7 @@ static void sqlite_rollback(struct journal_sqlite *j)
 
 static int sqlite_begin(struct journal_store *s)
 {
-    struct journal_sqlite *j = sq(s);
+    struct journal_sqlite *j = journal_sqlite_of(s);
 
     if (journal_exec(j, "BEGIN IMMEDIATE", "") != SQLITE_DONE) {
         return journal_db_fail(j, "begin");
@@ -303,7 +46,7 @@ static int sqlite_begin(struct journal_store *s)
 
 static int sqlite_end(struct journal_store *s, int r)
 {
-    struct journal_sqlite *j = sq(s);
+    struct journal_sqlite *j = journal_sqlite_of(s);
 
     if (r != 0) {
         sqlite_rollback(j);
@@ -679,7 +422,7 @@ static int sqlite_row_lock(struct journal_store *s, long long lot_id, const char
 
 static void sqlite_close(struct journal_store *s)
 {
-    struct journal_sqlite *j = sq(s);
+    struct journal_sqlite *j = journal_sqlite_of(s);
 
     if (j == NULL) {
         return;
@@ -752,36 +495,9 @@ out:
     return r;
 }
 
-/* The row (the journal holds its lock, or the caller is a reader). */
-static int sqlite_row_get(struct journal_store *s, long long lot_id, const char *serial,
-                          struct prov_journal_device *d, long long *dev_id, long long *cert_id)
-{
-    struct journal_sqlite *j = sq(s);
-    sqlite3_stmt *st = NULL;
-    int rc;
-    int r;
-
-    memset(d, 0, sizeof(*d));
-    *dev_id = 0;
-    *cert_id = 0;
-    r = journal_query(j, &st, DEVICE_SELECT(j, "WHERE d.lot_id = ? AND d.serial = ?"), "it", lot_id,
-                      serial);
-    if (r < 0) {
-        return r;
-    }
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        r = fill_device(st, d, dev_id, cert_id);
-    } else if (rc != SQLITE_DONE) {
-        r = journal_db_fail(j, serial);
-    }
-    journal_release(j, st);
-    return r;
-}
-
 static int sqlite_row_put(struct journal_store *s, struct journal_row *w)
 {
-    struct journal_sqlite *j = sq(s);
+    struct journal_sqlite *j = journal_sqlite_of(s);
     const char *state = prov_journal_state_name(w->state);
     int rc;
 
@@ -810,7 +526,7 @@ static int sqlite_row_put(struct journal_store *s, struct journal_row *w)
 
 static int sqlite_lot_name(struct journal_store *s, long long lot_id, char *out, size_t cap)
 {
-    struct journal_sqlite *j = sq(s);
+    struct journal_sqlite *j = journal_sqlite_of(s);
     sqlite3_stmt *st = NULL;
     int r;
 
@@ -829,7 +545,7 @@ static int sqlite_lot_name(struct journal_store *s, long long lot_id, char *out,
 
 static int sqlite_lot_find(struct journal_store *s, const char *name, long long *id)
 {
-    struct journal_sqlite *j = sq(s);
+    struct journal_sqlite *j = journal_sqlite_of(s);
     sqlite3_stmt *st = NULL;
     int r;
 
@@ -845,7 +561,7 @@ static int sqlite_lot_find(struct journal_store *s, const char *name, long long 
 static int sqlite_lot_insert(struct journal_store *s, const char *name, const char *manifest,
                              const char *now, long long *id)
 {
-    struct journal_sqlite *j = sq(s);
+    struct journal_sqlite *j = journal_sqlite_of(s);
 
     if (journal_exec(j, "INSERT INTO lot(name, manifest, created) VALUES (?, ?, ?)", "ttt", name,
                      manifest, now) != SQLITE_DONE) {
@@ -858,7 +574,7 @@ static int sqlite_lot_insert(struct journal_store *s, const char *name, const ch
 static int sqlite_cert_insert(struct journal_store *s, const struct journal_cert *c,
                               long long *cert_id, enum journal_unique *broken)
 {
-    struct journal_sqlite *j = sq(s);
+    struct journal_sqlite *j = journal_sqlite_of(s);
     int rc;
 
     rc = journal_exec(j,
@@ -884,7 +600,7 @@ static int sqlite_cert_insert(struct journal_store *s, const struct journal_cert
 static int sqlite_cert_supersede(struct journal_store *s, long long cert_id, const char *now,
                                  long long run_id)
 {
-    struct journal_sqlite *j = sq(s);
+    struct journal_sqlite *j = journal_sqlite_of(s);
 
     if (journal_exec(j, "UPDATE certificate SET superseded = ?, superseded_run = ? WHERE id = ?",
                      "tii", now, run_id, cert_id) != SQLITE_DONE) {
@@ -896,7 +612,7 @@ static int sqlite_cert_supersede(struct journal_store *s, long long cert_id, con
 static int sqlite_cert_unretired(struct journal_store *s, long long dev_id, const char *cert_serial,
                                  char *key_hex, char *device, size_t cap, bool *found)
 {
-    struct journal_sqlite *j = sq(s);
+    struct journal_sqlite *j = journal_sqlite_of(s);
     sqlite3_stmt *st = NULL;
     int r;
 
@@ -924,7 +640,7 @@ static int sqlite_cert_unretired(struct journal_store *s, long long dev_id, cons
 static int sqlite_cert_retire(struct journal_store *s, long long dev_id, const char *cert_serial,
                               const char *now)
 {
-    struct journal_sqlite *j = sq(s);
+    struct journal_sqlite *j = journal_sqlite_of(s);
 
     if (journal_exec(j,
                      "UPDATE certificate SET retired = ? WHERE device_id = ? AND cert_serial = ?",
@@ -937,7 +653,7 @@ static int sqlite_cert_retire(struct journal_store *s, long long dev_id, const c
 static int sqlite_cert_move(struct journal_store *s, long long dev_id, const char *old_uri,
                             const char *new_uri)
 {
-    struct journal_sqlite *j = sq(s);
+    struct journal_sqlite *j = journal_sqlite_of(s);
 
     if (journal_exec(j,
                      "UPDATE certificate SET device_uri = ? WHERE device_uri = ? AND device_id = ?",
@@ -950,7 +666,7 @@ static int sqlite_cert_move(struct journal_store *s, long long dev_id, const cha
 static int sqlite_run_newest(struct journal_store *s, long long lot_id, const char *list,
                              long long *id, long long *request, bool *is_unfinished)
 {
-    struct journal_sqlite *j = sq(s);
+    struct journal_sqlite *j = journal_sqlite_of(s);
     sqlite3_stmt *st = NULL;
     int r;
 
@@ -973,7 +689,7 @@ static int sqlite_run_newest(struct journal_store *s, long long lot_id, const ch
 static int sqlite_run_reissued_proven(struct journal_store *s, long long lot_id, const char *serial,
                                       long long request, bool *out)
 {
-    struct journal_sqlite *j = sq(s);
+    struct journal_sqlite *j = journal_sqlite_of(s);
     sqlite3_stmt *st = NULL;
     int r;
 
@@ -990,7 +706,7 @@ static int sqlite_run_reissued_proven(struct journal_store *s, long long lot_id,
 static int sqlite_run_insert(struct journal_store *s, long long lot_id, const char *list,
                              const char *now, long long request, long long *id)
 {
-    struct journal_sqlite *j = sq(s);
+    struct journal_sqlite *j = journal_sqlite_of(s);
 
     if (journal_exec(j, "INSERT INTO run(lot_id, reissue, started) VALUES (?, ?, ?)", "itt", lot_id,
                      list, now) != SQLITE_DONE) {
@@ -1007,7 +723,7 @@ static int sqlite_run_insert(struct journal_store *s, long long lot_id, const ch
 static int sqlite_run_finish(struct journal_store *s, long long run_id, const char *now, char *lot,
                              size_t cap)
 {
-    struct journal_sqlite *j = sq(s);
+    struct journal_sqlite *j = journal_sqlite_of(s);
     sqlite3_stmt *st = NULL;
     int r;
 
@@ -1029,7 +745,7 @@ static int sqlite_run_finish(struct journal_store *s, long long run_id, const ch
 /* Reads the head "seq:hash" from meta; an empty chain has seq 0 and the zero hash. */
 static int sqlite_audit_head(struct journal_store *s, long long *seq, char hash[65])
 {
-    struct journal_sqlite *j = sq(s);
+    struct journal_sqlite *j = journal_sqlite_of(s);
     sqlite3_stmt *st = NULL;
     int r;
 
@@ -1056,7 +772,7 @@ static int sqlite_audit_head(struct journal_store *s, long long *seq, char hash[
 
 static int sqlite_audit_append(struct journal_store *s, const struct journal_audit_record *a)
 {
-    struct journal_sqlite *j = sq(s);
+    struct journal_sqlite *j = journal_sqlite_of(s);
     char head[96];
 
     snprintf(head, sizeof(head), "%lld:%s", a->seq, a->hash);
@@ -1072,78 +788,10 @@ static int sqlite_audit_append(struct journal_store *s, const struct journal_aud
     return 0;
 }
 
-static int sqlite_audit_foreach(struct journal_store *s,
-                                int (*fn)(void *ctx, const struct journal_audit_record *rec),
-                                void *ctx)
-{
-    struct journal_sqlite *j = sq(s);
-    sqlite3_stmt *st = NULL;
-    int r;
-
-    r = journal_query(j, &st,
-                      "SELECT seq, at, lot, serial, event, detail, prev_hash, hash "
-                      "FROM audit ORDER BY seq",
-                      "");
-    while (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
-        struct journal_audit_record a = {
-            .seq = sqlite3_column_int64(st, 0),
-            .at = (const char *)sqlite3_column_text(st, 1),
-            .lot = (const char *)sqlite3_column_text(st, 2),
-            .serial = (const char *)sqlite3_column_text(st, 3),
-            .event = (const char *)sqlite3_column_text(st, 4),
-            .detail = (const char *)sqlite3_column_text(st, 5),
-            .prev_hash = (const char *)sqlite3_column_text(st, 6),
-            .hash = (const char *)sqlite3_column_text(st, 7),
-        };
-
-        r = fn(ctx, &a);
-    }
-    journal_release(j, st);
-    return r;
-}
-
-/*
- * Each device row beside its newest audit record that is a state (a station's claim, a
- * device found under a new name, a retired superseded key and an identity seen replaced
- * outside the lot are not states) and its newest "issued" record.
- */
-static int sqlite_audit_rows(struct journal_store *s,
-                             int (*fn)(void *ctx, const struct journal_row_audit *row), void *ctx)
-{
-    struct journal_sqlite *j = sq(s);
-    sqlite3_stmt *st = NULL;
-    int r;
-
-    r = journal_query(j, &st,
-                      "SELECT l.name, d.serial, d.state, c.sha256,"
-                      " (SELECT a.event FROM audit a WHERE a.lot = l.name AND a.serial = d.serial"
-                      "  AND a.event NOT IN ('claim', 'device-moved', 'retired', 'outside-change')"
-                      "  ORDER BY a.seq DESC LIMIT 1),"
-                      " (SELECT a.detail FROM audit a WHERE a.lot = l.name AND a.serial = d.serial"
-                      "  AND a.event = 'issued' ORDER BY a.seq DESC LIMIT 1)"
-                      " FROM device d JOIN lot l ON l.id = d.lot_id"
-                      " LEFT JOIN certificate c ON c.id = d.cert_id",
-                      "");
-    while (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
-        struct journal_row_audit a = {
-            .lot = (const char *)sqlite3_column_text(st, 0),
-            .serial = (const char *)sqlite3_column_text(st, 1),
-            .state = (const char *)sqlite3_column_text(st, 2),
-            .sha256 = (const char *)sqlite3_column_text(st, 3),
-            .last_event = (const char *)sqlite3_column_text(st, 4),
-            .issued_detail = (const char *)sqlite3_column_text(st, 5),
-        };
-
-        r = fn(ctx, &a);
-    }
-    journal_release(j, st);
-    return r;
-}
-
 static int sqlite_claim_of(struct journal_store *s, long long lot_id, const char *identity,
                            char *out, size_t cap)
 {
-    struct journal_sqlite *j = sq(s);
+    struct journal_sqlite *j = journal_sqlite_of(s);
     sqlite3_stmt *st = NULL;
     int r;
 
@@ -1164,7 +812,7 @@ static int sqlite_claim_is_taken(struct journal_store *s, long long lot_id, cons
         "SELECT 1 FROM station_claim WHERE lot_id = ? AND serial = ?",
         "SELECT 1 FROM device WHERE lot_id = ? AND serial = ?",
     };
-    struct journal_sqlite *j = sq(s);
+    struct journal_sqlite *j = journal_sqlite_of(s);
     int r = 0;
 
     *out = false;
@@ -1189,7 +837,7 @@ static int sqlite_claim_insert(struct journal_store *s, long long lot_id, const 
                                const char *identity, const char *instance, const char *now,
                                bool *is_claimed)
 {
-    struct journal_sqlite *j = sq(s);
+    struct journal_sqlite *j = journal_sqlite_of(s);
 
     *is_claimed = false;
     if (journal_exec(j,
@@ -1202,258 +850,6 @@ static int sqlite_claim_insert(struct journal_store *s, long long lot_id, const 
     return 0;
 }
 
-static int sqlite_foreach_lot(struct journal_store *s,
-                              int (*fn)(void *ctx, long long lot_id, const char *name,
-                                        const char *manifest),
-                              void *ctx)
-{
-    struct journal_sqlite *j = sq(s);
-    sqlite3_stmt *st = NULL;
-    int r;
-
-    r = journal_query(j, &st, "SELECT id, name, manifest FROM lot ORDER BY name", "");
-    while (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
-        const char *manifest = (const char *)sqlite3_column_text(st, 2);
-
-        r = fn(ctx, sqlite3_column_int64(st, 0), (const char *)sqlite3_column_text(st, 1),
-               manifest ? manifest : "");
-    }
-    journal_release(j, st);
-    return r;
-}
-
-static int sqlite_superseded_in_request(struct journal_store *s, long long lot_id,
-                                        const char *serial, long long request, long long *by_run)
-{
-    struct journal_sqlite *j = sq(s);
-    sqlite3_stmt *st = NULL;
-    int r;
-
-    *by_run = 0;
-    r = journal_query(j, &st,
-                      "SELECT r.id FROM certificate c JOIN device d ON d.id = c.device_id"
-                      " JOIN run r ON r.id = c.superseded_run WHERE d.lot_id = ? AND"
-                      " d.serial = ? AND coalesce(r.request, r.id) = ? ORDER BY r.id LIMIT 1",
-                      "iti", lot_id, serial, request);
-    if (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
-        *by_run = sqlite3_column_int64(st, 0);
-    }
-    journal_release(j, st);
-    return r;
-}
-
-static int sqlite_last_superseded(struct journal_store *s, long long lot_id, const char *serial,
-                                  unsigned char **der, size_t *len)
-{
-    struct journal_sqlite *j = sq(s);
-    sqlite3_stmt *st = NULL;
-    int r;
-
-    *der = NULL;
-    *len = 0;
-    r = journal_query(j, &st,
-                      "SELECT c.der FROM certificate c JOIN device d ON d.id = c.device_id"
-                      " WHERE d.lot_id = ? AND d.serial = ? AND c.superseded IS NOT NULL"
-                      " ORDER BY c.id DESC LIMIT 1",
-                      "it", lot_id, serial);
-    if (r == 0 && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 0) > 0) {
-        *len = (size_t)sqlite3_column_bytes(st, 0);
-        *der = malloc(*len);
-        if (*der == NULL) {
-            r = PROV_ERR_NOMEM;
-            *len = 0;
-        } else {
-            memcpy(*der, sqlite3_column_blob(st, 0), *len);
-        }
-    }
-    journal_release(j, st);
-    return r;
-}
-
-static int fill_old_key(sqlite3_stmt *st, struct prov_journal_old_key *k)
-{
-    const void *id = sqlite3_column_blob(st, 3);
-    int n = sqlite3_column_bytes(st, 3);
-
-    memset(k, 0, sizeof(*k));
-    k->lot = col_strdup(st, 0);
-    k->serial = col_strdup(st, 1);
-    k->device_uri = col_strdup(st, 2);
-    if (id != NULL && n > 0 && n <= PROV_JOURNAL_KEY_ID_MAX) {
-        memcpy(k->key_id, id, (size_t)n);
-        k->key_id_len = (size_t)n;
-    }
-    journal_col_copy(st, 4, k->cert_serial, sizeof(k->cert_serial));
-    journal_col_copy(st, 5, k->pubkey_sha256, sizeof(k->pubkey_sha256));
-    journal_col_copy(st, 6, k->superseded, sizeof(k->superseded));
-    return k->lot && k->serial && k->device_uri ? 0 : PROV_ERR_NOMEM;
-}
-
-static int sqlite_unretired_keys(struct journal_store *s, long long lot_id, const char *serial,
-                                 struct prov_journal_old_key **keys, size_t *n)
-{
-    struct journal_sqlite *j = sq(s);
-    sqlite3_stmt *st = NULL;
-    size_t cap = 0;
-    int r = 0;
-
-    *keys = NULL;
-    *n = 0;
-    if (j->schema_version < JOURNAL_SCHEMA_CERT_DEVICE) {
-        return 0;
-    }
-    r = journal_query(j, &st,
-                      "SELECT l.name, d.serial, c.device_uri, c.key_id, c.cert_serial,"
-                      " c.pubkey_sha256, c.superseded"
-                      " FROM certificate c JOIN device d ON d.id = c.device_id"
-                      " JOIN lot l ON l.id = d.lot_id"
-                      " WHERE c.superseded IS NOT NULL AND c.retired IS NULL"
-                      " AND (? = 0 OR d.lot_id = ?) AND (? IS NULL OR d.serial = ?)"
-                      " ORDER BY l.name, d.serial, c.id",
-                      "iitt", lot_id, lot_id, serial, serial);
-    while (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
-        if (*n == cap) {
-            size_t ncap = cap ? cap * 2 : 4;
-            struct prov_journal_old_key *a = realloc(*keys, ncap * sizeof(*a));
-
-            if (a == NULL) {
-                r = PROV_ERR_NOMEM;
-                break;
-            }
-            *keys = a;
-            cap = ncap;
-        }
-        r = fill_old_key(st, &(*keys)[*n]);
-        (*n)++;
-    }
-    journal_release(j, st);
-    if (r < 0) {
-        prov_journal_old_keys_free(*keys, *n);
-        *keys = NULL;
-        *n = 0;
-    }
-    return r;
-}
-
-static int sqlite_row_has_cert(struct journal_store *s, long long lot_id, const char *serial,
-                               const char *sha256, bool *out)
-{
-    struct journal_sqlite *j = sq(s);
-    sqlite3_stmt *st = NULL;
-    int r;
-
-    *out = false;
-    r = journal_query(j, &st,
-                      "SELECT 1 FROM certificate c JOIN device d ON d.id = c.device_id"
-                      " WHERE d.lot_id = ? AND d.serial = ? AND c.sha256 = ?",
-                      "itt", lot_id, serial, sha256);
-    if (r == 0) {
-        *out = sqlite3_step(st) == SQLITE_ROW;
-    }
-    journal_release(j, st);
-    return r;
-}
-
-static int sqlite_foreach_key(struct journal_store *s,
-                              int (*fn)(void *ctx, const struct prov_journal_key_ref *k), void *ctx)
-{
-    struct journal_sqlite *j = sq(s);
-    static const char *const head =
-        "SELECT l.name, d.serial, d.device_uri, d.key_id,"
-        " CASE WHEN d.cert_id IS NULL AND d.state IN ('intent', 'failed') THEN 'interrupted'"
-        " ELSE 'current' END"
-        " FROM device d JOIN lot l ON l.id = d.lot_id WHERE d.key_id IS NOT NULL"
-        " UNION ALL SELECT l.name, d.serial, ";
-    static const char *const tail_v2 =
-        "c.device_uri, c.key_id, 'superseded'"
-        " FROM certificate c JOIN device d ON d.id = c.device_id JOIN lot l ON l.id = d.lot_id"
-        " WHERE c.superseded IS NOT NULL AND c.retired IS NULL";
-    static const char *const tail_v1 =
-        "d.device_uri, c.key_id, 'superseded'"
-        " FROM certificate c JOIN device d ON d.id = c.device_id JOIN lot l ON l.id = d.lot_id"
-        " WHERE c.superseded IS NOT NULL";
-    sqlite3_stmt *st = NULL;
-    char *sql = NULL;
-    int r;
-
-    if (asprintf(&sql, "%s%s", head,
-                 j->schema_version >= JOURNAL_SCHEMA_CERT_DEVICE ? tail_v2 : tail_v1) < 0) {
-        return prov_fail(PROV_ERR_NOMEM, "journal %s: out of memory", s->name);
-    }
-    r = journal_query(j, &st, sql, "");
-    while (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
-        struct prov_journal_key_ref k = {
-            .lot = (const char *)sqlite3_column_text(st, 0),
-            .serial = (const char *)sqlite3_column_text(st, 1),
-            .device_uri = (const char *)sqlite3_column_text(st, 2),
-            .key_id = sqlite3_column_blob(st, 3),
-            .key_id_len = (size_t)sqlite3_column_bytes(st, 3),
-            .role = (const char *)sqlite3_column_text(st, 4),
-        };
-
-        if (k.device_uri != NULL && k.key_id != NULL && k.key_id_len > 0) {
-            r = fn(ctx, &k);
-        }
-    }
-    journal_release(j, st);
-    free(sql);
-    return r;
-}
-
-static int sqlite_foreach_device(struct journal_store *s, long long lot_id,
-                                 int (*fn)(void *ctx, const struct prov_journal_device *d),
-                                 void *ctx)
-{
-    struct journal_sqlite *j = sq(s);
-    struct prov_journal_device d;
-    sqlite3_stmt *st = NULL;
-    int r;
-
-    /* No lock held across the callbacks: a reader's statement sees one snapshot anyway. */
-    r = journal_query(j, &st,
-                      DEVICE_SELECT(j, "WHERE ? = 0 OR d.lot_id = ? ORDER BY l.name, d.serial"),
-                      "ii", lot_id, lot_id);
-    while (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
-        r = fill_device(st, &d, NULL, NULL);
-        if (r == 0) {
-            r = fn(ctx, &d);
-        }
-        prov_journal_device_clear(&d);
-    }
-    journal_release(j, st);
-    return r;
-}
-
-static int sqlite_counts(struct journal_store *s, long long lot_id,
-                         long long counts[PROV_JOURNAL_STATE_COUNT], long long *n_superseded)
-{
-    struct journal_sqlite *j = sq(s);
-    sqlite3_stmt *st = NULL;
-    int r;
-
-    memset(counts, 0, sizeof(long long) * PROV_JOURNAL_STATE_COUNT);
-    *n_superseded = 0;
-    r = journal_query(j, &st,
-                      "SELECT state, count(*) FROM device WHERE ? = 0 OR lot_id = ? GROUP BY state",
-                      "ii", lot_id, lot_id);
-    while (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
-        counts[journal_state_parse((const char *)sqlite3_column_text(st, 0))] =
-            sqlite3_column_int64(st, 1);
-    }
-    journal_release(j, st);
-    if (r == 0) {
-        r = journal_query(j, &st,
-                          "SELECT count(*) FROM certificate c JOIN device d ON d.id = c.device_id"
-                          " WHERE c.superseded IS NOT NULL AND (? = 0 OR d.lot_id = ?)",
-                          "ii", lot_id, lot_id);
-    }
-    if (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
-        *n_superseded = sqlite3_column_int64(st, 0);
-    }
-    journal_release(j, st);
-    return r;
-}
-
 static const struct journal_store_ops sqlite_ops = {
     .close = sqlite_close,
     .begin = sqlite_begin,
@@ -1461,7 +857,7 @@ static const struct journal_store_ops sqlite_ops = {
     .lot_name = sqlite_lot_name,
     .lot_find = sqlite_lot_find,
     .lot_insert = sqlite_lot_insert,
-    .row_get = sqlite_row_get,
+    .row_get = journal_sqlite_row_get,
     .row_put = sqlite_row_put,
     .cert_insert = sqlite_cert_insert,
     .cert_supersede = sqlite_cert_supersede,
@@ -1479,14 +875,14 @@ static const struct journal_store_ops sqlite_ops = {
     .claim_insert = sqlite_claim_insert,
     .row_lock = sqlite_row_lock,
     .schema_version = sqlite_schema_version,
-    .superseded_in_request = sqlite_superseded_in_request,
-    .last_superseded = sqlite_last_superseded,
-    .unretired_keys = sqlite_unretired_keys,
-    .row_has_cert = sqlite_row_has_cert,
-    .counts = sqlite_counts,
-    .audit_foreach = sqlite_audit_foreach,
-    .audit_rows = sqlite_audit_rows,
-    .foreach_lot = sqlite_foreach_lot,
-    .foreach_device = sqlite_foreach_device,
-    .foreach_key = sqlite_foreach_key,
+    .superseded_in_request = journal_sqlite_superseded_in_request,
+    .last_superseded = journal_sqlite_last_superseded,
+    .unretired_keys = journal_sqlite_unretired_keys,
+    .row_has_cert = journal_sqlite_row_has_cert,
+    .counts = journal_sqlite_counts,
+    .audit_foreach = journal_sqlite_audit_foreach,
+    .audit_rows = journal_sqlite_audit_rows,
+    .foreach_lot = journal_sqlite_foreach_lot,
+    .foreach_device = journal_sqlite_foreach_device,
+    .foreach_key = journal_sqlite_foreach_key,
 };
