@@ -118,7 +118,11 @@ struct journal_store_ops {
     int (*lot_find)(struct journal_store *s, const char *name, long long *id);
     int (*lot_insert)(struct journal_store *s, const char *name, const char *manifest,
                       const char *now, long long *id);
-    /* The row with its current certificate; state NONE and *dev_id 0 when there is none. */
+    /*
+     * The row with its current certificate; state NONE and *dev_id 0 when there is none. Also
+     * a locked read. Inside a transaction the row is about to be written back: a server store
+     * reads it with a row lock (SELECT ... FOR UPDATE), SQLite holds the whole file already.
+     */
     int (*row_get)(struct journal_store *s, long long lot_id, const char *serial,
                    struct prov_journal_device *d, long long *dev_id, long long *cert_id);
     /* Writes every field of the row (inserts it when row->id is 0, setting row->id). */
