@@ -437,11 +437,11 @@ static void assert_query(sqlite3 *db, const char *sql, const char *want)
 /*
  * A journal written by schema version 1 (tests/data/journals/v1-reissue-moved.sql, a real
  * one): a reader reads it unchanged (no device per certificate, nothing listed, the file
- * still version 1); a writer migrates it in one step to the newest version with every certificate's
- * device filled in from the rows and the intent audit records, and the one superseded key
- * that version 1 left on the old token (SN-A's, reissued onto dev-new) not retired while
- * SN-B's (reissued on its own token) is; the audit still verifies, with the migration
- * recorded.
+ * still version 1); a writer migrates it in one step to the newest version with every
+ * certificate's device filled in from the rows and the intent audit records, and the one
+ * superseded key that version 1 left on the old token (SN-A's, reissued onto dev-new) not
+ * retired while SN-B's (reissued on its own token) is; the audit still verifies, with the
+ * migration recorded.
  */
 static void test_migrate_v1(void **state)
 {
@@ -741,9 +741,9 @@ static void test_kept_statements(void **state)
     journal_release(j, b);
 
     for (int i = 0; i < 2; i++) {
-        assert_int_equal(
-            journal_exec(j, "INSERT INTO lot(name, manifest) VALUES (?, 'm')", "t", "lot-b"),
-            SQLITE_CONSTRAINT);
+        assert_int_equal(journal_exec(j, "INSERT INTO lot(name, manifest) VALUES (?, 'm')", "t",
+                                      "lot-b"),
+                         SQLITE_CONSTRAINT);
         assert_string_equal(sqlite3_errmsg(j->db), "NOT NULL constraint failed: lot.created");
     }
 

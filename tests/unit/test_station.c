@@ -99,12 +99,15 @@ static void test_claims(void **state)
     /* a row a batch run already started is not free */
     assert_int_equal(
         prov_journal_record_intent(j, lot, "B", "pkcs11:token=t", "devices/B", id, sizeof(id)), 0);
-    assert_int_equal(prov_journal_station_claim(j, lot, "pkcs11:1", "i1", serials, 3, true, &i), 0);
+    assert_int_equal(prov_journal_station_claim(j, lot, "pkcs11:1", "i1", serials, 3, true, &i),
+                     0);
     assert_int_equal(i, 0);
-    assert_int_equal(prov_journal_station_claim(j, lot, "pkcs11:2", "i2", serials, 3, true, &i), 0);
+    assert_int_equal(prov_journal_station_claim(j, lot, "pkcs11:2", "i2", serials, 3, true, &i),
+                     0);
     assert_int_equal(i, 2);
     /* a device that comes back keeps its row */
-    assert_int_equal(prov_journal_station_claim(j, lot, "pkcs11:1", "i3", serials, 3, true, &i), 0);
+    assert_int_equal(prov_journal_station_claim(j, lot, "pkcs11:1", "i3", serials, 3, true, &i),
+                     0);
     assert_int_equal(i, 0);
     prov_error_clear();
     assert_int_equal(prov_journal_station_claim(j, lot, "pkcs11:3", "i4", serials, 3, true, &i),
@@ -171,8 +174,8 @@ static void test_follow(void **state)
     /* no row yet: nothing to move */
     assert_int_equal(prov_journal_station_follow(j, lot, "A", "tpm2:ek", "tpm2:device:/dev/tpmrm0"),
                      0);
-    assert_int_equal(prov_journal_record_intent(j, lot, "A", "tpm2:device:/dev/tpmrm0", "devices/A",
-                                                id, sizeof(id)),
+    assert_int_equal(prov_journal_record_intent(j, lot, "A", "tpm2:device:/dev/tpmrm0",
+                                                "devices/A", id, sizeof(id)),
                      0);
     assert_int_equal(prov_journal_station_follow(j, lot, "A", "tpm2:ek", "tpm2:device:/dev/tpmrm1"),
                      0);
@@ -359,8 +362,8 @@ static void test_row_names(void **state)
 {
     (void)state;
     assert_true(prov_station_row_names("pkcs11:serial=AB12", "pkcs11", "AB12"));
-    assert_true(
-        prov_station_row_names("pkcs11:token=x;serial=AB12?module-path=/m", "pkcs11", "AB12"));
+    assert_true(prov_station_row_names("pkcs11:token=x;serial=AB12?module-path=/m", "pkcs11",
+                                       "AB12"));
     assert_false(prov_station_row_names("pkcs11:serial=AB123", "pkcs11", "AB12"));
     assert_false(prov_station_row_names("pkcs11:token=AB12", "pkcs11", "AB12"));
     assert_false(prov_station_row_names("pkcs11:serial=AB12", "tpm2", "AB12"));
