@@ -179,8 +179,8 @@ int prov_journal_record_failed(struct prov_journal *j, long long lot_id, const c
  * row's error with an audit record "outside-change". reason NULL clears it (the lot's
  * identity is in the storage again).
  */
-int prov_journal_record_outside_change(struct prov_journal *j, long long lot_id,
-                                       const char *serial, const char *reason);
+int prov_journal_record_outside_change(struct prov_journal *j, long long lot_id, const char *serial,
+                                       const char *reason);
 
 /*
  * superseded (--reissue): the current certificate is marked superseded by run_id and the row
@@ -193,8 +193,8 @@ int prov_journal_supersede(struct prov_journal *j, long long lot_id, const char 
  * Whether a run of request already superseded a certificate of this row: *by_run is that run,
  * 0 when none did.
  */
-int prov_journal_superseded_in_request(struct prov_journal *j, long long lot_id,
-                                       const char *serial, long long request, long long *by_run);
+int prov_journal_superseded_in_request(struct prov_journal *j, long long lot_id, const char *serial,
+                                       long long request, long long *by_run);
 
 /* The DER of this row's newest superseded certificate (malloc'd), *der NULL when none. */
 int prov_journal_last_superseded(struct prov_journal *j, long long lot_id, const char *serial,
@@ -208,7 +208,7 @@ int prov_journal_last_superseded(struct prov_journal *j, long long lot_id, const
 struct prov_journal_old_key {
     char *lot;
     char *serial;
-    char *device_uri;       /* where the key was generated */
+    char *device_uri; /* where the key was generated */
     unsigned char key_id[PROV_JOURNAL_KEY_ID_MAX];
     size_t key_id_len;
     char cert_serial[65];
@@ -260,8 +260,7 @@ struct prov_journal_key_ref {
  * older than schema version 4 a superseded key is expected on its row's device.
  */
 int prov_journal_foreach_key(struct prov_journal *j,
-                             int (*fn)(void *ctx, const struct prov_journal_key_ref *k),
-                             void *ctx);
+                             int (*fn)(void *ctx, const struct prov_journal_key_ref *k), void *ctx);
 
 /* The schema version of the open journal (meta "schema"); writers migrate to the newest. */
 int prov_journal_schema_version(const struct prov_journal *j);
@@ -307,11 +306,17 @@ int prov_journal_station_follow(struct prov_journal *j, long long lot_id, const 
                                 const char *identity, const char *device_uri);
 
 /*
- * Takes the exclusive lock of one row, "JOURNAL.row-LOT-SERIAL.lock" (flock, not waiting),
- * so that no two stations work on one row; *fd holds it until closed. PROV_ERR_JOURNAL when
- * another process holds it.
+ * Takes the exclusive lock of one row (the SQLite journal: a flock on
+ * "JOURNAL.row-LOT-SERIAL.lock", not waiting), so that no two stations work on one row; *out
+ * holds it until prov_journal_row_unlock, which may come after the journal's close.
+ * PROV_ERR_JOURNAL when another process holds it.
  */
-int prov_journal_row_lock(struct prov_journal *j, long long lot_id, const char *serial, int *fd);
+struct prov_journal_row_lock;
+int prov_journal_row_lock(struct prov_journal *j, long long lot_id, const char *serial,
+                          struct prov_journal_row_lock **out);
+
+/* Lets the row lock go; accepts NULL. */
+void prov_journal_row_unlock(struct prov_journal_row_lock *l);
 
 struct prov_journal_audit {
     long long n_records;

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The journal's audit chain: each record carries hash = SHA-256(prev_hash || record), the
- * newest (seq, hash) is kept in meta, and verification walks the chain and compares the
+ * store keeps the newest (seq, hash) as the head, and verification walks the chain and compares the
  * device rows with their newest records (journal.h).
  */
 #include <stdarg.h>
@@ -11,13 +11,11 @@
 #include <string.h>
 
 #include <openssl/evp.h>
-#include <sqlite3.h>
 
 #include "error.h"
 #include "journal.h"
 #include "journal_internal.h"
-
-#define ZERO_HASH "0000000000000000000000000000000000000000000000000000000000000000"
+#include "journal_store.h"
 
 static int audit_bad(struct prov_journal_audit *out, long long seq, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -71,46 +69,18 @@ static int audit_hash(const char *prev_hex, long long seq, const char *const tex
     return 0;
 }
 
-/* Reads the head "seq:hash" from meta; an empty chain has seq 0 and the zero hash. */
-static int audit_head(struct prov_journal *j, long long *seq, char hash[65])
-{
-    sqlite3_stmt *st = NULL;
-    int r;
-
-    *seq = 0;
-    memcpy(hash, ZERO_HASH, 65);
-    r = journal_query(j, &st, "SELECT value FROM meta WHERE key = 'audit_head'", "");
-    if (r < 0) {
-        return r;
-    }
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        const char *v = (const char *)sqlite3_column_text(st, 0);
-        const char *colon = v ? strchr(v, ':') : NULL;
-
-        if (colon == NULL || strlen(colon + 1) != 64) {
-            journal_release(j, st);
-            return prov_fail(PROV_ERR_JOURNAL, "journal %s: audit head is corrupt", j->path);
-        }
-        *seq = strtoll(v, NULL, 10);
-        memcpy(hash, colon + 1, 65);
-    }
-    journal_release(j, st);
-    return 0;
-}
-
 /* Appends one audit record inside the caller's transaction. */
-int journal_audit_append(struct prov_journal *j, const char *lot, const char *serial,
+int journal_audit_append(struct journal_store *s, const char *lot, const char *serial,
                          const char *event, const char *detail)
 {
     char at[32];
     char prev[65];
     char hash[65];
-    char head[96];
     long long seq;
     const char *text[5];
     int r;
 
-    r = audit_head(j, &seq, prev);
+    r = s->ops->audit_head(s, &seq, prev);
     if (r < 0) {
         return r;
     }
@@ -125,16 +95,16 @@ int journal_audit_append(struct prov_journal *j, const char *lot, const char *se
     if (r < 0) {
         return r;
     }
-    snprintf(head, sizeof(head), "%lld:%s", seq, hash);
-    if (journal_exec(j,
-                     "INSERT INTO audit(seq, at, lot, serial, event, detail, prev_hash, hash) "
-                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                     "ittttttt", seq, at, lot, serial, event, detail, prev, hash) != SQLITE_DONE ||
-        journal_exec(j, "INSERT OR REPLACE INTO meta(key, value) VALUES ('audit_head', ?)", "t",
-                     head) != SQLITE_DONE) {
-        return journal_db_fail(j, "audit");
-    }
-    return 0;
+    return s->ops->audit_append(s, &(struct journal_audit_record){
+                                       .seq = seq,
+                                       .at = at,
+                                       .lot = lot,
+                                       .serial = serial,
+                                       .event = event,
+                                       .detail = detail,
+                                       .prev_hash = prev,
+                                       .hash = hash,
+                                   });
 }
 
 static int audit_bad(struct prov_journal_audit *out, long long seq, const char *fmt, ...)
@@ -148,103 +118,84 @@ static int audit_bad(struct prov_journal_audit *out, long long seq, const char *
     return prov_fail(PROV_ERR_VERIFY, "audit record %lld: %s", seq, out->reason);
 }
 
-/* The chain itself: numbering, links, hashes, and the recorded head. */
-static int verify_chain(struct prov_journal *j, struct prov_journal_audit *out)
+/* Walking the chain: the hash before the next record, and the next seq expected. */
+struct chain_walk {
+    struct prov_journal_audit *out;
+    char prev[65];
+    long long expect;
+};
+
+static int chain_step(void *ctx, const struct journal_audit_record *a)
 {
-    sqlite3_stmt *st = NULL;
-    char prev[65] = ZERO_HASH;
+    struct chain_walk *w = ctx;
+    const char *text[5] = {a->at, a->lot, a->serial, a->event, a->detail};
     char hash[65];
+
+    for (int i = 0; i < 5; i++) {
+        text[i] = text[i] ? text[i] : "";
+    }
+    if (a->seq != w->expect) {
+        return audit_bad(w->out, w->expect, "missing (the next record is %lld)", a->seq);
+    }
+    if (a->prev_hash == NULL || strcmp(a->prev_hash, w->prev) != 0) {
+        return audit_bad(w->out, a->seq, "prev_hash does not match the record before it");
+    }
+    if (audit_hash(w->prev, a->seq, text, hash) < 0 || a->hash == NULL ||
+        strcmp(hash, a->hash) != 0) {
+        return audit_bad(w->out, a->seq, "content does not match its hash (altered)");
+    }
+    memcpy(w->prev, hash, sizeof(w->prev));
+    w->expect++;
+    return 0;
+}
+
+/* The chain itself: numbering, links, hashes, and the recorded head. */
+static int verify_chain(struct journal_store *s, struct prov_journal_audit *out)
+{
+    struct chain_walk w = {.out = out, .prev = JOURNAL_ZERO_HASH, .expect = 1};
     char head_hash[65];
     long long head_seq;
-    long long expect = 1;
     int r;
 
-    r = audit_head(j, &head_seq, head_hash);
+    r = s->ops->audit_head(s, &head_seq, head_hash);
     if (r == 0) {
-        r = journal_query(j, &st,
-                          "SELECT seq, at, lot, serial, event, detail, prev_hash, hash "
-                          "FROM audit ORDER BY seq",
-                          "");
+        r = s->ops->audit_foreach(s, chain_step, &w);
     }
-    while (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
-        long long seq = sqlite3_column_int64(st, 0);
-        const char *text[5];
-        const char *stored_prev = (const char *)sqlite3_column_text(st, 6);
-        const char *stored = (const char *)sqlite3_column_text(st, 7);
-
-        for (int i = 0; i < 5; i++) {
-            const char *s = (const char *)sqlite3_column_text(st, i + 1);
-
-            text[i] = s ? s : "";
-        }
-        if (seq != expect) {
-            r = audit_bad(out, expect, "missing (the next record is %lld)", seq);
-        } else if (stored_prev == NULL || strcmp(stored_prev, prev) != 0) {
-            r = audit_bad(out, seq, "prev_hash does not match the record before it");
-        } else if (audit_hash(prev, seq, text, hash) < 0 || stored == NULL ||
-                   strcmp(hash, stored) != 0) {
-            r = audit_bad(out, seq, "content does not match its hash (altered)");
-        } else {
-            memcpy(prev, hash, sizeof(prev));
-            expect++;
-        }
-    }
-    journal_release(j, st);
-    out->n_records = expect - 1;
-    memcpy(out->head_hash, prev, sizeof(prev));
-    if (r == 0 && (head_seq != expect - 1 || strcmp(head_hash, prev) != 0)) {
+    out->n_records = w.expect - 1;
+    memcpy(out->head_hash, w.prev, sizeof(w.prev));
+    if (r == 0 && (head_seq != w.expect - 1 || strcmp(head_hash, w.prev) != 0)) {
         r = audit_bad(out, head_seq,
                       "the recorded head is record %lld but the chain ends at "
                       "%lld (records removed from the end?)",
-                      head_seq, expect - 1);
+                      head_seq, w.expect - 1);
     }
     return r;
 }
 
 /*
- * Each device row must be what its newest audit records say it is (a station's claim, a
- * device found under a new name, a retired superseded key and an identity seen replaced
- * outside the lot are not states).
+ * Each device row must be what its newest audit records say it is: its state the newest
+ * record that is a state, its certificate the one the newest "issued" record names.
  */
-static int verify_rows(struct prov_journal *j, struct prov_journal_audit *out)
+static int row_step(void *ctx, const struct journal_row_audit *a)
 {
-    sqlite3_stmt *st = NULL;
-    int r;
+    struct prov_journal_audit *out = ctx;
+    char needle[80];
 
-    r = journal_query(j, &st,
-                      "SELECT l.name, d.serial, d.state, c.sha256,"
-                      " (SELECT a.event FROM audit a WHERE a.lot = l.name AND a.serial = d.serial"
-                      "  AND a.event NOT IN ('claim', 'device-moved', 'retired', 'outside-change')"
-                      "  ORDER BY a.seq DESC LIMIT 1),"
-                      " (SELECT a.detail FROM audit a WHERE a.lot = l.name AND a.serial = d.serial"
-                      "  AND a.event = 'issued' ORDER BY a.seq DESC LIMIT 1)"
-                      " FROM device d JOIN lot l ON l.id = d.lot_id"
-                      " LEFT JOIN certificate c ON c.id = d.cert_id",
-                      "");
-    while (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
-        const char *lot = (const char *)sqlite3_column_text(st, 0);
-        const char *serial = (const char *)sqlite3_column_text(st, 1);
-        const char *state = (const char *)sqlite3_column_text(st, 2);
-        const char *sha = (const char *)sqlite3_column_text(st, 3);
-        const char *event = (const char *)sqlite3_column_text(st, 4);
-        const char *issued = (const char *)sqlite3_column_text(st, 5);
-        char needle[80];
-
-        if (event == NULL || state == NULL || strcmp(event, state) != 0) {
-            r = audit_bad(out, 0, "lot %s serial %s: the row says %s, the audit says %s", lot,
-                          serial, state ? state : "?", event ? event : "nothing");
-        } else if (sha != NULL) {
-            snprintf(needle, sizeof(needle), " sha256=%s ", sha);
-            if (issued == NULL || strstr(issued, needle) == NULL) {
-                r = audit_bad(out, 0,
-                              "lot %s serial %s: the certificate is not the one the "
-                              "audit recorded as issued",
-                              lot, serial);
-            }
+    if (a->last_event == NULL || a->state == NULL || strcmp(a->last_event, a->state) != 0) {
+        return audit_bad(out, 0, "lot %s serial %s: the row says %s, the audit says %s", a->lot,
+                         a->serial, a->state ? a->state : "?",
+                         a->last_event ? a->last_event : "nothing");
+    }
+    if (a->sha256 != NULL) {
+        snprintf(needle, sizeof(needle), " sha256=%s ", a->sha256);
+        if (a->issued_detail == NULL || strstr(a->issued_detail, needle) == NULL) {
+            return audit_bad(out, 0,
+                             "lot %s serial %s: the certificate is not the one the "
+                             "audit recorded as issued",
+                             a->lot, a->serial);
         }
     }
-    journal_release(j, st);
-    return r;
+    return 0;
 }
 
 int prov_journal_verify_audit(struct prov_journal *j, struct prov_journal_audit *out)
@@ -253,9 +204,9 @@ int prov_journal_verify_audit(struct prov_journal *j, struct prov_journal_audit 
 
     memset(out, 0, sizeof(*out));
     pthread_mutex_lock(&j->lock);
-    r = verify_chain(j, out);
+    r = verify_chain(j->store, out);
     if (r == 0) {
-        r = verify_rows(j, out);
+        r = j->store->ops->audit_rows(j->store, row_step, out);
     }
     pthread_mutex_unlock(&j->lock);
     return r;

@@ -9,89 +9,29 @@
  */
 #include "journal.h"
 #include "journal_internal.h"
+#include "journal_store.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
-#include <unistd.h>
 
 #include "error.h"
 
-/* The serial the identity is bound to in this lot, into out ("" when none). */
-static int claimed_serial(struct prov_journal *j, long long lot_id, const char *identity,
-                          char *out, size_t cap)
-{
-    sqlite3_stmt *st = NULL;
-    int r;
-
-    out[0] = '\0';
-    r = journal_query(j, &st, "SELECT serial FROM station_claim WHERE lot_id = ? AND identity = ?",
-                      "it", lot_id, identity);
-    if (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
-        journal_col_copy(st, 0, out, cap);
-    }
-    journal_release(j, st);
-    return r;
-}
-
-/* Whether a row is taken: claimed by a device, or already in the journal (a batch run). */
-static int row_is_taken(sqlite3_stmt *claimed, sqlite3_stmt *known, const char *serial,
-                        bool *out)
-{
-    int rc;
-
-    sqlite3_reset(claimed);
-    sqlite3_reset(known);
-    if (sqlite3_bind_text(claimed, 2, serial, -1, SQLITE_STATIC) != SQLITE_OK ||
-        sqlite3_bind_text(known, 2, serial, -1, SQLITE_STATIC) != SQLITE_OK) {
-        return PROV_ERR_JOURNAL;
-    }
-    rc = sqlite3_step(claimed);
-    *out = rc == SQLITE_ROW;
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-        return PROV_ERR_JOURNAL;
-    }
-    if (!*out) {
-        rc = sqlite3_step(known);
-        *out = rc == SQLITE_ROW;
-        if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-            return PROV_ERR_JOURNAL;
-        }
-    }
-    return 0;
-}
-
 /* The first row in manifest order that nobody has: *index, or n when there is none. */
-static int first_free_row(struct prov_journal *j, long long lot_id, const char *const *serials,
+static int first_free_row(struct journal_store *s, long long lot_id, const char *const *serials,
                           size_t n, size_t *index)
 {
-    sqlite3_stmt *claimed = NULL;
-    sqlite3_stmt *known = NULL;
     bool is_taken = true;
-    int r;
+    int r = 0;
 
     *index = n;
-    r = journal_query(j, &claimed,
-                      "SELECT 1 FROM station_claim WHERE lot_id = ? AND serial = ?", "it",
-                      lot_id, "");
-    if (r == 0) {
-        r = journal_query(j, &known, "SELECT 1 FROM device WHERE lot_id = ? AND serial = ?",
-                          "it", lot_id, "");
-    }
     for (size_t i = 0; r == 0 && i < n; i++) {
-        r = row_is_taken(claimed, known, serials[i], &is_taken);
-        if (r < 0) {
-            r = journal_db_fail(j, serials[i]);
-        } else if (!is_taken) {
+        r = s->ops->claim_is_taken(s, lot_id, serials[i], &is_taken);
+        if (r == 0 && !is_taken) {
             *index = i;
             break;
         }
     }
-    journal_release(j, claimed);
-    journal_release(j, known);
     return r;
 }
 
@@ -105,30 +45,28 @@ static size_t find_serial(const char *const *serials, size_t n, const char *seri
     return n;
 }
 
-/* A new claim of serials[i] for identity, with its audit record. */
-static int insert_claim(struct prov_journal *j, long long lot_id, const char *serial,
-                        const char *identity, const char *instance)
+/* A new claim of serial for identity, with its audit record. */
+static int insert_claim(struct journal_store *s, long long lot_id, const char *serial,
+                        const char *identity, const char *instance, bool *is_claimed)
 {
     char lot[256];
     char now[32];
     char *detail = NULL;
     int r;
 
-    r = journal_lot_name(j, lot_id, lot, sizeof(lot));
+    r = s->ops->lot_name(s, lot_id, lot, sizeof(lot));
     if (r < 0) {
         return r;
     }
     journal_now(now, sizeof(now));
-    if (journal_exec(j,
-                     "INSERT INTO station_claim(lot_id, serial, identity, instance, claimed)"
-                     " VALUES (?, ?, ?, ?, ?)",
-                     "itttt", lot_id, serial, identity, instance, now) != SQLITE_DONE) {
-        return journal_db_fail(j, serial);
+    r = s->ops->claim_insert(s, lot_id, serial, identity, instance, now, is_claimed);
+    if (r < 0) {
+        return r;
     }
     if (asprintf(&detail, "identity=%s instance=%s", identity, instance) < 0) {
         return PROV_ERR_NOMEM;
     }
-    r = journal_audit_append(j, lot, serial, "claim", detail);
+    r = journal_audit_append(s, lot, serial, "claim", detail);
     free(detail);
     return r;
 }
@@ -137,44 +75,45 @@ int prov_journal_station_claim(struct prov_journal *j, long long lot_id, const c
                                const char *instance, const char *const *serials, size_t n,
                                bool is_next_free, size_t *index)
 {
+    struct journal_store *s = j->store;
     char bound[128];
+    bool is_claimed = false;
     int r;
 
     *index = n;
     pthread_mutex_lock(&j->lock);
-    r = journal_begin(j);
+    r = s->ops->begin(s);
     if (r == 0) {
-        r = claimed_serial(j, lot_id, identity, bound, sizeof(bound));
+        r = s->ops->claim_of(s, lot_id, identity, bound, sizeof(bound));
     }
     if (r == 0 && bound[0] != '\0') {
         /* A device that was here before goes back to its row. */
         *index = find_serial(serials, n, bound);
         if (*index == n) {
             r = prov_fail(PROV_ERR_ALREADY_ISSUED,
-                          "device %s: the journal binds it to serial %s, not to %s",
-                          identity, bound,
-                          is_next_free ? "a row of the manifest" : serials[0]);
+                          "device %s: the journal binds it to serial %s, not to %s", identity,
+                          bound, is_next_free ? "a row of the manifest" : serials[0]);
         }
     } else if (r == 0 && is_next_free) {
-        r = first_free_row(j, lot_id, serials, n, index);
+        r = first_free_row(s, lot_id, serials, n, index);
         if (r == 0 && *index == n) {
             r = prov_fail(PROV_ERR_POLICY, "device %s: no free row left in the lot (%zu rows)",
                           identity, n);
         }
         if (r == 0) {
-            r = insert_claim(j, lot_id, serials[*index], identity, instance);
+            r = insert_claim(s, lot_id, serials[*index], identity, instance, &is_claimed);
         }
     } else if (r == 0) {
         /* row-by-identity: the one row naming this device (n == 1). */
         *index = 0;
-        r = insert_claim(j, lot_id, serials[0], identity, instance);
-        if (r < 0 && sqlite3_extended_errcode(j->db) == SQLITE_CONSTRAINT_PRIMARYKEY) {
+        r = insert_claim(s, lot_id, serials[0], identity, instance, &is_claimed);
+        if (r < 0 && is_claimed) {
             prov_error_clear();
             r = prov_fail(PROV_ERR_ALREADY_ISSUED,
                           "serial %s: already claimed by another device in this lot", serials[0]);
         }
     }
-    r = journal_end(j, r);
+    r = s->ops->end(s, r);
     pthread_mutex_unlock(&j->lock);
     return r;
 }
@@ -194,84 +133,76 @@ static char *moved_key_uri(const char *key_uri, const char *old, const char *dev
 int prov_journal_station_follow(struct prov_journal *j, long long lot_id, const char *serial,
                                 const char *identity, const char *device_uri)
 {
-    sqlite3_stmt *st = NULL;
+    struct journal_store *s = j->store;
+    struct prov_journal_device d;
+    long long dev_id = 0;
+    long long cert_id = 0;
     char bound[128];
     char lot[256];
     char now[32];
     char *key_uri = NULL;
-    char *old_uri = NULL;
     char *detail = NULL;
     int r;
 
+    memset(&d, 0, sizeof(d));
     pthread_mutex_lock(&j->lock);
-    r = journal_begin(j);
-    r = r ? r : claimed_serial(j, lot_id, identity, bound, sizeof(bound));
+    r = s->ops->begin(s);
+    r = r ? r : s->ops->claim_of(s, lot_id, identity, bound, sizeof(bound));
     if (r == 0 && strcmp(bound, serial) != 0) {
         r = prov_fail(PROV_ERR_ALREADY_ISSUED, "device %s: serial %s is not claimed by it",
                       identity, serial);
     }
-    r = r ? r : journal_query(j, &st, "SELECT device_uri, key_uri FROM device"
-                                      " WHERE lot_id = ? AND serial = ?", "it", lot_id, serial);
-    if (r == 0 && sqlite3_step(st) == SQLITE_ROW &&
-        strcmp((const char *)sqlite3_column_text(st, 0), device_uri) != 0) {
-        const char *was = (const char *)sqlite3_column_text(st, 0);
-        const char *was_key = (const char *)sqlite3_column_text(st, 1); /* NULL before issued */
-
-        key_uri = was_key != NULL ? moved_key_uri(was_key, was, device_uri) : NULL;
-        old_uri = strdup(was);
-        if ((was_key != NULL && key_uri == NULL) || old_uri == NULL ||
-            asprintf(&detail, "from=%s to=%s", was, device_uri) < 0) {
+    r = r ? r : s->ops->row_get(s, lot_id, serial, &d, &dev_id, &cert_id);
+    if (r == 0 && dev_id != 0 && strcmp(d.device_uri, device_uri) != 0) {
+        /* the key URI is NULL before issued */
+        key_uri = d.key_uri != NULL ? moved_key_uri(d.key_uri, d.device_uri, device_uri) : NULL;
+        if ((d.key_uri != NULL && key_uri == NULL) ||
+            asprintf(&detail, "from=%s to=%s", d.device_uri, device_uri) < 0) {
             detail = NULL;
             r = PROV_ERR_NOMEM;
         }
     }
-    journal_release(j, st);
     if (r == 0 && detail != NULL) {
+        struct journal_row w = {
+            .id = dev_id,
+            .lot_id = lot_id,
+            .serial = serial,
+            .device_uri = device_uri,
+            .state = d.state,
+            .key_id = d.key_id_len ? d.key_id : NULL,
+            .key_id_len = d.key_id_len,
+            .key_uri = key_uri,
+            .storage = d.storage,
+            .error = d.error,
+            .attempts = d.attempts,
+            .cert_id = cert_id,
+            .updated = now,
+        };
+
         journal_now(now, sizeof(now));
-        r = journal_lot_name(j, lot_id, lot, sizeof(lot));
-        /* the row's certificates generated on this device move with it (schema 2) */
-        if (r == 0 &&
-            (journal_exec(j,
-                          "UPDATE certificate SET device_uri = ? WHERE device_uri = ?"
-                          " AND device_id = (SELECT id FROM device"
-                          " WHERE lot_id = ? AND serial = ?)",
-                          "ttit", device_uri, old_uri, lot_id, serial) != SQLITE_DONE ||
-             journal_exec(j,
-                          "UPDATE device SET device_uri = ?, key_uri = ?, updated = ?"
-                          " WHERE lot_id = ? AND serial = ?",
-                          "tttit", device_uri, key_uri, now, lot_id, serial) != SQLITE_DONE)) {
-            r = journal_db_fail(j, serial);
-        }
-        r = r ? r : journal_audit_append(j, lot, serial, "device-moved", detail);
+        r = s->ops->lot_name(s, lot_id, lot, sizeof(lot));
+        /* the row's certificates generated on this device move with it */
+        r = r ? r : s->ops->cert_move(s, dev_id, d.device_uri, device_uri);
+        r = r ? r : s->ops->row_put(s, &w);
+        r = r ? r : journal_audit_append(s, lot, serial, "device-moved", detail);
     }
-    r = journal_end(j, r);
+    r = s->ops->end(s, r);
     pthread_mutex_unlock(&j->lock);
+    prov_journal_device_clear(&d);
     free(key_uri);
-    free(old_uri);
     free(detail);
     return r;
 }
 
-int prov_journal_row_lock(struct prov_journal *j, long long lot_id, const char *serial, int *fd)
+int prov_journal_row_lock(struct prov_journal *j, long long lot_id, const char *serial,
+                          struct prov_journal_row_lock **out)
 {
-    char *path = NULL;
-    int r = 0;
+    return j->store->ops->row_lock(j->store, lot_id, serial, out);
+}
 
-    *fd = -1;
-    if (asprintf(&path, "%s.row-%lld-%s.lock", j->path, lot_id, serial) < 0) {
-        return PROV_ERR_NOMEM;
+void prov_journal_row_unlock(struct prov_journal_row_lock *l)
+{
+    if (l != NULL) {
+        l->release(l);
     }
-    *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (*fd < 0) {
-        r = prov_fail(PROV_ERR_JOURNAL, "journal %s: cannot open %s: %s", j->path, path,
-                      strerror(errno));
-    } else if (flock(*fd, LOCK_EX | LOCK_NB) != 0) {
-        r = prov_fail(PROV_ERR_JOURNAL,
-                      "serial %s: another station is working on this row (lock %s is held)",
-                      serial, path);
-        close(*fd);
-        *fd = -1;
-    }
-    free(path);
-    return r;
 }

@@ -66,7 +66,7 @@ struct station {
     char *journal;         /* the journal's path */
     bool is_ca_stage;      /* opening the CA (a PIN rejected now is the CA's) */
     size_t n_matching;     /* rows naming this device (row-by-identity) */
-    int row_lock_fd;
+    struct prov_journal_row_lock *row_lock;
 };
 
 static void station_free(struct station *s)
@@ -74,9 +74,7 @@ static void station_free(struct station *s)
     if (s->is_batch_init) {
         batch_free(&s->b);
     }
-    if (s->row_lock_fd >= 0) {
-        close(s->row_lock_fd);
-    }
+    prov_journal_row_unlock(s->row_lock);
     for (size_t i = 0; i < s->n_serials; i++) {
         free(s->serials[i]);
     }
@@ -581,7 +579,7 @@ static int pick_and_enroll(struct station *s, struct prov_station_result *res)
     if (r == 0 && res->serial == NULL) {
         r = PROV_ERR_NOMEM;
     }
-    r = r ? r : prov_journal_row_lock(s->b.journal, s->b.lot_id, res->serial, &s->row_lock_fd);
+    r = r ? r : prov_journal_row_lock(s->b.journal, s->b.lot_id, res->serial, &s->row_lock);
     /* the claim is by identity: a device found under a new name is still this row's */
     r = r ? r : prov_journal_station_follow(s->b.journal, s->b.lot_id, res->serial,
                                             res->identity, res->device_uri);
@@ -606,7 +604,6 @@ int prov_station_run(const struct prov_config *cfg, const struct prov_station_op
     memset(&s, 0, sizeof(s));
     s.cfg = cfg;
     s.opts = opts;
-    s.row_lock_fd = -1;
     res->instance = strdup(opts->instance ? opts->instance : "");
     if (res->instance == NULL) {
         return PROV_ERR_NOMEM;

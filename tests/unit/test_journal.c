@@ -25,6 +25,7 @@
 #include "batch.h"
 #include "journal.h"
 #include "journal_internal.h"
+#include "journal_sqlite.h"
 #include "test_pki.h"
 
 struct fixture {
@@ -347,7 +348,7 @@ static void test_certificate_device(void **state)
     size_t n = 0;
     struct prov_journal_run run;
 
-    assert_int_equal(prov_journal_schema_version(f->j), 4);
+    assert_int_equal(prov_journal_schema_version(f->j), 5);
     walk_to_proven_on(f, "A", "pkcs11:token=old", id1, 400, f->keys[0]);
     walk_to_proven_on(f, "B", "pkcs11:token=old", id3, 402, f->keys[2]);
     assert_int_equal(prov_journal_run_begin(f->j, f->lot, "A", false, &run), 0);
@@ -424,11 +425,11 @@ static void assert_query(sqlite3 *db, const char *sql, const char *want)
 /*
  * A journal written by schema version 1 (tests/data/journals/v1-reissue-moved.sql, a real
  * one): a reader reads it unchanged (no device per certificate, nothing listed, the file
- * still version 1); a writer migrates it in one step to version 2 with every certificate's
- * device filled in from the rows and the intent audit records, and the one superseded key
- * that version 1 left on the old token (SN-A's, reissued onto dev-new) not retired while
- * SN-B's (reissued on its own token) is; the audit still verifies, with the migration
- * recorded.
+ * still version 1); a writer migrates it in one step to the newest version with every
+ * certificate's device filled in from the rows and the intent audit records, and the one
+ * superseded key that version 1 left on the old token (SN-A's, reissued onto dev-new) not
+ * retired while SN-B's (reissued on its own token) is; the audit still verifies, with the
+ * migration recorded.
  */
 static void test_migrate_v1(void **state)
 {
@@ -474,10 +475,14 @@ static void test_migrate_v1(void **state)
     prov_journal_close(r);
     db = open_raw(old_path);
     assert_query(db, "SELECT value FROM meta WHERE key = 'schema'", "1");
+    assert_query(db,
+                 "SELECT count(*) FROM sqlite_master WHERE type = 'index'"
+                 " AND name = 'certificate_by_device'",
+                 "0");
     sqlite3_close(db);
 
     assert_int_equal(prov_journal_open(old_path, true, &w), 0);
-    assert_int_equal(prov_journal_schema_version(w), 4);
+    assert_int_equal(prov_journal_schema_version(w), 5);
     assert_int_equal(prov_journal_unretired_keys(w, lot, NULL, &keys, &n), 0);
     assert_int_equal(n, 1);
     assert_string_equal(keys[0].serial, "SN-A");
@@ -488,7 +493,11 @@ static void test_migrate_v1(void **state)
     prov_journal_close(w);
 
     db = open_raw(old_path);
-    assert_query(db, "SELECT value FROM meta WHERE key = 'schema'", "4");
+    assert_query(db, "SELECT value FROM meta WHERE key = 'schema'", "5");
+    assert_query(db,
+                 "SELECT count(*) FROM sqlite_master WHERE type = 'index'"
+                 " AND name = 'certificate_by_device'",
+                 "1");
     assert_query(db,
                  "SELECT group_concat(cert_serial || '=' || device_uri || ':' ||"
                  " (retired IS NOT NULL), ' ') FROM (SELECT * FROM certificate ORDER BY id)",
@@ -497,7 +506,7 @@ static void test_migrate_v1(void **state)
                  "051ee5e128aba1b2bcac82c5504da3939679cfe3=pkcs11:token=dev-old:1 "
                  "6169960eab33116575310220109703bcfda3aca1=pkcs11:token=dev-old:0 "
                  "289842c1dda32fdd4612cffd948356d00b82cb02=pkcs11:token=dev-new:0");
-    assert_query(db, "SELECT detail FROM audit WHERE event = 'schema'", "1->4");
+    assert_query(db, "SELECT detail FROM audit WHERE event = 'schema'", "1->5");
     sqlite3_close(db);
 
     /* once: a second writer finds it current and adds nothing */
@@ -700,7 +709,7 @@ static long long selected(sqlite3_stmt *st)
 static void test_kept_statements(void **state)
 {
     struct fixture *f = *state;
-    struct prov_journal *j = f->j;
+    struct journal_sqlite *j = (struct journal_sqlite *)f->j->store; /* the SQLite store */
     sqlite3_stmt *a = NULL;
     sqlite3_stmt *b = NULL;
     sqlite3_stmt *again = NULL;

@@ -218,22 +218,22 @@ static void test_row_lock(void **state)
 {
     struct fixture *f = *state;
     struct prov_journal *j = NULL;
-    int a = -1;
-    int b = -1;
-    int c = -1;
+    struct prov_journal_row_lock *a = NULL;
+    struct prov_journal_row_lock *b = NULL;
+    struct prov_journal_row_lock *c = NULL;
 
     assert_int_equal(prov_journal_open_shared(f->path, &j), 0);
     assert_int_equal(prov_journal_row_lock(j, 1, "SN-1", &a), 0);
     prov_error_clear();
     assert_int_equal(prov_journal_row_lock(j, 1, "SN-1", &b), PROV_ERR_JOURNAL);
     assert_non_null(strstr(prov_error_message(), "another station is working on this row"));
-    assert_int_equal(b, -1);
+    assert_null(b);
     assert_int_equal(prov_journal_row_lock(j, 1, "SN-2", &c), 0);
-    close(a);
+    prov_journal_row_unlock(a);
     assert_int_equal(prov_journal_row_lock(j, 1, "SN-1", &b), 0);
-    close(b);
-    close(c);
+    prov_journal_row_unlock(b);
     prov_journal_close(j);
+    prov_journal_row_unlock(c); /* after the close, as a station does */
 }
 
 static struct prov_config *config_with(const char *dir, const char *station)

@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* What the journal and every store share: state names, hex, time stamps, freeing a row. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "journal.h"
+#include "journal_store.h"
+
+static const char *const state_names[PROV_JOURNAL_STATE_COUNT] = {
+    "none", "intent", "issued", "stored", "proven", "failed", "superseded",
+};
+
+void journal_now(char *out, size_t cap)
+{
+    struct timespec ts;
+    struct tm tm;
+    size_t n;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    n = strftime(out, cap, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, cap - n, ".%03ldZ", ts.tv_nsec / 1000000);
+}
+
+void journal_hex(const unsigned char *in, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+void prov_journal_device_clear(struct prov_journal_device *d)
+{
+    if (d == NULL) {
+        return;
+    }
+    free(d->lot);
+    free(d->serial);
+    free(d->device_uri);
+    free(d->key_uri);
+    free(d->storage);
+    free(d->error);
+    free(d->cert_der);
+    memset(d, 0, sizeof(*d));
+}
+
+void prov_journal_old_keys_free(struct prov_journal_old_key *keys, size_t n)
+{
+    for (size_t i = 0; keys != NULL && i < n; i++) {
+        free(keys[i].lot);
+        free(keys[i].serial);
+        free(keys[i].device_uri);
+    }
+    free(keys);
+}
+
+const char *prov_journal_state_name(enum prov_journal_state s)
+{
+    return (unsigned)s < PROV_JOURNAL_STATE_COUNT ? state_names[s] : "?";
+}
+
+enum prov_journal_state journal_state_parse(const char *s)
+{
+    for (int i = 1; i < PROV_JOURNAL_STATE_COUNT; i++) {
+        if (s != NULL && strcmp(s, state_names[i]) == 0) {
+            return (enum prov_journal_state)i;
+        }
+    }
+    return PROV_JOURNAL_NONE;
+}
