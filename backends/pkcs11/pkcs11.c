@@ -116,8 +116,7 @@ static bool is_wanted(P11KitUri *uri, const CK_TOKEN_INFO *ti)
  * process runs, with a label that makes the URI ambiguous (a rescan, or the next run, sees it).
  */
 static bool find_kept_token(CK_FUNCTION_LIST *fl, P11KitUri *uri, const CK_SLOT_ID *slots,
-                            CK_ULONG n, CK_TOKEN_INFO *kept, CK_SLOT_ID *slot,
-                            CK_TOKEN_INFO *info)
+                            CK_ULONG n, CK_TOKEN_INFO *kept, CK_SLOT_ID *slot, CK_TOKEN_INFO *info)
 {
     CK_ULONG found = n;
     CK_TOKEN_INFO ti;
