@@ -99,6 +99,47 @@ out:
     return r;
 }
 
+static bool is_wanted(P11KitUri *uri, const CK_TOKEN_INFO *ti)
+{
+    return (ti->flags & CKF_TOKEN_INITIALIZED) && p11_kit_uri_match_token_info(uri, ti);
+}
+
+/*
+ * The look-up from the token info the last full look-up kept (prov_pkcs11_scan_get), when
+ * the module still shows the same slots: the one slot whose kept info matches the URI is
+ * asked again, and only it. Opening a device then costs one C_GetTokenInfo instead of one
+ * per slot: with 16 sockets each open asked 16 parts, and a module that answers a slot
+ * query only between its part's commands made every open wait for every busy part.
+ * false (nothing set) when no kept info, no match, more than one match, or the slot now
+ * holds another token: the caller then asks every slot, which also gives the errors.
+ * What this does not see: another slot of an unchanged slot list re-initialized, while the
+ * process runs, with a label that makes the URI ambiguous (a rescan, or the next run, sees it).
+ */
+static bool find_kept_token(CK_FUNCTION_LIST *fl, P11KitUri *uri, const CK_SLOT_ID *slots,
+                            CK_ULONG n, CK_TOKEN_INFO *kept, CK_SLOT_ID *slot, CK_TOKEN_INFO *info)
+{
+    CK_ULONG found = n;
+    CK_TOKEN_INFO ti;
+
+    if (!prov_pkcs11_scan_get(fl, slots, n, kept)) {
+        return false;
+    }
+    for (CK_ULONG i = 0; i < n; i++) {
+        if (is_wanted(uri, &kept[i])) {
+            if (found != n) {
+                return false;
+            }
+            found = i;
+        }
+    }
+    if (found == n || fl->C_GetTokenInfo(slots[found], &ti) != CKR_OK || !is_wanted(uri, &ti)) {
+        return false;
+    }
+    *slot = slots[found];
+    *info = ti;
+    return true;
+}
+
 /*
  * The one initialized token whose label/serial/manufacturer/model equal the URI's (p11-kit
  * compares the padded fields whole: "dev-1" never matches "dev-10"). Slot ids are not used:
@@ -109,6 +150,7 @@ static int find_token(CK_FUNCTION_LIST *fl, const char *module, P11KitUri *uri, 
                       CK_TOKEN_INFO *info)
 {
     CK_SLOT_ID *slots = NULL;
+    CK_TOKEN_INFO *kept = NULL;
     CK_ULONG n = 0, matches = 0, unreadable = 0;
     CK_RV unreadable_rv = CKR_OK;
     CK_TOKEN_INFO ti;
@@ -117,6 +159,10 @@ static int find_token(CK_FUNCTION_LIST *fl, const char *module, P11KitUri *uri, 
 
     r = get_slots(fl, module, &slots, &n);
     if (r < 0) {
+        goto out;
+    }
+    kept = calloc(n + 1, sizeof(*kept));
+    if (kept != NULL && find_kept_token(fl, uri, slots, n, kept, slot, info)) {
         goto out;
     }
     for (CK_ULONG i = 0; i < n; i++) {
@@ -129,13 +175,19 @@ static int find_token(CK_FUNCTION_LIST *fl, const char *module, P11KitUri *uri, 
             unreadable_rv = rv;
             continue;
         }
-        if (!(ti.flags & CKF_TOKEN_INITIALIZED) || !p11_kit_uri_match_token_info(uri, &ti)) {
+        if (kept != NULL) {
+            kept[i] = ti;
+        }
+        if (!is_wanted(uri, &ti)) {
             continue;
         }
         if (matches++ == 0) {
             *slot = slots[i];
             *info = ti;
         }
+    }
+    if (kept != NULL && unreadable == 0) {
+        prov_pkcs11_scan_put(fl, slots, n, kept);
     }
     describe_wanted(p11_kit_uri_get_token_info(uri), wanted, sizeof(wanted));
     if (matches == 0 && unreadable > 0) {
@@ -151,6 +203,7 @@ static int find_token(CK_FUNCTION_LIST *fl, const char *module, P11KitUri *uri, 
                       wanted, (unsigned long)matches, module);
     }
 out:
+    free(kept);
     free(slots);
     return r;
 }

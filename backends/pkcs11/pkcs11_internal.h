@@ -62,6 +62,19 @@ void prov_pkcs11_module_forget(const char *path);
 void prov_pkcs11_module_put(CK_FUNCTION_LIST *fl);
 
 /*
+ * The token info of every slot as the last full look-up of the loaded module fl read it
+ * (find_token in pkcs11.c): true, with infos[0..n) filled, when that look-up saw exactly the
+ * slot list slots[0..n); false when it saw another list, or none was kept. Forgotten when the
+ * module is unloaded (unload_all, module_forget).
+ */
+bool prov_pkcs11_scan_get(CK_FUNCTION_LIST *fl, const CK_SLOT_ID *slots, CK_ULONG n,
+                          CK_TOKEN_INFO *infos);
+
+/* Keeps a full look-up's slot list and token info for prov_pkcs11_scan_get. Best effort. */
+void prov_pkcs11_scan_put(CK_FUNCTION_LIST *fl, const CK_SLOT_ID *slots, CK_ULONG n,
+                          const CK_TOKEN_INFO *infos);
+
+/*
  * Keeps one extra session open on slot until unload_all, so that the token stays logged in
  * for this process after the device that logged in is closed. Best effort, never fails.
  */

@@ -24,6 +24,10 @@ struct module {
     void *proxy_dl; /* the p11-kit proxy, loaded with dlopen (load_proxy); else NULL */
     unsigned int refs;
     bool is_ours_to_finalize; /* false when someone else had initialized it already */
+    /* The last full token look-up (prov_pkcs11_scan_put): slot ids and their token info. */
+    CK_ULONG n_scanned;
+    CK_SLOT_ID *scanned_slots;
+    CK_TOKEN_INFO *scanned_infos;
 };
 
 /*
@@ -85,8 +89,18 @@ static CK_FUNCTION_LIST *load_proxy(const char *path, void **dl)
     return fl;
 }
 
+static void forget_scan(struct module *m)
+{
+    free(m->scanned_slots);
+    free(m->scanned_infos);
+    m->scanned_slots = NULL;
+    m->scanned_infos = NULL;
+    m->n_scanned = 0;
+}
+
 static void release_module(struct module *m)
 {
+    forget_scan(m);
     if (m->proxy_dl != NULL) {
         dlclose(m->proxy_dl);
     } else if (m->fl != NULL) {
@@ -193,6 +207,57 @@ void prov_pkcs11_module_put(CK_FUNCTION_LIST *fl)
         }
     }
     pthread_mutex_unlock(&modules_lock);
+}
+
+static struct module *module_of(CK_FUNCTION_LIST *fl)
+{
+    struct module *m = modules;
+
+    while (m != NULL && m->fl != fl) {
+        m = m->next;
+    }
+    return m;
+}
+
+bool prov_pkcs11_scan_get(CK_FUNCTION_LIST *fl, const CK_SLOT_ID *slots, CK_ULONG n,
+                          CK_TOKEN_INFO *infos)
+{
+    struct module *m;
+    bool found;
+
+    pthread_mutex_lock(&modules_lock);
+    m = module_of(fl);
+    found = m != NULL && m->scanned_slots != NULL && m->n_scanned == n &&
+            memcmp(m->scanned_slots, slots, n * sizeof(*slots)) == 0;
+    if (found) {
+        memcpy(infos, m->scanned_infos, n * sizeof(*infos));
+    }
+    pthread_mutex_unlock(&modules_lock);
+    return found;
+}
+
+void prov_pkcs11_scan_put(CK_FUNCTION_LIST *fl, const CK_SLOT_ID *slots, CK_ULONG n,
+                          const CK_TOKEN_INFO *infos)
+{
+    CK_SLOT_ID *s = calloc(n + 1, sizeof(*s));
+    CK_TOKEN_INFO *ti = calloc(n + 1, sizeof(*ti));
+    struct module *m;
+
+    pthread_mutex_lock(&modules_lock);
+    m = module_of(fl);
+    if (m != NULL && s != NULL && ti != NULL) {
+        memcpy(s, slots, n * sizeof(*s));
+        memcpy(ti, infos, n * sizeof(*ti));
+        forget_scan(m);
+        m->scanned_slots = s;
+        m->scanned_infos = ti;
+        m->n_scanned = n;
+        s = NULL;
+        ti = NULL;
+    }
+    pthread_mutex_unlock(&modules_lock);
+    free(s); /* only an optimisation: without it the next open asks every slot again */
+    free(ti);
 }
 
 void prov_pkcs11_keep_login(CK_FUNCTION_LIST *fl, CK_SLOT_ID slot)

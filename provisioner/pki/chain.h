@@ -71,6 +71,13 @@ int prov_chain_verify(STACK_OF(X509) *chain, STACK_OF(X509) *trust,
 void prov_chain_report_free(struct prov_chain_report *rep);
 
 /*
+ * cert was signed a moment ago by this process with the key of issuer's certificate (the CA
+ * issuing it): prov_chain_verify takes that signature as verified instead of verifying it
+ * again. Remembered by the digest of cert's DER and issuer's public key, in a few slots.
+ */
+void prov_chain_note_issued(X509 *cert, X509 *issuer);
+
+/*
  * Adds a finding of another check on the same certificates (`ca show` adds its own lint):
  * certificate index in chain (its subject is taken from there), a rule name, the detail.
  */

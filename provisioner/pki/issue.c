@@ -971,6 +971,7 @@ int prov_issue_certificate(const struct prov_config *cfg, const struct prov_ca *
             goto out; /* signed but not recorded: never handed out */
         }
     }
+    prov_chain_note_issued(cert, ca->cert);
     *out = cert;
     cert = NULL;
     r = 0;

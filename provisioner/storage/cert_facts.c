@@ -2,7 +2,10 @@
 /* The facts of a certificate that identity.json, results and --json output show. */
 #include "cert_facts.h"
 
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -52,6 +55,83 @@ static int name_line(const X509_NAME *name, char *out, size_t cap)
     return 0;
 }
 
+/*
+ * The facts of a certificate object, kept with it (ex_data): one device's certificate is asked
+ * for them by the enrollment's result, the journal, the CA index (twice) and identity.json,
+ * and a certificate just signed is encoded afresh for every SHA-256, about 0.1 M instructions
+ * each time (bench/profile.sh). They are kept with the signature they were computed under and
+ * used only while the object still carries it.
+ */
+#define KEPT_SIG_MAX 1024
+
+struct kept_facts {
+    struct prov_cert_facts f;
+    size_t sig_len;
+    unsigned char sig[KEPT_SIG_MAX];
+};
+
+static pthread_mutex_t kept_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t kept_once = PTHREAD_ONCE_INIT;
+static int kept_index = -1;
+
+static void kept_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+    free(ptr);
+}
+
+static void kept_init(void)
+{
+    kept_index = X509_get_ex_new_index(0, NULL, NULL, NULL, kept_free);
+}
+
+static const ASN1_BIT_STRING *signature_of(X509 *cert)
+{
+    const ASN1_BIT_STRING *sig = NULL;
+
+    X509_get0_signature(&sig, NULL, cert);
+    return sig != NULL && sig->length > 0 && sig->length <= KEPT_SIG_MAX ? sig : NULL;
+}
+
+static bool kept_facts_get(X509 *cert, struct prov_cert_facts *f)
+{
+    const ASN1_BIT_STRING *sig = signature_of(cert);
+    const struct kept_facts *k;
+    bool found = false;
+
+    pthread_once(&kept_once, kept_init);
+    if (kept_index < 0 || sig == NULL) {
+        return false;
+    }
+    pthread_mutex_lock(&kept_lock);
+    k = X509_get_ex_data(cert, kept_index);
+    if (k != NULL && k->sig_len == (size_t)sig->length &&
+        memcmp(k->sig, sig->data, k->sig_len) == 0) {
+        *f = k->f;
+        found = true;
+    }
+    pthread_mutex_unlock(&kept_lock);
+    return found;
+}
+
+static void kept_facts_put(X509 *cert, const struct prov_cert_facts *f)
+{
+    const ASN1_BIT_STRING *sig = signature_of(cert);
+    struct kept_facts *k;
+
+    if (kept_index < 0 || sig == NULL || (k = calloc(1, sizeof(*k))) == NULL) {
+        return; /* only an optimisation */
+    }
+    k->f = *f;
+    k->sig_len = (size_t)sig->length;
+    memcpy(k->sig, sig->data, k->sig_len);
+    pthread_mutex_lock(&kept_lock);
+    free(X509_get_ex_data(cert, kept_index));
+    if (X509_set_ex_data(cert, kept_index, k) != 1) {
+        free(k);
+    }
+    pthread_mutex_unlock(&kept_lock);
+}
+
 int prov_cert_facts(X509 *cert, struct prov_cert_facts *f)
 {
     const ASN1_INTEGER *serial;
@@ -63,6 +143,9 @@ int prov_cert_facts(X509 *cert, struct prov_cert_facts *f)
     memset(f, 0, sizeof(*f));
     if (cert == NULL) {
         return prov_fail(PROV_ERR_INPUT, "certificate: none given");
+    }
+    if (kept_facts_get(cert, f)) {
+        return 0;
     }
     serial = X509_get0_serialNumber(cert);
     n = serial ? ASN1_STRING_length(serial) : 0;
@@ -82,6 +165,15 @@ int prov_cert_facts(X509 *cert, struct prov_cert_facts *f)
         (r = name_line(X509_get_subject_name(cert), f->subject, sizeof(f->subject))) < 0) {
         return r;
     }
+    kept_facts_put(cert, f);
     return 0;
 }
 
+int prov_mkdir_public(const char *path)
+{
+    if (mkdir(path, 0755) != 0) {
+        return -1;
+    }
+    /* Only a directory this call created: an existing one keeps the mode its owner chose. */
+    return chmod(path, 0755);
+}

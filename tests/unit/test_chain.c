@@ -319,6 +319,38 @@ static void test_each_signature_verified_once(void **state)
     free_chain(&c);
 }
 
+/*
+ * A certificate the CA has just issued (prov_chain_note_issued) is not verified again: with
+ * the CA signatures known good, its chain costs no verification. The note vouches for those
+ * exact bytes under that issuer only: the same leaf re-signed by another key, or noted under
+ * another issuer, is verified and refused or accepted as before.
+ */
+static void test_issued_leaf_not_verified_again(void **state)
+{
+    static const struct expect want[] = {{0, "signature"}};
+    struct chain c;
+    STACK_OF(X509) *sk;
+
+    (void)state;
+    make_chain(&c, NULL, NULL, -60, 365 * DAY);
+    sk = stack_of(c.leaf, c.inter, c.root);
+    expect_exactly(sk, PROV_PURPOSE_CLIENT, NULL, 0); /* the CA signatures, once */
+    prov_chain_note_issued(c.leaf, c.inter);
+    n_verifications = 0;
+    expect_exactly(sk, PROV_PURPOSE_CLIENT, NULL, 0);
+    assert_int_equal(n_verifications, 0);
+
+    prov_chain_note_issued(c.inter, c.inter); /* the wrong issuer vouches for nothing */
+    assert_true(X509_sign(c.leaf, keys.other, EVP_sha256()) > 0);
+    n_verifications = 0;
+    expect_exactly(sk, PROV_PURPOSE_CLIENT, want, 1);
+    assert_true(n_verifications > 0);
+    prov_chain_note_issued(c.leaf, c.root);
+    expect_exactly(sk, PROV_PURPOSE_CLIENT, want, 1);
+    sk_X509_free(sk);
+    free_chain(&c);
+}
+
 static void test_ca_basic_constraints_not_critical(void **state)
 {
     static const char *const exts[] = {
@@ -746,6 +778,7 @@ int main(void)
         cmocka_unit_test(test_bad_signature),
         cmocka_unit_test(test_remembered_signature_is_exact),
         cmocka_unit_test(test_each_signature_verified_once),
+        cmocka_unit_test(test_issued_leaf_not_verified_again),
         cmocka_unit_test(test_ca_basic_constraints_not_critical),
         cmocka_unit_test(test_ca_without_key_usage),
         cmocka_unit_test(test_path_length),

@@ -829,6 +829,48 @@ static void test_cert_facts(void **state)
     assert_int_equal(prov_cert_facts(NULL, &f), PROV_ERR_INPUT);
 }
 
+/* A fingerprint of the certificate's DER, as in identity.json. */
+static void sha256_hex_of(X509 *cert, char hex[65])
+{
+    unsigned char *der = NULL;
+    unsigned char md[32];
+    int len = i2d_X509(cert, &der);
+
+    assert_true(len > 0);
+    assert_true(EVP_Digest(der, (size_t)len, md, NULL, EVP_sha256(), NULL));
+    OPENSSL_free(der);
+    for (int i = 0; i < 32; i++) {
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    }
+}
+
+/*
+ * The facts are kept with the certificate object (storage.c, kept_facts_get): asked again,
+ * the same object gives the same facts; changed and signed again, it gives the new ones.
+ */
+static void test_cert_facts_follow_the_certificate(void **state)
+{
+    struct fixture *fx = *state;
+    X509 *x = make_cert("kept", 7, fx->leaf_key, fx->inter, fx->inter_key, false);
+    struct prov_cert_facts f1, f2;
+    char hex[65];
+
+    assert_int_equal(prov_cert_facts(x, &f1), 0);
+    assert_int_equal(prov_cert_facts(x, &f2), 0);
+    assert_memory_equal(&f1, &f2, sizeof(f1));
+    sha256_hex_of(x, hex);
+    assert_string_equal(f2.sha256_hex, hex);
+
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 8);
+    assert_true(X509_sign(x, fx->inter_key, EVP_sha256()) > 0);
+    assert_int_equal(prov_cert_facts(x, &f2), 0);
+    assert_string_equal(f2.serial_hex, "08");
+    sha256_hex_of(x, hex);
+    assert_string_equal(f2.sha256_hex, hex);
+    assert_string_not_equal(f1.sha256_hex, f2.sha256_hex);
+    X509_free(x);
+}
+
 static void test_atomic_write_file(void **state)
 {
     struct fixture *fx = *state;
@@ -892,6 +934,7 @@ int main(void)
         cmocka_unit_test(test_bad_server_ca),
         cmocka_unit_test(test_server_ca_changed_after_use),
         cmocka_unit_test(test_cert_facts),
+        cmocka_unit_test(test_cert_facts_follow_the_certificate),
         cmocka_unit_test(test_atomic_write_file),
     };
 

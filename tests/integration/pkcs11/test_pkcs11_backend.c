@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <dlfcn.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +16,7 @@
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
+#include <p11-kit/pkcs11.h>
 
 #include "enroll.h"
 #include "error.h"
@@ -233,6 +235,78 @@ static void test_not_found_and_ambiguous(void **state)
                      PROV_ERR_CONFIG);
     assert_null(dev);
     assert_message_has("serial=");
+}
+
+/* Re-initializes the token labelled from (no session open on it) as to, in this process. */
+static void relabel_token(const char *from, const char *to)
+{
+    CK_C_GetFunctionList get_list;
+    CK_FUNCTION_LIST *fl = NULL;
+    CK_SLOT_ID slots[32];
+    CK_ULONG n = sizeof(slots) / sizeof(slots[0]);
+    CK_TOKEN_INFO ti;
+    CK_UTF8CHAR label[32];
+    CK_RV rv;
+    void *h = dlopen(module, RTLD_NOW | RTLD_LOCAL);
+    bool done = false;
+
+    assert_non_null(h);
+    get_list = (CK_C_GetFunctionList)dlsym(h, "C_GetFunctionList");
+    assert_non_null(get_list);
+    assert_int_equal(get_list(&fl), CKR_OK);
+    rv = fl->C_Initialize(NULL);
+    assert_true(rv == CKR_OK || rv == CKR_CRYPTOKI_ALREADY_INITIALIZED);
+    assert_int_equal(fl->C_GetSlotList(CK_TRUE, slots, &n), CKR_OK);
+    memset(label, ' ', sizeof(label));
+    memcpy(label, to, strlen(to));
+    for (CK_ULONG i = 0; i < n && !done; i++) {
+        char have[33];
+
+        assert_int_equal(fl->C_GetTokenInfo(slots[i], &ti), CKR_OK);
+        size_t len = sizeof(ti.label);
+
+        while (len > 0 && ti.label[len - 1] == ' ') {
+            len--;
+        }
+        snprintf(have, sizeof(have), "%.*s", (int)len, (const char *)ti.label);
+        if (strcmp(have, from) == 0) {
+            assert_int_equal(fl->C_InitToken(slots[i], (CK_UTF8CHAR *)"5678", 4, label), CKR_OK);
+            done = true;
+        }
+    }
+    assert_true(done);
+    dlclose(h); /* the module stays loaded: the backend holds it */
+}
+
+/*
+ * Opening a device asks only the slot where the last full look-up saw the token
+ * (find_kept_token in backends/pkcs11/pkcs11.c): a token re-initialized under another label
+ * since is no longer found by its old label, and is found by its new one.
+ */
+static void test_token_relabelled_after_lookup(void **state)
+{
+    struct prov_device *dev = NULL;
+
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(open_dev("pkcs11:token=dev-10", true, &dev), 0);
+        assert_string_equal(dev->name, "token dev-10");
+        prov_pkcs11_ops.close(dev);
+        dev = NULL;
+    }
+    relabel_token("dev-10", "dev-10-new");
+    assert_int_equal(open_dev("pkcs11:token=dev-10", true, &dev), PROV_ERR_NOT_FOUND);
+    assert_null(dev);
+    assert_int_equal(open_dev("pkcs11:token=dev-10-new", true, &dev), 0);
+    assert_string_equal(dev->name, "token dev-10-new");
+    prov_pkcs11_ops.close(dev);
+    dev = NULL;
+    assert_int_equal(open_dev("pkcs11:token=dev-1", true, &dev), 0);
+    assert_string_equal(dev->name, "token dev-1");
+    prov_pkcs11_ops.close(dev);
+    relabel_token("dev-10-new", "dev-10");
+    assert_int_equal(open_dev("pkcs11:token=dev-10-new", true, &dev), PROV_ERR_NOT_FOUND);
+    assert_int_equal(open_dev("pkcs11:token=dev-10", true, &dev), 0);
+    prov_pkcs11_ops.close(dev);
 }
 
 static void test_bad_uri_and_module(void **state)
@@ -847,6 +921,7 @@ int main(void)
         cmocka_unit_test(test_made_key_without_flaw_accepted),
         cmocka_unit_test(test_key_allowing_derive_refused),
         cmocka_unit_test(test_key_once_extractable_refused),
+        cmocka_unit_test(test_token_relabelled_after_lookup),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
