@@ -10,6 +10,7 @@
 #include "csr.h"
 #include "error.h"
 #include "issuer.h"
+#include "steps.h"
 #include "storage.h"
 
 static void usage(FILE *f)
@@ -129,7 +130,7 @@ int cmd_sign(int argc, char **argv)
          * The issue step: CSR policy first (a bad CSR is refused before the CA token is even
          * opened), the CA index's rules, then the CA's token signs (issuer.h).
          */
-        r = is.ops->issue(&is, req, &rq, &cert);
+        r = prov_step_issue(&is, req, &rq, &cert);
     }
     if (r == 0) {
         r = prov_cert_facts(cert, &facts);

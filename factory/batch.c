@@ -24,6 +24,7 @@
 #include "log.h"
 #include "manifest_value.h"
 #include "secret.h"
+#include "steps.h"
 #include "storage.h"
 #include "batch_internal.h"
 
@@ -698,8 +699,7 @@ static int check_outputs(const struct prov_config *cfg, const struct prov_batch_
         r = prov_storage_check_output_file(sum->journal, "journal");
     }
     if (r == 0) {
-        r = prov_storage_check_output_dir(cfg->output_dir ? cfg->output_dir : "devices",
-                                          "output_dir");
+        r = prov_storage_check_output_dir(prov_output_dir(cfg), "output_dir");
     }
     return r;
 }

@@ -25,9 +25,8 @@
 #include "error.h"
 #include "log.h"
 #include "manifest_value.h"
+#include "steps.h"
 #include "storage.h"
-
-#define KEY_ID_BYTES 16
 
 struct row_ctx {
     struct batch *b;
@@ -41,7 +40,7 @@ struct row_ctx {
     char *dir;
     struct prov_journal_device d;
     struct batch_token *token; /* locked while set */
-    unsigned char key_id[KEY_ID_BYTES];
+    unsigned char key_id[PROV_KEY_ID_BYTES];
     const unsigned char *cur_id; /* the row's current key (kept when superseded keys go) */
     size_t cur_id_len;
     bool is_deferred;       /* handed to the storage stage, which concludes the row */
@@ -107,19 +106,13 @@ char *batch_storage_dir(const struct prov_config *cfg, const struct prov_manifes
     const char *storage = row->value[PROV_COL_STORAGE];
     char norm[PROV_MANIFEST_FIELD_MAX + 1];
     const char *why;
-    char *out = NULL;
 
-    if (storage == NULL) {
-        return prov_storage_dir_for(cfg, NULL, row->value[PROV_COL_SERIAL]);
-    }
     /* Validated already; normalized so that the journal and results show one spelling. */
-    if (!prov_manifest_storage_normalize(storage, norm, sizeof(norm), &why)) {
+    if (storage != NULL && !prov_manifest_storage_normalize(storage, norm, sizeof(norm), &why)) {
         return NULL;
     }
-    if (asprintf(&out, "%s/%s", cfg->output_dir ? cfg->output_dir : "devices", norm) < 0) {
-        return NULL;
-    }
-    return out;
+    return prov_storage_dir_for(cfg, NULL, storage != NULL ? norm : NULL,
+                                row->value[PROV_COL_SERIAL]);
 }
 
 /* ---- tokens ----------------------------------------------------------------------------- */
@@ -266,15 +259,6 @@ static void key_id_hex(const unsigned char *id, size_t len, char *out)
     out[2 * len] = '\0';
 }
 
-/* prov_enroll's hook: the certificate goes into the journal before anything is stored. */
-static int journal_issued(void *ctx, X509 *cert, const struct prov_key *key)
-{
-    struct row_ctx *c = ctx;
-
-    return prov_journal_record_issued(c->b->journal, c->b->lot_id, c->serial, key->id, key->id_len,
-                                      cert, key->uri);
-}
-
 /* What in the parsed storage s disagrees with the journal's certificate and the row, or NULL. */
 static const char *stored_mismatch(const struct prov_stored_identity *s, X509 *cert,
                                    const char *serial, const char *key_uri)
@@ -355,7 +339,7 @@ static int delete_key_by_id(struct row_ctx *c, const char *device_uri, const uns
     char hex[2 * PROV_JOURNAL_KEY_ID_MAX + 1];
     int r;
 
-    r = prov_device_open_for_key(c->b->cfg, c->b->ca, device_uri, pin_spec(c), false, &dev);
+    r = prov_step_open_device(c->b->cfg, c->b->ca, device_uri, pin_spec(c), false, &dev);
     if (r < 0) {
         return r;
     }
@@ -554,23 +538,23 @@ static void finish_job_free(struct finish_job *j)
 }
 
 /* Queues the issued identity for the storage stage (waits while the queue is full). */
-static int defer_storage(struct row_ctx *c, struct prov_enroll_result *res)
+static int defer_storage(struct row_ctx *c, X509 **cert, const char *key_uri,
+                         enum prov_key_type key_type, const char *backend)
 {
     struct batch_finisher *f = c->b->finisher;
-    const struct prov_backend_ops *ops = prov_backend_for(c->device_uri);
     struct finish_job *j = calloc(1, sizeof(*j));
 
     if (j == NULL || (j->serial = strdup(c->serial)) == NULL ||
         (j->device_uri = strdup(c->device_uri)) == NULL || (j->dir = strdup(c->dir)) == NULL ||
-        (j->key_uri = strdup(res->key_uri ? res->key_uri : "")) == NULL) {
+        (j->key_uri = strdup(key_uri)) == NULL) {
         finish_job_free(j);
         return prov_fail(PROV_ERR_NOMEM, "serial %s: out of memory", c->serial);
     }
     j->index = (uint32_t)(c->e - c->b->rows);
-    j->cert = res->cert;
-    res->cert = NULL;
-    j->key_type = res->key_type;
-    j->backend = ops ? ops->name : "";
+    j->cert = *cert;
+    *cert = NULL;
+    j->key_type = key_type;
+    j->backend = backend;
     j->profile = c->rq.profile->name;
     pthread_mutex_lock(&f->lock);
     while (f->n == FINISH_QUEUE) {
@@ -607,12 +591,88 @@ static int reissued_cert(struct row_ctx *c, X509 **out)
     return r;
 }
 
-/* intent (new key id) -> prov_enroll with the journal hook -> stored -> proven. */
+/*
+ * The device's part of a fresh enrollment, the pipeline's steps in order (steps.h): open,
+ * generate the key with the journal's id, CSR, issue, then the certificate into the journal
+ * before anything is stored, install (with defer, on the device only: the storage stage
+ * writes the storage directory), and with --prove the mTLS proof. The device is closed on
+ * return, before the journal's next records open any device again. *cert and *key_uri are
+ * the issued identity (set once the journal holds it).
+ */
+static int fresh_on_device(struct row_ctx *c, struct prov_enroll_plan *plan, bool defer,
+                           X509 **cert, char **key_uri, const char **backend)
+{
+    struct prov_issuer is;
+    struct prov_device *dev = NULL;
+    struct prov_key *key = NULL;
+    X509_REQ *req = NULL;
+    bool keep_key = false;
+    int r;
+
+    prov_issuer_local(&is, c->b->cfg, c->b->ca, &c->b->ca_lock);
+    r = prov_step_open_device(c->b->cfg, c->b->ca, c->device_uri, pin_spec(c), false, &dev);
+    r = r ? r : prov_step_stop_if_interrupted(c->serial, PROV_STEP_STOP_OPENED);
+    r = r ? r : prov_step_generate_key(dev, plan, c->key_id, sizeof(c->key_id), &key);
+    r = r ? r : prov_step_make_csr(key, plan->subject, plan->type, &req);
+    r = r ? r : prov_step_stop_if_interrupted(c->serial, PROV_STEP_STOP_SIGNED);
+    if (r < 0) {
+        goto out;
+    }
+    plan->rq.record.key_uri = key->uri;
+    r = prov_step_issue(&is, req, &plan->rq, cert);
+    if (r == 0) {
+        r = prov_journal_record_issued(c->b->journal, c->b->lot_id, c->serial, key->id,
+                                       key->id_len, *cert, key->uri);
+    }
+    if (r < 0) {
+        goto out;
+    }
+    /* from here the journal owns the certificate, and resumes from it if a step fails */
+    keep_key = true;
+    *key_uri = strdup(key->uri);
+    *backend = dev->ops->name;
+    if (*key_uri == NULL) {
+        r = prov_fail(PROV_ERR_NOMEM, "serial %s: out of memory", c->serial);
+        goto out;
+    }
+    {
+        struct prov_identity ident = prov_identity_make(
+            c->b->cfg, c->serial, *cert, is.ops->chain(&is), NULL, key->uri, plan->type,
+            dev->ops->name, c->rq.profile->name, c->rq.lot);
+
+        r = prov_step_install(dev, key, *cert, defer ? NULL : plan->dir, &ident);
+    }
+    if (r < 0 || defer) {
+        goto out;
+    }
+    prov_step_retire_old_key(dev, plan->old_uri, key);
+    if (c->b->opts->prove_url != NULL) {
+        struct prov_connect_result proof;
+
+        r = prov_step_prove(key, plan->dir, c->b->opts->prove_url, c->serial, &proof);
+    }
+out:
+    if (key != NULL && !keep_key) {
+        prov_step_discard_key(dev, key, c->serial);
+    }
+    X509_REQ_free(req);
+    prov_key_free(key);
+    prov_device_close(dev);
+    return r;
+}
+
+/* intent (new key id) -> plan -> the device's steps -> stored -> proven. */
 static int enroll_fresh(struct row_ctx *c)
 {
     bool is_reissue = c->d.state == PROV_JOURNAL_SUPERSEDED || c->d.n_superseded > 0;
     struct prov_enroll_params p;
-    struct prov_enroll_result res;
+    struct prov_enroll_plan plan;
+    struct prov_issuer is;
+    X509 *cert = NULL;
+    char *key_uri = NULL;
+    const char *backend = NULL;
+    enum prov_key_type type;
+    bool defer;
     int r;
 
     if (RAND_bytes(c->key_id, sizeof(c->key_id)) != 1) {
@@ -642,29 +702,27 @@ static int enroll_fresh(struct row_ctx *c)
             return r;
         }
     }
-    p.key_id = c->key_id;
-    p.key_id_len = sizeof(c->key_id);
-    p.pin_spec = pin_spec(c);
-    p.ca_lock = &c->b->ca_lock;
-    p.on_issued = journal_issued;
-    p.hook_ctx = c;
-    /* --prove needs the written storage and the open key: no storage stage then */
-    p.defer_storage = c->b->finisher != NULL && !p.reissue && c->b->opts->prove_url == NULL;
-    p.prove_url = c->b->opts->prove_url;
-    r = prov_enroll(c->b->cfg, c->b->ca, &p, &res);
+    prov_issuer_local(&is, c->b->cfg, c->b->ca, &c->b->ca_lock);
+    r = prov_step_plan(c->b->cfg, &is, &p, &plan);
     X509_free(p.reissued_cert);
-    if (r == 0 && p.defer_storage) {
-        r = defer_storage(c, &res);
-        prov_enroll_result_clear(&res);
+    if (r < 0) {
         return r;
     }
-    if (r == 0) {
+    /* --prove needs the written storage and the open key: no storage stage then */
+    defer = c->b->finisher != NULL && !p.reissue && c->b->opts->prove_url == NULL;
+    type = plan.type;
+    r = fresh_on_device(c, &plan, defer, &cert, &key_uri, &backend);
+    prov_enroll_plan_clear(&plan, r < 0);
+    if (r == 0 && defer) {
+        r = defer_storage(c, &cert, key_uri, type, backend);
+    } else if (r == 0) {
         r = prov_journal_record_stored(c->b->journal, c->b->lot_id, c->serial);
     }
-    if (r == 0) {
-        r = prove_written(c, res.cert, res.key_uri, true, true);
+    if (r == 0 && !c->is_deferred) {
+        r = prove_written(c, cert, key_uri, true, true);
     }
-    prov_enroll_result_clear(&res);
+    X509_free(cert);
+    free(key_uri);
     return r;
 }
 
@@ -719,25 +777,11 @@ static int write_from_journal(struct row_ctx *c, X509 *cert, char **key_uri)
     }
     r = prov_check_key_protection(key, "device key");
     if (r == 0) {
-        r = prov_prove_key(key, cert);
-    }
-    if (r == 0) {
-        r = dev->ops->store_certificate(dev, key, cert);
-    }
-    if (r == 0) {
-        struct prov_identity ident = {
-            .serial = c->serial,
-            .cert = cert,
-            .chain = c->b->ca->chain,
-            .server_ca_path = c->b->cfg->server_ca,
-            .key_uri = key->uri,
-            .key_type = key->type,
-            .backend = dev->ops->name,
-            .profile = c->rq.profile->name,
-            .lot = c->b->lot,
-        };
+        struct prov_identity ident =
+            prov_identity_make(c->b->cfg, c->serial, cert, c->b->ca->chain, NULL, key->uri,
+                               key->type, dev->ops->name, c->rq.profile->name, c->b->lot);
 
-        r = prov_storage_write(c->dir, &ident);
+        r = prov_step_install(dev, key, cert, c->dir, &ident);
     }
     if (r == 0) {
         *key_uri = strdup(key->uri);
@@ -1084,24 +1128,16 @@ int batch_row_handle(void *ctx, struct prov_manifest_parser *p, const struct pro
 /* ---- the storage stage ------------------------------------------------------------------ */
 
 /*
- * Storage, stored, read back, proven: what enroll_fresh does after prov_enroll, here on the
+ * Storage, stored, read back, proven: what enroll_fresh does after the device's steps, here on the
  * stage's thread. A failure leaves the certificate in the journal; the next run rewrites the
  * storage from it (complete_from_journal), as after a crash at the same point.
  */
 static void finish(struct batch *b, struct finish_job *j)
 {
     struct row_ctx c;
-    struct prov_identity ident = {
-        .serial = j->serial,
-        .cert = j->cert,
-        .chain = b->ca->chain,
-        .server_ca_path = b->cfg->server_ca,
-        .key_uri = j->key_uri,
-        .key_type = j->key_type,
-        .backend = j->backend,
-        .profile = j->profile,
-        .lot = b->lot,
-    };
+    struct prov_identity ident =
+        prov_identity_make(b->cfg, j->serial, j->cert, b->ca->chain, NULL, j->key_uri,
+                           j->key_type, j->backend, j->profile, b->lot);
     int r;
 
     memset(&c, 0, sizeof(c));
@@ -1111,7 +1147,7 @@ static void finish(struct batch *b, struct finish_job *j)
     c.device_uri = j->device_uri;
     c.dir = j->dir;
     prov_error_clear();
-    r = prov_storage_write(j->dir, &ident);
+    r = prov_step_install(NULL, NULL, j->cert, j->dir, &ident);
     if (r == 0) {
         r = prov_journal_record_stored(b->journal, b->lot_id, j->serial);
     }
