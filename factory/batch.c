@@ -48,25 +48,6 @@ static bool is_bad(const struct prov_manifest_row *row, enum prov_manifest_col c
     return (row->bad_columns & (1u << col)) != 0;
 }
 
-int batch_resolve_pin_spec(const char *manifest, const char *spec, char **out)
-{
-    const char *slash = strrchr(manifest, '/');
-
-    *out = NULL;
-    if (spec == NULL) {
-        return 0;
-    }
-    /* file:PATH relative to the manifest's directory, wherever the batch runs from */
-    if (strncmp(spec, "file:", 5) == 0 && spec[5] != '/' && slash != NULL) {
-        if (asprintf(out, "file:%.*s/%s", (int)(slash - manifest), manifest, spec + 5) < 0) {
-            *out = NULL;
-        }
-    } else {
-        *out = strdup(spec);
-    }
-    return *out != NULL ? 0 : prov_fail(PROV_ERR_NOMEM, "%s: out of memory", manifest);
-}
-
 /*
  * A row's PIN source must be there before the lot starts: a PIN file that can be opened (it
  * is not read here), a variable that is set. Otherwise the row would fail at its turn, after
@@ -663,7 +644,7 @@ static double now_seconds(void)
 }
 
 /*
- * The device PIN is read once per device (prov_enroll loads its source each time): a prompt
+ * The device PIN is read once per device (each device open loads its source again): a prompt
  * would ask hundreds of times and an fd: source is empty after the first read.
  */
 int batch_check_pin_source(const struct batch *b)
@@ -828,10 +809,13 @@ void batch_init(struct batch *b, const struct prov_config *cfg,
     memset(b, 0, sizeof(*b));
     b->cfg = cfg;
     b->opts = opts;
+    b->manifest = opts->manifest;
+    b->pin_spec = opts->pin_spec;
+    b->prove_url = opts->prove_url;
     b->fd = -1;
     pthread_mutex_init(&b->ca_lock, NULL);
     pthread_mutex_init(&b->queue_lock, NULL);
-    pthread_mutex_init(&b->tokens_lock, NULL);
+    batch_tokens_init(&b->tokens, cfg);
     pthread_mutex_init(&b->stats_lock, NULL);
 }
 
@@ -844,7 +828,7 @@ void batch_free(struct batch *b)
     for (size_t i = 0; i < b->n_groups; i++) {
         free(b->groups[i].device_uri);
     }
-    batch_tokens_free(b);
+    batch_tokens_free(&b->tokens);
     free(b->groups);
     free(b->rows);
     free(b->order);
@@ -853,7 +837,6 @@ void batch_free(struct batch *b)
     prov_strset_free(&b->group_index);
     pthread_mutex_destroy(&b->ca_lock);
     pthread_mutex_destroy(&b->queue_lock);
-    pthread_mutex_destroy(&b->tokens_lock);
     pthread_mutex_destroy(&b->stats_lock);
     if (b->fd >= 0) {
         close(b->fd);
