@@ -47,6 +47,7 @@ struct row_ctx {
     bool is_deferred;       /* handed to the storage stage, which concludes the row */
     bool is_outside_change; /* the storage holds an identity the lot did not issue */
     char *row_pin_spec;     /* the row's pin column, resolved; NULL: the run's PIN source */
+    const char *pin;        /* the device PIN source the row uses (pin_spec) */
 };
 
 /* An issued identity waiting for the storage stage (everything owned). */
@@ -131,13 +132,13 @@ int batch_resolve_pin_spec(const char *manifest, const char *spec, char **out)
     return *out != NULL ? 0 : prov_fail(PROV_ERR_NOMEM, "%s: out of memory", manifest);
 }
 
-
-static const char *pin_spec(const struct row_ctx *c)
+/* The device PIN source a row uses: its pin column, else the run's --pin, else device_pin. */
+static const char *pin_spec(const struct batch *b, const char *row_pin_spec)
 {
-    if (c->row_pin_spec != NULL) {
-        return c->row_pin_spec;
+    if (row_pin_spec != NULL) {
+        return row_pin_spec;
     }
-    return c->b->pin_spec ? c->b->pin_spec : c->b->cfg->device_pin;
+    return b->pin_spec ? b->pin_spec : b->cfg->device_pin;
 }
 
 static void key_id_hex(const unsigned char *id, size_t len, char *out)
@@ -228,7 +229,7 @@ static int delete_key_by_id(struct row_ctx *c, const char *device_uri, const uns
     char hex[2 * PROV_JOURNAL_KEY_ID_MAX + 1];
     int r;
 
-    r = prov_step_open_device(c->b->cfg, c->b->ca, device_uri, pin_spec(c), false, &dev);
+    r = prov_step_open_device(c->b->cfg, c->b->ca, device_uri, c->pin, false, &dev);
     if (r < 0) {
         return r;
     }
@@ -287,7 +288,7 @@ static int retire_key(struct row_ctx *c, const struct prov_journal_old_key *k)
     key_id_hex(k->key_id, k->key_id_len, hex);
     r = batch_hold_token(&c->hold, k->device_uri);
     r = r ? r
-          : prov_device_open_login(c->b->cfg, k->device_uri, pin_spec(c), "device PIN", false,
+          : prov_device_open_login(c->b->cfg, k->device_uri, c->pin, "device PIN", false,
                                    &dev);
     if (r == PROV_ERR_NOT_FOUND || r == PROV_ERR_DEVICE_REMOVED) {
         prov_warn("serial %s: the key of superseded certificate %s (id %s) stays on %s, which is "
@@ -359,7 +360,7 @@ static int connect_from_journal(struct row_ctx *c)
     struct prov_key *key = NULL;
     int r;
 
-    r = prov_device_open_login(c->b->cfg, c->d.device_uri, pin_spec(c), "device PIN", true, &dev);
+    r = prov_device_open_login(c->b->cfg, c->d.device_uri, c->pin, "device PIN", true, &dev);
     if (r == 0) {
         r = dev->ops->find_key_by_id(dev, c->d.key_id, c->d.key_id_len, &key);
     }
@@ -591,7 +592,7 @@ static int enroll_fresh(struct row_ctx *c)
     /* --prove needs the written storage and the open key: no storage stage then */
     defer = c->b->stage != NULL && !p.reissue && c->b->prove_url == NULL;
     type = plan.type;
-    r = fresh_on_device(c, &is, &plan, pin_spec(c), defer, &cert, &key_uri, &backend);
+    r = fresh_on_device(c, &is, &plan, c->pin, defer, &cert, &key_uri, &backend);
     prov_enroll_plan_clear(&plan, r < 0);
     if (r == 0 && defer) {
         r = defer_storage(c, &cert, key_uri, type, backend);
@@ -631,7 +632,7 @@ static int write_from_journal(struct row_ctx *c, X509 *cert, char **key_uri)
     char hex[2 * PROV_JOURNAL_KEY_ID_MAX + 1];
     int r;
 
-    r = prov_device_open_login(c->b->cfg, c->d.device_uri, pin_spec(c), "device PIN", false, &dev);
+    r = prov_device_open_login(c->b->cfg, c->d.device_uri, c->pin, "device PIN", false, &dev);
     if (r < 0) {
         goto out;
     }
@@ -998,6 +999,7 @@ int batch_row_handle(void *ctx, struct prov_manifest_parser *p, const struct pro
         r = prov_fail(PROV_ERR_CONFIG, "serial %s: profile %s is not in the config", c.serial,
                       pname);
     } else {
+        c.pin = pin_spec(c.b, c.row_pin_spec);
         r = do_row(&c, &st);
     }
     batch_release_token(&c.hold);
@@ -1032,6 +1034,7 @@ static void finish(struct batch *b, struct finish_job *j)
     c.serial = j->serial;
     c.hold.tokens = &b->tokens;
     c.hold.serial = j->serial;
+    c.pin = pin_spec(b, NULL);
     c.device_uri = j->device_uri;
     c.dir = j->dir;
     prov_error_clear();
