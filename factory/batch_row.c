@@ -48,6 +48,7 @@ struct row_ctx {
     bool is_outside_change; /* the storage holds an identity the lot did not issue */
     char *row_pin_spec;     /* the row's pin column, resolved; NULL: the run's PIN source */
     const char *pin;        /* the device PIN source the row uses (pin_spec) */
+    struct prov_issuer is;  /* who issues, records and delivers (issuer.h): the run's CA */
 };
 
 /* An issued identity waiting for the storage stage (everything owned). */
@@ -197,7 +198,7 @@ static int verify_written(struct row_ctx *c, X509 *cert, const char *key_uri,
         }
         what = stored_mismatch(s, cert, c->serial, key_uri);
     }
-    full = what == NULL ? sk_X509_dup(s != NULL ? s->chain : c->b->ca->chain) : NULL;
+    full = what == NULL ? sk_X509_dup(s != NULL ? s->chain : c->is.ops->chain(&c->is)) : NULL;
     if (what == NULL && (full == NULL || !sk_X509_unshift(full, cert))) {
         r = prov_fail(PROV_ERR_NOMEM, "serial %s: out of memory", c->serial);
     } else if (what == NULL &&
@@ -394,7 +395,7 @@ static int prove_written(struct row_ctx *c, X509 *cert, const char *key_uri, boo
 
     /* The identity is in its storage: the CA index counts the certificate delivered. */
     if (r == 0) {
-        r = prov_ca_index_delivered(c->b->ca->index, cert);
+        r = c->is.ops->delivered(&c->is, cert);
     }
     if (r == 0 && url != NULL && !is_connected) {
         r = connect_from_journal(c);
@@ -481,8 +482,7 @@ static int reissued_cert(struct row_ctx *c, X509 **out)
  * return, before the journal's next records open any device again. *cert and *key_uri are
  * the issued identity (set once the journal holds it).
  */
-static int fresh_on_device(struct row_ctx *c, struct prov_issuer *is,
-                           struct prov_enroll_plan *plan, const char *pin, bool defer,
+static int fresh_on_device(struct row_ctx *c, struct prov_enroll_plan *plan, bool defer,
                            X509 **cert, char **key_uri, const char **backend)
 {
     struct prov_device *dev = NULL;
@@ -491,7 +491,7 @@ static int fresh_on_device(struct row_ctx *c, struct prov_issuer *is,
     bool keep_key = false;
     int r;
 
-    r = prov_step_open_device(c->b->cfg, c->b->ca, c->device_uri, pin, false, &dev);
+    r = prov_step_open_device(c->b->cfg, c->b->ca, c->device_uri, c->pin, false, &dev);
     r = r ? r : prov_step_stop_if_interrupted(c->serial, PROV_STEP_STOP_OPENED);
     r = r ? r : prov_step_generate_key(dev, plan, c->key_id, sizeof(c->key_id), &key);
     r = r ? r : prov_step_make_csr(key, plan->subject, plan->type, &req);
@@ -500,7 +500,7 @@ static int fresh_on_device(struct row_ctx *c, struct prov_issuer *is,
         goto out;
     }
     plan->rq.record.key_uri = key->uri;
-    r = prov_step_issue(is, req, &plan->rq, cert);
+    r = prov_step_issue(&c->is, req, &plan->rq, cert);
     if (r == 0) {
         r = prov_journal_record_issued(c->b->journal, c->b->lot_id, c->serial, key->id,
                                        key->id_len, *cert, key->uri);
@@ -518,7 +518,7 @@ static int fresh_on_device(struct row_ctx *c, struct prov_issuer *is,
     }
     {
         struct prov_identity ident = prov_identity_make(
-            c->b->cfg, c->serial, *cert, is->ops->chain(is), NULL, key->uri, plan->type,
+            c->b->cfg, c->serial, *cert, c->is.ops->chain(&c->is), NULL, key->uri, plan->type,
             dev->ops->name, c->rq.profile->name, c->rq.lot);
 
         r = prov_step_install(dev, key, *cert, defer ? NULL : plan->dir, &ident);
@@ -548,7 +548,6 @@ static int enroll_fresh(struct row_ctx *c)
     bool is_reissue = c->d.state == PROV_JOURNAL_SUPERSEDED || c->d.n_superseded > 0;
     struct prov_enroll_params p;
     struct prov_enroll_plan plan;
-    struct prov_issuer is;
     X509 *cert = NULL;
     char *key_uri = NULL;
     const char *backend = NULL;
@@ -583,8 +582,7 @@ static int enroll_fresh(struct row_ctx *c)
             return r;
         }
     }
-    prov_issuer_local(&is, c->b->cfg, c->b->ca, &c->b->ca_lock);
-    r = prov_step_plan(c->b->cfg, &is, &p, &plan);
+    r = prov_step_plan(c->b->cfg, &c->is, &p, &plan);
     X509_free(p.reissued_cert);
     if (r < 0) {
         return r;
@@ -592,7 +590,7 @@ static int enroll_fresh(struct row_ctx *c)
     /* --prove needs the written storage and the open key: no storage stage then */
     defer = c->b->stage != NULL && !p.reissue && c->b->prove_url == NULL;
     type = plan.type;
-    r = fresh_on_device(c, &is, &plan, c->pin, defer, &cert, &key_uri, &backend);
+    r = fresh_on_device(c, &plan, defer, &cert, &key_uri, &backend);
     prov_enroll_plan_clear(&plan, r < 0);
     if (r == 0 && defer) {
         r = defer_storage(c, &cert, key_uri, type, backend);
@@ -659,7 +657,7 @@ static int write_from_journal(struct row_ctx *c, X509 *cert, char **key_uri)
     r = prov_check_key_protection(key, "device key");
     if (r == 0) {
         struct prov_identity ident =
-            prov_identity_make(c->b->cfg, c->serial, cert, c->b->ca->chain, NULL, key->uri,
+            prov_identity_make(c->b->cfg, c->serial, cert, c->is.ops->chain(&c->is), NULL, key->uri,
                                key->type, dev->ops->name, c->rq.profile->name, c->b->lot);
 
         r = prov_step_install(dev, key, cert, c->dir, &ident);
@@ -979,6 +977,7 @@ int batch_row_handle(void *ctx, struct prov_manifest_parser *p, const struct pro
     c.serial = row->value[PROV_COL_SERIAL];
     c.hold.tokens = &c.b->tokens;
     c.hold.serial = c.serial;
+    prov_issuer_local(&c.is, c.b->cfg, c.b->ca, &c.b->ca_lock);
     if (c.g != NULL) {
         c.hold.group_uri = c.g->device_uri;
         c.hold.group_token = &c.g->token;
@@ -1023,9 +1022,7 @@ int batch_row_handle(void *ctx, struct prov_manifest_parser *p, const struct pro
 static void finish(struct batch *b, struct finish_job *j)
 {
     struct row_ctx c;
-    struct prov_identity ident =
-        prov_identity_make(b->cfg, j->serial, j->cert, b->ca->chain, NULL, j->key_uri,
-                           j->key_type, j->backend, j->profile, b->lot);
+    struct prov_identity ident;
     int r;
 
     memset(&c, 0, sizeof(c));
@@ -1035,8 +1032,11 @@ static void finish(struct batch *b, struct finish_job *j)
     c.hold.tokens = &b->tokens;
     c.hold.serial = j->serial;
     c.pin = pin_spec(b, NULL);
+    prov_issuer_local(&c.is, b->cfg, b->ca, &b->ca_lock);
     c.device_uri = j->device_uri;
     c.dir = j->dir;
+    ident = prov_identity_make(b->cfg, j->serial, j->cert, c.is.ops->chain(&c.is), NULL,
+                               j->key_uri, j->key_type, j->backend, j->profile, b->lot);
     prov_error_clear();
     r = prov_step_install(NULL, NULL, j->cert, j->dir, &ident);
     if (r == 0) {
