@@ -5,12 +5,12 @@
 
 #include <json-c/json.h>
 
-#include "ca.h"
 #include "chain.h"
 #include "cli.h"
 #include "csr.h"
 #include "error.h"
-#include "ca_index.h"
+#include "issuer.h"
+#include "steps.h"
 #include "storage.h"
 
 static void usage(FILE *f)
@@ -65,8 +65,7 @@ int cmd_sign(int argc, char **argv)
     struct prov_cert_facts facts;
     enum prov_key_type key_type = PROV_KEY_NONE;
     struct prov_config *cfg = NULL;
-    struct prov_ca_index *ix = NULL;
-    struct prov_ca *ca = NULL;
+    struct prov_issuer is;
     const char *csr_path = NULL;
     const char *out_path = NULL;
     STACK_OF(X509) *bundle = NULL;
@@ -110,6 +109,7 @@ int cmd_sign(int argc, char **argv)
         return cli_fail_json(r, prov_cli.config_path, as_json,
                              result_json(in.serial, "failed", &facts, out_path));
     }
+    prov_issuer_local_deferred(&is, cfg);
     rc = cli_request_build(cfg, &in, &rq, &key_type);
     if (rc != 0) {
         goto out;
@@ -126,30 +126,17 @@ int cmd_sign(int argc, char **argv)
     prov_error_clear();
     r = prov_csr_read(csr_path, &req);
     if (r == 0) {
-        /* Policy first: a bad CSR is refused before the CA token is even opened. */
-        r = prov_issue_check_csr(rq.profile, req, NULL);
-    }
-    if (r == 0) {
-        /* The CA index's rules too (a key certified before, a serial certified already). */
-        r = prov_ca_index_open(cfg->ca_dir, &ix);
-    }
-    if (r == 0) {
-        r = prov_ca_index_check(ix, rq.serial, &rq.record, X509_REQ_get0_pubkey(req));
-    }
-    prov_ca_index_close(ix);
-    ix = NULL;
-    if (r == 0) {
-        r = prov_ca_open(cfg, true, &ca);
-    }
-    if (r == 0) {
-        /* Recorded in the CA index before it comes back (issue.c). */
-        r = prov_issue_certificate(cfg, ca, req, &rq, &cert);
+        /*
+         * The issue step: CSR policy first (a bad CSR is refused before the CA token is even
+         * opened), the CA index's rules, then the CA's token signs (issuer.h).
+         */
+        r = prov_step_issue(&is, req, &rq, &cert);
     }
     if (r == 0) {
         r = prov_cert_facts(cert, &facts);
     }
     if (r == 0) {
-        bundle = sk_X509_dup(ca->chain);
+        bundle = sk_X509_dup(is.ops->chain(&is));
         r = bundle && sk_X509_unshift(bundle, cert) ? 0 : PROV_ERR_NOMEM;
     }
     if (r == 0) {
@@ -159,7 +146,7 @@ int cmd_sign(int argc, char **argv)
         r = prov_atomic_write_file(out_path, pem, pem_len, 0644);
     }
     if (r == 0) {
-        r = prov_ca_index_delivered(ca->index, cert);
+        r = is.ops->delivered(&is, cert);
     }
     if (r < 0) {
         struct prov_cert_facts none = {0};
@@ -184,8 +171,7 @@ out:
     sk_X509_free(bundle);
     X509_free(cert);
     X509_REQ_free(req);
-    prov_ca_index_close(ix);
-    prov_ca_close(ca);
+    prov_issuer_close(&is);
     prov_config_free(cfg);
     return rc;
 }

@@ -24,6 +24,7 @@
 #include "log.h"
 #include "manifest_value.h"
 #include "secret.h"
+#include "steps.h"
 #include "storage.h"
 #include "batch_internal.h"
 
@@ -45,25 +46,6 @@ static void on_finding(void *ctx, const char *name, unsigned long line, unsigned
 static bool is_bad(const struct prov_manifest_row *row, enum prov_manifest_col col)
 {
     return (row->bad_columns & (1u << col)) != 0;
-}
-
-int batch_resolve_pin_spec(const char *manifest, const char *spec, char **out)
-{
-    const char *slash = strrchr(manifest, '/');
-
-    *out = NULL;
-    if (spec == NULL) {
-        return 0;
-    }
-    /* file:PATH relative to the manifest's directory, wherever the batch runs from */
-    if (strncmp(spec, "file:", 5) == 0 && spec[5] != '/' && slash != NULL) {
-        if (asprintf(out, "file:%.*s/%s", (int)(slash - manifest), manifest, spec + 5) < 0) {
-            *out = NULL;
-        }
-    } else {
-        *out = strdup(spec);
-    }
-    return *out != NULL ? 0 : prov_fail(PROV_ERR_NOMEM, "%s: out of memory", manifest);
 }
 
 /*
@@ -625,7 +607,7 @@ static double now_seconds(void)
 }
 
 /*
- * The device PIN is read once per device (prov_enroll loads its source each time): a prompt
+ * The device PIN is read once per device (each device open loads its source again): a prompt
  * would ask hundreds of times and an fd: source is empty after the first read.
  */
 int batch_check_pin_source(const struct batch *b)
@@ -661,8 +643,7 @@ static int check_outputs(const struct prov_config *cfg, const struct prov_batch_
         r = prov_storage_check_output_file(sum->journal, "journal");
     }
     if (r == 0) {
-        r = prov_storage_check_output_dir(cfg->output_dir ? cfg->output_dir : "devices",
-                                          "output_dir");
+        r = prov_storage_check_output_dir(prov_output_dir(cfg), "output_dir");
     }
     return r;
 }
@@ -791,10 +772,13 @@ void batch_init(struct batch *b, const struct prov_config *cfg,
     memset(b, 0, sizeof(*b));
     b->cfg = cfg;
     b->opts = opts;
+    b->manifest = opts->manifest;
+    b->pin_spec = opts->pin_spec;
+    b->prove_url = opts->prove_url;
     b->fd = -1;
     pthread_mutex_init(&b->ca_lock, NULL);
     pthread_mutex_init(&b->queue_lock, NULL);
-    pthread_mutex_init(&b->tokens_lock, NULL);
+    batch_tokens_init(&b->tokens, cfg);
     pthread_mutex_init(&b->stats_lock, NULL);
 }
 
@@ -807,7 +791,7 @@ void batch_free(struct batch *b)
     for (size_t i = 0; i < b->n_groups; i++) {
         free(b->groups[i].device_uri);
     }
-    batch_tokens_free(b);
+    batch_tokens_free(&b->tokens);
     free(b->groups);
     free(b->rows);
     free(b->order);
@@ -816,7 +800,6 @@ void batch_free(struct batch *b)
     prov_strset_free(&b->group_index);
     pthread_mutex_destroy(&b->ca_lock);
     pthread_mutex_destroy(&b->queue_lock);
-    pthread_mutex_destroy(&b->tokens_lock);
     pthread_mutex_destroy(&b->stats_lock);
     if (b->fd >= 0) {
         close(b->fd);

@@ -23,10 +23,10 @@
  * serialized with a mutex (the CA's HSM session is not safe for concurrent use).
  *
  * Per row, by its journal state (resume policy, factory/README.md):
- *   none, superseded      intent (new random key id) → prov_enroll → issued (journal hook,
- *                         before storage) → stored → proven (the written identity read back
- *                         and verified; the key proved itself before anything was stored):
- *                         status "issued".
+ *   none, superseded      intent (new random key id) → the pipeline's steps, with issued
+ *                         recorded between issue and install (before storage) → stored →
+ *                         proven (the written identity read back and verified; the key
+ *                         proved itself before anything was stored): status "issued".
  *   intent, failed with a key id but no certificate
  *                         the key of the recorded id is looked up on the token and deleted,
  *                         then as above with a NEW key id (never reused: an id names one key

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * One manifest row, driven by its journal state (the policy is in batch.h). Every device
- * operation goes through the core (prov_enroll, prov_check_identity, prov_device_open_login)
- * or the backend ops table; nothing here knows PKCS#11 or ESAPI.
+ * operation goes through the core (the pipeline's steps, provisioner/pipeline/steps.h, and
+ * prov_device_open_login) or the backend ops table; nothing here knows PKCS#11 or ESAPI. The
+ * token locks are batch_tokens.c's, the storage stage's thread batch_stage.c's.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -17,7 +18,7 @@
 
 #include "backend.h"
 #include "device.h"
-#include "batch_internal.h"
+#include "batch_row.h"
 #include "ca_index.h"
 #include "chain.h"
 #include "connect.h"
@@ -25,9 +26,8 @@
 #include "error.h"
 #include "log.h"
 #include "manifest_value.h"
+#include "steps.h"
 #include "storage.h"
-
-#define KEY_ID_BYTES 16
 
 struct row_ctx {
     struct batch *b;
@@ -40,13 +40,15 @@ struct row_ctx {
     enum prov_key_type key_type;
     char *dir;
     struct prov_journal_device d;
-    struct batch_token *token; /* locked while set */
-    unsigned char key_id[KEY_ID_BYTES];
+    struct batch_hold hold;    /* the token lock the row holds */
+    unsigned char key_id[PROV_KEY_ID_BYTES];
     const unsigned char *cur_id; /* the row's current key (kept when superseded keys go) */
     size_t cur_id_len;
     bool is_deferred;       /* handed to the storage stage, which concludes the row */
     bool is_outside_change; /* the storage holds an identity the lot did not issue */
     char *row_pin_spec;     /* the row's pin column, resolved; NULL: the run's PIN source */
+    const char *pin;        /* the device PIN source the row uses (pin_spec) */
+    struct prov_issuer is;  /* who issues, records and delivers (issuer.h): the run's CA */
 };
 
 /* An issued identity waiting for the storage stage (everything owned). */
@@ -60,18 +62,6 @@ struct finish_job {
     enum prov_key_type key_type;
     const char *backend; /* static: the backend's name */
     const char *profile; /* owned by the config */
-};
-
-#define FINISH_QUEUE 4
-
-struct batch_finisher {
-    pthread_t thread;
-    pthread_mutex_t lock;
-    pthread_cond_t changed;
-    struct finish_job *jobs[FINISH_QUEUE];
-    size_t head;
-    size_t n;
-    bool is_stopping;
 };
 
 static const char *const status_names[] = {"failed", "issued", "already-issued", "failed"};
@@ -107,155 +97,49 @@ char *batch_storage_dir(const struct prov_config *cfg, const struct prov_manifes
     const char *storage = row->value[PROV_COL_STORAGE];
     char norm[PROV_MANIFEST_FIELD_MAX + 1];
     const char *why;
-    char *out = NULL;
 
-    if (storage == NULL) {
-        return prov_storage_dir_for(cfg, NULL, row->value[PROV_COL_SERIAL]);
-    }
     /* Validated already; normalized so that the journal and results show one spelling. */
-    if (!prov_manifest_storage_normalize(storage, norm, sizeof(norm), &why)) {
+    if (storage != NULL && !prov_manifest_storage_normalize(storage, norm, sizeof(norm), &why)) {
         return NULL;
     }
-    if (asprintf(&out, "%s/%s", cfg->output_dir ? cfg->output_dir : "devices", norm) < 0) {
-        return NULL;
-    }
-    return out;
-}
-
-/* ---- tokens ----------------------------------------------------------------------------- */
-
-/*
- * The token behind uri, found by its identity (token serial, TPM EK): the device is opened
- * once, read-only, without logging in. Two URIs for one token get one lock.
- */
-static int resolve_token(struct batch *b, const char *uri, struct batch_token **out)
-{
-    struct prov_device_params params;
-    struct prov_device *dev = NULL;
-    char ident[512];
-    char *key = NULL;
-    unsigned long index = 0;
-    bool is_new = false;
-    int r;
-
-    prov_device_params_from_config(b->cfg, true, &params);
-    r = prov_device_open(uri, &params, &dev);
-    if (r < 0) {
-        return r;
-    }
-    if (dev->ops->identity(dev, ident, sizeof(ident)) < 0) {
-        /* No identity: the URI is the best name we have. */
-        prov_error_clear();
-        snprintf(ident, sizeof(ident), "%s", uri);
-    }
-    if (asprintf(&key, "%s:%s", dev->ops->name, ident) < 0) {
-        key = NULL;
-    }
-    prov_device_close(dev);
-    if (key == NULL) {
-        return PROV_ERR_NOMEM;
-    }
-    pthread_mutex_lock(&b->tokens_lock);
-    /*
-     * Room and the entry first, the index last: an index entry always names a token that
-     * exists, even when memory runs out half way.
-     */
-    if (!prov_strset_get(&b->token_index, key, &index)) {
-        struct batch_token *t = NULL;
-
-        if (b->n_tokens == b->cap_tokens) {
-            size_t cap = b->cap_tokens ? b->cap_tokens * 2 : 16;
-            struct batch_token **a = realloc(b->tokens, cap * sizeof(*a));
-
-            if (a != NULL) {
-                b->tokens = a;
-                b->cap_tokens = cap;
-            }
-        }
-        if (b->n_tokens < b->cap_tokens) {
-            t = calloc(1, sizeof(*t));
-        }
-        r = t != NULL ? prov_strset_add(&b->token_index, key, b->n_tokens, &index, &is_new)
-                      : PROV_ERR_NOMEM;
-        if (r == 0) {
-            t->identity = key;
-            key = NULL;
-            pthread_mutex_init(&t->lock, NULL);
-            b->tokens[b->n_tokens++] = t;
-        } else {
-            free(t);
-        }
-    }
-    if (r == 0) {
-        *out = b->tokens[index];
-    }
-    pthread_mutex_unlock(&b->tokens_lock);
-    free(key);
-    return r;
-}
-
-static void unlock_token(struct row_ctx *c)
-{
-    if (c->token != NULL) {
-        prov_debug("batch", "serial %s: released the lock of %s", c->serial, c->token->identity);
-        pthread_mutex_unlock(&c->token->lock);
-        c->token = NULL;
-    }
-}
-
-/*
- * Holds the lock of the token behind uri, and only that one: a lock held before is released
- * first. A row that works on two tokens (a key left on the device the manifest named before,
- * a superseded key on the old device of a reissue) takes them one after the other, so two
- * workers can never each hold a token the other waits for, and every operation on a token
- * runs under that token's own lock.
- */
-static int hold_token(struct row_ctx *c, const char *uri)
-{
-    struct batch_token *t = NULL;
-    int r;
-
-    if (c->g != NULL && strcmp(uri, c->g->device_uri) == 0) {
-        r = c->g->token != NULL ? 0 : resolve_token(c->b, uri, &c->g->token);
-        t = c->g->token;
-    } else {
-        r = resolve_token(c->b, uri, &t);
-    }
-    if (r < 0 || c->token == t) {
-        return r;
-    }
-    unlock_token(c);
-    pthread_mutex_lock(&t->lock);
-    c->token = t;
-    prov_debug("batch", "serial %s: holding the lock of %s", c->serial, t->identity);
-    return 0;
-}
-
-/* The lock of the row's own device. */
-static int lock_token(struct row_ctx *c)
-{
-    return hold_token(c, c->device_uri);
-}
-
-void batch_tokens_free(struct batch *b)
-{
-    for (size_t i = 0; i < b->n_tokens; i++) {
-        pthread_mutex_destroy(&b->tokens[i]->lock);
-        free(b->tokens[i]->identity);
-        free(b->tokens[i]);
-    }
-    free(b->tokens);
-    prov_strset_free(&b->token_index);
+    return prov_storage_dir_for(cfg, NULL, storage != NULL ? norm : NULL,
+                                row->value[PROV_COL_SERIAL]);
 }
 
 /* ---- steps ------------------------------------------------------------------------------ */
 
-static const char *pin_spec(const struct row_ctx *c)
+/* The lock of the row's own device's token (batch_tokens.h). */
+static int lock_token(struct row_ctx *c)
 {
-    if (c->row_pin_spec != NULL) {
-        return c->row_pin_spec;
+    return batch_hold_token(&c->hold, c->device_uri);
+}
+
+int batch_resolve_pin_spec(const char *manifest, const char *spec, char **out)
+{
+    const char *slash = strrchr(manifest, '/');
+
+    *out = NULL;
+    if (spec == NULL) {
+        return 0;
     }
-    return c->b->opts->pin_spec ? c->b->opts->pin_spec : c->b->cfg->device_pin;
+    /* file:PATH relative to the manifest's directory, wherever the batch runs from */
+    if (strncmp(spec, "file:", 5) == 0 && spec[5] != '/' && slash != NULL) {
+        if (asprintf(out, "file:%.*s/%s", (int)(slash - manifest), manifest, spec + 5) < 0) {
+            *out = NULL;
+        }
+    } else {
+        *out = strdup(spec);
+    }
+    return *out != NULL ? 0 : prov_fail(PROV_ERR_NOMEM, "%s: out of memory", manifest);
+}
+
+/* The device PIN source a row uses: its pin column, else the run's --pin, else device_pin. */
+static const char *pin_spec(const struct batch *b, const char *row_pin_spec)
+{
+    if (row_pin_spec != NULL) {
+        return row_pin_spec;
+    }
+    return b->pin_spec ? b->pin_spec : b->cfg->device_pin;
 }
 
 static void key_id_hex(const unsigned char *id, size_t len, char *out)
@@ -264,15 +148,6 @@ static void key_id_hex(const unsigned char *id, size_t len, char *out)
         sprintf(out + 2 * i, "%02x", id[i]);
     }
     out[2 * len] = '\0';
-}
-
-/* prov_enroll's hook: the certificate goes into the journal before anything is stored. */
-static int journal_issued(void *ctx, X509 *cert, const struct prov_key *key)
-{
-    struct row_ctx *c = ctx;
-
-    return prov_journal_record_issued(c->b->journal, c->b->lot_id, c->serial, key->id, key->id_len,
-                                      cert, key->uri);
 }
 
 /* What in the parsed storage s disagrees with the journal's certificate and the row, or NULL. */
@@ -303,7 +178,7 @@ static const char *stored_mismatch(const struct prov_stored_identity *s, X509 *c
  * client.crt is the journal's certificate, fullchain.pem starts with it, identity.json names
  * the serial, key.uri the key, and the chain checked is chain.pem's.
  * The key itself signed a fresh challenge that verified with this certificate before any of
- * it was stored (prov_enroll, write_from_journal); the device is not opened again, because
+ * it was stored (fresh_on_device, write_from_journal); the device is not opened again, because
  * on SoftHSM2 every key lookup costs time in proportion to the objects on the token
  * (`provisioner check` repeats the device proof from storage at any time).
  */
@@ -323,7 +198,7 @@ static int verify_written(struct row_ctx *c, X509 *cert, const char *key_uri,
         }
         what = stored_mismatch(s, cert, c->serial, key_uri);
     }
-    full = what == NULL ? sk_X509_dup(s != NULL ? s->chain : c->b->ca->chain) : NULL;
+    full = what == NULL ? sk_X509_dup(s != NULL ? s->chain : c->is.ops->chain(&c->is)) : NULL;
     if (what == NULL && (full == NULL || !sk_X509_unshift(full, cert))) {
         r = prov_fail(PROV_ERR_NOMEM, "serial %s: out of memory", c->serial);
     } else if (what == NULL &&
@@ -355,7 +230,7 @@ static int delete_key_by_id(struct row_ctx *c, const char *device_uri, const uns
     char hex[2 * PROV_JOURNAL_KEY_ID_MAX + 1];
     int r;
 
-    r = prov_device_open_for_key(c->b->cfg, c->b->ca, device_uri, pin_spec(c), false, &dev);
+    r = prov_step_open_device(c->b->cfg, c->b->ca, device_uri, c->pin, false, &dev);
     if (r < 0) {
         return r;
     }
@@ -412,9 +287,9 @@ static int retire_key(struct row_ctx *c, const struct prov_journal_old_key *k)
     int r;
 
     key_id_hex(k->key_id, k->key_id_len, hex);
-    r = hold_token(c, k->device_uri);
+    r = batch_hold_token(&c->hold, k->device_uri);
     r = r ? r
-          : prov_device_open_login(c->b->cfg, k->device_uri, pin_spec(c), "device PIN", false,
+          : prov_device_open_login(c->b->cfg, k->device_uri, c->pin, "device PIN", false,
                                    &dev);
     if (r == PROV_ERR_NOT_FOUND || r == PROV_ERR_DEVICE_REMOVED) {
         prov_warn("serial %s: the key of superseded certificate %s (id %s) stays on %s, which is "
@@ -477,7 +352,7 @@ static int retire_superseded(struct row_ctx *c)
 
 /*
  * --prove on the resume path: the key with the journal's id on the journal's device, against
- * the written storage. (A fresh enrollment proves inside prov_enroll with the key it holds.)
+ * the written storage. (A fresh enrollment proves in fresh_on_device with the key it holds.)
  */
 static int connect_from_journal(struct row_ctx *c)
 {
@@ -486,16 +361,16 @@ static int connect_from_journal(struct row_ctx *c)
     struct prov_key *key = NULL;
     int r;
 
-    r = prov_device_open_login(c->b->cfg, c->d.device_uri, pin_spec(c), "device PIN", true, &dev);
+    r = prov_device_open_login(c->b->cfg, c->d.device_uri, c->pin, "device PIN", true, &dev);
     if (r == 0) {
         r = dev->ops->find_key_by_id(dev, c->d.key_id, c->d.key_id_len, &key);
     }
     if (r == 0) {
-        r = prov_connect_prove(key, c->dir, c->b->opts->prove_url, &res);
+        r = prov_connect_prove(key, c->dir, c->b->prove_url, &res);
         if (r < 0) {
             prov_error_clear();
             prov_fail(r, "serial %s: stored, but the proof over %s failed: %s", c->serial,
-                      c->b->opts->prove_url, res.detail);
+                      c->b->prove_url, res.detail);
         }
     }
     prov_key_free(key);
@@ -505,7 +380,7 @@ static int connect_from_journal(struct row_ctx *c)
 
 /*
  * The written identity verified (verify_written), with --prove the mTLS proof too (unless
- * is_connected: prov_enroll has just done it), the keys of a reissued row's superseded
+ * is_connected: fresh_on_device has just done it), the keys of a reissued row's superseded
  * certificates deleted from their devices, then proven is recorded. Deleting before proven
  * makes proven mean "nothing superseded is left on a device that was here": a run stopped in
  * between deletes again (absent is fine), a key on a device that is not here stays listed
@@ -515,12 +390,12 @@ static int connect_from_journal(struct row_ctx *c)
 static int prove_written(struct row_ctx *c, X509 *cert, const char *key_uri, bool is_just_written,
                          bool is_connected)
 {
-    const char *url = c->b->opts->prove_url;
+    const char *url = c->b->prove_url;
     int r = verify_written(c, cert, key_uri, is_just_written);
 
     /* The identity is in its storage: the CA index counts the certificate delivered. */
     if (r == 0) {
-        r = prov_ca_index_delivered(c->b->ca->index, cert);
+        r = c->is.ops->delivered(&c->is, cert);
     }
     if (r == 0 && url != NULL && !is_connected) {
         r = connect_from_journal(c);
@@ -554,32 +429,24 @@ static void finish_job_free(struct finish_job *j)
 }
 
 /* Queues the issued identity for the storage stage (waits while the queue is full). */
-static int defer_storage(struct row_ctx *c, struct prov_enroll_result *res)
+static int defer_storage(struct row_ctx *c, X509 **cert, const char *key_uri,
+                         enum prov_key_type key_type, const char *backend)
 {
-    struct batch_finisher *f = c->b->finisher;
-    const struct prov_backend_ops *ops = prov_backend_for(c->device_uri);
     struct finish_job *j = calloc(1, sizeof(*j));
 
     if (j == NULL || (j->serial = strdup(c->serial)) == NULL ||
         (j->device_uri = strdup(c->device_uri)) == NULL || (j->dir = strdup(c->dir)) == NULL ||
-        (j->key_uri = strdup(res->key_uri ? res->key_uri : "")) == NULL) {
+        (j->key_uri = strdup(key_uri)) == NULL) {
         finish_job_free(j);
         return prov_fail(PROV_ERR_NOMEM, "serial %s: out of memory", c->serial);
     }
     j->index = (uint32_t)(c->e - c->b->rows);
-    j->cert = res->cert;
-    res->cert = NULL;
-    j->key_type = res->key_type;
-    j->backend = ops ? ops->name : "";
+    j->cert = *cert;
+    *cert = NULL;
+    j->key_type = key_type;
+    j->backend = backend;
     j->profile = c->rq.profile->name;
-    pthread_mutex_lock(&f->lock);
-    while (f->n == FINISH_QUEUE) {
-        pthread_cond_wait(&f->changed, &f->lock);
-    }
-    f->jobs[(f->head + f->n) % FINISH_QUEUE] = j;
-    f->n++;
-    pthread_cond_broadcast(&f->changed);
-    pthread_mutex_unlock(&f->lock);
+    batch_stage_push(c->b->stage, j);
     c->is_deferred = true;
     return 0;
 }
@@ -607,12 +474,85 @@ static int reissued_cert(struct row_ctx *c, X509 **out)
     return r;
 }
 
-/* intent (new key id) -> prov_enroll with the journal hook -> stored -> proven. */
+/*
+ * The device's part of a fresh enrollment, the pipeline's steps in order (steps.h): open,
+ * generate the key with the journal's id, CSR, issue, then the certificate into the journal
+ * before anything is stored, install (with defer, on the device only: the storage stage
+ * writes the storage directory), and with --prove the mTLS proof. The device is closed on
+ * return, before the journal's next records open any device again. *cert and *key_uri are
+ * the issued identity (set once the journal holds it).
+ */
+static int fresh_on_device(struct row_ctx *c, struct prov_enroll_plan *plan, bool defer,
+                           X509 **cert, char **key_uri, const char **backend)
+{
+    struct prov_device *dev = NULL;
+    struct prov_key *key = NULL;
+    X509_REQ *req = NULL;
+    bool keep_key = false;
+    int r;
+
+    r = prov_step_open_device(c->b->cfg, c->b->ca, c->device_uri, c->pin, false, &dev);
+    r = r ? r : prov_step_stop_if_interrupted(c->serial, PROV_STEP_STOP_OPENED);
+    r = r ? r : prov_step_generate_key(dev, plan, c->key_id, sizeof(c->key_id), &key);
+    r = r ? r : prov_step_make_csr(key, plan->subject, plan->type, &req);
+    r = r ? r : prov_step_stop_if_interrupted(c->serial, PROV_STEP_STOP_SIGNED);
+    if (r < 0) {
+        goto out;
+    }
+    plan->rq.record.key_uri = key->uri;
+    r = prov_step_issue(&c->is, req, &plan->rq, cert);
+    if (r == 0) {
+        r = prov_journal_record_issued(c->b->journal, c->b->lot_id, c->serial, key->id,
+                                       key->id_len, *cert, key->uri);
+    }
+    if (r < 0) {
+        goto out;
+    }
+    /* from here the journal owns the certificate, and resumes from it if a step fails */
+    keep_key = true;
+    *key_uri = strdup(key->uri);
+    *backend = dev->ops->name;
+    if (*key_uri == NULL) {
+        r = prov_fail(PROV_ERR_NOMEM, "serial %s: out of memory", c->serial);
+        goto out;
+    }
+    {
+        struct prov_identity ident = prov_identity_make(
+            c->b->cfg, c->serial, *cert, c->is.ops->chain(&c->is), NULL, key->uri, plan->type,
+            dev->ops->name, c->rq.profile->name, c->rq.lot);
+
+        r = prov_step_install(dev, key, *cert, defer ? NULL : plan->dir, &ident);
+    }
+    if (r < 0 || defer) {
+        goto out;
+    }
+    prov_step_retire_old_key(dev, plan->old_uri, key);
+    if (c->b->prove_url != NULL) {
+        struct prov_connect_result proof;
+
+        r = prov_step_prove(key, plan->dir, c->b->prove_url, c->serial, &proof);
+    }
+out:
+    if (key != NULL && !keep_key) {
+        prov_step_discard_key(dev, key, c->serial);
+    }
+    X509_REQ_free(req);
+    prov_key_free(key);
+    prov_device_close(dev);
+    return r;
+}
+
+/* intent (new key id) -> plan -> the device's steps -> stored -> proven. */
 static int enroll_fresh(struct row_ctx *c)
 {
     bool is_reissue = c->d.state == PROV_JOURNAL_SUPERSEDED || c->d.n_superseded > 0;
     struct prov_enroll_params p;
-    struct prov_enroll_result res;
+    struct prov_enroll_plan plan;
+    X509 *cert = NULL;
+    char *key_uri = NULL;
+    const char *backend = NULL;
+    enum prov_key_type type;
+    bool defer;
     int r;
 
     if (RAND_bytes(c->key_id, sizeof(c->key_id)) != 1) {
@@ -642,29 +582,26 @@ static int enroll_fresh(struct row_ctx *c)
             return r;
         }
     }
-    p.key_id = c->key_id;
-    p.key_id_len = sizeof(c->key_id);
-    p.pin_spec = pin_spec(c);
-    p.ca_lock = &c->b->ca_lock;
-    p.on_issued = journal_issued;
-    p.hook_ctx = c;
-    /* --prove needs the written storage and the open key: no storage stage then */
-    p.defer_storage = c->b->finisher != NULL && !p.reissue && c->b->opts->prove_url == NULL;
-    p.prove_url = c->b->opts->prove_url;
-    r = prov_enroll(c->b->cfg, c->b->ca, &p, &res);
+    r = prov_step_plan(c->b->cfg, &c->is, &p, &plan);
     X509_free(p.reissued_cert);
-    if (r == 0 && p.defer_storage) {
-        r = defer_storage(c, &res);
-        prov_enroll_result_clear(&res);
+    if (r < 0) {
         return r;
     }
-    if (r == 0) {
+    /* --prove needs the written storage and the open key: no storage stage then */
+    defer = c->b->stage != NULL && !p.reissue && c->b->prove_url == NULL;
+    type = plan.type;
+    r = fresh_on_device(c, &plan, defer, &cert, &key_uri, &backend);
+    prov_enroll_plan_clear(&plan, r < 0);
+    if (r == 0 && defer) {
+        r = defer_storage(c, &cert, key_uri, type, backend);
+    } else if (r == 0) {
         r = prov_journal_record_stored(c->b->journal, c->b->lot_id, c->serial);
     }
-    if (r == 0) {
-        r = prove_written(c, res.cert, res.key_uri, true, true);
+    if (r == 0 && !c->is_deferred) {
+        r = prove_written(c, cert, key_uri, true, true);
     }
-    prov_enroll_result_clear(&res);
+    X509_free(cert);
+    free(key_uri);
     return r;
 }
 
@@ -693,7 +630,7 @@ static int write_from_journal(struct row_ctx *c, X509 *cert, char **key_uri)
     char hex[2 * PROV_JOURNAL_KEY_ID_MAX + 1];
     int r;
 
-    r = prov_device_open_login(c->b->cfg, c->d.device_uri, pin_spec(c), "device PIN", false, &dev);
+    r = prov_device_open_login(c->b->cfg, c->d.device_uri, c->pin, "device PIN", false, &dev);
     if (r < 0) {
         goto out;
     }
@@ -719,25 +656,11 @@ static int write_from_journal(struct row_ctx *c, X509 *cert, char **key_uri)
     }
     r = prov_check_key_protection(key, "device key");
     if (r == 0) {
-        r = prov_prove_key(key, cert);
-    }
-    if (r == 0) {
-        r = dev->ops->store_certificate(dev, key, cert);
-    }
-    if (r == 0) {
-        struct prov_identity ident = {
-            .serial = c->serial,
-            .cert = cert,
-            .chain = c->b->ca->chain,
-            .server_ca_path = c->b->cfg->server_ca,
-            .key_uri = key->uri,
-            .key_type = key->type,
-            .backend = dev->ops->name,
-            .profile = c->rq.profile->name,
-            .lot = c->b->lot,
-        };
+        struct prov_identity ident =
+            prov_identity_make(c->b->cfg, c->serial, cert, c->is.ops->chain(&c->is), NULL, key->uri,
+                               key->type, dev->ops->name, c->rq.profile->name, c->b->lot);
 
-        r = prov_storage_write(c->dir, &ident);
+        r = prov_step_install(dev, key, cert, c->dir, &ident);
     }
     if (r == 0) {
         *key_uri = strdup(key->uri);
@@ -953,7 +876,7 @@ static int do_row(struct row_ctx *c, enum batch_status *st)
              * may have changed since: deleted under that token's lock, then back to the
              * row's own token for the new key.
              */
-            r = hold_token(c, c->d.device_uri);
+            r = batch_hold_token(&c->hold, c->d.device_uri);
             r = r ? r
                   : delete_key_by_id(c, c->d.device_uri, c->d.key_id, c->d.key_id_len,
                                      "the interrupted attempt's");
@@ -986,9 +909,9 @@ static void report_failure(struct batch *b, uint32_t line, const char *serial, c
     char text[1280];
 
     if (serial == NULL || strstr(msg, serial) != NULL) {
-        snprintf(text, sizeof(text), "%s:%u: %s", b->opts->manifest, line, msg);
+        snprintf(text, sizeof(text), "%s:%u: %s", b->manifest, line, msg);
     } else {
-        snprintf(text, sizeof(text), "%s:%u: serial %s: %s", b->opts->manifest, line, serial, msg);
+        snprintf(text, sizeof(text), "%s:%u: serial %s: %s", b->manifest, line, serial, msg);
     }
     if (b->progress != NULL) {
         prov_progress_message(b->progress, "%s", text);
@@ -1052,6 +975,13 @@ int batch_row_handle(void *ctx, struct prov_manifest_parser *p, const struct pro
     c.e = &job->b->rows[job->index];
     c.row = row;
     c.serial = row->value[PROV_COL_SERIAL];
+    c.hold.tokens = &c.b->tokens;
+    c.hold.serial = c.serial;
+    prov_issuer_local(&c.is, c.b->cfg, c.b->ca, &c.b->ca_lock);
+    if (c.g != NULL) {
+        c.hold.group_uri = c.g->device_uri;
+        c.hold.group_token = &c.g->token;
+    }
     c.device_uri = job->device_uri ? job->device_uri : row->value[PROV_COL_DEVICE];
     batch_request(c.b, row, prov_config_profile(c.b->cfg, pname), &c.rq);
     if (row->value[PROV_COL_KEY] != NULL) {
@@ -1061,16 +991,17 @@ int batch_row_handle(void *ctx, struct prov_manifest_parser *p, const struct pro
     prov_error_clear();
     if (c.dir == NULL) {
         r = prov_fail(PROV_ERR_NOMEM, "serial %s: out of memory", c.serial);
-    } else if (batch_resolve_pin_spec(c.b->opts->manifest, row->value[PROV_COL_PIN],
+    } else if (batch_resolve_pin_spec(c.b->manifest, row->value[PROV_COL_PIN],
                                       &c.row_pin_spec) < 0) {
         r = PROV_ERR_NOMEM;
     } else if (c.rq.profile == NULL) {
         r = prov_fail(PROV_ERR_CONFIG, "serial %s: profile %s is not in the config", c.serial,
                       pname);
     } else {
+        c.pin = pin_spec(c.b, c.row_pin_spec);
         r = do_row(&c, &st);
     }
-    unlock_token(&c);
+    batch_release_token(&c.hold);
     if (r < 0 || !c.is_deferred) {
         conclude(&c, r, st);
     }
@@ -1084,109 +1015,72 @@ int batch_row_handle(void *ctx, struct prov_manifest_parser *p, const struct pro
 /* ---- the storage stage ------------------------------------------------------------------ */
 
 /*
- * Storage, stored, read back, proven: what enroll_fresh does after prov_enroll, here on the
- * stage's thread. A failure leaves the certificate in the journal; the next run rewrites the
+ * Storage, stored, read back, proven: what enroll_fresh does after the device's steps, here
+ * on the stage's thread. A failure leaves the certificate in the journal; the next run rewrites the
  * storage from it (complete_from_journal), as after a crash at the same point.
  */
 static void finish(struct batch *b, struct finish_job *j)
 {
     struct row_ctx c;
-    struct prov_identity ident = {
-        .serial = j->serial,
-        .cert = j->cert,
-        .chain = b->ca->chain,
-        .server_ca_path = b->cfg->server_ca,
-        .key_uri = j->key_uri,
-        .key_type = j->key_type,
-        .backend = j->backend,
-        .profile = j->profile,
-        .lot = b->lot,
-    };
+    struct prov_identity ident;
     int r;
 
     memset(&c, 0, sizeof(c));
     c.b = b;
     c.e = &b->rows[j->index];
     c.serial = j->serial;
+    c.hold.tokens = &b->tokens;
+    c.hold.serial = j->serial;
+    c.pin = pin_spec(b, NULL);
+    prov_issuer_local(&c.is, b->cfg, b->ca, &b->ca_lock);
     c.device_uri = j->device_uri;
     c.dir = j->dir;
+    ident = prov_identity_make(b->cfg, j->serial, j->cert, c.is.ops->chain(&c.is), NULL,
+                               j->key_uri, j->key_type, j->backend, j->profile, b->lot);
     prov_error_clear();
-    r = prov_storage_write(j->dir, &ident);
+    r = prov_step_install(NULL, NULL, j->cert, j->dir, &ident);
     if (r == 0) {
         r = prov_journal_record_stored(b->journal, b->lot_id, j->serial);
     }
     if (r == 0) {
         r = prove_written(&c, j->cert, j->key_uri, true, false);
     }
+    batch_release_token(&c.hold);
     conclude(&c, r, BATCH_ISSUED);
 }
 
-static void *finisher_main(void *arg)
+/* The stage runs one queued identity (batch_stage.h). */
+static void finish_queued(void *ctx, void *job)
 {
-    struct batch *b = arg;
-    struct batch_finisher *f = b->finisher;
-
-    for (;;) {
-        struct finish_job *j;
-
-        pthread_mutex_lock(&f->lock);
-        while (f->n == 0 && !f->is_stopping) {
-            pthread_cond_wait(&f->changed, &f->lock);
-        }
-        if (f->n == 0) {
-            pthread_mutex_unlock(&f->lock);
-            break;
-        }
-        j = f->jobs[f->head];
-        pthread_mutex_unlock(&f->lock);
-        finish(b, j);
-        finish_job_free(j);
-        /* the slot is freed only now: a full queue bounds the identities not yet stored */
-        pthread_mutex_lock(&f->lock);
-        f->head = (f->head + 1) % FINISH_QUEUE;
-        f->n--;
-        pthread_cond_broadcast(&f->changed);
-        pthread_mutex_unlock(&f->lock);
-    }
-    return NULL;
+    finish(ctx, job);
+    finish_job_free(job);
 }
 
 int batch_finisher_start(struct batch *b)
 {
-    struct batch_finisher *f = calloc(1, sizeof(*f));
+    struct batch_stage *s = calloc(1, sizeof(*s));
+    int r;
 
-    if (f == NULL) {
+    if (s == NULL) {
         return prov_fail(PROV_ERR_NOMEM, "batch: out of memory");
     }
-    pthread_mutex_init(&f->lock, NULL);
-    pthread_cond_init(&f->changed, NULL);
-    b->finisher = f;
-    if (pthread_create(&f->thread, NULL, finisher_main, b) != 0) {
-        b->finisher = NULL;
-        pthread_cond_destroy(&f->changed);
-        pthread_mutex_destroy(&f->lock);
-        free(f);
-        return prov_fail(PROV_ERR_NOMEM, "batch: cannot start the storage thread");
+    r = batch_stage_start(s, finish_queued, b);
+    if (r < 0) {
+        free(s);
+        return r;
     }
+    b->stage = s;
     return 0;
 }
 
 void batch_finisher_stop(struct batch *b)
 {
-    struct batch_finisher *f = b->finisher;
-
-    if (f == NULL) {
+    if (b->stage == NULL) {
         return;
     }
-    pthread_mutex_lock(&f->lock);
-    f->is_stopping = true;
-    pthread_cond_broadcast(&f->changed);
-    pthread_mutex_unlock(&f->lock);
-    pthread_join(f->thread, NULL);
-    b->finisher = NULL;
-    pthread_cond_destroy(&f->changed);
-    pthread_mutex_destroy(&f->lock);
-    free(f);
+    batch_stage_stop(b->stage);
+    free(b->stage);
+    b->stage = NULL;
 }
 
 void batch_row_unreadable(struct batch *b, uint32_t index)

@@ -204,9 +204,10 @@ bool prov_manifest_is_profile_name(const char *s)
 }
 
 /*
- * A batch reads a device's PIN each time it opens the device (prov_enroll and every resume
- * path load the source again), so only sources that can be read again and again serve a
- * row: a descriptor is empty after its first read, and a prompt would ask per device.
+ * A batch reads a device's PIN each time it opens the device (the fresh enrollment and
+ * every resume path load the source again), so only sources that can be read again and
+ * again serve a row: a descriptor is empty after its first read, and a prompt would ask per
+ * device.
  */
 const char *prov_manifest_pin_source_problem(const char *v)
 {

@@ -2,7 +2,6 @@
 #ifndef PROV_ENROLL_H
 #define PROV_ENROLL_H
 
-#include <pthread.h>
 #include <stdbool.h>
 
 #include <openssl/x509.h>
@@ -11,6 +10,7 @@
 #include "device.h"
 #include "connect.h"
 #include "issue.h"
+#include "steps.h"
 #include "storage.h"
 
 struct prov_enroll_params {
@@ -30,23 +30,6 @@ struct prov_enroll_params {
     size_t key_id_len;
     const char *pin_spec;        /* device PIN source; NULL: cfg->device_pin */
     const char *prove_url;       /* the last step: mTLS proof against this URL; NULL: none */
-    /*
-     * Batch hooks (factory/batch.c), NULL when unused. ca_lock is held around the CA signing:
-     * the CA's HSM session is not safe for concurrent use. on_issued gets the certificate
-     * right after it is signed, before anything is stored (the journal records it there); its
-     * failure aborts the enrollment. Once it has succeeded the key stays on the device even if
-     * a later step fails: the journal owns the certificate and resumes from it.
-     */
-    pthread_mutex_t *ca_lock;
-    int (*on_issued)(void *ctx, X509 *cert, const struct prov_key *key);
-    void *hook_ctx;
-    /*
-     * Batch only, with on_issued, without reissue and prove_url (ignored otherwise): return once the
-     * certificate is proven and stored on the device, without writing the storage directory;
-     * res->storage_dir is not set. The caller writes it (prov_storage_write) off the device's
-     * critical path, and the journal, which holds the certificate, finishes or resumes it.
-     */
-    bool defer_storage;
 };
 
 struct prov_enroll_result {
@@ -61,8 +44,9 @@ struct prov_enroll_result {
 };
 
 /*
- * One device end to end: open and log in to the device, generate the key on it, read back
- * and check its protection, CSR signed by it and verified, issue under policy with ca,
+ * One device end to end, the steps of steps.h in order: open and log in to the device,
+ * generate the key on it, read back and check its protection, CSR signed by it and
+ * verified, issue under policy with ca (the local issuer, issuer.h),
  * store the certificate on the device, write the storage directory, and prove: the device
  * key signs a fresh challenge that verifies with the new certificate. On a failure after
  * key generation the new key is deleted from the device (no orphan) and storage is
@@ -77,9 +61,6 @@ int prov_enroll(const struct prov_config *cfg, struct prov_ca *ca,
                 const struct prov_enroll_params *p, struct prov_enroll_result *res);
 
 void prov_enroll_result_clear(struct prov_enroll_result *res);
-
-/* The storage directory for a serial: dir if given, else <output_dir>/<serial>. */
-char *prov_storage_dir_for(const struct prov_config *cfg, const char *dir, const char *serial);
 
 /*
  * The device half of the split flow, step 1 (`csr`): generates the key on the device (label
@@ -108,14 +89,5 @@ struct prov_install_params {
  */
 int prov_install(const struct prov_config *cfg, const struct prov_install_params *p,
                  struct prov_enroll_result *res);
-
-/*
- * The same for a device that holds (or is to hold) a device key: the CA's own token is
- * refused by its identity before the login (prov_ca_check_device; ca, the open CA, may be
- * NULL). PROV_ERR_POLICY for the CA's token.
- */
-int prov_device_open_for_key(const struct prov_config *cfg, const struct prov_ca *ca,
-                             const char *uri, const char *pin_spec, bool read_only,
-                             struct prov_device **out);
 
 #endif

@@ -31,7 +31,6 @@
 #include "secret.h"
 #include "storage.h"
 
-#define KEY_ID_BYTES 16
 
 /*
  * The PIN source to open an interrupted attempt's device with: this run's for this run's
@@ -151,7 +150,7 @@ static int settle(const struct prov_config *cfg, struct prov_ca *ca,
         goto out;
     }
     if (needs_device) {
-        r = prov_device_open_for_key(cfg, ca, a->device_uri, pin[0] ? pin : NULL, false, &dev);
+        r = prov_step_open_device(cfg, ca, a->device_uri, pin[0] ? pin : NULL, false, &dev);
         if (r < 0 && !is_own_device &&
             (r == PROV_ERR_NOT_FOUND || r == PROV_ERR_DEVICE_REMOVED ||
              r == PROV_ERR_PIN_SOURCE)) {
@@ -273,7 +272,7 @@ int prov_enroll_attempt(const struct prov_config *cfg, struct prov_ca *ca,
     if (ca->index == NULL || p->req.serial == NULL || !prov_serial_is_valid(p->req.serial)) {
         return prov_enroll(cfg, ca, p, res); /* nothing to record, or refused at once */
     }
-    dir = prov_storage_dir_for(cfg, p->storage_dir, p->req.serial);
+    dir = prov_storage_dir_for(cfg, p->storage_dir, NULL, p->req.serial);
     if (dir == NULL) {
         return prov_fail(PROV_ERR_NOMEM, "serial %s: out of memory", p->req.serial);
     }
@@ -298,9 +297,9 @@ int prov_enroll_attempt(const struct prov_config *cfg, struct prov_ca *ca,
         a.old_key_uri = strdup(old->key_uri);
     }
     prov_error_clear();
-    a.key_id_len = KEY_ID_BYTES;
+    a.key_id_len = PROV_KEY_ID_BYTES;
     if (a.serial == NULL || a.device_uri == NULL || a.storage == NULL ||
-        RAND_bytes(a.key_id, KEY_ID_BYTES) != 1) {
+        RAND_bytes(a.key_id, PROV_KEY_ID_BYTES) != 1) {
         r = prov_fail_ossl(PROV_ERR_NOMEM, "serial %s: cannot begin the enroll attempt",
                            p->req.serial);
         goto out;

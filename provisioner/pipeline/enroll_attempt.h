@@ -11,7 +11,7 @@
  * when the identity is stored or the enrollment failed. Same results and errors as
  * prov_enroll, plus PROV_ERR_POLICY when another enroll of the serial is running now, and
  * the error of settling an interrupted attempt (its device's PIN refused, ...). Without
- * ca->index it is prov_enroll. A batch has its journal instead and calls prov_enroll.
+ * ca->index it is prov_enroll. A batch has its journal instead and runs the steps itself.
  */
 int prov_enroll_attempt(const struct prov_config *cfg, struct prov_ca *ca,
                         const struct prov_enroll_params *p, struct prov_enroll_result *res);

@@ -852,7 +852,7 @@ static int set_defaults(struct prov_config *cfg)
     struct prov_profile *p;
     int r;
 
-    if (cfg->output_dir == NULL && (cfg->output_dir = prov_config_path(cfg, "devices")) == NULL) {
+    if (cfg->output_dir == NULL && (cfg->output_dir = prov_config_path(cfg, PROV_OUTPUT_DIR_DEFAULT)) == NULL) {
         return prov_fail(PROV_ERR_NOMEM, "%s: out of memory", cfg->path);
     }
     if (cfg->ca_dir == NULL && (cfg->ca_dir = prov_config_path(cfg, "ca")) == NULL) {

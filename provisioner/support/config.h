@@ -51,6 +51,9 @@ struct prov_profile {
     char *san_ip;
 };
 
+/* The parent of the device storage directories when output_dir is not set. */
+#define PROV_OUTPUT_DIR_DEFAULT "devices"
+
 struct prov_config {
     CONF *conf;                 /* the parsed file: extension and DN sections live here */
     char *path;                 /* as given */

@@ -1,0 +1,129 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef PROV_FACTORY_BATCH_ROW_H
+#define PROV_FACTORY_BATCH_ROW_H
+
+/*
+ * One manifest row of a batch or station run (batch_row.c), and the run's state a row works
+ * in. batch.c (the run) and station.c use it; it uses nothing of theirs.
+ */
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "batch_stage.h"
+#include "batch_tokens.h"
+#include "issue.h"
+#include "journal.h"
+#include "manifest.h"
+#include "progress.h"
+#include "strset.h"
+
+struct prov_batch_opts;
+
+#define BATCH_NO_ROW UINT32_MAX
+
+enum batch_status { BATCH_PENDING, BATCH_ISSUED, BATCH_ALREADY, BATCH_FAILED };
+
+/* What is kept of a row between the passes: where to read it again, 24 bytes. */
+struct batch_row {
+    unsigned long long offset;
+    uint32_t length;
+    uint32_t line;
+    uint32_t next; /* the next row of the same group, BATCH_NO_ROW at the end */
+    uint8_t status;
+    bool is_reissue;
+};
+
+/* The rows that name one device URI, processed in order by one worker. */
+struct batch_group {
+    char *device_uri;
+    uint32_t first;
+    uint32_t last;
+    uint32_t count;
+    struct batch_token *token; /* resolved on first need */
+};
+
+struct batch {
+    const struct prov_config *cfg;
+    const struct prov_batch_opts *opts; /* the run's (batch.c) */
+    /* what a row needs of opts, copied by batch_init */
+    const char *manifest;
+    const char *pin_spec;  /* the run's --pin; NULL: [provisioner] device_pin */
+    const char *prove_url; /* --prove; NULL: none */
+    char *lot;
+    int fd; /* the manifest, kept open so that every pass reads the same file */
+    struct prov_manifest_parser *parser; /* the validated header, to parse rows again */
+
+    struct batch_row *rows;
+    size_t n_rows;
+    size_t cap_rows;
+    struct batch_group *groups;
+    size_t n_groups;
+    size_t cap_groups;
+    struct prov_strset group_index; /* device URI -> group */
+    bool *is_reissue_seen;
+
+    struct prov_ca *ca;
+    pthread_mutex_t ca_lock;
+    struct prov_journal *journal;
+    long long lot_id;
+    long long run_id;
+    long long request_id; /* the reissue request the run serves (journal.h) */
+
+    struct batch_tokens tokens; /* the locks of the physical tokens (batch_tokens.h) */
+
+    pthread_mutex_t queue_lock;
+    size_t *order; /* group indices, largest first */
+    size_t next_group;
+
+    /* The storage stage (batch_stage.h); NULL: rows are finished in line. */
+    struct batch_stage *stage;
+
+    pthread_mutex_t stats_lock;
+    unsigned long n_issued;
+    unsigned long n_already;
+    unsigned long n_failed;
+    unsigned long n_interrupted; /* of n_failed: rows a signal stopped (interrupt.h) */
+    struct prov_progress *progress;
+};
+
+/* One row for a worker. */
+struct batch_row_job {
+    struct batch *b;
+    struct batch_group *g;
+    uint32_t index;
+    const char *device_uri; /* the device to use instead of the row's (station); NULL: row's */
+    int err;                /* out: the PROV_ERR_* the row failed with, 0 when it did not */
+};
+
+/* The row callback that enrolls (batch_row.c); never fails the parse for a row's failure. */
+int batch_row_handle(void *ctx, struct prov_manifest_parser *p,
+                     const struct prov_manifest_row *row);
+
+/* A row that could not be read back or parsed again: failed, with the recorded reason. */
+void batch_row_unreadable(struct batch *b, uint32_t index);
+
+/* The request for a row (strings borrowed from row and prof). */
+void batch_request(const struct batch *b, const struct prov_manifest_row *row,
+                   const struct prov_profile *prof, struct prov_request *rq);
+
+/*
+ * A row's PIN source as the run uses it (batch.c): a relative file: path is taken relative to
+ * the manifest's directory, anything else is copied. *out is NULL when spec is NULL (the row
+ * has none: the run's --pin, then [provisioner] device_pin). PROV_ERR_NOMEM.
+ */
+int batch_resolve_pin_spec(const char *manifest, const char *spec, char **out);
+
+/* <output_dir>/<storage or serial>; malloc'd, NULL on NOMEM. */
+char *batch_storage_dir(const struct prov_config *cfg, const struct prov_manifest_row *row);
+
+const char *batch_status_name(enum batch_status st);
+
+/* Starts the storage stage; without it (start failed) rows are finished in line. */
+int batch_finisher_start(struct batch *b);
+
+/* Waits until every queued identity is finished, then stops the stage; accepts none. */
+void batch_finisher_stop(struct batch *b);
+
+#endif

@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef PROV_FACTORY_BATCH_TOKENS_H
+#define PROV_FACTORY_BATCH_TOKENS_H
+
+/*
+ * The locks of a run's physical tokens (and TPMs), by identity (token serial, TPM EK): two
+ * URIs naming one token share its lock, so every operation on a token runs under that
+ * token's own lock whichever URI a row names it by.
+ */
+
+#include <pthread.h>
+#include <stddef.h>
+
+#include "config.h"
+#include "strset.h"
+
+struct batch_token {
+    char *identity;
+    pthread_mutex_t lock;
+};
+
+struct batch_tokens {
+    const struct prov_config *cfg; /* how the devices are opened to read their identity */
+    pthread_mutex_t lock;          /* guards index and v */
+    struct prov_strset index;      /* identity -> v[] */
+    struct batch_token **v;
+    size_t n;
+    size_t cap;
+};
+
+void batch_tokens_init(struct batch_tokens *t, const struct prov_config *cfg);
+void batch_tokens_free(struct batch_tokens *t);
+
+/*
+ * The token behind uri, found by its identity: the device is opened once, read-only,
+ * without logging in. Two URIs for one token get one lock.
+ */
+int batch_tokens_resolve(struct batch_tokens *t, const char *uri, struct batch_token **out);
+
+/*
+ * The token lock one row holds, at most one at a time. A row that works on two tokens (a key
+ * left on the device the manifest named before, a superseded key on the old device of a
+ * reissue) takes them one after the other, so two workers can never each hold a token the
+ * other waits for.
+ */
+struct batch_hold {
+    struct batch_tokens *tokens;
+    const char *group_uri;             /* the row's group's device, whose token is cached: */
+    struct batch_token **group_token;  /* resolved on first need; NULL: no group */
+    const char *serial;                /* named in the debug lines */
+    struct batch_token *token;         /* held while set */
+};
+
+/* Holds the lock of the token behind uri, and only that one: one held before is released. */
+int batch_hold_token(struct batch_hold *h, const char *uri);
+
+/* Releases the lock held, if any. */
+void batch_release_token(struct batch_hold *h);
+
+#endif
