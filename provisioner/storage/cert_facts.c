@@ -168,12 +168,3 @@ int prov_cert_facts(X509 *cert, struct prov_cert_facts *f)
     kept_facts_put(cert, f);
     return 0;
 }
-
-int prov_mkdir_public(const char *path)
-{
-    if (mkdir(path, 0755) != 0) {
-        return -1;
-    }
-    /* Only a directory this call created: an existing one keeps the mode its owner chose. */
-    return chmod(path, 0755);
-}
