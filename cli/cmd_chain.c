@@ -185,7 +185,6 @@ static const struct option chain_export_opts[] = {
 
 static int chain_export(int argc, char **argv)
 {
-    struct prov_chain_report rep = {0};
     struct prov_config *cfg = NULL;
     STACK_OF(X509) *chain = NULL;
     const char *out_path = NULL;
@@ -221,15 +220,7 @@ static int chain_export(int argc, char **argv)
         rc = cli_fail(PROV_ERR_NOMEM, "chain export");
         goto out;
     }
-    r = prov_chain_load_pem(path, &chain);
-    if (r == 0) {
-        r = prov_chain_verify(chain, NULL, PROV_PURPOSE_ANY, time(NULL), &rep);
-        if (r == PROV_ERR_VERIFY && rep.n > 0) {
-            prov_fail(r, "%s: certificate %d (%s): %s: %s; not exported", path,
-                      rep.items[0].index, rep.items[0].subject ? rep.items[0].subject : "-",
-                      rep.items[0].rule, rep.items[0].detail);
-        }
-    }
+    r = prov_chain_load_verified(path, &chain);
     if (r == 0) {
         r = prov_chain_to_pem(chain, &pem, &len);
     }
@@ -240,7 +231,6 @@ static int chain_export(int argc, char **argv)
     }
     rc = r < 0 ? cli_fail(r, path) : PROV_EXIT_OK;
 out:
-    prov_chain_report_free(&rep);
     sk_X509_pop_free(chain, X509_free);
     free(pem);
     free(path);

@@ -44,6 +44,8 @@ static const struct {
      "batch MANIFEST.csv | status | report: enroll a lot, resumably"},
     {"station", cmd_station, cmd_station_optsets,
      "fixture mode, started by udev/systemd: enroll the device that appeared"},
+    {"lot", cmd_lot, cmd_lot_optsets,
+     "lot export LOT | lot signer: hand a lot to the customer; a signed lot record"},
 };
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
