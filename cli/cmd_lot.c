@@ -168,8 +168,8 @@ static int lot_export(int argc, char **argv)
             cli_print_json(j);
         }
         if (output != NULL && !prov_cli.quiet) {
-            fprintf(stderr, "provisioner: lot %s: %zu devices exported as %s to %s (%zu rows in "
-                            "other states left out)\n",
+            fprintf(stderr, "provisioner: lot %s: %zu devices exported as %s to %s (rows left out by "
+                            "their state: %zu)\n",
                     o.lot, b.n_devices, prov_lot_format_name(o.format), output, b.n_left_out);
         }
         rc = PROV_EXIT_OK;
