@@ -373,6 +373,7 @@ static int build_record(const struct prov_config *cfg, const struct lot_input *i
     struct prov_cert_facts signer;
     struct prov_cert_facts inter;
     json_object *o = NULL;
+    json_object *inv = NULL;
     unsigned char *sig = NULL;
     size_t sig_len = 0;
     char created[32];
@@ -385,13 +386,19 @@ static int build_record(const struct prov_config *cfg, const struct lot_input *i
     prov_cert_facts(prov_lot_signer_cert(s), &signer);
     prov_cert_facts(sk_X509_value(in->chain, 0), &inter);
     rfc3339_now(created, sizeof(created));
-    o = inventory_json(in);
+    o = json_object_new_object();
     json_object_object_add(o, "format", json_object_new_string("provisioner-lot-record/1"));
     json_object_object_add(o, "created", json_object_new_string(created));
     json_object_object_add(o, "issuer", json_object_new_string(inter.subject));
     json_object_object_add(o, "issuer_sha256", json_object_new_string(inter.sha256_hex));
     json_object_object_add(o, "signer", json_object_new_string(signer.subject));
     json_object_object_add(o, "signer_sha256", json_object_new_string(signer.sha256_hex));
+    inv = inventory_json(in);
+    json_object_object_foreach(inv, key, val)
+    {
+        json_object_object_add(o, key, json_object_get(val));
+    }
+    json_object_put(inv);
     r = lot_bundle_add_json(b, "lot-record.json", o);
     if (r == 0) {
         const struct prov_lot_file *f = &b->files[b->n_files - 1];
