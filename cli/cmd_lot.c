@@ -195,14 +195,16 @@ static json_object *signer_json(X509 *cert, const char *ca_dir)
     if (asprintf(&path, "%s/" PROV_LOT_SIGNER_CERT, ca_dir) < 0) {
         path = NULL;
     }
-    json_object_object_add(j, "certificate", path ? json_object_new_string(path) : NULL);
-    if (cert != NULL && prov_cert_facts(cert, &f) == 0) {
-        json_object_object_add(j, "subject", json_object_new_string(f.subject));
-        json_object_object_add(j, "issuer", json_object_new_string(f.issuer));
-        json_object_object_add(j, "serial", json_object_new_string(f.serial_hex));
-        json_object_object_add(j, "sha256", json_object_new_string(f.sha256_hex));
-        json_object_object_add(j, "not_after", json_object_new_string(f.not_after));
+    json_object_object_add(j, "certificate", json_object_new_string(path ? path : ""));
+    memset(&f, 0, sizeof(f)); /* a failure: every field there, empty */
+    if (cert != NULL) {
+        prov_cert_facts(cert, &f);
     }
+    json_object_object_add(j, "subject", json_object_new_string(f.subject));
+    json_object_object_add(j, "issuer", json_object_new_string(f.issuer));
+    json_object_object_add(j, "serial", json_object_new_string(f.serial_hex));
+    json_object_object_add(j, "sha256", json_object_new_string(f.sha256_hex));
+    json_object_object_add(j, "not_after", json_object_new_string(f.not_after));
     free(path);
     return j;
 }
