@@ -535,18 +535,37 @@ static int write_files(const char *tmp, const struct prov_lot_bundle *b)
     return r;
 }
 
-static int write_dir(const struct prov_lot_bundle *b, const char *output)
+/* The directory path without its trailing slashes ("out/" names "out"); malloc'd. */
+static char *without_slashes(const char *path)
 {
-    char *tmp = NULL;
-    char *parent_buf = strdup(output);
+    char *p = strdup(path);
+    size_t n = p ? strlen(p) : 0;
+
+    while (n > 1 && p[n - 1] == '/') {
+        p[--n] = '\0';
+    }
+    return p;
+}
+
+static int write_dir(const struct prov_lot_bundle *b, const char *dir)
+{
+    char *output = without_slashes(dir);
+    char *parent_buf = output ? strdup(output) : NULL;
     const char *parent;
+    char *tmp = NULL;
     int r;
 
     if (parent_buf == NULL || asprintf(&tmp, "%s.tmp.XXXXXX", output) < 0) {
         free(parent_buf);
+        free(output);
         return PROV_ERR_NOMEM;
     }
     parent = dirname(parent_buf);
+    /* The directory it goes into may be new, as a storage directory's parents may be. */
+    r = prov_storage_mkdirs(parent);
+    if (r < 0) {
+        goto out;
+    }
     if (mkdtemp(tmp) == NULL) {
         r = prov_fail(PROV_ERR_STORAGE, "--output %s: %s", output, strerror(errno));
         goto out;
@@ -569,6 +588,7 @@ static int write_dir(const struct prov_lot_bundle *b, const char *output)
 out:
     free(tmp);
     free(parent_buf);
+    free(output);
     return r;
 }
 
