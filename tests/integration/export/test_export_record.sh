@@ -12,7 +12,8 @@
 #   verifies with the commands doc/export.md gives (openssl alone), signed by the lot signer;
 # - one byte changed in the payload, in the signature or in the lot signer's certificate,
 #   and a root the record was not made under: each is refused by the same commands;
-# - the lot signer's key attributes are the same after signing (it stayed in the token).
+# - the lot signer's key attributes are the same after signing (it stayed in the token);
+# - without the key on the token, or without the CA token, the export exits 4, writing nothing.
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../batch/batch_lib.sh"
 . "$(dirname "$0")/export_lib.sh"
@@ -136,3 +137,12 @@ p11 provisioner-ca "$CA_PIN_VALUE" --delete-object --type privkey --label lot-si
 prov 4 lot export LOT-IT-1 --format record --journal "$JOURNAL" --output rec2
 assert_one_error "lot signer" "lot-signer.crt"
 assert_nothing_written rec2
+
+# ---- the HSM away (no CA token at all): exit 4, nothing written
+mkdir -p empty-hsm/tokens
+printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' \
+    "$WORK/empty-hsm/tokens" >empty-hsm/softhsm2.conf
+SOFTHSM2_CONF=$WORK/empty-hsm/softhsm2.conf prov 4 lot export LOT-IT-1 --format record \
+    --journal "$JOURNAL" --output rec3
+assert_one_error "provisioner-ca"
+assert_nothing_written rec3
