@@ -22,6 +22,7 @@
 #include "chain.h"
 #include "durable.h"
 #include "error.h"
+#include "log.h"
 #include "lot_export_internal.h"
 #include "lot_signer.h"
 
@@ -198,6 +199,11 @@ static int collect_row(void *ctx, const struct prov_journal_device *d)
                                                   "lot %s, serial %s: the journal's certificate "
                                                   "does not parse",
                                                   in->lot, d->serial);
+    }
+    if (d->error != NULL && (d->state == PROV_JOURNAL_STORED || d->state == PROV_JOURNAL_PROVEN)) {
+        /* prov_journal_record_outside_change: the device may not hold this certificate now */
+        prov_warn("lot %s, serial %s: %s; exported with the certificate the lot issued", in->lot,
+                  d->serial, d->error);
     }
     memcpy(e->cert_serial, d->cert_serial, sizeof(e->cert_serial));
     memcpy(e->sha256, d->sha256, sizeof(e->sha256));

@@ -152,6 +152,8 @@ static void make_lot(struct fixture *f)
     walk(j, lot, "SN-C", 3, f->keys[2], "failed");
     walk(j, lot, "SN-D", 4, f->keys[3], "intent");
     walk(j, lot, "SN-E", 5, f->keys[4], "stored");
+    /* found replaced in its storage: still exported (with a warning) */
+    assert_int_equal(prov_journal_record_outside_change(j, lot, "SN-E", "storage replaced"), 0);
     prov_journal_close(j);
 }
 
