@@ -139,7 +139,8 @@ static int lot_export(int argc, char **argv)
         return rc < 0 ? PROV_EXIT_OK : rc;
     }
     is_dir = prov_lot_format_is_dir(o.format);
-    if (cli_check_input(o.journal, false) != 0) {
+    /* a journal file must be readable; a server store is named by a URL (scheme://) */
+    if (strstr(o.journal, "://") == NULL && cli_check_input(o.journal, false) != 0) {
         return PROV_EXIT_USAGE;
     }
     prov_error_clear();
