@@ -48,7 +48,7 @@ struct row_ctx {
     bool is_outside_change; /* the storage holds an identity the lot did not issue */
     char *row_pin_spec;     /* the row's pin column, resolved; NULL: the run's PIN source */
     const char *pin;        /* the device PIN source the row uses (pin_spec) */
-    struct prov_issuer is;  /* who issues, records and delivers (issuer.h): the run's CA */
+    struct prov_issuer *is; /* the run's issuer (issuer.h) */
 };
 
 /* An issued identity waiting for the storage stage (everything owned). */
@@ -198,7 +198,7 @@ static int verify_written(struct row_ctx *c, X509 *cert, const char *key_uri,
         }
         what = stored_mismatch(s, cert, c->serial, key_uri);
     }
-    full = what == NULL ? sk_X509_dup(s != NULL ? s->chain : c->is.ops->chain(&c->is)) : NULL;
+    full = what == NULL ? sk_X509_dup(s != NULL ? s->chain : c->is->ops->chain(c->is)) : NULL;
     if (what == NULL && (full == NULL || !sk_X509_unshift(full, cert))) {
         r = prov_fail(PROV_ERR_NOMEM, "serial %s: out of memory", c->serial);
     } else if (what == NULL &&
@@ -230,7 +230,7 @@ static int delete_key_by_id(struct row_ctx *c, const char *device_uri, const uns
     char hex[2 * PROV_JOURNAL_KEY_ID_MAX + 1];
     int r;
 
-    r = prov_step_open_device(c->b->cfg, c->b->ca, device_uri, c->pin, false, &dev);
+    r = prov_step_open_device(c->b->cfg, c->is, device_uri, c->pin, false, &dev);
     if (r < 0) {
         return r;
     }
@@ -395,7 +395,7 @@ static int prove_written(struct row_ctx *c, X509 *cert, const char *key_uri, boo
 
     /* The identity is in its storage: the CA index counts the certificate delivered. */
     if (r == 0) {
-        r = c->is.ops->delivered(&c->is, cert);
+        r = c->is->ops->delivered(c->is, cert);
     }
     if (r == 0 && url != NULL && !is_connected) {
         r = connect_from_journal(c);
@@ -491,7 +491,7 @@ static int fresh_on_device(struct row_ctx *c, struct prov_enroll_plan *plan, boo
     bool keep_key = false;
     int r;
 
-    r = prov_step_open_device(c->b->cfg, c->b->ca, c->device_uri, c->pin, false, &dev);
+    r = prov_step_open_device(c->b->cfg, c->is, c->device_uri, c->pin, false, &dev);
     r = r ? r : prov_step_stop_if_interrupted(c->serial, PROV_STEP_STOP_OPENED);
     r = r ? r : prov_step_generate_key(dev, plan, c->key_id, sizeof(c->key_id), &key);
     r = r ? r : prov_step_make_csr(key, plan->subject, plan->type, &req);
@@ -500,7 +500,7 @@ static int fresh_on_device(struct row_ctx *c, struct prov_enroll_plan *plan, boo
         goto out;
     }
     plan->rq.record.key_uri = key->uri;
-    r = prov_step_issue(&c->is, req, &plan->rq, cert);
+    r = prov_step_issue(c->is, req, &plan->rq, cert);
     if (r == 0) {
         r = prov_journal_record_issued(c->b->journal, c->b->lot_id, c->serial, key->id,
                                        key->id_len, *cert, key->uri);
@@ -518,7 +518,7 @@ static int fresh_on_device(struct row_ctx *c, struct prov_enroll_plan *plan, boo
     }
     {
         struct prov_identity ident = prov_identity_make(
-            c->b->cfg, c->serial, *cert, c->is.ops->chain(&c->is), NULL, key->uri, plan->type,
+            c->b->cfg, c->serial, *cert, c->is->ops->chain(c->is), NULL, key->uri, plan->type,
             dev->ops->name, c->rq.profile->name, c->rq.lot);
 
         r = prov_step_install(dev, key, *cert, defer ? NULL : plan->dir, &ident);
@@ -582,7 +582,7 @@ static int enroll_fresh(struct row_ctx *c)
             return r;
         }
     }
-    r = prov_step_plan(c->b->cfg, &c->is, &p, &plan);
+    r = prov_step_plan(c->b->cfg, c->is, &p, &plan);
     X509_free(p.reissued_cert);
     if (r < 0) {
         return r;
@@ -657,7 +657,7 @@ static int write_from_journal(struct row_ctx *c, X509 *cert, char **key_uri)
     r = prov_check_key_protection(key, "device key");
     if (r == 0) {
         struct prov_identity ident =
-            prov_identity_make(c->b->cfg, c->serial, cert, c->is.ops->chain(&c->is), NULL, key->uri,
+            prov_identity_make(c->b->cfg, c->serial, cert, c->is->ops->chain(c->is), NULL, key->uri,
                                key->type, dev->ops->name, c->rq.profile->name, c->b->lot);
 
         r = prov_step_install(dev, key, cert, c->dir, &ident);
@@ -977,7 +977,7 @@ int batch_row_handle(void *ctx, struct prov_manifest_parser *p, const struct pro
     c.serial = row->value[PROV_COL_SERIAL];
     c.hold.tokens = &c.b->tokens;
     c.hold.serial = c.serial;
-    prov_issuer_local(&c.is, c.b->cfg, c.b->ca, &c.b->ca_lock);
+    c.is = c.b->issuer;
     if (c.g != NULL) {
         c.hold.group_uri = c.g->device_uri;
         c.hold.group_token = &c.g->token;
@@ -1032,10 +1032,10 @@ static void finish(struct batch *b, struct finish_job *j)
     c.hold.tokens = &b->tokens;
     c.hold.serial = j->serial;
     c.pin = pin_spec(b, NULL);
-    prov_issuer_local(&c.is, b->cfg, b->ca, &b->ca_lock);
+    c.is = b->issuer;
     c.device_uri = j->device_uri;
     c.dir = j->dir;
-    ident = prov_identity_make(b->cfg, j->serial, j->cert, c.is.ops->chain(&c.is), NULL,
+    ident = prov_identity_make(b->cfg, j->serial, j->cert, c.is->ops->chain(c.is), NULL,
                                j->key_uri, j->key_type, j->backend, j->profile, b->lot);
     prov_error_clear();
     r = prov_step_install(NULL, NULL, j->cert, j->dir, &ident);

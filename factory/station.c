@@ -484,7 +484,7 @@ static int open_ca(struct station *s, const char *journal)
         r = prov_fail(PROV_ERR_JOURNAL, "%s: %s", path, strerror(errno));
     } else {
         r = pin_not_rejected_before(s, "ca", "[ca] pin");
-        r = r ? r : prov_ca_open(s->cfg, true, &s->b.ca);
+        r = r ? r : prov_issuer_open(s->cfg, NULL, &s->b.issuer);
         if (r == PROV_ERR_PIN_INCORRECT) {
             remember_rejected_pin(s, "ca", prov_error_message());
         }

@@ -217,6 +217,7 @@ struct fixture {
     char cfg_text[1024];
     struct prov_config *cfg;
     struct prov_ca ca;
+    struct prov_issuer *is; /* the local issuer over ca */
     EVP_PKEY *root_key;
 };
 
@@ -247,6 +248,7 @@ static int setup(void **state)
     assert_int_equal(prov_issue_parse_config(f->cfg_text, strlen(f->cfg_text), "test.cnf", f->dir,
                                        &f->cfg),
                      0);
+    assert_int_equal(prov_issuer_local_over(f->cfg, &f->ca, &f->is), 0);
     *state = f;
     return 0;
 }
@@ -258,6 +260,7 @@ static int teardown(void **state)
 
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
     assert_int_equal(system(cmd), 0);
+    prov_issuer_close(f->is);
     EVP_PKEY_free(f->ca.key);
     test_pki_prov_ca_clear(&f->ca);
     EVP_PKEY_free(f->root_key);
@@ -293,7 +296,7 @@ static void test_enroll_ok(void **state)
 
     params_for(f, &p, "SN-1");
     prov_error_clear();
-    assert_int_equal(prov_enroll(f->cfg, &f->ca, &p, &res), 0);
+    assert_int_equal(prov_enroll(f->cfg, f->is, &p, &res), 0);
     assert_int_equal(mock.n_generated, 1);
     assert_int_equal(mock.n_stored, 1);
     assert_int_equal(mock.n_deleted, 0);
@@ -308,13 +311,13 @@ static void test_enroll_ok(void **state)
 
     /* Again without --reissue: refused before a key is made. */
     prov_error_clear();
-    assert_int_equal(prov_enroll(f->cfg, &f->ca, &p, &res), PROV_ERR_ALREADY_ISSUED);
+    assert_int_equal(prov_enroll(f->cfg, f->is, &p, &res), PROV_ERR_ALREADY_ISSUED);
     assert_int_equal(mock.n_generated, 1);
     assert_non_null(strstr(prov_error_message(), "SN-1"));
 
     p.reissue = true;
     prov_error_clear();
-    assert_int_equal(prov_enroll(f->cfg, &f->ca, &p, &res), 0);
+    assert_int_equal(prov_enroll(f->cfg, f->is, &p, &res), 0);
     assert_int_equal(mock.n_generated, 2);
     prov_enroll_result_clear(&res);
 }
@@ -329,7 +332,7 @@ static void expect_cleanup(struct fixture *f, const char *serial, int want)
 
     params_for(f, &p, serial);
     prov_error_clear();
-    assert_int_equal(prov_enroll(f->cfg, &f->ca, &p, &res), want);
+    assert_int_equal(prov_enroll(f->cfg, f->is, &p, &res), want);
     assert_non_null(prov_error_message());
     assert_int_equal(mock.n_generated, 1);
     assert_int_equal(mock.n_deleted, 1);
@@ -391,7 +394,7 @@ static void test_login_failure_generates_nothing(void **state)
     mock.fail_login = PROV_ERR_PIN_INCORRECT;
     params_for(f, &p, "SN-P");
     prov_error_clear();
-    assert_int_equal(prov_enroll(f->cfg, &f->ca, &p, &res), PROV_ERR_PIN_INCORRECT);
+    assert_int_equal(prov_enroll(f->cfg, f->is, &p, &res), PROV_ERR_PIN_INCORRECT);
     assert_int_equal(mock.n_logins, 1);
     assert_int_equal(mock.n_generated, 0);
     assert_int_equal(prov_exit_code(PROV_ERR_PIN_INCORRECT), 3);
@@ -405,7 +408,7 @@ static void test_bad_serial_refused(void **state)
 
     params_for(f, &p, "../evil");
     prov_error_clear();
-    assert_int_equal(prov_enroll(f->cfg, &f->ca, &p, &res), PROV_ERR_USAGE);
+    assert_int_equal(prov_enroll(f->cfg, f->is, &p, &res), PROV_ERR_USAGE);
     assert_int_equal(mock.n_logins, 0);
 }
 
