@@ -24,6 +24,7 @@
 #include "connect.h"
 #include "enroll.h"
 #include "error.h"
+#include "hex.h"
 #include "log.h"
 #include "manifest_value.h"
 #include "steps.h"
@@ -142,14 +143,6 @@ static const char *pin_spec(const struct batch *b, const char *row_pin_spec)
     return b->pin_spec ? b->pin_spec : b->cfg->device_pin;
 }
 
-static void key_id_hex(const unsigned char *id, size_t len, char *out)
-{
-    for (size_t i = 0; i < len; i++) {
-        sprintf(out + 2 * i, "%02x", id[i]);
-    }
-    out[2 * len] = '\0';
-}
-
 /* What in the parsed storage s disagrees with the journal's certificate and the row, or NULL. */
 static const char *stored_mismatch(const struct prov_stored_identity *s, X509 *cert,
                                    const char *serial, const char *key_uri)
@@ -241,7 +234,7 @@ static int delete_key_by_id(struct row_ctx *c, const char *device_uri, const uns
     } else if (r == 0) {
         r = dev->ops->delete_key(dev, key);
         if (r == 0) {
-            key_id_hex(id, id_len, hex);
+            prov_hex_encode(id, id_len, hex);
             prov_info("serial %s: deleted %s key id %s from %s", c->serial, why, hex, dev->name);
         }
     }
@@ -253,21 +246,13 @@ static int delete_key_by_id(struct row_ctx *c, const char *device_uri, const uns
 /* Whether the key's public key is the one whose SHA-256 (of the SubjectPublicKeyInfo) is hex. */
 static bool is_key_with_pub(const struct prov_key *key, const char *hex)
 {
-    unsigned char *der = NULL;
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int md_len = 0;
-    char got[2 * EVP_MAX_MD_SIZE + 1];
-    int len = key->pub != NULL ? i2d_PUBKEY(key->pub, &der) : -1;
-    bool is_same;
+    char got[65];
 
-    if (len <= 0 || EVP_Digest(der, (size_t)len, md, &md_len, EVP_sha256(), NULL) != 1) {
-        OPENSSL_free(der);
+    if (key->pub == NULL || prov_ca_index_spki_sha256(key->pub, got) < 0) {
+        prov_error_clear();
         return false;
     }
-    OPENSSL_free(der);
-    key_id_hex(md, md_len, got);
-    is_same = strcmp(got, hex) == 0;
-    return is_same;
+    return strcmp(got, hex) == 0;
 }
 
 /*
@@ -286,7 +271,7 @@ static int retire_key(struct row_ctx *c, const struct prov_journal_old_key *k)
     char hex[2 * PROV_JOURNAL_KEY_ID_MAX + 1];
     int r;
 
-    key_id_hex(k->key_id, k->key_id_len, hex);
+    prov_hex_encode(k->key_id, k->key_id_len, hex);
     r = batch_hold_token(&c->hold, k->device_uri);
     r = r ? r
           : prov_device_open_login(c->b->cfg, k->device_uri, c->pin, "device PIN", false,
@@ -636,7 +621,7 @@ static int write_from_journal(struct row_ctx *c, X509 *cert, char **key_uri)
     }
     r = dev->ops->find_key_by_id(dev, c->d.key_id, c->d.key_id_len, &key);
     if (r == PROV_ERR_NOT_FOUND) {
-        key_id_hex(c->d.key_id, c->d.key_id_len, hex);
+        prov_hex_encode(c->d.key_id, c->d.key_id_len, hex);
         prov_error_clear();
         r = prov_fail(PROV_ERR_NOT_FOUND,
                       "serial %s: certificate %s is in the journal but its key (id %s) is no "
