@@ -34,14 +34,42 @@ static int choose_key_id(const struct prov_enroll_params *p, unsigned char *id, 
     return 0;
 }
 
+/*
+ * Steps 1 to 3 for a planned key: the device opened and logged in to (a signal may stop here),
+ * the key generated with its id, and its CSR. *dev and *key are set as soon as they exist,
+ * also on a failure, so that the caller can discard the key and close the device.
+ */
+static int key_and_csr(const struct prov_config *cfg, struct prov_issuer *is,
+                       const struct prov_enroll_params *p, const struct prov_enroll_plan *plan,
+                       struct prov_device **dev, struct prov_key **key, X509_REQ **req)
+{
+    unsigned char id[PROV_KEY_ID_BYTES];
+    size_t id_len = sizeof(id);
+    int r;
+
+    r = prov_step_open_device(cfg, is, p->device_uri, p->pin_spec ? p->pin_spec : cfg->device_pin,
+                              false, dev);
+    if (r == 0) {
+        r = prov_step_stop_if_interrupted(p->req.serial, PROV_STEP_STOP_OPENED);
+    }
+    if (r == 0) {
+        r = choose_key_id(p, id, &id_len);
+    }
+    if (r == 0) {
+        r = prov_step_generate_key(*dev, plan, id, id_len, key);
+    }
+    if (r == 0) {
+        r = prov_step_make_csr(*key, plan->subject, plan->type, req);
+    }
+    return r;
+}
+
 int prov_enroll(const struct prov_config *cfg, struct prov_issuer *is,
                 const struct prov_enroll_params *p, struct prov_enroll_result *res)
 {
     struct prov_enroll_plan plan;
     struct prov_device *dev = NULL;
     struct prov_key *key = NULL;
-    unsigned char id[PROV_KEY_ID_BYTES];
-    size_t id_len = sizeof(id);
     X509_REQ *req = NULL;
     X509 *cert = NULL;
     bool keep_key = false;
@@ -52,21 +80,7 @@ int prov_enroll(const struct prov_config *cfg, struct prov_issuer *is,
     if (r < 0) {
         return r;
     }
-    r = prov_step_open_device(cfg, is, p->device_uri, p->pin_spec ? p->pin_spec : cfg->device_pin,
-                               false, &dev);
-    if (r == 0) {
-        r = prov_step_stop_if_interrupted(p->req.serial, PROV_STEP_STOP_OPENED);
-    }
-    if (r < 0) {
-        goto out;
-    }
-    r = choose_key_id(p, id, &id_len);
-    if (r == 0) {
-        r = prov_step_generate_key(dev, &plan, id, id_len, &key);
-    }
-    if (r == 0) {
-        r = prov_step_make_csr(key, plan.subject, plan.type, &req);
-    }
+    r = key_and_csr(cfg, is, p, &plan, &dev, &key, &req);
     if (r < 0) {
         goto out;
     }
@@ -133,8 +147,6 @@ int prov_enroll_csr(const struct prov_config *cfg, struct prov_issuer *is,
     struct prov_enroll_plan plan;
     struct prov_device *dev = NULL;
     struct prov_key *key = NULL;
-    unsigned char id[PROV_KEY_ID_BYTES];
-    size_t id_len = sizeof(id);
     X509_REQ *req = NULL;
     int r;
 
@@ -145,14 +157,6 @@ int prov_enroll_csr(const struct prov_config *cfg, struct prov_issuer *is,
     if (r < 0) {
         return r;
     }
-    r = prov_step_open_device(cfg, is, p->device_uri, p->pin_spec ? p->pin_spec : cfg->device_pin,
-                              false, &dev);
-    if (r == 0) {
-        r = prov_step_stop_if_interrupted(p->req.serial, PROV_STEP_STOP_OPENED);
-    }
-    if (r < 0) {
-        goto out;
-    }
     /* a reissue on a device whose storage holds this serial's identity may replace its key */
     if (p->reissue) {
         plan.dir = prov_storage_dir_for(cfg, p->storage_dir, NULL, p->req.serial);
@@ -160,19 +164,11 @@ int prov_enroll_csr(const struct prov_config *cfg, struct prov_issuer *is,
             prov_step_read_old_identity(plan.dir, p->req.serial, &plan.old_uri, &plan.old_pub);
         }
     }
-    r = choose_key_id(p, id, &id_len);
+    r = key_and_csr(cfg, is, p, &plan, &dev, &key, &req);
     if (r == 0) {
-        r = prov_step_generate_key(dev, &plan, id, id_len, &key);
+        *out = req;
+        req = NULL;
     }
-    if (r == 0) {
-        r = prov_step_make_csr(key, plan.subject, plan.type, &req);
-    }
-    if (r < 0) {
-        goto out;
-    }
-    *out = req;
-    req = NULL;
-out:
     /* the key stays on the device for `install` only with its CSR */
     if (r < 0 && key != NULL) {
         dev->ops->delete_key(dev, key);
