@@ -17,10 +17,10 @@
 #include <unistd.h>
 
 #include "backend.h"
-#include "ca.h"
 #include "error.h"
 #include "interrupt.h"
 #include "issue.h"
+#include "issuer.h"
 #include "log.h"
 #include "manifest_value.h"
 #include "secret.h"
@@ -114,7 +114,7 @@ static int validate_against_config(void *ctx, struct prov_manifest_parser *p,
         return 0; /* the profile's own finding says it; nothing below can be judged */
     }
     /* The CA's own token is never a device (its identity is checked again when opened). */
-    if (prov_ca_check_device_uri(b->cfg, row->value[PROV_COL_DEVICE]) < 0) {
+    if (prov_issuer_check_device_for(b->cfg, row->value[PROV_COL_DEVICE], NULL) < 0) {
         prov_manifest_report(p, &row->pos[PROV_COL_DEVICE], "%s", prov_error_message());
         prov_error_clear();
     }

@@ -168,6 +168,20 @@ int prov_issuer_local_over(const struct prov_config *cfg, struct prov_ca *ca,
     return local_new(cfg, ca, false, out);
 }
 
+int prov_issuer_check_device_for(const struct prov_config *cfg, const char *device_uri,
+                                 struct prov_device *dev)
+{
+    struct prov_issuer_opts opts = {.is_deferred = true};
+    struct prov_issuer *is = NULL;
+    int r = prov_issuer_open(cfg, &opts, &is);
+
+    if (r == 0) {
+        r = is->ops->check_device(is, device_uri, dev);
+    }
+    prov_issuer_close(is);
+    return r;
+}
+
 void prov_issuer_close(struct prov_issuer *is)
 {
     if (is != NULL && is->ops != NULL) {

@@ -96,6 +96,13 @@ int prov_issuer_open(const struct prov_config *cfg, const struct prov_issuer_opt
 int prov_issuer_local_over(const struct prov_config *cfg, struct prov_ca *ca,
                            struct prov_issuer **out);
 
+/*
+ * check_device of the issuer cfg asks for, before one is open (a batch's validation pass, a
+ * station identifying its device): nothing is opened, nor is anyone logged in to.
+ */
+int prov_issuer_check_device_for(const struct prov_config *cfg, const char *device_uri,
+                                 struct prov_device *dev);
+
 /* is->ops->close, when there is an issuer. */
 void prov_issuer_close(struct prov_issuer *is);
 

@@ -17,8 +17,10 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
+#include "backend.h"
 #include "error.h"
 #include "issuer.h"
+#include "pkcs11.h"
 #include "test_pki.h"
 
 struct fixture {
@@ -127,6 +129,26 @@ static void test_open_deferred_opens_nothing(void **state)
     prov_issuer_close(is);
 }
 
+/* The CA's token is refused as a device by the config alone, before any issuer is open. */
+static void test_check_device_for_names_the_ca_token(void **state)
+{
+    static const char text[] = "[ca]\nintermediate_key = pkcs11:token=ca;object=intermediate\n";
+    struct prov_config *cfg = NULL;
+
+    prov_backend_register(&prov_pkcs11_ops);
+    assert_int_equal(prov_issue_parse_config(text, strlen(text), "ca.cnf", "/", &cfg), 0);
+    prov_error_clear();
+    assert_int_equal(prov_issuer_check_device_for(cfg, "pkcs11:token=ca", NULL), PROV_ERR_USAGE);
+    assert_non_null(strstr(prov_error_message(), "CA's token"));
+    prov_error_clear();
+    assert_int_equal(prov_issuer_check_device_for(cfg, "pkcs11:token=dev-1", NULL), 0);
+    /* a config without [ca] names no token */
+    assert_int_equal(prov_issuer_check_device_for(((struct fixture *)*state)->cfg,
+                                                  "pkcs11:token=ca", NULL),
+                     0);
+    prov_config_free(cfg);
+}
+
 /* Not deferred, the CA is opened at once: a config without [ca] fails there. */
 static void test_open_without_ca_fails(void **state)
 {
@@ -145,6 +167,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_local_issues_under_the_ca, setup, teardown),
         cmocka_unit_test_setup_teardown(test_local_policy_before_signing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_deferred_opens_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_device_for_names_the_ca_token, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_without_ca_fails, setup, teardown),
     };
 
