@@ -29,7 +29,7 @@
 #include <tss2/tss2_tctildr.h>
 
 #include "backend.h"
-#include "ca.h"
+#include "issuer.h"
 #include "config.h"
 #include "enroll.h"
 #include "error.h"
@@ -196,7 +196,7 @@ static int key_once(const char *device, double *ms)
     return r;
 }
 
-static int enroll_once(const struct prov_config *cfg, struct prov_ca *ca, const char *device,
+static int enroll_once(const struct prov_config *cfg, struct prov_issuer *is, const char *device,
                        const char *dir, int i, double *ms)
 {
     struct prov_enroll_params p = {0};
@@ -214,7 +214,7 @@ static int enroll_once(const struct prov_config *cfg, struct prov_ca *ca, const 
     p.key_type = PROV_KEY_EC_P256;
     prov_error_clear();
     t0 = now_ms();
-    r = prov_enroll(cfg, ca, &p, &res);
+    r = prov_enroll(cfg, is, &p, &res);
     *ms = now_ms() - t0;
     if (r < 0) {
         fprintf(stderr, "bench_tpm: enroll %s: %s\n", serial, prov_error_message());
@@ -238,7 +238,7 @@ int main(int argc, char **argv)
     };
     const char *config = NULL, *tcti = NULL, *dir = NULL;
     struct prov_config *cfg = NULL;
-    struct prov_ca *ca = NULL;
+    struct prov_issuer *is = NULL;
     TSS2_TCTI_CONTEXT *tctx = NULL;
     ESYS_CONTEXT *esys = NULL;
     ESYS_TR srk = ESYS_TR_NONE;
@@ -267,12 +267,12 @@ int main(int argc, char **argv)
     key_ms = calloc((size_t)n, sizeof(double));
     enroll_ms = calloc((size_t)n, sizeof(double));
     if (floor_ms == NULL || key_ms == NULL || enroll_ms == NULL ||
-        prov_config_load(config, &cfg) < 0 || prov_ca_open(cfg, true, &ca) < 0) {
+        prov_config_load(config, &cfg) < 0 || prov_issuer_open(cfg, NULL, &is) < 0) {
         fprintf(stderr, "bench_tpm: setup: %s\n", prov_error_message());
         goto out;
     }
     /* Warm-up, untimed: creates the SRK once (as the first enrollment on a TPM does). */
-    if (enroll_once(cfg, ca, device, dir, 0, &enroll_ms[0]) < 0) {
+    if (enroll_once(cfg, is, device, dir, 0, &enroll_ms[0]) < 0) {
         goto out;
     }
     if (esys_check(Tss2_TctiLdr_Initialize(tcti, &tctx), "TCTI") < 0 ||
@@ -284,7 +284,7 @@ int main(int argc, char **argv)
     }
     for (int i = 0; i < n; i++) {
         if (floor_once(esys, srk, &floor_ms[i]) < 0 || key_once(device, &key_ms[i]) < 0 ||
-            enroll_once(cfg, ca, device, dir, i + 1, &enroll_ms[i]) < 0) {
+            enroll_once(cfg, is, device, dir, i + 1, &enroll_ms[i]) < 0) {
             goto out;
         }
     }
@@ -297,7 +297,7 @@ int main(int argc, char **argv)
 out:
     Esys_Finalize(&esys);
     Tss2_TctiLdr_Finalize(&tctx);
-    prov_ca_close(ca);
+    prov_issuer_close(is);
     prov_config_free(cfg);
     prov_pkcs11_unload_all();
     free(floor_ms);

@@ -41,6 +41,8 @@ int cmd_csr(int argc, char **argv)
     struct cli_request in = {0};
     struct prov_enroll_params p = {0};
     struct prov_config *cfg = NULL;
+    struct prov_issuer_opts is_opts = {.is_deferred = true};
+    struct prov_issuer *is = NULL;
     const char *out_path = NULL;
     X509_REQ *req = NULL;
     int c;
@@ -83,7 +85,11 @@ int cmd_csr(int argc, char **argv)
         goto out;
     }
     prov_error_clear();
-    r = prov_enroll_csr(cfg, &p, &req);
+    /* nothing is issued here: the issuer only names the device that is not a device's */
+    r = prov_issuer_open(cfg, &is_opts, &is);
+    if (r == 0) {
+        r = prov_enroll_csr(cfg, is, &p, &req);
+    }
     if (r == 0) {
         r = prov_csr_write(out_path, req);
     }
@@ -95,6 +101,7 @@ int cmd_csr(int argc, char **argv)
     rc = PROV_EXIT_OK;
 out:
     X509_REQ_free(req);
+    prov_issuer_close(is);
     prov_config_free(cfg);
     return rc;
 }

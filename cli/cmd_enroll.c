@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "ca.h"
 #include "cli.h"
 #include "connect.h"
 #include "enroll.h"
@@ -56,7 +55,7 @@ int cmd_enroll(int argc, char **argv)
     struct prov_enroll_params p = {0};
     struct prov_enroll_result res = {0};
     struct prov_config *cfg = NULL;
-    struct prov_ca *ca = NULL;
+    struct prov_issuer *is = NULL;
     const char *status;
     bool as_json = false;
     int c;
@@ -105,10 +104,10 @@ int cmd_enroll(int argc, char **argv)
         goto out;
     }
     prov_error_clear();
-    r = prov_ca_open(cfg, true, &ca);
+    r = prov_issuer_open(cfg, NULL, &is);
     if (r == 0) {
         /* Recorded in the CA index: an interrupted enroll is settled by the next one. */
-        r = prov_enroll_attempt(cfg, ca, &p, &res);
+        r = prov_enroll_attempt(cfg, is, &p, &res);
     }
     if (r < 0 && !(res.is_proof_run && res.storage_dir != NULL)) {
         rc = cli_identity_failed(p.req.serial, &res, r, p.req.serial, true, as_json);
@@ -139,7 +138,7 @@ int cmd_enroll(int argc, char **argv)
     rc = PROV_EXIT_OK;
 out:
     prov_enroll_result_clear(&res);
-    prov_ca_close(ca);
+    prov_issuer_close(is);
     prov_config_free(cfg);
     return rc;
 }

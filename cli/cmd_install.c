@@ -44,6 +44,8 @@ int cmd_install(int argc, char **argv)
     struct prov_install_params p = {0};
     struct prov_enroll_result res = {0};
     struct prov_config *cfg = NULL;
+    struct prov_issuer_opts is_opts = {.is_deferred = true};
+    struct prov_issuer *is = NULL;
     const char *cert_path = NULL;
     bool as_json = false;
     int c;
@@ -91,8 +93,12 @@ int cmd_install(int argc, char **argv)
                       "chain (as written by `provisioner sign`)",
                       cert_path, sk_X509_num(p.bundle));
     }
+    /* nothing is issued here: the issuer only names the device that is not a device's */
     if (r == 0) {
-        r = prov_install(cfg, &p, &res);
+        r = prov_issuer_open(cfg, &is_opts, &is);
+    }
+    if (r == 0) {
+        r = prov_install(cfg, is, &p, &res);
     }
     if (r < 0) {
         rc = cli_identity_failed(p.serial, &res, r, p.serial, false, as_json);
@@ -107,6 +113,7 @@ int cmd_install(int argc, char **argv)
     rc = PROV_EXIT_OK;
 out:
     sk_X509_pop_free(p.bundle, X509_free);
+    prov_issuer_close(is);
     prov_enroll_result_clear(&res);
     prov_config_free(cfg);
     return rc;

@@ -65,7 +65,8 @@ int cmd_sign(int argc, char **argv)
     struct prov_cert_facts facts;
     enum prov_key_type key_type = PROV_KEY_NONE;
     struct prov_config *cfg = NULL;
-    struct prov_issuer is;
+    struct prov_issuer_opts is_opts = {.is_deferred = true};
+    struct prov_issuer *is = NULL;
     const char *csr_path = NULL;
     const char *out_path = NULL;
     STACK_OF(X509) *bundle = NULL;
@@ -109,7 +110,12 @@ int cmd_sign(int argc, char **argv)
         return cli_fail_json(r, prov_cli.config_path, as_json,
                              result_json(in.serial, "failed", &facts, out_path));
     }
-    prov_issuer_local_deferred(&is, cfg);
+    r = prov_issuer_open(cfg, &is_opts, &is);
+    if (r < 0) {
+        rc = cli_fail_json(r, prov_cli.config_path, as_json,
+                           result_json(in.serial, "failed", &facts, out_path));
+        goto out;
+    }
     rc = cli_request_build(cfg, &in, &rq, &key_type);
     if (rc != 0) {
         goto out;
@@ -130,13 +136,13 @@ int cmd_sign(int argc, char **argv)
          * The issue step: CSR policy first (a bad CSR is refused before the CA token is even
          * opened), the CA index's rules, then the CA's token signs (issuer.h).
          */
-        r = prov_step_issue(&is, req, &rq, &cert);
+        r = prov_step_issue(is, req, &rq, &cert);
     }
     if (r == 0) {
         r = prov_cert_facts(cert, &facts);
     }
     if (r == 0) {
-        bundle = sk_X509_dup(is.ops->chain(&is));
+        bundle = sk_X509_dup(is->ops->chain(is));
         r = bundle && sk_X509_unshift(bundle, cert) ? 0 : PROV_ERR_NOMEM;
     }
     if (r == 0) {
@@ -146,7 +152,7 @@ int cmd_sign(int argc, char **argv)
         r = prov_atomic_write_file(out_path, pem, pem_len, 0644);
     }
     if (r == 0) {
-        r = is.ops->delivered(&is, cert);
+        r = is->ops->delivered(is, cert);
     }
     if (r < 0) {
         struct prov_cert_facts none = {0};
@@ -171,7 +177,7 @@ out:
     sk_X509_free(bundle);
     X509_free(cert);
     X509_REQ_free(req);
-    prov_issuer_close(&is);
+    prov_issuer_close(is);
     prov_config_free(cfg);
     return rc;
 }

@@ -17,10 +17,10 @@
 #include <unistd.h>
 
 #include "backend.h"
-#include "ca.h"
 #include "error.h"
 #include "interrupt.h"
 #include "issue.h"
+#include "issuer.h"
 #include "log.h"
 #include "manifest_value.h"
 #include "secret.h"
@@ -114,7 +114,7 @@ static int validate_against_config(void *ctx, struct prov_manifest_parser *p,
         return 0; /* the profile's own finding says it; nothing below can be judged */
     }
     /* The CA's own token is never a device (its identity is checked again when opened). */
-    if (prov_ca_check_device_uri(b->cfg, row->value[PROV_COL_DEVICE]) < 0) {
+    if (prov_issuer_check_device_for(b->cfg, row->value[PROV_COL_DEVICE], NULL) < 0) {
         prov_manifest_report(p, &row->pos[PROV_COL_DEVICE], "%s", prov_error_message());
         prov_error_clear();
     }
@@ -715,7 +715,7 @@ static int enroll_lot(struct batch *b, struct prov_batch_summary *sum)
     if (r < 0) {
         return r;
     }
-    r = prov_ca_open(b->cfg, true, &b->ca);
+    r = prov_issuer_open(b->cfg, NULL, &b->issuer);
     if (r < 0) {
         return r;
     }
@@ -776,7 +776,6 @@ void batch_init(struct batch *b, const struct prov_config *cfg,
     b->pin_spec = opts->pin_spec;
     b->prove_url = opts->prove_url;
     b->fd = -1;
-    pthread_mutex_init(&b->ca_lock, NULL);
     pthread_mutex_init(&b->queue_lock, NULL);
     batch_tokens_init(&b->tokens, cfg);
     pthread_mutex_init(&b->stats_lock, NULL);
@@ -786,7 +785,7 @@ void batch_free(struct batch *b)
 {
     prov_progress_free(b->progress);
     prov_journal_close(b->journal);
-    prov_ca_close(b->ca);
+    prov_issuer_close(b->issuer);
     prov_manifest_parser_free(b->parser);
     for (size_t i = 0; i < b->n_groups; i++) {
         free(b->groups[i].device_uri);
@@ -798,7 +797,6 @@ void batch_free(struct batch *b)
     free(b->is_reissue_seen);
     free(b->lot);
     prov_strset_free(&b->group_index);
-    pthread_mutex_destroy(&b->ca_lock);
     pthread_mutex_destroy(&b->queue_lock);
     pthread_mutex_destroy(&b->stats_lock);
     if (b->fd >= 0) {

@@ -24,6 +24,7 @@
 #include "connect.h"
 #include "enroll.h"
 #include "error.h"
+#include "hex.h"
 #include "log.h"
 #include "manifest_value.h"
 #include "steps.h"
@@ -48,7 +49,7 @@ struct row_ctx {
     bool is_outside_change; /* the storage holds an identity the lot did not issue */
     char *row_pin_spec;     /* the row's pin column, resolved; NULL: the run's PIN source */
     const char *pin;        /* the device PIN source the row uses (pin_spec) */
-    struct prov_issuer is;  /* who issues, records and delivers (issuer.h): the run's CA */
+    struct prov_issuer *is; /* the run's issuer (issuer.h) */
 };
 
 /* An issued identity waiting for the storage stage (everything owned). */
@@ -142,14 +143,6 @@ static const char *pin_spec(const struct batch *b, const char *row_pin_spec)
     return b->pin_spec ? b->pin_spec : b->cfg->device_pin;
 }
 
-static void key_id_hex(const unsigned char *id, size_t len, char *out)
-{
-    for (size_t i = 0; i < len; i++) {
-        sprintf(out + 2 * i, "%02x", id[i]);
-    }
-    out[2 * len] = '\0';
-}
-
 /* What in the parsed storage s disagrees with the journal's certificate and the row, or NULL. */
 static const char *stored_mismatch(const struct prov_stored_identity *s, X509 *cert,
                                    const char *serial, const char *key_uri)
@@ -198,7 +191,7 @@ static int verify_written(struct row_ctx *c, X509 *cert, const char *key_uri,
         }
         what = stored_mismatch(s, cert, c->serial, key_uri);
     }
-    full = what == NULL ? sk_X509_dup(s != NULL ? s->chain : c->is.ops->chain(&c->is)) : NULL;
+    full = what == NULL ? sk_X509_dup(s != NULL ? s->chain : c->is->ops->chain(c->is)) : NULL;
     if (what == NULL && (full == NULL || !sk_X509_unshift(full, cert))) {
         r = prov_fail(PROV_ERR_NOMEM, "serial %s: out of memory", c->serial);
     } else if (what == NULL &&
@@ -230,7 +223,7 @@ static int delete_key_by_id(struct row_ctx *c, const char *device_uri, const uns
     char hex[2 * PROV_JOURNAL_KEY_ID_MAX + 1];
     int r;
 
-    r = prov_step_open_device(c->b->cfg, c->b->ca, device_uri, c->pin, false, &dev);
+    r = prov_step_open_device(c->b->cfg, c->is, device_uri, c->pin, false, &dev);
     if (r < 0) {
         return r;
     }
@@ -241,7 +234,7 @@ static int delete_key_by_id(struct row_ctx *c, const char *device_uri, const uns
     } else if (r == 0) {
         r = dev->ops->delete_key(dev, key);
         if (r == 0) {
-            key_id_hex(id, id_len, hex);
+            prov_hex_encode(id, id_len, hex);
             prov_info("serial %s: deleted %s key id %s from %s", c->serial, why, hex, dev->name);
         }
     }
@@ -253,21 +246,13 @@ static int delete_key_by_id(struct row_ctx *c, const char *device_uri, const uns
 /* Whether the key's public key is the one whose SHA-256 (of the SubjectPublicKeyInfo) is hex. */
 static bool is_key_with_pub(const struct prov_key *key, const char *hex)
 {
-    unsigned char *der = NULL;
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int md_len = 0;
-    char got[2 * EVP_MAX_MD_SIZE + 1];
-    int len = key->pub != NULL ? i2d_PUBKEY(key->pub, &der) : -1;
-    bool is_same;
+    char got[65];
 
-    if (len <= 0 || EVP_Digest(der, (size_t)len, md, &md_len, EVP_sha256(), NULL) != 1) {
-        OPENSSL_free(der);
+    if (key->pub == NULL || prov_ca_index_spki_sha256(key->pub, got) < 0) {
+        prov_error_clear();
         return false;
     }
-    OPENSSL_free(der);
-    key_id_hex(md, md_len, got);
-    is_same = strcmp(got, hex) == 0;
-    return is_same;
+    return strcmp(got, hex) == 0;
 }
 
 /*
@@ -286,7 +271,7 @@ static int retire_key(struct row_ctx *c, const struct prov_journal_old_key *k)
     char hex[2 * PROV_JOURNAL_KEY_ID_MAX + 1];
     int r;
 
-    key_id_hex(k->key_id, k->key_id_len, hex);
+    prov_hex_encode(k->key_id, k->key_id_len, hex);
     r = batch_hold_token(&c->hold, k->device_uri);
     r = r ? r
           : prov_device_open_login(c->b->cfg, k->device_uri, c->pin, "device PIN", false,
@@ -395,7 +380,7 @@ static int prove_written(struct row_ctx *c, X509 *cert, const char *key_uri, boo
 
     /* The identity is in its storage: the CA index counts the certificate delivered. */
     if (r == 0) {
-        r = c->is.ops->delivered(&c->is, cert);
+        r = c->is->ops->delivered(c->is, cert);
     }
     if (r == 0 && url != NULL && !is_connected) {
         r = connect_from_journal(c);
@@ -491,7 +476,7 @@ static int fresh_on_device(struct row_ctx *c, struct prov_enroll_plan *plan, boo
     bool keep_key = false;
     int r;
 
-    r = prov_step_open_device(c->b->cfg, c->b->ca, c->device_uri, c->pin, false, &dev);
+    r = prov_step_open_device(c->b->cfg, c->is, c->device_uri, c->pin, false, &dev);
     r = r ? r : prov_step_stop_if_interrupted(c->serial, PROV_STEP_STOP_OPENED);
     r = r ? r : prov_step_generate_key(dev, plan, c->key_id, sizeof(c->key_id), &key);
     r = r ? r : prov_step_make_csr(key, plan->subject, plan->type, &req);
@@ -500,7 +485,7 @@ static int fresh_on_device(struct row_ctx *c, struct prov_enroll_plan *plan, boo
         goto out;
     }
     plan->rq.record.key_uri = key->uri;
-    r = prov_step_issue(&c->is, req, &plan->rq, cert);
+    r = prov_step_issue(c->is, req, &plan->rq, cert);
     if (r == 0) {
         r = prov_journal_record_issued(c->b->journal, c->b->lot_id, c->serial, key->id,
                                        key->id_len, *cert, key->uri);
@@ -518,7 +503,7 @@ static int fresh_on_device(struct row_ctx *c, struct prov_enroll_plan *plan, boo
     }
     {
         struct prov_identity ident = prov_identity_make(
-            c->b->cfg, c->serial, *cert, c->is.ops->chain(&c->is), NULL, key->uri, plan->type,
+            c->b->cfg, c->serial, *cert, c->is->ops->chain(c->is), NULL, key->uri, plan->type,
             dev->ops->name, c->rq.profile->name, c->rq.lot);
 
         r = prov_step_install(dev, key, *cert, defer ? NULL : plan->dir, &ident);
@@ -582,7 +567,7 @@ static int enroll_fresh(struct row_ctx *c)
             return r;
         }
     }
-    r = prov_step_plan(c->b->cfg, &c->is, &p, &plan);
+    r = prov_step_plan(c->b->cfg, c->is, &p, &plan);
     X509_free(p.reissued_cert);
     if (r < 0) {
         return r;
@@ -636,7 +621,7 @@ static int write_from_journal(struct row_ctx *c, X509 *cert, char **key_uri)
     }
     r = dev->ops->find_key_by_id(dev, c->d.key_id, c->d.key_id_len, &key);
     if (r == PROV_ERR_NOT_FOUND) {
-        key_id_hex(c->d.key_id, c->d.key_id_len, hex);
+        prov_hex_encode(c->d.key_id, c->d.key_id_len, hex);
         prov_error_clear();
         r = prov_fail(PROV_ERR_NOT_FOUND,
                       "serial %s: certificate %s is in the journal but its key (id %s) is no "
@@ -657,7 +642,7 @@ static int write_from_journal(struct row_ctx *c, X509 *cert, char **key_uri)
     r = prov_check_key_protection(key, "device key");
     if (r == 0) {
         struct prov_identity ident =
-            prov_identity_make(c->b->cfg, c->serial, cert, c->is.ops->chain(&c->is), NULL, key->uri,
+            prov_identity_make(c->b->cfg, c->serial, cert, c->is->ops->chain(c->is), NULL, key->uri,
                                key->type, dev->ops->name, c->rq.profile->name, c->b->lot);
 
         r = prov_step_install(dev, key, cert, c->dir, &ident);
@@ -977,7 +962,7 @@ int batch_row_handle(void *ctx, struct prov_manifest_parser *p, const struct pro
     c.serial = row->value[PROV_COL_SERIAL];
     c.hold.tokens = &c.b->tokens;
     c.hold.serial = c.serial;
-    prov_issuer_local(&c.is, c.b->cfg, c.b->ca, &c.b->ca_lock);
+    c.is = c.b->issuer;
     if (c.g != NULL) {
         c.hold.group_uri = c.g->device_uri;
         c.hold.group_token = &c.g->token;
@@ -1032,10 +1017,10 @@ static void finish(struct batch *b, struct finish_job *j)
     c.hold.tokens = &b->tokens;
     c.hold.serial = j->serial;
     c.pin = pin_spec(b, NULL);
-    prov_issuer_local(&c.is, b->cfg, b->ca, &b->ca_lock);
+    c.is = b->issuer;
     c.device_uri = j->device_uri;
     c.dir = j->dir;
-    ident = prov_identity_make(b->cfg, j->serial, j->cert, c.is.ops->chain(&c.is), NULL,
+    ident = prov_identity_make(b->cfg, j->serial, j->cert, c.is->ops->chain(c.is), NULL,
                                j->key_uri, j->key_type, j->backend, j->profile, b->lot);
     prov_error_clear();
     r = prov_step_install(NULL, NULL, j->cert, j->dir, &ident);

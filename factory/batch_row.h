@@ -14,6 +14,7 @@
 #include "batch_stage.h"
 #include "batch_tokens.h"
 #include "issue.h"
+#include "issuer.h"
 #include "journal.h"
 #include "manifest.h"
 #include "progress.h"
@@ -64,8 +65,7 @@ struct batch {
     struct prov_strset group_index; /* device URI -> group */
     bool *is_reissue_seen;
 
-    struct prov_ca *ca;
-    pthread_mutex_t ca_lock;
+    struct prov_issuer *issuer; /* who issues, records and delivers (issuer.h) */
     struct prov_journal *journal;
     long long lot_id;
     long long run_id;

@@ -14,6 +14,7 @@
 #include <sqlite3.h>
 
 #include "error.h"
+#include "sqlite_bind.h"
 
 /* Records "journal PATH: what: <sqlite message>" (PROV_ERR_JOURNAL). */
 int journal_db_fail(struct journal_sqlite *j, const char *what)
@@ -21,33 +22,6 @@ int journal_db_fail(struct journal_sqlite *j, const char *what)
     return prov_fail(PROV_ERR_JOURNAL, "journal %s: %s: %s", j->base.name, what,
                      sqlite3_errmsg(j->db));
 }
-/*
- * Binds by a type string: 't' text (NULL binds NULL), 'i' long long, 'b' blob (pointer then
- * size_t length).
- */
-static int bind_args(sqlite3_stmt *st, const char *types, va_list ap)
-{
-    int rc = SQLITE_OK;
-
-    for (int i = 0; types[i] != '\0' && rc == SQLITE_OK; i++) {
-        if (types[i] == 't') {
-            const char *s = va_arg(ap, const char *);
-
-            rc = s ? sqlite3_bind_text(st, i + 1, s, -1, SQLITE_TRANSIENT)
-                   : sqlite3_bind_null(st, i + 1);
-        } else if (types[i] == 'i') {
-            rc = sqlite3_bind_int64(st, i + 1, va_arg(ap, long long));
-        } else {
-            const void *b = va_arg(ap, const void *);
-            size_t n = va_arg(ap, size_t);
-
-            rc = b ? sqlite3_bind_blob(st, i + 1, b, (int)n, SQLITE_TRANSIENT)
-                   : sqlite3_bind_null(st, i + 1);
-        }
-    }
-    return rc;
-}
-
 /*
  * A kept statement for sql that nobody is using, else a new one, kept while there is room.
  * A slot being prepared is marked busy before the lock is dropped, so no other thread takes
@@ -134,7 +108,7 @@ static int stmt_bound(struct journal_sqlite *j, sqlite3_stmt **st, const char *s
 {
     int rc = stmt_acquire(j, sql, st);
 
-    return rc == SQLITE_OK ? bind_args(*st, types, ap) : rc;
+    return rc == SQLITE_OK ? prov_sqlite_bind(*st, types, ap) : rc;
 }
 
 /* Prepares sql with its arguments bound; the caller steps and calls journal_release. */

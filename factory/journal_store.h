@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "hex.h"
 #include "journal.h"
 
 struct journal_store;
@@ -216,8 +217,8 @@ struct journal_store {
 /* RFC 3339 UTC with milliseconds (journal_store.c, like the three below). */
 void journal_now(char *out, size_t cap);
 
-/* Lower-case hex of n bytes into out (2n + 1 bytes). */
-void journal_hex(const unsigned char *in, size_t n, char *out);
+/* Lower-case hex of n bytes into out (2n + 1 bytes): the core's one encoder (hex.h). */
+#define journal_hex prov_hex_encode
 
 /* A state by name; PROV_JOURNAL_NONE for anything else. */
 enum prov_journal_state journal_state_parse(const char *s);

@@ -158,6 +158,28 @@ static void append(struct manifest_csv *c, uint32_t cp)
     c->rec_bytes += n;
 }
 
+/*
+ * Outside quotes, the characters that end something: a comma the field, LF the record, CR
+ * waits for its LF. true when cp was one of them (*r: end_record's result), false for data.
+ */
+static bool on_delimiter(struct manifest_csv *c, uint32_t cp, const struct prov_manifest_pos *pos,
+                         int *r)
+{
+    *r = 0;
+    if (cp == ',') {
+        end_field(c);
+        c->st = CSV_ST_FIELD_START;
+    } else if (cp == '\n') {
+        *r = end_record(c, CSV_EOL_LF, pos, c->offset);
+    } else if (cp == '\r') {
+        c->cr_pos = *pos;
+        c->st = CSV_ST_CR;
+    } else {
+        return false;
+    }
+    return true;
+}
+
 /* The CSV machine, one code point at a time; pos is where cp is. */
 static int on_char(struct manifest_csv *c, uint32_t cp, const struct prov_manifest_pos *pos)
 {
@@ -174,6 +196,7 @@ static int on_char(struct manifest_csv *c, uint32_t cp, const struct prov_manife
             return r;
         }
     }
+    r = 0;
     switch (c->st) {
     case CSV_ST_FIELD_START:
         start_field(c, pos);
@@ -181,28 +204,13 @@ static int on_char(struct manifest_csv *c, uint32_t cp, const struct prov_manife
             c->is_field_quoted = true;
             c->quote_pos = *pos;
             c->st = CSV_ST_QUOTED;
-        } else if (cp == ',') {
-            end_field(c);
-        } else if (cp == '\n') {
-            return end_record(c, CSV_EOL_LF, pos, c->offset);
-        } else if (cp == '\r') {
-            c->cr_pos = *pos;
-            c->st = CSV_ST_CR;
-        } else {
+        } else if (!on_delimiter(c, cp, pos, &r)) {
             append(c, cp);
             c->st = CSV_ST_UNQUOTED;
         }
-        return 0;
+        return r;
     case CSV_ST_UNQUOTED:
-        if (cp == ',') {
-            end_field(c);
-            c->st = CSV_ST_FIELD_START;
-        } else if (cp == '\n') {
-            return end_record(c, CSV_EOL_LF, pos, c->offset);
-        } else if (cp == '\r') {
-            c->cr_pos = *pos;
-            c->st = CSV_ST_CR;
-        } else {
+        if (!on_delimiter(c, cp, pos, &r)) {
             if (cp == '"') {
                 syntax_error(c, pos,
                              "quote inside an unquoted field (quote the whole field "
@@ -210,7 +218,7 @@ static int on_char(struct manifest_csv *c, uint32_t cp, const struct prov_manife
             }
             append(c, cp);
         }
-        return 0;
+        return r;
     case CSV_ST_QUOTED:
         if (cp == '"') {
             c->st = CSV_ST_QUOTE_SEEN;
@@ -222,22 +230,14 @@ static int on_char(struct manifest_csv *c, uint32_t cp, const struct prov_manife
         if (cp == '"') {
             append(c, cp);
             c->st = CSV_ST_QUOTED;
-        } else if (cp == ',') {
-            end_field(c);
-            c->st = CSV_ST_FIELD_START;
-        } else if (cp == '\n') {
-            return end_record(c, CSV_EOL_LF, pos, c->offset);
-        } else if (cp == '\r') {
-            c->cr_pos = *pos;
-            c->st = CSV_ST_CR;
-        } else {
+        } else if (!on_delimiter(c, cp, pos, &r)) {
             syntax_error(c, pos,
                          "character after the closing quote of a field (a quote "
                          "inside a quoted field is written \"\")");
             append(c, cp);
             c->st = CSV_ST_UNQUOTED;
         }
-        return 0;
+        return r;
     case CSV_ST_CR: break;
     }
     return 0;

@@ -18,11 +18,11 @@
 #include "backend.h"
 #include "device.h"
 #include "batch_internal.h"
-#include "ca.h"
 #include "check.h"
 #include "connect.h"
 #include "error.h"
 #include "interrupt.h"
+#include "issuer.h"
 #include "journal.h"
 #include "log.h"
 #include "secret.h"
@@ -157,7 +157,7 @@ static int identify(struct station *s, struct prov_station_result *res, bool is_
     r = open_waiting(s, res->device_uri, &params, &dev);
     /* The CA's own token is never a device: refused before a row is claimed for it. */
     if (r == 0) {
-        r = prov_ca_check_device(s->cfg, NULL, dev);
+        r = prov_issuer_check_device_for(s->cfg, res->device_uri, dev);
     }
     if (r == 0) {
         r = dev->ops->identity(dev, ident, sizeof(ident));
@@ -484,7 +484,7 @@ static int open_ca(struct station *s, const char *journal)
         r = prov_fail(PROV_ERR_JOURNAL, "%s: %s", path, strerror(errno));
     } else {
         r = pin_not_rejected_before(s, "ca", "[ca] pin");
-        r = r ? r : prov_ca_open(s->cfg, true, &s->b.ca);
+        r = r ? r : prov_issuer_open(s->cfg, NULL, &s->b.issuer);
         if (r == PROV_ERR_PIN_INCORRECT) {
             remember_rejected_pin(s, "ca", prov_error_message());
         }

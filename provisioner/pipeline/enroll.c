@@ -15,7 +15,6 @@
 #include <openssl/rand.h>
 
 #include "backend.h"
-#include "ca.h"
 #include "chain.h"
 #include "error.h"
 #include "log.h"
@@ -35,41 +34,53 @@ static int choose_key_id(const struct prov_enroll_params *p, unsigned char *id, 
     return 0;
 }
 
-int prov_enroll(const struct prov_config *cfg, struct prov_ca *ca,
+/*
+ * Steps 1 to 3 for a planned key: the device opened and logged in to (a signal may stop here),
+ * the key generated with its id, and its CSR. *dev and *key are set as soon as they exist,
+ * also on a failure, so that the caller can discard the key and close the device.
+ */
+static int key_and_csr(const struct prov_config *cfg, struct prov_issuer *is,
+                       const struct prov_enroll_params *p, const struct prov_enroll_plan *plan,
+                       struct prov_device **dev, struct prov_key **key, X509_REQ **req)
+{
+    unsigned char id[PROV_KEY_ID_BYTES];
+    size_t id_len = sizeof(id);
+    int r;
+
+    r = prov_step_open_device(cfg, is, p->device_uri, p->pin_spec ? p->pin_spec : cfg->device_pin,
+                              false, dev);
+    if (r == 0) {
+        r = prov_step_stop_if_interrupted(p->req.serial, PROV_STEP_STOP_OPENED);
+    }
+    if (r == 0) {
+        r = choose_key_id(p, id, &id_len);
+    }
+    if (r == 0) {
+        r = prov_step_generate_key(*dev, plan, id, id_len, key);
+    }
+    if (r == 0) {
+        r = prov_step_make_csr(*key, plan->subject, plan->type, req);
+    }
+    return r;
+}
+
+int prov_enroll(const struct prov_config *cfg, struct prov_issuer *is,
                 const struct prov_enroll_params *p, struct prov_enroll_result *res)
 {
-    struct prov_issuer is;
     struct prov_enroll_plan plan;
     struct prov_device *dev = NULL;
     struct prov_key *key = NULL;
-    unsigned char id[PROV_KEY_ID_BYTES];
-    size_t id_len = sizeof(id);
     X509_REQ *req = NULL;
     X509 *cert = NULL;
     bool keep_key = false;
     int r;
 
     memset(res, 0, sizeof(*res));
-    prov_issuer_local(&is, cfg, ca, NULL);
-    r = prov_step_plan(cfg, &is, p, &plan);
+    r = prov_step_plan(cfg, is, p, &plan);
     if (r < 0) {
         return r;
     }
-    r = prov_step_open_device(cfg, ca, p->device_uri, p->pin_spec ? p->pin_spec : cfg->device_pin,
-                               false, &dev);
-    if (r == 0) {
-        r = prov_step_stop_if_interrupted(p->req.serial, PROV_STEP_STOP_OPENED);
-    }
-    if (r < 0) {
-        goto out;
-    }
-    r = choose_key_id(p, id, &id_len);
-    if (r == 0) {
-        r = prov_step_generate_key(dev, &plan, id, id_len, &key);
-    }
-    if (r == 0) {
-        r = prov_step_make_csr(key, plan.subject, plan.type, &req);
-    }
+    r = key_and_csr(cfg, is, p, &plan, &dev, &key, &req);
     if (r < 0) {
         goto out;
     }
@@ -79,10 +90,10 @@ int prov_enroll(const struct prov_config *cfg, struct prov_ca *ca,
         goto out;
     }
     plan.rq.record.key_uri = key->uri;
-    r = prov_step_issue(&is, req, &plan.rq, &cert);
+    r = prov_step_issue(is, req, &plan.rq, &cert);
     if (r == 0) {
         struct prov_identity ident = prov_identity_make(
-            cfg, p->req.serial, cert, is.ops->chain(&is), NULL, key->uri, plan.type,
+            cfg, p->req.serial, cert, is->ops->chain(is), NULL, key->uri, plan.type,
             dev->ops->name, p->req.profile->name, p->req.lot);
 
         r = prov_step_install(dev, key, cert, plan.dir, &ident);
@@ -130,43 +141,21 @@ void prov_enroll_result_clear(struct prov_enroll_result *res)
     memset(res, 0, sizeof(*res));
 }
 
-int prov_enroll_csr(const struct prov_config *cfg, const struct prov_enroll_params *p,
-                    X509_REQ **out)
+int prov_enroll_csr(const struct prov_config *cfg, struct prov_issuer *is,
+                    const struct prov_enroll_params *p, X509_REQ **out)
 {
-    struct prov_enroll_plan plan = {.rq = p->req, .reissue = p->reissue};
-    const struct prov_profile *prof = p->req.profile;
+    struct prov_enroll_plan plan;
     struct prov_device *dev = NULL;
     struct prov_key *key = NULL;
-    unsigned char id[PROV_KEY_ID_BYTES];
-    size_t id_len = sizeof(id);
     X509_REQ *req = NULL;
     int r;
 
     *out = NULL;
-    if (p->req.serial == NULL || !prov_serial_is_valid(p->req.serial) || prof == NULL) {
-        return prov_fail(PROV_ERR_USAGE, "serial \"%s\": must match " PROV_SERIAL_RULE,
-                         p->req.serial ? p->req.serial : "");
-    }
-    plan.type = p->key_type != PROV_KEY_NONE ? p->key_type : prof->key_type;
-    if (!(prof->allowed_keys & PROV_KEY_BIT(plan.type))) {
-        return prov_fail(PROV_ERR_POLICY, "serial %s: key type %s not allowed by profile %s",
-                         p->req.serial, prov_key_type_name(plan.type), prof->name);
-    }
-    r = prov_ca_check_device_uri(cfg, p->device_uri);
+    /* the request and the device; storage is the installing station's */
+    r = prov_step_plan_parts(cfg, is, p, PROV_PLAN_REQUEST | PROV_PLAN_DEVICE | PROV_PLAN_SUBJECT,
+                             &plan);
     if (r < 0) {
-        goto out;
-    }
-    r = prov_issue_subject(cfg, &p->req, &plan.subject);
-    if (r < 0) {
-        goto out;
-    }
-    r = prov_step_open_device(cfg, NULL, p->device_uri, p->pin_spec ? p->pin_spec : cfg->device_pin,
-                              false, &dev);
-    if (r == 0) {
-        r = prov_step_stop_if_interrupted(p->req.serial, PROV_STEP_STOP_OPENED);
-    }
-    if (r < 0) {
-        goto out;
+        return r;
     }
     /* a reissue on a device whose storage holds this serial's identity may replace its key */
     if (p->reissue) {
@@ -175,19 +164,11 @@ int prov_enroll_csr(const struct prov_config *cfg, const struct prov_enroll_para
             prov_step_read_old_identity(plan.dir, p->req.serial, &plan.old_uri, &plan.old_pub);
         }
     }
-    r = choose_key_id(p, id, &id_len);
+    r = key_and_csr(cfg, is, p, &plan, &dev, &key, &req);
     if (r == 0) {
-        r = prov_step_generate_key(dev, &plan, id, id_len, &key);
+        *out = req;
+        req = NULL;
     }
-    if (r == 0) {
-        r = prov_step_make_csr(key, plan.subject, plan.type, &req);
-    }
-    if (r < 0) {
-        goto out;
-    }
-    *out = req;
-    req = NULL;
-out:
     /* the key stays on the device for `install` only with its CSR */
     if (r < 0 && key != NULL) {
         dev->ops->delete_key(dev, key);
@@ -199,16 +180,19 @@ out:
     return r;
 }
 
-int prov_install(const struct prov_config *cfg, const struct prov_install_params *p,
-                 struct prov_enroll_result *res)
+int prov_install(const struct prov_config *cfg, struct prov_issuer *is,
+                 const struct prov_install_params *p, struct prov_enroll_result *res)
 {
+    struct prov_enroll_params ep = {.device_uri = p->device_uri,
+                                    .storage_dir = p->storage_dir,
+                                    .req = {.serial = p->serial},
+                                    .reissue = p->reissue};
+    struct prov_enroll_plan plan = {0};
     struct prov_chain_report rep = {0};
     struct prov_device *dev = NULL;
     struct prov_key *key = NULL;
     STACK_OF(X509) *chain = NULL;
     X509 *cert;
-    char *dir = NULL;
-    bool created_dir = false;
     int r = PROV_ERR_NOMEM;
 
     memset(res, 0, sizeof(*res));
@@ -232,30 +216,17 @@ int prov_install(const struct prov_config *cfg, const struct prov_install_params
         }
         goto out;
     }
-    dir = prov_storage_dir_for(cfg, p->storage_dir, NULL, p->serial);
-    if (dir == NULL) {
-        r = PROV_ERR_NOMEM;
-        goto out;
-    }
-    if (prov_storage_has_identity(dir) && !p->reissue) {
-        r = prov_fail(PROV_ERR_ALREADY_ISSUED,
-                      "serial %s: %s already holds an identity (use --reissue)", p->serial, dir);
-        goto out;
-    }
     if ((p->server_ca_path ? p->server_ca_path : cfg->server_ca) == NULL) {
         r = prov_fail(PROV_ERR_CONFIG, "serial %s: no server CA bundle (--server-ca or "
                       "[provisioner] server_ca)", p->serial);
         goto out;
     }
-    r = prov_ca_check_device_uri(cfg, p->device_uri);
+    /* the device is not the CA's, the storage takes this identity (a reissue replaces one) */
+    r = prov_step_plan_parts(cfg, is, &ep, PROV_PLAN_DEVICE | PROV_PLAN_STORAGE, &plan);
     if (r < 0) {
         goto out;
     }
-    r = prov_step_preflight_storage(dir, &created_dir);
-    if (r < 0) {
-        goto out;
-    }
-    r = prov_step_open_device(cfg, NULL, p->device_uri, p->pin_spec ? p->pin_spec : cfg->device_pin,
+    r = prov_step_open_device(cfg, is, p->device_uri, p->pin_spec ? p->pin_spec : cfg->device_pin,
                               false, &dev);
     if (r < 0) {
         goto out;
@@ -284,7 +255,7 @@ int prov_install(const struct prov_config *cfg, const struct prov_install_params
             prov_identity_make(cfg, p->serial, cert, chain, p->server_ca_path, key->uri,
                                key->type, dev->ops->name, p->profile, NULL);
 
-        r = prov_step_install(dev, key, cert, dir, &ident);
+        r = prov_step_install(dev, key, cert, plan.dir, &ident);
         if (r < 0) {
             goto out;
         }
@@ -297,16 +268,13 @@ int prov_install(const struct prov_config *cfg, const struct prov_install_params
     res->cert = cert;
     res->key_uri = strdup(key->uri);
     res->key_type = key->type;
-    res->storage_dir = dir;
-    dir = NULL;
+    res->storage_dir = plan.dir;
+    plan.dir = NULL;
 out:
-    if (r < 0 && created_dir && dir != NULL) {
-        rmdir(dir);
-    }
+    prov_enroll_plan_clear(&plan, r < 0);
     sk_X509_free(chain);
     prov_chain_report_free(&rep);
     prov_key_free(key);
     prov_device_close(dev);
-    free(dir);
     return r;
 }

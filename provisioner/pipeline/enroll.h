@@ -46,7 +46,7 @@ struct prov_enroll_result {
 /*
  * One device end to end, the steps of steps.h in order: open and log in to the device,
  * generate the key on it, read back and check its protection, CSR signed by it and
- * verified, issue under policy with ca (the local issuer, issuer.h),
+ * verified, issue under policy through is (issuer.h, opened by prov_issuer_open),
  * store the certificate on the device, write the storage directory, and prove: the device
  * key signs a fresh challenge that verifies with the new certificate. On a failure after
  * key generation the new key is deleted from the device (no orphan) and storage is
@@ -57,18 +57,19 @@ struct prov_enroll_result {
  * certificate and storage): the identity stays issued and stored, only unproven, so that the
  * proof can be repeated (`check --connect`, a batch re-run) without issuing again.
  */
-int prov_enroll(const struct prov_config *cfg, struct prov_ca *ca,
+int prov_enroll(const struct prov_config *cfg, struct prov_issuer *is,
                 const struct prov_enroll_params *p, struct prov_enroll_result *res);
 
 void prov_enroll_result_clear(struct prov_enroll_result *res);
 
 /*
- * The device half of the split flow, step 1 (`csr`): generates the key on the device (label
- * = serial), checks its protection, and makes a CSR signed by it whose subject is what the
+ * The device half of the split flow, step 1 (`csr`): plans the request and the device (is
+ * refuses its own device; nothing is issued), generates the key on the device (label =
+ * serial), checks its protection, and makes a CSR signed by it whose subject is what the
  * profile would issue. The key stays on the device for `install`; on failure it is deleted.
  */
-int prov_enroll_csr(const struct prov_config *cfg, const struct prov_enroll_params *p,
-                    X509_REQ **out);
+int prov_enroll_csr(const struct prov_config *cfg, struct prov_issuer *is,
+                    const struct prov_enroll_params *p, X509_REQ **out);
 
 /* What `install` needs: the certificate bundle from `sign` (leaf then chain). */
 struct prov_install_params {
@@ -84,10 +85,11 @@ struct prov_install_params {
 
 /*
  * The device half of the split flow, step 3 (`install`): finds the device key by the
- * certificate's public key, checks the bundle by the chain rules (clientAuth), proves the key
+ * certificate's public key, checks the bundle by the chain rules (clientAuth), plans the
+ * device and the storage (is refuses its own device; nothing is issued), proves the key
  * against the certificate, stores the certificate on the device and writes the storage.
  */
-int prov_install(const struct prov_config *cfg, const struct prov_install_params *p,
-                 struct prov_enroll_result *res);
+int prov_install(const struct prov_config *cfg, struct prov_issuer *is,
+                 const struct prov_install_params *p, struct prov_enroll_result *res);
 
 #endif

@@ -125,8 +125,9 @@ static void read_storage_state(struct prov_ca_index *ix, const struct prov_ca_at
  * finished, 1 when it is left for later (its device is not here, or no PIN for it), or the
  * error that stops this enroll (a PIN refused, a device error on this run's device).
  */
-static int settle(const struct prov_config *cfg, struct prov_ca *ca,
-                  const struct prov_ca_attempt *a, const char *device_uri, const char *pin_spec)
+static int settle(const struct prov_config *cfg, struct prov_issuer *is,
+                  struct prov_ca_index *ix, const struct prov_ca_attempt *a,
+                  const char *device_uri, const char *pin_spec)
 {
     struct storage_state s;
     struct prov_device *dev = NULL;
@@ -137,7 +138,7 @@ static int settle(const struct prov_config *cfg, struct prov_ca *ca,
     bool needs_device;
     int r = 0;
 
-    read_storage_state(ca->index, a, &s);
+    read_storage_state(ix, a, &s);
     prov_error_clear(); /* storage that does not read is settled like storage without it */
     /* The new key goes unless delivered; the replaced one once the old identity is gone. */
     is_old_gone = a->old_key_uri != NULL && (s.is_delivered || !s.has_identity);
@@ -150,7 +151,7 @@ static int settle(const struct prov_config *cfg, struct prov_ca *ca,
         goto out;
     }
     if (needs_device) {
-        r = prov_step_open_device(cfg, ca, a->device_uri, pin[0] ? pin : NULL, false, &dev);
+        r = prov_step_open_device(cfg, is, a->device_uri, pin[0] ? pin : NULL, false, &dev);
         if (r < 0 && !is_own_device &&
             (r == PROV_ERR_NOT_FOUND || r == PROV_ERR_DEVICE_REMOVED ||
              r == PROV_ERR_PIN_SOURCE)) {
@@ -169,11 +170,11 @@ static int settle(const struct prov_config *cfg, struct prov_ca *ca,
         r = retire_replaced_key(dev, a);
     }
     if (r == 0 && !s.is_delivered && s.stored != NULL) {
-        r = prov_ca_index_attempt_restore(ca->index, a->id, s.stored, &restored);
+        r = prov_ca_index_attempt_restore(ix, a->id, s.stored, &restored);
     }
     if (r == 0) {
         prov_storage_remove_temp_files(a->storage);
-        r = prov_ca_index_attempt_finish(ca->index, a->id, s.is_delivered,
+        r = prov_ca_index_attempt_finish(ix, a->id, s.is_delivered,
                                          s.is_delivered ? "delivered" : "cleaned");
     }
     if (r == 0) {
@@ -190,15 +191,16 @@ out:
 }
 
 /* Settles the interrupted attempts of this serial or on this device before a new one. */
-static int settle_interrupted(const struct prov_config *cfg, struct prov_ca *ca,
-                              const char *serial, const char *device_uri, const char *pin_spec)
+static int settle_interrupted(const struct prov_config *cfg, struct prov_issuer *is,
+                              struct prov_ca_index *ix, const char *serial,
+                              const char *device_uri, const char *pin_spec)
 {
     struct prov_ca_attempt *list = NULL;
     size_t n = 0;
     size_t n_busy = 0;
     int r;
 
-    r = prov_ca_index_interrupted(ca->index, serial, device_uri, &list, &n, &n_busy);
+    r = prov_ca_index_interrupted(ix, serial, device_uri, &list, &n, &n_busy);
     if (r < 0) {
         return r;
     }
@@ -207,10 +209,10 @@ static int settle_interrupted(const struct prov_config *cfg, struct prov_ca *ca,
                       serial);
     }
     for (size_t i = 0; i < n; i++) {
-        int s = r == 0 ? settle(cfg, ca, &list[i], device_uri, pin_spec) : 1;
+        int s = r == 0 ? settle(cfg, is, ix, &list[i], device_uri, pin_spec) : 1;
 
         if (s != 0) {
-            prov_ca_index_attempt_release(ca->index, list[i].id);
+            prov_ca_index_attempt_release(ix, list[i].id);
         }
         if (s < 0) {
             r = s;
@@ -222,27 +224,28 @@ static int settle_interrupted(const struct prov_config *cfg, struct prov_ca *ca,
 }
 
 /* After this run's own attempt failed: nothing was stored, and the key is gone (or not). */
-static void finish_failed(struct prov_ca *ca, const struct prov_ca_attempt *a, bool is_key_left)
+static void finish_failed(struct prov_ca_index *ix, const struct prov_ca_attempt *a,
+                          bool is_key_left)
 {
     struct storage_state s;
     bool restored = false;
 
     if (is_key_left) {
         /* The next enroll of the serial or on the device deletes it. */
-        prov_ca_index_attempt_release(ca->index, a->id);
+        prov_ca_index_attempt_release(ix, a->id);
         return;
     }
-    read_storage_state(ca->index, a, &s);
-    if (s.stored != NULL && prov_ca_index_attempt_restore(ca->index, a->id, s.stored,
+    read_storage_state(ix, a, &s);
+    if (s.stored != NULL && prov_ca_index_attempt_restore(ix, a->id, s.stored,
                                                           &restored) < 0) {
         prov_warn("serial %s: the CA index could not record that the earlier identity is "
                   "still current: %s", a->serial, prov_error_message());
     }
     X509_free(s.stored);
-    if (prov_ca_index_attempt_finish(ca->index, a->id, false, "failed") < 0) {
+    if (prov_ca_index_attempt_finish(ix, a->id, false, "failed") < 0) {
         prov_warn("serial %s: the CA index could not close enroll attempt %lld (the next "
                   "enroll settles it): %s", a->serial, a->id, prov_error_message());
-        prov_ca_index_attempt_release(ca->index, a->id);
+        prov_ca_index_attempt_release(ix, a->id);
     }
 }
 
@@ -257,26 +260,27 @@ static void crash_point(const char *name)
     }
 }
 
-int prov_enroll_attempt(const struct prov_config *cfg, struct prov_ca *ca,
+int prov_enroll_attempt(const struct prov_config *cfg, struct prov_issuer *is,
                         const struct prov_enroll_params *p, struct prov_enroll_result *res)
 {
     struct prov_enroll_params run = *p;
     struct prov_ca_attempt a = {0};
     struct prov_stored_identity *old = NULL;
     const char *pin_spec = p->pin_spec ? p->pin_spec : cfg->device_pin;
+    struct prov_ca_index *ix = is->ops->record(is);
     char *dir = NULL;
     bool is_delivered;
     int r;
 
     memset(res, 0, sizeof(*res));
-    if (ca->index == NULL || p->req.serial == NULL || !prov_serial_is_valid(p->req.serial)) {
-        return prov_enroll(cfg, ca, p, res); /* nothing to record, or refused at once */
+    if (ix == NULL || p->req.serial == NULL || !prov_serial_is_valid(p->req.serial)) {
+        return prov_enroll(cfg, is, p, res); /* nothing to record, or refused at once */
     }
     dir = prov_storage_dir_for(cfg, p->storage_dir, NULL, p->req.serial);
     if (dir == NULL) {
         return prov_fail(PROV_ERR_NOMEM, "serial %s: out of memory", p->req.serial);
     }
-    r = settle_interrupted(cfg, ca, p->req.serial, p->device_uri, pin_spec);
+    r = settle_interrupted(cfg, is, ix, p->req.serial, p->device_uri, pin_spec);
     if (r < 0) {
         goto out;
     }
@@ -284,7 +288,7 @@ int prov_enroll_attempt(const struct prov_config *cfg, struct prov_ca *ca,
     run.req.record.issued_by = "enroll";
     run.req.record.lot = NULL;
     run.req.record.is_reissue = p->reissue;
-    r = prov_ca_index_check(ca->index, p->req.serial, &run.req.record, NULL);
+    r = prov_ca_index_check(ix, p->req.serial, &run.req.record, NULL);
     if (r < 0) {
         goto out;
     }
@@ -304,25 +308,25 @@ int prov_enroll_attempt(const struct prov_config *cfg, struct prov_ca *ca,
                            p->req.serial);
         goto out;
     }
-    r = prov_ca_index_attempt_begin(ca->index, &a);
+    r = prov_ca_index_attempt_begin(ix, &a);
     if (r < 0) {
         goto out;
     }
     run.key_id = a.key_id;
     run.key_id_len = a.key_id_len;
     run.req.record.attempt_id = a.id;
-    r = prov_enroll(cfg, ca, &run, res);
+    r = prov_enroll(cfg, is, &run, res);
     /* A refused --prove still stored the identity: the certificate was delivered. */
     is_delivered = r == 0 || (res->is_proof_run && res->storage_dir != NULL);
     if (is_delivered) {
         crash_point("enroll-stored");
-        if (prov_ca_index_attempt_finish(ca->index, a.id, true, "delivered") < 0) {
+        if (prov_ca_index_attempt_finish(ix, a.id, true, "delivered") < 0) {
             prov_warn("serial %s: stored, but the CA index could not record the delivery (the "
                       "next enroll of the serial does): %s", a.serial, prov_error_message());
-            prov_ca_index_attempt_release(ca->index, a.id);
+            prov_ca_index_attempt_release(ix, a.id);
         }
     } else {
-        finish_failed(ca, &a, res->has_orphan_key);
+        finish_failed(ix, &a, res->has_orphan_key);
     }
 out:
     prov_stored_identity_free(old);

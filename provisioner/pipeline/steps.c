@@ -18,7 +18,6 @@
 #include <openssl/evp.h>
 
 #include "backend.h"
-#include "ca.h"
 #include "csr.h"
 #include "enroll.h"
 #include "error.h"
@@ -108,7 +107,7 @@ int prov_step_preflight_storage(const char *dir, bool *created)
 }
 
 static int check_request(const struct prov_config *cfg, const struct prov_enroll_params *p,
-                         enum prov_key_type *type)
+                         unsigned what, enum prov_key_type *type)
 {
     const struct prov_profile *prof = p->req.profile;
 
@@ -116,19 +115,41 @@ static int check_request(const struct prov_config *cfg, const struct prov_enroll
         return prov_fail(PROV_ERR_USAGE, "serial \"%s\": must match " PROV_SERIAL_RULE,
                          p->req.serial ? p->req.serial : "");
     }
-    if (prof == NULL) {
+    if ((what & PROV_PLAN_REQUEST) && prof == NULL) {
         return prov_fail(PROV_ERR_CONFIG, "serial %s: no issuance profile", p->req.serial);
     }
-    *type = p->key_type != PROV_KEY_NONE ? p->key_type : prof->key_type;
-    if (!(prof->allowed_keys & PROV_KEY_BIT(*type))) {
-        return prov_fail(PROV_ERR_POLICY, "serial %s: key type %s not allowed by profile %s",
-                         p->req.serial, prov_key_type_name(*type), prof->name);
+    if (what & PROV_PLAN_REQUEST) {
+        *type = p->key_type != PROV_KEY_NONE ? p->key_type : prof->key_type;
+        if (!(prof->allowed_keys & PROV_KEY_BIT(*type))) {
+            return prov_fail(PROV_ERR_POLICY, "serial %s: key type %s not allowed by profile %s",
+                             p->req.serial, prov_key_type_name(*type), prof->name);
+        }
     }
-    if (cfg->server_ca == NULL) {
+    if ((what & PROV_PLAN_SERVER_CA) && cfg->server_ca == NULL) {
         return prov_fail(PROV_ERR_CONFIG,
                          "%s: [provisioner] server_ca is not set (the server CA bundle that "
                          "devices must trust)",
                          cfg->path);
+    }
+    return 0;
+}
+
+/* The storage directory, and what an identity already there means for this request. */
+static int plan_storage_dir(const struct prov_config *cfg, const struct prov_enroll_params *p,
+                            struct prov_enroll_plan *plan)
+{
+    plan->dir = prov_storage_dir_for(cfg, p->storage_dir, NULL, p->req.serial);
+    if (plan->dir == NULL) {
+        return PROV_ERR_NOMEM;
+    }
+    if (prov_storage_has_identity(plan->dir)) {
+        if (!p->reissue) {
+            return prov_fail(PROV_ERR_ALREADY_ISSUED,
+                             "serial %s: %s already holds an identity (use --reissue to certify "
+                             "this device again)",
+                             p->req.serial, plan->dir);
+        }
+        prov_step_read_old_identity(plan->dir, p->req.serial, &plan->old_uri, &plan->old_pub);
     }
     return 0;
 }
@@ -150,8 +171,9 @@ void prov_step_read_old_identity(const char *dir, const char *serial, char **uri
     prov_error_clear();
 }
 
-int prov_step_plan(const struct prov_config *cfg, struct prov_issuer *is,
-                   const struct prov_enroll_params *p, struct prov_enroll_plan *plan)
+int prov_step_plan_parts(const struct prov_config *cfg, struct prov_issuer *is,
+                         const struct prov_enroll_params *p, unsigned what,
+                         struct prov_enroll_plan *plan)
 {
     int r;
 
@@ -161,47 +183,41 @@ int prov_step_plan(const struct prov_config *cfg, struct prov_issuer *is,
     plan->rq.record.device_uri = p->device_uri;
     plan->rq.record.is_reissue = p->reissue || p->req.record.is_reissue;
     plan->reissue = p->reissue;
-    r = check_request(cfg, p, &plan->type);
-    if (r == 0) {
-        r = prov_ca_check_device_uri(cfg, p->device_uri);
+    r = check_request(cfg, p, what, &plan->type);
+    if (r == 0 && (what & PROV_PLAN_DEVICE)) {
+        r = is->ops->check_device(is, p->device_uri, NULL);
+    }
+    if (r == 0 && (what & PROV_PLAN_STORAGE)) {
+        r = plan_storage_dir(cfg, p, plan);
     }
     if (r < 0) {
         goto out;
-    }
-    plan->dir = prov_storage_dir_for(cfg, p->storage_dir, NULL, p->req.serial);
-    if (plan->dir == NULL) {
-        r = PROV_ERR_NOMEM;
-        goto out;
-    }
-    if (prov_storage_has_identity(plan->dir)) {
-        if (!p->reissue) {
-            r = prov_fail(PROV_ERR_ALREADY_ISSUED,
-                          "serial %s: %s already holds an identity (use --reissue to certify "
-                          "this device again)",
-                          p->req.serial, plan->dir);
-            goto out;
-        }
-        prov_step_read_old_identity(plan->dir, p->req.serial, &plan->old_uri, &plan->old_pub);
     }
     if (plan->old_pub == NULL && p->reissued_cert != NULL &&
         (plan->old_pub = X509_get0_pubkey(p->reissued_cert)) != NULL) {
         EVP_PKEY_up_ref(plan->old_pub);
     }
     /* The issuer's serial rule before the device is touched (checked again at issuance). */
-    r = is->ops->check(is, &plan->rq, NULL);
-    if (r < 0) {
-        goto out;
+    if (what & PROV_PLAN_RECORD) {
+        r = is->ops->check(is, &plan->rq, NULL);
     }
-    r = prov_issue_subject(cfg, &plan->rq, &plan->subject);
-    if (r < 0) {
-        goto out;
+    if (r == 0 && (what & PROV_PLAN_SUBJECT)) {
+        r = prov_issue_subject(cfg, &plan->rq, &plan->subject);
     }
-    r = prov_step_preflight_storage(plan->dir, &plan->created_dir);
+    if (r == 0 && (what & PROV_PLAN_STORAGE)) {
+        r = prov_step_preflight_storage(plan->dir, &plan->created_dir);
+    }
 out:
     if (r < 0) {
         prov_enroll_plan_clear(plan, true);
     }
     return r;
+}
+
+int prov_step_plan(const struct prov_config *cfg, struct prov_issuer *is,
+                   const struct prov_enroll_params *p, struct prov_enroll_plan *plan)
+{
+    return prov_step_plan_parts(cfg, is, p, PROV_PLAN_ALL, plan);
 }
 
 void prov_enroll_plan_clear(struct prov_enroll_plan *plan, bool is_failed)
@@ -218,7 +234,7 @@ void prov_enroll_plan_clear(struct prov_enroll_plan *plan, bool is_failed)
 
 /* ---- the device ------------------------------------------------------------------------- */
 
-int prov_step_open_device(const struct prov_config *cfg, const struct prov_ca *ca,
+int prov_step_open_device(const struct prov_config *cfg, struct prov_issuer *is,
                           const char *uri, const char *pin_spec, bool read_only,
                           struct prov_device **out)
 {
@@ -230,8 +246,8 @@ int prov_step_open_device(const struct prov_config *cfg, const struct prov_ca *c
     prov_device_params_from_config(cfg, read_only, &params);
     r = prov_device_open(uri, &params, &dev);
     /* a device for a device key is never the CA's own token: refused before the login */
-    if (r == 0 && cfg != NULL) {
-        r = prov_ca_check_device(cfg, ca, dev);
+    if (r == 0 && is != NULL) {
+        r = is->ops->check_device(is, uri, dev);
     }
     if (r == 0) {
         r = prov_device_login(dev, pin_spec, "device PIN");

@@ -26,7 +26,6 @@
 #include "issuer.h"
 #include "storage.h"
 
-struct prov_ca;
 struct prov_enroll_params;
 
 /* A device key id's length when the caller chooses it at random. */
@@ -78,19 +77,47 @@ struct prov_enroll_plan {
 };
 
 /*
- * Step 0, nothing touched on a device: the request (serial rule, profile, key type, server
- * CA), the device is not the CA's own token, the storage directory (an identity there needs
- * p->reissue; it must accept a new file), the issuer's rules for the serial, the subject.
- * On failure the plan is cleared (a directory it made is removed).
+ * What plan checks, for the commands that need only part of it. The serial rule is always
+ * checked. The whole plan (PROV_PLAN_ALL) is what enroll, batch and station run before a
+ * device is opened:
+ *   REQUEST    the profile, and the key type it allows;
+ *   SERVER_CA  [provisioner] server_ca is set (storage records it);
+ *   DEVICE     the device is not the issuer's own, by its URI (is->ops->check_device);
+ *   STORAGE    the storage directory: an identity there needs p->reissue (and is read as
+ *              the identity the reissue replaces); it must exist or be creatable and accept
+ *              a new file, so that a read-only or mistyped path costs nothing on the device;
+ *   RECORD     the issuer's rules for the serial (a current certificate needs a reissue);
+ *   SUBJECT    the subject the profile issues.
+ * The split flow plans its halves: `csr` REQUEST, DEVICE and SUBJECT (its storage is on the
+ * station that installs), `install` DEVICE and STORAGE.
  */
+enum {
+    PROV_PLAN_REQUEST = 1u << 0,
+    PROV_PLAN_SERVER_CA = 1u << 1,
+    PROV_PLAN_DEVICE = 1u << 2,
+    PROV_PLAN_STORAGE = 1u << 3,
+    PROV_PLAN_RECORD = 1u << 4,
+    PROV_PLAN_SUBJECT = 1u << 5,
+    PROV_PLAN_ALL = 0x3fu,
+};
+
+/*
+ * Step 0, nothing touched on a device: the parts of plan named by what (PROV_PLAN_*), in
+ * the order serial, request, server CA, device, storage directory, issuer's rules, subject,
+ * and last the storage probe. On failure the plan is cleared (a directory it made is
+ * removed).
+ */
+int prov_step_plan_parts(const struct prov_config *cfg, struct prov_issuer *is,
+                         const struct prov_enroll_params *p, unsigned what,
+                         struct prov_enroll_plan *plan);
+
+/* The whole plan: prov_step_plan_parts with PROV_PLAN_ALL. */
 int prov_step_plan(const struct prov_config *cfg, struct prov_issuer *is,
                    const struct prov_enroll_params *p, struct prov_enroll_plan *plan);
 
 /*
- * Pieces of plan, for the split flow's halves that plan differently. preflight: before a key
- * is generated, the storage directory must exist or be creatable and accept a new file, so
- * that a read-only or mistyped storage path costs nothing on the device (the real write is
- * still checked); *created says it was made here.
+ * plan's storage probe: the directory must exist or be creatable and accept a new file (the
+ * real write is still checked); *created says it was made here.
  */
 int prov_step_preflight_storage(const char *dir, bool *created);
 
@@ -107,11 +134,11 @@ void prov_step_read_old_identity(const char *dir, const char *serial, char **uri
 void prov_enroll_plan_clear(struct prov_enroll_plan *plan, bool is_failed);
 
 /*
- * Step 1: opens the device that holds (or is to hold) a device key and logs in. The CA's own
- * token is refused by its identity before the login (prov_ca_check_device; ca, the open CA,
- * may be NULL). PROV_ERR_POLICY for the CA's token.
+ * Step 1: opens the device that holds (or is to hold) a device key and logs in. The issuer's
+ * own device (the CA's token) is refused by its identity before the login
+ * (is->ops->check_device; is NULL: not checked). PROV_ERR_POLICY for the CA's token.
  */
-int prov_step_open_device(const struct prov_config *cfg, const struct prov_ca *ca,
+int prov_step_open_device(const struct prov_config *cfg, struct prov_issuer *is,
                           const char *uri, const char *pin_spec, bool read_only,
                           struct prov_device **out);
 

@@ -17,7 +17,9 @@
 #include <sqlite3.h>
 
 #include "error.h"
+#include "hex.h"
 #include "log.h"
+#include "sqlite_bind.h"
 #include "storage.h"
 
 #define BUSY_TIMEOUT_MS 10000
@@ -107,17 +109,6 @@ static void now_text(char *out, size_t cap)
     snprintf(out + n, cap - n, ".%03ldZ", ts.tv_nsec / 1000000);
 }
 
-static void to_hex(const unsigned char *in, size_t n, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[in[i] >> 4];
-        out[2 * i + 1] = digits[in[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
 int prov_ca_index_spki_sha256(EVP_PKEY *pub, char out[65])
 {
     unsigned char *der = NULL;
@@ -129,7 +120,7 @@ int prov_ca_index_spki_sha256(EVP_PKEY *pub, char out[65])
     }
     SHA256(der, (size_t)len, md);
     OPENSSL_free(der);
-    to_hex(md, sizeof(md), out);
+    prov_hex_encode(md, sizeof(md), out);
     return 0;
 }
 
@@ -160,20 +151,8 @@ static int run(struct prov_ca_index *ix, const char *sql, sqlite3_stmt **out, co
     *out = NULL;
     rc = sqlite3_prepare_v2(ix->db, sql, -1, &st, NULL);
     va_start(ap, types);
-    for (int i = 0; rc == SQLITE_OK && types[i] != '\0'; i++) {
-        if (types[i] == 't') {
-            const char *s = va_arg(ap, const char *);
-
-            rc = s ? sqlite3_bind_text(st, i + 1, s, -1, SQLITE_TRANSIENT)
-                   : sqlite3_bind_null(st, i + 1);
-        } else if (types[i] == 'i') {
-            rc = sqlite3_bind_int64(st, i + 1, va_arg(ap, long long));
-        } else {
-            const void *b = va_arg(ap, const void *);
-            size_t n = va_arg(ap, size_t);
-
-            rc = sqlite3_bind_blob(st, i + 1, b, (int)n, SQLITE_TRANSIENT);
-        }
+    if (rc == SQLITE_OK) {
+        rc = prov_sqlite_bind(st, types, ap);
     }
     va_end(ap);
     if (rc == SQLITE_OK) {
@@ -625,7 +604,7 @@ static int cert_columns(X509 *cert, X509 *issuer, struct cert_columns *c)
         if (X509_digest(issuer, EVP_sha256(), md, &n) != 1 || n != sizeof(md)) {
             r = prov_fail_ossl(PROV_ERR_CRYPTO, "CA index: cannot hash the issuer");
         } else {
-            to_hex(md, n, c->issuer);
+            prov_hex_encode(md, n, c->issuer);
         }
     }
     if (r == 0) {

@@ -1,18 +1,43 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The local issuer: the intermediate in a PKCS#11 HSM (ca.c) signing through issue.c, and its
- * CA index (ca_index.c) recording every certificate it signs.
+ * The issuers behind issuer.h, and the one function that picks one from the config. Today
+ * one: the local issuer, the intermediate in a PKCS#11 HSM (ca.c) signing through issue.c,
+ * and its CA index (ca_index.c) recording every certificate it signs.
  */
 #include "issuer.h"
 
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ca.h"
 #include "ca_index.h"
 #include "error.h"
 
+struct local_issuer {
+    struct prov_issuer base;
+    struct prov_ca *ca;   /* the open CA; NULL until the first issue of a deferred one */
+    bool owns_ca;         /* opened here, closed by close */
+    pthread_mutex_t lock; /* held around the signing: one HSM session, many threads */
+};
+
+static struct local_issuer *local_of(struct prov_issuer *is)
+{
+    return (struct local_issuer *)is;
+}
+
+static int local_check_device(struct prov_issuer *is, const char *device_uri,
+                              struct prov_device *dev)
+{
+    if (dev == NULL) {
+        return prov_ca_check_device_uri(is->cfg, device_uri);
+    }
+    return prov_ca_check_device(is->cfg, local_of(is)->ca, dev);
+}
+
 static int local_check(struct prov_issuer *is, const struct prov_request *rq, X509_REQ *req)
 {
+    struct local_issuer *li = local_of(is);
     struct prov_ca_index *ix = NULL;
     int r = 0;
 
@@ -23,9 +48,9 @@ static int local_check(struct prov_issuer *is, const struct prov_request *rq, X5
     if (r < 0) {
         return r;
     }
-    if (is->ca != NULL) {
-        return is->ca->index != NULL
-                   ? prov_ca_index_check(is->ca->index, rq->serial, &rq->record,
+    if (li->ca != NULL) {
+        return li->ca->index != NULL
+                   ? prov_ca_index_check(li->ca->index, rq->serial, &rq->record,
                                          req != NULL ? X509_REQ_get0_pubkey(req) : NULL)
                    : 0;
     }
@@ -42,71 +67,119 @@ static int local_check(struct prov_issuer *is, const struct prov_request *rq, X5
 static int local_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_request *rq,
                        X509 **out)
 {
+    struct local_issuer *li = local_of(is);
     int r;
 
     *out = NULL;
-    if (is->ca == NULL) {
+    if (li->ca == NULL) {
         r = local_check(is, rq, req);
         if (r == 0) {
-            r = prov_ca_open(is->cfg, true, &is->ca);
+            r = prov_ca_open(is->cfg, true, &li->ca);
         }
         if (r < 0) {
             return r;
         }
-        is->owns_ca = true;
+        li->owns_ca = true;
     }
-    if (is->lock != NULL) {
-        pthread_mutex_lock(is->lock);
-    }
+    pthread_mutex_lock(&li->lock);
     /* Recorded in the CA index before it comes back (issue.c). */
-    r = prov_issue_certificate(is->cfg, is->ca, req, rq, out);
-    if (is->lock != NULL) {
-        pthread_mutex_unlock(is->lock);
-    }
+    r = prov_issue_certificate(is->cfg, li->ca, req, rq, out);
+    pthread_mutex_unlock(&li->lock);
     return r;
 }
 
 static STACK_OF(X509) *local_chain(struct prov_issuer *is)
 {
-    return is->ca != NULL ? is->ca->chain : NULL;
+    return local_of(is)->ca != NULL ? local_of(is)->ca->chain : NULL;
 }
 
 static int local_delivered(struct prov_issuer *is, X509 *cert)
 {
-    return is->ca != NULL ? prov_ca_index_delivered(is->ca->index, cert) : 0;
+    return local_of(is)->ca != NULL ? prov_ca_index_delivered(local_of(is)->ca->index, cert) : 0;
+}
+
+static struct prov_ca_index *local_record(struct prov_issuer *is)
+{
+    return local_of(is)->ca != NULL ? local_of(is)->ca->index : NULL;
 }
 
 static void local_close(struct prov_issuer *is)
 {
-    if (is->owns_ca) {
-        prov_ca_close(is->ca);
+    struct local_issuer *li = local_of(is);
+
+    if (li->owns_ca) {
+        prov_ca_close(li->ca);
     }
-    is->ca = NULL;
-    is->owns_ca = false;
+    pthread_mutex_destroy(&li->lock);
+    free(li);
 }
 
 static const struct prov_issuer_ops local_ops = {
     .name = "local-hsm",
+    .check_device = local_check_device,
     .check = local_check,
     .issue = local_issue,
     .chain = local_chain,
     .delivered = local_delivered,
+    .record = local_record,
     .close = local_close,
 };
 
-void prov_issuer_local(struct prov_issuer *is, const struct prov_config *cfg, struct prov_ca *ca,
-                       pthread_mutex_t *lock)
+static int local_new(const struct prov_config *cfg, struct prov_ca *ca, bool owns_ca,
+                     struct prov_issuer **out)
 {
-    memset(is, 0, sizeof(*is));
-    is->ops = &local_ops;
-    is->cfg = cfg;
-    is->ca = ca;
-    is->lock = lock;
+    struct local_issuer *li = calloc(1, sizeof(*li));
+
+    *out = NULL;
+    if (li == NULL) {
+        if (owns_ca) {
+            prov_ca_close(ca);
+        }
+        return prov_fail(PROV_ERR_NOMEM, "issuer: out of memory");
+    }
+    li->base.ops = &local_ops;
+    li->base.cfg = cfg;
+    li->ca = ca;
+    li->owns_ca = owns_ca;
+    pthread_mutex_init(&li->lock, NULL);
+    *out = &li->base;
+    return 0;
 }
 
-void prov_issuer_local_deferred(struct prov_issuer *is, const struct prov_config *cfg)
+int prov_issuer_open(const struct prov_config *cfg, const struct prov_issuer_opts *opts,
+                     struct prov_issuer **out)
 {
-    prov_issuer_local(is, cfg, NULL, NULL);
+    struct prov_ca *ca = NULL;
+    int r;
+
+    *out = NULL;
+    if (opts == NULL || !opts->is_deferred) {
+        r = prov_ca_open(cfg, true, &ca);
+        if (r < 0) {
+            return r;
+        }
+    }
+    return local_new(cfg, ca, ca != NULL, out);
+}
+
+int prov_issuer_local_over(const struct prov_config *cfg, struct prov_ca *ca,
+                           struct prov_issuer **out)
+{
+    return local_new(cfg, ca, false, out);
+}
+
+int prov_issuer_check_device_for(const struct prov_config *cfg, const char *device_uri,
+                                 struct prov_device *dev)
+{
+    struct prov_issuer_opts opts = {.is_deferred = true};
+    struct prov_issuer *is = NULL;
+    int r = prov_issuer_open(cfg, &opts, &is);
+
+    if (r == 0) {
+        r = is->ops->check_device(is, device_uri, dev);
+    }
+    prov_issuer_close(is);
+    return r;
 }
 
 void prov_issuer_close(struct prov_issuer *is)

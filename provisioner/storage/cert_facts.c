@@ -13,17 +13,7 @@
 #include <openssl/x509.h>
 
 #include "error.h"
-
-static void to_hex(const unsigned char *in, size_t n, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[in[i] >> 4];
-        out[2 * i + 1] = digits[in[i] & 0x0f];
-    }
-    out[2 * n] = '\0';
-}
+#include "hex.h"
 
 static int rfc3339(const ASN1_TIME *t, char *out, size_t cap)
 {
@@ -154,11 +144,11 @@ int prov_cert_facts(X509 *cert, struct prov_cert_facts *f)
         return prov_fail(PROV_ERR_INPUT, "certificate: serial number missing, negative or longer "
                          "than 32 bytes");
     }
-    to_hex(ASN1_STRING_get0_data(serial), (size_t)n, f->serial_hex);
+    prov_hex_encode(ASN1_STRING_get0_data(serial), (size_t)n, f->serial_hex);
     if (!X509_digest(cert, EVP_sha256(), md, &md_len) || md_len != 32) {
         return prov_fail_ossl(PROV_ERR_CRYPTO, "certificate: cannot hash");
     }
-    to_hex(md, md_len, f->sha256_hex);
+    prov_hex_encode(md, md_len, f->sha256_hex);
     if ((r = rfc3339(X509_get0_notBefore(cert), f->not_before, sizeof(f->not_before))) < 0 ||
         (r = rfc3339(X509_get0_notAfter(cert), f->not_after, sizeof(f->not_after))) < 0 ||
         (r = name_line(X509_get_issuer_name(cert), f->issuer, sizeof(f->issuer))) < 0 ||

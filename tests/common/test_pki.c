@@ -135,6 +135,25 @@ void test_pki_prov_ca_clear(struct prov_ca *ca)
     ca->root = NULL;
 }
 
+void test_pki_small_ca(struct prov_ca *ca)
+{
+    EVP_PKEY *root_key = test_pki_ec_key("P-256");
+    EVP_PKEY *inter_key = test_pki_ec_key("P-256");
+    X509 *root = test_pki_ca_cert("Test Root", root_key, NULL, root_key, -3600, 30 * TEST_PKI_DAY);
+    X509 *inter = test_pki_ca_cert("Test Intermediate", inter_key, root, root_key, -3600,
+                                   30 * TEST_PKI_DAY);
+
+    EVP_PKEY_free(root_key);
+    test_pki_prov_ca(ca, inter, root, inter_key);
+}
+
+void test_pki_small_ca_free(struct prov_ca *ca)
+{
+    EVP_PKEY_free(ca->key);
+    ca->key = NULL;
+    test_pki_prov_ca_clear(ca);
+}
+
 X509_REQ *test_pki_csr(EVP_PKEY *key, const char *cn, const char *const *exts)
 {
     X509_REQ *req = X509_REQ_new();

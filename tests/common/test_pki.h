@@ -62,6 +62,14 @@ void test_pki_prov_ca(struct prov_ca *ca, X509 *inter, X509 *root, EVP_PKEY *int
 /* Frees what test_pki_prov_ca put in ca (not the key, not ca itself). */
 void test_pki_prov_ca_clear(struct prov_ca *ca);
 
+/*
+ * A small CA in memory, as test_pki_prov_ca: a root and an intermediate on P-256 software
+ * keys, valid from an hour ago for 30 days; ca->key is the intermediate's. The root's key is
+ * not kept. test_pki_small_ca_free frees all of it (not ca itself).
+ */
+void test_pki_small_ca(struct prov_ca *ca);
+void test_pki_small_ca_free(struct prov_ca *ca);
+
 /* A CSR for key, subject CN=cn, asking for the extensions (name, value pairs) if any. */
 X509_REQ *test_pki_csr(EVP_PKEY *key, const char *cn, const char *const *exts);
 
