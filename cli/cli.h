@@ -148,6 +148,7 @@ int cmd_chain(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_batch(int argc, char **argv);
 int cmd_station(int argc, char **argv);
+int cmd_revoke(int argc, char **argv);
 
 extern const struct cli_optset cmd_ca_optsets[];
 extern const struct cli_optset cmd_enroll_optsets[];
@@ -158,5 +159,6 @@ extern const struct cli_optset cmd_chain_optsets[];
 extern const struct cli_optset cmd_check_optsets[];
 extern const struct cli_optset cmd_batch_optsets[];
 extern const struct cli_optset cmd_station_optsets[];
+extern const struct cli_optset cmd_revoke_optsets[];
 
 #endif

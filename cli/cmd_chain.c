@@ -9,13 +9,14 @@
 
 #include "chain.h"
 #include "cli.h"
+#include "crl.h"
 #include "error.h"
 #include "storage.h"
 
 static void usage(FILE *f)
 {
     fprintf(f, "Usage: provisioner chain verify [--trust FILE] [--purpose client|server|any]\n"
-               "                                [--json] FILE...\n"
+               "                                [--crl FILE] [--json] FILE...\n"
                "       provisioner chain export [--out FILE]\n\n"
                "chain verify checks each PEM file (leaf first) by the rules an edge applies:\n"
                "each certificate followed by its issuer, issuer DN = next subject, signatures,\n"
@@ -29,6 +30,9 @@ static void usage(FILE *f)
                "  --purpose P      client (the leaf must allow clientAuth), server or any;\n"
                "                   default: client, but a chain whose first certificate is a\n"
                "                   CA (a CA directory's chain.pem) is checked as CAs (any)\n"
+               "  --crl FILE       CRLs (PEM, or one DER CRL; `ca crl` writes crl-chain.pem):\n"
+               "                   a revoked certificate is a finding \"revoked\" with its\n"
+               "                   reason; the leaf needs a CRL of its issuer (finding \"crl\")\n"
                "  --json           machine-readable output\n\n"
                "chain export writes the client-CA trust set to upload to an edge or CDN: the\n"
                "intermediate then the root, from [ca] dir/chain.pem, after verifying it.\n"
@@ -49,6 +53,7 @@ static json_object *finding_json(const struct prov_chain_finding *f)
 static const struct option chain_verify_opts[] = {
     {"trust", required_argument, NULL, 't'},
     {"purpose", required_argument, NULL, 'p'},
+    {"crl", required_argument, NULL, 'c'},
     {"json", no_argument, NULL, 'j'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -59,7 +64,9 @@ static int chain_verify(int argc, char **argv)
     enum prov_chain_purpose purpose = PROV_PURPOSE_CLIENT;
     bool is_purpose_given = false;
     STACK_OF(X509) *trust = NULL;
+    STACK_OF(X509_CRL) *crls = NULL;
     const char *trust_path = NULL;
+    const char *crl_path = NULL;
     json_object *all = json_object_new_array();
     bool as_json = false;
     int rc = PROV_EXIT_OK;
@@ -69,6 +76,7 @@ static int chain_verify(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "h", chain_verify_opts, NULL)) != -1) {
         switch (c) {
         case 't': trust_path = optarg; break;
+        case 'c': crl_path = optarg; break;
         case 'p':
             is_purpose_given = true;
             if (strcmp(optarg, "client") == 0) {
@@ -112,6 +120,20 @@ static int chain_verify(int argc, char **argv)
             return cli_fail(r, trust_path);
         }
     }
+    if (crl_path != NULL && cli_check_input(crl_path, false) != 0) {
+        json_object_put(all);
+        sk_X509_pop_free(trust, X509_free);
+        return PROV_EXIT_USAGE;
+    }
+    if (crl_path != NULL) {
+        int r = prov_crl_load(crl_path, &crls);
+
+        if (r < 0) {
+            json_object_put(all);
+            sk_X509_pop_free(trust, X509_free);
+            return cli_fail(r, crl_path);
+        }
+    }
     for (int i = optind; i < argc; i++) {
         struct prov_chain_report rep = {0};
         STACK_OF(X509) *chain = NULL;
@@ -125,6 +147,13 @@ static int chain_verify(int argc, char **argv)
             r = prov_chain_verify(chain, trust,
                                   is_purpose_given ? purpose : prov_chain_purpose_of(chain),
                                   time(NULL), &rep);
+        }
+        if ((r == 0 || r == PROV_ERR_VERIFY) && crls != NULL) {
+            size_t before = rep.n;
+            int reason;
+            int rr = prov_crl_check_chain(crls, crl_path, chain, time(NULL), &rep, &reason);
+
+            r = rr < 0 ? rr : rep.n > before ? PROV_ERR_VERIFY : r;
         }
         if (r < 0 && rep.n == 0) {
             /* A failure to check at all (out of memory): still a finding on the file. */
@@ -174,6 +203,7 @@ static int chain_verify(int argc, char **argv)
     }
     json_object_put(all);
     sk_X509_pop_free(trust, X509_free);
+    sk_X509_CRL_pop_free(crls, X509_CRL_free);
     return rc;
 }
 

@@ -17,6 +17,7 @@
 
 #include "ca.h"
 #include "ca_index.h"
+#include "chain.h"
 #include "durable.h"
 #include "error.h"
 #include "issue.h"
@@ -536,5 +537,47 @@ int prov_crl_file_freshness(const char *path, time_t now, char next_update[32], 
         freshness(sk_X509_CRL_value(crls, 0), now, next_update, is_expired, is_near_expiry);
     }
     sk_X509_CRL_pop_free(crls, X509_CRL_free);
+    return r;
+}
+
+int prov_crl_check_chain(STACK_OF(X509_CRL) *crls, const char *crl_path, STACK_OF(X509) *chain,
+                         time_t now, struct prov_chain_report *rep, int *reason)
+{
+    int n = sk_X509_num(chain);
+    int r = 0;
+
+    *reason = -1;
+    for (int i = 0; r == 0 && i + 1 < n; i++) {
+        X509 *cert = sk_X509_value(chain, i);
+        X509 *issuer = sk_X509_value(chain, i + 1);
+        struct prov_crl_status st;
+        char who[256];
+
+        r = prov_crl_status(crls, cert, issuer, now, &st);
+        if (r < 0) {
+            break;
+        }
+        X509_NAME_oneline(X509_get_subject_name(issuer), who, sizeof(who));
+        if (!st.is_covered) {
+            if (i == 0) {
+                r = prov_chain_report_add(rep, chain, i, "crl",
+                                          "%s holds no CRL of its issuer %s that verifies",
+                                          crl_path, who);
+            }
+            continue;
+        }
+        if (st.is_expired || st.is_near_expiry) {
+            prov_warn("%s: the CRL of %s %s at %s: verifiers that check CRLs then refuse every "
+                      "certificate it covers",
+                      crl_path, who, st.is_expired ? "expired" : "expires soon", st.next_update);
+        }
+        if (st.is_revoked) {
+            if (*reason < 0) {
+                *reason = st.reason;
+            }
+            r = prov_chain_report_add(rep, chain, i, "revoked", "%s, revoked at %s (CRL of %s)",
+                                      prov_crl_reason_name(st.reason), st.revoked_at, who);
+        }
+    }
     return r;
 }

@@ -99,6 +99,18 @@ struct prov_crl_status {
 int prov_crl_status(STACK_OF(X509_CRL) *crls, X509 *cert, X509 *issuer, time_t now,
                     struct prov_crl_status *st);
 
+/*
+ * The chain (leaf first, each certificate followed by its issuer) against crls at now: a
+ * finding "revoked" (detail: the reason name, then when) for every revoked certificate, and
+ * "crl" when no CRL of the leaf's issuer verifies (the certificates above the leaf are checked
+ * where a CRL of their issuer is given: crl-chain.pem covers both). An expired CRL or one
+ * near its nextUpdate is a warning (prov_warn), not a finding. *reason: the first revoked
+ * certificate's reason, -1 when none.
+ */
+struct prov_chain_report;
+int prov_crl_check_chain(STACK_OF(X509_CRL) *crls, const char *crl_path, STACK_OF(X509) *chain,
+                         time_t now, struct prov_chain_report *rep, int *reason);
+
 /* A CRL file's freshness for `ca show`: nextUpdate (RFC 3339), expired, near expiry. */
 int prov_crl_file_freshness(const char *path, time_t now, char next_update[32], bool *is_expired,
                             bool *is_near_expiry);
