@@ -77,6 +77,13 @@ struct prov_crl_result {
  */
 int prov_crl_publish(const struct prov_config *cfg, struct prov_crl_result *out);
 
+/*
+ * Adds (replacing any) a cRLDistributionPoints extension with one distribution point whose
+ * full name is the URI url (RFC 5280 4.2.1.13), as a profile's crl_url asks. url must look
+ * like a URI (scheme ":" rest, visible ASCII): else PROV_ERR_CONFIG naming profile.
+ */
+int prov_crl_add_distribution_point(X509 *cert, const char *url, const char *profile);
+
 /* Reads every CRL of a file: PEM (one or more blocks) or one DER CRL. PROV_ERR_INPUT. */
 int prov_crl_load(const char *path, STACK_OF(X509_CRL) **out);
 

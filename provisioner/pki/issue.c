@@ -14,6 +14,7 @@
 #include <openssl/x509v3.h>
 
 #include "chain.h"
+#include "crl.h"
 #include "csr.h"
 #include "error.h"
 
@@ -583,6 +584,17 @@ static int add_extensions(const struct prov_config *cfg, const struct prov_ca *c
         r = prov_fail_ossl(PROV_ERR_CRYPTO, "serial %s: cannot add subjectAltName", rq->serial);
     }
     GENERAL_NAMES_free(san);
+    /* The profile's crl_url, a template like the SANs (doc/revocation.md). */
+    if (r == 0 && pr->crl_url != NULL) {
+        struct prov_vars vars = request_vars(rq);
+        char *url = NULL;
+
+        r = prov_template_expand(pr->crl_url, &vars, &url);
+        if (r == 0) {
+            r = prov_crl_add_distribution_point(cert, url, pr->name);
+        }
+        free(url);
+    }
     return r;
 }
 

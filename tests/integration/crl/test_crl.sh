@@ -162,3 +162,86 @@ case "$code" in
 *) fail "a revoked device got HTTP $code from nginx with ssl_crl" ;;
 esac
 assert_grep "$WORK/nginx-edge/error.log" 'certificate revoked' "nginx did not log the revocation"
+
+# ---- a CRL distribution point, and a reissue that revokes what it supersedes -----------
+CDP_PORT=$(free_port)
+sed -i "s|^\[profile_device\]\$|[profile_device]\ncrl_url = http://127.0.0.1:$CDP_PORT/\${profile}/intermediate.crl\nrevoke_superseded = true|" \
+    "$PROVISIONER_CONFIG"
+old_hex=$(cert_hex SN-00003)
+prov 0 batch lot.csv --reissue SN-00003 --no-progress
+new_hex=$(cert_hex SN-00003)
+[ "$old_hex" != "$new_hex" ] || fail "SN-00003 was not reissued"
+openssl x509 -in "$WORK/devices/SN-00003/client.crt" -noout -ext crlDistributionPoints \
+    >"$WORK/log/cdp.txt" 2>&1 || fail "openssl x509 -ext crlDistributionPoints failed"
+cdp=$(sed -n 's/^ *URI://p' "$WORK/log/cdp.txt")
+assert_eq "$cdp" "http://127.0.0.1:$CDP_PORT/device/intermediate.crl" "the certificate's CDP"
+assert_eq "$(sql_q "$CA/index.sqlite" "SELECT reason || ' ' || revoked_by FROM revocation
+    WHERE cert_serial = '$old_hex'")" "4 reissue" "the superseded certificate's revocation"
+prov 0 ca crl
+openssl crl -in "$CA/intermediate.crl" -inform DER -noout -text >"$WORK/log/crl.txt"
+want=$(printf '%s\n' "$(cert_hex SN-00002) Cessation Of Operation" \
+    "$(cert_hex SN-00005) Affiliation Changed" "$(cert_hex SN-00009) Key Compromise" \
+    "$old_hex Superseded" | sort)
+assert_eq "$(revoked_list)" "$want" "the CRL after the reissue"
+
+# any static web server publishes it: nginx on 127.0.0.1, plain HTTP, curl at the CDP
+mkdir -p "$WORK/nginx-cdp"
+cat >"$WORK/nginx-cdp/nginx.conf" <<NGX
+worker_processes 1;
+daemon off;
+pid $WORK/nginx-cdp/nginx.pid;
+error_log $WORK/nginx-cdp/error.log info;
+events { worker_connections 16; }
+http {
+    access_log $WORK/nginx-cdp/access.log;
+    client_body_temp_path $WORK/nginx-cdp/client_body;
+    proxy_temp_path $WORK/nginx-cdp/proxy;
+    fastcgi_temp_path $WORK/nginx-cdp/fastcgi;
+    uwsgi_temp_path $WORK/nginx-cdp/uwsgi;
+    scgi_temp_path $WORK/nginx-cdp/scgi;
+    server {
+        listen 127.0.0.1:$CDP_PORT;
+        location /device/ { alias $CA/; types { application/pkix-crl crl; } }
+    }
+}
+NGX
+nginx -p "$WORK/nginx-cdp" -e "$WORK/nginx-cdp/error.log" -c "$WORK/nginx-cdp/nginx.conf" \
+    >"$WORK/nginx-cdp/stdout.log" 2>&1 &
+CDP_PID=$!
+it_track "$CDP_PID"
+wait_port "$CDP_PORT" "$CDP_PID" || fail "nginx (CDP) did not start: $(tail -n2 "$WORK/nginx-cdp/error.log")"
+curl -sS --max-time 20 -o "$WORK/fetched.crl" "$cdp" 2>"$WORK/log/curl-cdp.err" ||
+    fail "curl $cdp: $(cat "$WORK/log/curl-cdp.err")"
+assert_same_file "$WORK/fetched.crl" "$CA/intermediate.crl"
+openssl verify -crl_check -CAfile "$CA/root.crt" -untrusted "$CA/intermediate.crt" \
+    -CRLfile <(openssl crl -inform DER -in "$WORK/fetched.crl") \
+    "$WORK/devices/SN-00003/client.crt" >"$WORK/log/verify-cdp.txt" 2>&1 ||
+    fail "the reissued certificate does not verify with the fetched CRL: $(cat "$WORK/log/verify-cdp.txt")"
+
+# ---- ca show reports the CRLs -----------------------------------------------------------
+prov 0 ca show
+assert_grep "$PROV_OUT" "crl: .*intermediate.crl: ok, next update" "ca show: the intermediate's CRL"
+assert_grep "$PROV_OUT" "crl: .*root.crl: ok, next update" "ca show: the root's CRL"
+
+# ---- the CRL key never left the token ---------------------------------------------------
+assert_eq "$(ca_key_attrs)" "$KEY_BEFORE" "the intermediate key's attributes after signing CRLs"
+it_log "intermediate key: $(printf '%s' "$KEY_BEFORE" | tr '\n' ' ')"
+
+# ---- the CA token away: exit 4, no CRL file changed -------------------------------------
+crl_files_digest() {
+    (cd "$CA" && sha256sum intermediate.crl intermediate.crl.pem root.crl root.crl.pem crl-chain.pem)
+}
+before=$(crl_files_digest)
+entries_before=$(dir_entries "$CA")
+ca_token=""
+for f in "$WORK"/softhsm/tokens/*/token.object; do
+    if grep -qa -- "provisioner-ca " "$f"; then ca_token=$(dirname "$f"); fi
+done
+[ -n "$ca_token" ] || fail "no token directory for provisioner-ca"
+mv "$ca_token" "$WORK/away-ca-token"
+prov 4 ca crl
+assert_one_error provisioner-ca
+mv "$WORK/away-ca-token" "$ca_token"
+assert_eq "$(crl_files_digest)" "$before" "CRL files after ca crl without the CA token"
+assert_eq "$(dir_entries "$CA")" "$entries_before" "the CA directory's files after the failed ca crl"
+prov 0 ca crl
