@@ -289,6 +289,7 @@ static json_object *show_failed_json(const struct prov_config *cfg)
     json_object_object_add(o, "chain", json_object_new_array());
     json_object_object_add(o, "lint", json_object_new_array());
     json_object_object_add(o, "index", NULL); /* not read: the command failed before */
+    json_object_object_add(o, "crls", json_object_new_array());
     return o;
 }
 

@@ -45,7 +45,7 @@ static const struct {
     {"station", cmd_station, cmd_station_optsets,
      "fixture mode, started by udev/systemd: enroll the device that appeared"},
     {"revoke", cmd_revoke, cmd_revoke_optsets,
-     "revoke SERIAL --reason R: record a device certificate's revocation for the CRL"},
+     "revoke SERIAL: record a device certificate's revocation (reason, date) for the CRL"},
 };
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
