@@ -17,7 +17,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "Usage: provisioner chain verify [--trust FILE] [--purpose client|server|any]\n"
                "                                [--crl FILE] [--json] FILE...\n"
-               "       provisioner chain export [--out FILE]\n\n"
+               "       provisioner chain export [--with-crl] [--out FILE]\n\n"
                "chain verify checks each PEM file (leaf first) by the rules an edge applies:\n"
                "each certificate followed by its issuer, issuer DN = next subject, signatures,\n"
                "ending in a self-signed root (or a --trust certificate), CA certificates with a\n"
@@ -36,6 +36,8 @@ static void usage(FILE *f)
                "  --json           machine-readable output\n\n"
                "chain export writes the client-CA trust set to upload to an edge or CDN: the\n"
                "intermediate then the root, from [ca] dir/chain.pem, after verifying it.\n"
+               "  --with-crl       append the CRLs of [ca] dir/crl-chain.pem (`ca crl`), each\n"
+               "                   verified against the chain: the set an edge loads\n"
                "  --out FILE       write to FILE (atomically) instead of stdout\n");
 }
 
@@ -208,6 +210,7 @@ static int chain_verify(int argc, char **argv)
 }
 
 static const struct option chain_export_opts[] = {
+    {"with-crl", no_argument, NULL, 'c'},
     {"out", required_argument, NULL, 'o'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -221,7 +224,11 @@ static int chain_export(int argc, char **argv)
     const char *out_path = NULL;
     char *path = NULL;
     char *pem = NULL;
+    char *crl_pem = NULL;
+    const char *what = "chain export";
     size_t len = 0;
+    size_t crl_len = 0;
+    bool with_crl = false;
     int c;
     int rc;
     int r;
@@ -229,6 +236,7 @@ static int chain_export(int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", chain_export_opts, NULL)) != -1) {
         switch (c) {
+        case 'c': with_crl = true; break;
         case 'o': out_path = optarg; break;
         case 'h': usage(stdout); return PROV_EXIT_OK;
         default: usage(stderr); return PROV_EXIT_USAGE;
@@ -251,6 +259,7 @@ static int chain_export(int argc, char **argv)
         rc = cli_fail(PROV_ERR_NOMEM, "chain export");
         goto out;
     }
+    what = path;
     r = prov_chain_load_pem(path, &chain);
     if (r == 0) {
         r = prov_chain_verify(chain, NULL, PROV_PURPOSE_ANY, time(NULL), &rep);
@@ -263,13 +272,28 @@ static int chain_export(int argc, char **argv)
     if (r == 0) {
         r = prov_chain_to_pem(chain, &pem, &len);
     }
+    if (r == 0 && with_crl) {
+        r = prov_crl_export_pem(cfg->ca_dir, chain, time(NULL), &crl_pem, &crl_len);
+        what = r < 0 ? "chain export --with-crl" : path;
+    }
+    if (r == 0 && crl_len > 0) {
+        char *both = realloc(pem, len + crl_len + 1);
+
+        r = both != NULL ? 0 : PROV_ERR_NOMEM;
+        if (both != NULL) {
+            memcpy(both + len, crl_pem, crl_len + 1);
+            pem = both;
+            len += crl_len;
+        }
+    }
     if (r == 0 && out_path != NULL) {
         r = prov_atomic_write_file(out_path, pem, len, 0644);
     } else if (r == 0) {
         r = fwrite(pem, 1, len, stdout) == len ? 0 : PROV_ERR_IO;
     }
-    rc = r < 0 ? cli_fail(r, path) : PROV_EXIT_OK;
+    rc = r < 0 ? cli_fail(r, what) : PROV_EXIT_OK;
 out:
+    free(crl_pem);
     prov_chain_report_free(&rep);
     sk_X509_pop_free(chain, X509_free);
     free(pem);

@@ -650,3 +650,67 @@ int prov_crl_check_chain(STACK_OF(X509_CRL) *crls, const char *crl_path, STACK_O
     }
     return r;
 }
+
+int prov_crl_export_pem(const char *ca_dir, STACK_OF(X509) *chain, time_t now, char **pem,
+                        size_t *len)
+{
+    STACK_OF(X509_CRL) *crls = NULL;
+    BIO *bio = BIO_new(BIO_s_mem());
+    char *path = NULL;
+    char *data = NULL;
+    long n;
+    int r;
+
+    *pem = NULL;
+    *len = 0;
+    if (bio == NULL || asprintf(&path, "%s/" PROV_CRL_CHAIN_PEM, ca_dir) < 0) {
+        BIO_free(bio);
+        return prov_fail(PROV_ERR_NOMEM, "CRL export: out of memory");
+    }
+    r = prov_crl_load(path, &crls);
+    for (int i = 0; r == 0 && i < sk_X509_CRL_num(crls); i++) {
+        X509_CRL *crl = sk_X509_CRL_value(crls, i);
+        bool is_signed = false;
+        bool is_expired = false;
+        bool is_near = false;
+        char next[32];
+
+        for (int k = 0; !is_signed && k < sk_X509_num(chain); k++) {
+            X509 *ca = sk_X509_value(chain, k);
+
+            is_signed = X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_subject_name(ca)) == 0 &&
+                        X509_CRL_verify(crl, X509_get0_pubkey(ca)) == 1;
+        }
+        ERR_clear_error();
+        if (!is_signed) {
+            r = prov_fail(PROV_ERR_INPUT,
+                          "%s: CRL %d was not signed by a certificate of the chain (an old CA's "
+                          "CRL? run `provisioner ca crl`)",
+                          path, i);
+            break;
+        }
+        freshness(crl, now, next, &is_expired, &is_near);
+        if (is_expired || is_near) {
+            prov_warn("%s: CRL %d: nextUpdate %s %s: run `provisioner ca crl` and export again",
+                      path, i, next, is_expired ? "has passed" : "is close");
+        }
+        if (PEM_write_bio_X509_CRL(bio, crl) != 1) {
+            r = prov_fail_ossl(PROV_ERR_CRYPTO, "%s: cannot encode", path);
+        }
+    }
+    if (r == 0) {
+        n = BIO_get_mem_data(bio, &data);
+        *pem = malloc((size_t)n + 1);
+        if (*pem == NULL) {
+            r = prov_fail(PROV_ERR_NOMEM, "CRL export: out of memory");
+        } else {
+            memcpy(*pem, data, (size_t)n);
+            (*pem)[n] = '\0';
+            *len = (size_t)n;
+        }
+    }
+    sk_X509_CRL_pop_free(crls, X509_CRL_free);
+    BIO_free(bio);
+    free(path);
+    return r;
+}

@@ -118,6 +118,15 @@ struct prov_chain_report;
 int prov_crl_check_chain(STACK_OF(X509_CRL) *crls, const char *crl_path, STACK_OF(X509) *chain,
                          time_t now, struct prov_chain_report *rep, int *reason);
 
+/*
+ * The CRLs an edge loads with the chain (`chain export --with-crl`): every CRL of
+ * <ca_dir>/crl-chain.pem, each verified with the key of the chain certificate that issued it,
+ * as PEM in *pem (malloc'd, *len bytes). Expired or near their nextUpdate: a warning. No
+ * file (run `ca crl`) or a CRL no chain certificate signed: PROV_ERR_INPUT.
+ */
+int prov_crl_export_pem(const char *ca_dir, STACK_OF(X509) *chain, time_t now, char **pem,
+                        size_t *len);
+
 /* A CRL file's freshness for `ca show`: nextUpdate (RFC 3339), expired, near expiry. */
 int prov_crl_file_freshness(const char *path, time_t now, char next_update[32], bool *is_expired,
                             bool *is_near_expiry);

@@ -61,6 +61,9 @@ assert_eq "$(sql_q "$CA/index.sqlite" "SELECT revoked_by FROM revocation r JOIN 
     USING (cert_serial) WHERE c.serial = 'SN-00005'")" rma-desk "revoked_by"
 
 # ---- ca crl ---------------------------------------------------------------------------
+prov 2 chain export --with-crl --out "$WORK/edge-set.pem"
+assert_one_error crl-chain.pem
+assert_no_file "$WORK/edge-set.pem"
 prov 0 ca crl --json
 assert_grep "$PROV_OUT" '"revoked": *3,' "ca crl --json: revoked"
 for f in intermediate.crl intermediate.crl.pem root.crl root.crl.pem crl-chain.pem; do
@@ -139,9 +142,13 @@ assert_eq "$(json_str "$PROV_OUT" rule)" revoked "chain verify --json rule"
 prov 0 chain verify --crl "$CA/crl-chain.pem" "$WORK/SN-00006-chain.pem"
 
 # ---- nginx: ssl_crl refuses the revoked device ----------------------------------------
-prov 0 chain export --out "$WORK/client-ca.pem"
-nginx_start edge "$WORK/server-ca/server.crt" "$WORK/server-ca/server.key" "$WORK/client-ca.pem"
-sed -i "s|ssl_verify_depth 3;|ssl_verify_depth 3;\n        ssl_crl $CA/crl-chain.pem;|" \
+# the set an edge loads: the chain and both CRLs, in one file nginx takes for both
+prov 0 chain export --with-crl --out "$WORK/edge-set.pem"
+assert_eq "$(cert_count "$WORK/edge-set.pem")" 2 "chain export --with-crl: certificates"
+assert_eq "$(count_re '^-----BEGIN X509 CRL-----' "$WORK/edge-set.pem")" 2 \
+    "chain export --with-crl: CRLs"
+nginx_start edge "$WORK/server-ca/server.crt" "$WORK/server-ca/server.key" "$WORK/edge-set.pem"
+sed -i "s|ssl_verify_depth 3;|ssl_verify_depth 3;\n        ssl_crl $WORK/edge-set.pem;|" \
     "$WORK/nginx-edge/nginx.conf"
 kill -HUP "$NGINX_PID"
 sleep 1
