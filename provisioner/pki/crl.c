@@ -619,14 +619,15 @@ int prov_crl_check_chain(STACK_OF(X509_CRL) *crls, const char *crl_path, STACK_O
     for (int i = 0; r == 0 && i + 1 < n; i++) {
         X509 *cert = sk_X509_value(chain, i);
         X509 *issuer = sk_X509_value(chain, i + 1);
+        struct prov_cert_facts facts;
         struct prov_crl_status st;
-        char who[256];
+        const char *who;
 
         r = prov_crl_status(crls, cert, issuer, now, &st);
         if (r < 0) {
             break;
         }
-        X509_NAME_oneline(X509_get_subject_name(issuer), who, sizeof(who));
+        who = prov_cert_facts(issuer, &facts) == 0 ? facts.subject : "?";
         if (!st.is_covered) {
             if (i == 0) {
                 r = prov_chain_report_add(rep, chain, i, "crl",

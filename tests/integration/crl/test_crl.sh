@@ -252,3 +252,18 @@ mv "$WORK/away-ca-token" "$ca_token"
 assert_eq "$(crl_files_digest)" "$before" "CRL files after ca crl without the CA token"
 assert_eq "$(dir_entries "$CA")" "$entries_before" "the CA directory's files after the failed ca crl"
 prov 0 ca crl
+
+# ---- a root key in an encrypted PEM file signs the root's CRL ---------------------------
+mkdir "$WORK/fileroot"
+cd "$WORK/fileroot"
+ca_fixture file
+prov 0 ca crl
+openssl crl -in ca/root.crl.pem -noout -verify -CAfile ca/root.crt >"$WORK/log/fileroot.txt" 2>&1 ||
+    fail "root CRL signed by the file root key: $(cat "$WORK/log/fileroot.txt")"
+openssl crl -in ca/intermediate.crl.pem -noout -verify -CAfile ca/intermediate.crt \
+    >>"$WORK/log/fileroot.txt" 2>&1 || fail "intermediate CRL of the file-root CA"
+# a wrong passphrase: exit 3, and the CRL files stay as they were
+before=$(sha256sum ca/*.crl ca/*.pem)
+write_secret "$PWD/root.pass" "not-the-passphrase"
+prov 3 ca crl
+assert_eq "$(sha256sum ca/*.crl ca/*.pem)" "$before" "CRL files after a wrong root passphrase"
