@@ -215,8 +215,16 @@ static json_object *cert_json(X509 *cert, const char *role)
     return o;
 }
 
+/* The index's audit trail (revocations): its length and whether its hash chain holds. */
+struct audit_state {
+    long long records;
+    bool is_intact;
+    long long bad_seq;
+};
+
 /* The CA index as `ca show` reports it (JSON; the text form is printed from it). */
-static json_object *index_json(const char *path, const struct prov_ca_index_stats *st)
+static json_object *index_json(const char *path, const struct prov_ca_index_stats *st,
+                               const struct audit_state *audit)
 {
     json_object *o = json_object_new_object();
     json_object *counts = json_object_new_object();
@@ -241,10 +249,13 @@ static json_object *index_json(const char *path, const struct prov_ca_index_stat
     }
     json_object_object_add(o, "undelivered", list);
     json_object_object_add(o, "open_attempts", json_object_new_int64(st->attempts_open));
+    json_object_object_add(o, "audit_records", json_object_new_int64(audit->records));
+    json_object_object_add(o, "audit_intact", json_object_new_boolean(audit->is_intact));
     return o;
 }
 
-static void print_index(const char *path, const struct prov_ca_index_stats *st)
+static void print_index(const char *path, const struct prov_ca_index_stats *st,
+                        const struct audit_state *audit)
 {
     printf("index:            %s: %lld delivered, %lld issued not delivered, %lld superseded, "
            "%lld abandoned; %lld enroll attempt(s) open\n",
@@ -254,6 +265,12 @@ static void print_index(const char *path, const struct prov_ca_index_stats *st)
 
         printf("undelivered: %s cert_serial=%s %s (issued by %s at %s)\n", u->serial,
                u->cert_serial, u->status, u->issued_by, u->issued_at);
+    }
+    if (audit->is_intact) {
+        printf("audit:            %lld record(s), hash chain intact\n", audit->records);
+    } else {
+        printf("audit:            %lld record(s), hash chain BROKEN at record %lld\n",
+               audit->records, audit->bad_seq);
     }
 }
 
@@ -297,6 +314,7 @@ static int ca_show(int argc, char **argv)
 {
     struct prov_chain_report rep = {0};
     struct prov_ca_index_stats stats = {0};
+    struct audit_state audit = {0};
     struct prov_config *cfg = NULL;
     struct prov_ca_index *ix = NULL;
     struct prov_ca *ca = NULL;
@@ -347,6 +365,14 @@ static int ca_show(int argc, char **argv)
     if (r == 0) {
         r = prov_ca_index_stats(ix, &stats);
     }
+    if (r == 0) {
+        r = prov_ca_index_audit_verify(ix, &audit.records, &audit.is_intact, &audit.bad_seq);
+    }
+    if (r == 0 && !audit.is_intact) {
+        prov_warn("%s/" PROV_CA_INDEX_FILE ": the audit trail's hash chain breaks at record "
+                  "%lld: a record was changed or removed",
+                  cfg->ca_dir, audit.bad_seq);
+    }
     if (r < 0 || asprintf(&index_path, "%s/" PROV_CA_INDEX_FILE, cfg->ca_dir) < 0) {
         rc = cli_fail(r < 0 ? r : PROV_ERR_NOMEM, "ca show");
         goto out;
@@ -374,7 +400,7 @@ static int ca_show(int argc, char **argv)
         json_object_array_add(lint, f);
     }
     json_object_object_add(root, "lint", lint);
-    json_object_object_add(root, "index", index_json(index_path, &stats));
+    json_object_object_add(root, "index", index_json(index_path, &stats, &audit));
     json_object_object_add(root, "crls", crls_json(cfg));
 
     if (as_json) {
@@ -404,7 +430,7 @@ static int ca_show(int argc, char **argv)
             printf("lint: [%d] %s: %s\n", rep.items[i].index, rep.items[i].rule,
                    rep.items[i].detail);
         }
-        print_index(index_path, &stats);
+        print_index(index_path, &stats, &audit);
         print_crls(json_object_object_get(root, "crls"));
     }
     rc = PROV_EXIT_OK;

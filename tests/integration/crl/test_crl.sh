@@ -16,7 +16,9 @@
 #   from that URL off nginx on 127.0.0.1; the reissue under revoke_superseded revokes the old
 #   certificate as superseded;
 # - the intermediate key's attributes on the token are the same before and after (sensitive,
-#   never extractable), and with the CA token away `ca crl` exits 4 and changes no file.
+#   never extractable), and with the CA token away `ca crl` exits 4 and changes no file;
+# - the index's audit trail of the revocations verifies, and a changed record is reported;
+# - a root key in an encrypted PEM file signs the root's CRL.
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../batch/batch_lib.sh"
 it_setup
@@ -229,6 +231,14 @@ openssl verify -crl_check -CAfile "$CA/root.crt" -untrusted "$CA/intermediate.cr
 prov 0 ca show
 assert_grep "$PROV_OUT" "crl: .*intermediate.crl: ok, next update" "ca show: the intermediate's CRL"
 assert_grep "$PROV_OUT" "crl: .*root.crl: ok, next update" "ca show: the root's CRL"
+assert_grep "$PROV_OUT" 'audit: +4 record\(s\), hash chain intact' "ca show: the audit trail"
+# a changed audit record breaks the chain from there, and ca show says so
+cp "$CA/index.sqlite" "$WORK/index-before-tamper.sqlite"
+sql_q "$CA/index.sqlite" "UPDATE audit SET detail = 'reason=superseded' WHERE seq = 2"
+prov 0 ca show
+assert_grep "$PROV_OUT" 'audit: +4 record\(s\), hash chain BROKEN at record 2' "ca show: broken audit"
+assert_grep "$PROV_ERR" 'breaks at record 2' "ca show: no warning about the broken audit trail"
+cp "$WORK/index-before-tamper.sqlite" "$CA/index.sqlite"
 
 # ---- the CRL key never left the token ---------------------------------------------------
 assert_eq "$(ca_key_attrs)" "$KEY_BEFORE" "the intermediate key's attributes after signing CRLs"
