@@ -111,7 +111,7 @@ int cmd_revoke(int argc, char **argv)
     const char *invalidity = NULL;
     const char *by = NULL;
     const char *serial;
-    char when[32];
+    char when[32] = "";
     bool as_json = false;
     bool is_new = false;
     int reason = 0;
