@@ -312,11 +312,11 @@ static int write_files(const char *dir, const struct crl_files *inter,
     return 0;
 }
 
-/* The root's CRL, signed by the root key (opened here, closed again at once). */
-static int make_root_crl(const struct prov_config *cfg, struct prov_ca *ca, time_t now,
-                         struct prov_crl_result *res, X509_CRL **out)
+/* The root's CRL, signed by the root key rk. */
+static int make_root_crl(const struct prov_config *cfg, struct prov_ca *ca,
+                         struct prov_ca_root_key *rk, time_t now, struct prov_crl_result *res,
+                         X509_CRL **out)
 {
-    struct prov_ca_root_key *rk = NULL;
     int r;
 
     *out = NULL;
@@ -325,12 +325,8 @@ static int make_root_crl(const struct prov_config *cfg, struct prov_ca *ca, time
         r = build_crl(ca->root, NULL, 0, res->root_number, cfg->root_crl_days, now, out);
     }
     if (r == 0) {
-        r = prov_ca_root_key_open(cfg, ca->root, &rk);
-    }
-    if (r == 0) {
         r = sign_crl(*out, prov_ca_root_key_pkey(rk), prov_ca_root_key_type(rk), "root CRL");
     }
-    prov_ca_root_key_close(rk);
     if (r < 0) {
         X509_CRL_free(*out);
         *out = NULL;
@@ -344,6 +340,7 @@ int prov_crl_publish(const struct prov_config *cfg, struct prov_crl_result *res)
     struct crl_files inter = {0};
     struct crl_files root = {0};
     struct prov_ca *ca = NULL;
+    struct prov_ca_root_key *rk = NULL;
     X509_CRL *crl = NULL;
     X509_CRL *root_crl = NULL;
     time_t now = time(NULL);
@@ -352,6 +349,10 @@ int prov_crl_publish(const struct prov_config *cfg, struct prov_crl_result *res)
 
     memset(res, 0, sizeof(*res));
     r = prov_ca_open(cfg, true, &ca);
+    /* Both keys first: a key that cannot be used costs no CRL number. */
+    if (r == 0) {
+        r = prov_ca_root_key_open(cfg, ca->root, &rk);
+    }
     if (r == 0) {
         r = prov_ca_index_revocations(ca->index, ca->cert, &list, &n);
     }
@@ -367,7 +368,7 @@ int prov_crl_publish(const struct prov_config *cfg, struct prov_crl_result *res)
                      "intermediate CRL");
     }
     if (r == 0) {
-        r = make_root_crl(cfg, ca, now, res, &root_crl);
+        r = make_root_crl(cfg, ca, rk, now, res, &root_crl);
     }
     if (r == 0) {
         r = encode_crl(crl, &inter);
@@ -389,6 +390,7 @@ int prov_crl_publish(const struct prov_config *cfg, struct prov_crl_result *res)
     X509_CRL_free(crl);
     X509_CRL_free(root_crl);
     free(list);
+    prov_ca_root_key_close(rk);
     prov_ca_close(ca);
     return r;
 }

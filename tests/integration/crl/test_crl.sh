@@ -272,8 +272,11 @@ openssl crl -in ca/root.crl.pem -noout -verify -CAfile ca/root.crt >"$WORK/log/f
     fail "root CRL signed by the file root key: $(cat "$WORK/log/fileroot.txt")"
 openssl crl -in ca/intermediate.crl.pem -noout -verify -CAfile ca/intermediate.crt \
     >>"$WORK/log/fileroot.txt" 2>&1 || fail "intermediate CRL of the file-root CA"
-# a wrong passphrase: exit 3, and the CRL files stay as they were
+# a wrong passphrase: exit 3, the CRL files stay as they were, no CRL number is used
 before=$(sha256sum ca/*.crl ca/*.pem)
+numbers=$(sql_q ca/index.sqlite "SELECT group_concat(value) FROM meta WHERE name LIKE '%crl_number'")
 write_secret "$PWD/root.pass" "not-the-passphrase"
 prov 3 ca crl
 assert_eq "$(sha256sum ca/*.crl ca/*.pem)" "$before" "CRL files after a wrong root passphrase"
+assert_eq "$(sql_q ca/index.sqlite "SELECT group_concat(value) FROM meta WHERE name LIKE '%crl_number'")" \
+    "$numbers" "CRL numbers after a wrong root passphrase"
