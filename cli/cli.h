@@ -157,6 +157,7 @@ extern const struct option cmd_ca_crl_opts[];
 void cmd_ca_usage(FILE *f);
 struct json_object *cli_crls_json(const struct prov_config *cfg);
 void cli_print_crls(struct json_object *crls);
+int cmd_lot(int argc, char **argv);
 
 extern const struct cli_optset cmd_ca_optsets[];
 extern const struct cli_optset cmd_enroll_optsets[];
@@ -168,5 +169,6 @@ extern const struct cli_optset cmd_check_optsets[];
 extern const struct cli_optset cmd_batch_optsets[];
 extern const struct cli_optset cmd_station_optsets[];
 extern const struct cli_optset cmd_revoke_optsets[];
+extern const struct cli_optset cmd_lot_optsets[];
 
 #endif

@@ -218,7 +218,6 @@ static const struct option chain_export_opts[] = {
 
 static int chain_export(int argc, char **argv)
 {
-    struct prov_chain_report rep = {0};
     struct prov_config *cfg = NULL;
     STACK_OF(X509) *chain = NULL;
     const char *out_path = NULL;
@@ -260,15 +259,7 @@ static int chain_export(int argc, char **argv)
         goto out;
     }
     what = path;
-    r = prov_chain_load_pem(path, &chain);
-    if (r == 0) {
-        r = prov_chain_verify(chain, NULL, PROV_PURPOSE_ANY, time(NULL), &rep);
-        if (r == PROV_ERR_VERIFY && rep.n > 0) {
-            prov_fail(r, "%s: certificate %d (%s): %s: %s; not exported", path,
-                      rep.items[0].index, rep.items[0].subject ? rep.items[0].subject : "-",
-                      rep.items[0].rule, rep.items[0].detail);
-        }
-    }
+    r = prov_chain_load_verified(path, &chain);
     if (r == 0) {
         r = prov_chain_to_pem(chain, &pem, &len);
     }
@@ -294,7 +285,6 @@ static int chain_export(int argc, char **argv)
     rc = r < 0 ? cli_fail(r, what) : PROV_EXIT_OK;
 out:
     free(crl_pem);
-    prov_chain_report_free(&rep);
     sk_X509_pop_free(chain, X509_free);
     free(pem);
     free(path);

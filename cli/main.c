@@ -46,6 +46,8 @@ static const struct {
      "fixture mode, started by udev/systemd: enroll the device that appeared"},
     {"revoke", cmd_revoke, cmd_revoke_optsets,
      "revoke SERIAL: record a device certificate's revocation (reason, date) for the CRL"},
+    {"lot", cmd_lot, cmd_lot_optsets,
+     "lot export LOT | lot signer: hand a lot to the customer; a signed lot record"},
 };
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -72,6 +72,8 @@ _provisioner() {
             ;;
         --profile) COMPREPLY=($(compgen -W "$(_provisioner_profiles "$config")" -- "$cur")) ;;
         --purpose) COMPREPLY=($(compgen -W "client server any" -- "$cur")) ;;
+        --format) COMPREPLY=($(compgen -W "aws azure-dps edge csv json record" -- "$cur")) ;;
+        --state) COMPREPLY=($(compgen -W "issued stored proven failed all" -- "$cur")) ;;
         --pin) COMPREPLY=($(compgen -W "file: env: fd: prompt" -- "$cur")) ;;
         --device) COMPREPLY=($(compgen -W "pkcs11: tpm2:device: tpm2:swtpm: tpm2:tabrmd:" -- "$cur")) ;;
         --reason)

@@ -30,6 +30,8 @@ PROV_DEPS_PACKAGES=(
     # private network namespaces for tests with a websockets broker (ip, unshare)
     iproute2 util-linux
     # (udev, in the install layout line, also gives the station tests udevadm)
+    # lot export's tests check the exported formats' fields in Python (json, csv)
+    python3
 )
 
 # Only for the Debian package test (meson suite "deb"): `prov_deps deb` adds these.

@@ -1085,3 +1085,28 @@ out:
     BIO_free(bio);
     return r;
 }
+
+int prov_chain_load_verified(const char *path, STACK_OF(X509) **out)
+{
+    struct prov_chain_report rep = {0};
+    STACK_OF(X509) *chain = NULL;
+    int r;
+
+    *out = NULL;
+    r = prov_chain_load_pem(path, &chain);
+    if (r == 0) {
+        r = prov_chain_verify(chain, NULL, PROV_PURPOSE_ANY, time(NULL), &rep);
+        if (r == PROV_ERR_VERIFY && rep.n > 0) {
+            prov_fail(r, "%s: certificate %d (%s): %s: %s; not exported", path,
+                      rep.items[0].index, rep.items[0].subject ? rep.items[0].subject : "-",
+                      rep.items[0].rule, rep.items[0].detail);
+        }
+    }
+    if (r == 0) {
+        *out = chain;
+        chain = NULL;
+    }
+    prov_chain_report_free(&rep);
+    sk_X509_pop_free(chain, X509_free);
+    return r;
+}

@@ -93,6 +93,14 @@ int prov_chain_report_add(struct prov_chain_report *rep, STACK_OF(X509) *chain, 
  */
 enum prov_chain_purpose prov_chain_purpose_of(STACK_OF(X509) *chain);
 
+/*
+ * A CA directory's chain.pem as `chain export` and `lot export --format edge` hand it out:
+ * loaded and checked by every rule as CA certificates at the current time. A chain with a
+ * finding is refused with PROV_ERR_VERIFY naming path, the first certificate at fault and its
+ * rule ("...; not exported"). Errors of prov_chain_load_pem otherwise.
+ */
+int prov_chain_load_verified(const char *path, STACK_OF(X509) **out);
+
 /* Writes certificates as concatenated PEM to a memory buffer (caller frees). */
 int prov_chain_to_pem(STACK_OF(X509) *certs, char **out, size_t *out_len);
 

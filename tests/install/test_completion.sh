@@ -33,7 +33,7 @@ while read -r c; do
     prov 0 "$c" --help
     grep -oE -- '--[a-z][a-z0-9-]*' "$PROV_OUT" | grep -vx -- --help | sort -u >"help-$c"
     case "$c" in
-    ca | chain | batch)
+    ca | chain | batch | lot)
         # options belong to the subcommands: their union is what --help lists
         complete_words "$c" "" | filter_lines -v '^[^a-z]' | filter_lines -v '\.' >"subs-$c"
         [ -s "subs-$c" ] || fail "no subcommands offered for $c"
@@ -71,6 +71,9 @@ expect_same "profiles offered from \$PROVISIONER_CONFIG" offered-profiles2 want-
 complete_words chain verify --purpose "" >offered-purpose
 printf 'any\nclient\nserver\n' >want-purpose
 expect_same "--purpose values" offered-purpose want-purpose
+complete_words lot export --format "" >offered-formats
+printf 'aws\nazure-dps\ncsv\nedge\njson\nrecord\n' >want-formats
+expect_same "--format values of lot export" offered-formats want-formats
 # file arguments complete files
 touch manifest-a.csv
 complete_words batch manifest- >offered-files

@@ -129,6 +129,14 @@ assert_eq "$(jq -c '[.tokens[].unexplained[] | [.kind, .id, .label]]' "$PROV_OUT
 prov 0 batch report lot.csv --json
 check_json "batch report"
 
+# handing the lot over: the lot signer, a record and an inventory
+prov 0 lot signer --json
+check_json "lot signer"
+prov 0 lot export LOT-IT-1 --journal lot.journal.sqlite --format record --output record --json
+check_json "lot export"
+assert_eq "$(jq -c '[.devices, .left_out, .files]' "$PROV_OUT")" \
+    '[1,1,["lot-record.json","lot-record.json.p7s"]]' "lot export --json"
+
 # the station, as udev would start it for a listed USB token (SoftHSM2 standing in)
 token_init dev-s
 ser=$(token_serial dev-s)
@@ -176,6 +184,10 @@ json_failure batch 2
 assert_eq "$(jq -r .problems "$PROV_OUT")" 1 "batch --json problems"
 prov 2 batch status --journal no-such.journal.sqlite --json
 json_failure "batch status" 2
+prov 5 lot export NO-SUCH-LOT --journal lot.journal.sqlite --format csv --output x.csv --json
+json_failure "lot export" 5
+prov 5 lot signer --json
+json_failure "lot signer" 5
 sed 's|^dir = ca|dir = no-such-ca|' provisioner.cnf >noca.cnf
 prov 1 --config noca.cnf ca show --json
 json_failure "ca show" 1
