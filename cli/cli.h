@@ -3,6 +3,7 @@
 #define PROV_CLI_H
 
 #include <getopt.h>
+#include <stdio.h>
 #include <stdbool.h>
 
 #include "config.h"
@@ -148,6 +149,14 @@ int cmd_chain(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_batch(int argc, char **argv);
 int cmd_station(int argc, char **argv);
+int cmd_revoke(int argc, char **argv);
+
+/* `ca crl` (cmd_ca_crl.c): the command, its options, and the CRL files for `ca show`. */
+int cmd_ca_crl(int argc, char **argv);
+extern const struct option cmd_ca_crl_opts[];
+void cmd_ca_usage(FILE *f);
+struct json_object *cli_crls_json(const struct prov_config *cfg);
+void cli_print_crls(struct json_object *crls);
 int cmd_lot(int argc, char **argv);
 
 extern const struct cli_optset cmd_ca_optsets[];
@@ -159,6 +168,7 @@ extern const struct cli_optset cmd_chain_optsets[];
 extern const struct cli_optset cmd_check_optsets[];
 extern const struct cli_optset cmd_batch_optsets[];
 extern const struct cli_optset cmd_station_optsets[];
+extern const struct cli_optset cmd_revoke_optsets[];
 extern const struct cli_optset cmd_lot_optsets[];
 
 #endif

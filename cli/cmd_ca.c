@@ -12,12 +12,14 @@
 #include "chain.h"
 #include "cli.h"
 #include "error.h"
+#include "log.h"
 #include "storage.h"
 
 static void usage(FILE *f)
 {
     fprintf(f, "Usage: provisioner ca init [--force] [--strict]\n"
-               "       provisioner ca show [--json]\n\n"
+               "       provisioner ca show [--json]\n"
+               "       provisioner ca crl [--json]\n\n"
                "ca init creates the root CA (new, with its key in a PKCS#11 token or an encrypted\n"
                "PEM file, or imported from [ca] root_cert + root_key) and an intermediate CA whose\n"
                "key is generated inside the HSM token named by [ca] intermediate_key. It writes\n"
@@ -26,8 +28,20 @@ static void usage(FILE *f)
                "  --strict  refuse a root config that strict verifiers reject (exit 5)\n\n"
                "ca show prints the chain, the key locations, validity, lint findings and the CA\n"
                "index (<dir>/index.sqlite): certificates issued, delivered, superseded and\n"
-               "abandoned, and every one not delivered, by serial.\n"
+               "abandoned, and every one not delivered, by serial; it warns when a CRL is\n"
+               "expired or within 48 hours (or half its lifetime) of its nextUpdate.\n"
+               "  --json    machine-readable output\n\n"
+               "ca crl signs the intermediate's CRL with its key in the HSM (every revocation\n"
+               "in the index; nextUpdate [ca] crl_days ahead) and the root's CRL with the root\n"
+               "key (root_crl_days), then writes intermediate.crl, root.crl (DER), their .pem\n"
+               "forms and crl-chain.pem (both) into [ca] dir, each atomically. The CA token\n"
+               "absent: exit 4, no file changed.\n"
                "  --json    machine-readable output\n");
+}
+
+void cmd_ca_usage(FILE *f)
+{
+    usage(f);
 }
 
 static const struct option ca_init_opts[] = {
@@ -93,8 +107,16 @@ static json_object *cert_json(X509 *cert, const char *role)
     return o;
 }
 
+/* The index's audit trail (revocations): its length and whether its hash chain holds. */
+struct audit_state {
+    long long records;
+    bool is_intact;
+    long long bad_seq;
+};
+
 /* The CA index as `ca show` reports it (JSON; the text form is printed from it). */
-static json_object *index_json(const char *path, const struct prov_ca_index_stats *st)
+static json_object *index_json(const char *path, const struct prov_ca_index_stats *st,
+                               const struct audit_state *audit)
 {
     json_object *o = json_object_new_object();
     json_object *counts = json_object_new_object();
@@ -119,10 +141,13 @@ static json_object *index_json(const char *path, const struct prov_ca_index_stat
     }
     json_object_object_add(o, "undelivered", list);
     json_object_object_add(o, "open_attempts", json_object_new_int64(st->attempts_open));
+    json_object_object_add(o, "audit_records", json_object_new_int64(audit->records));
+    json_object_object_add(o, "audit_intact", json_object_new_boolean(audit->is_intact));
     return o;
 }
 
-static void print_index(const char *path, const struct prov_ca_index_stats *st)
+static void print_index(const char *path, const struct prov_ca_index_stats *st,
+                        const struct audit_state *audit)
 {
     printf("index:            %s: %lld delivered, %lld issued not delivered, %lld superseded, "
            "%lld abandoned; %lld enroll attempt(s) open\n",
@@ -132,6 +157,12 @@ static void print_index(const char *path, const struct prov_ca_index_stats *st)
 
         printf("undelivered: %s cert_serial=%s %s (issued by %s at %s)\n", u->serial,
                u->cert_serial, u->status, u->issued_by, u->issued_at);
+    }
+    if (audit->is_intact) {
+        printf("audit:            %lld record(s), hash chain intact\n", audit->records);
+    } else {
+        printf("audit:            %lld record(s), hash chain BROKEN at record %lld\n",
+               audit->records, audit->bad_seq);
     }
 }
 
@@ -154,6 +185,7 @@ static json_object *show_failed_json(const struct prov_config *cfg)
     json_object_object_add(o, "chain", json_object_new_array());
     json_object_object_add(o, "lint", json_object_new_array());
     json_object_object_add(o, "index", NULL); /* not read: the command failed before */
+    json_object_object_add(o, "crls", json_object_new_array());
     return o;
 }
 
@@ -161,6 +193,7 @@ static int ca_show(int argc, char **argv)
 {
     struct prov_chain_report rep = {0};
     struct prov_ca_index_stats stats = {0};
+    struct audit_state audit = {0};
     struct prov_config *cfg = NULL;
     struct prov_ca_index *ix = NULL;
     struct prov_ca *ca = NULL;
@@ -211,6 +244,14 @@ static int ca_show(int argc, char **argv)
     if (r == 0) {
         r = prov_ca_index_stats(ix, &stats);
     }
+    if (r == 0) {
+        r = prov_ca_index_audit_verify(ix, &audit.records, &audit.is_intact, &audit.bad_seq);
+    }
+    if (r == 0 && !audit.is_intact) {
+        prov_warn("%s/" PROV_CA_INDEX_FILE ": the audit trail's hash chain breaks at record "
+                  "%lld: a record was changed or removed",
+                  cfg->ca_dir, audit.bad_seq);
+    }
     if (r < 0 || asprintf(&index_path, "%s/" PROV_CA_INDEX_FILE, cfg->ca_dir) < 0) {
         rc = cli_fail(r < 0 ? r : PROV_ERR_NOMEM, "ca show");
         goto out;
@@ -238,7 +279,8 @@ static int ca_show(int argc, char **argv)
         json_object_array_add(lint, f);
     }
     json_object_object_add(root, "lint", lint);
-    json_object_object_add(root, "index", index_json(index_path, &stats));
+    json_object_object_add(root, "index", index_json(index_path, &stats, &audit));
+    json_object_object_add(root, "crls", cli_crls_json(cfg));
 
     if (as_json) {
         json_object_object_add(root, "error", NULL);
@@ -267,7 +309,8 @@ static int ca_show(int argc, char **argv)
             printf("lint: [%d] %s: %s\n", rep.items[i].index, rep.items[i].rule,
                    rep.items[i].detail);
         }
-        print_index(index_path, &stats);
+        print_index(index_path, &stats, &audit);
+        cli_print_crls(json_object_object_get(root, "crls"));
     }
     rc = PROV_EXIT_OK;
 out:
@@ -289,6 +332,9 @@ int cmd_ca(int argc, char **argv)
     if (argc >= 2 && strcmp(argv[1], "show") == 0) {
         return ca_show(argc - 1, argv + 1);
     }
+    if (argc >= 2 && strcmp(argv[1], "crl") == 0) {
+        return cmd_ca_crl(argc - 1, argv + 1);
+    }
     if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         usage(stdout);
         return PROV_EXIT_OK;
@@ -300,5 +346,6 @@ int cmd_ca(int argc, char **argv)
 const struct cli_optset cmd_ca_optsets[] = {
     {"ca init", ca_init_opts},
     {"ca show", ca_show_opts},
+    {"ca crl", cmd_ca_crl_opts},
     {NULL, NULL},
 };

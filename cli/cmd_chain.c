@@ -9,14 +9,15 @@
 
 #include "chain.h"
 #include "cli.h"
+#include "crl.h"
 #include "error.h"
 #include "storage.h"
 
 static void usage(FILE *f)
 {
     fprintf(f, "Usage: provisioner chain verify [--trust FILE] [--purpose client|server|any]\n"
-               "                                [--json] FILE...\n"
-               "       provisioner chain export [--out FILE]\n\n"
+               "                                [--crl FILE] [--json] FILE...\n"
+               "       provisioner chain export [--with-crl] [--out FILE]\n\n"
                "chain verify checks each PEM file (leaf first) by the rules an edge applies:\n"
                "each certificate followed by its issuer, issuer DN = next subject, signatures,\n"
                "ending in a self-signed root (or a --trust certificate), CA certificates with a\n"
@@ -29,9 +30,14 @@ static void usage(FILE *f)
                "  --purpose P      client (the leaf must allow clientAuth), server or any;\n"
                "                   default: client, but a chain whose first certificate is a\n"
                "                   CA (a CA directory's chain.pem) is checked as CAs (any)\n"
+               "  --crl FILE       CRLs (PEM, or one DER CRL; `ca crl` writes crl-chain.pem):\n"
+               "                   a revoked certificate is a finding \"revoked\" with its\n"
+               "                   reason; the leaf needs a CRL of its issuer (finding \"crl\")\n"
                "  --json           machine-readable output\n\n"
                "chain export writes the client-CA trust set to upload to an edge or CDN: the\n"
                "intermediate then the root, from [ca] dir/chain.pem, after verifying it.\n"
+               "  --with-crl       append the CRLs of [ca] dir/crl-chain.pem (`ca crl`), each\n"
+               "                   verified against the chain: the set an edge loads\n"
                "  --out FILE       write to FILE (atomically) instead of stdout\n");
 }
 
@@ -49,6 +55,7 @@ static json_object *finding_json(const struct prov_chain_finding *f)
 static const struct option chain_verify_opts[] = {
     {"trust", required_argument, NULL, 't'},
     {"purpose", required_argument, NULL, 'p'},
+    {"crl", required_argument, NULL, 'c'},
     {"json", no_argument, NULL, 'j'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -59,7 +66,9 @@ static int chain_verify(int argc, char **argv)
     enum prov_chain_purpose purpose = PROV_PURPOSE_CLIENT;
     bool is_purpose_given = false;
     STACK_OF(X509) *trust = NULL;
+    STACK_OF(X509_CRL) *crls = NULL;
     const char *trust_path = NULL;
+    const char *crl_path = NULL;
     json_object *all = json_object_new_array();
     bool as_json = false;
     int rc = PROV_EXIT_OK;
@@ -69,6 +78,7 @@ static int chain_verify(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "h", chain_verify_opts, NULL)) != -1) {
         switch (c) {
         case 't': trust_path = optarg; break;
+        case 'c': crl_path = optarg; break;
         case 'p':
             is_purpose_given = true;
             if (strcmp(optarg, "client") == 0) {
@@ -112,6 +122,20 @@ static int chain_verify(int argc, char **argv)
             return cli_fail(r, trust_path);
         }
     }
+    if (crl_path != NULL && cli_check_input(crl_path, false) != 0) {
+        json_object_put(all);
+        sk_X509_pop_free(trust, X509_free);
+        return PROV_EXIT_USAGE;
+    }
+    if (crl_path != NULL) {
+        int r = prov_crl_load(crl_path, &crls);
+
+        if (r < 0) {
+            json_object_put(all);
+            sk_X509_pop_free(trust, X509_free);
+            return cli_fail(r, crl_path);
+        }
+    }
     for (int i = optind; i < argc; i++) {
         struct prov_chain_report rep = {0};
         STACK_OF(X509) *chain = NULL;
@@ -125,6 +149,13 @@ static int chain_verify(int argc, char **argv)
             r = prov_chain_verify(chain, trust,
                                   is_purpose_given ? purpose : prov_chain_purpose_of(chain),
                                   time(NULL), &rep);
+        }
+        if ((r == 0 || r == PROV_ERR_VERIFY) && crls != NULL) {
+            size_t before = rep.n;
+            int reason;
+            int rr = prov_crl_check_chain(crls, crl_path, chain, time(NULL), &rep, &reason);
+
+            r = rr < 0 ? rr : rep.n > before ? PROV_ERR_VERIFY : r;
         }
         if (r < 0 && rep.n == 0) {
             /* A failure to check at all (out of memory): still a finding on the file. */
@@ -174,10 +205,12 @@ static int chain_verify(int argc, char **argv)
     }
     json_object_put(all);
     sk_X509_pop_free(trust, X509_free);
+    sk_X509_CRL_pop_free(crls, X509_CRL_free);
     return rc;
 }
 
 static const struct option chain_export_opts[] = {
+    {"with-crl", no_argument, NULL, 'c'},
     {"out", required_argument, NULL, 'o'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -190,7 +223,11 @@ static int chain_export(int argc, char **argv)
     const char *out_path = NULL;
     char *path = NULL;
     char *pem = NULL;
+    char *crl_pem = NULL;
+    const char *what = "chain export";
     size_t len = 0;
+    size_t crl_len = 0;
+    bool with_crl = false;
     int c;
     int rc;
     int r;
@@ -198,6 +235,7 @@ static int chain_export(int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", chain_export_opts, NULL)) != -1) {
         switch (c) {
+        case 'c': with_crl = true; break;
         case 'o': out_path = optarg; break;
         case 'h': usage(stdout); return PROV_EXIT_OK;
         default: usage(stderr); return PROV_EXIT_USAGE;
@@ -220,17 +258,33 @@ static int chain_export(int argc, char **argv)
         rc = cli_fail(PROV_ERR_NOMEM, "chain export");
         goto out;
     }
+    what = path;
     r = prov_chain_load_verified(path, &chain);
     if (r == 0) {
         r = prov_chain_to_pem(chain, &pem, &len);
+    }
+    if (r == 0 && with_crl) {
+        r = prov_crl_export_pem(cfg->ca_dir, chain, time(NULL), &crl_pem, &crl_len);
+        what = r < 0 ? "chain export --with-crl" : path;
+    }
+    if (r == 0 && crl_len > 0) {
+        char *both = realloc(pem, len + crl_len + 1);
+
+        r = both != NULL ? 0 : PROV_ERR_NOMEM;
+        if (both != NULL) {
+            memcpy(both + len, crl_pem, crl_len + 1);
+            pem = both;
+            len += crl_len;
+        }
     }
     if (r == 0 && out_path != NULL) {
         r = prov_atomic_write_file(out_path, pem, len, 0644);
     } else if (r == 0) {
         r = fwrite(pem, 1, len, stdout) == len ? 0 : PROV_ERR_IO;
     }
-    rc = r < 0 ? cli_fail(r, path) : PROV_EXIT_OK;
+    rc = r < 0 ? cli_fail(r, what) : PROV_EXIT_OK;
 out:
+    free(crl_pem);
     sk_X509_pop_free(chain, X509_free);
     free(pem);
     free(path);

@@ -10,11 +10,12 @@
 
 #include "check.h"
 #include "cli.h"
+#include "crl.h"
 #include "error.h"
 
 static void usage(FILE *f)
 {
-    fprintf(f, "Usage: provisioner check [--pin SOURCE] [--connect URL] [--json] DIR\n\n"
+    fprintf(f, "Usage: provisioner check [--pin SOURCE] [--connect URL] [--crl FILE] [--json] DIR\n\n"
                "Re-proves an identity written to a device's storage directory: every file is\n"
                "present and parses, fullchain.pem is client.crt plus the intermediate(s), the\n"
                "device key named by key.uri signs a fresh random challenge that verifies with\n"
@@ -32,6 +33,10 @@ static void usage(FILE *f)
                "                 A refusal says which side refused: \"server did not trust our\n"
                "                 certificate\", \"we did not trust the server\", or the TLS error;\n"
                "                 refused or unreachable exits 1, a bad URL exits 2\n"
+               "  --crl FILE     CRLs (PEM, or one DER CRL; `ca crl` writes crl-chain.pem): a\n"
+               "                 revoked certificate fails the check (\"revoked\" and the\n"
+               "                 reason), so does a FILE without the issuer's CRL; an expired\n"
+               "                 CRL or one near its nextUpdate is a warning\n"
                "  --json         machine-readable output, also when the check fails or cannot\n"
                "                 be carried out (ok false, error set)\n");
 }
@@ -44,6 +49,7 @@ static const char *ok(bool b)
 static const struct option check_opts[] = {
     {"pin", required_argument, NULL, 'p'},
     {"connect", required_argument, NULL, 'c'},
+    {"crl", required_argument, NULL, 'r'},
     {"json", no_argument, NULL, 'j'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -70,6 +76,13 @@ static void print_result(const char *dir, const char *url, const struct prov_che
         json_object_object_add(o, "cert_serial", json_object_new_string(res->facts.serial_hex));
         json_object_object_add(o, "not_after", json_object_new_string(res->facts.not_after));
         json_object_object_add(o, "connect", url ? cli_connect_json(&res->connect) : NULL);
+        json_object_object_add(o, "crl", res->is_crl_run ? json_object_new_boolean(res->is_crl_ok)
+                                                         : NULL);
+        json_object_object_add(o, "revocation",
+                               res->is_crl_run && res->revoked_reason >= 0
+                                   ? json_object_new_string(
+                                         prov_crl_reason_name(res->revoked_reason))
+                                   : NULL);
         json_object_object_add(o, "error", error ? json_object_new_string(error) : NULL);
         json_object_object_add(o, "exit", json_object_new_int(prov_exit_code(err)));
         cli_print_json(o);
@@ -81,6 +94,9 @@ static void print_result(const char *dir, const char *url, const struct prov_che
     printf("%s: %s storage=%s key-proof=%s chain=%s server-ca=%s", dir, err == 0 ? "ok" : "FAILED",
            ok(res->is_storage_ok), ok(res->is_key_proven), ok(res->is_chain_ok),
            ok(res->is_server_ca_ok));
+    if (res->is_crl_run) {
+        printf(" crl=%s", res->is_crl_ok ? "ok" : res->revoked_reason >= 0 ? "revoked" : "FAILED");
+    }
     if (url != NULL) {
         printf(" connect=%s", res->is_connect_run ? prov_connect_outcome_name(res->connect.outcome)
                                                  : "not-run");
@@ -119,6 +135,8 @@ int cmd_check(int argc, char **argv)
     struct prov_config *cfg = NULL;
     const char *pin_spec = NULL;
     const char *url = NULL;
+    const char *crl_path = NULL;
+    STACK_OF(X509_CRL) *crls = NULL;
     const char *dir;
     bool as_json = false;
     struct stat st;
@@ -131,6 +149,7 @@ int cmd_check(int argc, char **argv)
         switch (c) {
         case 'p': pin_spec = optarg; break;
         case 'c': url = optarg; break;
+        case 'r': crl_path = optarg; break;
         case 'j': as_json = true; break;
         case 'h': usage(stdout); return PROV_EXIT_OK;
         default: usage(stderr); return PROV_EXIT_USAGE;
@@ -152,6 +171,15 @@ int cmd_check(int argc, char **argv)
         prov_fail(PROV_ERR_INPUT, "%s: cannot read: %s", dir, strerror(e));
         return fail_check(dir, url, &res, PROV_ERR_INPUT, as_json);
     }
+    if (crl_path != NULL) {
+        if (cli_check_input(crl_path, false) != 0) {
+            return PROV_EXIT_USAGE;
+        }
+        r = prov_crl_load(crl_path, &crls);
+        if (r < 0) {
+            return fail_check(dir, url, &res, r, as_json);
+        }
+    }
     /* On a device there may be no station config: only a PIN source is needed. */
     if (stat(prov_cli.config_path, &st) == 0 || prov_cli.config_path_is_explicit) {
         r = prov_issue_load_config(prov_cli.config_path, &cfg);
@@ -159,10 +187,16 @@ int cmd_check(int argc, char **argv)
         r = prov_issue_parse_config("", 0, "(no config)", NULL, &cfg);
     }
     if (r < 0) {
+        sk_X509_CRL_pop_free(crls, X509_CRL_free);
         return fail_check(dir, url, &res, r, as_json);
     }
     prov_error_clear();
     r = prov_check_identity_connect(cfg, dir, pin_spec, url, &res);
+    if (crls != NULL && (r == 0 || r == PROV_ERR_VERIFY)) {
+        int rr = prov_check_revocation(dir, crls, crl_path, &res);
+
+        r = r == 0 ? rr : r;
+    }
     if (r < 0) {
         rc = fail_check(dir, url, &res, r, as_json);
     } else {
@@ -170,6 +204,7 @@ int cmd_check(int argc, char **argv)
         rc = PROV_EXIT_OK;
     }
     prov_check_result_clear(&res);
+    sk_X509_CRL_pop_free(crls, X509_CRL_free);
     prov_config_free(cfg);
     return rc;
 }

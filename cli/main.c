@@ -27,7 +27,7 @@ static const struct {
     const char *help;
 } commands[] = {
     {"ca", cmd_ca, cmd_ca_optsets,
-     "ca init | ca show: create the root and the HSM-held intermediate; show them"},
+     "ca init | ca show | ca crl: create the root and the HSM-held intermediate; show them; CRLs"},
     {"enroll", cmd_enroll, cmd_enroll_optsets,
      "one device end to end: key on the device, CSR, issue, storage, proof"},
     {"csr", cmd_csr, cmd_csr_optsets,
@@ -44,6 +44,8 @@ static const struct {
      "batch MANIFEST.csv | status | report: enroll a lot, resumably"},
     {"station", cmd_station, cmd_station_optsets,
      "fixture mode, started by udev/systemd: enroll the device that appeared"},
+    {"revoke", cmd_revoke, cmd_revoke_optsets,
+     "revoke SERIAL: record a device certificate's revocation (reason, date) for the CRL"},
     {"lot", cmd_lot, cmd_lot_optsets,
      "lot export LOT | lot signer: hand a lot to the customer; a signed lot record"},
 };

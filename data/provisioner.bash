@@ -76,7 +76,11 @@ _provisioner() {
         --state) COMPREPLY=($(compgen -W "issued stored proven failed all" -- "$cur")) ;;
         --pin) COMPREPLY=($(compgen -W "file: env: fd: prompt" -- "$cur")) ;;
         --device) COMPREPLY=($(compgen -W "pkcs11: tpm2:device: tpm2:swtpm: tpm2:tabrmd:" -- "$cur")) ;;
-        --jobs | --serial | --cn | --san-*) COMPREPLY=() ;;
+        --reason)
+            COMPREPLY=($(compgen -W "unspecified keyCompromise affiliationChanged superseded
+                cessationOfOperation privilegeWithdrawn" -- "$cur"))
+            ;;
+        --jobs | --serial | --cn | --san-* | --cert-serial | --invalidity-date | --by) COMPREPLY=() ;;
         --storage) COMPREPLY=($(compgen -d -- "$cur")) ;;
         *)
             compopt -o filenames 2>/dev/null

@@ -11,6 +11,7 @@
 
 #include "backend.h"
 #include "chain.h"
+#include "crl.h"
 #include "enroll.h"
 #include "error.h"
 #include "log.h"
@@ -224,6 +225,46 @@ out:
     }
     prov_key_free(key);
     prov_device_close(dev);
+    prov_stored_identity_free(s);
+    return r;
+}
+
+int prov_check_revocation(const char *dir, STACK_OF(X509_CRL) *crls, const char *crl_path,
+                          struct prov_check_result *res)
+{
+    struct prov_stored_identity *s = NULL;
+    struct prov_chain_report rep = {0};
+    STACK_OF(X509) *full = NULL;
+    int n_bad = 0;
+    int r;
+
+    res->revoked_reason = -1;
+    r = prov_storage_read_each(dir, &s, &n_bad);
+    prov_error_clear();
+    if (r < 0 || s->cert == NULL || s->chain == NULL) {
+        prov_stored_identity_free(s);
+        return 0;
+    }
+    full = sk_X509_new_null();
+    r = full != NULL && sk_X509_push(full, s->cert) ? 0 : PROV_ERR_NOMEM;
+    for (int i = 0; r == 0 && i < sk_X509_num(s->chain); i++) {
+        r = sk_X509_push(full, sk_X509_value(s->chain, i)) ? 0 : PROV_ERR_NOMEM;
+    }
+    if (r == 0) {
+        r = prov_crl_check_chain(crls, crl_path, full, time(NULL), &rep, &res->revoked_reason);
+    }
+    if (r == 0) {
+        res->is_crl_run = true;
+        res->is_crl_ok = rep.n == 0;
+        if (rep.n > 0) {
+            note(res, "%s: %s: certificate %d (%s): %s", dir, rep.items[0].rule,
+                 rep.items[0].index, rep.items[0].subject ? rep.items[0].subject : "",
+                 rep.items[0].detail);
+            r = PROV_ERR_VERIFY;
+        }
+    }
+    prov_chain_report_free(&rep);
+    sk_X509_free(full);
     prov_stored_identity_free(s);
     return r;
 }

@@ -18,6 +18,9 @@ struct prov_check_result {
     struct prov_cert_facts facts;
     char *serial;          /* owned */
     char *key_uri;         /* owned */
+    bool is_crl_run;       /* --crl was given and the certificates could be read */
+    bool is_crl_ok;        /* ...no certificate revoked, the leaf's issuer's CRL given */
+    int revoked_reason;    /* RFC 5280 code of the first revoked certificate; -1: none */
     bool is_connect_run;   /* a --connect URL was given and the key proof let it run */
     struct prov_connect_result connect; /* the mTLS proof, when is_connect_run */
 };
@@ -39,6 +42,17 @@ int prov_check_identity(const struct prov_config *cfg, const char *dir, const ch
 int prov_check_identity_connect(const struct prov_config *cfg, const char *dir,
                                 const char *pin_spec, const char *url,
                                 struct prov_check_result *res);
+
+/*
+ * After prov_check_identity*: client.crt and chain.pem of dir against crls (crl.h
+ * prov_crl_check_chain). Sets is_crl_run, is_crl_ok and revoked_reason; a revoked certificate
+ * or a missing CRL is a failure (res->detail, when no earlier failure is there): returns
+ * PROV_ERR_VERIFY; 0 when it passed. Files that cannot be read leave is_crl_run false
+ * (prov_check_identity reported them).
+ */
+struct stack_st_X509_CRL;
+int prov_check_revocation(const char *dir, struct stack_st_X509_CRL *crls, const char *crl_path,
+                          struct prov_check_result *res);
 
 void prov_check_result_clear(struct prov_check_result *res);
 

@@ -666,6 +666,67 @@ out:
     return r;
 }
 
+struct prov_ca_root_key {
+    struct ca_key k;
+};
+
+int prov_ca_root_key_open(const struct prov_config *cfg, X509 *root,
+                          struct prov_ca_root_key **out)
+{
+    struct prov_ca_root_key *rk = calloc(1, sizeof(*rk));
+    int lock_fd = -1;
+    int r;
+
+    *out = NULL;
+    if (rk == NULL) {
+        return prov_fail(PROV_ERR_NOMEM, "root key: out of memory");
+    }
+    if (cfg->root_key == NULL) {
+        r = prov_fail(PROV_ERR_CONFIG, "%s: [ca] root_key is not set (pkcs11:... or file:PATH)",
+                      cfg->path);
+    } else if (is_pkcs11(cfg->root_key)) {
+        r = prov_ca_index_token_lock(cfg->ca_dir, &lock_fd);
+        if (r == 0) {
+            r = hsm_open(cfg, cfg->root_key, cfg->ca_pin, "root key", &rk->k);
+        }
+        prov_ca_index_token_unlock(lock_fd);
+    } else if (strncmp(cfg->root_key, "file:", 5) == 0) {
+        r = file_root_key(cfg, cfg->root_key + 5, &rk->k, true);
+    } else {
+        r = prov_fail(PROV_ERR_CONFIG, "%s: [ca] root_key \"%s\": expected pkcs11:... or file:PATH",
+                      cfg->path, cfg->root_key);
+    }
+    if (r == 0 &&
+        EVP_PKEY_eq(X509_get0_pubkey(root), rk->k.key ? rk->k.key->pub : rk->k.pkey) != 1) {
+        r = prov_fail(PROV_ERR_CONFIG, "root key %s does not match the root certificate",
+                      cfg->root_key);
+    }
+    if (r < 0) {
+        prov_ca_root_key_close(rk);
+        return r;
+    }
+    *out = rk;
+    return 0;
+}
+
+EVP_PKEY *prov_ca_root_key_pkey(const struct prov_ca_root_key *k)
+{
+    return k->k.pkey;
+}
+
+enum prov_key_type prov_ca_root_key_type(const struct prov_ca_root_key *k)
+{
+    return k->k.type;
+}
+
+void prov_ca_root_key_close(struct prov_ca_root_key *k)
+{
+    if (k != NULL) {
+        ca_key_clear(&k->k);
+        free(k);
+    }
+}
+
 int prov_ca_check_device_uri(const struct prov_config *cfg, const char *device_uri)
 {
     const struct prov_backend_ops *ops = device_uri ? prov_backend_for(device_uri) : NULL;

@@ -33,6 +33,19 @@ int prov_ca_open(const struct prov_config *cfg, bool with_key, struct prov_ca **
 void prov_ca_close(struct prov_ca *ca);
 
 /*
+ * The root key, to sign the root's CRL (crl.c): the key of [ca] root_key, in its token (the
+ * CA token's lock held while it is opened, as prov_ca_open does) or its encrypted PEM file
+ * ([ca] root_key_pass), checked against the root certificate. Errors as for ca init's; a
+ * key that does not match root is PROV_ERR_CONFIG.
+ */
+struct prov_ca_root_key;
+int prov_ca_root_key_open(const struct prov_config *cfg, X509 *root,
+                          struct prov_ca_root_key **out);
+EVP_PKEY *prov_ca_root_key_pkey(const struct prov_ca_root_key *k);
+enum prov_key_type prov_ca_root_key_type(const struct prov_ca_root_key *k);
+void prov_ca_root_key_close(struct prov_ca_root_key *k);
+
+/*
  * The CA's own token is never a device (no login as one, no key made on it). By the strings
  * alone, before anything is opened: PROV_ERR_USAGE when device_uri names the token of [ca]
  * intermediate_key (the backend's names_same_device). Nothing configured: 0.

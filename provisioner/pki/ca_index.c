@@ -16,6 +16,7 @@
 #include <openssl/sha.h>
 #include <sqlite3.h>
 
+#include "ca_index_internal.h"
 #include "error.h"
 #include "hex.h"
 #include "log.h"
@@ -23,12 +24,12 @@
 #include "storage.h"
 
 #define BUSY_TIMEOUT_MS 10000
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 
 /*
  * Schema version 1, created in one transaction with the import of issued-keys. A later
- * version adds a numbered step here and raises SCHEMA_VERSION; an index newer than the tool
- * is refused.
+ * version adds a numbered step (schema_steps) and raises SCHEMA_VERSION; an older index is
+ * brought up to date step by step in one transaction, an index newer than the tool is refused.
  */
 static const char *const schema_v1 =
     "CREATE TABLE meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);"
@@ -56,6 +57,27 @@ static const char *const schema_v1 =
     "CREATE INDEX certificate_undelivered ON certificate(id)"
     " WHERE status IN ('issued', 'abandoned');"
     "INSERT INTO meta(name, value) VALUES ('schema_version', '1');";
+
+/*
+ * Step 2: revocations (ca_index_revoke.c). One row per revoked certificate (a revocation is
+ * final, so a certificate has at most one), the numbers of the CRLs made so far, and the
+ * index's audit trail: until this step the index had none (the certificate rows are their own
+ * record); from here every revocation appends a hash-chained record, as the batch journal's
+ * audit does (factory/journal_audit.c). The certificate table's revoked_at,
+ * revocation_reason and invalidity_date columns stay NULL: the revocation table is the record.
+ */
+static const char *const schema_v2 =
+    "CREATE TABLE revocation(cert_serial TEXT PRIMARY KEY REFERENCES certificate(cert_serial),"
+    " reason INTEGER NOT NULL, revoked_at TEXT NOT NULL, invalidity_date TEXT,"
+    " revoked_by TEXT NOT NULL);"
+    "CREATE TABLE audit(seq INTEGER PRIMARY KEY, at TEXT NOT NULL, event TEXT NOT NULL,"
+    " serial TEXT NOT NULL, cert_serial TEXT NOT NULL, detail TEXT NOT NULL,"
+    " prev_sha256 TEXT NOT NULL, sha256 TEXT NOT NULL);"
+    "INSERT INTO meta(name, value) VALUES ('crl_number', '0'), ('root_crl_number', '0');"
+    "UPDATE meta SET value = '2' WHERE name = 'schema_version';";
+
+/* The steps after version 1, in order: schema_steps[i] makes version i + 2. */
+static const char *const schema_steps[] = {schema_v2};
 
 enum stmt {
     ST_CURRENT,    /* the serial's current certificate */
@@ -167,6 +189,31 @@ static int run(struct prov_ca_index *ix, const char *sql, sqlite3_stmt **out, co
     }
     sqlite3_finalize(st);
     return rc == SQLITE_DONE ? rc : PROV_ERR_JOURNAL;
+}
+
+sqlite3 *prov_ca_index_db(struct prov_ca_index *ix)
+{
+    return ix->db;
+}
+
+const char *prov_ca_index_path(const struct prov_ca_index *ix)
+{
+    return ix->path;
+}
+
+void prov_ca_index_lock(struct prov_ca_index *ix)
+{
+    pthread_mutex_lock(&ix->lock);
+}
+
+void prov_ca_index_unlock(struct prov_ca_index *ix)
+{
+    pthread_mutex_unlock(&ix->lock);
+}
+
+void prov_ca_index_now_text(char *out, size_t cap)
+{
+    now_text(out, cap);
 }
 
 /* Test-only: PROVISIONER_TEST_CRASH_AT=ca-issued:N exits (137) right after the N-th commit. */
@@ -297,6 +344,25 @@ static int schema_version(struct prov_ca_index *ix, int *version)
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : PROV_ERR_JOURNAL;
 }
 
+/* The steps from *version to SCHEMA_VERSION in one transaction (another process may race). */
+static int upgrade_schema(struct prov_ca_index *ix, int *version)
+{
+    int r = exec(ix, "BEGIN IMMEDIATE");
+
+    if (r == 0) {
+        r = schema_version(ix, version);
+    }
+    while (r == 0 && *version >= 1 && *version < SCHEMA_VERSION) {
+        r = exec(ix, schema_steps[*version - 1]);
+        *version += r == 0 ? 1 : 0;
+    }
+    r = r == 0 ? exec(ix, "COMMIT") : r;
+    if (r < 0) {
+        sqlite3_exec(ix->db, "ROLLBACK", NULL, NULL, NULL);
+    }
+    return r;
+}
+
 static int set_up_schema(struct prov_ca_index *ix, const char *ca_dir)
 {
     int version = 0;
@@ -314,12 +380,15 @@ static int set_up_schema(struct prov_ca_index *ix, const char *ca_dir)
             if (r == 0) {
                 r = import_issued_keys(ix, ca_dir);
             }
-            version = SCHEMA_VERSION;
+            version = 1;
         }
         r = r == 0 ? exec(ix, "COMMIT") : r;
         if (r < 0) {
             sqlite3_exec(ix->db, "ROLLBACK", NULL, NULL, NULL);
         }
+    }
+    if (r == 0 && version >= 1 && version < SCHEMA_VERSION) {
+        r = upgrade_schema(ix, &version);
     }
     if (r == 0 && version != SCHEMA_VERSION) {
         r = prov_fail(PROV_ERR_JOURNAL,
@@ -670,6 +739,12 @@ int prov_ca_index_record(struct prov_ca_index *ix, const char *serial,
         goto out;
     }
     sqlite3_reset(st);
+    if (rec->is_revoke_superseded) {
+        r = prov_ca_index_revoke_superseded(ix, id, serial);
+        if (r < 0) {
+            goto out;
+        }
+    }
     r = exec(ix, "COMMIT");
 out:
     OPENSSL_free(c.der);

@@ -23,8 +23,11 @@
  * A certificate is "issued" (signed and recorded), then "delivered" (storage or the output
  * file written), or "superseded" (by a reissue), or "abandoned" (signed under an enroll
  * attempt that was interrupted or failed before delivery; its key was deleted). It stays
- * recorded either way. Columns for revocation (revoked_at, revocation_reason,
- * invalidity_date) exist and are NULL until revocation is implemented.
+ * recorded either way. Any certificate may also be revoked (prov_ca_index_revoke): a row of
+ * the revocation table and a hash-chained audit record; the certificate's own columns
+ * revoked_at, revocation_reason and invalidity_date are left NULL (the revocation table is the
+ * record). Revoking does not change the status: a revoked current certificate still blocks a
+ * new one for its serial unless that is a reissue.
  *
  * `enroll` (which has no batch journal) records an attempt before it generates a key: serial,
  * device, key id, storage. A running attempt holds a lock on its own byte (its id) of
@@ -71,6 +74,7 @@ struct prov_ca_record {
     const char *key_uri;    /* NULL when not known */
     long long attempt_id;   /* the enroll attempt it is issued under; 0: none */
     bool is_reissue;        /* supersede the serial's current certificate */
+    bool is_revoke_superseded; /* ...and record what it supersedes as revoked (superseded) */
 };
 
 /*
@@ -172,6 +176,48 @@ struct prov_ca_index_stats {
 
 int prov_ca_index_stats(struct prov_ca_index *ix, struct prov_ca_index_stats *out);
 void prov_ca_index_stats_clear(struct prov_ca_index_stats *s);
+
+/* A recorded revocation (RFC 5280 CRLReason code; times RFC 3339 UTC, "" when absent). */
+struct prov_ca_revocation {
+    char serial[72];          /* the device serial */
+    char cert_serial[72];     /* lower-case hex, as the index keeps it */
+    int reason;
+    char revoked_at[32];
+    char invalidity_date[32];
+    char revoked_by[64];
+};
+
+/*
+ * Records the revocation of serial's certificate: cert_serial (hex, any case, colons allowed)
+ * or, when NULL, the serial's current certificate. A revocation is final: the same
+ * certificate revoked again with the same reason is the same revocation (*is_new false, *out
+ * what is recorded); with another reason it is refused (PROV_ERR_ALREADY_ISSUED, exit 5,
+ * naming the recorded reason). No such serial or certificate: PROV_ERR_POLICY (exit 5),
+ * nothing recorded. invalidity_date: RFC 3339 UTC or NULL. by: who asked (the audit record).
+ */
+int prov_ca_index_revoke(struct prov_ca_index *ix, const char *serial, const char *cert_serial,
+                         int reason, const char *invalidity_date, const char *by,
+                         struct prov_ca_revocation *out, bool *is_new);
+
+/*
+ * Every revocation of a certificate issued under issuer (by the SHA-256 of its DER; rows
+ * imported without an issuer count as this CA's), oldest first. *out: array of *n, free().
+ */
+int prov_ca_index_revocations(struct prov_ca_index *ix, X509 *issuer,
+                              struct prov_ca_revocation **out, size_t *n);
+
+/*
+ * The next number of a CRL (RFC 5280 5.2.3): name "crl_number" (the intermediate's) or
+ * "root_crl_number"; incremented and committed before it is used, so numbers only grow.
+ */
+int prov_ca_index_next_crl_number(struct prov_ca_index *ix, const char *name, long long *out);
+
+/*
+ * The audit trail: *n records, and whether the hash chain verifies (*is_intact); *bad_seq is
+ * the first record that does not (0 when intact).
+ */
+int prov_ca_index_audit_verify(struct prov_ca_index *ix, long long *n, bool *is_intact,
+                               long long *bad_seq);
 
 /* SPKI SHA-256 of pub, lower-case hex (the batch journal's pubkey_sha256 too). */
 int prov_ca_index_spki_sha256(EVP_PKEY *pub, char out[65]);

@@ -14,6 +14,7 @@
 #include <openssl/x509v3.h>
 
 #include "chain.h"
+#include "crl.h"
 #include "csr.h"
 #include "error.h"
 
@@ -583,6 +584,17 @@ static int add_extensions(const struct prov_config *cfg, const struct prov_ca *c
         r = prov_fail_ossl(PROV_ERR_CRYPTO, "serial %s: cannot add subjectAltName", rq->serial);
     }
     GENERAL_NAMES_free(san);
+    /* The profile's crl_url, a template like the SANs (doc/revocation.md). */
+    if (r == 0 && pr->crl_url != NULL) {
+        struct prov_vars vars = request_vars(rq);
+        char *url = NULL;
+
+        r = prov_template_expand(pr->crl_url, &vars, &url);
+        if (r == 0) {
+            r = prov_crl_add_distribution_point(cert, url, pr->name);
+        }
+        free(url);
+    }
     return r;
 }
 
@@ -903,6 +915,7 @@ static int check_csr_names(X509_REQ *req, const struct prov_request *rq, X509 *c
 int prov_issue_certificate(const struct prov_config *cfg, const struct prov_ca *ca,
                            X509_REQ *req, const struct prov_request *rq, X509 **out)
 {
+    struct prov_ca_record record;
     enum prov_key_type ca_type;
     X509_NAME *subject = NULL;
     X509 *cert = NULL;
@@ -946,8 +959,10 @@ int prov_issue_certificate(const struct prov_config *cfg, const struct prov_ca *
         goto out;
     }
     /* The index's rules and the record, locked around the signing (ca_index.h). */
+    record = rq->record;
+    record.is_revoke_superseded = record.is_reissue && rq->profile->is_revoke_superseded;
     if (ca->index != NULL) {
-        r = prov_ca_index_begin(ca->index, rq->serial, &rq->record, X509_REQ_get0_pubkey(req));
+        r = prov_ca_index_begin(ca->index, rq->serial, &record, X509_REQ_get0_pubkey(req));
         if (r < 0) {
             goto out;
         }
@@ -965,7 +980,7 @@ int prov_issue_certificate(const struct prov_config *cfg, const struct prov_ca *
         goto out;
     }
     if (ca->index != NULL) {
-        r = prov_ca_index_record(ca->index, rq->serial, &rq->record, rq->profile->name, cert,
+        r = prov_ca_index_record(ca->index, rq->serial, &record, rq->profile->name, cert,
                                  ca->cert);
         if (r < 0) {
             goto out; /* signed but not recorded: never handed out */

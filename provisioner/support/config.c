@@ -28,12 +28,12 @@ static const char *const provisioner_keys[] = {
 static const char *const ca_keys[] = {
     "dir", "intermediate_key", "pin", "intermediate_key_type", "intermediate_subject",
     "intermediate_days", "root_config", "root_key", "root_key_pass", "root_cert",
-    "root_key_type", "root_days", NULL,
+    "root_key_type", "root_days", "crl_days", "root_crl_days", NULL,
 };
 
 static const char *const profile_keys[] = {
     "key", "allowed_keys", "days", "subject", "extensions",
-    "san_dns", "san_uri", "san_email", "san_ip", NULL,
+    "san_dns", "san_uri", "san_email", "san_ip", "crl_url", "revoke_superseded", NULL,
 };
 
 /* Section being read: the file name and section name go into every message. */
@@ -306,6 +306,24 @@ static int get_days(const struct section *s, const char *key, int *out)
     return 0;
 }
 
+static int get_bool(const struct section *s, const char *key, bool *out)
+{
+    const char *v = section_get(s, key);
+
+    if (v == NULL) {
+        return 0;
+    }
+    if (strcmp(v, "true") == 0 || strcmp(v, "yes") == 0) {
+        *out = true;
+    } else if (strcmp(v, "false") == 0 || strcmp(v, "no") == 0) {
+        *out = false;
+    } else {
+        return prov_fail(PROV_ERR_CONFIG, "%s: [%s] %s \"%s\": expected true or false",
+                         s->cfg->path, s->name, key, v);
+    }
+    return 0;
+}
+
 /* A TPM handle in hex (0x...) within [lo, hi]: persistent objects or NV indices. */
 static int get_tpm_handle(const struct section *s, const char *key, uint32_t lo, uint32_t hi,
                           uint32_t *out)
@@ -523,7 +541,9 @@ static int read_ca(struct prov_config *cfg)
         (r = get_pin_source(&s, "root_key_pass", &cfg->root_key_pass)) < 0 ||
         (r = get_path(&s, "root_cert", &cfg->root_cert)) < 0 ||
         (r = get_key_type(&s, "root_key_type", &cfg->root_key_type)) < 0 ||
-        (r = get_days(&s, "root_days", &cfg->root_days)) < 0) {
+        (r = get_days(&s, "root_days", &cfg->root_days)) < 0 ||
+        (r = get_days(&s, "crl_days", &cfg->crl_days)) < 0 ||
+        (r = get_days(&s, "root_crl_days", &cfg->root_crl_days)) < 0) {
         return r;
     }
     key = cfg->ca_key;
@@ -543,6 +563,7 @@ static void profile_clear(struct prov_profile *p)
     free(p->san_uri);
     free(p->san_email);
     free(p->san_ip);
+    free(p->crl_url);
     memset(p, 0, sizeof(*p));
 }
 
@@ -594,7 +615,9 @@ static int read_profile(struct prov_config *cfg, const char *section_name)
         (r = get_string(&s, "san_dns", &p->san_dns)) < 0 ||
         (r = get_string(&s, "san_uri", &p->san_uri)) < 0 ||
         (r = get_string(&s, "san_email", &p->san_email)) < 0 ||
-        (r = get_string(&s, "san_ip", &p->san_ip)) < 0) {
+        (r = get_string(&s, "san_ip", &p->san_ip)) < 0 ||
+        (r = get_string(&s, "crl_url", &p->crl_url)) < 0 ||
+        (r = get_bool(&s, "revoke_superseded", &p->is_revoke_superseded)) < 0) {
         return r;
     }
     if ((p->allowed_keys & PROV_KEY_BIT(p->key_type)) == 0) {
@@ -885,6 +908,8 @@ int prov_config_parse(const char *buf, size_t len, const char *name, const char 
     cfg->ca_days = 1825;
     cfg->root_key_type = PROV_KEY_EC_P384;
     cfg->root_days = 7300;
+    cfg->crl_days = 7;
+    cfg->root_crl_days = 90;
     if ((r = load_conf(buf ? buf : "", buf ? len : 0, cfg->path, &cfg->conf)) < 0 ||
         (r = read_provisioner(cfg)) < 0 || (r = read_ca(cfg)) < 0 ||
         (r = read_profiles(cfg)) < 0 || (r = check_sections(cfg, buf ? buf : "", buf ? len : 0)) < 0 ||

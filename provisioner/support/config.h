@@ -49,6 +49,9 @@ struct prov_profile {
     char *san_uri;
     char *san_email;
     char *san_ip;
+    char *crl_url;              /* crl_url = template: a CRL distribution point URI; NULL: none */
+    bool is_revoke_superseded;  /* revoke_superseded = true: a reissue records the certificate
+                                   it supersedes as revoked (superseded) */
 };
 
 /* The parent of the device storage directories when output_dir is not set. */
@@ -83,6 +86,8 @@ struct prov_config {
     char *root_cert;            /* root_cert = FILE: import an existing root (with root_key) */
     enum prov_key_type root_key_type; /* root_key_type = ec-p384 */
     int root_days;              /* root_days = 7300 */
+    int crl_days;               /* crl_days = 7: the intermediate's CRL nextUpdate */
+    int root_crl_days;          /* root_crl_days = 90: the root's CRL nextUpdate */
 
     struct prov_profile *profiles;
     size_t n_profiles;

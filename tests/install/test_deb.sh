@@ -66,7 +66,7 @@ for f in "$PROV_SOURCE_ROOT"/udev/*.rules; do
     want="$(pkg-config --variable=udevdir udev)/rules.d/$(basename "$f")"
     grep -qxF "$want" files-installed || fail "the package does not ship $want"
 done
-for f in "$PROV_SOURCE_ROOT"/udev/*.service; do
+for f in "$PROV_SOURCE_ROOT"/udev/*.service "$PROV_SOURCE_ROOT"/udev/*.timer; do
     [ -e "$f" ] || continue
     want="$(pkg-config --variable=systemdsystemunitdir systemd)/$(basename "$f")"
     grep -qxF "$want" files-installed || fail "the package does not ship $want"

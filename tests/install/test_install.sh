@@ -3,7 +3,7 @@
 #
 # `meson install --destdir` into a temporary root: every file lands where data/meson.build
 # and the pkg-config defaults say, nothing else is installed, every udev/*.rules and
-# udev/*.service in the source tree is installed (an explicit list in data/meson.build
+# udev/*.service and *.timer in the source tree is installed (an explicit list in data/meson.build
 # that a new file must be added to), and the installed binary and man pages work.
 . "$PROV_SOURCE_ROOT/tests/integration/lib.sh"
 it_setup
@@ -33,7 +33,7 @@ for f in "$PROV_SOURCE_ROOT"/udev/*.rules; do
     esac
     expect+=("$PROV_UDEVRULESDIR/$(basename "$f")")
 done
-for f in "$PROV_SOURCE_ROOT"/udev/*.service; do
+for f in "$PROV_SOURCE_ROOT"/udev/*.service "$PROV_SOURCE_ROOT"/udev/*.timer; do
     case " $PROV_INSTALLED_UNITS " in
     *" $(basename "$f") "*) ;;
     *) fail "udev/$(basename "$f") exists but is not installed: add it to systemd_units in data/meson.build" ;;

@@ -149,6 +149,18 @@ check_json station
 assert_eq "$(jq -r '"\(.serial) \(.status) \(.exit) \(.reason)"' "$PROV_OUT")" "SN-S1 issued 0 null" \
     "station --json"
 
+# revocation: SN-J1 revoked, then the CRLs, which ca show then reports
+prov 0 revoke SN-J1 --reason keyCompromise --invalidity-date 2026-01-01 --json
+check_json revoke
+assert_eq "$(jq -r '"\(.reason) \(.new) \(.invalidity_date)"' "$PROV_OUT")" \
+    "keyCompromise true 2026-01-01T00:00:00Z" "revoke --json"
+prov 0 ca crl --json
+check_json "ca crl"
+assert_eq "$(jq -r '"\(.crl_number) \(.revoked)"' "$PROV_OUT")" "1 1" "ca crl --json"
+prov 0 ca show --json
+check_json "ca show"
+assert_eq "$(jq -r '[.crls[].state] | join(",")' "$PROV_OUT")" ok,ok "ca show --json crls"
+
 # Every --json command prints its documented object when it fails too, carrying the error
 # (error set, exit = the exit status); the error line is still on stderr.
 json_failure() {
@@ -179,6 +191,10 @@ json_failure "lot signer" 5
 sed 's|^dir = ca|dir = no-such-ca|' provisioner.cnf >noca.cnf
 prov 1 --config noca.cnf ca show --json
 json_failure "ca show" 1
+prov 5 revoke SN-NO-SUCH --reason cessationOfOperation --json
+json_failure revoke 5
+prov 1 --config noca.cnf ca crl --json
+json_failure "ca crl" 1
 
 # the seed-style root: ca show has lint findings to show
 mkdir seed && cd seed

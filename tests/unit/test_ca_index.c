@@ -3,8 +3,9 @@
  * The CA index (provisioner/pki/ca_index.h) on a temp directory: the serial and key rules, the
  * same-lot exception (name and journal file), supersede links, a rolled-back issuance,
  * delivery, enroll attempts (claimed only when nobody holds them: two handles stand for two
- * processes), the import of issued-keys, the stats of `ca show`, and an index from a newer
- * tool refused.
+ * processes), the import of issued-keys, the stats of `ca show`, an index from a newer
+ * tool refused, one from version 1 brought up to date, and revocations (final, idempotent,
+ * audited, a reissue's superseded certificate revoked when asked) with the CRL numbers.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -23,6 +24,7 @@
 #include <sqlite3.h>
 
 #include "ca_index.h"
+#include "crl.h"
 #include "error.h"
 #include "test_pki.h"
 
@@ -144,12 +146,12 @@ static void test_created_private_with_schema(void **state)
     snprintf(path, sizeof(path), "%s/index.sqlite", f->dir);
     assert_int_equal(stat(path, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0600);
-    assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'schema_version'"), "1");
+    assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'schema_version'"), "2");
     assert_string_equal(query(f, "PRAGMA journal_mode"), "wal");
     prov_ca_index_close(ix);
     /* a second open finds the schema and changes nothing */
     ix = open_index(f);
-    assert_string_equal(query(f, "SELECT count(*) FROM meta"), "1");
+    assert_string_equal(query(f, "SELECT count(*) FROM meta"), "3"); /* version, CRL numbers */
     prov_ca_index_close(ix);
 }
 
@@ -409,7 +411,7 @@ static void test_newer_schema_refused(void **state)
     prov_ca_index_close(ix);
     snprintf(path, sizeof(path), "%s/index.sqlite", f->dir);
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "UPDATE meta SET value = '2' WHERE name = "
+    assert_int_equal(sqlite3_exec(db, "UPDATE meta SET value = '3' WHERE name = "
                                       "'schema_version'", NULL, NULL, NULL),
                      SQLITE_OK);
     sqlite3_close(db);
@@ -417,7 +419,155 @@ static void test_newer_schema_refused(void **state)
     prov_error_clear();
     assert_int_equal(prov_ca_index_open(f->dir, &ix), PROV_ERR_JOURNAL);
     assert_null(ix);
-    assert_message("schema version 2", "index.sqlite");
+    assert_message("schema version 3", "index.sqlite");
+}
+
+static int count_rows(struct fixture *f, const char *table)
+{
+    char sql[96];
+
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM %s", table);
+    return atoi(query(f, sql));
+}
+
+static void test_revoke(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_ca_index *ix = open_index(f);
+    struct prov_ca_record enroll = {.issued_by = "enroll"};
+    struct prov_ca_revocation rv;
+    struct prov_ca_revocation *list = NULL;
+    X509 *one = issue(f, ix, "SN-1", &enroll, 0);
+    X509 *two = issue(f, ix, "SN-2", &enroll, 0);
+    long long n = 0;
+    long long bad = 0;
+    bool is_new = false;
+    bool is_intact = false;
+    size_t n_list = 0;
+    sqlite3 *db = NULL;
+    char path[128];
+
+    /* the serial's current certificate, with an invalidity date */
+    assert_int_equal(prov_ca_index_revoke(ix, "SN-1", NULL, PROV_CRL_REASON_CESSATION_OF_OPERATION,
+                                          "2026-01-02T03:04:05Z", "tester", &rv, &is_new),
+                     0);
+    assert_true(is_new);
+    assert_string_equal(rv.cert_serial, "02");
+    assert_string_equal(query(f, "SELECT cert_serial || ' ' || reason || ' ' || invalidity_date"
+                                 " || ' ' || revoked_by FROM revocation"),
+                        "02 5 2026-01-02T03:04:05Z tester");
+    /* the same again is the same revocation */
+    assert_int_equal(prov_ca_index_revoke(ix, "SN-1", "0:2", PROV_CRL_REASON_CESSATION_OF_OPERATION,
+                                          NULL, "tester", &rv, &is_new),
+                     0);
+    assert_false(is_new);
+    assert_int_equal(count_rows(f, "revocation"), 1);
+    /* another reason is refused, naming what is recorded */
+    prov_error_clear();
+    assert_int_equal(prov_ca_index_revoke(ix, "SN-1", NULL, PROV_CRL_REASON_KEY_COMPROMISE, NULL,
+                                          "tester", &rv, &is_new),
+                     PROV_ERR_ALREADY_ISSUED);
+    assert_message("cessationOfOperation", "final");
+    /* unknown serial, another serial's certificate, a certificate nobody issued: nothing */
+    prov_error_clear();
+    assert_int_equal(prov_ca_index_revoke(ix, "SN-404", NULL, PROV_CRL_REASON_KEY_COMPROMISE,
+                                          NULL, "tester", &rv, &is_new),
+                     PROV_ERR_POLICY);
+    assert_message("SN-404", "nothing revoked");
+    assert_int_equal(prov_ca_index_revoke(ix, "SN-2", "02", PROV_CRL_REASON_KEY_COMPROMISE, NULL,
+                                          "tester", &rv, &is_new),
+                     PROV_ERR_POLICY);
+    assert_int_equal(prov_ca_index_revoke(ix, "SN-2", "7777", PROV_CRL_REASON_KEY_COMPROMISE,
+                                          NULL, "tester", &rv, &is_new),
+                     PROV_ERR_POLICY);
+    assert_int_equal(prov_ca_index_revoke(ix, "SN-2", "xyz", PROV_CRL_REASON_KEY_COMPROMISE, NULL,
+                                          "tester", &rv, &is_new),
+                     PROV_ERR_USAGE);
+    assert_int_equal(count_rows(f, "revocation"), 1);
+    assert_int_equal(count_rows(f, "audit"), 1);
+    /* what the CRL lists */
+    assert_int_equal(prov_ca_index_revocations(ix, f->ca_cert, &list, &n_list), 0);
+    assert_int_equal(n_list, 1);
+    assert_string_equal(list[0].serial, "SN-1");
+    assert_int_equal(list[0].reason, PROV_CRL_REASON_CESSATION_OF_OPERATION);
+    free(list);
+    /* the audit trail verifies, and a changed record does not */
+    assert_int_equal(prov_ca_index_revoke(ix, "SN-2", NULL, PROV_CRL_REASON_KEY_COMPROMISE, NULL,
+                                          "tester", &rv, &is_new),
+                     0);
+    assert_int_equal(prov_ca_index_audit_verify(ix, &n, &is_intact, &bad), 0);
+    assert_int_equal(n, 2);
+    assert_true(is_intact);
+    snprintf(path, sizeof(path), "%s/index.sqlite", f->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "UPDATE audit SET detail = 'reason=superseded' WHERE seq = 1",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(prov_ca_index_audit_verify(ix, &n, &is_intact, &bad), 0);
+    assert_false(is_intact);
+    assert_int_equal(bad, 1);
+    X509_free(one);
+    X509_free(two);
+    prov_ca_index_close(ix);
+}
+
+static void test_reissue_revokes_superseded(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_ca_index *ix = open_index(f);
+    struct prov_ca_record enroll = {.issued_by = "enroll"};
+    struct prov_ca_record plain = {.issued_by = "enroll", .is_reissue = true};
+    struct prov_ca_record revoking = {.issued_by = "enroll", .is_reissue = true,
+                                      .is_revoke_superseded = true};
+    X509 *certs[3];
+
+    certs[0] = issue(f, ix, "SN-R", &enroll, 0);
+    certs[1] = issue(f, ix, "SN-R", &plain, 0);
+    assert_int_equal(count_rows(f, "revocation"), 0);
+    certs[2] = issue(f, ix, "SN-R", &revoking, 0);
+    assert_string_equal(query(f, "SELECT cert_serial || ' ' || reason || ' ' || revoked_by"
+                                 " FROM revocation"),
+                        "03 4 reissue");
+    assert_string_equal(query(f, "SELECT event || ' ' || serial FROM audit"), "revoke SN-R");
+    for (int i = 0; i < 3; i++) {
+        X509_free(certs[i]);
+    }
+    prov_ca_index_close(ix);
+}
+
+/* An index of schema version 1 (before revocations) gets step 2 on open, its rows kept. */
+static void test_upgrade_from_v1(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_ca_index *ix = open_index(f);
+    struct prov_ca_record enroll = {.issued_by = "enroll"};
+    X509 *cert = issue(f, ix, "SN-U", &enroll, 0);
+    long long number = 0;
+    sqlite3 *db = NULL;
+    char path[128];
+
+    prov_ca_index_close(ix);
+    snprintf(path, sizeof(path), "%s/index.sqlite", f->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "DROP TABLE revocation; DROP TABLE audit;"
+                                      " DELETE FROM meta WHERE name LIKE '%crl_number';"
+                                      " UPDATE meta SET value = '1' WHERE name = 'schema_version'",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    ix = open_index(f);
+    assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'schema_version'"), "2");
+    assert_int_equal(count_rows(f, "certificate"), 1);
+    assert_int_equal(count_rows(f, "revocation"), 0);
+    assert_int_equal(prov_ca_index_next_crl_number(ix, "crl_number", &number), 0);
+    assert_int_equal(number, 1);
+    assert_int_equal(prov_ca_index_next_crl_number(ix, "crl_number", &number), 0);
+    assert_int_equal(number, 2);
+    assert_int_equal(prov_ca_index_next_crl_number(ix, "root_crl_number", &number), 0);
+    assert_int_equal(number, 1);
+    X509_free(cert);
+    prov_ca_index_close(ix);
 }
 
 int main(void)
@@ -432,6 +582,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_import_issued_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
         cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_revoke, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reissue_revokes_superseded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upgrade_from_v1, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

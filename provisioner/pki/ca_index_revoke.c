@@ -1,0 +1,520 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Revocations in the CA's index (ca_index.h): the revocation table, the CRL numbers and the
+ * index's audit trail, whose records are hash-chained as the batch journal's are
+ * (factory/journal_audit.c): sha256 = SHA-256(prev_sha256 || seq || at || event || serial ||
+ * cert_serial || detail), each text prefixed by its 32-bit length; the first record's
+ * prev_sha256 is 64 zeros.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+
+#include "ca_index_internal.h"
+#include "crl.h"
+#include "error.h"
+
+#define ZERO_HASH "0000000000000000000000000000000000000000000000000000000000000000"
+
+static int db_fail(struct prov_ca_index *ix, const char *what)
+{
+    return prov_fail(PROV_ERR_JOURNAL, "CA index %s: %s: %s", prov_ca_index_path(ix), what,
+                     sqlite3_errmsg(prov_ca_index_db(ix)));
+}
+
+static int prepare(struct prov_ca_index *ix, const char *sql, sqlite3_stmt **st)
+{
+    return sqlite3_prepare_v2(prov_ca_index_db(ix), sql, -1, st, NULL) == SQLITE_OK
+               ? 0
+               : db_fail(ix, "cannot prepare");
+}
+
+static void copy_col(sqlite3_stmt *st, int i, char *out, size_t cap)
+{
+    const unsigned char *t = sqlite3_column_text(st, i);
+
+    snprintf(out, cap, "%s", t != NULL ? (const char *)t : "");
+}
+
+static void put_be(unsigned char *out, uint64_t v, int n)
+{
+    for (int i = n - 1; i >= 0; i--) {
+        out[i] = (unsigned char)(v & 0xff);
+        v >>= 8;
+    }
+}
+
+static int audit_hash(const char *prev_hex, long long seq, const char *const text[5], char out[65])
+{
+    static const char digits[] = "0123456789abcdef";
+    unsigned char prev[32];
+    unsigned char num[8];
+    unsigned char md[32];
+    unsigned int md_len = 0;
+    EVP_MD_CTX *ctx;
+    int ok;
+
+    for (int i = 0; i < 32; i++) {
+        unsigned int b = 0;
+
+        if (strlen(prev_hex) != 64 || sscanf(prev_hex + 2 * i, "%2x", &b) != 1) {
+            return PROV_ERR_VERIFY;
+        }
+        prev[i] = (unsigned char)b;
+    }
+    ctx = EVP_MD_CTX_new();
+    put_be(num, (uint64_t)seq, 8);
+    ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+         EVP_DigestUpdate(ctx, prev, sizeof(prev)) == 1 &&
+         EVP_DigestUpdate(ctx, num, sizeof(num)) == 1;
+    for (int i = 0; i < 5 && ok; i++) {
+        size_t len = strlen(text[i]);
+
+        put_be(num, len, 4);
+        ok = EVP_DigestUpdate(ctx, num, 4) == 1 && EVP_DigestUpdate(ctx, text[i], len) == 1;
+    }
+    ok = ok && EVP_DigestFinal_ex(ctx, md, &md_len) == 1 && md_len == 32;
+    EVP_MD_CTX_free(ctx);
+    if (!ok) {
+        return prov_fail_ossl(PROV_ERR_CRYPTO, "CA index audit: SHA-256 failed");
+    }
+    for (int i = 0; i < 32; i++) {
+        out[2 * i] = digits[md[i] >> 4];
+        out[2 * i + 1] = digits[md[i] & 15];
+    }
+    out[64] = '\0';
+    return 0;
+}
+
+/* Appends one audit record; inside the caller's transaction. */
+static int audit_append(struct prov_ca_index *ix, const char *at, const char *event,
+                        const char *serial, const char *cert_serial, const char *detail)
+{
+    const char *text[5] = {at, event, serial, cert_serial, detail};
+    sqlite3_stmt *st = NULL;
+    char prev[65] = ZERO_HASH;
+    char hash[65];
+    long long seq = 1;
+    int rc;
+    int r;
+
+    r = prepare(ix, "SELECT seq, sha256 FROM audit ORDER BY seq DESC LIMIT 1", &st);
+    if (r < 0) {
+        return r;
+    }
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        seq = sqlite3_column_int64(st, 0) + 1;
+        copy_col(st, 1, prev, sizeof(prev));
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        return db_fail(ix, "reading the audit trail");
+    }
+    r = audit_hash(prev, seq, text, hash);
+    if (r < 0) {
+        return r == PROV_ERR_VERIFY ? db_fail(ix, "the audit trail's last hash is not SHA-256")
+                                    : r;
+    }
+    r = prepare(ix,
+                "INSERT INTO audit(seq, at, event, serial, cert_serial, detail, prev_sha256,"
+                " sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                &st);
+    if (r < 0) {
+        return r;
+    }
+    sqlite3_bind_int64(st, 1, seq);
+    for (int i = 0; i < 5; i++) {
+        sqlite3_bind_text(st, i + 2, text[i], -1, SQLITE_STATIC);
+    }
+    sqlite3_bind_text(st, 7, prev, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 8, hash, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : db_fail(ix, "cannot append to the audit trail");
+}
+
+/* Inserts the revocation row and its audit record; inside the caller's transaction. */
+static int insert_revocation(struct prov_ca_index *ix, const struct prov_ca_revocation *rv)
+{
+    sqlite3_stmt *st = NULL;
+    char detail[256];
+    int rc;
+    int r;
+
+    r = prepare(ix,
+                "INSERT INTO revocation(cert_serial, reason, revoked_at, invalidity_date,"
+                " revoked_by) VALUES (?, ?, ?, ?, ?)",
+                &st);
+    if (r < 0) {
+        return r;
+    }
+    sqlite3_bind_text(st, 1, rv->cert_serial, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, rv->reason);
+    sqlite3_bind_text(st, 3, rv->revoked_at, -1, SQLITE_STATIC);
+    if (rv->invalidity_date[0] != '\0') {
+        sqlite3_bind_text(st, 4, rv->invalidity_date, -1, SQLITE_STATIC);
+    }
+    sqlite3_bind_text(st, 5, rv->revoked_by, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        return db_fail(ix, "cannot record the revocation");
+    }
+    snprintf(detail, sizeof(detail), "reason=%s invalidity_date=%s by=%s",
+             prov_crl_reason_name(rv->reason),
+             rv->invalidity_date[0] ? rv->invalidity_date : "-", rv->revoked_by);
+    return audit_append(ix, rv->revoked_at, "revoke", rv->serial, rv->cert_serial, detail);
+}
+
+/* "0A:1b:..." -> "0a1b...": the index's form of a certificate serial. */
+static int normalize_hex(const char *in, char *out, size_t cap)
+{
+    size_t n = 0;
+
+    for (const char *p = in; *p != '\0'; p++) {
+        if (*p == ':') {
+            continue;
+        }
+        if (strchr("0123456789abcdefABCDEF", *p) == NULL || n + 1 >= cap) {
+            return PROV_ERR_USAGE;
+        }
+        out[n++] = (char)(*p >= 'A' && *p <= 'F' ? *p - 'A' + 'a' : *p);
+    }
+    out[n] = '\0';
+    return n > 0 ? 0 : PROV_ERR_USAGE;
+}
+
+/* The certificate to revoke: rv->serial's current one, or cert_serial (which must be its). */
+static int find_certificate(struct prov_ca_index *ix, const char *serial, const char *cert_serial,
+                            struct prov_ca_revocation *rv)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+    int r;
+
+    if (cert_serial != NULL) {
+        r = prepare(ix, "SELECT serial, cert_serial FROM certificate WHERE cert_serial = ?", &st);
+        if (r == 0) {
+            sqlite3_bind_text(st, 1, rv->cert_serial, -1, SQLITE_STATIC);
+        }
+    } else {
+        r = prepare(ix,
+                    "SELECT serial, cert_serial FROM certificate WHERE serial = ? AND status IN"
+                    " ('issued', 'delivered') ORDER BY id DESC LIMIT 1",
+                    &st);
+        if (r == 0) {
+            sqlite3_bind_text(st, 1, serial, -1, SQLITE_STATIC);
+        }
+    }
+    if (r < 0) {
+        return r;
+    }
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        copy_col(st, 0, rv->serial, sizeof(rv->serial));
+        copy_col(st, 1, rv->cert_serial, sizeof(rv->cert_serial));
+    }
+    sqlite3_finalize(st);
+    if (rc == SQLITE_DONE && cert_serial != NULL) {
+        return prov_fail(PROV_ERR_POLICY, "serial %s: no certificate %s in %s; nothing revoked",
+                         serial, rv->cert_serial, prov_ca_index_path(ix));
+    }
+    if (rc == SQLITE_DONE) {
+        return prov_fail(PROV_ERR_POLICY,
+                         "serial %s: no current certificate in %s (unknown serial, or every "
+                         "certificate superseded or abandoned: name one with --cert-serial); "
+                         "nothing revoked",
+                         serial, prov_ca_index_path(ix));
+    }
+    if (rc != SQLITE_ROW) {
+        return db_fail(ix, "reading the certificate");
+    }
+    if (strcmp(rv->serial, serial) != 0) {
+        return prov_fail(PROV_ERR_POLICY,
+                         "certificate %s was issued for serial %s, not %s; nothing revoked",
+                         rv->cert_serial, rv->serial, serial);
+    }
+    return 0;
+}
+
+/* The recorded revocation of rv->cert_serial into rv: SQLITE_ROW, SQLITE_DONE or an error. */
+static int read_revocation(struct prov_ca_index *ix, struct prov_ca_revocation *rv)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+    int r;
+
+    r = prepare(ix,
+                "SELECT reason, revoked_at, invalidity_date, revoked_by FROM revocation"
+                " WHERE cert_serial = ?",
+                &st);
+    if (r < 0) {
+        return r;
+    }
+    sqlite3_bind_text(st, 1, rv->cert_serial, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        rv->reason = sqlite3_column_int(st, 0);
+        copy_col(st, 1, rv->revoked_at, sizeof(rv->revoked_at));
+        copy_col(st, 2, rv->invalidity_date, sizeof(rv->invalidity_date));
+        copy_col(st, 3, rv->revoked_by, sizeof(rv->revoked_by));
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? rc : db_fail(ix, "reading the revocation");
+}
+
+static int revoke_locked(struct prov_ca_index *ix, const char *serial, const char *cert_serial,
+                         int reason, const char *invalidity_date, const char *by,
+                         struct prov_ca_revocation *out, bool *is_new)
+{
+    struct prov_ca_revocation rv = {0};
+    int r;
+
+    if (cert_serial != NULL &&
+        normalize_hex(cert_serial, rv.cert_serial, sizeof(rv.cert_serial)) < 0) {
+        return prov_fail(PROV_ERR_USAGE, "--cert-serial \"%s\": not a hex serial", cert_serial);
+    }
+    r = find_certificate(ix, serial, cert_serial, &rv);
+    if (r < 0) {
+        return r;
+    }
+    *out = rv;
+    r = read_revocation(ix, out);
+    if (r == SQLITE_ROW && out->reason == reason) {
+        return 0; /* the same revocation: recorded already */
+    }
+    if (r == SQLITE_ROW) {
+        return prov_fail(PROV_ERR_ALREADY_ISSUED,
+                         "serial %s: certificate %s is already revoked with reason %s (at %s by "
+                         "%s); a revocation is final, its reason is not changed",
+                         serial, out->cert_serial, prov_crl_reason_name(out->reason),
+                         out->revoked_at, out->revoked_by);
+    }
+    if (r < 0) {
+        return r;
+    }
+    rv.reason = reason;
+    prov_ca_index_now_text(rv.revoked_at, sizeof(rv.revoked_at));
+    snprintf(rv.invalidity_date, sizeof(rv.invalidity_date), "%s",
+             invalidity_date ? invalidity_date : "");
+    snprintf(rv.revoked_by, sizeof(rv.revoked_by), "%s", by ? by : "unknown");
+    r = insert_revocation(ix, &rv);
+    if (r == 0) {
+        *out = rv;
+        *is_new = true;
+    }
+    return r;
+}
+
+int prov_ca_index_revoke(struct prov_ca_index *ix, const char *serial, const char *cert_serial,
+                         int reason, const char *invalidity_date, const char *by,
+                         struct prov_ca_revocation *out, bool *is_new)
+{
+    sqlite3 *db = prov_ca_index_db(ix);
+    int r;
+
+    memset(out, 0, sizeof(*out));
+    *is_new = false;
+    prov_ca_index_lock(ix);
+    r = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK
+            ? 0
+            : db_fail(ix, "cannot begin");
+    if (r == 0) {
+        r = revoke_locked(ix, serial, cert_serial, reason, invalidity_date, by, out, is_new);
+        if (r == 0 && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+            r = db_fail(ix, "cannot commit the revocation");
+        }
+        if (r < 0) {
+            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+            *is_new = false;
+        }
+    }
+    prov_ca_index_unlock(ix);
+    return r;
+}
+
+int prov_ca_index_revoke_superseded(struct prov_ca_index *ix, long long new_id, const char *serial)
+{
+    struct prov_ca_revocation *list = NULL;
+    sqlite3_stmt *st = NULL;
+    size_t n = 0;
+    int rc;
+    int r;
+
+    r = prepare(ix,
+                "SELECT cert_serial FROM certificate WHERE superseded_by = ? AND cert_serial NOT IN"
+                " (SELECT cert_serial FROM revocation)",
+                &st);
+    if (r < 0) {
+        return r;
+    }
+    sqlite3_bind_int64(st, 1, new_id);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct prov_ca_revocation *grown = realloc(list, (n + 1) * sizeof(*list));
+
+        if (grown == NULL) {
+            rc = SQLITE_NOMEM;
+            break;
+        }
+        list = grown;
+        memset(&list[n], 0, sizeof(list[n]));
+        snprintf(list[n].serial, sizeof(list[n].serial), "%s", serial);
+        copy_col(st, 0, list[n].cert_serial, sizeof(list[n].cert_serial));
+        n++;
+    }
+    sqlite3_finalize(st);
+    r = rc == SQLITE_DONE ? 0 : db_fail(ix, "reading the superseded certificates");
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        list[i].reason = PROV_CRL_REASON_SUPERSEDED;
+        prov_ca_index_now_text(list[i].revoked_at, sizeof(list[i].revoked_at));
+        snprintf(list[i].revoked_by, sizeof(list[i].revoked_by), "reissue");
+        r = insert_revocation(ix, &list[i]);
+    }
+    free(list);
+    return r;
+}
+
+int prov_ca_index_revocations(struct prov_ca_index *ix, X509 *issuer,
+                              struct prov_ca_revocation **out, size_t *n)
+{
+    struct prov_ca_revocation *list = NULL;
+    sqlite3_stmt *st = NULL;
+    unsigned char md[32];
+    unsigned int md_len = 0;
+    char issuer_hex[65];
+    size_t count = 0;
+    int rc = SQLITE_ERROR;
+    int r;
+
+    *out = NULL;
+    *n = 0;
+    if (X509_digest(issuer, EVP_sha256(), md, &md_len) != 1 || md_len != 32) {
+        return prov_fail_ossl(PROV_ERR_CRYPTO, "CA index: cannot hash the issuer");
+    }
+    for (unsigned int i = 0; i < md_len; i++) {
+        snprintf(issuer_hex + 2 * i, 3, "%02x", md[i]);
+    }
+    prov_ca_index_lock(ix);
+    r = prepare(ix,
+                "SELECT c.serial, r.cert_serial, r.reason, r.revoked_at, r.invalidity_date,"
+                " r.revoked_by FROM revocation r JOIN certificate c USING (cert_serial)"
+                " WHERE c.issuer_sha256 = ? OR c.issuer_sha256 IS NULL ORDER BY r.rowid",
+                &st);
+    if (r == 0) {
+        sqlite3_bind_text(st, 1, issuer_hex, -1, SQLITE_STATIC);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            struct prov_ca_revocation *grown = realloc(list, (count + 1) * sizeof(*list));
+
+            if (grown == NULL) {
+                rc = SQLITE_NOMEM;
+                break;
+            }
+            list = grown;
+            memset(&list[count], 0, sizeof(list[count]));
+            copy_col(st, 0, list[count].serial, sizeof(list[count].serial));
+            copy_col(st, 1, list[count].cert_serial, sizeof(list[count].cert_serial));
+            list[count].reason = sqlite3_column_int(st, 2);
+            copy_col(st, 3, list[count].revoked_at, sizeof(list[count].revoked_at));
+            copy_col(st, 4, list[count].invalidity_date, sizeof(list[count].invalidity_date));
+            copy_col(st, 5, list[count].revoked_by, sizeof(list[count].revoked_by));
+            count++;
+        }
+        r = rc == SQLITE_DONE ? 0 : db_fail(ix, "reading the revocations");
+        sqlite3_finalize(st);
+    }
+    prov_ca_index_unlock(ix);
+    if (r < 0) {
+        free(list);
+        return r;
+    }
+    *out = list;
+    *n = count;
+    return 0;
+}
+
+int prov_ca_index_next_crl_number(struct prov_ca_index *ix, const char *name, long long *out)
+{
+    sqlite3 *db = prov_ca_index_db(ix);
+    sqlite3_stmt *st = NULL;
+    int rc = SQLITE_ERROR;
+    int r;
+
+    *out = 0;
+    prov_ca_index_lock(ix);
+    r = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK
+            ? 0
+            : db_fail(ix, "cannot begin");
+    if (r == 0) {
+        r = prepare(ix,
+                    "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE name = ?"
+                    " RETURNING CAST(value AS INTEGER)",
+                    &st);
+    }
+    if (r == 0) {
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            *out = sqlite3_column_int64(st, 0);
+            rc = sqlite3_step(st);
+        }
+        sqlite3_finalize(st);
+        r = rc == SQLITE_DONE && *out > 0 ? 0 : db_fail(ix, "cannot count the CRL number");
+    }
+    if (r == 0 && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        r = db_fail(ix, "cannot commit the CRL number");
+    }
+    if (r < 0) {
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        *out = 0;
+    }
+    prov_ca_index_unlock(ix);
+    return r;
+}
+
+int prov_ca_index_audit_verify(struct prov_ca_index *ix, long long *n, bool *is_intact,
+                               long long *bad_seq)
+{
+    sqlite3_stmt *st = NULL;
+    char prev[65] = ZERO_HASH;
+    int rc = SQLITE_ERROR;
+    int r;
+
+    *n = 0;
+    *is_intact = true;
+    *bad_seq = 0;
+    prov_ca_index_lock(ix);
+    r = prepare(ix,
+                "SELECT seq, at, event, serial, cert_serial, detail, prev_sha256, sha256 FROM"
+                " audit ORDER BY seq",
+                &st);
+    while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *text[5];
+        char hash[65];
+        long long seq = sqlite3_column_int64(st, 0);
+
+        for (int i = 0; i < 5; i++) {
+            const unsigned char *t = sqlite3_column_text(st, i + 1);
+
+            text[i] = t != NULL ? (const char *)t : "";
+        }
+        (*n)++;
+        if (*is_intact &&
+            (seq != *n || strcmp((const char *)sqlite3_column_text(st, 6), prev) != 0 ||
+             audit_hash(prev, seq, text, hash) < 0 ||
+             strcmp(hash, (const char *)sqlite3_column_text(st, 7)) != 0)) {
+            *is_intact = false;
+            *bad_seq = seq;
+        }
+        copy_col(st, 7, prev, sizeof(prev));
+    }
+    if (r == 0) {
+        r = rc == SQLITE_DONE ? 0 : db_fail(ix, "reading the audit trail");
+    }
+    sqlite3_finalize(st);
+    prov_ca_index_unlock(ix);
+    return r;
+}
