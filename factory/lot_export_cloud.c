@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/x509.h>
 
@@ -25,11 +26,15 @@ static json_object *ref(const char *name)
     return o;
 }
 
-/* The device template: a thing named by the serial, the existing certificate, activated. */
+/*
+ * The device template: a thing named by the serial and the device's existing certificate,
+ * activated. The certificate is given by CertificatePem alone: its CA is registered first
+ * (register-ca-certificate.json), and AWS IoT wants CACertificatePem only to choose between
+ * several registered CAs with the same subject (doc/export.md).
+ */
 static json_object *aws_template(void)
 {
-    static const char *const params[] = {"ThingName", "SerialNumber", "CertificatePem",
-                                         "CACertificatePem"};
+    static const char *const params[] = {"ThingName", "SerialNumber", "CertificatePem"};
     json_object *t = json_object_new_object();
     json_object *p = json_object_new_object();
     json_object *res = json_object_new_object();
@@ -51,7 +56,6 @@ static json_object *aws_template(void)
     json_object_object_add(thing, "Type", json_object_new_string("AWS::IoT::Thing"));
     json_object_object_add(thing, "Properties", tprops);
     json_object_object_add(cprops, "CertificatePem", ref("CertificatePem"));
-    json_object_object_add(cprops, "CACertificatePem", ref("CACertificatePem"));
     json_object_object_add(cprops, "Status", json_object_new_string("ACTIVE"));
     json_object_object_add(cert, "Type", json_object_new_string("AWS::IoT::Certificate"));
     json_object_object_add(cert, "Properties", cprops);
@@ -78,6 +82,15 @@ static json_object *aws_register_ca(const char *ca_pem)
     return o;
 }
 
+/* An AWS IoT thing name (CreateThing): 1 to 128 of letters, digits, ':', '_' and '-'. */
+static bool is_thing_name(const char *s)
+{
+    size_t n = strlen(s);
+
+    return n >= 1 && n <= 128 &&
+           strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:_-") == n;
+}
+
 int lot_build_aws(const struct lot_input *in, struct prov_lot_bundle *b)
 {
     char *ca_pem = NULL;
@@ -86,6 +99,15 @@ int lot_build_aws(const struct lot_input *in, struct prov_lot_bundle *b)
     FILE *f = NULL;
     int r;
 
+    /* Every thing name first: a refused lot builds nothing. */
+    for (size_t i = 0; i < in->n; i++) {
+        if (!is_thing_name(in->devices[i].serial)) {
+            return prov_fail(PROV_ERR_POLICY,
+                             "serial %s: not usable as an AWS IoT thing name (letters, digits, "
+                             ": _ -, at most 128)",
+                             in->devices[i].serial);
+        }
+    }
     r = lot_cert_pem(sk_X509_value(in->chain, 0), &ca_pem);
     if (r < 0) {
         return r;
@@ -95,14 +117,14 @@ int lot_build_aws(const struct lot_input *in, struct prov_lot_bundle *b)
         free(ca_pem);
         return PROV_ERR_NOMEM;
     }
-    /* One line per device: the template's parameter values (newline-delimited JSON). */
+    /* One line per device: the template's parameter values (newline-delimited JSON), no more:
+     * the CA goes to register-ca-certificate.json. */
     for (size_t i = 0; i < in->n; i++) {
         json_object *o = json_object_new_object();
 
         json_object_object_add(o, "ThingName", json_object_new_string(in->devices[i].serial));
         json_object_object_add(o, "SerialNumber", json_object_new_string(in->devices[i].serial));
         json_object_object_add(o, "CertificatePem", json_object_new_string(in->devices[i].pem));
-        json_object_object_add(o, "CACertificatePem", json_object_new_string(ca_pem));
         fprintf(f, "%s\n",
                 json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
                                                       JSON_C_TO_STRING_NOSLASHESCAPE));
@@ -166,12 +188,58 @@ static int subject_cn(const struct lot_device *d, char *buf, size_t len)
     return 0;
 }
 
+struct dps_id {
+    char cn[129];
+    const char *serial;
+};
+
+static int dps_id_cmp(const void *a, const void *b)
+{
+    return strcasecmp(((const struct dps_id *)a)->cn, ((const struct dps_id *)b)->cn);
+}
+
+/*
+ * Every device's registration id, in device order, after checking that each is one and that
+ * no two devices share one (DPS compares ids without case, and each names a file).
+ */
+static int dps_ids(const struct lot_input *in, struct dps_id **out)
+{
+    struct dps_id *ids = calloc(in->n ? in->n : 1, sizeof(*ids));
+    struct dps_id *sorted = calloc(in->n ? in->n : 1, sizeof(*sorted));
+    int r = ids != NULL && sorted != NULL ? 0 : PROV_ERR_NOMEM;
+
+    for (size_t i = 0; r == 0 && i < in->n; i++) {
+        r = subject_cn(&in->devices[i], ids[i].cn, sizeof(ids[i].cn));
+        ids[i].serial = in->devices[i].serial;
+    }
+    if (r == 0 && in->n > 1) {
+        memcpy(sorted, ids, in->n * sizeof(*ids));
+        qsort(sorted, in->n, sizeof(*sorted), dps_id_cmp);
+        for (size_t i = 1; i < in->n; i++) {
+            if (dps_id_cmp(&sorted[i - 1], &sorted[i]) == 0) {
+                r = prov_fail(PROV_ERR_POLICY,
+                              "serials %s and %s: one DPS registration id, their certificates' "
+                              "CN %s (compared without case)",
+                              sorted[i - 1].serial, sorted[i].serial, sorted[i].cn);
+                break;
+            }
+        }
+    }
+    free(sorted);
+    if (r < 0) {
+        free(ids);
+        ids = NULL;
+    }
+    *out = ids;
+    return r;
+}
+
 int lot_build_azure_dps(const struct lot_input *in, struct prov_lot_bundle *b)
 {
+    struct dps_id *ids = NULL;
     json_object *g = NULL;
     char *ca_pem = NULL;
     char *name = NULL;
-    char cn[256];
     int r;
 
     if (!is_dps_id(in->lot)) {
@@ -180,8 +248,12 @@ int lot_build_azure_dps(const struct lot_input *in, struct prov_lot_bundle *b)
                          "- . _ :, at most 128)",
                          in->lot);
     }
-    r = lot_cert_pem(sk_X509_value(in->chain, 0), &ca_pem);
+    r = dps_ids(in, &ids);
+    if (r == 0) {
+        r = lot_cert_pem(sk_X509_value(in->chain, 0), &ca_pem);
+    }
     if (r < 0) {
+        free(ids);
         return r;
     }
     g = json_object_new_object();
@@ -191,12 +263,9 @@ int lot_build_azure_dps(const struct lot_input *in, struct prov_lot_bundle *b)
     r = lot_bundle_add_json(b, "enrollment-group.json", g);
     for (size_t i = 0; r == 0 && i < in->n; i++) {
         const struct lot_device *d = &in->devices[i];
+        const char *cn = ids[i].cn;
         json_object *e;
 
-        r = subject_cn(d, cn, sizeof(cn));
-        if (r < 0) {
-            break;
-        }
         e = json_object_new_object();
         json_object_object_add(e, "registrationId", json_object_new_string(cn));
         json_object_object_add(e, "deviceId", json_object_new_string(d->serial));
@@ -210,6 +279,7 @@ int lot_build_azure_dps(const struct lot_input *in, struct prov_lot_bundle *b)
         r = lot_bundle_add_json(b, name, e);
         free(name);
     }
+    free(ids);
     free(ca_pem);
     return r;
 }

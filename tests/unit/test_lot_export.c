@@ -16,6 +16,9 @@
 
 #include <cmocka.h>
 
+#include <json-c/json.h>
+#include <openssl/pem.h>
+
 #include "error.h"
 #include "journal.h"
 #include "lot_export.h"
@@ -86,6 +89,8 @@ struct fixture {
     char dir[64];
     char path[128];
     EVP_PKEY *keys[5];
+    struct prov_config cfg; /* ca_dir only: the cloud formats read its chain.pem */
+    struct prov_ca ca;
 };
 
 static int setup(void **state)
@@ -97,6 +102,14 @@ static int setup(void **state)
     snprintf(f->path, sizeof(f->path), "%s/j.sqlite", f->dir);
     for (int i = 0; i < 5; i++) {
         f->keys[i] = test_pki_ec_key("P-256");
+    }
+    test_pki_small_ca(&f->ca);
+    f->cfg.ca_dir = f->dir;
+    {
+        char chain[160];
+
+        snprintf(chain, sizeof(chain), "%s/chain.pem", f->dir);
+        test_pki_write_pem(chain, f->ca.cert, f->ca.root);
     }
     *state = f;
     return 0;
@@ -110,18 +123,20 @@ static int teardown(void **state)
     for (int i = 0; i < 5; i++) {
         EVP_PKEY_free(f->keys[i]);
     }
+    test_pki_small_ca_free(&f->ca);
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
     assert_int_equal(system(cmd), 0);
     free(f);
     return 0;
 }
 
-/* Walks serial to `last` (intent, issued, stored, proven; failed after issued). */
-static void walk(struct prov_journal *j, long long lot, const char *serial, int id,
-                 EVP_PKEY *key, const char *last)
+/* Walks serial, its certificate's CN cn, to `last` (intent, issued, stored, proven; failed
+ * after issued). */
+static void walk_cn(struct prov_journal *j, long long lot, const char *serial, const char *cn,
+                    int id, EVP_PKEY *key, const char *last)
 {
     unsigned char kid[16] = {(unsigned char)id};
-    X509 *c = test_pki_self_signed(serial, 100 + id, key);
+    X509 *c = test_pki_self_signed(cn, 100 + id, key);
 
     assert_int_equal(prov_journal_record_intent(j, lot, serial, "pkcs11:token=t", "d", kid, 16), 0);
     if (strcmp(last, "intent") != 0) {
@@ -137,6 +152,13 @@ static void walk(struct prov_journal *j, long long lot, const char *serial, int 
         assert_int_equal(prov_journal_record_proven(j, lot, serial), 0);
     }
     X509_free(c);
+}
+
+/* walk_cn with the serial as the CN. */
+static void walk(struct prov_journal *j, long long lot, const char *serial, int id,
+                 EVP_PKEY *key, const char *last)
+{
+    walk_cn(j, lot, serial, serial, id, key, last);
 }
 
 /* A lot "lot,1" with a row in each state; the journal is closed again. */
@@ -240,6 +262,126 @@ static void test_unknown_lot(void **state)
     prov_error_clear();
 }
 
+/* A lot of two proven rows, serials s1 and s2 with CNs cn1 and cn2 (keys k, k + 1). */
+static void make_pair(struct fixture *f, const char *name, int k, const char *s1,
+                      const char *cn1, const char *s2, const char *cn2)
+{
+    struct prov_journal *j = NULL;
+    long long lot = 0;
+
+    assert_int_equal(prov_journal_open(f->path, true, &j), 0);
+    assert_int_equal(prov_journal_lot(j, name, "p.csv", &lot), 0);
+    walk_cn(j, lot, s1, cn1, k + 1, f->keys[k], "proven");
+    walk_cn(j, lot, s2, cn2, k + 2, f->keys[k + 1], "proven");
+    prov_journal_close(j);
+}
+
+/* cert as PEM text (malloc'd). */
+static char *pem_of(X509 *cert)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    char *p = NULL;
+    long len;
+    char *out;
+
+    assert_int_equal(PEM_write_bio_X509(bio, cert), 1);
+    len = BIO_get_mem_data(bio, &p);
+    out = strndup(p, (size_t)len);
+    BIO_free(bio);
+    return out;
+}
+
+static const struct prov_lot_file *bundle_file(const struct prov_lot_bundle *b, const char *name)
+{
+    for (size_t i = 0; i < b->n_files; i++) {
+        if (strcmp(b->files[i].name, name) == 0) {
+            return &b->files[i];
+        }
+    }
+    fail_msg("no file %s in the bundle", name);
+    return NULL;
+}
+
+/*
+ * AWS bulk registration (doc/export.md): each line holds the template's parameters only, the
+ * device's thing name, serial and certificate; the CA certificate is registered on its own
+ * (register-ca-certificate.json), not repeated in every line.
+ */
+static void test_aws_lines(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_lot_export_opts o = {.lot = "aws-1", .journal = f->path, .format = PROV_LOT_AWS};
+    struct prov_lot_bundle b;
+    const struct prov_lot_file *lines;
+    const struct prov_lot_file *tpl;
+    json_object *line;
+    json_object *ca;
+    char *inter_pem = pem_of(f->ca.cert);
+
+    make_pair(f, "aws-1", 0, "SN-1", "SN-1", "SN_2:x", "SN_2:x");
+    assert_int_equal(prov_lot_export_build(&f->cfg, &o, &b), 0);
+    assert_int_equal(b.n_files, 3);
+    lines = bundle_file(&b, "bulk-registration.jsonl");
+    line = json_tokener_parse(lines->data); /* the first line */
+    assert_non_null(line);
+    assert_int_equal(json_object_object_length(line), 3);
+    assert_string_equal(json_object_get_string(json_object_object_get(line, "ThingName")), "SN-1");
+    assert_string_equal(json_object_get_string(json_object_object_get(line, "SerialNumber")),
+                        "SN-1");
+    assert_non_null(json_object_object_get(line, "CertificatePem"));
+    json_object_put(line);
+    assert_null(strstr(lines->data, "CACertificatePem"));
+    tpl = bundle_file(&b, "provisioning-template.json");
+    assert_null(strstr(tpl->data, "CACertificatePem"));
+    ca = json_tokener_parse(bundle_file(&b, "register-ca-certificate.json")->data);
+    assert_string_equal(json_object_get_string(json_object_object_get(ca, "caCertificate")),
+                        inter_pem);
+    json_object_put(ca);
+    prov_lot_bundle_clear(&b);
+    free(inter_pem);
+}
+
+/* A serial that is no AWS thing name is refused before anything is built (exit 5). */
+static void test_aws_bad_thing_name(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_lot_export_opts o = {.lot = "aws-2", .journal = f->path, .format = PROV_LOT_AWS};
+    struct prov_lot_bundle b;
+
+    make_pair(f, "aws-2", 0, "SN-1", "SN-1", "SN.2", "SN.2");
+    prov_error_clear();
+    assert_int_equal(prov_lot_export_build(&f->cfg, &o, &b), PROV_ERR_POLICY);
+    assert_non_null(strstr(prov_error_message(), "serial SN.2"));
+    assert_non_null(strstr(prov_error_message(), "thing name"));
+    assert_int_equal(b.n_files, 0);
+    prov_error_clear();
+}
+
+/* Two devices with one DPS registration id (the CN, compared without case): refused. */
+static void test_dps_duplicate_id(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_lot_export_opts o = {.lot = "dps-1", .journal = f->path,
+                                     .format = PROV_LOT_AZURE_DPS};
+    struct prov_lot_bundle b;
+
+    make_pair(f, "dps-1", 0, "SN-1", "device-a", "SN-2", "Device-A");
+    prov_error_clear();
+    assert_int_equal(prov_lot_export_build(&f->cfg, &o, &b), PROV_ERR_POLICY);
+    assert_non_null(strstr(prov_error_message(), "SN-1"));
+    assert_non_null(strstr(prov_error_message(), "SN-2"));
+    assert_non_null(strstr(prov_error_message(), "registration id"));
+    assert_int_equal(b.n_files, 0);
+    prov_error_clear();
+    /* distinct CNs: one enrollment each */
+    make_pair(f, "dps-2", 2, "SN-3", "device-a", "SN-4", "device-b");
+    o.lot = "dps-2";
+    assert_int_equal(prov_lot_export_build(&f->cfg, &o, &b), 0);
+    assert_int_equal(b.n_files, 3);
+    assert_non_null(bundle_file(&b, "enrollments/device-b.json"));
+    prov_lot_bundle_clear(&b);
+}
+
 static void add_file(struct prov_lot_bundle *b, const char *name, const char *data)
 {
     b->files = realloc(b->files, (b->n_files + 1) * sizeof(*b->files));
@@ -314,6 +456,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rows_by_state, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_lot, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_dir, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_aws_lines, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_aws_bad_thing_name, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dps_duplicate_id, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
