@@ -88,12 +88,16 @@ static int ca_init(int argc, char **argv)
     return rc;
 }
 
+/* NULL when the certificate's facts cannot be read (the error is set). */
 static json_object *cert_json(X509 *cert, const char *role)
 {
     struct prov_cert_facts f;
-    json_object *o = json_object_new_object();
+    json_object *o;
 
-    prov_cert_facts(cert, &f);
+    if (prov_cert_facts(cert, &f) < 0) {
+        return NULL;
+    }
+    o = json_object_new_object();
     json_object_object_add(o, "role", json_object_new_string(role));
     json_object_object_add(o, "subject", json_object_new_string(f.subject));
     json_object_object_add(o, "issuer", json_object_new_string(f.issuer));
@@ -265,11 +269,18 @@ static int ca_show(int argc, char **argv)
     json_object_object_add(root, "root_key",
                            cfg->root_key ? json_object_new_string(cfg->root_key) : NULL);
     n = sk_X509_num(ca->chain);
-    for (int i = 0; i < n; i++) {
-        json_object_array_add(certs, cert_json(sk_X509_value(ca->chain, i),
-                                               i == n - 1 ? "root" : "intermediate"));
-    }
     json_object_object_add(root, "chain", certs);
+    for (int i = 0; i < n; i++) {
+        json_object *cj = cert_json(sk_X509_value(ca->chain, i),
+                                    i == n - 1 ? "root" : "intermediate");
+
+        if (cj == NULL) {
+            json_object_put(lint);
+            rc = cli_fail_json(PROV_ERR_INPUT, "ca show", as_json, show_failed_json(cfg));
+            goto out;
+        }
+        json_object_array_add(certs, cj);
+    }
     for (size_t i = 0; i < rep.n; i++) {
         json_object *f = json_object_new_object();
 

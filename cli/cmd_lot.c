@@ -187,25 +187,23 @@ static const struct option lot_signer_opts[] = {
     {NULL, 0, NULL, 0},
 };
 
-static json_object *signer_json(X509 *cert, const char *ca_dir)
+/* f NULL (a failure): every field there, empty. */
+static json_object *signer_json(const struct prov_cert_facts *facts, const char *ca_dir)
 {
+    static const struct prov_cert_facts none;
+    const struct prov_cert_facts *f = facts != NULL ? facts : &none;
     json_object *j = json_object_new_object();
-    struct prov_cert_facts f;
     char *path = NULL;
 
     if (asprintf(&path, "%s/" PROV_LOT_SIGNER_CERT, ca_dir) < 0) {
         path = NULL;
     }
     json_object_object_add(j, "certificate", json_object_new_string(path ? path : ""));
-    memset(&f, 0, sizeof(f)); /* a failure: every field there, empty */
-    if (cert != NULL) {
-        prov_cert_facts(cert, &f);
-    }
-    json_object_object_add(j, "subject", json_object_new_string(f.subject));
-    json_object_object_add(j, "issuer", json_object_new_string(f.issuer));
-    json_object_object_add(j, "serial", json_object_new_string(f.serial_hex));
-    json_object_object_add(j, "sha256", json_object_new_string(f.sha256_hex));
-    json_object_object_add(j, "not_after", json_object_new_string(f.not_after));
+    json_object_object_add(j, "subject", json_object_new_string(f->subject));
+    json_object_object_add(j, "issuer", json_object_new_string(f->issuer));
+    json_object_object_add(j, "serial", json_object_new_string(f->serial_hex));
+    json_object_object_add(j, "sha256", json_object_new_string(f->sha256_hex));
+    json_object_object_add(j, "not_after", json_object_new_string(f->not_after));
     free(path);
     return j;
 }
@@ -213,6 +211,7 @@ static json_object *signer_json(X509 *cert, const char *ca_dir)
 static int lot_signer(int argc, char **argv)
 {
     struct prov_config *cfg = NULL;
+    struct prov_cert_facts facts;
     X509 *cert = NULL;
     bool force = false;
     bool as_json = false;
@@ -239,10 +238,13 @@ static int lot_signer(int argc, char **argv)
     }
     prov_error_clear();
     r = prov_lot_signer_create(cfg, force, &cert);
+    if (r == 0 && as_json) {
+        r = prov_cert_facts(cert, &facts);
+    }
     if (r < 0) {
         rc = cli_fail_json(r, "lot signer", as_json, signer_json(NULL, cfg->ca_dir));
     } else if (as_json) {
-        json_object *j = signer_json(cert, cfg->ca_dir);
+        json_object *j = signer_json(&facts, cfg->ca_dir);
 
         json_object_object_add(j, "error", NULL);
         json_object_object_add(j, "exit", json_object_new_int(PROV_EXIT_OK));

@@ -389,8 +389,14 @@ static int build_record(const struct prov_config *cfg, const struct lot_input *i
     if (r < 0) {
         return r;
     }
-    prov_cert_facts(prov_lot_signer_cert(s), &signer);
-    prov_cert_facts(sk_X509_value(in->chain, 0), &inter);
+    r = prov_cert_facts(prov_lot_signer_cert(s), &signer);
+    if (r == 0) {
+        r = prov_cert_facts(sk_X509_value(in->chain, 0), &inter);
+    }
+    if (r < 0) {
+        prov_lot_signer_close(s);
+        return r;
+    }
     rfc3339_now(created, sizeof(created));
     o = json_object_new_object();
     json_object_object_add(o, "format", json_object_new_string("provisioner-lot-record/1"));
@@ -553,11 +559,51 @@ static char *without_slashes(const char *path)
     return p;
 }
 
+/* The topmost of dir and its ancestors that does not exist yet (malloc'd), NULL if dir does. */
+static char *first_missing(const char *dir)
+{
+    char *top = NULL;
+    char *p = strdup(dir);
+    struct stat st;
+
+    while (p != NULL && p[0] != '\0' && stat(p, &st) != 0 && errno == ENOENT) {
+        char *slash = strrchr(p, '/');
+
+        free(top);
+        top = strdup(p);
+        if (slash == NULL || slash == p) {
+            break;
+        }
+        *slash = '\0';
+    }
+    free(p);
+    return top;
+}
+
+/* Removes dir and its ancestors up to top, which a failed export made (empty by then). */
+static void remove_made(const char *dir, const char *top)
+{
+    char *p = strdup(dir);
+    size_t n = top != NULL ? strlen(top) : 0;
+
+    while (top != NULL && p != NULL && strncmp(p, top, n) == 0 && strlen(p) >= n) {
+        char *slash = strrchr(p, '/');
+
+        rmdir(p);
+        if (strlen(p) == n || slash == NULL) {
+            break;
+        }
+        *slash = '\0';
+    }
+    free(p);
+}
+
 static int write_dir(const struct prov_lot_bundle *b, const char *dir)
 {
     char *output = without_slashes(dir);
     char *parent_buf = output ? strdup(output) : NULL;
     const char *parent;
+    char *made = NULL;
     char *tmp = NULL;
     int r;
 
@@ -567,7 +613,9 @@ static int write_dir(const struct prov_lot_bundle *b, const char *dir)
         return PROV_ERR_NOMEM;
     }
     parent = dirname(parent_buf);
-    /* The directory it goes into may be new, as a storage directory's parents may be. */
+    /* The directory it goes into may be new, as a storage directory's parents may be; a
+     * failure removes those it made (doc/export.md, "How it is written"). */
+    made = first_missing(parent);
     r = prov_storage_mkdirs(parent);
     if (r < 0) {
         goto out;
@@ -592,6 +640,10 @@ static int write_dir(const struct prov_lot_bundle *b, const char *dir)
         remove_tree(tmp, b);
     }
 out:
+    if (r < 0) {
+        remove_made(parent, made);
+    }
+    free(made);
     free(tmp);
     free(parent_buf);
     free(output);

@@ -165,8 +165,9 @@ int prov_check_identity_connect(const struct prov_config *cfg, const char *dir,
         note(res, "%s", prov_error_message() ? prov_error_message() : "storage incomplete");
     }
     prov_error_clear();
-    if (s->cert != NULL) {
-        prov_cert_facts(s->cert, &res->facts);
+    if (s->cert != NULL && prov_cert_facts(s->cert, &res->facts) < 0) {
+        note(res, "%s/client.crt: %s", dir, prov_error_message());
+        prov_error_clear();
     }
     res->serial = s->serial ? strdup(s->serial) : NULL;
     res->key_uri = s->key_uri ? strdup(s->key_uri) : NULL;

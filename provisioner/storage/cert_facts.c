@@ -146,6 +146,7 @@ int prov_cert_facts(X509 *cert, struct prov_cert_facts *f)
     }
     prov_hex_encode(ASN1_STRING_get0_data(serial), (size_t)n, f->serial_hex);
     if (!X509_digest(cert, EVP_sha256(), md, &md_len) || md_len != 32) {
+        memset(f, 0, sizeof(*f));
         return prov_fail_ossl(PROV_ERR_CRYPTO, "certificate: cannot hash");
     }
     prov_hex_encode(md, md_len, f->sha256_hex);
@@ -153,6 +154,7 @@ int prov_cert_facts(X509 *cert, struct prov_cert_facts *f)
         (r = rfc3339(X509_get0_notAfter(cert), f->not_after, sizeof(f->not_after))) < 0 ||
         (r = name_line(X509_get_issuer_name(cert), f->issuer, sizeof(f->issuer))) < 0 ||
         (r = name_line(X509_get_subject_name(cert), f->subject, sizeof(f->subject))) < 0) {
+        memset(f, 0, sizeof(*f));
         return r;
     }
     kept_facts_put(cert, f);

@@ -13,6 +13,11 @@ struct prov_cert_facts {
     char issuer[512];            /* RFC 2253 one-line */
     char subject[512];
 };
-int prov_cert_facts(X509 *cert, struct prov_cert_facts *f);
+/*
+ * Fills f from cert. PROV_ERR_INPUT (no certificate, a serial number that is missing,
+ * negative or longer than 32 bytes), PROV_ERR_CRYPTO, or a date's or name's error; f is then
+ * all empty strings. The result must be used: a caller that ignores it prints empty facts.
+ */
+int prov_cert_facts(X509 *cert, struct prov_cert_facts *f) __attribute__((warn_unused_result));
 
 #endif

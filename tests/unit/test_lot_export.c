@@ -445,6 +445,19 @@ static void test_write_dir(void **state)
     prov_error_clear();
     assert_int_equal(stat(out, &st), -1);
     assert_int_equal(count_prefixed(f->dir, "broken"), 0);
+    /* the same into parents it had to make: those go too */
+    snprintf(out, sizeof(out), "%s/made/for/broken", f->dir);
+    assert_int_equal(prov_lot_export_write(&b, true, out), PROV_ERR_STORAGE);
+    prov_error_clear();
+    assert_int_equal(count_prefixed(f->dir, "made"), 0);
+    /* a parent that was there before stays */
+    snprintf(path, sizeof(path), "%s/kept", f->dir);
+    assert_int_equal(mkdir(path, 0755), 0);
+    snprintf(out, sizeof(out), "%s/kept/made/broken", f->dir);
+    assert_int_equal(prov_lot_export_write(&b, true, out), PROV_ERR_STORAGE);
+    prov_error_clear();
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(count_prefixed(path, ""), 0);
     prov_lot_bundle_clear(&b);
 }
 
