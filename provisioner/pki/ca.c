@@ -42,12 +42,40 @@ struct ca_key {
     const char *file;  /* the key file, for a file key */
 };
 
+void prov_ca_token_key_free(EVP_PKEY *pkey, struct prov_key *key, struct prov_device *dev)
+{
+    EVP_PKEY_free(pkey);
+    prov_key_free(key);
+    prov_device_close(dev);
+}
+
 static void ca_key_clear(struct ca_key *k)
 {
-    EVP_PKEY_free(k->pkey);
-    prov_key_free(k->key);
-    prov_device_close(k->dev);
+    prov_ca_token_key_free(k->pkey, k->key, k->dev);
     memset(k, 0, sizeof(*k));
+}
+
+int prov_ca_token_keygen(struct prov_device *dev, enum prov_key_type type, const char *label,
+                         const unsigned char *id, size_t id_len, const char *what,
+                         struct prov_key **out)
+{
+    struct prov_keygen_params kp = {.type = type, .label = label, .id = id, .id_len = id_len};
+    struct prov_key *key = NULL;
+    int r;
+
+    *out = NULL;
+    r = dev->ops->generate_key(dev, &kp, &key);
+    if (r < 0) {
+        return r;
+    }
+    r = prov_check_key_protection(key, what);
+    if (r < 0) {
+        dev->ops->delete_key(dev, key); /* the check's error is what the caller reports */
+        prov_key_free(key);
+        return r;
+    }
+    *out = key;
+    return 0;
 }
 
 int prov_ca_lint(X509 *cert, const char *what)
@@ -115,7 +143,6 @@ static int hsm_generate(const struct prov_config *cfg, const char *uri, const ch
     size_t id_len = sizeof(id);
     char *label = NULL;
     struct prov_key *old = NULL;
-    struct prov_keygen_params kp;
     int r;
 
     r = key_uri_label_id(uri, &label, id, &id_len);
@@ -142,16 +169,11 @@ static int hsm_generate(const struct prov_config *cfg, const char *uri, const ch
         goto out;
     }
     prov_error_clear();
-    kp = (struct prov_keygen_params){.type = type, .label = label, .id = id, .id_len = id_len};
-    r = k->dev->ops->generate_key(k->dev, &kp, &k->key);
+    r = prov_ca_token_keygen(k->dev, type, label, id, id_len, what, &k->key);
     if (r < 0) {
         goto out;
     }
     k->is_generated = true;
-    r = prov_check_key_protection(k->key, what);
-    if (r < 0) {
-        goto out;
-    }
     r = prov_signer_pkey(k->key, &k->pkey);
     k->type = type;
 out:
@@ -961,9 +983,7 @@ void prov_ca_close(struct prov_ca *ca)
         return;
     }
     prov_ca_index_close(ca->index);
-    EVP_PKEY_free(ca->key);
-    prov_key_free(ca->hsm_key);
-    prov_device_close(ca->dev);
+    prov_ca_token_key_free(ca->key, ca->hsm_key, ca->dev);
     sk_X509_pop_free(ca->chain, X509_free);
     free(ca);
 }

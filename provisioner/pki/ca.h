@@ -33,6 +33,20 @@ int prov_ca_open(const struct prov_config *cfg, bool with_key, struct prov_ca **
 void prov_ca_close(struct prov_ca *ca);
 
 /*
+ * Generates a key of type inside the CA token dev (logged in), with label and id, and checks
+ * it has the protection every key the tool makes has (sensitive, never extractable; see
+ * doc/keys.md), naming it `what` in errors. A key that fails the check is deleted again. Every
+ * key made in the CA token goes through here: ca init's, the lot signer's (lot_signer.c).
+ */
+int prov_ca_token_keygen(struct prov_device *dev, enum prov_key_type type, const char *label,
+                         const unsigned char *id, size_t id_len, const char *what,
+                         struct prov_key **out);
+
+/* Releases an open CA-token key: its signer, the key, then the token session (each may be
+ * NULL). */
+void prov_ca_token_key_free(EVP_PKEY *pkey, struct prov_key *key, struct prov_device *dev);
+
+/*
  * The root key, to sign the root's CRL (crl.c): the key of [ca] root_key, in its token (the
  * CA token's lock held while it is opened, as prov_ca_open does) or its encrypted PEM file
  * ([ca] root_key_pass), checked against the root certificate. Errors as for ca init's; a

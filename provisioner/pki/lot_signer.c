@@ -218,31 +218,48 @@ out:
     return r;
 }
 
-/* The existing lot signer key: refused without force, deleted with it. */
-static int clear_old_key(struct prov_device *dev, const char *uri, bool force)
+/*
+ * The existing lot signer key, if any: refused without force; with it, *old is the key to
+ * delete once its successor is in place (NULL when there is none).
+ */
+static int find_old_key(struct prov_device *dev, const char *uri, bool force,
+                        struct prov_key **old)
 {
-    struct prov_key *old = NULL;
-    int r = dev->ops->find_key(dev, uri, &old);
+    int r = dev->ops->find_key(dev, uri, old);
 
     if (r == PROV_ERR_NOT_FOUND) {
         prov_error_clear();
+        *old = NULL;
         return 0;
     }
     if (r == 0 && !force) {
         r = prov_fail(PROV_ERR_ALREADY_ISSUED,
                       "lot signer %s: a key already exists on %s (use --force to replace it)",
                       uri, dev->name);
-    } else if (r == 0) {
-        r = dev->ops->delete_key(dev, old);
     }
-    prov_key_free(old);
+    if (r < 0) {
+        prov_key_free(*old);
+        *old = NULL;
+    }
     return r;
+}
+
+/* The replaced key, once the new lot signer is complete; a failure leaves both, and says so. */
+static void delete_old_key(struct prov_device *dev, struct prov_key *old)
+{
+    if (old != NULL && dev->ops->delete_key(dev, old) < 0) {
+        prov_warn("lot signer: the new key and certificate are in place, but the old key %s "
+                  "could not be removed from %s (%s); remove it by its id before the next "
+                  "--force",
+                  old->uri, dev->name, prov_error_message());
+        prov_error_clear();
+    }
 }
 
 int prov_lot_signer_create(const struct prov_config *cfg, bool force, X509 **out)
 {
     unsigned char id[LOT_SIGNER_ID_BYTES];
-    struct prov_keygen_params kp = {0};
+    struct prov_key *old = NULL;
     struct prov_key *key = NULL;
     struct prov_ca *ca = NULL;
     bool is_generated = false;
@@ -258,7 +275,7 @@ int prov_lot_signer_create(const struct prov_config *cfg, bool force, X509 **out
         r = prov_ca_open(cfg, true, &ca);
     }
     if (r == 0) {
-        r = clear_old_key(ca->dev, uri, force);
+        r = find_old_key(ca->dev, uri, force, &old);
     }
     if (r < 0) {
         goto out;
@@ -267,21 +284,17 @@ int prov_lot_signer_create(const struct prov_config *cfg, bool force, X509 **out
         r = prov_fail_ossl(PROV_ERR_CRYPTO, "lot signer: no randomness for the key id");
         goto out;
     }
-    kp = (struct prov_keygen_params){.type = ca->hsm_key->type == PROV_KEY_EC_P384
-                                                 ? PROV_KEY_EC_P384
-                                                 : PROV_KEY_EC_P256,
-                                     .label = PROV_LOT_SIGNER_LABEL,
-                                     .id = id,
-                                     .id_len = sizeof(id)};
-    r = ca->dev->ops->generate_key(ca->dev, &kp, &key);
+    /* The new key first, next to the old one (its own random id): the old key goes only once
+     * the new one is certified and written, so a failure leaves the lot signer there was. */
+    r = prov_ca_token_keygen(ca->dev,
+                             ca->hsm_key->type == PROV_KEY_EC_P384 ? PROV_KEY_EC_P384
+                                                                   : PROV_KEY_EC_P256,
+                             PROV_LOT_SIGNER_LABEL, id, sizeof(id), "lot signer key", &key);
     if (r < 0) {
         goto out;
     }
     is_generated = true;
-    r = prov_check_key_protection(key, "lot signer key");
-    if (r == 0) {
-        r = build_cert(ca, key->pub, &cert);
-    }
+    r = build_cert(ca, key->pub, &cert);
     if (r == 0) {
         r = issue_recorded(ca, force, cert);
     }
@@ -294,6 +307,9 @@ int prov_lot_signer_create(const struct prov_config *cfg, bool force, X509 **out
     if (r == 0) {
         r = prov_ca_index_delivered(ca->index, cert);
     }
+    if (r == 0) {
+        delete_old_key(ca->dev, old);
+    }
     if (r == 0 && out != NULL) {
         *out = cert;
         cert = NULL;
@@ -304,9 +320,8 @@ out:
         ca->dev->ops->delete_key(ca->dev, key);
     }
     X509_free(cert);
-    if (key != NULL) {
-        prov_key_free(key);
-    }
+    prov_key_free(key);
+    prov_key_free(old);
     prov_ca_close(ca);
     free(uri);
     return r;
@@ -427,9 +442,7 @@ void prov_lot_signer_close(struct prov_lot_signer *s)
     if (s == NULL) {
         return;
     }
-    EVP_PKEY_free(s->pkey);
-    prov_key_free(s->key);
-    prov_device_close(s->dev);
+    prov_ca_token_key_free(s->pkey, s->key, s->dev);
     X509_free(s->cert);
     sk_X509_pop_free(s->chain, X509_free);
     free(s);

@@ -7,7 +7,8 @@
 # - `lot signer` makes a key in the CA token (sensitive, never extractable, signing only,
 #   label lot-signer, not the intermediate's key) and a certificate the intermediate issued
 #   with keyUsage digitalSignature only, passing `openssl verify -x509_strict`; the CA index
-#   records it; a second run is refused (5) and --force replaces key and certificate;
+#   records it; a second run is refused (5) and --force replaces key and certificate; a
+#   --force that fails after making the new key keeps the old one, which still signs;
 # - the record lists every exported device with the facts of its certificate in storage and
 #   verifies with the commands doc/export.md gives (openssl alone), signed by the lot signer;
 # - one byte changed in the payload, in the signature or in the lot signer's certificate,
@@ -130,6 +131,21 @@ make_server_ca other-ca
 if verify_record rec other-ca/ca.crt; then
     fail "the record verifies under another root"
 fi
+
+# ---- a --force that fails after making its new key leaves the old lot signer working: the
+# new key is made first and the old one removed only once the new certificate is written
+# (here the write fails: lot-signer.crt is a non-empty directory the rename cannot replace)
+cur=$(fingerprint ca/lot-signer.crt)
+mv ca/lot-signer.crt signer-kept.crt
+mkdir -p ca/lot-signer.crt/in-the-way
+prov 6 lot signer --force
+assert_one_error "lot-signer.crt"
+rm -r ca/lot-signer.crt
+mv signer-kept.crt ca/lot-signer.crt
+assert_eq "$(token_count provisioner-ca "$CA_PIN_VALUE" privkey)" 3 "the failed --force removed its new key"
+prov 0 lot export LOT-IT-1 --format record --journal "$JOURNAL" --output rec-after
+verify_record rec-after || fail "the old lot signer no longer signs: $(cat rec-after.verify.log)"
+assert_eq "$(fingerprint rec-after.signer.pem)" "$cur" "signed by the old lot signer"
 
 # ---- a record is refused when the lot signer's key is gone from the token
 p11 provisioner-ca "$CA_PIN_VALUE" --delete-object --type privkey --label lot-signer >log/del.log 2>&1 ||
