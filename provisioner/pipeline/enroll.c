@@ -216,6 +216,16 @@ int prov_install(const struct prov_config *cfg, struct prov_issuer *is,
         }
         goto out;
     }
+    /* an identity already in the storage first, as every flow that writes storage does */
+    {
+        char *dir = NULL;
+
+        r = prov_step_check_no_identity(cfg, p->storage_dir, p->serial, p->reissue, &dir);
+        free(dir);
+        if (r < 0) {
+            goto out;
+        }
+    }
     if ((p->server_ca_path ? p->server_ca_path : cfg->server_ca) == NULL) {
         r = prov_fail(PROV_ERR_CONFIG, "serial %s: no server CA bundle (--server-ca or "
                       "[provisioner] server_ca)", p->serial);

@@ -134,24 +134,33 @@ static int check_request(const struct prov_config *cfg, const struct prov_enroll
     return 0;
 }
 
+int prov_step_check_no_identity(const struct prov_config *cfg, const char *storage_dir,
+                                const char *serial, bool reissue, char **dir)
+{
+    *dir = prov_storage_dir_for(cfg, storage_dir, NULL, serial);
+    if (*dir == NULL) {
+        return PROV_ERR_NOMEM;
+    }
+    if (!reissue && prov_storage_has_identity(*dir)) {
+        return prov_fail(PROV_ERR_ALREADY_ISSUED,
+                         "serial %s: %s already holds an identity (use --reissue to certify "
+                         "this device again)",
+                         serial, *dir);
+    }
+    return 0;
+}
+
 /* The storage directory, and what an identity already there means for this request. */
 static int plan_storage_dir(const struct prov_config *cfg, const struct prov_enroll_params *p,
                             struct prov_enroll_plan *plan)
 {
-    plan->dir = prov_storage_dir_for(cfg, p->storage_dir, NULL, p->req.serial);
-    if (plan->dir == NULL) {
-        return PROV_ERR_NOMEM;
-    }
-    if (prov_storage_has_identity(plan->dir)) {
-        if (!p->reissue) {
-            return prov_fail(PROV_ERR_ALREADY_ISSUED,
-                             "serial %s: %s already holds an identity (use --reissue to certify "
-                             "this device again)",
-                             p->req.serial, plan->dir);
-        }
+    int r = prov_step_check_no_identity(cfg, p->storage_dir, p->req.serial, p->reissue,
+                                        &plan->dir);
+
+    if (r == 0 && prov_storage_has_identity(plan->dir)) {
         prov_step_read_old_identity(plan->dir, p->req.serial, &plan->old_uri, &plan->old_pub);
     }
-    return 0;
+    return r;
 }
 
 void prov_step_read_old_identity(const char *dir, const char *serial, char **uri, EVP_PKEY **pub)

@@ -116,6 +116,17 @@ int prov_step_plan(const struct prov_config *cfg, struct prov_issuer *is,
                    const struct prov_enroll_params *p, struct prov_enroll_plan *plan);
 
 /*
+ * The storage directory of serial (storage_dir as given, else the configured layout:
+ * prov_storage_dir_for) into *dir (malloc'd), refused with PROV_ERR_ALREADY_ISSUED when it
+ * already holds an identity and reissue is false. Cheap (a stat or two) and the first check
+ * of a flow that writes storage: enroll's plan and install run it before anything costly or
+ * irreversible (opening the device, a key, a certificate), so an identity already there is
+ * reported as such (exit 5) whatever else is wrong with the request.
+ */
+int prov_step_check_no_identity(const struct prov_config *cfg, const char *storage_dir,
+                                const char *serial, bool reissue, char **dir);
+
+/*
  * plan's storage probe: the directory must exist or be creatable and accept a new file (the
  * real write is still checked); *created says it was made here.
  */

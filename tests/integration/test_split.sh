@@ -43,6 +43,16 @@ prov 0 install --serial SN-SPLIT-A --device pkcs11:token=dev-split-a \
 assert_grep "$PROV_OUT" '^SN-SPLIT-A installed ' "install result line"
 assert_device_identity SN-SPLIT-A dev-split-a "$WORK/devices/SN-SPLIT-A" ec-p256
 
+# ---- install onto storage that already holds an identity: refused as such (exit 5) first,
+# before the other checks and before the device is opened (prov_step_check_no_identity).
+# Here the config names no server CA bundle, which would be exit 2 if it were checked first.
+grep -v '^server_ca' "$PROVISIONER_CONFIG" >"$WORK/no-server-ca.cnf"
+before=$(tree_digest "$WORK/devices/SN-SPLIT-A")
+prov 5 --config "$WORK/no-server-ca.cnf" install --serial SN-SPLIT-A \
+    --device pkcs11:token=dev-split-a --cert "$WORK/xfer/SN-SPLIT-A.pem"
+assert_one_error "SN-SPLIT-A" "already holds an identity"
+assert_eq "$(tree_digest "$WORK/devices/SN-SPLIT-A")" "$before" "storage after a refused install"
+
 # ---- device B: station-chosen CN and SAN override the CSR, storage elsewhere, server CA file
 prov 0 csr --serial SN-SPLIT-B --device pkcs11:token=dev-split-b --key ec-p384 \
     --pin "file:$WORK/device.pin" --out "$WORK/xfer/SN-SPLIT-B.csr"
