@@ -15,35 +15,6 @@
 #include "log.h"
 #include "storage.h"
 
-static void usage(FILE *f)
-{
-    fprintf(f, "Usage: provisioner ca init [--force] [--strict]\n"
-               "       provisioner ca show [--json]\n"
-               "       provisioner ca crl [--json]\n\n"
-               "ca init creates the root CA (new, with its key in a PKCS#11 token or an encrypted\n"
-               "PEM file, or imported from [ca] root_cert + root_key) and an intermediate CA whose\n"
-               "key is generated inside the HSM token named by [ca] intermediate_key. It writes\n"
-               "root.crt, intermediate.crt and chain.pem (intermediate then root) into [ca] dir.\n"
-               "  --force   replace an existing CA directory and existing CA keys\n"
-               "  --strict  refuse a root config that strict verifiers reject (exit 5)\n\n"
-               "ca show prints the chain, the key locations, validity, lint findings and the CA\n"
-               "index (<dir>/index.sqlite): certificates issued, delivered, superseded and\n"
-               "abandoned, and every one not delivered, by serial; it warns when a CRL is\n"
-               "expired or within 48 hours (or half its lifetime) of its nextUpdate.\n"
-               "  --json    machine-readable output\n\n"
-               "ca crl signs the intermediate's CRL with its key in the HSM (every revocation\n"
-               "in the index; nextUpdate [ca] crl_days ahead) and the root's CRL with the root\n"
-               "key (root_crl_days), then writes intermediate.crl, root.crl (DER), their .pem\n"
-               "forms and crl-chain.pem (both) into [ca] dir, each atomically. The CA token\n"
-               "absent: exit 4, no file changed.\n"
-               "  --json    machine-readable output\n");
-}
-
-void cmd_ca_usage(FILE *f)
-{
-    usage(f);
-}
-
 static const struct option ca_init_opts[] = {
     {"force", no_argument, NULL, 'f'},
     {"strict", no_argument, NULL, 's'},
@@ -64,8 +35,8 @@ static int ca_init(int argc, char **argv)
         switch (c) {
         case 'f': o.force = true; break;
         case 's': o.strict = true; break;
-        case 'h': usage(stdout); return PROV_EXIT_OK;
-        default: usage(stderr); return PROV_EXIT_USAGE;
+        case 'h': cmd_ca_usage(stdout); return PROV_EXIT_OK;
+        default: cmd_ca_usage(stderr); return PROV_EXIT_USAGE;
         }
     }
     if (optind != argc) {
@@ -215,8 +186,8 @@ static int ca_show(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "h", ca_show_opts, NULL)) != -1) {
         switch (c) {
         case 'j': as_json = true; break;
-        case 'h': usage(stdout); return PROV_EXIT_OK;
-        default: usage(stderr); return PROV_EXIT_USAGE;
+        case 'h': cmd_ca_usage(stdout); return PROV_EXIT_OK;
+        default: cmd_ca_usage(stderr); return PROV_EXIT_USAGE;
         }
     }
     if (optind != argc) {
@@ -347,10 +318,10 @@ int cmd_ca(int argc, char **argv)
         return cmd_ca_crl(argc - 1, argv + 1);
     }
     if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-        usage(stdout);
+        cmd_ca_usage(stdout);
         return PROV_EXIT_OK;
     }
-    usage(stderr);
+    cmd_ca_usage(stderr);
     return PROV_EXIT_USAGE;
 }
 

@@ -16,7 +16,7 @@
 #include <openssl/sha.h>
 #include <sqlite3.h>
 
-#include "ca_index_internal.h"
+#include "ca_index_handle.h"
 #include "error.h"
 #include "hex.h"
 #include "log.h"

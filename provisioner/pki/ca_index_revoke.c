@@ -13,8 +13,8 @@
 
 #include <openssl/evp.h>
 
-#include "ca_index_internal.h"
-#include "crl.h"
+#include "ca_index_handle.h"
+#include "crl_names.h"
 #include "error.h"
 
 #define ZERO_HASH "0000000000000000000000000000000000000000000000000000000000000000"

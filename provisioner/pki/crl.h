@@ -9,20 +9,7 @@
 #include <openssl/x509.h>
 
 #include "config.h"
-
-/* RFC 5280 5.3.1 CRLReason codes (7 is not used). */
-enum prov_crl_reason {
-    PROV_CRL_REASON_UNSPECIFIED = 0,
-    PROV_CRL_REASON_KEY_COMPROMISE = 1,
-    PROV_CRL_REASON_CA_COMPROMISE = 2,
-    PROV_CRL_REASON_AFFILIATION_CHANGED = 3,
-    PROV_CRL_REASON_SUPERSEDED = 4,
-    PROV_CRL_REASON_CESSATION_OF_OPERATION = 5,
-    PROV_CRL_REASON_CERTIFICATE_HOLD = 6,
-    PROV_CRL_REASON_REMOVE_FROM_CRL = 8,
-    PROV_CRL_REASON_PRIVILEGE_WITHDRAWN = 9,
-    PROV_CRL_REASON_AA_COMPROMISE = 10,
-};
+#include "crl_names.h"
 
 /* The files `ca crl` writes into the CA directory (doc/revocation.md). */
 #define PROV_CRL_INTERMEDIATE_DER "intermediate.crl"
@@ -34,20 +21,6 @@ enum prov_crl_reason {
 /* `ca show` and `check --crl` warn when less than this is left before a CRL's nextUpdate
    (or less than half its lifetime, when that is shorter). */
 #define PROV_CRL_WARN_SECONDS (48 * 3600)
-
-/* The RFC 5280 name of any reason code ("keyCompromise"); "unknown" for a code it lacks. */
-const char *prov_crl_reason_name(int code);
-
-/*
- * The reason a device certificate may be revoked with, by name: unspecified, keyCompromise,
- * affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn. The CA reasons
- * (cACompromise, aACompromise) do not apply to an end entity, and certificateHold /
- * removeFromCRL are not offered: every revocation is final. PROV_ERR_USAGE listing them.
- */
-int prov_crl_reason_parse(const char *name, int *code);
-
-/* The names prov_crl_reason_parse takes, comma-separated (usage, completion). */
-const char *prov_crl_reason_names(void);
 
 /*
  * A time as `revoke --invalidity-date` and the index write it: YYYY-MM-DD, or
@@ -76,13 +49,6 @@ struct prov_crl_result {
  * root key's, PROV_ERR_STORAGE for the files.
  */
 int prov_crl_publish(const struct prov_config *cfg, struct prov_crl_result *out);
-
-/*
- * Adds (replacing any) a cRLDistributionPoints extension with one distribution point whose
- * full name is the URI url (RFC 5280 4.2.1.13), as a profile's crl_url asks. url must look
- * like a URI (scheme ":" rest, visible ASCII): else PROV_ERR_CONFIG naming profile.
- */
-int prov_crl_add_distribution_point(X509 *cert, const char *url, const char *profile);
 
 /* Reads every CRL of a file: PEM (one or more blocks) or one DER CRL. PROV_ERR_INPUT. */
 int prov_crl_load(const char *path, STACK_OF(X509_CRL) **out);

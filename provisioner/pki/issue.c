@@ -14,7 +14,7 @@
 #include <openssl/x509v3.h>
 
 #include "chain.h"
-#include "crl.h"
+#include "crl_names.h"
 #include "csr.h"
 #include "error.h"
 

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-#ifndef PROV_CA_INDEX_INTERNAL_H
-#define PROV_CA_INDEX_INTERNAL_H
+#ifndef PROV_CA_INDEX_HANDLE_H
+#define PROV_CA_INDEX_HANDLE_H
 
 /*
  * What the index's other file (ca_index_revoke.c: revocations, CRL numbers, the audit trail)

@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The help text of `provisioner ca` (init, show, crl): its own file, so that cmd_ca.c and
+ * cmd_ca_crl.c both print it without calling into each other.
+ */
+#include <stdio.h>
+
+#include "cli.h"
+
+void cmd_ca_usage(FILE *f)
+{
+    fprintf(f, "Usage: provisioner ca init [--force] [--strict]\n"
+               "       provisioner ca show [--json]\n"
+               "       provisioner ca crl [--json]\n\n"
+               "ca init creates the root CA (new, with its key in a PKCS#11 token or an encrypted\n"
+               "PEM file, or imported from [ca] root_cert + root_key) and an intermediate CA whose\n"
+               "key is generated inside the HSM token named by [ca] intermediate_key. It writes\n"
+               "root.crt, intermediate.crt and chain.pem (intermediate then root) into [ca] dir.\n"
+               "  --force   replace an existing CA directory and existing CA keys\n"
+               "  --strict  refuse a root config that strict verifiers reject (exit 5)\n\n"
+               "ca show prints the chain, the key locations, validity, lint findings and the CA\n"
+               "index (<dir>/index.sqlite): certificates issued, delivered, superseded and\n"
+               "abandoned, and every one not delivered, by serial; it warns when a CRL is\n"
+               "expired or within 48 hours (or half its lifetime) of its nextUpdate.\n"
+               "  --json    machine-readable output\n\n"
+               "ca crl signs the intermediate's CRL with its key in the HSM (every revocation\n"
+               "in the index; nextUpdate [ca] crl_days ahead) and the root's CRL with the root\n"
+               "key (root_crl_days), then writes intermediate.crl, root.crl (DER), their .pem\n"
+               "forms and crl-chain.pem (both) into [ca] dir, each atomically. The CA token\n"
+               "absent: exit 4, no file changed.\n"
+               "  --json    machine-readable output\n");
+}
