@@ -7,6 +7,7 @@
 
 #include "config.h"
 #include "journal.h"
+#include "lot_bundle.h"
 
 /*
  * `lot export` (doc/export.md): a lot's identities, read from its batch journal through
@@ -48,20 +49,6 @@ struct prov_lot_export_opts {
     unsigned states;     /* rows exported, by state; 0: PROV_LOT_DEFAULT_STATES */
 };
 
-/* A built export: files relative to the output (one unnamed file for a file format). */
-struct prov_lot_file {
-    char *name; /* "" for a file format's single file; may hold one '/' (a subdirectory) */
-    char *data;
-    size_t len;
-};
-
-struct prov_lot_bundle {
-    struct prov_lot_file *files;
-    size_t n_files;
-    size_t n_devices;   /* devices exported */
-    size_t n_left_out;  /* rows of the lot not exported (their state) */
-};
-
 /*
  * Reads the lot and builds the files of the format. Errors: PROV_ERR_POLICY "lot NAME: not in
  * JOURNAL" for an unknown lot (and for a lot with no row to export), the journal's errors,
@@ -70,8 +57,6 @@ struct prov_lot_bundle {
  */
 int prov_lot_export_build(const struct prov_config *cfg, const struct prov_lot_export_opts *o,
                           struct prov_lot_bundle *out);
-
-void prov_lot_bundle_clear(struct prov_lot_bundle *b);
 
 /*
  * Writes a built export: a file format's file atomically (storage/durable.h); a directory

@@ -15,7 +15,7 @@
 #include <openssl/x509.h>
 
 #include "error.h"
-#include "lot_export_internal.h"
+#include "lot_export_cloud.h"
 
 /* {"Ref": "NAME"}: a template parameter's value. */
 static json_object *ref(const char *name)

@@ -1,12 +1,35 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-#ifndef PROV_FACTORY_LOT_EXPORT_INTERNAL_H
-#define PROV_FACTORY_LOT_EXPORT_INTERNAL_H
+#ifndef PROV_FACTORY_LOT_BUNDLE_H
+#define PROV_FACTORY_LOT_BUNDLE_H
+
+/*
+ * What `lot export` builds its formats from (the lot's devices, read by lot_export.c) and
+ * builds them into (a bundle of files in memory, written by lot_export.c): shared by the
+ * inventory and record formats (lot_export.c) and the cloud ones (lot_export_cloud.c).
+ */
+#include <stddef.h>
 
 #include <openssl/x509.h>
 
 #include <json-c/json.h>
 
-#include "lot_export.h"
+#include "journal.h"
+
+/* A built export: files relative to the output (one unnamed file for a file format). */
+struct prov_lot_file {
+    char *name; /* "" for a file format's single file; may hold one '/' (a subdirectory) */
+    char *data;
+    size_t len;
+};
+
+struct prov_lot_bundle {
+    struct prov_lot_file *files;
+    size_t n_files;
+    size_t n_devices;   /* devices exported */
+    size_t n_left_out;  /* rows of the lot not exported (their state) */
+};
+
+void prov_lot_bundle_clear(struct prov_lot_bundle *b);
 
 /* One exported device, as the journal has it (lot_export.c reads them). */
 struct lot_device {
@@ -37,9 +60,5 @@ int lot_bundle_add_json(struct prov_lot_bundle *b, const char *name, json_object
 
 /* A certificate as PEM (malloc'd string). */
 int lot_cert_pem(X509 *cert, char **out);
-
-/* lot_export_cloud.c */
-int lot_build_aws(const struct lot_input *in, struct prov_lot_bundle *b);
-int lot_build_azure_dps(const struct lot_input *in, struct prov_lot_bundle *b);
 
 #endif
