@@ -1,17 +1,17 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The journal's audit chain: each record carries hash = SHA-256(prev_hash || record), the
+ * The journal's audit chain: each record carries hash = SHA-256(prev_hash || record)
+ * (prov_audit_hash over at, lot, serial, event, detail: provisioner/support/audit_hash.h), the
  * store keeps the newest (seq, hash) as the head, and verification walks the chain and compares the
  * device rows with their newest records (journal.h).
  */
 #include <stdarg.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/evp.h>
 
+#include "audit_hash.h"
 #include "error.h"
 #include "journal.h"
 #include "journal_internal.h"
@@ -19,55 +19,6 @@
 
 static int audit_bad(struct prov_journal_audit *out, long long seq, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-
-static void put_be(unsigned char *out, uint64_t v, int n)
-{
-    for (int i = n - 1; i >= 0; i--) {
-        out[i] = (unsigned char)(v & 0xff);
-        v >>= 8;
-    }
-}
-
-/*
- * hash = SHA-256(prev_hash || seq || at || lot || serial || event || detail), each text
- * prefixed by its 32-bit length so that no two records serialize alike.
- */
-static int audit_hash(const char *prev_hex, long long seq, const char *const text[5], char out[65])
-{
-    unsigned char prev[32];
-    unsigned char num[8];
-    unsigned char md[32];
-    unsigned int md_len = 0;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    int ok;
-
-    for (int i = 0; i < 32; i++) {
-        unsigned int b = 0;
-
-        if (sscanf(prev_hex + 2 * i, "%2x", &b) != 1) {
-            EVP_MD_CTX_free(ctx);
-            return PROV_ERR_VERIFY;
-        }
-        prev[i] = (unsigned char)b;
-    }
-    put_be(num, (uint64_t)seq, 8);
-    ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
-         EVP_DigestUpdate(ctx, prev, sizeof(prev)) == 1 &&
-         EVP_DigestUpdate(ctx, num, sizeof(num)) == 1;
-    for (int i = 0; i < 5 && ok; i++) {
-        size_t len = strlen(text[i]);
-
-        put_be(num, len, 4);
-        ok = EVP_DigestUpdate(ctx, num, 4) == 1 && EVP_DigestUpdate(ctx, text[i], len) == 1;
-    }
-    ok = ok && EVP_DigestFinal_ex(ctx, md, &md_len) == 1;
-    EVP_MD_CTX_free(ctx);
-    if (!ok) {
-        return prov_fail_ossl(PROV_ERR_CRYPTO, "audit: SHA-256 failed");
-    }
-    journal_hex(md, 32, out);
-    return 0;
-}
 
 /* Appends one audit record inside the caller's transaction. */
 int journal_audit_append(struct journal_store *s, const char *lot, const char *serial,
@@ -77,7 +28,7 @@ int journal_audit_append(struct journal_store *s, const char *lot, const char *s
     char prev[65];
     char hash[65];
     long long seq;
-    const char *text[5];
+    const char *text[PROV_AUDIT_FIELDS];
     int r;
 
     r = s->ops->audit_head(s, &seq, prev);
@@ -91,7 +42,7 @@ int journal_audit_append(struct journal_store *s, const char *lot, const char *s
     text[2] = serial;
     text[3] = event;
     text[4] = detail;
-    r = audit_hash(prev, seq, text, hash);
+    r = prov_audit_hash(prev, seq, text, hash);
     if (r < 0) {
         return r;
     }
@@ -128,10 +79,10 @@ struct chain_walk {
 static int chain_step(void *ctx, const struct journal_audit_record *a)
 {
     struct chain_walk *w = ctx;
-    const char *text[5] = {a->at, a->lot, a->serial, a->event, a->detail};
+    const char *text[PROV_AUDIT_FIELDS] = {a->at, a->lot, a->serial, a->event, a->detail};
     char hash[65];
 
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < PROV_AUDIT_FIELDS; i++) {
         text[i] = text[i] ? text[i] : "";
     }
     if (a->seq != w->expect) {
@@ -140,7 +91,7 @@ static int chain_step(void *ctx, const struct journal_audit_record *a)
     if (a->prev_hash == NULL || strcmp(a->prev_hash, w->prev) != 0) {
         return audit_bad(w->out, a->seq, "prev_hash does not match the record before it");
     }
-    if (audit_hash(w->prev, a->seq, text, hash) < 0 || a->hash == NULL ||
+    if (prov_audit_hash(w->prev, a->seq, text, hash) < 0 || a->hash == NULL ||
         strcmp(hash, a->hash) != 0) {
         return audit_bad(w->out, a->seq, "content does not match its hash (altered)");
     }

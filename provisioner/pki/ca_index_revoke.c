@@ -13,6 +13,7 @@
 
 #include <openssl/evp.h>
 
+#include "audit_hash.h"
 #include "ca_index_handle.h"
 #include "crl_names.h"
 #include "error.h"
@@ -39,61 +40,11 @@ static void copy_col(sqlite3_stmt *st, int i, char *out, size_t cap)
     snprintf(out, cap, "%s", t != NULL ? (const char *)t : "");
 }
 
-static void put_be(unsigned char *out, uint64_t v, int n)
-{
-    for (int i = n - 1; i >= 0; i--) {
-        out[i] = (unsigned char)(v & 0xff);
-        v >>= 8;
-    }
-}
-
-static int audit_hash(const char *prev_hex, long long seq, const char *const text[5], char out[65])
-{
-    static const char digits[] = "0123456789abcdef";
-    unsigned char prev[32];
-    unsigned char num[8];
-    unsigned char md[32];
-    unsigned int md_len = 0;
-    EVP_MD_CTX *ctx;
-    int ok;
-
-    for (int i = 0; i < 32; i++) {
-        unsigned int b = 0;
-
-        if (strlen(prev_hex) != 64 || sscanf(prev_hex + 2 * i, "%2x", &b) != 1) {
-            return PROV_ERR_VERIFY;
-        }
-        prev[i] = (unsigned char)b;
-    }
-    ctx = EVP_MD_CTX_new();
-    put_be(num, (uint64_t)seq, 8);
-    ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
-         EVP_DigestUpdate(ctx, prev, sizeof(prev)) == 1 &&
-         EVP_DigestUpdate(ctx, num, sizeof(num)) == 1;
-    for (int i = 0; i < 5 && ok; i++) {
-        size_t len = strlen(text[i]);
-
-        put_be(num, len, 4);
-        ok = EVP_DigestUpdate(ctx, num, 4) == 1 && EVP_DigestUpdate(ctx, text[i], len) == 1;
-    }
-    ok = ok && EVP_DigestFinal_ex(ctx, md, &md_len) == 1 && md_len == 32;
-    EVP_MD_CTX_free(ctx);
-    if (!ok) {
-        return prov_fail_ossl(PROV_ERR_CRYPTO, "CA index audit: SHA-256 failed");
-    }
-    for (int i = 0; i < 32; i++) {
-        out[2 * i] = digits[md[i] >> 4];
-        out[2 * i + 1] = digits[md[i] & 15];
-    }
-    out[64] = '\0';
-    return 0;
-}
-
 /* Appends one audit record; inside the caller's transaction. */
 static int audit_append(struct prov_ca_index *ix, const char *at, const char *event,
                         const char *serial, const char *cert_serial, const char *detail)
 {
-    const char *text[5] = {at, event, serial, cert_serial, detail};
+    const char *text[PROV_AUDIT_FIELDS] = {at, event, serial, cert_serial, detail};
     sqlite3_stmt *st = NULL;
     char prev[65] = ZERO_HASH;
     char hash[65];
@@ -114,7 +65,7 @@ static int audit_append(struct prov_ca_index *ix, const char *at, const char *ev
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
         return db_fail(ix, "reading the audit trail");
     }
-    r = audit_hash(prev, seq, text, hash);
+    r = prov_audit_hash(prev, seq, text, hash);
     if (r < 0) {
         return r == PROV_ERR_VERIFY ? db_fail(ix, "the audit trail's last hash is not SHA-256")
                                     : r;
@@ -127,7 +78,7 @@ static int audit_append(struct prov_ca_index *ix, const char *at, const char *ev
         return r;
     }
     sqlite3_bind_int64(st, 1, seq);
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < PROV_AUDIT_FIELDS; i++) {
         sqlite3_bind_text(st, i + 2, text[i], -1, SQLITE_STATIC);
     }
     sqlite3_bind_text(st, 7, prev, -1, SQLITE_STATIC);
@@ -492,11 +443,11 @@ int prov_ca_index_audit_verify(struct prov_ca_index *ix, long long *n, bool *is_
                 " audit ORDER BY seq",
                 &st);
     while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *text[5];
+        const char *text[PROV_AUDIT_FIELDS];
         char hash[65];
         long long seq = sqlite3_column_int64(st, 0);
 
-        for (int i = 0; i < 5; i++) {
+        for (int i = 0; i < PROV_AUDIT_FIELDS; i++) {
             const unsigned char *t = sqlite3_column_text(st, i + 1);
 
             text[i] = t != NULL ? (const char *)t : "";
@@ -504,7 +455,7 @@ int prov_ca_index_audit_verify(struct prov_ca_index *ix, long long *n, bool *is_
         (*n)++;
         if (*is_intact &&
             (seq != *n || strcmp((const char *)sqlite3_column_text(st, 6), prev) != 0 ||
-             audit_hash(prev, seq, text, hash) < 0 ||
+             prov_audit_hash(prev, seq, text, hash) < 0 ||
              strcmp(hash, (const char *)sqlite3_column_text(st, 7)) != 0)) {
             *is_intact = false;
             *bad_seq = seq;
