@@ -447,7 +447,14 @@ int journal_sqlite_open(const char *path, enum journal_store_mode mode,
 {
     struct journal_sqlite *j = NULL;
     bool writable = mode != JOURNAL_STORE_READ;
-    int flags = writable ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY;
+    /*
+     * A reader opens read-write too, without CREATE, and sets query_only: a SQLITE_OPEN_READONLY
+     * connection to a WAL journal makes -wal and -shm beside it and, being unable to
+     * checkpoint, leaves them when it closes, so `batch status` or `lot export` would change
+     * the directory of a journal they only read. Read-write, the last connection to close
+     * checkpoints and removes them; query_only refuses every write on it (doc/journal.md).
+     */
+    int flags = writable ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READWRITE;
     int r;
 
     *out = NULL;
@@ -480,8 +487,17 @@ int journal_sqlite_open(const char *path, enum journal_store_mode mode,
         r = journal_db_fail(j, "cannot set up");
         goto out;
     }
+    if (!writable && sqlite3_exec(j->db, "PRAGMA query_only=1", NULL, NULL, NULL) != SQLITE_OK) {
+        r = journal_db_fail(j, "cannot set up");
+        goto out;
+    }
     r = writable ? schema_ensure(j, hook) : reader_schema(j, hook);
     if (r < 0) {
+        goto out;
+    }
+    /* reader_schema may have reopened the journal to complete its schema: read-only again */
+    if (!writable && sqlite3_exec(j->db, "PRAGMA query_only=1", NULL, NULL, NULL) != SQLITE_OK) {
+        r = journal_db_fail(j, "cannot set up");
         goto out;
     }
     if (sqlite3_exec(j->db, "PRAGMA foreign_keys=ON", NULL, NULL, NULL) != SQLITE_OK) {

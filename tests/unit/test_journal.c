@@ -7,11 +7,13 @@
  */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -680,6 +682,42 @@ static void test_audit_detects_row_edit(void **state)
     assert_non_null(strstr(a.reason, "serial C"));
 }
 
+/* Whether path + suffix exists. */
+static bool exists_with(const char *path, const char *suffix)
+{
+    char p[192];
+    struct stat st;
+
+    snprintf(p, sizeof(p), "%s%s", path, suffix);
+    return stat(p, &st) == 0;
+}
+
+/*
+ * A reader (batch status, batch report, lot export) leaves nothing beside a journal it only
+ * read: no -wal, no -shm (factory/journal_sqlite.c opens it read-write with query_only, so
+ * the last connection to close removes them), and it cannot change the journal.
+ */
+static void test_reader_leaves_no_files(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_journal *r = NULL;
+    long long lot = 0;
+
+    prov_journal_close(f->j); /* the writer, the last connection: its -wal and -shm go */
+    f->j = NULL;
+    assert_false(exists_with(f->path, "-wal"));
+    assert_false(exists_with(f->path, "-shm"));
+    assert_int_equal(prov_journal_open(f->path, false, &r), 0);
+    assert_int_equal(prov_journal_find_lot(r, "lot-a", &lot), 0);
+    assert_int_equal(lot, f->lot);
+    prov_error_clear();
+    assert_true(prov_journal_lot(r, "lot-b", "b.csv", &lot) < 0);
+    prov_error_clear();
+    prov_journal_close(r);
+    assert_false(exists_with(f->path, "-wal"));
+    assert_false(exists_with(f->path, "-shm"));
+}
+
 static void test_writer_lock(void **state)
 {
     struct fixture *f = *state;
@@ -927,6 +965,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_audit_detects_truncated, setup, teardown),
         cmocka_unit_test_setup_teardown(test_audit_detects_row_edit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_lock, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reader_leaves_no_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_hook, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kept_statements, setup, teardown),
         cmocka_unit_test_setup_teardown(test_half_made_journal, setup, teardown),
