@@ -30,11 +30,21 @@ signer_key_block() {
              /label: *lot-signer$/ { found = 1 } found && /Access:/ { printf "%s", blk; exit }'
 }
 
-# verify_record DIR [ROOT]: the documented check (doc/export.md, "Verifying a lot record").
+# The command doc/export.md gives under "Verifying a lot record" (its first sh block, the
+# continuation lines joined), read from the document itself so that the test runs exactly it.
+doc_verify=$(awk '/^## Verifying a lot record/ { s = 1 } s && /^```sh/ { b = 1; next }
+                  b && /^```/ { exit } b { print }' "$PROV_SOURCE_ROOT/doc/export.md" |
+    sed -e ':a' -e '/\\$/N; s/\\\n *//; ta')
+case "$doc_verify" in
+"openssl cms -verify "*) ;;
+*) fail "doc/export.md: no openssl cms -verify command under \"Verifying a lot record\": $doc_verify" ;;
+esac
+
+# verify_record DIR [ROOT]: the documented command, run in DIR as the customer would, ROOT
+# (default: our root) copied there as root.crt; the signer's certificate lands in DIR/signer.pem
 verify_record() {
-    openssl cms -verify -binary -inform DER -in "$1/lot-record.json.p7s" \
-        -content "$1/lot-record.json" -CAfile "${2:-ca/root.crt}" -signer "$1.signer.pem" \
-        -out /dev/null 2>"$1.verify.log"
+    cp "${2:-ca/root.crt}" "$1/root.crt"
+    (cd "$1" && eval "$doc_verify") 2>"$1.verify.log"
 }
 
 # ---- no lot signer yet
@@ -97,7 +107,7 @@ for d in o["devices"]:
 PY
 verify_record rec || fail "the record does not verify: $(cat rec.verify.log)"
 assert_grep rec.verify.log '^CMS Verification successful$'
-assert_eq "$(fingerprint rec.signer.pem)" "$(fingerprint ca/lot-signer.crt)" "signed by the lot signer"
+assert_eq "$(fingerprint rec/signer.pem)" "$(fingerprint ca/lot-signer.crt)" "signed by the lot signer"
 assert_eq "$(signer_key_block)" "$block_before" "lot signer key attributes after signing"
 
 # ---- tampered: the payload, the signature, the lot signer's certificate; another root
@@ -145,7 +155,7 @@ mv signer-kept.crt ca/lot-signer.crt
 assert_eq "$(token_count provisioner-ca "$CA_PIN_VALUE" privkey)" 3 "the failed --force removed its new key"
 prov 0 lot export LOT-IT-1 --format record --journal "$JOURNAL" --output rec-after
 verify_record rec-after || fail "the old lot signer no longer signs: $(cat rec-after.verify.log)"
-assert_eq "$(fingerprint rec-after.signer.pem)" "$cur" "signed by the old lot signer"
+assert_eq "$(fingerprint rec-after/signer.pem)" "$cur" "signed by the old lot signer"
 
 # ---- a record is refused when the lot signer's key is gone from the token
 p11 provisioner-ca "$CA_PIN_VALUE" --delete-object --type privkey --label lot-signer >log/del.log 2>&1 ||
