@@ -79,15 +79,6 @@ static const char *const schema_v2 =
 /* The steps after version 1, in order: schema_steps[i] makes version i + 2. */
 static const char *const schema_steps[] = {schema_v2};
 
-enum stmt {
-    ST_CURRENT,    /* the serial's current certificate */
-    ST_BY_PUBKEY,  /* a certificate of this public key */
-    ST_INSERT,
-    ST_SUPERSEDE,
-    ST_DELIVERED,
-    ST_COUNT,
-};
-
 static const char *const stmt_sql[ST_COUNT] = {
     "SELECT cert_serial, issued_by, lot, issued_at, status, journal FROM certificate"
     " WHERE serial = ? AND status IN ('issued', 'delivered') ORDER BY id DESC LIMIT 1",
@@ -100,35 +91,12 @@ static const char *const stmt_sql[ST_COUNT] = {
     "UPDATE certificate SET status = 'delivered' WHERE cert_serial = ? AND status = 'issued'",
 };
 
-struct prov_ca_index {
-    sqlite3 *db;
-    char *path;
-    int lock_fd;           /* index.sqlite.lock: one byte per running attempt (OFD locks) */
-    pthread_mutex_t lock;  /* one transaction at a time on the connection */
-    sqlite3_stmt *st[ST_COUNT];
-    bool is_in_issue;      /* between begin and record/abort (lock held) */
-    long crash_after;      /* test-only crash hook (see crash_point) */
-    long crash_count;
-};
-
 /* ---- helpers ------------------------------------------------------------------------------ */
 
 static int db_fail(struct prov_ca_index *ix, const char *what)
 {
     return prov_fail(PROV_ERR_JOURNAL, "CA index %s: %s: %s", ix->path, what,
                      sqlite3_errmsg(ix->db));
-}
-
-static void now_text(char *out, size_t cap)
-{
-    struct timespec ts;
-    struct tm tm;
-    size_t n;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    n = strftime(out, cap, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, cap - n, ".%03ldZ", ts.tv_nsec / 1000000);
 }
 
 int prov_ca_index_spki_sha256(EVP_PKEY *pub, char out[65])
@@ -189,31 +157,6 @@ static int run(struct prov_ca_index *ix, const char *sql, sqlite3_stmt **out, co
     }
     sqlite3_finalize(st);
     return rc == SQLITE_DONE ? rc : PROV_ERR_JOURNAL;
-}
-
-sqlite3 *prov_ca_index_db(struct prov_ca_index *ix)
-{
-    return ix->db;
-}
-
-const char *prov_ca_index_path(const struct prov_ca_index *ix)
-{
-    return ix->path;
-}
-
-void prov_ca_index_lock(struct prov_ca_index *ix)
-{
-    pthread_mutex_lock(&ix->lock);
-}
-
-void prov_ca_index_unlock(struct prov_ca_index *ix)
-{
-    pthread_mutex_unlock(&ix->lock);
-}
-
-void prov_ca_index_now_text(char *out, size_t cap)
-{
-    now_text(out, cap);
 }
 
 /* Test-only: PROVISIONER_TEST_CRASH_AT=ca-issued:N exits (137) right after the N-th commit. */
@@ -296,7 +239,7 @@ static int import_issued_keys(struct prov_ca_index *ix, const char *ca_dir)
         free(path);
         return r;
     }
-    now_text(at, sizeof(at));
+    prov_ca_index_now_text(at, sizeof(at));
     while (r == 0 && fgets(line, sizeof(line), f) != NULL) {
         r = import_line(ix, path, ++line_no, line, at, &n);
     }
@@ -518,7 +461,7 @@ void prov_ca_index_token_unlock(int fd)
 
 /* ---- the rules and issuance --------------------------------------------------------------- */
 
-static sqlite3_stmt *stmt(struct prov_ca_index *ix, enum stmt which)
+static sqlite3_stmt *stmt(struct prov_ca_index *ix, enum ca_index_stmt which)
 {
     sqlite3_reset(ix->st[which]);
     sqlite3_clear_bindings(ix->st[which]);
@@ -697,7 +640,7 @@ int prov_ca_index_record(struct prov_ca_index *ix, const char *serial,
     if (!ix->is_in_issue) {
         return prov_fail(PROV_ERR_INTERNAL, "CA index: record without begin");
     }
-    now_text(at, sizeof(at));
+    prov_ca_index_now_text(at, sizeof(at));
     journal = journal_identity(rec->journal);
     r = cert_columns(cert, issuer, &c);
     if (r < 0) {
@@ -815,7 +758,7 @@ int prov_ca_index_attempt_begin(struct prov_ca_index *ix, struct prov_ca_attempt
     char at[32];
     int r;
 
-    now_text(at, sizeof(at));
+    prov_ca_index_now_text(at, sizeof(at));
     pthread_mutex_lock(&ix->lock);
     r = exec(ix, "BEGIN IMMEDIATE");
     if (r < 0) {
@@ -856,7 +799,7 @@ int prov_ca_index_attempt_finish(struct prov_ca_index *ix, long long id, bool is
     char at[32];
     int r;
 
-    now_text(at, sizeof(at));
+    prov_ca_index_now_text(at, sizeof(at));
     pthread_mutex_lock(&ix->lock);
     r = exec(ix, "BEGIN IMMEDIATE");
     if (r == 0 &&

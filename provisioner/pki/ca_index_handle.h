@@ -3,14 +3,39 @@
 #define PROV_CA_INDEX_HANDLE_H
 
 /*
- * What the index's other file (ca_index_revoke.c: revocations, CRL numbers, the audit trail)
- * uses of ca_index.c. Not for callers outside provisioner/pki/ca_index*.c.
+ * The CA index's handle (ca_index_handle.c): the open database, its lock file and mutex, the
+ * statements ca_index.c keeps, and the accessors the index's other file (ca_index_revoke.c:
+ * revocations, CRL numbers, the audit trail) uses. Both index files depend on it and it on
+ * neither. Not for callers outside provisioner/pki/ca_index*.c.
  */
+#include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <sqlite3.h>
 
 #include "ca_index.h"
+
+/* The statements ca_index.c prepares once and keeps (its stmt_sql has their text). */
+enum ca_index_stmt {
+    ST_CURRENT,    /* the serial's current certificate */
+    ST_BY_PUBKEY,  /* a certificate of this public key */
+    ST_INSERT,
+    ST_SUPERSEDE,
+    ST_DELIVERED,
+    ST_COUNT,
+};
+
+struct prov_ca_index {
+    sqlite3 *db;
+    char *path;
+    int lock_fd;           /* index.sqlite.lock: one byte per running attempt (OFD locks) */
+    pthread_mutex_t lock;  /* one transaction at a time on the connection */
+    sqlite3_stmt *st[ST_COUNT];
+    bool is_in_issue;      /* between begin and record/abort (lock held) */
+    long crash_after;      /* test-only crash hook (ca_index.c, crash_point) */
+    long crash_count;
+};
 
 /* The connection and the index file's path; the caller holds the lock for the connection. */
 sqlite3 *prov_ca_index_db(struct prov_ca_index *ix);
