@@ -12,18 +12,6 @@ static const char *const state_names[PROV_JOURNAL_STATE_COUNT] = {
     "none", "intent", "issued", "stored", "proven", "failed", "superseded",
 };
 
-void journal_now(char *out, size_t cap)
-{
-    struct timespec ts;
-    struct tm tm;
-    size_t n;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    n = strftime(out, cap, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, cap - n, ".%03ldZ", ts.tv_nsec / 1000000);
-}
-
 void prov_journal_device_clear(struct prov_journal_device *d)
 {
     if (d == NULL) {

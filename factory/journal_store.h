@@ -19,6 +19,7 @@
 
 #include "hex.h"
 #include "journal.h"
+#include "timestamp.h"
 
 struct journal_store;
 
@@ -214,8 +215,8 @@ struct journal_store {
     char *name; /* what messages call it: the file's path */
 };
 
-/* RFC 3339 UTC with milliseconds (journal_store.c, like the three below). */
-void journal_now(char *out, size_t cap);
+/* RFC 3339 UTC with milliseconds, as the CA index writes times too (timestamp.h). */
+#define journal_now prov_timestamp_now
 
 /* Lower-case hex of n bytes into out (2n + 1 bytes): the core's one encoder (hex.h). */
 #define journal_hex prov_hex_encode

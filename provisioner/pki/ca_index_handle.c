@@ -3,8 +3,8 @@
 #include "ca_index_handle.h"
 
 #include <pthread.h>
-#include <stdio.h>
-#include <time.h>
+
+#include "timestamp.h"
 
 sqlite3 *prov_ca_index_db(struct prov_ca_index *ix)
 {
@@ -28,12 +28,5 @@ void prov_ca_index_unlock(struct prov_ca_index *ix)
 
 void prov_ca_index_now_text(char *out, size_t cap)
 {
-    struct timespec ts;
-    struct tm tm;
-    size_t n;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    n = strftime(out, cap, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, cap - n, ".%03ldZ", ts.tv_nsec / 1000000);
+    prov_timestamp_now(out, cap);
 }

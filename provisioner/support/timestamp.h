@@ -1,0 +1,13 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef PROV_TIMESTAMP_H
+#define PROV_TIMESTAMP_H
+
+#include <stddef.h>
+
+/*
+ * Now as the journal and the CA index record times: RFC 3339 UTC with milliseconds,
+ * "2026-12-05T16:34:32.123Z" (25 bytes with the NUL; cap 32 is plenty).
+ */
+void prov_timestamp_now(char *out, size_t cap);
+
+#endif
