@@ -272,7 +272,12 @@ int cmd_lot(int argc, char **argv)
         usage(stdout);
         return PROV_EXIT_OK;
     }
-    usage(stderr);
+    if (argc < 2) {
+        fprintf(stderr, "provisioner: lot: name a subcommand, export or signer (see --help)\n");
+    } else {
+        fprintf(stderr, "provisioner: lot: unknown subcommand \"%s\" (expected export or signer; "
+                        "see --help)\n", argv[1]);
+    }
     return PROV_EXIT_USAGE;
 }
 

@@ -21,6 +21,19 @@ export_lot 4
 facts_table >facts.txt
 assert_eq "$(wc -l <facts.txt)" 4 "devices enrolled"
 
+# ---- the lot command itself: each subcommand is there, anything else is one line, exit 2
+prov 0 lot --help
+assert_grep "$PROV_OUT" '^Usage: provisioner lot export '
+assert_grep "$PROV_OUT" 'provisioner lot signer '
+prov 2 lot
+assert_one_error "lot" "export or signer"
+prov 2 lot frobnicate
+assert_one_error "frobnicate" "export or signer"
+prov 2 lot signer extra
+assert_one_error "extra"
+prov 2 lot export
+assert_one_error "LOT"
+
 # ---- bad input first: nothing may be written
 prov 5 lot export NO-SUCH-LOT --format csv --journal "$JOURNAL" --output nope.csv
 assert_one_error "NO-SUCH-LOT" "$JOURNAL"
