@@ -11,7 +11,9 @@
 # - edge: the CA trust set, byte for byte what `chain export` writes;
 # - the failed row (no certificate) is in none of them; --state picks rows by state;
 # - bad input: an unknown lot exits 5 with one line and writes nothing, a directory export
-#   onto an existing directory exits 6 and leaves it as it was, an unknown format exits 2.
+#   onto an existing directory exits 6 and leaves it as it was, an unknown format exits 2;
+#   a serial that is no AWS thing name and two devices with one CN (one DPS registration id)
+#   exit 5 with one line and write nothing.
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../batch/batch_lib.sh"
 . "$(dirname "$0")/export_lib.sh"
@@ -213,3 +215,17 @@ for f in sorted(glob.glob(d + "/enrollments/*.json")):
     seen.add(e["deviceId"])
 assert seen == set(facts), (seen, facts)
 PY
+
+# ---- names the registries refuse: one line, exit 5, nothing written. A second lot (its own
+# journal) whose serial holds a '.', a valid serial but no AWS thing name, and whose two
+# devices share one CN, which DPS would take as one registration id.
+token_init dev-names
+printf 'serial,device,cn\nSN.1,pkcs11:token=dev-names,shared-cn\nSN-2,pkcs11:token=dev-names,Shared-CN\n' \
+    >names.csv
+prov 0 batch names.csv --no-progress
+prov 5 lot export LOT-IT-1 --format aws --journal names.journal.sqlite --output names-aws
+assert_one_error "SN.1" "thing name"
+assert_nothing_written names-aws
+prov 5 lot export LOT-IT-1 --format azure-dps --journal names.journal.sqlite --output names-dps
+assert_one_error "SN.1" "SN-2" "registration id"
+assert_nothing_written names-dps
