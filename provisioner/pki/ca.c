@@ -302,7 +302,7 @@ static int add_name_section(CONF *conf, const char *section, X509_NAME *name)
     return 0;
 }
 
-static int add_ext(X509 *cert, X509V3_CTX *ctx, int nid, const char *value)
+int prov_ca_add_ext(X509 *cert, X509V3_CTX *ctx, int nid, const char *value)
 {
     X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, ctx, nid, value);
     int ok = ext != NULL && X509_add_ext(cert, ext, -1);
@@ -408,9 +408,10 @@ static int build_root(const struct prov_config *cfg, CONF *rconf, EVP_PKEY *pub,
             r = prov_fail_ossl(PROV_ERR_CONFIG, "root config: extension section [%s]", ext_sec);
             goto out;
         }
-    } else if ((r = add_ext(cert, &ctx, NID_basic_constraints, "critical,CA:TRUE")) < 0 ||
-               (r = add_ext(cert, &ctx, NID_key_usage, "critical,keyCertSign,cRLSign")) < 0 ||
-               (r = add_ext(cert, &ctx, NID_subject_key_identifier, "hash")) < 0) {
+    } else if ((r = prov_ca_add_ext(cert, &ctx, NID_basic_constraints, "critical,CA:TRUE")) < 0 ||
+               (r = prov_ca_add_ext(cert, &ctx, NID_key_usage, "critical,keyCertSign,cRLSign")) <
+                   0 ||
+               (r = prov_ca_add_ext(cert, &ctx, NID_subject_key_identifier, "hash")) < 0) {
         goto out;
     }
     *out = cert;
@@ -437,8 +438,8 @@ static int build_intermediate(const struct prov_config *cfg, X509 *root, EVP_PKE
         r = add_name_section(cfg->conf, cfg->ca_subject_section, name);
     } else {
         r = X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
-                                       (const unsigned char *)"Provisioner Intermediate CA", -1,
-                                       -1, 0)
+                                       (const unsigned char *)"Provisioner Intermediate CA", -1, -1,
+                                       0)
                 ? 0
                 : PROV_ERR_CRYPTO;
     }
@@ -450,10 +451,11 @@ static int build_intermediate(const struct prov_config *cfg, X509 *root, EVP_PKE
         goto out;
     }
     X509V3_set_ctx(&ctx, root, cert, NULL, NULL, 0);
-    if ((r = add_ext(cert, &ctx, NID_basic_constraints, "critical,CA:TRUE,pathlen:0")) < 0 ||
-        (r = add_ext(cert, &ctx, NID_key_usage, "critical,keyCertSign,cRLSign")) < 0 ||
-        (r = add_ext(cert, &ctx, NID_subject_key_identifier, "hash")) < 0 ||
-        (r = add_ext(cert, &ctx, NID_authority_key_identifier, "keyid:always")) < 0) {
+    if ((r = prov_ca_add_ext(cert, &ctx, NID_basic_constraints, "critical,CA:TRUE,pathlen:0")) <
+            0 ||
+        (r = prov_ca_add_ext(cert, &ctx, NID_key_usage, "critical,keyCertSign,cRLSign")) < 0 ||
+        (r = prov_ca_add_ext(cert, &ctx, NID_subject_key_identifier, "hash")) < 0 ||
+        (r = prov_ca_add_ext(cert, &ctx, NID_authority_key_identifier, "keyid:always")) < 0) {
         goto out;
     }
     *out = cert;

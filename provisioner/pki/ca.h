@@ -42,6 +42,13 @@ int prov_ca_token_keygen(struct prov_device *dev, enum prov_key_type type, const
                          const unsigned char *id, size_t id_len, const char *what,
                          struct prov_key **out);
 
+/*
+ * Adds the extension nid = value (OpenSSL's config syntax, "critical,CA:FALSE") to cert, in
+ * the context ctx (issuer and subject set). PROV_ERR_CRYPTO naming it. For the certificates
+ * the CA makes itself: the root, the intermediate, the lot signer's.
+ */
+int prov_ca_add_ext(X509 *cert, X509V3_CTX *ctx, int nid, const char *value);
+
 /* Releases an open CA-token key: its signer, the key, then the token session (each may be
  * NULL). */
 void prov_ca_token_key_free(EVP_PKEY *pkey, struct prov_key *key, struct prov_device *dev);

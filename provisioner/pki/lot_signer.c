@@ -83,15 +83,6 @@ int prov_lot_signer_uri(const char *ca_key, char **out)
     return 0;
 }
 
-static int add_ext(X509 *cert, X509V3_CTX *ctx, int nid, const char *value)
-{
-    X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, ctx, nid, value);
-    int ok = ext != NULL && X509_add_ext(cert, ext, -1);
-
-    X509_EXTENSION_free(ext);
-    return ok ? 0 : prov_fail_ossl(PROV_ERR_CRYPTO, "extension %s = %s", OBJ_nid2sn(nid), value);
-}
-
 /* CN "<intermediate CN> Lot Signer" (or "Provisioner Lot Signer"), the intermediate's O. */
 static int signer_subject(X509 *issuer, X509_NAME **out)
 {
@@ -159,10 +150,10 @@ static int build_cert(const struct prov_ca *ca, EVP_PKEY *pub, X509 **out)
         goto out;
     }
     X509V3_set_ctx(&ctx, ca->cert, cert, NULL, NULL, 0);
-    if ((r = add_ext(cert, &ctx, NID_basic_constraints, "critical,CA:FALSE")) < 0 ||
-        (r = add_ext(cert, &ctx, NID_key_usage, "critical,digitalSignature")) < 0 ||
-        (r = add_ext(cert, &ctx, NID_subject_key_identifier, "hash")) < 0 ||
-        (r = add_ext(cert, &ctx, NID_authority_key_identifier, "keyid:always")) < 0) {
+    if ((r = prov_ca_add_ext(cert, &ctx, NID_basic_constraints, "critical,CA:FALSE")) < 0 ||
+        (r = prov_ca_add_ext(cert, &ctx, NID_key_usage, "critical,digitalSignature")) < 0 ||
+        (r = prov_ca_add_ext(cert, &ctx, NID_subject_key_identifier, "hash")) < 0 ||
+        (r = prov_ca_add_ext(cert, &ctx, NID_authority_key_identifier, "keyid:always")) < 0) {
         goto out;
     }
     *out = cert;

@@ -58,9 +58,10 @@ static void test_bad_prev(void **state)
 
     (void)state;
     assert_int_equal(prov_audit_hash("abc", 1, empty, out), PROV_ERR_VERIFY);
-    assert_int_equal(prov_audit_hash("zz00000000000000000000000000000000000000000000000000000000000000",
-                                     1, empty, out),
-                     PROV_ERR_VERIFY);
+    assert_int_equal(
+        prov_audit_hash("zz00000000000000000000000000000000000000000000000000000000000000", 1,
+                        empty, out),
+        PROV_ERR_VERIFY);
     prov_error_clear();
 }
 
