@@ -117,6 +117,7 @@ static int journal_view(int argc, char **argv, bool is_report)
     struct prov_status_tokens tokens = {0};
     struct prov_config *cfg = NULL;
     const char *journal = NULL;
+    char *shown = NULL;
     bool as_json = false;
     bool verify = false;
     bool is_tokens = false;
@@ -166,7 +167,7 @@ static int journal_view(int argc, char **argv, bool is_report)
             fprintf(stderr,
                     "provisioner: journal %s: audit chain verifies: %lld records, head "
                     "%s\n",
-                    path, audit.n_records, audit.head_hash);
+                    prov_journal_path(j), audit.n_records, audit.head_hash);
         }
     }
     if (r == 0) {
@@ -184,7 +185,9 @@ static int journal_view(int argc, char **argv, bool is_report)
             json_object_object_add(o, "lots", json_object_new_array());
             json_object_object_add(o, "tokens", NULL);
         }
-        r = cli_fail_json(r, path, o != NULL, o);
+        shown = prov_journal_name(path);
+        r = cli_fail_json(r, shown ? shown : "journal", o != NULL, o);
+        free(shown);
         free(path);
         return r;
     }

@@ -639,7 +639,7 @@ static int check_outputs(const struct prov_config *cfg, const struct prov_batch_
     int r;
 
     r = prov_storage_check_output_file(sum->results, "results");
-    if (r == 0 && stat(sum->journal, &st) != 0) {
+    if (r == 0 && !prov_journal_is_ledger(sum->journal) && stat(sum->journal, &st) != 0) {
         r = prov_storage_check_output_file(sum->journal, "journal");
     }
     if (r == 0) {
@@ -711,7 +711,7 @@ static int enroll_lot(struct batch *b, struct prov_batch_summary *sum)
     char *reissue_list = NULL;
     int r;
 
-    r = prov_journal_open(sum->journal, true, &b->journal);
+    r = prov_journal_open_with(sum->journal, b->cfg->journal_password, true, &b->journal);
     if (r < 0) {
         return r;
     }
@@ -813,8 +813,10 @@ int prov_batch_run(const struct prov_config *cfg, const struct prov_batch_opts *
 
     memset(sum, 0, sizeof(*sum));
     batch_init(&b, cfg, opts);
+    /* --journal, else [provisioner] journal (a file or the shared ledger), else beside it */
     sum->journal = opts->journal ? strdup(opts->journal)
-                                 : prov_batch_default_path(opts->manifest, ".journal.sqlite");
+                   : cfg->journal ? strdup(cfg->journal)
+                                  : prov_batch_default_path(opts->manifest, ".journal.sqlite");
     sum->results = opts->results ? strdup(opts->results)
                                  : prov_batch_default_path(opts->manifest, ".results.csv");
     b.lot = prov_batch_lot_name(cfg, opts->manifest);
@@ -846,5 +848,12 @@ out:
     sum->seconds = now_seconds() - start;
     sum->devices_per_second = sum->seconds > 0 ? (double)sum->n_rows / sum->seconds : 0;
     batch_free(&b);
+    if (sum->journal != NULL && prov_journal_is_ledger(sum->journal)) {
+        /* the summary is printed: a password in the ledger's URI must not be */
+        char *shown = prov_journal_name(sum->journal);
+
+        free(sum->journal);
+        sum->journal = shown;
+    }
     return r;
 }

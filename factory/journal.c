@@ -118,25 +118,44 @@ int journal_open_on(struct journal_store *store, bool writable, struct prov_jour
     return 0;
 }
 
-static int journal_open(const char *path, enum journal_store_mode mode, struct prov_journal **out)
+static int journal_open(const char *path, const char *password, enum journal_store_mode mode,
+                        struct prov_journal **out)
 {
     static const struct journal_upgrade_hook hook = {.fn = upgrade_audit};
     struct journal_store *store = NULL;
     int r;
 
     *out = NULL;
-    r = journal_sqlite_open(path, mode, &hook, &store);
+    /* a libpq URI is the shared ledger (doc/ledger.md); anything else is a SQLite file */
+    r = journal_pg_is_uri(path) ? journal_pg_open(path, password, mode, &hook, &store)
+                                : journal_sqlite_open(path, mode, &hook, &store);
     return r < 0 ? r : journal_open_on(store, mode != JOURNAL_STORE_READ, out);
 }
 
 int prov_journal_open(const char *path, bool writable, struct prov_journal **out)
 {
-    return journal_open(path, writable ? JOURNAL_STORE_WRITE : JOURNAL_STORE_READ, out);
+    return journal_open(path, NULL, writable ? JOURNAL_STORE_WRITE : JOURNAL_STORE_READ, out);
 }
 
 int prov_journal_open_shared(const char *path, struct prov_journal **out)
 {
-    return journal_open(path, JOURNAL_STORE_SHARED, out);
+    return journal_open(path, NULL, JOURNAL_STORE_SHARED, out);
+}
+
+int prov_journal_open_with(const char *path, const char *password, bool writable,
+                           struct prov_journal **out)
+{
+    return journal_open(path, password, writable ? JOURNAL_STORE_WRITE : JOURNAL_STORE_READ, out);
+}
+
+bool prov_journal_is_ledger(const char *path)
+{
+    return journal_pg_is_uri(path);
+}
+
+char *prov_journal_name(const char *path)
+{
+    return journal_pg_is_uri(path) ? journal_pg_mask(path) : strdup(path);
 }
 
 const char *prov_journal_path(const struct prov_journal *j)
@@ -440,6 +459,12 @@ static int refuse_duplicate(struct prov_journal *j, const char *serial,
         return prov_fail(PROV_ERR_ALREADY_ISSUED,
                          "serial %s: public key %s was already certified (journal %s)", serial, pub,
                          j->store->name);
+    }
+    if (broken == JOURNAL_UNIQUE_CURRENT) {
+        return prov_fail(PROV_ERR_ALREADY_ISSUED,
+                         "serial %s: the device serial already has a current certificate of this "
+                         "issuer (journal %s); reissue it to replace it",
+                         serial, j->store->name);
     }
     return prov_fail(PROV_ERR_ALREADY_ISSUED,
                      "serial %s: certificate serial %s is already in journal %s", serial,

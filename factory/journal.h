@@ -99,6 +99,20 @@ int prov_journal_open(const char *path, bool writable, struct prov_journal **out
  */
 int prov_journal_open_shared(const char *path, struct prov_journal **out);
 
+/*
+ * prov_journal_open where path may be the shared ledger, a libpq URI (doc/ledger.md):
+ * password is its PIN-style source (file:, env:; NULL: libpq's own, PGPASSFILE), never
+ * the URI in a message (the URI is shown with any password masked).
+ */
+int prov_journal_open_with(const char *path, const char *password, bool writable,
+                           struct prov_journal **out);
+
+/* Whether path names the shared ledger (a postgresql:// URI) rather than a SQLite file. */
+bool prov_journal_is_ledger(const char *path);
+
+/* What messages call the journal at path: a copy, with a ledger URI's password masked. */
+char *prov_journal_name(const char *path);
+
 /* Accepts NULL. */
 void prov_journal_close(struct prov_journal *j);
 

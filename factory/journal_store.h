@@ -64,6 +64,7 @@ struct journal_cert {
 enum journal_unique {
     JOURNAL_UNIQUE_CERT_SERIAL,
     JOURNAL_UNIQUE_PUBKEY,
+    JOURNAL_UNIQUE_CURRENT, /* the device serial has a current certificate of the issuer */
 };
 
 /* The hash before the first audit record, and the head of an empty chain. */
@@ -231,5 +232,21 @@ enum prov_journal_state journal_state_parse(const char *s);
  */
 int journal_sqlite_open(const char *path, enum journal_store_mode mode,
                         const struct journal_upgrade_hook *hook, struct journal_store **out);
+
+/*
+ * The PostgreSQL store (journal_pg.c, doc/ledger.md): connects to the libpq URI (its password,
+ * when not NULL, read from the PIN-style source password: file:, env:), takes the session's
+ * writer lock as the SQLite store does (exclusive for WRITE, shared for SHARED) and checks the
+ * schema: a writer creates it in an empty database; an older one wants `ledger migrate`, a
+ * newer one is refused.
+ */
+int journal_pg_open(const char *uri, const char *password, enum journal_store_mode mode,
+                    const struct journal_upgrade_hook *hook, struct journal_store **out);
+
+/* The URI with any password masked (journal_pg_db.c); malloc'd, NULL on NOMEM. */
+char *journal_pg_mask(const char *uri);
+
+/* Whether path is a libpq URI (postgresql:// or postgres://), the ledger, not a file. */
+bool journal_pg_is_uri(const char *path);
 
 #endif

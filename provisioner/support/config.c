@@ -21,7 +21,7 @@
      PROV_KEY_BIT(PROV_KEY_RSA_2048) | PROV_KEY_BIT(PROV_KEY_RSA_3072))
 
 static const char *const provisioner_keys[] = {
-    "pkcs11_module", "output_dir", "server_ca", "device_pin", "lot",
+    "pkcs11_module", "output_dir", "server_ca", "device_pin", "lot", "journal", "journal_password",
     "tpm_srk_handle", "tpm_key_handle", "tpm_nv_index", NULL,
 };
 
@@ -283,6 +283,17 @@ static int get_path(const struct section *s, const char *key, char **out)
     return 0;
 }
 
+/* A journal: a libpq URI (the shared ledger, doc/ledger.md) as written, else a path. */
+static int get_journal(const struct section *s, const char *key, char **out)
+{
+    const char *v = section_get(s, key);
+
+    if (v != NULL && (strncmp(v, "postgresql://", 13) == 0 || strncmp(v, "postgres://", 11) == 0)) {
+        return get_string(s, key, out);
+    }
+    return get_path(s, key, out);
+}
+
 static int get_days(const struct section *s, const char *key, int *out)
 {
     const char *v = section_get(s, key);
@@ -510,6 +521,8 @@ static int read_provisioner(struct prov_config *cfg)
         (r = get_path(&s, "output_dir", &cfg->output_dir)) < 0 ||
         (r = get_path(&s, "server_ca", &cfg->server_ca)) < 0 ||
         (r = get_pin_source(&s, "device_pin", &cfg->device_pin)) < 0 ||
+        (r = get_journal(&s, "journal", &cfg->journal)) < 0 ||
+        (r = get_pin_source(&s, "journal_password", &cfg->journal_password)) < 0 ||
         (r = get_string(&s, "lot", &cfg->lot)) < 0 ||
         (r = get_tpm_handle(&s, "tpm_srk_handle", 0x81000000u, 0x81ffffffu,
                             &cfg->tpm_srk_handle)) < 0 ||
@@ -1008,6 +1021,8 @@ void prov_config_free(struct prov_config *cfg)
     free(cfg->output_dir);
     free(cfg->server_ca);
     free(cfg->device_pin);
+    free(cfg->journal);
+    free(cfg->journal_password);
     free(cfg->lot);
     free(cfg->ca_dir);
     free(cfg->ca_key);
