@@ -31,7 +31,11 @@ static void usage(FILE *f)
             "same command again and it resumes; every row is issued exactly once.\n\n"
             "  --jobs N           tokens worked on in parallel (default: CPUs); rows of one\n"
             "                     token are always one at a time\n"
-            "  --journal FILE     the journal (default: MANIFEST.journal.sqlite, .csv dropped)\n"
+            "  --journal FILE     the journal (default: [provisioner] journal, else\n"
+            "                     MANIFEST.journal.sqlite, .csv dropped); a postgresql:// URI\n"
+            "                     is the shared ledger (doc/ledger.md)\n"
+            "  --station NAME     this station in the ledger (default: [station] name, else\n"
+            "                     the host name)\n"
             "  --results FILE     the results CSV (default: MANIFEST.results.csv):\n"
             "                     serial,status,cert_serial,sha256,not_after,storage,error,x_...\n"
             "  --reissue SERIAL   certify SERIAL again; its certificate is recorded as\n"
@@ -228,6 +232,7 @@ static const struct option batch_run_opts[] = {
     {"reissue", required_argument, NULL, 'r'},
     {"again", no_argument, NULL, 'A'},
     {"pin", required_argument, NULL, 'p'},
+    {"station", required_argument, NULL, 'S'},
     {"check", no_argument, NULL, 'C'},
     {"prove", required_argument, NULL, 'X'},
     {"no-progress", no_argument, NULL, 'P'},
@@ -265,6 +270,7 @@ static int run(int argc, char **argv)
         case 'r': reissue[o.n_reissue++] = optarg; break;
         case 'A': o.is_again = true; break;
         case 'p': o.pin_spec = optarg; break;
+        case 'S': o.station = optarg; break;
         case 'C': o.is_check_only = true; break;
         case 'X': o.prove_url = optarg; break;
         case 'P': o.show_progress = false; break;

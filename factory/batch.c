@@ -16,6 +16,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/conf.h>
+#include <openssl/err.h>
+
 #include "backend.h"
 #include "error.h"
 #include "interrupt.h"
@@ -704,14 +707,34 @@ static int interrupted(struct batch *b)
                      b->n_rows, b->n_interrupted);
 }
 
+void prov_batch_station_name(const struct prov_config *cfg, const char *opt, char *out,
+                             size_t cap)
+{
+    const char *v = opt;
+
+    if (v == NULL && cfg != NULL && cfg->conf != NULL) {
+        v = NCONF_get_string(cfg->conf, "station", "name");
+        ERR_clear_error(); /* no [station] name is no error */
+    }
+    if (v != NULL && *v != '\0') {
+        snprintf(out, cap, "%s", v);
+    } else if (gethostname(out, cap) != 0 || out[0] == '\0') {
+        snprintf(out, cap, "station");
+    }
+    out[cap - 1] = '\0';
+}
+
 /* Everything after validation: journal, CA, workers, results. */
 static int enroll_lot(struct batch *b, struct prov_batch_summary *sum)
 {
     struct prov_journal_run run;
     char *reissue_list = NULL;
+    char station[256];
     int r;
 
-    r = prov_journal_open_with(sum->journal, b->cfg->journal_password, true, &b->journal);
+    prov_batch_station_name(b->cfg, b->opts->station, station, sizeof(station));
+    r = prov_journal_open_with(sum->journal, b->cfg->journal_password, station, true,
+                               &b->journal);
     if (r < 0) {
         return r;
     }

@@ -118,34 +118,36 @@ int journal_open_on(struct journal_store *store, bool writable, struct prov_jour
     return 0;
 }
 
-static int journal_open(const char *path, const char *password, enum journal_store_mode mode,
-                        struct prov_journal **out)
+const struct journal_upgrade_hook journal_upgrade_audit = {.fn = upgrade_audit};
+
+int journal_open_mode(const char *path, const char *password, const char *station,
+                      enum journal_store_mode mode, struct prov_journal **out)
 {
-    static const struct journal_upgrade_hook hook = {.fn = upgrade_audit};
+    const struct journal_upgrade_hook hook = journal_upgrade_audit;
     struct journal_store *store = NULL;
     int r;
 
     *out = NULL;
     /* a libpq URI is the shared ledger (doc/ledger.md); anything else is a SQLite file */
-    r = journal_pg_is_uri(path) ? journal_pg_open(path, password, mode, &hook, &store)
+    r = journal_pg_is_uri(path) ? journal_pg_open(path, password, station, mode, &hook, &store)
                                 : journal_sqlite_open(path, mode, &hook, &store);
     return r < 0 ? r : journal_open_on(store, mode != JOURNAL_STORE_READ, out);
 }
 
 int prov_journal_open(const char *path, bool writable, struct prov_journal **out)
 {
-    return journal_open(path, NULL, writable ? JOURNAL_STORE_WRITE : JOURNAL_STORE_READ, out);
+    return journal_open_mode(path, NULL, NULL, writable ? JOURNAL_STORE_WRITE : JOURNAL_STORE_READ, out);
 }
 
 int prov_journal_open_shared(const char *path, struct prov_journal **out)
 {
-    return journal_open(path, NULL, JOURNAL_STORE_SHARED, out);
+    return journal_open_mode(path, NULL, NULL, JOURNAL_STORE_SHARED, out);
 }
 
-int prov_journal_open_with(const char *path, const char *password, bool writable,
-                           struct prov_journal **out)
+int prov_journal_open_with(const char *path, const char *password, const char *station,
+                           bool writable, struct prov_journal **out)
 {
-    return journal_open(path, password, writable ? JOURNAL_STORE_WRITE : JOURNAL_STORE_READ, out);
+    return journal_open_mode(path, password, station, writable ? JOURNAL_STORE_WRITE : JOURNAL_STORE_READ, out);
 }
 
 bool prov_journal_is_ledger(const char *path)

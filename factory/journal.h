@@ -102,10 +102,11 @@ int prov_journal_open_shared(const char *path, struct prov_journal **out);
 /*
  * prov_journal_open where path may be the shared ledger, a libpq URI (doc/ledger.md):
  * password is its PIN-style source (file:, env:; NULL: libpq's own, PGPASSFILE), never
- * the URI in a message (the URI is shown with any password masked).
+ * the URI in a message (the URI is shown with any password masked). station names the
+ * station's audit chain and leases in the ledger (NULL: ""); a SQLite journal ignores it.
  */
-int prov_journal_open_with(const char *path, const char *password, bool writable,
-                           struct prov_journal **out);
+int prov_journal_open_with(const char *path, const char *password, const char *station,
+                           bool writable, struct prov_journal **out);
 
 /* Whether path names the shared ledger (a postgresql:// URI) rather than a SQLite file. */
 bool prov_journal_is_ledger(const char *path);
@@ -336,6 +337,7 @@ struct prov_journal_audit {
     long long n_records;
     char head_hash[65]; /* hex of the newest record's hash: keep it outside to anchor */
     long long bad_seq;  /* the first record that fails, 0 when none */
+    char chain[128];    /* its chain in a ledger (a station's name), "" otherwise */
     char reason[256];
 };
 

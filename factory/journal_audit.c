@@ -5,6 +5,7 @@
  * device rows with their newest records (journal.h).
  */
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,24 +116,67 @@ static int audit_bad(struct prov_journal_audit *out, long long seq, const char *
     va_start(ap, fmt);
     vsnprintf(out->reason, sizeof(out->reason), fmt, ap);
     va_end(ap);
+    if (out->chain[0] != '\0') {
+        return prov_fail(PROV_ERR_VERIFY, "audit chain %s record %lld: %s", out->chain, seq,
+                         out->reason);
+    }
     return prov_fail(PROV_ERR_VERIFY, "audit record %lld: %s", seq, out->reason);
 }
 
-/* Walking the chain: the hash before the next record, and the next seq expected. */
+/*
+ * Walking the chain: the hash before the next record, and the next seq expected. A ledger
+ * has one chain per station (journal_store.h): each is walked alone, from the zero hash, and
+ * its end compared with that chain's recorded head.
+ */
 struct chain_walk {
     struct prov_journal_audit *out;
     char prev[65];
     long long expect;
+    long long n_before; /* records of the chains walked before this one */
+    char chain[128];
+    long long head_seq;
+    char head_hash[65];
+    bool is_chained; /* the store names chains */
 };
+
+/* The chain walked so far must end at its recorded head. */
+static int chain_end(struct chain_walk *w, long long head_seq, const char *head_hash)
+{
+    if (head_seq != w->expect - 1 || strcmp(head_hash, w->prev) != 0) {
+        return audit_bad(w->out, head_seq,
+                         "%s%s%sthe recorded head is record %lld but the chain ends at %lld "
+                         "(records removed from the end?)",
+                         w->is_chained ? "chain " : "", w->is_chained ? w->chain : "",
+                         w->is_chained ? ": " : "", head_seq, w->expect - 1);
+    }
+    return 0;
+}
 
 static int chain_step(void *ctx, const struct journal_audit_record *a)
 {
     struct chain_walk *w = ctx;
     const char *text[5] = {a->at, a->lot, a->serial, a->event, a->detail};
     char hash[65];
+    int r;
 
     for (int i = 0; i < 5; i++) {
         text[i] = text[i] ? text[i] : "";
+    }
+    if (a->chain != NULL && (!w->is_chained || strcmp(a->chain, w->chain) != 0)) {
+        if (w->is_chained && (r = chain_end(w, w->head_seq, w->head_hash)) < 0) {
+            return r;
+        }
+        w->n_before += w->expect - 1;
+        w->is_chained = true;
+        snprintf(w->chain, sizeof(w->chain), "%s", a->chain);
+        w->head_seq = a->chain_head_seq;
+        snprintf(w->head_hash, sizeof(w->head_hash), "%s",
+                 a->chain_head_hash ? a->chain_head_hash : "");
+        memcpy(w->prev, JOURNAL_ZERO_HASH, sizeof(w->prev));
+        w->expect = 1;
+    }
+    if (w->is_chained) {
+        snprintf(w->out->chain, sizeof(w->out->chain), "%s", w->chain);
     }
     if (a->seq != w->expect) {
         return audit_bad(w->out, w->expect, "missing (the next record is %lld)", a->seq);
@@ -161,13 +205,14 @@ static int verify_chain(struct journal_store *s, struct prov_journal_audit *out)
     if (r == 0) {
         r = s->ops->audit_foreach(s, chain_step, &w);
     }
-    out->n_records = w.expect - 1;
+    out->n_records = w.n_before + w.expect - 1;
     memcpy(out->head_hash, w.prev, sizeof(w.prev));
-    if (r == 0 && (head_seq != w.expect - 1 || strcmp(head_hash, w.prev) != 0)) {
-        r = audit_bad(out, head_seq,
-                      "the recorded head is record %lld but the chain ends at "
-                      "%lld (records removed from the end?)",
-                      head_seq, w.expect - 1);
+    if (r == 0) {
+        r = w.is_chained ? chain_end(&w, w.head_seq, w.head_hash)
+                         : chain_end(&w, head_seq, head_hash);
+    }
+    if (r == 0) {
+        out->chain[0] = '\0';
     }
     return r;
 }

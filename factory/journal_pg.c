@@ -6,8 +6,9 @@
  *  - every transaction takes one transaction-scoped advisory lock first, so the journal's
  *    transactions are serialized across processes and hosts as BEGIN IMMEDIATE serializes
  *    them on one SQLite file (the audit chain needs a total order);
- *  - the writer lock (one batch, or stations side by side) is a session advisory lock,
- *    exclusive or shared, released by the server when the session ends, however it ends;
+ *  - the writer lock is a session advisory lock, shared by batches and stations (rows are
+ *    claimed by leases), exclusive for a schema change, released by the server when the
+ *    session ends, however it ends;
  *  - a row lock is an advisory lock on a connection of its own, so that two threads of one
  *    process exclude each other as two processes do;
  *  - the uniqueness rules are constraints of the database (doc/ledger.md lists them), so a
@@ -89,6 +90,25 @@ static const char *const schema_steps[] = {
     "CREATE TABLE station_claim(lot_id BIGINT NOT NULL REFERENCES lot(id),"
     " serial TEXT NOT NULL, identity TEXT NOT NULL, instance TEXT NOT NULL,"
     " claimed TEXT NOT NULL, PRIMARY KEY (lot_id, serial), UNIQUE (lot_id, identity));",
+    /*
+     * 2: one audit chain per station (chain: the station's name; "" holds the records made
+     * before), each with its head, so that every chain verifies alone; and the work of a
+     * lot, claimed by leases (journal_pg_lease.c): the station, a token from a sequence that
+     * only grows (fencing: a write whose token is not the row's current one is refused) and
+     * the lease's expiry.
+     */
+    "ALTER TABLE audit ADD COLUMN chain TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE audit DROP CONSTRAINT audit_pkey;"
+    "ALTER TABLE audit ADD PRIMARY KEY (chain, seq);"
+    "CREATE TABLE audit_head(chain TEXT PRIMARY KEY, seq BIGINT NOT NULL, hash TEXT NOT NULL);"
+    "INSERT INTO audit_head(chain, seq, hash) SELECT '', split_part(value, ':', 1)::bigint,"
+    " split_part(value, ':', 2) FROM meta WHERE key = 'audit_head';"
+    "DELETE FROM meta WHERE key = 'audit_head';"
+    "CREATE SEQUENCE lease_token;"
+    "CREATE TABLE work(lot_id BIGINT NOT NULL REFERENCES lot(id), serial TEXT NOT NULL,"
+    " station TEXT, token BIGINT, expires TIMESTAMPTZ, done BOOLEAN NOT NULL DEFAULT false,"
+    " PRIMARY KEY (lot_id, serial));"
+    "CREATE INDEX work_open ON work(lot_id) WHERE NOT done;",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(schema_steps) / sizeof(schema_steps[0])))
@@ -131,7 +151,11 @@ static int connect_fail(struct journal_pg *j, const char *what)
     return prov_fail(PROV_ERR_JOURNAL, "journal %s: %s: %s", j->base.name, what, msg);
 }
 
-/* The session's writer lock: exclusive for a batch, shared for stations side by side. */
+/*
+ * The session's writer lock. Batches and stations share it: on the ledger they work side by
+ * side (rows are claimed by leases, journal_pg_lease.c). ledger migrate takes it exclusively,
+ * so that no process that knows only the older schema writes while it changes.
+ */
 static int take_writer_lock(struct journal_pg *j)
 {
     PGresult *res;
@@ -141,7 +165,7 @@ static int take_writer_lock(struct journal_pg *j)
         return 0;
     }
     res = journal_pg_exec(j, "writer lock", NULL, NULL, 0,
-                          j->mode == JOURNAL_STORE_WRITE
+                          j->mode == JOURNAL_STORE_ADMIN
                               ? "SELECT pg_try_advisory_lock(" LOCK_WRITER ")"
                               : "SELECT pg_try_advisory_lock_shared(" LOCK_WRITER ")",
                           "");
@@ -152,11 +176,11 @@ static int take_writer_lock(struct journal_pg *j)
     PQclear(res);
     if (!is_held) {
         return prov_fail(PROV_ERR_JOURNAL,
-                         j->mode == JOURNAL_STORE_WRITE
-                             ? "journal %s: in use by another batch run or station (its writer "
-                               "lock is held)"
-                             : "journal %s: in use by a batch run (its writer lock is held "
-                               "exclusively)",
+                         j->mode == JOURNAL_STORE_ADMIN
+                             ? "journal %s: stations or batch runs are working on the ledger; "
+                               "stop them before changing its schema"
+                             : "journal %s: its schema is being changed (ledger migrate holds "
+                               "its writer lock)",
                          j->base.name);
     }
     return 0;
@@ -269,9 +293,15 @@ int journal_pg_migrate(struct journal_store *s, const struct journal_upgrade_hoo
                        int *from, int *to)
 {
     struct journal_pg *j = journal_pg_of(s);
+    const char *cap = getenv("PROV_TEST_LEDGER_SCHEMA");
+    int target = SCHEMA_VERSION;
     int version = 0;
     int r;
 
+    /* test-only: stop at an older version, to test ledger migrate (doc/ledger.md) */
+    if (cap != NULL && atoi(cap) > 0 && atoi(cap) < SCHEMA_VERSION) {
+        target = atoi(cap);
+    }
     /* the schema lock first: migrations queue behind each other, then the journal's own */
     r = begin_locked(j, "SELECT pg_advisory_xact_lock(" LOCK_SCHEMA ")");
     if (r < 0) {
@@ -282,7 +312,7 @@ int journal_pg_migrate(struct journal_store *s, const struct journal_upgrade_hoo
     if (r == 0 && version > SCHEMA_VERSION) {
         r = refuse_newer(j, version);
     }
-    for (int i = version; r == 0 && i < SCHEMA_VERSION; i++) {
+    for (int i = version; r == 0 && i < target; i++) {
         PGresult *res;
 
         pthread_mutex_lock(&j->conn_lock);
@@ -298,14 +328,14 @@ int journal_pg_migrate(struct journal_store *s, const struct journal_upgrade_hoo
                                             " VALUES ($1, 'provisioner')",
                                "i", (long long)(i + 1));
     }
-    if (r == 0 && version > 0 && version < SCHEMA_VERSION && hook != NULL) {
-        r = hook->fn(hook->ctx, s, version, SCHEMA_VERSION);
+    if (r == 0 && version > 0 && version < target && hook != NULL) {
+        r = hook->fn(hook->ctx, s, version, target);
     }
     r = pg_end(s, r);
     if (r == 0) {
-        j->schema_version = SCHEMA_VERSION;
+        j->schema_version = version > target ? version : target;
         *from = version;
-        *to = SCHEMA_VERSION;
+        *to = j->schema_version;
     }
     return r;
 }
@@ -359,6 +389,7 @@ static void pg_close(struct journal_store *s)
         OPENSSL_cleanse(j->password, strlen(j->password));
     }
     free(j->password);
+    free(j->station);
     free(j->conninfo);
     free(j->base.name);
     pthread_mutex_destroy(&j->conn_lock);
@@ -378,8 +409,9 @@ bool journal_pg_is_uri(const char *path)
            (strncmp(path, "postgresql://", 13) == 0 || strncmp(path, "postgres://", 11) == 0);
 }
 
-int journal_pg_open(const char *uri, const char *password_spec, enum journal_store_mode mode,
-                    const struct journal_upgrade_hook *hook, struct journal_store **out)
+int journal_pg_open(const char *uri, const char *password_spec, const char *station,
+                    enum journal_store_mode mode, const struct journal_upgrade_hook *hook,
+                    struct journal_store **out)
 {
     struct journal_pg *j = calloc(1, sizeof(*j));
     struct prov_secret *pw = NULL;
@@ -387,7 +419,7 @@ int journal_pg_open(const char *uri, const char *password_spec, enum journal_sto
 
     *out = NULL;
     if (j == NULL || (j->base.name = journal_pg_mask(uri)) == NULL ||
-        (j->conninfo = strdup(uri)) == NULL) {
+        (j->conninfo = strdup(uri)) == NULL || (j->station = strdup(station ? station : "")) == NULL) {
         pg_close(j ? &j->base : NULL);
         return prov_fail(PROV_ERR_NOMEM, "journal: out of memory");
     }
@@ -412,7 +444,11 @@ int journal_pg_open(const char *uri, const char *password_spec, enum journal_sto
         goto out;
     }
     r = take_writer_lock(j);
-    r = r ? r : schema_check(j, hook);
+    if (r == 0 && mode == JOURNAL_STORE_ADMIN) {
+        r = read_version(j, &j->schema_version); /* ledger init/migrate decide */
+    } else if (r == 0) {
+        r = schema_check(j, hook);
+    }
     if (r == 0) {
         *out = &j->base;
         j = NULL;
@@ -514,8 +550,7 @@ static int pg_lot_insert(struct journal_store *s, const char *name, const char *
     return r;
 }
 
-/* The SHA-256 of the certificate's DER issuer name, hex: what "per issuer" compares. */
-static int issuer_of(const unsigned char *der, size_t len, char hex[65])
+int journal_pg_issuer(const unsigned char *der, size_t len, char hex[65])
 {
     const unsigned char *p = der;
     X509 *cert = d2i_X509(NULL, &p, (long)len);
@@ -544,7 +579,7 @@ static int pg_cert_insert(struct journal_store *s, const struct journal_cert *c,
     PGresult *res;
     int r;
 
-    r = issuer_of(c->der, c->der_len, issuer);
+    r = journal_pg_issuer(c->der, c->der_len, issuer);
     if (r < 0) {
         return r;
     }
@@ -714,7 +749,8 @@ static int pg_audit_head(struct journal_store *s, long long *seq, char hash[65])
     *seq = 0;
     memcpy(hash, JOURNAL_ZERO_HASH, 65);
     r = pg_text(journal_pg_of(s), "audit", v, sizeof(v), &found,
-                "SELECT value FROM meta WHERE key = 'audit_head'", "");
+                "SELECT seq || ':' || hash FROM audit_head WHERE chain = $1", "t",
+                journal_pg_of(s)->station);
     if (r < 0 || !found) {
         return r;
     }
@@ -730,20 +766,19 @@ static int pg_audit_head(struct journal_store *s, long long *seq, char hash[65])
 static int pg_audit_append(struct journal_store *s, const struct journal_audit_record *a)
 {
     struct journal_pg *j = journal_pg_of(s);
-    char head[96];
     int r;
 
-    snprintf(head, sizeof(head), "%lld:%s", a->seq, a->hash);
     r = journal_pg_run(j, "audit",
-                       "INSERT INTO audit(seq, at, lot, serial, event, detail, prev_hash, hash)"
-                       " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                       "ittttttt", a->seq, a->at, a->lot, a->serial, a->event, a->detail,
-                       a->prev_hash, a->hash);
+                       "INSERT INTO audit(chain, seq, at, lot, serial, event, detail, prev_hash,"
+                       " hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                       "tittttttt", j->station, a->seq, a->at, a->lot, a->serial, a->event,
+                       a->detail, a->prev_hash, a->hash);
     return r ? r
              : journal_pg_run(j, "audit",
-                              "INSERT INTO meta(key, value) VALUES ('audit_head', $1)"
-                              " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                              "t", head);
+                              "INSERT INTO audit_head(chain, seq, hash) VALUES ($1, $2, $3)"
+                              " ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq,"
+                              " hash = excluded.hash",
+                              "tit", j->station, a->seq, a->hash);
 }
 
 static int pg_claim_of(struct journal_store *s, long long lot_id, const char *identity, char *out,

@@ -21,6 +21,7 @@ struct journal_pg {
     PGconn *conn;
     char *conninfo;                /* the URI as given (never printed: it may hold a password) */
     char *password;                /* from the password source, or NULL (libpq finds its own) */
+    char *station;                 /* this station's name: its audit chain, its leases */
     enum journal_store_mode mode;  /* which session lock to take again after a reconnect */
     pthread_mutex_t conn_lock;     /* one statement at a time on the connection */
     bool is_in_txn;                /* between begin and end */
@@ -63,6 +64,9 @@ unsigned char *journal_pg_bytes(const PGresult *res, int i, int c, size_t *len);
  * broke has an unknown outcome, and the journal reads the row back instead of guessing.
  */
 int journal_pg_reconnect(struct journal_pg *j);
+
+/* The SHA-256 of a certificate's DER issuer name, hex: what "per issuer" compares. */
+int journal_pg_issuer(const unsigned char *der, size_t len, char hex[65]);
 
 /* The newest schema version this provisioner knows (journal_pg.c). */
 int journal_pg_schema_newest(void);

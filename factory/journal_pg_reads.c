@@ -105,8 +105,9 @@ int journal_pg_audit_foreach(struct journal_store *s,
     int r = 0;
 
     res = journal_pg_exec(journal_pg_of(s), "audit", NULL, NULL, 0,
-                          "SELECT seq, at, lot, serial, event, detail, prev_hash, hash"
-                          " FROM audit ORDER BY seq",
+                          "SELECT a.seq, a.at, a.lot, a.serial, a.event, a.detail, a.prev_hash,"
+                          " a.hash, a.chain, h.seq, h.hash FROM audit a"
+                          " LEFT JOIN audit_head h ON h.chain = a.chain ORDER BY a.chain, a.seq",
                           "");
     if (res == NULL) {
         return PROV_ERR_JOURNAL;
@@ -121,6 +122,9 @@ int journal_pg_audit_foreach(struct journal_store *s,
             .detail = PQgetvalue(res, i, 5),
             .prev_hash = PQgetvalue(res, i, 6),
             .hash = PQgetvalue(res, i, 7),
+            .chain = PQgetvalue(res, i, 8),
+            .chain_head_seq = journal_pg_ll(res, i, 9),
+            .chain_head_hash = PQgetvalue(res, i, 10),
         };
 
         r = fn(ctx, &a);
@@ -146,9 +150,9 @@ int journal_pg_audit_rows(struct journal_store *s,
         "SELECT l.name, d.serial, d.state, c.sha256,"
         " (SELECT a.event FROM audit a WHERE a.lot = l.name AND a.serial = d.serial"
         "  AND a.event NOT IN ('claim', 'device-moved', 'retired', 'outside-change')"
-        "  ORDER BY a.seq DESC LIMIT 1),"
+        "  ORDER BY a.at DESC, a.seq DESC LIMIT 1),"
         " (SELECT a.detail FROM audit a WHERE a.lot = l.name AND a.serial = d.serial"
-        "  AND a.event = 'issued' ORDER BY a.seq DESC LIMIT 1)"
+        "  AND a.event = 'issued' ORDER BY a.at DESC, a.seq DESC LIMIT 1)"
         " FROM device d JOIN lot l ON l.id = d.lot_id LEFT JOIN certificate c ON c.id = d.cert_id",
         "");
     if (res == NULL) {

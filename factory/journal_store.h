@@ -26,6 +26,7 @@ enum journal_store_mode {
     JOURNAL_STORE_READ,   /* status, report: no lock, the schema read as it is */
     JOURNAL_STORE_WRITE,  /* a batch run: the one writer of the journal */
     JOURNAL_STORE_SHARED, /* a station: writers side by side, each row locked by its worker */
+    JOURNAL_STORE_ADMIN,  /* ledger init/migrate: no writer lock, the schema left as it is */
 };
 
 /* A device row as journal.c writes it whole; strings and key id are borrowed. */
@@ -80,6 +81,14 @@ struct journal_audit_record {
     const char *detail;
     const char *prev_hash;
     const char *hash;
+    /*
+     * A store with one chain per station (the ledger) names the record's chain and that
+     * chain's recorded head; NULL for the one chain of a SQLite journal, whose head is
+     * audit_head's.
+     */
+    const char *chain;
+    long long chain_head_seq;
+    const char *chain_head_hash;
 };
 
 /* What the audit says of one device row, for verification (journal_audit.c). */
@@ -238,10 +247,11 @@ int journal_sqlite_open(const char *path, enum journal_store_mode mode,
  * when not NULL, read from the PIN-style source password: file:, env:), takes the session's
  * writer lock as the SQLite store does (exclusive for WRITE, shared for SHARED) and checks the
  * schema: a writer creates it in an empty database; an older one wants `ledger migrate`, a
- * newer one is refused.
+ * newer one is refused. station names this station's audit chain and leases ("" when none).
  */
-int journal_pg_open(const char *uri, const char *password, enum journal_store_mode mode,
-                    const struct journal_upgrade_hook *hook, struct journal_store **out);
+int journal_pg_open(const char *uri, const char *password, const char *station,
+                    enum journal_store_mode mode, const struct journal_upgrade_hook *hook,
+                    struct journal_store **out);
 
 /* The URI with any password masked (journal_pg_db.c); malloc'd, NULL on NOMEM. */
 char *journal_pg_mask(const char *uri);
