@@ -214,6 +214,7 @@ static void print_summary_json(const struct prov_batch_opts *o, const struct pro
     json_object_object_add(j, "rows", json_object_new_int64((int64_t)s->n_rows));
     json_object_object_add(j, "issued", json_object_new_int64((int64_t)s->n_issued));
     json_object_object_add(j, "already_issued", json_object_new_int64((int64_t)s->n_already));
+    json_object_object_add(j, "elsewhere", json_object_new_int64((int64_t)s->n_elsewhere));
     json_object_object_add(j, "failed", json_object_new_int64((int64_t)s->n_failed));
     json_object_object_add(j, "seconds", json_object_new_double(s->seconds));
     json_object_object_add(j, "devices_per_second", json_object_new_double(s->devices_per_second));
@@ -325,9 +326,15 @@ static int run(int argc, char **argv)
         printf("%s: %lu rows, valid\n", o.manifest, sum.n_rows);
         rc = PROV_EXIT_OK;
     } else {
-        printf("%lu rows: %lu issued, %lu already-issued, %lu failed in %.1f s (%.1f devices/s); "
-               "results %s, journal %s\n",
-               sum.n_rows, sum.n_issued, sum.n_already, sum.n_failed, sum.seconds,
+        char elsewhere[48] = "";
+
+        /* only a ledger shares a lot with other stations: the line is as before otherwise */
+        if (sum.n_elsewhere > 0) {
+            snprintf(elsewhere, sizeof(elsewhere), ", %lu elsewhere", sum.n_elsewhere);
+        }
+        printf("%lu rows: %lu issued, %lu already-issued, %lu failed%s in %.1f s (%.1f "
+               "devices/s); results %s, journal %s\n",
+               sum.n_rows, sum.n_issued, sum.n_already, sum.n_failed, elsewhere, sum.seconds,
                sum.devices_per_second, sum.results, sum.journal);
         rc = sum.n_failed > 0 ? PROV_EXIT_FAILED : PROV_EXIT_OK;
     }

@@ -735,6 +735,9 @@ static int enroll_lot(struct batch *b, struct prov_batch_summary *sum)
     prov_batch_station_name(b->cfg, b->opts->station, station, sizeof(station));
     r = prov_journal_open_with(sum->journal, b->cfg->journal_password, station, true,
                                &b->journal);
+    if (r == 0) {
+        prov_journal_set_lease(b->journal, b->cfg->journal_lease);
+    }
     if (r < 0) {
         return r;
     }
@@ -866,6 +869,7 @@ int prov_batch_run(const struct prov_config *cfg, const struct prov_batch_opts *
     r = enroll_lot(&b, sum);
     sum->n_issued = b.n_issued;
     sum->n_already = b.n_already;
+    sum->n_elsewhere = b.n_elsewhere;
     sum->n_failed = b.n_failed;
 out:
     sum->seconds = now_seconds() - start;

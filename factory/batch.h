@@ -70,6 +70,7 @@ struct prov_batch_summary {
     unsigned long n_rows;
     unsigned long n_issued;
     unsigned long n_already;
+    unsigned long n_elsewhere; /* rows another station held in the ledger */
     unsigned long n_failed;
     unsigned long n_findings; /* manifest findings (validation failed when > 0) */
     double seconds;

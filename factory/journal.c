@@ -155,6 +155,44 @@ bool prov_journal_is_ledger(const char *path)
     return journal_pg_is_uri(path);
 }
 
+int prov_journal_lease_claim(struct prov_journal *j, long long lot_id, const char *serial,
+                             char *holder, size_t cap, bool *is_mine)
+{
+    holder[0] = '\0';
+    *is_mine = true;
+    int r;
+
+    if (j->store->ops->lease_claim == NULL) {
+        return 0;
+    }
+    /* the store's connection is the journal's: one transaction at a time on it */
+    pthread_mutex_lock(&j->lock);
+    r = j->store->ops->lease_claim(j->store, lot_id, serial, holder, cap, is_mine);
+    pthread_mutex_unlock(&j->lock);
+    return r;
+}
+
+int prov_journal_lease_end(struct prov_journal *j, long long lot_id, const char *serial,
+                           bool is_done)
+{
+    int r;
+
+    if (j->store->ops->lease_end == NULL) {
+        return 0;
+    }
+    pthread_mutex_lock(&j->lock);
+    r = j->store->ops->lease_end(j->store, lot_id, serial, is_done);
+    pthread_mutex_unlock(&j->lock);
+    return r;
+}
+
+void prov_journal_set_lease(struct prov_journal *j, int seconds)
+{
+    if (j->store->ops->set_lease != NULL && seconds > 0) {
+        j->store->ops->set_lease(j->store, seconds);
+    }
+}
+
 char *prov_journal_name(const char *path)
 {
     return journal_pg_is_uri(path) ? journal_pg_mask(path) : strdup(path);

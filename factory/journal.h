@@ -111,6 +111,22 @@ int prov_journal_open_with(const char *path, const char *password, const char *s
 /* Whether path names the shared ledger (a postgresql:// URI) rather than a SQLite file. */
 bool prov_journal_is_ledger(const char *path);
 
+/*
+ * Work distribution on the ledger (doc/ledger.md): claims the row for this process unless
+ * another station holds a live lease on it (*is_mine false, its name into holder). A SQLite
+ * journal has one writer: every row is its own. The lease is renewed while the process
+ * runs, and every write of the row is refused once another station took it over.
+ */
+int prov_journal_lease_claim(struct prov_journal *j, long long lot_id, const char *serial,
+                             char *holder, size_t cap, bool *is_mine);
+
+/* Gives the row's lease back (is_done: the row needs no more work); no lease: nothing. */
+int prov_journal_lease_end(struct prov_journal *j, long long lot_id, const char *serial,
+                           bool is_done);
+
+/* The lease's length in seconds ([provisioner] journal_lease); before the first claim. */
+void prov_journal_set_lease(struct prov_journal *j, int seconds);
+
 /* What messages call the journal at path: a copy, with a ledger URI's password masked. */
 char *prov_journal_name(const char *path);
 

@@ -125,7 +125,7 @@ static void sleep_ms(long ms)
     nanosleep(&ts, NULL);
 }
 
-static PGconn *connect_to(const struct journal_pg *j)
+PGconn *journal_pg_connect(const struct journal_pg *j)
 {
     const char *keys[] = {"application_name", "connect_timeout", "dbname", "password", NULL};
     const char *values[] = {"provisioner", "10", j->conninfo, j->password, NULL};
@@ -134,6 +134,12 @@ static PGconn *connect_to(const struct journal_pg *j)
         keys[3] = NULL;
     }
     return PQconnectdbParams(keys, values, 1);
+}
+
+/* The server's notices (warnings) are the tool's debug output, not lines on stderr. */
+static void server_notice(void *ctx, const char *message)
+{
+    prov_debug("journal", "journal %s: %s", ((struct journal_pg *)ctx)->base.name, message);
 }
 
 static int connect_fail(struct journal_pg *j, const char *what)
@@ -384,6 +390,7 @@ static void pg_close(struct journal_store *s)
     if (j == NULL) {
         return;
     }
+    journal_pg_leases_stop(j);
     PQfinish(j->conn); /* the server releases the session's advisory locks */
     if (j->password != NULL) {
         OPENSSL_cleanse(j->password, strlen(j->password));
@@ -393,6 +400,8 @@ static void pg_close(struct journal_store *s)
     free(j->conninfo);
     free(j->base.name);
     pthread_mutex_destroy(&j->conn_lock);
+    pthread_mutex_destroy(&j->lease_lock);
+    pthread_cond_destroy(&j->renew_cond);
     free(j);
 }
 
@@ -425,7 +434,10 @@ int journal_pg_open(const char *uri, const char *password_spec, const char *stat
     }
     j->base.ops = &pg_ops;
     j->mode = mode;
+    j->lease_seconds = JOURNAL_LEASE_DEFAULT;
     pthread_mutex_init(&j->conn_lock, NULL);
+    pthread_mutex_init(&j->lease_lock, NULL);
+    pthread_cond_init(&j->renew_cond, NULL);
     if (password_spec != NULL) {
         r = prov_secret_load(password_spec, "ledger password", &pw);
         if (r < 0) {
@@ -438,11 +450,12 @@ int journal_pg_open(const char *uri, const char *password_spec, const char *stat
             goto out;
         }
     }
-    j->conn = connect_to(j);
+    j->conn = journal_pg_connect(j);
     if (j->conn == NULL || PQstatus(j->conn) != CONNECTION_OK) {
         r = connect_fail(j, "cannot connect");
         goto out;
     }
+    PQsetNoticeProcessor(j->conn, server_notice, j);
     r = take_writer_lock(j);
     if (r == 0 && mode == JOURNAL_STORE_ADMIN) {
         r = read_version(j, &j->schema_version); /* ledger init/migrate decide */
@@ -463,7 +476,13 @@ static int pg_row_put(struct journal_store *s, struct journal_row *w)
     struct journal_pg *j = journal_pg_of(s);
     const char *state = prov_journal_state_name(w->state);
     PGresult *res;
+    int r;
 
+    /* every write of a row is fenced: a station whose lease was taken over writes nothing */
+    r = journal_pg_fence(j, w->lot_id, w->serial);
+    if (r < 0) {
+        return r;
+    }
     if (w->id != 0) {
         return journal_pg_run(j, w->serial,
                               "UPDATE device SET device_uri = $1, state = $2, key_id = $3,"
@@ -851,7 +870,7 @@ static int pg_row_lock(struct journal_store *s, long long lot_id, const char *se
         return PROV_ERR_NOMEM;
     }
     values[0] = key;
-    rl->conn = connect_to(j);
+    rl->conn = journal_pg_connect(j);
     if (rl->conn == NULL || PQstatus(rl->conn) != CONNECTION_OK) {
         r = prov_fail(PROV_ERR_JOURNAL, "journal %s: cannot connect for a row lock: %s", s->name,
                       rl->conn ? PQerrorMessage(rl->conn) : "out of memory");
@@ -878,6 +897,11 @@ static int pg_row_lock(struct journal_store *s, long long lot_id, const char *se
     rl->base.release = row_lock_release;
     *out = &rl->base;
     return 0;
+}
+
+static void pg_set_lease(struct journal_store *s, int seconds)
+{
+    journal_pg_of(s)->lease_seconds = seconds;
 }
 
 static const struct journal_store_ops pg_ops = {
@@ -915,4 +939,7 @@ static const struct journal_store_ops pg_ops = {
     .foreach_lot = journal_pg_foreach_lot,
     .foreach_device = journal_pg_foreach_device,
     .foreach_key = journal_pg_foreach_key,
+    .lease_claim = journal_pg_lease_claim,
+    .lease_end = journal_pg_lease_end,
+    .set_lease = pg_set_lease,
 };

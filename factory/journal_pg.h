@@ -26,6 +26,14 @@ struct journal_pg {
     pthread_mutex_t conn_lock;     /* one statement at a time on the connection */
     bool is_in_txn;                /* between begin and end */
     int schema_version;
+    /* leases (journal_pg_lease.c): the rows this process holds, renewed by a thread */
+    int lease_seconds;
+    struct pg_lease *leases;
+    pthread_mutex_t lease_lock; /* guards leases and is_renew_stop */
+    pthread_cond_t renew_cond;
+    pthread_t renew_thread;
+    PGconn *renew_conn; /* the renewal's own connection; NULL until the first claim */
+    bool is_renew_stop;
 };
 
 static inline struct journal_pg *journal_pg_of(struct journal_store *s)
@@ -67,6 +75,24 @@ int journal_pg_reconnect(struct journal_pg *j);
 
 /* The SHA-256 of a certificate's DER issuer name, hex: what "per issuer" compares. */
 int journal_pg_issuer(const unsigned char *der, size_t len, char hex[65]);
+
+/* A new connection with the store's URI and password (row locks, lease renewal). */
+PGconn *journal_pg_connect(const struct journal_pg *j);
+
+/* The leases (journal_pg_lease.c): the ops of the same names (journal_store.h). */
+int journal_pg_lease_claim(struct journal_store *s, long long lot_id, const char *serial,
+                           char *holder, size_t cap, bool *is_mine);
+int journal_pg_lease_end(struct journal_store *s, long long lot_id, const char *serial,
+                         bool is_done);
+
+/*
+ * Inside a transaction, before a row is written: PROV_ERR_JOURNAL when the row is claimed and
+ * its lease token is not the one this process holds (taken over, or released by an operator).
+ */
+int journal_pg_fence(struct journal_pg *j, long long lot_id, const char *serial);
+
+/* Stops the renewal thread and forgets the leases (the close). */
+void journal_pg_leases_stop(struct journal_pg *j);
 
 /* The newest schema version this provisioner knows (journal_pg.c). */
 int journal_pg_schema_newest(void);

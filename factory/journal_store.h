@@ -216,7 +216,21 @@ struct journal_store_ops {
                           int (*fn)(void *ctx, const struct prov_journal_device *d), void *ctx);
     int (*foreach_key)(struct journal_store *s,
                        int (*fn)(void *ctx, const struct prov_journal_key_ref *k), void *ctx);
+
+    /*
+     * Leases (a store shared by processes on several hosts; NULL in a store with one writer):
+     * claim takes the row unless another station holds a live lease on it (*is_mine false,
+     * its name into holder); end gives it back (is_done: the row needs no more work); every
+     * row_put of a claimed row checks the lease's token (fencing). Outside a transaction.
+     */
+    int (*lease_claim)(struct journal_store *s, long long lot_id, const char *serial,
+                       char *holder, size_t cap, bool *is_mine);
+    int (*lease_end)(struct journal_store *s, long long lot_id, const char *serial, bool is_done);
+    void (*set_lease)(struct journal_store *s, int seconds);
 };
+
+/* A lease's length when the config names none ([provisioner] journal_lease). */
+#define JOURNAL_LEASE_DEFAULT 30
 
 /* Every store begins with this. */
 struct journal_store {

@@ -22,6 +22,7 @@
 
 static const char *const provisioner_keys[] = {
     "pkcs11_module", "output_dir", "server_ca", "device_pin", "lot", "journal", "journal_password",
+    "journal_lease",
     "tpm_srk_handle", "tpm_key_handle", "tpm_nv_index", NULL,
 };
 
@@ -294,7 +295,9 @@ static int get_journal(const struct section *s, const char *key, char **out)
     return get_path(s, key, out);
 }
 
-static int get_days(const struct section *s, const char *key, int *out)
+/* A whole number of units from 1 to max. */
+static int get_count(const struct section *s, const char *key, long max, const char *unit,
+                     int *out)
 {
     const char *v = section_get(s, key);
     long n = 0;
@@ -303,18 +306,23 @@ static int get_days(const struct section *s, const char *key, int *out)
         return 0;
     }
     for (const char *p = v; *p != '\0'; p++) {
-        if (*p < '0' || *p > '9' || n > DAYS_MAX) {
+        if (*p < '0' || *p > '9' || n > max) {
             n = -1;
             break;
         }
         n = n * 10 + (*p - '0');
     }
-    if (n < 1 || n > DAYS_MAX) {
-        return prov_fail(PROV_ERR_CONFIG, "%s: [%s] %s \"%s\": expected a whole number of days "
-                         "from 1 to %d", s->cfg->path, s->name, key, v, DAYS_MAX);
+    if (n < 1 || n > max) {
+        return prov_fail(PROV_ERR_CONFIG, "%s: [%s] %s \"%s\": expected a whole number of %s "
+                         "from 1 to %ld", s->cfg->path, s->name, key, v, unit, max);
     }
     *out = (int)n;
     return 0;
+}
+
+static int get_days(const struct section *s, const char *key, int *out)
+{
+    return get_count(s, key, DAYS_MAX, "days", out);
 }
 
 static int get_bool(const struct section *s, const char *key, bool *out)
@@ -523,6 +531,7 @@ static int read_provisioner(struct prov_config *cfg)
         (r = get_pin_source(&s, "device_pin", &cfg->device_pin)) < 0 ||
         (r = get_journal(&s, "journal", &cfg->journal)) < 0 ||
         (r = get_pin_source(&s, "journal_password", &cfg->journal_password)) < 0 ||
+        (r = get_count(&s, "journal_lease", 3600, "seconds", &cfg->journal_lease)) < 0 ||
         (r = get_string(&s, "lot", &cfg->lot)) < 0 ||
         (r = get_tpm_handle(&s, "tpm_srk_handle", 0x81000000u, 0x81ffffffu,
                             &cfg->tpm_srk_handle)) < 0 ||

@@ -63,3 +63,25 @@ ledger_config() {
     sed -i "s|^\[provisioner\]\$|[provisioner]\njournal = $PG_URI\njournal_password = file:$WORK/ledger.pass|" \
         "$PROVISIONER_CONFIG"
 }
+
+# p11_server: the SoftHSM2 tokens behind one `p11-kit server`, out of the tool's processes,
+# so that several stations on one machine do not rewrite a token's token.object under each
+# other (a SoftHSM2 hazard: another process then sees the token vanish). The config's
+# pkcs11_module becomes p11-kit's client module; the server is stopped by its PID.
+p11_server() {
+    local env client
+    client=$(pkg-config --variable=p11_module_path p11-kit-1)/p11-kit-client.so
+    need_file "$client"
+    env=$(p11-kit server -s --provider "$SOFTHSM_MODULE" -n "$WORK/p11.sock" "pkcs11:") ||
+        fail "p11-kit server failed to start"
+    P11_PID=$(sed -n 's/.*P11_KIT_SERVER_PID=\([0-9]*\);.*/\1/p' <<<"$env")
+    [ -n "$P11_PID" ] || fail "p11-kit server: no PID in its output: $env"
+    it_track "$P11_PID"
+    for _ in $(seq 1 100); do
+        [ -S "$WORK/p11.sock" ] && break
+        sleep 0.05
+    done
+    [ -S "$WORK/p11.sock" ] || fail "p11-kit server: $WORK/p11.sock did not appear"
+    export P11_KIT_SERVER_ADDRESS="unix:path=$WORK/p11.sock"
+    sed -i "s|^pkcs11_module = .*|pkcs11_module = $client|" "$PROVISIONER_CONFIG"
+}
