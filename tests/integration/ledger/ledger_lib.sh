@@ -85,3 +85,19 @@ p11_server() {
     export P11_KIT_SERVER_ADDRESS="unix:path=$WORK/p11.sock"
     sed -i "s|^pkcs11_module = .*|pkcs11_module = $client|" "$PROVISIONER_CONFIG"
 }
+
+# assert_tokens_match_ledger LABEL...: each token's private keys, public keys and certificates
+# are exactly the keys of the ledger's rows on it: none left over, none missing.
+assert_tokens_match_ledger() {
+    local t k
+    for t in "$@"; do
+        pg_q "SELECT encode(key_id, 'hex') FROM device WHERE device_uri = 'pkcs11:token=$t'
+              AND state = 'proven' ORDER BY 1" >"$WORK/log/want-$t"
+        token_objects "$t" >"$WORK/log/objects-$t"
+        for k in privkey pubkey cert; do
+            awk -v k=$k '$1 == k { print $2 }' "$WORK/log/objects-$t" | sort >"$WORK/log/got-$t-$k"
+            cmp -s "$WORK/log/got-$t-$k" "$WORK/log/want-$t" ||
+                fail "token $t: $k objects are not the ledger's keys: $(diff "$WORK/log/got-$t-$k" "$WORK/log/want-$t" | grep '^[<>]' | tr '\n' ' ')"
+        done
+    done
+}

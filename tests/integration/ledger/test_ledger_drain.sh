@@ -19,39 +19,49 @@ make_lot lot.csv 4 6
 p11_server
 prov 0 ledger init
 
-pids=()
-for s in s1 s2 s3 s4; do
-    "$PROVISIONER" batch lot.csv --station "$s" --jobs 2 --no-progress --json \
-        --results "results-$s.csv" >"log/drain-$s.json" 2>"log/drain-$s.err" </dev/null &
-    pids+=($!)
-done
-for i in 0 1 2 3; do
-    rc=0
-    wait "${pids[$i]}" || rc=$?
-    assert_eq "$rc" 0 "station s$((i + 1)) exit ($(head -c 300 "log/drain-s$((i + 1)).err"))"
-done
+# drain_round N: the four stations at once; a row can fail only by the SoftHSM2 hazard below.
 issued=0
-for s in s1 s2 s3 s4; do
-    n=$(jq -r '.issued' "log/drain-$s.json")
-    issued=$((issued + n))
-    it_log "station $s issued $n"
+softhsm_hazard=0
+drain_round() {
+    local pids=() i s rc n
+    for s in s1 s2 s3 s4; do
+        "$PROVISIONER" batch lot.csv --station "$s" --jobs 2 --no-progress --json \
+            --results "results-$s.csv" >"log/drain-$1-$s.json" 2>"log/drain-$1-$s.err" </dev/null &
+        pids+=($!)
+    done
+    for i in 0 1 2 3; do
+        s=s$((i + 1))
+        rc=0
+        wait "${pids[$i]}" || rc=$?
+        n=$(jq -r '.issued' "log/drain-$1-$s.json")
+        issued=$((issued + n))
+        it_log "round $1: station $s exit $rc, issued $n"
+        [ "$rc" -eq 0 ] && continue
+        [ "$rc" -eq 1 ] || fail "station $s exit $rc: $(head -c 300 "log/drain-$1-$s.err")"
+        # SoftHSM2 rewrites token.object on every C_Login (each p11-kit server connection is
+        # a process of its own), and another process reading it meanwhile finds no token: the
+        # row fails and is claimable again; the next round works it. Anything else fails.
+        if grep -v -E 'token "dev-0[1-4]" not found|token dev-0[1-4]: C_[A-Za-z]+: CKR_GENERAL_ERROR' \
+            "log/drain-$1-$s.err" | grep -q .; then
+            fail "station $s: $(head -c 300 "log/drain-$1-$s.err")"
+        fi
+        softhsm_hazard=$((softhsm_hazard + 1))
+    done
+}
+for round in 1 2 3; do
+    softhsm_hazard=0
+    drain_round "$round"
+    [ "$softhsm_hazard" -eq 0 ] && break
+    it_log "SoftHSM2 hid a token from $softhsm_hazard station(s) in round $round"
 done
-assert_eq "$issued" 24 "rows issued by the four stations together"
+assert_eq "$issued" 24 "rows issued by the four stations together (all rounds)"
 assert_eq "$(pg_q "SELECT count(*) FROM device WHERE state = 'proven'")" 24 "proven rows"
 assert_eq "$(pg_q "SELECT count(*) FROM certificate")" 24 "certificates (none twice)"
 assert_eq "$(pg_q "SELECT count(DISTINCT device_serial) FROM certificate WHERE superseded IS NULL")" 24 \
     "serials with a current certificate"
 assert_eq "$(pg_q "SELECT count(*) FROM work WHERE station IS NOT NULL OR NOT done")" 0 \
     "leases left behind"
-for t in dev-01 dev-02 dev-03 dev-04; do
-    pg_q "SELECT encode(key_id, 'hex') FROM device WHERE device_uri = 'pkcs11:token=$t' ORDER BY 1" \
-        >"$WORK/log/want-$t"
-    token_objects "$t" >"$WORK/log/objects-$t"
-    for k in privkey pubkey cert; do
-        awk -v k=$k '$1 == k { print $2 }' "$WORK/log/objects-$t" | sort >"$WORK/log/got-$t-$k"
-        cmp -s "$WORK/log/got-$t-$k" "$WORK/log/want-$t" || fail "token $t: $k objects are not the ledger's keys"
-    done
-done
+assert_tokens_match_ledger dev-01 dev-02 dev-03 dev-04
 prov 0 ledger verify
 assert_grep "$PROV_OUT" 'every audit chain verifies'
 it_log "audit chains: $(pg_q "SELECT string_agg(chain || '=' || seq, ' ' ORDER BY chain) FROM audit_head")"

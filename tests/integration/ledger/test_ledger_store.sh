@@ -27,15 +27,7 @@ assert_grep "$PROV_OUT" '^8 rows: 8 issued, 0 already-issued, 0 failed '
 assert_no_file lot.journal.sqlite
 assert_eq "$(pg_q "SELECT count(*) FROM device WHERE state = 'proven'")" 8 "proven rows in the ledger"
 assert_eq "$(pg_q "SELECT count(DISTINCT pubkey_sha256) FROM certificate")" 8 "certificates"
-for t in dev-01 dev-02; do
-    pg_q "SELECT encode(key_id, 'hex') FROM device WHERE device_uri = 'pkcs11:token=$t'
-          AND state = 'proven' ORDER BY 1" >"$WORK/log/want-$t"
-    token_objects "$t" >"$WORK/log/objects-$t"
-    for k in privkey pubkey cert; do
-        awk -v k=$k '$1 == k { print $2 }' "$WORK/log/objects-$t" | sort >"$WORK/log/got-$t-$k"
-        cmp -s "$WORK/log/got-$t-$k" "$WORK/log/want-$t" || fail "token $t: $k objects are not the ledger's keys"
-    done
-done
+assert_tokens_match_ledger dev-01 dev-02
 
 prov 0 batch lot.csv --jobs 2 --no-progress
 assert_grep "$PROV_OUT" '^8 rows: 0 issued, 8 already-issued, 0 failed '
