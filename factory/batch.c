@@ -780,6 +780,14 @@ static int enroll_lot(struct batch *b, struct prov_batch_summary *sum)
      * finished, so the same command again resumes it. A run a signal stopped has its results
      * too, and stays unfinished.
      */
+    if (r == 0 && prov_journal_is_away(b->journal)) {
+        /* fail closed: no row went on once the ledger could not record it */
+        return prov_fail(PROV_ERR_JOURNAL,
+                         "journal %s: the database went away and stayed away: %lu of %zu rows "
+                         "not finished (none written to a device the ledger does not hold); "
+                         "run the same command when it is back",
+                         prov_journal_path(b->journal), b->n_failed, b->n_rows);
+    }
     if (r == 0) {
         r = write_results(b, sum->results);
     }

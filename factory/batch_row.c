@@ -941,12 +941,13 @@ static void conclude(struct row_ctx *c, int r, enum batch_status st)
                                                                        c->serial, reason)
                                   : prov_journal_record_failed(c->b->journal, c->b->lot_id,
                                                                c->serial, c->device_uri, reason);
-        if (jr < 0) {
+        if (jr < 0 && !prov_journal_is_away(c->b->journal)) {
             report_failure(c->b, c->e->line, c->serial, prov_error_message());
         }
         /* a row the signal rolled back is in the journal and the results; the run's one
          * "interrupted" line speaks for it (batch.c) */
-        if (r == PROV_ERR_INTERRUPTED) {
+        if (r == PROV_ERR_INTERRUPTED || prov_journal_is_away(c->b->journal)) {
+            /* the run's one line speaks for it (batch.c): a signal, or the ledger away */
             pthread_mutex_lock(&c->b->stats_lock);
             c->b->n_interrupted++;
             pthread_mutex_unlock(&c->b->stats_lock);

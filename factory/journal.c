@@ -193,6 +193,11 @@ void prov_journal_set_lease(struct prov_journal *j, int seconds)
     }
 }
 
+bool prov_journal_is_away(struct prov_journal *j)
+{
+    return j != NULL && j->store->ops->is_away != NULL && j->store->ops->is_away(j->store);
+}
+
 char *prov_journal_name(const char *path)
 {
     return journal_pg_is_uri(path) ? journal_pg_mask(path) : strdup(path);

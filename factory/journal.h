@@ -127,6 +127,12 @@ int prov_journal_lease_end(struct prov_journal *j, long long lot_id, const char 
 /* The lease's length in seconds ([provisioner] journal_lease); before the first claim. */
 void prov_journal_set_lease(struct prov_journal *j, int seconds);
 
+/*
+ * Whether the ledger's database went away and stayed away (reconnecting with backoff failed):
+ * every transition fails at once since, so nothing more is done to any device.
+ */
+bool prov_journal_is_away(struct prov_journal *j);
+
 /* What messages call the journal at path: a copy, with a ledger URI's password masked. */
 char *prov_journal_name(const char *path);
 

@@ -209,6 +209,7 @@ int journal_pg_reconnect(struct journal_pg *j)
             return take_writer_lock(j);
         }
     }
+    j->is_away = true; /* fail closed, and fast: no row waits for the backoff again */
     return connect_fail(j, "the database stays away");
 }
 
@@ -899,6 +900,11 @@ static int pg_row_lock(struct journal_store *s, long long lot_id, const char *se
     return 0;
 }
 
+static bool pg_is_away(struct journal_store *s)
+{
+    return journal_pg_of(s)->is_away;
+}
+
 static void pg_set_lease(struct journal_store *s, int seconds)
 {
     journal_pg_of(s)->lease_seconds = seconds;
@@ -942,4 +948,5 @@ static const struct journal_store_ops pg_ops = {
     .lease_claim = journal_pg_lease_claim,
     .lease_end = journal_pg_lease_end,
     .set_lease = pg_set_lease,
+    .is_away = pg_is_away,
 };

@@ -25,6 +25,7 @@ struct journal_pg {
     enum journal_store_mode mode;  /* which session lock to take again after a reconnect */
     pthread_mutex_t conn_lock;     /* one statement at a time on the connection */
     bool is_in_txn;                /* between begin and end */
+    bool is_away;                  /* reconnecting failed: every op fails at once (closed) */
     int schema_version;
     /* leases (journal_pg_lease.c): the rows this process holds, renewed by a thread */
     int lease_seconds;

@@ -81,12 +81,34 @@ static PGresult *exec_v(struct journal_pg *j, const char *what, char sqlstate[6]
         constraint[0] = '\0';
     }
     bind_params(&p, types, ap);
+    if (j->is_away) {
+        prov_fail(PROV_ERR_JOURNAL, "journal %s: %s: the database went away and stays away",
+                  j->base.name, what);
+        return NULL;
+    }
     if (!j->is_in_txn && PQstatus(j->conn) != CONNECTION_OK && journal_pg_reconnect(j) < 0) {
         return NULL;
     }
     pthread_mutex_lock(&j->conn_lock);
     res = PQexecParams(j->conn, sql, p.n, NULL, p.values, p.lengths, p.formats, 0);
     st = PQresultStatus(res);
+    /*
+     * The connection broke (a server restart, a failover, a terminated backend) under a
+     * statement outside a transaction: BEGIN or a read, or a lease write by token, each of
+     * which may run again. Inside a transaction nothing is retried: the journal fails the
+     * transition and the next one reads the row back.
+     */
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && !j->is_in_txn &&
+        PQstatus(j->conn) == CONNECTION_BAD) {
+        PQclear(res);
+        pthread_mutex_unlock(&j->conn_lock);
+        if (journal_pg_reconnect(j) < 0) {
+            return NULL;
+        }
+        pthread_mutex_lock(&j->conn_lock);
+        res = PQexecParams(j->conn, sql, p.n, NULL, p.values, p.lengths, p.formats, 0);
+        st = PQresultStatus(res);
+    }
     if (res != NULL && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)) {
         pthread_mutex_unlock(&j->conn_lock);
         return res;

@@ -227,6 +227,8 @@ struct journal_store_ops {
                        char *holder, size_t cap, bool *is_mine);
     int (*lease_end)(struct journal_store *s, long long lot_id, const char *serial, bool is_done);
     void (*set_lease)(struct journal_store *s, int seconds);
+    /* Whether the database went away and stayed away (every op fails since); NULL: never. */
+    bool (*is_away)(struct journal_store *s);
 };
 
 /* A lease's length when the config names none ([provisioner] journal_lease). */

@@ -101,3 +101,13 @@ assert_tokens_match_ledger() {
         done
     done
 }
+
+# wait_file PATH PID: until PATH exists (30 s), while PID lives (the pause hook's file).
+wait_file() {
+    for _ in $(seq 1 300); do
+        [ -e "$1" ] && return 0
+        kill -0 "$2" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}

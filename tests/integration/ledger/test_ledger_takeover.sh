@@ -20,16 +20,6 @@ make_lot lot.csv 1 2
 p11_server
 prov 0 ledger init
 
-# wait_file PATH PID: until PATH exists (30 s), while PID lives.
-wait_file() {
-    for _ in $(seq 1 300); do
-        [ -e "$1" ] && return 0
-        kill -0 "$2" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
-
 PROVISIONER_TEST_PAUSE_AT="intent:$WORK/pause-a" "$PROVISIONER" batch lot.csv --station A \
     --jobs 1 --no-progress --results results-a.csv >log/a.out 2>log/a.err </dev/null &
 a_pid=$!
