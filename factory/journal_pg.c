@@ -3,9 +3,9 @@
  * The journal's PostgreSQL store (journal_store.h, doc/ledger.md): the shared ledger of a line
  * of stations. The rules stay in journal.c; this file keeps the same promises as the SQLite
  * store with the server's means:
- *  - every transaction takes one transaction-scoped advisory lock first, so the journal's
- *    transactions are serialized across processes and hosts as BEGIN IMMEDIATE serializes
- *    them on one SQLite file (the audit chain needs a total order);
+ *  - every transaction takes its station's transaction-scoped advisory lock first, so one
+ *    station's transactions are serialized as BEGIN IMMEDIATE serializes them on a SQLite
+ *    file (its audit chain needs a total order), while stations run side by side;
  *  - the writer lock is a session advisory lock, shared by batches and stations (rows are
  *    claimed by leases), exclusive for a schema change, released by the server when the
  *    session ends, however it ends;
@@ -35,7 +35,7 @@
 
 /* Advisory lock keys (two int4: the tool's class, then which lock); doc/ledger.md. */
 #define LOCK_CLASS "1886549878" /* "prov" */
-#define LOCK_TXN LOCK_CLASS ", 1"
+#define LOCK_STATION_CLASS "1886549879" /* with hashtext(station): a station's transactions */
 #define LOCK_WRITER LOCK_CLASS ", 2"
 #define LOCK_SCHEMA LOCK_CLASS ", 3"
 
@@ -213,8 +213,8 @@ int journal_pg_reconnect(struct journal_pg *j)
     return connect_fail(j, "the database stays away");
 }
 
-/* BEGIN, then the transaction-scoped advisory lock of lock_sql (rolled back if it fails). */
-static int begin_locked(struct journal_pg *j, const char *lock_sql)
+/* BEGIN, then the transaction-scoped advisory lock of lock_sql (param: its $1, or NULL). */
+static int begin_locked(struct journal_pg *j, const char *lock_sql, const char *param)
 {
     int r;
 
@@ -223,7 +223,7 @@ static int begin_locked(struct journal_pg *j, const char *lock_sql)
         return r;
     }
     j->is_in_txn = true;
-    r = journal_pg_run(j, "begin", lock_sql, "");
+    r = journal_pg_run(j, "begin", lock_sql, param ? "t" : "", param);
     if (r < 0) {
         PQclear(PQexec(j->conn, "ROLLBACK"));
         j->is_in_txn = false;
@@ -231,9 +231,18 @@ static int begin_locked(struct journal_pg *j, const char *lock_sql)
     return r;
 }
 
+/*
+ * A transaction takes its station's lock (LOCK_STATION_CLASS, hash of the station's name):
+ * the station's audit chain needs one order, other stations' transactions run beside it.
+ * What several stations touch at once is ordered by the database itself: a row by FOR
+ * UPDATE, its lease by the fencing read, a lot's creation by its UNIQUE name.
+ */
 static int pg_begin(struct journal_store *s)
 {
-    return begin_locked(journal_pg_of(s), "SELECT pg_advisory_xact_lock(" LOCK_TXN ")");
+    struct journal_pg *j = journal_pg_of(s);
+
+    return begin_locked(j, "SELECT pg_advisory_xact_lock(" LOCK_STATION_CLASS ", hashtext($1))",
+                        j->station);
 }
 
 static int pg_end(struct journal_store *s, int r)
@@ -309,12 +318,8 @@ int journal_pg_migrate(struct journal_store *s, const struct journal_upgrade_hoo
     if (cap != NULL && atoi(cap) > 0 && atoi(cap) < SCHEMA_VERSION) {
         target = atoi(cap);
     }
-    /* the schema lock first: migrations queue behind each other, then the journal's own */
-    r = begin_locked(j, "SELECT pg_advisory_xact_lock(" LOCK_SCHEMA ")");
-    if (r < 0) {
-        return r;
-    }
-    r = journal_pg_run(j, "schema lock", "SELECT pg_advisory_xact_lock(" LOCK_TXN ")", "");
+    /* migrations queue behind each other; no station runs (the writer lock is exclusive) */
+    r = begin_locked(j, "SELECT pg_advisory_xact_lock(" LOCK_SCHEMA ")", NULL);
     r = r ? r : read_version(j, &version);
     if (r == 0 && version > SCHEMA_VERSION) {
         r = refuse_newer(j, version);
@@ -563,9 +568,15 @@ static int pg_lot_insert(struct journal_store *s, const char *name, const char *
     bool found;
     int r;
 
+    /* another station may have made the lot since this one looked: then it is that one */
     r = pg_text(journal_pg_of(s), name, v, sizeof(v), &found,
-                "INSERT INTO lot(name, manifest, created) VALUES ($1, $2, $3) RETURNING id", "ttt",
-                name, manifest, now);
+                "INSERT INTO lot(name, manifest, created) VALUES ($1, $2, $3)"
+                " ON CONFLICT (name) DO NOTHING RETURNING id",
+                "ttt", name, manifest, now);
+    if (r == 0 && !found) {
+        r = pg_text(journal_pg_of(s), name, v, sizeof(v), &found,
+                    "SELECT id FROM lot WHERE name = $1", "t", name);
+    }
     *id = found ? strtoll(v, NULL, 10) : 0;
     return r;
 }
