@@ -240,7 +240,36 @@ static int begin_locked(struct journal_pg *j, const char *lock_sql, const char *
 static int pg_begin(struct journal_store *s)
 {
     struct journal_pg *j = journal_pg_of(s);
+    PGresult *res;
+    int r;
 
+    /* BEGIN and the lock in one round trip (the station's name as a literal, escaped) */
+    if (j->begin_sql == NULL) {
+        char *lit = PQescapeLiteral(j->conn, j->station, strlen(j->station));
+
+        if (lit == NULL || asprintf(&j->begin_sql,
+                                    "BEGIN; SELECT pg_advisory_xact_lock(" LOCK_STATION_CLASS
+                                    ", hashtext(%s))",
+                                    lit) < 0) {
+            j->begin_sql = NULL;
+        }
+        PQfreemem(lit);
+    }
+    if (j->begin_sql == NULL || j->is_away || PQstatus(j->conn) != CONNECTION_OK) {
+        /* the statement by statement way, which reconnects and says what failed */
+        return begin_locked(
+            j, "SELECT pg_advisory_xact_lock(" LOCK_STATION_CLASS ", hashtext($1))", j->station);
+    }
+    pthread_mutex_lock(&j->conn_lock);
+    res = PQexec(j->conn, j->begin_sql);
+    r = PQresultStatus(res) == PGRES_TUPLES_OK ? 0 : -1;
+    pthread_mutex_unlock(&j->conn_lock);
+    PQclear(res);
+    if (r == 0) {
+        j->is_in_txn = true;
+        return 0;
+    }
+    PQclear(PQexec(j->conn, "ROLLBACK"));
     return begin_locked(j, "SELECT pg_advisory_xact_lock(" LOCK_STATION_CLASS ", hashtext($1))",
                         j->station);
 }
@@ -403,6 +432,7 @@ static void pg_close(struct journal_store *s)
     }
     free(j->password);
     free(j->station);
+    free(j->begin_sql);
     free(j->conninfo);
     free(j->base.name);
     pthread_mutex_destroy(&j->conn_lock);
@@ -538,13 +568,22 @@ static int pg_text(struct journal_pg *j, const char *what, char *out, size_t cap
 
 static int pg_lot_name(struct journal_store *s, long long lot_id, char *out, size_t cap)
 {
+    struct journal_pg *j = journal_pg_of(s);
     bool found;
     int r;
 
-    r = pg_text(journal_pg_of(s), "lot", out, cap, &found, "SELECT name FROM lot WHERE id = $1",
-                "i", lot_id);
+    /* a lot's name never changes: asked for by every transition, read once */
+    if (lot_id == j->lot_id && j->lot_id != 0) {
+        snprintf(out, cap, "%s", j->lot_name);
+        return 0;
+    }
+    r = pg_text(j, "lot", out, cap, &found, "SELECT name FROM lot WHERE id = $1", "i", lot_id);
     if (r == 0 && !found) {
         r = prov_fail(PROV_ERR_JOURNAL, "journal %s: no lot %lld", s->name, lot_id);
+    }
+    if (r == 0 && strlen(out) < sizeof(j->lot_name)) {
+        snprintf(j->lot_name, sizeof(j->lot_name), "%s", out);
+        j->lot_id = lot_id;
     }
     return r;
 }
@@ -799,17 +838,16 @@ static int pg_audit_append(struct journal_store *s, const struct journal_audit_r
     struct journal_pg *j = journal_pg_of(s);
     int r;
 
+    /* the record and its chain's new head in one round trip */
     r = journal_pg_run(j, "audit",
-                       "INSERT INTO audit(chain, seq, at, lot, serial, event, detail, prev_hash,"
-                       " hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                       "WITH a AS (INSERT INTO audit(chain, seq, at, lot, serial, event, detail,"
+                       " prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9))"
+                       " INSERT INTO audit_head(chain, seq, hash) VALUES ($1, $2, $9)"
+                       " ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq,"
+                       " hash = excluded.hash",
                        "tittttttt", j->station, a->seq, a->at, a->lot, a->serial, a->event,
                        a->detail, a->prev_hash, a->hash);
-    return r ? r
-             : journal_pg_run(j, "audit",
-                              "INSERT INTO audit_head(chain, seq, hash) VALUES ($1, $2, $3)"
-                              " ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq,"
-                              " hash = excluded.hash",
-                              "tit", j->station, a->seq, a->hash);
+    return r;
 }
 
 static int pg_claim_of(struct journal_store *s, long long lot_id, const char *identity, char *out,

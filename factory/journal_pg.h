@@ -26,6 +26,9 @@ struct journal_pg {
     pthread_mutex_t conn_lock;     /* one statement at a time on the connection */
     bool is_in_txn;                /* between begin and end */
     bool is_away;                  /* reconnecting failed: every op fails at once (closed) */
+    char *begin_sql;               /* BEGIN and the station's lock, one round trip */
+    long long lot_id;              /* the lot whose name is lot_name (0: none yet) */
+    char lot_name[256];
     int schema_version;
     /* leases (journal_pg_lease.c): the rows this process holds, renewed by a thread */
     int lease_seconds;
