@@ -105,15 +105,21 @@ static int setup_pg(void **state)
     return 0;
 }
 
+/* The journal closed and the keys freed; the caller removes where the journal was. */
+static void fixture_close(struct fixture *f)
+{
+    prov_journal_close(f->j);
+    for (int i = 0; i < 4; i++) {
+        EVP_PKEY_free(f->keys[i]);
+    }
+}
+
 static int teardown_pg(void **state)
 {
     struct fixture *f = *state;
     char sql[96];
 
-    prov_journal_close(f->j);
-    for (int i = 0; i < 4; i++) {
-        EVP_PKEY_free(f->keys[i]);
-    }
+    fixture_close(f);
     snprintf(sql, sizeof(sql), "DROP DATABASE %s", f->dir);
     pg_admin(sql);
     free(f);
@@ -125,10 +131,7 @@ static int teardown(void **state)
     struct fixture *f = *state;
     char cmd[128];
 
-    prov_journal_close(f->j);
-    for (int i = 0; i < 4; i++) {
-        EVP_PKEY_free(f->keys[i]);
-    }
+    fixture_close(f);
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
     assert_int_equal(system(cmd), 0);
     free(f);
