@@ -111,3 +111,47 @@ wait_file() {
     done
     return 1
 }
+
+# pg_standby: a streaming standby of the cluster of pg_start, made by pg_basebackup -R, on a
+# port of its own, and the primary made to wait for it on every commit (synchronous).
+# Sets SB_PORT, SB_PID, SB_DIR; PG_URI2 names both hosts, for a read-write session.
+pg_standby() {
+    SB_DIR=$WORK/pg-standby
+    mkdir -p "$SB_DIR"
+    chown postgres: "$SB_DIR"
+    SB_PORT=$(free_port)
+    PGPASSWORD=$(cat "$WORK/ledger.pass") setpriv --reuid=postgres --regid=postgres --clear-groups \
+        "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$PG_PORT" -U postgres -D "$SB_DIR/data" -R \
+        -X stream >"$WORK/log/basebackup.log" 2>&1 ||
+        fail "pg_basebackup: $(tail -n1 "$WORK/log/basebackup.log")"
+    setpriv --reuid=postgres --regid=postgres --clear-groups \
+        "$PG_BIN/postgres" -D "$SB_DIR/data" -c listen_addresses=127.0.0.1 -p "$SB_PORT" \
+        -c unix_socket_directories="$SB_DIR" -c cluster_name=standby \
+        >>"$WORK/log/standby.log" 2>&1 &
+    SB_PID=$!
+    it_track "$SB_PID"
+    wait_port "$SB_PORT" "$SB_PID" || fail "the standby did not start: $(tail -n2 "$WORK/log/standby.log")"
+    pg_q "ALTER SYSTEM SET synchronous_standby_names = '*'" >/dev/null
+    pg_q "SELECT pg_reload_conf()" >/dev/null
+    for _ in $(seq 1 100); do
+        [ "$(pg_q "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'")" = 1 ] && break
+        sleep 0.1
+    done
+    [ "$(pg_q "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'")" = 1 ] ||
+        fail "the standby is not a synchronous one"
+    printf '127.0.0.1:%s:*:postgres:%s\n' "$SB_PORT" "$(cat "$WORK/ledger.pass")" >>"$WORK/pgpass"
+    PG_URI2="postgresql://postgres@127.0.0.1:$PG_PORT,127.0.0.1:$SB_PORT/postgres?target_session_attrs=read-write"
+}
+
+# pg_failover: stops the primary (fast), promotes the standby and lets it commit alone (the
+# promoted server keeps synchronous_standby_names, and would wait forever for a standby).
+# The standby becomes PG_PORT/PG_PID/PG_DIR for pg_q.
+pg_failover() {
+    pg_stop
+    setpriv --reuid=postgres --regid=postgres --clear-groups \
+        "$PG_BIN/pg_ctl" promote -w -D "$SB_DIR/data" >"$WORK/log/promote.log" 2>&1 ||
+        fail "pg_ctl promote: $(tail -n1 "$WORK/log/promote.log")"
+    PG_PORT=$SB_PORT PG_PID=$SB_PID PG_DIR=$SB_DIR
+    pg_q "ALTER SYSTEM SET synchronous_standby_names = ''" >/dev/null
+    pg_q "SELECT pg_reload_conf()" >/dev/null
+}
