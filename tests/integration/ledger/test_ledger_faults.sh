@@ -8,7 +8,9 @@
 #   command completes the lot (after `ledger release` of the stopped run's lease), every
 #   row once;
 # - the station's backend terminated by the server (pg_terminate_backend) mid-row: the
-#   store connects again and the lot completes.
+#   store connects again and the lot completes;
+# - a unique violation another writer planted (a current certificate of the serial): one
+#   line, the rest of the lot issued, no key left over; resumable once it is undone.
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../batch/batch_lib.sh"
 . "$(dirname "$0")/ledger_lib.sh"
@@ -65,5 +67,30 @@ wait "$pid" || rc=$?
 assert_eq "$rc" 0 "exit after the backend was terminated ($(cat log/cut.err))"
 assert_grep log/cut.out '^2 rows: 2 issued, 0 already-issued, 0 failed '
 assert_grep log/cut.err 'connected again'
+assert_tokens_match_ledger dev-01
+prov 0 ledger verify
+
+# A unique violation planted by "another writer": a current certificate of this CA for
+# SN-30002 recorded in another lot. The row's certificate is refused by the database with
+# one line, the rest of the lot is issued, no key is left over; with the planted record
+# gone (the other writer's mistake undone), the same command completes the row.
+make_lot lot3.csv 0 0
+printf 'SN-30001,pkcs11:token=dev-01,,dev-01\nSN-30002,pkcs11:token=dev-01,,dev-01\n' >>lot3.csv
+pg_q "INSERT INTO lot(name, created) VALUES ('planted', 'now');
+      INSERT INTO device(lot_id, serial, device_uri, state, updated)
+      SELECT id, 'SN-30002', 'pkcs11:token=elsewhere', 'issued', 'now' FROM lot WHERE name = 'planted';
+      INSERT INTO certificate(device_id, device_serial, issuer, cert_serial, pubkey_sha256, sha256,
+          not_after, key_id, der, issued)
+      SELECT d.id, 'SN-30002', c.issuer, 'ff0001', 'planted', c.sha256, c.not_after, c.key_id,
+          c.der, 'now' FROM device d, (SELECT * FROM certificate ORDER BY id LIMIT 1) c
+      WHERE d.serial = 'SN-30002'" >/dev/null
+prov 1 batch lot3.csv --jobs 1 --no-progress
+assert_grep "$PROV_OUT" '^2 rows: 1 issued, 0 already-issued, 1 failed '
+assert_one_error 'SN-30002' 'already has a current certificate of this issuer'
+assert_tokens_match_ledger dev-01
+pg_q "DELETE FROM certificate WHERE pubkey_sha256 = 'planted';
+      DELETE FROM device WHERE device_uri = 'pkcs11:token=elsewhere'" >/dev/null
+prov 0 batch lot3.csv --jobs 1 --no-progress
+assert_grep "$PROV_OUT" '^2 rows: 1 issued, 1 already-issued, 0 failed '
 assert_tokens_match_ledger dev-01
 prov 0 ledger verify
