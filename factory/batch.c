@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <glob.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -409,7 +410,12 @@ static int by_count_desc(const void *x, const void *y)
     return a->count < c->count ? 1 : a->count > c->count ? -1 : (a->index > c->index);
 }
 
-static int run_workers(struct batch *b)
+/*
+ * The workers over the groups, largest first. rotate > 0 (a station on the ledger) starts
+ * the order at another group for each station, so that stations draining one lot begin on
+ * different devices instead of all claiming their way down the same one.
+ */
+static int run_workers(struct batch *b, size_t rotate)
 {
     pthread_t threads[MAX_JOBS];
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -429,6 +435,9 @@ static int run_workers(struct batch *b)
     qsort(sizes, b->n_groups, sizeof(*sizes), by_count_desc);
     for (size_t i = 0; i < b->n_groups; i++) {
         b->order[i] = sizes[i].index;
+    }
+    for (size_t i = 0; rotate > 0 && b->n_groups > 1 && i < b->n_groups; i++) {
+        b->order[i] = sizes[(i + rotate) % b->n_groups].index;
     }
     free(sizes);
     n = n > MAX_JOBS ? MAX_JOBS : n;
@@ -707,6 +716,17 @@ static int interrupted(struct batch *b)
                      b->n_rows, b->n_interrupted);
 }
 
+/* A station's place among the others: FNV-1a of its name (any spread will do). */
+static size_t station_spread(const char *station)
+{
+    uint32_t h = 2166136261u;
+
+    for (const char *p = station; *p != '\0'; p++) {
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    }
+    return h;
+}
+
 void prov_batch_station_name(const struct prov_config *cfg, const char *opt, char *out,
                              size_t cap)
 {
@@ -771,7 +791,7 @@ static int enroll_lot(struct batch *b, struct prov_batch_summary *sum)
             return r;
         }
     }
-    r = run_workers(b);
+    r = run_workers(b, prov_journal_is_ledger(sum->journal) ? station_spread(station) : 0);
     if (b->progress != NULL) {
         prov_progress_finish(b->progress);
     }
