@@ -143,10 +143,21 @@ static int journal_view(int argc, char **argv, bool is_report)
         default: usage(stderr); return PROV_EXIT_USAGE;
         }
     }
+    /*
+     * Without --journal, the journal the run used: [provisioner] journal when the config
+     * names one (the ledger of a line, doc/ledger.md), else the manifest's own. A config
+     * that does not load is no error here: status and report need none.
+     */
+    if (journal == NULL && prov_issue_load_config(prov_cli.config_path, &cfg) == 0 &&
+        cfg->journal != NULL) {
+        journal = cfg->journal;
+    }
+    prov_error_clear();
     path = journal_path(journal, optind < argc ? argv[optind] : NULL);
     if (tokens.pin_spec != NULL && !is_tokens) {
         fprintf(stderr, "provisioner: batch status: --pin is used only with --tokens\n");
         free(path);
+        prov_config_free(cfg);
         return PROV_EXIT_USAGE;
     }
     if (path == NULL || argc - optind > 1 || (verify && !is_report)) {
@@ -155,16 +166,17 @@ static int journal_view(int argc, char **argv, bool is_report)
                 "FILE\n",
                 argv[0]);
         free(path);
+        prov_config_free(cfg);
         return PROV_EXIT_USAGE;
     }
     /* the tokens need the module and the PIN source of the config; status alone does not */
-    if (is_tokens && (r = cli_load_config(&cfg)) != 0) {
+    if (is_tokens && cfg == NULL && (r = cli_load_config(&cfg)) != 0) {
         free(path);
         return r;
     }
     tokens.cfg = cfg;
     prov_error_clear();
-    r = prov_journal_open(path, false, &j);
+    r = prov_journal_open_with(path, cfg ? cfg->journal_password : NULL, NULL, false, &j);
     if (r == 0 && verify) {
         r = prov_journal_verify_audit(j, &audit);
         if (r == 0) {

@@ -5,7 +5,8 @@
 # `[provisioner] journal = postgresql://...` with the password from a file: source:
 # - a lot of 2 SoftHSM2 tokens x 4 devices is issued into the ledger; each token's objects
 #   are exactly the ledger's keys; a second run issues nothing;
-# - status and report read the ledger (--journal URI, PGPASSFILE), the audit chain verifies;
+# - status and report read the ledger (of the config, or --journal URI with PGPASSFILE), the
+#   audit chain verifies;
 # - the database itself refuses a second certificate for a public key, a certificate serial
 #   of the same issuer, and a second current certificate of a device serial (a buggy client
 #   writing around the tool), while a superseded one stays recorded;
@@ -31,6 +32,12 @@ assert_tokens_match_ledger dev-01 dev-02
 
 prov 0 batch lot.csv --jobs 2 --no-progress
 assert_grep "$PROV_OUT" '^8 rows: 0 issued, 8 already-issued, 0 failed '
+
+# status and report of the manifest read the config's ledger, as the run did
+prov 0 batch status lot.csv --json
+assert_eq "$(jq -r '.lots[0].states.proven' "$PROV_OUT")" 8 "status lot.csv: proven"
+prov 0 batch report lot.csv --verify-audit --json
+assert_eq "$(jq 'length' "$PROV_OUT")" 8 "report lot.csv rows"
 
 export PGPASSFILE=$WORK/pgpass
 prov 0 batch status --journal "$PG_URI" --json
