@@ -213,6 +213,14 @@ int journal_pg_reconnect(struct journal_pg *j)
     return connect_fail(j, "the database stays away");
 }
 
+/* Ends a failed transaction; on the connection, one statement at a time as every other. */
+static void pg_rollback(struct journal_pg *j)
+{
+    pthread_mutex_lock(&j->conn_lock);
+    PQclear(PQexec(j->conn, "ROLLBACK"));
+    pthread_mutex_unlock(&j->conn_lock);
+}
+
 /* BEGIN, then the transaction-scoped advisory lock of lock_sql (param: its $1, or NULL). */
 static int begin_locked(struct journal_pg *j, const char *lock_sql, const char *param)
 {
@@ -225,7 +233,7 @@ static int begin_locked(struct journal_pg *j, const char *lock_sql, const char *
     j->is_in_txn = true;
     r = journal_pg_run(j, "begin", lock_sql, param ? "t" : "", param);
     if (r < 0) {
-        PQclear(PQexec(j->conn, "ROLLBACK"));
+        pg_rollback(j);
         j->is_in_txn = false;
     }
     return r;
@@ -269,7 +277,7 @@ static int pg_begin(struct journal_store *s)
         j->is_in_txn = true;
         return 0;
     }
-    PQclear(PQexec(j->conn, "ROLLBACK"));
+    pg_rollback(j);
     return begin_locked(j, "SELECT pg_advisory_xact_lock(" LOCK_STATION_CLASS ", hashtext($1))",
                         j->station);
 }
@@ -279,7 +287,7 @@ static int pg_end(struct journal_store *s, int r)
     struct journal_pg *j = journal_pg_of(s);
 
     if (r != 0) {
-        PQclear(PQexec(j->conn, "ROLLBACK"));
+        pg_rollback(j);
         j->is_in_txn = false;
         return r;
     }
@@ -293,7 +301,7 @@ static int pg_end(struct journal_store *s, int r)
                          j->base.name);
     }
     if (r < 0) {
-        PQclear(PQexec(j->conn, "ROLLBACK"));
+        pg_rollback(j);
     }
     return r;
 }
