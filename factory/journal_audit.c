@@ -137,7 +137,45 @@ struct chain_walk {
     long long head_seq;
     char head_hash[65];
     bool is_chained; /* the store names chains */
+    struct journal_store *s;
 };
+
+/*
+ * An anchor (a ledger's run end): "CHAIN:SEQ:HASH ..." of the other chains' heads then; each
+ * of those records must still be what was anchored. The chain's name is all before the last
+ * two colons (an imported chain's name has one of its own).
+ */
+static int anchor_check(struct chain_walk *w, const struct journal_audit_record *a)
+{
+    char *copy = strdup(a->detail ? a->detail : "");
+    char *save = NULL;
+    int r = copy ? 0 : PROV_ERR_NOMEM;
+
+    for (char *t = copy ? strtok_r(copy, " ", &save) : NULL; r == 0 && t != NULL;
+         t = strtok_r(NULL, " ", &save)) {
+        char *h = strrchr(t, ':');
+        char *q = NULL;
+        char now[65];
+
+        if (h != NULL) {
+            *h = '\0';
+            q = strrchr(t, ':');
+        }
+        if (q == NULL) {
+            r = audit_bad(w->out, a->seq, "the anchor is malformed");
+            break;
+        }
+        *q = '\0';
+        r = w->s->ops->audit_hash(w->s, t, strtoll(q + 1, NULL, 10), now);
+        if (r == 0 && strcmp(now, h + 1) != 0) {
+            r = audit_bad(w->out, a->seq,
+                          "it anchors chain %s record %s, which is no longer what was anchored",
+                          t, q + 1);
+        }
+    }
+    free(copy);
+    return r;
+}
 
 /* The chain walked so far must end at its recorded head. */
 static int chain_end(struct chain_walk *w, long long head_seq, const char *head_hash)
@@ -190,13 +228,16 @@ static int chain_step(void *ctx, const struct journal_audit_record *a)
     }
     memcpy(w->prev, hash, sizeof(w->prev));
     w->expect++;
+    if (a->event != NULL && strcmp(a->event, "anchor") == 0 && w->s->ops->audit_hash != NULL) {
+        return anchor_check(w, a);
+    }
     return 0;
 }
 
 /* The chain itself: numbering, links, hashes, and the recorded head. */
 static int verify_chain(struct journal_store *s, struct prov_journal_audit *out)
 {
-    struct chain_walk w = {.out = out, .prev = JOURNAL_ZERO_HASH, .expect = 1};
+    struct chain_walk w = {.out = out, .prev = JOURNAL_ZERO_HASH, .expect = 1, .s = s};
     char head_hash[65];
     long long head_seq;
     int r;

@@ -29,6 +29,7 @@
 
 #include "error.h"
 #include "journal.h"
+#include "journal_internal.h"
 #include "journal_store.h"
 #include "log.h"
 #include "secret.h"
@@ -806,13 +807,54 @@ static int pg_run_insert(struct journal_store *s, long long lot_id, const char *
 static int pg_run_finish(struct journal_store *s, long long run_id, const char *now, char *lot,
                          size_t cap)
 {
+    struct journal_pg *j = journal_pg_of(s);
+    PGresult *res;
+    char *heads = NULL;
     bool found;
     int r;
 
-    r = pg_text(journal_pg_of(s), "run", lot, cap, &found,
+    r = pg_text(j, "run", lot, cap, &found,
                 "UPDATE run r SET finished = $1 FROM lot l WHERE l.id = r.lot_id AND r.id = $2"
                 " RETURNING l.name",
                 "ti", now, run_id);
+    if (r < 0) {
+        return r;
+    }
+    /*
+     * The lot's anchor: the heads of the other stations' chains as this run ends, recorded in
+     * this station's chain, so that no chain can be rewritten whole behind the others' backs
+     * (ledger verify compares every anchored head with the chain it names).
+     */
+    res = journal_pg_exec(j, "anchor", NULL, NULL, 0,
+                          "SELECT coalesce(string_agg(chain || ':' || seq || ':' || hash, ' '"
+                          " ORDER BY chain), '') FROM audit_head WHERE chain <> $1",
+                          "t", j->station);
+    if (res == NULL) {
+        return PROV_ERR_JOURNAL;
+    }
+    heads = strdup(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    if (heads == NULL) {
+        return PROV_ERR_NOMEM;
+    }
+    if (heads[0] != '\0') {
+        r = journal_audit_append(s, lot, "", "anchor", heads);
+    }
+    free(heads);
+    return r;
+}
+
+int journal_pg_audit_hash(struct journal_store *s, const char *chain, long long seq,
+                          char hash[65])
+{
+    bool found;
+    int r;
+
+    r = pg_text(journal_pg_of(s), "audit", hash, 65, &found,
+                "SELECT hash FROM audit WHERE chain = $1 AND seq = $2", "ti", chain, seq);
+    if (r == 0 && !found) {
+        hash[0] = '\0';
+    }
     return r;
 }
 
@@ -1006,4 +1048,5 @@ static const struct journal_store_ops pg_ops = {
     .lease_end = journal_pg_lease_end,
     .set_lease = pg_set_lease,
     .is_away = pg_is_away,
+    .audit_hash = journal_pg_audit_hash,
 };

@@ -95,6 +95,10 @@ int journal_pg_lease_end(struct journal_store *s, long long lot_id, const char *
  */
 int journal_pg_fence(struct journal_pg *j, long long lot_id, const char *serial);
 
+/* The hash of a chain's record seq ("" when there is none): an anchor's check. */
+int journal_pg_audit_hash(struct journal_store *s, const char *chain, long long seq,
+                          char hash[65]);
+
 /* Stops the renewal thread and forgets the leases (the close). */
 void journal_pg_leases_stop(struct journal_pg *j);
 

@@ -229,6 +229,8 @@ struct journal_store_ops {
     void (*set_lease)(struct journal_store *s, int seconds);
     /* Whether the database went away and stayed away (every op fails since); NULL: never. */
     bool (*is_away)(struct journal_store *s);
+    /* The hash of record seq of chain ("" when none), for the anchors; NULL: one chain. */
+    int (*audit_hash)(struct journal_store *s, const char *chain, long long seq, char hash[65]);
 };
 
 /* A lease's length when the config names none ([provisioner] journal_lease). */

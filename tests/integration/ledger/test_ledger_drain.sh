@@ -6,7 +6,8 @@
 # - every row is issued exactly once: the issued counts of the four add up to the lot, one
 #   certificate per row, one current certificate per serial;
 # - each token's objects are exactly the ledger's keys;
-# - every station's audit chain verifies on its own (ledger verify).
+# - every station's audit chain verifies on its own (ledger verify), and a chain cut short
+#   behind the tool's back is given away by another station's anchor of its head.
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../batch/batch_lib.sh"
 . "$(dirname "$0")/ledger_lib.sh"
@@ -65,3 +66,20 @@ assert_tokens_match_ledger dev-01 dev-02 dev-03 dev-04
 prov 0 ledger verify
 assert_grep "$PROV_OUT" 'every audit chain verifies'
 it_log "audit chains: $(pg_q "SELECT string_agg(chain || '=' || seq, ' ' ORDER BY chain) FROM audit_head")"
+
+# The lot's anchors: a station ending its run records the other chains' heads in its own.
+# A chain cut short and given a matching head verifies alone; the anchor gives it away.
+anchor=$(pg_q "SELECT detail FROM audit WHERE event = 'anchor' ORDER BY at DESC, seq DESC LIMIT 1")
+[ -n "$anchor" ] || fail "no anchor record in the ledger"
+tok=${anchor%% *}
+c=${tok%%:*}
+rest=${tok#*:}
+seq=${rest%%:*}
+[ "$seq" -gt 1 ] || fail "anchored record $tok is the first of its chain"
+pg_q "ALTER TABLE audit DISABLE TRIGGER audit_no_change;
+      DELETE FROM audit WHERE chain = '$c' AND seq >= $seq;
+      UPDATE audit_head SET seq = $seq - 1,
+          hash = (SELECT hash FROM audit WHERE chain = '$c' AND seq = $seq - 1) WHERE chain = '$c';
+      ALTER TABLE audit ENABLE TRIGGER audit_no_change" >/dev/null
+prov 1 ledger verify
+assert_one_error "it anchors chain $c record $seq, which is no longer what was anchored"
