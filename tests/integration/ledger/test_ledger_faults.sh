@@ -14,10 +14,7 @@
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../batch/batch_lib.sh"
 . "$(dirname "$0")/ledger_lib.sh"
-it_setup
-batch_ca
-pg_start main
-ledger_config
+ledger_fixture
 make_lot lot.csv 1 4
 p11_server
 prov 0 ledger init

@@ -11,10 +11,7 @@
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../batch/batch_lib.sh"
 . "$(dirname "$0")/ledger_lib.sh"
-it_setup
-batch_ca
-pg_start main
-ledger_config
+ledger_fixture
 sed -i 's|^\[provisioner\]$|[provisioner]\njournal_lease = 2|' "$PROVISIONER_CONFIG"
 make_lot lot.csv 1 2
 p11_server
