@@ -10,6 +10,7 @@
 # - the database itself refuses a second certificate for a public key, a certificate serial
 #   of the same issuer, and a second current certificate of a device serial (a buggy client
 #   writing around the tool), while a superseded one stays recorded;
+# - README's station role and grants suffice for a batch, and refuse deleting audit records;
 # - a password in the URI is masked in every message;
 # - the database away: batch exits 6 with one line and writes nothing to any device.
 . "$(dirname "$0")/../lib.sh"
@@ -75,6 +76,23 @@ dup "DELETE FROM audit WHERE seq = 1" "deleting an audit record" 'append-only'
 secret_uri="postgresql://postgres:$(cat "$WORK/ledger.pass")@127.0.0.1:$PG_PORT/nosuchdb"
 prov 6 batch status --journal "$secret_uri"
 assert_one_error 'postgres:****@127.0.0.1'
+
+# README's station role, with README's grants (taken from README itself): a batch runs as it,
+# and it cannot delete an audit record.
+sed -n "/^sudo -u postgres psql ledger <<'SQL'\$/,/^SQL\$/p" "$PROV_SOURCE_ROOT/README.md" |
+    sed '1d;$d' >grants.sql
+[ -s grants.sql ] || fail "README.md: the grants for the station role are not where this test looks"
+pg_q "CREATE ROLE station LOGIN PASSWORD '$(cat "$WORK/ledger.pass")'" >/dev/null
+pg_q "$(cat grants.sql)" >/dev/null
+make_lot lot4.csv 0 0
+printf 'SN-40001,pkcs11:token=dev-01,,dev-01\n' >>lot4.csv
+prov 0 batch lot4.csv --journal "postgresql://station@127.0.0.1:$PG_PORT/postgres" --no-progress
+assert_grep "$PROV_OUT" '^1 rows: 1 issued, 0 already-issued, 0 failed '
+if PGPASSWORD=$(cat "$WORK/ledger.pass") "$PG_BIN/psql" -X -q -h "$PG_DIR" -p "$PG_PORT" -U station \
+    -d postgres -c "DELETE FROM audit" >log/station-delete.log 2>&1; then
+    fail "the station role deleted audit records"
+fi
+assert_grep log/station-delete.log 'permission denied'
 
 # Database away: fail closed, nothing written to any device.
 pg_stop
