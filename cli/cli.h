@@ -158,6 +158,7 @@ void cmd_ca_usage(FILE *f);
 struct json_object *cli_crls_json(const struct prov_config *cfg);
 void cli_print_crls(struct json_object *crls);
 int cmd_lot(int argc, char **argv);
+int cmd_ledger(int argc, char **argv);
 
 extern const struct cli_optset cmd_ca_optsets[];
 extern const struct cli_optset cmd_enroll_optsets[];
@@ -170,5 +171,6 @@ extern const struct cli_optset cmd_batch_optsets[];
 extern const struct cli_optset cmd_station_optsets[];
 extern const struct cli_optset cmd_revoke_optsets[];
 extern const struct cli_optset cmd_lot_optsets[];
+extern const struct cli_optset cmd_ledger_optsets[];
 
 #endif

@@ -31,7 +31,11 @@ static void usage(FILE *f)
             "same command again and it resumes; every row is issued exactly once.\n\n"
             "  --jobs N           tokens worked on in parallel (default: CPUs); rows of one\n"
             "                     token are always one at a time\n"
-            "  --journal FILE     the journal (default: MANIFEST.journal.sqlite, .csv dropped)\n"
+            "  --journal FILE     the journal (default: [provisioner] journal, else\n"
+            "                     MANIFEST.journal.sqlite, .csv dropped); a postgresql:// URI\n"
+            "                     is the shared ledger (doc/ledger.md)\n"
+            "  --station NAME     this station in the ledger (default: [station] name, else\n"
+            "                     the host name)\n"
             "  --results FILE     the results CSV (default: MANIFEST.results.csv):\n"
             "                     serial,status,cert_serial,sha256,not_after,storage,error,x_...\n"
             "  --reissue SERIAL   certify SERIAL again; its certificate is recorded as\n"
@@ -117,6 +121,7 @@ static int journal_view(int argc, char **argv, bool is_report)
     struct prov_status_tokens tokens = {0};
     struct prov_config *cfg = NULL;
     const char *journal = NULL;
+    char *shown = NULL;
     bool as_json = false;
     bool verify = false;
     bool is_tokens = false;
@@ -138,10 +143,21 @@ static int journal_view(int argc, char **argv, bool is_report)
         default: usage(stderr); return PROV_EXIT_USAGE;
         }
     }
+    /*
+     * Without --journal, the journal the run used: [provisioner] journal when the config
+     * names one (the ledger of a line, doc/ledger.md), else the manifest's own. A config
+     * that does not load is no error here: status and report need none.
+     */
+    if (journal == NULL && prov_issue_load_config(prov_cli.config_path, &cfg) == 0 &&
+        cfg->journal != NULL) {
+        journal = cfg->journal;
+    }
+    prov_error_clear();
     path = journal_path(journal, optind < argc ? argv[optind] : NULL);
     if (tokens.pin_spec != NULL && !is_tokens) {
         fprintf(stderr, "provisioner: batch status: --pin is used only with --tokens\n");
         free(path);
+        prov_config_free(cfg);
         return PROV_EXIT_USAGE;
     }
     if (path == NULL || argc - optind > 1 || (verify && !is_report)) {
@@ -150,23 +166,24 @@ static int journal_view(int argc, char **argv, bool is_report)
                 "FILE\n",
                 argv[0]);
         free(path);
+        prov_config_free(cfg);
         return PROV_EXIT_USAGE;
     }
     /* the tokens need the module and the PIN source of the config; status alone does not */
-    if (is_tokens && (r = cli_load_config(&cfg)) != 0) {
+    if (is_tokens && cfg == NULL && (r = cli_load_config(&cfg)) != 0) {
         free(path);
         return r;
     }
     tokens.cfg = cfg;
     prov_error_clear();
-    r = prov_journal_open(path, false, &j);
+    r = prov_journal_open_with(path, cfg ? cfg->journal_password : NULL, NULL, false, &j);
     if (r == 0 && verify) {
         r = prov_journal_verify_audit(j, &audit);
         if (r == 0) {
             fprintf(stderr,
                     "provisioner: journal %s: audit chain verifies: %lld records, head "
                     "%s\n",
-                    path, audit.n_records, audit.head_hash);
+                    prov_journal_path(j), audit.n_records, audit.head_hash);
         }
     }
     if (r == 0) {
@@ -184,7 +201,9 @@ static int journal_view(int argc, char **argv, bool is_report)
             json_object_object_add(o, "lots", json_object_new_array());
             json_object_object_add(o, "tokens", NULL);
         }
-        r = cli_fail_json(r, path, o != NULL, o);
+        shown = prov_journal_name(path);
+        r = cli_fail_json(r, shown ? shown : "journal", o != NULL, o);
+        free(shown);
         free(path);
         return r;
     }
@@ -207,6 +226,7 @@ static void print_summary_json(const struct prov_batch_opts *o, const struct pro
     json_object_object_add(j, "rows", json_object_new_int64((int64_t)s->n_rows));
     json_object_object_add(j, "issued", json_object_new_int64((int64_t)s->n_issued));
     json_object_object_add(j, "already_issued", json_object_new_int64((int64_t)s->n_already));
+    json_object_object_add(j, "elsewhere", json_object_new_int64((int64_t)s->n_elsewhere));
     json_object_object_add(j, "failed", json_object_new_int64((int64_t)s->n_failed));
     json_object_object_add(j, "seconds", json_object_new_double(s->seconds));
     json_object_object_add(j, "devices_per_second", json_object_new_double(s->devices_per_second));
@@ -225,6 +245,7 @@ static const struct option batch_run_opts[] = {
     {"reissue", required_argument, NULL, 'r'},
     {"again", no_argument, NULL, 'A'},
     {"pin", required_argument, NULL, 'p'},
+    {"station", required_argument, NULL, 'S'},
     {"check", no_argument, NULL, 'C'},
     {"prove", required_argument, NULL, 'X'},
     {"no-progress", no_argument, NULL, 'P'},
@@ -262,6 +283,7 @@ static int run(int argc, char **argv)
         case 'r': reissue[o.n_reissue++] = optarg; break;
         case 'A': o.is_again = true; break;
         case 'p': o.pin_spec = optarg; break;
+        case 'S': o.station = optarg; break;
         case 'C': o.is_check_only = true; break;
         case 'X': o.prove_url = optarg; break;
         case 'P': o.show_progress = false; break;
@@ -316,9 +338,15 @@ static int run(int argc, char **argv)
         printf("%s: %lu rows, valid\n", o.manifest, sum.n_rows);
         rc = PROV_EXIT_OK;
     } else {
-        printf("%lu rows: %lu issued, %lu already-issued, %lu failed in %.1f s (%.1f devices/s); "
-               "results %s, journal %s\n",
-               sum.n_rows, sum.n_issued, sum.n_already, sum.n_failed, sum.seconds,
+        char elsewhere[48] = "";
+
+        /* only a ledger shares a lot with other stations: the line is as before otherwise */
+        if (sum.n_elsewhere > 0) {
+            snprintf(elsewhere, sizeof(elsewhere), ", %lu elsewhere", sum.n_elsewhere);
+        }
+        printf("%lu rows: %lu issued, %lu already-issued, %lu failed%s in %.1f s (%.1f "
+               "devices/s); results %s, journal %s\n",
+               sum.n_rows, sum.n_issued, sum.n_already, sum.n_failed, elsewhere, sum.seconds,
                sum.devices_per_second, sum.results, sum.journal);
         rc = sum.n_failed > 0 ? PROV_EXIT_FAILED : PROV_EXIT_OK;
     }

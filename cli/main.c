@@ -48,6 +48,8 @@ static const struct {
      "revoke SERIAL: record a device certificate's revocation (reason, date) for the CRL"},
     {"lot", cmd_lot, cmd_lot_optsets,
      "lot export LOT | lot signer: hand a lot to the customer; a signed lot record"},
+    {"ledger", cmd_ledger, cmd_ledger_optsets,
+     "ledger init | migrate | import | verify | release: the shared ledger on PostgreSQL"},
 };
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))

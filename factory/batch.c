@@ -9,12 +9,16 @@
 #include <fcntl.h>
 #include <glob.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <openssl/conf.h>
+#include <openssl/err.h>
 
 #include "backend.h"
 #include "error.h"
@@ -406,7 +410,12 @@ static int by_count_desc(const void *x, const void *y)
     return a->count < c->count ? 1 : a->count > c->count ? -1 : (a->index > c->index);
 }
 
-static int run_workers(struct batch *b)
+/*
+ * The workers over the groups, largest first. rotate > 0 (a station on the ledger) starts
+ * the order at another group for each station, so that stations draining one lot begin on
+ * different devices instead of all claiming their way down the same one.
+ */
+static int run_workers(struct batch *b, size_t rotate)
 {
     pthread_t threads[MAX_JOBS];
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -426,6 +435,9 @@ static int run_workers(struct batch *b)
     qsort(sizes, b->n_groups, sizeof(*sizes), by_count_desc);
     for (size_t i = 0; i < b->n_groups; i++) {
         b->order[i] = sizes[i].index;
+    }
+    for (size_t i = 0; rotate > 0 && b->n_groups > 1 && i < b->n_groups; i++) {
+        b->order[i] = sizes[(i + rotate) % b->n_groups].index;
     }
     free(sizes);
     n = n > MAX_JOBS ? MAX_JOBS : n;
@@ -639,7 +651,7 @@ static int check_outputs(const struct prov_config *cfg, const struct prov_batch_
     int r;
 
     r = prov_storage_check_output_file(sum->results, "results");
-    if (r == 0 && stat(sum->journal, &st) != 0) {
+    if (r == 0 && !prov_journal_is_ledger(sum->journal) && stat(sum->journal, &st) != 0) {
         r = prov_storage_check_output_file(sum->journal, "journal");
     }
     if (r == 0) {
@@ -704,14 +716,48 @@ static int interrupted(struct batch *b)
                      b->n_rows, b->n_interrupted);
 }
 
+/* A station's place among the others: FNV-1a of its name (any spread will do). */
+static size_t station_spread(const char *station)
+{
+    uint32_t h = 2166136261u;
+
+    for (const char *p = station; *p != '\0'; p++) {
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    }
+    return h;
+}
+
+void prov_batch_station_name(const struct prov_config *cfg, const char *opt, char *out,
+                             size_t cap)
+{
+    const char *v = opt;
+
+    if (v == NULL && cfg != NULL && cfg->conf != NULL) {
+        v = NCONF_get_string(cfg->conf, "station", "name");
+        ERR_clear_error(); /* no [station] name is no error */
+    }
+    if (v != NULL && *v != '\0') {
+        snprintf(out, cap, "%s", v);
+    } else if (gethostname(out, cap) != 0 || out[0] == '\0') {
+        snprintf(out, cap, "station");
+    }
+    out[cap - 1] = '\0';
+}
+
 /* Everything after validation: journal, CA, workers, results. */
 static int enroll_lot(struct batch *b, struct prov_batch_summary *sum)
 {
     struct prov_journal_run run;
     char *reissue_list = NULL;
+    char station[256];
     int r;
 
-    r = prov_journal_open(sum->journal, true, &b->journal);
+    prov_batch_station_name(b->cfg, b->opts->station, station, sizeof(station));
+    r = prov_journal_open_with(sum->journal, b->cfg->journal_password, station, true,
+                               &b->journal);
+    if (r == 0) {
+        prov_journal_set_lease(b->journal, b->cfg->journal_lease);
+    }
     if (r < 0) {
         return r;
     }
@@ -745,7 +791,7 @@ static int enroll_lot(struct batch *b, struct prov_batch_summary *sum)
             return r;
         }
     }
-    r = run_workers(b);
+    r = run_workers(b, prov_journal_is_ledger(sum->journal) ? station_spread(station) : 0);
     if (b->progress != NULL) {
         prov_progress_finish(b->progress);
     }
@@ -754,6 +800,14 @@ static int enroll_lot(struct batch *b, struct prov_batch_summary *sum)
      * finished, so the same command again resumes it. A run a signal stopped has its results
      * too, and stays unfinished.
      */
+    if (r == 0 && prov_journal_is_away(b->journal)) {
+        /* fail closed: no row went on once the ledger could not record it */
+        return prov_fail(PROV_ERR_JOURNAL,
+                         "journal %s: the database went away and stayed away: %lu of %zu rows "
+                         "not finished (none written to a device the ledger does not hold); "
+                         "run the same command when it is back",
+                         prov_journal_path(b->journal), b->n_failed, b->n_rows);
+    }
     if (r == 0) {
         r = write_results(b, sum->results);
     }
@@ -813,8 +867,10 @@ int prov_batch_run(const struct prov_config *cfg, const struct prov_batch_opts *
 
     memset(sum, 0, sizeof(*sum));
     batch_init(&b, cfg, opts);
+    /* --journal, else [provisioner] journal (a file or the shared ledger), else beside it */
     sum->journal = opts->journal ? strdup(opts->journal)
-                                 : prov_batch_default_path(opts->manifest, ".journal.sqlite");
+                   : cfg->journal ? strdup(cfg->journal)
+                                  : prov_batch_default_path(opts->manifest, ".journal.sqlite");
     sum->results = opts->results ? strdup(opts->results)
                                  : prov_batch_default_path(opts->manifest, ".results.csv");
     b.lot = prov_batch_lot_name(cfg, opts->manifest);
@@ -841,10 +897,18 @@ int prov_batch_run(const struct prov_config *cfg, const struct prov_batch_opts *
     r = enroll_lot(&b, sum);
     sum->n_issued = b.n_issued;
     sum->n_already = b.n_already;
+    sum->n_elsewhere = b.n_elsewhere;
     sum->n_failed = b.n_failed;
 out:
     sum->seconds = now_seconds() - start;
     sum->devices_per_second = sum->seconds > 0 ? (double)sum->n_rows / sum->seconds : 0;
     batch_free(&b);
+    if (sum->journal != NULL && prov_journal_is_ledger(sum->journal)) {
+        /* the summary is printed: a password in the ledger's URI must not be */
+        char *shown = prov_journal_name(sum->journal);
+
+        free(sum->journal);
+        sum->journal = shown;
+    }
     return r;
 }

@@ -52,6 +52,8 @@ struct prov_batch_opts {
     const char *journal;        /* NULL: MANIFEST.journal.sqlite (prov_batch_default_path) */
     const char *results;        /* NULL: MANIFEST.results.csv */
     const char *pin_spec;       /* device PIN source; NULL: cfg->device_pin */
+    const char *station;        /* this station's name in a ledger; NULL: [station] name, else */
+                                /* the host name (prov_batch_station_name) */
     int jobs;                   /* parallel workers; <= 0: the number of online CPUs */
     const char *const *reissue; /* serials to certify again: one request (see below) */
     size_t n_reissue;
@@ -68,6 +70,7 @@ struct prov_batch_summary {
     unsigned long n_rows;
     unsigned long n_issued;
     unsigned long n_already;
+    unsigned long n_elsewhere; /* rows another station held in the ledger */
     unsigned long n_failed;
     unsigned long n_findings; /* manifest findings (validation failed when > 0) */
     double seconds;
@@ -77,6 +80,13 @@ struct prov_batch_summary {
 };
 
 void prov_batch_summary_clear(struct prov_batch_summary *s);
+
+/*
+ * The station's name (doc/ledger.md): opt (--station), else [station] name of cfg, else the
+ * host name, into out. It names the station's audit chain and leases in the ledger.
+ */
+void prov_batch_station_name(const struct prov_config *cfg, const char *opt, char *out,
+                             size_t cap);
 
 /*
  * Runs the batch. Returns 0 when the run completed (sum->n_failed says whether rows

@@ -65,11 +65,12 @@ struct finish_job {
     const char *profile; /* owned by the config */
 };
 
-static const char *const status_names[] = {"failed", "issued", "already-issued", "failed"};
+static const char *const status_names[] = {"failed", "issued", "already-issued", "failed",
+                                            "elsewhere"};
 
 const char *batch_status_name(enum batch_status st)
 {
-    return status_names[st <= BATCH_FAILED ? st : BATCH_FAILED];
+    return status_names[st <= BATCH_ELSEWHERE ? st : BATCH_FAILED];
 }
 
 void batch_request(const struct batch *b, const struct prov_manifest_row *row,
@@ -800,12 +801,26 @@ static void retire_left_over(struct row_ctx *c)
 
 static int do_row(struct row_ctx *c, enum batch_status *st)
 {
+    char holder[128];
+    bool is_mine = true;
     int r;
 
     *st = BATCH_ISSUED;
+    /* on the ledger, the row is this station's only while it holds the row's lease */
+    r = prov_journal_lease_claim(c->b->journal, c->b->lot_id, c->serial, holder,
+                                 sizeof(holder), &is_mine);
+    if (r == 0 && !is_mine) {
+        *st = BATCH_ELSEWHERE;
+        prov_info("serial %s: station %s is working on it", c->serial, holder);
+        return 0;
+    }
+    if (r < 0) {
+        return r;
+    }
     /*
      * What a killed run left in the storage directory (temp files, the pre-check's probe)
-     * goes with the first run that comes back to the row, whatever the row then needs.
+     * goes with the first run that comes back to the row, whatever the row then needs (on
+     * the ledger: once the row is this station's, never under another's feet).
      */
     prov_storage_remove_temp_files(c->dir);
     r = prov_journal_get(c->b->journal, c->b->lot_id, c->serial, &c->d);
@@ -879,6 +894,8 @@ static void count(struct batch *b, enum batch_status st)
         b->n_issued++;
     } else if (st == BATCH_ALREADY) {
         b->n_already++;
+    } else if (st == BATCH_ELSEWHERE) {
+        b->n_elsewhere++;
     } else {
         b->n_failed++;
     }
@@ -924,12 +941,13 @@ static void conclude(struct row_ctx *c, int r, enum batch_status st)
                                                                        c->serial, reason)
                                   : prov_journal_record_failed(c->b->journal, c->b->lot_id,
                                                                c->serial, c->device_uri, reason);
-        if (jr < 0) {
+        if (jr < 0 && !prov_journal_is_away(c->b->journal)) {
             report_failure(c->b, c->e->line, c->serial, prov_error_message());
         }
         /* a row the signal rolled back is in the journal and the results; the run's one
          * "interrupted" line speaks for it (batch.c) */
-        if (r == PROV_ERR_INTERRUPTED) {
+        if (r == PROV_ERR_INTERRUPTED || prov_journal_is_away(c->b->journal)) {
+            /* the run's one line speaks for it (batch.c): a signal, or the ledger away */
             pthread_mutex_lock(&c->b->stats_lock);
             c->b->n_interrupted++;
             pthread_mutex_unlock(&c->b->stats_lock);
@@ -941,6 +959,10 @@ static void conclude(struct row_ctx *c, int r, enum batch_status st)
         if (c->dir != NULL) {
             rmdir(c->dir);
         }
+    }
+    if (st != BATCH_ELSEWHERE) {
+        /* the row's lease ends with its outcome here (a failed row is claimable again) */
+        prov_journal_lease_end(c->b->journal, c->b->lot_id, c->serial, st != BATCH_FAILED);
     }
     c->e->status = (uint8_t)st;
     count(c->b, st);

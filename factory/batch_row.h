@@ -24,7 +24,8 @@ struct prov_batch_opts;
 
 #define BATCH_NO_ROW UINT32_MAX
 
-enum batch_status { BATCH_PENDING, BATCH_ISSUED, BATCH_ALREADY, BATCH_FAILED };
+/* BATCH_ELSEWHERE: another station holds the row's lease in the ledger (doc/ledger.md). */
+enum batch_status { BATCH_PENDING, BATCH_ISSUED, BATCH_ALREADY, BATCH_FAILED, BATCH_ELSEWHERE };
 
 /* What is kept of a row between the passes: where to read it again, 24 bytes. */
 struct batch_row {
@@ -83,6 +84,7 @@ struct batch {
     pthread_mutex_t stats_lock;
     unsigned long n_issued;
     unsigned long n_already;
+    unsigned long n_elsewhere; /* rows another station held (ledger) */
     unsigned long n_failed;
     unsigned long n_interrupted; /* of n_failed: rows a signal stopped (interrupt.h) */
     struct prov_progress *progress;

@@ -118,25 +118,89 @@ int journal_open_on(struct journal_store *store, bool writable, struct prov_jour
     return 0;
 }
 
-static int journal_open(const char *path, enum journal_store_mode mode, struct prov_journal **out)
+const struct journal_upgrade_hook journal_upgrade_audit = {.fn = upgrade_audit};
+
+int journal_open_mode(const char *path, const char *password, const char *station,
+                      enum journal_store_mode mode, struct prov_journal **out)
 {
-    static const struct journal_upgrade_hook hook = {.fn = upgrade_audit};
+    const struct journal_upgrade_hook hook = journal_upgrade_audit;
     struct journal_store *store = NULL;
     int r;
 
     *out = NULL;
-    r = journal_sqlite_open(path, mode, &hook, &store);
+    /* a libpq URI is the shared ledger (doc/ledger.md); anything else is a SQLite file */
+    r = journal_pg_is_uri(path) ? journal_pg_open(path, password, station, mode, &hook, &store)
+                                : journal_sqlite_open(path, mode, &hook, &store);
     return r < 0 ? r : journal_open_on(store, mode != JOURNAL_STORE_READ, out);
 }
 
 int prov_journal_open(const char *path, bool writable, struct prov_journal **out)
 {
-    return journal_open(path, writable ? JOURNAL_STORE_WRITE : JOURNAL_STORE_READ, out);
+    return journal_open_mode(path, NULL, NULL, writable ? JOURNAL_STORE_WRITE : JOURNAL_STORE_READ, out);
 }
 
 int prov_journal_open_shared(const char *path, struct prov_journal **out)
 {
-    return journal_open(path, JOURNAL_STORE_SHARED, out);
+    return journal_open_mode(path, NULL, NULL, JOURNAL_STORE_SHARED, out);
+}
+
+int prov_journal_open_with(const char *path, const char *password, const char *station,
+                           bool writable, struct prov_journal **out)
+{
+    return journal_open_mode(path, password, station, writable ? JOURNAL_STORE_WRITE : JOURNAL_STORE_READ, out);
+}
+
+bool prov_journal_is_ledger(const char *path)
+{
+    return journal_pg_is_uri(path);
+}
+
+int prov_journal_lease_claim(struct prov_journal *j, long long lot_id, const char *serial,
+                             char *holder, size_t cap, bool *is_mine)
+{
+    holder[0] = '\0';
+    *is_mine = true;
+    int r;
+
+    if (j->store->ops->lease_claim == NULL) {
+        return 0;
+    }
+    /* the store's connection is the journal's: one transaction at a time on it */
+    pthread_mutex_lock(&j->lock);
+    r = j->store->ops->lease_claim(j->store, lot_id, serial, holder, cap, is_mine);
+    pthread_mutex_unlock(&j->lock);
+    return r;
+}
+
+int prov_journal_lease_end(struct prov_journal *j, long long lot_id, const char *serial,
+                           bool is_done)
+{
+    int r;
+
+    if (j->store->ops->lease_end == NULL) {
+        return 0;
+    }
+    pthread_mutex_lock(&j->lock);
+    r = j->store->ops->lease_end(j->store, lot_id, serial, is_done);
+    pthread_mutex_unlock(&j->lock);
+    return r;
+}
+
+void prov_journal_set_lease(struct prov_journal *j, int seconds)
+{
+    if (j->store->ops->set_lease != NULL && seconds > 0) {
+        j->store->ops->set_lease(j->store, seconds);
+    }
+}
+
+bool prov_journal_is_away(struct prov_journal *j)
+{
+    return j != NULL && j->store->ops->is_away != NULL && j->store->ops->is_away(j->store);
+}
+
+char *prov_journal_name(const char *path)
+{
+    return journal_pg_is_uri(path) ? journal_pg_mask(path) : strdup(path);
 }
 
 const char *prov_journal_path(const struct prov_journal *j)
@@ -440,6 +504,12 @@ static int refuse_duplicate(struct prov_journal *j, const char *serial,
         return prov_fail(PROV_ERR_ALREADY_ISSUED,
                          "serial %s: public key %s was already certified (journal %s)", serial, pub,
                          j->store->name);
+    }
+    if (broken == JOURNAL_UNIQUE_CURRENT) {
+        return prov_fail(PROV_ERR_ALREADY_ISSUED,
+                         "serial %s: the device serial already has a current certificate of this "
+                         "issuer (journal %s); reissue it to replace it",
+                         serial, j->store->name);
     }
     return prov_fail(PROV_ERR_ALREADY_ISSUED,
                      "serial %s: certificate serial %s is already in journal %s", serial,

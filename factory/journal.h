@@ -99,6 +99,43 @@ int prov_journal_open(const char *path, bool writable, struct prov_journal **out
  */
 int prov_journal_open_shared(const char *path, struct prov_journal **out);
 
+/*
+ * prov_journal_open where path may be the shared ledger, a libpq URI (doc/ledger.md):
+ * password is its PIN-style source (file:, env:; NULL: libpq's own, PGPASSFILE), never
+ * the URI in a message (the URI is shown with any password masked). station names the
+ * station's audit chain and leases in the ledger (NULL: ""); a SQLite journal ignores it.
+ */
+int prov_journal_open_with(const char *path, const char *password, const char *station,
+                           bool writable, struct prov_journal **out);
+
+/* Whether path names the shared ledger (a postgresql:// URI) rather than a SQLite file. */
+bool prov_journal_is_ledger(const char *path);
+
+/*
+ * Work distribution on the ledger (doc/ledger.md): claims the row for this process unless
+ * another station holds a live lease on it (*is_mine false, its name into holder). A SQLite
+ * journal has one writer: every row is its own. The lease is renewed while the process
+ * runs, and every write of the row is refused once another station took it over.
+ */
+int prov_journal_lease_claim(struct prov_journal *j, long long lot_id, const char *serial,
+                             char *holder, size_t cap, bool *is_mine);
+
+/* Gives the row's lease back (is_done: the row needs no more work); no lease: nothing. */
+int prov_journal_lease_end(struct prov_journal *j, long long lot_id, const char *serial,
+                           bool is_done);
+
+/* The lease's length in seconds ([provisioner] journal_lease); before the first claim. */
+void prov_journal_set_lease(struct prov_journal *j, int seconds);
+
+/*
+ * Whether the ledger's database went away and stayed away (reconnecting with backoff failed):
+ * every transition fails at once since, so nothing more is done to any device.
+ */
+bool prov_journal_is_away(struct prov_journal *j);
+
+/* What messages call the journal at path: a copy, with a ledger URI's password masked. */
+char *prov_journal_name(const char *path);
+
 /* Accepts NULL. */
 void prov_journal_close(struct prov_journal *j);
 
@@ -322,6 +359,7 @@ struct prov_journal_audit {
     long long n_records;
     char head_hash[65]; /* hex of the newest record's hash: keep it outside to anchor */
     long long bad_seq;  /* the first record that fails, 0 when none */
+    char chain[128];    /* its chain in a ledger (a station's name), "" otherwise */
     char reason[256];
 };
 

@@ -37,6 +37,13 @@ struct prov_journal {
  */
 int journal_open_on(struct journal_store *store, bool writable, struct prov_journal **out);
 
+/* Opens the journal at path (a file or a ledger URI) in any store mode. */
+int journal_open_mode(const char *path, const char *password, const char *station,
+                      enum journal_store_mode mode, struct prov_journal **out);
+
+/* The schema upgrade of a journal with records, as an audit record (journal.c). */
+extern const struct journal_upgrade_hook journal_upgrade_audit;
+
 /* Appends one audit record inside the caller's transaction (journal_audit.c). */
 int journal_audit_append(struct journal_store *s, const char *lot, const char *serial,
                          const char *event, const char *detail);

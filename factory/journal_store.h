@@ -27,6 +27,7 @@ enum journal_store_mode {
     JOURNAL_STORE_READ,   /* status, report: no lock, the schema read as it is */
     JOURNAL_STORE_WRITE,  /* a batch run: the one writer of the journal */
     JOURNAL_STORE_SHARED, /* a station: writers side by side, each row locked by its worker */
+    JOURNAL_STORE_ADMIN,  /* ledger init/migrate: no writer lock, the schema left as it is */
 };
 
 /* A device row as journal.c writes it whole; strings and key id are borrowed. */
@@ -65,6 +66,7 @@ struct journal_cert {
 enum journal_unique {
     JOURNAL_UNIQUE_CERT_SERIAL,
     JOURNAL_UNIQUE_PUBKEY,
+    JOURNAL_UNIQUE_CURRENT, /* the device serial has a current certificate of the issuer */
 };
 
 /* The hash before the first audit record, and the head of an empty chain. */
@@ -80,6 +82,14 @@ struct journal_audit_record {
     const char *detail;
     const char *prev_hash;
     const char *hash;
+    /*
+     * A store with one chain per station (the ledger) names the record's chain and that
+     * chain's recorded head; NULL for the one chain of a SQLite journal, whose head is
+     * audit_head's.
+     */
+    const char *chain;
+    long long chain_head_seq;
+    const char *chain_head_hash;
 };
 
 /* What the audit says of one device row, for verification (journal_audit.c). */
@@ -207,7 +217,25 @@ struct journal_store_ops {
                           int (*fn)(void *ctx, const struct prov_journal_device *d), void *ctx);
     int (*foreach_key)(struct journal_store *s,
                        int (*fn)(void *ctx, const struct prov_journal_key_ref *k), void *ctx);
+
+    /*
+     * Leases (a store shared by processes on several hosts; NULL in a store with one writer):
+     * claim takes the row unless another station holds a live lease on it (*is_mine false,
+     * its name into holder); end gives it back (is_done: the row needs no more work); every
+     * row_put of a claimed row checks the lease's token (fencing). Outside a transaction.
+     */
+    int (*lease_claim)(struct journal_store *s, long long lot_id, const char *serial,
+                       char *holder, size_t cap, bool *is_mine);
+    int (*lease_end)(struct journal_store *s, long long lot_id, const char *serial, bool is_done);
+    void (*set_lease)(struct journal_store *s, int seconds);
+    /* Whether the database went away and stayed away (every op fails since); NULL: never. */
+    bool (*is_away)(struct journal_store *s);
+    /* The hash of record seq of chain ("" when none), for the anchors; NULL: one chain. */
+    int (*audit_hash)(struct journal_store *s, const char *chain, long long seq, char hash[65]);
 };
+
+/* A lease's length when the config names none ([provisioner] journal_lease). */
+#define JOURNAL_LEASE_DEFAULT 30
 
 /* Every store begins with this. */
 struct journal_store {
@@ -232,5 +260,22 @@ enum prov_journal_state journal_state_parse(const char *s);
  */
 int journal_sqlite_open(const char *path, enum journal_store_mode mode,
                         const struct journal_upgrade_hook *hook, struct journal_store **out);
+
+/*
+ * The PostgreSQL store (journal_pg.c, doc/ledger.md): connects to the libpq URI (its password,
+ * when not NULL, read from the PIN-style source password: file:, env:), takes the session's
+ * writer lock as the SQLite store does (exclusive for WRITE, shared for SHARED) and checks the
+ * schema: a writer creates it in an empty database; an older one wants `ledger migrate`, a
+ * newer one is refused. station names this station's audit chain and leases ("" when none).
+ */
+int journal_pg_open(const char *uri, const char *password, const char *station,
+                    enum journal_store_mode mode, const struct journal_upgrade_hook *hook,
+                    struct journal_store **out);
+
+/* The URI with any password masked (journal_pg_db.c); malloc'd, NULL on NOMEM. */
+char *journal_pg_mask(const char *uri);
+
+/* Whether path is a libpq URI (postgresql:// or postgres://), the ledger, not a file. */
+bool journal_pg_is_uri(const char *path);
 
 #endif

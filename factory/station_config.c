@@ -23,7 +23,7 @@
 
 static const char *const station_keys[] = {
     "manifest", "journal", "mode",        "device_table", "tpm_tcti",
-    "prove",    "exclude", "device_wait", NULL,
+    "prove",    "exclude", "device_wait", "name",     NULL,
 };
 
 void prov_station_config_clear(struct prov_station_config *sc)

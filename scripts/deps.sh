@@ -14,7 +14,7 @@
 PROV_DEPS_PACKAGES=(
     # build
     meson ninja-build pkg-config gcc libc6-dev
-    libssl-dev libp11-dev libp11-kit-dev libjson-c-dev libcsv-dev libsqlite3-dev
+    libssl-dev libp11-dev libp11-kit-dev libjson-c-dev libcsv-dev libsqlite3-dev libpq-dev
     libtss2-dev libcurl4-openssl-dev libmosquitto-dev libcmocka-dev scdoc
     # install layout: pkg-config files that name Debian's directories; man pages checked
     bash-completion udev systemd man-db groff-base
@@ -24,6 +24,8 @@ PROV_DEPS_PACKAGES=(
     swtpm swtpm-tools tpm2-tools tpm2-openssl tpm2-abrmd libtss2-tcti-tabrmd0 dbus
     # tests and demo: brokers, clients, verifiers
     openssl gnutls-bin nginx curl mosquitto mosquitto-clients sqlite3 e2fsprogs jq bsdutils
+    # the shared ledger tests run their own PostgreSQL (tests/integration/ledger)
+    postgresql-15 postgresql-client-15
     # bench/run.sh: peak RSS (/usr/bin/time -v), the token out of process (p11-kit server and
     # its client module); scripts/valgrind.sh: memcheck
     time p11-kit p11-kit-modules valgrind

@@ -21,7 +21,8 @@
      PROV_KEY_BIT(PROV_KEY_RSA_2048) | PROV_KEY_BIT(PROV_KEY_RSA_3072))
 
 static const char *const provisioner_keys[] = {
-    "pkcs11_module", "output_dir", "server_ca", "device_pin", "lot",
+    "pkcs11_module", "output_dir", "server_ca", "device_pin", "lot", "journal", "journal_password",
+    "journal_lease",
     "tpm_srk_handle", "tpm_key_handle", "tpm_nv_index", NULL,
 };
 
@@ -283,7 +284,20 @@ static int get_path(const struct section *s, const char *key, char **out)
     return 0;
 }
 
-static int get_days(const struct section *s, const char *key, int *out)
+/* A journal: a libpq URI (the shared ledger, doc/ledger.md) as written, else a path. */
+static int get_journal(const struct section *s, const char *key, char **out)
+{
+    const char *v = section_get(s, key);
+
+    if (v != NULL && (strncmp(v, "postgresql://", 13) == 0 || strncmp(v, "postgres://", 11) == 0)) {
+        return get_string(s, key, out);
+    }
+    return get_path(s, key, out);
+}
+
+/* A whole number of units from 1 to max. */
+static int get_count(const struct section *s, const char *key, long max, const char *unit,
+                     int *out)
 {
     const char *v = section_get(s, key);
     long n = 0;
@@ -292,18 +306,23 @@ static int get_days(const struct section *s, const char *key, int *out)
         return 0;
     }
     for (const char *p = v; *p != '\0'; p++) {
-        if (*p < '0' || *p > '9' || n > DAYS_MAX) {
+        if (*p < '0' || *p > '9' || n > max) {
             n = -1;
             break;
         }
         n = n * 10 + (*p - '0');
     }
-    if (n < 1 || n > DAYS_MAX) {
-        return prov_fail(PROV_ERR_CONFIG, "%s: [%s] %s \"%s\": expected a whole number of days "
-                         "from 1 to %d", s->cfg->path, s->name, key, v, DAYS_MAX);
+    if (n < 1 || n > max) {
+        return prov_fail(PROV_ERR_CONFIG, "%s: [%s] %s \"%s\": expected a whole number of %s "
+                         "from 1 to %ld", s->cfg->path, s->name, key, v, unit, max);
     }
     *out = (int)n;
     return 0;
+}
+
+static int get_days(const struct section *s, const char *key, int *out)
+{
+    return get_count(s, key, DAYS_MAX, "days", out);
 }
 
 static int get_bool(const struct section *s, const char *key, bool *out)
@@ -510,6 +529,9 @@ static int read_provisioner(struct prov_config *cfg)
         (r = get_path(&s, "output_dir", &cfg->output_dir)) < 0 ||
         (r = get_path(&s, "server_ca", &cfg->server_ca)) < 0 ||
         (r = get_pin_source(&s, "device_pin", &cfg->device_pin)) < 0 ||
+        (r = get_journal(&s, "journal", &cfg->journal)) < 0 ||
+        (r = get_pin_source(&s, "journal_password", &cfg->journal_password)) < 0 ||
+        (r = get_count(&s, "journal_lease", 3600, "seconds", &cfg->journal_lease)) < 0 ||
         (r = get_string(&s, "lot", &cfg->lot)) < 0 ||
         (r = get_tpm_handle(&s, "tpm_srk_handle", 0x81000000u, 0x81ffffffu,
                             &cfg->tpm_srk_handle)) < 0 ||
@@ -1008,6 +1030,8 @@ void prov_config_free(struct prov_config *cfg)
     free(cfg->output_dir);
     free(cfg->server_ca);
     free(cfg->device_pin);
+    free(cfg->journal);
+    free(cfg->journal_password);
     free(cfg->lot);
     free(cfg->ca_dir);
     free(cfg->ca_key);

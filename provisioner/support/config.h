@@ -68,6 +68,10 @@ struct prov_config {
     char *server_ca;            /* server_ca = FILE: installed as server-ca.pem */
     char *device_pin;           /* device_pin = file:...|env:...|fd:N|prompt */
     char *lot;                  /* lot = NAME, recorded in identity.json */
+    char *journal;              /* journal = PATH | postgresql://... (doc/ledger.md); NULL: */
+                                /* the manifest's own SQLite journal */
+    char *journal_password;     /* journal_password = file:...|env:...: the ledger's password */
+    int journal_lease;          /* journal_lease = SECONDS a row's lease lasts; 0: default 30 */
     uint32_t tpm_srk_handle;    /* tpm_srk_handle = 0x81...: storage root key; 0: backend default */
     uint32_t tpm_key_handle;    /* tpm_key_handle = 0x81...: device key; 0: backend default */
     uint32_t tpm_nv_index;      /* tpm_nv_index = 0x01...: NV index for client.der; 0: default */

@@ -21,6 +21,7 @@
 
 #include <openssl/evp.h>
 #include <openssl/x509.h>
+#include <libpq-fe.h>
 #include <sqlite3.h>
 
 #include "error.h"
@@ -32,7 +33,7 @@
 
 struct fixture {
     char dir[64];
-    char path[128];
+    char path[512];
     struct prov_journal *j;
     long long lot;
     EVP_PKEY *keys[4];
@@ -65,15 +66,74 @@ static int setup(void **state)
     return 0;
 }
 
+/*
+ * The same tests on the ledger's store (doc/ledger.md): PROV_TEST_LEDGER_URI names a
+ * PostgreSQL server (tests/integration/ledger/test_ledger_unit.sh starts one), each test gets
+ * a database of its own, made and dropped here.
+ */
+static void pg_admin(const char *sql)
+{
+    PGconn *c = PQconnectdb(getenv("PROV_TEST_LEDGER_URI"));
+    PGresult *res;
+
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    res = PQexec(c, sql);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        fail_msg("%s: %s", sql, PQerrorMessage(c));
+    }
+    PQclear(res);
+    PQfinish(c);
+}
+
+static int setup_pg(void **state)
+{
+    static int n;
+    struct fixture *f = calloc(1, sizeof(*f));
+    const char *base = getenv("PROV_TEST_LEDGER_URI");
+    char sql[96];
+
+    snprintf(f->dir, sizeof(f->dir), "tj_%d_%d", (int)getpid(), ++n);
+    snprintf(sql, sizeof(sql), "CREATE DATABASE %s", f->dir);
+    pg_admin(sql);
+    /* the base URI ends with the database: the test's own replaces it */
+    snprintf(f->path, sizeof(f->path), "%.*s/%s", (int)(strrchr(base, '/') - base), base, f->dir);
+    unsetenv("PROVISIONER_TEST_CRASH_AT");
+    assert_int_equal(prov_journal_open_with(f->path, NULL, "unit", true, &f->j), 0);
+    assert_int_equal(prov_journal_lot(f->j, "lot-a", "a.csv", &f->lot), 0);
+    for (int i = 0; i < 4; i++) {
+        f->keys[i] = test_pki_ec_key("P-256");
+    }
+    *state = f;
+    return 0;
+}
+
+/* The journal closed and the keys freed; the caller removes where the journal was. */
+static void fixture_close(struct fixture *f)
+{
+    prov_journal_close(f->j);
+    for (int i = 0; i < 4; i++) {
+        EVP_PKEY_free(f->keys[i]);
+    }
+}
+
+static int teardown_pg(void **state)
+{
+    struct fixture *f = *state;
+    char sql[96];
+
+    fixture_close(f);
+    snprintf(sql, sizeof(sql), "DROP DATABASE %s", f->dir);
+    pg_admin(sql);
+    free(f);
+    return 0;
+}
+
 static int teardown(void **state)
 {
     struct fixture *f = *state;
     char cmd[128];
 
-    prov_journal_close(f->j);
-    for (int i = 0; i < 4; i++) {
-        EVP_PKEY_free(f->keys[i]);
-    }
+    fixture_close(f);
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
     assert_int_equal(system(cmd), 0);
     free(f);
@@ -245,18 +305,23 @@ static void test_unique_constraints(void **state)
     assert_int_equal(prov_journal_record_issued(f->j, lot_b, "C", id3, 16, same_key, "k"),
                      PROV_ERR_ALREADY_ISSUED);
 
-    /* The schema itself refuses a second row for a serial of a lot. */
-    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    sqlite3_busy_timeout(db, 5000);
-    assert_int_not_equal(sqlite3_exec(db,
-                                      "INSERT INTO device(lot_id, serial, device_uri, state, "
-                                      "updated) SELECT lot_id, serial, device_uri, 'intent', "
-                                      "'now' FROM device WHERE serial = 'A'",
-                                      NULL, NULL, &err),
-                         SQLITE_OK);
-    assert_non_null(strstr(err, "UNIQUE"));
-    sqlite3_free(err);
-    sqlite3_close(db);
+    /*
+     * The schema itself refuses a second row for a serial of a lot (on the ledger,
+     * tests/integration/ledger/test_ledger_store.sh shows its constraints with psql).
+     */
+    if (getenv("PROV_TEST_LEDGER_URI") == NULL) {
+        assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+        sqlite3_busy_timeout(db, 5000);
+        assert_int_not_equal(sqlite3_exec(db,
+                                          "INSERT INTO device(lot_id, serial, device_uri, state, "
+                                          "updated) SELECT lot_id, serial, device_uri, 'intent', "
+                                          "'now' FROM device WHERE serial = 'A'",
+                                          NULL, NULL, &err),
+                             SQLITE_OK);
+        assert_non_null(strstr(err, "UNIQUE"));
+        sqlite3_free(err);
+        sqlite3_close(db);
+    }
     X509_free(same_serial);
     X509_free(same_key);
     X509_free(fresh);
@@ -972,5 +1037,17 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_schema_all_or_nothing, setup, teardown),
     };
 
+    /* the tests of the journal's rules, not of SQLite's file, over the ledger's store */
+    const struct CMUnitTest on_ledger[] = {
+        cmocka_unit_test_setup_teardown(test_state_machine, setup_pg, teardown_pg),
+        cmocka_unit_test_setup_teardown(test_failed_keeps_progress, setup_pg, teardown_pg),
+        cmocka_unit_test_setup_teardown(test_unique_constraints, setup_pg, teardown_pg),
+        cmocka_unit_test_setup_teardown(test_supersede_and_runs, setup_pg, teardown_pg),
+        cmocka_unit_test_setup_teardown(test_outside_change, setup_pg, teardown_pg),
+    };
+
+    if (getenv("PROV_TEST_LEDGER_URI") != NULL) {
+        return cmocka_run_group_tests_name("journal on the ledger", on_ledger, NULL, NULL);
+    }
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

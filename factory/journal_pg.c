@@ -1,0 +1,1052 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The journal's PostgreSQL store (journal_store.h, doc/ledger.md): the shared ledger of a line
+ * of stations. The rules stay in journal.c; this file keeps the same promises as the SQLite
+ * store with the server's means:
+ *  - every transaction takes its station's transaction-scoped advisory lock first, so one
+ *    station's transactions are serialized as BEGIN IMMEDIATE serializes them on a SQLite
+ *    file (its audit chain needs a total order), while stations run side by side;
+ *  - the writer lock is a session advisory lock, shared by batches and stations (rows are
+ *    claimed by leases), exclusive for a schema change, released by the server when the
+ *    session ends, however it ends;
+ *  - a row lock is an advisory lock on a connection of its own, so that two threads of one
+ *    process exclude each other as two processes do;
+ *  - the uniqueness rules are constraints of the database (doc/ledger.md lists them), so a
+ *    second certificate cannot be committed even by a client that skips journal.c.
+ * A COMMIT whose connection broke has an unknown outcome: it is reported as a failure and the
+ * next transition reads the row back (the state the server holds), never guesses.
+ */
+#include "journal_pg.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <libpq-fe.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+#include "error.h"
+#include "journal.h"
+#include "journal_internal.h"
+#include "journal_store.h"
+#include "log.h"
+#include "secret.h"
+
+/* Advisory lock keys (two int4: the tool's class, then which lock); doc/ledger.md. */
+#define LOCK_CLASS "1886549878" /* "prov" */
+#define LOCK_STATION_CLASS "1886549879" /* with hashtext(station): a station's transactions */
+#define LOCK_WRITER LOCK_CLASS ", 2"
+#define LOCK_SCHEMA LOCK_CLASS ", 3"
+
+/* Reconnect attempts and the first pause (doubled each time): about 8 s in all. */
+#define RECONNECT_TRIES 6
+#define RECONNECT_FIRST_MS 250
+
+/*
+ * The schema, one step per version, as in the SQLite store: a change is a new step at the
+ * end, never an edit of an earlier one. Version 1 is the SQLite journal's schema 5 with the
+ * database's own guarantees: the certificate's issuer (SHA-256 of its DER name) and device
+ * serial, so that a certificate serial is unique per issuer and a device serial has one
+ * current certificate per issuer across all lots (superseded ones stay recorded).
+ */
+static const char *const schema_steps[] = {
+    "CREATE TABLE schema_version(version INTEGER PRIMARY KEY,"
+    " applied TIMESTAMPTZ NOT NULL DEFAULT now(), tool TEXT NOT NULL);"
+    "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "CREATE TABLE lot(id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE, manifest TEXT,"
+    " created TEXT NOT NULL);"
+    "CREATE TABLE run(id BIGSERIAL PRIMARY KEY, lot_id BIGINT NOT NULL REFERENCES lot(id),"
+    " reissue TEXT NOT NULL, started TEXT NOT NULL, finished TEXT,"
+    " request BIGINT REFERENCES run(id));"
+    "CREATE TABLE device(id BIGSERIAL PRIMARY KEY, lot_id BIGINT NOT NULL REFERENCES lot(id),"
+    " serial TEXT NOT NULL, device_uri TEXT NOT NULL, state TEXT NOT NULL CHECK (state IN"
+    "  ('intent','issued','stored','proven','failed','superseded')),"
+    " key_id BYTEA, key_uri TEXT, storage TEXT, cert_id BIGINT, error TEXT,"
+    " attempts INTEGER NOT NULL DEFAULT 0, updated TEXT NOT NULL, UNIQUE (lot_id, serial));"
+    "CREATE TABLE certificate(id BIGSERIAL PRIMARY KEY,"
+    " device_id BIGINT NOT NULL REFERENCES device(id), device_serial TEXT NOT NULL,"
+    " issuer TEXT NOT NULL, cert_serial TEXT NOT NULL, pubkey_sha256 TEXT NOT NULL,"
+    " sha256 TEXT NOT NULL, not_after TEXT NOT NULL, key_id BYTEA NOT NULL,"
+    " der BYTEA NOT NULL, issued TEXT NOT NULL, superseded TEXT,"
+    " superseded_run BIGINT REFERENCES run(id), device_uri TEXT, retired TEXT,"
+    " CONSTRAINT certificate_serial_per_issuer UNIQUE (issuer, cert_serial),"
+    " CONSTRAINT certificate_pubkey UNIQUE (pubkey_sha256));"
+    "ALTER TABLE device ADD CONSTRAINT device_cert FOREIGN KEY (cert_id)"
+    " REFERENCES certificate(id);"
+    "CREATE UNIQUE INDEX certificate_current ON certificate(issuer, device_serial)"
+    " WHERE superseded IS NULL;"
+    "CREATE INDEX certificate_by_device ON certificate(device_id);"
+    "CREATE TABLE audit(seq BIGINT PRIMARY KEY, at TEXT NOT NULL, lot TEXT NOT NULL,"
+    " serial TEXT NOT NULL, event TEXT NOT NULL, detail TEXT NOT NULL,"
+    " prev_hash TEXT NOT NULL, hash TEXT NOT NULL);"
+    "CREATE INDEX audit_by_serial ON audit(lot, serial, seq);"
+    "CREATE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS"
+    " $$BEGIN RAISE EXCEPTION 'the audit table is append-only'; END$$;"
+    "CREATE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit"
+    " FOR EACH ROW EXECUTE FUNCTION audit_append_only();"
+    "CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit"
+    " FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();"
+    "CREATE TABLE station_claim(lot_id BIGINT NOT NULL REFERENCES lot(id),"
+    " serial TEXT NOT NULL, identity TEXT NOT NULL, instance TEXT NOT NULL,"
+    " claimed TEXT NOT NULL, PRIMARY KEY (lot_id, serial), UNIQUE (lot_id, identity));",
+    /*
+     * 2: one audit chain per station (chain: the station's name; "" holds the records made
+     * before), each with its head, so that every chain verifies alone; and the work of a
+     * lot, claimed by leases (journal_pg_lease.c): the station, a token from a sequence that
+     * only grows (fencing: a write whose token is not the row's current one is refused) and
+     * the lease's expiry.
+     */
+    "ALTER TABLE audit ADD COLUMN chain TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE audit DROP CONSTRAINT audit_pkey;"
+    "ALTER TABLE audit ADD PRIMARY KEY (chain, seq);"
+    "CREATE TABLE audit_head(chain TEXT PRIMARY KEY, seq BIGINT NOT NULL, hash TEXT NOT NULL);"
+    "INSERT INTO audit_head(chain, seq, hash) SELECT '', split_part(value, ':', 1)::bigint,"
+    " split_part(value, ':', 2) FROM meta WHERE key = 'audit_head';"
+    "DELETE FROM meta WHERE key = 'audit_head';"
+    "CREATE SEQUENCE lease_token;"
+    "CREATE TABLE work(lot_id BIGINT NOT NULL REFERENCES lot(id), serial TEXT NOT NULL,"
+    " station TEXT, token BIGINT, expires TIMESTAMPTZ, done BOOLEAN NOT NULL DEFAULT false,"
+    " PRIMARY KEY (lot_id, serial));"
+    "CREATE INDEX work_open ON work(lot_id) WHERE NOT done;",
+};
+
+#define SCHEMA_VERSION ((int)(sizeof(schema_steps) / sizeof(schema_steps[0])))
+
+int journal_pg_schema_newest(void)
+{
+    return SCHEMA_VERSION;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+
+    nanosleep(&ts, NULL);
+}
+
+PGconn *journal_pg_connect(const struct journal_pg *j)
+{
+    const char *keys[] = {"application_name", "connect_timeout", "dbname", "password", NULL};
+    const char *values[] = {"provisioner", "10", j->conninfo, j->password, NULL};
+
+    if (j->password == NULL) {
+        keys[3] = NULL;
+    }
+    return PQconnectdbParams(keys, values, 1);
+}
+
+/* The server's notices (warnings) are the tool's debug output, not lines on stderr. */
+static void server_notice(void *ctx, const char *message)
+{
+    prov_debug("journal", "journal %s: %s", ((struct journal_pg *)ctx)->base.name, message);
+}
+
+static int connect_fail(struct journal_pg *j, const char *what)
+{
+    char msg[512];
+    size_t n;
+
+    snprintf(msg, sizeof(msg), "%s", j->conn ? PQerrorMessage(j->conn) : "out of memory");
+    for (n = strlen(msg); n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '); n--) {
+        msg[n - 1] = '\0';
+    }
+    for (char *c = msg; *c != '\0'; c++) {
+        *c = *c == '\n' ? ' ' : *c;
+    }
+    return prov_fail(PROV_ERR_JOURNAL, "journal %s: %s: %s", j->base.name, what, msg);
+}
+
+/*
+ * The session's writer lock. Batches and stations share it: on the ledger they work side by
+ * side (rows are claimed by leases, journal_pg_lease.c). ledger migrate takes it exclusively,
+ * so that no process that knows only the older schema writes while it changes.
+ */
+static int take_writer_lock(struct journal_pg *j)
+{
+    PGresult *res;
+    bool is_held;
+
+    if (j->mode == JOURNAL_STORE_READ) {
+        return 0;
+    }
+    res = journal_pg_exec(j, "writer lock", NULL, NULL, 0,
+                          j->mode == JOURNAL_STORE_ADMIN
+                              ? "SELECT pg_try_advisory_lock(" LOCK_WRITER ")"
+                              : "SELECT pg_try_advisory_lock_shared(" LOCK_WRITER ")",
+                          "");
+    if (res == NULL) {
+        return PROV_ERR_JOURNAL;
+    }
+    is_held = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
+    if (!is_held) {
+        return prov_fail(PROV_ERR_JOURNAL,
+                         j->mode == JOURNAL_STORE_ADMIN
+                             ? "journal %s: stations or batch runs are working on the ledger; "
+                               "stop them before changing its schema"
+                             : "journal %s: its schema is being changed (ledger migrate holds "
+                               "its writer lock)",
+                         j->base.name);
+    }
+    return 0;
+}
+
+int journal_pg_reconnect(struct journal_pg *j)
+{
+    long pause = RECONNECT_FIRST_MS;
+
+    for (int i = 0; i < RECONNECT_TRIES; i++) {
+        if (i > 0) {
+            sleep_ms(pause);
+            pause *= 2;
+        }
+        pthread_mutex_lock(&j->conn_lock);
+        PQreset(j->conn);
+        pthread_mutex_unlock(&j->conn_lock);
+        if (PQstatus(j->conn) == CONNECTION_OK) {
+            prov_warn("journal %s: connected again", j->base.name);
+            return take_writer_lock(j);
+        }
+    }
+    j->is_away = true; /* fail closed, and fast: no row waits for the backoff again */
+    return connect_fail(j, "the database stays away");
+}
+
+/* Ends a failed transaction; on the connection, one statement at a time as every other. */
+static void pg_rollback(struct journal_pg *j)
+{
+    pthread_mutex_lock(&j->conn_lock);
+    PQclear(PQexec(j->conn, "ROLLBACK"));
+    pthread_mutex_unlock(&j->conn_lock);
+}
+
+/* BEGIN, then the transaction-scoped advisory lock of lock_sql (param: its $1, or NULL). */
+static int begin_locked(struct journal_pg *j, const char *lock_sql, const char *param)
+{
+    int r;
+
+    r = journal_pg_run(j, "begin", "BEGIN", "");
+    if (r < 0) {
+        return r;
+    }
+    j->is_in_txn = true;
+    r = journal_pg_run(j, "begin", lock_sql, param ? "t" : "", param);
+    if (r < 0) {
+        pg_rollback(j);
+        j->is_in_txn = false;
+    }
+    return r;
+}
+
+/*
+ * A transaction takes its station's lock (LOCK_STATION_CLASS, hash of the station's name):
+ * the station's audit chain needs one order, other stations' transactions run beside it.
+ * What several stations touch at once is ordered by the database itself: a row by FOR
+ * UPDATE, its lease by the fencing read, a lot's creation by its UNIQUE name.
+ */
+static int pg_begin(struct journal_store *s)
+{
+    struct journal_pg *j = journal_pg_of(s);
+    PGresult *res;
+    int r;
+
+    /* BEGIN and the lock in one round trip (the station's name as a literal, escaped) */
+    if (j->begin_sql == NULL) {
+        char *lit = PQescapeLiteral(j->conn, j->station, strlen(j->station));
+
+        if (lit == NULL || asprintf(&j->begin_sql,
+                                    "BEGIN; SELECT pg_advisory_xact_lock(" LOCK_STATION_CLASS
+                                    ", hashtext(%s))",
+                                    lit) < 0) {
+            j->begin_sql = NULL;
+        }
+        PQfreemem(lit);
+    }
+    if (j->begin_sql == NULL || j->is_away || PQstatus(j->conn) != CONNECTION_OK) {
+        /* the statement by statement way, which reconnects and says what failed */
+        return begin_locked(
+            j, "SELECT pg_advisory_xact_lock(" LOCK_STATION_CLASS ", hashtext($1))", j->station);
+    }
+    pthread_mutex_lock(&j->conn_lock);
+    res = PQexec(j->conn, j->begin_sql);
+    r = PQresultStatus(res) == PGRES_TUPLES_OK ? 0 : -1;
+    pthread_mutex_unlock(&j->conn_lock);
+    PQclear(res);
+    if (r == 0) {
+        j->is_in_txn = true;
+        return 0;
+    }
+    pg_rollback(j);
+    return begin_locked(j, "SELECT pg_advisory_xact_lock(" LOCK_STATION_CLASS ", hashtext($1))",
+                        j->station);
+}
+
+static int pg_end(struct journal_store *s, int r)
+{
+    struct journal_pg *j = journal_pg_of(s);
+
+    if (r != 0) {
+        pg_rollback(j);
+        j->is_in_txn = false;
+        return r;
+    }
+    r = journal_pg_run(j, "commit", "COMMIT", "");
+    j->is_in_txn = false;
+    if (r < 0 && PQstatus(j->conn) != CONNECTION_OK) {
+        /* the server may have committed: the next transition reads the row back */
+        return prov_fail(PROV_ERR_JOURNAL,
+                         "journal %s: the connection broke during the commit: its outcome is "
+                         "unknown until the row is read back (run the same command again)",
+                         j->base.name);
+    }
+    if (r < 0) {
+        pg_rollback(j);
+    }
+    return r;
+}
+
+static int read_version(struct journal_pg *j, int *version)
+{
+    PGresult *res;
+
+    *version = 0;
+    res = journal_pg_exec(j, "cannot read its schema version", NULL, NULL, 0,
+                          "SELECT to_regclass('schema_version') IS NOT NULL", "");
+    if (res == NULL) {
+        return PROV_ERR_JOURNAL;
+    }
+    if (strcmp(PQgetvalue(res, 0, 0), "t") == 0) {
+        PQclear(res);
+        res = journal_pg_exec(j, "cannot read its schema version", NULL, NULL, 0,
+                              "SELECT coalesce(max(version), 0) FROM schema_version", "");
+        if (res == NULL) {
+            return PROV_ERR_JOURNAL;
+        }
+        *version = (int)journal_pg_ll(res, 0, 0);
+    }
+    PQclear(res);
+    return 0;
+}
+
+static int refuse_newer(struct journal_pg *j, int version)
+{
+    return prov_fail(PROV_ERR_JOURNAL,
+                     "journal %s: schema version %d is newer than this provisioner's (%d); use "
+                     "the provisioner that wrote it",
+                     j->base.name, version, SCHEMA_VERSION);
+}
+
+/*
+ * Runs the steps the ledger lacks, in one transaction under the schema lock (DDL is
+ * transactional here: a kill leaves the ledger as it was). Stations keep running: their
+ * transactions wait for the schema lock's holder only where they touch a table it alters.
+ */
+int journal_pg_migrate(struct journal_store *s, const struct journal_upgrade_hook *hook,
+                       int *from, int *to)
+{
+    struct journal_pg *j = journal_pg_of(s);
+    const char *cap = getenv("PROV_TEST_LEDGER_SCHEMA");
+    int target = SCHEMA_VERSION;
+    int version = 0;
+    int r;
+
+    /* test-only: stop at an older version, to test ledger migrate (doc/ledger.md) */
+    if (cap != NULL && atoi(cap) > 0 && atoi(cap) < SCHEMA_VERSION) {
+        target = atoi(cap);
+    }
+    /* migrations queue behind each other; no station runs (the writer lock is exclusive) */
+    r = begin_locked(j, "SELECT pg_advisory_xact_lock(" LOCK_SCHEMA ")", NULL);
+    r = r ? r : read_version(j, &version);
+    if (r == 0 && version > SCHEMA_VERSION) {
+        r = refuse_newer(j, version);
+    }
+    for (int i = version; r == 0 && i < target; i++) {
+        PGresult *res;
+
+        pthread_mutex_lock(&j->conn_lock);
+        res = PQexec(j->conn, schema_steps[i]);
+        pthread_mutex_unlock(&j->conn_lock);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+            r = prov_fail(PROV_ERR_JOURNAL, "journal %s: cannot set up its schema: %s",
+                          j->base.name, PQresultErrorMessage(res));
+        }
+        PQclear(res);
+        r = r ? r
+              : journal_pg_run(j, "schema", "INSERT INTO schema_version(version, tool)"
+                                            " VALUES ($1, 'provisioner')",
+                               "i", (long long)(i + 1));
+    }
+    if (r == 0 && version > 0 && version < target && hook != NULL) {
+        r = hook->fn(hook->ctx, s, version, target);
+    }
+    r = pg_end(s, r);
+    if (r == 0) {
+        j->schema_version = version > target ? version : target;
+        *from = version;
+        *to = j->schema_version;
+    }
+    return r;
+}
+
+/*
+ * A writer creates the schema of an empty database (one transaction, so a station and a batch
+ * starting together do not both make it); an older schema waits for `ledger migrate`, which
+ * the operator runs (doc/ledger.md), and a newer one is refused.
+ */
+static int schema_check(struct journal_pg *j, const struct journal_upgrade_hook *hook)
+{
+    int version = 0;
+    int from = 0;
+    int to = 0;
+    int r;
+
+    r = read_version(j, &version);
+    if (r < 0) {
+        return r;
+    }
+    if (version > SCHEMA_VERSION) {
+        return refuse_newer(j, version);
+    }
+    if (version == 0 && j->mode != JOURNAL_STORE_READ) {
+        return journal_pg_migrate(&j->base, hook, &from, &to);
+    }
+    if (version == 0) {
+        return prov_fail(PROV_ERR_INPUT, "journal %s: no ledger in this database (run "
+                                         "`provisioner ledger init`)",
+                         j->base.name);
+    }
+    if (version < SCHEMA_VERSION && j->mode != JOURNAL_STORE_READ) {
+        return prov_fail(PROV_ERR_JOURNAL,
+                         "journal %s: schema version %d is older than this provisioner's (%d); "
+                         "run `provisioner ledger migrate`",
+                         j->base.name, version, SCHEMA_VERSION);
+    }
+    j->schema_version = version;
+    return 0;
+}
+
+static void pg_close(struct journal_store *s)
+{
+    struct journal_pg *j = journal_pg_of(s);
+
+    if (j == NULL) {
+        return;
+    }
+    journal_pg_leases_stop(j);
+    PQfinish(j->conn); /* the server releases the session's advisory locks */
+    if (j->password != NULL) {
+        OPENSSL_cleanse(j->password, strlen(j->password));
+    }
+    free(j->password);
+    free(j->station);
+    free(j->begin_sql);
+    free(j->conninfo);
+    free(j->base.name);
+    pthread_mutex_destroy(&j->conn_lock);
+    pthread_mutex_destroy(&j->lease_lock);
+    pthread_cond_destroy(&j->renew_cond);
+    free(j);
+}
+
+static int pg_schema_version(const struct journal_store *s)
+{
+    return ((const struct journal_pg *)s)->schema_version;
+}
+
+static const struct journal_store_ops pg_ops;
+
+bool journal_pg_is_uri(const char *path)
+{
+    return path != NULL &&
+           (strncmp(path, "postgresql://", 13) == 0 || strncmp(path, "postgres://", 11) == 0);
+}
+
+int journal_pg_open(const char *uri, const char *password_spec, const char *station,
+                    enum journal_store_mode mode, const struct journal_upgrade_hook *hook,
+                    struct journal_store **out)
+{
+    struct journal_pg *j = calloc(1, sizeof(*j));
+    struct prov_secret *pw = NULL;
+    int r = PROV_ERR_NOMEM;
+
+    *out = NULL;
+    if (j == NULL || (j->base.name = journal_pg_mask(uri)) == NULL ||
+        (j->conninfo = strdup(uri)) == NULL || (j->station = strdup(station ? station : "")) == NULL) {
+        pg_close(j ? &j->base : NULL);
+        return prov_fail(PROV_ERR_NOMEM, "journal: out of memory");
+    }
+    j->base.ops = &pg_ops;
+    j->mode = mode;
+    j->lease_seconds = JOURNAL_LEASE_DEFAULT;
+    pthread_mutex_init(&j->conn_lock, NULL);
+    pthread_mutex_init(&j->lease_lock, NULL);
+    pthread_cond_init(&j->renew_cond, NULL);
+    if (password_spec != NULL) {
+        r = prov_secret_load(password_spec, "ledger password", &pw);
+        if (r < 0) {
+            goto out;
+        }
+        j->password = strdup(pw->data);
+        prov_secret_free(pw);
+        if (j->password == NULL) {
+            r = PROV_ERR_NOMEM;
+            goto out;
+        }
+    }
+    j->conn = journal_pg_connect(j);
+    if (j->conn == NULL || PQstatus(j->conn) != CONNECTION_OK) {
+        r = connect_fail(j, "cannot connect");
+        goto out;
+    }
+    PQsetNoticeProcessor(j->conn, server_notice, j);
+    r = take_writer_lock(j);
+    if (r == 0 && mode == JOURNAL_STORE_ADMIN) {
+        r = read_version(j, &j->schema_version); /* ledger init/migrate decide */
+    } else if (r == 0) {
+        r = schema_check(j, hook);
+    }
+    if (r == 0) {
+        *out = &j->base;
+        j = NULL;
+    }
+out:
+    pg_close(j ? &j->base : NULL);
+    return r;
+}
+
+static int pg_row_put(struct journal_store *s, struct journal_row *w)
+{
+    struct journal_pg *j = journal_pg_of(s);
+    const char *state = prov_journal_state_name(w->state);
+    PGresult *res;
+    int r;
+
+    /* every write of a row is fenced: a station whose lease was taken over writes nothing */
+    r = journal_pg_fence(j, w->lot_id, w->serial);
+    if (r < 0) {
+        return r;
+    }
+    if (w->id != 0) {
+        return journal_pg_run(j, w->serial,
+                              "UPDATE device SET device_uri = $1, state = $2, key_id = $3,"
+                              " key_uri = $4, storage = $5, cert_id = nullif($6::bigint, 0),"
+                              " error = $7, attempts = $8, updated = $9 WHERE id = $10",
+                              "ttbttititi", w->device_uri, state, w->key_id, w->key_id_len,
+                              w->key_uri, w->storage, w->cert_id, w->error,
+                              (long long)w->attempts, w->updated, w->id);
+    }
+    res = journal_pg_exec(j, w->serial, NULL, NULL, 0,
+                          "INSERT INTO device(lot_id, serial, device_uri, state, key_id, key_uri,"
+                          " storage, cert_id, error, attempts, updated) VALUES ($1, $2, $3, $4,"
+                          " $5, $6, $7, nullif($8::bigint, 0), $9, $10, $11) RETURNING id",
+                          "itttbttitit", w->lot_id, w->serial, w->device_uri, state, w->key_id,
+                          w->key_id_len, w->key_uri, w->storage, w->cert_id, w->error,
+                          (long long)w->attempts, w->updated);
+    if (res == NULL) {
+        return PROV_ERR_JOURNAL;
+    }
+    w->id = journal_pg_ll(res, 0, 0);
+    PQclear(res);
+    return 0;
+}
+
+/* Runs sql and copies column 0 of its first row into out ("" and *found false when none). */
+static int pg_text(struct journal_pg *j, const char *what, char *out, size_t cap, bool *found,
+                   const char *sql, const char *types, ...)
+{
+    PGresult *res;
+    va_list ap;
+
+    va_start(ap, types);
+    res = journal_pg_vexec(j, what, sql, types, ap);
+    va_end(ap);
+    out[0] = '\0';
+    *found = false;
+    if (res == NULL) {
+        return PROV_ERR_JOURNAL;
+    }
+    if (PQntuples(res) > 0) {
+        journal_pg_copy(res, 0, 0, out, cap);
+        *found = true;
+    }
+    PQclear(res);
+    return 0;
+}
+
+static int pg_lot_name(struct journal_store *s, long long lot_id, char *out, size_t cap)
+{
+    struct journal_pg *j = journal_pg_of(s);
+    bool found;
+    int r;
+
+    /* a lot's name never changes: asked for by every transition, read once */
+    if (lot_id == j->lot_id && j->lot_id != 0) {
+        snprintf(out, cap, "%s", j->lot_name);
+        return 0;
+    }
+    r = pg_text(j, "lot", out, cap, &found, "SELECT name FROM lot WHERE id = $1", "i", lot_id);
+    if (r == 0 && !found) {
+        r = prov_fail(PROV_ERR_JOURNAL, "journal %s: no lot %lld", s->name, lot_id);
+    }
+    if (r == 0 && strlen(out) < sizeof(j->lot_name)) {
+        snprintf(j->lot_name, sizeof(j->lot_name), "%s", out);
+        j->lot_id = lot_id;
+    }
+    return r;
+}
+
+static int pg_lot_find(struct journal_store *s, const char *name, long long *id)
+{
+    char v[32];
+    bool found;
+    int r;
+
+    r = pg_text(journal_pg_of(s), name, v, sizeof(v), &found,
+                "SELECT id FROM lot WHERE name = $1", "t", name);
+    *id = found ? strtoll(v, NULL, 10) : 0;
+    return r;
+}
+
+static int pg_lot_insert(struct journal_store *s, const char *name, const char *manifest,
+                         const char *now, long long *id)
+{
+    char v[32];
+    bool found;
+    int r;
+
+    /* another station may have made the lot since this one looked: then it is that one */
+    r = pg_text(journal_pg_of(s), name, v, sizeof(v), &found,
+                "INSERT INTO lot(name, manifest, created) VALUES ($1, $2, $3)"
+                " ON CONFLICT (name) DO NOTHING RETURNING id",
+                "ttt", name, manifest, now);
+    if (r == 0 && !found) {
+        r = pg_text(journal_pg_of(s), name, v, sizeof(v), &found,
+                    "SELECT id FROM lot WHERE name = $1", "t", name);
+    }
+    *id = found ? strtoll(v, NULL, 10) : 0;
+    return r;
+}
+
+int journal_pg_issuer(const unsigned char *der, size_t len, char hex[65])
+{
+    const unsigned char *p = der;
+    X509 *cert = d2i_X509(NULL, &p, (long)len);
+    unsigned char *name = NULL;
+    unsigned char md[32];
+    unsigned int md_len = 0;
+    int n = cert ? i2d_X509_NAME(X509_get_issuer_name(cert), &name) : -1;
+    int ok = n > 0 && EVP_Digest(name, (size_t)n, md, &md_len, EVP_sha256(), NULL) == 1;
+
+    OPENSSL_free(name);
+    X509_free(cert);
+    if (!ok || md_len != 32) {
+        return prov_fail(PROV_ERR_JOURNAL, "journal: a certificate to record does not parse");
+    }
+    journal_hex(md, 32, hex);
+    return 0;
+}
+
+static int pg_cert_insert(struct journal_store *s, const struct journal_cert *c,
+                          long long *cert_id, enum journal_unique *broken)
+{
+    struct journal_pg *j = journal_pg_of(s);
+    char issuer[65];
+    char state[6];
+    char constraint[64];
+    PGresult *res;
+    int r;
+
+    r = journal_pg_issuer(c->der, c->der_len, issuer);
+    if (r < 0) {
+        return r;
+    }
+    res = journal_pg_exec(j, c->cert_serial, state, constraint, sizeof(constraint),
+                          "INSERT INTO certificate(device_id, device_serial, issuer, cert_serial,"
+                          " pubkey_sha256, sha256, not_after, key_id, der, issued, device_uri)"
+                          " SELECT $1, d.serial, $2, $3, $4, $5, $6, $7, $8, $9, $10"
+                          " FROM device d WHERE d.id = $1 RETURNING id",
+                          "itttttbbtt", c->device_id, issuer, c->cert_serial, c->pubkey_sha256,
+                          c->sha256, c->not_after, c->key_id, c->key_id_len, c->der, c->der_len,
+                          c->issued, c->device_uri);
+    if (res == NULL && strcmp(state, "23505") == 0) {
+        prov_error_clear(); /* the journal names the broken rule itself */
+        *broken = strcmp(constraint, "certificate_pubkey") == 0 ? JOURNAL_UNIQUE_PUBKEY
+                  : strcmp(constraint, "certificate_current") == 0
+                      ? JOURNAL_UNIQUE_CURRENT
+                      : JOURNAL_UNIQUE_CERT_SERIAL;
+        return PROV_ERR_ALREADY_ISSUED;
+    }
+    if (res == NULL) {
+        return PROV_ERR_JOURNAL;
+    }
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        return prov_fail(PROV_ERR_JOURNAL, "journal %s: no device row %lld", s->name,
+                         c->device_id);
+    }
+    *cert_id = journal_pg_ll(res, 0, 0);
+    PQclear(res);
+    return 0;
+}
+
+static int pg_cert_supersede(struct journal_store *s, long long cert_id, const char *now,
+                             long long run_id)
+{
+    return journal_pg_run(journal_pg_of(s), "certificate",
+                          "UPDATE certificate SET superseded = $1,"
+                          " superseded_run = nullif($2::bigint, 0) WHERE id = $3",
+                          "tii", now, run_id, cert_id);
+}
+
+static int pg_cert_unretired(struct journal_store *s, long long dev_id, const char *cert_serial,
+                             char *key_hex, char *device, size_t cap, bool *found)
+{
+    PGresult *res;
+    unsigned char *id;
+    size_t n = 0;
+
+    key_hex[0] = '\0';
+    device[0] = '\0';
+    *found = false;
+    res = journal_pg_exec(journal_pg_of(s), cert_serial, NULL, NULL, 0,
+                          "SELECT key_id, device_uri FROM certificate WHERE device_id = $1"
+                          " AND cert_serial = $2 AND superseded IS NOT NULL AND retired IS NULL",
+                          "it", dev_id, cert_serial);
+    if (res == NULL) {
+        return PROV_ERR_JOURNAL;
+    }
+    if (PQntuples(res) > 0) {
+        id = journal_pg_bytes(res, 0, 0, &n);
+        if (id != NULL && n > 0 && n <= PROV_JOURNAL_KEY_ID_MAX) {
+            journal_hex(id, n, key_hex);
+        }
+        free(id);
+        journal_pg_copy(res, 0, 1, device, cap);
+        *found = true;
+    }
+    PQclear(res);
+    return 0;
+}
+
+static int pg_cert_retire(struct journal_store *s, long long dev_id, const char *cert_serial,
+                          const char *now)
+{
+    return journal_pg_run(journal_pg_of(s), cert_serial,
+                          "UPDATE certificate SET retired = $1 WHERE device_id = $2"
+                          " AND cert_serial = $3",
+                          "tit", now, dev_id, cert_serial);
+}
+
+static int pg_cert_move(struct journal_store *s, long long dev_id, const char *old_uri,
+                        const char *new_uri)
+{
+    return journal_pg_run(journal_pg_of(s), "certificate",
+                          "UPDATE certificate SET device_uri = $1 WHERE device_uri = $2"
+                          " AND device_id = $3",
+                          "tti", new_uri, old_uri, dev_id);
+}
+
+static int pg_run_newest(struct journal_store *s, long long lot_id, const char *list,
+                         long long *id, long long *request, bool *is_unfinished)
+{
+    PGresult *res;
+
+    *id = 0;
+    *request = 0;
+    *is_unfinished = false;
+    res = journal_pg_exec(journal_pg_of(s), "run", NULL, NULL, 0,
+                          "SELECT id, coalesce(request, id), finished IS NULL FROM run"
+                          " WHERE lot_id = $1 AND reissue = $2 ORDER BY id DESC LIMIT 1",
+                          "it", lot_id, list);
+    if (res == NULL) {
+        return PROV_ERR_JOURNAL;
+    }
+    if (PQntuples(res) > 0) {
+        *id = journal_pg_ll(res, 0, 0);
+        *request = journal_pg_ll(res, 0, 1);
+        *is_unfinished = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
+    }
+    PQclear(res);
+    return 0;
+}
+
+static int pg_run_reissued_proven(struct journal_store *s, long long lot_id, const char *serial,
+                                  long long request, bool *out)
+{
+    char v[8];
+
+    return pg_text(journal_pg_of(s), serial, v, sizeof(v), out,
+                   "SELECT 1 FROM certificate c JOIN device d ON d.id = c.device_id"
+                   " JOIN run r ON r.id = c.superseded_run WHERE d.lot_id = $1 AND"
+                   " d.serial = $2 AND d.state = 'proven' AND coalesce(r.request, r.id) = $3"
+                   " LIMIT 1",
+                   "iti", lot_id, serial, request);
+}
+
+static int pg_run_insert(struct journal_store *s, long long lot_id, const char *list,
+                         const char *now, long long request, long long *id)
+{
+    char v[32];
+    bool found;
+    int r;
+
+    r = pg_text(journal_pg_of(s), "run", v, sizeof(v), &found,
+                "INSERT INTO run(lot_id, reissue, started, request) VALUES ($1, $2, $3,"
+                " nullif($4::bigint, 0)) RETURNING id",
+                "itti", lot_id, list, now, request);
+    *id = found ? strtoll(v, NULL, 10) : 0;
+    if (r == 0 && request == 0) {
+        r = journal_pg_run(journal_pg_of(s), "run", "UPDATE run SET request = id WHERE id = $1",
+                           "i", *id);
+    }
+    return r;
+}
+
+static int pg_run_finish(struct journal_store *s, long long run_id, const char *now, char *lot,
+                         size_t cap)
+{
+    struct journal_pg *j = journal_pg_of(s);
+    PGresult *res;
+    char *heads = NULL;
+    bool found;
+    int r;
+
+    r = pg_text(j, "run", lot, cap, &found,
+                "UPDATE run r SET finished = $1 FROM lot l WHERE l.id = r.lot_id AND r.id = $2"
+                " RETURNING l.name",
+                "ti", now, run_id);
+    if (r < 0) {
+        return r;
+    }
+    /*
+     * The lot's anchor: the heads of the other stations' chains as this run ends, recorded in
+     * this station's chain, so that no chain can be rewritten whole behind the others' backs
+     * (ledger verify compares every anchored head with the chain it names).
+     */
+    res = journal_pg_exec(j, "anchor", NULL, NULL, 0,
+                          "SELECT coalesce(string_agg(chain || ':' || seq || ':' || hash, ' '"
+                          " ORDER BY chain), '') FROM audit_head WHERE chain <> $1",
+                          "t", j->station);
+    if (res == NULL) {
+        return PROV_ERR_JOURNAL;
+    }
+    heads = strdup(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    if (heads == NULL) {
+        return PROV_ERR_NOMEM;
+    }
+    if (heads[0] != '\0') {
+        r = journal_audit_append(s, lot, "", "anchor", heads);
+    }
+    free(heads);
+    return r;
+}
+
+int journal_pg_audit_hash(struct journal_store *s, const char *chain, long long seq,
+                          char hash[65])
+{
+    bool found;
+    int r;
+
+    r = pg_text(journal_pg_of(s), "audit", hash, 65, &found,
+                "SELECT hash FROM audit WHERE chain = $1 AND seq = $2", "ti", chain, seq);
+    if (r == 0 && !found) {
+        hash[0] = '\0';
+    }
+    return r;
+}
+
+/* The head "seq:hash" in meta; an empty chain has seq 0 and the zero hash. */
+static int pg_audit_head(struct journal_store *s, long long *seq, char hash[65])
+{
+    char v[96];
+    bool found;
+    const char *colon;
+    int r;
+
+    *seq = 0;
+    memcpy(hash, JOURNAL_ZERO_HASH, 65);
+    r = pg_text(journal_pg_of(s), "audit", v, sizeof(v), &found,
+                "SELECT seq || ':' || hash FROM audit_head WHERE chain = $1", "t",
+                journal_pg_of(s)->station);
+    if (r < 0 || !found) {
+        return r;
+    }
+    colon = strchr(v, ':');
+    if (colon == NULL || strlen(colon + 1) != 64) {
+        return prov_fail(PROV_ERR_JOURNAL, "journal %s: audit head is corrupt", s->name);
+    }
+    *seq = strtoll(v, NULL, 10);
+    memcpy(hash, colon + 1, 65);
+    return 0;
+}
+
+static int pg_audit_append(struct journal_store *s, const struct journal_audit_record *a)
+{
+    struct journal_pg *j = journal_pg_of(s);
+    int r;
+
+    /* the record and its chain's new head in one round trip */
+    r = journal_pg_run(j, "audit",
+                       "WITH a AS (INSERT INTO audit(chain, seq, at, lot, serial, event, detail,"
+                       " prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9))"
+                       " INSERT INTO audit_head(chain, seq, hash) VALUES ($1, $2, $9)"
+                       " ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq,"
+                       " hash = excluded.hash",
+                       "tittttttt", j->station, a->seq, a->at, a->lot, a->serial, a->event,
+                       a->detail, a->prev_hash, a->hash);
+    return r;
+}
+
+static int pg_claim_of(struct journal_store *s, long long lot_id, const char *identity, char *out,
+                       size_t cap)
+{
+    bool found;
+
+    return pg_text(journal_pg_of(s), identity, out, cap, &found,
+                   "SELECT serial FROM station_claim WHERE lot_id = $1 AND identity = $2", "it",
+                   lot_id, identity);
+}
+
+static int pg_claim_is_taken(struct journal_store *s, long long lot_id, const char *serial,
+                             bool *out)
+{
+    char v[8];
+
+    return pg_text(journal_pg_of(s), serial, v, sizeof(v), out,
+                   "SELECT 1 WHERE EXISTS (SELECT 1 FROM station_claim WHERE lot_id = $1"
+                   " AND serial = $2) OR EXISTS (SELECT 1 FROM device WHERE lot_id = $1"
+                   " AND serial = $2)",
+                   "it", lot_id, serial);
+}
+
+static int pg_claim_insert(struct journal_store *s, long long lot_id, const char *serial,
+                           const char *identity, const char *instance, const char *now,
+                           bool *is_claimed)
+{
+    char state[6];
+    char constraint[64];
+    PGresult *res;
+
+    res = journal_pg_exec(journal_pg_of(s), serial, state, constraint, sizeof(constraint),
+                          "INSERT INTO station_claim(lot_id, serial, identity, instance, claimed)"
+                          " VALUES ($1, $2, $3, $4, $5)",
+                          "itttt", lot_id, serial, identity, instance, now);
+    *is_claimed = res == NULL && strcmp(state, "23505") == 0 &&
+                  strcmp(constraint, "station_claim_pkey") == 0;
+    PQclear(res);
+    return res == NULL ? PROV_ERR_JOURNAL : 0;
+}
+
+/* A row lock: an advisory lock held by a connection of its own while it is open. */
+struct pg_row_lock {
+    struct prov_journal_row_lock base;
+    PGconn *conn;
+};
+
+static void row_lock_release(struct prov_journal_row_lock *l)
+{
+    struct pg_row_lock *rl = (struct pg_row_lock *)l;
+
+    PQfinish(rl->conn);
+    free(rl);
+}
+
+static int pg_row_lock(struct journal_store *s, long long lot_id, const char *serial,
+                       struct prov_journal_row_lock **out)
+{
+    struct journal_pg *j = journal_pg_of(s);
+    struct pg_row_lock *rl = calloc(1, sizeof(*rl));
+    const char *values[1];
+    char *key = NULL;
+    PGresult *res = NULL;
+    int r = 0;
+
+    *out = NULL;
+    if (rl == NULL || asprintf(&key, "row:%lld:%s", lot_id, serial) < 0) {
+        free(rl);
+        return PROV_ERR_NOMEM;
+    }
+    values[0] = key;
+    rl->conn = journal_pg_connect(j);
+    if (rl->conn == NULL || PQstatus(rl->conn) != CONNECTION_OK) {
+        r = prov_fail(PROV_ERR_JOURNAL, "journal %s: cannot connect for a row lock: %s", s->name,
+                      rl->conn ? PQerrorMessage(rl->conn) : "out of memory");
+    } else {
+        res = PQexecParams(rl->conn, "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", 1,
+                           NULL, values, NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+            r = prov_fail(PROV_ERR_JOURNAL, "journal %s: row lock: %s", s->name,
+                          PQresultErrorMessage(res));
+        } else if (strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
+            r = prov_fail(PROV_ERR_JOURNAL,
+                          "serial %s: another station is working on this row (its row lock is "
+                          "held)",
+                          serial);
+        }
+    }
+    PQclear(res);
+    free(key);
+    if (r < 0) {
+        PQfinish(rl->conn);
+        free(rl);
+        return r;
+    }
+    rl->base.release = row_lock_release;
+    *out = &rl->base;
+    return 0;
+}
+
+static bool pg_is_away(struct journal_store *s)
+{
+    return journal_pg_of(s)->is_away;
+}
+
+static void pg_set_lease(struct journal_store *s, int seconds)
+{
+    journal_pg_of(s)->lease_seconds = seconds;
+}
+
+static const struct journal_store_ops pg_ops = {
+    .close = pg_close,
+    .begin = pg_begin,
+    .end = pg_end,
+    .lot_name = pg_lot_name,
+    .lot_find = pg_lot_find,
+    .lot_insert = pg_lot_insert,
+    .row_get = journal_pg_row_get,
+    .row_put = pg_row_put,
+    .cert_insert = pg_cert_insert,
+    .cert_supersede = pg_cert_supersede,
+    .cert_unretired = pg_cert_unretired,
+    .cert_retire = pg_cert_retire,
+    .cert_move = pg_cert_move,
+    .run_newest = pg_run_newest,
+    .run_reissued_proven = pg_run_reissued_proven,
+    .run_insert = pg_run_insert,
+    .run_finish = pg_run_finish,
+    .audit_head = pg_audit_head,
+    .audit_append = pg_audit_append,
+    .claim_of = pg_claim_of,
+    .claim_is_taken = pg_claim_is_taken,
+    .claim_insert = pg_claim_insert,
+    .row_lock = pg_row_lock,
+    .schema_version = pg_schema_version,
+    .superseded_in_request = journal_pg_superseded_in_request,
+    .last_superseded = journal_pg_last_superseded,
+    .unretired_keys = journal_pg_unretired_keys,
+    .row_has_cert = journal_pg_row_has_cert,
+    .counts = journal_pg_counts,
+    .audit_foreach = journal_pg_audit_foreach,
+    .audit_rows = journal_pg_audit_rows,
+    .foreach_lot = journal_pg_foreach_lot,
+    .foreach_device = journal_pg_foreach_device,
+    .foreach_key = journal_pg_foreach_key,
+    .lease_claim = journal_pg_lease_claim,
+    .lease_end = journal_pg_lease_end,
+    .set_lease = pg_set_lease,
+    .is_away = pg_is_away,
+    .audit_hash = journal_pg_audit_hash,
+};

@@ -1,0 +1,283 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Leases on the ledger's rows (doc/ledger.md, "Work distribution"): several batch processes
+ * on one lot claim rows, a claim is a lease with an expiry that a thread renews while the
+ * process works, and every write of a claimed row is fenced by the lease's token.
+ *
+ * A claim is one short transaction: the row of the work table is made if the lot has none
+ * yet, read with FOR UPDATE SKIP LOCKED (a claimer that finds it locked moves on instead of
+ * queueing behind another station), and taken when nobody holds a live lease on it; the token
+ * comes from a sequence that only grows. A station that stalls past its lease loses the row
+ * to the next claimer, and its token is no longer the row's: its next write is refused.
+ */
+#include "journal_pg.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "error.h"
+#include "log.h"
+
+/* The lease this process holds on a row. */
+struct pg_lease {
+    struct pg_lease *next;
+    long long lot_id;
+    char *serial;
+    long long token;
+};
+
+static struct pg_lease **find(struct journal_pg *j, long long lot_id, const char *serial)
+{
+    struct pg_lease **p = &j->leases;
+
+    while (*p != NULL && ((*p)->lot_id != lot_id || strcmp((*p)->serial, serial) != 0)) {
+        p = &(*p)->next;
+    }
+    return p;
+}
+
+/* The token held on the row; 0 when none. */
+static long long held(struct journal_pg *j, long long lot_id, const char *serial)
+{
+    long long token;
+
+    pthread_mutex_lock(&j->lease_lock);
+    token = *find(j, lot_id, serial) ? (*find(j, lot_id, serial))->token : 0;
+    pthread_mutex_unlock(&j->lease_lock);
+    return token;
+}
+
+/* The tokens held, as a PostgreSQL array literal "{1,2}" (malloc'd); NULL on NOMEM. */
+static char *held_array(struct journal_pg *j)
+{
+    size_t cap = 3;
+    char *out;
+
+    pthread_mutex_lock(&j->lease_lock);
+    for (struct pg_lease *l = j->leases; l != NULL; l = l->next) {
+        cap += 22;
+    }
+    out = malloc(cap);
+    if (out != NULL) {
+        size_t n = (size_t)snprintf(out, cap, "{");
+
+        for (struct pg_lease *l = j->leases; l != NULL; l = l->next) {
+            n += (size_t)snprintf(out + n, cap - n, "%s%lld", l == j->leases ? "" : ",", l->token);
+        }
+        snprintf(out + n, cap - n, "}");
+    }
+    pthread_mutex_unlock(&j->lease_lock);
+    return out;
+}
+
+/* Renews every lease held, a third of the lease time apart, on a connection of its own. */
+static void *renew_main(void *arg)
+{
+    struct journal_pg *j = arg;
+    char secs[16];
+
+    snprintf(secs, sizeof(secs), "%d", j->lease_seconds);
+    pthread_mutex_lock(&j->lease_lock);
+    while (!j->is_renew_stop) {
+        struct timespec until;
+        char *tokens;
+
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += j->lease_seconds / 3 > 0 ? j->lease_seconds / 3 : 1;
+        pthread_cond_timedwait(&j->renew_cond, &j->lease_lock, &until);
+        if (j->is_renew_stop || j->leases == NULL) {
+            continue;
+        }
+        pthread_mutex_unlock(&j->lease_lock);
+        tokens = held_array(j);
+        if (tokens != NULL) {
+            const char *values[2] = {tokens, secs};
+            PGresult *res;
+
+            if (PQstatus(j->renew_conn) != CONNECTION_OK) {
+                PQreset(j->renew_conn);
+            }
+            res = PQexecParams(j->renew_conn,
+                               "UPDATE work SET expires = now() + $2 * interval '1 second'"
+                               " WHERE token = ANY($1::bigint[])",
+                               2, NULL, values, NULL, NULL, 0);
+            if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+                /* fencing keeps the rows safe; the station learns it at its next write */
+                prov_warn("journal %s: cannot renew the leases: %s", j->base.name,
+                          PQerrorMessage(j->renew_conn));
+            }
+            PQclear(res);
+            free(tokens);
+        }
+        pthread_mutex_lock(&j->lease_lock);
+    }
+    pthread_mutex_unlock(&j->lease_lock);
+    return NULL;
+}
+
+static int renew_start(struct journal_pg *j)
+{
+    if (j->renew_conn != NULL) {
+        return 0;
+    }
+    j->renew_conn = journal_pg_connect(j);
+    if (j->renew_conn == NULL || PQstatus(j->renew_conn) != CONNECTION_OK) {
+        PQfinish(j->renew_conn);
+        j->renew_conn = NULL;
+        return prov_fail(PROV_ERR_JOURNAL, "journal %s: cannot connect to renew leases",
+                         j->base.name);
+    }
+    if (pthread_create(&j->renew_thread, NULL, renew_main, j) != 0) {
+        PQfinish(j->renew_conn);
+        j->renew_conn = NULL;
+        return prov_fail(PROV_ERR_JOURNAL, "journal %s: cannot start the lease renewal: %s",
+                         j->base.name, strerror(errno));
+    }
+    return 0;
+}
+
+void journal_pg_leases_stop(struct journal_pg *j)
+{
+    if (j->renew_conn != NULL) {
+        pthread_mutex_lock(&j->lease_lock);
+        j->is_renew_stop = true;
+        pthread_cond_signal(&j->renew_cond);
+        pthread_mutex_unlock(&j->lease_lock);
+        pthread_join(j->renew_thread, NULL);
+        PQfinish(j->renew_conn);
+        j->renew_conn = NULL;
+    }
+    while (j->leases != NULL) {
+        struct pg_lease *l = j->leases;
+
+        j->leases = l->next;
+        free(l->serial);
+        free(l);
+    }
+}
+
+int journal_pg_lease_claim(struct journal_store *s, long long lot_id, const char *serial,
+                           char *holder, size_t cap, bool *is_mine)
+{
+    struct journal_pg *j = journal_pg_of(s);
+    struct pg_lease *l = NULL;
+    PGresult *res = NULL;
+    int r;
+
+    *is_mine = false;
+    holder[0] = '\0';
+    if (held(j, lot_id, serial) != 0) {
+        *is_mine = true;
+        return 0;
+    }
+    r = renew_start(j);
+    r = r ? r : s->ops->begin(s);
+    if (r < 0) {
+        return r;
+    }
+    r = journal_pg_run(j, serial,
+                       "INSERT INTO work(lot_id, serial) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                       "it", lot_id, serial);
+    if (r == 0) {
+        res = journal_pg_exec(
+            j, serial, NULL, NULL, 0,
+            "WITH c AS (SELECT lot_id, serial FROM work WHERE lot_id = $1 AND serial = $2"
+            " AND NOT done AND (station IS NULL OR expires < now()) FOR UPDATE SKIP LOCKED)"
+            " UPDATE work w SET station = $3, token = nextval('lease_token'),"
+            " expires = now() + $4 * interval '1 second', done = false FROM c"
+            " WHERE w.lot_id = c.lot_id AND w.serial = c.serial RETURNING w.token",
+            "itti", lot_id, serial, j->station, (long long)j->lease_seconds);
+        r = res == NULL ? PROV_ERR_JOURNAL : 0;
+    }
+    if (r == 0 && PQntuples(res) == 1 && (l = calloc(1, sizeof(*l))) != NULL &&
+        (l->serial = strdup(serial)) != NULL) {
+        l->lot_id = lot_id;
+        l->token = journal_pg_ll(res, 0, 0);
+        *is_mine = true;
+    } else if (r == 0 && PQntuples(res) == 1) {
+        r = PROV_ERR_NOMEM;
+    }
+    PQclear(res);
+    if (r == 0 && !*is_mine) {
+        /* held by another station (or being claimed right now): who, for the message */
+        res = journal_pg_exec(j, serial, NULL, NULL, 0,
+                              "SELECT coalesce(station, '?'), done FROM work WHERE lot_id = $1"
+                              " AND serial = $2",
+                              "it", lot_id, serial);
+        if (res != NULL && PQntuples(res) == 1) {
+            journal_pg_copy(res, 0, 0, holder, cap);
+            /* done: nothing to work, the row is read as any finished row (no lease) */
+            *is_mine = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+        }
+        PQclear(res);
+    }
+    r = s->ops->end(s, r);
+    if (r == 0 && l != NULL) {
+        pthread_mutex_lock(&j->lease_lock);
+        l->next = j->leases;
+        j->leases = l;
+        pthread_mutex_unlock(&j->lease_lock);
+    } else if (l != NULL) {
+        free(l->serial);
+        free(l);
+        *is_mine = false;
+    }
+    return r;
+}
+
+int journal_pg_lease_end(struct journal_store *s, long long lot_id, const char *serial,
+                         bool is_done)
+{
+    struct journal_pg *j = journal_pg_of(s);
+    struct pg_lease **p;
+    struct pg_lease *l;
+    int r;
+
+    pthread_mutex_lock(&j->lease_lock);
+    p = find(j, lot_id, serial);
+    l = *p;
+    if (l != NULL) {
+        *p = l->next;
+    }
+    pthread_mutex_unlock(&j->lease_lock);
+    if (l == NULL) {
+        return 0;
+    }
+    /* by token: a lease taken over meanwhile is the other station's, and stays */
+    r = journal_pg_run(j, serial,
+                       "UPDATE work SET station = NULL, token = NULL, expires = NULL, done = $2"
+                       " WHERE token = $1",
+                       "it", l->token, is_done ? "true" : "false");
+    free(l->serial);
+    free(l);
+    return r;
+}
+
+int journal_pg_fence(struct journal_pg *j, long long lot_id, const char *serial)
+{
+    long long mine = held(j, lot_id, serial);
+    PGresult *res;
+    int r = 0;
+
+    res = journal_pg_exec(j, serial, NULL, NULL, 0,
+                          "SELECT token, coalesce(station, '') FROM work WHERE lot_id = $1"
+                          " AND serial = $2 FOR UPDATE",
+                          "it", lot_id, serial);
+    if (res == NULL) {
+        return PROV_ERR_JOURNAL;
+    }
+    /* a row nobody claimed (a station working by device identity) has no lease to check */
+    if (PQntuples(res) == 1 && (mine != 0 || !PQgetisnull(res, 0, 0)) &&
+        journal_pg_ll(res, 0, 0) != mine) {
+        r = prov_fail(PROV_ERR_JOURNAL,
+                      "serial %s: this station's lease on the row was taken over (now %s%s); "
+                      "its write is refused",
+                      serial, *PQgetvalue(res, 0, 1) ? "station " : "released",
+                      PQgetvalue(res, 0, 1));
+    }
+    PQclear(res);
+    return r;
+}

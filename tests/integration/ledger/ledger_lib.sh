@@ -1,0 +1,172 @@
+# SPDX-License-Identifier: Apache-2.0
+# Helpers for the shared-ledger tests (doc/ledger.md), on top of tests/integration/lib.sh and
+# tests/integration/batch/batch_lib.sh (sourced first): a PostgreSQL 15 of the test's own.
+
+PG_BIN=/usr/lib/postgresql/15/bin
+
+# pg_start NAME: a PostgreSQL cluster in $WORK/pg-NAME, run as the unprivileged user
+# postgres (PostgreSQL refuses root; doc/platform.md), listening on 127.0.0.1 on a free port,
+# its socket inside its own directory, password authentication (scram) for everyone.
+# Sets PG_PORT, PG_PID, PG_DIR and PG_URI (no password in it); the password is in
+# $WORK/ledger.pass (journal_password = file:...) and in $WORK/pgpass (PGPASSFILE).
+pg_start() {
+    PG_DIR=$WORK/pg-$1
+    need_file "$PG_BIN/initdb"
+    mkdir -p "$PG_DIR"
+    write_secret "$WORK/ledger.pass" "$(openssl rand -hex 16)"
+    cp "$WORK/ledger.pass" "$PG_DIR/pwfile"
+    chown -R postgres: "$PG_DIR"
+    setpriv --reuid=postgres --regid=postgres --clear-groups \
+        "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres --auth=scram-sha-256 \
+        --pwfile="$PG_DIR/pwfile" >"$WORK/log/initdb-$1.log" 2>&1 ||
+        fail "initdb: $(tail -n1 "$WORK/log/initdb-$1.log")"
+    rm -f "$PG_DIR/pwfile"
+    PG_PORT=$(free_port)
+    pg_run
+    PG_URI="postgresql://postgres@127.0.0.1:$PG_PORT/postgres"
+    umask 077
+    printf '127.0.0.1:%s:*:postgres:%s\n' "$PG_PORT" "$(cat "$WORK/ledger.pass")" >"$WORK/pgpass"
+    umask 022
+}
+
+# ledger_fixture: the test's work dir, a CA (batch_ca), a PostgreSQL (pg_start main) and the
+# config's journal pointing at it (ledger_config).
+ledger_fixture() {
+    it_setup
+    batch_ca
+    pg_start main
+    ledger_config
+}
+
+# pg_run: starts the cluster of pg_start again (after pg_stop), on the same port.
+pg_run() {
+    setpriv --reuid=postgres --regid=postgres --clear-groups \
+        "$PG_BIN/postgres" -D "$PG_DIR/data" -c listen_addresses=127.0.0.1 -p "$PG_PORT" \
+        -c unix_socket_directories="$PG_DIR" >>"$WORK/log/postgres.log" 2>&1 &
+    PG_PID=$!
+    it_track "$PG_PID"
+    wait_port "$PG_PORT" "$PG_PID" || fail "postgres did not start: $(tail -n2 "$WORK/log/postgres.log")"
+    # accepting TCP is not yet accepting logins: wait until a query answers
+    local i
+    for i in $(seq 1 100); do
+        pg_q "SELECT 1" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    fail "postgres answers no query: $(tail -n2 "$WORK/log/postgres.log")"
+}
+
+# pg_stop: a fast shutdown (SIGINT) of the cluster, by its PID.
+pg_stop() {
+    kill -INT "$PG_PID" 2>/dev/null || true
+    wait "$PG_PID" 2>/dev/null || true
+}
+
+# pg_q SQL: one query as the superuser over the socket, unaligned, no headers.
+pg_q() {
+    PGPASSWORD=$(cat "$WORK/ledger.pass") "$PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 \
+        -h "$PG_DIR" -p "$PG_PORT" -U postgres -d postgres -c "$1"
+}
+
+# ledger_config: [provisioner] journal = the cluster's URI, password from ledger.pass.
+ledger_config() {
+    sed -i "s|^\[provisioner\]\$|[provisioner]\njournal = $PG_URI\njournal_password = file:$WORK/ledger.pass|" \
+        "$PROVISIONER_CONFIG"
+}
+
+# p11_server: the SoftHSM2 tokens behind one `p11-kit server`, out of the tool's processes,
+# so that several stations on one machine do not rewrite a token's token.object under each
+# other (a SoftHSM2 hazard: another process then sees the token vanish). The config's
+# pkcs11_module becomes p11-kit's client module; the server is stopped by its PID.
+p11_server() {
+    local env client
+    client=$(pkg-config --variable=p11_module_path p11-kit-1)/p11-kit-client.so
+    need_file "$client"
+    env=$(p11-kit server -s --provider "$SOFTHSM_MODULE" -n "$WORK/p11.sock" "pkcs11:") ||
+        fail "p11-kit server failed to start"
+    P11_PID=$(sed -n 's/.*P11_KIT_SERVER_PID=\([0-9]*\);.*/\1/p' <<<"$env")
+    [ -n "$P11_PID" ] || fail "p11-kit server: no PID in its output: $env"
+    it_track "$P11_PID"
+    for _ in $(seq 1 100); do
+        [ -S "$WORK/p11.sock" ] && break
+        sleep 0.05
+    done
+    [ -S "$WORK/p11.sock" ] || fail "p11-kit server: $WORK/p11.sock did not appear"
+    export P11_KIT_SERVER_ADDRESS="unix:path=$WORK/p11.sock"
+    sed -i "s|^pkcs11_module = .*|pkcs11_module = $client|" "$PROVISIONER_CONFIG"
+}
+
+# assert_tokens_match_ledger [--except-idless] LABEL...: each token's private keys, public
+# keys and certificates are exactly the keys of the ledger's rows on it: none left over, none
+# missing. --except-idless leaves out objects without a CKA_ID (a SIGKILL inside SoftHSM2's
+# key generation can leave such objects, which no record can name).
+assert_tokens_match_ledger() {
+    local t k idless='^$' # no object line is empty: nothing left out
+    if [ "$1" = --except-idless ]; then
+        idless=' -$'
+        shift
+    fi
+    for t in "$@"; do
+        pg_q "SELECT encode(key_id, 'hex') FROM device WHERE device_uri = 'pkcs11:token=$t'
+              AND state = 'proven' ORDER BY 1" >"$WORK/log/want-$t"
+        token_objects "$t" | { grep -v -- "$idless" || true; } >"$WORK/log/objects-$t"
+        for k in privkey pubkey cert; do
+            awk -v k=$k '$1 == k { print $2 }' "$WORK/log/objects-$t" | sort >"$WORK/log/got-$t-$k"
+            cmp -s "$WORK/log/got-$t-$k" "$WORK/log/want-$t" ||
+                fail "token $t: $k objects are not the ledger's keys: $(diff "$WORK/log/got-$t-$k" "$WORK/log/want-$t" | grep '^[<>]' | tr '\n' ' ')"
+        done
+    done
+}
+
+# wait_file PATH PID: until PATH exists (30 s), while PID lives (the pause hook's file).
+wait_file() {
+    for _ in $(seq 1 300); do
+        [ -e "$1" ] && return 0
+        kill -0 "$2" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+# pg_standby: a streaming standby of the cluster of pg_start, made by pg_basebackup -R, on a
+# port of its own, and the primary made to wait for it on every commit (synchronous).
+# Sets SB_PORT, SB_PID, SB_DIR; PG_URI2 names both hosts, for a read-write session.
+pg_standby() {
+    SB_DIR=$WORK/pg-standby
+    mkdir -p "$SB_DIR"
+    chown postgres: "$SB_DIR"
+    SB_PORT=$(free_port)
+    PGPASSWORD=$(cat "$WORK/ledger.pass") setpriv --reuid=postgres --regid=postgres --clear-groups \
+        "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$PG_PORT" -U postgres -D "$SB_DIR/data" -R \
+        -X stream >"$WORK/log/basebackup.log" 2>&1 ||
+        fail "pg_basebackup: $(tail -n1 "$WORK/log/basebackup.log")"
+    setpriv --reuid=postgres --regid=postgres --clear-groups \
+        "$PG_BIN/postgres" -D "$SB_DIR/data" -c listen_addresses=127.0.0.1 -p "$SB_PORT" \
+        -c unix_socket_directories="$SB_DIR" -c cluster_name=standby \
+        >>"$WORK/log/standby.log" 2>&1 &
+    SB_PID=$!
+    it_track "$SB_PID"
+    wait_port "$SB_PORT" "$SB_PID" || fail "the standby did not start: $(tail -n2 "$WORK/log/standby.log")"
+    pg_q "ALTER SYSTEM SET synchronous_standby_names = '*'" >/dev/null
+    pg_q "SELECT pg_reload_conf()" >/dev/null
+    for _ in $(seq 1 100); do
+        [ "$(pg_q "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'")" = 1 ] && break
+        sleep 0.1
+    done
+    [ "$(pg_q "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'")" = 1 ] ||
+        fail "the standby is not a synchronous one"
+    printf '127.0.0.1:%s:*:postgres:%s\n' "$SB_PORT" "$(cat "$WORK/ledger.pass")" >>"$WORK/pgpass"
+    PG_URI2="postgresql://postgres@127.0.0.1:$PG_PORT,127.0.0.1:$SB_PORT/postgres?target_session_attrs=read-write"
+}
+
+# pg_failover: stops the primary (fast), promotes the standby and lets it commit alone (the
+# promoted server keeps synchronous_standby_names, and would wait forever for a standby).
+# The standby becomes PG_PORT/PG_PID/PG_DIR for pg_q.
+pg_failover() {
+    pg_stop
+    setpriv --reuid=postgres --regid=postgres --clear-groups \
+        "$PG_BIN/pg_ctl" promote -w -D "$SB_DIR/data" >"$WORK/log/promote.log" 2>&1 ||
+        fail "pg_ctl promote: $(tail -n1 "$WORK/log/promote.log")"
+    PG_PORT=$SB_PORT PG_PID=$SB_PID PG_DIR=$SB_DIR
+    pg_q "ALTER SYSTEM SET synchronous_standby_names = ''" >/dev/null
+    pg_q "SELECT pg_reload_conf()" >/dev/null
+}
