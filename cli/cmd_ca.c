@@ -19,7 +19,9 @@ static void usage(FILE *f)
 {
     fprintf(f, "Usage: provisioner ca init [--force] [--strict]\n"
                "       provisioner ca show [--json]\n"
-               "       provisioner ca crl [--json]\n\n"
+               "       provisioner ca crl [--json]\n"
+               "       provisioner ca serve [--listen HOST:PORT] [--path PATH] [--tls-cert FILE\n"
+               "                            --tls-key FILE] [--max-body BYTES] [--profile NAME]\n\n"
                "ca init creates the root CA (new, with its key in a PKCS#11 token or an encrypted\n"
                "PEM file, or imported from [ca] root_cert + root_key) and an intermediate CA whose\n"
                "key is generated inside the HSM token named by [ca] intermediate_key. It writes\n"
@@ -36,7 +38,9 @@ static void usage(FILE *f)
                "key (root_crl_days), then writes intermediate.crl, root.crl (DER), their .pem\n"
                "forms and crl-chain.pem (both) into [ca] dir, each atomically. The CA token\n"
                "absent: exit 4, no file changed.\n"
-               "  --json    machine-readable output\n");
+               "  --json    machine-readable output\n\n"
+               "ca serve runs the CA service over CMP on the host that holds the CA token\n"
+               "(doc/ca-service.md; the options: provisioner ca serve --help).\n");
 }
 
 void cmd_ca_usage(FILE *f)
@@ -335,6 +339,9 @@ int cmd_ca(int argc, char **argv)
     if (argc >= 2 && strcmp(argv[1], "crl") == 0) {
         return cmd_ca_crl(argc - 1, argv + 1);
     }
+    if (argc >= 2 && strcmp(argv[1], "serve") == 0) {
+        return cmd_ca_serve(argc - 1, argv + 1);
+    }
     if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         usage(stdout);
         return PROV_EXIT_OK;
@@ -347,5 +354,6 @@ const struct cli_optset cmd_ca_optsets[] = {
     {"ca init", ca_init_opts},
     {"ca show", ca_show_opts},
     {"ca crl", cmd_ca_crl_opts},
+    {"ca serve", cmd_ca_serve_opts},
     {NULL, NULL},
 };
