@@ -21,7 +21,9 @@ static void usage(FILE *f)
                "       provisioner ca show [--json]\n"
                "       provisioner ca crl [--json]\n"
                "       provisioner ca serve [--listen HOST:PORT] [--path PATH] [--tls-cert FILE\n"
-               "                            --tls-key FILE] [--max-body BYTES] [--profile NAME]\n\n"
+               "                            --tls-key FILE] [--max-body BYTES] [--profile NAME]\n"
+               "       provisioner ca station add NAME --csr FILE --out FILE [--reissue]\n"
+               "       provisioner ca lot add NAME --count N --station S [--station S...]\n\n"
                "ca init creates the root CA (new, with its key in a PKCS#11 token or an encrypted\n"
                "PEM file, or imported from [ca] root_cert + root_key) and an intermediate CA whose\n"
                "key is generated inside the HSM token named by [ca] intermediate_key. It writes\n"
@@ -40,7 +42,9 @@ static void usage(FILE *f)
                "absent: exit 4, no file changed.\n"
                "  --json    machine-readable output\n\n"
                "ca serve runs the CA service over CMP on the host that holds the CA token\n"
-               "(doc/ca-service.md; the options: provisioner ca serve --help).\n");
+               "(doc/ca-service.md; the options: provisioner ca serve --help). ca station add\n"
+               "issues and registers a station's identity certificate (profile \"station\"); ca\n"
+               "lot add registers a lot: its cap and the stations that may issue for it.\n");
 }
 
 void cmd_ca_usage(FILE *f)
@@ -342,6 +346,12 @@ int cmd_ca(int argc, char **argv)
     if (argc >= 2 && strcmp(argv[1], "serve") == 0) {
         return cmd_ca_serve(argc - 1, argv + 1);
     }
+    if (argc >= 2 && strcmp(argv[1], "station") == 0) {
+        return cmd_ca_station(argc - 1, argv + 1);
+    }
+    if (argc >= 2 && strcmp(argv[1], "lot") == 0) {
+        return cmd_ca_lot(argc - 1, argv + 1);
+    }
     if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         usage(stdout);
         return PROV_EXIT_OK;
@@ -355,5 +365,7 @@ const struct cli_optset cmd_ca_optsets[] = {
     {"ca show", ca_show_opts},
     {"ca crl", cmd_ca_crl_opts},
     {"ca serve", cmd_ca_serve_opts},
+    {"ca station", cmd_ca_station_opts},
+    {"ca lot", cmd_ca_lot_opts},
     {NULL, NULL},
 };

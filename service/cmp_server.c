@@ -20,8 +20,11 @@
 #include <openssl/x509v3.h>
 
 #include "ca_index.h"
+#include "ca_registry.h"
 #include "error.h"
 #include "hex.h"
+
+#define NOT_VERIFIED "refused: the message does not verify or is not served"
 
 /* Finished transactions remembered for the replay check; the oldest go first beyond this. */
 #define FINISHED_MAX 100000
@@ -250,7 +253,8 @@ static STACK_OF(X509) *message_extra_certs(const OSSL_CMP_MSG *msg)
  * chain to this CA's root. OpenSSL has checked that some certificate of the message does;
  * this pins it to the one whose name is recorded.
  */
-static int request_station(struct txn *t, const OSSL_CMP_MSG *req, char *name, size_t cap)
+static int request_station(struct txn *t, const OSSL_CMP_MSG *req, char *name, size_t cap,
+                           X509 **cert_out)
 {
     STACK_OF(X509) *extra = message_extra_certs(req);
     X509 *signer = sk_X509_value(extra, 0);
@@ -259,6 +263,7 @@ static int request_station(struct txn *t, const OSSL_CMP_MSG *req, char *name, s
     int r = PROV_ERR_VERIFY;
 
     snprintf(name, cap, "-");
+    *cert_out = NULL;
     if (signer == NULL) {
         goto out;
     }
@@ -273,7 +278,8 @@ static int request_station(struct txn *t, const OSSL_CMP_MSG *req, char *name, s
         goto out;
     }
     name_cn(X509_get_subject_name(signer), name, cap);
-    r = strcmp(name, "-") != 0 ? 0 : PROV_ERR_VERIFY;
+    r = strcmp(name, "-") != 0 && X509_up_ref(signer) ? 0 : PROV_ERR_VERIFY;
+    *cert_out = r == 0 ? signer : NULL;
 out:
     ERR_clear_error();
     X509_STORE_CTX_free(vc);
@@ -327,6 +333,8 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
     struct prov_request rq;
     const X509_NAME *subject;
     EVP_PKEY *pub = NULL;
+    X509 *station = NULL;
+    char lot[128];
     char by[80];
     X509 *cert = NULL;
     int r;
@@ -339,7 +347,7 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
         outcome_set(t->oc, "refused: kur is not served");
         return rejection(OSSL_CMP_PKIFAILUREINFO_badRequest, "kur is not served here");
     }
-    if (request_station(t, req, t->station, sizeof(t->station)) < 0) {
+    if (request_station(t, req, t->station, sizeof(t->station), &station) < 0) {
         snprintf(t->oc->station, sizeof(t->oc->station), "%s", t->station);
         outcome_set(t->oc, "refused: the protection certificate is not a station of this CA");
         return rejection(OSSL_CMP_PKIFAILUREINFO_notAuthorized,
@@ -350,6 +358,27 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
         subject = X509_REQ_get_subject_name(p10cr);
     } else {
         subject = OSSL_CRMF_CERTTEMPLATE_get0_subject(OSSL_CRMF_MSG_get0_tmpl(crm));
+    }
+    name_cn(subject, t->serial, sizeof(t->serial));
+    snprintf(t->oc->serial, sizeof(t->oc->serial), "%s", t->serial);
+    if (!prov_serial_is_valid(t->serial)) {
+        X509_free(station);
+        outcome_set(t->oc, "refused: the subject's CN is not a device serial");
+        return rejection(OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
+                         "the subject's CN must be the device serial, " PROV_SERIAL_RULE);
+    }
+    /* The station, its certificate not revoked, a lot it serves with room (the CA's data). */
+    prov_error_clear();
+    r = prov_ca_registry_authorize(srv->ca->index, t->station, station, t->serial, lot,
+                                   sizeof(lot));
+    X509_free(station);
+    if (r < 0) {
+        outcome_set(t->oc, "refused: %s", prov_error_message());
+        return rejection(r == PROV_ERR_POLICY ? OSSL_CMP_PKIFAILUREINFO_notAuthorized
+                                              : OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                         prov_error_message());
+    }
+    if (p10cr == NULL) {
         pub = template_key(crm);
         if (pub == NULL) {
             outcome_set(t->oc, "refused: the certificate template has no public key");
@@ -357,20 +386,13 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
                              "the certificate template has no public key");
         }
     }
-    name_cn(subject, t->serial, sizeof(t->serial));
-    snprintf(t->oc->serial, sizeof(t->oc->serial), "%s", t->serial);
-    if (!prov_serial_is_valid(t->serial)) {
-        EVP_PKEY_free(pub);
-        outcome_set(t->oc, "refused: the subject's CN is not a device serial");
-        return rejection(OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
-                         "the subject's CN must be the device serial, " PROV_SERIAL_RULE);
-    }
     memset(&rq, 0, sizeof(rq));
     rq.serial = t->serial;
     rq.profile = srv->profile;
-    rq.lot = srv->cfg->lot;
+    rq.lot = lot;
     snprintf(by, sizeof(by), "cmp:%s", t->station);
     rq.record.issued_by = by;
+    rq.record.lot = lot;
     prov_error_clear();
     if (p10cr != NULL) {
         r = prov_issue_certificate(srv->cfg, srv->ca, (X509_REQ *)p10cr, &rq, &cert);
@@ -465,11 +487,12 @@ static int cb_genm(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
 {
     struct txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(sctx);
     ASN1_OBJECT *oid = OBJ_txt2obj(OID_IT_CACERTS, 1);
+    X509 *station = NULL;
     bool wants = false;
     int ok = 0;
 
     *out = sk_OSSL_CMP_ITAV_new_null();
-    if (request_station(t, req, t->station, sizeof(t->station)) < 0) {
+    if (request_station(t, req, t->station, sizeof(t->station), &station) < 0) {
         snprintf(t->oc->station, sizeof(t->oc->station), "%s", t->station);
         outcome_set(t->oc, "refused: the protection certificate is not a station of this CA");
         ERR_raise_data(ERR_LIB_CMP, CMP_R_REQUEST_REJECTED_BY_SERVER,
@@ -477,6 +500,14 @@ static int cb_genm(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
         goto out;
     }
     snprintf(t->oc->station, sizeof(t->oc->station), "%s", t->station);
+    prov_error_clear();
+    if (prov_ca_registry_authorize(t->owner->ca->index, t->station, station, NULL, NULL, 0) <
+        0) {
+        outcome_set(t->oc, "refused: %s", prov_error_message());
+        ERR_raise_data(ERR_LIB_CMP, CMP_R_REQUEST_REJECTED_BY_SERVER, "%s",
+                       prov_error_message());
+        goto out;
+    }
     for (int i = 0; i < sk_OSSL_CMP_ITAV_num(in); i++) {
         wants |= oid != NULL &&
                  OBJ_cmp(OSSL_CMP_ITAV_get0_type(sk_OSSL_CMP_ITAV_value(in, i)), oid) == 0;
@@ -510,6 +541,7 @@ static int cb_genm(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
     }
     ok = 1;
 out:
+    X509_free(station);
     ASN1_OBJECT_free(oid);
     if (!ok) {
         sk_OSSL_CMP_ITAV_pop_free(*out, OSSL_CMP_ITAV_free);
@@ -748,8 +780,12 @@ int prov_cmp_server_handle(struct prov_cmp_server *srv, const unsigned char *der
         }
         t->oc = oc;
         t->last = now;
-        outcome_set(oc, "refused: the message does not verify or is not served");
+        outcome_set(oc, "%s", NOT_VERIFIED);
         answer = OSSL_CMP_SRV_process_request(t->ctx, req);
+        if (strcmp(oc->result, NOT_VERIFIED) == 0) {
+            /* OpenSSL refused it before any callback: no protection, or none that verifies. */
+            prov_ca_registry_refused(srv->ca->index, body_name(type), NOT_VERIFIED);
+        }
         if (answer != NULL && OSSL_CMP_MSG_get_bodytype(answer) == BODY_ERROR &&
             strncmp(oc->result, "refused", 7) != 0 && strncmp(oc->result, "failed", 6) != 0) {
             outcome_set(oc, "refused: %s", "error answered");

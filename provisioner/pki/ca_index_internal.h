@@ -3,8 +3,9 @@
 #define PROV_CA_INDEX_INTERNAL_H
 
 /*
- * What the index's other file (ca_index_revoke.c: revocations, CRL numbers, the audit trail)
- * uses of ca_index.c. Not for callers outside provisioner/pki/ca_index*.c.
+ * What the index's other files (ca_index_revoke.c: revocations, CRL numbers, the audit trail;
+ * ca_registry.c: stations and lots) use of ca_index.c. Not for callers outside
+ * provisioner/pki/ca_index*.c and provisioner/pki/ca_registry.c.
  */
 #include <stddef.h>
 
@@ -29,5 +30,12 @@ void prov_ca_index_now_text(char *out, size_t cap);
  * audit record. PROV_ERR_JOURNAL; the caller rolls back.
  */
 int prov_ca_index_revoke_superseded(struct prov_ca_index *ix, long long new_id, const char *serial);
+
+/*
+ * Appends one record to the index's hash-chained audit trail (ca_index_revoke.c), inside the
+ * caller's transaction. PROV_ERR_JOURNAL.
+ */
+int prov_ca_index_audit_append(struct prov_ca_index *ix, const char *at, const char *event,
+                               const char *serial, const char *cert_serial, const char *detail);
 
 #endif

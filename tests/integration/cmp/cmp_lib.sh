@@ -2,15 +2,35 @@
 #
 # Helpers for the CA service tests (tests/integration/cmp/), sourced after ../lib.sh.
 
-# cmp_station NAME: a station identity for NAME: an openssl key and a certificate issued by
-# the test CA (`provisioner sign`), in $WORK/stations/NAME.{key,crt}.
+# cmp_profiles: the station profile `ca station add` issues under (appended to the config).
+cmp_profiles() {
+    cat >>"$PROVISIONER_CONFIG" <<'EOC'
+
+[profile_station]
+key = ec-p256
+days = 30
+subject = station_dn
+
+[station_dn]
+O = Station Test
+CN = ${cn}
+EOC
+}
+
+# cmp_station NAME [sign]: a station identity for NAME: an openssl key and a certificate issued
+# by the test CA and registered (`ca station add`; with "sign": only issued, by `provisioner
+# sign`, never registered), in $WORK/stations/NAME.{key,crt}.
 cmp_station() {
     local n=$1 d=$WORK/stations
     mkdir -p "$d"
     openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$d/$n.key" \
         -subj "/CN=$n" -out "$d/$n.csr" >"$WORK/log/station-$n.log" 2>&1 ||
         fail "openssl req (station $n): $(tail -n1 "$WORK/log/station-$n.log")"
-    prov 0 sign --serial "$n" --csr "$d/$n.csr" --out "$d/$n.bundle.pem"
+    if [ "${2:-}" = sign ]; then
+        prov 0 sign --serial "$n" --csr "$d/$n.csr" --out "$d/$n.bundle.pem"
+    else
+        prov 0 ca station add "$n" --csr "$d/$n.csr" --out "$d/$n.bundle.pem"
+    fi
     openssl x509 -in "$d/$n.bundle.pem" -out "$d/$n.crt" || fail "station $n: no certificate"
 }
 

@@ -2,18 +2,29 @@
 # SPDX-License-Identifier: Apache-2.0
 #
 # The CA service over CMP (doc/ca-service.md) against a client nobody here wrote, `openssl cmp`:
-# - p10cr with a CSR made on a SoftHSM2 token (`provisioner csr`), ir with a fresh key, genm;
-#   every certificate passes `openssl verify -x509_strict`, and the CA index holds each;
-# - refusals, each a CMP error and nothing issued: a station certificate from another CA, a
-#   garbage body, an oversized body, a message of a finished transaction sent again;
+# - p10cr with a CSR made on a SoftHSM2 token (`provisioner csr`), ir with a fresh key, genm
+#   caCerts; every certificate passes `openssl verify -x509_strict`, and the CA index holds
+#   each, with the station and the lot;
+# - refusals, each a CMP error, an audit record where a station was refused, and nothing
+#   issued: a key certified before, a station certificate from another CA, a station this CA
+#   certified but nobody registered, a revoked station, a station with no lot, the lot's cap
+#   reached, a message of a finished transaction sent again, garbage, an oversized body;
 # - one log line per request; SIGTERM stops the service cleanly.
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../batch/batch_lib.sh"
 . "$(dirname "$0")/cmp_lib.sh"
 it_setup
-need sqlite3 curl
+need sqlite3 curl xxd
 batch_ca
-cmp_station STATION-1
+cmp_profiles
+for s in STATION-1 STATION-2 STATION-3; do
+    cmp_station "$s"
+done
+cmp_station STATION-4 sign
+prov 0 ca lot add LOT-A --count 4 --station STATION-1 --station STATION-2
+prov 2 ca lot add LOT-B --count 4 --station NOBODY
+assert_one_error NOBODY "not registered"
+prov 0 revoke STATION-2 --reason keyCompromise
 cmp_serve --max-body 65536
 # the CMP signer, made on the first start, is in the CA index and on file
 assert_file "$IT_CA_DIR/cmp-signer.crt"
@@ -21,6 +32,28 @@ assert_strict_cert "$IT_CA_DIR/cmp-signer.crt"
 assert_eq "$(sql_q "$IT_CA_DIR/index.sqlite" "SELECT count(*) FROM certificate
     WHERE serial = 'ca:cmp-signer'")" 1 "the CMP signer in the CA index"
 BEFORE=$(cmp_issued)
+AUDIT_BEFORE=$(sql_q "$IT_CA_DIR/index.sqlite" "SELECT count(*) FROM audit WHERE event = 'refuse'")
+
+# new_key NAME: a fresh P-256 key in $WORK/NAME.key
+new_key() {
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$WORK/$1.key" \
+        2>/dev/null || fail "openssl genpkey"
+}
+
+# refused NAME STATION SERIAL REASON: an ir by STATION for SERIAL is refused with REASON in
+# the CMP answer, and nothing is issued.
+refused() {
+    local before
+    before=$(cmp_issued)
+    new_key "$3"
+    if cmp_client "$1" "$2" -cmd ir -newkey "$WORK/$3.key" -subject "/CN=$3" \
+        -certout "$WORK/$3.crt"; then
+        fail "$1: a certificate was issued"
+    fi
+    assert_grep "$WORK/log/cmp-$1.log" "$4" "$1: the CMP error names the reason"
+    assert_no_file "$WORK/$3.crt"
+    assert_eq "$(cmp_issued)" "$before" "$1: nothing issued"
+}
 
 # ---- p10cr: a CSR whose key is on a SoftHSM2 token ------------------------------------
 token_init dev-01
@@ -31,12 +64,12 @@ assert_strict_cert "$WORK/SN-00001.crt"
 openssl x509 -in "$WORK/SN-00001.crt" -noout -subject | grep -q 'CN *= *SN-00001' ||
     fail "p10cr: the certificate is not for SN-00001"
 assert_eq "$(cmp_issued)" $((BEFORE + 1)) "p10cr: certificates in the CA index"
-assert_eq "$(sql_q "$IT_CA_DIR/index.sqlite" "SELECT issued_by || ' ' || status FROM certificate
-    WHERE serial = 'SN-00001'")" "cmp:STATION-1 delivered" "p10cr: the index's record"
+assert_eq "$(sql_q "$IT_CA_DIR/index.sqlite" "SELECT issued_by || ' ' || lot || ' ' || status
+    FROM certificate WHERE serial = 'SN-00001'")" "cmp:STATION-1 LOT-A delivered" \
+    "p10cr: the index's record"
 
 # ---- ir: a fresh key, the CRMF template ---------------------------------------------
-openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$WORK/SN-00002.key" \
-    2>/dev/null || fail "openssl genpkey"
+new_key SN-00002
 cmp_client ir STATION-1 -cmd ir -newkey "$WORK/SN-00002.key" -subject /CN=SN-00002 \
     -certout "$WORK/SN-00002.crt" ||
     fail "openssl cmp ir: $(tail -n3 "$WORK/log/cmp-ir.log" | tr '\n' ' ')"
@@ -54,24 +87,33 @@ assert_no_file "$WORK/SN-00003.crt"
 assert_eq "$(cmp_issued)" $((BEFORE + 2)) "a key certified before: nothing issued"
 
 # ---- genm: the CA certificates ------------------------------------------------------
-cmp_client genm STATION-1 -cmd genm -infotype signKeyPairTypes ||
+cmp_client genm STATION-1 -cmd genm -infotype caCerts -rspout "$WORK/genp.der" ||
     fail "openssl cmp genm: $(tail -n3 "$WORK/log/cmp-genm.log" | tr '\n' ' ')"
+assert_grep "$WORK/log/cmp-genm.log" 'ITAV of type: id-it-caCerts' "genm: the caCerts answer"
+genp_hex=$(xxd -p "$WORK/genp.der" | tr -d '\n')
+for c in intermediate root; do
+    openssl x509 -in "$IT_CA_DIR/$c.crt" -outform DER -out "$WORK/$c.der"
+    case "$genp_hex" in
+    *"$(xxd -p "$WORK/$c.der" | tr -d '\n')"*) ;;
+    *) fail "genm: the $c certificate is not in the caCerts answer" ;;
+    esac
+done
+assert_strict_cert "$IT_CA_DIR/intermediate.crt"
 
-# ---- a station certificate from another CA: refused, nothing issued ----------------
+# ---- who may ask: refusals with a CMP error, an audit record, nothing issued ---------
 mkdir -p "$WORK/stations"
 openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 5 \
     -keyout "$WORK/stations/STRANGER.key" -out "$WORK/stations/STRANGER.crt" \
     -subj /CN=STRANGER >/dev/null 2>&1 || fail "openssl req (stranger)"
-openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$WORK/SN-00004.key" \
-    2>/dev/null || fail "openssl genpkey"
-if cmp_client stranger STRANGER -cmd ir -newkey "$WORK/SN-00004.key" -subject /CN=SN-00004 \
-    -certout "$WORK/SN-00004.crt"; then
-    fail "a stranger's request was served"
-fi
-assert_no_file "$WORK/SN-00004.crt"
-assert_eq "$(cmp_issued)" $((BEFORE + 2)) "a stranger: nothing issued"
+refused stranger STRANGER SN-00010 'no suitable sender cert'
+refused unregistered STATION-4 SN-00011 'station STATION-4 is not registered'
+refused revoked STATION-2 SN-00012 'station STATION-2: its certificate [0-9a-f]* is revoked'
+refused no-lot STATION-3 SN-00013 'station STATION-3: no lot it may serve is registered'
+assert_eq "$(sql_q "$IT_CA_DIR/index.sqlite" "SELECT count(*) FROM audit WHERE event = 'refuse'")" \
+    $((AUDIT_BEFORE + 4)) "an audit record per refused station"
 
 # ---- a replayed message of a finished transaction -----------------------------------
+new_key SN-00004
 cmp_client record STATION-1 -cmd ir -newkey "$WORK/SN-00004.key" -subject /CN=SN-00004 \
     -certout "$WORK/SN-00004.crt" -reqout "$WORK/ir.der,$WORK/certconf.der" ||
     fail "openssl cmp ir (recorded): $(tail -n3 "$WORK/log/cmp-record.log" | tr '\n' ' ')"
@@ -81,7 +123,6 @@ for m in ir certconf; do
         -H 'Content-Type: application/pkixcmp' "http://127.0.0.1:$CMP_PORT/.well-known/cmp") ||
         fail "curl (replay $m)"
     assert_eq "$code" 200 "replayed $m: HTTP status (a CMP answer)"
-    # the answer is a PKIMessage whose body is an error (23) or a rejection, never a certificate
     openssl asn1parse -inform DER -in "$WORK/replay-$m.der" >"$WORK/log/replay-$m.txt" 2>&1 ||
         fail "replayed $m: the answer is not DER"
 done
@@ -90,6 +131,15 @@ assert_grep "$CMP_LOG" 'ir station=[^ ]* serial=- outcome="refused: replay of a 
     "the replayed ir is logged as refused"
 assert_grep "$CMP_LOG" 'certConf .*refused: certConf for a finished transaction' \
     "the replayed certConf is logged as refused"
+
+# ---- the lot's cap (4): the fourth is issued, the fifth refused ---------------------
+new_key SN-00005
+cmp_client fourth STATION-1 -cmd ir -newkey "$WORK/SN-00005.key" -subject /CN=SN-00005 \
+    -certout "$WORK/SN-00005.crt" || fail "openssl cmp ir (the lot's fourth)"
+assert_strict_cert "$WORK/SN-00005.crt"
+refused cap STATION-1 SN-00006 'the cap of every lot it may serve is reached'
+assert_eq "$(sql_q "$IT_CA_DIR/index.sqlite" "SELECT count(*) FROM certificate WHERE lot = 'LOT-A'")" \
+    4 "LOT-A holds its cap"
 
 # ---- garbage and an oversized body ----------------------------------------------------
 head -c 300 /dev/urandom >"$WORK/garbage.bin"
@@ -104,7 +154,7 @@ assert_eq "$code" 413 "oversized body: HTTP status"
 code=$(curl -sS -o /dev/null -w '%{http_code}' --data-binary "@$WORK/ir.der" \
     -H 'Content-Type: text/plain' "http://127.0.0.1:$CMP_PORT/.well-known/cmp") || fail "curl"
 assert_eq "$code" 415 "wrong Content-Type: HTTP status"
-assert_eq "$(cmp_issued)" $((BEFORE + 3)) "bad bodies: nothing issued"
+assert_eq "$(cmp_issued)" $((BEFORE + 4)) "bad bodies: nothing issued"
 kill -0 "$CMP_PID" || fail "the service died"
 
 # ---- one line per request; SIGTERM ends it with 0 -------------------------------------

@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef PROV_CA_REGISTRY_H
+#define PROV_CA_REGISTRY_H
+
+#include <stddef.h>
+
+#include <openssl/x509.h>
+
+#include "ca_index.h"
+
+/*
+ * Who may ask the CA service (doc/ca-service.md), kept in the CA index beside what the CA
+ * issued: the stations (`ca station add`), each by its identity certificate, and the lots the
+ * CA's operator registers (`ca lot add`): a cap and the stations that may issue for it.
+ */
+
+/* Registers (or re-registers, a renewed certificate) station name with its certificate. */
+int prov_ca_registry_station_add(struct prov_ca_index *ix, const char *name, X509 *cert);
+
+/*
+ * Registers lot name with its cap and the stations (registered already) that may issue for
+ * it; a lot registered before gets the new cap and stations. PROV_ERR_USAGE naming a station
+ * that is not registered.
+ */
+int prov_ca_registry_lot_add(struct prov_ca_index *ix, const char *name, long long cap,
+                             const char *const *stations, size_t n_stations);
+
+/*
+ * May station (its CN: name, presenting cert) have a certificate issued for device serial
+ * now? It must be registered with exactly this certificate, which has no revocation in the
+ * index's revocation table, and serve a lot whose cap is not reached: the oldest such lot
+ * goes to lot (cap bytes). Without serial (a genm), the station alone is checked. A refusal is
+ * PROV_ERR_POLICY with the reason, and an audit record ("refuse", serial, the station
+ * certificate's serial, the reason).
+ */
+int prov_ca_registry_authorize(struct prov_ca_index *ix, const char *name, X509 *cert,
+                               const char *serial, char *lot, size_t cap);
+
+/*
+ * An audit record ("refuse") for a request the service refused before it knew the station
+ * (a message whose protection does not verify, from a certificate of another CA): what
+ * says who, why the reason.
+ */
+int prov_ca_registry_refused(struct prov_ca_index *ix, const char *what, const char *why);
+
+/* Certificates the index holds for lot (the cap counts these). */
+int prov_ca_registry_lot_count(struct prov_ca_index *ix, const char *lot, long long *out);
+
+#endif
