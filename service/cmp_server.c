@@ -21,6 +21,7 @@
 
 #include "ca_index.h"
 #include "ca_registry.h"
+#include "cmp_asn1.h"
 #include "error.h"
 #include "hex.h"
 
@@ -31,14 +32,6 @@
 /* RFC 9483 section 3.1: a transactionID of 128 bits; OpenSSL's client sends 16 bytes. */
 #define TID_MIN 16
 #define TID_MAX 64
-
-/* id-it-caCerts (RFC 9483 section 4.3.1): SEQUENCE SIZE (1..MAX) OF CMPCertificate. */
-#define OID_IT_CACERTS "1.3.6.1.5.5.7.4.17"
-
-typedef STACK_OF(X509) PROV_CACERTS;
-ASN1_ITEM_TEMPLATE(PROV_CACERTS) =
-    ASN1_EX_TEMPLATE_TYPE(ASN1_TFLG_SEQUENCE_OF, 0, caCerts, X509)
-static_ASN1_ITEM_TEMPLATE_END(PROV_CACERTS)
 
 /*
  * The CertTemplate of RFC 4211 as far as its public key: OpenSSL 3.0 has no getter for
@@ -486,7 +479,6 @@ static int cb_genm(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
                    const STACK_OF(OSSL_CMP_ITAV) *in, STACK_OF(OSSL_CMP_ITAV) **out)
 {
     struct txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(sctx);
-    ASN1_OBJECT *oid = OBJ_txt2obj(OID_IT_CACERTS, 1);
     X509 *station = NULL;
     bool wants = false;
     int ok = 0;
@@ -509,31 +501,17 @@ static int cb_genm(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
         goto out;
     }
     for (int i = 0; i < sk_OSSL_CMP_ITAV_num(in); i++) {
-        wants |= oid != NULL &&
-                 OBJ_cmp(OSSL_CMP_ITAV_get0_type(sk_OSSL_CMP_ITAV_value(in, i)), oid) == 0;
+        wants |= prov_cmp_is_cacerts(sk_OSSL_CMP_ITAV_value(in, i));
     }
-    if (*out == NULL || oid == NULL) {
+    if (*out == NULL) {
         goto out;
     }
     if (wants) {
-        ASN1_TYPE *value = ASN1_TYPE_new();
-        ASN1_STRING *seq = ASN1_item_pack(t->owner->chain, ASN1_ITEM_rptr(PROV_CACERTS), NULL);
-        ASN1_OBJECT *type = OBJ_dup(oid);
-        OSSL_CMP_ITAV *itav = NULL;
+        OSSL_CMP_ITAV *itav = prov_cmp_cacerts_itav(t->owner->chain);
 
-        if (value != NULL && seq != NULL && type != NULL) {
-            ASN1_TYPE_set(value, V_ASN1_SEQUENCE, seq);
-            seq = NULL;
-            itav = OSSL_CMP_ITAV_create(type, value);
-        }
-        if (itav == NULL) {
-            ASN1_STRING_free(seq);
-            ASN1_TYPE_free(value);
-            ASN1_OBJECT_free(type);
+        if (itav == NULL || !OSSL_CMP_ITAV_push0_stack_item(out, itav)) {
+            OSSL_CMP_ITAV_free(itav);
             goto out;
-        }
-        if (!OSSL_CMP_ITAV_push0_stack_item(out, itav)) {
-            goto out; /* frees itav */
         }
         outcome_set(t->oc, "caCerts");
     } else {
@@ -542,7 +520,6 @@ static int cb_genm(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
     ok = 1;
 out:
     X509_free(station);
-    ASN1_OBJECT_free(oid);
     if (!ok) {
         sk_OSSL_CMP_ITAV_pop_free(*out, OSSL_CMP_ITAV_free);
         *out = NULL;
