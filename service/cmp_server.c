@@ -540,17 +540,6 @@ static void cb_error(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
     outcome_set(t->oc, "the station reported an error");
 }
 
-static int log_nothing(const char *func, const char *file, int line, OSSL_CMP_severity level,
-                       const char *msg)
-{
-    (void)func;
-    (void)file;
-    (void)line;
-    (void)level;
-    (void)msg;
-    return 1;
-}
-
 /* A server context for one transaction: the CMP signer protects the answers. */
 static OSSL_CMP_SRV_CTX *txn_ctx_new(struct prov_cmp_server *srv, struct txn *t)
 {
@@ -568,7 +557,7 @@ static OSSL_CMP_SRV_CTX *txn_ctx_new(struct prov_cmp_server *srv, struct txn *t)
     }
     OSSL_CMP_CTX_set0_trustedStore(ctx, srv->trust);
     /* quiet: refusals are reported in the service's one line per request */
-    OSSL_CMP_CTX_set_log_cb(ctx, log_nothing);
+    OSSL_CMP_CTX_set_log_cb(ctx, prov_cmp_log_nothing);
     return sctx;
 }
 

@@ -14,6 +14,7 @@
 
 #include "backend.h"
 #include "ca_index.h"
+#include "cmp_asn1.h"
 #include "device.h"
 #include "durable.h"
 #include "error.h"
@@ -23,18 +24,6 @@
 #define SIGNER_LABEL "cmp-signer"
 #define SIGNER_INDEX_NAME "ca:cmp-signer"
 #define SIGNER_MIN_LEFT_S 86400
-
-static X509 *read_cert(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    X509 *cert = f != NULL ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
-
-    if (f != NULL) {
-        fclose(f);
-    }
-    ERR_clear_error();
-    return cert;
-}
 
 /* The certificate on file is still the one to use: the intermediate's, living long enough. */
 static bool is_current(X509 *cert, const struct prov_ca *ca)
@@ -111,7 +100,7 @@ int prov_cmp_signer_open(const struct prov_config *cfg, struct prov_ca *ca,
     if (asprintf(&path, "%s/cmp-signer.crt", cfg->ca_dir) < 0) {
         return prov_fail(PROV_ERR_NOMEM, "CMP signer: out of memory");
     }
-    cert = read_cert(path);
+    cert = prov_cmp_read_cert(path);
     if (cert != NULL && is_current(cert, ca) &&
         ca->dev->ops->find_key_by_public(ca->dev, X509_get0_pubkey(cert), &s->hsm_key) == 0) {
         s->cert = cert;

@@ -2,7 +2,11 @@
 /* The caCerts general message's value with OpenSSL's ASN.1 templates (cmp_asn1.h). */
 #include "cmp_asn1.h"
 
+#include <stdio.h>
+
 #include <openssl/asn1t.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/objects.h>
 
 typedef STACK_OF(X509) PROV_CACERTS;
@@ -47,4 +51,27 @@ STACK_OF(X509) *prov_cmp_cacerts_of(const OSSL_CMP_ITAV *itav)
         return NULL;
     }
     return ASN1_item_unpack(value->value.sequence, ASN1_ITEM_rptr(PROV_CACERTS));
+}
+
+int prov_cmp_log_nothing(const char *func, const char *file, int line, OSSL_CMP_severity level,
+                         const char *msg)
+{
+    (void)func;
+    (void)file;
+    (void)line;
+    (void)level;
+    (void)msg;
+    return 1;
+}
+
+X509 *prov_cmp_read_cert(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    X509 *cert = f != NULL ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+
+    if (f != NULL) {
+        fclose(f);
+    }
+    ERR_clear_error();
+    return cert;
 }

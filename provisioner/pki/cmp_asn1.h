@@ -9,7 +9,8 @@
 /*
  * The CMP types OpenSSL 3.0 has no helper for, made with OpenSSL's own ASN.1 templates (no
  * hand-written DER), for the CA service (service/cmp_server.c) and its client
- * (provisioner/pki/issuer_cmp.c): the caCerts general message of RFC 9483 section 4.3.1.
+ * (provisioner/pki/issuer_cmp.c): the caCerts general message of RFC 9483 section 4.3.1; and
+ * two small helpers both sides use.
  */
 
 /* id-it-caCerts: its value is SEQUENCE SIZE (1..MAX) OF CMPCertificate. */
@@ -23,5 +24,15 @@ STACK_OF(X509) *prov_cmp_cacerts_of(const OSSL_CMP_ITAV *itav);
 
 /* Whether itav is an id-it-caCerts. */
 int prov_cmp_is_cacerts(const OSSL_CMP_ITAV *itav);
+
+/*
+ * A CMP context's log callback that drops OpenSSL's own lines: the service and the station
+ * say what happened in their one line (OSSL_CMP_CTX_set_log_cb).
+ */
+int prov_cmp_log_nothing(const char *func, const char *file, int line, OSSL_CMP_severity level,
+                         const char *msg);
+
+/* The first certificate of a PEM file, or NULL (missing, unreadable, none). */
+X509 *prov_cmp_read_cert(const char *path);
 
 #endif
