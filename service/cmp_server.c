@@ -316,6 +316,31 @@ static int fail_bit_of(int err)
     }
 }
 
+/* The answer with cert (taken over): the chain goes along, certConf is awaited. */
+static OSSL_CMP_PKISI *answer_cert(struct txn *t, X509 *cert, STACK_OF(X509) **chain_out,
+                                   X509 **cert_out, const char *outcome)
+{
+    ASN1_INTEGER *sn = X509_get_serialNumber(cert);
+
+    *chain_out = X509_chain_up_ref(t->owner->chain);
+    if (*chain_out == NULL || !X509_up_ref(cert)) {
+        x509s_free(*chain_out);
+        *chain_out = NULL;
+        X509_free(cert);
+        outcome_set(t->oc, "failed: out of memory");
+        return rejection(OSSL_CMP_PKIFAILUREINFO_systemFailure, "out of memory");
+    }
+    X509_free(t->issued);
+    t->issued = cert;
+    *cert_out = cert;
+    if ((size_t)ASN1_STRING_length(sn) * 2 < sizeof(t->oc->cert_serial)) {
+        prov_hex_encode(ASN1_STRING_get0_data(sn), (size_t)ASN1_STRING_length(sn),
+                        t->oc->cert_serial);
+    }
+    outcome_set(t->oc, "%s", outcome);
+    return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, NULL);
+}
+
 static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
                                        int cert_req_id, const OSSL_CRMF_MSG *crm,
                                        const X509_REQ *p10cr, X509 **cert_out,
@@ -360,30 +385,47 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
         return rejection(OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
                          "the subject's CN must be the device serial, " PROV_SERIAL_RULE);
     }
-    /* The station, its certificate not revoked, a lot it serves with room (the CA's data). */
-    prov_error_clear();
-    r = prov_ca_registry_authorize(srv->ca->index, t->station, station, t->serial, lot,
-                                   sizeof(lot));
-    X509_free(station);
-    if (r < 0) {
-        outcome_set(t->oc, "refused: %s", prov_error_message());
-        return rejection(r == PROV_ERR_POLICY ? OSSL_CMP_PKIFAILUREINFO_notAuthorized
-                                              : OSSL_CMP_PKIFAILUREINFO_systemFailure,
-                         prov_error_message());
-    }
     if (p10cr == NULL) {
         pub = template_key(crm);
         if (pub == NULL) {
+            X509_free(station);
             outcome_set(t->oc, "refused: the certificate template has no public key");
             return rejection(OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
                              "the certificate template has no public key");
         }
     }
+    snprintf(by, sizeof(by), "cmp:%s", t->station);
+    /*
+     * The station first (registered, its certificate not revoked); then a retry gets the
+     * certificate it was already given; only a new one needs a lot with room (the CA's data).
+     */
+    prov_error_clear();
+    r = prov_ca_registry_authorize(srv->ca->index, t->station, station, NULL, NULL, 0);
+    if (r == 0) {
+        r = prov_ca_registry_retry(srv->ca->index, t->serial, by,
+                                   pub != NULL ? pub : X509_REQ_get0_pubkey((X509_REQ *)p10cr),
+                                   &cert);
+    }
+    if (r == 0 && cert == NULL) {
+        r = prov_ca_registry_authorize(srv->ca->index, t->station, station, t->serial, lot,
+                                       sizeof(lot));
+    }
+    X509_free(station);
+    if (r < 0) {
+        EVP_PKEY_free(pub);
+        outcome_set(t->oc, "refused: %s", prov_error_message());
+        return rejection(r == PROV_ERR_POLICY ? OSSL_CMP_PKIFAILUREINFO_notAuthorized
+                                              : OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                         prov_error_message());
+    }
+    if (cert != NULL) {
+        EVP_PKEY_free(pub);
+        return answer_cert(t, cert, chain_out, cert_out, "issued before (a retry)");
+    }
     memset(&rq, 0, sizeof(rq));
     rq.serial = t->serial;
     rq.profile = srv->profile;
     rq.lot = lot;
-    snprintf(by, sizeof(by), "cmp:%s", t->station);
     rq.record.issued_by = by;
     rq.record.lot = lot;
     prov_error_clear();
@@ -397,27 +439,7 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
         outcome_set(t->oc, "refused: %s", prov_error_message());
         return rejection(fail_bit_of(r), prov_error_message());
     }
-    *chain_out = X509_chain_up_ref(srv->chain);
-    if (*chain_out == NULL || !X509_up_ref(cert)) {
-        x509s_free(*chain_out);
-        *chain_out = NULL;
-        X509_free(cert);
-        outcome_set(t->oc, "failed: out of memory");
-        return rejection(OSSL_CMP_PKIFAILUREINFO_systemFailure, "out of memory");
-    }
-    X509_free(t->issued);
-    t->issued = cert;
-    *cert_out = cert;
-    {
-        ASN1_INTEGER *sn = X509_get_serialNumber(cert);
-
-        if ((size_t)ASN1_STRING_length(sn) * 2 < sizeof(t->oc->cert_serial)) {
-            prov_hex_encode(ASN1_STRING_get0_data(sn), (size_t)ASN1_STRING_length(sn),
-                            t->oc->cert_serial);
-        }
-    }
-    outcome_set(t->oc, "issued");
-    return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, NULL);
+    return answer_cert(t, cert, chain_out, cert_out, "issued");
 }
 
 /* OpenSSL 3.0 has no getter for a PKIStatusInfo's status: its printed form says it. */

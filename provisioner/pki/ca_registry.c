@@ -253,3 +253,43 @@ int prov_ca_registry_refused(struct prov_ca_index *ix, const char *what, const c
     prov_ca_index_now_text(now, sizeof(now));
     return end(ix, prov_ca_index_audit_append(ix, now, "refuse", what, "", why));
 }
+
+int prov_ca_registry_retry(struct prov_ca_index *ix, const char *serial, const char *issued_by,
+                           EVP_PKEY *pub, X509 **out)
+{
+    sqlite3_stmt *st = NULL;
+    char spki[65];
+    int rc;
+    int r;
+
+    *out = NULL;
+    r = prov_ca_index_spki_sha256(pub, spki);
+    if (r < 0) {
+        return r;
+    }
+    prov_ca_index_lock(ix);
+    if (sqlite3_prepare_v2(prov_ca_index_db(ix),
+                           "SELECT der FROM certificate WHERE pubkey_sha256 = ? AND serial = ?"
+                           " AND issued_by = ? AND status IN ('issued', 'delivered')",
+                           -1, &st, NULL) != SQLITE_OK) {
+        r = db_fail(ix, "cannot prepare");
+        prov_ca_index_unlock(ix);
+        return r;
+    }
+    sqlite3_bind_text(st, 1, spki, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, serial, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, issued_by, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW && sqlite3_column_bytes(st, 0) > 0) {
+        const unsigned char *p = sqlite3_column_blob(st, 0);
+
+        *out = d2i_X509(NULL, &p, sqlite3_column_bytes(st, 0));
+        r = *out != NULL ? 0 : prov_fail(PROV_ERR_JOURNAL, "CA index %s: a certificate of %s "
+                                         "cannot be read", prov_ca_index_path(ix), serial);
+    } else if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        r = db_fail(ix, "cannot read");
+    }
+    sqlite3_finalize(st);
+    prov_ca_index_unlock(ix);
+    return r;
+}

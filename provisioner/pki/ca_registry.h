@@ -43,6 +43,15 @@ int prov_ca_registry_authorize(struct prov_ca_index *ix, const char *name, X509 
  */
 int prov_ca_registry_refused(struct prov_ca_index *ix, const char *what, const char *why);
 
+/*
+ * A retry (doc/ca-service.md): the certificate the index already holds for this device serial
+ * and this public key, asked by the same station (issued_by), issued or delivered; *out NULL
+ * when there is none. The same request sent again after a lost answer gets the same
+ * certificate instead of a refusal or a second one.
+ */
+int prov_ca_registry_retry(struct prov_ca_index *ix, const char *serial, const char *issued_by,
+                           EVP_PKEY *pub, X509 **out);
+
 /* Certificates the index holds for lot (the cap counts these). */
 int prov_ca_registry_lot_count(struct prov_ca_index *ix, const char *lot, long long *out);
 

@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 #
 # The CA service over CMP (doc/ca-service.md) against a client nobody here wrote, `openssl cmp`:
-# - p10cr with a CSR made on a SoftHSM2 token (`provisioner csr`), ir with a fresh key, genm
+# - p10cr with a CSR made on a SoftHSM2 token (`provisioner csr`), sent again (a retry: the same
+#   certificate, nothing more issued), ir with a fresh key, genm
 #   caCerts; every certificate passes `openssl verify -x509_strict`, and the CA index holds
 #   each, with the station and the lot;
 # - refusals, each a CMP error, an audit record where a station was refused, and nothing
@@ -67,6 +68,12 @@ assert_eq "$(cmp_issued)" $((BEFORE + 1)) "p10cr: certificates in the CA index"
 assert_eq "$(sql_q "$IT_CA_DIR/index.sqlite" "SELECT issued_by || ' ' || lot || ' ' || status
     FROM certificate WHERE serial = 'SN-00001'")" "cmp:STATION-1 LOT-A delivered" \
     "p10cr: the index's record"
+# the same request again (a lost answer): the same certificate, nothing more issued
+cmp_client retry STATION-1 -cmd p10cr -csr "$WORK/SN-00001.csr" -certout "$WORK/SN-00001.again.crt" ||
+    fail "openssl cmp p10cr (retry): $(tail -n3 "$WORK/log/cmp-retry.log" | tr '\n' ' ')"
+assert_same_file "$WORK/SN-00001.crt" "$WORK/SN-00001.again.crt"
+assert_eq "$(cmp_issued)" $((BEFORE + 1)) "a retry issues nothing new"
+assert_grep "$CMP_LOG" 'serial=SN-00001 .*outcome="issued before' "the retry's log line"
 
 # ---- ir: a fresh key, the CRMF template ---------------------------------------------
 new_key SN-00002
