@@ -10,6 +10,7 @@
 #   issued: a key certified before, a station certificate from another CA, a station this CA
 #   certified but nobody registered, a revoked station, a station with no lot, the lot's cap
 #   reached, a message of a finished transaction sent again, garbage, an oversized body;
+# - HTTPS with --tls-cert/--tls-key (genm over TLS; plain HTTP on that port gets nothing);
 # - one log line per request; SIGTERM stops the service cleanly.
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../batch/batch_lib.sh"
@@ -163,6 +164,23 @@ code=$(curl -sS -o /dev/null -w '%{http_code}' --data-binary "@$WORK/ir.der" \
 assert_eq "$code" 415 "wrong Content-Type: HTTP status"
 assert_eq "$(cmp_issued)" $((BEFORE + 4)) "bad bodies: nothing issued"
 kill -0 "$CMP_PID" || fail "the service died"
+
+# ---- HTTPS: the same service over TLS (--tls-cert, --tls-key) ----------------------------
+PLAIN_PORT=$CMP_PORT
+PLAIN_PID=$CMP_PID
+PLAIN_LOG=$CMP_LOG
+cmp_serve --tls-cert "$WORK/server-ca/server.crt" --tls-key "$WORK/server-ca/server.key"
+cmp_client tls STATION-1 -cmd genm -infotype caCerts -tls_used \
+    -tls_trusted "$WORK/server-ca/ca.crt" -tls_host 127.0.0.1 ||
+    fail "openssl cmp genm over TLS: $(tail -n3 "$WORK/log/cmp-tls.log" | tr '\n' ' ')"
+assert_grep "$WORK/log/cmp-tls.log" 'ITAV of type: id-it-caCerts' "genm over TLS"
+if cmp_client tls-plain STATION-1 -cmd genm -infotype caCerts; then
+    fail "plain HTTP was answered on the TLS port"
+fi
+stop_pid "$CMP_PID"
+CMP_PORT=$PLAIN_PORT
+CMP_PID=$PLAIN_PID
+CMP_LOG=$PLAIN_LOG
 
 # ---- one line per request; SIGTERM ends it with 0 -------------------------------------
 assert_grep "$CMP_LOG" 'p10cr station=STATION-1 serial=SN-00001 cert_serial=[0-9a-f]* outcome="issued"' \
