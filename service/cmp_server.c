@@ -281,6 +281,20 @@ out:
     return r;
 }
 
+#define NOT_A_STATION "the protection certificate is not a station of this CA"
+
+/* request_station for a callback: the station's name into the outcome, or the refusal. */
+static int station_of(struct txn *t, const OSSL_CMP_MSG *req, X509 **station)
+{
+    int r = request_station(t, req, t->station, sizeof(t->station), station);
+
+    snprintf(t->oc->station, sizeof(t->oc->station), "%s", t->station);
+    if (r < 0) {
+        outcome_set(t->oc, "refused: " NOT_A_STATION);
+    }
+    return r;
+}
+
 /* The public key and subject an ir/cr asks for (a CRMF CertTemplate). */
 static EVP_PKEY *template_key(const OSSL_CRMF_MSG *crm)
 {
@@ -365,13 +379,9 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
         outcome_set(t->oc, "refused: kur is not served");
         return rejection(OSSL_CMP_PKIFAILUREINFO_badRequest, "kur is not served here");
     }
-    if (request_station(t, req, t->station, sizeof(t->station), &station) < 0) {
-        snprintf(t->oc->station, sizeof(t->oc->station), "%s", t->station);
-        outcome_set(t->oc, "refused: the protection certificate is not a station of this CA");
-        return rejection(OSSL_CMP_PKIFAILUREINFO_notAuthorized,
-                         "the protection certificate is not a station of this CA");
+    if (station_of(t, req, &station) < 0) {
+        return rejection(OSSL_CMP_PKIFAILUREINFO_notAuthorized, NOT_A_STATION);
     }
-    snprintf(t->oc->station, sizeof(t->oc->station), "%s", t->station);
     if (p10cr != NULL) {
         subject = X509_REQ_get_subject_name(p10cr);
     } else {
@@ -442,6 +452,61 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
     return answer_cert(t, cert, chain_out, cert_out, "issued");
 }
 
+/*
+ * rr: a station revokes a certificate it asked for (issued_by cmp:<station>), recorded in
+ * the CA index's revocation table like `provisioner revoke` (reason unspecified: OpenSSL 3.0
+ * does not hand the request's reason to the server).
+ */
+static OSSL_CMP_PKISI *cb_rr(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
+                             const X509_NAME *issuer, const ASN1_INTEGER *serial)
+{
+    struct txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(sctx);
+    struct prov_ca_index *ix = t->owner->ca->index;
+    struct prov_ca_revocation rv;
+    X509 *station = NULL;
+    char hex[72] = "";
+    char owner[80];
+    char by[80];
+    bool is_new = false;
+    int r;
+
+    if (station_of(t, req, &station) < 0) {
+        return rejection(OSSL_CMP_PKIFAILUREINFO_notAuthorized, NOT_A_STATION);
+    }
+    prov_error_clear();
+    r = prov_ca_registry_authorize(ix, t->station, station, NULL, NULL, 0);
+    X509_free(station);
+    if (r == 0 && (issuer == NULL || serial == NULL ||
+                   X509_NAME_cmp(issuer, X509_get_subject_name(t->owner->ca->cert)) != 0 ||
+                   (size_t)ASN1_STRING_length(serial) * 2 >= sizeof(hex))) {
+        r = prov_fail(PROV_ERR_POLICY, "not a certificate of this CA");
+    }
+    if (r == 0) {
+        prov_hex_encode(ASN1_STRING_get0_data(serial), (size_t)ASN1_STRING_length(serial), hex);
+        r = prov_ca_registry_cert_owner(ix, hex, t->serial, sizeof(t->serial), owner,
+                                        sizeof(owner));
+    }
+    snprintf(by, sizeof(by), "cmp:%s", t->station);
+    if (r == 0 && strcmp(owner, by) != 0) {
+        r = prov_fail(PROV_ERR_POLICY, "certificate %s was not issued to station %s", hex,
+                      t->station);
+    }
+    snprintf(t->oc->serial, sizeof(t->oc->serial), "%s", t->serial);
+    if (r == 0) {
+        r = prov_ca_index_revoke(ix, t->serial, hex, 0, NULL, by, &rv, &is_new);
+    }
+    if (r < 0) {
+        outcome_set(t->oc, "refused: %s", prov_error_message());
+        return rejection(r == PROV_ERR_POLICY || r == PROV_ERR_ALREADY_ISSUED
+                             ? OSSL_CMP_PKIFAILUREINFO_badCertId
+                             : OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                         prov_error_message());
+    }
+    snprintf(t->oc->cert_serial, sizeof(t->oc->cert_serial), "%s", hex);
+    outcome_set(t->oc, is_new ? "revoked" : "revoked before");
+    return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, NULL);
+}
+
 /* OpenSSL 3.0 has no getter for a PKIStatusInfo's status: its printed form says it. */
 static bool status_is_accepted(const OSSL_CMP_PKISI *si)
 {
@@ -506,14 +571,10 @@ static int cb_genm(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
     int ok = 0;
 
     *out = sk_OSSL_CMP_ITAV_new_null();
-    if (request_station(t, req, t->station, sizeof(t->station), &station) < 0) {
-        snprintf(t->oc->station, sizeof(t->oc->station), "%s", t->station);
-        outcome_set(t->oc, "refused: the protection certificate is not a station of this CA");
-        ERR_raise_data(ERR_LIB_CMP, CMP_R_REQUEST_REJECTED_BY_SERVER,
-                       "the protection certificate is not a station of this CA");
+    if (station_of(t, req, &station) < 0) {
+        ERR_raise_data(ERR_LIB_CMP, CMP_R_REQUEST_REJECTED_BY_SERVER, NOT_A_STATION);
         goto out;
     }
-    snprintf(t->oc->station, sizeof(t->oc->station), "%s", t->station);
     prov_error_clear();
     if (prov_ca_registry_authorize(t->owner->ca->index, t->station, station, NULL, NULL, 0) <
         0) {
@@ -569,7 +630,7 @@ static OSSL_CMP_SRV_CTX *txn_ctx_new(struct prov_cmp_server *srv, struct txn *t)
     OSSL_CMP_CTX *ctx = sctx != NULL ? OSSL_CMP_SRV_CTX_get0_cmp_ctx(sctx) : NULL;
 
     if (ctx == NULL ||
-        !OSSL_CMP_SRV_CTX_init(sctx, t, cb_cert_request, NULL, cb_genm, cb_error,
+        !OSSL_CMP_SRV_CTX_init(sctx, t, cb_cert_request, cb_rr, cb_genm, cb_error,
                                cb_cert_conf, NULL) ||
         !OSSL_CMP_CTX_set1_cert(ctx, srv->signer_cert) ||
         !OSSL_CMP_CTX_set1_pkey(ctx, srv->signer_key) ||

@@ -293,3 +293,33 @@ int prov_ca_registry_retry(struct prov_ca_index *ix, const char *serial, const c
     prov_ca_index_unlock(ix);
     return r;
 }
+
+int prov_ca_registry_cert_owner(struct prov_ca_index *ix, const char *cert_serial, char *serial,
+                                size_t serial_cap, char *by, size_t by_cap)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+    int r = 0;
+
+    prov_ca_index_lock(ix);
+    if (sqlite3_prepare_v2(prov_ca_index_db(ix),
+                           "SELECT serial, issued_by FROM certificate WHERE cert_serial = ?", -1,
+                           &st, NULL) != SQLITE_OK) {
+        r = db_fail(ix, "cannot prepare");
+        prov_ca_index_unlock(ix);
+        return r;
+    }
+    sqlite3_bind_text(st, 1, cert_serial, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        snprintf(serial, serial_cap, "%s", (const char *)sqlite3_column_text(st, 0));
+        snprintf(by, by_cap, "%s", (const char *)sqlite3_column_text(st, 1));
+    } else {
+        r = rc == SQLITE_DONE ? prov_fail(PROV_ERR_POLICY, "certificate %s: not issued by this CA",
+                                          cert_serial)
+                              : db_fail(ix, "cannot read");
+    }
+    sqlite3_finalize(st);
+    prov_ca_index_unlock(ix);
+    return r;
+}

@@ -52,6 +52,13 @@ int prov_ca_registry_refused(struct prov_ca_index *ix, const char *what, const c
 int prov_ca_registry_retry(struct prov_ca_index *ix, const char *serial, const char *issued_by,
                            EVP_PKEY *pub, X509 **out);
 
+/*
+ * The device serial (serial_cap bytes) and issued_by (by_cap) of the certificate cert_serial
+ * (lower-case hex) in the index; PROV_ERR_POLICY when the index has no such certificate.
+ */
+int prov_ca_registry_cert_owner(struct prov_ca_index *ix, const char *cert_serial, char *serial,
+                                size_t serial_cap, char *by, size_t by_cap);
+
 /* Certificates the index holds for lot (the cap counts these). */
 int prov_ca_registry_lot_count(struct prov_ca_index *ix, const char *lot, long long *out);
 

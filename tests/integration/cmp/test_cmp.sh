@@ -10,6 +10,7 @@
 #   issued: a key certified before, a station certificate from another CA, a station this CA
 #   certified but nobody registered, a revoked station, a station with no lot, the lot's cap
 #   reached, a message of a finished transaction sent again, garbage, an oversized body;
+# - rr: a station revokes a certificate it asked for (then on the CRL), not another's;
 # - HTTPS with --tls-cert/--tls-key (genm over TLS; plain HTTP on that port gets nothing);
 # - one log line per request; SIGTERM stops the service cleanly.
 . "$(dirname "$0")/../lib.sh"
@@ -148,6 +149,22 @@ assert_strict_cert "$WORK/SN-00005.crt"
 refused cap STATION-1 SN-00006 'the cap of every lot it may serve is reached'
 assert_eq "$(sql_q "$IT_CA_DIR/index.sqlite" "SELECT count(*) FROM certificate WHERE lot = 'LOT-A'")" \
     4 "LOT-A holds its cap"
+
+# ---- rr: a station revokes what it asked for, not another station's --------------------
+cmp_client rr STATION-1 -cmd rr -oldcert "$WORK/SN-00002.crt" -revreason 1 ||
+    fail "openssl cmp rr: $(tail -n3 "$WORK/log/cmp-rr.log" | tr '\n' ' ')"
+SN2_HEX=$(openssl x509 -in "$WORK/SN-00002.crt" -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f')
+assert_eq "$(sql_q "$IT_CA_DIR/index.sqlite" "SELECT revoked_by FROM revocation
+    WHERE cert_serial = '$SN2_HEX'")" cmp:STATION-1 "rr: the revocation in the CA index"
+if cmp_client rr-other STATION-3 -cmd rr -oldcert "$WORK/SN-00005.crt" -revreason 1; then
+    fail "a station revoked another station's certificate"
+fi
+assert_grep "$WORK/log/cmp-rr-other.log" 'was not issued to station STATION-3' "rr-other: the reason"
+assert_eq "$(sql_q "$IT_CA_DIR/index.sqlite" "SELECT count(*) FROM revocation")" 2 \
+    "rr: revocations (the station's, and SN-00002)"
+prov 0 ca crl
+openssl crl -in "$IT_CA_DIR/intermediate.crl.pem" -noout -text | grep -qi "$SN2_HEX" ||
+    fail "rr: the revoked certificate is not on the CRL"
 
 # ---- garbage and an oversized body ----------------------------------------------------
 head -c 300 /dev/urandom >"$WORK/garbage.bin"
