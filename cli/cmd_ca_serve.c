@@ -34,7 +34,7 @@ static void usage(FILE *f)
             "                            [--tls-cert FILE --tls-key FILE] [--max-body BYTES]\n"
             "                            [--profile NAME]\n\n"
             "Runs the CA service on the host that holds the CA's HSM: CMP (RFC 9483: p10cr,\n"
-            "ir, cr, certConf, genm caCerts, rr) over HTTP (RFC 6712), answers signed by\n"
+            "ir, cr, kur, certConf, genm caCerts, rr) over HTTP (RFC 6712), answers signed by\n"
             "the CMP signer (a key in the CA token, <CA dir>/cmp-signer.crt, made on first\n"
             "start). A request must be signed by a registered station (ca station add) for\n"
             "a lot it serves (ca lot add); the device serial is the CN of the subject asked\n"

@@ -355,6 +355,57 @@ static OSSL_CMP_PKISI *answer_cert(struct txn *t, X509 *cert, STACK_OF(X509) **c
     return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, NULL);
 }
 
+/*
+ * kur: a device renews its own certificate in the field, the request signed with its current
+ * one (which must chain to this CA, be its serial's current certificate in the index and not
+ * be revoked). The new key's certificate supersedes it (a reissue of that serial), under
+ * the service's profile; no lot's cap counts it.
+ */
+static OSSL_CMP_PKISI *key_update(struct txn *t, const OSSL_CMP_MSG *req,
+                                  const OSSL_CRMF_MSG *crm, X509 **cert_out,
+                                  STACK_OF(X509) **chain_out)
+{
+    struct prov_cmp_server *srv = t->owner;
+    struct prov_request rq;
+    X509 *current = NULL;
+    EVP_PKEY *pub = NULL;
+    X509 *cert = NULL;
+    int r;
+
+    if (request_station(t, req, t->station, sizeof(t->station), &current) < 0) {
+        outcome_set(t->oc, "refused: kur: the protection certificate is not this CA's");
+        return rejection(OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                         "kur: the protection certificate is not this CA's");
+    }
+    snprintf(t->station, sizeof(t->station), "kur");
+    snprintf(t->oc->station, sizeof(t->oc->station), "kur");
+    prov_error_clear();
+    r = prov_ca_registry_renewable(srv->ca->index, current, t->serial, sizeof(t->serial));
+    X509_free(current);
+    snprintf(t->oc->serial, sizeof(t->oc->serial), "%s", r == 0 ? t->serial : "-");
+    pub = r == 0 ? template_key(crm) : NULL;
+    if (r == 0 && pub == NULL) {
+        r = prov_fail(PROV_ERR_POLICY, "kur: the certificate template has no public key");
+    }
+    if (r == 0) {
+        memset(&rq, 0, sizeof(rq));
+        rq.serial = t->serial;
+        rq.profile = srv->profile;
+        rq.record.issued_by = "cmp:kur";
+        rq.record.is_reissue = true;
+        prov_error_clear();
+        r = prov_issue_certificate_for_key(srv->cfg, srv->ca, pub, &rq, &cert);
+    }
+    EVP_PKEY_free(pub);
+    if (r < 0) {
+        outcome_set(t->oc, "refused: %s", prov_error_message());
+        return rejection(r == PROV_ERR_POLICY ? OSSL_CMP_PKIFAILUREINFO_notAuthorized
+                                              : fail_bit_of(r),
+                         prov_error_message());
+    }
+    return answer_cert(t, cert, chain_out, cert_out, "renewed");
+}
+
 static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
                                        int cert_req_id, const OSSL_CRMF_MSG *crm,
                                        const X509_REQ *p10cr, X509 **cert_out,
@@ -376,8 +427,7 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
     *cert_out = NULL;
     *chain_out = NULL;
     if (OSSL_CMP_MSG_get_bodytype(req) == BODY_KUR) {
-        outcome_set(t->oc, "refused: kur is not served");
-        return rejection(OSSL_CMP_PKIFAILUREINFO_badRequest, "kur is not served here");
+        return key_update(t, req, crm, cert_out, chain_out);
     }
     if (station_of(t, req, &station) < 0) {
         return rejection(OSSL_CMP_PKIFAILUREINFO_notAuthorized, NOT_A_STATION);

@@ -323,3 +323,46 @@ int prov_ca_registry_cert_owner(struct prov_ca_index *ix, const char *cert_seria
     prov_ca_index_unlock(ix);
     return r;
 }
+
+int prov_ca_registry_renewable(struct prov_ca_index *ix, X509 *cert, char *serial,
+                               size_t serial_cap)
+{
+    char hex[72];
+    char by[80] = "";
+    char why[200] = "";
+    char now[40];
+    long long n = 0;
+    int r;
+
+    cert_serial_hex(cert, hex, sizeof(hex));
+    r = prov_ca_registry_cert_owner(ix, hex, serial, serial_cap, by, sizeof(by));
+    if (r == PROV_ERR_POLICY) {
+        snprintf(why, sizeof(why), "kur: certificate %s is not in the CA index", hex);
+        r = 0;
+    }
+    if (r < 0) {
+        return r;
+    }
+    r = begin(ix);
+    if (r < 0) {
+        return r;
+    }
+    if (why[0] == '\0') {
+        r = query_int(ix,
+                      "SELECT count(*) FROM certificate c WHERE c.cert_serial = ?1 AND"
+                      " c.status IN ('issued', 'delivered') AND NOT EXISTS"
+                      " (SELECT 1 FROM revocation v WHERE v.cert_serial = ?1)",
+                      1, (const char *const[]){hex}, &n);
+        if (r == 0 && n == 0) {
+            snprintf(why, sizeof(why),
+                     "kur: certificate %s of %s is revoked or no longer current", hex, serial);
+        }
+    }
+    if (r == 0 && why[0] != '\0') {
+        prov_ca_index_now_text(now, sizeof(now));
+        r = prov_ca_index_audit_append(ix, now, "refuse", serial, hex, why);
+        r = end(ix, r);
+        return r < 0 ? r : prov_fail(PROV_ERR_POLICY, "%s", why);
+    }
+    return end(ix, r);
+}

@@ -59,6 +59,15 @@ int prov_ca_registry_retry(struct prov_ca_index *ix, const char *serial, const c
 int prov_ca_registry_cert_owner(struct prov_ca_index *ix, const char *cert_serial, char *serial,
                                 size_t serial_cap, char *by, size_t by_cap);
 
+/*
+ * kur: may cert renew itself? It must be a certificate the index holds as its device
+ * serial's current one (issued or delivered: not superseded, not abandoned) with no
+ * revocation; serial (serial_cap bytes) gets that device serial. A refusal is PROV_ERR_POLICY
+ * with the reason and an audit record.
+ */
+int prov_ca_registry_renewable(struct prov_ca_index *ix, X509 *cert, char *serial,
+                               size_t serial_cap);
+
 /* Certificates the index holds for lot (the cap counts these). */
 int prov_ca_registry_lot_count(struct prov_ca_index *ix, const char *lot, long long *out);
 

@@ -11,6 +11,7 @@
 #   certified but nobody registered, a revoked station, a station with no lot, the lot's cap
 #   reached, a message of a finished transaction sent again, garbage, an oversized body;
 # - rr: a station revokes a certificate it asked for (then on the CRL), not another's;
+# - kur: a device renews with its current certificate; a superseded or revoked one cannot;
 # - HTTPS with --tls-cert/--tls-key (genm over TLS; plain HTTP on that port gets nothing);
 # - one log line per request; SIGTERM stops the service cleanly.
 . "$(dirname "$0")/../lib.sh"
@@ -166,6 +167,34 @@ prov 0 ca crl
 openssl crl -in "$IT_CA_DIR/intermediate.crl.pem" -noout -text | grep -qi "$SN2_HEX" ||
     fail "rr: the revoked certificate is not on the CRL"
 
+# ---- kur: a device renews with its current certificate ---------------------------------
+# kur_client NAME OLD NEW: `openssl cmp -cmd kur` signed by the device's OLD certificate and
+# key, for the key NEW ($WORK/NEW.key, made here), the certificate into $WORK/NEW.crt.
+kur_client() {
+    new_key "$3"
+    openssl cmp -server "127.0.0.1:$CMP_PORT" -path /.well-known/cmp -cmd kur \
+        -cert "$WORK/$2.crt" -key "$WORK/$2.key" -newkey "$WORK/$3.key" \
+        -trusted "$IT_CA_DIR/root.crt" -certout "$WORK/$3.crt" -msg_timeout 20 \
+        >"$WORK/log/cmp-$1.log" 2>&1
+}
+before=$(cmp_issued)
+kur_client kur SN-00005 SN-00005-NEW ||
+    fail "openssl cmp kur: $(tail -n3 "$WORK/log/cmp-kur.log" | tr '\n' ' ')"
+assert_strict_cert "$WORK/SN-00005-NEW.crt"
+[ "$(openssl x509 -in "$WORK/SN-00005-NEW.crt" -noout -pubkey)" = \
+    "$(openssl pkey -in "$WORK/SN-00005-NEW.key" -pubout)" ] || fail "kur: not the new key"
+openssl x509 -in "$WORK/SN-00005-NEW.crt" -noout -subject | grep -q 'CN *= *SN-00005' ||
+    fail "kur: the certificate is not for SN-00005"
+assert_eq "$(sql_q "$IT_CA_DIR/index.sqlite" "SELECT group_concat(issued_by || ':' || status, ' ')
+    FROM (SELECT * FROM certificate WHERE serial = 'SN-00005' ORDER BY id)")" \
+    "cmp:STATION-1:superseded cmp:kur:delivered" "kur: the old certificate superseded"
+# the superseded certificate, and a revoked one, renew nothing
+if kur_client kur-old SN-00005 SN-00005-OLD; then fail "a superseded certificate renewed"; fi
+assert_grep "$WORK/log/cmp-kur-old.log" 'no longer current' "kur-old: the reason"
+if kur_client kur-revoked SN-00002 SN-00002-NEW; then fail "a revoked certificate renewed"; fi
+assert_grep "$WORK/log/cmp-kur-revoked.log" 'is revoked' "kur-revoked: the reason"
+assert_eq "$(cmp_issued)" $((before + 1)) "kur: one certificate issued"
+
 # ---- garbage and an oversized body ----------------------------------------------------
 head -c 300 /dev/urandom >"$WORK/garbage.bin"
 code=$(curl -sS -o /dev/null -w '%{http_code}' --data-binary "@$WORK/garbage.bin" \
@@ -179,7 +208,7 @@ assert_eq "$code" 413 "oversized body: HTTP status"
 code=$(curl -sS -o /dev/null -w '%{http_code}' --data-binary "@$WORK/ir.der" \
     -H 'Content-Type: text/plain' "http://127.0.0.1:$CMP_PORT/.well-known/cmp") || fail "curl"
 assert_eq "$code" 415 "wrong Content-Type: HTTP status"
-assert_eq "$(cmp_issued)" $((BEFORE + 4)) "bad bodies: nothing issued"
+assert_eq "$(cmp_issued)" $((BEFORE + 5)) "bad bodies: nothing issued"
 kill -0 "$CMP_PID" || fail "the service died"
 
 # ---- HTTPS: the same service over TLS (--tls-cert, --tls-key) ----------------------------
