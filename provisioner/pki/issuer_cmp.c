@@ -128,6 +128,12 @@ static int fetch_chain(struct cmp_issuer *ci)
         OSSL_CMP_CTX_free(ctx);
         return prov_fail(PROV_ERR_NOMEM, "CMP: out of memory");
     }
+    /*
+     * OpenSSL's HTTP client retries a refused connection until the timeout: a service that
+     * is away is reported after 5 s, not after a request's 30.
+     */
+    OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_MSG_TIMEOUT, 5);
+    OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_TOTAL_TIMEOUT, 10);
     if (!OSSL_CMP_CTX_push0_genm_ITAV(ctx, ask)) {
         OSSL_CMP_ITAV_free(ask);
         OSSL_CMP_CTX_free(ctx);

@@ -8,7 +8,9 @@
 # - every device's certificate passes `openssl verify -x509_strict`; the CA index holds 100
 #   for the lot, each issued by cmp:STATION-B; nothing in the station's config, environment
 #   or files holds the CA PIN;
-# - a second run issues nothing more (the journal resumes, every row done);
+# - the lot's cap (the CA's data) first 10 short: the run stops there (exit 1, the rest
+#   refused), and the same run resumes to the end once the CA's operator raises the cap,
+#   each device issued once;
 # - with the service gone, a new lot's run exits 4 with one line before any device is touched.
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../batch/batch_lib.sh"
@@ -26,7 +28,8 @@ token_init station-b
 prov 0 csr --serial STATION-B --device pkcs11:token=station-b --profile station \
     --out "$WORK/station-b.csr"
 prov 0 ca station add STATION-B --csr "$WORK/station-b.csr" --out "$WORK/station-b.pem"
-prov 0 ca lot add LOT-IT-1 --count "$N" --station STATION-B
+# the lot's cap 10 short first: the run stops there, and resumes once the CA raises it
+prov 0 ca lot add LOT-IT-1 --count $((N - 10)) --station STATION-B
 cmp_serve
 
 # ---- the station: its own directory and config, no [ca] dir, key or PIN ----------------
@@ -63,6 +66,12 @@ EOF2
 export PROVISIONER_CONFIG=$WORK/station/provisioner.cnf
 cd "$WORK/station"
 make_lot lot.csv $((N / 10)) 10
+prov 1 batch lot.csv --no-progress
+assert_eq "$(sql_q "$IT_CA_DIR/index.sqlite" "SELECT count(*) FROM certificate
+    WHERE lot = 'LOT-IT-1'")" $((N - 10)) "the cap holds: the lot issued up to it"
+assert_grep "$CMP_LOG" 'the cap of every lot it may serve is reached' "the refusals are logged"
+(cd "$WORK" && PROVISIONER_CONFIG=$CA_CONFIG prov 0 ca lot add LOT-IT-1 --count "$N" \
+    --station STATION-B)
 prov 0 batch lot.csv --no-progress
 n=0
 for d in devices/SN-*; do
@@ -79,10 +88,8 @@ if env | grep -qF -- "$CA_PIN_VALUE"; then
     fail "the station's environment holds the CA PIN"
 fi
 
-# ---- run again: nothing more issued ----------------------------------------------------
-prov 0 batch lot.csv --no-progress
-assert_eq "$(sql_q "$IT_CA_DIR/index.sqlite" "SELECT count(*) FROM certificate
-    WHERE lot = 'LOT-IT-1'")" "$N" "a second run issues nothing"
+# the resumed run issued only the rest: one issuance per device in the service's log
+assert_eq "$(grep -c 'outcome="issued"' "$CMP_LOG")" "$N" "issuances in the service's log"
 
 # ---- the service gone: exit 4, one line, no device touched -------------------------------
 stop_pid "$CMP_PID"
