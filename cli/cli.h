@@ -154,6 +154,16 @@ int cmd_revoke(int argc, char **argv);
 /* `ca crl` (cmd_ca_crl.c): the command, its options, and the CRL files for `ca show`. */
 int cmd_ca_crl(int argc, char **argv);
 extern const struct option cmd_ca_crl_opts[];
+
+/* `ca serve` (cmd_ca_serve.c): the CA service over CMP, and its options. */
+int cmd_ca_serve(int argc, char **argv);
+extern const struct option cmd_ca_serve_opts[];
+
+/* `ca station add`, `ca lot add` (cmd_ca_registry.c): who may ask the CA service. */
+int cmd_ca_station(int argc, char **argv);
+int cmd_ca_lot(int argc, char **argv);
+extern const struct option cmd_ca_station_opts[];
+extern const struct option cmd_ca_lot_opts[];
 void cmd_ca_usage(FILE *f);
 struct json_object *cli_crls_json(const struct prov_config *cfg);
 void cli_print_crls(struct json_object *crls);

@@ -317,6 +317,15 @@ int cmd_ca(int argc, char **argv)
     if (argc >= 2 && strcmp(argv[1], "crl") == 0) {
         return cmd_ca_crl(argc - 1, argv + 1);
     }
+    if (argc >= 2 && strcmp(argv[1], "serve") == 0) {
+        return cmd_ca_serve(argc - 1, argv + 1);
+    }
+    if (argc >= 2 && strcmp(argv[1], "station") == 0) {
+        return cmd_ca_station(argc - 1, argv + 1);
+    }
+    if (argc >= 2 && strcmp(argv[1], "lot") == 0) {
+        return cmd_ca_lot(argc - 1, argv + 1);
+    }
     if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         cmd_ca_usage(stdout);
         return PROV_EXIT_OK;
@@ -329,5 +338,8 @@ const struct cli_optset cmd_ca_optsets[] = {
     {"ca init", ca_init_opts},
     {"ca show", ca_show_opts},
     {"ca crl", cmd_ca_crl_opts},
+    {"ca serve", cmd_ca_serve_opts},
+    {"ca station", cmd_ca_station_opts},
+    {"ca lot", cmd_ca_lot_opts},
     {NULL, NULL},
 };

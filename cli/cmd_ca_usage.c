@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The help text of `provisioner ca` (init, show, crl): its own file, so that cmd_ca.c and
+ * The help text of `provisioner ca` (init, show, crl, serve, station, lot): its own file, so that cmd_ca.c and
  * cmd_ca_crl.c both print it without calling into each other.
  */
 #include <stdio.h>
@@ -11,7 +11,11 @@ void cmd_ca_usage(FILE *f)
 {
     fprintf(f, "Usage: provisioner ca init [--force] [--strict]\n"
                "       provisioner ca show [--json]\n"
-               "       provisioner ca crl [--json]\n\n"
+               "       provisioner ca crl [--json]\n"
+               "       provisioner ca serve [--listen HOST:PORT] [--path PATH] [--tls-cert FILE\n"
+               "                            --tls-key FILE] [--max-body BYTES] [--profile NAME]\n"
+               "       provisioner ca station add NAME --csr FILE --out FILE [--reissue]\n"
+               "       provisioner ca lot add NAME --count N --station S [--station S...]\n\n"
                "ca init creates the root CA (new, with its key in a PKCS#11 token or an encrypted\n"
                "PEM file, or imported from [ca] root_cert + root_key) and an intermediate CA whose\n"
                "key is generated inside the HSM token named by [ca] intermediate_key. It writes\n"
@@ -28,5 +32,9 @@ void cmd_ca_usage(FILE *f)
                "key (root_crl_days), then writes intermediate.crl, root.crl (DER), their .pem\n"
                "forms and crl-chain.pem (both) into [ca] dir, each atomically. The CA token\n"
                "absent: exit 4, no file changed.\n"
-               "  --json    machine-readable output\n");
+               "  --json    machine-readable output\n\n"
+               "ca serve runs the CA service over CMP on the host that holds the CA token\n"
+               "(doc/ca-service.md; the options: provisioner ca serve --help). ca station add\n"
+               "issues and registers a station's identity certificate (profile \"station\"); ca\n"
+               "lot add registers a lot: its cap and the stations that may issue for it.\n");
 }

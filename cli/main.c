@@ -27,7 +27,7 @@ static const struct {
     const char *help;
 } commands[] = {
     {"ca", cmd_ca, cmd_ca_optsets,
-     "ca init | ca show | ca crl: create the root and the HSM-held intermediate; show them; CRLs"},
+     "ca init|show|crl|serve|station|lot: the root and HSM-held intermediate; CRLs; CMP service"},
     {"enroll", cmd_enroll, cmd_enroll_optsets,
      "one device end to end: key on the device, CSR, issue, storage, proof"},
     {"csr", cmd_csr, cmd_csr_optsets,

@@ -24,7 +24,7 @@
 #include "storage.h"
 
 #define BUSY_TIMEOUT_MS 10000
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 
 /*
  * Schema version 1, created in one transaction with the import of issued-keys. A later
@@ -76,8 +76,24 @@ static const char *const schema_v2 =
     "INSERT INTO meta(name, value) VALUES ('crl_number', '0'), ('root_crl_number', '0');"
     "UPDATE meta SET value = '2' WHERE name = 'schema_version';";
 
+/*
+ * Step 3: who may ask the CA service (ca_registry.c, doc/ca-service.md): the stations, each by
+ * its current identity certificate (whose revocation is in the revocation table like any
+ * other's), and the lots the CA's operator registered: a cap (the CA's own count, never a
+ * station's word) and the stations that may issue for each.
+ */
+static const char *const schema_v3 =
+    "CREATE TABLE station(name TEXT PRIMARY KEY,"
+    " cert_serial TEXT NOT NULL REFERENCES certificate(cert_serial), added_at TEXT NOT NULL);"
+    "CREATE TABLE lot(name TEXT PRIMARY KEY, cap INTEGER NOT NULL CHECK (cap > 0),"
+    " added_at TEXT NOT NULL);"
+    "CREATE TABLE lot_station(lot TEXT NOT NULL REFERENCES lot(name),"
+    " station TEXT NOT NULL REFERENCES station(name), PRIMARY KEY (lot, station));"
+    "CREATE INDEX certificate_by_lot ON certificate(lot) WHERE lot IS NOT NULL;"
+    "UPDATE meta SET value = '3' WHERE name = 'schema_version';";
+
 /* The steps after version 1, in order: schema_steps[i] makes version i + 2. */
-static const char *const schema_steps[] = {schema_v2};
+static const char *const schema_steps[] = {schema_v2, schema_v3};
 
 static const char *const stmt_sql[ST_COUNT] = {
     "SELECT cert_serial, issued_by, lot, issued_at, status, journal FROM certificate"

@@ -4,9 +4,10 @@
 
 /*
  * The CA index's handle (ca_index_handle.c): the open database, its lock file and mutex, the
- * statements ca_index.c keeps, and the accessors the index's other file (ca_index_revoke.c:
- * revocations, CRL numbers, the audit trail) uses. Both index files depend on it and it on
- * neither. Not for callers outside provisioner/pki/ca_index*.c.
+ * statements ca_index.c keeps, and the accessors the index's other files (ca_index_revoke.c:
+ * revocations, CRL numbers, the audit trail; ca_registry.c: stations and lots) use. Those files
+ * depend on it and it on none of them. Not for callers outside provisioner/pki/ca_index*.c and
+ * provisioner/pki/ca_registry.c.
  */
 #include <pthread.h>
 #include <stdbool.h>
@@ -54,5 +55,12 @@ void prov_ca_index_now_text(char *out, size_t cap);
  * audit record. PROV_ERR_JOURNAL; the caller rolls back.
  */
 int prov_ca_index_revoke_superseded(struct prov_ca_index *ix, long long new_id, const char *serial);
+
+/*
+ * Appends one record to the index's hash-chained audit trail (ca_index_revoke.c), inside the
+ * caller's transaction. PROV_ERR_JOURNAL.
+ */
+int prov_ca_index_audit_append(struct prov_ca_index *ix, const char *at, const char *event,
+                               const char *serial, const char *cert_serial, const char *detail);
 
 #endif

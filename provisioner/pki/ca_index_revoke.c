@@ -41,8 +41,8 @@ static void copy_col(sqlite3_stmt *st, int i, char *out, size_t cap)
 }
 
 /* Appends one audit record; inside the caller's transaction. */
-static int audit_append(struct prov_ca_index *ix, const char *at, const char *event,
-                        const char *serial, const char *cert_serial, const char *detail)
+int prov_ca_index_audit_append(struct prov_ca_index *ix, const char *at, const char *event,
+                               const char *serial, const char *cert_serial, const char *detail)
 {
     const char *text[PROV_AUDIT_FIELDS] = {at, event, serial, cert_serial, detail};
     sqlite3_stmt *st = NULL;
@@ -118,7 +118,8 @@ static int insert_revocation(struct prov_ca_index *ix, const struct prov_ca_revo
     snprintf(detail, sizeof(detail), "reason=%s invalidity_date=%s by=%s",
              prov_crl_reason_name(rv->reason),
              rv->invalidity_date[0] ? rv->invalidity_date : "-", rv->revoked_by);
-    return audit_append(ix, rv->revoked_at, "revoke", rv->serial, rv->cert_serial, detail);
+    return prov_ca_index_audit_append(ix, rv->revoked_at, "revoke", rv->serial, rv->cert_serial,
+                                      detail);
 }
 
 /* "0A:1b:..." -> "0a1b...": the index's form of a certificate serial. */

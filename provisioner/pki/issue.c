@@ -248,12 +248,31 @@ static int check_requested_extensions(X509_REQ *req)
     return r;
 }
 
+int prov_issue_check_key(const struct prov_profile *profile, EVP_PKEY *pub,
+                         enum prov_key_type *type_out)
+{
+    enum prov_key_type type = prov_key_type_of(pub);
+    unsigned allowed;
+
+    *type_out = PROV_KEY_NONE;
+    if (type == PROV_KEY_NONE) {
+        return refuse_key(pub, profile->name);
+    }
+    /* A profile that lists nothing allows its own key type only. */
+    allowed = profile->allowed_keys ? profile->allowed_keys : PROV_KEY_BIT(profile->key_type);
+    if (!(allowed & PROV_KEY_BIT(type))) {
+        return prov_fail(PROV_ERR_POLICY, "CSR key %s: not allowed by profile %s",
+                         prov_key_type_name(type), profile->name);
+    }
+    *type_out = type;
+    return 0;
+}
+
 int prov_issue_check_csr(const struct prov_profile *profile, X509_REQ *req,
                          enum prov_key_type *type_out)
 {
     EVP_PKEY *pub;
     enum prov_key_type type;
-    unsigned allowed;
     int r;
 
     if (type_out != NULL) {
@@ -264,15 +283,9 @@ int prov_issue_check_csr(const struct prov_profile *profile, X509_REQ *req,
         return r;
     }
     pub = X509_REQ_get0_pubkey(req);
-    type = prov_key_type_of(pub);
-    if (type == PROV_KEY_NONE) {
-        return refuse_key(pub, profile->name);
-    }
-    /* A profile that lists nothing allows its own key type only. */
-    allowed = profile->allowed_keys ? profile->allowed_keys : PROV_KEY_BIT(profile->key_type);
-    if (!(allowed & PROV_KEY_BIT(type))) {
-        return prov_fail(PROV_ERR_POLICY, "CSR key %s: not allowed by profile %s",
-                         prov_key_type_name(type), profile->name);
+    r = prov_issue_check_key(profile, pub, &type);
+    if (r < 0) {
+        return r;
     }
     r = check_requested_extensions(req);
     if (r < 0) {
@@ -912,11 +925,17 @@ static int check_csr_names(X509_REQ *req, const struct prov_request *rq, X509 *c
     return r;
 }
 
-int prov_issue_certificate(const struct prov_config *cfg, const struct prov_ca *ca,
-                           X509_REQ *req, const struct prov_request *rq, X509 **out)
+/*
+ * The certificate for pub, from a CSR (req, its policy checked) or from a public key whose
+ * possession the caller proved another way (req NULL: the CMP server, which verified the
+ * request's POP, service/cmp_server.c).
+ */
+static int issue_for(const struct prov_config *cfg, const struct prov_ca *ca, EVP_PKEY *pub,
+                     X509_REQ *req, const struct prov_request *rq, X509 **out)
 {
     struct prov_ca_record record;
     enum prov_key_type ca_type;
+    enum prov_key_type type;
     X509_NAME *subject = NULL;
     X509 *cert = NULL;
     const char *why;
@@ -928,7 +947,8 @@ int prov_issue_certificate(const struct prov_config *cfg, const struct prov_ca *
         return prov_fail(PROV_ERR_INTERNAL, "serial %s: issuing without a profile or CA key",
                          rq->serial ? rq->serial : "");
     }
-    r = prov_issue_check_csr(rq->profile, req, NULL);
+    r = req != NULL ? prov_issue_check_csr(rq->profile, req, NULL)
+                    : prov_issue_check_key(rq->profile, pub, &type);
     if (r < 0) {
         return r;
     }
@@ -941,11 +961,11 @@ int prov_issue_certificate(const struct prov_config *cfg, const struct prov_ca *
         r = prov_fail(PROV_ERR_NOMEM, "serial %s: out of memory", rq->serial);
         goto out;
     }
-    r = fill_certificate(cfg, ca, X509_REQ_get0_pubkey(req), subject, rq, cert);
+    r = fill_certificate(cfg, ca, pub, subject, rq, cert);
     if (r < 0) {
         goto out;
     }
-    r = check_csr_names(req, rq, cert);
+    r = req != NULL ? check_csr_names(req, rq, cert) : 0;
     if (r < 0) {
         goto out;
     }
@@ -962,7 +982,7 @@ int prov_issue_certificate(const struct prov_config *cfg, const struct prov_ca *
     record = rq->record;
     record.is_revoke_superseded = record.is_reissue && rq->profile->is_revoke_superseded;
     if (ca->index != NULL) {
-        r = prov_ca_index_begin(ca->index, rq->serial, &record, X509_REQ_get0_pubkey(req));
+        r = prov_ca_index_begin(ca->index, rq->serial, &record, pub);
         if (r < 0) {
             goto out;
         }
@@ -994,6 +1014,18 @@ out:
     X509_NAME_free(subject);
     X509_free(cert);
     return r;
+}
+
+int prov_issue_certificate(const struct prov_config *cfg, const struct prov_ca *ca,
+                           X509_REQ *req, const struct prov_request *rq, X509 **out)
+{
+    return issue_for(cfg, ca, X509_REQ_get0_pubkey(req), req, rq, out);
+}
+
+int prov_issue_certificate_for_key(const struct prov_config *cfg, const struct prov_ca *ca,
+                                   EVP_PKEY *pub, const struct prov_request *rq, X509 **out)
+{
+    return issue_for(cfg, ca, pub, NULL, rq, out);
 }
 
 /* Every profile of a loaded config issues device end entities; frees cfg when not. */

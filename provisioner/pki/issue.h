@@ -67,6 +67,10 @@ int prov_issue_subject(const struct prov_config *cfg, const struct prov_request 
 int prov_issue_check_csr(const struct prov_profile *profile, X509_REQ *req,
                          enum prov_key_type *type_out);
 
+/* The key-type part of prov_issue_check_csr alone, for a key that came without a CSR. */
+int prov_issue_check_key(const struct prov_profile *profile, EVP_PKEY *pub,
+                         enum prov_key_type *type_out);
+
 /*
  * What a profile issues must be a device's end entity that the chain rules accept (the
  * clientAuth leaf of provisioner/pki/chain.c): not a CA, no keyCertSign or cRLSign, keyUsage (if
@@ -100,5 +104,13 @@ int prov_issue_parse_config(const char *buf, size_t len, const char *name, const
  */
 int prov_issue_certificate(const struct prov_config *cfg, const struct prov_ca *ca,
                            X509_REQ *req, const struct prov_request *rq, X509 **out);
+
+/*
+ * The same for a public key that came without a CSR, whose possession the caller has proved
+ * (a CMP ir/cr's proof of possession, verified by OpenSSL's CMP server: service/cmp_server.c):
+ * the profile's key rule, then as prov_issue_certificate.
+ */
+int prov_issue_certificate_for_key(const struct prov_config *cfg, const struct prov_ca *ca,
+                                   EVP_PKEY *pub, const struct prov_request *rq, X509 **out);
 
 #endif

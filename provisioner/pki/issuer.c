@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The issuers behind issuer.h, and the one function that picks one from the config. Today
- * one: the local issuer, the intermediate in a PKCS#11 HSM (ca.c) signing through issue.c,
- * and its CA index (ca_index.c) recording every certificate it signs.
+ * The issuers behind issuer.h, and the one function that picks one from the config: the CA
+ * service over CMP when [ca] url is set (issuer_cmp.c), else the local issuer: the
+ * intermediate in a PKCS#11 HSM (ca.c) signing through issue.c, and its CA index (ca_index.c)
+ * recording every certificate it signs.
  */
 #include "issuer.h"
 
@@ -13,6 +14,7 @@
 #include "ca.h"
 #include "ca_index.h"
 #include "error.h"
+#include "issuer_cmp.h"
 
 struct local_issuer {
     struct prov_issuer base;
@@ -153,6 +155,9 @@ int prov_issuer_open(const struct prov_config *cfg, const struct prov_issuer_opt
     int r;
 
     *out = NULL;
+    if (cfg->ca_url != NULL) {
+        return prov_issuer_cmp_open(cfg, opts != NULL && opts->is_deferred, out);
+    }
     if (opts == NULL || !opts->is_deferred) {
         r = prov_ca_open(cfg, true, &ca);
         if (r < 0) {

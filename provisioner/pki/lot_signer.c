@@ -83,8 +83,8 @@ int prov_lot_signer_uri(const char *ca_key, char **out)
     return 0;
 }
 
-/* CN "<intermediate CN> Lot Signer" (or "Provisioner Lot Signer"), the intermediate's O. */
-static int signer_subject(X509 *issuer, X509_NAME **out)
+/* CN "<intermediate CN> <role>" (or "Provisioner <role>"), the intermediate's O. */
+static int signer_subject(X509 *issuer, const char *role, X509_NAME **out)
 {
     const X509_NAME *in = X509_get_subject_name(issuer);
     X509_NAME *name = X509_NAME_new();
@@ -104,7 +104,7 @@ static int signer_subject(X509 *issuer, X509_NAME **out)
     }
     X509_NAME_get_text_by_NID(in, NID_commonName, cn, sizeof(cn));
     ERR_clear_error();
-    snprintf(full, sizeof(full), "%.200s Lot Signer", cn);
+    snprintf(full, sizeof(full), "%.200s %.40s", cn, role);
     if (!X509_NAME_add_entry_by_NID(name, NID_commonName, MBSTRING_UTF8, (unsigned char *)full,
                                     -1, -1, 0)) {
         goto out;
@@ -121,7 +121,7 @@ out:
  * The certificate for pub, signed by the intermediate in the HSM: valid from now (less the
  * clock skew) until the intermediate's notAfter, CA:false, keyUsage digitalSignature only.
  */
-static int build_cert(const struct prov_ca *ca, EVP_PKEY *pub, X509 **out)
+static int build_cert(const struct prov_ca *ca, EVP_PKEY *pub, const char *role, X509 **out)
 {
     ASN1_INTEGER *serial = NULL;
     X509_NAME *subject = NULL;
@@ -135,7 +135,7 @@ static int build_cert(const struct prov_ca *ca, EVP_PKEY *pub, X509 **out)
     }
     r = prov_serial_random(&serial);
     if (r == 0) {
-        r = signer_subject(ca->cert, &subject);
+        r = signer_subject(ca->cert, role, &subject);
     }
     if (r < 0) {
         goto out;
@@ -146,7 +146,7 @@ static int build_cert(const struct prov_ca *ca, EVP_PKEY *pub, X509 **out)
         !X509_set_pubkey(cert, pub) ||
         !X509_gmtime_adj(X509_getm_notBefore(cert), -CLOCK_SKEW_SECONDS) ||
         !X509_set1_notAfter(cert, X509_get0_notAfter(ca->cert))) {
-        r = prov_fail_ossl(PROV_ERR_CRYPTO, "building the lot signer's certificate");
+        r = prov_fail_ossl(PROV_ERR_CRYPTO, "building the %s's certificate", role);
         goto out;
     }
     X509V3_set_ctx(&ctx, ca->cert, cert, NULL, NULL, 0);
@@ -165,24 +165,43 @@ out:
     return r;
 }
 
-/* Signs cert with the intermediate's key and records it in the CA index in one transaction. */
-static int issue_recorded(const struct prov_ca *ca, bool force, X509 *cert)
+static const struct prov_ca_signer_names lot_signer_names = {
+    .role = "Lot Signer",
+    .label = PROV_LOT_SIGNER_LABEL,
+    .index_name = PROV_LOT_SIGNER_INDEX_NAME,
+    .issued_by = "lot signer",
+};
+
+int prov_ca_signer_issue(const struct prov_ca *ca, EVP_PKEY *pub,
+                         const struct prov_ca_signer_names *names, bool is_reissue, X509 **out)
 {
-    struct prov_ca_record rec = {.issued_by = "lot signer", .is_reissue = force};
+    struct prov_ca_record rec = {.issued_by = names->issued_by, .is_reissue = is_reissue};
+    X509 *cert = NULL;
     int r;
 
-    r = prov_ca_index_begin(ca->index, PROV_LOT_SIGNER_INDEX_NAME, &rec, X509_get0_pubkey(cert));
+    *out = NULL;
+    r = build_cert(ca, pub, names->role, &cert);
+    if (r == 0) {
+        r = prov_ca_index_begin(ca->index, names->index_name, &rec, pub);
+    }
     if (r < 0) {
+        X509_free(cert);
         return r;
     }
     if (X509_sign(cert, ca->key, prov_key_type_digest(ca->hsm_key->type)) <= 0) {
-        r = prov_fail_ossl(PROV_ERR_CRYPTO, "lot signer certificate: signing failed");
+        r = prov_fail_ossl(PROV_ERR_CRYPTO, "%s certificate: signing failed", names->role);
         r = prov_error_code() < 0 ? prov_error_code() : r;
         prov_ca_index_abort(ca->index);
+        X509_free(cert);
         return r;
     }
-    return prov_ca_index_record(ca->index, PROV_LOT_SIGNER_INDEX_NAME, &rec, PROV_LOT_SIGNER_LABEL,
-                                cert, ca->cert);
+    r = prov_ca_index_record(ca->index, names->index_name, &rec, names->label, cert, ca->cert);
+    if (r < 0) {
+        X509_free(cert);
+        return r;
+    }
+    *out = cert;
+    return 0;
 }
 
 static int write_cert(const char *ca_dir, X509 *cert)
@@ -285,10 +304,7 @@ int prov_lot_signer_create(const struct prov_config *cfg, bool force, X509 **out
         goto out;
     }
     is_generated = true;
-    r = build_cert(ca, key->pub, &cert);
-    if (r == 0) {
-        r = issue_recorded(ca, force, cert);
-    }
+    r = prov_ca_signer_issue(ca, key->pub, &lot_signer_names, force, &cert);
     if (r == 0) {
         r = ca->dev->ops->store_certificate(ca->dev, key, cert);
     }

@@ -32,6 +32,29 @@
 int prov_lot_signer_uri(const char *ca_key, char **out);
 
 /*
+ * How the CA's own signers (this lot signer; the CA service's CMP signer,
+ * service/cmp_signer.c) are named: CN "<intermediate CN> <role>", the label of their key,
+ * the name the CA index records them under (with ':', which no device serial has) and its
+ * issued_by.
+ */
+struct prov_ca_signer_names {
+    const char *role;
+    const char *label;
+    const char *index_name;
+    const char *issued_by;
+};
+
+/*
+ * A signer's certificate for pub, issued by the open CA (ca with its key): valid from now
+ * (less the clock skew) until the intermediate's notAfter, CA:false, keyUsage
+ * digitalSignature only; recorded in the CA index under names->index_name in one transaction
+ * with its signing (is_reissue: supersedes the one recorded there). Not yet delivered.
+ */
+struct prov_ca;
+int prov_ca_signer_issue(const struct prov_ca *ca, EVP_PKEY *pub,
+                         const struct prov_ca_signer_names *names, bool is_reissue, X509 **out);
+
+/*
  * Creates the lot signer on the CA host: opens the CA with its key (prov_ca_open), generates
  * the key inside the CA token (sensitive, non-extractable, signing only), issues its
  * certificate with the intermediate (recorded in the CA index first), stores it on the token

@@ -29,7 +29,8 @@ static const char *const provisioner_keys[] = {
 static const char *const ca_keys[] = {
     "dir", "intermediate_key", "pin", "intermediate_key_type", "intermediate_subject",
     "intermediate_days", "root_config", "root_key", "root_key_pass", "root_cert",
-    "root_key_type", "root_days", "crl_days", "root_crl_days", NULL,
+    "root_key_type", "root_days", "crl_days", "root_crl_days", "url", "station_cert",
+    "station_key", "station_pin", NULL,
 };
 
 static const char *const profile_keys[] = {
@@ -565,8 +566,21 @@ static int read_ca(struct prov_config *cfg)
         (r = get_key_type(&s, "root_key_type", &cfg->root_key_type)) < 0 ||
         (r = get_days(&s, "root_days", &cfg->root_days)) < 0 ||
         (r = get_days(&s, "crl_days", &cfg->crl_days)) < 0 ||
-        (r = get_days(&s, "root_crl_days", &cfg->root_crl_days)) < 0) {
+        (r = get_days(&s, "root_crl_days", &cfg->root_crl_days)) < 0 ||
+        (r = get_string(&s, "url", &cfg->ca_url)) < 0 ||
+        (r = get_path(&s, "station_cert", &cfg->station_cert)) < 0 ||
+        (r = get_string(&s, "station_key", &cfg->station_key)) < 0 ||
+        (r = get_pin_source(&s, "station_pin", &cfg->station_pin)) < 0) {
         return r;
+    }
+    if (cfg->ca_url != NULL && strncmp(cfg->ca_url, "cmp://", 6) != 0) {
+        return prov_fail(PROV_ERR_CONFIG, "%s: [ca] url \"%s\": expected cmp://HOST:PORT/PATH",
+                         cfg->path, cfg->ca_url);
+    }
+    if (cfg->ca_url != NULL && (cfg->station_cert == NULL || cfg->station_key == NULL ||
+                                cfg->root_cert == NULL)) {
+        return prov_fail(PROV_ERR_CONFIG,
+                         "%s: [ca] url needs station_cert, station_key and root_cert", cfg->path);
     }
     key = cfg->ca_key;
     if (key != NULL && strncmp(key, "pkcs11:", 7) != 0) {
@@ -1041,6 +1055,10 @@ void prov_config_free(struct prov_config *cfg)
     free(cfg->root_key);
     free(cfg->root_key_pass);
     free(cfg->root_cert);
+    free(cfg->ca_url);
+    free(cfg->station_cert);
+    free(cfg->station_key);
+    free(cfg->station_pin);
     for (size_t i = 0; i < cfg->n_profiles; i++) {
         profile_clear(&cfg->profiles[i]);
     }

@@ -87,11 +87,17 @@ struct prov_config {
                                    NULL: the [req] section of this file */
     char *root_key;             /* root_key = pkcs11:... | file:PATH (encrypted PEM) */
     char *root_key_pass;        /* root_key_pass = PIN/passphrase source for root_key */
-    char *root_cert;            /* root_cert = FILE: import an existing root (with root_key) */
+    char *root_cert;            /* root_cert = FILE: import an existing root (with root_key);
+                                   with url: the root the service must chain to */
     enum prov_key_type root_key_type; /* root_key_type = ec-p384 */
     int root_days;              /* root_days = 7300 */
     int crl_days;               /* crl_days = 7: the intermediate's CRL nextUpdate */
     int root_crl_days;          /* root_crl_days = 90: the root's CRL nextUpdate */
+    /* A station that issues through the CA service (doc/ca-service.md) instead of a CA token: */
+    char *ca_url;               /* url = cmp://HOST:PORT/PATH */
+    char *station_cert;         /* station_cert = FILE: the station's identity certificate */
+    char *station_key;          /* station_key = pkcs11:... its key, in the station's token */
+    char *station_pin;          /* station_pin = PIN source for that token */
 
     struct prov_profile *profiles;
     size_t n_profiles;

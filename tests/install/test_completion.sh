@@ -49,7 +49,7 @@ while read -r c; do
     expect_same "options offered for '$c' vs provisioner $c --help" "offered-$c.s" "help-$c"
 done <commands
 complete_words ca "" >offered-ca-sub
-printf 'crl\ninit\nshow\n' >want-ca-sub
+printf 'crl\ninit\nlot\nserve\nshow\nstation\n' >want-ca-sub
 expect_same "subcommands of ca" offered-ca-sub want-ca-sub
 # a global option before the command does not confuse it
 complete_words -v --config x.cnf ca "" >offered-ca-sub2

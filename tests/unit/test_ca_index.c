@@ -146,7 +146,7 @@ static void test_created_private_with_schema(void **state)
     snprintf(path, sizeof(path), "%s/index.sqlite", f->dir);
     assert_int_equal(stat(path, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0600);
-    assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'schema_version'"), "2");
+    assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'schema_version'"), "3");
     assert_string_equal(query(f, "PRAGMA journal_mode"), "wal");
     prov_ca_index_close(ix);
     /* a second open finds the schema and changes nothing */
@@ -411,7 +411,7 @@ static void test_newer_schema_refused(void **state)
     prov_ca_index_close(ix);
     snprintf(path, sizeof(path), "%s/index.sqlite", f->dir);
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "UPDATE meta SET value = '3' WHERE name = "
+    assert_int_equal(sqlite3_exec(db, "UPDATE meta SET value = '4' WHERE name = "
                                       "'schema_version'", NULL, NULL, NULL),
                      SQLITE_OK);
     sqlite3_close(db);
@@ -419,7 +419,7 @@ static void test_newer_schema_refused(void **state)
     prov_error_clear();
     assert_int_equal(prov_ca_index_open(f->dir, &ix), PROV_ERR_JOURNAL);
     assert_null(ix);
-    assert_message("schema version 3", "index.sqlite");
+    assert_message("schema version 4", "index.sqlite");
 }
 
 static int count_rows(struct fixture *f, const char *table)
@@ -536,7 +536,10 @@ static void test_reissue_revokes_superseded(void **state)
     prov_ca_index_close(ix);
 }
 
-/* An index of schema version 1 (before revocations) gets step 2 on open, its rows kept. */
+/*
+ * An index of schema version 1 (before revocations and the CA service's stations and lots)
+ * gets steps 2 and 3 on open, its rows kept.
+ */
 static void test_upgrade_from_v1(void **state)
 {
     struct fixture *f = *state;
@@ -550,14 +553,16 @@ static void test_upgrade_from_v1(void **state)
     prov_ca_index_close(ix);
     snprintf(path, sizeof(path), "%s/index.sqlite", f->dir);
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "DROP TABLE revocation; DROP TABLE audit;"
+    assert_int_equal(sqlite3_exec(db, "DROP TABLE lot_station; DROP TABLE lot; DROP TABLE station;"
+                                      " DROP INDEX certificate_by_lot;"
+                                      " DROP TABLE revocation; DROP TABLE audit;"
                                       " DELETE FROM meta WHERE name LIKE '%crl_number';"
                                       " UPDATE meta SET value = '1' WHERE name = 'schema_version'",
                                   NULL, NULL, NULL),
                      SQLITE_OK);
     sqlite3_close(db);
     ix = open_index(f);
-    assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'schema_version'"), "2");
+    assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'schema_version'"), "3");
     assert_int_equal(count_rows(f, "certificate"), 1);
     assert_int_equal(count_rows(f, "revocation"), 0);
     assert_int_equal(prov_ca_index_next_crl_number(ix, "crl_number", &number), 0);

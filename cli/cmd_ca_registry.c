@@ -1,0 +1,229 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * `ca station add` and `ca lot add`: who may ask the CA service (doc/ca-service.md), kept in
+ * the CA index (provisioner/pki/ca_registry.h).
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ca.h"
+#include "ca_registry.h"
+#include "chain.h"
+#include "cli.h"
+#include "csr.h"
+#include "durable.h"
+#include "error.h"
+
+#define STATION_PROFILE "station"
+#define LOT_MAX_STATIONS 64
+
+const struct option cmd_ca_station_opts[] = {
+    {"csr", required_argument, NULL, 'c'},
+    {"out", required_argument, NULL, 'o'},
+    {"reissue", no_argument, NULL, 'r'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+const struct option cmd_ca_lot_opts[] = {
+    {"count", required_argument, NULL, 'n'},
+    {"station", required_argument, NULL, 's'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+static void station_usage(FILE *f)
+{
+    fprintf(f, "Usage: provisioner ca station add NAME --csr FILE --out FILE [--reissue]\n\n"
+               "Issues station NAME's identity certificate under the profile \"station\" from a\n"
+               "CSR made on the station's own token (provisioner csr --profile station), and\n"
+               "registers it: the CA service accepts requests signed with it. FILE receives the\n"
+               "certificate then the CA chain. --reissue replaces the station's certificate.\n");
+}
+
+static void lot_usage(FILE *f)
+{
+    fprintf(f, "Usage: provisioner ca lot add NAME --count N --station S [--station S...]\n\n"
+               "Registers lot NAME with the CA service: at most N certificates (counted by the\n"
+               "CA), issued only for the stations named (registered with ca station add).\n");
+}
+
+/* The station's certificate: issued under the station profile, then registered. */
+static int station_issue(const struct prov_config *cfg, const char *name, X509_REQ *req,
+                         bool is_reissue, const char *out_path)
+{
+    struct prov_request rq;
+    struct prov_ca *ca = NULL;
+    STACK_OF(X509) *bundle = NULL;
+    X509 *cert = NULL;
+    char *pem = NULL;
+    size_t pem_len = 0;
+    int r;
+
+    memset(&rq, 0, sizeof(rq));
+    rq.serial = name;
+    rq.profile = prov_config_profile(cfg, STATION_PROFILE);
+    rq.record.issued_by = "ca station";
+    rq.record.is_reissue = is_reissue;
+    if (rq.profile == NULL) {
+        return prov_fail(PROV_ERR_CONFIG, "%s: no [profile_" STATION_PROFILE "] section",
+                         cfg->path);
+    }
+    r = prov_ca_open(cfg, true, &ca);
+    if (r == 0) {
+        r = prov_issue_certificate(cfg, ca, req, &rq, &cert);
+    }
+    if (r == 0) {
+        bundle = sk_X509_dup(ca->chain);
+        r = bundle != NULL && sk_X509_unshift(bundle, cert) ? 0 : PROV_ERR_NOMEM;
+    }
+    if (r == 0) {
+        r = prov_chain_to_pem(bundle, &pem, &pem_len);
+    }
+    if (r == 0) {
+        r = prov_atomic_write_file(out_path, pem, pem_len, 0644);
+    }
+    if (r == 0) {
+        r = prov_ca_registry_station_add(ca->index, name, cert);
+    }
+    if (r == 0) {
+        r = prov_ca_index_delivered(ca->index, cert);
+    }
+    free(pem);
+    sk_X509_free(bundle);
+    X509_free(cert);
+    prov_ca_close(ca);
+    return r;
+}
+
+static int station_add(int argc, char **argv)
+{
+    struct prov_config *cfg = NULL;
+    const char *csr_path = NULL;
+    const char *out_path = NULL;
+    bool is_reissue = false;
+    X509_REQ *req = NULL;
+    int c;
+    int rc;
+    int r;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", cmd_ca_station_opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': csr_path = optarg; break;
+        case 'o': out_path = optarg; break;
+        case 'r': is_reissue = true; break;
+        case 'h': station_usage(stdout); return PROV_EXIT_OK;
+        default: station_usage(stderr); return PROV_EXIT_USAGE;
+        }
+    }
+    if (optind + 1 != argc || csr_path == NULL || out_path == NULL) {
+        fprintf(stderr, "provisioner: ca station add: NAME, --csr and --out are required\n");
+        return PROV_EXIT_USAGE;
+    }
+    if (!prov_serial_is_valid(argv[optind])) {
+        fprintf(stderr, "provisioner: station \"%s\": must match " PROV_SERIAL_RULE "\n",
+                argv[optind]);
+        return PROV_EXIT_USAGE;
+    }
+    rc = cli_load_config(&cfg);
+    if (rc != 0) {
+        return rc;
+    }
+    prov_error_clear();
+    r = prov_storage_check_output_file(out_path, "--out");
+    if (r == 0) {
+        r = prov_csr_read(csr_path, &req);
+    }
+    if (r == 0) {
+        r = station_issue(cfg, argv[optind], req, is_reissue, out_path);
+    }
+    if (r < 0) {
+        rc = cli_fail(r, argv[optind]);
+    } else {
+        printf("station %s registered: %s\n", argv[optind], out_path);
+        rc = PROV_EXIT_OK;
+    }
+    X509_REQ_free(req);
+    prov_config_free(cfg);
+    return rc;
+}
+
+static int lot_add(int argc, char **argv)
+{
+    const char *stations[LOT_MAX_STATIONS];
+    struct prov_ca_index *ix = NULL;
+    struct prov_config *cfg = NULL;
+    size_t n = 0;
+    long long count = 0;
+    char *end = NULL;
+    int c;
+    int rc;
+    int r;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", cmd_ca_lot_opts, NULL)) != -1) {
+        switch (c) {
+        case 'n':
+            count = strtoll(optarg, &end, 10);
+            if (*optarg == '\0' || *end != '\0' || count < 1 || count > 100000000) {
+                fprintf(stderr, "provisioner: ca lot add: --count %s: not 1 to 100000000\n",
+                        optarg);
+                return PROV_EXIT_USAGE;
+            }
+            break;
+        case 's':
+            if (n == LOT_MAX_STATIONS) {
+                fprintf(stderr, "provisioner: ca lot add: more than %d --station\n",
+                        LOT_MAX_STATIONS);
+                return PROV_EXIT_USAGE;
+            }
+            stations[n++] = optarg;
+            break;
+        case 'h': lot_usage(stdout); return PROV_EXIT_OK;
+        default: lot_usage(stderr); return PROV_EXIT_USAGE;
+        }
+    }
+    if (optind + 1 != argc || count == 0 || n == 0) {
+        fprintf(stderr, "provisioner: ca lot add: NAME, --count and --station are required\n");
+        return PROV_EXIT_USAGE;
+    }
+    rc = cli_load_config(&cfg);
+    if (rc != 0) {
+        return rc;
+    }
+    prov_error_clear();
+    r = prov_ca_index_open(cfg->ca_dir, &ix);
+    if (r == 0) {
+        r = prov_ca_registry_lot_add(ix, argv[optind], count, stations, n);
+    }
+    if (r < 0) {
+        rc = cli_fail(r, argv[optind]);
+    } else {
+        printf("lot %s registered: cap %lld, %zu station(s)\n", argv[optind], count, n);
+        rc = PROV_EXIT_OK;
+    }
+    prov_ca_index_close(ix);
+    prov_config_free(cfg);
+    return rc;
+}
+
+int cmd_ca_station(int argc, char **argv)
+{
+    if (argc >= 2 && strcmp(argv[1], "add") == 0) {
+        return station_add(argc - 1, argv + 1);
+    }
+    station_usage(argc >= 2 && strcmp(argv[1], "--help") == 0 ? stdout : stderr);
+    return argc >= 2 && strcmp(argv[1], "--help") == 0 ? PROV_EXIT_OK : PROV_EXIT_USAGE;
+}
+
+int cmd_ca_lot(int argc, char **argv)
+{
+    if (argc >= 2 && strcmp(argv[1], "add") == 0) {
+        return lot_add(argc - 1, argv + 1);
+    }
+    lot_usage(argc >= 2 && strcmp(argv[1], "--help") == 0 ? stdout : stderr);
+    return argc >= 2 && strcmp(argv[1], "--help") == 0 ? PROV_EXIT_OK : PROV_EXIT_USAGE;
+}

@@ -1,0 +1,368 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Stations and lots of the CA service in the CA index (ca_registry.h). */
+#include "ca_registry.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ca_index_handle.h"
+#include "error.h"
+#include "hex.h"
+
+static int db_fail(struct prov_ca_index *ix, const char *what)
+{
+    return prov_fail(PROV_ERR_JOURNAL, "CA index %s: %s: %s", prov_ca_index_path(ix), what,
+                     sqlite3_errmsg(prov_ca_index_db(ix)));
+}
+
+/*
+ * One statement with text parameters, stepped once: out (when not NULL) gets the first column
+ * of its first row as a number, 0 when there is no row.
+ */
+static int query_int(struct prov_ca_index *ix, const char *sql, int n, const char *const *args,
+                     long long *out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+
+    if (out != NULL) {
+        *out = 0;
+    }
+    if (sqlite3_prepare_v2(prov_ca_index_db(ix), sql, -1, &st, NULL) != SQLITE_OK) {
+        return db_fail(ix, "cannot prepare");
+    }
+    for (int i = 0; i < n; i++) {
+        sqlite3_bind_text(st, i + 1, args[i], -1, SQLITE_STATIC);
+    }
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW && out != NULL) {
+        *out = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_fail(ix, "cannot read or write");
+}
+
+static int exec_text(struct prov_ca_index *ix, const char *sql, int n, const char *const *args)
+{
+    return query_int(ix, sql, n, args, NULL);
+}
+
+static int begin(struct prov_ca_index *ix)
+{
+    prov_ca_index_lock(ix);
+    if (sqlite3_exec(prov_ca_index_db(ix), "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+        int r = db_fail(ix, "cannot begin a transaction");
+
+        prov_ca_index_unlock(ix);
+        return r;
+    }
+    return 0;
+}
+
+static int end(struct prov_ca_index *ix, int r)
+{
+    if (r == 0 && sqlite3_exec(prov_ca_index_db(ix), "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        r = db_fail(ix, "cannot commit");
+    }
+    if (r < 0) {
+        sqlite3_exec(prov_ca_index_db(ix), "ROLLBACK", NULL, NULL, NULL);
+    }
+    prov_ca_index_unlock(ix);
+    return r;
+}
+
+static void cert_serial_hex(X509 *cert, char *out, size_t cap)
+{
+    const ASN1_INTEGER *sn = X509_get0_serialNumber(cert);
+    size_t n = (size_t)ASN1_STRING_length(sn);
+
+    out[0] = '\0';
+    if (n * 2 < cap) {
+        prov_hex_encode(ASN1_STRING_get0_data(sn), n, out);
+    }
+}
+
+int prov_ca_registry_station_add(struct prov_ca_index *ix, const char *name, X509 *cert)
+{
+    char hex[72];
+    char now[40];
+    int r;
+
+    cert_serial_hex(cert, hex, sizeof(hex));
+    prov_ca_index_now_text(now, sizeof(now));
+    r = begin(ix);
+    if (r < 0) {
+        return r;
+    }
+    r = exec_text(ix,
+                  "INSERT INTO station(name, cert_serial, added_at) VALUES (?1, ?2, ?3)"
+                  " ON CONFLICT(name) DO UPDATE SET cert_serial = ?2, added_at = ?3",
+                  3, (const char *const[]){name, hex, now});
+    if (r == 0) {
+        r = prov_ca_index_audit_append(ix, now, "station", name, hex, "registered");
+    }
+    return end(ix, r);
+}
+
+int prov_ca_registry_lot_add(struct prov_ca_index *ix, const char *name, long long cap,
+                             const char *const *stations, size_t n_stations)
+{
+    char now[40];
+    char cap_text[32];
+    char detail[256];
+    long long known = 0;
+    int r;
+
+    prov_ca_index_now_text(now, sizeof(now));
+    snprintf(cap_text, sizeof(cap_text), "%lld", cap);
+    r = begin(ix);
+    if (r < 0) {
+        return r;
+    }
+    r = exec_text(ix,
+                  "INSERT INTO lot(name, cap, added_at) VALUES (?1, CAST(?2 AS INTEGER), ?3)"
+                  " ON CONFLICT(name) DO UPDATE SET cap = CAST(?2 AS INTEGER)",
+                  3, (const char *const[]){name, cap_text, now});
+    if (r == 0) {
+        r = exec_text(ix, "DELETE FROM lot_station WHERE lot = ?", 1, (const char *const[]){name});
+    }
+    for (size_t i = 0; i < n_stations && r == 0; i++) {
+        r = query_int(ix, "SELECT count(*) FROM station WHERE name = ?", 1,
+                      (const char *const[]){stations[i]}, &known);
+        if (r == 0 && known == 0) {
+            r = prov_fail(PROV_ERR_USAGE,
+                          "station %s: not registered (provisioner ca station add %s)",
+                          stations[i], stations[i]);
+        }
+        if (r == 0) {
+            r = exec_text(ix, "INSERT OR IGNORE INTO lot_station(lot, station) VALUES (?, ?)", 2,
+                          (const char *const[]){name, stations[i]});
+        }
+    }
+    snprintf(detail, sizeof(detail), "registered, cap %lld, %zu station(s)", cap, n_stations);
+    if (r == 0) {
+        r = prov_ca_index_audit_append(ix, now, "lot", name, "", detail);
+    }
+    return end(ix, r);
+}
+
+int prov_ca_registry_lot_count(struct prov_ca_index *ix, const char *lot, long long *out)
+{
+    int r;
+
+    prov_ca_index_lock(ix);
+    r = query_int(ix, "SELECT count(*) FROM certificate WHERE lot = ?", 1,
+                  (const char *const[]){lot}, out);
+    prov_ca_index_unlock(ix);
+    return r;
+}
+
+/* The reason a station may not issue now, or "" when it may; lot gets the lot it issues for. */
+static int check_station(struct prov_ca_index *ix, const char *name, const char *hex,
+                         const char *serial, char *why, size_t why_cap, char *lot,
+                         size_t lot_cap)
+{
+    sqlite3_stmt *st = NULL;
+    long long n = 0;
+    bool any_lot = false;
+    int rc;
+    int r;
+
+    why[0] = '\0';
+    r = query_int(ix, "SELECT count(*) FROM station WHERE name = ?1 AND cert_serial = ?2", 2,
+                  (const char *const[]){name, hex}, &n);
+    if (r == 0 && n == 0) {
+        r = query_int(ix, "SELECT count(*) FROM station WHERE name = ?", 1,
+                      (const char *const[]){name}, &n);
+        snprintf(why, why_cap, n == 0 ? "station %s is not registered"
+                                      : "station %s: not its registered certificate", name);
+        return r;
+    }
+    if (r == 0) {
+        r = query_int(ix, "SELECT count(*) FROM revocation WHERE cert_serial = ?", 1,
+                      (const char *const[]){hex}, &n);
+    }
+    if (r == 0 && n > 0) {
+        snprintf(why, why_cap, "station %s: its certificate %s is revoked", name, hex);
+        return 0;
+    }
+    if (r < 0 || serial == NULL) {
+        return r;
+    }
+    if (sqlite3_prepare_v2(prov_ca_index_db(ix),
+                           "SELECT l.name, l.cap, (SELECT count(*) FROM certificate c"
+                           " WHERE c.lot = l.name) FROM lot l JOIN lot_station s"
+                           " ON s.lot = l.name WHERE s.station = ? ORDER BY l.added_at, l.name",
+                           -1, &st, NULL) != SQLITE_OK) {
+        return db_fail(ix, "cannot prepare");
+    }
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    lot[0] = '\0';
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        any_lot = true;
+        if (sqlite3_column_int64(st, 2) < sqlite3_column_int64(st, 1)) {
+            snprintf(lot, lot_cap, "%s", (const char *)sqlite3_column_text(st, 0));
+            break;
+        }
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        return db_fail(ix, "cannot read the lots");
+    }
+    if (lot[0] == '\0') {
+        snprintf(why, why_cap,
+                 any_lot ? "station %s: the cap of every lot it may serve is reached"
+                         : "station %s: no lot it may serve is registered",
+                 name);
+    }
+    return 0;
+}
+
+int prov_ca_registry_authorize(struct prov_ca_index *ix, const char *name, X509 *cert,
+                               const char *serial, char *lot, size_t cap)
+{
+    char hex[72];
+    char why[256];
+    char now[40];
+    int r;
+
+    cert_serial_hex(cert, hex, sizeof(hex));
+    r = begin(ix);
+    if (r < 0) {
+        return r;
+    }
+    r = check_station(ix, name, hex, serial, why, sizeof(why), lot, cap);
+    if (r == 0 && why[0] != '\0') {
+        prov_ca_index_now_text(now, sizeof(now));
+        r = prov_ca_index_audit_append(ix, now, "refuse", serial != NULL ? serial : "", hex, why);
+        r = end(ix, r);
+        return r < 0 ? r : prov_fail(PROV_ERR_POLICY, "%s", why);
+    }
+    return end(ix, r);
+}
+
+int prov_ca_registry_refused(struct prov_ca_index *ix, const char *what, const char *why)
+{
+    char now[40];
+    int r = begin(ix);
+
+    if (r < 0) {
+        return r;
+    }
+    prov_ca_index_now_text(now, sizeof(now));
+    return end(ix, prov_ca_index_audit_append(ix, now, "refuse", what, "", why));
+}
+
+int prov_ca_registry_retry(struct prov_ca_index *ix, const char *serial, const char *issued_by,
+                           EVP_PKEY *pub, X509 **out)
+{
+    sqlite3_stmt *st = NULL;
+    char spki[65];
+    int rc;
+    int r;
+
+    *out = NULL;
+    r = prov_ca_index_spki_sha256(pub, spki);
+    if (r < 0) {
+        return r;
+    }
+    prov_ca_index_lock(ix);
+    if (sqlite3_prepare_v2(prov_ca_index_db(ix),
+                           "SELECT der FROM certificate WHERE pubkey_sha256 = ? AND serial = ?"
+                           " AND issued_by = ? AND status IN ('issued', 'delivered')",
+                           -1, &st, NULL) != SQLITE_OK) {
+        r = db_fail(ix, "cannot prepare");
+        prov_ca_index_unlock(ix);
+        return r;
+    }
+    sqlite3_bind_text(st, 1, spki, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, serial, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, issued_by, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW && sqlite3_column_bytes(st, 0) > 0) {
+        const unsigned char *p = sqlite3_column_blob(st, 0);
+
+        *out = d2i_X509(NULL, &p, sqlite3_column_bytes(st, 0));
+        r = *out != NULL ? 0 : prov_fail(PROV_ERR_JOURNAL, "CA index %s: a certificate of %s "
+                                         "cannot be read", prov_ca_index_path(ix), serial);
+    } else if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        r = db_fail(ix, "cannot read");
+    }
+    sqlite3_finalize(st);
+    prov_ca_index_unlock(ix);
+    return r;
+}
+
+int prov_ca_registry_cert_owner(struct prov_ca_index *ix, const char *cert_serial, char *serial,
+                                size_t serial_cap, char *by, size_t by_cap)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+    int r = 0;
+
+    prov_ca_index_lock(ix);
+    if (sqlite3_prepare_v2(prov_ca_index_db(ix),
+                           "SELECT serial, issued_by FROM certificate WHERE cert_serial = ?", -1,
+                           &st, NULL) != SQLITE_OK) {
+        r = db_fail(ix, "cannot prepare");
+        prov_ca_index_unlock(ix);
+        return r;
+    }
+    sqlite3_bind_text(st, 1, cert_serial, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        snprintf(serial, serial_cap, "%s", (const char *)sqlite3_column_text(st, 0));
+        snprintf(by, by_cap, "%s", (const char *)sqlite3_column_text(st, 1));
+    } else {
+        r = rc == SQLITE_DONE ? prov_fail(PROV_ERR_POLICY, "certificate %s: not issued by this CA",
+                                          cert_serial)
+                              : db_fail(ix, "cannot read");
+    }
+    sqlite3_finalize(st);
+    prov_ca_index_unlock(ix);
+    return r;
+}
+
+int prov_ca_registry_renewable(struct prov_ca_index *ix, X509 *cert, char *serial,
+                               size_t serial_cap)
+{
+    char hex[72];
+    char by[80] = "";
+    char why[200] = "";
+    char now[40];
+    long long n = 0;
+    int r;
+
+    cert_serial_hex(cert, hex, sizeof(hex));
+    r = prov_ca_registry_cert_owner(ix, hex, serial, serial_cap, by, sizeof(by));
+    if (r == PROV_ERR_POLICY) {
+        snprintf(why, sizeof(why), "kur: certificate %s is not in the CA index", hex);
+        r = 0;
+    }
+    if (r < 0) {
+        return r;
+    }
+    r = begin(ix);
+    if (r < 0) {
+        return r;
+    }
+    if (why[0] == '\0') {
+        r = query_int(ix,
+                      "SELECT count(*) FROM certificate c WHERE c.cert_serial = ?1 AND"
+                      " c.status IN ('issued', 'delivered') AND NOT EXISTS"
+                      " (SELECT 1 FROM revocation v WHERE v.cert_serial = ?1)",
+                      1, (const char *const[]){hex}, &n);
+        if (r == 0 && n == 0) {
+            snprintf(why, sizeof(why),
+                     "kur: certificate %s of %s is revoked or no longer current", hex, serial);
+        }
+    }
+    if (r == 0 && why[0] != '\0') {
+        prov_ca_index_now_text(now, sizeof(now));
+        r = prov_ca_index_audit_append(ix, now, "refuse", serial, hex, why);
+        r = end(ix, r);
+        return r < 0 ? r : prov_fail(PROV_ERR_POLICY, "%s", why);
+    }
+    return end(ix, r);
+}

@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef PROV_CMP_ASN1_H
+#define PROV_CMP_ASN1_H
+
+#include <openssl/asn1.h>
+#include <openssl/cmp.h>
+#include <openssl/x509.h>
+
+/*
+ * The CMP types OpenSSL 3.0 has no helper for, made with OpenSSL's own ASN.1 templates (no
+ * hand-written DER), for the CA service (service/cmp_server.c) and its client
+ * (provisioner/pki/issuer_cmp.c): the caCerts general message of RFC 9483 section 4.3.1; and
+ * two small helpers both sides use.
+ */
+
+/* id-it-caCerts: its value is SEQUENCE SIZE (1..MAX) OF CMPCertificate. */
+#define PROV_CMP_OID_CACERTS "1.3.6.1.5.5.7.4.17"
+
+/* An ITAV id-it-caCerts carrying certs (copied), or NULL. */
+OSSL_CMP_ITAV *prov_cmp_cacerts_itav(STACK_OF(X509) *certs);
+
+/* The certificates of an id-it-caCerts ITAV (the caller frees them), or NULL. */
+STACK_OF(X509) *prov_cmp_cacerts_of(const OSSL_CMP_ITAV *itav);
+
+/* Whether itav is an id-it-caCerts. */
+int prov_cmp_is_cacerts(const OSSL_CMP_ITAV *itav);
+
+/*
+ * A CMP context's log callback that drops OpenSSL's own lines: the service and the station
+ * say what happened in their one line (OSSL_CMP_CTX_set_log_cb).
+ */
+int prov_cmp_log_nothing(const char *func, const char *file, int line, OSSL_CMP_severity level,
+                         const char *msg);
+
+/* The first certificate of a PEM file, or NULL (missing, unreadable, none). */
+X509 *prov_cmp_read_cert(const char *path);
+
+#endif

@@ -1,0 +1,330 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The CMP issuer behind issuer.h: a station that has no CA token asks the CA service
+ * (`provisioner ca serve`, doc/ca-service.md) over CMP, [ca] url = cmp://HOST:PORT/PATH. Its
+ * requests are signed by the station's identity key in the station's own token (station_key,
+ * station_pin) and carry its certificate (station_cert); the service's answers must chain to
+ * root_cert. Each certificate is a p10cr of the device's CSR, confirmed (certConf) by OpenSSL's
+ * client before it comes back. The CA index is the service's: nothing is recorded here.
+ */
+#include "issuer_cmp.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/cmp.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+
+#include "backend.h"
+#include "cmp_asn1.h"
+#include "device.h"
+#include "error.h"
+#include "signer.h"
+
+struct cmp_issuer {
+    struct prov_issuer base;
+    char host[256];
+    int port;
+    char path[256];
+    X509 *station_cert;
+    X509 *root;
+    X509_STORE *trust;
+    struct prov_device *dev; /* the station's token */
+    struct prov_key *key;
+    EVP_PKEY *pkey;
+    STACK_OF(X509) *chain;   /* from the service's caCerts: intermediate then root */
+    pthread_mutex_t lock;    /* one request at a time: one token session */
+};
+
+static struct cmp_issuer *cmp_of(struct prov_issuer *is)
+{
+    return (struct cmp_issuer *)is;
+}
+
+/* cmp://HOST:PORT/PATH */
+static int parse_url(const char *url, struct cmp_issuer *ci)
+{
+    const char *hp = url + strlen("cmp://");
+    const char *slash = strchr(hp, '/');
+    const char *colon;
+    char *end = NULL;
+    long port;
+
+    if (slash == NULL) {
+        slash = hp + strlen(hp);
+    }
+    colon = memchr(hp, ':', (size_t)(slash - hp));
+    if (colon == NULL || colon == hp || (size_t)(colon - hp) >= sizeof(ci->host) ||
+        strlen(slash) >= sizeof(ci->path)) {
+        return prov_fail(PROV_ERR_CONFIG, "[ca] url \"%s\": expected cmp://HOST:PORT/PATH", url);
+    }
+    port = strtol(colon + 1, &end, 10);
+    if (end != slash || port < 1 || port > 65535) {
+        return prov_fail(PROV_ERR_CONFIG, "[ca] url \"%s\": the port is not 1 to 65535", url);
+    }
+    memcpy(ci->host, hp, (size_t)(colon - hp));
+    ci->host[colon - hp] = '\0';
+    ci->port = (int)port;
+    snprintf(ci->path, sizeof(ci->path), "%s", *slash ? slash : "/.well-known/cmp");
+    return 0;
+}
+
+/* A client context for one transaction (OpenSSL's client keeps no connection across them). */
+static OSSL_CMP_CTX *client_ctx(struct cmp_issuer *ci)
+{
+    OSSL_CMP_CTX *ctx = OSSL_CMP_CTX_new(NULL, NULL);
+
+    if (ctx == NULL || !OSSL_CMP_CTX_set1_server(ctx, ci->host) ||
+        !OSSL_CMP_CTX_set_serverPort(ctx, ci->port) ||
+        !OSSL_CMP_CTX_set1_serverPath(ctx, ci->path) ||
+        !OSSL_CMP_CTX_set1_cert(ctx, ci->station_cert) ||
+        !OSSL_CMP_CTX_set1_pkey(ctx, ci->pkey) || !X509_STORE_up_ref(ci->trust)) {
+        OSSL_CMP_CTX_free(ctx);
+        return NULL;
+    }
+    OSSL_CMP_CTX_set0_trustedStore(ctx, ci->trust);
+    OSSL_CMP_CTX_set_log_cb(ctx, prov_cmp_log_nothing);
+    OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_MSG_TIMEOUT, 30);
+    OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_TOTAL_TIMEOUT, 60);
+    return ctx;
+}
+
+/*
+ * What went wrong in a transaction: the service's refusal (its PKIStatusInfo text) is
+ * PROV_ERR_POLICY, a service that cannot be reached or answered nothing is PROV_ERR_NOT_FOUND.
+ */
+static int transaction_failed(struct cmp_issuer *ci, OSSL_CMP_CTX *ctx, const char *what)
+{
+    char text[512];
+    unsigned long e = ERR_peek_last_error();
+    const char *reason = e != 0 ? ERR_reason_error_string(e) : NULL;
+
+    ERR_clear_error();
+    if (OSSL_CMP_CTX_get_status(ctx) >= 0 &&
+        OSSL_CMP_CTX_snprint_PKIStatus(ctx, text, sizeof(text)) != NULL) {
+        return prov_fail(PROV_ERR_POLICY, "CA service cmp://%s:%d%s refused %s: %s", ci->host,
+                         ci->port, ci->path, what, text);
+    }
+    return prov_fail(PROV_ERR_NOT_FOUND, "CA service cmp://%s:%d%s: %s: %s", ci->host, ci->port,
+                     ci->path, what, reason != NULL ? reason : "no answer");
+}
+
+/* genm caCerts: the chain, checked against root_cert. */
+static int fetch_chain(struct cmp_issuer *ci)
+{
+    OSSL_CMP_CTX *ctx = client_ctx(ci);
+    STACK_OF(OSSL_CMP_ITAV) *itavs = NULL;
+    OSSL_CMP_ITAV *ask = NULL;
+    STACK_OF(X509) *certs = NULL;
+    X509_STORE_CTX *vc = NULL;
+    ASN1_OBJECT *oid = OBJ_txt2obj(PROV_CMP_OID_CACERTS, 1);
+    int r;
+
+    if (ctx == NULL || oid == NULL || (ask = OSSL_CMP_ITAV_create(oid, NULL)) == NULL) {
+        ASN1_OBJECT_free(oid);
+        OSSL_CMP_CTX_free(ctx);
+        return prov_fail(PROV_ERR_NOMEM, "CMP: out of memory");
+    }
+    /*
+     * OpenSSL's HTTP client retries a refused connection until the timeout: a service that
+     * is away is reported after 5 s, not after a request's 30.
+     */
+    OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_MSG_TIMEOUT, 5);
+    OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_TOTAL_TIMEOUT, 10);
+    if (!OSSL_CMP_CTX_push0_genm_ITAV(ctx, ask)) {
+        OSSL_CMP_ITAV_free(ask);
+        OSSL_CMP_CTX_free(ctx);
+        return prov_fail(PROV_ERR_NOMEM, "CMP: out of memory");
+    }
+    itavs = OSSL_CMP_exec_GENM_ses(ctx);
+    if (itavs == NULL) {
+        r = transaction_failed(ci, ctx, "genm caCerts");
+        OSSL_CMP_CTX_free(ctx);
+        return r;
+    }
+    for (int i = 0; i < sk_OSSL_CMP_ITAV_num(itavs) && certs == NULL; i++) {
+        certs = prov_cmp_cacerts_of(sk_OSSL_CMP_ITAV_value(itavs, i));
+    }
+    sk_OSSL_CMP_ITAV_pop_free(itavs, OSSL_CMP_ITAV_free);
+    OSSL_CMP_CTX_free(ctx);
+    r = prov_fail(PROV_ERR_VERIFY, "CA service cmp://%s:%d%s: its caCerts do not chain to %s",
+                  ci->host, ci->port, ci->path, ci->base.cfg->root_cert);
+    vc = X509_STORE_CTX_new();
+    if (certs != NULL && sk_X509_num(certs) >= 2 && vc != NULL &&
+        X509_cmp(sk_X509_value(certs, sk_X509_num(certs) - 1), ci->root) == 0 &&
+        X509_STORE_CTX_init(vc, ci->trust, sk_X509_value(certs, 0), certs) &&
+        X509_verify_cert(vc) == 1) {
+        prov_error_clear();
+        ci->chain = certs;
+        certs = NULL;
+        r = 0;
+    }
+    ERR_clear_error();
+    X509_STORE_CTX_free(vc);
+    sk_X509_pop_free(certs, X509_free);
+    return r;
+}
+
+static int cmp_check_device(struct prov_issuer *is, const char *uri, struct prov_device *dev)
+{
+    (void)is;
+    (void)uri;
+    (void)dev;
+    return 0; /* no CA token on this host */
+}
+
+static int cmp_check(struct prov_issuer *is, const struct prov_request *rq, X509_REQ *req)
+{
+    (void)is;
+    /* The CSR policy here too, so that a bad CSR does not go out; the service applies it again. */
+    return req != NULL ? prov_issue_check_csr(rq->profile, req, NULL) : 0;
+}
+
+static int cmp_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_request *rq,
+                     X509 **out)
+{
+    struct cmp_issuer *ci = cmp_of(is);
+    OSSL_CMP_CTX *ctx;
+    X509 *cert = NULL;
+    char what[96];
+    int r;
+
+    *out = NULL;
+    r = cmp_check(is, rq, req);
+    if (r < 0) {
+        return r;
+    }
+    if (ci->chain == NULL) {
+        return prov_fail(PROV_ERR_INTERNAL, "CMP issuer used before it was opened");
+    }
+    snprintf(what, sizeof(what), "the certificate of %s", rq->serial);
+    pthread_mutex_lock(&ci->lock);
+    ctx = client_ctx(ci);
+    if (ctx == NULL || !OSSL_CMP_CTX_set1_p10CSR(ctx, req)) {
+        r = prov_fail(PROV_ERR_NOMEM, "CMP: out of memory");
+    } else {
+        cert = OSSL_CMP_exec_certreq(ctx, OSSL_CMP_P10CR, NULL);
+        r = cert != NULL ? 0 : transaction_failed(ci, ctx, what);
+        if (cert != NULL && !X509_up_ref(cert)) {
+            cert = NULL;
+            r = prov_fail(PROV_ERR_NOMEM, "CMP: out of memory");
+        }
+    }
+    OSSL_CMP_CTX_free(ctx);
+    pthread_mutex_unlock(&ci->lock);
+    if (r == 0 && (X509_check_issued(sk_X509_value(ci->chain, 0), cert) != X509_V_OK ||
+                   EVP_PKEY_eq(X509_get0_pubkey(cert), X509_REQ_get0_pubkey(req)) != 1)) {
+        r = prov_fail(PROV_ERR_VERIFY, "CA service: %s is not for the CSR's key or not issued "
+                      "by its intermediate", what);
+    }
+    if (r < 0) {
+        X509_free(cert);
+        return r;
+    }
+    *out = cert;
+    return 0;
+}
+
+static STACK_OF(X509) *cmp_chain(struct prov_issuer *is)
+{
+    return cmp_of(is)->chain;
+}
+
+static int cmp_delivered(struct prov_issuer *is, X509 *cert)
+{
+    (void)is;
+    (void)cert;
+    return 0; /* the service recorded it delivered at its certConf */
+}
+
+static struct prov_ca_index *cmp_record(struct prov_issuer *is)
+{
+    (void)is;
+    return NULL;
+}
+
+static void cmp_close(struct prov_issuer *is)
+{
+    struct cmp_issuer *ci = cmp_of(is);
+
+    EVP_PKEY_free(ci->pkey);
+    prov_key_free(ci->key);
+    prov_device_close(ci->dev);
+    X509_free(ci->station_cert);
+    X509_free(ci->root);
+    X509_STORE_free(ci->trust);
+    sk_X509_pop_free(ci->chain, X509_free);
+    pthread_mutex_destroy(&ci->lock);
+    free(ci);
+}
+
+static const struct prov_issuer_ops cmp_ops = {
+    .name = "cmp",
+    .check_device = cmp_check_device,
+    .check = cmp_check,
+    .issue = cmp_issue,
+    .chain = cmp_chain,
+    .delivered = cmp_delivered,
+    .record = cmp_record,
+    .close = cmp_close,
+};
+
+int prov_issuer_cmp_open(const struct prov_config *cfg, bool is_deferred,
+                         struct prov_issuer **out)
+{
+    struct cmp_issuer *ci = calloc(1, sizeof(*ci));
+    int r;
+
+    *out = NULL;
+    if (ci == NULL) {
+        return prov_fail(PROV_ERR_NOMEM, "issuer: out of memory");
+    }
+    ci->base.ops = &cmp_ops;
+    ci->base.cfg = cfg;
+    pthread_mutex_init(&ci->lock, NULL);
+    r = parse_url(cfg->ca_url, ci);
+    if (r == 0 && is_deferred) {
+        /* csr and install only ask check_device: nothing to open */
+        *out = &ci->base;
+        return 0;
+    }
+    if (r == 0) {
+        ci->station_cert = prov_cmp_read_cert(cfg->station_cert);
+        ci->root = prov_cmp_read_cert(cfg->root_cert);
+        ci->trust = X509_STORE_new();
+        if (ci->station_cert == NULL || ci->root == NULL) {
+            r = prov_fail(PROV_ERR_INPUT, "[ca] %s %s: not a PEM certificate",
+                          ci->station_cert == NULL ? "station_cert" : "root_cert",
+                          ci->station_cert == NULL ? cfg->station_cert : cfg->root_cert);
+        } else if (ci->trust == NULL || !X509_STORE_add_cert(ci->trust, ci->root)) {
+            r = prov_fail(PROV_ERR_NOMEM, "issuer: out of memory");
+        }
+    }
+    if (r == 0) {
+        r = prov_device_open_login(cfg, cfg->station_key, cfg->station_pin, "station PIN", false,
+                                   &ci->dev);
+    }
+    if (r == 0) {
+        r = ci->dev->ops->find_key(ci->dev, cfg->station_key, &ci->key);
+    }
+    if (r == 0 && EVP_PKEY_eq(ci->key->pub, X509_get0_pubkey(ci->station_cert)) != 1) {
+        r = prov_fail(PROV_ERR_CONFIG, "[ca] station_key %s does not match station_cert %s",
+                      cfg->station_key, cfg->station_cert);
+    }
+    if (r == 0) {
+        r = prov_signer_pkey(ci->key, &ci->pkey);
+    }
+    if (r == 0) {
+        /* Before anything else: a service that does not answer stops the run here (exit 4). */
+        r = fetch_chain(ci);
+    }
+    if (r < 0) {
+        cmp_close(&ci->base);
+        return r;
+    }
+    *out = &ci->base;
+    return 0;
+}

@@ -1,0 +1,967 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * CMP over OpenSSL's server (cmp_server.h): a table of transactions, one OSSL_CMP_SRV_CTX per
+ * open one, and the callbacks that reach the issue path (provisioner/pki/issue.c).
+ */
+#include "cmp_server.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/asn1t.h>
+#include <openssl/cmp.h>
+#include <openssl/cmperr.h>
+#include <openssl/crmf.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+#include "ca_index.h"
+#include "ca_registry.h"
+#include "cmp_asn1.h"
+#include "error.h"
+#include "hex.h"
+
+#define NOT_VERIFIED "refused: the message does not verify or is not served"
+
+/* Finished transactions remembered for the replay check; the oldest go first beyond this. */
+#define FINISHED_MAX 100000
+/* RFC 9483 section 3.1: a transactionID of 128 bits; OpenSSL's client sends 16 bytes. */
+#define TID_MIN 16
+#define TID_MAX 64
+
+/*
+ * The CertTemplate of RFC 4211 as far as its public key: OpenSSL 3.0 has no getter for
+ * publicKey, so the template is re-read (i2d, then d2i) into this mirror of its ASN.1 type.
+ */
+typedef struct {
+    ASN1_TIME *not_before;
+    ASN1_TIME *not_after;
+} TMPL_VALIDITY;
+
+ASN1_SEQUENCE(TMPL_VALIDITY) = {
+    ASN1_EXP_OPT(TMPL_VALIDITY, not_before, ASN1_TIME, 0),
+    ASN1_EXP_OPT(TMPL_VALIDITY, not_after, ASN1_TIME, 1),
+} static_ASN1_SEQUENCE_END(TMPL_VALIDITY)
+
+typedef struct {
+    ASN1_INTEGER *version;
+    ASN1_INTEGER *serial;
+    X509_ALGOR *signing_alg;
+    X509_NAME *issuer;
+    TMPL_VALIDITY *validity;
+    X509_NAME *subject;
+    X509_PUBKEY *public_key;
+    ASN1_BIT_STRING *issuer_uid;
+    ASN1_BIT_STRING *subject_uid;
+    STACK_OF(X509_EXTENSION) *extensions;
+} TMPL_MIRROR;
+
+ASN1_SEQUENCE(TMPL_MIRROR) = {
+    ASN1_IMP_OPT(TMPL_MIRROR, version, ASN1_INTEGER, 0),
+    ASN1_IMP_OPT(TMPL_MIRROR, serial, ASN1_INTEGER, 1),
+    ASN1_IMP_OPT(TMPL_MIRROR, signing_alg, X509_ALGOR, 2),
+    ASN1_EXP_OPT(TMPL_MIRROR, issuer, X509_NAME, 3),
+    ASN1_IMP_OPT(TMPL_MIRROR, validity, TMPL_VALIDITY, 4),
+    ASN1_EXP_OPT(TMPL_MIRROR, subject, X509_NAME, 5),
+    ASN1_IMP_OPT(TMPL_MIRROR, public_key, X509_PUBKEY, 6),
+    ASN1_IMP_OPT(TMPL_MIRROR, issuer_uid, ASN1_BIT_STRING, 7),
+    ASN1_IMP_OPT(TMPL_MIRROR, subject_uid, ASN1_BIT_STRING, 8),
+    ASN1_IMP_SEQUENCE_OF_OPT(TMPL_MIRROR, extensions, X509_EXTENSION, 9),
+} static_ASN1_SEQUENCE_END(TMPL_MIRROR)
+
+
+/*
+ * PKIMessage (RFC 4210 section 5.1) as far as its extraCerts: OpenSSL 3.0's server keeps them
+ * to itself, so the message is re-read into this mirror (header and body left undecoded).
+ */
+typedef struct {
+    ASN1_TYPE *header;
+    ASN1_TYPE *body;
+    ASN1_BIT_STRING *protection;
+    STACK_OF(X509) *extra_certs;
+} MSG_MIRROR;
+
+ASN1_SEQUENCE(MSG_MIRROR) = {
+    ASN1_SIMPLE(MSG_MIRROR, header, ASN1_ANY),
+    ASN1_SIMPLE(MSG_MIRROR, body, ASN1_ANY),
+    ASN1_EXP_OPT(MSG_MIRROR, protection, ASN1_BIT_STRING, 0),
+    ASN1_EXP_SEQUENCE_OF_OPT(MSG_MIRROR, extra_certs, X509, 1),
+} static_ASN1_SEQUENCE_END(MSG_MIRROR)
+
+/* PKIBody choices (RFC 4210 section 5.1.2): OpenSSL 3.0 keeps its names for them internal. */
+enum {
+    BODY_IR = 0,
+    BODY_IP = 1,
+    BODY_CR = 2,
+    BODY_CP = 3,
+    BODY_P10CR = 4,
+    BODY_KUR = 7,
+    BODY_KUP = 8,
+    BODY_RR = 11,
+    BODY_RP = 12,
+    BODY_PKICONF = 19,
+    BODY_GENM = 21,
+    BODY_GENP = 22,
+    BODY_ERROR = 23,
+    BODY_CERTCONF = 24,
+    BODY_POLLREQ = 25,
+};
+
+static void x509s_free(STACK_OF(X509) *sk)
+{
+    sk_X509_pop_free(sk, X509_free);
+}
+
+struct txn {
+    struct txn *next;
+    unsigned char id[TID_MAX];
+    size_t id_len;
+    OSSL_CMP_SRV_CTX *ctx; /* NULL once finished */
+    time_t last;           /* last message (open) or when it finished */
+    X509 *issued;          /* the certificate answered, until its certConf */
+    char station[65];
+    char serial[65];
+    struct prov_cmp_server *owner;
+    struct prov_cmp_outcome *oc; /* the outcome of the message being handled */
+};
+
+struct prov_cmp_server {
+    const struct prov_config *cfg;
+    struct prov_ca *ca;
+    X509 *signer_cert;
+    EVP_PKEY *signer_key;
+    const struct prov_profile *profile;
+    int timeout_s;
+    X509_STORE *trust;       /* the root: a station's certificate must chain to it */
+    STACK_OF(X509) *chain;   /* intermediate(s) then root, sent with every answer */
+    struct txn *txns;        /* newest first */
+    size_t n_open;
+    size_t n_finished;
+};
+
+static void outcome_set(struct prov_cmp_outcome *oc, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void outcome_set(struct prov_cmp_outcome *oc, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(oc->result, sizeof(oc->result), fmt, ap);
+    va_end(ap);
+}
+
+static const char *body_name(int type)
+{
+    switch (type) {
+    case BODY_IR: return "ir";
+    case BODY_CR: return "cr";
+    case BODY_P10CR: return "p10cr";
+    case BODY_KUR: return "kur";
+    case BODY_RR: return "rr";
+    case BODY_GENM: return "genm";
+    case BODY_CERTCONF: return "certConf";
+    case BODY_POLLREQ: return "pollReq";
+    case BODY_ERROR: return "error";
+    default: return "other";
+    }
+}
+
+static bool starts_transaction(int type)
+{
+    switch (type) {
+    case BODY_IR:
+    case BODY_CR:
+    case BODY_P10CR:
+    case BODY_KUR:
+    case BODY_RR:
+    case BODY_GENM:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* The CN of name into out ("-" when there is none or it is not printable). */
+static void name_cn(const X509_NAME *name, char *out, size_t cap)
+{
+    int i = name != NULL ? X509_NAME_get_index_by_NID(name, NID_commonName, -1) : -1;
+    const ASN1_STRING *v;
+    int n;
+
+    snprintf(out, cap, "-");
+    if (i < 0) {
+        return;
+    }
+    v = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i));
+    n = ASN1_STRING_length(v);
+    if (n <= 0 || (size_t)n >= cap) {
+        return;
+    }
+    for (int k = 0; k < n; k++) {
+        unsigned char c = ASN1_STRING_get0_data(v)[k];
+
+        if (c < 0x21 || c > 0x7e) {
+            return;
+        }
+    }
+    memcpy(out, ASN1_STRING_get0_data(v), (size_t)n);
+    out[n] = '\0';
+}
+
+static OSSL_CMP_PKISI *rejection(int fail_bit, const char *text)
+{
+    return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << fail_bit, text);
+}
+
+/* The extraCerts of msg (NULL when none), owned by the caller. */
+static STACK_OF(X509) *message_extra_certs(const OSSL_CMP_MSG *msg)
+{
+    unsigned char *der = NULL;
+    const unsigned char *p;
+    int len = i2d_OSSL_CMP_MSG(msg, &der);
+    MSG_MIRROR *m = NULL;
+    STACK_OF(X509) *certs = NULL;
+
+    p = der;
+    if (len > 0) {
+        m = (MSG_MIRROR *)ASN1_item_d2i(NULL, &p, len, ASN1_ITEM_rptr(MSG_MIRROR));
+    }
+    if (m != NULL) {
+        certs = m->extra_certs;
+        m->extra_certs = NULL;
+    }
+    ASN1_item_free((ASN1_VALUE *)m, ASN1_ITEM_rptr(MSG_MIRROR));
+    OPENSSL_free(der);
+    return certs;
+}
+
+/*
+ * The station that signed req: the first certificate of its extraCerts (RFC 9483 section
+ * 3.1: the protection certificate comes first), which must verify the protection itself and
+ * chain to this CA's root. OpenSSL has checked that some certificate of the message does;
+ * this pins it to the one whose name is recorded.
+ */
+static int request_station(struct txn *t, const OSSL_CMP_MSG *req, char *name, size_t cap,
+                           X509 **cert_out)
+{
+    STACK_OF(X509) *extra = message_extra_certs(req);
+    X509 *signer = sk_X509_value(extra, 0);
+    OSSL_CMP_CTX *check = NULL;
+    X509_STORE_CTX *vc = NULL;
+    int r = PROV_ERR_VERIFY;
+
+    snprintf(name, cap, "-");
+    *cert_out = NULL;
+    if (signer == NULL) {
+        goto out;
+    }
+    check = OSSL_CMP_CTX_new(NULL, NULL);
+    vc = X509_STORE_CTX_new();
+    if (check == NULL || vc == NULL || !OSSL_CMP_CTX_set1_srvCert(check, signer) ||
+        OSSL_CMP_validate_msg(check, req) != 1) {
+        goto out;
+    }
+    if (!X509_STORE_CTX_init(vc, t->owner->trust, signer, t->owner->chain) ||
+        X509_verify_cert(vc) != 1) {
+        goto out;
+    }
+    name_cn(X509_get_subject_name(signer), name, cap);
+    r = strcmp(name, "-") != 0 && X509_up_ref(signer) ? 0 : PROV_ERR_VERIFY;
+    *cert_out = r == 0 ? signer : NULL;
+out:
+    ERR_clear_error();
+    X509_STORE_CTX_free(vc);
+    OSSL_CMP_CTX_free(check);
+    x509s_free(extra);
+    return r;
+}
+
+#define NOT_A_STATION "the protection certificate is not a station of this CA"
+
+/* request_station for a callback: the station's name into the outcome, or the refusal. */
+static int station_of(struct txn *t, const OSSL_CMP_MSG *req, X509 **station)
+{
+    int r = request_station(t, req, t->station, sizeof(t->station), station);
+
+    snprintf(t->oc->station, sizeof(t->oc->station), "%s", t->station);
+    if (r < 0) {
+        outcome_set(t->oc, "refused: " NOT_A_STATION);
+    }
+    return r;
+}
+
+/* The public key and subject an ir/cr asks for (a CRMF CertTemplate). */
+static EVP_PKEY *template_key(const OSSL_CRMF_MSG *crm)
+{
+    OSSL_CRMF_CERTTEMPLATE *tmpl = OSSL_CRMF_MSG_get0_tmpl(crm);
+    unsigned char *der = NULL;
+    const unsigned char *p;
+    TMPL_MIRROR *m = NULL;
+    EVP_PKEY *pub = NULL;
+    int len = tmpl != NULL ? i2d_OSSL_CRMF_CERTTEMPLATE(tmpl, &der) : -1;
+
+    p = der;
+    if (len > 0) {
+        m = (TMPL_MIRROR *)ASN1_item_d2i(NULL, &p, len, ASN1_ITEM_rptr(TMPL_MIRROR));
+    }
+    if (m != NULL && m->public_key != NULL) {
+        pub = X509_PUBKEY_get(m->public_key);
+    }
+    ASN1_item_free((ASN1_VALUE *)m, ASN1_ITEM_rptr(TMPL_MIRROR));
+    OPENSSL_free(der);
+    return pub;
+}
+
+/* The PKIFailureInfo bit for a refusal of the issue path. */
+static int fail_bit_of(int err)
+{
+    switch (err) {
+    case PROV_ERR_POLICY: return OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
+    case PROV_ERR_ALREADY_ISSUED: return OSSL_CMP_PKIFAILUREINFO_duplicateCertReq;
+    case PROV_ERR_DEVICE_REMOVED:
+    case PROV_ERR_DEVICE:
+    case PROV_ERR_NOT_FOUND: return OSSL_CMP_PKIFAILUREINFO_systemUnavail;
+    default: return OSSL_CMP_PKIFAILUREINFO_systemFailure;
+    }
+}
+
+/* The answer with cert (taken over): the chain goes along, certConf is awaited. */
+static OSSL_CMP_PKISI *answer_cert(struct txn *t, X509 *cert, STACK_OF(X509) **chain_out,
+                                   X509 **cert_out, const char *outcome)
+{
+    ASN1_INTEGER *sn = X509_get_serialNumber(cert);
+
+    *chain_out = X509_chain_up_ref(t->owner->chain);
+    if (*chain_out == NULL || !X509_up_ref(cert)) {
+        x509s_free(*chain_out);
+        *chain_out = NULL;
+        X509_free(cert);
+        outcome_set(t->oc, "failed: out of memory");
+        return rejection(OSSL_CMP_PKIFAILUREINFO_systemFailure, "out of memory");
+    }
+    X509_free(t->issued);
+    t->issued = cert;
+    *cert_out = cert;
+    if ((size_t)ASN1_STRING_length(sn) * 2 < sizeof(t->oc->cert_serial)) {
+        prov_hex_encode(ASN1_STRING_get0_data(sn), (size_t)ASN1_STRING_length(sn),
+                        t->oc->cert_serial);
+    }
+    outcome_set(t->oc, "%s", outcome);
+    return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, NULL);
+}
+
+/*
+ * kur: a device renews its own certificate in the field, the request signed with its current
+ * one (which must chain to this CA, be its serial's current certificate in the index and not
+ * be revoked). The new key's certificate supersedes it (a reissue of that serial), under
+ * the service's profile; no lot's cap counts it.
+ */
+static OSSL_CMP_PKISI *key_update(struct txn *t, const OSSL_CMP_MSG *req,
+                                  const OSSL_CRMF_MSG *crm, X509 **cert_out,
+                                  STACK_OF(X509) **chain_out)
+{
+    struct prov_cmp_server *srv = t->owner;
+    struct prov_request rq;
+    X509 *current = NULL;
+    EVP_PKEY *pub = NULL;
+    X509 *cert = NULL;
+    int r;
+
+    if (request_station(t, req, t->station, sizeof(t->station), &current) < 0) {
+        outcome_set(t->oc, "refused: kur: the protection certificate is not this CA's");
+        return rejection(OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                         "kur: the protection certificate is not this CA's");
+    }
+    snprintf(t->station, sizeof(t->station), "kur");
+    snprintf(t->oc->station, sizeof(t->oc->station), "kur");
+    prov_error_clear();
+    r = prov_ca_registry_renewable(srv->ca->index, current, t->serial, sizeof(t->serial));
+    X509_free(current);
+    snprintf(t->oc->serial, sizeof(t->oc->serial), "%s", r == 0 ? t->serial : "-");
+    pub = r == 0 ? template_key(crm) : NULL;
+    if (r == 0 && pub == NULL) {
+        r = prov_fail(PROV_ERR_POLICY, "kur: the certificate template has no public key");
+    }
+    if (r == 0) {
+        memset(&rq, 0, sizeof(rq));
+        rq.serial = t->serial;
+        rq.profile = srv->profile;
+        rq.record.issued_by = "cmp:kur";
+        rq.record.is_reissue = true;
+        prov_error_clear();
+        r = prov_issue_certificate_for_key(srv->cfg, srv->ca, pub, &rq, &cert);
+    }
+    EVP_PKEY_free(pub);
+    if (r < 0) {
+        outcome_set(t->oc, "refused: %s", prov_error_message());
+        return rejection(r == PROV_ERR_POLICY ? OSSL_CMP_PKIFAILUREINFO_notAuthorized
+                                              : fail_bit_of(r),
+                         prov_error_message());
+    }
+    return answer_cert(t, cert, chain_out, cert_out, "renewed");
+}
+
+static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
+                                       int cert_req_id, const OSSL_CRMF_MSG *crm,
+                                       const X509_REQ *p10cr, X509 **cert_out,
+                                       STACK_OF(X509) **chain_out, STACK_OF(X509) **ca_pubs)
+{
+    struct txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(sctx);
+    struct prov_cmp_server *srv = t->owner;
+    struct prov_request rq;
+    const X509_NAME *subject;
+    EVP_PKEY *pub = NULL;
+    X509 *station = NULL;
+    char lot[128];
+    char by[80];
+    X509 *cert = NULL;
+    int r;
+
+    (void)cert_req_id;
+    (void)ca_pubs;
+    *cert_out = NULL;
+    *chain_out = NULL;
+    if (OSSL_CMP_MSG_get_bodytype(req) == BODY_KUR) {
+        return key_update(t, req, crm, cert_out, chain_out);
+    }
+    if (station_of(t, req, &station) < 0) {
+        return rejection(OSSL_CMP_PKIFAILUREINFO_notAuthorized, NOT_A_STATION);
+    }
+    if (p10cr != NULL) {
+        subject = X509_REQ_get_subject_name(p10cr);
+    } else {
+        subject = OSSL_CRMF_CERTTEMPLATE_get0_subject(OSSL_CRMF_MSG_get0_tmpl(crm));
+    }
+    name_cn(subject, t->serial, sizeof(t->serial));
+    snprintf(t->oc->serial, sizeof(t->oc->serial), "%s", t->serial);
+    if (!prov_serial_is_valid(t->serial)) {
+        X509_free(station);
+        outcome_set(t->oc, "refused: the subject's CN is not a device serial");
+        return rejection(OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
+                         "the subject's CN must be the device serial, " PROV_SERIAL_RULE);
+    }
+    if (p10cr == NULL) {
+        pub = template_key(crm);
+        if (pub == NULL) {
+            X509_free(station);
+            outcome_set(t->oc, "refused: the certificate template has no public key");
+            return rejection(OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
+                             "the certificate template has no public key");
+        }
+    }
+    snprintf(by, sizeof(by), "cmp:%s", t->station);
+    /*
+     * The station first (registered, its certificate not revoked); then a retry gets the
+     * certificate it was already given; only a new one needs a lot with room (the CA's data).
+     */
+    prov_error_clear();
+    r = prov_ca_registry_authorize(srv->ca->index, t->station, station, NULL, NULL, 0);
+    if (r == 0) {
+        r = prov_ca_registry_retry(srv->ca->index, t->serial, by,
+                                   pub != NULL ? pub : X509_REQ_get0_pubkey((X509_REQ *)p10cr),
+                                   &cert);
+    }
+    if (r == 0 && cert == NULL) {
+        r = prov_ca_registry_authorize(srv->ca->index, t->station, station, t->serial, lot,
+                                       sizeof(lot));
+    }
+    X509_free(station);
+    if (r < 0) {
+        EVP_PKEY_free(pub);
+        outcome_set(t->oc, "refused: %s", prov_error_message());
+        return rejection(r == PROV_ERR_POLICY ? OSSL_CMP_PKIFAILUREINFO_notAuthorized
+                                              : OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                         prov_error_message());
+    }
+    if (cert != NULL) {
+        EVP_PKEY_free(pub);
+        return answer_cert(t, cert, chain_out, cert_out, "issued before (a retry)");
+    }
+    memset(&rq, 0, sizeof(rq));
+    rq.serial = t->serial;
+    rq.profile = srv->profile;
+    rq.lot = lot;
+    rq.record.issued_by = by;
+    rq.record.lot = lot;
+    prov_error_clear();
+    if (p10cr != NULL) {
+        r = prov_issue_certificate(srv->cfg, srv->ca, (X509_REQ *)p10cr, &rq, &cert);
+    } else {
+        r = prov_issue_certificate_for_key(srv->cfg, srv->ca, pub, &rq, &cert);
+    }
+    EVP_PKEY_free(pub);
+    if (r < 0) {
+        outcome_set(t->oc, "refused: %s", prov_error_message());
+        return rejection(fail_bit_of(r), prov_error_message());
+    }
+    return answer_cert(t, cert, chain_out, cert_out, "issued");
+}
+
+/*
+ * rr: a station revokes a certificate it asked for (issued_by cmp:<station>), recorded in
+ * the CA index's revocation table like `provisioner revoke` (reason unspecified: OpenSSL 3.0
+ * does not hand the request's reason to the server).
+ */
+static OSSL_CMP_PKISI *cb_rr(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
+                             const X509_NAME *issuer, const ASN1_INTEGER *serial)
+{
+    struct txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(sctx);
+    struct prov_ca_index *ix = t->owner->ca->index;
+    struct prov_ca_revocation rv;
+    X509 *station = NULL;
+    char hex[72] = "";
+    char owner[80];
+    char by[80];
+    bool is_new = false;
+    int r;
+
+    if (station_of(t, req, &station) < 0) {
+        return rejection(OSSL_CMP_PKIFAILUREINFO_notAuthorized, NOT_A_STATION);
+    }
+    prov_error_clear();
+    r = prov_ca_registry_authorize(ix, t->station, station, NULL, NULL, 0);
+    X509_free(station);
+    if (r == 0 && (issuer == NULL || serial == NULL ||
+                   X509_NAME_cmp(issuer, X509_get_subject_name(t->owner->ca->cert)) != 0 ||
+                   (size_t)ASN1_STRING_length(serial) * 2 >= sizeof(hex))) {
+        r = prov_fail(PROV_ERR_POLICY, "not a certificate of this CA");
+    }
+    if (r == 0) {
+        prov_hex_encode(ASN1_STRING_get0_data(serial), (size_t)ASN1_STRING_length(serial), hex);
+        r = prov_ca_registry_cert_owner(ix, hex, t->serial, sizeof(t->serial), owner,
+                                        sizeof(owner));
+    }
+    snprintf(by, sizeof(by), "cmp:%s", t->station);
+    if (r == 0 && strcmp(owner, by) != 0) {
+        r = prov_fail(PROV_ERR_POLICY, "certificate %s was not issued to station %s", hex,
+                      t->station);
+    }
+    snprintf(t->oc->serial, sizeof(t->oc->serial), "%s", t->serial);
+    if (r == 0) {
+        r = prov_ca_index_revoke(ix, t->serial, hex, 0, NULL, by, &rv, &is_new);
+    }
+    if (r < 0) {
+        outcome_set(t->oc, "refused: %s", prov_error_message());
+        return rejection(r == PROV_ERR_POLICY || r == PROV_ERR_ALREADY_ISSUED
+                             ? OSSL_CMP_PKIFAILUREINFO_badCertId
+                             : OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                         prov_error_message());
+    }
+    snprintf(t->oc->cert_serial, sizeof(t->oc->cert_serial), "%s", hex);
+    outcome_set(t->oc, is_new ? "revoked" : "revoked before");
+    return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, NULL);
+}
+
+/* OpenSSL 3.0 has no getter for a PKIStatusInfo's status: its printed form says it. */
+static bool status_is_accepted(const OSSL_CMP_PKISI *si)
+{
+    static const char accepted[] = "PKIStatus: accepted";
+    char text[256];
+
+    return OSSL_CMP_snprint_PKIStatusInfo(si, text, sizeof(text)) != NULL &&
+           strncmp(text, accepted, sizeof(accepted) - 1) == 0 &&
+           (text[sizeof(accepted) - 1] == '\0' || text[sizeof(accepted) - 1] == ';');
+}
+
+static int cb_cert_conf(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req, int cert_req_id,
+                        const ASN1_OCTET_STRING *cert_hash, const OSSL_CMP_PKISI *si)
+{
+    struct txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(sctx);
+    ASN1_OCTET_STRING *digest = NULL;
+    int accepted;
+
+    (void)req;
+    (void)cert_req_id;
+    snprintf(t->oc->station, sizeof(t->oc->station), "%s", t->station);
+    snprintf(t->oc->serial, sizeof(t->oc->serial), "%s", t->serial);
+    if (t->issued == NULL) {
+        outcome_set(t->oc, "refused: no certificate to confirm");
+        ERR_raise_data(ERR_LIB_CMP, CMP_R_REQUEST_REJECTED_BY_SERVER,
+                       "no certificate to confirm");
+        return 0;
+    }
+    digest = X509_digest_sig(t->issued, NULL, NULL);
+    if (cert_hash == NULL || digest == NULL || ASN1_OCTET_STRING_cmp(digest, cert_hash) != 0) {
+        ASN1_OCTET_STRING_free(digest);
+        outcome_set(t->oc, "refused: certHash does not match the certificate issued");
+        ERR_raise(ERR_LIB_CMP, CMP_R_CERTHASH_UNMATCHED);
+        return 0;
+    }
+    ASN1_OCTET_STRING_free(digest);
+    accepted = si == NULL || status_is_accepted(si);
+    if (accepted) {
+        /* The station has it: in the index, issued -> delivered. */
+        if (prov_ca_index_delivered(t->owner->ca->index, t->issued) < 0) {
+            outcome_set(t->oc, "failed: %s", prov_error_message());
+            ERR_raise_data(ERR_LIB_CMP, CMP_R_REQUEST_REJECTED_BY_SERVER,
+                           "the CA index cannot be written");
+            return 0;
+        }
+        outcome_set(t->oc, "confirmed");
+    } else {
+        outcome_set(t->oc, "rejected by the station");
+    }
+    X509_free(t->issued);
+    t->issued = NULL;
+    return 1;
+}
+
+/* genm: caCerts (RFC 9483 section 4.3.1) with the chain; any other infoType gets nothing. */
+static int cb_genm(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
+                   const STACK_OF(OSSL_CMP_ITAV) *in, STACK_OF(OSSL_CMP_ITAV) **out)
+{
+    struct txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(sctx);
+    X509 *station = NULL;
+    bool wants = false;
+    int ok = 0;
+
+    *out = sk_OSSL_CMP_ITAV_new_null();
+    if (station_of(t, req, &station) < 0) {
+        ERR_raise_data(ERR_LIB_CMP, CMP_R_REQUEST_REJECTED_BY_SERVER, NOT_A_STATION);
+        goto out;
+    }
+    prov_error_clear();
+    if (prov_ca_registry_authorize(t->owner->ca->index, t->station, station, NULL, NULL, 0) <
+        0) {
+        outcome_set(t->oc, "refused: %s", prov_error_message());
+        ERR_raise_data(ERR_LIB_CMP, CMP_R_REQUEST_REJECTED_BY_SERVER, "%s",
+                       prov_error_message());
+        goto out;
+    }
+    for (int i = 0; i < sk_OSSL_CMP_ITAV_num(in); i++) {
+        wants |= prov_cmp_is_cacerts(sk_OSSL_CMP_ITAV_value(in, i));
+    }
+    if (*out == NULL) {
+        goto out;
+    }
+    if (wants) {
+        OSSL_CMP_ITAV *itav = prov_cmp_cacerts_itav(t->owner->chain);
+
+        if (itav == NULL || !OSSL_CMP_ITAV_push0_stack_item(out, itav)) {
+            OSSL_CMP_ITAV_free(itav);
+            goto out;
+        }
+        outcome_set(t->oc, "caCerts");
+    } else {
+        outcome_set(t->oc, "genp (no infoType served)");
+    }
+    ok = 1;
+out:
+    X509_free(station);
+    if (!ok) {
+        sk_OSSL_CMP_ITAV_pop_free(*out, OSSL_CMP_ITAV_free);
+        *out = NULL;
+    }
+    return ok;
+}
+
+static void cb_error(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
+                     const OSSL_CMP_PKISI *si, const ASN1_INTEGER *code,
+                     const OSSL_CMP_PKIFREETEXT *details)
+{
+    struct txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(sctx);
+
+    (void)req;
+    (void)si;
+    (void)code;
+    (void)details;
+    outcome_set(t->oc, "the station reported an error");
+}
+
+/* A server context for one transaction: the CMP signer protects the answers. */
+static OSSL_CMP_SRV_CTX *txn_ctx_new(struct prov_cmp_server *srv, struct txn *t)
+{
+    OSSL_CMP_SRV_CTX *sctx = OSSL_CMP_SRV_CTX_new(NULL, NULL);
+    OSSL_CMP_CTX *ctx = sctx != NULL ? OSSL_CMP_SRV_CTX_get0_cmp_ctx(sctx) : NULL;
+
+    if (ctx == NULL ||
+        !OSSL_CMP_SRV_CTX_init(sctx, t, cb_cert_request, cb_rr, cb_genm, cb_error,
+                               cb_cert_conf, NULL) ||
+        !OSSL_CMP_CTX_set1_cert(ctx, srv->signer_cert) ||
+        !OSSL_CMP_CTX_set1_pkey(ctx, srv->signer_key) ||
+        !OSSL_CMP_CTX_set1_untrusted(ctx, srv->chain) || !X509_STORE_up_ref(srv->trust)) {
+        OSSL_CMP_SRV_CTX_free(sctx);
+        return NULL;
+    }
+    OSSL_CMP_CTX_set0_trustedStore(ctx, srv->trust);
+    /* quiet: refusals are reported in the service's one line per request */
+    OSSL_CMP_CTX_set_log_cb(ctx, prov_cmp_log_nothing);
+    return sctx;
+}
+
+static void txn_free(struct txn *t)
+{
+    OSSL_CMP_SRV_CTX_free(t->ctx);
+    X509_free(t->issued);
+    free(t);
+}
+
+static void txn_finish(struct prov_cmp_server *srv, struct txn *t, time_t now)
+{
+    if (t->ctx != NULL) {
+        OSSL_CMP_SRV_CTX_free(t->ctx);
+        t->ctx = NULL;
+        srv->n_open--;
+        srv->n_finished++;
+    }
+    X509_free(t->issued);
+    t->issued = NULL;
+    t->last = now;
+}
+
+/*
+ * Open transactions idle longer than the timeout end (a certificate never confirmed stays
+ * "issued" in the index: `ca show` lists it); beyond FINISHED_MAX the oldest finished IDs go.
+ */
+static void expire(struct prov_cmp_server *srv, time_t now)
+{
+    size_t kept_finished = 0;
+    struct txn **pp = &srv->txns;
+
+    while (*pp != NULL) {
+        struct txn *t = *pp;
+
+        if (t->ctx != NULL && now - t->last > srv->timeout_s) {
+            txn_finish(srv, t, now);
+        }
+        if (t->ctx == NULL && ++kept_finished > FINISHED_MAX) {
+            *pp = t->next;
+            srv->n_finished--;
+            txn_free(t);
+            continue;
+        }
+        pp = &t->next;
+    }
+}
+
+static struct txn *txn_find(struct prov_cmp_server *srv, const ASN1_OCTET_STRING *tid)
+{
+    for (struct txn *t = srv->txns; t != NULL; t = t->next) {
+        if (t->id_len == (size_t)ASN1_STRING_length(tid) &&
+            memcmp(t->id, ASN1_STRING_get0_data(tid), t->id_len) == 0) {
+            return t;
+        }
+    }
+    return NULL;
+}
+
+/*
+ * A refusal in CMP: the message goes through a fresh server context whose callbacks refuse,
+ * so that the error message is made and protected by OpenSSL as any other answer.
+ */
+static OSSL_CMP_PKISI *cb_refuse_cert(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req, int id,
+                                      const OSSL_CRMF_MSG *crm, const X509_REQ *p10cr,
+                                      X509 **cert_out, STACK_OF(X509) **chain_out,
+                                      STACK_OF(X509) **ca_pubs)
+{
+    struct txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(sctx);
+
+    (void)req;
+    (void)id;
+    (void)crm;
+    (void)p10cr;
+    (void)cert_out;
+    (void)chain_out;
+    (void)ca_pubs;
+    return rejection(OSSL_CMP_PKIFAILUREINFO_transactionIdInUse, t->oc->result);
+}
+
+static int cb_refuse_genm(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
+                          const STACK_OF(OSSL_CMP_ITAV) *in, STACK_OF(OSSL_CMP_ITAV) **out)
+{
+    struct txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(sctx);
+
+    (void)req;
+    (void)in;
+    *out = NULL;
+    ERR_raise_data(ERR_LIB_CMP, CMP_R_REQUEST_REJECTED_BY_SERVER, "%s", t->oc->result);
+    return 0;
+}
+
+static OSSL_CMP_MSG *refuse(struct prov_cmp_server *srv, const OSSL_CMP_MSG *req,
+                            struct prov_cmp_outcome *oc)
+{
+    struct txn scratch;
+    OSSL_CMP_SRV_CTX *sctx;
+    OSSL_CMP_MSG *rsp = NULL;
+
+    memset(&scratch, 0, sizeof(scratch));
+    scratch.owner = srv;
+    scratch.oc = oc;
+    sctx = txn_ctx_new(srv, &scratch);
+    if (sctx != NULL &&
+        OSSL_CMP_SRV_CTX_init(sctx, &scratch, cb_refuse_cert, NULL, cb_refuse_genm, NULL, NULL,
+                              NULL)) {
+        rsp = OSSL_CMP_SRV_process_request(sctx, req);
+    }
+    OSSL_CMP_SRV_CTX_free(sctx);
+    return rsp;
+}
+
+int prov_cmp_server_handle(struct prov_cmp_server *srv, const unsigned char *der, size_t len,
+                           time_t now, unsigned char **rsp, size_t *rsp_len,
+                           struct prov_cmp_outcome *oc)
+{
+    const unsigned char *p = der;
+    OSSL_CMP_MSG *req = NULL;
+    OSSL_CMP_MSG *answer = NULL;
+    const ASN1_OCTET_STRING *tid;
+    struct txn *t;
+    int type;
+    int n;
+    int r = 0;
+
+    *rsp = NULL;
+    *rsp_len = 0;
+    memset(oc, 0, sizeof(*oc));
+    snprintf(oc->body, sizeof(oc->body), "-");
+    snprintf(oc->station, sizeof(oc->station), "-");
+    snprintf(oc->serial, sizeof(oc->serial), "-");
+    expire(srv, now);
+    if (len > (size_t)INT32_MAX) {
+        outcome_set(oc, "refused: not a PKIMessage");
+        return prov_fail(PROV_ERR_INPUT, "CMP request: not a PKIMessage");
+    }
+    req = d2i_OSSL_CMP_MSG(NULL, &p, (long)len);
+    if (req == NULL || p != der + len) {
+        OSSL_CMP_MSG_free(req);
+        ERR_clear_error();
+        outcome_set(oc, "refused: not a PKIMessage (DER)");
+        return prov_fail(PROV_ERR_INPUT, "CMP request: not a PKIMessage (DER)");
+    }
+    type = OSSL_CMP_MSG_get_bodytype(req);
+    snprintf(oc->body, sizeof(oc->body), "%s", body_name(type));
+    tid = OSSL_CMP_HDR_get0_transactionID(OSSL_CMP_MSG_get0_header(req));
+    t = tid != NULL ? txn_find(srv, tid) : NULL;
+    if (tid == NULL || ASN1_STRING_length(tid) < TID_MIN || ASN1_STRING_length(tid) > TID_MAX) {
+        outcome_set(oc, "refused: transactionID missing or not %d to %d bytes", TID_MIN,
+                    TID_MAX);
+        answer = refuse(srv, req, oc);
+    } else if (starts_transaction(type) && t != NULL) {
+        /* The same ID again: a replayed message, or an ID the station reuses. */
+        outcome_set(oc, "refused: transactionID already used (%s transaction)",
+                    t->ctx != NULL ? "an open" : "a finished");
+        if (t->ctx == NULL) {
+            snprintf(oc->result, sizeof(oc->result),
+                     "refused: replay of a finished transaction");
+        }
+        answer = refuse(srv, req, oc);
+    } else if (!starts_transaction(type) && (t == NULL || t->ctx == NULL)) {
+        outcome_set(oc, "refused: %s for %s transaction", body_name(type),
+                    t == NULL ? "an unknown" : "a finished");
+        answer = refuse(srv, req, oc);
+    } else {
+        if (t == NULL) {
+            t = calloc(1, sizeof(*t));
+            if (t == NULL) {
+                r = prov_fail(PROV_ERR_NOMEM, "CMP: out of memory");
+                goto out;
+            }
+            t->owner = srv;
+            t->id_len = (size_t)ASN1_STRING_length(tid);
+            memcpy(t->id, ASN1_STRING_get0_data(tid), t->id_len);
+            snprintf(t->station, sizeof(t->station), "-");
+            snprintf(t->serial, sizeof(t->serial), "-");
+            t->ctx = txn_ctx_new(srv, t);
+            if (t->ctx == NULL) {
+                free(t);
+                r = prov_fail_ossl(PROV_ERR_CRYPTO, "CMP: cannot make a server context");
+                goto out;
+            }
+            t->next = srv->txns;
+            srv->txns = t;
+            srv->n_open++;
+        }
+        t->oc = oc;
+        t->last = now;
+        outcome_set(oc, "%s", NOT_VERIFIED);
+        answer = OSSL_CMP_SRV_process_request(t->ctx, req);
+        if (strcmp(oc->result, NOT_VERIFIED) == 0) {
+            /* OpenSSL refused it before any callback: no protection, or none that verifies. */
+            prov_ca_registry_refused(srv->ca->index, body_name(type), NOT_VERIFIED);
+        }
+        if (answer != NULL && OSSL_CMP_MSG_get_bodytype(answer) == BODY_ERROR &&
+            strncmp(oc->result, "refused", 7) != 0 && strncmp(oc->result, "failed", 6) != 0) {
+            outcome_set(oc, "refused: %s", "error answered");
+        }
+        snprintf(oc->station, sizeof(oc->station), "%s", t->station);
+        t->oc = NULL;
+        if (OSSL_CMP_CTX_get_status(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->ctx)) !=
+            OSSL_CMP_PKISTATUS_trans) {
+            txn_finish(srv, t, now);
+        }
+    }
+    ERR_clear_error();
+    if (answer == NULL) {
+        r = prov_fail(PROV_ERR_INTERNAL, "CMP: no answer could be made");
+        goto out;
+    }
+    n = i2d_OSSL_CMP_MSG(answer, rsp);
+    if (n <= 0) {
+        *rsp = NULL;
+        r = prov_fail_ossl(PROV_ERR_CRYPTO, "CMP: cannot encode the answer");
+        goto out;
+    }
+    *rsp_len = (size_t)n;
+out:
+    OSSL_CMP_MSG_free(answer);
+    OSSL_CMP_MSG_free(req);
+    return r;
+}
+
+int prov_cmp_server_new(const struct prov_cmp_server_opts *opts, struct prov_cmp_server **out)
+{
+    struct prov_cmp_server *srv = calloc(1, sizeof(*srv));
+    const char *profile = opts->profile != NULL ? opts->profile : "device";
+
+    *out = NULL;
+    if (srv == NULL) {
+        return prov_fail(PROV_ERR_NOMEM, "CMP: out of memory");
+    }
+    srv->cfg = opts->cfg;
+    srv->ca = opts->ca;
+    srv->signer_cert = opts->signer_cert;
+    srv->signer_key = opts->signer_key;
+    srv->timeout_s = opts->transaction_timeout_s > 0 ? opts->transaction_timeout_s : 300;
+    srv->profile = prov_config_profile(opts->cfg, profile);
+    if (srv->profile == NULL) {
+        free(srv);
+        return prov_fail(PROV_ERR_CONFIG, "profile \"%s\": not in %s (no [profile_%s] section)",
+                         profile, opts->cfg->path, profile);
+    }
+    srv->trust = X509_STORE_new();
+    srv->chain = X509_chain_up_ref(opts->ca->chain);
+    if (srv->trust == NULL || srv->chain == NULL ||
+        !X509_STORE_add_cert(srv->trust, opts->ca->root)) {
+        prov_cmp_server_free(srv);
+        return prov_fail_ossl(PROV_ERR_NOMEM, "CMP: out of memory");
+    }
+    *out = srv;
+    return 0;
+}
+
+size_t prov_cmp_server_open_count(const struct prov_cmp_server *srv)
+{
+    return srv->n_open;
+}
+
+void prov_cmp_server_free(struct prov_cmp_server *srv)
+{
+    if (srv == NULL) {
+        return;
+    }
+    while (srv->txns != NULL) {
+        struct txn *t = srv->txns;
+
+        srv->txns = t->next;
+        txn_free(t);
+    }
+    X509_STORE_free(srv->trust);
+    x509s_free(srv->chain);
+    free(srv);
+}

@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef PROV_CMP_SERVER_H
+#define PROV_CMP_SERVER_H
+
+#include <stddef.h>
+#include <time.h>
+
+#include "config.h"
+#include "issue.h"
+
+/*
+ * The CMP side of `provisioner ca serve` (doc/ca-service.md): one DER-encoded PKIMessage in,
+ * one out, through OpenSSL's CMP server (OSSL_CMP_SRV_CTX). OpenSSL's server context holds
+ * one open transaction (doc/platform.md, item 19), so this keeps one per open transaction,
+ * keyed by transactionID; a transaction idle longer than the timeout is dropped, and the
+ * IDs of finished ones are kept so that a message replaying one is refused.
+ *
+ * Who may ask: a request must be signature-protected by a certificate that chains to this
+ * CA (a station's certificate); its subject's CN names the station in the CA index. Certificates
+ * are issued for the device named by the CN of the request's subject (CSR or CertTemplate),
+ * under the configured profile, through the issue path of provisioner/pki/issue.c: the CSR
+ * policy and the CA index's rules apply, and a certificate is recorded before it is answered.
+ */
+struct prov_cmp_server;
+
+struct prov_cmp_server_opts {
+    const struct prov_config *cfg;
+    struct prov_ca *ca;        /* open with its key; borrowed */
+    X509 *signer_cert;         /* protects the answers (cmp_signer.h); borrowed */
+    EVP_PKEY *signer_key;
+    const char *profile;       /* NULL: "device" */
+    int transaction_timeout_s; /* an open transaction idle this long is dropped; 0: 300 */
+};
+
+/* What one message did, for the service's log line. */
+struct prov_cmp_outcome {
+    char body[16];      /* "p10cr", "ir", "certConf", ... or "-" (not decoded) */
+    char station[65];   /* the protection certificate's CN, or "-" */
+    char serial[65];    /* the device serial asked for, or "-" */
+    char cert_serial[64]; /* the certificate's serial (hex) when one was issued */
+    char result[200];   /* "issued", "pkiConf", "caCerts", or the refusal */
+};
+
+int prov_cmp_server_new(const struct prov_cmp_server_opts *opts, struct prov_cmp_server **out);
+
+/*
+ * Answers one request (der, len): *rsp (OPENSSL_malloc'd, DER) and *rsp_len; a message that
+ * is not a PKIMessage at all gets no answer (PROV_ERR_INPUT: the HTTP layer says 400).
+ * Every refusal is a CMP error message. now: the time used for expiry.
+ */
+int prov_cmp_server_handle(struct prov_cmp_server *srv, const unsigned char *der, size_t len,
+                           time_t now, unsigned char **rsp, size_t *rsp_len,
+                           struct prov_cmp_outcome *oc);
+
+/* Open transactions, for status and tests. */
+size_t prov_cmp_server_open_count(const struct prov_cmp_server *srv);
+
+void prov_cmp_server_free(struct prov_cmp_server *srv);
+
+#endif

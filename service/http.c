@@ -1,0 +1,258 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The CA service's HTTP server on libevent's evhttp (http.h). */
+#include "http.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "error.h"
+#include "interrupt.h"
+
+#define CMP_CONTENT_TYPE "application/pkixcmp"
+
+struct service {
+    const struct prov_http_opts *opts;
+    struct prov_cmp_server *cmp;
+    struct event_base *base;
+};
+
+static void log_request(struct service *sv, struct evhttp_request *req, int status,
+                        const struct prov_cmp_outcome *oc, size_t in, size_t out)
+{
+    struct evhttp_connection *conn = evhttp_request_get_connection(req);
+    const char *peer = "-";
+    ev_uint16_t port = 0;
+    char line[640];
+
+    if (sv->opts->log == NULL) {
+        return;
+    }
+    if (conn != NULL) {
+        evhttp_connection_get_peer(conn, (char **)&peer, &port);
+    }
+    snprintf(line, sizeof(line),
+             "%s:%u %d %s station=%s serial=%s%s%s outcome=\"%s\" in=%zu out=%zu",
+             peer != NULL ? peer : "-", (unsigned)port, status, oc->body, oc->station,
+             oc->serial, oc->cert_serial[0] ? " cert_serial=" : "", oc->cert_serial,
+             oc->result, in, out);
+    sv->opts->log(sv->opts->log_arg, line);
+}
+
+static void reply_plain(struct service *sv, struct evhttp_request *req, int status,
+                        const char *reason, const char *why, size_t in)
+{
+    struct prov_cmp_outcome oc;
+
+    memset(&oc, 0, sizeof(oc));
+    snprintf(oc.body, sizeof(oc.body), "-");
+    snprintf(oc.station, sizeof(oc.station), "-");
+    snprintf(oc.serial, sizeof(oc.serial), "-");
+    snprintf(oc.result, sizeof(oc.result), "refused: %s", why);
+    evhttp_send_error(req, status, reason);
+    log_request(sv, req, status, &oc, in, 0);
+}
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+    struct service *sv = arg;
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
+    const char *type = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
+    struct evbuffer *body = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(body);
+    struct prov_cmp_outcome oc;
+    unsigned char *rsp = NULL;
+    size_t rsp_len = 0;
+    struct evbuffer *out;
+    int r;
+
+    if (path == NULL || strcmp(path, sv->opts->path) != 0) {
+        reply_plain(sv, req, HTTP_NOTFOUND, "Not Found", "no such path", len);
+        return;
+    }
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+        reply_plain(sv, req, HTTP_BADMETHOD, "Method Not Allowed", "not a POST", len);
+        return;
+    }
+    if (type == NULL || strncasecmp(type, CMP_CONTENT_TYPE, strlen(CMP_CONTENT_TYPE)) != 0 ||
+        (type[strlen(CMP_CONTENT_TYPE)] != '\0' && type[strlen(CMP_CONTENT_TYPE)] != ';')) {
+        reply_plain(sv, req, 415, "Unsupported Media Type", "Content-Type is not " CMP_CONTENT_TYPE,
+                    len);
+        return;
+    }
+    prov_error_clear();
+    r = prov_cmp_server_handle(sv->cmp, evbuffer_pullup(body, -1), len, time(NULL), &rsp,
+                               &rsp_len, &oc);
+    if (r < 0) {
+        int status = r == PROV_ERR_INPUT ? HTTP_BADREQUEST : HTTP_INTERNAL;
+
+        evhttp_send_error(req, status, r == PROV_ERR_INPUT ? "Bad Request" : "Internal Error");
+        log_request(sv, req, status, &oc, len, 0);
+        return;
+    }
+    out = evbuffer_new();
+    if (out == NULL || evbuffer_add(out, rsp, rsp_len) != 0) {
+        evbuffer_free(out);
+        OPENSSL_free(rsp);
+        evhttp_send_error(req, HTTP_INTERNAL, "Internal Error");
+        log_request(sv, req, HTTP_INTERNAL, &oc, len, 0);
+        return;
+    }
+    OPENSSL_free(rsp);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", CMP_CONTENT_TYPE);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Cache-Control", "no-store");
+    evhttp_send_reply(req, HTTP_OK, "OK", out);
+    evbuffer_free(out);
+    log_request(sv, req, HTTP_OK, &oc, len, rsp_len);
+}
+
+static struct bufferevent *tls_bev(struct event_base *base, void *arg)
+{
+    SSL *ssl = SSL_new(arg);
+
+    if (ssl == NULL) {
+        return NULL;
+    }
+    return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                          BEV_OPT_CLOSE_ON_FREE);
+}
+
+/* The signals only record themselves (interrupt.h): looked at between requests. */
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct service *sv = arg;
+
+    (void)fd;
+    (void)what;
+    if (prov_interrupt_signal() != 0) {
+        event_base_loopexit(sv->base, NULL);
+    }
+}
+
+/* "HOST:PORT" or "[V6]:PORT" into host (borrowed copy in buf) and port. */
+static int parse_listen(const char *listen, char *buf, size_t cap, const char **host,
+                        ev_uint16_t *port)
+{
+    const char *colon = strrchr(listen, ':');
+    char *end = NULL;
+    unsigned long p;
+    size_t hl;
+
+    if (colon == NULL || colon == listen) {
+        return prov_fail(PROV_ERR_USAGE, "--listen %s: not HOST:PORT", listen);
+    }
+    p = strtoul(colon + 1, &end, 10);
+    if (*(colon + 1) == '\0' || *end != '\0' || p == 0 || p > 65535) {
+        return prov_fail(PROV_ERR_USAGE, "--listen %s: the port is not 1 to 65535", listen);
+    }
+    hl = (size_t)(colon - listen);
+    if (listen[0] == '[' && hl >= 2 && listen[hl - 1] == ']') {
+        listen++;
+        hl -= 2;
+    }
+    if (hl == 0 || hl >= cap) {
+        return prov_fail(PROV_ERR_USAGE, "--listen %s: not HOST:PORT", listen);
+    }
+    memcpy(buf, listen, hl);
+    buf[hl] = '\0';
+    *host = buf;
+    *port = (ev_uint16_t)p;
+    return 0;
+}
+
+static int tls_ctx_new(const struct prov_http_opts *o, SSL_CTX **out)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+
+    *out = NULL;
+    if (ctx == NULL || !SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION)) {
+        SSL_CTX_free(ctx);
+        return prov_fail_ossl(PROV_ERR_NOMEM, "--tls-cert: cannot make a TLS context");
+    }
+    if (SSL_CTX_use_certificate_chain_file(ctx, o->tls_cert) != 1) {
+        SSL_CTX_free(ctx);
+        return prov_fail_ossl(PROV_ERR_CONFIG, "--tls-cert %s: cannot be loaded", o->tls_cert);
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, o->tls_key, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+        SSL_CTX_free(ctx);
+        return prov_fail_ossl(PROV_ERR_CONFIG,
+                              "--tls-key %s: cannot be loaded or does not match --tls-cert",
+                              o->tls_key);
+    }
+    *out = ctx;
+    return 0;
+}
+
+int prov_http_serve(const struct prov_http_opts *opts, struct prov_cmp_server *cmp)
+{
+    struct service sv = {.opts = opts, .cmp = cmp};
+    struct timeval tick = {0, 200000};
+    struct evhttp *http = NULL;
+    struct event *timer = NULL;
+    SSL_CTX *tls = NULL;
+    char host[256];
+    const char *h = NULL;
+    ev_uint16_t port = 0;
+    int r;
+
+    r = parse_listen(opts->listen, host, sizeof(host), &h, &port);
+    if (r < 0) {
+        return r;
+    }
+    if (opts->tls_cert != NULL) {
+        r = tls_ctx_new(opts, &tls);
+        if (r < 0) {
+            return r;
+        }
+    }
+    sv.base = event_base_new();
+    http = sv.base != NULL ? evhttp_new(sv.base) : NULL;
+    timer = sv.base != NULL ? event_new(sv.base, -1, EV_PERSIST, on_tick, &sv) : NULL;
+    if (http == NULL || timer == NULL) {
+        r = prov_fail(PROV_ERR_NOMEM, "ca serve: cannot start the event loop");
+        goto out;
+    }
+    evhttp_set_max_body_size(http, (ev_ssize_t)opts->max_body);
+    evhttp_set_max_headers_size(http, 16384);
+    evhttp_set_timeout(http, 30);
+    evhttp_set_allowed_methods(http, EVHTTP_REQ_POST | EVHTTP_REQ_GET);
+    evhttp_set_gencb(http, on_request, &sv);
+    if (tls != NULL) {
+        evhttp_set_bevcb(http, tls_bev, tls);
+    }
+    if (evhttp_bind_socket(http, h, port) != 0) {
+        r = prov_fail(PROV_ERR_IO, "--listen %s: cannot listen there", opts->listen);
+        goto out;
+    }
+    event_add(timer, &tick);
+    if (opts->ready != NULL) {
+        opts->ready(opts->log_arg, opts->listen);
+    }
+    event_base_dispatch(sv.base);
+    r = 0;
+out:
+    if (timer != NULL) {
+        event_free(timer);
+    }
+    if (http != NULL) {
+        evhttp_free(http);
+    }
+    if (sv.base != NULL) {
+        event_base_free(sv.base);
+    }
+    SSL_CTX_free(tls);
+    return r;
+}
