@@ -144,6 +144,12 @@ int prov_journal_open_shared(const char *path, struct prov_journal **out)
     return journal_open_mode(path, NULL, NULL, JOURNAL_STORE_SHARED, out);
 }
 
+int prov_journal_open_shared_with(const char *path, const char *password, const char *station,
+                                  struct prov_journal **out)
+{
+    return journal_open_mode(path, password, station, JOURNAL_STORE_SHARED, out);
+}
+
 int prov_journal_open_with(const char *path, const char *password, const char *station,
                            bool writable, struct prov_journal **out)
 {

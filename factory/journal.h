@@ -100,6 +100,13 @@ int prov_journal_open(const char *path, bool writable, struct prov_journal **out
 int prov_journal_open_shared(const char *path, struct prov_journal **out);
 
 /*
+ * prov_journal_open_shared where path may be the shared ledger (prov_journal_open_with's
+ * password and station): a station process beside the others of the line.
+ */
+int prov_journal_open_shared_with(const char *path, const char *password, const char *station,
+                                  struct prov_journal **out);
+
+/*
  * prov_journal_open where path may be the shared ledger, a libpq URI (doc/ledger.md):
  * password is its PIN-style source (file:, env:; NULL: libpq's own, PGPASSFILE), never
  * the URI in a message (the URI is shown with any password masked). station names the
