@@ -807,8 +807,8 @@ static int do_row(struct row_ctx *c, enum batch_status *st)
 
     *st = BATCH_ISSUED;
     /* on the ledger, the row is this station's only while it holds the row's lease */
-    r = prov_journal_lease_claim(c->b->journal, c->b->lot_id, c->serial, holder,
-                                 sizeof(holder), &is_mine);
+    r = prov_journal_lease_claim(c->b->journal, c->b->lot_id, c->serial, c->e->is_reissue,
+                                 holder, sizeof(holder), &is_mine);
     if (r == 0 && !is_mine) {
         *st = BATCH_ELSEWHERE;
         prov_info("serial %s: station %s is working on it", c->serial, holder);

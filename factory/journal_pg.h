@@ -85,7 +85,7 @@ PGconn *journal_pg_connect(const struct journal_pg *j);
 
 /* The leases (journal_pg_lease.c): the ops of the same names (journal_store.h). */
 int journal_pg_lease_claim(struct journal_store *s, long long lot_id, const char *serial,
-                           char *holder, size_t cap, bool *is_mine);
+                           bool is_reopen, char *holder, size_t cap, bool *is_mine);
 int journal_pg_lease_end(struct journal_store *s, long long lot_id, const char *serial,
                          bool is_done);
 
