@@ -9,10 +9,7 @@
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../batch/batch_lib.sh"
 . "$(dirname "$0")/ledger_lib.sh"
-ledger_fixture
-make_lot lot.csv 1 2
-p11_server
-prov 0 ledger init
+ledger_lot 1 2
 prov 0 batch lot.csv --station A --no-progress
 assert_grep "$PROV_OUT" '^2 rows: 2 issued, 0 already-issued, 0 failed '
 assert_eq "$(pg_q "SELECT done FROM work WHERE serial = 'SN-00001'")" t "SN-00001 finished"
