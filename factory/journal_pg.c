@@ -389,15 +389,10 @@ int journal_pg_migrate(struct journal_store *s, const struct journal_upgrade_hoo
                        int *from, int *to)
 {
     struct journal_pg *j = journal_pg_of(s);
-    const char *cap = getenv("PROV_TEST_LEDGER_SCHEMA");
-    int target = SCHEMA_VERSION;
+    const int target = SCHEMA_VERSION;
     int version = 0;
     int r;
 
-    /* test-only: stop at an older version, to test ledger migrate (doc/ledger.md) */
-    if (cap != NULL && atoi(cap) > 0 && atoi(cap) < SCHEMA_VERSION) {
-        target = atoi(cap);
-    }
     /* migrations queue behind each other; no station runs (the writer lock is exclusive) */
     r = begin_locked(j, "SELECT pg_advisory_xact_lock(" LOCK_SCHEMA ")", NULL);
     r = r ? r : read_version(j, &version);
