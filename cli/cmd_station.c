@@ -31,8 +31,11 @@ static void usage(FILE *f)
             "A device not there yet is waited for up to [station] device_wait seconds.\n\n"
             "  --instance NAME    the unit's instance name (%%i)\n"
             "  --manifest FILE    the lot's manifest (default: [station] manifest)\n"
-            "  --journal FILE     the journal, shared by every station of the lot (default:\n"
-            "                     [station] journal, then MANIFEST.journal.sqlite)\n"
+            "  --journal FILE     the journal, shared by every station of the lot, or the\n"
+            "                     ledger's postgresql:// URI (default: [station] journal,\n"
+            "                     [provisioner] journal, then MANIFEST.journal.sqlite)\n"
+            "  --station NAME     the station's name in the ledger (default: [station] name,\n"
+            "                     then the host name, \"@\" and the instance)\n"
             "  --mode MODE        row-by-identity (the row whose device is pkcs11:serial=...\n"
             "                     or tpm2:ek-sha256=...) or next-free (the first unclaimed\n"
             "                     row); default: [station] mode, then row-by-identity\n"
@@ -42,8 +45,9 @@ static void usage(FILE *f)
             "                     [provisioner] device_pin)\n"
             "  --json             the result as one JSON object on one line\n\n"
             "A PIN a token rejected is remembered next to the journal (JOURNAL.pin-rejected.*,\n"
-            "for the token and for the PIN source) and not tried again by later runs, on that\n"
-            "token or any other, until the PIN source is fixed and those files are removed.\n\n"
+            "for the token and for the PIN source; with the ledger MANIFEST.ledger-HASH.*, HASH\n"
+            "from the ledger's URI) and not tried again by later runs, on that token or any\n"
+            "other, until the PIN source is fixed and those files are removed.\n\n"
             "Exit: 0 issued, already issued or excluded, 1 failed or interrupted (SIGTERM/SIGINT:\n"
             "stopped between token operations; the next arrival resumes), 2 usage/config/manifest\n"
             "(also one that cannot be read; checked before the device is opened), 3 PIN, 4 device\n"
@@ -142,6 +146,7 @@ static const struct option station_opts[] = {
     {"instance", required_argument, NULL, 'i'},
     {"manifest", required_argument, NULL, 'm'},
     {"journal", required_argument, NULL, 'J'},
+    {"station", required_argument, NULL, 'S'},
     {"mode", required_argument, NULL, 'M'},
     {"prove", required_argument, NULL, 'P'},
     {"pin", required_argument, NULL, 'p'},
@@ -167,6 +172,7 @@ int cmd_station(int argc, char **argv)
         case 'i': o.instance = optarg; break;
         case 'm': o.manifest = optarg; break;
         case 'J': o.journal = optarg; break;
+        case 'S': o.station = optarg; break;
         case 'M': o.mode = optarg; break;
         case 'P': o.prove_url = optarg; break;
         case 'p': o.pin_spec = optarg; break;

@@ -727,8 +727,8 @@ static size_t station_spread(const char *station)
     return h;
 }
 
-void prov_batch_station_name(const struct prov_config *cfg, const char *opt, char *out,
-                             size_t cap)
+void prov_batch_station_name(const struct prov_config *cfg, const char *opt,
+                             const char *instance, char *out, size_t cap)
 {
     const char *v = opt;
 
@@ -738,10 +738,17 @@ void prov_batch_station_name(const struct prov_config *cfg, const char *opt, cha
     }
     if (v != NULL && *v != '\0') {
         snprintf(out, cap, "%s", v);
-    } else if (gethostname(out, cap) != 0 || out[0] == '\0') {
+        return;
+    }
+    if (gethostname(out, cap) != 0 || out[0] == '\0') {
         snprintf(out, cap, "station");
     }
     out[cap - 1] = '\0';
+    if (instance != NULL) {
+        size_t n = strlen(out);
+
+        snprintf(out + n, cap - n, "@%s", instance);
+    }
 }
 
 /* Everything after validation: journal, CA, workers, results. */
@@ -752,7 +759,7 @@ static int enroll_lot(struct batch *b, struct prov_batch_summary *sum)
     char station[256];
     int r;
 
-    prov_batch_station_name(b->cfg, b->opts->station, station, sizeof(station));
+    prov_batch_station_name(b->cfg, b->opts->station, NULL, station, sizeof(station));
     r = prov_journal_open_with(sum->journal, b->cfg->journal_password, station, true,
                                &b->journal);
     if (r == 0) {

@@ -83,10 +83,11 @@ void prov_batch_summary_clear(struct prov_batch_summary *s);
 
 /*
  * The station's name (doc/ledger.md): opt (--station), else [station] name of cfg, else the
- * host name, into out. It names the station's audit chain and leases in the ledger.
+ * host name (and "@" and instance, a station@ unit's instance, when not NULL), into out. It
+ * names the station's audit chain and leases in the ledger.
  */
-void prov_batch_station_name(const struct prov_config *cfg, const char *opt, char *out,
-                             size_t cap);
+void prov_batch_station_name(const struct prov_config *cfg, const char *opt,
+                             const char *instance, char *out, size_t cap);
 
 /*
  * Runs the batch. Returns 0 when the run completed (sum->n_failed says whether rows

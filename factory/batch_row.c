@@ -461,6 +461,35 @@ static int reissued_cert(struct row_ctx *c, X509 **out)
 }
 
 /*
+ * After the certificate's record failed: whether the journal, read back, surely does not
+ * hold it. A ledger whose connection was lost inside COMMIT may have committed it (the
+ * outcome is read, never guessed: doc/ledger.md, "Failures: fail closed"); when the read
+ * fails too, nothing is sure and the key stays (the next run reads the row and deletes the
+ * key of an attempt without a certificate).
+ */
+static bool is_surely_unrecorded(struct row_ctx *c, X509 *cert)
+{
+    struct prov_cert_facts facts;
+    const char *msg = prov_error_message();
+    char *failure = msg != NULL ? strdup(msg) : NULL;
+    int err = prov_error_code();
+    bool is_held = true;
+    int r = -1;
+
+    if (cert != NULL && prov_cert_facts(cert, &facts) == 0) {
+        r = prov_journal_row_has_cert(c->b->journal, c->b->lot_id, c->serial, facts.sha256_hex,
+                                      &is_held);
+    }
+    /* the row's failure is the record's, not the read's */
+    prov_error_clear();
+    if (failure != NULL) {
+        prov_fail(err, "%s", failure);
+    }
+    free(failure);
+    return r == 0 && !is_held;
+}
+
+/*
  * The device's part of a fresh enrollment, the pipeline's steps in order (steps.h): open,
  * generate the key with the journal's id, CSR, issue, then the certificate into the journal
  * before anything is stored, install (with defer, on the device only: the storage stage
@@ -490,6 +519,8 @@ static int fresh_on_device(struct row_ctx *c, struct prov_enroll_plan *plan, boo
     if (r == 0) {
         r = prov_journal_record_issued(c->b->journal, c->b->lot_id, c->serial, key->id,
                                        key->id_len, *cert, key->uri);
+        /* a failed record may still be committed (the connection lost inside COMMIT) */
+        keep_key = r < 0 && !is_surely_unrecorded(c, *cert);
     }
     if (r < 0) {
         goto out;
@@ -807,8 +838,8 @@ static int do_row(struct row_ctx *c, enum batch_status *st)
 
     *st = BATCH_ISSUED;
     /* on the ledger, the row is this station's only while it holds the row's lease */
-    r = prov_journal_lease_claim(c->b->journal, c->b->lot_id, c->serial, holder,
-                                 sizeof(holder), &is_mine);
+    r = prov_journal_lease_claim(c->b->journal, c->b->lot_id, c->serial, c->e->is_reissue,
+                                 holder, sizeof(holder), &is_mine);
     if (r == 0 && !is_mine) {
         *st = BATCH_ELSEWHERE;
         prov_info("serial %s: station %s is working on it", c->serial, holder);

@@ -144,6 +144,12 @@ int prov_journal_open_shared(const char *path, struct prov_journal **out)
     return journal_open_mode(path, NULL, NULL, JOURNAL_STORE_SHARED, out);
 }
 
+int prov_journal_open_shared_with(const char *path, const char *password, const char *station,
+                                  struct prov_journal **out)
+{
+    return journal_open_mode(path, password, station, JOURNAL_STORE_SHARED, out);
+}
+
 int prov_journal_open_with(const char *path, const char *password, const char *station,
                            bool writable, struct prov_journal **out)
 {
@@ -156,7 +162,7 @@ bool prov_journal_is_ledger(const char *path)
 }
 
 int prov_journal_lease_claim(struct prov_journal *j, long long lot_id, const char *serial,
-                             char *holder, size_t cap, bool *is_mine)
+                             bool is_reopen, char *holder, size_t cap, bool *is_mine)
 {
     holder[0] = '\0';
     *is_mine = true;
@@ -167,7 +173,7 @@ int prov_journal_lease_claim(struct prov_journal *j, long long lot_id, const cha
     }
     /* the store's connection is the journal's: one transaction at a time on it */
     pthread_mutex_lock(&j->lock);
-    r = j->store->ops->lease_claim(j->store, lot_id, serial, holder, cap, is_mine);
+    r = j->store->ops->lease_claim(j->store, lot_id, serial, is_reopen, holder, cap, is_mine);
     pthread_mutex_unlock(&j->lock);
     return r;
 }

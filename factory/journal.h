@@ -100,6 +100,13 @@ int prov_journal_open(const char *path, bool writable, struct prov_journal **out
 int prov_journal_open_shared(const char *path, struct prov_journal **out);
 
 /*
+ * prov_journal_open_shared where path may be the shared ledger (prov_journal_open_with's
+ * password and station): a station process beside the others of the line.
+ */
+int prov_journal_open_shared_with(const char *path, const char *password, const char *station,
+                                  struct prov_journal **out);
+
+/*
  * prov_journal_open where path may be the shared ledger, a libpq URI (doc/ledger.md):
  * password is its PIN-style source (file:, env:; NULL: libpq's own, PGPASSFILE), never
  * the URI in a message (the URI is shown with any password masked). station names the
@@ -115,10 +122,12 @@ bool prov_journal_is_ledger(const char *path);
  * Work distribution on the ledger (doc/ledger.md): claims the row for this process unless
  * another station holds a live lease on it (*is_mine false, its name into holder). A SQLite
  * journal has one writer: every row is its own. The lease is renewed while the process
- * runs, and every write of the row is refused once another station took it over.
+ * runs, and every write of the row is refused once another station took it over. A
+ * finished row is leased only when is_reopen (a reissue works it again); otherwise it is
+ * read as finished (*is_mine true, no lease).
  */
 int prov_journal_lease_claim(struct prov_journal *j, long long lot_id, const char *serial,
-                             char *holder, size_t cap, bool *is_mine);
+                             bool is_reopen, char *holder, size_t cap, bool *is_mine);
 
 /* Gives the row's lease back (is_done: the row needs no more work); no lease: nothing. */
 int prov_journal_lease_end(struct prov_journal *j, long long lot_id, const char *serial,

@@ -43,6 +43,8 @@
 /* Reconnect attempts and the first pause (doubled each time): about 8 s in all. */
 #define RECONNECT_TRIES 6
 #define RECONNECT_FIRST_MS 250
+/* how long a reconnected session waits for the server process of a COMMIT in doubt */
+#define IN_DOUBT_WAIT_MS 60000
 
 /*
  * The schema, one step per version, as in the SQLite store: a change is a new step at the
@@ -193,6 +195,42 @@ static int take_writer_lock(struct journal_pg *j)
     return 0;
 }
 
+/*
+ * A COMMIT whose connection broke may still be running on the server (a deferred trigger, a
+ * synchronous standby's answer): nothing this session reads shows its outcome until that
+ * server process has ended. Waits for it (IN_DOUBT_WAIT_MS), so that the row read back is
+ * the state the server holds; after that, the outcome stays unknown (PROV_ERR_JOURNAL).
+ */
+static int await_in_doubt(struct journal_pg *j)
+{
+    char pid[16];
+    const char *param = pid;
+    bool is_gone = false;
+
+    snprintf(pid, sizeof(pid), "%d", j->in_doubt_pid);
+    for (long waited = 0; !is_gone && waited < IN_DOUBT_WAIT_MS; waited += 100) {
+        PGresult *res;
+
+        if (waited > 0) {
+            sleep_ms(100);
+        }
+        pthread_mutex_lock(&j->conn_lock);
+        res = PQexecParams(j->conn, "SELECT 1 FROM pg_stat_activity WHERE pid = $1", 1, NULL,
+                           &param, NULL, NULL, 0);
+        is_gone = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 0;
+        PQclear(res);
+        pthread_mutex_unlock(&j->conn_lock);
+    }
+    if (!is_gone) {
+        return prov_fail(PROV_ERR_JOURNAL,
+                         "journal %s: the server still runs the COMMIT whose connection broke: "
+                         "its outcome is unknown (run the same command again)",
+                         j->base.name);
+    }
+    j->in_doubt_pid = 0;
+    return 0;
+}
+
 int journal_pg_reconnect(struct journal_pg *j)
 {
     long pause = RECONNECT_FIRST_MS;
@@ -207,7 +245,8 @@ int journal_pg_reconnect(struct journal_pg *j)
         pthread_mutex_unlock(&j->conn_lock);
         if (PQstatus(j->conn) == CONNECTION_OK) {
             prov_warn("journal %s: connected again", j->base.name);
-            return take_writer_lock(j);
+            return j->in_doubt_pid != 0 && await_in_doubt(j) < 0 ? PROV_ERR_JOURNAL
+                                                                  : take_writer_lock(j);
         }
     }
     j->is_away = true; /* fail closed, and fast: no row waits for the backoff again */
@@ -286,15 +325,18 @@ static int pg_begin(struct journal_store *s)
 static int pg_end(struct journal_store *s, int r)
 {
     struct journal_pg *j = journal_pg_of(s);
+    int pid;
 
     if (r != 0) {
         pg_rollback(j);
         j->is_in_txn = false;
         return r;
     }
+    pid = PQbackendPID(j->conn);
     r = journal_pg_run(j, "commit", "COMMIT", "");
     j->is_in_txn = false;
     if (r < 0 && PQstatus(j->conn) != CONNECTION_OK) {
+        j->in_doubt_pid = pid; /* the next session waits for it (await_in_doubt) */
         /* the server may have committed: the next transition reads the row back */
         return prov_fail(PROV_ERR_JOURNAL,
                          "journal %s: the connection broke during the commit: its outcome is "
@@ -347,15 +389,10 @@ int journal_pg_migrate(struct journal_store *s, const struct journal_upgrade_hoo
                        int *from, int *to)
 {
     struct journal_pg *j = journal_pg_of(s);
-    const char *cap = getenv("PROV_TEST_LEDGER_SCHEMA");
-    int target = SCHEMA_VERSION;
+    const int target = SCHEMA_VERSION;
     int version = 0;
     int r;
 
-    /* test-only: stop at an older version, to test ledger migrate (doc/ledger.md) */
-    if (cap != NULL && atoi(cap) > 0 && atoi(cap) < SCHEMA_VERSION) {
-        target = atoi(cap);
-    }
     /* migrations queue behind each other; no station runs (the writer lock is exclusive) */
     r = begin_locked(j, "SELECT pg_advisory_xact_lock(" LOCK_SCHEMA ")", NULL);
     r = r ? r : read_version(j, &version);

@@ -26,6 +26,7 @@ struct journal_pg {
     pthread_mutex_t conn_lock;     /* one statement at a time on the connection */
     bool is_in_txn;                /* between begin and end */
     bool is_away;                  /* reconnecting failed: every op fails at once (closed) */
+    int in_doubt_pid;              /* the server process of a COMMIT whose connection broke */
     char *begin_sql;               /* BEGIN and the station's lock, one round trip */
     long long lot_id;              /* the lot whose name is lot_name (0: none yet) */
     char lot_name[256];
@@ -85,7 +86,7 @@ PGconn *journal_pg_connect(const struct journal_pg *j);
 
 /* The leases (journal_pg_lease.c): the ops of the same names (journal_store.h). */
 int journal_pg_lease_claim(struct journal_store *s, long long lot_id, const char *serial,
-                           char *holder, size_t cap, bool *is_mine);
+                           bool is_reopen, char *holder, size_t cap, bool *is_mine);
 int journal_pg_lease_end(struct journal_store *s, long long lot_id, const char *serial,
                          bool is_done);
 

@@ -160,7 +160,7 @@ void journal_pg_leases_stop(struct journal_pg *j)
 }
 
 int journal_pg_lease_claim(struct journal_store *s, long long lot_id, const char *serial,
-                           char *holder, size_t cap, bool *is_mine)
+                           bool is_reopen, char *holder, size_t cap, bool *is_mine)
 {
     struct journal_pg *j = journal_pg_of(s);
     struct pg_lease *l = NULL;
@@ -184,12 +184,15 @@ int journal_pg_lease_claim(struct journal_store *s, long long lot_id, const char
     if (r == 0) {
         res = journal_pg_exec(
             j, serial, NULL, NULL, 0,
+            /* a reissue reopens a finished row: it is worked under a lease like any other */
             "WITH c AS (SELECT lot_id, serial FROM work WHERE lot_id = $1 AND serial = $2"
-            " AND NOT done AND (station IS NULL OR expires < now()) FOR UPDATE SKIP LOCKED)"
+            " AND (NOT done OR $5::boolean) AND (station IS NULL OR expires < now())"
+            " FOR UPDATE SKIP LOCKED)"
             " UPDATE work w SET station = $3, token = nextval('lease_token'),"
             " expires = now() + $4 * interval '1 second', done = false FROM c"
             " WHERE w.lot_id = c.lot_id AND w.serial = c.serial RETURNING w.token",
-            "itti", lot_id, serial, j->station, (long long)j->lease_seconds);
+            "ittit", lot_id, serial, j->station, (long long)j->lease_seconds,
+            is_reopen ? "true" : "false");
         r = res == NULL ? PROV_ERR_JOURNAL : 0;
     }
     if (r == 0 && PQntuples(res) == 1 && (l = calloc(1, sizeof(*l))) != NULL &&

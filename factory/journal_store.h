@@ -221,11 +221,13 @@ struct journal_store_ops {
     /*
      * Leases (a store shared by processes on several hosts; NULL in a store with one writer):
      * claim takes the row unless another station holds a live lease on it (*is_mine false,
-     * its name into holder); end gives it back (is_done: the row needs no more work); every
-     * row_put of a claimed row checks the lease's token (fencing). Outside a transaction.
+     * its name into holder); a finished row is claimed only to be reopened (is_reopen: a
+     * reissue), else it is read as finished without a lease; end gives it back (is_done: the
+     * row needs no more work); every row_put of a claimed row checks the lease's token
+     * (fencing). Outside a transaction.
      */
     int (*lease_claim)(struct journal_store *s, long long lot_id, const char *serial,
-                       char *holder, size_t cap, bool *is_mine);
+                       bool is_reopen, char *holder, size_t cap, bool *is_mine);
     int (*lease_end)(struct journal_store *s, long long lot_id, const char *serial, bool is_done);
     void (*set_lease)(struct journal_store *s, int seconds);
     /* Whether the database went away and stayed away (every op fails since); NULL: never. */

@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 #include "backend.h"
 #include "device.h"
 #include "batch_internal.h"
@@ -63,7 +65,8 @@ struct station {
     char **serials;        /* every row's serial (next-free), or the one matching row */
     size_t n_serials;
     uint32_t *rows;        /* the row index of serials[i] */
-    char *journal;         /* the journal's path */
+    char *journal;         /* the journal's path, or the ledger's URI */
+    char *local;           /* the prefix of the station's own files (PIN markers, CA lock) */
     bool is_ca_stage;      /* opening the CA (a PIN rejected now is the CA's) */
     size_t n_matching;     /* rows naming this device (row-by-identity) */
     struct prov_journal_row_lock *row_lock;
@@ -81,6 +84,7 @@ static void station_free(struct station *s)
     free(s->serials);
     free(s->rows);
     free(s->journal);
+    free(s->local);
     free(s->backend);
     free(s->ident);
     prov_station_config_clear(&s->sc);
@@ -344,6 +348,18 @@ static int enroll_row(struct station *s, size_t pick, struct prov_station_result
         batch_row_unreadable(&s->b, index);
         return r;
     }
+    if (s->b.rows[index].status == BATCH_ELSEWHERE) {
+        /* on the ledger another station holds the row's lease: nothing was done here */
+        res->status = PROV_STATION_FAILED;
+        res->err = PROV_ERR_JOURNAL;
+        if (asprintf(&res->reason,
+                     "serial %s: another station holds the row's lease in the ledger; the "
+                     "next arrival resumes it",
+                     res->serial) < 0) {
+            res->reason = NULL;
+        }
+        return 0;
+    }
     if (s->b.rows[index].status == BATCH_FAILED) {
         int seen = job.err ? job.err : PROV_ERR_INTERNAL;
 
@@ -404,20 +420,51 @@ static int enroll_row(struct station *s, size_t pick, struct prov_station_result
 }
 
 /*
+ * The prefix of the files the station processes of one host share: the journal's path, or
+ * for the ledger (a URI, no file) the manifest's path with ".ledger-" and the first 16 hex
+ * digits of the SHA-256 of the ledger's URI, password masked (doc/ledger.md).
+ */
+static char *local_prefix(const char *journal, const char *manifest)
+{
+    unsigned char md[32];
+    char suffix[8 + 17];
+    char *name;
+    int ok;
+
+    if (!prov_journal_is_ledger(journal)) {
+        return strdup(journal);
+    }
+    name = prov_journal_name(journal);
+    if (name == NULL) {
+        return NULL;
+    }
+    ok = EVP_Digest(name, strlen(name), md, NULL, EVP_sha256(), NULL);
+    free(name);
+    if (!ok) {
+        return NULL;
+    }
+    memcpy(suffix, ".ledger-", 8);
+    for (int i = 0; i < 8; i++) {
+        snprintf(suffix + 8 + 2 * i, 3, "%02x", md[i]);
+    }
+    return prov_batch_default_path(manifest, suffix);
+}
+
+/*
  * Never lock a token (doc/keys.md): the backend never sends a rejected PIN twice, but each
  * arrival starts a new process. A PIN rejected in one station run is remembered next to the
- * journal ("JOURNAL.pin-rejected.NAME", NAME = "ca" or the device identity), and later runs
- * refuse to log in (PROV_ERR_PIN_LOCKED) until an operator has fixed the PIN source and
- * removed the file.
+ * journal ("JOURNAL.pin-rejected.NAME", NAME = "ca" or the device identity; on the ledger
+ * beside the manifest, local_prefix), and later runs refuse to log in (PROV_ERR_PIN_LOCKED)
+ * until an operator has fixed the PIN source and removed the file.
  */
 static char *pin_marker(const struct station *s, const char *name)
 {
     char *path = NULL;
 
-    if (asprintf(&path, "%s.pin-rejected.%s", s->journal, name) < 0) {
+    if (asprintf(&path, "%s.pin-rejected.%s", s->local, name) < 0) {
         return NULL;
     }
-    for (char *p = path + strlen(s->journal) + 14; *p != '\0'; p++) {
+    for (char *p = path + strlen(s->local) + 14; *p != '\0'; p++) {
         if (!isalnum((unsigned char)*p) && *p != '.' && *p != '-') {
             *p = '_';
         }
@@ -449,7 +496,7 @@ static void remember_rejected_pin(const struct station *s, const char *name, con
     char *path;
     FILE *f;
 
-    if (s->journal == NULL || name == NULL) {
+    if (s->local == NULL || name == NULL) {
         return;
     }
     path = pin_marker(s, name);
@@ -466,17 +513,17 @@ static void remember_rejected_pin(const struct station *s, const char *name, con
 /*
  * The CA token is shared by every station of the line. Opening it logs in, and SoftHSM2
  * rewrites its token file on every C_Login (doc/platform.md): the logins of station processes
- * are serialized with "JOURNAL.ca.lock" (waiting, held only while the CA is opened). The
+ * are serialized with "JOURNAL.ca.lock" (local_prefix; waiting, held only while the CA is opened). The
  * rejected-PIN marker is checked again and written under that lock: a station that waited
  * while another one's login was refused must not send the same PIN.
  */
-static int open_ca(struct station *s, const char *journal)
+static int open_ca(struct station *s)
 {
     char *path = NULL;
     int fd;
     int r;
 
-    if (asprintf(&path, "%s.ca.lock", journal) < 0) {
+    if (asprintf(&path, "%s.ca.lock", s->local) < 0) {
         return PROV_ERR_NOMEM;
     }
     fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -515,7 +562,9 @@ static int setup(struct station *s, struct prov_station_result *res)
         return prov_fail(PROV_ERR_USAGE, "mode %s: use row-by-identity or next-free", mode);
     }
     s->bopts.manifest = s->opts->manifest ? s->opts->manifest : s->sc.manifest;
-    s->bopts.journal = s->opts->journal ? s->opts->journal : s->sc.journal;
+    s->bopts.journal = s->opts->journal ? s->opts->journal
+                       : s->sc.journal  ? s->sc.journal
+                                        : s->cfg->journal;
     s->bopts.pin_spec = s->opts->pin_spec;
     s->bopts.on_finding = s->opts->on_finding;
     s->bopts.finding_ctx = s->opts->finding_ctx;
@@ -526,11 +575,12 @@ static int setup(struct station *s, struct prov_station_result *res)
     }
     s->journal = s->bopts.journal ? strdup(s->bopts.journal)
                                   : prov_batch_default_path(s->bopts.manifest, ".journal.sqlite");
-    if (s->journal == NULL) {
+    s->local = s->journal ? local_prefix(s->journal, s->bopts.manifest) : NULL;
+    if (s->local == NULL) {
         return PROV_ERR_NOMEM;
     }
     /* a PIN source one station's token rejected is not sent by the next station of the lot */
-    prov_secret_rejections_persist(s->journal);
+    prov_secret_rejections_persist(s->local);
     /* a bad URL or an unreadable manifest is a usage error before any device is touched */
     if (s->prove_url != NULL && (r = prov_connect_url_check(s->prove_url)) < 0) {
         return r;
@@ -547,7 +597,7 @@ static int setup(struct station *s, struct prov_station_result *res)
 
 static int pick_and_enroll(struct station *s, struct prov_station_result *res)
 {
-    const char *journal;
+    char station[256];
     size_t pick = 0;
     int r;
 
@@ -569,8 +619,15 @@ static int pick_and_enroll(struct station *s, struct prov_station_result *res)
     if (r < 0) {
         return r;
     }
-    journal = s->journal;
-    r = prov_journal_open_shared(journal, &s->b.journal);
+    /* station@ units of one host are stations of their own: each its chain, its leases */
+    prov_batch_station_name(s->cfg, s->opts->station, s->opts->instance, station,
+                            sizeof(station));
+    r = prov_journal_open_shared_with(s->journal, s->cfg->journal_password, station,
+                                      &s->b.journal);
+    if (r == 0) {
+        /* the row's lease and its fencing are the batch row's (batch_row.c, do_row) */
+        prov_journal_set_lease(s->b.journal, s->cfg->journal_lease);
+    }
     r = r ? r : prov_journal_lot(s->b.journal, s->b.lot, s->bopts.manifest, &s->b.lot_id);
     r = r ? r : prov_journal_station_claim(s->b.journal, s->b.lot_id, res->identity,
                                            s->opts->instance, (const char *const *)s->serials,
@@ -586,7 +643,7 @@ static int pick_and_enroll(struct station *s, struct prov_station_result *res)
     r = r ? r : prov_interrupt_check("the station", "the CA login; the next arrival resumes");
     if (r == 0) {
         s->is_ca_stage = true;
-        r = open_ca(s, journal);
+        r = open_ca(s);
         s->is_ca_stage = r < 0;
     }
     r = r ? r : prov_interrupt_check("the station",

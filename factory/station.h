@@ -36,7 +36,10 @@ enum prov_station_mode {
 struct prov_station_opts {
     const char *instance;  /* the systemd instance name (%i); required */
     const char *manifest;  /* NULL: [station] manifest */
-    const char *journal;   /* NULL: [station] journal, else MANIFEST.journal.sqlite */
+    const char *journal;   /* NULL: [station] journal, [provisioner] journal, else
+                              MANIFEST.journal.sqlite */
+    const char *station;   /* the station's name in a ledger; NULL: [station] name, else the
+                              host name and "@" and the instance (doc/ledger.md) */
     const char *mode;      /* NULL: [station] mode, else row-by-identity */
     const char *prove_url; /* NULL: [station] prove; NULL there: the challenge proof only */
     const char *pin_spec;  /* device PIN source; NULL: [provisioner] device_pin */

@@ -38,6 +38,15 @@ ledger_fixture() {
     ledger_config
 }
 
+# ledger_lot TOKENS PER_TOKEN: ledger_fixture, a lot.csv of make_lot, the tokens behind
+# p11_server and the ledger's schema (ledger init).
+ledger_lot() {
+    ledger_fixture
+    make_lot lot.csv "$1" "$2"
+    p11_server
+    prov 0 ledger init
+}
+
 # pg_run: starts the cluster of pg_start again (after pg_stop), on the same port.
 pg_run() {
     setpriv --reuid=postgres --regid=postgres --clear-groups \
