@@ -4,9 +4,9 @@
 # A station with no CA token and no CA PIN issues a lot of 100 SoftHSM2 devices through the
 # CA service over EST (doc/ca-service.md): its config says [ca] url = est://..., the service's
 # TLS certificate is checked against [ca] tls_ca, the station's identity key (its TLS client
-# key) is on
-# its own token (made with `provisioner csr --profile station`, certified and registered on
+# key) is on its own token (made with `provisioner csr --profile station`, certified and registered on
 # the CA host with `ca station add`), the lot is registered there with `ca lot add`.
+# - one kept-alive TLS connection for the lot's requests;
 # - every device's certificate passes `openssl verify -x509_strict`; the CA index holds 100
 #   for the lot, each issued by est:STATION-B; nothing in the station's config, environment
 #   or files holds the CA PIN;
@@ -75,6 +75,9 @@ for d in devices/SN-*; do
     n=$((n + 1))
 done
 assert_eq "$n" "$N" "devices with a certificate"
+# keep-alive: every simpleenroll of the run came on one connection (one peer port)
+assert_eq "$(awk '/ simpleenroll / { print $4 }' "$CMP_LOG" | sort -u | wc -l)" 1 \
+    "connections the station's simpleenrolls came on"
 assert_eq "$(sql_q "$IT_CA_DIR/index.sqlite" "SELECT count(*) FROM certificate
     WHERE lot = 'LOT-IT-1' AND issued_by = 'est:STATION-B'")" "$N" "the lot in the CA index"
 if grep -rlF -- "$CA_PIN_VALUE" "$WORK/station" >/dev/null; then
