@@ -97,7 +97,8 @@ t3=$(now)
 stop_pid "$CMP_PID"
 
 total=$((STATIONS * N))
-printf 'CA service, %d stations x %d certificates, one host (%s cores)\n' "$STATIONS" "$N" "$(nproc)"
+printf 'CA service, %d stations x %d certificates, one host (%s cores)\n' "$STATIONS" "$N" \
+    "$(nproc)"
 printf '  EST simpleenroll (curl, keep-alive, %d TLS connections): %s s, %s certificates/s\n' \
     "$connects" "$(fdiv "$(awk -v a="$t1" -v b="$t0" 'BEGIN { print a - b }')" 1 2)" \
     "$(fdiv "$total" "$(awk -v a="$t1" -v b="$t0" 'BEGIN { print a - b }')" 1)"

@@ -205,9 +205,11 @@ assert_eq "$(sql_q "$IT_CA_DIR/index.sqlite" "SELECT count(*) FROM certificate
 curl -sS -v --cacert "$WORK/server-ca/ca.crt" -o /dev/null -o /dev/null "$EST/cacerts" \
     "$EST/csrattrs" 2>"$WORK/log/keepalive.err" || fail "curl keep-alive"
 assert_grep "$WORK/log/keepalive.err" "Re-using existing connection" "keep-alive"
-assert_grep "$CMP_LOG" 'simpleenroll station=STATION-1 serial=SN-00001 cert_serial=[0-9a-f]* outcome="issued"' \
+assert_grep "$CMP_LOG" \
+    'simpleenroll station=STATION-1 serial=SN-00001 cert_serial=[0-9a-f]* outcome="issued"' \
     "the simpleenroll log line"
-assert_grep "$CMP_LOG" ' 403 simpleenroll station=localhost .*not a station of this CA' "the stranger's log line"
+assert_grep "$CMP_LOG" ' 403 simpleenroll station=localhost .*not a station of this CA' \
+    "the stranger's log line"
 [ "$(grep -c 'ca serve: .* est\|ca serve: .*\(cacerts\|csrattrs\|enroll\)' "$CMP_LOG")" -ge 20 ] ||
     fail "one log line per request"
 kill -TERM "$CMP_PID"

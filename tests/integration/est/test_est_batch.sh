@@ -4,8 +4,9 @@
 # A station with no CA token and no CA PIN issues a lot of 100 SoftHSM2 devices through the
 # CA service over EST (doc/ca-service.md): its config says [ca] url = est://..., the service's
 # TLS certificate is checked against [ca] tls_ca, the station's identity key (its TLS client
-# key) is on its own token (made with `provisioner csr --profile station`, certified and registered on
-# the CA host with `ca station add`), the lot is registered there with `ca lot add`.
+# key) is on its own token (made with `provisioner csr --profile station`, certified and
+# registered on the CA host with `ca station add`), the lot is registered there with
+# `ca lot add`.
 # - one kept-alive TLS connection for the lot's requests;
 # - every device's certificate passes `openssl verify -x509_strict`; the CA index holds 100
 #   for the lot, each issued by est:STATION-B; nothing in the station's config, environment
