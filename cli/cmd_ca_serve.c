@@ -10,6 +10,7 @@
 #include "cmp_server.h"
 #include "cmp_signer.h"
 #include "error.h"
+#include "est_server.h"
 #include "http.h"
 
 #define SERVE_DEFAULT_LISTEN "127.0.0.1:8829"
@@ -41,6 +42,10 @@ static void usage(FILE *f)
             "for. Every certificate goes through the CSR policy and the CA index, recorded\n"
             "before it is answered. One line per request on stderr; SIGTERM or SIGINT stops\n"
             "it between requests.\n"
+            "With --tls-cert it also serves EST (RFC 7030) under /.well-known/est/ and\n"
+            "/.well-known/est/LOT/: cacerts, csrattrs, simpleenroll (the TLS client\n"
+            "certificate is the station's identity) and simplereenroll (a device's current\n"
+            "certificate).\n"
             "  --listen HOST:PORT  where to listen (default " SERVE_DEFAULT_LISTEN ")\n"
             "  --path PATH         the CMP path (default " SERVE_DEFAULT_PATH ")\n"
             "  --tls-cert FILE     serve HTTPS with this PEM certificate (chain)...\n"
@@ -73,6 +78,7 @@ int cmd_ca_serve(int argc, char **argv)
     };
     struct prov_cmp_server_opts so = {0};
     struct prov_cmp_server *cmp = NULL;
+    struct prov_est_server *est = NULL;
     struct prov_config *cfg = NULL;
     struct prov_ca *ca = NULL;
     struct prov_cmp_signer signer = {0};
@@ -130,10 +136,17 @@ int cmd_ca_serve(int argc, char **argv)
         so.ca = ca;
         r = prov_cmp_server_new(&so, &cmp);
     }
+    if (r == 0 && http.tls_cert != NULL) {
+        /* EST needs the TLS client certificate: only over HTTPS (doc/ca-service.md) */
+        r = prov_est_server_new(cfg, ca, so.profile, &est);
+        http.est = est;
+        http.tls_client_ca = ca->root;
+    }
     if (r == 0) {
         r = prov_http_serve(&http, cmp);
     }
     rc = r < 0 ? cli_fail(r, "ca serve") : PROV_EXIT_OK;
+    prov_est_server_free(est);
     prov_cmp_server_free(cmp);
     prov_cmp_signer_close(&signer);
     prov_ca_close(ca);

@@ -61,6 +61,9 @@ if [ -z "${MESON_TEST_ARGS:-}" ]; then
         echo "bench/run.sh --quick: $bench_json lacks figures" >&2
         exit 1
     }
+    # the CA service's EST and CMP figures (bench/README.md), 2 certificates per station
+    echo "== benchmark smoke run: bench/ca_service.sh"
+    "$repo/bench/ca_service.sh" "$build" 2
 fi
 
 # == Debian package ==

@@ -64,6 +64,57 @@ static void reply_plain(struct service *sv, struct evhttp_request *req, int stat
     log_request(sv, req, status, &oc, in, 0);
 }
 
+/* The TLS client certificate of req's connection (a reference), and what else it sent. */
+static X509 *peer_certificate(struct evhttp_request *req, STACK_OF(X509) **chain)
+{
+    struct evhttp_connection *conn = evhttp_request_get_connection(req);
+    struct bufferevent *bev = conn != NULL ? evhttp_connection_get_bufferevent(conn) : NULL;
+    SSL *ssl = bev != NULL ? bufferevent_openssl_get_ssl(bev) : NULL;
+
+    *chain = ssl != NULL ? SSL_get_peer_cert_chain(ssl) : NULL;
+    return ssl != NULL ? SSL_get1_peer_certificate(ssl) : NULL;
+}
+
+/* EST (est_server.h): GET or POST under PROV_EST_PREFIX, answered in base64 or a text line. */
+static void on_est(struct service *sv, struct evhttp_request *req, const char *path)
+{
+    struct evkeyvalq *in_h = evhttp_request_get_input_headers(req);
+    struct evkeyvalq *out_h = evhttp_request_get_output_headers(req);
+    struct evbuffer *body = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(body);
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    STACK_OF(X509) *chain = NULL;
+    X509 *peer = peer_certificate(req, &chain);
+    struct prov_est_reply rep;
+    struct prov_cmp_outcome oc;
+    struct evbuffer *out = NULL;
+    int r;
+
+    prov_error_clear();
+    r = prov_est_server_handle(sv->opts->est, path, cmd == EVHTTP_REQ_POST,
+                               evhttp_find_header(in_h, "Content-Type"),
+                               len > 0 ? evbuffer_pullup(body, -1) : (const unsigned char *)"",
+                               len, peer, chain, &rep, &oc);
+    X509_free(peer);
+    out = r == 0 ? evbuffer_new() : NULL;
+    if (out == NULL || evbuffer_add(out, rep.body, rep.len) != 0) {
+        evbuffer_free(out);
+        free(rep.body);
+        evhttp_send_error(req, HTTP_INTERNAL, "Internal Error");
+        log_request(sv, req, HTTP_INTERNAL, &oc, len, 0);
+        return;
+    }
+    free(rep.body);
+    evhttp_add_header(out_h, "Content-Type", rep.type);
+    if (rep.is_base64) {
+        evhttp_add_header(out_h, "Content-Transfer-Encoding", "base64");
+    }
+    evhttp_add_header(out_h, "Cache-Control", "no-store");
+    evhttp_send_reply(req, rep.status, rep.status == HTTP_OK ? "OK" : "Refused", out);
+    evbuffer_free(out);
+    log_request(sv, req, rep.status, &oc, len, rep.len);
+}
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
     struct service *sv = arg;
@@ -78,6 +129,11 @@ static void on_request(struct evhttp_request *req, void *arg)
     struct evbuffer *out;
     int r;
 
+    if (path != NULL && sv->opts->est != NULL &&
+        strncmp(path, PROV_EST_PREFIX, strlen(PROV_EST_PREFIX)) == 0) {
+        on_est(sv, req, path);
+        return;
+    }
     if (path == NULL || strcmp(path, sv->opts->path) != 0) {
         reply_plain(sv, req, HTTP_NOTFOUND, "Not Found", "no such path", len);
         return;
@@ -172,6 +228,13 @@ static int parse_listen(const char *listen, char *buf, size_t cap, const char **
     return 0;
 }
 
+static int accept_any_peer(int ok, X509_STORE_CTX *ctx)
+{
+    (void)ok;
+    (void)ctx;
+    return 1;
+}
+
 static int tls_ctx_new(const struct prov_http_opts *o, SSL_CTX **out)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -191,6 +254,16 @@ static int tls_ctx_new(const struct prov_http_opts *o, SSL_CTX **out)
         return prov_fail_ossl(PROV_ERR_CONFIG,
                               "--tls-key %s: cannot be loaded or does not match --tls-cert",
                               o->tls_key);
+    }
+    if (o->tls_client_ca != NULL) {
+        /* asked for, not required, and any accepted here: the handler verifies and answers */
+        if (SSL_CTX_add_client_CA(ctx, o->tls_client_ca) != 1 ||
+            SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"prov-ca-serve", 13) !=
+                1) {
+            SSL_CTX_free(ctx);
+            return prov_fail_ossl(PROV_ERR_NOMEM, "--tls-cert: cannot make a TLS context");
+        }
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, accept_any_peer);
     }
     *out = ctx;
     return 0;

@@ -4,7 +4,10 @@
 
 #include <stddef.h>
 
+#include <openssl/x509.h>
+
 #include "cmp_server.h"
+#include "est_server.h"
 
 /*
  * The HTTP side of `provisioner ca serve` (doc/ca-service.md): libevent's evhttp, with
@@ -25,6 +28,14 @@ struct prov_http_opts {
     void *log_arg;
     /* called once the service listens (the CLI prints where); may be NULL */
     void (*ready)(void *arg, const char *listen);
+    /*
+     * With TLS: the CA whose certificates a client may present (named in the TLS
+     * CertificateRequest; a client certificate is asked for, not required: the handler
+     * decides). NULL: none is asked for.
+     */
+    X509 *tls_client_ca;
+    /* EST (est_server.h) under PROV_EST_PREFIX; NULL: not served */
+    struct prov_est_server *est;
 };
 
 /*

@@ -366,3 +366,69 @@ int prov_ca_registry_renewable(struct prov_ca_index *ix, X509 *cert, char *seria
     }
     return end(ix, r);
 }
+
+int prov_ca_registry_authorize_lot(struct prov_ca_index *ix, const char *name, X509 *cert,
+                                   const char *serial, const char *lot)
+{
+    long long serves = 0;
+    long long cap = 0;
+    long long used = 0;
+    char hex[72];
+    char why[256];
+    char now[40];
+    int r;
+
+    r = prov_ca_registry_authorize(ix, name, cert, NULL, NULL, 0);
+    if (r < 0) {
+        return r;
+    }
+    cert_serial_hex(cert, hex, sizeof(hex));
+    r = begin(ix);
+    if (r < 0) {
+        return r;
+    }
+    why[0] = '\0';
+    r = query_int(ix, "SELECT count(*) FROM lot_station WHERE lot = ?1 AND station = ?2", 2,
+                  (const char *const[]){lot, name}, &serves);
+    if (r == 0) {
+        r = query_int(ix, "SELECT cap FROM lot WHERE name = ?", 1, (const char *const[]){lot},
+                      &cap);
+    }
+    if (r == 0) {
+        r = query_int(ix, "SELECT count(*) FROM certificate WHERE lot = ?", 1,
+                      (const char *const[]){lot}, &used);
+    }
+    if (r == 0 && serves == 0) {
+        snprintf(why, sizeof(why), "station %s may not serve lot %s", name, lot);
+    } else if (r == 0 && used >= cap) {
+        snprintf(why, sizeof(why), "lot %s: its cap (%lld) is reached", lot, cap);
+    }
+    if (r == 0 && why[0] != '\0') {
+        prov_ca_index_now_text(now, sizeof(now));
+        r = prov_ca_index_audit_append(ix, now, "refuse", serial, hex, why);
+        r = end(ix, r);
+        return r < 0 ? r : prov_fail(PROV_ERR_POLICY, "%s", why);
+    }
+    return end(ix, r);
+}
+
+int prov_ca_registry_is_current(struct prov_ca_index *ix, X509 *cert, const char *serial,
+                                const char *profile, bool *out)
+{
+    long long n = 0;
+    char hex[72];
+    int r;
+
+    *out = false;
+    cert_serial_hex(cert, hex, sizeof(hex));
+    prov_ca_index_lock(ix);
+    r = query_int(ix,
+                  "SELECT count(*) FROM certificate WHERE cert_serial = ?1 AND serial = ?2"
+                  " AND profile = ?3 AND status IN ('issued', 'delivered')"
+                  " AND revoked_at IS NULL"
+                  " AND NOT EXISTS (SELECT 1 FROM revocation WHERE cert_serial = ?1)",
+                  3, (const char *const[]){hex, serial, profile}, &n);
+    prov_ca_index_unlock(ix);
+    *out = r == 0 && n == 1;
+    return r;
+}

@@ -2,6 +2,7 @@
 #ifndef PROV_CA_REGISTRY_H
 #define PROV_CA_REGISTRY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <openssl/x509.h>
@@ -70,5 +71,21 @@ int prov_ca_registry_renewable(struct prov_ca_index *ix, X509 *cert, char *seria
 
 /* Certificates the index holds for lot (the cap counts these). */
 int prov_ca_registry_lot_count(struct prov_ca_index *ix, const char *lot, long long *out);
+
+/*
+ * As prov_ca_registry_authorize for the lot the request names (EST's /.well-known/est/LOT/):
+ * the station must be allowed for exactly this lot and the lot's cap not reached. A refusal
+ * is PROV_ERR_POLICY with an audit record, as there.
+ */
+int prov_ca_registry_authorize_lot(struct prov_ca_index *ix, const char *name, X509 *cert,
+                                   const char *serial, const char *lot);
+
+/*
+ * Is cert the current certificate of device serial in the index, issued under profile
+ * (issued or delivered, not superseded, not revoked)? A device renewing (EST
+ * simplereenroll) must present it; a station's identity (profile "station") is no device's.
+ */
+int prov_ca_registry_is_current(struct prov_ca_index *ix, X509 *cert, const char *serial,
+                                const char *profile, bool *out);
 
 #endif

@@ -15,6 +15,7 @@
 #include "ca_index.h"
 #include "error.h"
 #include "issuer_cmp.h"
+#include "issuer_est.h"
 
 struct local_issuer {
     struct prov_issuer base;
@@ -155,6 +156,9 @@ int prov_issuer_open(const struct prov_config *cfg, const struct prov_issuer_opt
     int r;
 
     *out = NULL;
+    if (cfg->ca_url != NULL && strncmp(cfg->ca_url, "cmp://", 6) != 0) {
+        return prov_issuer_est_open(cfg, opts != NULL && opts->is_deferred, out);
+    }
     if (cfg->ca_url != NULL) {
         return prov_issuer_cmp_open(cfg, opts != NULL && opts->is_deferred, out);
     }

@@ -30,7 +30,7 @@ static const char *const ca_keys[] = {
     "dir", "intermediate_key", "pin", "intermediate_key_type", "intermediate_subject",
     "intermediate_days", "root_config", "root_key", "root_key_pass", "root_cert",
     "root_key_type", "root_days", "crl_days", "root_crl_days", "url", "station_cert",
-    "station_key", "station_pin", NULL,
+    "station_key", "station_pin", "tls_ca", NULL,
 };
 
 static const char *const profile_keys[] = {
@@ -570,11 +570,15 @@ static int read_ca(struct prov_config *cfg)
         (r = get_string(&s, "url", &cfg->ca_url)) < 0 ||
         (r = get_path(&s, "station_cert", &cfg->station_cert)) < 0 ||
         (r = get_string(&s, "station_key", &cfg->station_key)) < 0 ||
-        (r = get_pin_source(&s, "station_pin", &cfg->station_pin)) < 0) {
+        (r = get_pin_source(&s, "station_pin", &cfg->station_pin)) < 0 ||
+        (r = get_path(&s, "tls_ca", &cfg->ca_tls_ca)) < 0) {
         return r;
     }
-    if (cfg->ca_url != NULL && strncmp(cfg->ca_url, "cmp://", 6) != 0) {
-        return prov_fail(PROV_ERR_CONFIG, "%s: [ca] url \"%s\": expected cmp://HOST:PORT/PATH",
+    if (cfg->ca_url != NULL && strncmp(cfg->ca_url, "cmp://", 6) != 0 &&
+        strncmp(cfg->ca_url, "est://", 6) != 0 && strncmp(cfg->ca_url, "https://", 8) != 0) {
+        return prov_fail(PROV_ERR_CONFIG,
+                         "%s: [ca] url \"%s\": expected cmp://HOST:PORT/PATH, est://HOST:PORT or "
+                         "https://HOST:PORT/.well-known/est",
                          cfg->path, cfg->ca_url);
     }
     if (cfg->ca_url != NULL && (cfg->station_cert == NULL || cfg->station_key == NULL ||
@@ -1056,6 +1060,7 @@ void prov_config_free(struct prov_config *cfg)
     free(cfg->root_key_pass);
     free(cfg->root_cert);
     free(cfg->ca_url);
+    free(cfg->ca_tls_ca);
     free(cfg->station_cert);
     free(cfg->station_key);
     free(cfg->station_pin);

@@ -94,10 +94,11 @@ struct prov_config {
     int crl_days;               /* crl_days = 7: the intermediate's CRL nextUpdate */
     int root_crl_days;          /* root_crl_days = 90: the root's CRL nextUpdate */
     /* A station that issues through the CA service (doc/ca-service.md) instead of a CA token: */
-    char *ca_url;               /* url = cmp://HOST:PORT/PATH */
+    char *ca_url;               /* url = cmp://HOST:PORT/PATH, est://HOST:PORT, https://... */
     char *station_cert;         /* station_cert = FILE: the station's identity certificate */
     char *station_key;          /* station_key = pkcs11:... its key, in the station's token */
     char *station_pin;          /* station_pin = PIN source for that token */
+    char *ca_tls_ca;            /* tls_ca = FILE: the CA of an est:// service's TLS certificate */
 
     struct prov_profile *profiles;
     size_t n_profiles;
