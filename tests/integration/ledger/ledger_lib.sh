@@ -21,8 +21,13 @@ pg_start() {
         --pwfile="$PG_DIR/pwfile" >"$WORK/log/initdb-$1.log" 2>&1 ||
         fail "initdb: $(tail -n1 "$WORK/log/initdb-$1.log")"
     rm -f "$PG_DIR/pwfile"
-    PG_PORT=$(free_port)
-    pg_run
+    # free_port's port can be taken by another test before postgres binds it: a new port then
+    local try
+    for try in 1 2 3 4 5; do
+        PG_PORT=$(free_port)
+        PG_RETRY_BIND=1 pg_run && break
+    done
+    [ -n "${PG_PID:-}" ] && kill -0 "$PG_PID" 2>/dev/null || fail "postgres did not start on 5 ports"
     PG_URI="postgresql://postgres@127.0.0.1:$PG_PORT/postgres"
     umask 077
     printf '127.0.0.1:%s:*:postgres:%s\n' "$PG_PORT" "$(cat "$WORK/ledger.pass")" >"$WORK/pgpass"
@@ -54,7 +59,14 @@ pg_run() {
         -c unix_socket_directories="$PG_DIR" >>"$WORK/log/postgres.log" 2>&1 &
     PG_PID=$!
     it_track "$PG_PID"
-    wait_port "$PG_PORT" "$PG_PID" || fail "postgres did not start: $(tail -n2 "$WORK/log/postgres.log")"
+    if ! wait_port "$PG_PORT" "$PG_PID"; then
+        if [ -n "${PG_RETRY_BIND:-}" ] && grep -q "could not create any TCP/IP sockets" "$WORK/log/postgres.log"; then
+            wait "$PG_PID" 2>/dev/null
+            PG_PID=
+            return 1
+        fi
+        fail "postgres did not start: $(tail -n2 "$WORK/log/postgres.log")"
+    fi
     # accepting TCP is not yet accepting logins: wait until a query answers
     local i
     for i in $(seq 1 100); do
