@@ -72,6 +72,27 @@ static int end(struct prov_ca_index *ix, int r)
     return r;
 }
 
+/*
+ * The start of a registration: now gets the time, a transaction opens and sql (a station's or
+ * a lot's upsert, its parameters name, value, now) runs in it. 0: the transaction is open and
+ * the caller ends it (end); < 0: nothing is open any more.
+ */
+static int begin_upsert(struct prov_ca_index *ix, const char *sql, const char *name,
+                        const char *value, char *now, size_t now_cap)
+{
+    int r;
+
+    prov_ca_index_now_text(now, now_cap);
+    r = begin(ix);
+    if (r == 0) {
+        r = exec_text(ix, sql, 3, (const char *const[]){name, value, now});
+        if (r < 0) {
+            return end(ix, r);
+        }
+    }
+    return r;
+}
+
 static void cert_serial_hex(X509 *cert, char *out, size_t cap)
 {
     const ASN1_INTEGER *sn = X509_get0_serialNumber(cert);
@@ -90,18 +111,14 @@ int prov_ca_registry_station_add(struct prov_ca_index *ix, const char *name, X50
     int r;
 
     cert_serial_hex(cert, hex, sizeof(hex));
-    prov_ca_index_now_text(now, sizeof(now));
-    r = begin(ix);
+    r = begin_upsert(ix,
+                     "INSERT INTO station(name, cert_serial, added_at) VALUES (?1, ?2, ?3)"
+                     " ON CONFLICT(name) DO UPDATE SET cert_serial = ?2, added_at = ?3",
+                     name, hex, now, sizeof(now));
     if (r < 0) {
         return r;
     }
-    r = exec_text(ix,
-                  "INSERT INTO station(name, cert_serial, added_at) VALUES (?1, ?2, ?3)"
-                  " ON CONFLICT(name) DO UPDATE SET cert_serial = ?2, added_at = ?3",
-                  3, (const char *const[]){name, hex, now});
-    if (r == 0) {
-        r = prov_ca_index_audit_append(ix, now, "station", name, hex, "registered");
-    }
+    r = prov_ca_index_audit_append(ix, now, "station", name, hex, "registered");
     return end(ix, r);
 }
 
@@ -114,19 +131,15 @@ int prov_ca_registry_lot_add(struct prov_ca_index *ix, const char *name, long lo
     long long known = 0;
     int r;
 
-    prov_ca_index_now_text(now, sizeof(now));
     snprintf(cap_text, sizeof(cap_text), "%lld", cap);
-    r = begin(ix);
+    r = begin_upsert(ix,
+                     "INSERT INTO lot(name, cap, added_at) VALUES (?1, CAST(?2 AS INTEGER), ?3)"
+                     " ON CONFLICT(name) DO UPDATE SET cap = CAST(?2 AS INTEGER)",
+                     name, cap_text, now, sizeof(now));
     if (r < 0) {
         return r;
     }
-    r = exec_text(ix,
-                  "INSERT INTO lot(name, cap, added_at) VALUES (?1, CAST(?2 AS INTEGER), ?3)"
-                  " ON CONFLICT(name) DO UPDATE SET cap = CAST(?2 AS INTEGER)",
-                  3, (const char *const[]){name, cap_text, now});
-    if (r == 0) {
-        r = exec_text(ix, "DELETE FROM lot_station WHERE lot = ?", 1, (const char *const[]){name});
-    }
+    r = exec_text(ix, "DELETE FROM lot_station WHERE lot = ?", 1, (const char *const[]){name});
     for (size_t i = 0; i < n_stations && r == 0; i++) {
         r = query_int(ix, "SELECT count(*) FROM station WHERE name = ?", 1,
                       (const char *const[]){stations[i]}, &known);
