@@ -143,6 +143,26 @@ station_batch_check() {
     fi
 }
 
+# station_batch_bad_identity: a station whose identity does not hold together is refused
+# when its issuer opens, before the service is asked or a device is touched, one line, exit
+# 2: station_cert not a certificate; station_cert not the certificate of station_key.
+station_batch_bad_identity() {
+    local good=$PROVISIONER_CONFIG
+    token_init dev-y
+    echo "not a certificate" >bad.crt
+    sed 's/^station_cert = .*/station_cert = bad.crt/' "$good" >bad-cert.cnf
+    PROVISIONER_CONFIG=$PWD/bad-cert.cnf prov 2 enroll --serial SN-BAD-1 \
+        --device pkcs11:token=dev-y
+    assert_one_error "station_cert" "bad.crt" "not a PEM certificate"
+    sed 's/^station_cert = .*/station_cert = root.crt/' "$good" >bad-key.cnf
+    PROVISIONER_CONFIG=$PWD/bad-key.cnf prov 2 enroll --serial SN-BAD-1 \
+        --device pkcs11:token=dev-y
+    assert_one_error "station_key" "does not match station_cert"
+    assert_no_file devices/SN-BAD-1
+    assert_eq "$(token_list dev-y "$DEV_PIN_VALUE" | count_re Object)" 0 \
+        "objects on the device after a refused station identity"
+}
+
 # station_batch_service_gone: with the service stopped, a new lot's run exits 4 with one line
 # before any device is touched.
 station_batch_service_gone() {

@@ -11,6 +11,8 @@
 # - the lot's cap (the CA's data) first 10 short: the run stops there (exit 1, the rest
 #   refused), and the same run resumes to the end once the CA's operator raises the cap,
 #   each device issued once;
+# - a station_cert that is no certificate, or not station_key's, is refused (exit 2, one
+#   line) before the service is asked or a device touched;
 # - with the service gone, a new lot's run exits 4 with one line before any device is touched.
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../batch/batch_lib.sh"
@@ -35,6 +37,9 @@ station_batch_check cmp
 
 # the resumed run issued only the rest: one issuance per device in the service's log
 assert_eq "$(grep -c 'outcome="issued"' "$CMP_LOG")" "$N" "issuances in the service's log"
+
+# ---- a station identity that does not hold together: exit 2 before anything is asked ----
+station_batch_bad_identity
 
 # ---- the service gone: exit 4, one line, no device touched -------------------------------
 station_batch_service_gone

@@ -12,6 +12,8 @@
 #   for the lot, each issued by est:STATION-B; nothing in the station's config, environment
 #   or files holds the CA PIN;
 # - a second run issues nothing more (the journal resumes, every row done);
+# - a station_cert that is no certificate, or not station_key's, is refused (exit 2, one
+#   line) before the service is asked or a device touched;
 # - with the service gone, a new lot's run exits 4 with one line before any device is touched.
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../batch/batch_lib.sh"
@@ -37,6 +39,9 @@ assert_eq "$(awk '/ simpleenroll / { print $4 }' "$CMP_LOG" | sort -u | wc -l)" 
 prov 0 batch lot.csv --no-progress
 assert_eq "$(sql_q "$IT_CA_DIR/index.sqlite" "SELECT count(*) FROM certificate
     WHERE lot = 'LOT-IT-1'")" "$N" "a second run issues nothing"
+
+# ---- a station identity that does not hold together: exit 2 before anything is asked ----
+station_batch_bad_identity
 
 # ---- the service gone: exit 4, one line, no device touched -------------------------------
 station_batch_service_gone
