@@ -20,6 +20,7 @@
 
 #include "cmp_asn1.h"
 #include "error.h"
+#include "remote_ops.h"
 #include "station_identity.h"
 
 struct cmp_issuer {
@@ -161,21 +162,6 @@ static int fetch_chain(struct cmp_issuer *ci)
     return r;
 }
 
-static int cmp_check_device(struct prov_issuer *is, const char *uri, struct prov_device *dev)
-{
-    (void)is;
-    (void)uri;
-    (void)dev;
-    return 0; /* no CA token on this host */
-}
-
-static int cmp_check(struct prov_issuer *is, const struct prov_request *rq, X509_REQ *req)
-{
-    (void)is;
-    /* The CSR policy here too, so that a bad CSR does not go out; the service applies it again. */
-    return req != NULL ? prov_issue_check_csr(rq->profile, req, NULL) : 0;
-}
-
 static int cmp_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_request *rq,
                      X509 **out)
 {
@@ -186,7 +172,7 @@ static int cmp_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_re
     int r;
 
     *out = NULL;
-    r = cmp_check(is, rq, req);
+    r = prov_remote_check(is, rq, req);
     if (r < 0) {
         return r;
     }
@@ -233,12 +219,6 @@ static int cmp_delivered(struct prov_issuer *is, X509 *cert)
     return 0; /* the service recorded it delivered at its certConf */
 }
 
-static struct prov_ca_index *cmp_record(struct prov_issuer *is)
-{
-    (void)is;
-    return NULL;
-}
-
 static void cmp_close(struct prov_issuer *is)
 {
     struct cmp_issuer *ci = cmp_of(is);
@@ -251,12 +231,12 @@ static void cmp_close(struct prov_issuer *is)
 
 static const struct prov_issuer_ops cmp_ops = {
     .name = "cmp",
-    .check_device = cmp_check_device,
-    .check = cmp_check,
+    .check_device = prov_remote_check_device,
+    .check = prov_remote_check,
     .issue = cmp_issue,
     .chain = cmp_chain,
     .delivered = cmp_delivered,
-    .record = cmp_record,
+    .record = prov_remote_record,
     .close = cmp_close,
 };
 

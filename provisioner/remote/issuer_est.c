@@ -21,6 +21,7 @@
 #include <openssl/x509v3.h>
 
 #include "error.h"
+#include "remote_ops.h"
 #include "station_identity.h"
 
 /* An answer larger than this is not EST's. */
@@ -247,21 +248,6 @@ out:
     return r;
 }
 
-static int est_check_device(struct prov_issuer *is, const char *uri, struct prov_device *dev)
-{
-    (void)is;
-    (void)uri;
-    (void)dev;
-    return 0; /* no CA token on this host */
-}
-
-static int est_check(struct prov_issuer *is, const struct prov_request *rq, X509_REQ *req)
-{
-    (void)is;
-    /* The CSR policy here too, so that a bad CSR does not go out; the service applies it again. */
-    return req != NULL ? prov_issue_check_csr(rq->profile, req, NULL) : 0;
-}
-
 /* The CSR, DER then base64 on one line (RFC 7030 section 4.2.1). */
 static char *csr_base64(X509_REQ *req)
 {
@@ -289,7 +275,7 @@ static int est_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_re
     int r;
 
     *out = NULL;
-    r = est_check(is, rq, req);
+    r = prov_remote_check(is, rq, req);
     if (r < 0) {
         return r;
     }
@@ -342,12 +328,6 @@ static int est_delivered(struct prov_issuer *is, X509 *cert)
     return 0; /* EST has no confirmation: the service's record stays "issued" */
 }
 
-static struct prov_ca_index *est_record(struct prov_issuer *is)
-{
-    (void)is;
-    return NULL;
-}
-
 static void est_close(struct prov_issuer *is)
 {
     struct est_issuer *ei = est_of(is);
@@ -363,12 +343,12 @@ static void est_close(struct prov_issuer *is)
 
 static const struct prov_issuer_ops est_ops = {
     .name = "est",
-    .check_device = est_check_device,
-    .check = est_check,
+    .check_device = prov_remote_check_device,
+    .check = prov_remote_check,
     .issue = est_issue,
     .chain = est_chain,
     .delivered = est_delivered,
-    .record = est_record,
+    .record = prov_remote_record,
     .close = est_close,
 };
 
