@@ -100,6 +100,25 @@ static const char *const schema_steps[] = {
     " station TEXT, token BIGINT, expires TIMESTAMPTZ, done BOOLEAN NOT NULL DEFAULT false,"
     " PRIMARY KEY (lot_id, serial));"
     "CREATE INDEX work_open ON work(lot_id) WHERE NOT done;",
+    /*
+     * 3: the fencing check as a function (journal_pg_lease.c), so that it goes to the server
+     * in one pipeline with the write it guards: it locks the row's work entry and refuses a
+     * write whose lease token is not the row's (JOURNAL_PG_REFUSED_CLASS, the line as said).
+     */
+    "CREATE FUNCTION prov_fence(p_lot BIGINT, p_serial TEXT, p_token BIGINT) RETURNS void"
+    " LANGUAGE plpgsql AS $$"
+    "DECLARE w_token BIGINT; w_station TEXT;"
+    "BEGIN"
+    " SELECT token, coalesce(station, '') INTO w_token, w_station FROM work"
+    "  WHERE lot_id = p_lot AND serial = p_serial FOR UPDATE;"
+    " IF FOUND AND (p_token <> 0 OR w_token IS NOT NULL) AND w_token IS DISTINCT FROM p_token"
+    " THEN"
+    "  RAISE EXCEPTION USING ERRCODE = '" JOURNAL_PG_REFUSED_CLASS "001', MESSAGE = format("
+    "   'serial %s: this station''s lease on the row was taken over (now %s); its write is"
+    " refused', p_serial,"
+    "   CASE WHEN w_station <> '' THEN 'station ' || w_station ELSE 'released' END);"
+    " END IF;"
+    "END$$;",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(schema_steps) / sizeof(schema_steps[0])))
@@ -113,85 +132,94 @@ int journal_pg_schema_newest(void)
 static void pg_rollback(struct journal_pg *j)
 {
     pthread_mutex_lock(&j->db.conn_lock);
+    j->db.n_round_trips++;
+    j->db.n_statements++;
     PQclear(PQexec(j->db.conn, "ROLLBACK"));
     pthread_mutex_unlock(&j->db.conn_lock);
 }
 
-/* BEGIN, then the transaction-scoped advisory lock of lock_sql (param: its $1, or NULL). */
+/* Closes the transaction, rolling back what the server saw of it. */
+static void txn_abort(struct journal_pg *j)
+{
+    j->has_head = false;
+    if (journal_pg_txn_close(&j->db)) {
+        pg_rollback(j);
+    }
+}
+
+/*
+ * Opens a transaction: BEGIN and the transaction-scoped advisory lock of lock_sql (param: its
+ * $1, or NULL), sent with the transaction's first statement (journal_pg_defer).
+ */
 static int begin_locked(struct journal_pg *j, const char *lock_sql, const char *param)
 {
     int r;
 
-    r = journal_pg_run(&j->db, "begin", "BEGIN", "");
+    journal_pg_txn_open(&j->db);
+    r = journal_pg_defer(&j->db, "begin", NULL, NULL, "BEGIN", "");
+    r = r ? r : journal_pg_defer(&j->db, "begin", NULL, NULL, lock_sql, param ? "t" : "", param);
     if (r < 0) {
-        return r;
-    }
-    j->db.is_in_txn = true;
-    r = journal_pg_run(&j->db, "begin", lock_sql, param ? "t" : "", param);
-    if (r < 0) {
-        pg_rollback(j);
-        j->db.is_in_txn = false;
+        txn_abort(j);
     }
     return r;
+}
+
+/* The chain's head as the transaction's first statements read it ("seq:hash", or none). */
+static void head_read(void *ctx, const PGresult *res)
+{
+    struct journal_pg *j = ctx;
+
+    j->has_head = true;
+    journal_pg_copy(res, 0, 0, j->head, sizeof(j->head));
+    if (PQntuples(res) == 0) {
+        j->head[0] = '\0';
+    }
 }
 
 /*
  * A transaction takes its station's lock (LOCK_STATION_CLASS, hash of the station's name):
  * the station's audit chain needs one order, other stations' transactions run beside it.
  * What several stations touch at once is ordered by the database itself: a row by FOR
- * UPDATE, its lease by the fencing read, a lot's creation by its UNIQUE name.
+ * UPDATE, its lease by the fencing check, a lot's creation by its UNIQUE name. BEGIN, the
+ * lock and the chain's head (which only this station's transactions move, under that lock)
+ * go to the server with the transaction's first statement: one round trip.
  */
 static int pg_begin(struct journal_store *s)
 {
     struct journal_pg *j = journal_pg_of(s);
-    PGresult *res;
     int r;
 
-    /* BEGIN and the lock in one round trip (the station's name as a literal, escaped) */
-    if (j->begin_sql == NULL) {
-        char *lit = PQescapeLiteral(j->db.conn, j->station, strlen(j->station));
-
-        if (lit == NULL ||
-            asprintf(&j->begin_sql,
-                     "BEGIN; SELECT pg_advisory_xact_lock(" LOCK_STATION_CLASS ", hashtext(%s))",
-                     lit) < 0) {
-            j->begin_sql = NULL;
-        }
-        PQfreemem(lit);
+    j->has_head = false;
+    r = begin_locked(j, "SELECT pg_advisory_xact_lock(" LOCK_STATION_CLASS ", hashtext($1))",
+                     j->station);
+    r = r ? r
+          : journal_pg_defer(&j->db, "audit", head_read, j,
+                             "SELECT seq || ':' || hash FROM audit_head WHERE chain = $1", "t",
+                             j->station);
+    if (r < 0) {
+        txn_abort(j);
     }
-    if (j->begin_sql == NULL || j->db.is_away || PQstatus(j->db.conn) != CONNECTION_OK) {
-        /* the statement by statement way, which reconnects and says what failed */
-        return begin_locked(j, "SELECT pg_advisory_xact_lock(" LOCK_STATION_CLASS ", hashtext($1))",
-                            j->station);
-    }
-    pthread_mutex_lock(&j->db.conn_lock);
-    res = PQexec(j->db.conn, j->begin_sql);
-    r = PQresultStatus(res) == PGRES_TUPLES_OK ? 0 : -1;
-    pthread_mutex_unlock(&j->db.conn_lock);
-    PQclear(res);
-    if (r == 0) {
-        j->db.is_in_txn = true;
-        return 0;
-    }
-    pg_rollback(j);
-    return begin_locked(j, "SELECT pg_advisory_xact_lock(" LOCK_STATION_CLASS ", hashtext($1))",
-                        j->station);
+    return r;
 }
 
 static int pg_end(struct journal_store *s, int r)
 {
     struct journal_pg *j = journal_pg_of(s);
+    bool is_broken;
     int pid;
 
     if (r != 0) {
-        pg_rollback(j);
-        j->db.is_in_txn = false;
+        txn_abort(j);
         return r;
     }
+    j->has_head = false;
     pid = PQbackendPID(j->db.conn);
+    /* a COMMIT is never sent twice: once sent, its outcome is the server's to say */
+    j->db.is_txn_sent = true;
     r = journal_pg_run(&j->db, "commit", "COMMIT", "");
-    j->db.is_in_txn = false;
-    if (r < 0 && PQstatus(j->db.conn) != CONNECTION_OK) {
+    is_broken = PQstatus(j->db.conn) != CONNECTION_OK;
+    journal_pg_txn_close(&j->db);
+    if (r < 0 && is_broken) {
         j->db.in_doubt_pid = pid; /* the next session waits for it (await_in_doubt) */
         /* the server may have committed: the next transition reads the row back */
         return prov_fail(PROV_ERR_JOURNAL,
@@ -332,7 +360,6 @@ static void pg_close(struct journal_store *s)
     journal_pg_leases_stop(&j->leases);
     journal_pg_db_close(&j->db);
     free(j->station);
-    free(j->begin_sql);
     free(j->base.name);
     free(j);
 }
@@ -407,14 +434,15 @@ static int pg_row_put(struct journal_store *s, struct journal_row *w)
     if (r < 0) {
         return r;
     }
+    /* an update's result is its success: sent with the next statement (the COMMIT, mostly) */
     if (w->id != 0) {
-        return journal_pg_run(&j->db, w->serial,
-                              "UPDATE device SET device_uri = $1, state = $2, key_id = $3,"
-                              " key_uri = $4, storage = $5, cert_id = nullif($6::bigint, 0),"
-                              " error = $7, attempts = $8, updated = $9 WHERE id = $10",
-                              "ttbttititi", w->device_uri, state, w->key_id, w->key_id_len,
-                              w->key_uri, w->storage, w->cert_id, w->error, (long long)w->attempts,
-                              w->updated, w->id);
+        return journal_pg_defer(&j->db, w->serial, NULL, NULL,
+                                "UPDATE device SET device_uri = $1, state = $2, key_id = $3,"
+                                " key_uri = $4, storage = $5, cert_id = nullif($6::bigint, 0),"
+                                " error = $7, attempts = $8, updated = $9 WHERE id = $10",
+                                "ttbttititi", w->device_uri, state, w->key_id, w->key_id_len,
+                                w->key_uri, w->storage, w->cert_id, w->error,
+                                (long long)w->attempts, w->updated, w->id);
     }
     res = journal_pg_exec(&j->db, w->serial, NULL, NULL, 0,
                           "INSERT INTO device(lot_id, serial, device_uri, state, key_id, key_uri,"
@@ -737,16 +765,22 @@ int journal_pg_audit_hash(struct journal_store *s, const char *chain, long long 
 /* The head "seq:hash" in meta; an empty chain has seq 0 and the zero hash. */
 static int pg_audit_head(struct journal_store *s, long long *seq, char hash[65])
 {
+    struct journal_pg *j = journal_pg_of(s);
     char v[96];
-    bool found;
+    bool found = true;
     const char *colon;
-    int r;
+    int r = 0;
 
     *seq = 0;
     memcpy(hash, JOURNAL_ZERO_HASH, 65);
-    r = pg_text(journal_pg_of(s), "audit", v, sizeof(v), &found,
-                "SELECT seq || ':' || hash FROM audit_head WHERE chain = $1", "t",
-                journal_pg_of(s)->station);
+    /* in a transaction, as its first statements read it (pg_begin), then as it appended */
+    if (j->db.is_in_txn && j->has_head) {
+        snprintf(v, sizeof(v), "%s", j->head);
+        found = v[0] != '\0';
+    } else {
+        r = pg_text(j, "audit", v, sizeof(v), &found,
+                    "SELECT seq || ':' || hash FROM audit_head WHERE chain = $1", "t", j->station);
+    }
     if (r < 0 || !found) {
         return r;
     }
@@ -759,20 +793,27 @@ static int pg_audit_head(struct journal_store *s, long long *seq, char hash[65])
     return 0;
 }
 
+/*
+ * The record and its chain's new head in one statement, sent with the transaction's next
+ * statement (its COMMIT, mostly): a failure fails that one, and the transaction.
+ */
 static int pg_audit_append(struct journal_store *s, const struct journal_audit_record *a)
 {
     struct journal_pg *j = journal_pg_of(s);
     int r;
 
-    /* the record and its chain's new head in one round trip */
-    r = journal_pg_run(&j->db, "audit",
-                       "WITH a AS (INSERT INTO audit(chain, seq, at, lot, serial, event, detail,"
-                       " prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9))"
-                       " INSERT INTO audit_head(chain, seq, hash) VALUES ($1, $2, $9)"
-                       " ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq,"
-                       " hash = excluded.hash",
-                       "tittttttt", j->station, a->seq, a->at, a->lot, a->serial, a->event,
-                       a->detail, a->prev_hash, a->hash);
+    r = journal_pg_defer(&j->db, "audit", NULL, NULL,
+                         "WITH a AS (INSERT INTO audit(chain, seq, at, lot, serial, event, detail,"
+                         " prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9))"
+                         " INSERT INTO audit_head(chain, seq, hash) VALUES ($1, $2, $9)"
+                         " ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq,"
+                         " hash = excluded.hash",
+                         "tittttttt", j->station, a->seq, a->at, a->lot, a->serial, a->event,
+                         a->detail, a->prev_hash, a->hash);
+    if (r == 0) {
+        j->has_head = true;
+        snprintf(j->head, sizeof(j->head), "%lld:%s", a->seq, a->hash);
+    }
     return r;
 }
 

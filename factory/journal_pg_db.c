@@ -76,13 +76,190 @@ static void server_message(const PGconn *conn, const PGresult *res, char *out, s
     }
 }
 
+/*
+ * A statement sent with the next one (journal_pg_defer): its arguments copied, and what to do
+ * with its result, which only has to be a success otherwise.
+ */
+struct pg_pending {
+    char *what;
+    char *sql;
+    int n;
+    char *values[MAX_PARAMS];
+    int lengths[MAX_PARAMS];
+    int formats[MAX_PARAMS];
+    void (*on_result)(void *ctx, const PGresult *res);
+    void *ctx;
+};
+
+static void pending_clear(struct journal_pg_db *db)
+{
+    for (size_t i = 0; i < db->n_pending; i++) {
+        struct pg_pending *q = &db->pending[i];
+
+        for (int k = 0; k < q->n; k++) {
+            free(q->values[k]);
+        }
+        free(q->what);
+        free(q->sql);
+    }
+    db->n_pending = 0;
+}
+
+/* Copies p into a pending statement; PROV_ERR_NOMEM. */
+static int pending_add(struct journal_pg_db *db, const char *what, const char *sql,
+                       const struct params *p, void (*on_result)(void *, const PGresult *),
+                       void *ctx)
+{
+    struct pg_pending *q;
+
+    if (db->n_pending == db->cap_pending) {
+        size_t cap = db->cap_pending ? 2 * db->cap_pending : 8;
+        struct pg_pending *more = realloc(db->pending, cap * sizeof(*more));
+
+        if (more == NULL) {
+            return prov_fail(PROV_ERR_NOMEM, "journal %s: out of memory", db->name);
+        }
+        db->pending = more;
+        db->cap_pending = cap;
+    }
+    q = &db->pending[db->n_pending];
+    memset(q, 0, sizeof(*q));
+    q->what = strdup(what);
+    q->sql = strdup(sql);
+    q->n = p->n;
+    q->on_result = on_result;
+    q->ctx = ctx;
+    db->n_pending++; /* counted now, so that pending_clear frees a half-made copy */
+    for (int k = 0; k < p->n; k++) {
+        q->lengths[k] = p->lengths[k];
+        q->formats[k] = p->formats[k];
+        if (p->values[k] != NULL) {
+            size_t len = p->formats[k] ? (size_t)p->lengths[k] : strlen(p->values[k]) + 1;
+
+            q->values[k] = malloc(len ? len : 1);
+            if (q->values[k] == NULL) {
+                return prov_fail(PROV_ERR_NOMEM, "journal %s: out of memory", db->name);
+            }
+            memcpy(q->values[k], p->values[k], len);
+        }
+    }
+    if (q->what == NULL || q->sql == NULL) {
+        return prov_fail(PROV_ERR_NOMEM, "journal %s: out of memory", db->name);
+    }
+    return 0;
+}
+
+static bool is_ok(const PGresult *res)
+{
+    ExecStatusType st = PQresultStatus(res);
+
+    return res != NULL && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK);
+}
+
+/*
+ * Sends the pending statements and then sql in one pipeline (one round trip) and reads every
+ * result. Returns sql's result when all succeeded; otherwise NULL, with *bad the first failed
+ * result (NULL when the connection gave none) and *what the statement it belongs to. The
+ * caller holds conn_lock.
+ */
+static PGresult *send_pipeline(struct journal_pg_db *db, const char *sql, const struct params *p,
+                               PGresult **bad, const char **what)
+{
+    size_t n = db->n_pending;
+    PGresult *out = NULL;
+    PGresult *res;
+    bool is_sent = PQenterPipelineMode(db->conn) == 1;
+
+    *bad = NULL;
+    for (size_t i = 0; is_sent && i < n; i++) {
+        struct pg_pending *q = &db->pending[i];
+
+        is_sent = PQsendQueryParams(db->conn, q->sql, q->n, NULL, (const char *const *)q->values,
+                                    q->lengths, q->formats, 0) == 1;
+    }
+    is_sent = is_sent && PQsendQueryParams(db->conn, sql, p->n, NULL, p->values, p->lengths,
+                                           p->formats, 0) == 1;
+    is_sent = is_sent && PQpipelineSync(db->conn) == 1;
+    for (size_t i = 0; is_sent && i <= n; i++) {
+        res = PQgetResult(db->conn);
+        if (res == NULL) {
+            break; /* the connection broke: no more results */
+        }
+        for (PGresult *end = PQgetResult(db->conn); end != NULL; end = PQgetResult(db->conn)) {
+            PQclear(end);
+        }
+        if (is_ok(res) && i < n && db->pending[i].on_result != NULL) {
+            db->pending[i].on_result(db->pending[i].ctx, res);
+        }
+        if (is_ok(res) && i == n && *bad == NULL) {
+            out = res;
+        } else if (!is_ok(res) && *bad == NULL && PQresultStatus(res) != PGRES_PIPELINE_ABORTED) {
+            *bad = res;
+            *what = i < n ? db->pending[i].what : NULL;
+        } else {
+            PQclear(res);
+        }
+    }
+    if (out != NULL || *bad != NULL) {
+        res = PQgetResult(db->conn); /* the sync's */
+        PQclear(res);
+    }
+    if (PQexitPipelineMode(db->conn) != 1 && out != NULL) {
+        PQclear(out); /* results left over: the connection is not what it was */
+        out = NULL;
+    }
+    if (*bad != NULL && out != NULL) {
+        PQclear(out);
+        out = NULL;
+    }
+    return out;
+}
+
+/* Sends the pending statements with sql; sql's result or NULL (see send_pipeline). */
+static PGresult *send_all(struct journal_pg_db *db, const char *sql, const struct params *p,
+                          PGresult **bad, const char **what)
+{
+    PGresult *res;
+
+    *bad = NULL;
+    *what = NULL;
+    db->n_round_trips++;
+    db->n_statements += db->n_pending + 1;
+    if (db->n_pending == 0) {
+        res = PQexecParams(db->conn, sql, p->n, NULL, p->values, p->lengths, p->formats, 0);
+        if (is_ok(res)) {
+            return res;
+        }
+        *bad = res;
+        return NULL;
+    }
+    return send_pipeline(db, sql, p, bad, what);
+}
+
+/* send_all, its time counted for the debug output (what the ledger costs a station). */
+static PGresult *timed_send(struct journal_pg_db *db, const char *sql, const struct params *p,
+                            PGresult **bad, const char **what)
+{
+    struct timespec t0;
+    struct timespec t1;
+    PGresult *res;
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    res = send_all(db, sql, p, bad, what);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    db->ns_waited +=
+        (unsigned long long)((t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec));
+    return res;
+}
+
 static PGresult *exec_v(struct journal_pg_db *db, const char *what, char sqlstate[6],
                         char *constraint, size_t cap, const char *sql, const char *types,
                         va_list ap)
 {
     struct params p;
     PGresult *res = NULL;
-    ExecStatusType st;
+    PGresult *bad = NULL;
+    const char *bad_what = NULL;
     char msg[512];
 
     if (sqlstate != NULL) {
@@ -97,44 +274,52 @@ static PGresult *exec_v(struct journal_pg_db *db, const char *what, char sqlstat
                   db->name, what);
         return NULL;
     }
-    if (!db->is_in_txn && PQstatus(db->conn) != CONNECTION_OK && journal_pg_reconnect(db) < 0) {
+    if (!db->is_txn_sent && PQstatus(db->conn) != CONNECTION_OK && journal_pg_reconnect(db) < 0) {
         return NULL;
     }
     pthread_mutex_lock(&db->conn_lock);
-    res = PQexecParams(db->conn, sql, p.n, NULL, p.values, p.lengths, p.formats, 0);
-    st = PQresultStatus(res);
+    res = timed_send(db, sql, &p, &bad, &bad_what);
     /*
-     * The connection broke (a server restart, a failover, a terminated backend) under a
-     * statement outside a transaction: BEGIN or a read, or a lease write by token, each of
-     * which may run again. Inside a transaction nothing is retried: the journal fails the
-     * transition and the next one reads the row back.
+     * The connection broke (a server restart, a failover, a terminated backend) before the
+     * server saw anything of a transaction (its BEGIN goes with its first statement), or
+     * under a statement outside a transaction (a read, a lease write by token): each may run
+     * again. Once a transaction has reached the server nothing is retried: the journal fails
+     * the transition and the next one reads the row back.
      */
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && !db->is_in_txn &&
-        PQstatus(db->conn) == CONNECTION_BAD) {
-        PQclear(res);
+    if (res == NULL && !db->is_txn_sent && PQstatus(db->conn) == CONNECTION_BAD) {
+        PQclear(bad);
         pthread_mutex_unlock(&db->conn_lock);
         if (journal_pg_reconnect(db) < 0) {
             return NULL;
         }
         pthread_mutex_lock(&db->conn_lock);
-        res = PQexecParams(db->conn, sql, p.n, NULL, p.values, p.lengths, p.formats, 0);
-        st = PQresultStatus(res);
+        res = timed_send(db, sql, &p, &bad, &bad_what);
     }
-    if (res != NULL && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)) {
+    pending_clear(db); /* sent, whatever the outcome: a failed transaction is rolled back */
+    db->is_txn_sent = db->is_in_txn;
+    if (res != NULL) {
         pthread_mutex_unlock(&db->conn_lock);
         return res;
     }
-    server_message(db->conn, res, msg, sizeof(msg));
-    if (sqlstate != NULL && res != NULL && PQresultErrorField(res, PG_DIAG_SQLSTATE) != NULL) {
-        snprintf(sqlstate, 6, "%s", PQresultErrorField(res, PG_DIAG_SQLSTATE));
+    server_message(db->conn, bad, msg, sizeof(msg));
+    if (sqlstate != NULL && bad != NULL && PQresultErrorField(bad, PG_DIAG_SQLSTATE) != NULL) {
+        snprintf(sqlstate, 6, "%s", PQresultErrorField(bad, PG_DIAG_SQLSTATE));
     }
-    if (constraint != NULL && res != NULL &&
-        PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME) != NULL) {
-        snprintf(constraint, cap, "%s", PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME));
+    if (constraint != NULL && bad != NULL &&
+        PQresultErrorField(bad, PG_DIAG_CONSTRAINT_NAME) != NULL) {
+        snprintf(constraint, cap, "%s", PQresultErrorField(bad, PG_DIAG_CONSTRAINT_NAME));
+    }
+    /* a refusal of the ledger's own functions (doc/ledger.md) is a whole line of its own */
+    if (bad != NULL && PQresultErrorField(bad, PG_DIAG_SQLSTATE) != NULL &&
+        strncmp(PQresultErrorField(bad, PG_DIAG_SQLSTATE), JOURNAL_PG_REFUSED_CLASS, 2) == 0 &&
+        PQresultErrorField(bad, PG_DIAG_MESSAGE_PRIMARY) != NULL) {
+        prov_fail(PROV_ERR_JOURNAL, "%s", PQresultErrorField(bad, PG_DIAG_MESSAGE_PRIMARY));
+    } else {
+        prov_fail(PROV_ERR_JOURNAL, "journal %s: %s: %s", db->name, bad_what ? bad_what : what,
+                  msg);
     }
     pthread_mutex_unlock(&db->conn_lock);
-    PQclear(res);
-    prov_fail(PROV_ERR_JOURNAL, "journal %s: %s: %s", db->name, what, msg);
+    PQclear(bad);
     return NULL;
 }
 
@@ -170,6 +355,41 @@ int journal_pg_run(struct journal_pg_db *db, const char *what, const char *sql, 
     }
     PQclear(res);
     return 0;
+}
+
+int journal_pg_defer(struct journal_pg_db *db, const char *what,
+                     void (*on_result)(void *ctx, const PGresult *res), void *ctx, const char *sql,
+                     const char *types, ...)
+{
+    struct params p;
+    va_list ap;
+    int r;
+
+    va_start(ap, types);
+    bind_params(&p, types, ap);
+    va_end(ap);
+    pthread_mutex_lock(&db->conn_lock);
+    r = pending_add(db, what, sql, &p, on_result, ctx);
+    pthread_mutex_unlock(&db->conn_lock);
+    return r;
+}
+
+void journal_pg_txn_open(struct journal_pg_db *db)
+{
+    db->is_in_txn = true;
+    db->is_txn_sent = false;
+}
+
+bool journal_pg_txn_close(struct journal_pg_db *db)
+{
+    bool was_sent = db->is_txn_sent;
+
+    pthread_mutex_lock(&db->conn_lock);
+    pending_clear(db);
+    pthread_mutex_unlock(&db->conn_lock);
+    db->is_in_txn = false;
+    db->is_txn_sent = false;
+    return was_sent;
 }
 
 char *journal_pg_strdup(const PGresult *res, int i, int c)
@@ -361,6 +581,11 @@ int journal_pg_db_connect(struct journal_pg_db *db)
 
 void journal_pg_db_close(struct journal_pg_db *db)
 {
+    if (db->n_round_trips > 0) {
+        /* what bench/ledger.sh reports as the ledger's cost per device */
+        prov_debug("journal", "journal %s: %llu round trips, %llu statements, %.1f ms", db->name,
+                   db->n_round_trips, db->n_statements, (double)db->ns_waited / 1e6);
+    }
     PQfinish(db->conn); /* the server releases the session's advisory locks */
     db->conn = NULL;
     if (db->password != NULL) {
@@ -368,6 +593,9 @@ void journal_pg_db_close(struct journal_pg_db *db)
     }
     free(db->password);
     free(db->conninfo);
+    pending_clear(db);
+    free(db->pending);
+    db->pending = NULL;
     db->password = NULL;
     db->conninfo = NULL;
     pthread_mutex_destroy(&db->conn_lock);

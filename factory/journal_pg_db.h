@@ -23,6 +23,14 @@
 #define LOCK_WRITER LOCK_CLASS ", 2"
 #define LOCK_SCHEMA LOCK_CLASS ", 3"
 
+/*
+ * The SQLSTATE class of the refusals that the ledger's own functions raise (schema step 3,
+ * journal_pg.c): their message is the whole line, said to the operator as it is.
+ */
+#define JOURNAL_PG_REFUSED_CLASS "PV"
+
+struct pg_pending;
+
 struct journal_pg_db {
     const char *name; /* the URI with any password masked (the store's name) */
     PGconn *conn;
@@ -31,7 +39,14 @@ struct journal_pg_db {
     enum journal_store_mode mode; /* which session lock to take again after a reconnect */
     pthread_mutex_t conn_lock;    /* one statement at a time on the connection */
     bool is_in_txn;               /* between begin and end */
-    bool is_away;                 /* reconnecting failed: every op fails at once (closed) */
+    bool is_txn_sent;             /* the server has seen the transaction's BEGIN */
+    struct pg_pending *pending;   /* statements sent with the next one (journal_pg_defer) */
+    size_t n_pending;
+    size_t cap_pending;
+    bool is_away;                     /* reconnecting failed: every op fails at once (closed) */
+    unsigned long long n_round_trips; /* statements and pipelines sent (the debug output) */
+    unsigned long long n_statements;
+    unsigned long long ns_waited; /* in those round trips */
     int in_doubt_pid;             /* the server process of a COMMIT whose connection broke */
 };
 
@@ -75,6 +90,25 @@ PGresult *journal_pg_vexec(struct journal_pg_db *db, const char *what, const cha
 /* Runs sql that returns nothing; 0 or the recorded error. */
 int journal_pg_run(struct journal_pg_db *db, const char *what, const char *sql, const char *types,
                    ...);
+
+/*
+ * Queues sql (arguments bound and copied as by journal_pg_exec) to be sent in one pipeline
+ * with the next statement run on the connection: one round trip for both. Its result only has
+ * to succeed (on_result, when not NULL, sees it); when it fails, that next statement fails
+ * with its error, named by what, and nothing after it in the pipeline runs. Inside a
+ * transaction only, so that a failure rolls it back. 0 or PROV_ERR_NOMEM.
+ */
+int journal_pg_defer(struct journal_pg_db *db, const char *what,
+                     void (*on_result)(void *ctx, const PGresult *res), void *ctx, const char *sql,
+                     const char *types, ...);
+
+/*
+ * A transaction opens (its BEGIN is deferred by the caller) and closes: the close drops what
+ * is still queued and says whether the server saw anything of the transaction (when not,
+ * there is nothing to commit or roll back).
+ */
+void journal_pg_txn_open(struct journal_pg_db *db);
+bool journal_pg_txn_close(struct journal_pg_db *db);
 
 /* Column c of row i: a copy (NULL for NULL), into out ("" for NULL), as a number. */
 char *journal_pg_strdup(const PGresult *res, int i, int c);

@@ -190,9 +190,10 @@ int journal_pg_lease_claim(struct journal_pg_leases *ls, struct journal_store *s
     if (r < 0) {
         return r;
     }
-    r = journal_pg_run(ls->db, serial,
-                       "INSERT INTO work(lot_id, serial) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                       "it", lot_id, serial);
+    /* sent with the claim that follows: one round trip for BEGIN, the entry and the claim */
+    r = journal_pg_defer(ls->db, serial, NULL, NULL,
+                         "INSERT INTO work(lot_id, serial) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                         "it", lot_id, serial);
     if (r == 0) {
         res = journal_pg_exec(
             ls->db, serial, NULL, NULL, 0,
@@ -272,26 +273,10 @@ int journal_pg_lease_end(struct journal_pg_leases *ls, long long lot_id, const c
 
 int journal_pg_fence(struct journal_pg_leases *ls, long long lot_id, const char *serial)
 {
-    long long mine = held(ls, lot_id, serial);
-    PGresult *res;
-    int r = 0;
-
-    res = journal_pg_exec(ls->db, serial, NULL, NULL, 0,
-                          "SELECT token, coalesce(station, '') FROM work WHERE lot_id = $1"
-                          " AND serial = $2 FOR UPDATE",
-                          "it", lot_id, serial);
-    if (res == NULL) {
-        return PROV_ERR_JOURNAL;
-    }
-    /* a row nobody claimed (a station working by device identity) has no lease to check */
-    if (PQntuples(res) == 1 && (mine != 0 || !PQgetisnull(res, 0, 0)) &&
-        journal_pg_ll(res, 0, 0) != mine) {
-        r = prov_fail(PROV_ERR_JOURNAL,
-                      "serial %s: this station's lease on the row was taken over (now %s%s); "
-                      "its write is refused",
-                      serial, *PQgetvalue(res, 0, 1) ? "station " : "released",
-                      PQgetvalue(res, 0, 1));
-    }
-    PQclear(res);
-    return r;
+    /*
+     * prov_fence (schema step 3, journal_pg.c) locks the row's work entry and refuses, with
+     * its own line, a write whose token is not the row's; sent with the write itself.
+     */
+    return journal_pg_defer(ls->db, serial, NULL, NULL, "SELECT prov_fence($1, $2, $3)", "iti",
+                            lot_id, serial, held(ls, lot_id, serial));
 }
