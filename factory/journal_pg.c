@@ -221,10 +221,16 @@ static int pg_end(struct journal_store *s, int r)
     journal_pg_txn_close(&j->db);
     if (r < 0 && is_broken) {
         j->db.in_doubt_pid = pid; /* the next session waits for it (await_in_doubt) */
-        /* the server may have committed: the next transition reads the row back */
+        /*
+         * The server may have committed: libpq's words for the broken connection would hide
+         * that. Nothing is done on the strength of this transition; the next one (or the
+         * next run) reads the row back from the ledger.
+         */
+        prov_error_clear();
         return prov_fail(PROV_ERR_JOURNAL,
-                         "journal %s: the connection broke during the commit: its outcome is "
-                         "unknown until the row is read back (run the same command again)",
+                         "journal %s: the connection broke during the COMMIT: its outcome is "
+                         "unknown, so nothing is done on its strength; the row is read back from "
+                         "the ledger when the same command runs again",
                          j->base.name);
     }
     if (r < 0) {
@@ -340,7 +346,8 @@ static int schema_check(struct journal_pg *j, const struct journal_upgrade_hook 
                          "`provisioner ledger init`)",
                          j->base.name);
     }
-    if (version < SCHEMA_VERSION && j->db.mode != JOURNAL_STORE_READ) {
+    /* readers too: an older ledger lacks what the reads ask for (the chains of version 2) */
+    if (version < SCHEMA_VERSION) {
         return prov_fail(PROV_ERR_JOURNAL,
                          "journal %s: schema version %d is older than this provisioner's (%d); "
                          "run `provisioner ledger migrate`",

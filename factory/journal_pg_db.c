@@ -295,9 +295,9 @@ static PGresult *exec_v(struct journal_pg_db *db, const char *what, char sqlstat
         pthread_mutex_lock(&db->conn_lock);
         res = timed_send(db, sql, &p, &bad, &bad_what);
     }
-    pending_clear(db); /* sent, whatever the outcome: a failed transaction is rolled back */
     db->is_txn_sent = db->is_in_txn;
     if (res != NULL) {
+        pending_clear(db); /* sent */
         pthread_mutex_unlock(&db->conn_lock);
         return res;
     }
@@ -318,6 +318,7 @@ static PGresult *exec_v(struct journal_pg_db *db, const char *what, char sqlstat
         prov_fail(PROV_ERR_JOURNAL, "journal %s: %s: %s", db->name, bad_what ? bad_what : what,
                   msg);
     }
+    pending_clear(db); /* sent or not, dropped: the failed transaction is rolled back */
     pthread_mutex_unlock(&db->conn_lock);
     PQclear(bad);
     return NULL;
@@ -540,7 +541,8 @@ static int await_in_doubt(struct journal_pg_db *db)
     return 0;
 }
 
-int journal_pg_reconnect(struct journal_pg_db *db)
+/* Connects again; the session's own statements (the writer lock) go alone. */
+static int reconnect(struct journal_pg_db *db)
 {
     long pause = RECONNECT_FIRST_MS;
 
@@ -560,6 +562,24 @@ int journal_pg_reconnect(struct journal_pg_db *db)
     }
     db->is_away = true; /* fail closed, and fast: no row waits for the backoff again */
     return connect_fail(db, "the database stays away");
+}
+
+int journal_pg_reconnect(struct journal_pg_db *db)
+{
+    /* what the caller queued waits for the caller's statement, not for the writer lock's */
+    size_t n_pending = db->n_pending;
+    bool is_in_txn = db->is_in_txn;
+    bool is_txn_sent = db->is_txn_sent;
+    int r;
+
+    db->n_pending = 0;
+    db->is_in_txn = false;
+    db->is_txn_sent = false;
+    r = reconnect(db);
+    db->n_pending = n_pending;
+    db->is_in_txn = is_in_txn;
+    db->is_txn_sent = is_txn_sent;
+    return r;
 }
 
 void journal_pg_db_init(struct journal_pg_db *db, const char *name, enum journal_store_mode mode)

@@ -6,7 +6,8 @@
 #   to skip a migration; migrate brings it to the newest; both again do nothing;
 # - a ledger at schema 2 (schema-v1.sql, then schema-v2.sql): a batch refuses it, migrate
 #   brings it to 3 (the fencing function) and a batch then issues its lot on it;
-# - a batch refuses an older schema, and every command refuses a newer one, with one line;
+# - a batch and ledger verify refuse an older schema, and every command refuses a newer one,
+#   with one line;
 # - a station's SQLite journal with issued, failed and superseded rows is imported: the same
 #   counts, the audit chain verifies on its own; a second import is refused;
 # - an audit record altered behind the tool's back: verify names its chain and record.
@@ -24,6 +25,8 @@ PGPASSWORD=$(cat "$WORK/ledger.pass") "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h
     fail "psql could not create schema version 1"
 prov 6 ledger init
 assert_one_error 'schema version 1' 'ledger migrate'
+prov 6 ledger verify
+assert_one_error 'schema version 1 is older' 'ledger migrate'
 make_lot lot.csv 2 3
 prov 6 batch lot.csv --no-progress
 assert_one_error 'schema version 1 is older' 'ledger migrate'
