@@ -1,17 +1,21 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * `ca station add` and `ca lot add`: who may ask the CA service (doc/ca-service.md), kept in
+ * `ca station add|renew|revoke|list` and `ca lot add`: who may ask the CA service (doc/ca-service.md), kept in
  * the CA index (provisioner/pki/ca_registry.h).
  */
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <json-c/json.h>
 
 #include "ca.h"
 #include "ca_registry.h"
 #include "chain.h"
 #include "cli.h"
+#include "crl_names.h"
 #include "csr.h"
 #include "durable.h"
 #include "error.h"
@@ -23,6 +27,8 @@ const struct option cmd_ca_station_opts[] = {
     {"csr", required_argument, NULL, 'c'},
     {"out", required_argument, NULL, 'o'},
     {"reissue", no_argument, NULL, 'r'},
+    {"reason", required_argument, NULL, 'R'},
+    {"json", no_argument, NULL, 'j'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -36,11 +42,20 @@ const struct option cmd_ca_lot_opts[] = {
 
 static void station_usage(FILE *f)
 {
-    fprintf(f, "Usage: provisioner ca station add NAME --csr FILE --out FILE [--reissue]\n\n"
-               "Issues station NAME's identity certificate under the profile \"station\" from a\n"
-               "CSR made on the station's own token (provisioner csr --profile station), and\n"
-               "registers it: the CA service accepts requests signed with it. FILE receives the\n"
-               "certificate then the CA chain. --reissue replaces the station's certificate.\n");
+    fprintf(f, "Usage: provisioner ca station add NAME --csr FILE --out FILE [--reissue]\n"
+               "       provisioner ca station renew NAME --csr FILE --out FILE\n"
+               "       provisioner ca station revoke NAME [--reason R]\n"
+               "       provisioner ca station list [--json]\n\n"
+               "add issues station NAME's identity certificate under the profile \"station\"\n"
+               "from a CSR made on the station's own token (provisioner csr --profile station),\n"
+               "and registers it: the CA service accepts requests signed with it. FILE receives\n"
+               "the certificate then the CA chain. --reissue replaces the station's certificate.\n"
+               "renew does the same for a registered station: the new certificate is registered,\n"
+               "the old one is superseded and no longer accepted. revoke records the revocation\n"
+               "of the station's certificate (reason R, default unspecified; one of %s):\n"
+               "the service refuses the station from then on. list shows the stations, their\n"
+               "certificates, revocations and lots.\n",
+            prov_crl_reason_names());
 }
 
 static void lot_usage(FILE *f)
@@ -98,8 +113,24 @@ static int station_issue(const struct prov_config *cfg, const char *name, X509_R
     return r;
 }
 
-static int station_add(int argc, char **argv)
+/* renew: the station must be registered already (PROV_ERR_USAGE naming it). */
+static int station_registered(const struct prov_config *cfg, const char *name)
 {
+    struct prov_ca_index *ix = NULL;
+    char hex[72];
+    int r = prov_ca_index_open(cfg->ca_dir, &ix);
+
+    if (r == 0) {
+        r = prov_ca_registry_station_cert(ix, name, hex, sizeof(hex));
+    }
+    prov_ca_index_close(ix);
+    return r;
+}
+
+/* add and renew: NAME --csr FILE --out FILE; renew needs the station registered. */
+static int station_add(int argc, char **argv, bool is_renew)
+{
+    const char *verb = is_renew ? "renew" : "add";
     struct prov_config *cfg = NULL;
     const char *csr_path = NULL;
     const char *out_path = NULL;
@@ -120,7 +151,8 @@ static int station_add(int argc, char **argv)
         }
     }
     if (optind + 1 != argc || csr_path == NULL || out_path == NULL) {
-        fprintf(stderr, "provisioner: ca station add: NAME, --csr and --out are required\n");
+        fprintf(stderr, "provisioner: ca station %s: NAME, --csr and --out are required\n",
+                verb);
         return PROV_EXIT_USAGE;
     }
     if (!prov_serial_is_valid(argv[optind])) {
@@ -134,19 +166,160 @@ static int station_add(int argc, char **argv)
     }
     prov_error_clear();
     r = prov_storage_check_output_file(out_path, "--out");
+    if (r == 0 && is_renew) {
+        r = station_registered(cfg, argv[optind]);
+    }
     if (r == 0) {
         r = prov_csr_read(csr_path, &req);
     }
     if (r == 0) {
-        r = station_issue(cfg, argv[optind], req, is_reissue, out_path);
+        r = station_issue(cfg, argv[optind], req, is_reissue || is_renew, out_path);
     }
     if (r < 0) {
         rc = cli_fail(r, argv[optind]);
     } else {
-        printf("station %s registered: %s\n", argv[optind], out_path);
+        printf("station %s %s: %s\n", argv[optind], is_renew ? "renewed" : "registered",
+               out_path);
         rc = PROV_EXIT_OK;
     }
     X509_REQ_free(req);
+    prov_config_free(cfg);
+    return rc;
+}
+
+/*
+ * revoke: the station's registered certificate gets a revocation record (the revocation
+ * table and the audit trail, as `provisioner revoke` writes): the service refuses it after.
+ */
+static int station_revoke(int argc, char **argv)
+{
+    struct prov_ca_revocation rv = {0};
+    struct prov_config *cfg = NULL;
+    struct prov_ca_index *ix = NULL;
+    const char *reason_name = "unspecified";
+    char hex[72];
+    bool is_new = false;
+    int reason = 0;
+    int c;
+    int rc;
+    int r;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", cmd_ca_station_opts, NULL)) != -1) {
+        switch (c) {
+        case 'R': reason_name = optarg; break;
+        case 'h': station_usage(stdout); return PROV_EXIT_OK;
+        default: station_usage(stderr); return PROV_EXIT_USAGE;
+        }
+    }
+    if (optind + 1 != argc) {
+        fprintf(stderr, "provisioner: ca station revoke: expected exactly one NAME\n");
+        return PROV_EXIT_USAGE;
+    }
+    prov_error_clear();
+    r = prov_crl_reason_parse(reason_name, &reason);
+    if (r < 0) {
+        return cli_fail(r, argv[optind]);
+    }
+    rc = cli_load_config(&cfg);
+    if (rc != 0) {
+        return rc;
+    }
+    prov_error_clear();
+    r = prov_ca_index_open(cfg->ca_dir, &ix);
+    if (r == 0) {
+        r = prov_ca_registry_station_cert(ix, argv[optind], hex, sizeof(hex));
+    }
+    if (r == 0) {
+        r = prov_ca_index_revoke(ix, argv[optind], hex, reason, NULL, "ca station revoke", &rv,
+                                 &is_new);
+    }
+    if (r < 0) {
+        rc = cli_fail(r, argv[optind]);
+    } else {
+        printf("station %s: certificate %s %s revoked (%s) at %s\n", argv[optind],
+               rv.cert_serial, is_new ? "is" : "was already", prov_crl_reason_name(rv.reason),
+               rv.revoked_at);
+        rc = PROV_EXIT_OK;
+    }
+    prov_ca_index_close(ix);
+    prov_config_free(cfg);
+    return rc;
+}
+
+static int station_print(void *arg, const struct prov_ca_station *st)
+{
+    json_object *list = arg;
+    json_object *o;
+
+    if (list == NULL) {
+        printf("%-24s %-40s %s%s lots=%s\n", st->name, st->cert_serial,
+               st->revoked_at != NULL ? "revoked " : "", st->revoked_at != NULL ? st->revoked_at
+                                                                             : st->added_at,
+               st->lots[0] != '\0' ? st->lots : "-");
+        return 0;
+    }
+    o = json_object_new_object();
+    if (o == NULL) {
+        return PROV_ERR_NOMEM;
+    }
+
+    json_object_object_add(o, "name", json_object_new_string(st->name));
+    json_object_object_add(o, "cert_serial", json_object_new_string(st->cert_serial));
+    json_object_object_add(o, "added_at", json_object_new_string(st->added_at));
+    json_object_object_add(o, "revoked_at", st->revoked_at != NULL
+                                                ? json_object_new_string(st->revoked_at)
+                                                : NULL);
+    json_object_object_add(o, "lots", json_object_new_string(st->lots));
+    json_object_array_add(list, o);
+    return 0;
+}
+
+/* list [--json]: the registered stations, one line each (or a JSON array). */
+static int station_list(int argc, char **argv)
+{
+    struct prov_config *cfg = NULL;
+    struct prov_ca_index *ix = NULL;
+    json_object *list = NULL;
+    bool as_json = false;
+    int c;
+    int rc;
+    int r;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", cmd_ca_station_opts, NULL)) != -1) {
+        switch (c) {
+        case 'j': as_json = true; break;
+        case 'h': station_usage(stdout); return PROV_EXIT_OK;
+        default: station_usage(stderr); return PROV_EXIT_USAGE;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "provisioner: ca station list: unexpected argument \"%s\"\n",
+                argv[optind]);
+        return PROV_EXIT_USAGE;
+    }
+    rc = cli_load_config(&cfg);
+    if (rc != 0) {
+        return rc;
+    }
+    list = as_json ? json_object_new_array() : NULL;
+    prov_error_clear();
+    r = as_json && list == NULL ? PROV_ERR_NOMEM : prov_ca_index_open(cfg->ca_dir, &ix);
+    if (r == 0) {
+        r = prov_ca_registry_station_each(ix, station_print, list);
+    }
+    if (r < 0) {
+        rc = cli_fail(r, "ca station list");
+    } else {
+        if (as_json) {
+            cli_print_json(list);
+            list = NULL;
+        }
+        rc = PROV_EXIT_OK;
+    }
+    json_object_put(list);
+    prov_ca_index_close(ix);
     prov_config_free(cfg);
     return rc;
 }
@@ -213,7 +386,16 @@ static int lot_add(int argc, char **argv)
 int cmd_ca_station(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "add") == 0) {
-        return station_add(argc - 1, argv + 1);
+        return station_add(argc - 1, argv + 1, false);
+    }
+    if (argc >= 2 && strcmp(argv[1], "renew") == 0) {
+        return station_add(argc - 1, argv + 1, true);
+    }
+    if (argc >= 2 && strcmp(argv[1], "revoke") == 0) {
+        return station_revoke(argc - 1, argv + 1);
+    }
+    if (argc >= 2 && strcmp(argv[1], "list") == 0) {
+        return station_list(argc - 1, argv + 1);
     }
     station_usage(argc >= 2 && strcmp(argv[1], "--help") == 0 ? stdout : stderr);
     return argc >= 2 && strcmp(argv[1], "--help") == 0 ? PROV_EXIT_OK : PROV_EXIT_USAGE;

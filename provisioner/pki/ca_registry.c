@@ -105,6 +105,76 @@ int prov_ca_registry_station_add(struct prov_ca_index *ix, const char *name, X50
     return end(ix, r);
 }
 
+int prov_ca_registry_station_cert(struct prov_ca_index *ix, const char *name, char *hex,
+                                  size_t hex_cap)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+    int r = 0;
+
+    prov_ca_index_lock(ix);
+    if (sqlite3_prepare_v2(prov_ca_index_db(ix), "SELECT cert_serial FROM station WHERE name = ?",
+                           -1, &st, NULL) != SQLITE_OK) {
+        r = db_fail(ix, "cannot prepare");
+        prov_ca_index_unlock(ix);
+        return r;
+    }
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        snprintf(hex, hex_cap, "%s", (const char *)sqlite3_column_text(st, 0));
+    } else {
+        r = rc == SQLITE_DONE ? prov_fail(PROV_ERR_USAGE,
+                                          "station %s: not registered (provisioner ca station "
+                                          "add %s)", name, name)
+                              : db_fail(ix, "cannot read the stations");
+    }
+    sqlite3_finalize(st);
+    prov_ca_index_unlock(ix);
+    return r;
+}
+
+int prov_ca_registry_station_each(struct prov_ca_index *ix,
+                                  int (*fn)(void *arg, const struct prov_ca_station *st),
+                                  void *arg)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = SQLITE_DONE;
+    int r = 0;
+
+    prov_ca_index_lock(ix);
+    if (sqlite3_prepare_v2(prov_ca_index_db(ix),
+                           "SELECT s.name, s.cert_serial, s.added_at,"
+                           " (SELECT min(v.revoked_at) FROM revocation v"
+                           "  WHERE v.cert_serial = s.cert_serial),"
+                           " coalesce((SELECT group_concat(l.lot, ',') FROM"
+                           "  (SELECT lot FROM lot_station WHERE station = s.name ORDER BY lot) l),"
+                           "  '')"
+                           " FROM station s ORDER BY s.name",
+                           -1, &st, NULL) != SQLITE_OK) {
+        r = db_fail(ix, "cannot prepare");
+        prov_ca_index_unlock(ix);
+        return r;
+    }
+    while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct prov_ca_station row = {
+            .name = (const char *)sqlite3_column_text(st, 0),
+            .cert_serial = (const char *)sqlite3_column_text(st, 1),
+            .added_at = (const char *)sqlite3_column_text(st, 2),
+            .revoked_at = (const char *)sqlite3_column_text(st, 3),
+            .lots = (const char *)sqlite3_column_text(st, 4),
+        };
+
+        r = fn(arg, &row);
+    }
+    if (r == 0 && rc != SQLITE_DONE) {
+        r = db_fail(ix, "cannot read the stations");
+    }
+    sqlite3_finalize(st);
+    prov_ca_index_unlock(ix);
+    return r;
+}
+
 int prov_ca_registry_lot_add(struct prov_ca_index *ix, const char *name, long long cap,
                              const char *const *stations, size_t n_stations)
 {

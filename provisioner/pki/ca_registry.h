@@ -19,6 +19,27 @@
 int prov_ca_registry_station_add(struct prov_ca_index *ix, const char *name, X509 *cert);
 
 /*
+ * The certificate serial (lower-case hex, hex_cap bytes) station name is registered with;
+ * PROV_ERR_USAGE when no station of that name is registered.
+ */
+int prov_ca_registry_station_cert(struct prov_ca_index *ix, const char *name, char *hex,
+                                  size_t hex_cap);
+
+/* One registered station, as `ca station list` shows it. */
+struct prov_ca_station {
+    const char *name;
+    const char *cert_serial; /* lower-case hex */
+    const char *added_at;
+    const char *revoked_at;  /* NULL unless its certificate has a revocation */
+    const char *lots;        /* the lots it may serve, comma-separated ("" for none) */
+};
+
+/* Calls fn for every registered station, by name; a non-zero return of fn stops there. */
+int prov_ca_registry_station_each(struct prov_ca_index *ix,
+                                  int (*fn)(void *arg, const struct prov_ca_station *st),
+                                  void *arg);
+
+/*
  * Registers lot name with its cap and the stations (registered already) that may issue for
  * it; a lot registered before gets the new cap and stations. PROV_ERR_USAGE naming a station
  * that is not registered.
