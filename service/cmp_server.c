@@ -22,6 +22,7 @@
 #include "ca_index.h"
 #include "ca_registry.h"
 #include "cmp_asn1.h"
+#include "crl_names.h"
 #include "error.h"
 #include "hex.h"
 
@@ -91,6 +92,38 @@ ASN1_SEQUENCE(MSG_MIRROR) = {
     ASN1_EXP_OPT(MSG_MIRROR, protection, ASN1_BIT_STRING, 0),
     ASN1_EXP_SEQUENCE_OF_OPT(MSG_MIRROR, extra_certs, X509, 1),
 } static_ASN1_SEQUENCE_END(MSG_MIRROR)
+
+/*
+ * An rr's PKIMessage as far as its RevDetails (RFC 4210 section 5.3.9): OpenSSL 3.0's server
+ * hands the callback the certificate's issuer and serial but not crlEntryDetails, where the
+ * client puts the reason (a CRLReason extension), so the message is re-read into this mirror
+ * whose body can only be an rr ([11] RevReqContent).
+ */
+typedef struct {
+    ASN1_TYPE *cert_details; /* CertTemplate, read by OpenSSL's server */
+    STACK_OF(X509_EXTENSION) *crl_entry_details;
+} RR_DETAILS;
+
+ASN1_SEQUENCE(RR_DETAILS) = {
+    ASN1_SIMPLE(RR_DETAILS, cert_details, ASN1_ANY),
+    ASN1_SEQUENCE_OF_OPT(RR_DETAILS, crl_entry_details, X509_EXTENSION),
+} static_ASN1_SEQUENCE_END(RR_DETAILS)
+
+typedef struct {
+    ASN1_TYPE *header;
+    STACK_OF(RR_DETAILS) *details;
+    ASN1_BIT_STRING *protection;
+    STACK_OF(X509) *extra_certs;
+} RR_MIRROR;
+
+DEFINE_STACK_OF(RR_DETAILS)
+
+ASN1_SEQUENCE(RR_MIRROR) = {
+    ASN1_SIMPLE(RR_MIRROR, header, ASN1_ANY),
+    ASN1_EXP_SEQUENCE_OF(RR_MIRROR, details, RR_DETAILS, 11),
+    ASN1_EXP_OPT(RR_MIRROR, protection, ASN1_BIT_STRING, 0),
+    ASN1_EXP_SEQUENCE_OF_OPT(RR_MIRROR, extra_certs, X509, 1),
+} static_ASN1_SEQUENCE_END(RR_MIRROR)
 
 /* PKIBody choices (RFC 4210 section 5.1.2): OpenSSL 3.0 keeps its names for them internal. */
 enum {
@@ -503,9 +536,57 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
 }
 
 /*
+ * The reason an rr asks for (RFC 4210 section 5.3.9: a CRLReason extension in the first
+ * RevDetails' crlEntryDetails; none is unspecified), read from the request with the mirror
+ * above. PROV_ERR_POLICY for a reason a device certificate may not be revoked with
+ * (crl_names.h: the CA reasons, certificateHold, removeFromCRL) or one that does not decode.
+ */
+static int rr_reason(const OSSL_CMP_MSG *req, int *reason)
+{
+    unsigned char *der = NULL;
+    const unsigned char *p;
+    int len = i2d_OSSL_CMP_MSG(req, &der);
+    RR_MIRROR *m = NULL;
+    RR_DETAILS *d;
+    ASN1_ENUMERATED *e = NULL;
+    int code = PROV_CRL_REASON_UNSPECIFIED;
+    int i = -1;
+    int r = 0;
+
+    *reason = PROV_CRL_REASON_UNSPECIFIED;
+    p = der;
+    if (len > 0) {
+        m = (RR_MIRROR *)ASN1_item_d2i(NULL, &p, len, ASN1_ITEM_rptr(RR_MIRROR));
+    }
+    d = m != NULL ? sk_RR_DETAILS_value(m->details, 0) : NULL;
+    if (d == NULL) {
+        r = prov_fail(PROV_ERR_POLICY, "rr: no RevDetails");
+    } else if (d->crl_entry_details != NULL) {
+        i = X509v3_get_ext_by_NID(d->crl_entry_details, NID_crl_reason, -1);
+    }
+    if (i >= 0) {
+        e = X509V3_EXT_d2i(X509v3_get_ext(d->crl_entry_details, i));
+        code = e != NULL ? (int)ASN1_ENUMERATED_get(e) : -1;
+        if (e == NULL) {
+            r = prov_fail(PROV_ERR_POLICY, "rr: its CRLReason does not decode");
+        } else if (prov_crl_reason_parse(prov_crl_reason_name(code), reason) < 0) {
+            prov_error_clear(); /* the parser's words are for a command line */
+            r = prov_fail(PROV_ERR_POLICY, "rr: reason %d (%s) is not one a device "
+                          "certificate is revoked with (%s)", code, prov_crl_reason_name(code),
+                          prov_crl_reason_names());
+        }
+    }
+    ASN1_ENUMERATED_free(e);
+    ASN1_item_free((ASN1_VALUE *)m, ASN1_ITEM_rptr(RR_MIRROR));
+    OPENSSL_free(der);
+    ERR_clear_error();
+    return r;
+}
+
+/*
  * rr: a station revokes a certificate it asked for (issued_by cmp:<station>), recorded in
- * the CA index's revocation table like `provisioner revoke` (reason unspecified: OpenSSL 3.0
- * does not hand the request's reason to the server).
+ * the CA index's revocation table like `provisioner revoke`, with the reason the request
+ * carries (rr_reason: OpenSSL 3.0 does not hand it to the callback).
  */
 static OSSL_CMP_PKISI *cb_rr(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
                              const X509_NAME *issuer, const ASN1_INTEGER *serial)
@@ -518,6 +599,8 @@ static OSSL_CMP_PKISI *cb_rr(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
     char owner[80];
     char by[80];
     bool is_new = false;
+    int reason = PROV_CRL_REASON_UNSPECIFIED;
+    bool authorized;
     int r;
 
     if (station_of(t, req, &station) < 0) {
@@ -526,6 +609,10 @@ static OSSL_CMP_PKISI *cb_rr(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
     prov_error_clear();
     r = prov_ca_registry_authorize(ix, t->station, station, NULL, NULL, 0);
     X509_free(station);
+    authorized = r == 0;
+    if (r == 0) {
+        r = rr_reason(req, &reason);
+    }
     if (r == 0 && (issuer == NULL || serial == NULL ||
                    X509_NAME_cmp(issuer, X509_get_subject_name(t->owner->ca->cert)) != 0 ||
                    (size_t)ASN1_STRING_length(serial) * 2 >= sizeof(hex))) {
@@ -543,7 +630,12 @@ static OSSL_CMP_PKISI *cb_rr(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
     }
     snprintf(t->oc->serial, sizeof(t->oc->serial), "%s", t->serial);
     if (r == 0) {
-        r = prov_ca_index_revoke(ix, t->serial, hex, 0, NULL, by, &rv, &is_new);
+        r = prov_ca_index_revoke(ix, t->serial, hex, reason, NULL, by, &rv, &is_new);
+    }
+    if (r < 0 && authorized) {
+        /* the station's own refusal is audited by prov_ca_registry_authorize */
+        snprintf(by, sizeof(by), "rr %s", hex[0] != '\0' ? hex : "-");
+        prov_ca_registry_refused(ix, by, prov_error_message());
     }
     if (r < 0) {
         outcome_set(t->oc, "refused: %s", prov_error_message());
@@ -553,7 +645,8 @@ static OSSL_CMP_PKISI *cb_rr(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
                          prov_error_message());
     }
     snprintf(t->oc->cert_serial, sizeof(t->oc->cert_serial), "%s", hex);
-    outcome_set(t->oc, is_new ? "revoked" : "revoked before");
+    outcome_set(t->oc, "%s (%s)", is_new ? "revoked" : "revoked before",
+                prov_crl_reason_name(rv.reason));
     return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, NULL);
 }
 

@@ -5,6 +5,8 @@
 # - `ca station renew`: the new certificate is registered, the old one is superseded in the
 #   CA index and refused by the service; `ca station revoke`: a revocation record (reason,
 #   audit), the station refused afterwards; `ca station list [--json]`;
+# - rr with its reason (`-revreason 1`): recorded, and on the next `ca crl` with it; a CA
+#   reason refused;
 # every refusal a CMP error, an audit record, nothing issued (the CA index's certificates
 # counted before and after).
 . "$(dirname "$0")/../lib.sh"
@@ -100,6 +102,34 @@ fi
 prov 0 ca crl
 openssl crl -in "$IT_CA_DIR/intermediate.crl.pem" -noout -text >"$WORK/crl.txt"
 grep -qi "$ST2_HEX" "$WORK/crl.txt" || fail "revoke: the station's certificate is not on the CRL"
+
+# ---- rr with its reason: recorded, and on the next CRL with it -------------------------
+hex_of() { openssl x509 -in "$1" -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f'; }
+AUDIT=$(sql_q "$IX" "SELECT count(*) FROM audit WHERE event = 'refuse'")
+if cmp_client rr-ca STATION-1 -cmd rr -oldcert "$WORK/SN-00001.crt" -revreason 2; then
+    fail "rr: cACompromise was accepted for a device certificate"
+fi
+assert_grep "$WORK/log/cmp-rr-ca.log" 'reason 2 .cACompromise. is not one' "rr-ca: the reason"
+assert_eq "$(sql_q "$IX" "SELECT count(*) FROM audit WHERE event = 'refuse'")" $((AUDIT + 1)) \
+    "rr-ca: an audit record"
+assert_eq "$(sql_q "$IX" "SELECT count(*) FROM revocation WHERE cert_serial = '$(hex_of "$WORK/SN-00001.crt")'")" \
+    0 "rr-ca: nothing revoked"
+cmp_client rr-kc STATION-1 -cmd rr -oldcert "$WORK/SN-00001.crt" -revreason 1 ||
+    fail "openssl cmp rr -revreason 1: $(tail -n3 "$WORK/log/cmp-rr-kc.log" | tr '\n' ' ')"
+cmp_client rr-none STATION-1 -cmd rr -oldcert "$WORK/SN-00002.crt" ||
+    fail "openssl cmp rr: $(tail -n3 "$WORK/log/cmp-rr-none.log" | tr '\n' ' ')"
+assert_eq "$(sql_q "$IX" "SELECT reason || ' ' || revoked_by FROM revocation
+    WHERE cert_serial = '$(hex_of "$WORK/SN-00001.crt")'")" "1 cmp:STATION-1" \
+    "rr -revreason 1: keyCompromise in the CA index"
+assert_eq "$(sql_q "$IX" "SELECT reason FROM revocation
+    WHERE cert_serial = '$(hex_of "$WORK/SN-00002.crt")'")" 0 "rr without a reason: unspecified"
+assert_grep "$CMP_LOG" 'rr station=STATION-1 serial=SN-00001 .*outcome="revoked .keyCompromise."' \
+    "rr: the log line names the reason"
+prov 0 ca crl
+openssl crl -inform DER -in "$IT_CA_DIR/intermediate.crl" -noout -text >"$WORK/crl.txt" ||
+    fail "openssl crl"
+grep -i -A4 "Serial Number: *$(hex_of "$WORK/SN-00001.crt")" "$WORK/crl.txt" |
+    grep -q 'Key Compromise' || fail "rr: the CRL does not list SN-00001 with Key Compromise"
 
 # ---- ca station list ------------------------------------------------------------------
 prov 0 ca station list
