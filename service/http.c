@@ -17,10 +17,13 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "crl.h"
+#include "durable.h"
 #include "error.h"
 #include "interrupt.h"
 
 #define CMP_CONTENT_TYPE "application/pkixcmp"
+#define CRL_CONTENT_TYPE "application/pkix-crl"
 
 struct service {
     const struct prov_http_opts *opts;
@@ -115,6 +118,51 @@ static void on_est(struct service *sv, struct evhttp_request *req, const char *p
     log_request(sv, req, rep.status, &oc, len, rep.len);
 }
 
+/*
+ * GET PROV_HTTP_CRL_PREFIX NAME: the CRL file `ca crl` last wrote (DER, RFC 5280 section
+ * 4.2.1.13's application/pkix-crl), read at each request so that a new one is served at once.
+ */
+static void on_crl(struct service *sv, struct evhttp_request *req, const char *name)
+{
+    struct prov_cmp_outcome oc;
+    unsigned char *der = NULL;
+    size_t len = 0;
+    struct evbuffer *out = NULL;
+    char *path = NULL;
+
+    if (strcmp(name, PROV_CRL_INTERMEDIATE_DER) != 0 && strcmp(name, PROV_CRL_ROOT_DER) != 0) {
+        reply_plain(sv, req, HTTP_NOTFOUND, "Not Found", "no such CRL", 0);
+        return;
+    }
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_GET) {
+        reply_plain(sv, req, HTTP_BADMETHOD, "Method Not Allowed", "not a GET", 0);
+        return;
+    }
+    prov_error_clear();
+    if (asprintf(&path, "%s/%s", sv->opts->crl_dir, name) < 0) {
+        path = NULL;
+    }
+    if (path == NULL || prov_read_small_file(path, PROV_ERR_NOT_FOUND, &der, &len) < 0 ||
+        (out = evbuffer_new()) == NULL || evbuffer_add(out, der, len) != 0) {
+        evbuffer_free(out);
+        free(der);
+        free(path);
+        reply_plain(sv, req, HTTP_NOTFOUND, "Not Found", "no CRL published (ca crl)", 0);
+        return;
+    }
+    memset(&oc, 0, sizeof(oc));
+    snprintf(oc.body, sizeof(oc.body), "crl");
+    snprintf(oc.station, sizeof(oc.station), "-");
+    snprintf(oc.serial, sizeof(oc.serial), "-");
+    snprintf(oc.result, sizeof(oc.result), "%s", name);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", CRL_CONTENT_TYPE);
+    evhttp_send_reply(req, HTTP_OK, "OK", out);
+    log_request(sv, req, HTTP_OK, &oc, 0, len);
+    evbuffer_free(out);
+    free(der);
+    free(path);
+}
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
     struct service *sv = arg;
@@ -132,6 +180,11 @@ static void on_request(struct evhttp_request *req, void *arg)
     if (path != NULL && sv->opts->est != NULL &&
         strncmp(path, PROV_EST_PREFIX, strlen(PROV_EST_PREFIX)) == 0) {
         on_est(sv, req, path);
+        return;
+    }
+    if (path != NULL && sv->opts->crl_dir != NULL &&
+        strncmp(path, PROV_HTTP_CRL_PREFIX, strlen(PROV_HTTP_CRL_PREFIX)) == 0) {
+        on_crl(sv, req, path + strlen(PROV_HTTP_CRL_PREFIX));
         return;
     }
     if (path == NULL || strcmp(path, sv->opts->path) != 0) {

@@ -7,6 +7,7 @@
 #   audit), the station refused afterwards; `ca station list [--json]`;
 # - rr with its reason (`-revreason 1`): recorded, and on the next `ca crl` with it; a CA
 #   reason refused;
+# - the CRLs at /crl/intermediate.crl and /crl/root.crl (curl; `openssl crl -verify`);
 # every refusal a CMP error, an audit record, nothing issued (the CA index's certificates
 # counted before and after).
 . "$(dirname "$0")/../lib.sh"
@@ -130,6 +131,35 @@ openssl crl -inform DER -in "$IT_CA_DIR/intermediate.crl" -noout -text >"$WORK/c
     fail "openssl crl"
 grep -i -A4 "Serial Number: *$(hex_of "$WORK/SN-00001.crt")" "$WORK/crl.txt" |
     grep -q 'Key Compromise' || fail "rr: the CRL does not list SN-00001 with Key Compromise"
+
+# ---- the CRLs at a URL: what `ca crl` last wrote, DER, application/pkix-crl ---------------
+CRL_URL=http://127.0.0.1:$CMP_PORT/crl
+for c in intermediate root; do
+    type=$(curl -sS -o "$WORK/got-$c.crl" -w '%{http_code} %{content_type}' "$CRL_URL/$c.crl") ||
+        fail "curl $c.crl"
+    assert_eq "$type" "200 application/pkix-crl" "GET /crl/$c.crl: status and type"
+    cmp -s "$WORK/got-$c.crl" "$IT_CA_DIR/$c.crl" || fail "GET /crl/$c.crl: not the file ca crl wrote"
+done
+openssl crl -inform DER -in "$WORK/got-intermediate.crl" -CAfile "$IT_CA_DIR/intermediate.crt" \
+    -verify -noout >"$WORK/log/crl-verify.log" 2>&1 ||
+    fail "the served intermediate CRL does not verify: $(cat "$WORK/log/crl-verify.log")"
+assert_grep "$WORK/log/crl-verify.log" 'verify OK' "the intermediate CRL verifies"
+openssl crl -inform DER -in "$WORK/got-root.crl" -CAfile "$IT_CA_DIR/root.crt" -verify -noout \
+    >"$WORK/log/crl-verify-root.log" 2>&1 ||
+    fail "the served root CRL does not verify: $(cat "$WORK/log/crl-verify-root.log")"
+for u in /crl/other.crl /crl/../index.sqlite /crl/intermediate.crl.pem /crl/; do
+    assert_eq "$(curl -sS --path-as-is -o /dev/null -w '%{http_code}' "http://127.0.0.1:$CMP_PORT$u")" \
+        404 "GET $u: not a CRL"
+done
+assert_eq "$(curl -sS -o /dev/null -w '%{http_code}' --data-binary x "$CRL_URL/root.crl")" 405 \
+    "POST /crl/root.crl"
+# a new CRL is served at once, without a restart
+NUM_BEFORE=$(openssl crl -inform DER -in "$WORK/got-intermediate.crl" -noout -crlnumber)
+prov 0 ca crl
+curl -sS -o "$WORK/got-next.crl" "$CRL_URL/intermediate.crl" || fail "curl (the next CRL)"
+NUM_AFTER=$(openssl crl -inform DER -in "$WORK/got-next.crl" -noout -crlnumber)
+[ "$NUM_AFTER" != "$NUM_BEFORE" ] || fail "the served CRL is still $NUM_BEFORE after ca crl"
+assert_grep "$CMP_LOG" ' 200 crl station=- serial=- outcome="intermediate.crl"' "the CRL's log line"
 
 # ---- ca station list ------------------------------------------------------------------
 prov 0 ca station list
