@@ -19,6 +19,7 @@
 #include "csr.h"
 #include "durable.h"
 #include "error.h"
+#include "manifest.h"
 
 #define STATION_PROFILE "station"
 #define LOT_MAX_STATIONS 64
@@ -35,7 +36,11 @@ const struct option cmd_ca_station_opts[] = {
 
 const struct option cmd_ca_lot_opts[] = {
     {"count", required_argument, NULL, 'n'},
+    {"manifest", required_argument, NULL, 'm'},
     {"station", required_argument, NULL, 's'},
+    {"profile", required_argument, NULL, 'p'},
+    {"reissue", no_argument, NULL, 'r'},
+    {"rate", required_argument, NULL, 'R'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -60,9 +65,18 @@ static void station_usage(FILE *f)
 
 static void lot_usage(FILE *f)
 {
-    fprintf(f, "Usage: provisioner ca lot add NAME --count N --station S [--station S...]\n\n"
-               "Registers lot NAME with the CA service: at most N certificates (counted by the\n"
-               "CA), issued only for the stations named (registered with ca station add).\n");
+    fprintf(f, "Usage: provisioner ca lot add NAME (--count N | --manifest FILE)\n"
+               "                                  --station S [--station S...] [--profile P...]\n"
+               "                                  [--reissue] [--rate N]\n\n"
+               "Registers lot NAME with the CA service: at most N devices (counted by the CA),\n"
+               "issued only for the stations named (registered with ca station add).\n"
+               "  --manifest FILE  the lot's manifest: N is its rows, and only its serials\n"
+               "                   may be issued for the lot\n"
+               "  --profile P      a profile the lot may be issued under (repeatable;\n"
+               "                   default: any)\n"
+               "  --reissue        a station may ask to supersede a device's certificate\n"
+               "  --rate N         each station's certificates per minute for the lot\n"
+               "                   (default: no limit)\n");
 }
 
 /* The station's certificate: issued under the station profile, then registered. */
@@ -324,13 +338,82 @@ static int station_list(int argc, char **argv)
     return rc;
 }
 
+/* The serials of a manifest (`ca lot add --manifest`), in a growing array. */
+struct lot_serials {
+    char **v;
+    size_t n;
+    size_t cap;
+    char first[256]; /* the manifest's first finding, "" for none */
+};
+
+static void manifest_finding(void *ctx, const char *name, unsigned long line,
+                             unsigned long column, const char *reason)
+{
+    struct lot_serials *ls = ctx;
+
+    if (ls->first[0] == '\0') {
+        snprintf(ls->first, sizeof(ls->first), "%s:%lu:%lu: %s", name, line, column, reason);
+    }
+}
+
+static int collect_serial(void *ctx, struct prov_manifest_parser *p,
+                          const struct prov_manifest_row *row)
+{
+    struct lot_serials *ls = ctx;
+    char *copy;
+
+    (void)p;
+    if (ls->n == ls->cap) {
+        size_t cap = ls->cap != 0 ? ls->cap * 2 : 256;
+        char **v = realloc(ls->v, cap * sizeof(*v));
+
+        if (v == NULL) {
+            return PROV_ERR_NOMEM;
+        }
+        ls->v = v;
+        ls->cap = cap;
+    }
+    copy = strdup(row->value[PROV_COL_SERIAL]);
+    if (copy == NULL) {
+        return PROV_ERR_NOMEM;
+    }
+    ls->v[ls->n++] = copy;
+    return 0;
+}
+
+/* The manifest's serials into ls: a manifest with any finding is refused whole. */
+static int read_manifest(const char *path, struct lot_serials *ls)
+{
+    struct prov_manifest_callbacks cb = {
+        .row = collect_serial, .error = manifest_finding, .ctx = ls};
+    unsigned long n_errors = 0;
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    int r = prov_read_small_file(path, PROV_ERR_INPUT, &buf, &len);
+
+    if (r == 0) {
+        r = prov_manifest_parse(path, buf, len, &cb, &n_errors);
+    }
+    if (r == PROV_ERR_INPUT && ls->first[0] != '\0') {
+        prov_error_clear();
+        r = prov_fail(PROV_ERR_INPUT, "%s (%lu finding(s) in all)", ls->first, n_errors);
+    }
+    if (r == 0 && ls->n == 0) {
+        r = prov_fail(PROV_ERR_INPUT, "%s: no devices", path);
+    }
+    free(buf);
+    return r;
+}
+
 static int lot_add(int argc, char **argv)
 {
     const char *stations[LOT_MAX_STATIONS];
+    const char *profiles[LOT_MAX_STATIONS];
+    struct lot_serials ls = {0};
+    struct prov_ca_lot lot = {0};
     struct prov_ca_index *ix = NULL;
     struct prov_config *cfg = NULL;
-    size_t n = 0;
-    long long count = 0;
+    const char *manifest = NULL;
     char *end = NULL;
     int c;
     int rc;
@@ -340,44 +423,79 @@ static int lot_add(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "h", cmd_ca_lot_opts, NULL)) != -1) {
         switch (c) {
         case 'n':
-            count = strtoll(optarg, &end, 10);
-            if (*optarg == '\0' || *end != '\0' || count < 1 || count > 100000000) {
-                fprintf(stderr, "provisioner: ca lot add: --count %s: not 1 to 100000000\n",
-                        optarg);
+        case 'R': {
+            long long v = strtoll(optarg, &end, 10);
+
+            if (*optarg == '\0' || *end != '\0' || v < 1 || v > 100000000) {
+                fprintf(stderr, "provisioner: ca lot add: --%s %s: not 1 to 100000000\n",
+                        c == 'n' ? "count" : "rate", optarg);
                 return PROV_EXIT_USAGE;
             }
+            *(c == 'n' ? &lot.cap : &lot.per_minute) = v;
             break;
+        }
+        case 'm': manifest = optarg; break;
+        case 'r': lot.is_reissue = true; break;
         case 's':
-            if (n == LOT_MAX_STATIONS) {
-                fprintf(stderr, "provisioner: ca lot add: more than %d --station\n",
-                        LOT_MAX_STATIONS);
+        case 'p':
+            if ((c == 's' ? lot.n_stations : lot.n_profiles) == LOT_MAX_STATIONS) {
+                fprintf(stderr, "provisioner: ca lot add: more than %d --%s\n",
+                        LOT_MAX_STATIONS, c == 's' ? "station" : "profile");
                 return PROV_EXIT_USAGE;
             }
-            stations[n++] = optarg;
+            if (c == 's') {
+                stations[lot.n_stations++] = optarg;
+            } else {
+                profiles[lot.n_profiles++] = optarg;
+            }
             break;
         case 'h': lot_usage(stdout); return PROV_EXIT_OK;
         default: lot_usage(stderr); return PROV_EXIT_USAGE;
         }
     }
-    if (optind + 1 != argc || count == 0 || n == 0) {
-        fprintf(stderr, "provisioner: ca lot add: NAME, --count and --station are required\n");
+    if (optind + 1 != argc || (lot.cap == 0) == (manifest == NULL) || lot.n_stations == 0) {
+        fprintf(stderr, "provisioner: ca lot add: NAME, --station and one of --count or "
+                        "--manifest are required\n");
         return PROV_EXIT_USAGE;
     }
+    lot.name = argv[optind];
+    lot.stations = stations;
+    lot.profiles = profiles;
     rc = cli_load_config(&cfg);
     if (rc != 0) {
         return rc;
     }
     prov_error_clear();
-    r = prov_ca_index_open(cfg->ca_dir, &ix);
+    r = 0;
+    for (size_t i = 0; i < lot.n_profiles && r == 0; i++) {
+        if (prov_config_profile(cfg, profiles[i]) == NULL) {
+            r = prov_fail(PROV_ERR_USAGE, "--profile %s: not in %s (no [profile_%s] section)",
+                          profiles[i], cfg->path, profiles[i]);
+        }
+    }
+    if (r == 0 && manifest != NULL) {
+        r = read_manifest(manifest, &ls);
+        lot.serials = (const char *const *)ls.v;
+        lot.n_serials = ls.n;
+        lot.cap = (long long)ls.n;
+    }
     if (r == 0) {
-        r = prov_ca_registry_lot_add(ix, argv[optind], count, stations, n);
+        r = prov_ca_index_open(cfg->ca_dir, &ix);
+    }
+    if (r == 0) {
+        r = prov_ca_registry_lot_add(ix, &lot);
     }
     if (r < 0) {
         rc = cli_fail(r, argv[optind]);
     } else {
-        printf("lot %s registered: cap %lld, %zu station(s)\n", argv[optind], count, n);
+        printf("lot %s registered: cap %lld%s, %zu station(s)\n", argv[optind], lot.cap,
+               manifest != NULL ? " (the manifest's devices)" : "", lot.n_stations);
         rc = PROV_EXIT_OK;
     }
+    for (size_t i = 0; i < ls.n; i++) {
+        free(ls.v[i]);
+    }
+    free(ls.v);
     prov_ca_index_close(ix);
     prov_config_free(cfg);
     return rc;

@@ -158,6 +158,7 @@ struct txn {
     X509 *issued;          /* the certificate answered, until its certConf */
     char station[65];
     char serial[65];
+    char lot[PROV_CMP_LOT_MAX + 1]; /* the lot the path names (/p/LOT), or "" */
     struct prov_cmp_server *owner;
     struct prov_cmp_outcome *oc; /* the outcome of the message being handled */
 };
@@ -450,7 +451,7 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
     const X509_NAME *subject;
     EVP_PKEY *pub = NULL;
     X509 *station = NULL;
-    char lot[128];
+    struct prov_ca_ask ask;
     char by[80];
     X509 *cert = NULL;
     int r;
@@ -490,25 +491,32 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
     snprintf(by, sizeof(by), "cmp:%s", t->station);
     /*
      * The station first (registered, its certificate not revoked); then a retry gets the
-     * certificate it was already given; only a new one needs a lot with room (the CA's data).
+     * certificate it was already given; only a new one needs a lot that admits it (the CA's
+     * data: the lot the path names, else the oldest). A cr asks for a reissue.
      */
+    memset(&ask, 0, sizeof(ask));
+    ask.serial = t->serial;
+    ask.lot = t->lot[0] != '\0' ? t->lot : NULL;
+    ask.profile = srv->profile->name;
+    ask.is_reissue = OSSL_CMP_MSG_get_bodytype(req) == BODY_CR;
     prov_error_clear();
-    r = prov_ca_registry_authorize(srv->ca->index, t->station, station, NULL, NULL, 0);
+    r = prov_ca_registry_authorize(srv->ca->index, t->station, station);
     if (r == 0) {
         r = prov_ca_registry_retry(srv->ca->index, t->serial, by,
                                    pub != NULL ? pub : X509_REQ_get0_pubkey((X509_REQ *)p10cr),
                                    &cert);
     }
     if (r == 0 && cert == NULL) {
-        r = prov_ca_registry_authorize(srv->ca->index, t->station, station, t->serial, lot,
-                                       sizeof(lot));
+        r = prov_ca_registry_ask(srv->ca->index, t->station, station, &ask);
     }
     X509_free(station);
     if (r < 0) {
         EVP_PKEY_free(pub);
         outcome_set(t->oc, "refused: %s", prov_error_message());
-        return rejection(r == PROV_ERR_POLICY ? OSSL_CMP_PKIFAILUREINFO_notAuthorized
-                                              : OSSL_CMP_PKIFAILUREINFO_systemFailure,
+        /* over the station's rate: a transient refusal, the reason says when to retry */
+        return rejection(ask.retry_after > 0      ? OSSL_CMP_PKIFAILUREINFO_systemUnavail
+                         : r == PROV_ERR_POLICY ? OSSL_CMP_PKIFAILUREINFO_notAuthorized
+                                                : OSSL_CMP_PKIFAILUREINFO_systemFailure,
                          prov_error_message());
     }
     if (cert != NULL) {
@@ -518,9 +526,10 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
     memset(&rq, 0, sizeof(rq));
     rq.serial = t->serial;
     rq.profile = srv->profile;
-    rq.lot = lot;
+    rq.lot = ask.lot_out;
     rq.record.issued_by = by;
-    rq.record.lot = lot;
+    rq.record.lot = ask.lot_out;
+    rq.record.is_reissue = ask.is_reissue;
     prov_error_clear();
     if (p10cr != NULL) {
         r = prov_issue_certificate(srv->cfg, srv->ca, (X509_REQ *)p10cr, &rq, &cert);
@@ -607,7 +616,7 @@ static OSSL_CMP_PKISI *cb_rr(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
         return rejection(OSSL_CMP_PKIFAILUREINFO_notAuthorized, NOT_A_STATION);
     }
     prov_error_clear();
-    r = prov_ca_registry_authorize(ix, t->station, station, NULL, NULL, 0);
+    r = prov_ca_registry_authorize(ix, t->station, station);
     X509_free(station);
     authorized = r == 0;
     if (r == 0) {
@@ -719,8 +728,7 @@ static int cb_genm(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
         goto out;
     }
     prov_error_clear();
-    if (prov_ca_registry_authorize(t->owner->ca->index, t->station, station, NULL, NULL, 0) <
-        0) {
+    if (prov_ca_registry_authorize(t->owner->ca->index, t->station, station) < 0) {
         outcome_set(t->oc, "refused: %s", prov_error_message());
         ERR_raise_data(ERR_LIB_CMP, CMP_R_REQUEST_REJECTED_BY_SERVER, "%s",
                        prov_error_message());
@@ -900,6 +908,14 @@ int prov_cmp_server_handle(struct prov_cmp_server *srv, const unsigned char *der
                            time_t now, unsigned char **rsp, size_t *rsp_len,
                            struct prov_cmp_outcome *oc)
 {
+    return prov_cmp_server_handle_lot(srv, NULL, der, len, now, rsp, rsp_len, oc);
+}
+
+int prov_cmp_server_handle_lot(struct prov_cmp_server *srv, const char *lot,
+                               const unsigned char *der, size_t len, time_t now,
+                               unsigned char **rsp, size_t *rsp_len,
+                               struct prov_cmp_outcome *oc)
+{
     const unsigned char *p = der;
     OSSL_CMP_MSG *req = NULL;
     OSSL_CMP_MSG *answer = NULL;
@@ -960,6 +976,7 @@ int prov_cmp_server_handle(struct prov_cmp_server *srv, const unsigned char *der
             memcpy(t->id, ASN1_STRING_get0_data(tid), t->id_len);
             snprintf(t->station, sizeof(t->station), "-");
             snprintf(t->serial, sizeof(t->serial), "-");
+            snprintf(t->lot, sizeof(t->lot), "%s", lot != NULL ? lot : "");
             t->ctx = txn_ctx_new(srv, t);
             if (t->ctx == NULL) {
                 free(t);

@@ -2,6 +2,7 @@
 /* The CA service's HTTP server on libevent's evhttp (http.h). */
 #include "http.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,10 +113,52 @@ static void on_est(struct service *sv, struct evhttp_request *req, const char *p
     if (rep.is_base64) {
         evhttp_add_header(out_h, "Content-Transfer-Encoding", "base64");
     }
+    if (rep.retry_after > 0) {
+        char secs[16];
+
+        snprintf(secs, sizeof(secs), "%d", rep.retry_after);
+        evhttp_add_header(out_h, "Retry-After", secs);
+    }
     evhttp_add_header(out_h, "Cache-Control", "no-store");
     evhttp_send_reply(req, rep.status, rep.status == HTTP_OK ? "OK" : "Refused", out);
     evbuffer_free(out);
     log_request(sv, req, rep.status, &oc, len, rep.len);
+}
+
+/*
+ * Is path the service's path followed by "/p/LOT" (RFC 9483 section 6.1: a name after /p/,
+ * here the lot; a trailing "/" allowed)? LOT (letters, digits, "-", "_", ".", not "." or "..")
+ * into lot.
+ */
+static bool lot_path(const char *base, const char *path, char *lot, size_t cap)
+{
+    size_t n = strlen(base);
+    const char *name;
+    size_t len;
+
+    if (n > 0 && base[n - 1] == '/') {
+        n--;
+    }
+    if (strncmp(path, base, n) != 0 || strncmp(path + n, "/p/", 3) != 0) {
+        return false;
+    }
+    name = path + n + 3;
+    len = strcspn(name, "/");
+    if (len == 0 || len >= cap || (name[len] == '/' && name[len + 1] != '\0') ||
+        (len == 1 && name[0] == '.') || (len == 2 && name[0] == '.' && name[1] == '.')) {
+        return false;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)name[i];
+
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.')) {
+            return false;
+        }
+    }
+    memcpy(lot, name, len);
+    lot[len] = '\0';
+    return true;
 }
 
 /*
@@ -171,6 +214,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     const char *type = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
     struct evbuffer *body = evhttp_request_get_input_buffer(req);
     size_t len = evbuffer_get_length(body);
+    char lot[PROV_CMP_LOT_MAX + 1] = "";
     struct prov_cmp_outcome oc;
     unsigned char *rsp = NULL;
     size_t rsp_len = 0;
@@ -187,7 +231,8 @@ static void on_request(struct evhttp_request *req, void *arg)
         on_crl(sv, req, path + strlen(PROV_HTTP_CRL_PREFIX));
         return;
     }
-    if (path == NULL || strcmp(path, sv->opts->path) != 0) {
+    if (path == NULL || (strcmp(path, sv->opts->path) != 0 &&
+                         !lot_path(sv->opts->path, path, lot, sizeof(lot)))) {
         reply_plain(sv, req, HTTP_NOTFOUND, "Not Found", "no such path", len);
         return;
     }
@@ -202,8 +247,8 @@ static void on_request(struct evhttp_request *req, void *arg)
         return;
     }
     prov_error_clear();
-    r = prov_cmp_server_handle(sv->cmp, evbuffer_pullup(body, -1), len, time(NULL), &rsp,
-                               &rsp_len, &oc);
+    r = prov_cmp_server_handle_lot(sv->cmp, lot, evbuffer_pullup(body, -1), len, time(NULL),
+                                   &rsp, &rsp_len, &oc);
     if (r < 0) {
         int status = r == PROV_ERR_INPUT ? HTTP_BADREQUEST : HTTP_INTERNAL;
 

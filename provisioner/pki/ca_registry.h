@@ -40,23 +40,56 @@ int prov_ca_registry_station_each(struct prov_ca_index *ix,
                                   void *arg);
 
 /*
- * Registers lot name with its cap and the stations (registered already) that may issue for
- * it; a lot registered before gets the new cap and stations. PROV_ERR_USAGE naming a station
- * that is not registered.
+ * A lot as the CA's operator registers it (`ca lot add`, doc/ca-service.md): the CA's own data,
+ * never a station's word.
  */
-int prov_ca_registry_lot_add(struct prov_ca_index *ix, const char *name, long long cap,
-                             const char *const *stations, size_t n_stations);
+struct prov_ca_lot {
+    const char *name;
+    long long cap;                /* devices (distinct serials) it may have certificates for */
+    const char *const *stations;  /* registered already; may issue for it */
+    size_t n_stations;
+    const char *const *profiles;  /* the profiles it may be issued under; none: any */
+    size_t n_profiles;
+    const char *const *serials;   /* the devices it may issue for (a manifest's); none: any */
+    size_t n_serials;
+    bool is_reissue;              /* a station's reissue of a serial is honoured */
+    long long per_minute;         /* each station's certificates per minute for it; 0: no limit */
+};
 
 /*
- * May station (its CN: name, presenting cert) have a certificate issued for device serial
- * now? It must be registered with exactly this certificate, which has no revocation in the
- * index's revocation table, and serve a lot whose cap is not reached: the oldest such lot
- * goes to lot (cap bytes). Without serial (a genm), the station alone is checked. A refusal is
- * PROV_ERR_POLICY with the reason, and an audit record ("refuse", serial, the station
- * certificate's serial, the reason).
+ * Registers lot (a lot registered before gets the new terms, stations, profiles and
+ * serials). PROV_ERR_USAGE naming a station that is not registered.
  */
-int prov_ca_registry_authorize(struct prov_ca_index *ix, const char *name, X509 *cert,
-                               const char *serial, char *lot, size_t cap);
+int prov_ca_registry_lot_add(struct prov_ca_index *ix, const struct prov_ca_lot *lot);
+
+/* What a station asks for, and what the CA's data lets it have (prov_ca_registry_ask). */
+struct prov_ca_ask {
+    const char *serial;   /* the device serial */
+    const char *lot;      /* the lot the request names; NULL: the oldest that admits it */
+    const char *profile;  /* the profile the service issues under */
+    bool is_reissue;      /* the request asks to supersede serial's current certificate */
+    char lot_out[128];    /* out: the lot the certificate is recorded with */
+    int retry_after;      /* out: > 0 when refused for the station's rate, in seconds */
+};
+
+/*
+ * May station name (presenting cert, checked as by prov_ca_registry_authorize) have a
+ * certificate for ask->serial now? A lot must admit it: the station may serve it, it allows ask->profile
+ * and ask->serial (when it lists either), its cap is not reached (a serial it has a
+ * certificate for already is not counted again), it allows a reissue when ask->is_reissue,
+ * and the station's certificates for it in the last minute are below its rate. A refusal is
+ * PROV_ERR_POLICY with the reason (ask->retry_after set for the rate) and an audit record.
+ */
+int prov_ca_registry_ask(struct prov_ca_index *ix, const char *name, X509 *cert,
+                         struct prov_ca_ask *ask);
+
+/*
+ * May station (its CN: name, presenting cert) ask at all? It must be registered with exactly
+ * this certificate, which has no revocation in the index's revocation table. A refusal is
+ * PROV_ERR_POLICY with the reason, and an audit record ("refuse", the station certificate's
+ * serial, the reason).
+ */
+int prov_ca_registry_authorize(struct prov_ca_index *ix, const char *name, X509 *cert);
 
 /*
  * An audit record ("refuse") for a request the service refused before it knew the station
@@ -90,16 +123,8 @@ int prov_ca_registry_cert_owner(struct prov_ca_index *ix, const char *cert_seria
 int prov_ca_registry_renewable(struct prov_ca_index *ix, X509 *cert, char *serial,
                                size_t serial_cap);
 
-/* Certificates the index holds for lot (the cap counts these). */
+/* Devices (distinct serials) the index holds certificates for in lot (the cap counts these). */
 int prov_ca_registry_lot_count(struct prov_ca_index *ix, const char *lot, long long *out);
-
-/*
- * As prov_ca_registry_authorize for the lot the request names (EST's /.well-known/est/LOT/):
- * the station must be allowed for exactly this lot and the lot's cap not reached. A refusal
- * is PROV_ERR_POLICY with an audit record, as there.
- */
-int prov_ca_registry_authorize_lot(struct prov_ca_index *ix, const char *name, X509 *cert,
-                                   const char *serial, const char *lot);
 
 /*
  * Is cert the current certificate of device serial in the index, issued under profile

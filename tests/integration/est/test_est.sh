@@ -157,8 +157,8 @@ issued" "simplereenroll: the old certificate superseded"
 # the renewed certificate's predecessor is no longer current
 refused reenroll-old 403 "not a current device certificate" DEV-2 "$EST/simplereenroll" \
     -H 'Content-Type: application/pkcs10' --data-binary "@$WORK/SN-00002.renew.b64"
-# a station's certificate is no device's
-refused reenroll-station 403 "not a current device certificate" STATION-1 \
+# a station's simplereenroll asks for a reissue (doc/ca-service.md), which LOT-A does not allow
+refused reenroll-station 403 "lot LOT-A does not allow a reissue" STATION-1 \
     "$EST/simplereenroll" -H 'Content-Type: application/pkcs10' \
     --data-binary "@$WORK/SN-00003.b64"
 
