@@ -18,7 +18,8 @@ void cmd_ca_usage(FILE *f)
                "       provisioner ca station renew NAME --csr FILE --out FILE\n"
                "       provisioner ca station revoke NAME [--reason R]\n"
                "       provisioner ca station list [--json]\n"
-               "       provisioner ca lot add NAME --count N --station S [--station S...]\n\n"
+               "       provisioner ca lot add NAME (--count N | --manifest FILE) --station S...\n"
+               "                              [--profile P...] [--reissue] [--rate N]\n\n"
                "ca init creates the root CA (new, with its key in a PKCS#11 token or an encrypted\n"
                "PEM file, or imported from [ca] root_cert + root_key) and an intermediate CA whose\n"
                "key is generated inside the HSM token named by [ca] intermediate_key. It writes\n"
@@ -41,5 +42,7 @@ void cmd_ca_usage(FILE *f)
                "issues and registers a station's identity certificate (profile \"station\"),\n"
                "renew replaces it, revoke revokes it (the service refuses the station), list\n"
                "shows them (provisioner ca station --help); ca lot add registers a lot: its\n"
-               "cap and the stations that may issue for it.\n");
+               "cap (or its manifest's devices), the stations that may issue for it, its\n"
+               "profiles, whether it allows a reissue and each station's rate per minute\n"
+               "(provisioner ca lot --help).\n");
 }
