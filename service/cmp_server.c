@@ -539,7 +539,11 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
     EVP_PKEY_free(pub);
     if (r < 0) {
         outcome_set(t->oc, "refused: %s", prov_error_message());
-        return rejection(fail_bit_of(r), prov_error_message());
+        if (r == PROV_ERR_POLICY || r == PROV_ERR_ALREADY_ISSUED) {
+            /* the CSR policy or the CA index refused the station's request: audited too */
+            prov_ca_registry_refused(srv->ca->index, t->serial, t->oc->result);
+        }
+        return rejection(fail_bit_of(r), t->oc->result + strlen("refused: "));
     }
     return answer_cert(t, cert, chain_out, cert_out, "issued");
 }

@@ -542,7 +542,12 @@ static int enroll(struct prov_est_server *srv, struct prov_est_request *rq, X509
     prov_error_clear();
     r = prov_issue_certificate(srv->cfg, srv->ca, rq->csr, &ir, &cert);
     if (r < 0) {
-        return reply_text(rep, oc, status_of_issue_error(r), prov_error_message());
+        r = reply_text(rep, oc, status_of_issue_error(r), prov_error_message());
+        if (rep->status == 400 || rep->status == 409) {
+            /* the CSR policy or the CA index refused the station's request: audited too */
+            prov_ca_registry_refused(srv->ca->index, oc->serial, oc->result);
+        }
+        return r;
     }
     r = reply_cert(rep, oc, cert, is_reissue ? "reissued" : "issued");
     X509_free(cert);

@@ -217,6 +217,19 @@ issued any-lot STATION-3 SN-00043
 assert_eq "$(sql_q "$IX" "SELECT lot FROM certificate WHERE serial = 'SN-00043'")" LOT-A \
     "no lot named: the oldest that admits it"
 
+# a key certified before, for another serial: the CA index refuses, audited, nothing issued
+BEFORE=$(cmp_issued)
+AUDIT=$(sql_q "$IX" "SELECT count(*) FROM audit WHERE event = 'refuse'")
+if cmp_lot dup-key STATION-3 - -cmd ir -newkey "$WORK/SN-00043.key" -subject /CN=SN-00050 \
+    -certout "$WORK/SN-00050.crt"; then
+    fail "dup-key: a key certified before was certified again"
+fi
+assert_eq "$(cmp_issued)" "$BEFORE" "dup-key: nothing issued"
+assert_eq "$(sql_q "$IX" "SELECT count(*) FROM audit WHERE event = 'refuse' AND serial = 'SN-00050'")" \
+    1 "dup-key: an audit record"
+assert_eq "$(sql_q "$IX" "SELECT count(*) FROM audit WHERE event = 'refuse'")" $((AUDIT + 1)) \
+    "dup-key: one audit record"
+
 # ---- reissue: honoured only where the lot allows it (a cr asks for it) ----------------------
 lot_refused reissue-refused STATION-3 LOT-A SN-00043 'lot LOT-A does not allow a reissue' cr
 lot_ok first-r STATION-3 LOT-R R-00001

@@ -60,6 +60,16 @@ issued manifest-ok STATION-1 LOT-M/ M-00001
 assert_eq "$(sql_q "$IX" "SELECT lot || ' ' || issued_by FROM certificate WHERE serial = 'M-00001'")" \
     "LOT-M est:STATION-1" "the manifest's device recorded with LOT-M"
 
+# the same key for another serial: the CA index refuses (409), audited, nothing issued
+openssl req -new -key "$WORK/M-00001.key" -subj /CN=SN-00009 -outform DER \
+    -out "$WORK/SN-00009.csr.der" 2>/dev/null || fail "openssl req (dup-key)"
+base64 "$WORK/SN-00009.csr.der" >"$WORK/SN-00009.b64"
+AUDIT=$(sql_q "$IX" "SELECT count(*) FROM audit WHERE event = 'refuse' AND serial = 'SN-00009'")
+refused dup-key 409 "" STATION-1 "$EST/simpleenroll" -H 'Content-Type: application/pkcs10' \
+    --data-binary "@$WORK/SN-00009.b64"
+assert_eq "$(sql_q "$IX" "SELECT count(*) FROM audit WHERE event = 'refuse' AND serial = 'SN-00009'")" \
+    $((AUDIT + 1)) "dup-key: an audit record"
+
 # ---- a station's reissue: simplereenroll with the station's certificate -----------------
 issued first-a STATION-1 LOT-A/ SN-00003
 audited_refusal reissue-refused 403 'lot LOT-A does not allow a reissue' STATION-1 LOT-A/ SN-00003 \
