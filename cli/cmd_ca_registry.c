@@ -41,6 +41,7 @@ const struct option cmd_ca_lot_opts[] = {
     {"profile", required_argument, NULL, 'p'},
     {"reissue", no_argument, NULL, 'r'},
     {"rate", required_argument, NULL, 'R'},
+    {"json", no_argument, NULL, 'j'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -67,7 +68,8 @@ static void lot_usage(FILE *f)
 {
     fprintf(f, "Usage: provisioner ca lot add NAME (--count N | --manifest FILE)\n"
                "                                  --station S [--station S...] [--profile P...]\n"
-               "                                  [--reissue] [--rate N]\n\n"
+               "                                  [--reissue] [--rate N]\n"
+               "       provisioner ca lot list [--json]\n\n"
                "Registers lot NAME with the CA service: at most N devices (counted by the CA),\n"
                "issued only for the stations named (registered with ca station add).\n"
                "  --manifest FILE  the lot's manifest: N is its rows, and only its serials\n"
@@ -76,7 +78,10 @@ static void lot_usage(FILE *f)
                "                   default: any)\n"
                "  --reissue        a station may ask to supersede a device's certificate\n"
                "  --rate N         each station's certificates per minute for the lot\n"
-               "                   (default: no limit)\n");
+               "                   (default: no limit)\n"
+               "list shows the lots: devices issued of the cap, reissue, profiles, whether\n"
+               "the serials come from a manifest, and each station with its rate (0: none).\n"
+               "  --json           an array of objects\n");
 }
 
 /* The station's certificate: issued under the station profile, then registered. */
@@ -289,8 +294,16 @@ static int station_print(void *arg, const struct prov_ca_station *st)
     return 0;
 }
 
-/* list [--json]: the registered stations, one line each (or a JSON array). */
-static int station_list(int argc, char **argv)
+/* What a list command shows: run calls the registry's *_each with list (NULL: text). */
+struct list_cmd {
+    const char *what; /* "ca station list" */
+    const struct option *opts;
+    void (*usage)(FILE *f);
+    int (*run)(struct prov_ca_index *ix, json_object *list);
+};
+
+/* ca station list / ca lot list [--json]: one line per row, or a JSON array. */
+static int list_command(int argc, char **argv, const struct list_cmd *lc)
 {
     struct prov_config *cfg = NULL;
     struct prov_ca_index *ix = NULL;
@@ -301,15 +314,15 @@ static int station_list(int argc, char **argv)
     int r;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", cmd_ca_station_opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", lc->opts, NULL)) != -1) {
         switch (c) {
         case 'j': as_json = true; break;
-        case 'h': station_usage(stdout); return PROV_EXIT_OK;
-        default: station_usage(stderr); return PROV_EXIT_USAGE;
+        case 'h': lc->usage(stdout); return PROV_EXIT_OK;
+        default: lc->usage(stderr); return PROV_EXIT_USAGE;
         }
     }
     if (optind != argc) {
-        fprintf(stderr, "provisioner: ca station list: unexpected argument \"%s\"\n",
+        fprintf(stderr, "provisioner: %s: unexpected argument \"%s\"\n", lc->what,
                 argv[optind]);
         return PROV_EXIT_USAGE;
     }
@@ -321,10 +334,10 @@ static int station_list(int argc, char **argv)
     prov_error_clear();
     r = as_json && list == NULL ? PROV_ERR_NOMEM : prov_ca_index_open(cfg->ca_dir, &ix);
     if (r == 0) {
-        r = prov_ca_registry_station_each(ix, station_print, list);
+        r = lc->run(ix, list);
     }
     if (r < 0) {
-        rc = cli_fail(r, "ca station list");
+        rc = cli_fail(r, lc->what);
     } else {
         if (as_json) {
             cli_print_json(list);
@@ -336,6 +349,44 @@ static int station_list(int argc, char **argv)
     prov_ca_index_close(ix);
     prov_config_free(cfg);
     return rc;
+}
+
+static int station_list_run(struct prov_ca_index *ix, json_object *list)
+{
+    return prov_ca_registry_station_each(ix, station_print, list);
+}
+
+static int lot_print(void *arg, const struct prov_ca_lot_row *lot)
+{
+    json_object *list = arg;
+    json_object *o;
+
+    if (list == NULL) {
+        printf("%-24s %lld/%lld devices reissue=%s profiles=%s serials=%s stations=%s\n",
+               lot->name, lot->devices, lot->cap, lot->is_reissue ? "yes" : "no",
+               lot->profiles[0] != '\0' ? lot->profiles : "any",
+               lot->n_serials > 0 ? "manifest" : "any", lot->stations);
+        return 0;
+    }
+    o = json_object_new_object();
+    if (o == NULL) {
+        return PROV_ERR_NOMEM;
+    }
+    json_object_object_add(o, "name", json_object_new_string(lot->name));
+    json_object_object_add(o, "cap", json_object_new_int64(lot->cap));
+    json_object_object_add(o, "devices", json_object_new_int64(lot->devices));
+    json_object_object_add(o, "reissue", json_object_new_boolean(lot->is_reissue));
+    json_object_object_add(o, "manifest_serials", json_object_new_int64(lot->n_serials));
+    json_object_object_add(o, "profiles", json_object_new_string(lot->profiles));
+    json_object_object_add(o, "stations", json_object_new_string(lot->stations));
+    json_object_object_add(o, "added_at", json_object_new_string(lot->added_at));
+    json_object_array_add(list, o);
+    return 0;
+}
+
+static int lot_list_run(struct prov_ca_index *ix, json_object *list)
+{
+    return prov_ca_registry_lot_each(ix, lot_print, list);
 }
 
 /* The serials of a manifest (`ca lot add --manifest`), in a growing array. */
@@ -513,7 +564,10 @@ int cmd_ca_station(int argc, char **argv)
         return station_revoke(argc - 1, argv + 1);
     }
     if (argc >= 2 && strcmp(argv[1], "list") == 0) {
-        return station_list(argc - 1, argv + 1);
+        static const struct list_cmd lc = {"ca station list", cmd_ca_station_opts,
+                                           station_usage, station_list_run};
+
+        return list_command(argc - 1, argv + 1, &lc);
     }
     station_usage(argc >= 2 && strcmp(argv[1], "--help") == 0 ? stdout : stderr);
     return argc >= 2 && strcmp(argv[1], "--help") == 0 ? PROV_EXIT_OK : PROV_EXIT_USAGE;
@@ -523,6 +577,12 @@ int cmd_ca_lot(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "add") == 0) {
         return lot_add(argc - 1, argv + 1);
+    }
+    if (argc >= 2 && strcmp(argv[1], "list") == 0) {
+        static const struct list_cmd lc = {"ca lot list", cmd_ca_lot_opts, lot_usage,
+                                           lot_list_run};
+
+        return list_command(argc - 1, argv + 1, &lc);
     }
     lot_usage(argc >= 2 && strcmp(argv[1], "--help") == 0 ? stdout : stderr);
     return argc >= 2 && strcmp(argv[1], "--help") == 0 ? PROV_EXIT_OK : PROV_EXIT_USAGE;

@@ -251,6 +251,51 @@ int prov_ca_registry_lot_add(struct prov_ca_index *ix, const struct prov_ca_lot 
     return end(ix, r);
 }
 
+int prov_ca_registry_lot_each(struct prov_ca_index *ix,
+                              int (*fn)(void *arg, const struct prov_ca_lot_row *lot), void *arg)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = SQLITE_DONE;
+    int r = 0;
+
+    prov_ca_index_lock(ix);
+    if (sqlite3_prepare_v2(prov_ca_index_db(ix),
+                           "SELECT l.name, l.cap,"
+                           " (SELECT count(DISTINCT serial) FROM certificate WHERE lot = l.name),"
+                           " l.reissue, (SELECT count(*) FROM lot_serial WHERE lot = l.name),"
+                           " coalesce((SELECT group_concat(profile, ',') FROM (SELECT profile"
+                           "  FROM lot_profile WHERE lot = l.name ORDER BY profile)), ''),"
+                           " coalesce((SELECT group_concat(station || '/' || per_minute, ',')"
+                           "  FROM (SELECT station, per_minute FROM lot_station"
+                           "  WHERE lot = l.name ORDER BY station)), ''),"
+                           " l.added_at FROM lot l ORDER BY l.name",
+                           -1, &st, NULL) != SQLITE_OK) {
+        r = db_fail(ix, "cannot prepare");
+        prov_ca_index_unlock(ix);
+        return r;
+    }
+    while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct prov_ca_lot_row row = {
+            .name = (const char *)sqlite3_column_text(st, 0),
+            .cap = sqlite3_column_int64(st, 1),
+            .devices = sqlite3_column_int64(st, 2),
+            .is_reissue = sqlite3_column_int64(st, 3) != 0,
+            .n_serials = sqlite3_column_int64(st, 4),
+            .profiles = (const char *)sqlite3_column_text(st, 5),
+            .stations = (const char *)sqlite3_column_text(st, 6),
+            .added_at = (const char *)sqlite3_column_text(st, 7),
+        };
+
+        r = fn(arg, &row);
+    }
+    if (r == 0 && rc != SQLITE_DONE) {
+        r = db_fail(ix, "cannot read the lots");
+    }
+    sqlite3_finalize(st);
+    prov_ca_index_unlock(ix);
+    return r;
+}
+
 int prov_ca_registry_lot_count(struct prov_ca_index *ix, const char *lot, long long *out)
 {
     int r;

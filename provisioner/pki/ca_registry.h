@@ -62,6 +62,22 @@ struct prov_ca_lot {
  */
 int prov_ca_registry_lot_add(struct prov_ca_index *ix, const struct prov_ca_lot *lot);
 
+/* One registered lot, as `ca lot list` shows it. */
+struct prov_ca_lot_row {
+    const char *name;
+    long long cap;
+    long long devices;      /* distinct serials the index holds certificates for in it */
+    bool is_reissue;
+    long long n_serials;    /* the manifest's serials recorded; 0: any serial */
+    const char *profiles;   /* comma-separated; "" for any */
+    const char *stations;   /* "STATION/PER_MINUTE" comma-separated (0: no limit) */
+    const char *added_at;
+};
+
+/* Calls fn for every registered lot, by name; a non-zero return of fn stops there. */
+int prov_ca_registry_lot_each(struct prov_ca_index *ix,
+                              int (*fn)(void *arg, const struct prov_ca_lot_row *lot), void *arg);
+
 /* What a station asks for, and what the CA's data lets it have (prov_ca_registry_ask). */
 struct prov_ca_ask {
     const char *serial;   /* the device serial */

@@ -259,6 +259,16 @@ assert_eq "$(jq -r '.[] | select(.name == "STATION-2") | .revoked_at != null' "$
 assert_eq "$(jq -r '.[] | select(.name == "STATION-3") | .lots' "$WORK/list.json")" LOT-A,LOT-C,LOT-M,LOT-P,LOT-R \
     "list --json: STATION-3's lots"
 
+# ---- ca lot list ------------------------------------------------------------------------
+"$PROVISIONER" ca lot list >"$WORK/lots.txt" || fail "ca lot list"
+assert_grep "$WORK/lots.txt" '^LOT-R *1/5 devices reissue=yes profiles=device serials=any stations=STATION-3/2$' \
+    "lot list: LOT-R"
+assert_grep "$WORK/lots.txt" '^LOT-M *2/2 devices reissue=no profiles=any serials=manifest stations=STATION-3/0$' \
+    "lot list: LOT-M"
+"$PROVISIONER" ca lot list --json >"$WORK/lots.json" || fail "ca lot list --json"
+assert_eq "$(jq -r '.[] | select(.name == "LOT-M") | "\(.cap) \(.devices) \(.manifest_serials) \(.reissue)"' \
+    "$WORK/lots.json")" "2 2 2 false" "lot list --json: LOT-M"
+
 kill -TERM "$CMP_PID"
 rc=0
 wait "$CMP_PID" || rc=$?
