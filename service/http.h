@@ -36,7 +36,15 @@ struct prov_http_opts {
     X509 *tls_client_ca;
     /* EST (est_server.h) under PROV_EST_PREFIX; NULL: not served */
     struct prov_est_server *est;
+    /*
+     * The CA directory whose CRLs (the files `ca crl` writes) a GET of PROV_HTTP_CRL_PREFIX
+     * intermediate.crl or root.crl answers, read at each request; NULL: not served.
+     */
+    const char *crl_dir;
 };
+
+/* Where the service publishes the CRLs (doc/ca-service.md). */
+#define PROV_HTTP_CRL_PREFIX "/crl/"
 
 /*
  * Serves until SIGTERM or SIGINT: 0 then. PROV_ERR_USAGE for a bad listen address,
