@@ -2,6 +2,7 @@
 #ifndef PROV_SERVICE_HTTP_H
 #define PROV_SERVICE_HTTP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <openssl/x509.h>
@@ -37,6 +38,14 @@ struct prov_http_opts {
     /* EST (est_server.h) under PROV_EST_PREFIX; NULL: not served */
     struct prov_est_server *est;
 };
+
+/*
+ * Where a request for CMP goes, before its body is looked at: 0 when it is for the CMP server
+ * (path is cmp_path, a POST, Content-Type application/pkixcmp with or without parameters),
+ * else the HTTP status (404, 405, 415) and *why, one line. type may be NULL.
+ */
+int prov_http_cmp_route(const char *path, const char *cmp_path, bool is_post, const char *type,
+                        const char **why);
 
 /*
  * Serves until SIGTERM or SIGINT: 0 then. PROV_ERR_USAGE for a bad listen address,
