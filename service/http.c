@@ -206,6 +206,29 @@ static void on_crl(struct service *sv, struct evhttp_request *req, const char *n
     free(path);
 }
 
+int prov_http_cmp_route(const char *path, const char *cmp_path, bool is_post, const char *type,
+                        char *lot, size_t lot_cap, const char **why)
+{
+    size_t n = strlen(CMP_CONTENT_TYPE);
+
+    lot[0] = '\0';
+    if (path == NULL ||
+        (strcmp(path, cmp_path) != 0 && !lot_path(cmp_path, path, lot, lot_cap))) {
+        *why = "no such path";
+        return HTTP_NOTFOUND;
+    }
+    if (!is_post) {
+        *why = "not a POST";
+        return HTTP_BADMETHOD;
+    }
+    if (type == NULL || strncasecmp(type, CMP_CONTENT_TYPE, n) != 0 ||
+        (type[n] != '\0' && type[n] != ';')) {
+        *why = "Content-Type is not " CMP_CONTENT_TYPE;
+        return 415;
+    }
+    return 0;
+}
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
     struct service *sv = arg;
@@ -219,6 +242,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     unsigned char *rsp = NULL;
     size_t rsp_len = 0;
     struct evbuffer *out;
+    const char *why = NULL;
     int r;
 
     if (path != NULL && sv->opts->est != NULL &&
@@ -231,19 +255,15 @@ static void on_request(struct evhttp_request *req, void *arg)
         on_crl(sv, req, path + strlen(PROV_HTTP_CRL_PREFIX));
         return;
     }
-    if (path == NULL || (strcmp(path, sv->opts->path) != 0 &&
-                         !lot_path(sv->opts->path, path, lot, sizeof(lot)))) {
-        reply_plain(sv, req, HTTP_NOTFOUND, "Not Found", "no such path", len);
-        return;
-    }
-    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
-        reply_plain(sv, req, HTTP_BADMETHOD, "Method Not Allowed", "not a POST", len);
-        return;
-    }
-    if (type == NULL || strncasecmp(type, CMP_CONTENT_TYPE, strlen(CMP_CONTENT_TYPE)) != 0 ||
-        (type[strlen(CMP_CONTENT_TYPE)] != '\0' && type[strlen(CMP_CONTENT_TYPE)] != ';')) {
-        reply_plain(sv, req, 415, "Unsupported Media Type", "Content-Type is not " CMP_CONTENT_TYPE,
-                    len);
+    r = prov_http_cmp_route(path, sv->opts->path,
+                            evhttp_request_get_command(req) == EVHTTP_REQ_POST, type, lot,
+                            sizeof(lot), &why);
+    if (r != 0) {
+        reply_plain(sv, req, r,
+                    r == HTTP_NOTFOUND    ? "Not Found"
+                    : r == HTTP_BADMETHOD ? "Method Not Allowed"
+                                          : "Unsupported Media Type",
+                    why, len);
         return;
     }
     prov_error_clear();

@@ -2,6 +2,7 @@
 #ifndef PROV_SERVICE_HTTP_H
 #define PROV_SERVICE_HTTP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <openssl/x509.h>
@@ -45,6 +46,15 @@ struct prov_http_opts {
 
 /* Where the service publishes the CRLs (doc/ca-service.md). */
 #define PROV_HTTP_CRL_PREFIX "/crl/"
+
+/*
+ * Where a request for CMP goes, before its body is looked at: 0 when it is for the CMP server
+ * (path is cmp_path, or cmp_path "/p/LOT" naming a lot (RFC 9483 section 6.1), the lot's name
+ * then in lot, else lot ""; a POST; Content-Type application/pkixcmp with or without
+ * parameters), else the HTTP status (404, 405, 415) and *why, one line. type may be NULL.
+ */
+int prov_http_cmp_route(const char *path, const char *cmp_path, bool is_post, const char *type,
+                        char *lot, size_t lot_cap, const char **why);
 
 /*
  * Serves until SIGTERM or SIGINT: 0 then. PROV_ERR_USAGE for a bad listen address,

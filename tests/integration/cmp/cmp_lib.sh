@@ -48,6 +48,17 @@ cmp_serve() {
         fail "ca serve did not listen on $CMP_PORT: $(tail -n3 "$CMP_LOG" | tr '\n' ' ')"
 }
 
+# cmp_stop: SIGTERM to the service (CMP_PID), which must exit 0 (its stderr in the failure):
+# under the sanitizer build a finding at exit, such as a leak (tests/meson.build: exit 88), then
+# fails the test instead of going unseen with the process.
+cmp_stop() {
+    local rc=0
+    kill -TERM "$CMP_PID"
+    wait "$CMP_PID" || rc=$?
+    [ "$rc" -eq 0 ] ||
+        fail "ca serve exited $rc after SIGTERM: $(tail -n5 "$CMP_LOG" | tr '\n' ' ')"
+}
+
 # cmp_client NAME STATION ARGS...: `openssl cmp` against the service as STATION; output in
 # $WORK/log/cmp-NAME.log; returns openssl's exit code.
 cmp_client() {

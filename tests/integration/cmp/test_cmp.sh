@@ -223,7 +223,7 @@ assert_grep "$WORK/log/cmp-tls.log" 'ITAV of type: id-it-caCerts' "genm over TLS
 if cmp_client tls-plain STATION-1 -cmd genm -infotype caCerts; then
     fail "plain HTTP was answered on the TLS port"
 fi
-stop_pid "$CMP_PID"
+cmp_stop
 CMP_PORT=$PLAIN_PORT
 CMP_PID=$PLAIN_PID
 CMP_LOG=$PLAIN_LOG
