@@ -189,6 +189,8 @@ prov 2 ca lot add LOT-X --manifest "$WORK/lot-m.csv" --count 5 --station STATION
 printf 'serial,device\nbad serial,pkcs11:token=m1\n' >"$WORK/lot-bad.csv"
 prov 2 ca lot add LOT-X --manifest "$WORK/lot-bad.csv" --station STATION-3
 assert_one_error "lot-bad.csv:2:"
+prov 2 ca lot add LOT/X --count 1 --station STATION-3
+assert_one_error 'lot "LOT/X": must be 1 to 64 of'
 prov 2 ca lot add LOT-X --count 1 --station STATION-3 --profile nosuch
 assert_one_error "nosuch"
 assert_eq "$(sql_q "$IX" "SELECT count(*) FROM lot WHERE name = 'LOT-X'")" 0 "refused lots: none"
@@ -201,6 +203,10 @@ assert_eq "$(sql_q "$IX" "SELECT group_concat(serial, ' ') FROM lot_serial WHERE
 assert_eq "$(sql_q "$IX" "SELECT reissue || ' ' || per_minute FROM lot l JOIN lot_station s
     ON s.lot = l.name WHERE l.name = 'LOT-R'")" "1 2" "LOT-R: reissue and rate"
 
+for u in /.well-known/cmp/p/.. /.well-known/cmp/p/ /.well-known/cmp/p/LOT-R/x /.well-known/cmp/pLOT-R; do
+    assert_eq "$(curl -sS --path-as-is -o /dev/null -w '%{http_code}' --data-binary x \
+        -H 'Content-Type: application/pkixcmp' "http://127.0.0.1:$CMP_PORT$u")" 404 "POST $u: no such path"
+done
 lot_refused unknown-lot STATION-3 LOT-NONE SN-00040 'station STATION-3 may not serve lot LOT-NONE'
 lot_refused other-station STATION-1 LOT-M M-00001 'station STATION-1 may not serve lot LOT-M'
 lot_refused not-in-manifest STATION-3 LOT-M SN-00041 'lot LOT-M: device SN-00041 is not in its manifest'
