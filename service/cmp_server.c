@@ -545,7 +545,7 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
         }
         return rejection(fail_bit_of(r), t->oc->result + strlen("refused: "));
     }
-    return answer_cert(t, cert, chain_out, cert_out, "issued");
+    return answer_cert(t, cert, chain_out, cert_out, ask.is_reissue ? "reissued" : "issued");
 }
 
 /*

@@ -18,6 +18,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "ca_registry.h"
 #include "crl.h"
 #include "durable.h"
 #include "error.h"
@@ -127,8 +128,7 @@ static void on_est(struct service *sv, struct evhttp_request *req, const char *p
 
 /*
  * Is path the service's path followed by "/p/LOT" (RFC 9483 section 6.1: a name after /p/,
- * here the lot; a trailing "/" allowed)? LOT (letters, digits, "-", "_", ".", not "." or "..")
- * into lot.
+ * here the lot; a trailing "/" allowed)? LOT (prov_ca_registry_lot_name_ok) into lot.
  */
 static bool lot_path(const char *base, const char *path, char *lot, size_t cap)
 {
@@ -144,17 +144,9 @@ static bool lot_path(const char *base, const char *path, char *lot, size_t cap)
     }
     name = path + n + 3;
     len = strcspn(name, "/");
-    if (len == 0 || len >= cap || (name[len] == '/' && name[len + 1] != '\0') ||
-        (len == 1 && name[0] == '.') || (len == 2 && name[0] == '.' && name[1] == '.')) {
+    if (len >= cap || (name[len] == '/' && name[len + 1] != '\0') ||
+        !prov_ca_registry_lot_name_ok(name, len)) {
         return false;
-    }
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)name[i];
-
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '_' || c == '.')) {
-            return false;
-        }
     }
     memcpy(lot, name, len);
     lot[len] = '\0';
