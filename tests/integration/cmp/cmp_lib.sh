@@ -185,6 +185,8 @@ station_batch_service_gone() {
     prov 4 batch lot2.csv --no-progress
     assert_one_error "CA service"
     assert_no_file devices/SN-09999
+}
+
 # station_dir PEM URL TOKEN NAME: $WORK/station, a station's own directory with no CA token,
 # key or PIN: its certificate (the first of PEM, from `ca station add`), the root, the device
 # PIN file, the server CA, and provisioner.cnf whose [ca] url is URL and whose identity key
