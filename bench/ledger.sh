@@ -7,7 +7,11 @@
 #  2. four stations, four tokens, 4*N rows: four batch processes draining ONE lot on the
 #     ledger, against four independent SQLite stations each with its own lot, devices/s
 #     (wall time of all four), medians of RUNS;
-#  3. the ledger's statements per device (server log, log_statement = all).
+#  3. the ledger's own cost per device: round trips, statements, and the milliseconds the
+#     station waited for them (the store's debug line at its close, PROVISIONER_DEBUG=journal;
+#     the lease renewal's own connection is not in it);
+#  4. what bounds the four stations on this machine: CPU seconds per device of the stations,
+#     of the token server (p11-kit) and of the PostgreSQL server, in the four-station runs.
 # Everything lives under /dev/shm (tokens, journals, the database): the figures are the
 # tool's and the database's cost, not the disk's. SoftHSM2 behind p11-kit server.
 #
@@ -67,6 +71,10 @@ four() { # four KIND RUN: wall seconds of four batch processes
         # one lot: one manifest of all rows, that all four stations run
         { echo "serial,device,cn,x_token"; for s in 1 2 3 4; do tail -n +2 "f-$kind-$r-$s.csv"; done; } >"f-pg-$r.csv"
     fi
+    local c0 p0 g0
+    c0=$(children_cpu)
+    p0=$(proc_cpu "$P11_PID")
+    g0=$(pg_cpu)
     t0=$(date +%s.%N)
     for s in 1 2 3 4; do
         if [ "$kind" = pg ]; then
@@ -80,7 +88,26 @@ four() { # four KIND RUN: wall seconds of four batch processes
     done
     for p in "${pids[@]}"; do wait "$p" || true; done
     t1=$(date +%s.%N)
-    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", b - a }'
+    # wall seconds; CPU seconds of the stations, the token server, the database server
+    awk -v a="$t0" -v b="$t1" -v c="$(children_cpu)" -v c0="$c0" -v p="$(proc_cpu "$P11_PID")" \
+        -v p0="$p0" -v g="$(pg_cpu)" -v g0="$g0" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN { printf "%.3f %.3f %.3f %.3f\n", b - a, c - c0, (p - p0) / hz, (g - g0) / hz }'
+}
+# CPU seconds of this shell's waited-for children (bash's times, second line: user sys)
+children_cpu() {
+    times | awk 'NR == 2 { gsub(/s/, ""); split($1, u, "m"); split($2, k, "m")
+                           printf "%.3f\n", u[1] * 60 + u[2] + k[1] * 60 + k[2] }'
+}
+# proc_cpu PID: clock ticks of the process and of its children it has waited for
+proc_cpu() { awk '{ print $14 + $15 + $16 + $17 }' "/proc/$1/stat"; }
+# pg_cpu: clock ticks of the PostgreSQL server: the postmaster (with its ended backends) and
+# the processes it runs now
+pg_cpu() {
+    local p t=0
+    for p in "$PG_PID" $(cat /proc/"$PG_PID"/task/*/children 2>/dev/null); do
+        t=$((t + $(proc_cpu "$p" 2>/dev/null || echo 0)))
+    done
+    echo "$t"
 }
 declare -a four_sqlite four_pg
 for r in $(seq 1 "$RUNS"); do
@@ -92,22 +119,32 @@ for r in $(seq 1 "$RUNS"); do
     [ "$issued" = $((4 * N)) ] || echo "warning: run $r: the four stations issued $issued of $((4 * N))" >&2
 done
 dps() { awk -v n=$((4 * N)) '{ printf "%.1f\n", n / $1 }'; }
+# column C of the runs, per device in ms, median
+per_dev() { awk -v n=$((4 * N)) -v c="$1" '{ printf "%.2f\n", $c * 1000 / n }' | median; }
 sqlite_dps=$(printf '%s\n' "${four_sqlite[@]}" | dps | median)
 pg_dps=$(printf '%s\n' "${four_pg[@]}" | dps | median)
 
-# 3. statements per device: a run with the server logging every statement
-pg_stop
-printf "log_statement = 'all'\n" >>"$PG_DIR/data/postgresql.conf"
-pg_run
+# 3. the ledger's own cost per device, one station
 use_ledger
 lot count "t-count" "$N"
-before=$(grep -c 'LOG:  \(statement\|execute\)' log/postgres.log || true)
-"$PROVISIONER" batch count.csv --station one --jobs 1 --no-progress >/dev/null
-after=$(grep -c 'LOG:  \(statement\|execute\)' log/postgres.log || true)
+PROVISIONER_DEBUG=journal "$PROVISIONER" batch count.csv --station one --jobs 1 --no-progress \
+    >/dev/null 2>log/count.err
+read -r trips stmts wait_ms < <(sed -n 's/.* \([0-9]*\) round trips, \([0-9]*\) statements, \([0-9.]*\) ms$/\1 \2 \3/p' \
+    log/count.err | awk '{ t += $1; s += $2; m += $3 } END { print t + 0, s + 0, m + 0 }')
 
 echo
 echo "| measurement (N = $N per token, medians of $RUNS, /dev/shm) | SQLite | ledger (PostgreSQL) | ratio |"
 echo "|---|---|---|---|"
 awk -v a="$sqlite_ms" -v b="$pg_ms" 'BEGIN { printf "| one station, ms per device | %.1f | %.1f | %.2f |\n", a, b, b / a }'
 awk -v a="$sqlite_dps" -v b="$pg_dps" 'BEGIN { printf "| four stations, devices/s | %.1f | %.1f | %.2f |\n", a, b, b / a }'
-awk -v s=$((after - before)) -v n="$N" 'BEGIN { printf "| ledger statements (round trips) per device | | %.1f | |\n", s / n }'
+awk -v t="$trips" -v s="$stmts" -v m="$wait_ms" -v n="$N" 'BEGIN {
+    printf "| ledger round trips per device (statements) | | %.1f (%.1f) | |\n", t / n, s / n
+    printf "| ledger wait per device, one station, ms | | %.2f | |\n", m / n }'
+for c in 2 3 4; do
+    what=$(sed -n "$((c - 1))p" <<<'stations (batch processes)
+token server (p11-kit)
+database server (PostgreSQL)')
+    a=$(printf '%s\n' "${four_sqlite[@]}" | per_dev "$c")
+    b=$(printf '%s\n' "${four_pg[@]}" | per_dev "$c")
+    awk -v w="$what" -v a="$a" -v b="$b" 'BEGIN { printf "| four stations: CPU ms per device, %s | %.2f | %.2f | |\n", w, a, b }'
+done

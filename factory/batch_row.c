@@ -864,7 +864,9 @@ static int do_row(struct row_ctx *c, enum batch_status *st)
     if (c->d.cert_der != NULL && (r = refuse_outside_identity(c)) < 0) {
         return r;
     }
-    if (c->d.cert_der != NULL && strcmp(c->d.device_uri, c->device_uri) != 0) {
+    /* by meaning: a station records its token with the module (pkcs11:...?module-path=) */
+    if (c->d.cert_der != NULL &&
+        !prov_device_uri_same(c->d.device_uri, c->device_uri, c->b->cfg->pkcs11_module)) {
         return prov_fail(PROV_ERR_ALREADY_ISSUED,
                          "serial %s: the journal has it certified on %s, the manifest names %s "
                          "(--reissue %s certifies it on the new device)",

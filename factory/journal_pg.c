@@ -34,18 +34,6 @@
 #include "log.h"
 #include "secret.h"
 
-/* Advisory lock keys (two int4: the tool's class, then which lock); doc/ledger.md. */
-#define LOCK_CLASS "1886549878" /* "prov" */
-#define LOCK_STATION_CLASS "1886549879" /* with hashtext(station): a station's transactions */
-#define LOCK_WRITER LOCK_CLASS ", 2"
-#define LOCK_SCHEMA LOCK_CLASS ", 3"
-
-/* Reconnect attempts and the first pause (doubled each time): about 8 s in all. */
-#define RECONNECT_TRIES 6
-#define RECONNECT_FIRST_MS 250
-/* how long a reconnected session waits for the server process of a COMMIT in doubt */
-#define IN_DOUBT_WAIT_MS 60000
-
 /*
  * The schema, one step per version, as in the SQLite store: a change is a new step at the
  * end, never an edit of an earlier one. Version 1 is the SQLite journal's schema 5 with the
@@ -112,6 +100,25 @@ static const char *const schema_steps[] = {
     " station TEXT, token BIGINT, expires TIMESTAMPTZ, done BOOLEAN NOT NULL DEFAULT false,"
     " PRIMARY KEY (lot_id, serial));"
     "CREATE INDEX work_open ON work(lot_id) WHERE NOT done;",
+    /*
+     * 3: the fencing check as a function (journal_pg_lease.c), so that it goes to the server
+     * in one pipeline with the write it guards: it locks the row's work entry and refuses a
+     * write whose lease token is not the row's (JOURNAL_PG_REFUSED_CLASS, the line as said).
+     */
+    "CREATE FUNCTION prov_fence(p_lot BIGINT, p_serial TEXT, p_token BIGINT) RETURNS void"
+    " LANGUAGE plpgsql AS $$"
+    "DECLARE w_token BIGINT; w_station TEXT;"
+    "BEGIN"
+    " SELECT token, coalesce(station, '') INTO w_token, w_station FROM work"
+    "  WHERE lot_id = p_lot AND serial = p_serial FOR UPDATE;"
+    " IF FOUND AND (p_token <> 0 OR w_token IS NOT NULL) AND w_token IS DISTINCT FROM p_token"
+    " THEN"
+    "  RAISE EXCEPTION USING ERRCODE = '" JOURNAL_PG_REFUSED_CLASS "001', MESSAGE = format("
+    "   'serial %s: this station''s lease on the row was taken over (now %s); its write is"
+    " refused', p_serial,"
+    "   CASE WHEN w_station <> '' THEN 'station ' || w_station ELSE 'released' END);"
+    " END IF;"
+    "END$$;",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(schema_steps) / sizeof(schema_steps[0])))
@@ -121,226 +128,109 @@ int journal_pg_schema_newest(void)
     return SCHEMA_VERSION;
 }
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
-
-    nanosleep(&ts, NULL);
-}
-
-PGconn *journal_pg_connect(const struct journal_pg *j)
-{
-    const char *keys[] = {"application_name", "connect_timeout", "dbname", "password", NULL};
-    const char *values[] = {"provisioner", "10", j->conninfo, j->password, NULL};
-
-    if (j->password == NULL) {
-        keys[3] = NULL;
-    }
-    return PQconnectdbParams(keys, values, 1);
-}
-
-/* The server's notices (warnings) are the tool's debug output, not lines on stderr. */
-static void server_notice(void *ctx, const char *message)
-{
-    prov_debug("journal", "journal %s: %s", ((struct journal_pg *)ctx)->base.name, message);
-}
-
-static int connect_fail(struct journal_pg *j, const char *what)
-{
-    char msg[512];
-    size_t n;
-
-    snprintf(msg, sizeof(msg), "%s", j->conn ? PQerrorMessage(j->conn) : "out of memory");
-    for (n = strlen(msg); n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '); n--) {
-        msg[n - 1] = '\0';
-    }
-    for (char *c = msg; *c != '\0'; c++) {
-        *c = *c == '\n' ? ' ' : *c;
-    }
-    return prov_fail(PROV_ERR_JOURNAL, "journal %s: %s: %s", j->base.name, what, msg);
-}
-
-/*
- * The session's writer lock. Batches and stations share it: on the ledger they work side by
- * side (rows are claimed by leases, journal_pg_lease.c). ledger migrate takes it exclusively,
- * so that no process that knows only the older schema writes while it changes.
- */
-static int take_writer_lock(struct journal_pg *j)
-{
-    PGresult *res;
-    bool is_held;
-
-    if (j->mode == JOURNAL_STORE_READ) {
-        return 0;
-    }
-    res = journal_pg_exec(j, "writer lock", NULL, NULL, 0,
-                          j->mode == JOURNAL_STORE_ADMIN
-                              ? "SELECT pg_try_advisory_lock(" LOCK_WRITER ")"
-                              : "SELECT pg_try_advisory_lock_shared(" LOCK_WRITER ")",
-                          "");
-    if (res == NULL) {
-        return PROV_ERR_JOURNAL;
-    }
-    is_held = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-    PQclear(res);
-    if (!is_held) {
-        return prov_fail(PROV_ERR_JOURNAL,
-                         j->mode == JOURNAL_STORE_ADMIN
-                             ? "journal %s: stations or batch runs are working on the ledger; "
-                               "stop them before changing its schema"
-                             : "journal %s: its schema is being changed (ledger migrate holds "
-                               "its writer lock)",
-                         j->base.name);
-    }
-    return 0;
-}
-
-/*
- * A COMMIT whose connection broke may still be running on the server (a deferred trigger, a
- * synchronous standby's answer): nothing this session reads shows its outcome until that
- * server process has ended. Waits for it (IN_DOUBT_WAIT_MS), so that the row read back is
- * the state the server holds; after that, the outcome stays unknown (PROV_ERR_JOURNAL).
- */
-static int await_in_doubt(struct journal_pg *j)
-{
-    char pid[16];
-    const char *param = pid;
-    bool is_gone = false;
-
-    snprintf(pid, sizeof(pid), "%d", j->in_doubt_pid);
-    for (long waited = 0; !is_gone && waited < IN_DOUBT_WAIT_MS; waited += 100) {
-        PGresult *res;
-
-        if (waited > 0) {
-            sleep_ms(100);
-        }
-        pthread_mutex_lock(&j->conn_lock);
-        res = PQexecParams(j->conn, "SELECT 1 FROM pg_stat_activity WHERE pid = $1", 1, NULL,
-                           &param, NULL, NULL, 0);
-        is_gone = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 0;
-        PQclear(res);
-        pthread_mutex_unlock(&j->conn_lock);
-    }
-    if (!is_gone) {
-        return prov_fail(PROV_ERR_JOURNAL,
-                         "journal %s: the server still runs the COMMIT whose connection broke: "
-                         "its outcome is unknown (run the same command again)",
-                         j->base.name);
-    }
-    j->in_doubt_pid = 0;
-    return 0;
-}
-
-int journal_pg_reconnect(struct journal_pg *j)
-{
-    long pause = RECONNECT_FIRST_MS;
-
-    for (int i = 0; i < RECONNECT_TRIES; i++) {
-        if (i > 0) {
-            sleep_ms(pause);
-            pause *= 2;
-        }
-        pthread_mutex_lock(&j->conn_lock);
-        PQreset(j->conn);
-        pthread_mutex_unlock(&j->conn_lock);
-        if (PQstatus(j->conn) == CONNECTION_OK) {
-            prov_warn("journal %s: connected again", j->base.name);
-            return j->in_doubt_pid != 0 && await_in_doubt(j) < 0 ? PROV_ERR_JOURNAL
-                                                                  : take_writer_lock(j);
-        }
-    }
-    j->is_away = true; /* fail closed, and fast: no row waits for the backoff again */
-    return connect_fail(j, "the database stays away");
-}
-
 /* Ends a failed transaction; on the connection, one statement at a time as every other. */
 static void pg_rollback(struct journal_pg *j)
 {
-    pthread_mutex_lock(&j->conn_lock);
-    PQclear(PQexec(j->conn, "ROLLBACK"));
-    pthread_mutex_unlock(&j->conn_lock);
+    pthread_mutex_lock(&j->db.conn_lock);
+    j->db.n_round_trips++;
+    j->db.n_statements++;
+    PQclear(PQexec(j->db.conn, "ROLLBACK"));
+    pthread_mutex_unlock(&j->db.conn_lock);
 }
 
-/* BEGIN, then the transaction-scoped advisory lock of lock_sql (param: its $1, or NULL). */
+/* Closes the transaction, rolling back what the server saw of it. */
+static void txn_abort(struct journal_pg *j)
+{
+    j->has_head = false;
+    if (journal_pg_txn_close(&j->db)) {
+        pg_rollback(j);
+    }
+}
+
+/*
+ * Opens a transaction: BEGIN and the transaction-scoped advisory lock of lock_sql (param: its
+ * $1, or NULL), sent with the transaction's first statement (journal_pg_defer).
+ */
 static int begin_locked(struct journal_pg *j, const char *lock_sql, const char *param)
 {
     int r;
 
-    r = journal_pg_run(j, "begin", "BEGIN", "");
+    journal_pg_txn_open(&j->db);
+    r = journal_pg_defer(&j->db, "begin", NULL, NULL, "BEGIN", "");
+    r = r ? r : journal_pg_defer(&j->db, "begin", NULL, NULL, lock_sql, param ? "t" : "", param);
     if (r < 0) {
-        return r;
-    }
-    j->is_in_txn = true;
-    r = journal_pg_run(j, "begin", lock_sql, param ? "t" : "", param);
-    if (r < 0) {
-        pg_rollback(j);
-        j->is_in_txn = false;
+        txn_abort(j);
     }
     return r;
+}
+
+/* The chain's head as the transaction's first statements read it ("seq:hash", or none). */
+static void head_read(void *ctx, const PGresult *res)
+{
+    struct journal_pg *j = ctx;
+
+    j->has_head = true;
+    journal_pg_copy(res, 0, 0, j->head, sizeof(j->head));
+    if (PQntuples(res) == 0) {
+        j->head[0] = '\0';
+    }
 }
 
 /*
  * A transaction takes its station's lock (LOCK_STATION_CLASS, hash of the station's name):
  * the station's audit chain needs one order, other stations' transactions run beside it.
  * What several stations touch at once is ordered by the database itself: a row by FOR
- * UPDATE, its lease by the fencing read, a lot's creation by its UNIQUE name.
+ * UPDATE, its lease by the fencing check, a lot's creation by its UNIQUE name. BEGIN, the
+ * lock and the chain's head (which only this station's transactions move, under that lock)
+ * go to the server with the transaction's first statement: one round trip.
  */
 static int pg_begin(struct journal_store *s)
 {
     struct journal_pg *j = journal_pg_of(s);
-    PGresult *res;
     int r;
 
-    /* BEGIN and the lock in one round trip (the station's name as a literal, escaped) */
-    if (j->begin_sql == NULL) {
-        char *lit = PQescapeLiteral(j->conn, j->station, strlen(j->station));
-
-        if (lit == NULL || asprintf(&j->begin_sql,
-                                    "BEGIN; SELECT pg_advisory_xact_lock(" LOCK_STATION_CLASS
-                                    ", hashtext(%s))",
-                                    lit) < 0) {
-            j->begin_sql = NULL;
-        }
-        PQfreemem(lit);
+    j->has_head = false;
+    r = begin_locked(j, "SELECT pg_advisory_xact_lock(" LOCK_STATION_CLASS ", hashtext($1))",
+                     j->station);
+    r = r ? r
+          : journal_pg_defer(&j->db, "audit", head_read, j,
+                             "SELECT seq || ':' || hash FROM audit_head WHERE chain = $1", "t",
+                             j->station);
+    if (r < 0) {
+        txn_abort(j);
     }
-    if (j->begin_sql == NULL || j->is_away || PQstatus(j->conn) != CONNECTION_OK) {
-        /* the statement by statement way, which reconnects and says what failed */
-        return begin_locked(
-            j, "SELECT pg_advisory_xact_lock(" LOCK_STATION_CLASS ", hashtext($1))", j->station);
-    }
-    pthread_mutex_lock(&j->conn_lock);
-    res = PQexec(j->conn, j->begin_sql);
-    r = PQresultStatus(res) == PGRES_TUPLES_OK ? 0 : -1;
-    pthread_mutex_unlock(&j->conn_lock);
-    PQclear(res);
-    if (r == 0) {
-        j->is_in_txn = true;
-        return 0;
-    }
-    pg_rollback(j);
-    return begin_locked(j, "SELECT pg_advisory_xact_lock(" LOCK_STATION_CLASS ", hashtext($1))",
-                        j->station);
+    return r;
 }
 
 static int pg_end(struct journal_store *s, int r)
 {
     struct journal_pg *j = journal_pg_of(s);
+    bool is_broken;
     int pid;
 
     if (r != 0) {
-        pg_rollback(j);
-        j->is_in_txn = false;
+        txn_abort(j);
         return r;
     }
-    pid = PQbackendPID(j->conn);
-    r = journal_pg_run(j, "commit", "COMMIT", "");
-    j->is_in_txn = false;
-    if (r < 0 && PQstatus(j->conn) != CONNECTION_OK) {
-        j->in_doubt_pid = pid; /* the next session waits for it (await_in_doubt) */
-        /* the server may have committed: the next transition reads the row back */
+    j->has_head = false;
+    pid = PQbackendPID(j->db.conn);
+    /* a COMMIT is never sent twice: once sent, its outcome is the server's to say */
+    j->db.is_txn_sent = true;
+    r = journal_pg_run(&j->db, "commit", "COMMIT", "");
+    is_broken = PQstatus(j->db.conn) != CONNECTION_OK;
+    journal_pg_txn_close(&j->db);
+    if (r < 0 && is_broken) {
+        j->db.in_doubt_pid = pid; /* the next session waits for it (await_in_doubt) */
+        /*
+         * The server may have committed: libpq's words for the broken connection would hide
+         * that. Nothing is done on the strength of this transition; the next one (or the
+         * next run) reads the row back from the ledger.
+         */
+        prov_error_clear();
         return prov_fail(PROV_ERR_JOURNAL,
-                         "journal %s: the connection broke during the commit: its outcome is "
-                         "unknown until the row is read back (run the same command again)",
+                         "journal %s: the connection broke during the COMMIT: its outcome is "
+                         "unknown, so nothing is done on its strength; the row is read back from "
+                         "the ledger when the same command runs again",
                          j->base.name);
     }
     if (r < 0) {
@@ -354,14 +244,14 @@ static int read_version(struct journal_pg *j, int *version)
     PGresult *res;
 
     *version = 0;
-    res = journal_pg_exec(j, "cannot read its schema version", NULL, NULL, 0,
+    res = journal_pg_exec(&j->db, "cannot read its schema version", NULL, NULL, 0,
                           "SELECT to_regclass('schema_version') IS NOT NULL", "");
     if (res == NULL) {
         return PROV_ERR_JOURNAL;
     }
     if (strcmp(PQgetvalue(res, 0, 0), "t") == 0) {
         PQclear(res);
-        res = journal_pg_exec(j, "cannot read its schema version", NULL, NULL, 0,
+        res = journal_pg_exec(&j->db, "cannot read its schema version", NULL, NULL, 0,
                               "SELECT coalesce(max(version), 0) FROM schema_version", "");
         if (res == NULL) {
             return PROV_ERR_JOURNAL;
@@ -385,8 +275,8 @@ static int refuse_newer(struct journal_pg *j, int version)
  * transactional here: a kill leaves the ledger as it was). Stations keep running: their
  * transactions wait for the schema lock's holder only where they touch a table it alters.
  */
-int journal_pg_migrate(struct journal_store *s, const struct journal_upgrade_hook *hook,
-                       int *from, int *to)
+int journal_pg_migrate(struct journal_store *s, const struct journal_upgrade_hook *hook, int *from,
+                       int *to)
 {
     struct journal_pg *j = journal_pg_of(s);
     const int target = SCHEMA_VERSION;
@@ -402,17 +292,18 @@ int journal_pg_migrate(struct journal_store *s, const struct journal_upgrade_hoo
     for (int i = version; r == 0 && i < target; i++) {
         PGresult *res;
 
-        pthread_mutex_lock(&j->conn_lock);
-        res = PQexec(j->conn, schema_steps[i]);
-        pthread_mutex_unlock(&j->conn_lock);
+        pthread_mutex_lock(&j->db.conn_lock);
+        res = PQexec(j->db.conn, schema_steps[i]);
+        pthread_mutex_unlock(&j->db.conn_lock);
         if (PQresultStatus(res) != PGRES_COMMAND_OK) {
             r = prov_fail(PROV_ERR_JOURNAL, "journal %s: cannot set up its schema: %s",
                           j->base.name, PQresultErrorMessage(res));
         }
         PQclear(res);
         r = r ? r
-              : journal_pg_run(j, "schema", "INSERT INTO schema_version(version, tool)"
-                                            " VALUES ($1, 'provisioner')",
+              : journal_pg_run(&j->db, "schema",
+                               "INSERT INTO schema_version(version, tool)"
+                               " VALUES ($1, 'provisioner')",
                                "i", (long long)(i + 1));
     }
     if (r == 0 && version > 0 && version < target && hook != NULL) {
@@ -446,15 +337,17 @@ static int schema_check(struct journal_pg *j, const struct journal_upgrade_hook 
     if (version > SCHEMA_VERSION) {
         return refuse_newer(j, version);
     }
-    if (version == 0 && j->mode != JOURNAL_STORE_READ) {
+    if (version == 0 && j->db.mode != JOURNAL_STORE_READ) {
         return journal_pg_migrate(&j->base, hook, &from, &to);
     }
     if (version == 0) {
-        return prov_fail(PROV_ERR_INPUT, "journal %s: no ledger in this database (run "
-                                         "`provisioner ledger init`)",
+        return prov_fail(PROV_ERR_INPUT,
+                         "journal %s: no ledger in this database (run "
+                         "`provisioner ledger init`)",
                          j->base.name);
     }
-    if (version < SCHEMA_VERSION && j->mode != JOURNAL_STORE_READ) {
+    /* readers too: an older ledger lacks what the reads ask for (the chains of version 2) */
+    if (version < SCHEMA_VERSION) {
         return prov_fail(PROV_ERR_JOURNAL,
                          "journal %s: schema version %d is older than this provisioner's (%d); "
                          "run `provisioner ledger migrate`",
@@ -471,19 +364,10 @@ static void pg_close(struct journal_store *s)
     if (j == NULL) {
         return;
     }
-    journal_pg_leases_stop(j);
-    PQfinish(j->conn); /* the server releases the session's advisory locks */
-    if (j->password != NULL) {
-        OPENSSL_cleanse(j->password, strlen(j->password));
-    }
-    free(j->password);
+    journal_pg_leases_stop(&j->leases);
+    journal_pg_db_close(&j->db);
     free(j->station);
-    free(j->begin_sql);
-    free(j->conninfo);
     free(j->base.name);
-    pthread_mutex_destroy(&j->conn_lock);
-    pthread_mutex_destroy(&j->lease_lock);
-    pthread_cond_destroy(&j->renew_cond);
     free(j);
 }
 
@@ -510,35 +394,27 @@ int journal_pg_open(const char *uri, const char *password_spec, const char *stat
 
     *out = NULL;
     if (j == NULL || (j->base.name = journal_pg_mask(uri)) == NULL ||
-        (j->conninfo = strdup(uri)) == NULL || (j->station = strdup(station ? station : "")) == NULL) {
+        (j->db.conninfo = strdup(uri)) == NULL ||
+        (j->station = strdup(station ? station : "")) == NULL) {
         pg_close(j ? &j->base : NULL);
         return prov_fail(PROV_ERR_NOMEM, "journal: out of memory");
     }
     j->base.ops = &pg_ops;
-    j->mode = mode;
-    j->lease_seconds = JOURNAL_LEASE_DEFAULT;
-    pthread_mutex_init(&j->conn_lock, NULL);
-    pthread_mutex_init(&j->lease_lock, NULL);
-    pthread_cond_init(&j->renew_cond, NULL);
+    journal_pg_db_init(&j->db, j->base.name, mode);
+    journal_pg_leases_init(&j->leases, &j->db, j->station, JOURNAL_LEASE_DEFAULT);
     if (password_spec != NULL) {
         r = prov_secret_load(password_spec, "ledger password", &pw);
         if (r < 0) {
             goto out;
         }
-        j->password = strdup(pw->data);
+        j->db.password = strdup(pw->data);
         prov_secret_free(pw);
-        if (j->password == NULL) {
+        if (j->db.password == NULL) {
             r = PROV_ERR_NOMEM;
             goto out;
         }
     }
-    j->conn = journal_pg_connect(j);
-    if (j->conn == NULL || PQstatus(j->conn) != CONNECTION_OK) {
-        r = connect_fail(j, "cannot connect");
-        goto out;
-    }
-    PQsetNoticeProcessor(j->conn, server_notice, j);
-    r = take_writer_lock(j);
+    r = journal_pg_db_connect(&j->db);
     if (r == 0 && mode == JOURNAL_STORE_ADMIN) {
         r = read_version(j, &j->schema_version); /* ledger init/migrate decide */
     } else if (r == 0) {
@@ -561,20 +437,21 @@ static int pg_row_put(struct journal_store *s, struct journal_row *w)
     int r;
 
     /* every write of a row is fenced: a station whose lease was taken over writes nothing */
-    r = journal_pg_fence(j, w->lot_id, w->serial);
+    r = journal_pg_fence(&j->leases, w->lot_id, w->serial);
     if (r < 0) {
         return r;
     }
+    /* an update's result is its success: sent with the next statement (the COMMIT, mostly) */
     if (w->id != 0) {
-        return journal_pg_run(j, w->serial,
-                              "UPDATE device SET device_uri = $1, state = $2, key_id = $3,"
-                              " key_uri = $4, storage = $5, cert_id = nullif($6::bigint, 0),"
-                              " error = $7, attempts = $8, updated = $9 WHERE id = $10",
-                              "ttbttititi", w->device_uri, state, w->key_id, w->key_id_len,
-                              w->key_uri, w->storage, w->cert_id, w->error,
-                              (long long)w->attempts, w->updated, w->id);
+        return journal_pg_defer(&j->db, w->serial, NULL, NULL,
+                                "UPDATE device SET device_uri = $1, state = $2, key_id = $3,"
+                                " key_uri = $4, storage = $5, cert_id = nullif($6::bigint, 0),"
+                                " error = $7, attempts = $8, updated = $9 WHERE id = $10",
+                                "ttbttititi", w->device_uri, state, w->key_id, w->key_id_len,
+                                w->key_uri, w->storage, w->cert_id, w->error,
+                                (long long)w->attempts, w->updated, w->id);
     }
-    res = journal_pg_exec(j, w->serial, NULL, NULL, 0,
+    res = journal_pg_exec(&j->db, w->serial, NULL, NULL, 0,
                           "INSERT INTO device(lot_id, serial, device_uri, state, key_id, key_uri,"
                           " storage, cert_id, error, attempts, updated) VALUES ($1, $2, $3, $4,"
                           " $5, $6, $7, nullif($8::bigint, 0), $9, $10, $11) RETURNING id",
@@ -597,7 +474,7 @@ static int pg_text(struct journal_pg *j, const char *what, char *out, size_t cap
     va_list ap;
 
     va_start(ap, types);
-    res = journal_pg_vexec(j, what, sql, types, ap);
+    res = journal_pg_vexec(&j->db, what, sql, types, ap);
     va_end(ap);
     out[0] = '\0';
     *found = false;
@@ -640,8 +517,8 @@ static int pg_lot_find(struct journal_store *s, const char *name, long long *id)
     bool found;
     int r;
 
-    r = pg_text(journal_pg_of(s), name, v, sizeof(v), &found,
-                "SELECT id FROM lot WHERE name = $1", "t", name);
+    r = pg_text(journal_pg_of(s), name, v, sizeof(v), &found, "SELECT id FROM lot WHERE name = $1",
+                "t", name);
     *id = found ? strtoll(v, NULL, 10) : 0;
     return r;
 }
@@ -685,8 +562,8 @@ int journal_pg_issuer(const unsigned char *der, size_t len, char hex[65])
     return 0;
 }
 
-static int pg_cert_insert(struct journal_store *s, const struct journal_cert *c,
-                          long long *cert_id, enum journal_unique *broken)
+static int pg_cert_insert(struct journal_store *s, const struct journal_cert *c, long long *cert_id,
+                          enum journal_unique *broken)
 {
     struct journal_pg *j = journal_pg_of(s);
     char issuer[65];
@@ -699,7 +576,7 @@ static int pg_cert_insert(struct journal_store *s, const struct journal_cert *c,
     if (r < 0) {
         return r;
     }
-    res = journal_pg_exec(j, c->cert_serial, state, constraint, sizeof(constraint),
+    res = journal_pg_exec(&j->db, c->cert_serial, state, constraint, sizeof(constraint),
                           "INSERT INTO certificate(device_id, device_serial, issuer, cert_serial,"
                           " pubkey_sha256, sha256, not_after, key_id, der, issued, device_uri)"
                           " SELECT $1, d.serial, $2, $3, $4, $5, $6, $7, $8, $9, $10"
@@ -709,10 +586,9 @@ static int pg_cert_insert(struct journal_store *s, const struct journal_cert *c,
                           c->issued, c->device_uri);
     if (res == NULL && strcmp(state, "23505") == 0) {
         prov_error_clear(); /* the journal names the broken rule itself */
-        *broken = strcmp(constraint, "certificate_pubkey") == 0 ? JOURNAL_UNIQUE_PUBKEY
-                  : strcmp(constraint, "certificate_current") == 0
-                      ? JOURNAL_UNIQUE_CURRENT
-                      : JOURNAL_UNIQUE_CERT_SERIAL;
+        *broken = strcmp(constraint, "certificate_pubkey") == 0    ? JOURNAL_UNIQUE_PUBKEY
+                  : strcmp(constraint, "certificate_current") == 0 ? JOURNAL_UNIQUE_CURRENT
+                                                                   : JOURNAL_UNIQUE_CERT_SERIAL;
         return PROV_ERR_ALREADY_ISSUED;
     }
     if (res == NULL) {
@@ -720,8 +596,7 @@ static int pg_cert_insert(struct journal_store *s, const struct journal_cert *c,
     }
     if (PQntuples(res) != 1) {
         PQclear(res);
-        return prov_fail(PROV_ERR_JOURNAL, "journal %s: no device row %lld", s->name,
-                         c->device_id);
+        return prov_fail(PROV_ERR_JOURNAL, "journal %s: no device row %lld", s->name, c->device_id);
     }
     *cert_id = journal_pg_ll(res, 0, 0);
     PQclear(res);
@@ -731,7 +606,7 @@ static int pg_cert_insert(struct journal_store *s, const struct journal_cert *c,
 static int pg_cert_supersede(struct journal_store *s, long long cert_id, const char *now,
                              long long run_id)
 {
-    return journal_pg_run(journal_pg_of(s), "certificate",
+    return journal_pg_run(&journal_pg_of(s)->db, "certificate",
                           "UPDATE certificate SET superseded = $1,"
                           " superseded_run = nullif($2::bigint, 0) WHERE id = $3",
                           "tii", now, run_id, cert_id);
@@ -747,7 +622,7 @@ static int pg_cert_unretired(struct journal_store *s, long long dev_id, const ch
     key_hex[0] = '\0';
     device[0] = '\0';
     *found = false;
-    res = journal_pg_exec(journal_pg_of(s), cert_serial, NULL, NULL, 0,
+    res = journal_pg_exec(&journal_pg_of(s)->db, cert_serial, NULL, NULL, 0,
                           "SELECT key_id, device_uri FROM certificate WHERE device_id = $1"
                           " AND cert_serial = $2 AND superseded IS NOT NULL AND retired IS NULL",
                           "it", dev_id, cert_serial);
@@ -770,7 +645,7 @@ static int pg_cert_unretired(struct journal_store *s, long long dev_id, const ch
 static int pg_cert_retire(struct journal_store *s, long long dev_id, const char *cert_serial,
                           const char *now)
 {
-    return journal_pg_run(journal_pg_of(s), cert_serial,
+    return journal_pg_run(&journal_pg_of(s)->db, cert_serial,
                           "UPDATE certificate SET retired = $1 WHERE device_id = $2"
                           " AND cert_serial = $3",
                           "tit", now, dev_id, cert_serial);
@@ -779,21 +654,21 @@ static int pg_cert_retire(struct journal_store *s, long long dev_id, const char 
 static int pg_cert_move(struct journal_store *s, long long dev_id, const char *old_uri,
                         const char *new_uri)
 {
-    return journal_pg_run(journal_pg_of(s), "certificate",
+    return journal_pg_run(&journal_pg_of(s)->db, "certificate",
                           "UPDATE certificate SET device_uri = $1 WHERE device_uri = $2"
                           " AND device_id = $3",
                           "tti", new_uri, old_uri, dev_id);
 }
 
-static int pg_run_newest(struct journal_store *s, long long lot_id, const char *list,
-                         long long *id, long long *request, bool *is_unfinished)
+static int pg_run_newest(struct journal_store *s, long long lot_id, const char *list, long long *id,
+                         long long *request, bool *is_unfinished)
 {
     PGresult *res;
 
     *id = 0;
     *request = 0;
     *is_unfinished = false;
-    res = journal_pg_exec(journal_pg_of(s), "run", NULL, NULL, 0,
+    res = journal_pg_exec(&journal_pg_of(s)->db, "run", NULL, NULL, 0,
                           "SELECT id, coalesce(request, id), finished IS NULL FROM run"
                           " WHERE lot_id = $1 AND reissue = $2 ORDER BY id DESC LIMIT 1",
                           "it", lot_id, list);
@@ -835,8 +710,8 @@ static int pg_run_insert(struct journal_store *s, long long lot_id, const char *
                 "itti", lot_id, list, now, request);
     *id = found ? strtoll(v, NULL, 10) : 0;
     if (r == 0 && request == 0) {
-        r = journal_pg_run(journal_pg_of(s), "run", "UPDATE run SET request = id WHERE id = $1",
-                           "i", *id);
+        r = journal_pg_run(&journal_pg_of(s)->db, "run",
+                           "UPDATE run SET request = id WHERE id = $1", "i", *id);
     }
     return r;
 }
@@ -862,7 +737,7 @@ static int pg_run_finish(struct journal_store *s, long long run_id, const char *
      * this station's chain, so that no chain can be rewritten whole behind the others' backs
      * (ledger verify compares every anchored head with the chain it names).
      */
-    res = journal_pg_exec(j, "anchor", NULL, NULL, 0,
+    res = journal_pg_exec(&j->db, "anchor", NULL, NULL, 0,
                           "SELECT coalesce(string_agg(chain || ':' || seq || ':' || hash, ' '"
                           " ORDER BY chain), '') FROM audit_head WHERE chain <> $1",
                           "t", j->station);
@@ -881,8 +756,7 @@ static int pg_run_finish(struct journal_store *s, long long run_id, const char *
     return r;
 }
 
-int journal_pg_audit_hash(struct journal_store *s, const char *chain, long long seq,
-                          char hash[65])
+int journal_pg_audit_hash(struct journal_store *s, const char *chain, long long seq, char hash[65])
 {
     bool found;
     int r;
@@ -898,16 +772,22 @@ int journal_pg_audit_hash(struct journal_store *s, const char *chain, long long 
 /* The head "seq:hash" in meta; an empty chain has seq 0 and the zero hash. */
 static int pg_audit_head(struct journal_store *s, long long *seq, char hash[65])
 {
+    struct journal_pg *j = journal_pg_of(s);
     char v[96];
-    bool found;
+    bool found = true;
     const char *colon;
-    int r;
+    int r = 0;
 
     *seq = 0;
     memcpy(hash, JOURNAL_ZERO_HASH, 65);
-    r = pg_text(journal_pg_of(s), "audit", v, sizeof(v), &found,
-                "SELECT seq || ':' || hash FROM audit_head WHERE chain = $1", "t",
-                journal_pg_of(s)->station);
+    /* in a transaction, as its first statements read it (pg_begin), then as it appended */
+    if (j->db.is_in_txn && j->has_head) {
+        snprintf(v, sizeof(v), "%s", j->head);
+        found = v[0] != '\0';
+    } else {
+        r = pg_text(j, "audit", v, sizeof(v), &found,
+                    "SELECT seq || ':' || hash FROM audit_head WHERE chain = $1", "t", j->station);
+    }
     if (r < 0 || !found) {
         return r;
     }
@@ -920,20 +800,27 @@ static int pg_audit_head(struct journal_store *s, long long *seq, char hash[65])
     return 0;
 }
 
+/*
+ * The record and its chain's new head in one statement, sent with the transaction's next
+ * statement (its COMMIT, mostly): a failure fails that one, and the transaction.
+ */
 static int pg_audit_append(struct journal_store *s, const struct journal_audit_record *a)
 {
     struct journal_pg *j = journal_pg_of(s);
     int r;
 
-    /* the record and its chain's new head in one round trip */
-    r = journal_pg_run(j, "audit",
-                       "WITH a AS (INSERT INTO audit(chain, seq, at, lot, serial, event, detail,"
-                       " prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9))"
-                       " INSERT INTO audit_head(chain, seq, hash) VALUES ($1, $2, $9)"
-                       " ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq,"
-                       " hash = excluded.hash",
-                       "tittttttt", j->station, a->seq, a->at, a->lot, a->serial, a->event,
-                       a->detail, a->prev_hash, a->hash);
+    r = journal_pg_defer(&j->db, "audit", NULL, NULL,
+                         "WITH a AS (INSERT INTO audit(chain, seq, at, lot, serial, event, detail,"
+                         " prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9))"
+                         " INSERT INTO audit_head(chain, seq, hash) VALUES ($1, $2, $9)"
+                         " ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq,"
+                         " hash = excluded.hash",
+                         "tittttttt", j->station, a->seq, a->at, a->lot, a->serial, a->event,
+                         a->detail, a->prev_hash, a->hash);
+    if (r == 0) {
+        j->has_head = true;
+        snprintf(j->head, sizeof(j->head), "%lld:%s", a->seq, a->hash);
+    }
     return r;
 }
 
@@ -967,12 +854,12 @@ static int pg_claim_insert(struct journal_store *s, long long lot_id, const char
     char constraint[64];
     PGresult *res;
 
-    res = journal_pg_exec(journal_pg_of(s), serial, state, constraint, sizeof(constraint),
+    res = journal_pg_exec(&journal_pg_of(s)->db, serial, state, constraint, sizeof(constraint),
                           "INSERT INTO station_claim(lot_id, serial, identity, instance, claimed)"
                           " VALUES ($1, $2, $3, $4, $5)",
                           "itttt", lot_id, serial, identity, instance, now);
-    *is_claimed = res == NULL && strcmp(state, "23505") == 0 &&
-                  strcmp(constraint, "station_claim_pkey") == 0;
+    *is_claimed =
+        res == NULL && strcmp(state, "23505") == 0 && strcmp(constraint, "station_claim_pkey") == 0;
     PQclear(res);
     return res == NULL ? PROV_ERR_JOURNAL : 0;
 }
@@ -1007,7 +894,7 @@ static int pg_row_lock(struct journal_store *s, long long lot_id, const char *se
         return PROV_ERR_NOMEM;
     }
     values[0] = key;
-    rl->conn = journal_pg_connect(j);
+    rl->conn = journal_pg_connect(&j->db);
     if (rl->conn == NULL || PQstatus(rl->conn) != CONNECTION_OK) {
         r = prov_fail(PROV_ERR_JOURNAL, "journal %s: cannot connect for a row lock: %s", s->name,
                       rl->conn ? PQerrorMessage(rl->conn) : "out of memory");
@@ -1038,12 +925,24 @@ static int pg_row_lock(struct journal_store *s, long long lot_id, const char *se
 
 static bool pg_is_away(struct journal_store *s)
 {
-    return journal_pg_of(s)->is_away;
+    return journal_pg_of(s)->db.is_away;
 }
 
 static void pg_set_lease(struct journal_store *s, int seconds)
 {
-    journal_pg_of(s)->lease_seconds = seconds;
+    journal_pg_of(s)->leases.seconds = seconds;
+}
+
+static int pg_lease_claim(struct journal_store *s, long long lot_id, const char *serial,
+                          bool is_reopen, char *holder, size_t cap, bool *is_mine)
+{
+    return journal_pg_lease_claim(&journal_pg_of(s)->leases, s, lot_id, serial, is_reopen, holder,
+                                  cap, is_mine);
+}
+
+static int pg_lease_end(struct journal_store *s, long long lot_id, const char *serial, bool is_done)
+{
+    return journal_pg_lease_end(&journal_pg_of(s)->leases, lot_id, serial, is_done);
 }
 
 static const struct journal_store_ops pg_ops = {
@@ -1081,8 +980,8 @@ static const struct journal_store_ops pg_ops = {
     .foreach_lot = journal_pg_foreach_lot,
     .foreach_device = journal_pg_foreach_device,
     .foreach_key = journal_pg_foreach_key,
-    .lease_claim = journal_pg_lease_claim,
-    .lease_end = journal_pg_lease_end,
+    .lease_claim = pg_lease_claim,
+    .lease_end = pg_lease_end,
     .set_lease = pg_set_lease,
     .is_away = pg_is_away,
     .audit_hash = journal_pg_audit_hash,

@@ -1,21 +1,31 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The PostgreSQL store's statements (journal_pg.h): arguments bound by a type string, sent
- * with PQexecParams (text parameters, bytea in binary), one statement at a time on the
+ * The PostgreSQL store's connection (journal_pg_db.h): connecting, the session's writer lock,
+ * reconnecting with backoff; statements with arguments bound by a type string, sent with
+ * PQexecParams (text parameters, bytea in binary), one statement at a time on the
  * connection; and the masked URI every message names the ledger by.
  */
-#include "journal_pg.h"
+#include "journal_pg_db.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <libpq-fe.h>
+#include <openssl/crypto.h>
 
 #include "error.h"
+#include "log.h"
 
 #define MAX_PARAMS 16
+
+/* Reconnect attempts and the first pause (doubled each time): about 8 s in all. */
+#define RECONNECT_TRIES 6
+#define RECONNECT_FIRST_MS 250
+/* how long a reconnected session waits for the server process of a COMMIT in doubt */
+#define IN_DOUBT_WAIT_MS 60000
 
 struct params {
     const char *values[MAX_PARAMS];
@@ -66,12 +76,190 @@ static void server_message(const PGconn *conn, const PGresult *res, char *out, s
     }
 }
 
-static PGresult *exec_v(struct journal_pg *j, const char *what, char sqlstate[6], char *constraint,
-                        size_t cap, const char *sql, const char *types, va_list ap)
+/*
+ * A statement sent with the next one (journal_pg_defer): its arguments copied, and what to do
+ * with its result, which only has to be a success otherwise.
+ */
+struct pg_pending {
+    char *what;
+    char *sql;
+    int n;
+    char *values[MAX_PARAMS];
+    int lengths[MAX_PARAMS];
+    int formats[MAX_PARAMS];
+    void (*on_result)(void *ctx, const PGresult *res);
+    void *ctx;
+};
+
+static void pending_clear(struct journal_pg_db *db)
+{
+    for (size_t i = 0; i < db->n_pending; i++) {
+        struct pg_pending *q = &db->pending[i];
+
+        for (int k = 0; k < q->n; k++) {
+            free(q->values[k]);
+        }
+        free(q->what);
+        free(q->sql);
+    }
+    db->n_pending = 0;
+}
+
+/* Copies p into a pending statement; PROV_ERR_NOMEM. */
+static int pending_add(struct journal_pg_db *db, const char *what, const char *sql,
+                       const struct params *p, void (*on_result)(void *, const PGresult *),
+                       void *ctx)
+{
+    struct pg_pending *q;
+
+    if (db->n_pending == db->cap_pending) {
+        size_t cap = db->cap_pending ? 2 * db->cap_pending : 8;
+        struct pg_pending *more = realloc(db->pending, cap * sizeof(*more));
+
+        if (more == NULL) {
+            return prov_fail(PROV_ERR_NOMEM, "journal %s: out of memory", db->name);
+        }
+        db->pending = more;
+        db->cap_pending = cap;
+    }
+    q = &db->pending[db->n_pending];
+    memset(q, 0, sizeof(*q));
+    q->what = strdup(what);
+    q->sql = strdup(sql);
+    q->n = p->n;
+    q->on_result = on_result;
+    q->ctx = ctx;
+    db->n_pending++; /* counted now, so that pending_clear frees a half-made copy */
+    for (int k = 0; k < p->n; k++) {
+        q->lengths[k] = p->lengths[k];
+        q->formats[k] = p->formats[k];
+        if (p->values[k] != NULL) {
+            size_t len = p->formats[k] ? (size_t)p->lengths[k] : strlen(p->values[k]) + 1;
+
+            q->values[k] = malloc(len ? len : 1);
+            if (q->values[k] == NULL) {
+                return prov_fail(PROV_ERR_NOMEM, "journal %s: out of memory", db->name);
+            }
+            memcpy(q->values[k], p->values[k], len);
+        }
+    }
+    if (q->what == NULL || q->sql == NULL) {
+        return prov_fail(PROV_ERR_NOMEM, "journal %s: out of memory", db->name);
+    }
+    return 0;
+}
+
+static bool is_ok(const PGresult *res)
+{
+    ExecStatusType st = PQresultStatus(res);
+
+    return res != NULL && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK);
+}
+
+/*
+ * Sends the pending statements and then sql in one pipeline (one round trip) and reads every
+ * result. Returns sql's result when all succeeded; otherwise NULL, with *bad the first failed
+ * result (NULL when the connection gave none) and *what the statement it belongs to. The
+ * caller holds conn_lock.
+ */
+static PGresult *send_pipeline(struct journal_pg_db *db, const char *sql, const struct params *p,
+                               PGresult **bad, const char **what)
+{
+    size_t n = db->n_pending;
+    PGresult *out = NULL;
+    PGresult *res;
+    bool is_sent = PQenterPipelineMode(db->conn) == 1;
+
+    *bad = NULL;
+    for (size_t i = 0; is_sent && i < n; i++) {
+        struct pg_pending *q = &db->pending[i];
+
+        is_sent = PQsendQueryParams(db->conn, q->sql, q->n, NULL, (const char *const *)q->values,
+                                    q->lengths, q->formats, 0) == 1;
+    }
+    is_sent = is_sent && PQsendQueryParams(db->conn, sql, p->n, NULL, p->values, p->lengths,
+                                           p->formats, 0) == 1;
+    is_sent = is_sent && PQpipelineSync(db->conn) == 1;
+    for (size_t i = 0; is_sent && i <= n; i++) {
+        res = PQgetResult(db->conn);
+        if (res == NULL) {
+            break; /* the connection broke: no more results */
+        }
+        for (PGresult *end = PQgetResult(db->conn); end != NULL; end = PQgetResult(db->conn)) {
+            PQclear(end);
+        }
+        if (is_ok(res) && i < n && db->pending[i].on_result != NULL) {
+            db->pending[i].on_result(db->pending[i].ctx, res);
+        }
+        if (is_ok(res) && i == n && *bad == NULL) {
+            out = res;
+        } else if (!is_ok(res) && *bad == NULL && PQresultStatus(res) != PGRES_PIPELINE_ABORTED) {
+            *bad = res;
+            *what = i < n ? db->pending[i].what : NULL;
+        } else {
+            PQclear(res);
+        }
+    }
+    if (out != NULL || *bad != NULL) {
+        res = PQgetResult(db->conn); /* the sync's */
+        PQclear(res);
+    }
+    if (PQexitPipelineMode(db->conn) != 1 && out != NULL) {
+        PQclear(out); /* results left over: the connection is not what it was */
+        out = NULL;
+    }
+    if (*bad != NULL && out != NULL) {
+        PQclear(out);
+        out = NULL;
+    }
+    return out;
+}
+
+/* Sends the pending statements with sql; sql's result or NULL (see send_pipeline). */
+static PGresult *send_all(struct journal_pg_db *db, const char *sql, const struct params *p,
+                          PGresult **bad, const char **what)
+{
+    PGresult *res;
+
+    *bad = NULL;
+    *what = NULL;
+    db->n_round_trips++;
+    db->n_statements += db->n_pending + 1;
+    if (db->n_pending == 0) {
+        res = PQexecParams(db->conn, sql, p->n, NULL, p->values, p->lengths, p->formats, 0);
+        if (is_ok(res)) {
+            return res;
+        }
+        *bad = res;
+        return NULL;
+    }
+    return send_pipeline(db, sql, p, bad, what);
+}
+
+/* send_all, its time counted for the debug output (what the ledger costs a station). */
+static PGresult *timed_send(struct journal_pg_db *db, const char *sql, const struct params *p,
+                            PGresult **bad, const char **what)
+{
+    struct timespec t0;
+    struct timespec t1;
+    PGresult *res;
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    res = send_all(db, sql, p, bad, what);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    db->ns_waited +=
+        (unsigned long long)((t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec));
+    return res;
+}
+
+static PGresult *exec_v(struct journal_pg_db *db, const char *what, char sqlstate[6],
+                        char *constraint, size_t cap, const char *sql, const char *types,
+                        va_list ap)
 {
     struct params p;
     PGresult *res = NULL;
-    ExecStatusType st;
+    PGresult *bad = NULL;
+    const char *bad_what = NULL;
     char msg[512];
 
     if (sqlstate != NULL) {
@@ -81,84 +269,128 @@ static PGresult *exec_v(struct journal_pg *j, const char *what, char sqlstate[6]
         constraint[0] = '\0';
     }
     bind_params(&p, types, ap);
-    if (j->is_away) {
+    if (db->is_away) {
         prov_fail(PROV_ERR_JOURNAL, "journal %s: %s: the database went away and stays away",
-                  j->base.name, what);
+                  db->name, what);
         return NULL;
     }
-    if (!j->is_in_txn && PQstatus(j->conn) != CONNECTION_OK && journal_pg_reconnect(j) < 0) {
+    if (!db->is_txn_sent && PQstatus(db->conn) != CONNECTION_OK && journal_pg_reconnect(db) < 0) {
         return NULL;
     }
-    pthread_mutex_lock(&j->conn_lock);
-    res = PQexecParams(j->conn, sql, p.n, NULL, p.values, p.lengths, p.formats, 0);
-    st = PQresultStatus(res);
+    pthread_mutex_lock(&db->conn_lock);
+    res = timed_send(db, sql, &p, &bad, &bad_what);
     /*
-     * The connection broke (a server restart, a failover, a terminated backend) under a
-     * statement outside a transaction: BEGIN or a read, or a lease write by token, each of
-     * which may run again. Inside a transaction nothing is retried: the journal fails the
-     * transition and the next one reads the row back.
+     * The connection broke (a server restart, a failover, a terminated backend) before the
+     * server saw anything of a transaction (its BEGIN goes with its first statement), or
+     * under a statement outside a transaction (a read, a lease write by token): each may run
+     * again. Once a transaction has reached the server nothing is retried: the journal fails
+     * the transition and the next one reads the row back.
      */
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && !j->is_in_txn &&
-        PQstatus(j->conn) == CONNECTION_BAD) {
-        PQclear(res);
-        pthread_mutex_unlock(&j->conn_lock);
-        if (journal_pg_reconnect(j) < 0) {
+    if (res == NULL && !db->is_txn_sent && PQstatus(db->conn) == CONNECTION_BAD) {
+        PQclear(bad);
+        pthread_mutex_unlock(&db->conn_lock);
+        if (journal_pg_reconnect(db) < 0) {
             return NULL;
         }
-        pthread_mutex_lock(&j->conn_lock);
-        res = PQexecParams(j->conn, sql, p.n, NULL, p.values, p.lengths, p.formats, 0);
-        st = PQresultStatus(res);
+        pthread_mutex_lock(&db->conn_lock);
+        res = timed_send(db, sql, &p, &bad, &bad_what);
     }
-    if (res != NULL && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)) {
-        pthread_mutex_unlock(&j->conn_lock);
+    db->is_txn_sent = db->is_in_txn;
+    if (res != NULL) {
+        pending_clear(db); /* sent */
+        pthread_mutex_unlock(&db->conn_lock);
         return res;
     }
-    server_message(j->conn, res, msg, sizeof(msg));
-    if (sqlstate != NULL && res != NULL && PQresultErrorField(res, PG_DIAG_SQLSTATE) != NULL) {
-        snprintf(sqlstate, 6, "%s", PQresultErrorField(res, PG_DIAG_SQLSTATE));
+    server_message(db->conn, bad, msg, sizeof(msg));
+    if (sqlstate != NULL && bad != NULL && PQresultErrorField(bad, PG_DIAG_SQLSTATE) != NULL) {
+        snprintf(sqlstate, 6, "%s", PQresultErrorField(bad, PG_DIAG_SQLSTATE));
     }
-    if (constraint != NULL && res != NULL &&
-        PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME) != NULL) {
-        snprintf(constraint, cap, "%s", PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME));
+    if (constraint != NULL && bad != NULL &&
+        PQresultErrorField(bad, PG_DIAG_CONSTRAINT_NAME) != NULL) {
+        snprintf(constraint, cap, "%s", PQresultErrorField(bad, PG_DIAG_CONSTRAINT_NAME));
     }
-    pthread_mutex_unlock(&j->conn_lock);
-    PQclear(res);
-    prov_fail(PROV_ERR_JOURNAL, "journal %s: %s: %s", j->base.name, what, msg);
+    /* a refusal of the ledger's own functions (doc/ledger.md) is a whole line of its own */
+    if (bad != NULL && PQresultErrorField(bad, PG_DIAG_SQLSTATE) != NULL &&
+        strncmp(PQresultErrorField(bad, PG_DIAG_SQLSTATE), JOURNAL_PG_REFUSED_CLASS, 2) == 0 &&
+        PQresultErrorField(bad, PG_DIAG_MESSAGE_PRIMARY) != NULL) {
+        prov_fail(PROV_ERR_JOURNAL, "%s", PQresultErrorField(bad, PG_DIAG_MESSAGE_PRIMARY));
+    } else {
+        prov_fail(PROV_ERR_JOURNAL, "journal %s: %s: %s", db->name, bad_what ? bad_what : what,
+                  msg);
+    }
+    pending_clear(db); /* sent or not, dropped: the failed transaction is rolled back */
+    pthread_mutex_unlock(&db->conn_lock);
+    PQclear(bad);
     return NULL;
 }
 
-PGresult *journal_pg_exec(struct journal_pg *j, const char *what, char sqlstate[6],
+PGresult *journal_pg_exec(struct journal_pg_db *db, const char *what, char sqlstate[6],
                           char *constraint, size_t cap, const char *sql, const char *types, ...)
 {
     PGresult *res;
     va_list ap;
 
     va_start(ap, types);
-    res = exec_v(j, what, sqlstate, constraint, cap, sql, types, ap);
+    res = exec_v(db, what, sqlstate, constraint, cap, sql, types, ap);
     va_end(ap);
     return res;
 }
 
-PGresult *journal_pg_vexec(struct journal_pg *j, const char *what, const char *sql,
+PGresult *journal_pg_vexec(struct journal_pg_db *db, const char *what, const char *sql,
                            const char *types, va_list ap)
 {
-    return exec_v(j, what, NULL, NULL, 0, sql, types, ap);
+    return exec_v(db, what, NULL, NULL, 0, sql, types, ap);
 }
 
-int journal_pg_run(struct journal_pg *j, const char *what, const char *sql, const char *types,
+int journal_pg_run(struct journal_pg_db *db, const char *what, const char *sql, const char *types,
                    ...)
 {
     PGresult *res;
     va_list ap;
 
     va_start(ap, types);
-    res = exec_v(j, what, NULL, NULL, 0, sql, types, ap);
+    res = exec_v(db, what, NULL, NULL, 0, sql, types, ap);
     va_end(ap);
     if (res == NULL) {
         return PROV_ERR_JOURNAL;
     }
     PQclear(res);
     return 0;
+}
+
+int journal_pg_defer(struct journal_pg_db *db, const char *what,
+                     void (*on_result)(void *ctx, const PGresult *res), void *ctx, const char *sql,
+                     const char *types, ...)
+{
+    struct params p;
+    va_list ap;
+    int r;
+
+    va_start(ap, types);
+    bind_params(&p, types, ap);
+    va_end(ap);
+    pthread_mutex_lock(&db->conn_lock);
+    r = pending_add(db, what, sql, &p, on_result, ctx);
+    pthread_mutex_unlock(&db->conn_lock);
+    return r;
+}
+
+void journal_pg_txn_open(struct journal_pg_db *db)
+{
+    db->is_in_txn = true;
+    db->is_txn_sent = false;
+}
+
+bool journal_pg_txn_close(struct journal_pg_db *db)
+{
+    bool was_sent = db->is_txn_sent;
+
+    pthread_mutex_lock(&db->conn_lock);
+    pending_clear(db);
+    pthread_mutex_unlock(&db->conn_lock);
+    db->is_in_txn = false;
+    db->is_txn_sent = false;
+    return was_sent;
 }
 
 char *journal_pg_strdup(const PGresult *res, int i, int c)
@@ -197,6 +429,196 @@ unsigned char *journal_pg_bytes(const PGresult *res, int i, int c, size_t *len)
     }
     PQfreemem(raw);
     return out;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+
+    nanosleep(&ts, NULL);
+}
+
+PGconn *journal_pg_connect(const struct journal_pg_db *db)
+{
+    const char *keys[] = {"application_name", "connect_timeout", "dbname", "password", NULL};
+    const char *values[] = {"provisioner", "10", db->conninfo, db->password, NULL};
+
+    if (db->password == NULL) {
+        keys[3] = NULL;
+    }
+    return PQconnectdbParams(keys, values, 1);
+}
+
+/* The server's notices (warnings) are the tool's debug output, not lines on stderr. */
+static void server_notice(void *ctx, const char *message)
+{
+    prov_debug("journal", "journal %s: %s", ((struct journal_pg_db *)ctx)->name, message);
+}
+
+static int connect_fail(struct journal_pg_db *db, const char *what)
+{
+    char msg[512];
+    size_t n;
+
+    snprintf(msg, sizeof(msg), "%s", db->conn ? PQerrorMessage(db->conn) : "out of memory");
+    for (n = strlen(msg); n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '); n--) {
+        msg[n - 1] = '\0';
+    }
+    for (char *c = msg; *c != '\0'; c++) {
+        *c = *c == '\n' ? ' ' : *c;
+    }
+    return prov_fail(PROV_ERR_JOURNAL, "journal %s: %s: %s", db->name, what, msg);
+}
+
+/*
+ * The session's writer lock. Batches and stations share it: on the ledger they work side by
+ * side (rows are claimed by leases, journal_pg_lease.c). ledger migrate takes it exclusively,
+ * so that no process that knows only the older schema writes while it changes.
+ */
+static int take_writer_lock(struct journal_pg_db *db)
+{
+    PGresult *res;
+    bool is_held;
+
+    if (db->mode == JOURNAL_STORE_READ) {
+        return 0;
+    }
+    res = journal_pg_exec(db, "writer lock", NULL, NULL, 0,
+                          db->mode == JOURNAL_STORE_ADMIN
+                              ? "SELECT pg_try_advisory_lock(" LOCK_WRITER ")"
+                              : "SELECT pg_try_advisory_lock_shared(" LOCK_WRITER ")",
+                          "");
+    if (res == NULL) {
+        return PROV_ERR_JOURNAL;
+    }
+    is_held = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
+    if (!is_held) {
+        return prov_fail(PROV_ERR_JOURNAL,
+                         db->mode == JOURNAL_STORE_ADMIN
+                             ? "journal %s: stations or batch runs are working on the ledger; "
+                               "stop them before changing its schema"
+                             : "journal %s: its schema is being changed (ledger migrate holds "
+                               "its writer lock)",
+                         db->name);
+    }
+    return 0;
+}
+
+/*
+ * A COMMIT whose connection broke may still be running on the server (a deferred trigger, a
+ * synchronous standby's answer): nothing this session reads shows its outcome until that
+ * server process has ended. Waits for it (IN_DOUBT_WAIT_MS), so that the row read back is
+ * the state the server holds; after that, the outcome stays unknown (PROV_ERR_JOURNAL).
+ */
+static int await_in_doubt(struct journal_pg_db *db)
+{
+    char pid[16];
+    const char *param = pid;
+    bool is_gone = false;
+
+    snprintf(pid, sizeof(pid), "%d", db->in_doubt_pid);
+    for (long waited = 0; !is_gone && waited < IN_DOUBT_WAIT_MS; waited += 100) {
+        PGresult *res;
+
+        if (waited > 0) {
+            sleep_ms(100);
+        }
+        pthread_mutex_lock(&db->conn_lock);
+        res = PQexecParams(db->conn, "SELECT 1 FROM pg_stat_activity WHERE pid = $1", 1, NULL,
+                           &param, NULL, NULL, 0);
+        is_gone = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 0;
+        PQclear(res);
+        pthread_mutex_unlock(&db->conn_lock);
+    }
+    if (!is_gone) {
+        return prov_fail(PROV_ERR_JOURNAL,
+                         "journal %s: the server still runs the COMMIT whose connection broke: "
+                         "its outcome is unknown (run the same command again)",
+                         db->name);
+    }
+    db->in_doubt_pid = 0;
+    return 0;
+}
+
+/* Connects again; the session's own statements (the writer lock) go alone. */
+static int reconnect(struct journal_pg_db *db)
+{
+    long pause = RECONNECT_FIRST_MS;
+
+    for (int i = 0; i < RECONNECT_TRIES; i++) {
+        if (i > 0) {
+            sleep_ms(pause);
+            pause *= 2;
+        }
+        pthread_mutex_lock(&db->conn_lock);
+        PQreset(db->conn);
+        pthread_mutex_unlock(&db->conn_lock);
+        if (PQstatus(db->conn) == CONNECTION_OK) {
+            prov_warn("journal %s: connected again", db->name);
+            return db->in_doubt_pid != 0 && await_in_doubt(db) < 0 ? PROV_ERR_JOURNAL
+                                                                   : take_writer_lock(db);
+        }
+    }
+    db->is_away = true; /* fail closed, and fast: no row waits for the backoff again */
+    return connect_fail(db, "the database stays away");
+}
+
+int journal_pg_reconnect(struct journal_pg_db *db)
+{
+    /* what the caller queued waits for the caller's statement, not for the writer lock's */
+    size_t n_pending = db->n_pending;
+    bool is_in_txn = db->is_in_txn;
+    bool is_txn_sent = db->is_txn_sent;
+    int r;
+
+    db->n_pending = 0;
+    db->is_in_txn = false;
+    db->is_txn_sent = false;
+    r = reconnect(db);
+    db->n_pending = n_pending;
+    db->is_in_txn = is_in_txn;
+    db->is_txn_sent = is_txn_sent;
+    return r;
+}
+
+void journal_pg_db_init(struct journal_pg_db *db, const char *name, enum journal_store_mode mode)
+{
+    db->name = name;
+    db->mode = mode;
+    pthread_mutex_init(&db->conn_lock, NULL);
+}
+
+int journal_pg_db_connect(struct journal_pg_db *db)
+{
+    db->conn = journal_pg_connect(db);
+    if (db->conn == NULL || PQstatus(db->conn) != CONNECTION_OK) {
+        return connect_fail(db, "cannot connect");
+    }
+    PQsetNoticeProcessor(db->conn, server_notice, db);
+    return take_writer_lock(db);
+}
+
+void journal_pg_db_close(struct journal_pg_db *db)
+{
+    if (db->n_round_trips > 0) {
+        /* what bench/ledger.sh reports as the ledger's cost per device */
+        prov_debug("journal", "journal %s: %llu round trips, %llu statements, %.1f ms", db->name,
+                   db->n_round_trips, db->n_statements, (double)db->ns_waited / 1e6);
+    }
+    PQfinish(db->conn); /* the server releases the session's advisory locks */
+    db->conn = NULL;
+    if (db->password != NULL) {
+        OPENSSL_cleanse(db->password, strlen(db->password));
+    }
+    free(db->password);
+    free(db->conninfo);
+    pending_clear(db);
+    free(db->pending);
+    db->pending = NULL;
+    db->password = NULL;
+    db->conninfo = NULL;
+    pthread_mutex_destroy(&db->conn_lock);
 }
 
 /* Overwrites s[from, to) with "****" in a copy that replaces *s (NULL, *s freed, on NOMEM). */

@@ -10,7 +10,7 @@
  * comes from a sequence that only grows. A station that stalls past its lease loses the row
  * to the next claimer, and its token is no longer the row's: its next write is refused.
  */
-#include "journal_pg.h"
+#include "journal_pg_lease.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -29,9 +29,9 @@ struct pg_lease {
     long long token;
 };
 
-static struct pg_lease **find(struct journal_pg *j, long long lot_id, const char *serial)
+static struct pg_lease **find(struct journal_pg_leases *ls, long long lot_id, const char *serial)
 {
-    struct pg_lease **p = &j->leases;
+    struct pg_lease **p = &ls->held;
 
     while (*p != NULL && ((*p)->lot_id != lot_id || strcmp((*p)->serial, serial) != 0)) {
         p = &(*p)->next;
@@ -40,150 +40,163 @@ static struct pg_lease **find(struct journal_pg *j, long long lot_id, const char
 }
 
 /* The token held on the row; 0 when none. */
-static long long held(struct journal_pg *j, long long lot_id, const char *serial)
+static long long held(struct journal_pg_leases *ls, long long lot_id, const char *serial)
 {
     long long token;
 
-    pthread_mutex_lock(&j->lease_lock);
-    token = *find(j, lot_id, serial) ? (*find(j, lot_id, serial))->token : 0;
-    pthread_mutex_unlock(&j->lease_lock);
+    pthread_mutex_lock(&ls->lock);
+    token = *find(ls, lot_id, serial) ? (*find(ls, lot_id, serial))->token : 0;
+    pthread_mutex_unlock(&ls->lock);
     return token;
 }
 
 /* The tokens held, as a PostgreSQL array literal "{1,2}" (malloc'd); NULL on NOMEM. */
-static char *held_array(struct journal_pg *j)
+static char *held_array(struct journal_pg_leases *ls)
 {
     size_t cap = 3;
     char *out;
 
-    pthread_mutex_lock(&j->lease_lock);
-    for (struct pg_lease *l = j->leases; l != NULL; l = l->next) {
+    pthread_mutex_lock(&ls->lock);
+    for (struct pg_lease *l = ls->held; l != NULL; l = l->next) {
         cap += 22;
     }
     out = malloc(cap);
     if (out != NULL) {
         size_t n = (size_t)snprintf(out, cap, "{");
 
-        for (struct pg_lease *l = j->leases; l != NULL; l = l->next) {
-            n += (size_t)snprintf(out + n, cap - n, "%s%lld", l == j->leases ? "" : ",", l->token);
+        for (struct pg_lease *l = ls->held; l != NULL; l = l->next) {
+            n += (size_t)snprintf(out + n, cap - n, "%s%lld", l == ls->held ? "" : ",", l->token);
         }
         snprintf(out + n, cap - n, "}");
     }
-    pthread_mutex_unlock(&j->lease_lock);
+    pthread_mutex_unlock(&ls->lock);
     return out;
 }
 
 /* Renews every lease held, a third of the lease time apart, on a connection of its own. */
 static void *renew_main(void *arg)
 {
-    struct journal_pg *j = arg;
+    struct journal_pg_leases *ls = arg;
     char secs[16];
 
-    snprintf(secs, sizeof(secs), "%d", j->lease_seconds);
-    pthread_mutex_lock(&j->lease_lock);
-    while (!j->is_renew_stop) {
+    snprintf(secs, sizeof(secs), "%d", ls->seconds);
+    pthread_mutex_lock(&ls->lock);
+    while (!ls->is_renew_stop) {
         struct timespec until;
         char *tokens;
 
         clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += j->lease_seconds / 3 > 0 ? j->lease_seconds / 3 : 1;
-        pthread_cond_timedwait(&j->renew_cond, &j->lease_lock, &until);
-        if (j->is_renew_stop || j->leases == NULL) {
+        until.tv_sec += ls->seconds / 3 > 0 ? ls->seconds / 3 : 1;
+        pthread_cond_timedwait(&ls->renew_cond, &ls->lock, &until);
+        if (ls->is_renew_stop || ls->held == NULL) {
             continue;
         }
-        pthread_mutex_unlock(&j->lease_lock);
-        tokens = held_array(j);
+        pthread_mutex_unlock(&ls->lock);
+        tokens = held_array(ls);
         if (tokens != NULL) {
             const char *values[2] = {tokens, secs};
             PGresult *res;
 
-            if (PQstatus(j->renew_conn) != CONNECTION_OK) {
-                PQreset(j->renew_conn);
+            if (PQstatus(ls->renew_conn) != CONNECTION_OK) {
+                PQreset(ls->renew_conn);
             }
-            res = PQexecParams(j->renew_conn,
+            res = PQexecParams(ls->renew_conn,
                                "UPDATE work SET expires = now() + $2 * interval '1 second'"
                                " WHERE token = ANY($1::bigint[])",
                                2, NULL, values, NULL, NULL, 0);
             if (PQresultStatus(res) != PGRES_COMMAND_OK) {
                 /* fencing keeps the rows safe; the station learns it at its next write */
-                prov_warn("journal %s: cannot renew the leases: %s", j->base.name,
-                          PQerrorMessage(j->renew_conn));
+                prov_warn("journal %s: cannot renew the leases: %s", ls->db->name,
+                          PQerrorMessage(ls->renew_conn));
             }
             PQclear(res);
             free(tokens);
         }
-        pthread_mutex_lock(&j->lease_lock);
+        pthread_mutex_lock(&ls->lock);
     }
-    pthread_mutex_unlock(&j->lease_lock);
+    pthread_mutex_unlock(&ls->lock);
     return NULL;
 }
 
-static int renew_start(struct journal_pg *j)
+static int renew_start(struct journal_pg_leases *ls)
 {
-    if (j->renew_conn != NULL) {
+    if (ls->renew_conn != NULL) {
         return 0;
     }
-    j->renew_conn = journal_pg_connect(j);
-    if (j->renew_conn == NULL || PQstatus(j->renew_conn) != CONNECTION_OK) {
-        PQfinish(j->renew_conn);
-        j->renew_conn = NULL;
+    ls->renew_conn = journal_pg_connect(ls->db);
+    if (ls->renew_conn == NULL || PQstatus(ls->renew_conn) != CONNECTION_OK) {
+        PQfinish(ls->renew_conn);
+        ls->renew_conn = NULL;
         return prov_fail(PROV_ERR_JOURNAL, "journal %s: cannot connect to renew leases",
-                         j->base.name);
+                         ls->db->name);
     }
-    if (pthread_create(&j->renew_thread, NULL, renew_main, j) != 0) {
-        PQfinish(j->renew_conn);
-        j->renew_conn = NULL;
+    if (pthread_create(&ls->renew_thread, NULL, renew_main, ls) != 0) {
+        PQfinish(ls->renew_conn);
+        ls->renew_conn = NULL;
         return prov_fail(PROV_ERR_JOURNAL, "journal %s: cannot start the lease renewal: %s",
-                         j->base.name, strerror(errno));
+                         ls->db->name, strerror(errno));
     }
     return 0;
 }
 
-void journal_pg_leases_stop(struct journal_pg *j)
+void journal_pg_leases_init(struct journal_pg_leases *ls, struct journal_pg_db *db,
+                            const char *station, int seconds)
 {
-    if (j->renew_conn != NULL) {
-        pthread_mutex_lock(&j->lease_lock);
-        j->is_renew_stop = true;
-        pthread_cond_signal(&j->renew_cond);
-        pthread_mutex_unlock(&j->lease_lock);
-        pthread_join(j->renew_thread, NULL);
-        PQfinish(j->renew_conn);
-        j->renew_conn = NULL;
-    }
-    while (j->leases != NULL) {
-        struct pg_lease *l = j->leases;
+    ls->db = db;
+    ls->station = station;
+    ls->seconds = seconds;
+    pthread_mutex_init(&ls->lock, NULL);
+    pthread_cond_init(&ls->renew_cond, NULL);
+}
 
-        j->leases = l->next;
+void journal_pg_leases_stop(struct journal_pg_leases *ls)
+{
+    if (ls->renew_conn != NULL) {
+        pthread_mutex_lock(&ls->lock);
+        ls->is_renew_stop = true;
+        pthread_cond_signal(&ls->renew_cond);
+        pthread_mutex_unlock(&ls->lock);
+        pthread_join(ls->renew_thread, NULL);
+        PQfinish(ls->renew_conn);
+        ls->renew_conn = NULL;
+    }
+    while (ls->held != NULL) {
+        struct pg_lease *l = ls->held;
+
+        ls->held = l->next;
         free(l->serial);
         free(l);
     }
+    pthread_mutex_destroy(&ls->lock);
+    pthread_cond_destroy(&ls->renew_cond);
 }
 
-int journal_pg_lease_claim(struct journal_store *s, long long lot_id, const char *serial,
-                           bool is_reopen, char *holder, size_t cap, bool *is_mine)
+int journal_pg_lease_claim(struct journal_pg_leases *ls, struct journal_store *s, long long lot_id,
+                           const char *serial, bool is_reopen, char *holder, size_t cap,
+                           bool *is_mine)
 {
-    struct journal_pg *j = journal_pg_of(s);
     struct pg_lease *l = NULL;
     PGresult *res = NULL;
     int r;
 
     *is_mine = false;
     holder[0] = '\0';
-    if (held(j, lot_id, serial) != 0) {
+    if (held(ls, lot_id, serial) != 0) {
         *is_mine = true;
         return 0;
     }
-    r = renew_start(j);
+    r = renew_start(ls);
     r = r ? r : s->ops->begin(s);
     if (r < 0) {
         return r;
     }
-    r = journal_pg_run(j, serial,
-                       "INSERT INTO work(lot_id, serial) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                       "it", lot_id, serial);
+    /* sent with the claim that follows: one round trip for BEGIN, the entry and the claim */
+    r = journal_pg_defer(ls->db, serial, NULL, NULL,
+                         "INSERT INTO work(lot_id, serial) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                         "it", lot_id, serial);
     if (r == 0) {
         res = journal_pg_exec(
-            j, serial, NULL, NULL, 0,
+            ls->db, serial, NULL, NULL, 0,
             /* a reissue reopens a finished row: it is worked under a lease like any other */
             "WITH c AS (SELECT lot_id, serial FROM work WHERE lot_id = $1 AND serial = $2"
             " AND (NOT done OR $5::boolean) AND (station IS NULL OR expires < now())"
@@ -191,7 +204,7 @@ int journal_pg_lease_claim(struct journal_store *s, long long lot_id, const char
             " UPDATE work w SET station = $3, token = nextval('lease_token'),"
             " expires = now() + $4 * interval '1 second', done = false FROM c"
             " WHERE w.lot_id = c.lot_id AND w.serial = c.serial RETURNING w.token",
-            "ittit", lot_id, serial, j->station, (long long)j->lease_seconds,
+            "ittit", lot_id, serial, ls->station, (long long)ls->seconds,
             is_reopen ? "true" : "false");
         r = res == NULL ? PROV_ERR_JOURNAL : 0;
     }
@@ -206,7 +219,7 @@ int journal_pg_lease_claim(struct journal_store *s, long long lot_id, const char
     PQclear(res);
     if (r == 0 && !*is_mine) {
         /* held by another station (or being claimed right now): who, for the message */
-        res = journal_pg_exec(j, serial, NULL, NULL, 0,
+        res = journal_pg_exec(ls->db, serial, NULL, NULL, 0,
                               "SELECT coalesce(station, '?'), done FROM work WHERE lot_id = $1"
                               " AND serial = $2",
                               "it", lot_id, serial);
@@ -219,10 +232,10 @@ int journal_pg_lease_claim(struct journal_store *s, long long lot_id, const char
     }
     r = s->ops->end(s, r);
     if (r == 0 && l != NULL) {
-        pthread_mutex_lock(&j->lease_lock);
-        l->next = j->leases;
-        j->leases = l;
-        pthread_mutex_unlock(&j->lease_lock);
+        pthread_mutex_lock(&ls->lock);
+        l->next = ls->held;
+        ls->held = l;
+        pthread_mutex_unlock(&ls->lock);
     } else if (l != NULL) {
         free(l->serial);
         free(l);
@@ -231,26 +244,25 @@ int journal_pg_lease_claim(struct journal_store *s, long long lot_id, const char
     return r;
 }
 
-int journal_pg_lease_end(struct journal_store *s, long long lot_id, const char *serial,
+int journal_pg_lease_end(struct journal_pg_leases *ls, long long lot_id, const char *serial,
                          bool is_done)
 {
-    struct journal_pg *j = journal_pg_of(s);
     struct pg_lease **p;
     struct pg_lease *l;
     int r;
 
-    pthread_mutex_lock(&j->lease_lock);
-    p = find(j, lot_id, serial);
+    pthread_mutex_lock(&ls->lock);
+    p = find(ls, lot_id, serial);
     l = *p;
     if (l != NULL) {
         *p = l->next;
     }
-    pthread_mutex_unlock(&j->lease_lock);
+    pthread_mutex_unlock(&ls->lock);
     if (l == NULL) {
         return 0;
     }
     /* by token: a lease taken over meanwhile is the other station's, and stays */
-    r = journal_pg_run(j, serial,
+    r = journal_pg_run(ls->db, serial,
                        "UPDATE work SET station = NULL, token = NULL, expires = NULL, done = $2"
                        " WHERE token = $1",
                        "it", l->token, is_done ? "true" : "false");
@@ -259,28 +271,12 @@ int journal_pg_lease_end(struct journal_store *s, long long lot_id, const char *
     return r;
 }
 
-int journal_pg_fence(struct journal_pg *j, long long lot_id, const char *serial)
+int journal_pg_fence(struct journal_pg_leases *ls, long long lot_id, const char *serial)
 {
-    long long mine = held(j, lot_id, serial);
-    PGresult *res;
-    int r = 0;
-
-    res = journal_pg_exec(j, serial, NULL, NULL, 0,
-                          "SELECT token, coalesce(station, '') FROM work WHERE lot_id = $1"
-                          " AND serial = $2 FOR UPDATE",
-                          "it", lot_id, serial);
-    if (res == NULL) {
-        return PROV_ERR_JOURNAL;
-    }
-    /* a row nobody claimed (a station working by device identity) has no lease to check */
-    if (PQntuples(res) == 1 && (mine != 0 || !PQgetisnull(res, 0, 0)) &&
-        journal_pg_ll(res, 0, 0) != mine) {
-        r = prov_fail(PROV_ERR_JOURNAL,
-                      "serial %s: this station's lease on the row was taken over (now %s%s); "
-                      "its write is refused",
-                      serial, *PQgetvalue(res, 0, 1) ? "station " : "released",
-                      PQgetvalue(res, 0, 1));
-    }
-    PQclear(res);
-    return r;
+    /*
+     * prov_fence (schema step 3, journal_pg.c) locks the row's work entry and refuses, with
+     * its own line, a write whose token is not the row's; sent with the write itself.
+     */
+    return journal_pg_defer(ls->db, serial, NULL, NULL, "SELECT prov_fence($1, $2, $3)", "iti",
+                            lot_id, serial, held(ls, lot_id, serial));
 }

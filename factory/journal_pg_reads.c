@@ -28,8 +28,8 @@
     " LEFT JOIN certificate c ON c.id = d.cert_id "
 
 /* Fills d from row i of a DEVICE_SELECT result; *dev_id and *cert_id when asked for. */
-static int fill_device(const PGresult *res, int i, struct prov_journal_device *d,
-                       long long *dev_id, long long *cert_id)
+static int fill_device(const PGresult *res, int i, struct prov_journal_device *d, long long *dev_id,
+                       long long *cert_id)
 {
     unsigned char *key;
     size_t n = 0;
@@ -82,10 +82,10 @@ int journal_pg_row_get(struct journal_store *s, long long lot_id, const char *se
     memset(d, 0, sizeof(*d));
     *dev_id = 0;
     *cert_id = 0;
-    res = journal_pg_exec(j, serial, NULL, NULL, 0,
-                          j->is_in_txn ? DEVICE_SELECT "WHERE d.lot_id = $1 AND d.serial = $2"
-                                                       " FOR UPDATE OF d"
-                                       : DEVICE_SELECT "WHERE d.lot_id = $1 AND d.serial = $2",
+    res = journal_pg_exec(&j->db, serial, NULL, NULL, 0,
+                          j->db.is_in_txn ? DEVICE_SELECT "WHERE d.lot_id = $1 AND d.serial = $2"
+                                                          " FOR UPDATE OF d"
+                                          : DEVICE_SELECT "WHERE d.lot_id = $1 AND d.serial = $2",
                           "it", lot_id, serial);
     if (res == NULL) {
         return PROV_ERR_JOURNAL;
@@ -104,7 +104,7 @@ int journal_pg_audit_foreach(struct journal_store *s,
     PGresult *res;
     int r = 0;
 
-    res = journal_pg_exec(journal_pg_of(s), "audit", NULL, NULL, 0,
+    res = journal_pg_exec(&journal_pg_of(s)->db, "audit", NULL, NULL, 0,
                           "SELECT a.seq, a.at, a.lot, a.serial, a.event, a.detail, a.prev_hash,"
                           " a.hash, a.chain, h.seq, h.hash FROM audit a"
                           " LEFT JOIN audit_head h ON h.chain = a.chain ORDER BY a.chain, a.seq",
@@ -146,7 +146,7 @@ int journal_pg_audit_rows(struct journal_store *s,
     int r = 0;
 
     res = journal_pg_exec(
-        journal_pg_of(s), "audit", NULL, NULL, 0,
+        &journal_pg_of(s)->db, "audit", NULL, NULL, 0,
         "SELECT l.name, d.serial, d.state, c.sha256,"
         " (SELECT a.event FROM audit a WHERE a.lot = l.name AND a.serial = d.serial"
         "  AND a.event NOT IN ('claim', 'device-moved', 'retired', 'outside-change')"
@@ -182,7 +182,7 @@ int journal_pg_foreach_lot(struct journal_store *s,
     PGresult *res;
     int r = 0;
 
-    res = journal_pg_exec(journal_pg_of(s), "lot", NULL, NULL, 0,
+    res = journal_pg_exec(&journal_pg_of(s)->db, "lot", NULL, NULL, 0,
                           "SELECT id, name, coalesce(manifest, '') FROM lot ORDER BY name", "");
     if (res == NULL) {
         return PROV_ERR_JOURNAL;
@@ -202,7 +202,7 @@ static int first_ll(struct journal_store *s, const char *what, long long *out, c
     va_list ap;
 
     va_start(ap, types);
-    res = journal_pg_vexec(journal_pg_of(s), what, sql, types, ap);
+    res = journal_pg_vexec(&journal_pg_of(s)->db, what, sql, types, ap);
     va_end(ap);
     *out = 0;
     if (res == NULL) {
@@ -233,7 +233,7 @@ int journal_pg_last_superseded(struct journal_store *s, long long lot_id, const 
 
     *der = NULL;
     *len = 0;
-    res = journal_pg_exec(journal_pg_of(s), serial, NULL, NULL, 0,
+    res = journal_pg_exec(&journal_pg_of(s)->db, serial, NULL, NULL, 0,
                           "SELECT c.der FROM certificate c JOIN device d ON d.id = c.device_id"
                           " WHERE d.lot_id = $1 AND d.serial = $2 AND c.superseded IS NOT NULL"
                           " ORDER BY c.id DESC LIMIT 1",
@@ -258,7 +258,7 @@ int journal_pg_unretired_keys(struct journal_store *s, long long lot_id, const c
 
     *keys = NULL;
     *n = 0;
-    res = journal_pg_exec(journal_pg_of(s), "certificate", NULL, NULL, 0,
+    res = journal_pg_exec(&journal_pg_of(s)->db, "certificate", NULL, NULL, 0,
                           "SELECT l.name, d.serial, c.device_uri, c.key_id, c.cert_serial,"
                           " c.pubkey_sha256, c.superseded"
                           " FROM certificate c JOIN device d ON d.id = c.device_id"
@@ -324,7 +324,7 @@ int journal_pg_foreach_key(struct journal_store *s,
     int r = 0;
 
     res = journal_pg_exec(
-        journal_pg_of(s), "keys", NULL, NULL, 0,
+        &journal_pg_of(s)->db, "keys", NULL, NULL, 0,
         "SELECT l.name, d.serial, d.device_uri, d.key_id,"
         " CASE WHEN d.cert_id IS NULL AND d.state IN ('intent', 'failed') THEN 'interrupted'"
         " ELSE 'current' END"
@@ -358,14 +358,13 @@ int journal_pg_foreach_key(struct journal_store *s,
 }
 
 int journal_pg_foreach_device(struct journal_store *s, long long lot_id,
-                              int (*fn)(void *ctx, const struct prov_journal_device *d),
-                              void *ctx)
+                              int (*fn)(void *ctx, const struct prov_journal_device *d), void *ctx)
 {
     struct prov_journal_device d;
     PGresult *res;
     int r = 0;
 
-    res = journal_pg_exec(journal_pg_of(s), "devices", NULL, NULL, 0,
+    res = journal_pg_exec(&journal_pg_of(s)->db, "devices", NULL, NULL, 0,
                           DEVICE_SELECT "WHERE $1 = 0 OR d.lot_id = $1 ORDER BY l.name, d.serial",
                           "i", lot_id);
     if (res == NULL) {
@@ -389,7 +388,7 @@ int journal_pg_counts(struct journal_store *s, long long lot_id,
 
     memset(counts, 0, sizeof(long long) * PROV_JOURNAL_STATE_COUNT);
     *n_superseded = 0;
-    res = journal_pg_exec(journal_pg_of(s), "counts", NULL, NULL, 0,
+    res = journal_pg_exec(&journal_pg_of(s)->db, "counts", NULL, NULL, 0,
                           "SELECT state, count(*) FROM device WHERE $1 = 0 OR lot_id = $1"
                           " GROUP BY state",
                           "i", lot_id);

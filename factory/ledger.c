@@ -140,9 +140,9 @@ static int copy_rows(struct import *im, const char *sql, const char *ins, const 
 
         r = bind_row(im, st, types, extra, &p);
         if (r == 0) {
-            pthread_mutex_lock(&im->pg->conn_lock);
-            res = PQexecParams(im->pg->conn, ins, p.n, NULL, p.values, p.lengths, p.formats, 0);
-            pthread_mutex_unlock(&im->pg->conn_lock);
+            pthread_mutex_lock(&im->pg->db.conn_lock);
+            res = PQexecParams(im->pg->db.conn, ins, p.n, NULL, p.values, p.lengths, p.formats, 0);
+            pthread_mutex_unlock(&im->pg->db.conn_lock);
         }
         if (r == 0 && PQresultStatus(res) != PGRES_TUPLES_OK &&
             PQresultStatus(res) != PGRES_COMMAND_OK) {
@@ -155,7 +155,7 @@ static int copy_rows(struct import *im, const char *sql, const char *ins, const 
                          sqlite3_column_int64(st, 0), PQgetvalue(res, 0, 0)) < 0) {
                 r = PROV_ERR_NOMEM;
             } else {
-                r = journal_pg_run(im->pg, "import", m, "");
+                r = journal_pg_run(&im->pg->db, "import", m, "");
             }
             free(m);
         }
@@ -172,8 +172,7 @@ static int copy_rows(struct import *im, const char *sql, const char *ins, const 
 static int issuer_param(struct import *im, sqlite3_stmt *st, char *out)
 {
     (void)im;
-    return journal_pg_issuer(sqlite3_column_blob(st, 7), (size_t)sqlite3_column_bytes(st, 7),
-                             out);
+    return journal_pg_issuer(sqlite3_column_blob(st, 7), (size_t)sqlite3_column_bytes(st, 7), out);
 }
 
 static int chain_param(struct import *im, sqlite3_stmt *st, char *out)
@@ -239,7 +238,7 @@ static int import_certs(struct import *im)
                   " WHERE m.old = $2 AND $1::bigint IS NOT NULL RETURNING certificate.id",
                   "iittttbbttitt", issuer_param, "map_cert", &im->out->certificates);
     r = r ? r
-          : journal_pg_run(im->pg, "import",
+          : journal_pg_run(&im->pg->db, "import",
                            "UPDATE device d SET cert_id = mc.new FROM dev_cert dc"
                            " JOIN map_cert mc ON mc.old = dc.cert WHERE d.id = dc.dev",
                            "");
@@ -256,7 +255,7 @@ static int import_certs(struct import *im)
                       " chain) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                       "ittttttt", chain_param, NULL, &im->out->audit_records);
     r = r ? r
-          : journal_pg_run(im->pg, "import",
+          : journal_pg_run(&im->pg->db, "import",
                            "INSERT INTO audit_head(chain, seq, hash) SELECT chain, seq, hash"
                            " FROM audit WHERE chain = $1 ORDER BY seq DESC LIMIT 1",
                            "t", im->out->chain);
@@ -269,7 +268,7 @@ static int import_check(struct import *im)
     PGresult *res;
     int r = 0;
 
-    res = journal_pg_exec(im->pg, "import", NULL, NULL, 0,
+    res = journal_pg_exec(&im->pg->db, "import", NULL, NULL, 0,
                           "SELECT (SELECT count(*) FROM audit_head WHERE chain = $1)", "t",
                           im->out->chain);
     if (res == NULL) {
@@ -326,7 +325,7 @@ int prov_ledger_import(const char *uri, const char *password, const char *path,
             const char *e = strchr(q, ';');
             char *one = strndup(q, (size_t)(e - q));
 
-            r = one ? journal_pg_run(im.pg, "import", one, "") : PROV_ERR_NOMEM;
+            r = one ? journal_pg_run(&im.pg->db, "import", one, "") : PROV_ERR_NOMEM;
             free(one);
             q = e + 1;
         }
@@ -339,8 +338,7 @@ int prov_ledger_import(const char *uri, const char *password, const char *path,
     return r;
 }
 
-int prov_ledger_release(const char *uri, const char *password, const char *station,
-                        long long *n)
+int prov_ledger_release(const char *uri, const char *password, const char *station, long long *n)
 {
     struct prov_journal *j = NULL;
     struct journal_pg *pg;
@@ -355,7 +353,7 @@ int prov_ledger_release(const char *uri, const char *password, const char *stati
     }
     pg = (struct journal_pg *)j->store;
     /* the token goes too: a late write of the old holder is refused (fencing) */
-    res = journal_pg_exec(pg, station, NULL, NULL, 0,
+    res = journal_pg_exec(&pg->db, station, NULL, NULL, 0,
                           "UPDATE work SET station = NULL, token = NULL, expires = NULL"
                           " WHERE station = $1 AND NOT done",
                           "t", station);

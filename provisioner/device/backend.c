@@ -136,6 +136,17 @@ int prov_device_uri_build(const char *backend, const struct prov_device_name *na
     return ops->build_uri(name, out);
 }
 
+bool prov_device_uri_same(const char *a, const char *b, const char *default_module)
+{
+    const struct prov_backend_ops *ops = prov_backend_for(a);
+
+    if (strcmp(a, b) == 0) {
+        return true;
+    }
+    return ops != NULL && ops == prov_backend_for(b) && ops->names_same_device != NULL &&
+           ops->names_same_device(a, b, default_module);
+}
+
 int prov_device_uri_pin(const char *device_uri, const char *identity, char **out)
 {
     const struct prov_backend_ops *ops = prov_backend_for(device_uri);

@@ -282,6 +282,13 @@ int prov_device_uri_build(const char *backend, const struct prov_device_name *na
 int prov_device_uri_pin(const char *device_uri, const char *identity, char **out);
 
 /*
+ * Whether two device strings name the same device as far as the strings show: equal, or
+ * equal by their backend's names_same_device (a PKCS#11 URI without module-path names
+ * default_module's token). False when that cannot be told.
+ */
+bool prov_device_uri_same(const char *a, const char *b, const char *default_module);
+
+/*
  * Whether the device string names the device of that backend ("pkcs11", "tpm2") with that
  * identity (the backend's names_identity); false for a string of another backend.
  */

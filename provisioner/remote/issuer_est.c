@@ -284,7 +284,9 @@ static int est_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_re
         return prov_fail(PROV_ERR_NOMEM, "EST: out of memory");
     }
     pthread_mutex_lock(&ei->remote.lock);
-    r = request(ei, "simpleenroll", body, &status, &a);
+    /* a station's reissue is a simplereenroll with its own certificate (doc/ca-service.md) */
+    r = request(ei, rq->record.is_reissue ? "simplereenroll" : "simpleenroll", body, &status,
+                &a);
     pthread_mutex_unlock(&ei->remote.lock);
     free(body);
     if (r == 0 && status != 200) {

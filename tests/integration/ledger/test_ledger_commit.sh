@@ -59,6 +59,13 @@ assert_eq "$(pg_q "SELECT pg_terminate_backend($second)")" t "SN-00002's backend
 wait "$pid" && rc=0 || rc=$?
 cat log/cut.out log/cut.err
 [ "$rc" -ne 0 ] || fail "the batch exited 0 with both COMMITs broken: $(cat log/cut.out)"
+# each broken COMMIT is said as such, with what was done about it; not libpq's own words
+for sn in SN-00001 SN-00002; do
+    assert_grep log/cut.err "serial $sn: .*COMMIT.*outcome is unknown.*read back"
+done
+if grep -q "server closed the connection\|terminating connection\|no connection to the server" log/cut.err; then
+    fail "libpq's text instead of the unknown outcome: $(cat log/cut.err)"
+fi
 
 # read back, never guessed: storage holds only what the ledger holds; no certified key gone
 for sn in SN-00001 SN-00002; do

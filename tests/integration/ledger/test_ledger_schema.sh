@@ -4,7 +4,10 @@
 # provisioner ledger init | migrate | import | verify (doc/ledger.md):
 # - a ledger at schema 1 (schema-v1.sql, that version's DDL, made with psql): init refuses
 #   to skip a migration; migrate brings it to the newest; both again do nothing;
-# - a batch refuses an older schema, and every command refuses a newer one, with one line;
+# - a ledger at schema 2 (schema-v1.sql, then schema-v2.sql): a batch refuses it, migrate
+#   brings it to 3 (the fencing function) and a batch then issues its lot on it;
+# - a batch and ledger verify refuse an older schema, and every command refuses a newer one,
+#   with one line;
 # - a station's SQLite journal with issued, failed and superseded rows is imported: the same
 #   counts, the audit chain verifies on its own; a second import is refused;
 # - an audit record altered behind the tool's back: verify names its chain and record.
@@ -22,17 +25,40 @@ PGPASSWORD=$(cat "$WORK/ledger.pass") "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h
     fail "psql could not create schema version 1"
 prov 6 ledger init
 assert_one_error 'schema version 1' 'ledger migrate'
+prov 6 ledger verify
+assert_one_error 'schema version 1 is older' 'ledger migrate'
 make_lot lot.csv 2 3
 prov 6 batch lot.csv --no-progress
 assert_one_error 'schema version 1 is older' 'ledger migrate'
 prov 0 ledger migrate
-assert_grep "$PROV_OUT" 'schema version 1 -> 2$'
+assert_grep "$PROV_OUT" 'schema version 1 -> 3$'
 prov 0 ledger migrate
-assert_grep "$PROV_OUT" 'schema version 2, nothing to do$'
+assert_grep "$PROV_OUT" 'schema version 3, nothing to do$'
 prov 0 ledger init
-assert_grep "$PROV_OUT" 'schema version 2, nothing to do$'
-assert_eq "$(pg_q 'SELECT string_agg(version::text, $$,$$ ORDER BY version) FROM schema_version')" 1,2 \
+assert_grep "$PROV_OUT" 'schema version 3, nothing to do$'
+assert_eq "$(pg_q 'SELECT string_agg(version::text, $$,$$ ORDER BY version) FROM schema_version')" 1,2,3 \
     "versions recorded"
+
+# The version before: a ledger at schema 2 in a database of its own.
+pg_q "CREATE DATABASE ledger2" >/dev/null
+for v in 1 2; do
+    PGPASSWORD=$(cat "$WORK/ledger.pass") "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_DIR" \
+        -p "$PG_PORT" -U postgres -d ledger2 -f "$(dirname "$0")/schema-v$v.sql" >/dev/null ||
+        fail "psql could not create schema version $v"
+done
+cp "$PROVISIONER_CONFIG" config.main
+sed -i "s|^journal = \(.*\)/postgres\$|journal = \1/ledger2|" "$PROVISIONER_CONFIG"
+token_init v2-tok
+printf 'serial,device,cn,x_token\nV2-00001,pkcs11:token=v2-tok,,v2-tok\nV2-00002,pkcs11:token=v2-tok,,v2-tok\n' >lot2.csv
+prov 6 batch lot2.csv --no-progress
+assert_one_error 'schema version 2 is older' 'ledger migrate'
+prov 0 ledger migrate
+assert_grep "$PROV_OUT" 'schema version 2 -> 3$'
+prov 0 batch lot2.csv --no-progress
+assert_eq "$(PGPASSWORD=$(cat "$WORK/ledger.pass") "$PG_BIN/psql" -X -q -At -h "$PG_DIR" -p "$PG_PORT" \
+    -U postgres -d ledger2 -c "SELECT count(*) FROM device WHERE state = 'proven'")" 2 \
+    "rows issued on the migrated ledger"
+cp config.main "$PROVISIONER_CONFIG"
 
 # A station's SQLite journal: issued rows, one failed (no such token), one superseded.
 printf 'SN-99999,pkcs11:token=no-such-token,,none\n' >>lot.csv
