@@ -143,6 +143,7 @@ int cmd_ca_serve(int argc, char **argv)
         http.tls_client_ca = ca->root;
     }
     if (r == 0) {
+        http.crl_dir = cfg->ca_dir; /* the CRLs `ca crl` writes, at /crl/ */
         r = prov_http_serve(&http, cmp);
     }
     rc = r < 0 ? cli_fail(r, "ca serve") : PROV_EXIT_OK;

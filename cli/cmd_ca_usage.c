@@ -15,7 +15,12 @@ void cmd_ca_usage(FILE *f)
                "       provisioner ca serve [--listen HOST:PORT] [--path PATH] [--tls-cert FILE\n"
                "                            --tls-key FILE] [--max-body BYTES] [--profile NAME]\n"
                "       provisioner ca station add NAME --csr FILE --out FILE [--reissue]\n"
-               "       provisioner ca lot add NAME --count N --station S [--station S...]\n\n"
+               "       provisioner ca station renew NAME --csr FILE --out FILE\n"
+               "       provisioner ca station revoke NAME [--reason R]\n"
+               "       provisioner ca station list [--json]\n"
+               "       provisioner ca lot add NAME (--count N | --manifest FILE) --station S...\n"
+               "                              [--profile P...] [--reissue] [--rate N]\n"
+               "       provisioner ca lot list [--json]\n\n"
                "ca init creates the root CA (new, with its key in a PKCS#11 token or an encrypted\n"
                "PEM file, or imported from [ca] root_cert + root_key) and an intermediate CA whose\n"
                "key is generated inside the HSM token named by [ca] intermediate_key. It writes\n"
@@ -35,6 +40,10 @@ void cmd_ca_usage(FILE *f)
                "  --json    machine-readable output\n\n"
                "ca serve runs the CA service over CMP on the host that holds the CA token\n"
                "(doc/ca-service.md; the options: provisioner ca serve --help). ca station add\n"
-               "issues and registers a station's identity certificate (profile \"station\"); ca\n"
-               "lot add registers a lot: its cap and the stations that may issue for it.\n");
+               "issues and registers a station's identity certificate (profile \"station\"),\n"
+               "renew replaces it, revoke revokes it (the service refuses the station), list\n"
+               "shows them (provisioner ca station --help); ca lot add registers a lot: its\n"
+               "cap (or its manifest's devices), the stations that may issue for it, its\n"
+               "profiles, whether it allows a reissue and each station's rate per minute\n"
+               "(provisioner ca lot --help).\n");
 }

@@ -15,6 +15,7 @@
 #include "log.h"
 #include "pkcs11.h"
 #include "prov_build_config.h"
+#include "remote.h"
 #include "tpm.h"
 
 struct prov_cli prov_cli;
@@ -202,6 +203,7 @@ int main(int argc, char **argv)
     prov_interrupt_install(!prov_cli.quiet && isatty(STDERR_FILENO) == 1);
     prov_backend_register(&prov_pkcs11_ops);
     prov_backend_register(&prov_tpm_ops);
+    prov_remote_register();
 
     for (size_t k = 0; k < N_COMMANDS; k++) {
         if (strcmp(argv[i], commands[k].name) == 0) {

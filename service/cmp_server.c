@@ -22,6 +22,7 @@
 #include "ca_index.h"
 #include "ca_registry.h"
 #include "cmp_asn1.h"
+#include "crl_names.h"
 #include "error.h"
 #include "hex.h"
 
@@ -92,6 +93,38 @@ ASN1_SEQUENCE(MSG_MIRROR) = {
     ASN1_EXP_SEQUENCE_OF_OPT(MSG_MIRROR, extra_certs, X509, 1),
 } static_ASN1_SEQUENCE_END(MSG_MIRROR)
 
+/*
+ * An rr's PKIMessage as far as its RevDetails (RFC 4210 section 5.3.9): OpenSSL 3.0's server
+ * hands the callback the certificate's issuer and serial but not crlEntryDetails, where the
+ * client puts the reason (a CRLReason extension), so the message is re-read into this mirror
+ * whose body can only be an rr ([11] RevReqContent).
+ */
+typedef struct {
+    ASN1_TYPE *cert_details; /* CertTemplate, read by OpenSSL's server */
+    STACK_OF(X509_EXTENSION) *crl_entry_details;
+} RR_DETAILS;
+
+ASN1_SEQUENCE(RR_DETAILS) = {
+    ASN1_SIMPLE(RR_DETAILS, cert_details, ASN1_ANY),
+    ASN1_SEQUENCE_OF_OPT(RR_DETAILS, crl_entry_details, X509_EXTENSION),
+} static_ASN1_SEQUENCE_END(RR_DETAILS)
+
+typedef struct {
+    ASN1_TYPE *header;
+    STACK_OF(RR_DETAILS) *details;
+    ASN1_BIT_STRING *protection;
+    STACK_OF(X509) *extra_certs;
+} RR_MIRROR;
+
+DEFINE_STACK_OF(RR_DETAILS)
+
+ASN1_SEQUENCE(RR_MIRROR) = {
+    ASN1_SIMPLE(RR_MIRROR, header, ASN1_ANY),
+    ASN1_EXP_SEQUENCE_OF(RR_MIRROR, details, RR_DETAILS, 11),
+    ASN1_EXP_OPT(RR_MIRROR, protection, ASN1_BIT_STRING, 0),
+    ASN1_EXP_SEQUENCE_OF_OPT(RR_MIRROR, extra_certs, X509, 1),
+} static_ASN1_SEQUENCE_END(RR_MIRROR)
+
 /* PKIBody choices (RFC 4210 section 5.1.2): OpenSSL 3.0 keeps its names for them internal. */
 enum {
     BODY_IR = 0,
@@ -125,6 +158,7 @@ struct txn {
     X509 *issued;          /* the certificate answered, until its certConf */
     char station[65];
     char serial[65];
+    char lot[PROV_CMP_LOT_MAX + 1]; /* the lot the path names (/p/LOT), or "" */
     struct prov_cmp_server *owner;
     struct prov_cmp_outcome *oc; /* the outcome of the message being handled */
 };
@@ -417,7 +451,7 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
     const X509_NAME *subject;
     EVP_PKEY *pub = NULL;
     X509 *station = NULL;
-    char lot[128];
+    struct prov_ca_ask ask;
     char by[80];
     X509 *cert = NULL;
     int r;
@@ -457,25 +491,32 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
     snprintf(by, sizeof(by), "cmp:%s", t->station);
     /*
      * The station first (registered, its certificate not revoked); then a retry gets the
-     * certificate it was already given; only a new one needs a lot with room (the CA's data).
+     * certificate it was already given; only a new one needs a lot that admits it (the CA's
+     * data: the lot the path names, else the oldest). A cr asks for a reissue.
      */
+    memset(&ask, 0, sizeof(ask));
+    ask.serial = t->serial;
+    ask.lot = t->lot[0] != '\0' ? t->lot : NULL;
+    ask.profile = srv->profile->name;
+    ask.is_reissue = OSSL_CMP_MSG_get_bodytype(req) == BODY_CR;
     prov_error_clear();
-    r = prov_ca_registry_authorize(srv->ca->index, t->station, station, NULL, NULL, 0);
+    r = prov_ca_registry_authorize(srv->ca->index, t->station, station);
     if (r == 0) {
         r = prov_ca_registry_retry(srv->ca->index, t->serial, by,
                                    pub != NULL ? pub : X509_REQ_get0_pubkey((X509_REQ *)p10cr),
                                    &cert);
     }
     if (r == 0 && cert == NULL) {
-        r = prov_ca_registry_authorize(srv->ca->index, t->station, station, t->serial, lot,
-                                       sizeof(lot));
+        r = prov_ca_registry_ask(srv->ca->index, t->station, station, &ask);
     }
     X509_free(station);
     if (r < 0) {
         EVP_PKEY_free(pub);
         outcome_set(t->oc, "refused: %s", prov_error_message());
-        return rejection(r == PROV_ERR_POLICY ? OSSL_CMP_PKIFAILUREINFO_notAuthorized
-                                              : OSSL_CMP_PKIFAILUREINFO_systemFailure,
+        /* over the station's rate: a transient refusal, the reason says when to retry */
+        return rejection(ask.retry_after > 0      ? OSSL_CMP_PKIFAILUREINFO_systemUnavail
+                         : r == PROV_ERR_POLICY ? OSSL_CMP_PKIFAILUREINFO_notAuthorized
+                                                : OSSL_CMP_PKIFAILUREINFO_systemFailure,
                          prov_error_message());
     }
     if (cert != NULL) {
@@ -485,9 +526,10 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
     memset(&rq, 0, sizeof(rq));
     rq.serial = t->serial;
     rq.profile = srv->profile;
-    rq.lot = lot;
+    rq.lot = ask.lot_out;
     rq.record.issued_by = by;
-    rq.record.lot = lot;
+    rq.record.lot = ask.lot_out;
+    rq.record.is_reissue = ask.is_reissue;
     prov_error_clear();
     if (p10cr != NULL) {
         r = prov_issue_certificate(srv->cfg, srv->ca, (X509_REQ *)p10cr, &rq, &cert);
@@ -497,15 +539,67 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
     EVP_PKEY_free(pub);
     if (r < 0) {
         outcome_set(t->oc, "refused: %s", prov_error_message());
-        return rejection(fail_bit_of(r), prov_error_message());
+        if (r == PROV_ERR_POLICY || r == PROV_ERR_ALREADY_ISSUED) {
+            /* the CSR policy or the CA index refused the station's request: audited too */
+            prov_ca_registry_refused(srv->ca->index, t->serial, t->oc->result);
+        }
+        return rejection(fail_bit_of(r), t->oc->result + strlen("refused: "));
     }
-    return answer_cert(t, cert, chain_out, cert_out, "issued");
+    return answer_cert(t, cert, chain_out, cert_out, ask.is_reissue ? "reissued" : "issued");
+}
+
+/*
+ * The reason an rr asks for (RFC 4210 section 5.3.9: a CRLReason extension in the first
+ * RevDetails' crlEntryDetails; none is unspecified), read from the request with the mirror
+ * above. PROV_ERR_POLICY for a reason a device certificate may not be revoked with
+ * (crl_names.h: the CA reasons, certificateHold, removeFromCRL) or one that does not decode.
+ */
+static int rr_reason(const OSSL_CMP_MSG *req, int *reason)
+{
+    unsigned char *der = NULL;
+    const unsigned char *p;
+    int len = i2d_OSSL_CMP_MSG(req, &der);
+    RR_MIRROR *m = NULL;
+    RR_DETAILS *d;
+    ASN1_ENUMERATED *e = NULL;
+    int code = PROV_CRL_REASON_UNSPECIFIED;
+    int i = -1;
+    int r = 0;
+
+    *reason = PROV_CRL_REASON_UNSPECIFIED;
+    p = der;
+    if (len > 0) {
+        m = (RR_MIRROR *)ASN1_item_d2i(NULL, &p, len, ASN1_ITEM_rptr(RR_MIRROR));
+    }
+    d = m != NULL ? sk_RR_DETAILS_value(m->details, 0) : NULL;
+    if (d == NULL) {
+        r = prov_fail(PROV_ERR_POLICY, "rr: no RevDetails");
+    } else if (d->crl_entry_details != NULL) {
+        i = X509v3_get_ext_by_NID(d->crl_entry_details, NID_crl_reason, -1);
+    }
+    if (i >= 0) {
+        e = X509V3_EXT_d2i(X509v3_get_ext(d->crl_entry_details, i));
+        code = e != NULL ? (int)ASN1_ENUMERATED_get(e) : -1;
+        if (e == NULL) {
+            r = prov_fail(PROV_ERR_POLICY, "rr: its CRLReason does not decode");
+        } else if (prov_crl_reason_parse(prov_crl_reason_name(code), reason) < 0) {
+            prov_error_clear(); /* the parser's words are for a command line */
+            r = prov_fail(PROV_ERR_POLICY, "rr: reason %d (%s) is not one a device "
+                          "certificate is revoked with (%s)", code, prov_crl_reason_name(code),
+                          prov_crl_reason_names());
+        }
+    }
+    ASN1_ENUMERATED_free(e);
+    ASN1_item_free((ASN1_VALUE *)m, ASN1_ITEM_rptr(RR_MIRROR));
+    OPENSSL_free(der);
+    ERR_clear_error();
+    return r;
 }
 
 /*
  * rr: a station revokes a certificate it asked for (issued_by cmp:<station>), recorded in
- * the CA index's revocation table like `provisioner revoke` (reason unspecified: OpenSSL 3.0
- * does not hand the request's reason to the server).
+ * the CA index's revocation table like `provisioner revoke`, with the reason the request
+ * carries (rr_reason: OpenSSL 3.0 does not hand it to the callback).
  */
 static OSSL_CMP_PKISI *cb_rr(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
                              const X509_NAME *issuer, const ASN1_INTEGER *serial)
@@ -518,14 +612,20 @@ static OSSL_CMP_PKISI *cb_rr(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
     char owner[80];
     char by[80];
     bool is_new = false;
+    int reason = PROV_CRL_REASON_UNSPECIFIED;
+    bool authorized;
     int r;
 
     if (station_of(t, req, &station) < 0) {
         return rejection(OSSL_CMP_PKIFAILUREINFO_notAuthorized, NOT_A_STATION);
     }
     prov_error_clear();
-    r = prov_ca_registry_authorize(ix, t->station, station, NULL, NULL, 0);
+    r = prov_ca_registry_authorize(ix, t->station, station);
     X509_free(station);
+    authorized = r == 0;
+    if (r == 0) {
+        r = rr_reason(req, &reason);
+    }
     if (r == 0 && (issuer == NULL || serial == NULL ||
                    X509_NAME_cmp(issuer, X509_get_subject_name(t->owner->ca->cert)) != 0 ||
                    (size_t)ASN1_STRING_length(serial) * 2 >= sizeof(hex))) {
@@ -543,7 +643,12 @@ static OSSL_CMP_PKISI *cb_rr(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
     }
     snprintf(t->oc->serial, sizeof(t->oc->serial), "%s", t->serial);
     if (r == 0) {
-        r = prov_ca_index_revoke(ix, t->serial, hex, 0, NULL, by, &rv, &is_new);
+        r = prov_ca_index_revoke(ix, t->serial, hex, reason, NULL, by, &rv, &is_new);
+    }
+    if (r < 0 && authorized) {
+        /* the station's own refusal is audited by prov_ca_registry_authorize */
+        snprintf(by, sizeof(by), "rr %s", hex[0] != '\0' ? hex : "-");
+        prov_ca_registry_refused(ix, by, prov_error_message());
     }
     if (r < 0) {
         outcome_set(t->oc, "refused: %s", prov_error_message());
@@ -553,7 +658,8 @@ static OSSL_CMP_PKISI *cb_rr(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
                          prov_error_message());
     }
     snprintf(t->oc->cert_serial, sizeof(t->oc->cert_serial), "%s", hex);
-    outcome_set(t->oc, is_new ? "revoked" : "revoked before");
+    outcome_set(t->oc, "%s (%s)", is_new ? "revoked" : "revoked before",
+                prov_crl_reason_name(rv.reason));
     return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, NULL);
 }
 
@@ -626,8 +732,7 @@ static int cb_genm(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
         goto out;
     }
     prov_error_clear();
-    if (prov_ca_registry_authorize(t->owner->ca->index, t->station, station, NULL, NULL, 0) <
-        0) {
+    if (prov_ca_registry_authorize(t->owner->ca->index, t->station, station) < 0) {
         outcome_set(t->oc, "refused: %s", prov_error_message());
         ERR_raise_data(ERR_LIB_CMP, CMP_R_REQUEST_REJECTED_BY_SERVER, "%s",
                        prov_error_message());
@@ -807,6 +912,14 @@ int prov_cmp_server_handle(struct prov_cmp_server *srv, const unsigned char *der
                            time_t now, unsigned char **rsp, size_t *rsp_len,
                            struct prov_cmp_outcome *oc)
 {
+    return prov_cmp_server_handle_lot(srv, NULL, der, len, now, rsp, rsp_len, oc);
+}
+
+int prov_cmp_server_handle_lot(struct prov_cmp_server *srv, const char *lot,
+                               const unsigned char *der, size_t len, time_t now,
+                               unsigned char **rsp, size_t *rsp_len,
+                               struct prov_cmp_outcome *oc)
+{
     const unsigned char *p = der;
     OSSL_CMP_MSG *req = NULL;
     OSSL_CMP_MSG *answer = NULL;
@@ -867,6 +980,7 @@ int prov_cmp_server_handle(struct prov_cmp_server *srv, const unsigned char *der
             memcpy(t->id, ASN1_STRING_get0_data(tid), t->id_len);
             snprintf(t->station, sizeof(t->station), "-");
             snprintf(t->serial, sizeof(t->serial), "-");
+            snprintf(t->lot, sizeof(t->lot), "%s", lot != NULL ? lot : "");
             t->ctx = txn_ctx_new(srv, t);
             if (t->ctx == NULL) {
                 free(t);

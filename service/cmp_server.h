@@ -52,6 +52,17 @@ int prov_cmp_server_handle(struct prov_cmp_server *srv, const unsigned char *der
                            time_t now, unsigned char **rsp, size_t *rsp_len,
                            struct prov_cmp_outcome *oc);
 
+/*
+ * As prov_cmp_server_handle for a request on the path that names a lot (RFC 9483 section
+ * 6.1, /.well-known/cmp/p/LOT): a transaction it starts issues only for that lot
+ * (doc/ca-service.md); lot NULL or "": the oldest lot that admits the request.
+ */
+#define PROV_CMP_LOT_MAX 64
+int prov_cmp_server_handle_lot(struct prov_cmp_server *srv, const char *lot,
+                               const unsigned char *der, size_t len, time_t now,
+                               unsigned char **rsp, size_t *rsp_len,
+                               struct prov_cmp_outcome *oc);
+
 /* Open transactions, for status and tests. */
 size_t prov_cmp_server_open_count(const struct prov_cmp_server *srv);
 

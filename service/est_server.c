@@ -471,15 +471,19 @@ static int reply_cert(struct prov_est_reply *rep, struct prov_cmp_outcome *oc, X
     return 0;
 }
 
-/* simpleenroll: the station behind peer asks for the device its CSR's CN names. */
+/*
+ * simpleenroll: the station behind peer asks for the device its CSR's CN names; with
+ * is_reissue (a station's simplereenroll), a certificate that supersedes the device's current
+ * one, where the lot allows a reissue (doc/ca-service.md).
+ */
 static int enroll(struct prov_est_server *srv, struct prov_est_request *rq, X509 *peer,
-                  STACK_OF(X509) *peer_chain, struct prov_est_reply *rep,
+                  STACK_OF(X509) *peer_chain, bool is_reissue, struct prov_est_reply *rep,
                   struct prov_cmp_outcome *oc)
 {
     struct prov_request ir;
+    struct prov_ca_ask ask;
     char station[65];
     char by[80];
-    char lot[LOT_MAX + 1];
     X509 *cert = NULL;
     int r;
 
@@ -501,21 +505,24 @@ static int enroll(struct prov_est_server *srv, struct prov_est_request *rq, X509
                           "the subject's CN must be the device serial, " PROV_SERIAL_RULE);
     }
     snprintf(by, sizeof(by), "est:%s", station);
+    memset(&ask, 0, sizeof(ask));
+    ask.serial = oc->serial;
+    ask.lot = rq->lot[0] != '\0' ? rq->lot : NULL;
+    ask.profile = srv->profile->name;
+    ask.is_reissue = is_reissue;
     /* As CMP (cmp_server.c): the station; then a retry gets what it was given; then a lot. */
     prov_error_clear();
-    r = prov_ca_registry_authorize(srv->ca->index, station, peer, NULL, NULL, 0);
+    r = prov_ca_registry_authorize(srv->ca->index, station, peer);
     if (r == 0) {
         r = prov_ca_registry_retry(srv->ca->index, oc->serial, by,
                                    X509_REQ_get0_pubkey(rq->csr), &cert);
     }
     if (r == 0 && cert == NULL) {
-        if (rq->lot[0] != '\0') {
-            snprintf(lot, sizeof(lot), "%s", rq->lot);
-            r = prov_ca_registry_authorize_lot(srv->ca->index, station, peer, oc->serial, lot);
-        } else {
-            r = prov_ca_registry_authorize(srv->ca->index, station, peer, oc->serial, lot,
-                                           sizeof(lot));
-        }
+        r = prov_ca_registry_ask(srv->ca->index, station, peer, &ask);
+    }
+    if (r < 0 && ask.retry_after > 0) {
+        rep->retry_after = ask.retry_after;
+        return reply_text(rep, oc, 429, prov_error_message());
     }
     if (r < 0) {
         return reply_text(rep, oc, r == PROV_ERR_POLICY ? 403 : 500, prov_error_message());
@@ -528,17 +535,46 @@ static int enroll(struct prov_est_server *srv, struct prov_est_request *rq, X509
     memset(&ir, 0, sizeof(ir));
     ir.serial = oc->serial;
     ir.profile = srv->profile;
-    ir.lot = lot;
+    ir.lot = ask.lot_out;
     ir.record.issued_by = by;
-    ir.record.lot = lot;
+    ir.record.lot = ask.lot_out;
+    ir.record.is_reissue = is_reissue;
     prov_error_clear();
     r = prov_issue_certificate(srv->cfg, srv->ca, rq->csr, &ir, &cert);
     if (r < 0) {
-        return reply_text(rep, oc, status_of_issue_error(r), prov_error_message());
+        r = reply_text(rep, oc, status_of_issue_error(r), prov_error_message());
+        if (rep->status == 400 || rep->status == 409) {
+            /* the CSR policy or the CA index refused the station's request: audited too */
+            prov_ca_registry_refused(srv->ca->index, oc->serial, oc->result);
+        }
+        return r;
     }
-    r = reply_cert(rep, oc, cert, "issued");
+    r = reply_cert(rep, oc, cert, is_reissue ? "reissued" : "issued");
     X509_free(cert);
     return r;
+}
+
+/* Is peer a registered station's certificate (a station's simplereenroll is a reissue)? */
+static bool is_station(struct prov_est_server *srv, X509 *peer, STACK_OF(X509) *peer_chain)
+{
+    const ASN1_INTEGER *sn = peer != NULL ? X509_get0_serialNumber(peer) : NULL;
+    char name[65];
+    char hex[72];
+    char peer_hex[72] = "";
+
+    if (sn == NULL || (size_t)ASN1_STRING_length(sn) * 2 >= sizeof(peer_hex) ||
+        !peer_verifies(srv, peer, peer_chain)) {
+        return false;
+    }
+    prov_hex_encode(ASN1_STRING_get0_data(sn), (size_t)ASN1_STRING_length(sn), peer_hex);
+    cn_of(X509_get_subject_name(peer), name, sizeof(name));
+    prov_error_clear();
+    if (strcmp(name, "-") == 0 ||
+        prov_ca_registry_station_cert(srv->ca->index, name, hex, sizeof(hex)) < 0) {
+        prov_error_clear();
+        return false;
+    }
+    return strcmp(hex, peer_hex) == 0;
 }
 
 /* simplereenroll: a device renews with its current certificate, for the same subject. */
@@ -640,10 +676,12 @@ int prov_est_server_handle(struct prov_est_server *srv, const char *path, bool i
         set_result(oc, "csrattrs");
         break;
     case PROV_EST_SIMPLEENROLL:
-        r = enroll(srv, &rq, peer, peer_chain, rep, oc);
+        r = enroll(srv, &rq, peer, peer_chain, false, rep, oc);
         break;
     case PROV_EST_SIMPLEREENROLL:
-        r = reenroll(srv, &rq, peer, peer_chain, rep, oc);
+        r = is_station(srv, peer, peer_chain)
+                ? enroll(srv, &rq, peer, peer_chain, true, rep, oc)
+                : reenroll(srv, &rq, peer, peer_chain, rep, oc);
         break;
     }
     prov_est_request_clear(&rq);

@@ -48,6 +48,7 @@ struct prov_est_reply {
     bool is_base64;   /* Content-Transfer-Encoding: base64 */
     unsigned char *body;
     size_t len;
+    int retry_after;  /* > 0: a Retry-After header, in seconds (429: the station's rate) */
 };
 
 /*

@@ -2,6 +2,7 @@
 /* The CA service's HTTP server on libevent's evhttp (http.h). */
 #include "http.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,10 +18,14 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "ca_registry.h"
+#include "crl.h"
+#include "durable.h"
 #include "error.h"
 #include "interrupt.h"
 
 #define CMP_CONTENT_TYPE "application/pkixcmp"
+#define CRL_CONTENT_TYPE "application/pkix-crl"
 
 struct service {
     const struct prov_http_opts *opts;
@@ -109,10 +114,111 @@ static void on_est(struct service *sv, struct evhttp_request *req, const char *p
     if (rep.is_base64) {
         evhttp_add_header(out_h, "Content-Transfer-Encoding", "base64");
     }
+    if (rep.retry_after > 0) {
+        char secs[16];
+
+        snprintf(secs, sizeof(secs), "%d", rep.retry_after);
+        evhttp_add_header(out_h, "Retry-After", secs);
+    }
     evhttp_add_header(out_h, "Cache-Control", "no-store");
     evhttp_send_reply(req, rep.status, rep.status == HTTP_OK ? "OK" : "Refused", out);
     evbuffer_free(out);
     log_request(sv, req, rep.status, &oc, len, rep.len);
+}
+
+/*
+ * Is path the service's path followed by "/p/LOT" (RFC 9483 section 6.1: a name after /p/,
+ * here the lot; a trailing "/" allowed)? LOT (prov_ca_registry_lot_name_ok) into lot.
+ */
+static bool lot_path(const char *base, const char *path, char *lot, size_t cap)
+{
+    size_t n = strlen(base);
+    const char *name;
+    size_t len;
+
+    if (n > 0 && base[n - 1] == '/') {
+        n--;
+    }
+    if (strncmp(path, base, n) != 0 || strncmp(path + n, "/p/", 3) != 0) {
+        return false;
+    }
+    name = path + n + 3;
+    len = strcspn(name, "/");
+    if (len >= cap || (name[len] == '/' && name[len + 1] != '\0') ||
+        !prov_ca_registry_lot_name_ok(name, len)) {
+        return false;
+    }
+    memcpy(lot, name, len);
+    lot[len] = '\0';
+    return true;
+}
+
+/*
+ * GET PROV_HTTP_CRL_PREFIX NAME: the CRL file `ca crl` last wrote (DER, RFC 5280 section
+ * 4.2.1.13's application/pkix-crl), read at each request so that a new one is served at once.
+ */
+static void on_crl(struct service *sv, struct evhttp_request *req, const char *name)
+{
+    struct prov_cmp_outcome oc;
+    unsigned char *der = NULL;
+    size_t len = 0;
+    struct evbuffer *out = NULL;
+    char *path = NULL;
+
+    if (strcmp(name, PROV_CRL_INTERMEDIATE_DER) != 0 && strcmp(name, PROV_CRL_ROOT_DER) != 0) {
+        reply_plain(sv, req, HTTP_NOTFOUND, "Not Found", "no such CRL", 0);
+        return;
+    }
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_GET) {
+        reply_plain(sv, req, HTTP_BADMETHOD, "Method Not Allowed", "not a GET", 0);
+        return;
+    }
+    prov_error_clear();
+    if (asprintf(&path, "%s/%s", sv->opts->crl_dir, name) < 0) {
+        path = NULL;
+    }
+    if (path == NULL || prov_read_small_file(path, PROV_ERR_NOT_FOUND, &der, &len) < 0 ||
+        (out = evbuffer_new()) == NULL || evbuffer_add(out, der, len) != 0) {
+        evbuffer_free(out);
+        free(der);
+        free(path);
+        reply_plain(sv, req, HTTP_NOTFOUND, "Not Found", "no CRL published (ca crl)", 0);
+        return;
+    }
+    memset(&oc, 0, sizeof(oc));
+    snprintf(oc.body, sizeof(oc.body), "crl");
+    snprintf(oc.station, sizeof(oc.station), "-");
+    snprintf(oc.serial, sizeof(oc.serial), "-");
+    snprintf(oc.result, sizeof(oc.result), "%s", name);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", CRL_CONTENT_TYPE);
+    evhttp_send_reply(req, HTTP_OK, "OK", out);
+    log_request(sv, req, HTTP_OK, &oc, 0, len);
+    evbuffer_free(out);
+    free(der);
+    free(path);
+}
+
+int prov_http_cmp_route(const char *path, const char *cmp_path, bool is_post, const char *type,
+                        char *lot, size_t lot_cap, const char **why)
+{
+    size_t n = strlen(CMP_CONTENT_TYPE);
+
+    lot[0] = '\0';
+    if (path == NULL ||
+        (strcmp(path, cmp_path) != 0 && !lot_path(cmp_path, path, lot, lot_cap))) {
+        *why = "no such path";
+        return HTTP_NOTFOUND;
+    }
+    if (!is_post) {
+        *why = "not a POST";
+        return HTTP_BADMETHOD;
+    }
+    if (type == NULL || strncasecmp(type, CMP_CONTENT_TYPE, n) != 0 ||
+        (type[n] != '\0' && type[n] != ';')) {
+        *why = "Content-Type is not " CMP_CONTENT_TYPE;
+        return 415;
+    }
+    return 0;
 }
 
 static void on_request(struct evhttp_request *req, void *arg)
@@ -123,10 +229,12 @@ static void on_request(struct evhttp_request *req, void *arg)
     const char *type = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
     struct evbuffer *body = evhttp_request_get_input_buffer(req);
     size_t len = evbuffer_get_length(body);
+    char lot[PROV_CMP_LOT_MAX + 1] = "";
     struct prov_cmp_outcome oc;
     unsigned char *rsp = NULL;
     size_t rsp_len = 0;
     struct evbuffer *out;
+    const char *why = NULL;
     int r;
 
     if (path != NULL && sv->opts->est != NULL &&
@@ -134,23 +242,25 @@ static void on_request(struct evhttp_request *req, void *arg)
         on_est(sv, req, path);
         return;
     }
-    if (path == NULL || strcmp(path, sv->opts->path) != 0) {
-        reply_plain(sv, req, HTTP_NOTFOUND, "Not Found", "no such path", len);
+    if (path != NULL && sv->opts->crl_dir != NULL &&
+        strncmp(path, PROV_HTTP_CRL_PREFIX, strlen(PROV_HTTP_CRL_PREFIX)) == 0) {
+        on_crl(sv, req, path + strlen(PROV_HTTP_CRL_PREFIX));
         return;
     }
-    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
-        reply_plain(sv, req, HTTP_BADMETHOD, "Method Not Allowed", "not a POST", len);
-        return;
-    }
-    if (type == NULL || strncasecmp(type, CMP_CONTENT_TYPE, strlen(CMP_CONTENT_TYPE)) != 0 ||
-        (type[strlen(CMP_CONTENT_TYPE)] != '\0' && type[strlen(CMP_CONTENT_TYPE)] != ';')) {
-        reply_plain(sv, req, 415, "Unsupported Media Type", "Content-Type is not " CMP_CONTENT_TYPE,
-                    len);
+    r = prov_http_cmp_route(path, sv->opts->path,
+                            evhttp_request_get_command(req) == EVHTTP_REQ_POST, type, lot,
+                            sizeof(lot), &why);
+    if (r != 0) {
+        reply_plain(sv, req, r,
+                    r == HTTP_NOTFOUND    ? "Not Found"
+                    : r == HTTP_BADMETHOD ? "Method Not Allowed"
+                                          : "Unsupported Media Type",
+                    why, len);
         return;
     }
     prov_error_clear();
-    r = prov_cmp_server_handle(sv->cmp, evbuffer_pullup(body, -1), len, time(NULL), &rsp,
-                               &rsp_len, &oc);
+    r = prov_cmp_server_handle_lot(sv->cmp, lot, evbuffer_pullup(body, -1), len, time(NULL),
+                                   &rsp, &rsp_len, &oc);
     if (r < 0) {
         int status = r == PROV_ERR_INPUT ? HTTP_BADREQUEST : HTTP_INTERNAL;
 

@@ -2,6 +2,7 @@
 #ifndef PROV_SERVICE_HTTP_H
 #define PROV_SERVICE_HTTP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <openssl/x509.h>
@@ -36,7 +37,24 @@ struct prov_http_opts {
     X509 *tls_client_ca;
     /* EST (est_server.h) under PROV_EST_PREFIX; NULL: not served */
     struct prov_est_server *est;
+    /*
+     * The CA directory whose CRLs (the files `ca crl` writes) a GET of PROV_HTTP_CRL_PREFIX
+     * intermediate.crl or root.crl answers, read at each request; NULL: not served.
+     */
+    const char *crl_dir;
 };
+
+/* Where the service publishes the CRLs (doc/ca-service.md). */
+#define PROV_HTTP_CRL_PREFIX "/crl/"
+
+/*
+ * Where a request for CMP goes, before its body is looked at: 0 when it is for the CMP server
+ * (path is cmp_path, or cmp_path "/p/LOT" naming a lot (RFC 9483 section 6.1), the lot's name
+ * then in lot, else lot ""; a POST; Content-Type application/pkixcmp with or without
+ * parameters), else the HTTP status (404, 405, 415) and *why, one line. type may be NULL.
+ */
+int prov_http_cmp_route(const char *path, const char *cmp_path, bool is_post, const char *type,
+                        char *lot, size_t lot_cap, const char **why);
 
 /*
  * Serves until SIGTERM or SIGINT: 0 then. PROV_ERR_USAGE for a bad listen address,

@@ -277,10 +277,19 @@ out:
     return r;
 }
 
-static int add_name_section(CONF *conf, const char *section, X509_NAME *name)
+/* A CA's subject: the fields of DN section section of conf, or CN=default_cn without one. */
+static int add_name_section(CONF *conf, const char *section, const char *default_cn,
+                            X509_NAME *name)
 {
-    STACK_OF(CONF_VALUE) *sk = NCONF_get_section(conf, section);
+    STACK_OF(CONF_VALUE) *sk;
 
+    if (section == NULL) {
+        return X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+                                          (const unsigned char *)default_cn, -1, -1, 0)
+                   ? 0
+                   : PROV_ERR_CRYPTO;
+    }
+    sk = NCONF_get_section(conf, section);
     if (sk == NULL) {
         return prov_fail(PROV_ERR_CONFIG, "DN section [%s] not found", section);
     }
@@ -385,14 +394,7 @@ static int build_root(const struct prov_config *cfg, CONF *rconf, EVP_PKEY *pub,
     if (rconf != NULL) {
         root_conf_sections(rconf, &dn_sec, &ext_sec);
     }
-    if (dn_sec != NULL) {
-        r = add_name_section(rconf, dn_sec, name);
-    } else {
-        r = X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
-                                       (const unsigned char *)"Provisioner Root CA", -1, -1, 0)
-                ? 0
-                : PROV_ERR_CRYPTO;
-    }
+    r = add_name_section(rconf, dn_sec, "Provisioner Root CA", name);
     if (r < 0) {
         goto out;
     }
@@ -434,15 +436,8 @@ static int build_intermediate(const struct prov_config *cfg, X509 *root, EVP_PKE
     if (name == NULL) {
         goto out;
     }
-    if (cfg->ca_subject_section != NULL) {
-        r = add_name_section(cfg->conf, cfg->ca_subject_section, name);
-    } else {
-        r = X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
-                                       (const unsigned char *)"Provisioner Intermediate CA", -1, -1,
-                                       0)
-                ? 0
-                : PROV_ERR_CRYPTO;
-    }
+    r = add_name_section(cfg->conf, cfg->ca_subject_section, "Provisioner Intermediate CA",
+                         name);
     if (r < 0) {
         goto out;
     }

@@ -24,7 +24,7 @@
 #include "storage.h"
 
 #define BUSY_TIMEOUT_MS 10000
-#define SCHEMA_VERSION 3
+#define SCHEMA_VERSION 4
 
 /*
  * Schema version 1, created in one transaction with the import of issued-keys. A later
@@ -92,8 +92,23 @@ static const char *const schema_v3 =
     "CREATE INDEX certificate_by_lot ON certificate(lot) WHERE lot IS NOT NULL;"
     "UPDATE meta SET value = '3' WHERE name = 'schema_version';";
 
+/*
+ * Step 4: a lot's terms (ca_registry.c, doc/ca-service.md): whether it allows a reissue, the
+ * profiles it may use (none listed: any), the device serials it may issue (from the manifest;
+ * none listed: any), and each station's rate on it (certificates per minute; 0: no limit).
+ */
+static const char *const schema_v4 =
+    "ALTER TABLE lot ADD COLUMN reissue INTEGER NOT NULL DEFAULT 0 CHECK (reissue IN (0, 1));"
+    "ALTER TABLE lot_station ADD COLUMN per_minute INTEGER NOT NULL DEFAULT 0"
+    " CHECK (per_minute >= 0);"
+    "CREATE TABLE lot_profile(lot TEXT NOT NULL REFERENCES lot(name), profile TEXT NOT NULL,"
+    " PRIMARY KEY (lot, profile));"
+    "CREATE TABLE lot_serial(lot TEXT NOT NULL REFERENCES lot(name), serial TEXT NOT NULL,"
+    " PRIMARY KEY (lot, serial));"
+    "UPDATE meta SET value = '4' WHERE name = 'schema_version';";
+
 /* The steps after version 1, in order: schema_steps[i] makes version i + 2. */
-static const char *const schema_steps[] = {schema_v2, schema_v3};
+static const char *const schema_steps[] = {schema_v2, schema_v3, schema_v4};
 
 static const char *const stmt_sql[ST_COUNT] = {
     "SELECT cert_serial, issued_by, lot, issued_at, status, journal FROM certificate"

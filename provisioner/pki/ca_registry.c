@@ -72,6 +72,27 @@ static int end(struct prov_ca_index *ix, int r)
     return r;
 }
 
+/*
+ * The start of a registration: now gets the time, a transaction opens and sql (a station's or
+ * a lot's upsert, its parameters name, value, now) runs in it. 0: the transaction is open and
+ * the caller ends it (end); < 0: nothing is open any more.
+ */
+static int begin_upsert(struct prov_ca_index *ix, const char *sql, const char *name,
+                        const char *value, char *now, size_t now_cap)
+{
+    int r;
+
+    prov_ca_index_now_text(now, now_cap);
+    r = begin(ix);
+    if (r == 0) {
+        r = exec_text(ix, sql, 3, (const char *const[]){name, value, now});
+        if (r < 0) {
+            return end(ix, r);
+        }
+    }
+    return r;
+}
+
 static void cert_serial_hex(X509 *cert, char *out, size_t cap)
 {
     const ASN1_INTEGER *sn = X509_get0_serialNumber(cert);
@@ -90,61 +111,226 @@ int prov_ca_registry_station_add(struct prov_ca_index *ix, const char *name, X50
     int r;
 
     cert_serial_hex(cert, hex, sizeof(hex));
-    prov_ca_index_now_text(now, sizeof(now));
-    r = begin(ix);
+    r = begin_upsert(ix,
+                     "INSERT INTO station(name, cert_serial, added_at) VALUES (?1, ?2, ?3)"
+                     " ON CONFLICT(name) DO UPDATE SET cert_serial = ?2, added_at = ?3",
+                     name, hex, now, sizeof(now));
     if (r < 0) {
         return r;
     }
-    r = exec_text(ix,
-                  "INSERT INTO station(name, cert_serial, added_at) VALUES (?1, ?2, ?3)"
-                  " ON CONFLICT(name) DO UPDATE SET cert_serial = ?2, added_at = ?3",
-                  3, (const char *const[]){name, hex, now});
-    if (r == 0) {
-        r = prov_ca_index_audit_append(ix, now, "station", name, hex, "registered");
-    }
+    r = prov_ca_index_audit_append(ix, now, "station", name, hex, "registered");
     return end(ix, r);
 }
 
-int prov_ca_registry_lot_add(struct prov_ca_index *ix, const char *name, long long cap,
-                             const char *const *stations, size_t n_stations)
+int prov_ca_registry_station_cert(struct prov_ca_index *ix, const char *name, char *hex,
+                                  size_t hex_cap)
 {
+    sqlite3_stmt *st = NULL;
+    int rc;
+    int r = 0;
+
+    prov_ca_index_lock(ix);
+    if (sqlite3_prepare_v2(prov_ca_index_db(ix), "SELECT cert_serial FROM station WHERE name = ?",
+                           -1, &st, NULL) != SQLITE_OK) {
+        r = db_fail(ix, "cannot prepare");
+        prov_ca_index_unlock(ix);
+        return r;
+    }
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        snprintf(hex, hex_cap, "%s", (const char *)sqlite3_column_text(st, 0));
+    } else {
+        r = rc == SQLITE_DONE ? prov_fail(PROV_ERR_USAGE,
+                                          "station %s: not registered (provisioner ca station "
+                                          "add %s)", name, name)
+                              : db_fail(ix, "cannot read the stations");
+    }
+    sqlite3_finalize(st);
+    prov_ca_index_unlock(ix);
+    return r;
+}
+
+int prov_ca_registry_station_each(struct prov_ca_index *ix,
+                                  int (*fn)(void *arg, const struct prov_ca_station *st),
+                                  void *arg)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = SQLITE_DONE;
+    int r = 0;
+
+    prov_ca_index_lock(ix);
+    if (sqlite3_prepare_v2(prov_ca_index_db(ix),
+                           "SELECT s.name, s.cert_serial, s.added_at,"
+                           " (SELECT min(v.revoked_at) FROM revocation v"
+                           "  WHERE v.cert_serial = s.cert_serial),"
+                           " coalesce((SELECT group_concat(l.lot, ',') FROM"
+                           "  (SELECT lot FROM lot_station WHERE station = s.name ORDER BY lot) l),"
+                           "  '')"
+                           " FROM station s ORDER BY s.name",
+                           -1, &st, NULL) != SQLITE_OK) {
+        r = db_fail(ix, "cannot prepare");
+        prov_ca_index_unlock(ix);
+        return r;
+    }
+    while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct prov_ca_station row = {
+            .name = (const char *)sqlite3_column_text(st, 0),
+            .cert_serial = (const char *)sqlite3_column_text(st, 1),
+            .added_at = (const char *)sqlite3_column_text(st, 2),
+            .revoked_at = (const char *)sqlite3_column_text(st, 3),
+            .lots = (const char *)sqlite3_column_text(st, 4),
+        };
+
+        r = fn(arg, &row);
+    }
+    if (r == 0 && rc != SQLITE_DONE) {
+        r = db_fail(ix, "cannot read the stations");
+    }
+    sqlite3_finalize(st);
+    prov_ca_index_unlock(ix);
+    return r;
+}
+
+bool prov_ca_registry_lot_name_ok(const char *name, size_t len)
+{
+    if (len == 0 || len > PROV_CA_LOT_NAME_MAX || (len == 1 && name[0] == '.') ||
+        (len == 2 && name[0] == '.' && name[1] == '.')) {
+        return false;
+    }
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Rows (lot, value) of table for each of values: a lot's profiles or serials. */
+static int insert_each(struct prov_ca_index *ix, const char *sql, const char *lot,
+                       const char *const *values, size_t n)
+{
+    int r = 0;
+
+    for (size_t i = 0; i < n && r == 0; i++) {
+        r = exec_text(ix, sql, 2, (const char *const[]){lot, values[i]});
+    }
+    return r;
+}
+
+int prov_ca_registry_lot_add(struct prov_ca_index *ix, const struct prov_ca_lot *lot)
+{
+    const char *name = lot->name;
     char now[40];
     char cap_text[32];
+    char rate_text[32];
     char detail[256];
     long long known = 0;
     int r;
 
+    if (!prov_ca_registry_lot_name_ok(name, strlen(name))) {
+        return prov_fail(PROV_ERR_USAGE, "lot \"%s\": must be " PROV_CA_LOT_NAME_RULE, name);
+    }
     prov_ca_index_now_text(now, sizeof(now));
-    snprintf(cap_text, sizeof(cap_text), "%lld", cap);
+    snprintf(cap_text, sizeof(cap_text), "%lld", lot->cap);
+    snprintf(rate_text, sizeof(rate_text), "%lld", lot->per_minute);
     r = begin(ix);
     if (r < 0) {
         return r;
     }
     r = exec_text(ix,
-                  "INSERT INTO lot(name, cap, added_at) VALUES (?1, CAST(?2 AS INTEGER), ?3)"
-                  " ON CONFLICT(name) DO UPDATE SET cap = CAST(?2 AS INTEGER)",
-                  3, (const char *const[]){name, cap_text, now});
-    if (r == 0) {
-        r = exec_text(ix, "DELETE FROM lot_station WHERE lot = ?", 1, (const char *const[]){name});
+                  "INSERT INTO lot(name, cap, added_at, reissue)"
+                  " VALUES (?1, CAST(?2 AS INTEGER), ?3, CAST(?4 AS INTEGER))"
+                  " ON CONFLICT(name) DO UPDATE SET cap = CAST(?2 AS INTEGER),"
+                  " reissue = CAST(?4 AS INTEGER)",
+                  4, (const char *const[]){name, cap_text, now, lot->is_reissue ? "1" : "0"});
+    for (size_t i = 0; i < 3 && r == 0; i++) {
+        static const char *const clear[] = {"DELETE FROM lot_station WHERE lot = ?",
+                                            "DELETE FROM lot_profile WHERE lot = ?",
+                                            "DELETE FROM lot_serial WHERE lot = ?"};
+
+        r = exec_text(ix, clear[i], 1, (const char *const[]){name});
     }
-    for (size_t i = 0; i < n_stations && r == 0; i++) {
+    for (size_t i = 0; i < lot->n_stations && r == 0; i++) {
         r = query_int(ix, "SELECT count(*) FROM station WHERE name = ?", 1,
-                      (const char *const[]){stations[i]}, &known);
+                      (const char *const[]){lot->stations[i]}, &known);
         if (r == 0 && known == 0) {
             r = prov_fail(PROV_ERR_USAGE,
                           "station %s: not registered (provisioner ca station add %s)",
-                          stations[i], stations[i]);
+                          lot->stations[i], lot->stations[i]);
         }
         if (r == 0) {
-            r = exec_text(ix, "INSERT OR IGNORE INTO lot_station(lot, station) VALUES (?, ?)", 2,
-                          (const char *const[]){name, stations[i]});
+            r = exec_text(ix,
+                          "INSERT OR IGNORE INTO lot_station(lot, station, per_minute)"
+                          " VALUES (?, ?, CAST(? AS INTEGER))",
+                          3, (const char *const[]){name, lot->stations[i], rate_text});
         }
     }
-    snprintf(detail, sizeof(detail), "registered, cap %lld, %zu station(s)", cap, n_stations);
+    if (r == 0) {
+        r = insert_each(ix, "INSERT OR IGNORE INTO lot_profile(lot, profile) VALUES (?, ?)",
+                        name, lot->profiles, lot->n_profiles);
+    }
+    if (r == 0) {
+        r = insert_each(ix, "INSERT OR IGNORE INTO lot_serial(lot, serial) VALUES (?, ?)", name,
+                        lot->serials, lot->n_serials);
+    }
+    snprintf(detail, sizeof(detail),
+             "registered, cap %lld, %zu station(s), %zu profile(s), %zu serial(s), reissue %s,"
+             " %lld per minute",
+             lot->cap, lot->n_stations, lot->n_profiles, lot->n_serials,
+             lot->is_reissue ? "allowed" : "refused", lot->per_minute);
     if (r == 0) {
         r = prov_ca_index_audit_append(ix, now, "lot", name, "", detail);
     }
     return end(ix, r);
+}
+
+int prov_ca_registry_lot_each(struct prov_ca_index *ix,
+                              int (*fn)(void *arg, const struct prov_ca_lot_row *lot), void *arg)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = SQLITE_DONE;
+    int r = 0;
+
+    prov_ca_index_lock(ix);
+    if (sqlite3_prepare_v2(prov_ca_index_db(ix),
+                           "SELECT l.name, l.cap,"
+                           " (SELECT count(DISTINCT serial) FROM certificate WHERE lot = l.name),"
+                           " l.reissue, (SELECT count(*) FROM lot_serial WHERE lot = l.name),"
+                           " coalesce((SELECT group_concat(profile, ',') FROM (SELECT profile"
+                           "  FROM lot_profile WHERE lot = l.name ORDER BY profile)), ''),"
+                           " coalesce((SELECT group_concat(station || '/' || per_minute, ',')"
+                           "  FROM (SELECT station, per_minute FROM lot_station"
+                           "  WHERE lot = l.name ORDER BY station)), ''),"
+                           " l.added_at FROM lot l ORDER BY l.name",
+                           -1, &st, NULL) != SQLITE_OK) {
+        r = db_fail(ix, "cannot prepare");
+        prov_ca_index_unlock(ix);
+        return r;
+    }
+    while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct prov_ca_lot_row row = {
+            .name = (const char *)sqlite3_column_text(st, 0),
+            .cap = sqlite3_column_int64(st, 1),
+            .devices = sqlite3_column_int64(st, 2),
+            .is_reissue = sqlite3_column_int64(st, 3) != 0,
+            .n_serials = sqlite3_column_int64(st, 4),
+            .profiles = (const char *)sqlite3_column_text(st, 5),
+            .stations = (const char *)sqlite3_column_text(st, 6),
+            .added_at = (const char *)sqlite3_column_text(st, 7),
+        };
+
+        r = fn(arg, &row);
+    }
+    if (r == 0 && rc != SQLITE_DONE) {
+        r = db_fail(ix, "cannot read the lots");
+    }
+    sqlite3_finalize(st);
+    prov_ca_index_unlock(ix);
+    return r;
 }
 
 int prov_ca_registry_lot_count(struct prov_ca_index *ix, const char *lot, long long *out)
@@ -152,21 +338,17 @@ int prov_ca_registry_lot_count(struct prov_ca_index *ix, const char *lot, long l
     int r;
 
     prov_ca_index_lock(ix);
-    r = query_int(ix, "SELECT count(*) FROM certificate WHERE lot = ?", 1,
+    r = query_int(ix, "SELECT count(DISTINCT serial) FROM certificate WHERE lot = ?", 1,
                   (const char *const[]){lot}, out);
     prov_ca_index_unlock(ix);
     return r;
 }
 
-/* The reason a station may not issue now, or "" when it may; lot gets the lot it issues for. */
-static int check_station(struct prov_ca_index *ix, const char *name, const char *hex,
-                         const char *serial, char *why, size_t why_cap, char *lot,
-                         size_t lot_cap)
+/* The reason station name (its certificate hex) may not ask at all, or "" when it may. */
+static int check_station(struct prov_ca_index *ix, const char *name, const char *hex, char *why,
+                         size_t why_cap)
 {
-    sqlite3_stmt *st = NULL;
     long long n = 0;
-    bool any_lot = false;
-    int rc;
     int r;
 
     why[0] = '\0';
@@ -185,46 +367,27 @@ static int check_station(struct prov_ca_index *ix, const char *name, const char 
     }
     if (r == 0 && n > 0) {
         snprintf(why, why_cap, "station %s: its certificate %s is revoked", name, hex);
-        return 0;
     }
-    if (r < 0 || serial == NULL) {
-        return r;
-    }
-    if (sqlite3_prepare_v2(prov_ca_index_db(ix),
-                           "SELECT l.name, l.cap, (SELECT count(*) FROM certificate c"
-                           " WHERE c.lot = l.name) FROM lot l JOIN lot_station s"
-                           " ON s.lot = l.name WHERE s.station = ? ORDER BY l.added_at, l.name",
-                           -1, &st, NULL) != SQLITE_OK) {
-        return db_fail(ix, "cannot prepare");
-    }
-    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-    lot[0] = '\0';
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        any_lot = true;
-        if (sqlite3_column_int64(st, 2) < sqlite3_column_int64(st, 1)) {
-            snprintf(lot, lot_cap, "%s", (const char *)sqlite3_column_text(st, 0));
-            break;
-        }
-    }
-    sqlite3_finalize(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-        return db_fail(ix, "cannot read the lots");
-    }
-    if (lot[0] == '\0') {
-        snprintf(why, why_cap,
-                 any_lot ? "station %s: the cap of every lot it may serve is reached"
-                         : "station %s: no lot it may serve is registered",
-                 name);
-    }
-    return 0;
+    return r;
 }
 
-int prov_ca_registry_authorize(struct prov_ca_index *ix, const char *name, X509 *cert,
-                               const char *serial, char *lot, size_t cap)
+/* The refusal: an audit record, then PROV_ERR_POLICY with why (the transaction ends). */
+static int refuse(struct prov_ca_index *ix, const char *serial, const char *hex,
+                  const char *why)
+{
+    char now[40];
+    int r;
+
+    prov_ca_index_now_text(now, sizeof(now));
+    r = prov_ca_index_audit_append(ix, now, "refuse", serial != NULL ? serial : "", hex, why);
+    r = end(ix, r);
+    return r < 0 ? r : prov_fail(PROV_ERR_POLICY, "%s", why);
+}
+
+int prov_ca_registry_authorize(struct prov_ca_index *ix, const char *name, X509 *cert)
 {
     char hex[72];
     char why[256];
-    char now[40];
     int r;
 
     cert_serial_hex(cert, hex, sizeof(hex));
@@ -232,14 +395,195 @@ int prov_ca_registry_authorize(struct prov_ca_index *ix, const char *name, X509 
     if (r < 0) {
         return r;
     }
-    r = check_station(ix, name, hex, serial, why, sizeof(why), lot, cap);
+    r = check_station(ix, name, hex, why, sizeof(why));
     if (r == 0 && why[0] != '\0') {
-        prov_ca_index_now_text(now, sizeof(now));
-        r = prov_ca_index_audit_append(ix, now, "refuse", serial != NULL ? serial : "", hex, why);
-        r = end(ix, r);
-        return r < 0 ? r : prov_fail(PROV_ERR_POLICY, "%s", why);
+        return refuse(ix, NULL, hex, why);
     }
     return end(ix, r);
+}
+
+/*
+ * Why lot (a row of lot_station for station name) does not admit ask, or "" when it does;
+ * *retry_after gets the seconds until the rate allows one more.
+ */
+static int check_lot(struct prov_ca_index *ix, const char *name, const char *lot,
+                     const struct prov_ca_ask *ask, char *why, size_t why_cap,
+                     int *retry_after, bool *is_cap)
+{
+    const char *const lot_serial[] = {lot, ask->serial};
+    long long n = 0;
+    long long cap = 0;
+    long long rate = 0;
+    long long reissue = 0;
+    int r;
+
+    why[0] = '\0';
+    *retry_after = 0;
+    *is_cap = false;
+    r = query_int(ix, "SELECT count(*) FROM lot_profile WHERE lot = ?1", 1,
+                  (const char *const[]){lot}, &n);
+    if (r == 0 && n > 0) {
+        r = query_int(ix, "SELECT count(*) FROM lot_profile WHERE lot = ?1 AND profile = ?2", 2,
+                      (const char *const[]){lot, ask->profile}, &n);
+        if (r == 0 && n == 0) {
+            snprintf(why, why_cap, "lot %s may not use profile %s", lot, ask->profile);
+            return 0;
+        }
+    }
+    if (r == 0) {
+        r = query_int(ix, "SELECT count(*) FROM lot_serial WHERE lot = ?1", 1,
+                      (const char *const[]){lot}, &n);
+    }
+    if (r == 0 && n > 0) {
+        r = query_int(ix, "SELECT count(*) FROM lot_serial WHERE lot = ?1 AND serial = ?2", 2,
+                      lot_serial, &n);
+        if (r == 0 && n == 0) {
+            snprintf(why, why_cap, "lot %s: device %s is not in its manifest", lot, ask->serial);
+            return 0;
+        }
+    }
+    if (r == 0) {
+        r = query_int(ix, "SELECT reissue FROM lot WHERE name = ?", 1,
+                      (const char *const[]){lot}, &reissue);
+    }
+    if (r == 0 && ask->is_reissue && reissue == 0) {
+        snprintf(why, why_cap, "lot %s does not allow a reissue (%s)", lot, ask->serial);
+        return 0;
+    }
+    /* the cap counts devices: a serial the lot has a certificate for already is counted */
+    if (r == 0) {
+        r = query_int(ix, "SELECT count(*) FROM certificate WHERE lot = ?1 AND serial = ?2", 2,
+                      lot_serial, &n);
+    }
+    if (r == 0 && n == 0) {
+        r = query_int(ix, "SELECT cap FROM lot WHERE name = ?", 1, (const char *const[]){lot},
+                      &cap);
+        if (r == 0) {
+            r = query_int(ix, "SELECT count(DISTINCT serial) FROM certificate WHERE lot = ?", 1,
+                          (const char *const[]){lot}, &n);
+        }
+        if (r == 0 && n >= cap) {
+            snprintf(why, why_cap, "lot %s: its cap (%lld) is reached", lot, cap);
+            *is_cap = true;
+            return 0;
+        }
+    }
+    if (r == 0) {
+        r = query_int(ix, "SELECT per_minute FROM lot_station WHERE lot = ?1 AND station = ?2",
+                      2, (const char *const[]){lot, name}, &rate);
+    }
+    if (r == 0 && rate > 0) {
+        char cmp_by[80];
+        char est_by[80];
+        long long oldest = 0;
+
+        snprintf(cmp_by, sizeof(cmp_by), "cmp:%s", name);
+        snprintf(est_by, sizeof(est_by), "est:%s", name);
+        r = query_int(ix,
+                      "SELECT count(*) FROM certificate WHERE lot = ?1 AND issued_by IN (?2, ?3)"
+                      " AND julianday(issued_at) > julianday('now') - 60.0 / 86400",
+                      3, (const char *const[]){lot, cmp_by, est_by}, &n);
+        if (r == 0 && n >= rate) {
+            /* the seconds until the oldest of the last minute's leaves it */
+            r = query_int(ix,
+                          "SELECT 61 - CAST((julianday('now') - julianday(min(issued_at)))"
+                          " * 86400 AS INTEGER) FROM certificate WHERE lot = ?1"
+                          " AND issued_by IN (?2, ?3)"
+                          " AND julianday(issued_at) > julianday('now') - 60.0 / 86400",
+                          3, (const char *const[]){lot, cmp_by, est_by}, &oldest);
+            *retry_after = oldest < 1 ? 1 : oldest > 60 ? 60 : (int)oldest;
+            snprintf(why, why_cap,
+                     "station %s: its rate for lot %s (%lld per minute) is reached; retry in"
+                     " %d s", name, lot, rate, *retry_after);
+        }
+    }
+    return r;
+}
+
+int prov_ca_registry_ask(struct prov_ca_index *ix, const char *name, X509 *cert,
+                         struct prov_ca_ask *ask)
+{
+    sqlite3_stmt *st = NULL;
+    size_t n_lots = 0;
+    char hex[72];
+    char why[256];
+    char first[256] = "";
+    int first_retry = 0;
+    bool all_cap = true;
+    int rc = SQLITE_DONE;
+    int r;
+
+    ask->lot_out[0] = '\0';
+    ask->retry_after = 0;
+    cert_serial_hex(cert, hex, sizeof(hex));
+    r = begin(ix);
+    if (r < 0) {
+        return r;
+    }
+    r = check_station(ix, name, hex, why, sizeof(why));
+    if (r == 0 && why[0] != '\0') {
+        return refuse(ix, ask->serial, hex, why);
+    }
+    /* the lots this station may serve (the one named, or all of them, oldest first) */
+    if (r == 0 && sqlite3_prepare_v2(prov_ca_index_db(ix),
+                                     "SELECT l.name FROM lot l JOIN lot_station s"
+                                     " ON s.lot = l.name WHERE s.station = ?1"
+                                     " AND (?2 IS NULL OR l.name = ?2)"
+                                     " ORDER BY l.added_at, l.name",
+                                     -1, &st, NULL) != SQLITE_OK) {
+        r = db_fail(ix, "cannot prepare");
+    }
+    if (r == 0) {
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        if (ask->lot != NULL) {
+            sqlite3_bind_text(st, 2, ask->lot, -1, SQLITE_STATIC);
+        }
+    }
+    while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *lot = (const char *)sqlite3_column_text(st, 0);
+        int retry = 0;
+        bool is_cap = false;
+
+        n_lots++;
+        r = check_lot(ix, name, lot, ask, why, sizeof(why), &retry, &is_cap);
+        if (r == 0 && why[0] == '\0') {
+            snprintf(ask->lot_out, sizeof(ask->lot_out), "%s", lot);
+            break;
+        }
+        if (first[0] == '\0' || (all_cap && !is_cap)) {
+            snprintf(first, sizeof(first), "%s", why);
+            first_retry = retry;
+        }
+        all_cap = all_cap && is_cap;
+    }
+    if (st != NULL && r == 0 && rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        r = db_fail(ix, "cannot read the lots");
+    }
+    sqlite3_finalize(st);
+    if (r == 0 && ask->lot_out[0] != '\0') {
+        return end(ix, 0);
+    }
+    if (r < 0) {
+        return end(ix, r);
+    }
+    if (n_lots == 0) {
+        snprintf(why, sizeof(why),
+                 ask->lot != NULL ? "station %s may not serve lot %s"
+                                  : "station %s: no lot it may serve is registered",
+                 name, ask->lot);
+    } else if (ask->lot != NULL) {
+        snprintf(why, sizeof(why), "%s", first);
+    } else if (all_cap) {
+        snprintf(why, sizeof(why), "station %s: the cap of every lot it may serve is reached",
+                 name);
+    } else if (n_lots == 1) {
+        snprintf(why, sizeof(why), "%s", first);
+    } else {
+        snprintf(why, sizeof(why), "station %s: no lot it may serve admits %s (%s)", name,
+                 ask->serial, first);
+    }
+    ask->retry_after = first_retry;
+    return refuse(ix, ask->serial, hex, why);
 }
 
 int prov_ca_registry_refused(struct prov_ca_index *ix, const char *what, const char *why)
@@ -357,51 +701,6 @@ int prov_ca_registry_renewable(struct prov_ca_index *ix, X509 *cert, char *seria
             snprintf(why, sizeof(why),
                      "kur: certificate %s of %s is revoked or no longer current", hex, serial);
         }
-    }
-    if (r == 0 && why[0] != '\0') {
-        prov_ca_index_now_text(now, sizeof(now));
-        r = prov_ca_index_audit_append(ix, now, "refuse", serial, hex, why);
-        r = end(ix, r);
-        return r < 0 ? r : prov_fail(PROV_ERR_POLICY, "%s", why);
-    }
-    return end(ix, r);
-}
-
-int prov_ca_registry_authorize_lot(struct prov_ca_index *ix, const char *name, X509 *cert,
-                                   const char *serial, const char *lot)
-{
-    long long serves = 0;
-    long long cap = 0;
-    long long used = 0;
-    char hex[72];
-    char why[256];
-    char now[40];
-    int r;
-
-    r = prov_ca_registry_authorize(ix, name, cert, NULL, NULL, 0);
-    if (r < 0) {
-        return r;
-    }
-    cert_serial_hex(cert, hex, sizeof(hex));
-    r = begin(ix);
-    if (r < 0) {
-        return r;
-    }
-    why[0] = '\0';
-    r = query_int(ix, "SELECT count(*) FROM lot_station WHERE lot = ?1 AND station = ?2", 2,
-                  (const char *const[]){lot, name}, &serves);
-    if (r == 0) {
-        r = query_int(ix, "SELECT cap FROM lot WHERE name = ?", 1, (const char *const[]){lot},
-                      &cap);
-    }
-    if (r == 0) {
-        r = query_int(ix, "SELECT count(*) FROM certificate WHERE lot = ?", 1,
-                      (const char *const[]){lot}, &used);
-    }
-    if (r == 0 && serves == 0) {
-        snprintf(why, sizeof(why), "station %s may not serve lot %s", name, lot);
-    } else if (r == 0 && used >= cap) {
-        snprintf(why, sizeof(why), "lot %s: its cap (%lld) is reached", lot, cap);
     }
     if (r == 0 && why[0] != '\0') {
         prov_ca_index_now_text(now, sizeof(now));

@@ -19,23 +19,102 @@
 int prov_ca_registry_station_add(struct prov_ca_index *ix, const char *name, X509 *cert);
 
 /*
- * Registers lot name with its cap and the stations (registered already) that may issue for
- * it; a lot registered before gets the new cap and stations. PROV_ERR_USAGE naming a station
- * that is not registered.
+ * The certificate serial (lower-case hex, hex_cap bytes) station name is registered with;
+ * PROV_ERR_USAGE when no station of that name is registered.
  */
-int prov_ca_registry_lot_add(struct prov_ca_index *ix, const char *name, long long cap,
-                             const char *const *stations, size_t n_stations);
+int prov_ca_registry_station_cert(struct prov_ca_index *ix, const char *name, char *hex,
+                                  size_t hex_cap);
+
+/* One registered station, as `ca station list` shows it. */
+struct prov_ca_station {
+    const char *name;
+    const char *cert_serial; /* lower-case hex */
+    const char *added_at;
+    const char *revoked_at;  /* NULL unless its certificate has a revocation */
+    const char *lots;        /* the lots it may serve, comma-separated ("" for none) */
+};
+
+/* Calls fn for every registered station, by name; a non-zero return of fn stops there. */
+int prov_ca_registry_station_each(struct prov_ca_index *ix,
+                                  int (*fn)(void *arg, const struct prov_ca_station *st),
+                                  void *arg);
 
 /*
- * May station (its CN: name, presenting cert) have a certificate issued for device serial
- * now? It must be registered with exactly this certificate, which has no revocation in the
- * index's revocation table, and serve a lot whose cap is not reached: the oldest such lot
- * goes to lot (cap bytes). Without serial (a genm), the station alone is checked. A refusal is
- * PROV_ERR_POLICY with the reason, and an audit record ("refuse", serial, the station
- * certificate's serial, the reason).
+ * A lot as the CA's operator registers it (`ca lot add`, doc/ca-service.md): the CA's own data,
+ * never a station's word.
  */
-int prov_ca_registry_authorize(struct prov_ca_index *ix, const char *name, X509 *cert,
-                               const char *serial, char *lot, size_t cap);
+struct prov_ca_lot {
+    const char *name;
+    long long cap;                /* devices (distinct serials) it may have certificates for */
+    const char *const *stations;  /* registered already; may issue for it */
+    size_t n_stations;
+    const char *const *profiles;  /* the profiles it may be issued under; none: any */
+    size_t n_profiles;
+    const char *const *serials;   /* the devices it may issue for (a manifest's); none: any */
+    size_t n_serials;
+    bool is_reissue;              /* a station's reissue of a serial is honoured */
+    long long per_minute;         /* each station's certificates per minute for it; 0: no limit */
+};
+
+/*
+ * Is name[0..len) a lot name a request path can carry (CMP's /p/LOT, EST's /LOT/): 1 to
+ * PROV_CA_LOT_NAME_MAX of A-Z a-z 0-9 "." "_" "-", and not "." or ".."?
+ */
+#define PROV_CA_LOT_NAME_MAX 64
+#define PROV_CA_LOT_NAME_RULE "1 to 64 of A-Z a-z 0-9 . _ - (not . or ..)"
+bool prov_ca_registry_lot_name_ok(const char *name, size_t len);
+
+/*
+ * Registers lot (a lot registered before gets the new terms, stations, profiles and
+ * serials). PROV_ERR_USAGE naming a station that is not registered, or for a name that
+ * breaks PROV_CA_LOT_NAME_RULE.
+ */
+int prov_ca_registry_lot_add(struct prov_ca_index *ix, const struct prov_ca_lot *lot);
+
+/* One registered lot, as `ca lot list` shows it. */
+struct prov_ca_lot_row {
+    const char *name;
+    long long cap;
+    long long devices;      /* distinct serials the index holds certificates for in it */
+    bool is_reissue;
+    long long n_serials;    /* the manifest's serials recorded; 0: any serial */
+    const char *profiles;   /* comma-separated; "" for any */
+    const char *stations;   /* "STATION/PER_MINUTE" comma-separated (0: no limit) */
+    const char *added_at;
+};
+
+/* Calls fn for every registered lot, by name; a non-zero return of fn stops there. */
+int prov_ca_registry_lot_each(struct prov_ca_index *ix,
+                              int (*fn)(void *arg, const struct prov_ca_lot_row *lot), void *arg);
+
+/* What a station asks for, and what the CA's data lets it have (prov_ca_registry_ask). */
+struct prov_ca_ask {
+    const char *serial;   /* the device serial */
+    const char *lot;      /* the lot the request names; NULL: the oldest that admits it */
+    const char *profile;  /* the profile the service issues under */
+    bool is_reissue;      /* the request asks to supersede serial's current certificate */
+    char lot_out[128];    /* out: the lot the certificate is recorded with */
+    int retry_after;      /* out: > 0 when refused for the station's rate, in seconds */
+};
+
+/*
+ * May station name (presenting cert, checked as by prov_ca_registry_authorize) have a
+ * certificate for ask->serial now? A lot must admit it: the station may serve it, it allows ask->profile
+ * and ask->serial (when it lists either), its cap is not reached (a serial it has a
+ * certificate for already is not counted again), it allows a reissue when ask->is_reissue,
+ * and the station's certificates for it in the last minute are below its rate. A refusal is
+ * PROV_ERR_POLICY with the reason (ask->retry_after set for the rate) and an audit record.
+ */
+int prov_ca_registry_ask(struct prov_ca_index *ix, const char *name, X509 *cert,
+                         struct prov_ca_ask *ask);
+
+/*
+ * May station (its CN: name, presenting cert) ask at all? It must be registered with exactly
+ * this certificate, which has no revocation in the index's revocation table. A refusal is
+ * PROV_ERR_POLICY with the reason, and an audit record ("refuse", the station certificate's
+ * serial, the reason).
+ */
+int prov_ca_registry_authorize(struct prov_ca_index *ix, const char *name, X509 *cert);
 
 /*
  * An audit record ("refuse") for a request the service refused before it knew the station
@@ -69,16 +148,8 @@ int prov_ca_registry_cert_owner(struct prov_ca_index *ix, const char *cert_seria
 int prov_ca_registry_renewable(struct prov_ca_index *ix, X509 *cert, char *serial,
                                size_t serial_cap);
 
-/* Certificates the index holds for lot (the cap counts these). */
+/* Devices (distinct serials) the index holds certificates for in lot (the cap counts these). */
 int prov_ca_registry_lot_count(struct prov_ca_index *ix, const char *lot, long long *out);
-
-/*
- * As prov_ca_registry_authorize for the lot the request names (EST's /.well-known/est/LOT/):
- * the station must be allowed for exactly this lot and the lot's cap not reached. A refusal
- * is PROV_ERR_POLICY with an audit record, as there.
- */
-int prov_ca_registry_authorize_lot(struct prov_ca_index *ix, const char *name, X509 *cert,
-                                   const char *serial, const char *lot);
 
 /*
  * Is cert the current certificate of device serial in the index, issued under profile

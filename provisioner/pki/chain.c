@@ -184,22 +184,6 @@ static int add_finding_v(struct prov_chain_report *rep, STACK_OF(X509) *chain, i
     return 0;
 }
 
-static int add_finding(struct prov_chain_report *rep, STACK_OF(X509) *chain, int index,
-                       const char *rule, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-
-static int add_finding(struct prov_chain_report *rep, STACK_OF(X509) *chain, int index,
-                       const char *rule, const char *fmt, ...)
-{
-    va_list ap;
-    int r;
-
-    va_start(ap, fmt);
-    r = add_finding_v(rep, chain, index, rule, fmt, ap);
-    va_end(ap);
-    return r;
-}
-
 int prov_chain_report_add(struct prov_chain_report *rep, STACK_OF(X509) *chain, int index,
                           const char *rule, const char *fmt, ...)
 {
@@ -347,12 +331,13 @@ static int load_any(const unsigned char *buf, size_t len, const char *path, STAC
 
     *out = NULL;
     if (len == 0) {
-        r = add_finding(rep, NULL, -1, "empty", "the file is empty (0 bytes)");
+        r = prov_chain_report_add(rep, NULL, -1, "empty", "the file is empty (0 bytes)");
         return r < 0 ? r : PROV_ERR_VERIFY;
     }
     if (is_blank(buf, len)) {
-        r = add_finding(rep, NULL, -1, "empty",
-                        "the file holds only whitespace (%zu bytes), no certificate", len);
+        r = prov_chain_report_add(rep, NULL, -1, "empty",
+                                  "the file holds only whitespace (%zu bytes), no certificate",
+                                  len);
         return r < 0 ? r : PROV_ERR_VERIFY;
     }
     if (memmem(buf, len, begin, sizeof(begin) - 1) != NULL) {
@@ -360,7 +345,8 @@ static int load_any(const unsigned char *buf, size_t len, const char *path, STAC
         if (r != PROV_ERR_INPUT) {
             return r;
         }
-        r = add_finding(rep, NULL, -1, "parse", "%s", reason_without(path, "not a PEM chain"));
+        r = prov_chain_report_add(rep, NULL, -1, "parse", "%s",
+                                  reason_without(path, "not a PEM chain"));
         return r < 0 ? r : PROV_ERR_VERIFY;
     }
     if (len > CHAIN_MAX_BYTES) {
@@ -373,7 +359,7 @@ static int load_any(const unsigned char *buf, size_t len, const char *path, STAC
         r = PROV_ERR_INPUT;
     }
     if (r == PROV_ERR_INPUT) {
-        r = add_finding(rep, NULL, -1, "parse", "%s", why);
+        r = prov_chain_report_add(rep, NULL, -1, "parse", "%s", why);
         return r < 0 ? r : PROV_ERR_VERIFY;
     }
     return r;
@@ -394,7 +380,8 @@ int prov_chain_load_file(const char *path, STACK_OF(X509) **out, struct prov_cha
     *out = NULL;
     r = read_chain_file(path, &buf, &len);
     if (r == PROV_ERR_IO) {
-        r = add_finding(rep, NULL, -1, "parse", "%s", reason_without(path, "cannot read"));
+        r = prov_chain_report_add(rep, NULL, -1, "parse", "%s",
+                                  reason_without(path, "cannot read"));
         return r < 0 ? r : PROV_ERR_VERIFY;
     }
     if (r == 0) {
@@ -582,51 +569,54 @@ static int check_link(struct checker *c, int i, X509 **issuer)
     if (next != NULL && names_issuer(cert, next)) {
         *issuer = next;
         if (!link_verifies(c, cert, next)) {
-            return add_finding(c->rep, c->chain, i, "signature",
-                               "signature does not verify with the key of certificate %d",
-                               i + 1);
+            return prov_chain_report_add(c->rep, c->chain, i, "signature",
+                                         "signature does not verify with the key of certificate %d",
+                                         i + 1);
         }
         return 0;
     }
     if (self) {
         if (!link_verifies(c, cert, cert)) {
-            return add_finding(c->rep, c->chain, i, "signature",
-                               "self-signed certificate whose signature does not verify");
+            return prov_chain_report_add(c->rep, c->chain, i, "signature",
+                                         "self-signed certificate whose signature does not verify");
         }
         if (next != NULL) {
-            return add_finding(c->rep, c->chain, i, "order",
-                               "self-signed root is followed by certificate %d; a root must "
-                               "be last",
-                               i + 1);
+            return prov_chain_report_add(
+                c->rep, c->chain, i, "order",
+                "self-signed root is followed by certificate %d; a root must "
+                "be last",
+                i + 1);
         }
         return 0;
     }
     other = find_issuer_elsewhere(c, i);
     if (other >= 0) {
         *issuer = sk_X509_value(c->chain, other);
-        return add_finding(c->rep, c->chain, i, "order",
-                           "issuer is certificate %d, but it is followed by %s", other,
-                           next != NULL ? "another certificate" : "nothing");
+        return prov_chain_report_add(c->rep, c->chain, i, "order",
+                                     "issuer is certificate %d, but it is followed by %s", other,
+                                     next != NULL ? "another certificate" : "nothing");
     }
     if (next == NULL) {
         *issuer = trusted_issuer(c, cert);
         if (*issuer == NULL) {
-            return add_finding(c->rep, c->chain, i, "root",
-                               "the chain ends in a certificate that is not self-signed and "
-                               "not issued by a trusted certificate");
+            return prov_chain_report_add(
+                c->rep, c->chain, i, "root",
+                "the chain ends in a certificate that is not self-signed and "
+                "not issued by a trusted certificate");
         }
         return 0;
     }
-    if (add_finding(c->rep, c->chain, i, "issuer-name",
-                    "issuer DN differs from the subject DN of certificate %d", i + 1) < 0) {
+    if (prov_chain_report_add(c->rep, c->chain, i, "issuer-name",
+                              "issuer DN differs from the subject DN of certificate %d",
+                              i + 1) < 0) {
         return PROV_ERR_NOMEM;
     }
     if (link_verifies(c, cert, next)) {
         *issuer = next;
         return 0;
     }
-    return add_finding(c->rep, c->chain, i, "signature",
-                       "signature does not verify with the key of certificate %d", i + 1);
+    return prov_chain_report_add(c->rep, c->chain, i, "signature",
+                                 "signature does not verify with the key of certificate %d", i + 1);
 }
 
 static int check_ca(struct checker *c, int i)
@@ -640,14 +630,14 @@ static int check_ca(struct checker *c, int i)
     int r = 0;
 
     if (bc == NULL) {
-        r = add_finding(c->rep, c->chain, i, "basic-constraints",
-                        "CA certificate without basicConstraints");
+        r = prov_chain_report_add(c->rep, c->chain, i, "basic-constraints",
+                                  "CA certificate without basicConstraints");
     } else if (!bc->ca) {
-        r = add_finding(c->rep, c->chain, i, "basic-constraints",
-                        "CA certificate with basicConstraints CA:FALSE");
+        r = prov_chain_report_add(c->rep, c->chain, i, "basic-constraints",
+                                  "CA certificate with basicConstraints CA:FALSE");
     } else if (crit != 1) {
-        r = add_finding(c->rep, c->chain, i, "basic-constraints",
-                        "basicConstraints is not marked critical");
+        r = prov_chain_report_add(c->rep, c->chain, i, "basic-constraints",
+                                  "basicConstraints is not marked critical");
     }
     BASIC_CONSTRAINTS_free(bc);
     if (r < 0) {
@@ -655,9 +645,10 @@ static int check_ca(struct checker *c, int i)
     }
     kusage = X509_get_key_usage(cert);
     if (!(X509_get_extension_flags(cert) & EXFLAG_KUSAGE)) {
-        r = add_finding(c->rep, c->chain, i, "key-usage", "CA certificate without keyUsage");
+        r = prov_chain_report_add(c->rep, c->chain, i, "key-usage",
+                                  "CA certificate without keyUsage");
     } else if (!(kusage & KU_KEY_CERT_SIGN)) {
-        r = add_finding(c->rep, c->chain, i, "key-usage", "keyUsage lacks keyCertSign");
+        r = prov_chain_report_add(c->rep, c->chain, i, "key-usage", "keyUsage lacks keyCertSign");
     }
     if (r < 0 || pathlen < 0) {
         return r;
@@ -669,9 +660,9 @@ static int check_ca(struct checker *c, int i)
         below += names_issuer(below_cert, below_cert) ? 0 : 1;
     }
     if (below > pathlen) {
-        r = add_finding(c->rep, c->chain, i, "path-length",
-                        "pathLenConstraint %ld, but %d intermediate CA(s) follow", pathlen,
-                        below);
+        r = prov_chain_report_add(c->rep, c->chain, i, "path-length",
+                                  "pathLenConstraint %ld, but %d intermediate CA(s) follow",
+                                  pathlen, below);
     }
     return r;
 }
@@ -686,18 +677,18 @@ static int check_validity(struct checker *c, int i, X509 *issuer)
     int r = 0;
 
     if (X509_cmp_time(nb, &c->now) > 0) {
-        r = add_finding(c->rep, c->chain, i, "validity", "not valid before %s",
-                        time_text(nb, t1, sizeof(t1)));
+        r = prov_chain_report_add(c->rep, c->chain, i, "validity", "not valid before %s",
+                                  time_text(nb, t1, sizeof(t1)));
     } else if (X509_cmp_time(na, &c->now) < 0) {
-        r = add_finding(c->rep, c->chain, i, "validity", "expired at %s",
-                        time_text(na, t1, sizeof(t1)));
+        r = prov_chain_report_add(c->rep, c->chain, i, "validity", "expired at %s",
+                                  time_text(na, t1, sizeof(t1)));
     }
     if (r == 0 && issuer != NULL && issuer != cert &&
         ASN1_TIME_compare(na, X509_get0_notAfter(issuer)) > 0) {
-        r = add_finding(c->rep, c->chain, i, "validity-nesting",
-                        "notAfter %s is after the issuer's notAfter %s",
-                        time_text(na, t1, sizeof(t1)),
-                        time_text(X509_get0_notAfter(issuer), t2, sizeof(t2)));
+        r = prov_chain_report_add(c->rep, c->chain, i, "validity-nesting",
+                                  "notAfter %s is after the issuer's notAfter %s",
+                                  time_text(na, t1, sizeof(t1)),
+                                  time_text(X509_get0_notAfter(issuer), t2, sizeof(t2)));
     }
     return r;
 }
@@ -717,11 +708,12 @@ static int check_purpose(struct checker *c)
         return 0;
     }
     if ((flags & EXFLAG_XKUSAGE) && !(X509_get_extended_key_usage(leaf) & xku_needed)) {
-        r = add_finding(c->rep, c->chain, 0, "purpose", "extendedKeyUsage lacks %s",
-                        is_client ? "clientAuth" : "serverAuth");
+        r = prov_chain_report_add(c->rep, c->chain, 0, "purpose", "extendedKeyUsage lacks %s",
+                                  is_client ? "clientAuth" : "serverAuth");
     }
     if (r == 0 && (flags & EXFLAG_KUSAGE) && !(X509_get_key_usage(leaf) & ku_needed)) {
-        r = add_finding(c->rep, c->chain, 0, "purpose", "keyUsage lacks digitalSignature");
+        r = prov_chain_report_add(c->rep, c->chain, 0, "purpose",
+                                  "keyUsage lacks digitalSignature");
     }
     return r;
 }
@@ -989,9 +981,9 @@ static int strict_cross_check(struct checker *c)
     r = 0;
     for (size_t k = 0; k < errs.n && r == 0; k++) {
         if (!is_covered(c, &errs.items[k])) {
-            r = add_finding(c->rep, c->chain, errs.items[k].index, "x509-strict",
-                            "%s (verify error %d)",
-                            X509_verify_cert_error_string(errs.items[k].err), errs.items[k].err);
+            r = prov_chain_report_add(
+                c->rep, c->chain, errs.items[k].index, "x509-strict", "%s (verify error %d)",
+                X509_verify_cert_error_string(errs.items[k].err), errs.items[k].err);
         }
     }
 out:
@@ -1021,7 +1013,7 @@ int prov_chain_verify(STACK_OF(X509) *chain, STACK_OF(X509) *trust,
     int r = 0;
 
     if (n <= 0) {
-        r = add_finding(rep, chain, -1, "empty", "no certificate in the chain");
+        r = prov_chain_report_add(rep, chain, -1, "empty", "no certificate in the chain");
         return r < 0 ? r : PROV_ERR_VERIFY;
     }
     for (int i = 0; i < n && r == 0; i++) {

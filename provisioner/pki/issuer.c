@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The issuers behind issuer.h, and the one function that picks one from the config: the CA
- * service over CMP when [ca] url is set (issuer_cmp.c), else the local issuer: the
- * intermediate in a PKCS#11 HSM (ca.c) signing through issue.c, and its CA index (ca_index.c)
- * recording every certificate it signs.
+ * The local issuer behind issuer.h, and the one function that picks an issuer from the
+ * config: a registered kind for the scheme of [ca] url when it is set (the CA service, over
+ * CMP or EST: provisioner/remote/), else the local issuer: the intermediate in a PKCS#11 HSM
+ * (ca.c) signing through issue.c, and its CA index (ca_index.c) recording every certificate
+ * it signs.
  */
 #include "issuer.h"
 
@@ -14,8 +15,11 @@
 #include "ca.h"
 #include "ca_index.h"
 #include "error.h"
-#include "issuer_cmp.h"
-#include "issuer_est.h"
+
+#define MAX_ISSUER_KINDS 8
+
+static const struct prov_issuer_kind *kinds[MAX_ISSUER_KINDS];
+static size_t n_kinds;
 
 struct local_issuer {
     struct prov_issuer base;
@@ -149,6 +153,28 @@ static int local_new(const struct prov_config *cfg, struct prov_ca *ca, bool own
     return 0;
 }
 
+void prov_issuer_register(const struct prov_issuer_kind *kind)
+{
+    for (size_t i = 0; i < n_kinds; i++) {
+        if (strcmp(kinds[i]->scheme, kind->scheme) == 0) {
+            return;
+        }
+    }
+    if (n_kinds < MAX_ISSUER_KINDS) {
+        kinds[n_kinds++] = kind;
+    }
+}
+
+static const struct prov_issuer_kind *kind_for(const char *url)
+{
+    for (size_t i = 0; i < n_kinds; i++) {
+        if (strncmp(url, kinds[i]->scheme, strlen(kinds[i]->scheme)) == 0) {
+            return kinds[i];
+        }
+    }
+    return NULL;
+}
+
 int prov_issuer_open(const struct prov_config *cfg, const struct prov_issuer_opts *opts,
                      struct prov_issuer **out)
 {
@@ -156,11 +182,14 @@ int prov_issuer_open(const struct prov_config *cfg, const struct prov_issuer_opt
     int r;
 
     *out = NULL;
-    if (cfg->ca_url != NULL && strncmp(cfg->ca_url, "cmp://", 6) != 0) {
-        return prov_issuer_est_open(cfg, opts != NULL && opts->is_deferred, out);
-    }
     if (cfg->ca_url != NULL) {
-        return prov_issuer_cmp_open(cfg, opts != NULL && opts->is_deferred, out);
+        const struct prov_issuer_kind *kind = kind_for(cfg->ca_url);
+
+        if (kind == NULL) {
+            return prov_fail(PROV_ERR_CONFIG, "[ca] url \"%s\": no issuer for its scheme in "
+                             "this program", cfg->ca_url);
+        }
+        return kind->open(cfg, opts != NULL && opts->is_deferred, out);
     }
     if (opts == NULL || !opts->is_deferred) {
         r = prov_ca_open(cfg, true, &ca);

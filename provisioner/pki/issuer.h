@@ -13,9 +13,9 @@
  * Who signs a device's certificate: the "issue" step of the pipeline (provisioner/pipeline/
  * steps.h) goes through this table, whatever stands behind it. Every command that issues,
  * or makes a key an issuer will certify, opens its issuer with prov_issuer_open, which picks
- * the implementation the config asks for; nothing above the core names the CA itself. Today
- * that is the local intermediate whose key lives in a PKCS#11 HSM (issuer.c); a CA reached
- * over the network fills the same table behind the same function.
+ * the implementation the config asks for; nothing above the core names the CA itself: the
+ * local intermediate whose key lives in a PKCS#11 HSM (issuer.c), or a CA service reached
+ * over the network (provisioner/remote/, registered as a struct prov_issuer_kind below).
  *
  * Every issuer applies the same rules on the way to a certificate, so that enroll, sign,
  * batch and station get them alike: the CSR policy (prov_issue_check_csr: proof of
@@ -80,11 +80,27 @@ struct prov_issuer_opts {
 };
 
 /*
- * The issuer cfg asks for, opened: today the local intermediate of [ca] (chain.pem from
- * ca_dir, its key in the HSM token of intermediate_key, logged in with [ca] pin, the CA
- * index), unless opts->is_deferred. opts may be NULL (not deferred). The HSM session is
- * one for the whole process: each signing holds the issuer's own lock, so that threads
- * (a batch's workers) share it. The errors of prov_ca_open (provisioner/pki/ca.h).
+ * A kind of issuer reached over the network, picked by the scheme of [ca] url ("cmp://",
+ * "est://", "https://"). The core knows none of them: the layer that links them
+ * (provisioner/remote/, registered by cli/main.c at start-up, as the backends are) fills
+ * this registry, so that the PKI library needs no network client. open makes an issuer for
+ * cfg->ca_url; is_deferred: nothing is opened yet (see struct prov_issuer_opts).
+ */
+struct prov_issuer_kind {
+    const char *scheme;
+    int (*open)(const struct prov_config *cfg, bool is_deferred, struct prov_issuer **out);
+};
+
+/* Registers a kind (kept, not copied; a second one for a scheme is ignored). At most 8. */
+void prov_issuer_register(const struct prov_issuer_kind *kind);
+
+/*
+ * The issuer cfg asks for, opened: with [ca] url, the registered kind for its scheme
+ * (PROV_ERR_CONFIG when none is registered); else the local intermediate of [ca]
+ * (chain.pem from ca_dir, its key in the HSM token of intermediate_key, logged in with [ca]
+ * pin, the CA index), unless opts->is_deferred. opts may be NULL (not deferred). The HSM
+ * session is one for the whole process: each signing holds the issuer's own lock, so that
+ * threads (a batch's workers) share it. The errors of prov_ca_open (provisioner/pki/ca.h).
  */
 int prov_issuer_open(const struct prov_config *cfg, const struct prov_issuer_opts *opts,
                      struct prov_issuer **out);

@@ -13,23 +13,9 @@
 #include <string.h>
 
 #include "est_server.h"
+#include "fuzz_input.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* The bytes up to the next newline (or the end) as a string; *at moves past it. */
-static char *take_line(const uint8_t *data, size_t size, size_t *at)
-{
-    const uint8_t *nl = *at < size ? memchr(data + *at, '\n', size - *at) : NULL;
-    size_t n = nl != NULL ? (size_t)(nl - (data + *at)) : size - *at;
-    char *s = malloc(n + 1);
-
-    if (s != NULL) {
-        memcpy(s, data + *at, n);
-        s[n] = '\0';
-    }
-    *at += n + (nl != NULL ? 1 : 0);
-    return s;
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -46,8 +32,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     is_post = (data[0] & 1) != 0;
-    path = take_line(data, size, &at);
-    type = take_line(data, size, &at);
+    path = fuzz_take_line(data, size, &at);
+    type = fuzz_take_line(data, size, &at);
     if (path != NULL && type != NULL && strlen(path) < 4096 &&
         prov_est_parse(path, is_post, type[0] != '\0' ? type : NULL, data + at, size - at, &rq,
                        why, sizeof(why)) == 0) {

@@ -827,6 +827,20 @@ EOF
     } >"$1"
 }
 
+# provisioner_section: the [provisioner] section of a test config (SoftHSM2, devices/,
+# server-ca.pem, device.pin, lot LOT-IT-1), for write_config and a station's own config.
+provisioner_section() {
+    cat <<EOF
+# SPDX-License-Identifier: Apache-2.0
+[provisioner]
+pkcs11_module = $SOFTHSM_MODULE
+output_dir = devices
+server_ca = server-ca.pem
+device_pin = file:device.pin
+lot = LOT-IT-1
+EOF
+}
+
 # write_config FILE [ROOT_MODE] [EXTRA_CA_LINES]: a provisioner.cnf for this work dir.
 # ROOT_MODE: pkcs11 (root key in the CA token, default), file (encrypted PEM root key),
 # import (root_cert + file key). CA token "provisioner-ca"; PINs from ca.pin/device.pin.
@@ -844,14 +858,9 @@ root_key = file:existing-root.key
 root_key_pass = file:root.pass" ;;
     *) fail "write_config: unknown root mode $mode" ;;
     esac
-    cat >"$f" <<EOF
-# SPDX-License-Identifier: Apache-2.0
-[provisioner]
-pkcs11_module = $SOFTHSM_MODULE
-output_dir = devices
-server_ca = server-ca.pem
-device_pin = file:device.pin
-lot = LOT-IT-1
+    {
+        provisioner_section
+        cat <<EOF
 
 [ca]
 dir = ca
@@ -866,6 +875,7 @@ $extra
 O = Provisioner Integration Test
 CN = Test Intermediate CA
 EOF
+    } >"$f"
 }
 
 # ca_fixture [ROOT_MODE]: in the current directory: SoftHSM2, the CA token

@@ -6,7 +6,8 @@
 # (4) a seed-style root config: warned about, refused with --strict; (5) a second `ca init`
 # without --force refuses and leaves the CA intact; (6) an intermediate that ends before a
 # profile's lifetime is warned about and caps certificates; (7) an expired one is refused
-# before anything starts.
+# before anything starts; (8) without root_config and intermediate_subject, the subjects are
+# the default CNs.
 . "$(dirname "$0")/lib.sh"
 it_setup
 need pkcs11-tool
@@ -222,3 +223,14 @@ assert_eq "$(keys_on_expired)" 0 "objects on the device after a batch under an e
 # ca show still shows it, with the finding
 prov 0 ca show
 assert_grep "$PROV_OUT" '^lint: \[0\] validity: expired' "ca show: no validity finding"
+
+# ---- 8. no root_config, no intermediate_subject: the default subjects -----------------------
+it_log "case 8: the default subjects"
+mkdir -p "$WORK/defaults" && cd "$WORK/defaults"
+ca_prepare file
+sed -i '/^root_config = /d;/^intermediate_subject = /d;/^\[ca_dn\]$/,$d' provisioner.cnf
+prov 0 ca init
+assert_eq "$(openssl x509 -in ca/root.crt -noout -subject -nameopt RFC2253)" \
+    "subject=CN=Provisioner Root CA" "the root's subject without root_config"
+assert_eq "$(openssl x509 -in ca/intermediate.crt -noout -subject -nameopt RFC2253)" \
+    "subject=CN=Provisioner Intermediate CA" "the intermediate's subject without [ca_dn]"

@@ -26,6 +26,7 @@
 #include "ca_index.h"
 #include "crl.h"
 #include "error.h"
+#include "hex.h"
 #include "test_pki.h"
 
 struct fixture {
@@ -146,7 +147,7 @@ static void test_created_private_with_schema(void **state)
     snprintf(path, sizeof(path), "%s/index.sqlite", f->dir);
     assert_int_equal(stat(path, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0600);
-    assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'schema_version'"), "3");
+    assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'schema_version'"), "4");
     assert_string_equal(query(f, "PRAGMA journal_mode"), "wal");
     prov_ca_index_close(ix);
     /* a second open finds the schema and changes nothing */
@@ -411,7 +412,7 @@ static void test_newer_schema_refused(void **state)
     prov_ca_index_close(ix);
     snprintf(path, sizeof(path), "%s/index.sqlite", f->dir);
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "UPDATE meta SET value = '4' WHERE name = "
+    assert_int_equal(sqlite3_exec(db, "UPDATE meta SET value = '5' WHERE name = "
                                       "'schema_version'", NULL, NULL, NULL),
                      SQLITE_OK);
     sqlite3_close(db);
@@ -419,7 +420,7 @@ static void test_newer_schema_refused(void **state)
     prov_error_clear();
     assert_int_equal(prov_ca_index_open(f->dir, &ix), PROV_ERR_JOURNAL);
     assert_null(ix);
-    assert_message("schema version 4", "index.sqlite");
+    assert_message("schema version 5", "index.sqlite");
 }
 
 static int count_rows(struct fixture *f, const char *table)
@@ -553,7 +554,8 @@ static void test_upgrade_from_v1(void **state)
     prov_ca_index_close(ix);
     snprintf(path, sizeof(path), "%s/index.sqlite", f->dir);
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "DROP TABLE lot_station; DROP TABLE lot; DROP TABLE station;"
+    assert_int_equal(sqlite3_exec(db, "DROP TABLE lot_profile; DROP TABLE lot_serial;"
+                                      " DROP TABLE lot_station; DROP TABLE lot; DROP TABLE station;"
                                       " DROP INDEX certificate_by_lot;"
                                       " DROP TABLE revocation; DROP TABLE audit;"
                                       " DELETE FROM meta WHERE name LIKE '%crl_number';"
@@ -562,7 +564,7 @@ static void test_upgrade_from_v1(void **state)
                      SQLITE_OK);
     sqlite3_close(db);
     ix = open_index(f);
-    assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'schema_version'"), "3");
+    assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'schema_version'"), "4");
     assert_int_equal(count_rows(f, "certificate"), 1);
     assert_int_equal(count_rows(f, "revocation"), 0);
     assert_int_equal(prov_ca_index_next_crl_number(ix, "crl_number", &number), 0);
@@ -571,6 +573,50 @@ static void test_upgrade_from_v1(void **state)
     assert_int_equal(number, 2);
     assert_int_equal(prov_ca_index_next_crl_number(ix, "root_crl_number", &number), 0);
     assert_int_equal(number, 1);
+    X509_free(cert);
+    prov_ca_index_close(ix);
+}
+
+/*
+ * An index of schema version 3 (stations and lots, before a lot's terms) gets step 4 on
+ * open: its stations and lots kept, each lot with no reissue, no rate limit, any profile and
+ * any serial.
+ */
+static void test_upgrade_from_v3(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_ca_index *ix = open_index(f);
+    struct prov_ca_record rec = {.issued_by = "ca station"};
+    X509 *cert = issue(f, ix, "STATION-U", &rec, 0);
+    sqlite3 *db = NULL;
+    char path[128];
+    char sql[512];
+    char hex[72];
+    const ASN1_INTEGER *sn = X509_get0_serialNumber(cert);
+
+    prov_ca_index_close(ix);
+    prov_hex_encode(ASN1_STRING_get0_data(sn), (size_t)ASN1_STRING_length(sn), hex);
+    snprintf(path, sizeof(path), "%s/index.sqlite", f->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    /* what step 3 left: no lot_profile, lot_serial, reissue or per_minute */
+    snprintf(sql, sizeof(sql),
+             "DROP TABLE lot_profile; DROP TABLE lot_serial;"
+             " ALTER TABLE lot DROP COLUMN reissue; ALTER TABLE lot_station DROP COLUMN per_minute;"
+             " INSERT INTO station VALUES ('STATION-U', '%s', 'x');"
+             " INSERT INTO lot VALUES ('LOT-U', 7, 'x');"
+             " INSERT INTO lot_station VALUES ('LOT-U', 'STATION-U');"
+             " UPDATE meta SET value = '3' WHERE name = 'schema_version'",
+             hex);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    ix = open_index(f);
+    assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'schema_version'"), "4");
+    assert_string_equal(query(f, "SELECT name || ' ' || cap || ' ' || reissue FROM lot"),
+                        "LOT-U 7 0");
+    assert_string_equal(query(f, "SELECT station || ' ' || per_minute FROM lot_station"),
+                        "STATION-U 0");
+    assert_int_equal(count_rows(f, "lot_profile"), 0);
+    assert_int_equal(count_rows(f, "lot_serial"), 0);
     X509_free(cert);
     prov_ca_index_close(ix);
 }
@@ -590,6 +636,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_revoke, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reissue_revokes_superseded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upgrade_from_v1, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upgrade_from_v3, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

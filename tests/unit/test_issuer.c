@@ -2,7 +2,8 @@
 /*
  * The local issuer (provisioner/pki/issuer.c) through its ops table: the CSR policy before
  * anything is signed, a certificate under the CA in memory with its chain, and an issuer
- * opened by prov_issuer_open for the split flow's device halves, which opens nothing.
+ * opened by prov_issuer_open for the split flow's device halves, which opens nothing; the
+ * registry of remote issuer kinds, picked by the scheme of [ca] url.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -161,6 +162,47 @@ static void test_open_without_ca_fails(void **state)
     assert_non_null(prov_error_message());
 }
 
+/* A remote kind for the tests: records what it was asked to open and opens nothing. */
+static int kind_opened;
+static bool kind_deferred;
+
+static int kind_open(const struct prov_config *cfg, bool is_deferred, struct prov_issuer **out)
+{
+    kind_opened++;
+    kind_deferred = is_deferred;
+    *out = NULL;
+    return prov_fail(PROV_ERR_NOT_FOUND, "test kind: %s", cfg->ca_url);
+}
+
+/*
+ * [ca] url picks the issuer kind registered for its scheme (the core names none); a scheme
+ * no kind claims is a config error, with nothing opened.
+ */
+static void test_open_picks_the_kind_by_scheme(void **state)
+{
+    static const char text[] = "[ca]\nurl = est://127.0.0.1:1\nstation_cert = /s.pem\n"
+                               "station_key = pkcs11:token=st;object=id\nroot_cert = /r.pem\n";
+    static const struct prov_issuer_kind kind = {.scheme = "est://", .open = kind_open};
+    struct prov_issuer_opts opts = {.is_deferred = true};
+    struct prov_config *cfg = NULL;
+    struct prov_issuer *is = (struct prov_issuer *)*state; /* must be reset */
+
+    assert_int_equal(prov_issue_parse_config(text, strlen(text), "st.cnf", "/", &cfg), 0);
+    prov_error_clear();
+    assert_int_equal(prov_issuer_open(cfg, &opts, &is), PROV_ERR_CONFIG);
+    assert_null(is);
+    assert_non_null(strstr(prov_error_message(), "est://127.0.0.1:1"));
+    assert_int_equal(kind_opened, 0);
+
+    prov_issuer_register(&kind);
+    prov_error_clear();
+    assert_int_equal(prov_issuer_open(cfg, &opts, &is), PROV_ERR_NOT_FOUND);
+    assert_int_equal(kind_opened, 1);
+    assert_true(kind_deferred);
+    assert_non_null(strstr(prov_error_message(), "test kind: est://127.0.0.1:1"));
+    prov_config_free(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -169,6 +211,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_open_deferred_opens_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_device_for_names_the_ca_token, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_without_ca_fails, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_picks_the_kind_by_scheme, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -5,7 +5,12 @@
 # a cn that looks like DN syntax could show up as an extra attribute if it were parsed).
 batch_ca() {
     ca_fixture pkcs11
-    cat >>"$PROVISIONER_CONFIG" <<'EOC'
+    batch_profile >>"$PROVISIONER_CONFIG"
+}
+
+# batch_profile: that device profile, [profile_device] and [device_dn], after a blank line.
+batch_profile() {
+    cat <<'EOC'
 
 [profile_device]
 key = ec-p256

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 #
-# Helpers for the CA service tests (tests/integration/cmp/), sourced after ../lib.sh.
+# Helpers for the CA service tests (tests/integration/cmp/, tests/integration/est/), sourced
+# after ../lib.sh (and ../batch/batch_lib.sh for the station batch below).
 
 # cmp_profiles: the station profile `ca station add` issues under (appended to the config).
 cmp_profiles() {
@@ -47,6 +48,17 @@ cmp_serve() {
         fail "ca serve did not listen on $CMP_PORT: $(tail -n3 "$CMP_LOG" | tr '\n' ' ')"
 }
 
+# cmp_stop: SIGTERM to the service (CMP_PID), which must exit 0 (its stderr in the failure):
+# under the sanitizer build a finding at exit, such as a leak (tests/meson.build: exit 88), then
+# fails the test instead of going unseen with the process.
+cmp_stop() {
+    local rc=0
+    kill -TERM "$CMP_PID"
+    wait "$CMP_PID" || rc=$?
+    [ "$rc" -eq 0 ] ||
+        fail "ca serve exited $rc after SIGTERM: $(tail -n5 "$CMP_LOG" | tr '\n' ' ')"
+}
+
 # cmp_client NAME STATION ARGS...: `openssl cmp` against the service as STATION; output in
 # $WORK/log/cmp-NAME.log; returns openssl's exit code.
 cmp_client() {
@@ -68,4 +80,145 @@ assert_strict_cert() {
     openssl verify -x509_strict -CAfile "$IT_CA_DIR/root.crt" \
         -untrusted "$IT_CA_DIR/intermediate.crt" "$1" >"$WORK/log/verify.log" 2>&1 ||
         fail "openssl verify -x509_strict $1: $(tr '\n' ' ' <"$WORK/log/verify.log")"
+}
+
+# ---- a station's batch through the service (test_cmp_batch.sh, ../est/test_est_batch.sh) --
+# After batch_lib.sh's batch_ca and cmp_profiles, with N the lot's size.
+
+# station_batch PROTO CAP: a station with no CA token and no CA PIN that issues through the
+# service over PROTO (cmp, or est with [ca] tls_ca; doc/ca-service.md "Stations as clients").
+# On the CA host (whose config is kept as CA_CONFIG): the station's identity key on its own
+# token station-b (`csr --profile station`), certified and registered as STATION-B (`ca
+# station add`), lot LOT-IT-1 registered for it with a cap of CAP (`ca lot add`), the service
+# started (with TLS for est). Then the station's own directory $WORK/station and config (no
+# [ca] dir, key or PIN), exported as PROVISIONER_CONFIG and made the current directory, with
+# a lot of N devices in lot.csv.
+station_batch() {
+    local proto=$1 cap=$2 ca_url
+    CA_CONFIG=$PROVISIONER_CONFIG
+    token_init station-b
+    prov 0 csr --serial STATION-B --device pkcs11:token=station-b --profile station \
+        --out "$WORK/station-b.csr"
+    prov 0 ca station add STATION-B --csr "$WORK/station-b.csr" --out "$WORK/station-b.pem"
+    prov 0 ca lot add LOT-IT-1 --count "$cap" --station STATION-B
+    case "$proto" in
+    cmp)
+        cmp_serve
+        ca_url="url = cmp://127.0.0.1:$CMP_PORT/.well-known/cmp" ;;
+    est)
+        cmp_serve --tls-cert "$WORK/server-ca/server.crt" --tls-key "$WORK/server-ca/server.key"
+        ca_url="url = est://127.0.0.1:$CMP_PORT
+tls_ca = server-ca.pem" ;;
+    *) fail "station_batch: unknown protocol $proto" ;;
+    esac
+    mkdir -p "$WORK/station"
+    openssl x509 -in "$WORK/station-b.pem" -out "$WORK/station/station.crt"
+    cp "$IT_CA_DIR/root.crt" "$WORK/station/root.crt"
+    cp "$WORK/device.pin" "$WORK/station/device.pin"
+    cp "$WORK/server-ca.pem" "$WORK/station/server-ca.pem"
+    {
+        provisioner_section
+        cat <<EOC
+
+[ca]
+$ca_url
+station_cert = station.crt
+station_key = pkcs11:token=station-b;object=STATION-B
+station_pin = file:device.pin
+root_cert = root.crt
+EOC
+        batch_profile
+    } >"$WORK/station/provisioner.cnf"
+    export PROVISIONER_CONFIG=$WORK/station/provisioner.cnf
+    cd "$WORK/station" || fail "cd $WORK/station"
+    make_lot lot.csv $((N / 10)) 10
+}
+
+# station_batch_check PROTO: the lot is done: every device's certificate passes
+# `openssl verify -x509_strict`, N of them; the CA index holds N for LOT-IT-1, each issued by
+# PROTO:STATION-B; nothing in the station's files or environment holds the CA PIN.
+station_batch_check() {
+    local n=0 d
+    for d in devices/SN-*; do
+        assert_strict_cert "$d/client.crt"
+        n=$((n + 1))
+    done
+    assert_eq "$n" "$N" "devices with a certificate"
+    assert_eq "$(sql_q "$IT_CA_DIR/index.sqlite" "SELECT count(*) FROM certificate
+        WHERE lot = 'LOT-IT-1' AND issued_by = '$1:STATION-B'")" "$N" "the lot in the CA index"
+    if grep -rlF -- "$CA_PIN_VALUE" "$WORK/station" >/dev/null; then
+        fail "the station's files hold the CA PIN"
+    fi
+    if env | grep -qF -- "$CA_PIN_VALUE"; then
+        fail "the station's environment holds the CA PIN"
+    fi
+}
+
+# station_batch_bad_identity: a station whose identity does not hold together is refused
+# when its issuer opens, before the service is asked or a device is touched, one line, exit
+# 2: station_cert not a certificate; station_cert not the certificate of station_key.
+station_batch_bad_identity() {
+    local good=$PROVISIONER_CONFIG
+    token_init dev-y
+    echo "not a certificate" >bad.crt
+    sed 's/^station_cert = .*/station_cert = bad.crt/' "$good" >bad-cert.cnf
+    PROVISIONER_CONFIG=$PWD/bad-cert.cnf prov 2 enroll --serial SN-BAD-1 \
+        --device pkcs11:token=dev-y
+    assert_one_error "station_cert" "bad.crt" "not a PEM certificate"
+    sed 's/^station_cert = .*/station_cert = root.crt/' "$good" >bad-key.cnf
+    PROVISIONER_CONFIG=$PWD/bad-key.cnf prov 2 enroll --serial SN-BAD-1 \
+        --device pkcs11:token=dev-y
+    assert_one_error "station_key" "does not match station_cert"
+    assert_no_file devices/SN-BAD-1
+    assert_eq "$(token_list dev-y "$DEV_PIN_VALUE" | count_re Object)" 0 \
+        "objects on the device after a refused station identity"
+}
+
+# station_batch_service_gone: with the service stopped, a new lot's run exits 4 with one line
+# before any device is touched.
+station_batch_service_gone() {
+    stop_pid "$CMP_PID"
+    echo "serial,device,cn,x_token" >lot2.csv
+    token_init dev-x
+    echo "SN-09999,pkcs11:token=dev-x,," >>lot2.csv
+    sed -i 's/^lot = LOT-IT-1$/lot = LOT-IT-2/' provisioner.cnf
+    prov 4 batch lot2.csv --no-progress
+    assert_one_error "CA service"
+    assert_no_file devices/SN-09999
+}
+
+# station_dir PEM URL TOKEN NAME: $WORK/station, a station's own directory with no CA token,
+# key or PIN: its certificate (the first of PEM, from `ca station add`), the root, the device
+# PIN file, the server CA, and provisioner.cnf whose [ca] url is URL and whose identity key
+# is object NAME on token TOKEN (doc/ca-service.md, "Stations as clients").
+station_dir() {
+    mkdir -p "$WORK/station"
+    openssl x509 -in "$1" -out "$WORK/station/station.crt" || fail "station_dir: $1"
+    cp "$IT_CA_DIR/root.crt" "$WORK/device.pin" "$WORK/server-ca.pem" "$WORK/station/"
+    cat >"$WORK/station/provisioner.cnf" <<EOF2
+# SPDX-License-Identifier: Apache-2.0
+[provisioner]
+pkcs11_module = $SOFTHSM_MODULE
+output_dir = devices
+server_ca = server-ca.pem
+device_pin = file:device.pin
+lot = LOT-IT-1
+
+[ca]
+url = $2
+tls_ca = server-ca.pem
+station_cert = station.crt
+station_key = pkcs11:token=$3;object=$4
+station_pin = file:device.pin
+root_cert = root.crt
+
+[profile_device]
+key = ec-p256
+days = 30
+subject = device_dn
+
+[device_dn]
+O = Batch Test
+CN = \${cn}
+EOF2
 }

@@ -120,7 +120,7 @@ refused unregistered STATION-4 SN-00011 'station STATION-4 is not registered'
 refused revoked STATION-2 SN-00012 'station STATION-2: its certificate [0-9a-f]* is revoked'
 refused no-lot STATION-3 SN-00013 'station STATION-3: no lot it may serve is registered'
 assert_eq "$(sql_q "$IT_CA_DIR/index.sqlite" "SELECT count(*) FROM audit WHERE event = 'refuse'")" \
-    $((AUDIT_BEFORE + 4)) "an audit record per refused station"
+    $((AUDIT_BEFORE + 5)) "an audit record per refused station, and for the key certified before"
 
 # ---- a replayed message of a finished transaction -----------------------------------
 new_key SN-00004
@@ -223,7 +223,7 @@ assert_grep "$WORK/log/cmp-tls.log" 'ITAV of type: id-it-caCerts' "genm over TLS
 if cmp_client tls-plain STATION-1 -cmd genm -infotype caCerts; then
     fail "plain HTTP was answered on the TLS port"
 fi
-stop_pid "$CMP_PID"
+cmp_stop
 CMP_PORT=$PLAIN_PORT
 CMP_PID=$PLAIN_PID
 CMP_LOG=$PLAIN_LOG

@@ -3,7 +3,7 @@
  * The EST issuer behind issuer.h (issuer_est.h): cacerts when it opens, then one
  * simpleenroll per certificate, on one libcurl handle (a kept-alive connection) that a lock
  * makes one request at a time. The station's key stays in its token: the TLS handshake signs
- * through the same EVP_PKEY the CMP issuer signs with (signer.h). The CA index is the
+ * through the same EVP_PKEY the CMP issuer signs with (station_identity.h). The CA index is the
  * service's: nothing is recorded here.
  */
 #include "issuer_est.h"
@@ -18,12 +18,11 @@
 #include <openssl/evp.h>
 #include <openssl/pkcs7.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
-#include "backend.h"
-#include "cmp_asn1.h"
-#include "device.h"
 #include "error.h"
-#include "signer.h"
+#include "remote_ops.h"
+#include "station_identity.h"
 
 /* An answer larger than this is not EST's. */
 #define EST_ANSWER_MAX (1024 * 1024)
@@ -31,12 +30,7 @@
 struct est_issuer {
     struct prov_issuer base;
     char base_url[512];      /* https://HOST:PORT/.well-known/est */
-    X509 *station_cert;
-    X509 *root;
-    X509_STORE *trust;
-    struct prov_device *dev; /* the station's token */
-    struct prov_key *key;
-    EVP_PKEY *pkey;
+    struct prov_station_identity id; /* station_cert, its key in the station's token, root */
     STACK_OF(X509) *chain;   /* from cacerts: intermediate(s) then root */
     CURL *curl;
     pthread_mutex_t lock;
@@ -106,8 +100,8 @@ static CURLcode on_ssl_ctx(CURL *curl, void *ssl_ctx, void *arg)
     struct est_issuer *ei = arg;
 
     (void)curl;
-    if (SSL_CTX_use_certificate(ssl_ctx, ei->station_cert) != 1 ||
-        SSL_CTX_use_PrivateKey(ssl_ctx, ei->pkey) != 1) {
+    if (SSL_CTX_use_certificate(ssl_ctx, ei->id.cert) != 1 ||
+        SSL_CTX_use_PrivateKey(ssl_ctx, ei->id.pkey) != 1) {
         ERR_clear_error();
         return CURLE_SSL_CERTPROBLEM;
     }
@@ -229,17 +223,17 @@ static int fetch_chain(struct est_issuer *ei)
     for (int i = 0; certs != NULL && chain != NULL && i < sk_X509_num(certs); i++) {
         X509 *c = sk_X509_value(certs, i);
 
-        if (X509_cmp(c, ei->root) != 0 && X509_up_ref(c) && !sk_X509_push(chain, c)) {
+        if (X509_cmp(c, ei->id.root) != 0 && X509_up_ref(c) && !sk_X509_push(chain, c)) {
             X509_free(c);
         }
     }
-    if (chain != NULL && sk_X509_num(chain) >= 1 && X509_up_ref(ei->root) &&
-        !sk_X509_push(chain, ei->root)) {
-        X509_free(ei->root);
+    if (chain != NULL && sk_X509_num(chain) >= 1 && X509_up_ref(ei->id.root) &&
+        !sk_X509_push(chain, ei->id.root)) {
+        X509_free(ei->id.root);
     }
     if (chain != NULL && sk_X509_num(chain) >= 2 &&
         sk_X509_num(chain) == sk_X509_num(certs) && vc != NULL &&
-        X509_STORE_CTX_init(vc, ei->trust, sk_X509_value(chain, 0), chain) &&
+        X509_STORE_CTX_init(vc, ei->id.trust, sk_X509_value(chain, 0), chain) &&
         X509_verify_cert(vc) == 1) {
         prov_error_clear();
         ei->chain = chain;
@@ -252,21 +246,6 @@ out:
     sk_X509_pop_free(chain, X509_free);
     sk_X509_pop_free(certs, X509_free);
     return r;
-}
-
-static int est_check_device(struct prov_issuer *is, const char *uri, struct prov_device *dev)
-{
-    (void)is;
-    (void)uri;
-    (void)dev;
-    return 0; /* no CA token on this host */
-}
-
-static int est_check(struct prov_issuer *is, const struct prov_request *rq, X509_REQ *req)
-{
-    (void)is;
-    /* The CSR policy here too, so that a bad CSR does not go out; the service applies it again. */
-    return req != NULL ? prov_issue_check_csr(rq->profile, req, NULL) : 0;
 }
 
 /* The CSR, DER then base64 on one line (RFC 7030 section 4.2.1). */
@@ -296,7 +275,7 @@ static int est_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_re
     int r;
 
     *out = NULL;
-    r = est_check(is, rq, req);
+    r = prov_remote_check(is, rq, req);
     if (r < 0) {
         return r;
     }
@@ -308,7 +287,9 @@ static int est_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_re
         return prov_fail(PROV_ERR_NOMEM, "EST: out of memory");
     }
     pthread_mutex_lock(&ei->lock);
-    r = request(ei, "simpleenroll", body, &status, &a);
+    /* a station's reissue is a simplereenroll with its own certificate (doc/ca-service.md) */
+    r = request(ei, rq->record.is_reissue ? "simplereenroll" : "simpleenroll", body, &status,
+                &a);
     pthread_mutex_unlock(&ei->lock);
     free(body);
     if (r == 0 && status != 200) {
@@ -349,12 +330,6 @@ static int est_delivered(struct prov_issuer *is, X509 *cert)
     return 0; /* EST has no confirmation: the service's record stays "issued" */
 }
 
-static struct prov_ca_index *est_record(struct prov_issuer *is)
-{
-    (void)is;
-    return NULL;
-}
-
 static void est_close(struct prov_issuer *is)
 {
     struct est_issuer *ei = est_of(is);
@@ -362,12 +337,7 @@ static void est_close(struct prov_issuer *is)
     if (ei->curl != NULL) {
         curl_easy_cleanup(ei->curl);
     }
-    EVP_PKEY_free(ei->pkey);
-    prov_key_free(ei->key);
-    prov_device_close(ei->dev);
-    X509_free(ei->station_cert);
-    X509_free(ei->root);
-    X509_STORE_free(ei->trust);
+    prov_station_identity_close(&ei->id);
     sk_X509_pop_free(ei->chain, X509_free);
     pthread_mutex_destroy(&ei->lock);
     free(ei);
@@ -375,12 +345,12 @@ static void est_close(struct prov_issuer *is)
 
 static const struct prov_issuer_ops est_ops = {
     .name = "est",
-    .check_device = est_check_device,
-    .check = est_check,
+    .check_device = prov_remote_check_device,
+    .check = prov_remote_check,
     .issue = est_issue,
     .chain = est_chain,
     .delivered = est_delivered,
-    .record = est_record,
+    .record = prov_remote_record,
     .close = est_close,
 };
 
@@ -425,30 +395,7 @@ int prov_issuer_est_open(const struct prov_config *cfg, bool is_deferred,
         return 0;
     }
     if (r == 0) {
-        ei->station_cert = prov_cmp_read_cert(cfg->station_cert);
-        ei->root = prov_cmp_read_cert(cfg->root_cert);
-        ei->trust = X509_STORE_new();
-        if (ei->station_cert == NULL || ei->root == NULL) {
-            r = prov_fail(PROV_ERR_INPUT, "[ca] %s %s: not a PEM certificate",
-                          ei->station_cert == NULL ? "station_cert" : "root_cert",
-                          ei->station_cert == NULL ? cfg->station_cert : cfg->root_cert);
-        } else if (ei->trust == NULL || !X509_STORE_add_cert(ei->trust, ei->root)) {
-            r = prov_fail(PROV_ERR_NOMEM, "issuer: out of memory");
-        }
-    }
-    if (r == 0) {
-        r = prov_device_open_login(cfg, cfg->station_key, cfg->station_pin, "station PIN", false,
-                                   &ei->dev);
-    }
-    if (r == 0) {
-        r = ei->dev->ops->find_key(ei->dev, cfg->station_key, &ei->key);
-    }
-    if (r == 0 && EVP_PKEY_eq(ei->key->pub, X509_get0_pubkey(ei->station_cert)) != 1) {
-        r = prov_fail(PROV_ERR_CONFIG, "[ca] station_key %s does not match station_cert %s",
-                      cfg->station_key, cfg->station_cert);
-    }
-    if (r == 0) {
-        r = prov_signer_pkey(ei->key, &ei->pkey);
+        r = prov_station_identity_open(cfg, &ei->id);
     }
     if (r == 0) {
         r = curl_new(ei, cfg);

@@ -11,7 +11,7 @@
  * station's token (station_key, station_pin), reads station_cert and root_cert, and asks the
  * service for its CA certificates (genm caCerts), checked against root_cert; a service that
  * cannot be reached is PROV_ERR_NOT_FOUND (exit 4). is_deferred: nothing is opened (csr,
- * install). prov_issuer_open calls it.
+ * install). prov_remote_register (remote.h) registers it for prov_issuer_open.
  */
 int prov_issuer_cmp_open(const struct prov_config *cfg, bool is_deferred,
                          struct prov_issuer **out);

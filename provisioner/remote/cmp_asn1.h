@@ -9,7 +9,7 @@
 /*
  * The CMP types OpenSSL 3.0 has no helper for, made with OpenSSL's own ASN.1 templates (no
  * hand-written DER), for the CA service (service/cmp_server.c) and its client
- * (provisioner/pki/issuer_cmp.c): the caCerts general message of RFC 9483 section 4.3.1; and
+ * (provisioner/remote/issuer_cmp.c): the caCerts general message of RFC 9483 section 4.3.1; and
  * two small helpers both sides use.
  */
 

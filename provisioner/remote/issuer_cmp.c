@@ -18,23 +18,17 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 
-#include "backend.h"
 #include "cmp_asn1.h"
-#include "device.h"
 #include "error.h"
-#include "signer.h"
+#include "remote_ops.h"
+#include "station_identity.h"
 
 struct cmp_issuer {
     struct prov_issuer base;
     char host[256];
     int port;
     char path[256];
-    X509 *station_cert;
-    X509 *root;
-    X509_STORE *trust;
-    struct prov_device *dev; /* the station's token */
-    struct prov_key *key;
-    EVP_PKEY *pkey;
+    struct prov_station_identity id; /* station_cert, its key in the station's token, root */
     STACK_OF(X509) *chain;   /* from the service's caCerts: intermediate then root */
     pthread_mutex_t lock;    /* one request at a time: one token session */
 };
@@ -80,12 +74,12 @@ static OSSL_CMP_CTX *client_ctx(struct cmp_issuer *ci)
     if (ctx == NULL || !OSSL_CMP_CTX_set1_server(ctx, ci->host) ||
         !OSSL_CMP_CTX_set_serverPort(ctx, ci->port) ||
         !OSSL_CMP_CTX_set1_serverPath(ctx, ci->path) ||
-        !OSSL_CMP_CTX_set1_cert(ctx, ci->station_cert) ||
-        !OSSL_CMP_CTX_set1_pkey(ctx, ci->pkey) || !X509_STORE_up_ref(ci->trust)) {
+        !OSSL_CMP_CTX_set1_cert(ctx, ci->id.cert) ||
+        !OSSL_CMP_CTX_set1_pkey(ctx, ci->id.pkey) || !X509_STORE_up_ref(ci->id.trust)) {
         OSSL_CMP_CTX_free(ctx);
         return NULL;
     }
-    OSSL_CMP_CTX_set0_trustedStore(ctx, ci->trust);
+    OSSL_CMP_CTX_set0_trustedStore(ctx, ci->id.trust);
     OSSL_CMP_CTX_set_log_cb(ctx, prov_cmp_log_nothing);
     OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_MSG_TIMEOUT, 30);
     OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_TOTAL_TIMEOUT, 60);
@@ -154,8 +148,8 @@ static int fetch_chain(struct cmp_issuer *ci)
                   ci->host, ci->port, ci->path, ci->base.cfg->root_cert);
     vc = X509_STORE_CTX_new();
     if (certs != NULL && sk_X509_num(certs) >= 2 && vc != NULL &&
-        X509_cmp(sk_X509_value(certs, sk_X509_num(certs) - 1), ci->root) == 0 &&
-        X509_STORE_CTX_init(vc, ci->trust, sk_X509_value(certs, 0), certs) &&
+        X509_cmp(sk_X509_value(certs, sk_X509_num(certs) - 1), ci->id.root) == 0 &&
+        X509_STORE_CTX_init(vc, ci->id.trust, sk_X509_value(certs, 0), certs) &&
         X509_verify_cert(vc) == 1) {
         prov_error_clear();
         ci->chain = certs;
@@ -168,21 +162,6 @@ static int fetch_chain(struct cmp_issuer *ci)
     return r;
 }
 
-static int cmp_check_device(struct prov_issuer *is, const char *uri, struct prov_device *dev)
-{
-    (void)is;
-    (void)uri;
-    (void)dev;
-    return 0; /* no CA token on this host */
-}
-
-static int cmp_check(struct prov_issuer *is, const struct prov_request *rq, X509_REQ *req)
-{
-    (void)is;
-    /* The CSR policy here too, so that a bad CSR does not go out; the service applies it again. */
-    return req != NULL ? prov_issue_check_csr(rq->profile, req, NULL) : 0;
-}
-
 static int cmp_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_request *rq,
                      X509 **out)
 {
@@ -193,7 +172,7 @@ static int cmp_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_re
     int r;
 
     *out = NULL;
-    r = cmp_check(is, rq, req);
+    r = prov_remote_check(is, rq, req);
     if (r < 0) {
         return r;
     }
@@ -240,22 +219,11 @@ static int cmp_delivered(struct prov_issuer *is, X509 *cert)
     return 0; /* the service recorded it delivered at its certConf */
 }
 
-static struct prov_ca_index *cmp_record(struct prov_issuer *is)
-{
-    (void)is;
-    return NULL;
-}
-
 static void cmp_close(struct prov_issuer *is)
 {
     struct cmp_issuer *ci = cmp_of(is);
 
-    EVP_PKEY_free(ci->pkey);
-    prov_key_free(ci->key);
-    prov_device_close(ci->dev);
-    X509_free(ci->station_cert);
-    X509_free(ci->root);
-    X509_STORE_free(ci->trust);
+    prov_station_identity_close(&ci->id);
     sk_X509_pop_free(ci->chain, X509_free);
     pthread_mutex_destroy(&ci->lock);
     free(ci);
@@ -263,12 +231,12 @@ static void cmp_close(struct prov_issuer *is)
 
 static const struct prov_issuer_ops cmp_ops = {
     .name = "cmp",
-    .check_device = cmp_check_device,
-    .check = cmp_check,
+    .check_device = prov_remote_check_device,
+    .check = prov_remote_check,
     .issue = cmp_issue,
     .chain = cmp_chain,
     .delivered = cmp_delivered,
-    .record = cmp_record,
+    .record = prov_remote_record,
     .close = cmp_close,
 };
 
@@ -292,30 +260,7 @@ int prov_issuer_cmp_open(const struct prov_config *cfg, bool is_deferred,
         return 0;
     }
     if (r == 0) {
-        ci->station_cert = prov_cmp_read_cert(cfg->station_cert);
-        ci->root = prov_cmp_read_cert(cfg->root_cert);
-        ci->trust = X509_STORE_new();
-        if (ci->station_cert == NULL || ci->root == NULL) {
-            r = prov_fail(PROV_ERR_INPUT, "[ca] %s %s: not a PEM certificate",
-                          ci->station_cert == NULL ? "station_cert" : "root_cert",
-                          ci->station_cert == NULL ? cfg->station_cert : cfg->root_cert);
-        } else if (ci->trust == NULL || !X509_STORE_add_cert(ci->trust, ci->root)) {
-            r = prov_fail(PROV_ERR_NOMEM, "issuer: out of memory");
-        }
-    }
-    if (r == 0) {
-        r = prov_device_open_login(cfg, cfg->station_key, cfg->station_pin, "station PIN", false,
-                                   &ci->dev);
-    }
-    if (r == 0) {
-        r = ci->dev->ops->find_key(ci->dev, cfg->station_key, &ci->key);
-    }
-    if (r == 0 && EVP_PKEY_eq(ci->key->pub, X509_get0_pubkey(ci->station_cert)) != 1) {
-        r = prov_fail(PROV_ERR_CONFIG, "[ca] station_key %s does not match station_cert %s",
-                      cfg->station_key, cfg->station_cert);
-    }
-    if (r == 0) {
-        r = prov_signer_pkey(ci->key, &ci->pkey);
+        r = prov_station_identity_open(cfg, &ci->id);
     }
     if (r == 0) {
         /* Before anything else: a service that does not answer stops the run here (exit 4). */
