@@ -1050,8 +1050,16 @@ int prov_cmp_server_new(const struct prov_cmp_server_opts *opts, struct prov_cmp
     }
     srv->trust = X509_STORE_new();
     srv->chain = X509_chain_up_ref(opts->ca->chain);
+    /*
+     * The intermediate is trusted as well (a partial chain): it is this CA's own certificate,
+     * so a station or device certificate it issued is verified up to it, not again up to the
+     * root for every message (doc/ca-service.md, "Measured"); one under another intermediate
+     * of the root still chains to the root.
+     */
     if (srv->trust == NULL || srv->chain == NULL ||
-        !X509_STORE_add_cert(srv->trust, opts->ca->root)) {
+        !X509_STORE_add_cert(srv->trust, opts->ca->root) ||
+        !X509_STORE_add_cert(srv->trust, opts->ca->cert) ||
+        !X509_STORE_set_flags(srv->trust, X509_V_FLAG_PARTIAL_CHAIN)) {
         prov_cmp_server_free(srv);
         return prov_fail_ossl(PROV_ERR_NOMEM, "CMP: out of memory");
     }
