@@ -69,3 +69,37 @@ assert_strict_cert() {
         -untrusted "$IT_CA_DIR/intermediate.crt" "$1" >"$WORK/log/verify.log" 2>&1 ||
         fail "openssl verify -x509_strict $1: $(tr '\n' ' ' <"$WORK/log/verify.log")"
 }
+
+# cmp_station_config FILE LOT URL STATION_KEY_URI [CA_LINE...]: a station's config that issues
+# through the CA service at URL ([ca] url; no CA key, no CA PIN), with the files beside it:
+# station.crt, root.crt, device.pin, server-ca.pem; each CA_LINE is one more [ca] line.
+cmp_station_config() {
+    local f=$1 lot=$2 url=$3 key=$4 extra=""
+    shift 4
+    [ $# -gt 0 ] && extra=$(printf '%s\n' "$@")$'\n'
+    cat >"$f" <<EOF2
+# SPDX-License-Identifier: Apache-2.0
+[provisioner]
+pkcs11_module = $SOFTHSM_MODULE
+output_dir = devices
+server_ca = server-ca.pem
+device_pin = file:device.pin
+lot = $lot
+
+[ca]
+url = $url
+${extra}station_cert = station.crt
+station_key = $key
+station_pin = file:device.pin
+root_cert = root.crt
+
+[profile_device]
+key = ec-p256
+days = 30
+subject = device_dn
+
+[device_dn]
+O = Batch Test
+CN = \${cn}
+EOF2
+}

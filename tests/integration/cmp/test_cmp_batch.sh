@@ -38,31 +38,8 @@ openssl x509 -in "$WORK/station-b.pem" -out "$WORK/station/station.crt"
 cp "$IT_CA_DIR/root.crt" "$WORK/station/root.crt"
 cp "$WORK/device.pin" "$WORK/station/device.pin"
 cp "$WORK/server-ca.pem" "$WORK/station/server-ca.pem"
-cat >"$WORK/station/provisioner.cnf" <<EOF2
-# SPDX-License-Identifier: Apache-2.0
-[provisioner]
-pkcs11_module = $SOFTHSM_MODULE
-output_dir = devices
-server_ca = server-ca.pem
-device_pin = file:device.pin
-lot = LOT-IT-1
-
-[ca]
-url = cmp://127.0.0.1:$CMP_PORT/.well-known/cmp
-station_cert = station.crt
-station_key = pkcs11:token=station-b;object=STATION-B
-station_pin = file:device.pin
-root_cert = root.crt
-
-[profile_device]
-key = ec-p256
-days = 30
-subject = device_dn
-
-[device_dn]
-O = Batch Test
-CN = \${cn}
-EOF2
+cmp_station_config "$WORK/station/provisioner.cnf" LOT-IT-1 \
+    "cmp://127.0.0.1:$CMP_PORT/.well-known/cmp" "pkcs11:token=station-b;object=STATION-B"
 export PROVISIONER_CONFIG=$WORK/station/provisioner.cnf
 cd "$WORK/station"
 make_lot lot.csv $((N / 10)) 10
