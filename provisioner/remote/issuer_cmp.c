@@ -172,6 +172,24 @@ static int fetch_chain(struct cmp_issuer *ci)
     return r;
 }
 
+/*
+ * The station's identity, then the chain from the service: at open, or at the first issue of
+ * an issuer opened deferred (`sign` applies the CSR policy before the service is asked).
+ */
+static int cmp_connect(struct cmp_issuer *ci)
+{
+    int r = 0;
+
+    if (ci->remote.id.cert == NULL) {
+        r = prov_station_identity_open(ci->remote.base.cfg, &ci->remote.id);
+    }
+    if (r == 0) {
+        /* Before anything else: a service that does not answer stops the run here (exit 4). */
+        r = fetch_chain(ci);
+    }
+    return r;
+}
+
 static int cmp_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_request *rq,
                      X509 **out)
 {
@@ -187,7 +205,10 @@ static int cmp_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_re
         return r;
     }
     if (ci->remote.chain == NULL) {
-        return prov_fail(PROV_ERR_INTERNAL, "CMP issuer used before it was opened");
+        r = cmp_connect(ci); /* opened deferred: the service is asked now */
+        if (r < 0) {
+            return r;
+        }
     }
     snprintf(what, sizeof(what), "the certificate of %s", rq->serial);
     pthread_mutex_lock(&ci->remote.lock);
@@ -259,11 +280,7 @@ int prov_issuer_cmp_open(const struct prov_config *cfg, bool is_deferred,
         return 0;
     }
     if (r == 0) {
-        r = prov_station_identity_open(cfg, &ci->remote.id);
-    }
-    if (r == 0) {
-        /* Before anything else: a service that does not answer stops the run here (exit 4). */
-        r = fetch_chain(ci);
+        r = cmp_connect(ci);
     }
     if (r < 0) {
         cmp_close(&ci->remote.base);
