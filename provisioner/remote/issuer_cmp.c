@@ -95,6 +95,18 @@ static int transaction_failed(struct cmp_issuer *ci, OSSL_CMP_CTX *ctx, const ch
     const char *reason = e != 0 ? ERR_reason_error_string(e) : NULL;
 
     ERR_clear_error();
+    if (OSSL_CMP_CTX_get_status(ctx) == OSSL_CMP_PKISTATUS_accepted ||
+        OSSL_CMP_CTX_get_status(ctx) == OSSL_CMP_PKISTATUS_grantedWithMods) {
+        /*
+         * Granted, but the exchange did not finish (the confirmation or its answer was lost):
+         * the service holds the certificate, and the same request gives it again (retry,
+         * doc/ca-service.md, "What is issued").
+         */
+        return prov_fail(PROV_ERR_NOT_FOUND,
+                         "CA service cmp://%s:%d%s granted %s but the exchange did not finish "
+                         "(%s): the next run asks again with the same key",
+                         ci->host, ci->port, ci->path, what, reason != NULL ? reason : "no answer");
+    }
     if (OSSL_CMP_CTX_get_status(ctx) >= 0 &&
         OSSL_CMP_CTX_snprint_PKIStatus(ctx, text, sizeof(text)) != NULL) {
         return prov_fail(PROV_ERR_POLICY, "CA service cmp://%s:%d%s refused %s: %s", ci->host,
