@@ -20,6 +20,7 @@
 #include "error.h"
 #include "hex.h"
 #include "log.h"
+#include "sqldb_sqlite.h"
 #include "sqlite_bind.h"
 #include "storage.h"
 
@@ -405,6 +406,11 @@ int prov_ca_index_open(const char *ca_dir, struct prov_ca_index **out)
         r = db_fail(ix, "cannot open");
         goto out;
     }
+    ix->sql = prov_sqldb_sqlite_wrap(ix->db);
+    if (ix->sql == NULL) {
+        r = prov_fail(PROV_ERR_JOURNAL, "CA index %s: out of memory", ix->path);
+        goto out;
+    }
     sqlite3_busy_timeout(ix->db, BUSY_TIMEOUT_MS);
     r = exec(ix, "PRAGMA journal_mode=WAL");
     if (r == 0) {
@@ -445,6 +451,7 @@ void prov_ca_index_close(struct prov_ca_index *ix)
     for (int i = 0; i < ST_COUNT; i++) {
         sqlite3_finalize(ix->st[i]);
     }
+    prov_sqldb_close(ix->sql);
     sqlite3_close(ix->db);
     if (ix->lock_fd >= 0) {
         close(ix->lock_fd); /* releases every attempt lock of this handle */

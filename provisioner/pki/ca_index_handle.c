@@ -11,6 +11,11 @@ sqlite3 *prov_ca_index_db(struct prov_ca_index *ix)
     return ix->db;
 }
 
+struct prov_sqldb *prov_ca_index_sql(struct prov_ca_index *ix)
+{
+    return ix->sql;
+}
+
 const char *prov_ca_index_path(const struct prov_ca_index *ix)
 {
     return ix->path;

@@ -16,6 +16,7 @@
 #include <sqlite3.h>
 
 #include "ca_index.h"
+#include "sqldb.h"
 
 /* The statements ca_index.c prepares once and keeps (its stmt_sql has their text). */
 enum ca_index_stmt {
@@ -29,6 +30,7 @@ enum ca_index_stmt {
 
 struct prov_ca_index {
     sqlite3 *db;
+    struct prov_sqldb *sql; /* the SQL seam over db (provisioner/support/sqldb.h) */
     char *path;
     int lock_fd;           /* index.sqlite.lock: one byte per running attempt (OFD locks) */
     pthread_mutex_t lock;  /* one transaction at a time on the connection */
@@ -40,6 +42,8 @@ struct prov_ca_index {
 
 /* The connection and the index file's path; the caller holds the lock for the connection. */
 sqlite3 *prov_ca_index_db(struct prov_ca_index *ix);
+/* The same connection through the SQL seam (sqldb.h); the caller holds the lock likewise. */
+struct prov_sqldb *prov_ca_index_sql(struct prov_ca_index *ix);
 const char *prov_ca_index_path(const struct prov_ca_index *ix);
 
 /* The mutex that serializes the connection's transactions (ca_index.h). */
