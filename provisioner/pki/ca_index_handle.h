@@ -50,6 +50,14 @@ const char *prov_ca_index_path(const struct prov_ca_index *ix);
 void prov_ca_index_lock(struct prov_ca_index *ix);
 void prov_ca_index_unlock(struct prov_ca_index *ix);
 
+/*
+ * The writers' transaction on the index (provisioner/support/sqldb.h: one writer at a time,
+ * whatever the store). begin: 0 or PROV_ERR_JOURNAL. end commits when r is 0, else (or when
+ * the commit fails, named by what) rolls back; returns r or the commit's failure.
+ */
+int prov_ca_index_begin_write(struct prov_ca_index *ix);
+int prov_ca_index_end_write(struct prov_ca_index *ix, int r, const char *what);
+
 /* Now as the index writes times: RFC 3339 UTC with milliseconds. */
 void prov_ca_index_now_text(char *out, size_t cap);
 

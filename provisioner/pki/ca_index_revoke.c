@@ -32,26 +32,6 @@ static int prepare(struct prov_ca_index *ix, const char *sql, struct prov_sqldb_
                                                                    : db_fail(ix, "cannot prepare");
 }
 
-/* The writers' transaction of the index (sqldb.h: one writer at a time across hosts). */
-static int begin_write(struct prov_ca_index *ix)
-{
-    return prov_sqldb_begin(prov_ca_index_sql(ix)) == 0 ? 0 : db_fail(ix, "cannot begin");
-}
-
-/* Commits, or on failure (r < 0 or a failed commit) rolls back; what names the work. */
-static int end_write(struct prov_ca_index *ix, int r, const char *what)
-{
-    struct prov_sqldb *db = prov_ca_index_sql(ix);
-
-    if (r == 0 && prov_sqldb_commit(db) != 0) {
-        r = db_fail(ix, what);
-    }
-    if (r < 0) {
-        prov_sqldb_rollback(db);
-    }
-    return r;
-}
-
 /* Appends one audit record; inside the caller's transaction. */
 int prov_ca_index_audit_append(struct prov_ca_index *ix, const char *at, const char *event,
                                const char *serial, const char *cert_serial, const char *detail)
@@ -282,10 +262,10 @@ int prov_ca_index_revoke(struct prov_ca_index *ix, const char *serial, const cha
     memset(out, 0, sizeof(*out));
     *is_new = false;
     prov_ca_index_lock(ix);
-    r = begin_write(ix);
+    r = prov_ca_index_begin_write(ix);
     if (r == 0) {
         r = revoke_locked(ix, serial, cert_serial, reason, invalidity_date, by, out, is_new);
-        r = end_write(ix, r, "cannot commit the revocation");
+        r = prov_ca_index_end_write(ix, r, "cannot commit the revocation");
         if (r < 0) {
             *is_new = false;
         }
@@ -403,7 +383,7 @@ int prov_ca_index_next_crl_number(struct prov_ca_index *ix, const char *name, lo
 
     *out = 0;
     prov_ca_index_lock(ix);
-    r = begin_write(ix);
+    r = prov_ca_index_begin_write(ix);
     if (r == 0) {
         r = prepare(ix,
                     "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE name = ?1"
@@ -420,7 +400,7 @@ int prov_ca_index_next_crl_number(struct prov_ca_index *ix, const char *name, lo
         prov_sqldb_finalize(st);
         r = rc == PROV_SQLDB_DONE && *out > 0 ? 0 : db_fail(ix, "cannot count the CRL number");
     }
-    r = end_write(ix, r, "cannot commit the CRL number");
+    r = prov_ca_index_end_write(ix, r, "cannot commit the CRL number");
     if (r < 0) {
         *out = 0;
     }

@@ -4,8 +4,9 @@
 
 /*
  * A thin SQL seam, so that one code path can run over more than one store (the CA index,
- * provisioner/pki/ca_index*.c, doc/revocation.md). Statements use ?N placeholders (?1, ?2,
- * ...); parameters are 1-based, columns 0-based, as in SQLite. Every call that fails returns a
+ * provisioner/pki/ca_index*.c, doc/revocation.md). Statements use SQLite's placeholders: ?N
+ * (?1, ?2, ...), or a bare ? for the number after the largest so far; parameters are 1-based,
+ * columns 0-based, as in SQLite. Every call that fails returns a
  * negative value and leaves the reason in prov_sqldb_errmsg; the caller names the object.
  *
  * Implementations: sqldb_sqlite.c (a SQLite connection the caller opened). A store whose
