@@ -72,7 +72,8 @@ four() { # four KIND RUN: wall seconds of four batch processes
         { echo "serial,device,cn,x_token"; for s in 1 2 3 4; do tail -n +2 "f-$kind-$r-$s.csv"; done; } >"f-pg-$r.csv"
     fi
     local c0 p0 g0
-    c0=$(children_cpu)
+    children_cpu >"$WORK/c0.out"
+    c0=$(cat "$WORK/c0.out")
     p0=$(proc_cpu "$P11_PID")
     g0=$(pg_cpu)
     t0=$(date +%s.%N)
@@ -88,15 +89,18 @@ four() { # four KIND RUN: wall seconds of four batch processes
     done
     for p in "${pids[@]}"; do wait "$p" || true; done
     t1=$(date +%s.%N)
+    children_cpu >"$WORK/c1.out"
     # wall seconds; CPU seconds of the stations, the token server, the database server
-    awk -v a="$t0" -v b="$t1" -v c="$(children_cpu)" -v c0="$c0" -v p="$(proc_cpu "$P11_PID")" \
+    awk -v a="$t0" -v b="$t1" -v c="$(cat "$WORK/c1.out")" -v c0="$c0" -v p="$(proc_cpu "$P11_PID")" \
         -v p0="$p0" -v g="$(pg_cpu)" -v g0="$g0" -v hz="$(getconf CLK_TCK)" \
         'BEGIN { printf "%.3f %.3f %.3f %.3f\n", b - a, c - c0, (p - p0) / hz, (g - g0) / hz }'
 }
-# CPU seconds of this shell's waited-for children (bash's times, second line: user sys)
+# CPU seconds of this shell's waited-for children (bash's times, second line: user sys);
+# the builtin runs in this shell (a command substitution would be a shell of its own)
 children_cpu() {
-    times | awk 'NR == 2 { gsub(/s/, ""); split($1, u, "m"); split($2, k, "m")
-                           printf "%.3f\n", u[1] * 60 + u[2] + k[1] * 60 + k[2] }'
+    times >"$WORK/times.out"
+    awk 'NR == 2 { gsub(/s/, ""); split($1, u, "m"); split($2, k, "m")
+                   printf "%.3f\n", u[1] * 60 + u[2] + k[1] * 60 + k[2] }' "$WORK/times.out"
 }
 # proc_cpu PID: clock ticks of the process and of its children it has waited for
 proc_cpu() { awk '{ print $14 + $15 + $16 + $17 }' "/proc/$1/stat"; }

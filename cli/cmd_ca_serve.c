@@ -3,15 +3,17 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
+#include <time.h>
 
-#include "ca.h"
+#include <systemd/sd-daemon.h>
+
+#include "ca_keeper.h"
 #include "cli.h"
-#include "cmp_server.h"
-#include "cmp_signer.h"
 #include "error.h"
-#include "est_server.h"
 #include "http.h"
+#include "pkcs11.h"
 
 #define SERVE_DEFAULT_LISTEN "127.0.0.1:8829"
 #define SERVE_DEFAULT_PATH "/.well-known/cmp"
@@ -40,8 +42,12 @@ static void usage(FILE *f)
             "start). A request must be signed by a registered station (ca station add) for\n"
             "a lot it serves (ca lot add); the device serial is the CN of the subject asked\n"
             "for. Every certificate goes through the CSR policy and the CA index, recorded\n"
-            "before it is answered. One line per request on stderr; SIGTERM or SIGINT stops\n"
-            "it between requests.\n"
+            "before it is answered. One line per request on stderr. SIGTERM or SIGINT\n"
+            "drains it (open connections answered, then exit 0); SIGHUP reads the TLS\n"
+            "certificate and key again. When the CA token goes away it answers \"CA\n"
+            "unavailable\" (CMP systemUnavail, EST 503) and re-opens it once a second; a\n"
+            "rejected PIN is not tried again. GET /status (from loopback): JSON. Under\n"
+            "systemd (Type=notify): READY=1, WATCHDOG=1, STOPPING=1.\n"
             "With --tls-cert it also serves EST (RFC 7030) under /.well-known/est/ and\n"
             "/.well-known/est/LOT/: cacerts, csrattrs, simpleenroll (the TLS client\n"
             "certificate is the station's identity) and simplereenroll (a device's current\n"
@@ -60,11 +66,48 @@ static void log_line(void *arg, const char *line)
     fprintf(stderr, "provisioner: ca serve: %s\n", line);
 }
 
+/*
+ * systemd (udev/provisioner-ca.service, Type=notify): READY=1 once listening, WATCHDOG=1 from
+ * the event loop at half the watchdog's interval, STOPPING=1 when the drain starts. Without
+ * NOTIFY_SOCKET, sd_notify does nothing.
+ */
+struct notify {
+    uint64_t watchdog_us; /* 0: no watchdog */
+    struct timespec last_ping;
+};
+
 static void ready(void *arg, const char *listen)
 {
-    (void)arg;
+    struct notify *n = arg;
+
     printf("ca serve: listening on %s\n", listen);
     fflush(stdout);
+    sd_notifyf(0, "READY=1\nSTATUS=listening on %s", listen);
+    clock_gettime(CLOCK_MONOTONIC, &n->last_ping);
+}
+
+static void tick(void *arg)
+{
+    struct notify *n = arg;
+    struct timespec now;
+    uint64_t us;
+
+    if (n->watchdog_us == 0) {
+        return;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    us = (uint64_t)(now.tv_sec - n->last_ping.tv_sec) * 1000000u +
+         (uint64_t)((now.tv_nsec - n->last_ping.tv_nsec) / 1000);
+    if (us >= n->watchdog_us / 2) {
+        sd_notify(0, "WATCHDOG=1");
+        n->last_ping = now;
+    }
+}
+
+static void stopping(void *arg)
+{
+    (void)arg;
+    sd_notify(0, "STOPPING=1\nSTATUS=draining");
 }
 
 int cmd_ca_serve(int argc, char **argv)
@@ -75,13 +118,13 @@ int cmd_ca_serve(int argc, char **argv)
         .max_body = SERVE_DEFAULT_MAX_BODY,
         .log = log_line,
         .ready = ready,
+        .tick = tick,
+        .stopping = stopping,
     };
-    struct prov_cmp_server_opts so = {0};
-    struct prov_cmp_server *cmp = NULL;
-    struct prov_est_server *est = NULL;
+    struct notify notify = {0};
+    struct prov_ca_keeper_opts ko = {.log = log_line, .release_modules = prov_pkcs11_unload_all};
+    struct prov_ca_keeper *keeper = NULL;
     struct prov_config *cfg = NULL;
-    struct prov_ca *ca = NULL;
-    struct prov_cmp_signer signer = {0};
     char *end = NULL;
     int c;
     int rc;
@@ -103,7 +146,7 @@ int cmd_ca_serve(int argc, char **argv)
                 return PROV_EXIT_USAGE;
             }
             break;
-        case 'P': so.profile = optarg; break;
+        case 'P': ko.profile = optarg; break;
         case 'h': usage(stdout); return PROV_EXIT_OK;
         default: usage(stderr); return PROV_EXIT_USAGE;
         }
@@ -125,32 +168,21 @@ int cmd_ca_serve(int argc, char **argv)
         return rc;
     }
     prov_error_clear();
-    r = prov_ca_open(cfg, true, &ca);
+    ko.cfg = cfg;
+    /* EST needs the TLS client certificate: only over HTTPS (doc/ca-service.md) */
+    ko.est = http.tls_cert != NULL;
+    r = prov_ca_keeper_open(&ko, &keeper);
     if (r == 0) {
-        r = prov_cmp_signer_open(cfg, ca, &signer);
-    }
-    if (r == 0) {
-        so.cfg = cfg;
-        so.signer_cert = signer.cert;
-        so.signer_key = signer.key;
-        so.ca = ca;
-        r = prov_cmp_server_new(&so, &cmp);
-    }
-    if (r == 0 && http.tls_cert != NULL) {
-        /* EST needs the TLS client certificate: only over HTTPS (doc/ca-service.md) */
-        r = prov_est_server_new(cfg, ca, so.profile, &est);
-        http.est = est;
-        http.tls_client_ca = ca->root;
-    }
-    if (r == 0) {
+        http.keeper = keeper;
         http.crl_dir = cfg->ca_dir; /* the CRLs `ca crl` writes, at /crl/ */
-        r = prov_http_serve(&http, cmp);
+        http.log_arg = &notify;
+        if (sd_watchdog_enabled(0, &notify.watchdog_us) <= 0) {
+            notify.watchdog_us = 0;
+        }
+        r = prov_http_serve(&http);
     }
     rc = r < 0 ? cli_fail(r, "ca serve") : PROV_EXIT_OK;
-    prov_est_server_free(est);
-    prov_cmp_server_free(cmp);
-    prov_cmp_signer_close(&signer);
-    prov_ca_close(ca);
+    prov_ca_keeper_free(keeper);
     prov_config_free(cfg);
     return rc;
 }

@@ -3,11 +3,13 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "batch.h"
 #include "cli.h"
 #include "connect.h"
 #include "enroll.h"
 #include "enroll_attempt.h"
 #include "error.h"
+#include "ledger.h"
 
 static void usage(FILE *f)
 {
@@ -57,6 +59,7 @@ int cmd_enroll(int argc, char **argv)
     struct prov_config *cfg = NULL;
     struct prov_issuer *is = NULL;
     const char *status;
+    struct prov_ledger_hold *hold = NULL;
     bool as_json = false;
     int c;
     int rc;
@@ -104,6 +107,17 @@ int cmd_enroll(int argc, char **argv)
         goto out;
     }
     prov_error_clear();
+    if (p.reissue) {
+        char station[256];
+
+        /* on the ledger, the serial's rows are this process's while it reissues */
+        prov_batch_station_name(cfg, NULL, NULL, station, sizeof(station));
+        r = prov_ledger_hold_serial(cfg, station, p.req.serial, &hold);
+        if (r < 0) {
+            rc = cli_identity_failed(p.req.serial, &res, r, p.req.serial, true, as_json);
+            goto out;
+        }
+    }
     r = prov_issuer_open(cfg, NULL, &is);
     if (r == 0) {
         /* Recorded in the CA index: an interrupted enroll is settled by the next one. */
@@ -137,6 +151,7 @@ int cmd_enroll(int argc, char **argv)
     }
     rc = PROV_EXIT_OK;
 out:
+    prov_ledger_hold_release(hold);
     prov_enroll_result_clear(&res);
     prov_issuer_close(is);
     prov_config_free(cfg);

@@ -50,6 +50,12 @@ struct row_ctx {
     char *row_pin_spec;     /* the row's pin column, resolved; NULL: the run's PIN source */
     const char *pin;        /* the device PIN source the row uses (pin_spec) */
     struct prov_issuer *is; /* the run's issuer (issuer.h) */
+    /*
+     * The interrupted attempt's key (key_id) is asked for again rather than replaced: a CA
+     * service may have certified it already, and answers the same request with the same
+     * certificate (doc/ca-service.md, "What is issued").
+     */
+    bool is_reusing_key;
 };
 
 /* An issued identity waiting for the storage stage (everything owned). */
@@ -508,7 +514,15 @@ static int fresh_on_device(struct row_ctx *c, struct prov_enroll_plan *plan, boo
 
     r = prov_step_open_device(c->b->cfg, c->is, c->device_uri, c->pin, false, &dev);
     r = r ? r : prov_step_stop_if_interrupted(c->serial, PROV_STEP_STOP_OPENED);
-    r = r ? r : prov_step_generate_key(dev, plan, c->key_id, sizeof(c->key_id), &key);
+    if (r == 0 && c->is_reusing_key) {
+        r = dev->ops->find_key_by_id(dev, c->key_id, sizeof(c->key_id), &key);
+        r = r ? r : prov_check_key_protection(key, "the interrupted attempt's key");
+        if (r == PROV_ERR_NOT_FOUND) {
+            prov_error_clear();
+            r = 0;
+        }
+    }
+    r = r || key != NULL ? r : prov_step_generate_key(dev, plan, c->key_id, sizeof(c->key_id), &key);
     r = r ? r : prov_step_make_csr(key, plan->subject, plan->type, &req);
     r = r ? r : prov_step_stop_if_interrupted(c->serial, PROV_STEP_STOP_SIGNED);
     if (r < 0) {
@@ -521,6 +535,13 @@ static int fresh_on_device(struct row_ctx *c, struct prov_enroll_plan *plan, boo
                                        key->id_len, *cert, key->uri);
         /* a failed record may still be committed (the connection lost inside COMMIT) */
         keep_key = r < 0 && !is_surely_unrecorded(c, *cert);
+    } else if (c->is->ops->record(c->is) == NULL) {
+        /*
+         * A CA service keeps its own record and may have certified the key although its
+         * answer was lost: the key stays, the journal's failed row names it, and the next run
+         * asks again with it (the same certificate, doc/ca-service.md "What is issued").
+         */
+        keep_key = true;
     }
     if (r < 0) {
         goto out;
@@ -572,7 +593,7 @@ static int enroll_fresh(struct row_ctx *c)
     bool defer;
     int r;
 
-    if (RAND_bytes(c->key_id, sizeof(c->key_id)) != 1) {
+    if (!c->is_reusing_key && RAND_bytes(c->key_id, sizeof(c->key_id)) != 1) {
         return prov_fail_ossl(PROV_ERR_CRYPTO, "serial %s: no randomness for the key id",
                               c->serial);
     }
@@ -902,6 +923,13 @@ static int do_row(struct row_ctx *c, enum batch_status *st)
     case PROV_JOURNAL_FAILED:
         if (c->d.cert_der != NULL) {
             return complete_from_journal(c, st);
+        }
+        if (c->d.key_id_len == sizeof(c->key_id) && c->is->ops->record(c->is) == NULL &&
+            strcmp(c->d.device_uri, c->device_uri) == 0) {
+            /* a CA that keeps its own record (a CA service): the same key asks again */
+            memcpy(c->key_id, c->d.key_id, sizeof(c->key_id));
+            c->is_reusing_key = true;
+            return enroll_fresh(c);
         }
         if (c->d.key_id_len > 0) {
             /*

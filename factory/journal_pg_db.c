@@ -156,8 +156,72 @@ static bool is_ok(const PGresult *res)
     return res != NULL && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK);
 }
 
+/* The name of prepared statement k on the session. */
+static void prepared_name(int k, char name[24])
+{
+    snprintf(name, 24, "prov_%d", k);
+}
+
+/* The session's prepared statement of sql: its number, or -1. */
+static int prepared_find(const struct journal_pg_db *db, const char *sql)
+{
+    for (int k = 0; k < db->n_prepared; k++) {
+        if (db->prepared[k] != NULL && strcmp(db->prepared[k], sql) == 0) {
+            return k;
+        }
+    }
+    return -1;
+}
+
+/* Forgets the session's prepared statements (a new session has none). */
+static void prepared_clear(struct journal_pg_db *db)
+{
+    for (int k = 0; k < db->n_prepared; k++) {
+        free(db->prepared[k]);
+        db->prepared[k] = NULL;
+    }
+    db->n_prepared = 0;
+}
+
+/* One message of a pipeline: a statement's preparation, or its execution. */
+struct pipe_item {
+    bool is_prepare;
+    size_t stmt; /* pending index; n_pending: the caller's statement */
+    int k;       /* its prepared statement, or -1 */
+};
+
 /*
- * Sends the pending statements and then sql in one pipeline (one round trip) and reads every
+ * Queues statement i (sql, its n arguments) as the execution of the session's prepared
+ * statement, preparing it first (in the same pipeline) when the session has not yet; a
+ * statement the table has no room for goes unnamed. False when libpq refused to queue.
+ */
+static bool queue_stmt(struct journal_pg_db *db, size_t i, const char *sql, int n,
+                       const char *const *values, const int *lengths, const int *formats,
+                       struct pipe_item *items, size_t *n_items)
+{
+    char name[24];
+    int k = prepared_find(db, sql);
+
+    if (k < 0 && db->n_prepared < JOURNAL_PG_PREPARED_MAX &&
+        (db->prepared[db->n_prepared] = strdup(sql)) != NULL) {
+        k = db->n_prepared++;
+        prepared_name(k, name);
+        items[(*n_items)++] = (struct pipe_item){.is_prepare = true, .stmt = i, .k = k};
+        if (PQsendPrepare(db->conn, name, sql, n, NULL) != 1) {
+            return false;
+        }
+    }
+    items[(*n_items)++] = (struct pipe_item){.is_prepare = false, .stmt = i, .k = k};
+    if (k < 0) {
+        return PQsendQueryParams(db->conn, sql, n, NULL, values, lengths, formats, 0) == 1;
+    }
+    prepared_name(k, name);
+    return PQsendQueryPrepared(db->conn, name, n, values, lengths, formats, 0) == 1;
+}
+
+/*
+ * Sends the pending statements and then sql in one pipeline (one round trip), each as a
+ * prepared statement of the session (parsed and planned once per session), and reads every
  * result. Returns sql's result when all succeeded; otherwise NULL, with *bad the first failed
  * result (NULL when the connection gave none) and *what the statement it belongs to. The
  * caller holds conn_lock.
@@ -166,36 +230,45 @@ static PGresult *send_pipeline(struct journal_pg_db *db, const char *sql, const 
                                PGresult **bad, const char **what)
 {
     size_t n = db->n_pending;
+    size_t n_items = 0;
+    struct pipe_item *items = malloc(2 * (n + 1) * sizeof(*items));
     PGresult *out = NULL;
     PGresult *res;
-    bool is_sent = PQenterPipelineMode(db->conn) == 1;
+    bool is_sent = items != NULL && PQenterPipelineMode(db->conn) == 1;
 
     *bad = NULL;
     for (size_t i = 0; is_sent && i < n; i++) {
         struct pg_pending *q = &db->pending[i];
 
-        is_sent = PQsendQueryParams(db->conn, q->sql, q->n, NULL, (const char *const *)q->values,
-                                    q->lengths, q->formats, 0) == 1;
+        is_sent = queue_stmt(db, i, q->sql, q->n, (const char *const *)q->values, q->lengths,
+                             q->formats, items, &n_items);
     }
-    is_sent = is_sent && PQsendQueryParams(db->conn, sql, p->n, NULL, p->values, p->lengths,
-                                           p->formats, 0) == 1;
+    is_sent =
+        is_sent && queue_stmt(db, n, sql, p->n, p->values, p->lengths, p->formats, items, &n_items);
     is_sent = is_sent && PQpipelineSync(db->conn) == 1;
-    for (size_t i = 0; is_sent && i <= n; i++) {
+    for (size_t i = 0; is_sent && i < n_items; i++) {
+        const struct pipe_item *it = &items[i];
+
         res = PQgetResult(db->conn);
         if (res == NULL) {
-            break; /* the connection broke: no more results */
+            break; /* the connection broke: no more results (a new session prepares anew) */
         }
         for (PGresult *end = PQgetResult(db->conn); end != NULL; end = PQgetResult(db->conn)) {
             PQclear(end);
         }
-        if (is_ok(res) && i < n && db->pending[i].on_result != NULL) {
-            db->pending[i].on_result(db->pending[i].ctx, res);
+        if (it->is_prepare && !is_ok(res)) {
+            free(db->prepared[it->k]); /* not prepared: never named again */
+            db->prepared[it->k] = NULL;
         }
-        if (is_ok(res) && i == n && *bad == NULL) {
+        if (is_ok(res) && !it->is_prepare && it->stmt < n &&
+            db->pending[it->stmt].on_result != NULL) {
+            db->pending[it->stmt].on_result(db->pending[it->stmt].ctx, res);
+        }
+        if (is_ok(res) && !it->is_prepare && it->stmt == n && *bad == NULL) {
             out = res;
         } else if (!is_ok(res) && *bad == NULL && PQresultStatus(res) != PGRES_PIPELINE_ABORTED) {
             *bad = res;
-            *what = i < n ? db->pending[i].what : NULL;
+            *what = it->stmt < n ? db->pending[it->stmt].what : NULL;
         } else {
             PQclear(res);
         }
@@ -204,7 +277,7 @@ static PGresult *send_pipeline(struct journal_pg_db *db, const char *sql, const 
         res = PQgetResult(db->conn); /* the sync's */
         PQclear(res);
     }
-    if (PQexitPipelineMode(db->conn) != 1 && out != NULL) {
+    if (items != NULL && PQexitPipelineMode(db->conn) != 1 && out != NULL) {
         PQclear(out); /* results left over: the connection is not what it was */
         out = NULL;
     }
@@ -212,6 +285,7 @@ static PGresult *send_pipeline(struct journal_pg_db *db, const char *sql, const 
         PQclear(out);
         out = NULL;
     }
+    free(items);
     return out;
 }
 
@@ -219,20 +293,10 @@ static PGresult *send_pipeline(struct journal_pg_db *db, const char *sql, const 
 static PGresult *send_all(struct journal_pg_db *db, const char *sql, const struct params *p,
                           PGresult **bad, const char **what)
 {
-    PGresult *res;
-
     *bad = NULL;
     *what = NULL;
     db->n_round_trips++;
     db->n_statements += db->n_pending + 1;
-    if (db->n_pending == 0) {
-        res = PQexecParams(db->conn, sql, p->n, NULL, p->values, p->lengths, p->formats, 0);
-        if (is_ok(res)) {
-            return res;
-        }
-        *bad = res;
-        return NULL;
-    }
     return send_pipeline(db, sql, p, bad, what);
 }
 
@@ -555,6 +619,7 @@ static int reconnect(struct journal_pg_db *db)
         PQreset(db->conn);
         pthread_mutex_unlock(&db->conn_lock);
         if (PQstatus(db->conn) == CONNECTION_OK) {
+            prepared_clear(db);
             prov_warn("journal %s: connected again", db->name);
             return db->in_doubt_pid != 0 && await_in_doubt(db) < 0 ? PROV_ERR_JOURNAL
                                                                    : take_writer_lock(db);
@@ -616,6 +681,7 @@ void journal_pg_db_close(struct journal_pg_db *db)
     pending_clear(db);
     free(db->pending);
     db->pending = NULL;
+    prepared_clear(db);
     db->password = NULL;
     db->conninfo = NULL;
     pthread_mutex_destroy(&db->conn_lock);

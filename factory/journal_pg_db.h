@@ -31,6 +31,9 @@
 
 struct pg_pending;
 
+/* How many statements a session prepares (journal_pg_db.c); more go unnamed. */
+#define JOURNAL_PG_PREPARED_MAX 64
+
 struct journal_pg_db {
     const char *name; /* the URI with any password masked (the store's name) */
     PGconn *conn;
@@ -43,6 +46,8 @@ struct journal_pg_db {
     struct pg_pending *pending;   /* statements sent with the next one (journal_pg_defer) */
     size_t n_pending;
     size_t cap_pending;
+    char *prepared[JOURNAL_PG_PREPARED_MAX]; /* the session's prepared statements, by number */
+    int n_prepared;
     bool is_away;                     /* reconnecting failed: every op fails at once (closed) */
     unsigned long long n_round_trips; /* statements and pipelines sent (the debug output) */
     unsigned long long n_statements;

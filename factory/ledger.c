@@ -14,6 +14,7 @@
 #include <sqlite3.h>
 
 #include "error.h"
+#include "log.h"
 #include "journal_internal.h"
 #include "journal_pg.h"
 #include "journal_store.h"
@@ -365,4 +366,128 @@ int prov_ledger_release(const char *uri, const char *password, const char *stati
     PQclear(res);
     prov_journal_close(j);
     return r;
+}
+
+struct prov_ledger_hold {
+    struct prov_journal *j;
+    char *serial;
+    size_t n;
+    long long *lot_ids;
+    bool *is_done; /* what each row was: a finished row is finished again at the release */
+};
+
+struct lot_list {
+    size_t n;
+    long long *ids;
+    char **names;
+};
+
+static int add_lot(void *ctx, long long lot_id, const char *name, const char *manifest)
+{
+    struct lot_list *l = ctx;
+    long long *ids = realloc(l->ids, (l->n + 1) * sizeof(*ids));
+    char **names = ids ? realloc(l->names, (l->n + 1) * sizeof(*names)) : NULL;
+
+    (void)manifest;
+    l->ids = ids ? ids : l->ids;
+    l->names = names ? names : l->names;
+    if (ids == NULL || names == NULL || (names[l->n] = strdup(name)) == NULL) {
+        return prov_fail(PROV_ERR_NOMEM, "ledger: out of memory");
+    }
+    ids[l->n++] = lot_id;
+    return 0;
+}
+
+/* Leases the row of h's serial in the lot, when the ledger has one. */
+static int hold_row(struct prov_ledger_hold *h, long long lot_id, const char *lot)
+{
+    struct prov_journal_device d;
+    char holder[128];
+    bool is_mine = false;
+    bool is_done;
+    int r;
+
+    memset(&d, 0, sizeof(d));
+    r = prov_journal_get(h->j, lot_id, h->serial, &d);
+    if (r < 0 || d.state == PROV_JOURNAL_NONE) {
+        prov_journal_device_clear(&d);
+        return r;
+    }
+    is_done = d.cert_der != NULL;
+    prov_journal_device_clear(&d);
+    r = prov_journal_lease_claim(h->j, lot_id, h->serial, true, holder, sizeof(holder),
+                                 &is_mine);
+    if (r == 0 && !is_mine) {
+        return prov_fail(PROV_ERR_JOURNAL,
+                         "serial %s: station %s is working on it in the ledger (lot %s): not "
+                         "reissued while it does (ledger release --station %s ends its lease)",
+                         h->serial, holder, lot, holder);
+    }
+    if (r == 0) {
+        h->lot_ids[h->n] = lot_id;
+        h->is_done[h->n] = is_done;
+        h->n++;
+    }
+    return r;
+}
+
+int prov_ledger_hold_serial(const struct prov_config *cfg, const char *station, const char *serial,
+                            struct prov_ledger_hold **out)
+{
+    struct prov_ledger_hold *h = NULL;
+    struct lot_list lots = {0};
+    int r;
+
+    *out = NULL;
+    if (!prov_journal_is_ledger(cfg->journal)) {
+        return 0;
+    }
+    h = calloc(1, sizeof(*h));
+    if (h == NULL || (h->serial = strdup(serial)) == NULL) {
+        free(h);
+        return prov_fail(PROV_ERR_NOMEM, "ledger: out of memory");
+    }
+    r = prov_journal_open_shared_with(cfg->journal, cfg->journal_password, station, &h->j);
+    if (r == 0 && cfg->journal_lease > 0) {
+        prov_journal_set_lease(h->j, cfg->journal_lease);
+    }
+    r = r ? r : prov_journal_foreach_lot(h->j, add_lot, &lots);
+    if (r == 0 && lots.n > 0) {
+        h->lot_ids = calloc(lots.n, sizeof(*h->lot_ids));
+        h->is_done = calloc(lots.n, sizeof(*h->is_done));
+        r = h->lot_ids && h->is_done ? 0 : prov_fail(PROV_ERR_NOMEM, "ledger: out of memory");
+    }
+    for (size_t i = 0; r == 0 && i < lots.n; i++) {
+        r = hold_row(h, lots.ids[i], lots.names[i]);
+    }
+    for (size_t i = 0; i < lots.n; i++) {
+        free(lots.names[i]);
+    }
+    free(lots.names);
+    free(lots.ids);
+    if (r < 0) {
+        prov_ledger_hold_release(h);
+        return r;
+    }
+    *out = h;
+    return 0;
+}
+
+void prov_ledger_hold_release(struct prov_ledger_hold *h)
+{
+    if (h == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < h->n; i++) {
+        if (prov_journal_lease_end(h->j, h->lot_ids[i], h->serial, h->is_done[i]) < 0) {
+            /* it expires on its own; the row is claimable then */
+            prov_warn("serial %s: %s", h->serial, prov_error_message());
+            prov_error_clear();
+        }
+    }
+    prov_journal_close(h->j);
+    free(h->lot_ids);
+    free(h->is_done);
+    free(h->serial);
+    free(h);
 }

@@ -9,6 +9,7 @@
  */
 #include <stdbool.h>
 
+#include "config.h"
 #include "journal.h"
 
 /* What a schema command did: the version found and the version left. */
@@ -50,5 +51,21 @@ int prov_ledger_import(const char *uri, const char *password, const char *path,
  */
 int prov_ledger_release(const char *uri, const char *password, const char *station,
                         long long *n);
+
+/* The leases enroll --reissue holds on a serial's rows (prov_ledger_hold). */
+struct prov_ledger_hold;
+
+/*
+ * enroll --reissue on the ledger (cfg's journal a URI; otherwise *out is NULL and nothing is
+ * done): takes, as station, the lease of every lot's row of serial that the ledger has
+ * (reopening a finished one, as batch --reissue does), so that no station works the device
+ * while enroll rewrites it. A row another station holds: PROV_ERR_JOURNAL with one line
+ * naming the station, and no lease is kept. Released with prov_ledger_hold_release.
+ */
+int prov_ledger_hold_serial(const struct prov_config *cfg, const char *station, const char *serial,
+                            struct prov_ledger_hold **out);
+
+/* Gives the leases back (a finished row is finished again) and closes the ledger; NULL: no-op. */
+void prov_ledger_hold_release(struct prov_ledger_hold *h);
 
 #endif

@@ -16,6 +16,7 @@ PROV_DEPS_PACKAGES=(
     meson ninja-build pkg-config gcc libc6-dev
     libssl-dev libp11-dev libp11-kit-dev libjson-c-dev libcsv-dev libsqlite3-dev libpq-dev
     libtss2-dev libcurl4-openssl-dev libmosquitto-dev libcmocka-dev scdoc libevent-dev
+    libsystemd-dev
     # install layout: pkg-config files that name Debian's directories; man pages checked
     bash-completion udev systemd man-db groff-base
     # PKCS#11: SoftHSM2, the OpenSSL engine, pkcs11-tool / pkcs11-spy

@@ -168,6 +168,7 @@ struct prov_cmp_server {
     struct prov_ca *ca;
     X509 *signer_cert;
     EVP_PKEY *signer_key;
+    X509 *sender;            /* the last signer's certificate: names the sender meanwhile */
     const struct prov_profile *profile;
     int timeout_s;
     X509_STORE *trust;       /* the root: a station's certificate must chain to it */
@@ -545,7 +546,7 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
         }
         return rejection(fail_bit_of(r), t->oc->result + strlen("refused: "));
     }
-    return answer_cert(t, cert, chain_out, cert_out, "issued");
+    return answer_cert(t, cert, chain_out, cert_out, ask.is_reissue ? "reissued" : "issued");
 }
 
 /*
@@ -908,6 +909,53 @@ static OSSL_CMP_MSG *refuse(struct prov_cmp_server *srv, const OSSL_CMP_MSG *req
     return rsp;
 }
 
+/* The request's PKIMessage, the outcome and the answer reset; PROV_ERR_INPUT for other bytes. */
+static int decode_request(const unsigned char *der, size_t len, unsigned char **rsp,
+                          size_t *rsp_len, struct prov_cmp_outcome *oc, OSSL_CMP_MSG **req)
+{
+    const unsigned char *p = der;
+
+    *rsp = NULL;
+    *rsp_len = 0;
+    memset(oc, 0, sizeof(*oc));
+    snprintf(oc->body, sizeof(oc->body), "-");
+    snprintf(oc->station, sizeof(oc->station), "-");
+    snprintf(oc->serial, sizeof(oc->serial), "-");
+    if (len > (size_t)INT32_MAX) {
+        outcome_set(oc, "refused: not a PKIMessage");
+        return prov_fail(PROV_ERR_INPUT, "CMP request: not a PKIMessage");
+    }
+    *req = d2i_OSSL_CMP_MSG(NULL, &p, (long)len);
+    if (*req == NULL || p != der + len) {
+        OSSL_CMP_MSG_free(*req);
+        *req = NULL;
+        ERR_clear_error();
+        outcome_set(oc, "refused: not a PKIMessage (DER)");
+        return prov_fail(PROV_ERR_INPUT, "CMP request: not a PKIMessage (DER)");
+    }
+    snprintf(oc->body, sizeof(oc->body), "%s", body_name(OSSL_CMP_MSG_get_bodytype(*req)));
+    return 0;
+}
+
+/* The answer in DER into *rsp; frees answer. */
+static int encode_answer(OSSL_CMP_MSG *answer, unsigned char **rsp, size_t *rsp_len)
+{
+    int n;
+
+    ERR_clear_error();
+    if (answer == NULL) {
+        return prov_fail(PROV_ERR_INTERNAL, "CMP: no answer could be made");
+    }
+    n = i2d_OSSL_CMP_MSG(answer, rsp);
+    OSSL_CMP_MSG_free(answer);
+    if (n <= 0) {
+        *rsp = NULL;
+        return prov_fail_ossl(PROV_ERR_CRYPTO, "CMP: cannot encode the answer");
+    }
+    *rsp_len = (size_t)n;
+    return 0;
+}
+
 int prov_cmp_server_handle(struct prov_cmp_server *srv, const unsigned char *der, size_t len,
                            time_t now, unsigned char **rsp, size_t *rsp_len,
                            struct prov_cmp_outcome *oc)
@@ -920,33 +968,18 @@ int prov_cmp_server_handle_lot(struct prov_cmp_server *srv, const char *lot,
                                unsigned char **rsp, size_t *rsp_len,
                                struct prov_cmp_outcome *oc)
 {
-    const unsigned char *p = der;
     OSSL_CMP_MSG *req = NULL;
     OSSL_CMP_MSG *answer = NULL;
     const ASN1_OCTET_STRING *tid;
     struct txn *t;
     int type;
-    int n;
-    int r = 0;
+    int r;
 
-    *rsp = NULL;
-    *rsp_len = 0;
-    memset(oc, 0, sizeof(*oc));
-    snprintf(oc->body, sizeof(oc->body), "-");
-    snprintf(oc->station, sizeof(oc->station), "-");
-    snprintf(oc->serial, sizeof(oc->serial), "-");
+    r = decode_request(der, len, rsp, rsp_len, oc, &req);
+    if (r < 0) {
+        return r;
+    }
     expire(srv, now);
-    if (len > (size_t)INT32_MAX) {
-        outcome_set(oc, "refused: not a PKIMessage");
-        return prov_fail(PROV_ERR_INPUT, "CMP request: not a PKIMessage");
-    }
-    req = d2i_OSSL_CMP_MSG(NULL, &p, (long)len);
-    if (req == NULL || p != der + len) {
-        OSSL_CMP_MSG_free(req);
-        ERR_clear_error();
-        outcome_set(oc, "refused: not a PKIMessage (DER)");
-        return prov_fail(PROV_ERR_INPUT, "CMP request: not a PKIMessage (DER)");
-    }
     type = OSSL_CMP_MSG_get_bodytype(req);
     snprintf(oc->body, sizeof(oc->body), "%s", body_name(type));
     tid = OSSL_CMP_HDR_get0_transactionID(OSSL_CMP_MSG_get0_header(req));
@@ -1010,22 +1043,94 @@ int prov_cmp_server_handle_lot(struct prov_cmp_server *srv, const char *lot,
             txn_finish(srv, t, now);
         }
     }
-    ERR_clear_error();
-    if (answer == NULL) {
-        r = prov_fail(PROV_ERR_INTERNAL, "CMP: no answer could be made");
-        goto out;
-    }
-    n = i2d_OSSL_CMP_MSG(answer, rsp);
-    if (n <= 0) {
-        *rsp = NULL;
-        r = prov_fail_ossl(PROV_ERR_CRYPTO, "CMP: cannot encode the answer");
-        goto out;
-    }
-    *rsp_len = (size_t)n;
+    r = encode_answer(answer, rsp, rsp_len);
+    answer = NULL;
 out:
     OSSL_CMP_MSG_free(answer);
     OSSL_CMP_MSG_free(req);
     return r;
+}
+
+void prov_cmp_server_set_ca(struct prov_cmp_server *srv, struct prov_ca *ca, X509 *signer_cert,
+                            EVP_PKEY *signer_key, time_t now)
+{
+    struct txn *t;
+
+    for (t = srv->txns; t != NULL; t = t->next) {
+        txn_finish(srv, t, now);
+    }
+    srv->ca = ca;
+    srv->signer_cert = signer_cert;
+    srv->signer_key = signer_key;
+    if (signer_cert != NULL && X509_up_ref(signer_cert)) {
+        X509_free(srv->sender);
+        srv->sender = signer_cert;
+    }
+}
+
+static OSSL_CMP_PKISI *cb_unavail_cert(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req, int id,
+                                       const OSSL_CRMF_MSG *crm, const X509_REQ *p10cr,
+                                       X509 **cert_out, STACK_OF(X509) **chain_out,
+                                       STACK_OF(X509) **ca_pubs)
+{
+    struct txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(sctx);
+
+    (void)req;
+    (void)id;
+    (void)crm;
+    (void)p10cr;
+    (void)cert_out;
+    (void)chain_out;
+    (void)ca_pubs;
+    return rejection(OSSL_CMP_PKIFAILUREINFO_systemUnavail, t->oc->result);
+}
+
+static OSSL_CMP_PKISI *cb_unavail_rr(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
+                                     const X509_NAME *issuer, const ASN1_INTEGER *serial)
+{
+    struct txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(sctx);
+
+    (void)req;
+    (void)issuer;
+    (void)serial;
+    return rejection(OSSL_CMP_PKIFAILUREINFO_systemUnavail, t->oc->result);
+}
+
+int prov_cmp_server_unavailable(struct prov_cmp_server *srv, const unsigned char *der,
+                                size_t len, const char *why, unsigned char **rsp,
+                                size_t *rsp_len, struct prov_cmp_outcome *oc)
+{
+    OSSL_CMP_SRV_CTX *sctx = NULL;
+    OSSL_CMP_CTX *ctx;
+    OSSL_CMP_MSG *req = NULL;
+    OSSL_CMP_MSG *answer = NULL;
+    struct txn scratch;
+    int r;
+
+    r = decode_request(der, len, rsp, rsp_len, oc, &req);
+    if (r < 0) {
+        return r;
+    }
+    outcome_set(oc, "unavailable: %s", why);
+    memset(&scratch, 0, sizeof(scratch));
+    scratch.owner = srv;
+    scratch.oc = oc;
+    sctx = OSSL_CMP_SRV_CTX_new(NULL, NULL);
+    ctx = sctx != NULL ? OSSL_CMP_SRV_CTX_get0_cmp_ctx(sctx) : NULL;
+    /* no key to sign with: the answer goes unprotected; the request is verified as ever */
+    if (ctx != NULL &&
+        OSSL_CMP_SRV_CTX_init(sctx, &scratch, cb_unavail_cert, cb_unavail_rr, cb_refuse_genm,
+                              NULL, NULL, NULL) &&
+        OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_UNPROTECTED_SEND, 1) &&
+        OSSL_CMP_CTX_set1_subjectName(ctx, X509_get_subject_name(srv->sender)) &&
+        OSSL_CMP_CTX_set1_untrusted(ctx, srv->chain) && X509_STORE_up_ref(srv->trust)) {
+        OSSL_CMP_CTX_set0_trustedStore(ctx, srv->trust);
+        OSSL_CMP_CTX_set_log_cb(ctx, prov_cmp_log_nothing);
+        answer = OSSL_CMP_SRV_process_request(sctx, req);
+    }
+    OSSL_CMP_SRV_CTX_free(sctx);
+    OSSL_CMP_MSG_free(req);
+    return encode_answer(answer, rsp, rsp_len);
 }
 
 int prov_cmp_server_new(const struct prov_cmp_server_opts *opts, struct prov_cmp_server **out)
@@ -1050,8 +1155,17 @@ int prov_cmp_server_new(const struct prov_cmp_server_opts *opts, struct prov_cmp
     }
     srv->trust = X509_STORE_new();
     srv->chain = X509_chain_up_ref(opts->ca->chain);
-    if (srv->trust == NULL || srv->chain == NULL ||
-        !X509_STORE_add_cert(srv->trust, opts->ca->root)) {
+    /*
+     * The intermediate is trusted as well (a partial chain): it is this CA's own certificate,
+     * so a station or device certificate it issued is verified up to it, not again up to the
+     * root for every message (doc/ca-service.md, "Measured"); one under another intermediate
+     * of the root still chains to the root.
+     */
+    srv->sender = X509_up_ref(opts->signer_cert) ? opts->signer_cert : NULL;
+    if (srv->trust == NULL || srv->chain == NULL || srv->sender == NULL ||
+        !X509_STORE_add_cert(srv->trust, opts->ca->root) ||
+        !X509_STORE_add_cert(srv->trust, opts->ca->cert) ||
+        !X509_STORE_set_flags(srv->trust, X509_V_FLAG_PARTIAL_CHAIN)) {
         prov_cmp_server_free(srv);
         return prov_fail_ossl(PROV_ERR_NOMEM, "CMP: out of memory");
     }
@@ -1077,5 +1191,6 @@ void prov_cmp_server_free(struct prov_cmp_server *srv)
     }
     X509_STORE_free(srv->trust);
     x509s_free(srv->chain);
+    X509_free(srv->sender);
     free(srv);
 }

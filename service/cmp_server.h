@@ -63,6 +63,24 @@ int prov_cmp_server_handle_lot(struct prov_cmp_server *srv, const char *lot,
                                unsigned char **rsp, size_t *rsp_len,
                                struct prov_cmp_outcome *oc);
 
+/*
+ * The CA behind the server changes (service/ca_keeper.c: the CA token went away, or came
+ * back re-opened). Every open transaction ends first: its server context holds the old
+ * signer key. Finished transaction IDs are kept. ca NULL: none until the next call.
+ */
+void prov_cmp_server_set_ca(struct prov_cmp_server *srv, struct prov_ca *ca, X509 *signer_cert,
+                            EVP_PKEY *signer_key, time_t now);
+
+/*
+ * The answer while the CA token is unavailable: nothing can be signed, so the answer is an
+ * unprotected negative one (RFC 9483 section 3.6.4) with failInfo systemUnavail and why as
+ * its text: a rejection for a certificate request or rr, an error message otherwise. Like
+ * prov_cmp_server_handle otherwise (PROV_ERR_INPUT for what is not a PKIMessage).
+ */
+int prov_cmp_server_unavailable(struct prov_cmp_server *srv, const unsigned char *der,
+                                size_t len, const char *why, unsigned char **rsp,
+                                size_t *rsp_len, struct prov_cmp_outcome *oc);
+
 /* Open transactions, for status and tests. */
 size_t prov_cmp_server_open_count(const struct prov_cmp_server *srv);
 

@@ -101,13 +101,17 @@ int prov_cmp_signer_open(const struct prov_config *cfg, struct prov_ca *ca,
         return prov_fail(PROV_ERR_NOMEM, "CMP signer: out of memory");
     }
     cert = prov_cmp_read_cert(path);
-    if (cert != NULL && is_current(cert, ca) &&
-        ca->dev->ops->find_key_by_public(ca->dev, X509_get0_pubkey(cert), &s->hsm_key) == 0) {
+    r = cert != NULL && is_current(cert, ca)
+            ? ca->dev->ops->find_key_by_public(ca->dev, X509_get0_pubkey(cert), &s->hsm_key)
+            : PROV_ERR_NOT_FOUND;
+    if (r == 0) {
         s->cert = cert;
-        r = 0;
-    } else {
+    } else if (r == PROV_ERR_NOT_FOUND) {
         prov_error_clear();
         r = renew(cfg, ca, path, s);
+        X509_free(cert);
+    } else {
+        /* the token failed the look-up (gone, restarting): a new key would be wrong */
         X509_free(cert);
     }
     if (r == 0) {

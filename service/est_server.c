@@ -718,6 +718,11 @@ int prov_est_server_new(const struct prov_config *cfg, struct prov_ca *ca, const
     return 0;
 }
 
+void prov_est_server_set_ca(struct prov_est_server *srv, struct prov_ca *ca)
+{
+    srv->ca = ca;
+}
+
 void prov_est_server_free(struct prov_est_server *srv)
 {
     if (srv == NULL) {

@@ -83,6 +83,9 @@ int prov_est_server_handle(struct prov_est_server *srv, const char *path, bool i
                            X509 *peer, STACK_OF(X509) *peer_chain, struct prov_est_reply *rep,
                            struct prov_cmp_outcome *oc);
 
+/* The CA behind the server changes (service/ca_keeper.c); NULL: none until the next call. */
+void prov_est_server_set_ca(struct prov_est_server *srv, struct prov_ca *ca);
+
 void prov_est_server_free(struct prov_est_server *srv);
 
 #endif

@@ -2,6 +2,7 @@
 /* The CA service's HTTP server on libevent's evhttp (http.h). */
 #include "http.h"
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,9 +16,11 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <json-c/json.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "ca_registry.h"
 #include "crl.h"
 #include "durable.h"
 #include "error.h"
@@ -26,11 +29,51 @@
 #define CMP_CONTENT_TYPE "application/pkixcmp"
 #define CRL_CONTENT_TYPE "application/pkix-crl"
 
+#define RETRY_AFTER_S "1"
+#define DRAIN_QUIET_MS 1000
+#define DRAIN_MAX_S 30
+
 struct service {
     const struct prov_http_opts *opts;
-    struct prov_cmp_server *cmp;
+    struct prov_ca_keeper *keeper;
     struct event_base *base;
+    struct evhttp *http;
+    struct evhttp_bound_socket *listener;
+    SSL_CTX *tls;                /* for new connections; replaced by SIGHUP */
+    bool is_draining;
+    struct timespec drain_start;
+    struct timespec last_request;
+    time_t started;
+    unsigned long n_tls_reloads;
+    unsigned long n_served;      /* answered with a certificate or another positive answer */
+    unsigned long n_refused;     /* refusals: CMP errors, HTTP 4xx */
+    unsigned long n_unavailable; /* answered "CA unavailable" */
+    unsigned long n_failed;      /* no answer could be made (HTTP 500) */
 };
+
+/* Counts an answered request by its status and outcome (for GET /status). */
+static void count(struct service *sv, int status, const struct prov_cmp_outcome *oc)
+{
+    if (strncmp(oc->result, "unavailable", 11) == 0) {
+        sv->n_unavailable++;
+    } else if (status >= 500) {
+        sv->n_failed++;
+    } else if (status >= 400 || strncmp(oc->result, "refused", 7) == 0 ||
+               strncmp(oc->result, "failed", 6) == 0) {
+        sv->n_refused++;
+    } else {
+        sv->n_served++;
+    }
+}
+
+/* A request that failed may have failed on the CA token: the keeper looks (ca_keeper.h). */
+static void after_failure(struct service *sv, int status, const struct prov_cmp_outcome *oc)
+{
+    if (status >= 500 || strncmp(oc->result, "refused", 7) == 0 ||
+        strncmp(oc->result, "failed", 6) == 0) {
+        prov_ca_keeper_check(sv->keeper, time(NULL));
+    }
+}
 
 static void log_request(struct service *sv, struct evhttp_request *req, int status,
                         const struct prov_cmp_outcome *oc, size_t in, size_t out)
@@ -40,6 +83,8 @@ static void log_request(struct service *sv, struct evhttp_request *req, int stat
     ev_uint16_t port = 0;
     char line[640];
 
+    count(sv, status, oc);
+    clock_gettime(CLOCK_MONOTONIC, &sv->last_request);
     if (sv->opts->log == NULL) {
         return;
     }
@@ -88,14 +133,33 @@ static void on_est(struct service *sv, struct evhttp_request *req, const char *p
     size_t len = evbuffer_get_length(body);
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
     STACK_OF(X509) *chain = NULL;
-    X509 *peer = peer_certificate(req, &chain);
+    X509 *peer = NULL;
     struct prov_est_reply rep;
     struct prov_cmp_outcome oc;
     struct evbuffer *out = NULL;
+    const char *why = NULL;
     int r;
 
+    if (!prov_ca_keeper_available(sv->keeper, time(NULL), &why)) {
+        memset(&oc, 0, sizeof(oc));
+        snprintf(oc.body, sizeof(oc.body), "est");
+        snprintf(oc.station, sizeof(oc.station), "-");
+        snprintf(oc.serial, sizeof(oc.serial), "-");
+        snprintf(oc.result, sizeof(oc.result), "unavailable: %s", why);
+        out = evbuffer_new();
+        if (out != NULL) {
+            evbuffer_add_printf(out, "CA unavailable: %s\n", why);
+        }
+        evhttp_add_header(out_h, "Content-Type", "text/plain");
+        evhttp_add_header(out_h, "Retry-After", RETRY_AFTER_S);
+        evhttp_send_reply(req, HTTP_SERVUNAVAIL, "CA Unavailable", out);
+        evbuffer_free(out);
+        log_request(sv, req, HTTP_SERVUNAVAIL, &oc, len, 0);
+        return;
+    }
+    peer = peer_certificate(req, &chain);
     prov_error_clear();
-    r = prov_est_server_handle(sv->opts->est, path, cmd == EVHTTP_REQ_POST,
+    r = prov_est_server_handle(prov_ca_keeper_est(sv->keeper), path, cmd == EVHTTP_REQ_POST,
                                evhttp_find_header(in_h, "Content-Type"),
                                len > 0 ? evbuffer_pullup(body, -1) : (const unsigned char *)"",
                                len, peer, chain, &rep, &oc);
@@ -106,6 +170,7 @@ static void on_est(struct service *sv, struct evhttp_request *req, const char *p
         free(rep.body);
         evhttp_send_error(req, HTTP_INTERNAL, "Internal Error");
         log_request(sv, req, HTTP_INTERNAL, &oc, len, 0);
+        after_failure(sv, HTTP_INTERNAL, &oc);
         return;
     }
     free(rep.body);
@@ -123,12 +188,80 @@ static void on_est(struct service *sv, struct evhttp_request *req, const char *p
     evhttp_send_reply(req, rep.status, rep.status == HTTP_OK ? "OK" : "Refused", out);
     evbuffer_free(out);
     log_request(sv, req, rep.status, &oc, len, rep.len);
+    if (rep.status != HTTP_OK) {
+        after_failure(sv, rep.status, &oc);
+    }
+}
+
+#define STATUS_PATH "/status"
+
+/* Whether req came over loopback (127.0.0.0/8 or ::1): /status is for the host's operator. */
+static bool is_loopback_peer(struct evhttp_request *req)
+{
+    struct evhttp_connection *conn = evhttp_request_get_connection(req);
+    char *peer = NULL;
+    ev_uint16_t port = 0;
+
+    if (conn == NULL) {
+        return false;
+    }
+    evhttp_connection_get_peer(conn, &peer, &port);
+    return peer != NULL && (strncmp(peer, "127.", 4) == 0 || strcmp(peer, "::1") == 0);
+}
+
+/* GET /status: the service's state as one JSON object (doc/ca-service.md, "Operation"). */
+static void on_status(struct service *sv, struct evhttp_request *req)
+{
+    enum prov_ca_state st = prov_ca_keeper_state(sv->keeper);
+    json_object *o = json_object_new_object();
+    json_object *n = json_object_new_object();
+    struct evbuffer *out = evbuffer_new();
+    const char *why = NULL;
+    const char *text;
+
+    if (o == NULL || n == NULL || out == NULL) {
+        json_object_put(o);
+        json_object_put(n);
+        evbuffer_free(out);
+        evhttp_send_error(req, HTTP_INTERNAL, "Internal Error");
+        return;
+    }
+    (void)prov_ca_keeper_available(sv->keeper, time(NULL), &why);
+    st = prov_ca_keeper_state(sv->keeper);
+    json_object_object_add(o, "status", json_object_new_string(
+        sv->is_draining ? "stopping" : st == PROV_CA_UP ? "up" : "unavailable"));
+    json_object_object_add(o, "ca_token", json_object_new_string(prov_ca_state_name(st)));
+    if (st != PROV_CA_UP) {
+        json_object_object_add(o, "reason", json_object_new_string(why != NULL ? why : ""));
+    }
+    json_object_object_add(o, "ca_token_reopened",
+                           json_object_new_int64((int64_t)prov_ca_keeper_reopened(sv->keeper)));
+    json_object_object_add(o, "uptime_s",
+                           json_object_new_int64((int64_t)(time(NULL) - sv->started)));
+    json_object_object_add(o, "listen", json_object_new_string(sv->opts->listen));
+    json_object_object_add(o, "tls", json_object_new_boolean(sv->tls != NULL));
+    json_object_object_add(o, "est", json_object_new_boolean(prov_ca_keeper_est(sv->keeper) !=
+                                                             NULL));
+    json_object_object_add(o, "tls_reloads", json_object_new_int64((int64_t)sv->n_tls_reloads));
+    json_object_object_add(n, "served", json_object_new_int64((int64_t)sv->n_served));
+    json_object_object_add(n, "refused", json_object_new_int64((int64_t)sv->n_refused));
+    json_object_object_add(n, "unavailable", json_object_new_int64((int64_t)sv->n_unavailable));
+    json_object_object_add(n, "failed", json_object_new_int64((int64_t)sv->n_failed));
+    json_object_object_add(o, "requests", n);
+    json_object_object_add(o, "open_transactions", json_object_new_int64((int64_t)
+        prov_cmp_server_open_count(prov_ca_keeper_cmp(sv->keeper))));
+    text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+    evbuffer_add_printf(out, "%s\n", text);
+    json_object_put(o);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Cache-Control", "no-store");
+    evhttp_send_reply(req, HTTP_OK, "OK", out);
+    evbuffer_free(out);
 }
 
 /*
  * Is path the service's path followed by "/p/LOT" (RFC 9483 section 6.1: a name after /p/,
- * here the lot; a trailing "/" allowed)? LOT (letters, digits, "-", "_", ".", not "." or "..")
- * into lot.
+ * here the lot; a trailing "/" allowed)? LOT (prov_ca_registry_lot_name_ok) into lot.
  */
 static bool lot_path(const char *base, const char *path, char *lot, size_t cap)
 {
@@ -144,17 +277,9 @@ static bool lot_path(const char *base, const char *path, char *lot, size_t cap)
     }
     name = path + n + 3;
     len = strcspn(name, "/");
-    if (len == 0 || len >= cap || (name[len] == '/' && name[len + 1] != '\0') ||
-        (len == 1 && name[0] == '.') || (len == 2 && name[0] == '.' && name[1] == '.')) {
+    if (len >= cap || (name[len] == '/' && name[len + 1] != '\0') ||
+        !prov_ca_registry_lot_name_ok(name, len)) {
         return false;
-    }
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)name[i];
-
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '_' || c == '.')) {
-            return false;
-        }
     }
     memcpy(lot, name, len);
     lot[len] = '\0';
@@ -243,9 +368,19 @@ static void on_request(struct evhttp_request *req, void *arg)
     size_t rsp_len = 0;
     struct evbuffer *out;
     const char *why = NULL;
+    bool up;
     int r;
 
-    if (path != NULL && sv->opts->est != NULL &&
+    if (sv->is_draining) {
+        /* the answer ends the connection: the client's next request finds a new service */
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+    }
+    if (path != NULL && strcmp(path, STATUS_PATH) == 0 &&
+        evhttp_request_get_command(req) == EVHTTP_REQ_GET && is_loopback_peer(req)) {
+        on_status(sv, req);
+        return;
+    }
+    if (path != NULL && prov_ca_keeper_est(sv->keeper) != NULL &&
         strncmp(path, PROV_EST_PREFIX, strlen(PROV_EST_PREFIX)) == 0) {
         on_est(sv, req, path);
         return;
@@ -267,13 +402,26 @@ static void on_request(struct evhttp_request *req, void *arg)
         return;
     }
     prov_error_clear();
-    r = prov_cmp_server_handle_lot(sv->cmp, lot, evbuffer_pullup(body, -1), len, time(NULL),
-                                   &rsp, &rsp_len, &oc);
+    up = prov_ca_keeper_available(sv->keeper, time(NULL), &why);
+    if (up) {
+        r = prov_cmp_server_handle_lot(prov_ca_keeper_cmp(sv->keeper), lot,
+                                       evbuffer_pullup(body, -1), len, time(NULL), &rsp,
+                                       &rsp_len, &oc);
+    } else {
+        r = prov_cmp_server_unavailable(prov_ca_keeper_cmp(sv->keeper),
+                                        evbuffer_pullup(body, -1), len, why, &rsp, &rsp_len,
+                                        &oc);
+        /* a hint for HTTP clients; the CMP answer says systemUnavail */
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", RETRY_AFTER_S);
+    }
     if (r < 0) {
         int status = r == PROV_ERR_INPUT ? HTTP_BADREQUEST : HTTP_INTERNAL;
 
         evhttp_send_error(req, status, r == PROV_ERR_INPUT ? "Bad Request" : "Internal Error");
         log_request(sv, req, status, &oc, len, 0);
+        if (up) {
+            after_failure(sv, status, &oc);
+        }
         return;
     }
     out = evbuffer_new();
@@ -290,11 +438,15 @@ static void on_request(struct evhttp_request *req, void *arg)
     evhttp_send_reply(req, HTTP_OK, "OK", out);
     evbuffer_free(out);
     log_request(sv, req, HTTP_OK, &oc, len, rsp_len);
+    if (up) {
+        after_failure(sv, HTTP_OK, &oc);
+    }
 }
 
 static struct bufferevent *tls_bev(struct event_base *base, void *arg)
 {
-    SSL *ssl = SSL_new(arg);
+    struct service *sv = arg;
+    SSL *ssl = SSL_new(sv->tls);
 
     if (ssl == NULL) {
         return NULL;
@@ -303,15 +455,75 @@ static struct bufferevent *tls_bev(struct event_base *base, void *arg)
                                           BEV_OPT_CLOSE_ON_FREE);
 }
 
-/* The signals only record themselves (interrupt.h): looked at between requests. */
+static int tls_ctx_new(const struct prov_http_opts *o, SSL_CTX **out);
+
+static long ms_since(const struct timespec *t, const struct timespec *now)
+{
+    return (long)(now->tv_sec - t->tv_sec) * 1000 + (now->tv_nsec - t->tv_nsec) / 1000000;
+}
+
+/*
+ * The signals only record themselves (interrupt.h): looked at between requests. SIGTERM or
+ * SIGINT starts the drain: no new connection, the open ones answered until quiet.
+ */
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct service *sv = arg;
+    struct timespec now;
 
     (void)fd;
     (void)what;
-    if (prov_interrupt_signal() != 0) {
+    if (sv->opts->tick != NULL) {
+        sv->opts->tick(sv->opts->log_arg);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (!sv->is_draining && prov_interrupt_signal() != 0) {
+        sv->is_draining = true;
+        sv->drain_start = now;
+        if (sv->opts->stopping != NULL) {
+            sv->opts->stopping(sv->opts->log_arg);
+        }
+        if (sv->listener != NULL) {
+            evhttp_del_accept_socket(sv->http, sv->listener);
+            sv->listener = NULL;
+        }
+        if (sv->opts->log != NULL) {
+            sv->opts->log(sv->opts->log_arg, "stopping: no new connections; answering the open "
+                                             "ones until they are quiet");
+        }
+    }
+    if (sv->is_draining && (ms_since(&sv->last_request, &now) >= DRAIN_QUIET_MS ||
+                            ms_since(&sv->drain_start, &now) >= DRAIN_MAX_S * 1000) &&
+        ms_since(&sv->drain_start, &now) >= DRAIN_QUIET_MS) {
         event_base_loopexit(sv->base, NULL);
+    }
+}
+
+/* SIGHUP: the TLS certificate and key again, for new connections. */
+static void on_hup(evutil_socket_t fd, short what, void *arg)
+{
+    struct service *sv = arg;
+    SSL_CTX *fresh = NULL;
+    char line[600];
+
+    (void)fd;
+    (void)what;
+    if (sv->tls == NULL) {
+        snprintf(line, sizeof(line), "SIGHUP: nothing to reload (no TLS; stations and lots "
+                                     "are read from the CA index on every request)");
+    } else if (tls_ctx_new(sv->opts, &fresh) < 0) {
+        snprintf(line, sizeof(line), "SIGHUP: TLS not reloaded, the old certificate stays: %s",
+                 prov_error_message());
+        prov_error_clear();
+    } else {
+        SSL_CTX_free(sv->tls); /* connections open keep theirs: SSL_new holds a reference */
+        sv->tls = fresh;
+        sv->n_tls_reloads++;
+        snprintf(line, sizeof(line), "SIGHUP: TLS certificate %s and key reloaded",
+                 sv->opts->tls_cert);
+    }
+    if (sv->opts->log != NULL) {
+        sv->opts->log(sv->opts->log_arg, line);
     }
 }
 
@@ -373,9 +585,9 @@ static int tls_ctx_new(const struct prov_http_opts *o, SSL_CTX **out)
                               "--tls-key %s: cannot be loaded or does not match --tls-cert",
                               o->tls_key);
     }
-    if (o->tls_client_ca != NULL) {
+    if (prov_ca_keeper_est(o->keeper) != NULL) {
         /* asked for, not required, and any accepted here: the handler verifies and answers */
-        if (SSL_CTX_add_client_CA(ctx, o->tls_client_ca) != 1 ||
+        if (SSL_CTX_add_client_CA(ctx, prov_ca_keeper_root(o->keeper)) != 1 ||
             SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"prov-ca-serve", 13) !=
                 1) {
             SSL_CTX_free(ctx);
@@ -387,13 +599,12 @@ static int tls_ctx_new(const struct prov_http_opts *o, SSL_CTX **out)
     return 0;
 }
 
-int prov_http_serve(const struct prov_http_opts *opts, struct prov_cmp_server *cmp)
+int prov_http_serve(const struct prov_http_opts *opts)
 {
-    struct service sv = {.opts = opts, .cmp = cmp};
+    struct service sv = {.opts = opts, .keeper = opts->keeper};
     struct timeval tick = {0, 200000};
-    struct evhttp *http = NULL;
     struct event *timer = NULL;
-    SSL_CTX *tls = NULL;
+    struct event *hup = NULL;
     char host[256];
     const char *h = NULL;
     ev_uint16_t port = 0;
@@ -404,46 +615,54 @@ int prov_http_serve(const struct prov_http_opts *opts, struct prov_cmp_server *c
         return r;
     }
     if (opts->tls_cert != NULL) {
-        r = tls_ctx_new(opts, &tls);
+        r = tls_ctx_new(opts, &sv.tls);
         if (r < 0) {
             return r;
         }
     }
+    sv.started = time(NULL);
     sv.base = event_base_new();
-    http = sv.base != NULL ? evhttp_new(sv.base) : NULL;
+    sv.http = sv.base != NULL ? evhttp_new(sv.base) : NULL;
     timer = sv.base != NULL ? event_new(sv.base, -1, EV_PERSIST, on_tick, &sv) : NULL;
-    if (http == NULL || timer == NULL) {
+    /* SIGHUP reloads here instead of stopping the service (interrupt.h's handler replaced) */
+    hup = sv.base != NULL ? evsignal_new(sv.base, SIGHUP, on_hup, &sv) : NULL;
+    if (sv.http == NULL || timer == NULL || hup == NULL) {
         r = prov_fail(PROV_ERR_NOMEM, "ca serve: cannot start the event loop");
         goto out;
     }
-    evhttp_set_max_body_size(http, (ev_ssize_t)opts->max_body);
-    evhttp_set_max_headers_size(http, 16384);
-    evhttp_set_timeout(http, 30);
-    evhttp_set_allowed_methods(http, EVHTTP_REQ_POST | EVHTTP_REQ_GET);
-    evhttp_set_gencb(http, on_request, &sv);
-    if (tls != NULL) {
-        evhttp_set_bevcb(http, tls_bev, tls);
+    evhttp_set_max_body_size(sv.http, (ev_ssize_t)opts->max_body);
+    evhttp_set_max_headers_size(sv.http, 16384);
+    evhttp_set_timeout(sv.http, 30);
+    evhttp_set_allowed_methods(sv.http, EVHTTP_REQ_POST | EVHTTP_REQ_GET);
+    evhttp_set_gencb(sv.http, on_request, &sv);
+    if (sv.tls != NULL) {
+        evhttp_set_bevcb(sv.http, tls_bev, &sv);
     }
-    if (evhttp_bind_socket(http, h, port) != 0) {
+    sv.listener = evhttp_bind_socket_with_handle(sv.http, h, port);
+    if (sv.listener == NULL) {
         r = prov_fail(PROV_ERR_IO, "--listen %s: cannot listen there", opts->listen);
         goto out;
     }
     event_add(timer, &tick);
+    event_add(hup, NULL);
     if (opts->ready != NULL) {
         opts->ready(opts->log_arg, opts->listen);
     }
     event_base_dispatch(sv.base);
     r = 0;
 out:
+    if (hup != NULL) {
+        event_free(hup);
+    }
     if (timer != NULL) {
         event_free(timer);
     }
-    if (http != NULL) {
-        evhttp_free(http);
+    if (sv.http != NULL) {
+        evhttp_free(sv.http);
     }
     if (sv.base != NULL) {
         event_base_free(sv.base);
     }
-    SSL_CTX_free(tls);
+    SSL_CTX_free(sv.tls);
     return r;
 }

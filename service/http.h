@@ -7,8 +7,7 @@
 
 #include <openssl/x509.h>
 
-#include "cmp_server.h"
-#include "est_server.h"
+#include "ca_keeper.h"
 
 /*
  * The HTTP side of `provisioner ca serve` (doc/ca-service.md): libevent's evhttp, with
@@ -27,16 +26,18 @@ struct prov_http_opts {
     /* one line per request (no newline); arg is log_arg */
     void (*log)(void *arg, const char *line);
     void *log_arg;
-    /* called once the service listens (the CLI prints where); may be NULL */
+    /* called once the service listens (the CLI prints where, tells systemd); may be NULL */
     void (*ready)(void *arg, const char *listen);
+    /* called from the event loop every 200 ms (the systemd watchdog); may be NULL */
+    void (*tick)(void *arg);
+    /* called once when SIGTERM or SIGINT starts the drain (systemd STOPPING=1); may be NULL */
+    void (*stopping)(void *arg);
     /*
-     * With TLS: the CA whose certificates a client may present (named in the TLS
-     * CertificateRequest; a client certificate is asked for, not required: the handler
-     * decides). NULL: none is asked for.
+     * The CA, its CMP and EST servers (EST under PROV_EST_PREFIX when it has one). With TLS,
+     * its root is named in the TLS CertificateRequest (a client certificate is asked for,
+     * not required: the handler decides).
      */
-    X509 *tls_client_ca;
-    /* EST (est_server.h) under PROV_EST_PREFIX; NULL: not served */
-    struct prov_est_server *est;
+    struct prov_ca_keeper *keeper;
     /*
      * The CA directory whose CRLs (the files `ca crl` writes) a GET of PROV_HTTP_CRL_PREFIX
      * intermediate.crl or root.crl answers, read at each request; NULL: not served.
@@ -57,10 +58,16 @@ int prov_http_cmp_route(const char *path, const char *cmp_path, bool is_post, co
                         char *lot, size_t lot_cap, const char **why);
 
 /*
- * Serves until SIGTERM or SIGINT: 0 then. PROV_ERR_USAGE for a bad listen address,
+ * Serves until SIGTERM or SIGINT, then drains: the listening socket is closed, requests that
+ * arrive on connections already open are still answered (with "Connection: close"), and the
+ * service returns 0 once none has come for a second, or after 30 s at most.
+ * SIGHUP loads the TLS certificate and key again from their files for new connections (one
+ * log line: reloaded, or why not and that the old ones stay). GET /status from a loopback
+ * peer answers a JSON object: the CA token's state and the request counts (doc/ca-service.md).
+ * Returns 0 after a drain. PROV_ERR_USAGE for a bad listen address,
  * PROV_ERR_IO when the address cannot be bound, PROV_ERR_CONFIG for a TLS certificate or key
  * that cannot be loaded or do not match.
  */
-int prov_http_serve(const struct prov_http_opts *opts, struct prov_cmp_server *cmp);
+int prov_http_serve(const struct prov_http_opts *opts);
 
 #endif

@@ -188,6 +188,23 @@ int prov_ca_registry_station_each(struct prov_ca_index *ix,
     return r;
 }
 
+bool prov_ca_registry_lot_name_ok(const char *name, size_t len)
+{
+    if (len == 0 || len > PROV_CA_LOT_NAME_MAX || (len == 1 && name[0] == '.') ||
+        (len == 2 && name[0] == '.' && name[1] == '.')) {
+        return false;
+    }
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-')) {
+            return false;
+        }
+    }
+    return true;
+}
+
 /* Rows (lot, value) of table for each of values: a lot's profiles or serials. */
 static int insert_each(struct prov_ca_index *ix, const char *sql, const char *lot,
                        const char *const *values, size_t n)
@@ -210,6 +227,9 @@ int prov_ca_registry_lot_add(struct prov_ca_index *ix, const struct prov_ca_lot 
     long long known = 0;
     int r;
 
+    if (!prov_ca_registry_lot_name_ok(name, strlen(name))) {
+        return prov_fail(PROV_ERR_USAGE, "lot \"%s\": must be " PROV_CA_LOT_NAME_RULE, name);
+    }
     prov_ca_index_now_text(now, sizeof(now));
     snprintf(cap_text, sizeof(cap_text), "%lld", lot->cap);
     snprintf(rate_text, sizeof(rate_text), "%lld", lot->per_minute);
@@ -480,14 +500,13 @@ int prov_ca_registry_ask(struct prov_ca_index *ix, const char *name, X509 *cert,
                          struct prov_ca_ask *ask)
 {
     struct prov_sqldb_stmt *st = NULL;
-    char lots[16][128];
     size_t n_lots = 0;
     char hex[72];
     char why[256];
     char first[256] = "";
     int first_retry = 0;
     bool all_cap = true;
-    int rc;
+    int rc = PROV_SQLDB_DONE;
     int r;
 
     ask->lot_out[0] = '\0';
@@ -506,7 +525,7 @@ int prov_ca_registry_ask(struct prov_ca_index *ix, const char *name, X509 *cert,
                                      "SELECT l.name FROM lot l JOIN lot_station s"
                                      " ON s.lot = l.name WHERE s.station = ?1"
                                      " AND (?2 IS NULL OR l.name = ?2)"
-                                     " ORDER BY l.added_at, l.name LIMIT 16",
+                                     " ORDER BY l.added_at, l.name",
                                      &st) != 0) {
         r = db_fail(ix, "cannot prepare");
     }
@@ -515,28 +534,30 @@ int prov_ca_registry_ask(struct prov_ca_index *ix, const char *name, X509 *cert,
         if (ask->lot != NULL) {
             prov_sqldb_bind_text(st, 2, ask->lot);
         }
-        while ((rc = prov_sqldb_step(st)) == PROV_SQLDB_ROW) {
-            snprintf(lots[n_lots++], sizeof(lots[0]), "%s", prov_sqldb_column_text(st, 0));
-        }
-        prov_sqldb_finalize(st);
-        if (rc != PROV_SQLDB_DONE) {
-            r = db_fail(ix, "cannot read the lots");
-        }
     }
-    for (size_t i = 0; i < n_lots && r == 0; i++) {
+    while (r == 0 && (rc = prov_sqldb_step(st)) == PROV_SQLDB_ROW) {
+        const char *lot = prov_sqldb_column_text(st, 0);
         int retry = 0;
         bool is_cap = false;
 
-        r = check_lot(ix, name, lots[i], ask, why, sizeof(why), &retry, &is_cap);
+        n_lots++;
+        r = check_lot(ix, name, lot, ask, why, sizeof(why), &retry, &is_cap);
         if (r == 0 && why[0] == '\0') {
-            snprintf(ask->lot_out, sizeof(ask->lot_out), "%s", lots[i]);
-            return end(ix, 0);
+            snprintf(ask->lot_out, sizeof(ask->lot_out), "%s", lot);
+            break;
         }
         if (first[0] == '\0' || (all_cap && !is_cap)) {
             snprintf(first, sizeof(first), "%s", why);
             first_retry = retry;
         }
         all_cap = all_cap && is_cap;
+    }
+    if (st != NULL && r == 0 && rc != PROV_SQLDB_ROW && rc != PROV_SQLDB_DONE) {
+        r = db_fail(ix, "cannot read the lots");
+    }
+    prov_sqldb_finalize(st);
+    if (r == 0 && ask->lot_out[0] != '\0') {
+        return end(ix, 0);
     }
     if (r < 0) {
         return end(ix, r);

@@ -57,8 +57,17 @@ struct prov_ca_lot {
 };
 
 /*
+ * Is name[0..len) a lot name a request path can carry (CMP's /p/LOT, EST's /LOT/): 1 to
+ * PROV_CA_LOT_NAME_MAX of A-Z a-z 0-9 "." "_" "-", and not "." or ".."?
+ */
+#define PROV_CA_LOT_NAME_MAX 64
+#define PROV_CA_LOT_NAME_RULE "1 to 64 of A-Z a-z 0-9 . _ - (not . or ..)"
+bool prov_ca_registry_lot_name_ok(const char *name, size_t len);
+
+/*
  * Registers lot (a lot registered before gets the new terms, stations, profiles and
- * serials). PROV_ERR_USAGE naming a station that is not registered.
+ * serials). PROV_ERR_USAGE naming a station that is not registered, or for a name that
+ * breaks PROV_CA_LOT_NAME_RULE.
  */
 int prov_ca_registry_lot_add(struct prov_ca_index *ix, const struct prov_ca_lot *lot);
 

@@ -24,13 +24,10 @@
 #include "station_identity.h"
 
 struct cmp_issuer {
-    struct prov_issuer base;
+    struct prov_remote_issuer remote; /* first: a prov_issuer * is one of these */
     char host[256];
     int port;
     char path[256];
-    struct prov_station_identity id; /* station_cert, its key in the station's token, root */
-    STACK_OF(X509) *chain;   /* from the service's caCerts: intermediate then root */
-    pthread_mutex_t lock;    /* one request at a time: one token session */
 };
 
 static struct cmp_issuer *cmp_of(struct prov_issuer *is)
@@ -74,12 +71,13 @@ static OSSL_CMP_CTX *client_ctx(struct cmp_issuer *ci)
     if (ctx == NULL || !OSSL_CMP_CTX_set1_server(ctx, ci->host) ||
         !OSSL_CMP_CTX_set_serverPort(ctx, ci->port) ||
         !OSSL_CMP_CTX_set1_serverPath(ctx, ci->path) ||
-        !OSSL_CMP_CTX_set1_cert(ctx, ci->id.cert) ||
-        !OSSL_CMP_CTX_set1_pkey(ctx, ci->id.pkey) || !X509_STORE_up_ref(ci->id.trust)) {
+        !OSSL_CMP_CTX_set1_cert(ctx, ci->remote.id.cert) ||
+        !OSSL_CMP_CTX_set1_pkey(ctx, ci->remote.id.pkey) ||
+        !X509_STORE_up_ref(ci->remote.id.trust)) {
         OSSL_CMP_CTX_free(ctx);
         return NULL;
     }
-    OSSL_CMP_CTX_set0_trustedStore(ctx, ci->id.trust);
+    OSSL_CMP_CTX_set0_trustedStore(ctx, ci->remote.id.trust);
     OSSL_CMP_CTX_set_log_cb(ctx, prov_cmp_log_nothing);
     OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_MSG_TIMEOUT, 30);
     OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_TOTAL_TIMEOUT, 60);
@@ -97,6 +95,18 @@ static int transaction_failed(struct cmp_issuer *ci, OSSL_CMP_CTX *ctx, const ch
     const char *reason = e != 0 ? ERR_reason_error_string(e) : NULL;
 
     ERR_clear_error();
+    if (OSSL_CMP_CTX_get_status(ctx) == OSSL_CMP_PKISTATUS_accepted ||
+        OSSL_CMP_CTX_get_status(ctx) == OSSL_CMP_PKISTATUS_grantedWithMods) {
+        /*
+         * Granted, but the exchange did not finish (the confirmation or its answer was lost):
+         * the service holds the certificate, and the same request gives it again (retry,
+         * doc/ca-service.md, "What is issued").
+         */
+        return prov_fail(PROV_ERR_NOT_FOUND,
+                         "CA service cmp://%s:%d%s granted %s but the exchange did not finish "
+                         "(%s): the next run asks again with the same key",
+                         ci->host, ci->port, ci->path, what, reason != NULL ? reason : "no answer");
+    }
     if (OSSL_CMP_CTX_get_status(ctx) >= 0 &&
         OSSL_CMP_CTX_snprint_PKIStatus(ctx, text, sizeof(text)) != NULL) {
         return prov_fail(PROV_ERR_POLICY, "CA service cmp://%s:%d%s refused %s: %s", ci->host,
@@ -145,14 +155,14 @@ static int fetch_chain(struct cmp_issuer *ci)
     sk_OSSL_CMP_ITAV_pop_free(itavs, OSSL_CMP_ITAV_free);
     OSSL_CMP_CTX_free(ctx);
     r = prov_fail(PROV_ERR_VERIFY, "CA service cmp://%s:%d%s: its caCerts do not chain to %s",
-                  ci->host, ci->port, ci->path, ci->base.cfg->root_cert);
+                  ci->host, ci->port, ci->path, ci->remote.base.cfg->root_cert);
     vc = X509_STORE_CTX_new();
     if (certs != NULL && sk_X509_num(certs) >= 2 && vc != NULL &&
-        X509_cmp(sk_X509_value(certs, sk_X509_num(certs) - 1), ci->id.root) == 0 &&
-        X509_STORE_CTX_init(vc, ci->id.trust, sk_X509_value(certs, 0), certs) &&
+        X509_cmp(sk_X509_value(certs, sk_X509_num(certs) - 1), ci->remote.id.root) == 0 &&
+        X509_STORE_CTX_init(vc, ci->remote.id.trust, sk_X509_value(certs, 0), certs) &&
         X509_verify_cert(vc) == 1) {
         prov_error_clear();
-        ci->chain = certs;
+        ci->remote.chain = certs;
         certs = NULL;
         r = 0;
     }
@@ -176,11 +186,11 @@ static int cmp_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_re
     if (r < 0) {
         return r;
     }
-    if (ci->chain == NULL) {
+    if (ci->remote.chain == NULL) {
         return prov_fail(PROV_ERR_INTERNAL, "CMP issuer used before it was opened");
     }
     snprintf(what, sizeof(what), "the certificate of %s", rq->serial);
-    pthread_mutex_lock(&ci->lock);
+    pthread_mutex_lock(&ci->remote.lock);
     ctx = client_ctx(ci);
     if (ctx == NULL || !OSSL_CMP_CTX_set1_p10CSR(ctx, req)) {
         r = prov_fail(PROV_ERR_NOMEM, "CMP: out of memory");
@@ -193,8 +203,8 @@ static int cmp_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_re
         }
     }
     OSSL_CMP_CTX_free(ctx);
-    pthread_mutex_unlock(&ci->lock);
-    if (r == 0 && (X509_check_issued(sk_X509_value(ci->chain, 0), cert) != X509_V_OK ||
+    pthread_mutex_unlock(&ci->remote.lock);
+    if (r == 0 && (X509_check_issued(sk_X509_value(ci->remote.chain, 0), cert) != X509_V_OK ||
                    EVP_PKEY_eq(X509_get0_pubkey(cert), X509_REQ_get0_pubkey(req)) != 1)) {
         r = prov_fail(PROV_ERR_VERIFY, "CA service: %s is not for the CSR's key or not issued "
                       "by its intermediate", what);
@@ -205,11 +215,6 @@ static int cmp_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_re
     }
     *out = cert;
     return 0;
-}
-
-static STACK_OF(X509) *cmp_chain(struct prov_issuer *is)
-{
-    return cmp_of(is)->chain;
 }
 
 static int cmp_delivered(struct prov_issuer *is, X509 *cert)
@@ -223,10 +228,7 @@ static void cmp_close(struct prov_issuer *is)
 {
     struct cmp_issuer *ci = cmp_of(is);
 
-    prov_station_identity_close(&ci->id);
-    sk_X509_pop_free(ci->chain, X509_free);
-    pthread_mutex_destroy(&ci->lock);
-    free(ci);
+    prov_remote_free(&ci->remote);
 }
 
 static const struct prov_issuer_ops cmp_ops = {
@@ -234,7 +236,7 @@ static const struct prov_issuer_ops cmp_ops = {
     .check_device = prov_remote_check_device,
     .check = prov_remote_check,
     .issue = cmp_issue,
-    .chain = cmp_chain,
+    .chain = prov_remote_chain,
     .delivered = cmp_delivered,
     .record = prov_remote_record,
     .close = cmp_close,
@@ -243,33 +245,30 @@ static const struct prov_issuer_ops cmp_ops = {
 int prov_issuer_cmp_open(const struct prov_config *cfg, bool is_deferred,
                          struct prov_issuer **out)
 {
-    struct cmp_issuer *ci = calloc(1, sizeof(*ci));
+    struct cmp_issuer *ci = prov_remote_new(sizeof(*ci), &cmp_ops, cfg);
     int r;
 
     *out = NULL;
     if (ci == NULL) {
-        return prov_fail(PROV_ERR_NOMEM, "issuer: out of memory");
+        return PROV_ERR_NOMEM;
     }
-    ci->base.ops = &cmp_ops;
-    ci->base.cfg = cfg;
-    pthread_mutex_init(&ci->lock, NULL);
     r = parse_url(cfg->ca_url, ci);
     if (r == 0 && is_deferred) {
         /* csr and install only ask check_device: nothing to open */
-        *out = &ci->base;
+        *out = &ci->remote.base;
         return 0;
     }
     if (r == 0) {
-        r = prov_station_identity_open(cfg, &ci->id);
+        r = prov_station_identity_open(cfg, &ci->remote.id);
     }
     if (r == 0) {
         /* Before anything else: a service that does not answer stops the run here (exit 4). */
         r = fetch_chain(ci);
     }
     if (r < 0) {
-        cmp_close(&ci->base);
+        cmp_close(&ci->remote.base);
         return r;
     }
-    *out = &ci->base;
+    *out = &ci->remote.base;
     return 0;
 }

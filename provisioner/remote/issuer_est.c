@@ -28,12 +28,9 @@
 #define EST_ANSWER_MAX (1024 * 1024)
 
 struct est_issuer {
-    struct prov_issuer base;
+    struct prov_remote_issuer remote; /* first: a prov_issuer * is one of these */
     char base_url[512];      /* https://HOST:PORT/.well-known/est */
-    struct prov_station_identity id; /* station_cert, its key in the station's token, root */
-    STACK_OF(X509) *chain;   /* from cacerts: intermediate(s) then root */
     CURL *curl;
-    pthread_mutex_t lock;
 };
 
 struct answer {
@@ -100,8 +97,8 @@ static CURLcode on_ssl_ctx(CURL *curl, void *ssl_ctx, void *arg)
     struct est_issuer *ei = arg;
 
     (void)curl;
-    if (SSL_CTX_use_certificate(ssl_ctx, ei->id.cert) != 1 ||
-        SSL_CTX_use_PrivateKey(ssl_ctx, ei->id.pkey) != 1) {
+    if (SSL_CTX_use_certificate(ssl_ctx, ei->remote.id.cert) != 1 ||
+        SSL_CTX_use_PrivateKey(ssl_ctx, ei->remote.id.pkey) != 1) {
         ERR_clear_error();
         return CURLE_SSL_CERTPROBLEM;
     }
@@ -218,25 +215,25 @@ static int fetch_chain(struct est_issuer *ei)
     if (r < 0) {
         goto out;
     }
-    r = prov_fail(PROV_ERR_VERIFY, "CA service %s: its cacerts do not chain to %s",
-                  ei->base_url, ei->base.cfg->root_cert);
+    r = prov_fail(PROV_ERR_VERIFY, "CA service %s: its cacerts do not chain to %s", ei->base_url,
+                  ei->remote.base.cfg->root_cert);
     for (int i = 0; certs != NULL && chain != NULL && i < sk_X509_num(certs); i++) {
         X509 *c = sk_X509_value(certs, i);
 
-        if (X509_cmp(c, ei->id.root) != 0 && X509_up_ref(c) && !sk_X509_push(chain, c)) {
+        if (X509_cmp(c, ei->remote.id.root) != 0 && X509_up_ref(c) && !sk_X509_push(chain, c)) {
             X509_free(c);
         }
     }
-    if (chain != NULL && sk_X509_num(chain) >= 1 && X509_up_ref(ei->id.root) &&
-        !sk_X509_push(chain, ei->id.root)) {
-        X509_free(ei->id.root);
+    if (chain != NULL && sk_X509_num(chain) >= 1 && X509_up_ref(ei->remote.id.root) &&
+        !sk_X509_push(chain, ei->remote.id.root)) {
+        X509_free(ei->remote.id.root);
     }
-    if (chain != NULL && sk_X509_num(chain) >= 2 &&
-        sk_X509_num(chain) == sk_X509_num(certs) && vc != NULL &&
-        X509_STORE_CTX_init(vc, ei->id.trust, sk_X509_value(chain, 0), chain) &&
+    if (chain != NULL && sk_X509_num(chain) >= 2 && sk_X509_num(chain) == sk_X509_num(certs) &&
+        vc != NULL &&
+        X509_STORE_CTX_init(vc, ei->remote.id.trust, sk_X509_value(chain, 0), chain) &&
         X509_verify_cert(vc) == 1) {
         prov_error_clear();
-        ei->chain = chain;
+        ei->remote.chain = chain;
         chain = NULL;
         r = 0;
     }
@@ -279,16 +276,18 @@ static int est_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_re
     if (r < 0) {
         return r;
     }
-    if (ei->chain == NULL) {
+    if (ei->remote.chain == NULL) {
         return prov_fail(PROV_ERR_INTERNAL, "EST issuer used before it was opened");
     }
     body = csr_base64(req);
     if (body == NULL) {
         return prov_fail(PROV_ERR_NOMEM, "EST: out of memory");
     }
-    pthread_mutex_lock(&ei->lock);
-    r = request(ei, "simpleenroll", body, &status, &a);
-    pthread_mutex_unlock(&ei->lock);
+    pthread_mutex_lock(&ei->remote.lock);
+    /* a station's reissue is a simplereenroll with its own certificate (doc/ca-service.md) */
+    r = request(ei, rq->record.is_reissue ? "simplereenroll" : "simpleenroll", body, &status,
+                &a);
+    pthread_mutex_unlock(&ei->remote.lock);
     free(body);
     if (r == 0 && status != 200) {
         refusal_text(&a, why, sizeof(why));
@@ -303,9 +302,8 @@ static int est_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_re
         return r;
     }
     cert = sk_X509_value(certs, 0);
-    if (cert == NULL || X509_check_issued(sk_X509_value(ei->chain, 0), cert) != X509_V_OK ||
-        EVP_PKEY_eq(X509_get0_pubkey(cert), X509_REQ_get0_pubkey(req)) != 1 ||
-        !X509_up_ref(cert)) {
+    if (cert == NULL || X509_check_issued(sk_X509_value(ei->remote.chain, 0), cert) != X509_V_OK ||
+        EVP_PKEY_eq(X509_get0_pubkey(cert), X509_REQ_get0_pubkey(req)) != 1 || !X509_up_ref(cert)) {
         sk_X509_pop_free(certs, X509_free);
         return prov_fail(PROV_ERR_VERIFY, "CA service %s: the certificate of %s is not for the "
                          "CSR's key or not issued by its intermediate", ei->base_url,
@@ -314,11 +312,6 @@ static int est_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_re
     sk_X509_pop_free(certs, X509_free);
     *out = cert;
     return 0;
-}
-
-static STACK_OF(X509) *est_chain(struct prov_issuer *is)
-{
-    return est_of(is)->chain;
 }
 
 static int est_delivered(struct prov_issuer *is, X509 *cert)
@@ -335,10 +328,7 @@ static void est_close(struct prov_issuer *is)
     if (ei->curl != NULL) {
         curl_easy_cleanup(ei->curl);
     }
-    prov_station_identity_close(&ei->id);
-    sk_X509_pop_free(ei->chain, X509_free);
-    pthread_mutex_destroy(&ei->lock);
-    free(ei);
+    prov_remote_free(&ei->remote);
 }
 
 static const struct prov_issuer_ops est_ops = {
@@ -346,7 +336,7 @@ static const struct prov_issuer_ops est_ops = {
     .check_device = prov_remote_check_device,
     .check = prov_remote_check,
     .issue = est_issue,
-    .chain = est_chain,
+    .chain = prov_remote_chain,
     .delivered = est_delivered,
     .record = prov_remote_record,
     .close = est_close,
@@ -377,23 +367,20 @@ static int curl_new(struct est_issuer *ei, const struct prov_config *cfg)
 int prov_issuer_est_open(const struct prov_config *cfg, bool is_deferred,
                          struct prov_issuer **out)
 {
-    struct est_issuer *ei = calloc(1, sizeof(*ei));
+    struct est_issuer *ei = prov_remote_new(sizeof(*ei), &est_ops, cfg);
     int r;
 
     *out = NULL;
     if (ei == NULL) {
-        return prov_fail(PROV_ERR_NOMEM, "issuer: out of memory");
+        return PROV_ERR_NOMEM;
     }
-    ei->base.ops = &est_ops;
-    ei->base.cfg = cfg;
-    pthread_mutex_init(&ei->lock, NULL);
     r = parse_url(cfg->ca_url, ei);
     if (r == 0 && is_deferred) {
-        *out = &ei->base;
+        *out = &ei->remote.base;
         return 0;
     }
     if (r == 0) {
-        r = prov_station_identity_open(cfg, &ei->id);
+        r = prov_station_identity_open(cfg, &ei->remote.id);
     }
     if (r == 0) {
         r = curl_new(ei, cfg);
@@ -403,9 +390,9 @@ int prov_issuer_est_open(const struct prov_config *cfg, bool is_deferred,
         r = fetch_chain(ei);
     }
     if (r < 0) {
-        est_close(&ei->base);
+        est_close(&ei->remote.base);
         return r;
     }
-    *out = &ei->base;
+    *out = &ei->remote.base;
     return 0;
 }

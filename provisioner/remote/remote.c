@@ -6,7 +6,9 @@
 #include "remote.h"
 
 #include <stddef.h>
+#include <stdlib.h>
 
+#include "error.h"
 #include "issuer.h"
 #include "issuer_cmp.h"
 #include "issuer_est.h"
@@ -44,4 +46,31 @@ struct prov_ca_index *prov_remote_record(struct prov_issuer *is)
 {
     (void)is;
     return NULL;
+}
+
+void *prov_remote_new(size_t size, const struct prov_issuer_ops *ops, const struct prov_config *cfg)
+{
+    struct prov_remote_issuer *ri = calloc(1, size);
+
+    if (ri == NULL) {
+        prov_fail(PROV_ERR_NOMEM, "issuer: out of memory");
+        return NULL;
+    }
+    ri->base.ops = ops;
+    ri->base.cfg = cfg;
+    pthread_mutex_init(&ri->lock, NULL);
+    return ri;
+}
+
+void prov_remote_free(struct prov_remote_issuer *ri)
+{
+    prov_station_identity_close(&ri->id);
+    sk_X509_pop_free(ri->chain, X509_free);
+    pthread_mutex_destroy(&ri->lock);
+    free(ri);
+}
+
+STACK_OF(X509) *prov_remote_chain(struct prov_issuer *is)
+{
+    return ((struct prov_remote_issuer *)is)->chain;
 }

@@ -255,7 +255,11 @@ static int check_known_keys(const struct section *s, const char *const *known)
     return 0;
 }
 
-static int get_string(const struct section *s, const char *key, char **out)
+/*
+ * key's value when the section sets it, into *out (replacing what was there): as written, or
+ * as a path relative to the config file's directory (prov_config_path).
+ */
+static int get_value(const struct section *s, const char *key, bool is_path, char **out)
 {
     const char *v = section_get(s, key);
 
@@ -263,26 +267,21 @@ static int get_string(const struct section *s, const char *key, char **out)
         return 0;
     }
     free(*out);
-    *out = strdup(v);
+    *out = is_path ? prov_config_path(s->cfg, v) : strdup(v);
     if (*out == NULL) {
         return prov_fail(PROV_ERR_NOMEM, "%s: [%s] %s: out of memory", s->cfg->path, s->name, key);
     }
     return 0;
 }
 
+static int get_string(const struct section *s, const char *key, char **out)
+{
+    return get_value(s, key, false, out);
+}
+
 static int get_path(const struct section *s, const char *key, char **out)
 {
-    const char *v = section_get(s, key);
-
-    if (v == NULL) {
-        return 0;
-    }
-    free(*out);
-    *out = prov_config_path(s->cfg, v);
-    if (*out == NULL) {
-        return prov_fail(PROV_ERR_NOMEM, "%s: [%s] %s: out of memory", s->cfg->path, s->name, key);
-    }
-    return 0;
+    return get_value(s, key, true, out);
 }
 
 /* A journal: a libpq URI (the shared ledger, doc/ledger.md) as written, else a path. */

@@ -186,3 +186,39 @@ station_batch_service_gone() {
     assert_one_error "CA service"
     assert_no_file devices/SN-09999
 }
+
+# station_dir PEM URL TOKEN NAME: $WORK/station, a station's own directory with no CA token,
+# key or PIN: its certificate (the first of PEM, from `ca station add`), the root, the device
+# PIN file, the server CA, and provisioner.cnf whose [ca] url is URL and whose identity key
+# is object NAME on token TOKEN (doc/ca-service.md, "Stations as clients").
+station_dir() {
+    mkdir -p "$WORK/station"
+    openssl x509 -in "$1" -out "$WORK/station/station.crt" || fail "station_dir: $1"
+    cp "$IT_CA_DIR/root.crt" "$WORK/device.pin" "$WORK/server-ca.pem" "$WORK/station/"
+    cat >"$WORK/station/provisioner.cnf" <<EOF2
+# SPDX-License-Identifier: Apache-2.0
+[provisioner]
+pkcs11_module = $SOFTHSM_MODULE
+output_dir = devices
+server_ca = server-ca.pem
+device_pin = file:device.pin
+lot = LOT-IT-1
+
+[ca]
+url = $2
+tls_ca = server-ca.pem
+station_cert = station.crt
+station_key = pkcs11:token=$3;object=$4
+station_pin = file:device.pin
+root_cert = root.crt
+
+[profile_device]
+key = ec-p256
+days = 30
+subject = device_dn
+
+[device_dn]
+O = Batch Test
+CN = \${cn}
+EOF2
+}

@@ -7,6 +7,7 @@
 #   station may not serve; the station's rate on a lot (429 with Retry-After);
 # - a station's reissue (simplereenroll with the station's own certificate) honoured only in
 #   a lot that allows it, the old certificate superseded (and revoked, as the profile says);
+#   the tool's own EST client sends `enroll --reissue` so, on the lot its [ca] url names;
 # every refusal an HTTP status with the reason, an audit record, and nothing issued (the CA
 # index's certificates counted before and after).
 . "$(dirname "$0")/../lib.sh"
@@ -88,6 +89,37 @@ assert_grep "$CMP_LOG" 'station=STATION-1 serial=R-00001 .*outcome="reissued"' "
 audited_refusal rate 429 'its rate for lot LOT-R .2 per minute. is reached' STATION-1 LOT-R/ R-00002
 grep -qiE '^Retry-After: [0-9]+' "$WORK/est-rate.headers" ||
     fail "rate: no Retry-After header: $(tr '\r\n' '  ' <"$WORK/est-rate.headers")"
+
+# ---- the tool's own EST client: enroll --reissue is a simplereenroll -------------------------
+token_init station-e
+prov 0 csr --serial STATION-E --device pkcs11:token=station-e --profile station \
+    --out "$WORK/station-e.csr"
+prov 0 ca station add STATION-E --csr "$WORK/station-e.csr" --out "$WORK/station-e.pem"
+prov 0 ca lot add LOT-E --count 5 --station STATION-E --reissue
+prov 0 ca lot add LOT-F --count 5 --station STATION-E
+CA_CONFIG=$PROVISIONER_CONFIG
+token_init dev-e1
+token_init dev-e2
+station_dir "$WORK/station-e.pem" "https://127.0.0.1:$CMP_PORT/.well-known/est/LOT-E" station-e \
+    STATION-E
+export PROVISIONER_CONFIG=$WORK/station/provisioner.cnf
+cd "$WORK/station"
+prov 0 enroll --serial E-00001 --device pkcs11:token=dev-e1
+E1_OLD=$(hex_of devices/E-00001/client.crt)
+prov 0 enroll --serial E-00001 --device pkcs11:token=dev-e1 --reissue
+assert_strict_cert devices/E-00001/client.crt
+[ "$(hex_of devices/E-00001/client.crt)" != "$E1_OLD" ] || fail "enroll --reissue: the same certificate"
+assert_eq "$(sql_q "$IX" "SELECT group_concat(lot || ':' || status, ' ') FROM (SELECT lot, status
+    FROM certificate WHERE serial = 'E-00001' ORDER BY id)")" "LOT-E:superseded LOT-E:issued" \
+    "enroll --reissue through EST: the old certificate superseded"
+sed -i 's|/.well-known/est/LOT-E$|/.well-known/est/LOT-F|' provisioner.cnf
+prov 0 enroll --serial E-00002 --device pkcs11:token=dev-e2
+BEFORE=$(cmp_issued)
+prov 5 enroll --serial E-00002 --device pkcs11:token=dev-e2 --reissue
+assert_grep "$PROV_ERR" 'lot LOT-F does not allow a reissue' "enroll --reissue on LOT-F: the reason"
+assert_eq "$(cmp_issued)" "$BEFORE" "enroll --reissue on LOT-F: nothing issued"
+cd "$WORK"
+export PROVISIONER_CONFIG=$CA_CONFIG
 
 # ---- ca station revoke: the station is refused from then on ------------------------------
 prov 0 ca station revoke STATION-2 --reason keyCompromise

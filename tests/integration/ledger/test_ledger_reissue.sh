@@ -6,6 +6,7 @@
 # its intent; station B, reissuing the same serial meanwhile, finds the row leased (counted
 # elsewhere) and makes nothing; A completes. Exactly one new certificate: the serial has
 # two certificates, one superseded, and the token holds exactly the ledger's key.
+# `enroll --reissue` of a row another station holds is refused until the lease is released.
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../batch/batch_lib.sh"
 . "$(dirname "$0")/ledger_lib.sh"
@@ -35,3 +36,18 @@ assert_eq "$(pg_q "SELECT count(*) FROM certificate WHERE device_serial = 'SN-00
 assert_eq "$(pg_q "SELECT done FROM work WHERE serial = 'SN-00001'")" t "SN-00001 finished again"
 assert_tokens_match_ledger dev-01
 prov 0 ledger verify
+
+# `enroll --reissue` of a serial the ledger has a row for takes that row's lease while it
+# works: refused (one line naming the station) while another station holds it, nothing
+# written to the device; once the lease is released it reissues and gives the lease back.
+pg_q "UPDATE work SET station = 'st-x', token = nextval('lease_token'),
+      expires = now() + interval '1 hour', done = false WHERE serial = 'SN-00002'" >/dev/null
+before=$(sha256sum <devices/SN-00002/client.der)
+prov 6 enroll --serial SN-00002 --device pkcs11:token=dev-01 --reissue
+assert_one_error 'SN-00002' 'station st-x'
+assert_eq "$(sha256sum <devices/SN-00002/client.der)" "$before" "SN-00002's storage while st-x holds it"
+prov 0 ledger release --station st-x
+prov 0 enroll --serial SN-00002 --device pkcs11:token=dev-01 --reissue
+[ "$(sha256sum <devices/SN-00002/client.der)" != "$before" ] || fail "enroll --reissue kept the certificate"
+assert_eq "$(pg_q "SELECT coalesce(station, '-') || ' ' || done FROM work WHERE serial = 'SN-00002'")" \
+    "- true" "SN-00002's lease after enroll --reissue"

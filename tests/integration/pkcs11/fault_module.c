@@ -21,7 +21,13 @@
  *   FAULT_CALL=N       at its N-th call in this process (1-based),
  *   FAULT_RV=0xRV      with this CK_RV (the real function is NOT called for that call);
  *   FAULT_STICKY=1     from then on every call of every wrapped function returns FAULT_RV
- *                      (a token that was pulled stays gone).
+ *                      (a token that was pulled stays gone);
+ *   FAULT_PULLED=FILE  while FILE exists the token is out: every wrapped call but C_Finalize
+ *                      returns FAULT_RV (default CKR_DEVICE_REMOVED) without being forwarded.
+ *                      Once FILE is gone, the token is back but the process's sessions are
+ *                      not: every call returns CKR_CRYPTOKI_NOT_INITIALIZED until the process
+ *                      calls C_Initialize again, which first finalizes the real module (an
+ *                      HSM that restarted). A test pulls and puts back with touch and rm.
  *
  * Counting is per process and per function, with atomics (batch workers are threads).
  * Test-only: it never reads a PIN (C_Login's arguments are forwarded untouched).
@@ -37,6 +43,8 @@ static CK_RV fault_rv;
 static int is_sticky;
 static int is_tripped;
 static int log_fd = -1;
+static const char *pulled_file;
+static int was_pulled;
 
 static void log_call(const char *name, CK_RV rv)
 {
@@ -70,12 +78,42 @@ static int must_fail(const char *name, unsigned long *count)
     return 0;
 }
 
+/*
+ * FAULT_PULLED: the rv a call of name gets from a pulled (or pulled and put back) token, or
+ * CKR_OK to forward it. C_Initialize after a put-back restarts the real module first.
+ */
+static CK_RV pulled_rv(const char *name)
+{
+    if (pulled_file == NULL) {
+        return CKR_OK;
+    }
+    if (access(pulled_file, F_OK) == 0) {
+        if (strcmp(name, "C_Finalize") == 0) {
+            return CKR_OK;
+        }
+        __atomic_store_n(&was_pulled, 1, __ATOMIC_SEQ_CST);
+        return fault_rv;
+    }
+    if (!__atomic_load_n(&was_pulled, __ATOMIC_SEQ_CST) || strcmp(name, "C_Finalize") == 0) {
+        return CKR_OK;
+    }
+    if (strcmp(name, "C_Initialize") == 0) {
+        target->C_Finalize(NULL);
+        __atomic_store_n(&was_pulled, 0, __ATOMIC_SEQ_CST);
+        return CKR_OK;
+    }
+    return CKR_CRYPTOKI_NOT_INITIALIZED;
+}
+
 /* One wrapper per function: count, maybe fail, else forward; log the rv returned. */
 #define WRAP(name, params, args)                                                              \
     static CK_RV fault_##name params                                                          \
     {                                                                                         \
         static unsigned long count;                                                           \
-        CK_RV rv = must_fail(#name, &count) ? fault_rv : target->name args;                   \
+        CK_RV rv = pulled_rv(#name);                                                          \
+        if (rv == CKR_OK) {                                                                   \
+            rv = must_fail(#name, &count) ? fault_rv : target->name args;                     \
+        }                                                                                     \
         log_call(#name, rv);                                                                  \
         return rv;                                                                            \
     }
@@ -108,8 +146,13 @@ WRAP(C_FindObjects, (CK_SESSION_HANDLE a, CK_OBJECT_HANDLE_PTR b, CK_ULONG c, CK
 static CK_RV fault_C_FindObjectsFinal(CK_SESSION_HANDLE a)
 {
     static unsigned long count;
-    CK_RV rv = target->C_FindObjectsFinal(a);
+    CK_RV rv = pulled_rv("C_FindObjectsFinal");
 
+    if (rv != CKR_OK) {
+        log_call("C_FindObjectsFinal", rv);
+        return rv;
+    }
+    rv = target->C_FindObjectsFinal(a);
     if (must_fail("C_FindObjectsFinal", &count)) {
         rv = fault_rv;
     }
@@ -126,8 +169,13 @@ static CK_RV fault_C_Sign(CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYT
                           CK_ULONG_PTR e)
 {
     static unsigned long count;
-    CK_RV rv = target->C_Sign(a, b, c, d, e);
+    CK_RV rv = pulled_rv("C_Sign");
 
+    if (rv != CKR_OK) {
+        log_call("C_Sign", rv);
+        return rv;
+    }
+    rv = target->C_Sign(a, b, c, d, e);
     if (must_fail("C_Sign", &count)) {
         rv = fault_rv;
     }
@@ -155,7 +203,13 @@ static void read_config(void)
 
     fault_func = getenv("FAULT_FUNC");
     fault_call = call != NULL ? strtoul(call, NULL, 0) : 0;
-    fault_rv = rv != NULL ? (CK_RV)strtoul(rv, NULL, 0) : CKR_FUNCTION_FAILED;
+    pulled_file = getenv("FAULT_PULLED");
+    if (pulled_file != NULL && pulled_file[0] == '\0') {
+        pulled_file = NULL;
+    }
+    fault_rv = rv != NULL            ? (CK_RV)strtoul(rv, NULL, 0)
+               : pulled_file != NULL ? CKR_DEVICE_REMOVED
+                                     : CKR_FUNCTION_FAILED;
     is_sticky = sticky != NULL && strcmp(sticky, "1") == 0;
     if (log != NULL && log[0] != '\0') {
         log_fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
