@@ -34,7 +34,7 @@ struct prov_ca_index {
     char *path;
     int lock_fd;           /* index.sqlite.lock: one byte per running attempt (OFD locks) */
     pthread_mutex_t lock;  /* one transaction at a time on the connection */
-    sqlite3_stmt *st[ST_COUNT];
+    struct prov_sqldb_stmt *st[ST_COUNT];
     bool is_in_issue;      /* between begin and record/abort (lock held) */
     long crash_after;      /* test-only crash hook (ca_index.c, crash_point) */
     long crash_count;

@@ -12,6 +12,7 @@
  * Implementations: sqldb_sqlite.c (a SQLite connection the caller opened). A store whose
  * dialect differs (PostgreSQL) implements the same operations.
  */
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -52,6 +53,16 @@ void prov_sqldb_reset(struct prov_sqldb_stmt *st);
 int prov_sqldb_bind_text(struct prov_sqldb_stmt *st, int i, const char *text);
 int prov_sqldb_bind_int(struct prov_sqldb_stmt *st, int i, long long v);
 int prov_sqldb_bind_blob(struct prov_sqldb_stmt *st, int i, const void *p, size_t len);
+
+/*
+ * Binds the arguments in ap to st's parameters 1, 2, ... by a type string, one letter an
+ * argument: 't' text (const char *, NULL binds NULL), 'i' long long, 'b' blob (const void *
+ * then size_t length; NULL binds NULL). 0, or the first failed bind's code.
+ */
+int prov_sqldb_bindv(struct prov_sqldb_stmt *st, const char *types, va_list ap);
+
+/* The id (INTEGER PRIMARY KEY) of the row the last INSERT on db added. */
+long long prov_sqldb_last_id(struct prov_sqldb *db);
 
 /* PROV_SQLDB_ROW, PROV_SQLDB_DONE, or a negative PROV_SQLDB_* code. */
 int prov_sqldb_step(struct prov_sqldb_stmt *st);

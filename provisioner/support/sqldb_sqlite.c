@@ -152,3 +152,27 @@ void prov_sqldb_column_copy(struct prov_sqldb_stmt *st, int i, char *out, size_t
 
     snprintf(out, cap, "%s", t != NULL ? t : "");
 }
+
+long long prov_sqldb_last_id(struct prov_sqldb *db)
+{
+    return sqlite3_last_insert_rowid(db->conn);
+}
+
+int prov_sqldb_bindv(struct prov_sqldb_stmt *st, const char *types, va_list ap)
+{
+    int rc = 0;
+
+    for (int i = 0; rc == 0 && types[i] != '\0'; i++) {
+        if (types[i] == 't') {
+            rc = prov_sqldb_bind_text(st, i + 1, va_arg(ap, const char *));
+        } else if (types[i] == 'i') {
+            rc = prov_sqldb_bind_int(st, i + 1, va_arg(ap, long long));
+        } else {
+            const void *p = va_arg(ap, const void *);
+            size_t len = va_arg(ap, size_t);
+
+            rc = prov_sqldb_bind_blob(st, i + 1, p, len);
+        }
+    }
+    return rc;
+}
