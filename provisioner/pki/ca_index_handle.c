@@ -7,11 +7,6 @@
 #include "error.h"
 #include "timestamp.h"
 
-sqlite3 *prov_ca_index_db(struct prov_ca_index *ix)
-{
-    return ix->db;
-}
-
 struct prov_sqldb *prov_ca_index_sql(struct prov_ca_index *ix)
 {
     return ix->sql;

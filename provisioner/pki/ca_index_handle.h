@@ -40,9 +40,10 @@ struct prov_ca_index {
     long crash_count;
 };
 
-/* The connection and the index file's path; the caller holds the lock for the connection. */
-sqlite3 *prov_ca_index_db(struct prov_ca_index *ix);
-/* The same connection through the SQL seam (sqldb.h); the caller holds the lock likewise. */
+/*
+ * The connection, through the SQL seam (sqldb.h), and the index file's path; the caller holds
+ * the lock for the connection.
+ */
 struct prov_sqldb *prov_ca_index_sql(struct prov_ca_index *ix);
 const char *prov_ca_index_path(const struct prov_ca_index *ix);
 
