@@ -25,6 +25,8 @@ PROV_DEPS_PACKAGES=(
     swtpm swtpm-tools tpm2-tools tpm2-openssl tpm2-abrmd libtss2-tcti-tabrmd0 dbus
     # tests and demo: brokers, clients, verifiers
     openssl gnutls-bin nginx curl mosquitto mosquitto-clients sqlite3 e2fsprogs jq bsdutils
+    # the CA service refusing an expired station (tests/integration/cmp/test_cmp_refusals.sh)
+    faketime
     # the shared ledger tests run their own PostgreSQL (tests/integration/ledger)
     postgresql-15 postgresql-client-15
     # bench/run.sh: peak RSS (/usr/bin/time -v), the token out of process (p11-kit server and

@@ -378,88 +378,90 @@ static int root_conf_sections(CONF *conf, const char **dn, const char **ext)
     return 0;
 }
 
+/* A CA certificate named from the DN section (or default_cn alone), before its extensions. */
+static int new_named_cert(CONF *conf, const char *dn_sec, const char *default_cn, X509 *issuer,
+                          EVP_PKEY *pub, int days, X509 **out)
+{
+    X509_NAME *name = X509_NAME_new();
+    int r;
+
+    *out = NULL;
+    if (name == NULL) {
+        return PROV_ERR_NOMEM;
+    }
+    r = add_name_section(conf, dn_sec, default_cn, name);
+    if (r >= 0) {
+        r = new_cert(name, issuer, pub, days, out);
+    }
+    X509_NAME_free(name);
+    return r;
+}
+
+/* What a root and an intermediate both carry; basic names their basicConstraints. */
+static int add_ca_exts(X509 *cert, X509V3_CTX *ctx, const char *basic)
+{
+    int r;
+
+    if ((r = prov_ca_add_ext(cert, ctx, NID_basic_constraints, basic)) < 0 ||
+        (r = prov_ca_add_ext(cert, ctx, NID_key_usage, "critical,keyCertSign,cRLSign")) < 0 ||
+        (r = prov_ca_add_ext(cert, ctx, NID_subject_key_identifier, "hash")) < 0) {
+        return r;
+    }
+    return 0;
+}
+
 static int build_root(const struct prov_config *cfg, CONF *rconf, EVP_PKEY *pub, X509 **out)
 {
     const char *dn_sec = NULL;
     const char *ext_sec = NULL;
-    X509_NAME *name = X509_NAME_new();
     X509V3_CTX ctx;
     X509 *cert = NULL;
-    int r = PROV_ERR_NOMEM;
+    int r;
 
     *out = NULL;
-    if (name == NULL) {
-        goto out;
-    }
     if (rconf != NULL) {
         root_conf_sections(rconf, &dn_sec, &ext_sec);
     }
-    r = add_name_section(rconf, dn_sec, "Provisioner Root CA", name);
+    r = new_named_cert(rconf, dn_sec, "Provisioner Root CA", NULL, pub, cfg->root_days, &cert);
     if (r < 0) {
-        goto out;
-    }
-    r = new_cert(name, NULL, pub, cfg->root_days, &cert);
-    if (r < 0) {
-        goto out;
+        return r;
     }
     X509V3_set_ctx(&ctx, cert, cert, NULL, NULL, 0);
     X509V3_set_issuer_pkey(&ctx, pub);
     if (ext_sec != NULL) {
         X509V3_set_nconf(&ctx, rconf);
         if (!X509V3_EXT_add_nconf(rconf, &ctx, ext_sec, cert)) {
-            r = prov_fail_ossl(PROV_ERR_CONFIG, "root config: extension section [%s]", ext_sec);
-            goto out;
+            X509_free(cert);
+            return prov_fail_ossl(PROV_ERR_CONFIG, "root config: extension section [%s]", ext_sec);
         }
-    } else if ((r = prov_ca_add_ext(cert, &ctx, NID_basic_constraints, "critical,CA:TRUE")) < 0 ||
-               (r = prov_ca_add_ext(cert, &ctx, NID_key_usage, "critical,keyCertSign,cRLSign")) <
-                   0 ||
-               (r = prov_ca_add_ext(cert, &ctx, NID_subject_key_identifier, "hash")) < 0) {
-        goto out;
+    } else if ((r = add_ca_exts(cert, &ctx, "critical,CA:TRUE")) < 0) {
+        X509_free(cert);
+        return r;
     }
     *out = cert;
-    cert = NULL;
-    r = 0;
-out:
-    X509_free(cert);
-    X509_NAME_free(name);
-    return r;
+    return 0;
 }
 
 static int build_intermediate(const struct prov_config *cfg, X509 *root, EVP_PKEY *pub, X509 **out)
 {
-    X509_NAME *name = X509_NAME_new();
     X509V3_CTX ctx;
     X509 *cert = NULL;
-    int r = PROV_ERR_NOMEM;
+    int r;
 
     *out = NULL;
-    if (name == NULL) {
-        goto out;
-    }
-    r = add_name_section(cfg->conf, cfg->ca_subject_section, "Provisioner Intermediate CA",
-                         name);
+    r = new_named_cert(cfg->conf, cfg->ca_subject_section, "Provisioner Intermediate CA", root,
+                       pub, cfg->ca_days, &cert);
     if (r < 0) {
-        goto out;
-    }
-    r = new_cert(name, root, pub, cfg->ca_days, &cert);
-    if (r < 0) {
-        goto out;
+        return r;
     }
     X509V3_set_ctx(&ctx, root, cert, NULL, NULL, 0);
-    if ((r = prov_ca_add_ext(cert, &ctx, NID_basic_constraints, "critical,CA:TRUE,pathlen:0")) <
-            0 ||
-        (r = prov_ca_add_ext(cert, &ctx, NID_key_usage, "critical,keyCertSign,cRLSign")) < 0 ||
-        (r = prov_ca_add_ext(cert, &ctx, NID_subject_key_identifier, "hash")) < 0 ||
+    if ((r = add_ca_exts(cert, &ctx, "critical,CA:TRUE,pathlen:0")) < 0 ||
         (r = prov_ca_add_ext(cert, &ctx, NID_authority_key_identifier, "keyid:always")) < 0) {
-        goto out;
+        X509_free(cert);
+        return r;
     }
     *out = cert;
-    cert = NULL;
-    r = 0;
-out:
-    X509_free(cert);
-    X509_NAME_free(name);
-    return r;
+    return 0;
 }
 
 static int write_pem_certs(const char *dir, const char *file, X509 *a, X509 *b)

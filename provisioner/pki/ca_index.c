@@ -20,7 +20,7 @@
 #include "error.h"
 #include "hex.h"
 #include "log.h"
-#include "sqlite_bind.h"
+#include "sqldb_sqlite.h"
 #include "storage.h"
 
 #define BUSY_TIMEOUT_MS 10000
@@ -127,7 +127,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 static int db_fail(struct prov_ca_index *ix, const char *what)
 {
     return prov_fail(PROV_ERR_JOURNAL, "CA index %s: %s: %s", ix->path, what,
-                     sqlite3_errmsg(ix->db));
+                     prov_sqldb_errmsg(ix->sql));
 }
 
 int prov_ca_index_spki_sha256(EVP_PKEY *pub, char out[65])
@@ -145,49 +145,49 @@ int prov_ca_index_spki_sha256(EVP_PKEY *pub, char out[65])
     return 0;
 }
 
-static const char *col_text(sqlite3_stmt *st, int i)
+static const char *col_text(struct prov_sqldb_stmt *st, int i)
 {
-    const unsigned char *t = sqlite3_column_text(st, i);
+    const char *t = prov_sqldb_column_text(st, i);
 
-    return t != NULL ? (const char *)t : "";
+    return t != NULL ? t : "";
 }
 
 static int exec(struct prov_ca_index *ix, const char *sql)
 {
-    return sqlite3_exec(ix->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : db_fail(ix, sql);
+    return prov_sqldb_exec(ix->sql, sql) == 0 ? 0 : db_fail(ix, sql);
 }
 
 /*
  * One statement, bound by a type string ('t' text or NULL, 'i' long long, 'b' blob + size_t),
- * run to its first row or the end: SQLITE_ROW (the caller reads and finalizes *out),
- * SQLITE_DONE (finalized), or an error (finalized, recorded).
+ * run to its first row or the end: PROV_SQLDB_ROW (the caller reads and finalizes *out),
+ * PROV_SQLDB_DONE (finalized), or an error (finalized, recorded).
  */
-static int run(struct prov_ca_index *ix, const char *sql, sqlite3_stmt **out, const char *types,
-               ...)
+static int run(struct prov_ca_index *ix, const char *sql, struct prov_sqldb_stmt **out,
+               const char *types, ...)
 {
-    sqlite3_stmt *st = NULL;
+    struct prov_sqldb_stmt *st = NULL;
     va_list ap;
     int rc;
 
     *out = NULL;
-    rc = sqlite3_prepare_v2(ix->db, sql, -1, &st, NULL);
+    rc = prov_sqldb_prepare(ix->sql, sql, &st);
     va_start(ap, types);
-    if (rc == SQLITE_OK) {
-        rc = prov_sqlite_bind(st, types, ap);
+    if (rc == 0) {
+        rc = prov_sqldb_bindv(st, types, ap);
     }
     va_end(ap);
-    if (rc == SQLITE_OK) {
-        rc = sqlite3_step(st);
+    if (rc == 0) {
+        rc = prov_sqldb_step(st);
     }
-    if (rc == SQLITE_ROW) {
+    if (rc == PROV_SQLDB_ROW) {
         *out = st;
         return rc;
     }
-    if (rc != SQLITE_DONE) {
+    if (rc != PROV_SQLDB_DONE) {
         db_fail(ix, "query failed");
     }
-    sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? rc : PROV_ERR_JOURNAL;
+    prov_sqldb_finalize(st);
+    return rc == PROV_SQLDB_DONE ? rc : PROV_ERR_JOURNAL;
 }
 
 /* Test-only: PROVISIONER_TEST_CRASH_AT=ca-issued:N exits (137) right after the N-th commit. */
@@ -215,7 +215,7 @@ static int import_line(struct prov_ca_index *ix, const char *path, unsigned line
                        const char *at, long *n)
 {
     char hash[80], cert_serial[80], serial[80];
-    sqlite3_stmt *st = NULL;
+    struct prov_sqldb_stmt *st = NULL;
     int rc;
 
     line[strcspn(line, "\r\n")] = '\0';
@@ -232,11 +232,11 @@ static int import_line(struct prov_ca_index *ix, const char *path, unsigned line
              "INSERT OR IGNORE INTO certificate(cert_serial, pubkey_sha256, serial, issued_by,"
              " issued_at, status) VALUES (?, ?, ?, 'issued-keys', ?, 'delivered')",
              &st, "tttt", cert_serial, hash, serial, at);
-    if (rc != SQLITE_DONE) {
-        sqlite3_finalize(st);
+    if (rc != PROV_SQLDB_DONE) {
+        prov_sqldb_finalize(st);
         return PROV_ERR_JOURNAL;
     }
-    if (sqlite3_changes(ix->db) == 0) {
+    if (prov_sqldb_changes(ix->sql) == 0) {
         prov_warn("%s:%u: key or certificate serial already imported; line skipped", path,
                   line_no);
     } else {
@@ -255,7 +255,7 @@ static int import_issued_keys(struct prov_ca_index *ix, const char *ca_dir)
     char line[512];
     char at[32];
     char count[32];
-    sqlite3_stmt *st = NULL;
+    struct prov_sqldb_stmt *st = NULL;
     unsigned line_no = 0;
     long n = 0;
     FILE *f;
@@ -279,9 +279,9 @@ static int import_issued_keys(struct prov_ca_index *ix, const char *ca_dir)
     }
     fclose(f);
     snprintf(count, sizeof(count), "%ld", n);
-    if (r == 0 && run(ix, "INSERT INTO meta(name, value) VALUES ('issued_keys_imported', ?)",
-                      &st, "t", count) != SQLITE_DONE) {
-        sqlite3_finalize(st);
+    if (r == 0 && run(ix, "INSERT INTO meta(name, value) VALUES ('issued_keys_imported', ?)", &st,
+                      "t", count) != PROV_SQLDB_DONE) {
+        prov_sqldb_finalize(st);
         r = PROV_ERR_JOURNAL;
     }
     if (r == 0 && n > 0) {
@@ -296,26 +296,26 @@ static int import_issued_keys(struct prov_ca_index *ix, const char *ca_dir)
 /* The schema version, 0 when the index is new (no meta table yet). */
 static int schema_version(struct prov_ca_index *ix, int *version)
 {
-    sqlite3_stmt *st = NULL;
+    struct prov_sqldb_stmt *st = NULL;
     int rc;
 
     *version = 0;
     rc = run(ix, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
              &st, "");
-    if (rc != SQLITE_ROW) {
+    if (rc != PROV_SQLDB_ROW) {
         return PROV_ERR_JOURNAL;
     }
-    rc = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
+    rc = prov_sqldb_column_int(st, 0);
+    prov_sqldb_finalize(st);
     if (rc == 0) {
         return 0;
     }
     rc = run(ix, "SELECT value FROM meta WHERE name = 'schema_version'", &st, "");
-    if (rc == SQLITE_ROW) {
+    if (rc == PROV_SQLDB_ROW) {
         *version = atoi(col_text(st, 0));
-        sqlite3_finalize(st);
+        prov_sqldb_finalize(st);
     }
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : PROV_ERR_JOURNAL;
+    return rc == PROV_SQLDB_ROW || rc == PROV_SQLDB_DONE ? 0 : PROV_ERR_JOURNAL;
 }
 
 /* The steps from *version to SCHEMA_VERSION in one transaction (another process may race). */
@@ -332,7 +332,7 @@ static int upgrade_schema(struct prov_ca_index *ix, int *version)
     }
     r = r == 0 ? exec(ix, "COMMIT") : r;
     if (r < 0) {
-        sqlite3_exec(ix->db, "ROLLBACK", NULL, NULL, NULL);
+        prov_sqldb_rollback(ix->sql);
     }
     return r;
 }
@@ -358,7 +358,7 @@ static int set_up_schema(struct prov_ca_index *ix, const char *ca_dir)
         }
         r = r == 0 ? exec(ix, "COMMIT") : r;
         if (r < 0) {
-            sqlite3_exec(ix->db, "ROLLBACK", NULL, NULL, NULL);
+            prov_sqldb_rollback(ix->sql);
         }
     }
     if (r == 0 && version >= 1 && version < SCHEMA_VERSION) {
@@ -405,6 +405,11 @@ int prov_ca_index_open(const char *ca_dir, struct prov_ca_index **out)
         r = db_fail(ix, "cannot open");
         goto out;
     }
+    ix->sql = prov_sqldb_sqlite_wrap(ix->db);
+    if (ix->sql == NULL) {
+        r = prov_fail(PROV_ERR_JOURNAL, "CA index %s: out of memory", ix->path);
+        goto out;
+    }
     sqlite3_busy_timeout(ix->db, BUSY_TIMEOUT_MS);
     r = exec(ix, "PRAGMA journal_mode=WAL");
     if (r == 0) {
@@ -417,8 +422,7 @@ int prov_ca_index_open(const char *ca_dir, struct prov_ca_index **out)
         r = set_up_schema(ix, ca_dir);
     }
     for (int i = 0; r == 0 && i < ST_COUNT; i++) {
-        if (sqlite3_prepare_v3(ix->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &ix->st[i],
-                               NULL) != SQLITE_OK) {
+        if (prov_sqldb_prepare(ix->sql, stmt_sql[i], &ix->st[i]) != 0) {
             r = db_fail(ix, "cannot prepare");
         }
     }
@@ -443,8 +447,9 @@ void prov_ca_index_close(struct prov_ca_index *ix)
         prov_ca_index_abort(ix);
     }
     for (int i = 0; i < ST_COUNT; i++) {
-        sqlite3_finalize(ix->st[i]);
+        prov_sqldb_finalize(ix->st[i]);
     }
+    prov_sqldb_close(ix->sql);
     sqlite3_close(ix->db);
     if (ix->lock_fd >= 0) {
         close(ix->lock_fd); /* releases every attempt lock of this handle */
@@ -492,10 +497,9 @@ void prov_ca_index_token_unlock(int fd)
 
 /* ---- the rules and issuance --------------------------------------------------------------- */
 
-static sqlite3_stmt *stmt(struct prov_ca_index *ix, enum ca_index_stmt which)
+static struct prov_sqldb_stmt *stmt(struct prov_ca_index *ix, enum ca_index_stmt which)
 {
-    sqlite3_reset(ix->st[which]);
-    sqlite3_clear_bindings(ix->st[which]);
+    prov_sqldb_reset(ix->st[which]);
     return ix->st[which];
 }
 
@@ -525,16 +529,16 @@ static char *journal_identity(const char *journal)
 static int check_rules(struct prov_ca_index *ix, const char *serial,
                        const struct prov_ca_record *rec, EVP_PKEY *pub)
 {
-    sqlite3_stmt *st = stmt(ix, ST_CURRENT);
+    struct prov_sqldb_stmt *st = stmt(ix, ST_CURRENT);
     char hash[65];
     int rc;
     int r;
 
-    sqlite3_bind_text(st, 1, serial, -1, SQLITE_STATIC);
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        const char *lot = (const char *)sqlite3_column_text(st, 2);
-        const char *journal = (const char *)sqlite3_column_text(st, 5);
+    prov_sqldb_bind_text(st, 1, serial);
+    rc = prov_sqldb_step(st);
+    if (rc == PROV_SQLDB_ROW) {
+        const char *lot = prov_sqldb_column_text(st, 2);
+        const char *journal = prov_sqldb_column_text(st, 5);
         char *mine = journal_identity(rec->journal);
         bool is_same_lot = lot != NULL && rec->lot != NULL && strcmp(lot, rec->lot) == 0 &&
                            journal != NULL && mine != NULL && strcmp(journal, mine) == 0;
@@ -550,14 +554,14 @@ static int check_rules(struct prov_ca_index *ix, const char *serial,
                           "(--reissue certifies it again)",
                           serial, col_text(st, 0), where, col_text(st, 3),
                           strcmp(col_text(st, 4), "issued") == 0 ? ", not delivered" : "");
-            sqlite3_reset(st);
+            prov_sqldb_reset(st);
             return r;
         }
-    } else if (rc != SQLITE_DONE) {
-        sqlite3_reset(st);
+    } else if (rc != PROV_SQLDB_DONE) {
+        prov_sqldb_reset(st);
         return db_fail(ix, "reading the serial's certificate");
     }
-    sqlite3_reset(st);
+    prov_sqldb_reset(st);
     if (pub == NULL) {
         return 0;
     }
@@ -566,17 +570,17 @@ static int check_rules(struct prov_ca_index *ix, const char *serial,
         return r;
     }
     st = stmt(ix, ST_BY_PUBKEY);
-    sqlite3_bind_text(st, 1, hash, -1, SQLITE_STATIC);
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
+    prov_sqldb_bind_text(st, 1, hash);
+    rc = prov_sqldb_step(st);
+    if (rc == PROV_SQLDB_ROW) {
         r = prov_fail(PROV_ERR_ALREADY_ISSUED,
                       "serial %s: the public key was already certified (for %s, certificate %s; "
                       "%s): a key is never certified twice",
                       serial, col_text(st, 0), col_text(st, 1), ix->path);
-    } else if (rc != SQLITE_DONE) {
+    } else if (rc != PROV_SQLDB_DONE) {
         r = db_fail(ix, "reading the key's certificate");
     }
-    sqlite3_reset(st);
+    prov_sqldb_reset(st);
     return r;
 }
 
@@ -601,7 +605,7 @@ int prov_ca_index_begin(struct prov_ca_index *ix, const char *serial,
     if (r == 0) {
         r = check_rules(ix, serial, rec, pub);
         if (r < 0) {
-            sqlite3_exec(ix->db, "ROLLBACK", NULL, NULL, NULL);
+            prov_sqldb_rollback(ix->sql);
         }
     }
     if (r < 0) {
@@ -617,7 +621,7 @@ void prov_ca_index_abort(struct prov_ca_index *ix)
     if (!ix->is_in_issue) {
         return;
     }
-    sqlite3_exec(ix->db, "ROLLBACK", NULL, NULL, NULL);
+    prov_sqldb_rollback(ix->sql);
     ix->is_in_issue = false;
     pthread_mutex_unlock(&ix->lock);
 }
@@ -662,7 +666,7 @@ int prov_ca_index_record(struct prov_ca_index *ix, const char *serial,
                          X509 *issuer)
 {
     struct cert_columns c;
-    sqlite3_stmt *st;
+    struct prov_sqldb_stmt *st;
     char *journal = NULL;
     char at[32];
     long long id;
@@ -678,41 +682,41 @@ int prov_ca_index_record(struct prov_ca_index *ix, const char *serial,
         goto out;
     }
     st = stmt(ix, ST_INSERT);
-    sqlite3_bind_text(st, 1, c.facts.serial_hex, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, c.pubkey, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, serial, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, rec->issued_by ? rec->issued_by : "enroll", -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 5, rec->lot, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 6, rec->device_uri, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 7, rec->key_uri, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 8, profile, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 9, c.issuer[0] ? c.issuer : NULL, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 10, c.facts.not_before, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 11, c.facts.not_after, -1, SQLITE_STATIC);
-    sqlite3_bind_blob(st, 12, c.der, c.der_len, SQLITE_STATIC);
-    sqlite3_bind_text(st, 13, at, -1, SQLITE_STATIC);
+    prov_sqldb_bind_text(st, 1, c.facts.serial_hex);
+    prov_sqldb_bind_text(st, 2, c.pubkey);
+    prov_sqldb_bind_text(st, 3, serial);
+    prov_sqldb_bind_text(st, 4, rec->issued_by ? rec->issued_by : "enroll");
+    prov_sqldb_bind_text(st, 5, rec->lot);
+    prov_sqldb_bind_text(st, 6, rec->device_uri);
+    prov_sqldb_bind_text(st, 7, rec->key_uri);
+    prov_sqldb_bind_text(st, 8, profile);
+    prov_sqldb_bind_text(st, 9, c.issuer[0] ? c.issuer : NULL);
+    prov_sqldb_bind_text(st, 10, c.facts.not_before);
+    prov_sqldb_bind_text(st, 11, c.facts.not_after);
+    prov_sqldb_bind_blob(st, 12, c.der, c.der_len);
+    prov_sqldb_bind_text(st, 13, at);
     if (rec->attempt_id > 0) {
-        sqlite3_bind_int64(st, 14, rec->attempt_id);
+        prov_sqldb_bind_int(st, 14, rec->attempt_id);
     }
-    sqlite3_bind_text(st, 15, journal, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) != SQLITE_DONE) {
+    prov_sqldb_bind_text(st, 15, journal);
+    if (prov_sqldb_step(st) != PROV_SQLDB_DONE) {
         r = db_fail(ix, "cannot record the certificate");
-        sqlite3_reset(st);
+        prov_sqldb_reset(st);
         goto out;
     }
-    sqlite3_reset(st);
-    id = sqlite3_last_insert_rowid(ix->db);
+    prov_sqldb_reset(st);
+    id = prov_sqldb_last_id(ix->sql);
     /* What begin let through: a reissue, or the same lot again. */
     st = stmt(ix, ST_SUPERSEDE);
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_text(st, 2, serial, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, id);
-    if (sqlite3_step(st) != SQLITE_DONE) {
+    prov_sqldb_bind_int(st, 1, id);
+    prov_sqldb_bind_text(st, 2, serial);
+    prov_sqldb_bind_int(st, 3, id);
+    if (prov_sqldb_step(st) != PROV_SQLDB_DONE) {
         r = db_fail(ix, "cannot supersede the earlier certificate");
-        sqlite3_reset(st);
+        prov_sqldb_reset(st);
         goto out;
     }
-    sqlite3_reset(st);
+    prov_sqldb_reset(st);
     if (rec->is_revoke_superseded) {
         r = prov_ca_index_revoke_superseded(ix, id, serial);
         if (r < 0) {
@@ -724,7 +728,7 @@ out:
     OPENSSL_free(c.der);
     free(journal);
     if (r < 0) {
-        sqlite3_exec(ix->db, "ROLLBACK", NULL, NULL, NULL);
+        prov_sqldb_rollback(ix->sql);
     }
     ix->is_in_issue = false;
     pthread_mutex_unlock(&ix->lock);
@@ -737,7 +741,7 @@ out:
 int prov_ca_index_delivered(struct prov_ca_index *ix, X509 *cert)
 {
     struct prov_cert_facts f;
-    sqlite3_stmt *st;
+    struct prov_sqldb_stmt *st;
     int r;
 
     if (ix == NULL) {
@@ -749,11 +753,11 @@ int prov_ca_index_delivered(struct prov_ca_index *ix, X509 *cert)
     }
     pthread_mutex_lock(&ix->lock);
     st = stmt(ix, ST_DELIVERED);
-    sqlite3_bind_text(st, 1, f.serial_hex, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) != SQLITE_DONE) {
+    prov_sqldb_bind_text(st, 1, f.serial_hex);
+    if (prov_sqldb_step(st) != PROV_SQLDB_DONE) {
         r = db_fail(ix, "cannot record the delivery");
     }
-    sqlite3_reset(st);
+    prov_sqldb_reset(st);
     pthread_mutex_unlock(&ix->lock);
     return r;
 }
@@ -785,7 +789,7 @@ void prov_ca_attempt_clear(struct prov_ca_attempt *a)
 
 int prov_ca_index_attempt_begin(struct prov_ca_index *ix, struct prov_ca_attempt *a)
 {
-    sqlite3_stmt *st = NULL;
+    struct prov_sqldb_stmt *st = NULL;
     char at[32];
     int r;
 
@@ -799,12 +803,12 @@ int prov_ca_index_attempt_begin(struct prov_ca_index *ix, struct prov_ca_attempt
             "INSERT INTO attempt(serial, device_uri, key_id, storage, old_key_uri, pin_source,"
             " started_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             &st, "ttbtttt", a->serial, a->device_uri, a->key_id, a->key_id_len, a->storage,
-            a->old_key_uri, a->pin_source, at) != SQLITE_DONE) {
-        sqlite3_finalize(st);
+            a->old_key_uri, a->pin_source, at) != PROV_SQLDB_DONE) {
+        prov_sqldb_finalize(st);
         r = PROV_ERR_JOURNAL;
         goto out;
     }
-    a->id = sqlite3_last_insert_rowid(ix->db);
+    a->id = prov_sqldb_last_id(ix->sql);
     /* Locked before the commit makes the row visible: nobody takes it for interrupted. */
     if (!attempt_lock(ix, a->id, F_WRLCK)) {
         r = prov_fail(PROV_ERR_JOURNAL, "CA index %s.lock: cannot lock attempt %lld: %s",
@@ -817,7 +821,7 @@ int prov_ca_index_attempt_begin(struct prov_ca_index *ix, struct prov_ca_attempt
     }
 out:
     if (r < 0) {
-        sqlite3_exec(ix->db, "ROLLBACK", NULL, NULL, NULL);
+        prov_sqldb_rollback(ix->sql);
     }
     pthread_mutex_unlock(&ix->lock);
     return r;
@@ -826,30 +830,29 @@ out:
 int prov_ca_index_attempt_finish(struct prov_ca_index *ix, long long id, bool is_delivered,
                                  const char *outcome)
 {
-    sqlite3_stmt *st = NULL;
+    struct prov_sqldb_stmt *st = NULL;
     char at[32];
     int r;
 
     prov_ca_index_now_text(at, sizeof(at));
     pthread_mutex_lock(&ix->lock);
     r = exec(ix, "BEGIN IMMEDIATE");
-    if (r == 0 &&
-        run(ix,
-            is_delivered ? "UPDATE certificate SET status = 'delivered'"
-                           " WHERE attempt_id = ? AND status = 'issued'"
-                         : "UPDATE certificate SET status = 'abandoned'"
-                           " WHERE attempt_id = ? AND status = 'issued'",
-            &st, "i", id) != SQLITE_DONE) {
+    if (r == 0 && run(ix,
+                      is_delivered ? "UPDATE certificate SET status = 'delivered'"
+                                     " WHERE attempt_id = ? AND status = 'issued'"
+                                   : "UPDATE certificate SET status = 'abandoned'"
+                                     " WHERE attempt_id = ? AND status = 'issued'",
+                      &st, "i", id) != PROV_SQLDB_DONE) {
         r = PROV_ERR_JOURNAL;
     }
     if (r == 0 && run(ix, "UPDATE attempt SET finished_at = ?, outcome = ? WHERE id = ?", &st,
-                      "tti", at, outcome, id) != SQLITE_DONE) {
+                      "tti", at, outcome, id) != PROV_SQLDB_DONE) {
         r = PROV_ERR_JOURNAL;
     }
-    sqlite3_finalize(st);
+    prov_sqldb_finalize(st);
     r = r == 0 ? exec(ix, "COMMIT") : r;
     if (r < 0) {
-        sqlite3_exec(ix->db, "ROLLBACK", NULL, NULL, NULL);
+        prov_sqldb_rollback(ix->sql);
     } else {
         attempt_lock(ix, id, F_UNLCK);
     }
@@ -862,29 +865,29 @@ void prov_ca_index_attempt_release(struct prov_ca_index *ix, long long id)
     attempt_lock(ix, id, F_UNLCK);
 }
 
-static char *dup_col(sqlite3_stmt *st, int i)
+static char *dup_col(struct prov_sqldb_stmt *st, int i)
 {
-    const unsigned char *t = sqlite3_column_text(st, i);
+    const char *t = prov_sqldb_column_text(st, i);
 
-    return t != NULL ? strdup((const char *)t) : NULL;
+    return t != NULL ? strdup(t) : NULL;
 }
 
 /* Reads the attempt row st is on. */
-static int attempt_from_row(sqlite3_stmt *st, struct prov_ca_attempt *a)
+static int attempt_from_row(struct prov_sqldb_stmt *st, struct prov_ca_attempt *a)
 {
-    const void *id = sqlite3_column_blob(st, 3);
-    int id_len = sqlite3_column_bytes(st, 3);
+    size_t id_len = 0;
+    const void *id = prov_sqldb_column_blob(st, 3, &id_len);
 
     memset(a, 0, sizeof(*a));
-    a->id = sqlite3_column_int64(st, 0);
+    a->id = prov_sqldb_column_int(st, 0);
     a->serial = dup_col(st, 1);
     a->device_uri = dup_col(st, 2);
     a->storage = dup_col(st, 4);
     a->old_key_uri = dup_col(st, 5);
     a->pin_source = dup_col(st, 6);
     if (id != NULL && id_len > 0 && id_len <= PROV_CA_INDEX_KEY_ID_MAX) {
-        memcpy(a->key_id, id, (size_t)id_len);
-        a->key_id_len = (size_t)id_len;
+        memcpy(a->key_id, id, id_len);
+        a->key_id_len = id_len;
     }
     if (a->serial == NULL || a->device_uri == NULL || a->storage == NULL) {
         prov_ca_attempt_clear(a);
@@ -896,11 +899,11 @@ static int attempt_from_row(sqlite3_stmt *st, struct prov_ca_attempt *a)
 /* Whether attempt id is still unfinished (read again once it is claimed). */
 static bool is_unfinished(struct prov_ca_index *ix, long long id)
 {
-    sqlite3_stmt *st = NULL;
+    struct prov_sqldb_stmt *st = NULL;
     bool yes = run(ix, "SELECT 1 FROM attempt WHERE id = ? AND finished_at IS NULL", &st, "i",
-                   id) == SQLITE_ROW;
+                   id) == PROV_SQLDB_ROW;
 
-    sqlite3_finalize(st);
+    prov_sqldb_finalize(st);
     return yes;
 }
 
@@ -910,7 +913,7 @@ int prov_ca_index_interrupted(struct prov_ca_index *ix, const char *serial,
 {
     struct prov_ca_attempt *list = NULL;
     size_t count = 0;
-    sqlite3_stmt *st = NULL;
+    struct prov_sqldb_stmt *st = NULL;
     int rc;
     int r = 0;
 
@@ -923,8 +926,8 @@ int prov_ca_index_interrupted(struct prov_ca_index *ix, const char *serial,
              " FROM attempt WHERE finished_at IS NULL AND (serial = ? OR device_uri = ?)"
              " ORDER BY id",
              &st, "tt", serial, device_uri);
-    for (; rc == SQLITE_ROW && r == 0; rc = sqlite3_step(st)) {
-        long long id = sqlite3_column_int64(st, 0);
+    for (; rc == PROV_SQLDB_ROW && r == 0; rc = prov_sqldb_step(st)) {
+        long long id = prov_sqldb_column_int(st, 0);
         struct prov_ca_attempt *grown;
 
         if (!attempt_lock(ix, id, F_WRLCK)) {
@@ -946,10 +949,10 @@ int prov_ca_index_interrupted(struct prov_ca_index *ix, const char *serial,
         }
         count++;
     }
-    if (r == 0 && rc != SQLITE_DONE && rc != SQLITE_ROW) {
+    if (r == 0 && rc != PROV_SQLDB_DONE && rc != PROV_SQLDB_ROW) {
         r = db_fail(ix, "reading attempts");
     }
-    sqlite3_finalize(st);
+    prov_sqldb_finalize(st);
     /* One that finished between the read and the claim is not interrupted. */
     for (size_t i = 0; r == 0 && i < count;) {
         if (is_unfinished(ix, list[i].id)) {
@@ -977,7 +980,7 @@ int prov_ca_index_interrupted(struct prov_ca_index *ix, const char *serial,
 
 int prov_ca_index_attempt_certificate(struct prov_ca_index *ix, long long id, X509 **out)
 {
-    sqlite3_stmt *st = NULL;
+    struct prov_sqldb_stmt *st = NULL;
     const unsigned char *der;
     int rc;
     int r = 0;
@@ -988,17 +991,19 @@ int prov_ca_index_attempt_certificate(struct prov_ca_index *ix, long long id, X5
              "SELECT der FROM certificate WHERE attempt_id = ? AND status = 'issued'"
              " ORDER BY id DESC LIMIT 1",
              &st, "i", id);
-    if (rc == SQLITE_ROW) {
-        der = sqlite3_column_blob(st, 0);
-        *out = der ? d2i_X509(NULL, &der, sqlite3_column_bytes(st, 0)) : NULL;
+    if (rc == PROV_SQLDB_ROW) {
+        size_t der_len = 0;
+
+        der = prov_sqldb_column_blob(st, 0, &der_len);
+        *out = der ? d2i_X509(NULL, &der, (long)der_len) : NULL;
         if (*out == NULL) {
             r = prov_fail_ossl(PROV_ERR_JOURNAL, "CA index %s: attempt %lld: the certificate "
                                "does not parse", ix->path, id);
         }
-    } else if (rc != SQLITE_DONE) {
+    } else if (rc != PROV_SQLDB_DONE) {
         r = PROV_ERR_JOURNAL;
     }
-    sqlite3_finalize(st);
+    prov_sqldb_finalize(st);
     pthread_mutex_unlock(&ix->lock);
     return r;
 }
@@ -1007,7 +1012,7 @@ int prov_ca_index_attempt_restore(struct prov_ca_index *ix, long long id, X509 *
                                   bool *restored)
 {
     struct prov_cert_facts f;
-    sqlite3_stmt *st = NULL;
+    struct prov_sqldb_stmt *st = NULL;
     int rc;
     int r;
 
@@ -1022,11 +1027,11 @@ int prov_ca_index_attempt_restore(struct prov_ca_index *ix, long long id, X509 *
              " WHERE cert_serial = ? AND status = 'superseded' AND superseded_by IN"
              " (SELECT id FROM certificate WHERE attempt_id = ?)",
              &st, "ti", f.serial_hex, id);
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) {
+    prov_sqldb_finalize(st);
+    if (rc != PROV_SQLDB_DONE) {
         r = PROV_ERR_JOURNAL;
     } else {
-        *restored = sqlite3_changes(ix->db) > 0;
+        *restored = prov_sqldb_changes(ix->sql) > 0;
     }
     pthread_mutex_unlock(&ix->lock);
     return r;
@@ -1044,16 +1049,16 @@ void prov_ca_index_stats_clear(struct prov_ca_index_stats *s)
 
 int prov_ca_index_stats(struct prov_ca_index *ix, struct prov_ca_index_stats *out)
 {
-    sqlite3_stmt *st = NULL;
+    struct prov_sqldb_stmt *st = NULL;
     int rc;
     int r = 0;
 
     memset(out, 0, sizeof(*out));
     pthread_mutex_lock(&ix->lock);
     for (rc = run(ix, "SELECT status, count(*) FROM certificate GROUP BY status", &st, "");
-         rc == SQLITE_ROW; rc = sqlite3_step(st)) {
+         rc == PROV_SQLDB_ROW; rc = prov_sqldb_step(st)) {
         const char *s = col_text(st, 0);
-        long long n = sqlite3_column_int64(st, 1);
+        long long n = prov_sqldb_column_int(st, 1);
 
         if (strcmp(s, "issued") == 0) {
             out->issued = n;
@@ -1065,14 +1070,15 @@ int prov_ca_index_stats(struct prov_ca_index *ix, struct prov_ca_index_stats *ou
             out->abandoned = n;
         }
     }
-    sqlite3_finalize(st);
-    r = rc == SQLITE_DONE ? 0 : db_fail(ix, "counting certificates");
-    for (rc = r == 0 ? run(ix, "SELECT serial, cert_serial, issued_at, issued_by, lot, status"
-                               " FROM certificate WHERE status IN ('issued', 'abandoned')"
-                               " ORDER BY id",
+    prov_sqldb_finalize(st);
+    r = rc == PROV_SQLDB_DONE ? 0 : db_fail(ix, "counting certificates");
+    for (rc = r == 0 ? run(ix,
+                           "SELECT serial, cert_serial, issued_at, issued_by, lot, status"
+                           " FROM certificate WHERE status IN ('issued', 'abandoned')"
+                           " ORDER BY id",
                            &st, "")
-                     : SQLITE_DONE;
-         rc == SQLITE_ROW && r == 0; rc = sqlite3_step(st)) {
+                     : PROV_SQLDB_DONE;
+         rc == PROV_SQLDB_ROW && r == 0; rc = prov_sqldb_step(st)) {
         struct prov_ca_index_undelivered *grown =
             realloc(out->undelivered, (out->n_undelivered + 1) * sizeof(*grown));
         struct prov_ca_index_undelivered *u;
@@ -1087,21 +1093,21 @@ int prov_ca_index_stats(struct prov_ca_index *ix, struct prov_ca_index_stats *ou
         snprintf(u->cert_serial, sizeof(u->cert_serial), "%s", col_text(st, 1));
         snprintf(u->issued_at, sizeof(u->issued_at), "%s", col_text(st, 2));
         snprintf(u->status, sizeof(u->status), "%s", col_text(st, 5));
-        issued_where(col_text(st, 3), (const char *)sqlite3_column_text(st, 4), u->issued_by,
+        issued_where(col_text(st, 3), prov_sqldb_column_text(st, 4), u->issued_by,
                      sizeof(u->issued_by));
     }
-    sqlite3_finalize(st);
-    if (r == 0 && rc != SQLITE_DONE) {
+    prov_sqldb_finalize(st);
+    if (r == 0 && rc != PROV_SQLDB_DONE) {
         r = db_fail(ix, "listing undelivered certificates");
     }
     if (r == 0) {
         rc = run(ix, "SELECT count(*) FROM attempt WHERE finished_at IS NULL", &st, "");
-        if (rc == SQLITE_ROW) {
-            out->attempts_open = sqlite3_column_int64(st, 0);
+        if (rc == PROV_SQLDB_ROW) {
+            out->attempts_open = prov_sqldb_column_int(st, 0);
         } else {
             r = PROV_ERR_JOURNAL;
         }
-        sqlite3_finalize(st);
+        prov_sqldb_finalize(st);
     }
     pthread_mutex_unlock(&ix->lock);
     if (r < 0) {

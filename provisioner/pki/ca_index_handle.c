@@ -4,11 +4,12 @@
 
 #include <pthread.h>
 
+#include "error.h"
 #include "timestamp.h"
 
-sqlite3 *prov_ca_index_db(struct prov_ca_index *ix)
+struct prov_sqldb *prov_ca_index_sql(struct prov_ca_index *ix)
 {
-    return ix->db;
+    return ix->sql;
 }
 
 const char *prov_ca_index_path(const struct prov_ca_index *ix)
@@ -29,4 +30,25 @@ void prov_ca_index_unlock(struct prov_ca_index *ix)
 void prov_ca_index_now_text(char *out, size_t cap)
 {
     prov_timestamp_now(out, cap);
+}
+
+int prov_ca_index_begin_write(struct prov_ca_index *ix)
+{
+    if (prov_sqldb_begin(ix->sql) != 0) {
+        return prov_fail(PROV_ERR_JOURNAL, "CA index %s: cannot begin: %s", ix->path,
+                         prov_sqldb_errmsg(ix->sql));
+    }
+    return 0;
+}
+
+int prov_ca_index_end_write(struct prov_ca_index *ix, int r, const char *what)
+{
+    if (r == 0 && prov_sqldb_commit(ix->sql) != 0) {
+        r = prov_fail(PROV_ERR_JOURNAL, "CA index %s: %s: %s", ix->path, what,
+                      prov_sqldb_errmsg(ix->sql));
+    }
+    if (r < 0) {
+        prov_sqldb_rollback(ix->sql);
+    }
+    return r;
 }

@@ -16,6 +16,7 @@
 #include <sqlite3.h>
 
 #include "ca_index.h"
+#include "sqldb.h"
 
 /* The statements ca_index.c prepares once and keeps (its stmt_sql has their text). */
 enum ca_index_stmt {
@@ -29,22 +30,34 @@ enum ca_index_stmt {
 
 struct prov_ca_index {
     sqlite3 *db;
+    struct prov_sqldb *sql; /* the SQL seam over db (provisioner/support/sqldb.h) */
     char *path;
     int lock_fd;           /* index.sqlite.lock: one byte per running attempt (OFD locks) */
     pthread_mutex_t lock;  /* one transaction at a time on the connection */
-    sqlite3_stmt *st[ST_COUNT];
+    struct prov_sqldb_stmt *st[ST_COUNT];
     bool is_in_issue;      /* between begin and record/abort (lock held) */
     long crash_after;      /* test-only crash hook (ca_index.c, crash_point) */
     long crash_count;
 };
 
-/* The connection and the index file's path; the caller holds the lock for the connection. */
-sqlite3 *prov_ca_index_db(struct prov_ca_index *ix);
+/*
+ * The connection, through the SQL seam (sqldb.h), and the index file's path; the caller holds
+ * the lock for the connection.
+ */
+struct prov_sqldb *prov_ca_index_sql(struct prov_ca_index *ix);
 const char *prov_ca_index_path(const struct prov_ca_index *ix);
 
 /* The mutex that serializes the connection's transactions (ca_index.h). */
 void prov_ca_index_lock(struct prov_ca_index *ix);
 void prov_ca_index_unlock(struct prov_ca_index *ix);
+
+/*
+ * The writers' transaction on the index (provisioner/support/sqldb.h: one writer at a time,
+ * whatever the store). begin: 0 or PROV_ERR_JOURNAL. end commits when r is 0, else (or when
+ * the commit fails, named by what) rolls back; returns r or the commit's failure.
+ */
+int prov_ca_index_begin_write(struct prov_ca_index *ix);
+int prov_ca_index_end_write(struct prov_ca_index *ix, int r, const char *what);
 
 /* Now as the index writes times: RFC 3339 UTC with milliseconds. */
 void prov_ca_index_now_text(char *out, size_t cap);

@@ -23,21 +23,13 @@
 static int db_fail(struct prov_ca_index *ix, const char *what)
 {
     return prov_fail(PROV_ERR_JOURNAL, "CA index %s: %s: %s", prov_ca_index_path(ix), what,
-                     sqlite3_errmsg(prov_ca_index_db(ix)));
+                     prov_sqldb_errmsg(prov_ca_index_sql(ix)));
 }
 
-static int prepare(struct prov_ca_index *ix, const char *sql, sqlite3_stmt **st)
+static int prepare(struct prov_ca_index *ix, const char *sql, struct prov_sqldb_stmt **st)
 {
-    return sqlite3_prepare_v2(prov_ca_index_db(ix), sql, -1, st, NULL) == SQLITE_OK
-               ? 0
-               : db_fail(ix, "cannot prepare");
-}
-
-static void copy_col(sqlite3_stmt *st, int i, char *out, size_t cap)
-{
-    const unsigned char *t = sqlite3_column_text(st, i);
-
-    snprintf(out, cap, "%s", t != NULL ? (const char *)t : "");
+    return prov_sqldb_prepare(prov_ca_index_sql(ix), sql, st) == 0 ? 0
+                                                                   : db_fail(ix, "cannot prepare");
 }
 
 /* Appends one audit record; inside the caller's transaction. */
@@ -45,7 +37,7 @@ int prov_ca_index_audit_append(struct prov_ca_index *ix, const char *at, const c
                                const char *serial, const char *cert_serial, const char *detail)
 {
     const char *text[PROV_AUDIT_FIELDS] = {at, event, serial, cert_serial, detail};
-    sqlite3_stmt *st = NULL;
+    struct prov_sqldb_stmt *st = NULL;
     char prev[65] = ZERO_HASH;
     char hash[65];
     long long seq = 1;
@@ -56,68 +48,65 @@ int prov_ca_index_audit_append(struct prov_ca_index *ix, const char *at, const c
     if (r < 0) {
         return r;
     }
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        seq = sqlite3_column_int64(st, 0) + 1;
-        copy_col(st, 1, prev, sizeof(prev));
+    rc = prov_sqldb_step(st);
+    if (rc == PROV_SQLDB_ROW) {
+        seq = prov_sqldb_column_int(st, 0) + 1;
+        prov_sqldb_column_copy(st, 1, prev, sizeof(prev));
     }
-    sqlite3_finalize(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+    prov_sqldb_finalize(st);
+    if (rc != PROV_SQLDB_ROW && rc != PROV_SQLDB_DONE) {
         return db_fail(ix, "reading the audit trail");
     }
     r = prov_audit_hash(prev, seq, text, hash);
     if (r < 0) {
-        return r == PROV_ERR_VERIFY ? db_fail(ix, "the audit trail's last hash is not SHA-256")
-                                    : r;
+        return r == PROV_ERR_VERIFY ? db_fail(ix, "the audit trail's last hash is not SHA-256") : r;
     }
     r = prepare(ix,
                 "INSERT INTO audit(seq, at, event, serial, cert_serial, detail, prev_sha256,"
-                " sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 &st);
     if (r < 0) {
         return r;
     }
-    sqlite3_bind_int64(st, 1, seq);
+    prov_sqldb_bind_int(st, 1, seq);
     for (int i = 0; i < PROV_AUDIT_FIELDS; i++) {
-        sqlite3_bind_text(st, i + 2, text[i], -1, SQLITE_STATIC);
+        prov_sqldb_bind_text(st, i + 2, text[i]);
     }
-    sqlite3_bind_text(st, 7, prev, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 8, hash, -1, SQLITE_STATIC);
-    rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? 0 : db_fail(ix, "cannot append to the audit trail");
+    prov_sqldb_bind_text(st, 7, prev);
+    prov_sqldb_bind_text(st, 8, hash);
+    rc = prov_sqldb_step(st);
+    prov_sqldb_finalize(st);
+    return rc == PROV_SQLDB_DONE ? 0 : db_fail(ix, "cannot append to the audit trail");
 }
 
 /* Inserts the revocation row and its audit record; inside the caller's transaction. */
 static int insert_revocation(struct prov_ca_index *ix, const struct prov_ca_revocation *rv)
 {
-    sqlite3_stmt *st = NULL;
+    struct prov_sqldb_stmt *st = NULL;
     char detail[256];
     int rc;
     int r;
 
     r = prepare(ix,
                 "INSERT INTO revocation(cert_serial, reason, revoked_at, invalidity_date,"
-                " revoked_by) VALUES (?, ?, ?, ?, ?)",
+                " revoked_by) VALUES (?1, ?2, ?3, ?4, ?5)",
                 &st);
     if (r < 0) {
         return r;
     }
-    sqlite3_bind_text(st, 1, rv->cert_serial, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 2, rv->reason);
-    sqlite3_bind_text(st, 3, rv->revoked_at, -1, SQLITE_STATIC);
-    if (rv->invalidity_date[0] != '\0') {
-        sqlite3_bind_text(st, 4, rv->invalidity_date, -1, SQLITE_STATIC);
-    }
-    sqlite3_bind_text(st, 5, rv->revoked_by, -1, SQLITE_STATIC);
-    rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) {
+    prov_sqldb_bind_text(st, 1, rv->cert_serial);
+    prov_sqldb_bind_int(st, 2, rv->reason);
+    prov_sqldb_bind_text(st, 3, rv->revoked_at);
+    prov_sqldb_bind_text(st, 4, rv->invalidity_date[0] != '\0' ? rv->invalidity_date : NULL);
+    prov_sqldb_bind_text(st, 5, rv->revoked_by);
+    rc = prov_sqldb_step(st);
+    prov_sqldb_finalize(st);
+    if (rc != PROV_SQLDB_DONE) {
         return db_fail(ix, "cannot record the revocation");
     }
     snprintf(detail, sizeof(detail), "reason=%s invalidity_date=%s by=%s",
-             prov_crl_reason_name(rv->reason),
-             rv->invalidity_date[0] ? rv->invalidity_date : "-", rv->revoked_by);
+             prov_crl_reason_name(rv->reason), rv->invalidity_date[0] ? rv->invalidity_date : "-",
+             rv->revoked_by);
     return prov_ca_index_audit_append(ix, rv->revoked_at, "revoke", rv->serial, rv->cert_serial,
                                       detail);
 }
@@ -144,45 +133,45 @@ static int normalize_hex(const char *in, char *out, size_t cap)
 static int find_certificate(struct prov_ca_index *ix, const char *serial, const char *cert_serial,
                             struct prov_ca_revocation *rv)
 {
-    sqlite3_stmt *st = NULL;
+    struct prov_sqldb_stmt *st = NULL;
     int rc;
     int r;
 
     if (cert_serial != NULL) {
-        r = prepare(ix, "SELECT serial, cert_serial FROM certificate WHERE cert_serial = ?", &st);
+        r = prepare(ix, "SELECT serial, cert_serial FROM certificate WHERE cert_serial = ?1", &st);
         if (r == 0) {
-            sqlite3_bind_text(st, 1, rv->cert_serial, -1, SQLITE_STATIC);
+            prov_sqldb_bind_text(st, 1, rv->cert_serial);
         }
     } else {
         r = prepare(ix,
-                    "SELECT serial, cert_serial FROM certificate WHERE serial = ? AND status IN"
+                    "SELECT serial, cert_serial FROM certificate WHERE serial = ?1 AND status IN"
                     " ('issued', 'delivered') ORDER BY id DESC LIMIT 1",
                     &st);
         if (r == 0) {
-            sqlite3_bind_text(st, 1, serial, -1, SQLITE_STATIC);
+            prov_sqldb_bind_text(st, 1, serial);
         }
     }
     if (r < 0) {
         return r;
     }
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        copy_col(st, 0, rv->serial, sizeof(rv->serial));
-        copy_col(st, 1, rv->cert_serial, sizeof(rv->cert_serial));
+    rc = prov_sqldb_step(st);
+    if (rc == PROV_SQLDB_ROW) {
+        prov_sqldb_column_copy(st, 0, rv->serial, sizeof(rv->serial));
+        prov_sqldb_column_copy(st, 1, rv->cert_serial, sizeof(rv->cert_serial));
     }
-    sqlite3_finalize(st);
-    if (rc == SQLITE_DONE && cert_serial != NULL) {
+    prov_sqldb_finalize(st);
+    if (rc == PROV_SQLDB_DONE && cert_serial != NULL) {
         return prov_fail(PROV_ERR_POLICY, "serial %s: no certificate %s in %s; nothing revoked",
                          serial, rv->cert_serial, prov_ca_index_path(ix));
     }
-    if (rc == SQLITE_DONE) {
+    if (rc == PROV_SQLDB_DONE) {
         return prov_fail(PROV_ERR_POLICY,
                          "serial %s: no current certificate in %s (unknown serial, or every "
                          "certificate superseded or abandoned: name one with --cert-serial); "
                          "nothing revoked",
                          serial, prov_ca_index_path(ix));
     }
-    if (rc != SQLITE_ROW) {
+    if (rc != PROV_SQLDB_ROW) {
         return db_fail(ix, "reading the certificate");
     }
     if (strcmp(rv->serial, serial) != 0) {
@@ -193,30 +182,32 @@ static int find_certificate(struct prov_ca_index *ix, const char *serial, const 
     return 0;
 }
 
-/* The recorded revocation of rv->cert_serial into rv: SQLITE_ROW, SQLITE_DONE or an error. */
+/* The recorded revocation of rv->cert_serial into rv: PROV_SQLDB_ROW, PROV_SQLDB_DONE or an error.
+ */
 static int read_revocation(struct prov_ca_index *ix, struct prov_ca_revocation *rv)
 {
-    sqlite3_stmt *st = NULL;
+    struct prov_sqldb_stmt *st = NULL;
     int rc;
     int r;
 
     r = prepare(ix,
                 "SELECT reason, revoked_at, invalidity_date, revoked_by FROM revocation"
-                " WHERE cert_serial = ?",
+                " WHERE cert_serial = ?1",
                 &st);
     if (r < 0) {
         return r;
     }
-    sqlite3_bind_text(st, 1, rv->cert_serial, -1, SQLITE_STATIC);
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        rv->reason = sqlite3_column_int(st, 0);
-        copy_col(st, 1, rv->revoked_at, sizeof(rv->revoked_at));
-        copy_col(st, 2, rv->invalidity_date, sizeof(rv->invalidity_date));
-        copy_col(st, 3, rv->revoked_by, sizeof(rv->revoked_by));
+    prov_sqldb_bind_text(st, 1, rv->cert_serial);
+    rc = prov_sqldb_step(st);
+    if (rc == PROV_SQLDB_ROW) {
+        rv->reason = prov_sqldb_column_int(st, 0);
+        prov_sqldb_column_copy(st, 1, rv->revoked_at, sizeof(rv->revoked_at));
+        prov_sqldb_column_copy(st, 2, rv->invalidity_date, sizeof(rv->invalidity_date));
+        prov_sqldb_column_copy(st, 3, rv->revoked_by, sizeof(rv->revoked_by));
     }
-    sqlite3_finalize(st);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? rc : db_fail(ix, "reading the revocation");
+    prov_sqldb_finalize(st);
+    return rc == PROV_SQLDB_ROW || rc == PROV_SQLDB_DONE ? rc
+                                                         : db_fail(ix, "reading the revocation");
 }
 
 static int revoke_locked(struct prov_ca_index *ix, const char *serial, const char *cert_serial,
@@ -236,10 +227,10 @@ static int revoke_locked(struct prov_ca_index *ix, const char *serial, const cha
     }
     *out = rv;
     r = read_revocation(ix, out);
-    if (r == SQLITE_ROW && out->reason == reason) {
+    if (r == PROV_SQLDB_ROW && out->reason == reason) {
         return 0; /* the same revocation: recorded already */
     }
-    if (r == SQLITE_ROW) {
+    if (r == PROV_SQLDB_ROW) {
         return prov_fail(PROV_ERR_ALREADY_ISSUED,
                          "serial %s: certificate %s is already revoked with reason %s (at %s by "
                          "%s); a revocation is final, its reason is not changed",
@@ -266,22 +257,16 @@ int prov_ca_index_revoke(struct prov_ca_index *ix, const char *serial, const cha
                          int reason, const char *invalidity_date, const char *by,
                          struct prov_ca_revocation *out, bool *is_new)
 {
-    sqlite3 *db = prov_ca_index_db(ix);
     int r;
 
     memset(out, 0, sizeof(*out));
     *is_new = false;
     prov_ca_index_lock(ix);
-    r = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK
-            ? 0
-            : db_fail(ix, "cannot begin");
+    r = prov_ca_index_begin_write(ix);
     if (r == 0) {
         r = revoke_locked(ix, serial, cert_serial, reason, invalidity_date, by, out, is_new);
-        if (r == 0 && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-            r = db_fail(ix, "cannot commit the revocation");
-        }
+        r = prov_ca_index_end_write(ix, r, "cannot commit the revocation");
         if (r < 0) {
-            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
             *is_new = false;
         }
     }
@@ -292,34 +277,35 @@ int prov_ca_index_revoke(struct prov_ca_index *ix, const char *serial, const cha
 int prov_ca_index_revoke_superseded(struct prov_ca_index *ix, long long new_id, const char *serial)
 {
     struct prov_ca_revocation *list = NULL;
-    sqlite3_stmt *st = NULL;
+    struct prov_sqldb_stmt *st = NULL;
     size_t n = 0;
     int rc;
     int r;
 
-    r = prepare(ix,
-                "SELECT cert_serial FROM certificate WHERE superseded_by = ? AND cert_serial NOT IN"
-                " (SELECT cert_serial FROM revocation)",
-                &st);
+    r = prepare(
+        ix,
+        "SELECT cert_serial FROM certificate WHERE superseded_by = ?1 AND cert_serial NOT IN"
+        " (SELECT cert_serial FROM revocation)",
+        &st);
     if (r < 0) {
         return r;
     }
-    sqlite3_bind_int64(st, 1, new_id);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    prov_sqldb_bind_int(st, 1, new_id);
+    while ((rc = prov_sqldb_step(st)) == PROV_SQLDB_ROW) {
         struct prov_ca_revocation *grown = realloc(list, (n + 1) * sizeof(*list));
 
         if (grown == NULL) {
-            rc = SQLITE_NOMEM;
+            rc = PROV_SQLDB_ERROR;
             break;
         }
         list = grown;
         memset(&list[n], 0, sizeof(list[n]));
         snprintf(list[n].serial, sizeof(list[n].serial), "%s", serial);
-        copy_col(st, 0, list[n].cert_serial, sizeof(list[n].cert_serial));
+        prov_sqldb_column_copy(st, 0, list[n].cert_serial, sizeof(list[n].cert_serial));
         n++;
     }
-    sqlite3_finalize(st);
-    r = rc == SQLITE_DONE ? 0 : db_fail(ix, "reading the superseded certificates");
+    prov_sqldb_finalize(st);
+    r = rc == PROV_SQLDB_DONE ? 0 : db_fail(ix, "reading the superseded certificates");
     for (size_t i = 0; r == 0 && i < n; i++) {
         list[i].reason = PROV_CRL_REASON_SUPERSEDED;
         prov_ca_index_now_text(list[i].revoked_at, sizeof(list[i].revoked_at));
@@ -334,12 +320,12 @@ int prov_ca_index_revocations(struct prov_ca_index *ix, X509 *issuer,
                               struct prov_ca_revocation **out, size_t *n)
 {
     struct prov_ca_revocation *list = NULL;
-    sqlite3_stmt *st = NULL;
+    struct prov_sqldb_stmt *st = NULL;
     unsigned char md[32];
     unsigned int md_len = 0;
     char issuer_hex[65];
     size_t count = 0;
-    int rc = SQLITE_ERROR;
+    int rc = PROV_SQLDB_ERROR;
     int r;
 
     *out = NULL;
@@ -354,29 +340,30 @@ int prov_ca_index_revocations(struct prov_ca_index *ix, X509 *issuer,
     r = prepare(ix,
                 "SELECT c.serial, r.cert_serial, r.reason, r.revoked_at, r.invalidity_date,"
                 " r.revoked_by FROM revocation r JOIN certificate c USING (cert_serial)"
-                " WHERE c.issuer_sha256 = ? OR c.issuer_sha256 IS NULL ORDER BY r.rowid",
+                " WHERE c.issuer_sha256 = ?1 OR c.issuer_sha256 IS NULL ORDER BY r.rowid",
                 &st);
     if (r == 0) {
-        sqlite3_bind_text(st, 1, issuer_hex, -1, SQLITE_STATIC);
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        prov_sqldb_bind_text(st, 1, issuer_hex);
+        while ((rc = prov_sqldb_step(st)) == PROV_SQLDB_ROW) {
             struct prov_ca_revocation *grown = realloc(list, (count + 1) * sizeof(*list));
 
             if (grown == NULL) {
-                rc = SQLITE_NOMEM;
+                rc = PROV_SQLDB_ERROR;
                 break;
             }
             list = grown;
             memset(&list[count], 0, sizeof(list[count]));
-            copy_col(st, 0, list[count].serial, sizeof(list[count].serial));
-            copy_col(st, 1, list[count].cert_serial, sizeof(list[count].cert_serial));
-            list[count].reason = sqlite3_column_int(st, 2);
-            copy_col(st, 3, list[count].revoked_at, sizeof(list[count].revoked_at));
-            copy_col(st, 4, list[count].invalidity_date, sizeof(list[count].invalidity_date));
-            copy_col(st, 5, list[count].revoked_by, sizeof(list[count].revoked_by));
+            prov_sqldb_column_copy(st, 0, list[count].serial, sizeof(list[count].serial));
+            prov_sqldb_column_copy(st, 1, list[count].cert_serial, sizeof(list[count].cert_serial));
+            list[count].reason = prov_sqldb_column_int(st, 2);
+            prov_sqldb_column_copy(st, 3, list[count].revoked_at, sizeof(list[count].revoked_at));
+            prov_sqldb_column_copy(st, 4, list[count].invalidity_date,
+                                   sizeof(list[count].invalidity_date));
+            prov_sqldb_column_copy(st, 5, list[count].revoked_by, sizeof(list[count].revoked_by));
             count++;
         }
-        r = rc == SQLITE_DONE ? 0 : db_fail(ix, "reading the revocations");
-        sqlite3_finalize(st);
+        r = rc == PROV_SQLDB_DONE ? 0 : db_fail(ix, "reading the revocations");
+        prov_sqldb_finalize(st);
     }
     prov_ca_index_unlock(ix);
     if (r < 0) {
@@ -390,37 +377,31 @@ int prov_ca_index_revocations(struct prov_ca_index *ix, X509 *issuer,
 
 int prov_ca_index_next_crl_number(struct prov_ca_index *ix, const char *name, long long *out)
 {
-    sqlite3 *db = prov_ca_index_db(ix);
-    sqlite3_stmt *st = NULL;
-    int rc = SQLITE_ERROR;
+    struct prov_sqldb_stmt *st = NULL;
+    int rc = PROV_SQLDB_ERROR;
     int r;
 
     *out = 0;
     prov_ca_index_lock(ix);
-    r = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK
-            ? 0
-            : db_fail(ix, "cannot begin");
+    r = prov_ca_index_begin_write(ix);
     if (r == 0) {
         r = prepare(ix,
-                    "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE name = ?"
+                    "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE name = ?1"
                     " RETURNING CAST(value AS INTEGER)",
                     &st);
     }
     if (r == 0) {
-        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-        rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW) {
-            *out = sqlite3_column_int64(st, 0);
-            rc = sqlite3_step(st);
+        prov_sqldb_bind_text(st, 1, name);
+        rc = prov_sqldb_step(st);
+        if (rc == PROV_SQLDB_ROW) {
+            *out = prov_sqldb_column_int(st, 0);
+            rc = prov_sqldb_step(st);
         }
-        sqlite3_finalize(st);
-        r = rc == SQLITE_DONE && *out > 0 ? 0 : db_fail(ix, "cannot count the CRL number");
+        prov_sqldb_finalize(st);
+        r = rc == PROV_SQLDB_DONE && *out > 0 ? 0 : db_fail(ix, "cannot count the CRL number");
     }
-    if (r == 0 && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-        r = db_fail(ix, "cannot commit the CRL number");
-    }
+    r = prov_ca_index_end_write(ix, r, "cannot commit the CRL number");
     if (r < 0) {
-        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
         *out = 0;
     }
     prov_ca_index_unlock(ix);
@@ -430,9 +411,9 @@ int prov_ca_index_next_crl_number(struct prov_ca_index *ix, const char *name, lo
 int prov_ca_index_audit_verify(struct prov_ca_index *ix, long long *n, bool *is_intact,
                                long long *bad_seq)
 {
-    sqlite3_stmt *st = NULL;
+    struct prov_sqldb_stmt *st = NULL;
     char prev[65] = ZERO_HASH;
-    int rc = SQLITE_ERROR;
+    int rc = PROV_SQLDB_ERROR;
     int r;
 
     *n = 0;
@@ -443,30 +424,29 @@ int prov_ca_index_audit_verify(struct prov_ca_index *ix, long long *n, bool *is_
                 "SELECT seq, at, event, serial, cert_serial, detail, prev_sha256, sha256 FROM"
                 " audit ORDER BY seq",
                 &st);
-    while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    while (r == 0 && (rc = prov_sqldb_step(st)) == PROV_SQLDB_ROW) {
         const char *text[PROV_AUDIT_FIELDS];
         char hash[65];
-        long long seq = sqlite3_column_int64(st, 0);
+        long long seq = prov_sqldb_column_int(st, 0);
 
         for (int i = 0; i < PROV_AUDIT_FIELDS; i++) {
-            const unsigned char *t = sqlite3_column_text(st, i + 1);
+            const char *t = prov_sqldb_column_text(st, i + 1);
 
-            text[i] = t != NULL ? (const char *)t : "";
+            text[i] = t != NULL ? t : "";
         }
         (*n)++;
-        if (*is_intact &&
-            (seq != *n || strcmp((const char *)sqlite3_column_text(st, 6), prev) != 0 ||
-             prov_audit_hash(prev, seq, text, hash) < 0 ||
-             strcmp(hash, (const char *)sqlite3_column_text(st, 7)) != 0)) {
+        if (*is_intact && (seq != *n || strcmp(prov_sqldb_column_text(st, 6), prev) != 0 ||
+                           prov_audit_hash(prev, seq, text, hash) < 0 ||
+                           strcmp(hash, prov_sqldb_column_text(st, 7)) != 0)) {
             *is_intact = false;
             *bad_seq = seq;
         }
-        copy_col(st, 7, prev, sizeof(prev));
+        prov_sqldb_column_copy(st, 7, prev, sizeof(prev));
     }
     if (r == 0) {
-        r = rc == SQLITE_DONE ? 0 : db_fail(ix, "reading the audit trail");
+        r = rc == PROV_SQLDB_DONE ? 0 : db_fail(ix, "reading the audit trail");
     }
-    sqlite3_finalize(st);
+    prov_sqldb_finalize(st);
     prov_ca_index_unlock(ix);
     return r;
 }

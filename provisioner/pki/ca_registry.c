@@ -13,7 +13,7 @@
 static int db_fail(struct prov_ca_index *ix, const char *what)
 {
     return prov_fail(PROV_ERR_JOURNAL, "CA index %s: %s: %s", prov_ca_index_path(ix), what,
-                     sqlite3_errmsg(prov_ca_index_db(ix)));
+                     prov_sqldb_errmsg(prov_ca_index_sql(ix)));
 }
 
 /*
@@ -23,24 +23,24 @@ static int db_fail(struct prov_ca_index *ix, const char *what)
 static int query_int(struct prov_ca_index *ix, const char *sql, int n, const char *const *args,
                      long long *out)
 {
-    sqlite3_stmt *st = NULL;
+    struct prov_sqldb_stmt *st = NULL;
     int rc;
 
     if (out != NULL) {
         *out = 0;
     }
-    if (sqlite3_prepare_v2(prov_ca_index_db(ix), sql, -1, &st, NULL) != SQLITE_OK) {
+    if (prov_sqldb_prepare(prov_ca_index_sql(ix), sql, &st) != 0) {
         return db_fail(ix, "cannot prepare");
     }
     for (int i = 0; i < n; i++) {
-        sqlite3_bind_text(st, i + 1, args[i], -1, SQLITE_STATIC);
+        prov_sqldb_bind_text(st, i + 1, args[i]);
     }
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW && out != NULL) {
-        *out = sqlite3_column_int64(st, 0);
+    rc = prov_sqldb_step(st);
+    if (rc == PROV_SQLDB_ROW && out != NULL) {
+        *out = prov_sqldb_column_int(st, 0);
     }
-    sqlite3_finalize(st);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_fail(ix, "cannot read or write");
+    prov_sqldb_finalize(st);
+    return rc == PROV_SQLDB_ROW || rc == PROV_SQLDB_DONE ? 0 : db_fail(ix, "cannot read or write");
 }
 
 static int exec_text(struct prov_ca_index *ix, const char *sql, int n, const char *const *args)
@@ -50,24 +50,19 @@ static int exec_text(struct prov_ca_index *ix, const char *sql, int n, const cha
 
 static int begin(struct prov_ca_index *ix)
 {
-    prov_ca_index_lock(ix);
-    if (sqlite3_exec(prov_ca_index_db(ix), "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
-        int r = db_fail(ix, "cannot begin a transaction");
+    int r;
 
+    prov_ca_index_lock(ix);
+    r = prov_ca_index_begin_write(ix);
+    if (r < 0) {
         prov_ca_index_unlock(ix);
-        return r;
     }
-    return 0;
+    return r;
 }
 
 static int end(struct prov_ca_index *ix, int r)
 {
-    if (r == 0 && sqlite3_exec(prov_ca_index_db(ix), "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-        r = db_fail(ix, "cannot commit");
-    }
-    if (r < 0) {
-        sqlite3_exec(prov_ca_index_db(ix), "ROLLBACK", NULL, NULL, NULL);
-    }
+    r = prov_ca_index_end_write(ix, r, "cannot commit");
     prov_ca_index_unlock(ix);
     return r;
 }
@@ -125,28 +120,29 @@ int prov_ca_registry_station_add(struct prov_ca_index *ix, const char *name, X50
 int prov_ca_registry_station_cert(struct prov_ca_index *ix, const char *name, char *hex,
                                   size_t hex_cap)
 {
-    sqlite3_stmt *st = NULL;
+    struct prov_sqldb_stmt *st = NULL;
     int rc;
     int r = 0;
 
     prov_ca_index_lock(ix);
-    if (sqlite3_prepare_v2(prov_ca_index_db(ix), "SELECT cert_serial FROM station WHERE name = ?",
-                           -1, &st, NULL) != SQLITE_OK) {
+    if (prov_sqldb_prepare(prov_ca_index_sql(ix), "SELECT cert_serial FROM station WHERE name = ?",
+                           &st) != 0) {
         r = db_fail(ix, "cannot prepare");
         prov_ca_index_unlock(ix);
         return r;
     }
-    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        snprintf(hex, hex_cap, "%s", (const char *)sqlite3_column_text(st, 0));
+    prov_sqldb_bind_text(st, 1, name);
+    rc = prov_sqldb_step(st);
+    if (rc == PROV_SQLDB_ROW) {
+        snprintf(hex, hex_cap, "%s", prov_sqldb_column_text(st, 0));
     } else {
-        r = rc == SQLITE_DONE ? prov_fail(PROV_ERR_USAGE,
-                                          "station %s: not registered (provisioner ca station "
-                                          "add %s)", name, name)
-                              : db_fail(ix, "cannot read the stations");
+        r = rc == PROV_SQLDB_DONE ? prov_fail(PROV_ERR_USAGE,
+                                              "station %s: not registered (provisioner ca station "
+                                              "add %s)",
+                                              name, name)
+                                  : db_fail(ix, "cannot read the stations");
     }
-    sqlite3_finalize(st);
+    prov_sqldb_finalize(st);
     prov_ca_index_unlock(ix);
     return r;
 }
@@ -155,12 +151,12 @@ int prov_ca_registry_station_each(struct prov_ca_index *ix,
                                   int (*fn)(void *arg, const struct prov_ca_station *st),
                                   void *arg)
 {
-    sqlite3_stmt *st = NULL;
-    int rc = SQLITE_DONE;
+    struct prov_sqldb_stmt *st = NULL;
+    int rc = PROV_SQLDB_DONE;
     int r = 0;
 
     prov_ca_index_lock(ix);
-    if (sqlite3_prepare_v2(prov_ca_index_db(ix),
+    if (prov_sqldb_prepare(prov_ca_index_sql(ix),
                            "SELECT s.name, s.cert_serial, s.added_at,"
                            " (SELECT min(v.revoked_at) FROM revocation v"
                            "  WHERE v.cert_serial = s.cert_serial),"
@@ -168,26 +164,26 @@ int prov_ca_registry_station_each(struct prov_ca_index *ix,
                            "  (SELECT lot FROM lot_station WHERE station = s.name ORDER BY lot) l),"
                            "  '')"
                            " FROM station s ORDER BY s.name",
-                           -1, &st, NULL) != SQLITE_OK) {
+                           &st) != 0) {
         r = db_fail(ix, "cannot prepare");
         prov_ca_index_unlock(ix);
         return r;
     }
-    while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    while (r == 0 && (rc = prov_sqldb_step(st)) == PROV_SQLDB_ROW) {
         struct prov_ca_station row = {
-            .name = (const char *)sqlite3_column_text(st, 0),
-            .cert_serial = (const char *)sqlite3_column_text(st, 1),
-            .added_at = (const char *)sqlite3_column_text(st, 2),
-            .revoked_at = (const char *)sqlite3_column_text(st, 3),
-            .lots = (const char *)sqlite3_column_text(st, 4),
+            .name = prov_sqldb_column_text(st, 0),
+            .cert_serial = prov_sqldb_column_text(st, 1),
+            .added_at = prov_sqldb_column_text(st, 2),
+            .revoked_at = prov_sqldb_column_text(st, 3),
+            .lots = prov_sqldb_column_text(st, 4),
         };
 
         r = fn(arg, &row);
     }
-    if (r == 0 && rc != SQLITE_DONE) {
+    if (r == 0 && rc != PROV_SQLDB_DONE) {
         r = db_fail(ix, "cannot read the stations");
     }
-    sqlite3_finalize(st);
+    prov_sqldb_finalize(st);
     prov_ca_index_unlock(ix);
     return r;
 }
@@ -291,12 +287,12 @@ int prov_ca_registry_lot_add(struct prov_ca_index *ix, const struct prov_ca_lot 
 int prov_ca_registry_lot_each(struct prov_ca_index *ix,
                               int (*fn)(void *arg, const struct prov_ca_lot_row *lot), void *arg)
 {
-    sqlite3_stmt *st = NULL;
-    int rc = SQLITE_DONE;
+    struct prov_sqldb_stmt *st = NULL;
+    int rc = PROV_SQLDB_DONE;
     int r = 0;
 
     prov_ca_index_lock(ix);
-    if (sqlite3_prepare_v2(prov_ca_index_db(ix),
+    if (prov_sqldb_prepare(prov_ca_index_sql(ix),
                            "SELECT l.name, l.cap,"
                            " (SELECT count(DISTINCT serial) FROM certificate WHERE lot = l.name),"
                            " l.reissue, (SELECT count(*) FROM lot_serial WHERE lot = l.name),"
@@ -306,29 +302,29 @@ int prov_ca_registry_lot_each(struct prov_ca_index *ix,
                            "  FROM (SELECT station, per_minute FROM lot_station"
                            "  WHERE lot = l.name ORDER BY station)), ''),"
                            " l.added_at FROM lot l ORDER BY l.name",
-                           -1, &st, NULL) != SQLITE_OK) {
+                           &st) != 0) {
         r = db_fail(ix, "cannot prepare");
         prov_ca_index_unlock(ix);
         return r;
     }
-    while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    while (r == 0 && (rc = prov_sqldb_step(st)) == PROV_SQLDB_ROW) {
         struct prov_ca_lot_row row = {
-            .name = (const char *)sqlite3_column_text(st, 0),
-            .cap = sqlite3_column_int64(st, 1),
-            .devices = sqlite3_column_int64(st, 2),
-            .is_reissue = sqlite3_column_int64(st, 3) != 0,
-            .n_serials = sqlite3_column_int64(st, 4),
-            .profiles = (const char *)sqlite3_column_text(st, 5),
-            .stations = (const char *)sqlite3_column_text(st, 6),
-            .added_at = (const char *)sqlite3_column_text(st, 7),
+            .name = prov_sqldb_column_text(st, 0),
+            .cap = prov_sqldb_column_int(st, 1),
+            .devices = prov_sqldb_column_int(st, 2),
+            .is_reissue = prov_sqldb_column_int(st, 3) != 0,
+            .n_serials = prov_sqldb_column_int(st, 4),
+            .profiles = prov_sqldb_column_text(st, 5),
+            .stations = prov_sqldb_column_text(st, 6),
+            .added_at = prov_sqldb_column_text(st, 7),
         };
 
         r = fn(arg, &row);
     }
-    if (r == 0 && rc != SQLITE_DONE) {
+    if (r == 0 && rc != PROV_SQLDB_DONE) {
         r = db_fail(ix, "cannot read the lots");
     }
-    sqlite3_finalize(st);
+    prov_sqldb_finalize(st);
     prov_ca_index_unlock(ix);
     return r;
 }
@@ -503,14 +499,14 @@ static int check_lot(struct prov_ca_index *ix, const char *name, const char *lot
 int prov_ca_registry_ask(struct prov_ca_index *ix, const char *name, X509 *cert,
                          struct prov_ca_ask *ask)
 {
-    sqlite3_stmt *st = NULL;
+    struct prov_sqldb_stmt *st = NULL;
     size_t n_lots = 0;
     char hex[72];
     char why[256];
     char first[256] = "";
     int first_retry = 0;
     bool all_cap = true;
-    int rc = SQLITE_DONE;
+    int rc = PROV_SQLDB_DONE;
     int r;
 
     ask->lot_out[0] = '\0';
@@ -525,22 +521,22 @@ int prov_ca_registry_ask(struct prov_ca_index *ix, const char *name, X509 *cert,
         return refuse(ix, ask->serial, hex, why);
     }
     /* the lots this station may serve (the one named, or all of them, oldest first) */
-    if (r == 0 && sqlite3_prepare_v2(prov_ca_index_db(ix),
+    if (r == 0 && prov_sqldb_prepare(prov_ca_index_sql(ix),
                                      "SELECT l.name FROM lot l JOIN lot_station s"
                                      " ON s.lot = l.name WHERE s.station = ?1"
                                      " AND (?2 IS NULL OR l.name = ?2)"
                                      " ORDER BY l.added_at, l.name",
-                                     -1, &st, NULL) != SQLITE_OK) {
+                                     &st) != 0) {
         r = db_fail(ix, "cannot prepare");
     }
     if (r == 0) {
-        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        prov_sqldb_bind_text(st, 1, name);
         if (ask->lot != NULL) {
-            sqlite3_bind_text(st, 2, ask->lot, -1, SQLITE_STATIC);
+            prov_sqldb_bind_text(st, 2, ask->lot);
         }
     }
-    while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *lot = (const char *)sqlite3_column_text(st, 0);
+    while (r == 0 && (rc = prov_sqldb_step(st)) == PROV_SQLDB_ROW) {
+        const char *lot = prov_sqldb_column_text(st, 0);
         int retry = 0;
         bool is_cap = false;
 
@@ -556,10 +552,10 @@ int prov_ca_registry_ask(struct prov_ca_index *ix, const char *name, X509 *cert,
         }
         all_cap = all_cap && is_cap;
     }
-    if (st != NULL && r == 0 && rc != SQLITE_ROW && rc != SQLITE_DONE) {
+    if (st != NULL && r == 0 && rc != PROV_SQLDB_ROW && rc != PROV_SQLDB_DONE) {
         r = db_fail(ix, "cannot read the lots");
     }
-    sqlite3_finalize(st);
+    prov_sqldb_finalize(st);
     if (r == 0 && ask->lot_out[0] != '\0') {
         return end(ix, 0);
     }
@@ -601,7 +597,9 @@ int prov_ca_registry_refused(struct prov_ca_index *ix, const char *what, const c
 int prov_ca_registry_retry(struct prov_ca_index *ix, const char *serial, const char *issued_by,
                            EVP_PKEY *pub, X509 **out)
 {
-    sqlite3_stmt *st = NULL;
+    struct prov_sqldb_stmt *st = NULL;
+    const unsigned char *p = NULL;
+    size_t len = 0;
     char spki[65];
     int rc;
     int r;
@@ -612,28 +610,29 @@ int prov_ca_registry_retry(struct prov_ca_index *ix, const char *serial, const c
         return r;
     }
     prov_ca_index_lock(ix);
-    if (sqlite3_prepare_v2(prov_ca_index_db(ix),
+    if (prov_sqldb_prepare(prov_ca_index_sql(ix),
                            "SELECT der FROM certificate WHERE pubkey_sha256 = ? AND serial = ?"
                            " AND issued_by = ? AND status IN ('issued', 'delivered')",
-                           -1, &st, NULL) != SQLITE_OK) {
+                           &st) != 0) {
         r = db_fail(ix, "cannot prepare");
         prov_ca_index_unlock(ix);
         return r;
     }
-    sqlite3_bind_text(st, 1, spki, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, serial, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, issued_by, -1, SQLITE_STATIC);
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW && sqlite3_column_bytes(st, 0) > 0) {
-        const unsigned char *p = sqlite3_column_blob(st, 0);
-
-        *out = d2i_X509(NULL, &p, sqlite3_column_bytes(st, 0));
+    prov_sqldb_bind_text(st, 1, spki);
+    prov_sqldb_bind_text(st, 2, serial);
+    prov_sqldb_bind_text(st, 3, issued_by);
+    rc = prov_sqldb_step(st);
+    if (rc == PROV_SQLDB_ROW) {
+        p = prov_sqldb_column_blob(st, 0, &len);
+    }
+    if (rc == PROV_SQLDB_ROW && len > 0) {
+        *out = d2i_X509(NULL, &p, (long)len);
         r = *out != NULL ? 0 : prov_fail(PROV_ERR_JOURNAL, "CA index %s: a certificate of %s "
                                          "cannot be read", prov_ca_index_path(ix), serial);
-    } else if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+    } else if (rc != PROV_SQLDB_ROW && rc != PROV_SQLDB_DONE) {
         r = db_fail(ix, "cannot read");
     }
-    sqlite3_finalize(st);
+    prov_sqldb_finalize(st);
     prov_ca_index_unlock(ix);
     return r;
 }
@@ -641,29 +640,29 @@ int prov_ca_registry_retry(struct prov_ca_index *ix, const char *serial, const c
 int prov_ca_registry_cert_owner(struct prov_ca_index *ix, const char *cert_serial, char *serial,
                                 size_t serial_cap, char *by, size_t by_cap)
 {
-    sqlite3_stmt *st = NULL;
+    struct prov_sqldb_stmt *st = NULL;
     int rc;
     int r = 0;
 
     prov_ca_index_lock(ix);
-    if (sqlite3_prepare_v2(prov_ca_index_db(ix),
-                           "SELECT serial, issued_by FROM certificate WHERE cert_serial = ?", -1,
-                           &st, NULL) != SQLITE_OK) {
+    if (prov_sqldb_prepare(prov_ca_index_sql(ix),
+                           "SELECT serial, issued_by FROM certificate WHERE cert_serial = ?",
+                           &st) != 0) {
         r = db_fail(ix, "cannot prepare");
         prov_ca_index_unlock(ix);
         return r;
     }
-    sqlite3_bind_text(st, 1, cert_serial, -1, SQLITE_STATIC);
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        snprintf(serial, serial_cap, "%s", (const char *)sqlite3_column_text(st, 0));
-        snprintf(by, by_cap, "%s", (const char *)sqlite3_column_text(st, 1));
+    prov_sqldb_bind_text(st, 1, cert_serial);
+    rc = prov_sqldb_step(st);
+    if (rc == PROV_SQLDB_ROW) {
+        snprintf(serial, serial_cap, "%s", prov_sqldb_column_text(st, 0));
+        snprintf(by, by_cap, "%s", prov_sqldb_column_text(st, 1));
     } else {
-        r = rc == SQLITE_DONE ? prov_fail(PROV_ERR_POLICY, "certificate %s: not issued by this CA",
-                                          cert_serial)
-                              : db_fail(ix, "cannot read");
+        r = rc == PROV_SQLDB_DONE
+                ? prov_fail(PROV_ERR_POLICY, "certificate %s: not issued by this CA", cert_serial)
+                : db_fail(ix, "cannot read");
     }
-    sqlite3_finalize(st);
+    prov_sqldb_finalize(st);
     prov_ca_index_unlock(ix);
     return r;
 }

@@ -28,6 +28,8 @@ struct cmp_issuer {
     char host[256];
     int port;
     char path[256];
+    bool is_connected;     /* the identity is open and the service answered genm */
+    bool chain_from_issue; /* its caCerts answer carried none: the chain comes with a cert */
 };
 
 static struct cmp_issuer *cmp_of(struct prov_issuer *is)
@@ -116,7 +118,11 @@ static int transaction_failed(struct cmp_issuer *ci, OSSL_CMP_CTX *ctx, const ch
                      ci->path, what, reason != NULL ? reason : "no answer");
 }
 
-/* genm caCerts: the chain, checked against root_cert. */
+/*
+ * genm caCerts: the chain, checked against root_cert. An answer that carries no certificates
+ * at all (a peer that echoes the question, such as OpenSSL's mock server) leaves the chain to
+ * the first issuance answer (chain_of_answer), checked against root_cert there.
+ */
 static int fetch_chain(struct cmp_issuer *ci)
 {
     OSSL_CMP_CTX *ctx = client_ctx(ci);
@@ -154,6 +160,11 @@ static int fetch_chain(struct cmp_issuer *ci)
     }
     sk_OSSL_CMP_ITAV_pop_free(itavs, OSSL_CMP_ITAV_free);
     OSSL_CMP_CTX_free(ctx);
+    if (certs == NULL || sk_X509_num(certs) == 0) {
+        sk_X509_free(certs);
+        ci->chain_from_issue = true;
+        return 0;
+    }
     r = prov_fail(PROV_ERR_VERIFY, "CA service cmp://%s:%d%s: its caCerts do not chain to %s",
                   ci->host, ci->port, ci->path, ci->remote.base.cfg->root_cert);
     vc = X509_STORE_CTX_new();
@@ -172,6 +183,67 @@ static int fetch_chain(struct cmp_issuer *ci)
     return r;
 }
 
+/*
+ * The chain of cert from an issuance answer's caPubs and extraCerts (ctx after the
+ * transaction), for a service whose caCerts answer carried none: cert must verify up to
+ * root_cert through them; the chain kept is what verified, without cert.
+ */
+static int chain_of_answer(struct cmp_issuer *ci, OSSL_CMP_CTX *ctx, X509 *cert)
+{
+    STACK_OF(X509) *pool = OSSL_CMP_CTX_get1_extraCertsIn(ctx);
+    STACK_OF(X509) *pubs = OSSL_CMP_CTX_get1_caPubs(ctx);
+    STACK_OF(X509) *verified = NULL;
+    X509_STORE_CTX *vc = X509_STORE_CTX_new();
+    int r = prov_fail(PROV_ERR_VERIFY, "CA service cmp://%s:%d%s: its answer's caPubs and "
+                      "extraCerts do not chain the certificate to %s", ci->host, ci->port,
+                      ci->path, ci->remote.base.cfg->root_cert);
+
+    if (pool == NULL) {
+        pool = sk_X509_new_null();
+    }
+    if (pool != NULL && pubs != NULL &&
+        !X509_add_certs(pool, pubs, X509_ADD_FLAG_UP_REF | X509_ADD_FLAG_NO_DUP)) {
+        sk_X509_pop_free(pool, X509_free);
+        pool = NULL;
+    }
+    if (pool != NULL && vc != NULL &&
+        X509_STORE_CTX_init(vc, ci->remote.id.trust, cert, pool) &&
+        X509_verify_cert(vc) == 1 && (verified = X509_STORE_CTX_get1_chain(vc)) != NULL &&
+        sk_X509_num(verified) >= 3 &&
+        X509_cmp(sk_X509_value(verified, sk_X509_num(verified) - 1), ci->remote.id.root) == 0) {
+        X509_free(sk_X509_shift(verified)); /* cert itself */
+        prov_error_clear();
+        ci->remote.chain = verified;
+        verified = NULL;
+        r = 0;
+    }
+    ERR_clear_error();
+    sk_X509_pop_free(verified, X509_free);
+    X509_STORE_CTX_free(vc);
+    sk_X509_pop_free(pubs, X509_free);
+    sk_X509_pop_free(pool, X509_free);
+    return r;
+}
+
+/*
+ * The station's identity, then the chain from the service: at open, or at the first issue of
+ * an issuer opened deferred (`sign` applies the CSR policy before the service is asked).
+ */
+static int cmp_connect(struct cmp_issuer *ci)
+{
+    int r = 0;
+
+    if (ci->remote.id.cert == NULL) {
+        r = prov_station_identity_open(ci->remote.base.cfg, &ci->remote.id);
+    }
+    if (r == 0) {
+        /* Before anything else: a service that does not answer stops the run here (exit 4). */
+        r = fetch_chain(ci);
+    }
+    ci->is_connected = r == 0;
+    return r;
+}
+
 static int cmp_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_request *rq,
                      X509 **out)
 {
@@ -186,8 +258,11 @@ static int cmp_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_re
     if (r < 0) {
         return r;
     }
-    if (ci->remote.chain == NULL) {
-        return prov_fail(PROV_ERR_INTERNAL, "CMP issuer used before it was opened");
+    if (!ci->is_connected) {
+        r = cmp_connect(ci); /* opened deferred: the service is asked now */
+        if (r < 0) {
+            return r;
+        }
     }
     snprintf(what, sizeof(what), "the certificate of %s", rq->serial);
     pthread_mutex_lock(&ci->remote.lock);
@@ -200,6 +275,9 @@ static int cmp_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_re
         if (cert != NULL && !X509_up_ref(cert)) {
             cert = NULL;
             r = prov_fail(PROV_ERR_NOMEM, "CMP: out of memory");
+        }
+        if (r == 0 && ci->remote.chain == NULL) {
+            r = chain_of_answer(ci, ctx, cert);
         }
     }
     OSSL_CMP_CTX_free(ctx);
@@ -259,11 +337,7 @@ int prov_issuer_cmp_open(const struct prov_config *cfg, bool is_deferred,
         return 0;
     }
     if (r == 0) {
-        r = prov_station_identity_open(cfg, &ci->remote.id);
-    }
-    if (r == 0) {
-        /* Before anything else: a service that does not answer stops the run here (exit 4). */
-        r = fetch_chain(ci);
+        r = cmp_connect(ci);
     }
     if (r < 0) {
         cmp_close(&ci->remote.base);

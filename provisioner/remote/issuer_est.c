@@ -259,6 +259,29 @@ static char *csr_base64(X509_REQ *req)
     return b64;
 }
 
+static int curl_new(struct est_issuer *ei, const struct prov_config *cfg);
+
+/*
+ * The station's identity, the HTTP client, then the chain from the service: at open, or at
+ * the first issue of an issuer opened deferred (`sign` applies the CSR policy first).
+ */
+static int est_connect(struct est_issuer *ei)
+{
+    int r = 0;
+
+    if (ei->remote.id.cert == NULL) {
+        r = prov_station_identity_open(ei->remote.base.cfg, &ei->remote.id);
+    }
+    if (r == 0 && ei->curl == NULL) {
+        r = curl_new(ei, ei->remote.base.cfg);
+    }
+    if (r == 0) {
+        /* Before anything else: a service that does not answer stops the run here (exit 4). */
+        r = fetch_chain(ei);
+    }
+    return r;
+}
+
 static int est_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_request *rq,
                      X509 **out)
 {
@@ -277,7 +300,10 @@ static int est_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_re
         return r;
     }
     if (ei->remote.chain == NULL) {
-        return prov_fail(PROV_ERR_INTERNAL, "EST issuer used before it was opened");
+        r = est_connect(ei); /* opened deferred: the service is asked now */
+        if (r < 0) {
+            return r;
+        }
     }
     body = csr_base64(req);
     if (body == NULL) {
@@ -380,14 +406,7 @@ int prov_issuer_est_open(const struct prov_config *cfg, bool is_deferred,
         return 0;
     }
     if (r == 0) {
-        r = prov_station_identity_open(cfg, &ei->remote.id);
-    }
-    if (r == 0) {
-        r = curl_new(ei, cfg);
-    }
-    if (r == 0) {
-        /* Before anything else: a service that does not answer stops the run here (exit 4). */
-        r = fetch_chain(ei);
+        r = est_connect(ei);
     }
     if (r < 0) {
         est_close(&ei->remote.base);

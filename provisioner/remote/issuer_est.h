@@ -12,7 +12,8 @@
  * certificate is the station's identity (station_cert, its key station_key in the station's
  * token, station_pin). The service's TLS certificate must chain to [ca] tls_ca (default
  * root_cert); its cacerts must chain to root_cert. A service that cannot be reached is
- * PROV_ERR_NOT_FOUND (exit 4). is_deferred: nothing is opened (csr, install).
+ * PROV_ERR_NOT_FOUND (exit 4). is_deferred: nothing is opened until the first issue (csr
+ * and install never issue; sign checks the CSR first).
  */
 int prov_issuer_est_open(const struct prov_config *cfg, bool is_deferred,
                          struct prov_issuer **out);

@@ -512,58 +512,26 @@ out:
     return r;
 }
 
-int prov_storage_read(const char *dir, struct prov_stored_identity **out)
-{
-    struct prov_stored_identity *s;
-    STACK_OF(X509) *crt = NULL;
-    int r;
-
-    *out = NULL;
-    s = calloc(1, sizeof(*s));
-    if (s == NULL) {
-        return prov_fail(PROV_ERR_NOMEM, "%s: out of memory", dir);
-    }
-    if ((r = read_certs_file(dir, "client.crt", &crt)) < 0 ||
-        (r = read_certs_file(dir, "fullchain.pem", &s->fullchain)) < 0 ||
-        (r = read_certs_file(dir, "chain.pem", &s->chain)) < 0 ||
-        (r = read_certs_file(dir, "server-ca.pem", &s->server_ca)) < 0 ||
-        (r = read_key_uri(dir, &s->key_uri)) < 0 || (r = read_identity_json(dir, s)) < 0) {
-        goto out;
-    }
-    if (sk_X509_num(crt) != 1) {
-        r = prov_fail(PROV_ERR_INPUT, "%s/client.crt: expected exactly one certificate", dir);
-        goto out;
-    }
-    s->cert = sk_X509_shift(crt);
-    *out = s;
-    s = NULL;
-    r = 0;
-out:
-    sk_X509_pop_free(crt, X509_free);
-    prov_stored_identity_free(s);
-    return r;
-}
-
-/* Keeps the first failure's reason (prov_fail keeps the first) and goes on. */
-static void note_bad(int r, int *n_bad)
+/* Counts a failure; prov_fail has kept the first one's reason. Returns the first failure. */
+static int note_bad(int r, int first, int *n_bad)
 {
     if (r < 0) {
         (*n_bad)++;
     }
+    return first < 0 ? first : r;
 }
 
-int prov_storage_read_each(const char *dir, struct prov_stored_identity **out, int *n_bad)
+/*
+ * Reads every part of dir into s, file by file, going on past a failure: what could not be read
+ * stays NULL. Returns the first failure (0 if none) and counts them in *n_bad.
+ */
+static int read_parts(const char *dir, struct prov_stored_identity *s, int *n_bad)
 {
-    struct prov_stored_identity *s;
     STACK_OF(X509) *crt = NULL;
+    int first;
     int r;
 
-    *out = NULL;
     *n_bad = 0;
-    s = calloc(1, sizeof(*s));
-    if (s == NULL) {
-        return prov_fail(PROV_ERR_NOMEM, "%s: out of memory", dir);
-    }
     r = read_certs_file(dir, "client.crt", &crt);
     if (r == 0 && sk_X509_num(crt) != 1) {
         r = prov_fail(PROV_ERR_INPUT, "%s/client.crt: expected exactly one certificate", dir);
@@ -571,19 +539,52 @@ int prov_storage_read_each(const char *dir, struct prov_stored_identity **out, i
     if (r == 0) {
         s->cert = sk_X509_shift(crt);
     }
-    note_bad(r, n_bad);
-    note_bad(read_certs_file(dir, "fullchain.pem", &s->fullchain), n_bad);
-    note_bad(read_certs_file(dir, "chain.pem", &s->chain), n_bad);
-    note_bad(read_certs_file(dir, "server-ca.pem", &s->server_ca), n_bad);
-    note_bad(read_key_uri(dir, &s->key_uri), n_bad);
+    sk_X509_pop_free(crt, X509_free);
+    first = note_bad(r, 0, n_bad);
+    first = note_bad(read_certs_file(dir, "fullchain.pem", &s->fullchain), first, n_bad);
+    first = note_bad(read_certs_file(dir, "chain.pem", &s->chain), first, n_bad);
+    first = note_bad(read_certs_file(dir, "server-ca.pem", &s->server_ca), first, n_bad);
+    first = note_bad(read_key_uri(dir, &s->key_uri), first, n_bad);
     r = read_identity_json(dir, s);
     if (r < 0) {
         free(s->serial);
         free(s->backend);
         s->serial = s->backend = NULL;
     }
-    note_bad(r, n_bad);
-    sk_X509_pop_free(crt, X509_free);
+    return note_bad(r, first, n_bad);
+}
+
+int prov_storage_read(const char *dir, struct prov_stored_identity **out)
+{
+    struct prov_stored_identity *s;
+    int n_bad;
+    int r;
+
+    *out = NULL;
+    s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        return prov_fail(PROV_ERR_NOMEM, "%s: out of memory", dir);
+    }
+    r = read_parts(dir, s, &n_bad);
+    if (r < 0) {
+        prov_stored_identity_free(s);
+        return r;
+    }
+    *out = s;
+    return 0;
+}
+
+int prov_storage_read_each(const char *dir, struct prov_stored_identity **out, int *n_bad)
+{
+    struct prov_stored_identity *s;
+
+    *out = NULL;
+    *n_bad = 0;
+    s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        return prov_fail(PROV_ERR_NOMEM, "%s: out of memory", dir);
+    }
+    (void)read_parts(dir, s, n_bad);
     if (prov_error_code() == PROV_ERR_NOMEM) {
         prov_stored_identity_free(s);
         return PROV_ERR_NOMEM;

@@ -61,7 +61,10 @@ struct prov_stored_identity {
     char *backend;              /* from identity.json */
 };
 
-/* Reads dir; PROV_ERR_IO / PROV_ERR_INPUT naming the missing or unparsable file. */
+/*
+ * Reads dir; PROV_ERR_IO / PROV_ERR_INPUT naming the missing or unparsable file (the first,
+ * in the order prov_storage_read_each reads them).
+ */
 int prov_storage_read(const char *dir, struct prov_stored_identity **out);
 /*
  * As prov_storage_read, but file by file, for `check`, which runs each of its checks on its

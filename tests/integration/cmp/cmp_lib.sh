@@ -187,28 +187,26 @@ station_batch_service_gone() {
     assert_no_file devices/SN-09999
 }
 
-# station_dir PEM URL TOKEN NAME: $WORK/station, a station's own directory with no CA token,
-# key or PIN: its certificate (the first of PEM, from `ca station add`), the root, the device
-# PIN file, the server CA, and provisioner.cnf whose [ca] url is URL and whose identity key
-# is object NAME on token TOKEN (doc/ca-service.md, "Stations as clients").
-station_dir() {
-    mkdir -p "$WORK/station"
-    openssl x509 -in "$1" -out "$WORK/station/station.crt" || fail "station_dir: $1"
-    cp "$IT_CA_DIR/root.crt" "$WORK/device.pin" "$WORK/server-ca.pem" "$WORK/station/"
-    cat >"$WORK/station/provisioner.cnf" <<EOF2
+# cmp_station_config FILE LOT URL STATION_KEY_URI [CA_LINE...]: a station's config that issues
+# through the CA service at URL ([ca] url; no CA key, no CA PIN), with the files beside it:
+# station.crt, root.crt, device.pin, server-ca.pem; each CA_LINE is one more [ca] line.
+cmp_station_config() {
+    local f=$1 lot=$2 url=$3 key=$4 extra=""
+    shift 4
+    [ $# -gt 0 ] && extra=$(printf '%s\n' "$@")$'\n'
+    cat >"$f" <<EOF2
 # SPDX-License-Identifier: Apache-2.0
 [provisioner]
 pkcs11_module = $SOFTHSM_MODULE
 output_dir = devices
 server_ca = server-ca.pem
 device_pin = file:device.pin
-lot = LOT-IT-1
+lot = $lot
 
 [ca]
-url = $2
-tls_ca = server-ca.pem
-station_cert = station.crt
-station_key = pkcs11:token=$3;object=$4
+url = $url
+${extra}station_cert = station.crt
+station_key = $key
 station_pin = file:device.pin
 root_cert = root.crt
 
@@ -221,4 +219,16 @@ subject = device_dn
 O = Batch Test
 CN = \${cn}
 EOF2
+}
+
+# station_dir PEM URL TOKEN NAME: $WORK/station, a station's own directory with no CA token,
+# key or PIN: its certificate (the first of PEM, from `ca station add`), the root, the device
+# PIN file, the server CA, and provisioner.cnf (lot LOT-IT-1) whose [ca] url is URL and whose
+# identity key is object NAME on token TOKEN (doc/ca-service.md, "Stations as clients").
+station_dir() {
+    mkdir -p "$WORK/station"
+    openssl x509 -in "$1" -out "$WORK/station/station.crt" || fail "station_dir: $1"
+    cp "$IT_CA_DIR/root.crt" "$WORK/device.pin" "$WORK/server-ca.pem" "$WORK/station/"
+    cmp_station_config "$WORK/station/provisioner.cnf" LOT-IT-1 "$2" "pkcs11:token=$3;object=$4" \
+        "tls_ca = server-ca.pem"
 }

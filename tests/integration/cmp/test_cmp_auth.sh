@@ -282,7 +282,6 @@ station_config() {
         station-t STATION-T
 }
 export PROVISIONER_CONFIG=$WORK/station/provisioner.cnf
-# (with enroll: `sign` through the CMP issuer fails today, "used before it was opened")
 token_init dev-t1
 token_init dev-t2
 station_config LOT-T2

@@ -59,31 +59,8 @@ station() {
 
 # station_config NAME LOT: the station's config for the service on $CMP_PORT
 station_config() {
-    cat >"$WORK/$1/provisioner.cnf" <<EOF2
-# SPDX-License-Identifier: Apache-2.0
-[provisioner]
-pkcs11_module = $SOFTHSM_MODULE
-output_dir = devices
-server_ca = server-ca.pem
-device_pin = file:device.pin
-lot = $2
-
-[ca]
-url = cmp://127.0.0.1:$CMP_PORT/.well-known/cmp
-station_cert = station.crt
-station_key = pkcs11:token=id-$1;object=$1
-station_pin = file:device.pin
-root_cert = root.crt
-
-[profile_device]
-key = ec-p256
-days = 30
-subject = device_dn
-
-[device_dn]
-O = Batch Test
-CN = \${cn}
-EOF2
+    cmp_station_config "$WORK/$1/provisioner.cnf" "$2" \
+        "cmp://127.0.0.1:$CMP_PORT/.well-known/cmp" "pkcs11:token=id-$1;object=$1"
 }
 
 # run_batch NAME: the station's batch, its exit code in $WORK/log/NAME.rc

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+#
+# Refusals of the CA service (doc/ca-service.md, "Who may ask") against `openssl cmp`, each
+# a CMP error from the service, one more 'refuse' record in the CA index's audit table and
+# nothing issued (the index's certificates counted before and after):
+# - an unprotected request (-unprotected_requests);
+# - a message signed by the wrong key: a station's request whose protection was altered
+#   after signing (openssl cmp itself refuses -cert of one station with -key of another);
+# - a CSR that fails policy: p10cr with an RSA 2048 and with a P-384 key where the profile
+#   allows ec-p256 only;
+# - an expired station: its certificate (30 days) presented to `ca serve` running 40 days
+#   ahead under libfaketime (package faketime).
+. "$(dirname "$0")/../lib.sh"
+. "$(dirname "$0")/../batch/batch_lib.sh"
+. "$(dirname "$0")/cmp_lib.sh"
+it_setup
+need sqlite3 dpkg python3
+batch_ca
+cmp_profiles
+# the device profile admits its own key type only (allowed_keys defaults to all four;
+# doc/provisioner.cnf.5.scd)
+sed -i 's/^\[profile_device\]$/&\nallowed_keys = ec-p256/' "$PROVISIONER_CONFIG"
+cmp_station ST-1
+cmp_station ST-2
+prov 0 ca lot add LOT-A --count 20 --station ST-1 --station ST-2
+IX=$IT_CA_DIR/index.sqlite
+cmp_serve
+
+refusals() { sql_q "$IX" "SELECT count(*) FROM audit WHERE event = 'refuse'"; }
+
+# refused NAME REASON STATION ARGS...: openssl cmp as STATION fails; the service answered a
+# CMP error (its error message in the client's log) naming REASON; one more refusal in the
+# audit table; nothing issued.
+refused() {
+    local name=$1 why=$2 st=$3 before audit
+    shift 3
+    before=$(cmp_issued)
+    audit=$(refusals)
+    rm -f "$WORK/$name.crt"
+    if cmp_client "$name" "$st" -certout "$WORK/$name.crt" "$@"; then
+        fail "$name: a certificate was issued"
+    fi
+    assert_grep "$WORK/log/cmp-$name.log" "$why" "$name: the CMP error names the reason"
+    assert_no_file "$WORK/$name.crt"
+    assert_eq "$(cmp_issued)" "$before" "$name: nothing issued"
+    assert_eq "$(refusals)" $((audit + 1)) "$name: an audit record"
+}
+
+# new_key NAME [ALGORITHM OPTIONS...]: a key in $WORK/NAME.key (default P-256)
+new_key() {
+    local n=$1
+    shift
+    [ $# -gt 0 ] || set -- EC -pkeyopt ec_paramgen_curve:P-256
+    openssl genpkey -algorithm "$@" -out "$WORK/$n.key" 2>/dev/null || fail "openssl genpkey"
+}
+
+# the service issues to a station that asks properly (the refusals below are not blanket)
+new_key OK-1
+cmp_client ok ST-1 -cmd ir -newkey "$WORK/OK-1.key" -subject /CN=OK-1 -certout "$WORK/OK-1.crt" ||
+    fail "ir: $(tail -n3 "$WORK/log/cmp-ok.log" | tr '\n' ' ')"
+assert_strict_cert "$WORK/OK-1.crt"
+
+# ---- an unprotected request ----------------------------------------------------------------
+new_key UNPROT
+refused unprotected 'StatusString: "missing protection"' ST-1 -cmd ir -newkey "$WORK/UNPROT.key" \
+    -subject /CN=UNPROT -unprotected_requests
+assert_grep "$CMP_LOG" 'outcome="refused: the message does not verify' "unprotected: the log line"
+
+# ---- a message signed by the wrong key -----------------------------------------------------
+# ST-1's ir written (-reqout) without a service to answer it (port 1), then one bit of its
+# protection's signature value flipped: ST-1's certificate, a signature its key did not make.
+new_key WRONG
+openssl cmp -server 127.0.0.1:1 -path /.well-known/cmp -cert "$WORK/stations/ST-1.crt" \
+    -key "$WORK/stations/ST-1.key" -trusted "$IT_CA_DIR/root.crt" -msg_timeout 1 \
+    -total_timeout 2 -cmd ir -newkey "$WORK/WRONG.key" -subject /CN=WRONG \
+    -certout "$WORK/unused.crt" -reqout "$WORK/wrong.der" >"$WORK/log/cmp-write.log" 2>&1 || true
+assert_file "$WORK/wrong.der"
+# the protection: the BIT STRING one level down in the PKIMessage; skip its header, the
+# unused-bits octet and the ECDSA-Sig-Value's and r's headers: the flipped octet is in r
+pos=$(openssl asn1parse -inform DER -in "$WORK/wrong.der" |
+    awk '/d=2 .*prim: BIT STRING/ { split($1, o, ":"); match($0, /hl= *[0-9]+/);
+        hl = substr($0, RSTART + 3, RLENGTH - 3); print o[1] + hl + 1 + 2 + 2 + 8; exit }')
+[ -n "$pos" ] || fail "wrong key: no protection in the written request"
+python3 - "$WORK/wrong.der" "$pos" <<'EOP'
+import sys
+path, pos = sys.argv[1], int(sys.argv[2])
+der = bytearray(open(path, "rb").read())
+der[pos] ^= 0x01
+open(path, "wb").write(der)
+EOP
+refused wrong-key 'PKIStatus: rejection' ST-1 -cmd ir -newkey "$WORK/WRONG.key" \
+    -subject /CN=WRONG -reqin "$WORK/wrong.der"
+assert_grep "$CMP_LOG" 'ir station=- serial=- outcome="refused: the message does not verify' \
+    "wrong key: the log line"
+
+# ---- a CSR that fails policy: the profile allows ec-p256 only ------------------------------
+for kt in RSA-2048 P-384; do
+    case "$kt" in
+    RSA-2048) new_key "$kt" RSA -pkeyopt rsa_keygen_bits:2048 ;;
+    P-384) new_key "$kt" EC -pkeyopt ec_paramgen_curve:P-384 ;;
+    esac
+    openssl req -new -key "$WORK/$kt.key" -subj "/O=Batch Test/CN=$kt" -out "$WORK/$kt.csr" \
+        2>/dev/null || fail "openssl req ($kt)"
+    refused "policy-$kt" 'PKIFailureInfo: badCertTemplate' ST-1 -cmd p10cr -csr "$WORK/$kt.csr"
+    assert_grep "$CMP_LOG" "p10cr station=ST-1 serial=$kt outcome=\"refused: .*key" \
+        "policy $kt: the log line"
+done
+cmp_stop
+
+# ---- an expired station: the service 40 days ahead, past ST-2's 30 days ----------------------
+openssl x509 -in "$WORK/stations/ST-2.crt" -noout -checkend $((40 * 86400)) >/dev/null &&
+    fail "ST-2's certificate would still be valid in 40 days"
+CMP_PORT=$(free_port)
+CMP_LOG=$WORK/log/serve-future.err
+# libfaketime preloaded into the service itself (not the faketime wrapper, which would take
+# the SIGTERM cmp_stop sends in its stead)
+FAKETIME_LIB=$(dpkg -L libfaketime 2>/dev/null | grep '/libfaketime\.so\.1$' | head -n1)
+[ -f "$FAKETIME_LIB" ] || fail "libfaketime.so.1 not found (package libfaketime, scripts/deps.sh)"
+LD_PRELOAD=$FAKETIME_LIB FAKETIME=+40d "$PROVISIONER" ca serve --listen "127.0.0.1:$CMP_PORT" \
+    >"$WORK/log/serve-future.out" 2>"$CMP_LOG" </dev/null &
+CMP_PID=$!
+it_track "$CMP_PID"
+wait_port "$CMP_PORT" "$CMP_PID" ||
+    fail "ca serve (faketime) did not listen: $(tail -n3 "$CMP_LOG" | tr '\n' ' ')"
+new_key EXPIRED
+refused expired 'StatusString: "no suitable sender cert"' ST-2 -cmd ir -newkey "$WORK/EXPIRED.key" \
+    -subject /CN=EXPIRED
+assert_grep "$CMP_LOG" 'ir station=- serial=- outcome="refused: the message does not verify' \
+    "expired: the log line"
+cmp_stop
