@@ -30,7 +30,19 @@ mkdir -p "$PROV_BUILD_ROOT"
 . "$src/tests/integration/batch/batch_lib.sh"
 . "$src/tests/integration/ledger/ledger_lib.sh"
 it_setup
-trap 'it_cleanup; rm -rf "$PROV_BUILD_ROOT"' EXIT
+# it_cleanup ends in exit, so what it stops is stopped here first and the tmpfs tree (tokens,
+# database, about 50 MB a run) goes after a run that passed; a failed run keeps it to look at.
+bench_exit() {
+    local rc=$? i
+    set +e
+    for ((i = ${#IT_PIDS[@]} - 1; i >= 0; i--)); do
+        stop_pid "${IT_PIDS[$i]}"
+    done
+    IT_PIDS=()
+    [ "$rc" -ne 0 ] || rm -rf "$PROV_BUILD_ROOT"
+    return "$rc"
+}
+trap 'bench_exit; it_cleanup' EXIT
 need jq
 batch_ca
 pg_start bench
