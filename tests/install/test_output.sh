@@ -161,6 +161,22 @@ prov 0 ca show --json
 check_json "ca show"
 assert_eq "$(jq -r '[.crls[].state] | join(",")' "$PROV_OUT")" ok,ok "ca show --json crls"
 
+# the CA's registry (doc/ca-service.md): a station (an openssl key, its certificate issued
+# under the station profile) and a lot it serves
+# shellcheck source=tests/integration/cmp/cmp_lib.sh
+. "$PROV_SOURCE_ROOT/tests/integration/cmp/cmp_lib.sh"
+cmp_profiles
+cmp_station ST-J
+prov 0 ca lot add LOT-J --count 3 --station ST-J
+prov 0 ca station list --json
+check_json "ca station"
+assert_eq "$(jq -r '"\(.[0].name) \(.[0].revoked_at) \(.[0].lots)"' "$PROV_OUT")" "ST-J null LOT-J" \
+    "ca station list --json"
+prov 0 ca lot list --json
+check_json "ca lot"
+assert_eq "$(jq -r '"\(.[0].name) \(.[0].cap) \(.[0].devices) \(.[0].stations)"' "$PROV_OUT")" \
+    "LOT-J 3 0 ST-J/0" "ca lot list --json"
+
 # Every --json command prints its documented object when it fails too, carrying the error
 # (error set, exit = the exit status); the error line is still on stderr.
 json_failure() {
