@@ -173,7 +173,40 @@ esac
 assert_grep "$WORK/nginx-edge/error.log" 'certificate revoked' "nginx did not log the revocation"
 
 # ---- a CRL distribution point, and a reissue that revokes what it supersedes -----------
-CDP_PORT=$(free_port)
+# any static web server publishes it: nginx on 127.0.0.1, plain HTTP, serving the CA directory
+# (curl fetches from it below). Started at once, so that the port the profile names stays
+# ours: started later, another test could take it in between.
+mkdir -p "$WORK/nginx-cdp"
+for try in 1 2 3; do
+    CDP_PORT=$(free_port)
+    cat >"$WORK/nginx-cdp/nginx.conf" <<NGX
+worker_processes 1;
+daemon off;
+pid $WORK/nginx-cdp/nginx.pid;
+error_log $WORK/nginx-cdp/error.log info;
+events { worker_connections 16; }
+http {
+    access_log $WORK/nginx-cdp/access.log;
+    client_body_temp_path $WORK/nginx-cdp/client_body;
+    proxy_temp_path $WORK/nginx-cdp/proxy;
+    fastcgi_temp_path $WORK/nginx-cdp/fastcgi;
+    uwsgi_temp_path $WORK/nginx-cdp/uwsgi;
+    scgi_temp_path $WORK/nginx-cdp/scgi;
+    server {
+        listen 127.0.0.1:$CDP_PORT;
+        location /device/ { alias $CA/; types { application/pkix-crl crl; } }
+    }
+}
+NGX
+    nginx -p "$WORK/nginx-cdp" -e "$WORK/nginx-cdp/error.log" -c "$WORK/nginx-cdp/nginx.conf" \
+        >"$WORK/nginx-cdp/stdout.log" 2>&1 &
+    CDP_PID=$!
+    it_track "$CDP_PID"
+    wait_port "$CDP_PORT" "$CDP_PID" && break
+    stop_pid "$CDP_PID"
+    it_log "nginx (CDP) did not start on port $CDP_PORT (try $try): $(tail -n1 "$WORK/nginx-cdp/error.log")"
+    [ "$try" != 3 ] || fail "nginx (CDP) did not start: $(tail -n2 "$WORK/nginx-cdp/error.log")"
+done
 sed -i "s|^\[profile_device\]\$|[profile_device]\ncrl_url = http://127.0.0.1:$CDP_PORT/\${profile}/intermediate.crl\nrevoke_superseded = true|" \
     "$PROVISIONER_CONFIG"
 old_hex=$(cert_hex SN-00003)
@@ -193,32 +226,6 @@ want=$(printf '%s\n' "$(cert_hex SN-00002) Cessation Of Operation" \
     "$old_hex Superseded" | sort)
 assert_eq "$(revoked_list)" "$want" "the CRL after the reissue"
 
-# any static web server publishes it: nginx on 127.0.0.1, plain HTTP, curl at the CDP
-mkdir -p "$WORK/nginx-cdp"
-cat >"$WORK/nginx-cdp/nginx.conf" <<NGX
-worker_processes 1;
-daemon off;
-pid $WORK/nginx-cdp/nginx.pid;
-error_log $WORK/nginx-cdp/error.log info;
-events { worker_connections 16; }
-http {
-    access_log $WORK/nginx-cdp/access.log;
-    client_body_temp_path $WORK/nginx-cdp/client_body;
-    proxy_temp_path $WORK/nginx-cdp/proxy;
-    fastcgi_temp_path $WORK/nginx-cdp/fastcgi;
-    uwsgi_temp_path $WORK/nginx-cdp/uwsgi;
-    scgi_temp_path $WORK/nginx-cdp/scgi;
-    server {
-        listen 127.0.0.1:$CDP_PORT;
-        location /device/ { alias $CA/; types { application/pkix-crl crl; } }
-    }
-}
-NGX
-nginx -p "$WORK/nginx-cdp" -e "$WORK/nginx-cdp/error.log" -c "$WORK/nginx-cdp/nginx.conf" \
-    >"$WORK/nginx-cdp/stdout.log" 2>&1 &
-CDP_PID=$!
-it_track "$CDP_PID"
-wait_port "$CDP_PORT" "$CDP_PID" || fail "nginx (CDP) did not start: $(tail -n2 "$WORK/nginx-cdp/error.log")"
 curl -sS --max-time 20 -o "$WORK/fetched.crl" "$cdp" 2>"$WORK/log/curl-cdp.err" ||
     fail "curl $cdp: $(cat "$WORK/log/curl-cdp.err")"
 assert_same_file "$WORK/fetched.crl" "$CA/intermediate.crl"
