@@ -396,7 +396,26 @@ static OSSL_CMP_PKISI *answer_cert(struct txn *t, X509 *cert, STACK_OF(X509) **c
  * be revoked). The new key's certificate supersedes it (a reissue of that serial), under
  * the service's profile; no lot's cap counts it.
  */
-static OSSL_CMP_PKISI *key_update(struct txn *t, const OSSL_CMP_MSG *req,
+/*
+ * Whether the request proves possession of its key by its own signature (not "raVerified",
+ * which only a station, the device's registration authority, may claim).
+ */
+static bool proves_key(const OSSL_CRMF_MSG *crm, int cert_req_id)
+{
+    OSSL_CRMF_MSGS *one = sk_OSSL_CRMF_MSG_new_null();
+    OSSL_CRMF_MSG *copy = OSSL_CRMF_MSG_dup(crm);
+    bool ok = one != NULL && copy != NULL && sk_OSSL_CRMF_MSG_push(one, copy) > 0;
+
+    if (!ok) {
+        OSSL_CRMF_MSG_free(copy);
+    }
+    ok = ok && OSSL_CRMF_MSGS_verify_popo(one, cert_req_id, 0, NULL, NULL) == 1;
+    sk_OSSL_CRMF_MSG_pop_free(one, OSSL_CRMF_MSG_free);
+    ERR_clear_error();
+    return ok;
+}
+
+static OSSL_CMP_PKISI *key_update(struct txn *t, const OSSL_CMP_MSG *req, int cert_req_id,
                                   const OSSL_CRMF_MSG *crm, X509 **cert_out,
                                   STACK_OF(X509) **chain_out)
 {
@@ -414,6 +433,12 @@ static OSSL_CMP_PKISI *key_update(struct txn *t, const OSSL_CMP_MSG *req,
     }
     snprintf(t->station, sizeof(t->station), "kur");
     snprintf(t->oc->station, sizeof(t->oc->station), "kur");
+    if (!proves_key(crm, cert_req_id)) {
+        X509_free(current);
+        outcome_set(t->oc, "refused: kur: no proof of possession of the new key");
+        return rejection(OSSL_CMP_PKIFAILUREINFO_badPOP,
+                         "kur: the request must prove possession of the new key (a signature)");
+    }
     prov_error_clear();
     r = prov_ca_registry_renewable(srv->ca->index, current, t->serial, sizeof(t->serial));
     X509_free(current);
@@ -457,12 +482,11 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
     X509 *cert = NULL;
     int r;
 
-    (void)cert_req_id;
     (void)ca_pubs;
     *cert_out = NULL;
     *chain_out = NULL;
     if (OSSL_CMP_MSG_get_bodytype(req) == BODY_KUR) {
-        return key_update(t, req, crm, cert_out, chain_out);
+        return key_update(t, req, cert_req_id, crm, cert_out, chain_out);
     }
     if (station_of(t, req, &station) < 0) {
         return rejection(OSSL_CMP_PKIFAILUREINFO_notAuthorized, NOT_A_STATION);
@@ -790,7 +814,10 @@ static OSSL_CMP_SRV_CTX *txn_ctx_new(struct prov_cmp_server *srv, struct txn *t)
                                cb_cert_conf, NULL) ||
         !OSSL_CMP_CTX_set1_cert(ctx, srv->signer_cert) ||
         !OSSL_CMP_CTX_set1_pkey(ctx, srv->signer_key) ||
-        !OSSL_CMP_CTX_set1_untrusted(ctx, srv->chain) || !X509_STORE_up_ref(srv->trust)) {
+        !OSSL_CMP_CTX_set1_untrusted(ctx, srv->chain) ||
+        /* a station is the device's RA (doc/ca-service.md); a device's kur must prove its key:
+           key_update checks that itself */
+        !OSSL_CMP_SRV_CTX_set_accept_raverified(sctx, 1) || !X509_STORE_up_ref(srv->trust)) {
         OSSL_CMP_SRV_CTX_free(sctx);
         return NULL;
     }

@@ -244,6 +244,41 @@ static int cmp_connect(struct cmp_issuer *ci)
     return r;
 }
 
+/*
+ * The request for one device: a p10cr of its CSR; for a reissue a cr (RFC 4210 5.3.3: a
+ * certificate for a serial that has one, superseding it), whose certificate template carries
+ * the CSR's subject, public key and requested extensions with proof of possession
+ * "raVerified" — the station acts as the device's registration authority (RFC 9483 section
+ * 5): prov_remote_check verified the CSR's signature by the device key before anything goes
+ * out, and the service accepts raVerified only from a registered station
+ * (doc/ca-service.md). Returns the body type to send, or -1 (out of memory).
+ */
+static int set_request(OSSL_CMP_CTX *ctx, X509_REQ *req, bool is_reissue)
+{
+    X509_EXTENSIONS *exts;
+    EVP_PKEY *pub;
+
+    if (!is_reissue) {
+        return OSSL_CMP_CTX_set1_p10CSR(ctx, req) ? OSSL_CMP_P10CR : -1;
+    }
+    pub = X509_REQ_get_pubkey(req);
+    if (pub == NULL || !OSSL_CMP_CTX_set0_newPkey(ctx, 0, pub)) {
+        EVP_PKEY_free(pub);
+        return -1;
+    }
+    if (!OSSL_CMP_CTX_set1_subjectName(ctx, X509_REQ_get_subject_name(req)) ||
+        !OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_POPO_METHOD, OSSL_CRMF_POPO_RAVERIFIED)) {
+        return -1;
+    }
+    exts = X509_REQ_get_extensions(req);
+    if (exts != NULL && !OSSL_CMP_CTX_set0_reqExtensions(ctx, exts)) {
+        sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+        return -1;
+    }
+    ERR_clear_error(); /* a CSR without extensions leaves a "not found" behind */
+    return OSSL_CMP_CR;
+}
+
 static int cmp_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_request *rq,
                      X509 **out)
 {
@@ -251,6 +286,7 @@ static int cmp_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_re
     OSSL_CMP_CTX *ctx;
     X509 *cert = NULL;
     char what[96];
+    int type = -1;
     int r;
 
     *out = NULL;
@@ -267,10 +303,13 @@ static int cmp_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_re
     snprintf(what, sizeof(what), "the certificate of %s", rq->serial);
     pthread_mutex_lock(&ci->remote.lock);
     ctx = client_ctx(ci);
-    if (ctx == NULL || !OSSL_CMP_CTX_set1_p10CSR(ctx, req)) {
+    if (ctx != NULL) {
+        type = set_request(ctx, req, rq->record.is_reissue);
+    }
+    if (type < 0) {
         r = prov_fail(PROV_ERR_NOMEM, "CMP: out of memory");
     } else {
-        cert = OSSL_CMP_exec_certreq(ctx, OSSL_CMP_P10CR, NULL);
+        cert = OSSL_CMP_exec_certreq(ctx, type, NULL);
         r = cert != NULL ? 0 : transaction_failed(ci, ctx, what);
         if (cert != NULL && !X509_up_ref(cert)) {
             cert = NULL;
