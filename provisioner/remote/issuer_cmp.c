@@ -350,6 +350,7 @@ static void cmp_close(struct prov_issuer *is)
 
 static const struct prov_issuer_ops cmp_ops = {
     .name = "cmp",
+    .is_remote = true,
     .check_device = prov_remote_check_device,
     .check = prov_remote_check,
     .issue = cmp_issue,
