@@ -76,24 +76,6 @@ ASN1_SEQUENCE(TMPL_MIRROR) = {
 
 
 /*
- * PKIMessage (RFC 4210 section 5.1) as far as its extraCerts: OpenSSL 3.0's server keeps them
- * to itself, so the message is re-read into this mirror (header and body left undecoded).
- */
-typedef struct {
-    ASN1_TYPE *header;
-    ASN1_TYPE *body;
-    ASN1_BIT_STRING *protection;
-    STACK_OF(X509) *extra_certs;
-} MSG_MIRROR;
-
-ASN1_SEQUENCE(MSG_MIRROR) = {
-    ASN1_SIMPLE(MSG_MIRROR, header, ASN1_ANY),
-    ASN1_SIMPLE(MSG_MIRROR, body, ASN1_ANY),
-    ASN1_EXP_OPT(MSG_MIRROR, protection, ASN1_BIT_STRING, 0),
-    ASN1_EXP_SEQUENCE_OF_OPT(MSG_MIRROR, extra_certs, X509, 1),
-} static_ASN1_SEQUENCE_END(MSG_MIRROR)
-
-/*
  * An rr's PKIMessage as far as its RevDetails (RFC 4210 section 5.3.9): OpenSSL 3.0's server
  * hands the callback the certificate's issuer and serial but not crlEntryDetails, where the
  * client puts the reason (a CRLReason extension), so the message is re-read into this mirror
@@ -253,28 +235,6 @@ static OSSL_CMP_PKISI *rejection(int fail_bit, const char *text)
     return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << fail_bit, text);
 }
 
-/* The extraCerts of msg (NULL when none), owned by the caller. */
-static STACK_OF(X509) *message_extra_certs(const OSSL_CMP_MSG *msg)
-{
-    unsigned char *der = NULL;
-    const unsigned char *p;
-    int len = i2d_OSSL_CMP_MSG(msg, &der);
-    MSG_MIRROR *m = NULL;
-    STACK_OF(X509) *certs = NULL;
-
-    p = der;
-    if (len > 0) {
-        m = (MSG_MIRROR *)ASN1_item_d2i(NULL, &p, len, ASN1_ITEM_rptr(MSG_MIRROR));
-    }
-    if (m != NULL) {
-        certs = m->extra_certs;
-        m->extra_certs = NULL;
-    }
-    ASN1_item_free((ASN1_VALUE *)m, ASN1_ITEM_rptr(MSG_MIRROR));
-    OPENSSL_free(der);
-    return certs;
-}
-
 /*
  * The station that signed req: the first certificate of its extraCerts (RFC 9483 section
  * 3.1: the protection certificate comes first), which must verify the protection itself and
@@ -284,7 +244,7 @@ static STACK_OF(X509) *message_extra_certs(const OSSL_CMP_MSG *msg)
 static int request_station(struct txn *t, const OSSL_CMP_MSG *req, char *name, size_t cap,
                            X509 **cert_out)
 {
-    STACK_OF(X509) *extra = message_extra_certs(req);
+    STACK_OF(X509) *extra = prov_cmp_msg_extra_certs(req);
     X509 *signer = sk_X509_value(extra, 0);
     OSSL_CMP_CTX *check = NULL;
     X509_STORE_CTX *vc = NULL;
@@ -314,6 +274,43 @@ out:
     OSSL_CMP_CTX_free(check);
     x509s_free(extra);
     return r;
+}
+
+/*
+ * Who a request that OpenSSL refused before any callback claims to be, for the log line and
+ * the audit record: the CN of the first certificate of its extraCerts (RFC 9483 section 3.1:
+ * the protection certificate), and why that certificate does not do (OpenSSL drops an expired
+ * one from its search without a word). Taken from the message unverified: it names the claim,
+ * never authorizes anything. "" when the message carries no certificate.
+ */
+static void claimed_sender(struct prov_cmp_server *srv, const OSSL_CMP_MSG *req, char *out,
+                           size_t cap)
+{
+    STACK_OF(X509) *extra = prov_cmp_msg_extra_certs(req);
+    X509 *cert = sk_X509_value(extra, 0);
+    X509_STORE_CTX *vc = NULL;
+    const char *why = "its protection does not verify with it";
+    char name[65];
+    char hex[72] = "-";
+
+    out[0] = '\0';
+    if (cert != NULL) {
+        const ASN1_INTEGER *sn = X509_get0_serialNumber(cert);
+
+        name_cn(X509_get_subject_name(cert), name, sizeof(name));
+        if ((size_t)ASN1_STRING_length(sn) * 2 < sizeof(hex)) {
+            prov_hex_encode(ASN1_STRING_get0_data(sn), (size_t)ASN1_STRING_length(sn), hex);
+        }
+        vc = X509_STORE_CTX_new();
+        if (vc != NULL && X509_STORE_CTX_init(vc, srv->trust, cert, srv->chain) &&
+            X509_verify_cert(vc) != 1) {
+            why = X509_verify_cert_error_string(X509_STORE_CTX_get_error(vc));
+        }
+        snprintf(out, cap, "claimed station %s, certificate %s: %s", name, hex, why);
+    }
+    ERR_clear_error();
+    X509_STORE_CTX_free(vc);
+    x509s_free(extra);
 }
 
 #define NOT_A_STATION "the protection certificate is not a station of this CA"
@@ -1030,7 +1027,13 @@ int prov_cmp_server_handle_lot(struct prov_cmp_server *srv, const char *lot,
         answer = OSSL_CMP_SRV_process_request(t->ctx, req);
         if (strcmp(oc->result, NOT_VERIFIED) == 0) {
             /* OpenSSL refused it before any callback: no protection, or none that verifies. */
-            prov_ca_registry_refused(srv->ca->index, body_name(type), NOT_VERIFIED);
+            char claim[240];
+
+            claimed_sender(srv, req, claim, sizeof(claim));
+            if (claim[0] != '\0') {
+                outcome_set(oc, "%s (%s)", NOT_VERIFIED, claim);
+            }
+            prov_ca_registry_refused(srv->ca->index, body_name(type), oc->result);
         }
         if (answer != NULL && OSSL_CMP_MSG_get_bodytype(answer) == BODY_ERROR &&
             strncmp(oc->result, "refused", 7) != 0 && strncmp(oc->result, "failed", 6) != 0) {

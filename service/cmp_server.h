@@ -38,7 +38,7 @@ struct prov_cmp_outcome {
     char station[65];   /* the protection certificate's CN, or "-" */
     char serial[65];    /* the device serial asked for, or "-" */
     char cert_serial[64]; /* the certificate's serial (hex) when one was issued */
-    char result[200];   /* "issued", "pkiConf", "caCerts", or the refusal */
+    char result[320];   /* "issued", "pkiConf", "caCerts", or the refusal */
 };
 
 int prov_cmp_server_new(const struct prov_cmp_server_opts *opts, struct prov_cmp_server **out);

@@ -10,11 +10,13 @@
 #include "issuer_cmp.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <openssl/cmp.h>
+#include <openssl/cmperr.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 
@@ -65,16 +67,50 @@ static int parse_url(const char *url, struct cmp_issuer *ci)
     return 0;
 }
 
-/* A client context for one transaction (OpenSSL's client keeps no connection across them). */
-static OSSL_CMP_CTX *client_ctx(struct cmp_issuer *ci)
+/* PKIBody choices (RFC 4210 section 5.1.2): OpenSSL 3.0 keeps its names for them internal. */
+#define BODY_PKICONF 19
+
+/*
+ * The exchange, watched. RFC 9483 section 3.6.4 lets a service that cannot protect an error
+ * answer send it unprotected, and ours does while its CA token is away (doc/ca-service.md,
+ * "The CA token comes and goes"); OpenSSL's client takes one with
+ * OSSL_CMP_OPT_UNPROTECTED_ERRORS (an error message, a rejection). That it was unprotected is
+ * noted in *arg for transaction_failed: its text is the service's unverified word. An
+ * unprotected pkiConf, which that option lets through as well, is refused: it would confirm a
+ * delivery nobody vouched for.
+ */
+static OSSL_CMP_MSG *watched_transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
+{
+    bool *was_unprotected = OSSL_CMP_CTX_get_transfer_cb_arg(ctx);
+    OSSL_CMP_MSG *rsp = OSSL_CMP_MSG_http_perform(ctx, req);
+
+    if (rsp != NULL && !prov_cmp_msg_is_protected(rsp)) {
+        *was_unprotected = true;
+        if (OSSL_CMP_MSG_get_bodytype(rsp) == BODY_PKICONF) {
+            OSSL_CMP_MSG_free(rsp);
+            ERR_raise(ERR_LIB_CMP, CMP_R_MISSING_PROTECTION);
+            return NULL;
+        }
+    }
+    return rsp;
+}
+
+/*
+ * A client context for one transaction (OpenSSL's client keeps no connection across them);
+ * *was_unprotected (false here) turns true when an answer comes unprotected.
+ */
+static OSSL_CMP_CTX *client_ctx(struct cmp_issuer *ci, bool *was_unprotected)
 {
     OSSL_CMP_CTX *ctx = OSSL_CMP_CTX_new(NULL, NULL);
 
+    *was_unprotected = false;
     if (ctx == NULL || !OSSL_CMP_CTX_set1_server(ctx, ci->host) ||
         !OSSL_CMP_CTX_set_serverPort(ctx, ci->port) ||
         !OSSL_CMP_CTX_set1_serverPath(ctx, ci->path) ||
         !OSSL_CMP_CTX_set1_cert(ctx, ci->remote.id.cert) ||
         !OSSL_CMP_CTX_set1_pkey(ctx, ci->remote.id.pkey) ||
+        !OSSL_CMP_CTX_set_transfer_cb(ctx, watched_transfer) ||
+        !OSSL_CMP_CTX_set_transfer_cb_arg(ctx, was_unprotected) ||
         !X509_STORE_up_ref(ci->remote.id.trust)) {
         OSSL_CMP_CTX_free(ctx);
         return NULL;
@@ -83,7 +119,39 @@ static OSSL_CMP_CTX *client_ctx(struct cmp_issuer *ci)
     OSSL_CMP_CTX_set_log_cb(ctx, prov_cmp_log_nothing);
     OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_MSG_TIMEOUT, 30);
     OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_TOTAL_TIMEOUT, 60);
+    OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_UNPROTECTED_ERRORS, 1);
     return ctx;
+}
+
+/*
+ * The text of an unprotected answer for one line: the details its error message carried
+ * (OpenSSL's client leaves them in the error queue as "errorDetails: ..."), else its status;
+ * anything but printable ASCII replaced, as it comes from nobody the station can verify.
+ */
+static void unverified_text(OSSL_CMP_CTX *ctx, char *out, size_t cap)
+{
+    const char *data = NULL;
+    const char *details = NULL;
+    int flags = 0;
+    size_t i;
+
+    out[0] = '\0';
+    while (ERR_get_error_all(NULL, NULL, NULL, &data, &flags) != 0) {
+        if ((flags & ERR_TXT_STRING) != 0 && data != NULL &&
+            (details = strstr(data, "errorDetails: ")) != NULL) {
+            snprintf(out, cap, "%s", details + strlen("errorDetails: "));
+        }
+    }
+    if (out[0] == '\0' && OSSL_CMP_CTX_snprint_PKIStatus(ctx, out, cap) == NULL) {
+        snprintf(out, cap, "no reason given");
+    }
+    for (i = 0; out[i] != '\0'; i++) {
+        if ((unsigned char)out[i] < 0x20 || (unsigned char)out[i] > 0x7e) {
+            out[i] = '?';
+        } else if (out[i] == '"') {
+            out[i] = '\''; /* the line quotes it */
+        }
+    }
 }
 
 /*
@@ -92,10 +160,23 @@ static OSSL_CMP_CTX *client_ctx(struct cmp_issuer *ci)
  */
 static int transaction_failed(struct cmp_issuer *ci, OSSL_CMP_CTX *ctx, const char *what)
 {
+    const bool *was_unprotected = OSSL_CMP_CTX_get_transfer_cb_arg(ctx);
     char text[512];
     unsigned long e = ERR_peek_last_error();
     const char *reason = e != 0 ? ERR_reason_error_string(e) : NULL;
 
+    if (*was_unprotected && OSSL_CMP_CTX_get_status(ctx) >= 0) {
+        /*
+         * Only a service that cannot sign answers unprotected: unavailable, whatever the text
+         * says; nothing in it is acted on. Like an unreachable service (exit 4): the row
+         * fails with this line and resumes on the next run.
+         */
+        unverified_text(ctx, text, sizeof(text));
+        return prov_fail(PROV_ERR_NOT_FOUND,
+                         "CA service unavailable: cmp://%s:%d%s answered %s unprotected "
+                         "(RFC 9483 section 3.6.4; unverified: \"%s\")",
+                         ci->host, ci->port, ci->path, what, text);
+    }
     ERR_clear_error();
     if (OSSL_CMP_CTX_get_status(ctx) == OSSL_CMP_PKISTATUS_accepted ||
         OSSL_CMP_CTX_get_status(ctx) == OSSL_CMP_PKISTATUS_grantedWithMods) {
@@ -125,7 +206,8 @@ static int transaction_failed(struct cmp_issuer *ci, OSSL_CMP_CTX *ctx, const ch
  */
 static int fetch_chain(struct cmp_issuer *ci)
 {
-    OSSL_CMP_CTX *ctx = client_ctx(ci);
+    bool was_unprotected;
+    OSSL_CMP_CTX *ctx = client_ctx(ci, &was_unprotected);
     STACK_OF(OSSL_CMP_ITAV) *itavs = NULL;
     OSSL_CMP_ITAV *ask = NULL;
     STACK_OF(X509) *certs = NULL;
@@ -249,6 +331,7 @@ static int cmp_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_re
 {
     struct cmp_issuer *ci = cmp_of(is);
     OSSL_CMP_CTX *ctx;
+    bool was_unprotected;
     X509 *cert = NULL;
     char what[96];
     int r;
@@ -266,7 +349,7 @@ static int cmp_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_re
     }
     snprintf(what, sizeof(what), "the certificate of %s", rq->serial);
     pthread_mutex_lock(&ci->remote.lock);
-    ctx = client_ctx(ci);
+    ctx = client_ctx(ci, &was_unprotected);
     if (ctx == NULL || !OSSL_CMP_CTX_set1_p10CSR(ctx, req)) {
         r = prov_fail(PROV_ERR_NOMEM, "CMP: out of memory");
     } else {

@@ -10,7 +10,9 @@
 # - a CSR that fails policy: p10cr with an RSA 2048 and with a P-384 key where the profile
 #   allows ec-p256 only;
 # - an expired station: its certificate (30 days) presented to `ca serve` running 40 days
-#   ahead under libfaketime (package faketime).
+#   ahead under libfaketime (package faketime); the log line and the audit record name the
+#   station the message claims to be (read from its extraCerts, unverified) and why its
+#   certificate does not do.
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../batch/batch_lib.sh"
 . "$(dirname "$0")/cmp_lib.sh"
@@ -129,6 +131,13 @@ wait_port "$CMP_PORT" "$CMP_PID" ||
 new_key EXPIRED
 refused expired 'StatusString: "no suitable sender cert"' ST-2 -cmd ir -newkey "$WORK/EXPIRED.key" \
     -subject /CN=EXPIRED
-assert_grep "$CMP_LOG" 'ir station=- serial=- outcome="refused: the message does not verify' \
-    "expired: the log line"
+assert_grep "$CMP_LOG" 'ir station=- serial=- outcome="refused: the message does not verify.*claimed station ST-2, certificate [0-9a-f]+: certificate has expired' \
+    "expired: the log line names the claimed station"
+# the audit record names the station the message claims (OpenSSL drops the expired
+# certificate before the service's own check; the name is read from extraCerts, unverified)
+ST2_SERIAL=$(openssl x509 -in "$WORK/stations/ST-2.crt" -noout -serial | sed 's/^serial=//' |
+    tr 'A-F' 'a-f')
+assert_eq "$(sql_q "$IX" "SELECT count(*) FROM audit WHERE event = 'refuse' AND serial = 'ir'
+    AND detail LIKE '%claimed station ST-2, certificate $ST2_SERIAL: certificate has expired%'
+    AND seq = (SELECT max(seq) FROM audit)")" 1 "expired: the audit record names the claimed station"
 cmp_stop
