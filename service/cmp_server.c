@@ -21,6 +21,7 @@
 
 #include "ca_index.h"
 #include "ca_registry.h"
+#include "ca_replay.h"
 #include "cmp_asn1.h"
 #include "crl_names.h"
 #include "error.h"
@@ -32,7 +33,7 @@
 #define FINISHED_MAX 100000
 /* RFC 9483 section 3.1: a transactionID of 128 bits; OpenSSL's client sends 16 bytes. */
 #define TID_MIN 16
-#define TID_MAX 64
+#define TID_MAX PROV_CA_REPLAY_TID_MAX
 
 /*
  * The CertTemplate of RFC 4211 as far as its public key: OpenSSL 3.0 has no getter for
@@ -141,6 +142,7 @@ struct txn {
     char station[65];
     char serial[65];
     char lot[PROV_CMP_LOT_MAX + 1]; /* the lot the path names (/p/LOT), or "" */
+    time_t signer_expires;  /* the verified signer's notAfter (ca_replay.h), or 0 */
     struct prov_cmp_server *owner;
     struct prov_cmp_outcome *oc; /* the outcome of the message being handled */
 };
@@ -268,6 +270,15 @@ static int request_station(struct txn *t, const OSSL_CMP_MSG *req, char *name, s
     name_cn(X509_get_subject_name(signer), name, cap);
     r = strcmp(name, "-") != 0 && X509_up_ref(signer) ? 0 : PROV_ERR_VERIFY;
     *cert_out = r == 0 ? signer : NULL;
+    if (r == 0) {
+        int days = 0;
+        int secs = 0;
+
+        /* a replay of this transaction fails verification once the signer has expired */
+        if (ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(signer))) {
+            t->signer_expires = time(NULL) + (time_t)days * 86400 + secs;
+        }
+    }
 out:
     ERR_clear_error();
     X509_STORE_CTX_free(vc);
@@ -906,6 +917,46 @@ static OSSL_CMP_MSG *refuse(struct prov_cmp_server *srv, const OSSL_CMP_MSG *req
     return rsp;
 }
 
+/*
+ * Whether the CA index remembers the transactionID tid (ca_replay.h): a transaction answered
+ * before the service last started. The outcome then says so; a store that cannot be read
+ * refuses too (a replay must not get through because the index failed).
+ */
+static bool is_remembered(struct prov_cmp_server *srv, const ASN1_OCTET_STRING *tid, time_t now,
+                          struct prov_cmp_outcome *oc)
+{
+    bool is_known = false;
+
+    prov_error_clear();
+    if (prov_ca_replay_is_known(srv->ca->index, ASN1_STRING_get0_data(tid),
+                                (size_t)ASN1_STRING_length(tid), now, &is_known) < 0) {
+        outcome_set(oc, "refused: the CA index cannot say whether the transactionID was "
+                        "used: %s", prov_error_message());
+        return true;
+    }
+    if (is_known) {
+        outcome_set(oc, "refused: replay of a finished transaction (remembered in the CA index)");
+    }
+    return is_known;
+}
+
+/*
+ * A transaction whose request verified is remembered in the CA index until its signer
+ * expires, whatever it was answered: a refusal replayed later (the cap raised since) must not
+ * be honoured either. A failure to write is said in the outcome; the answer stands.
+ */
+static void remember(struct prov_cmp_server *srv, struct txn *t, time_t now,
+                     struct prov_cmp_outcome *oc)
+{
+    size_t n = strlen(oc->result);
+
+    prov_error_clear();
+    if (prov_ca_replay_remember(srv->ca->index, t->id, t->id_len, now, t->signer_expires) < 0) {
+        snprintf(oc->result + n, sizeof(oc->result) - n, " (transactionID not remembered: %s)",
+                 prov_error_message());
+    }
+}
+
 /* The request's PKIMessage, the outcome and the answer reset; PROV_ERR_INPUT for other bytes. */
 static int decode_request(const unsigned char *der, size_t len, unsigned char **rsp,
                           size_t *rsp_len, struct prov_cmp_outcome *oc, OSSL_CMP_MSG **req)
@@ -993,10 +1044,16 @@ int prov_cmp_server_handle_lot(struct prov_cmp_server *srv, const char *lot,
             snprintf(oc->result, sizeof(oc->result),
                      "refused: replay of a finished transaction");
         }
+        prov_ca_registry_refused(srv->ca->index, body_name(type), oc->result);
+        answer = refuse(srv, req, oc);
+    } else if (starts_transaction(type) && is_remembered(srv, tid, now, oc)) {
+        /* answered before the service last started: the CA index remembers it */
+        prov_ca_registry_refused(srv->ca->index, body_name(type), oc->result);
         answer = refuse(srv, req, oc);
     } else if (!starts_transaction(type) && (t == NULL || t->ctx == NULL)) {
         outcome_set(oc, "refused: %s for %s transaction", body_name(type),
                     t == NULL ? "an unknown" : "a finished");
+        prov_ca_registry_refused(srv->ca->index, body_name(type), oc->result);
         answer = refuse(srv, req, oc);
     } else {
         if (t == NULL) {
@@ -1040,6 +1097,9 @@ int prov_cmp_server_handle_lot(struct prov_cmp_server *srv, const char *lot,
             outcome_set(oc, "refused: %s", "error answered");
         }
         snprintf(oc->station, sizeof(oc->station), "%s", t->station);
+        if (starts_transaction(type) && t->signer_expires > now) {
+            remember(srv, t, now, oc);
+        }
         t->oc = NULL;
         if (OSSL_CMP_CTX_get_status(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->ctx)) !=
             OSSL_CMP_PKISTATUS_trans) {
