@@ -1131,6 +1131,19 @@ void prov_cmp_server_set_ca(struct prov_cmp_server *srv, struct prov_ca *ca, X50
     }
 }
 
+int prov_cmp_server_set_config(struct prov_cmp_server *srv, const struct prov_config *cfg)
+{
+    const struct prov_profile *p = prov_config_profile(cfg, srv->profile->name);
+
+    if (p == NULL) {
+        return prov_fail(PROV_ERR_CONFIG, "profile \"%s\": not in %s (no [profile_%s] section)",
+                         srv->profile->name, cfg->path, srv->profile->name);
+    }
+    srv->cfg = cfg;
+    srv->profile = p;
+    return 0;
+}
+
 static OSSL_CMP_PKISI *cb_unavail_cert(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req, int id,
                                        const OSSL_CRMF_MSG *crm, const X509_REQ *p10cr,
                                        X509 **cert_out, STACK_OF(X509) **chain_out,

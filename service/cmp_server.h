@@ -72,6 +72,13 @@ void prov_cmp_server_set_ca(struct prov_cmp_server *srv, struct prov_ca *ca, X50
                             EVP_PKEY *signer_key, time_t now);
 
 /*
+ * The configuration the server issues with, read again (SIGHUP, service/ca_keeper.c): cfg
+ * (borrowed, as at prov_cmp_server_new) and its profile of the same name as before. Open
+ * transactions go on under it. PROV_ERR_CONFIG, nothing changed, when cfg has no such profile.
+ */
+int prov_cmp_server_set_config(struct prov_cmp_server *srv, const struct prov_config *cfg);
+
+/*
  * The answer while the CA token is unavailable: nothing can be signed, so the answer is an
  * unprotected negative one (RFC 9483 section 3.6.4) with failInfo systemUnavail and why as
  * its text: a rejection for a certificate request or rr, an error message otherwise. Like

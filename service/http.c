@@ -528,7 +528,32 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-/* SIGHUP: the TLS certificate and key again, for new connections. */
+/*
+ * SIGHUP: the configuration (profiles), then the TLS certificate and key, for new connections.
+ * Stations and lots need nothing: they are read from the CA index on every request.
+ */
+static void reload_config(struct service *sv)
+{
+    char said[400];
+    char line[600];
+
+    if (sv->opts->reload == NULL) {
+        return;
+    }
+    prov_error_clear();
+    if (sv->opts->reload(sv->opts->reload_arg, said, sizeof(said)) < 0) {
+        snprintf(line, sizeof(line), "SIGHUP: configuration not reloaded, the old one stays: %s",
+                 prov_error_message() != NULL ? prov_error_message() : "failed");
+        prov_error_clear();
+    } else {
+        snprintf(line, sizeof(line), "SIGHUP: configuration reloaded: %s (stations and lots are "
+                                     "read from the CA index on every request)", said);
+    }
+    if (sv->opts->log != NULL) {
+        sv->opts->log(sv->opts->log_arg, line);
+    }
+}
+
 static void on_hup(evutil_socket_t fd, short what, void *arg)
 {
     struct service *sv = arg;
@@ -537,9 +562,9 @@ static void on_hup(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
+    reload_config(sv);
     if (sv->tls == NULL) {
-        snprintf(line, sizeof(line), "SIGHUP: nothing to reload (no TLS; stations and lots "
-                                     "are read from the CA index on every request)");
+        return;
     } else if (tls_ctx_new(sv->opts, &fresh) < 0) {
         snprintf(line, sizeof(line), "SIGHUP: TLS not reloaded, the old certificate stays: %s",
                  prov_error_message());
