@@ -147,7 +147,7 @@ static void test_created_private_with_schema(void **state)
     snprintf(path, sizeof(path), "%s/index.sqlite", f->dir);
     assert_int_equal(stat(path, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0600);
-    assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'schema_version'"), "5");
+    assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'schema_version'"), "6");
     assert_string_equal(query(f, "PRAGMA journal_mode"), "wal");
     prov_ca_index_close(ix);
     /* a second open finds the schema and changes nothing */
@@ -412,7 +412,7 @@ static void test_newer_schema_refused(void **state)
     prov_ca_index_close(ix);
     snprintf(path, sizeof(path), "%s/index.sqlite", f->dir);
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "UPDATE meta SET value = '6' WHERE name = "
+    assert_int_equal(sqlite3_exec(db, "UPDATE meta SET value = '7' WHERE name = "
                                       "'schema_version'", NULL, NULL, NULL),
                      SQLITE_OK);
     sqlite3_close(db);
@@ -420,7 +420,7 @@ static void test_newer_schema_refused(void **state)
     prov_error_clear();
     assert_int_equal(prov_ca_index_open(f->dir, &ix), PROV_ERR_JOURNAL);
     assert_null(ix);
-    assert_message("schema version 6", "index.sqlite");
+    assert_message("schema version 7", "index.sqlite");
 }
 
 static int count_rows(struct fixture *f, const char *table)
@@ -565,7 +565,7 @@ static void test_upgrade_from_v1(void **state)
                      SQLITE_OK);
     sqlite3_close(db);
     ix = open_index(f);
-    assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'schema_version'"), "5");
+    assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'schema_version'"), "6");
     assert_int_equal(count_rows(f, "certificate"), 1);
     assert_int_equal(count_rows(f, "revocation"), 0);
     assert_int_equal(prov_ca_index_next_crl_number(ix, "crl_number", &number), 0);
@@ -599,9 +599,10 @@ static void test_upgrade_from_v3(void **state)
     prov_hex_encode(ASN1_STRING_get0_data(sn), (size_t)ASN1_STRING_length(sn), hex);
     snprintf(path, sizeof(path), "%s/index.sqlite", f->dir);
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    /* what step 3 left: no lot_profile, lot_serial, reissue, per_minute or cmp_transaction */
+    /* what step 3 left: no lot_profile, lot_serial, reissue, per_minutes, cmp_transaction */
     snprintf(sql, sizeof(sql),
-             "DROP TABLE cmp_transaction; DROP TABLE lot_profile; DROP TABLE lot_serial;"
+             "DROP TABLE cmp_transaction; ALTER TABLE station DROP COLUMN per_minute;"
+             " DROP TABLE lot_profile; DROP TABLE lot_serial;"
              " ALTER TABLE lot DROP COLUMN reissue; ALTER TABLE lot_station DROP COLUMN per_minute;"
              " INSERT INTO station VALUES ('STATION-U', '%s', 'x');"
              " INSERT INTO lot VALUES ('LOT-U', 7, 'x');"
@@ -611,7 +612,7 @@ static void test_upgrade_from_v3(void **state)
     assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
     ix = open_index(f);
-    assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'schema_version'"), "5");
+    assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'schema_version'"), "6");
     assert_string_equal(query(f, "SELECT name || ' ' || cap || ' ' || reissue FROM lot"),
                         "LOT-U 7 0");
     assert_string_equal(query(f, "SELECT station || ' ' || per_minute FROM lot_station"),
@@ -619,6 +620,8 @@ static void test_upgrade_from_v3(void **state)
     assert_int_equal(count_rows(f, "lot_profile"), 0);
     assert_int_equal(count_rows(f, "lot_serial"), 0);
     assert_int_equal(count_rows(f, "cmp_transaction"), 0); /* step 5 */
+    assert_string_equal(query(f, "SELECT name || ' ' || per_minute FROM station"),
+                        "STATION-U 0"); /* step 6 */
     X509_free(cert);
     prov_ca_index_close(ix);
 }
