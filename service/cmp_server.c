@@ -143,6 +143,7 @@ struct txn {
     char serial[65];
     char lot[PROV_CMP_LOT_MAX + 1]; /* the lot the path names (/p/LOT), or "" */
     time_t signer_expires;  /* the verified signer's notAfter (ca_replay.h), or 0 */
+    int fail_bit;           /* a scratch transaction's refusal (cb_refuse_*): its failInfo */
     struct prov_cmp_server *owner;
     struct prov_cmp_outcome *oc; /* the outcome of the message being handled */
 };
@@ -865,8 +866,10 @@ static struct txn *txn_find(struct prov_cmp_server *srv, const ASN1_OCTET_STRING
 }
 
 /*
- * A refusal in CMP: the message goes through a fresh server context whose callbacks refuse,
- * so that the error message is made and protected by OpenSSL as any other answer.
+ * A refusal in CMP: the message goes through a fresh server context whose callbacks refuse
+ * (with the scratch transaction's fail_bit and the outcome's text), so that the answer is
+ * made, and protected when it can be, by OpenSSL as any other: refuse and
+ * prov_cmp_server_unavailable.
  */
 static OSSL_CMP_PKISI *cb_refuse_cert(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req, int id,
                                       const OSSL_CRMF_MSG *crm, const X509_REQ *p10cr,
@@ -882,7 +885,18 @@ static OSSL_CMP_PKISI *cb_refuse_cert(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG
     (void)cert_out;
     (void)chain_out;
     (void)ca_pubs;
-    return rejection(OSSL_CMP_PKIFAILUREINFO_transactionIdInUse, t->oc->result);
+    return rejection(t->fail_bit, t->oc->result);
+}
+
+static OSSL_CMP_PKISI *cb_refuse_rr(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
+                                    const X509_NAME *issuer, const ASN1_INTEGER *serial)
+{
+    struct txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(sctx);
+
+    (void)req;
+    (void)issuer;
+    (void)serial;
+    return rejection(t->fail_bit, t->oc->result);
 }
 
 static int cb_refuse_genm(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
@@ -907,6 +921,7 @@ static OSSL_CMP_MSG *refuse(struct prov_cmp_server *srv, const OSSL_CMP_MSG *req
     memset(&scratch, 0, sizeof(scratch));
     scratch.owner = srv;
     scratch.oc = oc;
+    scratch.fail_bit = OSSL_CMP_PKIFAILUREINFO_transactionIdInUse;
     sctx = txn_ctx_new(srv, &scratch);
     if (sctx != NULL &&
         OSSL_CMP_SRV_CTX_init(sctx, &scratch, cb_refuse_cert, NULL, cb_refuse_genm, NULL, NULL,
@@ -1144,34 +1159,6 @@ int prov_cmp_server_set_config(struct prov_cmp_server *srv, const struct prov_co
     return 0;
 }
 
-static OSSL_CMP_PKISI *cb_unavail_cert(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req, int id,
-                                       const OSSL_CRMF_MSG *crm, const X509_REQ *p10cr,
-                                       X509 **cert_out, STACK_OF(X509) **chain_out,
-                                       STACK_OF(X509) **ca_pubs)
-{
-    struct txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(sctx);
-
-    (void)req;
-    (void)id;
-    (void)crm;
-    (void)p10cr;
-    (void)cert_out;
-    (void)chain_out;
-    (void)ca_pubs;
-    return rejection(OSSL_CMP_PKIFAILUREINFO_systemUnavail, t->oc->result);
-}
-
-static OSSL_CMP_PKISI *cb_unavail_rr(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
-                                     const X509_NAME *issuer, const ASN1_INTEGER *serial)
-{
-    struct txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(sctx);
-
-    (void)req;
-    (void)issuer;
-    (void)serial;
-    return rejection(OSSL_CMP_PKIFAILUREINFO_systemUnavail, t->oc->result);
-}
-
 int prov_cmp_server_unavailable(struct prov_cmp_server *srv, const unsigned char *der,
                                 size_t len, const char *why, unsigned char **rsp,
                                 size_t *rsp_len, struct prov_cmp_outcome *oc)
@@ -1191,11 +1178,12 @@ int prov_cmp_server_unavailable(struct prov_cmp_server *srv, const unsigned char
     memset(&scratch, 0, sizeof(scratch));
     scratch.owner = srv;
     scratch.oc = oc;
+    scratch.fail_bit = OSSL_CMP_PKIFAILUREINFO_systemUnavail;
     sctx = OSSL_CMP_SRV_CTX_new(NULL, NULL);
     ctx = sctx != NULL ? OSSL_CMP_SRV_CTX_get0_cmp_ctx(sctx) : NULL;
     /* no key to sign with: the answer goes unprotected; the request is verified as ever */
     if (ctx != NULL &&
-        OSSL_CMP_SRV_CTX_init(sctx, &scratch, cb_unavail_cert, cb_unavail_rr, cb_refuse_genm,
+        OSSL_CMP_SRV_CTX_init(sctx, &scratch, cb_refuse_cert, cb_refuse_rr, cb_refuse_genm,
                               NULL, NULL, NULL) &&
         OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_UNPROTECTED_SEND, 1) &&
         OSSL_CMP_CTX_set1_subjectName(ctx, X509_get_subject_name(srv->sender)) &&
