@@ -24,6 +24,7 @@
 #include <sqlite3.h>
 
 #include "ca_index.h"
+#include "ca_replay.h"
 #include "crl.h"
 #include "error.h"
 #include "hex.h"
@@ -626,6 +627,40 @@ static void test_upgrade_from_v3(void **state)
     prov_ca_index_close(ix);
 }
 
+/*
+ * The CMP transactions the CA service remembers (ca_replay.h): known until their expiry, once
+ * only, and a row whose time is over is dropped by the next one remembered.
+ */
+static void test_replay_remembered_until_expiry(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_ca_index *ix = open_index(f);
+    const unsigned char a[16] = {1, 2, 3};
+    const unsigned char b[16] = {4, 5, 6};
+    unsigned char too_long[PROV_CA_REPLAY_TID_MAX + 1] = {0};
+    bool is_known = true;
+
+    assert_int_equal(prov_ca_replay_is_known(ix, a, sizeof(a), 1000, &is_known), 0);
+    assert_false(is_known);
+    assert_int_equal(prov_ca_replay_remember(ix, a, sizeof(a), 1000, 2000), 0);
+    assert_int_equal(prov_ca_replay_remember(ix, a, sizeof(a), 1001, 9000), 0); /* kept once */
+    assert_int_equal(prov_ca_replay_is_known(ix, a, sizeof(a), 1999, &is_known), 0);
+    assert_true(is_known);
+    assert_int_equal(prov_ca_replay_is_known(ix, a, sizeof(a), 2000, &is_known), 0);
+    assert_false(is_known); /* its signer has expired: a replay fails verification anyway */
+    assert_int_equal(prov_ca_replay_is_known(ix, b, sizeof(b), 1500, &is_known), 0);
+    assert_false(is_known);
+    assert_int_equal(count_rows(f, "cmp_transaction"), 1);
+    assert_int_equal(prov_ca_replay_remember(ix, b, sizeof(b), 2500, 3000), 0);
+    assert_int_equal(count_rows(f, "cmp_transaction"), 1); /* a's row pruned */
+    assert_int_equal(prov_ca_replay_is_known(ix, b, sizeof(b), 2600, &is_known), 0);
+    assert_true(is_known);
+    prov_error_clear();
+    assert_int_equal(prov_ca_replay_remember(ix, too_long, sizeof(too_long), 2600, 3000),
+                     PROV_ERR_INPUT);
+    prov_ca_index_close(ix);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -640,6 +675,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_revoke, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reissue_revokes_superseded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_replay_remembered_until_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upgrade_from_v1, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upgrade_from_v3, setup, teardown),
     };
