@@ -407,9 +407,10 @@ static OSSL_CMP_PKISI *answer_cert(struct txn *t, X509 *cert, STACK_OF(X509) **c
  */
 /*
  * Whether the request proves possession of its key by its own signature (not "raVerified",
- * which only a station, the device's registration authority, may claim).
+ * which only a station asking for a reissue may claim: cb_cert_request). The one-element
+ * stack is searched by index (OSSL_CRMF_MSGS_verify_popo's rid in OpenSSL 3.0), hence 0.
  */
-static bool proves_key(const OSSL_CRMF_MSG *crm, int cert_req_id)
+static bool proves_key(const OSSL_CRMF_MSG *crm)
 {
     OSSL_CRMF_MSGS *one = sk_OSSL_CRMF_MSG_new_null();
     OSSL_CRMF_MSG *copy = OSSL_CRMF_MSG_dup(crm);
@@ -418,13 +419,13 @@ static bool proves_key(const OSSL_CRMF_MSG *crm, int cert_req_id)
     if (!ok) {
         OSSL_CRMF_MSG_free(copy);
     }
-    ok = ok && OSSL_CRMF_MSGS_verify_popo(one, cert_req_id, 0, NULL, NULL) == 1;
+    ok = ok && OSSL_CRMF_MSGS_verify_popo(one, 0, 0, NULL, NULL) == 1;
     sk_OSSL_CRMF_MSG_pop_free(one, OSSL_CRMF_MSG_free);
     ERR_clear_error();
     return ok;
 }
 
-static OSSL_CMP_PKISI *key_update(struct txn *t, const OSSL_CMP_MSG *req, int cert_req_id,
+static OSSL_CMP_PKISI *key_update(struct txn *t, const OSSL_CMP_MSG *req,
                                   const OSSL_CRMF_MSG *crm, X509 **cert_out,
                                   STACK_OF(X509) **chain_out)
 {
@@ -442,7 +443,7 @@ static OSSL_CMP_PKISI *key_update(struct txn *t, const OSSL_CMP_MSG *req, int ce
     }
     snprintf(t->station, sizeof(t->station), "kur");
     snprintf(t->oc->station, sizeof(t->oc->station), "kur");
-    if (!proves_key(crm, cert_req_id)) {
+    if (!proves_key(crm)) {
         X509_free(current);
         outcome_set(t->oc, "refused: kur: no proof of possession of the new key");
         return rejection(OSSL_CMP_PKIFAILUREINFO_badPOP,
@@ -491,11 +492,12 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
     X509 *cert = NULL;
     int r;
 
+    (void)cert_req_id;
     (void)ca_pubs;
     *cert_out = NULL;
     *chain_out = NULL;
     if (OSSL_CMP_MSG_get_bodytype(req) == BODY_KUR) {
-        return key_update(t, req, cert_req_id, crm, cert_out, chain_out);
+        return key_update(t, req, crm, cert_out, chain_out);
     }
     if (station_of(t, req, &station) < 0) {
         return rejection(OSSL_CMP_PKIFAILUREINFO_notAuthorized, NOT_A_STATION);
@@ -512,6 +514,13 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
         outcome_set(t->oc, "refused: the subject's CN is not a device serial");
         return rejection(OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
                          "the subject's CN must be the device serial, " PROV_SERIAL_RULE);
+    }
+    if (p10cr == NULL && OSSL_CMP_MSG_get_bodytype(req) != BODY_CR && !proves_key(crm)) {
+        /* raVerified only for a station's reissue (doc/ca-service.md); an ir proves its key */
+        X509_free(station);
+        outcome_set(t->oc, "refused: ir: no proof of possession of the key");
+        return rejection(OSSL_CMP_PKIFAILUREINFO_badPOP,
+                         "ir: the request must prove possession of its key (a signature)");
     }
     if (p10cr == NULL) {
         pub = template_key(crm);

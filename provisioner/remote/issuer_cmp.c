@@ -437,7 +437,10 @@ static int set_request(OSSL_CMP_CTX *ctx, X509_REQ *req, bool is_reissue)
         EVP_PKEY_free(pub);
         return -1;
     }
+    /* the CSR's names only: never the station certificate's subjectAltName, which OpenSSL
+       copies into a template that has none of its own */
     if (!OSSL_CMP_CTX_set1_subjectName(ctx, X509_REQ_get_subject_name(req)) ||
+        !OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_SUBJECTALTNAME_NODEFAULT, 1) ||
         !OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_POPO_METHOD, OSSL_CRMF_POPO_RAVERIFIED)) {
         return -1;
     }

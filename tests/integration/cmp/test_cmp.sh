@@ -12,7 +12,8 @@
 #   reached, a message of a finished transaction sent again, garbage, an oversized body;
 # - rr: a station revokes a certificate it asked for (then on the CRL), not another's;
 # - kur: a device renews with its current certificate; a superseded or revoked one cannot,
-#   nor a request without proof of possession of the new key (raVerified);
+#   nor a request without proof of possession of the new key (raVerified, accepted from a
+#   station in a reissue's cr only: an ir claiming it is refused too);
 # - HTTPS with --tls-cert/--tls-key (genm over TLS; plain HTTP on that port gets nothing);
 # - one log line per request; SIGTERM stops the service cleanly.
 . "$(dirname "$0")/../lib.sh"
@@ -122,6 +123,15 @@ refused revoked STATION-2 SN-00012 'station STATION-2: its certificate [0-9a-f]*
 refused no-lot STATION-3 SN-00013 'station STATION-3: no lot it may serve is registered'
 assert_eq "$(sql_q "$IT_CA_DIR/index.sqlite" "SELECT count(*) FROM audit WHERE event = 'refuse'")" \
     $((AUDIT_BEFORE + 5)) "an audit record per refused station, and for the key certified before"
+# raVerified is a station's claim for a reissue (cr) only: an ir must prove its key
+new_key SN-00014
+before=$(cmp_issued)
+if cmp_client ir-rav STATION-1 -cmd ir -popo 0 -newkey "$WORK/SN-00014.key" -subject /CN=SN-00014 \
+    -certout "$WORK/SN-00014.crt"; then
+    fail "an ir without proof of possession was granted"
+fi
+assert_grep "$WORK/log/cmp-ir-rav.log" 'must prove possession of its key' "ir-rav: the reason"
+assert_eq "$(cmp_issued)" "$before" "ir-rav: nothing issued"
 
 # ---- a replayed message of a finished transaction -----------------------------------
 new_key SN-00004
