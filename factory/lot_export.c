@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <openssl/pem.h>
+#include <openssl/x509v3.h>
 
 #include "ca_index.h"
 #include "cert_facts.h"
@@ -250,8 +251,21 @@ static int read_revocations(const struct prov_config *cfg, struct lot_input *in,
         r = prov_ca_index_revocations(ix, sk_X509_value(in->chain, 0), &revs, &n);
     }
     if (r == 0) {
+        X509 *inter = sk_X509_value(in->chain, 0);
+        size_t other = 0;
+
         mark_revoked(in, revs, n);
-        in->revocations_from = *from;
+        for (size_t i = 0; i < in->n; i++) {
+            other += X509_check_issued(inter, in->devices[i].cert) != X509_V_OK;
+        }
+        if (other > 0) {
+            /* the index is asked by issuer: another intermediate's revocations are not read */
+            prov_warn("lot %s: %zu of %zu certificates were not issued by the intermediate of "
+                      "%s/chain.pem: their revocations were not checked",
+                      in->lot, other, in->n, cfg->ca_dir);
+        } else {
+            in->revocations_from = *from;
+        }
     }
     free(revs);
     prov_ca_index_close(ix);

@@ -19,6 +19,7 @@
 #include <json-c/json.h>
 #include <openssl/pem.h>
 
+#include "ca_index.h"
 #include "error.h"
 #include "journal.h"
 #include "lot_export.h"
@@ -191,6 +192,29 @@ static void csv_serials(const struct prov_lot_bundle *b, char *out, size_t len)
         snprintf(out + strlen(out), len - strlen(out), "%s%.*s", out[0] ? "|" : "", (int)n, p);
         p = strchr(p, '\n') + 1;
     }
+}
+
+/*
+ * With a CA index beside chain.pem, certificates another intermediate issued (here: self-
+ * signed) cannot be checked against it: the inventory says revocations were not checked.
+ */
+static void test_revocations_other_issuer(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_lot_export_opts o = {.lot = "lot,1", .journal = f->path, .format = PROV_LOT_JSON};
+    struct prov_lot_bundle b;
+    struct prov_ca_index *ix = NULL;
+
+    make_lot(f);
+    assert_int_equal(prov_lot_export_build(&f->cfg, &o, &b), 0);
+    assert_non_null(strstr(b.files[0].data, "\"revocations_checked\":false"));
+    prov_lot_bundle_clear(&b);
+    assert_int_equal(prov_ca_index_open(f->dir, &ix), 0);
+    prov_ca_index_close(ix);
+    assert_int_equal(prov_lot_export_build(&f->cfg, &o, &b), 0);
+    assert_non_null(strstr(b.files[0].data, "\"revocations_checked\":false"));
+    assert_null(strstr(b.files[0].data, "\"revoked\""));
+    prov_lot_bundle_clear(&b);
 }
 
 static void test_rows_by_state(void **state)
@@ -470,6 +494,7 @@ int main(void)
         cmocka_unit_test(test_signer_uri),
         cmocka_unit_test(test_option_values),
         cmocka_unit_test_setup_teardown(test_rows_by_state, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_revocations_other_issuer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_lot, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_dir, setup, teardown),
         cmocka_unit_test_setup_teardown(test_aws_lines, setup, teardown),
