@@ -83,16 +83,31 @@ static int parse_url(const char *url, struct cmp_issuer *ci)
  * answer send it unprotected, and ours does while its CA token is away (doc/ca-service.md,
  * "The CA token comes and goes"); OpenSSL's client takes one with
  * OSSL_CMP_OPT_UNPROTECTED_ERRORS (an error message, a rejection). That it was unprotected is
- * noted in *arg for transaction_failed: its text is the service's unverified word. An
- * unprotected pkiConf, which that option lets through as well, is refused: it would confirm a
- * delivery nobody vouched for.
+ * noted in *arg for transaction_failed: its text is the service's unverified word. A pkiConf
+ * without protection that verifies, which that option lets through as well, is refused: it
+ * would confirm a delivery nobody vouched for.
  */
+/*
+ * Whether an answer's protection is there and verifies: OSSL_CMP_OPT_UNPROTECTED_ERRORS lets
+ * through, besides unprotected error answers, ones whose protection does not verify, so the
+ * presence of protection bits says nothing. Leaves the error queue as it was.
+ */
+static bool is_verified(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *rsp)
+{
+    bool ok;
+
+    ERR_set_mark();
+    ok = prov_cmp_msg_is_protected(rsp) && OSSL_CMP_validate_msg(ctx, rsp) == 1;
+    ERR_pop_to_mark();
+    return ok;
+}
+
 static OSSL_CMP_MSG *watched_transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
 {
     bool *was_unprotected = OSSL_CMP_CTX_get_transfer_cb_arg(ctx);
     OSSL_CMP_MSG *rsp = OSSL_CMP_MSG_http_perform(ctx, req);
 
-    if (rsp != NULL && !prov_cmp_msg_is_protected(rsp)) {
+    if (rsp != NULL && !is_verified(ctx, rsp)) {
         *was_unprotected = true;
         if (OSSL_CMP_MSG_get_bodytype(rsp) == BODY_PKICONF) {
             OSSL_CMP_MSG_free(rsp);
@@ -180,7 +195,8 @@ static int tls_context(struct cmp_issuer *ci)
 
 /*
  * A client context for one transaction (OpenSSL's client keeps no connection across them);
- * *was_unprotected (false here) turns true when an answer comes unprotected.
+ * *was_unprotected (false here) turns true when an answer comes without a protection that
+ * verifies.
  */
 static OSSL_CMP_CTX *client_ctx(struct cmp_issuer *ci, bool *was_unprotected)
 {
@@ -258,8 +274,9 @@ static int transaction_failed(struct cmp_issuer *ci, OSSL_CMP_CTX *ctx, const ch
          */
         unverified_text(ctx, text, sizeof(text));
         return prov_fail(PROV_ERR_NOT_FOUND,
-                         "CA service unavailable: %s://%s:%d%s answered %s unprotected "
-                         "(RFC 9483 section 3.6.4; unverified: \"%s\")",
+                         "CA service unavailable: %s://%s:%d%s answered %s without a "
+                         "protection that verifies (RFC 9483 section 3.6.4; unverified: "
+                         "\"%s\")",
                          ci->scheme, ci->host, ci->port, ci->path, what, text);
     }
     ERR_clear_error();

@@ -9,7 +9,8 @@
 # (b) the tool's own client reports such an answer (unprotected: the CMP signer's key is on
 #     the token that is gone) as one line, "CA service unavailable: ...", exit 4: `enroll`
 #     when the service is unavailable at the start; in a `batch` the rows in flight fail with
-#     that line and the next run, with the token back, finishes the lot, each device once.
+#     that line and the next run, with the token back, finishes the lot, each device once;
+# (c) a pkiConf whose protection does not verify (tamper_proxy.py) confirms nothing.
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../batch/batch_lib.sh"
 . "$(dirname "$0")/cmp_lib.sh"
@@ -155,4 +156,33 @@ assert_eq "$(sql_q "$INDEX" "SELECT count(*) FROM certificate WHERE serial LIKE 
     "the lot's certificates in the CA index"
 assert_eq "$(sql_q "$INDEX" "SELECT count(*) FROM (SELECT serial FROM certificate
     WHERE serial LIKE 'SN-000%' GROUP BY serial HAVING count(*) > 1)")" 0 "serials certified twice"
+
+# (c) a pkiConf whose protection does not verify (spoiled by a proxy on the way) confirms
+# nothing: the station's batch row fails (nothing stored, the key kept), and the next run
+# through the service itself gets the same certificate for that key
+python3 "$PROV_SOURCE_ROOT/tests/integration/cmp/tamper_proxy.py" "$WORK/tamper.port" "$CMP_PORT" \
+    "$WORK/tamper.marks" >"$WORK/log/tamper.log" 2>&1 &
+it_track $!
+for _ in $(seq 1 200); do [ -s "$WORK/tamper.port" ] && break; sleep 0.05; done
+[ -s "$WORK/tamper.port" ] || fail "the tampering proxy did not start: $(cat "$WORK/log/tamper.log")"
+sed -i "s|^url = .*|url = cmp://127.0.0.1:$(cat "$WORK/tamper.port")/.well-known/cmp|" provisioner.cnf
+token_init dev-t
+printf 'serial,device\nSN-T-1,pkcs11:token=dev-t\n' >lot-t.csv
+rc=0
+"$PROVISIONER" batch lot-t.csv --no-progress >"$WORK/log/tamper.out" 2>"$WORK/log/tamper.err" ||
+    rc=$?
+assert_file "$WORK/tamper.marks"
+assert_eq "$rc" 1 "a batch whose pkiConf does not verify"
+assert_grep "$WORK/log/tamper.err" 'lot-t.csv:2: CA service unavailable: .*certificate of SN-T-1' \
+    "the row names the unverified answer"
+assert_no_file devices/SN-T-1/client.crt
+assert_eq "$(sql_q "$INDEX" "SELECT count(*) FROM certificate WHERE serial = 'SN-T-1'")" 1 \
+    "the spoiled confirmation: one certificate (the service did get the certConf)"
+T1=$(sql_q "$INDEX" "SELECT cert_serial FROM certificate WHERE serial = 'SN-T-1'")
+sed -i "s|^url = .*|url = cmp://127.0.0.1:$CMP_PORT/.well-known/cmp|" provisioner.cnf
+prov 0 batch lot-t.csv --no-progress
+assert_eq "$(openssl x509 -in devices/SN-T-1/client.crt -noout -serial | cut -d= -f2 | tr A-F a-f)" \
+    "$T1" "the next run (the same key kept): the same certificate"
+assert_eq "$(sql_q "$INDEX" "SELECT count(*) FROM certificate WHERE serial = 'SN-T-1'")" 1 \
+    "the next run: still one certificate"
 cmp_stop
