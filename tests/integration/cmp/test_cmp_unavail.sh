@@ -5,7 +5,8 @@
 # goes"), with the CA token behind tests/integration/pkcs11/fault_module.c (FAULT_PULLED):
 # (a) the first request that meets a freshly pulled token is answered as the ones after it:
 #     CMP systemUnavail (HTTP 200, Retry-After), never an HTTP 500; the same for a genm and
-#     for an EST simpleenroll (503);
+#     for an EST simpleenroll (503); a request answered so and replayed once the CA is back
+#     is refused as a replay;
 # (b) the tool's own client reports such an answer (unprotected: the CMP signer's key is on
 #     the token that is gone) as one line, "CA service unavailable: ...", exit 4: `enroll`
 #     when the service is unavailable at the start; in a `batch` the rows in flight fail with
@@ -80,9 +81,42 @@ fi
 assert_grep "$WORK/log/cmp-ir-pulled.log" 'systemUnavail' "ir: openssl cmp got systemUnavail"
 assert_first_unavailable ir '200 ir station=- '
 cmp_client ir-pulled-2 OSS -cmd ir -newkey "$WORK/K1.key" -subject /CN=K1 \
-    -certout "$WORK/K1.crt" -unprotected_errors || true
+    -certout "$WORK/K1.crt" -unprotected_errors -reqout "$WORK/ir-pulled-2.der" || true
 assert_grep "$WORK/log/cmp-ir-pulled-2.log" 'systemUnavail' "ir again: systemUnavail"
 put_back
+# that request, answered "unavailable", replayed once the CA is back: refused, nothing issued
+assert_file "$WORK/ir-pulled-2.der"
+curl -sS -o "$WORK/ir-replay.rsp" -H 'Content-Type: application/pkixcmp' \
+    --data-binary "@$WORK/ir-pulled-2.der" "http://127.0.0.1:$CMP_PORT/.well-known/cmp" ||
+    fail "curl: the replay"
+assert_grep "$CMP_LOG" '200 ir station=.*outcome="refused: replay of a finished transaction' \
+    "an ir answered unavailable, replayed: refused"
+assert_eq "$(cmp_issued)" "$before" "the replay: nothing issued"
+# and it is in the CA index too (written when the CA came back): a restart does not forget it
+tid=$(python3 - "$WORK/ir-pulled-2.der" <<'PY'
+import sys
+der = open(sys.argv[1], "rb").read()
+def tlv(at):
+    tag, n = der[at], der[at + 1]
+    at += 2
+    if n & 0x80:
+        k = n & 0x7F
+        n, at = int.from_bytes(der[at:at + k], "big"), at + k
+    return tag, at, at + n
+_, at, _ = tlv(0)            # PKIMessage
+_, at, end = tlv(at)         # PKIHeader
+i = 0
+while at < end:
+    tag, start, stop = tlv(at)
+    if i >= 3 and tag == 0xA4:  # after pvno, sender, recipient: transactionID [4] OCTET STRING
+        _, v, w = tlv(start)
+        print(der[v:w].hex())
+    at, i = stop, i + 1
+PY
+)
+[ -n "$tid" ] || fail "no transactionID in the captured request"
+assert_eq "$(sql_q "$INDEX" "SELECT count(*) FROM cmp_transaction WHERE lower(id) = '$tid'")" 1 \
+    "the transaction answered unavailable, remembered in the CA index"
 
 # a genm
 pull
