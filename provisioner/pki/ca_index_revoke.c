@@ -340,7 +340,8 @@ int prov_ca_index_revocations(struct prov_ca_index *ix, X509 *issuer,
     r = prepare(ix,
                 "SELECT c.serial, r.cert_serial, r.reason, r.revoked_at, r.invalidity_date,"
                 " r.revoked_by FROM revocation r JOIN certificate c USING (cert_serial)"
-                " WHERE c.issuer_sha256 = ?1 OR c.issuer_sha256 IS NULL ORDER BY r.rowid",
+                " WHERE c.issuer_sha256 = ?1 OR c.issuer_sha256 IS NULL"
+                " ORDER BY r.revoked_at, r.cert_serial",
                 &st);
     if (r == 0) {
         prov_sqldb_bind_text(st, 1, issuer_hex);

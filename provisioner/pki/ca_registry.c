@@ -5,10 +5,12 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "ca_index_handle.h"
 #include "error.h"
 #include "hex.h"
+#include "timestamp.h"
 
 static int db_fail(struct prov_ca_index *ix, const char *what)
 {
@@ -41,6 +43,43 @@ static int query_int(struct prov_ca_index *ix, const char *sql, int n, const cha
     }
     prov_sqldb_finalize(st);
     return rc == PROV_SQLDB_ROW || rc == PROV_SQLDB_DONE ? 0 : db_fail(ix, "cannot read or write");
+}
+
+/*
+ * The seconds until the oldest of a station's certificates for a lot issued since args[3]
+ * leaves the minute (args: lot, "cmp:NAME", "est:NAME", since).
+ */
+static int oldest_since(struct prov_ca_index *ix, const char *const *args, long long *out)
+{
+    struct prov_sqldb_stmt *st = NULL;
+    double at = -1;
+    int rc;
+
+    *out = 60;
+    if (prov_sqldb_prepare(prov_ca_index_sql(ix),
+                           "SELECT min(issued_at) FROM certificate WHERE lot = ?1"
+                           " AND issued_by IN (?2, ?3) AND issued_at > ?4",
+                           &st) != 0) {
+        return db_fail(ix, "cannot prepare");
+    }
+    for (int i = 0; i < 4; i++) {
+        prov_sqldb_bind_text(st, i + 1, args[i]);
+    }
+    rc = prov_sqldb_step(st);
+    if (rc == PROV_SQLDB_ROW) {
+        at = prov_timestamp_seconds(prov_sqldb_column_text(st, 0));
+    }
+    prov_sqldb_finalize(st);
+    if (rc != PROV_SQLDB_ROW && rc != PROV_SQLDB_DONE) {
+        return db_fail(ix, "cannot read or write");
+    }
+    if (at >= 0) {
+        struct timespec now;
+
+        clock_gettime(CLOCK_REALTIME, &now);
+        *out = 61 - (long long)((double)now.tv_sec + now.tv_nsec / 1e9 - at);
+    }
+    return 0;
 }
 
 static int exec_text(struct prov_ca_index *ix, const char *sql, int n, const char *const *args)
@@ -260,18 +299,22 @@ int prov_ca_registry_lot_add(struct prov_ca_index *ix, const struct prov_ca_lot 
         }
         if (r == 0) {
             r = exec_text(ix,
-                          "INSERT OR IGNORE INTO lot_station(lot, station, per_minute)"
-                          " VALUES (?, ?, CAST(? AS INTEGER))",
+                          "INSERT INTO lot_station(lot, station, per_minute)"
+                          " VALUES (?, ?, CAST(? AS INTEGER)) ON CONFLICT DO NOTHING",
                           3, (const char *const[]){name, lot->stations[i], rate_text});
         }
     }
     if (r == 0) {
-        r = insert_each(ix, "INSERT OR IGNORE INTO lot_profile(lot, profile) VALUES (?, ?)",
+        r = insert_each(ix,
+                        "INSERT INTO lot_profile(lot, profile) VALUES (?, ?)"
+                        " ON CONFLICT DO NOTHING",
                         name, lot->profiles, lot->n_profiles);
     }
     if (r == 0) {
-        r = insert_each(ix, "INSERT OR IGNORE INTO lot_serial(lot, serial) VALUES (?, ?)", name,
-                        lot->serials, lot->n_serials);
+        r = insert_each(ix,
+                        "INSERT INTO lot_serial(lot, serial) VALUES (?, ?)"
+                        " ON CONFLICT DO NOTHING",
+                        name, lot->serials, lot->n_serials);
     }
     snprintf(detail, sizeof(detail),
              "registered, cap %lld, %zu station(s), %zu profile(s), %zu serial(s), reissue %s,"
@@ -296,11 +339,11 @@ int prov_ca_registry_lot_each(struct prov_ca_index *ix,
                            "SELECT l.name, l.cap,"
                            " (SELECT count(DISTINCT serial) FROM certificate WHERE lot = l.name),"
                            " l.reissue, (SELECT count(*) FROM lot_serial WHERE lot = l.name),"
-                           " coalesce((SELECT group_concat(profile, ',') FROM (SELECT profile"
-                           "  FROM lot_profile WHERE lot = l.name ORDER BY profile)), ''),"
-                           " coalesce((SELECT group_concat(station || '/' || per_minute, ',')"
+                           " coalesce((SELECT group_concat(p.profile, ',') FROM (SELECT profile"
+                           "  FROM lot_profile WHERE lot = l.name ORDER BY profile) p), ''),"
+                           " coalesce((SELECT group_concat(t.station || '/' || t.per_minute, ',')"
                            "  FROM (SELECT station, per_minute FROM lot_station"
-                           "  WHERE lot = l.name ORDER BY station)), ''),"
+                           "  WHERE lot = l.name ORDER BY station) t), ''),"
                            " l.added_at FROM lot l ORDER BY l.name",
                            &st) != 0) {
         r = db_fail(ix, "cannot prepare");
@@ -471,22 +514,20 @@ static int check_lot(struct prov_ca_index *ix, const char *name, const char *lot
     if (r == 0 && rate > 0) {
         char cmp_by[80];
         char est_by[80];
+        char since[32];
         long long oldest = 0;
 
         snprintf(cmp_by, sizeof(cmp_by), "cmp:%s", name);
         snprintf(est_by, sizeof(est_by), "est:%s", name);
+        /* the last minute: times are compared as text (provisioner/support/timestamp.h) */
+        prov_timestamp_ago(60, since, sizeof(since));
         r = query_int(ix,
                       "SELECT count(*) FROM certificate WHERE lot = ?1 AND issued_by IN (?2, ?3)"
-                      " AND julianday(issued_at) > julianday('now') - 60.0 / 86400",
-                      3, (const char *const[]){lot, cmp_by, est_by}, &n);
+                      " AND issued_at > ?4",
+                      4, (const char *const[]){lot, cmp_by, est_by, since}, &n);
         if (r == 0 && n >= rate) {
             /* the seconds until the oldest of the last minute's leaves it */
-            r = query_int(ix,
-                          "SELECT 61 - CAST((julianday('now') - julianday(min(issued_at)))"
-                          " * 86400 AS INTEGER) FROM certificate WHERE lot = ?1"
-                          " AND issued_by IN (?2, ?3)"
-                          " AND julianday(issued_at) > julianday('now') - 60.0 / 86400",
-                          3, (const char *const[]){lot, cmp_by, est_by}, &oldest);
+            r = oldest_since(ix, (const char *const[]){lot, cmp_by, est_by, since}, &oldest);
             *retry_after = oldest < 1 ? 1 : oldest > 60 ? 60 : (int)oldest;
             snprintf(why, why_cap,
                      "station %s: its rate for lot %s (%lld per minute) is reached; retry in"
@@ -524,7 +565,7 @@ int prov_ca_registry_ask(struct prov_ca_index *ix, const char *name, X509 *cert,
     if (r == 0 && prov_sqldb_prepare(prov_ca_index_sql(ix),
                                      "SELECT l.name FROM lot l JOIN lot_station s"
                                      " ON s.lot = l.name WHERE s.station = ?1"
-                                     " AND (?2 IS NULL OR l.name = ?2)"
+                                     " AND (CAST(?2 AS TEXT) IS NULL OR l.name = ?2)"
                                      " ORDER BY l.added_at, l.name",
                                      &st) != 0) {
         r = db_fail(ix, "cannot prepare");

@@ -32,7 +32,7 @@ struct pg_db {
     char *name;     /* the URI with its password masked */
     char *password; /* or NULL */
     int lock_key;
-    unsigned generation;     /* the session: a new one has no prepared statements */
+    unsigned generation;          /* the session: a new one has no prepared statements */
     char *prepared[PREPARED_MAX]; /* translated text of the session's statement k */
     int n_prepared;
     long long changes;
@@ -42,9 +42,9 @@ struct pg_db {
 struct pg_stmt {
     struct prov_sqldb_stmt base;
     struct pg_db *db;
-    char *sql;      /* translated */
+    char *sql; /* translated */
     int n_params;
-    int k;          /* its prepared statement in generation */
+    int k; /* its prepared statement in generation */
     unsigned generation;
     char **values;
     int *lengths;
@@ -71,8 +71,7 @@ static int failed(struct pg_db *db, const PGresult *res)
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 
     prov_pg_message(db->conn, res, db->err, sizeof(db->err));
-    return state != NULL && strncmp(state, "23", 2) == 0 ? PROV_SQLDB_CONSTRAINT
-                                                         : PROV_SQLDB_ERROR;
+    return state != NULL && strncmp(state, "23", 2) == 0 ? PROV_SQLDB_CONSTRAINT : PROV_SQLDB_ERROR;
 }
 
 /* Runs sql (no parameters); 0 or the seam's code, res cleared. */
@@ -581,8 +580,7 @@ static void server_notice(void *ctx, const char *message)
     prov_debug("ca", "CA index %s: %s", ((struct pg_db *)ctx)->name, message);
 }
 
-int prov_sqldb_pg_open(const char *uri, const char *password, int lock_key,
-                       struct prov_sqldb **out)
+int prov_sqldb_pg_open(const char *uri, const char *password, int lock_key, struct prov_sqldb **out)
 {
     struct pg_db *db = calloc(1, sizeof(*db));
     char msg[512];

@@ -10,4 +10,13 @@
  */
 void prov_timestamp_now(char *out, size_t cap);
 
+/*
+ * The time seconds ago in the same format: text comparisons of such times order them, so a
+ * window ("the last minute") is one comparison in any SQL store (provisioner/pki/ca_registry.c).
+ */
+void prov_timestamp_ago(long seconds, char *out, size_t cap);
+
+/* Seconds since the epoch of a time in that format (milliseconds optional); -1 if not one. */
+double prov_timestamp_seconds(const char *text);
+
 #endif

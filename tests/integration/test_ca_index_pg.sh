@@ -2,12 +2,14 @@
 # SPDX-License-Identifier: Apache-2.0
 #
 # The CA index's unit tests over PostgreSQL (doc/revocation.md): the SQL seam's
-# (tests/unit/test_sqldb.c) — the same test list as over SQLite — against a PostgreSQL this
+# (tests/unit/test_sqldb.c) and the index's rules, attempts, revocations and schema steps
+# (tests/unit/test_ca_index.c) — the same test lists as over SQLite — against a PostgreSQL this
 # test starts (tests/integration/pg_lib.sh); each program makes and drops a database of its own.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/pg_lib.sh"
 it_setup
 [ -x "${PROV_TEST_SQLDB:-}" ] || fail "PROV_TEST_SQLDB (the test_sqldb binary) is not set"
+[ -x "${PROV_TEST_CA_INDEX:-}" ] || fail "PROV_TEST_CA_INDEX (the test_ca_index binary) is not set"
 pg_start unit
 export PGPASSFILE=$WORK/pgpass
 
@@ -20,3 +22,4 @@ run_unit() {
 }
 
 run_unit sqldb "$PROV_TEST_SQLDB" 4
+run_unit ca_index "$PROV_TEST_CA_INDEX" 13
