@@ -348,20 +348,11 @@ static int pg_bind_blob(struct prov_sqldb_stmt *base, int i, const void *p, size
     return bind_copy(stmt_of(base), i, p, len, 1);
 }
 
-static int pg_step(struct prov_sqldb_stmt *base)
+/* Runs st once on the session (prepared again on a new one): 0 (st->res set) or the code. */
+static int exec_once(struct pg_db *db, struct pg_stmt *st)
 {
-    struct pg_stmt *st = stmt_of(base);
-    struct pg_db *db = st->db;
-    ExecStatusType s;
-    int rc;
+    int rc = usable(db);
 
-    if (st->is_run) {
-        PQfreemem(st->blob);
-        st->blob = NULL;
-        st->row++;
-        return st->row < PQntuples(st->res) ? PROV_SQLDB_ROW : PROV_SQLDB_DONE;
-    }
-    rc = usable(db);
     if (rc == 0 && st->generation != db->generation) {
         rc = prepare_on_session(db, st);
     }
@@ -378,11 +369,38 @@ static int pg_step(struct prov_sqldb_stmt *base)
         st->res = PQexecParams(db->conn, st->sql, st->n_params, NULL,
                                (const char *const *)st->values, st->lengths, st->formats, 0);
     }
-    s = PQresultStatus(st->res);
-    if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
-        rc = failed(db, st->res);
-        PQclear(st->res);
-        st->res = NULL;
+    if (PQresultStatus(st->res) == PGRES_COMMAND_OK || PQresultStatus(st->res) == PGRES_TUPLES_OK) {
+        return 0;
+    }
+    rc = failed(db, st->res);
+    PQclear(st->res);
+    st->res = NULL;
+    return rc;
+}
+
+static int pg_step(struct prov_sqldb_stmt *base)
+{
+    struct pg_stmt *st = stmt_of(base);
+    struct pg_db *db = st->db;
+    bool was_idle = PQtransactionStatus(db->conn) == PQTRANS_IDLE;
+    int rc;
+
+    if (st->is_run) {
+        PQfreemem(st->blob);
+        st->blob = NULL;
+        st->row++;
+        return st->row < PQntuples(st->res) ? PROV_SQLDB_ROW : PROV_SQLDB_DONE;
+    }
+    rc = exec_once(db, st);
+    /*
+     * The connection broke under a statement outside a transaction (a server restart, a
+     * terminated backend, a failover): it runs again on a new session. Inside a transaction
+     * nothing is retried: the transaction fails, and the caller's rollback ends it.
+     */
+    if (rc != 0 && was_idle && PQstatus(db->conn) == CONNECTION_BAD) {
+        rc = exec_once(db, st);
+    }
+    if (rc != 0) {
         return rc;
     }
     st->is_run = true;

@@ -221,6 +221,29 @@ static void test_writer_lock_excludes_other_connection(void **state)
     assert_int_equal(prov_sqldb_commit(f->other), 0);
 }
 
+/*
+ * PostgreSQL only: a connection whose server session ended (a restart, a failover, a
+ * terminated backend) is made again before the next statement outside a transaction, and a
+ * statement prepared on the old session runs on the new one.
+ */
+static void test_pg_reconnects(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_sqldb_stmt *st = NULL;
+
+    assert_int_equal(insert(f->db, "delta", 1, NULL, 0), PROV_SQLDB_DONE);
+    assert_int_equal(insert(f->db, "epsilon", 2, NULL, 0), PROV_SQLDB_DONE);
+    assert_int_equal(prov_sqldb_prepare(f->db, "SELECT count(*) FROM t WHERE n <> ?", &st), 0);
+    assert_int_equal(prov_sqldb_exec(f->other, "SELECT pg_terminate_backend(pid)"
+                                               " FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+                                               " AND datname = current_database()"),
+                     0);
+    assert_int_equal(prov_sqldb_bind_int(st, 1, 0), 0);
+    assert_int_equal(prov_sqldb_step(st), PROV_SQLDB_ROW);
+    assert_int_equal(prov_sqldb_column_int(st, 0), 2);
+    prov_sqldb_finalize(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -230,5 +253,14 @@ int main(void)
         cmocka_unit_test(test_writer_lock_excludes_other_connection),
     };
 
+    const struct CMUnitTest pg_tests[] = {
+        cmocka_unit_test(test_pg_reconnects),
+    };
+
+    if (getenv("PROV_TEST_PG_URI") != NULL) {
+        int failed = cmocka_run_group_tests(tests, set_up, tear_down);
+
+        return failed + cmocka_run_group_tests_name("postgresql", pg_tests, set_up, tear_down);
+    }
     return cmocka_run_group_tests(tests, set_up, tear_down);
 }

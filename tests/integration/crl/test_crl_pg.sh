@@ -5,7 +5,8 @@
 # devices in SoftHSM2 tokens and a PostgreSQL this test starts (tests/integration/pg_lib.sh):
 # - `ca init` creates the index's schema in the database (no index.sqlite in the CA dir);
 #   a wrong index password stops it with one line and exit 6, no key made, no password shown;
-# - `batch` with the local CA records its 10 certificates there, `sign` one more;
+# - `batch` with the local CA records its 10 certificates there, `sign` one more, `enroll`
+#   one more (its attempt recorded; the same serial again refused, exit 5);
 # - 3 revoked (scrap, RMA, key compromise with an invalidity date); an unknown serial exits 5
 #   and records nothing;
 # - `ca crl`: the intermediate's CRL lists exactly those 3 with their reasons and verifies
@@ -43,8 +44,15 @@ done
 openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$WORK/s.key" \
     -subj "/CN=SIGN-1" -out "$WORK/s.csr" >"$WORK/log/req.log" 2>&1 || fail "openssl req"
 prov 0 sign --serial SIGN-1 --csr "$WORK/s.csr" --out "$WORK/s.crt"
-assert_eq "$(pg_q "SELECT count(*) FROM certificate")" 11 "certificates recorded in PostgreSQL"
-assert_eq "$(pg_q "SELECT count(DISTINCT pubkey_sha256) FROM certificate")" 11 "distinct keys"
+token_init dev-e
+prov 0 enroll --serial SN-ENR --device pkcs11:token=dev-e
+assert_eq "$(pg_q "SELECT issued_by || ' ' || status FROM certificate WHERE serial = 'SN-ENR'")" \
+    "enroll delivered" "enroll's certificate in PostgreSQL"
+assert_eq "$(pg_q "SELECT outcome FROM attempt WHERE serial = 'SN-ENR'")" delivered "enroll's attempt"
+prov 5 enroll --serial SN-ENR --device pkcs11:token=dev-e --storage "$WORK/elsewhere"
+assert_one_error SN-ENR "already certified"
+assert_eq "$(pg_q "SELECT count(*) FROM certificate")" 12 "certificates recorded in PostgreSQL"
+assert_eq "$(pg_q "SELECT count(DISTINCT pubkey_sha256) FROM certificate")" 12 "distinct keys"
 assert_no_file "$CA/index.sqlite"
 
 # ---- revoke 3 of 10 -------------------------------------------------------------------
