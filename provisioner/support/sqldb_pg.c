@@ -32,7 +32,8 @@ struct pg_db {
     char *name;     /* the URI with its password masked */
     char *password; /* or NULL */
     int lock_key;
-    unsigned generation;          /* the session: a new one has no prepared statements */
+    bool is_in_txn;      /* between a begin and its commit or rollback: never reconnected */
+    unsigned generation; /* the session: a new one has no prepared statements */
     char *prepared[PREPARED_MAX]; /* translated text of the session's statement k */
     int n_prepared;
     long long changes;
@@ -118,9 +119,9 @@ static int usable(struct pg_db *db)
     if (PQstatus(db->conn) == CONNECTION_OK) {
         return 0;
     }
-    if (PQtransactionStatus(db->conn) != PQTRANS_UNKNOWN &&
-        PQtransactionStatus(db->conn) != PQTRANS_IDLE) {
-        return PROV_SQLDB_ERROR;
+    if (db->is_in_txn) {
+        /* what the transaction did so far is gone with its session: it fails */
+        return failed(db, NULL);
     }
     for (int i = 0; i < RECONNECT_TRIES; i++) {
         if (i > 0) {
@@ -382,7 +383,7 @@ static int pg_step(struct prov_sqldb_stmt *base)
 {
     struct pg_stmt *st = stmt_of(base);
     struct pg_db *db = st->db;
-    bool was_idle = PQtransactionStatus(db->conn) == PQTRANS_IDLE;
+    bool was_idle = !db->is_in_txn;
     int rc;
 
     if (st->is_run) {
@@ -477,6 +478,7 @@ static int pg_begin(struct prov_sqldb *base)
     if (rc != 0 && PQtransactionStatus(db->conn) != PQTRANS_IDLE) {
         PQclear(PQexec(db->conn, "ROLLBACK"));
     }
+    db->is_in_txn = rc == 0;
     return rc;
 }
 
@@ -487,6 +489,7 @@ static int pg_commit(struct prov_sqldb *base)
     PGresult *res = PQexec(db->conn, "COMMIT");
     int rc = 0;
 
+    db->is_in_txn = false;
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         rc = failed(db, res);
     } else if (strcmp(PQcmdStatus(res), "COMMIT") != 0) {
@@ -502,6 +505,7 @@ static void pg_rollback(struct prov_sqldb *base)
     struct pg_db *db = db_of(base);
     PGTransactionStatusType s = PQtransactionStatus(db->conn);
 
+    db->is_in_txn = false;
     if (s == PQTRANS_INTRANS || s == PQTRANS_INERROR) {
         PQclear(PQexec(db->conn, "ROLLBACK"));
     }

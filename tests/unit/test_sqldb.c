@@ -244,6 +244,30 @@ static void test_pg_reconnects(void **state)
     prov_sqldb_finalize(st);
 }
 
+/* PostgreSQL only: a transaction whose session ended fails; it is never continued on a new one. */
+static void test_pg_broken_transaction_fails(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_sqldb_stmt *st = NULL;
+
+    assert_int_equal(prov_sqldb_begin(f->db), 0);
+    assert_int_equal(insert(f->db, "zeta", 1, NULL, 0), PROV_SQLDB_DONE);
+    assert_int_equal(prov_sqldb_exec(f->other, "SELECT pg_terminate_backend(pid)"
+                                               " FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+                                               " AND datname = current_database()"),
+                     0);
+    assert_true(insert(f->db, "eta", 2, NULL, 0) < 0);
+    assert_true(prov_sqldb_commit(f->db) < 0);
+    prov_sqldb_rollback(f->db);
+    assert_int_equal(prov_sqldb_prepare(f->db,
+                                        "SELECT count(*) FROM t WHERE name IN ('zeta', 'eta')",
+                                        &st),
+                     0);
+    assert_int_equal(prov_sqldb_step(st), PROV_SQLDB_ROW);
+    assert_int_equal(prov_sqldb_column_int(st, 0), 0);
+    prov_sqldb_finalize(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -255,6 +279,7 @@ int main(void)
 
     const struct CMUnitTest pg_tests[] = {
         cmocka_unit_test(test_pg_reconnects),
+        cmocka_unit_test(test_pg_broken_transaction_fails),
     };
 
     if (getenv("PROV_TEST_PG_URI") != NULL) {
