@@ -12,12 +12,6 @@
 #include "hex.h"
 #include "timestamp.h"
 
-static int db_fail(struct prov_ca_index *ix, const char *what)
-{
-    return prov_fail(PROV_ERR_JOURNAL, "CA index %s: %s: %s", prov_ca_index_path(ix), what,
-                     prov_sqldb_errmsg(prov_ca_index_sql(ix)));
-}
-
 /*
  * One statement with text parameters, stepped once: out (when not NULL) gets the first column
  * of its first row as a number, 0 when there is no row.
@@ -32,7 +26,7 @@ static int query_int(struct prov_ca_index *ix, const char *sql, int n, const cha
         *out = 0;
     }
     if (prov_sqldb_prepare(prov_ca_index_sql(ix), sql, &st) != 0) {
-        return db_fail(ix, "cannot prepare");
+        return prov_ca_index_fail(ix, "cannot prepare");
     }
     for (int i = 0; i < n; i++) {
         prov_sqldb_bind_text(st, i + 1, args[i]);
@@ -42,7 +36,9 @@ static int query_int(struct prov_ca_index *ix, const char *sql, int n, const cha
         *out = prov_sqldb_column_int(st, 0);
     }
     prov_sqldb_finalize(st);
-    return rc == PROV_SQLDB_ROW || rc == PROV_SQLDB_DONE ? 0 : db_fail(ix, "cannot read or write");
+    return rc == PROV_SQLDB_ROW || rc == PROV_SQLDB_DONE
+               ? 0
+               : prov_ca_index_fail(ix, "cannot read or write");
 }
 
 /*
@@ -60,7 +56,7 @@ static int oldest_since(struct prov_ca_index *ix, const char *const *args, long 
                            "SELECT min(issued_at) FROM certificate WHERE lot = ?1"
                            " AND issued_by IN (?2, ?3) AND issued_at > ?4",
                            &st) != 0) {
-        return db_fail(ix, "cannot prepare");
+        return prov_ca_index_fail(ix, "cannot prepare");
     }
     for (int i = 0; i < 4; i++) {
         prov_sqldb_bind_text(st, i + 1, args[i]);
@@ -71,7 +67,7 @@ static int oldest_since(struct prov_ca_index *ix, const char *const *args, long 
     }
     prov_sqldb_finalize(st);
     if (rc != PROV_SQLDB_ROW && rc != PROV_SQLDB_DONE) {
-        return db_fail(ix, "cannot read or write");
+        return prov_ca_index_fail(ix, "cannot read or write");
     }
     if (at >= 0) {
         struct timespec now;
@@ -166,7 +162,7 @@ int prov_ca_registry_station_cert(struct prov_ca_index *ix, const char *name, ch
     prov_ca_index_lock(ix);
     if (prov_sqldb_prepare(prov_ca_index_sql(ix), "SELECT cert_serial FROM station WHERE name = ?",
                            &st) != 0) {
-        r = db_fail(ix, "cannot prepare");
+        r = prov_ca_index_fail(ix, "cannot prepare");
         prov_ca_index_unlock(ix);
         return r;
     }
@@ -179,7 +175,7 @@ int prov_ca_registry_station_cert(struct prov_ca_index *ix, const char *name, ch
                                               "station %s: not registered (provisioner ca station "
                                               "add %s)",
                                               name, name)
-                                  : db_fail(ix, "cannot read the stations");
+                                  : prov_ca_index_fail(ix, "cannot read the stations");
     }
     prov_sqldb_finalize(st);
     prov_ca_index_unlock(ix);
@@ -204,7 +200,7 @@ int prov_ca_registry_station_each(struct prov_ca_index *ix,
                            "  '')"
                            " FROM station s ORDER BY s.name",
                            &st) != 0) {
-        r = db_fail(ix, "cannot prepare");
+        r = prov_ca_index_fail(ix, "cannot prepare");
         prov_ca_index_unlock(ix);
         return r;
     }
@@ -220,7 +216,7 @@ int prov_ca_registry_station_each(struct prov_ca_index *ix,
         r = fn(arg, &row);
     }
     if (r == 0 && rc != PROV_SQLDB_DONE) {
-        r = db_fail(ix, "cannot read the stations");
+        r = prov_ca_index_fail(ix, "cannot read the stations");
     }
     prov_sqldb_finalize(st);
     prov_ca_index_unlock(ix);
@@ -346,7 +342,7 @@ int prov_ca_registry_lot_each(struct prov_ca_index *ix,
                            "  WHERE lot = l.name ORDER BY station) t), ''),"
                            " l.added_at FROM lot l ORDER BY l.name",
                            &st) != 0) {
-        r = db_fail(ix, "cannot prepare");
+        r = prov_ca_index_fail(ix, "cannot prepare");
         prov_ca_index_unlock(ix);
         return r;
     }
@@ -365,7 +361,7 @@ int prov_ca_registry_lot_each(struct prov_ca_index *ix,
         r = fn(arg, &row);
     }
     if (r == 0 && rc != PROV_SQLDB_DONE) {
-        r = db_fail(ix, "cannot read the lots");
+        r = prov_ca_index_fail(ix, "cannot read the lots");
     }
     prov_sqldb_finalize(st);
     prov_ca_index_unlock(ix);
@@ -568,7 +564,7 @@ int prov_ca_registry_ask(struct prov_ca_index *ix, const char *name, X509 *cert,
                                      " AND (CAST(?2 AS TEXT) IS NULL OR l.name = ?2)"
                                      " ORDER BY l.added_at, l.name",
                                      &st) != 0) {
-        r = db_fail(ix, "cannot prepare");
+        r = prov_ca_index_fail(ix, "cannot prepare");
     }
     if (r == 0) {
         prov_sqldb_bind_text(st, 1, name);
@@ -594,7 +590,7 @@ int prov_ca_registry_ask(struct prov_ca_index *ix, const char *name, X509 *cert,
         all_cap = all_cap && is_cap;
     }
     if (st != NULL && r == 0 && rc != PROV_SQLDB_ROW && rc != PROV_SQLDB_DONE) {
-        r = db_fail(ix, "cannot read the lots");
+        r = prov_ca_index_fail(ix, "cannot read the lots");
     }
     prov_sqldb_finalize(st);
     if (r == 0 && ask->lot_out[0] != '\0') {
@@ -655,7 +651,7 @@ int prov_ca_registry_retry(struct prov_ca_index *ix, const char *serial, const c
                            "SELECT der FROM certificate WHERE pubkey_sha256 = ? AND serial = ?"
                            " AND issued_by = ? AND status IN ('issued', 'delivered')",
                            &st) != 0) {
-        r = db_fail(ix, "cannot prepare");
+        r = prov_ca_index_fail(ix, "cannot prepare");
         prov_ca_index_unlock(ix);
         return r;
     }
@@ -671,7 +667,7 @@ int prov_ca_registry_retry(struct prov_ca_index *ix, const char *serial, const c
         r = *out != NULL ? 0 : prov_fail(PROV_ERR_JOURNAL, "CA index %s: a certificate of %s "
                                          "cannot be read", prov_ca_index_path(ix), serial);
     } else if (rc != PROV_SQLDB_ROW && rc != PROV_SQLDB_DONE) {
-        r = db_fail(ix, "cannot read");
+        r = prov_ca_index_fail(ix, "cannot read");
     }
     prov_sqldb_finalize(st);
     prov_ca_index_unlock(ix);
@@ -689,7 +685,7 @@ int prov_ca_registry_cert_owner(struct prov_ca_index *ix, const char *cert_seria
     if (prov_sqldb_prepare(prov_ca_index_sql(ix),
                            "SELECT serial, issued_by FROM certificate WHERE cert_serial = ?",
                            &st) != 0) {
-        r = db_fail(ix, "cannot prepare");
+        r = prov_ca_index_fail(ix, "cannot prepare");
         prov_ca_index_unlock(ix);
         return r;
     }
@@ -701,7 +697,7 @@ int prov_ca_registry_cert_owner(struct prov_ca_index *ix, const char *cert_seria
     } else {
         r = rc == PROV_SQLDB_DONE
                 ? prov_fail(PROV_ERR_POLICY, "certificate %s: not issued by this CA", cert_serial)
-                : db_fail(ix, "cannot read");
+                : prov_ca_index_fail(ix, "cannot read");
     }
     prov_sqldb_finalize(st);
     prov_ca_index_unlock(ix);
