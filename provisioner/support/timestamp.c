@@ -2,14 +2,17 @@
 #include "timestamp.h"
 
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
-static void format_at(const struct timespec *ts, char *out, size_t cap)
+/* ts - secs_back in the one form (timestamp.h) */
+static void format(const struct timespec *ts, long secs_back, char *out, size_t cap)
 {
+    time_t t = ts->tv_sec - (time_t)secs_back;
     struct tm tm;
     size_t n;
 
-    gmtime_r(&ts->tv_sec, &tm);
+    gmtime_r(&t, &tm);
     n = strftime(out, cap, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(out + n, cap - n, ".%03ldZ", ts->tv_nsec / 1000000);
 }
@@ -19,33 +22,30 @@ void prov_timestamp_now(char *out, size_t cap)
     struct timespec ts;
 
     clock_gettime(CLOCK_REALTIME, &ts);
-    format_at(&ts, out, cap);
+    format(&ts, 0, out, cap);
 }
 
-void prov_timestamp_ago(long seconds, char *out, size_t cap)
+void prov_timestamp_ago(long secs, char *out, size_t cap)
 {
     struct timespec ts;
 
     clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec -= seconds;
-    format_at(&ts, out, cap);
+    format(&ts, secs, out, cap);
 }
 
-double prov_timestamp_seconds(const char *text)
+int prov_timestamp_parse(const char *text, time_t *out)
 {
-    struct tm tm = {0};
-    int ms = 0;
-    int n = 0;
+    struct tm tm;
+    char z = '\0';
 
-    if (text == NULL ||
-        sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-               &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 6) {
+    memset(&tm, 0, sizeof(tm));
+    if (text == NULL || sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d.%*3d%c", &tm.tm_year, &tm.tm_mon,
+                               &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &z) != 7 ||
+        z != 'Z') {
         return -1;
-    }
-    if (text[n] == '.') {
-        sscanf(text + n + 1, "%3d", &ms);
     }
     tm.tm_year -= 1900;
     tm.tm_mon -= 1;
-    return (double)timegm(&tm) + ms / 1000.0;
+    *out = timegm(&tm);
+    return 0;
 }

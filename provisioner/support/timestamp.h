@@ -3,6 +3,7 @@
 #define PROV_TIMESTAMP_H
 
 #include <stddef.h>
+#include <time.h>
 
 /*
  * Now as the journal and the CA index record times: RFC 3339 UTC with milliseconds,
@@ -10,13 +11,10 @@
  */
 void prov_timestamp_now(char *out, size_t cap);
 
-/*
- * The time seconds ago in the same format: text comparisons of such times order them, so a
- * window ("the last minute") is one comparison in any SQL store (provisioner/pki/ca_registry.c).
- */
-void prov_timestamp_ago(long seconds, char *out, size_t cap);
+/* secs seconds before now, in the same form: a bound that compares as text ("issued since"). */
+void prov_timestamp_ago(long secs, char *out, size_t cap);
 
-/* Seconds since the epoch of a time in that format (milliseconds optional); -1 if not one. */
-double prov_timestamp_seconds(const char *text);
+/* The second a time of that form names; -1 for text of another form. */
+int prov_timestamp_parse(const char *text, time_t *out);
 
 #endif

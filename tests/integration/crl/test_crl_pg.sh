@@ -11,7 +11,8 @@
 #   and records nothing;
 # - `ca crl`: the intermediate's CRL lists exactly those 3 with their reasons and verifies
 #   against the intermediate (openssl crl -verify); `openssl verify -crl_check` rejects the
-#   revoked and accepts the rest; `ca show` names the index by its URI.
+#   revoked and accepts the rest; `lot export` marks the revoked devices; `ca show` names the
+#   index by its URI.
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../batch/batch_lib.sh"
 . "$(dirname "$0")/crl_lib.sh"
@@ -31,7 +32,7 @@ assert_no_grep "$PROV_ERR" "$(cat "$WORK/wrong.pass")" "the password is printed"
 assert_no_file "$CA/root.crt"
 sed -i "s|^index_password = .*|index_password = file:$WORK/ledger.pass|" "$PROVISIONER_CONFIG"
 prov 0 ca init
-assert_eq "$(pg_q "SELECT value FROM meta WHERE name = 'schema_version'")" 4 "schema on PostgreSQL"
+assert_eq "$(pg_q "SELECT value FROM meta WHERE name = 'schema_version'")" 6 "schema on PostgreSQL"
 assert_no_file "$CA/index.sqlite"
 
 # ---- issue: batch (10) and sign (1) ---------------------------------------------------
@@ -87,6 +88,16 @@ for i in 01 02 03 04 05 06 07 08 09 10; do
     fi
     assert_eq "$got" "$want" "$sn: openssl verify -crl_check"
 done
+
+# ---- lot export reads the revocations from PostgreSQL ----------------------------------
+prov 0 lot export LOT-IT-1 --format csv --journal "$WORK/lot.journal.sqlite" --output revoked.csv
+python3 - revoked.csv <<'PY' || fail "lot export: the revoked devices from the PostgreSQL index"
+import csv, sys
+rows = {r["serial"]: r for r in csv.DictReader(open(sys.argv[1], newline=""))}
+want = {"SN-00002": "cessationOfOperation", "SN-00005": "affiliationChanged",
+        "SN-00009": "keyCompromise"}
+assert {s: r["revoked"] for s, r in rows.items() if r["revoked"]} == want, rows
+PY
 
 # ---- ca show names the index by its URI -----------------------------------------------
 prov 0 ca show
