@@ -302,10 +302,11 @@ static char *journal_identity(const char *journal)
 }
 
 /*
- * A registered lot's cap and the asking station's rate on it, again inside the issuing
- * transaction: the CA service checks both before it signs (ca_registry.c), in a transaction
- * of its own, and two CA hosts sharing the index (doc/revocation.md) could both pass that
- * check for the last device (or the last certificate of the minute). Here, under the
+ * A registered lot's cap and the asking station's rates (on the lot, and its own across all
+ * its lots), again inside the issuing transaction: the CA service checks them before it signs
+ * (ca_registry.c), in a transaction of its own, and two CA hosts sharing the index
+ * (doc/revocation.md) could both pass that check for the last device (or the last
+ * certificate of the minute). Here, under the
  * writers' lock, the count and the insert are one step. Only the service's requests
  * (issued_by "cmp:NAME" or "est:NAME") name a registered lot; a serial the lot already has a
  * certificate for is counted already.
@@ -318,7 +319,7 @@ static int check_lot_terms(struct prov_ca_index *ix, const char *serial,
     char cmp_by[80];
     char est_by[80];
     char since[32];
-    long long cap, n, mine, rate, recent;
+    long long cap, n, mine, rate, recent, station_rate, station_recent;
     int rc;
 
     if (rec->lot == NULL || rec->issued_by == NULL ||
@@ -336,7 +337,9 @@ static int check_lot_terms(struct prov_ca_index *ix, const char *serial,
         " coalesce((SELECT per_minute FROM lot_station WHERE lot = l.name"
         "  AND station = ?3), 0),"
         " (SELECT count(*) FROM certificate WHERE lot = l.name AND issued_by IN (?4, ?5)"
-        "  AND issued_at > ?6)"
+        "  AND issued_at > ?6),"
+        " coalesce((SELECT per_minute FROM station WHERE name = ?3), 0),"
+        " (SELECT count(*) FROM certificate WHERE issued_by IN (?4, ?5) AND issued_at > ?6)"
         " FROM lot l WHERE l.name = ?1",
         &st, "tttttt", rec->lot, serial, station, cmp_by, est_by, since);
     if (rc != PROV_SQLDB_ROW) {
@@ -347,6 +350,8 @@ static int check_lot_terms(struct prov_ca_index *ix, const char *serial,
     mine = prov_sqldb_column_int(st, 2);
     rate = prov_sqldb_column_int(st, 3);
     recent = prov_sqldb_column_int(st, 4);
+    station_rate = prov_sqldb_column_int(st, 5);
+    station_recent = prov_sqldb_column_int(st, 6);
     prov_sqldb_finalize(st);
     if (mine == 0 && n >= cap) {
         return prov_fail(PROV_ERR_POLICY, "lot %s: its cap (%lld) is reached", rec->lot, cap);
@@ -355,6 +360,10 @@ static int check_lot_terms(struct prov_ca_index *ix, const char *serial,
         return prov_fail(PROV_ERR_POLICY,
                          "station %s: its rate for lot %s (%lld per minute) is reached",
                          station, rec->lot, rate);
+    }
+    if (station_rate > 0 && station_recent >= station_rate) {
+        return prov_fail(PROV_ERR_POLICY, "station %s: its rate (%lld per minute) is reached",
+                         station, station_rate);
     }
     return 0;
 }
