@@ -16,6 +16,8 @@
 # starts. Uses the integration harness's fixtures (tests/integration/lib.sh) in
 # BUILD_DIR/it-work/bench-ca-service; the service is stopped by its PID. Nothing is asserted
 # about time (bench/README.md): it fails only when a certificate is not issued.
+# CA_INDEX=postgresql: the CA index in a PostgreSQL of the run's own ([ca] index, a CA pair's
+# store, doc/revocation.md; tests/integration/pg_lib.sh) instead of <CA dir>/index.sqlite.
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=$(cd "${1:-$SRC/build}" && pwd)
@@ -31,6 +33,13 @@ it_setup
 need curl
 batch_ca
 cmp_profiles
+if [ "${CA_INDEX:-sqlite}" = postgresql ]; then
+    . "$SRC/tests/integration/pg_lib.sh"
+    pg_start bench
+    sed -i "s|^\[ca\]\$|[ca]\nindex = $PG_URI\nindex_password = file:$WORK/ledger.pass|" \
+        "$PROVISIONER_CONFIG"
+    cmp_issued() { pg_q 'SELECT count(*) FROM certificate'; }
+fi
 for ((s = 1; s <= STATIONS; s++)); do
     cmp_station "BENCH-$s"
 done
@@ -135,8 +144,8 @@ sub() { awk -v a="$1" -v b="$2" 'BEGIN { print a - b }'; }
 floor_rate=$(fdiv "$total" "$floor_s" 1)
 est_rate=$(fdiv "$total" "$(sub "$t1" "$t0")" 1)
 cmp_rate=$(fdiv "$total" "$(sub "$t3" "$t2")" 1)
-printf 'CA service, %d stations x %d certificates, one host (%s cores)\n' "$STATIONS" "$N" \
-    "$(nproc)"
+printf 'CA service, %d stations x %d certificates, one host (%s cores), CA index: %s\n' \
+    "$STATIONS" "$N" "$(nproc)" "${CA_INDEX:-sqlite}"
 printf '  floor (bench_issue, the issue path in one process): %s s, %s certificates/s, CPU %s ms per certificate\n' \
     "$(fdiv "$floor_s" 1 2)" "$floor_rate" "$(fdiv "$(awk -v c="$floor_cpu" 'BEGIN { print c * 1000 }')" "$total" 2)"
 printf '  EST simpleenroll (curl, keep-alive, %d TLS connections): %s s, %s certificates/s, %s x the floor, service CPU %s ms per certificate\n' \

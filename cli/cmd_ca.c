@@ -9,6 +9,7 @@
 
 #include "ca.h"
 #include "ca_index.h"
+#include "pg_conn.h"
 #include "chain.h"
 #include "cli.h"
 #include "error.h"
@@ -215,19 +216,27 @@ static int ca_show(int argc, char **argv)
     }
     /* What the CA issued (opening it the first time imports an older issued-keys file). */
     prov_error_clear();
-    r = prov_ca_index_open(cfg->ca_dir, &ix);
+    r = prov_ca_index_open_config(cfg, &ix);
     if (r == 0) {
         r = prov_ca_index_stats(ix, &stats);
     }
     if (r == 0) {
         r = prov_ca_index_audit_verify(ix, &audit.records, &audit.is_intact, &audit.bad_seq);
     }
-    if (r == 0 && !audit.is_intact) {
-        prov_warn("%s/" PROV_CA_INDEX_FILE ": the audit trail's hash chain breaks at record "
-                  "%lld: a record was changed or removed",
-                  cfg->ca_dir, audit.bad_seq);
+    /* the index on PostgreSQL is named by its URI, any password masked (doc/revocation.md) */
+    if (r == 0) {
+        index_path = cfg->ca_index != NULL ? prov_pg_mask_uri(cfg->ca_index) : NULL;
+        if (cfg->ca_index == NULL &&
+            asprintf(&index_path, "%s/" PROV_CA_INDEX_FILE, cfg->ca_dir) < 0) {
+            index_path = NULL;
+        }
     }
-    if (r < 0 || asprintf(&index_path, "%s/" PROV_CA_INDEX_FILE, cfg->ca_dir) < 0) {
+    if (r == 0 && index_path != NULL && !audit.is_intact) {
+        prov_warn("%s: the audit trail's hash chain breaks at record %lld: a record was changed "
+                  "or removed",
+                  index_path, audit.bad_seq);
+    }
+    if (r < 0 || index_path == NULL) {
         rc = cli_fail(r < 0 ? r : PROV_ERR_NOMEM, "ca show");
         goto out;
     }

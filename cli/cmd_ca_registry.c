@@ -142,7 +142,7 @@ static int station_registered(const struct prov_config *cfg, const char *name)
 {
     struct prov_ca_index *ix = NULL;
     char hex[72];
-    int r = prov_ca_index_open(cfg->ca_dir, &ix);
+    int r = prov_ca_index_open_config(cfg, &ix);
 
     if (r == 0) {
         r = prov_ca_registry_station_cert(ix, name, hex, sizeof(hex));
@@ -260,7 +260,7 @@ static int station_revoke(int argc, char **argv)
         return rc;
     }
     prov_error_clear();
-    r = prov_ca_index_open(cfg->ca_dir, &ix);
+    r = prov_ca_index_open_config(cfg, &ix);
     if (r == 0) {
         r = prov_ca_registry_station_cert(ix, argv[optind], hex, sizeof(hex));
     }
@@ -348,7 +348,7 @@ static int list_command(int argc, char **argv, const struct list_cmd *lc)
     }
     list = as_json ? json_object_new_array() : NULL;
     prov_error_clear();
-    r = as_json && list == NULL ? PROV_ERR_NOMEM : prov_ca_index_open(cfg->ca_dir, &ix);
+    r = as_json && list == NULL ? PROV_ERR_NOMEM : prov_ca_index_open_config(cfg, &ix);
     if (r == 0) {
         r = lc->run(ix, list);
     }
@@ -547,7 +547,7 @@ static int lot_add(int argc, char **argv)
         lot.cap = (long long)ls.n;
     }
     if (r == 0) {
-        r = prov_ca_index_open(cfg->ca_dir, &ix);
+        r = prov_ca_index_open_config(cfg, &ix);
     }
     if (r == 0) {
         r = prov_ca_registry_lot_add(ix, &lot);

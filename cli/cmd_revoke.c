@@ -21,9 +21,10 @@ static void usage(FILE *f)
     fprintf(f, "Usage: provisioner revoke SERIAL --reason R [--cert-serial HEX]\n"
                "                          [--invalidity-date T] [--by NAME] [--json]\n\n"
                "Records the revocation of device SERIAL's current certificate (or of the one\n"
-               "named by --cert-serial) in the CA index ([ca] dir/index.sqlite), with an audit\n"
-               "record; the next `ca crl` lists it. No CA token is needed. A revocation is\n"
-               "final: the same again is no change (exit 0), another reason is refused (exit 5).\n"
+               "named by --cert-serial) in the CA index ([ca] dir/index.sqlite, or [ca] index),\n"
+               "with an audit record; the next `ca crl` lists it. No CA token is needed. A\n"
+               "revocation is final: the same again is no change (exit 0), another reason is\n"
+               "refused (exit 5).\n"
                "An unknown serial or certificate exits 5 and records nothing.\n"
                "  --reason R            unspecified, keyCompromise, affiliationChanged,\n"
                "                        superseded, cessationOfOperation, privilegeWithdrawn\n"
@@ -154,7 +155,7 @@ int cmd_revoke(int argc, char **argv)
         return rc;
     }
     prov_error_clear();
-    r = prov_ca_index_open(cfg->ca_dir, &ix);
+    r = prov_ca_index_open_config(cfg, &ix);
     if (r == 0) {
         r = prov_ca_index_revoke(ix, serial, cert_serial, reason, when[0] ? when : NULL,
                                  by ? by : default_by(), &rv, &is_new);

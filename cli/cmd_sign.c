@@ -19,7 +19,7 @@ static void usage(FILE *f)
                "Station side of the split flow: checks the CSR against policy (signature, key\n"
                "type and size, no CA or unknown extensions requested, a public key this CA\n"
                "has never certified, a serial without a current certificate: the CA index\n"
-               "<CA dir>/index.sqlite) and issues a certificate with the HSM-held\n"
+               "<CA dir>/index.sqlite, or [ca] index) and issues a certificate with the HSM-held\n"
                "intermediate, recorded in the index. Subject and subjectAltName come from the\n"
                "options and the profile, never from the CSR. FILE.pem receives the certificate\n"
                "followed by the CA chain (intermediate, root), ready for `provisioner install`.\n\n"

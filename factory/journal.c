@@ -24,6 +24,7 @@
 #include <openssl/sha.h>
 
 #include "error.h"
+#include "pg_conn.h"
 #include "storage.h"
 
 static void crash_hook_init(struct prov_journal *j)
@@ -206,7 +207,7 @@ bool prov_journal_is_away(struct prov_journal *j)
 
 char *prov_journal_name(const char *path)
 {
-    return journal_pg_is_uri(path) ? journal_pg_mask(path) : strdup(path);
+    return journal_pg_is_uri(path) ? prov_pg_mask_uri(path) : strdup(path);
 }
 
 const char *prov_journal_path(const struct prov_journal *j)

@@ -32,7 +32,7 @@
 #include "journal_internal.h"
 #include "journal_store.h"
 #include "log.h"
-#include "secret.h"
+#include "pg_conn.h"
 
 /*
  * The schema, one step per version, as in the SQLite store: a change is a new step at the
@@ -380,8 +380,7 @@ static const struct journal_store_ops pg_ops;
 
 bool journal_pg_is_uri(const char *path)
 {
-    return path != NULL &&
-           (strncmp(path, "postgresql://", 13) == 0 || strncmp(path, "postgres://", 11) == 0);
+    return prov_pg_is_uri(path);
 }
 
 int journal_pg_open(const char *uri, const char *password_spec, const char *station,
@@ -389,11 +388,10 @@ int journal_pg_open(const char *uri, const char *password_spec, const char *stat
                     struct journal_store **out)
 {
     struct journal_pg *j = calloc(1, sizeof(*j));
-    struct prov_secret *pw = NULL;
     int r = PROV_ERR_NOMEM;
 
     *out = NULL;
-    if (j == NULL || (j->base.name = journal_pg_mask(uri)) == NULL ||
+    if (j == NULL || (j->base.name = prov_pg_mask_uri(uri)) == NULL ||
         (j->db.conninfo = strdup(uri)) == NULL ||
         (j->station = strdup(station ? station : "")) == NULL) {
         pg_close(j ? &j->base : NULL);
@@ -402,17 +400,9 @@ int journal_pg_open(const char *uri, const char *password_spec, const char *stat
     j->base.ops = &pg_ops;
     journal_pg_db_init(&j->db, j->base.name, mode);
     journal_pg_leases_init(&j->leases, &j->db, j->station, JOURNAL_LEASE_DEFAULT);
-    if (password_spec != NULL) {
-        r = prov_secret_load(password_spec, "ledger password", &pw);
-        if (r < 0) {
-            goto out;
-        }
-        j->db.password = strdup(pw->data);
-        prov_secret_free(pw);
-        if (j->db.password == NULL) {
-            r = PROV_ERR_NOMEM;
-            goto out;
-        }
+    r = prov_pg_password(password_spec, "ledger password", &j->db.password);
+    if (r < 0) {
+        goto out;
     }
     r = journal_pg_db_connect(&j->db);
     if (r == 0 && mode == JOURNAL_STORE_ADMIN) {

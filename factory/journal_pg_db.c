@@ -18,6 +18,7 @@
 
 #include "error.h"
 #include "log.h"
+#include "pg_conn.h"
 
 #define MAX_PARAMS 16
 
@@ -54,25 +55,6 @@ static void bind_params(struct params *p, const char *types, va_list ap)
             break;
         default: p->values[p->n] = va_arg(ap, const char *); break;
         }
-    }
-}
-
-/* The server's message without its trailing newline, into out. */
-static void server_message(const PGconn *conn, const PGresult *res, char *out, size_t cap)
-{
-    const char *m = res ? PQresultErrorMessage(res) : NULL;
-    size_t n;
-
-    if (m == NULL || *m == '\0') {
-        m = PQerrorMessage(conn);
-    }
-    snprintf(out, cap, "%s", m && *m ? m : "no answer from the server");
-    n = strlen(out);
-    while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' ')) {
-        out[--n] = '\0';
-    }
-    for (char *c = out; *c != '\0'; c++) {
-        *c = *c == '\n' ? ' ' : *c;
     }
 }
 
@@ -365,7 +347,7 @@ static PGresult *exec_v(struct journal_pg_db *db, const char *what, char sqlstat
         pthread_mutex_unlock(&db->conn_lock);
         return res;
     }
-    server_message(db->conn, bad, msg, sizeof(msg));
+    prov_pg_message(db->conn, bad, msg, sizeof(msg));
     if (sqlstate != NULL && bad != NULL && PQresultErrorField(bad, PG_DIAG_SQLSTATE) != NULL) {
         snprintf(sqlstate, 6, "%s", PQresultErrorField(bad, PG_DIAG_SQLSTATE));
     }
@@ -504,13 +486,7 @@ static void sleep_ms(long ms)
 
 PGconn *journal_pg_connect(const struct journal_pg_db *db)
 {
-    const char *keys[] = {"application_name", "connect_timeout", "dbname", "password", NULL};
-    const char *values[] = {"provisioner", "10", db->conninfo, db->password, NULL};
-
-    if (db->password == NULL) {
-        keys[3] = NULL;
-    }
-    return PQconnectdbParams(keys, values, 1);
+    return prov_pg_connect(db->conninfo, db->password);
 }
 
 /* The server's notices (warnings) are the tool's debug output, not lines on stderr. */
@@ -522,15 +498,8 @@ static void server_notice(void *ctx, const char *message)
 static int connect_fail(struct journal_pg_db *db, const char *what)
 {
     char msg[512];
-    size_t n;
 
-    snprintf(msg, sizeof(msg), "%s", db->conn ? PQerrorMessage(db->conn) : "out of memory");
-    for (n = strlen(msg); n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '); n--) {
-        msg[n - 1] = '\0';
-    }
-    for (char *c = msg; *c != '\0'; c++) {
-        *c = *c == '\n' ? ' ' : *c;
-    }
+    prov_pg_message(db->conn, NULL, msg, sizeof(msg));
     return prov_fail(PROV_ERR_JOURNAL, "journal %s: %s: %s", db->name, what, msg);
 }
 
@@ -685,50 +654,4 @@ void journal_pg_db_close(struct journal_pg_db *db)
     db->password = NULL;
     db->conninfo = NULL;
     pthread_mutex_destroy(&db->conn_lock);
-}
-
-/* Overwrites s[from, to) with "****" in a copy that replaces *s (NULL, *s freed, on NOMEM). */
-static int mask_span(char **s, size_t from, size_t to)
-{
-    char *out = NULL;
-
-    if (asprintf(&out, "%.*s****%s", (int)from, *s, *s + to) < 0) {
-        free(*s);
-        *s = NULL;
-        return -1;
-    }
-    free(*s);
-    *s = out;
-    return 0;
-}
-
-char *journal_pg_mask(const char *uri)
-{
-    char *s = strdup(uri);
-    const char *scheme = s ? strstr(s, "://") : NULL;
-    char *p;
-
-    if (scheme != NULL) {
-        size_t start = (size_t)(scheme - s) + 3;
-        size_t end = start + strcspn(s + start, "/?");
-        char *at = NULL;
-
-        for (size_t i = start; i < end; i++) {
-            at = s[i] == '@' ? s + i : at;
-        }
-        p = at ? memchr(s + start, ':', (size_t)(at - (s + start))) : NULL;
-        if (p != NULL && mask_span(&s, (size_t)(p - s) + 1, (size_t)(at - s)) < 0) {
-            return NULL;
-        }
-    }
-    for (size_t from = 0; s != NULL && (p = strstr(s + from, "password=")) != NULL;) {
-        size_t v = (size_t)(p - s) + strlen("password=");
-        size_t e = v + strcspn(s + v, "& ");
-
-        if (mask_span(&s, v, e) < 0) {
-            return NULL;
-        }
-        from = v + 4;
-    }
-    return s;
 }

@@ -274,9 +274,6 @@ int journal_pg_open(const char *uri, const char *password, const char *station,
                     enum journal_store_mode mode, const struct journal_upgrade_hook *hook,
                     struct journal_store **out);
 
-/* The URI with any password masked (journal_pg_db.c); malloc'd, NULL on NOMEM. */
-char *journal_pg_mask(const char *uri);
-
 /* Whether path is a libpq URI (postgresql:// or postgres://), the ledger, not a file. */
 bool journal_pg_is_uri(const char *path);
 

@@ -28,6 +28,7 @@
 #include "log.h"
 #include "lot_bundle.h"
 #include "lot_export_cloud.h"
+#include "pg_conn.h"
 #include "lot_signer.h"
 
 static const char *const format_names[PROV_LOT_FORMAT_COUNT] = {
@@ -192,12 +193,19 @@ static int read_chain(const struct prov_config *cfg, STACK_OF(X509) **out)
     return r;
 }
 
-/* Whether the config names a CA index to read: <CA dir>/index.sqlite exists. */
+/*
+ * Whether the config names a CA index to read: [ca] index (PostgreSQL, a CA pair's; *path its
+ * URI with any password masked, doc/revocation.md), or <CA dir>/index.sqlite exists.
+ */
 static bool has_ca_index(const struct prov_config *cfg, char **path)
 {
     struct stat st;
 
     *path = NULL;
+    if (cfg != NULL && cfg->ca_index != NULL) {
+        *path = prov_pg_mask_uri(cfg->ca_index);
+        return *path != NULL;
+    }
     if (cfg == NULL || cfg->ca_dir == NULL ||
         asprintf(path, "%s/" PROV_CA_INDEX_FILE, cfg->ca_dir) < 0) {
         *path = NULL;
@@ -245,7 +253,7 @@ static int read_revocations(const struct prov_config *cfg, struct lot_input *in,
     }
     r = in->chain != NULL ? 0 : read_chain(cfg, &in->chain);
     if (r == 0) {
-        r = prov_ca_index_open(cfg->ca_dir, &ix);
+        r = prov_ca_index_open_config(cfg, &ix);
     }
     if (r == 0) {
         r = prov_ca_index_revocations(ix, sk_X509_value(in->chain, 0), &revs, &n);

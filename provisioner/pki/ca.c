@@ -640,6 +640,20 @@ int prov_ca_init(const struct prov_config *cfg, const struct prov_ca_init_opts *
     if (r < 0) {
         goto out;
     }
+    /*
+     * A CA index on PostgreSQL ([ca] index, doc/revocation.md) gets its schema now, before any
+     * key is made: a database that cannot be reached or is of a newer tool stops ca init with
+     * nothing made. (The SQLite index is made by the first command that opens it.)
+     */
+    if (cfg->ca_index != NULL) {
+        struct prov_ca_index *ix = NULL;
+
+        r = prov_ca_index_open_config(cfg, &ix);
+        prov_ca_index_close(ix);
+        if (r < 0) {
+            goto out;
+        }
+    }
     r = make_root(cfg, opts, &rk, &root);
     if (r < 0) {
         goto out;
@@ -945,7 +959,7 @@ int prov_ca_open(const struct prov_config *cfg, bool with_key, struct prov_ca **
             goto out;
         }
         /* Whatever it signs is recorded there first (issue.c): no index, no issuing. */
-        r = prov_ca_index_open(cfg->ca_dir, &ca->index);
+        r = prov_ca_index_open_config(cfg, &ca->index);
         if (r < 0) {
             goto out;
         }

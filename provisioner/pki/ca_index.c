@@ -13,122 +13,31 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/sha.h>
 #include <sqlite3.h>
 
 #include "ca_index_handle.h"
+#include "config.h"
 #include "error.h"
 #include "hex.h"
 #include "log.h"
+#include "pg_conn.h"
+#include "sqldb_pg.h"
 #include "sqldb_sqlite.h"
 #include "storage.h"
+#include "timestamp.h"
 
 #define BUSY_TIMEOUT_MS 10000
-#define SCHEMA_VERSION 6
 
 /*
- * Schema version 1, created in one transaction with the import of issued-keys. A later
- * version adds a numbered step (schema_steps) and raises SCHEMA_VERSION; an older index is
- * brought up to date step by step in one transaction, an index newer than the tool is refused.
+ * On PostgreSQL (doc/revocation.md) the advisory locks, two int4 keys each (doc/ledger.md):
+ * the writers' transaction lock is (LOCK_CLASS, 16) (sqldb_pg.h); a running enroll attempt
+ * holds (LOCK_ATTEMPT_CLASS, its id) for its session, as it holds its byte of
+ * index.sqlite.lock on SQLite.
  */
-static const char *const schema_v1 =
-    "CREATE TABLE meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);"
-    "CREATE TABLE attempt(id INTEGER PRIMARY KEY, serial TEXT NOT NULL,"
-    " device_uri TEXT NOT NULL, key_id BLOB NOT NULL, storage TEXT NOT NULL,"
-    " old_key_uri TEXT, pin_source TEXT, started_at TEXT NOT NULL, finished_at TEXT,"
-    " outcome TEXT CHECK (outcome IN ('delivered', 'failed', 'cleaned')));"
-    "CREATE INDEX attempt_open_by_serial ON attempt(serial) WHERE finished_at IS NULL;"
-    "CREATE INDEX attempt_open_by_device ON attempt(device_uri) WHERE finished_at IS NULL;"
-    "CREATE TABLE certificate(id INTEGER PRIMARY KEY,"
-    " cert_serial TEXT NOT NULL UNIQUE,"
-    " pubkey_sha256 TEXT NOT NULL UNIQUE,"
-    " serial TEXT NOT NULL, issued_by TEXT NOT NULL, lot TEXT, journal TEXT, device_uri TEXT,"
-    " key_uri TEXT,"
-    " profile TEXT, issuer_sha256 TEXT, not_before TEXT, not_after TEXT, der BLOB,"
-    " issued_at TEXT NOT NULL,"
-    " status TEXT NOT NULL"
-    "  CHECK (status IN ('issued', 'delivered', 'superseded', 'abandoned')),"
-    " superseded_by INTEGER REFERENCES certificate(id),"
-    " attempt_id INTEGER REFERENCES attempt(id),"
-    " revoked_at TEXT, revocation_reason INTEGER, invalidity_date TEXT);"
-    "CREATE INDEX certificate_by_serial ON certificate(serial, id);"
-    "CREATE INDEX certificate_by_attempt ON certificate(attempt_id)"
-    " WHERE attempt_id IS NOT NULL;"
-    "CREATE INDEX certificate_undelivered ON certificate(id)"
-    " WHERE status IN ('issued', 'abandoned');"
-    "INSERT INTO meta(name, value) VALUES ('schema_version', '1');";
-
-/*
- * Step 2: revocations (ca_index_revoke.c). One row per revoked certificate (a revocation is
- * final, so a certificate has at most one), the numbers of the CRLs made so far, and the
- * index's audit trail: until this step the index had none (the certificate rows are their own
- * record); from here every revocation appends a hash-chained record, as the batch journal's
- * audit does (factory/journal_audit.c). The certificate table's revoked_at,
- * revocation_reason and invalidity_date columns stay NULL: the revocation table is the record.
- */
-static const char *const schema_v2 =
-    "CREATE TABLE revocation(cert_serial TEXT PRIMARY KEY REFERENCES certificate(cert_serial),"
-    " reason INTEGER NOT NULL, revoked_at TEXT NOT NULL, invalidity_date TEXT,"
-    " revoked_by TEXT NOT NULL);"
-    "CREATE TABLE audit(seq INTEGER PRIMARY KEY, at TEXT NOT NULL, event TEXT NOT NULL,"
-    " serial TEXT NOT NULL, cert_serial TEXT NOT NULL, detail TEXT NOT NULL,"
-    " prev_sha256 TEXT NOT NULL, sha256 TEXT NOT NULL);"
-    "INSERT INTO meta(name, value) VALUES ('crl_number', '0'), ('root_crl_number', '0');"
-    "UPDATE meta SET value = '2' WHERE name = 'schema_version';";
-
-/*
- * Step 3: who may ask the CA service (ca_registry.c, doc/ca-service.md): the stations, each by
- * its current identity certificate (whose revocation is in the revocation table like any
- * other's), and the lots the CA's operator registered: a cap (the CA's own count, never a
- * station's word) and the stations that may issue for each.
- */
-static const char *const schema_v3 =
-    "CREATE TABLE station(name TEXT PRIMARY KEY,"
-    " cert_serial TEXT NOT NULL REFERENCES certificate(cert_serial), added_at TEXT NOT NULL);"
-    "CREATE TABLE lot(name TEXT PRIMARY KEY, cap INTEGER NOT NULL CHECK (cap > 0),"
-    " added_at TEXT NOT NULL);"
-    "CREATE TABLE lot_station(lot TEXT NOT NULL REFERENCES lot(name),"
-    " station TEXT NOT NULL REFERENCES station(name), PRIMARY KEY (lot, station));"
-    "CREATE INDEX certificate_by_lot ON certificate(lot) WHERE lot IS NOT NULL;"
-    "UPDATE meta SET value = '3' WHERE name = 'schema_version';";
-
-/*
- * Step 4: a lot's terms (ca_registry.c, doc/ca-service.md): whether it allows a reissue, the
- * profiles it may use (none listed: any), the device serials it may issue (from the manifest;
- * none listed: any), and each station's rate on it (certificates per minute; 0: no limit).
- */
-static const char *const schema_v4 =
-    "ALTER TABLE lot ADD COLUMN reissue INTEGER NOT NULL DEFAULT 0 CHECK (reissue IN (0, 1));"
-    "ALTER TABLE lot_station ADD COLUMN per_minute INTEGER NOT NULL DEFAULT 0"
-    " CHECK (per_minute >= 0);"
-    "CREATE TABLE lot_profile(lot TEXT NOT NULL REFERENCES lot(name), profile TEXT NOT NULL,"
-    " PRIMARY KEY (lot, profile));"
-    "CREATE TABLE lot_serial(lot TEXT NOT NULL REFERENCES lot(name), serial TEXT NOT NULL,"
-    " PRIMARY KEY (lot, serial));"
-    "UPDATE meta SET value = '4' WHERE name = 'schema_version';";
-
-/*
- * Step 5: the CMP transactions the CA service answered (ca_replay.c), so that a replay is
- * refused across restarts; each kept until the certificate that signed its request expires.
- */
-static const char *const schema_v5 =
-    "CREATE TABLE cmp_transaction(id TEXT PRIMARY KEY, seen_at BIGINT NOT NULL,"
-    " expires_at BIGINT NOT NULL);"
-    "CREATE INDEX cmp_transaction_by_expiry ON cmp_transaction(expires_at);"
-    "UPDATE meta SET value = '5' WHERE name = 'schema_version';";
-
-/*
- * Step 6: a station's own rate across all its lots (ca_registry.c; 0: no limit), beside each
- * lot's rate for it (step 4).
- */
-static const char *const schema_v6 =
-    "ALTER TABLE station ADD COLUMN per_minute BIGINT NOT NULL DEFAULT 0"
-    " CHECK (per_minute >= 0);"
-    "UPDATE meta SET value = '6' WHERE name = 'schema_version';";
-
-/* The steps after version 1, in order: schema_steps[i] makes version i + 2. */
-static const char *const schema_steps[] = {schema_v2, schema_v3, schema_v4, schema_v5,
-                                           schema_v6};
+#define LOCK_WRITER_KEY 16
+#define LOCK_ATTEMPT_CLASS "1886549881"
 
 static const char *const stmt_sql[ST_COUNT] = {
     "SELECT cert_serial, issued_by, lot, issued_at, status, journal FROM certificate"
@@ -143,12 +52,6 @@ static const char *const stmt_sql[ST_COUNT] = {
 };
 
 /* ---- helpers ------------------------------------------------------------------------------ */
-
-static int db_fail(struct prov_ca_index *ix, const char *what)
-{
-    return prov_fail(PROV_ERR_JOURNAL, "CA index %s: %s: %s", ix->path, what,
-                     prov_sqldb_errmsg(ix->sql));
-}
 
 int prov_ca_index_spki_sha256(EVP_PKEY *pub, char out[65])
 {
@@ -174,40 +77,12 @@ static const char *col_text(struct prov_sqldb_stmt *st, int i)
 
 static int exec(struct prov_ca_index *ix, const char *sql)
 {
-    return prov_sqldb_exec(ix->sql, sql) == 0 ? 0 : db_fail(ix, sql);
+    return prov_sqldb_exec(ix->sql, sql) == 0 ? 0 : prov_ca_index_fail(ix, sql);
 }
 
-/*
- * One statement, bound by a type string ('t' text or NULL, 'i' long long, 'b' blob + size_t),
- * run to its first row or the end: PROV_SQLDB_ROW (the caller reads and finalizes *out),
- * PROV_SQLDB_DONE (finalized), or an error (finalized, recorded).
- */
-static int run(struct prov_ca_index *ix, const char *sql, struct prov_sqldb_stmt **out,
-               const char *types, ...)
+static int commit(struct prov_ca_index *ix)
 {
-    struct prov_sqldb_stmt *st = NULL;
-    va_list ap;
-    int rc;
-
-    *out = NULL;
-    rc = prov_sqldb_prepare(ix->sql, sql, &st);
-    va_start(ap, types);
-    if (rc == 0) {
-        rc = prov_sqldb_bindv(st, types, ap);
-    }
-    va_end(ap);
-    if (rc == 0) {
-        rc = prov_sqldb_step(st);
-    }
-    if (rc == PROV_SQLDB_ROW) {
-        *out = st;
-        return rc;
-    }
-    if (rc != PROV_SQLDB_DONE) {
-        db_fail(ix, "query failed");
-    }
-    prov_sqldb_finalize(st);
-    return rc == PROV_SQLDB_DONE ? rc : PROV_ERR_JOURNAL;
+    return prov_sqldb_commit(ix->sql) == 0 ? 0 : prov_ca_index_fail(ix, "cannot commit");
 }
 
 /* Test-only: PROVISIONER_TEST_CRASH_AT=ca-issued:N exits (137) right after the N-th commit. */
@@ -230,183 +105,17 @@ static void crash_hook_init(struct prov_ca_index *ix)
 
 /* ---- open: schema and import -------------------------------------------------------------- */
 
-/* One "SPKI-SHA256 CERT-SERIAL DEVICE-SERIAL" line of issued-keys into the new index. */
-static int import_line(struct prov_ca_index *ix, const char *path, unsigned line_no, char *line,
-                       const char *at, long *n)
+/* The index file and its lock file in ca_dir, opened through the seam (sqldb_sqlite.h). */
+static int open_sqlite(struct prov_ca_index *ix, const char *ca_dir)
 {
-    char hash[80], cert_serial[80], serial[80];
-    struct prov_sqldb_stmt *st = NULL;
-    int rc;
-
-    line[strcspn(line, "\r\n")] = '\0';
-    if (line[0] == '\0') {
-        return 0;
-    }
-    if (sscanf(line, "%79s %79s %79s", hash, cert_serial, serial) != 3 || strlen(hash) != 64 ||
-        strspn(hash, "0123456789abcdef") != 64) {
-        prov_warn("%s:%u: not \"SPKI-SHA256 CERT-SERIAL DEVICE-SERIAL\"; not imported", path,
-                  line_no);
-        return 0;
-    }
-    rc = run(ix,
-             "INSERT OR IGNORE INTO certificate(cert_serial, pubkey_sha256, serial, issued_by,"
-             " issued_at, status) VALUES (?, ?, ?, 'issued-keys', ?, 'delivered')",
-             &st, "tttt", cert_serial, hash, serial, at);
-    if (rc != PROV_SQLDB_DONE) {
-        prov_sqldb_finalize(st);
-        return PROV_ERR_JOURNAL;
-    }
-    if (prov_sqldb_changes(ix->sql) == 0) {
-        prov_warn("%s:%u: key or certificate serial already imported; line skipped", path,
-                  line_no);
-    } else {
-        (*n)++;
-    }
-    return 0;
-}
-
-/*
- * issued-keys of a CA from before the index (`sign` wrote it): every line becomes a
- * delivered certificate (the output was written after the line), with what the line holds.
- */
-static int import_issued_keys(struct prov_ca_index *ix, const char *ca_dir)
-{
-    char *path = NULL;
-    char line[512];
-    char at[32];
-    char count[32];
-    struct prov_sqldb_stmt *st = NULL;
-    unsigned line_no = 0;
-    long n = 0;
-    FILE *f;
-    int r = 0;
-
-    if (asprintf(&path, "%s/issued-keys", ca_dir) < 0) {
-        return prov_fail(PROV_ERR_NOMEM, "CA index: out of memory");
-    }
-    f = fopen(path, "r");
-    if (f == NULL) {
-        r = errno == ENOENT ? 0 : prov_fail(PROV_ERR_JOURNAL, "%s: %s", path, strerror(errno));
-        free(path);
-        return r;
-    }
-    prov_ca_index_now_text(at, sizeof(at));
-    while (r == 0 && fgets(line, sizeof(line), f) != NULL) {
-        r = import_line(ix, path, ++line_no, line, at, &n);
-    }
-    if (r == 0 && ferror(f)) {
-        r = prov_fail(PROV_ERR_JOURNAL, "%s: read error", path);
-    }
-    fclose(f);
-    snprintf(count, sizeof(count), "%ld", n);
-    if (r == 0 && run(ix, "INSERT INTO meta(name, value) VALUES ('issued_keys_imported', ?)", &st,
-                      "t", count) != PROV_SQLDB_DONE) {
-        prov_sqldb_finalize(st);
-        r = PROV_ERR_JOURNAL;
-    }
-    if (r == 0 && n > 0) {
-        prov_info("CA index %s: imported %ld certified keys from %s (left in place, no longer "
-                  "written)",
-                  ix->path, n, path);
-    }
-    free(path);
-    return r;
-}
-
-/* The schema version, 0 when the index is new (no meta table yet). */
-static int schema_version(struct prov_ca_index *ix, int *version)
-{
-    struct prov_sqldb_stmt *st = NULL;
-    int rc;
-
-    *version = 0;
-    rc = run(ix, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
-             &st, "");
-    if (rc != PROV_SQLDB_ROW) {
-        return PROV_ERR_JOURNAL;
-    }
-    rc = prov_sqldb_column_int(st, 0);
-    prov_sqldb_finalize(st);
-    if (rc == 0) {
-        return 0;
-    }
-    rc = run(ix, "SELECT value FROM meta WHERE name = 'schema_version'", &st, "");
-    if (rc == PROV_SQLDB_ROW) {
-        *version = atoi(col_text(st, 0));
-        prov_sqldb_finalize(st);
-    }
-    return rc == PROV_SQLDB_ROW || rc == PROV_SQLDB_DONE ? 0 : PROV_ERR_JOURNAL;
-}
-
-/* The steps from *version to SCHEMA_VERSION in one transaction (another process may race). */
-static int upgrade_schema(struct prov_ca_index *ix, int *version)
-{
-    int r = exec(ix, "BEGIN IMMEDIATE");
-
-    if (r == 0) {
-        r = schema_version(ix, version);
-    }
-    while (r == 0 && *version >= 1 && *version < SCHEMA_VERSION) {
-        r = exec(ix, schema_steps[*version - 1]);
-        *version += r == 0 ? 1 : 0;
-    }
-    r = r == 0 ? exec(ix, "COMMIT") : r;
-    if (r < 0) {
-        prov_sqldb_rollback(ix->sql);
-    }
-    return r;
-}
-
-static int set_up_schema(struct prov_ca_index *ix, const char *ca_dir)
-{
-    int version = 0;
-    int r;
-
-    r = schema_version(ix, &version);
-    if (r == 0 && version == 0) {
-        /* Two first opens at once: the write lock makes the second find the first's schema. */
-        r = exec(ix, "BEGIN IMMEDIATE");
-        if (r == 0) {
-            r = schema_version(ix, &version);
-        }
-        if (r == 0 && version == 0) {
-            r = exec(ix, schema_v1);
-            if (r == 0) {
-                r = import_issued_keys(ix, ca_dir);
-            }
-            version = 1;
-        }
-        r = r == 0 ? exec(ix, "COMMIT") : r;
-        if (r < 0) {
-            prov_sqldb_rollback(ix->sql);
-        }
-    }
-    if (r == 0 && version >= 1 && version < SCHEMA_VERSION) {
-        r = upgrade_schema(ix, &version);
-    }
-    if (r == 0 && version != SCHEMA_VERSION) {
-        r = prov_fail(PROV_ERR_JOURNAL,
-                      "CA index %s: schema version %d; this provisioner knows version %d",
-                      ix->path, version, SCHEMA_VERSION);
-    }
-    return r;
-}
-
-int prov_ca_index_open(const char *ca_dir, struct prov_ca_index **out)
-{
-    struct prov_ca_index *ix = calloc(1, sizeof(*ix));
     char *lock_path = NULL;
     int fd;
-    int r = PROV_ERR_NOMEM;
+    int r;
 
-    *out = NULL;
-    if (ix == NULL || asprintf(&ix->path, "%s/" PROV_CA_INDEX_FILE, ca_dir) < 0 ||
+    if (asprintf(&ix->path, "%s/" PROV_CA_INDEX_FILE, ca_dir) < 0 ||
         asprintf(&lock_path, "%s.lock", ix->path) < 0) {
-        free(ix);
         return prov_fail(PROV_ERR_NOMEM, "CA index: out of memory");
     }
-    ix->lock_fd = -1;
-    pthread_mutex_init(&ix->lock, NULL);
     /* 0600 whatever the umask: the index is the CA's bookkeeping, not for device users. */
     fd = open(ix->path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
@@ -422,7 +131,8 @@ int prov_ca_index_open(const char *ca_dir, struct prov_ca_index **out)
     if (sqlite3_open_v2(ix->path, &ix->db,
                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX | SQLITE_OPEN_NOFOLLOW,
                         NULL) != SQLITE_OK) {
-        r = db_fail(ix, "cannot open");
+        r = prov_fail(PROV_ERR_JOURNAL, "CA index %s: cannot open: %s", ix->path,
+                      ix->db ? sqlite3_errmsg(ix->db) : "out of memory");
         goto out;
     }
     ix->sql = prov_sqldb_sqlite_wrap(ix->db);
@@ -438,24 +148,70 @@ int prov_ca_index_open(const char *ca_dir, struct prov_ca_index **out)
     if (r == 0) {
         r = exec(ix, "PRAGMA foreign_keys=ON");
     }
+out:
+    free(lock_path);
+    return r;
+}
+
+/* The index on PostgreSQL (doc/revocation.md): named by its URI with the password masked. */
+static int open_pg(struct prov_ca_index *ix, const char *uri, const char *password_spec)
+{
+    char *password = NULL;
+    int r;
+
+    ix->path = prov_pg_mask_uri(uri);
+    if (ix->path == NULL) {
+        return prov_fail(PROV_ERR_NOMEM, "CA index: out of memory");
+    }
+    r = prov_pg_password(password_spec, "CA index password", &password);
     if (r == 0) {
-        r = set_up_schema(ix, ca_dir);
+        r = prov_sqldb_pg_open(uri, password, LOCK_WRITER_KEY, &ix->sql);
+    }
+    if (password != NULL) {
+        OPENSSL_cleanse(password, strlen(password));
+    }
+    free(password);
+    return r;
+}
+
+int prov_ca_index_open_at(const char *ca_dir, const char *uri, const char *password_spec,
+                          struct prov_ca_index **out)
+{
+    struct prov_ca_index *ix = calloc(1, sizeof(*ix));
+    int r;
+
+    *out = NULL;
+    if (ix == NULL) {
+        return prov_fail(PROV_ERR_NOMEM, "CA index: out of memory");
+    }
+    ix->lock_fd = -1;
+    pthread_mutex_init(&ix->lock, NULL);
+    r = uri != NULL ? open_pg(ix, uri, password_spec) : open_sqlite(ix, ca_dir);
+    if (r == 0) {
+        r = prov_ca_index_set_up_schema(ix, ca_dir);
     }
     for (int i = 0; r == 0 && i < ST_COUNT; i++) {
         if (prov_sqldb_prepare(ix->sql, stmt_sql[i], &ix->st[i]) != 0) {
-            r = db_fail(ix, "cannot prepare");
+            r = prov_ca_index_fail(ix, "cannot prepare");
         }
     }
     if (r < 0) {
-        goto out;
+        prov_ca_index_close(ix);
+        return r;
     }
     crash_hook_init(ix);
     *out = ix;
-    ix = NULL;
-out:
-    free(lock_path);
-    prov_ca_index_close(ix);
-    return r;
+    return 0;
+}
+
+int prov_ca_index_open(const char *ca_dir, struct prov_ca_index **out)
+{
+    return prov_ca_index_open_at(ca_dir, NULL, NULL, out);
+}
+
+int prov_ca_index_open_config(const struct prov_config *cfg, struct prov_ca_index **out)
+{
+    return prov_ca_index_open_at(cfg->ca_dir, cfg->ca_index, cfg->ca_index_password, out);
 }
 
 void prov_ca_index_close(struct prov_ca_index *ix)
@@ -545,6 +301,73 @@ static char *journal_identity(const char *journal)
     return real != NULL ? real : strdup(journal);
 }
 
+/*
+ * A registered lot's cap and the asking station's rates (on the lot, and its own across all
+ * its lots), again inside the issuing transaction: the CA service checks them before it signs
+ * (ca_registry.c), in a transaction of its own, and two CA hosts sharing the index
+ * (doc/revocation.md) could both pass that check for the last device (or the last
+ * certificate of the minute). Here, under the
+ * writers' lock, the count and the insert are one step. Only the service's requests
+ * (issued_by "cmp:NAME" or "est:NAME") name a registered lot; a serial the lot already has a
+ * certificate for is counted already.
+ */
+static int check_lot_terms(struct prov_ca_index *ix, const char *serial,
+                           const struct prov_ca_record *rec)
+{
+    struct prov_sqldb_stmt *st = NULL;
+    const char *station;
+    char cmp_by[80];
+    char est_by[80];
+    char since[32];
+    long long cap, n, mine, rate, recent, station_rate, station_recent;
+    int rc;
+
+    if (rec->lot == NULL || rec->issued_by == NULL ||
+        (strncmp(rec->issued_by, "cmp:", 4) != 0 && strncmp(rec->issued_by, "est:", 4) != 0)) {
+        return 0;
+    }
+    station = rec->issued_by + 4;
+    snprintf(cmp_by, sizeof(cmp_by), "cmp:%s", station);
+    snprintf(est_by, sizeof(est_by), "est:%s", station);
+    prov_timestamp_ago(60, since, sizeof(since)); /* the rate's minute (ca_registry.c) */
+    rc = prov_ca_index_run(
+        ix,
+        "SELECT l.cap, (SELECT count(DISTINCT serial) FROM certificate WHERE lot = l.name),"
+        " (SELECT count(*) FROM certificate WHERE lot = l.name AND serial = ?2),"
+        " coalesce((SELECT per_minute FROM lot_station WHERE lot = l.name"
+        "  AND station = ?3), 0),"
+        " (SELECT count(*) FROM certificate WHERE lot = l.name AND issued_by IN (?4, ?5)"
+        "  AND issued_at > ?6),"
+        " coalesce((SELECT per_minute FROM station WHERE name = ?3), 0),"
+        " (SELECT count(*) FROM certificate WHERE issued_by IN (?4, ?5) AND issued_at > ?6)"
+        " FROM lot l WHERE l.name = ?1",
+        &st, "tttttt", rec->lot, serial, station, cmp_by, est_by, since);
+    if (rc != PROV_SQLDB_ROW) {
+        return rc == PROV_SQLDB_DONE ? 0 : PROV_ERR_JOURNAL;
+    }
+    cap = prov_sqldb_column_int(st, 0);
+    n = prov_sqldb_column_int(st, 1);
+    mine = prov_sqldb_column_int(st, 2);
+    rate = prov_sqldb_column_int(st, 3);
+    recent = prov_sqldb_column_int(st, 4);
+    station_rate = prov_sqldb_column_int(st, 5);
+    station_recent = prov_sqldb_column_int(st, 6);
+    prov_sqldb_finalize(st);
+    if (mine == 0 && n >= cap) {
+        return prov_fail(PROV_ERR_POLICY, "lot %s: its cap (%lld) is reached", rec->lot, cap);
+    }
+    if (rate > 0 && recent >= rate) {
+        return prov_fail(PROV_ERR_POLICY,
+                         "station %s: its rate for lot %s (%lld per minute) is reached",
+                         station, rec->lot, rate);
+    }
+    if (station_rate > 0 && station_recent >= station_rate) {
+        return prov_fail(PROV_ERR_POLICY, "station %s: its rate (%lld per minute) is reached",
+                         station, station_rate);
+    }
+    return 0;
+}
+
 /* The serial rule and the key rule of ca_index.h; the caller holds ix->lock. */
 static int check_rules(struct prov_ca_index *ix, const char *serial,
                        const struct prov_ca_record *rec, EVP_PKEY *pub)
@@ -553,6 +376,11 @@ static int check_rules(struct prov_ca_index *ix, const char *serial,
     char hash[65];
     int rc;
     int r;
+
+    r = check_lot_terms(ix, serial, rec);
+    if (r < 0) {
+        return r;
+    }
 
     prov_sqldb_bind_text(st, 1, serial);
     rc = prov_sqldb_step(st);
@@ -579,7 +407,7 @@ static int check_rules(struct prov_ca_index *ix, const char *serial,
         }
     } else if (rc != PROV_SQLDB_DONE) {
         prov_sqldb_reset(st);
-        return db_fail(ix, "reading the serial's certificate");
+        return prov_ca_index_fail(ix, "reading the serial's certificate");
     }
     prov_sqldb_reset(st);
     if (pub == NULL) {
@@ -598,7 +426,7 @@ static int check_rules(struct prov_ca_index *ix, const char *serial,
                       "%s): a key is never certified twice",
                       serial, col_text(st, 0), col_text(st, 1), ix->path);
     } else if (rc != PROV_SQLDB_DONE) {
-        r = db_fail(ix, "reading the key's certificate");
+        r = prov_ca_index_fail(ix, "reading the key's certificate");
     }
     prov_sqldb_reset(st);
     return r;
@@ -621,7 +449,7 @@ int prov_ca_index_begin(struct prov_ca_index *ix, const char *serial,
     int r;
 
     pthread_mutex_lock(&ix->lock);
-    r = exec(ix, "BEGIN IMMEDIATE");
+    r = prov_ca_index_begin_write(ix);
     if (r == 0) {
         r = check_rules(ix, serial, rec, pub);
         if (r < 0) {
@@ -720,7 +548,7 @@ int prov_ca_index_record(struct prov_ca_index *ix, const char *serial,
     }
     prov_sqldb_bind_text(st, 15, journal);
     if (prov_sqldb_step(st) != PROV_SQLDB_DONE) {
-        r = db_fail(ix, "cannot record the certificate");
+        r = prov_ca_index_fail(ix, "cannot record the certificate");
         prov_sqldb_reset(st);
         goto out;
     }
@@ -732,7 +560,7 @@ int prov_ca_index_record(struct prov_ca_index *ix, const char *serial,
     prov_sqldb_bind_text(st, 2, serial);
     prov_sqldb_bind_int(st, 3, id);
     if (prov_sqldb_step(st) != PROV_SQLDB_DONE) {
-        r = db_fail(ix, "cannot supersede the earlier certificate");
+        r = prov_ca_index_fail(ix, "cannot supersede the earlier certificate");
         prov_sqldb_reset(st);
         goto out;
     }
@@ -743,7 +571,7 @@ int prov_ca_index_record(struct prov_ca_index *ix, const char *serial,
             goto out;
         }
     }
-    r = exec(ix, "COMMIT");
+    r = commit(ix);
 out:
     OPENSSL_free(c.der);
     free(journal);
@@ -775,7 +603,7 @@ int prov_ca_index_delivered(struct prov_ca_index *ix, X509 *cert)
     st = stmt(ix, ST_DELIVERED);
     prov_sqldb_bind_text(st, 1, f.serial_hex);
     if (prov_sqldb_step(st) != PROV_SQLDB_DONE) {
-        r = db_fail(ix, "cannot record the delivery");
+        r = prov_ca_index_fail(ix, "cannot record the delivery");
     }
     prov_sqldb_reset(st);
     pthread_mutex_unlock(&ix->lock);
@@ -784,11 +612,41 @@ int prov_ca_index_delivered(struct prov_ca_index *ix, X509 *cert)
 
 /* ---- enroll attempts ---------------------------------------------------------------------- */
 
+/*
+ * On PostgreSQL an attempt's lock is a session-level advisory lock: held by this handle's
+ * connection, released when it is closed or the process dies (the server ends the session),
+ * whichever CA host runs the attempt. PostgreSQL counts a session's locks of one key and
+ * OFD locks do not: one unlock releases them all here, as on SQLite.
+ */
+static bool attempt_lock_pg(struct prov_ca_index *ix, long long id, short type)
+{
+    struct prov_sqldb_stmt *st = NULL;
+    bool is_done = false;
+
+    for (int i = 0; i < 16; i++) {
+        is_done = prov_ca_index_run(ix,
+                                    type == F_WRLCK
+                                        ? "SELECT pg_try_advisory_lock(" LOCK_ATTEMPT_CLASS ", ?)"
+                                        : "SELECT pg_advisory_unlock(" LOCK_ATTEMPT_CLASS ", ?)",
+                                    &st, "i", id) == PROV_SQLDB_ROW &&
+                  prov_sqldb_column_int(st, 0) == 1;
+        prov_sqldb_finalize(st);
+        st = NULL;
+        if (type == F_WRLCK || !is_done) {
+            break;
+        }
+    }
+    return type == F_WRLCK ? is_done : true;
+}
+
 /* Locks (F_WRLCK) or unlocks (F_UNLCK) the attempt's byte; false when another holds it. */
 static bool attempt_lock(struct prov_ca_index *ix, long long id, short type)
 {
     struct flock fl = {.l_type = type, .l_whence = SEEK_SET, .l_start = id, .l_len = 1};
 
+    if (prov_sqldb_dialect(ix->sql) == PROV_SQLDB_POSTGRESQL) {
+        return attempt_lock_pg(ix, id, type);
+    }
     /* Open file description locks: held by this handle, released when it is closed or the
      * process dies (kill -9 included), and not shared with another handle of this process. */
     return fcntl(ix->lock_fd, F_OFD_SETLK, &fl) == 0;
@@ -815,11 +673,12 @@ int prov_ca_index_attempt_begin(struct prov_ca_index *ix, struct prov_ca_attempt
 
     prov_ca_index_now_text(at, sizeof(at));
     pthread_mutex_lock(&ix->lock);
-    r = exec(ix, "BEGIN IMMEDIATE");
+    r = prov_ca_index_begin_write(ix);
     if (r < 0) {
         goto out;
     }
-    if (run(ix,
+    if (prov_ca_index_run(
+            ix,
             "INSERT INTO attempt(serial, device_uri, key_id, storage, old_key_uri, pin_source,"
             " started_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             &st, "ttbtttt", a->serial, a->device_uri, a->key_id, a->key_id_len, a->storage,
@@ -835,7 +694,7 @@ int prov_ca_index_attempt_begin(struct prov_ca_index *ix, struct prov_ca_attempt
                       ix->path, a->id, strerror(errno));
         goto out;
     }
-    r = exec(ix, "COMMIT");
+    r = commit(ix);
     if (r < 0) {
         attempt_lock(ix, a->id, F_UNLCK);
     }
@@ -856,21 +715,22 @@ int prov_ca_index_attempt_finish(struct prov_ca_index *ix, long long id, bool is
 
     prov_ca_index_now_text(at, sizeof(at));
     pthread_mutex_lock(&ix->lock);
-    r = exec(ix, "BEGIN IMMEDIATE");
-    if (r == 0 && run(ix,
-                      is_delivered ? "UPDATE certificate SET status = 'delivered'"
-                                     " WHERE attempt_id = ? AND status = 'issued'"
-                                   : "UPDATE certificate SET status = 'abandoned'"
-                                     " WHERE attempt_id = ? AND status = 'issued'",
-                      &st, "i", id) != PROV_SQLDB_DONE) {
+    r = prov_ca_index_begin_write(ix);
+    if (r == 0 && prov_ca_index_run(ix,
+                                    is_delivered ? "UPDATE certificate SET status = 'delivered'"
+                                                   " WHERE attempt_id = ? AND status = 'issued'"
+                                                 : "UPDATE certificate SET status = 'abandoned'"
+                                                   " WHERE attempt_id = ? AND status = 'issued'",
+                                    &st, "i", id) != PROV_SQLDB_DONE) {
         r = PROV_ERR_JOURNAL;
     }
-    if (r == 0 && run(ix, "UPDATE attempt SET finished_at = ?, outcome = ? WHERE id = ?", &st,
-                      "tti", at, outcome, id) != PROV_SQLDB_DONE) {
+    if (r == 0 &&
+        prov_ca_index_run(ix, "UPDATE attempt SET finished_at = ?, outcome = ? WHERE id = ?", &st,
+                          "tti", at, outcome, id) != PROV_SQLDB_DONE) {
         r = PROV_ERR_JOURNAL;
     }
     prov_sqldb_finalize(st);
-    r = r == 0 ? exec(ix, "COMMIT") : r;
+    r = r == 0 ? commit(ix) : r;
     if (r < 0) {
         prov_sqldb_rollback(ix->sql);
     } else {
@@ -882,7 +742,9 @@ int prov_ca_index_attempt_finish(struct prov_ca_index *ix, long long id, bool is
 
 void prov_ca_index_attempt_release(struct prov_ca_index *ix, long long id)
 {
+    pthread_mutex_lock(&ix->lock); /* on PostgreSQL the unlock is a statement */
     attempt_lock(ix, id, F_UNLCK);
+    pthread_mutex_unlock(&ix->lock);
 }
 
 static char *dup_col(struct prov_sqldb_stmt *st, int i)
@@ -920,8 +782,8 @@ static int attempt_from_row(struct prov_sqldb_stmt *st, struct prov_ca_attempt *
 static bool is_unfinished(struct prov_ca_index *ix, long long id)
 {
     struct prov_sqldb_stmt *st = NULL;
-    bool yes = run(ix, "SELECT 1 FROM attempt WHERE id = ? AND finished_at IS NULL", &st, "i",
-                   id) == PROV_SQLDB_ROW;
+    bool yes = prov_ca_index_run(ix, "SELECT 1 FROM attempt WHERE id = ? AND finished_at IS NULL",
+                                 &st, "i", id) == PROV_SQLDB_ROW;
 
     prov_sqldb_finalize(st);
     return yes;
@@ -941,11 +803,12 @@ int prov_ca_index_interrupted(struct prov_ca_index *ix, const char *serial,
     *n = 0;
     *n_busy = 0;
     pthread_mutex_lock(&ix->lock);
-    rc = run(ix,
-             "SELECT id, serial, device_uri, key_id, storage, old_key_uri, pin_source"
-             " FROM attempt WHERE finished_at IS NULL AND (serial = ? OR device_uri = ?)"
-             " ORDER BY id",
-             &st, "tt", serial, device_uri);
+    rc = prov_ca_index_run(
+        ix,
+        "SELECT id, serial, device_uri, key_id, storage, old_key_uri, pin_source"
+        " FROM attempt WHERE finished_at IS NULL AND (serial = ? OR device_uri = ?)"
+        " ORDER BY id",
+        &st, "tt", serial, device_uri);
     for (; rc == PROV_SQLDB_ROW && r == 0; rc = prov_sqldb_step(st)) {
         long long id = prov_sqldb_column_int(st, 0);
         struct prov_ca_attempt *grown;
@@ -970,7 +833,7 @@ int prov_ca_index_interrupted(struct prov_ca_index *ix, const char *serial,
         count++;
     }
     if (r == 0 && rc != PROV_SQLDB_DONE && rc != PROV_SQLDB_ROW) {
-        r = db_fail(ix, "reading attempts");
+        r = prov_ca_index_fail(ix, "reading attempts");
     }
     prov_sqldb_finalize(st);
     /* One that finished between the read and the claim is not interrupted. */
@@ -1007,10 +870,10 @@ int prov_ca_index_attempt_certificate(struct prov_ca_index *ix, long long id, X5
 
     *out = NULL;
     pthread_mutex_lock(&ix->lock);
-    rc = run(ix,
-             "SELECT der FROM certificate WHERE attempt_id = ? AND status = 'issued'"
-             " ORDER BY id DESC LIMIT 1",
-             &st, "i", id);
+    rc = prov_ca_index_run(ix,
+                           "SELECT der FROM certificate WHERE attempt_id = ? AND status = 'issued'"
+                           " ORDER BY id DESC LIMIT 1",
+                           &st, "i", id);
     if (rc == PROV_SQLDB_ROW) {
         size_t der_len = 0;
 
@@ -1042,11 +905,11 @@ int prov_ca_index_attempt_restore(struct prov_ca_index *ix, long long id, X509 *
         return r;
     }
     pthread_mutex_lock(&ix->lock);
-    rc = run(ix,
-             "UPDATE certificate SET status = 'delivered', superseded_by = NULL"
-             " WHERE cert_serial = ? AND status = 'superseded' AND superseded_by IN"
-             " (SELECT id FROM certificate WHERE attempt_id = ?)",
-             &st, "ti", f.serial_hex, id);
+    rc = prov_ca_index_run(ix,
+                           "UPDATE certificate SET status = 'delivered', superseded_by = NULL"
+                           " WHERE cert_serial = ? AND status = 'superseded' AND superseded_by IN"
+                           " (SELECT id FROM certificate WHERE attempt_id = ?)",
+                           &st, "ti", f.serial_hex, id);
     prov_sqldb_finalize(st);
     if (rc != PROV_SQLDB_DONE) {
         r = PROV_ERR_JOURNAL;
@@ -1075,7 +938,8 @@ int prov_ca_index_stats(struct prov_ca_index *ix, struct prov_ca_index_stats *ou
 
     memset(out, 0, sizeof(*out));
     pthread_mutex_lock(&ix->lock);
-    for (rc = run(ix, "SELECT status, count(*) FROM certificate GROUP BY status", &st, "");
+    for (rc = prov_ca_index_run(ix, "SELECT status, count(*) FROM certificate GROUP BY status", &st,
+                                "");
          rc == PROV_SQLDB_ROW; rc = prov_sqldb_step(st)) {
         const char *s = col_text(st, 0);
         long long n = prov_sqldb_column_int(st, 1);
@@ -1091,8 +955,9 @@ int prov_ca_index_stats(struct prov_ca_index *ix, struct prov_ca_index_stats *ou
         }
     }
     prov_sqldb_finalize(st);
-    r = rc == PROV_SQLDB_DONE ? 0 : db_fail(ix, "counting certificates");
-    for (rc = r == 0 ? run(ix,
+    r = rc == PROV_SQLDB_DONE ? 0 : prov_ca_index_fail(ix, "counting certificates");
+    for (rc = r == 0 ? prov_ca_index_run(
+                           ix,
                            "SELECT serial, cert_serial, issued_at, issued_by, lot, status"
                            " FROM certificate WHERE status IN ('issued', 'abandoned')"
                            " ORDER BY id",
@@ -1118,10 +983,11 @@ int prov_ca_index_stats(struct prov_ca_index *ix, struct prov_ca_index_stats *ou
     }
     prov_sqldb_finalize(st);
     if (r == 0 && rc != PROV_SQLDB_DONE) {
-        r = db_fail(ix, "listing undelivered certificates");
+        r = prov_ca_index_fail(ix, "listing undelivered certificates");
     }
     if (r == 0) {
-        rc = run(ix, "SELECT count(*) FROM attempt WHERE finished_at IS NULL", &st, "");
+        rc = prov_ca_index_run(ix, "SELECT count(*) FROM attempt WHERE finished_at IS NULL", &st,
+                               "");
         if (rc == PROV_SQLDB_ROW) {
             out->attempts_open = prov_sqldb_column_int(st, 0);
         } else {

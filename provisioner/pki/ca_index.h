@@ -9,7 +9,8 @@
 #include <openssl/x509.h>
 
 /*
- * The CA's record of what it issued: <ca dir>/index.sqlite (mode 0600, WAL, synchronous=FULL).
+ * The CA's record of what it issued: <ca dir>/index.sqlite (mode 0600, WAL, synchronous=FULL),
+ * or a PostgreSQL database that two CA hosts share ([ca] index, prov_ca_index_open_config).
  * Every certificate the local CA signs is recorded here before it leaves the issuing code
  * (issue.c), whichever command asked for it (enroll, sign, batch, station), in the same
  * transaction as the rules it must pass:
@@ -49,6 +50,19 @@ struct prov_ca_index;
 
 /* Opens (creating and importing on first use) <ca_dir>/index.sqlite. */
 int prov_ca_index_open(const char *ca_dir, struct prov_ca_index **out);
+
+/*
+ * Opens the index where the CA's config keeps it: [ca] index = postgresql://... (the index a
+ * CA pair shares, doc/revocation.md; its password from [ca] index_password, else PGPASSFILE),
+ * else <ca dir>/index.sqlite. On PostgreSQL the schema is created (in an empty database) and
+ * brought up to date as on SQLite, under the writers' advisory lock; issued-keys of ca_dir is
+ * imported the same way. Messages name the URI with its password masked. open_at: the same
+ * with the three values given (uri NULL: SQLite).
+ */
+struct prov_config;
+int prov_ca_index_open_config(const struct prov_config *cfg, struct prov_ca_index **out);
+int prov_ca_index_open_at(const char *ca_dir, const char *uri, const char *password_spec,
+                          struct prov_ca_index **out);
 
 /* Closes; releases every attempt lock this handle holds. NULL is fine. */
 void prov_ca_index_close(struct prov_ca_index *ix);

@@ -4,8 +4,9 @@
 
 /*
  * The CA index's handle (ca_index_handle.c): the open database, its lock file and mutex, the
- * statements ca_index.c keeps, and the accessors the index's other files (ca_index_revoke.c:
- * revocations, CRL numbers, the audit trail; ca_registry.c: stations and lots) use. Those files
+ * statements ca_index.c keeps, and the accessors the index's other files (ca_index_schema.c:
+ * the schema; ca_index_revoke.c: revocations, CRL numbers, the audit trail; ca_registry.c:
+ * stations and lots) use. Those files
  * depend on it and it on none of them. Not for callers outside provisioner/pki/ca_index*.c and
  * provisioner/pki/ca_registry.c.
  */
@@ -58,6 +59,24 @@ void prov_ca_index_unlock(struct prov_ca_index *ix);
  */
 int prov_ca_index_begin_write(struct prov_ca_index *ix);
 int prov_ca_index_end_write(struct prov_ca_index *ix, int r, const char *what);
+
+/* Records "CA index PATH: what: <the store's message>"; returns PROV_ERR_JOURNAL. */
+int prov_ca_index_fail(struct prov_ca_index *ix, const char *what);
+
+/*
+ * One statement, bound by a type string ('t' text or NULL, 'i' long long, 'b' blob + size_t),
+ * run to its first row or the end: PROV_SQLDB_ROW (the caller reads and finalizes *out),
+ * PROV_SQLDB_DONE (finalized), or PROV_ERR_JOURNAL (finalized, recorded).
+ */
+int prov_ca_index_run(struct prov_ca_index *ix, const char *sql, struct prov_sqldb_stmt **out,
+                      const char *types, ...);
+
+/*
+ * Creates the schema in a new index (importing <ca_dir>/issued-keys with it) or brings an
+ * older one up to date, each in one writers' transaction (ca_index_schema.c); an index newer
+ * than the tool is refused. 0 or PROV_ERR_JOURNAL.
+ */
+int prov_ca_index_set_up_schema(struct prov_ca_index *ix, const char *ca_dir);
 
 /* Now as the index writes times: RFC 3339 UTC with milliseconds. */
 void prov_ca_index_now_text(char *out, size_t cap);

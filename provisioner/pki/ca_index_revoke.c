@@ -20,16 +20,11 @@
 
 #define ZERO_HASH "0000000000000000000000000000000000000000000000000000000000000000"
 
-static int db_fail(struct prov_ca_index *ix, const char *what)
-{
-    return prov_fail(PROV_ERR_JOURNAL, "CA index %s: %s: %s", prov_ca_index_path(ix), what,
-                     prov_sqldb_errmsg(prov_ca_index_sql(ix)));
-}
-
 static int prepare(struct prov_ca_index *ix, const char *sql, struct prov_sqldb_stmt **st)
 {
-    return prov_sqldb_prepare(prov_ca_index_sql(ix), sql, st) == 0 ? 0
-                                                                   : db_fail(ix, "cannot prepare");
+    return prov_sqldb_prepare(prov_ca_index_sql(ix), sql, st) == 0
+               ? 0
+               : prov_ca_index_fail(ix, "cannot prepare");
 }
 
 /* Appends one audit record; inside the caller's transaction. */
@@ -55,11 +50,13 @@ int prov_ca_index_audit_append(struct prov_ca_index *ix, const char *at, const c
     }
     prov_sqldb_finalize(st);
     if (rc != PROV_SQLDB_ROW && rc != PROV_SQLDB_DONE) {
-        return db_fail(ix, "reading the audit trail");
+        return prov_ca_index_fail(ix, "reading the audit trail");
     }
     r = prov_audit_hash(prev, seq, text, hash);
     if (r < 0) {
-        return r == PROV_ERR_VERIFY ? db_fail(ix, "the audit trail's last hash is not SHA-256") : r;
+        return r == PROV_ERR_VERIFY
+                   ? prov_ca_index_fail(ix, "the audit trail's last hash is not SHA-256")
+                   : r;
     }
     r = prepare(ix,
                 "INSERT INTO audit(seq, at, event, serial, cert_serial, detail, prev_sha256,"
@@ -76,7 +73,7 @@ int prov_ca_index_audit_append(struct prov_ca_index *ix, const char *at, const c
     prov_sqldb_bind_text(st, 8, hash);
     rc = prov_sqldb_step(st);
     prov_sqldb_finalize(st);
-    return rc == PROV_SQLDB_DONE ? 0 : db_fail(ix, "cannot append to the audit trail");
+    return rc == PROV_SQLDB_DONE ? 0 : prov_ca_index_fail(ix, "cannot append to the audit trail");
 }
 
 /* Inserts the revocation row and its audit record; inside the caller's transaction. */
@@ -102,7 +99,7 @@ static int insert_revocation(struct prov_ca_index *ix, const struct prov_ca_revo
     rc = prov_sqldb_step(st);
     prov_sqldb_finalize(st);
     if (rc != PROV_SQLDB_DONE) {
-        return db_fail(ix, "cannot record the revocation");
+        return prov_ca_index_fail(ix, "cannot record the revocation");
     }
     snprintf(detail, sizeof(detail), "reason=%s invalidity_date=%s by=%s",
              prov_crl_reason_name(rv->reason), rv->invalidity_date[0] ? rv->invalidity_date : "-",
@@ -172,7 +169,7 @@ static int find_certificate(struct prov_ca_index *ix, const char *serial, const 
                          serial, prov_ca_index_path(ix));
     }
     if (rc != PROV_SQLDB_ROW) {
-        return db_fail(ix, "reading the certificate");
+        return prov_ca_index_fail(ix, "reading the certificate");
     }
     if (strcmp(rv->serial, serial) != 0) {
         return prov_fail(PROV_ERR_POLICY,
@@ -206,8 +203,9 @@ static int read_revocation(struct prov_ca_index *ix, struct prov_ca_revocation *
         prov_sqldb_column_copy(st, 3, rv->revoked_by, sizeof(rv->revoked_by));
     }
     prov_sqldb_finalize(st);
-    return rc == PROV_SQLDB_ROW || rc == PROV_SQLDB_DONE ? rc
-                                                         : db_fail(ix, "reading the revocation");
+    return rc == PROV_SQLDB_ROW || rc == PROV_SQLDB_DONE
+               ? rc
+               : prov_ca_index_fail(ix, "reading the revocation");
 }
 
 static int revoke_locked(struct prov_ca_index *ix, const char *serial, const char *cert_serial,
@@ -305,7 +303,7 @@ int prov_ca_index_revoke_superseded(struct prov_ca_index *ix, long long new_id, 
         n++;
     }
     prov_sqldb_finalize(st);
-    r = rc == PROV_SQLDB_DONE ? 0 : db_fail(ix, "reading the superseded certificates");
+    r = rc == PROV_SQLDB_DONE ? 0 : prov_ca_index_fail(ix, "reading the superseded certificates");
     for (size_t i = 0; r == 0 && i < n; i++) {
         list[i].reason = PROV_CRL_REASON_SUPERSEDED;
         prov_ca_index_now_text(list[i].revoked_at, sizeof(list[i].revoked_at));
@@ -340,7 +338,8 @@ int prov_ca_index_revocations(struct prov_ca_index *ix, X509 *issuer,
     r = prepare(ix,
                 "SELECT c.serial, r.cert_serial, r.reason, r.revoked_at, r.invalidity_date,"
                 " r.revoked_by FROM revocation r JOIN certificate c USING (cert_serial)"
-                " WHERE c.issuer_sha256 = ?1 OR c.issuer_sha256 IS NULL ORDER BY r.rowid",
+                " WHERE c.issuer_sha256 = ?1 OR c.issuer_sha256 IS NULL"
+                " ORDER BY r.revoked_at, r.cert_serial",
                 &st);
     if (r == 0) {
         prov_sqldb_bind_text(st, 1, issuer_hex);
@@ -362,7 +361,7 @@ int prov_ca_index_revocations(struct prov_ca_index *ix, X509 *issuer,
             prov_sqldb_column_copy(st, 5, list[count].revoked_by, sizeof(list[count].revoked_by));
             count++;
         }
-        r = rc == PROV_SQLDB_DONE ? 0 : db_fail(ix, "reading the revocations");
+        r = rc == PROV_SQLDB_DONE ? 0 : prov_ca_index_fail(ix, "reading the revocations");
         prov_sqldb_finalize(st);
     }
     prov_ca_index_unlock(ix);
@@ -398,7 +397,9 @@ int prov_ca_index_next_crl_number(struct prov_ca_index *ix, const char *name, lo
             rc = prov_sqldb_step(st);
         }
         prov_sqldb_finalize(st);
-        r = rc == PROV_SQLDB_DONE && *out > 0 ? 0 : db_fail(ix, "cannot count the CRL number");
+        r = rc == PROV_SQLDB_DONE && *out > 0
+                ? 0
+                : prov_ca_index_fail(ix, "cannot count the CRL number");
     }
     r = prov_ca_index_end_write(ix, r, "cannot commit the CRL number");
     if (r < 0) {
@@ -444,7 +445,7 @@ int prov_ca_index_audit_verify(struct prov_ca_index *ix, long long *n, bool *is_
         prov_sqldb_column_copy(st, 7, prev, sizeof(prev));
     }
     if (r == 0) {
-        r = rc == PROV_SQLDB_DONE ? 0 : db_fail(ix, "reading the audit trail");
+        r = rc == PROV_SQLDB_DONE ? 0 : prov_ca_index_fail(ix, "reading the audit trail");
     }
     prov_sqldb_finalize(st);
     prov_ca_index_unlock(ix);

@@ -5,17 +5,12 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "ca_index_handle.h"
 #include "error.h"
 #include "hex.h"
 #include "timestamp.h"
-
-static int db_fail(struct prov_ca_index *ix, const char *what)
-{
-    return prov_fail(PROV_ERR_JOURNAL, "CA index %s: %s: %s", prov_ca_index_path(ix), what,
-                     prov_sqldb_errmsg(prov_ca_index_sql(ix)));
-}
 
 /*
  * One statement with text parameters, stepped once: out (when not NULL) gets the first column
@@ -31,7 +26,7 @@ static int query_int(struct prov_ca_index *ix, const char *sql, int n, const cha
         *out = 0;
     }
     if (prov_sqldb_prepare(prov_ca_index_sql(ix), sql, &st) != 0) {
-        return db_fail(ix, "cannot prepare");
+        return prov_ca_index_fail(ix, "cannot prepare");
     }
     for (int i = 0; i < n; i++) {
         prov_sqldb_bind_text(st, i + 1, args[i]);
@@ -41,7 +36,9 @@ static int query_int(struct prov_ca_index *ix, const char *sql, int n, const cha
         *out = prov_sqldb_column_int(st, 0);
     }
     prov_sqldb_finalize(st);
-    return rc == PROV_SQLDB_ROW || rc == PROV_SQLDB_DONE ? 0 : db_fail(ix, "cannot read or write");
+    return rc == PROV_SQLDB_ROW || rc == PROV_SQLDB_DONE
+               ? 0
+               : prov_ca_index_fail(ix, "cannot read or write");
 }
 
 static int exec_text(struct prov_ca_index *ix, const char *sql, int n, const char *const *args)
@@ -122,12 +119,12 @@ int prov_ca_registry_station_add(struct prov_ca_index *ix, const char *name, X50
     if (per_minute >= 0) {
         if (prov_sqldb_prepare(prov_ca_index_sql(ix),
                                "UPDATE station SET per_minute = ?1 WHERE name = ?2", &st) != 0) {
-            r = db_fail(ix, "cannot prepare");
+            r = prov_ca_index_fail(ix, "cannot prepare");
         } else {
             prov_sqldb_bind_int(st, 1, per_minute);
             prov_sqldb_bind_text(st, 2, name);
             rc = prov_sqldb_step(st);
-            r = rc == PROV_SQLDB_DONE ? 0 : db_fail(ix, "cannot write the station's rate");
+            r = rc == PROV_SQLDB_DONE ? 0 : prov_ca_index_fail(ix, "cannot write the station's rate");
         }
         prov_sqldb_finalize(st);
         snprintf(detail, sizeof(detail), "registered, rate %lld per minute", per_minute);
@@ -148,7 +145,7 @@ int prov_ca_registry_station_cert(struct prov_ca_index *ix, const char *name, ch
     prov_ca_index_lock(ix);
     if (prov_sqldb_prepare(prov_ca_index_sql(ix), "SELECT cert_serial FROM station WHERE name = ?",
                            &st) != 0) {
-        r = db_fail(ix, "cannot prepare");
+        r = prov_ca_index_fail(ix, "cannot prepare");
         prov_ca_index_unlock(ix);
         return r;
     }
@@ -161,7 +158,7 @@ int prov_ca_registry_station_cert(struct prov_ca_index *ix, const char *name, ch
                                               "station %s: not registered (provisioner ca station "
                                               "add %s)",
                                               name, name)
-                                  : db_fail(ix, "cannot read the stations");
+                                  : prov_ca_index_fail(ix, "cannot read the stations");
     }
     prov_sqldb_finalize(st);
     prov_ca_index_unlock(ix);
@@ -186,7 +183,7 @@ int prov_ca_registry_station_each(struct prov_ca_index *ix,
                            "  ''), s.per_minute"
                            " FROM station s ORDER BY s.name",
                            &st) != 0) {
-        r = db_fail(ix, "cannot prepare");
+        r = prov_ca_index_fail(ix, "cannot prepare");
         prov_ca_index_unlock(ix);
         return r;
     }
@@ -203,7 +200,7 @@ int prov_ca_registry_station_each(struct prov_ca_index *ix,
         r = fn(arg, &row);
     }
     if (r == 0 && rc != PROV_SQLDB_DONE) {
-        r = db_fail(ix, "cannot read the stations");
+        r = prov_ca_index_fail(ix, "cannot read the stations");
     }
     prov_sqldb_finalize(st);
     prov_ca_index_unlock(ix);
@@ -282,18 +279,22 @@ int prov_ca_registry_lot_add(struct prov_ca_index *ix, const struct prov_ca_lot 
         }
         if (r == 0) {
             r = exec_text(ix,
-                          "INSERT OR IGNORE INTO lot_station(lot, station, per_minute)"
-                          " VALUES (?, ?, CAST(? AS INTEGER))",
+                          "INSERT INTO lot_station(lot, station, per_minute)"
+                          " VALUES (?, ?, CAST(? AS INTEGER)) ON CONFLICT DO NOTHING",
                           3, (const char *const[]){name, lot->stations[i], rate_text});
         }
     }
     if (r == 0) {
-        r = insert_each(ix, "INSERT OR IGNORE INTO lot_profile(lot, profile) VALUES (?, ?)",
+        r = insert_each(ix,
+                        "INSERT INTO lot_profile(lot, profile) VALUES (?, ?)"
+                        " ON CONFLICT DO NOTHING",
                         name, lot->profiles, lot->n_profiles);
     }
     if (r == 0) {
-        r = insert_each(ix, "INSERT OR IGNORE INTO lot_serial(lot, serial) VALUES (?, ?)", name,
-                        lot->serials, lot->n_serials);
+        r = insert_each(ix,
+                        "INSERT INTO lot_serial(lot, serial) VALUES (?, ?)"
+                        " ON CONFLICT DO NOTHING",
+                        name, lot->serials, lot->n_serials);
     }
     snprintf(detail, sizeof(detail),
              "registered, cap %lld, %zu station(s), %zu profile(s), %zu serial(s), reissue %s,"
@@ -318,14 +319,14 @@ int prov_ca_registry_lot_each(struct prov_ca_index *ix,
                            "SELECT l.name, l.cap,"
                            " (SELECT count(DISTINCT serial) FROM certificate WHERE lot = l.name),"
                            " l.reissue, (SELECT count(*) FROM lot_serial WHERE lot = l.name),"
-                           " coalesce((SELECT group_concat(profile, ',') FROM (SELECT profile"
-                           "  FROM lot_profile WHERE lot = l.name ORDER BY profile)), ''),"
-                           " coalesce((SELECT group_concat(station || '/' || per_minute, ',')"
+                           " coalesce((SELECT group_concat(p.profile, ',') FROM (SELECT profile"
+                           "  FROM lot_profile WHERE lot = l.name ORDER BY profile) p), ''),"
+                           " coalesce((SELECT group_concat(t.station || '/' || t.per_minute, ',')"
                            "  FROM (SELECT station, per_minute FROM lot_station"
-                           "  WHERE lot = l.name ORDER BY station)), ''),"
+                           "  WHERE lot = l.name ORDER BY station) t), ''),"
                            " l.added_at FROM lot l ORDER BY l.name",
                            &st) != 0) {
-        r = db_fail(ix, "cannot prepare");
+        r = prov_ca_index_fail(ix, "cannot prepare");
         prov_ca_index_unlock(ix);
         return r;
     }
@@ -344,7 +345,7 @@ int prov_ca_registry_lot_each(struct prov_ca_index *ix,
         r = fn(arg, &row);
     }
     if (r == 0 && rc != PROV_SQLDB_DONE) {
-        r = db_fail(ix, "cannot read the lots");
+        r = prov_ca_index_fail(ix, "cannot read the lots");
     }
     prov_sqldb_finalize(st);
     prov_ca_index_unlock(ix);
@@ -449,7 +450,7 @@ static int rate_reached(struct prov_ca_index *ix, const char *name, const char *
                                        : "SELECT count(*), min(issued_at) FROM certificate"
                                          " WHERE issued_by IN (?1, ?2) AND issued_at > ?3",
                            &st) != 0) {
-        return db_fail(ix, "cannot prepare");
+        return prov_ca_index_fail(ix, "cannot prepare");
     }
     prov_sqldb_bind_text(st, 1, cmp_by);
     prov_sqldb_bind_text(st, 2, est_by);
@@ -468,7 +469,7 @@ static int rate_reached(struct prov_ca_index *ix, const char *name, const char *
     }
     prov_sqldb_finalize(st);
     if (rc != PROV_SQLDB_ROW) {
-        return db_fail(ix, "cannot read the certificates of the last minute");
+        return prov_ca_index_fail(ix, "cannot read the certificates of the last minute");
     }
     *is_reached = n >= rate;
     if (*is_reached && *retry_after == 0) {
@@ -617,10 +618,10 @@ int prov_ca_registry_ask(struct prov_ca_index *ix, const char *name, X509 *cert,
     if (r == 0 && prov_sqldb_prepare(prov_ca_index_sql(ix),
                                      "SELECT l.name FROM lot l JOIN lot_station s"
                                      " ON s.lot = l.name WHERE s.station = ?1"
-                                     " AND (?2 IS NULL OR l.name = ?2)"
+                                     " AND (CAST(?2 AS TEXT) IS NULL OR l.name = ?2)"
                                      " ORDER BY l.added_at, l.name",
                                      &st) != 0) {
-        r = db_fail(ix, "cannot prepare");
+        r = prov_ca_index_fail(ix, "cannot prepare");
     }
     if (r == 0) {
         prov_sqldb_bind_text(st, 1, name);
@@ -646,7 +647,7 @@ int prov_ca_registry_ask(struct prov_ca_index *ix, const char *name, X509 *cert,
         all_cap = all_cap && is_cap;
     }
     if (st != NULL && r == 0 && rc != PROV_SQLDB_ROW && rc != PROV_SQLDB_DONE) {
-        r = db_fail(ix, "cannot read the lots");
+        r = prov_ca_index_fail(ix, "cannot read the lots");
     }
     prov_sqldb_finalize(st);
     if (r == 0 && ask->lot_out[0] != '\0') {
@@ -707,7 +708,7 @@ int prov_ca_registry_retry(struct prov_ca_index *ix, const char *serial, const c
                            "SELECT der FROM certificate WHERE pubkey_sha256 = ? AND serial = ?"
                            " AND issued_by = ? AND status IN ('issued', 'delivered')",
                            &st) != 0) {
-        r = db_fail(ix, "cannot prepare");
+        r = prov_ca_index_fail(ix, "cannot prepare");
         prov_ca_index_unlock(ix);
         return r;
     }
@@ -723,7 +724,7 @@ int prov_ca_registry_retry(struct prov_ca_index *ix, const char *serial, const c
         r = *out != NULL ? 0 : prov_fail(PROV_ERR_JOURNAL, "CA index %s: a certificate of %s "
                                          "cannot be read", prov_ca_index_path(ix), serial);
     } else if (rc != PROV_SQLDB_ROW && rc != PROV_SQLDB_DONE) {
-        r = db_fail(ix, "cannot read");
+        r = prov_ca_index_fail(ix, "cannot read");
     }
     prov_sqldb_finalize(st);
     prov_ca_index_unlock(ix);
@@ -741,7 +742,7 @@ int prov_ca_registry_cert_owner(struct prov_ca_index *ix, const char *cert_seria
     if (prov_sqldb_prepare(prov_ca_index_sql(ix),
                            "SELECT serial, issued_by FROM certificate WHERE cert_serial = ?",
                            &st) != 0) {
-        r = db_fail(ix, "cannot prepare");
+        r = prov_ca_index_fail(ix, "cannot prepare");
         prov_ca_index_unlock(ix);
         return r;
     }
@@ -753,7 +754,7 @@ int prov_ca_registry_cert_owner(struct prov_ca_index *ix, const char *cert_seria
     } else {
         r = rc == PROV_SQLDB_DONE
                 ? prov_fail(PROV_ERR_POLICY, "certificate %s: not issued by this CA", cert_serial)
-                : db_fail(ix, "cannot read");
+                : prov_ca_index_fail(ix, "cannot read");
     }
     prov_sqldb_finalize(st);
     prov_ca_index_unlock(ix);

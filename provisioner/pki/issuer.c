@@ -62,7 +62,7 @@ static int local_check(struct prov_issuer *is, const struct prov_request *rq, X5
                    : 0;
     }
     /* Not open yet: the index alone (a key certified before, a serial certified already). */
-    r = prov_ca_index_open(is->cfg->ca_dir, &ix);
+    r = prov_ca_index_open_config(is->cfg, &ix);
     if (r == 0) {
         r = prov_ca_index_check(ix, rq->serial, &rq->record,
                                 req != NULL ? X509_REQ_get0_pubkey(req) : NULL);

@@ -30,7 +30,7 @@ static const char *const ca_keys[] = {
     "dir", "intermediate_key", "pin", "intermediate_key_type", "intermediate_subject",
     "intermediate_days", "root_config", "root_key", "root_key_pass", "root_cert",
     "root_key_type", "root_days", "crl_days", "root_crl_days", "url", "station_cert",
-    "station_key", "station_pin", "tls_ca", NULL,
+    "station_key", "station_pin", "tls_ca", "index", "index_password", NULL,
 };
 
 static const char *const profile_keys[] = {
@@ -570,8 +570,18 @@ static int read_ca(struct prov_config *cfg)
         (r = get_path(&s, "station_cert", &cfg->station_cert)) < 0 ||
         (r = get_string(&s, "station_key", &cfg->station_key)) < 0 ||
         (r = get_pin_source(&s, "station_pin", &cfg->station_pin)) < 0 ||
-        (r = get_path(&s, "tls_ca", &cfg->ca_tls_ca)) < 0) {
+        (r = get_path(&s, "tls_ca", &cfg->ca_tls_ca)) < 0 ||
+        (r = get_string(&s, "index", &cfg->ca_index)) < 0 ||
+        (r = get_pin_source(&s, "index_password", &cfg->ca_index_password)) < 0) {
         return r;
+    }
+    if (cfg->ca_index != NULL && strncmp(cfg->ca_index, "postgresql://", 13) != 0 &&
+        strncmp(cfg->ca_index, "postgres://", 11) != 0) {
+        /* the value may hold a password: not echoed */
+        return prov_fail(PROV_ERR_CONFIG,
+                         "%s: [ca] index: expected postgresql://... (without it the index is "
+                         "DIR/index.sqlite)",
+                         cfg->path);
     }
     if (cfg->ca_url != NULL && strncmp(cfg->ca_url, "cmp://", 6) != 0 &&
         strncmp(cfg->ca_url, "cmps://", 7) != 0 && strncmp(cfg->ca_url, "est://", 6) != 0 &&
@@ -1053,6 +1063,8 @@ void prov_config_free(struct prov_config *cfg)
     free(cfg->journal_password);
     free(cfg->lot);
     free(cfg->ca_dir);
+    free(cfg->ca_index);
+    free(cfg->ca_index_password);
     free(cfg->ca_key);
     free(cfg->ca_pin);
     free(cfg->ca_subject_section);

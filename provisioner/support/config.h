@@ -78,6 +78,9 @@ struct prov_config {
 
     /* [ca] */
     char *ca_dir;               /* dir = DIR: root.crt, intermediate.crt, chain.pem */
+    char *ca_index;             /* index = postgresql://...: the CA index shared by a CA pair
+                                   (doc/revocation.md); NULL: DIR/index.sqlite */
+    char *ca_index_password;    /* index_password = file:...|env:...: its password */
     char *ca_key;               /* intermediate_key = pkcs11:... URI of the intermediate key */
     char *ca_pin;               /* pin = PIN source for the CA token */
     enum prov_key_type ca_key_type;   /* intermediate_key_type = ec-p256 */

@@ -9,8 +9,11 @@
  * columns 0-based, as in SQLite. Every call that fails returns a
  * negative value and leaves the reason in prov_sqldb_errmsg; the caller names the object.
  *
- * Implementations: sqldb_sqlite.c (a SQLite connection the caller opened). A store whose
- * dialect differs (PostgreSQL) implements the same operations.
+ * Implementations (an ops table each, sqldb_impl.h): sqldb_sqlite.c (a SQLite connection the
+ * caller opened) and sqldb_pg.c (a PostgreSQL connection of its own). On PostgreSQL the
+ * placeholders become $N once, at prepare; the statement is prepared on the server; every
+ * parameter and column is text except blobs (bytea); a refused constraint is SQLSTATE 23xxx.
+ * Text that differs between the dialects (DDL) is chosen by prov_sqldb_dialect.
  */
 #include <stdarg.h>
 #include <stdbool.h>
@@ -26,6 +29,19 @@ enum {
     PROV_SQLDB_CONSTRAINT = -2, /* a UNIQUE, CHECK or foreign-key constraint refused the row */
 };
 
+enum prov_sqldb_dialect {
+    PROV_SQLDB_SQLITE,
+    PROV_SQLDB_POSTGRESQL,
+};
+
+enum prov_sqldb_dialect prov_sqldb_dialect(struct prov_sqldb *db);
+
+/* Closes the seam (and the connection, when the seam opened it). NULL is fine. */
+void prov_sqldb_close(struct prov_sqldb *db);
+
+/* Whether the store has a table called name: 0, or PROV_SQLDB_ERROR. */
+int prov_sqldb_has_table(struct prov_sqldb *db, const char *name, bool *out);
+
 /* The last failure's text on db (never NULL). */
 const char *prov_sqldb_errmsg(struct prov_sqldb *db);
 
@@ -34,8 +50,10 @@ int prov_sqldb_exec(struct prov_sqldb *db, const char *sql);
 
 /*
  * The writers' transaction: begins with the store's writer lock held (SQLite: BEGIN
- * IMMEDIATE), so that read-check-write sequences inside it see no other writer; commit and
- * rollback end it. rollback is safe to call when the transaction already ended.
+ * IMMEDIATE; PostgreSQL: BEGIN and a transaction-level advisory lock, so that every host
+ * writing the same database waits for it), so that read-check-write sequences inside it see
+ * no other writer; commit and rollback end it. A commit of a transaction the server already
+ * aborted fails. rollback is safe to call when the transaction already ended.
  */
 int prov_sqldb_begin(struct prov_sqldb *db);
 int prov_sqldb_commit(struct prov_sqldb *db);
@@ -61,7 +79,11 @@ int prov_sqldb_bind_blob(struct prov_sqldb_stmt *st, int i, const void *p, size_
  */
 int prov_sqldb_bindv(struct prov_sqldb_stmt *st, const char *types, va_list ap);
 
-/* The id (INTEGER PRIMARY KEY) of the row the last INSERT on db added. */
+/*
+ * The id of the row the last INSERT on db added: SQLite's rowid (INTEGER PRIMARY KEY), on
+ * PostgreSQL the session's last generated identity value (lastval()): call it right after an
+ * INSERT into a table whose id the store generates, and only then.
+ */
 long long prov_sqldb_last_id(struct prov_sqldb *db);
 
 /* PROV_SQLDB_ROW, PROV_SQLDB_DONE, or a negative PROV_SQLDB_* code. */

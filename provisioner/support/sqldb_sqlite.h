@@ -8,9 +8,8 @@
 
 /*
  * The seam (sqldb.h) over a SQLite connection the caller opened and keeps: closing the seam
- * frees only the seam, never conn. NULL when out of memory.
+ * (prov_sqldb_close) frees only the seam, never conn. NULL when out of memory.
  */
 struct prov_sqldb *prov_sqldb_sqlite_wrap(sqlite3 *conn);
-void prov_sqldb_close(struct prov_sqldb *db);
 
 #endif

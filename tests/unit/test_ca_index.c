@@ -6,6 +6,8 @@
  * processes), the import of issued-keys, the stats of `ca show`, an index from a newer
  * tool refused, one from version 1 brought up to date, and revocations (final, idempotent,
  * audited, a reissue's superseded certificate revoked when asked) with the CRL numbers.
+ * One test list over both stores: SQLite, and PostgreSQL when PROV_TEST_PG_URI names a server
+ * (tests/integration/test_ca_index_pg.sh; a database of each test's own).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,6 +18,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -28,10 +31,15 @@
 #include "crl.h"
 #include "error.h"
 #include "hex.h"
+#include "sqldb_pg.h"
+#include "sqldb_sqlite.h"
+#include "test_pg.h"
 #include "test_pki.h"
 
 struct fixture {
     char dir[64];
+    char db_name[48]; /* PostgreSQL: the test's database, "" on SQLite */
+    char uri[256];
     EVP_PKEY *ca_key;
     X509 *ca_cert;
     long next_serial;
@@ -53,8 +61,18 @@ static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
 
+    static int n;
+
     snprintf(f->dir, sizeof(f->dir), "/tmp/test_ca_index.XXXXXX");
     assert_non_null(mkdtemp(f->dir));
+    if (getenv("PROV_TEST_PG_URI") != NULL) {
+        char sql[96];
+
+        snprintf(f->db_name, sizeof(f->db_name), "tci_%d_%d", (int)getpid(), ++n);
+        snprintf(sql, sizeof(sql), "CREATE DATABASE %s", f->db_name);
+        test_pg_admin("PROV_TEST_PG_URI", sql);
+        test_pg_uri("PROV_TEST_PG_URI", f->db_name, f->uri, sizeof(f->uri));
+    }
     f->ca_key = test_pki_ec_key("P-256");
     f->ca_cert = make_cert(f, f->ca_key);
     *state = f;
@@ -68,6 +86,10 @@ static int teardown(void **state)
 
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
     assert_int_equal(system(cmd), 0);
+    if (f->db_name[0] != '\0') {
+        snprintf(cmd, sizeof(cmd), "DROP DATABASE %s WITH (FORCE)", f->db_name);
+        test_pg_admin("PROV_TEST_PG_URI", cmd);
+    }
     X509_free(f->ca_cert);
     EVP_PKEY_free(f->ca_key);
     free(f);
@@ -79,7 +101,7 @@ static struct prov_ca_index *open_index(struct fixture *f)
     struct prov_ca_index *ix = NULL;
 
     prov_error_clear();
-    if (prov_ca_index_open(f->dir, &ix) != 0) {
+    if (prov_ca_index_open_at(f->dir, f->uri[0] ? f->uri : NULL, NULL, &ix) != 0) {
         fail_msg("open: %s", prov_error_message());
     }
     return ix;
@@ -104,28 +126,70 @@ static X509 *issue(struct fixture *f, struct prov_ca_index *ix, const char *seri
     return cert;
 }
 
-/* One value of a query on the index file, as text ("" for none). */
+static bool is_pg(struct fixture *f)
+{
+    return f->uri[0] != '\0';
+}
+
+/* A connection of the test's own to the index's store (the seam, sqldb.h). */
+static struct prov_sqldb *store_open(struct fixture *f, sqlite3 **conn)
+{
+    struct prov_sqldb *db = NULL;
+    char path[128];
+
+    *conn = NULL;
+    if (is_pg(f)) {
+        assert_int_equal(prov_sqldb_pg_open(f->uri, NULL, 99, &db), 0);
+        return db;
+    }
+    snprintf(path, sizeof(path), "%s/index.sqlite", f->dir);
+    assert_int_equal(sqlite3_open(path, conn), SQLITE_OK);
+    sqlite3_busy_timeout(*conn, 5000);
+    db = prov_sqldb_sqlite_wrap(*conn);
+    assert_non_null(db);
+    return db;
+}
+
+static void store_close(struct prov_sqldb *db, sqlite3 *conn)
+{
+    prov_sqldb_close(db);
+    sqlite3_close(conn);
+}
+
+/* Changes the index behind the tool's back (what another tool or an attacker did). */
+static void store_exec(struct fixture *f, const char *sql)
+{
+    sqlite3 *conn = NULL;
+    struct prov_sqldb *db = store_open(f, &conn);
+
+    if (prov_sqldb_exec(db, sql) != 0) {
+        fail_msg("%s: %s", sql, prov_sqldb_errmsg(db));
+    }
+    store_close(db, conn);
+}
+
+/* One value of a query on the index, as text ("" for none; rows joined by ","). */
 static char *query(struct fixture *f, const char *sql)
 {
     static char out[1024];
-    char path[128];
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
+    sqlite3 *conn = NULL;
+    struct prov_sqldb *db = store_open(f, &conn);
+    struct prov_sqldb_stmt *st = NULL;
 
-    snprintf(path, sizeof(path), "%s/index.sqlite", f->dir);
-    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    if (prov_sqldb_prepare(db, sql, &st) != 0) {
+        fail_msg("%s: %s", sql, prov_sqldb_errmsg(db));
+    }
     out[0] = '\0';
-    for (int rc = sqlite3_step(st); rc == SQLITE_ROW; rc = sqlite3_step(st)) {
-        const unsigned char *t = sqlite3_column_text(st, 0);
+    for (int rc = prov_sqldb_step(st); rc == PROV_SQLDB_ROW; rc = prov_sqldb_step(st)) {
+        const char *t = prov_sqldb_column_text(st, 0);
 
         if (out[0] != '\0') {
             strncat(out, ",", sizeof(out) - strlen(out) - 1);
         }
-        strncat(out, t ? (const char *)t : "NULL", sizeof(out) - strlen(out) - 1);
+        strncat(out, t ? t : "NULL", sizeof(out) - strlen(out) - 1);
     }
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    prov_sqldb_finalize(st);
+    store_close(db, conn);
     return out;
 }
 
@@ -145,11 +209,13 @@ static void test_created_private_with_schema(void **state)
     char path[128];
     struct stat st;
 
-    snprintf(path, sizeof(path), "%s/index.sqlite", f->dir);
-    assert_int_equal(stat(path, &st), 0);
-    assert_int_equal(st.st_mode & 0777, 0600);
     assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'schema_version'"), "6");
-    assert_string_equal(query(f, "PRAGMA journal_mode"), "wal");
+    if (!is_pg(f)) {
+        snprintf(path, sizeof(path), "%s/index.sqlite", f->dir);
+        assert_int_equal(stat(path, &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0600);
+        assert_string_equal(query(f, "PRAGMA journal_mode"), "wal");
+    }
     prov_ca_index_close(ix);
     /* a second open finds the schema and changes nothing */
     ix = open_index(f);
@@ -181,7 +247,8 @@ static void test_serial_rule_and_reissue(void **state)
     assert_non_null(second);
     assert_string_equal(query(f, "SELECT status FROM certificate ORDER BY id"),
                         "superseded,issued");
-    assert_string_equal(query(f, "SELECT a.superseded_by = b.id FROM certificate a, certificate b"
+    assert_string_equal(query(f, "SELECT CASE WHEN a.superseded_by = b.id THEN 1 ELSE 0 END"
+                                 " FROM certificate a, certificate b"
                                  " WHERE a.id = 1 AND b.id = 2"),
                         "1");
     X509_free(first);
@@ -407,21 +474,15 @@ static void test_newer_schema_refused(void **state)
 {
     struct fixture *f = *state;
     struct prov_ca_index *ix = open_index(f);
-    char path[128];
-    sqlite3 *db = NULL;
 
     prov_ca_index_close(ix);
-    snprintf(path, sizeof(path), "%s/index.sqlite", f->dir);
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "UPDATE meta SET value = '7' WHERE name = "
-                                      "'schema_version'", NULL, NULL, NULL),
-                     SQLITE_OK);
-    sqlite3_close(db);
+    store_exec(f, "UPDATE meta SET value = '7' WHERE name = 'schema_version'");
     ix = (struct prov_ca_index *)1;
     prov_error_clear();
-    assert_int_equal(prov_ca_index_open(f->dir, &ix), PROV_ERR_JOURNAL);
+    assert_int_equal(prov_ca_index_open_at(f->dir, is_pg(f) ? f->uri : NULL, NULL, &ix),
+                     PROV_ERR_JOURNAL);
     assert_null(ix);
-    assert_message("schema version 7", "index.sqlite");
+    assert_message("schema version 7", is_pg(f) ? f->db_name : "index.sqlite");
 }
 
 static int count_rows(struct fixture *f, const char *table)
@@ -446,8 +507,6 @@ static void test_revoke(void **state)
     bool is_new = false;
     bool is_intact = false;
     size_t n_list = 0;
-    sqlite3 *db = NULL;
-    char path[128];
 
     /* the serial's current certificate, with an invalidity date */
     assert_int_equal(prov_ca_index_revoke(ix, "SN-1", NULL, PROV_CRL_REASON_CESSATION_OF_OPERATION,
@@ -500,12 +559,7 @@ static void test_revoke(void **state)
     assert_int_equal(prov_ca_index_audit_verify(ix, &n, &is_intact, &bad), 0);
     assert_int_equal(n, 2);
     assert_true(is_intact);
-    snprintf(path, sizeof(path), "%s/index.sqlite", f->dir);
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "UPDATE audit SET detail = 'reason=superseded' WHERE seq = 1",
-                                  NULL, NULL, NULL),
-                     SQLITE_OK);
-    sqlite3_close(db);
+    store_exec(f, "UPDATE audit SET detail = 'reason=superseded' WHERE seq = 1");
     assert_int_equal(prov_ca_index_audit_verify(ix, &n, &is_intact, &bad), 0);
     assert_false(is_intact);
     assert_int_equal(bad, 1);
@@ -549,22 +603,15 @@ static void test_upgrade_from_v1(void **state)
     struct prov_ca_record enroll = {.issued_by = "enroll"};
     X509 *cert = issue(f, ix, "SN-U", &enroll, 0);
     long long number = 0;
-    sqlite3 *db = NULL;
-    char path[128];
 
     prov_ca_index_close(ix);
-    snprintf(path, sizeof(path), "%s/index.sqlite", f->dir);
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "DROP TABLE cmp_transaction;"
-                                      " DROP TABLE lot_profile; DROP TABLE lot_serial;"
-                                      " DROP TABLE lot_station; DROP TABLE lot; DROP TABLE station;"
-                                      " DROP INDEX certificate_by_lot;"
-                                      " DROP TABLE revocation; DROP TABLE audit;"
-                                      " DELETE FROM meta WHERE name LIKE '%crl_number';"
-                                      " UPDATE meta SET value = '1' WHERE name = 'schema_version'",
-                                  NULL, NULL, NULL),
-                     SQLITE_OK);
-    sqlite3_close(db);
+    store_exec(f, "DROP TABLE cmp_transaction;"
+                  " DROP TABLE lot_profile; DROP TABLE lot_serial;"
+                  " DROP TABLE lot_station; DROP TABLE lot; DROP TABLE station;"
+                  " DROP INDEX certificate_by_lot;"
+                  " DROP TABLE revocation; DROP TABLE audit;"
+                  " DELETE FROM meta WHERE name LIKE '%crl_number';"
+                  " UPDATE meta SET value = '1' WHERE name = 'schema_version'");
     ix = open_index(f);
     assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'schema_version'"), "6");
     assert_int_equal(count_rows(f, "certificate"), 1);
@@ -590,16 +637,12 @@ static void test_upgrade_from_v3(void **state)
     struct prov_ca_index *ix = open_index(f);
     struct prov_ca_record rec = {.issued_by = "ca station"};
     X509 *cert = issue(f, ix, "STATION-U", &rec, 0);
-    sqlite3 *db = NULL;
-    char path[128];
     char sql[512];
     char hex[72];
     const ASN1_INTEGER *sn = X509_get0_serialNumber(cert);
 
     prov_ca_index_close(ix);
     prov_hex_encode(ASN1_STRING_get0_data(sn), (size_t)ASN1_STRING_length(sn), hex);
-    snprintf(path, sizeof(path), "%s/index.sqlite", f->dir);
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     /* what step 3 left: no lot_profile, lot_serial, reissue, per_minutes, cmp_transaction */
     snprintf(sql, sizeof(sql),
              "DROP TABLE cmp_transaction; ALTER TABLE station DROP COLUMN per_minute;"
@@ -610,8 +653,7 @@ static void test_upgrade_from_v3(void **state)
              " INSERT INTO lot_station VALUES ('LOT-U', 'STATION-U');"
              " UPDATE meta SET value = '3' WHERE name = 'schema_version'",
              hex);
-    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(db);
+    store_exec(f, sql);
     ix = open_index(f);
     assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'schema_version'"), "6");
     assert_string_equal(query(f, "SELECT name || ' ' || cap || ' ' || reissue FROM lot"),

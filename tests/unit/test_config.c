@@ -434,13 +434,34 @@ static void test_bad_values(void **state)
     parse_fail("[provisioner]\nlot =\n", "[provisioner] lot", "empty");
     parse_fail("[ca]\nintermediate_key = /dev/key\n", "[ca] intermediate_key", "pkcs11:");
     parse_fail("[ca]\nroot_key = key.pem\n", "[ca] root_key", "file:PATH");
+    /* the CA index is a libpq URI or nothing; the value (which may hold a password) is not echoed */
+    parse_fail("[ca]\nindex = /srv/ix.sqlite\n", "[ca] index", "postgresql://");
+    assert_null(strstr(prov_error_message(), "/srv/ix.sqlite"));
+}
+
+/* [ca] index and index_password: the CA index a CA pair shares (doc/revocation.md). */
+static void test_ca_index(void **state)
+{
+    struct prov_config *cfg;
+
+    (void)state;
+    cfg = parse_ok("[ca]\nindex = postgresql://ca@db1,db2/ix?target_session_attrs=read-write\n"
+                   "index_password = env:CA_INDEX_PW\n");
+    assert_string_equal(cfg->ca_index, "postgresql://ca@db1,db2/ix?target_session_attrs=read-write");
+    assert_string_equal(cfg->ca_index_password, "env:CA_INDEX_PW");
+    prov_config_free(cfg);
+    cfg = parse_ok("[ca]\n");
+    assert_null(cfg->ca_index);
+    prov_config_free(cfg);
 }
 
 /* A PIN written where a PIN source belongs must not end up in the error text. */
 static void test_pin_source_never_echoed(void **state)
 {
-    static const char *const keys[][2] = {
-        {"provisioner", "device_pin"}, {"ca", "pin"}, {"ca", "root_key_pass"}};
+    static const char *const keys[][2] = {{"provisioner", "device_pin"},
+                                          {"ca", "pin"},
+                                          {"ca", "root_key_pass"},
+                                          {"ca", "index_password"}};
     char text[128];
     char needle[64];
 
@@ -556,6 +577,7 @@ int main(void)
         cmocka_unit_test(test_missing_sections),
         cmocka_unit_test(test_profile_must_issue_end_entities),
         cmocka_unit_test(test_bad_values),
+        cmocka_unit_test(test_ca_index),
         cmocka_unit_test(test_pin_source_never_echoed),
         cmocka_unit_test(test_relative_without_base_dir),
         cmocka_unit_test(test_load_file),

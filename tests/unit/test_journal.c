@@ -21,7 +21,6 @@
 
 #include <openssl/evp.h>
 #include <openssl/x509.h>
-#include <libpq-fe.h>
 #include <sqlite3.h>
 
 #include "error.h"
@@ -29,6 +28,7 @@
 #include "journal.h"
 #include "journal_internal.h"
 #include "journal_sqlite.h"
+#include "test_pg.h"
 #include "test_pki.h"
 
 struct fixture {
@@ -71,32 +71,16 @@ static int setup(void **state)
  * PostgreSQL server (tests/integration/ledger/test_ledger_unit.sh starts one), each test gets
  * a database of its own, made and dropped here.
  */
-static void pg_admin(const char *sql)
-{
-    PGconn *c = PQconnectdb(getenv("PROV_TEST_LEDGER_URI"));
-    PGresult *res;
-
-    assert_int_equal(PQstatus(c), CONNECTION_OK);
-    res = PQexec(c, sql);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        fail_msg("%s: %s", sql, PQerrorMessage(c));
-    }
-    PQclear(res);
-    PQfinish(c);
-}
-
 static int setup_pg(void **state)
 {
     static int n;
     struct fixture *f = calloc(1, sizeof(*f));
-    const char *base = getenv("PROV_TEST_LEDGER_URI");
     char sql[96];
 
     snprintf(f->dir, sizeof(f->dir), "tj_%d_%d", (int)getpid(), ++n);
     snprintf(sql, sizeof(sql), "CREATE DATABASE %s", f->dir);
-    pg_admin(sql);
-    /* the base URI ends with the database: the test's own replaces it */
-    snprintf(f->path, sizeof(f->path), "%.*s/%s", (int)(strrchr(base, '/') - base), base, f->dir);
+    test_pg_admin("PROV_TEST_LEDGER_URI", sql);
+    test_pg_uri("PROV_TEST_LEDGER_URI", f->dir, f->path, sizeof(f->path));
     unsetenv("PROVISIONER_TEST_CRASH_AT");
     assert_int_equal(prov_journal_open_with(f->path, NULL, "unit", true, &f->j), 0);
     assert_int_equal(prov_journal_lot(f->j, "lot-a", "a.csv", &f->lot), 0);
@@ -123,7 +107,7 @@ static int teardown_pg(void **state)
 
     fixture_close(f);
     snprintf(sql, sizeof(sql), "DROP DATABASE %s", f->dir);
-    pg_admin(sql);
+    test_pg_admin("PROV_TEST_LEDGER_URI", sql);
     free(f);
     return 0;
 }

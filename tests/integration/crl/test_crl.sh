@@ -21,6 +21,7 @@
 # - a root key in an encrypted PEM file signs the root's CRL.
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../batch/batch_lib.sh"
+. "$(dirname "$0")/crl_lib.sh"
 it_setup
 need sqlite3 nginx curl certtool
 batch_ca
@@ -83,17 +84,7 @@ assert_grep "$WORK/log/crl.txt" 'X509v3 Authority Key Identifier' "no AKI"
 assert_grep "$WORK/log/crl.txt" 'Next Update: ' "no nextUpdate"
 assert_grep "$WORK/log/crl.txt" 'Version 2' "not a v2 CRL"
 
-# revoked_list: "SERIAL-HEX REASON" per entry of the intermediate's CRL, sorted
-revoked_list() {
-    awk '/Serial Number:/ { s = tolower($3) }
-         /CRL Reason Code:/ { getline; gsub(/^ +/, ""); print s, $0 }' "$WORK/log/crl.txt" | sort
-}
-cert_hex() {
-    openssl x509 -in "$WORK/devices/$1/client.crt" -noout -serial | sed 's/^serial=//' | tr 'A-F' 'a-f'
-}
-want=$(printf '%s\n' "$(cert_hex SN-00002) Cessation Of Operation" \
-    "$(cert_hex SN-00005) Affiliation Changed" "$(cert_hex SN-00009) Key Compromise" | sort)
-assert_eq "$(revoked_list)" "$want" "the CRL's entries and reasons"
+assert_eq "$(revoked_list)" "$(revoked_three)" "the CRL's entries and reasons"
 assert_grep "$WORK/log/crl.txt" 'Invalidity Date' "no invalidity date on the keyCompromise entry"
 n1=$(openssl crl -in "$CA/intermediate.crl.pem" -noout -crlnumber)
 prov 0 ca crl
@@ -221,9 +212,7 @@ assert_eq "$(sql_q "$CA/index.sqlite" "SELECT reason || ' ' || revoked_by FROM r
     WHERE cert_serial = '$old_hex'")" "4 reissue" "the superseded certificate's revocation"
 prov 0 ca crl
 openssl crl -in "$CA/intermediate.crl" -inform DER -noout -text >"$WORK/log/crl.txt"
-want=$(printf '%s\n' "$(cert_hex SN-00002) Cessation Of Operation" \
-    "$(cert_hex SN-00005) Affiliation Changed" "$(cert_hex SN-00009) Key Compromise" \
-    "$old_hex Superseded" | sort)
+want=$(printf '%s\n' "$(revoked_three)" "$old_hex Superseded" | sort)
 assert_eq "$(revoked_list)" "$want" "the CRL after the reissue"
 
 curl -sS --max-time 20 -o "$WORK/fetched.crl" "$cdp" 2>"$WORK/log/curl-cdp.err" ||
