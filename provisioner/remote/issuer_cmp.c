@@ -88,16 +88,25 @@ static int parse_url(const char *url, struct cmp_issuer *ci)
  * would confirm a delivery nobody vouched for.
  */
 /*
- * Whether an answer's protection is there and verifies: OSSL_CMP_OPT_UNPROTECTED_ERRORS lets
- * through, besides unprotected error answers, ones whose protection does not verify, so the
- * presence of protection bits says nothing. Leaves the error queue as it was.
+ * Whether an answer is protected, and for a pkiConf whether its protection verifies:
+ * OSSL_CMP_OPT_UNPROTECTED_ERRORS lets a pkiConf through whose protection is there but does
+ * not verify, and a pkiConf is what confirms a delivery. It is checked here against the
+ * certificates the exchange's earlier answers brought (OpenSSL keeps them in the context);
+ * other answers are verified by OpenSSL after this (an error answer whose protection does not
+ * verify can only make the request fail). Leaves the error queue as it was.
  */
 static bool is_verified(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *rsp)
 {
     bool ok;
 
+    if (!prov_cmp_msg_is_protected(rsp)) {
+        return false;
+    }
+    if (OSSL_CMP_MSG_get_bodytype(rsp) != BODY_PKICONF) {
+        return true;
+    }
     ERR_set_mark();
-    ok = prov_cmp_msg_is_protected(rsp) && OSSL_CMP_validate_msg(ctx, rsp) == 1;
+    ok = OSSL_CMP_validate_msg(ctx, rsp) == 1;
     ERR_pop_to_mark();
     return ok;
 }
