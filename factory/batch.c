@@ -367,9 +367,46 @@ int batch_run_row(struct batch *b, uint32_t index, prov_manifest_row_fn fn, void
     return r;
 }
 
+/*
+ * The rows of group g in order. On the ledger, a group whose first row another station holds
+ * or finished is being worked from its start by that station: the rest is walked from the
+ * end, so that the two meet in the middle instead of one trailing the other and asking for
+ * every row it takes (doc/ledger.md, "Work distribution"). idx: room for g->count indices,
+ * or NULL (out of memory): then in order only.
+ */
+static void work_group(struct batch *b, struct batch_group *g, uint32_t *idx)
+{
+    uint32_t next = g->first;
+    size_t lo = 0;
+    size_t hi = 0;
+    bool is_back = false;
+
+    for (uint32_t i = g->first; idx != NULL && i != BATCH_NO_ROW && hi < g->count;
+         i = b->rows[i].next) {
+        idx[hi++] = i;
+    }
+    while (idx != NULL ? lo < hi : next != BATCH_NO_ROW) {
+        uint32_t i = idx == NULL ? next : is_back ? idx[--hi] : idx[lo++];
+        struct batch_row_job job = {.b = b, .g = g, .index = i};
+
+        /* SIGINT/SIGTERM: no new row; the rows not started stay pending (interrupt.h) */
+        if (prov_interrupt_signal() != 0) {
+            break;
+        }
+        prov_error_clear();
+        if (batch_run_row(b, i, batch_row_handle, &job) < 0) {
+            batch_row_unreadable(b, i);
+        }
+        next = b->rows[i].next;
+        is_back = is_back || (lo == 1 && job.is_elsewhere);
+    }
+}
+
 static void *worker(void *arg)
 {
     struct batch *b = arg;
+    uint32_t *idx = NULL;
+    size_t cap = 0;
 
     for (;;) {
         struct batch_group *g;
@@ -380,19 +417,17 @@ static void *worker(void *arg)
         if (g == NULL) {
             break;
         }
-        for (uint32_t i = g->first; i != BATCH_NO_ROW; i = b->rows[i].next) {
-            struct batch_row_job job = {.b = b, .g = g, .index = i};
+        if (g->count > cap) {
+            uint32_t *more = realloc(idx, g->count * sizeof(*idx));
 
-            /* SIGINT/SIGTERM: no new row; the rows not started stay pending (interrupt.h) */
-            if (prov_interrupt_signal() != 0) {
-                break;
-            }
-            prov_error_clear();
-            if (batch_run_row(b, i, batch_row_handle, &job) < 0) {
-                batch_row_unreadable(b, i);
+            if (more != NULL) {
+                idx = more;
+                cap = g->count;
             }
         }
+        work_group(b, g, g->count > cap ? NULL : idx);
     }
+    free(idx);
     return NULL;
 }
 

@@ -162,10 +162,10 @@ bool prov_journal_is_ledger(const char *path)
 }
 
 int prov_journal_lease_claim(struct prov_journal *j, long long lot_id, const char *serial,
-                             bool is_reopen, char *holder, size_t cap, bool *is_mine)
+                             bool is_reopen, char *holder, size_t cap, enum prov_journal_lease *out)
 {
     holder[0] = '\0';
-    *is_mine = true;
+    *out = PROV_JOURNAL_LEASE_MINE;
     int r;
 
     if (j->store->ops->lease_claim == NULL) {
@@ -173,7 +173,7 @@ int prov_journal_lease_claim(struct prov_journal *j, long long lot_id, const cha
     }
     /* the store's connection is the journal's: one transaction at a time on it */
     pthread_mutex_lock(&j->lock);
-    r = j->store->ops->lease_claim(j->store, lot_id, serial, is_reopen, holder, cap, is_mine);
+    r = j->store->ops->lease_claim(j->store, lot_id, serial, is_reopen, holder, cap, out);
     pthread_mutex_unlock(&j->lock);
     return r;
 }

@@ -119,6 +119,39 @@ static const char *const schema_steps[] = {
     "   CASE WHEN w_station <> '' THEN 'station ' || w_station ELSE 'released' END);"
     " END IF;"
     "END$$;",
+    /*
+     * 4: a claim in one statement (journal_pg_lease.c): the row's work entry made when the
+     * lot has none yet, taken when nobody holds a live lease on it (FOR UPDATE SKIP LOCKED: a
+     * row another claimer is taking is not waited for), else who holds it; and who finished a
+     * row and when (done_by, done_at), so that a station does not read back, row by row, what
+     * another station finished while it ran (doc/ledger.md, "Work distribution"). outcome:
+     * 'mine' (token: the lease's), 'held' (holder: the station holding it), 'done' (finished,
+     * read as such), 'finished' (done by holder at or after p_since). at: the claim's time,
+     * the p_since of the station's later claims.
+     */
+    "ALTER TABLE work ADD COLUMN done_by TEXT, ADD COLUMN done_at TIMESTAMPTZ;"
+    "CREATE FUNCTION prov_claim(p_lot BIGINT, p_serial TEXT, p_station TEXT, p_seconds INTEGER,"
+    " p_reopen BOOLEAN, p_since TIMESTAMPTZ, OUT token BIGINT, OUT holder TEXT,"
+    " OUT outcome TEXT, OUT at TIMESTAMPTZ) LANGUAGE plpgsql AS $$"
+    "DECLARE w work%ROWTYPE;"
+    "BEGIN"
+    " at := now();"
+    " INSERT INTO work(lot_id, serial) VALUES (p_lot, p_serial) ON CONFLICT DO NOTHING;"
+    " SELECT * INTO w FROM work c WHERE c.lot_id = p_lot AND c.serial = p_serial"
+    "  AND (NOT c.done OR p_reopen) AND (c.station IS NULL OR c.expires < now())"
+    "  FOR UPDATE SKIP LOCKED;"
+    " IF FOUND THEN"
+    "  UPDATE work c SET station = p_station, token = nextval('lease_token'),"
+    "   expires = now() + p_seconds * interval '1 second', done = false"
+    "   WHERE c.lot_id = p_lot AND c.serial = p_serial RETURNING c.token INTO token;"
+    "  holder := p_station; outcome := 'mine'; RETURN;"
+    " END IF;"
+    " SELECT * INTO w FROM work c WHERE c.lot_id = p_lot AND c.serial = p_serial;"
+    " holder := CASE WHEN w.done THEN coalesce(w.done_by, '?') ELSE coalesce(w.station, '?') END;"
+    " outcome := CASE WHEN NOT w.done THEN 'held'"
+    "  WHEN NOT p_reopen AND p_since IS NOT NULL AND w.done_at >= p_since"
+    "   AND w.done_by IS DISTINCT FROM p_station THEN 'finished' ELSE 'done' END;"
+    "END$$;",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(schema_steps) / sizeof(schema_steps[0])))
@@ -934,10 +967,10 @@ static void pg_set_lease(struct journal_store *s, int seconds)
 }
 
 static int pg_lease_claim(struct journal_store *s, long long lot_id, const char *serial,
-                          bool is_reopen, char *holder, size_t cap, bool *is_mine)
+                          bool is_reopen, char *holder, size_t cap, enum prov_journal_lease *out)
 {
-    return journal_pg_lease_claim(&journal_pg_of(s)->leases, s, lot_id, serial, is_reopen, holder,
-                                  cap, is_mine);
+    return journal_pg_lease_claim(&journal_pg_of(s)->leases, lot_id, serial, is_reopen, holder, cap,
+                                  out);
 }
 
 static int pg_lease_end(struct journal_store *s, long long lot_id, const char *serial, bool is_done)

@@ -220,14 +220,15 @@ struct journal_store_ops {
 
     /*
      * Leases (a store shared by processes on several hosts; NULL in a store with one writer):
-     * claim takes the row unless another station holds a live lease on it (*is_mine false,
-     * its name into holder); a finished row is claimed only to be reopened (is_reopen: a
-     * reissue), else it is read as finished without a lease; end gives it back (is_done: the
-     * row needs no more work); every row_put of a claimed row checks the lease's token
-     * (fencing). Outside a transaction.
+     * claim takes the row unless another station holds a live lease on it (*out HELD, its
+     * name into holder); a finished row is claimed only to be reopened (is_reopen: a
+     * reissue), else it is read as finished without a lease (or *out FINISHED when another
+     * station finished it after this process's first claim: prov_journal_lease_claim); end
+     * gives it back (is_done: the row needs no more work, finished by this station); every
+     * row_put of a claimed row checks the lease's token (fencing). Outside a transaction.
      */
     int (*lease_claim)(struct journal_store *s, long long lot_id, const char *serial,
-                       bool is_reopen, char *holder, size_t cap, bool *is_mine);
+                       bool is_reopen, char *holder, size_t cap, enum prov_journal_lease *out);
     int (*lease_end)(struct journal_store *s, long long lot_id, const char *serial, bool is_done);
     void (*set_lease)(struct journal_store *s, int seconds);
     /* Whether the database went away and stayed away (every op fails since); NULL: never. */
