@@ -978,6 +978,12 @@ static void count(struct batch *b, enum batch_status st)
     }
 }
 
+void batch_row_elsewhere(struct batch *b, uint32_t index)
+{
+    b->rows[index].status = BATCH_ELSEWHERE;
+    count(b, BATCH_ELSEWHERE);
+}
+
 /* One stderr line per failed row, naming the manifest line and the serial. */
 static void report_failure(struct batch *b, uint32_t line, const char *serial, const char *msg)
 {

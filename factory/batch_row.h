@@ -71,6 +71,7 @@ struct batch {
     /* a fixture station (station.c): the device in front of it is read back even when
      * another station finished its row (on the ledger) */
     bool is_fixture;
+    bool is_ledger; /* the journal is the ledger: other stations work the lot too */
 
     struct prov_issuer *issuer; /* who issues, records and delivers (issuer.h) */
     struct prov_journal *journal;
@@ -105,6 +106,9 @@ struct batch_row_job {
     int err;                /* out: the PROV_ERR_* the row failed with, 0 when it did not */
     bool is_elsewhere;      /* out: another station held or finished the row (ledger) */
 };
+
+/* A row another station holds or finished, counted as such without being worked. */
+void batch_row_elsewhere(struct batch *b, uint32_t index);
 
 /* The row callback that enrolls (batch_row.c); never fails the parse for a row's failure. */
 int batch_row_handle(void *ctx, struct prov_manifest_parser *p,

@@ -178,6 +178,21 @@ int prov_journal_lease_claim(struct prov_journal *j, long long lot_id, const cha
     return r;
 }
 
+int prov_journal_lease_scan(struct prov_journal *j, long long lot_id, const char *const *serials,
+                            size_t n, bool *is_other)
+{
+    int r;
+
+    memset(is_other, 0, n * sizeof(*is_other));
+    if (j->store->ops->lease_scan == NULL || n == 0) {
+        return 0;
+    }
+    pthread_mutex_lock(&j->lock);
+    r = j->store->ops->lease_scan(j->store, lot_id, serials, n, is_other);
+    pthread_mutex_unlock(&j->lock);
+    return r;
+}
+
 int prov_journal_lease_end(struct prov_journal *j, long long lot_id, const char *serial,
                            bool is_done)
 {

@@ -139,6 +139,14 @@ int prov_journal_lease_claim(struct prov_journal *j, long long lot_id, const cha
                              bool is_reopen, char *holder, size_t cap,
                              enum prov_journal_lease *out);
 
+/*
+ * The claim's answer for many rows of the lot in one question, without claiming any:
+ * is_other[i] when another station holds serials[i] or finished it while this process ran
+ * (HELD or FINISHED above), false otherwise. All false on a journal with one writer.
+ */
+int prov_journal_lease_scan(struct prov_journal *j, long long lot_id, const char *const *serials,
+                            size_t n, bool *is_other);
+
 /* Gives the row's lease back (is_done: the row needs no more work); no lease: nothing. */
 int prov_journal_lease_end(struct prov_journal *j, long long lot_id, const char *serial,
                            bool is_done);

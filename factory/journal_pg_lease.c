@@ -236,6 +236,71 @@ int journal_pg_lease_claim(struct journal_pg_leases *ls, long long lot_id, const
     return 0;
 }
 
+/* serials as a PostgreSQL array literal ("{"a","b"}", each quoted); malloc'd, NULL on NOMEM. */
+static char *text_array(const char *const *serials, size_t n)
+{
+    size_t cap = 3;
+    size_t k = 0;
+    char *out;
+
+    for (size_t i = 0; i < n; i++) {
+        cap += 2 * strlen(serials[i]) + 3;
+    }
+    out = malloc(cap);
+    if (out == NULL) {
+        return NULL;
+    }
+    out[k++] = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0) {
+            out[k++] = ',';
+        }
+        out[k++] = '"';
+        for (const char *c = serials[i]; *c != '\0'; c++) {
+            if (*c == '"' || *c == '\\') {
+                out[k++] = '\\';
+            }
+            out[k++] = *c;
+        }
+        out[k++] = '"';
+    }
+    out[k++] = '}';
+    out[k] = '\0';
+    return out;
+}
+
+int journal_pg_lease_scan(struct journal_pg_leases *ls, long long lot_id,
+                          const char *const *serials, size_t n, bool *is_other)
+{
+    char *list = text_array(serials, n);
+    PGresult *res;
+
+    if (list == NULL) {
+        return prov_fail(PROV_ERR_NOMEM, "journal %s: out of memory", ls->db->name);
+    }
+    /* prov_claim's HELD and FINISHED, without claiming: the rows' places in the list */
+    res = journal_pg_exec(ls->db, "leases", NULL, NULL, 0,
+                          "SELECT s.i FROM unnest($2::text[]) WITH ORDINALITY AS s(serial, i)"
+                          " JOIN work w ON w.lot_id = $1 AND w.serial = s.serial"
+                          " WHERE CASE WHEN w.done THEN w.done_by IS DISTINCT FROM $3"
+                          "  AND w.done_at >= $4::timestamptz"
+                          " ELSE w.station <> $3 AND w.expires >= now() END",
+                          "ittt", lot_id, list, ls->station, ls->since[0] ? ls->since : NULL);
+    free(list);
+    if (res == NULL) {
+        return PROV_ERR_JOURNAL;
+    }
+    for (int i = 0; i < PQntuples(res); i++) {
+        long long at = journal_pg_ll(res, i, 0);
+
+        if (at >= 1 && (size_t)at <= n) {
+            is_other[at - 1] = true;
+        }
+    }
+    PQclear(res);
+    return 0;
+}
+
 int journal_pg_lease_end(struct journal_pg_leases *ls, long long lot_id, const char *serial,
                          bool is_done)
 {

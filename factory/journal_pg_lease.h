@@ -40,6 +40,8 @@ void journal_pg_leases_stop(struct journal_pg_leases *l);
 /* The ops of the same names (journal_store.h). */
 int journal_pg_lease_claim(struct journal_pg_leases *l, long long lot_id, const char *serial,
                            bool is_reopen, char *holder, size_t cap, enum prov_journal_lease *out);
+int journal_pg_lease_scan(struct journal_pg_leases *l, long long lot_id,
+                          const char *const *serials, size_t n, bool *is_other);
 int journal_pg_lease_end(struct journal_pg_leases *l, long long lot_id, const char *serial,
                          bool is_done);
 

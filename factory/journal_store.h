@@ -174,6 +174,13 @@ struct journal_store_ops {
     int (*audit_head)(struct journal_store *s, long long *seq, char hash[65]);
     /* Appends the record and makes it the head. */
     int (*audit_append)(struct journal_store *s, const struct journal_audit_record *rec);
+    /*
+     * A store that chains its records itself (the ledger: the server reads the head and
+     * computes the same hash, journal_audit.c): appends the next record of this station's
+     * chain. NULL: journal_audit_append reads the head and hashes here.
+     */
+    int (*audit_chain)(struct journal_store *s, const char *at, const char *lot, const char *serial,
+                       const char *event, const char *detail);
     /* The serial identity is bound to in the lot ("" when none). */
     int (*claim_of)(struct journal_store *s, long long lot_id, const char *identity, char *out,
                     size_t cap);
@@ -229,6 +236,9 @@ struct journal_store_ops {
      */
     int (*lease_claim)(struct journal_store *s, long long lot_id, const char *serial,
                        bool is_reopen, char *holder, size_t cap, enum prov_journal_lease *out);
+    /* prov_journal_lease_scan: is_other[i] of serials[i] (all false on entry) */
+    int (*lease_scan)(struct journal_store *s, long long lot_id, const char *const *serials,
+                      size_t n, bool *is_other);
     int (*lease_end)(struct journal_store *s, long long lot_id, const char *serial, bool is_done);
     void (*set_lease)(struct journal_store *s, int seconds);
     /* Whether the database went away and stayed away (every op fails since); NULL: never. */

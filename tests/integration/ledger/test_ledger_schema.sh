@@ -19,7 +19,7 @@ need sqlite3
 batch_ca
 pg_start main
 ledger_config
-newest=4 # the newest schema version (factory/journal_pg.c)
+newest=5 # the newest schema version (factory/journal_pg.c)
 
 PGPASSWORD=$(cat "$WORK/ledger.pass") "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_DIR" \
     -p "$PG_PORT" -U postgres -d postgres -f "$(dirname "$0")/schema-v1.sql" >/dev/null ||
