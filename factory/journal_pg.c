@@ -484,11 +484,20 @@ out:
     return r;
 }
 
+/* A new row's id, when its INSERT's result comes back (w lives until the transaction ends). */
+static void row_inserted(void *ctx, const PGresult *res)
+{
+    struct journal_row *w = ctx;
+
+    if (PQntuples(res) == 1) {
+        w->id = journal_pg_ll(res, 0, 0);
+    }
+}
+
 static int pg_row_put(struct journal_store *s, struct journal_row *w)
 {
     struct journal_pg *j = journal_pg_of(s);
     const char *state = prov_journal_state_name(w->state);
-    PGresult *res;
     int r;
 
     /* every write of a row is fenced: a station whose lease was taken over writes nothing */
@@ -512,19 +521,14 @@ static int pg_row_put(struct journal_store *s, struct journal_row *w)
         j->step_at = r == 0 ? j->db.n_pending : 0;
         return r;
     }
-    res = journal_pg_exec(&j->db, w->serial, NULL, NULL, 0,
-                          "INSERT INTO device(lot_id, serial, device_uri, state, key_id, key_uri,"
-                          " storage, cert_id, error, attempts, updated) VALUES ($1, $2, $3, $4,"
-                          " $5, $6, $7, nullif($8::bigint, 0), $9, $10, $11) RETURNING id",
-                          "itttbttitit", w->lot_id, w->serial, w->device_uri, state, w->key_id,
-                          w->key_id_len, w->key_uri, w->storage, w->cert_id, w->error,
-                          (long long)w->attempts, w->updated);
-    if (res == NULL) {
-        return PROV_ERR_JOURNAL;
-    }
-    w->id = journal_pg_ll(res, 0, 0);
-    PQclear(res);
-    return 0;
+    /* a new row's id is nothing its transition needs before the COMMIT: sent with it too */
+    return journal_pg_defer(&j->db, w->serial, row_inserted, w,
+                            "INSERT INTO device(lot_id, serial, device_uri, state, key_id, key_uri,"
+                            " storage, cert_id, error, attempts, updated) VALUES ($1, $2, $3, $4,"
+                            " $5, $6, $7, nullif($8::bigint, 0), $9, $10, $11) RETURNING id",
+                            "itttbttitit", w->lot_id, w->serial, w->device_uri, state, w->key_id,
+                            w->key_id_len, w->key_uri, w->storage, w->cert_id, w->error,
+                            (long long)w->attempts, w->updated);
 }
 
 /* Runs sql and copies column 0 of its first row into out ("" and *found false when none). */

@@ -137,7 +137,10 @@ struct journal_store_ops {
      */
     int (*row_get)(struct journal_store *s, long long lot_id, const char *serial,
                    struct prov_journal_device *d, long long *dev_id, long long *cert_id);
-    /* Writes every field of the row (inserts it when row->id is 0, setting row->id). */
+    /*
+     * Writes every field of the row (inserts it when row->id is 0, setting row->id, which a
+     * server store may set only when the transaction ends: row lives until then).
+     */
     int (*row_put)(struct journal_store *s, struct journal_row *row);
     /*
      * Records a certificate; PROV_ERR_ALREADY_ISSUED, with *broken and no error recorded, when
