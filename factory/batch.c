@@ -418,13 +418,16 @@ static void drop_elsewhere(struct batch *b, uint32_t *idx, size_t lo, size_t *hi
 /*
  * The rows of group g in order. On the ledger, a row another station holds or finished
  * means that station works this device too: what else of the group is that station's is
- * asked in one question, and those rows are left to it; and when it was the group's first
- * row, that station is working the device from its start, so the rest is walked from the end:
- * the two meet in the middle instead of one trailing the other and claiming, row by row,
- * what the other just took (doc/ledger.md, "Work distribution"). idx: room for g->count
- * indices, or NULL (out of memory): then in order only.
+ * asked in one question, and those rows are left to it. When it is the group's first row,
+ * that station is working the device from its start: the group is left for later (true;
+ * when can_defer) so that this station first takes a device nobody works, and when it comes
+ * back (is_again) it walks the rest from the end, so that the two meet in the middle instead
+ * of one trailing the other and claiming, row by row, what the other just took
+ * (doc/ledger.md, "Work distribution"). idx: room for g->count indices, or NULL (out of
+ * memory): then in order only.
  */
-static void work_group(struct batch *b, struct batch_group *g, uint32_t *idx)
+static bool work_group(struct batch *b, struct batch_group *g, uint32_t *idx, bool can_defer,
+                       bool is_again)
 {
     uint32_t next = g->first;
     size_t lo = 0;
@@ -434,6 +437,12 @@ static void work_group(struct batch *b, struct batch_group *g, uint32_t *idx)
     for (uint32_t i = g->first; idx != NULL && i != BATCH_NO_ROW && hi < g->count;
          i = b->rows[i].next) {
         idx[hi++] = i;
+    }
+    if (is_again && idx != NULL) {
+        /* the first row was concluded the first time; what of the rest is another's now */
+        lo = 1;
+        is_back = true;
+        drop_elsewhere(b, idx, lo, &hi);
     }
     while (idx != NULL ? lo < hi : next != BATCH_NO_ROW) {
         uint32_t i = idx == NULL ? next : is_back ? idx[--hi] : idx[lo++];
@@ -449,10 +458,14 @@ static void work_group(struct batch *b, struct batch_group *g, uint32_t *idx)
         }
         next = b->rows[i].next;
         if (job.is_elsewhere && idx != NULL && b->is_ledger) {
+            if (lo == 1 && !is_back && can_defer) {
+                return true;
+            }
             is_back = is_back || lo == 1;
             drop_elsewhere(b, idx, lo, &hi);
         }
     }
+    return false;
 }
 
 static void *worker(void *arg)
@@ -460,13 +473,22 @@ static void *worker(void *arg)
     struct batch *b = arg;
     uint32_t *idx = NULL;
     size_t cap = 0;
+    /* the groups another station had begun, taken again once the queue is empty */
+    struct batch_group **later = calloc(b->n_groups ? b->n_groups : 1, sizeof(*later));
+    size_t n_later = 0;
+    size_t k_later = 0;
 
     for (;;) {
         struct batch_group *g;
+        bool is_again = false;
 
         pthread_mutex_lock(&b->queue_lock);
         g = b->next_group < b->n_groups ? &b->groups[b->order[b->next_group++]] : NULL;
         pthread_mutex_unlock(&b->queue_lock);
+        if (g == NULL && k_later < n_later) {
+            g = later[k_later++];
+            is_again = true;
+        }
         if (g == NULL) {
             break;
         }
@@ -478,8 +500,11 @@ static void *worker(void *arg)
                 cap = g->count;
             }
         }
-        work_group(b, g, g->count > cap ? NULL : idx);
+        if (work_group(b, g, g->count > cap ? NULL : idx, later != NULL && !is_again, is_again)) {
+            later[n_later++] = g;
+        }
     }
+    free(later);
     free(idx);
     return NULL;
 }
