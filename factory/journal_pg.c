@@ -217,6 +217,8 @@ static void pg_rollback(struct journal_pg *j)
 static void txn_abort(struct journal_pg *j)
 {
     j->step_at = 0;
+    free(j->fin_serial);
+    j->fin_serial = NULL;
     if (journal_pg_txn_close(&j->db)) {
         pg_rollback(j);
     }
@@ -261,8 +263,13 @@ static int pg_end(struct journal_store *s, int r)
 {
     struct journal_pg *j = journal_pg_of(s);
     bool is_broken;
+    bool is_fin = false;
     int pid;
 
+    /* a row finished: its lease ends in the same transaction (no round trip of its own) */
+    if (r == 0 && j->fin_serial != NULL) {
+        r = journal_pg_lease_end_with(&j->leases, j->fin_lot, j->fin_serial, &is_fin);
+    }
     if (r != 0) {
         txn_abort(j);
         return r;
@@ -275,6 +282,8 @@ static int pg_end(struct journal_store *s, int r)
     is_broken = PQstatus(j->db.conn) != CONNECTION_OK;
     journal_pg_txn_close(&j->db);
     if (r < 0 && is_broken) {
+        free(j->fin_serial); /* its lease stays listed: ended by token later, or it expires */
+        j->fin_serial = NULL;
         j->db.in_doubt_pid = pid; /* the next session waits for it (await_in_doubt) */
         /*
          * The server may have committed: libpq's words for the broken connection would hide
@@ -291,6 +300,11 @@ static int pg_end(struct journal_store *s, int r)
     if (r < 0) {
         pg_rollback(j);
     }
+    if (r == 0 && is_fin) {
+        journal_pg_lease_forget(&j->leases, j->fin_lot, j->fin_serial);
+    }
+    free(j->fin_serial);
+    j->fin_serial = NULL;
     return r;
 }
 
@@ -421,6 +435,7 @@ static void pg_close(struct journal_store *s)
     }
     journal_pg_leases_stop(&j->leases);
     journal_pg_db_close(&j->db);
+    free(j->fin_serial);
     free(j->station);
     free(j->base.name);
     free(j);
@@ -504,6 +519,12 @@ static int pg_row_put(struct journal_store *s, struct journal_row *w)
     r = journal_pg_fence(&j->leases, w->lot_id, w->serial);
     if (r < 0) {
         return r;
+    }
+    if (w->state == PROV_JOURNAL_PROVEN && w->error == NULL) {
+        /* finished, with no failure noted beside it (an outside change fails the row) */
+        free(j->fin_serial);
+        j->fin_serial = strdup(w->serial); /* out of memory: the lease ends on its own */
+        j->fin_lot = w->lot_id;
     }
     /*
      * An update's result is its success: sent with the next statement (the COMMIT, mostly).

@@ -301,12 +301,36 @@ int journal_pg_lease_scan(struct journal_pg_leases *ls, long long lot_id,
     return 0;
 }
 
-int journal_pg_lease_end(struct journal_pg_leases *ls, long long lot_id, const char *serial,
-                         bool is_done)
+/*
+ * A lease's end, by token: a lease taken over meanwhile is the other station's, and stays; a
+ * finished row names its station and time (prov_claim's "finished").
+ */
+#define LEASE_END_SQL                                                                              \
+    "UPDATE work SET station = NULL, token = NULL, expires = NULL, done = $2,"                     \
+    " done_by = CASE WHEN $2 THEN $3 ELSE done_by END,"                                            \
+    " done_at = CASE WHEN $2 THEN now() ELSE done_at END WHERE token = $1"
+
+int journal_pg_lease_end_with(struct journal_pg_leases *ls, long long lot_id, const char *serial,
+                              bool *is_queued)
+{
+    long long token = held(ls, lot_id, serial);
+    int r;
+
+    *is_queued = false;
+    if (token == 0) {
+        return 0;
+    }
+    r = journal_pg_defer(ls->db, serial, NULL, NULL, LEASE_END_SQL, "itt", token, "true",
+                         ls->station);
+    *is_queued = r == 0;
+    return r;
+}
+
+/* Takes the lease off the list: ended (done) by a committed transaction, or by the server. */
+static struct pg_lease *forget(struct journal_pg_leases *ls, long long lot_id, const char *serial)
 {
     struct pg_lease **p;
     struct pg_lease *l;
-    int r;
 
     pthread_mutex_lock(&ls->lock);
     p = find(ls, lot_id, serial);
@@ -315,16 +339,30 @@ int journal_pg_lease_end(struct journal_pg_leases *ls, long long lot_id, const c
         *p = l->next;
     }
     pthread_mutex_unlock(&ls->lock);
+    return l;
+}
+
+void journal_pg_lease_forget(struct journal_pg_leases *ls, long long lot_id, const char *serial)
+{
+    struct pg_lease *l = forget(ls, lot_id, serial);
+
+    if (l != NULL) {
+        free(l->serial);
+        free(l);
+    }
+}
+
+int journal_pg_lease_end(struct journal_pg_leases *ls, long long lot_id, const char *serial,
+                         bool is_done)
+{
+    struct pg_lease *l = forget(ls, lot_id, serial);
+    int r;
+
     if (l == NULL) {
         return 0;
     }
-    /* by token: a lease taken over meanwhile is the other station's, and stays */
-    /* a finished row names its station and time (prov_claim's "finished") */
-    r = journal_pg_run(ls->db, serial,
-                       "UPDATE work SET station = NULL, token = NULL, expires = NULL, done = $2,"
-                       " done_by = CASE WHEN $2 THEN $3 ELSE done_by END,"
-                       " done_at = CASE WHEN $2 THEN now() ELSE done_at END WHERE token = $1",
-                       "itt", l->token, is_done ? "true" : "false", ls->station);
+    r = journal_pg_run(ls->db, serial, LEASE_END_SQL, "itt", l->token, is_done ? "true" : "false",
+                       ls->station);
     free(l->serial);
     free(l);
     return r;

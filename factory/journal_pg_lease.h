@@ -40,10 +40,19 @@ void journal_pg_leases_stop(struct journal_pg_leases *l);
 /* The ops of the same names (journal_store.h). */
 int journal_pg_lease_claim(struct journal_pg_leases *l, long long lot_id, const char *serial,
                            bool is_reopen, char *holder, size_t cap, enum prov_journal_lease *out);
-int journal_pg_lease_scan(struct journal_pg_leases *l, long long lot_id,
-                          const char *const *serials, size_t n, bool *is_other);
+int journal_pg_lease_scan(struct journal_pg_leases *l, long long lot_id, const char *const *serials,
+                          size_t n, bool *is_other);
 int journal_pg_lease_end(struct journal_pg_leases *l, long long lot_id, const char *serial,
                          bool is_done);
+
+/*
+ * Inside a transaction that finishes the row: its lease's end (done) queued with it, when this
+ * process holds one (*is_queued); once that transaction committed, journal_pg_lease_forget
+ * takes it off the list, and the lease's end later has nothing left to send.
+ */
+int journal_pg_lease_end_with(struct journal_pg_leases *l, long long lot_id, const char *serial,
+                              bool *is_queued);
+void journal_pg_lease_forget(struct journal_pg_leases *l, long long lot_id, const char *serial);
 
 /*
  * Inside a transaction, before a row is written: PROV_ERR_JOURNAL when the row is claimed and
