@@ -28,6 +28,7 @@ const struct option cmd_ca_station_opts[] = {
     {"csr", required_argument, NULL, 'c'},
     {"out", required_argument, NULL, 'o'},
     {"reissue", no_argument, NULL, 'r'},
+    {"rate", required_argument, NULL, 'M'},
     {"reason", required_argument, NULL, 'R'},
     {"json", no_argument, NULL, 'j'},
     {"help", no_argument, NULL, 'h'},
@@ -49,7 +50,8 @@ const struct option cmd_ca_lot_opts[] = {
 static void station_usage(FILE *f)
 {
     fprintf(f, "Usage: provisioner ca station add NAME --csr FILE --out FILE [--reissue]\n"
-               "       provisioner ca station renew NAME --csr FILE --out FILE\n"
+               "                                  [--rate N]\n"
+               "       provisioner ca station renew NAME --csr FILE --out FILE [--rate N]\n"
                "       provisioner ca station revoke NAME [--reason R]\n"
                "       provisioner ca station list [--json]\n\n"
                "add issues station NAME's identity certificate under the profile \"station\"\n"
@@ -60,7 +62,10 @@ static void station_usage(FILE *f)
                "the old one is superseded and no longer accepted. revoke records the revocation\n"
                "of the station's certificate (reason R, default unspecified; one of %s):\n"
                "the service refuses the station from then on. list shows the stations, their\n"
-               "certificates, revocations and lots.\n",
+               "certificates, revocations, rates and lots.\n"
+               "  --rate N         the station's certificates per minute across all its lots\n"
+               "                   (0: no limit; default: a new station none, else unchanged),\n"
+               "                   beside each lot's rate (ca lot add --rate)\n",
             prov_crl_reason_names());
 }
 
@@ -86,7 +91,7 @@ static void lot_usage(FILE *f)
 
 /* The station's certificate: issued under the station profile, then registered. */
 static int station_issue(const struct prov_config *cfg, const char *name, X509_REQ *req,
-                         bool is_reissue, const char *out_path)
+                         bool is_reissue, long long per_minute, const char *out_path)
 {
     struct prov_request rq;
     struct prov_ca *ca = NULL;
@@ -120,7 +125,7 @@ static int station_issue(const struct prov_config *cfg, const char *name, X509_R
         r = prov_atomic_write_file(out_path, pem, pem_len, 0644);
     }
     if (r == 0) {
-        r = prov_ca_registry_station_add(ca->index, name, cert);
+        r = prov_ca_registry_station_add(ca->index, name, cert, per_minute);
     }
     if (r == 0) {
         r = prov_ca_index_delivered(ca->index, cert);
@@ -154,7 +159,9 @@ static int station_add(int argc, char **argv, bool is_renew)
     const char *csr_path = NULL;
     const char *out_path = NULL;
     bool is_reissue = false;
+    long long per_minute = -1; /* unchanged */
     X509_REQ *req = NULL;
+    char *end = NULL;
     int c;
     int rc;
     int r;
@@ -165,6 +172,14 @@ static int station_add(int argc, char **argv, bool is_renew)
         case 'c': csr_path = optarg; break;
         case 'o': out_path = optarg; break;
         case 'r': is_reissue = true; break;
+        case 'M':
+            per_minute = strtoll(optarg, &end, 10);
+            if (*optarg == '\0' || *end != '\0' || per_minute < 0 || per_minute > 1000000) {
+                fprintf(stderr, "provisioner: ca station %s: --rate %s: not 0 to 1000000\n",
+                        verb, optarg);
+                return PROV_EXIT_USAGE;
+            }
+            break;
         case 'h': station_usage(stdout); return PROV_EXIT_OK;
         default: station_usage(stderr); return PROV_EXIT_USAGE;
         }
@@ -192,7 +207,7 @@ static int station_add(int argc, char **argv, bool is_renew)
         r = prov_csr_read(csr_path, &req);
     }
     if (r == 0) {
-        r = station_issue(cfg, argv[optind], req, is_reissue || is_renew, out_path);
+        r = station_issue(cfg, argv[optind], req, is_reissue || is_renew, per_minute, out_path);
     }
     if (r < 0) {
         rc = cli_fail(r, argv[optind]);
@@ -272,10 +287,10 @@ static int station_print(void *arg, const struct prov_ca_station *st)
     json_object *o;
 
     if (list == NULL) {
-        printf("%-24s %-40s %s%s lots=%s\n", st->name, st->cert_serial,
+        printf("%-24s %-40s %s%s rate=%lld lots=%s\n", st->name, st->cert_serial,
                st->revoked_at != NULL ? "revoked " : "", st->revoked_at != NULL ? st->revoked_at
                                                                              : st->added_at,
-               st->lots[0] != '\0' ? st->lots : "-");
+               st->per_minute, st->lots[0] != '\0' ? st->lots : "-");
         return 0;
     }
     o = json_object_new_object();
@@ -289,6 +304,7 @@ static int station_print(void *arg, const struct prov_ca_station *st)
     json_object_object_add(o, "revoked_at", st->revoked_at != NULL
                                                 ? json_object_new_string(st->revoked_at)
                                                 : NULL);
+    json_object_object_add(o, "rate", json_object_new_int64(st->per_minute));
     json_object_object_add(o, "lots", json_object_new_string(st->lots));
     json_object_array_add(list, o);
     return 0;

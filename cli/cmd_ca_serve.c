@@ -13,6 +13,7 @@
 #include "cli.h"
 #include "error.h"
 #include "http.h"
+#include "issue.h"
 #include "pkcs11.h"
 
 #define SERVE_DEFAULT_LISTEN "127.0.0.1:8829"
@@ -43,8 +44,9 @@ static void usage(FILE *f)
             "a lot it serves (ca lot add); the device serial is the CN of the subject asked\n"
             "for. Every certificate goes through the CSR policy and the CA index, recorded\n"
             "before it is answered. One line per request on stderr. SIGTERM or SIGINT\n"
-            "drains it (open connections answered, then exit 0); SIGHUP reads the TLS\n"
-            "certificate and key again. When the CA token goes away it answers \"CA\n"
+            "drains it (open connections answered, then exit 0); SIGHUP reads the config's\n"
+            "profiles (a broken config keeps the old one) and the TLS certificate and key\n"
+            "again. When the CA token goes away it answers \"CA\n"
             "unavailable\" (CMP systemUnavail, EST 503) and re-opens it once a second; a\n"
             "rejected PIN is not tried again. GET /status (from loopback): JSON. Under\n"
             "systemd (Type=notify): READY=1, WATCHDOG=1, STOPPING=1.\n"
@@ -110,6 +112,38 @@ static void stopping(void *arg)
     sd_notify(0, "STOPPING=1\nSTATUS=draining");
 }
 
+/*
+ * SIGHUP's configuration (prov_http_opts.reload): the file read and checked again as at start,
+ * then handed to the keeper, which refuses what needs a restart. Each configuration taken
+ * stays alive until the service exits: what was opened under an earlier one may point into it.
+ */
+struct reloads {
+    struct prov_ca_keeper *keeper;
+    struct prov_config **taken;
+    size_t n;
+};
+
+static int reload(void *arg, char *said, size_t cap)
+{
+    struct reloads *rl = arg;
+    struct prov_config *fresh = NULL;
+    struct prov_config **grown;
+    int r = prov_issue_load_config(prov_cli.config_path, &fresh);
+
+    if (r == 0) {
+        grown = realloc(rl->taken, (rl->n + 1) * sizeof(*grown));
+        r = grown != NULL ? 0 : prov_fail(PROV_ERR_NOMEM, "out of memory");
+        rl->taken = grown != NULL ? grown : rl->taken;
+    }
+    r = r ? r : prov_ca_keeper_reload(rl->keeper, fresh, said, cap);
+    if (r < 0) {
+        prov_config_free(fresh);
+        return r;
+    }
+    rl->taken[rl->n++] = fresh;
+    return 0;
+}
+
 int cmd_ca_serve(int argc, char **argv)
 {
     struct prov_http_opts http = {
@@ -125,6 +159,7 @@ int cmd_ca_serve(int argc, char **argv)
     struct prov_ca_keeper_opts ko = {.log = log_line, .release_modules = prov_pkcs11_unload_all};
     struct prov_ca_keeper *keeper = NULL;
     struct prov_config *cfg = NULL;
+    struct reloads rl = {0};
     char *end = NULL;
     int c;
     int rc;
@@ -176,6 +211,9 @@ int cmd_ca_serve(int argc, char **argv)
         http.keeper = keeper;
         http.crl_dir = cfg->ca_dir; /* the CRLs `ca crl` writes, at /crl/ */
         http.log_arg = &notify;
+        rl.keeper = keeper;
+        http.reload = reload;
+        http.reload_arg = &rl;
         if (sd_watchdog_enabled(0, &notify.watchdog_us) <= 0) {
             notify.watchdog_us = 0;
         }
@@ -184,5 +222,9 @@ int cmd_ca_serve(int argc, char **argv)
     rc = r < 0 ? cli_fail(r, "ca serve") : PROV_EXIT_OK;
     prov_ca_keeper_free(keeper);
     prov_config_free(cfg);
+    for (size_t i = 0; i < rl.n; i++) {
+        prov_config_free(rl.taken[i]);
+    }
+    free(rl.taken);
     return rc;
 }

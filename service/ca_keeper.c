@@ -195,6 +195,56 @@ void prov_ca_keeper_check(struct prov_ca_keeper *k, time_t now)
     reopen(k, now);
 }
 
+static bool same_text(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+int prov_ca_keeper_reload(struct prov_ca_keeper *k, const struct prov_config *cfg, char *said,
+                          size_t cap)
+{
+    const struct prov_config *old = k->o.cfg;
+    const char *profile = k->o.profile != NULL ? k->o.profile : "device";
+    const char *changed = NULL;
+    size_t n;
+    int r;
+
+    said[0] = '\0';
+    if (!same_text(old->pkcs11_module, cfg->pkcs11_module)) {
+        changed = "[provisioner] pkcs11_module";
+    } else if (!same_text(old->ca_dir, cfg->ca_dir)) {
+        changed = "[ca] dir";
+    } else if (!same_text(old->ca_key, cfg->ca_key)) {
+        changed = "[ca] intermediate_key";
+    } else if (!same_text(old->ca_pin, cfg->ca_pin)) {
+        changed = "[ca] pin";
+    }
+    if (changed != NULL) {
+        return prov_fail(PROV_ERR_CONFIG, "%s: %s changed: the open CA needs a restart for that",
+                         cfg->path, changed);
+    }
+    if (prov_config_profile(cfg, profile) == NULL) {
+        return prov_fail(PROV_ERR_CONFIG, "%s: no [profile_%s], the profile the service issues "
+                         "under", cfg->path, profile);
+    }
+    /* EST first: the one that can still fail (memory); the CMP server then cannot */
+    r = k->est != NULL ? prov_est_server_set_config(k->est, cfg) : 0;
+    r = r ? r : prov_cmp_server_set_config(k->cmp, cfg);
+    if (r < 0) {
+        return r;
+    }
+    k->o.cfg = cfg;
+    n = (size_t)snprintf(said, cap, "profiles");
+    for (size_t i = 0; i < cfg->n_profiles && n < cap; i++) {
+        n += (size_t)snprintf(said + n, cap - n, "%s %s", i == 0 ? "" : ",",
+                              cfg->profiles[i].name);
+    }
+    if (n < cap) {
+        snprintf(said + n, cap - n, " (issuing under %s)", profile);
+    }
+    return 0;
+}
+
 enum prov_ca_state prov_ca_keeper_state(const struct prov_ca_keeper *k)
 {
     return k->state;

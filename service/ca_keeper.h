@@ -62,6 +62,18 @@ bool prov_ca_keeper_available(struct prov_ca_keeper *k, time_t now, const char *
 /* After a request that failed: when the CA token no longer answers, the CA is closed. */
 void prov_ca_keeper_check(struct prov_ca_keeper *k, time_t now);
 
+/*
+ * The configuration read again (SIGHUP): cfg (borrowed from now on; the caller keeps the old
+ * one alive until the keeper is freed) gives the profiles and the CA service's settings that
+ * can change while it runs: the served profile's subject, extensions, lifetime and key rules
+ * (the CSR policy), and the other profiles. What the open CA was opened with cannot
+ * change without a restart: the PKCS#11 module, [ca] dir, intermediate_key and pin; nor may
+ * the served profile go. Either refuses the reload, PROV_ERR_CONFIG with the reason, and
+ * nothing changes. said gets what was reloaded, for the log line.
+ */
+int prov_ca_keeper_reload(struct prov_ca_keeper *k, const struct prov_config *cfg, char *said,
+                          size_t cap);
+
 enum prov_ca_state prov_ca_keeper_state(const struct prov_ca_keeper *k);
 const char *prov_ca_state_name(enum prov_ca_state s); /* "up", "unavailable", "pin-refused" */
 unsigned long prov_ca_keeper_reopened(const struct prov_ca_keeper *k); /* times re-opened */

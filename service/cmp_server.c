@@ -21,6 +21,7 @@
 
 #include "ca_index.h"
 #include "ca_registry.h"
+#include "ca_replay.h"
 #include "cmp_asn1.h"
 #include "crl_names.h"
 #include "error.h"
@@ -32,7 +33,7 @@
 #define FINISHED_MAX 100000
 /* RFC 9483 section 3.1: a transactionID of 128 bits; OpenSSL's client sends 16 bytes. */
 #define TID_MIN 16
-#define TID_MAX 64
+#define TID_MAX PROV_CA_REPLAY_TID_MAX
 
 /*
  * The CertTemplate of RFC 4211 as far as its public key: OpenSSL 3.0 has no getter for
@@ -74,24 +75,6 @@ ASN1_SEQUENCE(TMPL_MIRROR) = {
     ASN1_IMP_SEQUENCE_OF_OPT(TMPL_MIRROR, extensions, X509_EXTENSION, 9),
 } static_ASN1_SEQUENCE_END(TMPL_MIRROR)
 
-
-/*
- * PKIMessage (RFC 4210 section 5.1) as far as its extraCerts: OpenSSL 3.0's server keeps them
- * to itself, so the message is re-read into this mirror (header and body left undecoded).
- */
-typedef struct {
-    ASN1_TYPE *header;
-    ASN1_TYPE *body;
-    ASN1_BIT_STRING *protection;
-    STACK_OF(X509) *extra_certs;
-} MSG_MIRROR;
-
-ASN1_SEQUENCE(MSG_MIRROR) = {
-    ASN1_SIMPLE(MSG_MIRROR, header, ASN1_ANY),
-    ASN1_SIMPLE(MSG_MIRROR, body, ASN1_ANY),
-    ASN1_EXP_OPT(MSG_MIRROR, protection, ASN1_BIT_STRING, 0),
-    ASN1_EXP_SEQUENCE_OF_OPT(MSG_MIRROR, extra_certs, X509, 1),
-} static_ASN1_SEQUENCE_END(MSG_MIRROR)
 
 /*
  * An rr's PKIMessage as far as its RevDetails (RFC 4210 section 5.3.9): OpenSSL 3.0's server
@@ -159,6 +142,10 @@ struct txn {
     char station[65];
     char serial[65];
     char lot[PROV_CMP_LOT_MAX + 1]; /* the lot the path names (/p/LOT), or "" */
+    time_t signer_expires;  /* the verified signer's notAfter (ca_replay.h), or 0 */
+    int fail_bit;           /* a scratch transaction's refusal (cb_refuse_*): its failInfo */
+    bool was_verified;      /* a scratch transaction: a cb_refuse_* ran, so the request verified */
+    bool is_unrecorded;     /* finished while the CA index was closed: remembered when it opens */
     struct prov_cmp_server *owner;
     struct prov_cmp_outcome *oc; /* the outcome of the message being handled */
 };
@@ -253,28 +240,6 @@ static OSSL_CMP_PKISI *rejection(int fail_bit, const char *text)
     return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << fail_bit, text);
 }
 
-/* The extraCerts of msg (NULL when none), owned by the caller. */
-static STACK_OF(X509) *message_extra_certs(const OSSL_CMP_MSG *msg)
-{
-    unsigned char *der = NULL;
-    const unsigned char *p;
-    int len = i2d_OSSL_CMP_MSG(msg, &der);
-    MSG_MIRROR *m = NULL;
-    STACK_OF(X509) *certs = NULL;
-
-    p = der;
-    if (len > 0) {
-        m = (MSG_MIRROR *)ASN1_item_d2i(NULL, &p, len, ASN1_ITEM_rptr(MSG_MIRROR));
-    }
-    if (m != NULL) {
-        certs = m->extra_certs;
-        m->extra_certs = NULL;
-    }
-    ASN1_item_free((ASN1_VALUE *)m, ASN1_ITEM_rptr(MSG_MIRROR));
-    OPENSSL_free(der);
-    return certs;
-}
-
 /*
  * The station that signed req: the first certificate of its extraCerts (RFC 9483 section
  * 3.1: the protection certificate comes first), which must verify the protection itself and
@@ -284,7 +249,7 @@ static STACK_OF(X509) *message_extra_certs(const OSSL_CMP_MSG *msg)
 static int request_station(struct txn *t, const OSSL_CMP_MSG *req, char *name, size_t cap,
                            X509 **cert_out)
 {
-    STACK_OF(X509) *extra = message_extra_certs(req);
+    STACK_OF(X509) *extra = prov_cmp_msg_extra_certs(req);
     X509 *signer = sk_X509_value(extra, 0);
     OSSL_CMP_CTX *check = NULL;
     X509_STORE_CTX *vc = NULL;
@@ -308,12 +273,58 @@ static int request_station(struct txn *t, const OSSL_CMP_MSG *req, char *name, s
     name_cn(X509_get_subject_name(signer), name, cap);
     r = strcmp(name, "-") != 0 && X509_up_ref(signer) ? 0 : PROV_ERR_VERIFY;
     *cert_out = r == 0 ? signer : NULL;
+    if (r == 0) {
+        int days = 0;
+        int secs = 0;
+
+        /* a replay of this transaction fails verification once the signer has expired */
+        if (ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(signer))) {
+            t->signer_expires = time(NULL) + (time_t)days * 86400 + secs;
+        }
+    }
 out:
     ERR_clear_error();
     X509_STORE_CTX_free(vc);
     OSSL_CMP_CTX_free(check);
     x509s_free(extra);
     return r;
+}
+
+/*
+ * Who a request that OpenSSL refused before any callback claims to be, for the log line and
+ * the audit record: the CN of the first certificate of its extraCerts (RFC 9483 section 3.1:
+ * the protection certificate), and why that certificate does not do (OpenSSL drops an expired
+ * one from its search without a word). Taken from the message unverified: it names the claim,
+ * never authorizes anything. "" when the message carries no certificate.
+ */
+static void claimed_sender(struct prov_cmp_server *srv, const OSSL_CMP_MSG *req, char *out,
+                           size_t cap)
+{
+    STACK_OF(X509) *extra = prov_cmp_msg_extra_certs(req);
+    X509 *cert = sk_X509_value(extra, 0);
+    X509_STORE_CTX *vc = NULL;
+    const char *why = "its protection does not verify with it";
+    char name[65];
+    char hex[72] = "-";
+
+    out[0] = '\0';
+    if (cert != NULL) {
+        const ASN1_INTEGER *sn = X509_get0_serialNumber(cert);
+
+        name_cn(X509_get_subject_name(cert), name, sizeof(name));
+        if ((size_t)ASN1_STRING_length(sn) * 2 < sizeof(hex)) {
+            prov_hex_encode(ASN1_STRING_get0_data(sn), (size_t)ASN1_STRING_length(sn), hex);
+        }
+        vc = X509_STORE_CTX_new();
+        if (vc != NULL && X509_STORE_CTX_init(vc, srv->trust, cert, srv->chain) &&
+            X509_verify_cert(vc) != 1) {
+            why = X509_verify_cert_error_string(X509_STORE_CTX_get_error(vc));
+        }
+        snprintf(out, cap, "claimed station %s, certificate %s: %s", name, hex, why);
+    }
+    ERR_clear_error();
+    X509_STORE_CTX_free(vc);
+    x509s_free(extra);
 }
 
 #define NOT_A_STATION "the protection certificate is not a station of this CA"
@@ -396,6 +407,26 @@ static OSSL_CMP_PKISI *answer_cert(struct txn *t, X509 *cert, STACK_OF(X509) **c
  * be revoked). The new key's certificate supersedes it (a reissue of that serial), under
  * the service's profile; no lot's cap counts it.
  */
+/*
+ * Whether the request proves possession of its key by its own signature (not "raVerified",
+ * which only a station asking for a reissue may claim: cb_cert_request). The one-element
+ * stack is searched by index (OSSL_CRMF_MSGS_verify_popo's rid in OpenSSL 3.0), hence 0.
+ */
+static bool proves_key(const OSSL_CRMF_MSG *crm)
+{
+    OSSL_CRMF_MSGS *one = sk_OSSL_CRMF_MSG_new_null();
+    OSSL_CRMF_MSG *copy = OSSL_CRMF_MSG_dup(crm);
+    bool ok = one != NULL && copy != NULL && sk_OSSL_CRMF_MSG_push(one, copy) > 0;
+
+    if (!ok) {
+        OSSL_CRMF_MSG_free(copy);
+    }
+    ok = ok && OSSL_CRMF_MSGS_verify_popo(one, 0, 0, NULL, NULL) == 1;
+    sk_OSSL_CRMF_MSG_pop_free(one, OSSL_CRMF_MSG_free);
+    ERR_clear_error();
+    return ok;
+}
+
 static OSSL_CMP_PKISI *key_update(struct txn *t, const OSSL_CMP_MSG *req,
                                   const OSSL_CRMF_MSG *crm, X509 **cert_out,
                                   STACK_OF(X509) **chain_out)
@@ -414,6 +445,12 @@ static OSSL_CMP_PKISI *key_update(struct txn *t, const OSSL_CMP_MSG *req,
     }
     snprintf(t->station, sizeof(t->station), "kur");
     snprintf(t->oc->station, sizeof(t->oc->station), "kur");
+    if (!proves_key(crm)) {
+        X509_free(current);
+        outcome_set(t->oc, "refused: kur: no proof of possession of the new key");
+        return rejection(OSSL_CMP_PKIFAILUREINFO_badPOP,
+                         "kur: the request must prove possession of the new key (a signature)");
+    }
     prov_error_clear();
     r = prov_ca_registry_renewable(srv->ca->index, current, t->serial, sizeof(t->serial));
     X509_free(current);
@@ -479,6 +516,13 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
         outcome_set(t->oc, "refused: the subject's CN is not a device serial");
         return rejection(OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
                          "the subject's CN must be the device serial, " PROV_SERIAL_RULE);
+    }
+    if (p10cr == NULL && OSSL_CMP_MSG_get_bodytype(req) != BODY_CR && !proves_key(crm)) {
+        /* raVerified only for a station's reissue (doc/ca-service.md); an ir proves its key */
+        X509_free(station);
+        outcome_set(t->oc, "refused: ir: no proof of possession of the key");
+        return rejection(OSSL_CMP_PKIFAILUREINFO_badPOP,
+                         "ir: the request must prove possession of its key (a signature)");
     }
     if (p10cr == NULL) {
         pub = template_key(crm);
@@ -790,7 +834,10 @@ static OSSL_CMP_SRV_CTX *txn_ctx_new(struct prov_cmp_server *srv, struct txn *t)
                                cb_cert_conf, NULL) ||
         !OSSL_CMP_CTX_set1_cert(ctx, srv->signer_cert) ||
         !OSSL_CMP_CTX_set1_pkey(ctx, srv->signer_key) ||
-        !OSSL_CMP_CTX_set1_untrusted(ctx, srv->chain) || !X509_STORE_up_ref(srv->trust)) {
+        !OSSL_CMP_CTX_set1_untrusted(ctx, srv->chain) ||
+        /* a station is the device's RA (doc/ca-service.md); a device's kur must prove its key:
+           key_update checks that itself */
+        !OSSL_CMP_SRV_CTX_set_accept_raverified(sctx, 1) || !X509_STORE_up_ref(srv->trust)) {
         OSSL_CMP_SRV_CTX_free(sctx);
         return NULL;
     }
@@ -857,8 +904,10 @@ static struct txn *txn_find(struct prov_cmp_server *srv, const ASN1_OCTET_STRING
 }
 
 /*
- * A refusal in CMP: the message goes through a fresh server context whose callbacks refuse,
- * so that the error message is made and protected by OpenSSL as any other answer.
+ * A refusal in CMP: the message goes through a fresh server context whose callbacks refuse
+ * (with the scratch transaction's fail_bit and the outcome's text), so that the answer is
+ * made, and protected when it can be, by OpenSSL as any other: refuse and
+ * prov_cmp_server_unavailable.
  */
 static OSSL_CMP_PKISI *cb_refuse_cert(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req, int id,
                                       const OSSL_CRMF_MSG *crm, const X509_REQ *p10cr,
@@ -874,7 +923,20 @@ static OSSL_CMP_PKISI *cb_refuse_cert(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG
     (void)cert_out;
     (void)chain_out;
     (void)ca_pubs;
-    return rejection(OSSL_CMP_PKIFAILUREINFO_transactionIdInUse, t->oc->result);
+    t->was_verified = true;
+    return rejection(t->fail_bit, t->oc->result);
+}
+
+static OSSL_CMP_PKISI *cb_refuse_rr(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
+                                    const X509_NAME *issuer, const ASN1_INTEGER *serial)
+{
+    struct txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(sctx);
+
+    (void)req;
+    (void)issuer;
+    (void)serial;
+    t->was_verified = true;
+    return rejection(t->fail_bit, t->oc->result);
 }
 
 static int cb_refuse_genm(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
@@ -885,6 +947,7 @@ static int cb_refuse_genm(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
     (void)req;
     (void)in;
     *out = NULL;
+    t->was_verified = true;
     ERR_raise_data(ERR_LIB_CMP, CMP_R_REQUEST_REJECTED_BY_SERVER, "%s", t->oc->result);
     return 0;
 }
@@ -899,6 +962,7 @@ static OSSL_CMP_MSG *refuse(struct prov_cmp_server *srv, const OSSL_CMP_MSG *req
     memset(&scratch, 0, sizeof(scratch));
     scratch.owner = srv;
     scratch.oc = oc;
+    scratch.fail_bit = OSSL_CMP_PKIFAILUREINFO_transactionIdInUse;
     sctx = txn_ctx_new(srv, &scratch);
     if (sctx != NULL &&
         OSSL_CMP_SRV_CTX_init(sctx, &scratch, cb_refuse_cert, NULL, cb_refuse_genm, NULL, NULL,
@@ -907,6 +971,46 @@ static OSSL_CMP_MSG *refuse(struct prov_cmp_server *srv, const OSSL_CMP_MSG *req
     }
     OSSL_CMP_SRV_CTX_free(sctx);
     return rsp;
+}
+
+/*
+ * Whether the CA index remembers the transactionID tid (ca_replay.h): a transaction answered
+ * before the service last started. The outcome then says so; a store that cannot be read
+ * refuses too (a replay must not get through because the index failed).
+ */
+static bool is_remembered(struct prov_cmp_server *srv, const ASN1_OCTET_STRING *tid, time_t now,
+                          struct prov_cmp_outcome *oc)
+{
+    bool is_known = false;
+
+    prov_error_clear();
+    if (prov_ca_replay_is_known(srv->ca->index, ASN1_STRING_get0_data(tid),
+                                (size_t)ASN1_STRING_length(tid), now, &is_known) < 0) {
+        outcome_set(oc, "refused: the CA index cannot say whether the transactionID was "
+                        "used: %s", prov_error_message());
+        return true;
+    }
+    if (is_known) {
+        outcome_set(oc, "refused: replay of a finished transaction (remembered in the CA index)");
+    }
+    return is_known;
+}
+
+/*
+ * A transaction whose request verified is remembered in the CA index until its signer
+ * expires, whatever it was answered: a refusal replayed later (the cap raised since) must not
+ * be honoured either. A failure to write is said in the outcome; the answer stands.
+ */
+static void remember(struct prov_cmp_server *srv, struct txn *t, time_t now,
+                     struct prov_cmp_outcome *oc)
+{
+    size_t n = strlen(oc->result);
+
+    prov_error_clear();
+    if (prov_ca_replay_remember(srv->ca->index, t->id, t->id_len, now, t->signer_expires) < 0) {
+        snprintf(oc->result + n, sizeof(oc->result) - n, " (transactionID not remembered: %s)",
+                 prov_error_message());
+    }
 }
 
 /* The request's PKIMessage, the outcome and the answer reset; PROV_ERR_INPUT for other bytes. */
@@ -996,10 +1100,16 @@ int prov_cmp_server_handle_lot(struct prov_cmp_server *srv, const char *lot,
             snprintf(oc->result, sizeof(oc->result),
                      "refused: replay of a finished transaction");
         }
+        prov_ca_registry_refused(srv->ca->index, body_name(type), oc->result);
+        answer = refuse(srv, req, oc);
+    } else if (starts_transaction(type) && is_remembered(srv, tid, now, oc)) {
+        /* answered before the service last started: the CA index remembers it */
+        prov_ca_registry_refused(srv->ca->index, body_name(type), oc->result);
         answer = refuse(srv, req, oc);
     } else if (!starts_transaction(type) && (t == NULL || t->ctx == NULL)) {
         outcome_set(oc, "refused: %s for %s transaction", body_name(type),
                     t == NULL ? "an unknown" : "a finished");
+        prov_ca_registry_refused(srv->ca->index, body_name(type), oc->result);
         answer = refuse(srv, req, oc);
     } else {
         if (t == NULL) {
@@ -1030,13 +1140,22 @@ int prov_cmp_server_handle_lot(struct prov_cmp_server *srv, const char *lot,
         answer = OSSL_CMP_SRV_process_request(t->ctx, req);
         if (strcmp(oc->result, NOT_VERIFIED) == 0) {
             /* OpenSSL refused it before any callback: no protection, or none that verifies. */
-            prov_ca_registry_refused(srv->ca->index, body_name(type), NOT_VERIFIED);
+            char claim[240];
+
+            claimed_sender(srv, req, claim, sizeof(claim));
+            if (claim[0] != '\0') {
+                outcome_set(oc, "%s (%s)", NOT_VERIFIED, claim);
+            }
+            prov_ca_registry_refused(srv->ca->index, body_name(type), oc->result);
         }
         if (answer != NULL && OSSL_CMP_MSG_get_bodytype(answer) == BODY_ERROR &&
             strncmp(oc->result, "refused", 7) != 0 && strncmp(oc->result, "failed", 6) != 0) {
             outcome_set(oc, "refused: %s", "error answered");
         }
         snprintf(oc->station, sizeof(oc->station), "%s", t->station);
+        if (starts_transaction(type) && t->signer_expires > now) {
+            remember(srv, t, now, oc);
+        }
         t->oc = NULL;
         if (OSSL_CMP_CTX_get_status(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->ctx)) !=
             OSSL_CMP_PKISTATUS_trans) {
@@ -1060,6 +1179,13 @@ void prov_cmp_server_set_ca(struct prov_cmp_server *srv, struct prov_ca *ca, X50
         txn_finish(srv, t, now);
     }
     srv->ca = ca;
+    for (t = srv->txns; t != NULL && ca != NULL; t = t->next) {
+        /* answered "unavailable" meanwhile: now the CA index can remember it (remember) */
+        if (t->is_unrecorded &&
+            prov_ca_replay_remember(ca->index, t->id, t->id_len, now, t->signer_expires) == 0) {
+            t->is_unrecorded = false;
+        }
+    }
     srv->signer_cert = signer_cert;
     srv->signer_key = signer_key;
     if (signer_cert != NULL && X509_up_ref(signer_cert)) {
@@ -1068,32 +1194,54 @@ void prov_cmp_server_set_ca(struct prov_cmp_server *srv, struct prov_ca *ca, X50
     }
 }
 
-static OSSL_CMP_PKISI *cb_unavail_cert(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req, int id,
-                                       const OSSL_CRMF_MSG *crm, const X509_REQ *p10cr,
-                                       X509 **cert_out, STACK_OF(X509) **chain_out,
-                                       STACK_OF(X509) **ca_pubs)
+int prov_cmp_server_set_config(struct prov_cmp_server *srv, const struct prov_config *cfg)
 {
-    struct txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(sctx);
+    const struct prov_profile *p = prov_config_profile(cfg, srv->profile->name);
 
-    (void)req;
-    (void)id;
-    (void)crm;
-    (void)p10cr;
-    (void)cert_out;
-    (void)chain_out;
-    (void)ca_pubs;
-    return rejection(OSSL_CMP_PKIFAILUREINFO_systemUnavail, t->oc->result);
+    if (p == NULL) {
+        return prov_fail(PROV_ERR_CONFIG, "profile \"%s\": not in %s (no [profile_%s] section)",
+                         srv->profile->name, cfg->path, srv->profile->name);
+    }
+    srv->cfg = cfg;
+    srv->profile = p;
+    return 0;
 }
 
-static OSSL_CMP_PKISI *cb_unavail_rr(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
-                                     const X509_NAME *issuer, const ASN1_INTEGER *serial)
+/*
+ * A request that verified but was answered "unavailable" is a finished transaction like any
+ * other, so that it cannot be replayed once the CA is back: kept in memory at once, and in
+ * the CA index (closed while the CA is away: ca_keeper.c) when prov_cmp_server_set_ca opens
+ * it again. Its signer is pinned and its expiry read as for a transaction (request_station).
+ */
+static void remember_unavailable(struct prov_cmp_server *srv, struct txn *scratch,
+                                 const OSSL_CMP_MSG *req)
 {
-    struct txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(sctx);
+    const ASN1_OCTET_STRING *tid = OSSL_CMP_HDR_get0_transactionID(OSSL_CMP_MSG_get0_header(req));
+    time_t now = time(NULL);
+    X509 *signer = NULL;
+    struct txn *t;
+    char name[65];
 
-    (void)req;
-    (void)issuer;
-    (void)serial;
-    return rejection(OSSL_CMP_PKIFAILUREINFO_systemUnavail, t->oc->result);
+    if (!scratch->was_verified || !starts_transaction(OSSL_CMP_MSG_get_bodytype(req)) ||
+        tid == NULL || ASN1_STRING_length(tid) < TID_MIN || ASN1_STRING_length(tid) > TID_MAX ||
+        txn_find(srv, tid) != NULL ||
+        request_station(scratch, req, name, sizeof(name), &signer) < 0) {
+        return;
+    }
+    X509_free(signer);
+    t = scratch->signer_expires > now ? calloc(1, sizeof(*t)) : NULL;
+    if (t == NULL) {
+        return;
+    }
+    t->owner = srv;
+    t->id_len = (size_t)ASN1_STRING_length(tid);
+    memcpy(t->id, ASN1_STRING_get0_data(tid), t->id_len);
+    t->signer_expires = scratch->signer_expires;
+    t->last = now;
+    t->is_unrecorded = true;
+    t->next = srv->txns;
+    srv->txns = t;
+    srv->n_finished++;
 }
 
 int prov_cmp_server_unavailable(struct prov_cmp_server *srv, const unsigned char *der,
@@ -1115,11 +1263,12 @@ int prov_cmp_server_unavailable(struct prov_cmp_server *srv, const unsigned char
     memset(&scratch, 0, sizeof(scratch));
     scratch.owner = srv;
     scratch.oc = oc;
+    scratch.fail_bit = OSSL_CMP_PKIFAILUREINFO_systemUnavail;
     sctx = OSSL_CMP_SRV_CTX_new(NULL, NULL);
     ctx = sctx != NULL ? OSSL_CMP_SRV_CTX_get0_cmp_ctx(sctx) : NULL;
     /* no key to sign with: the answer goes unprotected; the request is verified as ever */
     if (ctx != NULL &&
-        OSSL_CMP_SRV_CTX_init(sctx, &scratch, cb_unavail_cert, cb_unavail_rr, cb_refuse_genm,
+        OSSL_CMP_SRV_CTX_init(sctx, &scratch, cb_refuse_cert, cb_refuse_rr, cb_refuse_genm,
                               NULL, NULL, NULL) &&
         OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_UNPROTECTED_SEND, 1) &&
         OSSL_CMP_CTX_set1_subjectName(ctx, X509_get_subject_name(srv->sender)) &&
@@ -1129,6 +1278,7 @@ int prov_cmp_server_unavailable(struct prov_cmp_server *srv, const unsigned char
         answer = OSSL_CMP_SRV_process_request(sctx, req);
     }
     OSSL_CMP_SRV_CTX_free(sctx);
+    remember_unavailable(srv, &scratch, req);
     OSSL_CMP_MSG_free(req);
     return encode_answer(answer, rsp, rsp_len);
 }

@@ -38,7 +38,7 @@ struct prov_cmp_outcome {
     char station[65];   /* the protection certificate's CN, or "-" */
     char serial[65];    /* the device serial asked for, or "-" */
     char cert_serial[64]; /* the certificate's serial (hex) when one was issued */
-    char result[200];   /* "issued", "pkiConf", "caCerts", or the refusal */
+    char result[320];   /* "issued", "pkiConf", "caCerts", or the refusal */
 };
 
 int prov_cmp_server_new(const struct prov_cmp_server_opts *opts, struct prov_cmp_server **out);
@@ -70,6 +70,13 @@ int prov_cmp_server_handle_lot(struct prov_cmp_server *srv, const char *lot,
  */
 void prov_cmp_server_set_ca(struct prov_cmp_server *srv, struct prov_ca *ca, X509 *signer_cert,
                             EVP_PKEY *signer_key, time_t now);
+
+/*
+ * The configuration the server issues with, read again (SIGHUP, service/ca_keeper.c): cfg
+ * (borrowed, as at prov_cmp_server_new) and its profile of the same name as before. Open
+ * transactions go on under it. PROV_ERR_CONFIG, nothing changed, when cfg has no such profile.
+ */
+int prov_cmp_server_set_config(struct prov_cmp_server *srv, const struct prov_config *cfg);
 
 /*
  * The answer while the CA token is unavailable: nothing can be signed, so the answer is an

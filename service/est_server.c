@@ -688,6 +688,27 @@ int prov_est_server_handle(struct prov_est_server *srv, const char *path, bool i
     return r;
 }
 
+int prov_est_server_set_config(struct prov_est_server *srv, const struct prov_config *cfg)
+{
+    const struct prov_profile *p = prov_config_profile(cfg, srv->profile->name);
+    unsigned char *attrs = NULL;
+    size_t len = 0;
+
+    if (p == NULL) {
+        return prov_fail(PROV_ERR_CONFIG, "profile \"%s\": not in %s (no [profile_%s] section)",
+                         srv->profile->name, cfg->path, srv->profile->name);
+    }
+    if (make_csrattrs(p, &attrs, &len) < 0) {
+        return prov_fail_ossl(PROV_ERR_NOMEM, "EST: cannot make the csrattrs answer");
+    }
+    free(srv->csrattrs);
+    srv->csrattrs = attrs;
+    srv->csrattrs_len = len;
+    srv->cfg = cfg;
+    srv->profile = p;
+    return 0;
+}
+
 int prov_est_server_new(const struct prov_config *cfg, struct prov_ca *ca, const char *profile,
                         struct prov_est_server **out)
 {

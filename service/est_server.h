@@ -83,6 +83,13 @@ int prov_est_server_handle(struct prov_est_server *srv, const char *path, bool i
                            X509 *peer, STACK_OF(X509) *peer_chain, struct prov_est_reply *rep,
                            struct prov_cmp_outcome *oc);
 
+/*
+ * The configuration read again (SIGHUP, service/ca_keeper.c): cfg (borrowed) and its profile
+ * of the same name as before, whose key type the csrattrs answer says from now on.
+ * PROV_ERR_CONFIG (no such profile) or PROV_ERR_NOMEM, nothing changed.
+ */
+int prov_est_server_set_config(struct prov_est_server *srv, const struct prov_config *cfg);
+
 /* The CA behind the server changes (service/ca_keeper.c); NULL: none until the next call. */
 void prov_est_server_set_ca(struct prov_est_server *srv, struct prov_ca *ca);
 

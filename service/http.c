@@ -66,13 +66,26 @@ static void count(struct service *sv, int status, const struct prov_cmp_outcome 
     }
 }
 
-/* A request that failed may have failed on the CA token: the keeper looks (ca_keeper.h). */
-static void after_failure(struct service *sv, int status, const struct prov_cmp_outcome *oc)
+static bool is_failure(int status, const struct prov_cmp_outcome *oc)
 {
-    if (status >= 500 || strncmp(oc->result, "refused", 7) == 0 ||
-        strncmp(oc->result, "failed", 6) == 0) {
-        prov_ca_keeper_check(sv->keeper, time(NULL));
+    return status >= 500 || strncmp(oc->result, "refused", 7) == 0 ||
+           strncmp(oc->result, "failed", 6) == 0;
+}
+
+/*
+ * A request that failed may have failed on the CA token: the keeper looks (ca_keeper.h).
+ * Whether the CA is unavailable now (the token went with this request), *why the reason: the
+ * request is then answered as the ones after it will be, "CA unavailable", not with the
+ * failure the missing token caused (an HTTP 500 when the answer could not be signed).
+ */
+static bool went_unavailable(struct service *sv, int status, const struct prov_cmp_outcome *oc,
+                             const char **why)
+{
+    if (!is_failure(status, oc)) {
+        return false;
     }
+    prov_ca_keeper_check(sv->keeper, time(NULL));
+    return !prov_ca_keeper_available(sv->keeper, time(NULL), why);
 }
 
 static void log_request(struct service *sv, struct evhttp_request *req, int status,
@@ -124,6 +137,29 @@ static X509 *peer_certificate(struct evhttp_request *req, STACK_OF(X509) **chain
     return ssl != NULL ? SSL_get1_peer_certificate(ssl) : NULL;
 }
 
+/* EST's "CA unavailable": 503 with Retry-After and the reason in one line. */
+static void est_unavailable(struct service *sv, struct evhttp_request *req, const char *why,
+                            size_t len)
+{
+    struct evkeyvalq *out_h = evhttp_request_get_output_headers(req);
+    struct prov_cmp_outcome oc;
+    struct evbuffer *out = evbuffer_new();
+
+    memset(&oc, 0, sizeof(oc));
+    snprintf(oc.body, sizeof(oc.body), "est");
+    snprintf(oc.station, sizeof(oc.station), "-");
+    snprintf(oc.serial, sizeof(oc.serial), "-");
+    snprintf(oc.result, sizeof(oc.result), "unavailable: %s", why);
+    if (out != NULL) {
+        evbuffer_add_printf(out, "CA unavailable: %s\n", why);
+    }
+    evhttp_add_header(out_h, "Content-Type", "text/plain");
+    evhttp_add_header(out_h, "Retry-After", RETRY_AFTER_S);
+    evhttp_send_reply(req, HTTP_SERVUNAVAIL, "CA Unavailable", out);
+    evbuffer_free(out);
+    log_request(sv, req, HTTP_SERVUNAVAIL, &oc, len, 0);
+}
+
 /* EST (est_server.h): GET or POST under PROV_EST_PREFIX, answered in base64 or a text line. */
 static void on_est(struct service *sv, struct evhttp_request *req, const char *path)
 {
@@ -141,20 +177,7 @@ static void on_est(struct service *sv, struct evhttp_request *req, const char *p
     int r;
 
     if (!prov_ca_keeper_available(sv->keeper, time(NULL), &why)) {
-        memset(&oc, 0, sizeof(oc));
-        snprintf(oc.body, sizeof(oc.body), "est");
-        snprintf(oc.station, sizeof(oc.station), "-");
-        snprintf(oc.serial, sizeof(oc.serial), "-");
-        snprintf(oc.result, sizeof(oc.result), "unavailable: %s", why);
-        out = evbuffer_new();
-        if (out != NULL) {
-            evbuffer_add_printf(out, "CA unavailable: %s\n", why);
-        }
-        evhttp_add_header(out_h, "Content-Type", "text/plain");
-        evhttp_add_header(out_h, "Retry-After", RETRY_AFTER_S);
-        evhttp_send_reply(req, HTTP_SERVUNAVAIL, "CA Unavailable", out);
-        evbuffer_free(out);
-        log_request(sv, req, HTTP_SERVUNAVAIL, &oc, len, 0);
+        est_unavailable(sv, req, why, len);
         return;
     }
     peer = peer_certificate(req, &chain);
@@ -164,13 +187,21 @@ static void on_est(struct service *sv, struct evhttp_request *req, const char *p
                                len > 0 ? evbuffer_pullup(body, -1) : (const unsigned char *)"",
                                len, peer, chain, &rep, &oc);
     X509_free(peer);
+    if (went_unavailable(sv, r < 0 ? HTTP_INTERNAL : rep.status, &oc, &why)) {
+        if (r == 0) {
+            free(rep.body);
+        }
+        est_unavailable(sv, req, why, len);
+        return;
+    }
     out = r == 0 ? evbuffer_new() : NULL;
     if (out == NULL || evbuffer_add(out, rep.body, rep.len) != 0) {
         evbuffer_free(out);
-        free(rep.body);
+        if (r == 0) {
+            free(rep.body);
+        }
         evhttp_send_error(req, HTTP_INTERNAL, "Internal Error");
         log_request(sv, req, HTTP_INTERNAL, &oc, len, 0);
-        after_failure(sv, HTTP_INTERNAL, &oc);
         return;
     }
     free(rep.body);
@@ -188,9 +219,6 @@ static void on_est(struct service *sv, struct evhttp_request *req, const char *p
     evhttp_send_reply(req, rep.status, rep.status == HTTP_OK ? "OK" : "Refused", out);
     evbuffer_free(out);
     log_request(sv, req, rep.status, &oc, len, rep.len);
-    if (rep.status != HTTP_OK) {
-        after_failure(sv, rep.status, &oc);
-    }
 }
 
 #define STATUS_PATH "/status"
@@ -407,7 +435,14 @@ static void on_request(struct evhttp_request *req, void *arg)
         r = prov_cmp_server_handle_lot(prov_ca_keeper_cmp(sv->keeper), lot,
                                        evbuffer_pullup(body, -1), len, time(NULL), &rsp,
                                        &rsp_len, &oc);
-    } else {
+        if (r != PROV_ERR_INPUT &&
+            went_unavailable(sv, r < 0 ? HTTP_INTERNAL : HTTP_OK, &oc, &why)) {
+            OPENSSL_free(rsp);
+            rsp = NULL;
+            up = false;
+        }
+    }
+    if (!up) {
         r = prov_cmp_server_unavailable(prov_ca_keeper_cmp(sv->keeper),
                                         evbuffer_pullup(body, -1), len, why, &rsp, &rsp_len,
                                         &oc);
@@ -419,9 +454,6 @@ static void on_request(struct evhttp_request *req, void *arg)
 
         evhttp_send_error(req, status, r == PROV_ERR_INPUT ? "Bad Request" : "Internal Error");
         log_request(sv, req, status, &oc, len, 0);
-        if (up) {
-            after_failure(sv, status, &oc);
-        }
         return;
     }
     out = evbuffer_new();
@@ -438,9 +470,6 @@ static void on_request(struct evhttp_request *req, void *arg)
     evhttp_send_reply(req, HTTP_OK, "OK", out);
     evbuffer_free(out);
     log_request(sv, req, HTTP_OK, &oc, len, rsp_len);
-    if (up) {
-        after_failure(sv, HTTP_OK, &oc);
-    }
 }
 
 static struct bufferevent *tls_bev(struct event_base *base, void *arg)
@@ -499,7 +528,32 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-/* SIGHUP: the TLS certificate and key again, for new connections. */
+/*
+ * SIGHUP: the configuration (profiles), then the TLS certificate and key, for new connections.
+ * Stations and lots need nothing: they are read from the CA index on every request.
+ */
+static void reload_config(struct service *sv)
+{
+    char said[400];
+    char line[600];
+
+    if (sv->opts->reload == NULL) {
+        return;
+    }
+    prov_error_clear();
+    if (sv->opts->reload(sv->opts->reload_arg, said, sizeof(said)) < 0) {
+        snprintf(line, sizeof(line), "SIGHUP: configuration not reloaded, the old one stays: %s",
+                 prov_error_message() != NULL ? prov_error_message() : "failed");
+        prov_error_clear();
+    } else {
+        snprintf(line, sizeof(line), "SIGHUP: configuration reloaded: %s (stations and lots are "
+                                     "read from the CA index on every request)", said);
+    }
+    if (sv->opts->log != NULL) {
+        sv->opts->log(sv->opts->log_arg, line);
+    }
+}
+
 static void on_hup(evutil_socket_t fd, short what, void *arg)
 {
     struct service *sv = arg;
@@ -508,9 +562,9 @@ static void on_hup(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
+    reload_config(sv);
     if (sv->tls == NULL) {
-        snprintf(line, sizeof(line), "SIGHUP: nothing to reload (no TLS; stations and lots "
-                                     "are read from the CA index on every request)");
+        return;
     } else if (tls_ctx_new(sv->opts, &fresh) < 0) {
         snprintf(line, sizeof(line), "SIGHUP: TLS not reloaded, the old certificate stays: %s",
                  prov_error_message());

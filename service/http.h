@@ -33,6 +33,13 @@ struct prov_http_opts {
     /* called once when SIGTERM or SIGINT starts the drain (systemd STOPPING=1); may be NULL */
     void (*stopping)(void *arg);
     /*
+     * SIGHUP: the configuration read again (the CLI reads its file and hands it to
+     * prov_ca_keeper_reload): 0 with what was reloaded in said, or < 0 with the reason in
+     * prov_error_message, the old configuration kept. arg is reload_arg. May be NULL.
+     */
+    int (*reload)(void *arg, char *said, size_t cap);
+    void *reload_arg;
+    /*
      * The CA, its CMP and EST servers (EST under PROV_EST_PREFIX when it has one). With TLS,
      * its root is named in the TLS CertificateRequest (a client certificate is asked for,
      * not required: the handler decides).
@@ -61,8 +68,9 @@ int prov_http_cmp_route(const char *path, const char *cmp_path, bool is_post, co
  * Serves until SIGTERM or SIGINT, then drains: the listening socket is closed, requests that
  * arrive on connections already open are still answered (with "Connection: close"), and the
  * service returns 0 once none has come for a second, or after 30 s at most.
- * SIGHUP loads the TLS certificate and key again from their files for new connections (one
- * log line: reloaded, or why not and that the old ones stay). GET /status from a loopback
+ * SIGHUP reads the configuration again (opts->reload) and loads the TLS certificate and key
+ * again from their files for new connections (one log line each: reloaded, or why not and
+ * that the old ones stay). GET /status from a loopback
  * peer answers a JSON object: the CA token's state and the request counts (doc/ca-service.md).
  * Returns 0 after a drain. PROV_ERR_USAGE for a bad listen address,
  * PROV_ERR_IO when the address cannot be bound, PROV_ERR_CONFIG for a TLS certificate or key

@@ -24,7 +24,7 @@
 #include "storage.h"
 
 #define BUSY_TIMEOUT_MS 10000
-#define SCHEMA_VERSION 4
+#define SCHEMA_VERSION 6
 
 /*
  * Schema version 1, created in one transaction with the import of issued-keys. A later
@@ -107,8 +107,28 @@ static const char *const schema_v4 =
     " PRIMARY KEY (lot, serial));"
     "UPDATE meta SET value = '4' WHERE name = 'schema_version';";
 
+/*
+ * Step 5: the CMP transactions the CA service answered (ca_replay.c), so that a replay is
+ * refused across restarts; each kept until the certificate that signed its request expires.
+ */
+static const char *const schema_v5 =
+    "CREATE TABLE cmp_transaction(id TEXT PRIMARY KEY, seen_at BIGINT NOT NULL,"
+    " expires_at BIGINT NOT NULL);"
+    "CREATE INDEX cmp_transaction_by_expiry ON cmp_transaction(expires_at);"
+    "UPDATE meta SET value = '5' WHERE name = 'schema_version';";
+
+/*
+ * Step 6: a station's own rate across all its lots (ca_registry.c; 0: no limit), beside each
+ * lot's rate for it (step 4).
+ */
+static const char *const schema_v6 =
+    "ALTER TABLE station ADD COLUMN per_minute BIGINT NOT NULL DEFAULT 0"
+    " CHECK (per_minute >= 0);"
+    "UPDATE meta SET value = '6' WHERE name = 'schema_version';";
+
 /* The steps after version 1, in order: schema_steps[i] makes version i + 2. */
-static const char *const schema_steps[] = {schema_v2, schema_v3, schema_v4};
+static const char *const schema_steps[] = {schema_v2, schema_v3, schema_v4, schema_v5,
+                                           schema_v6};
 
 static const char *const stmt_sql[ST_COUNT] = {
     "SELECT cert_serial, issued_by, lot, issued_at, status, journal FROM certificate"

@@ -9,6 +9,7 @@
 #include "ca_index_handle.h"
 #include "error.h"
 #include "hex.h"
+#include "timestamp.h"
 
 static int db_fail(struct prov_ca_index *ix, const char *what)
 {
@@ -99,10 +100,14 @@ static void cert_serial_hex(X509 *cert, char *out, size_t cap)
     }
 }
 
-int prov_ca_registry_station_add(struct prov_ca_index *ix, const char *name, X509 *cert)
+int prov_ca_registry_station_add(struct prov_ca_index *ix, const char *name, X509 *cert,
+                                 long long per_minute)
 {
+    struct prov_sqldb_stmt *st = NULL;
+    char detail[80];
     char hex[72];
     char now[40];
+    int rc = PROV_SQLDB_DONE;
     int r;
 
     cert_serial_hex(cert, hex, sizeof(hex));
@@ -113,7 +118,23 @@ int prov_ca_registry_station_add(struct prov_ca_index *ix, const char *name, X50
     if (r < 0) {
         return r;
     }
-    r = prov_ca_index_audit_append(ix, now, "station", name, hex, "registered");
+    snprintf(detail, sizeof(detail), "registered");
+    if (per_minute >= 0) {
+        if (prov_sqldb_prepare(prov_ca_index_sql(ix),
+                               "UPDATE station SET per_minute = ?1 WHERE name = ?2", &st) != 0) {
+            r = db_fail(ix, "cannot prepare");
+        } else {
+            prov_sqldb_bind_int(st, 1, per_minute);
+            prov_sqldb_bind_text(st, 2, name);
+            rc = prov_sqldb_step(st);
+            r = rc == PROV_SQLDB_DONE ? 0 : db_fail(ix, "cannot write the station's rate");
+        }
+        prov_sqldb_finalize(st);
+        snprintf(detail, sizeof(detail), "registered, rate %lld per minute", per_minute);
+    }
+    if (r == 0) {
+        r = prov_ca_index_audit_append(ix, now, "station", name, hex, detail);
+    }
     return end(ix, r);
 }
 
@@ -162,7 +183,7 @@ int prov_ca_registry_station_each(struct prov_ca_index *ix,
                            "  WHERE v.cert_serial = s.cert_serial),"
                            " coalesce((SELECT group_concat(l.lot, ',') FROM"
                            "  (SELECT lot FROM lot_station WHERE station = s.name ORDER BY lot) l),"
-                           "  '')"
+                           "  ''), s.per_minute"
                            " FROM station s ORDER BY s.name",
                            &st) != 0) {
         r = db_fail(ix, "cannot prepare");
@@ -176,6 +197,7 @@ int prov_ca_registry_station_each(struct prov_ca_index *ix,
             .added_at = prov_sqldb_column_text(st, 2),
             .revoked_at = prov_sqldb_column_text(st, 3),
             .lots = prov_sqldb_column_text(st, 4),
+            .per_minute = prov_sqldb_column_int(st, 5),
         };
 
         r = fn(arg, &row);
@@ -399,6 +421,63 @@ int prov_ca_registry_authorize(struct prov_ca_index *ix, const char *name, X509 
 }
 
 /*
+ * Whether station name's certificates of the last minute (in lot; lot NULL: in all its lots)
+ * reach rate; *retry_after then gets the seconds until the oldest of them leaves the minute.
+ * The times compare as text (provisioner/support/timestamp.h: one fixed form).
+ */
+static int rate_reached(struct prov_ca_index *ix, const char *name, const char *lot,
+                        long long rate, bool *is_reached, int *retry_after)
+{
+    struct prov_sqldb_stmt *st = NULL;
+    char cmp_by[80];
+    char est_by[80];
+    char since[40];
+    time_t oldest = 0;
+    time_t now = time(NULL);
+    long long n = 0;
+    int rc;
+
+    *is_reached = false;
+    *retry_after = 0;
+    snprintf(cmp_by, sizeof(cmp_by), "cmp:%s", name);
+    snprintf(est_by, sizeof(est_by), "est:%s", name);
+    prov_timestamp_ago(60, since, sizeof(since));
+    if (prov_sqldb_prepare(prov_ca_index_sql(ix),
+                           lot != NULL ? "SELECT count(*), min(issued_at) FROM certificate"
+                                         " WHERE issued_by IN (?1, ?2) AND issued_at > ?3"
+                                         " AND lot = ?4"
+                                       : "SELECT count(*), min(issued_at) FROM certificate"
+                                         " WHERE issued_by IN (?1, ?2) AND issued_at > ?3",
+                           &st) != 0) {
+        return db_fail(ix, "cannot prepare");
+    }
+    prov_sqldb_bind_text(st, 1, cmp_by);
+    prov_sqldb_bind_text(st, 2, est_by);
+    prov_sqldb_bind_text(st, 3, since);
+    if (lot != NULL) {
+        prov_sqldb_bind_text(st, 4, lot);
+    }
+    rc = prov_sqldb_step(st);
+    if (rc == PROV_SQLDB_ROW) {
+        n = prov_sqldb_column_int(st, 0);
+        if (n >= rate && prov_timestamp_parse(prov_sqldb_column_text(st, 1), &oldest) == 0) {
+            long long left = 61 - (long long)(now - oldest);
+
+            *retry_after = left < 1 ? 1 : left > 60 ? 60 : (int)left;
+        }
+    }
+    prov_sqldb_finalize(st);
+    if (rc != PROV_SQLDB_ROW) {
+        return db_fail(ix, "cannot read the certificates of the last minute");
+    }
+    *is_reached = n >= rate;
+    if (*is_reached && *retry_after == 0) {
+        *retry_after = 60;
+    }
+    return 0;
+}
+
+/*
  * Why lot (a row of lot_station for station name) does not admit ask, or "" when it does;
  * *retry_after gets the seconds until the rate allows one more.
  */
@@ -469,29 +548,39 @@ static int check_lot(struct prov_ca_index *ix, const char *name, const char *lot
                       2, (const char *const[]){lot, name}, &rate);
     }
     if (r == 0 && rate > 0) {
-        char cmp_by[80];
-        char est_by[80];
-        long long oldest = 0;
+        bool is_reached = false;
 
-        snprintf(cmp_by, sizeof(cmp_by), "cmp:%s", name);
-        snprintf(est_by, sizeof(est_by), "est:%s", name);
-        r = query_int(ix,
-                      "SELECT count(*) FROM certificate WHERE lot = ?1 AND issued_by IN (?2, ?3)"
-                      " AND julianday(issued_at) > julianday('now') - 60.0 / 86400",
-                      3, (const char *const[]){lot, cmp_by, est_by}, &n);
-        if (r == 0 && n >= rate) {
-            /* the seconds until the oldest of the last minute's leaves it */
-            r = query_int(ix,
-                          "SELECT 61 - CAST((julianday('now') - julianday(min(issued_at)))"
-                          " * 86400 AS INTEGER) FROM certificate WHERE lot = ?1"
-                          " AND issued_by IN (?2, ?3)"
-                          " AND julianday(issued_at) > julianday('now') - 60.0 / 86400",
-                          3, (const char *const[]){lot, cmp_by, est_by}, &oldest);
-            *retry_after = oldest < 1 ? 1 : oldest > 60 ? 60 : (int)oldest;
+        r = rate_reached(ix, name, lot, rate, &is_reached, retry_after);
+        if (r == 0 && is_reached) {
             snprintf(why, why_cap,
                      "station %s: its rate for lot %s (%lld per minute) is reached; retry in"
                      " %d s", name, lot, rate, *retry_after);
         }
+    }
+    return r;
+}
+
+/*
+ * Why station name may have no more certificates now, across all its lots (its own rate,
+ * `ca station add --rate`), or "" when it may; *retry_after as rate_reached's.
+ */
+static int check_station_rate(struct prov_ca_index *ix, const char *name, char *why,
+                              size_t why_cap, int *retry_after)
+{
+    long long rate = 0;
+    bool is_reached = false;
+    int r = query_int(ix, "SELECT per_minute FROM station WHERE name = ?", 1,
+                      (const char *const[]){name}, &rate);
+
+    why[0] = '\0';
+    *retry_after = 0;
+    if (r == 0 && rate > 0) {
+        r = rate_reached(ix, name, NULL, rate, &is_reached, retry_after);
+    }
+    if (r == 0 && is_reached) {
+        snprintf(why, why_cap,
+                 "station %s: its rate across its lots (%lld per minute) is reached; retry in"
+                 " %d s", name, rate, *retry_after);
     }
     return r;
 }
@@ -517,6 +606,10 @@ int prov_ca_registry_ask(struct prov_ca_index *ix, const char *name, X509 *cert,
         return r;
     }
     r = check_station(ix, name, hex, why, sizeof(why));
+    if (r == 0 && why[0] != '\0') {
+        return refuse(ix, ask->serial, hex, why);
+    }
+    r = r ? r : check_station_rate(ix, name, why, sizeof(why), &ask->retry_after);
     if (r == 0 && why[0] != '\0') {
         return refuse(ix, ask->serial, hex, why);
     }

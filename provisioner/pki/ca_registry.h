@@ -15,8 +15,13 @@
  * CA's operator registers (`ca lot add`): a cap and the stations that may issue for it.
  */
 
-/* Registers (or re-registers, a renewed certificate) station name with its certificate. */
-int prov_ca_registry_station_add(struct prov_ca_index *ix, const char *name, X509 *cert);
+/*
+ * Registers (or re-registers, a renewed certificate) station name with its certificate, and
+ * its rate across all its lots (certificates per minute; 0: none; below 0: as before, none
+ * for a new station) beside each lot's own (doc/ca-service.md, "Who may ask").
+ */
+int prov_ca_registry_station_add(struct prov_ca_index *ix, const char *name, X509 *cert,
+                                 long long per_minute);
 
 /*
  * The certificate serial (lower-case hex, hex_cap bytes) station name is registered with;
@@ -32,6 +37,7 @@ struct prov_ca_station {
     const char *added_at;
     const char *revoked_at;  /* NULL unless its certificate has a revocation */
     const char *lots;        /* the lots it may serve, comma-separated ("" for none) */
+    long long per_minute;    /* its rate across its lots; 0: none */
 };
 
 /* Calls fn for every registered station, by name; a non-zero return of fn stops there. */

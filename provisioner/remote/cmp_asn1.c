@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The caCerts general message's value with OpenSSL's ASN.1 templates (cmp_asn1.h). */
+/* The CMP types OpenSSL 3.0 has no helper for, with OpenSSL's ASN.1 templates (cmp_asn1.h). */
 #include "cmp_asn1.h"
 
 #include <stdio.h>
@@ -13,6 +13,63 @@ typedef STACK_OF(X509) PROV_CACERTS;
 ASN1_ITEM_TEMPLATE(PROV_CACERTS) =
     ASN1_EX_TEMPLATE_TYPE(ASN1_TFLG_SEQUENCE_OF, 0, caCerts, X509)
 static_ASN1_ITEM_TEMPLATE_END(PROV_CACERTS)
+
+/*
+ * PKIMessage (RFC 4210 section 5.1) as far as its protection and extraCerts: OpenSSL 3.0 has
+ * no getter for either, so a message is re-read into this mirror (header and body left
+ * undecoded).
+ */
+typedef struct {
+    ASN1_TYPE *header;
+    ASN1_TYPE *body;
+    ASN1_BIT_STRING *protection;
+    STACK_OF(X509) *extra_certs;
+} PROV_MSG_MIRROR;
+
+ASN1_SEQUENCE(PROV_MSG_MIRROR) = {
+    ASN1_SIMPLE(PROV_MSG_MIRROR, header, ASN1_ANY),
+    ASN1_SIMPLE(PROV_MSG_MIRROR, body, ASN1_ANY),
+    ASN1_EXP_OPT(PROV_MSG_MIRROR, protection, ASN1_BIT_STRING, 0),
+    ASN1_EXP_SEQUENCE_OF_OPT(PROV_MSG_MIRROR, extra_certs, X509, 1),
+} static_ASN1_SEQUENCE_END(PROV_MSG_MIRROR)
+
+static PROV_MSG_MIRROR *msg_mirror(const OSSL_CMP_MSG *msg)
+{
+    unsigned char *der = NULL;
+    const unsigned char *p;
+    int len = msg != NULL ? i2d_OSSL_CMP_MSG(msg, &der) : -1;
+    PROV_MSG_MIRROR *m = NULL;
+
+    p = der;
+    if (len > 0) {
+        m = (PROV_MSG_MIRROR *)ASN1_item_d2i(NULL, &p, len, ASN1_ITEM_rptr(PROV_MSG_MIRROR));
+    }
+    OPENSSL_free(der);
+    ERR_clear_error();
+    return m;
+}
+
+STACK_OF(X509) *prov_cmp_msg_extra_certs(const OSSL_CMP_MSG *msg)
+{
+    PROV_MSG_MIRROR *m = msg_mirror(msg);
+    STACK_OF(X509) *certs = NULL;
+
+    if (m != NULL) {
+        certs = m->extra_certs;
+        m->extra_certs = NULL;
+    }
+    ASN1_item_free((ASN1_VALUE *)m, ASN1_ITEM_rptr(PROV_MSG_MIRROR));
+    return certs;
+}
+
+int prov_cmp_msg_is_protected(const OSSL_CMP_MSG *msg)
+{
+    PROV_MSG_MIRROR *m = msg_mirror(msg);
+    int is = m != NULL && m->protection != NULL && ASN1_STRING_length(m->protection) > 0;
+
+    ASN1_item_free((ASN1_VALUE *)m, ASN1_ITEM_rptr(PROV_MSG_MIRROR));
+    return is;
+}
 
 int prov_cmp_is_cacerts(const OSSL_CMP_ITAV *itav)
 {

@@ -9,8 +9,8 @@
 /*
  * The CMP types OpenSSL 3.0 has no helper for, made with OpenSSL's own ASN.1 templates (no
  * hand-written DER), for the CA service (service/cmp_server.c) and its client
- * (provisioner/remote/issuer_cmp.c): the caCerts general message of RFC 9483 section 4.3.1; and
- * two small helpers both sides use.
+ * (provisioner/remote/issuer_cmp.c): the caCerts general message of RFC 9483 section 4.3.1, a
+ * received message's extraCerts and protection; and two small helpers both sides use.
  */
 
 /* id-it-caCerts: its value is SEQUENCE SIZE (1..MAX) OF CMPCertificate. */
@@ -24,6 +24,15 @@ STACK_OF(X509) *prov_cmp_cacerts_of(const OSSL_CMP_ITAV *itav);
 
 /* Whether itav is an id-it-caCerts. */
 int prov_cmp_is_cacerts(const OSSL_CMP_ITAV *itav);
+
+/*
+ * The extraCerts of msg (the caller frees them), or NULL when it has none: OpenSSL 3.0 keeps
+ * a received message's to itself (RFC 9483 section 3.1: the protection certificate first).
+ */
+STACK_OF(X509) *prov_cmp_msg_extra_certs(const OSSL_CMP_MSG *msg);
+
+/* Whether msg carries a protection (not whether it verifies: OpenSSL checks that). */
+int prov_cmp_msg_is_protected(const OSSL_CMP_MSG *msg);
 
 /*
  * A CMP context's log callback that drops OpenSSL's own lines: the service and the station

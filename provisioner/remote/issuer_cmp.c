@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The CMP issuer behind issuer.h: a station that has no CA token asks the CA service
- * (`provisioner ca serve`, doc/ca-service.md) over CMP, [ca] url = cmp://HOST:PORT/PATH. Its
+ * (`provisioner ca serve`, doc/ca-service.md) over CMP, [ca] url = cmp://HOST:PORT/PATH (over
+ * HTTPS: cmps://, the service's TLS certificate checked against [ca] tls_ca). Its
  * requests are signed by the station's identity key in the station's own token (station_key,
  * station_pin) and carry its certificate (station_cert); the service's answers must chain to
  * root_cert. Each certificate is a p10cr of the device's CSR, confirmed (certConf) by OpenSSL's
@@ -10,13 +11,17 @@
 #include "issuer_cmp.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <openssl/cmp.h>
+#include <openssl/cmperr.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "cmp_asn1.h"
 #include "error.h"
@@ -25,6 +30,8 @@
 
 struct cmp_issuer {
     struct prov_remote_issuer remote; /* first: a prov_issuer * is one of these */
+    char scheme[8];        /* "cmp", or "cmps" (TLS) */
+    SSL_CTX *tls;          /* cmps: the TLS client's context, made at connect */
     char host[256];
     int port;
     char path[256];
@@ -37,22 +44,25 @@ static struct cmp_issuer *cmp_of(struct prov_issuer *is)
     return (struct cmp_issuer *)is;
 }
 
-/* cmp://HOST:PORT/PATH */
+/* cmp://HOST:PORT/PATH, or cmps:// for CMP over HTTPS */
 static int parse_url(const char *url, struct cmp_issuer *ci)
 {
-    const char *hp = url + strlen("cmp://");
+    bool is_tls = strncmp(url, "cmps://", 7) == 0;
+    const char *hp = url + (is_tls ? strlen("cmps://") : strlen("cmp://"));
     const char *slash = strchr(hp, '/');
     const char *colon;
     char *end = NULL;
     long port;
 
+    snprintf(ci->scheme, sizeof(ci->scheme), "%s", is_tls ? "cmps" : "cmp");
     if (slash == NULL) {
         slash = hp + strlen(hp);
     }
     colon = memchr(hp, ':', (size_t)(slash - hp));
     if (colon == NULL || colon == hp || (size_t)(colon - hp) >= sizeof(ci->host) ||
         strlen(slash) >= sizeof(ci->path)) {
-        return prov_fail(PROV_ERR_CONFIG, "[ca] url \"%s\": expected cmp://HOST:PORT/PATH", url);
+        return prov_fail(PROV_ERR_CONFIG, "[ca] url \"%s\": expected %s://HOST:PORT/PATH", url,
+                         ci->scheme);
     }
     port = strtol(colon + 1, &end, 10);
     if (end != slash || port < 1 || port > 65535) {
@@ -65,16 +75,143 @@ static int parse_url(const char *url, struct cmp_issuer *ci)
     return 0;
 }
 
-/* A client context for one transaction (OpenSSL's client keeps no connection across them). */
-static OSSL_CMP_CTX *client_ctx(struct cmp_issuer *ci)
+/* PKIBody choices (RFC 4210 section 5.1.2): OpenSSL 3.0 keeps its names for them internal. */
+#define BODY_PKICONF 19
+
+/*
+ * The exchange, watched. RFC 9483 section 3.6.4 lets a service that cannot protect an error
+ * answer send it unprotected, and ours does while its CA token is away (doc/ca-service.md,
+ * "The CA token comes and goes"); OpenSSL's client takes one with
+ * OSSL_CMP_OPT_UNPROTECTED_ERRORS (an error message, a rejection). That it was unprotected is
+ * noted in *arg for transaction_failed: its text is the service's unverified word. A pkiConf
+ * without protection that verifies, which that option lets through as well, is refused: it
+ * would confirm a delivery nobody vouched for.
+ */
+/*
+ * Whether an answer's protection is there and verifies: OSSL_CMP_OPT_UNPROTECTED_ERRORS lets
+ * through, besides unprotected error answers, ones whose protection does not verify, so the
+ * presence of protection bits says nothing. Leaves the error queue as it was.
+ */
+static bool is_verified(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *rsp)
+{
+    bool ok;
+
+    ERR_set_mark();
+    ok = prov_cmp_msg_is_protected(rsp) && OSSL_CMP_validate_msg(ctx, rsp) == 1;
+    ERR_pop_to_mark();
+    return ok;
+}
+
+static OSSL_CMP_MSG *watched_transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
+{
+    bool *was_unprotected = OSSL_CMP_CTX_get_transfer_cb_arg(ctx);
+    OSSL_CMP_MSG *rsp = OSSL_CMP_MSG_http_perform(ctx, req);
+
+    if (rsp != NULL && !is_verified(ctx, rsp)) {
+        *was_unprotected = true;
+        if (OSSL_CMP_MSG_get_bodytype(rsp) == BODY_PKICONF) {
+            OSSL_CMP_MSG_free(rsp);
+            ERR_raise(ERR_LIB_CMP, CMP_R_MISSING_PROTECTION);
+            return NULL;
+        }
+    }
+    return rsp;
+}
+
+/*
+ * cmps:// (OSSL_CMP_CTX_set_http_cb): the connection OpenSSL's HTTP client opened gets a TLS
+ * layer on top, the service's certificate checked against [ca] tls_ca (default root_cert)
+ * and for the host of the URL; at the end of the exchange that layer is shut down and taken
+ * off again, and the connection under it handed back to be closed.
+ */
+static BIO *tls_layer(BIO *bio, void *arg, int is_connect, int detail)
+{
+    struct cmp_issuer *ci = arg;
+    ASN1_OCTET_STRING *ip = NULL;
+    BIO *tls_bio = NULL;
+    BIO *under;
+    SSL *ssl = NULL;
+
+    (void)detail;
+    if (!is_connect) {
+        if (bio == NULL || BIO_method_type(bio) != BIO_TYPE_SSL) {
+            return bio;
+        }
+        ERR_set_mark();
+        BIO_ssl_shutdown(bio);
+        under = BIO_pop(bio);
+        BIO_free(bio);
+        ERR_pop_to_mark(); /* a shutdown the peer did not wait for says nothing */
+        return under;
+    }
+    tls_bio = BIO_new(BIO_f_ssl());
+    ssl = tls_bio != NULL ? SSL_new(ci->tls) : NULL;
+    ip = a2i_IPADDRESS(ci->host);
+    ERR_clear_error();
+    if (ssl == NULL ||
+        (ip != NULL ? !X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), ci->host)
+                    : !SSL_set_tlsext_host_name(ssl, ci->host) || !SSL_set1_host(ssl, ci->host))) {
+        ASN1_OCTET_STRING_free(ip);
+        SSL_free(ssl);
+        BIO_free(tls_bio);
+        return NULL;
+    }
+    ASN1_OCTET_STRING_free(ip);
+    SSL_set_connect_state(ssl);
+    BIO_set_ssl(tls_bio, ssl, BIO_CLOSE);
+    return BIO_push(tls_bio, bio);
+}
+
+/*
+ * cmps://: the TLS client's context. It presents the station's identity (certificate, key in
+ * its token) as the EST client does: the service asks for a client certificate, though CMP's
+ * own signature is what authorizes the request.
+ */
+static int tls_context(struct cmp_issuer *ci)
+{
+    const struct prov_config *cfg = ci->remote.base.cfg;
+    const char *tls_ca = cfg->ca_tls_ca != NULL ? cfg->ca_tls_ca : cfg->root_cert;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+
+    if (ctx == NULL || !SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION)) {
+        SSL_CTX_free(ctx);
+        return prov_fail_ossl(PROV_ERR_NOMEM, "cmps: cannot make a TLS context");
+    }
+    if (tls_ca == NULL || SSL_CTX_load_verify_file(ctx, tls_ca) != 1) {
+        SSL_CTX_free(ctx);
+        return prov_fail_ossl(PROV_ERR_CONFIG, "[ca] tls_ca %s: cannot be loaded",
+                              tls_ca != NULL ? tls_ca : "(none)");
+    }
+    if (SSL_CTX_use_certificate(ctx, ci->remote.id.cert) != 1 ||
+        SSL_CTX_use_PrivateKey(ctx, ci->remote.id.pkey) != 1) {
+        SSL_CTX_free(ctx);
+        return prov_fail_ossl(PROV_ERR_CONFIG, "cmps: the station's identity cannot be used "
+                              "for TLS");
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    ci->tls = ctx;
+    return 0;
+}
+
+/*
+ * A client context for one transaction (OpenSSL's client keeps no connection across them);
+ * *was_unprotected (false here) turns true when an answer comes without a protection that
+ * verifies.
+ */
+static OSSL_CMP_CTX *client_ctx(struct cmp_issuer *ci, bool *was_unprotected)
 {
     OSSL_CMP_CTX *ctx = OSSL_CMP_CTX_new(NULL, NULL);
 
+    *was_unprotected = false;
     if (ctx == NULL || !OSSL_CMP_CTX_set1_server(ctx, ci->host) ||
         !OSSL_CMP_CTX_set_serverPort(ctx, ci->port) ||
         !OSSL_CMP_CTX_set1_serverPath(ctx, ci->path) ||
         !OSSL_CMP_CTX_set1_cert(ctx, ci->remote.id.cert) ||
         !OSSL_CMP_CTX_set1_pkey(ctx, ci->remote.id.pkey) ||
+        !OSSL_CMP_CTX_set_transfer_cb(ctx, watched_transfer) ||
+        !OSSL_CMP_CTX_set_transfer_cb_arg(ctx, was_unprotected) ||
+        (ci->tls != NULL && (!OSSL_CMP_CTX_set_http_cb(ctx, tls_layer) ||
+                             !OSSL_CMP_CTX_set_http_cb_arg(ctx, ci))) ||
         !X509_STORE_up_ref(ci->remote.id.trust)) {
         OSSL_CMP_CTX_free(ctx);
         return NULL;
@@ -83,7 +220,39 @@ static OSSL_CMP_CTX *client_ctx(struct cmp_issuer *ci)
     OSSL_CMP_CTX_set_log_cb(ctx, prov_cmp_log_nothing);
     OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_MSG_TIMEOUT, 30);
     OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_TOTAL_TIMEOUT, 60);
+    OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_UNPROTECTED_ERRORS, 1);
     return ctx;
+}
+
+/*
+ * The text of an unprotected answer for one line: the details its error message carried
+ * (OpenSSL's client leaves them in the error queue as "errorDetails: ..."), else its status;
+ * anything but printable ASCII replaced, as it comes from nobody the station can verify.
+ */
+static void unverified_text(OSSL_CMP_CTX *ctx, char *out, size_t cap)
+{
+    const char *data = NULL;
+    const char *details = NULL;
+    int flags = 0;
+    size_t i;
+
+    out[0] = '\0';
+    while (ERR_get_error_all(NULL, NULL, NULL, &data, &flags) != 0) {
+        if ((flags & ERR_TXT_STRING) != 0 && data != NULL &&
+            (details = strstr(data, "errorDetails: ")) != NULL) {
+            snprintf(out, cap, "%s", details + strlen("errorDetails: "));
+        }
+    }
+    if (out[0] == '\0' && OSSL_CMP_CTX_snprint_PKIStatus(ctx, out, cap) == NULL) {
+        snprintf(out, cap, "no reason given");
+    }
+    for (i = 0; out[i] != '\0'; i++) {
+        if ((unsigned char)out[i] < 0x20 || (unsigned char)out[i] > 0x7e) {
+            out[i] = '?';
+        } else if (out[i] == '"') {
+            out[i] = '\''; /* the line quotes it */
+        }
+    }
 }
 
 /*
@@ -92,10 +261,24 @@ static OSSL_CMP_CTX *client_ctx(struct cmp_issuer *ci)
  */
 static int transaction_failed(struct cmp_issuer *ci, OSSL_CMP_CTX *ctx, const char *what)
 {
+    const bool *was_unprotected = OSSL_CMP_CTX_get_transfer_cb_arg(ctx);
     char text[512];
     unsigned long e = ERR_peek_last_error();
     const char *reason = e != 0 ? ERR_reason_error_string(e) : NULL;
 
+    if (*was_unprotected && OSSL_CMP_CTX_get_status(ctx) >= 0) {
+        /*
+         * Only a service that cannot sign answers unprotected: unavailable, whatever the text
+         * says; nothing in it is acted on. Like an unreachable service (exit 4): the row
+         * fails with this line and resumes on the next run.
+         */
+        unverified_text(ctx, text, sizeof(text));
+        return prov_fail(PROV_ERR_NOT_FOUND,
+                         "CA service unavailable: %s://%s:%d%s answered %s without a "
+                         "protection that verifies (RFC 9483 section 3.6.4; unverified: "
+                         "\"%s\")",
+                         ci->scheme, ci->host, ci->port, ci->path, what, text);
+    }
     ERR_clear_error();
     if (OSSL_CMP_CTX_get_status(ctx) == OSSL_CMP_PKISTATUS_accepted ||
         OSSL_CMP_CTX_get_status(ctx) == OSSL_CMP_PKISTATUS_grantedWithMods) {
@@ -105,17 +288,18 @@ static int transaction_failed(struct cmp_issuer *ci, OSSL_CMP_CTX *ctx, const ch
          * doc/ca-service.md, "What is issued").
          */
         return prov_fail(PROV_ERR_NOT_FOUND,
-                         "CA service cmp://%s:%d%s granted %s but the exchange did not finish "
+                         "CA service %s://%s:%d%s granted %s but the exchange did not finish "
                          "(%s): the next run asks again with the same key",
-                         ci->host, ci->port, ci->path, what, reason != NULL ? reason : "no answer");
+                         ci->scheme, ci->host, ci->port, ci->path, what,
+                         reason != NULL ? reason : "no answer");
     }
     if (OSSL_CMP_CTX_get_status(ctx) >= 0 &&
         OSSL_CMP_CTX_snprint_PKIStatus(ctx, text, sizeof(text)) != NULL) {
-        return prov_fail(PROV_ERR_POLICY, "CA service cmp://%s:%d%s refused %s: %s", ci->host,
-                         ci->port, ci->path, what, text);
+        return prov_fail(PROV_ERR_POLICY, "CA service %s://%s:%d%s refused %s: %s", ci->scheme,
+                         ci->host, ci->port, ci->path, what, text);
     }
-    return prov_fail(PROV_ERR_NOT_FOUND, "CA service cmp://%s:%d%s: %s: %s", ci->host, ci->port,
-                     ci->path, what, reason != NULL ? reason : "no answer");
+    return prov_fail(PROV_ERR_NOT_FOUND, "CA service %s://%s:%d%s: %s: %s", ci->scheme, ci->host,
+                     ci->port, ci->path, what, reason != NULL ? reason : "no answer");
 }
 
 /*
@@ -125,7 +309,8 @@ static int transaction_failed(struct cmp_issuer *ci, OSSL_CMP_CTX *ctx, const ch
  */
 static int fetch_chain(struct cmp_issuer *ci)
 {
-    OSSL_CMP_CTX *ctx = client_ctx(ci);
+    bool was_unprotected;
+    OSSL_CMP_CTX *ctx = client_ctx(ci, &was_unprotected);
     STACK_OF(OSSL_CMP_ITAV) *itavs = NULL;
     OSSL_CMP_ITAV *ask = NULL;
     STACK_OF(X509) *certs = NULL;
@@ -165,8 +350,8 @@ static int fetch_chain(struct cmp_issuer *ci)
         ci->chain_from_issue = true;
         return 0;
     }
-    r = prov_fail(PROV_ERR_VERIFY, "CA service cmp://%s:%d%s: its caCerts do not chain to %s",
-                  ci->host, ci->port, ci->path, ci->remote.base.cfg->root_cert);
+    r = prov_fail(PROV_ERR_VERIFY, "CA service %s://%s:%d%s: its caCerts do not chain to %s",
+                  ci->scheme, ci->host, ci->port, ci->path, ci->remote.base.cfg->root_cert);
     vc = X509_STORE_CTX_new();
     if (certs != NULL && sk_X509_num(certs) >= 2 && vc != NULL &&
         X509_cmp(sk_X509_value(certs, sk_X509_num(certs) - 1), ci->remote.id.root) == 0 &&
@@ -194,8 +379,8 @@ static int chain_of_answer(struct cmp_issuer *ci, OSSL_CMP_CTX *ctx, X509 *cert)
     STACK_OF(X509) *pubs = OSSL_CMP_CTX_get1_caPubs(ctx);
     STACK_OF(X509) *verified = NULL;
     X509_STORE_CTX *vc = X509_STORE_CTX_new();
-    int r = prov_fail(PROV_ERR_VERIFY, "CA service cmp://%s:%d%s: its answer's caPubs and "
-                      "extraCerts do not chain the certificate to %s", ci->host, ci->port,
+    int r = prov_fail(PROV_ERR_VERIFY, "CA service %s://%s:%d%s: its answer's caPubs and "
+                      "extraCerts do not chain the certificate to %s", ci->scheme, ci->host, ci->port,
                       ci->path, ci->remote.base.cfg->root_cert);
 
     if (pool == NULL) {
@@ -236,6 +421,9 @@ static int cmp_connect(struct cmp_issuer *ci)
     if (ci->remote.id.cert == NULL) {
         r = prov_station_identity_open(ci->remote.base.cfg, &ci->remote.id);
     }
+    if (r == 0 && ci->tls == NULL && strcmp(ci->scheme, "cmps") == 0) {
+        r = tls_context(ci);
+    }
     if (r == 0) {
         /* Before anything else: a service that does not answer stops the run here (exit 4). */
         r = fetch_chain(ci);
@@ -244,13 +432,53 @@ static int cmp_connect(struct cmp_issuer *ci)
     return r;
 }
 
+/*
+ * The request for one device: a p10cr of its CSR; for a reissue a cr (RFC 4210 5.3.3: a
+ * certificate for a serial that has one, superseding it), whose certificate template carries
+ * the CSR's subject, public key and requested extensions with proof of possession
+ * "raVerified" — the station acts as the device's registration authority (RFC 9483 section
+ * 5): prov_remote_check verified the CSR's signature by the device key before anything goes
+ * out, and the service accepts raVerified only from a registered station
+ * (doc/ca-service.md). Returns the body type to send, or -1 (out of memory).
+ */
+static int set_request(OSSL_CMP_CTX *ctx, X509_REQ *req, bool is_reissue)
+{
+    X509_EXTENSIONS *exts;
+    EVP_PKEY *pub;
+
+    if (!is_reissue) {
+        return OSSL_CMP_CTX_set1_p10CSR(ctx, req) ? OSSL_CMP_P10CR : -1;
+    }
+    pub = X509_REQ_get_pubkey(req);
+    if (pub == NULL || !OSSL_CMP_CTX_set0_newPkey(ctx, 0, pub)) {
+        EVP_PKEY_free(pub);
+        return -1;
+    }
+    /* the CSR's names only: never the station certificate's subjectAltName, which OpenSSL
+       copies into a template that has none of its own */
+    if (!OSSL_CMP_CTX_set1_subjectName(ctx, X509_REQ_get_subject_name(req)) ||
+        !OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_SUBJECTALTNAME_NODEFAULT, 1) ||
+        !OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_POPO_METHOD, OSSL_CRMF_POPO_RAVERIFIED)) {
+        return -1;
+    }
+    exts = X509_REQ_get_extensions(req);
+    if (exts != NULL && !OSSL_CMP_CTX_set0_reqExtensions(ctx, exts)) {
+        sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+        return -1;
+    }
+    ERR_clear_error(); /* a CSR without extensions leaves a "not found" behind */
+    return OSSL_CMP_CR;
+}
+
 static int cmp_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_request *rq,
                      X509 **out)
 {
     struct cmp_issuer *ci = cmp_of(is);
     OSSL_CMP_CTX *ctx;
+    bool was_unprotected;
     X509 *cert = NULL;
     char what[96];
+    int type = -1;
     int r;
 
     *out = NULL;
@@ -266,11 +494,14 @@ static int cmp_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_re
     }
     snprintf(what, sizeof(what), "the certificate of %s", rq->serial);
     pthread_mutex_lock(&ci->remote.lock);
-    ctx = client_ctx(ci);
-    if (ctx == NULL || !OSSL_CMP_CTX_set1_p10CSR(ctx, req)) {
+    ctx = client_ctx(ci, &was_unprotected);
+    if (ctx != NULL) {
+        type = set_request(ctx, req, rq->record.is_reissue);
+    }
+    if (type < 0) {
         r = prov_fail(PROV_ERR_NOMEM, "CMP: out of memory");
     } else {
-        cert = OSSL_CMP_exec_certreq(ctx, OSSL_CMP_P10CR, NULL);
+        cert = OSSL_CMP_exec_certreq(ctx, type, NULL);
         r = cert != NULL ? 0 : transaction_failed(ci, ctx, what);
         if (cert != NULL && !X509_up_ref(cert)) {
             cert = NULL;
@@ -306,11 +537,13 @@ static void cmp_close(struct prov_issuer *is)
 {
     struct cmp_issuer *ci = cmp_of(is);
 
+    SSL_CTX_free(ci->tls);
     prov_remote_free(&ci->remote);
 }
 
 static const struct prov_issuer_ops cmp_ops = {
     .name = "cmp",
+    .is_remote = true,
     .check_device = prov_remote_check_device,
     .check = prov_remote_check,
     .issue = cmp_issue,

@@ -16,6 +16,7 @@
 
 static const struct prov_issuer_kind remote_kinds[] = {
     {.scheme = "cmp://", .open = prov_issuer_cmp_open},
+    {.scheme = "cmps://", .open = prov_issuer_cmp_open},
     {.scheme = "est://", .open = prov_issuer_est_open},
     {.scheme = "https://", .open = prov_issuer_est_open},
 };

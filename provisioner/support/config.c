@@ -574,9 +574,11 @@ static int read_ca(struct prov_config *cfg)
         return r;
     }
     if (cfg->ca_url != NULL && strncmp(cfg->ca_url, "cmp://", 6) != 0 &&
-        strncmp(cfg->ca_url, "est://", 6) != 0 && strncmp(cfg->ca_url, "https://", 8) != 0) {
+        strncmp(cfg->ca_url, "cmps://", 7) != 0 && strncmp(cfg->ca_url, "est://", 6) != 0 &&
+        strncmp(cfg->ca_url, "https://", 8) != 0) {
         return prov_fail(PROV_ERR_CONFIG,
-                         "%s: [ca] url \"%s\": expected cmp://HOST:PORT/PATH, est://HOST:PORT or "
+                         "%s: [ca] url \"%s\": expected cmp://HOST:PORT/PATH, "
+                         "cmps://HOST:PORT/PATH, est://HOST:PORT or "
                          "https://HOST:PORT/.well-known/est",
                          cfg->path, cfg->ca_url);
     }

@@ -24,6 +24,7 @@
 #include <sqlite3.h>
 
 #include "ca_index.h"
+#include "ca_replay.h"
 #include "crl.h"
 #include "error.h"
 #include "hex.h"
@@ -147,7 +148,7 @@ static void test_created_private_with_schema(void **state)
     snprintf(path, sizeof(path), "%s/index.sqlite", f->dir);
     assert_int_equal(stat(path, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0600);
-    assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'schema_version'"), "4");
+    assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'schema_version'"), "6");
     assert_string_equal(query(f, "PRAGMA journal_mode"), "wal");
     prov_ca_index_close(ix);
     /* a second open finds the schema and changes nothing */
@@ -412,7 +413,7 @@ static void test_newer_schema_refused(void **state)
     prov_ca_index_close(ix);
     snprintf(path, sizeof(path), "%s/index.sqlite", f->dir);
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "UPDATE meta SET value = '5' WHERE name = "
+    assert_int_equal(sqlite3_exec(db, "UPDATE meta SET value = '7' WHERE name = "
                                       "'schema_version'", NULL, NULL, NULL),
                      SQLITE_OK);
     sqlite3_close(db);
@@ -420,7 +421,7 @@ static void test_newer_schema_refused(void **state)
     prov_error_clear();
     assert_int_equal(prov_ca_index_open(f->dir, &ix), PROV_ERR_JOURNAL);
     assert_null(ix);
-    assert_message("schema version 5", "index.sqlite");
+    assert_message("schema version 7", "index.sqlite");
 }
 
 static int count_rows(struct fixture *f, const char *table)
@@ -554,7 +555,8 @@ static void test_upgrade_from_v1(void **state)
     prov_ca_index_close(ix);
     snprintf(path, sizeof(path), "%s/index.sqlite", f->dir);
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "DROP TABLE lot_profile; DROP TABLE lot_serial;"
+    assert_int_equal(sqlite3_exec(db, "DROP TABLE cmp_transaction;"
+                                      " DROP TABLE lot_profile; DROP TABLE lot_serial;"
                                       " DROP TABLE lot_station; DROP TABLE lot; DROP TABLE station;"
                                       " DROP INDEX certificate_by_lot;"
                                       " DROP TABLE revocation; DROP TABLE audit;"
@@ -564,7 +566,7 @@ static void test_upgrade_from_v1(void **state)
                      SQLITE_OK);
     sqlite3_close(db);
     ix = open_index(f);
-    assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'schema_version'"), "4");
+    assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'schema_version'"), "6");
     assert_int_equal(count_rows(f, "certificate"), 1);
     assert_int_equal(count_rows(f, "revocation"), 0);
     assert_int_equal(prov_ca_index_next_crl_number(ix, "crl_number", &number), 0);
@@ -598,9 +600,10 @@ static void test_upgrade_from_v3(void **state)
     prov_hex_encode(ASN1_STRING_get0_data(sn), (size_t)ASN1_STRING_length(sn), hex);
     snprintf(path, sizeof(path), "%s/index.sqlite", f->dir);
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    /* what step 3 left: no lot_profile, lot_serial, reissue or per_minute */
+    /* what step 3 left: no lot_profile, lot_serial, reissue, per_minutes, cmp_transaction */
     snprintf(sql, sizeof(sql),
-             "DROP TABLE lot_profile; DROP TABLE lot_serial;"
+             "DROP TABLE cmp_transaction; ALTER TABLE station DROP COLUMN per_minute;"
+             " DROP TABLE lot_profile; DROP TABLE lot_serial;"
              " ALTER TABLE lot DROP COLUMN reissue; ALTER TABLE lot_station DROP COLUMN per_minute;"
              " INSERT INTO station VALUES ('STATION-U', '%s', 'x');"
              " INSERT INTO lot VALUES ('LOT-U', 7, 'x');"
@@ -610,14 +613,51 @@ static void test_upgrade_from_v3(void **state)
     assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
     ix = open_index(f);
-    assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'schema_version'"), "4");
+    assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'schema_version'"), "6");
     assert_string_equal(query(f, "SELECT name || ' ' || cap || ' ' || reissue FROM lot"),
                         "LOT-U 7 0");
     assert_string_equal(query(f, "SELECT station || ' ' || per_minute FROM lot_station"),
                         "STATION-U 0");
     assert_int_equal(count_rows(f, "lot_profile"), 0);
     assert_int_equal(count_rows(f, "lot_serial"), 0);
+    assert_int_equal(count_rows(f, "cmp_transaction"), 0); /* step 5 */
+    assert_string_equal(query(f, "SELECT name || ' ' || per_minute FROM station"),
+                        "STATION-U 0"); /* step 6 */
     X509_free(cert);
+    prov_ca_index_close(ix);
+}
+
+/*
+ * The CMP transactions the CA service remembers (ca_replay.h): known until their expiry, once
+ * only, and a row whose time is over is dropped by the next one remembered.
+ */
+static void test_replay_remembered_until_expiry(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_ca_index *ix = open_index(f);
+    const unsigned char a[16] = {1, 2, 3};
+    const unsigned char b[16] = {4, 5, 6};
+    unsigned char too_long[PROV_CA_REPLAY_TID_MAX + 1] = {0};
+    bool is_known = true;
+
+    assert_int_equal(prov_ca_replay_is_known(ix, a, sizeof(a), 1000, &is_known), 0);
+    assert_false(is_known);
+    assert_int_equal(prov_ca_replay_remember(ix, a, sizeof(a), 1000, 2000), 0);
+    assert_int_equal(prov_ca_replay_remember(ix, a, sizeof(a), 1001, 9000), 0); /* kept once */
+    assert_int_equal(prov_ca_replay_is_known(ix, a, sizeof(a), 1999, &is_known), 0);
+    assert_true(is_known);
+    assert_int_equal(prov_ca_replay_is_known(ix, a, sizeof(a), 2000, &is_known), 0);
+    assert_false(is_known); /* its signer has expired: a replay fails verification anyway */
+    assert_int_equal(prov_ca_replay_is_known(ix, b, sizeof(b), 1500, &is_known), 0);
+    assert_false(is_known);
+    assert_int_equal(count_rows(f, "cmp_transaction"), 1);
+    assert_int_equal(prov_ca_replay_remember(ix, b, sizeof(b), 2500, 3000), 0);
+    assert_int_equal(count_rows(f, "cmp_transaction"), 1); /* a's row pruned */
+    assert_int_equal(prov_ca_replay_is_known(ix, b, sizeof(b), 2600, &is_known), 0);
+    assert_true(is_known);
+    prov_error_clear();
+    assert_int_equal(prov_ca_replay_remember(ix, too_long, sizeof(too_long), 2600, 3000),
+                     PROV_ERR_INPUT);
     prov_ca_index_close(ix);
 }
 
@@ -635,6 +675,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_revoke, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reissue_revokes_superseded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_replay_remembered_until_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upgrade_from_v1, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upgrade_from_v3, setup, teardown),
     };

@@ -10,7 +10,12 @@
 # - a CSR that fails policy: p10cr with an RSA 2048 and with a P-384 key where the profile
 #   allows ec-p256 only;
 # - an expired station: its certificate (30 days) presented to `ca serve` running 40 days
-#   ahead under libfaketime (package faketime).
+#   ahead under libfaketime (package faketime); the log line and the audit record name the
+#   station the message claims to be (read from its extraCerts, unverified) and why its
+#   certificate does not do;
+# - a replayed message of a finished transaction after the service restarted (the ir and
+#   certConf openssl cmp wrote with -reqout, sent again with curl): the CA index remembers
+#   the transaction (and prunes what has expired).
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../batch/batch_lib.sh"
 . "$(dirname "$0")/cmp_lib.sh"
@@ -106,6 +111,40 @@ for kt in RSA-2048 P-384; do
     assert_grep "$CMP_LOG" "p10cr station=ST-1 serial=$kt outcome=\"refused: .*key" \
         "policy $kt: the log line"
 done
+
+# ---- a replayed message of a finished transaction, after the service restarted ------------
+# the ir and certConf as openssl cmp sent them (-reqout), the transaction finished; the CA
+# index remembers its ID (ca_replay.c), and drops what has expired: a row planted with a
+# time long over is gone after the next transaction
+sql_q "$IX" "INSERT INTO cmp_transaction(id, seen_at, expires_at) VALUES ('00', 0, 1)"
+new_key REPLAY
+cmp_client replay-first ST-1 -cmd ir -newkey "$WORK/REPLAY.key" -subject /CN=REPLAY \
+    -certout "$WORK/REPLAY.crt" -reqout "$WORK/replay-ir.der,$WORK/replay-cc.der" ||
+    fail "replay: the first ir: $(tail -n3 "$WORK/log/cmp-replay-first.log" | tr '\n' ' ')"
+assert_strict_cert "$WORK/REPLAY.crt"
+assert_file "$WORK/replay-ir.der" "$WORK/replay-cc.der"
+assert_eq "$(sql_q "$IX" "SELECT count(*) FROM cmp_transaction WHERE id = '00'")" 0 \
+    "replay: an expired transaction pruned"
+cmp_stop
+cmp_serve
+for m in ir cc; do
+    before=$(cmp_issued)
+    audit=$(refusals)
+    code=$(curl -sS -o "$WORK/replay-$m.answer" -w '%{http_code}' \
+        -H 'Content-Type: application/pkixcmp' --data-binary "@$WORK/replay-$m.der" \
+        "http://127.0.0.1:$CMP_PORT/.well-known/cmp") || fail "replay $m: curl"
+    assert_eq "$code" 200 "replay $m: a CMP answer"
+    assert_eq "$(cmp_issued)" "$before" "replay $m: nothing issued"
+    assert_eq "$(refusals)" $((audit + 1)) "replay $m: an audit record"
+done
+grep -aqF 'replay of a finished transaction' "$WORK/replay-ir.answer" ||
+    fail "replay ir: the CMP answer does not name the replay"
+assert_grep "$CMP_LOG" 'ir station=- serial=- outcome="refused: replay of a finished transaction \(remembered in the CA index\)"' \
+    "replay ir: the log line"
+assert_grep "$CMP_LOG" 'certConf station=- serial=- outcome="refused: certConf for an unknown transaction"' \
+    "replay certConf: the log line"
+assert_eq "$(sql_q "$IX" "SELECT count(*) FROM certificate WHERE serial = 'REPLAY'")" 1 \
+    "replay: one certificate for the device"
 cmp_stop
 
 # ---- an expired station: the service 40 days ahead, past ST-2's 30 days ----------------------
@@ -129,6 +168,13 @@ wait_port "$CMP_PORT" "$CMP_PID" ||
 new_key EXPIRED
 refused expired 'StatusString: "no suitable sender cert"' ST-2 -cmd ir -newkey "$WORK/EXPIRED.key" \
     -subject /CN=EXPIRED
-assert_grep "$CMP_LOG" 'ir station=- serial=- outcome="refused: the message does not verify' \
-    "expired: the log line"
+assert_grep "$CMP_LOG" 'ir station=- serial=- outcome="refused: the message does not verify.*claimed station ST-2, certificate [0-9a-f]+: certificate has expired' \
+    "expired: the log line names the claimed station"
+# the audit record names the station the message claims (OpenSSL drops the expired
+# certificate before the service's own check; the name is read from extraCerts, unverified)
+ST2_SERIAL=$(openssl x509 -in "$WORK/stations/ST-2.crt" -noout -serial | sed 's/^serial=//' |
+    tr 'A-F' 'a-f')
+assert_eq "$(sql_q "$IX" "SELECT count(*) FROM audit WHERE event = 'refuse' AND serial = 'ir'
+    AND detail LIKE '%claimed station ST-2, certificate $ST2_SERIAL: certificate has expired%'
+    AND seq = (SELECT max(seq) FROM audit)")" 1 "expired: the audit record names the claimed station"
 cmp_stop

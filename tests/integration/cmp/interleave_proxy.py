@@ -1,0 +1,60 @@
+# SPDX-License-Identifier: Apache-2.0
+"""An HTTP proxy for one CMP client that holds its messages until another client has gone
+ahead (tests/integration/cmp/test_cmp_concurrent.sh): two `openssl cmp` clients, each
+through its own proxy, then reach `ca serve` interleaved: A's ir, B's ir, A's certConf,
+B's certConf, so that both transactions are open at once.
+
+Usage: interleave_proxy.py PORT_FILE UPSTREAM_PORT NAME WAIT_FOR_2 DONE_DIR
+  PORT_FILE    where the port it listens on (127.0.0.1, chosen by the kernel) is written
+  NAME         this client's name: after forwarding its Nth request and the answer, it
+               creates DONE_DIR/NAME-N
+  WAIT_FOR_2   the file (in DONE_DIR) that must exist before its 2nd request goes on, or -
+"""
+import http.server
+import os
+import sys
+import time
+import urllib.request
+
+port_file, upstream, name, wait_for_2, done_dir = sys.argv[1:6]
+count = 0
+
+
+class Proxy(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"
+
+    def do_POST(self):
+        global count
+        count += 1
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if count == 2 and wait_for_2 != "-":
+            path = os.path.join(done_dir, wait_for_2)
+            for _ in range(600):
+                if os.path.exists(path):
+                    break
+                time.sleep(0.05)
+            else:
+                self.send_error(504, "the other client never went ahead")
+                return
+        req = urllib.request.Request(
+            "http://127.0.0.1:%s%s" % (upstream, self.path), data=body,
+            headers={"Content-Type": self.headers["Content-Type"]})
+        with urllib.request.urlopen(req, timeout=60) as rsp:
+            answer = rsp.read()
+            status = rsp.status
+        self.send_response(status)
+        self.send_header("Content-Type", "application/pkixcmp")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+        open(os.path.join(done_dir, "%s-%d" % (name, count)), "w").close()
+
+    def log_message(self, fmt, *args):
+        pass
+
+
+server = http.server.HTTPServer(("127.0.0.1", 0), Proxy)
+with open(port_file + ".tmp", "w") as f:
+    f.write(str(server.server_address[1]))
+os.rename(port_file + ".tmp", port_file)
+server.serve_forever()
