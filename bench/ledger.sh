@@ -9,7 +9,8 @@
 #     (wall time of all four), medians of RUNS;
 #  3. the ledger's own cost per device: round trips, statements, and the milliseconds the
 #     station waited for them (the store's debug line at its close, PROVISIONER_DEBUG=journal;
-#     the lease renewal's own connection is not in it);
+#     the lease renewal's own connection is not in it), for one station alone and for the four
+#     stations of step 2 together (what the lot's sharing adds: claims of rows another took);
 #  4. what bounds the four stations on this machine: CPU seconds per device of the stations,
 #     of the token server (p11-kit) and of the PostgreSQL server, in the four-station runs.
 # Everything lives under /dev/shm (tokens, journals, the database): the figures are the
@@ -30,6 +31,7 @@ mkdir -p "$PROV_BUILD_ROOT"
 . "$src/tests/integration/batch/batch_lib.sh"
 . "$src/tests/integration/ledger/ledger_lib.sh"
 it_setup
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 # it_cleanup ends in exit, so what it stops is stopped here first and the tmpfs tree (tokens,
 # database, about 50 MB a run) goes after a run that passed; a failed run keeps it to look at.
 bench_exit() {
@@ -62,13 +64,23 @@ median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 use_sqlite() { printf '%s\n' "$base_config" >"$PROVISIONER_CONFIG"; }
 use_ledger() { use_sqlite; ledger_config; }
 
+# Every token of the run is made before anything is measured: the token server looks at all
+# the tokens it has when a slot list is read, so a measurement made later, with more tokens
+# about, would cost it more than one made earlier; made up front, each sees the same tokens.
+for r in $(seq 1 "$RUNS"); do
+    lot "s1-sqlite-$r" "t-s$r" "$N"
+    lot "s1-pg-$r" "t-p$r" "$N"
+    for kind in sqlite pg; do
+        for s in 1 2 3 4; do lot "f-$kind-$r-$s" "t-$kind$r$s" "$N"; done
+    done
+done
+lot count "t-count" "$N"
+
 # 1. one station
 for r in $(seq 1 "$RUNS"); do
     use_sqlite
-    lot "s1-sqlite-$r" "t-s$r" "$N"
     "$PROVISIONER" batch "s1-sqlite-$r.csv" --jobs 1 --no-progress --json >"log/s1-sqlite-$r.json"
     use_ledger
-    lot "s1-pg-$r" "t-p$r" "$N"
     "$PROVISIONER" batch "s1-pg-$r.csv" --station one --jobs 1 --no-progress --json >"log/s1-pg-$r.json"
 done
 ms() { jq -r --argjson n "$N" '.seconds * 1000 / $n' "$@"; }
@@ -78,7 +90,6 @@ pg_ms=$(for r in $(seq 1 "$RUNS"); do ms "log/s1-pg-$r.json"; done | median)
 # 2. four stations
 four() { # four KIND RUN: wall seconds of four batch processes
     local kind=$1 r=$2 t0 t1 s pids=()
-    for s in 1 2 3 4; do lot "f-$kind-$r-$s" "t-$kind$r$s" "$N"; done
     if [ "$kind" = pg ]; then
         # one lot: one manifest of all rows, that all four stations run
         { echo "serial,device,cn,x_token"; for s in 1 2 3 4; do tail -n +2 "f-$kind-$r-$s.csv"; done; } >"f-pg-$r.csv"
@@ -91,8 +102,9 @@ four() { # four KIND RUN: wall seconds of four batch processes
     t0=$(date +%s.%N)
     for s in 1 2 3 4; do
         if [ "$kind" = pg ]; then
-            "$PROVISIONER" batch "f-pg-$r.csv" --station "st$s" --jobs 1 --no-progress --json \
-                --results "f-pg-$r-$s.results.csv" >"log/f-pg-$r-$s.json" 2>/dev/null &
+            PROVISIONER_DEBUG=journal "$PROVISIONER" batch "f-pg-$r.csv" --station "st$s" \
+                --jobs 1 --no-progress --json --results "f-pg-$r-$s.results.csv" \
+                >"log/f-pg-$r-$s.json" 2>"log/f-pg-$r-$s.err" &
         else
             "$PROVISIONER" batch "f-$kind-$r-$s.csv" --jobs 1 --no-progress --json \
                 >"log/f-$kind-$r-$s.json" 2>/dev/null &
@@ -140,13 +152,20 @@ per_dev() { awk -v n=$((4 * N)) -v c="$1" '{ printf "%.2f\n", $c * 1000 / n }' |
 sqlite_dps=$(printf '%s\n' "${four_sqlite[@]}" | dps | median)
 pg_dps=$(printf '%s\n' "${four_pg[@]}" | dps | median)
 
+# the four stations' round trips, statements and wait, all four together, per run
+debug_sum() { # FILES...: "round trips, statements, ms" summed over the debug lines
+    sed -n 's/.* \([0-9]*\) round trips, \([0-9]*\) statements, \([0-9.]*\) ms$/\1 \2 \3/p' "$@" |
+        awk '{ t += $1; s += $2; m += $3 } END { print t + 0, s + 0, m + 0 }'
+}
+four_trips=$(for r in $(seq 1 "$RUNS"); do debug_sum log/f-pg-"$r"-*.err | awk -v n=$((4 * N)) '{ printf "%.2f\n", $1 / n }'; done | median)
+four_stmts=$(for r in $(seq 1 "$RUNS"); do debug_sum log/f-pg-"$r"-*.err | awk -v n=$((4 * N)) '{ printf "%.2f\n", $2 / n }'; done | median)
+four_wait=$(for r in $(seq 1 "$RUNS"); do debug_sum log/f-pg-"$r"-*.err | awk -v n=$((4 * N)) '{ printf "%.2f\n", $3 / n }'; done | median)
+
 # 3. the ledger's own cost per device, one station
 use_ledger
-lot count "t-count" "$N"
 PROVISIONER_DEBUG=journal "$PROVISIONER" batch count.csv --station one --jobs 1 --no-progress \
     >/dev/null 2>log/count.err
-read -r trips stmts wait_ms < <(sed -n 's/.* \([0-9]*\) round trips, \([0-9]*\) statements, \([0-9.]*\) ms$/\1 \2 \3/p' \
-    log/count.err | awk '{ t += $1; s += $2; m += $3 } END { print t + 0, s + 0, m + 0 }')
+read -r trips stmts wait_ms < <(debug_sum log/count.err)
 
 echo
 echo "| measurement (N = $N per token, medians of $RUNS, /dev/shm) | SQLite | ledger (PostgreSQL) | ratio |"
@@ -156,6 +175,11 @@ awk -v a="$sqlite_dps" -v b="$pg_dps" 'BEGIN { printf "| four stations, devices/
 awk -v t="$trips" -v s="$stmts" -v m="$wait_ms" -v n="$N" 'BEGIN {
     printf "| ledger round trips per device (statements) | | %.1f (%.1f) | |\n", t / n, s / n
     printf "| ledger wait per device, one station, ms | | %.2f | |\n", m / n }'
+awk -v t="$four_trips" -v s="$four_stmts" -v m="$four_wait" 'BEGIN {
+    printf "| four stations: the four\x27s round trips per device (statements) | | %.1f (%.1f) | |\n", t, s
+    printf "| four stations: the four\x27s wait per device, ms (summed over the four) | | %.2f | |\n", m }'
+cpu_a=0
+cpu_b=0
 for c in 2 3 4; do
     what=$(sed -n "$((c - 1))p" <<<'stations (batch processes)
 token server (p11-kit)
@@ -163,4 +187,11 @@ database server (PostgreSQL)')
     a=$(printf '%s\n' "${four_sqlite[@]}" | per_dev "$c")
     b=$(printf '%s\n' "${four_pg[@]}" | per_dev "$c")
     awk -v w="$what" -v a="$a" -v b="$b" 'BEGIN { printf "| four stations: CPU ms per device, %s | %.2f | %.2f | |\n", w, a, b }'
+    cpu_a=$(awk -v x="$cpu_a" -v y="$a" 'BEGIN { print x + y }')
+    cpu_b=$(awk -v x="$cpu_b" -v y="$b" 'BEGIN { print x + y }')
 done
+# with the machine's cores busy all the time, devices/s is cores / CPU per device: the ratio
+# the CPU alone allows, whatever the waits
+awk -v a="$cpu_a" -v b="$cpu_b" -v c="$(nproc)" 'BEGIN {
+    printf "| four stations: CPU ms per device, all; devices/s if %d cores were the only bound | %.2f; %.1f | %.2f; %.1f | %.2f |\n", c, a, c * 1000 / a, b, c * 1000 / b, a / b }'
+echo "(load average at the start: $load_start; at the end: $(cut -d' ' -f1-3 /proc/loadavg))"

@@ -367,32 +367,145 @@ int batch_run_row(struct batch *b, uint32_t index, prov_manifest_row_fn fn, void
     return r;
 }
 
+/* The serial of a row, copied: a scan's question. */
+static int take_serial(void *ctx, struct prov_manifest_parser *p,
+                       const struct prov_manifest_row *row)
+{
+    char **out = ctx;
+    const char *serial = row->value[PROV_COL_SERIAL];
+
+    *out = strdup(serial ? serial : "");
+    return *out ? 0 : prov_fail(PROV_ERR_NOMEM, "batch: out of memory");
+}
+
+/*
+ * The rows idx[lo..*hi) that another station holds or finished (one question to the ledger
+ * for all of them) are counted so and leave the list; the others keep their order. When the
+ * question fails the list stays whole: each row's own claim answers for it then.
+ */
+static void drop_elsewhere(struct batch *b, uint32_t *idx, size_t lo, size_t *hi)
+{
+    size_t n = *hi - lo;
+    char **serials = calloc(n ? n : 1, sizeof(*serials));
+    bool *is_other = calloc(n ? n : 1, sizeof(*is_other));
+    size_t k = lo;
+    int r = serials != NULL && is_other != NULL ? 0 : PROV_ERR_NOMEM;
+
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        r = batch_run_row(b, idx[lo + i], take_serial, &serials[i]);
+    }
+    r = r ? r
+          : prov_journal_lease_scan(b->journal, b->lot_id, (const char *const *)serials, n,
+                                    is_other);
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        if (is_other[i]) {
+            batch_row_elsewhere(b, idx[lo + i]);
+        } else {
+            idx[k++] = idx[lo + i];
+        }
+    }
+    if (r == 0) {
+        *hi = k;
+    }
+    prov_error_clear();
+    for (size_t i = 0; serials != NULL && i < n; i++) {
+        free(serials[i]);
+    }
+    free(serials);
+    free(is_other);
+}
+
+/*
+ * The rows of group g in order. On the ledger, a row another station holds or finished
+ * means that station works this device too: what else of the group is that station's is
+ * asked in one question, and those rows are left to it. When it is the group's first row,
+ * that station is working the device from its start: the group is left for later (true;
+ * when can_defer) so that this station first takes a device nobody works, and when it comes
+ * back (is_again) it walks the rest from the end, so that the two meet in the middle instead
+ * of one trailing the other and claiming, row by row, what the other just took
+ * (doc/ledger.md, "Work distribution"). idx: room for g->count indices, or NULL (out of
+ * memory): then in order only.
+ */
+static bool work_group(struct batch *b, struct batch_group *g, uint32_t *idx, bool can_defer,
+                       bool is_again)
+{
+    uint32_t next = g->first;
+    size_t lo = 0;
+    size_t hi = 0;
+    bool is_back = false;
+
+    for (uint32_t i = g->first; idx != NULL && i != BATCH_NO_ROW && hi < g->count;
+         i = b->rows[i].next) {
+        idx[hi++] = i;
+    }
+    if (is_again && idx != NULL) {
+        /* the first row was concluded the first time; what of the rest is another's now */
+        lo = 1;
+        is_back = true;
+        drop_elsewhere(b, idx, lo, &hi);
+    }
+    while (idx != NULL ? lo < hi : next != BATCH_NO_ROW) {
+        uint32_t i = idx == NULL ? next : is_back ? idx[--hi] : idx[lo++];
+        struct batch_row_job job = {.b = b, .g = g, .index = i};
+
+        /* SIGINT/SIGTERM: no new row; the rows not started stay pending (interrupt.h) */
+        if (prov_interrupt_signal() != 0) {
+            break;
+        }
+        prov_error_clear();
+        if (batch_run_row(b, i, batch_row_handle, &job) < 0) {
+            batch_row_unreadable(b, i);
+        }
+        next = b->rows[i].next;
+        if (job.is_elsewhere && idx != NULL && b->is_ledger) {
+            if (lo == 1 && !is_back && can_defer) {
+                return true;
+            }
+            is_back = is_back || lo == 1;
+            drop_elsewhere(b, idx, lo, &hi);
+        }
+    }
+    return false;
+}
+
 static void *worker(void *arg)
 {
     struct batch *b = arg;
+    uint32_t *idx = NULL;
+    size_t cap = 0;
+    /* the groups another station had begun, taken again once the queue is empty */
+    struct batch_group **later = calloc(b->n_groups ? b->n_groups : 1, sizeof(*later));
+    size_t n_later = 0;
+    size_t k_later = 0;
 
     for (;;) {
         struct batch_group *g;
+        bool is_again = false;
 
         pthread_mutex_lock(&b->queue_lock);
         g = b->next_group < b->n_groups ? &b->groups[b->order[b->next_group++]] : NULL;
         pthread_mutex_unlock(&b->queue_lock);
+        if (g == NULL && k_later < n_later) {
+            g = later[k_later++];
+            is_again = true;
+        }
         if (g == NULL) {
             break;
         }
-        for (uint32_t i = g->first; i != BATCH_NO_ROW; i = b->rows[i].next) {
-            struct batch_row_job job = {.b = b, .g = g, .index = i};
+        if (g->count > cap) {
+            uint32_t *more = realloc(idx, g->count * sizeof(*idx));
 
-            /* SIGINT/SIGTERM: no new row; the rows not started stay pending (interrupt.h) */
-            if (prov_interrupt_signal() != 0) {
-                break;
-            }
-            prov_error_clear();
-            if (batch_run_row(b, i, batch_row_handle, &job) < 0) {
-                batch_row_unreadable(b, i);
+            if (more != NULL) {
+                idx = more;
+                cap = g->count;
             }
         }
+        if (work_group(b, g, g->count > cap ? NULL : idx, later != NULL && !is_again, is_again)) {
+            later[n_later++] = g;
+        }
     }
+    free(later);
+    free(idx);
     return NULL;
 }
 
@@ -463,11 +576,62 @@ static int run_workers(struct batch *b, size_t rotate)
 
 /* ---- results ---------------------------------------------------------------------------- */
 
+/* What the results say of a journal row; the lot's rows are read in one go (one query on
+ * the ledger, where a read per row would be a round trip per row of the whole lot). */
+struct result_rec {
+    char *serial;
+    char *error;
+    bool has_cert;
+    char cert_serial[65];
+    char sha256[65];
+    char not_after[32];
+};
+
 struct results_ctx {
     struct batch *b;
     FILE *f;
     uint32_t index;
+    struct result_rec *recs; /* sorted by serial */
+    size_t n_recs;
+    size_t cap_recs;
 };
+
+static int rec_add(void *ctx, const struct prov_journal_device *d)
+{
+    struct results_ctx *rc = ctx;
+    struct result_rec *e;
+
+    if (rc->n_recs == rc->cap_recs) {
+        size_t cap = rc->cap_recs ? 2 * rc->cap_recs : 64;
+        struct result_rec *more = realloc(rc->recs, cap * sizeof(*more));
+
+        if (more == NULL) {
+            return prov_fail(PROV_ERR_NOMEM, "batch: out of memory");
+        }
+        rc->recs = more;
+        rc->cap_recs = cap;
+    }
+    e = &rc->recs[rc->n_recs];
+    memset(e, 0, sizeof(*e));
+    e->serial = strdup(d->serial);
+    e->error = d->error ? strdup(d->error) : NULL;
+    if (e->serial == NULL || (d->error != NULL && e->error == NULL)) {
+        free(e->serial);
+        free(e->error);
+        return prov_fail(PROV_ERR_NOMEM, "batch: out of memory");
+    }
+    e->has_cert = d->cert_der != NULL;
+    memcpy(e->cert_serial, d->cert_serial, sizeof(e->cert_serial));
+    memcpy(e->sha256, d->sha256, sizeof(e->sha256));
+    memcpy(e->not_after, d->not_after, sizeof(e->not_after));
+    rc->n_recs++;
+    return 0;
+}
+
+static int rec_cmp(const void *x, const void *y)
+{
+    return strcmp(((const struct result_rec *)x)->serial, ((const struct result_rec *)y)->serial);
+}
 
 static int results_row(void *ctx, struct prov_manifest_parser *p,
                        const struct prov_manifest_row *row)
@@ -475,25 +639,22 @@ static int results_row(void *ctx, struct prov_manifest_parser *p,
     struct results_ctx *rc = ctx;
     struct batch *b = rc->b;
     enum batch_status st = b->rows[rc->index].status;
-    struct prov_journal_device d;
+    struct result_rec key = {.serial = (char *)row->value[PROV_COL_SERIAL]};
+    const struct result_rec none = {0};
+    const struct result_rec *d = bsearch(&key, rc->recs, rc->n_recs, sizeof(key), rec_cmp);
     bool has_cert;
     char *dir = batch_storage_dir(b->cfg, row);
-    int r;
 
-    r = prov_journal_get(b->journal, b->lot_id, row->value[PROV_COL_SERIAL], &d);
-    if (r < 0) {
-        free(dir);
-        return r;
-    }
-    has_cert = st != BATCH_FAILED && d.cert_der != NULL;
+    d = d ? d : &none; /* no journal row: never started */
+    has_cert = st != BATCH_FAILED && d->has_cert;
     prov_csv_field(rc->f, row->value[PROV_COL_SERIAL], false);
     prov_csv_field(rc->f, batch_status_name(st), false);
-    prov_csv_field(rc->f, has_cert ? d.cert_serial : "", false);
-    prov_csv_field(rc->f, has_cert ? d.sha256 : "", false);
-    prov_csv_field(rc->f, has_cert ? d.not_after : "", false);
+    prov_csv_field(rc->f, has_cert ? d->cert_serial : "", false);
+    prov_csv_field(rc->f, has_cert ? d->sha256 : "", false);
+    prov_csv_field(rc->f, has_cert ? d->not_after : "", false);
     prov_csv_field(rc->f, dir ? dir : "", false);
     prov_csv_field(rc->f,
-                   st == BATCH_FAILED    ? (d.error ? d.error : "not processed")
+                   st == BATCH_FAILED    ? (d->error ? d->error : "not processed")
                    : st == BATCH_PENDING ? "not started: the run was interrupted; run the same "
                                            "command to resume"
                                          : "",
@@ -501,7 +662,6 @@ static int results_row(void *ctx, struct prov_manifest_parser *p,
     for (size_t i = 0; i < row->n_x; i++) {
         prov_csv_field(rc->f, row->x_values[i], i + 1 == row->n_x);
     }
-    prov_journal_device_clear(&d);
     free(dir);
     return 0;
 }
@@ -555,10 +715,19 @@ static int write_results(struct batch *b, const char *path)
     for (size_t i = 0; i < n_x; i++) {
         prov_csv_field(rc.f, x_names[i], i + 1 == n_x);
     }
+    r = prov_journal_foreach(b->journal, b->lot_id, rec_add, &rc);
+    if (r == 0 && rc.n_recs > 1) {
+        qsort(rc.recs, rc.n_recs, sizeof(*rc.recs), rec_cmp);
+    }
     for (uint32_t i = 0; i < b->n_rows && r == 0; i++) {
         rc.index = i;
         r = batch_run_row(b, i, results_row, &rc);
     }
+    for (size_t i = 0; i < rc.n_recs; i++) {
+        free(rc.recs[i].serial);
+        free(rc.recs[i].error);
+    }
+    free(rc.recs);
     if (fclose(rc.f) != 0) {
         r = r < 0 ? r : prov_fail(PROV_ERR_NOMEM, "results %s: out of memory", path);
     }
@@ -798,7 +967,8 @@ static int enroll_lot(struct batch *b, struct prov_batch_summary *sum)
             return r;
         }
     }
-    r = run_workers(b, prov_journal_is_ledger(sum->journal) ? station_spread(station) : 0);
+    b->is_ledger = prov_journal_is_ledger(sum->journal);
+    r = run_workers(b, b->is_ledger ? station_spread(station) : 0);
     if (b->progress != NULL) {
         prov_progress_finish(b->progress);
     }

@@ -851,16 +851,21 @@ static void retire_left_over(struct row_ctx *c)
 static int do_row(struct row_ctx *c, enum batch_status *st)
 {
     char holder[128];
-    bool is_mine = true;
+    enum prov_journal_lease lease = PROV_JOURNAL_LEASE_MINE;
     int r;
 
     *st = BATCH_ISSUED;
     /* on the ledger, the row is this station's only while it holds the row's lease */
     r = prov_journal_lease_claim(c->b->journal, c->b->lot_id, c->serial, c->e->is_reissue,
-                                 holder, sizeof(holder), &is_mine);
-    if (r == 0 && !is_mine) {
+                                 holder, sizeof(holder), &lease);
+    if (r == 0 && lease == PROV_JOURNAL_LEASE_FINISHED && c->b->is_fixture) {
+        lease = PROV_JOURNAL_LEASE_MINE; /* the device is here: its row is read back */
+    }
+    if (r == 0 && lease != PROV_JOURNAL_LEASE_MINE) {
+        /* a row another station finished while this one ran: its outcome is that station's */
         *st = BATCH_ELSEWHERE;
-        prov_info("serial %s: station %s is working on it", c->serial, holder);
+        prov_info("serial %s: station %s %s", c->serial, holder,
+                  lease == PROV_JOURNAL_LEASE_HELD ? "is working on it" : "finished it");
         return 0;
     }
     if (r < 0) {
@@ -961,6 +966,12 @@ static void count(struct batch *b, enum batch_status st)
     if (b->progress != NULL) {
         prov_progress_step(b->progress, st == BATCH_FAILED);
     }
+}
+
+void batch_row_elsewhere(struct batch *b, uint32_t index)
+{
+    b->rows[index].status = BATCH_ELSEWHERE;
+    count(b, BATCH_ELSEWHERE);
 }
 
 /* One stderr line per failed row, naming the manifest line and the serial. */
@@ -1071,6 +1082,7 @@ int batch_row_handle(void *ctx, struct prov_manifest_parser *p, const struct pro
         conclude(&c, r, st);
     }
     job->err = r < 0 ? r : 0; /* a deferred row cannot fail later: station has no storage stage */
+    job->is_elsewhere = r == 0 && st == BATCH_ELSEWHERE;
     prov_journal_device_clear(&c.d);
     free(c.row_pin_spec);
     free(c.dir);

@@ -24,7 +24,10 @@ struct prov_batch_opts;
 
 #define BATCH_NO_ROW UINT32_MAX
 
-/* BATCH_ELSEWHERE: another station holds the row's lease in the ledger (doc/ledger.md). */
+/*
+ * BATCH_ELSEWHERE: another station holds the row's lease in the ledger, or finished the row
+ * while this run went on (doc/ledger.md).
+ */
 enum batch_status { BATCH_PENDING, BATCH_ISSUED, BATCH_ALREADY, BATCH_FAILED, BATCH_ELSEWHERE };
 
 /* What is kept of a row between the passes: where to read it again, 24 bytes. */
@@ -65,6 +68,10 @@ struct batch {
     size_t cap_groups;
     struct prov_strset group_index; /* device URI -> group */
     bool *is_reissue_seen;
+    /* a fixture station (station.c): the device in front of it is read back even when
+     * another station finished its row (on the ledger) */
+    bool is_fixture;
+    bool is_ledger; /* the journal is the ledger: other stations work the lot too */
 
     struct prov_issuer *issuer; /* who issues, records and delivers (issuer.h) */
     struct prov_journal *journal;
@@ -84,7 +91,7 @@ struct batch {
     pthread_mutex_t stats_lock;
     unsigned long n_issued;
     unsigned long n_already;
-    unsigned long n_elsewhere; /* rows another station held (ledger) */
+    unsigned long n_elsewhere; /* rows another station held or finished (ledger) */
     unsigned long n_failed;
     unsigned long n_interrupted; /* of n_failed: rows a signal stopped (interrupt.h) */
     struct prov_progress *progress;
@@ -97,7 +104,11 @@ struct batch_row_job {
     uint32_t index;
     const char *device_uri; /* the device to use instead of the row's (station); NULL: row's */
     int err;                /* out: the PROV_ERR_* the row failed with, 0 when it did not */
+    bool is_elsewhere;      /* out: another station held or finished the row (ledger) */
 };
+
+/* A row another station holds or finished, counted as such without being worked. */
+void batch_row_elsewhere(struct batch *b, uint32_t index);
 
 /* The row callback that enrolls (batch_row.c); never fails the parse for a row's failure. */
 int batch_row_handle(void *ctx, struct prov_manifest_parser *p,

@@ -163,10 +163,10 @@ bool prov_journal_is_ledger(const char *path)
 }
 
 int prov_journal_lease_claim(struct prov_journal *j, long long lot_id, const char *serial,
-                             bool is_reopen, char *holder, size_t cap, bool *is_mine)
+                             bool is_reopen, char *holder, size_t cap, enum prov_journal_lease *out)
 {
     holder[0] = '\0';
-    *is_mine = true;
+    *out = PROV_JOURNAL_LEASE_MINE;
     int r;
 
     if (j->store->ops->lease_claim == NULL) {
@@ -174,7 +174,22 @@ int prov_journal_lease_claim(struct prov_journal *j, long long lot_id, const cha
     }
     /* the store's connection is the journal's: one transaction at a time on it */
     pthread_mutex_lock(&j->lock);
-    r = j->store->ops->lease_claim(j->store, lot_id, serial, is_reopen, holder, cap, is_mine);
+    r = j->store->ops->lease_claim(j->store, lot_id, serial, is_reopen, holder, cap, out);
+    pthread_mutex_unlock(&j->lock);
+    return r;
+}
+
+int prov_journal_lease_scan(struct prov_journal *j, long long lot_id, const char *const *serials,
+                            size_t n, bool *is_other)
+{
+    int r;
+
+    memset(is_other, 0, n * sizeof(*is_other));
+    if (j->store->ops->lease_scan == NULL || n == 0) {
+        return 0;
+    }
+    pthread_mutex_lock(&j->lock);
+    r = j->store->ops->lease_scan(j->store, lot_id, serials, n, is_other);
     pthread_mutex_unlock(&j->lock);
     return r;
 }

@@ -118,16 +118,34 @@ int prov_journal_open_with(const char *path, const char *password, const char *s
 /* Whether path names the shared ledger (a postgresql:// URI) rather than a SQLite file. */
 bool prov_journal_is_ledger(const char *path);
 
+/* What a claim of a row found (prov_journal_lease_claim). */
+enum prov_journal_lease {
+    PROV_JOURNAL_LEASE_MINE,     /* leased to this process, or finished and read as such */
+    PROV_JOURNAL_LEASE_HELD,     /* another station holds a live lease on it */
+    PROV_JOURNAL_LEASE_FINISHED, /* another station finished it while this process ran */
+};
+
 /*
  * Work distribution on the ledger (doc/ledger.md): claims the row for this process unless
- * another station holds a live lease on it (*is_mine false, its name into holder). A SQLite
+ * another station holds a live lease on it (*out HELD, its name into holder). A SQLite
  * journal has one writer: every row is its own. The lease is renewed while the process
  * runs, and every write of the row is refused once another station took it over. A
  * finished row is leased only when is_reopen (a reissue works it again); otherwise it is
- * read as finished (*is_mine true, no lease).
+ * read as finished (*out MINE, no lease), unless another station finished it after this
+ * process's first claim (*out FINISHED, that station's name into holder: it recorded the
+ * outcome, and this one need not read the row back).
  */
 int prov_journal_lease_claim(struct prov_journal *j, long long lot_id, const char *serial,
-                             bool is_reopen, char *holder, size_t cap, bool *is_mine);
+                             bool is_reopen, char *holder, size_t cap,
+                             enum prov_journal_lease *out);
+
+/*
+ * The claim's answer for many rows of the lot in one question, without claiming any:
+ * is_other[i] when another station holds serials[i] or finished it while this process ran
+ * (HELD or FINISHED above), false otherwise. All false on a journal with one writer.
+ */
+int prov_journal_lease_scan(struct prov_journal *j, long long lot_id, const char *const *serials,
+                            size_t n, bool *is_other);
 
 /* Gives the row's lease back (is_done: the row needs no more work); no lease: nothing. */
 int prov_journal_lease_end(struct prov_journal *j, long long lot_id, const char *serial,

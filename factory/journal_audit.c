@@ -32,6 +32,10 @@ int journal_audit_append(struct journal_store *s, const char *lot, const char *s
     const char *text[PROV_AUDIT_FIELDS];
     int r;
 
+    if (s->ops->audit_chain != NULL) {
+        journal_now(at, sizeof(at));
+        return s->ops->audit_chain(s, at, lot, serial, event, detail);
+    }
     r = s->ops->audit_head(s, &seq, prev);
     if (r < 0) {
         return r;

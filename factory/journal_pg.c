@@ -119,6 +119,81 @@ static const char *const schema_steps[] = {
     "   CASE WHEN w_station <> '' THEN 'station ' || w_station ELSE 'released' END);"
     " END IF;"
     "END$$;",
+    /*
+     * 4: a claim in one statement (journal_pg_lease.c): the row's work entry made when the
+     * lot has none yet, taken when nobody holds a live lease on it (FOR UPDATE SKIP LOCKED: a
+     * row another claimer is taking is not waited for), else who holds it; and who finished a
+     * row and when (done_by, done_at), so that a station does not read back, row by row, what
+     * another station finished while it ran (doc/ledger.md, "Work distribution"). outcome:
+     * 'mine' (token: the lease's), 'held' (holder: the station holding it), 'done' (finished,
+     * read as such), 'finished' (done by holder at or after p_since). at: the claim's time,
+     * the p_since of the station's later claims.
+     */
+    "ALTER TABLE work ADD COLUMN done_by TEXT, ADD COLUMN done_at TIMESTAMPTZ;"
+    "CREATE FUNCTION prov_claim(p_lot BIGINT, p_serial TEXT, p_station TEXT, p_seconds INTEGER,"
+    " p_reopen BOOLEAN, p_since TIMESTAMPTZ, OUT token BIGINT, OUT holder TEXT,"
+    " OUT outcome TEXT, OUT at TIMESTAMPTZ) LANGUAGE plpgsql AS $$"
+    "DECLARE w work%ROWTYPE;"
+    "BEGIN"
+    " at := now();"
+    " INSERT INTO work(lot_id, serial) VALUES (p_lot, p_serial) ON CONFLICT DO NOTHING;"
+    " SELECT * INTO w FROM work c WHERE c.lot_id = p_lot AND c.serial = p_serial"
+    "  AND (NOT c.done OR p_reopen) AND (c.station IS NULL OR c.expires < now())"
+    "  FOR UPDATE SKIP LOCKED;"
+    " IF FOUND THEN"
+    "  UPDATE work c SET station = p_station, token = nextval('lease_token'),"
+    "   expires = now() + p_seconds * interval '1 second', done = false"
+    "   WHERE c.lot_id = p_lot AND c.serial = p_serial RETURNING c.token INTO token;"
+    "  holder := p_station; outcome := 'mine'; RETURN;"
+    " END IF;"
+    " SELECT * INTO w FROM work c WHERE c.lot_id = p_lot AND c.serial = p_serial;"
+    " holder := CASE WHEN w.done THEN coalesce(w.done_by, '?') ELSE coalesce(w.station, '?') END;"
+    " outcome := CASE WHEN NOT w.done THEN 'held'"
+    "  WHEN NOT p_reopen AND p_since IS NOT NULL AND w.done_at >= p_since"
+    "   AND w.done_by IS DISTINCT FROM p_station THEN 'finished' ELSE 'done' END;"
+    "END$$;",
+    /*
+     * 5: a station's audit record chained by the server (journal_pg.c, pg_audit_chain), so
+     * that a transition's write needs no answer before it: prov_audit reads the chain's head
+     * (under the station's lock, which the transaction holds) and hashes the record exactly
+     * as provisioner/support/audit_hash.c does: SHA-256 of the previous hash's 32 bytes, the
+     * sequence number as 8 bytes big-endian, then each of at, lot, serial, event, detail as
+     * its length (4 bytes big-endian) and its bytes in the client's encoding, the bytes a
+     * client reads back and `ledger verify` hashes again. prov_step is a row's transition in
+     * one call: the fencing check, the row's update and its audit record.
+     */
+    "CREATE FUNCTION prov_audit(p_chain TEXT, p_at TEXT, p_lot TEXT, p_serial TEXT,"
+    " p_event TEXT, p_detail TEXT) RETURNS void LANGUAGE plpgsql AS $$"
+    "DECLARE h_seq BIGINT; h_hash TEXT; b BYTEA;"
+    " enc TEXT := current_setting('client_encoding');"
+    "BEGIN"
+    " SELECT seq, hash INTO h_seq, h_hash FROM audit_head WHERE chain = p_chain;"
+    " IF NOT FOUND THEN h_seq := 0; h_hash := repeat('0', 64); END IF;"
+    " h_seq := h_seq + 1;"
+    " b := decode(h_hash, 'hex') || int8send(h_seq);"
+    " b := b || int4send(octet_length(convert_to(p_at, enc))) || convert_to(p_at, enc);"
+    " b := b || int4send(octet_length(convert_to(p_lot, enc))) || convert_to(p_lot, enc);"
+    " b := b || int4send(octet_length(convert_to(p_serial, enc))) || convert_to(p_serial, enc);"
+    " b := b || int4send(octet_length(convert_to(p_event, enc))) || convert_to(p_event, enc);"
+    " b := b || int4send(octet_length(convert_to(p_detail, enc))) || convert_to(p_detail, enc);"
+    " INSERT INTO audit(chain, seq, at, lot, serial, event, detail, prev_hash, hash)"
+    "  VALUES (p_chain, h_seq, p_at, p_lot, p_serial, p_event, p_detail, h_hash,"
+    "  encode(sha256(b), 'hex'));"
+    " INSERT INTO audit_head(chain, seq, hash) VALUES (p_chain, h_seq, encode(sha256(b), 'hex'))"
+    "  ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, hash = excluded.hash;"
+    "END$$;"
+    "CREATE FUNCTION prov_step(p_lot BIGINT, p_serial TEXT, p_token BIGINT, p_device_uri TEXT,"
+    " p_state TEXT, p_key_id BYTEA, p_key_uri TEXT, p_storage TEXT, p_cert_id BIGINT,"
+    " p_error TEXT, p_attempts INTEGER, p_updated TEXT, p_id BIGINT, p_chain TEXT, p_at TEXT,"
+    " p_alot TEXT, p_aserial TEXT, p_event TEXT, p_detail TEXT) RETURNS void"
+    " LANGUAGE plpgsql AS $$"
+    "BEGIN"
+    " PERFORM prov_fence(p_lot, p_serial, p_token);"
+    " UPDATE device SET device_uri = p_device_uri, state = p_state, key_id = p_key_id,"
+    "  key_uri = p_key_uri, storage = p_storage, cert_id = nullif(p_cert_id, 0),"
+    "  error = p_error, attempts = p_attempts, updated = p_updated WHERE id = p_id;"
+    " PERFORM prov_audit(p_chain, p_at, p_alot, p_aserial, p_event, p_detail);"
+    "END$$;",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(schema_steps) / sizeof(schema_steps[0])))
@@ -141,7 +216,9 @@ static void pg_rollback(struct journal_pg *j)
 /* Closes the transaction, rolling back what the server saw of it. */
 static void txn_abort(struct journal_pg *j)
 {
-    j->has_head = false;
+    j->step_at = 0;
+    free(j->fin_serial);
+    j->fin_serial = NULL;
     if (journal_pg_txn_close(&j->db)) {
         pg_rollback(j);
     }
@@ -164,55 +241,40 @@ static int begin_locked(struct journal_pg *j, const char *lock_sql, const char *
     return r;
 }
 
-/* The chain's head as the transaction's first statements read it ("seq:hash", or none). */
-static void head_read(void *ctx, const PGresult *res)
-{
-    struct journal_pg *j = ctx;
-
-    j->has_head = true;
-    journal_pg_copy(res, 0, 0, j->head, sizeof(j->head));
-    if (PQntuples(res) == 0) {
-        j->head[0] = '\0';
-    }
-}
-
 /*
  * A transaction takes its station's lock (LOCK_STATION_CLASS, hash of the station's name):
  * the station's audit chain needs one order, other stations' transactions run beside it.
  * What several stations touch at once is ordered by the database itself: a row by FOR
- * UPDATE, its lease by the fencing check, a lot's creation by its UNIQUE name. BEGIN, the
- * lock and the chain's head (which only this station's transactions move, under that lock)
- * go to the server with the transaction's first statement: one round trip.
+ * UPDATE, its lease by the fencing check, a lot's creation by its UNIQUE name. BEGIN and the
+ * lock go to the server with the transaction's first statement: one round trip. The chain's
+ * head (which only this station's transactions move, under that lock) is read by the server
+ * itself when it appends a record (prov_audit, schema step 5).
  */
 static int pg_begin(struct journal_store *s)
 {
     struct journal_pg *j = journal_pg_of(s);
-    int r;
 
-    j->has_head = false;
-    r = begin_locked(j, "SELECT pg_advisory_xact_lock(" LOCK_STATION_CLASS ", hashtext($1))",
-                     j->station);
-    r = r ? r
-          : journal_pg_defer(&j->db, "audit", head_read, j,
-                             "SELECT seq || ':' || hash FROM audit_head WHERE chain = $1", "t",
-                             j->station);
-    if (r < 0) {
-        txn_abort(j);
-    }
-    return r;
+    j->step_at = 0;
+    return begin_locked(j, "SELECT pg_advisory_xact_lock(" LOCK_STATION_CLASS ", hashtext($1))",
+                        j->station);
 }
 
 static int pg_end(struct journal_store *s, int r)
 {
     struct journal_pg *j = journal_pg_of(s);
     bool is_broken;
+    bool is_fin = false;
     int pid;
 
+    /* a row finished: its lease ends in the same transaction (no round trip of its own) */
+    if (r == 0 && j->fin_serial != NULL) {
+        r = journal_pg_lease_end_with(&j->leases, j->fin_lot, j->fin_serial, &is_fin);
+    }
     if (r != 0) {
         txn_abort(j);
         return r;
     }
-    j->has_head = false;
+    j->step_at = 0;
     pid = PQbackendPID(j->db.conn);
     /* a COMMIT is never sent twice: once sent, its outcome is the server's to say */
     j->db.is_txn_sent = true;
@@ -220,6 +282,8 @@ static int pg_end(struct journal_store *s, int r)
     is_broken = PQstatus(j->db.conn) != CONNECTION_OK;
     journal_pg_txn_close(&j->db);
     if (r < 0 && is_broken) {
+        free(j->fin_serial); /* its lease stays listed: ended by token later, or it expires */
+        j->fin_serial = NULL;
         j->db.in_doubt_pid = pid; /* the next session waits for it (await_in_doubt) */
         /*
          * The server may have committed: libpq's words for the broken connection would hide
@@ -236,6 +300,11 @@ static int pg_end(struct journal_store *s, int r)
     if (r < 0) {
         pg_rollback(j);
     }
+    if (r == 0 && is_fin) {
+        journal_pg_lease_forget(&j->leases, j->fin_lot, j->fin_serial);
+    }
+    free(j->fin_serial);
+    j->fin_serial = NULL;
     return r;
 }
 
@@ -366,6 +435,7 @@ static void pg_close(struct journal_store *s)
     }
     journal_pg_leases_stop(&j->leases);
     journal_pg_db_close(&j->db);
+    free(j->fin_serial);
     free(j->station);
     free(j->base.name);
     free(j);
@@ -419,11 +489,20 @@ out:
     return r;
 }
 
+/* A new row's id, when its INSERT's result comes back (w lives until the transaction ends). */
+static void row_inserted(void *ctx, const PGresult *res)
+{
+    struct journal_row *w = ctx;
+
+    if (PQntuples(res) == 1) {
+        w->id = journal_pg_ll(res, 0, 0);
+    }
+}
+
 static int pg_row_put(struct journal_store *s, struct journal_row *w)
 {
     struct journal_pg *j = journal_pg_of(s);
     const char *state = prov_journal_state_name(w->state);
-    PGresult *res;
     int r;
 
     /* every write of a row is fenced: a station whose lease was taken over writes nothing */
@@ -431,29 +510,36 @@ static int pg_row_put(struct journal_store *s, struct journal_row *w)
     if (r < 0) {
         return r;
     }
-    /* an update's result is its success: sent with the next statement (the COMMIT, mostly) */
+    if (w->state == PROV_JOURNAL_PROVEN && w->error == NULL) {
+        /* finished, with no failure noted beside it (an outside change fails the row) */
+        free(j->fin_serial);
+        j->fin_serial = strdup(w->serial); /* out of memory: the lease ends on its own */
+        j->fin_lot = w->lot_id;
+    }
+    /*
+     * An update's result is its success: sent with the next statement (the COMMIT, mostly).
+     * When the transition's audit record follows at once, the fence, the update and the
+     * record become one call (pg_audit_chain).
+     */
     if (w->id != 0) {
-        return journal_pg_defer(&j->db, w->serial, NULL, NULL,
-                                "UPDATE device SET device_uri = $1, state = $2, key_id = $3,"
-                                " key_uri = $4, storage = $5, cert_id = nullif($6::bigint, 0),"
-                                " error = $7, attempts = $8, updated = $9 WHERE id = $10",
-                                "ttbttititi", w->device_uri, state, w->key_id, w->key_id_len,
-                                w->key_uri, w->storage, w->cert_id, w->error,
-                                (long long)w->attempts, w->updated, w->id);
+        r = journal_pg_defer(&j->db, w->serial, NULL, NULL,
+                             "UPDATE device SET device_uri = $1, state = $2, key_id = $3,"
+                             " key_uri = $4, storage = $5, cert_id = nullif($6::bigint, 0),"
+                             " error = $7, attempts = $8, updated = $9 WHERE id = $10",
+                             "ttbttititi", w->device_uri, state, w->key_id, w->key_id_len,
+                             w->key_uri, w->storage, w->cert_id, w->error, (long long)w->attempts,
+                             w->updated, w->id);
+        j->step_at = r == 0 ? j->db.n_pending : 0;
+        return r;
     }
-    res = journal_pg_exec(&j->db, w->serial, NULL, NULL, 0,
-                          "INSERT INTO device(lot_id, serial, device_uri, state, key_id, key_uri,"
-                          " storage, cert_id, error, attempts, updated) VALUES ($1, $2, $3, $4,"
-                          " $5, $6, $7, nullif($8::bigint, 0), $9, $10, $11) RETURNING id",
-                          "itttbttitit", w->lot_id, w->serial, w->device_uri, state, w->key_id,
-                          w->key_id_len, w->key_uri, w->storage, w->cert_id, w->error,
-                          (long long)w->attempts, w->updated);
-    if (res == NULL) {
-        return PROV_ERR_JOURNAL;
-    }
-    w->id = journal_pg_ll(res, 0, 0);
-    PQclear(res);
-    return 0;
+    /* a new row's id is nothing its transition needs before the COMMIT: sent with it too */
+    return journal_pg_defer(&j->db, w->serial, row_inserted, w,
+                            "INSERT INTO device(lot_id, serial, device_uri, state, key_id, key_uri,"
+                            " storage, cert_id, error, attempts, updated) VALUES ($1, $2, $3, $4,"
+                            " $5, $6, $7, nullif($8::bigint, 0), $9, $10, $11) RETURNING id",
+                            "itttbttitit", w->lot_id, w->serial, w->device_uri, state, w->key_id,
+                            w->key_id_len, w->key_uri, w->storage, w->cert_id, w->error,
+                            (long long)w->attempts, w->updated);
 }
 
 /* Runs sql and copies column 0 of its first row into out ("" and *found false when none). */
@@ -770,14 +856,8 @@ static int pg_audit_head(struct journal_store *s, long long *seq, char hash[65])
 
     *seq = 0;
     memcpy(hash, JOURNAL_ZERO_HASH, 65);
-    /* in a transaction, as its first statements read it (pg_begin), then as it appended */
-    if (j->db.is_in_txn && j->has_head) {
-        snprintf(v, sizeof(v), "%s", j->head);
-        found = v[0] != '\0';
-    } else {
-        r = pg_text(j, "audit", v, sizeof(v), &found,
-                    "SELECT seq || ':' || hash FROM audit_head WHERE chain = $1", "t", j->station);
-    }
+    r = pg_text(j, "audit", v, sizeof(v), &found,
+                "SELECT seq || ':' || hash FROM audit_head WHERE chain = $1", "t", j->station);
     if (r < 0 || !found) {
         return r;
     }
@@ -791,27 +871,46 @@ static int pg_audit_head(struct journal_store *s, long long *seq, char hash[65])
 }
 
 /*
- * The record and its chain's new head in one statement, sent with the transaction's next
- * statement (its COMMIT, mostly): a failure fails that one, and the transaction.
+ * A record with its hash computed here (journal_audit.c); the ledger's own records are
+ * chained by the server (pg_audit_chain), so this is for a record made elsewhere.
  */
 static int pg_audit_append(struct journal_store *s, const struct journal_audit_record *a)
 {
     struct journal_pg *j = journal_pg_of(s);
-    int r;
 
-    r = journal_pg_defer(&j->db, "audit", NULL, NULL,
-                         "WITH a AS (INSERT INTO audit(chain, seq, at, lot, serial, event, detail,"
-                         " prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9))"
-                         " INSERT INTO audit_head(chain, seq, hash) VALUES ($1, $2, $9)"
-                         " ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq,"
-                         " hash = excluded.hash",
-                         "tittttttt", j->station, a->seq, a->at, a->lot, a->serial, a->event,
-                         a->detail, a->prev_hash, a->hash);
-    if (r == 0) {
-        j->has_head = true;
-        snprintf(j->head, sizeof(j->head), "%lld:%s", a->seq, a->hash);
+    return journal_pg_defer(&j->db, "audit", NULL, NULL,
+                            "WITH a AS (INSERT INTO audit(chain, seq, at, lot, serial, event,"
+                            " detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9))"
+                            " INSERT INTO audit_head(chain, seq, hash) VALUES ($1, $2, $9)"
+                            " ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq,"
+                            " hash = excluded.hash",
+                            "tittttttt", j->station, a->seq, a->at, a->lot, a->serial, a->event,
+                            a->detail, a->prev_hash, a->hash);
+}
+
+/*
+ * The station's next record, chained by the server under the station's lock (prov_audit,
+ * schema step 5: the head read, the same hash as journal_audit.c computes, the record and
+ * the new head), sent with the transaction's next statement (its COMMIT, mostly). When the
+ * row's fenced update is what was queued last, the three become one call, prov_step.
+ */
+static int pg_audit_chain(struct journal_store *s, const char *at, const char *lot,
+                          const char *serial, const char *event, const char *detail)
+{
+    struct journal_pg *j = journal_pg_of(s);
+    bool is_step = j->step_at != 0 && j->step_at == j->db.n_pending && j->step_at >= 2;
+
+    j->step_at = 0;
+    if (is_step) {
+        /* prov_fence's 3 arguments and the update's 10, then the record's */
+        return journal_pg_defer_merged(&j->db, 2, serial,
+                                       "SELECT prov_step($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+                                       " $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+                                       "tttttt", j->station, at, lot, serial, event, detail);
     }
-    return r;
+    return journal_pg_defer(&j->db, "audit", NULL, NULL,
+                            "SELECT prov_audit($1, $2, $3, $4, $5, $6)", "tttttt", j->station, at,
+                            lot, serial, event, detail);
 }
 
 static int pg_claim_of(struct journal_store *s, long long lot_id, const char *identity, char *out,
@@ -924,10 +1023,16 @@ static void pg_set_lease(struct journal_store *s, int seconds)
 }
 
 static int pg_lease_claim(struct journal_store *s, long long lot_id, const char *serial,
-                          bool is_reopen, char *holder, size_t cap, bool *is_mine)
+                          bool is_reopen, char *holder, size_t cap, enum prov_journal_lease *out)
 {
-    return journal_pg_lease_claim(&journal_pg_of(s)->leases, s, lot_id, serial, is_reopen, holder,
-                                  cap, is_mine);
+    return journal_pg_lease_claim(&journal_pg_of(s)->leases, lot_id, serial, is_reopen, holder, cap,
+                                  out);
+}
+
+static int pg_lease_scan(struct journal_store *s, long long lot_id, const char *const *serials,
+                         size_t n, bool *is_other)
+{
+    return journal_pg_lease_scan(&journal_pg_of(s)->leases, lot_id, serials, n, is_other);
 }
 
 static int pg_lease_end(struct journal_store *s, long long lot_id, const char *serial, bool is_done)
@@ -955,6 +1060,7 @@ static const struct journal_store_ops pg_ops = {
     .run_finish = pg_run_finish,
     .audit_head = pg_audit_head,
     .audit_append = pg_audit_append,
+    .audit_chain = pg_audit_chain,
     .claim_of = pg_claim_of,
     .claim_is_taken = pg_claim_is_taken,
     .claim_insert = pg_claim_insert,
@@ -971,6 +1077,7 @@ static const struct journal_store_ops pg_ops = {
     .foreach_device = journal_pg_foreach_device,
     .foreach_key = journal_pg_foreach_key,
     .lease_claim = pg_lease_claim,
+    .lease_scan = pg_lease_scan,
     .lease_end = pg_lease_end,
     .set_lease = pg_set_lease,
     .is_away = pg_is_away,

@@ -22,8 +22,9 @@ struct journal_pg {
     struct journal_pg_db db;
     struct journal_pg_leases leases;
     char *station;    /* this station's name: its audit chain, its leases */
-    bool has_head;    /* head holds the station's chain head as this transaction read it */
-    char head[96];    /* "seq:hash", "" when the chain has none yet */
+    size_t step_at;   /* the queue's length after a row's fenced update (0: none) */
+    char *fin_serial; /* the row this transaction finishes (proven), its lease ended with it */
+    long long fin_lot;
     long long lot_id; /* the lot whose name is lot_name (0: none yet) */
     char lot_name[256];
     int schema_version;

@@ -20,7 +20,7 @@
 #include "log.h"
 #include "pg_conn.h"
 
-#define MAX_PARAMS 16
+#define MAX_PARAMS 24
 
 /* Reconnect attempts and the first pause (doubled each time): about 8 s in all. */
 #define RECONNECT_TRIES 6
@@ -417,6 +417,60 @@ int journal_pg_defer(struct journal_pg_db *db, const char *what,
     va_end(ap);
     pthread_mutex_lock(&db->conn_lock);
     r = pending_add(db, what, sql, &p, on_result, ctx);
+    pthread_mutex_unlock(&db->conn_lock);
+    return r;
+}
+
+int journal_pg_defer_merged(struct journal_pg_db *db, size_t k, const char *what, const char *sql,
+                            const char *types, ...)
+{
+    struct params p;
+    struct params all;
+    struct pg_pending *q;
+    va_list ap;
+    int r = 0;
+
+    va_start(ap, types);
+    bind_params(&p, types, ap);
+    va_end(ap);
+    memset(&all, 0, sizeof(all));
+    pthread_mutex_lock(&db->conn_lock);
+    if (k > db->n_pending) {
+        pthread_mutex_unlock(&db->conn_lock);
+        return prov_fail(PROV_ERR_INTERNAL, "journal %s: %s: nothing to merge", db->name, what);
+    }
+    /* the queued statements' arguments first, in their order (their copies stay theirs) */
+    for (size_t i = db->n_pending - k; i < db->n_pending; i++) {
+        q = &db->pending[i];
+        for (int a = 0; a < q->n && all.n < MAX_PARAMS; a++, all.n++) {
+            all.values[all.n] = q->values[a];
+            all.lengths[all.n] = q->lengths[a];
+            all.formats[all.n] = q->formats[a];
+        }
+    }
+    for (int a = 0; a < p.n && all.n < MAX_PARAMS; a++, all.n++) {
+        all.values[all.n] = p.values[a];
+        all.lengths[all.n] = p.lengths[a];
+        all.formats[all.n] = p.formats[a];
+    }
+    /* copied into a new entry at the end, then the merged ones go and it takes their place */
+    r = pending_add(db, what, sql, &all, NULL, NULL);
+    if (r == 0) {
+        struct pg_pending merged = db->pending[db->n_pending - 1];
+        size_t first = db->n_pending - 1 - k;
+
+        db->n_pending--;
+        for (size_t i = first; i < db->n_pending; i++) {
+            q = &db->pending[i];
+            for (int a = 0; a < q->n; a++) {
+                free(q->values[a]);
+            }
+            free(q->what);
+            free(q->sql);
+        }
+        db->pending[first] = merged;
+        db->n_pending = first + 1;
+    }
     pthread_mutex_unlock(&db->conn_lock);
     return r;
 }

@@ -108,6 +108,14 @@ int journal_pg_defer(struct journal_pg_db *db, const char *what,
                      const char *types, ...);
 
 /*
+ * Replaces the last k queued statements (journal_pg_defer) with sql, whose arguments are
+ * theirs, in their order, then the ones bound here by types: several statements become one
+ * call of a server-side function. PROV_ERR_INTERNAL when fewer than k are queued.
+ */
+int journal_pg_defer_merged(struct journal_pg_db *db, size_t k, const char *what, const char *sql,
+                            const char *types, ...);
+
+/*
  * A transaction opens (its BEGIN is deferred by the caller) and closes: the close drops what
  * is still queued and says whether the server saw anything of the transaction (when not,
  * there is nothing to commit or roll back).

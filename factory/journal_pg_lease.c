@@ -4,11 +4,12 @@
  * on one lot claim rows, a claim is a lease with an expiry that a thread renews while the
  * process works, and every write of a claimed row is fenced by the lease's token.
  *
- * A claim is one short transaction: the row of the work table is made if the lot has none
- * yet, read with FOR UPDATE SKIP LOCKED (a claimer that finds it locked moves on instead of
- * queueing behind another station), and taken when nobody holds a live lease on it; the token
- * comes from a sequence that only grows. A station that stalls past its lease loses the row
- * to the next claimer, and its token is no longer the row's: its next write is refused.
+ * A claim is one statement, the server-side function prov_claim (schema step 4): the row of
+ * the work table is made if the lot has none yet, read with FOR UPDATE SKIP LOCKED (a claimer
+ * that finds it locked moves on instead of queueing behind another station), and taken when
+ * nobody holds a live lease on it; the token comes from a sequence that only grows. A station
+ * that stalls past its lease loses the row to the next claimer, and its token is no longer the
+ * row's: its next write is refused.
  */
 #include "journal_pg_lease.h"
 
@@ -171,85 +172,165 @@ void journal_pg_leases_stop(struct journal_pg_leases *ls)
     pthread_cond_destroy(&ls->renew_cond);
 }
 
-int journal_pg_lease_claim(struct journal_pg_leases *ls, struct journal_store *s, long long lot_id,
-                           const char *serial, bool is_reopen, char *holder, size_t cap,
-                           bool *is_mine)
+int journal_pg_lease_claim(struct journal_pg_leases *ls, long long lot_id, const char *serial,
+                           bool is_reopen, char *holder, size_t cap, enum prov_journal_lease *out)
 {
     struct pg_lease *l = NULL;
-    PGresult *res = NULL;
+    PGresult *res;
+    const char *outcome;
     int r;
 
-    *is_mine = false;
+    *out = PROV_JOURNAL_LEASE_MINE;
     holder[0] = '\0';
     if (held(ls, lot_id, serial) != 0) {
-        *is_mine = true;
         return 0;
     }
     r = renew_start(ls);
-    r = r ? r : s->ops->begin(s);
     if (r < 0) {
         return r;
     }
-    /* sent with the claim that follows: one round trip for BEGIN, the entry and the claim */
-    r = journal_pg_defer(ls->db, serial, NULL, NULL,
-                         "INSERT INTO work(lot_id, serial) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                         "it", lot_id, serial);
-    if (r == 0) {
-        res = journal_pg_exec(
-            ls->db, serial, NULL, NULL, 0,
-            /* a reissue reopens a finished row: it is worked under a lease like any other */
-            "WITH c AS (SELECT lot_id, serial FROM work WHERE lot_id = $1 AND serial = $2"
-            " AND (NOT done OR $5::boolean) AND (station IS NULL OR expires < now())"
-            " FOR UPDATE SKIP LOCKED)"
-            " UPDATE work w SET station = $3, token = nextval('lease_token'),"
-            " expires = now() + $4 * interval '1 second', done = false FROM c"
-            " WHERE w.lot_id = c.lot_id AND w.serial = c.serial RETURNING w.token",
-            "ittit", lot_id, serial, ls->station, (long long)ls->seconds,
-            is_reopen ? "true" : "false");
-        r = res == NULL ? PROV_ERR_JOURNAL : 0;
+    /*
+     * prov_claim (schema step 4, journal_pg.c): the entry, the claim and who holds the row,
+     * one statement in a transaction of its own (no audit record, so no station lock).
+     */
+    res = journal_pg_exec(ls->db, serial, NULL, NULL, 0,
+                          "SELECT token, holder, outcome, at FROM prov_claim($1, $2, $3, $4,"
+                          " $5, $6::timestamptz)",
+                          "ittitt", lot_id, serial, ls->station, (long long)ls->seconds,
+                          is_reopen ? "true" : "false", ls->since[0] ? ls->since : NULL);
+    if (res == NULL) {
+        return PROV_ERR_JOURNAL;
     }
-    if (r == 0 && PQntuples(res) == 1 && (l = calloc(1, sizeof(*l))) != NULL &&
-        (l->serial = strdup(serial)) != NULL) {
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        return prov_fail(PROV_ERR_JOURNAL, "journal %s: serial %s: the claim said nothing",
+                         ls->db->name, serial);
+    }
+    if (ls->since[0] == '\0') {
+        journal_pg_copy(res, 0, 3, ls->since, sizeof(ls->since));
+    }
+    outcome = PQgetvalue(res, 0, 2);
+    if (strcmp(outcome, "mine") == 0) {
+        l = calloc(1, sizeof(*l));
+        if (l == NULL || (l->serial = strdup(serial)) == NULL) {
+            free(l);
+            PQclear(res);
+            /* the lease runs out on its own: the row is claimable again then */
+            return prov_fail(PROV_ERR_NOMEM, "journal %s: out of memory", ls->db->name);
+        }
         l->lot_id = lot_id;
         l->token = journal_pg_ll(res, 0, 0);
-        *is_mine = true;
-    } else if (r == 0 && PQntuples(res) == 1) {
-        r = PROV_ERR_NOMEM;
-    }
-    PQclear(res);
-    if (r == 0 && !*is_mine) {
-        /* held by another station (or being claimed right now): who, for the message */
-        res = journal_pg_exec(ls->db, serial, NULL, NULL, 0,
-                              "SELECT coalesce(station, '?'), done FROM work WHERE lot_id = $1"
-                              " AND serial = $2",
-                              "it", lot_id, serial);
-        if (res != NULL && PQntuples(res) == 1) {
-            journal_pg_copy(res, 0, 0, holder, cap);
-            /* done: nothing to work, the row is read as any finished row (no lease) */
-            *is_mine = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
-        }
-        PQclear(res);
-    }
-    r = s->ops->end(s, r);
-    if (r == 0 && l != NULL) {
         pthread_mutex_lock(&ls->lock);
         l->next = ls->held;
         ls->held = l;
         pthread_mutex_unlock(&ls->lock);
-    } else if (l != NULL) {
-        free(l->serial);
-        free(l);
-        *is_mine = false;
+    } else if (strcmp(outcome, "held") == 0) {
+        *out = PROV_JOURNAL_LEASE_HELD;
+        journal_pg_copy(res, 0, 1, holder, cap);
+    } else if (strcmp(outcome, "finished") == 0) {
+        *out = PROV_JOURNAL_LEASE_FINISHED;
+        journal_pg_copy(res, 0, 1, holder, cap);
     }
+    /* "done": nothing to work, the row is read as any finished row (no lease) */
+    PQclear(res);
+    return 0;
+}
+
+/* serials as a PostgreSQL array literal ("{"a","b"}", each quoted); malloc'd, NULL on NOMEM. */
+static char *text_array(const char *const *serials, size_t n)
+{
+    size_t cap = 3;
+    size_t k = 0;
+    char *out;
+
+    for (size_t i = 0; i < n; i++) {
+        cap += 2 * strlen(serials[i]) + 3;
+    }
+    out = malloc(cap);
+    if (out == NULL) {
+        return NULL;
+    }
+    out[k++] = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0) {
+            out[k++] = ',';
+        }
+        out[k++] = '"';
+        for (const char *c = serials[i]; *c != '\0'; c++) {
+            if (*c == '"' || *c == '\\') {
+                out[k++] = '\\';
+            }
+            out[k++] = *c;
+        }
+        out[k++] = '"';
+    }
+    out[k++] = '}';
+    out[k] = '\0';
+    return out;
+}
+
+int journal_pg_lease_scan(struct journal_pg_leases *ls, long long lot_id,
+                          const char *const *serials, size_t n, bool *is_other)
+{
+    char *list = text_array(serials, n);
+    PGresult *res;
+
+    if (list == NULL) {
+        return prov_fail(PROV_ERR_NOMEM, "journal %s: out of memory", ls->db->name);
+    }
+    /* prov_claim's HELD and FINISHED, without claiming: the rows' places in the list */
+    res = journal_pg_exec(ls->db, "leases", NULL, NULL, 0,
+                          "SELECT s.i FROM unnest($2::text[]) WITH ORDINALITY AS s(serial, i)"
+                          " JOIN work w ON w.lot_id = $1 AND w.serial = s.serial"
+                          " WHERE CASE WHEN w.done THEN w.done_by IS DISTINCT FROM $3"
+                          "  AND w.done_at >= $4::timestamptz"
+                          " ELSE w.station <> $3 AND w.expires >= now() END",
+                          "ittt", lot_id, list, ls->station, ls->since[0] ? ls->since : NULL);
+    free(list);
+    if (res == NULL) {
+        return PROV_ERR_JOURNAL;
+    }
+    for (int i = 0; i < PQntuples(res); i++) {
+        long long at = journal_pg_ll(res, i, 0);
+
+        if (at >= 1 && (size_t)at <= n) {
+            is_other[at - 1] = true;
+        }
+    }
+    PQclear(res);
+    return 0;
+}
+
+/*
+ * A lease's end, by token: a lease taken over meanwhile is the other station's, and stays; a
+ * finished row names its station and time (prov_claim's "finished").
+ */
+#define LEASE_END_SQL                                                                              \
+    "UPDATE work SET station = NULL, token = NULL, expires = NULL, done = $2,"                     \
+    " done_by = CASE WHEN $2 THEN $3 ELSE done_by END,"                                            \
+    " done_at = CASE WHEN $2 THEN now() ELSE done_at END WHERE token = $1"
+
+int journal_pg_lease_end_with(struct journal_pg_leases *ls, long long lot_id, const char *serial,
+                              bool *is_queued)
+{
+    long long token = held(ls, lot_id, serial);
+    int r;
+
+    *is_queued = false;
+    if (token == 0) {
+        return 0;
+    }
+    r = journal_pg_defer(ls->db, serial, NULL, NULL, LEASE_END_SQL, "itt", token, "true",
+                         ls->station);
+    *is_queued = r == 0;
     return r;
 }
 
-int journal_pg_lease_end(struct journal_pg_leases *ls, long long lot_id, const char *serial,
-                         bool is_done)
+/* Takes the lease off the list: ended (done) by a committed transaction, or by the server. */
+static struct pg_lease *forget(struct journal_pg_leases *ls, long long lot_id, const char *serial)
 {
     struct pg_lease **p;
     struct pg_lease *l;
-    int r;
 
     pthread_mutex_lock(&ls->lock);
     p = find(ls, lot_id, serial);
@@ -258,14 +339,30 @@ int journal_pg_lease_end(struct journal_pg_leases *ls, long long lot_id, const c
         *p = l->next;
     }
     pthread_mutex_unlock(&ls->lock);
+    return l;
+}
+
+void journal_pg_lease_forget(struct journal_pg_leases *ls, long long lot_id, const char *serial)
+{
+    struct pg_lease *l = forget(ls, lot_id, serial);
+
+    if (l != NULL) {
+        free(l->serial);
+        free(l);
+    }
+}
+
+int journal_pg_lease_end(struct journal_pg_leases *ls, long long lot_id, const char *serial,
+                         bool is_done)
+{
+    struct pg_lease *l = forget(ls, lot_id, serial);
+    int r;
+
     if (l == NULL) {
         return 0;
     }
-    /* by token: a lease taken over meanwhile is the other station's, and stays */
-    r = journal_pg_run(ls->db, serial,
-                       "UPDATE work SET station = NULL, token = NULL, expires = NULL, done = $2"
-                       " WHERE token = $1",
-                       "it", l->token, is_done ? "true" : "false");
+    r = journal_pg_run(ls->db, serial, LEASE_END_SQL, "itt", l->token, is_done ? "true" : "false",
+                       ls->station);
     free(l->serial);
     free(l);
     return r;

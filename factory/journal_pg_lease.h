@@ -28,6 +28,7 @@ struct journal_pg_leases {
     pthread_t renew_thread;
     PGconn *renew_conn; /* the renewal's own connection; NULL until the first claim */
     bool is_renew_stop;
+    char since[48]; /* the server's time at this process's first claim ("" before it) */
 };
 
 void journal_pg_leases_init(struct journal_pg_leases *l, struct journal_pg_db *db,
@@ -36,15 +37,22 @@ void journal_pg_leases_init(struct journal_pg_leases *l, struct journal_pg_db *d
 /* Stops the renewal thread and forgets the leases (the close). */
 void journal_pg_leases_stop(struct journal_pg_leases *l);
 
-/*
- * The ops of the same names (journal_store.h); s is the store whose begin and end make the
- * claim's transaction.
- */
-int journal_pg_lease_claim(struct journal_pg_leases *l, struct journal_store *s, long long lot_id,
-                           const char *serial, bool is_reopen, char *holder, size_t cap,
-                           bool *is_mine);
+/* The ops of the same names (journal_store.h). */
+int journal_pg_lease_claim(struct journal_pg_leases *l, long long lot_id, const char *serial,
+                           bool is_reopen, char *holder, size_t cap, enum prov_journal_lease *out);
+int journal_pg_lease_scan(struct journal_pg_leases *l, long long lot_id, const char *const *serials,
+                          size_t n, bool *is_other);
 int journal_pg_lease_end(struct journal_pg_leases *l, long long lot_id, const char *serial,
                          bool is_done);
+
+/*
+ * Inside a transaction that finishes the row: its lease's end (done) queued with it, when this
+ * process holds one (*is_queued); once that transaction committed, journal_pg_lease_forget
+ * takes it off the list, and the lease's end later has nothing left to send.
+ */
+int journal_pg_lease_end_with(struct journal_pg_leases *l, long long lot_id, const char *serial,
+                              bool *is_queued);
+void journal_pg_lease_forget(struct journal_pg_leases *l, long long lot_id, const char *serial);
 
 /*
  * Inside a transaction, before a row is written: PROV_ERR_JOURNAL when the row is claimed and

@@ -137,7 +137,10 @@ struct journal_store_ops {
      */
     int (*row_get)(struct journal_store *s, long long lot_id, const char *serial,
                    struct prov_journal_device *d, long long *dev_id, long long *cert_id);
-    /* Writes every field of the row (inserts it when row->id is 0, setting row->id). */
+    /*
+     * Writes every field of the row (inserts it when row->id is 0, setting row->id, which a
+     * server store may set only when the transaction ends: row lives until then).
+     */
     int (*row_put)(struct journal_store *s, struct journal_row *row);
     /*
      * Records a certificate; PROV_ERR_ALREADY_ISSUED, with *broken and no error recorded, when
@@ -174,6 +177,13 @@ struct journal_store_ops {
     int (*audit_head)(struct journal_store *s, long long *seq, char hash[65]);
     /* Appends the record and makes it the head. */
     int (*audit_append)(struct journal_store *s, const struct journal_audit_record *rec);
+    /*
+     * A store that chains its records itself (the ledger: the server reads the head and
+     * computes the same hash, journal_audit.c): appends the next record of this station's
+     * chain. NULL: journal_audit_append reads the head and hashes here.
+     */
+    int (*audit_chain)(struct journal_store *s, const char *at, const char *lot, const char *serial,
+                       const char *event, const char *detail);
     /* The serial identity is bound to in the lot ("" when none). */
     int (*claim_of)(struct journal_store *s, long long lot_id, const char *identity, char *out,
                     size_t cap);
@@ -220,14 +230,18 @@ struct journal_store_ops {
 
     /*
      * Leases (a store shared by processes on several hosts; NULL in a store with one writer):
-     * claim takes the row unless another station holds a live lease on it (*is_mine false,
-     * its name into holder); a finished row is claimed only to be reopened (is_reopen: a
-     * reissue), else it is read as finished without a lease; end gives it back (is_done: the
-     * row needs no more work); every row_put of a claimed row checks the lease's token
-     * (fencing). Outside a transaction.
+     * claim takes the row unless another station holds a live lease on it (*out HELD, its
+     * name into holder); a finished row is claimed only to be reopened (is_reopen: a
+     * reissue), else it is read as finished without a lease (or *out FINISHED when another
+     * station finished it after this process's first claim: prov_journal_lease_claim); end
+     * gives it back (is_done: the row needs no more work, finished by this station); every
+     * row_put of a claimed row checks the lease's token (fencing). Outside a transaction.
      */
     int (*lease_claim)(struct journal_store *s, long long lot_id, const char *serial,
-                       bool is_reopen, char *holder, size_t cap, bool *is_mine);
+                       bool is_reopen, char *holder, size_t cap, enum prov_journal_lease *out);
+    /* prov_journal_lease_scan: is_other[i] of serials[i] (all false on entry) */
+    int (*lease_scan)(struct journal_store *s, long long lot_id, const char *const *serials,
+                      size_t n, bool *is_other);
     int (*lease_end)(struct journal_store *s, long long lot_id, const char *serial, bool is_done);
     void (*set_lease)(struct journal_store *s, int seconds);
     /* Whether the database went away and stayed away (every op fails since); NULL: never. */

@@ -403,7 +403,7 @@ static int hold_row(struct prov_ledger_hold *h, long long lot_id, const char *lo
 {
     struct prov_journal_device d;
     char holder[128];
-    bool is_mine = false;
+    enum prov_journal_lease lease = PROV_JOURNAL_LEASE_HELD;
     bool is_done;
     int r;
 
@@ -415,9 +415,8 @@ static int hold_row(struct prov_ledger_hold *h, long long lot_id, const char *lo
     }
     is_done = d.cert_der != NULL;
     prov_journal_device_clear(&d);
-    r = prov_journal_lease_claim(h->j, lot_id, h->serial, true, holder, sizeof(holder),
-                                 &is_mine);
-    if (r == 0 && !is_mine) {
+    r = prov_journal_lease_claim(h->j, lot_id, h->serial, true, holder, sizeof(holder), &lease);
+    if (r == 0 && lease != PROV_JOURNAL_LEASE_MINE) {
         return prov_fail(PROV_ERR_JOURNAL,
                          "serial %s: station %s is working on it in the ledger (lot %s): not "
                          "reissued while it does (ledger release --station %s ends its lease)",

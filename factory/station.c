@@ -603,6 +603,7 @@ static int pick_and_enroll(struct station *s, struct prov_station_result *res)
 
     batch_init(&s->b, s->cfg, &s->bopts);
     s->is_batch_init = true;
+    s->b.is_fixture = true;
     s->b.lot = prov_batch_lot_name(s->cfg, s->bopts.manifest);
     if (s->b.lot == NULL) {
         return PROV_ERR_NOMEM;
