@@ -13,35 +13,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <time.h>
 
 #include <openssl/x509.h>
 
 #include "backend.h"
+#include "bench_clock.h"
 #include "ca.h"
 #include "config.h"
 #include "csr.h"
 #include "error.h"
 #include "issue.h"
 #include "pkcs11.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double cpu_s(void)
-{
-    struct rusage ru;
-
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-}
 
 int main(int argc, char **argv)
 {
@@ -80,8 +62,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_issue: %s\n", prov_error_message());
         return 1;
     }
-    t0 = now_s();
-    c0 = cpu_s();
+    t0 = bench_now_s();
+    c0 = bench_cpu_s();
     for (int i = 0; i < n; i++) {
         struct prov_request rq;
         X509 *cert = NULL;
@@ -97,7 +79,7 @@ int main(int argc, char **argv)
         }
         X509_free(cert);
     }
-    printf("issued %d s=%.3f cpu=%.3f\n", n, now_s() - t0, cpu_s() - c0);
+    printf("issued %d s=%.3f cpu=%.3f\n", n, bench_now_s() - t0, bench_cpu_s() - c0);
     for (int i = 0; i < n; i++) {
         X509_REQ_free(reqs[i]);
     }

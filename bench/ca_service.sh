@@ -9,13 +9,17 @@
 #   the CA token, recorded in the CA index), the CA opened once: no network, no CMP, no TLS;
 # - EST: each station is one curl process sending its N simpleenroll requests on one
 #   kept-alive TLS connection (its client certificate the station's identity);
-# - CMP: each station runs `openssl cmp -cmd ir` N times (a new connection and two round trips,
-#   ir and certConf, per certificate: what openssl's client does).
+# - CMP: bench_cmp_client (bench/bench_cmp_client.c), one process, a thread per station, each
+#   sending its N `ir` + `certConf` transactions through OpenSSL's CMP client over TLS: once
+#   as OpenSSL 3.0's client sends them (a new connection, a TLS handshake, per transaction),
+#   once with one kept-alive connection per station (as the EST curl);
+# - then, untimed, `openssl cmp -cmd ir` for two certificates: the interop smoke.
 # For EST and CMP: the rate against the floor's, and the service process's CPU (user +
 # system from /proc/PID/stat) per certificate. The keys and CSRs are made before the clock
 # starts. Uses the integration harness's fixtures (tests/integration/lib.sh) in
 # BUILD_DIR/it-work/bench-ca-service; the service is stopped by its PID. Nothing is asserted
-# about time (bench/README.md): it fails only when a certificate is not issued.
+# about time (bench/README.md): it fails only when a certificate is not issued or an answer
+# fails its check.
 # CA_INDEX=postgresql: the CA index in a PostgreSQL of the run's own ([ca] index, a CA pair's
 # store, doc/revocation.md; tests/integration/pg_lib.sh) instead of <CA dir>/index.sqlite.
 
@@ -43,7 +47,7 @@ fi
 for ((s = 1; s <= STATIONS; s++)); do
     cmp_station "BENCH-$s"
 done
-prov 0 ca lot add LOT-BENCH --count $((STATIONS * N * 2 + 10)) \
+prov 0 ca lot add LOT-BENCH --count $((STATIONS * N * 3 + 10)) \
     $(for ((s = 1; s <= STATIONS; s++)); do printf -- '--station BENCH-%d ' "$s"; done)
 
 # ---- floor: the same issue path in one process, before the service holds the CA ------------
@@ -67,17 +71,14 @@ cmp_serve --tls-cert "$WORK/server-ca/server.crt" --tls-key "$WORK/server-ca/ser
     --max-body 65536
 EST=https://127.0.0.1:$CMP_PORT/.well-known/est
 
-# ---- inputs, before the clock: a curl config per station, keys for CMP ---------------------
+# ---- inputs, before the clock: a curl config per station (bench_cmp_client makes its own) --
 for ((s = 1; s <= STATIONS; s++)); do
     mkdir -p "$WORK/in/$s"
     : >"$WORK/in/$s/curl.cfg"
     for ((i = 1; i <= N; i++)); do
         e=$(printf 'E%02d-%04d' "$s" "$i")
-        c=$(printf 'C%02d-%04d' "$s" "$i")
         openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout /dev/null \
             -subj "/CN=$e" -outform DER 2>/dev/null | base64 >"$WORK/in/$s/$e.b64"
-        openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 \
-            -out "$WORK/in/$s/$c.key" 2>/dev/null
         [ "$i" -gt 1 ] && echo next >>"$WORK/in/$s/curl.cfg"
         cat >>"$WORK/in/$s/curl.cfg" <<EOC
 url = "$EST/simpleenroll"
@@ -115,42 +116,66 @@ connects=$(cat "$WORK"/in/*/est.codes | awk '{ n += $2 } END { print n }')
 [ "$est_ok" -eq $((STATIONS * N)) ] || fail "EST: $est_ok of $((STATIONS * N)) answered 200"
 [ "$(cmp_issued)" -eq $((before + STATIONS * N)) ] || fail "EST: not every certificate issued"
 
-# ---- CMP: 8 loops of openssl cmp ------------------------------------------------------------
-before=$(cmp_issued)
-c2=$(service_cpu)
-t2=$(now)
-pids=()
-for ((s = 1; s <= STATIONS; s++)); do
-    (
-        for ((i = 1; i <= N; i++)); do
-            c=$(printf 'C%02d-%04d' "$s" "$i")
-            openssl cmp -cmd ir -server "127.0.0.1:$CMP_PORT" -path /.well-known/cmp -tls_used \
-                -tls_trusted "$WORK/server-ca/ca.crt" -tls_host 127.0.0.1 \
-                -cert "$WORK/stations/BENCH-$s.crt" -key "$WORK/stations/BENCH-$s.key" \
-                -trusted "$IT_CA_DIR/root.crt" -newkey "$WORK/in/$s/$c.key" -subject "/CN=$c" \
-                -certout "$WORK/in/$s/$c.crt" >>"$WORK/in/$s/cmp.log" 2>&1 || exit 1
-        done
-    ) &
-    pids+=($!)
+# ---- CMP: bench_cmp_client, 8 stations' threads ---------------------------------------------
+# cmp_phase NAME [OPTIONS...]: one timed run of bench_cmp_client (its CN prefix NAME), every
+# certificate checked by it and counted in the CA index; sets cmp_s, cmp_conn, cmp_service_ms
+# (the service's CPU per certificate) and cmp_client_ms (the client process's).
+cmp_phase() {
+    local name=$1 out before c0 c1
+    shift
+    before=$(cmp_issued)
+    c0=$(service_cpu)
+    out=$("$BUILD/bench/bench_cmp_client" -k "$STATIONS" -n "$N" -c "$name" "$@" \
+        -t "$WORK/server-ca/ca.crt" -i "$IT_CA_DIR/intermediate.crt" \
+        "127.0.0.1:$CMP_PORT" /.well-known/cmp "$WORK/stations/BENCH-" "$IT_CA_DIR/root.crt" \
+        2>"$WORK/log/cmp-$name.err") ||
+        fail "bench_cmp_client $name: $(head -n3 "$WORK/log/cmp-$name.err" | tr '\n' ' ')"
+    c1=$(service_cpu)
+    [ "$(cmp_issued)" -eq $((before + STATIONS * N)) ] ||
+        fail "CMP $name: not every certificate in the CA index"
+    cmp_s=$(echo "$out" | sed -n 's/.* s=\([0-9.]*\) .*/\1/p')
+    cmp_conn=$(echo "$out" | sed -n 's/.* connections=\([0-9]*\) .*/\1/p')
+    cmp_client_ms=$(echo "$out" | awk -v n=$((STATIONS * N)) -F'cpu=' \
+        'NF == 2 { split($2, f, " "); printf "%.2f", f[1] * 1000 / n }')
+    cmp_service_ms=$(fdiv "$(awk -v a="$c1" -v b="$c0" 'BEGIN { print (a - b) * 1000 }')" \
+        "$((STATIONS * N))" 2)
+}
+cmp_phase C
+cmp1_s=$cmp_s cmp1_conn=$cmp_conn cmp1_service_ms=$cmp_service_ms cmp1_client_ms=$cmp_client_ms
+cmp_phase K -a
+cmp2_s=$cmp_s cmp2_conn=$cmp_conn cmp2_service_ms=$cmp_service_ms cmp2_client_ms=$cmp_client_ms
+
+# ---- interop smoke, untimed: OpenSSL's own client, two certificates --------------------------
+for i in 1 2; do
+    o=$(printf 'O01-%04d' "$i")
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$WORK/in/$o.key" \
+        2>/dev/null || fail "openssl genpkey $o"
+    openssl cmp -cmd ir -server "127.0.0.1:$CMP_PORT" -path /.well-known/cmp -tls_used \
+        -tls_trusted "$WORK/server-ca/ca.crt" -tls_host 127.0.0.1 \
+        -cert "$WORK/stations/BENCH-1.crt" -key "$WORK/stations/BENCH-1.key" \
+        -trusted "$IT_CA_DIR/root.crt" -newkey "$WORK/in/$o.key" -subject "/CN=$o" \
+        -certout "$WORK/in/$o.crt" >"$WORK/log/cmp-$o.log" 2>&1 ||
+        fail "openssl cmp $o: $(tail -n2 "$WORK/log/cmp-$o.log" | tr '\n' ' ')"
+    assert_strict_cert "$WORK/in/$o.crt"
 done
-for p in "${pids[@]}"; do wait "$p" || fail "an openssl cmp failed (see $WORK/in/*/cmp.log)"; done
-t3=$(now)
-c3=$(service_cpu)
-[ "$(cmp_issued)" -eq $((before + STATIONS * N)) ] || fail "CMP: not every certificate issued"
 stop_pid "$CMP_PID"
 
 total=$((STATIONS * N))
 sub() { awk -v a="$1" -v b="$2" 'BEGIN { print a - b }'; }
 floor_rate=$(fdiv "$total" "$floor_s" 1)
 est_rate=$(fdiv "$total" "$(sub "$t1" "$t0")" 1)
-cmp_rate=$(fdiv "$total" "$(sub "$t3" "$t2")" 1)
-printf 'CA service, %d stations x %d certificates, one host (%s cores), CA index: %s\n' \
-    "$STATIONS" "$N" "$(nproc)" "${CA_INDEX:-sqlite}"
+cmp1_rate=$(fdiv "$total" "$cmp1_s" 1)
+cmp2_rate=$(fdiv "$total" "$cmp2_s" 1)
+printf 'CA service, %d stations x %d certificates, one host (%s cores, load average %s), CA index: %s\n' \
+    "$STATIONS" "$N" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)" "${CA_INDEX:-sqlite}"
 printf '  floor (bench_issue, the issue path in one process): %s s, %s certificates/s, CPU %s ms per certificate\n' \
     "$(fdiv "$floor_s" 1 2)" "$floor_rate" "$(fdiv "$(awk -v c="$floor_cpu" 'BEGIN { print c * 1000 }')" "$total" 2)"
 printf '  EST simpleenroll (curl, keep-alive, %d TLS connections): %s s, %s certificates/s, %s x the floor, service CPU %s ms per certificate\n' \
     "$connects" "$(fdiv "$(sub "$t1" "$t0")" 1 2)" "$est_rate" "$(fdiv "$est_rate" "$floor_rate" 2)" \
     "$(fdiv "$(awk -v a="$c1" -v b="$c0" 'BEGIN { print (a - b) * 1000 }')" "$total" 2)"
-printf '  CMP ir + certConf (openssl cmp over TLS, a connection each): %s s, %s certificates/s, %s x the floor, service CPU %s ms per certificate\n' \
-    "$(fdiv "$(sub "$t3" "$t2")" 1 2)" "$cmp_rate" "$(fdiv "$cmp_rate" "$floor_rate" 2)" \
-    "$(fdiv "$(awk -v a="$c3" -v b="$c2" 'BEGIN { print (a - b) * 1000 }')" "$total" 2)"
+printf '  CMP ir + certConf (bench_cmp_client, TLS, a connection per certificate: %d): %s s, %s certificates/s, %s x the floor, service CPU %s ms per certificate (client %s ms)\n' \
+    "$cmp1_conn" "$(fdiv "$cmp1_s" 1 2)" "$cmp1_rate" "$(fdiv "$cmp1_rate" "$floor_rate" 2)" \
+    "$cmp1_service_ms" "$cmp1_client_ms"
+printf '  CMP ir + certConf (bench_cmp_client, TLS, kept alive: %d connections): %s s, %s certificates/s, %s x the floor, service CPU %s ms per certificate (client %s ms)\n' \
+    "$cmp2_conn" "$(fdiv "$cmp2_s" 1 2)" "$cmp2_rate" "$(fdiv "$cmp2_rate" "$floor_rate" 2)" \
+    "$cmp2_service_ms" "$cmp2_client_ms"
