@@ -27,6 +27,7 @@ SRC=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=$(cd "${1:-$SRC/build}" && pwd)
 N=${2:-25}
 STATIONS=8
+CG_N=${CA_SERVICE_CALLGRIND_N:-10} # with CA_SERVICE_CALLGRIND=1: certificates per station
 export PROVISIONER=$BUILD/provisioner PROV_BUILD_ROOT=$BUILD PROV_SOURCE_ROOT=$SRC
 IT_NAME=bench-ca-service
 . "$SRC/tests/integration/lib.sh"
@@ -47,7 +48,7 @@ fi
 for ((s = 1; s <= STATIONS; s++)); do
     cmp_station "BENCH-$s"
 done
-prov 0 ca lot add LOT-BENCH --count $((STATIONS * N * 3 + 10)) \
+prov 0 ca lot add LOT-BENCH --count $((STATIONS * (N * 3 + CG_N) + 10)) \
     $(for ((s = 1; s <= STATIONS; s++)); do printf -- '--station BENCH-%d ' "$s"; done)
 
 # ---- floor: the same issue path in one process, before the service holds the CA ------------
@@ -160,6 +161,49 @@ for i in 1 2; do
 done
 stop_pid "$CMP_PID"
 
+# ---- with CA_SERVICE_CALLGRIND=1, untimed: instructions per certificate -----------------------
+# The floor and `ca serve` again under callgrind, for 8 x CG_N more certificates each (CMP ir +
+# certConf, kept alive), each counted from the function that does a request's work, so that
+# start-up and TLS are not in it: prov_issue_certificate in bench_issue, the CMP request path
+# (prov_cmp_server_handle_lot) in the service. Unlike times, these do not move with the load.
+cg_total() { # FILE FUNCTION: FUNCTION's inclusive instructions in callgrind output FILE
+    callgrind_annotate --auto=no --inclusive=yes "$1" 2>/dev/null |
+        awk -v f=":$2 " '!n && index($0, f) { gsub(",", "", $1); print $1; n = 1 }'
+}
+if [ "${CA_SERVICE_CALLGRIND:-0}" = 1 ]; then
+    need valgrind callgrind_annotate
+    mkdir -p "$WORK/in/cg"
+    for ((i = 1; i <= STATIONS * CG_N; i++)); do
+        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout /dev/null \
+            -subj "/CN=$(printf 'G%04d' "$i")" -outform DER -out "$WORK/in/cg/$i.der" \
+            2>/dev/null || fail "openssl req G$i"
+    done
+    valgrind --tool=callgrind --callgrind-out-file="$WORK/cg-floor.out" \
+        "$BUILD/bench/bench_issue" "$PROVISIONER_CONFIG" "$WORK"/in/cg/*.der \
+        >"$WORK/log/cg-floor.log" 2>&1 || fail "bench_issue under callgrind (see $WORK/log)"
+    cg_port=$(free_port)
+    valgrind --tool=callgrind --callgrind-out-file="$WORK/cg-serve.out" \
+        "$PROVISIONER" ca serve --listen "127.0.0.1:$cg_port" \
+        --tls-cert "$WORK/server-ca/server.crt" --tls-key "$WORK/server-ca/server.key" \
+        --max-body 65536 >"$WORK/log/cg-serve.out" 2>"$WORK/log/cg-serve.err" </dev/null &
+    cg_pid=$!
+    it_track "$cg_pid"
+    for ((i = 0; i < 1200; i++)); do # valgrind starts slowly: up to 120 s
+        (exec 3<>"/dev/tcp/127.0.0.1/$cg_port") 2>/dev/null && break
+        kill -0 "$cg_pid" 2>/dev/null || fail "ca serve under callgrind did not start"
+        sleep 0.1
+    done
+    "$BUILD/bench/bench_cmp_client" -k "$STATIONS" -n "$CG_N" -c V -a \
+        -t "$WORK/server-ca/ca.crt" -i "$IT_CA_DIR/intermediate.crt" \
+        "127.0.0.1:$cg_port" /.well-known/cmp "$WORK/stations/BENCH-" "$IT_CA_DIR/root.crt" \
+        >"$WORK/log/cg-client.log" 2>&1 || fail "bench_cmp_client under callgrind: see $WORK/log"
+    kill -TERM "$cg_pid"
+    wait "$cg_pid" || fail "ca serve under callgrind did not exit 0"
+    cg_floor=$(cg_total "$WORK/cg-floor.out" prov_issue_certificate)
+    cg_serve=$(cg_total "$WORK/cg-serve.out" prov_cmp_server_handle_lot)
+    [ -n "$cg_floor" ] && [ -n "$cg_serve" ] || fail "callgrind: a count is missing"
+fi
+
 total=$((STATIONS * N))
 sub() { awk -v a="$1" -v b="$2" 'BEGIN { print a - b }'; }
 floor_rate=$(fdiv "$total" "$floor_s" 1)
@@ -179,3 +223,8 @@ printf '  CMP ir + certConf (bench_cmp_client, TLS, a connection per certificate
 printf '  CMP ir + certConf (bench_cmp_client, TLS, kept alive: %d connections): %s s, %s certificates/s, %s x the floor, service CPU %s ms per certificate (client %s ms)\n' \
     "$cmp2_conn" "$(fdiv "$cmp2_s" 1 2)" "$cmp2_rate" "$(fdiv "$cmp2_rate" "$floor_rate" 2)" \
     "$cmp2_service_ms" "$cmp2_client_ms"
+if [ "${CA_SERVICE_CALLGRIND:-0}" = 1 ]; then
+    printf '  instructions per certificate (callgrind, %d certificates each): floor %s M (prov_issue_certificate), CMP service %s M (prov_cmp_server_handle_lot: ir + certConf), %s x the floor\n' \
+        "$((STATIONS * CG_N))" "$(fdiv "$cg_floor" "$((STATIONS * CG_N * 1000000))" 2)" \
+        "$(fdiv "$cg_serve" "$((STATIONS * CG_N * 1000000))" 2)" "$(fdiv "$cg_serve" "$cg_floor" 2)"
+fi
