@@ -253,7 +253,7 @@ static int read_revocations(const struct prov_config *cfg, struct lot_input *in,
     }
     r = in->chain != NULL ? 0 : read_chain(cfg, &in->chain);
     if (r == 0) {
-        r = prov_ca_index_open_config(cfg, &ix);
+        r = prov_ca_index_open_read(cfg, &ix);
     }
     if (r == 0) {
         r = prov_ca_index_revocations(ix, sk_X509_value(in->chain, 0), &revs, &n);

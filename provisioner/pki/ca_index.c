@@ -106,6 +106,27 @@ static void crash_hook_init(struct prov_ca_index *ix)
 /* ---- open: schema and import -------------------------------------------------------------- */
 
 /* The index file and its lock file in ca_dir, opened through the seam (sqldb_sqlite.h). */
+/* A reader's open of <ca dir>/index.sqlite: the file must be there; no lock file, no write. */
+static int open_sqlite_read(struct prov_ca_index *ix, const char *ca_dir)
+{
+    if (asprintf(&ix->path, "%s/" PROV_CA_INDEX_FILE, ca_dir) < 0) {
+        ix->path = NULL;
+        return prov_fail(PROV_ERR_NOMEM, "CA index: out of memory");
+    }
+    if (sqlite3_open_v2(ix->path, &ix->db,
+                        SQLITE_OPEN_READONLY | SQLITE_OPEN_FULLMUTEX | SQLITE_OPEN_NOFOLLOW,
+                        NULL) != SQLITE_OK) {
+        return prov_fail(PROV_ERR_JOURNAL, "CA index %s: cannot open to read: %s", ix->path,
+                         ix->db ? sqlite3_errmsg(ix->db) : "out of memory");
+    }
+    ix->sql = prov_sqldb_sqlite_wrap(ix->db);
+    if (ix->sql == NULL) {
+        return prov_fail(PROV_ERR_JOURNAL, "CA index %s: out of memory", ix->path);
+    }
+    sqlite3_busy_timeout(ix->db, BUSY_TIMEOUT_MS);
+    return 0;
+}
+
 static int open_sqlite(struct prov_ca_index *ix, const char *ca_dir)
 {
     char *lock_path = NULL;
@@ -200,6 +221,30 @@ int prov_ca_index_open_at(const char *ca_dir, const char *uri, const char *passw
         return r;
     }
     crash_hook_init(ix);
+    *out = ix;
+    return 0;
+}
+
+int prov_ca_index_open_read(const struct prov_config *cfg, struct prov_ca_index **out)
+{
+    struct prov_ca_index *ix = calloc(1, sizeof(*ix));
+    int r;
+
+    *out = NULL;
+    if (ix == NULL) {
+        return prov_fail(PROV_ERR_NOMEM, "CA index: out of memory");
+    }
+    ix->lock_fd = -1;
+    pthread_mutex_init(&ix->lock, NULL);
+    r = cfg->ca_index != NULL ? open_pg(ix, cfg->ca_index, cfg->ca_index_password)
+                              : open_sqlite_read(ix, cfg->ca_dir);
+    if (r == 0) {
+        r = prov_ca_index_check_schema(ix);
+    }
+    if (r < 0) {
+        prov_ca_index_close(ix);
+        return r;
+    }
     *out = ix;
     return 0;
 }

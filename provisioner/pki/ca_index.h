@@ -61,6 +61,14 @@ int prov_ca_index_open(const char *ca_dir, struct prov_ca_index **out);
  */
 struct prov_config;
 int prov_ca_index_open_config(const struct prov_config *cfg, struct prov_ca_index **out);
+
+/*
+ * A reader's open (lot export): the index the config names must exist and have this
+ * provisioner's schema; nothing is created, upgraded, locked or written, so an operator who
+ * may only read it can. Only the readers (prov_ca_index_revocations, stats, audit_verify)
+ * may be used on it. PROV_ERR_JOURNAL naming the index and why.
+ */
+int prov_ca_index_open_read(const struct prov_config *cfg, struct prov_ca_index **out);
 int prov_ca_index_open_at(const char *ca_dir, const char *uri, const char *password_spec,
                           struct prov_ca_index **out);
 

@@ -78,6 +78,10 @@ int prov_ca_index_run(struct prov_ca_index *ix, const char *sql, struct prov_sql
  */
 int prov_ca_index_set_up_schema(struct prov_ca_index *ix, const char *ca_dir);
 
+/* For a reader (prov_ca_index_open_read): the schema is this provisioner's, else
+ * PROV_ERR_JOURNAL naming the versions; nothing is created or upgraded. */
+int prov_ca_index_check_schema(struct prov_ca_index *ix);
+
 /* Now as the index writes times: RFC 3339 UTC with milliseconds. */
 void prov_ca_index_now_text(char *out, size_t cap);
 

@@ -356,3 +356,22 @@ int prov_ca_index_set_up_schema(struct prov_ca_index *ix, const char *ca_dir)
     }
     return r;
 }
+
+int prov_ca_index_check_schema(struct prov_ca_index *ix)
+{
+    int version = 0;
+    int r = schema_version(ix, &version);
+
+    if (r == 0 && version < SCHEMA_VERSION) {
+        return prov_fail(PROV_ERR_JOURNAL,
+                         "CA index %s: schema version %d, older than this provisioner's %d; "
+                         "any CA command on the CA host (ca show) brings it up to date",
+                         ix->path, version, SCHEMA_VERSION);
+    }
+    if (r == 0 && version > SCHEMA_VERSION) {
+        return prov_fail(PROV_ERR_JOURNAL,
+                         "CA index %s: schema version %d; this provisioner knows version %d",
+                         ix->path, version, SCHEMA_VERSION);
+    }
+    return r;
+}

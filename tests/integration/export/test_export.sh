@@ -247,7 +247,12 @@ assert rows["SN-00002"]["revoked"] == "keyCompromise", rows["SN-00002"]
 assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", rows["SN-00002"]["revoked_at"]), rows["SN-00002"]
 assert all(r["revoked"] == "" for s, r in rows.items() if s != "SN-00002"), rows
 PY
+# the CA index is only read: no lock file made, not a byte of it changed
+rm -f "$IT_CA_DIR/index.sqlite.lock"
+INDEX_SUM=$(cat "$IT_CA_DIR"/index.sqlite* | sha256sum)
 prov 0 lot export LOT-IT-1 --format json --journal "$JOURNAL" --output revoked.json
+assert_no_file "$IT_CA_DIR/index.sqlite.lock"
+assert_eq "$(cat "$IT_CA_DIR"/index.sqlite* | sha256sum)" "$INDEX_SUM" "the CA index after lot export"
 python3 - revoked.json <<'PY' || fail "json inventory with a revoked device"
 import json, sys
 o = json.load(open(sys.argv[1]))
