@@ -27,7 +27,8 @@ static void usage(FILE *f)
                "                              enrollments/<registration id>.json (directory)\n"
                "                   edge       the CA trust set an edge loads, as chain export (file)\n"
                "                   csv, json  inventory: serial, cert_serial, sha256,\n"
-               "                              pubkey_sha256, state, not_after, lot (file)\n"
+               "                              pubkey_sha256, state, not_after, lot, revoked,\n"
+               "                              revoked_at (file)\n"
                "                   record     lot-record.json and lot-record.json.p7s, its\n"
                "                              detached CMS signature by the lot signer, which\n"
                "                              `openssl cms -verify` checks (directory)\n"
@@ -39,7 +40,10 @@ static void usage(FILE *f)
                "                   failed (comma-separated), or all; default: stored,proven\n"
                "                   (the identity is on the device). Rows without a current\n"
                "                   certificate are never exported\n"
-               "  --json           print a summary as JSON on stdout (needs --output)\n\n"
+               "  --json           print a summary as JSON on stdout (needs --output)\n"
+               "Revocations come from the CA index of [ca] dir (read only): a revoked\n"
+               "certificate is marked in csv, json and record, and left out of aws and\n"
+               "azure-dps with a warning.\n\n"
                "lot signer creates the lot-signing key in the CA token (label lot-signer, next to\n"
                "the intermediate key), issues its certificate with the intermediate (keyUsage\n"
                "digitalSignature only) and writes [ca] dir/lot-signer.crt. Run it on the CA host.\n"
@@ -171,7 +175,7 @@ static int lot_export(int argc, char **argv)
         }
         if (output != NULL && !prov_cli.quiet) {
             fprintf(stderr, "provisioner: lot %s: %zu devices exported as %s to %s (rows left out by "
-                            "their state: %zu)\n",
+                            "their state or revoked: %zu)\n",
                     o.lot, b.n_devices, prov_lot_format_name(o.format), output, b.n_left_out);
         }
         rc = PROV_EXIT_OK;

@@ -473,17 +473,6 @@ static int reissued_cert(struct row_ctx *c, X509 **out)
  * fails too, nothing is sure and the key stays (the next run reads the row and deletes the
  * key of an attempt without a certificate).
  */
-/*
- * Is the run's CA a service that keeps its own record of what it issued (issuer.h: no CA
- * index here)? Then a request whose answer was lost may have been granted, and asking again
- * with the same key gives the same certificate (doc/ca-service.md, "What is issued"). The
- * batch opens its issuer before the first row, so a NULL record means that, not "not open yet".
- */
-static bool is_ca_service(const struct row_ctx *c)
-{
-    return c->is->ops->record(c->is) == NULL;
-}
-
 static bool is_surely_unrecorded(struct row_ctx *c, X509 *cert)
 {
     struct prov_cert_facts facts;
@@ -546,8 +535,9 @@ static int fresh_on_device(struct row_ctx *c, struct prov_enroll_plan *plan, boo
                                        key->id_len, *cert, key->uri);
         /* a failed record may still be committed (the connection lost inside COMMIT) */
         keep_key = r < 0 && !is_surely_unrecorded(c, *cert);
-    } else if (is_ca_service(c)) {
-        /* the service may have certified it: the key stays, the failed row names it */
+    } else if (c->is->ops->is_remote) {
+        /* a CA service may have certified it (issuer.h, is_remote; doc/ca-service.md, "What
+           is issued"): the key stays, the failed row names it */
         keep_key = true;
     }
     if (r < 0) {
@@ -931,7 +921,7 @@ static int do_row(struct row_ctx *c, enum batch_status *st)
         if (c->d.cert_der != NULL) {
             return complete_from_journal(c, st);
         }
-        if (c->d.key_id_len == sizeof(c->key_id) && is_ca_service(c) &&
+        if (c->d.key_id_len == sizeof(c->key_id) && c->is->ops->is_remote &&
             strcmp(c->d.device_uri, c->device_uri) == 0) {
             /* the same key asks the service again */
             memcpy(c->key_id, c->d.key_id, sizeof(c->key_id));

@@ -41,6 +41,8 @@ struct lot_device {
     char sha256[65];
     char pubkey_sha256[65];
     char not_after[32];
+    int revoked_reason;   /* RFC 5280 CRLReason of the certificate's revocation; -1: not revoked */
+    char revoked_at[32];  /* when it was revoked, RFC 3339 UTC ("" when not revoked) */
 };
 
 /* What every format is built from. */
@@ -49,7 +51,9 @@ struct lot_input {
     unsigned states;
     struct lot_device *devices;
     size_t n;
-    STACK_OF(X509) *chain; /* the CA's chain.pem, verified; NULL for csv and json */
+    STACK_OF(X509) *chain; /* the CA's chain.pem, verified; NULL for csv and json without
+                              a CA index */
+    const char *revocations_from; /* the CA index read for revocations; NULL: none read */
 };
 
 /* Appends a file (data copied); PROV_ERR_NOMEM. */

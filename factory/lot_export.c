@@ -17,9 +17,12 @@
 #include <unistd.h>
 
 #include <openssl/pem.h>
+#include <openssl/x509v3.h>
 
+#include "ca_index.h"
 #include "cert_facts.h"
 #include "chain.h"
+#include "crl_names.h"
 #include "durable.h"
 #include "error.h"
 #include "log.h"
@@ -123,6 +126,7 @@ static int collect_row(void *ctx, const struct prov_journal_device *d)
     memset(e, 0, sizeof(*e));
     e->serial = strdup(d->serial);
     e->state = d->state;
+    e->revoked_reason = -1;
     e->cert = d2i_X509(NULL, &p, (long)d->cert_der_len);
     in->n++;
     if (e->serial == NULL || e->cert == NULL) {
@@ -188,6 +192,116 @@ static int read_chain(const struct prov_config *cfg, STACK_OF(X509) **out)
     return r;
 }
 
+/* Whether the config names a CA index to read: <CA dir>/index.sqlite exists. */
+static bool has_ca_index(const struct prov_config *cfg, char **path)
+{
+    struct stat st;
+
+    *path = NULL;
+    if (cfg == NULL || cfg->ca_dir == NULL ||
+        asprintf(path, "%s/" PROV_CA_INDEX_FILE, cfg->ca_dir) < 0) {
+        *path = NULL;
+        return false;
+    }
+    if (stat(*path, &st) == 0 && S_ISREG(st.st_mode)) {
+        return true;
+    }
+    free(*path);
+    *path = NULL;
+    return false;
+}
+
+/* Marks the lot's certificates the CA revoked (by certificate serial under its intermediate). */
+static void mark_revoked(struct lot_input *in, const struct prov_ca_revocation *revs, size_t n)
+{
+    for (size_t i = 0; i < in->n; i++) {
+        struct lot_device *d = &in->devices[i];
+
+        for (size_t k = 0; k < n; k++) {
+            if (strcmp(revs[k].cert_serial, d->cert_serial) == 0) {
+                d->revoked_reason = revs[k].reason;
+                snprintf(d->revoked_at, sizeof(d->revoked_at), "%s", revs[k].revoked_at);
+                break;
+            }
+        }
+    }
+}
+
+/*
+ * The CA's revocations of the lot's certificates (doc/export.md "Revoked devices"): read from
+ * the CA index the config names, under the intermediate of its chain.pem; nothing read (and
+ * in->revocations_from left NULL) when the config names none, as on a station whose CA is
+ * a CA service. The index is only read.
+ */
+static int read_revocations(const struct prov_config *cfg, struct lot_input *in, char **from)
+{
+    struct prov_ca_index *ix = NULL;
+    struct prov_ca_revocation *revs = NULL;
+    size_t n = 0;
+    int r;
+
+    if (!has_ca_index(cfg, from)) {
+        return 0;
+    }
+    r = in->chain != NULL ? 0 : read_chain(cfg, &in->chain);
+    if (r == 0) {
+        r = prov_ca_index_open(cfg->ca_dir, &ix);
+    }
+    if (r == 0) {
+        r = prov_ca_index_revocations(ix, sk_X509_value(in->chain, 0), &revs, &n);
+    }
+    if (r == 0) {
+        X509 *inter = sk_X509_value(in->chain, 0);
+        size_t other = 0;
+
+        mark_revoked(in, revs, n);
+        for (size_t i = 0; i < in->n; i++) {
+            other += X509_check_issued(inter, in->devices[i].cert) != X509_V_OK;
+        }
+        if (other > 0) {
+            /* the index is asked by issuer: another intermediate's revocations are not read */
+            prov_warn("lot %s: %zu of %zu certificates were not issued by the intermediate of "
+                      "%s/chain.pem: their revocations were not checked",
+                      in->lot, other, in->n, cfg->ca_dir);
+        } else {
+            in->revocations_from = *from;
+        }
+    }
+    free(revs);
+    prov_ca_index_close(ix);
+    return r;
+}
+
+/*
+ * The cloud formats register identities that work: a revoked certificate is left out, with
+ * one warning naming the device, and counted with the rows not exported.
+ */
+static int leave_out_revoked(struct lot_input *in)
+{
+    size_t kept = 0;
+
+    for (size_t i = 0; i < in->n; i++) {
+        struct lot_device *d = &in->devices[i];
+
+        if (d->revoked_reason < 0) {
+            in->devices[kept++] = *d;
+            continue;
+        }
+        prov_warn("lot %s, serial %s: certificate %s revoked (%s, %s): left out", in->lot,
+                  d->serial, d->cert_serial, prov_crl_reason_name(d->revoked_reason),
+                  d->revoked_at);
+        free(d->serial);
+        free(d->pem);
+        X509_free(d->cert);
+    }
+    in->n = kept;
+    if (kept == 0) {
+        return prov_fail(PROV_ERR_POLICY, "lot %s: every certificate exported is revoked",
+                         in->lot);
+    }
+    return 0;
+}
+
 static json_object *device_json(const struct lot_device *d, const char *lot)
 {
     json_object *o = json_object_new_object();
@@ -198,6 +312,15 @@ static json_object *device_json(const struct lot_device *d, const char *lot)
     json_object_object_add(o, "pubkey_sha256", json_object_new_string(d->pubkey_sha256));
     json_object_object_add(o, "state", json_object_new_string(prov_journal_state_name(d->state)));
     json_object_object_add(o, "not_after", json_object_new_string(d->not_after));
+    if (d->revoked_reason >= 0) {
+        json_object *rv = json_object_new_object();
+
+        json_object_object_add(rv, "reason",
+                               json_object_new_string(prov_crl_reason_name(d->revoked_reason)));
+        json_object_object_add(rv, "reason_code", json_object_new_int(d->revoked_reason));
+        json_object_object_add(rv, "revoked_at", json_object_new_string(d->revoked_at));
+        json_object_object_add(o, "revoked", rv);
+    }
     if (lot != NULL) {
         json_object_object_add(o, "lot", json_object_new_string(lot));
     }
@@ -229,6 +352,8 @@ static json_object *inventory_json(const struct lot_input *in)
     json_object_object_add(o, "lot", json_object_new_string(in->lot));
     json_object_object_add(o, "states", states_json(in->states));
     json_object_object_add(o, "count", json_object_new_int64((int64_t)in->n));
+    json_object_object_add(o, "revocations_checked",
+                           json_object_new_boolean(in->revocations_from != NULL));
     json_object_object_add(o, "devices", list);
     return o;
 }
@@ -261,7 +386,7 @@ static int build_csv(const struct lot_input *in, struct prov_lot_bundle *b)
     if (f == NULL) {
         return PROV_ERR_NOMEM;
     }
-    fputs("serial,cert_serial,sha256,pubkey_sha256,state,not_after,lot\n", f);
+    fputs("serial,cert_serial,sha256,pubkey_sha256,state,not_after,lot,revoked,revoked_at\n", f);
     for (size_t i = 0; i < in->n; i++) {
         const struct lot_device *d = &in->devices[i];
 
@@ -271,7 +396,10 @@ static int build_csv(const struct lot_input *in, struct prov_lot_bundle *b)
         csv_field(f, d->pubkey_sha256, false);
         csv_field(f, prov_journal_state_name(d->state), false);
         csv_field(f, d->not_after, false);
-        csv_field(f, in->lot, true);
+        csv_field(f, in->lot, false);
+        csv_field(f, d->revoked_reason >= 0 ? prov_crl_reason_name(d->revoked_reason) : "",
+                  false);
+        csv_field(f, d->revoked_at, true);
     }
     r = fclose(f) == 0 ? lot_bundle_add(b, "", buf, len) : PROV_ERR_NOMEM;
     free(buf);
@@ -362,12 +490,19 @@ int prov_lot_export_build(const struct prov_config *cfg, const struct prov_lot_e
 {
     struct lot_input in = {.lot = o->lot, .states = o->states ? o->states : PROV_LOT_DEFAULT_STATES};
     size_t n_rows = 0;
+    char *index_path = NULL;
     int r;
 
     memset(out, 0, sizeof(*out));
     r = read_lot(o, &in, &n_rows);
     if (r == 0 && o->format != PROV_LOT_CSV && o->format != PROV_LOT_JSON) {
         r = read_chain(cfg, &in.chain);
+    }
+    if (r == 0 && o->format != PROV_LOT_EDGE) {
+        r = read_revocations(cfg, &in, &index_path);
+    }
+    if (r == 0 && (o->format == PROV_LOT_AWS || o->format == PROV_LOT_AZURE_DPS)) {
+        r = leave_out_revoked(&in);
     }
     if (r < 0) {
         goto out;
@@ -389,6 +524,7 @@ out:
     }
     devices_free(in.devices, in.n);
     sk_X509_pop_free(in.chain, X509_free);
+    free(index_path);
     return r;
 }
 

@@ -53,7 +53,9 @@ struct prov_lot_export_opts {
  * Reads the lot and builds the files of the format. Errors: PROV_ERR_POLICY "lot NAME: not in
  * JOURNAL" for an unknown lot (and for a lot with no row to export), the journal's errors,
  * the CA chain's (edge, aws, azure-dps, record), the lot signer's (record: PROV_ERR_NOT_FOUND
- * when there is none). *out is released with prov_lot_bundle_clear.
+ * when there is none). Revocations come from the CA index cfg names, if any (doc/export.md
+ * "Revoked devices"); cfg may be NULL for csv and json (no CA: none checked). *out is
+ * released with prov_lot_bundle_clear.
  */
 int prov_lot_export_build(const struct prov_config *cfg, const struct prov_lot_export_opts *o,
                           struct prov_lot_bundle *out);

@@ -144,6 +144,8 @@ struct txn {
     char lot[PROV_CMP_LOT_MAX + 1]; /* the lot the path names (/p/LOT), or "" */
     time_t signer_expires;  /* the verified signer's notAfter (ca_replay.h), or 0 */
     int fail_bit;           /* a scratch transaction's refusal (cb_refuse_*): its failInfo */
+    bool was_verified;      /* a scratch transaction: a cb_refuse_* ran, so the request verified */
+    bool is_unrecorded;     /* finished while the CA index was closed: remembered when it opens */
     struct prov_cmp_server *owner;
     struct prov_cmp_outcome *oc; /* the outcome of the message being handled */
 };
@@ -405,6 +407,26 @@ static OSSL_CMP_PKISI *answer_cert(struct txn *t, X509 *cert, STACK_OF(X509) **c
  * be revoked). The new key's certificate supersedes it (a reissue of that serial), under
  * the service's profile; no lot's cap counts it.
  */
+/*
+ * Whether the request proves possession of its key by its own signature (not "raVerified",
+ * which only a station asking for a reissue may claim: cb_cert_request). The one-element
+ * stack is searched by index (OSSL_CRMF_MSGS_verify_popo's rid in OpenSSL 3.0), hence 0.
+ */
+static bool proves_key(const OSSL_CRMF_MSG *crm)
+{
+    OSSL_CRMF_MSGS *one = sk_OSSL_CRMF_MSG_new_null();
+    OSSL_CRMF_MSG *copy = OSSL_CRMF_MSG_dup(crm);
+    bool ok = one != NULL && copy != NULL && sk_OSSL_CRMF_MSG_push(one, copy) > 0;
+
+    if (!ok) {
+        OSSL_CRMF_MSG_free(copy);
+    }
+    ok = ok && OSSL_CRMF_MSGS_verify_popo(one, 0, 0, NULL, NULL) == 1;
+    sk_OSSL_CRMF_MSG_pop_free(one, OSSL_CRMF_MSG_free);
+    ERR_clear_error();
+    return ok;
+}
+
 static OSSL_CMP_PKISI *key_update(struct txn *t, const OSSL_CMP_MSG *req,
                                   const OSSL_CRMF_MSG *crm, X509 **cert_out,
                                   STACK_OF(X509) **chain_out)
@@ -423,6 +445,12 @@ static OSSL_CMP_PKISI *key_update(struct txn *t, const OSSL_CMP_MSG *req,
     }
     snprintf(t->station, sizeof(t->station), "kur");
     snprintf(t->oc->station, sizeof(t->oc->station), "kur");
+    if (!proves_key(crm)) {
+        X509_free(current);
+        outcome_set(t->oc, "refused: kur: no proof of possession of the new key");
+        return rejection(OSSL_CMP_PKIFAILUREINFO_badPOP,
+                         "kur: the request must prove possession of the new key (a signature)");
+    }
     prov_error_clear();
     r = prov_ca_registry_renewable(srv->ca->index, current, t->serial, sizeof(t->serial));
     X509_free(current);
@@ -488,6 +516,13 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
         outcome_set(t->oc, "refused: the subject's CN is not a device serial");
         return rejection(OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
                          "the subject's CN must be the device serial, " PROV_SERIAL_RULE);
+    }
+    if (p10cr == NULL && OSSL_CMP_MSG_get_bodytype(req) != BODY_CR && !proves_key(crm)) {
+        /* raVerified only for a station's reissue (doc/ca-service.md); an ir proves its key */
+        X509_free(station);
+        outcome_set(t->oc, "refused: ir: no proof of possession of the key");
+        return rejection(OSSL_CMP_PKIFAILUREINFO_badPOP,
+                         "ir: the request must prove possession of its key (a signature)");
     }
     if (p10cr == NULL) {
         pub = template_key(crm);
@@ -799,7 +834,10 @@ static OSSL_CMP_SRV_CTX *txn_ctx_new(struct prov_cmp_server *srv, struct txn *t)
                                cb_cert_conf, NULL) ||
         !OSSL_CMP_CTX_set1_cert(ctx, srv->signer_cert) ||
         !OSSL_CMP_CTX_set1_pkey(ctx, srv->signer_key) ||
-        !OSSL_CMP_CTX_set1_untrusted(ctx, srv->chain) || !X509_STORE_up_ref(srv->trust)) {
+        !OSSL_CMP_CTX_set1_untrusted(ctx, srv->chain) ||
+        /* a station is the device's RA (doc/ca-service.md); a device's kur must prove its key:
+           key_update checks that itself */
+        !OSSL_CMP_SRV_CTX_set_accept_raverified(sctx, 1) || !X509_STORE_up_ref(srv->trust)) {
         OSSL_CMP_SRV_CTX_free(sctx);
         return NULL;
     }
@@ -885,6 +923,7 @@ static OSSL_CMP_PKISI *cb_refuse_cert(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG
     (void)cert_out;
     (void)chain_out;
     (void)ca_pubs;
+    t->was_verified = true;
     return rejection(t->fail_bit, t->oc->result);
 }
 
@@ -896,6 +935,7 @@ static OSSL_CMP_PKISI *cb_refuse_rr(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *
     (void)req;
     (void)issuer;
     (void)serial;
+    t->was_verified = true;
     return rejection(t->fail_bit, t->oc->result);
 }
 
@@ -907,6 +947,7 @@ static int cb_refuse_genm(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
     (void)req;
     (void)in;
     *out = NULL;
+    t->was_verified = true;
     ERR_raise_data(ERR_LIB_CMP, CMP_R_REQUEST_REJECTED_BY_SERVER, "%s", t->oc->result);
     return 0;
 }
@@ -1138,6 +1179,13 @@ void prov_cmp_server_set_ca(struct prov_cmp_server *srv, struct prov_ca *ca, X50
         txn_finish(srv, t, now);
     }
     srv->ca = ca;
+    for (t = srv->txns; t != NULL && ca != NULL; t = t->next) {
+        /* answered "unavailable" meanwhile: now the CA index can remember it (remember) */
+        if (t->is_unrecorded &&
+            prov_ca_replay_remember(ca->index, t->id, t->id_len, now, t->signer_expires) == 0) {
+            t->is_unrecorded = false;
+        }
+    }
     srv->signer_cert = signer_cert;
     srv->signer_key = signer_key;
     if (signer_cert != NULL && X509_up_ref(signer_cert)) {
@@ -1157,6 +1205,43 @@ int prov_cmp_server_set_config(struct prov_cmp_server *srv, const struct prov_co
     srv->cfg = cfg;
     srv->profile = p;
     return 0;
+}
+
+/*
+ * A request that verified but was answered "unavailable" is a finished transaction like any
+ * other, so that it cannot be replayed once the CA is back: kept in memory at once, and in
+ * the CA index (closed while the CA is away: ca_keeper.c) when prov_cmp_server_set_ca opens
+ * it again. Its signer is pinned and its expiry read as for a transaction (request_station).
+ */
+static void remember_unavailable(struct prov_cmp_server *srv, struct txn *scratch,
+                                 const OSSL_CMP_MSG *req)
+{
+    const ASN1_OCTET_STRING *tid = OSSL_CMP_HDR_get0_transactionID(OSSL_CMP_MSG_get0_header(req));
+    time_t now = time(NULL);
+    X509 *signer = NULL;
+    struct txn *t;
+    char name[65];
+
+    if (!scratch->was_verified || !starts_transaction(OSSL_CMP_MSG_get_bodytype(req)) ||
+        tid == NULL || ASN1_STRING_length(tid) < TID_MIN || ASN1_STRING_length(tid) > TID_MAX ||
+        txn_find(srv, tid) != NULL ||
+        request_station(scratch, req, name, sizeof(name), &signer) < 0) {
+        return;
+    }
+    X509_free(signer);
+    t = scratch->signer_expires > now ? calloc(1, sizeof(*t)) : NULL;
+    if (t == NULL) {
+        return;
+    }
+    t->owner = srv;
+    t->id_len = (size_t)ASN1_STRING_length(tid);
+    memcpy(t->id, ASN1_STRING_get0_data(tid), t->id_len);
+    t->signer_expires = scratch->signer_expires;
+    t->last = now;
+    t->is_unrecorded = true;
+    t->next = srv->txns;
+    srv->txns = t;
+    srv->n_finished++;
 }
 
 int prov_cmp_server_unavailable(struct prov_cmp_server *srv, const unsigned char *der,
@@ -1193,6 +1278,7 @@ int prov_cmp_server_unavailable(struct prov_cmp_server *srv, const unsigned char
         answer = OSSL_CMP_SRV_process_request(sctx, req);
     }
     OSSL_CMP_SRV_CTX_free(sctx);
+    remember_unavailable(srv, &scratch, req);
     OSSL_CMP_MSG_free(req);
     return encode_answer(answer, rsp, rsp_len);
 }

@@ -31,6 +31,12 @@ struct prov_device;
 struct prov_issuer_ops {
     const char *name;
     /*
+     * A CA elsewhere (a CA service, doc/ca-service.md) that keeps its own record: a request
+     * whose answer was lost may still have been certified there, and asking again with the
+     * same key gives the same certificate, so a caller keeps the key of a failed request.
+     */
+    bool is_remote;
+    /*
      * A device that is to hold a device key is never the issuer's own: by device_uri alone
      * (dev NULL, before anything is opened: PROV_ERR_USAGE), or by identity once dev is open
      * and before anyone logs in to it (PROV_ERR_POLICY). An issuer with no device here: 0.

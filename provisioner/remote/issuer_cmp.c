@@ -83,16 +83,31 @@ static int parse_url(const char *url, struct cmp_issuer *ci)
  * answer send it unprotected, and ours does while its CA token is away (doc/ca-service.md,
  * "The CA token comes and goes"); OpenSSL's client takes one with
  * OSSL_CMP_OPT_UNPROTECTED_ERRORS (an error message, a rejection). That it was unprotected is
- * noted in *arg for transaction_failed: its text is the service's unverified word. An
- * unprotected pkiConf, which that option lets through as well, is refused: it would confirm a
- * delivery nobody vouched for.
+ * noted in *arg for transaction_failed: its text is the service's unverified word. A pkiConf
+ * without protection that verifies, which that option lets through as well, is refused: it
+ * would confirm a delivery nobody vouched for.
  */
+/*
+ * Whether an answer's protection is there and verifies: OSSL_CMP_OPT_UNPROTECTED_ERRORS lets
+ * through, besides unprotected error answers, ones whose protection does not verify, so the
+ * presence of protection bits says nothing. Leaves the error queue as it was.
+ */
+static bool is_verified(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *rsp)
+{
+    bool ok;
+
+    ERR_set_mark();
+    ok = prov_cmp_msg_is_protected(rsp) && OSSL_CMP_validate_msg(ctx, rsp) == 1;
+    ERR_pop_to_mark();
+    return ok;
+}
+
 static OSSL_CMP_MSG *watched_transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
 {
     bool *was_unprotected = OSSL_CMP_CTX_get_transfer_cb_arg(ctx);
     OSSL_CMP_MSG *rsp = OSSL_CMP_MSG_http_perform(ctx, req);
 
-    if (rsp != NULL && !prov_cmp_msg_is_protected(rsp)) {
+    if (rsp != NULL && !is_verified(ctx, rsp)) {
         *was_unprotected = true;
         if (OSSL_CMP_MSG_get_bodytype(rsp) == BODY_PKICONF) {
             OSSL_CMP_MSG_free(rsp);
@@ -180,7 +195,8 @@ static int tls_context(struct cmp_issuer *ci)
 
 /*
  * A client context for one transaction (OpenSSL's client keeps no connection across them);
- * *was_unprotected (false here) turns true when an answer comes unprotected.
+ * *was_unprotected (false here) turns true when an answer comes without a protection that
+ * verifies.
  */
 static OSSL_CMP_CTX *client_ctx(struct cmp_issuer *ci, bool *was_unprotected)
 {
@@ -258,8 +274,9 @@ static int transaction_failed(struct cmp_issuer *ci, OSSL_CMP_CTX *ctx, const ch
          */
         unverified_text(ctx, text, sizeof(text));
         return prov_fail(PROV_ERR_NOT_FOUND,
-                         "CA service unavailable: %s://%s:%d%s answered %s unprotected "
-                         "(RFC 9483 section 3.6.4; unverified: \"%s\")",
+                         "CA service unavailable: %s://%s:%d%s answered %s without a "
+                         "protection that verifies (RFC 9483 section 3.6.4; unverified: "
+                         "\"%s\")",
                          ci->scheme, ci->host, ci->port, ci->path, what, text);
     }
     ERR_clear_error();
@@ -415,6 +432,44 @@ static int cmp_connect(struct cmp_issuer *ci)
     return r;
 }
 
+/*
+ * The request for one device: a p10cr of its CSR; for a reissue a cr (RFC 4210 5.3.3: a
+ * certificate for a serial that has one, superseding it), whose certificate template carries
+ * the CSR's subject, public key and requested extensions with proof of possession
+ * "raVerified" — the station acts as the device's registration authority (RFC 9483 section
+ * 5): prov_remote_check verified the CSR's signature by the device key before anything goes
+ * out, and the service accepts raVerified only from a registered station
+ * (doc/ca-service.md). Returns the body type to send, or -1 (out of memory).
+ */
+static int set_request(OSSL_CMP_CTX *ctx, X509_REQ *req, bool is_reissue)
+{
+    X509_EXTENSIONS *exts;
+    EVP_PKEY *pub;
+
+    if (!is_reissue) {
+        return OSSL_CMP_CTX_set1_p10CSR(ctx, req) ? OSSL_CMP_P10CR : -1;
+    }
+    pub = X509_REQ_get_pubkey(req);
+    if (pub == NULL || !OSSL_CMP_CTX_set0_newPkey(ctx, 0, pub)) {
+        EVP_PKEY_free(pub);
+        return -1;
+    }
+    /* the CSR's names only: never the station certificate's subjectAltName, which OpenSSL
+       copies into a template that has none of its own */
+    if (!OSSL_CMP_CTX_set1_subjectName(ctx, X509_REQ_get_subject_name(req)) ||
+        !OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_SUBJECTALTNAME_NODEFAULT, 1) ||
+        !OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_POPO_METHOD, OSSL_CRMF_POPO_RAVERIFIED)) {
+        return -1;
+    }
+    exts = X509_REQ_get_extensions(req);
+    if (exts != NULL && !OSSL_CMP_CTX_set0_reqExtensions(ctx, exts)) {
+        sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+        return -1;
+    }
+    ERR_clear_error(); /* a CSR without extensions leaves a "not found" behind */
+    return OSSL_CMP_CR;
+}
+
 static int cmp_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_request *rq,
                      X509 **out)
 {
@@ -423,6 +478,7 @@ static int cmp_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_re
     bool was_unprotected;
     X509 *cert = NULL;
     char what[96];
+    int type = -1;
     int r;
 
     *out = NULL;
@@ -439,10 +495,13 @@ static int cmp_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_re
     snprintf(what, sizeof(what), "the certificate of %s", rq->serial);
     pthread_mutex_lock(&ci->remote.lock);
     ctx = client_ctx(ci, &was_unprotected);
-    if (ctx == NULL || !OSSL_CMP_CTX_set1_p10CSR(ctx, req)) {
+    if (ctx != NULL) {
+        type = set_request(ctx, req, rq->record.is_reissue);
+    }
+    if (type < 0) {
         r = prov_fail(PROV_ERR_NOMEM, "CMP: out of memory");
     } else {
-        cert = OSSL_CMP_exec_certreq(ctx, OSSL_CMP_P10CR, NULL);
+        cert = OSSL_CMP_exec_certreq(ctx, type, NULL);
         r = cert != NULL ? 0 : transaction_failed(ci, ctx, what);
         if (cert != NULL && !X509_up_ref(cert)) {
             cert = NULL;
@@ -484,6 +543,7 @@ static void cmp_close(struct prov_issuer *is)
 
 static const struct prov_issuer_ops cmp_ops = {
     .name = "cmp",
+    .is_remote = true,
     .check_device = prov_remote_check_device,
     .check = prov_remote_check,
     .issue = cmp_issue,

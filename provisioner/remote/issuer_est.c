@@ -359,6 +359,7 @@ static void est_close(struct prov_issuer *is)
 
 static const struct prov_issuer_ops est_ops = {
     .name = "est",
+    .is_remote = true,
     .check_device = prov_remote_check_device,
     .check = prov_remote_check,
     .issue = est_issue,

@@ -31,6 +31,16 @@ check_ca_dir() {
     assert_grep "$WORK/log/int.txt" 'CA:TRUE' "intermediate is not a CA"
     assert_grep "$WORK/log/int.txt" 'X509v3 Key Usage: critical' "intermediate keyUsage not critical"
     assert_grep "$WORK/log/int.txt" 'Certificate Sign' "intermediate keyUsage lacks keyCertSign"
+    # exactly keyCertSign and cRLSign, critical, on both (the CRLs of doc/revocation.md are
+    # signed by these keys; RFC 5280 4.2.1.3)
+    local c
+    for c in root intermediate; do
+        assert_eq "$(openssl x509 -in "ca/$c.crt" -noout -ext keyUsage | tr -s ' \n' ' ')" \
+            "X509v3 Key Usage: critical Certificate Sign, CRL Sign " "$c.crt keyUsage"
+        openssl x509 -in "ca/$c.crt" -noout -ext basicConstraints | tr -s ' \n' ' ' |
+            grep -qE '^X509v3 Basic Constraints: critical CA:TRUE' ||
+            fail "$c.crt basicConstraints is not critical CA:TRUE"
+    done
     assert_grep "$WORK/log/int.txt" 'Subject: .*CN ?= ?Test Intermediate CA' \
         "intermediate subject is not [ca_dn]"
 }

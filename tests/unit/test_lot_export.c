@@ -19,6 +19,7 @@
 #include <json-c/json.h>
 #include <openssl/pem.h>
 
+#include "ca_index.h"
 #include "error.h"
 #include "journal.h"
 #include "lot_export.h"
@@ -193,6 +194,29 @@ static void csv_serials(const struct prov_lot_bundle *b, char *out, size_t len)
     }
 }
 
+/*
+ * With a CA index beside chain.pem, certificates another intermediate issued (here: self-
+ * signed) cannot be checked against it: the inventory says revocations were not checked.
+ */
+static void test_revocations_other_issuer(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_lot_export_opts o = {.lot = "lot,1", .journal = f->path, .format = PROV_LOT_JSON};
+    struct prov_lot_bundle b;
+    struct prov_ca_index *ix = NULL;
+
+    make_lot(f);
+    assert_int_equal(prov_lot_export_build(&f->cfg, &o, &b), 0);
+    assert_non_null(strstr(b.files[0].data, "\"revocations_checked\":false"));
+    prov_lot_bundle_clear(&b);
+    assert_int_equal(prov_ca_index_open(f->dir, &ix), 0);
+    prov_ca_index_close(ix);
+    assert_int_equal(prov_lot_export_build(&f->cfg, &o, &b), 0);
+    assert_non_null(strstr(b.files[0].data, "\"revocations_checked\":false"));
+    assert_null(strstr(b.files[0].data, "\"revoked\""));
+    prov_lot_bundle_clear(&b);
+}
+
 static void test_rows_by_state(void **state)
 {
     struct fixture *f = *state;
@@ -210,10 +234,13 @@ static void test_rows_by_state(void **state)
     assert_int_equal(b.n_left_out, 3);
     /* RFC 4180: the lot name holds a comma, so it is quoted */
     assert_non_null(strstr(b.files[0].data, ",proven,"));
-    assert_non_null(strstr(b.files[0].data, ",\"lot,1\"\n"));
-    assert_int_equal(strncmp(b.files[0].data,
-                             "serial,cert_serial,sha256,pubkey_sha256,state,not_after,lot\n", 60),
-                     0);
+    assert_non_null(strstr(b.files[0].data, ",\"lot,1\",,\n")); /* not revoked: empty */
+    {
+        static const char header[] = "serial,cert_serial,sha256,pubkey_sha256,state,not_after,lot,"
+                                     "revoked,revoked_at\n";
+
+        assert_int_equal(strncmp(b.files[0].data, header, sizeof(header) - 1), 0);
+    }
     prov_lot_bundle_clear(&b);
 
     /* all: issued and failed rows with a certificate too, never the one without */
@@ -467,6 +494,7 @@ int main(void)
         cmocka_unit_test(test_signer_uri),
         cmocka_unit_test(test_option_values),
         cmocka_unit_test_setup_teardown(test_rows_by_state, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_revocations_other_issuer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_lot, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_dir, setup, teardown),
         cmocka_unit_test_setup_teardown(test_aws_lines, setup, teardown),

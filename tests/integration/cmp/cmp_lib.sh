@@ -36,16 +36,24 @@ cmp_station() {
 }
 
 # cmp_serve [ARGS...]: `provisioner ca serve` on a free port, tracked; sets CMP_PORT, CMP_PID,
-# CMP_LOG (its stderr: one line per request).
+# CMP_LOG (its stderr: one line per request). A port taken between free_port and the
+# service's bind (tests run in parallel) is tried again with another.
 cmp_serve() {
-    CMP_PORT=$(free_port)
-    CMP_LOG=$WORK/log/serve-$CMP_PORT.err
-    "$PROVISIONER" ca serve --listen "127.0.0.1:$CMP_PORT" "$@" \
-        >"$WORK/log/serve-$CMP_PORT.out" 2>"$CMP_LOG" </dev/null &
-    CMP_PID=$!
-    it_track "$CMP_PID"
-    wait_port "$CMP_PORT" "$CMP_PID" ||
-        fail "ca serve did not listen on $CMP_PORT: $(tail -n3 "$CMP_LOG" | tr '\n' ' ')"
+    local try
+    for try in 1 2 3 4 5; do
+        CMP_PORT=$(free_port)
+        CMP_LOG=$WORK/log/serve-$CMP_PORT.err
+        "$PROVISIONER" ca serve --listen "127.0.0.1:$CMP_PORT" "$@" \
+            >"$WORK/log/serve-$CMP_PORT.out" 2>"$CMP_LOG" </dev/null &
+        CMP_PID=$!
+        it_track "$CMP_PID"
+        if wait_port "$CMP_PORT" "$CMP_PID" && ! grep -q 'cannot listen there' "$CMP_LOG"; then
+            return 0
+        fi
+        grep -q 'cannot listen there' "$CMP_LOG" || break
+        stop_pid "$CMP_PID"
+    done
+    fail "ca serve did not listen on $CMP_PORT: $(tail -n3 "$CMP_LOG" | tr '\n' ' ')"
 }
 
 # cmp_stop: SIGTERM to the service (CMP_PID), which must exit 0 (its stderr in the failure):

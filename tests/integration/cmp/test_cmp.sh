@@ -11,7 +11,9 @@
 #   certified but nobody registered, a revoked station, a station with no lot, the lot's cap
 #   reached, a message of a finished transaction sent again, garbage, an oversized body;
 # - rr: a station revokes a certificate it asked for (then on the CRL), not another's;
-# - kur: a device renews with its current certificate; a superseded or revoked one cannot;
+# - kur: a device renews with its current certificate; a superseded or revoked one cannot,
+#   nor a request without proof of possession of the new key (raVerified, accepted from a
+#   station in a reissue's cr only: an ir claiming it is refused too);
 # - HTTPS with --tls-cert/--tls-key (genm over TLS; plain HTTP on that port gets nothing);
 # - one log line per request; SIGTERM stops the service cleanly.
 . "$(dirname "$0")/../lib.sh"
@@ -121,6 +123,15 @@ refused revoked STATION-2 SN-00012 'station STATION-2: its certificate [0-9a-f]*
 refused no-lot STATION-3 SN-00013 'station STATION-3: no lot it may serve is registered'
 assert_eq "$(sql_q "$IT_CA_DIR/index.sqlite" "SELECT count(*) FROM audit WHERE event = 'refuse'")" \
     $((AUDIT_BEFORE + 5)) "an audit record per refused station, and for the key certified before"
+# raVerified is a station's claim for a reissue (cr) only: an ir must prove its key
+new_key SN-00014
+before=$(cmp_issued)
+if cmp_client ir-rav STATION-1 -cmd ir -popo 0 -newkey "$WORK/SN-00014.key" -subject /CN=SN-00014 \
+    -certout "$WORK/SN-00014.crt"; then
+    fail "an ir without proof of possession was granted"
+fi
+assert_grep "$WORK/log/cmp-ir-rav.log" 'must prove possession of its key' "ir-rav: the reason"
+assert_eq "$(cmp_issued)" "$before" "ir-rav: nothing issued"
 
 # ---- a replayed message of a finished transaction -----------------------------------
 new_key SN-00004
@@ -177,7 +188,17 @@ kur_client() {
         -trusted "$IT_CA_DIR/root.crt" -certout "$WORK/$3.crt" -msg_timeout 20 \
         >"$WORK/log/cmp-$1.log" 2>&1
 }
+# a device is no RA: a kur that does not prove its new key (raVerified) is refused
+new_key SN-00005-RAV
 before=$(cmp_issued)
+if openssl cmp -server "127.0.0.1:$CMP_PORT" -path /.well-known/cmp -cmd kur -popo 0 \
+    -cert "$WORK/SN-00005.crt" -key "$WORK/SN-00005.key" -newkey "$WORK/SN-00005-RAV.key" \
+    -trusted "$IT_CA_DIR/root.crt" -certout "$WORK/SN-00005-RAV.crt" -msg_timeout 20 \
+    >"$WORK/log/cmp-kur-rav.log" 2>&1; then
+    fail "a kur without proof of possession renewed"
+fi
+assert_grep "$WORK/log/cmp-kur-rav.log" 'must prove possession of the new key' "kur-rav: the reason"
+assert_eq "$(cmp_issued)" "$before" "kur-rav: nothing issued"
 kur_client kur SN-00005 SN-00005-NEW ||
     fail "openssl cmp kur: $(tail -n3 "$WORK/log/cmp-kur.log" | tr '\n' ' ')"
 assert_strict_cert "$WORK/SN-00005-NEW.crt"

@@ -11,7 +11,9 @@
 # - lots as the CA's data: from a manifest (only its serials, its count the cap), the
 #   profiles a lot may use, a station's rate per lot; a request naming its lot
 #   (/.well-known/cmp/p/LOT, by openssl cmp and by the tool's own client from [ca] url);
-#   a reissue (cr) honoured only where the lot allows it; `ca lot list [--json]`;
+#   a reissue (cr) honoured only where the lot allows it, from openssl cmp and from the
+#   tool's `enroll --reissue` (a cr with raVerified: the station is the device's RA);
+#   `ca lot list [--json]`;
 # every refusal a CMP error, an audit record, nothing issued (the CA index's certificates
 # counted before and after).
 . "$(dirname "$0")/../lib.sh"
@@ -275,6 +277,7 @@ prov 0 csr --serial STATION-T --device pkcs11:token=station-t --profile station 
 prov 0 ca station add STATION-T --csr "$WORK/station-t.csr" --out "$WORK/station-t.pem"
 prov 0 ca lot add LOT-T1 --count 5 --station STATION-T
 prov 0 ca lot add LOT-T2 --count 5 --station STATION-T
+prov 0 ca lot add LOT-TR --count 5 --station STATION-T --reissue
 CA_CONFIG=$PROVISIONER_CONFIG
 # station_config LOT: the station's directory, its [ca] url naming LOT
 station_config() {
@@ -295,6 +298,27 @@ BEFORE=$(cmp_issued)
 prov 5 enroll --serial T-00002 --device pkcs11:token=dev-t2
 assert_grep "$PROV_ERR" "station STATION-T may not serve lot LOT-A" "the tool's client: the reason"
 assert_eq "$(cmp_issued)" "$BEFORE" "the tool's client on a lot it may not serve: nothing issued"
+# enroll --reissue: a cr whose proof of possession the station vouches for (raVerified, the
+# CSR's signature checked on the station), honoured only on a lot that allows a reissue
+token_init dev-t3
+token_init dev-t4
+station_config LOT-TR
+prov 0 enroll --serial T-00003 --device pkcs11:token=dev-t3
+T3_OLD=$(hex_of devices/T-00003/client.crt)
+prov 0 enroll --serial T-00003 --device pkcs11:token=dev-t3 --reissue
+assert_strict_cert "$WORK/station/devices/T-00003/client.crt"
+[ "$(hex_of devices/T-00003/client.crt)" != "$T3_OLD" ] || fail "enroll --reissue: the same certificate"
+assert_eq "$(sql_q "$IX" "SELECT group_concat(lot || ':' || status, ' ') FROM (SELECT lot, status
+    FROM certificate WHERE serial = 'T-00003' ORDER BY id)")" "LOT-TR:superseded LOT-TR:delivered" \
+    "enroll --reissue through CMP: the old certificate superseded"
+assert_grep "$CMP_LOG" 'cr station=STATION-T serial=T-00003 cert_serial=[0-9a-f]* outcome="reissued"' \
+    "enroll --reissue through CMP: a cr, reissued"
+station_config LOT-T1
+prov 0 enroll --serial T-00004 --device pkcs11:token=dev-t4
+BEFORE=$(cmp_issued)
+prov 5 enroll --serial T-00004 --device pkcs11:token=dev-t4 --reissue
+assert_grep "$PROV_ERR" 'lot LOT-T1 does not allow a reissue' "enroll --reissue on LOT-T1: the reason"
+assert_eq "$(cmp_issued)" "$BEFORE" "enroll --reissue on LOT-T1: nothing issued"
 cd "$WORK"
 export PROVISIONER_CONFIG=$CA_CONFIG
 

@@ -5,11 +5,13 @@
 # goes"), with the CA token behind tests/integration/pkcs11/fault_module.c (FAULT_PULLED):
 # (a) the first request that meets a freshly pulled token is answered as the ones after it:
 #     CMP systemUnavail (HTTP 200, Retry-After), never an HTTP 500; the same for a genm and
-#     for an EST simpleenroll (503);
+#     for an EST simpleenroll (503); a request answered so and replayed once the CA is back
+#     is refused as a replay;
 # (b) the tool's own client reports such an answer (unprotected: the CMP signer's key is on
 #     the token that is gone) as one line, "CA service unavailable: ...", exit 4: `enroll`
 #     when the service is unavailable at the start; in a `batch` the rows in flight fail with
-#     that line and the next run, with the token back, finishes the lot, each device once.
+#     that line and the next run, with the token back, finishes the lot, each device once;
+# (c) a pkiConf whose protection does not verify (tamper_proxy.py) confirms nothing.
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../batch/batch_lib.sh"
 . "$(dirname "$0")/cmp_lib.sh"
@@ -79,9 +81,42 @@ fi
 assert_grep "$WORK/log/cmp-ir-pulled.log" 'systemUnavail' "ir: openssl cmp got systemUnavail"
 assert_first_unavailable ir '200 ir station=- '
 cmp_client ir-pulled-2 OSS -cmd ir -newkey "$WORK/K1.key" -subject /CN=K1 \
-    -certout "$WORK/K1.crt" -unprotected_errors || true
+    -certout "$WORK/K1.crt" -unprotected_errors -reqout "$WORK/ir-pulled-2.der" || true
 assert_grep "$WORK/log/cmp-ir-pulled-2.log" 'systemUnavail' "ir again: systemUnavail"
 put_back
+# that request, answered "unavailable", replayed once the CA is back: refused, nothing issued
+assert_file "$WORK/ir-pulled-2.der"
+curl -sS -o "$WORK/ir-replay.rsp" -H 'Content-Type: application/pkixcmp' \
+    --data-binary "@$WORK/ir-pulled-2.der" "http://127.0.0.1:$CMP_PORT/.well-known/cmp" ||
+    fail "curl: the replay"
+assert_grep "$CMP_LOG" '200 ir station=.*outcome="refused: replay of a finished transaction' \
+    "an ir answered unavailable, replayed: refused"
+assert_eq "$(cmp_issued)" "$before" "the replay: nothing issued"
+# and it is in the CA index too (written when the CA came back): a restart does not forget it
+tid=$(python3 - "$WORK/ir-pulled-2.der" <<'PY'
+import sys
+der = open(sys.argv[1], "rb").read()
+def tlv(at):
+    tag, n = der[at], der[at + 1]
+    at += 2
+    if n & 0x80:
+        k = n & 0x7F
+        n, at = int.from_bytes(der[at:at + k], "big"), at + k
+    return tag, at, at + n
+_, at, _ = tlv(0)            # PKIMessage
+_, at, end = tlv(at)         # PKIHeader
+i = 0
+while at < end:
+    tag, start, stop = tlv(at)
+    if i >= 3 and tag == 0xA4:  # after pvno, sender, recipient: transactionID [4] OCTET STRING
+        _, v, w = tlv(start)
+        print(der[v:w].hex())
+    at, i = stop, i + 1
+PY
+)
+[ -n "$tid" ] || fail "no transactionID in the captured request"
+assert_eq "$(sql_q "$INDEX" "SELECT count(*) FROM cmp_transaction WHERE lower(id) = '$tid'")" 1 \
+    "the transaction answered unavailable, remembered in the CA index"
 
 # a genm
 pull
@@ -155,4 +190,33 @@ assert_eq "$(sql_q "$INDEX" "SELECT count(*) FROM certificate WHERE serial LIKE 
     "the lot's certificates in the CA index"
 assert_eq "$(sql_q "$INDEX" "SELECT count(*) FROM (SELECT serial FROM certificate
     WHERE serial LIKE 'SN-000%' GROUP BY serial HAVING count(*) > 1)")" 0 "serials certified twice"
+
+# (c) a pkiConf whose protection does not verify (spoiled by a proxy on the way) confirms
+# nothing: the station's batch row fails (nothing stored, the key kept), and the next run
+# through the service itself gets the same certificate for that key
+python3 "$PROV_SOURCE_ROOT/tests/integration/cmp/tamper_proxy.py" "$WORK/tamper.port" "$CMP_PORT" \
+    "$WORK/tamper.marks" >"$WORK/log/tamper.log" 2>&1 &
+it_track $!
+for _ in $(seq 1 200); do [ -s "$WORK/tamper.port" ] && break; sleep 0.05; done
+[ -s "$WORK/tamper.port" ] || fail "the tampering proxy did not start: $(cat "$WORK/log/tamper.log")"
+sed -i "s|^url = .*|url = cmp://127.0.0.1:$(cat "$WORK/tamper.port")/.well-known/cmp|" provisioner.cnf
+token_init dev-t
+printf 'serial,device\nSN-T-1,pkcs11:token=dev-t\n' >lot-t.csv
+rc=0
+"$PROVISIONER" batch lot-t.csv --no-progress >"$WORK/log/tamper.out" 2>"$WORK/log/tamper.err" ||
+    rc=$?
+assert_file "$WORK/tamper.marks"
+assert_eq "$rc" 1 "a batch whose pkiConf does not verify"
+assert_grep "$WORK/log/tamper.err" 'lot-t.csv:2: CA service unavailable: .*certificate of SN-T-1' \
+    "the row names the unverified answer"
+assert_no_file devices/SN-T-1/client.crt
+assert_eq "$(sql_q "$INDEX" "SELECT count(*) FROM certificate WHERE serial = 'SN-T-1'")" 1 \
+    "the spoiled confirmation: one certificate (the service did get the certConf)"
+T1=$(sql_q "$INDEX" "SELECT cert_serial FROM certificate WHERE serial = 'SN-T-1'")
+sed -i "s|^url = .*|url = cmp://127.0.0.1:$CMP_PORT/.well-known/cmp|" provisioner.cnf
+prov 0 batch lot-t.csv --no-progress
+assert_eq "$(openssl x509 -in devices/SN-T-1/client.crt -noout -serial | cut -d= -f2 | tr A-F a-f)" \
+    "$T1" "the next run (the same key kept): the same certificate"
+assert_eq "$(sql_q "$INDEX" "SELECT count(*) FROM certificate WHERE serial = 'SN-T-1'")" 1 \
+    "the next run: still one certificate"
 cmp_stop

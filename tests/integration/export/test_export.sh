@@ -10,6 +10,9 @@
 #   Device Provisioning Service REST API's EnrollmentGroup and IndividualEnrollment bodies;
 # - edge: the CA trust set, byte for byte what `chain export` writes;
 # - the failed row (no certificate) is in none of them; --state picks rows by state;
+# - a revoked device (revoke, the CA index): the inventory names its reason and time, the
+#   cloud formats leave it out with one warning naming it; a config whose CA directory has
+#   no index says the revocations were not checked;
 # - bad input: an unknown lot exits 5 with one line and writes nothing, a directory export
 #   onto an existing directory exits 6 and leaves it as it was, an unknown format exits 2;
 #   a serial that is no AWS thing name and two devices with one CN (one DPS registration id)
@@ -64,13 +67,15 @@ assert_grep "$PROV_ERR" '4 devices exported as csv'
 python3 - inventory.csv facts.txt <<'PY' || fail "csv inventory"
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1], newline="")))
-want = ["serial", "cert_serial", "sha256", "pubkey_sha256", "state", "not_after", "lot"]
+want = ["serial", "cert_serial", "sha256", "pubkey_sha256", "state", "not_after", "lot",
+        "revoked", "revoked_at"]
 assert list(rows[0].keys()) == want, rows[0].keys()
 facts = {l.split()[0]: l.split()[1:] for l in open(sys.argv[2])}
 assert sorted(r["serial"] for r in rows) == sorted(facts), (rows, facts)
 for r in rows:
     assert [r["cert_serial"], r["sha256"], r["pubkey_sha256"], r["not_after"]] == facts[r["serial"]], r
     assert r["state"] == "proven" and r["lot"] == "LOT-IT-1", r
+    assert r["revoked"] == "" and r["revoked_at"] == "", r
 PY
 # stdout without --output: the same bytes
 prov 0 lot export LOT-IT-1 --format csv --journal "$JOURNAL"
@@ -83,8 +88,9 @@ python3 -c 'import json,sys; o=json.load(open(sys.argv[1])); assert o["exit"]==0
 python3 - inventory.json facts.txt <<'PY' || fail "json inventory"
 import json, re, sys
 o = json.load(open(sys.argv[1]))
-assert set(o) == {"lot", "states", "count", "devices"}, o.keys()
+assert set(o) == {"lot", "states", "count", "revocations_checked", "devices"}, o.keys()
 assert o["lot"] == "LOT-IT-1" and o["states"] == ["stored", "proven"] and o["count"] == 4, o
+assert o["revocations_checked"] is True, o
 facts = {l.split()[0]: l.split()[1:] for l in open(sys.argv[2])}
 for d in o["devices"]:
     assert set(d) == {"serial", "cert_serial", "sha256", "pubkey_sha256", "state", "not_after"}, d
@@ -229,3 +235,42 @@ assert_nothing_written names-aws
 prov 5 lot export LOT-IT-1 --format azure-dps --journal names.journal.sqlite --output names-dps
 assert_one_error "SN.1" "SN-2" "registration id"
 assert_nothing_written names-dps
+
+# ---- revoked devices: the inventory says so, the cloud registries do not get them
+prov 0 revoke SN-00002 --reason keyCompromise
+prov 0 lot export LOT-IT-1 --format csv --journal "$JOURNAL" --output revoked.csv
+python3 - revoked.csv <<'PY' || fail "csv inventory with a revoked device"
+import csv, re, sys
+rows = {r["serial"]: r for r in csv.DictReader(open(sys.argv[1], newline=""))}
+assert len(rows) == 4, rows
+assert rows["SN-00002"]["revoked"] == "keyCompromise", rows["SN-00002"]
+assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", rows["SN-00002"]["revoked_at"]), rows["SN-00002"]
+assert all(r["revoked"] == "" for s, r in rows.items() if s != "SN-00002"), rows
+PY
+prov 0 lot export LOT-IT-1 --format json --journal "$JOURNAL" --output revoked.json
+python3 - revoked.json <<'PY' || fail "json inventory with a revoked device"
+import json, sys
+o = json.load(open(sys.argv[1]))
+assert o["count"] == 4 and o["revocations_checked"] is True, o
+rv = {d["serial"]: d.get("revoked") for d in o["devices"]}
+assert rv["SN-00002"]["reason"] == "keyCompromise" and rv["SN-00002"]["reason_code"] == 1, rv
+assert [s for s, v in rv.items() if v is not None] == ["SN-00002"], rv
+PY
+prov 0 lot export LOT-IT-1 --format aws --journal "$JOURNAL" --output aws-revoked --json
+python3 -c 'import json,sys; o=json.load(open(sys.argv[1])); assert o["devices"]==3 and o["left_out"]==2, o' \
+    "$PROV_OUT" || fail "aws --json: the revoked device is left out"
+assert_grep "$PROV_ERR" 'SN-00002: certificate [0-9a-f]+ revoked \(keyCompromise, ' \
+    "a warning names the revoked device"
+assert_eq "$(wc -l <aws-revoked/bulk-registration.jsonl)" 3 "aws: three devices"
+if grep -q SN-00002 aws-revoked/bulk-registration.jsonl; then fail "aws: the revoked device is registered"; fi
+prov 0 lot export LOT-IT-1 --format azure-dps --journal "$JOURNAL" --output dps-revoked
+assert_eq "$(dir_entries dps-revoked/enrollments | wc -w)" 3 "azure-dps: three enrollments"
+# a config whose CA directory has no index: nothing to check against, and the JSON says so
+mkdir noindex
+sed "s|^dir *=.*|dir = $WORK/noindex|" "$PROVISIONER_CONFIG" >noindex.cnf
+grep -q "^dir = $WORK/noindex" noindex.cnf || fail "the test's config has no [ca] dir line to change"
+PROVISIONER_CONFIG=$WORK/noindex.cnf prov 0 lot export LOT-IT-1 --format json --journal "$JOURNAL" \
+    --output unchecked.json
+python3 -c 'import json,sys; o=json.load(open(sys.argv[1])); assert o["revocations_checked"] is False and all("revoked" not in d for d in o["devices"]), o' \
+    unchecked.json || fail "json inventory without a CA index"
+assert_no_file noindex/index.sqlite

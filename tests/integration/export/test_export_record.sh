@@ -96,7 +96,8 @@ def fp(path):
                          capture_output=True, text=True, check=True).stdout
     return out.split("=")[1].strip().replace(":", "").lower()
 assert list(o) == ["format", "created", "issuer", "issuer_sha256", "signer", "signer_sha256",
-                   "lot", "states", "count", "devices"], list(o)
+                   "lot", "states", "count", "revocations_checked", "devices"], list(o)
+assert o["revocations_checked"] is True and all("revoked" not in d for d in o["devices"]), o
 assert o["format"] == "provisioner-lot-record/1" and o["lot"] == "LOT-IT-1", o
 assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", o["created"]), o["created"]
 assert o["signer_sha256"] == fp(sys.argv[3]) and o["issuer_sha256"] == fp(sys.argv[4]), o

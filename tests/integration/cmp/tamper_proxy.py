@@ -1,0 +1,73 @@
+# SPDX-License-Identifier: Apache-2.0
+"""An HTTP proxy in front of `ca serve` that spoils the protection of every pkiConf it
+passes on (tests/integration/cmp/test_cmp_unavail.sh): the last byte of the message's
+protection (PKIMessage's [0] BIT STRING, the signature's end) is flipped, so the message
+still parses but its protection does not verify. Each spoiled answer adds a line to
+MARK_FILE.
+
+Usage: tamper_proxy.py PORT_FILE UPSTREAM_PORT MARK_FILE
+  PORT_FILE  where the port it listens on (127.0.0.1, chosen by the kernel) is written
+"""
+import http.server
+import os
+import sys
+import urllib.request
+
+port_file, upstream, mark_file = sys.argv[1:4]
+# PKIBody pkiconf [19] EXPLICIT NULL (RFC 4210 section 5.1.2), as DER
+PKICONF = b"\xb3\x02\x05\x00"
+
+
+def tlv(der, at):
+    """(tag, start of value, end of value) of the DER element at offset at."""
+    tag, n = der[at], der[at + 1]
+    at += 2
+    if n & 0x80:
+        k = n & 0x7F
+        n = int.from_bytes(der[at:at + k], "big")
+        at += k
+    return tag, at, at + n
+
+
+def spoil_protection(der):
+    """der with the last byte of its protection flipped, or None when it has none."""
+    _, at, end = tlv(der, 0)  # PKIMessage SEQUENCE
+    while at < end:
+        tag, start, stop = tlv(der, at)
+        if tag == 0xA0:  # protection [0]
+            return der[:stop - 1] + bytes([der[stop - 1] ^ 0x01]) + der[stop:]
+        at = stop
+    return None
+
+
+class Proxy(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        req = urllib.request.Request(
+            "http://127.0.0.1:%s%s" % (upstream, self.path), data=body,
+            headers={"Content-Type": self.headers["Content-Type"]})
+        with urllib.request.urlopen(req, timeout=60) as rsp:
+            answer = rsp.read()
+            status = rsp.status
+        spoiled = spoil_protection(answer) if PKICONF in answer else None
+        if spoiled is not None:
+            answer = spoiled
+            with open(mark_file, "a") as f:
+                f.write("pkiConf spoiled\n")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/pkixcmp")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, fmt, *args):
+        pass
+
+
+server = http.server.HTTPServer(("127.0.0.1", 0), Proxy)
+with open(port_file + ".tmp", "w") as f:
+    f.write(str(server.server_address[1]))
+os.rename(port_file + ".tmp", port_file)
+server.serve_forever()
