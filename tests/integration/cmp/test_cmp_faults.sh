@@ -88,6 +88,16 @@ assert_lot_done() {
         "$n: serials certified twice"
 }
 
+# wait_recorded SERIAL: until the CA index holds a certificate for SERIAL, 30 s at most (the
+# caller asserts what it needs)
+wait_recorded() {
+    local end=$((SECONDS + 30))
+    while [ "$(sql_q "$INDEX" "SELECT count(*) FROM certificate WHERE serial = '$1'")" != 1 ] &&
+        [ "$SECONDS" -lt "$end" ]; do
+        sleep 0.025
+    done
+}
+
 # rerun_until_done NAME: re-runs the station's batch (up to 4 times) until it exits 0
 rerun_until_done() {
     local i
@@ -175,11 +185,7 @@ head -n 2 "$WORK/S5/lot.csv" >"$WORK/S5/one.csv"
     --no-progress >"$WORK/log/S5-killed.out" 2>&1) &
 victim=$!
 it_track "$victim"
-for _ in $(seq 1 400); do
-    [ "$(sql_q "$INDEX" "SELECT count(*) FROM certificate WHERE serial = 'SN-S5-0001'")" = 1 ] &&
-        break
-    sleep 0.025
-done
+wait_recorded SN-S5-0001
 assert_eq "$(sql_q "$INDEX" "SELECT count(*) FROM certificate WHERE serial = 'SN-S5-0001'")" 1 \
     "the certificate was recorded while the station waited"
 kill -KILL "$victim"
@@ -201,11 +207,7 @@ tail -n +3 "$WORK/S5/lot.csv" >>"$WORK/S5/rest.csv"
     --no-progress >"$WORK/log/S5-service-killed.out" 2>&1) &
 station_pid=$!
 it_track "$station_pid"
-for _ in $(seq 1 400); do
-    [ "$(sql_q "$INDEX" "SELECT count(*) FROM certificate WHERE serial = 'SN-S5-0002'")" = 1 ] &&
-        break
-    sleep 0.025
-done
+wait_recorded SN-S5-0002
 kill -KILL "$CMP_PID"
 wait "$CMP_PID" 2>/dev/null || true
 rc=0
