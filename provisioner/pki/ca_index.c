@@ -195,18 +195,30 @@ static int open_pg(struct prov_ca_index *ix, const char *uri, const char *passwo
     return r;
 }
 
+/* A handle with nothing open yet (prov_ca_index_close frees it); NULL: out of memory, said. */
+static struct prov_ca_index *handle_new(void)
+{
+    struct prov_ca_index *ix = calloc(1, sizeof(*ix));
+
+    if (ix == NULL) {
+        prov_fail(PROV_ERR_NOMEM, "CA index: out of memory");
+        return NULL;
+    }
+    ix->lock_fd = -1;
+    pthread_mutex_init(&ix->lock, NULL);
+    return ix;
+}
+
 int prov_ca_index_open_at(const char *ca_dir, const char *uri, const char *password_spec,
                           struct prov_ca_index **out)
 {
-    struct prov_ca_index *ix = calloc(1, sizeof(*ix));
+    struct prov_ca_index *ix = handle_new();
     int r;
 
     *out = NULL;
     if (ix == NULL) {
-        return prov_fail(PROV_ERR_NOMEM, "CA index: out of memory");
+        return PROV_ERR_NOMEM;
     }
-    ix->lock_fd = -1;
-    pthread_mutex_init(&ix->lock, NULL);
     r = uri != NULL ? open_pg(ix, uri, password_spec) : open_sqlite(ix, ca_dir);
     if (r == 0) {
         r = prov_ca_index_set_up_schema(ix, ca_dir);
@@ -227,15 +239,13 @@ int prov_ca_index_open_at(const char *ca_dir, const char *uri, const char *passw
 
 int prov_ca_index_open_read(const struct prov_config *cfg, struct prov_ca_index **out)
 {
-    struct prov_ca_index *ix = calloc(1, sizeof(*ix));
+    struct prov_ca_index *ix = handle_new();
     int r;
 
     *out = NULL;
     if (ix == NULL) {
-        return prov_fail(PROV_ERR_NOMEM, "CA index: out of memory");
+        return PROV_ERR_NOMEM;
     }
-    ix->lock_fd = -1;
-    pthread_mutex_init(&ix->lock, NULL);
     r = cfg->ca_index != NULL ? open_pg(ix, cfg->ca_index, cfg->ca_index_password)
                               : open_sqlite_read(ix, cfg->ca_dir);
     if (r == 0) {

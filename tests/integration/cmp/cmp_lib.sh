@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 #
 # Helpers for the CA service tests (tests/integration/cmp/, tests/integration/est/), sourced
-# after ../lib.sh (and ../batch/batch_lib.sh for the station batch below).
+# after ../lib.sh (and ../batch/batch_lib.sh for the station config and batch below).
 
 # cmp_profiles: the station profile `ca station add` issues under (appended to the config).
 cmp_profiles() {
@@ -217,16 +217,8 @@ ${extra}station_cert = station.crt
 station_key = $key
 station_pin = file:device.pin
 root_cert = root.crt
-
-[profile_device]
-key = ec-p256
-days = 30
-subject = device_dn
-
-[device_dn]
-O = Batch Test
-CN = \${cn}
 EOF2
+    batch_profile >>"$f"
 }
 
 # station_dir PEM URL TOKEN NAME: $WORK/station, a station's own directory with no CA token,

@@ -14,7 +14,8 @@ import http.server
 import os
 import sys
 import time
-import urllib.request
+
+import proxy_lib
 
 port_file, upstream, name, wait_for_2, done_dir = sys.argv[1:6]
 count = 0
@@ -36,25 +37,12 @@ class Proxy(http.server.BaseHTTPRequestHandler):
             else:
                 self.send_error(504, "the other client never went ahead")
                 return
-        req = urllib.request.Request(
-            "http://127.0.0.1:%s%s" % (upstream, self.path), data=body,
-            headers={"Content-Type": self.headers["Content-Type"]})
-        with urllib.request.urlopen(req, timeout=60) as rsp:
-            answer = rsp.read()
-            status = rsp.status
-        self.send_response(status)
-        self.send_header("Content-Type", "application/pkixcmp")
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
+        status, answer = proxy_lib.forward(self, upstream, body)
+        proxy_lib.reply(self, status, answer)
         open(os.path.join(done_dir, "%s-%d" % (name, count)), "w").close()
 
     def log_message(self, fmt, *args):
         pass
 
 
-server = http.server.HTTPServer(("127.0.0.1", 0), Proxy)
-with open(port_file + ".tmp", "w") as f:
-    f.write(str(server.server_address[1]))
-os.rename(port_file + ".tmp", port_file)
-server.serve_forever()
+proxy_lib.serve(Proxy, port_file)

@@ -9,9 +9,9 @@ Usage: tamper_proxy.py PORT_FILE UPSTREAM_PORT MARK_FILE
   PORT_FILE  where the port it listens on (127.0.0.1, chosen by the kernel) is written
 """
 import http.server
-import os
 import sys
-import urllib.request
+
+import proxy_lib
 
 port_file, upstream, mark_file = sys.argv[1:4]
 # PKIBody pkiconf [19] EXPLICIT NULL (RFC 4210 section 5.1.2), as DER
@@ -45,29 +45,16 @@ class Proxy(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        req = urllib.request.Request(
-            "http://127.0.0.1:%s%s" % (upstream, self.path), data=body,
-            headers={"Content-Type": self.headers["Content-Type"]})
-        with urllib.request.urlopen(req, timeout=60) as rsp:
-            answer = rsp.read()
-            status = rsp.status
+        status, answer = proxy_lib.forward(self, upstream, body)
         spoiled = spoil_protection(answer) if PKICONF in answer else None
         if spoiled is not None:
             answer = spoiled
             with open(mark_file, "a") as f:
                 f.write("pkiConf spoiled\n")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/pkixcmp")
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
+        proxy_lib.reply(self, status, answer)
 
     def log_message(self, fmt, *args):
         pass
 
 
-server = http.server.HTTPServer(("127.0.0.1", 0), Proxy)
-with open(port_file + ".tmp", "w") as f:
-    f.write(str(server.server_address[1]))
-os.rename(port_file + ".tmp", port_file)
-server.serve_forever()
+proxy_lib.serve(Proxy, port_file)
