@@ -10,6 +10,8 @@
  */
 #include "issuer_cmp.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -128,12 +130,15 @@ static OSSL_CMP_MSG *watched_transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req
 }
 
 /*
- * cmps:// (OSSL_CMP_CTX_set_http_cb): the connection OpenSSL's HTTP client opened gets a TLS
- * layer on top, the service's certificate checked against [ca] tls_ca (default root_cert)
- * and for the host of the URL; at the end of the exchange that layer is shut down and taken
- * off again, and the connection under it handed back to be closed.
+ * The connection OpenSSL's HTTP client opened (OSSL_CMP_CTX_set_http_cb), for cmp:// and
+ * cmps://. Its socket gets TCP_NODELAY: OpenSSL 3.0 writes a request's headers and body
+ * separately, and with Nagle's algorithm the body would wait for the service's delayed ACK
+ * of the headers (40 ms on Linux) on every message (bench/ca_service.sh shows it). With
+ * cmps:// a TLS layer goes on top, the service's certificate checked against [ca] tls_ca
+ * (default root_cert) and for the host of the URL; at the end of the exchange that layer is
+ * shut down and taken off again, and the connection under it handed back to be closed.
  */
-static BIO *tls_layer(BIO *bio, void *arg, int is_connect, int detail)
+static BIO *on_connection(BIO *bio, void *arg, int is_connect, int detail)
 {
     struct cmp_issuer *ci = arg;
     ASN1_OCTET_STRING *ip = NULL;
@@ -142,6 +147,17 @@ static BIO *tls_layer(BIO *bio, void *arg, int is_connect, int detail)
     SSL *ssl = NULL;
 
     (void)detail;
+    if (is_connect) {
+        int fd = -1;
+        int one = 1;
+
+        if (BIO_get_fd(bio, &fd) >= 0 && fd >= 0) {
+            (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        }
+        if (ci->tls == NULL) {
+            return bio;
+        }
+    }
     if (!is_connect) {
         if (bio == NULL || BIO_method_type(bio) != BIO_TYPE_SSL) {
             return bio;
@@ -219,8 +235,8 @@ static OSSL_CMP_CTX *client_ctx(struct cmp_issuer *ci, bool *was_unprotected)
         !OSSL_CMP_CTX_set1_pkey(ctx, ci->remote.id.pkey) ||
         !OSSL_CMP_CTX_set_transfer_cb(ctx, watched_transfer) ||
         !OSSL_CMP_CTX_set_transfer_cb_arg(ctx, was_unprotected) ||
-        (ci->tls != NULL && (!OSSL_CMP_CTX_set_http_cb(ctx, tls_layer) ||
-                             !OSSL_CMP_CTX_set_http_cb_arg(ctx, ci))) ||
+        !OSSL_CMP_CTX_set_http_cb(ctx, on_connection) ||
+        !OSSL_CMP_CTX_set_http_cb_arg(ctx, ci) ||
         !X509_STORE_up_ref(ci->remote.id.trust)) {
         OSSL_CMP_CTX_free(ctx);
         return NULL;
