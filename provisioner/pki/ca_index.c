@@ -387,7 +387,7 @@ static int check_lot_terms(struct prov_ca_index *ix, const char *serial,
     prov_timestamp_ago(60, since, sizeof(since)); /* the rate's minute (ca_registry.c) */
     rc = prov_ca_index_run(
         ix,
-        "SELECT l.cap, (SELECT count(DISTINCT serial) FROM certificate WHERE lot = l.name),"
+        "SELECT l.cap, l.devices,"
         " (SELECT count(*) FROM certificate WHERE lot = l.name AND serial = ?2),"
         " coalesce((SELECT per_minute FROM lot_station WHERE lot = l.name"
         "  AND station = ?3), 0),"
@@ -582,6 +582,15 @@ int prov_ca_index_record(struct prov_ca_index *ix, const char *serial,
     journal = journal_identity(rec->journal);
     r = cert_columns(cert, issuer, &c);
     if (r < 0) {
+        goto out;
+    }
+    /* a serial new to its lot counts once towards the cap (schema step 7) */
+    if (rec->lot != NULL &&
+        prov_ca_index_run(ix,
+                          "UPDATE lot SET devices = devices + 1 WHERE name = ?1 AND NOT EXISTS"
+                          " (SELECT 1 FROM certificate WHERE lot = ?1 AND serial = ?2)",
+                          &st, "tt", rec->lot, serial) != PROV_SQLDB_DONE) {
+        r = PROV_ERR_JOURNAL;
         goto out;
     }
     st = stmt(ix, ST_INSERT);

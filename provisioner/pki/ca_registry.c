@@ -257,8 +257,9 @@ int prov_ca_registry_lot_add(struct prov_ca_index *ix, const struct prov_ca_lot 
         return r;
     }
     r = exec_text(ix,
-                  "INSERT INTO lot(name, cap, added_at, reissue)"
-                  " VALUES (?1, CAST(?2 AS INTEGER), ?3, CAST(?4 AS INTEGER))"
+                  "INSERT INTO lot(name, cap, added_at, reissue, devices)"
+                  " VALUES (?1, CAST(?2 AS INTEGER), ?3, CAST(?4 AS INTEGER),"
+                  " (SELECT count(DISTINCT serial) FROM certificate WHERE lot = ?1))"
                   " ON CONFLICT(name) DO UPDATE SET cap = CAST(?2 AS INTEGER),"
                   " reissue = CAST(?4 AS INTEGER)",
                   4, (const char *const[]){name, cap_text, now, lot->is_reissue ? "1" : "0"});
@@ -316,8 +317,7 @@ int prov_ca_registry_lot_each(struct prov_ca_index *ix,
 
     prov_ca_index_lock(ix);
     if (prov_sqldb_prepare(prov_ca_index_sql(ix),
-                           "SELECT l.name, l.cap,"
-                           " (SELECT count(DISTINCT serial) FROM certificate WHERE lot = l.name),"
+                           "SELECT l.name, l.cap, l.devices,"
                            " l.reissue, (SELECT count(*) FROM lot_serial WHERE lot = l.name),"
                            " coalesce((SELECT group_concat(p.profile, ',') FROM (SELECT profile"
                            "  FROM lot_profile WHERE lot = l.name ORDER BY profile) p), ''),"
@@ -348,17 +348,6 @@ int prov_ca_registry_lot_each(struct prov_ca_index *ix,
         r = prov_ca_index_fail(ix, "cannot read the lots");
     }
     prov_sqldb_finalize(st);
-    prov_ca_index_unlock(ix);
-    return r;
-}
-
-int prov_ca_registry_lot_count(struct prov_ca_index *ix, const char *lot, long long *out)
-{
-    int r;
-
-    prov_ca_index_lock(ix);
-    r = query_int(ix, "SELECT count(DISTINCT serial) FROM certificate WHERE lot = ?", 1,
-                  (const char *const[]){lot}, out);
     prov_ca_index_unlock(ix);
     return r;
 }
@@ -535,7 +524,7 @@ static int check_lot(struct prov_ca_index *ix, const char *name, const char *lot
         r = query_int(ix, "SELECT cap FROM lot WHERE name = ?", 1, (const char *const[]){lot},
                       &cap);
         if (r == 0) {
-            r = query_int(ix, "SELECT count(DISTINCT serial) FROM certificate WHERE lot = ?", 1,
+            r = query_int(ix, "SELECT devices FROM lot WHERE name = ?", 1,
                           (const char *const[]){lot}, &n);
         }
         if (r == 0 && n >= cap) {

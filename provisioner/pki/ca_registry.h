@@ -154,9 +154,6 @@ int prov_ca_registry_cert_owner(struct prov_ca_index *ix, const char *cert_seria
 int prov_ca_registry_renewable(struct prov_ca_index *ix, X509 *cert, char *serial,
                                size_t serial_cap);
 
-/* Devices (distinct serials) the index holds certificates for in lot (the cap counts these). */
-int prov_ca_registry_lot_count(struct prov_ca_index *ix, const char *lot, long long *out);
-
 /*
  * Is cert the current certificate of device serial in the index, issued under profile
  * (issued or delivered, not superseded, not revoked)? A device renewing (EST

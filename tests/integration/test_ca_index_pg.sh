@@ -23,4 +23,4 @@ run_unit() {
 
 run_unit sqldb "$PROV_TEST_SQLDB" 4
 grep -q 'PASSED.*2 test' log/sqldb.out || fail "test_sqldb's PostgreSQL-only group did not pass"
-run_unit ca_index "$PROV_TEST_CA_INDEX" 14
+run_unit ca_index "$PROV_TEST_CA_INDEX" 15

@@ -5,7 +5,9 @@
  * delivery, enroll attempts (claimed only when nobody holds them: two handles stand for two
  * processes), the import of issued-keys, the stats of `ca show`, an index from a newer
  * tool refused, one from version 1 brought up to date, and revocations (final, idempotent,
- * audited, a reissue's superseded certificate revoked when asked) with the CRL numbers.
+ * audited, a reissue's superseded certificate revoked when asked) with the CRL numbers, and
+ * a lot's count of devices (its cap's measure) kept through issues, reissues, a lot registered
+ * after its certificates, and an index of schema version 6 brought up to date.
  * One test list over both stores: SQLite, and PostgreSQL when PROV_TEST_PG_URI names a server
  * (tests/integration/test_ca_index_pg.sh; a database of each test's own).
  */
@@ -27,6 +29,7 @@
 #include <sqlite3.h>
 
 #include "ca_index.h"
+#include "ca_registry.h"
 #include "ca_replay.h"
 #include "crl.h"
 #include "error.h"
@@ -209,7 +212,7 @@ static void test_created_private_with_schema(void **state)
     char path[128];
     struct stat st;
 
-    assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'schema_version'"), "6");
+    assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'schema_version'"), "7");
     if (!is_pg(f)) {
         snprintf(path, sizeof(path), "%s/index.sqlite", f->dir);
         assert_int_equal(stat(path, &st), 0);
@@ -476,13 +479,13 @@ static void test_newer_schema_refused(void **state)
     struct prov_ca_index *ix = open_index(f);
 
     prov_ca_index_close(ix);
-    store_exec(f, "UPDATE meta SET value = '7' WHERE name = 'schema_version'");
+    store_exec(f, "UPDATE meta SET value = '8' WHERE name = 'schema_version'");
     ix = (struct prov_ca_index *)1;
     prov_error_clear();
     assert_int_equal(prov_ca_index_open_at(f->dir, is_pg(f) ? f->uri : NULL, NULL, &ix),
                      PROV_ERR_JOURNAL);
     assert_null(ix);
-    assert_message("schema version 7", is_pg(f) ? f->db_name : "index.sqlite");
+    assert_message("schema version 8", is_pg(f) ? f->db_name : "index.sqlite");
 }
 
 static int count_rows(struct fixture *f, const char *table)
@@ -608,12 +611,12 @@ static void test_upgrade_from_v1(void **state)
     store_exec(f, "DROP TABLE cmp_transaction;"
                   " DROP TABLE lot_profile; DROP TABLE lot_serial;"
                   " DROP TABLE lot_station; DROP TABLE lot; DROP TABLE station;"
-                  " DROP INDEX certificate_by_lot;"
+                  " DROP INDEX certificate_by_lot_serial; DROP INDEX certificate_by_issuer_time;"
                   " DROP TABLE revocation; DROP TABLE audit;"
                   " DELETE FROM meta WHERE name LIKE '%crl_number';"
                   " UPDATE meta SET value = '1' WHERE name = 'schema_version'");
     ix = open_index(f);
-    assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'schema_version'"), "6");
+    assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'schema_version'"), "7");
     assert_int_equal(count_rows(f, "certificate"), 1);
     assert_int_equal(count_rows(f, "revocation"), 0);
     assert_int_equal(prov_ca_index_next_crl_number(ix, "crl_number", &number), 0);
@@ -637,7 +640,7 @@ static void test_upgrade_from_v3(void **state)
     struct prov_ca_index *ix = open_index(f);
     struct prov_ca_record rec = {.issued_by = "ca station"};
     X509 *cert = issue(f, ix, "STATION-U", &rec, 0);
-    char sql[512];
+    char sql[768];
     char hex[72];
     const ASN1_INTEGER *sn = X509_get0_serialNumber(cert);
 
@@ -648,6 +651,9 @@ static void test_upgrade_from_v3(void **state)
              "DROP TABLE cmp_transaction; ALTER TABLE station DROP COLUMN per_minute;"
              " DROP TABLE lot_profile; DROP TABLE lot_serial;"
              " ALTER TABLE lot DROP COLUMN reissue; ALTER TABLE lot_station DROP COLUMN per_minute;"
+             " ALTER TABLE lot DROP COLUMN devices; DROP INDEX certificate_by_lot_serial;"
+             " DROP INDEX certificate_by_issuer_time;"
+             " CREATE INDEX certificate_by_lot ON certificate(lot) WHERE lot IS NOT NULL;"
              " INSERT INTO station VALUES ('STATION-U', '%s', 'x');"
              " INSERT INTO lot VALUES ('LOT-U', 7, 'x');"
              " INSERT INTO lot_station VALUES ('LOT-U', 'STATION-U');"
@@ -655,7 +661,7 @@ static void test_upgrade_from_v3(void **state)
              hex);
     store_exec(f, sql);
     ix = open_index(f);
-    assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'schema_version'"), "6");
+    assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'schema_version'"), "7");
     assert_string_equal(query(f, "SELECT name || ' ' || cap || ' ' || reissue FROM lot"),
                         "LOT-U 7 0");
     assert_string_equal(query(f, "SELECT station || ' ' || per_minute FROM lot_station"),
@@ -666,6 +672,81 @@ static void test_upgrade_from_v3(void **state)
     assert_string_equal(query(f, "SELECT name || ' ' || per_minute FROM station"),
                         "STATION-U 0"); /* step 6 */
     X509_free(cert);
+    prov_ca_index_close(ix);
+}
+
+/* The devices lot name counts (`ca lot list`), -1 when it is not registered. */
+static int lot_devices_fn(void *arg, const struct prov_ca_lot_row *row)
+{
+    long long *out = arg;
+
+    if (strcmp(row->name, "LOT-D") == 0) {
+        *out = row->devices;
+    }
+    return 0;
+}
+
+static long long lot_devices(struct prov_ca_index *ix)
+{
+    long long n = -1;
+
+    assert_int_equal(prov_ca_registry_lot_each(ix, lot_devices_fn, &n), 0);
+    return n;
+}
+
+static void add_lot_d(struct prov_ca_index *ix, long long cap)
+{
+    prov_error_clear();
+    if (prov_ca_registry_lot_add(ix, &(struct prov_ca_lot){.name = "LOT-D", .cap = cap}) != 0) {
+        fail_msg("lot add: %s", prov_error_message());
+    }
+}
+
+/*
+ * A lot's cap counts devices, not certificates: a device's reissue is not counted again; a
+ * lot registered after certificates were issued under its name counts them; changing its cap
+ * keeps the count; an index of schema version 6 (which counted them on every request) gets
+ * its counts with step 7.
+ */
+static void test_lot_devices_counted(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_ca_index *ix = open_index(f);
+    struct prov_ca_record batch = {.issued_by = "batch", .lot = "LOT-D"};
+    struct prov_ca_record cmp = {.issued_by = "cmp:ST-1", .lot = "LOT-D"};
+    struct prov_ca_record again = {.issued_by = "cmp:ST-1", .lot = "LOT-D", .is_reissue = true};
+    X509 *certs[6] = {0};
+
+    certs[0] = issue(f, ix, "D-1", &batch, 0); /* before the lot is registered */
+    add_lot_d(ix, 3);
+    assert_int_equal(lot_devices(ix), 1);
+    certs[1] = issue(f, ix, "D-2", &cmp, 0);
+    certs[2] = issue(f, ix, "D-2", &again, 0);
+    assert_int_equal(lot_devices(ix), 2);
+    add_lot_d(ix, 3); /* registered again: the count stays */
+    assert_int_equal(lot_devices(ix), 2);
+    certs[3] = issue(f, ix, "D-3", &cmp, 0);
+    assert_int_equal(lot_devices(ix), 3);
+    assert_null(issue(f, ix, "D-4", &cmp, PROV_ERR_POLICY));
+    assert_message("lot LOT-D: its cap (3) is reached", NULL);
+    certs[4] = issue(f, ix, "D-3", &again, 0); /* a device it has: not a fourth */
+    assert_int_equal(lot_devices(ix), 3);
+    prov_ca_index_close(ix);
+
+    store_exec(f, "ALTER TABLE lot DROP COLUMN devices;"
+                  " DROP INDEX certificate_by_lot_serial; DROP INDEX certificate_by_issuer_time;"
+                  " CREATE INDEX certificate_by_lot ON certificate(lot) WHERE lot IS NOT NULL;"
+                  " UPDATE meta SET value = '6' WHERE name = 'schema_version'");
+    ix = open_index(f);
+    assert_string_equal(query(f, "SELECT value FROM meta WHERE name = 'schema_version'"), "7");
+    assert_int_equal(lot_devices(ix), 3);
+    assert_null(issue(f, ix, "D-5", &cmp, PROV_ERR_POLICY));
+    add_lot_d(ix, 4);
+    certs[5] = issue(f, ix, "D-5", &cmp, 0);
+    assert_int_equal(lot_devices(ix), 4);
+    for (size_t i = 0; i < sizeof(certs) / sizeof(certs[0]); i++) {
+        X509_free(certs[i]);
+    }
     prov_ca_index_close(ix);
 }
 
@@ -720,6 +801,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_replay_remembered_until_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upgrade_from_v1, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upgrade_from_v3, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lot_devices_counted, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -32,7 +32,7 @@ assert_no_grep "$PROV_ERR" "$(cat "$WORK/wrong.pass")" "the password is printed"
 assert_no_file "$CA/root.crt"
 sed -i "s|^index_password = .*|index_password = file:$WORK/ledger.pass|" "$PROVISIONER_CONFIG"
 prov 0 ca init
-assert_eq "$(pg_q "SELECT value FROM meta WHERE name = 'schema_version'")" 6 "schema on PostgreSQL"
+assert_eq "$(pg_q "SELECT value FROM meta WHERE name = 'schema_version'")" 7 "schema on PostgreSQL"
 assert_no_file "$CA/index.sqlite"
 
 # ---- issue: batch (10) and sign (1) ---------------------------------------------------
