@@ -220,14 +220,22 @@ repair_softhsm() {
 it_log "case 5: enroll killed at random instants, $kills_wanted kills on a running enroll"
 landed=0
 serials=()
+# The kill instant is drawn over 1.25 times an enroll's duration as measured here (an
+# enroll of a new serial on the same token), so that most kills land inside a running enroll
+# whatever the machine's speed; the estimate follows each full enroll the loop makes.
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+t0=$(now_ms)
+prov 0 enroll --serial SN-NEXT-0b --device pkcs11:token=dev-kill
+serials+=(SN-NEXT-0b)
+enroll_ms=$(($(now_ms) - t0))
 for ((i = 1; landed < kills_wanted && i <= 4 * kills_wanted; i++)); do
     sn=SN-KILL-$i
     serials+=("$sn")
     "$PROVISIONER" enroll --serial "$sn" --device pkcs11:token=dev-kill \
         >>"$WORK/log/kills.out" 2>>"$WORK/log/kills.err" </dev/null &
     pid=$!
-    # an enroll takes about 0.1 s here: anywhere in it, or just after it
-    sleep "$(printf '0.%03d' $((RANDOM % 160)))"
+    # anywhere in the enroll, or just after it
+    sleep "$(awk -v r="$RANDOM" -v d="$enroll_ms" 'BEGIN { printf "%.3f", (r % 1000) * d * 1.25 / 1e6 }')"
     if kill -KILL "$pid" 2>/dev/null; then
         landed=$((landed + 1))
     fi
@@ -236,7 +244,9 @@ for ((i = 1; landed < kills_wanted && i <= 4 * kills_wanted; i++)); do
     # every other time another serial on the device comes first and settles it
     if [ $((i % 2)) -eq 0 ]; then
         serials+=("SN-NEXT-$i")
+        t0=$(now_ms)
         prov 0 enroll --serial "SN-NEXT-$i" --device pkcs11:token=dev-kill
+        enroll_ms=$(($(now_ms) - t0))
     fi
     rc=0
     "$PROVISIONER" enroll --serial "$sn" --device pkcs11:token=dev-kill \
@@ -248,7 +258,7 @@ for ((i = 1; landed < kills_wanted && i <= 4 * kills_wanted; i++)); do
     *) fail "enroll $sn after a kill: exit $rc: $(cat "$WORK/log/rerun-$i.err")" ;;
     esac
 done
-it_log "$landed kills landed in $((i - 1)) enrolls; $repaired token file(s) restored"
+it_log "$landed kills landed in $((i - 1)) enrolls (an enroll took ${enroll_ms} ms); $repaired token file(s) restored"
 [ "$landed" -ge "$kills_wanted" ] || fail "only $landed of $kills_wanted kills landed on a running enroll"
 
 it_log "checking dev-kill, the storage directories and the CA index"

@@ -55,19 +55,33 @@ for spec in intent:1 issued:1 stored:1 proven:1 intent:4 issued:3 stored:5 prove
 done
 
 # SIGKILL at random instants until enough kills landed on a running batch.
+# The pause before a kill is drawn between 0.05 s and twice the time per kill left (at most
+# 0.9 s), that time estimated from the rows proven since the kills began, so that the kills
+# spread over what is left of the lot whatever this machine's speed.
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
 landed=0
+t0=$(now_ms)
+p0=$(proven)
+done_rows=$p0
 for ((attempt = 1; landed < kills_wanted && attempt <= 3 * kills_wanted; attempt++)); do
+    pause_ms=900
+    if [ "$done_rows" -gt "$p0" ]; then
+        pause_ms=$((($(now_ms) - t0) * (total - done_rows) * 2 / (done_rows - p0) / (kills_wanted - landed)))
+        [ "$pause_ms" -le 900 ] || pause_ms=900
+        [ "$pause_ms" -ge 100 ] || pause_ms=100
+    fi
     "$PROVISIONER" -q batch kill.csv --jobs 2 >>"$WORK/log/runs.out" 2>>"$WORK/log/runs.err" </dev/null &
     pid=$!
     it_track "$pid"
-    sleep "$(awk -v r="$(od -An -N2 -tu2 /dev/urandom)" 'BEGIN { printf "%.3f", 0.1 + (r % 800) / 1000 }')"
+    sleep "$(awk -v r="$(od -An -N2 -tu2 /dev/urandom)" -v p="$pause_ms" 'BEGIN { printf "%.3f", (50 + r % (p - 49)) / 1000 }')"
     if kill -KILL "$pid" 2>/dev/null; then
         landed=$((landed + 1))
     fi
     rc=0
     wait "$pid" 2>/dev/null || rc=$?
     softhsm_repair
-    it_log "kill $attempt: exit $rc, $(proven)/$total proven"
+    done_rows=$(proven)
+    it_log "kill $attempt: exit $rc, $done_rows/$total proven"
 done
 [ "$landed" -ge 10 ] || fail "only $landed SIGKILLs landed on a running batch"
 
