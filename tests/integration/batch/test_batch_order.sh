@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 #
-# The results file is in manifest order (doc/ and SPEC.md: one results row per manifest row,
-# in the manifest's order) however the workers finish: 300 rows that take turns over four
-# tokens, --jobs 4, so that neighbouring rows are issued by different workers. Every row's
+# The results file is in manifest order (doc/provisioner-manifest.5.scd, RESULTS: one results
+# row per manifest row, in the manifest's order) however the workers finish: 300 rows over four
+# tokens in turn, --jobs 4, so that neighbouring rows are issued by different workers. Every row's
 # results line names its own serial, status and x_ column; a second run, every row
 # already-issued, writes the same rows in the same order. A guard for the batch's memory work
 # (issue 23): the results written from the journal row by row must keep this order.
