@@ -97,6 +97,19 @@ static int parse_url(const char *url, struct cmp_issuer *ci)
  * other answers are verified by OpenSSL after this (an error answer whose protection does not
  * verify can only make the request fail). Leaves the error queue as it was.
  */
+/*
+ * What watched_transfer notes of an exchange (the transfer callback's argument): whether an
+ * answer came without a protection that verifies, and the last answer's DER, so that a
+ * rejection, which OSSL_CMP_OPT_UNPROTECTED_ERRORS lets through even when its protection is
+ * there but does not verify, can be checked when the transaction fails (transaction_failed):
+ * only a rejection that verifies is the service's word.
+ */
+struct watch {
+    bool was_unprotected;
+    unsigned char *last;
+    int last_len;
+};
+
 static bool is_verified(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *rsp)
 {
     bool ok;
@@ -115,11 +128,14 @@ static bool is_verified(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *rsp)
 
 static OSSL_CMP_MSG *watched_transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
 {
-    bool *was_unprotected = OSSL_CMP_CTX_get_transfer_cb_arg(ctx);
+    struct watch *w = OSSL_CMP_CTX_get_transfer_cb_arg(ctx);
     OSSL_CMP_MSG *rsp = OSSL_CMP_MSG_http_perform(ctx, req);
 
+    OPENSSL_free(w->last);
+    w->last = NULL;
+    w->last_len = rsp != NULL ? i2d_OSSL_CMP_MSG(rsp, &w->last) : 0;
     if (rsp != NULL && !is_verified(ctx, rsp)) {
-        *was_unprotected = true;
+        w->was_unprotected = true;
         if (OSSL_CMP_MSG_get_bodytype(rsp) == BODY_PKICONF) {
             OSSL_CMP_MSG_free(rsp);
             ERR_raise(ERR_LIB_CMP, CMP_R_MISSING_PROTECTION);
@@ -219,22 +235,21 @@ static int tls_context(struct cmp_issuer *ci)
 }
 
 /*
- * A client context for one transaction (OpenSSL's client keeps no connection across them);
- * *was_unprotected (false here) turns true when an answer comes without a protection that
- * verifies.
+ * A client context for one transaction (OpenSSL's client keeps no connection across them),
+ * its exchange noted in *w (struct watch); freed with client_free.
  */
-static OSSL_CMP_CTX *client_ctx(struct cmp_issuer *ci, bool *was_unprotected)
+static OSSL_CMP_CTX *client_ctx(struct cmp_issuer *ci, struct watch *w)
 {
     OSSL_CMP_CTX *ctx = OSSL_CMP_CTX_new(NULL, NULL);
 
-    *was_unprotected = false;
+    *w = (struct watch){0};
     if (ctx == NULL || !OSSL_CMP_CTX_set1_server(ctx, ci->host) ||
         !OSSL_CMP_CTX_set_serverPort(ctx, ci->port) ||
         !OSSL_CMP_CTX_set1_serverPath(ctx, ci->path) ||
         !OSSL_CMP_CTX_set1_cert(ctx, ci->remote.id.cert) ||
         !OSSL_CMP_CTX_set1_pkey(ctx, ci->remote.id.pkey) ||
         !OSSL_CMP_CTX_set_transfer_cb(ctx, watched_transfer) ||
-        !OSSL_CMP_CTX_set_transfer_cb_arg(ctx, was_unprotected) ||
+        !OSSL_CMP_CTX_set_transfer_cb_arg(ctx, w) ||
         !OSSL_CMP_CTX_set_http_cb(ctx, on_connection) ||
         !OSSL_CMP_CTX_set_http_cb_arg(ctx, ci) ||
         !X509_STORE_up_ref(ci->remote.id.trust)) {
@@ -247,6 +262,39 @@ static OSSL_CMP_CTX *client_ctx(struct cmp_issuer *ci, bool *was_unprotected)
     OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_TOTAL_TIMEOUT, 60);
     OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_UNPROTECTED_ERRORS, 1);
     return ctx;
+}
+
+static void client_free(OSSL_CMP_CTX *ctx)
+{
+    struct watch *w = ctx != NULL ? OSSL_CMP_CTX_get_transfer_cb_arg(ctx) : NULL;
+
+    if (w != NULL) {
+        OPENSSL_free(w->last);
+        *w = (struct watch){0};
+    }
+    OSSL_CMP_CTX_free(ctx);
+}
+
+/*
+ * Whether the transaction's last answer, a rejection that came with a protection, verifies
+ * (OpenSSL let it through under OSSL_CMP_OPT_UNPROTECTED_ERRORS whether or not it did).
+ * Leaves the error queue as it was.
+ */
+static bool rejection_verifies(OSSL_CMP_CTX *ctx, const struct watch *w)
+{
+    const unsigned char *p = w->last;
+    OSSL_CMP_MSG *m;
+    bool ok;
+
+    if (w->last == NULL || w->last_len <= 0) {
+        return false;
+    }
+    ERR_set_mark();
+    m = d2i_OSSL_CMP_MSG(NULL, &p, w->last_len);
+    ok = m != NULL && OSSL_CMP_validate_msg(ctx, m) == 1;
+    OSSL_CMP_MSG_free(m);
+    ERR_pop_to_mark();
+    return ok;
 }
 
 /*
@@ -286,12 +334,16 @@ static void unverified_text(OSSL_CMP_CTX *ctx, char *out, size_t cap)
  */
 static int transaction_failed(struct cmp_issuer *ci, OSSL_CMP_CTX *ctx, const char *what)
 {
-    const bool *was_unprotected = OSSL_CMP_CTX_get_transfer_cb_arg(ctx);
+    struct watch *w = OSSL_CMP_CTX_get_transfer_cb_arg(ctx);
     char text[512];
     unsigned long e = ERR_peek_last_error();
     const char *reason = e != 0 ? ERR_reason_error_string(e) : NULL;
 
-    if (*was_unprotected && OSSL_CMP_CTX_get_status(ctx) >= 0) {
+    if (!w->was_unprotected && OSSL_CMP_CTX_get_status(ctx) == OSSL_CMP_PKISTATUS_rejection &&
+        !rejection_verifies(ctx, w)) {
+        w->was_unprotected = true;
+    }
+    if (w->was_unprotected && OSSL_CMP_CTX_get_status(ctx) >= 0) {
         /*
          * Only a service that cannot sign answers unprotected: unavailable, whatever the text
          * says; nothing in it is acted on. Like an unreachable service (exit 4): the row
@@ -334,8 +386,8 @@ static int transaction_failed(struct cmp_issuer *ci, OSSL_CMP_CTX *ctx, const ch
  */
 static int fetch_chain(struct cmp_issuer *ci)
 {
-    bool was_unprotected;
-    OSSL_CMP_CTX *ctx = client_ctx(ci, &was_unprotected);
+    struct watch w;
+    OSSL_CMP_CTX *ctx = client_ctx(ci, &w);
     STACK_OF(OSSL_CMP_ITAV) *itavs = NULL;
     OSSL_CMP_ITAV *ask = NULL;
     STACK_OF(X509) *certs = NULL;
@@ -345,7 +397,7 @@ static int fetch_chain(struct cmp_issuer *ci)
 
     if (ctx == NULL || oid == NULL || (ask = OSSL_CMP_ITAV_create(oid, NULL)) == NULL) {
         ASN1_OBJECT_free(oid);
-        OSSL_CMP_CTX_free(ctx);
+        client_free(ctx);
         return prov_fail(PROV_ERR_NOMEM, "CMP: out of memory");
     }
     /*
@@ -356,20 +408,20 @@ static int fetch_chain(struct cmp_issuer *ci)
     OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_TOTAL_TIMEOUT, 10);
     if (!OSSL_CMP_CTX_push0_genm_ITAV(ctx, ask)) {
         OSSL_CMP_ITAV_free(ask);
-        OSSL_CMP_CTX_free(ctx);
+        client_free(ctx);
         return prov_fail(PROV_ERR_NOMEM, "CMP: out of memory");
     }
     itavs = OSSL_CMP_exec_GENM_ses(ctx);
     if (itavs == NULL) {
         r = transaction_failed(ci, ctx, "genm caCerts");
-        OSSL_CMP_CTX_free(ctx);
+        client_free(ctx);
         return r;
     }
     for (int i = 0; i < sk_OSSL_CMP_ITAV_num(itavs) && certs == NULL; i++) {
         certs = prov_cmp_cacerts_of(sk_OSSL_CMP_ITAV_value(itavs, i));
     }
     sk_OSSL_CMP_ITAV_pop_free(itavs, OSSL_CMP_ITAV_free);
-    OSSL_CMP_CTX_free(ctx);
+    client_free(ctx);
     if (certs == NULL || sk_X509_num(certs) == 0) {
         sk_X509_free(certs);
         ci->chain_from_issue = true;
@@ -500,7 +552,7 @@ static int cmp_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_re
 {
     struct cmp_issuer *ci = cmp_of(is);
     OSSL_CMP_CTX *ctx;
-    bool was_unprotected;
+    struct watch w;
     X509 *cert = NULL;
     char what[96];
     int type = -1;
@@ -519,7 +571,7 @@ static int cmp_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_re
     }
     snprintf(what, sizeof(what), "the certificate of %s", rq->serial);
     pthread_mutex_lock(&ci->remote.lock);
-    ctx = client_ctx(ci, &was_unprotected);
+    ctx = client_ctx(ci, &w);
     if (ctx != NULL) {
         type = set_request(ctx, req, rq->record.is_reissue);
     }
@@ -536,7 +588,7 @@ static int cmp_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_re
             r = chain_of_answer(ci, ctx, cert);
         }
     }
-    OSSL_CMP_CTX_free(ctx);
+    client_free(ctx);
     pthread_mutex_unlock(&ci->remote.lock);
     if (r == 0 && (X509_check_issued(sk_X509_value(ci->remote.chain, 0), cert) != X509_V_OK ||
                    EVP_PKEY_eq(X509_get0_pubkey(cert), X509_REQ_get0_pubkey(req)) != 1)) {

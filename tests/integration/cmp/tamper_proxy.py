@@ -1,11 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
-"""An HTTP proxy in front of `ca serve` that spoils the protection of every pkiConf it
-passes on (tests/integration/cmp/test_cmp_unavail.sh): the last byte of the message's
-protection (PKIMessage's [0] BIT STRING, the signature's end) is flipped, so the message
-still parses but its protection does not verify. Each spoiled answer adds a line to
-MARK_FILE.
+"""An HTTP proxy in front of `ca serve` that spoils the protection of the answers it passes
+on (tests/integration/cmp/test_cmp_unavail.sh): of every pkiConf, or of every answer that
+holds TEXT (a refusal's words). The last byte of the message's protection (PKIMessage's [0]
+BIT STRING, the signature's end) is flipped, so the message still parses but its protection
+does not verify. Each spoiled answer adds a line to MARK_FILE.
 
-Usage: tamper_proxy.py PORT_FILE UPSTREAM_PORT MARK_FILE
+Usage: tamper_proxy.py PORT_FILE UPSTREAM_PORT MARK_FILE [TEXT]
   PORT_FILE  where the port it listens on (127.0.0.1, chosen by the kernel) is written
 """
 import http.server
@@ -16,6 +16,8 @@ import proxy_lib
 port_file, upstream, mark_file = sys.argv[1:4]
 # PKIBody pkiconf [19] EXPLICIT NULL (RFC 4210 section 5.1.2), as DER
 PKICONF = b"\xb3\x02\x05\x00"
+MARK = sys.argv[4].encode() if len(sys.argv) > 4 else PKICONF
+WHAT = "answer holding %r" % sys.argv[4] if len(sys.argv) > 4 else "pkiConf"
 
 
 def tlv(der, at):
@@ -46,11 +48,11 @@ class Proxy(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         status, answer = proxy_lib.forward(self, upstream, body)
-        spoiled = spoil_protection(answer) if PKICONF in answer else None
+        spoiled = spoil_protection(answer) if MARK in answer else None
         if spoiled is not None:
             answer = spoiled
             with open(mark_file, "a") as f:
-                f.write("pkiConf spoiled\n")
+                f.write("%s spoiled\n" % WHAT)
         proxy_lib.reply(self, status, answer)
 
     def log_message(self, fmt, *args):

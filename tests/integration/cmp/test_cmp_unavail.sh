@@ -11,7 +11,9 @@
 #     the token that is gone) as one line, "CA service unavailable: ...", exit 4: `enroll`
 #     when the service is unavailable at the start; in a `batch` the rows in flight fail with
 #     that line and the next run, with the token back, finishes the lot, each device once;
-# (c) a pkiConf whose protection does not verify (tamper_proxy.py) confirms nothing.
+# (c) a pkiConf whose protection does not verify (tamper_proxy.py) confirms nothing;
+# (d) a refusal whose protection does not verify is not taken for the service's word: the row
+#     fails as "unavailable" (resumed by the next run), its text quoted as unverified.
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../batch/batch_lib.sh"
 . "$(dirname "$0")/cmp_lib.sh"
@@ -219,4 +221,36 @@ assert_eq "$(openssl x509 -in devices/SN-T-1/client.crt -noout -serial | cut -d=
     "$T1" "the next run (the same key kept): the same certificate"
 assert_eq "$(sql_q "$INDEX" "SELECT count(*) FROM certificate WHERE serial = 'SN-T-1'")" 1 \
     "the next run: still one certificate"
+
+# (d) a refusal (the lot's cap reached) whose protection is spoiled on the way: unverified, so
+# the station reports the service as unavailable, not as having refused; through the service
+# itself the same row is the lot's refusal
+PROVISIONER_CONFIG=$CA_CONFIG prov 0 ca lot add LOT-FULL --count 1 --station S1
+python3 "$PROV_SOURCE_ROOT/tests/integration/cmp/tamper_proxy.py" "$WORK/refusal.port" "$CMP_PORT" \
+    "$WORK/refusal.marks" "is reached" >"$WORK/log/refusal-proxy.log" 2>&1 &
+it_track $!
+for _ in $(seq 1 200); do [ -s "$WORK/refusal.port" ] && break; sleep 0.05; done
+[ -s "$WORK/refusal.port" ] || fail "the tampering proxy did not start: $(cat "$WORK/log/refusal-proxy.log")"
+sed -i "s|^url = .*|url = cmp://127.0.0.1:$(cat "$WORK/refusal.port")/.well-known/cmp/p/LOT-FULL|" \
+    provisioner.cnf
+token_init dev-f
+printf 'serial,device\nSN-F-1,pkcs11:token=dev-f\nSN-F-2,pkcs11:token=dev-f\n' >lot-f.csv
+rc=0
+"$PROVISIONER" batch lot-f.csv --no-progress >"$WORK/log/refusal.out" 2>"$WORK/log/refusal.err" ||
+    rc=$?
+assert_eq "$rc" 1 "a batch whose second row meets the cap"
+assert_grep "$WORK/refusal.marks" "spoiled" "the proxy spoiled the refusal"
+assert_file devices/SN-F-1/client.crt
+assert_grep "$WORK/log/refusal.err" \
+    'lot-f.csv:3: CA service unavailable: .*without a protection that verifies.*unverified: .*is reached' \
+    "the spoiled refusal is reported as unverified"
+assert_no_grep "$WORK/log/refusal.err" 'refused' "the spoiled refusal taken for the service's word"
+sed -i "s|^url = .*|url = cmp://127.0.0.1:$CMP_PORT/.well-known/cmp/p/LOT-FULL|" provisioner.cnf
+rc=0
+"$PROVISIONER" batch lot-f.csv --no-progress >"$WORK/log/refusal2.out" 2>"$WORK/log/refusal2.err" ||
+    rc=$?
+assert_eq "$rc" 1 "the same batch through the service itself"
+assert_grep "$WORK/log/refusal2.err" "lot-f.csv:3: CA service .* refused .*LOT-FULL: its cap \\(1\\) is reached" \
+    "the service's own refusal"
+assert_no_file devices/SN-F-2/client.crt
 cmp_stop
