@@ -896,6 +896,7 @@ static const struct journal_store_ops sqlite_ops = {
     .unretired_keys = journal_sqlite_unretired_keys,
     .row_has_cert = journal_sqlite_row_has_cert,
     .counts = journal_sqlite_counts,
+    .rows_of = journal_sqlite_rows_of,
     .audit_foreach = journal_sqlite_audit_foreach,
     .audit_rows = journal_sqlite_audit_rows,
     .foreach_lot = journal_sqlite_foreach_lot,
