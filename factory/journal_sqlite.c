@@ -25,6 +25,7 @@
 #include "journal.h"
 #include "journal_store.h"
 #include "log.h"
+#include "sqldb_sqlite.h"
 
 #define BUSY_TIMEOUT_MS 10000
 
@@ -500,7 +501,8 @@ int journal_sqlite_open(const char *path, enum journal_store_mode mode,
         r = journal_db_fail(j, "cannot set up");
         goto out;
     }
-    if (sqlite3_exec(j->db, "PRAGMA foreign_keys=ON", NULL, NULL, NULL) != SQLITE_OK) {
+    if (sqlite3_exec(j->db, "PRAGMA foreign_keys=ON", NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_exec(j->db, PROV_SQLITE_CACHE_PRAGMA, NULL, NULL, NULL) != SQLITE_OK) {
         r = journal_db_fail(j, "cannot set up");
         goto out;
     }
