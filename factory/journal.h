@@ -207,7 +207,8 @@ int prov_journal_get(struct prov_journal *j, long long lot_id, const char *seria
  * that its memory is the page's, whatever the lot's size.
  */
 int prov_journal_rows_of(struct prov_journal *j, long long lot_id, const char *const *serials,
-                         size_t n, int (*fn)(void *ctx, size_t i, const struct prov_journal_device *d),
+                         size_t n,
+                         int (*fn)(void *ctx, size_t i, const struct prov_journal_device *d),
                          void *ctx);
 
 /*

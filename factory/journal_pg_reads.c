@@ -386,7 +386,8 @@ int journal_pg_foreach_device(struct journal_store *s, long long lot_id,
  * each row's place is found walking the list once.
  */
 int journal_pg_rows_of(struct journal_store *s, long long lot_id, const char *const *serials,
-                       size_t n, int (*fn)(void *ctx, size_t i, const struct prov_journal_device *d),
+                       size_t n,
+                       int (*fn)(void *ctx, size_t i, const struct prov_journal_device *d),
                        void *ctx)
 {
     char *list = journal_pg_text_array(serials, n);
