@@ -30,6 +30,7 @@
 #include "secret.h"
 #include "steps.h"
 #include "storage.h"
+#include "durable.h"
 #include "batch_internal.h"
 
 #define READ_CHUNK 65536
@@ -576,12 +577,18 @@ static int run_workers(struct batch *b, size_t rotate)
 
 /* ---- results ---------------------------------------------------------------------------- */
 
-/* What the results say of a journal row; the lot's rows are read in one go (one query on
- * the ledger, where a read per row would be a round trip per row of the whole lot). */
+/*
+ * The results are written a page of manifest rows at a time: the page's serials are read back
+ * from the manifest, their journal rows asked for in one question (prov_journal_rows_of: one
+ * round trip per page on the ledger), then the page's lines written. Memory is the page's,
+ * whatever the lot's size.
+ */
+#define RESULTS_PAGE 256
+
+/* What the results say of a journal row. */
 struct result_rec {
-    char *serial;
-    char *error;
     bool has_cert;
+    char *error;
     char cert_serial[65];
     char sha256[65];
     char not_after[32];
@@ -590,47 +597,38 @@ struct result_rec {
 struct results_ctx {
     struct batch *b;
     FILE *f;
-    uint32_t index;
-    struct result_rec *recs; /* sorted by serial */
-    size_t n_recs;
-    size_t cap_recs;
+    uint32_t index;          /* the row being written */
+    struct result_rec *page; /* RESULTS_PAGE, by place in the page */
+    char **serials;          /* the page's */
+    uint32_t first;          /* the page's first row */
 };
 
-static int rec_add(void *ctx, const struct prov_journal_device *d)
+static int rec_set(void *ctx, size_t i, const struct prov_journal_device *d)
 {
     struct results_ctx *rc = ctx;
-    struct result_rec *e;
+    struct result_rec *e = &rc->page[i];
 
-    if (rc->n_recs == rc->cap_recs) {
-        size_t cap = rc->cap_recs ? 2 * rc->cap_recs : 64;
-        struct result_rec *more = realloc(rc->recs, cap * sizeof(*more));
-
-        if (more == NULL) {
-            return prov_fail(PROV_ERR_NOMEM, "batch: out of memory");
-        }
-        rc->recs = more;
-        rc->cap_recs = cap;
-    }
-    e = &rc->recs[rc->n_recs];
+    free(e->error);
     memset(e, 0, sizeof(*e));
-    e->serial = strdup(d->serial);
     e->error = d->error ? strdup(d->error) : NULL;
-    if (e->serial == NULL || (d->error != NULL && e->error == NULL)) {
-        free(e->serial);
-        free(e->error);
+    if (d->error != NULL && e->error == NULL) {
         return prov_fail(PROV_ERR_NOMEM, "batch: out of memory");
     }
     e->has_cert = d->cert_der != NULL;
     memcpy(e->cert_serial, d->cert_serial, sizeof(e->cert_serial));
     memcpy(e->sha256, d->sha256, sizeof(e->sha256));
     memcpy(e->not_after, d->not_after, sizeof(e->not_after));
-    rc->n_recs++;
     return 0;
 }
 
-static int rec_cmp(const void *x, const void *y)
+static void page_clear(struct results_ctx *rc)
 {
-    return strcmp(((const struct result_rec *)x)->serial, ((const struct result_rec *)y)->serial);
+    for (size_t i = 0; i < RESULTS_PAGE; i++) {
+        free(rc->serials[i]);
+        free(rc->page[i].error);
+        rc->serials[i] = NULL;
+        memset(&rc->page[i], 0, sizeof(rc->page[i]));
+    }
 }
 
 static int results_row(void *ctx, struct prov_manifest_parser *p,
@@ -639,13 +637,10 @@ static int results_row(void *ctx, struct prov_manifest_parser *p,
     struct results_ctx *rc = ctx;
     struct batch *b = rc->b;
     enum batch_status st = b->rows[rc->index].status;
-    struct result_rec key = {.serial = (char *)row->value[PROV_COL_SERIAL]};
-    const struct result_rec none = {0};
-    const struct result_rec *d = bsearch(&key, rc->recs, rc->n_recs, sizeof(key), rec_cmp);
+    const struct result_rec *d = &rc->page[rc->index - rc->first]; /* none: never started */
     bool has_cert;
     char *dir = batch_storage_dir(b->cfg, row);
 
-    d = d ? d : &none; /* no journal row: never started */
     has_cert = st != BATCH_FAILED && d->has_cert;
     prov_csv_field(rc->f, row->value[PROV_COL_SERIAL], false);
     prov_csv_field(rc->f, batch_status_name(st), false);
@@ -689,15 +684,38 @@ static void remove_stale_results(const char *tmp_template)
     free(pattern);
 }
 
-/* The results CSV in manifest order, written atomically (prov_atomic_write_file). */
+/* The rows [first, first + n) of the results: their journal rows, then their lines. */
+static int results_page(struct results_ctx *rc, uint32_t first, uint32_t n)
+{
+    struct batch *b = rc->b;
+    int r = 0;
+
+    rc->first = first;
+    for (uint32_t i = 0; i < n && r == 0; i++) {
+        r = batch_run_row(b, first + i, take_serial, &rc->serials[i]);
+    }
+    r = r ? r
+          : prov_journal_rows_of(b->journal, b->lot_id, (const char *const *)rc->serials, n,
+                                 rec_set, rc);
+    for (uint32_t i = 0; i < n && r == 0; i++) {
+        rc->index = first + i;
+        r = batch_run_row(b, first + i, results_row, rc);
+    }
+    page_clear(rc);
+    return r;
+}
+
+/*
+ * The results CSV in manifest order, streamed into a temp file that is synced, read back and
+ * renamed into place (prov_durable_stream_open).
+ */
 static int write_results(struct batch *b, const char *path)
 {
     const char *const *x_names = NULL;
     size_t n_x = prov_manifest_x_columns(b->parser, &x_names);
     struct results_ctx rc = {.b = b};
+    struct prov_durable_stream *out = NULL;
     char *tmp = NULL;
-    char *text = NULL;
-    size_t len = 0;
     int r = 0;
 
     if (asprintf(&tmp, "%s.tmp.XXXXXX", path) < 0) {
@@ -705,36 +723,35 @@ static int write_results(struct batch *b, const char *path)
     }
     remove_stale_results(tmp);
     free(tmp);
-    rc.f = open_memstream(&text, &len);
-    if (rc.f == NULL) {
-        return prov_fail(PROV_ERR_NOMEM, "results %s: out of memory", path);
+    rc.page = calloc(RESULTS_PAGE, sizeof(*rc.page));
+    rc.serials = calloc(RESULTS_PAGE, sizeof(*rc.serials));
+    if (rc.page == NULL || rc.serials == NULL) {
+        r = prov_fail(PROV_ERR_NOMEM, "results %s: out of memory", path);
+        goto out;
     }
+    r = prov_durable_stream_open(path, 0644, &out);
+    if (r < 0) {
+        goto out;
+    }
+    rc.f = prov_durable_stream_file(out);
     for (size_t i = 0; i < 7; i++) {
         prov_csv_field(rc.f, result_columns[i], n_x == 0 && i == 6);
     }
     for (size_t i = 0; i < n_x; i++) {
         prov_csv_field(rc.f, x_names[i], i + 1 == n_x);
     }
-    r = prov_journal_foreach(b->journal, b->lot_id, rec_add, &rc);
-    if (r == 0 && rc.n_recs > 1) {
-        qsort(rc.recs, rc.n_recs, sizeof(*rc.recs), rec_cmp);
-    }
-    for (uint32_t i = 0; i < b->n_rows && r == 0; i++) {
-        rc.index = i;
-        r = batch_run_row(b, i, results_row, &rc);
-    }
-    for (size_t i = 0; i < rc.n_recs; i++) {
-        free(rc.recs[i].serial);
-        free(rc.recs[i].error);
-    }
-    free(rc.recs);
-    if (fclose(rc.f) != 0) {
-        r = r < 0 ? r : prov_fail(PROV_ERR_NOMEM, "results %s: out of memory", path);
+    for (uint32_t i = 0; i < b->n_rows && r == 0; i += RESULTS_PAGE) {
+        r = results_page(&rc, i, (uint32_t)(b->n_rows - i < RESULTS_PAGE ? b->n_rows - i
+                                                                          : RESULTS_PAGE));
     }
     if (r == 0) {
-        r = prov_atomic_write_file(path, text, len, 0644);
+        r = prov_durable_stream_commit(out);
+        out = NULL;
     }
-    free(text);
+out:
+    prov_durable_stream_abort(out);
+    free(rc.page);
+    free(rc.serials);
     return r;
 }
 

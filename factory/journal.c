@@ -820,6 +820,19 @@ int prov_journal_get(struct prov_journal *j, long long lot_id, const char *seria
     return r;
 }
 
+int prov_journal_rows_of(struct prov_journal *j, long long lot_id, const char *const *serials,
+                         size_t n,
+                         int (*fn)(void *ctx, size_t i, const struct prov_journal_device *d),
+                         void *ctx)
+{
+    int r;
+
+    pthread_mutex_lock(&j->lock);
+    r = n == 0 ? 0 : j->store->ops->rows_of(j->store, lot_id, serials, n, fn, ctx);
+    pthread_mutex_unlock(&j->lock);
+    return r;
+}
+
 int prov_journal_find_lot(struct prov_journal *j, const char *name, long long *lot_id)
 {
     int r;

@@ -200,6 +200,18 @@ int prov_journal_get(struct prov_journal *j, long long lot_id, const char *seria
                      struct prov_journal_device *out);
 
 /*
+ * The rows of lot_id for a page of serials (a stretch of a manifest): fn gets each row there
+ * is, with its place i in serials (in no particular order; a serial without a row is
+ * skipped), and d only for the call. One question to the store per page, by the (lot,
+ * serial) index: what the batch's results read instead of every row of the lot at once, so
+ * that its memory is the page's, whatever the lot's size.
+ */
+int prov_journal_rows_of(struct prov_journal *j, long long lot_id, const char *const *serials,
+                         size_t n,
+                         int (*fn)(void *ctx, size_t i, const struct prov_journal_device *d),
+                         void *ctx);
+
+/*
  * Transitions. Each is one transaction with its audit record; an illegal transition is
  * refused with PROV_ERR_JOURNAL naming the serial and both states.
  *

@@ -1071,6 +1071,7 @@ static const struct journal_store_ops pg_ops = {
     .unretired_keys = journal_pg_unretired_keys,
     .row_has_cert = journal_pg_row_has_cert,
     .counts = journal_pg_counts,
+    .rows_of = journal_pg_rows_of,
     .audit_foreach = journal_pg_audit_foreach,
     .audit_rows = journal_pg_audit_rows,
     .foreach_lot = journal_pg_foreach_lot,

@@ -75,6 +75,10 @@ int journal_pg_foreach_key(struct journal_store *s,
                            int (*fn)(void *ctx, const struct prov_journal_key_ref *k), void *ctx);
 int journal_pg_foreach_device(struct journal_store *s, long long lot_id,
                               int (*fn)(void *ctx, const struct prov_journal_device *d), void *ctx);
+int journal_pg_rows_of(struct journal_store *s, long long lot_id, const char *const *serials,
+                       size_t n,
+                       int (*fn)(void *ctx, size_t i, const struct prov_journal_device *d),
+                       void *ctx);
 int journal_pg_counts(struct journal_store *s, long long lot_id,
                       long long counts[PROV_JOURNAL_STATE_COUNT], long long *n_superseded);
 

@@ -709,3 +709,35 @@ void journal_pg_db_close(struct journal_pg_db *db)
     db->conninfo = NULL;
     pthread_mutex_destroy(&db->conn_lock);
 }
+
+char *journal_pg_text_array(const char *const *serials, size_t n)
+{
+    size_t cap = 3;
+    size_t k = 0;
+    char *out;
+
+    for (size_t i = 0; i < n; i++) {
+        cap += 2 * strlen(serials[i]) + 3;
+    }
+    out = malloc(cap);
+    if (out == NULL) {
+        return NULL;
+    }
+    out[k++] = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0) {
+            out[k++] = ',';
+        }
+        out[k++] = '"';
+        for (const char *c = serials[i]; *c != '\0'; c++) {
+            if (*c == '"' || *c == '\\') {
+                out[k++] = '\\';
+            }
+            out[k++] = *c;
+        }
+        out[k++] = '"';
+    }
+    out[k++] = '}';
+    out[k] = '\0';
+    return out;
+}

@@ -127,6 +127,9 @@ bool journal_pg_txn_close(struct journal_pg_db *db);
 char *journal_pg_strdup(const PGresult *res, int i, int c);
 void journal_pg_copy(const PGresult *res, int i, int c, char *out, size_t cap);
 long long journal_pg_ll(const PGresult *res, int i, int c);
+/* strings as a text[] literal ({"a","b"}, quotes and backslashes escaped); NULL: no memory */
+char *journal_pg_text_array(const char *const *strings, size_t n);
+
 /* A bytea column decoded; *len 0 and NULL for NULL. malloc'd (free it). */
 unsigned char *journal_pg_bytes(const PGresult *res, int i, int c, size_t *len);
 

@@ -236,43 +236,10 @@ int journal_pg_lease_claim(struct journal_pg_leases *ls, long long lot_id, const
     return 0;
 }
 
-/* serials as a PostgreSQL array literal ("{"a","b"}", each quoted); malloc'd, NULL on NOMEM. */
-static char *text_array(const char *const *serials, size_t n)
-{
-    size_t cap = 3;
-    size_t k = 0;
-    char *out;
-
-    for (size_t i = 0; i < n; i++) {
-        cap += 2 * strlen(serials[i]) + 3;
-    }
-    out = malloc(cap);
-    if (out == NULL) {
-        return NULL;
-    }
-    out[k++] = '{';
-    for (size_t i = 0; i < n; i++) {
-        if (i > 0) {
-            out[k++] = ',';
-        }
-        out[k++] = '"';
-        for (const char *c = serials[i]; *c != '\0'; c++) {
-            if (*c == '"' || *c == '\\') {
-                out[k++] = '\\';
-            }
-            out[k++] = *c;
-        }
-        out[k++] = '"';
-    }
-    out[k++] = '}';
-    out[k] = '\0';
-    return out;
-}
-
 int journal_pg_lease_scan(struct journal_pg_leases *ls, long long lot_id,
                           const char *const *serials, size_t n, bool *is_other)
 {
-    char *list = text_array(serials, n);
+    char *list = journal_pg_text_array(serials, n);
     PGresult *res;
 
     if (list == NULL) {

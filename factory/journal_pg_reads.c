@@ -381,6 +381,47 @@ int journal_pg_foreach_device(struct journal_store *s, long long lot_id,
     return r;
 }
 
+/*
+ * One question for the page: the rows come in the order of their serials in the list, so that
+ * each row's place is found walking the list once.
+ */
+int journal_pg_rows_of(struct journal_store *s, long long lot_id, const char *const *serials,
+                       size_t n,
+                       int (*fn)(void *ctx, size_t i, const struct prov_journal_device *d),
+                       void *ctx)
+{
+    char *list = journal_pg_text_array(serials, n);
+    struct prov_journal_device d;
+    size_t at = 0;
+    PGresult *res;
+    int r = 0;
+
+    if (list == NULL) {
+        return prov_fail(PROV_ERR_NOMEM, "journal %s: out of memory", s->name);
+    }
+    res = journal_pg_exec(&journal_pg_of(s)->db, "devices", NULL, NULL, 0,
+                          DEVICE_SELECT "JOIN unnest($2::text[]) WITH ORDINALITY AS p(serial, i)"
+                                        " ON p.serial = d.serial WHERE d.lot_id = $1"
+                                        " ORDER BY p.i",
+                          "it", lot_id, list);
+    free(list);
+    if (res == NULL) {
+        return PROV_ERR_JOURNAL;
+    }
+    for (int k = 0; r == 0 && k < PQntuples(res); k++) {
+        r = fill_device(res, k, &d, NULL, NULL);
+        while (r == 0 && at < n && strcmp(serials[at], d.serial) != 0) {
+            at++;
+        }
+        if (r == 0 && at < n) {
+            r = fn(ctx, at++, &d);
+        }
+        prov_journal_device_clear(&d);
+    }
+    PQclear(res);
+    return r;
+}
+
 int journal_pg_counts(struct journal_store *s, long long lot_id,
                       long long counts[PROV_JOURNAL_STATE_COUNT], long long *n_superseded)
 {

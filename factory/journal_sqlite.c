@@ -25,6 +25,7 @@
 #include "journal.h"
 #include "journal_store.h"
 #include "log.h"
+#include "sqldb_sqlite.h"
 
 #define BUSY_TIMEOUT_MS 10000
 
@@ -500,7 +501,8 @@ int journal_sqlite_open(const char *path, enum journal_store_mode mode,
         r = journal_db_fail(j, "cannot set up");
         goto out;
     }
-    if (sqlite3_exec(j->db, "PRAGMA foreign_keys=ON", NULL, NULL, NULL) != SQLITE_OK) {
+    if (sqlite3_exec(j->db, "PRAGMA foreign_keys=ON", NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_exec(j->db, PROV_SQLITE_CACHE_PRAGMA, NULL, NULL, NULL) != SQLITE_OK) {
         r = journal_db_fail(j, "cannot set up");
         goto out;
     }
@@ -896,6 +898,7 @@ static const struct journal_store_ops sqlite_ops = {
     .unretired_keys = journal_sqlite_unretired_keys,
     .row_has_cert = journal_sqlite_row_has_cert,
     .counts = journal_sqlite_counts,
+    .rows_of = journal_sqlite_rows_of,
     .audit_foreach = journal_sqlite_audit_foreach,
     .audit_rows = journal_sqlite_audit_rows,
     .foreach_lot = journal_sqlite_foreach_lot,

@@ -98,6 +98,10 @@ int journal_sqlite_row_has_cert(struct journal_store *s, long long lot_id, const
 int journal_sqlite_foreach_key(struct journal_store *s,
                                int (*fn)(void *ctx, const struct prov_journal_key_ref *k),
                                void *ctx);
+int journal_sqlite_rows_of(struct journal_store *s, long long lot_id, const char *const *serials,
+                           size_t n,
+                           int (*fn)(void *ctx, size_t i, const struct prov_journal_device *d),
+                           void *ctx);
 int journal_sqlite_foreach_device(struct journal_store *s, long long lot_id,
                                   int (*fn)(void *ctx, const struct prov_journal_device *d),
                                   void *ctx);

@@ -411,6 +411,27 @@ int journal_sqlite_foreach_device(struct journal_store *s, long long lot_id,
     return r;
 }
 
+/* A lookup per serial: one prepared statement over the (lot_id, serial) index, no round trip. */
+int journal_sqlite_rows_of(struct journal_store *s, long long lot_id, const char *const *serials,
+                           size_t n,
+                           int (*fn)(void *ctx, size_t i, const struct prov_journal_device *d),
+                           void *ctx)
+{
+    struct prov_journal_device d;
+    long long dev_id;
+    long long cert_id;
+    int r = 0;
+
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        r = journal_sqlite_row_get(s, lot_id, serials[i], &d, &dev_id, &cert_id);
+        if (r == 0 && dev_id != 0) {
+            r = fn(ctx, i, &d);
+        }
+        prov_journal_device_clear(&d);
+    }
+    return r;
+}
+
 int journal_sqlite_counts(struct journal_store *s, long long lot_id,
                           long long counts[PROV_JOURNAL_STATE_COUNT], long long *n_superseded)
 {

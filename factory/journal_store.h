@@ -212,6 +212,10 @@ struct journal_store_ops {
                         const char *sha256, bool *out);
     int (*counts)(struct journal_store *s, long long lot_id,
                   long long counts[PROV_JOURNAL_STATE_COUNT], long long *n_superseded);
+    /* prov_journal_rows_of: each row of serials[0..n) there is, with its place in serials */
+    int (*rows_of)(struct journal_store *s, long long lot_id, const char *const *serials,
+                   size_t n, int (*fn)(void *ctx, size_t i, const struct prov_journal_device *d),
+                   void *ctx);
     /* Reads (locked): the audit records by seq, and what the audit says of every row. */
     int (*audit_foreach)(struct journal_store *s,
                          int (*fn)(void *ctx, const struct journal_audit_record *rec), void *ctx);

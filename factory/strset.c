@@ -7,15 +7,6 @@
 
 #include "error.h"
 
-#define CHUNK_BYTES 65536
-
-struct chunk {
-    struct chunk *next;
-    size_t used;
-    size_t cap;
-    char data[];
-};
-
 static unsigned char fold(unsigned char c, bool is_case_folded)
 {
     return is_case_folded && c >= 'A' && c <= 'Z' ? (unsigned char)(c - 'A' + 'a') : c;
@@ -46,43 +37,46 @@ static bool same_key(const char *a, const char *b, bool is_case_folded)
     return *a == *b;
 }
 
-static char *keep(struct prov_strset *s, const char *key)
+/*
+ * buf (of *cap elements of size) grown by doubling to hold need elements, from first: the
+ * buffer to use (*cap updated), or NULL when out of memory (buf is still valid then).
+ */
+static void *reserve(void *buf, size_t *cap, size_t need, size_t size, size_t first)
 {
-    size_t len = strlen(key) + 1;
-    struct chunk *c = s->chunks;
-    char *out;
+    size_t n = *cap ? *cap : first;
+    void *more;
 
-    if (c == NULL || c->cap - c->used < len) {
-        size_t cap = len > CHUNK_BYTES ? len : CHUNK_BYTES;
-
-        c = malloc(sizeof(*c) + cap);
-        if (c == NULL) {
-            return NULL;
-        }
-        c->next = s->chunks;
-        c->used = 0;
-        c->cap = cap;
-        s->chunks = c;
+    if (need <= *cap) {
+        return buf;
     }
-    out = c->data + c->used;
-    memcpy(out, key, len);
-    c->used += len;
-    return out;
+    while (n < need) {
+        n *= 2;
+    }
+    more = realloc(buf, n * size);
+    if (more != NULL) {
+        *cap = n;
+    }
+    return more;
+}
+
+static const char *key_at(const struct prov_strset *s, uint32_t slot)
+{
+    return s->keys + s->entries[slot - 1].key;
 }
 
 static int grow(struct prov_strset *s)
 {
     size_t cap = s->cap ? s->cap * 2 : 1024;
-    struct prov_strset_entry *slots = calloc(cap, sizeof(*slots));
+    uint32_t *slots = calloc(cap, sizeof(*slots));
 
     if (slots == NULL) {
         return PROV_ERR_NOMEM;
     }
     for (size_t i = 0; i < s->cap; i++) {
-        if (s->slots[i].key != NULL) {
-            size_t j = hash_str(s->slots[i].key, s->is_case_folded) & (cap - 1);
+        if (s->slots[i] != 0) {
+            size_t j = hash_str(key_at(s, s->slots[i]), s->is_case_folded) & (cap - 1);
 
-            while (slots[j].key != NULL) {
+            while (slots[j] != 0) {
                 j = (j + 1) & (cap - 1);
             }
             slots[j] = s->slots[i];
@@ -98,10 +92,40 @@ static size_t find_slot(const struct prov_strset *s, const char *key)
 {
     size_t i = hash_str(key, s->is_case_folded) & (s->cap - 1);
 
-    while (s->slots[i].key != NULL && !same_key(s->slots[i].key, key, s->is_case_folded)) {
+    while (s->slots[i] != 0 && !same_key(key_at(s, s->slots[i]), key, s->is_case_folded)) {
         i = (i + 1) & (s->cap - 1);
     }
     return i;
+}
+
+/* A new entry for key at slot i. */
+static int insert(struct prov_strset *s, size_t i, const char *key, unsigned long value)
+{
+    size_t len = strlen(key) + 1;
+    struct prov_strset_entry *e;
+    char *keys;
+
+    if (value > UINT32_MAX || s->n >= UINT32_MAX - 1 || s->keys_len + len > UINT32_MAX) {
+        return PROV_ERR_NOMEM;
+    }
+    keys = reserve(s->keys, &s->keys_cap, s->keys_len + len, 1, 65536);
+    if (keys == NULL) {
+        return PROV_ERR_NOMEM;
+    }
+    s->keys = keys;
+    e = reserve(s->entries, &s->cap_entries, s->n + 1, sizeof(*s->entries), 1024);
+    if (e == NULL) {
+        return PROV_ERR_NOMEM;
+    }
+    s->entries = e;
+    e = &s->entries[s->n];
+    e->key = (uint32_t)s->keys_len;
+    e->value = (uint32_t)value;
+    memcpy(s->keys + s->keys_len, key, len);
+    s->keys_len += len;
+    s->n++;
+    s->slots[i] = (uint32_t)s->n;
+    return 0;
 }
 
 int prov_strset_add(struct prov_strset *s, const char *key, unsigned long value,
@@ -117,19 +141,16 @@ int prov_strset_add(struct prov_strset *s, const char *key, unsigned long value,
         return PROV_ERR_NOMEM;
     }
     i = find_slot(s, key);
-    if (s->slots[i].key == NULL) {
-        s->slots[i].key = keep(s, key);
-        if (s->slots[i].key == NULL) {
+    if (s->slots[i] == 0) {
+        if (insert(s, i, key, value) < 0) {
             return PROV_ERR_NOMEM;
         }
-        s->slots[i].value = value;
-        s->n++;
         if (is_new != NULL) {
             *is_new = true;
         }
     }
     if (found != NULL) {
-        *found = s->slots[i].value;
+        *found = s->entries[s->slots[i] - 1].value;
     }
     return 0;
 }
@@ -142,35 +163,33 @@ bool prov_strset_get(const struct prov_strset *s, const char *key, unsigned long
         return false;
     }
     i = find_slot(s, key);
-    if (s->slots[i].key == NULL) {
+    if (s->slots[i] == 0) {
         return false;
     }
     if (value != NULL) {
-        *value = s->slots[i].value;
+        *value = s->entries[s->slots[i] - 1].value;
     }
     return true;
 }
 
 const char *prov_strset_key(const struct prov_strset *s, const char *key)
 {
+    size_t i;
+
     if (s->cap == 0) {
         return NULL;
     }
-    return s->slots[find_slot(s, key)].key;
+    i = find_slot(s, key);
+    return s->slots[i] != 0 ? key_at(s, s->slots[i]) : NULL;
 }
 
 void prov_strset_free(struct prov_strset *s)
 {
     bool is_case_folded = s->is_case_folded;
-    struct chunk *c = s->chunks;
 
-    while (c != NULL) {
-        struct chunk *next = c->next;
-
-        free(c);
-        c = next;
-    }
     free(s->slots);
+    free(s->entries);
+    free(s->keys);
     memset(s, 0, sizeof(*s));
     s->is_case_folded = is_case_folded;
 }

@@ -169,6 +169,9 @@ static int open_sqlite(struct prov_ca_index *ix, const char *ca_dir)
     if (r == 0) {
         r = exec(ix, "PRAGMA foreign_keys=ON");
     }
+    if (r == 0) {
+        r = exec(ix, PROV_SQLITE_CACHE_PRAGMA);
+    }
 out:
     free(lock_path);
     return r;

@@ -15,6 +15,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 #include "error.h"
 
 /* Certificates and JSON are a few KiB; a bigger file is not what it claims to be. */
@@ -81,6 +83,55 @@ static int check_read_back(int fd, const unsigned char *buf, size_t len, const c
 }
 
 /*
+ * Creates "path.tmp.XXXXXX" exclusively (mkostemp) and gives it mode regardless of the umask:
+ * *fd open on it, *tmp_out its name. On failure nothing is left behind.
+ */
+static int create_temp(const char *path, mode_t mode, char **tmp_out, int *fd)
+{
+    char *tmp = NULL;
+
+    *tmp_out = NULL;
+    *fd = -1;
+    if (asprintf(&tmp, "%s.tmp.XXXXXX", path) < 0) {
+        return prov_fail(PROV_ERR_NOMEM, "%s: out of memory", path);
+    }
+    *fd = mkostemp(tmp, O_CLOEXEC);
+    if (*fd < 0) {
+        free(tmp);
+        return prov_fail(PROV_ERR_STORAGE, "%s: cannot create temp file (%s)", path,
+                         strerror(errno));
+    }
+    if (fchmod(*fd, mode) != 0) {
+        int r = prov_fail(PROV_ERR_STORAGE, "%s: cannot set mode (%s)", path, strerror(errno));
+
+        close(*fd);
+        *fd = -1;
+        unlink(tmp);
+        free(tmp);
+        return r;
+    }
+    *tmp_out = tmp;
+    return 0;
+}
+
+/* write(2) of all len bytes, through EINTR; -1 with errno on failure. */
+static int write_all(int fd, const unsigned char *p, size_t len)
+{
+    for (size_t done = 0; done < len;) {
+        ssize_t n = write(fd, p + done, len - done);
+
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            return -1;
+        }
+        done += (size_t)n;
+    }
+    return 0;
+}
+
+/*
  * Writes buf into a new "path.tmp.XXXXXX" (created exclusively by mkostemp, then given mode
  * regardless of the umask), syncs it and reads it back. On success *tmp_out names the temp
  * file; on failure nothing is left behind.
@@ -91,36 +142,17 @@ int prov_write_temp_file(const char *path, const void *buf, size_t len, mode_t m
     const unsigned char *p = buf;
     char *tmp = NULL;
     int fd = -1;
-    int r = PROV_ERR_STORAGE;
+    int r;
 
     *tmp_out = NULL;
-    if (asprintf(&tmp, "%s.tmp.XXXXXX", path) < 0) {
-        tmp = NULL;
-        r = prov_fail(PROV_ERR_NOMEM, "%s: out of memory", path);
-        goto out;
+    r = create_temp(path, mode, &tmp, &fd);
+    if (r < 0) {
+        return r;
     }
-    fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0) {
-        prov_fail(r, "%s: cannot create temp file (%s)", path, strerror(errno));
-        free(tmp);
-        tmp = NULL;
+    r = PROV_ERR_STORAGE;
+    if (write_all(fd, p, len) != 0) {
+        prov_fail(r, "%s: write failed (%s)", path, strerror(errno));
         goto out;
-    }
-    if (fchmod(fd, mode) != 0) {
-        prov_fail(r, "%s: cannot set mode (%s)", path, strerror(errno));
-        goto out;
-    }
-    for (size_t done = 0; done < len;) {
-        ssize_t n = write(fd, p + done, len - done);
-
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0) {
-            prov_fail(r, "%s: write failed (%s)", path, strerror(errno));
-            goto out;
-        }
-        done += (size_t)n;
     }
     if (fsync(fd) != 0) {
         prov_fail(r, "%s: fsync failed (%s)", path, strerror(errno));
@@ -163,25 +195,201 @@ static int fsync_parent(const char *path)
     return r;
 }
 
+/* Renames the synced temp file over path (removing it when that fails), syncs the directory. */
+static int put_in_place(const char *tmp, const char *path)
+{
+    if (rename(tmp, path) != 0) {
+        int r = prov_fail(PROV_ERR_STORAGE, "%s: cannot rename into place (%s)", path,
+                          strerror(errno));
+
+        unlink(tmp);
+        return r;
+    }
+    return fsync_parent(path);
+}
+
 int prov_atomic_write_file(const char *path, const void *buf, size_t len, mode_t mode)
 {
     char *tmp = NULL;
     int r;
 
     r = prov_write_temp_file(path, buf, len, mode, &tmp);
+    if (r == 0) {
+        r = put_in_place(tmp, path);
+    }
+    free(tmp);
+    return r;
+}
+
+/* ---- a file written as a stream --------------------------------------------------------- */
+
+struct prov_durable_stream {
+    char *path;
+    char *tmp;
+    int fd;
+    FILE *f;
+    EVP_MD_CTX *md; /* SHA-256 of what reached the file */
+    unsigned long long len;
+    int write_errno; /* the first failed write's, 0 when none */
+};
+
+/* The stream's sink (fopencookie): the bytes go to the temp file and into the hash. */
+static ssize_t stream_write(void *cookie, const char *buf, size_t size)
+{
+    struct prov_durable_stream *s = cookie;
+
+    if (s->write_errno != 0) {
+        errno = s->write_errno;
+        return -1;
+    }
+    if (write_all(s->fd, (const unsigned char *)buf, size) != 0) {
+        s->write_errno = errno;
+        return -1;
+    }
+    if (EVP_DigestUpdate(s->md, buf, size) != 1) {
+        s->write_errno = ENOMEM;
+        errno = ENOMEM;
+        return -1;
+    }
+    s->len += size;
+    return (ssize_t)size;
+}
+
+int prov_durable_stream_open(const char *path, mode_t mode, struct prov_durable_stream **out)
+{
+    static const cookie_io_functions_t io = {.write = stream_write};
+    struct prov_durable_stream *s = calloc(1, sizeof(*s));
+    int r;
+
+    *out = NULL;
+    if (s == NULL) {
+        return prov_fail(PROV_ERR_NOMEM, "%s: out of memory", path);
+    }
+    s->fd = -1;
+    s->path = strdup(path);
+    s->md = EVP_MD_CTX_new();
+    if (s->path == NULL || s->md == NULL || EVP_DigestInit_ex(s->md, EVP_sha256(), NULL) != 1) {
+        prov_durable_stream_abort(s);
+        return prov_fail(PROV_ERR_NOMEM, "%s: out of memory", path);
+    }
+    r = create_temp(path, mode, &s->tmp, &s->fd);
+    if (r < 0) {
+        prov_durable_stream_abort(s);
+        return r;
+    }
+    s->f = fopencookie(s, "w", io);
+    if (s->f == NULL) {
+        prov_durable_stream_abort(s);
+        return prov_fail(PROV_ERR_NOMEM, "%s: out of memory", path);
+    }
+    *out = s;
+    return 0;
+}
+
+FILE *prov_durable_stream_file(struct prov_durable_stream *s)
+{
+    return s->f;
+}
+
+/* The synced file read back: its length and SHA-256 must be what was written. */
+static int check_stream_read_back(struct prov_durable_stream *s)
+{
+    unsigned char chunk[65536];
+    unsigned char want[EVP_MAX_MD_SIZE];
+    unsigned char got[EVP_MAX_MD_SIZE];
+    unsigned int n_want = 0;
+    unsigned int n_got = 0;
+    unsigned long long done = 0;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int r = 0;
+
+    if (md == NULL || EVP_DigestFinal_ex(s->md, want, &n_want) != 1 ||
+        EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(md);
+        return prov_fail(PROV_ERR_NOMEM, "%s: out of memory", s->path);
+    }
+    while (r == 0) {
+        ssize_t n = pread(s->fd, chunk, sizeof(chunk), (off_t)done);
+
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            r = prov_fail(PROV_ERR_STORAGE, "%s: cannot read back (%s)", s->path,
+                          strerror(errno));
+        } else if (n == 0) {
+            break;
+        } else if (EVP_DigestUpdate(md, chunk, (size_t)n) != 1) {
+            r = prov_fail(PROV_ERR_NOMEM, "%s: out of memory", s->path);
+        }
+        done += n > 0 ? (unsigned long long)n : 0;
+    }
+    if (r == 0 && EVP_DigestFinal_ex(md, got, &n_got) != 1) {
+        r = prov_fail(PROV_ERR_NOMEM, "%s: out of memory", s->path);
+    }
+    if (r == 0 && done != s->len) {
+        r = prov_fail(PROV_ERR_STORAGE, "%s: reads back %llu of %llu bytes", s->path, done,
+                      s->len);
+    }
+    if (r == 0 && (n_got != n_want || memcmp(got, want, n_got) != 0)) {
+        r = prov_fail(PROV_ERR_STORAGE, "%s: reads back different from what was written",
+                      s->path);
+    }
+    EVP_MD_CTX_free(md);
+    return r;
+}
+
+int prov_durable_stream_commit(struct prov_durable_stream *s)
+{
+    FILE *f = s->f;
+    int r = PROV_ERR_STORAGE;
+
+    s->f = NULL;
+    if (fclose(f) != 0 || s->write_errno != 0) {
+        prov_fail(r, "%s: write failed (%s)", s->path,
+                  strerror(s->write_errno ? s->write_errno : errno));
+        goto out;
+    }
+    if (fsync(s->fd) != 0) {
+        prov_fail(r, "%s: fsync failed (%s)", s->path, strerror(errno));
+        goto out;
+    }
+    r = check_stream_read_back(s);
     if (r < 0) {
         goto out;
     }
-    if (rename(tmp, path) != 0) {
-        r = prov_fail(PROV_ERR_STORAGE, "%s: cannot rename into place (%s)", path,
-                      strerror(errno));
-        unlink(tmp);
+    r = close(s->fd);
+    s->fd = -1;
+    if (r != 0) {
+        r = prov_fail(PROV_ERR_STORAGE, "%s: close failed (%s)", s->path, strerror(errno));
         goto out;
     }
-    r = fsync_parent(path);
+    r = put_in_place(s->tmp, s->path);
+    free(s->tmp);
+    s->tmp = NULL;
 out:
-    free(tmp);
+    prov_durable_stream_abort(s);
     return r;
+}
+
+void prov_durable_stream_abort(struct prov_durable_stream *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    if (s->f != NULL) {
+        fclose(s->f);
+    }
+    if (s->fd >= 0) {
+        close(s->fd);
+    }
+    if (s->tmp != NULL) {
+        unlink(s->tmp);
+        free(s->tmp);
+    }
+    EVP_MD_CTX_free(s->md);
+    free(s->path);
+    free(s);
 }
 
 /*

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 /* Durable file I/O (durable.c): what storage.c, the CA and the batch's results write with. */
@@ -14,6 +15,21 @@
  * PROV_ERR_STORAGE naming the file and errno text; no temp file is left behind.
  */
 int prov_atomic_write_file(const char *path, const void *buf, size_t len, mode_t mode);
+
+/*
+ * A file too big to hold in memory (the batch's results), written as prov_atomic_write_file
+ * writes: open creates "path.tmp.XXXXXX" (exclusively, mode whatever the umask) and gives a
+ * stdio stream on it; what reaches the file is hashed (SHA-256) as it goes. commit flushes,
+ * syncs, reads the file back and compares its length and hash, renames it over path and syncs
+ * the directory; abort removes the temp file. Both free s (NULL is accepted by abort); the
+ * temp file is gone whatever commit returns, except renamed into place. Memory: the stream's
+ * buffer, whatever the size. PROV_ERR_STORAGE naming path and errno text, PROV_ERR_NOMEM.
+ */
+struct prov_durable_stream;
+int prov_durable_stream_open(const char *path, mode_t mode, struct prov_durable_stream **out);
+FILE *prov_durable_stream_file(struct prov_durable_stream *s);
+int prov_durable_stream_commit(struct prov_durable_stream *s);
+void prov_durable_stream_abort(struct prov_durable_stream *s);
 
 /*
  * mkdir(path) for a directory of public files (device storage, the CA directory): mode 0755

@@ -997,6 +997,64 @@ static void test_schema_all_or_nothing(void **state)
     assert_false(has_table(path, "meta"));
 }
 
+/* What test_rows_of's callback saw: the places, each with its row's serial and state. */
+struct rows_seen {
+    size_t n;
+    size_t at[8];
+    char serial[8][16];
+    enum prov_journal_state state[8];
+    bool has_cert[8];
+};
+
+static int note_row(void *ctx, size_t i, const struct prov_journal_device *d)
+{
+    struct rows_seen *seen = ctx;
+
+    assert_true(seen->n < 8);
+    seen->at[seen->n] = i;
+    snprintf(seen->serial[seen->n], sizeof(seen->serial[0]), "%s", d->serial);
+    seen->state[seen->n] = d->state;
+    seen->has_cert[seen->n] = d->cert_der != NULL;
+    seen->n++;
+    return 0;
+}
+
+/*
+ * The rows of a page of serials (the batch's results): each row there is comes with its place
+ * in the list, whatever order the list is in; a serial with no row, or a row of another lot, is
+ * not reported; an empty page asks nothing.
+ */
+static void test_rows_of(void **state)
+{
+    struct fixture *f = *state;
+    const char *const page[] = {"Z", "missing", "A", "B"};
+    struct rows_seen seen = {0};
+    long long other = 0;
+
+    walk_to_proven(f, "A", id1, 11, f->keys[0]);
+    assert_int_equal(prov_journal_record_failed(f->j, f->lot, "B", "pkcs11:token=t", "no token"),
+                     0);
+    assert_int_equal(
+        prov_journal_record_intent(f->j, f->lot, "Z", "pkcs11:token=t", "d/Z", id2, 16), 0);
+    assert_int_equal(prov_journal_lot(f->j, "LOT-OTHER", "other.csv", &other), 0);
+    assert_int_equal(
+        prov_journal_record_intent(f->j, other, "missing", "pkcs11:token=t", "d/m", id3, 16), 0);
+
+    assert_int_equal(prov_journal_rows_of(f->j, f->lot, page, 4, note_row, &seen), 0);
+    assert_int_equal(seen.n, 3);
+    for (size_t k = 0; k < seen.n; k++) {
+        assert_string_equal(seen.serial[k], page[seen.at[k]]);
+        assert_int_equal(seen.state[k], seen.at[k] == 2   ? PROV_JOURNAL_PROVEN
+                                        : seen.at[k] == 3 ? PROV_JOURNAL_FAILED
+                                                          : PROV_JOURNAL_INTENT);
+        assert_int_equal(seen.has_cert[k], seen.at[k] == 2);
+        assert_int_not_equal(seen.at[k], 1);
+    }
+    seen.n = 0;
+    assert_int_equal(prov_journal_rows_of(f->j, f->lot, page, 0, note_row, &seen), 0);
+    assert_int_equal(seen.n, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1019,6 +1077,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_kept_statements, setup, teardown),
         cmocka_unit_test_setup_teardown(test_half_made_journal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_schema_all_or_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rows_of, setup, teardown),
     };
 
     /* the tests of the journal's rules, not of SQLite's file, over the ledger's store */
@@ -1028,6 +1087,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unique_constraints, setup_pg, teardown_pg),
         cmocka_unit_test_setup_teardown(test_supersede_and_runs, setup_pg, teardown_pg),
         cmocka_unit_test_setup_teardown(test_outside_change, setup_pg, teardown_pg),
+        cmocka_unit_test_setup_teardown(test_rows_of, setup_pg, teardown_pg),
     };
 
     if (getenv("PROV_TEST_LEDGER_URI") != NULL) {

@@ -4,7 +4,8 @@
  * (a file size limit hit after some temp files were written, a directory where a file must
  * go, an unreadable server CA) leaves the previous identity untouched and no temp files;
  * identity.json parses back; a file whose bytes change between write and sync is caught by the
- * read-back before anything is renamed; prov_cert_facts values; atomic single-file writes.
+ * read-back before anything is renamed; prov_cert_facts values; atomic single-file writes,
+ * and files written as a stream.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -917,6 +918,97 @@ static void test_atomic_write_file(void **state)
     assert_int_equal(count_temp_files(fx->dir), 0);
 }
 
+/* A line of the streamed test file: 40 bytes, numbered. */
+static void stream_lines(FILE *f, char *expect, size_t n)
+{
+    size_t k = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        char line[64];
+        int len = snprintf(line, sizeof(line), "row %08zu,abcdefghijklmnopqrstuvwxyz\n", i);
+
+        assert_int_equal(len, 40);
+        assert_int_equal(fputs(line, f) >= 0, 1);
+        memcpy(expect + k, line, 40);
+        k += 40;
+    }
+    expect[k] = '\0';
+}
+
+/* The whole file at path is want (prov_read_small_file: past slurp's 64 KiB). */
+static void assert_big_file_equals(const char *path, const char *want)
+{
+    unsigned char *got = NULL;
+    size_t len = 0;
+
+    assert_int_equal(prov_read_small_file(path, PROV_ERR_STORAGE, &got, &len), 0);
+    assert_int_equal(len, strlen(want));
+    assert_memory_equal(got, want, len);
+    free(got);
+}
+
+/*
+ * The streamed writer (the batch's results): megabytes written through the stream land whole,
+ * with the mode whatever the umask, synced before the rename and the directory after it; a
+ * byte changed between write and sync is caught by the read-back (hash and length) and the
+ * previous file stays; an abort leaves the previous file and no temp file.
+ */
+static void test_durable_stream(void **state)
+{
+    struct fixture *fx = *state;
+    const size_t n = 40000; /* 1.6 MB: many times the stream's buffer */
+    char *expect = malloc(n * 40 + 1);
+    struct prov_durable_stream *s = NULL;
+    char path[128];
+    mode_t old_umask;
+    int r;
+
+    assert_non_null(expect);
+    snprintf(path, sizeof(path), "%s/big.csv", fx->dir);
+    old_umask = umask(077);
+    n_synced = 0;
+    synced_at_rename = SIZE_MAX;
+    assert_int_equal(prov_durable_stream_open(path, 0644, &s), 0);
+    assert_int_equal(count_temp_files(fx->dir), 1);
+    stream_lines(prov_durable_stream_file(s), expect, n);
+    assert_int_equal(prov_durable_stream_commit(s), 0);
+    umask(old_umask);
+    assert_true(synced_at_rename != SIZE_MAX);
+    assert_true(synced_before_rename(path));
+    assert_true(synced_after_rename(fx->dir));
+    assert_int_equal(mode_of(fx->dir, "big.csv"), 0644);
+    assert_big_file_equals(path, expect);
+    assert_int_equal(count_temp_files(fx->dir), 0);
+
+    /* a byte changed on disk before the sync: refused, the previous file kept */
+    assert_int_equal(prov_durable_stream_open(path, 0644, &s), 0);
+    fputs("replacement\n", prov_durable_stream_file(s));
+    corrupt_temp = "/big.csv.tmp.";
+    prov_error_clear();
+    r = prov_durable_stream_commit(s);
+    corrupt_temp = NULL; /* before any assertion, so that a failure here spares later tests */
+    assert_int_equal(r, PROV_ERR_STORAGE);
+    assert_non_null(strstr(prov_error_message(), "/big.csv: reads back different"));
+    assert_big_file_equals(path, expect);
+    assert_int_equal(count_temp_files(fx->dir), 0);
+
+    /* abandoned: nothing changes */
+    assert_int_equal(prov_durable_stream_open(path, 0644, &s), 0);
+    fputs("abandoned\n", prov_durable_stream_file(s));
+    prov_durable_stream_abort(s);
+    prov_durable_stream_abort(NULL);
+    assert_big_file_equals(path, expect);
+    assert_int_equal(count_temp_files(fx->dir), 0);
+
+    /* no directory: refused at the open, naming the file */
+    snprintf(path, sizeof(path), "%s/no-such-dir/x", fx->dir);
+    prov_error_clear();
+    assert_int_equal(prov_durable_stream_open(path, 0644, &s), PROV_ERR_STORAGE);
+    assert_null(s);
+    assert_non_null(strstr(prov_error_message(), path));
+    free(expect);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -936,6 +1028,7 @@ int main(void)
         cmocka_unit_test(test_cert_facts),
         cmocka_unit_test(test_cert_facts_follow_the_certificate),
         cmocka_unit_test(test_atomic_write_file),
+        cmocka_unit_test(test_durable_stream),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -6,7 +6,8 @@
 # tokens in turn, --jobs 4, so that neighbouring rows are issued by different workers. Every row's
 # results line names its own serial, status and x_ column; a second run, every row
 # already-issued, writes the same rows in the same order. A guard for the batch's memory work
-# (issue 23): the results written from the journal row by row must keep this order.
+# (issue 23): the results written from the journal row by row must keep this order, and each
+# line's certificate must be its row's.
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/batch_lib.sh"
 it_setup
@@ -32,6 +33,14 @@ cmp -s "$WORK/log/want" "$WORK/log/got" ||
     fail "results: a status other than issued"
 assert_eq "$(head -n1 order.results.csv)" \
     "serial,status,cert_serial,sha256,not_after,storage,error,x_token" "results header"
+# each line's certificate is its own row's in the journal (the results read the journal a
+# page of rows at a time: a row given its neighbour's would show here)
+sqlite3 -separator , order.journal.sqlite "SELECT d.serial, c.cert_serial, c.sha256 FROM device d
+    JOIN certificate c ON c.id = d.cert_id" | sort >"$WORK/log/journal-certs"
+tail -n +2 order.results.csv | cut -d, -f1,3,4 | sort >"$WORK/log/results-certs"
+[ "$(wc -l <"$WORK/log/results-certs")" = 300 ] || fail "results: not 300 certificates"
+cmp -s "$WORK/log/journal-certs" "$WORK/log/results-certs" ||
+    fail "results name other certificates than the journal: $(diff "$WORK/log/journal-certs" "$WORK/log/results-certs" | head -n4 | tr '\n' ' ')"
 cp order.results.csv "$WORK/log/first.csv"
 
 prov 0 batch order.csv --jobs 4 --no-progress
