@@ -507,6 +507,7 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
     X509 *station = NULL;
     struct prov_ca_ask ask;
     char by[80];
+    char spki[65];
     X509 *cert = NULL;
     int r;
 
@@ -567,9 +568,12 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
         prov_cmp_station_cache_drop(srv->stations, station);
     }
     if (r == 0) {
-        r = prov_ca_registry_retry(srv->ca->index, t->serial, by,
-                                   pub != NULL ? pub : X509_REQ_get0_pubkey((X509_REQ *)p10cr),
-                                   &cert);
+        /* the key hashed once, for the retry and the index's rules (ca_index.h) */
+        r = prov_ca_index_spki_sha256(pub != NULL ? pub : X509_REQ_get0_pubkey((X509_REQ *)p10cr),
+                                      spki);
+    }
+    if (r == 0) {
+        r = prov_ca_registry_retry(srv->ca->index, t->serial, by, spki, &cert);
     }
     if (r == 0 && cert == NULL) {
         r = prov_ca_registry_ask(srv->ca->index, t->station, station, &ask);
@@ -595,6 +599,7 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
     rq.record.issued_by = by;
     rq.record.lot = ask.lot_out;
     rq.record.is_reissue = ask.is_reissue;
+    rq.record.pubkey_sha256 = spki;
     prov_error_clear();
     if (p10cr != NULL) {
         r = prov_issue_certificate(srv->cfg, srv->ca, (X509_REQ *)p10cr, &rq, &cert);
