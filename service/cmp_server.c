@@ -23,6 +23,7 @@
 #include "ca_registry.h"
 #include "ca_replay.h"
 #include "cmp_asn1.h"
+#include "cmp_station_cache.h"
 #include "crl_names.h"
 #include "error.h"
 #include "hex.h"
@@ -31,6 +32,8 @@
 
 /* Finished transactions remembered for the replay check; the oldest go first beyond this. */
 #define FINISHED_MAX 100000
+/* Protection certificates whose chain verified, remembered (cmp_station_cache.h). */
+#define STATIONS_CACHED 64
 /* RFC 9483 section 3.1: a transactionID of 128 bits; OpenSSL's client sends 16 bytes. */
 #define TID_MIN 16
 #define TID_MAX PROV_CA_REPLAY_TID_MAX
@@ -148,6 +151,7 @@ struct txn {
     bool is_unrecorded;     /* finished while the CA index was closed: remembered when it opens */
     struct prov_cmp_server *owner;
     struct prov_cmp_outcome *oc; /* the outcome of the message being handled */
+    X509 *pinned; /* the message being handled was verified with this alone (handle_lot) */
 };
 
 struct prov_cmp_server {
@@ -160,6 +164,7 @@ struct prov_cmp_server {
     int timeout_s;
     X509_STORE *trust;       /* the root: a station's certificate must chain to it */
     STACK_OF(X509) *chain;   /* intermediate(s) then root, sent with every answer */
+    struct prov_cmp_station_cache *stations; /* certificates whose chain verified */
     struct txn *txns;        /* newest first */
     size_t n_open;
     size_t n_finished;
@@ -241,34 +246,46 @@ static OSSL_CMP_PKISI *rejection(int fail_bit, const char *text)
 }
 
 /*
+ * Whether signer, the first certificate of req's extraCerts, verifies req's protection itself
+ * and chains to this CA's root.
+ */
+static bool signed_by(struct prov_cmp_server *srv, const OSSL_CMP_MSG *req, X509 *signer)
+{
+    OSSL_CMP_CTX *check = OSSL_CMP_CTX_new(NULL, NULL);
+    X509_STORE_CTX *vc = X509_STORE_CTX_new();
+    bool ok = check != NULL && vc != NULL && OSSL_CMP_CTX_set1_srvCert(check, signer) &&
+              OSSL_CMP_validate_msg(check, req) == 1 &&
+              X509_STORE_CTX_init(vc, srv->trust, signer, srv->chain) &&
+              X509_verify_cert(vc) == 1;
+
+    X509_STORE_CTX_free(vc);
+    OSSL_CMP_CTX_free(check);
+    return ok;
+}
+
+/*
  * The station that signed req: the first certificate of its extraCerts (RFC 9483 section
  * 3.1: the protection certificate comes first), which must verify the protection itself and
  * chain to this CA's root. OpenSSL has checked that some certificate of the message does;
- * this pins it to the one whose name is recorded.
+ * this pins it to the one whose name is recorded. A certificate prov_cmp_server_handle_lot
+ * pinned is that one already: OpenSSL verified the protection with it alone, its chain
+ * verified when it was cached and its validity period just now (cmp_station_cache.h).
  */
 static int request_station(struct txn *t, const OSSL_CMP_MSG *req, char *name, size_t cap,
                            X509 **cert_out)
 {
-    STACK_OF(X509) *extra = prov_cmp_msg_extra_certs(req);
-    X509 *signer = sk_X509_value(extra, 0);
-    OSSL_CMP_CTX *check = NULL;
-    X509_STORE_CTX *vc = NULL;
+    STACK_OF(X509) *extra = NULL;
+    X509 *signer = t->pinned;
     int r = PROV_ERR_VERIFY;
 
     snprintf(name, cap, "-");
     *cert_out = NULL;
     if (signer == NULL) {
-        goto out;
-    }
-    check = OSSL_CMP_CTX_new(NULL, NULL);
-    vc = X509_STORE_CTX_new();
-    if (check == NULL || vc == NULL || !OSSL_CMP_CTX_set1_srvCert(check, signer) ||
-        OSSL_CMP_validate_msg(check, req) != 1) {
-        goto out;
-    }
-    if (!X509_STORE_CTX_init(vc, t->owner->trust, signer, t->owner->chain) ||
-        X509_verify_cert(vc) != 1) {
-        goto out;
+        extra = prov_cmp_msg_extra_certs(req);
+        signer = sk_X509_value(extra, 0);
+        if (signer == NULL || !signed_by(t->owner, req, signer)) {
+            goto out;
+        }
     }
     name_cn(X509_get_subject_name(signer), name, cap);
     r = strcmp(name, "-") != 0 && X509_up_ref(signer) ? 0 : PROV_ERR_VERIFY;
@@ -284,8 +301,6 @@ static int request_station(struct txn *t, const OSSL_CMP_MSG *req, char *name, s
     }
 out:
     ERR_clear_error();
-    X509_STORE_CTX_free(vc);
-    OSSL_CMP_CTX_free(check);
     x509s_free(extra);
     return r;
 }
@@ -451,6 +466,9 @@ static OSSL_CMP_PKISI *key_update(struct txn *t, const OSSL_CMP_MSG *req,
     }
     prov_error_clear();
     r = prov_ca_registry_renewable(srv->ca->index, current, t->serial, sizeof(t->serial));
+    if (r < 0) {
+        prov_cmp_station_cache_drop(srv->stations, current);
+    }
     X509_free(current);
     snprintf(t->oc->serial, sizeof(t->oc->serial), "%s", r == 0 ? t->serial : "-");
     pub = r == 0 ? template_key(crm) : NULL;
@@ -489,6 +507,7 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
     X509 *station = NULL;
     struct prov_ca_ask ask;
     char by[80];
+    char spki[65];
     X509 *cert = NULL;
     int r;
 
@@ -544,10 +563,17 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
     ask.is_reissue = OSSL_CMP_MSG_get_bodytype(req) == BODY_CR;
     prov_error_clear();
     r = prov_ca_registry_authorize(srv->ca->index, t->station, station);
+    if (r < 0) {
+        /* renewed or revoked: the index says so on every request; the cache keeps it no more */
+        prov_cmp_station_cache_drop(srv->stations, station);
+    }
     if (r == 0) {
-        r = prov_ca_registry_retry(srv->ca->index, t->serial, by,
-                                   pub != NULL ? pub : X509_REQ_get0_pubkey((X509_REQ *)p10cr),
-                                   &cert);
+        /* the key hashed once, for the retry and the index's rules (ca_index.h) */
+        r = prov_ca_index_spki_sha256(pub != NULL ? pub : X509_REQ_get0_pubkey((X509_REQ *)p10cr),
+                                      spki);
+    }
+    if (r == 0) {
+        r = prov_ca_registry_retry(srv->ca->index, t->serial, by, spki, &cert);
     }
     if (r == 0 && cert == NULL) {
         r = prov_ca_registry_ask(srv->ca->index, t->station, station, &ask);
@@ -573,6 +599,7 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
     rq.record.issued_by = by;
     rq.record.lot = ask.lot_out;
     rq.record.is_reissue = ask.is_reissue;
+    rq.record.pubkey_sha256 = spki;
     prov_error_clear();
     if (p10cr != NULL) {
         r = prov_issue_certificate(srv->cfg, srv->ca, (X509_REQ *)p10cr, &rq, &cert);
@@ -664,6 +691,9 @@ static OSSL_CMP_PKISI *cb_rr(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
     }
     prov_error_clear();
     r = prov_ca_registry_authorize(ix, t->station, station);
+    if (r < 0) {
+        prov_cmp_station_cache_drop(t->owner->stations, station);
+    }
     X509_free(station);
     authorized = r == 0;
     if (r == 0) {
@@ -776,6 +806,7 @@ static int cb_genm(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
     }
     prov_error_clear();
     if (prov_ca_registry_authorize(t->owner->ca->index, t->station, station) < 0) {
+        prov_cmp_station_cache_drop(t->owner->stations, station);
         outcome_set(t->oc, "refused: %s", prov_error_message());
         ERR_raise_data(ERR_LIB_CMP, CMP_R_REQUEST_REJECTED_BY_SERVER, "%s",
                        prov_error_message());
@@ -1058,6 +1089,36 @@ static int encode_answer(OSSL_CMP_MSG *answer, unsigned char **rsp, size_t *rsp_
     return 0;
 }
 
+/*
+ * The request's protection certificate, when its chain is known to verify and it is current
+ * (cmp_station_cache.h), pinned for OpenSSL's check of this message: OpenSSL then verifies the
+ * protection with it alone (the message's sender must be its subject) instead of searching the
+ * message's certificates and verifying a chain, and request_station takes it as the signer.
+ * Otherwise nothing is pinned and both check the message in full.
+ */
+static void pin(struct prov_cmp_server *srv, struct txn *t, const unsigned char *der,
+                size_t len, time_t now)
+{
+    OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->ctx);
+
+    t->pinned = prov_cmp_station_cache_pin(srv->stations, der, len, srv->trust, srv->chain, now);
+    if (t->pinned != NULL && !OSSL_CMP_CTX_set1_srvCert(ctx, t->pinned)) {
+        X509_free(t->pinned);
+        t->pinned = NULL;
+    }
+    ERR_clear_error();
+}
+
+/* The next message of the transaction is pinned afresh, or checked in full. */
+static void unpin(struct txn *t)
+{
+    if (t->pinned != NULL) {
+        OSSL_CMP_CTX_set1_srvCert(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->ctx), NULL);
+        X509_free(t->pinned);
+        t->pinned = NULL;
+    }
+}
+
 int prov_cmp_server_handle(struct prov_cmp_server *srv, const unsigned char *der, size_t len,
                            time_t now, unsigned char **rsp, size_t *rsp_len,
                            struct prov_cmp_outcome *oc)
@@ -1135,7 +1196,9 @@ int prov_cmp_server_handle_lot(struct prov_cmp_server *srv, const char *lot,
         t->oc = oc;
         t->last = now;
         outcome_set(oc, "%s", NOT_VERIFIED);
+        pin(srv, t, der, len, now);
         answer = OSSL_CMP_SRV_process_request(t->ctx, req);
+        unpin(t);
         if (strcmp(oc->result, NOT_VERIFIED) == 0) {
             /* OpenSSL refused it before any callback: no protection, or none that verifies. */
             char claim[240];
@@ -1176,6 +1239,8 @@ void prov_cmp_server_set_ca(struct prov_cmp_server *srv, struct prov_ca *ca, X50
     for (t = srv->txns; t != NULL; t = t->next) {
         txn_finish(srv, t, now);
     }
+    /* another CA (or none): no chain verified under the old one counts */
+    prov_cmp_station_cache_clear(srv->stations);
     srv->ca = ca;
     for (t = srv->txns; t != NULL && ca != NULL; t = t->next) {
         /* answered "unavailable" meanwhile: now the CA index can remember it (remember) */
@@ -1202,6 +1267,8 @@ int prov_cmp_server_set_config(struct prov_cmp_server *srv, const struct prov_co
     }
     srv->cfg = cfg;
     srv->profile = p;
+    /* a reload (SIGHUP) starts afresh: every certificate's chain is verified again */
+    prov_cmp_station_cache_clear(srv->stations);
     return 0;
 }
 
@@ -1303,6 +1370,10 @@ int prov_cmp_server_new(const struct prov_cmp_server_opts *opts, struct prov_cmp
     }
     srv->trust = X509_STORE_new();
     srv->chain = X509_chain_up_ref(opts->ca->chain);
+    if (prov_cmp_station_cache_new(STATIONS_CACHED, &srv->stations) < 0) {
+        prov_cmp_server_free(srv);
+        return PROV_ERR_NOMEM;
+    }
     /*
      * The intermediate is trusted as well (a partial chain): it is this CA's own certificate,
      * so a station or device certificate it issued is verified up to it, not again up to the
@@ -1340,5 +1411,6 @@ void prov_cmp_server_free(struct prov_cmp_server *srv)
     X509_STORE_free(srv->trust);
     x509s_free(srv->chain);
     X509_free(srv->sender);
+    prov_cmp_station_cache_free(srv->stations);
     free(srv);
 }

@@ -484,6 +484,7 @@ static int enroll(struct prov_est_server *srv, struct prov_est_request *rq, X509
     struct prov_ca_ask ask;
     char station[65];
     char by[80];
+    char spki[65];
     X509 *cert = NULL;
     int r;
 
@@ -514,8 +515,11 @@ static int enroll(struct prov_est_server *srv, struct prov_est_request *rq, X509
     prov_error_clear();
     r = prov_ca_registry_authorize(srv->ca->index, station, peer);
     if (r == 0) {
-        r = prov_ca_registry_retry(srv->ca->index, oc->serial, by,
-                                   X509_REQ_get0_pubkey(rq->csr), &cert);
+        /* the key hashed once, for the retry and the index's rules (ca_index.h) */
+        r = prov_ca_index_spki_sha256(X509_REQ_get0_pubkey(rq->csr), spki);
+    }
+    if (r == 0) {
+        r = prov_ca_registry_retry(srv->ca->index, oc->serial, by, spki, &cert);
     }
     if (r == 0 && cert == NULL) {
         r = prov_ca_registry_ask(srv->ca->index, station, peer, &ask);
@@ -539,6 +543,7 @@ static int enroll(struct prov_est_server *srv, struct prov_est_request *rq, X509
     ir.record.issued_by = by;
     ir.record.lot = ask.lot_out;
     ir.record.is_reissue = is_reissue;
+    ir.record.pubkey_sha256 = spki;
     prov_error_clear();
     r = prov_issue_certificate(srv->cfg, srv->ca, rq->csr, &ir, &cert);
     if (r < 0) {
@@ -583,6 +588,7 @@ static int reenroll(struct prov_est_server *srv, struct prov_est_request *rq, X5
                     struct prov_cmp_outcome *oc)
 {
     static const char by[] = "est:reenroll";
+    char spki[65];
     struct prov_request ir;
     bool current = false;
     X509 *cert = NULL;
@@ -610,8 +616,10 @@ static int reenroll(struct prov_est_server *srv, struct prov_est_request *rq, X5
                           "the CSR's subject is not the one of the certificate renewed");
     }
     prov_error_clear();
-    r = prov_ca_registry_retry(srv->ca->index, oc->serial, by, X509_REQ_get0_pubkey(rq->csr),
-                               &cert);
+    r = prov_ca_index_spki_sha256(X509_REQ_get0_pubkey(rq->csr), spki);
+    if (r == 0) {
+        r = prov_ca_registry_retry(srv->ca->index, oc->serial, by, spki, &cert);
+    }
     if (r < 0) {
         return reply_text(rep, oc, 500, prov_error_message());
     }
@@ -625,6 +633,7 @@ static int reenroll(struct prov_est_server *srv, struct prov_est_request *rq, X5
     ir.profile = srv->profile;
     ir.record.issued_by = by;
     ir.record.is_reissue = true;
+    ir.record.pubkey_sha256 = spki;
     prov_error_clear();
     r = prov_issue_certificate(srv->cfg, srv->ca, rq->csr, &ir, &cert);
     if (r < 0) {

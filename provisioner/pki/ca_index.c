@@ -471,9 +471,13 @@ static int check_rules(struct prov_ca_index *ix, const char *serial,
     if (pub == NULL) {
         return 0;
     }
-    r = prov_ca_index_spki_sha256(pub, hash);
-    if (r < 0) {
-        return r;
+    if (rec->pubkey_sha256 != NULL) {
+        snprintf(hash, sizeof(hash), "%s", rec->pubkey_sha256);
+    } else {
+        r = prov_ca_index_spki_sha256(pub, hash);
+        if (r < 0) {
+            return r;
+        }
     }
     st = stmt(ix, ST_BY_PUBKEY);
     prov_sqldb_bind_text(st, 1, hash);
@@ -541,7 +545,9 @@ struct cert_columns {
     int der_len;
 };
 
-static int cert_columns(X509 *cert, X509 *issuer, struct cert_columns *c)
+/* The columns of cert; pubkey_sha256: its key's hash when the caller has it (NULL: hashed). */
+static int cert_columns(X509 *cert, X509 *issuer, const char *pubkey_sha256,
+                        struct cert_columns *c)
 {
     unsigned char md[32];
     unsigned int n = 0;
@@ -550,7 +556,9 @@ static int cert_columns(X509 *cert, X509 *issuer, struct cert_columns *c)
     memset(c, 0, sizeof(*c));
     c->issuer[0] = '\0';
     r = prov_cert_facts(cert, &c->facts);
-    if (r == 0) {
+    if (r == 0 && pubkey_sha256 != NULL) {
+        snprintf(c->pubkey, sizeof(c->pubkey), "%s", pubkey_sha256);
+    } else if (r == 0) {
         r = prov_ca_index_spki_sha256(X509_get0_pubkey(cert), c->pubkey);
     }
     if (r == 0 && issuer != NULL) {
@@ -583,7 +591,7 @@ int prov_ca_index_record(struct prov_ca_index *ix, const char *serial,
     }
     prov_ca_index_now_text(at, sizeof(at));
     journal = journal_identity(rec->journal);
-    r = cert_columns(cert, issuer, &c);
+    r = cert_columns(cert, issuer, rec->pubkey_sha256, &c);
     if (r < 0) {
         goto out;
     }

@@ -97,6 +97,10 @@ struct prov_ca_record {
     long long attempt_id;   /* the enroll attempt it is issued under; 0: none */
     bool is_reissue;        /* supersede the serial's current certificate */
     bool is_revoke_superseded; /* ...and record what it supersedes as revoked (superseded) */
+    const char *pubkey_sha256; /* prov_ca_index_spki_sha256 of the key certified, when the
+                                  caller has it already (the CA service hashes a request's
+                                  key once for the retry look-up and the rules); NULL: hashed
+                                  here */
 };
 
 /*

@@ -678,20 +678,15 @@ int prov_ca_registry_refused(struct prov_ca_index *ix, const char *what, const c
 }
 
 int prov_ca_registry_retry(struct prov_ca_index *ix, const char *serial, const char *issued_by,
-                           EVP_PKEY *pub, X509 **out)
+                           const char *pubkey_sha256, X509 **out)
 {
     struct prov_sqldb_stmt *st = NULL;
     const unsigned char *p = NULL;
     size_t len = 0;
-    char spki[65];
     int rc;
-    int r;
+    int r = 0;
 
     *out = NULL;
-    r = prov_ca_index_spki_sha256(pub, spki);
-    if (r < 0) {
-        return r;
-    }
     prov_ca_index_lock(ix);
     if (prov_sqldb_prepare(prov_ca_index_sql(ix),
                            "SELECT der FROM certificate WHERE pubkey_sha256 = ? AND serial = ?"
@@ -701,7 +696,7 @@ int prov_ca_registry_retry(struct prov_ca_index *ix, const char *serial, const c
         prov_ca_index_unlock(ix);
         return r;
     }
-    prov_sqldb_bind_text(st, 1, spki);
+    prov_sqldb_bind_text(st, 1, pubkey_sha256);
     prov_sqldb_bind_text(st, 2, serial);
     prov_sqldb_bind_text(st, 3, issued_by);
     rc = prov_sqldb_step(st);

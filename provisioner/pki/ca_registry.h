@@ -131,12 +131,13 @@ int prov_ca_registry_refused(struct prov_ca_index *ix, const char *what, const c
 
 /*
  * A retry (doc/ca-service.md): the certificate the index already holds for this device serial
- * and this public key, asked by the same station (issued_by), issued or delivered; *out NULL
- * when there is none. The same request sent again after a lost answer gets the same
- * certificate instead of a refusal or a second one.
+ * and this public key (pubkey_sha256: prov_ca_index_spki_sha256 of it, which the caller passes
+ * on in prov_ca_record.pubkey_sha256 as well), asked by the same station (issued_by), issued or
+ * delivered; *out NULL when there is none. The same request sent again after a lost answer
+ * gets the same certificate instead of a refusal or a second one.
  */
 int prov_ca_registry_retry(struct prov_ca_index *ix, const char *serial, const char *issued_by,
-                           EVP_PKEY *pub, X509 **out);
+                           const char *pubkey_sha256, X509 **out);
 
 /*
  * The device serial (serial_cap bytes) and issued_by (by_cap) of the certificate cert_serial

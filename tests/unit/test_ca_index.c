@@ -282,6 +282,34 @@ static void test_key_never_twice(void **state)
     prov_ca_index_close(ix);
 }
 
+/*
+ * A caller that has hashed the key already (the CA service, for its retry look-up) passes the
+ * hash on: the same rule, the same column as when the index hashes it.
+ */
+static void test_key_hash_passed_in(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_ca_index *ix = open_index(f);
+    EVP_PKEY *key = test_pki_ec_key("P-256");
+    char spki[65];
+    struct prov_ca_record rec = {.issued_by = "cmp:ST-1", .pubkey_sha256 = spki};
+    char sql[160];
+    X509 *cert;
+
+    assert_int_equal(prov_ca_index_spki_sha256(key, spki), 0);
+    assert_int_equal(prov_ca_index_begin(ix, "SN-H", &rec, key), 0);
+    cert = make_cert(f, key);
+    assert_int_equal(prov_ca_index_record(ix, "SN-H", &rec, NULL, cert, f->ca_cert), 0);
+    snprintf(sql, sizeof(sql), "SELECT serial FROM certificate WHERE pubkey_sha256 = '%s'", spki);
+    assert_string_equal(query(f, sql), "SN-H");
+    prov_error_clear();
+    assert_int_equal(prov_ca_index_begin(ix, "SN-H2", &rec, key), PROV_ERR_ALREADY_ISSUED);
+    assert_message("already certified (for SN-H", NULL);
+    X509_free(cert);
+    EVP_PKEY_free(key);
+    prov_ca_index_close(ix);
+}
+
 /* Within one lot (same name, same journal) the journal decides; another journal is another lot. */
 static void test_same_lot_exception(void **state)
 {
@@ -790,6 +818,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_created_private_with_schema, setup, teardown),
         cmocka_unit_test_setup_teardown(test_serial_rule_and_reissue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_key_never_twice, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_key_hash_passed_in, setup, teardown),
         cmocka_unit_test_setup_teardown(test_same_lot_exception, setup, teardown),
         cmocka_unit_test_setup_teardown(test_abort_records_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_attempts, setup, teardown),
