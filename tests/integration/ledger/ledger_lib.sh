@@ -89,18 +89,27 @@ pg_standby() {
     SB_DIR=$WORK/pg-standby
     mkdir -p "$SB_DIR"
     chown postgres: "$SB_DIR"
-    SB_PORT=$(free_port)
     PGPASSWORD=$(cat "$WORK/ledger.pass") setpriv --reuid=postgres --regid=postgres --clear-groups \
         "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$PG_PORT" -U postgres -D "$SB_DIR/data" -R \
         -X stream >"$WORK/log/basebackup.log" 2>&1 ||
         fail "pg_basebackup: $(tail -n1 "$WORK/log/basebackup.log")"
-    setpriv --reuid=postgres --regid=postgres --clear-groups \
-        "$PG_BIN/postgres" -D "$SB_DIR/data" -c listen_addresses=127.0.0.1 -p "$SB_PORT" \
-        -c unix_socket_directories="$SB_DIR" -c cluster_name=standby \
-        >>"$WORK/log/standby.log" 2>&1 &
-    SB_PID=$!
-    it_track "$SB_PID"
-    wait_port "$SB_PORT" "$SB_PID" || fail "the standby did not start: $(tail -n2 "$WORK/log/standby.log")"
+    # as pg_start: free_port's port can be taken by another test before the standby binds it
+    local try
+    for try in 1 2 3 4 5; do
+        SB_PORT=$(free_port)
+        setpriv --reuid=postgres --regid=postgres --clear-groups \
+            "$PG_BIN/postgres" -D "$SB_DIR/data" -c listen_addresses=127.0.0.1 -p "$SB_PORT" \
+            -c unix_socket_directories="$SB_DIR" -c cluster_name=standby \
+            >"$WORK/log/standby-$try.log" 2>&1 &
+        SB_PID=$!
+        it_track "$SB_PID"
+        wait_port "$SB_PORT" "$SB_PID" && break
+        grep -q "could not create any TCP/IP sockets" "$WORK/log/standby-$try.log" ||
+            fail "the standby did not start: $(tail -n2 "$WORK/log/standby-$try.log")"
+        wait "$SB_PID" 2>/dev/null
+        SB_PID=
+    done
+    [ -n "$SB_PID" ] || fail "the standby did not start on 5 ports"
     pg_q "ALTER SYSTEM SET synchronous_standby_names = '*'" >/dev/null
     pg_q "SELECT pg_reload_conf()" >/dev/null
     for _ in $(seq 1 100); do
