@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <time.h>
 
+#include "cmp_outcome.h"
 #include "config.h"
 #include "issue.h"
 
@@ -32,15 +33,6 @@ struct prov_cmp_server_opts {
     int transaction_timeout_s; /* an open transaction idle this long is dropped; 0: 300 */
 };
 
-/* What one message did, for the service's log line. */
-struct prov_cmp_outcome {
-    char body[16];      /* "p10cr", "ir", "certConf", ... or "-" (not decoded) */
-    char station[65];   /* the protection certificate's CN, or "-" */
-    char serial[65];    /* the device serial asked for, or "-" */
-    char cert_serial[64]; /* the certificate's serial (hex) when one was issued */
-    char result[320];   /* "issued", "pkiConf", "caCerts", or the refusal */
-};
-
 int prov_cmp_server_new(const struct prov_cmp_server_opts *opts, struct prov_cmp_server **out);
 
 /*
@@ -57,7 +49,6 @@ int prov_cmp_server_handle(struct prov_cmp_server *srv, const unsigned char *der
  * 6.1, /.well-known/cmp/p/LOT): a transaction it starts issues only for that lot
  * (doc/ca-service.md); lot NULL or "": the oldest lot that admits the request.
  */
-#define PROV_CMP_LOT_MAX 64
 int prov_cmp_server_handle_lot(struct prov_cmp_server *srv, const char *lot,
                                const unsigned char *der, size_t len, time_t now,
                                unsigned char **rsp, size_t *rsp_len,

@@ -135,7 +135,7 @@ static bool is_current(const X509 *cert, time_t now)
     return (before == -1 || before == 0) && (after == 1 || after == 0);
 }
 
-/* Whether cert chains to trust through chain, at now (cmp_server.c's request_station). */
+/* Whether cert chains to trust through chain, at now (cmp_requests.c's prov_cmp_request_station). */
 static bool chains(X509 *cert, X509_STORE *trust, STACK_OF(X509) *chain, time_t now)
 {
     X509_STORE_CTX *vc = X509_STORE_CTX_new();

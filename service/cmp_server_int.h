@@ -1,0 +1,125 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The CMP server's insides (the server of cmp_server.h), shared by its two files: cmp_server.c keeps the
+ * transactions and takes messages in and answers out; cmp_requests.c holds the callbacks
+ * OpenSSL's server calls for a request, which reach the issue path (provisioner/pki/issue.c).
+ * Not for anything else in the service.
+ */
+#ifndef PROV_SERVICE_CMP_SERVER_INT_H
+#define PROV_SERVICE_CMP_SERVER_INT_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <time.h>
+
+#include <openssl/cmp.h>
+#include <openssl/x509.h>
+
+#include "ca_replay.h"
+#include "cmp_outcome.h"
+
+struct prov_ca;
+struct prov_config;
+struct prov_profile;
+struct prov_cmp_station_cache;
+
+/* RFC 9483 section 3.1: a transactionID of 128 bits; OpenSSL's client sends 16 bytes. */
+#define TID_MIN 16
+#define TID_MAX PROV_CA_REPLAY_TID_MAX
+
+/* PKIBody choices (RFC 4210 section 5.1.2): OpenSSL 3.0 keeps its names for them internal. */
+enum {
+    BODY_IR = 0,
+    BODY_IP = 1,
+    BODY_CR = 2,
+    BODY_CP = 3,
+    BODY_P10CR = 4,
+    BODY_KUR = 7,
+    BODY_KUP = 8,
+    BODY_RR = 11,
+    BODY_RP = 12,
+    BODY_PKICONF = 19,
+    BODY_GENM = 21,
+    BODY_GENP = 22,
+    BODY_ERROR = 23,
+    BODY_CERTCONF = 24,
+    BODY_POLLREQ = 25,
+};
+
+struct txn {
+    struct txn *next;
+    unsigned char id[TID_MAX];
+    size_t id_len;
+    OSSL_CMP_SRV_CTX *ctx; /* NULL once finished */
+    time_t last;           /* last message (open) or when it finished */
+    X509 *issued;          /* the certificate answered, until its certConf */
+    char station[65];
+    char serial[65];
+    char lot[PROV_CMP_LOT_MAX + 1]; /* the lot the path names (/p/LOT), or "" */
+    time_t signer_expires;  /* the verified signer's notAfter (ca_replay.h), or 0 */
+    int fail_bit;           /* a scratch transaction's refusal (cb_refuse_*): its failInfo */
+    bool was_verified;      /* a scratch transaction: a cb_refuse_* ran, so the request verified */
+    bool is_unrecorded;     /* finished while the CA index was closed: remembered when it opens */
+    struct prov_cmp_server *owner;
+    struct prov_cmp_outcome *oc; /* the outcome of the message being handled */
+    X509 *pinned; /* the message being handled was verified with this alone (handle_lot) */
+};
+
+struct prov_cmp_server {
+    const struct prov_config *cfg;
+    struct prov_ca *ca;
+    X509 *signer_cert;
+    EVP_PKEY *signer_key;
+    X509 *sender;            /* the last signer's certificate: names the sender meanwhile */
+    const struct prov_profile *profile;
+    int timeout_s;
+    X509_STORE *trust;       /* the root: a station's certificate must chain to it */
+    STACK_OF(X509) *chain;   /* intermediate(s) then root, sent with every answer */
+    struct prov_cmp_station_cache *stations; /* certificates whose chain verified */
+    struct txn *txns;        /* newest first */
+    size_t n_open;
+    size_t n_finished;
+};
+
+static inline void x509s_free(STACK_OF(X509) *sk)
+{
+    sk_X509_pop_free(sk, X509_free);
+}
+
+static inline void outcome_set(struct prov_cmp_outcome *oc, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static inline void outcome_set(struct prov_cmp_outcome *oc, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(oc->result, sizeof(oc->result), fmt, ap);
+    va_end(ap);
+}
+
+static inline OSSL_CMP_PKISI *rejection(int fail_bit, const char *text)
+{
+    return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << fail_bit, text);
+}
+
+/* cmp_requests.c: t's server context sctx gets the request callbacks, t their custom context. */
+int prov_cmp_requests_attach(OSSL_CMP_SRV_CTX *sctx, struct txn *t);
+
+/*
+ * cmp_requests.c: the station that signed req (the first certificate of its extraCerts, which
+ * must verify its protection and chain to this CA), its name into name and its certificate
+ * into *cert_out (the caller's); t's signer_expires set. PROV_ERR_VERIFY when it does not.
+ */
+int prov_cmp_request_station(struct txn *t, const OSSL_CMP_MSG *req, char *name, size_t cap,
+                             X509 **cert_out);
+
+/*
+ * cmp_requests.c: who a request that OpenSSL refused before any callback claims to be, for
+ * the log line and the audit record (never to authorize anything); "" without a certificate.
+ */
+void prov_cmp_claimed_sender(struct prov_cmp_server *srv, const OSSL_CMP_MSG *req, char *out,
+                             size_t cap);
+
+#endif
