@@ -30,7 +30,7 @@ bench_need() {
 }
 
 # bench_build REPO BUILD: sets up BUILD with meson if it has no build.ninja, compiles what the
-# benchmarks run and sets PROV, P11, NOSYNC and LATENCY to the built files.
+# benchmarks run and sets PROV, P11, ISSUE, NOSYNC and LATENCY to the built files.
 bench_build() {
     local repo=$1 build=$2
     if [ ! -f "$build/build.ninja" ]; then
@@ -40,10 +40,11 @@ bench_build() {
     meson compile -C "$build" >/dev/null || die "meson compile -C $build failed"
     PROV=$build/provisioner
     P11=$build/bench/bench_p11
+    ISSUE=$build/bench/bench_issue
     NOSYNC=$build/bench/bench_nosync.so
     LATENCY=$build/tests/integration/pkcs11/pkcs11_latency.so
     local f
-    for f in "$PROV" "$P11" "$NOSYNC" "$LATENCY" "$build/bench/bench_tpm"; do
+    for f in "$PROV" "$P11" "$ISSUE" "$NOSYNC" "$LATENCY" "$build/bench/bench_tpm"; do
         [ -e "$f" ] || die "$f was not built"
     done
 }

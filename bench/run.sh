@@ -146,6 +146,42 @@ floor_run() {
     scenario_done
 }
 
+# The CA side of every device, without the device: N_SMALL CSRs on software P-256 keys, each
+# CN one of the batch's serials (BENCH-000001... as manifest writes them), made once per run
+# before any clock. Every scenario has a fresh copy of the CA directory and its index, so the
+# same CSRs serve every store and every run (the index refuses a serial or key it has seen).
+make_issue_csrs() {
+    local i sn
+    mkdir -p "$work/issue-csr"
+    for ((i = 1; i <= N_SMALL; i++)); do
+        sn=$(printf 'BENCH-%06d' "$i")
+        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout /dev/null \
+            -subj "/CN=$sn" -outform DER -out "$work/issue-csr/$sn.der" 2>/dev/null ||
+            die "openssl req $sn failed"
+    done
+}
+
+# issue_floor_run NAME STORE: bench_issue (bench/bench_issue.c) over the CSRs in a fresh
+# scenario of the store, i.e. the batch's CA token (a copy) and CA directory with its index on
+# that store; the CA opened once before its clock, then per CSR the batch's issue path
+# (provisioner/pki/issue.c prov_issue_certificate: CSR signature and policy, the index's
+# rules, the certificate built, signed by the CA key in its token, recorded in the index).
+# Sets M[NAME] (certificates per second, the loop's wall clock) and M[NAME_cpu_ms] (the
+# loop's user + system CPU per certificate).
+issue_floor_run() {
+    local name=$1 store=$2 out secs cpu
+    scenario "$name" "$store" "$MODULE"
+    quiesce
+    out=$("$ISSUE" provisioner.cnf "$work"/issue-csr/*.der 2>err.txt) ||
+        die "bench_issue ($name) failed: $(tail -n1 err.txt)"
+    [[ "$out" == "issued $N_SMALL "* ]] || die "bench_issue ($name): $out, not $N_SMALL issued"
+    secs=$(sed -n 's/.* s=\([0-9.]*\) .*/\1/p' <<<"$out")
+    cpu=$(sed -n 's/.* cpu=\([0-9.]*\)$/\1/p' <<<"$out")
+    M[$name]=$(fdiv "$N_SMALL" "$secs")
+    M[${name}_cpu_ms]=$(fdiv "$(awk -v c="$cpu" 'BEGIN { print 1000 * c }')" "$N_SMALL")
+    scenario_done
+}
+
 # run_batch NAME N JOBS [ENV...]: `provisioner batch` of lot.csv in the current scenario, with
 # ENV (VAR=value words) in its environment; every device must be issued. Sets
 # M[NAME_dev_s] (devices per second, wall clock of the whole command) and M[NAME_rss_kib].
@@ -239,8 +275,8 @@ EOF
     scenario_done
 }
 
-# Every device figure of one store: the floors, the batch at three sizes, the pipeline, and on
-# disk the batch without its syncs.
+# Every device figure of one store: the floors (the token's and the CA's), the batch at three
+# sizes, the pipeline, and on disk the batch without its syncs.
 measure_store() {
     local s=$1
     note "[$s] ($((SECONDS - run_start)) s) floors: keygen and device x $N_SMALL and x $N_LARGE"
@@ -248,6 +284,8 @@ measure_store() {
     floor_run "floor_device_${s}_small" "$s" device "$N_SMALL"
     floor_run "floor_keygen_${s}_large" "$s" keygen "$N_LARGE"
     floor_run "floor_device_${s}_large" "$s" device "$N_LARGE"
+    note "[$s] issue floor: bench_issue x $N_SMALL (CA token and CA index on $s)"
+    issue_floor_run "issue_floor_${s}" "$s"
     note "[$s] batch: N=1, N=$N_SMALL, N=$N_MID, N=$N_LARGE on one token"
     batch_run "batch_${s}_one" "$s" 1
     batch_run "batch_${s}_small" "$s" "$N_SMALL"
@@ -386,6 +424,9 @@ measure_all() {
 # ---- runs and medians --------------------------------------------------------------------
 note "setting up the CA in $work"
 setup_ca "$work"
+if want device; then
+    make_issue_csrs
+fi
 declare -A ALL
 for run in $(seq 1 "$runs"); do
     note "run $run of $runs"
@@ -412,6 +453,18 @@ if want device; then
             V[floor_device_${s}_${z}_ms]=$(ms "${V[floor_device_${s}_${z}]}")
             V[ratio_device_${s}_${z}]=$(fdiv "${V[batch_${s}_${z}_dev_s]}" "${V[floor_device_${s}_${z}]}")
             V[ratio_keygen_${s}_${z}]=$(fdiv "${V[batch_${s}_${z}_dev_s]}" "${V[floor_keygen_${s}_${z}]}")
+        done
+        V[issue_floor_${s}_ms]=$(ms "${V[issue_floor_${s}]}")
+        for z in small large; do
+            # the two floors one after the other: the token's work and the CA's for a device
+            V[floor_device_issue_${s}_${z}_ms]=$(awk -v d="${V[floor_device_${s}_${z}]}" \
+                -v i="${V[issue_floor_${s}]}" 'BEGIN { printf "%.2f", 1000 / d + 1000 / i }')
+            V[ratio_device_issue_${s}_${z}]=$(awk -v b="${V[batch_${s}_${z}_dev_s]}" \
+                -v d="${V[floor_device_${s}_${z}]}" -v i="${V[issue_floor_${s}]}" \
+                'BEGIN { printf "%.2f", b * (1 / d + 1 / i) }')
+            # the most batch ÷ device floor can be for a tool that does the CA's work too
+            V[ceiling_device_${s}_${z}]=$(awk -v d="${V[floor_device_${s}_${z}]}" \
+                -v i="${V[issue_floor_${s}]}" 'BEGIN { printf "%.2f", (1 / d) / (1 / d + 1 / i) }')
         done
         for z in one small mid large; do
             V[batch_${s}_${z}_ms]=$(ms "${V[batch_${s}_${z}_dev_s]}")
@@ -504,6 +557,9 @@ table() {
             n=$(n_of $z)
             echo "| batch ÷ device floor, N=$n | $(cell $t '%s (%s)' "${V[ratio_device_${t}_${z}]:-}" "$(met "${V[ratio_device_${t}_${z}]:-0}" '>=' 0.8)") | $(cell $d '%s (%s)' "${V[ratio_device_${d}_${z}]:-}" "$(met "${V[ratio_device_${d}_${z}]:-0}" '>=' 0.8)") | ≥ 0.8 |"
         done
+        echo "| issue floor (CSR verify + certificate + CA signature in its token + CA index record, bench_issue), N=$N_SMALL: per device; the loop's CPU | $(cell $t '%s devices/s (%s ms); CPU %s ms' "${V[issue_floor_${t}]:-}" "${V[issue_floor_${t}_ms]:-}" "${V[issue_floor_${t}_cpu_ms]:-}") | $(cell $d '%s devices/s (%s ms); CPU %s ms' "${V[issue_floor_${d}]:-}" "${V[issue_floor_${d}_ms]:-}" "${V[issue_floor_${d}_cpu_ms]:-}") | |"
+        echo "| device floor + issue floor, N=$N_SMALL / N=$N_LARGE; the device floor's share of it (the most batch ÷ device floor can be for any tool doing the same work) | $(cell $t '%s / %s ms; %s / %s' "${V[floor_device_issue_${t}_small_ms]:-}" "${V[floor_device_issue_${t}_large_ms]:-}" "${V[ceiling_device_${t}_small]:-}" "${V[ceiling_device_${t}_large]:-}") | $(cell $d '%s / %s ms; %s / %s' "${V[floor_device_issue_${d}_small_ms]:-}" "${V[floor_device_issue_${d}_large_ms]:-}" "${V[ceiling_device_${d}_small]:-}" "${V[ceiling_device_${d}_large]:-}") | |"
+        echo "| batch ÷ (device floor + issue floor), N=$N_SMALL / N=$N_LARGE | $(cell $t '%s / %s' "${V[ratio_device_issue_${t}_small]:-}" "${V[ratio_device_issue_${t}_large]:-}") | $(cell $d '%s / %s' "${V[ratio_device_issue_${d}_small]:-}" "${V[ratio_device_issue_${d}_large]:-}") | |"
         echo "| batch ÷ keygen floor, N=$N_SMALL / N=$N_LARGE | $(cell $t '%s / %s' "${V[ratio_keygen_${t}_small]:-}" "${V[ratio_keygen_${t}_large]:-}") | $(cell $d '%s / %s' "${V[ratio_keygen_${d}_small]:-}" "${V[ratio_keygen_${d}_large]:-}") | |"
         echo "| per-device cost N=$N_LARGE ÷ N=$N_SMALL: batch (device floor) | $(cell $t '%s (%s) (%s)' "${V[growth_tool_${t}]:-}" "${V[growth_floor_${t}]:-}" "$(met "${V[growth_tool_${t}]:-9}" '<=' 1.2)") | $(cell $d '%s (%s) (%s)' "${V[growth_tool_${d}]:-}" "${V[growth_floor_${d}]:-}" "$(met "${V[growth_tool_${d}]:-9}" '<=' 1.2)") | ≤ 1.2 |"
         echo "| command-line pipeline (pkcs11-tool keygen, openssl req, openssl x509, pkcs11-tool --write-object), N=$N_CLI | $(cell $t '%s ms/device' "${V[cli_${t}_ms_dev]:-}") | $(cell $d '%s ms/device' "${V[cli_${d}_ms_dev]:-}") | |"

@@ -55,7 +55,8 @@ if [ -z "${MESON_TEST_ARGS:-}" ]; then
     # one figure of each group, besides run.sh's own check that every figure is a number
     jq -e '.figures as $f | ($f | length > 0) and ([$f[] | type == "number"] | all)
            and ([ "batch_tmpfs_large_dev_s", "batch_disk_large_dev_s", "cli_disk_ms_dev",
-                  "nosync_disk_small_syncs_dev", "se_jobs16_speedup", "rss_check_kib_100000",
+                  "nosync_disk_small_syncs_dev", "ratio_device_issue_disk_large",
+                  "se_jobs16_speedup", "rss_check_kib_100000",
                   "remote_large_rss_kib", "tpm_key_ratio" ] | all(. as $k | $f | has($k)))' \
         "$bench_json" >/dev/null || {
         echo "bench/run.sh --quick: $bench_json lacks figures" >&2
