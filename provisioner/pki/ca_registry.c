@@ -261,7 +261,8 @@ int prov_ca_registry_lot_add(struct prov_ca_index *ix, const struct prov_ca_lot 
                   " VALUES (?1, CAST(?2 AS INTEGER), ?3, CAST(?4 AS INTEGER),"
                   " (SELECT count(DISTINCT serial) FROM certificate WHERE lot = ?1))"
                   " ON CONFLICT(name) DO UPDATE SET cap = CAST(?2 AS INTEGER),"
-                  " reissue = CAST(?4 AS INTEGER)",
+                  " reissue = CAST(?4 AS INTEGER),"
+                  " devices = (SELECT count(DISTINCT serial) FROM certificate WHERE lot = ?1)",
                   4, (const char *const[]){name, cap_text, now, lot->is_reissue ? "1" : "0"});
     for (size_t i = 0; i < 3 && r == 0; i++) {
         static const char *const clear[] = {"DELETE FROM lot_station WHERE lot = ?",

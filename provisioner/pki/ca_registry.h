@@ -72,7 +72,8 @@ bool prov_ca_registry_lot_name_ok(const char *name, size_t len);
 
 /*
  * Registers lot (a lot registered before gets the new terms, stations, profiles and
- * serials). PROV_ERR_USAGE naming a station that is not registered, or for a name that
+ * serials, and its devices counted again from the index: the repair of a count a service of
+ * an older schema left behind, doc/ca-service.md). PROV_ERR_USAGE naming a station that is not registered, or for a name that
  * breaks PROV_CA_LOT_NAME_RULE.
  */
 int prov_ca_registry_lot_add(struct prov_ca_index *ix, const struct prov_ca_lot *lot);

@@ -732,8 +732,8 @@ static void add_lot_d(struct prov_ca_index *ix, long long cap)
 
 /*
  * A lot's cap counts devices, not certificates: a device's reissue is not counted again; a
- * lot registered after certificates were issued under its name counts them; changing its cap
- * keeps the count; an index of schema version 6 (which counted them on every request) gets
+ * lot registered after certificates were issued under its name counts them; registering it
+ * again counts them again (a stale count repaired); an index of schema version 6 (which counted them on every request) gets
  * its counts with step 7.
  */
 static void test_lot_devices_counted(void **state)
@@ -752,6 +752,11 @@ static void test_lot_devices_counted(void **state)
     certs[2] = issue(f, ix, "D-2", &again, 0);
     assert_int_equal(lot_devices(ix), 2);
     add_lot_d(ix, 3); /* registered again: the count stays */
+    assert_int_equal(lot_devices(ix), 2);
+    /* a count gone stale (a service of schema 6 still issuing after another host upgraded
+       the index) is counted again when the lot is registered again */
+    store_exec(f, "UPDATE lot SET devices = 0 WHERE name = 'LOT-D'");
+    add_lot_d(ix, 3);
     assert_int_equal(lot_devices(ix), 2);
     certs[3] = issue(f, ix, "D-3", &cmp, 0);
     assert_int_equal(lot_devices(ix), 3);
