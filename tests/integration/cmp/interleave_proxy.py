@@ -10,7 +10,6 @@ Usage: interleave_proxy.py PORT_FILE UPSTREAM_PORT NAME WAIT_FOR_2 DONE_DIR
                creates DONE_DIR/NAME-N
   WAIT_FOR_2   the file (in DONE_DIR) that must exist before its 2nd request goes on, or -
 """
-import http.server
 import os
 import sys
 import time
@@ -18,16 +17,10 @@ import time
 import proxy_lib
 
 port_file, upstream, name, wait_for_2, done_dir = sys.argv[1:6]
-count = 0
 
 
-class Proxy(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.0"
-
-    def do_POST(self):
-        global count
-        count += 1
-        body = self.rfile.read(int(self.headers["Content-Length"]))
+class Proxy(proxy_lib.Handler):
+    def answer(self, count, body):
         if count == 2 and wait_for_2 != "-":
             path = os.path.join(done_dir, wait_for_2)
             for _ in range(600):
@@ -40,9 +33,6 @@ class Proxy(http.server.BaseHTTPRequestHandler):
         status, answer = proxy_lib.forward(self, upstream, body)
         proxy_lib.reply(self, status, answer)
         open(os.path.join(done_dir, "%s-%d" % (name, count)), "w").close()
-
-    def log_message(self, fmt, *args):
-        pass
 
 
 proxy_lib.serve(Proxy, port_file)

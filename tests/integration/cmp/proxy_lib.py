@@ -1,10 +1,26 @@
 # SPDX-License-Identifier: Apache-2.0
-"""What the CMP test proxies (interleave_proxy.py, tamper_proxy.py) share: passing a request
-on to `ca serve` on 127.0.0.1, answering the client, and listening on a port the kernel
-chooses, written to a file once it listens."""
+"""What the CMP test proxies (interleave_proxy.py, tamper_proxy.py, split_proxy.py) share:
+a handler that numbers the requests, passing a request on to a CMP server on 127.0.0.1,
+answering the client, and listening on a port the kernel chooses, written to a file once it
+listens."""
 import http.server
 import os
 import urllib.request
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    """A proxy's handler: each POST's body and its number (from 1, one server, one request at
+    a time) go to self.answer(count, body), which answers the client."""
+    protocol_version = "HTTP/1.0"
+    count = 0
+
+    def do_POST(self):
+        Handler.count += 1
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.answer(Handler.count, body)
+
+    def log_message(self, fmt, *args):
+        pass
 
 
 def forward(handler, upstream, body):

@@ -8,7 +8,6 @@ does not verify. Each spoiled answer adds a line to MARK_FILE.
 Usage: tamper_proxy.py PORT_FILE UPSTREAM_PORT MARK_FILE [TEXT]
   PORT_FILE  where the port it listens on (127.0.0.1, chosen by the kernel) is written
 """
-import http.server
 import sys
 
 import proxy_lib
@@ -42,11 +41,8 @@ def spoil_protection(der):
     return None
 
 
-class Proxy(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.0"
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["Content-Length"]))
+class Proxy(proxy_lib.Handler):
+    def answer(self, count, body):
         status, answer = proxy_lib.forward(self, upstream, body)
         spoiled = spoil_protection(answer) if MARK in answer else None
         if spoiled is not None:
@@ -54,9 +50,6 @@ class Proxy(http.server.BaseHTTPRequestHandler):
             with open(mark_file, "a") as f:
                 f.write("%s spoiled\n" % WHAT)
         proxy_lib.reply(self, status, answer)
-
-    def log_message(self, fmt, *args):
-        pass
 
 
 proxy_lib.serve(Proxy, port_file)
