@@ -25,12 +25,16 @@
 #define SIGNER_INDEX_NAME "ca:cmp-signer"
 #define SIGNER_MIN_LEFT_S 86400
 
-/* The certificate on file is still the one to use: the intermediate's, living long enough. */
+/*
+ * The certificate on file is still the one to use: the intermediate's, living long enough,
+ * and a CMP signer's (id-kp-cmcCA, cmp_asn1.h): one an older version made without it is
+ * replaced, as the tool's client now refuses answers it signs.
+ */
 static bool is_current(X509 *cert, const struct prov_ca *ca)
 {
     time_t soon = time(NULL) + SIGNER_MIN_LEFT_S;
 
-    return X509_check_issued(ca->cert, cert) == X509_V_OK &&
+    return X509_check_issued(ca->cert, cert) == X509_V_OK && prov_cmp_is_signer_cert(cert) &&
            X509_cmp_time(X509_get0_notAfter(cert), &soon) > 0 &&
            X509_cmp_current_time(X509_get0_notBefore(cert)) < 0;
 }
@@ -40,6 +44,8 @@ static const struct prov_ca_signer_names cmp_signer_names = {
     .label = SIGNER_LABEL,
     .index_name = SIGNER_INDEX_NAME,
     .issued_by = "ca serve",
+    /* RFC 9480 section 2.2: the CA's own CMP protection certificate (cmp_asn1.h) */
+    .ext_key_usage = "cmcCA",
 };
 
 /* A new key in the CA token and its certificate: recorded in the CA index, then on file. */

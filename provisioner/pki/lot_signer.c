@@ -119,10 +119,13 @@ out:
 
 /*
  * The certificate for pub, signed by the intermediate in the HSM: valid from now (less the
- * clock skew) until the intermediate's notAfter, CA:false, keyUsage digitalSignature only.
+ * clock skew) until the intermediate's notAfter, CA:false, keyUsage digitalSignature only,
+ * and the extendedKeyUsage names asks for.
  */
-static int build_cert(const struct prov_ca *ca, EVP_PKEY *pub, const char *role, X509 **out)
+static int build_cert(const struct prov_ca *ca, EVP_PKEY *pub,
+                      const struct prov_ca_signer_names *names, X509 **out)
 {
+    const char *role = names->role;
     ASN1_INTEGER *serial = NULL;
     X509_NAME *subject = NULL;
     X509 *cert = X509_new();
@@ -153,7 +156,9 @@ static int build_cert(const struct prov_ca *ca, EVP_PKEY *pub, const char *role,
     if ((r = prov_ca_add_ext(cert, &ctx, NID_basic_constraints, "critical,CA:FALSE")) < 0 ||
         (r = prov_ca_add_ext(cert, &ctx, NID_key_usage, "critical,digitalSignature")) < 0 ||
         (r = prov_ca_add_ext(cert, &ctx, NID_subject_key_identifier, "hash")) < 0 ||
-        (r = prov_ca_add_ext(cert, &ctx, NID_authority_key_identifier, "keyid:always")) < 0) {
+        (r = prov_ca_add_ext(cert, &ctx, NID_authority_key_identifier, "keyid:always")) < 0 ||
+        (names->ext_key_usage != NULL &&
+         (r = prov_ca_add_ext(cert, &ctx, NID_ext_key_usage, names->ext_key_usage)) < 0)) {
         goto out;
     }
     *out = cert;
@@ -180,7 +185,7 @@ int prov_ca_signer_issue(const struct prov_ca *ca, EVP_PKEY *pub,
     int r;
 
     *out = NULL;
-    r = build_cert(ca, pub, names->role, &cert);
+    r = build_cert(ca, pub, names, &cert);
     if (r == 0) {
         r = prov_ca_index_begin(ca->index, names->index_name, &rec, pub);
     }

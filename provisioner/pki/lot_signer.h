@@ -35,20 +35,23 @@ int prov_lot_signer_uri(const char *ca_key, char **out);
  * How the CA's own signers (this lot signer; the CA service's CMP signer,
  * service/cmp_signer.c) are named: CN "<intermediate CN> <role>", the label of their key,
  * the name the CA index records them under (with ':', which no device serial has) and its
- * issued_by.
+ * issued_by; and the extendedKeyUsage their certificate carries (OpenSSL's config syntax,
+ * NULL for none).
  */
 struct prov_ca_signer_names {
     const char *role;
     const char *label;
     const char *index_name;
     const char *issued_by;
+    const char *ext_key_usage;
 };
 
 /*
  * A signer's certificate for pub, issued by the open CA (ca with its key): valid from now
  * (less the clock skew) until the intermediate's notAfter, CA:false, keyUsage
- * digitalSignature only; recorded in the CA index under names->index_name in one transaction
- * with its signing (is_reissue: supersedes the one recorded there). Not yet delivered.
+ * digitalSignature only, names->ext_key_usage if any; recorded in the CA index under
+ * names->index_name in one transaction with its signing (is_reissue: supersedes the one
+ * recorded there). Not yet delivered.
  */
 struct prov_ca;
 int prov_ca_signer_issue(const struct prov_ca *ca, EVP_PKEY *pub,

@@ -8,6 +8,7 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/objects.h>
+#include <openssl/x509v3.h>
 
 typedef STACK_OF(X509) PROV_CACERTS;
 ASN1_ITEM_TEMPLATE(PROV_CACERTS) =
@@ -131,4 +132,16 @@ X509 *prov_cmp_read_cert(const char *path)
     }
     ERR_clear_error();
     return cert;
+}
+
+int prov_cmp_is_signer_cert(X509 *cert)
+{
+    EXTENDED_KEY_USAGE *eku = X509_get_ext_d2i(cert, NID_ext_key_usage, NULL, NULL);
+    int found = 0;
+
+    for (int i = 0; i < sk_ASN1_OBJECT_num(eku) && !found; i++) {
+        found = OBJ_obj2nid(sk_ASN1_OBJECT_value(eku, i)) == NID_cmcCA;
+    }
+    sk_ASN1_OBJECT_pop_free(eku, ASN1_OBJECT_free);
+    return found;
 }

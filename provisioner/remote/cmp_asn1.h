@@ -41,6 +41,18 @@ int prov_cmp_msg_is_protected(const OSSL_CMP_MSG *msg);
 int prov_cmp_log_nothing(const char *func, const char *file, int line, OSSL_CMP_severity level,
                          const char *msg);
 
+/*
+ * Whether cert may sign the CA service's CMP answers: its extendedKeyUsage names id-kp-cmcCA
+ * (1.3.6.1.5.5.7.3.27, RFC 6402 section 2.10). RFC 9480 section 2.2 (RFC 4210's new section
+ * 4.5, which RFC 9483 builds on) makes a certificate used for CMP message protection carry the
+ * extended key usage of the role its CA delegated: id-kp-cmcCA for the CA's own. Every other
+ * certificate under the same root (devices, stations) has none of it. The service gives its
+ * cmp-signer.crt that usage (service/cmp_signer.c), its client accepts no other signer
+ * (provisioner/remote/issuer_cmp.c). A certificate with no extendedKeyUsage at all, or only
+ * anyExtendedKeyUsage, is not one.
+ */
+int prov_cmp_is_signer_cert(X509 *cert);
+
 /* The first certificate of a PEM file, or NULL (missing, unreadable, none). */
 X509 *prov_cmp_read_cert(const char *path);
 

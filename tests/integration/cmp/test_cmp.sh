@@ -15,7 +15,10 @@
 #   nor a request without proof of possession of the new key (raVerified, accepted from a
 #   station in a reissue's cr only: an ir claiming it is refused too);
 # - HTTPS with --tls-cert/--tls-key (genm over TLS; plain HTTP on that port gets nothing);
-# - one log line per request; SIGTERM stops the service cleanly.
+# - one log line per request; SIGTERM stops the service cleanly;
+# - the CMP signer's certificate carries id-kp-cmcCA (the tool's client requires it, doc/
+#   ca-service.md "Who signs the answers"); one an older version made without it, for the same
+#   key, is replaced at the next start.
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../batch/batch_lib.sh"
 . "$(dirname "$0")/cmp_lib.sh"
@@ -35,6 +38,8 @@ cmp_serve --max-body 65536
 # the CMP signer, made on the first start, is in the CA index and on file
 assert_file "$IT_CA_DIR/cmp-signer.crt"
 assert_strict_cert "$IT_CA_DIR/cmp-signer.crt"
+openssl x509 -in "$IT_CA_DIR/cmp-signer.crt" -noout -ext extendedKeyUsage |
+    grep -q 'CMC Certificate Authority' || fail "the CMP signer's certificate lacks id-kp-cmcCA"
 assert_eq "$(sql_q "$IT_CA_DIR/index.sqlite" "SELECT count(*) FROM certificate
     WHERE serial = 'ca:cmp-signer'")" 1 "the CMP signer in the CA index"
 BEFORE=$(cmp_issued)
@@ -256,3 +261,40 @@ kill -TERM "$CMP_PID"
 rc=0
 wait "$CMP_PID" || rc=$?
 assert_eq "$rc" 0 "ca serve exit status after SIGTERM"
+
+# ---- an older version's CMP signer certificate (no id-kp-cmcCA): replaced at start ----------
+# The same key, certified again by the intermediate in the CA token (libp11's engine) with the
+# extensions the CMP signer had before: all it lacks is the extended key usage.
+engine_conf "$WORK/engine.cnf"
+cat >"$WORK/old-signer.ext" <<'EOX'
+[old]
+basicConstraints = critical, CA:false
+keyUsage = critical, digitalSignature
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+EOX
+openssl x509 -in "$IT_CA_DIR/cmp-signer.crt" -noout -pubkey >"$WORK/signer-pub.pem" ||
+    fail "the CMP signer's public key"
+OPENSSL_CONF=$WORK/engine.cnf openssl x509 -new -subj "/CN=Old CMP Signer" -days 30 \
+    -force_pubkey "$WORK/signer-pub.pem" -extfile "$WORK/old-signer.ext" -extensions old \
+    -CA "$IT_CA_DIR/intermediate.crt" -engine pkcs11 -CAkeyform engine \
+    -CAkey "pkcs11:token=provisioner-ca;object=intermediate;type=private;pin-value=$CA_PIN_VALUE" \
+    -out "$WORK/old-signer.crt" >"$WORK/log/old-signer.log" 2>&1 ||
+    fail "openssl x509 -CA (old CMP signer): $(tail -n2 "$WORK/log/old-signer.log" | tr '\n' ' ')"
+assert_strict_cert "$WORK/old-signer.crt"
+if openssl x509 -in "$WORK/old-signer.crt" -noout -ext extendedKeyUsage |
+    grep -q 'CMC Certificate Authority'; then
+    fail "the old CMP signer's certificate carries id-kp-cmcCA"
+fi
+cp "$WORK/old-signer.crt" "$IT_CA_DIR/cmp-signer.crt"
+cmp_serve
+openssl x509 -in "$IT_CA_DIR/cmp-signer.crt" -noout -ext extendedKeyUsage |
+    grep -q 'CMC Certificate Authority' ||
+    fail "the old CMP signer's certificate (no id-kp-cmcCA) was kept at start"
+assert_strict_cert "$IT_CA_DIR/cmp-signer.crt"
+assert_eq "$(sql_q "$IT_CA_DIR/index.sqlite" "SELECT count(*) FROM certificate
+    WHERE serial = 'ca:cmp-signer'")" 2 "the CMP signers in the CA index: the first and the new"
+cmp_client renewed-signer STATION-1 -cmd genm -infotype caCerts ||
+    fail "openssl cmp genm (new CMP signer): $(tail -n3 "$WORK/log/cmp-renewed-signer.log" |
+        tr '\n' ' ')"
+cmp_stop
