@@ -4,9 +4,10 @@
  * (`provisioner ca serve`, doc/ca-service.md) over CMP, [ca] url = cmp://HOST:PORT/PATH (over
  * HTTPS: cmps://, the service's TLS certificate checked against [ca] tls_ca). Its
  * requests are signed by the station's identity key in the station's own token (station_key,
- * station_pin) and carry its certificate (station_cert); the service's answers must chain to
- * root_cert. Each certificate is a p10cr of the device's CSR, confirmed (certConf) by OpenSSL's
- * client before it comes back. The CA index is the service's: nothing is recorded here.
+ * station_pin) and carry its certificate (station_cert); the service's answers must be signed
+ * by a CMP signer (id-kp-cmcCA) whose certificate chains to root_cert (signer_trust). Each
+ * certificate is a p10cr of the device's CSR, confirmed (certConf) by OpenSSL's client before
+ * it comes back. The CA index is the service's: nothing is recorded here.
  */
 #include "issuer_cmp.h"
 
@@ -25,6 +26,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "cert_facts.h"
 #include "cmp_asn1.h"
 #include "error.h"
 #include "remote_ops.h"
@@ -108,6 +110,7 @@ struct watch {
     bool was_unprotected;
     unsigned char *last;
     int last_len;
+    char not_signer[512]; /* the subject of the last answer's signer refused by signer_trust */
 };
 
 static bool is_verified(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *rsp)
@@ -133,6 +136,7 @@ static OSSL_CMP_MSG *watched_transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req
 
     OPENSSL_free(w->last);
     w->last = NULL;
+    w->not_signer[0] = '\0';
     w->last_len = rsp != NULL ? i2d_OSSL_CMP_MSG(rsp, &w->last) : 0;
     if (rsp != NULL && !is_verified(ctx, rsp)) {
         w->was_unprotected = true;
@@ -234,6 +238,64 @@ static int tls_context(struct cmp_issuer *ci)
     return 0;
 }
 
+static int watch_index = -1;
+static pthread_once_t watch_index_once = PTHREAD_ONCE_INIT;
+
+static void make_watch_index(void)
+{
+    watch_index = X509_STORE_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+
+/*
+ * signer_trust's check of the certificate that would verify an answer's protection (depth 0,
+ * after OpenSSL found its chain good): a CMP signer's, or refused as if its chain had failed.
+ * The refused subject is noted in the transaction's watch (the store's ex_data).
+ */
+static int require_cmp_signer(int ok, X509_STORE_CTX *vc)
+{
+    X509 *cert = X509_STORE_CTX_get_current_cert(vc);
+    struct prov_cert_facts facts;
+    struct watch *w;
+
+    if (!ok || X509_STORE_CTX_get_error_depth(vc) != 0 || cert == NULL ||
+        prov_cmp_is_signer_cert(cert)) {
+        return ok;
+    }
+    w = X509_STORE_get_ex_data(X509_STORE_CTX_get0_store(vc), watch_index);
+    if (w != NULL) {
+        snprintf(w->not_signer, sizeof(w->not_signer), "%s",
+                 prov_cert_facts(cert, &facts) == 0 ? facts.subject : "(no subject)");
+        prov_error_clear();
+    }
+    X509_STORE_CTX_set_error(vc, X509_V_ERR_INVALID_PURPOSE);
+    return 0;
+}
+
+/*
+ * The trust of one transaction's CMP context: root_cert alone, and the signer of an answer
+ * must be a CMP signer (prov_cmp_is_signer_cert). Every certificate of this PKI chains to
+ * root_cert, a device's or a station's as well as the service's cmp-signer.crt; only the
+ * service's carries id-kp-cmcCA (service/cmp_signer.h), so without the check any of them
+ * could answer for the service. OpenSSL validates every answer against this store (genp,
+ * ip/cp, pkiConf, error, rp: OSSL_CMP_validate_msg), and so do is_verified and
+ * rejection_verifies: an answer signed by anyone else is one whose protection does not
+ * verify. Only this context's: the chains of caCerts and of a certificate
+ * (fetch_chain, chain_of_answer) are checked against root_cert as they are.
+ */
+static X509_STORE *signer_trust(const struct cmp_issuer *ci, struct watch *w)
+{
+    X509_STORE *store = X509_STORE_new();
+
+    pthread_once(&watch_index_once, make_watch_index);
+    if (store == NULL || watch_index < 0 || !X509_STORE_add_cert(store, ci->remote.id.root) ||
+        !X509_STORE_set_ex_data(store, watch_index, w)) {
+        X509_STORE_free(store);
+        return NULL;
+    }
+    X509_STORE_set_verify_cb(store, require_cmp_signer);
+    return store;
+}
+
 /*
  * A client context for one transaction (OpenSSL's client keeps no connection across them),
  * its exchange noted in *w (struct watch); freed with client_free.
@@ -241,22 +303,23 @@ static int tls_context(struct cmp_issuer *ci)
 static OSSL_CMP_CTX *client_ctx(struct cmp_issuer *ci, struct watch *w)
 {
     OSSL_CMP_CTX *ctx = OSSL_CMP_CTX_new(NULL, NULL);
+    X509_STORE *trust;
 
     *w = (struct watch){0};
-    if (ctx == NULL || !OSSL_CMP_CTX_set1_server(ctx, ci->host) ||
+    trust = signer_trust(ci, w);
+    if (ctx == NULL || trust == NULL || !OSSL_CMP_CTX_set1_server(ctx, ci->host) ||
         !OSSL_CMP_CTX_set_serverPort(ctx, ci->port) ||
         !OSSL_CMP_CTX_set1_serverPath(ctx, ci->path) ||
         !OSSL_CMP_CTX_set1_cert(ctx, ci->remote.id.cert) ||
         !OSSL_CMP_CTX_set1_pkey(ctx, ci->remote.id.pkey) ||
         !OSSL_CMP_CTX_set_transfer_cb(ctx, watched_transfer) ||
         !OSSL_CMP_CTX_set_transfer_cb_arg(ctx, w) ||
-        !OSSL_CMP_CTX_set_http_cb(ctx, on_connection) ||
-        !OSSL_CMP_CTX_set_http_cb_arg(ctx, ci) ||
-        !X509_STORE_up_ref(ci->remote.id.trust)) {
+        !OSSL_CMP_CTX_set_http_cb(ctx, on_connection) || !OSSL_CMP_CTX_set_http_cb_arg(ctx, ci) ||
+        !OSSL_CMP_CTX_set0_trustedStore(ctx, trust)) {
+        X509_STORE_free(trust);
         OSSL_CMP_CTX_free(ctx);
         return NULL;
     }
-    OSSL_CMP_CTX_set0_trustedStore(ctx, ci->remote.id.trust);
     OSSL_CMP_CTX_set_log_cb(ctx, prov_cmp_log_nothing);
     OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_MSG_TIMEOUT, 30);
     OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_TOTAL_TIMEOUT, 60);
@@ -297,6 +360,18 @@ static bool rejection_verifies(OSSL_CMP_CTX *ctx, const struct watch *w)
     return ok;
 }
 
+/* Text from nobody the station can verify, made fit for one quoted line. */
+static void printable(char *s)
+{
+    for (size_t i = 0; s[i] != '\0'; i++) {
+        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e) {
+            s[i] = '?';
+        } else if (s[i] == '"') {
+            s[i] = '\''; /* the line quotes it */
+        }
+    }
+}
+
 /*
  * The text of an unprotected answer for one line: the details its error message carried
  * (OpenSSL's client leaves them in the error queue as "errorDetails: ..."), else its status;
@@ -307,7 +382,6 @@ static void unverified_text(OSSL_CMP_CTX *ctx, char *out, size_t cap)
     const char *data = NULL;
     const char *details = NULL;
     int flags = 0;
-    size_t i;
 
     out[0] = '\0';
     while (ERR_get_error_all(NULL, NULL, NULL, &data, &flags) != 0) {
@@ -319,13 +393,7 @@ static void unverified_text(OSSL_CMP_CTX *ctx, char *out, size_t cap)
     if (out[0] == '\0' && OSSL_CMP_CTX_snprint_PKIStatus(ctx, out, cap) == NULL) {
         snprintf(out, cap, "no reason given");
     }
-    for (i = 0; out[i] != '\0'; i++) {
-        if ((unsigned char)out[i] < 0x20 || (unsigned char)out[i] > 0x7e) {
-            out[i] = '?';
-        } else if (out[i] == '"') {
-            out[i] = '\''; /* the line quotes it */
-        }
-    }
+    printable(out);
 }
 
 /*
@@ -342,6 +410,19 @@ static int transaction_failed(struct cmp_issuer *ci, OSSL_CMP_CTX *ctx, const ch
     if (!w->was_unprotected && OSSL_CMP_CTX_get_status(ctx) == OSSL_CMP_PKISTATUS_rejection &&
         !rejection_verifies(ctx, w)) {
         w->was_unprotected = true;
+    }
+    if (w->not_signer[0] != '\0') {
+        /*
+         * Signed by a certificate of this PKI that is not the service's CMP signer (a
+         * device's, a station's: signer_trust): not the service's word, whatever it says;
+         * as an answer whose protection does not verify, below.
+         */
+        unverified_text(ctx, text, sizeof(text));
+        printable(w->not_signer);
+        return prov_fail(PROV_ERR_NOT_FOUND,
+                         "CA service unavailable: %s://%s:%d%s answered %s signed by %s, "
+                         "which is not a CMP signer (no id-kp-cmcCA); unverified: \"%s\"",
+                         ci->scheme, ci->host, ci->port, ci->path, what, w->not_signer, text);
     }
     if (w->was_unprotected && OSSL_CMP_CTX_get_status(ctx) >= 0) {
         /*
