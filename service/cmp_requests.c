@@ -313,6 +313,31 @@ static OSSL_CMP_PKISI *answer_cert(struct txn *t, X509 *cert, STACK_OF(X509) **c
  * borrows crm, which OSSL_CRMF_MSGS_verify_popo only reads: a copy (OSSL_CRMF_MSG_dup) cost
  * an encoding, a decoding and its public key decoded again per request (doc/ca-service.md).
  */
+/*
+ * prov_ca_record.also for a request that issues (ca_index.h): t's transactionID remembered in
+ * the commit that records its certificate (ca_replay.h), so that a crash right after it cannot
+ * leave the ID forgotten and the message sent again answered as a new transaction.
+ */
+static int remember_with_issue(struct prov_ca_index *ix, void *arg)
+{
+    struct txn *t = arg;
+    int r;
+
+    if (t->signer_expires <= t->last) {
+        return 0; /* nothing to remember: a replay fails its protection check */
+    }
+    r = prov_ca_replay_remember_in(ix, t->id, t->id_len, t->last, t->signer_expires);
+    t->is_remembered = r == 0;
+    return r;
+}
+
+/* rq records its certificate with t's transactionID (remember_with_issue). */
+static void record_with(struct prov_request *rq, struct txn *t)
+{
+    rq->record.also = remember_with_issue;
+    rq->record.also_arg = t;
+}
+
 static bool proves_key(const OSSL_CRMF_MSG *crm)
 {
     OSSL_CRMF_MSGS *one = sk_OSSL_CRMF_MSG_new_null();
@@ -365,6 +390,7 @@ static OSSL_CMP_PKISI *key_update(struct txn *t, const OSSL_CMP_MSG *req,
         rq.profile = srv->profile;
         rq.record.issued_by = "cmp:kur";
         rq.record.is_reissue = true;
+        record_with(&rq, t);
         prov_error_clear();
         r = prov_issue_certificate_for_key(srv->cfg, srv->ca, pub, &rq, &cert);
     }
@@ -484,6 +510,7 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
     rq.record.lot = ask.lot_out;
     rq.record.is_reissue = ask.is_reissue;
     rq.record.pubkey_sha256 = spki;
+    record_with(&rq, t);
     prov_error_clear();
     if (p10cr != NULL) {
         r = prov_issue_certificate(srv->cfg, srv->ca, (X509_REQ *)p10cr, &rq, &cert);

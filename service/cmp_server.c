@@ -423,7 +423,7 @@ int prov_cmp_server_handle_lot(struct prov_cmp_server *srv, const char *lot,
             outcome_set(oc, "refused: %s", "error answered");
         }
         snprintf(oc->station, sizeof(oc->station), "%s", t->station);
-        if (starts_transaction(type) && t->signer_expires > now) {
+        if (starts_transaction(type) && t->signer_expires > now && !t->is_remembered) {
             remember(srv, t, now, oc);
         }
         t->oc = NULL;

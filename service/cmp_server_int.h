@@ -61,6 +61,7 @@ struct txn {
     int fail_bit;           /* a scratch transaction's refusal (cb_refuse_*): its failInfo */
     bool was_verified;      /* a scratch transaction: a cb_refuse_* ran, so the request verified */
     bool is_unrecorded;     /* finished while the CA index was closed: remembered when it opens */
+    bool is_remembered;     /* its ID went into the CA index with the certificate it issued */
     struct prov_cmp_server *owner;
     struct prov_cmp_outcome *oc; /* the outcome of the message being handled */
     X509 *pinned; /* the message being handled was verified with this alone (handle_lot) */

@@ -646,6 +646,12 @@ int prov_ca_index_record(struct prov_ca_index *ix, const char *serial,
             goto out;
         }
     }
+    if (rec->also != NULL) {
+        r = rec->also(ix, rec->also_arg);
+        if (r < 0) {
+            goto out;
+        }
+    }
     r = commit(ix);
 out:
     OPENSSL_free(c.der);

@@ -101,6 +101,14 @@ struct prov_ca_record {
                                   caller has it already (the CA service hashes a request's
                                   key once for the retry look-up and the rules); NULL: hashed
                                   here */
+    /*
+     * Written in the issuance's own transaction, before its commit, so that it is on disk
+     * exactly when the certificate is (NULL: nothing). The CA service remembers there the
+     * CMP transactionID that asked (ca_replay.h). Runs with the index locked for the issue;
+     * < 0 rolls the issuance back.
+     */
+    int (*also)(struct prov_ca_index *ix, void *arg);
+    void *also_arg;
 };
 
 /*

@@ -64,8 +64,8 @@ int prov_ca_replay_is_known(struct prov_ca_index *ix, const unsigned char *tid, 
     return rc;
 }
 
-int prov_ca_replay_remember(struct prov_ca_index *ix, const unsigned char *tid, size_t len,
-                            time_t now, time_t expires_at)
+int prov_ca_replay_remember_in(struct prov_ca_index *ix, const unsigned char *tid, size_t len,
+                               time_t now, time_t expires_at)
 {
     char hex[2 * PROV_CA_REPLAY_TID_MAX + 1];
     int r;
@@ -75,12 +75,6 @@ int prov_ca_replay_remember(struct prov_ca_index *ix, const unsigned char *tid, 
                          PROV_CA_REPLAY_TID_MAX);
     }
     prov_hex_encode(tid, len, hex);
-    prov_ca_index_lock(ix);
-    r = prov_ca_index_begin_write(ix);
-    if (r < 0) {
-        prov_ca_index_unlock(ix);
-        return r;
-    }
     r = run(ix, "DELETE FROM cmp_transaction WHERE expires_at <= ?", "i", (long long)now);
     if (r == 0) {
         r = run(ix,
@@ -88,6 +82,25 @@ int prov_ca_replay_remember(struct prov_ca_index *ix, const unsigned char *tid, 
                 " ON CONFLICT DO NOTHING",
                 "tii", hex, (long long)now, (long long)expires_at);
     }
+    return r;
+}
+
+int prov_ca_replay_remember(struct prov_ca_index *ix, const unsigned char *tid, size_t len,
+                            time_t now, time_t expires_at)
+{
+    int r;
+
+    if (len > PROV_CA_REPLAY_TID_MAX) {
+        return prov_fail(PROV_ERR_INPUT, "CMP transactionID of %zu bytes: longer than %d", len,
+                         PROV_CA_REPLAY_TID_MAX);
+    }
+    prov_ca_index_lock(ix);
+    r = prov_ca_index_begin_write(ix);
+    if (r < 0) {
+        prov_ca_index_unlock(ix);
+        return r;
+    }
+    r = prov_ca_replay_remember_in(ix, tid, len, now, expires_at);
     r = prov_ca_index_end_write(ix, r, "cannot commit the CMP transaction");
     prov_ca_index_unlock(ix);
     return r;

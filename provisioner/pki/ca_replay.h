@@ -35,4 +35,12 @@ int prov_ca_replay_is_known(struct prov_ca_index *ix, const unsigned char *tid, 
 int prov_ca_replay_remember(struct prov_ca_index *ix, const unsigned char *tid, size_t len,
                             time_t now, time_t expires_at);
 
+/*
+ * The same rows written in a write transaction the caller holds open (an issuance's:
+ * prov_ca_record.also, ca_index.h), so that the transactionID is remembered in the commit
+ * that records the certificate it asked for: no crash can come between the two.
+ */
+int prov_ca_replay_remember_in(struct prov_ca_index *ix, const unsigned char *tid, size_t len,
+                               time_t now, time_t expires_at);
+
 #endif

@@ -15,7 +15,8 @@
 #   certificate does not do;
 # - a replayed message of a finished transaction after the service restarted (the ir and
 #   certConf openssl cmp wrote with -reqout, sent again with curl): the CA index remembers
-#   the transaction (and prunes what has expired).
+#   the transaction (and prunes what has expired); also when the service stopped right after
+#   the certificate reached the index (the transactionID is remembered in that transaction).
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../batch/batch_lib.sh"
 . "$(dirname "$0")/cmp_lib.sh"
@@ -145,6 +146,39 @@ assert_grep "$CMP_LOG" 'certConf station=- serial=- outcome="refused: certConf f
     "replay certConf: the log line"
 assert_eq "$(sql_q "$IX" "SELECT count(*) FROM certificate WHERE serial = 'REPLAY'")" 1 \
     "replay: one certificate for the device"
+cmp_stop
+
+# ---- the same, when the service stopped right after the certificate reached the index -------
+# (the crash hook ca-issued:1, provisioner/pki/ca_index.c): the transactionID is remembered in
+# the issuance's own transaction, so the ir sent again once the service is back is a replay,
+# refused, and not answered as a retry of a new transaction
+PROVISIONER_TEST_CRASH_AT=ca-issued:1 cmp_serve
+new_key CRASHED
+before=$(cmp_issued)
+cmp_client crashed ST-1 -cmd ir -newkey "$WORK/CRASHED.key" -subject /CN=CRASHED \
+    -certout "$WORK/CRASHED.crt" -reqout "$WORK/crashed-ir.der" &&
+    fail "crashed: openssl cmp got an answer"
+for ((i = 0; i < 100; i++)); do
+    kill -0 "$CMP_PID" 2>/dev/null || break
+    sleep 0.1
+done
+kill -0 "$CMP_PID" 2>/dev/null &&
+    fail "crashed: the service still runs: $(tail -n3 "$WORK/log/cmp-crashed.log" | tr '\n' ' ')"
+rc=0
+wait "$CMP_PID" || rc=$?
+assert_eq "$rc" 137 "crashed: the service stopped at the crash hook"
+assert_eq "$(cmp_issued)" $((before + 1)) "crashed: the certificate is in the index"
+assert_file "$WORK/crashed-ir.der"
+cmp_serve
+audit=$(refusals)
+code=$(curl -sS -o "$WORK/crashed-ir.answer" -w '%{http_code}' \
+    -H 'Content-Type: application/pkixcmp' --data-binary "@$WORK/crashed-ir.der" \
+    "http://127.0.0.1:$CMP_PORT/.well-known/cmp") || fail "crashed ir again: curl"
+assert_eq "$code" 200 "crashed ir again: a CMP answer"
+grep -aqF 'replay of a finished transaction' "$WORK/crashed-ir.answer" ||
+    fail "crashed ir again: not refused as a replay: $(tail -n1 "$CMP_LOG")"
+assert_eq "$(refusals)" $((audit + 1)) "crashed ir again: an audit record"
+assert_eq "$(cmp_issued)" $((before + 1)) "crashed ir again: nothing issued"
 cmp_stop
 
 # ---- an expired station: the service 40 days ahead, past ST-2's 30 days ----------------------
