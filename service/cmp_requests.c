@@ -196,8 +196,45 @@ out:
  * one from its search without a word). Taken from the message unverified: it names the claim,
  * never authorizes anything. "" when the message carries no certificate.
  */
+/* t as "YYYY-MM-DD HH:MM:SS GMT", or "?" */
+static void time_text(const ASN1_TIME *t, char *out, size_t cap)
+{
+    struct tm tm;
+
+    if (ASN1_TIME_to_tm(t, &tm) != 1 || strftime(out, cap, "%Y-%m-%d %H:%M:%S GMT", &tm) == 0) {
+        snprintf(out, cap, "?");
+    }
+}
+
+/*
+ * What a sender whose certificate is this CA's but out of date is told (prov_cmp_claimed_sender):
+ * verify_err and depth from the chain's verification; only the end certificate's own period.
+ */
+static void out_of_date(X509 *cert, const char *name, const char *hex, int verify_err,
+                        int depth, char *tell, size_t cap)
+{
+    char when[40];
+
+    if (depth != 0) {
+        return;
+    }
+    if (verify_err == X509_V_ERR_CERT_HAS_EXPIRED) {
+        time_text(X509_get0_notAfter(cert), when, sizeof(when));
+        snprintf(tell, cap,
+                 "the protection certificate of %s (serial %s) expired on %s: a station renews "
+                 "it on the CA host (ca station renew %s)",
+                 name, hex, when, name);
+    } else if (verify_err == X509_V_ERR_CERT_NOT_YET_VALID) {
+        time_text(X509_get0_notBefore(cert), when, sizeof(when));
+        snprintf(tell, cap,
+                 "the protection certificate of %s (serial %s) is not valid before %s: check "
+                 "the clocks of the station and the CA host",
+                 name, hex, when);
+    }
+}
+
 void prov_cmp_claimed_sender(struct prov_cmp_server *srv, const OSSL_CMP_MSG *req, char *out,
-                             size_t cap)
+                             size_t cap, char *tell, size_t tell_cap)
 {
     STACK_OF(X509) *extra = prov_cmp_msg_extra_certs(req);
     X509 *cert = sk_X509_value(extra, 0);
@@ -207,6 +244,7 @@ void prov_cmp_claimed_sender(struct prov_cmp_server *srv, const OSSL_CMP_MSG *re
     char hex[72] = "-";
 
     out[0] = '\0';
+    tell[0] = '\0';
     if (cert != NULL) {
         const ASN1_INTEGER *sn = X509_get0_serialNumber(cert);
 
@@ -217,7 +255,13 @@ void prov_cmp_claimed_sender(struct prov_cmp_server *srv, const OSSL_CMP_MSG *re
         vc = X509_STORE_CTX_new();
         if (vc != NULL && X509_STORE_CTX_init(vc, srv->trust, cert, srv->chain) &&
             X509_verify_cert(vc) != 1) {
+            /*
+             * OpenSSL checks each certificate's signature before its period, from the root
+             * down: an expired end certificate reported here was signed by this CA.
+             */
             why = X509_verify_cert_error_string(X509_STORE_CTX_get_error(vc));
+            out_of_date(cert, name, hex, X509_STORE_CTX_get_error(vc),
+                        X509_STORE_CTX_get_error_depth(vc), tell, tell_cap);
         }
         snprintf(out, cap, "claimed station %s, certificate %s: %s", name, hex, why);
     }

@@ -212,6 +212,38 @@ static OSSL_CMP_MSG *refuse(struct prov_cmp_server *srv, const OSSL_CMP_MSG *req
 }
 
 /*
+ * A refusal of a message OpenSSL refused before any callback, with what the sender is told
+ * (prov_cmp_claimed_sender): its protection is let through in a fresh server context whose
+ * callbacks only refuse, so that OpenSSL makes the answer as any other refusal, the text in
+ * its PKIStatusInfo rather than OpenSSL's "no suitable sender cert". NULL when it cannot.
+ */
+static OSSL_CMP_MSG *refuse_unverified(struct prov_cmp_server *srv, const OSSL_CMP_MSG *req,
+                                       const char *tell)
+{
+    struct prov_cmp_outcome said;
+    struct txn scratch;
+    OSSL_CMP_SRV_CTX *sctx;
+    OSSL_CMP_MSG *rsp = NULL;
+
+    memset(&said, 0, sizeof(said));
+    outcome_set(&said, "%s", tell);
+    memset(&scratch, 0, sizeof(scratch));
+    scratch.owner = srv;
+    scratch.oc = &said;
+    scratch.fail_bit = OSSL_CMP_PKIFAILUREINFO_signerNotTrusted;
+    sctx = txn_ctx_new(srv, &scratch);
+    if (sctx != NULL &&
+        OSSL_CMP_SRV_CTX_init(sctx, &scratch, cb_refuse_cert, NULL, cb_refuse_genm, NULL, NULL,
+                              NULL) &&
+        OSSL_CMP_SRV_CTX_set_accept_unprotected(sctx, 1)) {
+        rsp = OSSL_CMP_SRV_process_request(sctx, req);
+    }
+    ERR_clear_error();
+    OSSL_CMP_SRV_CTX_free(sctx);
+    return rsp;
+}
+
+/*
  * Whether the CA index remembers the transactionID tid (ca_replay.h): a transaction answered
  * before the service last started. The outcome then says so; a store that cannot be read
  * refuses too (a replay must not get through because the index failed).
@@ -411,10 +443,19 @@ int prov_cmp_server_handle_lot(struct prov_cmp_server *srv, const char *lot,
         if (strcmp(oc->result, NOT_VERIFIED) == 0) {
             /* OpenSSL refused it before any callback: no protection, or none that verifies. */
             char claim[240];
+            char tell[240];
 
-            prov_cmp_claimed_sender(srv, req, claim, sizeof(claim));
+            prov_cmp_claimed_sender(srv, req, claim, sizeof(claim), tell, sizeof(tell));
             if (claim[0] != '\0') {
                 outcome_set(oc, "%s (%s)", NOT_VERIFIED, claim);
+            }
+            if (tell[0] != '\0') {
+                OSSL_CMP_MSG *told = refuse_unverified(srv, req, tell);
+
+                if (told != NULL) {
+                    OSSL_CMP_MSG_free(answer);
+                    answer = told;
+                }
             }
             prov_ca_registry_refused(srv->ca->index, body_name(type), oc->result);
         }

@@ -119,8 +119,11 @@ int prov_cmp_request_station(struct txn *t, const OSSL_CMP_MSG *req, char *name,
 /*
  * cmp_requests.c: who a request that OpenSSL refused before any callback claims to be, for
  * the log line and the audit record (never to authorize anything); "" without a certificate.
+ * When that certificate is this CA's (its chain and signatures verify) but out of its
+ * validity period, what the answer tells the sender into tell (one line: whose, which, since
+ * or until when, what to do), else tell is "" and OpenSSL's own answer stands.
  */
 void prov_cmp_claimed_sender(struct prov_cmp_server *srv, const OSSL_CMP_MSG *req, char *out,
-                             size_t cap);
+                             size_t cap, char *tell, size_t tell_cap);
 
 #endif

@@ -124,7 +124,7 @@ openssl x509 -in "$WORK/stations/ST-KEEP.crt" -noout -checkend $((40 * 86400)) >
 echo '+40d' >"$WORK/faketime"
 refused KEEP-EXPIRED ST-KEEP \
     'claimed station ST-KEEP, certificate [0-9a-f]+: certificate has expired' \
-    'no suitable sender cert'
+    'the protection certificate of ST-KEEP \(serial [0-9a-f]+\) expired on '
 echo '+0d' >"$WORK/faketime"
 issued KEEP-4 ST-KEEP
 cmp_stop
