@@ -80,17 +80,22 @@ cat "$IT_CA_DIR/intermediate.crt" "$IT_CA_DIR/root.crt" >"$WORK/chain.pem"
 # mock_serve NAME CERT CHAIN [SIGNER]: the mock server on a free port (MOCK_PORT, MOCK_PID),
 # answering with CERT and CHAIN as caPubs and extraCerts, its answers signed with
 # $WORK/SIGNER.{crt,key} (default mock, the CMP signer).
+# A port another test took between free_port and the bind is tried again on another one, as
+# cmp_serve does.
 mock_serve() {
-    local signer=${4:-mock}
-    MOCK_PORT=$(free_port)
-    openssl cmp -port "$MOCK_PORT" -srv_cert "$WORK/$signer.crt" -srv_key "$WORK/$signer.key" \
-        -srv_untrusted "$IT_CA_DIR/intermediate.crt" -srv_trusted "$IT_CA_DIR/root.crt" \
-        -rsp_cert "$2" -rsp_capubs "$3" -rsp_extracerts "$3" \
-        >"$WORK/log/mock-$1.log" 2>&1 </dev/null &
-    MOCK_PID=$!
-    it_track "$MOCK_PID"
-    wait_port "$MOCK_PORT" "$MOCK_PID" ||
-        fail "openssl cmp -port did not listen: $(tail -n3 "$WORK/log/mock-$1.log" | tr '\n' ' ')"
+    local signer=${4:-mock} try
+    for try in 1 2 3 4 5; do
+        MOCK_PORT=$(free_port)
+        openssl cmp -port "$MOCK_PORT" -srv_cert "$WORK/$signer.crt" \
+            -srv_key "$WORK/$signer.key" -srv_untrusted "$IT_CA_DIR/intermediate.crt" \
+            -srv_trusted "$IT_CA_DIR/root.crt" -rsp_cert "$2" -rsp_capubs "$3" \
+            -rsp_extracerts "$3" >"$WORK/log/mock-$1.log" 2>&1 </dev/null &
+        MOCK_PID=$!
+        it_track "$MOCK_PID"
+        wait_port "$MOCK_PORT" "$MOCK_PID" && return 0
+        grep -q 'Address already in use' "$WORK/log/mock-$1.log" || break
+    done
+    fail "openssl cmp -port did not listen: $(tail -n3 "$WORK/log/mock-$1.log" | tr '\n' ' ')"
 }
 
 # ---- on the station ------------------------------------------------------------------------
