@@ -463,6 +463,7 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
     char by[80];
     char spki[65];
     X509 *cert = NULL;
+    bool station_refused = false;
     int r;
 
     (void)cert_req_id;
@@ -516,21 +517,12 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
     ask.profile = srv->profile->name;
     ask.is_reissue = OSSL_CMP_MSG_get_bodytype(req) == BODY_CR;
     prov_error_clear();
-    r = prov_ca_registry_authorize(srv->ca->index, t->station, station);
-    if (r < 0) {
+    r = prov_ca_registry_admit(srv->ca->index, t->station, station,
+                               pub != NULL ? pub : X509_REQ_get0_pubkey((X509_REQ *)p10cr), by,
+                               &ask, spki, &cert, &station_refused);
+    if (station_refused) {
         /* renewed or revoked: the index says so on every request; the cache keeps it no more */
         prov_cmp_station_cache_drop(srv->stations, station);
-    }
-    if (r == 0) {
-        /* the key hashed once, for the retry and the index's rules (ca_index.h) */
-        r = prov_ca_index_spki_sha256(pub != NULL ? pub : X509_REQ_get0_pubkey((X509_REQ *)p10cr),
-                                      spki);
-    }
-    if (r == 0) {
-        r = prov_ca_registry_retry(srv->ca->index, t->serial, by, spki, &cert);
-    }
-    if (r == 0 && cert == NULL) {
-        r = prov_ca_registry_ask(srv->ca->index, t->station, station, &ask);
     }
     X509_free(station);
     if (r < 0) {
@@ -546,14 +538,7 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
         EVP_PKEY_free(pub);
         return answer_cert(t, cert, chain_out, cert_out, "issued before (a retry)");
     }
-    memset(&rq, 0, sizeof(rq));
-    rq.serial = t->serial;
-    rq.profile = srv->profile;
-    rq.lot = ask.lot_out;
-    rq.record.issued_by = by;
-    rq.record.lot = ask.lot_out;
-    rq.record.is_reissue = ask.is_reissue;
-    rq.record.pubkey_sha256 = spki;
+    prov_ca_registry_request(&ask, srv->profile, by, spki, &rq);
     record_with(&rq, t);
     prov_error_clear();
     if (p10cr != NULL) {

@@ -486,6 +486,7 @@ static int enroll(struct prov_est_server *srv, struct prov_est_request *rq, X509
     char by[80];
     char spki[65];
     X509 *cert = NULL;
+    bool station_refused; /* EST keeps no cache of stations */
     int r;
 
     if (peer == NULL) {
@@ -513,17 +514,8 @@ static int enroll(struct prov_est_server *srv, struct prov_est_request *rq, X509
     ask.is_reissue = is_reissue;
     /* As CMP (cmp_server.c): the station; then a retry gets what it was given; then a lot. */
     prov_error_clear();
-    r = prov_ca_registry_authorize(srv->ca->index, station, peer);
-    if (r == 0) {
-        /* the key hashed once, for the retry and the index's rules (ca_index.h) */
-        r = prov_ca_index_spki_sha256(X509_REQ_get0_pubkey(rq->csr), spki);
-    }
-    if (r == 0) {
-        r = prov_ca_registry_retry(srv->ca->index, oc->serial, by, spki, &cert);
-    }
-    if (r == 0 && cert == NULL) {
-        r = prov_ca_registry_ask(srv->ca->index, station, peer, &ask);
-    }
+    r = prov_ca_registry_admit(srv->ca->index, station, peer, X509_REQ_get0_pubkey(rq->csr), by,
+                               &ask, spki, &cert, &station_refused);
     if (r < 0 && ask.retry_after > 0) {
         rep->retry_after = ask.retry_after;
         return reply_text(rep, oc, 429, prov_error_message());
@@ -536,14 +528,7 @@ static int enroll(struct prov_est_server *srv, struct prov_est_request *rq, X509
         X509_free(cert);
         return r;
     }
-    memset(&ir, 0, sizeof(ir));
-    ir.serial = oc->serial;
-    ir.profile = srv->profile;
-    ir.lot = ask.lot_out;
-    ir.record.issued_by = by;
-    ir.record.lot = ask.lot_out;
-    ir.record.is_reissue = is_reissue;
-    ir.record.pubkey_sha256 = spki;
+    prov_ca_registry_request(&ask, srv->profile, by, spki, &ir);
     prov_error_clear();
     r = prov_issue_certificate(srv->cfg, srv->ca, rq->csr, &ir, &cert);
     if (r < 0) {

@@ -716,6 +716,42 @@ int prov_ca_registry_retry(struct prov_ca_index *ix, const char *serial, const c
     return r;
 }
 
+int prov_ca_registry_admit(struct prov_ca_index *ix, const char *station, X509 *station_cert,
+                           EVP_PKEY *pub, const char *issued_by, struct prov_ca_ask *ask,
+                           char spki[65], X509 **cert, bool *station_refused)
+{
+    int r;
+
+    *cert = NULL;
+    spki[0] = '\0';
+    r = prov_ca_registry_authorize(ix, station, station_cert);
+    *station_refused = r < 0;
+    if (r == 0) {
+        /* the key hashed once, for the retry and the index's rules (ca_index.h) */
+        r = prov_ca_index_spki_sha256(pub, spki);
+    }
+    if (r == 0) {
+        r = prov_ca_registry_retry(ix, ask->serial, issued_by, spki, cert);
+    }
+    if (r == 0 && *cert == NULL) {
+        r = prov_ca_registry_ask(ix, station, station_cert, ask);
+    }
+    return r;
+}
+
+void prov_ca_registry_request(const struct prov_ca_ask *ask, const struct prov_profile *profile,
+                              const char *issued_by, const char *spki, struct prov_request *rq)
+{
+    memset(rq, 0, sizeof(*rq));
+    rq->serial = ask->serial;
+    rq->profile = profile;
+    rq->lot = ask->lot_out;
+    rq->record.issued_by = issued_by;
+    rq->record.lot = ask->lot_out;
+    rq->record.is_reissue = ask->is_reissue;
+    rq->record.pubkey_sha256 = spki;
+}
+
 int prov_ca_registry_cert_owner(struct prov_ca_index *ix, const char *cert_serial, char *serial,
                                 size_t serial_cap, char *by, size_t by_cap)
 {

@@ -8,6 +8,7 @@
 #include <openssl/x509.h>
 
 #include "ca_index.h"
+#include "issue.h"
 
 /*
  * Who may ask the CA service (doc/ca-service.md), kept in the CA index beside what the CA
@@ -139,6 +140,25 @@ int prov_ca_registry_refused(struct prov_ca_index *ix, const char *what, const c
  */
 int prov_ca_registry_retry(struct prov_ca_index *ix, const char *serial, const char *issued_by,
                            const char *pubkey_sha256, X509 **out);
+
+/*
+ * A station's request for a certificate of ask->serial for pub, in the order both protocols
+ * of the CA service ask it (doc/ca-service.md "Who may ask"): the station itself
+ * (prov_ca_registry_authorize with station_cert; *station_refused true when that refused it),
+ * then a retry (prov_ca_registry_retry for issued_by: *cert the certificate pub was given
+ * before), else a lot that admits the request (prov_ca_registry_ask, ask filled). spki gets
+ * pub's hash (prov_ca_index_spki_sha256) for prov_ca_registry_request. 0 with *cert NULL: issue.
+ */
+int prov_ca_registry_admit(struct prov_ca_index *ix, const char *station, X509 *station_cert,
+                           EVP_PKEY *pub, const char *issued_by, struct prov_ca_ask *ask,
+                           char spki[65], X509 **cert, bool *station_refused);
+
+/*
+ * The issue request (issue.h) for what prov_ca_registry_admit let through: ask's serial and
+ * lot, profile, recorded as issued_by with the key's hash spki (both kept by the caller).
+ */
+void prov_ca_registry_request(const struct prov_ca_ask *ask, const struct prov_profile *profile,
+                              const char *issued_by, const char *spki, struct prov_request *rq);
 
 /*
  * The device serial (serial_cap bytes) and issued_by (by_cap) of the certificate cert_serial
