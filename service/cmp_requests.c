@@ -164,6 +164,11 @@ int prov_cmp_request_station(struct txn *t, const OSSL_CMP_MSG *req, char *name,
 
     snprintf(name, cap, "-");
     *cert_out = NULL;
+    if (signer != NULL && t->is_pin_new) {
+        /* OpenSSL verified the message with it before any callback: worth remembering now */
+        prov_cmp_station_cache_keep(t->owner->stations, signer);
+        t->is_pin_new = false;
+    }
     if (signer == NULL) {
         extra = prov_cmp_msg_extra_certs(req);
         signer = sk_X509_value(extra, 0);
@@ -189,13 +194,6 @@ out:
     return r;
 }
 
-/*
- * Who a request that OpenSSL refused before any callback claims to be, for the log line and
- * the audit record: the CN of the first certificate of its extraCerts (RFC 9483 section 3.1:
- * the protection certificate), and why that certificate does not do (OpenSSL drops an expired
- * one from its search without a word). Taken from the message unverified: it names the claim,
- * never authorizes anything. "" when the message carries no certificate.
- */
 /* t as "YYYY-MM-DD HH:MM:SS GMT", or "?" */
 static void time_text(const ASN1_TIME *t, char *out, size_t cap)
 {
@@ -233,6 +231,13 @@ static void out_of_date(X509 *cert, const char *name, const char *hex, int verif
     }
 }
 
+/*
+ * Who a request that OpenSSL refused before any callback claims to be, for the log line and
+ * the audit record: the CN of the first certificate of its extraCerts (RFC 9483 section 3.1:
+ * the protection certificate), and why that certificate does not do (OpenSSL drops an expired
+ * one from its search without a word). Taken from the message unverified: it names the claim,
+ * never authorizes anything. "" when the message carries no certificate.
+ */
 void prov_cmp_claimed_sender(struct prov_cmp_server *srv, const OSSL_CMP_MSG *req, char *out,
                              size_t cap, char *tell, size_t tell_cap)
 {

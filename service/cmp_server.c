@@ -342,7 +342,8 @@ static void pin(struct prov_cmp_server *srv, struct txn *t, const unsigned char 
 {
     OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->ctx);
 
-    t->pinned = prov_cmp_station_cache_pin(srv->stations, der, len, srv->trust, srv->chain, now);
+    t->pinned = prov_cmp_station_cache_pin(srv->stations, der, len, srv->trust, srv->chain, now,
+                                           &t->is_pin_new);
     if (t->pinned != NULL && !OSSL_CMP_CTX_set1_srvCert(ctx, t->pinned)) {
         X509_free(t->pinned);
         t->pinned = NULL;
@@ -640,6 +641,11 @@ int prov_cmp_server_new(const struct prov_cmp_server_opts *opts, struct prov_cmp
     }
     *out = srv;
     return 0;
+}
+
+size_t prov_cmp_server_cached_stations(const struct prov_cmp_server *srv)
+{
+    return srv != NULL && srv->stations != NULL ? prov_cmp_station_cache_count(srv->stations) : 0;
 }
 
 size_t prov_cmp_server_open_count(const struct prov_cmp_server *srv)

@@ -65,6 +65,7 @@ struct txn {
     struct prov_cmp_server *owner;
     struct prov_cmp_outcome *oc; /* the outcome of the message being handled */
     X509 *pinned; /* the message being handled was verified with this alone (handle_lot) */
+    bool is_pin_new; /* pinned is not in the station cache yet: kept once the message verified */
 };
 
 struct prov_cmp_server {

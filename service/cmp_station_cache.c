@@ -25,6 +25,9 @@ struct prov_cmp_station_cache {
     struct entry *entries;
     size_t cap;
     uint64_t clock;
+    /* the last certificate pin gave as new (not owned: compared only) and its DER's digest */
+    const X509 *pending;
+    unsigned char pending_digest[SHA256_DIGEST_LENGTH];
 };
 
 int prov_cmp_station_cache_new(size_t cap, struct prov_cmp_station_cache **out)
@@ -177,7 +180,7 @@ static struct entry *slot(struct prov_cmp_station_cache *c)
 
 X509 *prov_cmp_station_cache_pin(struct prov_cmp_station_cache *c, const unsigned char *der,
                                  size_t len, X509_STORE *trust, STACK_OF(X509) *chain,
-                                 time_t now)
+                                 time_t now, bool *is_new)
 {
     unsigned char digest[SHA256_DIGEST_LENGTH];
     const unsigned char *cert_der;
@@ -186,6 +189,7 @@ X509 *prov_cmp_station_cache_pin(struct prov_cmp_station_cache *c, const unsigne
     struct entry *e;
     X509 *cert = NULL;
 
+    *is_new = false;
     if (prov_cmp_station_cache_first_extra(der, len, &cert_der, &cert_len) < 0 ||
         !EVP_Digest(cert_der, cert_len, digest, NULL, EVP_sha256(), NULL)) {
         goto out;
@@ -194,14 +198,16 @@ X509 *prov_cmp_station_cache_pin(struct prov_cmp_station_cache *c, const unsigne
     if (e == NULL) {
         p = cert_der;
         cert = d2i_X509(NULL, &p, (long)cert_len);
-        if (cert == NULL || p != cert_der + cert_len || !chains(cert, trust, chain, now)) {
+        if (cert == NULL || p != cert_der + cert_len || !chains(cert, trust, chain, now) ||
+            !is_current(cert, now)) {
             X509_free(cert);
             cert = NULL;
             goto out;
         }
-        e = slot(c);
-        memcpy(e->digest, digest, sizeof(digest));
-        e->cert = cert;
+        *is_new = true; /* kept only once a message verified with it */
+        c->pending = cert;
+        memcpy(c->pending_digest, digest, sizeof(digest));
+        goto out;
     }
     e->used = ++c->clock;
     /* the chain verified once; the validity period is checked on every request */
@@ -214,6 +220,26 @@ X509 *prov_cmp_station_cache_pin(struct prov_cmp_station_cache *c, const unsigne
 out:
     ERR_clear_error();
     return cert;
+}
+
+void prov_cmp_station_cache_keep(struct prov_cmp_station_cache *c, X509 *cert)
+{
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    struct entry *e;
+
+    /* keyed as pin looks it up: the digest of the DER the message carried */
+    if (c == NULL || cert == NULL || cert != c->pending) {
+        return;
+    }
+    memcpy(digest, c->pending_digest, sizeof(digest));
+    c->pending = NULL;
+    if (find(c, digest) != NULL || !X509_up_ref(cert)) {
+        return;
+    }
+    e = slot(c);
+    memcpy(e->digest, digest, sizeof(digest));
+    e->cert = cert;
+    e->used = ++c->clock;
 }
 
 void prov_cmp_station_cache_drop(struct prov_cmp_station_cache *c, const X509 *cert)

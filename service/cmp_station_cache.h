@@ -2,6 +2,7 @@
 #ifndef PROV_CMP_STATION_CACHE_H
 #define PROV_CMP_STATION_CACHE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <time.h>
 
@@ -41,15 +42,23 @@ int prov_cmp_station_cache_first_extra(const unsigned char *der, size_t len,
 
 /*
  * The certificate to check a request's protection against, or NULL: the first certificate
- * of its extraCerts (der, the PKIMessage as received) when it is in the cache, or else when
- * it chains to trust through chain at now (then it is added, the least recently used one
- * dropped beyond the bound), and in either case only while now is within its validity
- * period. The caller owns the reference returned. NULL also for a message without
- * extraCerts, and when memory runs out: the caller then checks the message in full.
+ * of its extraCerts (der, the PKIMessage as received) when it is in the cache (*is_new
+ * false), or else when it chains to trust through chain at now (*is_new true: not in the
+ * cache yet, prov_cmp_station_cache_keep puts it there once the message's protection
+ * verified with it, so that messages whose signature fails cannot push stations out), and in
+ * either case only while now is within its validity period. The caller owns the reference
+ * returned. NULL also for a message without extraCerts, and when memory runs out: the
+ * caller then checks the message in full.
  */
 X509 *prov_cmp_station_cache_pin(struct prov_cmp_station_cache *c, const unsigned char *der,
                                  size_t len, X509_STORE *trust, STACK_OF(X509) *chain,
-                                 time_t now);
+                                 time_t now, bool *is_new);
+
+/*
+ * Remembers cert, which prov_cmp_station_cache_pin gave as new and which verified a message's
+ * protection: the least recently used one is dropped beyond the bound.
+ */
+void prov_cmp_station_cache_keep(struct prov_cmp_station_cache *c, X509 *cert);
 
 /* Forgets cert (one prov_cmp_station_cache_pin gave) when the CA index refused it. */
 void prov_cmp_station_cache_drop(struct prov_cmp_station_cache *c, const X509 *cert);

@@ -280,6 +280,8 @@ static void on_status(struct service *sv, struct evhttp_request *req)
     json_object_object_add(o, "requests", n);
     json_object_object_add(o, "open_transactions", json_object_new_int64((int64_t)
         prov_cmp_server_open_count(prov_ca_keeper_cmp(sv->keeper))));
+    json_object_object_add(o, "station_cache", json_object_new_int64((int64_t)
+        prov_cmp_server_cached_stations(prov_ca_keeper_cmp(sv->keeper))));
     text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
     evbuffer_add_printf(out, "%s\n", text);
     json_object_put(o);

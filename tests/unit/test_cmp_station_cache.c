@@ -162,20 +162,54 @@ static int teardown(void **state)
     return 0;
 }
 
-/* pin: the certificate pinned for a message whose first extraCerts entry is cert, at t. */
-static bool pins(struct prov_cmp_station_cache *c, struct fixture *f, X509 *cert,
-                 X509_STORE *trust, time_t t)
+/*
+ * pin: the certificate pinned for a message whose first extraCerts entry is cert, at t; a new
+ * one is kept as the server keeps it once the message verified (is_verified false: it did not).
+ */
+static bool pins_verified(struct prov_cmp_station_cache *c, struct fixture *f, X509 *cert,
+                          X509_STORE *trust, time_t t, bool is_verified)
 {
     struct buf msg;
     X509 *got;
     bool is_same;
+    bool is_new = false;
 
     message(&msg, true, cert, f->ca.cert);
-    got = prov_cmp_station_cache_pin(c, msg.b, msg.n, trust, f->ca.chain, t);
+    got = prov_cmp_station_cache_pin(c, msg.b, msg.n, trust, f->ca.chain, t, &is_new);
     is_same = got != NULL && X509_cmp(got, cert) == 0;
     assert_true(got == NULL || is_same);
+    if (is_new && is_verified) {
+        prov_cmp_station_cache_keep(c, got);
+    }
     X509_free(got);
     return is_same;
+}
+
+static bool pins(struct prov_cmp_station_cache *c, struct fixture *f, X509 *cert,
+                 X509_STORE *trust, time_t t)
+{
+    return pins_verified(c, f, cert, trust, t, true);
+}
+
+/*
+ * A certificate whose message did not verify is not kept: with the cache full, it pushes
+ * none out, and the next message with it has its chain checked again.
+ */
+static void test_kept_only_when_verified(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_cmp_station_cache *c = NULL;
+
+    assert_int_equal(prov_cmp_station_cache_new(2, &c), 0);
+    assert_true(pins(c, f, f->leaf[0], f->trust, f->now));
+    assert_true(pins(c, f, f->leaf[1], f->trust, f->now));
+    assert_true(pins_verified(c, f, f->leaf[2], f->trust, f->now, false));
+    assert_int_equal(prov_cmp_station_cache_count(c), 2);
+    /* both still remembered (no chain to check against: f->empty) */
+    assert_true(pins(c, f, f->leaf[0], f->empty, f->now));
+    assert_true(pins(c, f, f->leaf[1], f->empty, f->now));
+    assert_false(pins(c, f, f->leaf[2], f->empty, f->now));
+    prov_cmp_station_cache_free(c);
 }
 
 static void test_first_extra(void **state)
@@ -270,6 +304,7 @@ static void test_lru_drop_clear(void **state)
     struct prov_cmp_station_cache *c = NULL;
     struct buf msg;
     X509 *got;
+    bool is_new = true;
 
     assert_int_equal(prov_cmp_station_cache_new(2, &c), 0);
     assert_true(pins(c, f, f->leaf[0], f->trust, f->now));
@@ -282,7 +317,8 @@ static void test_lru_drop_clear(void **state)
     assert_true(pins(c, f, f->leaf[2], f->empty, f->now));
 
     message(&msg, true, f->leaf[2], NULL);
-    got = prov_cmp_station_cache_pin(c, msg.b, msg.n, f->empty, f->ca.chain, f->now);
+    got = prov_cmp_station_cache_pin(c, msg.b, msg.n, f->empty, f->ca.chain, f->now, &is_new);
+    assert_false(is_new);
     assert_non_null(got);
     prov_cmp_station_cache_drop(c, got);
     X509_free(got);
@@ -303,6 +339,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_chain_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expires_while_cached, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lru_drop_clear, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kept_only_when_verified, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -232,3 +232,28 @@ station_dir() {
     cmp_station_config "$WORK/station/provisioner.cnf" LOT-IT-1 "$2" "pkcs11:token=$3;object=$4" \
         "tls_ca = server-ca.pem"
 }
+
+# cmp_forged_ir STATION NAME OUT: STATION's ir for $WORK/NAME.key (CN=NAME), written
+# (-reqout) without a service to answer it (port 1), then one bit of its protection's
+# signature value flipped: STATION's certificate, a signature its key did not make.
+cmp_forged_ir() {
+    local pos
+    openssl cmp -server 127.0.0.1:1 -path /.well-known/cmp -cert "$WORK/stations/$1.crt" \
+        -key "$WORK/stations/$1.key" -trusted "$IT_CA_DIR/root.crt" -msg_timeout 1 \
+        -total_timeout 2 -cmd ir -newkey "$WORK/$2.key" -subject "/CN=$2" \
+        -certout "$WORK/unused.crt" -reqout "$3" >"$WORK/log/cmp-write-$2.log" 2>&1 || true
+    assert_file "$3"
+    # the protection: the BIT STRING one level down in the PKIMessage; skip its header, the
+    # unused-bits octet and the ECDSA-Sig-Value's and r's headers: the flipped octet is in r
+    pos=$(openssl asn1parse -inform DER -in "$3" |
+        awk '/d=2 .*prim: BIT STRING/ { split($1, o, ":"); match($0, /hl= *[0-9]+/);
+            hl = substr($0, RSTART + 3, RLENGTH - 3); print o[1] + hl + 1 + 2 + 2 + 8; exit }')
+    [ -n "$pos" ] || fail "cmp_forged_ir $2: no protection in the written request"
+    python3 - "$3" "$pos" <<'EOP'
+import sys
+path, pos = sys.argv[1], int(sys.argv[2])
+der = bytearray(open(path, "rb").read())
+der[pos] ^= 0x01
+open(path, "wb").write(der)
+EOP
+}

@@ -74,27 +74,8 @@ refused unprotected 'StatusString: "missing protection"' ST-1 -cmd ir -newkey "$
 assert_grep "$CMP_LOG" 'outcome="refused: the message does not verify' "unprotected: the log line"
 
 # ---- a message signed by the wrong key -----------------------------------------------------
-# ST-1's ir written (-reqout) without a service to answer it (port 1), then one bit of its
-# protection's signature value flipped: ST-1's certificate, a signature its key did not make.
 new_key WRONG
-openssl cmp -server 127.0.0.1:1 -path /.well-known/cmp -cert "$WORK/stations/ST-1.crt" \
-    -key "$WORK/stations/ST-1.key" -trusted "$IT_CA_DIR/root.crt" -msg_timeout 1 \
-    -total_timeout 2 -cmd ir -newkey "$WORK/WRONG.key" -subject /CN=WRONG \
-    -certout "$WORK/unused.crt" -reqout "$WORK/wrong.der" >"$WORK/log/cmp-write.log" 2>&1 || true
-assert_file "$WORK/wrong.der"
-# the protection: the BIT STRING one level down in the PKIMessage; skip its header, the
-# unused-bits octet and the ECDSA-Sig-Value's and r's headers: the flipped octet is in r
-pos=$(openssl asn1parse -inform DER -in "$WORK/wrong.der" |
-    awk '/d=2 .*prim: BIT STRING/ { split($1, o, ":"); match($0, /hl= *[0-9]+/);
-        hl = substr($0, RSTART + 3, RLENGTH - 3); print o[1] + hl + 1 + 2 + 2 + 8; exit }')
-[ -n "$pos" ] || fail "wrong key: no protection in the written request"
-python3 - "$WORK/wrong.der" "$pos" <<'EOP'
-import sys
-path, pos = sys.argv[1], int(sys.argv[2])
-der = bytearray(open(path, "rb").read())
-der[pos] ^= 0x01
-open(path, "wb").write(der)
-EOP
+cmp_forged_ir ST-1 WRONG "$WORK/wrong.der"
 refused wrong-key 'PKIStatus: rejection' ST-1 -cmd ir -newkey "$WORK/WRONG.key" \
     -subject /CN=WRONG -reqin "$WORK/wrong.der"
 assert_grep "$CMP_LOG" 'ir station=- serial=- outcome="refused: the message does not verify' \

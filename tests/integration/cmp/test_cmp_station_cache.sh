@@ -72,11 +72,33 @@ refused() {
 
 hex_of() { openssl x509 -in "$1" -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f'; }
 
+# cached NAME: how many certificates the service remembers (GET /status, station_cache)
+cached() {
+    curl -sS "http://127.0.0.1:$CMP_PORT/status" >"$WORK/status.json" || fail "GET /status"
+    python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["station_cache"])' \
+        "$WORK/status.json" || fail "$1: no station_cache in /status: $(cat "$WORK/status.json")"
+}
+
+# a message whose protection does not verify leaves nothing in the cache, though its
+# certificate is a station's: only a verified request puts one there (no churn by forgeries)
+assert_eq "$(cached start)" 0 "no station remembered at the start"
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$WORK/FORGED.key" \
+    2>/dev/null || fail "openssl genpkey"
+cmp_forged_ir ST-KEEP FORGED "$WORK/forged.der"
+code=$(curl -sS -o "$WORK/forged.answer" -w '%{http_code}' \
+    -H 'Content-Type: application/pkixcmp' --data-binary "@$WORK/forged.der" \
+    "http://127.0.0.1:$CMP_PORT/.well-known/cmp") || fail "forged ir: curl"
+assert_eq "$code" 200 "forged ir: a CMP answer"
+assert_grep "$CMP_LOG" 'ir station=- serial=- outcome="refused: the message does not verify' \
+    "forged ir: refused"
+assert_eq "$(cached forged)" 0 "a forged message's certificate is not remembered"
+
 # every station's certificate remembered: two requests each, the second one found in the cache
 for s in ST-REV ST-REN ST-KEEP; do
     issued "$s-A" "$s"
     issued "$s-B" "$s"
 done
+assert_eq "$(cached all)" 3 "the three stations remembered"
 
 # ---- revoked while remembered: refused at once ----------------------------------------------
 REV_HEX=$(hex_of "$WORK/stations/ST-REV.crt")
