@@ -227,9 +227,13 @@ code=$(curl -sS -o /dev/null -w '%{http_code}' --data-binary "@$WORK/garbage.bin
     -H 'Content-Type: application/pkixcmp' "http://127.0.0.1:$CMP_PORT/.well-known/cmp") ||
     fail "curl (garbage)"
 assert_eq "$code" 400 "garbage body: HTTP status"
+# (Expect: 100-continue, as curl sends it by itself for a body over 1 MiB: the service answers
+# 413 from the headers and closes without reading the body; a client already sending it may
+# meet the closed connection first, "Send failure: Broken pipe", and never read the answer)
 head -c 200000 /dev/zero >"$WORK/big.bin"
 code=$(curl -sS -o /dev/null -w '%{http_code}' --data-binary "@$WORK/big.bin" \
-    -H 'Content-Type: application/pkixcmp' "http://127.0.0.1:$CMP_PORT/.well-known/cmp") || true
+    -H 'Expect: 100-continue' -H 'Content-Type: application/pkixcmp' \
+    "http://127.0.0.1:$CMP_PORT/.well-known/cmp") || true
 assert_eq "$code" 413 "oversized body: HTTP status"
 code=$(curl -sS -o /dev/null -w '%{http_code}' --data-binary "@$WORK/ir.der" \
     -H 'Content-Type: text/plain' "http://127.0.0.1:$CMP_PORT/.well-known/cmp") || fail "curl"
