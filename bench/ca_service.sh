@@ -15,7 +15,8 @@
 #   once with one kept-alive connection per station (as the EST curl);
 # - then, untimed, `openssl cmp -cmd ir` for two certificates: the interop smoke.
 # For EST and CMP: the rate against the floor's, and the service process's CPU (user +
-# system from /proc/PID/stat) per certificate. The keys and CSRs are made before the clock
+# system from /proc/PID/stat) per certificate; for CMP also the share of the time the service
+# was on a core and how long it waited for one (/proc/PID/schedstat): what holds the rate. The keys and CSRs are made before the clock
 # starts. Uses the integration harness's fixtures (tests/integration/lib.sh) in
 # BUILD_DIR/it-work/bench-ca-service; the service is stopped by its PID. Nothing is asserted
 # about time (bench/README.md): it fails only when a certificate is not issued or an answer
@@ -117,21 +118,30 @@ connects=$(cat "$WORK"/in/*/est.codes | awk '{ n += $2 } END { print n }')
 [ "$est_ok" -eq $((STATIONS * N)) ] || fail "EST: $est_ok of $((STATIONS * N)) answered 200"
 [ "$(cmp_issued)" -eq $((before + STATIONS * N)) ] || fail "EST: not every certificate issued"
 
+# service_sched: the service's time on a core and its time runnable but waiting for one so far,
+# in nanoseconds (/proc/PID/schedstat, the kernel's scheduler statistics)
+service_sched() { cut -d' ' -f1-2 "/proc/$CMP_PID/schedstat"; }
+
 # ---- CMP: bench_cmp_client, 8 stations' threads ---------------------------------------------
 # cmp_phase NAME [OPTIONS...]: one timed run of bench_cmp_client (its CN prefix NAME), every
 # certificate checked by it and counted in the CA index; sets cmp_s, cmp_conn, cmp_service_ms
-# (the service's CPU per certificate) and cmp_client_ms (the client process's).
+# (the service's CPU per certificate), cmp_client_ms (the client process's), cmp_busy (the
+# share of the client's timed part the service spent on a core: near 1, the service holds the
+# rate) and cmp_queued_ms (its time per certificate runnable but waiting for a core, which the
+# clients on the same cores took).
 cmp_phase() {
-    local name=$1 out before c0 c1
+    local name=$1 out before c0 c1 s0 s1
     shift
     before=$(cmp_issued)
     c0=$(service_cpu)
+    s0=$(service_sched)
     out=$("$BUILD/bench/bench_cmp_client" -k "$STATIONS" -n "$N" -c "$name" "$@" \
         -t "$WORK/server-ca/ca.crt" -i "$IT_CA_DIR/intermediate.crt" \
         "127.0.0.1:$CMP_PORT" /.well-known/cmp "$WORK/stations/BENCH-" "$IT_CA_DIR/root.crt" \
         2>"$WORK/log/cmp-$name.err") ||
         fail "bench_cmp_client $name: $(head -n3 "$WORK/log/cmp-$name.err" | tr '\n' ' ')"
     c1=$(service_cpu)
+    s1=$(service_sched)
     [ "$(cmp_issued)" -eq $((before + STATIONS * N)) ] ||
         fail "CMP $name: not every certificate in the CA index"
     cmp_s=$(echo "$out" | sed -n 's/.* s=\([0-9.]*\) .*/\1/p')
@@ -140,11 +150,17 @@ cmp_phase() {
         'NF == 2 { split($2, f, " "); printf "%.2f", f[1] * 1000 / n }')
     cmp_service_ms=$(fdiv "$(awk -v a="$c1" -v b="$c0" 'BEGIN { print (a - b) * 1000 }')" \
         "$((STATIONS * N))" 2)
+    cmp_busy=$(awk -v a="${s1% *}" -v b="${s0% *}" -v s="$cmp_s" \
+        'BEGIN { printf "%.2f", (a - b) / 1e9 / s }')
+    cmp_queued_ms=$(awk -v a="${s1#* }" -v b="${s0#* }" -v n=$((STATIONS * N)) \
+        'BEGIN { printf "%.2f", (a - b) / 1e6 / n }')
 }
 cmp_phase C
 cmp1_s=$cmp_s cmp1_conn=$cmp_conn cmp1_service_ms=$cmp_service_ms cmp1_client_ms=$cmp_client_ms
+cmp1_busy=$cmp_busy cmp1_queued_ms=$cmp_queued_ms
 cmp_phase K -a
 cmp2_s=$cmp_s cmp2_conn=$cmp_conn cmp2_service_ms=$cmp_service_ms cmp2_client_ms=$cmp_client_ms
+cmp2_busy=$cmp_busy cmp2_queued_ms=$cmp_queued_ms
 
 # ---- interop smoke, untimed: OpenSSL's own client, two certificates --------------------------
 for i in 1 2; do
@@ -217,12 +233,12 @@ printf '  floor (bench_issue, the issue path in one process): %s s, %s certifica
 printf '  EST simpleenroll (curl, keep-alive, %d TLS connections): %s s, %s certificates/s, %s x the floor, service CPU %s ms per certificate\n' \
     "$connects" "$(fdiv "$(sub "$t1" "$t0")" 1 2)" "$est_rate" "$(fdiv "$est_rate" "$floor_rate" 2)" \
     "$(fdiv "$(awk -v a="$c1" -v b="$c0" 'BEGIN { print (a - b) * 1000 }')" "$total" 2)"
-printf '  CMP ir + certConf (bench_cmp_client, TLS, a connection per certificate: %d): %s s, %s certificates/s, %s x the floor, service CPU %s ms per certificate (client %s ms)\n' \
+printf '  CMP ir + certConf (bench_cmp_client, TLS, a connection per certificate: %d): %s s, %s certificates/s, %s x the floor, service CPU %s ms per certificate (client %s ms), service on a core %s of the time, waiting for one %s ms per certificate\n' \
     "$cmp1_conn" "$(fdiv "$cmp1_s" 1 2)" "$cmp1_rate" "$(fdiv "$cmp1_rate" "$floor_rate" 2)" \
-    "$cmp1_service_ms" "$cmp1_client_ms"
-printf '  CMP ir + certConf (bench_cmp_client, TLS, kept alive: %d connections): %s s, %s certificates/s, %s x the floor, service CPU %s ms per certificate (client %s ms)\n' \
+    "$cmp1_service_ms" "$cmp1_client_ms" "$cmp1_busy" "$cmp1_queued_ms"
+printf '  CMP ir + certConf (bench_cmp_client, TLS, kept alive: %d connections): %s s, %s certificates/s, %s x the floor, service CPU %s ms per certificate (client %s ms), service on a core %s of the time, waiting for one %s ms per certificate\n' \
     "$cmp2_conn" "$(fdiv "$cmp2_s" 1 2)" "$cmp2_rate" "$(fdiv "$cmp2_rate" "$floor_rate" 2)" \
-    "$cmp2_service_ms" "$cmp2_client_ms"
+    "$cmp2_service_ms" "$cmp2_client_ms" "$cmp2_busy" "$cmp2_queued_ms"
 if [ "${CA_SERVICE_CALLGRIND:-0}" = 1 ]; then
     printf '  instructions per certificate (callgrind, %d certificates each): floor %s M (prov_issue_certificate), CMP service %s M (prov_cmp_server_handle_lot: ir + certConf), %s x the floor\n' \
         "$((STATIONS * CG_N))" "$(fdiv "$cg_floor" "$((STATIONS * CG_N * 1000000))" 2)" \
