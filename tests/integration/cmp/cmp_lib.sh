@@ -35,15 +35,21 @@ cmp_station() {
     openssl x509 -in "$d/$n.bundle.pem" -out "$d/$n.crt" || fail "station $n: no certificate"
 }
 
-# cmp_serve [ARGS...]: `provisioner ca serve` on a free port, tracked; sets CMP_PORT, CMP_PID,
-# CMP_LOG (its stderr: one line per request). A port taken between free_port and the
-# service's bind (tests run in parallel) is tried again with another.
+# cmp_serve [NAME=VALUE...] [ARGS...]: `provisioner ca serve` on a free port, tracked, with
+# the environment variables given first (the service alone gets them: env(1) execs it, so
+# CMP_PID is the service's); sets CMP_PORT, CMP_PID, CMP_LOG (its stderr: one line per
+# request). A port taken between free_port and the service's bind (tests run in parallel)
+# is tried again with another.
 cmp_serve() {
-    local try
+    local try envs=()
+    while [ $# -gt 0 ] && [[ $1 =~ ^[A-Za-z_][A-Za-z0-9_]*= ]]; do
+        envs+=("$1")
+        shift
+    done
     for try in 1 2 3 4 5; do
         CMP_PORT=$(free_port)
         CMP_LOG=$WORK/log/serve-$CMP_PORT.err
-        "$PROVISIONER" ca serve --listen "127.0.0.1:$CMP_PORT" "$@" \
+        env "${envs[@]}" "$PROVISIONER" ca serve --listen "127.0.0.1:$CMP_PORT" "$@" \
             >"$WORK/log/serve-$CMP_PORT.out" 2>"$CMP_LOG" </dev/null &
         CMP_PID=$!
         it_track "$CMP_PID"

@@ -165,21 +165,14 @@ cmp_stop
 # ---- an expired station: the service 40 days ahead, past ST-2's 30 days ----------------------
 openssl x509 -in "$WORK/stations/ST-2.crt" -noout -checkend $((40 * 86400)) >/dev/null &&
     fail "ST-2's certificate would still be valid in 40 days"
-CMP_PORT=$(free_port)
-CMP_LOG=$WORK/log/serve-future.err
 # libfaketime preloaded into the service itself (not the faketime wrapper, which would take
 # the SIGTERM cmp_stop sends in its stead)
 FAKETIME_LIB=$(dpkg -L libfaketime 2>/dev/null | grep '/libfaketime\.so\.1$' | head -n1)
 [ -f "$FAKETIME_LIB" ] || fail "libfaketime.so.1 not found (package libfaketime, scripts/deps.sh)"
 # (in the sanitizer build ASan must otherwise be the first library: it checks, and refuses a
 # preload before it; the order does not matter to what it finds)
-ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" \
-    LD_PRELOAD=$FAKETIME_LIB FAKETIME=+40d "$PROVISIONER" ca serve --listen "127.0.0.1:$CMP_PORT" \
-    >"$WORK/log/serve-future.out" 2>"$CMP_LOG" </dev/null &
-CMP_PID=$!
-it_track "$CMP_PID"
-wait_port "$CMP_PORT" "$CMP_PID" ||
-    fail "ca serve (faketime) did not listen: $(tail -n3 "$CMP_LOG" | tr '\n' ' ')"
+cmp_serve "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" \
+    "LD_PRELOAD=$FAKETIME_LIB" FAKETIME=+40d
 new_key EXPIRED
 # the answer says so (not OpenSSL's "no suitable sender cert"), with what the operator does
 refused expired 'StatusString: "the protection certificate of ST-2 \(serial [0-9a-f]+\) expired on .* GMT: a station renews it on the CA host \(ca station renew ST-2\)"' \

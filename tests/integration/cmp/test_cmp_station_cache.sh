@@ -31,17 +31,9 @@ IX=$IT_CA_DIR/index.sqlite
 FAKETIME_LIB=$(dpkg -L libfaketime 2>/dev/null | grep '/libfaketime\.so\.1$' | head -n1)
 [ -f "$FAKETIME_LIB" ] || fail "libfaketime.so.1 not found (package libfaketime, scripts/deps.sh)"
 echo '+0d' >"$WORK/faketime"
-CMP_PORT=$(free_port)
-CMP_LOG=$WORK/log/serve-cache.err
-ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" \
-    LD_PRELOAD=$FAKETIME_LIB FAKETIME_TIMESTAMP_FILE=$WORK/faketime FAKETIME_NO_CACHE=1 \
-    FAKETIME_DONT_FAKE_MONOTONIC=1 \
-    "$PROVISIONER" ca serve --listen "127.0.0.1:$CMP_PORT" \
-    >"$WORK/log/serve-cache.out" 2>"$CMP_LOG" </dev/null &
-CMP_PID=$!
-it_track "$CMP_PID"
-wait_port "$CMP_PORT" "$CMP_PID" ||
-    fail "ca serve (faketime) did not listen: $(tail -n3 "$CMP_LOG" | tr '\n' ' ')"
+cmp_serve "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" \
+    "LD_PRELOAD=$FAKETIME_LIB" "FAKETIME_TIMESTAMP_FILE=$WORK/faketime" FAKETIME_NO_CACHE=1 \
+    FAKETIME_DONT_FAKE_MONOTONIC=1
 
 # issued NAME STATION: openssl cmp asks as STATION for CN=NAME with a fresh key, and gets it
 issued() {
