@@ -371,15 +371,16 @@ static int connect_from_journal(struct row_ctx *c)
 }
 
 /*
- * The written identity verified (verify_written), with --prove the mTLS proof too (unless
- * is_connected: fresh_on_device has just done it), the keys of a reissued row's superseded
- * certificates deleted from their devices, then proven is recorded. Deleting before proven
- * makes proven mean "nothing superseded is left on a device that was here": a run stopped in
- * between deletes again (absent is fine), a key on a device that is not here stays listed
- * (batch status) and a later run retires it, while a proven row with intact storage and
- * nothing left to retire is not opened again.
+ * What proven stands for, short of its record: the written identity verified
+ * (verify_written), the CA index told it is delivered, with --prove the mTLS proof too
+ * (unless is_connected: fresh_on_device has just done it), the keys of a reissued row's
+ * superseded certificates deleted from their devices. Deleting before proven makes proven
+ * mean "nothing superseded is left on a device that was here": a run stopped in between
+ * deletes again (absent is fine), a key on a device that is not here stays listed (batch
+ * status) and a later run retires it, while a proven row with intact storage and nothing left
+ * to retire is not opened again.
  */
-static int prove_written(struct row_ctx *c, X509 *cert, const char *key_uri, bool is_just_written,
+static int check_written(struct row_ctx *c, X509 *cert, const char *key_uri, bool is_just_written,
                          bool is_connected)
 {
     const char *url = c->b->prove_url;
@@ -395,6 +396,16 @@ static int prove_written(struct row_ctx *c, X509 *cert, const char *key_uri, boo
     if (r == 0 && (c->d.n_unretired > 0 || c->d.state == PROV_JOURNAL_SUPERSEDED)) {
         r = retire_superseded(c);
     }
+    return r;
+}
+
+/* check_written, then proven is recorded (the row is stored already). */
+static int prove_written(struct row_ctx *c, X509 *cert, const char *key_uri, bool is_just_written,
+                         bool is_connected)
+{
+    const char *url = c->b->prove_url;
+    int r = check_written(c, cert, key_uri, is_just_written, is_connected);
+
     if (r == 0) {
         r = url != NULL ? prov_journal_record_proven_over(c->b->journal, c->b->lot_id, c->serial, url)
                         : prov_journal_record_proven(c->b->journal, c->b->lot_id, c->serial);
@@ -1092,9 +1103,19 @@ int batch_row_handle(void *ctx, struct prov_manifest_parser *p, const struct pro
 /* ---- the storage stage ------------------------------------------------------------------ */
 
 /*
- * Storage, stored, read back, proven: what enroll_fresh does after the device's steps, here
+ * Storage, read back, stored and proven: what enroll_fresh does after the device's steps, here
  * on the stage's thread. A failure leaves the certificate in the journal; the next run rewrites the
  * storage from it (complete_from_journal), as after a crash at the same point.
+ *
+ * stored and proven are one journal transaction (one sync of its WAL instead of two):
+ * prov_step_install has synced every storage file and the directory before it returns, and
+ * nothing between the two records acts on "stored" (no --prove, no superseded key on this
+ * path: defer_storage takes neither). The CA index's "delivered" is committed before them, as
+ * before proven: a crash before the journal's commit leaves the row issued, and the next run
+ * compares (or rewrites) the storage, records stored, checks it again and records proven, as
+ * it does for a row left stored (the index's update is a no-op the second time). A failed
+ * check fails the row from issued, as a failed storage write does: a failed row with a
+ * certificate resumes the same way whichever of the two it had reached.
  */
 static void finish(struct batch *b, struct finish_job *j)
 {
@@ -1117,10 +1138,10 @@ static void finish(struct batch *b, struct finish_job *j)
     prov_error_clear();
     r = prov_step_install(NULL, NULL, j->cert, j->dir, &ident);
     if (r == 0) {
-        r = prov_journal_record_stored(b->journal, b->lot_id, j->serial);
+        r = check_written(&c, j->cert, j->key_uri, true, false);
     }
     if (r == 0) {
-        r = prove_written(&c, j->cert, j->key_uri, true, false);
+        r = prov_journal_record_stored_proven(b->journal, b->lot_id, j->serial);
     }
     batch_release_token(&c.hold);
     conclude(&c, r, BATCH_ISSUED);

@@ -275,19 +275,29 @@ static int txn_begin(struct prov_journal *j, long long lot_id, const char *seria
     return 0;
 }
 
-/* Commits (or rolls back when r < 0), the crash hook, releases the lock, the pause hook. */
-static int txn_end(struct prov_journal *j, struct txn *t, int r, enum prov_journal_state to)
+/*
+ * Commits (or rolls back when r < 0), then for each of the n states the transaction went
+ * through, in order, the crash hook; releases the lock, then the pause hooks.
+ */
+static int txn_end_through(struct prov_journal *j, struct txn *t, int r,
+                           const enum prov_journal_state *to, size_t n)
 {
     r = j->store->ops->end(j->store, r);
-    if (r == 0) {
-        crash_point(j, to);
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        crash_point(j, to[i]);
     }
     pthread_mutex_unlock(&j->lock);
-    if (r == 0) {
-        pause_point(j, to);
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        pause_point(j, to[i]);
     }
     prov_journal_device_clear(&t->d);
     return r;
+}
+
+/* Commits (or rolls back when r < 0), the crash hook, releases the lock, the pause hook. */
+static int txn_end(struct prov_journal *j, struct txn *t, int r, enum prov_journal_state to)
+{
+    return txn_end_through(j, t, r, &to, 1);
 }
 
 /* The row as it is: what a transition changes before it writes the row back whole. */
@@ -634,46 +644,93 @@ static bool may_prove(const struct txn *t)
     return t->d.state == PROV_JOURNAL_STORED;
 }
 
-/* The transitions that change only the state (and clear the error); the audit detail is the
- * certificate serial, followed by note when given. */
-static int simple_transition(struct prov_journal *j, long long lot_id, const char *serial,
-                             enum prov_journal_state to, bool (*is_legal)(const struct txn *t),
-                             const char *note)
+/*
+ * One state-only step inside an open transaction: the row takes state to (the error cleared)
+ * and its audit record is appended; the detail is the certificate serial, followed by note
+ * when given. t->d.state follows, so that a next step checks its own legality.
+ */
+static int state_step(struct prov_journal *j, struct txn *t, long long lot_id, const char *serial,
+                      enum prov_journal_state to, bool (*is_legal)(const struct txn *t),
+                      const char *note)
 {
     char detail[1024];
     struct journal_row w;
+    int r;
+
+    if (!is_legal(t)) {
+        return illegal(j, serial, t->d.state, to);
+    }
+    w = row_of(t, lot_id, serial);
+    w.state = to;
+    w.error = NULL;
+    r = t->s->ops->row_put(t->s, &w);
+    if (r < 0) {
+        return r;
+    }
+    t->d.state = to;
+    snprintf(detail, sizeof(detail), "%s%s%s", t->d.cert_serial, note ? " " : "", note ? note : "");
+    return journal_audit_append(t->s, t->lot, serial, prov_journal_state_name(to), detail);
+}
+
+/* One state-only step of a transaction: the state it leads to, and from where it may. */
+struct state_change {
+    enum prov_journal_state to;
+    bool (*is_legal)(const struct txn *t);
+};
+
+/*
+ * The transitions that change only the state (and clear the error): the n (1 or 2) steps of
+ * ch in one transaction, the last one's audit detail followed by note when given.
+ */
+static int simple_transition(struct prov_journal *j, long long lot_id, const char *serial,
+                             const struct state_change *ch, size_t n, const char *note)
+{
+    enum prov_journal_state through[2];
     struct txn t;
     int r;
 
+    if (n < 1 || n > 2) {
+        return prov_fail(PROV_ERR_INTERNAL, "serial %s: %zu steps in one transition", serial, n);
+    }
+    for (size_t i = 0; i < n; i++) {
+        through[i] = ch[i].to;
+    }
     r = txn_begin(j, lot_id, serial, &t);
     if (r < 0) {
         return r;
     }
-    if (!is_legal(&t)) {
-        r = illegal(j, serial, t.d.state, to);
-        goto out;
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        r = state_step(j, &t, lot_id, serial, ch[i].to, ch[i].is_legal, i + 1 == n ? note : NULL);
     }
-    w = row_of(&t, lot_id, serial);
-    w.state = to;
-    w.error = NULL;
-    r = t.s->ops->row_put(t.s, &w);
-    if (r < 0) {
-        goto out;
-    }
-    snprintf(detail, sizeof(detail), "%s%s%s", t.d.cert_serial, note ? " " : "", note ? note : "");
-    r = journal_audit_append(t.s, t.lot, serial, prov_journal_state_name(to), detail);
-out:
-    return txn_end(j, &t, r, to);
+    return txn_end_through(j, &t, r, through, n);
 }
+
+static const struct state_change to_stored = {PROV_JOURNAL_STORED, may_store};
+static const struct state_change to_proven = {PROV_JOURNAL_PROVEN, may_prove};
 
 int prov_journal_record_stored(struct prov_journal *j, long long lot_id, const char *serial)
 {
-    return simple_transition(j, lot_id, serial, PROV_JOURNAL_STORED, may_store, NULL);
+    return simple_transition(j, lot_id, serial, &to_stored, 1, NULL);
 }
 
 int prov_journal_record_proven(struct prov_journal *j, long long lot_id, const char *serial)
 {
-    return simple_transition(j, lot_id, serial, PROV_JOURNAL_PROVEN, may_prove, NULL);
+    return simple_transition(j, lot_id, serial, &to_proven, 1, NULL);
+}
+
+/*
+ * stored then proven in one transaction: both rows of the audit trail, one commit (one sync
+ * of the journal's WAL instead of two). Nothing the tool does between the two transitions
+ * depends on "stored" being on disk: a crash before this commit leaves the row issued, whose
+ * resume (batch_row.c, complete_from_journal) compares or rewrites the storage, records stored
+ * and proves exactly as it does for a row left stored. The crash and pause hooks of both
+ * states fire after the commit, stored first.
+ */
+int prov_journal_record_stored_proven(struct prov_journal *j, long long lot_id, const char *serial)
+{
+    const struct state_change both[] = {to_stored, to_proven};
+
+    return simple_transition(j, lot_id, serial, both, 2, NULL);
 }
 
 int prov_journal_record_proven_over(struct prov_journal *j, long long lot_id, const char *serial,
@@ -682,7 +739,7 @@ int prov_journal_record_proven_over(struct prov_journal *j, long long lot_id, co
     char note[600];
 
     snprintf(note, sizeof(note), "mtls=%s", url);
-    return simple_transition(j, lot_id, serial, PROV_JOURNAL_PROVEN, may_prove, note);
+    return simple_transition(j, lot_id, serial, &to_proven, 1, note);
 }
 
 int prov_journal_record_failed(struct prov_journal *j, long long lot_id, const char *serial,

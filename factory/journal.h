@@ -238,6 +238,13 @@ int prov_journal_record_stored(struct prov_journal *j, long long lot_id, const c
 /* proven: the written identity was re-proven with the device key; from stored. */
 int prov_journal_record_proven(struct prov_journal *j, long long lot_id, const char *serial);
 
+/*
+ * stored and proven in one transaction (two audit records, one commit): for a writer that
+ * checks the identity it has just written and records nothing in between (the batch's
+ * storage stage). From any state stored is legal from.
+ */
+int prov_journal_record_stored_proven(struct prov_journal *j, long long lot_id, const char *serial);
+
 /* proven, after an mTLS proof as well: the audit record names the URL it passed against. */
 int prov_journal_record_proven_over(struct prov_journal *j, long long lot_id, const char *serial,
                                     const char *url);

@@ -218,6 +218,48 @@ static void test_state_machine(void **state)
     X509_free(c);
 }
 
+/*
+ * stored and proven in one transaction (the batch's storage stage): legal where stored is,
+ * leaves the row proven with both audit records, stored first; refused as a whole (nothing
+ * written, no audit record) where stored is not legal.
+ */
+static void test_stored_proven(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_journal_audit a;
+    struct prov_journal_device d;
+    X509 *c = make_cert(110, f->keys[0]);
+    long long before;
+
+    assert_int_equal(
+        prov_journal_record_intent(f->j, f->lot, "SP", "pkcs11:token=t", "d/SP", id1, 16), 0);
+    assert_int_equal(prov_journal_verify_audit(f->j, &a), 0);
+    before = a.n_records;
+    prov_error_clear();
+    assert_int_equal(prov_journal_record_stored_proven(f->j, f->lot, "SP"), PROV_ERR_JOURNAL);
+    assert_non_null(strstr(prov_error_message(), "no transition from intent to stored"));
+    assert_int_equal(state_of(f, "SP"), PROV_JOURNAL_INTENT);
+    assert_int_equal(prov_journal_verify_audit(f->j, &a), 0);
+    assert_int_equal(a.n_records, before);
+
+    assert_int_equal(prov_journal_record_issued(f->j, f->lot, "SP", id1, 16, c, "pkcs11:k"), 0);
+    assert_int_equal(prov_journal_record_stored_proven(f->j, f->lot, "SP"), 0);
+    assert_int_equal(prov_journal_get(f->j, f->lot, "SP", &d), 0);
+    assert_int_equal(d.state, PROV_JOURNAL_PROVEN);
+    assert_null(d.error);
+    assert_string_equal(d.cert_serial, "6e");
+    prov_journal_device_clear(&d);
+    /* intent, issued, stored, proven: the chain and every row's newest records agree */
+    assert_int_equal(prov_journal_verify_audit(f->j, &a), 0);
+    assert_int_equal(a.n_records, before + 3);
+    /* a proven row's storage may be rewritten and checked again the same way */
+    assert_int_equal(prov_journal_record_stored_proven(f->j, f->lot, "SP"), 0);
+    assert_int_equal(state_of(f, "SP"), PROV_JOURNAL_PROVEN);
+    assert_int_equal(prov_journal_verify_audit(f->j, &a), 0);
+    assert_int_equal(a.n_records, before + 5);
+    X509_free(c);
+}
+
 static void test_failed_keeps_progress(void **state)
 {
     struct fixture *f = *state;
@@ -833,10 +875,13 @@ static void test_kept_statements(void **state)
     assert_int_equal(state_of(f, "nobody"), PROV_JOURNAL_NONE);
 }
 
-/* The crash hook stops the process right after the n-th committed transition to a state. */
-static void test_crash_hook(void **state)
+/*
+ * Runs child(j, f) in a forked process on the journal reopened with the crash hook set to
+ * hook; it must stop with the hook's exit code (137). The journal is reopened here after.
+ */
+static void expect_crash(struct fixture *f, const char *hook,
+                         int (*child)(struct prov_journal *j, struct fixture *f))
 {
-    struct fixture *f = *state;
     int status = 0;
     pid_t pid;
 
@@ -846,33 +891,79 @@ static void test_crash_hook(void **state)
     assert_true(pid >= 0);
     if (pid == 0) {
         struct prov_journal *j = NULL;
-        static const char *const serials[] = {"S1", "S2", "S3"};
 
-        setenv("PROVISIONER_TEST_CRASH_AT", "stored:2", 1);
+        setenv("PROVISIONER_TEST_CRASH_AT", hook, 1);
         if (prov_journal_open(f->path, true, &j) < 0) {
             _exit(1);
         }
-        for (int i = 0; i < 3; i++) {
-            unsigned char id[16] = {(unsigned char)(0x10 + i)};
-            X509 *c = make_cert(400 + i, f->keys[i]);
-
-            if (prov_journal_record_intent(j, f->lot, serials[i], "pkcs11:token=t", "d", id, 16) <
-                    0 ||
-                prov_journal_record_issued(j, f->lot, serials[i], id, 16, c, "k") < 0 ||
-                prov_journal_record_stored(j, f->lot, serials[i]) < 0) {
-                _exit(2);
-            }
-            X509_free(c);
-        }
-        _exit(0);
+        _exit(child(j, f) < 0 ? 2 : 0);
     }
     assert_int_equal(waitpid(pid, &status, 0), pid);
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 137);
     assert_int_equal(prov_journal_open(f->path, true, &f->j), 0);
+}
+
+/* intent, issued for serial (key i of the fixture), then record(serial). */
+static int to_issued_then(struct prov_journal *j, struct fixture *f, const char *serial, int i,
+                          int (*record)(struct prov_journal *j, long long lot_id,
+                                        const char *serial))
+{
+    unsigned char id[16] = {(unsigned char)(0x10 + i)};
+    X509 *c = make_cert(400 + i, f->keys[i]);
+    int r;
+
+    r = prov_journal_record_intent(j, f->lot, serial, "pkcs11:token=t", "d", id, 16);
+    r = r ? r : prov_journal_record_issued(j, f->lot, serial, id, 16, c, "k");
+    r = r ? r : record(j, f->lot, serial);
+    X509_free(c);
+    return r;
+}
+
+static int three_stored(struct prov_journal *j, struct fixture *f)
+{
+    static const char *const serials[] = {"S1", "S2", "S3"};
+    int r = 0;
+
+    for (int i = 0; i < 3 && r == 0; i++) {
+        r = to_issued_then(j, f, serials[i], i, prov_journal_record_stored);
+    }
+    return r;
+}
+
+/* The crash hook stops the process right after the n-th committed transition to a state. */
+static void test_crash_hook(void **state)
+{
+    struct fixture *f = *state;
+
+    expect_crash(f, "stored:2", three_stored);
     assert_int_equal(state_of(f, "S1"), PROV_JOURNAL_STORED);
     assert_int_equal(state_of(f, "S2"), PROV_JOURNAL_STORED); /* committed before the exit */
     assert_int_equal(state_of(f, "S3"), PROV_JOURNAL_NONE);
+}
+
+static int sp1_stored_proven(struct prov_journal *j, struct fixture *f)
+{
+    return to_issued_then(j, f, "SP1", 0, prov_journal_record_stored_proven);
+}
+
+static int sp2_stored_proven(struct prov_journal *j, struct fixture *f)
+{
+    return to_issued_then(j, f, "SP2", 1, prov_journal_record_stored_proven);
+}
+
+/*
+ * stored and proven in one transaction: a crash hook at either state fires after the one
+ * commit, so the row is proven on disk when the process stops.
+ */
+static void test_crash_hook_stored_proven(void **state)
+{
+    struct fixture *f = *state;
+
+    expect_crash(f, "stored:1", sp1_stored_proven);
+    assert_int_equal(state_of(f, "SP1"), PROV_JOURNAL_PROVEN);
+    expect_crash(f, "proven:1", sp2_stored_proven);
+    assert_int_equal(state_of(f, "SP2"), PROV_JOURNAL_PROVEN);
 }
 
 /* The tables the first provisioner release created, one autocommitted statement each. */
@@ -1059,6 +1150,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_state_machine, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stored_proven, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_keeps_progress, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unique_constraints, setup, teardown),
         cmocka_unit_test_setup_teardown(test_supersede_and_runs, setup, teardown),
@@ -1074,6 +1166,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_writer_lock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reader_leaves_no_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_hook, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_crash_hook_stored_proven, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kept_statements, setup, teardown),
         cmocka_unit_test_setup_teardown(test_half_made_journal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_schema_all_or_nothing, setup, teardown),
@@ -1083,6 +1176,7 @@ int main(void)
     /* the tests of the journal's rules, not of SQLite's file, over the ledger's store */
     const struct CMUnitTest on_ledger[] = {
         cmocka_unit_test_setup_teardown(test_state_machine, setup_pg, teardown_pg),
+        cmocka_unit_test_setup_teardown(test_stored_proven, setup_pg, teardown_pg),
         cmocka_unit_test_setup_teardown(test_failed_keeps_progress, setup_pg, teardown_pg),
         cmocka_unit_test_setup_teardown(test_unique_constraints, setup_pg, teardown_pg),
         cmocka_unit_test_setup_teardown(test_supersede_and_runs, setup_pg, teardown_pg),
