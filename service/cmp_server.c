@@ -331,24 +331,44 @@ static int encode_answer(OSSL_CMP_MSG *answer, unsigned char **rsp, size_t *rsp_
 }
 
 /*
- * The request's protection certificate, when its chain is known to verify and it is current
- * (cmp_station_cache.h), pinned for OpenSSL's check of this message: OpenSSL then verifies the
- * protection with it alone (the message's sender must be its subject) instead of searching the
- * message's certificates and verifying a chain, and prov_cmp_request_station takes it as the signer.
- * Otherwise nothing is pinned and both check the message in full.
+ * The request's protection certificate (signer, from prov_cmp_station_cache_pin: its chain
+ * known to verify, current; taken over), pinned for OpenSSL's check of this message: OpenSSL
+ * then verifies the protection with it alone (the message's sender must be its subject)
+ * instead of searching the message's certificates and verifying a chain, and
+ * prov_cmp_request_station takes it as the signer. Without one, both check the message in full.
  */
-static void pin(struct prov_cmp_server *srv, struct txn *t, const unsigned char *der,
-                size_t len, time_t now)
+static void pin(struct txn *t, X509 *signer, bool is_new)
 {
     OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->ctx);
 
-    t->pinned = prov_cmp_station_cache_pin(srv->stations, der, len, srv->trust, srv->chain, now,
-                                           &t->is_pin_new);
+    t->pinned = signer;
+    t->is_pin_new = is_new;
     if (t->pinned != NULL && !OSSL_CMP_CTX_set1_srvCert(ctx, t->pinned)) {
         X509_free(t->pinned);
         t->pinned = NULL;
     }
     ERR_clear_error();
+}
+
+/*
+ * The request as it came, with its extraCerts, when req was decoded without them (lean): for
+ * what reads them (the claimed sender) or needs them to verify (the refusals' fresh server
+ * contexts). Decoded once, into *whole (the caller's); req itself when it is not lean, or when
+ * the bytes do not decode (they did without the extraCerts, so they hardly fail).
+ */
+static OSSL_CMP_MSG *with_extra(const unsigned char *der, size_t len, OSSL_CMP_MSG *req,
+                                bool is_lean, OSSL_CMP_MSG **whole)
+{
+    const unsigned char *p = der;
+
+    if (!is_lean) {
+        return req;
+    }
+    if (*whole == NULL) {
+        *whole = d2i_OSSL_CMP_MSG(NULL, &p, (long)len);
+        ERR_clear_error();
+    }
+    return *whole != NULL ? *whole : req;
 }
 
 /* The next message of the transaction is pinned afresh, or checked in full. */
@@ -374,14 +394,33 @@ int prov_cmp_server_handle_lot(struct prov_cmp_server *srv, const char *lot,
                                struct prov_cmp_outcome *oc)
 {
     OSSL_CMP_MSG *req = NULL;
+    OSSL_CMP_MSG *whole = NULL;
     OSSL_CMP_MSG *answer = NULL;
     const ASN1_OCTET_STRING *tid;
+    unsigned char *lean = NULL;
+    size_t lean_len = 0;
+    bool is_lean = false;
+    bool is_new = false;
+    X509 *signer;
     struct txn *t;
     int type;
     int r;
 
-    r = decode_request(der, len, rsp, rsp_len, oc, &req);
+    /*
+     * A protection certificate the cache holds is not decoded again: the message is decoded
+     * without its extraCerts (cmp_station_cache.h), OpenSSL verifies it with the pinned one.
+     */
+    signer = prov_cmp_station_cache_pin(srv->stations, der, len, srv->trust, srv->chain, now,
+                                        &is_new);
+    if (signer != NULL && !is_new &&
+        prov_cmp_station_cache_strip_extra(der, len, &lean, &lean_len) == 0) {
+        is_lean = decode_request(lean, lean_len, rsp, rsp_len, oc, &req) == 0;
+        free(lean);
+    }
+    prov_error_clear();
+    r = is_lean ? 0 : decode_request(der, len, rsp, rsp_len, oc, &req);
     if (r < 0) {
+        X509_free(signer);
         return r;
     }
     expire(srv, now);
@@ -392,7 +431,7 @@ int prov_cmp_server_handle_lot(struct prov_cmp_server *srv, const char *lot,
     if (tid == NULL || ASN1_STRING_length(tid) < TID_MIN || ASN1_STRING_length(tid) > TID_MAX) {
         outcome_set(oc, "refused: transactionID missing or not %d to %d bytes", TID_MIN,
                     TID_MAX);
-        answer = refuse(srv, req, oc);
+        answer = refuse(srv, with_extra(der, len, req, is_lean, &whole), oc);
     } else if (starts_transaction(type) && t != NULL) {
         /* The same ID again: a replayed message, or an ID the station reuses. */
         outcome_set(oc, "refused: transactionID already used (%s transaction)",
@@ -402,16 +441,16 @@ int prov_cmp_server_handle_lot(struct prov_cmp_server *srv, const char *lot,
                      "refused: replay of a finished transaction");
         }
         prov_ca_registry_refused(srv->ca->index, body_name(type), oc->result);
-        answer = refuse(srv, req, oc);
+        answer = refuse(srv, with_extra(der, len, req, is_lean, &whole), oc);
     } else if (starts_transaction(type) && is_remembered(srv, tid, now, oc)) {
         /* answered before the service last started: the CA index remembers it */
         prov_ca_registry_refused(srv->ca->index, body_name(type), oc->result);
-        answer = refuse(srv, req, oc);
+        answer = refuse(srv, with_extra(der, len, req, is_lean, &whole), oc);
     } else if (!starts_transaction(type) && (t == NULL || t->ctx == NULL)) {
         outcome_set(oc, "refused: %s for %s transaction", body_name(type),
                     t == NULL ? "an unknown" : "a finished");
         prov_ca_registry_refused(srv->ca->index, body_name(type), oc->result);
-        answer = refuse(srv, req, oc);
+        answer = refuse(srv, with_extra(der, len, req, is_lean, &whole), oc);
     } else {
         if (t == NULL) {
             t = calloc(1, sizeof(*t));
@@ -438,7 +477,8 @@ int prov_cmp_server_handle_lot(struct prov_cmp_server *srv, const char *lot,
         t->oc = oc;
         t->last = now;
         outcome_set(oc, "%s", NOT_VERIFIED);
-        pin(srv, t, der, len, now);
+        pin(t, signer, is_new);
+        signer = NULL;
         answer = OSSL_CMP_SRV_process_request(t->ctx, req);
         unpin(t);
         if (strcmp(oc->result, NOT_VERIFIED) == 0) {
@@ -446,12 +486,14 @@ int prov_cmp_server_handle_lot(struct prov_cmp_server *srv, const char *lot,
             char claim[240];
             char tell[240];
 
-            prov_cmp_claimed_sender(srv, req, claim, sizeof(claim), tell, sizeof(tell));
+            prov_cmp_claimed_sender(srv, with_extra(der, len, req, is_lean, &whole), claim,
+                                    sizeof(claim), tell, sizeof(tell));
             if (claim[0] != '\0') {
                 outcome_set(oc, "%s (%s)", NOT_VERIFIED, claim);
             }
             if (tell[0] != '\0') {
-                OSSL_CMP_MSG *told = refuse_unverified(srv, req, tell);
+                OSSL_CMP_MSG *told =
+                    refuse_unverified(srv, with_extra(der, len, req, is_lean, &whole), tell);
 
                 if (told != NULL) {
                     OSSL_CMP_MSG_free(answer);
@@ -478,7 +520,9 @@ int prov_cmp_server_handle_lot(struct prov_cmp_server *srv, const char *lot,
     answer = NULL;
 out:
     OSSL_CMP_MSG_free(answer);
+    OSSL_CMP_MSG_free(whole);
     OSSL_CMP_MSG_free(req);
+    X509_free(signer); /* not pinned: a refusal, or no memory for the transaction */
     return r;
 }
 

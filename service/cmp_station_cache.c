@@ -129,6 +129,59 @@ int prov_cmp_station_cache_first_extra(const unsigned char *der, size_t len,
     return *cert != NULL ? 0 : PROV_ERR_INPUT;
 }
 
+int prov_cmp_station_cache_strip_extra(const unsigned char *der, size_t len, unsigned char **out,
+                                       size_t *out_len)
+{
+    const unsigned char *p = der;
+    const unsigned char *contents;
+    const unsigned char *end;
+    const unsigned char *in;
+    const unsigned char *field_start;
+    const unsigned char *extra = NULL;
+    unsigned char *q;
+    long keep;
+    int size;
+    int tag;
+    int cls;
+    long n;
+
+    *out = NULL;
+    *out_len = 0;
+    if (len > (size_t)INT32_MAX || !next_tlv(&p, der + len, &tag, &cls, &contents, &n) ||
+        tag != V_ASN1_SEQUENCE || cls != V_ASN1_UNIVERSAL || p != der + len) {
+        return PROV_ERR_INPUT;
+    }
+    p = contents;
+    end = contents + n;
+    for (int field = 0;; field++) {
+        field_start = p;
+        if (!next_tlv(&p, end, &tag, &cls, &in, &n)) {
+            break;
+        }
+        if (field >= 2 && cls == V_ASN1_CONTEXT_SPECIFIC && tag == 1) {
+            extra = field_start;
+            break;
+        }
+    }
+    if (extra == NULL || p != end) {
+        return PROV_ERR_INPUT; /* none, or not the last field */
+    }
+    keep = (long)(extra - contents);
+    size = ASN1_object_size(1, keep, V_ASN1_SEQUENCE);
+    if (size <= 0) {
+        return PROV_ERR_INPUT;
+    }
+    *out = malloc((size_t)size);
+    if (*out == NULL) {
+        return prov_fail(PROV_ERR_NOMEM, "CMP: out of memory");
+    }
+    q = *out;
+    ASN1_put_object(&q, 1, (int)keep, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+    memcpy(q, contents, (size_t)keep);
+    *out_len = (size_t)(q - *out) + (size_t)keep;
+    return 0;
+}
+
 /* Whether now is within cert's validity period (an unreadable time is not). */
 static bool is_current(const X509 *cert, time_t now)
 {

@@ -41,6 +41,18 @@ int prov_cmp_station_cache_first_extra(const unsigned char *der, size_t len,
                                        const unsigned char **cert, size_t *cert_len);
 
 /*
+ * The same DER PKIMessage without its extraCerts (its last field) into *out (*out_len
+ * bytes, the caller's to free): for a request whose protection certificate the cache holds,
+ * so that OpenSSL does not decode again certificates (and their keys) the service has
+ * already. The protection covers the header and the body only (RFC 4210 section 5.1.3), so
+ * it verifies the same. Only the outer SEQUENCE's length is written anew (ASN1_put_object);
+ * the rest is the message's own bytes. PROV_ERR_INPUT when der has no extraCerts last,
+ * PROV_ERR_NOMEM.
+ */
+int prov_cmp_station_cache_strip_extra(const unsigned char *der, size_t len, unsigned char **out,
+                                       size_t *out_len);
+
+/*
  * The certificate to check a request's protection against, or NULL: the first certificate
  * of its extraCerts (der, the PKIMessage as received) when it is in the cache (*is_new
  * false), or else when it chains to trust through chain at now (*is_new true: not in the

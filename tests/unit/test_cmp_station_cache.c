@@ -192,6 +192,41 @@ static bool pins(struct prov_cmp_station_cache *c, struct fixture *f, X509 *cert
 }
 
 /*
+ * strip_extra: the message's bytes without its extraCerts, the outer length written anew;
+ * nothing for a message without them, or with anything after them.
+ */
+static void test_strip_extra(void **state)
+{
+    struct fixture *f = *state;
+    unsigned char *out = NULL;
+    size_t out_len = 0;
+    struct buf with;
+    struct buf without;
+
+    for (int with_protection = 0; with_protection < 2; with_protection++) {
+        message(&with, with_protection, f->leaf[0], f->leaf[1]);
+        message(&without, with_protection, NULL, NULL);
+        assert_int_equal(prov_cmp_station_cache_strip_extra(with.b, with.n, &out, &out_len), 0);
+        assert_int_equal(out_len, without.n);
+        assert_memory_equal(out, without.b, out_len);
+        free(out);
+        /* none to strip */
+        assert_int_equal(
+            prov_cmp_station_cache_strip_extra(without.b, without.n, &out, &out_len),
+            PROV_ERR_INPUT);
+        assert_null(out);
+    }
+    /* a byte after the message; the message cut short */
+    message(&with, true, f->leaf[0], NULL);
+    with.b[with.n++] = 0x00;
+    assert_int_equal(prov_cmp_station_cache_strip_extra(with.b, with.n, &out, &out_len),
+                     PROV_ERR_INPUT);
+    assert_int_equal(prov_cmp_station_cache_strip_extra(with.b, with.n - 10, &out, &out_len),
+                     PROV_ERR_INPUT);
+    assert_null(out);
+}
+
+/*
  * A certificate whose message did not verify is not kept: with the cache full, it pushes
  * none out, and the next message with it has its chain checked again.
  */
@@ -340,6 +375,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_expires_while_cached, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lru_drop_clear, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kept_only_when_verified, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_strip_extra, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
