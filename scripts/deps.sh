@@ -27,6 +27,8 @@ PROV_DEPS_PACKAGES=(
     openssl gnutls-bin nginx curl mosquitto mosquitto-clients sqlite3 e2fsprogs jq bsdutils
     # the CA service refusing an expired station (tests/integration/cmp/test_cmp_refusals.sh)
     faketime
+    # which directories a run syncs (tests/integration/test_enroll.sh)
+    strace
     # the shared ledger tests run their own PostgreSQL (tests/integration/ledger)
     postgresql-15 postgresql-client-15
     # bench/run.sh: peak RSS (/usr/bin/time -v), the token out of process (p11-kit server and

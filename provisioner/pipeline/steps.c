@@ -87,6 +87,15 @@ int prov_step_preflight_storage(const char *dir, bool *created)
     /* a probe or temp file an earlier, killed run left here goes now, not in a later run */
     if (!*created) {
         prov_storage_remove_temp_files(dir);
+        /*
+         * That run may have stopped between the directory's mkdir and the sync of its parent
+         * (durable.c): synced now, or a power cut after this run records the storage could
+         * still lose the directory's entry. One sync, only for a directory already there.
+         */
+        r = prov_storage_sync_parent(dir);
+        if (r < 0) {
+            return r;
+        }
     }
     r = prov_storage_mkdirs(dir);
     if (r < 0) {

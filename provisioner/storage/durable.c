@@ -195,6 +195,11 @@ static int fsync_parent(const char *path)
     return r;
 }
 
+int prov_storage_sync_parent(const char *path)
+{
+    return fsync_parent(path);
+}
+
 /* Renames the synced temp file over path (removing it when that fails), syncs the directory. */
 static int put_in_place(const char *tmp, const char *path)
 {

@@ -45,6 +45,13 @@ int prov_mkdir_public(const char *path);
 int prov_storage_mkdirs(const char *dir);
 
 /*
+ * Syncs the directory that holds path: for a storage directory an earlier run made, which
+ * may have stopped between its mkdir and that sync (prov_storage_mkdirs), before anything
+ * recorded as durable comes to depend on the directory's entry.
+ */
+int prov_storage_sync_parent(const char *path);
+
+/*
  * Before anything is made: path can be written as a file — its directory exists and accepts
  * new files, and path itself is not a directory. what names it ("results", "--out"). Nothing
  * is created. PROV_ERR_STORAGE naming what and path.

@@ -4,10 +4,11 @@
 # `provisioner enroll` end to end on real SoftHSM2 device tokens (EC P-256, EC P-384,
 # RSA-2048): storage files (doc/storage.md), strict verification by OpenSSL and GnuTLS, the key's
 # protection on the token, the certificate object next to it, `check`, the refusal to
-# enroll a serial twice, and --reissue.
+# enroll a serial twice, and --reissue; a storage directory an earlier run made has its
+# parent synced (strace).
 . "$(dirname "$0")/lib.sh"
 it_setup
-need certtool pkcs11-tool jq
+need certtool pkcs11-tool jq strace
 
 ca_fixture pkcs11
 for t in dev-p256 dev-p384 dev-rsa; do
@@ -114,3 +115,17 @@ mkdir -p "$WORK/devices/SN-PROBE-1"
 : >"$WORK/devices/SN-PROBE-1/.provisioner-probe.Zz99Yy"
 prov 0 enroll --serial SN-PROBE-1 --device pkcs11:token=dev-p256
 assert_no_file "$WORK/devices/SN-PROBE-1/.provisioner-probe.Zz99Yy"
+
+# ---- a storage directory an earlier run made: its parent is synced as well ------------------
+# That run may have stopped between the directory's mkdir and the sync of its parent
+# (provisioner/storage/durable.c); the run that writes into it syncs the parent before the
+# storage is recorded, or a power cut could take the directory's entry with it.
+token_init dev-left
+mkdir -p "$WORK/left/SN-LEFT-0004"
+strace -f -qq -e trace=fsync,fdatasync -y -o "$WORK/log/left.strace" \
+    "$PROVISIONER" enroll --serial SN-LEFT-0004 --device pkcs11:token=dev-left --key ec-p256 \
+    --storage "$WORK/left/SN-LEFT-0004" >"$WORK/log/left.out" 2>&1 ||
+    fail "enroll into a directory already there: $(tail -n2 "$WORK/log/left.out")"
+grep -qF "<$(realpath "$WORK/left")>)" "$WORK/log/left.strace" ||
+    fail "the parent of a storage directory already there was not synced ($WORK/log/left.strace)"
+assert_device_identity SN-LEFT-0004 dev-left "$WORK/left/SN-LEFT-0004" ec-p256
