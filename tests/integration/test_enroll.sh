@@ -122,7 +122,10 @@ assert_no_file "$WORK/devices/SN-PROBE-1/.provisioner-probe.Zz99Yy"
 # storage is recorded, or a power cut could take the directory's entry with it.
 token_init dev-left
 mkdir -p "$WORK/left/SN-LEFT-0004"
-strace -f -qq -e trace=fsync,fdatasync -y -o "$WORK/log/left.strace" \
+# (LeakSanitizer cannot work under ptrace: in the sanitizer build this one traced run goes
+# without leak detection; the other runs of this test keep it)
+ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
+    strace -f -qq -e trace=fsync,fdatasync -y -o "$WORK/log/left.strace" \
     "$PROVISIONER" enroll --serial SN-LEFT-0004 --device pkcs11:token=dev-left --key ec-p256 \
     --storage "$WORK/left/SN-LEFT-0004" >"$WORK/log/left.out" 2>&1 ||
     fail "enroll into a directory already there: $(tail -n2 "$WORK/log/left.out")"
