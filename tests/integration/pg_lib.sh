@@ -44,7 +44,7 @@ pg_run() {
     it_track "$PG_PID"
     if ! wait_port "$PG_PORT" "$PG_PID"; then
         if [ -n "${PG_RETRY_BIND:-}" ] && grep -q "could not create any TCP/IP sockets" "$WORK/log/postgres.log"; then
-            wait "$PG_PID" 2>/dev/null
+            wait "$PG_PID" 2>/dev/null || true # it exited: could not bind
             PG_PID=
             return 1
         fi
