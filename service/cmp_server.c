@@ -190,8 +190,12 @@ static int cb_refuse_genm(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
     return 0;
 }
 
-static OSSL_CMP_MSG *refuse(struct prov_cmp_server *srv, const OSSL_CMP_MSG *req,
-                            struct prov_cmp_outcome *oc)
+/*
+ * req refused with oc's text and fail_bit by a fresh server context whose callbacks only
+ * refuse; with is_unverified its protection is let through there (nothing can be issued).
+ */
+static OSSL_CMP_MSG *refuse_as(struct prov_cmp_server *srv, const OSSL_CMP_MSG *req,
+                               struct prov_cmp_outcome *oc, int fail_bit, bool is_unverified)
 {
     struct txn scratch;
     OSSL_CMP_SRV_CTX *sctx;
@@ -200,15 +204,22 @@ static OSSL_CMP_MSG *refuse(struct prov_cmp_server *srv, const OSSL_CMP_MSG *req
     memset(&scratch, 0, sizeof(scratch));
     scratch.owner = srv;
     scratch.oc = oc;
-    scratch.fail_bit = OSSL_CMP_PKIFAILUREINFO_transactionIdInUse;
+    scratch.fail_bit = fail_bit;
     sctx = txn_ctx_new(srv, &scratch);
     if (sctx != NULL &&
         OSSL_CMP_SRV_CTX_init(sctx, &scratch, cb_refuse_cert, NULL, cb_refuse_genm, NULL, NULL,
-                              NULL)) {
+                              NULL) &&
+        (!is_unverified || OSSL_CMP_SRV_CTX_set_accept_unprotected(sctx, 1))) {
         rsp = OSSL_CMP_SRV_process_request(sctx, req);
     }
     OSSL_CMP_SRV_CTX_free(sctx);
     return rsp;
+}
+
+static OSSL_CMP_MSG *refuse(struct prov_cmp_server *srv, const OSSL_CMP_MSG *req,
+                            struct prov_cmp_outcome *oc)
+{
+    return refuse_as(srv, req, oc, OSSL_CMP_PKIFAILUREINFO_transactionIdInUse, false);
 }
 
 /*
@@ -220,26 +231,13 @@ static OSSL_CMP_MSG *refuse(struct prov_cmp_server *srv, const OSSL_CMP_MSG *req
 static OSSL_CMP_MSG *refuse_unverified(struct prov_cmp_server *srv, const OSSL_CMP_MSG *req,
                                        const char *tell)
 {
-    struct prov_cmp_outcome said;
-    struct txn scratch;
-    OSSL_CMP_SRV_CTX *sctx;
-    OSSL_CMP_MSG *rsp = NULL;
+    struct prov_cmp_outcome said; /* the answer's text; the request's own outcome stays */
+    OSSL_CMP_MSG *rsp;
 
     memset(&said, 0, sizeof(said));
     outcome_set(&said, "%s", tell);
-    memset(&scratch, 0, sizeof(scratch));
-    scratch.owner = srv;
-    scratch.oc = &said;
-    scratch.fail_bit = OSSL_CMP_PKIFAILUREINFO_signerNotTrusted;
-    sctx = txn_ctx_new(srv, &scratch);
-    if (sctx != NULL &&
-        OSSL_CMP_SRV_CTX_init(sctx, &scratch, cb_refuse_cert, NULL, cb_refuse_genm, NULL, NULL,
-                              NULL) &&
-        OSSL_CMP_SRV_CTX_set_accept_unprotected(sctx, 1)) {
-        rsp = OSSL_CMP_SRV_process_request(sctx, req);
-    }
+    rsp = refuse_as(srv, req, &said, OSSL_CMP_PKIFAILUREINFO_signerNotTrusted, true);
     ERR_clear_error();
-    OSSL_CMP_SRV_CTX_free(sctx);
     return rsp;
 }
 

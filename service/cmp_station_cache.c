@@ -85,11 +85,60 @@ static bool next_tlv(const unsigned char **p, const unsigned char *end, int *tag
     return true;
 }
 
+/* Where a DER PKIMessage's parts lie (extra_field); all pointers into the message. */
+struct msg_parts {
+    const unsigned char *contents; /* the outer SEQUENCE's contents */
+    const unsigned char *end;      /* and their end */
+    const unsigned char *extra;    /* the [1] extraCerts field, whole */
+    const unsigned char *extra_in; /* its contents */
+    const unsigned char *after;    /* what follows it */
+    bool is_whole;                 /* the outer SEQUENCE is all of the bytes */
+};
+
+/*
+ * PKIMessage ::= SEQUENCE { header, body, [0] protection OPTIONAL, [1] extraCerts OPTIONAL }:
+ * the extraCerts field's place in der, with only lengths read. false when there is none.
+ */
+static bool extra_field(const unsigned char *der, size_t len, struct msg_parts *m)
+{
+    const unsigned char *p = der;
+    const unsigned char *field;
+    const unsigned char *in;
+    int tag;
+    int cls;
+    long n;
+
+    memset(m, 0, sizeof(*m));
+    if (len > (size_t)INT32_MAX || !next_tlv(&p, der + len, &tag, &cls, &m->contents, &n) ||
+        tag != V_ASN1_SEQUENCE || cls != V_ASN1_UNIVERSAL) {
+        return false;
+    }
+    m->is_whole = p == der + len;
+    m->end = m->contents + n;
+    p = m->contents;
+    for (int i = 0;; i++) {
+        field = p;
+        if (!next_tlv(&p, m->end, &tag, &cls, &in, &n)) {
+            return false;
+        }
+        if (i < 2 || (cls == V_ASN1_CONTEXT_SPECIFIC && tag == 0)) {
+            continue; /* header, body, protection */
+        }
+        if (cls != V_ASN1_CONTEXT_SPECIFIC || tag != 1) {
+            return false;
+        }
+        m->extra = field;
+        m->extra_in = in;
+        m->after = p;
+        return true;
+    }
+}
+
 int prov_cmp_station_cache_first_extra(const unsigned char *der, size_t len,
                                        const unsigned char **cert, size_t *cert_len)
 {
-    const unsigned char *p = der;
-    const unsigned char *end;
+    struct msg_parts m;
+    const unsigned char *p;
     const unsigned char *in;
     const unsigned char *start;
     int tag;
@@ -98,75 +147,38 @@ int prov_cmp_station_cache_first_extra(const unsigned char *der, size_t len,
 
     *cert = NULL;
     *cert_len = 0;
-    /* PKIMessage ::= SEQUENCE { header, body, [0] protection OPTIONAL, [1] extraCerts OPTIONAL } */
-    if (len > (size_t)INT32_MAX || !next_tlv(&p, der + len, &tag, &cls, &in, &n) ||
-        tag != V_ASN1_SEQUENCE || cls != V_ASN1_UNIVERSAL) {
+    if (!extra_field(der, len, &m)) {
         return PROV_ERR_INPUT;
     }
-    p = in;
-    end = in + n;
-    for (int field = 0; next_tlv(&p, end, &tag, &cls, &in, &n); field++) {
-        if (field < 2 || (cls == V_ASN1_CONTEXT_SPECIFIC && tag == 0)) {
-            continue; /* header, body, protection */
-        }
-        if (cls != V_ASN1_CONTEXT_SPECIFIC || tag != 1) {
-            break;
-        }
-        /* [1] EXPLICIT SEQUENCE SIZE (1..MAX) OF CMPCertificate: its first element, whole */
-        p = in;
-        if (!next_tlv(&p, in + n, &tag, &cls, &in, &n) || tag != V_ASN1_SEQUENCE) {
-            break;
-        }
-        start = in;
-        p = in;
-        if (!next_tlv(&p, in + n, &tag, &cls, &in, &n) || tag != V_ASN1_SEQUENCE) {
-            break;
-        }
-        *cert = start;
-        *cert_len = (size_t)(p - start);
-        break;
+    /* [1] EXPLICIT SEQUENCE SIZE (1..MAX) OF CMPCertificate: its first element, whole */
+    p = m.extra_in;
+    if (!next_tlv(&p, m.after, &tag, &cls, &in, &n) || tag != V_ASN1_SEQUENCE) {
+        return PROV_ERR_INPUT;
     }
-    return *cert != NULL ? 0 : PROV_ERR_INPUT;
+    start = in;
+    p = in;
+    if (!next_tlv(&p, in + n, &tag, &cls, &in, &n) || tag != V_ASN1_SEQUENCE) {
+        return PROV_ERR_INPUT;
+    }
+    *cert = start;
+    *cert_len = (size_t)(p - start);
+    return 0;
 }
 
 int prov_cmp_station_cache_strip_extra(const unsigned char *der, size_t len, unsigned char **out,
                                        size_t *out_len)
 {
-    const unsigned char *p = der;
-    const unsigned char *contents;
-    const unsigned char *end;
-    const unsigned char *in;
-    const unsigned char *field_start;
-    const unsigned char *extra = NULL;
+    struct msg_parts m;
     unsigned char *q;
     long keep;
     int size;
-    int tag;
-    int cls;
-    long n;
 
     *out = NULL;
     *out_len = 0;
-    if (len > (size_t)INT32_MAX || !next_tlv(&p, der + len, &tag, &cls, &contents, &n) ||
-        tag != V_ASN1_SEQUENCE || cls != V_ASN1_UNIVERSAL || p != der + len) {
-        return PROV_ERR_INPUT;
+    if (!extra_field(der, len, &m) || !m.is_whole || m.after != m.end) {
+        return PROV_ERR_INPUT; /* none, not the last field, or bytes after the message */
     }
-    p = contents;
-    end = contents + n;
-    for (int field = 0;; field++) {
-        field_start = p;
-        if (!next_tlv(&p, end, &tag, &cls, &in, &n)) {
-            break;
-        }
-        if (field >= 2 && cls == V_ASN1_CONTEXT_SPECIFIC && tag == 1) {
-            extra = field_start;
-            break;
-        }
-    }
-    if (extra == NULL || p != end) {
-        return PROV_ERR_INPUT; /* none, or not the last field */
-    }
-    keep = (long)(extra - contents);
+    keep = (long)(m.extra - m.contents);
     size = ASN1_object_size(1, keep, V_ASN1_SEQUENCE);
     if (size <= 0) {
         return PROV_ERR_INPUT;
@@ -177,7 +189,7 @@ int prov_cmp_station_cache_strip_extra(const unsigned char *der, size_t len, uns
     }
     q = *out;
     ASN1_put_object(&q, 1, (int)keep, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
-    memcpy(q, contents, (size_t)keep);
+    memcpy(q, m.contents, (size_t)keep);
     *out_len = (size_t)(q - *out) + (size_t)keep;
     return 0;
 }
