@@ -469,6 +469,67 @@ static bool work_group(struct batch *b, struct batch_group *g, uint32_t *idx, bo
     return false;
 }
 
+/*
+ * Without the ledger, the rows of a group are taken one by one from its cursor, by the worker
+ * that started it and by a partner that joined it (partner_group): each row is the next one
+ * no worker has taken.
+ */
+static void work_group_shared(struct batch *b, struct batch_group *g)
+{
+    for (;;) {
+        struct batch_row_job job = {.b = b, .g = g};
+
+        /* SIGINT/SIGTERM: no new row; the rows not started stay pending (interrupt.h) */
+        if (prov_interrupt_signal() != 0) {
+            break;
+        }
+        pthread_mutex_lock(&b->queue_lock);
+        job.index = g->cursor;
+        if (job.index != BATCH_NO_ROW) {
+            g->cursor = b->rows[job.index].next;
+            g->taken++;
+        }
+        pthread_mutex_unlock(&b->queue_lock);
+        if (job.index == BATCH_NO_ROW) {
+            break;
+        }
+        prov_error_clear();
+        if (batch_run_row(b, job.index, batch_row_handle, &job) < 0) {
+            batch_row_unreadable(b, job.index);
+        }
+    }
+}
+
+/*
+ * Called with queue_lock held, once no group is left to start: the group a spare worker
+ * joins as the second one, NULL when there is none. Only a PKCS#11 token's group without
+ * the ledger, with the most rows left: its token's work stays one row at a time under the
+ * token's lock, and the partner's row makes its key while the other row's certificate is
+ * signed and recorded (batch_row.c, fresh_on_device). A TPM is not shared: reached through
+ * swtpm's socket it serves one connection at a time, and the other row holds one open.
+ */
+static struct batch_group *partner_group(struct batch *b)
+{
+    struct batch_group *best = NULL;
+
+    if (b->is_ledger) {
+        return NULL;
+    }
+    for (size_t i = 0; i < b->n_groups; i++) {
+        struct batch_group *g = &b->groups[i];
+
+        if (g->n_workers == 1 && g->cursor != BATCH_NO_ROW &&
+            strncmp(g->device_uri, "pkcs11:", 7) == 0 &&
+            (best == NULL || g->count - g->taken > best->count - best->taken)) {
+            best = g;
+        }
+    }
+    if (best != NULL) {
+        best->n_workers++;
+    }
+    return best;
+}
+
 static void *worker(void *arg)
 {
     struct batch *b = arg;
@@ -485,7 +546,17 @@ static void *worker(void *arg)
 
         pthread_mutex_lock(&b->queue_lock);
         g = b->next_group < b->n_groups ? &b->groups[b->order[b->next_group++]] : NULL;
+        if (g != NULL) {
+            g->cursor = g->first;
+            g->n_workers = 1;
+        } else {
+            g = partner_group(b);
+        }
         pthread_mutex_unlock(&b->queue_lock);
+        if (g != NULL && !b->is_ledger) {
+            work_group_shared(b, g);
+            continue;
+        }
         if (g == NULL && k_later < n_later) {
             g = later[k_later++];
             is_again = true;
@@ -555,7 +626,8 @@ static int run_workers(struct batch *b, size_t rotate)
     }
     free(sizes);
     n = n > MAX_JOBS ? MAX_JOBS : n;
-    n = n > b->n_groups ? b->n_groups : n;
+    /* a worker per group, and without the ledger a partner per group (partner_group) */
+    n = n > b->n_groups * (b->is_ledger ? 1 : 2) ? b->n_groups * (b->is_ledger ? 1 : 2) : n;
     if (batch_finisher_start(b) < 0) {
         prov_error_clear(); /* rows are then finished by their worker, in line */
     }

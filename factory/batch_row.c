@@ -513,6 +513,16 @@ static bool is_surely_unrecorded(struct row_ctx *c, X509 *cert)
  * writes the storage directory), and with --prove the mTLS proof. The device is closed on
  * return, before the journal's next records open any device again. *cert and *key_uri are
  * the issued identity (set once the journal holds it).
+ *
+ * The token's lock is held for the token's work only: the key, the CSR's signature and the
+ * proof's signature (prov_proof_sign), then again the certificate object. Between the two,
+ * on a PKCS#11 token, the lock is let go while the CSR is checked, the CA issues, the
+ * journal records and the proof is checked against the certificate: none of it uses the
+ * token, and the next row of the token (a partner worker, batch.c) makes its key
+ * meanwhile. This row's session stays open: the login state is the token's and the
+ * process's (backends/pkcs11/pkcs11_module.c, "login_anchor"). A TPM keeps its lock
+ * (batch.c, partner_group). The order of the checks is the single enrollment's: the CSR
+ * verifies before anything is issued, the proof before the certificate is stored.
  */
 static int fresh_on_device(struct row_ctx *c, struct prov_enroll_plan *plan, bool defer,
                            X509 **cert, char **key_uri, const char **backend)
@@ -520,10 +530,14 @@ static int fresh_on_device(struct row_ctx *c, struct prov_enroll_plan *plan, boo
     struct prov_device *dev = NULL;
     struct prov_key *key = NULL;
     X509_REQ *req = NULL;
+    struct prov_proof proof;
     bool keep_key = false;
+    bool is_shared = false;
+    bool is_asked;
     int r;
 
-    r = prov_step_open_device(c->b->cfg, c->is, c->device_uri, c->pin, false, &dev);
+    r = lock_token(c);
+    r = r ? r : prov_step_open_device(c->b->cfg, c->is, c->device_uri, c->pin, false, &dev);
     r = r ? r : prov_step_stop_if_interrupted(c->serial, PROV_STEP_STOP_OPENED);
     if (r == 0 && c->is_reusing_key) {
         r = dev->ops->find_key_by_id(dev, c->key_id, sizeof(c->key_id), &key);
@@ -534,28 +548,46 @@ static int fresh_on_device(struct row_ctx *c, struct prov_enroll_plan *plan, boo
         }
     }
     r = r || key != NULL ? r : prov_step_generate_key(dev, plan, c->key_id, sizeof(c->key_id), &key);
-    r = r ? r : prov_step_make_csr(key, plan->subject, plan->type, &req);
+    r = r ? r : prov_step_sign_csr(key, plan->subject, plan->type, &req);
     r = r ? r : prov_step_stop_if_interrupted(c->serial, PROV_STEP_STOP_SIGNED);
+    r = r ? r : prov_proof_sign(key, &proof);
     if (r < 0) {
         goto out;
     }
     plan->rq.record.key_uri = key->uri;
-    r = prov_step_issue(c->is, req, &plan->rq, cert);
+    is_shared = strcmp(dev->ops->name, "pkcs11") == 0;
+    if (is_shared) {
+        batch_release_token(&c->hold);
+    }
+    r = prov_step_check_csr(req, key);
+    is_asked = r == 0;
+    r = r ? r : prov_step_issue(c->is, req, &plan->rq, cert);
     if (r == 0) {
         r = prov_journal_record_issued(c->b->journal, c->b->lot_id, c->serial, key->id,
                                        key->id_len, *cert, key->uri);
         /* a failed record may still be committed (the connection lost inside COMMIT) */
         keep_key = r < 0 && !is_surely_unrecorded(c, *cert);
-    } else if (c->is->ops->is_remote) {
+    } else if (is_asked && c->is->ops->is_remote) {
         /* a CA service may have certified it (issuer.h, is_remote; doc/ca-service.md, "What
            is issued"): the key stays, the failed row names it */
         keep_key = true;
     }
+    if (r == 0) {
+        /* from here the journal owns the certificate, and resumes from it if a step fails */
+        keep_key = true;
+        r = prov_proof_check(&proof, *cert);
+    }
+    if (is_shared) {
+        int lr = lock_token(c);
+
+        if (lr < 0 && !keep_key) {
+            keep_key = true; /* not deleted without the lock: the next run deletes it */
+        }
+        r = r ? r : lr;
+    }
     if (r < 0) {
         goto out;
     }
-    /* from here the journal owns the certificate, and resumes from it if a step fails */
-    keep_key = true;
     *key_uri = strdup(key->uri);
     *backend = dev->ops->name;
     if (*key_uri == NULL) {
@@ -567,16 +599,16 @@ static int fresh_on_device(struct row_ctx *c, struct prov_enroll_plan *plan, boo
             c->b->cfg, c->serial, *cert, c->is->ops->chain(c->is), NULL, key->uri, plan->type,
             dev->ops->name, c->rq.profile->name, c->rq.lot);
 
-        r = prov_step_install(dev, key, *cert, defer ? NULL : plan->dir, &ident);
+        r = prov_step_store(dev, key, *cert, defer ? NULL : plan->dir, &ident);
     }
     if (r < 0 || defer) {
         goto out;
     }
     prov_step_retire_old_key(dev, plan->old_uri, key);
     if (c->b->prove_url != NULL) {
-        struct prov_connect_result proof;
+        struct prov_connect_result res;
 
-        r = prov_step_prove(key, plan->dir, c->b->prove_url, c->serial, &proof);
+        r = prov_step_prove(key, plan->dir, c->b->prove_url, c->serial, &res);
     }
 out:
     if (key != NULL && !keep_key) {
@@ -922,20 +954,20 @@ static int do_row(struct row_ctx *c, enum batch_status *st)
                                             c->b->journal, c->b->lot_id, c->serial, NULL);
         }
     }
-    r = lock_token(c);
-    if (r < 0) {
-        return r;
-    }
+    /* a fresh enrollment takes the token's lock for the device's steps only (fresh_on_device) */
     switch (c->d.state) {
     case PROV_JOURNAL_NONE:
     case PROV_JOURNAL_SUPERSEDED: return enroll_fresh(c);
     case PROV_JOURNAL_ISSUED:
     case PROV_JOURNAL_STORED:
-    case PROV_JOURNAL_PROVEN: return complete_from_journal(c, st);
+    case PROV_JOURNAL_PROVEN:
+        r = lock_token(c);
+        return r < 0 ? r : complete_from_journal(c, st);
     case PROV_JOURNAL_INTENT:
     case PROV_JOURNAL_FAILED:
         if (c->d.cert_der != NULL) {
-            return complete_from_journal(c, st);
+            r = lock_token(c);
+            return r < 0 ? r : complete_from_journal(c, st);
         }
         if (c->d.key_id_len == sizeof(c->key_id) && c->is->ops->is_remote &&
             strcmp(c->d.device_uri, c->device_uri) == 0) {

@@ -40,13 +40,22 @@ struct batch_row {
     bool is_reissue;
 };
 
-/* The rows that name one device URI, processed in order by one worker. */
+/*
+ * The rows that name one device URI, taken in order by one worker, and on a PKCS#11 token
+ * without the ledger by a second one too once no group is left to start (batch.c,
+ * "partner"): the token's own work stays one row at a time under its lock (batch_tokens.h),
+ * while a row's CA part and journal records overlap the next row's key (batch_row.c,
+ * fresh_on_device).
+ */
 struct batch_group {
     char *device_uri;
     uint32_t first;
     uint32_t last;
     uint32_t count;
-    struct batch_token *token; /* resolved on first need */
+    uint32_t cursor;              /* the next row no worker has taken (queue_lock) */
+    uint32_t taken;               /* rows taken so far (queue_lock) */
+    uint8_t n_workers;            /* workers on the group now (queue_lock) */
+    struct batch_token *_Atomic token; /* resolved on first need, by either worker */
 };
 
 struct batch {

@@ -114,8 +114,11 @@ int batch_hold_token(struct batch_hold *h, const char *uri)
     int r;
 
     if (h->group_token != NULL && strcmp(uri, h->group_uri) == 0) {
-        r = *h->group_token != NULL ? 0 : batch_tokens_resolve(h->tokens, uri, h->group_token);
-        t = *h->group_token;
+        t = atomic_load(h->group_token);
+        r = t != NULL ? 0 : batch_tokens_resolve(h->tokens, uri, &t);
+        if (r == 0) {
+            atomic_store(h->group_token, t);
+        }
     } else {
         r = batch_tokens_resolve(h->tokens, uri, &t);
     }

@@ -9,6 +9,7 @@
  */
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 
 #include "config.h"
@@ -46,7 +47,9 @@ int batch_tokens_resolve(struct batch_tokens *t, const char *uri, struct batch_t
 struct batch_hold {
     struct batch_tokens *tokens;
     const char *group_uri;             /* the row's group's device, whose token is cached: */
-    struct batch_token **group_token;  /* resolved on first need; NULL: no group */
+    /* resolved on first need; NULL: no group. Two workers may share a group: both may
+       resolve it, and both find the same token (by identity) */
+    struct batch_token *_Atomic *group_token;
     const char *serial;                /* named in the debug lines */
     struct batch_token *token;         /* held while set */
 };

@@ -97,47 +97,70 @@ int prov_check_key_protection(struct prov_key *key, const char *what)
     return 0;
 }
 
-int prov_prove_key(struct prov_key *key, X509 *cert)
+int prov_proof_sign(struct prov_key *key, struct prov_proof *out)
 {
-    unsigned char challenge[32];
-    unsigned char sig[1024];
-    size_t sig_len = sizeof(sig);
     const EVP_MD *md = prov_key_type_digest(key->type);
     EVP_PKEY *signer = NULL;
     EVP_MD_CTX *ctx = NULL;
-    EVP_PKEY *cert_pub = X509_get0_pubkey(cert);
-    int r = PROV_ERR_CRYPTO;
+    int r;
 
-    if (cert_pub == NULL || RAND_bytes(challenge, sizeof(challenge)) != 1) {
-        return prov_fail_ossl(PROV_ERR_CRYPTO, "proof: no certificate key or no randomness");
+    memset(out, 0, sizeof(*out));
+    out->type = key->type;
+    out->device = key->dev->name;
+    out->sig_len = sizeof(out->sig);
+    if (RAND_bytes(out->challenge, sizeof(out->challenge)) != 1) {
+        return prov_fail_ossl(PROV_ERR_CRYPTO, "proof: no randomness");
     }
     r = prov_signer_pkey(key, &signer);
     if (r < 0) {
         goto out;
     }
-    r = PROV_ERR_CRYPTO;
     ctx = EVP_MD_CTX_new();
     if (ctx == NULL || EVP_DigestSignInit(ctx, NULL, md, NULL, signer) != 1 ||
-        EVP_DigestSign(ctx, sig, &sig_len, challenge, sizeof(challenge)) != 1) {
+        EVP_DigestSign(ctx, out->sig, &out->sig_len, out->challenge, sizeof(out->challenge)) !=
+            1) {
         r = prov_fail_ossl(PROV_ERR_DEVICE, "proof: %s could not sign the challenge",
                            key->dev->name);
         /* The device's own reason (and code: removed, PIN...) wins when it gave one. */
         r = prov_error_code() < 0 ? prov_error_code() : r;
-        goto out;
     }
-    EVP_MD_CTX_free(ctx);
-    ctx = EVP_MD_CTX_new();
-    if (ctx == NULL || EVP_DigestVerifyInit(ctx, NULL, md, NULL, cert_pub) != 1 ||
-        EVP_DigestVerify(ctx, sig, sig_len, challenge, sizeof(challenge)) != 1) {
-        r = prov_fail_ossl(PROV_ERR_VERIFY,
-                           "proof: the challenge signed on %s does not verify with the "
-                           "certificate's public key",
-                           key->dev->name);
-        goto out;
-    }
-    r = 0;
 out:
     EVP_MD_CTX_free(ctx);
     EVP_PKEY_free(signer);
     return r;
+}
+
+int prov_proof_check(const struct prov_proof *proof, X509 *cert)
+{
+    EVP_PKEY *cert_pub = X509_get0_pubkey(cert);
+    EVP_MD_CTX *ctx = NULL;
+    int r = 0;
+
+    if (cert_pub == NULL) {
+        return prov_fail_ossl(PROV_ERR_CRYPTO, "proof: no certificate key");
+    }
+    ctx = EVP_MD_CTX_new();
+    if (ctx == NULL ||
+        EVP_DigestVerifyInit(ctx, NULL, prov_key_type_digest(proof->type), NULL, cert_pub) != 1 ||
+        EVP_DigestVerify(ctx, proof->sig, proof->sig_len, proof->challenge,
+                         sizeof(proof->challenge)) != 1) {
+        r = prov_fail_ossl(PROV_ERR_VERIFY,
+                           "proof: the challenge signed on %s does not verify with the "
+                           "certificate's public key",
+                           proof->device);
+    }
+    EVP_MD_CTX_free(ctx);
+    return r;
+}
+
+int prov_prove_key(struct prov_key *key, X509 *cert)
+{
+    struct prov_proof proof;
+    int r;
+
+    if (X509_get0_pubkey(cert) == NULL) {
+        return prov_fail_ossl(PROV_ERR_CRYPTO, "proof: no certificate key");
+    }
+    r = prov_proof_sign(key, &proof);
+    return r < 0 ? r : prov_proof_check(&proof, cert);
 }

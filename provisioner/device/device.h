@@ -45,4 +45,24 @@ int prov_check_key_protection(struct prov_key *key, const char *what);
  */
 int prov_prove_key(struct prov_key *key, X509 *cert);
 
+/*
+ * prov_prove_key in two halves, for a caller that lets the device go between them (the
+ * batch: factory/batch_row.c, fresh_on_device): the key signs a fresh challenge before the
+ * certificate exists (the device's work), and the signature is checked against the
+ * certificate's public key once it does (no device needed). The same proof: a signature the
+ * certificate's key verifies, made by the key on the device.
+ */
+struct prov_proof {
+    unsigned char challenge[32];
+    unsigned char sig[1024];
+    size_t sig_len;
+    enum prov_key_type type;
+    const char *device; /* the device's name, for the refusal (borrowed) */
+};
+
+int prov_proof_sign(struct prov_key *key, struct prov_proof *out);
+
+/* PROV_ERR_VERIFY when the proof's signature does not verify with cert's public key. */
+int prov_proof_check(const struct prov_proof *proof, X509 *cert);
+
 #endif

@@ -300,8 +300,8 @@ int prov_step_generate_key(struct prov_device *dev, const struct prov_enroll_pla
     return prov_check_key_protection(*out, "device key");
 }
 
-int prov_step_make_csr(struct prov_key *key, const X509_NAME *subject,
-                       enum prov_key_type type, X509_REQ **out)
+int prov_step_sign_csr(struct prov_key *key, const X509_NAME *subject, enum prov_key_type type,
+                       X509_REQ **out)
 {
     EVP_PKEY *signer = NULL;
     int r;
@@ -311,12 +311,22 @@ int prov_step_make_csr(struct prov_key *key, const X509_NAME *subject,
     if (r == 0) {
         r = prov_csr_create(signer, subject, prov_key_type_digest(type), out);
     }
-    /* The CSR must carry this key, and verify, before anything is issued. */
-    if (r == 0) {
-        r = prov_csr_verify(*out, key->pub);
-    }
     EVP_PKEY_free(signer);
     return r;
+}
+
+int prov_step_check_csr(X509_REQ *req, const struct prov_key *key)
+{
+    return prov_csr_verify(req, key->pub);
+}
+
+int prov_step_make_csr(struct prov_key *key, const X509_NAME *subject,
+                       enum prov_key_type type, X509_REQ **out)
+{
+    int r = prov_step_sign_csr(key, subject, type, out);
+
+    /* The CSR must carry this key, and verify, before anything is issued. */
+    return r < 0 ? r : prov_step_check_csr(*out, key);
 }
 
 int prov_step_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_request *rq,
@@ -332,9 +342,17 @@ int prov_step_install(struct prov_device *dev, struct prov_key *key, X509 *cert,
 
     if (dev != NULL) {
         r = prov_prove_key(key, cert);
-        if (r == 0) {
-            r = dev->ops->store_certificate(dev, key, cert);
-        }
+    }
+    return r < 0 ? r : prov_step_store(dev, key, cert, dir, ident);
+}
+
+int prov_step_store(struct prov_device *dev, struct prov_key *key, X509 *cert, const char *dir,
+                    const struct prov_identity *ident)
+{
+    int r = 0;
+
+    if (dev != NULL) {
+        r = dev->ops->store_certificate(dev, key, cert);
     }
     if (r == 0 && dir != NULL) {
         r = prov_storage_write(dir, ident);

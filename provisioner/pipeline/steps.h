@@ -166,6 +166,15 @@ int prov_step_make_csr(struct prov_key *key, const X509_NAME *subject,
                        enum prov_key_type type, X509_REQ **out);
 
 /*
+ * Step 3 in two halves, for a caller that lets the device go between them (the batch,
+ * factory/batch_row.c): the CSR signed by key (the device's work), then checked to verify
+ * and carry exactly this key (no device needed), before anything is issued.
+ */
+int prov_step_sign_csr(struct prov_key *key, const X509_NAME *subject, enum prov_key_type type,
+                       X509_REQ **out);
+int prov_step_check_csr(X509_REQ *req, const struct prov_key *key);
+
+/*
  * Step 4: the issuer's certificate for req (the CSR policy and the issuer's record apply,
  * issuer.h).
  */
@@ -179,6 +188,14 @@ int prov_step_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_req
  */
 int prov_step_install(struct prov_device *dev, struct prov_key *key, X509 *cert,
                       const char *dir, const struct prov_identity *ident);
+
+/*
+ * Step 5 for a caller that has proven the key against cert already (prov_proof_sign before
+ * the certificate, prov_proof_check after: device.h): the certificate stored on dev, then
+ * the storage directory written, as prov_step_install does after its proof.
+ */
+int prov_step_store(struct prov_device *dev, struct prov_key *key, X509 *cert, const char *dir,
+                    const struct prov_identity *ident);
 
 /*
  * Step 6: the mTLS proof against url with key and the storage in dir. Its failure is

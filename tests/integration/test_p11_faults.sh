@@ -150,7 +150,7 @@ for site in "${ENROLL_EXTRA[@]+"${ENROLL_EXTRA[@]}"}"; do
 done
 
 # ---- batch: first, middle and last call of each function ---------------------------------
-# One token, three rows (serialized on it like rows of one token always are): the CA and
+# One token, three rows (one at a time: --jobs 1): the CA and
 # device call sites are all there, at a third of the token setup and listing cost. Each
 # site is a lot of its own devices: its serials carry the site's name (the CA index refuses
 # a serial another lot certified), and its storage is its own directory under output_dir.

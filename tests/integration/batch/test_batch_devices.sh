@@ -104,12 +104,15 @@ ser_old=$(token_serial dev-old)
 ser_new=$(token_serial dev-new)
 filter_lines -E '^provisioner: (debug: )?serial SN-D: (holding|released|deleted)' "$PROV_ERR" |
     sed 's/^provisioner: \(debug: \)\{0,1\}serial SN-D: //' >"$WORK/log/locks-d"
+# the old token's lock for the deletion, then the new one's for the key and CSR, let go while
+# the CA issues, and taken again for the certificate object (factory/batch_row.c,
+# fresh_on_device)
 cat >"$WORK/log/locks-d.want" <<EOF
-holding the lock of pkcs11:$ser_new
-released the lock of pkcs11:$ser_new
 holding the lock of pkcs11:$ser_old
 deleted the interrupted attempt's key id $id_d from token dev-old
 released the lock of pkcs11:$ser_old
+holding the lock of pkcs11:$ser_new
+released the lock of pkcs11:$ser_new
 holding the lock of pkcs11:$ser_new
 released the lock of pkcs11:$ser_new
 EOF
