@@ -85,6 +85,7 @@ N_SE=${N_SE:-$d_se} N_REMOTE=${N_REMOTE:-$d_remote} N_TPM=${N_TPM:-$d_tpm}
 N_MID=$N_CLI # the tool is also run at the pipeline's N, so that the speed-up compares like N
 SE_TOKENS=16
 SE_JOBS=(1 4 16)
+BATCH_JOBS=$(nproc) # the tool's default --jobs
 
 bench_need meson ninja softhsm2-util pkcs11-tool openssl swtpm p11-kit /usr/bin/time awk
 CLIENT_MODULE=$(pkg-config --variable=p11_module_path p11-kit-1 2>/dev/null || true)/p11-kit-client.so
@@ -200,11 +201,13 @@ run_batch() {
     M[${name}_cpu_ms]=$(cpu_ms_of time.txt "$n")
 }
 
-# batch_run NAME STORE N: a batch of N devices on one fresh token of the store, --jobs 1.
+# batch_run NAME STORE N [JOBS]: a batch of N devices on one fresh token of the store, with
+# --jobs JOBS (default $BATCH_JOBS: the tool's own default, the CPUs; on one PKCS#11 token the
+# second worker makes the next key while the CA signs: factory/README.md, "Concurrency").
 batch_run() {
     scenario "$1" "$2" "$MODULE" dev-a
     manifest lot.csv "$3" dev-a
-    run_batch "$1" "$3" 1
+    run_batch "$1" "$3" "${4:-$BATCH_JOBS}"
     scenario_done
 }
 
@@ -215,7 +218,7 @@ nosync_run() {
     local syncs
     scenario "$1" "$2" "$MODULE" dev-a
     manifest lot.csv "$3" dev-a
-    run_batch "$1" "$3" 1 LD_PRELOAD="$NOSYNC" NOSYNC_COUNT="$PWD/syncs.txt"
+    run_batch "$1" "$3" "$BATCH_JOBS" LD_PRELOAD="$NOSYNC" NOSYNC_COUNT="$PWD/syncs.txt"
     # one line per process that ran preloaded (/usr/bin/time too, with 0): the sum is the tool's
     syncs=$(awk -F= '/^syncs=/ { n++; s += $2 } END { if (n) print s }' syncs.txt 2>/dev/null)
     [ -n "$syncs" ] && [ "$syncs" -gt 0 ] ||
@@ -289,6 +292,7 @@ measure_store() {
     note "[$s] batch: N=1, N=$N_SMALL, N=$N_MID, N=$N_LARGE on one token"
     batch_run "batch_${s}_one" "$s" 1
     batch_run "batch_${s}_small" "$s" "$N_SMALL"
+    batch_run "batch_${s}_small1" "$s" "$N_SMALL" 1
     if [ "$s" = disk ]; then
         # right after the batch it is compared with
         note "[$s] batch N=$N_SMALL with the tool's syncs as no-ops (bench/nosync.c)"
@@ -466,9 +470,10 @@ if want device; then
             V[ceiling_device_${s}_${z}]=$(awk -v d="${V[floor_device_${s}_${z}]}" \
                 -v i="${V[issue_floor_${s}]}" 'BEGIN { printf "%.2f", (1 / d) / (1 / d + 1 / i) }')
         done
-        for z in one small mid large; do
+        for z in one small small1 mid large; do
             V[batch_${s}_${z}_ms]=$(ms "${V[batch_${s}_${z}_dev_s]}")
         done
+        V[ratio_device_${s}_small1]=$(fdiv "${V[batch_${s}_small1_dev_s]}" "${V[floor_device_${s}_small]}")
         V[growth_tool_${s}]=$(fdiv "${V[batch_${s}_large_ms]}" "${V[batch_${s}_small_ms]}")
         V[growth_floor_${s}]=$(fdiv "${V[floor_device_${s}_large_ms]}" "${V[floor_device_${s}_small_ms]}")
         V[speedup_cli_${s}]=$(fdiv "${V[cli_${s}_ms_dev]}" "${V[batch_${s}_mid_ms]}" 1)
@@ -551,14 +556,15 @@ table() {
         echo "| batch of one device: start-up, CA, journal, one device, results | $(cell $t '%s ms' "${V[batch_${t}_one_ms]:-}") | $(cell $d '%s ms' "${V[batch_${d}_one_ms]:-}") | |"
         for z in small mid large; do
             n=$(n_of $z)
-            echo "| batch N=$n, one token, --jobs 1 | $(cell $t '%s devices/s (%s ms)' "${V[batch_${t}_${z}_dev_s]:-}" "${V[batch_${t}_${z}_ms]:-}") | $(cell $d '%s devices/s (%s ms)' "${V[batch_${d}_${z}_dev_s]:-}" "${V[batch_${d}_${z}_ms]:-}") | |"
+            echo "| batch N=$n, one token, --jobs $BATCH_JOBS (the default) | $(cell $t '%s devices/s (%s ms)' "${V[batch_${t}_${z}_dev_s]:-}" "${V[batch_${t}_${z}_ms]:-}") | $(cell $d '%s devices/s (%s ms)' "${V[batch_${d}_${z}_dev_s]:-}" "${V[batch_${d}_${z}_ms]:-}") | |"
         done
+        echo "| batch N=$N_SMALL, one token, --jobs 1 (one row at a time); ÷ device floor | $(cell $t '%s devices/s (%s ms); %s' "${V[batch_${t}_small1_dev_s]:-}" "${V[batch_${t}_small1_ms]:-}" "${V[ratio_device_${t}_small1]:-}") | $(cell $d '%s devices/s (%s ms); %s' "${V[batch_${d}_small1_dev_s]:-}" "${V[batch_${d}_small1_ms]:-}" "${V[ratio_device_${d}_small1]:-}") | |"
         for z in small large; do
             n=$(n_of $z)
             echo "| batch ÷ device floor, N=$n | $(cell $t '%s (%s)' "${V[ratio_device_${t}_${z}]:-}" "$(met "${V[ratio_device_${t}_${z}]:-0}" '>=' 0.8)") | $(cell $d '%s (%s)' "${V[ratio_device_${d}_${z}]:-}" "$(met "${V[ratio_device_${d}_${z}]:-0}" '>=' 0.8)") | ≥ 0.8 |"
         done
         echo "| issue floor (CSR verify + certificate + CA signature in its token + CA index record, bench_issue), N=$N_SMALL: per device; the loop's CPU | $(cell $t '%s devices/s (%s ms); CPU %s ms' "${V[issue_floor_${t}]:-}" "${V[issue_floor_${t}_ms]:-}" "${V[issue_floor_${t}_cpu_ms]:-}") | $(cell $d '%s devices/s (%s ms); CPU %s ms' "${V[issue_floor_${d}]:-}" "${V[issue_floor_${d}_ms]:-}" "${V[issue_floor_${d}_cpu_ms]:-}") | |"
-        echo "| device floor + issue floor, N=$N_SMALL / N=$N_LARGE; the device floor's share of it (the most batch ÷ device floor can be for any tool doing the same work) | $(cell $t '%s / %s ms; %s / %s' "${V[floor_device_issue_${t}_small_ms]:-}" "${V[floor_device_issue_${t}_large_ms]:-}" "${V[ceiling_device_${t}_small]:-}" "${V[ceiling_device_${t}_large]:-}") | $(cell $d '%s / %s ms; %s / %s' "${V[floor_device_issue_${d}_small_ms]:-}" "${V[floor_device_issue_${d}_large_ms]:-}" "${V[ceiling_device_${d}_small]:-}" "${V[ceiling_device_${d}_large]:-}") | |"
+        echo "| device floor + issue floor, N=$N_SMALL / N=$N_LARGE; the device floor's share of it (the most batch ÷ device floor can be for a tool that issues each device after making its key, one row at a time) | $(cell $t '%s / %s ms; %s / %s' "${V[floor_device_issue_${t}_small_ms]:-}" "${V[floor_device_issue_${t}_large_ms]:-}" "${V[ceiling_device_${t}_small]:-}" "${V[ceiling_device_${t}_large]:-}") | $(cell $d '%s / %s ms; %s / %s' "${V[floor_device_issue_${d}_small_ms]:-}" "${V[floor_device_issue_${d}_large_ms]:-}" "${V[ceiling_device_${d}_small]:-}" "${V[ceiling_device_${d}_large]:-}") | |"
         echo "| batch ÷ (device floor + issue floor), N=$N_SMALL / N=$N_LARGE | $(cell $t '%s / %s' "${V[ratio_device_issue_${t}_small]:-}" "${V[ratio_device_issue_${t}_large]:-}") | $(cell $d '%s / %s' "${V[ratio_device_issue_${d}_small]:-}" "${V[ratio_device_issue_${d}_large]:-}") | |"
         echo "| batch ÷ keygen floor, N=$N_SMALL / N=$N_LARGE | $(cell $t '%s / %s' "${V[ratio_keygen_${t}_small]:-}" "${V[ratio_keygen_${t}_large]:-}") | $(cell $d '%s / %s' "${V[ratio_keygen_${d}_small]:-}" "${V[ratio_keygen_${d}_large]:-}") | |"
         echo "| per-device cost N=$N_LARGE ÷ N=$N_SMALL: batch (device floor) | $(cell $t '%s (%s) (%s)' "${V[growth_tool_${t}]:-}" "${V[growth_floor_${t}]:-}" "$(met "${V[growth_tool_${t}]:-9}" '<=' 1.2)") | $(cell $d '%s (%s) (%s)' "${V[growth_tool_${d}]:-}" "${V[growth_floor_${d}]:-}" "$(met "${V[growth_tool_${d}]:-9}" '<=' 1.2)") | ≤ 1.2 |"
