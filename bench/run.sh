@@ -85,7 +85,7 @@ N_SE=${N_SE:-$d_se} N_REMOTE=${N_REMOTE:-$d_remote} N_TPM=${N_TPM:-$d_tpm}
 N_MID=$N_CLI # the tool is also run at the pipeline's N, so that the speed-up compares like N
 SE_TOKENS=16
 SE_JOBS=(1 4 16)
-BATCH_JOBS=$(nproc) # the tool's default --jobs
+BATCH_JOBS=$(getconf _NPROCESSORS_ONLN) # the tool's default --jobs (sysconf, batch.c)
 
 bench_need meson ninja softhsm2-util pkcs11-tool openssl swtpm p11-kit /usr/bin/time awk
 CLIENT_MODULE=$(pkg-config --variable=p11_module_path p11-kit-1 2>/dev/null || true)/p11-kit-client.so

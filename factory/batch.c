@@ -241,6 +241,7 @@ static int validate_row(void *ctx, struct prov_manifest_parser *p,
         }
     }
     g = &b->groups[gi];
+    g->has_row_pin = g->has_row_pin || row->value[PROV_COL_PIN] != NULL;
     if (g->first == BATCH_NO_ROW) {
         g->first = (uint32_t)b->n_rows;
     } else {
@@ -505,8 +506,11 @@ static void work_group_shared(struct batch *b, struct batch_group *g)
  * joins as the second one, NULL when there is none. Only a PKCS#11 token's group without
  * the ledger, with the most rows left: its token's work stays one row at a time under the
  * token's lock, and the partner's row makes its key while the other row's certificate is
- * signed and recorded (batch_row.c, fresh_on_device). A TPM is not shared: reached through
- * swtpm's socket it serves one connection at a time, and the other row holds one open.
+ * signed and recorded (batch_row.c, fresh_on_device). Not a group whose rows name their own
+ * PIN sources: which row logs in first (the token stays logged in for the others) would
+ * then depend on the two workers' timing, and with it whether a wrong one is noticed; not a
+ * token that allows too few sessions (group_may_share). A TPM is not shared: reached
+ * through swtpm's socket it serves one connection at a time, and the other row holds one.
  */
 static struct batch_group *partner_group(struct batch *b)
 {
@@ -518,8 +522,8 @@ static struct batch_group *partner_group(struct batch *b)
     for (size_t i = 0; i < b->n_groups; i++) {
         struct batch_group *g = &b->groups[i];
 
-        if (g->n_workers == 1 && g->cursor != BATCH_NO_ROW &&
-            strncmp(g->device_uri, "pkcs11:", 7) == 0 &&
+        if (g->n_workers == 1 && g->cursor != BATCH_NO_ROW && !g->has_row_pin &&
+            !g->is_unshared && strncmp(g->device_uri, "pkcs11:", 7) == 0 &&
             (best == NULL || g->count - g->taken > best->count - best->taken)) {
             best = g;
         }
@@ -528,6 +532,25 @@ static struct batch_group *partner_group(struct batch *b)
         best->n_workers++;
     }
     return best;
+}
+
+/*
+ * Whether g's token takes a second worker (backend.h, may_share), resolved here when its
+ * first worker has not yet: a token that allows one read-write session would refuse the
+ * partner's. Without queue_lock (the token is opened to ask).
+ */
+static bool group_may_share(struct batch *b, struct batch_group *g)
+{
+    struct batch_token *t = atomic_load(&g->token);
+
+    if (t == NULL) {
+        if (batch_tokens_resolve(&b->tokens, g->device_uri, &t) < 0) {
+            prov_error_clear(); /* its own worker meets the reason on its row */
+            return false;
+        }
+        atomic_store(&g->token, t);
+    }
+    return t->may_share;
 }
 
 static void *worker(void *arg)
@@ -543,6 +566,7 @@ static void *worker(void *arg)
     for (;;) {
         struct batch_group *g;
         bool is_again = false;
+        bool is_partner = false;
 
         pthread_mutex_lock(&b->queue_lock);
         g = b->next_group < b->n_groups ? &b->groups[b->order[b->next_group++]] : NULL;
@@ -551,8 +575,16 @@ static void *worker(void *arg)
             g->n_workers = 1;
         } else {
             g = partner_group(b);
+            is_partner = g != NULL;
         }
         pthread_mutex_unlock(&b->queue_lock);
+        if (is_partner && !group_may_share(b, g)) {
+            pthread_mutex_lock(&b->queue_lock);
+            g->n_workers--;
+            g->is_unshared = true;
+            pthread_mutex_unlock(&b->queue_lock);
+            continue; /* another group, if one is left */
+        }
         if (g != NULL && !b->is_ledger) {
             work_group_shared(b, g);
             continue;

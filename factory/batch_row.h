@@ -54,7 +54,9 @@ struct batch_group {
     uint32_t count;
     uint32_t cursor;              /* the next row no worker has taken (queue_lock) */
     uint32_t taken;               /* rows taken so far (queue_lock) */
-    uint8_t n_workers;            /* workers on the group now (queue_lock) */
+    uint8_t n_workers;            /* workers on it now (queue_lock) */
+    bool has_row_pin;             /* a row names its own PIN source: one worker only */
+    bool is_unshared;             /* its token takes no second worker (queue_lock) */
     struct batch_token *_Atomic token; /* resolved on first need, by either worker */
 };
 

@@ -41,6 +41,7 @@ int batch_tokens_resolve(struct batch_tokens *t, const char *uri, struct batch_t
     char *key = NULL;
     unsigned long index = 0;
     bool is_new = false;
+    bool may_share;
     int r;
 
     prov_device_params_from_config(t->cfg, true, &params);
@@ -56,6 +57,7 @@ int batch_tokens_resolve(struct batch_tokens *t, const char *uri, struct batch_t
     if (asprintf(&key, "%s:%s", dev->ops->name, ident) < 0) {
         key = NULL;
     }
+    may_share = dev->ops->may_share != NULL && dev->ops->may_share(dev);
     prov_device_close(dev);
     if (key == NULL) {
         return PROV_ERR_NOMEM;
@@ -84,6 +86,7 @@ int batch_tokens_resolve(struct batch_tokens *t, const char *uri, struct batch_t
                         : PROV_ERR_NOMEM;
         if (r == 0) {
             tok->identity = key;
+            tok->may_share = may_share;
             key = NULL;
             pthread_mutex_init(&tok->lock, NULL);
             t->v[t->n++] = tok;

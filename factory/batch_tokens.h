@@ -10,6 +10,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "config.h"
@@ -18,6 +19,7 @@
 struct batch_token {
     char *identity;
     pthread_mutex_t lock;
+    bool may_share; /* a second worker's session fits beside one's (backend.h, may_share) */
 };
 
 struct batch_tokens {

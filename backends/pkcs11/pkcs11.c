@@ -652,6 +652,23 @@ out:
     return same;
 }
 
+/* A session limit that leaves room for need (CK_EFFECTIVELY_INFINITE is no limit). */
+static bool has_room(CK_ULONG max, CK_ULONG need)
+{
+    return max == CK_EFFECTIVELY_INFINITE || (max != CK_UNAVAILABLE_INFORMATION && max >= need);
+}
+
+/*
+ * Two workers' read-write sessions, and the read-only session that keeps the login
+ * (pkcs11_module.c, "login_anchor"): as the token said at open.
+ */
+static bool may_share(struct prov_device *dev)
+{
+    const struct p11_dev *d = dev->priv;
+
+    return has_room(d->info.ulMaxRwSessionCount, 2) && has_room(d->info.ulMaxSessionCount, 3);
+}
+
 const struct prov_backend_ops prov_pkcs11_ops = {
     .name = "pkcs11",
     .scheme = "pkcs11:",
@@ -661,6 +678,7 @@ const struct prov_backend_ops prov_pkcs11_ops = {
     .close = close_device,
     .login = login,
     .identity = identity,
+    .may_share = may_share,
     .names_same_device = names_same_device,
     .parse_uri = prov_pkcs11_parse_name,
     .build_uri = prov_pkcs11_build_uri,

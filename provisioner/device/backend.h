@@ -154,6 +154,14 @@ struct prov_backend_ops {
     int (*identity)(struct prov_device *dev, char *buf, size_t len);
 
     /*
+     * Optional (NULL: no). Whether a second worker of a batch may work this device beside the
+     * first, each with its own read-write session and the device's operations still one at
+     * a time under its lock (factory/batch.c, partner_group): the device says it allows
+     * that many sessions. A TPM has none: swtpm serves one connection at a time.
+     */
+    bool (*may_share)(struct prov_device *dev);
+
+    /*
      * Optional (NULL: cannot tell). Whether two device strings of this backend name the same
      * device as far as the strings alone show: for PKCS#11, the same module (default_module
      * for a URI without module-path) and no token attribute that both give differs, with at

@@ -28,6 +28,8 @@
  *                      not: every call returns CKR_CRYPTOKI_NOT_INITIALIZED until the process
  *                      calls C_Initialize again, which first finalizes the real module (an
  *                      HSM that restarted). A test pulls and puts back with touch and rm.
+ *   FAULT_MAX_RW_SESSIONS=N  C_GetTokenInfo says every token allows N read-write sessions
+ *                      (a smart card's limit; nothing else changes).
  *
  * Counting is per process and per function, with atomics (batch workers are threads).
  * Test-only: it never reads a PIN (C_Login's arguments are forwarded untouched).
@@ -123,7 +125,23 @@ WRAP(C_Finalize, (CK_VOID_PTR a), (a))
 WRAP(C_GetInfo, (CK_INFO_PTR a), (a))
 WRAP(C_GetSlotList, (CK_BBOOL a, CK_SLOT_ID_PTR b, CK_ULONG_PTR c), (a, b, c))
 WRAP(C_GetSlotInfo, (CK_SLOT_ID a, CK_SLOT_INFO_PTR b), (a, b))
-WRAP(C_GetTokenInfo, (CK_SLOT_ID a, CK_TOKEN_INFO_PTR b), (a, b))
+/* FAULT_MAX_RW_SESSIONS=N: every token says it allows N read-write sessions. */
+static const char *max_rw_sessions;
+
+static CK_RV fault_C_GetTokenInfo(CK_SLOT_ID a, CK_TOKEN_INFO_PTR b)
+{
+    static unsigned long count;
+    CK_RV rv = pulled_rv("C_GetTokenInfo");
+
+    if (rv == CKR_OK) {
+        rv = must_fail("C_GetTokenInfo", &count) ? fault_rv : target->C_GetTokenInfo(a, b);
+    }
+    if (rv == CKR_OK && b != NULL && max_rw_sessions != NULL) {
+        b->ulMaxRwSessionCount = strtoul(max_rw_sessions, NULL, 0);
+    }
+    log_call("C_GetTokenInfo", rv);
+    return rv;
+}
 WRAP(C_GetMechanismInfo, (CK_SLOT_ID a, CK_MECHANISM_TYPE b, CK_MECHANISM_INFO_PTR c), (a, b, c))
 WRAP(C_OpenSession, (CK_SLOT_ID a, CK_FLAGS b, CK_VOID_PTR c, CK_NOTIFY d,
                      CK_SESSION_HANDLE_PTR e), (a, b, c, d, e))
@@ -202,6 +220,7 @@ static void read_config(void)
     const char *sticky = getenv("FAULT_STICKY");
 
     fault_func = getenv("FAULT_FUNC");
+    max_rw_sessions = getenv("FAULT_MAX_RW_SESSIONS");
     fault_call = call != NULL ? strtoul(call, NULL, 0) : 0;
     pulled_file = getenv("FAULT_PULLED");
     if (pulled_file != NULL && pulled_file[0] == '\0') {
