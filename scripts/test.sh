@@ -65,6 +65,8 @@ if [ -z "${MESON_TEST_ARGS:-}" ]; then
     # the CA service's EST and CMP figures (bench/README.md), 2 certificates per station
     echo "== benchmark smoke run: bench/ca_service.sh"
     "$repo/bench/ca_service.sh" "$build" 2
+    echo "== benchmark smoke run: bench/station_cmp.sh"
+    "$repo/bench/station_cmp.sh" "$build" 4 1
 fi
 
 # == Debian package ==
