@@ -32,6 +32,7 @@
 #include <openssl/x509v3.h>
 
 #include "error.h"
+#include "hex.h"
 #include "storage.h"
 #include "test_pki.h"
 
@@ -872,6 +873,41 @@ static void test_cert_facts_follow_the_certificate(void **state)
     X509_free(x);
 }
 
+/*
+ * The SHA-256 alone is kept the same way (prov_cert_sha256, the chain check's memo): the
+ * facts asked after it carry the same digest, and a certificate signed again is hashed again.
+ */
+static void test_cert_sha256_follows_the_certificate(void **state)
+{
+    struct fixture *fx = *state;
+    X509 *x = make_cert("kept", 7, fx->leaf_key, fx->inter, fx->inter_key, false);
+    struct prov_cert_facts f;
+    unsigned char d1[32], d2[32];
+    char hex[65], got[65];
+
+    assert_int_equal(prov_cert_sha256(x, d1), 0);
+    assert_int_equal(prov_cert_sha256(x, d2), 0);
+    assert_memory_equal(d1, d2, sizeof(d1));
+    sha256_hex_of(x, hex);
+    prov_hex_encode(d1, sizeof(d1), got);
+    assert_string_equal(got, hex);
+    assert_int_equal(prov_cert_facts(x, &f), 0);
+    assert_string_equal(f.sha256_hex, hex);
+    assert_string_equal(f.serial_hex, "07");
+
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 8);
+    assert_true(X509_sign(x, fx->inter_key, EVP_sha256()) > 0);
+    assert_int_equal(prov_cert_sha256(x, d2), 0);
+    sha256_hex_of(x, hex);
+    prov_hex_encode(d2, sizeof(d2), got);
+    assert_string_equal(got, hex);
+    assert_memory_not_equal(d1, d2, sizeof(d1));
+    assert_int_equal(prov_cert_facts(x, &f), 0);
+    assert_string_equal(f.serial_hex, "08");
+    assert_int_equal(prov_cert_sha256(NULL, d1), PROV_ERR_INPUT);
+    X509_free(x);
+}
+
 static void test_atomic_write_file(void **state)
 {
     struct fixture *fx = *state;
@@ -1027,6 +1063,7 @@ int main(void)
         cmocka_unit_test(test_server_ca_changed_after_use),
         cmocka_unit_test(test_cert_facts),
         cmocka_unit_test(test_cert_facts_follow_the_certificate),
+        cmocka_unit_test(test_cert_sha256_follows_the_certificate),
         cmocka_unit_test(test_atomic_write_file),
         cmocka_unit_test(test_durable_stream),
     };
