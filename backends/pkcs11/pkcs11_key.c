@@ -11,6 +11,7 @@
 #include <openssl/x509.h>
 
 #include "error.h"
+#include "keytype.h"
 #include "log.h"
 #include "pkcs11_internal.h"
 
@@ -816,7 +817,7 @@ int prov_pkcs11_store_certificate(struct prov_device *dev, struct prov_key *key,
                          dev->name, key->uri);
     }
     /* Stored under the key's CKA_ID, it would replace the key's own certificate. */
-    if (key->pub != NULL && EVP_PKEY_eq(X509_get0_pubkey(cert), key->pub) != 1) {
+    if (key->pub != NULL && !prov_key_type_spki_holds(X509_get_X509_PUBKEY(cert), key->pub)) {
         return prov_fail(PROV_ERR_INPUT, "%s: the certificate is not for key %s", dev->name,
                          key->uri);
     }

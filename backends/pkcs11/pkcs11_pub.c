@@ -1,6 +1,4 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-#include <pthread.h>
-#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,6 +10,7 @@
 #include <openssl/param_build.h>
 
 #include "error.h"
+#include "keytype.h"
 #include "pkcs11_internal.h"
 
 /* Public keys between PKCS#11 attributes and OpenSSL 3 EVP_PKEYs (no deprecated APIs). */
@@ -123,49 +122,15 @@ static int ec_point_raw(const unsigned char *v, size_t len, size_t fb, const uns
     return r;
 }
 
-/*
- * The field size of the curves seen so far, by NID: building a curve's EC_GROUP to ask its
- * degree costs OpenSSL 3.0 about 0.14 M instructions (its Montgomery constants), once per
- * key read, and a batch reads every new device key back (bench/README.md, "Profile").
- */
-#define CURVES_KEPT 8
-
-static pthread_mutex_t curves_lock = PTHREAD_MUTEX_INITIALIZER;
-static size_t n_curves;
-static struct {
-    int nid;
-    size_t fb;
-} curves[CURVES_KEPT];
-
+/* The curve's field size in bytes; the curve's group is the process's (keytype.h). */
 static int field_bytes(int nid, size_t *fb)
 {
-    EC_GROUP *g = NULL;
-    bool is_kept = false;
+    const EC_GROUP *g = prov_key_type_ec_group(nid);
 
-    pthread_mutex_lock(&curves_lock);
-    for (size_t i = 0; i < n_curves && !is_kept; i++) {
-        if (curves[i].nid == nid) {
-            *fb = curves[i].fb;
-            is_kept = true;
-        }
-    }
-    pthread_mutex_unlock(&curves_lock);
-    if (is_kept) {
-        return 0;
-    }
-    g = EC_GROUP_new_by_curve_name(nid);
     if (g == NULL) {
         return PROV_ERR_UNSUPPORTED;
     }
     *fb = ((size_t)EC_GROUP_get_degree(g) + 7) / 8;
-    EC_GROUP_free(g);
-    pthread_mutex_lock(&curves_lock);
-    if (n_curves < CURVES_KEPT) {
-        curves[n_curves].nid = nid;
-        curves[n_curves].fb = *fb;
-        n_curves++;
-    }
-    pthread_mutex_unlock(&curves_lock);
     return 0;
 }
 

@@ -1,10 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "keytype.h"
 
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/core_names.h>
+#include <openssl/err.h>
 #include <openssl/obj_mac.h>
+#include <openssl/objects.h>
 
 #include "error.h"
 
@@ -98,4 +102,146 @@ enum prov_key_type prov_key_type_of(const EVP_PKEY *pkey)
 const EVP_MD *prov_key_type_digest(enum prov_key_type t)
 {
     return t == PROV_KEY_EC_P384 ? EVP_sha384() : EVP_sha256();
+}
+
+#define GROUPS_KEPT 8
+
+static pthread_mutex_t groups_lock = PTHREAD_MUTEX_INITIALIZER;
+static size_t n_groups;
+static EC_GROUP *groups[GROUPS_KEPT];
+
+const EC_GROUP *prov_key_type_ec_group(int nid)
+{
+    EC_GROUP *g = NULL;
+
+    pthread_mutex_lock(&groups_lock);
+    for (size_t i = 0; i < n_groups && g == NULL; i++) {
+        if (EC_GROUP_get_curve_name(groups[i]) == nid) {
+            g = groups[i];
+        }
+    }
+    if (g == NULL && n_groups < GROUPS_KEPT && (g = EC_GROUP_new_by_curve_name(nid)) != NULL) {
+        groups[n_groups++] = g;
+    }
+    pthread_mutex_unlock(&groups_lock);
+    return g;
+}
+
+struct kept_point {
+    int nid;
+    size_t len;
+    unsigned char point[PROV_EC_POINT_MAX];
+};
+
+static pthread_mutex_t point_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t point_once = PTHREAD_ONCE_INIT;
+static int point_index = -1;
+
+static void point_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                       void *argp)
+{
+    free(ptr);
+}
+
+/* EVP_PKEY_dup copies ex_data: the copy gets its own (from_d points at the pointer copied). */
+static int point_dup(CRYPTO_EX_DATA *to, const CRYPTO_EX_DATA *from, void **from_d, int idx,
+                     long argl, void *argp)
+{
+    struct kept_point **p = (struct kept_point **)from_d;
+    struct kept_point *copy;
+
+    if (*p == NULL) {
+        return 1;
+    }
+    copy = malloc(sizeof(*copy));
+    if (copy == NULL) {
+        return 0;
+    }
+    memcpy(copy, *p, sizeof(*copy));
+    *p = copy;
+    return 1;
+}
+
+static void point_init(void)
+{
+    point_index = EVP_PKEY_get_ex_new_index(0, NULL, NULL, point_dup, point_free);
+}
+
+/* The point read from the key itself (newly allocated), or NULL. */
+static struct kept_point *read_point(EVP_PKEY *pkey)
+{
+    struct kept_point *k = calloc(1, sizeof(*k));
+    char name[64];
+
+    if (k == NULL || !EVP_PKEY_is_a(pkey, "EC") ||
+        EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, name, sizeof(name),
+                                       NULL) != 1 ||
+        (k->nid = OBJ_txt2nid(name)) == NID_undef ||
+        EVP_PKEY_get_octet_string_param(pkey, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, k->point,
+                                        sizeof(k->point), &k->len) != 1) {
+        ERR_clear_error();
+        free(k);
+        return NULL;
+    }
+    return k;
+}
+
+bool prov_key_type_ec_point(EVP_PKEY *pkey, int *nid, unsigned char point[PROV_EC_POINT_MAX],
+                            size_t *len)
+{
+    struct kept_point *k = NULL;
+    bool is_found = false;
+
+    pthread_once(&point_once, point_init);
+    if (pkey == NULL || point_index < 0) {
+        return false;
+    }
+    pthread_mutex_lock(&point_lock);
+    k = EVP_PKEY_get_ex_data(pkey, point_index);
+    if (k == NULL && (k = read_point(pkey)) != NULL &&
+        EVP_PKEY_set_ex_data(pkey, point_index, k) != 1) {
+        free(k);
+        k = NULL;
+    }
+    if (k != NULL) {
+        *nid = k->nid;
+        *len = k->len;
+        memcpy(point, k->point, k->len);
+        is_found = true;
+    }
+    pthread_mutex_unlock(&point_lock);
+    return is_found;
+}
+
+bool prov_key_type_spki_holds(X509_PUBKEY *spki, EVP_PKEY *key)
+{
+    ASN1_OBJECT *alg = NULL;
+    const unsigned char *pk = NULL;
+    int pk_len = 0;
+    X509_ALGOR *algor = NULL;
+    int ptype = V_ASN1_UNDEF;
+    const void *pval = NULL;
+    unsigned char point[PROV_EC_POINT_MAX];
+    size_t point_len = 0;
+    int nid = NID_undef;
+    EVP_PKEY *spki_key;
+    bool is_same;
+
+    if (spki == NULL || key == NULL) {
+        return false;
+    }
+    if (X509_PUBKEY_get0_param(&alg, &pk, &pk_len, &algor, spki) == 1 && algor != NULL &&
+        OBJ_obj2nid(alg) == NID_X9_62_id_ecPublicKey) {
+        X509_ALGOR_get0(NULL, &ptype, &pval, algor);
+    }
+    if (ptype == V_ASN1_OBJECT && pk_len > 0 &&
+        prov_key_type_ec_point(key, &nid, point, &point_len) &&
+        OBJ_obj2nid(pval) == nid && point_len == (size_t)pk_len &&
+        memcmp(point, pk, point_len) == 0) {
+        return true;
+    }
+    spki_key = X509_PUBKEY_get0(spki);
+    is_same = spki_key != NULL && EVP_PKEY_eq(spki_key, key) == 1;
+    ERR_clear_error();
+    return is_same;
 }
