@@ -18,6 +18,7 @@
 #include <sqlite3.h>
 
 #include "ca_index_handle.h"
+#include "cert_der.h"
 #include "config.h"
 #include "error.h"
 #include "hex.h"
@@ -542,7 +543,7 @@ struct cert_columns {
     char pubkey[65];
     char issuer[65];
     unsigned char *der;
-    int der_len;
+    size_t der_len;
 };
 
 /* The columns of cert; pubkey_sha256: its key's hash when the caller has it (NULL: hashed). */
@@ -550,7 +551,6 @@ static int cert_columns(X509 *cert, X509 *issuer, const char *pubkey_sha256,
                         struct cert_columns *c)
 {
     unsigned char md[32];
-    unsigned int n = 0;
     int r;
 
     memset(c, 0, sizeof(*c));
@@ -561,16 +561,15 @@ static int cert_columns(X509 *cert, X509 *issuer, const char *pubkey_sha256,
     } else if (r == 0) {
         r = prov_ca_index_spki_sha256(X509_get0_pubkey(cert), c->pubkey);
     }
+    /* the issuer's hash and the certificate's DER are kept with the objects (cert_der.h) */
     if (r == 0 && issuer != NULL) {
-        if (X509_digest(issuer, EVP_sha256(), md, &n) != 1 || n != sizeof(md)) {
-            r = prov_fail_ossl(PROV_ERR_CRYPTO, "CA index: cannot hash the issuer");
-        } else {
-            prov_hex_encode(md, n, c->issuer);
+        r = prov_cert_sha256(issuer, md);
+        if (r == 0) {
+            prov_hex_encode(md, sizeof(md), c->issuer);
         }
     }
     if (r == 0) {
-        c->der_len = i2d_X509(cert, &c->der);
-        r = c->der_len > 0 ? 0 : prov_fail_ossl(PROV_ERR_CRYPTO, "CA index: cannot encode");
+        r = prov_cert_der(cert, &c->der, &c->der_len);
     }
     return r;
 }

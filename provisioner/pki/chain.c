@@ -14,9 +14,9 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#include "cert_der.h"
 #include "error.h"
 #include "memo.h"
-#include "storage.h"
 
 /* A chain file is a handful of certificates; anything this large is not one. */
 #define CHAIN_MAX_BYTES (4 * 1024 * 1024)
@@ -448,7 +448,7 @@ static struct prov_memo sig_memo = PROV_MEMO_INIT;
 static struct prov_memo issued_memo = PROV_MEMO_INIT;
 
 /*
- * The certificate's SHA-256 is the one kept with the object (cert_facts.h): the chain check
+ * The certificate's SHA-256 is the one kept with the object (cert_der.h): the chain check
  * asks for the same CA certificates' on every device, and for the certificate just signed,
  * whose DER OpenSSL would encode afresh each time.
  */

@@ -12,6 +12,7 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
+#include "cert_der.h"
 #include "error.h"
 #include "hex.h"
 
@@ -50,16 +51,12 @@ static int name_line(const X509_NAME *name, char *out, size_t cap)
  * for them by the enrollment's result, the journal, the CA index (twice) and identity.json,
  * and a certificate just signed is encoded afresh for every SHA-256, about 0.1 M instructions
  * each time (bench/profile.sh). They are kept with the signature they were computed under and
- * used only while the object still carries it. The SHA-256 alone (prov_cert_sha256, which the
- * chain check's memo asks for every certificate of every device's chain) may be kept before
- * the rest of the facts are asked for (has_facts).
+ * used only while the object still carries it.
  */
 #define KEPT_SIG_MAX 1024
 
 struct kept_facts {
     struct prov_cert_facts f;
-    bool has_facts;
-    unsigned char sha256[32];
     size_t sig_len;
     unsigned char sig[KEPT_SIG_MAX];
 };
@@ -86,12 +83,7 @@ static const ASN1_BIT_STRING *signature_of(X509 *cert)
     return sig != NULL && sig->length > 0 && sig->length <= KEPT_SIG_MAX ? sig : NULL;
 }
 
-/*
- * What is kept for cert under its current signature: the SHA-256 into sha256 (when not NULL),
- * the facts into f when they are kept too (when not NULL). False when nothing is kept, or
- * f is asked for and only the SHA-256 is kept.
- */
-static bool kept_facts_get(X509 *cert, unsigned char *sha256, struct prov_cert_facts *f)
+static bool kept_facts_get(X509 *cert, struct prov_cert_facts *f)
 {
     const ASN1_BIT_STRING *sig = signature_of(cert);
     const struct kept_facts *k;
@@ -104,35 +96,23 @@ static bool kept_facts_get(X509 *cert, unsigned char *sha256, struct prov_cert_f
     pthread_mutex_lock(&kept_lock);
     k = X509_get_ex_data(cert, kept_index);
     if (k != NULL && k->sig_len == (size_t)sig->length &&
-        memcmp(k->sig, sig->data, k->sig_len) == 0 && (f == NULL || k->has_facts)) {
-        if (sha256 != NULL) {
-            memcpy(sha256, k->sha256, sizeof(k->sha256));
-        }
-        if (f != NULL) {
-            *f = k->f;
-        }
+        memcmp(k->sig, sig->data, k->sig_len) == 0) {
+        *f = k->f;
         found = true;
     }
     pthread_mutex_unlock(&kept_lock);
     return found;
 }
 
-/* Keeps sha256, and f when not NULL, with cert under its current signature. */
-static void kept_facts_put(X509 *cert, const unsigned char sha256[32],
-                           const struct prov_cert_facts *f)
+static void kept_facts_put(X509 *cert, const struct prov_cert_facts *f)
 {
     const ASN1_BIT_STRING *sig = signature_of(cert);
     struct kept_facts *k;
 
-    pthread_once(&kept_once, kept_init);
     if (kept_index < 0 || sig == NULL || (k = calloc(1, sizeof(*k))) == NULL) {
         return; /* only an optimisation */
     }
-    memcpy(k->sha256, sha256, sizeof(k->sha256));
-    if (f != NULL) {
-        k->f = *f;
-        k->has_facts = true;
-    }
+    k->f = *f;
     k->sig_len = (size_t)sig->length;
     memcpy(k->sig, sig->data, k->sig_len);
     pthread_mutex_lock(&kept_lock);
@@ -141,23 +121,6 @@ static void kept_facts_put(X509 *cert, const unsigned char sha256[32],
         free(k);
     }
     pthread_mutex_unlock(&kept_lock);
-}
-
-int prov_cert_sha256(X509 *cert, unsigned char out[32])
-{
-    unsigned int md_len = 0;
-
-    if (cert == NULL) {
-        return prov_fail(PROV_ERR_INPUT, "certificate: none given");
-    }
-    if (kept_facts_get(cert, out, NULL)) {
-        return 0;
-    }
-    if (!X509_digest(cert, EVP_sha256(), out, &md_len) || md_len != 32) {
-        return prov_fail_ossl(PROV_ERR_CRYPTO, "certificate: cannot hash");
-    }
-    kept_facts_put(cert, out, NULL);
-    return 0;
 }
 
 int prov_cert_facts(X509 *cert, struct prov_cert_facts *f)
@@ -171,7 +134,7 @@ int prov_cert_facts(X509 *cert, struct prov_cert_facts *f)
     if (cert == NULL) {
         return prov_fail(PROV_ERR_INPUT, "certificate: none given");
     }
-    if (kept_facts_get(cert, NULL, f)) {
+    if (kept_facts_get(cert, f)) {
         return 0;
     }
     serial = X509_get0_serialNumber(cert);
@@ -182,6 +145,7 @@ int prov_cert_facts(X509 *cert, struct prov_cert_facts *f)
                          "than 32 bytes");
     }
     prov_hex_encode(ASN1_STRING_get0_data(serial), (size_t)n, f->serial_hex);
+    /* the DER's hash is kept with the object (cert_der.h) */
     if ((r = prov_cert_sha256(cert, md)) < 0) {
         memset(f, 0, sizeof(*f));
         return r;
@@ -194,6 +158,6 @@ int prov_cert_facts(X509 *cert, struct prov_cert_facts *f)
         memset(f, 0, sizeof(*f));
         return r;
     }
-    kept_facts_put(cert, md, f);
+    kept_facts_put(cert, f);
     return 0;
 }

@@ -20,11 +20,4 @@ struct prov_cert_facts {
  */
 int prov_cert_facts(X509 *cert, struct prov_cert_facts *f) __attribute__((warn_unused_result));
 
-/*
- * The SHA-256 of cert's DER into out, kept with the object like the facts (cert_facts.c): a
- * certificate object is not changed after it is signed, and one signed again is hashed again.
- * PROV_ERR_INPUT (no certificate) or PROV_ERR_CRYPTO.
- */
-int prov_cert_sha256(X509 *cert, unsigned char out[32]) __attribute__((warn_unused_result));
-
 #endif
