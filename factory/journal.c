@@ -25,6 +25,7 @@
 
 #include "cert_der.h"
 #include "error.h"
+#include "keytype.h"
 #include "pg_conn.h"
 #include "storage.h"
 
@@ -515,17 +516,13 @@ out:
 /* SHA-256 of the certificate's SubjectPublicKeyInfo: the identity of the key pair. */
 static int pubkey_sha256(X509 *cert, char out[65])
 {
-    unsigned char *der = NULL;
-    unsigned char md[SHA256_DIGEST_LENGTH];
-    int len = i2d_PUBKEY(X509_get0_pubkey(cert), &der);
+    unsigned char md[32];
+    int r = prov_key_type_spki_sha256(X509_get0_pubkey(cert), md);
 
-    if (len <= 0) {
-        return prov_fail_ossl(PROV_ERR_CRYPTO, "certificate public key: cannot encode");
+    if (r == 0) {
+        journal_hex(md, sizeof(md), out);
     }
-    SHA256(der, (size_t)len, md);
-    OPENSSL_free(der);
-    journal_hex(md, sizeof(md), out);
-    return 0;
+    return r;
 }
 
 /* Names which uniqueness rule a refused certificate broke. */

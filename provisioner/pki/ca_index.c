@@ -22,6 +22,7 @@
 #include "config.h"
 #include "error.h"
 #include "hex.h"
+#include "keytype.h"
 #include "log.h"
 #include "pg_conn.h"
 #include "sqldb_pg.h"
@@ -56,17 +57,13 @@ static const char *const stmt_sql[ST_COUNT] = {
 
 int prov_ca_index_spki_sha256(EVP_PKEY *pub, char out[65])
 {
-    unsigned char *der = NULL;
-    unsigned char md[SHA256_DIGEST_LENGTH];
-    int len = i2d_PUBKEY(pub, &der);
+    unsigned char md[32];
+    int r = prov_key_type_spki_sha256(pub, md);
 
-    if (len <= 0) {
-        return prov_fail_ossl(PROV_ERR_CRYPTO, "public key: cannot encode");
+    if (r == 0) {
+        prov_hex_encode(md, sizeof(md), out);
     }
-    SHA256(der, (size_t)len, md);
-    OPENSSL_free(der);
-    prov_hex_encode(md, sizeof(md), out);
-    return 0;
+    return r;
 }
 
 static const char *col_text(struct prov_sqldb_stmt *st, int i)

@@ -9,6 +9,7 @@
 #include <openssl/err.h>
 #include <openssl/obj_mac.h>
 #include <openssl/objects.h>
+#include <openssl/sha.h>
 
 #include "error.h"
 
@@ -127,28 +128,32 @@ const EC_GROUP *prov_key_type_ec_group(int nid)
     return g;
 }
 
-struct kept_point {
+/* What is kept with a public key object (prov_key_type_ec_point, prov_key_type_spki_sha256). */
+struct kept_pub {
+    bool has_point;
     int nid;
     size_t len;
     unsigned char point[PROV_EC_POINT_MAX];
+    bool has_spki;
+    unsigned char spki_sha256[32];
 };
 
-static pthread_mutex_t point_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_once_t point_once = PTHREAD_ONCE_INIT;
-static int point_index = -1;
+static pthread_mutex_t pub_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t pub_once = PTHREAD_ONCE_INIT;
+static int pub_index = -1;
 
-static void point_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
-                       void *argp)
+static void pub_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                     void *argp)
 {
     free(ptr);
 }
 
 /* EVP_PKEY_dup copies ex_data: the copy gets its own (from_d points at the pointer copied). */
-static int point_dup(CRYPTO_EX_DATA *to, const CRYPTO_EX_DATA *from, void **from_d, int idx,
-                     long argl, void *argp)
+static int pub_dup(CRYPTO_EX_DATA *to, const CRYPTO_EX_DATA *from, void **from_d, int idx,
+                   long argl, void *argp)
 {
-    struct kept_point **p = (struct kept_point **)from_d;
-    struct kept_point *copy;
+    struct kept_pub **p = (struct kept_pub **)from_d;
+    struct kept_pub *copy;
 
     if (*p == NULL) {
         return 1;
@@ -162,55 +167,90 @@ static int point_dup(CRYPTO_EX_DATA *to, const CRYPTO_EX_DATA *from, void **from
     return 1;
 }
 
-static void point_init(void)
+static void pub_init(void)
 {
-    point_index = EVP_PKEY_get_ex_new_index(0, NULL, NULL, point_dup, point_free);
+    pub_index = EVP_PKEY_get_ex_new_index(0, NULL, NULL, pub_dup, pub_free);
 }
 
-/* The point read from the key itself (newly allocated), or NULL. */
-static struct kept_point *read_point(EVP_PKEY *pkey)
+/* With pub_lock held: what is kept with pkey, attached empty when nothing is yet; or NULL. */
+static struct kept_pub *kept_pub_of(EVP_PKEY *pkey)
 {
-    struct kept_point *k = calloc(1, sizeof(*k));
+    struct kept_pub *k = EVP_PKEY_get_ex_data(pkey, pub_index);
+
+    if (k == NULL && (k = calloc(1, sizeof(*k))) != NULL &&
+        EVP_PKEY_set_ex_data(pkey, pub_index, k) != 1) {
+        free(k);
+        k = NULL;
+    }
+    return k;
+}
+
+/* The curve and point read from the key itself into k; false for a key that has none. */
+static bool read_point(EVP_PKEY *pkey, struct kept_pub *k)
+{
     char name[64];
 
-    if (k == NULL || !EVP_PKEY_is_a(pkey, "EC") ||
+    if (!EVP_PKEY_is_a(pkey, "EC") ||
         EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, name, sizeof(name),
                                        NULL) != 1 ||
         (k->nid = OBJ_txt2nid(name)) == NID_undef ||
         EVP_PKEY_get_octet_string_param(pkey, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, k->point,
                                         sizeof(k->point), &k->len) != 1) {
         ERR_clear_error();
-        free(k);
-        return NULL;
+        return false;
     }
-    return k;
+    return true;
 }
 
 bool prov_key_type_ec_point(EVP_PKEY *pkey, int *nid, unsigned char point[PROV_EC_POINT_MAX],
                             size_t *len)
 {
-    struct kept_point *k = NULL;
+    struct kept_pub *k;
     bool is_found = false;
 
-    pthread_once(&point_once, point_init);
-    if (pkey == NULL || point_index < 0) {
+    pthread_once(&pub_once, pub_init);
+    if (pkey == NULL || pub_index < 0) {
         return false;
     }
-    pthread_mutex_lock(&point_lock);
-    k = EVP_PKEY_get_ex_data(pkey, point_index);
-    if (k == NULL && (k = read_point(pkey)) != NULL &&
-        EVP_PKEY_set_ex_data(pkey, point_index, k) != 1) {
-        free(k);
-        k = NULL;
+    pthread_mutex_lock(&pub_lock);
+    k = kept_pub_of(pkey);
+    if (k != NULL && !k->has_point) {
+        k->has_point = read_point(pkey, k);
     }
-    if (k != NULL) {
+    if (k != NULL && k->has_point) {
         *nid = k->nid;
         *len = k->len;
         memcpy(point, k->point, k->len);
         is_found = true;
     }
-    pthread_mutex_unlock(&point_lock);
+    pthread_mutex_unlock(&pub_lock);
     return is_found;
+}
+
+int prov_key_type_spki_sha256(EVP_PKEY *pkey, unsigned char out[32])
+{
+    struct kept_pub *k = NULL;
+    unsigned char *der = NULL;
+    int len;
+    int r = 0;
+
+    pthread_once(&pub_once, pub_init);
+    if (pkey == NULL) {
+        return prov_fail(PROV_ERR_INPUT, "public key: none given");
+    }
+    pthread_mutex_lock(&pub_lock);
+    k = pub_index >= 0 ? kept_pub_of(pkey) : NULL;
+    if (k != NULL && k->has_spki) {
+        memcpy(out, k->spki_sha256, 32);
+    } else if ((len = i2d_PUBKEY(pkey, &der)) <= 0 || SHA256(der, (size_t)len, out) == NULL) {
+        r = prov_fail_ossl(PROV_ERR_CRYPTO, "public key: cannot encode");
+    } else if (k != NULL) {
+        memcpy(k->spki_sha256, out, 32);
+        k->has_spki = true;
+    }
+    pthread_mutex_unlock(&pub_lock);
+    OPENSSL_free(der);
+    return r;
 }
 
 bool prov_key_type_spki_holds(X509_PUBKEY *spki, EVP_PKEY *key)

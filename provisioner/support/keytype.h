@@ -51,6 +51,15 @@ bool prov_key_type_ec_point(EVP_PKEY *pkey, int *nid, unsigned char point[PROV_E
                             size_t *len);
 
 /*
+ * The SHA-256 of key's DER SubjectPublicKeyInfo (i2d_PUBKEY), the identity of a key pair in
+ * the CA index and the journal; kept with the key object like its point: the certificate
+ * just issued carries the CSR's key object, which the CA index's rules, its record and the
+ * journal each hash. PROV_ERR_INPUT (no key) or PROV_ERR_CRYPTO.
+ */
+int prov_key_type_spki_sha256(EVP_PKEY *key, unsigned char out[32])
+    __attribute__((warn_unused_result));
+
+/*
  * Whether spki (a CSR's or a certificate's SubjectPublicKeyInfo) holds key: for EC keys the
  * same named curve and the same encoded point; otherwise, or when the encodings differ (a
  * compressed point), as EVP_PKEY_eq says. EVP_PKEY_eq alone exports the key the SPKI was

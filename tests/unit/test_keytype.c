@@ -11,6 +11,7 @@
 #include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/obj_mac.h>
+#include <openssl/sha.h>
 #include <openssl/x509.h>
 
 #include "error.h"
@@ -161,6 +162,45 @@ static void test_ec_point_kept(void **state)
     EVP_PKEY_free(rsa);
 }
 
+/*
+ * The SubjectPublicKeyInfo's SHA-256 of a key, kept with the object: i2d_PUBKEY's, the same
+ * when asked again and in a copy, after the point was kept too; another key has another.
+ */
+static void test_spki_sha256_kept(void **state)
+{
+    EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    EVP_PKEY *other = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    EVP_PKEY *copy = NULL;
+    unsigned char *der = NULL;
+    int der_len = i2d_PUBKEY(key, &der);
+    unsigned char want[32], got[32], point[PROV_EC_POINT_MAX];
+    size_t len = 0;
+    int nid = NID_undef;
+
+    (void)state;
+    assert_true(der_len > 0);
+    assert_non_null(SHA256(der, (size_t)der_len, want));
+    for (int i = 0; i < 2; i++) {
+        memset(got, 0, sizeof(got));
+        assert_int_equal(prov_key_type_spki_sha256(key, got), 0);
+        assert_memory_equal(got, want, sizeof(want));
+    }
+    assert_true(prov_key_type_ec_point(key, &nid, point, &len));
+    assert_int_equal(prov_key_type_spki_sha256(key, got), 0);
+    assert_memory_equal(got, want, sizeof(want));
+    copy = EVP_PKEY_dup(key);
+    assert_non_null(copy);
+    assert_int_equal(prov_key_type_spki_sha256(copy, got), 0);
+    assert_memory_equal(got, want, sizeof(want));
+    assert_int_equal(prov_key_type_spki_sha256(other, got), 0);
+    assert_memory_not_equal(got, want, sizeof(want));
+    assert_int_equal(prov_key_type_spki_sha256(NULL, got), PROV_ERR_INPUT);
+    OPENSSL_free(der);
+    EVP_PKEY_free(copy);
+    EVP_PKEY_free(other);
+    EVP_PKEY_free(key);
+}
+
 static X509_PUBKEY *spki_of(EVP_PKEY *key)
 {
     X509_PUBKEY *spki = NULL;
@@ -245,6 +285,7 @@ int main(void)
         cmocka_unit_test(test_type_of_keys),
         cmocka_unit_test(test_ec_group_kept),
         cmocka_unit_test(test_ec_point_kept),
+        cmocka_unit_test(test_spki_sha256_kept),
         cmocka_unit_test(test_spki_holds),
     };
 
