@@ -51,6 +51,8 @@ static const char *const stmt_sql[ST_COUNT] = {
     "UPDATE certificate SET status = 'superseded', superseded_by = ?"
     " WHERE serial = ? AND status IN ('issued', 'delivered') AND id <> ?",
     "UPDATE certificate SET status = 'delivered' WHERE cert_serial = ? AND status = 'issued'",
+    "UPDATE lot SET devices = devices + 1 WHERE name = ?1 AND NOT EXISTS"
+    " (SELECT 1 FROM certificate WHERE lot = ?1 AND serial = ?2)",
 };
 
 /* ---- helpers ------------------------------------------------------------------------------ */
@@ -592,13 +594,15 @@ int prov_ca_index_record(struct prov_ca_index *ix, const char *serial,
         goto out;
     }
     /* a serial new to its lot counts once towards the cap (schema step 7) */
-    if (rec->lot != NULL &&
-        prov_ca_index_run(ix,
-                          "UPDATE lot SET devices = devices + 1 WHERE name = ?1 AND NOT EXISTS"
-                          " (SELECT 1 FROM certificate WHERE lot = ?1 AND serial = ?2)",
-                          &st, "tt", rec->lot, serial) != PROV_SQLDB_DONE) {
-        r = PROV_ERR_JOURNAL;
-        goto out;
+    if (rec->lot != NULL) {
+        st = stmt(ix, ST_LOT_COUNT);
+        prov_sqldb_bind_text(st, 1, rec->lot);
+        prov_sqldb_bind_text(st, 2, serial);
+        r = prov_sqldb_step(st) == PROV_SQLDB_DONE ? 0 : prov_ca_index_fail(ix, "counting the lot");
+        prov_sqldb_reset(st);
+        if (r < 0) {
+            goto out;
+        }
     }
     st = stmt(ix, ST_INSERT);
     prov_sqldb_bind_text(st, 1, c.facts.serial_hex);
