@@ -102,55 +102,48 @@ static struct kept_der *kept_entry(X509 *cert, bool *is_own)
     return k;
 }
 
-int prov_cert_der(X509 *cert, unsigned char **der, size_t *len)
+/* The kept DER (a copy, when der is not NULL) and SHA-256 (when sha256 is not NULL) of cert. */
+static int kept_copy(X509 *cert, unsigned char **der, size_t *len, unsigned char *sha256)
 {
     struct kept_der *k;
     bool is_own = false;
-    int r = PROV_ERR_NOMEM;
+    int r = 0;
 
-    *der = NULL;
-    *len = 0;
     if (cert == NULL) {
         return prov_fail(PROV_ERR_INPUT, "certificate: none given");
     }
     pthread_once(&der_once, der_init);
     pthread_mutex_lock(&der_lock);
     k = kept_entry(cert, &is_own);
-    if (k != NULL && is_own) {
+    if (k == NULL) {
+        r = prov_error_code();
+    } else if (der != NULL && is_own) {
         *der = k->der; /* handed over whole */
-        *len = k->der_len;
         k->der = NULL;
-        r = 0;
-    } else if (k != NULL && (*der = OPENSSL_memdup(k->der, k->der_len)) != NULL) {
+    } else if (der != NULL && (*der = OPENSSL_memdup(k->der, k->der_len)) == NULL) {
+        r = prov_fail(PROV_ERR_NOMEM, "certificate: out of memory");
+    }
+    if (r == 0 && len != NULL) {
         *len = k->der_len;
-        r = 0;
-    } else if (k != NULL) {
-        prov_fail(r, "certificate: out of memory");
+    }
+    if (r == 0 && sha256 != NULL) {
+        memcpy(sha256, k->sha256, sizeof(k->sha256));
     }
     if (is_own) {
         kept_entry_free(k);
     }
     pthread_mutex_unlock(&der_lock);
-    return k != NULL ? r : prov_error_code();
+    return r;
+}
+
+int prov_cert_der(X509 *cert, unsigned char **der, size_t *len)
+{
+    *der = NULL;
+    *len = 0;
+    return kept_copy(cert, der, len, NULL);
 }
 
 int prov_cert_sha256(X509 *cert, unsigned char out[32])
 {
-    struct kept_der *k;
-    bool is_own = false;
-
-    if (cert == NULL) {
-        return prov_fail(PROV_ERR_INPUT, "certificate: none given");
-    }
-    pthread_once(&der_once, der_init);
-    pthread_mutex_lock(&der_lock);
-    k = kept_entry(cert, &is_own);
-    if (k != NULL) {
-        memcpy(out, k->sha256, sizeof(k->sha256));
-    }
-    if (is_own) {
-        kept_entry_free(k);
-    }
-    pthread_mutex_unlock(&der_lock);
-    return k != NULL ? 0 : prov_error_code();
+    return kept_copy(cert, NULL, NULL, out);
 }
