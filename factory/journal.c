@@ -23,7 +23,9 @@
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 
+#include "cert_der.h"
 #include "error.h"
+#include "keytype.h"
 #include "pg_conn.h"
 #include "storage.h"
 
@@ -514,17 +516,13 @@ out:
 /* SHA-256 of the certificate's SubjectPublicKeyInfo: the identity of the key pair. */
 static int pubkey_sha256(X509 *cert, char out[65])
 {
-    unsigned char *der = NULL;
-    unsigned char md[SHA256_DIGEST_LENGTH];
-    int len = i2d_PUBKEY(X509_get0_pubkey(cert), &der);
+    unsigned char md[32];
+    int r = prov_key_type_spki_sha256(X509_get0_pubkey(cert), md);
 
-    if (len <= 0) {
-        return prov_fail_ossl(PROV_ERR_CRYPTO, "certificate public key: cannot encode");
+    if (r == 0) {
+        journal_hex(md, sizeof(md), out);
     }
-    SHA256(der, (size_t)len, md);
-    OPENSSL_free(der);
-    journal_hex(md, sizeof(md), out);
-    return 0;
+    return r;
 }
 
 /* Names which uniqueness rule a refused certificate broke. */
@@ -560,16 +558,18 @@ int prov_journal_record_issued(struct prov_journal *j, long long lot_id, const c
     long long cert_id = 0;
     struct journal_row w;
     struct txn t;
-    int len;
+    size_t der_len = 0;
     int r;
 
     r = prov_cert_facts(cert, &f);
     if (r == 0) {
         r = pubkey_sha256(cert, pub);
     }
-    len = r == 0 ? i2d_X509(cert, &der) : -1;
-    if (len <= 0) {
-        return r < 0 ? r : prov_fail_ossl(PROV_ERR_CRYPTO, "serial %s: cannot encode", serial);
+    if (r == 0) {
+        r = prov_cert_der(cert, &der, &der_len);
+    }
+    if (r < 0) {
+        return r;
     }
     r = txn_begin(j, lot_id, serial, &t);
     if (r < 0) {
@@ -598,7 +598,7 @@ int prov_journal_record_issued(struct prov_journal *j, long long lot_id, const c
                                   .key_id = key_id,
                                   .key_id_len = key_id_len,
                                   .der = der,
-                                  .der_len = (size_t)len,
+                                  .der_len = der_len,
                                   .issued = t.now,
                                   .device_uri = t.d.device_uri,
                               },

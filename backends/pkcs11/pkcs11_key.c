@@ -10,7 +10,9 @@
 #include <openssl/objects.h>
 #include <openssl/x509.h>
 
+#include "cert_der.h"
 #include "error.h"
+#include "keytype.h"
 #include "log.h"
 #include "pkcs11_internal.h"
 
@@ -805,6 +807,7 @@ int prov_pkcs11_store_certificate(struct prov_device *dev, struct prov_key *key,
     struct p11_key *k = key->priv;
     unsigned char *value = NULL, *subject = NULL, *issuer = NULL, *serial = NULL;
     int value_len, subject_len, issuer_len, serial_len;
+    size_t der_len = 0;
     CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
     CK_CERTIFICATE_TYPE ct = CKC_X_509;
     CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
@@ -816,12 +819,13 @@ int prov_pkcs11_store_certificate(struct prov_device *dev, struct prov_key *key,
                          dev->name, key->uri);
     }
     /* Stored under the key's CKA_ID, it would replace the key's own certificate. */
-    if (key->pub != NULL && EVP_PKEY_eq(X509_get0_pubkey(cert), key->pub) != 1) {
+    if (key->pub != NULL && !prov_key_type_spki_holds(X509_get_X509_PUBKEY(cert), key->pub)) {
         return prov_fail(PROV_ERR_INPUT, "%s: the certificate is not for key %s", dev->name,
                          key->uri);
     }
-    /* i2d with a NULL output pointer allocates (OPENSSL_malloc). */
-    value_len = i2d_X509(cert, &value);
+    /* i2d with a NULL output pointer allocates (OPENSSL_malloc); the DER is kept with the
+     * certificate object (provisioner/support/cert_der.h). */
+    value_len = prov_cert_der(cert, &value, &der_len) == 0 ? (int)der_len : -1;
     subject_len = i2d_X509_NAME(X509_get_subject_name(cert), &subject);
     issuer_len = i2d_X509_NAME(X509_get_issuer_name(cert), &issuer);
     serial_len = i2d_ASN1_INTEGER(X509_get0_serialNumber(cert), &serial);

@@ -1,4 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -6,10 +8,12 @@
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
+#include <openssl/err.h>
 #include <openssl/objects.h>
 #include <openssl/param_build.h>
 
 #include "error.h"
+#include "keytype.h"
 #include "pkcs11_internal.h"
 
 /* Public keys between PKCS#11 attributes and OpenSSL 3 EVP_PKEYs (no deprecated APIs). */
@@ -121,15 +125,15 @@ static int ec_point_raw(const unsigned char *v, size_t len, size_t fb, const uns
     return r;
 }
 
+/* The curve's field size in bytes; the curve's group is the process's (keytype.h). */
 static int field_bytes(int nid, size_t *fb)
 {
-    EC_GROUP *g = EC_GROUP_new_by_curve_name(nid);
+    const EC_GROUP *g = prov_key_type_ec_group(nid);
 
     if (g == NULL) {
         return PROV_ERR_UNSUPPORTED;
     }
     *fb = ((size_t)EC_GROUP_get_degree(g) + 7) / 8;
-    EC_GROUP_free(g);
     return 0;
 }
 
@@ -146,6 +150,67 @@ static int pkey_fromdata(const char *alg, OSSL_PARAM_BLD *bld, EVP_PKEY **out)
     OSSL_PARAM_free(params);
     EVP_PKEY_CTX_free(ctx);
     return r;
+}
+
+/*
+ * One public key per curve read before, kept as the template of the next ones: a copy of it
+ * with its point replaced (EC_KEY_oct2key, which refuses a point that is not on the curve)
+ * shares the curve's group, where EVP_PKEY_fromdata builds it again, about 0.14 M
+ * instructions for every device key a batch reads back (bench/README.md, "Profile"). Only
+ * uncompressed points take this way: the key's point format follows the encoding it was set
+ * from, and a key read from a compressed point stays as EVP_PKEY_fromdata makes it.
+ */
+#define TEMPLATES_KEPT 8
+
+static pthread_mutex_t templates_lock = PTHREAD_MUTEX_INITIALIZER;
+static size_t n_templates;
+static struct {
+    int nid;
+    EVP_PKEY *pkey;
+} templates[TEMPLATES_KEPT];
+
+/* A new key on curve nid with the uncompressed point pt, from the curve's template; or NULL. */
+static EVP_PKEY *from_template(int nid, const unsigned char *pt, size_t pt_len)
+{
+    EVP_PKEY *k = NULL;
+
+    if (pt_len == 0 || pt[0] != POINT_CONVERSION_UNCOMPRESSED) {
+        return NULL;
+    }
+    pthread_mutex_lock(&templates_lock);
+    for (size_t i = 0; i < n_templates && k == NULL; i++) {
+        if (templates[i].nid == nid) {
+            k = EVP_PKEY_dup(templates[i].pkey);
+        }
+    }
+    pthread_mutex_unlock(&templates_lock);
+    if (k != NULL &&
+        EVP_PKEY_set_octet_string_param(k, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, pt, pt_len) != 1) {
+        EVP_PKEY_free(k);
+        k = NULL;
+    }
+    ERR_clear_error();
+    return k;
+}
+
+/* Keeps a copy of pkey, just made from an uncompressed point, as curve nid's template. */
+static void keep_template(int nid, const unsigned char *pt, EVP_PKEY *pkey)
+{
+    bool is_kept = false;
+
+    if (pt[0] != POINT_CONVERSION_UNCOMPRESSED) {
+        return;
+    }
+    pthread_mutex_lock(&templates_lock);
+    for (size_t i = 0; i < n_templates && !is_kept; i++) {
+        is_kept = templates[i].nid == nid;
+    }
+    if (!is_kept && n_templates < TEMPLATES_KEPT &&
+        (templates[n_templates].pkey = EVP_PKEY_dup(pkey)) != NULL) {
+        templates[n_templates++].nid = nid;
+    }
+    pthread_mutex_unlock(&templates_lock);
+    ERR_clear_error();
 }
 
 /* The EVP_PKEY of an EC public key from its CKA_EC_PARAMS and CKA_EC_POINT values. */
@@ -165,6 +230,10 @@ static int ec_from_attrs(struct prov_device *dev, const unsigned char *params, s
         return prov_fail(PROV_ERR_DEVICE, "%s: malformed CKA_EC_POINT (%zu bytes)", dev->name,
                          point_len);
     }
+    *out = from_template(nid, pt, pt_len);
+    if (*out != NULL) {
+        return 0;
+    }
     bld = OSSL_PARAM_BLD_new();
     if (bld == NULL ||
         !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, OBJ_nid2sn(nid), 0) ||
@@ -173,6 +242,8 @@ static int ec_from_attrs(struct prov_device *dev, const unsigned char *params, s
     } else if ((r = pkey_fromdata("EC", bld, out)) < 0) {
         r = prov_fail_ossl(PROV_ERR_DEVICE, "%s: the token's EC point is not on %s", dev->name,
                            OBJ_nid2sn(nid));
+    } else {
+        keep_template(nid, pt, *out);
     }
     OSSL_PARAM_BLD_free(bld);
     return r;

@@ -21,6 +21,7 @@
 #include <openssl/x509.h>
 
 #include "error.h"
+#include "keytype.h"
 
 /* Built once per process and never freed: every signer EVP_PKEY points at them. */
 static CRYPTO_ONCE methods_once = CRYPTO_ONCE_STATIC_INIT;
@@ -215,13 +216,45 @@ static int methods_ready(void)
     return 0;
 }
 
+/*
+ * The public key as a legacy EC_KEY on the process's group for its curve (keytype.h):
+ * EVP_PKEY_get0_EC_KEY on a provider key exports it and builds its curve's group again,
+ * about 0.17 M instructions per device in a batch (bench/README.md, "Profile"). A key whose
+ * curve or point cannot be read this way is exported as before.
+ */
+static EC_KEY *ec_public_copy(EVP_PKEY *pub)
+{
+    unsigned char point[PROV_EC_POINT_MAX];
+    size_t point_len = 0;
+    const EC_GROUP *g = NULL;
+    EC_KEY *ec = NULL;
+    int nid = NID_undef;
+
+    if (prov_key_type_ec_point(pub, &nid, point, &point_len)) {
+        g = prov_key_type_ec_group(nid);
+    }
+    ec = g != NULL ? EC_KEY_new() : NULL;
+    if (ec != NULL &&
+        (EC_KEY_set_group(ec, g) != 1 || EC_KEY_oct2key(ec, point, point_len, NULL) != 1)) {
+        EC_KEY_free(ec);
+        ec = NULL;
+    }
+    if (ec == NULL) {
+        const EC_KEY *exported;
+
+        ERR_clear_error();
+        exported = EVP_PKEY_get0_EC_KEY(pub);
+        ec = exported != NULL ? EC_KEY_dup(exported) : NULL;
+    }
+    return ec;
+}
+
 static int ec_signer(struct prov_key *key, EVP_PKEY *pkey)
 {
-    const EC_KEY *pub = EVP_PKEY_get0_EC_KEY(key->pub);
     EC_KEY *ec = NULL;
     int r = PROV_ERR_CRYPTO;
 
-    ec = pub != NULL ? EC_KEY_dup(pub) : NULL;
+    ec = ec_public_copy(key->pub);
     /* The method must be set before the assignment: that is when the key is found foreign. */
     if (ec == NULL || EC_KEY_set_method(ec, ec_method) != 1 ||
         EC_KEY_set_ex_data(ec, ec_key_index, key) != 1 || EVP_PKEY_assign_EC_KEY(pkey, ec) != 1) {

@@ -18,9 +18,11 @@
 #include <sqlite3.h>
 
 #include "ca_index_handle.h"
+#include "cert_der.h"
 #include "config.h"
 #include "error.h"
 #include "hex.h"
+#include "keytype.h"
 #include "log.h"
 #include "pg_conn.h"
 #include "sqldb_pg.h"
@@ -49,23 +51,21 @@ static const char *const stmt_sql[ST_COUNT] = {
     "UPDATE certificate SET status = 'superseded', superseded_by = ?"
     " WHERE serial = ? AND status IN ('issued', 'delivered') AND id <> ?",
     "UPDATE certificate SET status = 'delivered' WHERE cert_serial = ? AND status = 'issued'",
+    "UPDATE lot SET devices = devices + 1 WHERE name = ?1 AND NOT EXISTS"
+    " (SELECT 1 FROM certificate WHERE lot = ?1 AND serial = ?2)",
 };
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
 int prov_ca_index_spki_sha256(EVP_PKEY *pub, char out[65])
 {
-    unsigned char *der = NULL;
-    unsigned char md[SHA256_DIGEST_LENGTH];
-    int len = i2d_PUBKEY(pub, &der);
+    unsigned char md[32];
+    int r = prov_key_type_spki_sha256(pub, md);
 
-    if (len <= 0) {
-        return prov_fail_ossl(PROV_ERR_CRYPTO, "public key: cannot encode");
+    if (r == 0) {
+        prov_hex_encode(md, sizeof(md), out);
     }
-    SHA256(der, (size_t)len, md);
-    OPENSSL_free(der);
-    prov_hex_encode(md, sizeof(md), out);
-    return 0;
+    return r;
 }
 
 static const char *col_text(struct prov_sqldb_stmt *st, int i)
@@ -542,7 +542,7 @@ struct cert_columns {
     char pubkey[65];
     char issuer[65];
     unsigned char *der;
-    int der_len;
+    size_t der_len;
 };
 
 /* The columns of cert; pubkey_sha256: its key's hash when the caller has it (NULL: hashed). */
@@ -550,7 +550,6 @@ static int cert_columns(X509 *cert, X509 *issuer, const char *pubkey_sha256,
                         struct cert_columns *c)
 {
     unsigned char md[32];
-    unsigned int n = 0;
     int r;
 
     memset(c, 0, sizeof(*c));
@@ -561,16 +560,15 @@ static int cert_columns(X509 *cert, X509 *issuer, const char *pubkey_sha256,
     } else if (r == 0) {
         r = prov_ca_index_spki_sha256(X509_get0_pubkey(cert), c->pubkey);
     }
+    /* the issuer's hash and the certificate's DER are kept with the objects (cert_der.h) */
     if (r == 0 && issuer != NULL) {
-        if (X509_digest(issuer, EVP_sha256(), md, &n) != 1 || n != sizeof(md)) {
-            r = prov_fail_ossl(PROV_ERR_CRYPTO, "CA index: cannot hash the issuer");
-        } else {
-            prov_hex_encode(md, n, c->issuer);
+        r = prov_cert_sha256(issuer, md);
+        if (r == 0) {
+            prov_hex_encode(md, sizeof(md), c->issuer);
         }
     }
     if (r == 0) {
-        c->der_len = i2d_X509(cert, &c->der);
-        r = c->der_len > 0 ? 0 : prov_fail_ossl(PROV_ERR_CRYPTO, "CA index: cannot encode");
+        r = prov_cert_der(cert, &c->der, &c->der_len);
     }
     return r;
 }
@@ -596,13 +594,15 @@ int prov_ca_index_record(struct prov_ca_index *ix, const char *serial,
         goto out;
     }
     /* a serial new to its lot counts once towards the cap (schema step 7) */
-    if (rec->lot != NULL &&
-        prov_ca_index_run(ix,
-                          "UPDATE lot SET devices = devices + 1 WHERE name = ?1 AND NOT EXISTS"
-                          " (SELECT 1 FROM certificate WHERE lot = ?1 AND serial = ?2)",
-                          &st, "tt", rec->lot, serial) != PROV_SQLDB_DONE) {
-        r = PROV_ERR_JOURNAL;
-        goto out;
+    if (rec->lot != NULL) {
+        st = stmt(ix, ST_LOT_COUNT);
+        prov_sqldb_bind_text(st, 1, rec->lot);
+        prov_sqldb_bind_text(st, 2, serial);
+        r = prov_sqldb_step(st) == PROV_SQLDB_DONE ? 0 : prov_ca_index_fail(ix, "counting the lot");
+        prov_sqldb_reset(st);
+        if (r < 0) {
+            goto out;
+        }
     }
     st = stmt(ix, ST_INSERT);
     prov_sqldb_bind_text(st, 1, c.facts.serial_hex);

@@ -26,6 +26,7 @@ enum ca_index_stmt {
     ST_INSERT,
     ST_SUPERSEDE,
     ST_DELIVERED,
+    ST_LOT_COUNT,  /* a serial new to its lot counts towards the lot's cap */
     ST_COUNT,
 };
 

@@ -14,6 +14,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#include "cert_der.h"
 #include "error.h"
 #include "memo.h"
 
@@ -446,15 +447,22 @@ static struct prov_memo sig_memo = PROV_MEMO_INIT;
  */
 static struct prov_memo issued_memo = PROV_MEMO_INIT;
 
+/*
+ * The certificate's SHA-256 is the one kept with the object (cert_der.h): the chain check
+ * asks for the same CA certificates' on every device, and for the certificate just signed,
+ * whose DER OpenSSL would encode afresh each time.
+ */
 static bool sig_digest(X509 *cert, X509 *issuer, unsigned char d[32])
 {
     unsigned char c[32];
     unsigned char k[32];
-    unsigned int n = 0;
     unsigned int m = 0;
 
-    return X509_digest(cert, EVP_sha256(), c, &n) == 1 && n == 32 &&
-           X509_pubkey_digest(issuer, EVP_sha256(), k, &m) == 1 && m == 32 &&
+    if (prov_cert_sha256(cert, c) < 0) {
+        prov_error_clear();
+        return false;
+    }
+    return X509_pubkey_digest(issuer, EVP_sha256(), k, &m) == 1 && m == 32 &&
            prov_memo_digest(d, c, 32, k, 32);
 }
 

@@ -14,6 +14,7 @@
 #include <openssl/pem.h>
 
 #include "error.h"
+#include "keytype.h"
 #include "memo.h"
 #include "storage.h"
 
@@ -64,7 +65,7 @@ static bool csr_digest(X509_REQ *req, unsigned char d[32])
     return ok;
 }
 
-int prov_csr_verify(X509_REQ *req, const EVP_PKEY *expected_pub)
+int prov_csr_verify(X509_REQ *req, EVP_PKEY *expected_pub)
 {
     EVP_PKEY *pub = X509_REQ_get0_pubkey(req);
     unsigned char d[32];
@@ -83,8 +84,8 @@ int prov_csr_verify(X509_REQ *req, const EVP_PKEY *expected_pub)
         }
     }
     /* A signature that verifies can still carry another key (doc/platform.md). */
-    if (expected_pub != NULL && EVP_PKEY_eq(pub, expected_pub) != 1) {
-        ERR_clear_error();
+    if (expected_pub != NULL &&
+        !prov_key_type_spki_holds(X509_REQ_get_X509_PUBKEY(req), expected_pub)) {
         return prov_fail(PROV_ERR_POLICY, "CSR public key is not the device key");
     }
     return 0;

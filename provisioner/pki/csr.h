@@ -17,7 +17,7 @@ int prov_csr_create(EVP_PKEY *signer, const X509_NAME *subject, const EVP_MD *md
  * CKA_ID"). PROV_ERR_POLICY
  * otherwise, naming what failed.
  */
-int prov_csr_verify(X509_REQ *req, const EVP_PKEY *expected_pub);
+int prov_csr_verify(X509_REQ *req, EVP_PKEY *expected_pub);
 
 /* Reads a PEM or DER CSR of at most PROV_CSR_MAX_BYTES (larger: PROV_ERR_POLICY, exit 5).
  * PROV_ERR_INPUT / PROV_ERR_IO. */

@@ -12,6 +12,7 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
+#include "cert_der.h"
 #include "error.h"
 #include "hex.h"
 
@@ -47,19 +48,10 @@ static int name_line(const X509_NAME *name, char *out, size_t cap)
 
 /*
  * The facts of a certificate object, kept with it (ex_data): one device's certificate is asked
- * for them by the enrollment's result, the journal, the CA index (twice) and identity.json,
- * and a certificate just signed is encoded afresh for every SHA-256, about 0.1 M instructions
- * each time (bench/profile.sh). They are kept with the signature they were computed under and
- * used only while the object still carries it.
+ * for them by the enrollment's result, the journal, the CA index (twice) and identity.json.
+ * They are used only while the object's DER still has the SHA-256 they name, which is itself
+ * kept with the signature it was computed under (provisioner/support/cert_der.c).
  */
-#define KEPT_SIG_MAX 1024
-
-struct kept_facts {
-    struct prov_cert_facts f;
-    size_t sig_len;
-    unsigned char sig[KEPT_SIG_MAX];
-};
-
 static pthread_mutex_t kept_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t kept_once = PTHREAD_ONCE_INIT;
 static int kept_index = -1;
@@ -74,29 +66,20 @@ static void kept_init(void)
     kept_index = X509_get_ex_new_index(0, NULL, NULL, NULL, kept_free);
 }
 
-static const ASN1_BIT_STRING *signature_of(X509 *cert)
+/* The kept facts of cert into f when they are those of the DER whose SHA-256 is sha256_hex. */
+static bool kept_facts_get(X509 *cert, const char *sha256_hex, struct prov_cert_facts *f)
 {
-    const ASN1_BIT_STRING *sig = NULL;
-
-    X509_get0_signature(&sig, NULL, cert);
-    return sig != NULL && sig->length > 0 && sig->length <= KEPT_SIG_MAX ? sig : NULL;
-}
-
-static bool kept_facts_get(X509 *cert, struct prov_cert_facts *f)
-{
-    const ASN1_BIT_STRING *sig = signature_of(cert);
-    const struct kept_facts *k;
+    const struct prov_cert_facts *k;
     bool found = false;
 
     pthread_once(&kept_once, kept_init);
-    if (kept_index < 0 || sig == NULL) {
+    if (kept_index < 0) {
         return false;
     }
     pthread_mutex_lock(&kept_lock);
     k = X509_get_ex_data(cert, kept_index);
-    if (k != NULL && k->sig_len == (size_t)sig->length &&
-        memcmp(k->sig, sig->data, k->sig_len) == 0) {
-        *f = k->f;
+    if (k != NULL && strcmp(k->sha256_hex, sha256_hex) == 0) {
+        *f = *k;
         found = true;
     }
     pthread_mutex_unlock(&kept_lock);
@@ -105,15 +88,12 @@ static bool kept_facts_get(X509 *cert, struct prov_cert_facts *f)
 
 static void kept_facts_put(X509 *cert, const struct prov_cert_facts *f)
 {
-    const ASN1_BIT_STRING *sig = signature_of(cert);
-    struct kept_facts *k;
+    struct prov_cert_facts *k;
 
-    if (kept_index < 0 || sig == NULL || (k = calloc(1, sizeof(*k))) == NULL) {
+    if (kept_index < 0 || (k = malloc(sizeof(*k))) == NULL) {
         return; /* only an optimisation */
     }
-    k->f = *f;
-    k->sig_len = (size_t)sig->length;
-    memcpy(k->sig, sig->data, k->sig_len);
+    *k = *f;
     pthread_mutex_lock(&kept_lock);
     free(X509_get_ex_data(cert, kept_index));
     if (X509_set_ex_data(cert, kept_index, k) != 1) {
@@ -125,8 +105,7 @@ static void kept_facts_put(X509 *cert, const struct prov_cert_facts *f)
 int prov_cert_facts(X509 *cert, struct prov_cert_facts *f)
 {
     const ASN1_INTEGER *serial;
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int md_len = 0;
+    unsigned char md[32];
     int n;
     int r;
 
@@ -134,22 +113,24 @@ int prov_cert_facts(X509 *cert, struct prov_cert_facts *f)
     if (cert == NULL) {
         return prov_fail(PROV_ERR_INPUT, "certificate: none given");
     }
-    if (kept_facts_get(cert, f)) {
+    /* the DER's hash is kept with the object (cert_der.h) */
+    r = prov_cert_sha256(cert, md);
+    if (r < 0) {
+        return r;
+    }
+    prov_hex_encode(md, sizeof(md), f->sha256_hex);
+    if (kept_facts_get(cert, f->sha256_hex, f)) {
         return 0;
     }
     serial = X509_get0_serialNumber(cert);
     n = serial ? ASN1_STRING_length(serial) : 0;
     if (n <= 0 || (size_t)n * 2 >= sizeof(f->serial_hex) ||
         ASN1_STRING_type(serial) == V_ASN1_NEG_INTEGER) {
+        memset(f, 0, sizeof(*f));
         return prov_fail(PROV_ERR_INPUT, "certificate: serial number missing, negative or longer "
                          "than 32 bytes");
     }
     prov_hex_encode(ASN1_STRING_get0_data(serial), (size_t)n, f->serial_hex);
-    if (!X509_digest(cert, EVP_sha256(), md, &md_len) || md_len != 32) {
-        memset(f, 0, sizeof(*f));
-        return prov_fail_ossl(PROV_ERR_CRYPTO, "certificate: cannot hash");
-    }
-    prov_hex_encode(md, md_len, f->sha256_hex);
     if ((r = rfc3339(X509_get0_notBefore(cert), f->not_before, sizeof(f->not_before))) < 0 ||
         (r = rfc3339(X509_get0_notAfter(cert), f->not_after, sizeof(f->not_after))) < 0 ||
         (r = name_line(X509_get_issuer_name(cert), f->issuer, sizeof(f->issuer))) < 0 ||

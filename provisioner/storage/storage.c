@@ -19,6 +19,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
+#include "cert_der.h"
 #include "error.h"
 #include "memo.h"
 
@@ -106,6 +107,24 @@ static int load_certs(const char *path, STACK_OF(X509) **out)
     return r;
 }
 
+/*
+ * The PEM of cert into bio, from its DER as kept with the object (cert_der.h): the same
+ * certificates go into client.crt, fullchain.pem and chain.pem for every device, and
+ * PEM_write_bio_X509 would encode each afresh.
+ */
+static int write_pem(BIO *bio, X509 *cert, const char *name)
+{
+    unsigned char *der = NULL;
+    size_t len = 0;
+    int r = prov_cert_der(cert, &der, &len);
+
+    if (r == 0 && PEM_write_bio(bio, PEM_STRING_X509, "", der, (long)len) <= 0) {
+        r = prov_fail_ossl(PROV_ERR_CRYPTO, "%s: cannot encode certificate", name);
+    }
+    OPENSSL_free(der);
+    return r;
+}
+
 /* PEM of cert (may be NULL) followed by certs[0 .. n), into a malloc'd buffer. */
 static int certs_to_pem(X509 *cert, STACK_OF(X509) *certs, int n, struct staged *f)
 {
@@ -117,13 +136,11 @@ static int certs_to_pem(X509 *cert, STACK_OF(X509) *certs, int n, struct staged 
     if (bio == NULL) {
         return prov_fail(PROV_ERR_NOMEM, "%s: out of memory", f->name);
     }
-    if (cert != NULL && !PEM_write_bio_X509(bio, cert)) {
-        prov_fail_ossl(r, "%s: cannot encode certificate", f->name);
+    if (cert != NULL && (r = write_pem(bio, cert, f->name)) < 0) {
         goto out;
     }
     for (int i = 0; i < n; i++) {
-        if (!PEM_write_bio_X509(bio, sk_X509_value(certs, i))) {
-            prov_fail_ossl(r, "%s: cannot encode certificate", f->name);
+        if ((r = write_pem(bio, sk_X509_value(certs, i), f->name)) < 0) {
             goto out;
         }
     }
@@ -197,8 +214,6 @@ static int prepare(const struct prov_identity *id, const unsigned char *server_c
                    struct staged files[F_COUNT])
 {
     struct prov_cert_facts facts;
-    unsigned char *der = NULL;
-    int der_len;
     int r;
 
     if ((r = certs_to_pem(id->cert, NULL, 0, &files[F_CRT])) < 0 ||
@@ -209,12 +224,10 @@ static int prepare(const struct prov_identity *id, const unsigned char *server_c
         (r = identity_json(id, &facts, &files[F_JSON])) < 0) {
         return r;
     }
-    der_len = i2d_X509(id->cert, &der);
-    if (der_len <= 0) {
-        return prov_fail_ossl(PROV_ERR_CRYPTO, "client.der: cannot encode certificate");
+    r = prov_cert_der(id->cert, &files[F_DER].data, &files[F_DER].len);
+    if (r < 0) {
+        return r;
     }
-    files[F_DER].data = der;
-    files[F_DER].len = (size_t)der_len;
     files[F_SERVER_CA].data = malloc(ca_len > 0 ? ca_len : 1);
     if (asprintf((char **)&files[F_KEY_URI].data, "%s\n", id->key_uri) < 0) {
         files[F_KEY_URI].data = NULL;

@@ -11,6 +11,7 @@
 
 #include <cmocka.h>
 
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -159,6 +160,63 @@ static void test_wrong_expected_key_refused(void **state)
     X509_REQ_free(req);
 }
 
+/* A public-only copy of key, as a token's key is read back, its point in the form given. */
+static EVP_PKEY *public_copy(EVP_PKEY *key, const char *form)
+{
+    unsigned char *der = NULL;
+    int len = i2d_PUBKEY(key, &der);
+    const unsigned char *p = der;
+    EVP_PKEY *out = len > 0 ? d2i_PUBKEY(NULL, &p, len) : NULL;
+
+    assert_non_null(out);
+    assert_int_equal(EVP_PKEY_set_utf8_string_param(
+                         out, OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT, form),
+                     1);
+    OPENSSL_free(der);
+    return out;
+}
+
+/*
+ * The device key is another object than the CSR's (the token's public key read back): it is
+ * the same key when its curve and point are, whichever form the CSR encodes the point in;
+ * a key on another curve is not.
+ */
+static void test_expected_key_by_value(void **state)
+{
+    struct fixture *f = *state;
+    EVP_PKEY *copy = public_copy(f->key, "uncompressed");
+    EVP_PKEY *compressed = public_copy(f->key, "compressed");
+    EVP_PKEY *p384 = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-384");
+    X509_REQ *req = NULL;
+    X509_REQ *short_req = NULL;
+    X509_REQ *p384_req = NULL;
+
+    assert_non_null(p384);
+    assert_int_equal(prov_csr_create(f->key, f->subject, EVP_sha256(), &req), 0);
+    assert_int_equal(prov_csr_verify(req, copy), 0);
+    assert_int_equal(prov_csr_verify(req, compressed), 0);
+    assert_int_equal(prov_csr_verify(req, p384), PROV_ERR_POLICY);
+    prov_error_clear();
+
+    /* the CSR's point compressed: the same key all the same */
+    assert_int_equal(prov_csr_create(f->key, f->subject, EVP_sha256(), &short_req), 0);
+    assert_int_equal(X509_REQ_set_pubkey(short_req, compressed), 1);
+    assert_true(X509_REQ_sign(short_req, f->key, EVP_sha256()) > 0);
+    assert_int_equal(prov_csr_verify(short_req, copy), 0);
+    assert_int_equal(prov_csr_verify(short_req, f->other), PROV_ERR_POLICY);
+    prov_error_clear();
+
+    assert_int_equal(prov_csr_create(p384, f->subject, EVP_sha384(), &p384_req), 0);
+    assert_int_equal(prov_csr_verify(p384_req, copy), PROV_ERR_POLICY);
+    prov_error_clear();
+    X509_REQ_free(p384_req);
+    X509_REQ_free(short_req);
+    X509_REQ_free(req);
+    EVP_PKEY_free(p384);
+    EVP_PKEY_free(compressed);
+    EVP_PKEY_free(copy);
+}
+
 static void test_tampered_refused(void **state)
 {
     struct fixture *f = *state;
@@ -278,6 +336,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_create_and_verify, setup, teardown),
         cmocka_unit_test_setup_teardown(test_verified_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrong_expected_key_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expected_key_by_value, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tampered_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oversize_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_pem_and_der, setup, teardown),

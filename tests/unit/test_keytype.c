@@ -7,8 +7,12 @@
 
 #include <cmocka.h>
 
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/obj_mac.h>
+#include <openssl/sha.h>
+#include <openssl/x509.h>
 
 #include "error.h"
 #include "keytype.h"
@@ -88,6 +92,195 @@ static void test_type_of_keys(void **state)
     EVP_PKEY_free(ed);
 }
 
+/* The process keeps one group per curve, and knows no curve that is none. */
+static void test_ec_group_kept(void **state)
+{
+    const EC_GROUP *g = prov_key_type_ec_group(NID_X9_62_prime256v1);
+
+    (void)state;
+    assert_non_null(g);
+    assert_ptr_equal(prov_key_type_ec_group(NID_X9_62_prime256v1), g);
+    assert_int_equal(EC_GROUP_get_degree(g), 256);
+    assert_int_equal(EC_GROUP_get_degree(prov_key_type_ec_group(NID_secp384r1)), 384);
+    assert_null(prov_key_type_ec_group(NID_undef));
+    assert_null(prov_key_type_ec_group(NID_sha256));
+}
+
+static EVP_PKEY *public_from(const char *group, const unsigned char *point, size_t len,
+                             const char *form)
+{
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+    EVP_PKEY *out = NULL;
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, (char *)group, strlen(group)),
+        OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_PUB_KEY, (void *)point, len),
+        OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT, (char *)form,
+                               strlen(form)),
+        OSSL_PARAM_END,
+    };
+
+    assert_non_null(ctx);
+    assert_int_equal(EVP_PKEY_fromdata_init(ctx), 1);
+    assert_int_equal(EVP_PKEY_fromdata(ctx, &out, EVP_PKEY_PUBLIC_KEY, params), 1);
+    EVP_PKEY_CTX_free(ctx);
+    return out;
+}
+
+/*
+ * An EC key's curve and point, kept with the object: the same when asked again, in a copy
+ * (EVP_PKEY_dup copies the kept value, each freed once), and none for an RSA key.
+ */
+static void test_ec_point_kept(void **state)
+{
+    EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    EVP_PKEY *rsa = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    EVP_PKEY *copy = NULL;
+    unsigned char want[PROV_EC_POINT_MAX], got[PROV_EC_POINT_MAX];
+    size_t want_len = 0, len = 0;
+    int nid = NID_undef;
+
+    (void)state;
+    assert_non_null(key);
+    assert_non_null(rsa);
+    assert_int_equal(EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY,
+                                                     want, sizeof(want), &want_len),
+                     1);
+    for (int i = 0; i < 2; i++) {
+        assert_true(prov_key_type_ec_point(key, &nid, got, &len));
+        assert_int_equal(nid, NID_X9_62_prime256v1);
+        assert_int_equal(len, want_len);
+        assert_memory_equal(got, want, len);
+    }
+    copy = EVP_PKEY_dup(key);
+    assert_non_null(copy);
+    EVP_PKEY_free(key);
+    assert_true(prov_key_type_ec_point(copy, &nid, got, &len));
+    assert_memory_equal(got, want, want_len);
+    assert_false(prov_key_type_ec_point(rsa, &nid, got, &len));
+    assert_false(prov_key_type_ec_point(NULL, &nid, got, &len));
+    EVP_PKEY_free(copy);
+    EVP_PKEY_free(rsa);
+}
+
+/*
+ * The SubjectPublicKeyInfo's SHA-256 of a key, kept with the object: i2d_PUBKEY's, the same
+ * when asked again and in a copy, after the point was kept too; another key has another.
+ */
+static void test_spki_sha256_kept(void **state)
+{
+    EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    EVP_PKEY *other = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    EVP_PKEY *copy = NULL;
+    unsigned char *der = NULL;
+    int der_len = i2d_PUBKEY(key, &der);
+    unsigned char want[32], got[32], point[PROV_EC_POINT_MAX];
+    size_t len = 0;
+    int nid = NID_undef;
+
+    (void)state;
+    assert_true(der_len > 0);
+    assert_non_null(SHA256(der, (size_t)der_len, want));
+    for (int i = 0; i < 2; i++) {
+        memset(got, 0, sizeof(got));
+        assert_int_equal(prov_key_type_spki_sha256(key, got), 0);
+        assert_memory_equal(got, want, sizeof(want));
+    }
+    assert_true(prov_key_type_ec_point(key, &nid, point, &len));
+    assert_int_equal(prov_key_type_spki_sha256(key, got), 0);
+    assert_memory_equal(got, want, sizeof(want));
+    copy = EVP_PKEY_dup(key);
+    assert_non_null(copy);
+    assert_int_equal(prov_key_type_spki_sha256(copy, got), 0);
+    assert_memory_equal(got, want, sizeof(want));
+    assert_int_equal(prov_key_type_spki_sha256(other, got), 0);
+    assert_memory_not_equal(got, want, sizeof(want));
+    assert_int_equal(prov_key_type_spki_sha256(NULL, got), PROV_ERR_INPUT);
+    OPENSSL_free(der);
+    EVP_PKEY_free(copy);
+    EVP_PKEY_free(other);
+    EVP_PKEY_free(key);
+}
+
+static X509_PUBKEY *spki_of(EVP_PKEY *key)
+{
+    X509_PUBKEY *spki = NULL;
+
+    assert_int_equal(X509_PUBKEY_set(&spki, key), 1);
+    return spki;
+}
+
+/*
+ * A SubjectPublicKeyInfo holds the key it was made from, and a public-only copy of it as a
+ * token's key is read back, whichever form the point is encoded in; not another key of the
+ * same curve, nor one of another curve; RSA keys as EVP_PKEY_eq says.
+ */
+static void test_spki_holds(void **state)
+{
+    EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    EVP_PKEY *other = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    EVP_PKEY *p384 = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-384");
+    EVP_PKEY *rsa = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    EVP_PKEY *rsa2 = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    unsigned char point[PROV_EC_POINT_MAX];
+    size_t len = 0;
+    EVP_PKEY *copy, *compressed;
+    X509_PUBKEY *spki, *short_spki, *rsa_spki;
+
+    (void)state;
+    assert_int_equal(EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY,
+                                                     point, sizeof(point), &len),
+                     1);
+    copy = public_from("prime256v1", point, len, "uncompressed");
+    compressed = public_from("prime256v1", point, len, "compressed");
+    spki = spki_of(key);
+    short_spki = spki_of(compressed);
+    rsa_spki = spki_of(rsa);
+
+    {
+        const struct {
+            X509_PUBKEY *spki;
+            EVP_PKEY *key;
+            bool holds;
+        } cases[] = {
+            {spki, key, true},         {spki, copy, true},        {spki, compressed, true},
+            {short_spki, copy, true},  {spki, other, false},      {short_spki, other, false},
+            {spki, p384, false},       {spki, rsa, false},        {rsa_spki, rsa, true},
+            {rsa_spki, rsa2, false},   {rsa_spki, key, false},    {NULL, key, false},
+        };
+
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+            assert_int_equal(prov_key_type_spki_holds(cases[i].spki, cases[i].key),
+                             cases[i].holds);
+        }
+    }
+
+    /* the same point bytes named on another curve of the same size are not the key */
+    {
+        X509_PUBKEY *k1 = X509_PUBKEY_new();
+        unsigned char *bytes = OPENSSL_memdup(point, len);
+
+        assert_non_null(k1);
+        assert_non_null(bytes);
+        assert_int_equal(X509_PUBKEY_set0_param(k1, OBJ_nid2obj(NID_X9_62_id_ecPublicKey),
+                                                V_ASN1_OBJECT, OBJ_nid2obj(NID_secp256k1), bytes,
+                                                (int)len),
+                         1);
+        assert_false(prov_key_type_spki_holds(k1, key));
+        X509_PUBKEY_free(k1);
+    }
+
+    X509_PUBKEY_free(rsa_spki);
+    X509_PUBKEY_free(short_spki);
+    X509_PUBKEY_free(spki);
+    EVP_PKEY_free(compressed);
+    EVP_PKEY_free(copy);
+    EVP_PKEY_free(rsa2);
+    EVP_PKEY_free(rsa);
+    EVP_PKEY_free(p384);
+    EVP_PKEY_free(other);
+    EVP_PKEY_free(key);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -95,6 +288,10 @@ int main(void)
         cmocka_unit_test(test_unknown_names_refused),
         cmocka_unit_test(test_properties),
         cmocka_unit_test(test_type_of_keys),
+        cmocka_unit_test(test_ec_group_kept),
+        cmocka_unit_test(test_ec_point_kept),
+        cmocka_unit_test(test_spki_sha256_kept),
+        cmocka_unit_test(test_spki_holds),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

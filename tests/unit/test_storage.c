@@ -31,7 +31,9 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#include "cert_der.h"
 #include "error.h"
+#include "hex.h"
 #include "storage.h"
 #include "test_pki.h"
 
@@ -872,6 +874,64 @@ static void test_cert_facts_follow_the_certificate(void **state)
     X509_free(x);
 }
 
+/* cert's DER as i2d_X509 makes it, compared with what prov_cert_der gives. */
+static void assert_der_is_i2d(X509 *cert)
+{
+    unsigned char *want = NULL, *got = NULL;
+    int want_len = i2d_X509(cert, &want);
+    size_t len = 0;
+
+    assert_true(want_len > 0);
+    assert_int_equal(prov_cert_der(cert, &got, &len), 0);
+    assert_int_equal(len, (size_t)want_len);
+    assert_memory_equal(got, want, len);
+    OPENSSL_free(got);
+    OPENSSL_free(want);
+}
+
+/*
+ * The DER and its SHA-256 are kept with the object (cert_der.c, used by the chain check's memo
+ * and the facts): the same when asked again, the facts carry the same digest, and a
+ * certificate signed again is encoded and hashed again.
+ */
+static void test_cert_der_follows_the_certificate(void **state)
+{
+    struct fixture *fx = *state;
+    X509 *x = make_cert("kept", 7, fx->leaf_key, fx->inter, fx->inter_key, false);
+    struct prov_cert_facts f;
+    unsigned char d1[32], d2[32];
+    unsigned char *der = NULL;
+    size_t len = 1;
+    char hex[65], got[65];
+
+    assert_der_is_i2d(x);
+    assert_der_is_i2d(x);
+    assert_int_equal(prov_cert_sha256(x, d1), 0);
+    assert_int_equal(prov_cert_sha256(x, d2), 0);
+    assert_memory_equal(d1, d2, sizeof(d1));
+    sha256_hex_of(x, hex);
+    prov_hex_encode(d1, sizeof(d1), got);
+    assert_string_equal(got, hex);
+    assert_int_equal(prov_cert_facts(x, &f), 0);
+    assert_string_equal(f.sha256_hex, hex);
+    assert_string_equal(f.serial_hex, "07");
+
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 8);
+    assert_true(X509_sign(x, fx->inter_key, EVP_sha256()) > 0);
+    assert_der_is_i2d(x);
+    assert_int_equal(prov_cert_sha256(x, d2), 0);
+    sha256_hex_of(x, hex);
+    prov_hex_encode(d2, sizeof(d2), got);
+    assert_string_equal(got, hex);
+    assert_memory_not_equal(d1, d2, sizeof(d1));
+    assert_int_equal(prov_cert_facts(x, &f), 0);
+    assert_string_equal(f.serial_hex, "08");
+    assert_int_equal(prov_cert_sha256(NULL, d1), PROV_ERR_INPUT);
+    assert_int_equal(prov_cert_der(NULL, &der, &len), PROV_ERR_INPUT);
+    assert_null(der);
+    X509_free(x);
+}
+
 static void test_atomic_write_file(void **state)
 {
     struct fixture *fx = *state;
@@ -1027,6 +1087,7 @@ int main(void)
         cmocka_unit_test(test_server_ca_changed_after_use),
         cmocka_unit_test(test_cert_facts),
         cmocka_unit_test(test_cert_facts_follow_the_certificate),
+        cmocka_unit_test(test_cert_der_follows_the_certificate),
         cmocka_unit_test(test_atomic_write_file),
         cmocka_unit_test(test_durable_stream),
     };
