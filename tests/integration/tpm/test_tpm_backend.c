@@ -603,6 +603,49 @@ static void test_srk_handle_must_hold_storage_key(void **state)
     assert_no_transient();
 }
 
+/*
+ * The SRK's check is remembered by the key's name for the process (backends/tpm/tpm.c,
+ * srk_name_known): a key generated under the SRK at 0x81000001 checks and remembers it; a
+ * signing key put at that handle afterwards, in the same process, has another name and is
+ * refused as before. The storage key is put back after.
+ */
+static void test_replaced_srk_checked_again(void **state)
+{
+    struct prov_device_params params = {.tpm_key_handle = 0x81000106, .tpm_nv_index = 0x01800106};
+    struct prov_keygen_params kp = {.type = PROV_KEY_EC_P256, .tpm_handle = 0x81000106};
+    struct prov_device *dev = open_with(&params);
+    struct prov_key *key = generate(dev, PROV_KEY_EC_P256, 0, false);
+    char cmd[800];
+
+    assert_int_equal(dev->ops->delete_key(dev, key), 0);
+    prov_key_free(key);
+    prov_device_close(dev);
+    snprintf(cmd, sizeof(cmd),
+             "tpm2_evictcontrol -C o -c 0x81000001 >/dev/null && "
+             "tpm2_createprimary -C o -G ecc256:ecdsa-sha256 -a "
+             "'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign' -c '%s/sig.ctx' "
+             ">/dev/null && tpm2_evictcontrol -C o -c '%s/sig.ctx' 0x81000001 >/dev/null && "
+             "tpm2_flushcontext -t",
+             workdir, workdir);
+    free(run_ok(cmd));
+    dev = open_with(&params);
+    key = NULL;
+    prov_error_clear();
+    assert_int_equal(dev->ops->generate_key(dev, &kp, &key), PROV_ERR_CONFIG);
+    assert_message_has("not a storage key");
+    prov_error_clear();
+    prov_device_close(dev);
+    assert_false(persistent_handle_exists(0x81000106));
+    /* the signing key goes; the next key makes a storage SRK there again */
+    free(run_ok("tpm2_evictcontrol -C o -c 0x81000001 >/dev/null"));
+    dev = open_with(&params);
+    key = generate(dev, PROV_KEY_EC_P256, 0, false);
+    assert_int_equal(dev->ops->delete_key(dev, key), 0);
+    prov_key_free(key);
+    prov_device_close(dev);
+    assert_no_transient();
+}
+
 /* Keys made by other tools with the wrong attributes: the backend reports, the core refuses. */
 static void test_wrong_attributes_refused(void **state)
 {
@@ -892,6 +935,7 @@ int main(void)
         cmocka_unit_test(test_store_large_certificate),
         cmocka_unit_test(test_existing_srk_is_reused),
         cmocka_unit_test(test_srk_handle_must_hold_storage_key),
+        cmocka_unit_test(test_replaced_srk_checked_again),
         cmocka_unit_test(test_wrong_attributes_refused),
         cmocka_unit_test(test_delete),
         cmocka_unit_test(test_nv_occupied),
