@@ -488,40 +488,6 @@ out:
     return r;
 }
 
-/*
- * The names of the SRKs this process has checked (prov_tpm_srk). A name is the name
- * algorithm and the hash of the whole public area, so a key with a name found here is one
- * whose attributes were checked: the next device on the same TPM (a batch of many keys on
- * one TPM) takes the SRK after the one ReadPublic that Esys_TR_FromTPMPublic sends, without a
- * second one for its attributes (each swtpm command is a TCP connection: bench/TPM.md).
- */
-#define SRK_NAMES 8
-static pthread_mutex_t srk_names_lock = PTHREAD_MUTEX_INITIALIZER;
-static TPM2B_NAME srk_names[SRK_NAMES]; /* guarded by srk_names_lock */
-static size_t n_srk_names;
-
-/* Whether tr's name is one of srk_names; with remember, adds it when it is not. */
-static bool srk_name_known(ESYS_CONTEXT *esys, ESYS_TR tr, bool remember)
-{
-    TPM2B_NAME *name = NULL;
-    bool is_known = false;
-
-    if (Esys_TR_GetName(esys, tr, &name) != TSS2_RC_SUCCESS || name == NULL) {
-        return false;
-    }
-    pthread_mutex_lock(&srk_names_lock);
-    for (size_t i = 0; i < n_srk_names && !is_known; i++) {
-        is_known = srk_names[i].size == name->size &&
-                   memcmp(srk_names[i].name, name->name, name->size) == 0;
-    }
-    if (!is_known && remember && n_srk_names < SRK_NAMES) {
-        srk_names[n_srk_names++] = *name;
-    }
-    pthread_mutex_unlock(&srk_names_lock);
-    Esys_Free(name);
-    return is_known;
-}
-
 int prov_tpm_srk(struct prov_device *dev, ESYS_TR *out)
 {
     struct tpm_dev *t = tpm_dev(dev);
@@ -535,16 +501,7 @@ int prov_tpm_srk(struct prov_device *dev, ESYS_TR *out)
         *out = t->srk;
         return 0;
     }
-    r = prov_tpm_open_handle(dev, t->srk_handle, &tr, NULL);
-    if (r == 0 && tr != ESYS_TR_NONE && srk_name_known(t->esys, tr, false)) {
-        t->srk = tr;
-        *out = t->srk;
-        return 0;
-    }
-    if (tr != ESYS_TR_NONE) {
-        Esys_TR_Close(t->esys, &tr);
-    }
-    r = r ? r : prov_tpm_open_handle(dev, t->srk_handle, &tr, &pub);
+    r = prov_tpm_open_handle(dev, t->srk_handle, &tr, &pub);
     if (r == 0 && tr == ESYS_TR_NONE) {
         r = create_srk(dev);
         if (r == 0) {
@@ -567,7 +524,6 @@ int prov_tpm_srk(struct prov_device *dev, ESYS_TR *out)
                       dev->name, (unsigned)t->srk_handle, (unsigned)attrs);
         goto out;
     }
-    srk_name_known(t->esys, tr, true);
     t->srk = tr;
     tr = ESYS_TR_NONE;
     *out = t->srk;

@@ -604,10 +604,9 @@ static void test_srk_handle_must_hold_storage_key(void **state)
 }
 
 /*
- * The SRK's check is remembered by the key's name for the process (backends/tpm/tpm.c,
- * srk_name_known): a key generated under the SRK at 0x81000001 checks and remembers it; a
- * signing key put at that handle afterwards, in the same process, has another name and is
- * refused as before. The storage key is put back after.
+ * The SRK is checked on every device's key, not once per process: a key generated under the
+ * storage key at 0x81000001, then a signing key put at that handle in the same process, is
+ * refused ("not a storage key"). The storage key is put back after.
  */
 static void test_replaced_srk_checked_again(void **state)
 {
