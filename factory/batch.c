@@ -506,11 +506,13 @@ static void work_group_shared(struct batch *b, struct batch_group *g)
  * joins as the second one, NULL when there is none. Only a PKCS#11 token's group without
  * the ledger, with the most rows left: its token's work stays one row at a time under the
  * token's lock, and the partner's row makes its key while the other row's certificate is
- * signed and recorded (batch_row.c, fresh_on_device). Not a group whose rows name their own
+ * signed and recorded (batch_row.c, fresh_on_device); a backend without may_share (backend.h)
+ * has none. Not a group whose rows name their own
  * PIN sources: which row logs in first (the token stays logged in for the others) would
  * then depend on the two workers' timing, and with it whether a wrong one is noticed; not a
  * token that allows too few sessions (group_may_share). A TPM is not shared: reached
- * through swtpm's socket it serves one connection at a time, and the other row holds one.
+ * through swtpm's socket it serves one connection at a time, and the other row holds one
+ * (the TPM backend has no may_share).
  */
 static struct batch_group *partner_group(struct batch *b)
 {
@@ -522,8 +524,10 @@ static struct batch_group *partner_group(struct batch *b)
     for (size_t i = 0; i < b->n_groups; i++) {
         struct batch_group *g = &b->groups[i];
 
+        const struct prov_backend_ops *ops = prov_backend_for(g->device_uri);
+
         if (g->n_workers == 1 && g->cursor != BATCH_NO_ROW && !g->has_row_pin &&
-            !g->is_unshared && strncmp(g->device_uri, "pkcs11:", 7) == 0 &&
+            !g->is_unshared && ops != NULL && ops->may_share != NULL &&
             (best == NULL || g->count - g->taken > best->count - best->taken)) {
             best = g;
         }
@@ -541,14 +545,11 @@ static struct batch_group *partner_group(struct batch *b)
  */
 static bool group_may_share(struct batch *b, struct batch_group *g)
 {
-    struct batch_token *t = atomic_load(&g->token);
+    struct batch_token *t = NULL;
 
-    if (t == NULL) {
-        if (batch_tokens_resolve(&b->tokens, g->device_uri, &t) < 0) {
-            prov_error_clear(); /* its own worker meets the reason on its row */
-            return false;
-        }
-        atomic_store(&g->token, t);
+    if (batch_tokens_resolve_cached(&b->tokens, g->device_uri, &g->token, &t) < 0) {
+        prov_error_clear(); /* its own worker meets the reason on its row */
+        return false;
     }
     return t->may_share;
 }
@@ -637,6 +638,7 @@ static int run_workers(struct batch *b, size_t rotate)
     pthread_t threads[MAX_JOBS];
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     size_t n = b->opts->jobs > 0 ? (size_t)b->opts->jobs : (size_t)(cpus > 0 ? cpus : 1);
+    size_t per_group;
     size_t started = 0;
 
     struct group_size *sizes = calloc(b->n_groups ? b->n_groups : 1, sizeof(*sizes));
@@ -657,9 +659,10 @@ static int run_workers(struct batch *b, size_t rotate)
         b->order[i] = sizes[(i + rotate) % b->n_groups].index;
     }
     free(sizes);
-    n = n > MAX_JOBS ? MAX_JOBS : n;
     /* a worker per group, and without the ledger a partner per group (partner_group) */
-    n = n > b->n_groups * (b->is_ledger ? 1 : 2) ? b->n_groups * (b->is_ledger ? 1 : 2) : n;
+    per_group = b->is_ledger ? 1 : 2;
+    n = n > MAX_JOBS ? MAX_JOBS : n;
+    n = n > b->n_groups * per_group ? b->n_groups * per_group : n;
     if (batch_finisher_start(b) < 0) {
         prov_error_clear(); /* rows are then finished by their worker, in line */
     }

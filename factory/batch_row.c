@@ -515,14 +515,15 @@ static bool is_surely_unrecorded(struct row_ctx *c, X509 *cert)
  * the issued identity (set once the journal holds it).
  *
  * The token's lock is held for the token's work only: the key, the CSR's signature and the
- * proof's signature (prov_proof_sign), then again the certificate object. Between the two,
- * on a PKCS#11 token, the lock is let go while the CSR is checked, the CA issues, the
- * journal records and the proof is checked against the certificate: none of it uses the
- * token, and the next row of the token (a partner worker, batch.c) makes its key
- * meanwhile. This row's session stays open: the login state is the token's and the
- * process's (backends/pkcs11/pkcs11_module.c, "login_anchor"). A TPM keeps its lock
- * (batch.c, partner_group). The order of the checks is the single enrollment's: the CSR
- * verifies before anything is issued, the proof before the certificate is stored.
+ * proof's signature (prov_proof_sign), then again the certificate object. Between the two
+ * the lock is let go while the CSR is checked, the CA issues, the journal records and the
+ * proof is checked against the certificate: none of it uses the token, and the next row of
+ * the token (a partner worker, batch.c) makes its key meanwhile. This row's session stays
+ * open: the login state is the token's and the process's (backends/pkcs11/pkcs11_module.c,
+ * "login_anchor"). Only where the device may be shared (backend.h, may_share, which
+ * batch.c's partner_group asks too): a TPM, or a token of too few sessions, keeps its lock.
+ * The order of the checks is the single enrollment's: the CSR verifies before anything is
+ * issued, the proof before the certificate is stored.
  */
 static int fresh_on_device(struct row_ctx *c, struct prov_enroll_plan *plan, bool defer,
                            X509 **cert, char **key_uri, const char **backend)
@@ -555,7 +556,7 @@ static int fresh_on_device(struct row_ctx *c, struct prov_enroll_plan *plan, boo
         goto out;
     }
     plan->rq.record.key_uri = key->uri;
-    is_shared = strcmp(dev->ops->name, "pkcs11") == 0;
+    is_shared = dev->ops->may_share != NULL && dev->ops->may_share(dev);
     if (is_shared) {
         batch_release_token(&c->hold);
     }

@@ -102,6 +102,18 @@ int batch_tokens_resolve(struct batch_tokens *t, const char *uri, struct batch_t
     return r;
 }
 
+int batch_tokens_resolve_cached(struct batch_tokens *t, const char *uri,
+                                struct batch_token *_Atomic *cache, struct batch_token **out)
+{
+    int r = 0;
+
+    *out = atomic_load(cache);
+    if (*out == NULL && (r = batch_tokens_resolve(t, uri, out)) == 0) {
+        atomic_store(cache, *out);
+    }
+    return r;
+}
+
 void batch_release_token(struct batch_hold *h)
 {
     if (h->token != NULL) {
@@ -117,11 +129,7 @@ int batch_hold_token(struct batch_hold *h, const char *uri)
     int r;
 
     if (h->group_token != NULL && strcmp(uri, h->group_uri) == 0) {
-        t = atomic_load(h->group_token);
-        r = t != NULL ? 0 : batch_tokens_resolve(h->tokens, uri, &t);
-        if (r == 0) {
-            atomic_store(h->group_token, t);
-        }
+        r = batch_tokens_resolve_cached(h->tokens, uri, h->group_token, &t);
     } else {
         r = batch_tokens_resolve(h->tokens, uri, &t);
     }

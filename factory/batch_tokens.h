@@ -41,6 +41,14 @@ void batch_tokens_free(struct batch_tokens *t);
 int batch_tokens_resolve(struct batch_tokens *t, const char *uri, struct batch_token **out);
 
 /*
+ * batch_tokens_resolve through a group's cache (struct batch_group.token): resolved on the
+ * first call and stored there; the group's two workers may both resolve it, and both find
+ * the same token (by identity).
+ */
+int batch_tokens_resolve_cached(struct batch_tokens *t, const char *uri,
+                                struct batch_token *_Atomic *cache, struct batch_token **out);
+
+/*
  * The token lock one row holds, at most one at a time. A row that works on two tokens (a key
  * left on the device the manifest named before, a superseded key on the old device of a
  * reissue) takes them one after the other, so two workers can never each hold a token the
