@@ -143,6 +143,19 @@ it_track() {
     IT_PIDS+=("$1")
 }
 
+# wait_file PATH PID [TENTHS]: until PATH exists (TENTHS tenths of a second, default 300),
+# while PID lives (a test-only pause hook's file, a server's port file); 1 when it did not
+# appear in time or PID ended first.
+wait_file() {
+    local i
+    for ((i = 0; i < ${3:-300}; i++)); do
+        [ -e "$1" ] && return 0
+        kill -0 "$2" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
 # stop_pid PID: stops one process started by this test, and reaps it.
 stop_pid() {
     local pid=$1 i

@@ -104,13 +104,7 @@ for point in intent:TERM issued:INT; do
         >"$WORK/log/p-${point%:*}.out" 2>"$WORK/log/p-${point%:*}.err" </dev/null &
     pid=$!
     it_track "$pid"
-    w=0
-    while [ ! -e "$WORK/hold" ]; do
-        kill -0 "$pid" 2>/dev/null || fail "batch ended before the pause at ${point%:*}"
-        w=$((w + 1))
-        [ "$w" -lt 600 ] || fail "batch never paused at ${point%:*}"
-        sleep 0.1
-    done
+    wait_file "$WORK/hold" "$pid" 600 || fail "batch did not pause at ${point%:*} (ended or 60 s)"
     kill "-${point#*:}" "$pid"
     rm -f "$WORK/hold"
     rc=0

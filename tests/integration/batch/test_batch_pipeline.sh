@@ -34,13 +34,8 @@ run_paused() {
         >"$WORK/log/$name.out" 2>"$WORK/log/$name.err" </dev/null &
     pid=$!
     it_track "$pid"
-    w=0
-    while [ ! -e "$WORK/hold" ]; do
-        kill -0 "$pid" 2>/dev/null || fail "$name: batch ended before its first row was issued"
-        w=$((w + 1))
-        [ "$w" -lt 600 ] || fail "$name: batch never reached issued"
-        sleep 0.1
-    done
+    wait_file "$WORK/hold" "$pid" 600 ||
+        fail "$name: batch did not reach issued (ended, or 60 s): $(tail -n1 "$WORK/log/$name.err")"
     # held: count the rows at issued or beyond until the count settles (the next row, when it
     # may run, goes through its key, CSR and certificate and then waits at the same hook)
     for ((w = 0; w < 300 && same < 20; w++)); do

@@ -72,16 +72,6 @@ assert_tokens_match_ledger() {
     done
 }
 
-# wait_file PATH PID: until PATH exists (30 s), while PID lives (the pause hook's file).
-wait_file() {
-    for _ in $(seq 1 300); do
-        [ -e "$1" ] && return 0
-        kill -0 "$2" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
-
 # pg_standby: a streaming standby of the cluster of pg_start, made by pg_basebackup -R, on a
 # port of its own, and the primary made to wait for it on every commit (synchronous).
 # Sets SB_PORT, SB_PID, SB_DIR; PG_URI2 names both hosts, for a read-write session.

@@ -100,15 +100,9 @@ assert_result() {
     done
 }
 
-# wait_file PATH PID: until PATH exists (60 s) while PID lives.
-wait_file() {
-    local i
-    for i in $(seq 1 600); do
-        [ -e "$1" ] && return 0
-        kill -0 "$2" 2>/dev/null || fail "process $2 ended before $1 appeared"
-        sleep 0.1
-    done
-    fail "$1 did not appear within 60 s"
+# station_wait_file PATH PID: wait_file (tests/integration/lib.sh) for 60 s, or the test fails.
+station_wait_file() {
+    wait_file "$1" "$2" 600 || fail "$1 did not appear within 60 s while process $2 lived"
 }
 
 # token_dir LABEL: the SoftHSM2 directory holding that token.

@@ -117,7 +117,7 @@ remove_at() {
     UNIT_EXTRA_ENV=("PROVISIONER_TEST_PAUSE_AT=$state:$WORK/pause")
     unit_start "usb-1209:0001-$ser"
     UNIT_EXTRA_ENV=()
-    wait_file "$WORK/pause" "$UNIT_PID"
+    station_wait_file "$WORK/pause" "$UNIT_PID"
     mv "$dir" "$WORK/unplugged"
     rm -f "$WORK/pause"
     unit_wait 4
@@ -154,7 +154,7 @@ unit_start "usb-1209:0001-$SER_D"
 UNIT_EXTRA_ENV=()
 slow_pid=$UNIT_PID
 slow_out=$UNIT_OUT
-wait_file "$WORK/hold-d" "$slow_pid"
+station_wait_file "$WORK/hold-d" "$slow_pid"
 unit_run "usb-1209:0001-$SER_E" 0
 assert_result serial=SN-E status=issued
 kill -0 "$slow_pid" 2>/dev/null || fail "the slow station ended before it was released"
@@ -336,7 +336,7 @@ echo "SN-J,pkcs11:serial=$SER_J," >>lot.csv
 UNIT_EXTRA_ENV=("PROVISIONER_TEST_PAUSE_AT=intent:$WORK/hold-j")
 unit_start "usb-1209:0001-$SER_J"
 UNIT_EXTRA_ENV=()
-wait_file "$WORK/hold-j" "$UNIT_PID"
+station_wait_file "$WORK/hold-j" "$UNIT_PID"
 kill -TERM "$UNIT_PID"
 rm -f "$WORK/hold-j"
 unit_wait 1

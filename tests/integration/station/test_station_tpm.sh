@@ -61,7 +61,7 @@ remove_at() {
     UNIT_EXTRA_ENV=("PROVISIONER_TEST_PAUSE_AT=$1:$WORK/pause")
     unit_start tpmrm0
     UNIT_EXTRA_ENV=()
-    wait_file "$WORK/pause" "$UNIT_PID"
+    station_wait_file "$WORK/pause" "$UNIT_PID"
     stop_pid "$SWTPM_PID"
     rm -f "$WORK/pause"
     unit_wait 4
