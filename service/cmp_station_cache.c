@@ -2,6 +2,7 @@
 /* Protection certificates whose chain verified, by the SHA-256 of their DER: cmp_station_cache.h */
 #include "cmp_station_cache.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -21,13 +22,12 @@ struct entry {
     uint64_t used; /* the look-up that last found or added it: the least recent goes first */
 };
 
+/* Used by the CA service's workers at once (service/http.c): lock guards entries and clock. */
 struct prov_cmp_station_cache {
+    pthread_mutex_t lock;
     struct entry *entries;
     size_t cap;
     uint64_t clock;
-    /* the last certificate pin gave as new (not owned: compared only) and its DER's digest */
-    const X509 *pending;
-    unsigned char pending_digest[SHA256_DIGEST_LENGTH];
 };
 
 int prov_cmp_station_cache_new(size_t cap, struct prov_cmp_station_cache **out)
@@ -40,6 +40,7 @@ int prov_cmp_station_cache_new(size_t cap, struct prov_cmp_station_cache **out)
         return prov_fail(PROV_ERR_NOMEM, "CMP: out of memory");
     }
     c->cap = cap;
+    pthread_mutex_init(&c->lock, NULL);
     *out = c;
     return 0;
 }
@@ -49,10 +50,12 @@ void prov_cmp_station_cache_clear(struct prov_cmp_station_cache *c)
     if (c == NULL) {
         return;
     }
+    pthread_mutex_lock(&c->lock);
     for (size_t i = 0; i < c->cap; i++) {
         X509_free(c->entries[i].cert);
         c->entries[i].cert = NULL;
     }
+    pthread_mutex_unlock(&c->lock);
 }
 
 void prov_cmp_station_cache_free(struct prov_cmp_station_cache *c)
@@ -61,6 +64,7 @@ void prov_cmp_station_cache_free(struct prov_cmp_station_cache *c)
         return;
     }
     prov_cmp_station_cache_clear(c);
+    pthread_mutex_destroy(&c->lock);
     free(c->entries);
     free(c);
 }
@@ -259,29 +263,31 @@ X509 *prov_cmp_station_cache_pin(struct prov_cmp_station_cache *c, const unsigne
         !EVP_Digest(cert_der, cert_len, digest, NULL, EVP_sha256(), NULL)) {
         goto out;
     }
+    pthread_mutex_lock(&c->lock);
     e = find(c, digest);
-    if (e == NULL) {
-        p = cert_der;
-        cert = d2i_X509(NULL, &p, (long)cert_len);
-        if (cert == NULL || p != cert_der + cert_len || !chains(cert, trust, chain, now) ||
-            !is_current(cert, now)) {
-            X509_free(cert);
-            cert = NULL;
-            goto out;
+    if (e != NULL) {
+        e->used = ++c->clock;
+        /* the chain verified once; the validity period is checked on every request */
+        if (!is_current(e->cert, now)) {
+            X509_free(e->cert);
+            e->cert = NULL;
+        } else {
+            cert = X509_up_ref(e->cert) ? e->cert : NULL;
         }
-        *is_new = true; /* kept only once a message verified with it */
-        c->pending = cert;
-        memcpy(c->pending_digest, digest, sizeof(digest));
+        pthread_mutex_unlock(&c->lock);
         goto out;
     }
-    e->used = ++c->clock;
-    /* the chain verified once; the validity period is checked on every request */
-    if (!is_current(e->cert, now)) {
-        X509_free(e->cert);
-        e->cert = NULL;
+    pthread_mutex_unlock(&c->lock);
+    /* decoded and verified outside the lock: the other workers' look-ups go on meanwhile */
+    p = cert_der;
+    cert = d2i_X509(NULL, &p, (long)cert_len);
+    if (cert == NULL || p != cert_der + cert_len || !chains(cert, trust, chain, now) ||
+        !is_current(cert, now)) {
+        X509_free(cert);
+        cert = NULL;
         goto out;
     }
-    cert = X509_up_ref(e->cert) ? e->cert : NULL;
+    *is_new = true; /* kept only once a message verified with it */
 out:
     ERR_clear_error();
     return cert;
@@ -290,39 +296,57 @@ out:
 void prov_cmp_station_cache_keep(struct prov_cmp_station_cache *c, X509 *cert)
 {
     unsigned char digest[SHA256_DIGEST_LENGTH];
+    unsigned char *der = NULL;
     struct entry *e;
+    int n;
 
-    /* keyed as pin looks it up: the digest of the DER the message carried */
-    if (c == NULL || cert == NULL || cert != c->pending) {
+    if (c == NULL || cert == NULL) {
         return;
     }
-    memcpy(digest, c->pending_digest, sizeof(digest));
-    c->pending = NULL;
-    if (find(c, digest) != NULL || !X509_up_ref(cert)) {
+    /*
+     * Keyed as pin looks it up: the digest of the DER the message carried, which is what
+     * i2d gives back for a certificate decoded from it and not changed since.
+     */
+    n = i2d_X509(cert, &der);
+    if (n <= 0 || !EVP_Digest(der, (size_t)n, digest, NULL, EVP_sha256(), NULL)) {
+        OPENSSL_free(der);
+        ERR_clear_error();
         return;
     }
-    e = slot(c);
-    memcpy(e->digest, digest, sizeof(digest));
-    e->cert = cert;
-    e->used = ++c->clock;
+    OPENSSL_free(der);
+    pthread_mutex_lock(&c->lock);
+    if (find(c, digest) == NULL && X509_up_ref(cert)) {
+        e = slot(c);
+        memcpy(e->digest, digest, sizeof(digest));
+        e->cert = cert;
+        e->used = ++c->clock;
+    }
+    pthread_mutex_unlock(&c->lock);
 }
 
 void prov_cmp_station_cache_drop(struct prov_cmp_station_cache *c, const X509 *cert)
 {
-    for (size_t i = 0; c != NULL && cert != NULL && i < c->cap; i++) {
+    if (c == NULL || cert == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&c->lock);
+    for (size_t i = 0; i < c->cap; i++) {
         if (c->entries[i].cert == cert) {
             X509_free(c->entries[i].cert);
             c->entries[i].cert = NULL;
         }
     }
+    pthread_mutex_unlock(&c->lock);
 }
 
-size_t prov_cmp_station_cache_count(const struct prov_cmp_station_cache *c)
+size_t prov_cmp_station_cache_count(struct prov_cmp_station_cache *c)
 {
     size_t n = 0;
 
+    pthread_mutex_lock(&c->lock);
     for (size_t i = 0; i < c->cap; i++) {
         n += c->entries[i].cert != NULL;
     }
+    pthread_mutex_unlock(&c->lock);
     return n;
 }

@@ -20,6 +20,9 @@
  * at each look-up), and the station's registration and revocation in the CA index
  * (prov_ca_registry_authorize, by the caller). The caller clears the cache when the CA or the
  * configuration changes (prov_cmp_server_set_ca, prov_cmp_server_set_config).
+ *
+ * The CA service's workers use one cache at once (service/http.c): every function takes its
+ * lock; a new certificate's chain is verified outside it.
  */
 struct prov_cmp_station_cache;
 
@@ -67,8 +70,10 @@ X509 *prov_cmp_station_cache_pin(struct prov_cmp_station_cache *c, const unsigne
                                  time_t now, bool *is_new);
 
 /*
- * Remembers cert, which prov_cmp_station_cache_pin gave as new and which verified a message's
- * protection: the least recently used one is dropped beyond the bound.
+ * Remembers cert, which prov_cmp_station_cache_pin gave as new (only such a certificate: its
+ * chain verified there) and which verified a message's protection: the least recently used
+ * one is dropped beyond the bound. Keyed by the digest of its DER as decoded (i2d gives the
+ * bytes it was decoded from), so several threads may keep what each was given.
  */
 void prov_cmp_station_cache_keep(struct prov_cmp_station_cache *c, X509 *cert);
 
@@ -76,6 +81,6 @@ void prov_cmp_station_cache_keep(struct prov_cmp_station_cache *c, X509 *cert);
 void prov_cmp_station_cache_drop(struct prov_cmp_station_cache *c, const X509 *cert);
 
 /* How many certificates the cache holds (for the tests). */
-size_t prov_cmp_station_cache_count(const struct prov_cmp_station_cache *c);
+size_t prov_cmp_station_cache_count(struct prov_cmp_station_cache *c);
 
 #endif

@@ -247,6 +247,39 @@ static void test_kept_only_when_verified(void **state)
     prov_cmp_station_cache_free(c);
 }
 
+/*
+ * Two workers (service/http.c) each pin a new station before either message verified, then
+ * both keep theirs: both are remembered, not only the one pinned last.
+ */
+static void test_two_pinned_at_once(void **state)
+{
+    struct fixture *f = *state;
+    struct prov_cmp_station_cache *c;
+    struct buf m0, m1;
+    bool new0 = false, new1 = false;
+    X509 *got0, *got1;
+
+    assert_int_equal(prov_cmp_station_cache_new(4, &c), 0);
+    message(&m0, true, f->leaf[0], f->ca.cert);
+    message(&m1, true, f->leaf[1], f->ca.cert);
+    got0 = prov_cmp_station_cache_pin(c, m0.b, m0.n, f->trust, f->ca.chain, f->now, &new0);
+    got1 = prov_cmp_station_cache_pin(c, m1.b, m1.n, f->trust, f->ca.chain, f->now, &new1);
+    assert_non_null(got0);
+    assert_non_null(got1);
+    assert_true(new0 && new1);
+    prov_cmp_station_cache_keep(c, got0);
+    prov_cmp_station_cache_keep(c, got1);
+    X509_free(got0);
+    X509_free(got1);
+    assert_int_equal(prov_cmp_station_cache_count(c), 2);
+    /* and found again, as cached, by the bytes the messages carry */
+    got0 = prov_cmp_station_cache_pin(c, m0.b, m0.n, f->empty, f->ca.chain, f->now, &new0);
+    assert_non_null(got0);
+    assert_false(new0);
+    X509_free(got0);
+    prov_cmp_station_cache_free(c);
+}
+
 static void test_first_extra(void **state)
 {
     struct fixture *f = *state;
@@ -371,6 +404,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_first_extra, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_two_pinned_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_chain_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expires_while_cached, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lru_drop_clear, setup, teardown),
