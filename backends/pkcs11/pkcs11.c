@@ -226,6 +226,7 @@ static void device_free(struct prov_device *dev)
             }
         }
         prov_pkcs11_module_put(d->fl);
+        pthread_mutex_destroy(&d->sign_lock);
         free(d->module_path);
         free(d);
     }
@@ -427,6 +428,7 @@ static int open_device(const char *device_uri, const struct prov_device_params *
     dev->ops = &prov_pkcs11_ops;
     dev->priv = d;
     d->session = CK_INVALID_HANDLE;
+    pthread_mutex_init(&d->sign_lock, NULL);
     module = p11_kit_uri_get_module_path(uri);
     d->is_module_from_uri = module != NULL;
     if (module == NULL) {

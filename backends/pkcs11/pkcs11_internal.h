@@ -2,6 +2,7 @@
 #ifndef PROV_BACKEND_PKCS11_INTERNAL_H
 #define PROV_BACKEND_PKCS11_INTERNAL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -30,6 +31,14 @@ struct p11_dev {
     CK_TOKEN_INFO info; /* as read at open(); flags are re-read before login */
     char label[33];     /* the token fields without PKCS#11 space padding */
     char serial[17];
+    /*
+     * A session runs one operation at a time (PKCS#11 v2.40 section 5.2): C_SignInit and
+     * C_Sign hold this, so that threads may sign with keys of one device at once (the CA
+     * service's workers: the CA key issues while the CMP signer's key signs an answer,
+     * service/http.c), and so does key_props, which the service uses to look at its CA
+     * token meanwhile (service/ca_keeper.c). Taken only around those calls.
+     */
+    pthread_mutex_t sign_lock;
 };
 
 /* The state behind struct prov_key.priv. */
