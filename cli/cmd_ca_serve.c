@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <systemd/sd-daemon.h>
 
@@ -19,6 +20,7 @@
 #define SERVE_DEFAULT_LISTEN "127.0.0.1:8829"
 #define SERVE_DEFAULT_PATH "/.well-known/cmp"
 #define SERVE_DEFAULT_MAX_BODY (256 * 1024)
+#define SERVE_MAX_WORKERS 64
 
 const struct option cmd_ca_serve_opts[] = {
     {"listen", required_argument, NULL, 'l'},
@@ -27,6 +29,7 @@ const struct option cmd_ca_serve_opts[] = {
     {"tls-key", required_argument, NULL, 'k'},
     {"max-body", required_argument, NULL, 'm'},
     {"profile", required_argument, NULL, 'P'},
+    {"workers", required_argument, NULL, 'w'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -36,7 +39,7 @@ static void usage(FILE *f)
     fprintf(f,
             "Usage: provisioner ca serve [--listen HOST:PORT] [--path PATH]\n"
             "                            [--tls-cert FILE --tls-key FILE] [--max-body BYTES]\n"
-            "                            [--profile NAME]\n\n"
+            "                            [--profile NAME] [--workers N]\n\n"
             "Runs the CA service on the host that holds the CA's HSM: CMP (RFC 9483: p10cr,\n"
             "ir, cr, kur, certConf, genm caCerts, rr) over HTTP (RFC 6712), answers signed by\n"
             "the CMP signer (a key in the CA token, <CA dir>/cmp-signer.crt, made on first\n"
@@ -59,7 +62,9 @@ static void usage(FILE *f)
             "  --tls-cert FILE     serve HTTPS with this PEM certificate (chain)...\n"
             "  --tls-key FILE      ...and this PEM key\n"
             "  --max-body BYTES    a larger request is refused (413; default 262144)\n"
-            "  --profile NAME      the profile certificates are issued under (default device)\n");
+            "  --profile NAME      the profile certificates are issued under (default device)\n"
+            "  --workers N         CMP requests answered at once, 1 to 64 (default: the\n"
+            "                      processors online)\n");
 }
 
 static void log_line(void *arg, const char *line)
@@ -161,6 +166,7 @@ int cmd_ca_serve(int argc, char **argv)
     struct prov_config *cfg = NULL;
     struct reloads rl = {0};
     char *end = NULL;
+    long workers = 0;
     int c;
     int rc;
     int r;
@@ -182,10 +188,23 @@ int cmd_ca_serve(int argc, char **argv)
             }
             break;
         case 'P': ko.profile = optarg; break;
+        case 'w':
+            workers = strtol(optarg, &end, 10);
+            if (*optarg == '\0' || *end != '\0' || workers < 1 || workers > SERVE_MAX_WORKERS) {
+                fprintf(stderr, "provisioner: ca serve: --workers %s: not 1 to %d\n", optarg,
+                        SERVE_MAX_WORKERS);
+                return PROV_EXIT_USAGE;
+            }
+            break;
         case 'h': usage(stdout); return PROV_EXIT_OK;
         default: usage(stderr); return PROV_EXIT_USAGE;
         }
     }
+    if (workers == 0) {
+        workers = sysconf(_SC_NPROCESSORS_ONLN);
+        workers = workers < 1 ? 1 : workers > SERVE_MAX_WORKERS ? SERVE_MAX_WORKERS : workers;
+    }
+    http.workers = (int)workers;
     if (optind != argc) {
         fprintf(stderr, "provisioner: ca serve: unexpected argument \"%s\"\n", argv[optind]);
         return PROV_EXIT_USAGE;

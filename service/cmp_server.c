@@ -7,6 +7,7 @@
 #include "cmp_server.h"
 #include "cmp_server_int.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,9 +106,35 @@ static void txn_finish(struct prov_cmp_server *srv, struct txn *t, time_t now)
     t->last = now;
 }
 
+/* t out of the table and freed; srv->lock held. */
+static void txn_unlink(struct prov_cmp_server *srv, struct txn *t)
+{
+    for (struct txn **pp = &srv->txns; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == t) {
+            *pp = t->next;
+            break;
+        }
+    }
+    txn_free(t);
+}
+
+/* The message t was busy with is answered: t takes the next one, or is finished. */
+static void txn_release(struct prov_cmp_server *srv, struct txn *t, time_t now,
+                        bool is_finished)
+{
+    pthread_mutex_lock(&srv->lock);
+    t->is_busy = false;
+    t->last = now;
+    if (is_finished) {
+        txn_finish(srv, t, now);
+    }
+    pthread_mutex_unlock(&srv->lock);
+}
+
 /*
  * Open transactions idle longer than the timeout end (a certificate never confirmed stays
  * "issued" in the index: `ca show` lists it); beyond FINISHED_MAX the oldest finished IDs go.
+ * srv->lock held.
  */
 static void expire(struct prov_cmp_server *srv, time_t now)
 {
@@ -117,6 +144,10 @@ static void expire(struct prov_cmp_server *srv, time_t now)
     while (*pp != NULL) {
         struct txn *t = *pp;
 
+        if (t->is_busy) {
+            pp = &t->next; /* a worker answers its message now */
+            continue;
+        }
         if (t->ctx != NULL && now - t->last > srv->timeout_s) {
             txn_finish(srv, t, now);
         }
@@ -401,6 +432,8 @@ int prov_cmp_server_handle_lot(struct prov_cmp_server *srv, const char *lot,
     bool is_new = false;
     X509 *signer;
     struct txn *t;
+    bool is_locked = true; /* ca_lock, once taken below */
+    enum { REFUSE, REFUSE_RECORDED, START, CONTINUE, NOMEM } action;
     int type;
     int r;
 
@@ -421,57 +454,99 @@ int prov_cmp_server_handle_lot(struct prov_cmp_server *srv, const char *lot,
         X509_free(signer);
         return r;
     }
-    expire(srv, now);
     type = OSSL_CMP_MSG_get_bodytype(req);
     snprintf(oc->body, sizeof(oc->body), "%s", body_name(type));
     tid = OSSL_CMP_HDR_get0_transactionID(OSSL_CMP_MSG_get0_header(req));
+    /* the CA stays as it is until this request is answered (prov_cmp_server_set_ca waits) */
+    pthread_rwlock_rdlock(&srv->ca_lock);
+    if (srv->ca == NULL) {
+        /* it went away while this request waited for a worker (service/http.c) */
+        outcome_set(oc, "unavailable: the CA token is not open");
+        r = PROV_ERR_DEVICE_REMOVED;
+        goto out;
+    }
+    /*
+     * What the message is to the transaction table, decided under the table's lock: a new
+     * transaction is in the table, busy, before the lock is let go, so that the same ID sent
+     * twice at once starts one transaction, and a transaction handles one message at a time.
+     */
+    pthread_mutex_lock(&srv->lock);
+    expire(srv, now);
     t = tid != NULL ? txn_find(srv, tid) : NULL;
     if (tid == NULL || ASN1_STRING_length(tid) < TID_MIN || ASN1_STRING_length(tid) > TID_MAX) {
         outcome_set(oc, "refused: transactionID missing or not %d to %d bytes", TID_MIN,
                     TID_MAX);
-        answer = refuse(srv, with_extra(der, len, req, is_lean, &whole), oc);
+        action = REFUSE;
     } else if (starts_transaction(type) && t != NULL) {
         /* The same ID again: a replayed message, or an ID the station reuses. */
         outcome_set(oc, "refused: transactionID already used (%s transaction)",
-                    t->ctx != NULL ? "an open" : "a finished");
-        if (t->ctx == NULL) {
+                    t->ctx != NULL || t->is_busy ? "an open" : "a finished");
+        if (t->ctx == NULL && !t->is_busy) {
             snprintf(oc->result, sizeof(oc->result),
                      "refused: replay of a finished transaction");
         }
-        prov_ca_registry_refused(srv->ca->index, body_name(type), oc->result);
-        answer = refuse(srv, with_extra(der, len, req, is_lean, &whole), oc);
-    } else if (starts_transaction(type) && is_remembered(srv, tid, now, oc)) {
-        /* answered before the service last started: the CA index remembers it */
-        prov_ca_registry_refused(srv->ca->index, body_name(type), oc->result);
-        answer = refuse(srv, with_extra(der, len, req, is_lean, &whole), oc);
+        action = REFUSE_RECORDED;
     } else if (!starts_transaction(type) && (t == NULL || t->ctx == NULL)) {
         outcome_set(oc, "refused: %s for %s transaction", body_name(type),
                     t == NULL ? "an unknown" : "a finished");
-        prov_ca_registry_refused(srv->ca->index, body_name(type), oc->result);
-        answer = refuse(srv, with_extra(der, len, req, is_lean, &whole), oc);
-    } else {
-        if (t == NULL) {
-            t = calloc(1, sizeof(*t));
-            if (t == NULL) {
-                r = prov_fail(PROV_ERR_NOMEM, "CMP: out of memory");
-                goto out;
-            }
+        action = REFUSE_RECORDED;
+    } else if (t != NULL && t->is_busy) {
+        /* a client sends the next message once it has the answer to the last one */
+        outcome_set(oc, "refused: %s while the transaction's last message is being answered",
+                    body_name(type));
+        action = REFUSE_RECORDED;
+    } else if (t == NULL) {
+        t = calloc(1, sizeof(*t));
+        if (t != NULL) {
             t->owner = srv;
             t->id_len = (size_t)ASN1_STRING_length(tid);
             memcpy(t->id, ASN1_STRING_get0_data(tid), t->id_len);
             snprintf(t->station, sizeof(t->station), "-");
             snprintf(t->serial, sizeof(t->serial), "-");
             snprintf(t->lot, sizeof(t->lot), "%s", lot != NULL ? lot : "");
-            t->ctx = txn_ctx_new(srv, t);
-            if (t->ctx == NULL) {
-                free(t);
-                r = prov_fail_ossl(PROV_ERR_CRYPTO, "CMP: cannot make a server context");
-                goto out;
-            }
+            t->last = now;
+            t->is_busy = true;
             t->next = srv->txns;
             srv->txns = t;
+        }
+        action = t != NULL ? START : NOMEM;
+    } else {
+        t->is_busy = true;
+        action = CONTINUE;
+    }
+    pthread_mutex_unlock(&srv->lock);
+
+    if (action == START && is_remembered(srv, tid, now, oc)) {
+        /* answered before the service last started: the CA index remembers it */
+        pthread_mutex_lock(&srv->lock);
+        txn_unlink(srv, t);
+        pthread_mutex_unlock(&srv->lock);
+        t = NULL;
+        action = REFUSE_RECORDED;
+    } else if (action == START) {
+        OSSL_CMP_SRV_CTX *ctx = txn_ctx_new(srv, t);
+
+        pthread_mutex_lock(&srv->lock);
+        if (ctx == NULL) {
+            txn_unlink(srv, t);
+            t = NULL;
+            action = NOMEM;
+        } else {
+            t->ctx = ctx;
             srv->n_open++;
         }
+        pthread_mutex_unlock(&srv->lock);
+    }
+    if (action == NOMEM) {
+        r = prov_fail(PROV_ERR_NOMEM, "CMP: out of memory for a transaction");
+        goto out;
+    }
+    if (action == REFUSE || action == REFUSE_RECORDED) {
+        if (action == REFUSE_RECORDED) {
+            prov_ca_registry_refused(srv->ca->index, body_name(type), oc->result);
+        }
+        answer = refuse(srv, with_extra(der, len, req, is_lean, &whole), oc);
+    } else {
         t->oc = oc;
         t->last = now;
         outcome_set(oc, "%s", NOT_VERIFIED);
@@ -509,14 +584,18 @@ int prov_cmp_server_handle_lot(struct prov_cmp_server *srv, const char *lot,
             remember(srv, t, now, oc);
         }
         t->oc = NULL;
-        if (OSSL_CMP_CTX_get_status(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->ctx)) !=
-            OSSL_CMP_PKISTATUS_trans) {
-            txn_finish(srv, t, now);
-        }
+        txn_release(srv, t,  now,
+                    OSSL_CMP_CTX_get_status(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->ctx)) !=
+                        OSSL_CMP_PKISTATUS_trans);
     }
+    pthread_rwlock_unlock(&srv->ca_lock);
+    is_locked = false;
     r = encode_answer(answer, rsp, rsp_len);
     answer = NULL;
 out:
+    if (is_locked) {
+        pthread_rwlock_unlock(&srv->ca_lock);
+    }
     OSSL_CMP_MSG_free(answer);
     OSSL_CMP_MSG_free(whole);
     OSSL_CMP_MSG_free(req);
@@ -529,6 +608,9 @@ void prov_cmp_server_set_ca(struct prov_cmp_server *srv, struct prov_ca *ca, X50
 {
     struct txn *t;
 
+    /* no worker is inside prov_cmp_server_handle_lot meanwhile, so no transaction is busy */
+    pthread_rwlock_wrlock(&srv->ca_lock);
+    pthread_mutex_lock(&srv->lock);
     for (t = srv->txns; t != NULL; t = t->next) {
         txn_finish(srv, t, now);
     }
@@ -548,6 +630,8 @@ void prov_cmp_server_set_ca(struct prov_cmp_server *srv, struct prov_ca *ca, X50
         X509_free(srv->sender);
         srv->sender = signer_cert;
     }
+    pthread_mutex_unlock(&srv->lock);
+    pthread_rwlock_unlock(&srv->ca_lock);
 }
 
 int prov_cmp_server_set_config(struct prov_cmp_server *srv, const struct prov_config *cfg)
@@ -558,8 +642,10 @@ int prov_cmp_server_set_config(struct prov_cmp_server *srv, const struct prov_co
         return prov_fail(PROV_ERR_CONFIG, "profile \"%s\": not in %s (no [profile_%s] section)",
                          srv->profile->name, cfg->path, srv->profile->name);
     }
+    pthread_rwlock_wrlock(&srv->ca_lock); /* no request is being answered meanwhile */
     srv->cfg = cfg;
     srv->profile = p;
+    pthread_rwlock_unlock(&srv->ca_lock);
     /* a reload (SIGHUP) starts afresh: every certificate's chain is verified again */
     prov_cmp_station_cache_clear(srv->stations);
     return 0;
@@ -580,10 +666,16 @@ static void remember_unavailable(struct prov_cmp_server *srv, struct txn *scratc
     struct txn *t;
     char name[65];
 
+    bool is_known;
+
     if (!scratch->was_verified || !starts_transaction(OSSL_CMP_MSG_get_bodytype(req)) ||
-        tid == NULL || ASN1_STRING_length(tid) < TID_MIN || ASN1_STRING_length(tid) > TID_MAX ||
-        txn_find(srv, tid) != NULL ||
-        prov_cmp_request_station(scratch, req, name, sizeof(name), &signer) < 0) {
+        tid == NULL || ASN1_STRING_length(tid) < TID_MIN || ASN1_STRING_length(tid) > TID_MAX) {
+        return;
+    }
+    pthread_mutex_lock(&srv->lock);
+    is_known = txn_find(srv, tid) != NULL;
+    pthread_mutex_unlock(&srv->lock);
+    if (is_known || prov_cmp_request_station(scratch, req, name, sizeof(name), &signer) < 0) {
         return;
     }
     X509_free(signer);
@@ -597,9 +689,15 @@ static void remember_unavailable(struct prov_cmp_server *srv, struct txn *scratc
     t->signer_expires = scratch->signer_expires;
     t->last = now;
     t->is_unrecorded = true;
-    t->next = srv->txns;
-    srv->txns = t;
-    srv->n_finished++;
+    pthread_mutex_lock(&srv->lock);
+    if (txn_find(srv, tid) != NULL) {
+        free(t); /* a worker's transaction took the ID meanwhile */
+    } else {
+        t->next = srv->txns;
+        srv->txns = t;
+        srv->n_finished++;
+    }
+    pthread_mutex_unlock(&srv->lock);
 }
 
 int prov_cmp_server_unavailable(struct prov_cmp_server *srv, const unsigned char *der,
@@ -646,10 +744,18 @@ int prov_cmp_server_new(const struct prov_cmp_server_opts *opts, struct prov_cmp
     struct prov_cmp_server *srv = calloc(1, sizeof(*srv));
     const char *profile = opts->profile != NULL ? opts->profile : "device";
 
+    pthread_rwlockattr_t attr;
+
     *out = NULL;
     if (srv == NULL) {
         return prov_fail(PROV_ERR_NOMEM, "CMP: out of memory");
     }
+    pthread_mutex_init(&srv->lock, NULL);
+    /* the CA's changes wait for the requests being answered, not for every later one too */
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&srv->ca_lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
     srv->cfg = opts->cfg;
     srv->ca = opts->ca;
     srv->signer_cert = opts->signer_cert;
@@ -657,7 +763,7 @@ int prov_cmp_server_new(const struct prov_cmp_server_opts *opts, struct prov_cmp
     srv->timeout_s = opts->transaction_timeout_s > 0 ? opts->transaction_timeout_s : 300;
     srv->profile = prov_config_profile(opts->cfg, profile);
     if (srv->profile == NULL) {
-        free(srv);
+        prov_cmp_server_free(srv);
         return prov_fail(PROV_ERR_CONFIG, "profile \"%s\": not in %s (no [profile_%s] section)",
                          profile, opts->cfg->path, profile);
     }
@@ -690,9 +796,14 @@ size_t prov_cmp_server_cached_stations(const struct prov_cmp_server *srv)
     return srv != NULL && srv->stations != NULL ? prov_cmp_station_cache_count(srv->stations) : 0;
 }
 
-size_t prov_cmp_server_open_count(const struct prov_cmp_server *srv)
+size_t prov_cmp_server_open_count(struct prov_cmp_server *srv)
 {
-    return srv->n_open;
+    size_t n;
+
+    pthread_mutex_lock(&srv->lock);
+    n = srv->n_open;
+    pthread_mutex_unlock(&srv->lock);
+    return n;
 }
 
 void prov_cmp_server_free(struct prov_cmp_server *srv)
@@ -710,5 +821,7 @@ void prov_cmp_server_free(struct prov_cmp_server *srv)
     x509s_free(srv->chain);
     X509_free(srv->sender);
     prov_cmp_station_cache_free(srv->stations);
+    pthread_rwlock_destroy(&srv->ca_lock);
+    pthread_mutex_destroy(&srv->lock);
     free(srv);
 }

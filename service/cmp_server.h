@@ -80,7 +80,7 @@ int prov_cmp_server_unavailable(struct prov_cmp_server *srv, const unsigned char
                                 size_t *rsp_len, struct prov_cmp_outcome *oc);
 
 /* Open transactions, for status and tests. */
-size_t prov_cmp_server_open_count(const struct prov_cmp_server *srv);
+size_t prov_cmp_server_open_count(struct prov_cmp_server *srv);
 
 /* How many protection certificates the station cache holds (cmp_station_cache.h); 0: none. */
 size_t prov_cmp_server_cached_stations(const struct prov_cmp_server *srv);

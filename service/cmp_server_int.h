@@ -8,6 +8,7 @@
 #ifndef PROV_SERVICE_CMP_SERVER_INT_H
 #define PROV_SERVICE_CMP_SERVER_INT_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -66,9 +67,20 @@ struct txn {
     struct prov_cmp_outcome *oc; /* the outcome of the message being handled */
     X509 *pinned; /* the message being handled was verified with this alone (handle_lot) */
     bool is_pin_new; /* pinned is not in the station cache yet: kept once the message verified */
+    bool is_busy;    /* a worker answers a message of it now (its ctx is that worker's) */
 };
 
+/*
+ * Several workers answer requests at once (service/http.c). ca_lock, read-held for a whole
+ * request, keeps ca, the signer, cfg and profile as they are (prov_cmp_server_set_ca and
+ * set_config write-hold it); lock guards the transaction table (txns, the counts, each
+ * transaction's is_busy). A busy transaction's other fields are its worker's alone. The CA
+ * index has its own lock (provisioner/pki/ca_index.h), the station cache its own, and the
+ * CA token signs for one thread at a time (backends/pkcs11: sign_lock).
+ */
 struct prov_cmp_server {
+    pthread_mutex_t lock;
+    pthread_rwlock_t ca_lock;
     const struct prov_config *cfg;
     struct prov_ca *ca;
     X509 *signer_cert;

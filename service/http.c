@@ -2,13 +2,17 @@
 /* The CA service's HTTP server on libevent's evhttp (http.h). */
 #include "http.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -35,6 +39,45 @@
 #define DRAIN_QUIET_MS 1000
 #define DRAIN_MAX_S 30
 
+/*
+ * A CMP request handed to the workers: its bytes copied out of libevent's buffer, its
+ * answer made by a worker, sent by the event loop (libevent's objects are the loop's alone).
+ */
+struct job {
+    struct job *next;
+    struct evhttp_request *req; /* detached by libevent if the client goes (still ours) */
+    char lot[PROV_CMP_LOT_MAX + 1];
+    unsigned char *body;
+    size_t len;
+    char peer[64]; /* for the log line, read while the connection was there */
+    unsigned port;
+    bool is_unavailable; /* the CA was not up when it came: answered so by the loop */
+    /* the worker's */
+    int r;
+    unsigned char *rsp;
+    size_t rsp_len;
+    struct prov_cmp_outcome oc;
+};
+
+/*
+ * The workers that answer CMP requests (http.h: opts->workers): the CMP server takes several
+ * requests at once (service/cmp_server_int.h says what each lock guards); done jobs go back
+ * to the loop through an eventfd.
+ */
+struct pool {
+    pthread_mutex_t lock;
+    pthread_cond_t more;
+    struct job *todo, *todo_tail; /* first in, first out */
+    struct job *done;             /* newest first */
+    bool is_stopping;
+    pthread_t *threads;
+    int n_threads;
+    int efd;
+    struct event *done_ev;
+    size_t in_flight; /* handed over and not yet answered: the loop's own count */
+    size_t answering; /* taken by a worker and not yet done (under lock): for /status */
+};
+
 struct service {
     const struct prov_http_opts *opts;
     struct prov_ca_keeper *keeper;
@@ -51,6 +94,7 @@ struct service {
     unsigned long n_refused;     /* refusals: CMP errors, HTTP 4xx */
     unsigned long n_unavailable; /* answered "CA unavailable" */
     unsigned long n_failed;      /* no answer could be made (HTTP 500) */
+    struct pool pool;
 };
 
 /* Counts an answered request by its status and outcome (for GET /status). */
@@ -90,12 +134,23 @@ static bool went_unavailable(struct service *sv, int status, const struct prov_c
     return !prov_ca_keeper_available(sv->keeper, time(NULL), why);
 }
 
-static void log_request(struct service *sv, struct evhttp_request *req, int status,
-                        const struct prov_cmp_outcome *oc, size_t in, size_t out)
+/* The peer of req's connection into peer (cap bytes) and *port; "-" and 0 when it is gone. */
+static void request_peer(struct evhttp_request *req, char *peer, size_t cap, unsigned *port)
 {
     struct evhttp_connection *conn = evhttp_request_get_connection(req);
-    const char *peer = "-";
-    ev_uint16_t port = 0;
+    char *p = NULL;
+    ev_uint16_t po = 0;
+
+    if (conn != NULL) {
+        evhttp_connection_get_peer(conn, &p, &po);
+    }
+    snprintf(peer, cap, "%s", p != NULL ? p : "-");
+    *port = po;
+}
+
+static void log_line_for(struct service *sv, const char *peer, unsigned port, int status,
+                         const struct prov_cmp_outcome *oc, size_t in, size_t out)
+{
     char line[640];
 
     count(sv, status, oc);
@@ -103,15 +158,21 @@ static void log_request(struct service *sv, struct evhttp_request *req, int stat
     if (sv->opts->log == NULL) {
         return;
     }
-    if (conn != NULL) {
-        evhttp_connection_get_peer(conn, (char **)&peer, &port);
-    }
     snprintf(line, sizeof(line),
-             "%s:%u %d %s station=%s serial=%s%s%s outcome=\"%s\" in=%zu out=%zu",
-             peer != NULL ? peer : "-", (unsigned)port, status, oc->body, oc->station,
-             oc->serial, oc->cert_serial[0] ? " cert_serial=" : "", oc->cert_serial,
-             oc->result, in, out);
+             "%s:%u %d %s station=%s serial=%s%s%s outcome=\"%s\" in=%zu out=%zu", peer, port,
+             status, oc->body, oc->station, oc->serial, oc->cert_serial[0] ? " cert_serial=" : "",
+             oc->cert_serial, oc->result, in, out);
     sv->opts->log(sv->opts->log_arg, line);
+}
+
+static void log_request(struct service *sv, struct evhttp_request *req, int status,
+                        const struct prov_cmp_outcome *oc, size_t in, size_t out)
+{
+    char peer[64];
+    unsigned port;
+
+    request_peer(req, peer, sizeof(peer), &port);
+    log_line_for(sv, peer, port, status, oc, in, out);
 }
 
 static void reply_plain(struct service *sv, struct evhttp_request *req, int status,
@@ -248,6 +309,7 @@ static void on_status(struct service *sv, struct evhttp_request *req)
     struct evbuffer *out = evbuffer_new();
     const char *why = NULL;
     const char *text;
+    size_t answering;
 
     if (o == NULL || n == NULL || out == NULL) {
         json_object_put(o);
@@ -278,6 +340,11 @@ static void on_status(struct service *sv, struct evhttp_request *req)
     json_object_object_add(n, "unavailable", json_object_new_int64((int64_t)sv->n_unavailable));
     json_object_object_add(n, "failed", json_object_new_int64((int64_t)sv->n_failed));
     json_object_object_add(o, "requests", n);
+    pthread_mutex_lock(&sv->pool.lock);
+    answering = sv->pool.answering;
+    pthread_mutex_unlock(&sv->pool.lock);
+    json_object_object_add(o, "workers", json_object_new_int64((int64_t)sv->pool.n_threads));
+    json_object_object_add(o, "answering", json_object_new_int64((int64_t)answering));
     json_object_object_add(o, "open_transactions", json_object_new_int64((int64_t)
         prov_cmp_server_open_count(prov_ca_keeper_cmp(sv->keeper))));
     json_object_object_add(o, "station_cache", json_object_new_int64((int64_t)
@@ -386,6 +453,244 @@ int prov_http_cmp_route(const char *path, const char *cmp_path, bool is_post, co
     return 0;
 }
 
+/* A job for req's CMP body (copied), or NULL when memory runs out. */
+static struct job *job_new(struct evhttp_request *req, const char *lot, struct evbuffer *body,
+                           size_t len)
+{
+    struct job *j = calloc(1, sizeof(*j));
+
+    if (j == NULL || (j->body = malloc(len > 0 ? len : 1)) == NULL) {
+        free(j);
+        return NULL;
+    }
+    if (evbuffer_copyout(body, j->body, len) != (ev_ssize_t)len) {
+        free(j->body);
+        free(j);
+        return NULL;
+    }
+    j->req = req;
+    j->len = len;
+    snprintf(j->lot, sizeof(j->lot), "%s", lot);
+    request_peer(req, j->peer, sizeof(j->peer), &j->port);
+    return j;
+}
+
+static void job_free(struct job *j)
+{
+    free(j->body);
+    OPENSSL_free(j->rsp);
+    free(j);
+}
+
+/*
+ * A job's answer sent, on the loop: the worker's, or "CA unavailable" when the CA was not
+ * up for it (then, or because the request failed on the CA token: went_unavailable). Frees j.
+ */
+static void finish_cmp(struct service *sv, struct job *j)
+{
+    struct evhttp_request *req = j->req;
+    struct evkeyvalq *headers = evhttp_request_get_output_headers(req);
+    const char *why = NULL;
+    struct evbuffer *out;
+    bool up = !j->is_unavailable && j->r != PROV_ERR_DEVICE_REMOVED;
+    int r = j->r;
+
+    if (up && r != PROV_ERR_INPUT &&
+        went_unavailable(sv, r < 0 ? HTTP_INTERNAL : HTTP_OK, &j->oc, &why)) {
+        up = false;
+    }
+    if (!up) {
+        if (why == NULL) {
+            (void)prov_ca_keeper_available(sv->keeper, time(NULL), &why);
+        }
+        OPENSSL_free(j->rsp);
+        j->rsp = NULL;
+        j->rsp_len = 0;
+        r = prov_cmp_server_unavailable(prov_ca_keeper_cmp(sv->keeper), j->body, j->len,
+                                        why != NULL ? why : "the CA token is not open", &j->rsp,
+                                        &j->rsp_len, &j->oc);
+        /* a hint for HTTP clients; the CMP answer says systemUnavail */
+        evhttp_add_header(headers, "Retry-After", RETRY_AFTER_S);
+    }
+    if (sv->is_draining && evhttp_find_header(headers, "Connection") == NULL) {
+        evhttp_add_header(headers, "Connection", "close");
+    }
+    if (r < 0) {
+        int status = r == PROV_ERR_INPUT ? HTTP_BADREQUEST : HTTP_INTERNAL;
+
+        evhttp_send_error(req, status, r == PROV_ERR_INPUT ? "Bad Request" : "Internal Error");
+        log_line_for(sv, j->peer, j->port, status, &j->oc, j->len, 0);
+        job_free(j);
+        return;
+    }
+    out = evbuffer_new();
+    if (out == NULL || evbuffer_add(out, j->rsp, j->rsp_len) != 0) {
+        evbuffer_free(out);
+        evhttp_send_error(req, HTTP_INTERNAL, "Internal Error");
+        log_line_for(sv, j->peer, j->port, HTTP_INTERNAL, &j->oc, j->len, 0);
+        job_free(j);
+        return;
+    }
+    evhttp_add_header(headers, "Content-Type", CMP_CONTENT_TYPE);
+    evhttp_add_header(headers, "Cache-Control", "no-store");
+    /* sent, or freed by libevent when the client has gone meanwhile (its request detached) */
+    evhttp_send_reply(req, HTTP_OK, "OK", out);
+    evbuffer_free(out);
+    log_line_for(sv, j->peer, j->port, HTTP_OK, &j->oc, j->len, j->rsp_len);
+    job_free(j);
+}
+
+/* A worker: takes jobs first in, first out, until the pool stops and none is left. */
+static void *worker(void *arg)
+{
+    struct service *sv = arg;
+    struct pool *p = &sv->pool;
+    const uint64_t one = 1;
+    struct job *j;
+
+    for (;;) {
+        pthread_mutex_lock(&p->lock);
+        while (p->todo == NULL && !p->is_stopping) {
+            pthread_cond_wait(&p->more, &p->lock);
+        }
+        j = p->todo;
+        if (j != NULL) {
+            p->todo = j->next;
+            if (p->todo == NULL) {
+                p->todo_tail = NULL;
+            }
+            p->answering++;
+        }
+        pthread_mutex_unlock(&p->lock);
+        if (j == NULL) {
+            break;
+        }
+        prov_error_clear();
+        j->r = prov_cmp_server_handle_lot(prov_ca_keeper_cmp(sv->keeper), j->lot, j->body,
+                                          j->len, time(NULL), &j->rsp, &j->rsp_len, &j->oc);
+        ERR_clear_error();
+        pthread_mutex_lock(&p->lock);
+        j->next = p->done;
+        p->done = j;
+        p->answering--;
+        pthread_mutex_unlock(&p->lock);
+        /* the counter cannot overflow here: the loop reads it back to 0 */
+        if (write(p->efd, &one, sizeof(one)) != (ssize_t)sizeof(one)) {
+            /* EAGAIN only at 2^64 - 1 unread: the loop is woken already */
+        }
+    }
+    OPENSSL_thread_stop();
+    return NULL;
+}
+
+static void submit(struct service *sv, struct job *j)
+{
+    struct pool *p = &sv->pool;
+
+    j->next = NULL;
+    pthread_mutex_lock(&p->lock);
+    if (p->todo_tail != NULL) {
+        p->todo_tail->next = j;
+    } else {
+        p->todo = j;
+    }
+    p->todo_tail = j;
+    pthread_cond_signal(&p->more);
+    pthread_mutex_unlock(&p->lock);
+    p->in_flight++;
+}
+
+/* The eventfd said jobs are done: their answers go out in the order they were finished. */
+static void on_done(evutil_socket_t fd, short what, void *arg)
+{
+    struct service *sv = arg;
+    struct pool *p = &sv->pool;
+    struct job *list;
+    struct job *fifo = NULL;
+    uint64_t n;
+
+    (void)what;
+    if (read(fd, &n, sizeof(n)) < 0 && errno != EAGAIN) {
+        /* nothing to do: the list below is what counts */
+    }
+    pthread_mutex_lock(&p->lock);
+    list = p->done;
+    p->done = NULL;
+    pthread_mutex_unlock(&p->lock);
+    while (list != NULL) {
+        struct job *j = list;
+
+        list = j->next;
+        j->next = fifo;
+        fifo = j;
+    }
+    while (fifo != NULL) {
+        struct job *j = fifo;
+
+        fifo = j->next;
+        p->in_flight--;
+        finish_cmp(sv, j);
+    }
+}
+
+/* Starts the workers; PROV_ERR_NOMEM or PROV_ERR_INTERNAL when they cannot be. */
+static int pool_start(struct service *sv, int n)
+{
+    struct pool *p = &sv->pool;
+    sigset_t all, old;
+
+    p->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    p->threads = calloc((size_t)n, sizeof(*p->threads));
+    p->done_ev = p->efd >= 0 ? event_new(sv->base, p->efd, EV_READ | EV_PERSIST, on_done, sv)
+                             : NULL;
+    if (p->threads == NULL || p->done_ev == NULL || event_add(p->done_ev, NULL) != 0) {
+        return prov_fail(PROV_ERR_NOMEM, "ca serve: cannot start the workers");
+    }
+    /* the signals are the loop's (interrupt.h, SIGHUP): the workers block them */
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    for (int i = 0; i < n; i++) {
+        if (pthread_create(&p->threads[i], NULL, worker, sv) != 0) {
+            pthread_sigmask(SIG_SETMASK, &old, NULL);
+            return prov_fail(PROV_ERR_INTERNAL, "ca serve: cannot start worker %d of %d", i + 1,
+                             n);
+        }
+        p->n_threads++;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return 0;
+}
+
+/*
+ * Stops the workers once they have taken every job (the loop has stopped: any answer not yet
+ * sent is dropped with its job; libevent frees the requests with their connections).
+ */
+static void pool_stop(struct service *sv)
+{
+    struct pool *p = &sv->pool;
+
+    pthread_mutex_lock(&p->lock);
+    p->is_stopping = true;
+    pthread_cond_broadcast(&p->more);
+    pthread_mutex_unlock(&p->lock);
+    for (int i = 0; i < p->n_threads; i++) {
+        pthread_join(p->threads[i], NULL);
+    }
+    while (p->done != NULL) {
+        struct job *j = p->done;
+
+        p->done = j->next;
+        job_free(j);
+    }
+    if (p->done_ev != NULL) {
+        event_free(p->done_ev);
+    }
+    if (p->efd >= 0) {
+        close(p->efd);
+    }
+    free(p->threads);
+}
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
     struct service *sv = arg;
@@ -396,11 +701,8 @@ static void on_request(struct evhttp_request *req, void *arg)
     size_t len = evbuffer_get_length(body);
     char lot[PROV_CMP_LOT_MAX + 1] = "";
     struct prov_cmp_outcome oc;
-    unsigned char *rsp = NULL;
-    size_t rsp_len = 0;
-    struct evbuffer *out;
     const char *why = NULL;
-    bool up;
+    struct job *j;
     int r;
 
     if (sv->is_draining) {
@@ -433,47 +735,23 @@ static void on_request(struct evhttp_request *req, void *arg)
                     why, len);
         return;
     }
-    prov_error_clear();
-    up = prov_ca_keeper_available(sv->keeper, time(NULL), &why);
-    if (up) {
-        r = prov_cmp_server_handle_lot(prov_ca_keeper_cmp(sv->keeper), lot,
-                                       evbuffer_pullup(body, -1), len, time(NULL), &rsp,
-                                       &rsp_len, &oc);
-        if (r != PROV_ERR_INPUT &&
-            went_unavailable(sv, r < 0 ? HTTP_INTERNAL : HTTP_OK, &oc, &why)) {
-            OPENSSL_free(rsp);
-            rsp = NULL;
-            up = false;
-        }
-    }
-    if (!up) {
-        r = prov_cmp_server_unavailable(prov_ca_keeper_cmp(sv->keeper),
-                                        evbuffer_pullup(body, -1), len, why, &rsp, &rsp_len,
-                                        &oc);
-        /* a hint for HTTP clients; the CMP answer says systemUnavail */
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", RETRY_AFTER_S);
-    }
-    if (r < 0) {
-        int status = r == PROV_ERR_INPUT ? HTTP_BADREQUEST : HTTP_INTERNAL;
-
-        evhttp_send_error(req, status, r == PROV_ERR_INPUT ? "Bad Request" : "Internal Error");
-        log_request(sv, req, status, &oc, len, 0);
-        return;
-    }
-    out = evbuffer_new();
-    if (out == NULL || evbuffer_add(out, rsp, rsp_len) != 0) {
-        evbuffer_free(out);
-        OPENSSL_free(rsp);
+    j = job_new(req, lot, body, len);
+    if (j == NULL) {
+        memset(&oc, 0, sizeof(oc));
+        snprintf(oc.body, sizeof(oc.body), "-");
+        snprintf(oc.station, sizeof(oc.station), "-");
+        snprintf(oc.serial, sizeof(oc.serial), "-");
+        snprintf(oc.result, sizeof(oc.result), "failed: out of memory");
         evhttp_send_error(req, HTTP_INTERNAL, "Internal Error");
         log_request(sv, req, HTTP_INTERNAL, &oc, len, 0);
         return;
     }
-    OPENSSL_free(rsp);
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", CMP_CONTENT_TYPE);
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Cache-Control", "no-store");
-    evhttp_send_reply(req, HTTP_OK, "OK", out);
-    evbuffer_free(out);
-    log_request(sv, req, HTTP_OK, &oc, len, rsp_len);
+    if (!prov_ca_keeper_available(sv->keeper, time(NULL), &why)) {
+        j->is_unavailable = true;
+        finish_cmp(sv, j);
+        return;
+    }
+    submit(sv, j);
 }
 
 static struct bufferevent *tls_bev(struct event_base *base, void *arg)
@@ -538,8 +816,10 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
                                              "ones until they are quiet");
         }
     }
-    if (sv->is_draining && (ms_since(&sv->last_request, &now) >= DRAIN_QUIET_MS ||
-                            ms_since(&sv->drain_start, &now) >= DRAIN_MAX_S * 1000) &&
+    /* a request a worker holds is always answered, even past DRAIN_MAX_S */
+    if (sv->is_draining && sv->pool.in_flight == 0 &&
+        (ms_since(&sv->last_request, &now) >= DRAIN_QUIET_MS ||
+         ms_since(&sv->drain_start, &now) >= DRAIN_MAX_S * 1000) &&
         ms_since(&sv->drain_start, &now) >= DRAIN_QUIET_MS) {
         event_base_loopexit(sv->base, NULL);
     }
@@ -673,6 +953,7 @@ static int tls_ctx_new(const struct prov_http_opts *o, SSL_CTX **out)
 int prov_http_serve(const struct prov_http_opts *opts)
 {
     struct service sv = {.opts = opts, .keeper = opts->keeper};
+    bool is_pool_ready = false;
     struct timeval tick = {0, 200000};
     struct event *timer = NULL;
     struct event *hup = NULL;
@@ -692,6 +973,9 @@ int prov_http_serve(const struct prov_http_opts *opts)
         }
     }
     sv.started = time(NULL);
+    sv.pool.efd = -1;
+    pthread_mutex_init(&sv.pool.lock, NULL);
+    pthread_cond_init(&sv.pool.more, NULL);
     sv.base = event_base_new();
     sv.http = sv.base != NULL ? evhttp_new(sv.base) : NULL;
     timer = sv.base != NULL ? event_new(sv.base, -1, EV_PERSIST, on_tick, &sv) : NULL;
@@ -715,6 +999,11 @@ int prov_http_serve(const struct prov_http_opts *opts)
         goto out;
     }
     nodelay(evhttp_bound_socket_get_fd(sv.listener));
+    r = pool_start(&sv, opts->workers > 0 ? opts->workers : 1);
+    is_pool_ready = true;
+    if (r < 0) {
+        goto out;
+    }
     event_add(timer, &tick);
     event_add(hup, NULL);
     if (opts->ready != NULL) {
@@ -723,6 +1012,11 @@ int prov_http_serve(const struct prov_http_opts *opts)
     event_base_dispatch(sv.base);
     r = 0;
 out:
+    if (is_pool_ready) {
+        pool_stop(&sv);
+    }
+    pthread_cond_destroy(&sv.pool.more);
+    pthread_mutex_destroy(&sv.pool.lock);
     if (hup != NULL) {
         event_free(hup);
     }

@@ -13,9 +13,11 @@
  * The HTTP side of `provisioner ca serve` (doc/ca-service.md): libevent's evhttp, with
  * OpenSSL bufferevents for TLS (one TLS stack, the one the rest of the tool uses). CMP over
  * HTTP is RFC 6712: a POST of Content-Type application/pkixcmp on the service's path, the
- * answer in the same type. Requests are served one at a time on one thread, each from its
- * first byte to its answer, so that SIGTERM or SIGINT (recorded by
- * provisioner/support/interrupt.c) stops the service between two requests.
+ * answer in the same type. One thread runs the event loop: connections, TLS, HTTP, EST, the
+ * CRLs and /status; CMP requests go to opts->workers threads, which answer several at once
+ * (service/cmp_server_int.h: what each lock guards), and their answers come back to the loop
+ * to be sent. SIGTERM or SIGINT (recorded by provisioner/support/interrupt.c) is looked at
+ * by the loop; a request a worker holds is always answered.
  */
 struct prov_http_opts {
     const char *listen;   /* "HOST:PORT" (IPv4, or [IPv6]:PORT) */
@@ -23,6 +25,7 @@ struct prov_http_opts {
     const char *tls_cert; /* PEM certificate (chain) for HTTPS; NULL: plain HTTP */
     const char *tls_key;  /* its PEM key */
     size_t max_body;      /* a larger body is refused (413) without being read */
+    int workers;          /* threads answering CMP requests at once; < 1: 1 */
     /* one line per request (no newline); arg is log_arg */
     void (*log)(void *arg, const char *line);
     void *log_arg;

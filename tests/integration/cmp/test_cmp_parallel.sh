@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+#
+# CMP requests answered by several workers at once (`ca serve --workers`, doc/ca-service.md
+# "Workers"), the CA token slowed (pkcs11/latency_module.c, 300 ms a signature) so that
+# requests are held while others arrive:
+# - four stations' `openssl cmp` clients at once: /status shows more than one request being
+#   answered at the same time; every certificate issued once, confirmed, each to its station;
+# - one `ir` sent twice at once (the same bytes, two curl): one transaction, one certificate,
+#   the other copy refused as a transactionID in use, with an audit record;
+# - --workers outside 1 to 64: a usage error (exit 2), nothing started.
+. "$(dirname "$0")/../lib.sh"
+. "$(dirname "$0")/../batch/batch_lib.sh"
+. "$(dirname "$0")/cmp_lib.sh"
+it_setup
+need sqlite3 python3 curl
+batch_ca
+cmp_profiles
+IX=$IT_CA_DIR/index.sqlite
+for s in P-1 P-2 P-3 P-4; do
+    cmp_station "$s"
+done
+prov 0 ca lot add LOT-P --count 20 --station P-1 --station P-2 --station P-3 --station P-4
+
+prov 2 ca serve --workers 0
+assert_one_error '--workers 0: not 1 to 64'
+prov 2 ca serve --workers 65
+assert_one_error '--workers 65: not 1 to 64'
+
+sed "s|^pkcs11_module = .*|pkcs11_module = $PROV_LATENCY_MODULE|" "$PROVISIONER_CONFIG" \
+    >"$WORK/slow.cnf"
+PROVISIONER_CONFIG=$WORK/slow.cnf cmp_serve LATENCY_TARGET="$SOFTHSM_MODULE" \
+    LATENCY_SIGN_MS=300 LATENCY_TOKENS=provisioner-ca --workers 4
+
+# answering: the requests the workers hold now (GET /status)
+answering() {
+    curl -sS "http://127.0.0.1:$CMP_PORT/status" >"$WORK/status.json" ||
+        fail "GET /status failed"
+    python3 -c 'import json, sys; s = json.load(open(sys.argv[1])); print(s["answering"])' \
+        "$WORK/status.json"
+}
+python3 -c 'import json, sys; s = json.load(open(sys.argv[1])); assert s["workers"] == 4, s' \
+    <(curl -sS "http://127.0.0.1:$CMP_PORT/status") || fail "/status: not 4 workers"
+assert_eq "$(answering)" 0 "nothing answered before the clients start"
+
+# ---- four stations at once -----------------------------------------------------------------
+pids=()
+for s in P-1 P-2 P-3 P-4; do
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$WORK/SN-$s.key" \
+        2>/dev/null || fail "openssl genpkey"
+    cmp_client "$s" "$s" -cmd ir -newkey "$WORK/SN-$s.key" -subject "/CN=SN-$s" \
+        -certout "$WORK/SN-$s.crt" &
+    pids+=($!)
+done
+most=0
+for _ in $(seq 1 400); do
+    n=$(answering)
+    [ "$n" -gt "$most" ] && most=$n
+    [ "$most" -ge 2 ] && break
+    sleep 0.02
+done
+i=0
+for s in P-1 P-2 P-3 P-4; do
+    wait "${pids[$i]}" || fail "client $s: $(tail -n3 "$WORK/log/cmp-$s.log" | tr '\n' ' ')"
+    i=$((i + 1))
+done
+[ "$most" -ge 2 ] || fail "never more than $most request(s) answered at once"
+for s in P-1 P-2 P-3 P-4; do
+    assert_strict_cert "$WORK/SN-$s.crt"
+    assert_eq "$(sql_q "$IX" "SELECT count(*) || ' ' || min(status) || ' ' || min(issued_by)
+        FROM certificate WHERE serial = 'SN-$s'")" "1 delivered cmp:$s" "SN-$s: once, to $s"
+    assert_grep "$CMP_LOG" "certConf station=$s serial=SN-$s outcome=\"confirmed\"" \
+        "SN-$s: confirmed in its own transaction"
+done
+assert_eq "$(answering)" 0 "nothing held once the clients are done"
+
+# ---- one ir, twice at once -------------------------------------------------------------------
+# written (-reqout) without a service to answer it (port 1), then sent twice by curl
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$WORK/TWICE.key" \
+    2>/dev/null || fail "openssl genpkey"
+openssl cmp -server 127.0.0.1:1 -path /.well-known/cmp -cert "$WORK/stations/P-1.crt" \
+    -key "$WORK/stations/P-1.key" -trusted "$IT_CA_DIR/root.crt" -msg_timeout 1 \
+    -total_timeout 2 -cmd ir -newkey "$WORK/TWICE.key" -subject /CN=TWICE \
+    -certout "$WORK/unused.crt" -reqout "$WORK/twice.der" >"$WORK/log/cmp-write-twice.log" 2>&1 ||
+    true
+assert_file "$WORK/twice.der"
+audit=$(sql_q "$IX" "SELECT count(*) FROM audit WHERE event = 'refuse'")
+for c in 1 2; do
+    curl -sS -o "$WORK/twice-$c.answer" -w '%{http_code}' -H 'Content-Type: application/pkixcmp' \
+        --data-binary "@$WORK/twice.der" "http://127.0.0.1:$CMP_PORT/.well-known/cmp" \
+        >"$WORK/twice-$c.code" 2>"$WORK/log/twice-$c.err" &
+    pids[$c]=$!
+done
+wait "${pids[1]}" || fail "curl 1: $(cat "$WORK/log/twice-1.err")"
+wait "${pids[2]}" || fail "curl 2: $(cat "$WORK/log/twice-2.err")"
+assert_eq "$(cat "$WORK/twice-1.code") $(cat "$WORK/twice-2.code")" "200 200" "two CMP answers"
+assert_eq "$(sql_q "$IX" "SELECT count(*) FROM certificate WHERE serial = 'TWICE'")" 1 \
+    "one certificate for the ir sent twice"
+assert_eq "$(grep -c ' ir station=P-1 serial=TWICE .*outcome="issued"' "$CMP_LOG")" 1 \
+    "one copy issued"
+assert_eq "$(grep -cE ' ir station=- serial=- outcome="refused: (transactionID already used|replay of a finished transaction)' "$CMP_LOG")" 1 \
+    "the other copy refused"
+assert_eq "$(sql_q "$IX" "SELECT count(*) FROM audit WHERE event = 'refuse'")" \
+    $((audit + 1)) "the refusal has its audit record"
+cmp_stop
