@@ -692,6 +692,7 @@ const struct prov_backend_ops prov_pkcs11_ops = {
     .find_key_by_public = prov_pkcs11_find_key_by_public,
     .key_props = prov_pkcs11_key_props,
     .sign = prov_pkcs11_sign,
+    .signs_from_threads = true,
     .store_certificate = prov_pkcs11_store_certificate,
     .delete_key = prov_pkcs11_delete_key,
     .free_key = prov_pkcs11_free_key,

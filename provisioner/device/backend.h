@@ -226,6 +226,12 @@ struct prov_backend_ops {
     /* Signs with the key; *sig_len is the buffer size in, the signature size out. */
     int (*sign)(struct prov_device *dev, struct prov_key *key, enum prov_sig_mech mech,
                 const unsigned char *in, size_t in_len, unsigned char *sig, size_t *sig_len);
+    /*
+     * Whether sign (and key_props) may be called on one device from several threads at
+     * once, the backend keeping them one at a time itself (PKCS#11: sign_lock). false: the
+     * caller keeps every call on the device to one thread at a time (a TPM's ESAPI context).
+     */
+    bool signs_from_threads;
 
     /* Stores the certificate next to the key (CKO_CERTIFICATE with the key's id and label,
      * or the TPM NV index). Replaces an earlier certificate for the same key; a certificate

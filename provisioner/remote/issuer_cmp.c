@@ -646,6 +646,7 @@ static int cmp_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_re
     struct watch w;
     X509 *cert = NULL;
     char what[96];
+    bool is_alone;
     int type = -1;
     int r;
 
@@ -661,10 +662,19 @@ static int cmp_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_re
         }
     }
     snprintf(what, sizeof(what), "the certificate of %s", rq->serial);
+    /*
+     * remote.lock guards the chain (read for the answers' trust, set by the first answer when
+     * the caCerts answer had none); over the whole transaction too when the station key's
+     * token cannot sign for two threads at once (a TPM): then one request at a time.
+     */
+    is_alone = !ci->remote.id.dev->ops->signs_from_threads;
     pthread_mutex_lock(&ci->remote.lock);
     ctx = client_ctx(ci, &w);
     if (ctx != NULL) {
         type = set_request(ctx, req, rq->record.is_reissue);
+    }
+    if (!is_alone) {
+        pthread_mutex_unlock(&ci->remote.lock);
     }
     if (type < 0) {
         r = prov_fail(PROV_ERR_NOMEM, "CMP: out of memory");
@@ -675,12 +685,15 @@ static int cmp_issue(struct prov_issuer *is, X509_REQ *req, const struct prov_re
             cert = NULL;
             r = prov_fail(PROV_ERR_NOMEM, "CMP: out of memory");
         }
-        if (r == 0 && ci->remote.chain == NULL) {
-            r = chain_of_answer(ci, ctx, cert);
-        }
     }
-    client_free(ctx);
+    if (!is_alone) {
+        pthread_mutex_lock(&ci->remote.lock);
+    }
+    if (r == 0 && ci->remote.chain == NULL) {
+        r = chain_of_answer(ci, ctx, cert);
+    }
     pthread_mutex_unlock(&ci->remote.lock);
+    client_free(ctx);
     if (r == 0 && (X509_check_issued(sk_X509_value(ci->remote.chain, 0), cert) != X509_V_OK ||
                    EVP_PKEY_eq(X509_get0_pubkey(cert), X509_REQ_get0_pubkey(req)) != 1)) {
         r = prov_fail(PROV_ERR_VERIFY, "CA service: %s is not for the CSR's key or not issued "

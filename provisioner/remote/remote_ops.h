@@ -23,7 +23,12 @@ struct prov_remote_issuer {
     struct prov_issuer base;
     struct prov_station_identity id; /* station_cert, its key in the station's token, root */
     STACK_OF(X509) *chain;           /* from the service: intermediate(s) then root */
-    pthread_mutex_t lock;            /* one request at a time: one token session */
+    /*
+     * The chain, and what else the issuer keeps between requests; over a whole request when
+     * the station key's device cannot sign from several threads (backend.h,
+     * signs_from_threads) or the transport is shared (EST's one kept-alive connection).
+     */
+    pthread_mutex_t lock;
 };
 
 /*

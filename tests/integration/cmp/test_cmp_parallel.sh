@@ -8,6 +8,10 @@
 #   answered at the same time; every certificate issued once, confirmed, each to its station;
 # - one `ir` sent twice at once (the same bytes, two curl): one transaction, one certificate,
 #   the other copy refused as a transactionID in use, with an audit record;
+# - a station's own batch at --jobs 2 on one device token (factory/batch.c's second worker):
+#   its two workers' requests are held by the service at once (the station's CMP client
+#   sends them together: its key's token signs for two threads, provisioner/remote/
+#   issuer_cmp.c), and the lot completes;
 # - --workers outside 1 to 64: a usage error (exit 2), nothing started.
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../batch/batch_lib.sh"
@@ -102,4 +106,30 @@ assert_eq "$(grep -cE ' ir station=- serial=- outcome="refused: (transactionID a
     "the other copy refused"
 assert_eq "$(sql_q "$IX" "SELECT count(*) FROM audit WHERE event = 'refuse'")" \
     $((audit + 1)) "the refusal has its audit record"
+cmp_stop
+
+# ---- one station, two workers: both its requests at the service at once ---------------------
+N=10
+# station_batch (cmp_lib.sh) starts the service: here the slowed one, 4 workers
+eval "$(declare -f cmp_serve | sed '1s/^cmp_serve/cmp_serve_plain/')"
+cmp_serve() {
+    PROVISIONER_CONFIG=$WORK/slow.cnf cmp_serve_plain LATENCY_TARGET="$SOFTHSM_MODULE" \
+        LATENCY_SIGN_MS=300 LATENCY_TOKENS=provisioner-ca --workers 4
+}
+station_batch cmp "$N"
+"$PROVISIONER" batch lot.csv --no-progress --jobs 2 >"$WORK/log/station-batch.out" \
+    2>"$WORK/log/station-batch.err" &
+batch_pid=$!
+it_track "$batch_pid"
+most=0
+for _ in $(seq 1 1000); do
+    n=$(answering)
+    [ "$n" -gt "$most" ] && most=$n
+    [ "$most" -ge 2 ] && break
+    kill -0 "$batch_pid" 2>/dev/null || break
+    sleep 0.02
+done
+wait "$batch_pid" || fail "the station's batch: $(tail -n3 "$WORK/log/station-batch.err" | tr '\n' ' ')"
+[ "$most" -ge 2 ] || fail "the station's two workers: never more than $most request(s) at the service at once"
+station_batch_check cmp
 cmp_stop
