@@ -76,7 +76,8 @@ struct txn {
  * set_config write-hold it); lock guards the transaction table (txns, the counts, each
  * transaction's is_busy). A busy transaction's other fields are its worker's alone. The CA
  * index has its own lock (provisioner/pki/ca_index.h), the station cache its own, and the
- * CA token signs for one thread at a time (backends/pkcs11: sign_lock).
+ * CA token gives each signing thread a session of its own (backends/pkcs11/pkcs11_internal.h,
+ * struct p11_dev).
  */
 struct prov_cmp_server {
     pthread_mutex_t lock;

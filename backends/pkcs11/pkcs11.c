@@ -217,6 +217,9 @@ static void device_free(struct prov_device *dev)
     }
     d = dev->priv;
     if (d != NULL) {
+        for (size_t i = 0; i < d->n_spare; i++) {
+            (void)d->fl->C_CloseSession(d->spare[i]);
+        }
         if (d->session != CK_INVALID_HANDLE) {
             CK_RV rv = d->fl->C_CloseSession(d->session);
 
@@ -226,6 +229,7 @@ static void device_free(struct prov_device *dev)
             }
         }
         prov_pkcs11_module_put(d->fl);
+        pthread_cond_destroy(&d->sign_free);
         pthread_mutex_destroy(&d->sign_lock);
         free(d->module_path);
         free(d);
@@ -429,6 +433,7 @@ static int open_device(const char *device_uri, const struct prov_device_params *
     dev->priv = d;
     d->session = CK_INVALID_HANDLE;
     pthread_mutex_init(&d->sign_lock, NULL);
+    pthread_cond_init(&d->sign_free, NULL);
     module = p11_kit_uri_get_module_path(uri);
     d->is_module_from_uri = module != NULL;
     if (module == NULL) {
@@ -658,6 +663,63 @@ out:
 static bool has_room(CK_ULONG max, CK_ULONG need)
 {
     return max == CK_EFFECTIVELY_INFINITE || (max != CK_UNAVAILABLE_INFORMATION && max >= need);
+}
+
+CK_SESSION_HANDLE prov_pkcs11_session_take(struct p11_dev *d)
+{
+    CK_SESSION_HANDLE h = CK_INVALID_HANDLE;
+
+    pthread_mutex_lock(&d->sign_lock);
+    while (h == CK_INVALID_HANDLE) {
+        if (!d->is_session_taken) {
+            d->is_session_taken = true;
+            h = d->session;
+            break;
+        }
+        for (size_t i = 0; i < d->n_spare && h == CK_INVALID_HANDLE; i++) {
+            if (!d->is_spare_taken[i]) {
+                d->is_spare_taken[i] = true;
+                h = d->spare[i];
+            }
+        }
+        if (h != CK_INVALID_HANDLE) {
+            break;
+        }
+        if (d->n_spare < P11_SIGN_SESSIONS && !d->has_no_more_sessions) {
+            CK_RV rv = d->fl->C_OpenSession(d->slot, CKF_SERIAL_SESSION, NULL, NULL, &h);
+
+            if (rv == CKR_OK) {
+                d->is_spare_taken[d->n_spare] = true;
+                d->spare[d->n_spare++] = h;
+                prov_debug("pkcs11", "token %s: signing session %zu opened", d->label,
+                           d->n_spare + 1);
+                break;
+            }
+            h = CK_INVALID_HANDLE;
+            d->has_no_more_sessions = true; /* CKR_SESSION_COUNT and the like: wait instead */
+            prov_debug("pkcs11", "token %s: no more sessions (%s): signatures wait for one",
+                       d->label, prov_pkcs11_rv_name(rv));
+            continue;
+        }
+        pthread_cond_wait(&d->sign_free, &d->sign_lock);
+    }
+    pthread_mutex_unlock(&d->sign_lock);
+    return h;
+}
+
+void prov_pkcs11_session_put(struct p11_dev *d, CK_SESSION_HANDLE h)
+{
+    pthread_mutex_lock(&d->sign_lock);
+    if (h == d->session) {
+        d->is_session_taken = false;
+    }
+    for (size_t i = 0; i < d->n_spare; i++) {
+        if (d->spare[i] == h) {
+            d->is_spare_taken[i] = false;
+        }
+    }
+    pthread_cond_signal(&d->sign_free);
+    pthread_mutex_unlock(&d->sign_lock);
 }
 
 /*

@@ -21,6 +21,9 @@
  */
 
 /* The state behind struct prov_device.priv. A device is used by one thread at a time. */
+/* Sessions a device opens beyond its own for threads that sign at once (struct p11_dev). */
+#define P11_SIGN_SESSIONS 8
+
 struct p11_dev {
     CK_FUNCTION_LIST *fl;
     char *module_path;
@@ -32,14 +35,28 @@ struct p11_dev {
     char label[33];     /* the token fields without PKCS#11 space padding */
     char serial[17];
     /*
-     * A session runs one operation at a time (PKCS#11 v2.40 section 5.2): C_SignInit and
-     * C_Sign hold this, so that threads may sign with keys of one device at once (the CA
-     * service's workers: the CA key issues while the CMP signer's key signs an answer,
-     * service/http.c), and so does key_props, which the service uses to look at its CA
-     * token meanwhile (service/ca_keeper.c). Taken only around those calls.
+     * A session runs one operation at a time (PKCS#11 v2.40 section 5.2), so a thread signs
+     * (or reads key_props) on a session it has taken: the device's own when no other thread
+     * has it, else one of up to P11_SIGN_SESSIONS more read-only sessions opened on demand
+     * (the login and the key handles are the application's, valid in all of its sessions,
+     * section 5.4). So the CA service's workers sign with the CA key and the CMP signer's
+     * key at once, each on its session, as a network HSM serves them in parallel
+     * (service/http.c); a token that opens no more sessions (a smart card) has them wait
+     * for the one it has. sign_lock guards the fields below; sign_free is signalled when a
+     * session is given back. A thread that alone uses the device never opens a spare.
      */
     pthread_mutex_t sign_lock;
+    pthread_cond_t sign_free;
+    bool is_session_taken;
+    bool has_no_more_sessions; /* C_OpenSession refused a spare: wait for one instead */
+    size_t n_spare;
+    CK_SESSION_HANDLE spare[P11_SIGN_SESSIONS];
+    bool is_spare_taken[P11_SIGN_SESSIONS];
 };
+
+/* A session of d to sign on, taken from the pool (its comment above); given back with put. */
+CK_SESSION_HANDLE prov_pkcs11_session_take(struct p11_dev *d);
+void prov_pkcs11_session_put(struct p11_dev *d, CK_SESSION_HANDLE h);
 
 /* The state behind struct prov_key.priv. */
 struct p11_key {

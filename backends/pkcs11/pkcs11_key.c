@@ -707,6 +707,7 @@ int prov_pkcs11_key_props(struct prov_device *dev, struct prov_key *key, struct 
     };
     CK_BBOOL v[N_PROPS];
     CK_ATTRIBUTE tmpl[N_PROPS];
+    CK_SESSION_HANDLE session;
     CK_RV rv;
 
     memset(out, 0, sizeof(*out));
@@ -714,10 +715,10 @@ int prov_pkcs11_key_props(struct prov_device *dev, struct prov_key *key, struct 
         v[i] = CK_FALSE;
         tmpl[i] = (CK_ATTRIBUTE){types[i], &v[i], sizeof(CK_BBOOL)};
     }
-    /* the CA service looks at its CA key this way while workers sign (sign_lock) */
-    pthread_mutex_lock(&d->sign_lock);
-    rv = d->fl->C_GetAttributeValue(d->session, k->priv, tmpl, N_PROPS);
-    pthread_mutex_unlock(&d->sign_lock);
+    /* the CA service looks at its CA key this way while workers sign (struct p11_dev) */
+    session = prov_pkcs11_session_take(d);
+    rv = d->fl->C_GetAttributeValue(session, k->priv, tmpl, N_PROPS);
+    prov_pkcs11_session_put(d, session);
     /* An attribute the key type lacks comes back unavailable and counts as false. */
     if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID && rv != CKR_ATTRIBUTE_SENSITIVE) {
         return prov_pkcs11_fail_rv(dev, "C_GetAttributeValue", rv);
@@ -776,6 +777,7 @@ int prov_pkcs11_sign(struct prov_device *dev, struct prov_key *key, enum prov_si
     /* Room for RSA-8192; a buffer too small would leave the operation active. */
     unsigned char buf[1024];
     CK_ULONG len = sizeof(buf);
+    CK_SESSION_HANDLE session;
     CK_RV rv;
 
     switch (mech) {
@@ -784,14 +786,14 @@ int prov_pkcs11_sign(struct prov_device *dev, struct prov_key *key, enum prov_si
     case PROV_SIG_RSA_RAW: m.mechanism = CKM_RSA_X_509; break;
     default: return prov_fail(PROV_ERR_INTERNAL, "%s: unknown signature mechanism", dev->name);
     }
-    pthread_mutex_lock(&d->sign_lock);
-    rv = d->fl->C_SignInit(d->session, &m, k->priv);
+    session = prov_pkcs11_session_take(d);
+    rv = d->fl->C_SignInit(session, &m, k->priv);
     if (rv != CKR_OK) {
-        pthread_mutex_unlock(&d->sign_lock);
+        prov_pkcs11_session_put(d, session);
         return prov_pkcs11_fail_rv(dev, "C_SignInit", rv);
     }
-    rv = d->fl->C_Sign(d->session, (CK_BYTE_PTR)in, in_len, buf, &len);
-    pthread_mutex_unlock(&d->sign_lock);
+    rv = d->fl->C_Sign(session, (CK_BYTE_PTR)in, in_len, buf, &len);
+    prov_pkcs11_session_put(d, session);
     if (rv != CKR_OK) {
         return prov_pkcs11_fail_rv(dev, "C_Sign", rv);
     }

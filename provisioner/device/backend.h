@@ -228,7 +228,8 @@ struct prov_backend_ops {
                 const unsigned char *in, size_t in_len, unsigned char *sig, size_t *sig_len);
     /*
      * Whether sign (and key_props) may be called on one device from several threads at
-     * once, the backend keeping them one at a time itself (PKCS#11: sign_lock). false: the
+     * once, the backend keeping them apart itself (PKCS#11: a session per signing thread,
+     * struct p11_dev). false: the
      * caller keeps every call on the device to one thread at a time (a TPM's ESAPI context).
      */
     bool signs_from_threads;

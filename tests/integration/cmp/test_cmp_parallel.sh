@@ -5,9 +5,13 @@
 # "Workers"), the CA token slowed (pkcs11/latency_module.c, 300 ms a signature) so that
 # requests are held while others arrive:
 # - four stations' `openssl cmp` clients at once: /status shows more than one request being
-#   answered at the same time; every certificate issued once, confirmed, each to its station;
+#   answered at the same time, and the CA token (modelled as a network HSM that serves its
+#   sessions at once) signed for two workers at once; every certificate issued once,
+#   confirmed, each to its station;
 # - one `ir` sent twice at once (the same bytes, two curl): one transaction, one certificate,
 #   the other copy refused as a transactionID in use, with an audit record;
+# - the same with a CA token that opens no more sessions (pkcs11/fault_module.c
+#   FAULT_MAX_SESSIONS): the workers' signatures wait for the one it has, and all succeed;
 # - a station's own batch at --jobs 2 on one device token (factory/batch.c's second worker):
 #   its two workers' requests are held by the service at once (the station's CMP client
 #   sends them together: its key's token signs for two threads, provisioner/remote/
@@ -33,8 +37,11 @@ assert_one_error '--workers 65: not 1 to 64'
 
 sed "s|^pkcs11_module = .*|pkcs11_module = $PROV_LATENCY_MODULE|" "$PROVISIONER_CONFIG" \
     >"$WORK/slow.cnf"
+# the CA token a network HSM that serves sessions at once (LATENCY_PARALLEL); its stats line
+# says how many signatures it had at once
 PROVISIONER_CONFIG=$WORK/slow.cnf cmp_serve LATENCY_TARGET="$SOFTHSM_MODULE" \
-    LATENCY_SIGN_MS=300 LATENCY_TOKENS=provisioner-ca --workers 4
+    LATENCY_SIGN_MS=300 LATENCY_TOKENS=provisioner-ca LATENCY_PARALLEL=1 \
+    LATENCY_STATS="$WORK/latency-serve.txt" --workers 4
 
 # answering: the requests the workers hold now (GET /status)
 answering() {
@@ -47,15 +54,31 @@ python3 -c 'import json, sys; s = json.load(open(sys.argv[1])); assert s["worker
     <(curl -sS "http://127.0.0.1:$CMP_PORT/status") || fail "/status: not 4 workers"
 assert_eq "$(answering)" 0 "nothing answered before the clients start"
 
+# four_clients PREFIX: stations P-1..P-4 each start an ir (openssl cmp, in the background) for
+# device PREFIX-<station>; their PIDs in pids. four_done PREFIX: each exited 0, its
+# certificate passes openssl verify -x509_strict.
+four_clients() {
+    local s
+    pids=()
+    for s in P-1 P-2 P-3 P-4; do
+        openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$WORK/$1-$s.key" \
+            2>/dev/null || fail "openssl genpkey"
+        cmp_client "$1-$s" "$s" -cmd ir -newkey "$WORK/$1-$s.key" -subject "/CN=$1-$s" \
+            -certout "$WORK/$1-$s.crt" &
+        pids+=($!)
+    done
+}
+four_done() {
+    local s i=0
+    for s in P-1 P-2 P-3 P-4; do
+        wait "${pids[$i]}" || fail "client $1-$s: $(tail -n3 "$WORK/log/cmp-$1-$s.log" | tr '\n' ' ')"
+        assert_strict_cert "$WORK/$1-$s.crt"
+        i=$((i + 1))
+    done
+}
+
 # ---- four stations at once -----------------------------------------------------------------
-pids=()
-for s in P-1 P-2 P-3 P-4; do
-    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$WORK/SN-$s.key" \
-        2>/dev/null || fail "openssl genpkey"
-    cmp_client "$s" "$s" -cmd ir -newkey "$WORK/SN-$s.key" -subject "/CN=SN-$s" \
-        -certout "$WORK/SN-$s.crt" &
-    pids+=($!)
-done
+four_clients SN
 most=0
 for _ in $(seq 1 400); do
     n=$(answering)
@@ -63,14 +86,9 @@ for _ in $(seq 1 400); do
     [ "$most" -ge 2 ] && break
     sleep 0.02
 done
-i=0
-for s in P-1 P-2 P-3 P-4; do
-    wait "${pids[$i]}" || fail "client $s: $(tail -n3 "$WORK/log/cmp-$s.log" | tr '\n' ' ')"
-    i=$((i + 1))
-done
+four_done SN
 [ "$most" -ge 2 ] || fail "never more than $most request(s) answered at once"
 for s in P-1 P-2 P-3 P-4; do
-    assert_strict_cert "$WORK/SN-$s.crt"
     assert_eq "$(sql_q "$IX" "SELECT count(*) || ' ' || min(status) || ' ' || min(issued_by)
         FROM certificate WHERE serial = 'SN-$s'")" "1 delivered cmp:$s" "SN-$s: once, to $s"
     assert_grep "$CMP_LOG" "certConf station=$s serial=SN-$s outcome=\"confirmed\"" \
@@ -107,6 +125,25 @@ assert_eq "$(grep -cE ' ir station=- serial=- outcome="refused: (transactionID a
 assert_eq "$(sql_q "$IX" "SELECT count(*) FROM audit WHERE event = 'refuse'")" \
     $((audit + 1)) "the refusal has its audit record"
 cmp_stop
+# the workers signed on the CA token at once, each on a session of its own (struct p11_dev)
+assert_file "$WORK/latency-serve.txt"
+at_once=$(sed -n 's/.* max_at_once=\([0-9]*\)$/\1/p' "$WORK/latency-serve.txt" | tail -n1)
+[ "${at_once:-0}" -ge 2 ] ||
+    fail "the CA token never signed for two workers at once: $(cat "$WORK/latency-serve.txt")"
+
+# ---- a CA token that opens no more sessions: the signatures wait for the one it has ----------
+sed "s|^pkcs11_module = .*|pkcs11_module = $PROV_FAULT_MODULE|" "$PROVISIONER_CONFIG" \
+    >"$WORK/one-session.cnf"
+PROVISIONER_CONFIG=$WORK/one-session.cnf cmp_serve FAULT_TARGET="$PROV_LATENCY_MODULE" \
+    FAULT_MAX_SESSIONS=2 FAULT_LOG="$WORK/fault-serve.log" LATENCY_TARGET="$SOFTHSM_MODULE" \
+    LATENCY_SIGN_MS=300 LATENCY_TOKENS=provisioner-ca LATENCY_PARALLEL=1 \
+    LATENCY_STATS="$WORK/latency-one.txt" --workers 4
+four_clients ONE
+four_done ONE
+cmp_stop
+assert_grep "$WORK/fault-serve.log" '^C_OpenSession 0xb1$' "a session was asked for and refused"
+assert_eq "$(sed -n 's/.* max_at_once=\([0-9]*\)$/\1/p' "$WORK/latency-one.txt" | tail -n1)" 1 \
+    "one signature at a time on the one session"
 
 # ---- one station, two workers: both its requests at the service at once ---------------------
 N=10

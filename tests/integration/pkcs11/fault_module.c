@@ -30,6 +30,8 @@
  *                      HSM that restarted). A test pulls and puts back with touch and rm.
  *   FAULT_MAX_RW_SESSIONS=N  C_GetTokenInfo says every token allows N read-write sessions
  *                      (a smart card's limit; nothing else changes).
+ *   FAULT_MAX_SESSIONS=N  C_OpenSession answers CKR_SESSION_COUNT while N sessions opened
+ *                      through this module (in this process, every token) are open.
  *
  * Counting is per process and per function, with atomics (batch workers are threads).
  * Test-only: it never reads a PIN (C_Login's arguments are forwarded untouched).
@@ -143,9 +145,44 @@ static CK_RV fault_C_GetTokenInfo(CK_SLOT_ID a, CK_TOKEN_INFO_PTR b)
     return rv;
 }
 WRAP(C_GetMechanismInfo, (CK_SLOT_ID a, CK_MECHANISM_TYPE b, CK_MECHANISM_INFO_PTR c), (a, b, c))
-WRAP(C_OpenSession, (CK_SLOT_ID a, CK_FLAGS b, CK_VOID_PTR c, CK_NOTIFY d,
-                     CK_SESSION_HANDLE_PTR e), (a, b, c, d, e))
-WRAP(C_CloseSession, (CK_SESSION_HANDLE a), (a))
+/* FAULT_MAX_SESSIONS=N: no more than N sessions open at once in this process. */
+static unsigned long max_sessions;
+static unsigned long open_sessions;
+
+static CK_RV fault_C_OpenSession(CK_SLOT_ID a, CK_FLAGS b, CK_VOID_PTR c, CK_NOTIFY d,
+                                 CK_SESSION_HANDLE_PTR e)
+{
+    static unsigned long count;
+    CK_RV rv = pulled_rv("C_OpenSession");
+
+    if (rv == CKR_OK && max_sessions > 0 &&
+        __atomic_add_fetch(&open_sessions, 1, __ATOMIC_SEQ_CST) > max_sessions) {
+        __atomic_sub_fetch(&open_sessions, 1, __ATOMIC_SEQ_CST);
+        rv = CKR_SESSION_COUNT;
+    } else if (rv == CKR_OK) {
+        rv = must_fail("C_OpenSession", &count) ? fault_rv : target->C_OpenSession(a, b, c, d, e);
+        if (rv != CKR_OK && max_sessions > 0) {
+            __atomic_sub_fetch(&open_sessions, 1, __ATOMIC_SEQ_CST);
+        }
+    }
+    log_call("C_OpenSession", rv);
+    return rv;
+}
+
+static CK_RV fault_C_CloseSession(CK_SESSION_HANDLE a)
+{
+    static unsigned long count;
+    CK_RV rv = pulled_rv("C_CloseSession");
+
+    if (rv == CKR_OK) {
+        rv = must_fail("C_CloseSession", &count) ? fault_rv : target->C_CloseSession(a);
+    }
+    if (rv == CKR_OK && max_sessions > 0) {
+        __atomic_sub_fetch(&open_sessions, 1, __ATOMIC_SEQ_CST);
+    }
+    log_call("C_CloseSession", rv);
+    return rv;
+}
 WRAP(C_CloseAllSessions, (CK_SLOT_ID a), (a))
 WRAP(C_GetSessionInfo, (CK_SESSION_HANDLE a, CK_SESSION_INFO_PTR b), (a, b))
 WRAP(C_Login, (CK_SESSION_HANDLE a, CK_USER_TYPE b, CK_UTF8CHAR_PTR c, CK_ULONG d), (a, b, c, d))
@@ -221,6 +258,8 @@ static void read_config(void)
 
     fault_func = getenv("FAULT_FUNC");
     max_rw_sessions = getenv("FAULT_MAX_RW_SESSIONS");
+    max_sessions = getenv("FAULT_MAX_SESSIONS") != NULL
+                       ? strtoul(getenv("FAULT_MAX_SESSIONS"), NULL, 0) : 0;
     fault_call = call != NULL ? strtoul(call, NULL, 0) : 0;
     pulled_file = getenv("FAULT_PULLED");
     if (pulled_file != NULL && pulled_file[0] == '\0') {

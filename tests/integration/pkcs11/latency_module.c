@@ -29,11 +29,16 @@
  *                          C_GetMechanismInfo, C_OpenSession) wait for the part too (and
  *                          LATENCY_OTHER_MS), as in modules that lock a slot for every call;
  *                          by default the module answers them from memory, at once
+ *   LATENCY_PARALLEL=1     sessions of a slow token wait at once, each for its own call,
+ *                          as a network HSM serves sessions on many cores (the CA
+ *                          service's workers, bench/ca_service.sh); by default one command
+ *                          at a time per token, as on a secure element
  *   LATENCY_TOKENS=PREFIX  only tokens whose label starts with PREFIX are slow (default:
  *                          every token); the CA's HSM token stays as fast as SoftHSM2
  *   LATENCY_STATS=FILE     at C_Finalize, appends one line per process: by kind, the calls
  *                          on slow tokens and the milliseconds they were made to wait
- *                          ("keygen=CALLS/MS ... total_ms=MS")
+ *                          ("keygen=CALLS/MS ... total_ms=MS max_at_once=N", N the most
+ *                          calls that waited at once)
  *
  * Values are milliseconds, fractions allowed. bench/README.md lists the datasheet figures the
  * defaults were checked against.
@@ -41,7 +46,8 @@
  * A secure element runs one command at a time: each slow token has a mutex held across the
  * wait and the forwarded call, so two threads on one token queue as on the real part, while
  * different tokens (sockets of a gang programmer) wait in parallel. The module itself holds
- * no lock across tokens, so whatever stops tokens from overlapping is the caller's.
+ * no lock across tokens, so whatever stops tokens from overlapping is the caller's. With
+ * LATENCY_PARALLEL=1 there is no such mutex: only the caller keeps a session's calls apart.
  * Benchmark-only: it never looks at a PIN (C_Login's arguments are forwarded untouched).
  */
 
@@ -70,10 +76,13 @@ static long kind_ns[N_KINDS];
 static const char *token_prefix;
 static const char *stats_path;
 static int is_info_on_chip;
+static int is_parallel;
 static struct slot_state slots[MAX_SLOTS];
 static int n_slots;
 static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned long slow_calls[N_KINDS];
+static unsigned long waiting;     /* calls waiting on slow tokens now */
+static unsigned long max_waiting; /* the most at once: the stats' max_at_once */
 static unsigned long slow_us[N_KINDS];
 
 /*
@@ -124,10 +133,19 @@ static void chip_begin(struct slot_state *s, enum kind k)
     if (s == NULL) {
         return;
     }
-    pthread_mutex_lock(&s->chip);
+    if (!is_parallel) {
+        pthread_mutex_lock(&s->chip);
+    }
     if (kind_ns[k] > 0) {
+        unsigned long now = __atomic_add_fetch(&waiting, 1, __ATOMIC_RELAXED);
+        unsigned long most = __atomic_load_n(&max_waiting, __ATOMIC_RELAXED);
+
+        while (now > most && !__atomic_compare_exchange_n(&max_waiting, &most, now, 0,
+                                                          __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+        }
         while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
         }
+        __atomic_sub_fetch(&waiting, 1, __ATOMIC_RELAXED);
     }
     __atomic_add_fetch(&slow_calls[k], 1, __ATOMIC_RELAXED);
     __atomic_add_fetch(&slow_us[k], (unsigned long)(kind_ns[k] / 1000), __ATOMIC_RELAXED);
@@ -135,7 +153,7 @@ static void chip_begin(struct slot_state *s, enum kind k)
 
 static void chip_end(struct slot_state *s)
 {
-    if (s != NULL) {
+    if (s != NULL && !is_parallel) {
         pthread_mutex_unlock(&s->chip);
     }
 }
@@ -224,7 +242,8 @@ static void write_stats(void)
         n += snprintf(line + n, sizeof(line) - (size_t)n, "%s=%lu/%.1f ", kind_name[k],
                       __atomic_load_n(&slow_calls[k], __ATOMIC_RELAXED), (double)us / 1000.0);
     }
-    n += snprintf(line + n, sizeof(line) - (size_t)n, "total_ms=%.1f\n", (double)total_us / 1000.0);
+    n += snprintf(line + n, sizeof(line) - (size_t)n, "total_ms=%.1f max_at_once=%lu\n",
+                  (double)total_us / 1000.0, __atomic_load_n(&max_waiting, __ATOMIC_RELAXED));
     fd = open(stats_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd >= 0) {
         if (write(fd, line, (size_t)n) < 0) {
@@ -254,6 +273,7 @@ static void read_config(void)
     stats_path = getenv("LATENCY_STATS");
     is_info_on_chip = getenv("LATENCY_INFO_ON_CHIP") != NULL &&
                       strcmp(getenv("LATENCY_INFO_ON_CHIP"), "1") == 0;
+    is_parallel = getenv("LATENCY_PARALLEL") != NULL && strcmp(getenv("LATENCY_PARALLEL"), "1") == 0;
 }
 
 static CK_RV lat_get_function_list(CK_FUNCTION_LIST_PTR_PTR list);
