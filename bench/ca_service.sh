@@ -12,15 +12,21 @@
 # - CMP: bench_cmp_client (bench/bench_cmp_client.c), one process, a thread per station, each
 #   sending its N `ir` + `certConf` transactions through OpenSSL's CMP client over TLS: once
 #   as OpenSSL 3.0's client sends them (a new connection, a TLS handshake, per transaction),
-#   once with one kept-alive connection per station (as the EST curl);
-# - then, untimed, `openssl cmp -cmd ir` for two certificates: the interop smoke.
+#   once with one kept-alive connection per station (as the EST curl), the service with its
+#   default workers (one per processor);
+# - then, untimed, `openssl cmp -cmd ir` for two certificates: the interop smoke;
+# - then CMP kept alive once more, the service started again with `--workers 1`: what the
+#   workers bring, in the same run.
 # For EST and CMP: the rate against the floor's, and the service process's CPU (user +
-# system from /proc/PID/stat) per certificate; for CMP also the share of the time the service
-# was on a core and how long it waited for one (/proc/PID/schedstat): what holds the rate. The keys and CSRs are made before the clock
-# starts. Uses the integration harness's fixtures (tests/integration/lib.sh) in
+# system from /proc/PID/stat) per certificate; for CMP also how many cores the service's
+# threads were on, on average, and how long they waited for one (/proc/PID/task/*/schedstat):
+# what holds the rate. The keys and CSRs are made before the clock starts. Uses the integration harness's fixtures (tests/integration/lib.sh) in
 # BUILD_DIR/it-work/bench-ca-service; the service is stopped by its PID. Nothing is asserted
 # about time (bench/README.md): it fails only when a certificate is not issued or an answer
 # fails its check.
+# CA_HSM_SIGN_MS=MS: the CA token modelled as a network HSM, every signature MS milliseconds
+# (tests/integration/pkcs11/latency_module.c, LATENCY_PARALLEL: its sessions served at once),
+# for the floor and the service alike; SoftHSM2 in process signs in about 0.05 ms.
 # CA_INDEX=postgresql: the CA index in a PostgreSQL of the run's own ([ca] index, a CA pair's
 # store, doc/revocation.md; tests/integration/pg_lib.sh) instead of <CA dir>/index.sqlite.
 
@@ -46,10 +52,17 @@ if [ "${CA_INDEX:-sqlite}" = postgresql ]; then
         "$PROVISIONER_CONFIG"
     cmp_issued() { pg_q 'SELECT count(*) FROM certificate'; }
 fi
+if [ -n "${CA_HSM_SIGN_MS:-}" ]; then
+    sed "s|^pkcs11_module = .*|pkcs11_module = $BUILD/tests/integration/pkcs11/pkcs11_latency.so|" \
+        "$PROVISIONER_CONFIG" >"$WORK/hsm.cnf"
+    export PROVISIONER_CONFIG=$WORK/hsm.cnf LATENCY_TARGET=$SOFTHSM_MODULE \
+        LATENCY_SIGN_MS=$CA_HSM_SIGN_MS LATENCY_PARALLEL=1 LATENCY_TOKENS=provisioner-ca \
+        LATENCY_KEYGEN_MS=0 LATENCY_CREATE_MS=0 LATENCY_LOGIN_MS=0 LATENCY_OTHER_MS=0
+fi
 for ((s = 1; s <= STATIONS; s++)); do
     cmp_station "BENCH-$s"
 done
-prov 0 ca lot add LOT-BENCH --count $((STATIONS * (N * 3 + CG_N) + 10)) \
+prov 0 ca lot add LOT-BENCH --count $((STATIONS * (N * 4 + CG_N) + 10)) \
     $(for ((s = 1; s <= STATIONS; s++)); do printf -- '--station BENCH-%d ' "$s"; done)
 
 # ---- floor: the same issue path in one process, before the service holds the CA ------------
@@ -119,16 +132,20 @@ connects=$(cat "$WORK"/in/*/est.codes | awk '{ n += $2 } END { print n }')
 [ "$(cmp_issued)" -eq $((before + STATIONS * N)) ] || fail "EST: not every certificate issued"
 
 # service_sched: the service's time on a core and its time runnable but waiting for one so far,
-# in nanoseconds (/proc/PID/schedstat, the kernel's scheduler statistics)
-service_sched() { cut -d' ' -f1-2 "/proc/$CMP_PID/schedstat"; }
+# in nanoseconds, summed over its threads (/proc/PID/task/TID/schedstat, the kernel's scheduler
+# statistics: the event loop and the workers)
+service_sched() {
+    cat /proc/"$CMP_PID"/task/*/schedstat 2>/dev/null |
+        awk '{ run += $1; wait += $2 } END { printf "%d %d\n", run, wait }'
+}
 
 # ---- CMP: bench_cmp_client, 8 stations' threads ---------------------------------------------
 # cmp_phase NAME [OPTIONS...]: one timed run of bench_cmp_client (its CN prefix NAME), every
 # certificate checked by it and counted in the CA index; sets cmp_s, cmp_conn, cmp_service_ms
 # (the service's CPU per certificate), cmp_client_ms (the client process's), cmp_busy (the
-# share of the client's timed part the service spent on a core: near 1, the service holds the
-# rate) and cmp_queued_ms (its time per certificate runnable but waiting for a core, which the
-# clients on the same cores took).
+# service's threads' time on a core over the client's timed part: the cores it kept busy on
+# average; near its workers' count, the service holds the rate) and cmp_queued_ms (their time
+# per certificate runnable but waiting for a core, which the clients on the same cores took).
 cmp_phase() {
     local name=$1 out before c0 c1 s0 s1
     shift
@@ -177,6 +194,14 @@ for i in 1 2; do
 done
 stop_pid "$CMP_PID"
 
+# ---- CMP kept alive again, the service with one worker: what the workers bring, same run -----
+cmp_serve --tls-cert "$WORK/server-ca/server.crt" --tls-key "$WORK/server-ca/server.key" \
+    --max-body 65536 --workers 1
+cmp_phase W -a
+cmp3_s=$cmp_s cmp3_conn=$cmp_conn cmp3_service_ms=$cmp_service_ms cmp3_client_ms=$cmp_client_ms
+cmp3_busy=$cmp_busy cmp3_queued_ms=$cmp_queued_ms
+stop_pid "$CMP_PID"
+
 # ---- with CA_SERVICE_CALLGRIND=1, untimed: instructions per certificate -----------------------
 # The floor and `ca serve` again under callgrind, for 8 x CG_N more certificates each (CMP ir +
 # certConf, kept alive), each counted from the function that does a request's work, so that
@@ -221,24 +246,32 @@ if [ "${CA_SERVICE_CALLGRIND:-0}" = 1 ]; then
 fi
 
 total=$((STATIONS * N))
+ca_token=SoftHSM2
+[ -n "${CA_HSM_SIGN_MS:-}" ] && ca_token="a network HSM model, $CA_HSM_SIGN_MS ms a signature"
 sub() { awk -v a="$1" -v b="$2" 'BEGIN { print a - b }'; }
 floor_rate=$(fdiv "$total" "$floor_s" 1)
 est_rate=$(fdiv "$total" "$(sub "$t1" "$t0")" 1)
 cmp1_rate=$(fdiv "$total" "$cmp1_s" 1)
 cmp2_rate=$(fdiv "$total" "$cmp2_s" 1)
-printf 'CA service, %d stations x %d certificates, one host (%s cores, load average %s), CA index: %s\n' \
-    "$STATIONS" "$N" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)" "${CA_INDEX:-sqlite}"
+cmp3_rate=$(fdiv "$total" "$cmp3_s" 1)
+printf 'CA service, %d stations x %d certificates, one host (%s cores, load average %s), CA index: %s, CA token: %s\n' \
+    "$STATIONS" "$N" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)" "${CA_INDEX:-sqlite}" \
+    "$ca_token"
 printf '  floor (bench_issue, the issue path in one process): %s s, %s certificates/s, CPU %s ms per certificate\n' \
     "$(fdiv "$floor_s" 1 2)" "$floor_rate" "$(fdiv "$(awk -v c="$floor_cpu" 'BEGIN { print c * 1000 }')" "$total" 2)"
 printf '  EST simpleenroll (curl, keep-alive, %d TLS connections): %s s, %s certificates/s, %s x the floor, service CPU %s ms per certificate\n' \
     "$connects" "$(fdiv "$(sub "$t1" "$t0")" 1 2)" "$est_rate" "$(fdiv "$est_rate" "$floor_rate" 2)" \
     "$(fdiv "$(awk -v a="$c1" -v b="$c0" 'BEGIN { print (a - b) * 1000 }')" "$total" 2)"
-printf '  CMP ir + certConf (bench_cmp_client, TLS, a connection per certificate: %d): %s s, %s certificates/s, %s x the floor, service CPU %s ms per certificate (client %s ms), service on a core %s of the time, waiting for one %s ms per certificate\n' \
+printf '  CMP ir + certConf (bench_cmp_client, TLS, a connection per certificate: %d): %s s, %s certificates/s, %s x the floor, service CPU %s ms per certificate (client %s ms), service on cores %s (average), waiting for one %s ms per certificate\n' \
     "$cmp1_conn" "$(fdiv "$cmp1_s" 1 2)" "$cmp1_rate" "$(fdiv "$cmp1_rate" "$floor_rate" 2)" \
     "$cmp1_service_ms" "$cmp1_client_ms" "$cmp1_busy" "$cmp1_queued_ms"
-printf '  CMP ir + certConf (bench_cmp_client, TLS, kept alive: %d connections): %s s, %s certificates/s, %s x the floor, service CPU %s ms per certificate (client %s ms), service on a core %s of the time, waiting for one %s ms per certificate\n' \
+printf '  CMP ir + certConf (bench_cmp_client, TLS, kept alive: %d connections): %s s, %s certificates/s, %s x the floor, service CPU %s ms per certificate (client %s ms), service on cores %s (average), waiting for one %s ms per certificate\n' \
     "$cmp2_conn" "$(fdiv "$cmp2_s" 1 2)" "$cmp2_rate" "$(fdiv "$cmp2_rate" "$floor_rate" 2)" \
     "$cmp2_service_ms" "$cmp2_client_ms" "$cmp2_busy" "$cmp2_queued_ms"
+printf '  CMP ir + certConf, kept alive, the service with --workers 1 (%d connections): %s s, %s certificates/s, %s x the floor, service CPU %s ms per certificate (client %s ms), service on cores %s (average), waiting for one %s ms per certificate; default workers / one: %s\n' \
+    "$cmp3_conn" "$(fdiv "$cmp3_s" 1 2)" "$cmp3_rate" "$(fdiv "$cmp3_rate" "$floor_rate" 2)" \
+    "$cmp3_service_ms" "$cmp3_client_ms" "$cmp3_busy" "$cmp3_queued_ms" \
+    "$(fdiv "$cmp2_rate" "$cmp3_rate" 2)"
 if [ "${CA_SERVICE_CALLGRIND:-0}" = 1 ]; then
     printf '  instructions per certificate (callgrind, %d certificates each): floor %s M (prov_issue_certificate), CMP service %s M (prov_cmp_server_handle_lot: ir + certConf), %s x the floor\n' \
         "$((STATIONS * CG_N))" "$(fdiv "$cg_floor" "$((STATIONS * CG_N * 1000000))" 2)" \

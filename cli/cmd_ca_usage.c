@@ -14,6 +14,7 @@ void cmd_ca_usage(FILE *f)
                "       provisioner ca crl [--json]\n"
                "       provisioner ca serve [--listen HOST:PORT] [--path PATH] [--tls-cert FILE\n"
                "                            --tls-key FILE] [--max-body BYTES] [--profile NAME]\n"
+               "                            [--workers N]\n"
                "       provisioner ca station add NAME --csr FILE --out FILE [--reissue]\n"
                "       provisioner ca station renew NAME --csr FILE --out FILE\n"
                "       provisioner ca station revoke NAME [--reason R]\n"
