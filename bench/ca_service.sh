@@ -13,7 +13,7 @@
 #   sending its N `ir` + `certConf` transactions through OpenSSL's CMP client over TLS: once
 #   as OpenSSL 3.0's client sends them (a new connection, a TLS handshake, per transaction),
 #   once with one kept-alive connection per station (as the EST curl), the service with its
-#   default workers (one per processor);
+#   default workers (4 per processor);
 # - then, untimed, `openssl cmp -cmd ir` for two certificates: the interop smoke;
 # - then CMP kept alive once more, the service started again with `--workers 1`: what the
 #   workers bring, in the same run.
@@ -24,6 +24,8 @@
 # BUILD_DIR/it-work/bench-ca-service; the service is stopped by its PID. Nothing is asserted
 # about time (bench/README.md): it fails only when a certificate is not issued or an answer
 # fails its check.
+# CA_SERVICE_WORKERS=N: the service's --workers for EST and the first two CMP phases (default:
+# its own, 4 per processor online); the last CMP phase has --workers 1.
 # CA_HSM_SIGN_MS=MS: the CA token modelled as a network HSM, every signature MS milliseconds
 # (tests/integration/pkcs11/latency_module.c, LATENCY_PARALLEL: its sessions served at once),
 # for the floor and the service alike; SoftHSM2 in process signs in about 0.05 ms.
@@ -83,7 +85,7 @@ floor_s=$(echo "$floor" | sed -n 's/.* s=\([0-9.]*\) .*/\1/p')
 floor_cpu=$(echo "$floor" | sed -n 's/.* cpu=\([0-9.]*\)$/\1/p')
 
 cmp_serve --tls-cert "$WORK/server-ca/server.crt" --tls-key "$WORK/server-ca/server.key" \
-    --max-body 65536
+    --max-body 65536 ${CA_SERVICE_WORKERS:+--workers "$CA_SERVICE_WORKERS"}
 EST=https://127.0.0.1:$CMP_PORT/.well-known/est
 
 # ---- inputs, before the clock: a curl config per station (bench_cmp_client makes its own) --

@@ -21,6 +21,7 @@
 #define SERVE_DEFAULT_PATH "/.well-known/cmp"
 #define SERVE_DEFAULT_MAX_BODY (256 * 1024)
 #define SERVE_MAX_WORKERS 64
+#define SERVE_WORKERS_PER_CPU 4
 
 const struct option cmd_ca_serve_opts[] = {
     {"listen", required_argument, NULL, 'l'},
@@ -63,8 +64,9 @@ static void usage(FILE *f)
             "  --tls-key FILE      ...and this PEM key\n"
             "  --max-body BYTES    a larger request is refused (413; default 262144)\n"
             "  --profile NAME      the profile certificates are issued under (default device)\n"
-            "  --workers N         CMP requests answered at once, 1 to 64 (default: the\n"
-            "                      processors online)\n");
+            "  --workers N         CMP requests answered at once, 1 to 64 (default: 4 per\n"
+            "                      processor online: a worker waiting for the HSM or\n"
+            "                      the disk holds no processor)\n");
 }
 
 static void log_line(void *arg, const char *line)
@@ -201,7 +203,8 @@ int cmd_ca_serve(int argc, char **argv)
         }
     }
     if (workers == 0) {
-        workers = sysconf(_SC_NPROCESSORS_ONLN);
+        /* a worker waiting for a network HSM's signature or the index's sync uses no core */
+        workers = SERVE_WORKERS_PER_CPU * sysconf(_SC_NPROCESSORS_ONLN);
         workers = workers < 1 ? 1 : workers > SERVE_MAX_WORKERS ? SERVE_MAX_WORKERS : workers;
     }
     http.workers = (int)workers;
