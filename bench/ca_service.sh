@@ -138,7 +138,7 @@ connects=$(cat "$WORK"/in/*/est.codes | awk '{ n += $2 } END { print n }')
 # statistics: the event loop and the workers)
 service_sched() {
     cat /proc/"$CMP_PID"/task/*/schedstat 2>/dev/null |
-        awk '{ run += $1; wait += $2 } END { printf "%d %d\n", run, wait }'
+        awk '{ run += $1; wait += $2 } END { printf "%.0f %.0f\n", run, wait }'
 }
 
 # ---- CMP: bench_cmp_client, 8 stations' threads ---------------------------------------------
