@@ -253,7 +253,9 @@ struct txn {
     char now[32];
 };
 
-static int txn_begin(struct prov_journal *j, long long lot_id, const char *serial, struct txn *t)
+/* is_deferred: the store's begin_deferred (journal_store.h) when it has one. */
+static int txn_begin_as(struct prov_journal *j, long long lot_id, const char *serial,
+                        bool is_deferred, struct txn *t)
 {
     struct journal_store *s = j->store;
     int r;
@@ -261,7 +263,8 @@ static int txn_begin(struct prov_journal *j, long long lot_id, const char *seria
     memset(t, 0, sizeof(*t));
     t->s = s;
     pthread_mutex_lock(&j->lock);
-    r = s->ops->begin(s);
+    r = is_deferred && s->ops->begin_deferred != NULL ? s->ops->begin_deferred(s)
+                                                      : s->ops->begin(s);
     if (r == 0) {
         r = s->ops->lot_name(s, lot_id, t->lot, sizeof(t->lot));
         r = r ? r : s->ops->row_get(s, lot_id, serial, &t->d, &t->dev_id, &t->cert_id);
@@ -275,6 +278,11 @@ static int txn_begin(struct prov_journal *j, long long lot_id, const char *seria
     }
     journal_now(t->now, sizeof(t->now));
     return 0;
+}
+
+static int txn_begin(struct prov_journal *j, long long lot_id, const char *serial, struct txn *t)
+{
+    return txn_begin_as(j, lot_id, serial, false, t);
 }
 
 /*
@@ -683,7 +691,8 @@ struct state_change {
  * ch in one transaction, the last one's audit detail followed by note when given.
  */
 static int simple_transition(struct prov_journal *j, long long lot_id, const char *serial,
-                             const struct state_change *ch, size_t n, const char *note)
+                             const struct state_change *ch, size_t n, bool is_deferred,
+                             const char *note)
 {
     enum prov_journal_state through[2];
     struct txn t;
@@ -695,7 +704,7 @@ static int simple_transition(struct prov_journal *j, long long lot_id, const cha
     for (size_t i = 0; i < n; i++) {
         through[i] = ch[i].to;
     }
-    r = txn_begin(j, lot_id, serial, &t);
+    r = txn_begin_as(j, lot_id, serial, is_deferred, &t);
     if (r < 0) {
         return r;
     }
@@ -710,12 +719,12 @@ static const struct state_change to_proven = {PROV_JOURNAL_PROVEN, may_prove};
 
 int prov_journal_record_stored(struct prov_journal *j, long long lot_id, const char *serial)
 {
-    return simple_transition(j, lot_id, serial, &to_stored, 1, NULL);
+    return simple_transition(j, lot_id, serial, &to_stored, 1, false, NULL);
 }
 
 int prov_journal_record_proven(struct prov_journal *j, long long lot_id, const char *serial)
 {
-    return simple_transition(j, lot_id, serial, &to_proven, 1, NULL);
+    return simple_transition(j, lot_id, serial, &to_proven, 1, false, NULL);
 }
 
 /*
@@ -725,12 +734,19 @@ int prov_journal_record_proven(struct prov_journal *j, long long lot_id, const c
  * resume (batch_row.c, complete_from_journal) compares or rewrites the storage, records stored
  * and proves exactly as it does for a row left stored. The crash and pause hooks of both
  * states fire after the commit, stored first.
+ *
+ * For the same reason the commit need not be on disk when it returns, and is not synced
+ * (the store's begin_deferred): losing it to a power cut is that same crash before it. It
+ * reaches the disk with the journal's next durable commit (the next row's intent, the run's
+ * end) or the close. The storage files and the CA index's "delivered" were made durable
+ * before it (batch_row.c, finish), so the proven row the disk may hold is never ahead of
+ * them; nothing outside the journal waits for this record being on disk.
  */
 int prov_journal_record_stored_proven(struct prov_journal *j, long long lot_id, const char *serial)
 {
     const struct state_change both[] = {to_stored, to_proven};
 
-    return simple_transition(j, lot_id, serial, both, 2, NULL);
+    return simple_transition(j, lot_id, serial, both, 2, true, NULL);
 }
 
 int prov_journal_record_proven_over(struct prov_journal *j, long long lot_id, const char *serial,
@@ -739,7 +755,7 @@ int prov_journal_record_proven_over(struct prov_journal *j, long long lot_id, co
     char note[600];
 
     snprintf(note, sizeof(note), "mtls=%s", url);
-    return simple_transition(j, lot_id, serial, &to_proven, 1, note);
+    return simple_transition(j, lot_id, serial, &to_proven, 1, false, note);
 }
 
 int prov_journal_record_failed(struct prov_journal *j, long long lot_id, const char *serial,

@@ -35,12 +35,56 @@ static void sqlite_rollback(struct journal_sqlite *j)
     sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
+/*
+ * Back to synchronous=FULL after a deferred transaction. SQLite refuses to change the level
+ * inside a transaction, so it is set around one; should it fail here, every later begin tries
+ * again and refuses to start a transaction until it is FULL: no transition that must be on disk
+ * when it returns ever commits at NORMAL.
+ */
+static int sync_full_again(struct journal_sqlite *j)
+{
+    if (j->is_sync_deferred) {
+        if (sqlite3_exec(j->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL) != SQLITE_OK) {
+            return journal_db_fail(j, "cannot set synchronous=FULL again");
+        }
+        j->is_sync_deferred = false;
+    }
+    return 0;
+}
+
 static int sqlite_begin(struct journal_store *s)
 {
     struct journal_sqlite *j = journal_sqlite_of(s);
+    int r = sync_full_again(j);
 
+    if (r < 0) {
+        return r;
+    }
     if (journal_exec(j, "BEGIN IMMEDIATE", "") != SQLITE_DONE) {
         return journal_db_fail(j, "begin");
+    }
+    return 0;
+}
+
+/*
+ * In WAL mode synchronous=NORMAL commits without syncing the WAL; the commit's frames are
+ * whole or ignored after a power cut (their checksums), and the next commit at FULL, which
+ * syncs the whole WAL file, or the checkpoint at close, puts them on disk with its own.
+ */
+static int sqlite_begin_deferred(struct journal_store *s)
+{
+    struct journal_sqlite *j = journal_sqlite_of(s);
+    int r = sync_full_again(j);
+
+    if (r < 0) {
+        return r;
+    }
+    if (sqlite3_exec(j->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL) != SQLITE_OK) {
+        return journal_db_fail(j, "cannot set synchronous=NORMAL");
+    }
+    j->is_sync_deferred = true;
+    if (journal_exec(j, "BEGIN IMMEDIATE", "") != SQLITE_DONE) {
+        return journal_db_fail(j, "begin"); /* the next begin sets FULL again */
     }
     return 0;
 }
@@ -51,14 +95,16 @@ static int sqlite_end(struct journal_store *s, int r)
 
     if (r != 0) {
         sqlite_rollback(j);
-        return r;
-    }
-    if (journal_exec(j, "COMMIT", "") != SQLITE_DONE) {
+    } else if (journal_exec(j, "COMMIT", "") != SQLITE_DONE) {
         r = journal_db_fail(j, "commit");
         sqlite_rollback(j);
-        return r;
     }
-    return 0;
+    /* the outcome stands whatever this says: a failure here fails the next begin instead */
+    if (j->is_sync_deferred &&
+        sqlite3_exec(j->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL) == SQLITE_OK) {
+        j->is_sync_deferred = false;
+    }
+    return r;
 }
 
 /*
@@ -872,6 +918,7 @@ static const struct journal_store_ops sqlite_ops = {
     .close = sqlite_close,
     .begin = sqlite_begin,
     .end = sqlite_end,
+    .begin_deferred = sqlite_begin_deferred,
     .lot_name = sqlite_lot_name,
     .lot_find = sqlite_lot_find,
     .lot_insert = sqlite_lot_insert,

@@ -39,6 +39,7 @@ struct journal_sqlite {
     int lock_fd;
     pthread_mutex_t stmt_lock; /* guards stmts: reads may run outside a transaction */
     int schema_version;        /* meta "schema": what the reads may ask for */
+    bool is_sync_deferred;     /* synchronous=NORMAL set for the transaction (begin_deferred) */
     struct journal_stmt stmts[JOURNAL_STMT_CACHE];
 };
 

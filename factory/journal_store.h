@@ -123,6 +123,13 @@ struct journal_store_ops {
     int (*begin)(struct journal_store *s);
     /* Commits when r is 0, else rolls back; returns the outcome (r when rolled back). */
     int (*end)(struct journal_store *s, int r);
+    /*
+     * Optional (NULL: begin). A transaction whose commit need not be on disk when end returns:
+     * it is whole or absent after a power cut, and on disk once any later transaction of the
+     * store has committed durably (or the store is closed). Only for a transition whose loss
+     * leaves a state that resumes the same way (journal.c, prov_journal_record_stored_proven).
+     */
+    int (*begin_deferred)(struct journal_store *s);
 
     /* Inside a transaction. */
     int (*lot_name)(struct journal_store *s, long long lot_id, char *out, size_t cap);
