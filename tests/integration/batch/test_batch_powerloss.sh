@@ -92,9 +92,11 @@ journal_q "SELECT d.serial || ' ' || c.cert_serial FROM device d JOIN certificat
 prov 0 batch b.csv --jobs 1 --no-progress
 assert_grep "$PROV_OUT" '^5 rows: 0 issued, 5 already-issued, 0 failed '
 
-# each certificate once in the index, every one delivered; no certificate abandoned
-assert_eq "$(sql_q "$INDEX" "SELECT count(*) FROM certificate WHERE serial LIKE 'SN-%'")" 11 \
-    "certificates in the CA index"
+# every row's certificate delivered in the index; any other one there is one the CA signed
+# for a row whose issued the first cut caught before its commit (the worker goes on beside
+# the storage stage), which the resume's new certificate superseded (doc/journal.md)
 assert_eq "$(sql_q "$INDEX" "SELECT count(*) FROM certificate WHERE serial LIKE 'SN-%' AND status = 'delivered'")" \
     11 "delivered certificates in the CA index"
+assert_eq "$(sql_q "$INDEX" "SELECT count(*) FROM certificate WHERE serial LIKE 'SN-%'
+    AND status NOT IN ('delivered', 'superseded')")" 0 "certificates neither delivered nor superseded"
 it_log "pass"
