@@ -9,7 +9,8 @@
 
 /*
  * The batch journal (doc/journal.md): an SQLite file in WAL mode with synchronous=FULL, so that a
- * transition is on disk when its call returns. Each device row walks
+ * transition is on disk when its call returns (all but stored+proven, below). Each device
+ * row walks
  *
  *     intent --> issued --> stored --> proven
  *       |          |          |          |
@@ -241,7 +242,9 @@ int prov_journal_record_proven(struct prov_journal *j, long long lot_id, const c
 /*
  * stored and proven in one transaction (two audit records, one commit): for a writer that
  * checks the identity it has just written and records nothing in between (the batch's
- * storage stage). From any state stored is legal from.
+ * storage stage). From any state stored is legal from. Not synced when it returns (doc/journal.md,
+ * "Which commits are synced"): lost to a power cut, the row is left as it was, which resumes
+ * the same way; the next synced transition or the close puts it on disk.
  */
 int prov_journal_record_stored_proven(struct prov_journal *j, long long lot_id, const char *serial);
 

@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The journal's first store (journal_store.h): one SQLite file in WAL mode with
- * synchronous=FULL, so that a transaction is on disk when its commit returns; BEGIN IMMEDIATE
- * and a busy timeout serialize writers across processes, and flock on files beside the
- * database says who may write at all (the writer lock) and which station works on a row (row
- * locks). The schema is made and upgraded here, step by step. One connection per journal;
+ * synchronous=FULL, so that a transaction is on disk when its commit returns (but for
+ * begin_deferred's, at NORMAL); BEGIN IMMEDIATE and a busy timeout serialize writers across
+ * processes, and flock on files beside the database says who may write at all (the writer
+ * lock) and which station works on a row (row locks). The schema is made and upgraded here, step by step. One connection per journal;
  * the journal's mutex (journal.c) serializes the transactions on it.
  */
 #include "journal_sqlite.h"
