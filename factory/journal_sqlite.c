@@ -4,8 +4,9 @@
  * synchronous=FULL, so that a transaction is on disk when its commit returns (but for
  * begin_deferred's, at NORMAL); BEGIN IMMEDIATE and a busy timeout serialize writers across
  * processes, and flock on files beside the database says who may write at all (the writer
- * lock) and which station works on a row (row locks). The schema is made and upgraded here, step by step. One connection per journal;
- * the journal's mutex (journal.c) serializes the transactions on it.
+ * lock) and which station works on a row (row locks). The schema is made and upgraded here,
+ * step by step. One connection per journal; the journal's mutex (journal.c) serializes the
+ * transactions on it.
  */
 #include "journal_sqlite.h"
 
