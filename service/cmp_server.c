@@ -486,14 +486,14 @@ int prov_cmp_server_handle_lot(struct prov_cmp_server *srv, const char *lot,
                      "refused: replay of a finished transaction");
         }
         action = REFUSE_RECORDED;
-    } else if (!starts_transaction(type) && (t == NULL || t->ctx == NULL)) {
-        outcome_set(oc, "refused: %s for %s transaction", body_name(type),
-                    t == NULL ? "an unknown" : "a finished");
-        action = REFUSE_RECORDED;
     } else if (t != NULL && t->is_busy) {
         /* a client sends the next message once it has the answer to the last one */
         outcome_set(oc, "refused: %s while the transaction's last message is being answered",
                     body_name(type));
+        action = REFUSE_RECORDED;
+    } else if (!starts_transaction(type) && (t == NULL || t->ctx == NULL)) {
+        outcome_set(oc, "refused: %s for %s transaction", body_name(type),
+                    t == NULL ? "an unknown" : "a finished");
         action = REFUSE_RECORDED;
     } else if (t == NULL) {
         t = calloc(1, sizeof(*t));
@@ -688,7 +688,13 @@ static void remember_unavailable(struct prov_cmp_server *srv, struct txn *scratc
     memcpy(t->id, ASN1_STRING_get0_data(tid), t->id_len);
     t->signer_expires = scratch->signer_expires;
     t->last = now;
-    t->is_unrecorded = true;
+    /*
+     * The CA may be open again already (a queued request answered "unavailable" after the
+     * keeper re-opened it): then the index remembers the ID now, as set_ca does for the others.
+     */
+    t->is_unrecorded = srv->ca == NULL || prov_ca_replay_remember(srv->ca->index, t->id,
+                                                                  t->id_len, now,
+                                                                  t->signer_expires) != 0;
     pthread_mutex_lock(&srv->lock);
     if (txn_find(srv, tid) != NULL) {
         free(t); /* a worker's transaction took the ID meanwhile */

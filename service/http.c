@@ -36,6 +36,8 @@
 #define CRL_CONTENT_TYPE "application/pkix-crl"
 
 #define RETRY_AFTER_S "1"
+/* CMP requests waiting for or with the workers, per worker, beyond which 503 is answered */
+#define QUEUE_PER_WORKER 16
 #define DRAIN_QUIET_MS 1000
 #define DRAIN_MAX_S 30
 
@@ -52,6 +54,7 @@ struct job {
     char peer[64]; /* for the log line, read while the connection was there */
     unsigned port;
     bool is_unavailable; /* the CA was not up when it came: answered so by the loop */
+    bool is_again;       /* handed to the workers a second time (finish_cmp) */
     /* the worker's */
     int r;
     unsigned char *rsp;
@@ -187,6 +190,31 @@ static void reply_plain(struct service *sv, struct evhttp_request *req, int stat
     snprintf(oc.result, sizeof(oc.result), "refused: %s", why);
     evhttp_send_error(req, status, reason);
     log_request(sv, req, status, &oc, in, 0);
+}
+
+/* 503 with Retry-After (evhttp_send_error would drop the header): the workers' queue is full. */
+static void reply_busy(struct service *sv, struct evhttp_request *req, size_t in)
+{
+    static const char text[] = "busy: every worker's queue is full; retry later\n";
+    struct evkeyvalq *headers = evhttp_request_get_output_headers(req);
+    struct evbuffer *out = evbuffer_new();
+    struct prov_cmp_outcome oc;
+
+    memset(&oc, 0, sizeof(oc));
+    snprintf(oc.body, sizeof(oc.body), "-");
+    snprintf(oc.station, sizeof(oc.station), "-");
+    snprintf(oc.serial, sizeof(oc.serial), "-");
+    snprintf(oc.result, sizeof(oc.result), "refused: busy: every worker's queue is full");
+    if (out == NULL || evbuffer_add(out, text, sizeof(text) - 1) != 0) {
+        evbuffer_free(out);
+        evhttp_send_error(req, HTTP_SERVUNAVAIL, "Service Unavailable");
+    } else {
+        evhttp_add_header(headers, "Retry-After", RETRY_AFTER_S);
+        evhttp_add_header(headers, "Content-Type", "text/plain");
+        evhttp_send_reply(req, HTTP_SERVUNAVAIL, "Service Unavailable", out);
+        evbuffer_free(out);
+    }
+    log_request(sv, req, HTTP_SERVUNAVAIL, &oc, in, 0);
 }
 
 /* The TLS client certificate of req's connection (a reference), and what else it sent. */
@@ -482,6 +510,8 @@ static void job_free(struct job *j)
     free(j);
 }
 
+static void submit(struct service *sv, struct job *j);
+
 /*
  * A job's answer sent, on the loop: the worker's, or "CA unavailable" when the CA was not
  * up for it (then, or because the request failed on the CA token: went_unavailable). Frees j.
@@ -495,6 +525,14 @@ static void finish_cmp(struct service *sv, struct job *j)
     bool up = !j->is_unavailable && j->r != PROV_ERR_DEVICE_REMOVED;
     int r = j->r;
 
+    if (j->r == PROV_ERR_DEVICE_REMOVED && !j->is_unavailable && !j->is_again &&
+        prov_ca_keeper_available(sv->keeper, time(NULL), &why)) {
+        /* it waited in the queue while the CA went and came back: answered by the new one */
+        j->is_again = true;
+        submit(sv, j);
+        return;
+    }
+    why = NULL;
     if (up && r != PROV_ERR_INPUT &&
         went_unavailable(sv, r < 0 ? HTTP_INTERNAL : HTTP_OK, &j->oc, &why)) {
         up = false;
@@ -553,7 +591,8 @@ static void *worker(void *arg)
         while (p->todo == NULL && !p->is_stopping) {
             pthread_cond_wait(&p->more, &p->lock);
         }
-        j = p->todo;
+        /* stopping: what is still queued is not started (pool_stop frees it) */
+        j = p->is_stopping ? NULL : p->todo;
         if (j != NULL) {
             p->todo = j->next;
             if (p->todo == NULL) {
@@ -662,8 +701,9 @@ static int pool_start(struct service *sv, int n)
 }
 
 /*
- * Stops the workers once they have taken every job (the loop has stopped: any answer not yet
- * sent is dropped with its job; libevent frees the requests with their connections).
+ * Stops the workers once each has finished the job it holds (the loop has stopped: the jobs
+ * still queued and the answers not yet sent are dropped; libevent frees the requests with
+ * their connections).
  */
 static void pool_stop(struct service *sv)
 {
@@ -675,6 +715,12 @@ static void pool_stop(struct service *sv)
     pthread_mutex_unlock(&p->lock);
     for (int i = 0; i < p->n_threads; i++) {
         pthread_join(p->threads[i], NULL);
+    }
+    while (p->todo != NULL) {
+        struct job *j = p->todo;
+
+        p->todo = j->next;
+        job_free(j);
     }
     while (p->done != NULL) {
         struct job *j = p->done;
@@ -733,6 +779,11 @@ static void on_request(struct evhttp_request *req, void *arg)
                     : r == HTTP_BADMETHOD ? "Method Not Allowed"
                                           : "Unsupported Media Type",
                     why, len);
+        return;
+    }
+    if (sv->pool.in_flight >= (size_t)sv->pool.n_threads * QUEUE_PER_WORKER) {
+        /* each waiting request holds its body: past this, the next is asked to come back */
+        reply_busy(sv, req, len);
         return;
     }
     j = job_new(req, lot, body, len);
@@ -816,11 +867,14 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
                                              "ones until they are quiet");
         }
     }
-    /* a request a worker holds is always answered, even past DRAIN_MAX_S */
-    if (sv->is_draining && sv->pool.in_flight == 0 &&
-        (ms_since(&sv->last_request, &now) >= DRAIN_QUIET_MS ||
-         ms_since(&sv->drain_start, &now) >= DRAIN_MAX_S * 1000) &&
-        ms_since(&sv->drain_start, &now) >= DRAIN_QUIET_MS) {
+    /*
+     * Quiet, and nothing with the workers; or DRAIN_MAX_S over: then what is still queued is
+     * dropped, and the requests the workers hold end with them (pool_stop).
+     */
+    if (sv->is_draining &&
+        ((sv->pool.in_flight == 0 && ms_since(&sv->last_request, &now) >= DRAIN_QUIET_MS &&
+          ms_since(&sv->drain_start, &now) >= DRAIN_QUIET_MS) ||
+         ms_since(&sv->drain_start, &now) >= DRAIN_MAX_S * 1000)) {
         event_base_loopexit(sv->base, NULL);
     }
 }

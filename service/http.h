@@ -17,7 +17,7 @@
  * CRLs and /status; CMP requests go to opts->workers threads, which answer several at once
  * (service/cmp_server_int.h: what each lock guards), and their answers come back to the loop
  * to be sent. SIGTERM or SIGINT (recorded by provisioner/support/interrupt.c) is looked at
- * by the loop; a request a worker holds is always answered.
+ * by the loop; a request a worker holds is always finished (http.c, pool_stop).
  */
 struct prov_http_opts {
     const char *listen;   /* "HOST:PORT" (IPv4, or [IPv6]:PORT) */
@@ -70,7 +70,8 @@ int prov_http_cmp_route(const char *path, const char *cmp_path, bool is_post, co
 /*
  * Serves until SIGTERM or SIGINT, then drains: the listening socket is closed, requests that
  * arrive on connections already open are still answered (with "Connection: close"), and the
- * service returns 0 once none has come for a second, or after 30 s at most.
+ * service returns 0 once none has come for a second and the workers hold none, or after 30 s
+ * at most (requests still queued then are dropped; those the workers hold are finished).
  * SIGHUP reads the configuration again (opts->reload) and loads the TLS certificate and key
  * again from their files for new connections (one log line each: reloaded, or why not and
  * that the old ones stay). GET /status from a loopback

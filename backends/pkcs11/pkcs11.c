@@ -696,10 +696,13 @@ CK_SESSION_HANDLE prov_pkcs11_session_take(struct p11_dev *d)
                 break;
             }
             h = CK_INVALID_HANDLE;
-            d->has_no_more_sessions = true; /* CKR_SESSION_COUNT and the like: wait instead */
-            prov_debug("pkcs11", "token %s: no more sessions (%s): signatures wait for one",
-                       d->label, prov_pkcs11_rv_name(rv));
-            continue;
+            if (rv == CKR_SESSION_COUNT || rv == CKR_SESSION_PARALLEL_NOT_SUPPORTED) {
+                d->has_no_more_sessions = true; /* the token's limit: wait for one from now on */
+                prov_debug("pkcs11", "token %s: no more sessions (%s): signatures wait for one",
+                           d->label, prov_pkcs11_rv_name(rv));
+                continue;
+            }
+            /* anything else (the token gone, say): wait for a session this time */
         }
         pthread_cond_wait(&d->sign_free, &d->sign_lock);
     }
@@ -707,16 +710,28 @@ CK_SESSION_HANDLE prov_pkcs11_session_take(struct p11_dev *d)
     return h;
 }
 
-void prov_pkcs11_session_put(struct p11_dev *d, CK_SESSION_HANDLE h)
+void prov_pkcs11_session_put(struct p11_dev *d, CK_SESSION_HANDLE h, CK_RV rv)
 {
+    bool is_dead = rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED;
+
     pthread_mutex_lock(&d->sign_lock);
     if (h == d->session) {
-        d->is_session_taken = false;
+        d->is_session_taken = false; /* the device's own: a dead one is the keeper's to see */
     }
     for (size_t i = 0; i < d->n_spare; i++) {
-        if (d->spare[i] == h) {
+        if (d->spare[i] != h) {
+            continue;
+        }
+        if (is_dead) {
+            /* a spare the token let go (a network HSM's idle timeout): out of the pool */
+            (void)d->fl->C_CloseSession(h);
+            d->n_spare--;
+            d->spare[i] = d->spare[d->n_spare];
+            d->is_spare_taken[i] = d->is_spare_taken[d->n_spare];
+        } else {
             d->is_spare_taken[i] = false;
         }
+        break;
     }
     pthread_cond_signal(&d->sign_free);
     pthread_mutex_unlock(&d->sign_lock);

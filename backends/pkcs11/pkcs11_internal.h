@@ -54,9 +54,13 @@ struct p11_dev {
     bool is_spare_taken[P11_SIGN_SESSIONS];
 };
 
-/* A session of d to sign on, taken from the pool (its comment above); given back with put. */
+/*
+ * A session of d to sign on, taken from the pool (its comment above); given back with put,
+ * with the last call's rv: a spare the token says is gone (CKR_SESSION_HANDLE_INVALID,
+ * CKR_SESSION_CLOSED) leaves the pool, and the next thread opens another.
+ */
 CK_SESSION_HANDLE prov_pkcs11_session_take(struct p11_dev *d);
-void prov_pkcs11_session_put(struct p11_dev *d, CK_SESSION_HANDLE h);
+void prov_pkcs11_session_put(struct p11_dev *d, CK_SESSION_HANDLE h, CK_RV rv);
 
 /* The state behind struct prov_key.priv. */
 struct p11_key {

@@ -718,7 +718,7 @@ int prov_pkcs11_key_props(struct prov_device *dev, struct prov_key *key, struct 
     /* the CA service looks at its CA key this way while workers sign (struct p11_dev) */
     session = prov_pkcs11_session_take(d);
     rv = d->fl->C_GetAttributeValue(session, k->priv, tmpl, N_PROPS);
-    prov_pkcs11_session_put(d, session);
+    prov_pkcs11_session_put(d, session, rv);
     /* An attribute the key type lacks comes back unavailable and counts as false. */
     if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID && rv != CKR_ATTRIBUTE_SENSITIVE) {
         return prov_pkcs11_fail_rv(dev, "C_GetAttributeValue", rv);
@@ -789,11 +789,11 @@ int prov_pkcs11_sign(struct prov_device *dev, struct prov_key *key, enum prov_si
     session = prov_pkcs11_session_take(d);
     rv = d->fl->C_SignInit(session, &m, k->priv);
     if (rv != CKR_OK) {
-        prov_pkcs11_session_put(d, session);
+        prov_pkcs11_session_put(d, session, rv);
         return prov_pkcs11_fail_rv(dev, "C_SignInit", rv);
     }
     rv = d->fl->C_Sign(session, (CK_BYTE_PTR)in, in_len, buf, &len);
-    prov_pkcs11_session_put(d, session);
+    prov_pkcs11_session_put(d, session, rv);
     if (rv != CKR_OK) {
         return prov_pkcs11_fail_rv(dev, "C_Sign", rv);
     }

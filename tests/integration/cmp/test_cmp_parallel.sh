@@ -14,6 +14,8 @@
 #   issuing transaction, provisioner/pki/ca_index.c, which it-cmp-pair shows for two hosts);
 # - one `ir` sent twice at once (the same bytes, two curl): one transaction, one certificate,
 #   the other copy refused as a transactionID in use, with an audit record;
+# - 24 requests at once on one worker: past 16 queued, 503 with Retry-After, the rest
+#   answered;
 # - the same with a CA token that opens no more sessions (pkcs11/fault_module.c
 #   FAULT_MAX_SESSIONS): the workers' signatures wait for the one it has, and all succeed;
 # - a station's own batch at --jobs 2 on one device token (factory/batch.c's second worker):
@@ -147,6 +149,35 @@ assert_file "$WORK/latency-serve.txt"
 at_once=$(sed -n 's/.* max_at_once=\([0-9]*\)$/\1/p' "$WORK/latency-serve.txt" | tail -n1)
 [ "${at_once:-0}" -ge 2 ] ||
     fail "the CA token never signed for two workers at once: $(cat "$WORK/latency-serve.txt")"
+
+# ---- a full queue: past 16 requests per worker, 503 with Retry-After -------------------------
+# one worker, the CA token slowed: 24 copies of the ir written above sent at once
+PROVISIONER_CONFIG=$WORK/slow.cnf cmp_serve LATENCY_TARGET="$SOFTHSM_MODULE" \
+    LATENCY_SIGN_MS=300 LATENCY_TOKENS=provisioner-ca --workers 1
+pids=()
+for c in $(seq 1 24); do
+    curl -sS -D "$WORK/flood-$c.head" -o /dev/null -w '%{http_code}\n' \
+        -H 'Content-Type: application/pkixcmp' --data-binary "@$WORK/twice.der" \
+        "http://127.0.0.1:$CMP_PORT/.well-known/cmp" >"$WORK/flood-$c.code" \
+        2>"$WORK/log/flood-$c.err" &
+    pids+=($!)
+done
+for p in "${pids[@]}"; do
+    wait "$p" || fail "a flooding curl failed: $(cat "$WORK"/log/flood-*.err | head -n2)"
+done
+busy=$(cat "$WORK"/flood-*.code | grep -c '^503$' || true)
+answered=$(cat "$WORK"/flood-*.code | grep -c '^200$' || true)
+[ "$busy" -ge 1 ] || fail "24 requests at once on one worker: none answered 503"
+[ "$answered" -ge 16 ] || fail "only $answered of 24 answered (16 fit the queue)"
+assert_eq $((busy + answered)) 24 "every request answered 200 or 503"
+for c in $(seq 1 24); do
+    if [ "$(cat "$WORK/flood-$c.code")" = 503 ]; then
+        grep -qi '^Retry-After: 1' "$WORK/flood-$c.head" || fail "a 503 without Retry-After"
+    fi
+done
+assert_grep "$CMP_LOG" 'outcome="refused: busy: every worker.s queue is full"' "the 503s are logged"
+answering >/dev/null # still serving
+cmp_stop
 
 # ---- a CA token that opens no more sessions: the signatures wait for the one it has ----------
 sed "s|^pkcs11_module = .*|pkcs11_module = $PROV_FAULT_MODULE|" "$PROVISIONER_CONFIG" \
