@@ -436,12 +436,12 @@ static OSSL_CMP_PKISI *key_update(struct txn *t, const OSSL_CMP_MSG *req,
     if (r == 0) {
         memset(&rq, 0, sizeof(rq));
         rq.serial = t->serial;
-        rq.profile = srv->profile;
+        rq.profile = t->profile;
         rq.record.issued_by = "cmp:kur";
         rq.record.is_reissue = true;
         record_with(&rq, t);
         prov_error_clear();
-        r = prov_issue_certificate_for_key(srv->cfg, srv->ca, pub, &rq, &cert);
+        r = prov_issue_certificate_for_key(t->cfg, srv->ca, pub, &rq, &cert);
     }
     EVP_PKEY_free(pub);
     if (r < 0) {
@@ -519,7 +519,7 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
     memset(&ask, 0, sizeof(ask));
     ask.serial = t->serial;
     ask.lot = t->lot[0] != '\0' ? t->lot : NULL;
-    ask.profile = srv->profile->name;
+    ask.profile = t->profile->name;
     ask.is_reissue = OSSL_CMP_MSG_get_bodytype(req) == BODY_CR;
     prov_error_clear();
     r = prov_ca_registry_admit(srv->ca->index, t->station, station,
@@ -543,13 +543,13 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
         EVP_PKEY_free(pub);
         return answer_cert(t, cert, chain_out, cert_out, "issued before (a retry)");
     }
-    prov_ca_registry_request(&ask, srv->profile, by, spki, &rq);
+    prov_ca_registry_request(&ask, t->profile, by, spki, &rq);
     record_with(&rq, t);
     prov_error_clear();
     if (p10cr != NULL) {
-        r = prov_issue_certificate(srv->cfg, srv->ca, (X509_REQ *)p10cr, &rq, &cert);
+        r = prov_issue_certificate(t->cfg, srv->ca, (X509_REQ *)p10cr, &rq, &cert);
     } else {
-        r = prov_issue_certificate_for_key(srv->cfg, srv->ca, pub, &rq, &cert);
+        r = prov_issue_certificate_for_key(t->cfg, srv->ca, pub, &rq, &cert);
     }
     EVP_PKEY_free(pub);
     if (r < 0) {

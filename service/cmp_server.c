@@ -433,6 +433,8 @@ int prov_cmp_server_handle_lot(struct prov_cmp_server *srv, const char *lot,
     X509 *signer;
     struct txn *t;
     bool is_locked = true; /* ca_lock, once taken below */
+    const struct prov_config *cfg;
+    const struct prov_profile *profile;
     enum { REFUSE, REFUSE_RECORDED, START, CONTINUE, NOMEM } action;
     int type;
     int r;
@@ -471,6 +473,8 @@ int prov_cmp_server_handle_lot(struct prov_cmp_server *srv, const char *lot,
      * twice at once starts one transaction, and a transaction handles one message at a time.
      */
     pthread_mutex_lock(&srv->lock);
+    cfg = srv->cfg;
+    profile = srv->profile;
     expire(srv, now);
     t = tid != NULL ? txn_find(srv, tid) : NULL;
     if (tid == NULL || ASN1_STRING_length(tid) < TID_MIN || ASN1_STRING_length(tid) > TID_MAX) {
@@ -548,6 +552,8 @@ int prov_cmp_server_handle_lot(struct prov_cmp_server *srv, const char *lot,
         answer = refuse(srv, with_extra(der, len, req, is_lean, &whole), oc);
     } else {
         t->oc = oc;
+        t->cfg = cfg;
+        t->profile = profile;
         t->last = now;
         outcome_set(oc, "%s", NOT_VERIFIED);
         pin(t, signer, is_new);
@@ -642,10 +648,11 @@ int prov_cmp_server_set_config(struct prov_cmp_server *srv, const struct prov_co
         return prov_fail(PROV_ERR_CONFIG, "profile \"%s\": not in %s (no [profile_%s] section)",
                          srv->profile->name, cfg->path, srv->profile->name);
     }
-    pthread_rwlock_wrlock(&srv->ca_lock); /* no request is being answered meanwhile */
+    /* the requests being answered keep theirs (the caller keeps old configs until exit) */
+    pthread_mutex_lock(&srv->lock);
     srv->cfg = cfg;
     srv->profile = p;
-    pthread_rwlock_unlock(&srv->ca_lock);
+    pthread_mutex_unlock(&srv->lock);
     /* a reload (SIGHUP) starts afresh: every certificate's chain is verified again */
     prov_cmp_station_cache_clear(srv->stations);
     return 0;

@@ -64,8 +64,9 @@ void prov_cmp_server_set_ca(struct prov_cmp_server *srv, struct prov_ca *ca, X50
 
 /*
  * The configuration the server issues with, read again (SIGHUP, service/ca_keeper.c): cfg
- * (borrowed, as at prov_cmp_server_new) and its profile of the same name as before. Open
- * transactions go on under it. PROV_ERR_CONFIG, nothing changed, when cfg has no such profile.
+ * (borrowed, as at prov_cmp_server_new, and kept alive by the caller while any request that
+ * began under it may run) and its profile of the same name as before. Open transactions go
+ * on under it from their next message; a message being answered keeps the one it began with. PROV_ERR_CONFIG, nothing changed, when cfg has no such profile.
  */
 int prov_cmp_server_set_config(struct prov_cmp_server *srv, const struct prov_config *cfg);
 

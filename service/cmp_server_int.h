@@ -64,6 +64,10 @@ struct txn {
     bool is_unrecorded;     /* finished while the CA index was closed: remembered when it opens */
     bool is_remembered;     /* its ID went into the CA index with the certificate it issued */
     struct prov_cmp_server *owner;
+    /* the configuration and profile the message being handled is issued under: the
+       server's when it began (a SIGHUP meanwhile applies to the next message) */
+    const struct prov_config *cfg;
+    const struct prov_profile *profile;
     struct prov_cmp_outcome *oc; /* the outcome of the message being handled */
     X509 *pinned; /* the message being handled was verified with this alone (handle_lot) */
     bool is_pin_new; /* pinned is not in the station cache yet: kept once the message verified */
@@ -72,9 +76,10 @@ struct txn {
 
 /*
  * Several workers answer requests at once (service/http.c). ca_lock, read-held for a whole
- * request, keeps ca, the signer, cfg and profile as they are (prov_cmp_server_set_ca and
- * set_config write-hold it); lock guards the transaction table (txns, the counts, each
- * transaction's is_busy). A busy transaction's other fields are its worker's alone. The CA
+ * request, keeps ca and the signer as they are (prov_cmp_server_set_ca write-holds it); lock
+ * guards the transaction table (txns, the counts, each transaction's is_busy) and cfg and
+ * profile, which a request copies into its transaction when it begins (set_config swaps
+ * them under lock alone, without waiting for the requests being answered). A busy transaction's other fields are its worker's alone. The CA
  * index has its own lock (provisioner/pki/ca_index.h), the station cache its own, and the
  * CA token gives each signing thread a session of its own (backends/pkcs11/pkcs11_internal.h,
  * struct p11_dev).

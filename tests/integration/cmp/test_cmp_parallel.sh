@@ -14,6 +14,9 @@
 #   issuing transaction, provisioner/pki/ca_index.c, which it-cmp-pair shows for two hosts);
 # - one `ir` sent twice at once (the same bytes, two curl): one transaction, one certificate,
 #   the other copy refused as a transactionID in use, with an audit record;
+# - SIGHUP while a worker holds a request: the configuration is reloaded at once (the request
+#   keeps the configuration it began with; a genm held by a 2 s signature is still held
+#   when the reload is logged);
 # - 24 requests at once on one worker: past 16 queued, 503 with Retry-After, the rest
 #   answered;
 # - the same with a CA token that opens no more sessions (pkcs11/fault_module.c
@@ -177,6 +180,30 @@ for c in $(seq 1 24); do
 done
 assert_grep "$CMP_LOG" 'outcome="refused: busy: every worker.s queue is full"' "the 503s are logged"
 answering >/dev/null # still serving
+cmp_stop
+
+# ---- SIGHUP while a request is held: the reload does not wait for it --------------------------
+PROVISIONER_CONFIG=$WORK/slow.cnf cmp_serve LATENCY_TARGET="$SOFTHSM_MODULE" \
+    LATENCY_SIGN_MS=2000 LATENCY_TOKENS=provisioner-ca --workers 2
+# a genm: one message, its answer one signature of 2 s, nothing after it
+cmp_client hup P-1 -cmd genm -infotype caCerts &
+hup_client=$!
+for _ in $(seq 1 400); do
+    [ "$(answering)" -ge 1 ] && break
+    sleep 0.02
+done
+kill -HUP "$CMP_PID"
+wait_file_line() { # FILE PATTERN: until FILE has a line matching PATTERN, 20 s at most
+    for _ in $(seq 1 400); do
+        grep -qE "$2" "$1" 2>/dev/null && return 0
+        sleep 0.05
+    done
+    fail "no line /$2/ in $1"
+}
+wait_file_line "$CMP_LOG" 'SIGHUP: configuration reloaded'
+# the genm is still held: the loop reloaded without waiting for it
+[ "$(answering)" -ge 1 ] || fail "SIGHUP waited for the request being answered"
+wait "$hup_client" || fail "the genm across a SIGHUP: $(tail -n3 "$WORK/log/cmp-hup.log" | tr '\n' ' ')"
 cmp_stop
 
 # ---- a CA token that opens no more sessions: the signatures wait for the one it has ----------
