@@ -360,6 +360,34 @@ static int encode_answer(OSSL_CMP_MSG *answer, unsigned char **rsp, size_t *rsp_
 }
 
 /*
+ * A pkiConf goes without extraCerts: it ends a transaction whose answer before it (the ip,
+ * cp, kup) carried the CMP signer's certificate and chain, which the client validated and
+ * verifies this one with (RFC 9483 section 3.3 asks for them in the first message of an
+ * operation; OpenSSL's client keeps the sender it validated for the rest of the transaction).
+ * So the client does not decode two certificates and their keys again for an empty body.
+ * The protection covers the header and body only: it verifies the same. Left whole when it
+ * cannot be done.
+ */
+static void lean_confirmation(unsigned char **rsp, size_t *rsp_len)
+{
+    unsigned char *lean = NULL;
+    unsigned char *copy;
+    size_t lean_len = 0;
+
+    if (prov_cmp_station_cache_strip_extra(*rsp, *rsp_len, &lean, &lean_len) != 0 ||
+        (copy = OPENSSL_malloc(lean_len)) == NULL) {
+        free(lean);
+        prov_error_clear();
+        return;
+    }
+    memcpy(copy, lean, lean_len);
+    free(lean);
+    OPENSSL_free(*rsp);
+    *rsp = copy;
+    *rsp_len = lean_len;
+}
+
+/*
  * The request's protection certificate (signer, from prov_cmp_station_cache_pin: its chain
  * known to verify, current; taken over), pinned for OpenSSL's check of this message: OpenSSL
  * then verifies the protection with it alone (the message's sender must be its subject)
@@ -433,6 +461,7 @@ int prov_cmp_server_handle_lot(struct prov_cmp_server *srv, const char *lot,
     X509 *signer;
     struct txn *t;
     bool is_locked = true; /* ca_lock, once taken below */
+    int answer_type;
     const struct prov_config *cfg;
     const struct prov_profile *profile;
     enum { REFUSE, REFUSE_RECORDED, START, CONTINUE, NOMEM } action;
@@ -596,8 +625,12 @@ int prov_cmp_server_handle_lot(struct prov_cmp_server *srv, const char *lot,
     }
     pthread_rwlock_unlock(&srv->ca_lock);
     is_locked = false;
+    answer_type = answer != NULL ? OSSL_CMP_MSG_get_bodytype(answer) : -1;
     r = encode_answer(answer, rsp, rsp_len);
     answer = NULL;
+    if (r == 0 && answer_type == BODY_PKICONF) {
+        lean_confirmation(rsp, rsp_len);
+    }
 out:
     if (is_locked) {
         pthread_rwlock_unlock(&srv->ca_lock);

@@ -141,9 +141,18 @@ assert_eq "$(cmp_issued)" "$before" "ir-rav: nothing issued"
 # ---- a replayed message of a finished transaction -----------------------------------
 new_key SN-00004
 cmp_client record STATION-1 -cmd ir -newkey "$WORK/SN-00004.key" -subject /CN=SN-00004 \
-    -certout "$WORK/SN-00004.crt" -reqout "$WORK/ir.der,$WORK/certconf.der" ||
+    -certout "$WORK/SN-00004.crt" -reqout "$WORK/ir.der,$WORK/certconf.der" \
+    -rspout "$WORK/ip.der,$WORK/pkiconf.der" ||
     fail "openssl cmp ir (recorded): $(tail -n3 "$WORK/log/cmp-record.log" | tr '\n' ' ')"
 assert_eq "$(cmp_issued)" $((BEFORE + 3)) "recorded ir issued"
+# the ip carries the CMP signer's certificate and chain (extraCerts, [1] of the PKIMessage);
+# the pkiConf after it none (service/cmp_server.c, lean_confirmation), and openssl cmp took it
+for m in ip pkiconf; do
+    openssl asn1parse -inform DER -in "$WORK/$m.der" >"$WORK/log/$m.txt" 2>&1 ||
+        fail "$m: not DER"
+done
+assert_grep "$WORK/log/ip.txt" 'd=1 .*cont \[ 1 \]' "the ip has extraCerts"
+assert_no_grep "$WORK/log/pkiconf.txt" 'd=1 .*cont \[ 1 \]' "the pkiConf has none"
 for m in ir certconf; do
     code=$(curl -sS -o "$WORK/replay-$m.der" -w '%{http_code}' --data-binary "@$WORK/$m.der" \
         -H 'Content-Type: application/pkixcmp' "http://127.0.0.1:$CMP_PORT/.well-known/cmp") ||
