@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -178,42 +179,62 @@ static void log_request(struct service *sv, struct evhttp_request *req, int stat
     log_line_for(sv, peer, port, status, oc, in, out);
 }
 
+/*
+ * The log line's outcome of a request the CMP server did not answer: body (the kind of
+ * request, "-" when none), no station or serial, result as fmt says.
+ */
+static void outcome_of(struct prov_cmp_outcome *oc, const char *body, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void outcome_of(struct prov_cmp_outcome *oc, const char *body, const char *fmt, ...)
+{
+    va_list ap;
+
+    memset(oc, 0, sizeof(*oc));
+    snprintf(oc->body, sizeof(oc->body), "%s", body);
+    snprintf(oc->station, sizeof(oc->station), "-");
+    snprintf(oc->serial, sizeof(oc->serial), "-");
+    va_start(ap, fmt);
+    vsnprintf(oc->result, sizeof(oc->result), fmt, ap);
+    va_end(ap);
+}
+
 static void reply_plain(struct service *sv, struct evhttp_request *req, int status,
                         const char *reason, const char *why, size_t in)
 {
     struct prov_cmp_outcome oc;
 
-    memset(&oc, 0, sizeof(oc));
-    snprintf(oc.body, sizeof(oc.body), "-");
-    snprintf(oc.station, sizeof(oc.station), "-");
-    snprintf(oc.serial, sizeof(oc.serial), "-");
-    snprintf(oc.result, sizeof(oc.result), "refused: %s", why);
+    outcome_of(&oc, "-", "refused: %s", why);
     evhttp_send_error(req, status, reason);
     log_request(sv, req, status, &oc, in, 0);
 }
 
-/* 503 with Retry-After (evhttp_send_error would drop the header): the workers' queue is full. */
-static void reply_busy(struct service *sv, struct evhttp_request *req, size_t in)
+/*
+ * 503 with Retry-After and text (one line) as its body; evhttp_send_error would drop the
+ * header. The caller logs it.
+ */
+static void reply_retry_later(struct evhttp_request *req, const char *reason, const char *text)
 {
-    static const char text[] = "busy: every worker's queue is full; retry later\n";
     struct evkeyvalq *headers = evhttp_request_get_output_headers(req);
     struct evbuffer *out = evbuffer_new();
+
+    if (out != NULL) {
+        evbuffer_add_printf(out, "%s\n", text);
+    }
+    evhttp_add_header(headers, "Content-Type", "text/plain");
+    evhttp_add_header(headers, "Retry-After", RETRY_AFTER_S);
+    evhttp_send_reply(req, HTTP_SERVUNAVAIL, reason, out);
+    evbuffer_free(out);
+}
+
+/* 503: the workers' queue is full. */
+static void reply_busy(struct service *sv, struct evhttp_request *req, size_t in)
+{
     struct prov_cmp_outcome oc;
 
-    memset(&oc, 0, sizeof(oc));
-    snprintf(oc.body, sizeof(oc.body), "-");
-    snprintf(oc.station, sizeof(oc.station), "-");
-    snprintf(oc.serial, sizeof(oc.serial), "-");
-    snprintf(oc.result, sizeof(oc.result), "refused: busy: every worker's queue is full");
-    if (out == NULL || evbuffer_add(out, text, sizeof(text) - 1) != 0) {
-        evbuffer_free(out);
-        evhttp_send_error(req, HTTP_SERVUNAVAIL, "Service Unavailable");
-    } else {
-        evhttp_add_header(headers, "Retry-After", RETRY_AFTER_S);
-        evhttp_add_header(headers, "Content-Type", "text/plain");
-        evhttp_send_reply(req, HTTP_SERVUNAVAIL, "Service Unavailable", out);
-        evbuffer_free(out);
-    }
+    outcome_of(&oc, "-", "refused: busy: every worker's queue is full");
+    reply_retry_later(req, "Service Unavailable",
+                      "busy: every worker's queue is full; retry later");
     log_request(sv, req, HTTP_SERVUNAVAIL, &oc, in, 0);
 }
 
@@ -232,22 +253,12 @@ static X509 *peer_certificate(struct evhttp_request *req, STACK_OF(X509) **chain
 static void est_unavailable(struct service *sv, struct evhttp_request *req, const char *why,
                             size_t len)
 {
-    struct evkeyvalq *out_h = evhttp_request_get_output_headers(req);
     struct prov_cmp_outcome oc;
-    struct evbuffer *out = evbuffer_new();
+    char text[512]; /* the keeper's reason is under 300 bytes */
 
-    memset(&oc, 0, sizeof(oc));
-    snprintf(oc.body, sizeof(oc.body), "est");
-    snprintf(oc.station, sizeof(oc.station), "-");
-    snprintf(oc.serial, sizeof(oc.serial), "-");
-    snprintf(oc.result, sizeof(oc.result), "unavailable: %s", why);
-    if (out != NULL) {
-        evbuffer_add_printf(out, "CA unavailable: %s\n", why);
-    }
-    evhttp_add_header(out_h, "Content-Type", "text/plain");
-    evhttp_add_header(out_h, "Retry-After", RETRY_AFTER_S);
-    evhttp_send_reply(req, HTTP_SERVUNAVAIL, "CA Unavailable", out);
-    evbuffer_free(out);
+    outcome_of(&oc, "est", "unavailable: %s", why);
+    snprintf(text, sizeof(text), "CA unavailable: %s", why);
+    reply_retry_later(req, "CA Unavailable", text);
     log_request(sv, req, HTTP_SERVUNAVAIL, &oc, len, 0);
 }
 
@@ -445,11 +456,7 @@ static void on_crl(struct service *sv, struct evhttp_request *req, const char *n
         reply_plain(sv, req, HTTP_NOTFOUND, "Not Found", "no CRL published (ca crl)", 0);
         return;
     }
-    memset(&oc, 0, sizeof(oc));
-    snprintf(oc.body, sizeof(oc.body), "crl");
-    snprintf(oc.station, sizeof(oc.station), "-");
-    snprintf(oc.serial, sizeof(oc.serial), "-");
-    snprintf(oc.result, sizeof(oc.result), "%s", name);
+    outcome_of(&oc, "crl", "%s", name);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", CRL_CONTENT_TYPE);
     evhttp_send_reply(req, HTTP_OK, "OK", out);
     log_request(sv, req, HTTP_OK, &oc, 0, len);
@@ -788,11 +795,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     }
     j = job_new(req, lot, body, len);
     if (j == NULL) {
-        memset(&oc, 0, sizeof(oc));
-        snprintf(oc.body, sizeof(oc.body), "-");
-        snprintf(oc.station, sizeof(oc.station), "-");
-        snprintf(oc.serial, sizeof(oc.serial), "-");
-        snprintf(oc.result, sizeof(oc.result), "failed: out of memory");
+        outcome_of(&oc, "-", "failed: out of memory");
         evhttp_send_error(req, HTTP_INTERNAL, "Internal Error");
         log_request(sv, req, HTTP_INTERNAL, &oc, len, 0);
         return;
