@@ -464,7 +464,7 @@ int prov_cmp_server_handle_lot(struct prov_cmp_server *srv, const char *lot,
     int answer_type;
     const struct prov_config *cfg;
     const struct prov_profile *profile;
-    enum { REFUSE, REFUSE_RECORDED, START, CONTINUE, NOMEM } action;
+    enum { REFUSE, REFUSE_RECORDED, START, CONTINUE, NOMEM, NO_CONTEXT } action;
     int type;
     int r;
 
@@ -563,15 +563,16 @@ int prov_cmp_server_handle_lot(struct prov_cmp_server *srv, const char *lot,
         if (ctx == NULL) {
             txn_unlink(srv, t);
             t = NULL;
-            action = NOMEM;
+            action = NO_CONTEXT;
         } else {
             t->ctx = ctx;
             srv->n_open++;
         }
         pthread_mutex_unlock(&srv->lock);
     }
-    if (action == NOMEM) {
-        r = prov_fail(PROV_ERR_NOMEM, "CMP: out of memory for a transaction");
+    if (action == NOMEM || action == NO_CONTEXT) {
+        r = action == NOMEM ? prov_fail(PROV_ERR_NOMEM, "CMP: out of memory")
+                            : prov_fail_ossl(PROV_ERR_CRYPTO, "CMP: cannot make a server context");
         goto out;
     }
     if (action == REFUSE || action == REFUSE_RECORDED) {
@@ -619,7 +620,7 @@ int prov_cmp_server_handle_lot(struct prov_cmp_server *srv, const char *lot,
             remember(srv, t, now, oc);
         }
         t->oc = NULL;
-        txn_release(srv, t,  now,
+        txn_release(srv, t, now,
                     OSSL_CMP_CTX_get_status(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->ctx)) !=
                         OSSL_CMP_PKISTATUS_trans);
     }
@@ -705,7 +706,6 @@ static void remember_unavailable(struct prov_cmp_server *srv, struct txn *scratc
     X509 *signer = NULL;
     struct txn *t;
     char name[65];
-
     bool is_known;
 
     if (!scratch->was_verified || !starts_transaction(OSSL_CMP_MSG_get_bodytype(req)) ||
@@ -789,7 +789,6 @@ int prov_cmp_server_new(const struct prov_cmp_server_opts *opts, struct prov_cmp
 {
     struct prov_cmp_server *srv = calloc(1, sizeof(*srv));
     const char *profile = opts->profile != NULL ? opts->profile : "device";
-
     pthread_rwlockattr_t attr;
 
     *out = NULL;
