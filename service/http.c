@@ -517,6 +517,17 @@ static void job_free(struct job *j)
     free(j);
 }
 
+/* Every job of a list (next-linked). */
+static void jobs_free(struct job *list)
+{
+    while (list != NULL) {
+        struct job *j = list;
+
+        list = j->next;
+        job_free(j);
+    }
+}
+
 static void submit(struct service *sv, struct job *j);
 
 /*
@@ -723,18 +734,8 @@ static void pool_stop(struct service *sv)
     for (int i = 0; i < p->n_threads; i++) {
         pthread_join(p->threads[i], NULL);
     }
-    while (p->todo != NULL) {
-        struct job *j = p->todo;
-
-        p->todo = j->next;
-        job_free(j);
-    }
-    while (p->done != NULL) {
-        struct job *j = p->done;
-
-        p->done = j->next;
-        job_free(j);
-    }
+    jobs_free(p->todo);
+    jobs_free(p->done);
     if (p->done_ev != NULL) {
         event_free(p->done_ev);
     }
