@@ -20,9 +20,13 @@
  * doc/keys.md, "PINs").
  */
 
-/* The state behind struct prov_device.priv. A device is used by one thread at a time. */
 /* Sessions a device opens beyond its own for threads that sign at once (struct p11_dev). */
 #define P11_SIGN_SESSIONS 8
+
+/*
+ * The state behind struct prov_device.priv. A device is used by one thread at a time, but
+ * for sign and key_props, which take a session of their own (below).
+ */
 
 struct p11_dev {
     CK_FUNCTION_LIST *fl;
@@ -48,7 +52,7 @@ struct p11_dev {
     pthread_mutex_t sign_lock;
     pthread_cond_t sign_free;
     bool is_session_taken;
-    bool has_no_more_sessions; /* C_OpenSession refused a spare: wait for one instead */
+    bool has_no_more_sessions; /* the token's session limit met: wait for one instead */
     size_t n_spare;
     CK_SESSION_HANDLE spare[P11_SIGN_SESSIONS];
     bool is_spare_taken[P11_SIGN_SESSIONS];
