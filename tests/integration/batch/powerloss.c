@@ -72,34 +72,33 @@ static void note_synced(int fd)
     pthread_mutex_unlock(&lock);
 }
 
-int fsync(int fd)
+/* The real NAME (looked up once into *real) on fd; what it synced noted when it succeeds. */
+static int sync_and_note(int (**real)(int), const char *name, int fd)
 {
-    static int (*real)(int);
     int r;
 
-    if (real == NULL) {
-        real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+    if (*real == NULL) {
+        *real = (int (*)(int))dlsym(RTLD_NEXT, name);
     }
-    r = real(fd);
+    r = (*real)(fd);
     if (r == 0) {
         note_synced(fd);
     }
     return r;
 }
 
+int fsync(int fd)
+{
+    static int (*real)(int);
+
+    return sync_and_note(&real, "fsync", fd);
+}
+
 int fdatasync(int fd)
 {
     static int (*real)(int);
-    int r;
 
-    if (real == NULL) {
-        real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
-    }
-    r = real(fd);
-    if (r == 0) {
-        note_synced(fd);
-    }
-    return r;
+    return sync_and_note(&real, "fdatasync", fd);
 }
 
 static void log_line(const char *line)
