@@ -59,6 +59,19 @@ answering() {
     python3 -c 'import json, sys; s = json.load(open(sys.argv[1])); print(s["answering"])' \
         "$WORK/status.json"
 }
+# watch_answering N PID: polls /status until the workers hold N requests at once, PID has
+# ended or 20 s have passed; the most seen into most
+watch_answering() {
+    local n
+    most=0
+    for _ in $(seq 1 1000); do
+        n=$(answering)
+        [ "$n" -gt "$most" ] && most=$n
+        [ "$most" -ge "$1" ] && return 0
+        kill -0 "$2" 2>/dev/null || return 0
+        sleep 0.02
+    done
+}
 python3 -c 'import json, sys; s = json.load(open(sys.argv[1])); assert s["workers"] == 4, s' \
     <(curl -sS "http://127.0.0.1:$CMP_PORT/status") || fail "/status: not 4 workers"
 assert_eq "$(answering)" 0 "nothing answered before the clients start"
@@ -89,13 +102,7 @@ four_done() {
 
 # ---- four stations at once -----------------------------------------------------------------
 four_clients SN
-most=0
-for _ in $(seq 1 400); do
-    n=$(answering)
-    [ "$n" -gt "$most" ] && most=$n
-    [ "$most" -ge 2 ] && break
-    sleep 0.02
-done
+watch_answering 2 "${pids[3]}"
 four_done SN
 [ "$most" -ge 2 ] || fail "never more than $most request(s) answered at once"
 for s in P-1 P-2 P-3 P-4; do
@@ -188,10 +195,7 @@ PROVISIONER_CONFIG=$WORK/slow.cnf cmp_serve LATENCY_TARGET="$SOFTHSM_MODULE" \
 # a genm: one message, its answer one signature of 2 s, nothing after it
 cmp_client hup P-1 -cmd genm -infotype caCerts &
 hup_client=$!
-for _ in $(seq 1 400); do
-    [ "$(answering)" -ge 1 ] && break
-    sleep 0.02
-done
+watch_answering 1 "$hup_client"
 kill -HUP "$CMP_PID"
 wait_file_line() { # FILE PATTERN: until FILE has a line matching PATTERN, 20 s at most
     for _ in $(seq 1 400); do
@@ -233,14 +237,7 @@ station_batch cmp "$N"
     2>"$WORK/log/station-batch.err" &
 batch_pid=$!
 it_track "$batch_pid"
-most=0
-for _ in $(seq 1 1000); do
-    n=$(answering)
-    [ "$n" -gt "$most" ] && most=$n
-    [ "$most" -ge 2 ] && break
-    kill -0 "$batch_pid" 2>/dev/null || break
-    sleep 0.02
-done
+watch_answering 2 "$batch_pid"
 wait "$batch_pid" || fail "the station's batch: $(tail -n3 "$WORK/log/station-batch.err" | tr '\n' ' ')"
 [ "$most" -ge 2 ] || fail "the station's two workers: never more than $most request(s) at the service at once"
 station_batch_check cmp
