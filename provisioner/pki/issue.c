@@ -17,6 +17,7 @@
 #include "crl_names.h"
 #include "csr.h"
 #include "error.h"
+#include "keytype.h"
 
 /* Clock skew allowed for devices whose clock is a little behind the station's. */
 #define BACKDATE_SECONDS 300
@@ -1019,7 +1020,23 @@ out:
 int prov_issue_certificate(const struct prov_config *cfg, const struct prov_ca *ca,
                            X509_REQ *req, const struct prov_request *rq, X509 **out)
 {
-    return issue_for(cfg, ca, X509_REQ_get0_pubkey(req), req, rq, out);
+    EVP_PKEY *pub = X509_REQ_get0_pubkey(req);
+    EVP_PKEY *plain = NULL;
+    int r;
+
+    /*
+     * A CSR read from DER carries an OpenSSL 3.0 provider key, which X509_set_pubkey would
+     * write out through the encoders and read back (2.2 M instructions, nearly half of this
+     * path); the certificate gets a plain copy of the same SPKI instead (keytype.h). A key
+     * made in this process (a batch's device key) is given as it is.
+     */
+    if (pub != NULL && EVP_PKEY_get0_provider(pub) != NULL) {
+        plain = prov_key_type_plain_copy(X509_REQ_get_X509_PUBKEY(req));
+        ERR_clear_error();
+    }
+    r = issue_for(cfg, ca, plain != NULL ? plain : pub, req, rq, out);
+    EVP_PKEY_free(plain);
+    return r;
 }
 
 int prov_issue_certificate_for_key(const struct prov_config *cfg, const struct prov_ca *ca,

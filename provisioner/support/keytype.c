@@ -1,4 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+/* prov_key_type_read_spki uses the EC_KEY and RSA functions OpenSSL 3.0 marks deprecated. */
+#define OPENSSL_SUPPRESS_DEPRECATED
 #include "keytype.h"
 
 #include <pthread.h>
@@ -9,6 +11,7 @@
 #include <openssl/err.h>
 #include <openssl/obj_mac.h>
 #include <openssl/objects.h>
+#include <openssl/rsa.h>
 #include <openssl/sha.h>
 
 #include "error.h"
@@ -284,4 +287,76 @@ bool prov_key_type_spki_holds(X509_PUBKEY *spki, EVP_PKEY *key)
     is_same = spki_key != NULL && EVP_PKEY_eq(spki_key, key) == 1;
     ERR_clear_error();
     return is_same;
+}
+
+/* d2i_EC_PUBKEY: an EC key on a named curve (explicit parameters go the general way). */
+static EVP_PKEY *read_ec(const unsigned char *der, long len)
+{
+    const unsigned char *p = der;
+    EC_KEY *ec = d2i_EC_PUBKEY(NULL, &p, len);
+    EVP_PKEY *pkey = NULL;
+
+    if (ec != NULL && p == der + len &&
+        (EC_GROUP_get_asn1_flag(EC_KEY_get0_group(ec)) & OPENSSL_EC_NAMED_CURVE) != 0) {
+        pkey = EVP_PKEY_new();
+        if (pkey != NULL && EVP_PKEY_assign_EC_KEY(pkey, ec) == 1) {
+            return pkey;
+        }
+    }
+    EVP_PKEY_free(pkey);
+    EC_KEY_free(ec);
+    return NULL;
+}
+
+/* d2i_RSA_PUBKEY: an rsaEncryption key (RSA-PSS keys go the general way). */
+static EVP_PKEY *read_rsa(const unsigned char *der, long len)
+{
+    const unsigned char *p = der;
+    RSA *rsa = d2i_RSA_PUBKEY(NULL, &p, len);
+    EVP_PKEY *pkey = NULL;
+
+    if (rsa != NULL && p == der + len &&
+        RSA_test_flags(rsa, RSA_FLAG_TYPE_MASK) == RSA_FLAG_TYPE_RSA) {
+        pkey = EVP_PKEY_new();
+        if (pkey != NULL && EVP_PKEY_assign_RSA(pkey, rsa) == 1) {
+            return pkey;
+        }
+    }
+    EVP_PKEY_free(pkey);
+    RSA_free(rsa);
+    return NULL;
+}
+
+EVP_PKEY *prov_key_type_read_spki(const unsigned char *der, long len)
+{
+    const unsigned char *p = der;
+    EVP_PKEY *pkey;
+
+    if (der == NULL || len <= 0) {
+        return NULL;
+    }
+    ERR_set_mark();
+    pkey = read_ec(der, len);
+    if (pkey == NULL) {
+        pkey = read_rsa(der, len);
+    }
+    ERR_pop_to_mark();
+    if (pkey == NULL) {
+        pkey = d2i_PUBKEY(NULL, &p, len);
+        if (pkey != NULL && p != der + len) {
+            EVP_PKEY_free(pkey);
+            pkey = NULL;
+        }
+    }
+    return pkey;
+}
+
+EVP_PKEY *prov_key_type_plain_copy(X509_PUBKEY *spki)
+{
+    unsigned char *der = NULL;
+    int len = spki != NULL ? i2d_X509_PUBKEY(spki, &der) : -1;
+    EVP_PKEY *pkey = len > 0 ? prov_key_type_read_spki(der, len) : NULL;
+
+    OPENSSL_free(der);
+    return pkey;
 }

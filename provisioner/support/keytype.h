@@ -68,4 +68,20 @@ int prov_key_type_spki_sha256(EVP_PKEY *key, unsigned char out[32])
  */
 bool prov_key_type_spki_holds(X509_PUBKEY *spki, EVP_PKEY *key);
 
+/*
+ * A public key read from its DER SubjectPublicKeyInfo (der, len; all of it), cheaply where
+ * that can be done: an EC key on a named curve and an RSA (rsaEncryption) key are read by the
+ * EC and RSA functions of OpenSSL's older API into a key whose SPKI is written again the same
+ * way, byte for byte; any other key as d2i_PUBKEY reads it. OpenSSL 3.0 reads an SPKI into a
+ * provider key through its decoders, about 1.2 M instructions a key, and X509_set_pubkey
+ * writes a provider key through its encoders and reads the result back, another 2.2 M; the
+ * older functions take about a tenth of that (a CA issuing from a CSR or a CMP template:
+ * provisioner/pki/issue.c, service/cmp_requests.c). NULL (OpenSSL's error queued) when der
+ * is no public key.
+ */
+EVP_PKEY *prov_key_type_read_spki(const unsigned char *der, long len);
+
+/* prov_key_type_read_spki of an X509_PUBKEY's own encoding (a CSR's). */
+EVP_PKEY *prov_key_type_plain_copy(X509_PUBKEY *spki);
+
 #endif

@@ -281,6 +281,94 @@ static void test_spki_holds(void **state)
     EVP_PKEY_free(key);
 }
 
+/* der is key's SPKI, and a certificate given the key read from it writes der again. */
+static void assert_reads_back(EVP_PKEY *key, bool plain)
+{
+    unsigned char *der = NULL, *again = NULL, *in_cert = NULL;
+    int len = i2d_PUBKEY(key, &der);
+    EVP_PKEY *read;
+    X509 *cert = X509_new();
+
+    assert_true(len > 0);
+    assert_non_null(cert);
+    read = prov_key_type_read_spki(der, len);
+    assert_non_null(read);
+    /* the cheap way (no provider) for EC named curves and RSA, OpenSSL's otherwise */
+    assert_int_equal(EVP_PKEY_get0_provider(read) == NULL, plain);
+    assert_int_equal(EVP_PKEY_eq(read, key), 1);
+    assert_int_equal(i2d_PUBKEY(read, &again), len);
+    assert_memory_equal(again, der, (size_t)len);
+    assert_int_equal(X509_set_pubkey(cert, read), 1);
+    assert_ptr_equal(X509_get0_pubkey(cert), read);
+    assert_int_equal(i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &in_cert), len);
+    assert_memory_equal(in_cert, der, (size_t)len);
+    assert_int_equal(prov_key_type_of(read), prov_key_type_of(key));
+    /* all of der or nothing */
+    assert_null(prov_key_type_read_spki(der, len - 1));
+    {
+        unsigned char *longer = OPENSSL_malloc((size_t)len + 1);
+
+        assert_non_null(longer);
+        memcpy(longer, der, (size_t)len);
+        longer[len] = 0;
+        assert_null(prov_key_type_read_spki(longer, len + 1));
+        OPENSSL_free(longer);
+    }
+    OPENSSL_free(in_cert);
+    OPENSSL_free(again);
+    OPENSSL_free(der);
+    X509_free(cert);
+    EVP_PKEY_free(read);
+}
+
+/* prov_key_type_read_spki reads every key the tool issues for, and writes it back unchanged. */
+static void test_read_spki(void **state)
+{
+    EVP_PKEY *p256 = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    EVP_PKEY *p384 = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-384");
+    EVP_PKEY *rsa = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    EVP_PKEY *ed = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+    EVP_PKEY *explicit_ec = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    unsigned char point[PROV_EC_POINT_MAX];
+    unsigned char junk[] = {0x30, 0x03, 0x02, 0x01, 0x01};
+    size_t len = 0;
+    EVP_PKEY *compressed;
+    X509_PUBKEY *spki;
+    EVP_PKEY *copy;
+
+    (void)state;
+    assert_int_equal(EVP_PKEY_get_octet_string_param(p256, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY,
+                                                     point, sizeof(point), &len),
+                     1);
+    compressed = public_from("prime256v1", point, len, "compressed");
+    assert_int_equal(EVP_PKEY_set_utf8_string_param(explicit_ec, OSSL_PKEY_PARAM_EC_ENCODING,
+                                                    OSSL_PKEY_EC_ENCODING_EXPLICIT),
+                     1);
+    assert_reads_back(p256, true);
+    assert_reads_back(compressed, true);
+    assert_reads_back(p384, true);
+    assert_reads_back(rsa, true);
+    assert_reads_back(ed, false);
+    assert_reads_back(explicit_ec, false);
+    assert_null(prov_key_type_read_spki(junk, sizeof(junk)));
+    assert_null(prov_key_type_read_spki(NULL, 10));
+    /* an X509_PUBKEY's own encoding (a CSR's) */
+    spki = spki_of(p256);
+    copy = prov_key_type_plain_copy(spki);
+    assert_non_null(copy);
+    assert_null(EVP_PKEY_get0_provider(copy));
+    assert_int_equal(EVP_PKEY_eq(copy, p256), 1);
+    assert_null(prov_key_type_plain_copy(NULL));
+    EVP_PKEY_free(copy);
+    X509_PUBKEY_free(spki);
+    EVP_PKEY_free(compressed);
+    EVP_PKEY_free(explicit_ec);
+    EVP_PKEY_free(ed);
+    EVP_PKEY_free(rsa);
+    EVP_PKEY_free(p384);
+    EVP_PKEY_free(p256);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -292,6 +380,7 @@ int main(void)
         cmocka_unit_test(test_ec_point_kept),
         cmocka_unit_test(test_spki_sha256_kept),
         cmocka_unit_test(test_spki_holds),
+        cmocka_unit_test(test_read_spki),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
