@@ -28,11 +28,25 @@
 #include "error.h"
 #include "hex.h"
 #include "issue.h"
+#include "keytype.h"
 
 /*
- * The CertTemplate of RFC 4211 as far as its public key: OpenSSL 3.0 has no getter for
- * publicKey, so the template is re-read (i2d, then d2i) into this mirror of its ASN.1 type.
+ * A CertReqMsg of RFC 4211 as far as its template's public key and the kind of its proof of
+ * possession: OpenSSL 3.0 has no getter for either (publicKey came in 3.2), so the message is
+ * re-read (i2d, then d2i) into this mirror of its ASN.1 type. The public key is read as its
+ * two fields, not as an X509_PUBKEY, which OpenSSL 3.0 would decode through its decoders
+ * (1.2 M instructions); prov_key_type_read_spki reads it (support/keytype.h).
  */
+typedef struct {
+    X509_ALGOR *algorithm;
+    ASN1_BIT_STRING *public_key;
+} SPKI_MIRROR;
+
+ASN1_SEQUENCE(SPKI_MIRROR) = {
+    ASN1_SIMPLE(SPKI_MIRROR, algorithm, X509_ALGOR),
+    ASN1_SIMPLE(SPKI_MIRROR, public_key, ASN1_BIT_STRING),
+} static_ASN1_SEQUENCE_END(SPKI_MIRROR)
+
 typedef struct {
     ASN1_TIME *not_before;
     ASN1_TIME *not_after;
@@ -50,7 +64,7 @@ typedef struct {
     X509_NAME *issuer;
     TMPL_VALIDITY *validity;
     X509_NAME *subject;
-    X509_PUBKEY *public_key;
+    SPKI_MIRROR *public_key;
     ASN1_BIT_STRING *issuer_uid;
     ASN1_BIT_STRING *subject_uid;
     STACK_OF(X509_EXTENSION) *extensions;
@@ -63,11 +77,53 @@ ASN1_SEQUENCE(TMPL_MIRROR) = {
     ASN1_EXP_OPT(TMPL_MIRROR, issuer, X509_NAME, 3),
     ASN1_IMP_OPT(TMPL_MIRROR, validity, TMPL_VALIDITY, 4),
     ASN1_EXP_OPT(TMPL_MIRROR, subject, X509_NAME, 5),
-    ASN1_IMP_OPT(TMPL_MIRROR, public_key, X509_PUBKEY, 6),
+    ASN1_IMP_OPT(TMPL_MIRROR, public_key, SPKI_MIRROR, 6),
     ASN1_IMP_OPT(TMPL_MIRROR, issuer_uid, ASN1_BIT_STRING, 7),
     ASN1_IMP_OPT(TMPL_MIRROR, subject_uid, ASN1_BIT_STRING, 8),
     ASN1_IMP_SEQUENCE_OF_OPT(TMPL_MIRROR, extensions, X509_EXTENSION, 9),
 } static_ASN1_SEQUENCE_END(TMPL_MIRROR)
+
+typedef struct {
+    ASN1_INTEGER *cert_req_id;
+    TMPL_MIRROR *tmpl;
+    STACK_OF(ASN1_TYPE) *controls;
+} CERTREQ_MIRROR;
+
+ASN1_SEQUENCE(CERTREQ_MIRROR) = {
+    ASN1_SIMPLE(CERTREQ_MIRROR, cert_req_id, ASN1_INTEGER),
+    ASN1_SIMPLE(CERTREQ_MIRROR, tmpl, TMPL_MIRROR),
+    ASN1_SEQUENCE_OF_OPT(CERTREQ_MIRROR, controls, ASN1_ANY),
+} static_ASN1_SEQUENCE_END(CERTREQ_MIRROR)
+
+/* ProofOfPossession: its type is OSSL_CRMF_POPO_RAVERIFIED, _SIGNATURE, _KEYENC, _KEYAGREE. */
+typedef struct {
+    int type;
+    union {
+        ASN1_NULL *ra_verified;
+        STACK_OF(ASN1_TYPE) *signature;
+        ASN1_TYPE *key_encipherment;
+        ASN1_TYPE *key_agreement;
+    } value;
+} POPO_MIRROR;
+
+ASN1_CHOICE(POPO_MIRROR) = {
+    ASN1_IMP(POPO_MIRROR, value.ra_verified, ASN1_NULL, 0),
+    ASN1_IMP_SEQUENCE_OF(POPO_MIRROR, value.signature, ASN1_ANY, 1),
+    ASN1_EXP(POPO_MIRROR, value.key_encipherment, ASN1_ANY, 2),
+    ASN1_EXP(POPO_MIRROR, value.key_agreement, ASN1_ANY, 3),
+} static_ASN1_CHOICE_END(POPO_MIRROR)
+
+typedef struct {
+    CERTREQ_MIRROR *cert_req;
+    POPO_MIRROR *popo;
+    STACK_OF(ASN1_TYPE) *reg_info;
+} CRM_MIRROR;
+
+ASN1_SEQUENCE(CRM_MIRROR) = {
+    ASN1_SIMPLE(CRM_MIRROR, cert_req, CERTREQ_MIRROR),
+    ASN1_OPT(CRM_MIRROR, popo, POPO_MIRROR),
+    ASN1_SEQUENCE_OF_OPT(CRM_MIRROR, reg_info, ASN1_ANY),
+} static_ASN1_SEQUENCE_END(CRM_MIRROR)
 
 
 /*
@@ -289,26 +345,41 @@ static int station_of(struct txn *t, const OSSL_CMP_MSG *req, X509 **station)
     return r;
 }
 
-/* The public key and subject an ir/cr asks for (a CRMF CertTemplate). */
-static EVP_PKEY *template_key(const OSSL_CRMF_MSG *crm)
+/*
+ * What a CRMF request (an ir, cr or kur) asks for beyond OpenSSL 3.0's getters: the public
+ * key of its template (*pub, NULL when it has none) and the kind of its proof of possession
+ * (OSSL_CRMF_POPO_NONE when it has none). OpenSSL's server has verified a signature before
+ * the callback runs (it accepts raVerified too: service/cmp_server.c), so a request whose proof
+ * is OSSL_CRMF_POPO_SIGNATURE proved possession of *pub; its signature is not checked again.
+ */
+static void read_request(const OSSL_CRMF_MSG *crm, EVP_PKEY **pub, int *popo)
 {
-    OSSL_CRMF_CERTTEMPLATE *tmpl = OSSL_CRMF_MSG_get0_tmpl(crm);
-    unsigned char *der = NULL;
+    unsigned char *der = NULL, *spki = NULL;
     const unsigned char *p;
-    TMPL_MIRROR *m = NULL;
-    EVP_PKEY *pub = NULL;
-    int len = tmpl != NULL ? i2d_OSSL_CRMF_CERTTEMPLATE(tmpl, &der) : -1;
+    CRM_MIRROR *m = NULL;
+    int len = crm != NULL ? i2d_OSSL_CRMF_MSG(crm, &der) : -1;
+    int spki_len = -1;
 
+    *pub = NULL;
+    *popo = OSSL_CRMF_POPO_NONE;
     p = der;
     if (len > 0) {
-        m = (TMPL_MIRROR *)ASN1_item_d2i(NULL, &p, len, ASN1_ITEM_rptr(TMPL_MIRROR));
+        m = (CRM_MIRROR *)ASN1_item_d2i(NULL, &p, len, ASN1_ITEM_rptr(CRM_MIRROR));
     }
-    if (m != NULL && m->public_key != NULL) {
-        pub = X509_PUBKEY_get(m->public_key);
+    if (m != NULL && m->popo != NULL) {
+        *popo = m->popo->type;
     }
-    ASN1_item_free((ASN1_VALUE *)m, ASN1_ITEM_rptr(TMPL_MIRROR));
+    if (m != NULL && m->cert_req->tmpl->public_key != NULL) {
+        spki_len = ASN1_item_i2d((ASN1_VALUE *)m->cert_req->tmpl->public_key, &spki,
+                                 ASN1_ITEM_rptr(SPKI_MIRROR));
+    }
+    if (spki_len > 0) {
+        *pub = prov_key_type_read_spki(spki, spki_len);
+    }
+    ERR_clear_error();
+    OPENSSL_free(spki);
+    ASN1_item_free((ASN1_VALUE *)m, ASN1_ITEM_rptr(CRM_MIRROR));
     OPENSSL_free(der);
-    return pub;
 }
 
 /* The PKIFailureInfo bit for a refusal of the issue path. */
@@ -350,19 +421,6 @@ static OSSL_CMP_PKISI *answer_cert(struct txn *t, X509 *cert, STACK_OF(X509) **c
 }
 
 /*
- * kur: a device renews its own certificate in the field, the request signed with its current
- * one (which must chain to this CA, be its serial's current certificate in the index and not
- * be revoked). The new key's certificate supersedes it (a reissue of that serial), under
- * the service's profile; no lot's cap counts it.
- */
-/*
- * Whether the request proves possession of its key by its own signature (not "raVerified",
- * which only a station asking for a reissue may claim: cb_cert_request). The one-element
- * stack is searched by index (OSSL_CRMF_MSGS_verify_popo's rid in OpenSSL 3.0), hence 0. It
- * borrows crm, which OSSL_CRMF_MSGS_verify_popo only reads: a copy (OSSL_CRMF_MSG_dup) cost
- * an encoding, a decoding and its public key decoded again per request (doc/ca-service.md).
- */
-/*
  * prov_ca_record.also for a request that issues (ca_index.h): t's transactionID remembered in
  * the commit that records its certificate (ca_replay.h), so that a crash right after it cannot
  * leave the ID forgotten and the message sent again answered as a new transaction.
@@ -387,17 +445,12 @@ static void record_with(struct prov_request *rq, struct txn *t)
     rq->record.also_arg = t;
 }
 
-static bool proves_key(const OSSL_CRMF_MSG *crm)
-{
-    OSSL_CRMF_MSGS *one = sk_OSSL_CRMF_MSG_new_null();
-    bool ok = one != NULL && sk_OSSL_CRMF_MSG_push(one, (OSSL_CRMF_MSG *)crm) > 0;
-
-    ok = ok && OSSL_CRMF_MSGS_verify_popo(one, 0, 0, NULL, NULL) == 1;
-    sk_OSSL_CRMF_MSG_free(one);
-    ERR_clear_error();
-    return ok;
-}
-
+/*
+ * kur: a device renews its own certificate in the field, the request signed with its current
+ * one (which must chain to this CA, be its serial's current certificate in the index and not
+ * be revoked). The new key's certificate supersedes it (a reissue of that serial), under
+ * the service's profile; no lot's cap counts it.
+ */
 static OSSL_CMP_PKISI *key_update(struct txn *t, const OSSL_CMP_MSG *req,
                                   const OSSL_CRMF_MSG *crm, X509 **cert_out,
                                   STACK_OF(X509) **chain_out)
@@ -407,6 +460,7 @@ static OSSL_CMP_PKISI *key_update(struct txn *t, const OSSL_CMP_MSG *req,
     X509 *current = NULL;
     EVP_PKEY *pub = NULL;
     X509 *cert = NULL;
+    int popo;
     int r;
 
     if (prov_cmp_request_station(t, req, t->station, sizeof(t->station), &current) < 0) {
@@ -416,7 +470,9 @@ static OSSL_CMP_PKISI *key_update(struct txn *t, const OSSL_CMP_MSG *req,
     }
     snprintf(t->station, sizeof(t->station), "kur");
     snprintf(t->oc->station, sizeof(t->oc->station), "kur");
-    if (!proves_key(crm)) {
+    read_request(crm, &pub, &popo);
+    if (popo != OSSL_CRMF_POPO_SIGNATURE) {
+        EVP_PKEY_free(pub);
         X509_free(current);
         outcome_set(t->oc, "refused: kur: no proof of possession of the new key");
         return rejection(OSSL_CMP_PKIFAILUREINFO_badPOP,
@@ -429,7 +485,6 @@ static OSSL_CMP_PKISI *key_update(struct txn *t, const OSSL_CMP_MSG *req,
     }
     X509_free(current);
     snprintf(t->oc->serial, sizeof(t->oc->serial), "%s", r == 0 ? t->serial : "-");
-    pub = r == 0 ? template_key(crm) : NULL;
     if (r == 0 && pub == NULL) {
         r = prov_fail(PROV_ERR_POLICY, "kur: the certificate template has no public key");
     }
@@ -469,6 +524,7 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
     char spki[65];
     X509 *cert = NULL;
     bool station_refused = false;
+    int popo = OSSL_CRMF_POPO_NONE;
     int r;
 
     (void)cert_req_id;
@@ -494,15 +550,19 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
         return rejection(OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
                          "the subject's CN must be the device serial, " PROV_SERIAL_RULE);
     }
-    if (p10cr == NULL && OSSL_CMP_MSG_get_bodytype(req) != BODY_CR && !proves_key(crm)) {
+    if (p10cr == NULL) {
+        read_request(crm, &pub, &popo);
+    }
+    if (p10cr == NULL && OSSL_CMP_MSG_get_bodytype(req) != BODY_CR &&
+        popo != OSSL_CRMF_POPO_SIGNATURE) {
         /* raVerified only for a station's reissue (doc/ca-service.md); an ir proves its key */
+        EVP_PKEY_free(pub);
         X509_free(station);
         outcome_set(t->oc, "refused: ir: no proof of possession of the key");
         return rejection(OSSL_CMP_PKIFAILUREINFO_badPOP,
                          "ir: the request must prove possession of its key (a signature)");
     }
     if (p10cr == NULL) {
-        pub = template_key(crm);
         if (pub == NULL) {
             X509_free(station);
             outcome_set(t->oc, "refused: the certificate template has no public key");
