@@ -590,7 +590,16 @@ int prov_cmp_server_handle_lot(struct prov_cmp_server *srv, const char *lot,
         signer = NULL;
         answer = OSSL_CMP_SRV_process_request(t->ctx, req);
         unpin(t);
-        if (strcmp(oc->result, NOT_VERIFIED) == 0) {
+        answer_type = answer != NULL ? OSSL_CMP_MSG_get_bodytype(answer) : -1;
+        if (strcmp(oc->result, NOT_VERIFIED) == 0 &&
+            (answer_type == BODY_IP || answer_type == BODY_CP || answer_type == BODY_KUP)) {
+            /*
+             * A certificate response without the callback: OpenSSL's server refused the
+             * request's proof of possession (badPOP), after its protection verified.
+             */
+            outcome_set(oc, "refused: the proof of possession does not verify");
+            prov_ca_registry_refused(srv->ca->index, body_name(type), oc->result);
+        } else if (strcmp(oc->result, NOT_VERIFIED) == 0) {
             /* OpenSSL refused it before any callback: no protection, or none that verifies. */
             char claim[240];
             char tell[240];

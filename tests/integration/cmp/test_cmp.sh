@@ -137,6 +137,22 @@ if cmp_client ir-rav STATION-1 -cmd ir -popo 0 -newkey "$WORK/SN-00014.key" -sub
 fi
 assert_grep "$WORK/log/cmp-ir-rav.log" 'must prove possession of its key' "ir-rav: the reason"
 assert_eq "$(cmp_issued)" "$before" "ir-rav: nothing issued"
+# a proof of possession that does not verify (its signature spoiled, the message protected
+# again by the station: cmp_badpop.c): OpenSSL's server checks it before the service's
+# callback (which no longer verifies it again: service/cmp_requests.c, read_request)
+new_key SN-00015
+audit_before=$(sql_q "$IT_CA_DIR/index.sqlite" "SELECT count(*) FROM audit WHERE event = 'refuse'")
+"$CMP_BADPOP" "127.0.0.1:$CMP_PORT" /.well-known/cmp "$WORK/stations/STATION-1.crt" \
+    "$WORK/stations/STATION-1.key" "$IT_CA_DIR/root.crt" "$WORK/SN-00015.key" SN-00015 \
+    >"$WORK/log/cmp-ir-badpop.log" 2>&1
+rc=$?
+[ "$rc" -eq 0 ] || fail "ir-badpop: cmp_badpop exit $rc: $(tr '\n' ' ' <"$WORK/log/cmp-ir-badpop.log")"
+assert_grep "$WORK/log/cmp-ir-badpop.log" 'rejection.*badPOP' "ir-badpop: refused for its POP"
+assert_eq "$(cmp_issued)" "$before" "ir-badpop: nothing issued"
+assert_grep "$CMP_LOG" 'ir station=- serial=- outcome="refused: the proof of possession does not verify"' \
+    "ir-badpop: the service's log line says why"
+assert_eq "$(sql_q "$IT_CA_DIR/index.sqlite" "SELECT count(*) FROM audit WHERE event = 'refuse'")" \
+    $((audit_before + 1)) "ir-badpop: an audit record"
 
 # ---- a replayed message of a finished transaction -----------------------------------
 new_key SN-00004
