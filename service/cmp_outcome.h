@@ -7,6 +7,8 @@
 #ifndef PROV_SERVICE_CMP_OUTCOME_H
 #define PROV_SERVICE_CMP_OUTCOME_H
 
+#include <stdbool.h>
+
 #define PROV_CMP_LOT_MAX 64
 
 /* What one message did, for the service's log line. */
@@ -16,6 +18,12 @@ struct prov_cmp_outcome {
     char serial[65];    /* the device serial asked for, or "-" */
     char cert_serial[64]; /* the certificate's serial (hex) when one was issued */
     char result[320];   /* "issued", "pkiConf", "caCerts", or the refusal */
+    /*
+     * A refusal that may come from the CA token (the issue path's or a revocation's error
+     * that is none of the rules'): the service looks at the token after it (http.c). The
+     * other refusals never reached the CA key.
+     */
+    bool is_ca_suspect;
 };
 
 #endif

@@ -395,6 +395,12 @@ static int fail_bit_of(int err)
     }
 }
 
+/* Whether an error of the issue path or a revocation may be the CA token's (cmp_outcome.h). */
+static bool is_ca_suspect(int err)
+{
+    return err != PROV_ERR_POLICY && err != PROV_ERR_ALREADY_ISSUED;
+}
+
 /* The answer with cert (taken over): the chain goes along, certConf is awaited. */
 static OSSL_CMP_PKISI *answer_cert(struct txn *t, X509 *cert, STACK_OF(X509) **chain_out,
                                    X509 **cert_out, const char *outcome)
@@ -501,6 +507,7 @@ static OSSL_CMP_PKISI *key_update(struct txn *t, const OSSL_CMP_MSG *req,
     EVP_PKEY_free(pub);
     if (r < 0) {
         outcome_set(t->oc, "refused: %s", prov_error_message());
+        t->oc->is_ca_suspect = is_ca_suspect(r);
         return rejection(r == PROV_ERR_POLICY ? OSSL_CMP_PKIFAILUREINFO_notAuthorized
                                               : fail_bit_of(r),
                          prov_error_message());
@@ -614,6 +621,7 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
     EVP_PKEY_free(pub);
     if (r < 0) {
         outcome_set(t->oc, "refused: %s", prov_error_message());
+        t->oc->is_ca_suspect = is_ca_suspect(r);
         if (r == PROV_ERR_POLICY || r == PROV_ERR_ALREADY_ISSUED) {
             /* the CSR policy or the CA index refused the station's request: audited too */
             prov_ca_registry_refused(srv->ca->index, t->serial, t->oc->result);
@@ -730,6 +738,7 @@ static OSSL_CMP_PKISI *cb_rr(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MSG *req,
     }
     if (r < 0) {
         outcome_set(t->oc, "refused: %s", prov_error_message());
+        t->oc->is_ca_suspect = is_ca_suspect(r);
         return rejection(r == PROV_ERR_POLICY || r == PROV_ERR_ALREADY_ISSUED
                              ? OSSL_CMP_PKIFAILUREINFO_badCertId
                              : OSSL_CMP_PKIFAILUREINFO_systemFailure,

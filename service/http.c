@@ -32,6 +32,7 @@
 #include "durable.h"
 #include "error.h"
 #include "interrupt.h"
+#include "log.h"
 
 #define CMP_CONTENT_TYPE "application/pkixcmp"
 #define CRL_CONTENT_TYPE "application/pkix-crl"
@@ -116,10 +117,16 @@ static void count(struct service *sv, int status, const struct prov_cmp_outcome 
     }
 }
 
+/*
+ * A request the CA token may have failed: an HTTP 5xx (an EST issue error of the token's, an
+ * answer the CMP signer could not sign), a failure, or a refusal of the issue path that is
+ * none of the rules' (cmp_outcome.h). A refusal by the rules (the message's protection, the
+ * station, the lot, the CSR policy, the CA index) never reached the CA key: no look for it,
+ * or a flood of refusals would hold the event loop, one token round trip each.
+ */
 static bool is_failure(int status, const struct prov_cmp_outcome *oc)
 {
-    return status >= 500 || strncmp(oc->result, "refused", 7) == 0 ||
-           strncmp(oc->result, "failed", 6) == 0;
+    return status >= 500 || oc->is_ca_suspect || strncmp(oc->result, "failed", 6) == 0;
 }
 
 /*
@@ -134,6 +141,8 @@ static bool went_unavailable(struct service *sv, int status, const struct prov_c
     if (!is_failure(status, oc)) {
         return false;
     }
+    prov_debug("service", "looking at the CA token after %s (%d): %s", oc->body, status,
+               oc->result);
     prov_ca_keeper_check(sv->keeper, time(NULL));
     return !prov_ca_keeper_available(sv->keeper, time(NULL), why);
 }

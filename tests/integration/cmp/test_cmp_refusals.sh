@@ -31,7 +31,8 @@ cmp_station ST-1
 cmp_station ST-2
 prov 0 ca lot add LOT-A --count 20 --station ST-1 --station ST-2
 IX=$IT_CA_DIR/index.sqlite
-cmp_serve
+# PROVISIONER_DEBUG=service: a line each time the service looks at the CA token after a request
+cmp_serve PROVISIONER_DEBUG=service
 
 refusals() { sql_q "$IX" "SELECT count(*) FROM audit WHERE event = 'refuse'"; }
 
@@ -93,6 +94,12 @@ for kt in RSA-2048 P-384; do
     assert_grep "$CMP_LOG" "p10cr station=ST-1 serial=$kt outcome=\"refused: .*key" \
         "policy $kt: the log line"
 done
+
+# a refusal the service answered (signed by the CMP signer, on the CA token) says nothing of
+# the token: the service does not look at it for any of those (doc/ca-service.md, "The CA
+# token comes and goes"); a flood of refusals would otherwise hold the event loop
+assert_eq "$(grep -c 'looking at the CA token' "$CMP_LOG")" 0 \
+    "no look at the CA token after the refusals"
 
 # ---- a replayed message of a finished transaction, after the service restarted ------------
 # the ir and certConf as openssl cmp sent them (-reqout), the transaction finished; the CA
