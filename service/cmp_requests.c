@@ -500,6 +500,7 @@ static OSSL_CMP_PKISI *key_update(struct txn *t, const OSSL_CMP_MSG *req,
         rq.profile = t->profile;
         rq.record.issued_by = "cmp:kur";
         rq.record.is_reissue = true;
+        rq.is_signed_unlocked = true;
         record_with(&rq, t);
         prov_error_clear();
         r = prov_issue_certificate_for_key(t->cfg, srv->ca, pub, &rq, &cert);
@@ -611,6 +612,7 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
         return answer_cert(t, cert, chain_out, cert_out, "issued before (a retry)");
     }
     prov_ca_registry_request(&ask, t->profile, by, spki, &rq);
+    rq.is_signed_unlocked = true; /* workers sign at once (issue.h) */
     record_with(&rq, t);
     prov_error_clear();
     if (p10cr != NULL) {
@@ -619,6 +621,20 @@ static OSSL_CMP_PKISI *cb_cert_request(OSSL_CMP_SRV_CTX *sctx, const OSSL_CMP_MS
         r = prov_issue_certificate_for_key(t->cfg, srv->ca, pub, &rq, &cert);
     }
     EVP_PKEY_free(pub);
+    if (r == PROV_ERR_ALREADY_ISSUED && rq.is_signed_unlocked) {
+        /*
+         * Signed, then refused: another transaction certified this key for this serial and
+         * station while this one was signing (the same request sent again before its answer
+         * came): a retry, answered with that certificate.
+         */
+        X509 *before = NULL;
+
+        if (prov_ca_registry_retry(srv->ca->index, t->serial, by, spki, &before) == 0 &&
+            before != NULL) {
+            prov_error_clear();
+            return answer_cert(t, before, chain_out, cert_out, "issued before (a retry)");
+        }
+    }
     if (r < 0) {
         outcome_set(t->oc, "refused: %s", prov_error_message());
         t->oc->is_ca_suspect = is_ca_suspect(r);

@@ -529,8 +529,17 @@ static int enroll(struct prov_est_server *srv, struct prov_est_request *rq, X509
         return r;
     }
     prov_ca_registry_request(&ask, srv->profile, by, spki, &ir);
+    ir.is_signed_unlocked = true; /* the CA index not held across the signature (issue.h) */
     prov_error_clear();
     r = prov_issue_certificate(srv->cfg, srv->ca, rq->csr, &ir, &cert);
+    if (r == PROV_ERR_ALREADY_ISSUED &&
+        prov_ca_registry_retry(srv->ca->index, oc->serial, by, spki, &cert) == 0 && cert != NULL) {
+        /* signed, then refused: the same request certified meanwhile (a CA pair's other host) */
+        prov_error_clear();
+        r = reply_cert(rep, oc, cert, "issued before (a retry)");
+        X509_free(cert);
+        return r;
+    }
     if (r < 0) {
         r = reply_text(rep, oc, status_of_issue_error(r), prov_error_message());
         if (rep->status == 400 || rep->status == 409) {
@@ -619,6 +628,7 @@ static int reenroll(struct prov_est_server *srv, struct prov_est_request *rq, X5
     ir.record.issued_by = by;
     ir.record.is_reissue = true;
     ir.record.pubkey_sha256 = spki;
+    ir.is_signed_unlocked = true;
     prov_error_clear();
     r = prov_issue_certificate(srv->cfg, srv->ca, rq->csr, &ir, &cert);
     if (r < 0) {

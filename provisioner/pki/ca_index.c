@@ -536,6 +536,30 @@ void prov_ca_index_abort(struct prov_ca_index *ix)
     pthread_mutex_unlock(&ix->lock);
 }
 
+int prov_ca_index_discarded(struct prov_ca_index *ix, const char *serial, X509 *cert,
+                            const char *why)
+{
+    const ASN1_INTEGER *sn = X509_get0_serialNumber(cert);
+    size_t n = sn != NULL ? (size_t)ASN1_STRING_length(sn) : 0;
+    char hex[2 * 64 + 1] = "";
+    char now[40];
+    int r;
+
+    if (n > 0 && n <= 64) {
+        prov_hex_encode(ASN1_STRING_get0_data(sn), n, hex);
+    }
+    prov_ca_index_now_text(now, sizeof(now));
+    pthread_mutex_lock(&ix->lock);
+    r = prov_ca_index_begin_write(ix);
+    if (r == 0) {
+        r = prov_ca_index_end_write(
+            ix, prov_ca_index_audit_append(ix, now, "discard", serial, hex, why),
+            "cannot commit");
+    }
+    pthread_mutex_unlock(&ix->lock);
+    return r;
+}
+
 /* RFC 3339 times and the hex fingerprint of what is recorded with a certificate. */
 struct cert_columns {
     struct prov_cert_facts facts;

@@ -122,8 +122,9 @@ int prov_ca_index_check(struct prov_ca_index *ix, const char *serial,
 
 /*
  * Issuance in one transaction: begin takes the index's write lock and applies the rules
- * (and marks what a reissue supersedes); the caller signs; record inserts the signed
- * certificate and commits. Until record (or abort) the index stays locked for this thread and
+ * (and marks what a reissue supersedes); the caller signs (or has signed before begin:
+ * prov_request.is_signed_unlocked in issue.h); record inserts the signed certificate and
+ * commits. Until record (or abort) the index stays locked for this thread and
  * every other process, so no two can certify one key or one serial. abort rolls back.
  */
 int prov_ca_index_begin(struct prov_ca_index *ix, const char *serial,
@@ -132,6 +133,15 @@ int prov_ca_index_record(struct prov_ca_index *ix, const char *serial,
                          const struct prov_ca_record *rec, const char *profile, X509 *cert,
                          X509 *issuer);
 void prov_ca_index_abort(struct prov_ca_index *ix);
+
+/*
+ * A certificate signed outside the index's lock (prov_request.is_signed_unlocked) that the
+ * rules then refused (another request certified its key or its serial meanwhile): it is
+ * thrown away unsent, and the audit trail says so (event 'discard': the device serial, the
+ * certificate's serial, why). PROV_ERR_JOURNAL.
+ */
+int prov_ca_index_discarded(struct prov_ca_index *ix, const char *serial, X509 *cert,
+                            const char *why);
 
 /* cert reached its storage or output file: issued -> delivered. ix NULL: nothing to do. */
 int prov_ca_index_delivered(struct prov_ca_index *ix, X509 *cert);

@@ -18,6 +18,7 @@
 #include "csr.h"
 #include "error.h"
 #include "keytype.h"
+#include "log.h"
 
 /* Clock skew allowed for devices whose clock is a little behind the station's. */
 #define BACKDATE_SECONDS 300
@@ -983,22 +984,40 @@ static int issue_for(const struct prov_config *cfg, const struct prov_ca *ca, EV
     record = rq->record;
     record.is_revoke_superseded = record.is_reissue && rq->profile->is_revoke_superseded;
     if (ca->index != NULL) {
-        r = prov_ca_index_begin(ca->index, rq->serial, &record, pub);
+        r = rq->is_signed_unlocked ? prov_ca_index_check(ca->index, rq->serial, &record, pub)
+                                   : prov_ca_index_begin(ca->index, rq->serial, &record, pub);
         if (r < 0) {
             goto out;
         }
     }
     /* The certificate's public key is the CA key's public half, and a plain OpenSSL key. */
     ca_type = prov_key_type_of(X509_get0_pubkey(ca->cert));
+    prov_debug("ca", "serial %s: signing", rq->serial);
     if (X509_sign(cert, ca->key, prov_key_type_digest(ca_type)) <= 0) {
         r = prov_fail_ossl(PROV_ERR_CRYPTO, "serial %s: signing with the CA key failed",
                            rq->serial);
         /* The HSM's own reason (and code: removed, PIN...) wins when it gave one. */
         r = prov_error_code() < 0 ? prov_error_code() : r;
-        if (ca->index != NULL) {
+        if (ca->index != NULL && !rq->is_signed_unlocked) {
             prov_ca_index_abort(ca->index);
         }
         goto out;
+    }
+    prov_debug("ca", "serial %s: signed", rq->serial);
+    if (ca->index != NULL && rq->is_signed_unlocked) {
+        r = prov_ca_index_begin(ca->index, rq->serial, &record, pub);
+        if (r < 0) {
+            char refusal[512];
+
+            snprintf(refusal, sizeof(refusal), "%s", prov_error_message());
+            prov_debug("ca", "serial %s: signed, then refused: %s", rq->serial, refusal);
+            if (prov_ca_index_discarded(ca->index, rq->serial, cert, refusal) < 0) {
+                prov_warn("serial %s: a certificate signed and then refused is not in the "
+                          "audit trail: %s", rq->serial, prov_error_message());
+            }
+            r = prov_fail(r, "%s", refusal);
+            goto out;
+        }
     }
     if (ca->index != NULL) {
         r = prov_ca_index_record(ca->index, rq->serial, &record, rq->profile->name, cert,

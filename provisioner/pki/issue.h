@@ -38,6 +38,15 @@ struct prov_request {
     const struct prov_profile *profile;
     struct prov_vars vars;  /* x_ columns for templates (serial/cn/lot filled in by issue) */
     struct prov_ca_record record; /* how the CA index records it, and its serial rule */
+    /*
+     * The CA key signs outside the CA index's write lock (the CA service's workers, whose
+     * signatures then overlap on an HSM's sessions): the index's rules are checked first
+     * without the lock, the certificate signed, then the index locked for the rules again and
+     * the record. A certificate the rules then refuse (another request certified the key or
+     * the serial meanwhile) is thrown away unsent, with an audit record
+     * (prov_ca_index_discarded). false: the lock is held across the signature.
+     */
+    bool is_signed_unlocked;
 };
 
 /*

@@ -8,10 +8,15 @@
 #   answered at the same time, and the CA token (modelled as a network HSM that serves its
 #   sessions at once) signed for two workers at once; every certificate issued once,
 #   confirmed, each to its station;
-# - a lot of 2 asked by four stations at once: two certificates, two refusals (the CA index's
-#   write lock is held across the CA's signature, so the admission check of a request that
-#   comes meanwhile waits for the issuance before it; the cap is checked again inside the
-#   issuing transaction, provisioner/pki/ca_index.c, which it-cmp-pair shows for two hosts);
+# - the CA key signed for the four at once (the CA index's write lock is taken for the rules
+#   and the record only, provisioner/pki/issue.h is_signed_unlocked; PROVISIONER_DEBUG=ca);
+# - a lot of 2 asked by four stations at once: two certificates, two refusals (the cap is
+#   checked when a request is admitted and again inside the issuing transaction,
+#   provisioner/pki/ca_index.c, which it-cmp-pair shows for two hosts; a request admitted
+#   before the others were recorded is signed, then refused there, its certificate thrown
+#   away with a 'discard' audit record);
+# - one device's ir from two transactions at once (the same key and serial): one certificate,
+#   the later transaction answered as a retry with it;
 # - one `ir` sent twice at once (the same bytes, two curl): one transaction, one certificate,
 #   the other copy refused as a transactionID in use, with an audit record;
 # - SIGHUP while a worker holds a request: the configuration is reloaded at once (the request
@@ -48,7 +53,7 @@ sed "s|^pkcs11_module = .*|pkcs11_module = $PROV_LATENCY_MODULE|" "$PROVISIONER_
     >"$WORK/slow.cnf"
 # the CA token a network HSM that serves sessions at once (LATENCY_PARALLEL); its stats line
 # says how many signatures it had at once
-PROVISIONER_CONFIG=$WORK/slow.cnf cmp_serve LATENCY_TARGET="$SOFTHSM_MODULE" \
+PROVISIONER_CONFIG=$WORK/slow.cnf cmp_serve PROVISIONER_DEBUG=ca LATENCY_TARGET="$SOFTHSM_MODULE" \
     LATENCY_SIGN_MS=300 LATENCY_TOKENS=provisioner-ca LATENCY_PARALLEL=1 \
     LATENCY_STATS="$WORK/latency-serve.txt" --workers 4
 
@@ -112,6 +117,12 @@ for s in P-1 P-2 P-3 P-4; do
         "SN-$s: confirmed in its own transaction"
 done
 assert_eq "$(answering)" 0 "nothing held once the clients are done"
+# the CA key signed for two requests at once: the CA index is locked for the rules and the
+# record only, not across the signature (provisioner/pki/issue.c; PROVISIONER_DEBUG=ca)
+signing_at_once=$(grep -E 'debug: serial SN-P-[1-4]: (signing|signed)$' "$CMP_LOG" |
+    awk '/signing$/ { n++; if (n > m) m = n } /signed$/ { n-- } END { print m + 0 }')
+[ "$signing_at_once" -ge 2 ] ||
+    fail "the CA key signed for $signing_at_once request(s) at a time, not two at once"
 
 # ---- a lot's cap with requests at once: the cap holds ------------------------------------------
 prov 0 ca lot add LOT-Q --count 2 --station P-1 --station P-2 --station P-3 --station P-4
@@ -124,6 +135,31 @@ assert_eq "$ok" 2 "two of four clients served by a lot of 2"
 assert_eq "$(sql_q "$IX" "SELECT count(*) FROM certificate WHERE lot = 'LOT-Q'")" 2 \
     "the lot's cap held with requests at once"
 assert_eq "$(grep -c 'outcome="refused: .*cap (2) is reached' "$CMP_LOG")" 2 "two refused on the cap"
+# a request admitted before the others were recorded was signed, then refused by the cap
+# inside the issuing transaction: its certificate thrown away unsent, an audit record each
+discarded=$(grep -c 'debug: serial CAP-P-[1-4]: signed, then refused: lot LOT-Q: its cap (2) is reached' \
+    "$CMP_LOG" || true)
+assert_eq "$(sql_q "$IX" "SELECT count(*) FROM audit WHERE event = 'discard' AND serial LIKE 'CAP-P-%'
+    AND detail LIKE '%cap (2) is reached%' AND cert_serial NOT IN (SELECT cert_serial FROM certificate)")" \
+    "$discarded" "a 'discard' audit record for each certificate signed and refused, none issued"
+
+# ---- one device's request from two transactions at once: one certificate, both get it -------
+# (a station that timed out and asked again while the service was still signing): the later
+# one is signed too, then finds the key certified for it and is answered as a retry
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$WORK/AGAIN.key" \
+    2>/dev/null || fail "openssl genpkey"
+for c in 1 2; do
+    cmp_client "again-$c" P-1 -cmd ir -newkey "$WORK/AGAIN.key" -subject /CN=AGAIN \
+        -certout "$WORK/AGAIN-$c.crt" &
+    pids[$c]=$!
+done
+wait "${pids[1]}" || fail "again 1: $(tail -n3 "$WORK/log/cmp-again-1.log" | tr '\n' ' ')"
+wait "${pids[2]}" || fail "again 2: $(tail -n3 "$WORK/log/cmp-again-2.log" | tr '\n' ' ')"
+cmp -s "$WORK/AGAIN-1.crt" "$WORK/AGAIN-2.crt" || fail "AGAIN: two different certificates"
+assert_eq "$(sql_q "$IX" "SELECT count(*) || ' ' || min(status) FROM certificate WHERE serial = 'AGAIN'")" \
+    "1 delivered" "AGAIN: one certificate"
+assert_eq "$(grep -c ' ir station=P-1 serial=AGAIN .*outcome="issued before (a retry)"' "$CMP_LOG")" 1 \
+    "AGAIN: the later transaction answered as a retry"
 
 # ---- one ir, twice at once -------------------------------------------------------------------
 # written (-reqout) without a service to answer it (port 1), then sent twice by curl
@@ -190,7 +226,7 @@ answering >/dev/null # still serving
 cmp_stop
 
 # ---- SIGHUP while a request is held: the reload does not wait for it --------------------------
-PROVISIONER_CONFIG=$WORK/slow.cnf cmp_serve LATENCY_TARGET="$SOFTHSM_MODULE" \
+PROVISIONER_CONFIG=$WORK/slow.cnf cmp_serve PROVISIONER_DEBUG=ca LATENCY_TARGET="$SOFTHSM_MODULE" \
     LATENCY_SIGN_MS=2000 LATENCY_TOKENS=provisioner-ca --workers 2
 # a genm: one message, its answer one signature of 2 s, nothing after it
 cmp_client hup P-1 -cmd genm -infotype caCerts &
