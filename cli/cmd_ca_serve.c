@@ -64,9 +64,9 @@ static void usage(FILE *f)
             "  --tls-key FILE      ...and this PEM key\n"
             "  --max-body BYTES    a larger request is refused (413; default 262144)\n"
             "  --profile NAME      the profile certificates are issued under (default device)\n"
-            "  --workers N         CMP requests answered at once, 1 to 64 (default: 4 per\n"
-            "                      processor online: a worker waiting for the HSM or\n"
-            "                      the disk holds no processor)\n");
+            "  --workers N         CMP requests and EST enrollments answered at once, 1 to\n"
+            "                      64 (default: 4 per processor online: a worker waiting\n"
+            "                      for the HSM or the disk holds no processor)\n");
 }
 
 static void log_line(void *arg, const char *line)

@@ -6,6 +6,7 @@
  */
 #include "est_server.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -32,7 +33,8 @@
 #define TYPE_PKCS10 "application/pkcs10"
 #define LOT_MAX 64
 
-struct prov_est_server {
+/* What a request reads: a copy taken when it begins (prov_est_server_handle). */
+struct est_state {
     const struct prov_config *cfg;
     struct prov_ca *ca;
     const struct prov_profile *profile;
@@ -40,8 +42,21 @@ struct prov_est_server {
     STACK_OF(X509) *chain;      /* intermediate(s) then root */
     unsigned char *cacerts;     /* the cacerts answer, base64, made once */
     size_t cacerts_len;
-    unsigned char *csrattrs;    /* the csrattrs answer, base64 */
+    unsigned char *csrattrs;    /* the csrattrs answer, base64 (replaced by set_config) */
     size_t csrattrs_len;
+};
+
+/*
+ * Requests are answered on the event loop and by the CMP workers at once (enrollments:
+ * service/http.c). ca_lock is read-held for a whole request and written by set_ca, so the CA
+ * stays as it is until the requests being answered are; lock guards cfg, profile and
+ * csrattrs, which set_config replaces (a request copies cfg and profile when it begins and
+ * answers csrattrs under it). trust, chain and cacerts never change.
+ */
+struct prov_est_server {
+    struct est_state s;
+    pthread_rwlock_t ca_lock;
+    pthread_mutex_t lock;
 };
 
 static void set_result(struct prov_cmp_outcome *oc, const char *fmt, ...)
@@ -409,7 +424,7 @@ static void cn_of(const X509_NAME *name, char *out, size_t cap)
 }
 
 /* Does peer chain to this CA (its root, through the CA's intermediates)? */
-static bool peer_verifies(struct prov_est_server *srv, X509 *peer, STACK_OF(X509) *peer_chain)
+static bool peer_verifies(const struct est_state *srv, X509 *peer, STACK_OF(X509) *peer_chain)
 {
     X509_STORE_CTX *vc = X509_STORE_CTX_new();
     STACK_OF(X509) *untrusted = X509_chain_up_ref(srv->chain);
@@ -476,7 +491,7 @@ static int reply_cert(struct prov_est_reply *rep, struct prov_cmp_outcome *oc, X
  * is_reissue (a station's simplereenroll), a certificate that supersedes the device's current
  * one, where the lot allows a reissue (doc/ca-service.md).
  */
-static int enroll(struct prov_est_server *srv, struct prov_est_request *rq, X509 *peer,
+static int enroll(const struct est_state *srv, struct prov_est_request *rq, X509 *peer,
                   STACK_OF(X509) *peer_chain, bool is_reissue, struct prov_est_reply *rep,
                   struct prov_cmp_outcome *oc)
 {
@@ -554,7 +569,7 @@ static int enroll(struct prov_est_server *srv, struct prov_est_request *rq, X509
 }
 
 /* Is peer a registered station's certificate (a station's simplereenroll is a reissue)? */
-static bool is_station(struct prov_est_server *srv, X509 *peer, STACK_OF(X509) *peer_chain)
+static bool is_station(const struct est_state *srv, X509 *peer, STACK_OF(X509) *peer_chain)
 {
     const ASN1_INTEGER *sn = peer != NULL ? X509_get0_serialNumber(peer) : NULL;
     char name[65];
@@ -577,7 +592,7 @@ static bool is_station(struct prov_est_server *srv, X509 *peer, STACK_OF(X509) *
 }
 
 /* simplereenroll: a device renews with its current certificate, for the same subject. */
-static int reenroll(struct prov_est_server *srv, struct prov_est_request *rq, X509 *peer,
+static int reenroll(const struct est_state *srv, struct prov_est_request *rq, X509 *peer,
                     STACK_OF(X509) *peer_chain, struct prov_est_reply *rep,
                     struct prov_cmp_outcome *oc)
 {
@@ -656,6 +671,7 @@ int prov_est_server_handle(struct prov_est_server *srv, const char *path, bool i
                            struct prov_cmp_outcome *oc)
 {
     struct prov_est_request rq;
+    struct est_state view;
     char why[160];
     int st;
     int r = 0;
@@ -670,46 +686,67 @@ int prov_est_server_handle(struct prov_est_server *srv, const char *path, bool i
         return reply_text(rep, oc, st, why);
     }
     snprintf(oc->body, sizeof(oc->body), "%s", op_name(rq.op));
+    /* the CA stays as it is until this request is answered (prov_est_server_set_ca waits) */
+    pthread_rwlock_rdlock(&srv->ca_lock);
+    pthread_mutex_lock(&srv->lock);
+    view = srv->s;
+    if (rq.op == PROV_EST_CSRATTRS) {
+        r = reply_copy(rep, TYPE_CSRATTRS, srv->s.csrattrs, srv->s.csrattrs_len);
+        set_result(oc, "csrattrs");
+    }
+    pthread_mutex_unlock(&srv->lock);
+    if (view.ca == NULL && (rq.op == PROV_EST_SIMPLEENROLL || rq.op == PROV_EST_SIMPLEREENROLL)) {
+        /* the CA went away while the request waited for a worker (service/http.c) */
+        set_result(oc, "unavailable: the CA is not open");
+        r = PROV_ERR_DEVICE_REMOVED;
+        goto out;
+    }
     switch (rq.op) {
     case PROV_EST_CACERTS:
-        r = reply_copy(rep, TYPE_PKCS7, srv->cacerts, srv->cacerts_len);
+        r = reply_copy(rep, TYPE_PKCS7, view.cacerts, view.cacerts_len);
         set_result(oc, "cacerts");
         break;
-    case PROV_EST_CSRATTRS:
-        r = reply_copy(rep, TYPE_CSRATTRS, srv->csrattrs, srv->csrattrs_len);
-        set_result(oc, "csrattrs");
-        break;
+    case PROV_EST_CSRATTRS: break; /* answered above */
     case PROV_EST_SIMPLEENROLL:
-        r = enroll(srv, &rq, peer, peer_chain, false, rep, oc);
+        r = enroll(&view, &rq, peer, peer_chain, false, rep, oc);
         break;
     case PROV_EST_SIMPLEREENROLL:
-        r = is_station(srv, peer, peer_chain)
-                ? enroll(srv, &rq, peer, peer_chain, true, rep, oc)
-                : reenroll(srv, &rq, peer, peer_chain, rep, oc);
+        r = is_station(&view, peer, peer_chain)
+                ? enroll(&view, &rq, peer, peer_chain, true, rep, oc)
+                : reenroll(&view, &rq, peer, peer_chain, rep, oc);
         break;
     }
+out:
+    pthread_rwlock_unlock(&srv->ca_lock);
     prov_est_request_clear(&rq);
     return r;
 }
 
 int prov_est_server_set_config(struct prov_est_server *srv, const struct prov_config *cfg)
 {
-    const struct prov_profile *p = prov_config_profile(cfg, srv->profile->name);
+    const struct prov_profile *p;
     unsigned char *attrs = NULL;
+    unsigned char *old;
     size_t len = 0;
 
+    pthread_mutex_lock(&srv->lock);
+    p = prov_config_profile(cfg, srv->s.profile->name);
+    pthread_mutex_unlock(&srv->lock);
     if (p == NULL) {
         return prov_fail(PROV_ERR_CONFIG, "profile \"%s\": not in %s (no [profile_%s] section)",
-                         srv->profile->name, cfg->path, srv->profile->name);
+                         srv->s.profile->name, cfg->path, srv->s.profile->name);
     }
     if (make_csrattrs(p, &attrs, &len) < 0) {
         return prov_fail_ossl(PROV_ERR_NOMEM, "EST: cannot make the csrattrs answer");
     }
-    free(srv->csrattrs);
-    srv->csrattrs = attrs;
-    srv->csrattrs_len = len;
-    srv->cfg = cfg;
-    srv->profile = p;
+    pthread_mutex_lock(&srv->lock);
+    old = srv->s.csrattrs;
+    srv->s.csrattrs = attrs;
+    srv->s.csrattrs_len = len;
+    srv->s.cfg = cfg;
+    srv->s.profile = p;
+    pthread_mutex_unlock(&srv->lock);
+    free(old);
     return 0;
 }
 
@@ -718,24 +755,32 @@ int prov_est_server_new(const struct prov_config *cfg, struct prov_ca *ca, const
 {
     struct prov_est_server *srv = calloc(1, sizeof(*srv));
     const char *name = profile != NULL ? profile : "device";
+    pthread_rwlockattr_t attr;
 
     *out = NULL;
     if (srv == NULL) {
         return prov_fail(PROV_ERR_NOMEM, "EST: out of memory");
     }
-    srv->cfg = cfg;
-    srv->ca = ca;
-    srv->profile = prov_config_profile(cfg, name);
-    if (srv->profile == NULL) {
-        free(srv);
+    /* a CA change waits for the requests being answered, then goes before the next ones */
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&srv->ca_lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
+    pthread_mutex_init(&srv->lock, NULL);
+    srv->s.cfg = cfg;
+    srv->s.ca = ca;
+    srv->s.profile = prov_config_profile(cfg, name);
+    if (srv->s.profile == NULL) {
+        prov_est_server_free(srv);
         return prov_fail(PROV_ERR_CONFIG, "profile \"%s\": not in %s (no [profile_%s] section)",
                          name, cfg->path, name);
     }
-    srv->trust = X509_STORE_new();
-    srv->chain = X509_chain_up_ref(ca->chain);
-    if (srv->trust == NULL || srv->chain == NULL || !X509_STORE_add_cert(srv->trust, ca->root) ||
-        certs_only(srv->chain, &srv->cacerts, &srv->cacerts_len) < 0 ||
-        make_csrattrs(srv->profile, &srv->csrattrs, &srv->csrattrs_len) < 0) {
+    srv->s.trust = X509_STORE_new();
+    srv->s.chain = X509_chain_up_ref(ca->chain);
+    if (srv->s.trust == NULL || srv->s.chain == NULL ||
+        !X509_STORE_add_cert(srv->s.trust, ca->root) ||
+        certs_only(srv->s.chain, &srv->s.cacerts, &srv->s.cacerts_len) < 0 ||
+        make_csrattrs(srv->s.profile, &srv->s.csrattrs, &srv->s.csrattrs_len) < 0) {
         prov_est_server_free(srv);
         return prov_fail_ossl(PROV_ERR_NOMEM, "EST: cannot make the CA's answers");
     }
@@ -745,7 +790,9 @@ int prov_est_server_new(const struct prov_config *cfg, struct prov_ca *ca, const
 
 void prov_est_server_set_ca(struct prov_est_server *srv, struct prov_ca *ca)
 {
-    srv->ca = ca;
+    pthread_rwlock_wrlock(&srv->ca_lock);
+    srv->s.ca = ca;
+    pthread_rwlock_unlock(&srv->ca_lock);
 }
 
 void prov_est_server_free(struct prov_est_server *srv)
@@ -753,9 +800,11 @@ void prov_est_server_free(struct prov_est_server *srv)
     if (srv == NULL) {
         return;
     }
-    X509_STORE_free(srv->trust);
-    sk_X509_pop_free(srv->chain, X509_free);
-    free(srv->cacerts);
-    free(srv->csrattrs);
+    X509_STORE_free(srv->s.trust);
+    sk_X509_pop_free(srv->s.chain, X509_free);
+    free(srv->s.cacerts);
+    free(srv->s.csrattrs);
+    pthread_rwlock_destroy(&srv->ca_lock);
+    pthread_mutex_destroy(&srv->lock);
     free(srv);
 }

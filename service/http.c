@@ -44,8 +44,10 @@
 #define DRAIN_MAX_S 30
 
 /*
- * A CMP request handed to the workers: its bytes copied out of libevent's buffer, its
- * answer made by a worker, sent by the event loop (libevent's objects are the loop's alone).
+ * A CMP request or an EST enrollment handed to the workers: its bytes copied out of
+ * libevent's buffer (and, for EST, the TLS client's certificates taken from the connection),
+ * its answer made by a worker, sent by the event loop (libevent's objects are the loop's
+ * alone).
  */
 struct job {
     struct job *next;
@@ -56,7 +58,14 @@ struct job {
     char peer[64]; /* for the log line, read while the connection was there */
     unsigned port;
     bool is_unavailable; /* the CA was not up when it came: answered so by the loop */
-    bool is_again;       /* handed to the workers a second time (finish_cmp) */
+    bool is_again;       /* handed to the workers a second time (finish_cmp, finish_est) */
+    /* an EST enrollment (est_server.h) instead of a CMP message */
+    bool is_est;
+    char *path;
+    char *content_type;
+    X509 *client;                  /* the TLS client certificate (a reference), or NULL */
+    STACK_OF(X509) *client_chain; /* what else it sent (references), or NULL */
+    struct prov_est_reply rep;
     /* the worker's */
     int r;
     unsigned char *rsp;
@@ -259,8 +268,8 @@ static X509 *peer_certificate(struct evhttp_request *req, STACK_OF(X509) **chain
 }
 
 /* EST's "CA unavailable": 503 with Retry-After and the reason in one line. */
-static void est_unavailable(struct service *sv, struct evhttp_request *req, const char *why,
-                            size_t len)
+static void est_unavailable_to(struct service *sv, struct evhttp_request *req, const char *why,
+                               const char *peer, unsigned port, size_t len)
 {
     struct prov_cmp_outcome oc;
     char text[512]; /* the keeper's reason is under 300 bytes */
@@ -268,23 +277,90 @@ static void est_unavailable(struct service *sv, struct evhttp_request *req, cons
     outcome_of(&oc, "est", "unavailable: %s", why);
     snprintf(text, sizeof(text), "CA unavailable: %s", why);
     reply_retry_later(req, "CA Unavailable", text);
-    log_request(sv, req, HTTP_SERVUNAVAIL, &oc, len, 0);
+    log_line_for(sv, peer, port, HTTP_SERVUNAVAIL, &oc, len, 0);
 }
 
-/* EST (est_server.h): GET or POST under PROV_EST_PREFIX, answered in base64 or a text line. */
+static void est_unavailable(struct service *sv, struct evhttp_request *req, const char *why,
+                            size_t len)
+{
+    char peer[64];
+    unsigned port;
+
+    request_peer(req, peer, sizeof(peer), &port);
+    est_unavailable_to(sv, req, why, peer, port, len);
+}
+
+/* An EST answer (rep, which stays the caller's) sent, or a 500 when r < 0; logged. */
+static void send_est_reply(struct service *sv, struct evhttp_request *req, int r,
+                           const struct prov_est_reply *rep, const struct prov_cmp_outcome *oc,
+                           const char *peer, unsigned port, size_t len)
+{
+    struct evkeyvalq *out_h = evhttp_request_get_output_headers(req);
+    struct evbuffer *out = r == 0 ? evbuffer_new() : NULL;
+
+    if (out == NULL || evbuffer_add(out, rep->body, rep->len) != 0) {
+        evbuffer_free(out);
+        evhttp_send_error(req, HTTP_INTERNAL, "Internal Error");
+        log_line_for(sv, peer, port, HTTP_INTERNAL, oc, len, 0);
+        return;
+    }
+    evhttp_add_header(out_h, "Content-Type", rep->type);
+    if (rep->is_base64) {
+        evhttp_add_header(out_h, "Content-Transfer-Encoding", "base64");
+    }
+    if (rep->retry_after > 0) {
+        char secs[16];
+
+        snprintf(secs, sizeof(secs), "%d", rep->retry_after);
+        evhttp_add_header(out_h, "Retry-After", secs);
+    }
+    if (sv->is_draining && evhttp_find_header(out_h, "Connection") == NULL) {
+        evhttp_add_header(out_h, "Connection", "close");
+    }
+    evhttp_add_header(out_h, "Cache-Control", "no-store");
+    /* sent, or freed by libevent when the client has gone meanwhile (its request detached) */
+    evhttp_send_reply(req, rep->status, rep->status == HTTP_OK ? "OK" : "Refused", out);
+    evbuffer_free(out);
+    log_line_for(sv, peer, port, rep->status, oc, len, rep->len);
+}
+
+/* The workers' queue (below). */
+static void submit(struct service *sv, struct job *j);
+static struct job *job_new(struct evhttp_request *req, const char *lot, struct evbuffer *body,
+                           size_t len);
+static void job_free(struct job *j);
+
+/*
+ * Whether path asks for an enrollment (simpleenroll, simplereenroll, under a lot's label
+ * too): what goes to the workers, since it signs; cacerts and csrattrs are answered here.
+ */
+static bool is_est_enrollment(const char *path)
+{
+    const char *last = strrchr(path, '/');
+
+    return last != NULL &&
+           (strcmp(last, "/simpleenroll") == 0 || strcmp(last, "/simplereenroll") == 0);
+}
+
+/*
+ * EST (est_server.h): GET or POST under PROV_EST_PREFIX, answered in base64 or a text line. An
+ * enrollment goes to the workers (finish_est sends its answer); the rest is answered here.
+ */
 static void on_est(struct service *sv, struct evhttp_request *req, const char *path)
 {
     struct evkeyvalq *in_h = evhttp_request_get_input_headers(req);
-    struct evkeyvalq *out_h = evhttp_request_get_output_headers(req);
     struct evbuffer *body = evhttp_request_get_input_buffer(req);
     size_t len = evbuffer_get_length(body);
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    const char *type = evhttp_find_header(in_h, "Content-Type");
     STACK_OF(X509) *chain = NULL;
     X509 *peer = NULL;
     struct prov_est_reply rep;
     struct prov_cmp_outcome oc;
-    struct evbuffer *out = NULL;
     const char *why = NULL;
+    struct job *j;
+    char addr[64];
+    unsigned port;
     int r;
 
     if (!prov_ca_keeper_available(sv->keeper, time(NULL), &why)) {
@@ -292,9 +368,37 @@ static void on_est(struct service *sv, struct evhttp_request *req, const char *p
         return;
     }
     peer = peer_certificate(req, &chain);
+    if (cmd == EVHTTP_REQ_POST && is_est_enrollment(path)) {
+        if (sv->pool.in_flight >= (size_t)sv->pool.n_threads * QUEUE_PER_WORKER) {
+            X509_free(peer);
+            reply_busy(sv, req, len);
+            return;
+        }
+        j = job_new(req, "", body, len);
+        if (j != NULL) {
+            j->is_est = true;
+            j->client = peer;
+            peer = NULL;
+            j->path = strdup(path);
+            j->content_type = type != NULL ? strdup(type) : NULL;
+            j->client_chain = chain != NULL ? X509_chain_up_ref(chain) : NULL;
+        }
+        if (j == NULL || j->path == NULL || (type != NULL && j->content_type == NULL) ||
+            (chain != NULL && j->client_chain == NULL)) {
+            if (j != NULL) {
+                job_free(j);
+            }
+            X509_free(peer);
+            outcome_of(&oc, "est", "failed: out of memory");
+            evhttp_send_error(req, HTTP_INTERNAL, "Internal Error");
+            log_request(sv, req, HTTP_INTERNAL, &oc, len, 0);
+            return;
+        }
+        submit(sv, j);
+        return;
+    }
     prov_error_clear();
-    r = prov_est_server_handle(prov_ca_keeper_est(sv->keeper), path, cmd == EVHTTP_REQ_POST,
-                               evhttp_find_header(in_h, "Content-Type"),
+    r = prov_est_server_handle(prov_ca_keeper_est(sv->keeper), path, cmd == EVHTTP_REQ_POST, type,
                                len > 0 ? evbuffer_pullup(body, -1) : (const unsigned char *)"",
                                len, peer, chain, &rep, &oc);
     X509_free(peer);
@@ -305,31 +409,11 @@ static void on_est(struct service *sv, struct evhttp_request *req, const char *p
         est_unavailable(sv, req, why, len);
         return;
     }
-    out = r == 0 ? evbuffer_new() : NULL;
-    if (out == NULL || evbuffer_add(out, rep.body, rep.len) != 0) {
-        evbuffer_free(out);
-        if (r == 0) {
-            free(rep.body);
-        }
-        evhttp_send_error(req, HTTP_INTERNAL, "Internal Error");
-        log_request(sv, req, HTTP_INTERNAL, &oc, len, 0);
-        return;
+    request_peer(req, addr, sizeof(addr), &port);
+    send_est_reply(sv, req, r, &rep, &oc, addr, port, len);
+    if (r == 0) {
+        free(rep.body);
     }
-    free(rep.body);
-    evhttp_add_header(out_h, "Content-Type", rep.type);
-    if (rep.is_base64) {
-        evhttp_add_header(out_h, "Content-Transfer-Encoding", "base64");
-    }
-    if (rep.retry_after > 0) {
-        char secs[16];
-
-        snprintf(secs, sizeof(secs), "%d", rep.retry_after);
-        evhttp_add_header(out_h, "Retry-After", secs);
-    }
-    evhttp_add_header(out_h, "Cache-Control", "no-store");
-    evhttp_send_reply(req, rep.status, rep.status == HTTP_OK ? "OK" : "Refused", out);
-    evbuffer_free(out);
-    log_request(sv, req, rep.status, &oc, len, rep.len);
 }
 
 #define STATUS_PATH "/status"
@@ -523,6 +607,11 @@ static void job_free(struct job *j)
 {
     free(j->body);
     OPENSSL_free(j->rsp);
+    free(j->path);
+    free(j->content_type);
+    X509_free(j->client);
+    sk_X509_pop_free(j->client_chain, X509_free);
+    free(j->rep.body);
     free(j);
 }
 
@@ -536,8 +625,6 @@ static void jobs_free(struct job *list)
         job_free(j);
     }
 }
-
-static void submit(struct service *sv, struct job *j);
 
 /*
  * A job's answer sent, on the loop: the worker's, or "CA unavailable" when the CA was not
@@ -605,6 +692,36 @@ static void finish_cmp(struct service *sv, struct job *j)
     job_free(j);
 }
 
+/*
+ * An EST enrollment's answer sent, on the loop (as on_est sends one it answered itself), or
+ * "CA unavailable" when the CA went away meanwhile. Frees j.
+ */
+static void finish_est(struct service *sv, struct job *j)
+{
+    const char *why = NULL;
+
+    if (j->r == PROV_ERR_DEVICE_REMOVED && !j->is_again &&
+        prov_ca_keeper_available(sv->keeper, time(NULL), &why)) {
+        /* it waited in the queue while the CA went and came back: answered by the new one */
+        j->is_again = true;
+        submit(sv, j);
+        return;
+    }
+    why = NULL;
+    if (j->r == PROV_ERR_DEVICE_REMOVED ||
+        went_unavailable(sv, j->r < 0 ? HTTP_INTERNAL : j->rep.status, &j->oc, &why)) {
+        if (why == NULL) {
+            (void)prov_ca_keeper_available(sv->keeper, time(NULL), &why);
+        }
+        est_unavailable_to(sv, j->req, why != NULL ? why : "the CA token is not open", j->peer,
+                           j->port, j->len);
+        job_free(j);
+        return;
+    }
+    send_est_reply(sv, j->req, j->r, &j->rep, &j->oc, j->peer, j->port, j->len);
+    job_free(j);
+}
+
 /* A worker: takes jobs first in, first out, until the pool stops and none is left. */
 static void *worker(void *arg)
 {
@@ -632,8 +749,17 @@ static void *worker(void *arg)
             break;
         }
         prov_error_clear();
-        j->r = prov_cmp_server_handle_lot(prov_ca_keeper_cmp(sv->keeper), j->lot, j->body,
-                                          j->len, time(NULL), &j->rsp, &j->rsp_len, &j->oc);
+        if (j->is_est) {
+            free(j->rep.body); /* a job handed over again (finish_est) */
+            j->rep.body = NULL;
+            j->r = prov_est_server_handle(prov_ca_keeper_est(sv->keeper), j->path, true,
+                                          j->content_type, j->body, j->len, j->client,
+                                          j->client_chain, &j->rep, &j->oc);
+        } else {
+            j->r = prov_cmp_server_handle_lot(prov_ca_keeper_cmp(sv->keeper), j->lot, j->body,
+                                              j->len, time(NULL), &j->rsp, &j->rsp_len,
+                                              &j->oc);
+        }
         ERR_clear_error();
         pthread_mutex_lock(&p->lock);
         j->next = p->done;
@@ -695,7 +821,11 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
 
         fifo = j->next;
         p->in_flight--;
-        finish_cmp(sv, j);
+        if (j->is_est) {
+            finish_est(sv, j);
+        } else {
+            finish_cmp(sv, j);
+        }
     }
 }
 

@@ -22,6 +22,8 @@
 # - SIGHUP while a worker holds a request: the configuration is reloaded at once (the request
 #   keeps the configuration it began with; a genm held by a 2 s signature is still held
 #   when the reload is logged);
+# - four EST simpleenroll at once over TLS: the workers answer them together (the CA key
+#   signs for two or more at once), each with its certificate;
 # - 24 requests at once on one worker: past 16 queued, 503 with Retry-After, the rest
 #   answered;
 # - the same with a CA token that opens no more sessions (pkcs11/fault_module.c
@@ -34,6 +36,7 @@
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../batch/batch_lib.sh"
 . "$(dirname "$0")/cmp_lib.sh"
+. "$(dirname "$0")/../est/est_lib.sh"
 it_setup
 need sqlite3 python3 curl
 batch_ca
@@ -195,6 +198,38 @@ assert_file "$WORK/latency-serve.txt"
 at_once=$(sed -n 's/.* max_at_once=\([0-9]*\)$/\1/p' "$WORK/latency-serve.txt" | tail -n1)
 [ "${at_once:-0}" -ge 2 ] ||
     fail "the CA token never signed for two workers at once: $(cat "$WORK/latency-serve.txt")"
+
+# ---- EST enrollments answered by the workers at once --------------------------------------
+# four stations' simpleenroll at once over TLS, the CA token slowed: the workers hold them
+# together (the CA key signs for two or more at once), each answered with its certificate
+PROVISIONER_CONFIG=$WORK/slow.cnf cmp_serve PROVISIONER_DEBUG=ca LATENCY_TARGET="$SOFTHSM_MODULE" \
+    LATENCY_SIGN_MS=300 LATENCY_TOKENS=provisioner-ca LATENCY_PARALLEL=1 --workers 4 \
+    --tls-cert "$WORK/server-ca/server.crt" --tls-key "$WORK/server-ca/server.key"
+EST=https://127.0.0.1:$CMP_PORT/.well-known/est
+pids=()
+for s in P-1 P-2 P-3 P-4; do
+    csr_b64 "EST-$s"
+    curl -sS --cacert "$WORK/server-ca/ca.crt" --cert "$WORK/stations/$s.crt" \
+        --key "$WORK/stations/$s.key" -H 'Content-Type: application/pkcs10' \
+        --data-binary "@$WORK/EST-$s.b64" -o "$WORK/est-EST-$s.out" -w '%{http_code}' \
+        "$EST/simpleenroll" >"$WORK/EST-$s.code" 2>"$WORK/log/curl-EST-$s.err" &
+    pids+=($!)
+done
+i=0
+for s in P-1 P-2 P-3 P-4; do
+    wait "${pids[$i]}" || fail "curl EST-$s: $(cat "$WORK/log/curl-EST-$s.err")"
+    assert_eq "$(cat "$WORK/EST-$s.code")" 200 "EST-$s: HTTP status ($(head -c 200 "$WORK/est-EST-$s.out"))"
+    p7_certs "EST-$s"
+    assert_strict_cert "$WORK/est-EST-$s.pem"
+    i=$((i + 1))
+done
+assert_eq "$(sql_q "$IX" "SELECT count(*) FROM certificate WHERE serial LIKE 'EST-P-%'")" 4 \
+    "EST: four certificates, once each"
+est_at_once=$(grep -E 'debug: serial EST-P-[1-4]: (signing|signed)$' "$CMP_LOG" |
+    awk '/signing$/ { n++; if (n > m) m = n } /signed$/ { n-- } END { print m + 0 }')
+[ "$est_at_once" -ge 2 ] ||
+    fail "EST: the CA key signed for $est_at_once enrollment(s) at a time, not two at once"
+cmp_stop
 
 # ---- a full queue: past 16 requests per worker, 503 with Retry-After -------------------------
 # one worker, the CA token slowed: 24 copies of the ir written above sent at once
