@@ -435,6 +435,7 @@ static bool work_group(struct batch *b, struct batch_group *g, uint32_t *idx, bo
     size_t lo = 0;
     size_t hi = 0;
     bool is_back = false;
+    struct batch_kept_device kept = {0}; /* batch_row.h: open from one row to the next */
 
     for (uint32_t i = g->first; idx != NULL && i != BATCH_NO_ROW && hi < g->count;
          i = b->rows[i].next) {
@@ -448,7 +449,7 @@ static bool work_group(struct batch *b, struct batch_group *g, uint32_t *idx, bo
     }
     while (idx != NULL ? lo < hi : next != BATCH_NO_ROW) {
         uint32_t i = idx == NULL ? next : is_back ? idx[--hi] : idx[lo++];
-        struct batch_row_job job = {.b = b, .g = g, .index = i};
+        struct batch_row_job job = {.b = b, .g = g, .index = i, .kept = &kept};
 
         /* SIGINT/SIGTERM: no new row; the rows not started stay pending (interrupt.h) */
         if (prov_interrupt_signal() != 0) {
@@ -461,12 +462,14 @@ static bool work_group(struct batch *b, struct batch_group *g, uint32_t *idx, bo
         next = b->rows[i].next;
         if (job.is_elsewhere && idx != NULL && b->is_ledger) {
             if (lo == 1 && !is_back && can_defer) {
+                batch_kept_device_close(&kept);
                 return true;
             }
             is_back = is_back || lo == 1;
             drop_elsewhere(b, idx, lo, &hi);
         }
     }
+    batch_kept_device_close(&kept);
     return false;
 }
 
@@ -477,8 +480,10 @@ static bool work_group(struct batch *b, struct batch_group *g, uint32_t *idx, bo
  */
 static void work_group_shared(struct batch *b, struct batch_group *g)
 {
+    struct batch_kept_device kept = {0}; /* batch_row.h: open from one row to the next */
+
     for (;;) {
-        struct batch_row_job job = {.b = b, .g = g};
+        struct batch_row_job job = {.b = b, .g = g, .kept = &kept};
 
         /* SIGINT/SIGTERM: no new row; the rows not started stay pending (interrupt.h) */
         if (prov_interrupt_signal() != 0) {
@@ -499,6 +504,7 @@ static void work_group_shared(struct batch *b, struct batch_group *g)
             batch_row_unreadable(b, job.index);
         }
     }
+    batch_kept_device_close(&kept);
 }
 
 /*

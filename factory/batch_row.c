@@ -50,6 +50,7 @@ struct row_ctx {
     char *row_pin_spec;     /* the row's pin column, resolved; NULL: the run's PIN source */
     const char *pin;        /* the device PIN source the row uses (pin_spec) */
     struct prov_issuer *is; /* the run's issuer (issuer.h) */
+    struct batch_kept_device *kept; /* the worker's (batch_row.h); NULL: none is kept */
     /*
      * The interrupted attempt's key (key_id) is asked for again rather than replaced: a CA
      * service may have certified it already, and answers the same request with the same
@@ -120,6 +121,69 @@ char *batch_storage_dir(const struct prov_config *cfg, const struct prov_manifes
 static int lock_token(struct row_ctx *c)
 {
     return batch_hold_token(&c->hold, c->device_uri);
+}
+
+static bool same_string(const char *a, const char *b)
+{
+    return a == NULL ? b == NULL : b != NULL && strcmp(a, b) == 0;
+}
+
+void batch_kept_device_close(struct batch_kept_device *k)
+{
+    if (k != NULL) {
+        prov_device_close(k->dev);
+        free(k->uri);
+        free(k->pin);
+        memset(k, 0, sizeof(*k));
+    }
+}
+
+/* Before any other use of a device in a row: the worker's kept one is closed (batch_row.h). */
+static void drop_kept_device(struct row_ctx *c)
+{
+    batch_kept_device_close(c->kept);
+}
+
+/*
+ * The device of a fresh enrollment, opened, checked not to be the CA's and logged in
+ * (prov_step_open_device): the worker's kept device when the last row left it for this
+ * device string and PIN source and it is still open (backend.h, is_open), else opened now.
+ * Called with the token's lock held.
+ */
+static int open_row_device(struct row_ctx *c, struct prov_device **out)
+{
+    struct batch_kept_device *k = c->kept;
+
+    if (k != NULL && k->dev != NULL) {
+        if (same_string(k->uri, c->device_uri) && same_string(k->pin, c->pin) &&
+            k->dev->ops->is_open(k->dev)) {
+            *out = k->dev;
+            k->dev = NULL;
+            batch_kept_device_close(k);
+            prov_debug("batch", "serial %s: %s still open from the last row", c->serial,
+                       (*out)->name);
+            return 0;
+        }
+        batch_kept_device_close(k);
+    }
+    return prov_step_open_device(c->b->cfg, c->is, c->device_uri, c->pin, false, out);
+}
+
+/* After a fresh enrollment: its device kept for the worker's next row if it went well. */
+static void put_row_device(struct row_ctx *c, struct prov_device *dev, bool is_ok)
+{
+    struct batch_kept_device *k = c->kept;
+
+    if (dev != NULL && is_ok && k != NULL && dev->ops->is_open != NULL) {
+        k->uri = strdup(c->device_uri);
+        k->pin = c->pin != NULL ? strdup(c->pin) : NULL;
+        if (k->uri != NULL && (c->pin == NULL || k->pin != NULL)) {
+            k->dev = dev;
+            return;
+        }
+        batch_kept_device_close(k); /* out of memory: the device is only closed */
+    }
+    prov_device_close(dev);
 }
 
 int batch_resolve_pin_spec(const char *manifest, const char *spec, char **out)
@@ -230,6 +294,7 @@ static int delete_key_by_id(struct row_ctx *c, const char *device_uri, const uns
     char hex[2 * PROV_JOURNAL_KEY_ID_MAX + 1];
     int r;
 
+    drop_kept_device(c);
     r = prov_step_open_device(c->b->cfg, c->is, device_uri, c->pin, false, &dev);
     if (r < 0) {
         return r;
@@ -279,6 +344,7 @@ static int retire_key(struct row_ctx *c, const struct prov_journal_old_key *k)
     int r;
 
     prov_hex_encode(k->key_id, k->key_id_len, hex);
+    drop_kept_device(c);
     r = batch_hold_token(&c->hold, k->device_uri);
     r = r ? r
           : prov_device_open_login(c->b->cfg, k->device_uri, c->pin, "device PIN", false,
@@ -353,6 +419,7 @@ static int connect_from_journal(struct row_ctx *c)
     struct prov_key *key = NULL;
     int r;
 
+    drop_kept_device(c);
     r = prov_device_open_login(c->b->cfg, c->d.device_uri, c->pin, "device PIN", true, &dev);
     if (r == 0) {
         r = dev->ops->find_key_by_id(dev, c->d.key_id, c->d.key_id_len, &key);
@@ -538,7 +605,7 @@ static int fresh_on_device(struct row_ctx *c, struct prov_enroll_plan *plan, boo
     int r;
 
     r = lock_token(c);
-    r = r ? r : prov_step_open_device(c->b->cfg, c->is, c->device_uri, c->pin, false, &dev);
+    r = r ? r : open_row_device(c, &dev);
     r = r ? r : prov_step_stop_if_interrupted(c->serial, PROV_STEP_STOP_OPENED);
     if (r == 0 && c->is_reusing_key) {
         r = dev->ops->find_key_by_id(dev, c->key_id, sizeof(c->key_id), &key);
@@ -617,7 +684,7 @@ out:
     }
     X509_REQ_free(req);
     prov_key_free(key);
-    prov_device_close(dev);
+    put_row_device(c, dev, r == 0);
     return r;
 }
 
@@ -709,6 +776,7 @@ static int write_from_journal(struct row_ctx *c, X509 *cert, char **key_uri)
     char hex[2 * PROV_JOURNAL_KEY_ID_MAX + 1];
     int r;
 
+    drop_kept_device(c);
     r = prov_device_open_login(c->b->cfg, c->d.device_uri, c->pin, "device PIN", false, &dev);
     if (r < 0) {
         goto out;
@@ -1098,6 +1166,7 @@ int batch_row_handle(void *ctx, struct prov_manifest_parser *p, const struct pro
     c.hold.tokens = &c.b->tokens;
     c.hold.serial = c.serial;
     c.is = c.b->issuer;
+    c.kept = job->kept;
     if (c.g != NULL) {
         c.hold.group_uri = c.g->device_uri;
         c.hold.group_token = &c.g->token;

@@ -108,11 +108,29 @@ struct batch {
     struct prov_progress *progress;
 };
 
+/*
+ * The device a worker keeps open from one row to the next (batch_row.c, open_row_device): a
+ * fresh enrollment that went well leaves its device here, and the worker's next row on the
+ * same device string with the same PIN source uses it, still open and logged in, instead of
+ * finding the token and opening a session again (and SoftHSM2 going through every object
+ * handle of the token to close one: a cost that grew with the keys on the token). Closed
+ * when the worker leaves the group (batch.c), or by any other use of a device in a row, so
+ * a worker never has more than one session of its own on a token.
+ */
+struct batch_kept_device {
+    struct prov_device *dev;
+    char *uri; /* the device string it was opened with */
+    char *pin; /* the PIN source it was logged in with; NULL: the run's default */
+};
+
+void batch_kept_device_close(struct batch_kept_device *k);
+
 /* One row for a worker. */
 struct batch_row_job {
     struct batch *b;
     struct batch_group *g;
     uint32_t index;
+    struct batch_kept_device *kept; /* the worker's kept device; NULL: none is kept */
     const char *device_uri; /* the device to use instead of the row's (station); NULL: row's */
     int err;                /* out: the PROV_ERR_* the row failed with, 0 when it did not */
     bool is_elsewhere;      /* out: another station held or finished the row (ledger) */

@@ -748,6 +748,22 @@ static bool may_share(struct prov_device *dev)
     return has_room(d->info.ulMaxRwSessionCount, 2) && has_room(d->info.ulMaxSessionCount, 3);
 }
 
+/* backend.h, is_open: one C_GetSessionInfo, which modules answer without the token. */
+static bool is_open(struct prov_device *dev)
+{
+    const struct p11_dev *d = dev->priv;
+    CK_SESSION_INFO si;
+
+    if (d->session == CK_INVALID_HANDLE || d->fl->C_GetSessionInfo(d->session, &si) != CKR_OK ||
+        si.slotID != d->slot) {
+        return false;
+    }
+    if (d->info.flags & CKF_LOGIN_REQUIRED) {
+        return si.state == CKS_RW_USER_FUNCTIONS || si.state == CKS_RO_USER_FUNCTIONS;
+    }
+    return true;
+}
+
 const struct prov_backend_ops prov_pkcs11_ops = {
     .name = "pkcs11",
     .scheme = "pkcs11:",
@@ -758,6 +774,7 @@ const struct prov_backend_ops prov_pkcs11_ops = {
     .login = login,
     .identity = identity,
     .may_share = may_share,
+    .is_open = is_open,
     .names_same_device = names_same_device,
     .parse_uri = prov_pkcs11_parse_name,
     .build_uri = prov_pkcs11_build_uri,

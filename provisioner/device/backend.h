@@ -162,6 +162,16 @@ struct prov_backend_ops {
     bool (*may_share)(struct prov_device *dev);
 
     /*
+     * Optional (NULL: a device is opened anew for each use). Whether a device opened earlier
+     * is still as open() and login() left it: its session answers, on the same slot, logged
+     * in when the token asks for a login. A batch worker keeps its device open from one row
+     * to the next on the same token only with this answering true (factory/batch_row.c,
+     * open_row_device); a token pulled and put back in between has lost the session, and
+     * the row opens it again.
+     */
+    bool (*is_open)(struct prov_device *dev);
+
+    /*
      * Optional (NULL: cannot tell). Whether two device strings of this backend name the same
      * device as far as the strings alone show: for PKCS#11, the same module (default_module
      * for a URI without module-path) and no token attribute that both give differs, with at
