@@ -462,14 +462,14 @@ static bool work_group(struct batch *b, struct batch_group *g, uint32_t *idx, bo
         next = b->rows[i].next;
         if (job.is_elsewhere && idx != NULL && b->is_ledger) {
             if (lo == 1 && !is_back && can_defer) {
-                batch_kept_device_close(&kept);
+                batch_kept_device_end(b, g, &kept);
                 return true;
             }
             is_back = is_back || lo == 1;
             drop_elsewhere(b, idx, lo, &hi);
         }
     }
-    batch_kept_device_close(&kept);
+    batch_kept_device_end(b, g, &kept);
     return false;
 }
 
@@ -504,7 +504,7 @@ static void work_group_shared(struct batch *b, struct batch_group *g)
             batch_row_unreadable(b, job.index);
         }
     }
-    batch_kept_device_close(&kept);
+    batch_kept_device_end(b, g, &kept);
 }
 
 /*

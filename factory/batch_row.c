@@ -138,6 +138,25 @@ void batch_kept_device_close(struct batch_kept_device *k)
     }
 }
 
+void batch_kept_device_end(struct batch *b, struct batch_group *g, struct batch_kept_device *k)
+{
+    /* the group's token, resolved by its rows already: no look at the token to find it */
+    struct batch_hold h = {.tokens = &b->tokens,
+                           .group_uri = g->device_uri,
+                           .group_token = &g->token,
+                           .serial = "(the worker's last row)"};
+
+    if (k->dev == NULL) {
+        batch_kept_device_close(k);
+        return;
+    }
+    if (batch_hold_token(&h, k->uri) < 0) {
+        prov_error_clear(); /* resolved before, so not expected: closed all the same */
+    }
+    batch_kept_device_close(k);
+    batch_release_token(&h);
+}
+
 /* Before any other use of a device in a row: the worker's kept one is closed (batch_row.h). */
 static void drop_kept_device(struct row_ctx *c)
 {
@@ -169,12 +188,19 @@ static int open_row_device(struct row_ctx *c, struct prov_device **out)
     return prov_step_open_device(c->b->cfg, c->is, c->device_uri, c->pin, false, out);
 }
 
-/* After a fresh enrollment: its device kept for the worker's next row if it went well. */
+/*
+ * After a fresh enrollment: its device kept for the worker's next row if it went well, and
+ * only on a device that takes a second worker's session beside it (backend.h, may_share):
+ * the session stays open once the row lets the token's lock go, and another group's worker
+ * may take that lock for another device string naming the same token; a token that allows
+ * one read-write session would refuse that worker's.
+ */
 static void put_row_device(struct row_ctx *c, struct prov_device *dev, bool is_ok)
 {
     struct batch_kept_device *k = c->kept;
 
-    if (dev != NULL && is_ok && k != NULL && dev->ops->is_open != NULL) {
+    if (dev != NULL && is_ok && k != NULL && dev->ops->is_open != NULL &&
+        dev->ops->may_share != NULL && dev->ops->may_share(dev)) {
         k->uri = strdup(c->device_uri);
         k->pin = c->pin != NULL ? strdup(c->pin) : NULL;
         if (k->uri != NULL && (c->pin == NULL || k->pin != NULL)) {
@@ -1051,6 +1077,7 @@ static int do_row(struct row_ctx *c, enum batch_status *st)
              * may have changed since: deleted under that token's lock, then back to the
              * row's own token for the new key.
              */
+            drop_kept_device(c); /* before the hold: resolving a token may open a session */
             r = batch_hold_token(&c->hold, c->d.device_uri);
             r = r ? r
                   : delete_key_by_id(c, c->d.device_uri, c->d.key_id, c->d.key_id_len,
@@ -1189,6 +1216,10 @@ int batch_row_handle(void *ctx, struct prov_manifest_parser *p, const struct pro
     } else {
         c.pin = pin_spec(c.b, c.row_pin_spec);
         r = do_row(&c, &st);
+    }
+    if (r < 0) {
+        /* whatever failed, the next row opens its device afresh (under this row's lock) */
+        batch_kept_device_close(c.kept);
     }
     batch_release_token(&c.hold);
     if (r < 0 || !c.is_deferred) {

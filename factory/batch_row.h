@@ -113,9 +113,11 @@ struct batch {
  * fresh enrollment that went well leaves its device here, and the worker's next row on the
  * same device string with the same PIN source uses it, still open and logged in, instead of
  * finding the token and opening a session again (and SoftHSM2 going through every object
- * handle of the token to close one: a cost that grew with the keys on the token). Closed
- * when the worker leaves the group (batch.c), or by any other use of a device in a row, so
- * a worker never has more than one session of its own on a token.
+ * handle of the token to close one: a cost that grew with the keys on the token). Kept only
+ * on a token that allows a second worker's session beside it (may_share). Closed when the
+ * worker leaves the group (batch.c, under the token's lock), when a row fails, and before
+ * any other use of a device in a row (a resume or retire path, under the lock that row
+ * holds), so a worker never has more than one session of its own on a token.
  */
 struct batch_kept_device {
     struct prov_device *dev;
@@ -123,7 +125,10 @@ struct batch_kept_device {
     char *pin; /* the PIN source it was logged in with; NULL: the run's default */
 };
 
+/* Closes the kept device, if any (the caller holds the lock of the row it is in). */
 void batch_kept_device_close(struct batch_kept_device *k);
+/* The same at the end of a worker's group, under the kept device's token lock. */
+void batch_kept_device_end(struct batch *b, struct batch_group *g, struct batch_kept_device *k);
 
 /* One row for a worker. */
 struct batch_row_job {

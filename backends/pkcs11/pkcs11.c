@@ -748,20 +748,35 @@ static bool may_share(struct prov_device *dev)
     return has_room(d->info.ulMaxRwSessionCount, 2) && has_room(d->info.ulMaxSessionCount, 3);
 }
 
-/* backend.h, is_open: one C_GetSessionInfo, which modules answer without the token. */
+/*
+ * backend.h, is_open: the session answers as the one open_device opened (its slot,
+ * read-write unless opened read-only, logged in when the token wants a login) and the slot
+ * still holds the token it was opened on (serial and label; modules answer both calls
+ * without the token). A handle that answers as something else may be another session's by
+ * now (a module may give a closed handle out again): it is forgotten, not closed.
+ */
 static bool is_open(struct prov_device *dev)
 {
-    const struct p11_dev *d = dev->priv;
+    struct p11_dev *d = dev->priv;
     CK_SESSION_INFO si;
+    CK_TOKEN_INFO ti;
+    bool is_rw;
+    bool is_user;
 
-    if (d->session == CK_INVALID_HANDLE || d->fl->C_GetSessionInfo(d->session, &si) != CKR_OK ||
-        si.slotID != d->slot) {
+    if (d->session == CK_INVALID_HANDLE || d->fl->C_GetSessionInfo(d->session, &si) != CKR_OK) {
         return false;
     }
-    if (d->info.flags & CKF_LOGIN_REQUIRED) {
-        return si.state == CKS_RW_USER_FUNCTIONS || si.state == CKS_RO_USER_FUNCTIONS;
+    is_rw = si.state == CKS_RW_PUBLIC_SESSION || si.state == CKS_RW_USER_FUNCTIONS ||
+            si.state == CKS_RW_SO_FUNCTIONS;
+    is_user = si.state == CKS_RW_USER_FUNCTIONS || si.state == CKS_RO_USER_FUNCTIONS;
+    if (si.slotID != d->slot || is_rw == d->is_read_only ||
+        d->fl->C_GetTokenInfo(d->slot, &ti) != CKR_OK ||
+        memcmp(ti.serialNumber, d->info.serialNumber, sizeof(ti.serialNumber)) != 0 ||
+        memcmp(ti.label, d->info.label, sizeof(ti.label)) != 0) {
+        d->session = CK_INVALID_HANDLE;
+        return false;
     }
-    return true;
+    return is_user || !(ti.flags & CKF_LOGIN_REQUIRED);
 }
 
 const struct prov_backend_ops prov_pkcs11_ops = {

@@ -163,11 +163,12 @@ struct prov_backend_ops {
 
     /*
      * Optional (NULL: a device is opened anew for each use). Whether a device opened earlier
-     * is still as open() and login() left it: its session answers, on the same slot, logged
-     * in when the token asks for a login. A batch worker keeps its device open from one row
-     * to the next on the same token only with this answering true (factory/batch_row.c,
-     * open_row_device); a token pulled and put back in between has lost the session, and
-     * the row opens it again.
+     * is still as open() and login() left it: its session answers, on the same slot holding
+     * the same token, read-write as opened, logged in when the token asks for a login. A
+     * batch worker keeps its device open from one row to the next on the same token only
+     * with this answering true (factory/batch_row.c, open_row_device); a token pulled and
+     * put back in between has lost the session, and the row opens it again. A session that
+     * answers as another one (its handle given out again) is forgotten, not closed.
      */
     bool (*is_open)(struct prov_device *dev);
 
