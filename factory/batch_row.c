@@ -29,6 +29,7 @@
 #include "manifest_value.h"
 #include "steps.h"
 #include "storage.h"
+#include "text.h"
 
 struct row_ctx {
     struct batch *b;
@@ -123,11 +124,6 @@ static int lock_token(struct row_ctx *c)
     return batch_hold_token(&c->hold, c->device_uri);
 }
 
-static bool same_string(const char *a, const char *b)
-{
-    return a == NULL ? b == NULL : b != NULL && strcmp(a, b) == 0;
-}
-
 void batch_kept_device_close(struct batch_kept_device *k)
 {
     if (k != NULL) {
@@ -174,7 +170,7 @@ static int open_row_device(struct row_ctx *c, struct prov_device **out)
     struct batch_kept_device *k = c->kept;
 
     if (k != NULL && k->dev != NULL) {
-        if (same_string(k->uri, c->device_uri) && same_string(k->pin, c->pin) &&
+        if (prov_same_text(k->uri, c->device_uri) && prov_same_text(k->pin, c->pin) &&
             k->dev->ops->is_open(k->dev)) {
             *out = k->dev;
             k->dev = NULL;

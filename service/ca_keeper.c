@@ -11,6 +11,7 @@
 #include "ca.h"
 #include "cmp_signer.h"
 #include "error.h"
+#include "text.h"
 
 struct prov_ca_keeper {
     struct prov_ca_keeper_opts o;
@@ -195,11 +196,6 @@ void prov_ca_keeper_check(struct prov_ca_keeper *k, time_t now)
     reopen(k, now);
 }
 
-static bool same_text(const char *a, const char *b)
-{
-    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
-}
-
 int prov_ca_keeper_reload(struct prov_ca_keeper *k, const struct prov_config *cfg, char *said,
                           size_t cap)
 {
@@ -210,13 +206,13 @@ int prov_ca_keeper_reload(struct prov_ca_keeper *k, const struct prov_config *cf
     int r;
 
     said[0] = '\0';
-    if (!same_text(old->pkcs11_module, cfg->pkcs11_module)) {
+    if (!prov_same_text(old->pkcs11_module, cfg->pkcs11_module)) {
         changed = "[provisioner] pkcs11_module";
-    } else if (!same_text(old->ca_dir, cfg->ca_dir)) {
+    } else if (!prov_same_text(old->ca_dir, cfg->ca_dir)) {
         changed = "[ca] dir";
-    } else if (!same_text(old->ca_key, cfg->ca_key)) {
+    } else if (!prov_same_text(old->ca_key, cfg->ca_key)) {
         changed = "[ca] intermediate_key";
-    } else if (!same_text(old->ca_pin, cfg->ca_pin)) {
+    } else if (!prov_same_text(old->ca_pin, cfg->ca_pin)) {
         changed = "[ca] pin";
     }
     if (changed != NULL) {
