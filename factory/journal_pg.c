@@ -23,7 +23,7 @@
 #include <string.h>
 #include <time.h>
 
-#include <libpq-fe.h>
+#include "pq_api.h"
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 

@@ -13,7 +13,7 @@
 #include <string.h>
 #include <time.h>
 
-#include <libpq-fe.h>
+#include "pq_api.h"
 #include <openssl/crypto.h>
 
 #include "error.h"

@@ -11,7 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include <libpq-fe.h>
+#include "pq_api.h"
 
 #include "journal_pg_db.h"
 #include "journal_store.h"

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <libpq-fe.h>
+#include "pq_api.h"
 
 #include "error.h"
 #include "journal.h"

@@ -6,20 +6,11 @@
  */
 #include "connect_transport.h"
 
-#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
-#include <curl/curl.h>
-
+#include "curl_api.h"
 #include "error.h"
-
-static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
-
-static void lib_init(void)
-{
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-}
 
 struct https_state {
     EVP_PKEY *pkey;
@@ -81,7 +72,10 @@ int connect_https(const struct connect_session *ses, struct connect_diag *diag,
     CURLcode rc;
     CURL *c;
 
-    pthread_once(&lib_once, lib_init);
+    /* libcurl is loaded at the first https:// proof, not at start (curl_api.h) */
+    if (prov_curl_load() < 0) {
+        return prov_fail(PROV_ERR_INTERNAL, "%s: %s", out->url, prov_curl_why());
+    }
     c = curl_easy_init();
     if (c == NULL) {
         return prov_fail(PROV_ERR_NOMEM, "%s: cannot make an HTTP client", out->url);

@@ -13,13 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <curl/curl.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pkcs7.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "curl_api.h"
 #include "error.h"
 #include "remote_ops.h"
 #include "station_identity.h"
@@ -373,6 +373,10 @@ static int curl_new(struct est_issuer *ei, const struct prov_config *cfg)
 {
     const char *tls_ca = cfg->ca_tls_ca != NULL ? cfg->ca_tls_ca : cfg->root_cert;
 
+    /* libcurl is loaded at the first EST service opened, not at start (curl_api.h) */
+    if (prov_curl_load() < 0) {
+        return prov_fail(PROV_ERR_INTERNAL, "EST: %s", prov_curl_why());
+    }
     ei->curl = curl_easy_init();
     if (ei->curl == NULL) {
         return prov_fail(PROV_ERR_NOMEM, "EST: cannot start libcurl");

@@ -87,6 +87,10 @@ PGconn *prov_pg_connect(const char *uri, const char *password)
     if (password == NULL) {
         keys[3] = NULL;
     }
+    /* libpq is loaded now, not at start (pq_api.h); without it there is no connection */
+    if (prov_pq_load() < 0) {
+        return NULL;
+    }
     return PQconnectdbParams(keys, values, 1);
 }
 
@@ -96,7 +100,7 @@ void prov_pg_message(const PGconn *conn, const PGresult *res, char *out, size_t 
     size_t n;
 
     if (m == NULL || *m == '\0') {
-        m = conn ? PQerrorMessage(conn) : "out of memory";
+        m = conn ? PQerrorMessage(conn) : *prov_pq_why() ? prov_pq_why() : "out of memory";
     }
     snprintf(out, cap, "%s", m && *m ? m : "no answer from the server");
     n = strlen(out);

@@ -10,7 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include <libpq-fe.h>
+#include "pq_api.h"
 
 /* Whether s is a libpq URI (postgresql:// or postgres://), not a file. */
 bool prov_pg_is_uri(const char *s);
@@ -31,7 +31,8 @@ int prov_pg_password(const char *spec, const char *what, char **out);
 /*
  * A new connection to uri (every libpq URI: several hosts, target_session_attrs, sslmode),
  * with password when not NULL, the tool's application_name and a 10 s connect timeout.
- * The caller checks PQstatus.
+ * The caller checks PQstatus. NULL when out of memory or when libpq cannot be loaded
+ * (pq_api.h): prov_pg_message then says which.
  */
 PGconn *prov_pg_connect(const char *uri, const char *password);
 

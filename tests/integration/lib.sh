@@ -485,6 +485,42 @@ prov() {
     export PROV_RC=$rc # the last exit code, for tests that want it
 }
 
+# prov_without WANT SONAME... -- ARGS...: prov, in a process that cannot load the libraries
+# SONAME...: it runs in a mount namespace of its own (unshare, as root) in which each
+# library's file is /dev/null. The tool loads libpq and libcurl at their first use
+# (provisioner/support/lazy_lib.h); a binary that linked one of them would not start at all.
+prov_without() {
+    local want=$1 saved=$PROVISIONER wrapper=$WORK/without.sh files=() soname file
+    shift
+    while [ "$1" != -- ]; do
+        soname=$1
+        shift
+        file=$(ldconfig -p | awk -v s="$soname" '$1 == s { print $NF; exit }')
+        file=$(readlink -f "$file")
+        [ -f "$file" ] || fail "prov_without: $soname is not installed"
+        files+=("$file")
+    done
+    shift
+    command -v unshare >/dev/null || fail "prov_without needs unshare (util-linux)"
+    cat >"$wrapper" <<'EOF2'
+#!/bin/sh
+# without.sh BINARY FILE... -- ARGS...: BINARY ARGS... with each FILE hidden under /dev/null
+exec unshare --mount sh -c '
+    bin=$1
+    shift
+    while [ "$1" != -- ]; do
+        mount --bind /dev/null "$1" || exit 125
+        shift
+    done
+    shift
+    exec "$bin" "$@"' sh "$@"
+EOF2
+    chmod +x "$wrapper"
+    PROVISIONER=$wrapper
+    prov "$want" "$saved" "${files[@]}" -- "$@"
+    PROVISIONER=$saved
+}
+
 # assert_one_error [SUBSTRING...]: the last run wrote exactly one line on stderr, starting
 # with "provisioner: " and containing every SUBSTRING (the object it names).
 assert_one_error() {

@@ -14,6 +14,8 @@
 # - a second run issues nothing more (the journal resumes, every row done);
 # - a station_cert that is no certificate, or not station_key's, is refused (exit 2, one
 #   line) before the service is asked or a device touched;
+# - libcurl missing (the tool loads it when it opens the EST service): exit 1, one line naming
+#   it, before any device is touched;
 # - with the service gone, a new lot's run exits 4 with one line before any device is touched.
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../batch/batch_lib.sh"
@@ -42,6 +44,12 @@ assert_eq "$(sql_q "$IT_CA_DIR/index.sqlite" "SELECT count(*) FROM certificate
 
 # ---- a station identity that does not hold together: exit 2 before anything is asked ----
 station_batch_bad_identity
+
+# ---- libcurl missing: exit 1, one line, no device touched --------------------------------
+printf 'serial,device\nSN-09998,pkcs11:token=dev-01\n' >nocurl.csv
+prov_without 1 libcurl.so.4 -- batch nocurl.csv --no-progress
+assert_one_error "EST: libcurl.so.4 cannot be loaded"
+assert_no_file devices/SN-09998
 
 # ---- the service gone: exit 4, one line, no device touched -------------------------------
 station_batch_service_gone

@@ -12,6 +12,8 @@
 #   writing around the tool), while a superseded one stays recorded;
 # - README's station role and grants suffice for a batch, and refuse deleting audit records;
 # - a password in the URI is masked in every message;
+# - libpq missing (the tool loads it at the first connection): batch exits 6 with one line
+#   naming the library and writes nothing to any device;
 # - the database away: batch exits 6 with one line and writes nothing to any device.
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../batch/batch_lib.sh"
@@ -94,12 +96,19 @@ if PGPASSWORD=$(cat "$WORK/ledger.pass") "$PG_BIN/psql" -X -q -h "$PG_DIR" -p "$
 fi
 assert_grep log/station-delete.log 'permission denied'
 
-# Database away: fail closed, nothing written to any device.
-pg_stop
 rm -rf devices
 make_lot lot2.csv 0 0
 printf 'SN-50001,pkcs11:token=dev-01,,dev-01\n' >>lot2.csv
 before=$(token_objects dev-01 | sort | md5sum)
+# libpq cannot be loaded (pq_api.h: at the first connection, not at start): the same as a
+# ledger that does not answer, with the database up.
+prov_without 6 libpq.so.5 -- batch lot2.csv --no-progress
+assert_one_error "cannot connect: libpq.so.5 cannot be loaded"
+assert_no_file devices/SN-50001
+assert_eq "$(token_objects dev-01 | sort | md5sum)" "$before" "dev-01 objects without libpq"
+
+# Database away: fail closed, nothing written to any device.
+pg_stop
 prov 6 batch lot2.csv --no-progress
 assert_one_error "127.0.0.1:$PG_PORT"
 assert_no_file devices/SN-50001
