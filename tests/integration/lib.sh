@@ -495,7 +495,8 @@ prov_without() {
     while [ "$1" != -- ]; do
         soname=$1
         shift
-        file=$(ldconfig -p | awk -v s="$soname" '$1 == s { print $NF; exit }')
+        # awk reads to the end: ldconfig must not meet a closed pipe (pipefail, SIGPIPE)
+        file=$(ldconfig -p | awk -v s="$soname" '$1 == s && !f { print $NF; f = 1 }')
         file=$(readlink -f "$file")
         [ -f "$file" ] || fail "prov_without: $soname is not installed"
         files+=("$file")
