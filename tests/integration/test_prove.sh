@@ -5,7 +5,8 @@
 # enrollment, on SoftHSM2 devices, against mosquitto and nginx on 127.0.0.1 (a private network
 # namespace, see it_private_network). A refused proof leaves the identity issued and stored but
 # not done: enroll exits 1 saying proof-failed; a batch row fails with the reason in the
-# journal and the results, and the re-run retries the proof without issuing again.
+# journal and the results, and the re-run retries the proof without issuing again. Where
+# libcurl cannot be loaded, an https:// proof fails the same way, naming the library.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/batch/batch_lib.sh"
 it_private_network "$@"
@@ -67,6 +68,15 @@ prov 1 enroll --serial SN-P4 --device pkcs11:token=dev-p4 --reissue --json \
 assert_one_error "SN-P4" "server did not trust our certificate"
 assert_grep "$PROV_OUT" '"status": ?"proof-failed"' "reissue --prove refused: status"
 assert_grep "$PROV_OUT" '"outcome": ?"server-refused"' "reissue --prove refused: outcome"
+
+# libcurl cannot be loaded (provisioner/support/curl_api.h: it is loaded at the first https://
+# proof, not at start): the proof fails with one line naming it, the identity stays issued
+# and stored.
+token_init dev-p6
+prov_without 1 libcurl.so.4 -- enroll --serial SN-P6 --device pkcs11:token=dev-p6 \
+    --prove "https://127.0.0.1:$NGINX_PORT/"
+assert_one_error "SN-P6" "libcurl.so.4 cannot be loaded"
+assert_storage "$WORK/devices/SN-P6"
 
 # A bad URL is a usage error before anything is made.
 token_init dev-p5
