@@ -86,6 +86,8 @@ N_MID=$N_CLI # the tool is also run at the pipeline's N, so that the speed-up co
 SE_TOKENS=16
 SE_JOBS=(1 4 16)
 BATCH_JOBS=$(getconf _NPROCESSORS_ONLN) # the tool's default --jobs (sysconf, batch.c)
+# n_of small|mid|large: the N of that size
+n_of() { case $1 in small) echo "$N_SMALL" ;; mid) echo "$N_MID" ;; large) echo "$N_LARGE" ;; esac; }
 
 bench_need meson ninja softhsm2-util pkcs11-tool openssl swtpm p11-kit /usr/bin/time awk
 CLIENT_MODULE=$(pkg-config --variable=p11_module_path p11-kit-1 2>/dev/null || true)/p11-kit-client.so
@@ -278,28 +280,49 @@ EOF
     scenario_done
 }
 
+# pair_run STORE SIZE: the device floor and the batch at one N, back to back, the floor first
+# in odd runs and the batch first in even ones, and their ratio taken in this run
+# (M[pair_device_STORE_SIZE]). On a shared VM both drift by 10-20 % within minutes (README
+# "Performance"); a ratio of two medians taken minutes apart carries that drift, the median of
+# ratios of adjacent pairs in alternating order does not (bench/README.md, "Pairs").
+pair_run() {
+    local s=$1 z=$2 n
+    n=$(n_of "$z")
+    if [ $((run % 2)) = 1 ]; then
+        floor_run "floor_device_${s}_${z}" "$s" device "$n"
+        batch_run "batch_${s}_${z}" "$s" "$n"
+    else
+        batch_run "batch_${s}_${z}" "$s" "$n"
+        floor_run "floor_device_${s}_${z}" "$s" device "$n"
+    fi
+    M[pair_device_${s}_${z}]=$(fdiv "${M[batch_${s}_${z}_dev_s]}" "${M[floor_device_${s}_${z}]}" 3)
+}
+
 # Every device figure of one store: the floors (the token's and the CA's), the batch at three
-# sizes, the pipeline, and on disk the batch without its syncs.
+# sizes (at N_SMALL and N_LARGE paired with the device floor), the pipeline, and on disk the
+# batch without its syncs.
 measure_store() {
     local s=$1
-    note "[$s] ($((SECONDS - run_start)) s) floors: keygen and device x $N_SMALL and x $N_LARGE"
+    note "[$s] ($((SECONDS - run_start)) s) keygen floors x $N_SMALL and x $N_LARGE"
     floor_run "floor_keygen_${s}_small" "$s" keygen "$N_SMALL"
-    floor_run "floor_device_${s}_small" "$s" device "$N_SMALL"
     floor_run "floor_keygen_${s}_large" "$s" keygen "$N_LARGE"
-    floor_run "floor_device_${s}_large" "$s" device "$N_LARGE"
     note "[$s] issue floor: bench_issue x $N_SMALL (CA token and CA index on $s)"
     issue_floor_run "issue_floor_${s}" "$s"
-    note "[$s] batch: N=1, N=$N_SMALL, N=$N_MID, N=$N_LARGE on one token"
+    note "[$s] batch N=1; device floor and batch N=$N_SMALL, $([ $((run % 2)) = 1 ] && echo 'floor first' || echo 'batch first')"
     batch_run "batch_${s}_one" "$s" 1
-    batch_run "batch_${s}_small" "$s" "$N_SMALL"
+    pair_run "$s" small
     batch_run "batch_${s}_small1" "$s" "$N_SMALL" 1
     if [ "$s" = disk ]; then
         # right after the batch it is compared with
         note "[$s] batch N=$N_SMALL with the tool's syncs as no-ops (bench/nosync.c)"
         nosync_run "nosync_${s}_small" "$s" "$N_SMALL"
     fi
+    note "[$s] ($((SECONDS - run_start)) s) batch N=$N_MID; device floor and batch N=$N_LARGE"
     batch_run "batch_${s}_mid" "$s" "$N_MID"
-    batch_run "batch_${s}_large" "$s" "$N_LARGE"
+    pair_run "$s" large
+    # growth within this run: per-device time at N_LARGE over N_SMALL, batch and floor
+    M[pair_growth_tool_${s}]=$(fdiv "${M[batch_${s}_small_dev_s]}" "${M[batch_${s}_large_dev_s]}" 3)
+    M[pair_growth_floor_${s}]=$(fdiv "${M[floor_device_${s}_small]}" "${M[floor_device_${s}_large]}" 3)
     note "[$s] command-line pipeline: N=$N_CLI"
     measure_cli "cli_${s}" "$s"
 }
@@ -442,6 +465,11 @@ for run in $(seq 1 "$runs"); do
     done
 done
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+# extreme min|max VALUES: the smallest or largest of the runs' values, two decimals
+extreme() {
+    tr ' ' '\n' <<<"$2" | grep . | sort -g |
+        awk -v w="$1" 'NR == 1 { lo = $1 } { hi = $1 } END { if (NR) printf "%.2f", (w == "min" ? lo : hi) }'
+}
 declare -A V
 for k in "${!ALL[@]}"; do
     V[$k]=$(median "${ALL[$k]}")
@@ -455,7 +483,12 @@ if want device; then
         for z in small large; do
             V[floor_keygen_${s}_${z}_ms]=$(ms "${V[floor_keygen_${s}_${z}]}")
             V[floor_device_${s}_${z}_ms]=$(ms "${V[floor_device_${s}_${z}]}")
-            V[ratio_device_${s}_${z}]=$(fdiv "${V[batch_${s}_${z}_dev_s]}" "${V[floor_device_${s}_${z}]}")
+            # the median of this store's per-run pairs (pair_run), and their spread
+            V[ratio_device_${s}_${z}]=$(fdiv "${V[pair_device_${s}_${z}]}" 1)
+            V[ratio_device_${s}_${z}_min]=$(extreme min "${ALL[pair_device_${s}_${z}]}")
+            V[ratio_device_${s}_${z}_max]=$(extreme max "${ALL[pair_device_${s}_${z}]}")
+            # the ratio of the two medians, as earlier tables gave it
+            V[ratio_medians_device_${s}_${z}]=$(fdiv "${V[batch_${s}_${z}_dev_s]}" "${V[floor_device_${s}_${z}]}")
             V[ratio_keygen_${s}_${z}]=$(fdiv "${V[batch_${s}_${z}_dev_s]}" "${V[floor_keygen_${s}_${z}]}")
         done
         V[issue_floor_${s}_ms]=$(ms "${V[issue_floor_${s}]}")
@@ -474,8 +507,11 @@ if want device; then
             V[batch_${s}_${z}_ms]=$(ms "${V[batch_${s}_${z}_dev_s]}")
         done
         V[ratio_device_${s}_small1]=$(fdiv "${V[batch_${s}_small1_dev_s]}" "${V[floor_device_${s}_small]}")
-        V[growth_tool_${s}]=$(fdiv "${V[batch_${s}_large_ms]}" "${V[batch_${s}_small_ms]}")
-        V[growth_floor_${s}]=$(fdiv "${V[floor_device_${s}_large_ms]}" "${V[floor_device_${s}_small_ms]}")
+        # medians of the per-run growths (measure_store), and the batch's spread
+        V[growth_tool_${s}]=$(fdiv "${V[pair_growth_tool_${s}]}" 1)
+        V[growth_tool_${s}_min]=$(extreme min "${ALL[pair_growth_tool_${s}]}")
+        V[growth_tool_${s}_max]=$(extreme max "${ALL[pair_growth_tool_${s}]}")
+        V[growth_floor_${s}]=$(fdiv "${V[pair_growth_floor_${s}]}" 1)
         V[speedup_cli_${s}]=$(fdiv "${V[cli_${s}_ms_dev]}" "${V[batch_${s}_mid_ms]}" 1)
     done
     if [ -n "${V[nosync_disk_small_dev_s]:-}" ]; then
@@ -532,8 +568,10 @@ cell() {
     printf "$fmt" "$@"
 }
 
-# n_of small|mid|large: the N of that size
-n_of() { case $1 in small) echo "$N_SMALL" ;; mid) echo "$N_MID" ;; large) echo "$N_LARGE" ;; esac; }
+# spread KEY: " (lowest–highest)" of a per-run figure when there were several runs
+spread() {
+    if [ "$runs" -gt 1 ]; then printf ' (%s–%s)' "${V[${1}_min]:-}" "${V[${1}_max]:-}"; fi
+}
 
 table() {
     local what n z j tgt t=tmpfs d=disk
@@ -561,13 +599,13 @@ table() {
         echo "| batch N=$N_SMALL, one token, --jobs 1 (one row at a time); ÷ device floor | $(cell $t '%s devices/s (%s ms); %s' "${V[batch_${t}_small1_dev_s]:-}" "${V[batch_${t}_small1_ms]:-}" "${V[ratio_device_${t}_small1]:-}") | $(cell $d '%s devices/s (%s ms); %s' "${V[batch_${d}_small1_dev_s]:-}" "${V[batch_${d}_small1_ms]:-}" "${V[ratio_device_${d}_small1]:-}") | |"
         for z in small large; do
             n=$(n_of $z)
-            echo "| batch ÷ device floor, N=$n | $(cell $t '%s (%s)' "${V[ratio_device_${t}_${z}]:-}" "$(met "${V[ratio_device_${t}_${z}]:-0}" '>=' 0.8)") | $(cell $d '%s (%s)' "${V[ratio_device_${d}_${z}]:-}" "$(met "${V[ratio_device_${d}_${z}]:-0}" '>=' 0.8)") | ≥ 0.8 |"
+            echo "| batch ÷ device floor, N=$n, each run's back-to-back pair$([ "$runs" -gt 1 ] && echo ': median (lowest–highest)') | $(cell $t '%s%s (%s)' "${V[ratio_device_${t}_${z}]:-}" "$(spread "ratio_device_${t}_${z}")" "$(met "${V[ratio_device_${t}_${z}]:-0}" '>=' 0.8)") | $(cell $d '%s%s (%s)' "${V[ratio_device_${d}_${z}]:-}" "$(spread "ratio_device_${d}_${z}")" "$(met "${V[ratio_device_${d}_${z}]:-0}" '>=' 0.8)") | ≥ 0.8 |"
         done
         echo "| issue floor (CSR verify + certificate + CA signature in its token + CA index record, bench_issue), N=$N_SMALL: per device; the loop's CPU | $(cell $t '%s devices/s (%s ms); CPU %s ms' "${V[issue_floor_${t}]:-}" "${V[issue_floor_${t}_ms]:-}" "${V[issue_floor_${t}_cpu_ms]:-}") | $(cell $d '%s devices/s (%s ms); CPU %s ms' "${V[issue_floor_${d}]:-}" "${V[issue_floor_${d}_ms]:-}" "${V[issue_floor_${d}_cpu_ms]:-}") | |"
         echo "| device floor + issue floor, N=$N_SMALL / N=$N_LARGE; the device floor's share of it (the most batch ÷ device floor can be for a tool that issues each device after making its key, one row at a time) | $(cell $t '%s / %s ms; %s / %s' "${V[floor_device_issue_${t}_small_ms]:-}" "${V[floor_device_issue_${t}_large_ms]:-}" "${V[ceiling_device_${t}_small]:-}" "${V[ceiling_device_${t}_large]:-}") | $(cell $d '%s / %s ms; %s / %s' "${V[floor_device_issue_${d}_small_ms]:-}" "${V[floor_device_issue_${d}_large_ms]:-}" "${V[ceiling_device_${d}_small]:-}" "${V[ceiling_device_${d}_large]:-}") | |"
         echo "| batch ÷ (device floor + issue floor), N=$N_SMALL / N=$N_LARGE | $(cell $t '%s / %s' "${V[ratio_device_issue_${t}_small]:-}" "${V[ratio_device_issue_${t}_large]:-}") | $(cell $d '%s / %s' "${V[ratio_device_issue_${d}_small]:-}" "${V[ratio_device_issue_${d}_large]:-}") | |"
         echo "| batch ÷ keygen floor, N=$N_SMALL / N=$N_LARGE | $(cell $t '%s / %s' "${V[ratio_keygen_${t}_small]:-}" "${V[ratio_keygen_${t}_large]:-}") | $(cell $d '%s / %s' "${V[ratio_keygen_${d}_small]:-}" "${V[ratio_keygen_${d}_large]:-}") | |"
-        echo "| per-device cost N=$N_LARGE ÷ N=$N_SMALL: batch (device floor) | $(cell $t '%s (%s) (%s)' "${V[growth_tool_${t}]:-}" "${V[growth_floor_${t}]:-}" "$(met "${V[growth_tool_${t}]:-9}" '<=' 1.2)") | $(cell $d '%s (%s) (%s)' "${V[growth_tool_${d}]:-}" "${V[growth_floor_${d}]:-}" "$(met "${V[growth_tool_${d}]:-9}" '<=' 1.2)") | ≤ 1.2 |"
+        echo "| per-device cost N=$N_LARGE ÷ N=$N_SMALL within each run: batch$([ "$runs" -gt 1 ] && echo ' (lowest–highest)') (device floor) | $(cell $t '%s%s (%s) (%s)' "${V[growth_tool_${t}]:-}" "$(spread "growth_tool_${t}")" "${V[growth_floor_${t}]:-}" "$(met "${V[growth_tool_${t}]:-9}" '<=' 1.2)") | $(cell $d '%s%s (%s) (%s)' "${V[growth_tool_${d}]:-}" "$(spread "growth_tool_${d}")" "${V[growth_floor_${d}]:-}" "$(met "${V[growth_tool_${d}]:-9}" '<=' 1.2)") | ≤ 1.2 |"
         echo "| command-line pipeline (pkcs11-tool keygen, openssl req, openssl x509, pkcs11-tool --write-object), N=$N_CLI | $(cell $t '%s ms/device' "${V[cli_${t}_ms_dev]:-}") | $(cell $d '%s ms/device' "${V[cli_${d}_ms_dev]:-}") | |"
         echo "| speed-up of batch over the pipeline, N=$N_CLI | $(cell $t '%s× (%s)' "${V[speedup_cli_${t}]:-}" "$(met "${V[speedup_cli_${t}]:-0}" '>=' 40)") | $(cell $d '%s× (%s)' "${V[speedup_cli_${d}]:-}" "$(met "${V[speedup_cli_${d}]:-0}" '>=' 12)") | ≥ 40× tmpfs, ≥ 12× disk |"
         if [ -n "${V[nosync_disk_small_dev_s]:-}" ]; then
@@ -624,6 +662,15 @@ write_json() {
         [ "$first" = 1 ] || printf ','
         first=0
         printf '\n    "%s": %s' "$k" "${V[$k]}"
+    done
+    # every measured figure as each run gave it, in run order (the figures above are medians)
+    printf '\n  },\n  "per_run": {'
+    first=1
+    for k in $(printf '%s\n' "${!ALL[@]}" | sort); do
+        [ "$first" = 1 ] || printf ','
+        first=0
+        # shellcheck disable=SC2086 # the runs' values, one word each
+        printf '\n    "%s": [%s]' "$k" "$(printf '%s\n' ${ALL[$k]} | paste -sd, | sed 's/,/, /g')"
     done
     printf '\n  }\n}\n'
 }
