@@ -20,8 +20,11 @@
 # the token store, the journal, the storage and the CA's records on tmpfs (/dev/shm: the
 # tool's own cost) and on the build directory's disk (a station's reality). Each scenario has
 # its own SoftHSM2 token directory, CA copy and journal; servers (swtpm, p11-kit server) are
-# stopped by their PID. Nothing here asserts a timing: it prints what it measured, and fails
-# only when something did not work (a device not issued, a figure not measured).
+# stopped by their PID. The device floor and the batch of the same N run back to back, and
+# batch ÷ device floor and the growth are taken within each run; with --runs K the table shows
+# their median and lowest–highest (bench/README.md, "Pairs"). Nothing here asserts a timing:
+# it prints what it measured, and fails only when something did not work (a device not
+# issued, a figure not measured).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
