@@ -468,10 +468,14 @@ for run in $(seq 1 "$runs"); do
     done
 done
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-# extreme min|max VALUES: the smallest or largest of the runs' values, two decimals
-extreme() {
-    tr ' ' '\n' <<<"$2" | grep . | sort -g |
-        awk -v w="$1" 'NR == 1 { lo = $1 } { hi = $1 } END { if (NR) printf "%.2f", (w == "min" ? lo : hi) }'
+# keep_spread NAME KEY: V[NAME_min] and V[NAME_max], the lowest and highest of KEY's
+# per-run values, two decimals (the table's spread)
+keep_spread() {
+    local lohi
+    lohi=$(tr ' ' '\n' <<<"${ALL[$2]}" | grep . | sort -g |
+        awk 'NR == 1 { lo = $1 } { hi = $1 } END { if (NR) printf "%.2f %.2f", lo, hi }')
+    V[${1}_min]=${lohi% *}
+    V[${1}_max]=${lohi#* }
 }
 declare -A V
 for k in "${!ALL[@]}"; do
@@ -488,8 +492,7 @@ if want device; then
             V[floor_device_${s}_${z}_ms]=$(ms "${V[floor_device_${s}_${z}]}")
             # the median of this store's per-run pairs (pair_run), and their spread
             V[ratio_device_${s}_${z}]=$(fdiv "${V[pair_device_${s}_${z}]}" 1)
-            V[ratio_device_${s}_${z}_min]=$(extreme min "${ALL[pair_device_${s}_${z}]}")
-            V[ratio_device_${s}_${z}_max]=$(extreme max "${ALL[pair_device_${s}_${z}]}")
+            keep_spread "ratio_device_${s}_${z}" "pair_device_${s}_${z}"
             # the ratio of the two medians, as earlier tables gave it
             V[ratio_medians_device_${s}_${z}]=$(fdiv "${V[batch_${s}_${z}_dev_s]}" "${V[floor_device_${s}_${z}]}")
             V[ratio_keygen_${s}_${z}]=$(fdiv "${V[batch_${s}_${z}_dev_s]}" "${V[floor_keygen_${s}_${z}]}")
@@ -512,8 +515,7 @@ if want device; then
         V[ratio_device_${s}_small1]=$(fdiv "${V[batch_${s}_small1_dev_s]}" "${V[floor_device_${s}_small]}")
         # medians of the per-run growths (measure_store), and the batch's spread
         V[growth_tool_${s}]=$(fdiv "${V[pair_growth_tool_${s}]}" 1)
-        V[growth_tool_${s}_min]=$(extreme min "${ALL[pair_growth_tool_${s}]}")
-        V[growth_tool_${s}_max]=$(extreme max "${ALL[pair_growth_tool_${s}]}")
+        keep_spread "growth_tool_${s}" "pair_growth_tool_${s}"
         V[growth_floor_${s}]=$(fdiv "${V[pair_growth_floor_${s}]}" 1)
         V[speedup_cli_${s}]=$(fdiv "${V[cli_${s}_ms_dev]}" "${V[batch_${s}_mid_ms]}" 1)
     done
