@@ -604,7 +604,8 @@ static bool is_surely_unrecorded(struct row_ctx *c, X509 *cert)
  * the issued identity (set once the journal holds it).
  *
  * The token's lock is held for the token's work only: the key, the CSR's signature and the
- * proof's signature (prov_proof_sign), then again the certificate object. Between the two
+ * proof's signature (prov_proof_sign), then again the certificate object (with defer,
+ * enroll_fresh lets it go right after: the storage stage does the rest). Between the two
  * the lock is let go while the CSR is checked, the CA issues, the journal records and the
  * proof is checked against the certificate: none of it uses the token, and the next row of
  * the token (a partner worker, batch.c) makes its key meanwhile. This row's session stays
@@ -759,6 +760,15 @@ static int enroll_fresh(struct row_ctx *c)
     defer = c->b->stage != NULL && !p.reissue && c->b->prove_url == NULL;
     type = plan.type;
     r = fresh_on_device(c, &plan, defer, &cert, &key_uri, &backend);
+    if (r == 0 && defer) {
+        /*
+         * The certificate object is on the token and the device is put away (kept open for
+         * this worker's next row, or closed): nothing left of this row uses the token, so the
+         * partner's key need not wait while this row is queued for the storage stage and
+         * concluded. A row that goes on here (--prove, a reissue) keeps the lock to its end.
+         */
+        batch_release_token(&c->hold);
+    }
     prov_enroll_plan_clear(&plan, r < 0);
     if (r == 0 && defer) {
         r = defer_storage(c, &cert, key_uri, type, backend);
