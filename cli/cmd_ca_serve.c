@@ -8,14 +8,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <systemd/sd-daemon.h>
-
 #include "ca_keeper.h"
 #include "cli.h"
 #include "error.h"
 #include "http.h"
 #include "issue.h"
 #include "pkcs11.h"
+#include "sd_api.h"
 
 #define SERVE_DEFAULT_LISTEN "127.0.0.1:8829"
 #define SERVE_DEFAULT_PATH "/.well-known/cmp"
@@ -78,7 +77,7 @@ static void log_line(void *arg, const char *line)
 /*
  * systemd (udev/provisioner-ca.service, Type=notify): READY=1 once listening, WATCHDOG=1 from
  * the event loop at half the watchdog's interval, STOPPING=1 when the drain starts. Without
- * NOTIFY_SOCKET, sd_notify does nothing.
+ * NOTIFY_SOCKET and WATCHDOG_USEC, libsystemd is not even loaded (provisioner/support/sd_api.h).
  */
 struct notify {
     uint64_t watchdog_us; /* 0: no watchdog */
@@ -88,10 +87,12 @@ struct notify {
 static void ready(void *arg, const char *listen)
 {
     struct notify *n = arg;
+    char state[320];
 
     printf("ca serve: listening on %s\n", listen);
     fflush(stdout);
-    sd_notifyf(0, "READY=1\nSTATUS=listening on %s", listen);
+    snprintf(state, sizeof(state), "READY=1\nSTATUS=listening on %s", listen);
+    prov_sd_notify(state);
     clock_gettime(CLOCK_MONOTONIC, &n->last_ping);
 }
 
@@ -108,7 +109,7 @@ static void tick(void *arg)
     us = (uint64_t)(now.tv_sec - n->last_ping.tv_sec) * 1000000u +
          (uint64_t)((now.tv_nsec - n->last_ping.tv_nsec) / 1000);
     if (us >= n->watchdog_us / 2) {
-        sd_notify(0, "WATCHDOG=1");
+        prov_sd_notify("WATCHDOG=1");
         n->last_ping = now;
     }
 }
@@ -116,7 +117,7 @@ static void tick(void *arg)
 static void stopping(void *arg)
 {
     (void)arg;
-    sd_notify(0, "STOPPING=1\nSTATUS=draining");
+    prov_sd_notify("STOPPING=1\nSTATUS=draining");
 }
 
 /*
@@ -220,6 +221,12 @@ int cmd_ca_serve(int argc, char **argv)
         fprintf(stderr, "provisioner: ca serve: --path %s: must start with /\n", http.path);
         return PROV_EXIT_USAGE;
     }
+    /* before the CA's PIN is used: a unit that cannot be told "ready" would be killed anyway */
+    if (prov_sd_load_if_asked() < 0) {
+        fprintf(stderr, "provisioner: ca serve: the service manager asks for notifications "
+                        "(NOTIFY_SOCKET or WATCHDOG_USEC is set), but %s\n", prov_sd_why());
+        return PROV_EXIT_FAILED;
+    }
     rc = cli_load_config(&cfg);
     if (rc != 0) {
         return rc;
@@ -236,7 +243,7 @@ int cmd_ca_serve(int argc, char **argv)
         rl.keeper = keeper;
         http.reload = reload;
         http.reload_arg = &rl;
-        if (sd_watchdog_enabled(0, &notify.watchdog_us) <= 0) {
+        if (prov_sd_watchdog_enabled(&notify.watchdog_us) <= 0) {
             notify.watchdog_us = 0;
         }
         r = prov_http_serve(&http);

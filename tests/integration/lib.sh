@@ -487,7 +487,7 @@ prov() {
 
 # prov_without WANT SONAME... -- ARGS...: prov, in a process that cannot load the libraries
 # SONAME...: it runs in a mount namespace of its own (unshare, as root) in which each
-# library's file is /dev/null. The tool loads libpq and libcurl at their first use
+# library's file is /dev/null. The tool loads libpq, libcurl and libsystemd at their first use
 # (provisioner/support/lazy_lib.h); a binary that linked one of them would not start at all.
 prov_without() {
     local want=$1 saved=$PROVISIONER wrapper=$WORK/without.sh files=() soname file
@@ -505,7 +505,9 @@ prov_without() {
     command -v unshare >/dev/null || fail "prov_without needs unshare (util-linux)"
     cat >"$wrapper" <<'EOF2'
 #!/bin/sh
-# without.sh BINARY FILE... -- ARGS...: BINARY ARGS... with each FILE hidden under /dev/null
+# without.sh BINARY FILE... -- ARGS...: BINARY ARGS... with each FILE hidden under /dev/null,
+# for 120 s at most (exit 124 then): a call expected to stop, such as `ca serve` refusing to
+# start, fails its test instead of running until the test's timeout when it does not
 exec unshare --mount sh -c '
     bin=$1
     shift
@@ -514,7 +516,7 @@ exec unshare --mount sh -c '
         shift
     done
     shift
-    exec "$bin" "$@"' sh "$@"
+    exec timeout 120 "$bin" "$@"' sh "$@"
 EOF2
     chmod +x "$wrapper"
     PROVISIONER=$wrapper

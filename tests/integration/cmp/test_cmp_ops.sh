@@ -4,7 +4,8 @@
 # The CA service in operation (doc/ca-service.md, "Operation"):
 # - Type=notify without systemd: NOTIFY_SOCKET is a Unix datagram socket this test reads
 #   (python3): READY=1 once it listens, WATCHDOG=1 from the event loop with WATCHDOG_USEC set,
-#   STOPPING=1 on SIGTERM;
+#   STOPPING=1 on SIGTERM; with NOTIFY_SOCKET set where libsystemd cannot be loaded, one line
+#   and exit 1 before the CA's token is opened;
 # - GET /status: a JSON object (the CA token's state, the requests served and refused);
 # - SIGHUP: the TLS certificate read again (a new one served to new connections; a broken
 #   file keeps the old one, said in one line); the service goes on;
@@ -38,6 +39,16 @@ for _ in $(seq 1 100); do
     sleep 0.05
 done
 [ -S "$NOTIFY" ] || fail "the notify socket did not appear"
+
+# libsystemd is loaded only when the manager asks (provisioner/support/sd_api.h): asked, and
+# not loadable, the service says so in one line and stops before the CA's token is opened.
+export NOTIFY_SOCKET=$NOTIFY
+prov_without 1 libsystemd.so.0 -- ca serve --listen "127.0.0.1:$(free_port)"
+unset NOTIFY_SOCKET
+assert_one_error "ca serve:" "NOTIFY_SOCKET or WATCHDOG_USEC is set" \
+    "libsystemd.so.0 cannot be loaded"
+assert_no_grep "$PROV_OUT" 'listening' "no service without its notifications"
+[ ! -s "$WORK/notify.log" ] || fail "a notification without libsystemd: $(cat "$WORK/notify.log")"
 
 NOTIFY_SOCKET=$NOTIFY WATCHDOG_USEC=400000 cmp_serve --tls-cert "$WORK/server-ca/server.crt" \
     --tls-key "$WORK/server-ca/server.key"
