@@ -14,8 +14,6 @@
 
 #include <openssl/evp.h>
 #include <openssl/x509.h>
-#include <tss2/tss2_rc.h>
-#include <tss2/tss2_tctildr.h>
 
 #include "error.h"
 #include "log.h"
@@ -264,8 +262,12 @@ static void close_tpm(struct prov_device *dev)
     t = tpm_dev(dev);
     if (t != NULL) {
         /* Esys_Finalize releases every ESYS_TR; the TPM objects stay (they are persistent). */
-        Esys_Finalize(&t->esys);
-        Tss2_TctiLdr_Finalize(&t->tcti);
+        if (t->esys != NULL) {
+            Esys_Finalize(&t->esys);
+        }
+        if (t->tcti != NULL) {
+            Tss2_TctiLdr_Finalize(&t->tcti);
+        }
         free(t->tcti_conf);
         free(t->identity);
         free(t);
@@ -306,6 +308,11 @@ static int open_tpm(const char *device_uri, const struct prov_device_params *par
     }
     r = check_params(dev, params);
     if (r < 0) {
+        goto out;
+    }
+    /* tpm2-tss itself, at the first TPM this process opens (tss2_api.h) */
+    if (prov_tss2_load() < 0) {
+        r = prov_fail(PROV_ERR_INTERNAL, "%s: %s", dev->name, prov_tss2_why());
         goto out;
     }
     rc = load_tcti(t);

@@ -5,7 +5,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include <tss2/tss2_esys.h>
+#include "tss2_api.h"
 
 #include "backend.h"
 #include "tpm.h"

@@ -9,7 +9,6 @@
 #include <string.h>
 
 #include <openssl/x509.h>
-#include <tss2/tss2_rc.h>
 
 #include "error.h"
 #include "log.h"

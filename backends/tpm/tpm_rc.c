@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <tss2/tss2_rc.h>
 #include <tss2/tss2_tpm2_types.h>
 
 #include "error.h"

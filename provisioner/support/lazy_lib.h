@@ -15,7 +15,8 @@
  * pq_api.h and curl_api.h hold the two tables of functions; their callers load them where the
  * first connection is made and report a missing library as that connection's failure.
  * sd_api.h does the same for libsystemd (with libgcrypt, liblzma, libzstd, liblz4 and libcap:
- * about 2 ms of every start), which only `ca serve` under a service manager needs.
+ * about 2 ms of every start), which only `ca serve` under a service manager needs, and
+ * backends/tpm/tss2_api.h for tpm2-tss (1.3 ms), which only a TPM needs.
  *
  * fill looks up every function the table holds in the opened library (PROV_LAZY_SYM), and
  * names the first one missing. Loading is done once per process, in the first caller's thread;

@@ -37,10 +37,12 @@ it_log "package built in $(($(date +%s) - start)) s"
 deb=$(ls "$WORK"/${PKG}_*_"$(dpkg --print-architecture)".deb)
 [ -f "$deb" ] || fail "no .deb in $WORK"
 
-# Depends come from the helpers (shlibs), not by hand; but libpq5, libcurl4 and libsystemd0,
-# which the tool loads at their first use (provisioner/support/lazy_lib.h), from debian/control
+# Depends come from the helpers (shlibs), not by hand; but libpq5, libcurl4, libsystemd0 and
+# tpm2-tss's, which the tool loads at their first use (provisioner/support/lazy_lib.h), from
+# debian/control
 depends=$(dpkg-deb -f "$deb" Depends)
-for lib in libssl3 libp11-kit0 libjson-c5 libsqlite3-0 libtss2-esys libpq5 libcurl4 libsystemd0; do
+for lib in libssl3 libp11-kit0 libjson-c5 libsqlite3-0 libpq5 libcurl4 libsystemd0 \
+    libtss2-esys libtss2-tctildr0 libtss2-rc0; do
     case "$depends" in *"$lib"*) ;; *) fail "Depends lacks $lib: $depends" ;; esac
 done
 # the package version is the tool's version

@@ -11,7 +11,8 @@
 # - the objects on each token are exactly the journal's keys (key pair and certificate);
 # - a second run issues nothing (already-issued); --reissue supersedes one row and its old
 #   key leaves the token; status --json counts; the audit chain verifies;
-# - a lot runs, and `check` passes, where libpq, libcurl and libsystemd cannot be loaded.
+# - a lot runs, and `check` passes, where libpq, libcurl, libsystemd and tpm2-tss cannot be
+#   loaded.
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/batch_lib.sh"
 it_setup
@@ -132,10 +133,13 @@ assert_grep probe.results.csv '^PR-1,issued,' "PR-1 completed"
 assert_no_file devices/PR-1/.provisioner-probe.Ab12Cd
 assert_no_file devices/PR-2
 
-# The tool loads libpq and libcurl only where it reaches PostgreSQL or an HTTPS peer, and
-# libsystemd only for `ca serve` under a service manager (provisioner/support/lazy_lib.h): a
-# lot on SQLite with the local CA runs, and checks, on a machine where none can be loaded.
+# The tool loads libpq and libcurl only where it reaches PostgreSQL or an HTTPS peer,
+# libsystemd only for `ca serve` under a service manager, tpm2-tss at the first TPM
+# (provisioner/support/lazy_lib.h): a lot of PKCS#11 tokens on SQLite with the local CA runs,
+# and checks, on a machine where none can be loaded.
+nolibs=(libpq.so.5 libcurl.so.4 libsystemd.so.0 libtss2-esys.so.0 libtss2-tctildr.so.0
+    libtss2-rc.so.0)
 printf 'serial,device\nNL-1,pkcs11:token=dev-01\nNL-2,pkcs11:token=dev-02\n' >nolib.csv
-prov_without 0 libpq.so.5 libcurl.so.4 libsystemd.so.0 -- batch nolib.csv --jobs 2 --no-progress
+prov_without 0 "${nolibs[@]}" -- batch nolib.csv --jobs 2 --no-progress
 assert_grep "$PROV_OUT" '^2 rows: 2 issued, 0 already-issued, 0 failed '
-prov_without 0 libpq.so.5 libcurl.so.4 libsystemd.so.0 -- check devices/NL-1
+prov_without 0 "${nolibs[@]}" -- check devices/NL-1

@@ -5,7 +5,8 @@
 # ports and stopped by PID): enroll, check (challenge signed inside the TPM), the storage of
 # doc/storage.md with key.uri naming the handle, the NV index holding exactly client.der, the
 # attributes tpm2_readpublic shows, the split flow csr/sign/install, and the faults:
-# unreachable TPM, occupied handle, occupied NV index, a key with the wrong attributes; and
+# unreachable TPM, tpm2-tss's libraries missing, occupied handle, occupied NV index, a key
+# with the wrong attributes; and
 # --reissue (enroll, csr, batch) under another serial refused (exit 5) without touching the
 # identity whose key is at the handle, while the same serial's --reissue replaces it.
 # The CA is the usual SoftHSM2 fixture (lib.sh). No special case for TPM above the backend.
@@ -72,6 +73,14 @@ prov 0 check devices/TPM-0001
 dead=$(swtpm_port)
 prov 4 enroll --serial TPM-0003 --device "tpm2:swtpm:host=127.0.0.1,port=$dead"
 assert_one_error "TPM swtpm:host=127.0.0.1,port=$dead" "not reachable"
+assert_no_file "$WORK/devices/TPM-0003"
+
+# ---- tpm2-tss missing: loaded at the first TPM (backends/tpm/tss2_api.h), one clear line ----
+prov_without 1 libtss2-esys.so.0 -- enroll --serial TPM-0003 --device "tpm2:$TCTI_A"
+assert_one_error "TPM $TCTI_A" "libtss2-esys.so.0 cannot be loaded"
+assert_no_file "$WORK/devices/TPM-0003"
+prov_without 1 libtss2-tctildr.so.0 -- enroll --serial TPM-0003 --device "tpm2:$TCTI_A"
+assert_one_error "TPM $TCTI_A" "libtss2-tctildr.so.0 cannot be loaded"
 assert_no_file "$WORK/devices/TPM-0003"
 
 # ---- split flow on a second TPM: csr on the device, sign on the station, install -------
