@@ -67,6 +67,9 @@ if [ -z "${MESON_TEST_ARGS:-}" ]; then
     "$repo/bench/ca_service.sh" "$build" 2
     echo "== benchmark smoke run: bench/station_cmp.sh"
     "$repo/bench/station_cmp.sh" "$build" 4 1
+    # the token's critical path (its lock lines must parse: it fails when they do not)
+    echo "== benchmark smoke run: bench/critical.sh"
+    "$repo/bench/critical.sh" --build "$build" --runs 1 20
 fi
 
 # == Debian package ==

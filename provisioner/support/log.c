@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static int log_verbosity;
 static bool log_quiet;
@@ -79,6 +80,19 @@ void prov_log(enum prov_log_level level, const char *category, const char *fmt, 
         }
     }
     pthread_mutex_lock(&log_lock);
-    fprintf(stderr, "provisioner: %s%s\n", prefix[level], line);
+    /*
+     * PROVISIONER_DEBUG=...,clock: each debug line with the monotonic clock, taken under the
+     * lock so that the lines' order is the times' (bench/critical.sh reads a batch's token
+     * locks from them).
+     */
+    if (level == PROV_LOG_DEBUG && prov_log_debug_enabled("clock")) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        fprintf(stderr, "provisioner: debug: [%lld.%06ld] %s\n", (long long)ts.tv_sec,
+                ts.tv_nsec / 1000, line);
+    } else {
+        fprintf(stderr, "provisioner: %s%s\n", prefix[level], line);
+    }
     pthread_mutex_unlock(&log_lock);
 }

@@ -95,15 +95,22 @@ p11 dev-old "$DEV_PIN_VALUE" --keypairgen --key-type EC:prime256v1 --id "$id_d" 
     >"$WORK/log/keygen-d.log" 2>&1 || fail "pkcs11-tool --keypairgen on dev-old: $(tail -n1 "$WORK/log/keygen-d.log")"
 assert_eq "$(token_objects dev-old | count_re " $id_d\$")" 2 "SN-D's interrupted key pair on dev-old"
 move_row SN-D dev-new
-PROVISIONER_DEBUG='batch' prov 0 -v batch lot.csv --no-progress --jobs 1
+PROVISIONER_DEBUG='batch,clock' prov 0 -v batch lot.csv --no-progress --jobs 1
 assert_grep "$PROV_OUT" '^4 rows: 1 issued, 3 already-issued, 0 failed '
 assert_eq "$(token_objects dev-old | count_re " $id_d\$")" 0 "SN-D's interrupted key on dev-old"
 assert_token_matches_journal "$JOURNAL" dev-old
 assert_token_matches_journal "$JOURNAL" dev-new
 ser_old=$(token_serial dev-old)
 ser_new=$(token_serial dev-new)
-filter_lines -E '^provisioner: (debug: )?serial SN-D: (holding|released|deleted)' "$PROV_ERR" |
-    sed 's/^provisioner: \(debug: \)\{0,1\}serial SN-D: //' >"$WORK/log/locks-d"
+filter_lines -E '^provisioner: (debug: \[[0-9]+\.[0-9]{6}\] )?serial SN-D: (holding|released|deleted)' \
+    "$PROV_ERR" >"$WORK/log/locks-d.clock"
+sed 's/^provisioner: \(debug: \[[0-9.]*\] \)\{0,1\}serial SN-D: //' "$WORK/log/locks-d.clock" \
+    >"$WORK/log/locks-d"
+# PROVISIONER_DEBUG's clock: every debug line carries the monotonic clock, in order
+# (bench/critical.sh times the token's locks by it)
+awk '/ debug: / { n++; t = substr($3, 2, length($3) - 2) + 0; if (t < last) bad = 1; last = t }
+     END { exit (n < 6 || bad) }' "$WORK/log/locks-d.clock" ||
+    fail "SN-D's debug lines without a clock, or out of order: $(tr '\n' '|' <"$WORK/log/locks-d.clock")"
 # the old token's lock for the deletion, then the new one's for the key and CSR, let go while
 # the CA issues, and taken again for the certificate object (factory/batch_row.c,
 # fresh_on_device)
