@@ -165,22 +165,38 @@ static void drop_kept_device(struct row_ctx *c)
  * device string and PIN source and it is still open (backend.h, is_open), else opened now.
  * Called with the token's lock held.
  */
-static int open_row_device(struct row_ctx *c, struct prov_device **out)
+/*
+ * Whether the worker's device kept from its last row serves this row: the same device string
+ * and PIN, and its session still as it was (backend.h, is_open). Asked before the token's lock
+ * is taken: is_open only reads (the session's and the token's information, on this worker's
+ * own session), the module was initialised for threads (CKF_OS_LOCKING_OK), and a device is
+ * kept only where a second worker's session fits beside it (put_row_device), so the partner's
+ * work on the token does not wait for the question. A token pulled between the answer and the
+ * row's first call fails that call, as it would a moment after an answer under the lock.
+ */
+static bool kept_device_serves(const struct row_ctx *c)
+{
+    const struct batch_kept_device *k = c->kept;
+
+    return k != NULL && k->dev != NULL && prov_same_text(k->uri, c->device_uri) &&
+           prov_same_text(k->pin, c->pin) && k->dev->ops->is_open(k->dev);
+}
+
+/* Under the token's lock: the kept device when it serves (kept_device_serves), else the
+   kept one closed and the row's opened (and logged in). */
+static int open_row_device(struct row_ctx *c, bool is_kept_serving, struct prov_device **out)
 {
     struct batch_kept_device *k = c->kept;
 
-    if (k != NULL && k->dev != NULL) {
-        if (prov_same_text(k->uri, c->device_uri) && prov_same_text(k->pin, c->pin) &&
-            k->dev->ops->is_open(k->dev)) {
-            *out = k->dev;
-            k->dev = NULL;
-            batch_kept_device_close(k);
-            prov_debug("batch", "serial %s: %s still open from the last row", c->serial,
-                       (*out)->name);
-            return 0;
-        }
+    if (is_kept_serving) {
+        *out = k->dev;
+        k->dev = NULL;
         batch_kept_device_close(k);
+        prov_debug("batch", "serial %s: %s still open from the last row", c->serial,
+                   (*out)->name);
+        return 0;
     }
+    batch_kept_device_close(k);
     return prov_step_open_device(c->b->cfg, c->is, c->device_uri, c->pin, false, out);
 }
 
@@ -604,7 +620,8 @@ static bool is_surely_unrecorded(struct row_ctx *c, X509 *cert)
  * the issued identity (set once the journal holds it).
  *
  * The token's lock is held for the token's work only: the key, the CSR's signature and the
- * proof's signature (prov_proof_sign), then again the certificate object (with defer,
+ * proof's signature (prov_proof_sign), then again the certificate object (the kept session
+ * is asked whether it still serves before the lock is taken: kept_device_serves; with defer,
  * enroll_fresh lets it go right after: the storage stage does the rest). Between the two
  * the lock is let go while the CSR is checked, the CA issues, the journal records and the
  * proof is checked against the certificate: none of it uses the token, and the next row of
@@ -625,10 +642,10 @@ static int fresh_on_device(struct row_ctx *c, struct prov_enroll_plan *plan, boo
     bool keep_key = false;
     bool is_shared = false;
     bool is_asked;
-    int r;
+    bool is_kept_serving = kept_device_serves(c); /* before the lock: it only reads */
+    int r = lock_token(c);
 
-    r = lock_token(c);
-    r = r ? r : open_row_device(c, &dev);
+    r = r ? r : open_row_device(c, is_kept_serving, &dev);
     r = r ? r : prov_step_stop_if_interrupted(c->serial, PROV_STEP_STOP_OPENED);
     if (r == 0 && c->is_reusing_key) {
         r = dev->ops->find_key_by_id(dev, c->key_id, sizeof(c->key_id), &key);

@@ -5,7 +5,9 @@
 /*
  * The locks of a run's physical tokens (and TPMs), by identity (token serial, TPM EK): two
  * URIs naming one token share its lock, so every operation on a token runs under that
- * token's own lock whichever URI a row names it by.
+ * token's own lock whichever URI a row names it by. One question is asked without it: a
+ * worker's check that the session it kept from its last row still answers (backend.h,
+ * is_open; factory/batch_row.c, kept_device_serves), which only reads.
  */
 
 #include <pthread.h>

@@ -166,9 +166,11 @@ struct prov_backend_ops {
      * is still as open() and login() left it: its session answers, on the same slot holding
      * the same token, read-write as opened, logged in when the token asks for a login. A
      * batch worker keeps its device open from one row to the next on the same token only
-     * with this answering true (factory/batch_row.c, open_row_device); a token pulled and
+     * with this answering true (factory/batch_row.c, kept_device_serves); a token pulled and
      * put back in between has lost the session, and the row opens it again. A session that
-     * answers as another one (its handle given out again) is forgotten, not closed.
+     * answers as another one (its handle given out again) is forgotten, not closed. Asked
+     * without the token's batch lock, beside another worker's session on the same token
+     * (only a device with may_share is kept): it may ask the token, never change it.
      */
     bool (*is_open)(struct prov_device *dev);
 
