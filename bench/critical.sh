@@ -86,12 +86,12 @@ sys.exit(rc)
 EOF
 }
 
-# split T0 T1 N ERR: "startup held idle tail handoffs first last" (ms; handoffs: holds by
+# split T0 T1 ERR: "startup held idle tail handoffs first last" (ms; handoffs: holds by
 # another row than the one that let the lock go last; first, last: the mean held per row of
 # the first and the last 100 rows, as bench_p11 prints its first and last 100) from the lock
 # lines of ERR.
 split() {
-    awk -v t0="$1" -v t1="$2" -v n="$3" '
+    awk -v t0="$1" -v t1="$2" '
         /^provisioner: debug: \[[0-9.]+\] serial .*: (holding|released) the lock of / {
             t = substr($3, 2, length($3) - 2)
             s = $0; sub(/^[^]]*\] serial /, "", s); sub(/: (holding|released) the lock of .*/, "", s)
@@ -110,7 +110,7 @@ split() {
             for (i = 1; i <= k; i++) { f += by_row[order[i]]; l += by_row[order[rows - k + i]] }
             printf "%.1f %.1f %.1f %.1f %d %.2f %.2f\n", 1000 * (first - t0), 1000 * held,
                 1000 * idle, 1000 * (t1 - last), handoffs, 1000 * f / k, 1000 * l / k
-        }' "$4"
+        }' "$3"
 }
 
 declare -a R_WALL R_START R_HELD R_IDLE R_TAIL R_FLOOR R_RATIO R_OVER
@@ -134,7 +134,7 @@ for ((run = 1; run <= runs; run++)); do
             times=$(batch_timed) || die "batch of $n failed: $(grep -v 'debug:' err.txt | tail -n2)"
             issued=$(issued_count lot.results.csv)
             [ "$issued" = "$n" ] || die "batch: $issued of $n devices issued"
-            parts=$(split $times "$n" err.txt)
+            parts=$(split $times err.txt)
             [ "$parts" != none ] || die "batch: no lock lines with the clock in its stderr"
             read -r start held idle tail handoffs held_first held_last <<<"$parts"
             wall=$(awk -v t="$times" 'BEGIN { split(t, a, " "); printf "%.1f", 1000 * (a[2] - a[1]) }')

@@ -160,12 +160,6 @@ static void drop_kept_device(struct row_ctx *c)
 }
 
 /*
- * The device of a fresh enrollment, opened, checked not to be the CA's and logged in
- * (prov_step_open_device): the worker's kept device when the last row left it for this
- * device string and PIN source and it is still open (backend.h, is_open), else opened now.
- * Called with the token's lock held.
- */
-/*
  * Whether the worker's device kept from its last row serves this row: the same device string
  * and PIN, and its session still as it was (backend.h, is_open). Asked before the token's lock
  * is taken: is_open only reads (the session's and the token's information, on this worker's
@@ -182,8 +176,11 @@ static bool kept_device_serves(const struct row_ctx *c)
            prov_same_text(k->pin, c->pin) && k->dev->ops->is_open(k->dev);
 }
 
-/* Under the token's lock: the kept device when it serves (kept_device_serves), else the
-   kept one closed and the row's opened (and logged in). */
+/*
+ * The device of a fresh enrollment, under the token's lock: the worker's kept device when it
+ * serves (kept_device_serves, asked before the lock), else the kept one closed and the row's
+ * opened, checked not to be the CA's and logged in (prov_step_open_device).
+ */
 static int open_row_device(struct row_ctx *c, bool is_kept_serving, struct prov_device **out)
 {
     struct batch_kept_device *k = c->kept;
