@@ -15,6 +15,13 @@
  *       C_GetAttributeValue each), two ECDSA signatures (CSR, proof of possession) and the
  *       certificate stored on the token (C_CreateObject, CKO_CERTIFICATE, the key's CKA_ID
  *       and label; value, subject, issuer and serial from DER, a certificate the tool issued);
+ *   bench_p11 ... --cert DER --ca-token LABEL --ca-pin-file F device N
+ *       the line floor: the device floor, and beside it on a second thread, as the batch has
+ *       it, the CA's signature of each device's certificate (C_SignInit + C_Sign with the
+ *       key labelled "intermediate" on the CA's token, CKM_ECDSA over a 32-byte digest) as
+ *       soon as that device's signatures are made; timed to the last CA signature. The
+ *       device's token and the CA's share one module, as in the tool's process: what one
+ *       costs the other is in this floor, and in no other;
  *   bench_p11 --module SO --token LABEL --pin-file F sign N
  *       one such key, then N x C_SignInit + C_Sign (CKM_ECDSA over a 32-byte digest).
  *
@@ -24,6 +31,7 @@
  */
 #include <dlfcn.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -46,6 +54,18 @@ static CK_BBOOL yes = CK_TRUE;
 static CK_BBOOL no = CK_FALSE;
 /* DER OID of prime256v1 */
 static CK_BYTE p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
+
+/* The line floor's CA: its session and key, and how many devices await its signature. */
+static struct {
+    bool is_on;
+    CK_SESSION_HANDLE s;
+    CK_OBJECT_HANDLE key;
+    pthread_mutex_t mx;
+    pthread_cond_t cv;
+    unsigned long ready; /* devices whose own signatures are made */
+    unsigned long n;     /* the run's devices */
+    int r;
+} ca = {.mx = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
 static double now(void)
 {
@@ -142,6 +162,12 @@ static int device_rest(CK_SESSION_HANDLE s, unsigned long i, CK_OBJECT_HANDLE pu
             return -1;
         }
     }
+    if (ca.is_on) { /* the CSR is made: the CA may sign this device's certificate */
+        pthread_mutex_lock(&ca.mx);
+        ca.ready++;
+        pthread_cond_signal(&ca.cv);
+        pthread_mutex_unlock(&ca.mx);
+    }
     snprintf(label, sizeof(label), "FLOOR-%06lu", i);
     CK_ATTRIBUTE tmpl[] = {
         {CKA_CLASS, &cls, sizeof(cls)},
@@ -157,6 +183,31 @@ static int device_rest(CK_SESSION_HANDLE s, unsigned long i, CK_OBJECT_HANDLE pu
     };
     return check(fl->C_CreateObject(s, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), &h),
                  "C_CreateObject(certificate)");
+}
+
+/* The line floor's CA thread: one signature per device, each once the device is ready. */
+static void *ca_signer(void *arg)
+{
+    CK_MECHANISM mech = {CKM_ECDSA, NULL, 0};
+    unsigned char digest[32] = {3}, sig[128];
+
+    (void)arg;
+    for (unsigned long i = 0; i < ca.n; i++) {
+        CK_ULONG len = sizeof(sig);
+
+        pthread_mutex_lock(&ca.mx);
+        while (ca.ready <= i) {
+            pthread_cond_wait(&ca.cv, &ca.mx);
+        }
+        pthread_mutex_unlock(&ca.mx);
+        digest[1] = (unsigned char)i;
+        if (check(fl->C_SignInit(ca.s, &mech, ca.key), "C_SignInit(CA)") < 0 ||
+            check(fl->C_Sign(ca.s, digest, sizeof(digest), sig, &len), "C_Sign(CA)") < 0) {
+            ca.r = -1;
+            break;
+        }
+    }
+    return NULL;
 }
 
 /* The DER certificate in path, split as the certificate object wants it. */
@@ -192,27 +243,36 @@ static int run_keygen(CK_SESSION_HANDLE s, unsigned long n, bool is_device)
     unsigned long k = n < 100 ? n : 100;
     CK_OBJECT_HANDLE pub, priv;
     unsigned char id[16];
+    pthread_t th;
 
     if (t == NULL) {
         return -1;
     }
+    ca.n = n;
     start = now();
+    if (ca.is_on && pthread_create(&th, NULL, ca_signer, NULL) != 0) {
+        free(t);
+        return -1;
+    }
     for (unsigned long i = 0; i < n; i++) {
         double t0 = now();
 
         if (keygen(s, i, id, &pub, &priv) < 0 ||
             (is_device && device_rest(s, i, pub, priv, id) < 0)) {
-            free(t);
-            return -1;
+            exit(1); /* check() said why; the CA's thread would wait for this device forever */
         }
         t[i] = now() - t0;
+    }
+    if (ca.is_on && (pthread_join(th, NULL) != 0 || ca.r < 0)) {
+        free(t);
+        return -1;
     }
     for (unsigned long i = 0; i < k; i++) {
         first += t[i];
         last += t[n - k + i];
     }
     printf("op=%s n=%lu seconds=%.3f per_second=%.2f ms_first100=%.3f ms_last100=%.3f\n",
-           is_device ? "device" : "keygen", n,
+           is_device ? (ca.is_on ? "line" : "device") : "keygen", n,
            now() - start, (double)n / (now() - start), 1e3 * first / (double)k,
            1e3 * last / (double)k);
     free(t);
@@ -270,6 +330,51 @@ static int find_slot(const char *label, CK_SLOT_ID *slot)
     return -1;
 }
 
+/* The CA's session on the token labelled label, logged in, and its key "intermediate". */
+static int open_ca(const char *label, const char *pin, size_t pin_len)
+{
+    CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+    CK_ATTRIBUTE q[] = {
+        {CKA_CLASS, &cls, sizeof(cls)},
+        {CKA_LABEL, "intermediate", strlen("intermediate")},
+    };
+    CK_ULONG found = 0;
+    CK_SLOT_ID slot;
+
+    if (find_slot(label, &slot) < 0 ||
+        check(fl->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &ca.s),
+              "C_OpenSession(CA)") < 0 ||
+        check(fl->C_Login(ca.s, CKU_USER, (CK_UTF8CHAR_PTR)pin, pin_len), "C_Login(CA)") < 0 ||
+        check(fl->C_FindObjectsInit(ca.s, q, 2), "C_FindObjectsInit(CA)") < 0 ||
+        check(fl->C_FindObjects(ca.s, &ca.key, 1, &found), "C_FindObjects(CA)") < 0 ||
+        check(fl->C_FindObjectsFinal(ca.s), "C_FindObjectsFinal(CA)") < 0) {
+        return -1;
+    }
+    if (found != 1) {
+        fprintf(stderr, "bench_p11: token \"%s\": no private key labelled intermediate\n", label);
+        return -1;
+    }
+    ca.is_on = true;
+    return 0;
+}
+
+/* The first line of path, without its line end, in buf. */
+static int read_pin(const char *path, char *buf, size_t size, size_t *len)
+{
+    FILE *f = fopen(path, "r");
+
+    if (f == NULL || fgets(buf, (int)size, f) == NULL) {
+        fprintf(stderr, "bench_p11: %s: cannot read the PIN\n", path);
+        if (f != NULL) {
+            fclose(f);
+        }
+        return -1;
+    }
+    fclose(f);
+    *len = strcspn(buf, "\r\n");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -277,9 +382,14 @@ int main(int argc, char **argv)
         {"token", required_argument, NULL, 't'},
         {"pin-file", required_argument, NULL, 'p'},
         {"cert", required_argument, NULL, 'c'},
+        {"ca-token", required_argument, NULL, 'C'},
+        {"ca-pin-file", required_argument, NULL, 'P'},
         {NULL, 0, NULL, 0},
     };
     const char *module = NULL, *token = NULL, *pin_file = NULL, *cert_file = NULL;
+    const char *ca_token = NULL, *ca_pin_file = NULL;
+    char ca_pin[256];
+    size_t ca_pin_len = 0;
     CK_RV (*get_list)(CK_FUNCTION_LIST **);
     CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
     CK_SESSION_HANDLE s;
@@ -287,7 +397,6 @@ int main(int argc, char **argv)
     char pin[256];
     size_t pin_len;
     unsigned long n;
-    FILE *f;
     void *so;
     int c, r;
 
@@ -297,6 +406,8 @@ int main(int argc, char **argv)
         case 't': token = optarg; break;
         case 'p': pin_file = optarg; break;
         case 'c': cert_file = optarg; break;
+        case 'C': ca_token = optarg; break;
+        case 'P': ca_pin_file = optarg; break;
         default: return 2;
         }
     }
@@ -304,21 +415,21 @@ int main(int argc, char **argv)
         (strcmp(argv[optind], "keygen") != 0 && strcmp(argv[optind], "sign") != 0 &&
          strcmp(argv[optind], "device") != 0) ||
         (n = strtoul(argv[optind + 1], NULL, 10)) == 0 ||
-        (strcmp(argv[optind], "device") == 0 && cert_file == NULL)) {
+        (strcmp(argv[optind], "device") == 0 && cert_file == NULL) ||
+        (ca_token == NULL) != (ca_pin_file == NULL) ||
+        (ca_token != NULL && strcmp(argv[optind], "device") != 0)) {
         fprintf(stderr, "usage: bench_p11 --module SO --token LABEL --pin-file F [--cert DER] "
-                        "keygen|device|sign N (device needs --cert)\n");
+                        "[--ca-token LABEL --ca-pin-file F] keygen|device|sign N (device needs "
+                        "--cert; the CA's token only with device)\n");
         return 2;
     }
     if (cert_file != NULL && load_cert(cert_file) < 0) {
         return 1;
     }
-    f = fopen(pin_file, "r");
-    if (f == NULL || fgets(pin, sizeof(pin), f) == NULL) {
-        fprintf(stderr, "bench_p11: %s: cannot read the PIN\n", pin_file);
+    if (read_pin(pin_file, pin, sizeof(pin), &pin_len) < 0 ||
+        (ca_pin_file != NULL && read_pin(ca_pin_file, ca_pin, sizeof(ca_pin), &ca_pin_len) < 0)) {
         return 1;
     }
-    fclose(f);
-    pin_len = strcspn(pin, "\r\n");
     so = dlopen(module, RTLD_NOW | RTLD_LOCAL);
     get_list = so ? (CK_RV(*)(CK_FUNCTION_LIST **))dlsym(so, "C_GetFunctionList") : NULL;
     if (get_list == NULL || check(get_list(&fl), "C_GetFunctionList") < 0) {
@@ -328,7 +439,8 @@ int main(int argc, char **argv)
     if (check(fl->C_Initialize(&args), "C_Initialize") < 0 || find_slot(token, &slot) < 0 ||
         check(fl->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s),
               "C_OpenSession") < 0 ||
-        check(fl->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)pin, pin_len), "C_Login") < 0) {
+        check(fl->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)pin, pin_len), "C_Login") < 0 ||
+        (ca_token != NULL && open_ca(ca_token, ca_pin, ca_pin_len) < 0)) {
         return 1;
     }
     if (strcmp(argv[optind], "sign") == 0) {
