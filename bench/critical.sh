@@ -14,7 +14,8 @@
 # Each run: `provisioner batch` of N devices on one fresh SoftHSM2 token with the tool's
 # default --jobs, `bench_p11 device N` on another and the line floor (`bench_p11 device N`
 # with the CA's signature of each device on a second thread, in the same module: "line ms")
-# on a third, back to back (the floors first in odd runs). The batch runs with PROVISIONER_DEBUG=batch,clock: every token lock a row takes and
+# on a third, back to back (the floors first in odd runs). The batch runs with
+# PROVISIONER_DEBUG=batch,clock: every token lock a row takes and
 # lets go is a debug line with the monotonic clock (factory/batch_tokens.c, support/log.c),
 # and python3 times the process on the same clock. The batch's wall time then splits
 # exactly into

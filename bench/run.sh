@@ -294,7 +294,7 @@ EOF
 # "Performance"); a ratio of two medians taken minutes apart carries that drift, the median of
 # ratios of adjacent pairs in alternating order does not (bench/README.md, "Pairs"). The line
 # floor runs between the two, and the batch's ratio to it is kept the same way
-# (M[pair_line_STORE_SIZE]; bench/README.md, "The line floor").
+# (M[pair_line_STORE_SIZE]; bench/README.md, "What each figure is").
 pair_run() {
     local s=$1 z=$2 n
     n=$(n_of "$z")
