@@ -330,6 +330,20 @@ static int find_slot(const char *label, CK_SLOT_ID *slot)
     return -1;
 }
 
+/* A read-write session on the token labelled label, logged in as its user. */
+static int open_session(const char *label, const char *pin, size_t pin_len, CK_SESSION_HANDLE *s)
+{
+    CK_SLOT_ID slot;
+
+    if (find_slot(label, &slot) < 0 ||
+        check(fl->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, s),
+              "C_OpenSession") < 0 ||
+        check(fl->C_Login(*s, CKU_USER, (CK_UTF8CHAR_PTR)pin, pin_len), "C_Login") < 0) {
+        return -1; /* find_slot or check said why */
+    }
+    return 0;
+}
+
 /* The CA's session on the token labelled label, logged in, and its key "intermediate". */
 static int open_ca(const char *label, const char *pin, size_t pin_len)
 {
@@ -339,12 +353,8 @@ static int open_ca(const char *label, const char *pin, size_t pin_len)
         {CKA_LABEL, "intermediate", strlen("intermediate")},
     };
     CK_ULONG found = 0;
-    CK_SLOT_ID slot;
 
-    if (find_slot(label, &slot) < 0 ||
-        check(fl->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &ca.s),
-              "C_OpenSession(CA)") < 0 ||
-        check(fl->C_Login(ca.s, CKU_USER, (CK_UTF8CHAR_PTR)pin, pin_len), "C_Login(CA)") < 0 ||
+    if (open_session(label, pin, pin_len, &ca.s) < 0 ||
         check(fl->C_FindObjectsInit(ca.s, q, 2), "C_FindObjectsInit(CA)") < 0 ||
         check(fl->C_FindObjects(ca.s, &ca.key, 1, &found), "C_FindObjects(CA)") < 0 ||
         check(fl->C_FindObjectsFinal(ca.s), "C_FindObjectsFinal(CA)") < 0) {
@@ -393,7 +403,6 @@ int main(int argc, char **argv)
     CK_RV (*get_list)(CK_FUNCTION_LIST **);
     CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
     CK_SESSION_HANDLE s;
-    CK_SLOT_ID slot;
     char pin[256];
     size_t pin_len;
     unsigned long n;
@@ -436,10 +445,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_p11: %s: cannot load (%s)\n", module, dlerror());
         return 1;
     }
-    if (check(fl->C_Initialize(&args), "C_Initialize") < 0 || find_slot(token, &slot) < 0 ||
-        check(fl->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s),
-              "C_OpenSession") < 0 ||
-        check(fl->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)pin, pin_len), "C_Login") < 0 ||
+    if (check(fl->C_Initialize(&args), "C_Initialize") < 0 ||
+        open_session(token, pin, pin_len, &s) < 0 ||
         (ca_token != NULL && open_ca(ca_token, ca_pin, ca_pin_len) < 0)) {
         return 1;
     }

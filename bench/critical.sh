@@ -116,6 +116,17 @@ split() {
         }' "$3"
 }
 
+# floor_device NAME [ARG...]: `bench_p11 device N` (with ARGs: the line floor's CA) on a
+# fresh token of scenario NAME; its output line in $out.
+floor_device() {
+    local name=$1
+    shift
+    scenario "$name" "$store" "$MODULE" floor
+    sync
+    out=$("$P11" --module "$MODULE" --token floor --pin-file device.pin \
+        --cert "$work/device-cert.der" "$@" device "$n") || die "bench_p11 device $n $* failed"
+}
+
 declare -a R_WALL R_START R_HELD R_IDLE R_TAIL R_FLOOR R_LINE R_RATIO R_OVER R_OVER_LINE
 note "store $store ($(fs_type "$(store_root "$store")")), N=$n, --jobs $(getconf _NPROCESSORS_ONLN), $runs run(s)"
 printf '%-4s %10s %9s %9s %9s %9s %9s %8s %8s %9s %8s %8s  %s\n' run "wall ms" "start-up" held idle \
@@ -124,19 +135,12 @@ printf '%-4s %10s %9s %9s %9s %9s %9s %8s %8s %9s %8s %8s  %s\n' run "wall ms" "
 for ((run = 1; run <= runs; run++)); do
     for part in $([ $((run % 2)) = 1 ] && echo "floor line batch" || echo "batch line floor"); do
         if [ "$part" = floor ]; then
-            scenario "floor-$run" "$store" "$MODULE" floor
-            sync
-            out=$("$P11" --module "$MODULE" --token floor --pin-file device.pin \
-                --cert "$work/device-cert.der" device "$n") || die "bench_p11 device $n failed"
+            floor_device "floor-$run"
             floor_s=$(sed -n 's/.* seconds=\([0-9.]*\) .*/\1/p' <<<"$out")
             floor_fl=$(sed -n 's/.* ms_first100=\([0-9.]*\) ms_last100=\([0-9.]*\).*/\1\/\2/p' <<<"$out")
             [ -n "$floor_s" ] && [ -n "$floor_fl" ] || die "bench_p11 printed no seconds: $out"
         elif [ "$part" = line ]; then
-            scenario "line-$run" "$store" "$MODULE" floor
-            sync
-            out=$("$P11" --module "$MODULE" --token floor --pin-file device.pin \
-                --cert "$work/device-cert.der" --ca-token provisioner-ca --ca-pin-file ca.pin \
-                device "$n") || die "bench_p11 device $n with the CA's signatures failed"
+            floor_device "line-$run" --ca-token provisioner-ca --ca-pin-file ca.pin
             line_s=$(sed -n 's/.* seconds=\([0-9.]*\) .*/\1/p' <<<"$out")
             [ -n "$line_s" ] || die "bench_p11 printed no seconds: $out"
         else

@@ -248,7 +248,7 @@ for ((i = 1; landed < kills_wanted && i <= 4 * kills_wanted; i++)); do
         landed=$((landed + 1))
         window_pct=$((window_pct + 5 > 125 ? 125 : window_pct + 5))
     else
-        window_pct=$((window_pct * 4 / 5 < 20 ? 20 : window_pct * 4 / 5))
+        window_pct=$(narrowed "$window_pct" 20)
     fi
     wait "$pid" 2>/dev/null || true
     repair_softhsm

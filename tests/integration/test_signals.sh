@@ -168,7 +168,7 @@ while [ "$landed" -lt 6 ] && [ "$tries" -lt 24 ]; do
     used_ms=$window_ms
     signal_run "batch-$i" "$sig" "$used_ms" -q batch sig.csv --jobs 2
     case "$rc" in
-    0) window_ms=$((window_ms * 4 / 5 > 20 ? window_ms * 4 / 5 : 20)) ;;
+    0) window_ms=$(narrowed "$window_ms" 20) ;;
     1)
         landed=$((landed + 1))
         PROV_ERR=$WORK/log/batch-$i.err
