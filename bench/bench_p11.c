@@ -22,6 +22,15 @@
  *       soon as that device's signatures are made; timed to the last CA signature. The
  *       device's token and the CA's share one module, as in the tool's process: what one
  *       costs the other is in this floor, and in no other;
+ *   bench_p11 ... --ca-token LABEL --ca-pin-file F --work DIR --chain PEM device N
+ *       the work floor: the line floor, and beside it the rest of what the batch must do per
+ *       device, each part once and the leanest way (bench_work.c: the journal's three
+ *       transactions and the CA index's two, the CSR's and the proof's signatures checked,
+ *       the storage's seven files synced, the certificate checked with the intermediate),
+ *       in DIR, on the threads a lean tool would use: this one keeps the token busy (device
+ *       i's certificate object once it is issued, after device i + 1's signatures), the CA's
+ *       thread issues, a third stores; timed to the last device stored. PEM: the CA's chain,
+ *       the intermediate then the root;
  *   bench_p11 --module SO --token LABEL --pin-file F sign N
  *       one such key, then N x C_SignInit + C_Sign (CKM_ECDSA over a 32-byte digest).
  *
@@ -42,6 +51,8 @@
 #include <openssl/x509.h>
 #include <p11-kit/pkcs11.h>
 
+#include "bench_work.h"
+
 /* The certificate stored by the device floor: DER of the whole, its subject, issuer, serial. */
 struct cert_der {
     unsigned char *value, *subject, *issuer, *serial;
@@ -49,6 +60,7 @@ struct cert_der {
 };
 
 static CK_FUNCTION_LIST *fl;
+static bool is_work; /* the work floor (bench_work.h) */
 static struct cert_der cert;
 static CK_BBOOL yes = CK_TRUE;
 static CK_BBOOL no = CK_FALSE;
@@ -84,24 +96,32 @@ static int check(CK_RV rv, const char *what)
     return 0;
 }
 
-/* A key pair as the tool makes it; id (16 bytes) is set to its unique CKA_ID. */
-static int keygen(CK_SESSION_HANDLE s, unsigned long i, unsigned char *id, CK_OBJECT_HANDLE *pub,
-                  CK_OBJECT_HANDLE *priv)
+/* Key i's CKA_ID (16 bytes), unique per key and per run: the run's start time and i. */
+static void make_id(unsigned long i, unsigned char *id)
+{
+    static uint64_t stamp;
+    uint64_t index = i;
+
+    if (stamp == 0) {
+        stamp = (uint64_t)time(NULL);
+    }
+    memcpy(id, &stamp, 8);
+    memcpy(id + 8, &index, 8);
+}
+
+/* A key pair as the tool makes it, its CKA_ID id (make_id). */
+static int keygen(CK_SESSION_HANDLE s, unsigned long i, const unsigned char *id,
+                  CK_OBJECT_HANDLE *pub, CK_OBJECT_HANDLE *priv)
 {
     char label[32];
     CK_MECHANISM mech = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
 
     snprintf(label, sizeof(label), "FLOOR-%06lu", i);
-    /* unique per key and per run: the run's start time and the index */
-    uint64_t stamp = (uint64_t)time(NULL), index = i;
-
-    memcpy(id, &stamp, 8);
-    memcpy(id + 8, &index, 8);
     CK_ATTRIBUTE pub_tmpl[] = {
         {CKA_TOKEN, &yes, sizeof(yes)},     {CKA_PRIVATE, &no, sizeof(no)},
         {CKA_VERIFY, &yes, sizeof(yes)},    {CKA_ENCRYPT, &no, sizeof(no)},
         {CKA_WRAP, &no, sizeof(no)},        {CKA_DERIVE, &no, sizeof(no)},
-        {CKA_ID, id, 16},                   {CKA_EC_PARAMS, p256, sizeof(p256)},
+        {CKA_ID, (void *)id, 16},           {CKA_EC_PARAMS, p256, sizeof(p256)},
         {CKA_LABEL, label, strlen(label)},
     };
     CK_ATTRIBUTE priv_tmpl[] = {
@@ -109,7 +129,7 @@ static int keygen(CK_SESSION_HANDLE s, unsigned long i, unsigned char *id, CK_OB
         {CKA_SENSITIVE, &yes, sizeof(yes)}, {CKA_EXTRACTABLE, &no, sizeof(no)},
         {CKA_SIGN, &yes, sizeof(yes)},    {CKA_DECRYPT, &no, sizeof(no)},
         {CKA_UNWRAP, &no, sizeof(no)},    {CKA_DERIVE, &no, sizeof(no)},
-        {CKA_ID, id, 16},                 {CKA_LABEL, label, strlen(label)},
+        {CKA_ID, (void *)id, 16},         {CKA_LABEL, label, strlen(label)},
     };
 
     return check(fl->C_GenerateKeyPair(s, &mech, pub_tmpl, sizeof(pub_tmpl) / sizeof(pub_tmpl[0]),
@@ -118,56 +138,14 @@ static int keygen(CK_SESSION_HANDLE s, unsigned long i, unsigned char *id, CK_OB
                  "C_GenerateKeyPair");
 }
 
-/*
- * The rest of the token work the tool does per device once the key exists: the public key
- * read back (the CSR must carry it), the protection attributes read back (the tool refuses a
- * key that is not local and never extractable), two signatures (the CSR and the proof of
- * possession) and the certificate stored on the token under the key's CKA_ID and label.
- */
-static int device_rest(CK_SESSION_HANDLE s, unsigned long i, CK_OBJECT_HANDLE pub,
-                       CK_OBJECT_HANDLE priv, const unsigned char *id)
+/* Device i's certificate object, the tool's template: the key's CKA_ID and label. */
+static int store_cert(CK_SESSION_HANDLE s, unsigned long i, const unsigned char *id)
 {
-    CK_MECHANISM mech = {CKM_ECDSA, NULL, 0};
     CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
     CK_CERTIFICATE_TYPE ct = CKC_X_509;
-    CK_KEY_TYPE kt;
-    CK_BBOOL v[10];
-    CK_ATTRIBUTE props[] = {
-        {CKA_TOKEN, &v[0], 1},     {CKA_PRIVATE, &v[1], 1},           {CKA_SENSITIVE, &v[2], 1},
-        {CKA_EXTRACTABLE, &v[3], 1}, {CKA_NEVER_EXTRACTABLE, &v[4], 1}, {CKA_LOCAL, &v[5], 1},
-        {CKA_SIGN, &v[6], 1},      {CKA_DECRYPT, &v[7], 1},           {CKA_UNWRAP, &v[8], 1},
-        {CKA_DERIVE, &v[9], 1},
-    };
-    unsigned char params[16], point[80], digest[32] = {2}, sig[128];
-    CK_ATTRIBUTE pubq[] = {
-        {CKA_KEY_TYPE, &kt, sizeof(kt)},
-        {CKA_EC_PARAMS, params, sizeof(params)},
-        {CKA_EC_POINT, point, sizeof(point)},
-    };
-    char label[32];
-    CK_ULONG len;
     CK_OBJECT_HANDLE h;
+    char label[32];
 
-    if (check(fl->C_GetAttributeValue(s, pub, pubq, sizeof(pubq) / sizeof(pubq[0])),
-              "C_GetAttributeValue(public key)") < 0 ||
-        check(fl->C_GetAttributeValue(s, priv, props, sizeof(props) / sizeof(props[0])),
-              "C_GetAttributeValue(protection)") < 0) {
-        return -1;
-    }
-    for (int k = 0; k < 2; k++) {
-        len = sizeof(sig);
-        digest[1] = (unsigned char)k;
-        if (check(fl->C_SignInit(s, &mech, priv), "C_SignInit") < 0 ||
-            check(fl->C_Sign(s, digest, sizeof(digest), sig, &len), "C_Sign") < 0) {
-            return -1;
-        }
-    }
-    if (ca.is_on) { /* the CSR is made: the CA may sign this device's certificate */
-        pthread_mutex_lock(&ca.mx);
-        ca.ready++;
-        pthread_cond_signal(&ca.cv);
-        pthread_mutex_unlock(&ca.mx);
-    }
     snprintf(label, sizeof(label), "FLOOR-%06lu", i);
     CK_ATTRIBUTE tmpl[] = {
         {CKA_CLASS, &cls, sizeof(cls)},
@@ -183,6 +161,66 @@ static int device_rest(CK_SESSION_HANDLE s, unsigned long i, CK_OBJECT_HANDLE pu
     };
     return check(fl->C_CreateObject(s, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), &h),
                  "C_CreateObject(certificate)");
+}
+
+/*
+ * The rest of the token work the tool does per device once the key exists: the public key
+ * read back (the CSR must carry it), the protection attributes read back (the tool refuses a
+ * key that is not local and never extractable), two signatures (the CSR and the proof of
+ * possession) and, but in the work floor (which stores it once the device is issued: run_keygen),
+ * the certificate stored on the token under the key's CKA_ID and label.
+ */
+static int device_rest(CK_SESSION_HANDLE s, unsigned long i, CK_OBJECT_HANDLE pub,
+                       CK_OBJECT_HANDLE priv, const unsigned char *id)
+{
+    CK_MECHANISM mech = {CKM_ECDSA, NULL, 0};
+    CK_KEY_TYPE kt;
+    CK_BBOOL v[10];
+    CK_ATTRIBUTE props[] = {
+        {CKA_TOKEN, &v[0], 1},     {CKA_PRIVATE, &v[1], 1},           {CKA_SENSITIVE, &v[2], 1},
+        {CKA_EXTRACTABLE, &v[3], 1}, {CKA_NEVER_EXTRACTABLE, &v[4], 1}, {CKA_LOCAL, &v[5], 1},
+        {CKA_SIGN, &v[6], 1},      {CKA_DECRYPT, &v[7], 1},           {CKA_UNWRAP, &v[8], 1},
+        {CKA_DERIVE, &v[9], 1},
+    };
+    unsigned char params[16], point[80], digest[32] = {2}, sig[2][128];
+    CK_ATTRIBUTE pubq[] = {
+        {CKA_KEY_TYPE, &kt, sizeof(kt)},
+        {CKA_EC_PARAMS, params, sizeof(params)},
+        {CKA_EC_POINT, point, sizeof(point)},
+    };
+    CK_ULONG len[2];
+
+    if (check(fl->C_GetAttributeValue(s, pub, pubq, sizeof(pubq) / sizeof(pubq[0])),
+              "C_GetAttributeValue(public key)") < 0 ||
+        check(fl->C_GetAttributeValue(s, priv, props, sizeof(props) / sizeof(props[0])),
+              "C_GetAttributeValue(protection)") < 0) {
+        return -1;
+    }
+    for (int k = 0; k < 2; k++) {
+        len[k] = sizeof(sig[k]);
+        digest[1] = (unsigned char)k;
+        if (check(fl->C_SignInit(s, &mech, priv), "C_SignInit") < 0 ||
+            check(fl->C_Sign(s, digest, sizeof(digest), sig[k], &len[k]), "C_Sign") < 0) {
+            return -1;
+        }
+    }
+    /* the work floor's CA thread checks both signatures with the point */
+    if (is_work && work_signed(i, point, pubq[2].ulValueLen, sig[0], len[0], sig[1], len[1]) < 0) {
+        return -1;
+    }
+    if (ca.is_on) { /* the CSR is made: the CA may sign this device's certificate */
+        pthread_mutex_lock(&ca.mx);
+        ca.ready++;
+        pthread_cond_signal(&ca.cv);
+        pthread_mutex_unlock(&ca.mx);
+    }
+    return is_work ? 0 : store_cert(s, i, id);
+}
+
+/* The work floor: device i's certificate object once it is issued, then its storage may go. */
+static int store_issued(CK_SESSION_HANDLE s, unsigned long i, const unsigned char *id)
+{
+    return work_wait_issued(i) < 0 || store_cert(s, i, id) < 0 ? -1 : work_certified(i);
 }
 
 /* The line floor's CA thread: one signature per device, each once the device is ready. */
@@ -202,7 +240,8 @@ static void *ca_signer(void *arg)
         pthread_mutex_unlock(&ca.mx);
         digest[1] = (unsigned char)i;
         if (check(fl->C_SignInit(ca.s, &mech, ca.key), "C_SignInit(CA)") < 0 ||
-            check(fl->C_Sign(ca.s, digest, sizeof(digest), sig, &len), "C_Sign(CA)") < 0) {
+            check(fl->C_Sign(ca.s, digest, sizeof(digest), sig, &len), "C_Sign(CA)") < 0 ||
+            (is_work && work_issue(i) < 0)) {
             ca.r = -1;
             break;
         }
@@ -242,7 +281,7 @@ static int run_keygen(CK_SESSION_HANDLE s, unsigned long n, bool is_device)
     double start, first = 0, last = 0;
     unsigned long k = n < 100 ? n : 100;
     CK_OBJECT_HANDLE pub, priv;
-    unsigned char id[16];
+    unsigned char id[16], prev_id[16];
     pthread_t th;
 
     if (t == NULL) {
@@ -257,13 +296,24 @@ static int run_keygen(CK_SESSION_HANDLE s, unsigned long n, bool is_device)
     for (unsigned long i = 0; i < n; i++) {
         double t0 = now();
 
-        if (keygen(s, i, id, &pub, &priv) < 0 ||
-            (is_device && device_rest(s, i, pub, priv, id) < 0)) {
-            exit(1); /* check() said why; the CA's thread would wait for this device forever */
+        make_id(i, id);
+        if ((is_work && work_intent(i, id, sizeof(id)) < 0) || keygen(s, i, id, &pub, &priv) < 0 ||
+            (is_device && device_rest(s, i, pub, priv, id) < 0) ||
+            /* the work floor: the last device's certificate object, once it is issued */
+            (is_work && i > 0 && store_issued(s, i - 1, prev_id) < 0)) {
+            exit(1); /* it said why; the other threads would wait for this device forever */
         }
+        memcpy(prev_id, id, sizeof(id));
         t[i] = now() - t0;
     }
+    if (is_work && store_issued(s, n - 1, prev_id) < 0) {
+        exit(1);
+    }
     if (ca.is_on && (pthread_join(th, NULL) != 0 || ca.r < 0)) {
+        free(t);
+        return -1;
+    }
+    if (is_work && work_finish() < 0) { /* to the storage of the last device */
         free(t);
         return -1;
     }
@@ -272,7 +322,7 @@ static int run_keygen(CK_SESSION_HANDLE s, unsigned long n, bool is_device)
         last += t[n - k + i];
     }
     printf("op=%s n=%lu seconds=%.3f per_second=%.2f ms_first100=%.3f ms_last100=%.3f\n",
-           is_device ? (ca.is_on ? "line" : "device") : "keygen", n,
+           is_device ? (is_work ? "work" : ca.is_on ? "line" : "device") : "keygen", n,
            now() - start, (double)n / (now() - start), 1e3 * first / (double)k,
            1e3 * last / (double)k);
     free(t);
@@ -286,6 +336,7 @@ static int run_sign(CK_SESSION_HANDLE s, unsigned long n)
     unsigned char id[16], digest[32] = {1}, sig[128];
     double start;
 
+    make_id(999999, id);
     if (keygen(s, 999999, id, &pub, &priv) < 0) {
         return -1;
     }
@@ -394,10 +445,12 @@ int main(int argc, char **argv)
         {"cert", required_argument, NULL, 'c'},
         {"ca-token", required_argument, NULL, 'C'},
         {"ca-pin-file", required_argument, NULL, 'P'},
+        {"work", required_argument, NULL, 'w'},
+        {"chain", required_argument, NULL, 'k'},
         {NULL, 0, NULL, 0},
     };
     const char *module = NULL, *token = NULL, *pin_file = NULL, *cert_file = NULL;
-    const char *ca_token = NULL, *ca_pin_file = NULL;
+    const char *ca_token = NULL, *ca_pin_file = NULL, *work_dir = NULL, *chain_file = NULL;
     char ca_pin[256];
     size_t ca_pin_len = 0;
     CK_RV (*get_list)(CK_FUNCTION_LIST **);
@@ -417,6 +470,8 @@ int main(int argc, char **argv)
         case 'c': cert_file = optarg; break;
         case 'C': ca_token = optarg; break;
         case 'P': ca_pin_file = optarg; break;
+        case 'w': work_dir = optarg; break;
+        case 'k': chain_file = optarg; break;
         default: return 2;
         }
     }
@@ -426,10 +481,12 @@ int main(int argc, char **argv)
         (n = strtoul(argv[optind + 1], NULL, 10)) == 0 ||
         (strcmp(argv[optind], "device") == 0 && cert_file == NULL) ||
         (ca_token == NULL) != (ca_pin_file == NULL) ||
-        (ca_token != NULL && strcmp(argv[optind], "device") != 0)) {
+        (ca_token != NULL && strcmp(argv[optind], "device") != 0) ||
+        (work_dir == NULL) != (chain_file == NULL) || (work_dir != NULL && ca_token == NULL)) {
         fprintf(stderr, "usage: bench_p11 --module SO --token LABEL --pin-file F [--cert DER] "
-                        "[--ca-token LABEL --ca-pin-file F] keygen|device|sign N (device needs "
-                        "--cert; the CA's token only with device)\n");
+                        "[--ca-token LABEL --ca-pin-file F [--work DIR --chain PEM]] "
+                        "keygen|device|sign N (device needs --cert; the CA's token only with "
+                        "device, the work floor only with the CA's token)\n");
         return 2;
     }
     if (cert_file != NULL && load_cert(cert_file) < 0) {
@@ -449,6 +506,12 @@ int main(int argc, char **argv)
         open_session(token, pin, pin_len, &s) < 0 ||
         (ca_token != NULL && open_ca(ca_token, ca_pin, ca_pin_len) < 0)) {
         return 1;
+    }
+    if (work_dir != NULL) {
+        if (work_open(work_dir, chain_file, cert.value, (size_t)cert.value_len, n) < 0) {
+            return 1;
+        }
+        is_work = true;
     }
     if (strcmp(argv[optind], "sign") == 0) {
         r = run_sign(s, n);

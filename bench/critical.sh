@@ -14,7 +14,9 @@
 # Each run: `provisioner batch` of N devices on one fresh SoftHSM2 token with the tool's
 # default --jobs, `bench_p11 device N` on another and the line floor (`bench_p11 device N`
 # with the CA's signature of each device on a second thread, in the same module: "line ms")
-# on a third, back to back (the floors first in odd runs). The batch runs with
+# on a third, and the work floor (the line floor with the rest of the batch's work per device
+# done the leanest way: bench/bench_work.c; "work ms") on a fourth, back to back (the floors
+# first in odd runs). The batch runs with
 # PROVISIONER_DEBUG=batch,clock: every token lock a row takes and
 # lets go is a debug line with the monotonic clock (factory/batch_tokens.c, support/log.c),
 # and python3 times the process on the same clock. The batch's wall time then splits
@@ -127,13 +129,13 @@ floor_device() {
         --cert "$work/device-cert.der" "$@" device "$n") || die "bench_p11 device $n $* failed"
 }
 
-declare -a R_WALL R_START R_HELD R_IDLE R_TAIL R_FLOOR R_LINE R_RATIO R_OVER R_OVER_LINE
+declare -a R_WALL R_START R_HELD R_IDLE R_TAIL R_FLOOR R_LINE R_WORK R_RATIO R_OVER R_OVER_LINE
 note "store $store ($(fs_type "$(store_root "$store")")), N=$n, --jobs $(getconf _NPROCESSORS_ONLN), $runs run(s)"
-printf '%-4s %10s %9s %9s %9s %9s %9s %8s %8s %9s %8s %8s  %s\n' run "wall ms" "start-up" held idle \
-    tail "floor ms" "line ms" "handoffs" "held/fl" "held/ln" "fl/wall" \
+printf '%-4s %10s %9s %9s %9s %9s %9s %8s %8s %8s %9s %8s %8s  %s\n' run "wall ms" "start-up" held \
+    idle tail "floor ms" "line ms" "work ms" "handoffs" "held/fl" "held/ln" "fl/wall" \
     "per row, first/last 100: held, floor (ms)"
 for ((run = 1; run <= runs; run++)); do
-    for part in $([ $((run % 2)) = 1 ] && echo "floor line batch" || echo "batch line floor"); do
+    for part in $([ $((run % 2)) = 1 ] && echo "floor line work batch" || echo "batch work line floor"); do
         if [ "$part" = floor ]; then
             floor_device "floor-$run"
             floor_s=$(sed -n 's/.* seconds=\([0-9.]*\) .*/\1/p' <<<"$out")
@@ -143,6 +145,11 @@ for ((run = 1; run <= runs; run++)); do
             floor_device "line-$run" --ca-token provisioner-ca --ca-pin-file ca.pin
             line_s=$(sed -n 's/.* seconds=\([0-9.]*\) .*/\1/p' <<<"$out")
             [ -n "$line_s" ] || die "bench_p11 printed no seconds: $out"
+        elif [ "$part" = work ]; then
+            floor_device "work-$run" --ca-token provisioner-ca --ca-pin-file ca.pin \
+                --work work-floor --chain ca/chain.pem # in the scenario
+            work_s=$(sed -n 's/.* seconds=\([0-9.]*\) .*/\1/p' <<<"$out")
+            [ -n "$work_s" ] || die "bench_p11 printed no seconds: $out"
         else
             scenario "batch-$run" "$store" "$MODULE" dev-a
             manifest lot.csv "$n" dev-a
@@ -159,21 +166,23 @@ for ((run = 1; run <= runs; run++)); do
     done
     floor_ms=$(awk -v s="$floor_s" 'BEGIN { printf "%.1f", 1000 * s }')
     line_ms=$(awk -v s="$line_s" 'BEGIN { printf "%.1f", 1000 * s }')
+    work_ms=$(awk -v s="$work_s" 'BEGIN { printf "%.1f", 1000 * s }')
     R_WALL+=("$wall") R_START+=("$start") R_HELD+=("$held") R_IDLE+=("$idle") R_TAIL+=("$tail")
-    R_FLOOR+=("$floor_ms") R_LINE+=("$line_ms")
+    R_FLOOR+=("$floor_ms") R_LINE+=("$line_ms") R_WORK+=("$work_ms")
     R_OVER+=("$(fdiv "$held" "$floor_ms")") R_RATIO+=("$(fdiv "$floor_ms" "$wall")")
     R_OVER_LINE+=("$(fdiv "$held" "$line_ms")")
-    printf '%-4s %10s %9s %9s %9s %9s %9s %8s %8s %9s %8s %8s  %s, %s\n' "$run" "$wall" "$start" \
-        "$held" "$idle" "$tail" "$floor_ms" "$line_ms" "$handoffs" "${R_OVER[-1]}" \
+    printf '%-4s %10s %9s %9s %9s %9s %9s %8s %8s %8s %9s %8s %8s  %s, %s\n' "$run" "$wall" \
+        "$start" "$held" "$idle" "$tail" "$floor_ms" "$line_ms" "$work_ms" "$handoffs" "${R_OVER[-1]}" \
         "${R_OVER_LINE[-1]}" "${R_RATIO[-1]}" "$held_first/$held_last" "$floor_fl"
 done
 med() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 per() { fdiv "$(med "$@")" "$n"; }
-printf '%-4s %10s %9s %9s %9s %9s %9s %8s %8s %9s %8s %8s\n' median "$(med "${R_WALL[@]}")" \
+printf '%-4s %10s %9s %9s %9s %9s %9s %8s %8s %8s %9s %8s %8s\n' median "$(med "${R_WALL[@]}")" \
     "$(med "${R_START[@]}")" "$(med "${R_HELD[@]}")" "$(med "${R_IDLE[@]}")" \
-    "$(med "${R_TAIL[@]}")" "$(med "${R_FLOOR[@]}")" "$(med "${R_LINE[@]}")" - \
+    "$(med "${R_TAIL[@]}")" "$(med "${R_FLOOR[@]}")" "$(med "${R_LINE[@]}")" \
+    "$(med "${R_WORK[@]}")" - \
     "$(med "${R_OVER[@]}")" "$(med "${R_OVER_LINE[@]}")" "$(med "${R_RATIO[@]}")"
-printf 'per device (medians): wall %s ms = held %s + idle %s + (start-up + tail) %s; floor %s ms, line floor %s ms\n' \
+printf 'per device (medians): wall %s ms = held %s + idle %s + (start-up + tail) %s; floor %s ms, line floor %s ms, work floor %s ms\n' \
     "$(per "${R_WALL[@]}")" "$(per "${R_HELD[@]}")" "$(per "${R_IDLE[@]}")" \
     "$(fdiv "$(awk -v a="$(med "${R_START[@]}")" -v b="$(med "${R_TAIL[@]}")" 'BEGIN { print a + b }')" "$n")" \
-    "$(per "${R_FLOOR[@]}")" "$(per "${R_LINE[@]}")"
+    "$(per "${R_FLOOR[@]}")" "$(per "${R_LINE[@]}")" "$(per "${R_WORK[@]}")"

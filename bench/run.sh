@@ -138,18 +138,26 @@ declare -A M
 # floor_run NAME STORE OP N [MODULE [TOKEN]]: bench_p11 OP N on a fresh token; sets M[NAME]
 # (operations per second) and M[NAME_rss_kib]. OP line: the device floor with the CA's
 # signature of each device beside it, on the scenario's copy of the CA's token (bench_p11).
+# OP work: the line floor with the rest of the batch's work per device, the leanest way, in
+# the scenario's directory on the store (bench/bench_work.c).
 floor_run() {
-    local name=$1 store=$2 op=$3 n=$4 module=${5:-$MODULE} token=${6:-floor} out
+    local name=$1 store=$2 op=$3 n=$4 module=${5:-$MODULE} token=${6:-floor} out what=$3
     local -a ca=()
     scenario "$name" "$store" "$MODULE" "$token"
     quiesce
-    if [ "$op" = line ]; then
-        op=device ca=(--ca-token provisioner-ca --ca-pin-file ca.pin)
+    if [ "$op" = line ] || [ "$op" = work ]; then
+        ca=(--ca-token provisioner-ca --ca-pin-file ca.pin)
+        [ "$op" = line ] || ca+=(--work "$PWD/work-floor" --chain "$PWD/ca/chain.pem")
+        op=device
     fi
     out=$(/usr/bin/time -v -o time.txt "$P11" --module "$module" --token "$token" \
         --pin-file device.pin --cert "$work/device-cert.der" "${ca[@]}" "$op" "$n") ||
         die "bench_p11 $op $n ($name) failed"
     M[$name]=$(sed -n 's/.* per_second=\([^ ]*\).*/\1/p' <<<"$out")
+    # the work floor stored every device: seven files each, identity.json the last
+    if [ "$what" = work ] && [ "$(find work-floor/devices -name identity.json | wc -l)" != "$n" ]; then
+        die "bench_p11 work $n ($name) stored fewer than $n devices"
+    fi
     # SoftHSM2 keeps every object of its tokens in the calling process: the floor's RSS
     # shows how much of the tool's is the token's
     M[${name}_rss_kib]=$(rss_of time.txt)
@@ -293,22 +301,27 @@ EOF
 # (M[pair_device_STORE_SIZE]). On a shared VM both drift by 10-20 % within minutes (README
 # "Performance"); a ratio of two medians taken minutes apart carries that drift, the median of
 # ratios of adjacent pairs in alternating order does not (bench/README.md, "Pairs"). The line
-# floor runs between the two, and the batch's ratio to it is kept the same way
-# (M[pair_line_STORE_SIZE]; bench/README.md, "What each figure is").
+# and work floors run between the two, and the batch's ratio to each, and the device floor's
+# to the work floor, are kept the same way (M[pair_line_STORE_SIZE], M[pair_work_...],
+# M[pair_bound_...]; bench/README.md, "What each figure is").
 pair_run() {
     local s=$1 z=$2 n
     n=$(n_of "$z")
     if [ $((run % 2)) = 1 ]; then
         floor_run "floor_device_${s}_${z}" "$s" device "$n"
         floor_run "floor_line_${s}_${z}" "$s" line "$n"
+        floor_run "floor_work_${s}_${z}" "$s" work "$n"
         batch_run "batch_${s}_${z}" "$s" "$n"
     else
         batch_run "batch_${s}_${z}" "$s" "$n"
+        floor_run "floor_work_${s}_${z}" "$s" work "$n"
         floor_run "floor_line_${s}_${z}" "$s" line "$n"
         floor_run "floor_device_${s}_${z}" "$s" device "$n"
     fi
     M[pair_device_${s}_${z}]=$(fdiv "${M[batch_${s}_${z}_dev_s]}" "${M[floor_device_${s}_${z}]}" 3)
     M[pair_line_${s}_${z}]=$(fdiv "${M[batch_${s}_${z}_dev_s]}" "${M[floor_line_${s}_${z}]}" 3)
+    M[pair_work_${s}_${z}]=$(fdiv "${M[batch_${s}_${z}_dev_s]}" "${M[floor_work_${s}_${z}]}" 3)
+    M[pair_bound_${s}_${z}]=$(fdiv "${M[floor_work_${s}_${z}]}" "${M[floor_device_${s}_${z}]}" 3)
 }
 
 # Every device figure of one store: the floors (the token's and the CA's), the batch at three
@@ -508,6 +521,11 @@ if want device; then
             V[floor_line_${s}_${z}_ms]=$(ms "${V[floor_line_${s}_${z}]}")
             V[ratio_line_${s}_${z}]=$(fdiv "${V[pair_line_${s}_${z}]}" 1 3)
             keep_spread "ratio_line_${s}_${z}" "pair_line_${s}_${z}"
+            V[floor_work_${s}_${z}_ms]=$(ms "${V[floor_work_${s}_${z}]}")
+            V[ratio_work_${s}_${z}]=$(fdiv "${V[pair_work_${s}_${z}]}" 1 3)
+            keep_spread "ratio_work_${s}_${z}" "pair_work_${s}_${z}"
+            V[ratio_bound_${s}_${z}]=$(fdiv "${V[pair_bound_${s}_${z}]}" 1 3)
+            keep_spread "ratio_bound_${s}_${z}" "pair_bound_${s}_${z}"
             # the ratio of the two medians, as earlier tables gave it
             V[ratio_medians_device_${s}_${z}]=$(fdiv "${V[batch_${s}_${z}_dev_s]}" "${V[floor_device_${s}_${z}]}")
             V[ratio_keygen_${s}_${z}]=$(fdiv "${V[batch_${s}_${z}_dev_s]}" "${V[floor_keygen_${s}_${z}]}")
@@ -625,6 +643,12 @@ table() {
             n=$(n_of $z)
             echo "| line floor (the device floor, and the CA's signature of each device on a second thread, in the same module as in the tool's process), N=$n | $(cell $t '%s devices/s (%s ms)' "${V[floor_line_${t}_${z}]:-}" "${V[floor_line_${t}_${z}_ms]:-}") | $(cell $d '%s devices/s (%s ms)' "${V[floor_line_${d}_${z}]:-}" "${V[floor_line_${d}_${z}_ms]:-}") | |"
             echo "| batch ÷ line floor, N=$n, the same runs$([ "$runs" -gt 1 ] && echo ': median (lowest–highest)') | $(cell $t '%s%s' "${V[ratio_line_${t}_${z}]:-}" "$(spread "ratio_line_${t}_${z}")") | $(cell $d '%s%s' "${V[ratio_line_${d}_${z}]:-}" "$(spread "ratio_line_${d}_${z}")") | |"
+        done
+        for z in small large; do
+            n=$(n_of $z)
+            echo "| work floor (the line floor, and the rest of the batch's work per device the leanest way: journal and CA index transactions, signature checks, storage files; bench/bench_work.c), N=$n | $(cell $t '%s devices/s (%s ms)' "${V[floor_work_${t}_${z}]:-}" "${V[floor_work_${t}_${z}_ms]:-}") | $(cell $d '%s devices/s (%s ms)' "${V[floor_work_${d}_${z}]:-}" "${V[floor_work_${d}_${z}_ms]:-}") | |"
+            echo "| work floor ÷ device floor, N=$n (what the same work, without start-up, leaves of the device floor on this machine), the same runs$([ "$runs" -gt 1 ] && echo ': median (lowest–highest)') | $(cell $t '%s%s' "${V[ratio_bound_${t}_${z}]:-}" "$(spread "ratio_bound_${t}_${z}")") | $(cell $d '%s%s' "${V[ratio_bound_${d}_${z}]:-}" "$(spread "ratio_bound_${d}_${z}")") | |"
+            echo "| batch ÷ work floor, N=$n (the tool's own cost: start-up, locks, its way of doing the work), the same runs$([ "$runs" -gt 1 ] && echo ': median (lowest–highest)') | $(cell $t '%s%s' "${V[ratio_work_${t}_${z}]:-}" "$(spread "ratio_work_${t}_${z}")") | $(cell $d '%s%s' "${V[ratio_work_${d}_${z}]:-}" "$(spread "ratio_work_${d}_${z}")") | |"
         done
         echo "| issue floor (CSR verify + certificate + CA signature in its token + CA index record, bench_issue), N=$N_SMALL: per device; the loop's CPU | $(cell $t '%s devices/s (%s ms); CPU %s ms' "${V[issue_floor_${t}]:-}" "${V[issue_floor_${t}_ms]:-}" "${V[issue_floor_${t}_cpu_ms]:-}") | $(cell $d '%s devices/s (%s ms); CPU %s ms' "${V[issue_floor_${d}]:-}" "${V[issue_floor_${d}_ms]:-}" "${V[issue_floor_${d}_cpu_ms]:-}") | |"
         echo "| device floor + issue floor, N=$N_SMALL / N=$N_LARGE; the device floor's share of it (the most batch ÷ device floor can be for a tool that issues each device after making its key, one row at a time) | $(cell $t '%s / %s ms; %s / %s' "${V[floor_device_issue_${t}_small_ms]:-}" "${V[floor_device_issue_${t}_large_ms]:-}" "${V[ceiling_device_${t}_small]:-}" "${V[ceiling_device_${t}_large]:-}") | $(cell $d '%s / %s ms; %s / %s' "${V[floor_device_issue_${d}_small_ms]:-}" "${V[floor_device_issue_${d}_large_ms]:-}" "${V[ceiling_device_${d}_small]:-}" "${V[ceiling_device_${d}_large]:-}") | |"
