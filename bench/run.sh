@@ -661,7 +661,7 @@ table() {
             echo "| batch N=$N_SMALL with the tool's syncs as no-ops (measurement only): ÷ device floor | – | ${V[nosync_disk_small_dev_s]} devices/s (${V[nosync_disk_small_ms]} ms): ${V[ratio_device_nosync_disk_small]} | |"
             echo "| the tool's syncs (journal commits, storage files and directories): per device, and their cost | – | ${V[nosync_disk_small_syncs_dev]} syncs, ${V[sync_cost_disk_ms_dev]} ms | |"
         fi
-        echo "| CPU per device (user + system, whole command ÷ N), N=$N_LARGE: batch / device floor | $(cell $t '%s / %s ms' "${V[batch_${t}_large_cpu_ms]:-}" "${V[floor_device_${t}_large_cpu_ms]:-}") | $(cell $d '%s / %s ms' "${V[batch_${d}_large_cpu_ms]:-}" "${V[floor_device_${d}_large_cpu_ms]:-}") | |"
+        echo "| CPU per device (user + system, whole command ÷ N), N=$N_LARGE: batch / work floor / device floor | $(cell $t '%s / %s / %s ms' "${V[batch_${t}_large_cpu_ms]:-}" "${V[floor_work_${t}_large_cpu_ms]:-}" "${V[floor_device_${t}_large_cpu_ms]:-}") | $(cell $d '%s / %s / %s ms' "${V[batch_${d}_large_cpu_ms]:-}" "${V[floor_work_${d}_large_cpu_ms]:-}" "${V[floor_device_${d}_large_cpu_ms]:-}") | |"
         echo "| C_Sign floor, ECDSA P-256 | $(cell $t '%s signs/s' "${V[floor_sign_s]:-}") | | |"
     fi
     if want se; then
