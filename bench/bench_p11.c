@@ -27,10 +27,10 @@
  *       device, each part once and the leanest way (bench_work.c: the journal's three
  *       transactions and the CA index's two, the CSR's and the proof's signatures checked,
  *       the storage's seven files synced, the certificate checked with the intermediate),
- *       in DIR, on the threads a lean tool would use: this one keeps the token busy (device
- *       i's certificate object once it is issued, after device i + 1's signatures), the CA's
- *       thread issues, a third stores; timed to the last device stored. PEM: the CA's chain,
- *       the intermediate then the root;
+ *       in DIR, on the threads a lean tool would use: one records the intents ahead, this
+ *       one keeps the token busy (device i's certificate object once it is issued, after
+ *       device i + 1's signatures), the CA's thread issues, a fourth stores; timed to the
+ *       last device stored. PEM: the CA's chain, the intermediate then the root;
  *   bench_p11 --module SO --token LABEL --pin-file F sign N
  *       one such key, then N x C_SignInit + C_Sign (CKM_ECDSA over a 32-byte digest).
  *
@@ -96,16 +96,14 @@ static int check(CK_RV rv, const char *what)
     return 0;
 }
 
+static uint64_t id_stamp; /* the run's start (main): every key's CKA_ID carries it */
+
 /* Key i's CKA_ID (16 bytes), unique per key and per run: the run's start time and i. */
-static void make_id(unsigned long i, unsigned char *id)
+static void make_id(unsigned long i, unsigned char id[16])
 {
-    static uint64_t stamp;
     uint64_t index = i;
 
-    if (stamp == 0) {
-        stamp = (uint64_t)time(NULL);
-    }
-    memcpy(id, &stamp, 8);
+    memcpy(id, &id_stamp, 8);
     memcpy(id + 8, &index, 8);
 }
 
@@ -243,6 +241,9 @@ static void *ca_signer(void *arg)
             check(fl->C_Sign(ca.s, digest, sizeof(digest), sig, &len), "C_Sign(CA)") < 0 ||
             (is_work && work_issue(i) < 0)) {
             ca.r = -1;
+            if (is_work) {
+                work_fail(); /* the token's thread may wait for this device's issue */
+            }
             break;
         }
     }
@@ -278,7 +279,7 @@ static int load_cert(const char *path)
 static int run_keygen(CK_SESSION_HANDLE s, unsigned long n, bool is_device)
 {
     double *t = calloc(n, sizeof(*t));
-    double start, first = 0, last = 0;
+    double start, end, first = 0, last = 0;
     unsigned long k = n < 100 ? n : 100;
     CK_OBJECT_HANDLE pub, priv;
     unsigned char id[16], prev_id[16];
@@ -297,7 +298,7 @@ static int run_keygen(CK_SESSION_HANDLE s, unsigned long n, bool is_device)
         double t0 = now();
 
         make_id(i, id);
-        if ((is_work && work_intent(i, id, sizeof(id)) < 0) || keygen(s, i, id, &pub, &priv) < 0 ||
+        if ((is_work && work_wait_intent(i) < 0) || keygen(s, i, id, &pub, &priv) < 0 ||
             (is_device && device_rest(s, i, pub, priv, id) < 0) ||
             /* the work floor: the last device's certificate object, once it is issued */
             (is_work && i > 0 && store_issued(s, i - 1, prev_id) < 0)) {
@@ -313,19 +314,23 @@ static int run_keygen(CK_SESSION_HANDLE s, unsigned long n, bool is_device)
         free(t);
         return -1;
     }
-    if (is_work && work_finish() < 0) { /* to the storage of the last device */
+    if (is_work && work_wait_done() < 0) { /* to the storage of the last device */
         free(t);
         return -1;
     }
+    end = now();
     for (unsigned long i = 0; i < k; i++) {
         first += t[i];
         last += t[n - k + i];
     }
     printf("op=%s n=%lu seconds=%.3f per_second=%.2f ms_first100=%.3f ms_last100=%.3f\n",
            is_device ? (is_work ? "work" : ca.is_on ? "line" : "device") : "keygen", n,
-           now() - start, (double)n / (now() - start), 1e3 * first / (double)k,
+           end - start, (double)n / (end - start), 1e3 * first / (double)k,
            1e3 * last / (double)k);
     free(t);
+    if (is_work) {
+        work_close(); /* after the clock, as the batch's end is in its start-up and tail */
+    }
     return 0;
 }
 
@@ -489,6 +494,7 @@ int main(int argc, char **argv)
                         "device, the work floor only with the CA's token)\n");
         return 2;
     }
+    id_stamp = (uint64_t)time(NULL);
     if (cert_file != NULL && load_cert(cert_file) < 0) {
         return 1;
     }
@@ -508,7 +514,7 @@ int main(int argc, char **argv)
         return 1;
     }
     if (work_dir != NULL) {
-        if (work_open(work_dir, chain_file, cert.value, (size_t)cert.value_len, n) < 0) {
+        if (work_open(work_dir, chain_file, cert.value, (size_t)cert.value_len, n, make_id) < 0) {
             return 1;
         }
         is_work = true;

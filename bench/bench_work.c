@@ -4,7 +4,10 @@
  * line floor's CA signature, the rest of what the batch must do, each part once and the
  * leanest way: a lower bound of the same work, not a model of the tool.
  *
- *   token's thread   the journal's intent (one transaction) before the key
+ *   intents' thread  the journal's intent (one transaction) of each device before its key,
+ *                    at most two devices ahead of the token's thread
+ *   token's thread   the device floor's work; device i's certificate object once i is issued,
+ *                    after device i + 1's signatures
  *   CA thread        after the CA's signature: the CSR's signature verified with the key's
  *                    public point, the CA index's record and the journal's issued (one
  *                    transaction each, the certificate's bytes in both), the proof's
@@ -17,8 +20,9 @@
  *                    index's delivered and the journal's stored (one transaction each)
  *
  * Both SQLite databases are in WAL mode with synchronous=FULL, as the tool's journal and CA
- * index are (factory/journal_sqlite.c, provisioner/pki/ca_index.c): one connection each, its
- * statements prepared once, one transaction at a time under a mutex. The certificate object waits for the device's issue
+ * index are (factory/journal_sqlite.c, provisioner/pki/ca_index.c), and the journal's stored
+ * record commits at NORMAL, as the tool's does: one connection each, its statements prepared
+ * once, one transaction at a time under a mutex (statements bound under it too). The certificate object waits for the device's issue
  * (work_wait_issued): the token's thread stores device i's after device i + 1's signatures.
  */
 /* The legacy EC_KEY and ECDSA_do_verify: the leanest way to check a raw signature with a
@@ -67,11 +71,14 @@ static struct {
     size_t pem_len, chain_len, full_len, der_len;
     struct db journal, index;
     sqlite3_stmt *intent, *issued_st, *stored, *record, *delivered;
-    pthread_t storage;
+    void (*id_of)(unsigned long i, unsigned char id[16]);
+    pthread_t storage, intents;
     pthread_mutex_t mx;
     pthread_cond_t cv;
     unsigned long issued;    /* devices issued: the token's thread waits for them */
     unsigned long certified; /* certificate objects stored: the storage thread waits for them */
+    unsigned long begun;     /* the device the token's thread is at */
+    unsigned long intended;  /* intents recorded: the token's thread waits for them */
     int r;
 } w = {.mx = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
@@ -108,14 +115,30 @@ static int prepare(struct db *d, const char *sql, sqlite3_stmt **st)
                : fail(sql, sqlite3_errmsg(d->db));
 }
 
-/* One transaction of st (its parameters bound by the caller) in d. */
-static int db_run(struct db *d, sqlite3_stmt *st)
+/* d's connection taken: its statements may be bound, then db_run lets it go. */
+static void db_take(struct db *d)
 {
-    int rc;
-
     pthread_mutex_lock(&d->mx);
-    rc = sqlite3_step(d->begin);
-    sqlite3_reset(d->begin);
+}
+
+/*
+ * One transaction of st (bound by the caller since db_take) in d; d let go. is_deferred: at
+ * synchronous=NORMAL (a WAL commit without its sync), as the tool's journal commits the
+ * stored record it may lose to a power cut (factory/journal.c, stored_proven;
+ * factory/journal_sqlite.c, sqlite_begin_deferred), FULL again after it.
+ */
+static int db_run(struct db *d, sqlite3_stmt *st, bool is_deferred)
+{
+    int rc = SQLITE_DONE;
+
+    if (is_deferred && sqlite3_exec(d->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL) !=
+                           SQLITE_OK) {
+        rc = SQLITE_ERROR;
+    }
+    if (rc == SQLITE_DONE) {
+        rc = sqlite3_step(d->begin);
+        sqlite3_reset(d->begin);
+    }
     rc = rc == SQLITE_DONE ? sqlite3_step(st) : rc;
     sqlite3_reset(st);
     rc = rc == SQLITE_DONE ? sqlite3_step(d->commit) : rc;
@@ -123,6 +146,11 @@ static int db_run(struct db *d, sqlite3_stmt *st)
     if (rc != SQLITE_DONE) {
         fail("transaction", sqlite3_errmsg(d->db));
     }
+    if (is_deferred && sqlite3_exec(d->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL) !=
+                           SQLITE_OK) {
+        rc = fail("transaction", "cannot set synchronous=FULL again");
+    }
+    sqlite3_clear_bindings(st);
     pthread_mutex_unlock(&d->mx);
     return rc == SQLITE_DONE ? 0 : -1;
 }
@@ -189,8 +217,16 @@ static int put_file(const char *dir, const char *name, const void *bytes, size_t
     snprintf(tmp, sizeof(tmp), "%s/%s.tmp", dir, name);
     snprintf(path, sizeof(path), "%s/%s", dir, name);
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0 || write(fd, bytes, len) != (ssize_t)len || fsync(fd) != 0 || close(fd) != 0 ||
-        rename(tmp, path) != 0) {
+    if (fd < 0) {
+        return fail(tmp, strerror(errno));
+    }
+    if (write(fd, bytes, len) != (ssize_t)len || fsync(fd) != 0) {
+        int e = errno;
+
+        close(fd);
+        return fail(tmp, strerror(e));
+    }
+    if (close(fd) != 0 || rename(tmp, path) != 0) {
         return fail(path, strerror(errno));
     }
     return 0;
@@ -237,12 +273,14 @@ static int store_device(unsigned long i)
         r = fail(serial, "the certificate does not verify with the intermediate");
     }
     if (r == 0) {
+        db_take(&w.index);
         sqlite3_bind_text(w.delivered, 1, serial, -1, SQLITE_STATIC);
-        r = db_run(&w.index, w.delivered);
+        r = db_run(&w.index, w.delivered, false);
     }
     if (r == 0) {
+        db_take(&w.journal);
         sqlite3_bind_text(w.stored, 1, serial, -1, SQLITE_STATIC);
-        r = db_run(&w.journal, w.stored);
+        r = db_run(&w.journal, w.stored, true);
     }
     return r;
 }
@@ -251,16 +289,16 @@ static void *storage_main(void *arg)
 {
     (void)arg;
     for (unsigned long i = 0; i < w.n; i++) {
+        int r;
+
         pthread_mutex_lock(&w.mx);
         while (w.certified <= i && w.r == 0) {
             pthread_cond_wait(&w.cv, &w.mx);
         }
+        r = w.r;
         pthread_mutex_unlock(&w.mx);
-        if (w.r != 0 || store_device(i) < 0) {
-            pthread_mutex_lock(&w.mx);
-            w.r = -1;
-            pthread_cond_broadcast(&w.cv);
-            pthread_mutex_unlock(&w.mx);
+        if (r != 0 || store_device(i) < 0) {
+            work_fail();
             break;
         }
     }
@@ -272,12 +310,15 @@ static int read_all(const char *path, unsigned char **out, size_t *len)
     FILE *f = fopen(path, "rb");
     long size;
 
+    *out = NULL;
     if (f == NULL || fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) <= 0 ||
         fseek(f, 0, SEEK_SET) != 0 || (*out = malloc((size_t)size)) == NULL ||
         fread(*out, 1, (size_t)size, f) != (size_t)size) {
         if (f != NULL) {
             fclose(f);
         }
+        free(*out);
+        *out = NULL;
         return fail(path, "cannot read");
     }
     fclose(f);
@@ -285,8 +326,54 @@ static int read_all(const char *path, unsigned char **out, size_t *len)
     return 0;
 }
 
+void work_fail(void)
+{
+    pthread_mutex_lock(&w.mx);
+    w.r = -1;
+    pthread_cond_broadcast(&w.cv);
+    pthread_mutex_unlock(&w.mx);
+}
+
+/*
+ * The intents, at most two devices ahead of the token's thread: in the batch each of the two
+ * workers records its next row's intent while the other holds the token (factory/batch_row.c,
+ * enroll_fresh), so the intent's commit is not on the token's path there either.
+ */
+static void *intents_main(void *arg)
+{
+    (void)arg;
+    for (unsigned long i = 0; i < w.n; i++) {
+        unsigned char id[16];
+        char serial[32];
+        int r;
+
+        pthread_mutex_lock(&w.mx);
+        while (i >= w.begun + 2 && w.r == 0) {
+            pthread_cond_wait(&w.cv, &w.mx);
+        }
+        r = w.r;
+        pthread_mutex_unlock(&w.mx);
+        if (r != 0) {
+            break;
+        }
+        w.id_of(i, id);
+        db_take(&w.journal);
+        sqlite3_bind_text(w.intent, 1, serial_of(i, serial, sizeof(serial)), -1, SQLITE_STATIC);
+        sqlite3_bind_blob(w.intent, 2, id, sizeof(id), SQLITE_STATIC);
+        if (db_run(&w.journal, w.intent, false) < 0) {
+            work_fail();
+            break;
+        }
+        pthread_mutex_lock(&w.mx);
+        w.intended = i + 1;
+        pthread_cond_broadcast(&w.cv);
+        pthread_mutex_unlock(&w.mx);
+    }
+    return NULL;
+}
+
 int work_open(const char *dir, const char *chain_pem, const unsigned char *cert_der,
-              size_t cert_len, unsigned long n)
+              size_t cert_len, unsigned long n, void (*id_of)(unsigned long i, unsigned char id[16]))
 {
     const unsigned char *p = cert_der;
     char devices[4096];
@@ -296,6 +383,7 @@ int work_open(const char *dir, const char *chain_pem, const unsigned char *cert_
 
     w.dir = strdup(dir);
     w.n = n;
+    w.id_of = id_of;
     w.devs = calloc(n, sizeof(*w.devs));
     snprintf(devices, sizeof(devices), "%s/devices", dir);
     if (w.dir == NULL || w.devs == NULL || (mkdir(dir, 0755) != 0 && errno != EEXIST) ||
@@ -366,16 +454,27 @@ int work_open(const char *dir, const char *chain_pem, const unsigned char *cert_
     if (pthread_create(&w.storage, NULL, storage_main, NULL) != 0) {
         return fail("the storage thread", "cannot start it");
     }
+    if (pthread_create(&w.intents, NULL, intents_main, NULL) != 0) {
+        work_fail();
+        pthread_join(w.storage, NULL);
+        return fail("the intents' thread", "cannot start it");
+    }
     return 0;
 }
 
-int work_intent(unsigned long i, const unsigned char *id, size_t id_len)
+int work_wait_intent(unsigned long i)
 {
-    char serial[32];
+    int r;
 
-    sqlite3_bind_text(w.intent, 1, serial_of(i, serial, sizeof(serial)), -1, SQLITE_TRANSIENT);
-    sqlite3_bind_blob(w.intent, 2, id, (int)id_len, SQLITE_TRANSIENT);
-    return db_run(&w.journal, w.intent);
+    pthread_mutex_lock(&w.mx);
+    w.begun = i;
+    pthread_cond_broadcast(&w.cv);
+    while (w.intended <= i && w.r == 0) {
+        pthread_cond_wait(&w.cv, &w.mx);
+    }
+    r = w.r;
+    pthread_mutex_unlock(&w.mx);
+    return r;
 }
 
 int work_signed(unsigned long i, const unsigned char *point, size_t point_len,
@@ -407,14 +506,16 @@ int work_issue(unsigned long i)
 
     serial_of(i, serial, sizeof(serial));
     if (r == 0) {
+        db_take(&w.index);
         sqlite3_bind_text(w.record, 1, serial, -1, SQLITE_STATIC);
         sqlite3_bind_blob(w.record, 2, w.der, (int)w.der_len, SQLITE_STATIC);
-        r = db_run(&w.index, w.record);
+        r = db_run(&w.index, w.record, false);
     }
     if (r == 0) {
+        db_take(&w.journal);
         sqlite3_bind_blob(w.issued_st, 1, w.der, (int)w.der_len, SQLITE_STATIC);
         sqlite3_bind_text(w.issued_st, 2, serial, -1, SQLITE_STATIC);
-        r = db_run(&w.journal, w.issued_st);
+        r = db_run(&w.journal, w.issued_st, false);
     }
     r = r ? r : verify_raw(ec, d->proof, d->proof_len, 1);
     EC_KEY_free(ec);
@@ -451,10 +552,19 @@ int work_certified(unsigned long i)
     return 0;
 }
 
-int work_finish(void)
+int work_wait_done(void)
 {
-    int r = pthread_join(w.storage, NULL) != 0 ? -1 : w.r;
+    int r = pthread_join(w.storage, NULL) != 0 ? -1 : 0;
 
+    if (r < 0) {
+        work_fail(); /* the intents' thread may wait for a device that will not come */
+    }
+    r = pthread_join(w.intents, NULL) != 0 ? -1 : r;
+    return r < 0 ? -1 : w.r;
+}
+
+void work_close(void)
+{
     sqlite3_finalize(w.intent);
     sqlite3_finalize(w.issued_st);
     sqlite3_finalize(w.stored);
@@ -471,5 +581,4 @@ int work_finish(void)
     free(w.der);
     free(w.devs);
     free(w.dir);
-    return r;
 }
