@@ -12,18 +12,19 @@
  *                    public point, the CA index's record and the journal's issued (one
  *                    transaction each, the certificate's bytes in both), the proof's
  *                    signature verified
- *   storage thread   once the device's certificate object is stored: the device's directory and its seven files (client.crt, client.der,
- *                    chain.pem, fullchain.pem, server-ca.pem, key.uri, identity.json; each
- *                    written to a temporary name, synced, renamed; the directory and its
- *                    parent synced), the certificate verified with the intermediate's key
+ *   storage thread   once the device's certificate object is stored: the device's directory
+ *                    and its seven files (client.crt, client.der, chain.pem, fullchain.pem,
+ *                    server-ca.pem, key.uri, identity.json; each written to a temporary name,
+ *                    synced, renamed; the directory and its parent synced), the certificate verified with the intermediate's key
  *                    (the intermediate with the root's once, before the clock), the CA
  *                    index's delivered and the journal's stored (one transaction each)
  *
  * Both SQLite databases are in WAL mode with synchronous=FULL, as the tool's journal and CA
  * index are (factory/journal_sqlite.c, provisioner/pki/ca_index.c), and the journal's stored
  * record commits at NORMAL, as the tool's does: one connection each, its statements prepared
- * once, one transaction at a time under a mutex (statements bound under it too). The certificate object waits for the device's issue
- * (work_wait_issued): the token's thread stores device i's after device i + 1's signatures.
+ * once, one transaction at a time under a mutex (statements bound under it too). The threads
+ * hand devices on by counters (issued, certified, begun, intended) under one mutex: wait_for,
+ * advance.
  */
 /* The legacy EC_KEY and ECDSA_do_verify: the leanest way to check a raw signature with a
    point in OpenSSL 3.0 (the tool's signer uses them too: provisioner/device/signer.c). */
@@ -86,6 +87,29 @@ static int fail(const char *what, const char *detail)
 {
     fprintf(stderr, "bench_p11: work floor: %s: %s\n", what, detail);
     return -1;
+}
+
+/* Waits until *count >= need or a thread failed; w.r (0 when none did). */
+static int wait_for(const unsigned long *count, unsigned long need)
+{
+    int r;
+
+    pthread_mutex_lock(&w.mx);
+    while (*count < need && w.r == 0) {
+        pthread_cond_wait(&w.cv, &w.mx);
+    }
+    r = w.r;
+    pthread_mutex_unlock(&w.mx);
+    return r;
+}
+
+/* *count = value, and every waiting thread told. */
+static void advance(unsigned long *count, unsigned long value)
+{
+    pthread_mutex_lock(&w.mx);
+    *count = value;
+    pthread_cond_broadcast(&w.cv);
+    pthread_mutex_unlock(&w.mx);
 }
 
 static int db_open(struct db *d, const char *file, const char *schema)
@@ -289,15 +313,7 @@ static void *storage_main(void *arg)
 {
     (void)arg;
     for (unsigned long i = 0; i < w.n; i++) {
-        int r;
-
-        pthread_mutex_lock(&w.mx);
-        while (w.certified <= i && w.r == 0) {
-            pthread_cond_wait(&w.cv, &w.mx);
-        }
-        r = w.r;
-        pthread_mutex_unlock(&w.mx);
-        if (r != 0 || store_device(i) < 0) {
+        if (wait_for(&w.certified, i + 1) != 0 || store_device(i) < 0) {
             work_fail();
             break;
         }
@@ -345,15 +361,9 @@ static void *intents_main(void *arg)
     for (unsigned long i = 0; i < w.n; i++) {
         unsigned char id[16];
         char serial[32];
-        int r;
 
-        pthread_mutex_lock(&w.mx);
-        while (i >= w.begun + 2 && w.r == 0) {
-            pthread_cond_wait(&w.cv, &w.mx);
-        }
-        r = w.r;
-        pthread_mutex_unlock(&w.mx);
-        if (r != 0) {
+        /* device i's intent once the token's thread is at device i - 1 */
+        if (wait_for(&w.begun, i > 0 ? i - 1 : 0) != 0) {
             break;
         }
         w.id_of(i, id);
@@ -364,10 +374,7 @@ static void *intents_main(void *arg)
             work_fail();
             break;
         }
-        pthread_mutex_lock(&w.mx);
-        w.intended = i + 1;
-        pthread_cond_broadcast(&w.cv);
-        pthread_mutex_unlock(&w.mx);
+        advance(&w.intended, i + 1);
     }
     return NULL;
 }
@@ -377,8 +384,7 @@ int work_open(const char *dir, const char *chain_pem, const unsigned char *cert_
 {
     const unsigned char *p = cert_der;
     char devices[4096];
-    BIO *bio = NULL;
-    FILE *f;
+    BIO *bio;
     BUF_MEM *mem;
 
     w.dir = strdup(dir);
@@ -390,12 +396,13 @@ int work_open(const char *dir, const char *chain_pem, const unsigned char *cert_
         (mkdir(devices, 0755) != 0 && errno != EEXIST)) {
         return fail(dir, "cannot make it");
     }
-    f = fopen(chain_pem, "r");
-    w.inter = f != NULL ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
-    w.root = f != NULL ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
-    if (f != NULL) {
-        fclose(f);
+    if (read_all(chain_pem, &w.chain, &w.chain_len) < 0) {
+        return -1;
     }
+    bio = BIO_new_mem_buf(w.chain, (int)w.chain_len);
+    w.inter = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    w.root = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    BIO_free(bio);
     w.cert = d2i_X509(NULL, &p, (long)cert_len);
     if (w.inter == NULL || w.root == NULL || w.cert == NULL) {
         return fail(chain_pem, "not an intermediate then a root in PEM, or no certificate");
@@ -403,9 +410,6 @@ int work_open(const char *dir, const char *chain_pem, const unsigned char *cert_
     /* the same for every device: once, before the clock */
     if (X509_verify(w.inter, X509_get0_pubkey(w.root)) != 1) {
         return fail(chain_pem, "the intermediate does not verify with the root");
-    }
-    if (read_all(chain_pem, &w.chain, &w.chain_len) < 0) {
-        return -1;
     }
     w.der_len = cert_len;
     w.der = malloc(cert_len);
@@ -464,17 +468,8 @@ int work_open(const char *dir, const char *chain_pem, const unsigned char *cert_
 
 int work_wait_intent(unsigned long i)
 {
-    int r;
-
-    pthread_mutex_lock(&w.mx);
-    w.begun = i;
-    pthread_cond_broadcast(&w.cv);
-    while (w.intended <= i && w.r == 0) {
-        pthread_cond_wait(&w.cv, &w.mx);
-    }
-    r = w.r;
-    pthread_mutex_unlock(&w.mx);
-    return r;
+    advance(&w.begun, i);
+    return wait_for(&w.intended, i + 1);
 }
 
 int work_signed(unsigned long i, const unsigned char *point, size_t point_len,
@@ -519,36 +514,22 @@ int work_issue(unsigned long i)
     }
     r = r ? r : verify_raw(ec, d->proof, d->proof_len, 1);
     EC_KEY_free(ec);
-    pthread_mutex_lock(&w.mx);
     if (r == 0) {
-        w.issued = i + 1;
+        advance(&w.issued, i + 1);
     } else {
-        w.r = -1;
+        work_fail();
     }
-    pthread_cond_broadcast(&w.cv);
-    pthread_mutex_unlock(&w.mx);
     return r;
 }
 
 int work_wait_issued(unsigned long i)
 {
-    int r;
-
-    pthread_mutex_lock(&w.mx);
-    while (w.issued <= i && w.r == 0) {
-        pthread_cond_wait(&w.cv, &w.mx);
-    }
-    r = w.r;
-    pthread_mutex_unlock(&w.mx);
-    return r;
+    return wait_for(&w.issued, i + 1);
 }
 
 int work_certified(unsigned long i)
 {
-    pthread_mutex_lock(&w.mx);
-    w.certified = i + 1;
-    pthread_cond_broadcast(&w.cv);
-    pthread_mutex_unlock(&w.mx);
+    advance(&w.certified, i + 1);
     return 0;
 }
 
