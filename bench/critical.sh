@@ -118,8 +118,8 @@ split() {
         }' "$3"
 }
 
-# floor_device NAME [ARG...]: `bench_p11 device N` (with ARGs: the line floor's CA) on a
-# fresh token of scenario NAME; its output line in $out.
+# floor_device NAME [ARG...]: `bench_p11 device N` (with ARGs: the line or work floor's) on
+# a fresh token of scenario NAME; its output line in $out, its seconds in $secs.
 floor_device() {
     local name=$1
     shift
@@ -127,6 +127,8 @@ floor_device() {
     sync
     out=$("$P11" --module "$MODULE" --token floor --pin-file device.pin \
         --cert "$work/device-cert.der" "$@" device "$n") || die "bench_p11 device $n $* failed"
+    secs=$(sed -n 's/.* seconds=\([0-9.]*\) .*/\1/p' <<<"$out")
+    [ -n "$secs" ] || die "bench_p11 printed no seconds: $out"
 }
 
 declare -a R_WALL R_START R_HELD R_IDLE R_TAIL R_FLOOR R_LINE R_WORK R_RATIO R_OVER R_OVER_LINE
@@ -138,18 +140,16 @@ for ((run = 1; run <= runs; run++)); do
     for part in $([ $((run % 2)) = 1 ] && echo "floor line work batch" || echo "batch work line floor"); do
         if [ "$part" = floor ]; then
             floor_device "floor-$run"
-            floor_s=$(sed -n 's/.* seconds=\([0-9.]*\) .*/\1/p' <<<"$out")
+            floor_s=$secs
             floor_fl=$(sed -n 's/.* ms_first100=\([0-9.]*\) ms_last100=\([0-9.]*\).*/\1\/\2/p' <<<"$out")
-            [ -n "$floor_s" ] && [ -n "$floor_fl" ] || die "bench_p11 printed no seconds: $out"
+            [ -n "$floor_fl" ] || die "bench_p11 printed no first and last 100: $out"
         elif [ "$part" = line ]; then
             floor_device "line-$run" --ca-token provisioner-ca --ca-pin-file ca.pin
-            line_s=$(sed -n 's/.* seconds=\([0-9.]*\) .*/\1/p' <<<"$out")
-            [ -n "$line_s" ] || die "bench_p11 printed no seconds: $out"
+            line_s=$secs
         elif [ "$part" = work ]; then
             floor_device "work-$run" --ca-token provisioner-ca --ca-pin-file ca.pin \
                 --work work-floor --chain ca/chain.pem # in the scenario
-            work_s=$(sed -n 's/.* seconds=\([0-9.]*\) .*/\1/p' <<<"$out")
-            [ -n "$work_s" ] || die "bench_p11 printed no seconds: $out"
+            work_s=$secs
         else
             scenario "batch-$run" "$store" "$MODULE" dev-a
             manifest lot.csv "$n" dev-a
