@@ -55,7 +55,6 @@ fail() {
 }
 trap 'exit 1' USR1
 
-# need TOOL...: every tool must be installed; a missing one fails the test.
 # narrowed VALUE MIN: VALUE less a fifth, not below MIN. The kill and signal tests narrow
 # the window they draw their instant from by it each time the run ended first
 # (test_ca_index.sh, test_signals.sh): a duration measured while another suite loaded the
@@ -64,6 +63,7 @@ narrowed() {
     echo $(($1 * 4 / 5 < $2 ? $2 : $1 * 4 / 5))
 }
 
+# need TOOL...: every tool must be installed; a missing one fails the test.
 need() {
     local t
     for t in "$@"; do
